@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up citytwin in ./.venv (Python 3.11) from pinned versions. Idempotent.
+#   scripts/setup.sh          Python environment only (enough for `citytwin demo`)
+#   scripts/setup.sh --test   also the servers the integration tests talk to (Mosquitto, Chromium)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+"$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), "citytwin needs Python 3.11, found %s" % sys.version' 
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>/dev/null \
+  || .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+if [ "${1:-}" = "--test" ]; then
+  need=()
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+echo "citytwin set up in $(pwd)/.venv"

@@ -1,0 +1,1 @@
+"""The ``citytwin`` command-line tool (thin: it parses, calls the API, prints)."""

@@ -1,0 +1,338 @@
+"""The catalog (A3): datasets, versions, lineage, users and the audit log, in SQLite.
+
+SQLite keeps the records (small, transactional, safe for a CLI and a service at
+once); the data itself lives in Parquet / GeoParquet files beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from citytwin.foundation.errors import InputError, NotFoundError
+
+CLASSIFICATIONS = ("public", "internal", "sensitive")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS datasets (
+    name TEXT PRIMARY KEY,
+    schema TEXT NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'ingested',
+    department TEXT,
+    classification TEXT NOT NULL DEFAULT 'internal',
+    description TEXT DEFAULT '',
+    source TEXT,
+    licence TEXT,
+    owner TEXT,
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    current_version INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS versions (
+    dataset TEXT NOT NULL REFERENCES datasets(name),
+    version INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    created_by TEXT,
+    source_path TEXT,
+    source_sha256 TEXT,
+    rows_read INTEGER,
+    rows_kept INTEGER,
+    rows_quarantined INTEGER,
+    columns_json TEXT,
+    extent_json TEXT,
+    time_min TEXT,
+    time_max TEXT,
+    path TEXT NOT NULL,
+    quarantine_path TEXT,
+    params_json TEXT,
+    code_version TEXT,
+    PRIMARY KEY (dataset, version)
+);
+CREATE TABLE IF NOT EXISTS lineage (
+    dataset TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    input_dataset TEXT NOT NULL,
+    input_version INTEGER,
+    role TEXT DEFAULT 'input'
+);
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    department TEXT,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts TEXT NOT NULL,
+    user TEXT,
+    role TEXT,
+    action TEXT NOT NULL,
+    dataset TEXT,
+    version INTEGER,
+    rows INTEGER,
+    outcome TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_dataset ON audit(dataset);
+"""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def check_name(name: str) -> str:
+    """Validate a dataset name (lower case letters, digits and ``_``, starting with a letter)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InputError(f"invalid dataset name {name!r}",
+                         hint="use lower-case letters, digits and '_', starting with a letter (max 63)")
+    return name
+
+
+def check_classification(value: str) -> str:
+    if value not in CLASSIFICATIONS:
+        raise InputError(f"invalid classification {value!r}", hint=f"use one of {', '.join(CLASSIFICATIONS)}")
+    return value
+
+
+@dataclass
+class VersionInfo:
+    dataset: str
+    version: int
+    created: str
+    created_by: str | None
+    source_path: str | None
+    source_sha256: str | None
+    rows_read: int | None
+    rows_kept: int | None
+    rows_quarantined: int | None
+    columns: list[dict[str, Any]]
+    extent: list[float] | None
+    time_min: str | None
+    time_max: str | None
+    path: str
+    quarantine_path: str | None
+    params: dict[str, Any]
+    code_version: str | None
+
+
+@dataclass
+class DatasetInfo:
+    name: str
+    schema: str
+    kind: str
+    department: str | None
+    classification: str
+    description: str
+    source: str | None
+    licence: str | None
+    owner: str | None
+    created: str
+    updated: str
+    current_version: int
+    versions: list[VersionInfo] = field(default_factory=list)
+
+    @property
+    def current(self) -> VersionInfo:
+        for v in self.versions:
+            if v.version == self.current_version:
+                return v
+        raise NotFoundError(f"dataset {self.name!r} has no version {self.current_version}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["versions"] = [dict(v.__dict__) for v in self.versions]
+        return d
+
+
+class Catalog:
+    """Records of a workspace: datasets, versions, lineage, users and audit log."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with self.connect() as con:
+            con.executescript(_DDL)
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA busy_timeout=30000")
+        try:
+            yield con
+        finally:
+            con.close()
+
+    # -- datasets --------------------------------------------------------
+    def exists(self, name: str) -> bool:
+        with self.connect() as con:
+            return con.execute("SELECT 1 FROM datasets WHERE name=?", (name,)).fetchone() is not None
+
+    def names(self) -> list[str]:
+        with self.connect() as con:
+            return [r[0] for r in con.execute("SELECT name FROM datasets ORDER BY name")]
+
+    def get(self, name: str) -> DatasetInfo:
+        with self.connect() as con:
+            row = con.execute("SELECT * FROM datasets WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no dataset named {name!r} in this workspace",
+                                    hint="`citytwin catalog list` shows what there is")
+            info = DatasetInfo(**dict(row))
+            for v in con.execute("SELECT * FROM versions WHERE dataset=? ORDER BY version", (name,)):
+                d = dict(v)
+                info.versions.append(VersionInfo(
+                    dataset=d["dataset"], version=d["version"], created=d["created"], created_by=d["created_by"],
+                    source_path=d["source_path"], source_sha256=d["source_sha256"], rows_read=d["rows_read"],
+                    rows_kept=d["rows_kept"], rows_quarantined=d["rows_quarantined"],
+                    columns=json.loads(d["columns_json"] or "[]"),
+                    extent=json.loads(d["extent_json"]) if d["extent_json"] else None,
+                    time_min=d["time_min"], time_max=d["time_max"], path=d["path"],
+                    quarantine_path=d["quarantine_path"], params=json.loads(d["params_json"] or "{}"),
+                    code_version=d["code_version"],
+                ))
+            return info
+
+    def list(self) -> list[DatasetInfo]:
+        return [self.get(n) for n in self.names()]
+
+    def next_version(self, name: str) -> int:
+        with self.connect() as con:
+            r = con.execute("SELECT MAX(version) FROM versions WHERE dataset=?", (name,)).fetchone()
+            return int(r[0] or 0) + 1
+
+    def add_version(
+        self,
+        *,
+        name: str,
+        schema: str,
+        kind: str,
+        department: str | None,
+        classification: str,
+        description: str,
+        source: str | None,
+        licence: str | None,
+        owner: str | None,
+        version: VersionInfo,
+        inputs: list[tuple[str, int | None]] = (),  # type: ignore[assignment]
+    ) -> None:
+        """Record a new version (and the dataset, if new) in one transaction."""
+        check_name(name)
+        check_classification(classification)
+        ts = now()
+        with self.connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                existing = con.execute("SELECT name FROM datasets WHERE name=?", (name,)).fetchone()
+                if existing is None:
+                    con.execute(
+                        "INSERT INTO datasets(name, schema, kind, department, classification, description, source,"
+                        " licence, owner, created, updated, current_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (name, schema, kind, department, classification, description, source, licence, owner,
+                         ts, ts, version.version),
+                    )
+                else:
+                    con.execute(
+                        "UPDATE datasets SET schema=?, kind=?, department=COALESCE(?, department), classification=?,"
+                        " description=CASE WHEN ?<>'' THEN ? ELSE description END, source=COALESCE(?, source),"
+                        " licence=COALESCE(?, licence), updated=?, current_version=? WHERE name=?",
+                        (schema, kind, department, classification, description, description, source, licence, ts,
+                         version.version, name),
+                    )
+                v = version
+                con.execute(
+                    "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (name, v.version, v.created, v.created_by, v.source_path, v.source_sha256, v.rows_read,
+                     v.rows_kept, v.rows_quarantined, json.dumps(v.columns, ensure_ascii=False),
+                     json.dumps(v.extent) if v.extent else None, v.time_min, v.time_max, v.path,
+                     v.quarantine_path, json.dumps(v.params, ensure_ascii=False, default=str), v.code_version),
+                )
+                for in_name, in_version in inputs:
+                    con.execute("INSERT INTO lineage VALUES (?,?,?,?,?)",
+                                (name, v.version, in_name, in_version, "input"))
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    def set_classification(self, name: str, classification: str) -> None:
+        check_classification(classification)
+        with self.connect() as con:
+            if con.execute("UPDATE datasets SET classification=?, updated=? WHERE name=?",
+                           (classification, now(), name)).rowcount == 0:
+                raise NotFoundError(f"no dataset named {name!r}")
+
+    # -- lineage ----------------------------------------------------------
+    def inputs_of(self, name: str, version: int) -> list[tuple[str, int | None]]:
+        with self.connect() as con:
+            return [(r[0], r[1]) for r in con.execute(
+                "SELECT input_dataset, input_version FROM lineage WHERE dataset=? AND version=?", (name, version))]
+
+    def outputs_of(self, name: str) -> list[tuple[str, int, int | None]]:
+        with self.connect() as con:
+            return [(r[0], r[1], r[2]) for r in con.execute(
+                "SELECT dataset, version, input_version FROM lineage WHERE input_dataset=? ORDER BY dataset, version",
+                (name,))]
+
+    def lineage(self, name: str, version: int | None = None, _depth: int = 0) -> dict[str, Any]:
+        """Upstream lineage tree of a dataset version: inputs, parameters and code version, recursively."""
+        info = self.get(name)
+        v = version or info.current_version
+        vi = next((x for x in info.versions if x.version == v), None)
+        if vi is None:
+            raise NotFoundError(f"dataset {name!r} has no version {v}")
+        node: dict[str, Any] = {
+            "dataset": name, "version": v, "kind": info.kind, "source": vi.source_path or info.source,
+            "params": vi.params, "code_version": vi.code_version, "created": vi.created, "inputs": [],
+        }
+        if _depth < 20:
+            for in_name, in_v in self.inputs_of(name, v):
+                if self.exists(in_name):
+                    node["inputs"].append(self.lineage(in_name, in_v, _depth + 1))
+                else:
+                    node["inputs"].append({"dataset": in_name, "version": in_v, "missing": True})
+        node["used_by"] = [{"dataset": d, "version": ver} for d, ver, _ in self.outputs_of(name)]
+        return node
+
+    # -- users --------------------------------------------------------------
+    def put_user(self, name: str, role: str, department: str | None = None) -> None:
+        with self.connect() as con:
+            con.execute("INSERT INTO users(name, role, department, created) VALUES (?,?,?,?) "
+                        "ON CONFLICT(name) DO UPDATE SET role=excluded.role, department=excluded.department",
+                        (name, role, department, now()))
+
+    def get_user(self, name: str) -> dict[str, Any] | None:
+        with self.connect() as con:
+            r = con.execute("SELECT * FROM users WHERE name=?", (name,)).fetchone()
+            return dict(r) if r else None
+
+    def users(self) -> list[dict[str, Any]]:
+        with self.connect() as con:
+            return [dict(r) for r in con.execute("SELECT * FROM users ORDER BY name")]
+
+    # -- audit --------------------------------------------------------------
+    def audit(self, *, user: str | None, role: str | None, action: str, dataset: str | None = None,
+              version: int | None = None, rows: int | None = None, outcome: str = "ok",
+              detail: str | None = None) -> None:
+        with self.connect() as con:
+            con.execute("INSERT INTO audit(ts, user, role, action, dataset, version, rows, outcome, detail)"
+                        " VALUES (?,?,?,?,?,?,?,?,?)",
+                        (now(), user, role, action, dataset, version, rows, outcome, detail))
+
+    def audit_log(self, dataset: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        with self.connect() as con:
+            if dataset:
+                q = con.execute("SELECT * FROM audit WHERE dataset=? ORDER BY id DESC LIMIT ?", (dataset, limit))
+            else:
+                q = con.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+            return [dict(r) for r in q]
+
