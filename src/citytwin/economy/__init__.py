@@ -1,0 +1,1 @@
+"""citytwin.economy (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""Data foundation: storage, catalog, schemas, ingest, quality, access control, space linkage."""

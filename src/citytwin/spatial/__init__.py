@@ -1,0 +1,1 @@
+"""citytwin.spatial (see docs/architecture.md)."""

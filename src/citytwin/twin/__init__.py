@@ -1,0 +1,1 @@
+"""citytwin.twin (see docs/architecture.md)."""
