@@ -1,9 +1,216 @@
-"""`citytwin economy disparity ...` (registered on the economy app)."""
+"""`citytwin economy disparity ...` (registered on the economy app).
+
+Reads a long panel (file or catalog dataset), computes Gini/Theil (with the group
+decomposition), the Dagum Gini decomposition and σ-convergence for every period, and — with
+boundaries — global Moran's I per period and local Moran (LISA) per unit and period; writes CSVs
+and ``options.json`` to ``--out``.
+"""
 
 from __future__ import annotations
 
+import json
+import warnings
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
 import typer
+
+from citytwin.cli.common import WorkspaceOpt, console, handle_errors, open_workspace, progress
+from citytwin.foundation.errors import InputError
+
+TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".xlsx": "excel", ".xls": "excel",
+                  ".parquet": "parquet"}
+GEO_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb", ".geoparquet"}
+
+
+def _load(source: str, workspace: Path | None, *, geo: bool = False, what: str = "PANEL") -> pd.DataFrame:
+    """A file (by suffix) or, when no such file exists, a catalog dataset of the workspace."""
+    p = Path(source)
+    if p.exists():
+        suffix = p.suffix.lower()
+        try:
+            if geo or suffix in GEO_SUFFIXES:
+                import geopandas as gpd
+
+                if suffix in {".parquet", ".geoparquet"}:
+                    return gpd.read_parquet(p)
+                return gpd.read_file(p)
+            kind = TABLE_SUFFIXES.get(suffix)
+            if kind == "csv":
+                return pd.read_csv(p)
+            if kind == "tsv":
+                return pd.read_csv(p, sep="\t")
+            if kind == "excel":
+                return pd.read_excel(p)
+            if kind == "parquet":
+                return pd.read_parquet(p)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read: {exc}", file=str(p)) from None
+        raise InputError(f"unsupported file type {suffix!r}", file=str(p),
+                         hint="use CSV, TSV, XLSX, Parquet, or a GIS format for boundaries")
+    if workspace is None:
+        raise InputError(f"{what} {source!r} is neither a file nor a dataset (no workspace given)",
+                         hint="pass an existing file, or --workspace DIR to read a catalog dataset")
+    return open_workspace(workspace).read(source)
+
+
+def _clean(panel: pd.DataFrame, cols: list[str], value: str) -> tuple[pd.DataFrame, int]:
+    missing = [c for c in cols if c not in panel.columns]
+    if missing:
+        raise InputError(f"column(s) {missing} not in the panel (has {list(panel.columns)[:30]})", field=missing[0])
+    df = panel[cols].copy()
+    df[value] = pd.to_numeric(df[value], errors="coerce")
+    bad = df[cols].isna().any(axis=1)
+    return df.loc[~bad].reset_index(drop=True), int(bad.sum())
+
+
+def disparity(
+    panel: Annotated[str, typer.Argument(help="Long panel: a file (CSV/XLSX/Parquet) or a catalog dataset name.")],
+    value: Annotated[str, typer.Option("--value", help="Column with the measured value (e.g. GDP per capita).")],
+    group: Annotated[str, typer.Option("--group", help="Column with the group (region) of each unit.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the CSVs and options.json to.")],
+    time: Annotated[str | None, typer.Option("--time", help="Period column (omit for one cross-section).")] = None,
+    weight: Annotated[str | None, typer.Option("--weight", help="Population weight column (weighted Gini/Theil/Dagum).")] = None,
+    boundaries: Annotated[str | None, typer.Option("--boundaries", help="Boundary polygons (file or dataset) for Moran's I.")] = None,
+    id_col: Annotated[str | None, typer.Option("--id-col", help="Unit id column in the panel (and in the boundaries).")] = None,
+    boundary_id: Annotated[str | None, typer.Option("--boundary-id", help="Unit id column in the boundaries if named differently.")] = None,
+    weights: Annotated[str, typer.Option("--weights", help="queen, rook, knn or distance.")] = "queen",
+    k: Annotated[int, typer.Option("--k", help="Neighbours for knn weights.")] = 6,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Distance band (metres for lon/lat data).")] = None,
+    islands: Annotated[str, typer.Option("--islands", help="Units without neighbours: nearest, keep or raise.")] = "nearest",
+    permutations: Annotated[int, typer.Option("--permutations", help="Permutations for pseudo p-values.")] = 999,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 12345,
+    save_as: Annotated[str | None, typer.Option("--save-as", help="Also store the tables as catalog datasets PREFIX_<table> (needs --workspace).")] = None,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Disparity decompositions by period: Gini, Theil (between/within), Dagum, σ, and Moran's I.
+
+    Example: citytwin economy disparity panel.csv --value gdp_pc --group region --time year
+    --boundaries cities.geojson --id-col adcode --out out/disparity
+    """
+    from citytwin.economy import autocorr, dagum, dynamics, inequality
+
+    frame = _load(panel, workspace)
+    tcol = time or "_period"
+    if time is None:
+        frame = frame.assign(_period="all")
+    cols = [c for c in dict.fromkeys([tcol, value, group, weight, id_col]) if c]
+    if boundaries and not id_col:
+        raise InputError("--boundaries needs --id-col (the unit id shared by panel and boundaries)", field="id_col")
+    df, dropped = _clean(frame, cols, value)
+    if df.empty:
+        raise InputError("no complete rows left (all values missing?)", field=value)
+    if id_col and df.duplicated([id_col, tcol]).any():
+        d = df.loc[df.duplicated([id_col, tcol]), [id_col, tcol]].iloc[0].tolist()
+        raise InputError(f"duplicate unit-period rows, e.g. {d}", field=id_col)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    tables: dict[str, pd.DataFrame] = {}
+    if save_as and workspace is None:
+        raise InputError("--save-as needs --workspace", field="save_as")
+
+    def save(name: str, table: pd.DataFrame) -> None:
+        table.to_csv(out / name, index=False)
+        written.append(name)
+        tables[name.removesuffix(".csv")] = table
+
+    ineq = inequality.theil_by_year(df, value=value, time=tcol, group=group, weight=weight)
+    save("inequality.csv", ineq)
+    theil_groups = []
+    for t, sub in df.groupby(tcol, sort=True):
+        r = inequality.theil(sub[value].to_numpy(), sub[group].to_numpy(),
+                             None if weight is None else sub[weight].to_numpy())
+        theil_groups.append(r.groups.assign(**{tcol: t}))
+    tg = pd.concat(theil_groups, ignore_index=True)
+    tg.insert(0, tcol, tg.pop(tcol))
+    save("theil_groups.csv", tg)
+    summary, dgroups, dpairs = dagum.dagum_by_year(df, value=value, group=group, time=tcol, weight=weight)
+    save("dagum.csv", summary)
+    save("dagum_groups.csv", dgroups)
+    save("dagum_pairs.csv", dpairs)
+    if (df[value] > 0).all():
+        save("sigma.csv", dynamics.sigma_convergence(df, value=value, time=tcol))
+    options: dict[str, Any] = {
+        "panel": panel, "value": value, "group": group, "time": time, "weight": weight,
+        "rows_used": len(df), "rows_dropped_missing": dropped,
+        "gini": "relative mean absolute difference" + (", population-weighted" if weight else ""),
+        "theil": "Theil T, 0*ln0 = 0" + (", population-weighted" if weight else ""),
+        "dagum": "Dagum (1997): G = G_w + G_nb + G_t",
+    }
+    if boundaries:
+        assert id_col is not None
+        geo = _load(boundaries, workspace, geo=True, what="BOUNDARIES")
+        bid = boundary_id or id_col
+        if bid not in geo.columns:
+            raise InputError(f"id column {bid!r} not in the boundaries (has {list(geo.columns)[:30]})", field=bid)
+        geo = geo.assign(_key=geo[bid].astype(str))
+        if geo["_key"].duplicated().any():
+            raise InputError("duplicate ids in the boundaries", field=bid)
+        df["_key"] = df[id_col].astype(str)
+        no_geom = sorted(set(df["_key"]) - set(geo["_key"]))
+        geo = geo[geo["_key"].isin(set(df["_key"]))].reset_index(drop=True)
+        if len(geo) < 3:
+            raise InputError(f"only {len(geo)} panel units have boundaries", field=id_col,
+                             hint="check that --id-col / --boundary-id hold the same codes")
+        if islands not in ("nearest", "keep", "raise"):
+            raise InputError(f"unknown islands handling {islands!r}", field="islands", hint="nearest, keep or raise")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            w = autocorr.spatial_weights(geo, weights, k=k, threshold=threshold, ids="_key",  # type: ignore[arg-type]
+                                         islands="raise" if islands == "raise" else "keep")
+            island_ids = list(w.islands)
+            if island_ids and islands == "nearest":
+                w = autocorr.spatial_weights(geo, weights, k=k, threshold=threshold, ids="_key",  # type: ignore[arg-type]
+                                             islands="nearest")
+        from libpysal.weights import w_subset
+
+        moran_rows, lisa = [], []
+        periods = list(df.groupby(tcol, sort=True))
+        with progress("Moran's I by period", total=len(periods)) as advance:
+            for t, sub in periods:
+                sub = sub[sub["_key"].isin(set(w.id_order))]
+                keys = [i for i in w.id_order if i in set(sub["_key"])]
+                wt = w if len(keys) == w.n else w_subset(w, keys, silence_warnings=True)
+                y = sub.set_index("_key").loc[keys, value].to_numpy()
+                m = autocorr.moran(y, wt, permutations=permutations, seed=seed)
+                moran_rows.append({tcol: t, **m.as_dict()})
+                lm = autocorr.local_moran(y, wt, permutations=permutations, seed=seed)
+                lisa.append(lm.reset_index().rename(columns={"id": id_col}).assign(**{tcol: t}))
+                advance(1)
+        save("moran.csv", pd.DataFrame(moran_rows))
+        lz = pd.concat(lisa, ignore_index=True)
+        lz.insert(0, tcol, lz.pop(tcol))
+        save("lisa.csv", lz)
+        options.update({
+            "boundaries": boundaries, "id_col": id_col, "boundary_id": bid, "weights": weights,
+            "k": k if weights == "knn" else None, "threshold": threshold, "islands": islands,
+            "island_ids": island_ids,
+            "transform": "row-standardised", "permutations": permutations, "seed": seed,
+            "units_without_boundary": no_geom[:50], "n_units_without_boundary": len(no_geom),
+            "p_sim": "esda folded pseudo p-value (min(larger, P-larger)+1)/(P+1)",
+        })
+    options["files"] = [*written, "options.json"]
+    (out / "options.json").write_text(json.dumps(options, ensure_ascii=False, indent=2, default=str))
+    if save_as:
+        ws = open_workspace(workspace)
+        inputs: list[str | tuple[str, int | None]] = [
+            src for src in (panel, boundaries) if src and not Path(src).exists()]
+        params = json.loads(json.dumps(options, default=str))
+        for name, table in tables.items():
+            ws.write_derived(f"{save_as}_{name}", table, inputs=inputs, parameters=params,
+                             description=f"economy disparity: {name} of {value} by {group}")
+        options["datasets"] = [f"{save_as}_{n}" for n in tables]
+        console.print(f"stored {len(tables)} datasets as [bold]{save_as}_*[/] in the catalog")
+    last = summary.iloc[-1]
+    console.print(f"[bold]{len(summary)}[/] period(s); last: Gini {last['g']:.4f} = within {last['g_w']:.4f}"
+                  f" + net between {last['g_nb']:.4f} + transvariation {last['g_t']:.4f}")
+    if dropped:
+        console.print(f"[yellow]{dropped} row(s) with a missing value dropped[/]")
+    console.print(f"wrote {len(written) + 1} files to [bold]{out}[/]")
 
 
 def register(app: typer.Typer) -> None:
     """Add the disparity commands to the economy app."""
+    app.command("disparity")(handle_errors(disparity))
+

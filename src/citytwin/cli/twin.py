@@ -1,7 +1,452 @@
-"""`citytwin twin ...` commands."""
+"""`citytwin twin ...` commands: replay, ingest, serve, history, aqi, alerts, forecast, deadletters.
+
+Thin layer: read files, open the twin stores of a workspace (``WORKSPACE/twin``), call the
+foundation (stores, MQTT) and the twin domain (entities, AQI, alerts), print.
+"""
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
 import typer
 
-app = typer.Typer(help="twin commands.", no_args_is_help=True)
+from citytwin.cli.common import WorkspaceOpt, console, err_console, handle_errors, open_workspace, print_json
+from citytwin.foundation.errors import InputError
+
+app = typer.Typer(help="Live digital twin: replay and ingest sensor feeds (MQTT/HTTP), history, AQI, alerts.",
+                  no_args_is_help=True)
+
+BrokerOpt = Annotated[str | None, typer.Option("--broker", help="MQTT broker HOST:PORT (none: in-process).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+StartOpt = Annotated[str | None, typer.Option("--start", help="Start time (ISO 8601; no zone = UTC).")]
+EndOpt = Annotated[str | None, typer.Option("--end", help="End time, exclusive.")]
+
+
+def twin_root(workspace: Path | None) -> Path:
+    """The twin folder of a workspace."""
+    ws = open_workspace(workspace)
+    return ws.root / "twin"
+
+
+def read_observations(path: Path, *, start: str | None = None, end: str | None = None,
+                      stations: list[str] | None = None) -> tuple[pd.DataFrame, list[Any]]:
+    """Read an observation file or folder -> (long frame, entities to register).
+
+    Accepts the UCI Beijing CSVs (a file or the folder of 12), or a long table (CSV / Parquet)
+    with ``entity, property, time, value, unit`` (optional ``type, lon, lat``).
+    """
+    from citytwin.twin import entities as E
+
+    files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
+    if not files or not all(f.exists() for f in files):
+        raise InputError(f"no observation file at {path}", file=str(path))
+    frames = []
+    for f in files:
+        try:
+            frames.append(pd.read_parquet(f) if f.suffix.lower() == ".parquet" else pd.read_csv(f))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read {f}: {exc}", file=str(f)) from exc
+    df = pd.concat(frames, ignore_index=True)
+    if E.is_beijing_frame(df):
+        if stations:
+            df = df[df["station"].isin(stations)]
+        if start or end:  # cut the wide rows first (a day more on each side; exact cut below)
+            local = pd.to_datetime(df[["year", "month", "day", "hour"]].astype("int64"))
+            keep = pd.Series(True, index=df.index)
+            if start:
+                keep &= local >= _ts(start).tz_convert(E.BEIJING_TZ).tz_localize(None) - pd.Timedelta(days=1)
+            if end:
+                keep &= local < _ts(end).tz_convert(E.BEIJING_TZ).tz_localize(None) + pd.Timedelta(days=1)
+            df = df[keep]
+        long = E.beijing_long(df)
+        ents = [E.beijing_entity(s) for s in sorted(df["station"].unique())]
+    else:
+        need = {"entity", "property", "time", "value"}
+        if not need.issubset(df.columns):
+            raise InputError(f"columns {sorted(need - set(df.columns))} missing", file=str(path),
+                             hint="a long table needs entity, property, time, value, unit (or UCI Beijing CSVs)")
+        long = df.copy()
+        long["time"] = pd.to_datetime(long["time"], utc=True)
+        if "unit" not in long:
+            long["unit"] = None
+        ents = []
+        for eid, g in long.groupby("entity", sort=True):
+            etype = str(g["type"].iloc[0]) if "type" in g else str(eid).split(":")[2]
+            lon = float(g["lon"].iloc[0]) if "lon" in g and pd.notna(g["lon"].iloc[0]) else None
+            lat = float(g["lat"].iloc[0]) if "lat" in g and pd.notna(g["lat"].iloc[0]) else None
+            ents.append(E.Entity(str(eid), etype, lon, lat))
+    if start:
+        long = long[long["time"] >= _ts(start)]
+    if end:
+        long = long[long["time"] < _ts(end)]
+    return long.reset_index(drop=True), ents
+
+
+def _ts(text: str) -> pd.Timestamp:
+    try:
+        t = pd.Timestamp(text)
+    except ValueError as exc:
+        raise InputError(f"not a time: {text!r}", hint="use ISO 8601, e.g. 2015-12-01T00:00:00+08:00") from exc
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+@app.command()
+@handle_errors
+def replay(
+    file: Annotated[Path, typer.Argument(help="Observation file or folder (UCI Beijing CSVs or a long table).")],
+    workspace: WorkspaceOpt = None,
+    broker: BrokerOpt = None,
+    speed: Annotated[float, typer.Option("--speed", help="N× real time; 0 = as fast as possible.")] = 0.0,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    station: Annotated[list[str] | None, typer.Option("--station", help="Beijing station(s) only.")] = None,
+    per_message: Annotated[int, typer.Option("--per-message", help="Entity updates per MQTT message "
+                                                                   "(>1: JSON array on citytwin/batch).")] = 1,
+    ingest: Annotated[bool | None, typer.Option("--ingest/--no-ingest", help="Also run MQTT ingest into the "
+                                                "workspace in this process (default: only without --broker).")]
+    = None,
+    client_id: Annotated[str, typer.Option(help="MQTT client id of the publisher.")] = "citytwin-replay",
+) -> None:
+    """Feed observations as a live feed: through an MQTT broker, or in-process into the workspace.
+
+    Example: citytwin twin replay ../shared/data/air_beijing_multisite -w ./ws --start 2015-12-01
+    --end 2016-01-01 --broker 127.0.0.1:1883 --speed 3600 --ingest
+    """
+    from citytwin.foundation.mqtt import MqttPublisher, parse_broker, publish_stream
+    from citytwin.service.app import open_runtime
+    from citytwin.twin import entities as E
+
+    long, ents = read_observations(file, start=start, end=end, stations=station)
+    if long.empty:
+        raise InputError("no observations in the chosen period", hint="check --start/--end")
+    rt = open_runtime(twin_root(workspace)) if workspace else None
+    if rt is not None:
+        rt.register(ents)
+    msgs = list(E.messages_from_long(long, per_message=per_message))
+    offsets = E.replay_schedule(pd.Series([m[0] for m in msgs]).to_numpy(), speed)
+    t0 = time.perf_counter()
+    if broker is None:
+        if rt is None:
+            raise InputError("in-process replay needs a workspace", hint="pass -w DIR, or --broker HOST:PORT")
+        batch: list[tuple[str, bytes]] = []
+        w0 = time.monotonic()
+        for (_, topic, payload), off in zip(msgs, offsets, strict=True):
+            if off > 0 and w0 + off > time.monotonic():
+                if batch:
+                    rt.ingestor.ingest(batch, source="replay")
+                    batch = []
+                time.sleep(max(0.0, w0 + off - time.monotonic()))
+            batch.append((topic, payload))
+            if len(batch) >= 2000:
+                rt.ingestor.ingest(batch, source="replay")
+                batch = []
+        if batch:
+            rt.ingestor.ingest(batch, source="replay")
+        tot = rt.ingestor.totals
+        dt = time.perf_counter() - t0
+        console.print(f"replayed {len(msgs):,} messages in-process: {tot.accepted:,} observations stored, "
+                      f"{tot.rejected:,} rejected, {dt:.1f} s ({tot.accepted / max(dt, 1e-9):,.0f} obs/s)")
+        rt.close()
+        return
+    host, port = parse_broker(broker)
+    run_ingest = ingest if ingest is not None else False
+    if run_ingest:
+        if rt is None:
+            raise InputError("--ingest needs a workspace", hint="pass -w DIR")
+        rt.start_mqtt(host, port, client_id=f"{client_id}-ingest")
+    pub = MqttPublisher(host, port, client_id=client_id)
+    n = publish_stream(pub, ((float(o), t, p) for o, (_, t, p) in zip(offsets, msgs, strict=True)))
+    ok = pub.wait_all(timeout=600)
+    pub.close()
+    dt = time.perf_counter() - t0
+    console.print(f"published {n:,} messages ({len(long):,} readings) to {host}:{port} in {dt:.1f} s; "
+                  f"all acknowledged by the broker: {ok}")
+    if rt is not None and run_ingest:
+        expected = int(len(long))
+        deadline = time.monotonic() + 600
+        while rt.ingestor.totals.accepted + rt.ingestor.totals.rejected < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tot = rt.ingestor.totals
+        console.print(f"ingested {tot.accepted:,} observations, {tot.rejected:,} rejected")
+    if rt is not None:
+        rt.close()
+
+
+@app.command("ingest")
+@handle_errors
+def ingest_cmd(
+    workspace: WorkspaceOpt = None,
+    broker: Annotated[str, typer.Option("--broker", help="MQTT broker HOST:PORT.")] = "127.0.0.1:1883",
+    client_id: Annotated[str, typer.Option(help="Persistent-session client id.")] = "citytwin-ingest",
+    prefix: Annotated[str, typer.Option(help="Topic prefix.")] = "citytwin",
+    max_batch: Annotated[int, typer.Option(help="Messages per durable batch.")] = 2000,
+    max_delay: Annotated[float, typer.Option(help="Seconds before a partial batch is flushed.")] = 0.1,
+    status_file: Annotated[Path | None, typer.Option(help="Write counters here 5 times a second (JSON).")] = None,
+    crash_after_batches: Annotated[int, typer.Option(hidden=True, help="Fault testing: SIGKILL this process "
+                                                     "after storing this many batches, before acknowledging.")] = 0,
+) -> None:
+    """Run MQTT ingest into the workspace's twin (QoS 1, persistent session, ack after durable write).
+
+    Stops on SIGTERM / Ctrl-C. Example: citytwin twin ingest -w ./ws --broker 127.0.0.1:1883
+    """
+    import json
+
+    from citytwin.foundation.mqtt import parse_broker
+    from citytwin.service.app import open_runtime
+
+    host, port = parse_broker(broker)
+    rt = open_runtime(twin_root(workspace), prefix=prefix)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    m = rt.start_mqtt(host, port, client_id=client_id, prefix=prefix, max_batch=max_batch, max_delay=max_delay)
+    if crash_after_batches > 0:
+        import os
+
+        store = m.handler
+        done = [0]
+
+        def crashing(batch: Any) -> Any:
+            out = store(batch)
+            done[0] += 1
+            if done[0] >= crash_after_batches:  # stored durably, not yet acknowledged
+                os.kill(os.getpid(), signal.SIGKILL)
+            return out
+
+        m.handler = crashing
+    err_console.print(f"ingesting from {host}:{port} ({prefix}/#) as {client_id}")
+    while not stop.wait(0.2):
+        if status_file is not None:
+            t = rt.ingestor.totals
+            status_file.write_text(json.dumps({"received": m.stats.received, "acked": m.stats.acked,
+                                               "accepted": t.accepted, "rejected": t.rejected}))
+    rt.close()
+
+
+@app.command()
+@handle_errors
+def serve(
+    workspace: WorkspaceOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    broker: BrokerOpt = None,
+    client_id: Annotated[str, typer.Option(help="MQTT client id.")] = "citytwin-ingest",
+) -> None:
+    """Serve the NGSI-LD-style API (and MQTT ingest with --broker).
+
+    Example: citytwin twin serve -w ./ws --port 8000 --broker 127.0.0.1:1883
+    """
+    import uvicorn
+
+    from citytwin.foundation.mqtt import parse_broker
+    from citytwin.service.app import create_app
+
+    app_ = create_app(twin_root(workspace), broker=parse_broker(broker) if broker else None, client_id=client_id)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+def _history_frame(workspace: Path | None, entity: list[str] | None, prop: list[str] | None, start: str | None,
+                   end: str | None) -> pd.DataFrame:
+    from citytwin.service.app import open_runtime
+
+    rt = open_runtime(twin_root(workspace))
+    try:
+        return rt.stores.history.query(entities=entity or None, properties=prop or None, start=start, end=end)
+    finally:
+        rt.close()
+
+
+@app.command()
+@handle_errors
+def history(
+    workspace: WorkspaceOpt = None,
+    entity: Annotated[list[str] | None, typer.Option("--entity", "-e", help="Entity id(s).")] = None,
+    prop: Annotated[list[str] | None, typer.Option("--property", "-p", help="Property(ies).")] = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    interval: Annotated[str | None, typer.Option(help="Aggregate per interval ('1 hour', 'PT15M').")] = None,
+    max_points: Annotated[int | None, typer.Option(help="Downsample to about this many points.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Query the history: raw observations, per-interval aggregates, or a downsampled series."""
+    from citytwin.service.app import open_runtime
+
+    rt = open_runtime(twin_root(workspace))
+    try:
+        h = rt.stores.history
+        filt: dict[str, Any] = {"entities": entity or None, "properties": prop or None, "start": start, "end": end}
+        if max_points:
+            df = h.downsample(max_points=max_points, **filt)
+        elif interval:
+            df = h.aggregate(interval, **filt)
+        else:
+            df = h.query(**filt)
+    finally:
+        rt.close()
+    _print_frame(df, as_json)
+
+
+def _print_frame(df: pd.DataFrame, as_json: bool, limit: int = 50) -> None:
+    if as_json:
+        out = df.copy()
+        for c in out.columns:
+            if pd.api.types.is_datetime64_any_dtype(out[c]):
+                out[c] = out[c].astype(str)
+        print_json(out.astype(object).where(out.notna(), None).to_dict(orient="records"))
+        return
+    from rich.table import Table
+
+    t = Table(show_lines=False)
+    for c in df.columns:
+        t.add_column(str(c))
+    for row in df.head(limit).itertuples(index=False):
+        t.add_row(*["" if pd.isna(v) else str(v) for v in row])
+    console.print(t)
+    if len(df) > limit:
+        console.print(f"... {len(df) - limit:,} more rows ({len(df):,} in all; --json prints all)")
+
+
+def _daily(workspace: Path | None, file: Path | None, entity: list[str] | None, start: str | None,
+           end: str | None) -> pd.DataFrame:
+    from citytwin.twin import aqi
+
+    if file is not None:
+        long, _ = read_observations(file, start=start, end=end)
+        if entity:
+            long = long[long["entity"].isin(entity)]
+    else:
+        long = _history_frame(workspace, entity, ["pm25", "pm10", "so2", "no2", "co", "o3"], start, end)
+    if long.empty:
+        raise InputError("no pollutant observations found", hint="replay data first, or pass --file")
+    return aqi.daily_aqi(long, invalid="missing")
+
+
+FileOpt = Annotated[Path | None, typer.Option("--file", help="Read observations from this file/folder instead "
+                                                             "of the workspace history.")]
+
+
+@app.command("aqi")
+@handle_errors
+def aqi_cmd(
+    workspace: WorkspaceOpt = None,
+    file: FileOpt = None,
+    entity: Annotated[list[str] | None, typer.Option("--entity", "-e")] = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Daily AQI (HJ 633-2012) per entity and day from the history (or a file).
+
+    Example: citytwin twin aqi -w ./ws --start 2015-12-01 --end 2016-01-01
+    """
+    d = _daily(workspace, file, entity, start, end)
+    cols = [c for c in ("entity", "date", "aqi", "category_zh", "category_en", "primary", "status") if c in d]
+    _print_frame(d[cols], as_json)
+
+
+def aqi_alerts(daily: pd.DataFrame, book: Any, *, min_level: int = 5, rule: str = "aqi_daily_heavy") -> Any:
+    """Raise alerts on heavy-pollution days (level >= 5: 重度污染 or 严重污染) in day order.
+
+    Consecutive heavy days of one entity make one alert (deduplicated, ``count`` = days);
+    the first day below the level resolves it.
+    """
+    for row in daily.sort_values(["date", "entity"]).itertuples(index=False):
+        lvl = getattr(row, "level")
+        live = book.find(rule, row.entity)
+        at = pd.Timestamp(row.date)
+        if pd.notna(lvl) and int(lvl) >= min_level:
+            book.raise_alert(rule, row.entity, at=at, severity="critical" if int(lvl) >= 6 else "major",
+                             property="aqi", peak=float(row.aqi), start=at, end=at + pd.Timedelta(days=1),
+                             message=f"daily AQI {int(row.aqi)} ({row.category_zh}), primary {row.primary}")
+        elif live is not None and pd.notna(lvl):
+            book.resolve(live.id, by="system", at=at)
+    return book
+
+
+@app.command()
+@handle_errors
+def alerts(
+    workspace: WorkspaceOpt = None,
+    file: FileOpt = None,
+    entity: Annotated[list[str] | None, typer.Option("--entity", "-e")] = None,
+    start: StartOpt = None,
+    end: EndOpt = None,
+    min_level: Annotated[int, typer.Option(help="AQI level that raises an alert (5 = 重度污染).")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Alerts on heavy-pollution days (daily AQI), with their lifecycle (open / resolved)."""
+    from citytwin.twin.alerts import AlertBook
+
+    book = aqi_alerts(_daily(workspace, file, entity, start, end), AlertBook(), min_level=min_level)
+    df = book.frame()
+    cols = [c for c in ("entity", "rule", "status", "severity", "opened_at", "resolved_at", "count", "peak",
+                        "message") if c in df]
+    _print_frame(df[cols] if len(df) else df, as_json)
+
+
+@app.command()
+@handle_errors
+def forecast(
+    workspace: WorkspaceOpt = None,
+    file: FileOpt = None,
+    entity: Annotated[str, typer.Option("--entity", "-e", help="Entity id.")] = "",
+    prop: Annotated[str, typer.Option("--property", "-p", help="Property to forecast.")] = "pm25",
+    start: StartOpt = None,
+    end: EndOpt = None,
+    horizon: Annotated[int, typer.Option(help="Steps ahead (hours for hourly data).")] = 6,
+    as_json: JsonOpt = False,
+) -> None:
+    """Short-term forecast of one series (seasonal-naive baseline and the learned model), scored."""
+    try:
+        from citytwin.twin import forecast as fc
+    except ImportError as exc:  # written by another part of the project
+        raise InputError("forecasting is not available in this build", hint=str(exc)) from exc
+    if file is not None:
+        long, _ = read_observations(file, start=start, end=end)
+        long = long[(long["entity"] == entity) & (long["property"] == prop)] if entity else \
+            long[long["property"] == prop]
+    else:
+        long = _history_frame(workspace, [entity] if entity else None, [prop], start, end)
+    if long.empty:
+        raise InputError("no observations for that entity and property")
+    series = long.set_index("time")["value"] if long["entity"].nunique() == 1 else \
+        long.pivot_table(index="time", columns="entity", values="value")
+    fn = getattr(fc, "compare", None) or getattr(fc, "evaluate", None) or getattr(fc, "score", None)
+    if fn is None:
+        raise InputError("citytwin.twin.forecast offers no compare/evaluate/score function")
+    result = fn(series, horizon=horizon)
+    if as_json:
+        print_json(result.to_dict() if hasattr(result, "to_dict") else result)
+    else:
+        console.print(result)
+
+
+@app.command()
+@handle_errors
+def deadletters(
+    workspace: WorkspaceOpt = None,
+    reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rejected input (MQTT and HTTP) with the reason, newest first."""
+    from citytwin.service.app import open_runtime
+
+    rt = open_runtime(twin_root(workspace))
+    try:
+        counts = rt.stores.deadletters.counts()
+        df = rt.stores.deadletters.frame(reason=reason, limit=limit)
+    finally:
+        rt.close()
+    if as_json:
+        print_json({"counts": counts, "items": df.drop(columns=["received_us"], errors="ignore")
+                   .astype(str).to_dict(orient="records")})
+        return
+    console.print(counts)
+    if len(df):
+        _print_frame(df[["received_at", "source", "reason", "entity", "property", "detail"]], False, limit)

@@ -1,0 +1,355 @@
+"""Live twin throughput: observations/s through MQTT and HTTP batch with history on, and query latency under load.
+
+Each figure is set against a raw ceiling measured in the same run:
+
+* MQTT end to end (publisher process -> Mosquitto -> ingest process: parse, validate, fsynced
+  Parquet history, live state, ack) vs **broker -> subscriber alone** (same messages, same
+  QoS 1 manual-ack client, handler does nothing) and vs **Parquet append alone**
+  (``HistoryStore.append`` of pre-built columns, same batch size, fsync on);
+* HTTP batch upsert end to end (client -> uvicorn -> same pipeline) vs Parquet append alone;
+* p50/p99 latency of a state query (one entity, latest values; SQLite) and a history query
+  (one station, one day, all properties; DuckDB over Parquet) while MQTT ingest runs, vs the
+  same queries on the idle store after the run.
+
+Data: the UCI Beijing multi-site air data (12 stations, hourly, 12 properties per station-hour).
+``--quick`` replays one month (107,136 readings); the default replays the full 4 years
+(12 x 35,064 x 12 = 5,049,216 readings). Messages carry one hour of all 12 stations
+(``citytwin/batch``, 144 readings) unless ``--per-message`` says otherwise.
+
+Run:  python bench/twin_throughput.py --quick      (about a minute)
+      python bench/twin_throughput.py              (full data; several minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import psutil
+
+from citytwin.foundation.mqtt import MqttIngest, MqttPublisher
+from citytwin.foundation.timeseries import HistoryStore, StateStore
+from citytwin.service.app import open_runtime
+from citytwin.twin import entities as E
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "air_beijing_multisite"
+SCRIPT = REPO / "scripts" / "mosquitto.sh"
+MSGS: list[tuple[str, bytes]] = []  # filled before forking: children inherit it
+
+
+def machine() -> str:
+    vm = psutil.virtual_memory()
+    load = os.getloadavg()
+    return (f"{platform.machine()}, {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), "
+            f"{vm.total / 2**30:.1f} GiB RAM, load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, "
+            f"Python {platform.python_version()}")
+
+
+def load_long(quick: bool, months: int | None) -> pd.DataFrame:
+    w = pd.concat([pd.read_csv(f) for f in sorted(DATA.glob("*.csv"))], ignore_index=True)
+    if quick:
+        w = w[(w.year == 2015) & (w.month == 12)]
+    elif months:
+        t = pd.to_datetime(w[["year", "month", "day", "hour"]])
+        w = w[t < t.min() + pd.DateOffset(months=months)]
+    return E.beijing_long(w)
+
+
+def stations() -> list[E.Entity]:
+    return [E.beijing_entity(s) for s in E.BEIJING_STATIONS]
+
+
+# -- child processes -----------------------------------------------------------------------------------
+
+def _publisher(host: str, port: int, cid: str, go: mp.Event, t_done: mp.Value) -> None:
+    pub = MqttPublisher(host, port, client_id=cid, max_inflight=2000)
+    go.wait()
+    for topic, payload in MSGS:
+        pub.publish(topic, payload)
+    pub.wait_all(3600)
+    t_done.value = time.time()
+    pub.close()
+
+
+def _raw_subscriber(host: str, port: int, cid: str, ready: mp.Event, got: mp.Value, stop: mp.Event) -> None:
+    def handler(batch: list) -> None:
+        got.value += len(batch)
+
+    m = MqttIngest(host, port, handler, client_id=cid, max_batch=2000).start()
+    ready.set()
+    stop.wait()
+    m.stop()
+
+
+def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp.Value, stop: mp.Event) -> None:
+    rt = open_runtime(root, max_payload=8 * 2**20)
+    rt.start_mqtt(host, port, client_id=cid, max_batch=500, max_delay=0.1)
+    ready.set()
+    while not stop.wait(0.01):
+        t = rt.ingestor.totals
+        done.value = t.accepted + t.rejected
+    rt.close()
+
+
+# -- measurements ----------------------------------------------------------------------------------------
+
+class Latencies:
+    """Runs state and history queries in a loop from this process, recording latencies (ms)."""
+
+    def __init__(self, root: Path, days: list[pd.Timestamp], ent_ids: list[str]) -> None:
+        self.root, self.days, self.ents = root, days, ent_ids
+        self.state_ms: list[float] = []
+        self.hist_ms: list[float] = []
+        self._stop = threading.Event()
+        self._t: threading.Thread | None = None
+
+    def run_once(self, st: StateStore, h: HistoryStore, rng: random.Random) -> None:
+        e = rng.choice(self.ents)
+        t0 = time.perf_counter()
+        st.get(e)
+        self.state_ms.append((time.perf_counter() - t0) * 1e3)
+        d = rng.choice(self.days)
+        t0 = time.perf_counter()
+        h.query(entities=e, start=d, end=d + pd.Timedelta(days=1))
+        self.hist_ms.append((time.perf_counter() - t0) * 1e3)
+
+    def loop(self, pause: float = 0.02) -> None:
+        st, h = StateStore(self.root / "state.sqlite"), HistoryStore(self.root / "history")
+        rng = random.Random(1)
+        while not self._stop.is_set():
+            try:
+                self.run_once(st, h, rng)
+            except Exception as exc:  # a day not written yet: skip
+                print("  query error:", repr(exc)[:120], file=sys.stderr)
+            time.sleep(pause)
+
+    def start(self) -> Latencies:
+        self._t = threading.Thread(target=self.loop, daemon=True)
+        self._t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._t:
+            self._t.join()
+
+
+def pct(v: list[float], q: float) -> float:
+    return float(np.percentile(v, q)) if v else float("nan")
+
+
+def bench_parquet_append(long: pd.DataFrame, batch: int) -> float:
+    """Observations/s of HistoryStore.append alone (columns pre-built, same batch size, fsync on)."""
+    d = Path(tempfile.mkdtemp(prefix="ct-append-"))
+    h = HistoryStore(d)
+    order = long.sort_values(["time", "entity"], kind="stable")
+    cols = {"entity": order["entity"].tolist(), "type": order["type"].tolist(),
+            "property": order["property"].tolist(),
+            "time_us": (order["time"].astype("int64") // 1000).to_numpy() if order["time"].dt.unit == "ns"
+            else order["time"].dt.as_unit("us").astype("int64").to_numpy(),
+            "value": order["value"].to_numpy(), "unit": order["unit"].tolist()}
+    n = len(order)
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        h.append({k: v[i:i + batch] for k, v in cols.items()})
+    dt = time.perf_counter() - t0
+    h.close()
+    shutil.rmtree(d, ignore_errors=True)
+    return n / dt
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one month (Dec 2015) instead of four years")
+    ap.add_argument("--months", type=int, default=None, help="first N months instead of four years")
+    ap.add_argument("--per-message", type=int, default=12, help="entity updates per MQTT message")
+    ap.add_argument("--http-batch", type=int, default=240, help="entity updates per HTTP upsert request")
+    ap.add_argument("--skip-http", action="store_true")
+    args = ap.parse_args()
+    print(f"machine: {machine()}")
+    t0 = time.perf_counter()
+    long = load_long(args.quick, args.months)
+    n_obs = len(long)
+    MSGS.extend((t, p) for _, t, p in E.messages_from_long(long, per_message=args.per_message))
+    obs_per_msg = n_obs / len(MSGS)
+    print(f"data: {n_obs:,} readings ({int(long.value.notna().sum()):,} non-missing), {len(MSGS):,} MQTT messages "
+          f"of {obs_per_msg:.0f} readings ({sum(len(p) for _, p in MSGS) / 2**20:.0f} MiB JSON); "
+          f"prepared in {time.perf_counter() - t0:.0f} s")
+    work = Path(tempfile.mkdtemp(prefix="ct-bench-"))
+    bdir = work / "broker"
+    port = int(subprocess.run([str(SCRIPT), "start", str(bdir)], check=True, capture_output=True, text=True)
+               .stdout.strip())
+    host = "127.0.0.1"
+    ctx = mp.get_context("fork")
+    results: dict[str, float] = {}
+    try:
+        # 1. raw ceiling: broker -> subscriber alone
+        ready, stop, go = ctx.Event(), ctx.Event(), ctx.Event()
+        got, t_pub = ctx.Value("q", 0), ctx.Value("d", 0.0)
+        sub = ctx.Process(target=_raw_subscriber, args=(host, port, "raw-sub", ready, got, stop))
+        sub.start()
+        ready.wait(30)
+        pub = ctx.Process(target=_publisher, args=(host, port, "raw-pub", go, t_pub))
+        pub.start()
+        time.sleep(1.0)
+        t0 = time.time()
+        go.set()
+        while got.value < len(MSGS):
+            time.sleep(0.005)
+        raw_s = time.time() - t0
+        stop.set()
+        pub.join()
+        sub.join()
+        results["raw_mqtt_msgs"] = len(MSGS) / raw_s
+        results["raw_mqtt_obs"] = n_obs / raw_s
+        print(f"[ceiling] broker -> subscriber alone: {len(MSGS) / raw_s:,.0f} msg/s = {n_obs / raw_s:,.0f} "
+              f"readings/s ({raw_s:.1f} s)")
+
+        # 2. raw ceiling: Parquet append alone
+        app_rate = bench_parquet_append(long, batch=int(500 * obs_per_msg))
+        results["raw_append_obs"] = app_rate
+        print(f"[ceiling] Parquet append alone (HistoryStore.append, fsync, {int(500 * obs_per_msg):,}-reading "
+              f"batches): {app_rate:,.0f} readings/s")
+
+        # 3. MQTT end to end, with queries under load
+        root = work / "mqtt-twin"
+        rt = open_runtime(root)
+        rt.register(stations())
+        rt.close()
+        ready, stop, go = ctx.Event(), ctx.Event(), ctx.Event()
+        done, t_pub = ctx.Value("q", 0), ctx.Value("d", 0.0)
+        ing = ctx.Process(target=_ingest, args=(str(root), host, port, "e2e-ingest", ready, done, stop))
+        ing.start()
+        ready.wait(60)
+        pub = ctx.Process(target=_publisher, args=(host, port, "e2e-pub", go, t_pub))
+        pub.start()
+        time.sleep(1.0)
+        days = sorted(pd.to_datetime(long["time"]).dt.floor("D").unique())
+        lat = Latencies(root, [pd.Timestamp(d) for d in days[: max(1, len(days) // 20)]],
+                        [e.id for e in stations()])
+        t0 = time.time()
+        go.set()
+        started_q = False
+        while done.value < n_obs:
+            if not started_q and done.value > n_obs // 20:
+                lat.start()
+                started_q = True
+            time.sleep(0.005)
+        e2e_s = time.time() - t0
+        lat.stop()
+        stop.set()
+        pub.join()
+        ing.join()
+        h = HistoryStore(root / "history")
+        c = h.count()
+        assert c["rows"] == n_obs, c
+        results["mqtt_obs"] = n_obs / e2e_s
+        print(f"[MQTT e2e] {n_obs / e2e_s:,.0f} readings/s ({len(MSGS) / e2e_s:,.0f} msg/s, {e2e_s:.1f} s); stored "
+              f"{c['rows']:,} rows, {c['values']:,} values = {c['values'] / max(1, int(long.value.notna().sum())):.4f}"
+              f" of the non-missing readings; ratio to broker->subscriber ceiling "
+              f"{results['mqtt_obs'] / results['raw_mqtt_obs']:.2f}, to Parquet append ceiling "
+              f"{results['mqtt_obs'] / app_rate:.2f}")
+        # idle latencies on the same store (the baseline of the latency ratios)
+        idle = Latencies(root, lat.days, lat.ents)
+        st = StateStore(root / "state.sqlite")
+        rng = random.Random(2)
+        for _ in range(max(200, len(lat.hist_ms))):
+            idle.run_once(st, h, rng)
+        for name, under, base in (("state query (1 entity, latest)", lat.state_ms, idle.state_ms),
+                                  ("history query (1 station, 1 day)", lat.hist_ms, idle.hist_ms)):
+            print(f"[latency] {name}: under load p50 {pct(under, 50):.1f} ms, p99 {pct(under, 99):.1f} ms "
+                  f"(n={len(under)}); idle p50 {pct(base, 50):.1f} ms, p99 {pct(base, 99):.1f} ms; "
+                  f"p99 ratio load/idle {pct(under, 99) / pct(base, 99):.2f}")
+        t_c = time.perf_counter()
+        h.compact()
+        print(f"[history] compaction of {len(h.days()):,} day partitions: {time.perf_counter() - t_c:.1f} s; "
+              f"{h.physical_rows():,} rows on disk after")
+        idle2 = Latencies(root, lat.days, lat.ents)
+        for _ in range(200):
+            idle2.run_once(st, h, rng)
+        print(f"[latency] history query after compaction: p50 {pct(idle2.hist_ms, 50):.1f} ms, "
+              f"p99 {pct(idle2.hist_ms, 99):.1f} ms")
+        h.close()
+
+        # 4. HTTP batch upsert end to end
+        if not args.skip_http:
+            hroot = work / "http-twin"
+            rt = open_runtime(hroot)
+            rt.register(stations())
+            rt.close()
+            hport = free_port()
+            srv = subprocess.Popen([sys.executable, "-c",
+                                    "import uvicorn; from citytwin.service.app import create_app; "
+                                    f"uvicorn.run(create_app({str(hroot)!r}), host='127.0.0.1', port={hport}, "
+                                    "log_level='warning')"])
+            try:
+                client = httpx.Client(base_url=f"http://127.0.0.1:{hport}", timeout=120)
+                for _ in range(200):
+                    try:
+                        client.get("/health")
+                        break
+                    except httpx.TransportError:
+                        time.sleep(0.1)
+                bodies: list[bytes] = []
+                cur: list[dict] = []
+                for _, p in MSGS:
+                    items = json.loads(p)
+                    for it in items if isinstance(items, list) else [items]:
+                        it["type"] = "AirQualityObserved"
+                        cur.append(it)
+                        if len(cur) >= args.http_batch:
+                            bodies.append(json.dumps(cur, ensure_ascii=False).encode())
+                            cur = []
+                if cur:
+                    bodies.append(json.dumps(cur, ensure_ascii=False).encode())
+                t0 = time.time()
+                for b in bodies:
+                    r = client.post("/ngsi-ld/v1/entityOperations/upsert", content=b,
+                                    headers={"content-type": "application/json"})
+                    assert r.status_code == 201, r.text[:300]
+                http_s = time.time() - t0
+                hh = HistoryStore(hroot / "history")
+                assert hh.count()["rows"] == n_obs
+                results["http_obs"] = n_obs / http_s
+                print(f"[HTTP e2e] batch upsert ({args.http_batch} entity updates = "
+                      f"{args.http_batch * 12:,} readings per request, sequential client): "
+                      f"{n_obs / http_s:,.0f} readings/s ({http_s:.1f} s); ratio to Parquet append ceiling "
+                      f"{results['http_obs'] / app_rate:.2f}")
+            finally:
+                srv.terminate()
+                srv.wait(20)
+        goal = 20_000
+        print(f"goal >= {goal:,} readings/s end to end: MQTT {'met' if results['mqtt_obs'] >= goal else 'NOT met'}"
+              + ("" if args.skip_http else f", HTTP {'met' if results['http_obs'] >= goal else 'NOT met'}"))
+        print(f"machine after run: {machine()}")
+    finally:
+        subprocess.run([str(SCRIPT), "stop", str(bdir)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,857 @@
+"""Ingest (A1, A2, A4, A7): read a file, map it to a schema, validate, link to space, store a version.
+
+The whole pipeline is one DuckDB query per file, streamed and spilled to disk, so memory
+stays flat as files grow:
+
+1. a reader (:mod:`citytwin.foundation.readers`) gives raw records with their source row;
+2. headers are mapped to schema fields (aliases, unit suffixes such as ``_万元``);
+3. each field is cast, unit-converted and checked (type, range, required, choices, future
+   time, geometry validity); every failed check writes a reason ``field: what is wrong``;
+4. records with a reason go to quarantine with file, row, field, reason and the raw record;
+   the others are kept; duplicate keys are quarantined after the first occurrence;
+5. coordinates become point geometry (GCJ-02 converted when asked) and H3 cells;
+6. the kept records are written as (Geo)Parquet into a staging folder that becomes the next
+   version only when complete; the catalog records counts, units, extent and time range.
+
+Nothing is half-written: a file that cannot be read at all raises :class:`InputError` and
+leaves no version behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from citytwin.foundation import access, duck, readers, units
+from citytwin.foundation.catalog import check_classification, check_name
+from citytwin.foundation.errors import CitytwinError, InputError
+from citytwin.foundation.properties import COMPASS, PROPERTIES, find_property
+from citytwin.foundation.schemas import Field, Schema, normalize_header
+from citytwin.foundation.workspace import Workspace
+
+MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "none", "-", "--", "—", "－", "/", "#n/a", "nil", "无")
+DUCK_NUMERIC = ("DOUBLE", "FLOAT", "BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT",
+                "UINTEGER", "DECIMAL")
+TIME_FORMATS = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M",
+                "%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y", "%Y/%m/%d",
+                "%Y-%m-%d", "%Y年%m月%d日 %H:%M:%S", "%Y年%m月%d日 %H:%M", "%Y年%m月%d日", "%Y%m%d"]
+IGNORED_WIDE = {"no", "index", "id", "序号", "unnamed0"}
+TIME_PARTS = {
+    "year": ("year", "年", "年份", "yr"),
+    "month": ("month", "月", "月份", "mon"),
+    "day": ("day", "日", "date"),
+    "hour": ("hour", "时", "小时", "hr"),
+    "minute": ("minute", "分", "min"),
+}
+
+
+def q(name: str) -> str:
+    """Quote an identifier for DuckDB."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def lit(value: Any) -> str:
+    """A SQL literal."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(float(value)) if isinstance(value, float) else str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+@dataclass
+class Column:
+    """An output column: its SQL value expression, SQL check expressions and catalog facts."""
+
+    name: str
+    expr: str
+    checks: list[str] = field(default_factory=list)
+    type: str = "VARCHAR"
+    unit: str | None = None
+    source: str | None = None
+    source_unit: str | None = None
+    pii: str | None = None
+
+
+@dataclass
+class IngestResult:
+    """What an ingest did."""
+
+    dataset: str
+    version: int
+    schema: str
+    files: list[str]
+    rows_read: int
+    rows_kept: int
+    rows_quarantined: int
+    reasons: dict[str, int]
+    columns: list[dict[str, Any]]
+    notes: list[str]
+    seconds: float
+    record_unit: str = "rows"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# ---------------------------------------------------------------------------
+# planning: source columns -> output columns with checks
+# ---------------------------------------------------------------------------
+def _clean(col: str) -> str:
+    tokens = ", ".join(lit(t) for t in MISSING_TOKENS)
+    return f"CASE WHEN lower(trim(CAST({q(col)} AS VARCHAR))) IN ({tokens}) THEN NULL ELSE trim(CAST({q(col)} AS VARCHAR)) END"
+
+
+def _num(raw: str) -> str:
+    return f"TRY_CAST(replace({raw}, ',', '') AS DOUBLE)"
+
+
+def _timestamp(raw: str) -> str:
+    fmts = "[" + ", ".join(lit(f) for f in TIME_FORMATS) + "]"
+    return f"COALESCE(TRY_CAST({raw} AS TIMESTAMP), try_strptime({raw}, {fmts}))"
+
+
+def _typed(f: Field, raw: str, *, text: bool, factor: float = 1.0) -> tuple[str, list[str], str]:
+    """(value expression, type checks, duck type) for field ``f`` from raw expression ``raw``."""
+    name = f.name
+    checks: list[str] = []
+    if f.type in ("float", "int"):
+        base = _num(raw) if text else f"TRY_CAST({raw} AS DOUBLE)"
+        val = base if factor == 1.0 else f"({base} * {factor!r})"
+        checks.append(f"CASE WHEN {raw} IS NOT NULL AND {base} IS NULL THEN "
+                      f"{lit(name + ': not a number: ')} || left(CAST({raw} AS VARCHAR), 60) END")
+        if f.type == "int":
+            checks.append(f"CASE WHEN {val} IS NOT NULL AND {val} <> round({val}) THEN "
+                          f"{lit(name + ': not a whole number: ')} || CAST({raw} AS VARCHAR) END")
+            return f"CAST(round({val}) AS BIGINT)", checks, "BIGINT"
+        return val, checks, "DOUBLE"
+    if f.type == "timestamp":
+        val = _timestamp(f"CAST({raw} AS VARCHAR)") if text else f"TRY_CAST({raw} AS TIMESTAMP)"
+        checks.append(f"CASE WHEN {raw} IS NOT NULL AND {val} IS NULL THEN "
+                      f"{lit(name + ': not a date-time: ')} || left(CAST({raw} AS VARCHAR), 60) END")
+        checks.append(f"CASE WHEN {val} > now()::TIMESTAMP + INTERVAL 1 DAY THEN "
+                      f"{lit(name + ': in the future: ')} || CAST({val} AS VARCHAR) END")
+        return val, checks, "TIMESTAMP"
+    if f.type == "date":
+        val = f"CAST({_timestamp(f'CAST({raw} AS VARCHAR)')} AS DATE)" if text else f"TRY_CAST({raw} AS DATE)"
+        checks.append(f"CASE WHEN {raw} IS NOT NULL AND {val} IS NULL THEN "
+                      f"{lit(name + ': not a date: ')} || left(CAST({raw} AS VARCHAR), 60) END")
+        return val, checks, "DATE"
+    if f.type == "bool":
+        val = (f"CASE WHEN lower({raw}) IN ('1','true','yes','y','是','t') THEN TRUE "
+               f"WHEN lower({raw}) IN ('0','false','no','n','否','f') THEN FALSE END") if text else \
+            f"TRY_CAST({raw} AS BOOLEAN)"
+        checks.append(f"CASE WHEN {raw} IS NOT NULL AND {val} IS NULL THEN "
+                      f"{lit(name + ': not yes/no: ')} || left(CAST({raw} AS VARCHAR), 60) END")
+        return val, checks, "BOOLEAN"
+    return (raw if text else f"CAST({raw} AS VARCHAR)"), checks, "VARCHAR"
+
+
+def _rule_checks(f: Field, val: str) -> list[str]:
+    checks = []
+    if f.min is not None or f.max is not None:
+        lo = "-inf" if f.min is None else f"{f.min:g}"
+        hi = "inf" if f.max is None else f"{f.max:g}"
+        cond = " OR ".join(x for x in (
+            f"{val} < {f.min!r}" if f.min is not None else "",
+            f"{val} > {f.max!r}" if f.max is not None else "") if x)
+        checks.append(f"CASE WHEN {cond} THEN {lit(f.name + ': ')} || CAST({val} AS VARCHAR) || "
+                      f"{lit(f' outside [{lo}, {hi}]')} END")
+    if f.choices:
+        allowed = ", ".join(lit(c) for c in f.choices)
+        checks.append(f"CASE WHEN {val} IS NOT NULL AND {val} NOT IN ({allowed}) THEN "
+                      f"{lit(f.name + ': not one of ' + '/'.join(f.choices) + ': ')} || {val} END")
+    return checks
+
+
+def _required(f: Field, val: str, raw: str) -> str:
+    return f"CASE WHEN {raw} IS NULL THEN {lit(f.name + ': required value missing')} END"
+
+
+def _match_columns(schema: Schema, columns: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+    """field -> (source column, unit label from the header). The best alias wins a contest."""
+    best: dict[str, tuple[int, str, str | None]] = {}
+    for col in columns:
+        if col in ("_row", "geometry"):
+            continue
+        for header, unit_label in ((col, None), units.split_unit_suffix(col)):
+            fname = schema.match_header(header)
+            if fname is None:
+                continue
+            f = schema.field(fname)
+            keys = [normalize_header(x) for x in (f.name, *f.aliases)]
+            rank = keys.index(normalize_header(header)) if normalize_header(header) in keys else 99
+            if fname not in best or rank < best[fname][0]:
+                best[fname] = (rank, col, unit_label)
+            break
+    return {k: (v[1], v[2]) for k, v in best.items()}
+
+
+@dataclass
+class Plan:
+    columns: list[Column]
+    layout: str = "long"
+    melt: list[tuple[str, str, float, str | None, str]] = field(default_factory=list)  # col, prop, factor, unit, kind
+    notes: list[str] = field(default_factory=list)
+    geometry: str | None = None  # expression producing GEOMETRY
+    lonlat: tuple[str, str] | None = None  # output column names of lon/lat
+    unit_column: str | None = None  # long sensor layout: per-row unit column
+    raw: dict[str, str] = field(default_factory=dict)  # source column -> cleaned raw expression
+
+
+def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, str] | None = None,
+                 crs: str | None = None, geometry_policy: str = "quarantine") -> Plan:
+    """Map a source's columns onto a schema and build the SQL for values and checks."""
+    user_units = dict(user_units or {})
+    matched = _match_columns(schema, src.columns)
+    used = {c for c, _ in matched.values()}
+    plan = Plan(columns=[])
+    text = src.text
+    # raw values are computed once per record in the first query stage, as columns "r:<col>"
+    raw_of: dict[str, str] = {c: q("r:" + c) for c in src.columns if c != "geometry"}
+    plan.raw = {c: (_clean(c) if text else q(c)) for c in src.columns if c != "geometry"}
+
+    # unknown user unit columns
+    for col in user_units:
+        if col not in src.columns:
+            raise InputError(f"--unit names column {col!r}, which the file does not have", file=str(src.path),
+                             hint=f"columns: {', '.join(src.columns)}")
+
+    derived: set[str] = set()
+    # time from parts (year/month/day/hour) for observation-like schemas
+    if "time" in schema.field_names and "time" not in matched:
+        parts = {}
+        for part, names in TIME_PARTS.items():
+            for c in src.columns:
+                if c not in used and normalize_header(c) in {normalize_header(n) for n in names}:
+                    parts[part] = c
+                    break
+        if {"year", "month", "day"} <= set(parts):
+            args = [f"TRY_CAST({raw_of[parts[p]]} AS BIGINT)" if p in parts else "0"
+                    for p in ("year", "month", "day", "hour", "minute")]
+            expr = f"try(make_timestamp({', '.join(args)}, 0.0))"
+            anyraw = " OR ".join(f"{raw_of[parts[p]]} IS NULL" for p in parts)
+            checks = [f"CASE WHEN {anyraw} THEN 'time: a date part (year/month/day/hour) is missing' "
+                      f"WHEN {expr} IS NULL THEN 'time: not a valid date from parts ' || "
+                      + " || '-' || ".join(f"coalesce(CAST({raw_of[parts[p]]} AS VARCHAR), '?')" for p in parts)
+                      + " END",
+                      f"CASE WHEN {expr} > now()::TIMESTAMP + INTERVAL 1 DAY THEN 'time: in the future' END"]
+            plan.columns.append(Column("time", expr, checks, "TIMESTAMP", source="+".join(parts.values())))
+            used.update(parts.values())
+            derived.add("time")
+            plan.notes.append(f"time built from {', '.join(f'{k}={v}' for k, v in parts.items())}")
+
+    # wide sensor files: melt value columns into property/value
+    wide = (schema.name == "sensor_observation" or schema.layout == "wide_observations") and \
+        "value" not in matched and "property" not in matched
+    for f in schema.fields:
+        if f.name in derived:
+            continue
+        if wide and f.name in ("property", "value", "unit"):
+            continue
+        if f.type == "geometry":
+            continue
+        if f.name not in matched:
+            if f.required:
+                aliases = ", ".join((f.name, *f.aliases))
+                raise InputError(
+                    f"required field {f.name!r} of schema {schema.name!r} not found in the header",
+                    file=str(src.path),
+                    hint=f"columns are: {', '.join(src.columns)}; {f.name!r} is recognised as one of: {aliases}")
+            continue
+        col, header_unit = matched[f.name]
+        raw = raw_of[col]
+        factor = 1.0
+        unit_label = user_units.get(col) or header_unit
+        out_unit = f.unit
+        if f.type in ("float", "int") and unit_label:
+            target = f.unit or units.canonical(unit_label)
+            try:
+                factor = units.factor(unit_label, target)
+            except InputError as exc:
+                raise InputError(f"{exc.message} (field {f.name!r})", file=str(src.path), field=col) from exc
+            out_unit = target
+        val, checks, dtype = _typed(f, raw, text=text, factor=factor)
+        if f.required:
+            checks.insert(0, _required(f, val, raw))
+        checks += _rule_checks(f, val)
+        plan.columns.append(Column(f.name, val, checks, dtype, unit=out_unit, source=col, source_unit=unit_label,
+                                   pii=f.pii))
+        used.add(col)
+
+    if schema.name == "sensor_observation" and not wide and "unit" in matched:
+        plan.unit_column = "unit"
+
+    # extra columns
+    extras = [c for c in src.columns if c not in used and c != "geometry"]
+    if wide:
+        for c in extras:
+            if normalize_header(c) in IGNORED_WIDE:
+                plan.notes.append(f"column {c!r} not used (row counter)")
+                continue
+            prop = find_property(c)
+            stem, header_unit = units.split_unit_suffix(c)
+            if prop is None:
+                prop = find_property(stem)
+            label = user_units.get(c) or header_unit
+            if prop is not None and prop.text:
+                plan.melt.append((c, prop.name, 1.0, prop.unit, "compass"))
+                continue
+            styp = src.sniffed_types.get(c, "VARCHAR") if text else "DOUBLE"
+            if prop is None and not any(styp.startswith(t) for t in DUCK_NUMERIC):
+                plan.notes.append(f"column {c!r} not used (not a measured value)")
+                continue
+            target = prop.unit if prop is not None else (units.canonical(label) if label else None)
+            fac = 1.0
+            if label and target:
+                try:
+                    fac = units.factor(label, target)
+                except InputError as exc:
+                    raise InputError(f"{exc.message}", file=str(src.path), field=c) from exc
+            name = prop.name if prop is not None else stem
+            plan.melt.append((c, name, fac, target, "number"))
+        if not plan.melt:
+            raise InputError("no measured-value columns found for sensor observations", file=str(src.path),
+                             hint="a long file needs property and value columns; a wide file one numeric "
+                                  "column per property")
+        plan.layout = "wide"
+    elif schema.extra == "keep":
+        for c in extras:
+            stem, header_unit = units.split_unit_suffix(c)
+            label = user_units.get(c) or header_unit
+            styp = (src.sniffed_types.get(c, "VARCHAR") if text else "TYPED")
+            numeric = any(styp.startswith(t) for t in DUCK_NUMERIC) or (label is not None and text)
+            name = stem if label else c
+            if name in {col.name for col in plan.columns}:
+                name = c
+            if text and numeric:
+                fac = 1.0
+                unit_out = None
+                if label:
+                    unit_out = units.canonical(label)
+                    fac = units.factor(label, unit_out)
+                f = Field(name, "float")
+                val, checks, dtype = _typed(f, raw_of[c], text=True, factor=fac)
+                plan.columns.append(Column(name, val, checks, dtype, unit=unit_out, source=c, source_unit=label))
+            else:
+                plan.columns.append(Column(name, raw_of[c], [], styp if styp != "TYPED" else "ANY", source=c))
+    else:
+        if extras:
+            plan.notes.append(f"columns not in schema {schema.name!r} left out: {', '.join(extras)}")
+
+    # geometry
+    if "geometry" in src.columns:
+        src_crs = (crs or src.crs or "EPSG:4326")
+        g = "ST_GeomFromWKB(_src.geometry)"
+        gcj = normalize_header(src_crs) in ("gcj02", "gcj")
+        if not gcj and not _is_wgs84(src_crs):
+            g = f"ST_Transform({g}, {lit(_crs_for_duck(src_crs))}, 'EPSG:4326', always_xy := true)"
+        if gcj:
+            g = "ST_GeomFromWKB(gcj02_wkb_to_wgs84(_src.geometry))"
+            plan.notes.append("geometry converted from GCJ-02 to WGS84")
+        plan.geometry = g
+    elif schema.geometry == "point":
+        names = {c.name for c in plan.columns}
+        if {"lon", "lat"} <= names:
+            plan.lonlat = ("lon", "lat")
+            if crs and normalize_header(crs) in ("gcj02", "gcj"):
+                for c in plan.columns:
+                    if c.name in ("lon", "lat"):
+                        other = "lat" if c.name == "lon" else "lon"
+                        oexpr = next(x.expr for x in plan.columns if x.name == other)
+                        pair = (c.expr, oexpr) if c.name == "lon" else (oexpr, c.expr)
+                        c.expr = f"gcj02_to_wgs84_{c.name}({pair[0]}, {pair[1]})"
+                plan.notes.append("coordinates converted from GCJ-02 to WGS84")
+    if schema.geometry and "geometry" in schema.field_names and schema.field("geometry").required \
+            and plan.geometry is None:
+        raise InputError(f"schema {schema.name!r} needs geometry, and the file has none", file=str(src.path),
+                         hint="use a GIS format (GeoJSON, GeoPackage, Shapefile, GeoParquet) or schema 'table'")
+    plan.notes.append(f"geometry policy: {geometry_policy}") if plan.geometry else None
+    return plan
+
+
+def _is_wgs84(crs: str) -> bool:
+    c = crs.upper().replace(" ", "")
+    return c in ("EPSG:4326", "OGC:CRS84", "CRS84", "WGS84", "EPSG:4490") or "CRS84" in c or c.endswith("4326")
+
+
+def _crs_for_duck(crs: str) -> str:
+    try:
+        from pyproj import CRS
+
+        c = CRS.from_user_input(crs)
+        auth = c.to_authority()
+        return f"{auth[0]}:{auth[1]}" if auth else c.to_proj4()
+    except Exception as exc:  # pyproj raises several types
+        raise InputError(f"unknown coordinate reference system {crs!r}") from exc
+
+
+# ---------------------------------------------------------------------------
+# SQL
+# ---------------------------------------------------------------------------
+def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | None,
+              geometry_policy: str) -> str:
+    """The SELECT that turns raw records of ``view`` into checked output records.
+
+    Stages keep every expression small (DuckDB plans deeply nested repeated expressions slowly):
+    raw cleaned text ``"r:col"`` -> typed values ``"v:field"`` -> checks over those names.
+    """
+    l0 = ", ".join(f"{e} AS {q('r:' + c)}" for c, e in plan.raw.items())
+    stage0 = f"SELECT _row, src AS _src{', ' + l0 if l0 else ''} FROM {view} src"
+    l1 = ", ".join(f"{c.expr} AS {q('v:' + c.name)}" for c in plan.columns)
+    stage1 = f"SELECT *{', ' + l1 if l1 else ''} FROM ({stage0})"
+    sel = [f"{file_index} AS _file", "_row"]
+    checks: list[str] = []
+    for c in plan.columns:
+        sel.append(f"{q('v:' + c.name)} AS {q(c.name)}")
+        checks += [chk.replace(c.expr, q("v:" + c.name)) for chk in c.checks]
+    melt_raw = [q("r:" + m[0]) for m in plan.melt]
+    inner = (f"SELECT {', '.join(sel + melt_raw)}, list_filter([{', '.join(checks) or 'NULL'}], x -> x IS NOT NULL)"
+             f" AS _reasons, _src FROM ({stage1})")
+    if plan.geometry:
+        g = f"try({plan.geometry})"
+        if geometry_policy == "repair":
+            g = f"CASE WHEN ST_IsValid({g}) THEN {g} ELSE ST_MakeValid({g}) END"
+        geo_check = ("CASE WHEN geometry IS NULL THEN 'geometry: missing or unreadable' "
+                     "WHEN ST_IsEmpty(geometry) THEN 'geometry: empty' "
+                     "WHEN NOT ST_IsValid(geometry) THEN 'geometry: invalid (e.g. a self-intersecting ring); "
+                     "pass --repair-geometry to fix it with ST_MakeValid' END")
+        inner = (f"SELECT * EXCLUDE (_reasons), list_concat(_reasons, list_filter([{geo_check}], x -> x IS NOT NULL))"
+                 f" AS _reasons FROM (SELECT *, {g} AS geometry FROM ({inner}))")
+    if plan.lonlat:
+        lon, lat = plan.lonlat
+        inner = (f"SELECT *, CASE WHEN {q(lon)} IS NOT NULL AND {q(lat)} IS NOT NULL THEN ST_Point({q(lon)}, {q(lat)})"
+                 f" END AS geometry FROM ({inner})")
+    h3 = ""
+    if h3_resolution is not None and (plan.geometry or plan.lonlat):
+        h3 = (f", CASE WHEN geometry IS NOT NULL AND NOT ST_IsEmpty(geometry) THEN "
+              f"h3_cell(ST_X(ST_Centroid(geometry)), ST_Y(ST_Centroid(geometry)), {h3_resolution}) END AS h3")
+    if plan.layout == "wide":
+        # melt: one observation per value column
+        props = [m[1] for m in plan.melt]
+        unit_list = [m[3] for m in plan.melt]
+        vals = []
+        reasons = []
+        for col, prop, fac, _unit, kind in plan.melt:
+            raw = q("r:" + col)
+            if kind == "compass":
+                cases = " ".join(f"WHEN {lit(k)} THEN {v}" for k, v in COMPASS.items())
+                v = f"(CASE upper({raw}) {cases} END)"
+                bad = (f"CASE WHEN {raw} IS NOT NULL AND {v} IS NULL THEN {lit(prop + ': not a compass direction: ')}"
+                       f" || {raw} END")
+            else:
+                base = f"TRY_CAST(replace({raw}, ',', '') AS DOUBLE)"
+                v = base if fac == 1.0 else f"({base} * {fac!r})"
+                p = PROPERTIES.get(prop)
+                rng = ""
+                if p is not None and (p.min is not None or p.max is not None):
+                    rng = (f" WHEN {v} < {p.min!r} OR {v} > {p.max!r} THEN {lit(prop + ': ')} || CAST({v} AS VARCHAR)"
+                           f" || {lit(' ' + (p.unit or '') + f' outside [{p.min:g}, {p.max:g}]')}")
+                bad = (f"CASE WHEN {raw} IS NOT NULL AND {base} IS NULL THEN {lit(prop + ': not a number: ')} || "
+                       f"left({raw}, 60){rng} END")
+            vals.append(v)
+            reasons.append(bad)
+        keep = [q(c.name) for c in plan.columns]
+        per_row = (f"SELECT _file, _row, {', '.join(keep)}, _reasons, [{', '.join(vals)}] AS _vals, "
+                   f"list_filter([{', '.join(reasons)}], x -> TRUE) AS _vreasons, _src FROM ({inner})")
+        record = ("CASE WHEN len(_reasons) > 0 OR len(list_filter(_vreasons, x -> x IS NOT NULL)) > 0 "
+                  "THEN CAST(to_json(_src) AS VARCHAR) END")
+        melt = (f"SELECT _file, _row, {', '.join(keep)}, _reasons, {record} AS _record, "
+                f"unnest([{', '.join(lit(p) for p in props)}]) AS property, "
+                f"unnest(_vals) AS value, "
+                f"unnest([{', '.join(lit(u) for u in unit_list)}]) AS unit, "
+                f"unnest([{', '.join(lit(m[0]) for m in plan.melt)}]) AS _column, "
+                f"unnest(_vreasons) AS _value_reason FROM ({per_row})")
+        return (f"SELECT _file, _row, {', '.join(keep)}, property, value, unit, "
+                f"CASE WHEN _value_reason IS NULL THEN _reasons ELSE list_append(_reasons, _value_reason) END AS _reasons,"
+                f" _column, CASE WHEN _value_reason IS NOT NULL OR len(_reasons) > 0 THEN _record END AS _record "
+                f"FROM ({melt})")
+    record = "CASE WHEN len(_reasons) > 0 THEN CAST(to_json(_src) AS VARCHAR) END AS _record"
+    if plan.unit_column:
+        # long sensor file: per-row unit converted to the property's canonical unit
+        inner = (f"SELECT * EXCLUDE (value, unit, _reasons), value * unit_factor(property, unit) AS value, "
+                 f"unit_target(property, unit) AS unit, "
+                 f"CASE WHEN unit_problem(property, unit) IS NULL THEN _reasons "
+                 f"ELSE list_append(_reasons, unit_problem(property, unit)) END AS _reasons FROM ({inner})")
+    drop = ", ".join(["_src", *melt_raw])
+    return f"SELECT * EXCLUDE ({drop}), CAST(NULL AS VARCHAR) AS _column{h3}, {record} FROM ({inner})"
+
+
+# ---------------------------------------------------------------------------
+# UDFs
+# ---------------------------------------------------------------------------
+def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
+    d = duckdb.sqltype
+
+    def h3_cell(lon: pa.Array, lat: pa.Array, res: pa.Array) -> pa.Array:
+        from citytwin.foundation import spacelink
+
+        r = res[0].as_py() if len(res) else 9
+        lo = lon.to_numpy(zero_copy_only=False).astype(float)
+        la = lat.to_numpy(zero_copy_only=False).astype(float)
+        return pa.array(spacelink.h3_cells(lo, la, resolution=int(r)), pa.string())
+
+    con.create_function("h3_cell", h3_cell, [d("DOUBLE"), d("DOUBLE"), d("INTEGER")], d("VARCHAR"), type="arrow",
+                        null_handling="special")
+
+    def _gcj(lon: pa.Array, lat: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        from citytwin.foundation import spacelink
+
+        lo = lon.to_numpy(zero_copy_only=False).astype(float)
+        la = lat.to_numpy(zero_copy_only=False).astype(float)
+        return spacelink.gcj02_to_wgs84(lo, la)
+
+    con.create_function("gcj02_to_wgs84_lon", lambda a, b: pa.array(_gcj(a, b)[0]), [d("DOUBLE"), d("DOUBLE")],
+                        d("DOUBLE"), type="arrow", null_handling="special")
+    con.create_function("gcj02_to_wgs84_lat", lambda a, b: pa.array(_gcj(a, b)[1]), [d("DOUBLE"), d("DOUBLE")],
+                        d("DOUBLE"), type="arrow", null_handling="special")
+
+    def gcj_wkb(wkb: pa.Array) -> pa.Array:
+        import shapely
+
+        from citytwin.foundation import spacelink
+
+        geoms = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False))
+
+        def tf(coords: np.ndarray) -> np.ndarray:
+            x, y = spacelink.gcj02_to_wgs84(coords[:, 0], coords[:, 1])
+            return np.column_stack([x, y])
+
+        return pa.array(shapely.to_wkb(shapely.transform(geoms, tf)), pa.binary())
+
+    con.create_function("gcj02_wkb_to_wgs84", gcj_wkb, [d("BLOB")], d("BLOB"), type="arrow",
+                        null_handling="special")
+
+    def _pairs(prop: pa.Array, unit: pa.Array) -> tuple[list[Any], list[Any]]:
+        return prop.to_pylist(), unit.to_pylist()
+
+    def _resolve(p: str | None, u: str | None) -> tuple[float | None, str | None, str | None]:
+        known = PROPERTIES.get(p or "")
+        if u is None or u == "":
+            return (1.0, known.unit if known else None, None) if known else (1.0, None, None)
+        try:
+            if known is None or known.unit is None:
+                units.parse(u)
+                return 1.0, u, None
+            return units.factor(u, known.unit), known.unit, None
+        except InputError as exc:
+            return None, None, f"unit: {exc.message}"
+
+    cache: dict[tuple[Any, Any], tuple[float | None, str | None, str | None]] = {}
+
+    def lookup(prop: pa.Array, unit: pa.Array, i: int) -> list[Any]:
+        out = []
+        for p, u in zip(*_pairs(prop, unit), strict=True):
+            k = (p, u)
+            if k not in cache:
+                cache[k] = _resolve(p, u)
+            out.append(cache[k][i])
+        return out
+
+    con.create_function("unit_factor", lambda p, u: pa.array(lookup(p, u, 0), pa.float64()),
+                        [d("VARCHAR"), d("VARCHAR")], d("DOUBLE"), type="arrow", null_handling="special")
+    con.create_function("unit_target", lambda p, u: pa.array(lookup(p, u, 1), pa.string()),
+                        [d("VARCHAR"), d("VARCHAR")], d("VARCHAR"), type="arrow", null_handling="special")
+    con.create_function("unit_problem", lambda p, u: pa.array(lookup(p, u, 2), pa.string()),
+                        [d("VARCHAR"), d("VARCHAR")], d("VARCHAR"), type="arrow", null_handling="special")
+
+
+# ---------------------------------------------------------------------------
+# the pipeline
+# ---------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _true_rows(accepted: list[int], rejected_rows: list[int]) -> list[int]:
+    """Map 1-based indices among parsed records to data rows, given the rows the parser rejected."""
+    if not rejected_rows:
+        return accepted
+    rej = np.sort(np.asarray(rejected_rows))
+    s = rej - np.arange(len(rej))  # accepted index at which each reject is passed
+    acc = np.asarray(accepted)
+    return (acc + np.searchsorted(s, acc, side="right")).tolist()
+
+
+def ingest(
+    ws: Workspace,
+    paths: str | Path | Sequence[str | Path],
+    *,
+    dataset: str,
+    schema: str,
+    department: str | None = None,
+    classification: str = "internal",
+    sheet: str | None = None,
+    layer: str | None = None,
+    encoding: str | None = None,
+    units_map: dict[str, str] | None = None,
+    crs: str | None = None,
+    description: str = "",
+    source: str | None = None,
+    licence: str | None = None,
+    h3: bool = True,
+    repair_geometry: bool = False,
+    memory_limit: str = "1GB",
+    threads: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> IngestResult:
+    """Ingest one or more files into ``dataset`` as its next version.
+
+    Parameters
+    ----------
+    ws
+        The workspace (its user must be allowed to write).
+    paths
+        A file, or several files of the same kind (e.g. one CSV per station).
+    dataset, schema
+        Dataset name and schema name (:func:`citytwin.foundation.schemas.get_schema`).
+    units_map
+        ``{column: unit}`` for columns whose unit the header does not say.
+    crs
+        Source CRS when the file does not say (``EPSG:xxxx``, or ``gcj02`` for Chinese web-map data).
+    h3
+        Add an ``h3`` cell column to records with geometry (workspace resolution).
+    repair_geometry
+        Repair invalid geometries with ``ST_MakeValid`` instead of quarantining them.
+
+    Returns
+    -------
+    IngestResult
+        ``rows_read == rows_kept + rows_quarantined``. For wide sensor files the records are
+        observations (rows × value columns).
+
+    Raises
+    ------
+    InputError
+        When a file cannot be read at all; nothing is written then.
+    """
+    t0 = time.perf_counter()
+    check_name(dataset)
+    check_classification(classification)
+    access.require_write(ws.user, dataset)
+    sch = ws.schema(schema)
+    files = [Path(p) for p in ([paths] if isinstance(paths, str | Path) else paths)]
+    if not files:
+        raise InputError("no files given")
+    say = progress or (lambda _m: None)
+    staging = ws.staging_dir()
+    try:
+        con = duck.connect(threads=threads)
+        spill = staging / "spill"
+        spill.mkdir()
+        con.execute(f"SET memory_limit='{memory_limit}'; SET temp_directory='{spill}'; "
+                    "SET preserve_insertion_order=true")
+        _register_udfs(con)
+        notes: list[str] = []
+        columns_meta: dict[str, dict[str, Any]] = {}
+        layout = "long"
+        geometry_policy = "repair" if repair_geometry else "quarantine"
+        h3_res = int(ws.settings.get("h3_resolution", 9)) if h3 else None
+        con.execute("CREATE TABLE rejects(_file INTEGER, _row BIGINT, _field VARCHAR, _reason VARCHAR, "
+                    "_record VARCHAR)")
+        created = False
+        for i, path in enumerate(files):
+            say(f"reading {path.name}")
+            src = readers.open_source(con, path, sheet=sheet, layer=layer, encoding=encoding, staging=staging,
+                                      delimiter=None)
+            notes += [f"{path.name}: {n}" for n in src.notes]
+            plan = plan_columns(src, sch, user_units=units_map, crs=crs, geometry_policy=geometry_policy)
+            notes += [f"{path.name}: {n}" for n in plan.notes]
+            layout = plan.layout
+            view = f"src_{i}"
+            con.register(view, src.relation) if not isinstance(src.relation, str) else None
+            sql = build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
+            try:
+                created = _stage(con, sql, created)
+            except duckdb.Error as exc:
+                if src.format != "csv" or src.csv_rejects:
+                    raise readers._csv_error(path, exc) if src.format == "csv" else InputError(
+                        f"cannot read: {str(exc).splitlines()[0]}", file=str(path)) from exc
+                # malformed rows: read again, keeping the rows that split and recording the others
+                if created:
+                    con.execute(f"DELETE FROM staged WHERE _file = {i}")
+                src = readers.open_source(con, path, encoding=encoding, staging=staging, csv_rejects=True)
+                con.register(view, src.relation)
+                plan = plan_columns(src, sch, user_units=units_map, crs=crs, geometry_policy=geometry_policy)
+                sql = build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
+                try:
+                    created = _stage(con, sql, created)
+                except duckdb.Error as exc2:
+                    raise readers._csv_error(path, exc2) from exc2
+            if src.csv_rejects:
+                rej = readers.csv_rejects(con)
+                hdr = 1
+                rej_rows = [r["line"] - hdr for r in rej]
+                if rej:
+                    bad = con.sql(f"SELECT DISTINCT _row FROM staged WHERE _file={i} AND len(_reasons) > 0").fetchall()
+                    acc = [int(r[0]) for r in bad]
+                    fixed = _true_rows(acc, rej_rows)
+                    for a, b in zip(acc, fixed, strict=True):
+                        if a != b:
+                            con.execute(f"UPDATE staged SET _row={b} WHERE _file={i} AND _row={a}")
+                    con.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?)", [
+                        (i, r["line"] - hdr, r["field"], f"{r['field'] or 'row'}: {r['message']}",
+                         json.dumps({"line": r["raw"]}, ensure_ascii=False)) for r in rej])
+                    notes.append(f"{path.name}: {len(rej)} row(s) the CSV parser could not split")
+            for c in plan.columns:
+                columns_meta.setdefault(c.name, {"name": c.name, "type": c.type, "unit": c.unit, "source": c.source,
+                                                 "source_unit": c.source_unit, "pii": c.pii})
+            if plan.geometry or plan.lonlat:
+                columns_meta["geometry"] = {"name": "geometry", "type": "GEOMETRY", "crs": "EPSG:4326"}
+                if h3_res is not None:
+                    columns_meta["h3"] = {"name": "h3", "type": "VARCHAR", "h3_resolution": h3_res}
+            if layout == "wide":
+                for m in plan.melt:
+                    columns_meta.setdefault(f"value:{m[1]}", {"name": "value", "property": m[1], "unit": m[3],
+                                                              "source": m[0]})
+        if not created:
+            raise InputError("nothing to read")
+        if layout == "wide":
+            for nm, tp in (("property", "VARCHAR"), ("value", "DOUBLE"), ("unit", "VARCHAR")):
+                columns_meta.setdefault(nm, {"name": nm, "type": tp})
+        say("checking keys")
+        key = [k for k in sch.key if k in {c for c in con.sql("SELECT * FROM staged LIMIT 0").columns}]
+        if layout == "wide" and sch.name == "sensor_observation":
+            key = ["entity", "property", "time"]
+        if key:
+            kcols = ", ".join(q(k) for k in key)
+            kdesc = ", ".join(key)
+            con.execute(f"""
+                CREATE TABLE dups AS
+                SELECT _file, _row, {kcols}, first_file, first_row FROM (
+                  SELECT _file, _row, {kcols},
+                         row_number() OVER w AS rn,
+                         first(_file) OVER w AS first_file, first(_row) OVER w AS first_row
+                  FROM staged WHERE len(_reasons) = 0 AND {' AND '.join(f'{q(k)} IS NOT NULL' for k in key)}
+                  WINDOW w AS (PARTITION BY {kcols} ORDER BY _file, _row)
+                ) WHERE rn > 1""")
+            ndup = con.sql("SELECT count(*) FROM dups").fetchone()[0]  # type: ignore[index]
+            if ndup:
+                join = " AND ".join(f"s.{q(k)} IS NOT DISTINCT FROM d.{q(k)}" for k in key)
+                extra = " AND s.property = d.property" if "property" in key else ""
+                del extra
+                con.execute(f"""
+                    UPDATE staged s SET _reasons = list_append(s._reasons,
+                        'duplicate key ({kdesc}) = ' || concat_ws(', ', {', '.join(f'CAST(d.{q(k)} AS VARCHAR)' for k in key)})
+                        || ' (first at ' || CASE WHEN d.first_file = d._file THEN '' ELSE 'file ' || (d.first_file + 1) || ' ' END
+                        || 'row ' || d.first_row || ')')
+                    FROM dups d WHERE s._file = d._file AND s._row = d._row AND {join}""")
+                notes.append(f"{ndup} record(s) with a duplicate key ({kdesc}) quarantined; the first kept")
+        # admin codes from city names (A2)
+        cols_now = con.sql("SELECT * FROM staged LIMIT 0").columns
+        if "adcode" in cols_now and "city" in cols_now:
+            _fill_adcodes(con, notes)
+        say("writing")
+        out_dir = staging / "data"
+        out_dir.mkdir()
+        drop = ["_file", "_row", "_reasons", "_record", "_column"]
+        keep_cols = [c for c in cols_now if c not in drop]
+        file_names = [str(p) for p in files]
+        con.execute(f"""COPY (SELECT {', '.join(q(c) for c in keep_cols)} FROM staged WHERE len(_reasons) = 0
+                     ORDER BY _file, _row) TO '{out_dir / 'part-0.parquet'}' (FORMAT parquet, COMPRESSION zstd,
+                     ROW_GROUP_SIZE 122880)""")
+        qfile = staging / "quarantine.parquet"
+        fname_case = "CASE _file " + " ".join(f"WHEN {i} THEN {lit(n)}" for i, n in enumerate(file_names)) + " END"
+        con.execute(f"""COPY (
+            SELECT {fname_case} AS file, _row AS row,
+                   coalesce(_column, split_part(_reasons[1], ':', 1)) AS field,
+                   array_to_string(_reasons, '; ') AS reason, _record AS record
+            FROM staged WHERE len(_reasons) > 0
+            UNION ALL
+            SELECT {fname_case} AS file, _row AS row, _field AS field, _reason AS reason, _record AS record
+            FROM rejects ORDER BY file, row) TO '{qfile}' (FORMAT parquet)""")
+        stats = con.sql("SELECT count(*) FILTER (WHERE len(_reasons) = 0), count(*) FILTER (WHERE len(_reasons) > 0)"
+                        " FROM staged").fetchone()
+        n_rej = con.sql("SELECT count(*) FROM rejects").fetchone()[0]  # type: ignore[index]
+        assert stats is not None
+        kept, quarantined = int(stats[0]), int(stats[1]) + int(n_rej)
+        reasons = dict(con.sql("""SELECT CASE WHEN reason LIKE 'duplicate key%' THEN 'duplicate key'
+                                  ELSE regexp_replace(reason, '^([^:]+: [^:0-9]+?)[:0-9(].*$', '\\1') END AS r,
+                                  count(*) FROM read_parquet(?) GROUP BY r ORDER BY 2 DESC LIMIT 20""",
+                               params=[str(qfile)]).fetchall())
+        extent = None
+        if "geometry" in keep_cols:
+            e = con.sql("SELECT min(ST_XMin(geometry)), min(ST_YMin(geometry)), max(ST_XMax(geometry)), "
+                        "max(ST_YMax(geometry)) FROM staged WHERE len(_reasons) = 0").fetchone()
+            extent = [float(x) for x in e] if e and e[0] is not None else None
+        tmin = tmax = None
+        tcol = next((c for c in ("time", "created", "year") if c in keep_cols), None)
+        if tcol:
+            r = con.sql(f"SELECT CAST(min({q(tcol)}) AS VARCHAR), CAST(max({q(tcol)}) AS VARCHAR) FROM staged "
+                        "WHERE len(_reasons) = 0").fetchone()
+            tmin, tmax = (r[0], r[1]) if r else (None, None)
+        con.close()
+        rows_read = kept + quarantined
+        columns = [columns_meta.get(c, {"name": c}) for c in keep_cols]
+        if layout == "wide":
+            columns += [v for k, v in columns_meta.items() if k.startswith("value:")]
+        params = {"schema": schema, "sheet": sheet, "layer": layer, "encoding": encoding, "units": units_map,
+                  "crs": crs, "h3": h3_res, "geometry_policy": geometry_policy, "layout": layout, "notes": notes,
+                  "reasons": reasons}
+        say("committing")
+        shutil.rmtree(spill, ignore_errors=True)
+        version = ws.commit_version(
+            name=dataset, schema=schema, staging=out_dir, quarantine=qfile, kind="ingested", department=department,
+            classification=classification, description=description, source=source or ", ".join(file_names),
+            licence=licence, source_path=", ".join(file_names),
+            source_sha256=",".join(_sha256(p) for p in files), rows_read=rows_read, rows_kept=kept,
+            rows_quarantined=quarantined, columns=columns, extent=extent, time_min=tmin, time_max=tmax,
+            params=params)
+    except CitytwinError:
+        ws.catalog.audit(user=ws.user.name, role=ws.user.role, action="ingest", dataset=dataset, outcome="error",
+                         detail=", ".join(str(p) for p in files))
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return IngestResult(dataset=dataset, version=version, schema=schema, files=file_names, rows_read=rows_read,
+                        rows_kept=kept, rows_quarantined=quarantined, reasons=reasons, columns=columns, notes=notes,
+                        seconds=time.perf_counter() - t0, record_unit="observations" if layout == "wide" else "rows")
+
+
+def _stage(con: duckdb.DuckDBPyConnection, sql: str, created: bool) -> bool:
+    if created:
+        con.execute(f"INSERT INTO staged BY NAME {sql}")
+    else:
+        con.execute(f"CREATE TABLE staged AS {sql}")
+    return True
+
+
+def _fill_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str]) -> None:
+    """Resolve city names to administrative codes where the file gave none."""
+    try:
+        from citytwin.foundation.admin import AdminResolver
+    except ImportError:  # pragma: no cover - resolver not installed
+        return
+    import pandas as pd
+
+    names = con.sql("SELECT DISTINCT city, " +
+                    ("province" if "province" in con.sql("SELECT * FROM staged LIMIT 0").columns else "NULL") +
+                    " AS province FROM staged WHERE adcode IS NULL AND city IS NOT NULL").df()
+    if names.empty:
+        return
+    res = AdminResolver().resolve(names["city"], names["province"] if names["province"].notna().any() else None)
+    table = pd.DataFrame({"city": names["city"].to_numpy(), "code": res["adcode"].to_numpy(),
+                          "kind": res["match_kind"].to_numpy()})
+    con.register("_adcodes", table)
+    con.execute("UPDATE staged s SET adcode = a.code FROM _adcodes a WHERE s.city = a.city AND s.adcode IS NULL "
+                "AND a.code IS NOT NULL")
+    unresolved = sorted(table.loc[table["code"].isna(), "city"].astype(str))
+    if unresolved:
+        notes.append(f"{len(unresolved)} city name(s) not resolved to an administrative code (kept, adcode "
+                     f"missing): {', '.join(unresolved[:20])}{' …' if len(unresolved) > 20 else ''}")

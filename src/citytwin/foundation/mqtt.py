@@ -1,0 +1,356 @@
+"""MQTT transport (paho-mqtt 2.2): an at-least-once ingest client and a replay publisher.
+
+Ingest (:class:`MqttIngest`) guarantees that no acknowledged message is lost:
+
+* QoS 1 subscription, MQTT v5 persistent session (``clean_start=False``, session expiry
+  "never") under a fixed client id, so the broker keeps queueing while the ingest process
+  is down and redelivers what was not acknowledged;
+* manual acknowledgement: messages are collected into a batch; the batch is handed to
+  ``handler`` (which must store it durably, e.g. :meth:`Ingestor.ingest`) and only when the
+  handler returns are the messages' PUBACKs sent. A crash before that means redelivery,
+  and the history store's idempotent key ``(entity, property, time)`` makes the redelivered
+  copy count once;
+* on a lost connection the unflushed batch is dropped (it was not acknowledged: the broker
+  redelivers it) and the client reconnects with backoff.
+
+Broker settings that matter (``scripts/mosquitto.sh`` writes them): ``persistence true`` so
+queued messages survive a broker restart, ``max_queued_messages 0`` (no cap on what is
+queued for an offline session: mosquitto's default of 1000 drops the rest) and
+``max_inflight_messages 0``. With a broker limiting in-flight messages to N, batches hold at
+most N messages and are flushed by time (``max_delay``); nothing is lost, only slower.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from citytwin.foundation.errors import InputError
+
+log = logging.getLogger(__name__)
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+Handler = Callable[[Sequence[tuple[str, bytes]]], Any]
+
+
+def parse_broker(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``HOST``, port 1883) -> (host, port).
+
+    Examples
+    --------
+    >>> parse_broker("127.0.0.1:18830")
+    ('127.0.0.1', 18830)
+    """
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", "1883")
+    try:
+        p = int(port)
+    except ValueError as exc:
+        raise InputError(f"broker {text!r} is not HOST:PORT", field="broker") from exc
+    if not host or not 0 < p < 65536:
+        raise InputError(f"broker {text!r} is not HOST:PORT", field="broker")
+    return host, p
+
+
+def _connect_props(session_expiry: int) -> Properties:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = session_expiry
+    props.ReceiveMaximum = 65535
+    return props
+
+
+@dataclass
+class IngestStats:
+    """Counters of an ingest client."""
+
+    received: int = 0
+    acked: int = 0
+    batches: int = 0
+    dropped_unacked: int = 0
+    reconnects: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class MqttIngest:
+    """Subscribe with QoS 1 and a persistent session; store each batch, then acknowledge it.
+
+    Parameters
+    ----------
+    host, port
+        Broker address.
+    handler
+        Called with a batch of ``(topic, payload)``; must store it durably before returning.
+        If it raises, the batch is not acknowledged (it will be redelivered) and the client
+        disconnects and reconnects.
+    topics
+        Subscriptions (QoS 1), default ``citytwin/#``.
+    client_id
+        Fixed id of the persistent session; two ingest processes need two ids (or a shared
+        subscription ``$share/group/citytwin/#``).
+    max_batch
+        Messages per batch.
+    max_delay
+        Seconds a message may wait in a batch before the batch is flushed.
+    """
+
+    def __init__(self, host: str, port: int, handler: Handler, *, topics: Sequence[str] = ("citytwin/#",),
+                 client_id: str = "citytwin-ingest", max_batch: int = 2000, max_delay: float = 0.1,
+                 keepalive: int = 30, session_expiry: int = SESSION_NEVER_EXPIRES) -> None:
+        self.host, self.port = host, port
+        self.handler = handler
+        self.topics = list(topics)
+        self.client_id = client_id
+        self.max_batch = max_batch
+        self.max_delay = max_delay
+        self.keepalive = keepalive
+        self.session_expiry = session_expiry
+        self.stats = IngestStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pending: list[tuple[int, int, str, bytes]] = []
+        self._first_t = 0.0
+        self._connected = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                                  manual_ack=True)
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_disconnect = self._on_disconnect
+
+    # -- callbacks (run in the loop thread) ----------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            self.stats.errors.append(f"connect refused: {reason}")
+            return
+        client.subscribe([(t, 1) for t in self.topics])
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        bad = [r for r in reasons if r.is_failure]
+        if bad:
+            self.stats.errors.append(f"subscribe refused: {bad}")
+            return
+        self._connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self._connected.clear()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if not self._pending:
+            self._first_t = time.monotonic()
+        self._pending.append((msg.mid, msg.qos, msg.topic, msg.payload))
+        self.stats.received += 1
+
+    # -- loop --------------------------------------------------------------------------
+    def _flush(self) -> None:
+        batch = self._pending
+        self._pending = []
+        self.handler([(t, p) for _, _, t, p in batch])
+        for mid, qos, _, _ in batch:
+            if qos > 0:
+                self.client.ack(mid, qos)
+        self.stats.acked += len(batch)
+        self.stats.batches += 1
+
+    def _drop_pending(self) -> None:
+        self.stats.dropped_unacked += len(self._pending)
+        self._pending = []
+
+    def connect(self) -> None:
+        self.client.connect(self.host, self.port, keepalive=self.keepalive, clean_start=False,
+                            properties=_connect_props(self.session_expiry))
+
+    def run(self) -> None:
+        """Run until :meth:`stop` (blocking). Reconnects on connection loss."""
+        backoff = 0.1
+        connected_once = False
+        while not self._stop.is_set():
+            try:
+                if not connected_once:
+                    self.connect()
+                    connected_once = True
+                rc = self.client.loop(timeout=0.02)
+                # drain what is already buffered without waiting on select again
+                n = 0
+                while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and n < 512 and len(self._pending) < self.max_batch
+                       and self._readable()):
+                    rc = self.client.loop_read()
+                    n += 1
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    raise ConnectionError(f"mqtt loop: {rc}")
+                if self._pending and (len(self._pending) >= self.max_batch
+                                      or time.monotonic() - self._first_t >= self.max_delay):
+                    self._flush()
+                    self.client.loop_write()
+                backoff = 0.1
+            except Exception as exc:  # connection loss or a failed store: nothing of the batch was acked
+                self.stats.errors.append(repr(exc)[:300])
+                self._drop_pending()
+                self._connected.clear()
+                if self._stop.is_set():
+                    break
+                log.warning("mqtt connection problem (%s); reconnecting in %.1fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+                try:
+                    if connected_once:
+                        self.client.reconnect()
+                    else:
+                        self.connect()
+                        connected_once = True
+                    self.stats.reconnects += 1
+                except OSError:
+                    pass
+        # final flush of what was received, then a clean disconnect (session kept by the broker)
+        try:
+            if self._pending and self._connected.is_set():
+                self._flush()
+                self.client.loop_write()
+        finally:
+            self._drop_pending()
+            try:
+                self.client.disconnect()
+                self.client.loop(timeout=0.1)
+            except OSError:
+                pass
+
+    def _readable(self) -> bool:
+        sock = self.client.socket()
+        if sock is None:
+            return False
+        import select
+        r, _, _ = select.select([sock], [], [], 0)
+        return bool(r)
+
+    def start(self, wait_connected: float = 10.0) -> MqttIngest:
+        """Run in a background thread; wait until connected and subscribed (SUBACK received).
+
+        The broker keeps messages for this client id only once its session exists, i.e. after
+        the first subscription: start ingest before the feed, once; from then on it may stop
+        and restart without losing anything.
+        """
+        self._thread = threading.Thread(target=self.run, name="citytwin-mqtt-ingest", daemon=True)
+        self._thread.start()
+        if not self._connected.wait(wait_connected):
+            raise ConnectionError(f"could not connect to MQTT broker {self.host}:{self.port}")
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+class MqttPublisher:
+    """QoS 1 publisher with a persistent session (unacknowledged messages are resent after a reconnect).
+
+    Parameters
+    ----------
+    host, port
+        Broker address.
+    client_id
+        Fixed id so that, after a broker restart, in-flight messages are resent under the same session.
+    max_inflight
+        Unacknowledged messages allowed at once; :meth:`publish` waits for acknowledgements
+        beyond that. (The window is kept here, not in paho, whose own queue costs O(n) per
+        acknowledgement.)
+    """
+
+    def __init__(self, host: str, port: int, *, client_id: str = "citytwin-replay", max_inflight: int = 5000,
+                 keepalive: int = 30) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.max_inflight_messages_set(0)
+        self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(0.1, 2.0)
+        self.max_inflight = max(1, max_inflight)
+        self._window: deque[mqtt.MQTTMessageInfo] = deque()
+        self.sent = 0
+        self._acked_popped = 0
+        self._connected = threading.Event()
+        self.client.on_connect = lambda c, u, f, r, p: self._connected.set() if not r.is_failure else None
+        self.client.on_disconnect = lambda c, u, f, r, p: self._connected.clear()
+        self.client.connect(host, port, keepalive=keepalive, clean_start=False,
+                            properties=_connect_props(SESSION_NEVER_EXPIRES))
+        self.client.loop_start()
+        if not self._connected.wait(10):
+            self.client.loop_stop()
+            raise ConnectionError(f"could not connect to MQTT broker {host}:{port}")
+
+    def _pop_acked(self) -> None:
+        w = self._window
+        while w and _acked(w[0]):
+            w.popleft()
+            self._acked_popped += 1
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> mqtt.MQTTMessageInfo:
+        """Publish one message (waits while ``max_inflight`` messages are unacknowledged)."""
+        if len(self._window) >= self.max_inflight:
+            self._pop_acked()
+            while len(self._window) >= self.max_inflight:
+                time.sleep(0.0005)
+                self._pop_acked()
+        info = self.client.publish(topic, payload, qos=qos)
+        self.sent += 1
+        if qos > 0:
+            self._window.append(info)
+        else:
+            self._acked_popped += 1
+        return info
+
+    def publish_many(self, messages: Iterable[tuple[str, bytes]], qos: int = 1) -> int:
+        n = 0
+        for topic, payload in messages:
+            self.publish(topic, payload, qos)
+            n += 1
+        return n
+
+    def acknowledged(self) -> int:
+        """Messages the broker has acknowledged so far."""
+        self._pop_acked()
+        return self._acked_popped + sum(1 for i in self._window if _acked(i))
+
+    def wait_all(self, timeout: float = 60.0) -> bool:
+        """Wait until every published message is acknowledged; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._pop_acked()
+            if not self._window:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _acked(info: mqtt.MQTTMessageInfo) -> bool:
+    # ``is_published()`` raises for a message published while disconnected (rc NO_CONN) even after
+    # paho has sent it on reconnect and the broker acknowledged it; the flag itself is reliable.
+    return bool(getattr(info, "_published", False))
+
+
+def publish_stream(publisher: MqttPublisher, stream: Iterable[tuple[float, str, bytes]], *,
+                   sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                   on_progress: Callable[[int], None] | None = None) -> int:
+    """Publish ``(send offset s, topic, payload)`` items, each not before its offset from the start."""
+    t0 = clock()
+    n = 0
+    for offset, topic, payload in stream:
+        if offset > 0:
+            wait = t0 + offset - clock()
+            if wait > 0:
+                sleep(wait)
+        publisher.publish(topic, payload)
+        n += 1
+        if on_progress is not None and n % 1000 == 0:
+            on_progress(1000)
+    return n

@@ -1,0 +1,602 @@
+"""History store of the live twin: every observation, as Parquet partitioned by day, queried with DuckDB.
+
+Layout::
+
+    ROOT/day=YYYY-MM-DD/part-{batch}-{uuid}.parquet     (UTC day of the observation time)
+
+Columns: ``entity, type, property, time (timestamp µs UTC), value (double, null = missing),
+unit, lon, lat, received_at, _batch (int64), _row (int32)``.
+
+Durability: :meth:`HistoryStore.append` writes each day's rows to a hidden temporary file,
+fsyncs it, renames it into place and fsyncs the folder before returning, so a caller that
+acknowledges a message after ``append`` returns never acknowledges data that a crash could
+lose. A process killed mid-write leaves only a hidden ``.tmp-*`` file, which readers ignore
+and :meth:`HistoryStore.recover` removes.
+
+Idempotency (exact): the key is ``(entity, property, time)``. A redelivered message is
+appended again (writing is cheap and blind); every read keeps, per key, only the row of the
+latest write (``_batch`` then ``_row``), so the same observation is never counted twice,
+and a later correction replaces an earlier value. :meth:`HistoryStore.compact` rewrites a
+day's files into one file holding one row per key (also run automatically when a day has
+many files), after which the duplicates are gone physically as well.
+
+Missing values are stored as null (never 0): ``count`` counts non-missing values, ``avg``
+ignores nulls, and the ``missing`` column of aggregates counts them.
+
+Examples
+--------
+>>> import tempfile, numpy as np
+>>> h = HistoryStore(tempfile.mkdtemp())
+>>> cols = dict(entity=["e1", "e1"], type=["T", "T"], property=["pm25", "pm25"],
+...             time_us=[0, 3_600_000_000], value=[10.0, None], unit=["µg/m³"] * 2, lon=[116.4] * 2, lat=[39.9] * 2)
+>>> h.append(cols)
+2
+>>> h.append(cols)   # redelivered: stored once
+2
+>>> h.count()
+{'rows': 2, 'values': 1, 'missing': 1}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from citytwin.foundation import duck
+from citytwin.foundation.errors import InputError
+
+DAY_US = 86_400_000_000
+SCHEMA = pa.schema([
+    ("entity", pa.string()), ("type", pa.string()), ("property", pa.string()),
+    ("time", pa.timestamp("us", tz="UTC")), ("value", pa.float64()), ("unit", pa.string()),
+    ("lon", pa.float64()), ("lat", pa.float64()), ("received_at", pa.timestamp("us", tz="UTC")),
+    ("_batch", pa.int64()), ("_row", pa.int32()),
+])
+OUT_COLUMNS = ["entity", "type", "property", "time", "value", "unit", "lon", "lat"]
+AGGREGATES = ("avg", "min", "max", "count", "sum", "missing")
+# Nice bucket sizes for downsampling, seconds.
+_STEPS = [1, 5, 10, 30, 60, 300, 600, 900, 1800, 3600, 10800, 21600, 43200, 86400, 604800]
+_EXPLICIT_DAYS = 92  # ranges up to this many days list their day folders; longer ones glob all
+
+
+TimeLike = str | datetime | pd.Timestamp | int | None
+
+
+def to_us(t: TimeLike) -> int | None:
+    """A time (ISO string with or without zone = UTC, datetime, Timestamp, or µs int) -> µs since epoch.
+
+    Examples
+    --------
+    >>> to_us("1970-01-02")
+    86400000000
+    """
+    if t is None:
+        return None
+    if isinstance(t, int | np.integer):
+        return int(t)
+    try:
+        ts = pd.Timestamp(t)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"not a time: {t!r}", hint="use ISO 8601, e.g. 2015-12-01T00:00:00Z") from exc
+    if ts.tzinfo is None:
+        ts = ts.tz_localize("UTC")
+    return int(ts.tz_convert("UTC").as_unit("ns").value) // 1000
+
+
+@dataclass(frozen=True)
+class Near:
+    """Geo filter: within ``max_m`` metres (great circle) of ``(lon, lat)``."""
+
+    lon: float
+    lat: float
+    max_m: float
+
+
+BBox = tuple[float, float, float, float]  # min lon, min lat, max lon, max lat
+
+
+class HistoryStore:
+    """Append-only, day-partitioned Parquet history with exact (entity, property, time) dedupe on read.
+
+    Parameters
+    ----------
+    root
+        Folder of the store (created if missing).
+    compact_threshold
+        When a day folder reaches this many files after an append, it is compacted.
+    """
+
+    def __init__(self, root: str | Path, *, compact_threshold: int = 64) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.compact_threshold = compact_threshold
+        self._lock = threading.RLock()
+        self._last_batch = 0
+        self._files_per_day: dict[str, int] = {}
+        self._con = duck.connect(spatial=False)
+        self._con.execute("SET TimeZone='UTC'")
+
+    # -- writing -----------------------------------------------------------------------
+    def _next_batch(self) -> int:
+        b = max(time.time_ns(), self._last_batch + 1)
+        self._last_batch = b
+        return b
+
+    def append(self, columns: Mapping[str, Sequence[Any] | np.ndarray] | pd.DataFrame, *,
+               received_us: int | None = None) -> int:
+        """Durably append observations; returns the number of rows written.
+
+        ``columns`` holds equal-length ``entity, type, property, time_us (int µs UTC) or time
+        (datetime64), value (None / NaN = missing), unit, lon, lat``.
+        """
+        table = self._to_table(columns, received_us)
+        n = table.num_rows
+        if n == 0:
+            return 0
+        t = table.column("time").cast(pa.int64()).to_numpy()
+        days = t // DAY_US
+        with self._lock:
+            batch = self._next_batch()
+            table = table.set_column(table.schema.get_field_index("_batch"), "_batch",
+                                     pa.array(np.full(n, batch, dtype="int64")))
+            order = np.argsort(days, kind="stable")
+            sdays = days[order]
+            cuts = np.flatnonzero(np.diff(sdays)) + 1
+            starts = np.concatenate([[0], cuts])
+            ends = np.concatenate([cuts, [n]])
+            touched: list[Path] = []
+            jobs: list[tuple[Path, pa.Table]] = []
+            new_dirs = False
+            for s, e in zip(starts, ends, strict=True):
+                day = _day_name(int(sdays[s]))
+                d = self.root / f"day={day}"
+                if not d.exists():
+                    d.mkdir(parents=True, exist_ok=True)
+                    new_dirs = True
+                jobs.append((d, table.take(pa.array(order[s:e]))))
+                touched.append(d)
+            # Files of different days are written and fsynced in parallel (the waits overlap).
+            if len(jobs) == 1:
+                self._write_file(jobs[0][0], jobs[0][1], batch)
+                _fsync_dir(jobs[0][0])
+            else:
+                list(_pool().map(lambda j: (self._write_file(j[0], j[1], batch), _fsync_dir(j[0])), jobs))
+            if new_dirs:
+                _fsync_dir(self.root)
+            for d in touched:
+                day = d.name[4:]
+                self._files_per_day[day] = self._files_per_day[day] + 1 if day in self._files_per_day \
+                    else len(_parts(d))
+            for d in touched:
+                day = d.name[4:]
+                if self._files_per_day.get(day, 0) >= self.compact_threshold:
+                    self.compact(day)
+        return n
+
+    def _to_table(self, columns: Mapping[str, Any] | pd.DataFrame, received_us: int | None) -> pa.Table:
+        c = columns
+        if "time_us" in c:
+            t = pa.array(np.asarray(c["time_us"], dtype="int64")).cast(pa.timestamp("us", tz="UTC"))
+        elif "time" in c:
+            tt = pd.to_datetime(pd.Series(c["time"]), utc=True)
+            t = pa.array(tt.dt.as_unit("us").astype("int64").to_numpy()).cast(pa.timestamp("us", tz="UTC"))
+        else:
+            raise InputError("observations need a time_us or time column", field="time")
+        n = len(t)
+        value = c["value"]
+        vals = pa.array(np.asarray(value, dtype="float64"), from_pandas=True) if not isinstance(value, list) \
+            else pa.array(value, type=pa.float64(), from_pandas=True)
+        rec = received_us if received_us is not None else time.time_ns() // 1000
+
+        def col(name: str, typ: pa.DataType) -> pa.Array:
+            if name not in c:
+                return pa.nulls(n, typ)
+            v = c[name]
+            return pa.array(list(v) if isinstance(v, pd.Series) else v, type=typ, from_pandas=True)
+
+        for req in ("entity", "property"):
+            if req not in c:
+                raise InputError(f"observations need a {req!r} column", field=req)
+        return pa.Table.from_arrays([
+            col("entity", pa.string()), col("type", pa.string()), col("property", pa.string()), t, vals,
+            col("unit", pa.string()), col("lon", pa.float64()), col("lat", pa.float64()),
+            pa.array(np.full(n, rec, dtype="int64")).cast(pa.timestamp("us", tz="UTC")),
+            pa.array(np.zeros(n, dtype="int64")), pa.array(np.arange(n, dtype="int32")),
+        ], schema=SCHEMA)
+
+    @staticmethod
+    def _write_file(d: Path, table: pa.Table, batch: int) -> Path:
+        tmp = d / f".tmp-{uuid.uuid4().hex}.parquet"
+        final = d / f"part-{batch}-{uuid.uuid4().hex[:8]}.parquet"
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f, compression="snappy")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        return final
+
+    def recover(self) -> int:
+        """Remove temporary files left by a killed writer; returns how many."""
+        n = 0
+        for p in self.root.glob("day=*/.tmp-*.parquet"):
+            p.unlink(missing_ok=True)
+            n += 1
+        return n
+
+    # -- compaction ---------------------------------------------------------------------
+    def compact(self, day: str | None = None, *, min_files: int = 2) -> int:
+        """Rewrite each day folder (or one ``day``, ``YYYY-MM-DD``) into one deduplicated file.
+
+        Returns the number of day folders compacted. Only the files present when a day's
+        compaction starts are replaced, so appends running at the same time are kept.
+        """
+        days = [day] if day else [p.name[4:] for p in sorted(self.root.glob("day=*"))]
+        done = 0
+        with self._lock, _file_lock(self.root / ".compact.lock"):
+            for dname in days:
+                d = self.root / f"day={dname}"
+                files = _parts(d)
+                if len(files) < min_files:
+                    self._files_per_day[dname] = len(files)
+                    continue
+                cur = self._con.cursor()
+                table = cur.sql(
+                    "SELECT * FROM read_parquet($files, hive_partitioning = false) QUALIFY row_number() OVER "
+                    "(PARTITION BY entity, property, time ORDER BY _batch DESC, _row DESC) = 1 "
+                    "ORDER BY entity, property, time", params={"files": [str(f) for f in files]}).to_arrow_table()
+                table = table.cast(SCHEMA)
+                batch = int(pc_max(table.column("_batch")))
+                # keep each row's own _batch (later appends must still win); _row is re-numbered
+                # within the file only where _batch ties could arise, and they cannot after dedupe.
+                tmp = d / f".tmp-{uuid.uuid4().hex}.parquet"
+                final = d / f"part-{batch}-c{uuid.uuid4().hex[:7]}.parquet"
+                with open(tmp, "wb") as f:
+                    pq.write_table(table, f, compression="zstd", row_group_size=1_000_000)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, final)
+                _fsync_dir(d)
+                for f2 in files:
+                    f2.unlink(missing_ok=True)
+                _fsync_dir(d)
+                self._files_per_day[dname] = len(_parts(d))
+                done += 1
+        return done
+
+    # -- reading -----------------------------------------------------------------------
+    def days(self) -> list[str]:
+        """Day partitions present (``YYYY-MM-DD``), sorted."""
+        return sorted(p.name[4:] for p in self.root.glob("day=*") if _parts(p))
+
+    def _files(self, start_us: int | None, end_us: int | None) -> list[str] | str | None:
+        if start_us is not None and end_us is not None and (end_us - start_us) / DAY_US <= _EXPLICIT_DAYS:
+            out: list[str] = []
+            for dn in range(start_us // DAY_US, (end_us - 1) // DAY_US + 1):
+                out.extend(str(p) for p in _parts(self.root / f"day={_day_name(dn)}"))
+            return out or None
+        if not any(self.root.glob("day=*/part-*.parquet")):
+            return None
+        return str(self.root / "day=*" / "part-*.parquet")
+
+    def _sql(self, select: str, *, entities: Sequence[str] | str | None, properties: Sequence[str] | str | None,
+             types: Sequence[str] | str | None, start: TimeLike, end: TimeLike, bbox: BBox | None,
+             near: Near | None, tail: str = "", value_filter: str | None = None) -> tuple[str, dict[str, Any]]:
+        s_us, e_us = to_us(start), to_us(end)
+        if s_us is not None and e_us is not None and e_us <= s_us:
+            raise InputError(f"end {end} is not after start {start}", field="end")
+        files = self._files(s_us, e_us)
+        if files is None:
+            raise _Empty
+        params: dict[str, Any] = {"files": files}
+        inner: list[str] = []
+        for name, vals in (("entity", entities), ("property", properties), ("type", types)):
+            if vals is not None:
+                lst = [vals] if isinstance(vals, str) else list(vals)
+                params[name] = lst
+                inner.append(f"{name} IN (SELECT unnest(${name}))" if len(lst) != 1 else f"{name} = ${name}[1]")
+        if s_us is not None:
+            inner.append("time >= make_timestamp($s_us)::TIMESTAMPTZ")
+            params["s_us"] = s_us
+        if e_us is not None:
+            inner.append("time < make_timestamp($e_us)::TIMESTAMPTZ")
+            params["e_us"] = e_us
+        outer: list[str] = []
+        if bbox is not None:
+            x0, y0, x1, y1 = (float(v) for v in bbox)
+            if x0 > x1 or y0 > y1:
+                raise InputError(f"bbox {bbox} must be min lon, min lat, max lon, max lat", field="bbox")
+            outer.append(f"lon BETWEEN {x0!r} AND {x1!r} AND lat BETWEEN {y0!r} AND {y1!r}")
+        if near is not None:
+            outer.append(f"{_haversine_sql(near.lon, near.lat)} <= {float(near.max_m)!r}")
+        if value_filter:
+            outer.append(value_filter)
+        where_in = (" WHERE " + " AND ".join(inner)) if inner else ""
+        where_out = (" WHERE " + " AND ".join(outer)) if outer else ""
+        sql = (f"WITH raw AS (SELECT * FROM read_parquet($files, hive_partitioning = false){where_in}), "
+               "obs AS (SELECT * FROM raw QUALIFY row_number() OVER "
+               "(PARTITION BY entity, property, time ORDER BY _batch DESC, _row DESC) = 1) "
+               f"SELECT {select} FROM obs{where_out} {tail}")
+        return sql, params
+
+    def _run(self, sql: str, params: dict[str, Any]) -> pa.Table:
+        for attempt in range(3):
+            cur = self._con.cursor()
+            try:
+                return cur.sql(sql, params=params).to_arrow_table()
+            except duckdb.IOException:
+                # a file was compacted away between listing and reading: list again
+                if attempt == 2:
+                    raise
+                if isinstance(params["files"], list):
+                    params["files"] = [f for f in params["files"] if os.path.exists(f)] or params["files"]
+                time.sleep(0.01)
+            finally:
+                cur.close()
+        raise AssertionError("unreachable")
+
+    def query(self, *, entities: Sequence[str] | str | None = None, properties: Sequence[str] | str | None = None,
+              types: Sequence[str] | str | None = None, start: TimeLike = None, end: TimeLike = None,
+              bbox: BBox | None = None, near: Near | None = None, limit: int | None = None,
+              order: str = "time") -> pd.DataFrame:
+        """Observations in ``[start, end)`` (one row per key; missing values as NaN).
+
+        Returns a frame with ``entity, type, property, time (UTC), value, unit, lon, lat``.
+        """
+        if order not in ("time", "entity"):
+            raise InputError(f"order must be time or entity, not {order!r}", field="order")
+        tail = "ORDER BY time, entity, property" if order == "time" else "ORDER BY entity, property, time"
+        if limit is not None:
+            tail += f" LIMIT {int(limit)}"
+        try:
+            sql, params = self._sql(", ".join(OUT_COLUMNS), entities=entities, properties=properties, types=types,
+                                    start=start, end=end, bbox=bbox, near=near, tail=tail)
+        except _Empty:
+            return _empty_frame()
+        return _utc(self._run(sql, params).to_pandas())
+
+    def count(self, **filters: Any) -> dict[str, int]:
+        """Rows (one per key), non-missing values and missing values matching the filters of :meth:`query`."""
+        try:
+            sql, params = self._sql("count(*) AS rows, count(value) AS values", **_filters(filters))
+        except _Empty:
+            return {"rows": 0, "values": 0, "missing": 0}
+        r = self._run(sql, params).to_pylist()[0]
+        return {"rows": int(r["rows"]), "values": int(r["values"]), "missing": int(r["rows"] - r["values"])}
+
+    def physical_rows(self) -> int:
+        """Rows stored on disk, duplicates included (equals :meth:`count` rows after :meth:`compact`)."""
+        files = self._files(None, None)
+        if files is None:
+            return 0
+        return int(self._run("SELECT count(*) AS n FROM read_parquet($files, hive_partitioning = false)", {"files": files})
+                   .column("n")[0].as_py())
+
+    def aggregate(self, interval: str | float = "1 hour", *, funcs: Sequence[str] = ("avg", "min", "max", "count"),
+                  by_entity: bool = True, **filters: Any) -> pd.DataFrame:
+        """Aggregate values per time bucket (and entity, property).
+
+        Parameters
+        ----------
+        interval
+            DuckDB interval text (``'15 minutes'``, ``'1 hour'``, ``'1 day'``) or seconds.
+        funcs
+            Any of ``avg, min, max, count, sum, missing`` (``count`` counts non-missing values).
+        by_entity
+            Group per entity (else over all matching entities).
+
+        Returns a frame with ``[entity,] property, unit, time`` (bucket start, UTC) and one column per function.
+        """
+        bad = [f for f in funcs if f not in AGGREGATES]
+        if bad:
+            raise InputError(f"unknown aggregate(s) {bad}", field="funcs", hint=f"use {', '.join(AGGREGATES)}")
+        step = _interval_sql(interval)
+        exprs = []
+        for f in funcs:
+            exprs.append("count(*) - count(value) AS missing" if f == "missing" else f"{f}(value) AS {f}")
+        keys = (["entity"] if by_entity else []) + ["property", "unit"]
+        select = (", ".join(keys) + f", time_bucket({step}, time, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS time, "
+                  + ", ".join(exprs))
+        tail = f"GROUP BY ALL ORDER BY {', '.join(keys)}, time"
+        try:
+            sql, params = self._sql(select, tail=tail, **_filters(filters))
+        except _Empty:
+            return pd.DataFrame(columns=[*keys, "time", *funcs])
+        return _utc(self._run(sql, params).to_pandas())
+
+    def downsample(self, *, max_points: int = 1000, funcs: Sequence[str] = ("avg", "min", "max", "count"),
+                   **filters: Any) -> pd.DataFrame:
+        """Aggregate a long range into at most about ``max_points`` buckets per series.
+
+        The bucket is the smallest of 1 s, 5 s, ..., 1 h, 3 h, 6 h, 12 h, 1 day, 1 week that
+        fits; the chosen size (seconds) is in ``df.attrs['interval_s']``.
+        """
+        s_us, e_us = to_us(filters.get("start")), to_us(filters.get("end"))
+        if s_us is None or e_us is None:
+            span = self._span(**{k: v for k, v in filters.items() if k not in ("start", "end")})
+            if span is None:
+                return pd.DataFrame()
+            s_us = s_us if s_us is not None else span[0]
+            e_us = e_us if e_us is not None else span[1] + 1
+            filters = {**filters, "start": s_us, "end": e_us}
+        need = (e_us - s_us) / 1e6 / max(1, max_points)
+        step = next((s for s in _STEPS if s >= need), _STEPS[-1])
+        df = self.aggregate(float(step), funcs=funcs, **filters)
+        df.attrs["interval_s"] = step
+        return df
+
+    def _span(self, **filters: Any) -> tuple[int, int] | None:
+        try:
+            sql, params = self._sql("epoch_us(min(time)) AS a, epoch_us(max(time)) AS b", **_filters(filters))
+        except _Empty:
+            return None
+        r = self._run(sql, params).to_pylist()[0]
+        return None if r["a"] is None else (int(r["a"]), int(r["b"]))
+
+    def latest(self, **filters: Any) -> pd.DataFrame:
+        """The latest observation per (entity, property): rebuilds live state from history."""
+        try:
+            sql, params = self._sql(", ".join(OUT_COLUMNS), tail="QUALIFY row_number() OVER "
+                                    "(PARTITION BY entity, property ORDER BY time DESC) = 1 ORDER BY entity, property",
+                                    **_filters(filters))
+        except _Empty:
+            return _empty_frame()
+        return _utc(self._run(sql, params).to_pandas())
+
+    def replay(self, *, start: TimeLike, end: TimeLike, speed: float = 1.0, sleep: Any = time.sleep,
+               clock: Any = time.monotonic, **filters: Any) -> Iterator[pd.DataFrame]:
+        """Replay a period at ``speed``× real time: yields the observations of each timestamp, paced.
+
+        A timestamp ``t`` is yielded ``(t - t0) / speed`` seconds after the first one;
+        ``speed <= 0`` or ``inf`` yields as fast as possible. Days are read one at a time.
+        """
+        s_us, e_us = to_us(start), to_us(end)
+        if s_us is None or e_us is None:
+            raise InputError("replay needs start and end", field="start")
+        fast = speed <= 0 or not math.isfinite(speed)
+        t0: int | None = None
+        w0 = clock()
+        day = s_us
+        while day < e_us:
+            nxt = min(e_us, (day // DAY_US + 1) * DAY_US)
+            df = self.query(start=day, end=nxt, **filters)
+            day = nxt
+            if df.empty:
+                continue
+            tus = df["time"].dt.as_unit("us").astype("int64").to_numpy()
+            cuts = np.flatnonzero(np.diff(tus)) + 1
+            for part_idx in np.split(np.arange(len(df)), cuts):
+                t = int(tus[part_idx[0]])
+                if t0 is None:
+                    t0 = t
+                if not fast:
+                    wait = w0 + (t - t0) / 1e6 / speed - clock()
+                    if wait > 0:
+                        sleep(wait)
+                yield df.iloc[part_idx].reset_index(drop=True)
+
+    def close(self) -> None:
+        self._con.close()
+
+
+class _Empty(Exception):
+    """No files match: the answer is empty."""
+
+
+def _utc(df: pd.DataFrame) -> pd.DataFrame:
+    if "time" in df.columns and len(df.columns):
+        df["time"] = pd.to_datetime(df["time"], utc=True).dt.tz_convert("UTC")
+    return df
+
+
+def _filters(f: Mapping[str, Any]) -> dict[str, Any]:
+    allowed = {"entities", "properties", "types", "start", "end", "bbox", "near"}
+    bad = set(f) - allowed
+    if bad:
+        raise InputError(f"unknown filter(s) {sorted(bad)}", hint=f"use {sorted(allowed)}")
+    return {k: f.get(k) for k in allowed}
+
+
+def _empty_frame() -> pd.DataFrame:
+    return pd.DataFrame({"entity": pd.Series(dtype="str"), "type": pd.Series(dtype="str"),
+                         "property": pd.Series(dtype="str"), "time": pd.Series(dtype="datetime64[us, UTC]"),
+                         "value": pd.Series(dtype="float64"), "unit": pd.Series(dtype="str"),
+                         "lon": pd.Series(dtype="float64"), "lat": pd.Series(dtype="float64")})
+
+
+def _interval_sql(interval: str | float) -> str:
+    if isinstance(interval, int | float):
+        if interval <= 0:
+            raise InputError(f"interval must be positive, got {interval}", field="interval")
+        return f"to_microseconds({int(interval * 1e6)})"
+    text = str(interval).strip()
+    import re
+    m = re.fullmatch(r"(\d+)\s*(second|minute|hour|day|week|month)s?", text)
+    if not m:
+        iso = _iso_duration_s(text)
+        if iso is None:
+            raise InputError(f"interval {interval!r} not understood", field="interval",
+                             hint="use e.g. '15 minutes', '1 hour', '1 day' or ISO 8601 PT1H")
+        return f"to_microseconds({int(iso * 1e6)})"
+    return f"INTERVAL '{int(m.group(1))} {m.group(2)}'"
+
+
+def _iso_duration_s(text: str) -> float | None:
+    """Seconds of an ISO 8601 duration such as PT1H, PT15M, P1D (no months/years)."""
+    import re
+    m = re.fullmatch(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?", text)
+    if not m or not any(m.groups()):
+        return None
+    w, d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    return (((w * 7 + d) * 24 + h) * 60 + mi) * 60 + s
+
+
+def _haversine_sql(lon: float, lat: float) -> str:
+    lo, la = float(lon), float(lat)
+    return (f"(2 * 6371008.8 * asin(sqrt(pow(sin(radians(lat - {la!r}) / 2), 2) + cos(radians({la!r})) * "
+            f"cos(radians(lat)) * pow(sin(radians(lon - {lo!r}) / 2), 2))))")
+
+
+def pc_max(arr: pa.ChunkedArray) -> int:
+    import pyarrow.compute as pc
+    return int(pc.max(arr).as_py())
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="citytwin-history")
+    return _POOL
+
+
+def _day_name(day_number: int) -> str:
+    return (date(1970, 1, 1) + timedelta(days=day_number)).isoformat()
+
+
+def _parts(d: Path) -> list[Path]:
+    try:
+        return sorted(Path(e.path) for e in os.scandir(d) if e.name.startswith("part-") and e.name.endswith(".parquet"))
+    except FileNotFoundError:
+        return []
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def utc(us: int) -> datetime:
+    """µs since epoch -> aware UTC datetime."""
+    return datetime.fromtimestamp(us / 1e6, tz=UTC)

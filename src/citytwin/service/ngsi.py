@@ -1,0 +1,500 @@
+"""NGSI-LD-style HTTP API of the live twin (``/ngsi-ld/v1``) and a flat history API (``/twin/v1``).
+
+Endpoints (NGSI-LD 1.6 names; a practical subset)
+--------------------------------------------------
+``POST   /ngsi-ld/v1/entities``                      create an entity (409 if it exists); observed attributes in it are ingested
+``GET    /ngsi-ld/v1/entities``                      query: ``type``, ``id`` (comma list), ``idPattern``, ``q`` (``pm25>150;no2<80``),
+                                                     ``georel=near;maxDistance==2000`` + ``geometry=Point`` + ``coordinates=[lon,lat]``,
+                                                     ``georel=within`` + ``geometry=Polygon|bbox`` + ``coordinates``, ``attrs``,
+                                                     ``limit``, ``offset``, ``options=keyValues``
+``GET    /ngsi-ld/v1/entities/{id}``                 one entity (``attrs``, ``options=keyValues``)
+``DELETE /ngsi-ld/v1/entities/{id}``                 delete (history is kept)
+``PATCH|POST /ngsi-ld/v1/entities/{id}/attrs``       update attributes = new observations (history + state)
+``POST   /ngsi-ld/v1/entityOperations/upsert``       batch: create missing entities, ingest all attributes (201, or 207 with errors)
+``GET    /ngsi-ld/v1/temporal/entities/{id}``        history: ``attrs``, ``timerel=between|after|before``, ``timeAt``,
+                                                     ``endTimeAt``, ``lastN``, ``aggrMethods=avg,min,max,count``,
+                                                     ``aggrPeriodDuration=PT1H``, ``options=temporalValues``
+``GET    /ngsi-ld/v1/temporal/entities``             history of many entities: ``type``, ``id``, geo filters as above
+``POST   /twin/v1/observations``                     the MQTT payload format over HTTP (object or array; unknown entities rejected)
+``GET    /twin/v1/history``                          flat rows: ``entity``, ``property``, ``start``, ``end``, ``interval``, ``funcs``,
+                                                     ``bbox=minlon,minlat,maxlon,maxlat``, ``near=lon,lat,metres``, ``maxPoints``
+``GET    /twin/v1/deadletters``                      rejected input with reasons (``reason``, ``source``, ``limit``)
+
+Every write returns only after the observations are fsynced to the history store; every
+rejected item is written to the dead-letter store with its reason, and the response says
+which items were rejected and why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from citytwin.foundation.errors import CitytwinError, InputError
+from citytwin.foundation.timeseries import DeadLetter, Near
+from citytwin.foundation.timeseries.history import to_us
+from citytwin.twin.entities import (
+    UNIT_CODES,
+    ParseResult,
+    format_time_us,
+    location_lonlat,
+    validate_entity,
+)
+
+_CODE_OF = {v: k for k, v in UNIT_CODES.items() if k not in ("HPA",)}
+router = APIRouter()
+
+
+def _twin(request: Request) -> Any:
+    return request.app.state.twin
+
+
+def _error(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"type": f"https://uri.etsi.org/ngsi-ld/errors/{title}", "title": title,
+                         "detail": detail, **extra}, status_code=status)
+
+
+async def _body(request: Request, source: str) -> tuple[Any | None, JSONResponse | None]:
+    """Read and decode a JSON body; oversized or malformed bodies are dead-lettered."""
+    twin = _twin(request)
+    raw = await request.body()
+    limit = twin.max_body
+    if len(raw) > limit:
+        twin.stores.deadletters.add([DeadLetter(source=source, reason="oversized", topic=str(request.url.path),
+                                                detail=f"body of {len(raw)} bytes exceeds {limit}",
+                                                payload=raw[:1024], payload_bytes=len(raw))])
+        return None, _error(413, "RequestEntityTooLarge", f"body of {len(raw)} bytes exceeds {limit}")
+    try:
+        return json.loads(raw), None
+    except (ValueError, UnicodeDecodeError) as exc:
+        twin.stores.deadletters.add([DeadLetter(source=source, reason="malformed_json", topic=str(request.url.path),
+                                                detail=f"not JSON: {exc}", payload=raw)])
+        return None, _error(400, "InvalidRequest", f"body is not JSON: {exc}")
+
+
+def _rejects_json(res: ParseResult) -> list[dict[str, Any]]:
+    return [{"reason": r.reason, "detail": r.detail, "entity": r.entity, "attribute": r.property}
+            for r in res.rejects]
+
+
+def _commit(request: Request, res: ParseResult, source: str = "http") -> dict[str, Any]:
+    twin = _twin(request)
+    rep = twin.ingestor.commit([res], source=source, topics=[str(request.url.path)])
+    return {"accepted": rep.accepted, "rejected": _rejects_json(res)}
+
+
+# -- entity representation --------------------------------------------------------------------------
+
+def entity_json(e: dict[str, Any], key_values: bool = False) -> dict[str, Any]:
+    """A state-store entity as NGSI-LD normalized (or keyValues) JSON."""
+    out: dict[str, Any] = {"id": e["id"], "type": e["type"]}
+    if e.get("lon") is not None:
+        point = {"type": "Point", "coordinates": [e["lon"], e["lat"]]}
+        out["location"] = point if key_values else {"type": "GeoProperty", "value": point}
+    for k, v in (e.get("static") or {}).items():
+        out[k] = v if key_values else {"type": "Property", "value": v}
+    for prop, a in sorted(e["attrs"].items()):
+        if key_values:
+            out[prop] = a["value"]
+        else:
+            p: dict[str, Any] = {"type": "Property", "value": a["value"], "observedAt": format_time_us(a["observed_us"])}
+            if a.get("unit"):
+                code = _CODE_OF.get(a["unit"])
+                p["unitCode" if code else "unit"] = code or a["unit"]
+            out[prop] = p
+    return out
+
+
+def parse_q(q: str | None) -> list[tuple[str, str, float]]:
+    """NGSI-LD ``q`` (``pm25>150;no2<=80``; ``;`` = and) -> conditions.
+
+    Examples
+    --------
+    >>> parse_q("pm25>150;no2==3")
+    [('pm25', '>', 150.0), ('no2', '==', 3.0)]
+    """
+    if not q:
+        return []
+    out = []
+    import re
+    for part in q.split(";"):
+        m = re.fullmatch(r"\s*([A-Za-z_][\w.]*)\s*(==|!=|>=|<=|>|<)\s*(-?[\d.eE+-]+)\s*", part)
+        if not m:
+            raise InputError(f"q term {part!r} not understood", field="q",
+                             hint="use attribute op number, joined by ';' (e.g. pm25>150;no2<80)")
+        out.append((m.group(1), m.group(2), float(m.group(3))))
+    return out
+
+
+def parse_geo(georel: str | None, geometry: str | None, coordinates: str | None
+              ) -> tuple[tuple[float, float, float] | None, tuple[float, float, float, float] | None]:
+    """NGSI-LD geo-query -> (near (lon, lat, metres) or None, bbox or None).
+
+    ``georel=near;maxDistance==2000`` with ``geometry=Point``; ``georel=within`` with
+    ``geometry=Polygon`` (its bounding box is used) or ``geometry=bbox`` and
+    ``coordinates=[minlon,minlat,maxlon,maxlat]``.
+
+    Examples
+    --------
+    >>> parse_geo("near;maxDistance==2000", "Point", "[116.4,39.9]")
+    ((116.4, 39.9, 2000.0), None)
+    """
+    if not georel:
+        return None, None
+    if coordinates is None or geometry is None:
+        raise InputError("georel needs geometry and coordinates", field="georel")
+    try:
+        coords = json.loads(coordinates)
+    except ValueError as exc:
+        raise InputError(f"coordinates {coordinates!r} are not JSON", field="coordinates") from exc
+    rel, *mods = georel.split(";")
+    if rel == "near":
+        if geometry != "Point" or not isinstance(coords, list) or len(coords) != 2:
+            raise InputError("near needs geometry=Point and coordinates=[lon,lat]", field="geometry")
+        dist = None
+        for m in mods:
+            k, _, v = m.partition("==")
+            if k == "maxDistance":
+                dist = float(v)
+        if dist is None or dist < 0:
+            raise InputError("near needs maxDistance==METRES", field="georel")
+        lon, lat = location_lonlat({"type": "Point", "coordinates": coords})
+        return (lon, lat, dist), None
+    if rel in ("within", "intersects"):
+        arr = np.asarray(coords, dtype="float64")
+        if geometry == "bbox" and arr.shape == (4,):
+            return None, (float(arr[0]), float(arr[1]), float(arr[2]), float(arr[3]))
+        if geometry == "Polygon" and arr.ndim == 3:
+            ring = arr[0]
+            return None, (float(ring[:, 0].min()), float(ring[:, 1].min()), float(ring[:, 0].max()),
+                          float(ring[:, 1].max()))
+        raise InputError("within needs geometry=Polygon (coordinates [[[lon,lat],...]]) or geometry=bbox",
+                         field="geometry")
+    raise InputError(f"georel {rel!r} not supported", field="georel", hint="use near or within")
+
+
+# -- entities -------------------------------------------------------------------------------------
+
+@router.post("/ngsi-ld/v1/entities")
+async def create_entity(request: Request) -> Response:
+    doc, err = await _body(request, "http")
+    if err is not None:
+        return err
+    twin = _twin(request)
+    try:
+        ent = validate_entity(doc)
+    except InputError as exc:
+        twin.stores.deadletters.add([DeadLetter(source="http", reason="invalid_entity", detail=exc.message,
+                                                topic=str(request.url.path), payload=json.dumps(doc).encode())])
+        return _error(400, "BadRequestData", exc.message)
+    if twin.stores.state.lookup(ent.id) is not None:
+        return _error(409, "AlreadyExists", f"entity {ent.id} exists")
+    twin.stores.state.put_entity(ent.id, ent.type, ent.lon, ent.lat, ent.static)
+    res = twin.parser.parse_doc(doc, ParseResult())
+    out = _commit(request, res)
+    return JSONResponse(out, status_code=201, headers={"Location": f"/ngsi-ld/v1/entities/{ent.id}"})
+
+
+@router.get("/ngsi-ld/v1/entities")
+def query_entities(request: Request, type: str | None = None, id: str | None = None,
+                   idPattern: str | None = None, q: str | None = None, georel: str | None = None,
+                   geometry: str | None = None, coordinates: str | None = None, attrs: str | None = None,
+                   limit: int = Query(100, ge=1, le=10000), offset: int = Query(0, ge=0),
+                   options: str | None = None) -> Any:
+    twin = _twin(request)
+    try:
+        near, bbox = parse_geo(georel, geometry, coordinates)
+        rows = twin.stores.state.query(type=type, ids=id.split(",") if id else None, id_pattern=idPattern,
+                                       q=parse_q(q), near=near, bbox=bbox,
+                                       attrs=attrs.split(",") if attrs else None, limit=limit, offset=offset)
+    except InputError as exc:
+        return _error(400, "BadRequestData", exc.message)
+    kv = bool(options and "keyValues" in options)
+    return [entity_json(e, kv) for e in rows]
+
+
+@router.get("/ngsi-ld/v1/entities/{entity_id}")
+def get_entity(request: Request, entity_id: str, attrs: str | None = None, options: str | None = None) -> Any:
+    e = _twin(request).stores.state.get(entity_id, attrs=attrs.split(",") if attrs else None)
+    if e is None:
+        return _error(404, "ResourceNotFound", f"entity {entity_id} not found")
+    return entity_json(e, bool(options and "keyValues" in options))
+
+
+@router.delete("/ngsi-ld/v1/entities/{entity_id}")
+def delete_entity(request: Request, entity_id: str) -> Response:
+    if not _twin(request).stores.state.delete_entity(entity_id):
+        return _error(404, "ResourceNotFound", f"entity {entity_id} not found")
+    return Response(status_code=204)
+
+
+async def _update_attrs(request: Request, entity_id: str) -> Response:
+    doc, err = await _body(request, "http")
+    if err is not None:
+        return err
+    twin = _twin(request)
+    if not isinstance(doc, dict):
+        res = ParseResult()
+        twin.parser.parse_doc(doc, res, topic_id=entity_id)
+        _commit(request, res)
+        return _error(400, "BadRequestData", "attributes must be a JSON object", rejected=_rejects_json(res))
+    res = twin.parser.parse_doc({**doc, "id": entity_id}, ParseResult(), topic_id=entity_id)
+    out = _commit(request, res)
+    if any(r.reason == "unknown_entity" for r in res.rejects):
+        return _error(404, "ResourceNotFound", f"entity {entity_id} not found", rejected=out["rejected"])
+    if out["rejected"]:
+        return JSONResponse({"notUpdated": out["rejected"], "updated": out["accepted"]}, status_code=207)
+    return Response(status_code=204)
+
+
+@router.patch("/ngsi-ld/v1/entities/{entity_id}/attrs")
+async def patch_attrs(request: Request, entity_id: str) -> Response:
+    return await _update_attrs(request, entity_id)
+
+
+@router.post("/ngsi-ld/v1/entities/{entity_id}/attrs")
+async def post_attrs(request: Request, entity_id: str) -> Response:
+    return await _update_attrs(request, entity_id)
+
+
+@router.post("/ngsi-ld/v1/entityOperations/upsert")
+async def batch_upsert(request: Request) -> Response:
+    doc, err = await _body(request, "http")
+    if err is not None:
+        return err
+    twin = _twin(request)
+    if not isinstance(doc, list):
+        twin.stores.deadletters.add([DeadLetter(source="http", reason="not_an_object", topic=str(request.url.path),
+                                                detail="batch upsert needs a JSON array of entities",
+                                                payload=json.dumps(doc).encode()[:65536])])
+        return _error(400, "BadRequestData", "batch upsert needs a JSON array of entities")
+    res = ParseResult()
+    errors: list[dict[str, Any]] = []
+    ok: list[str] = []
+    state = twin.stores.state
+    for item in doc:
+        try:
+            ent = validate_entity(item)
+        except InputError as exc:
+            res.rejects.append(_reject("invalid_entity", exc.message, item))
+            errors.append({"entityId": item.get("id") if isinstance(item, dict) else None,
+                           "error": {"title": "BadRequestData", "detail": exc.message}})
+            continue
+        known = state.lookup(ent.id)
+        if known is None or (ent.lon is not None and (known[1], known[2]) != (ent.lon, ent.lat)) or ent.static:
+            try:
+                state.put_entity(ent.id, ent.type, ent.lon, ent.lat, ent.static)
+            except InputError as exc:
+                res.rejects.append(_reject("type_mismatch", exc.message, item))
+                errors.append({"entityId": ent.id, "error": {"title": "BadRequestData", "detail": exc.message}})
+                continue
+        n0 = len(res.rejects)
+        twin.parser.parse_doc(item, res)
+        ok.append(ent.id)
+        for r in res.rejects[n0:]:
+            errors.append({"entityId": ent.id, "attribute": r.property,
+                           "error": {"title": r.reason, "detail": r.detail}})
+    rep = twin.ingestor.commit([res], source="http", topics=[str(request.url.path)])
+    if errors:
+        return JSONResponse({"success": ok, "errors": errors, "accepted": rep.accepted}, status_code=207)
+    return JSONResponse(ok, status_code=201)
+
+
+def _reject(reason: str, detail: str, item: Any) -> Any:
+    from citytwin.twin.entities import Reject
+    return Reject(reason, detail, entity=item.get("id") if isinstance(item, dict) else None,
+                  payload=json.dumps(item, default=str).encode()[:65536])
+
+
+@router.post("/twin/v1/observations")
+async def post_observations(request: Request) -> Response:
+    doc, err = await _body(request, "http")
+    if err is not None:
+        return err
+    twin = _twin(request)
+    res = twin.parser.parse_doc(doc, ParseResult())
+    out = _commit(request, res)
+    return JSONResponse(out, status_code=201 if not out["rejected"] else 207)
+
+
+# -- history ------------------------------------------------------------------------------------
+
+def _time_window(timerel: str | None, timeAt: str | None, endTimeAt: str | None) -> tuple[Any, Any]:
+    if timerel is None:
+        return None, None
+    if timeAt is None:
+        raise InputError("timerel needs timeAt", field="timeAt")
+    if timerel == "between":
+        if endTimeAt is None:
+            raise InputError("timerel=between needs endTimeAt", field="endTimeAt")
+        return timeAt, endTimeAt
+    if timerel == "after":
+        return to_us(timeAt) + 1, None  # type: ignore[operator]
+    if timerel == "before":
+        return None, timeAt
+    raise InputError(f"timerel {timerel!r} not supported", field="timerel", hint="between, after, before")
+
+
+def _records_value(v: Any) -> Any:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def temporal_json(df: pd.DataFrame, *, aggr: list[str] | None, period_s: float | None,
+                  temporal_values: bool) -> dict[str, dict[str, Any]]:
+    """History rows (one entity or many) -> ``{entity: NGSI-LD temporal representation}``."""
+    out: dict[str, dict[str, Any]] = {}
+    if df.empty:
+        return out
+    tcol = pd.to_datetime(df["time"], utc=True)
+    iso = [format_time_us(int(x)) for x in tcol.astype("int64") // 1000] if tcol.dt.unit == "ns" else \
+        [format_time_us(int(x)) for x in tcol.dt.as_unit("us").astype("int64")]
+    df = df.assign(_iso=iso)
+    for (ent, prop), g in df.groupby(["entity", "property"], sort=True):
+        doc = out.setdefault(str(ent), {"id": ent, "type": g["type"].iloc[0] if "type" in g else None})
+        if aggr:
+            attr: dict[str, Any] = {"type": "Property"}
+            step_us = int((period_s or 0) * 1e6)
+            ends = [format_time_us(int(pd.Timestamp(t).value // 1000) + step_us) for t in g["time"]]
+            for f in aggr:
+                attr[f] = [[_records_value(v), s, e] for v, s, e in zip(g[f].tolist(), g["_iso"], ends, strict=True)]
+            doc[str(prop)] = attr
+        elif temporal_values:
+            doc[str(prop)] = {"type": "Property",
+                              "values": [[_records_value(v), t] for v, t in zip(g["value"].tolist(), g["_iso"],
+                                                                                strict=True)]}
+        else:
+            unit = g["unit"].iloc[0]
+            code = _CODE_OF.get(unit)
+            doc[str(prop)] = [{"type": "Property", "value": _records_value(v), "observedAt": t,
+                               **({"unitCode": code} if code else {"unit": unit})}
+                              for v, t in zip(g["value"].tolist(), g["_iso"], strict=True)]
+    return out
+
+
+def _temporal(request: Request, *, ids: list[str] | None, type: str | None, attrs: str | None, timerel: str | None,
+              timeAt: str | None, endTimeAt: str | None, lastN: int | None, aggrMethods: str | None,
+              aggrPeriodDuration: str | None, options: str | None, georel: str | None, geometry: str | None,
+              coordinates: str | None) -> dict[str, dict[str, Any]]:
+    twin = _twin(request)
+    h = twin.stores.history
+    start, end = _time_window(timerel, timeAt, endTimeAt)
+    near, bbox = parse_geo(georel, geometry, coordinates)
+    filt: dict[str, Any] = {"entities": ids, "types": [type] if type else None,
+                            "properties": attrs.split(",") if attrs else None, "start": start, "end": end,
+                            "bbox": bbox, "near": Near(*near) if near else None}
+    if aggrMethods:
+        funcs = aggrMethods.split(",")
+        from citytwin.foundation.timeseries.history import _iso_duration_s
+        period = _iso_duration_s(aggrPeriodDuration or "PT1H")
+        if period is None:
+            raise InputError(f"aggrPeriodDuration {aggrPeriodDuration!r} is not an ISO 8601 duration",
+                             field="aggrPeriodDuration")
+        df = h.aggregate(period, funcs=[f if f != "totalCount" else "count" for f in funcs], **filt)
+        if type:
+            df["type"] = type
+        return temporal_json(df, aggr=funcs, period_s=period, temporal_values=False)
+    df = h.query(**filt)
+    if lastN:
+        df = df.groupby(["entity", "property"], sort=False).tail(int(lastN))
+    return temporal_json(df, aggr=None, period_s=None, temporal_values=bool(options and "temporalValues" in options))
+
+
+@router.get("/ngsi-ld/v1/temporal/entities/{entity_id}")
+def temporal_entity(request: Request, entity_id: str, attrs: str | None = None, timerel: str | None = None,
+                    timeAt: str | None = None, endTimeAt: str | None = None, lastN: int | None = None,
+                    aggrMethods: str | None = None, aggrPeriodDuration: str | None = None,
+                    options: str | None = None) -> Any:
+    twin = _twin(request)
+    ref = twin.stores.state.lookup(entity_id)
+    try:
+        out = _temporal(request, ids=[entity_id], type=None, attrs=attrs, timerel=timerel, timeAt=timeAt,
+                        endTimeAt=endTimeAt, lastN=lastN, aggrMethods=aggrMethods,
+                        aggrPeriodDuration=aggrPeriodDuration, options=options, georel=None, geometry=None,
+                        coordinates=None)
+    except InputError as exc:
+        return _error(400, "BadRequestData", exc.message)
+    if entity_id not in out:
+        if ref is None:
+            return _error(404, "ResourceNotFound", f"entity {entity_id} has no history")
+        return {"id": entity_id, "type": ref[0]}
+    doc = out[entity_id]
+    if doc.get("type") is None and ref is not None:
+        doc["type"] = ref[0]
+    return doc
+
+
+@router.get("/ngsi-ld/v1/temporal/entities")
+def temporal_entities(request: Request, type: str | None = None, id: str | None = None, attrs: str | None = None,
+                      timerel: str | None = None, timeAt: str | None = None, endTimeAt: str | None = None,
+                      lastN: int | None = None, aggrMethods: str | None = None,
+                      aggrPeriodDuration: str | None = None, options: str | None = None,
+                      georel: str | None = None, geometry: str | None = None,
+                      coordinates: str | None = None) -> Any:
+    try:
+        if not (type or id or georel):
+            raise InputError("give type, id or a geo-query", field="type")
+        out = _temporal(request, ids=id.split(",") if id else None, type=type, attrs=attrs, timerel=timerel,
+                        timeAt=timeAt, endTimeAt=endTimeAt, lastN=lastN, aggrMethods=aggrMethods,
+                        aggrPeriodDuration=aggrPeriodDuration, options=options, georel=georel,
+                        geometry=geometry, coordinates=coordinates)
+    except InputError as exc:
+        return _error(400, "BadRequestData", exc.message)
+    return list(out.values())
+
+
+def _floats(text: str, n: int, name: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",")]
+    except ValueError as exc:
+        raise InputError(f"{name} {text!r} is not {n} numbers", field=name) from exc
+    if len(vals) != n:
+        raise InputError(f"{name} {text!r} is not {n} numbers", field=name)
+    return vals
+
+
+@router.get("/twin/v1/history")
+def history(request: Request, entity: str | None = None, property: str | None = None, type: str | None = None,
+            start: str | None = None, end: str | None = None, interval: str | None = None,
+            funcs: str = "avg,min,max,count", bbox: str | None = None, near: str | None = None,
+            maxPoints: int | None = None, limit: int = Query(100_000, ge=1, le=5_000_000)) -> Any:
+    h = _twin(request).stores.history
+    try:
+        filt: dict[str, Any] = {
+            "entities": entity.split(",") if entity else None, "properties": property.split(",") if property else None,
+            "types": [type] if type else None, "start": start, "end": end,
+            "bbox": tuple(_floats(bbox, 4, "bbox")) if bbox else None,
+            "near": Near(*_floats(near, 3, "near")) if near else None}
+        if maxPoints:
+            df = h.downsample(max_points=maxPoints, funcs=funcs.split(","), **filt)
+        elif interval:
+            df = h.aggregate(interval, funcs=funcs.split(","), **filt)
+        else:
+            df = h.query(limit=limit, **filt)
+    except CitytwinError as exc:
+        return _error(400, "BadRequestData", exc.message)
+    if "time" in df:
+        df = df.assign(time=pd.to_datetime(df["time"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    df = df.astype(object).where(df.notna(), None)
+    return {"rows": len(df), "columns": list(df.columns), "data": df.to_dict(orient="records"),
+            **({"interval_s": df.attrs["interval_s"]} if "interval_s" in df.attrs else {})}
+
+
+@router.get("/twin/v1/deadletters")
+def deadletters(request: Request, reason: str | None = None, source: str | None = None,
+                limit: int = Query(100, ge=1, le=100_000)) -> Any:
+    dl = _twin(request).stores.deadletters
+    df = dl.frame(reason=reason, source=source, limit=limit)
+    if len(df):
+        df = df.drop(columns=["received_us"]).assign(received_at=df["received_at"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    return {"counts": dl.counts(), "items": df.astype(object).where(df.notna(), None).to_dict(orient="records")}
+
+
+def install(app: Any) -> None:
+    """Add the twin routes to a FastAPI app (its ``state.twin`` must be a :class:`TwinRuntime`)."""
+    app.include_router(router)

@@ -1,0 +1,292 @@
+"""D5 life circles: network walking distance from every home to the nearest daily service.
+
+Method
+------
+Homes (residential buildings, population cells or nodes) and POIs are snapped to their nearest
+street node (straight-line snapping distance reported; beyond ``max_snap_m`` a point is flagged
+*off network* and left out). For every service category one multi-source Dijkstra runs on the
+street graph (scipy ``csgraph``): a virtual source node is linked to every node holding a POI of the
+category, with the POI's snapping distance as link length, so one pass gives, for every node, the
+distance to the nearest POI of the category *including* the walk from the POI to the street. The
+home's own snapping distance is then added. Distances are metres; a category that cannot be reached
+(another connected component, or beyond ``max_distance``) is **missing** (NaN), never zero.
+
+A home is covered for a category when its distance is within the threshold: ``minutes`` at
+``speed_kmh`` (15 min at 4.8 km/h = 1,200 m, the default) or an explicit ``threshold_m``
+(e.g. 3,000 m for the 3-km circle). Gaps are ranked: most missing categories first, then
+unreachable ones, then the mean excess distance of the missing ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from scipy import sparse
+from scipy.sparse.csgraph import dijkstra
+
+from citytwin.foundation.errors import InputError
+from citytwin.spatial.geo import InputReport, require_crs, valid_geometries
+from citytwin.spatial.network import MIN_LENGTH, StreetNetwork
+
+#: Daily-service categories (same as :data:`citytwin.foundation.osm.DAILY_SERVICES`).
+DAILY_SERVICES: tuple[str, ...] = (
+    "school", "kindergarten", "clinic", "pharmacy", "grocery", "park", "elderly_care", "transit_stop",
+)
+
+
+def walk_threshold_m(minutes: float = 15.0, speed_kmh: float = 4.8) -> float:
+    """Walking distance (m) covered in ``minutes`` at ``speed_kmh``.
+
+    Examples
+    --------
+    >>> walk_threshold_m()
+    1200.0
+    """
+    if minutes <= 0 or speed_kmh <= 0:
+        raise InputError("minutes and speed must be positive", field="minutes/speed_kmh")
+    return float(minutes * speed_kmh * 1000.0 / 60.0)
+
+
+def nearest_distance(graph: sparse.csr_matrix, source_nodes: np.ndarray, offsets: np.ndarray | None = None,
+                     max_distance: float | None = None) -> np.ndarray:
+    """Distance from every node to the nearest source node (plus the source's offset).
+
+    Parameters
+    ----------
+    graph
+        Square CSR matrix of edge lengths (use a symmetric one for undirected networks).
+    source_nodes
+        Graph indices of the sources (repeats allowed: the smallest offset is kept).
+    offsets
+        Extra length at each source (e.g. its snapping distance); default 0.
+    max_distance
+        Stop searching beyond this distance (faster); farther nodes get ``inf``.
+
+    Returns
+    -------
+    ndarray of length n_nodes; ``inf`` where no source is reachable.
+
+    Examples
+    --------
+    >>> g = sparse.csr_matrix(([1.0, 1.0, 2.0, 2.0], ([0, 1, 1, 2], [1, 0, 2, 1])), shape=(3, 3))
+    >>> nearest_distance(g, np.array([2])).tolist()
+    [3.0, 2.0, 0.0]
+    >>> nearest_distance(g, np.array([0, 2]), offsets=np.array([0.0, 5.0])).tolist()
+    [0.0, 1.0, 3.0]
+    """
+    n = graph.shape[0]
+    src = np.asarray(source_nodes, dtype=np.int64)
+    if len(src) == 0:
+        return np.full(n, np.inf)
+    limit = np.inf if max_distance is None else float(max_distance)
+    if offsets is None or not np.any(offsets):
+        d = dijkstra(graph, directed=True, indices=np.unique(src), min_only=True, limit=limit)
+        return np.asarray(d, dtype=float)
+    off = pd.Series(np.maximum(np.asarray(offsets, dtype=float), MIN_LENGTH)).groupby(src).min()
+    g = graph.tocsr()
+    k = len(off)
+    indptr = np.concatenate([g.indptr, [g.indptr[-1] + k]])
+    indices = np.concatenate([g.indices, off.index.to_numpy(dtype=g.indices.dtype)])
+    data = np.concatenate([g.data, off.to_numpy()])
+    aug = sparse.csr_matrix((data, indices, indptr), shape=(n + 1, n + 1))
+    d = dijkstra(aug, directed=True, indices=n, limit=limit)
+    return np.asarray(d[:n], dtype=float)
+
+
+def count_within(graph: sparse.csr_matrix, origins: np.ndarray, node_weights: np.ndarray, radius: float,
+                 chunk: int = 256) -> np.ndarray:
+    """Sum of ``node_weights`` over nodes within network distance ``radius`` of each origin node.
+
+    The cumulative-opportunity measure (pandana's ``aggregate(type="sum", decay="flat")``); cost
+    grows with origins x nodes reached, so use it on neighbourhood-size networks or few origins.
+
+    Examples
+    --------
+    >>> g = sparse.csr_matrix(([1.0, 1.0, 2.0, 2.0], ([0, 1, 1, 2], [1, 0, 2, 1])), shape=(3, 3))
+    >>> count_within(g, np.array([0, 1, 2]), np.array([1.0, 1.0, 1.0]), 2.0).tolist()
+    [2.0, 3.0, 2.0]
+    """
+    origins = np.asarray(origins, dtype=np.int64)
+    w = np.asarray(node_weights, dtype=float)
+    out = np.zeros(len(origins))
+    for s in range(0, len(origins), chunk):
+        part = origins[s:s + chunk]
+        d = dijkstra(graph, directed=True, indices=part, limit=radius)
+        out[s:s + chunk] = (d <= radius).astype(float) @ w
+    return out
+
+
+@dataclass
+class LifeCircleResult:
+    """Outcome of :func:`life_circle`.
+
+    Attributes
+    ----------
+    homes
+        One row per home (EPSG:4326): id, snapped node, ``snap_m``, ``component``, ``off_network``,
+        ``dist_<category>`` (m, NaN = unreachable), ``ok_<category>`` (within threshold),
+        ``n_missing``, ``n_unreachable``, ``gap_rank`` (1 = worst served).
+    coverage
+        One row per category: POIs used, POIs off network, homes covered, share covered
+        (population-weighted when a population column is given), homes unreachable, median distance.
+    report
+        Input handling: dropped rows, reprojections, POI snapping statistics, network components.
+    threshold_m
+        The coverage threshold in metres.
+    """
+
+    homes: gpd.GeoDataFrame
+    coverage: pd.DataFrame
+    report: dict[str, Any] = field(default_factory=dict)
+    threshold_m: float = 1200.0
+
+    def gaps(self, top: int | None = None) -> gpd.GeoDataFrame:
+        """Homes missing at least one category, worst first."""
+        g = self.homes[self.homes["n_missing"] > 0].sort_values("gap_rank")
+        return g if top is None else g.head(top)
+
+
+def residential_buildings(buildings: gpd.GeoDataFrame, include_unknown: bool = False) -> gpd.GeoDataFrame:
+    """Buildings read as homes from a ``use`` column (see :func:`citytwin.foundation.osm.building_use`).
+
+    ``include_unknown`` also takes untyped buildings (OSM ``building=yes`` without shop/office/amenity);
+    in central extracts most homes are tagged so, which makes this the usual proxy.
+    """
+    if "use" not in buildings.columns:
+        raise InputError("buildings have no 'use' column", field="use",
+                         hint="read them with citytwin.foundation.osm.read_osm_layer(path, 'buildings')")
+    keep = {"residential", "unknown"} if include_unknown else {"residential"}
+    return buildings[buildings["use"].isin(keep)]
+
+
+def life_circle(homes: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, network: StreetNetwork,
+                categories: Sequence[str] = DAILY_SERVICES, *, minutes: float = 15.0, speed_kmh: float = 4.8,
+                threshold_m: float | None = None, max_snap_m: float = 250.0, include_snap: bool = True,
+                max_distance: float | None = None, category_col: str = "category", id_col: str = "osm_id",
+                population_col: str | None = None) -> LifeCircleResult:
+    """Walking distance from every home to the nearest POI of each category, coverage and gaps.
+
+    Parameters
+    ----------
+    homes
+        Residential buildings (any geometry; polygons use a representative point), population
+        cells or nodes. Rows without geometry are dropped and reported.
+    pois
+        POIs with a ``category_col`` column (any geometry).
+    network
+        The street network (:func:`citytwin.spatial.network.build_network`).
+    categories
+        Service categories to measure (default: :data:`DAILY_SERVICES`). A category with no POI
+        at all is kept: every home is then unreachable for it.
+    minutes, speed_kmh, threshold_m
+        Coverage threshold: ``threshold_m`` if given, else ``minutes`` at ``speed_kmh``.
+    max_snap_m
+        Points farther than this from any street node are flagged off network and not used.
+    include_snap
+        Add the straight-line snapping distances of home and POI to the network distance.
+    max_distance
+        Stop the search at this distance (NaN beyond); default: no limit.
+    population_col
+        Optional weight of each home (e.g. population) for the coverage shares.
+
+    Returns
+    -------
+    LifeCircleResult
+    """
+    report = InputReport()
+    require_crs(homes, "homes")
+    require_crs(pois, "pois")
+    if category_col not in pois.columns:
+        raise InputError(f"POIs have no column {category_col!r}", field=category_col)
+    thr = float(threshold_m) if threshold_m is not None else walk_threshold_m(minutes, speed_kmh)
+    homes = valid_geometries(homes, id_col, "homes", report)
+    pois = valid_geometries(pois, id_col, "pois", report)
+    for name, g in (("homes", homes), ("pois", pois)):
+        if g.crs is not None and not g.crs.equals(network.crs) and not g.crs.equals("EPSG:4326"):
+            report.note(f"{name}: reprojected from {g.crs.to_string()} to the network's {network.crs.to_string()}")
+    cats = list(dict.fromkeys(categories))
+
+    # POIs
+    pois = pois[pois[category_col].isin(cats)]
+    p_node, p_snap = network.snap(pois)
+    p_off = p_snap > max_snap_m
+    poi_stats = {
+        "n": int(len(pois)), "off_network": int(p_off.sum()),
+        "snap_m_median": float(np.median(p_snap)) if len(p_snap) else None,
+        "snap_m_max": float(p_snap.max()) if len(p_snap) else None, "max_snap_m": max_snap_m,
+    }
+    if p_off.any():
+        report.drop("pois_off_network",
+                    pois.loc[p_off, id_col].tolist() if id_col in pois.columns else pois.index[p_off].tolist())
+        report.note(f"pois: {int(p_off.sum())} farther than {max_snap_m} m from the network, not used")
+
+    # homes
+    h_node, h_snap = network.snap(homes)
+    h_off = h_snap > max_snap_m
+    if h_off.any():
+        report.note(f"homes: {int(h_off.sum())} farther than {max_snap_m} m from the network (flagged, no distances)")
+    out = gpd.GeoDataFrame(
+        {"home_id": homes[id_col].to_numpy() if id_col in homes.columns else homes.index.to_numpy(),
+         "node": network.node_ids[h_node] if len(h_node) else np.empty(0, dtype=np.int64),
+         "snap_m": h_snap, "component": network.component[h_node] if len(h_node) else np.empty(0, dtype=np.int64),
+         "off_network": h_off},
+        geometry=homes.geometry.to_crs(4326).to_numpy(), crs=4326,
+    )
+    weights = (pd.to_numeric(homes[population_col], errors="coerce").fillna(0).to_numpy(dtype=float)
+               if population_col else np.ones(len(homes)))
+    rows = []
+    cat_vals = pois[category_col].to_numpy()
+    for cat in cats:
+        sel = (cat_vals == cat) & ~p_off
+        d_node = nearest_distance(network.graph, p_node[sel], p_snap[sel] if include_snap else None, max_distance)
+        d = d_node[h_node] + (h_snap if include_snap else 0.0) if len(h_node) else np.empty(0)
+        d = np.where(np.isfinite(d) & ~h_off, d, np.nan)
+        if max_distance is not None:
+            d = np.where(d <= max_distance, d, np.nan)
+        ok = d <= thr
+        out[f"dist_{cat}"] = d
+        out[f"ok_{cat}"] = ok
+        wsum = weights[~h_off].sum()
+        rows.append({
+            "category": cat, "pois": int(sel.sum()), "pois_off_network": int(((cat_vals == cat) & p_off).sum()),
+            "homes": int((~h_off).sum()), "homes_covered": int(ok.sum()),
+            "share_covered": float(weights[ok].sum() / wsum) if wsum > 0 else float("nan"),
+            "homes_unreachable": int((np.isnan(d) & ~h_off).sum()),
+            "median_m": float(np.nanmedian(d)) if np.isfinite(d).any() else float("nan"),
+        })
+    dcols = [f"dist_{c}" for c in cats]
+    okcols = [f"ok_{c}" for c in cats]
+    if len(out):
+        dist = out[dcols].to_numpy(dtype=float)
+        okm = out[okcols].to_numpy(dtype=bool)
+        out["n_missing"] = (~okm).sum(axis=1)
+        out["n_unreachable"] = np.isnan(dist).sum(axis=1)
+        excess = np.where(~okm & ~np.isnan(dist), dist - thr, np.nan)
+        cnt = (~np.isnan(excess)).sum(axis=1)
+        out["mean_excess_m"] = np.where(cnt > 0, np.nansum(excess, axis=1) / np.maximum(cnt, 1), 0.0)
+        out.loc[out["off_network"], ["n_missing", "n_unreachable"]] = len(cats)
+        order = np.lexsort((-out["mean_excess_m"].to_numpy(), -out["n_unreachable"].to_numpy(),
+                            -out["n_missing"].to_numpy()))
+        rank = np.empty(len(out), dtype=np.int64)
+        rank[order] = np.arange(1, len(out) + 1)
+        out["gap_rank"] = rank
+    else:
+        report.note("homes: none (empty area)")
+        for c in ("n_missing", "n_unreachable", "gap_rank"):
+            out[c] = pd.Series([], dtype="int64")
+        out["mean_excess_m"] = pd.Series([], dtype=float)
+    coverage = pd.DataFrame(rows, columns=["category", "pois", "pois_off_network", "homes", "homes_covered",
+                                           "share_covered", "homes_unreachable", "median_m"])
+    rep = report.as_dict()
+    rep.update({
+        "threshold_m": thr, "include_snap": include_snap, "pois": poi_stats,
+        "homes": {"n": int(len(out)), "off_network": int(h_off.sum())},
+        "network": {"nodes": network.n_nodes, "components": network.n_components,
+                    "largest_component_share": float((network.component == 0).mean()) if network.n_nodes else 0.0},
+    })
+    return LifeCircleResult(homes=out, coverage=coverage, report=rep, threshold_m=thr)

@@ -1,0 +1,246 @@
+"""A street network as a compressed sparse graph (scipy) in metres, with snapping and components.
+
+Built from (nodes, edges) GeoDataFrames such as :func:`citytwin.foundation.osm.street_graph` returns,
+or any graph file read into the same shape (nodes ``id`` + point geometry; edges ``u``, ``v`` and
+optionally ``length`` in metres). Walking networks are undirected: each edge is usable both ways;
+parallel edges keep the shortest length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from pyproj import CRS
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from citytwin.foundation.errors import InputError
+from citytwin.spatial.geo import as_points, metric_crs, require_crs, xy
+
+#: Lengths of 0 m are stored as this (scipy sparse graphs drop explicit zeros).
+MIN_LENGTH = 1e-6
+
+
+@dataclass
+class StreetNetwork:
+    """An undirected street graph in a metric CRS.
+
+    Attributes
+    ----------
+    node_ids
+        Original node ids, position i = graph index i.
+    coords
+        (n, 2) node coordinates in ``crs`` (metres).
+    graph
+        Symmetric CSR matrix of edge lengths (metres).
+    crs
+        The metric CRS of ``coords``.
+    component
+        Connected-component label of every node (0 = the largest).
+    """
+
+    node_ids: np.ndarray
+    coords: np.ndarray
+    graph: sparse.csr_matrix
+    crs: CRS
+    component: np.ndarray
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.coords.shape[0])
+
+    @property
+    def n_components(self) -> int:
+        return int(self.component.max()) + 1 if self.n_nodes else 0
+
+    def components_summary(self) -> pd.DataFrame:
+        """Nodes per connected component, largest first."""
+        counts = np.bincount(self.component) if self.n_nodes else np.array([], dtype=int)
+        return pd.DataFrame({"component": np.arange(len(counts)), "nodes": counts})
+
+    def snap(self, points: gpd.GeoSeries | gpd.GeoDataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest node (graph index) and the straight-line snapping distance (m) of each point."""
+        geom = points.geometry if isinstance(points, gpd.GeoDataFrame) else points
+        if geom.crs is None:
+            raise InputError("points have no coordinate reference system", field="geometry")
+        pts = as_points(gpd.GeoDataFrame(geometry=geom.to_crs(self.crs)))
+        if len(pts) == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        tree = cKDTree(self.coords)
+        dist, idx = tree.query(xy(pts))
+        return idx.astype(np.int64), dist
+
+    def nodes_frame(self) -> gpd.GeoDataFrame:
+        """Nodes as a GeoDataFrame (id, component) in EPSG:4326."""
+        g = gpd.GeoDataFrame({"id": self.node_ids, "component": self.component},
+                             geometry=gpd.points_from_xy(self.coords[:, 0], self.coords[:, 1]), crs=self.crs)
+        return g.to_crs(4326)
+
+
+def build_network(nodes: gpd.GeoDataFrame, edges: pd.DataFrame, crs: Any = None) -> StreetNetwork:
+    """Build a :class:`StreetNetwork` from node and edge frames.
+
+    Parameters
+    ----------
+    nodes
+        GeoDataFrame with an ``id`` column and point geometry (any CRS).
+    edges
+        Frame with ``u``, ``v`` (node ids) and ``length`` (metres). When ``length`` is missing it is
+        measured on the edge geometry (a GeoDataFrame) in the metric CRS, or else as the straight
+        line between the two nodes.
+    crs
+        Metric CRS to work in; default: the nodes' own when metric, else the local UTM zone.
+
+    Returns
+    -------
+    StreetNetwork
+
+    Raises
+    ------
+    InputError
+        Empty network, edges naming unknown nodes, negative or missing lengths.
+
+    Examples
+    --------
+    >>> nodes = gpd.GeoDataFrame({"id": [1, 2, 3]}, geometry=gpd.points_from_xy([0, 100, 100], [0, 0, 50]),
+    ...                          crs=3067)
+    >>> edges = pd.DataFrame({"u": [1, 2], "v": [2, 3], "length": [100.0, 50.0]})
+    >>> net = build_network(nodes, edges)
+    >>> net.n_nodes, net.n_components
+    (3, 1)
+    """
+    require_crs(nodes, "nodes")
+    if len(nodes) == 0 or len(edges) == 0:
+        raise InputError("empty street network (no nodes or no edges)", field="edges",
+                         hint="is the area empty, or the network type wrong?")
+    for col in ("u", "v"):
+        if col not in edges.columns:
+            raise InputError(f"edges have no column {col!r}", field=col)
+    if "id" not in nodes.columns:
+        raise InputError("nodes have no column 'id'", field="id")
+    mcrs = CRS.from_user_input(crs) if crs is not None else metric_crs(nodes)
+    nodes_m = nodes.to_crs(mcrs)
+    nodes_m = nodes_m.drop_duplicates("id")
+    ids = nodes_m["id"].to_numpy()
+    coords = xy(as_points(nodes_m))
+    pos = pd.Series(np.arange(len(ids)), index=ids)
+    u = pos.reindex(edges["u"].to_numpy()).to_numpy()
+    v = pos.reindex(edges["v"].to_numpy()).to_numpy()
+    unknown = np.isnan(u) | np.isnan(v)
+    if unknown.any():
+        i = int(np.flatnonzero(unknown)[0])
+        raise InputError(f"{int(unknown.sum())} edge(s) name nodes not in the node table", row=i + 1, field="u/v",
+                         hint="pass the node table that belongs to these edges")
+    u = u.astype(np.int64)
+    v = v.astype(np.int64)
+    if "length" in edges.columns:
+        length = pd.to_numeric(edges["length"], errors="coerce").to_numpy(dtype=float)
+    elif isinstance(edges, gpd.GeoDataFrame) and edges.crs is not None:
+        length = edges.geometry.to_crs(mcrs).length.to_numpy()
+    else:
+        length = np.hypot(*(coords[u] - coords[v]).T)
+    if np.isnan(length).any():
+        i = int(np.flatnonzero(np.isnan(length))[0])
+        raise InputError("edge length missing or not a number", row=i + 1, field="length")
+    if (length < 0).any():
+        i = int(np.flatnonzero(length < 0)[0])
+        raise InputError(f"negative edge length {length[i]}", row=i + 1, field="length")
+    length = np.maximum(length, MIN_LENGTH)
+    n = len(ids)
+    graph = symmetric_csr(u, v, length, n)
+    ncomp, labels = connected_components(graph, directed=False)
+    # relabel so that 0 is the largest component
+    order = np.argsort(-np.bincount(labels, minlength=ncomp), kind="stable")
+    relabel = np.empty(ncomp, dtype=np.int64)
+    relabel[order] = np.arange(ncomp)
+    return StreetNetwork(node_ids=ids, coords=coords, graph=graph, crs=mcrs, component=relabel[labels])
+
+
+def symmetric_csr(u: np.ndarray, v: np.ndarray, w: np.ndarray, n: int) -> sparse.csr_matrix:
+    """Symmetric CSR adjacency with the minimum weight over parallel edges; self-loops dropped."""
+    keep = u != v
+    a = np.concatenate([u[keep], v[keep]])
+    b = np.concatenate([v[keep], u[keep]])
+    ww = np.concatenate([w[keep], w[keep]])
+    key = a.astype(np.int64) * n + b
+    order = np.lexsort((ww, key))
+    key_s = key[order]
+    first = np.ones(len(key_s), dtype=bool)
+    first[1:] = key_s[1:] != key_s[:-1]
+    sel = order[first]
+    return sparse.csr_matrix((ww[sel], (a[sel], b[sel])), shape=(n, n))
+
+
+def nodes_from_edges(edges: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Node table (``id`` + point) from line edges: ``u`` at each line's first vertex, ``v`` at its last.
+
+    For street layers stored without their node table (e.g. a GeoParquet of edges).
+
+    Examples
+    --------
+    >>> from shapely.geometry import LineString
+    >>> e = gpd.GeoDataFrame({"u": [1], "v": [2]}, geometry=[LineString([(0, 0), (1, 0)])], crs=3067)
+    >>> nodes_from_edges(e)["id"].tolist()
+    [1, 2]
+    """
+    require_crs(edges, "edges")
+    if not {"u", "v"}.issubset(edges.columns):
+        raise InputError("edges need 'u' and 'v' columns", field="u/v")
+    e = edges[edges.geometry.notna() & ~edges.geometry.is_empty]
+    import shapely
+
+    first = shapely.get_point(e.geometry.values, 0)
+    last = shapely.get_point(e.geometry.values, -1)
+    ids = np.concatenate([e["u"].to_numpy(), e["v"].to_numpy()])
+    pts = np.concatenate([np.asarray(first), np.asarray(last)])
+    g = gpd.GeoDataFrame({"id": ids}, geometry=gpd.GeoSeries(pts, crs=edges.crs), crs=edges.crs)
+    return g.drop_duplicates("id").reset_index(drop=True)
+
+
+def network_stats(nodes: pd.DataFrame, edges: pd.DataFrame) -> dict[str, Any]:
+    """Basic street-network statistics (the OSMnx ``stats`` definitions), from the edge list.
+
+    ``streets_per_node`` counts the undirected street segments at each node (parallel segments
+    each, a self-loop once); intersections are nodes with at least 2 streets, as OSMnx's
+    ``intersection_count(min_streets=2)``; dead ends have exactly 1.
+
+    Examples
+    --------
+    >>> nodes = pd.DataFrame({"id": [1, 2, 3]})
+    >>> edges = pd.DataFrame({"u": [1, 2], "v": [2, 3], "length": [10.0, 5.0]})
+    >>> s = network_stats(nodes, edges)
+    >>> s["n"], s["m"], s["edge_length_total"], s["streets_per_node_avg"], s["dead_end_count"]
+    (3, 2, 15.0, 1.3333333333333333, 2)
+    """
+    ids = nodes["id"].to_numpy()
+    pos = pd.Series(np.arange(len(ids)), index=ids)
+    u = pos.reindex(edges["u"].to_numpy()).to_numpy()
+    v = pos.reindex(edges["v"].to_numpy()).to_numpy()
+    ok = ~(np.isnan(u) | np.isnan(v))
+    u, v = u[ok].astype(np.int64), v[ok].astype(np.int64)
+    loop = u == v
+    # reverse duplicates (u->v and v->u, same segment) collapse into one undirected street
+    a, b = np.minimum(u, v), np.maximum(u, v)
+    pair = pd.DataFrame({"a": a, "b": b, "d": u <= v})
+    n_dir = pair.groupby(["a", "b"])["d"].agg(["sum", "count"])
+    per_pair = np.maximum(n_dir["sum"], n_dir["count"] - n_dir["sum"]).to_numpy()
+    pa = n_dir.index.get_level_values(0).to_numpy()
+    pb = n_dir.index.get_level_values(1).to_numpy()
+    is_loop = pa == pb
+    counts = (np.bincount(pa[~is_loop], weights=per_pair[~is_loop], minlength=len(ids))
+              + np.bincount(pb[~is_loop], weights=per_pair[~is_loop], minlength=len(ids))
+              + np.bincount(pa[is_loop], weights=np.ones(int(is_loop.sum())), minlength=len(ids)))
+    length = pd.to_numeric(edges["length"], errors="coerce").to_numpy(dtype=float)[ok]
+    return {
+        "n": int(len(ids)), "m": int(ok.sum()), "self_loops": int(loop.sum()),
+        "edge_length_total": float(length.sum()), "edge_length_avg": float(length.mean()) if len(length) else 0.0,
+        "streets_per_node_avg": float(counts.mean()) if len(counts) else 0.0,
+        "streets_per_node_counts": {int(k): int(c) for k, c in zip(*np.unique(counts, return_counts=True),
+                                                                   strict=True)},
+        "intersection_count": int((counts >= 2).sum()), "dead_end_count": int((counts == 1).sum()),
+    }

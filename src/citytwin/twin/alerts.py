@@ -1,0 +1,379 @@
+"""Alerts with a lifecycle: open → acknowledged → resolved, deduplicated, pushed to subscribers.
+
+:class:`AlertBook` is pure and in-memory: it holds alerts, applies the lifecycle, deduplicates by
+``(rule, entity)`` while an alert is not resolved, and notifies subscribers (plain callables) on
+``open``, ``update`` (a duplicate raised again), ``ack`` and ``resolve``. Transport (MQTT, HTTP push,
+WebSocket) is the service layer's job: it subscribes a callable. The whole book round-trips through
+plain records (:meth:`AlertBook.to_records` / :meth:`AlertBook.from_records`) for storage.
+
+A subscriber that raises does not stop the others nor the transition; the failure is kept in
+:attr:`AlertBook.delivery_errors` (and the event stays in :attr:`AlertBook.events`, so a transport
+can redeliver from there).
+
+Examples
+--------
+>>> import pandas as pd
+>>> book = AlertBook()
+>>> seen = []
+>>> _ = book.subscribe(lambda ev: seen.append((ev.kind, ev.alert.status)))
+>>> a, new = book.raise_alert("aqi_heavy_3h", "Dongsi", at=pd.Timestamp("2015-12-01 03:00"), peak=480.0)
+>>> b, new2 = book.raise_alert("aqi_heavy_3h", "Dongsi", at=pd.Timestamp("2015-12-01 04:00"), peak=510.0)
+>>> (new, new2, a.id == b.id, b.peak, b.count)
+(True, False, True, 510.0, 2)
+>>> _ = book.acknowledge(a.id, by="duty officer", at=pd.Timestamp("2015-12-01 05:00"))
+>>> _ = book.resolve(a.id, by="system", at=pd.Timestamp("2015-12-02 10:00"))
+>>> seen
+[('open', 'open'), ('update', 'open'), ('ack', 'acknowledged'), ('resolve', 'resolved')]
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import pandas as pd
+
+from citytwin.foundation.errors import CitytwinError, InputError, NotFoundError
+from citytwin.twin.rules import AlertCandidate
+
+Status = Literal["open", "acknowledged", "resolved"]
+EventKind = Literal["open", "update", "ack", "resolve"]
+STATUSES: tuple[str, ...] = ("open", "acknowledged", "resolved")
+_TIME_FIELDS = ("opened_at", "last_seen", "acknowledged_at", "resolved_at", "start", "end", "peak_time")
+
+
+class AlertStateError(CitytwinError):
+    """A lifecycle transition that is not allowed (acknowledging a resolved alert …)."""
+
+
+@dataclass
+class Alert:
+    """One alert.
+
+    ``id`` is stable: a hash of rule, entity and opening time. ``count`` is how many times the
+    condition was raised while the alert was live; ``peak`` the most extreme value seen (maximum, or
+    minimum for rules with ``<``).
+    """
+
+    id: str
+    rule: str
+    entity: str
+    status: Status
+    opened_at: pd.Timestamp
+    last_seen: pd.Timestamp
+    severity: str = "warning"
+    property: str | None = None
+    message: str = ""
+    peak: float | None = None
+    peak_time: pd.Timestamp | None = None
+    start: pd.Timestamp | None = None
+    end: pd.Timestamp | None = None
+    count: int = 1
+    lower_is_worse: bool = False
+    acknowledged_at: pd.Timestamp | None = None
+    acknowledged_by: str | None = None
+    resolved_at: pd.Timestamp | None = None
+    resolved_by: str | None = None
+    note: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @builtins.property
+    def live(self) -> bool:
+        """True while the alert is open or acknowledged."""
+        return self.status != "resolved"
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-friendly dict (times as ISO 8601 strings, ``None`` kept)."""
+        d = asdict(self)
+        for k in _TIME_FIELDS:
+            if d[k] is not None:
+                d[k] = pd.Timestamp(d[k]).isoformat()
+        if d["peak"] is not None and isinstance(d["peak"], float) and math.isnan(d["peak"]):
+            d["peak"] = None
+        return d
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Alert:
+        """Inverse of :meth:`to_record` (unknown keys raise InputError)."""
+        names = {f.name for f in fields(cls)}
+        extra = set(rec) - names
+        if extra:
+            raise InputError(f"unknown alert field(s) {', '.join(sorted(extra))}", field=sorted(extra)[0])
+        d = dict(rec)
+        if d.get("status") not in STATUSES:
+            raise InputError(f"unknown alert status {d.get('status')!r}", field="status",
+                             hint="open, acknowledged or resolved")
+        for k in _TIME_FIELDS:
+            if d.get(k) is not None:
+                d[k] = pd.Timestamp(d[k])
+        d["data"] = dict(d.get("data") or {})
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """What subscribers receive: the kind of change, a snapshot of the alert, and when."""
+
+    kind: EventKind
+    alert: Alert
+    at: pd.Timestamp
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-friendly dict."""
+        return {"kind": self.kind, "at": self.at.isoformat(), "alert": self.alert.to_record()}
+
+
+Subscriber = Callable[[AlertEvent], None]
+
+
+def _ts(at: Any) -> pd.Timestamp:
+    if at is None:
+        return pd.Timestamp(datetime.now(UTC))
+    try:
+        return pd.Timestamp(at)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"bad time {at!r}", field="at") from exc
+
+
+class AlertBook:
+    """In-memory alert store with lifecycle, deduplication and subscribers.
+
+    Parameters
+    ----------
+    alerts
+        Alerts to start with (e.g. from :meth:`from_records`).
+    keep_events
+        How many past events to keep in :attr:`events` (oldest dropped first).
+    """
+
+    def __init__(self, alerts: Iterable[Alert] = (), *, keep_events: int = 10_000) -> None:
+        self._alerts: dict[str, Alert] = {}
+        self._live: dict[tuple[str, str], str] = {}
+        self._subs: list[Subscriber] = []
+        self.keep_events = keep_events
+        self.events: list[AlertEvent] = []
+        self.delivery_errors: list[tuple[AlertEvent, str]] = []
+        for a in alerts:
+            self._add(a)
+
+    # -- storage ---------------------------------------------------------------------------------
+    def _add(self, a: Alert) -> None:
+        if a.id in self._alerts:
+            raise InputError(f"duplicate alert id {a.id}", field="id")
+        if a.live:
+            key = (a.rule, a.entity)
+            if key in self._live:
+                raise InputError(f"two live alerts for rule {a.rule!r} at {a.entity!r}", field="status")
+            self._live[key] = a.id
+        self._alerts[a.id] = a
+
+    def __len__(self) -> int:
+        return len(self._alerts)
+
+    def __iter__(self) -> Iterator[Alert]:
+        return iter(self._alerts.values())
+
+    def get(self, alert_id: str) -> Alert:
+        """The alert with this id (NotFoundError if none)."""
+        try:
+            return self._alerts[alert_id]
+        except KeyError:
+            raise NotFoundError(f"no alert {alert_id!r}") from None
+
+    def find(self, rule: str, entity: str) -> Alert | None:
+        """The live (open or acknowledged) alert of ``rule`` at ``entity``, if any."""
+        aid = self._live.get((rule, str(entity)))
+        return self._alerts[aid] if aid else None
+
+    def alerts(self, *, status: str | Iterable[str] | None = None, entity: str | None = None,
+             rule: str | None = None) -> list[Alert]:
+        """Alerts filtered by status (one or several), entity and rule, oldest first."""
+        sts = {status} if isinstance(status, str) else set(status) if status is not None else None
+        if sts is not None and not sts <= set(STATUSES):
+            raise InputError(f"unknown status {sorted(sts - set(STATUSES))[0]!r}", field="status")
+        out = [a for a in self._alerts.values()
+               if (sts is None or a.status in sts) and (entity is None or a.entity == str(entity))
+               and (rule is None or a.rule == rule)]
+        return sorted(out, key=lambda a: a.opened_at)  # stable: insertion order breaks ties
+
+    # -- subscribers -----------------------------------------------------------------------------
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(event)`` on every change; returns a function that unsubscribes."""
+        if not callable(callback):
+            raise InputError("subscriber must be callable", field="callback")
+        self._subs.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subs:
+                self._subs.remove(callback)
+
+        return unsubscribe
+
+    def _emit(self, kind: EventKind, alert: Alert, at: pd.Timestamp) -> None:
+        ev = AlertEvent(kind, Alert.from_record(alert.to_record()), at)
+        self.events.append(ev)
+        if len(self.events) > self.keep_events:
+            del self.events[: len(self.events) - self.keep_events]
+        for cb in list(self._subs):
+            try:
+                cb(ev)
+            except Exception as exc:  # a subscriber's failure must not break the book
+                self.delivery_errors.append((ev, f"{type(exc).__name__}: {exc}"))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def raise_alert(self, rule: str, entity: str, *, at: Any = None, severity: str = "warning",
+                    property: str | None = None, message: str = "", peak: float | None = None,
+                    peak_time: Any = None, start: Any = None, end: Any = None,
+                    lower_is_worse: bool = False, data: dict[str, Any] | None = None) -> tuple[Alert, bool]:
+        """Open an alert, or update the live one of the same rule and entity (deduplication).
+
+        Returns
+        -------
+        (alert, created)
+            ``created`` is False when an open or acknowledged alert absorbed this one (its
+            ``count``, ``last_seen``, ``end``, ``peak`` and ``message`` are updated; an
+            acknowledged alert stays acknowledged).
+        """
+        if not rule or entity is None or str(entity) == "":
+            raise InputError("an alert needs a rule and an entity", field="rule" if not rule else "entity")
+        t = _ts(at)
+        entity = str(entity)
+        live = self.find(rule, entity)
+        pk_t = _ts(peak_time) if peak_time is not None else (t if peak is not None else None)
+        if live is not None:
+            live.count += 1
+            live.last_seen = max(live.last_seen, t)
+            if end is not None:
+                live.end = _ts(end) if live.end is None else max(live.end, _ts(end))
+            if peak is not None and (live.peak is None
+                                     or (peak < live.peak if live.lower_is_worse else peak > live.peak)):
+                live.peak, live.peak_time = float(peak), pk_t
+            if message:
+                live.message = message
+            if data:
+                live.data.update(data)
+            self._emit("update", live, t)
+            return live, False
+        aid = hashlib.sha1(f"{rule}\x00{entity}\x00{t.isoformat()}".encode()).hexdigest()[:16]
+        n = 1
+        while aid in self._alerts:  # re-opened at the very same instant after a resolve
+            aid = hashlib.sha1(f"{rule}\x00{entity}\x00{t.isoformat()}\x00{n}".encode()).hexdigest()[:16]
+            n += 1
+        a = Alert(id=aid, rule=rule, entity=entity, status="open", opened_at=t, last_seen=t,
+                  severity=severity, property=property, message=message,
+                  peak=None if peak is None else float(peak), peak_time=pk_t,
+                  start=_ts(start) if start is not None else None, end=_ts(end) if end is not None else None,
+                  lower_is_worse=lower_is_worse, data=dict(data or {}))
+        self._add(a)
+        self._emit("open", a, t)
+        return a, True
+
+    def raise_candidate(self, c: AlertCandidate, *, at: Any = None) -> tuple[Alert, bool]:
+        """Raise an alert from a rule's :class:`~citytwin.twin.rules.AlertCandidate`.
+
+        A new alert opens at ``at`` or, by default, when the run became long enough
+        (``c.detected_at``); an update is stamped with the end of the run.
+        """
+        live = self.find(c.rule, c.entity)
+        when = at if at is not None else (c.end if live is not None or c.detected_at is None else c.detected_at)
+        return self.raise_alert(
+            c.rule, c.entity, at=when, severity=c.severity, property=c.property,
+            message=c.message, peak=c.peak, peak_time=c.peak_time, start=c.start, end=c.end,
+            lower_is_worse=c.lower_is_worse,
+            data={"threshold": c.threshold, "steps": c.steps, **c.extra},
+        )
+
+    def acknowledge(self, alert_id: str, *, by: str, at: Any = None, note: str | None = None) -> Alert:
+        """open → acknowledged (AlertStateError from any other state)."""
+        a = self.get(alert_id)
+        if a.status != "open":
+            raise AlertStateError(f"alert {alert_id} is {a.status}: only an open alert can be acknowledged")
+        if not by:
+            raise InputError("acknowledge needs who (by=)", field="by")
+        t = _ts(at)
+        if t < a.opened_at:
+            raise InputError(f"acknowledged at {t} before it opened at {a.opened_at}", field="at")
+        a.status, a.acknowledged_at, a.acknowledged_by = "acknowledged", t, by
+        if note:
+            a.note = note
+        self._emit("ack", a, t)
+        return a
+
+    def resolve(self, alert_id: str, *, by: str = "system", at: Any = None, note: str | None = None) -> Alert:
+        """open or acknowledged → resolved (AlertStateError if already resolved)."""
+        a = self.get(alert_id)
+        if a.status == "resolved":
+            raise AlertStateError(f"alert {alert_id} is already resolved")
+        t = _ts(at)
+        if t < a.opened_at:
+            raise InputError(f"resolved at {t} before it opened at {a.opened_at}", field="at")
+        a.status, a.resolved_at, a.resolved_by = "resolved", t, by
+        if note:
+            a.note = note
+        self._live.pop((a.rule, a.entity), None)
+        self._emit("resolve", a, t)
+        return a
+
+    def sync(self, candidates: Iterable[AlertCandidate], *, at: Any = None, rules: Iterable[str] | None = None,
+             auto_resolve: bool = True) -> dict[str, list[str]]:
+        """Apply a fresh evaluation of rules: raise what holds, resolve what stopped holding.
+
+        Candidates that are ``ongoing`` raise (or update) alerts. Finished runs raise an alert that
+        is resolved at the run's end (``auto_resolve``), so a replayed history leaves one resolved
+        alert per episode. Live alerts of the evaluated ``rules`` (default: the rules among the
+        candidates) without an ongoing candidate are resolved by ``system`` at ``at``.
+
+        Idempotent: a run already recorded (same rule, entity and start, in any state) is not
+        raised again; a live one is updated. Re-evaluating an overlapping window is therefore safe.
+
+        Returns
+        -------
+        dict
+            ids of alerts ``opened``, ``updated`` and ``resolved``.
+        """
+        t = _ts(at)
+        cands = list(candidates)
+        evaluated = set(rules) if rules is not None else {c.rule for c in cands}
+        out: dict[str, list[str]] = {"opened": [], "updated": [], "resolved": []}
+        still: set[tuple[str, str]] = set()
+        known = {(a.rule, a.entity, a.start) for a in self._alerts.values() if a.start is not None}
+        for c in sorted(cands, key=lambda c: (c.start, c.rule, c.entity)):
+            live = self.find(c.rule, c.entity)
+            if (c.rule, c.entity, c.start) in known and (live is None or live.start != c.start):
+                if c.ongoing and live is not None:
+                    still.add((c.rule, c.entity))
+                continue
+            a, created = self.raise_candidate(c)
+            (out["opened"] if created else out["updated"]).append(a.id)
+            if c.ongoing:
+                still.add((c.rule, c.entity))
+            elif auto_resolve:
+                self.resolve(a.id, by="system", at=max(c.end, a.opened_at), note="condition ended")
+                out["resolved"].append(a.id)
+        if auto_resolve:
+            for (rule, ent), aid in list(self._live.items()):
+                if rule in evaluated and (rule, ent) not in still:
+                    self.resolve(aid, by="system", at=max(t, self._alerts[aid].opened_at),
+                                 note="condition no longer holds")
+                    out["resolved"].append(aid)
+        return out
+
+    # -- serialisation ---------------------------------------------------------------------------
+    def to_records(self) -> list[dict[str, Any]]:
+        """All alerts as JSON-friendly dicts, oldest first."""
+        return [a.to_record() for a in self.alerts()]
+
+    @classmethod
+    def from_records(cls, records: Iterable[dict[str, Any]], **kw: Any) -> AlertBook:
+        """Rebuild a book from :meth:`to_records` output (subscribers are not stored)."""
+        return cls((Alert.from_record(r) for r in records), **kw)
+
+    def frame(self) -> pd.DataFrame:
+        """All alerts as a DataFrame (for display and storage)."""
+        cols = [f.name for f in fields(Alert)]
+        return pd.DataFrame([asdict(a) for a in self.alerts()], columns=cols)

@@ -1,0 +1,715 @@
+"""NGSI-LD entity model of the live twin, message validation and the MQTT topic convention.
+
+Pure functions over Python objects and pandas frames: no file or network I/O. The
+ingest pipeline in :mod:`citytwin.foundation.timeseries.ingest` calls
+:class:`MessageParser` on every MQTT message and HTTP body; the stores live in the
+foundation.
+
+Entity types and attribute names follow FIWARE Smart Data Models
+(``dataModel.Environment/AirQualityObserved``, ``dataModel.Transportation/TrafficFlowObserved``):
+``pm25``, ``pm10``, ``so2``, ``no2``, ``co``, ``o3``, ``temperature``, ``atmosphericPressure``,
+``relativeHumidity``, ``precipitation``, ``windSpeed``, ``windDirection``; ``intensity``,
+``occupancy``, ``averageVehicleSpeed``, ``averageVehicleLength``, ``congested``. Units are
+stored canonical (see :data:`ENTITY_TYPES`); a payload may give another unit of the same
+dimension (``unit`` label or UN/CEFACT ``unitCode``) and is converted.
+
+Topic convention (MQTT)
+-----------------------
+``{prefix}/{type}/{localId}/attrs``
+    one entity update; the entity id is ``urn:ngsi-ld:{type}:{localId}`` unless the payload has ``id``.
+``{prefix}/batch``
+    a JSON array of entity updates, each with ``id``.
+
+``prefix`` defaults to ``citytwin``; ingest subscribes to ``{prefix}/#`` with QoS 1.
+
+Payload (MQTT and HTTP alike)::
+
+    {"id": "urn:ngsi-ld:AirQualityObserved:Beijing-Dongsi",      (optional on a per-entity topic)
+     "type": "AirQualityObserved",                               (optional; must match the entity)
+     "observedAt": "2015-12-01T08:00:00+08:00",                  (or SDM "dateObserved"; timezone required)
+     "pm25": 301,                                                (bare number: canonical unit)
+     "co": {"value": 3100, "unitCode": "GQ"},                    (UN/CEFACT code, converted to mg/m³)
+     "no2": {"type": "Property", "value": 80, "unit": "µg/m³", "observedAt": "..."},
+     "o3": null}                                                 (missing: stored as null, never 0)
+
+Examples
+--------
+>>> registry = {"urn:ngsi-ld:AirQualityObserved:S1": EntityRef("AirQualityObserved", 116.4, 39.9)}
+>>> parser = MessageParser(registry.get, now_us=lambda: 2_000_000_000_000_000)
+>>> res = parser.parse("citytwin/AirQualityObserved/S1/attrs",
+...                    b'{"observedAt": "2015-12-01T00:00:00Z", "pm25": 120, "co": {"value": 3100, "unit": "ug/m3"}}')
+>>> [(o.property, o.value, o.unit) for o in res.observations]
+[('pm25', 120.0, 'µg/m³'), ('co', 3.1, 'mg/m³')]
+>>> parser.parse("citytwin/AirQualityObserved/S1/attrs", b'{"observedAt": 5').rejects[0].reason
+'malformed_json'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from citytwin.foundation import units
+from citytwin.foundation.errors import InputError
+
+NGSI_PREFIX = "urn:ngsi-ld:"
+DEFAULT_TOPIC_PREFIX = "citytwin"
+DEFAULT_MAX_PAYLOAD = 1_048_576  # bytes; larger MQTT messages / HTTP bodies are dead-lettered
+DEFAULT_MAX_FUTURE_S = 300.0  # observedAt later than now + this is rejected
+PropertyKind = Literal["number", "bool"]
+
+# UN/CEFACT common codes used by Smart Data Models, mapped to unit labels foundation.units parses.
+UNIT_CODES: dict[str, str] = {
+    "GQ": "µg/m³", "GP": "mg/m³", "CEL": "℃", "A97": "hPa", "MMT": "mm", "MTS": "m/s", "KMH": "km/h",
+    "DD": "degree", "C62": "dimensionless", "P1": "percent", "MTR": "m", "E50": "item", "KGM": "kg",
+    "HPA": "hPa", "KWH": "kWh",
+}
+
+
+@dataclass(frozen=True)
+class PropertySpec:
+    """A typed attribute of an entity type.
+
+    Parameters
+    ----------
+    name
+        Smart Data Models attribute name (``pm25``).
+    unit
+        Canonical unit label values are stored in (``µg/m³``); ``""`` for dimensionless.
+    kind
+        ``number`` (JSON number) or ``bool`` (JSON true/false, stored as 1.0 / 0.0).
+    description
+        What it measures.
+    """
+
+    name: str
+    unit: str
+    kind: PropertyKind = "number"
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class EntityType:
+    """An entity type with its observable properties."""
+
+    name: str
+    properties: Mapping[str, PropertySpec]
+    description: str = ""
+
+
+def _props(*specs: PropertySpec) -> dict[str, PropertySpec]:
+    return {s.name: s for s in specs}
+
+
+ENTITY_TYPES: dict[str, EntityType] = {
+    "AirQualityObserved": EntityType(
+        "AirQualityObserved",
+        _props(
+            PropertySpec("pm25", "µg/m³", description="PM2.5 mass concentration"),
+            PropertySpec("pm10", "µg/m³", description="PM10 mass concentration"),
+            PropertySpec("so2", "µg/m³", description="sulphur dioxide"),
+            PropertySpec("no2", "µg/m³", description="nitrogen dioxide"),
+            PropertySpec("co", "mg/m³", description="carbon monoxide (mg/m³ as in HJ 633-2012)"),
+            PropertySpec("o3", "µg/m³", description="ozone"),
+            PropertySpec("temperature", "℃", description="air temperature"),
+            PropertySpec("dewPoint", "℃", description="dew point (SDM WeatherObserved name)"),
+            PropertySpec("atmosphericPressure", "hPa", description="air pressure"),
+            PropertySpec("relativeHumidity", "", description="relative humidity, ratio 0-1"),
+            PropertySpec("precipitation", "mm", description="precipitation in the period"),
+            PropertySpec("windSpeed", "m/s", description="wind speed"),
+            PropertySpec("windDirection", "degree", description="wind direction, degrees from north"),
+            PropertySpec("airQualityIndex", "", description="AQI (HJ 633-2012)"),
+        ),
+        "Smart Data Models dataModel.Environment/AirQualityObserved",
+    ),
+    "TrafficFlowObserved": EntityType(
+        "TrafficFlowObserved",
+        _props(
+            PropertySpec("intensity", "item", description="vehicles counted in the observation period"),
+            PropertySpec("occupancy", "", description="fraction of time a vehicle was over the sensor, 0-1"),
+            PropertySpec("averageVehicleSpeed", "km/h", description="mean speed"),
+            PropertySpec("averageVehicleLength", "m", description="mean vehicle length"),
+            PropertySpec("averageHeadwayTime", "s", description="mean headway"),
+            PropertySpec("congested", "", kind="bool", description="flow is congested"),
+        ),
+        "Smart Data Models dataModel.Transportation/TrafficFlowObserved",
+    ),
+}
+
+# Keys of an entity payload that are not observed properties.
+RESERVED = frozenset({"id", "type", "@context", "observedAt", "dateObserved", "dateObservedFrom",
+                      "dateObservedTo", "location", "name", "address", "source", "dataProvider",
+                      "refDevice", "refPointOfInterest", "refRoadSegment", "laneId", "laneDirection",
+                      "stationName", "stationCode", "description", "vehicleType", "reliability",
+                      "createdAt", "modifiedAt"})
+STATIC_KEYS = RESERVED - {"id", "type", "@context", "observedAt", "dateObserved", "dateObservedFrom",
+                          "dateObservedTo", "location", "createdAt", "modifiedAt"}
+
+
+@dataclass(frozen=True)
+class EntityRef:
+    """What validation needs to know of a registered entity: its type and location (lon, lat)."""
+
+    type: str
+    lon: float | None = None
+    lat: float | None = None
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A twin entity (sensor, station, road segment, asset) as registered in the live state.
+
+    Parameters
+    ----------
+    id
+        NGSI-LD URN, ``urn:ngsi-ld:{type}:{localId}``.
+    type
+        Entity type (a key of :data:`ENTITY_TYPES` or a custom type).
+    lon, lat
+        Location (WGS84), or None.
+    static
+        Non-observed attributes (``name``, ``address``, ``laneId`` ...).
+    """
+
+    id: str
+    type: str
+    lon: float | None = None
+    lat: float | None = None
+    static: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> EntityRef:
+        return EntityRef(self.type, self.lon, self.lat)
+
+
+class Observation(NamedTuple):
+    """One accepted reading: entity, property, time (µs since epoch, UTC), value (canonical unit)."""
+
+    entity: str
+    type: str
+    property: str
+    observed_at_us: int
+    value: float | None
+    unit: str
+    lon: float | None
+    lat: float | None
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A rejected message or attribute, with a machine reason and a human detail."""
+
+    reason: str
+    detail: str
+    entity: str | None = None
+    property: str | None = None
+    payload: bytes | None = None
+
+
+@dataclass
+class ParseResult:
+    """Observations accepted from one message and what was rejected (with reasons)."""
+
+    observations: list[Observation] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    entities: int = 0
+
+
+def entity_id(type_: str, local_id: str) -> str:
+    """The NGSI-LD URN of an entity.
+
+    Examples
+    --------
+    >>> entity_id("AirQualityObserved", "Beijing-Dongsi")
+    'urn:ngsi-ld:AirQualityObserved:Beijing-Dongsi'
+    """
+    return f"{NGSI_PREFIX}{type_}:{local_id}"
+
+
+def topic_for(entity: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> str:
+    """The MQTT topic an entity publishes its updates on.
+
+    Examples
+    --------
+    >>> topic_for("urn:ngsi-ld:AirQualityObserved:Beijing-Dongsi")
+    'citytwin/AirQualityObserved/Beijing-Dongsi/attrs'
+    """
+    if not entity.startswith(NGSI_PREFIX):
+        raise InputError(f"entity id {entity!r} is not an NGSI-LD URN", field="id",
+                         hint="use urn:ngsi-ld:{type}:{localId}")
+    type_, _, local = entity[len(NGSI_PREFIX):].partition(":")
+    return f"{prefix}/{type_}/{local}/attrs"
+
+
+def parse_topic(topic: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> tuple[str | None, str | None]:
+    """(entity id, type) named by a topic; (None, None) for the batch topic.
+
+    Raises
+    ------
+    InputError
+        If the topic does not follow the convention.
+    """
+    parts = topic.split("/")
+    if parts == [prefix, "batch"]:
+        return None, None
+    if len(parts) == 4 and parts[0] == prefix and parts[3] == "attrs" and parts[1] and parts[2]:
+        return entity_id(parts[1], parts[2]), parts[1]
+    raise InputError(f"topic {topic!r} does not follow {prefix}/{{type}}/{{localId}}/attrs or {prefix}/batch",
+                     field="topic")
+
+
+def parse_time_us(value: Any) -> int:
+    """ISO 8601 timestamp with a timezone -> microseconds since the epoch (UTC).
+
+    Examples
+    --------
+    >>> parse_time_us("1970-01-01T00:00:01Z")
+    1000000
+    >>> parse_time_us("1970-01-01T08:00:00+08:00")
+    0
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"observedAt must be an ISO 8601 string, got {type(value).__name__}")
+    dt = datetime.fromisoformat(value)
+    if dt.tzinfo is None:
+        raise ValueError(f"observedAt {value!r} has no timezone (add Z or +08:00)")
+    delta = dt - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def format_time_us(us: int) -> str:
+    """Microseconds since the epoch -> ISO 8601 UTC string (``...Z``).
+
+    Examples
+    --------
+    >>> format_time_us(1_000_000)
+    '1970-01-01T00:00:01Z'
+    """
+    dt = datetime.fromtimestamp(us / 1e6, tz=UTC)
+    text = dt.isoformat(timespec="microseconds" if us % 1_000_000 else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+@lru_cache(maxsize=4096)
+def unit_factor(source: str, target: str) -> float:
+    """Factor from ``source`` to ``target`` unit (UN/CEFACT codes accepted); InputError if unknown."""
+    src = UNIT_CODES.get(source, source)
+    tgt = UNIT_CODES.get(target, target)
+    if src == tgt:
+        return 1.0
+    if src in ("", "dimensionless") and tgt in ("", "dimensionless"):
+        return 1.0
+    if tgt in ("", "dimensionless"):
+        # ratio properties: accept percent as a label and convert to a fraction
+        return units.factor(src, "dimensionless") if src != "percent" else 0.01
+    return units.factor(src, tgt)
+
+
+def _bad_number(v: Any) -> bool:
+    return isinstance(v, bool) or not isinstance(v, int | float)
+
+
+class MessageParser:
+    """Validate entity-update messages (MQTT payloads, HTTP bodies) into observations.
+
+    Parameters
+    ----------
+    lookup
+        ``entity id -> EntityRef | None``: the registered entities (from the live state store).
+        An update for an entity it does not know is rejected (``unknown_entity``).
+    now_us
+        Clock (µs since the epoch), for rejecting future timestamps.
+    max_payload
+        Larger payloads are rejected (``oversized``) without being parsed.
+    max_future_s
+        Tolerated clock skew for ``observedAt`` in the future.
+    prefix
+        MQTT topic prefix.
+
+    Reasons
+    -------
+    ``oversized``, ``malformed_json``, ``not_an_object``, ``bad_topic``, ``missing_id``,
+    ``unknown_entity``, ``type_mismatch``, ``missing_time``, ``bad_time``, ``future_time`` reject
+    a whole entity update; ``wrong_type``, ``unknown_unit``, ``unknown_property`` reject one
+    attribute and keep the others.
+    """
+
+    def __init__(self, lookup: Callable[[str], EntityRef | None], *, now_us: Callable[[], int] | None = None,
+                 max_payload: int = DEFAULT_MAX_PAYLOAD, max_future_s: float = DEFAULT_MAX_FUTURE_S,
+                 prefix: str = DEFAULT_TOPIC_PREFIX, types: Mapping[str, EntityType] | None = None) -> None:
+        self.lookup = lookup
+        self.now_us = now_us or (lambda: int(datetime.now(UTC).timestamp() * 1e6))
+        self.max_payload = max_payload
+        self.max_future_us = int(max_future_s * 1e6)
+        self.prefix = prefix
+        self.types = dict(types or ENTITY_TYPES)
+        self._factors: dict[tuple[str, str], float] = {}
+        for et in self.types.values():  # warm the unit registry now, not on the first message
+            for spec in et.properties.values():
+                self._factors[(spec.unit, spec.unit)] = unit_factor(spec.unit, spec.unit)
+        unit_factor("µg/m³", "mg/m³")
+
+    # -- entry points ------------------------------------------------------------------
+    def parse(self, topic: str | None, payload: bytes | str) -> ParseResult:
+        """Parse one MQTT message (``topic`` given) or HTTP body (``topic=None``; id in the payload)."""
+        raw = payload.encode() if isinstance(payload, str) else payload
+        res = ParseResult()
+        if len(raw) > self.max_payload:
+            res.rejects.append(Reject("oversized", f"payload of {len(raw)} bytes exceeds {self.max_payload}",
+                                      payload=raw[:1024]))
+            return res
+        topic_id: str | None = None
+        topic_type: str | None = None
+        if topic is not None:
+            try:
+                topic_id, topic_type = parse_topic(topic, self.prefix)
+            except InputError as exc:
+                res.rejects.append(Reject("bad_topic", exc.message, payload=raw))
+                return res
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            res.rejects.append(Reject("malformed_json", f"not JSON: {exc}", entity=topic_id, payload=raw))
+            return res
+        self.parse_doc(doc, res, topic_id=topic_id, topic_type=topic_type, raw=raw)
+        return res
+
+    def parse_doc(self, doc: Any, res: ParseResult, *, topic_id: str | None = None,
+                  topic_type: str | None = None, raw: bytes | None = None) -> ParseResult:
+        """Validate an already decoded JSON document (object or array of objects) into ``res``."""
+        items = doc if isinstance(doc, list) else [doc]
+        now = self.now_us()
+        for item in items:
+            if not isinstance(item, dict):
+                res.rejects.append(Reject("not_an_object", f"expected a JSON object, got {type(item).__name__}",
+                                          entity=topic_id, payload=_dump(item)))
+                continue
+            self._entity_update(item, res, topic_id, topic_type, now)
+        return res
+
+    # -- one entity update --------------------------------------------------------------
+    def _entity_update(self, item: dict[str, Any], res: ParseResult, topic_id: str | None,
+                       topic_type: str | None, now: int) -> None:
+        eid = item.get("id", topic_id)
+        if not isinstance(eid, str) or not eid:
+            res.rejects.append(Reject("missing_id", "entity update without a string 'id'", payload=_dump(item)))
+            return
+        if topic_id is not None and eid != topic_id:
+            res.rejects.append(Reject("type_mismatch", f"payload id {eid!r} differs from the topic's {topic_id!r}",
+                                      entity=eid, payload=_dump(item)))
+            return
+        ref = self.lookup(eid)
+        if ref is None:
+            res.rejects.append(Reject("unknown_entity", f"entity {eid!r} is not registered", entity=eid,
+                                      payload=_dump(item)))
+            return
+        declared = item.get("type", topic_type)
+        if declared is not None and declared != ref.type:
+            res.rejects.append(Reject("type_mismatch", f"type {declared!r} but {eid!r} is a {ref.type!r}",
+                                      entity=eid, payload=_dump(item)))
+            return
+        base_time = item.get("observedAt", item.get("dateObserved"))
+        base_us: int | None = None
+        if base_time is not None:
+            try:
+                base_us = parse_time_us(base_time)
+            except ValueError as exc:
+                res.rejects.append(Reject("bad_time", str(exc), entity=eid, payload=_dump(item)))
+                return
+            if base_us > now + self.max_future_us:
+                res.rejects.append(Reject("future_time", f"observedAt {base_time} is in the future", entity=eid,
+                                          payload=_dump(item)))
+                return
+        lon, lat = ref.lon, ref.lat
+        loc = item.get("location")
+        if loc is not None:
+            try:
+                lon, lat = location_lonlat(loc)
+            except (InputError, TypeError, ValueError, KeyError, IndexError) as exc:
+                res.rejects.append(Reject("wrong_type", f"location: {exc}", entity=eid, property="location",
+                                          payload=_dump(item)))
+                return
+        etype = self.types.get(ref.type)
+        res.entities += 1
+        for name, attr in item.items():
+            if name in RESERVED:
+                continue
+            self._attribute(res, eid, ref.type, etype, name, attr, base_us, now, lon, lat)
+
+    def _attribute(self, res: ParseResult, eid: str, type_: str, etype: EntityType | None, name: str,
+                   attr: Any, base_us: int | None, now: int, lon: float | None, lat: float | None) -> None:
+        spec = etype.properties.get(name) if etype is not None else None
+        if etype is not None and spec is None:
+            res.rejects.append(Reject("unknown_property", f"{type_} has no property {name!r}", entity=eid,
+                                      property=name, payload=_dump(attr)))
+            return
+        t_us = base_us
+        unit: str | None = None
+        if isinstance(attr, dict):
+            value = attr.get("value")
+            unit = attr.get("unitCode", attr.get("unit"))
+            if "observedAt" in attr:
+                try:
+                    t_us = parse_time_us(attr["observedAt"])
+                except ValueError as exc:
+                    res.rejects.append(Reject("bad_time", str(exc), entity=eid, property=name, payload=_dump(attr)))
+                    return
+                if t_us > now + self.max_future_us:
+                    res.rejects.append(Reject("future_time", f"observedAt {attr['observedAt']} is in the future",
+                                              entity=eid, property=name, payload=_dump(attr)))
+                    return
+            if unit is not None and not isinstance(unit, str):
+                res.rejects.append(Reject("wrong_type", "unit must be a string", entity=eid, property=name,
+                                          payload=_dump(attr)))
+                return
+        else:
+            value = attr
+        if t_us is None:
+            res.rejects.append(Reject("missing_time", "no observedAt (or dateObserved) for the value", entity=eid,
+                                      property=name, payload=_dump(attr)))
+            return
+        kind = spec.kind if spec is not None else "number"
+        if value is None:
+            num: float | None = None
+        elif kind == "bool":
+            if not isinstance(value, bool):
+                res.rejects.append(Reject("wrong_type", f"{name} must be true/false, got {type(value).__name__}",
+                                          entity=eid, property=name, payload=_dump(attr)))
+                return
+            num = 1.0 if value else 0.0
+        else:
+            if _bad_number(value) or not math.isfinite(value):
+                res.rejects.append(Reject("wrong_type", f"{name} must be a finite number, got {value!r}"[:200],
+                                          entity=eid, property=name, payload=_dump(attr)))
+                return
+            num = float(value)
+        target = spec.unit if spec is not None else (unit or "")
+        if spec is None and unit is None:
+            res.rejects.append(Reject("unknown_unit", f"{name} of custom type {type_!r} needs a unit", entity=eid,
+                                      property=name, payload=_dump(attr)))
+            return
+        if unit is not None and num is not None:
+            try:
+                f = self._factors.get((unit, target))
+                if f is None:
+                    f = self._factors[(unit, target)] = unit_factor(unit, target)
+                num *= f
+            except InputError as exc:
+                res.rejects.append(Reject("unknown_unit", f"{name}: {exc.message} (stored in {target or '1'})",
+                                          entity=eid, property=name, payload=_dump(attr)))
+                return
+        elif unit is not None:
+            try:
+                unit_factor(unit, target)
+            except InputError as exc:
+                res.rejects.append(Reject("unknown_unit", f"{name}: {exc.message}", entity=eid, property=name,
+                                          payload=_dump(attr)))
+                return
+        res.observations.append(Observation(eid, type_, name, t_us, num, target, lon, lat))
+
+
+def _dump(obj: Any) -> bytes:
+    try:
+        return json.dumps(obj, ensure_ascii=False, default=str).encode()[:65536]
+    except (TypeError, ValueError):
+        return repr(obj).encode()[:65536]
+
+
+def location_lonlat(loc: Any) -> tuple[float, float]:
+    """(lon, lat) of a GeoJSON Point or an NGSI-LD GeoProperty ``{"type": "GeoProperty", "value": Point}``.
+
+    Examples
+    --------
+    >>> location_lonlat({"type": "Point", "coordinates": [116.4, 39.9]})
+    (116.4, 39.9)
+    """
+    if isinstance(loc, dict) and loc.get("type") == "GeoProperty":
+        loc = loc.get("value")
+    if not isinstance(loc, dict) or loc.get("type") != "Point":
+        raise InputError("location must be a GeoJSON Point", field="location")
+    lon, lat = loc["coordinates"][:2]
+    if _bad_number(lon) or _bad_number(lat) or not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise InputError(f"coordinates {loc['coordinates']!r} are not lon/lat in degrees", field="location")
+    return float(lon), float(lat)
+
+
+def validate_entity(doc: Mapping[str, Any], types: Mapping[str, EntityType] | None = None) -> Entity:
+    """Validate an NGSI-LD entity document for registration (create / upsert).
+
+    Only ``id``, ``type``, ``location`` and static attributes are taken here; observed
+    properties in the same document go through :class:`MessageParser`.
+
+    Raises
+    ------
+    InputError
+        If the id is not a URN of the form ``urn:ngsi-ld:{type}:{localId}`` or the location is invalid.
+
+    Examples
+    --------
+    >>> e = validate_entity({"id": "urn:ngsi-ld:TrafficFlowObserved:n1", "type": "TrafficFlowObserved",
+    ...                      "location": {"type": "Point", "coordinates": [114.0, 22.5]}, "laneId": 1})
+    >>> (e.type, e.lon, e.static)
+    ('TrafficFlowObserved', 114.0, {'laneId': 1})
+    """
+    if not isinstance(doc, Mapping):
+        raise InputError("an entity must be a JSON object")
+    eid, type_ = doc.get("id"), doc.get("type")
+    if not isinstance(eid, str) or not eid.startswith(NGSI_PREFIX) or eid.count(":") < 3:
+        raise InputError(f"id {eid!r} is not an NGSI-LD URN", field="id",
+                         hint="use urn:ngsi-ld:{type}:{localId}")
+    if not isinstance(type_, str) or not type_:
+        raise InputError("type is missing", field="type")
+    if eid.split(":")[2] != type_:
+        raise InputError(f"id {eid!r} does not carry type {type_!r}", field="id",
+                         hint="use urn:ngsi-ld:{type}:{localId}")
+    lon = lat = None
+    if doc.get("location") is not None:
+        lon, lat = location_lonlat(doc["location"])
+    static = {}
+    for k, v in doc.items():
+        if k in STATIC_KEYS:
+            static[k] = v.get("value") if isinstance(v, dict) and "value" in v else v
+    return Entity(eid, type_, lon, lat, static)
+
+
+def observations_frame(obs: list[Observation]) -> pd.DataFrame:
+    """Observations as a long frame: entity, type, property, time (UTC), value, unit, lon, lat."""
+    return pd.DataFrame({
+        "entity": [o.entity for o in obs], "type": [o.type for o in obs],
+        "property": [o.property for o in obs],
+        "time": pd.to_datetime(np.array([o.observed_at_us for o in obs], dtype="int64"), unit="us", utc=True),
+        "value": np.array([np.nan if o.value is None else o.value for o in obs], dtype="float64"),
+        "unit": [o.unit for o in obs], "lon": [o.lon for o in obs], "lat": [o.lat for o in obs],
+    })
+
+
+# -- Beijing multi-site air data (UCI, 12 stations, hourly, 2013-03-01 .. 2017-02-28) -------------------
+
+BEIJING_COLUMNS: dict[str, tuple[str, str]] = {
+    # source column -> (SDM property, source unit)
+    "PM2.5": ("pm25", "µg/m³"), "PM10": ("pm10", "µg/m³"), "SO2": ("so2", "µg/m³"), "NO2": ("no2", "µg/m³"),
+    "CO": ("co", "µg/m³"), "O3": ("o3", "µg/m³"), "TEMP": ("temperature", "℃"),
+    "PRES": ("atmosphericPressure", "hPa"), "DEWP": ("dewPoint", "℃"), "RAIN": ("precipitation", "mm"),
+    "WSPM": ("windSpeed", "m/s"), "wd": ("windDirection", "degree"),
+}
+COMPASS = {d: i * 22.5 for i, d in enumerate(
+    ["N", "NNE", "NE", "ENE", "E", "ESE", "SE", "SSE", "S", "SSW", "SW", "WSW", "W", "WNW", "NW", "NNW"])}
+# Approximate station coordinates (WGS84) of the 12 national monitoring stations in the UCI data,
+# from the Ministry of Ecology and Environment station list as commonly cited; good to ~100 m.
+BEIJING_STATIONS: dict[str, tuple[float, float]] = {
+    "Aotizhongxin": (116.397, 39.982), "Changping": (116.230, 40.217), "Dingling": (116.220, 40.292),
+    "Dongsi": (116.417, 39.929), "Guanyuan": (116.339, 39.929), "Gucheng": (116.184, 39.914),
+    "Huairou": (116.628, 40.328), "Nongzhanguan": (116.461, 39.937), "Shunyi": (116.655, 40.127),
+    "Tiantan": (116.407, 39.886), "Wanliu": (116.287, 39.987), "Wanshouxigong": (116.352, 39.878),
+}
+BEIJING_TZ = "Asia/Shanghai"
+
+
+def beijing_entity(station: str) -> Entity:
+    """The AirQualityObserved entity of a Beijing station (id ``urn:ngsi-ld:AirQualityObserved:Beijing-{station}``)."""
+    lon, lat = BEIJING_STATIONS.get(station, (None, None))
+    return Entity(entity_id("AirQualityObserved", f"Beijing-{station}"), "AirQualityObserved", lon, lat,
+                  {"name": station, "address": {"addressLocality": "Beijing", "addressCountry": "CN"}})
+
+
+def is_beijing_frame(df: pd.DataFrame) -> bool:
+    """True if ``df`` has the UCI Beijing wide columns."""
+    return {"year", "month", "day", "hour", "station", "PM2.5"}.issubset(df.columns)
+
+
+def beijing_long(df: pd.DataFrame) -> pd.DataFrame:
+    """UCI Beijing wide rows -> long observations (entity, type, property, time UTC, value, unit).
+
+    Values stay in the source unit (CO in µg/m³) and the unit column says so; the ingest
+    converts to the canonical unit. Missing values (NaN) stay rows with a NaN value.
+    Wind direction (compass point, e.g. ``NNW``) becomes degrees from north.
+
+    Examples
+    --------
+    >>> w = pd.DataFrame({"year": [2015], "month": [12], "day": [1], "hour": [8], "station": ["Dongsi"],
+    ...                   "PM2.5": [301.0], "CO": [float("nan")], "wd": ["NNW"]})
+    >>> beijing_long(w)[["property", "value", "unit"]].values.tolist()
+    [['pm25', 301.0, 'µg/m³'], ['co', nan, 'µg/m³'], ['windDirection', 337.5, 'degree']]
+    """
+    local = pd.to_datetime(df[["year", "month", "day", "hour"]].astype("int64"))
+    time = local.dt.tz_localize(BEIJING_TZ).dt.tz_convert("UTC")
+    ents = df["station"].map(lambda s: entity_id("AirQualityObserved", f"Beijing-{s}"))
+    parts = []
+    for col, (prop, unit) in BEIJING_COLUMNS.items():
+        if col not in df.columns:
+            continue
+        vals = df[col].map(COMPASS).astype("float64") if col == "wd" else pd.to_numeric(df[col]).astype("float64")
+        parts.append(pd.DataFrame({"entity": ents.to_numpy(), "type": "AirQualityObserved", "property": prop,
+                                   "time": time.to_numpy(), "value": vals.to_numpy(), "unit": unit,
+                                   "_row": np.arange(len(df))}))
+    out = pd.concat(parts, ignore_index=True)
+    out["time"] = pd.to_datetime(out["time"], utc=True)
+    return out.sort_values(["_row"], kind="stable").drop(columns="_row").reset_index(drop=True)
+
+
+def messages_from_long(long: pd.DataFrame, *, prefix: str = DEFAULT_TOPIC_PREFIX,
+                       per_message: int = 1) -> Iterator[tuple[int, str, bytes]]:
+    """Group long observations into MQTT messages, in time order: ``(time µs, topic, payload)``.
+
+    One message per entity and timestamp (all its properties); with ``per_message > 1``,
+    that many entity updates go together as a JSON array on ``{prefix}/batch``. NaN values
+    are sent as JSON ``null``. ``long`` needs entity, property, time, value, unit.
+    """
+    df = long.sort_values(["time", "entity"], kind="stable")
+    t_us = df["time"].dt.tz_convert("UTC").astype("int64").to_numpy() // 1000 if df["time"].dt.unit == "ns" \
+        else df["time"].dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy()
+    ents = df["entity"].to_numpy()
+    props = df["property"].to_numpy()
+    vals = df["value"].to_numpy(dtype="float64")
+    unts = df["unit"].to_numpy()
+    batch: list[dict[str, Any]] = []
+    batch_t = 0
+    n = len(df)
+    i = 0
+    while i < n:
+        j = i
+        e, t = ents[i], t_us[i]
+        doc: dict[str, Any] = {"id": e, "observedAt": format_time_us(int(t))}
+        while j < n and ents[j] == e and t_us[j] == t:
+            v = vals[j]
+            doc[props[j]] = {"value": None if math.isnan(v) else float(v), "unit": unts[j]}
+            j += 1
+        i = j
+        if per_message <= 1:
+            yield int(t), topic_for(e, prefix), json.dumps(doc, ensure_ascii=False).encode()
+        else:
+            if not batch:
+                batch_t = int(t)
+            batch.append(doc)
+            if len(batch) >= per_message:
+                yield batch_t, f"{prefix}/batch", json.dumps(batch, ensure_ascii=False).encode()
+                batch = []
+    if batch:
+        yield batch_t, f"{prefix}/batch", json.dumps(batch, ensure_ascii=False).encode()
+
+
+def replay_schedule(times_us: np.ndarray, speed: float) -> np.ndarray:
+    """Wall-clock send offsets (seconds from start) for event times replayed at ``speed``× real time.
+
+    ``speed <= 0`` or ``inf`` means as fast as possible (all zero).
+
+    Examples
+    --------
+    >>> replay_schedule(np.array([0, 3_600_000_000, 7_200_000_000]), 3600.0).tolist()
+    [0.0, 1.0, 2.0]
+    """
+    t = np.asarray(times_us, dtype="float64")
+    if len(t) == 0 or speed <= 0 or not math.isfinite(speed):
+        return np.zeros(len(t))
+    return (t - t[0]) / 1e6 / speed

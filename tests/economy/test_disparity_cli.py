@@ -1,0 +1,113 @@
+"""`citytwin economy disparity` end to end on libpysal's Mexico states (panel + boundaries)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+from libpysal.examples import get_path
+from typer.testing import CliRunner
+
+from citytwin.cli.main import app
+
+runner = CliRunner()
+YEARS = list(range(1940, 2010, 10))
+
+
+@pytest.fixture(scope="module")
+def mexico_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    shp = Path(get_path("mexicojoin.shp"))
+    g = gpd.read_file(shp)
+    long = g.drop(columns="geometry").melt(id_vars=["NAME", "HANSON98"], value_vars=[f"PCGDP{y}" for y in YEARS],
+                                           var_name="year", value_name="pcgdp")
+    long["year"] = long["year"].str[5:].astype(int)
+    d = tmp_path_factory.mktemp("mx")
+    long.to_csv(d / "panel.csv", index=False)
+    return d / "panel.csv", shp
+
+
+def test_disparity_cli_writes_decompositions(mexico_files: tuple[Path, Path], tmp_path: Path) -> None:
+    import esda
+
+    from citytwin.economy.autocorr import spatial_weights
+
+    panel, shp = mexico_files
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["economy", "disparity", str(panel), "--value", "pcgdp", "--group", "HANSON98",
+                              "--time", "year", "--boundaries", str(shp), "--id-col", "NAME",
+                              "--permutations", "99", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    files = {p.name for p in out.iterdir()}
+    assert {"inequality.csv", "theil_groups.csv", "dagum.csv", "dagum_groups.csv", "dagum_pairs.csv",
+            "sigma.csv", "moran.csv", "lisa.csv", "options.json"} <= files
+    ineq = pd.read_csv(out / "inequality.csv")
+    assert ineq["gini"].iloc[0] == pytest.approx(0.35372371173452849, abs=1e-14)  # REFERENCES.md
+    assert ineq["theil_between"].iloc[0] == pytest.approx(0.0345889, abs=5e-8)
+    dag = pd.read_csv(out / "dagum.csv")
+    assert list(dag["year"]) == YEARS
+    assert dag.loc[0, ["g", "g_w", "g_nb", "g_t"]].tolist() == pytest.approx(
+        [0.353724, 0.059706, 0.140661, 0.153357], abs=5e-7)
+    np.testing.assert_allclose(dag[["g_w", "g_nb", "g_t"]].sum(axis=1), dag["g"], atol=1e-14)
+    pairs = pd.read_csv(out / "dagum_pairs.csv")
+    p13 = pairs[(pairs["year"] == 1940) & (pairs["group_j"] == 1) & (pairs["group_h"] == 3)].iloc[0]
+    assert (p13["g_jh"], p13["d_jh"]) == pytest.approx((0.345157, 0.902465), abs=5e-7)
+    mor = pd.read_csv(out / "moran.csv")
+    g = gpd.read_file(shp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        w = spatial_weights(g, "queen", ids="NAME", islands="nearest")
+    for i, y in enumerate(YEARS):
+        assert mor.loc[i, "I"] == pytest.approx(esda.Moran(g[f"PCGDP{y}"].to_numpy(), w, permutations=0).I,
+                                                abs=1e-13)
+    lisa = pd.read_csv(out / "lisa.csv")
+    assert len(lisa) == 32 * 7 and set(lisa["quadrant"]) <= {"HH", "LH", "LL", "HL"}
+    opts = json.loads((out / "options.json").read_text())
+    assert opts["weights"] == "queen" and opts["permutations"] == 99 and opts["rows_dropped_missing"] == 0
+    assert opts["value"] == "pcgdp" and "dagum.csv" in opts["files"]
+
+
+def test_disparity_cli_weighted_missing_rows_and_catalog(mexico_files: tuple[Path, Path], tmp_path: Path,
+                                                        workspace) -> None:  # type: ignore[no-untyped-def]
+    panel, _ = mexico_files
+    df = pd.read_csv(panel)
+    df["pop"] = np.arange(len(df)) % 7 + 1.0
+    df.loc[3, "pcgdp"] = np.nan  # a missing value: dropped and reported
+    workspace.write_derived("mx_panel", df, inputs=[], parameters={})
+    out = tmp_path / "w"
+    res = runner.invoke(app, ["economy", "disparity", "mx_panel", "--value", "pcgdp", "--group", "HANSON98",
+                              "--time", "year", "--weight", "pop", "--out", str(out),
+                              "--workspace", str(workspace.root), "--save-as", "mx"])
+    assert res.exit_code == 0, res.output
+    opts = json.loads((out / "options.json").read_text())
+    assert opts["rows_dropped_missing"] == 1 and opts["weight"] == "pop"
+    from citytwin.economy.dagum import dagum_gini
+
+    d40 = df[(df["year"] == 1940) & df["pcgdp"].notna()]
+    ref = dagum_gini(d40["pcgdp"], d40["HANSON98"], weights=d40["pop"])
+    assert pd.read_csv(out / "dagum.csv").loc[0, "g"] == pytest.approx(ref.g, abs=1e-14)
+    stored = workspace.read("mx_dagum")
+    assert len(stored) == 7 and stored["g"].iloc[0] == pytest.approx(ref.g, abs=1e-14)
+
+
+def test_disparity_cli_bad_input(mexico_files: tuple[Path, Path], tmp_path: Path) -> None:
+    panel, shp = mexico_files
+    res = runner.invoke(app, ["economy", "disparity", str(panel), "--value", "gdp", "--group", "HANSON98",
+                              "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "gdp" in res.output and "not in the panel" in res.output
+    res = runner.invoke(app, ["economy", "disparity", str(panel), "--value", "pcgdp", "--group", "HANSON98",
+                              "--time", "year", "--boundaries", str(shp), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "--id-col" in res.output
+    res = runner.invoke(app, ["economy", "disparity", str(tmp_path / "nope.csv"), "--value", "v", "--group", "g",
+                              "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "neither a file nor a dataset" in res.output
+    neg = pd.read_csv(panel)
+    neg.loc[0, "pcgdp"] = -5
+    neg.to_csv(tmp_path / "neg.csv", index=False)
+    res = runner.invoke(app, ["economy", "disparity", str(tmp_path / "neg.csv"), "--value", "pcgdp", "--group",
+                              "HANSON98", "--time", "year", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "negative value -5.0" in res.output and "year=1940" in res.output

@@ -1,0 +1,139 @@
+"""AlertBook: lifecycle, deduplication, subscribers, serialisation, sync with rule candidates."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from citytwin.foundation.errors import InputError, NotFoundError
+from citytwin.twin.alerts import AlertBook, AlertEvent, AlertStateError
+from citytwin.twin.rules import ThresholdRule, evaluate
+
+T0 = pd.Timestamp("2024-01-01 08:00")
+
+
+def test_lifecycle_and_events() -> None:
+    book = AlertBook()
+    events: list[AlertEvent] = []
+    book.subscribe(events.append)
+    a, created = book.raise_alert("r", "s1", at=T0, peak=250.0, severity="critical")
+    assert created and a.status == "open" and a.live
+    book.acknowledge(a.id, by="ops", at=T0 + pd.Timedelta("1h"), note="on it")
+    assert a.status == "acknowledged" and a.acknowledged_by == "ops"
+    book.resolve(a.id, by="ops", at=T0 + pd.Timedelta("5h"))
+    assert a.status == "resolved" and not a.live and book.find("r", "s1") is None
+    assert [e.kind for e in events] == ["open", "ack", "resolve"]
+    # events carry snapshots: later changes do not rewrite what a subscriber already got
+    assert events[0].alert.status == "open"
+
+
+def test_illegal_transitions() -> None:
+    book = AlertBook()
+    a, _ = book.raise_alert("r", "s1", at=T0)
+    with pytest.raises(InputError, match="before it opened"):
+        book.acknowledge(a.id, by="ops", at=T0 - pd.Timedelta("1h"))
+    book.resolve(a.id, at=T0)
+    with pytest.raises(AlertStateError, match="only an open alert"):
+        book.acknowledge(a.id, by="ops", at=T0)
+    with pytest.raises(AlertStateError, match="already resolved"):
+        book.resolve(a.id, at=T0)
+    with pytest.raises(NotFoundError):
+        book.get("nope")
+    with pytest.raises(InputError, match="needs who"):
+        b, _ = book.raise_alert("r", "s2", at=T0)
+        book.acknowledge(b.id, by="", at=T0)
+
+
+def test_dedup_while_live_then_reopen() -> None:
+    book = AlertBook()
+    a, _ = book.raise_alert("r", "s1", at=T0, peak=210.0)
+    book.acknowledge(a.id, by="ops", at=T0)
+    b, created = book.raise_alert("r", "s1", at=T0 + pd.Timedelta("1h"), peak=300.0)
+    assert not created and b is a and a.count == 2 and a.peak == 300.0
+    assert a.status == "acknowledged"  # a duplicate does not reopen an acknowledged alert
+    c, created = book.raise_alert("r", "s2", at=T0)  # another entity: its own alert
+    d, created2 = book.raise_alert("other", "s1", at=T0)  # another rule: its own alert
+    assert created and created2 and len({a.id, c.id, d.id}) == 3
+    book.resolve(a.id, at=T0 + pd.Timedelta("2h"))
+    e, created = book.raise_alert("r", "s1", at=T0 + pd.Timedelta("3h"))
+    assert created and e.id != a.id  # after resolution the same condition opens a new alert
+    assert [x.id for x in book.alerts(status="resolved")] == [a.id]
+    assert len(book.alerts(status=["open", "acknowledged"])) == 3
+    with pytest.raises(InputError, match="unknown status"):
+        book.alerts(status="closed")
+
+
+def test_lower_is_worse_peak() -> None:
+    book = AlertBook()
+    a, _ = book.raise_alert("slow", "road", at=T0, peak=20.0, lower_is_worse=True)
+    book.raise_alert("slow", "road", at=T0, peak=12.0)
+    book.raise_alert("slow", "road", at=T0, peak=15.0)
+    assert a.peak == 12.0
+
+
+def test_failing_subscriber_does_not_break_others() -> None:
+    book = AlertBook()
+    got: list[str] = []
+
+    def bad(ev: AlertEvent) -> None:
+        raise RuntimeError("broker down")
+
+    book.subscribe(bad)
+    unsub = book.subscribe(lambda ev: got.append(ev.kind))
+    a, _ = book.raise_alert("r", "s1", at=T0)
+    assert got == ["open"] and a.status == "open"
+    assert len(book.delivery_errors) == 1 and "broker down" in book.delivery_errors[0][1]
+    unsub()
+    book.resolve(a.id, at=T0)
+    assert got == ["open"]
+    assert [e.kind for e in book.events] == ["open", "resolve"]  # kept for redelivery
+
+
+def test_round_trip_records() -> None:
+    book = AlertBook()
+    a, _ = book.raise_alert("r", "s1", at=T0, peak=250.0, property="aqi", message="AQI high",
+                            start=T0 - pd.Timedelta("2h"), end=T0, data={"threshold": 200})
+    book.acknowledge(a.id, by="ops", at=T0)
+    book.raise_alert("r", "s2", at=T0)
+    recs = json.loads(json.dumps(book.to_records()))  # JSON-safe
+    again = AlertBook.from_records(recs)
+    assert again.to_records() == book.to_records()
+    assert again.find("r", "s1") is not None and again.find("r", "s1").status == "acknowledged"
+    # dedup survives the round trip
+    _, created = again.raise_alert("r", "s1", at=T0)
+    assert not created
+    with pytest.raises(InputError, match="unknown alert status"):
+        AlertBook.from_records([{**recs[0], "status": "closed"}])
+    with pytest.raises(InputError, match="two live alerts"):
+        AlertBook.from_records([recs[0], {**recs[0], "id": "other"}])
+    assert list(book.frame()["entity"]) == ["s1", "s2"]
+
+
+def test_sync_with_rule_candidates() -> None:
+    rule = ThresholdRule("aqi_heavy", "aqi", ">", 200, min_steps=2, step="1h")
+    t = pd.date_range(T0, periods=10, freq="h")
+    vals = [250, 260, 100, 100, 230, 240, 250, 120, 300, 310]
+    obs = pd.DataFrame({"entity": "s1", "property": "aqi", "time": t, "value": vals})
+    book = AlertBook()
+    kinds: list[str] = []
+    book.subscribe(lambda ev: kinds.append(ev.kind))
+    res = book.sync(evaluate(rule, obs), at=t[-1])
+    # three episodes: two finished (opened and resolved), the last ongoing (open)
+    assert len(res["opened"]) == 3 and len(res["resolved"]) == 2
+    live = book.find("aqi_heavy", "s1")
+    assert live is not None and live.status == "open" and live.peak == 310.0
+    first = book.alerts(status="resolved")[0]
+    assert first.opened_at == t[1]  # detected when the second hour above 200 arrived
+    assert first.resolved_at == t[1]  # and it ended there
+    # idempotent: the same evaluation again changes nothing
+    n_events = len(kinds)
+    res = book.sync(evaluate(rule, obs), at=t[-1])
+    assert res["opened"] == [] and res["resolved"] == [] and len(book) == 3
+    assert len(kinds) == n_events + 1 and kinds[-1] == "update"  # the ongoing one is refreshed
+    # the condition ends: the live alert is resolved
+    more = pd.DataFrame({"entity": "s1", "property": "aqi", "time": [t[-1] + pd.Timedelta("1h")], "value": [90]})
+    res = book.sync(evaluate(rule, pd.concat([obs, more])), at=more["time"].iloc[0])
+    assert res["resolved"] == [live.id] and live.status == "resolved"
+    assert book.alerts(status="open") == []
