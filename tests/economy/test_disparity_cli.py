@@ -111,3 +111,52 @@ def test_disparity_cli_bad_input(mexico_files: tuple[Path, Path], tmp_path: Path
     res = runner.invoke(app, ["economy", "disparity", str(tmp_path / "neg.csv"), "--value", "pcgdp", "--group",
                               "HANSON98", "--time", "year", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "negative value -5.0" in res.output and "year=1940" in res.output
+
+
+def test_disparity_cli_real_city_panel(shared_data: Path, tmp_path: Path) -> None:
+    """287 Chinese cities 2004–2012 (unbalanced), GDP per capita by province, queen weights from the
+    shipped cnmaps boundaries (GCJ-02-derived, simplified 0.01°)."""
+    import esda
+    from inequality.gini import Gini
+    from libpysal.weights import w_subset
+
+    from citytwin.economy.autocorr import spatial_weights
+
+    x = pd.read_excel(shared_data / "city_sustainability_jcdasheng" / "1999-2018_Cities_data.xlsx", sheet_name="new")
+    bfile = shared_data / "city_boundaries_cnmaps" / "china_cities_amap_simplified_0.01deg.geojson"
+    geo = gpd.read_file(bfile)
+    panel = pd.DataFrame({
+        "city": x["城市"], "year": x["年份"],
+        "gdp_pc": x["地区生产总值_当年价格_全市_万元"] / x["年末总人口_全市_万人"],  # 10^4 yuan / 10^4 people
+        "pop": x["年末总人口_全市_万人"],
+    })
+    province = dict(zip(geo["name"], geo["province"], strict=True))
+    # 4 panel names are not in today's boundaries (abolished, renamed, merged or misspelt):
+    province |= {"巢湖市": "安徽省", "思茅市": "云南省", "毫州市": "安徽省", "莱芜市": "山东省"}
+    panel["province"] = panel["city"].map(province)
+    assert panel["province"].notna().all()
+    panel.to_csv(tmp_path / "cities.csv", index=False)
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["economy", "disparity", str(tmp_path / "cities.csv"), "--value", "gdp_pc",
+                              "--group", "province", "--time", "year", "--boundaries", str(bfile),
+                              "--id-col", "city", "--boundary-id", "name", "--permutations", "199",
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    dag = pd.read_csv(out / "dagum.csv")
+    assert list(dag["year"]) == list(range(2004, 2013)) and dag["n"].sum() == len(panel)
+    np.testing.assert_allclose(dag[["g_w", "g_nb", "g_t"]].sum(axis=1), dag["g"], atol=1e-14)
+    for _, row in dag.iterrows():
+        y = panel.loc[panel["year"] == row["year"], "gdp_pc"].to_numpy()
+        assert row["g"] == pytest.approx(Gini(y).g, abs=1e-13)
+    opts = json.loads((out / "options.json").read_text())
+    assert opts["n_units_without_boundary"] == 4
+    assert set(opts["units_without_boundary"]) == {"巢湖市", "思茅市", "毫州市", "莱芜市"}
+    mor = pd.read_csv(out / "moran.csv").set_index("year")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        w = spatial_weights(geo[geo["name"].isin(set(panel["city"]))], "queen", ids="name", islands="nearest")
+        p12 = panel[(panel["year"] == 2012) & panel["city"].isin(set(w.id_order))].set_index("city")
+        keys = [i for i in w.id_order if i in p12.index]
+        e = esda.Moran(p12.loc[keys, "gdp_pc"].to_numpy(), w_subset(w, keys), permutations=0)
+    assert mor.loc[2012, "I"] == pytest.approx(e.I, abs=1e-13)
+    assert mor.loc[2012, "I"] > 0.2 and mor.loc[2012, "p_norm"] < 1e-6  # rich cities cluster (coast)

@@ -88,7 +88,7 @@ def test_population_weights_equal_replicated_units() -> None:
 
 
 def test_bad_input() -> None:
-    with pytest.raises(InputError, match="missing or infinite.*position 1") as e:
+    with pytest.raises(InputError, match=r"missing or infinite.*position 1") as e:
         gini([1.0, np.nan, 3.0])
     assert e.value.field == "y"
     with pytest.raises(InputError, match="negative value -2"):
@@ -124,7 +124,7 @@ def test_theil_by_year_panel(mexico: pd.DataFrame) -> None:
     ref = TheilD(Y, mexico["hanson98"].to_numpy())
     np.testing.assert_allclose(out["theil_between"], ref.bg, atol=1e-14)
     assert out["gini"].iloc[0] == pytest.approx(0.35372371173452849, abs=1e-15)
-    with pytest.raises(InputError, match="year=pcgdp1950.*missing"):
+    with pytest.raises(InputError, match=r"year=pcgdp1950.*missing"):
         theil_by_year(long.assign(pcgdp=lambda d: d["pcgdp"].where(d["year"] != "pcgdp1950")),
                       value="pcgdp", time="year", group="hanson98")
     with pytest.raises(InputError, match="not in the panel"):

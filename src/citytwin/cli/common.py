@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from citytwin.foundation.errors import CitytwinError
 from citytwin.foundation.workspace import ENV_USER, ENV_WORKSPACE, Workspace
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 130)
 err_console = Console(stderr=True)
 
 WorkspaceOpt = Annotated[

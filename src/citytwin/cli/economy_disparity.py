@@ -24,7 +24,8 @@ TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".xlsx": "excel",
 GEO_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb", ".geoparquet"}
 
 
-def _load(source: str, workspace: Path | None, *, geo: bool = False, what: str = "PANEL") -> pd.DataFrame:
+def _load(source: str, workspace: Path | None, *, geo: bool = False, what: str = "PANEL",
+          sheet: str | None = None) -> pd.DataFrame:
     """A file (by suffix) or, when no such file exists, a catalog dataset of the workspace."""
     p = Path(source)
     if p.exists():
@@ -42,7 +43,7 @@ def _load(source: str, workspace: Path | None, *, geo: bool = False, what: str =
             if kind == "tsv":
                 return pd.read_csv(p, sep="\t")
             if kind == "excel":
-                return pd.read_excel(p)
+                return pd.read_excel(p, sheet_name=sheet or 0)
             if kind == "parquet":
                 return pd.read_parquet(p)
         except (OSError, ValueError) as exc:
@@ -81,6 +82,7 @@ def disparity(
     islands: Annotated[str, typer.Option("--islands", help="Units without neighbours: nearest, keep or raise.")] = "nearest",
     permutations: Annotated[int, typer.Option("--permutations", help="Permutations for pseudo p-values.")] = 999,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 12345,
+    sheet: Annotated[str | None, typer.Option("--sheet", help="Sheet of an Excel PANEL (default: the first).")] = None,
     save_as: Annotated[str | None, typer.Option("--save-as", help="Also store the tables as catalog datasets PREFIX_<table> (needs --workspace).")] = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
@@ -91,7 +93,7 @@ def disparity(
     """
     from citytwin.economy import autocorr, dagum, dynamics, inequality
 
-    frame = _load(panel, workspace)
+    frame = _load(panel, workspace, sheet=sheet)
     tcol = time or "_period"
     if time is None:
         frame = frame.assign(_period="all")

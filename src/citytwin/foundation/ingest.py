@@ -351,6 +351,14 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
         if extras:
             plan.notes.append(f"columns not in schema {schema.name!r} left out: {', '.join(extras)}")
 
+    # geometry as WKT text in a column (e.g. "coord": "POLYGON((...))")
+    if "geometry" not in src.columns and schema.geometry is not None or schema.name == "table":
+        wkt = _find_wkt_column(src, [c for c in src.columns if c not in used])
+        if wkt is not None and "geometry" not in src.columns:
+            plan.geometry = f"ST_GeomFromText(CAST(_src.{q(wkt)} AS VARCHAR))"
+            plan.columns = [c for c in plan.columns if c.source != wkt]
+            plan.raw.pop(wkt, None)
+            plan.notes.append(f"geometry read as WKT from column {wkt!r}")
     # geometry
     if "geometry" in src.columns:
         src_crs = (crs or src.crs or "EPSG:4326")
@@ -380,6 +388,24 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
                          hint="use a GIS format (GeoJSON, GeoPackage, Shapefile, GeoParquet) or schema 'table'")
     plan.notes.append(f"geometry policy: {geometry_policy}") if plan.geometry else None
     return plan
+
+
+WKT_COLUMNS = ("geometry", "geom", "wkt", "the_geom", "coord", "coords", "shape", "boundary", "几何")
+
+
+def _find_wkt_column(src: readers.Source, candidates: list[str]) -> str | None:
+    """A text column holding WKT geometry (by its name, confirmed by its first values)."""
+    for c in candidates:
+        if normalize_header(c) not in {normalize_header(w) for w in WKT_COLUMNS}:
+            continue
+        try:
+            vals = src.relation.filter(f"{q(c)} IS NOT NULL").project(f"CAST({q(c)} AS VARCHAR)").limit(3).fetchall()
+        except duckdb.Error:
+            continue
+        if vals and all(str(v[0]).lstrip().upper().startswith(
+                ("POINT", "LINESTRING", "POLYGON", "MULTI", "GEOMETRYCOLLECTION")) for v in vals):
+            return c
+    return None
 
 
 def _is_wgs84(crs: str) -> bool:
@@ -607,6 +633,7 @@ def ingest(
     licence: str | None = None,
     h3: bool = True,
     repair_geometry: bool = False,
+    header: bool = True,
     memory_limit: str = "1GB",
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
@@ -669,7 +696,7 @@ def ingest(
         for i, path in enumerate(files):
             say(f"reading {path.name}")
             src = readers.open_source(con, path, sheet=sheet, layer=layer, encoding=encoding, staging=staging,
-                                      delimiter=None)
+                                      delimiter=None, header=header)
             notes += [f"{path.name}: {n}" for n in src.notes]
             plan = plan_columns(src, sch, user_units=units_map, crs=crs, geometry_policy=geometry_policy)
             notes += [f"{path.name}: {n}" for n in plan.notes]
@@ -686,7 +713,8 @@ def ingest(
                 # malformed rows: read again, keeping the rows that split and recording the others
                 if created:
                     con.execute(f"DELETE FROM staged WHERE _file = {i}")
-                src = readers.open_source(con, path, encoding=encoding, staging=staging, csv_rejects=True)
+                src = readers.open_source(con, path, encoding=encoding, staging=staging, csv_rejects=True,
+                                          header=header)
                 con.register(view, src.relation)
                 plan = plan_columns(src, sch, user_units=units_map, crs=crs, geometry_policy=geometry_policy)
                 sql = build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
@@ -782,7 +810,7 @@ def ingest(
         assert stats is not None
         kept, quarantined = int(stats[0]), int(stats[1]) + int(n_rej)
         reasons = dict(con.sql("""SELECT CASE WHEN reason LIKE 'duplicate key%' THEN 'duplicate key'
-                                  ELSE regexp_replace(reason, '^([^:]+: [^:0-9]+?)[:0-9(].*$', '\\1') END AS r,
+                                  ELSE left(regexp_replace(split_part(reason, '; ', 1), ': .*?(not |outside|in the future|required|invalid|empty|missing|unknown|cannot)', ': \\1'), 60) END AS r,
                                   count(*) FROM read_parquet(?) GROUP BY r ORDER BY 2 DESC LIMIT 20""",
                                params=[str(qfile)]).fetchall())
         extent = None

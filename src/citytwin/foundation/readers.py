@@ -92,7 +92,7 @@ def detect_format(path: Path) -> str:
 
 def open_source(con: duckdb.DuckDBPyConnection, path: str | Path, *, sheet: str | None = None,
                 layer: str | None = None, encoding: str | None = None, staging: Path | None = None,
-                delimiter: str | None = None, csv_rejects: bool = False) -> Source:
+                delimiter: str | None = None, csv_rejects: bool = False, header: bool = True) -> Source:
     """Open ``path`` as a :class:`Source` on connection ``con``."""
     p = Path(path)
     if not p.exists():
@@ -103,7 +103,8 @@ def open_source(con: duckdb.DuckDBPyConnection, path: str | Path, *, sheet: str 
         raise InputError("file is empty (0 bytes)", file=str(p))
     fmt = detect_format(p)
     if fmt == "csv":
-        return _open_csv(con, p, encoding=encoding, staging=staging, delimiter=delimiter, rejects=csv_rejects)
+        return _open_csv(con, p, encoding=encoding, staging=staging, delimiter=delimiter, rejects=csv_rejects,
+                         header=header)
     if fmt == "xlsx":
         return _open_xlsx(con, p, sheet=sheet)
     if fmt == "xls":
@@ -175,7 +176,7 @@ def _transcode(path: Path, encoding: str, staging: Path) -> Path:
 
 
 def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | None, staging: Path | None,
-              delimiter: str | None, rejects: bool = False) -> Source:
+              delimiter: str | None, rejects: bool = False, header: bool = True) -> Source:
     """Open a CSV as text columns.
 
     The first read is strict. When it fails on malformed rows, ingest reopens the file with
@@ -203,7 +204,8 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
             raise InputError(f"{enc} files need a staging folder", file=str(path))
         read_path = _transcode(path, enc, staging)
         notes.append(f"transcoded from {enc} to UTF-8")
-    opts = "header=true, all_varchar=true" + (", store_rejects=true, null_padding=false" if rejects else "")
+    hdr = "true" if header else "false"
+    opts = f"header={hdr}, all_varchar=true" + (", store_rejects=true, null_padding=false" if rejects else "")
     if delimiter:
         opts += f", delim='{delimiter}'"
     elif path.suffix.lower() == ".tsv":
@@ -215,7 +217,7 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
         columns = [c for c in rel.columns if c != "_row"]
         delim_opt = f", delim='{delimiter}'" if delimiter else (", delim='\\t'" if path.suffix.lower() == ".tsv" else "")
         try:
-            desc = con.sql(f"DESCRIBE SELECT * FROM read_csv('{qpath}', header=true{delim_opt})").fetchall()
+            desc = con.sql(f"DESCRIBE SELECT * FROM read_csv('{qpath}', header={hdr}{delim_opt})").fetchall()
             sniffed = {str(r[0]): str(r[1]) for r in desc}
         except duckdb.Error:
             sniffed = {}

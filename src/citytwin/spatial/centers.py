@@ -22,7 +22,7 @@ Method
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import geopandas as gpd
 import h3
@@ -125,8 +125,18 @@ def getis_ord_star(y: np.ndarray, w: sparse.csr_matrix) -> tuple[np.ndarray, np.
     return g, z
 
 
+class LocalMoran(NamedTuple):
+    """Local Moran's I per cell: statistic, quadrant, pseudo p, and mean / variance of the permutations."""
+
+    i: np.ndarray
+    q: np.ndarray
+    p_sim: np.ndarray
+    ei_sim: np.ndarray
+    vi_sim: np.ndarray
+
+
 def local_moran(y: np.ndarray, w: sparse.csr_matrix, permutations: int = 999,
-                seed: int | None = 12345) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                seed: int | None = 12345) -> LocalMoran:
     """Local Moran's I with row-standardised weights, quadrant and conditional-permutation pseudo p.
 
     ``I_i = (n - 1) z_i sum_j w_ij z_j / sum z^2`` with z standardised (as esda). Quadrants:
@@ -136,7 +146,7 @@ def local_moran(y: np.ndarray, w: sparse.csr_matrix, permutations: int = 999,
 
     Returns
     -------
-    (I, quadrant, p_sim)
+    LocalMoran (I, quadrant, p_sim, and the permutation mean and variance of I)
     """
     y = np.asarray(y, dtype=float)
     n = len(y)
@@ -153,23 +163,35 @@ def local_moran(y: np.ndarray, w: sparse.csr_matrix, permutations: int = 999,
     stat = (n - 1) * z * lag / den if den > 0 else np.zeros(n)
     q = np.where(z > 0, np.where(lag > 0, 1, 4), np.where(lag > 0, 2, 3))
     p = np.full(n, np.nan)
+    ei = np.full(n, np.nan)
+    vi = np.full(n, np.nan)
     if permutations and n > 1 and den > 0:
         rng = np.random.default_rng(seed)
-        kmax = int(card.max()) if n else 0
+        kmax = int(card.max())
+        # one set of draws without replacement, shared by every cell (as esda): the first kmax
+        # positions of a random permutation of the n - 1 other cells, per permutation
+        if kmax > 0:
+            if n - 1 <= 4 * kmax or n <= 2000:
+                draws = np.argsort(rng.random((permutations, n - 1)), axis=1)[:, :kmax]
+            else:
+                draws = np.empty((permutations, kmax), dtype=np.int64)
+                for r in range(permutations):
+                    draws[r] = rng.choice(n - 1, size=kmax, replace=False)
         for i in range(n):
             k = int(card[i])
             if k == 0:
                 continue
             wi = wr.data[wr.indptr[i]:wr.indptr[i + 1]]
-            draw = np.argsort(rng.random((permutations, n - 1)), axis=1)[:, :k] if n - 1 <= 64 else \
-                rng.integers(0, n - 1, size=(permutations, max(k, kmax)))[:, :k]
-            idx = draw + (draw >= i)
+            d = draws[:, :k]
+            idx = d + (d >= i)
             rl = (z[idx] * wi).sum(axis=1)
             sims = (n - 1) * z[i] * rl / den
+            ei[i] = sims.mean()
+            vi[i] = sims.var()
             larger = int((sims >= stat[i]).sum())
             larger = min(larger, permutations - larger)
             p[i] = (larger + 1) / (permutations + 1)
-    return stat, q, p
+    return LocalMoran(stat, q, p, ei, vi)
 
 
 @dataclass
@@ -245,7 +267,7 @@ def detect_centers(grid: gpd.GeoDataFrame, *, method: Method = "peaks", z_crit: 
         raise InputError("too few cells or no activity to find centers (empty area)", field="grid")
     w = ring_weights(cells)
     _, gz = getis_ord_star(y, w)
-    li, lq, lp = local_moran(y, w, permutations, seed)
+    li, lq, lp, _, _ = local_moran(y, w, permutations, seed)
     g["gi_z"] = gz
     g["lisa_i"] = li
     g["lisa_q"] = lq
