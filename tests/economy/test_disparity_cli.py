@@ -66,7 +66,15 @@ def test_disparity_cli_writes_decompositions(mexico_files: tuple[Path, Path], tm
                                                 abs=1e-13)
     lisa = pd.read_csv(out / "lisa.csv")
     assert len(lisa) == 32 * 7 and set(lisa["quadrant"]) <= {"HH", "LH", "LL", "HL"}
+    beta = pd.read_csv(out / "beta.csv").set_index("term")
+    assert beta.loc["ln_pcgdp_1940", "coef"] == pytest.approx(-0.007255, abs=5e-7)  # REFERENCES.md [C]
+    assert beta["half_life"].iloc[0] == pytest.approx(72.8, abs=0.05)
+    assert pd.read_csv(out / "sigma.csv")["sigma"].round(4).iloc[0] == 0.6201
+    mk = pd.read_csv(out / "markov.csv")
+    assert mk[[0, 1, 2, 3, 4] if 0 in mk.columns else ["0", "1", "2", "3", "4"]].to_numpy().sum() == 32 * 6
+    assert len(pd.read_csv(out / "kde_summary.csv")) == 7
     opts = json.loads((out / "options.json").read_text())
+    assert opts["skipped"] == {}
     assert opts["weights"] == "queen" and opts["permutations"] == 99 and opts["rows_dropped_missing"] == 0
     assert opts["value"] == "pcgdp" and "dagum.csv" in opts["files"]
 
@@ -150,6 +158,7 @@ def test_disparity_cli_real_city_panel(shared_data: Path, tmp_path: Path) -> Non
         assert row["g"] == pytest.approx(Gini(y).g, abs=1e-13)
     opts = json.loads((out / "options.json").read_text())
     assert opts["n_units_without_boundary"] == 4
+    assert "markov" in opts["skipped"] and "missing periods" in opts["skipped"]["markov"]  # unbalanced panel
     assert set(opts["units_without_boundary"]) == {"巢湖市", "思茅市", "毫州市", "莱芜市"}
     mor = pd.read_csv(out / "moran.csv").set_index("year")
     with warnings.catch_warnings():

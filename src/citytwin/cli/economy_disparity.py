@@ -1,9 +1,11 @@
 """`citytwin economy disparity ...` (registered on the economy app).
 
 Reads a long panel (file or catalog dataset), computes Gini/Theil (with the group
-decomposition), the Dagum Gini decomposition and σ-convergence for every period, and — with
+decomposition), the Dagum Gini decomposition, σ-convergence and kernel density peaks for every
+period, β-convergence and a quintile Markov chain over the periods (with ``--id-col``), and — with
 boundaries — global Moran's I per period and local Moran (LISA) per unit and period; writes CSVs
-and ``options.json`` to ``--out``.
+and ``options.json`` to ``--out``. Steps that do not apply (e.g. Markov on an unbalanced panel)
+are skipped and named under ``skipped`` in ``options.json``.
 """
 
 from __future__ import annotations
@@ -131,8 +133,33 @@ def disparity(
     save("dagum.csv", summary)
     save("dagum_groups.csv", dgroups)
     save("dagum_pairs.csv", dpairs)
-    if (df[value] > 0).all():
+    skipped: dict[str, str] = {}
+    positive = bool((df[value] > 0).all())
+    if positive:
         save("sigma.csv", dynamics.sigma_convergence(df, value=value, time=tcol))
+    else:
+        skipped["sigma, beta, kernel density (log)"] = "values must be positive"
+    if positive and df[tcol].nunique() >= 1:
+        try:
+            kd = dynamics.kernel_density(df, value=value, time=tcol, log=True)
+            save("kde_summary.csv", kd.summary)
+            save("kde_peaks.csv", kd.peaks)
+        except InputError as exc:
+            skipped["kernel density"] = exc.message
+    if id_col and time and df[tcol].nunique() >= 2:
+        if positive:
+            try:
+                b = dynamics.beta_convergence(df, value=value, time=tcol, id=id_col)
+                save("beta.csv", b.coefficients.reset_index().assign(
+                    model=b.model, n=b.n, periods=b.periods, speed=b.speed, half_life=b.half_life, r2=b.r2))
+            except (InputError, TypeError) as exc:
+                skipped["beta convergence"] = getattr(exc, "message", str(exc))
+        try:
+            mk = dynamics.markov(df, value=value, time=tcol, id=id_col, k=5)
+            save("markov.csv", mk.transitions.reset_index().merge(
+                mk.p.add_prefix("p_").reset_index(), on="from").assign(steady_state=mk.steady_state.to_numpy()))
+        except InputError as exc:
+            skipped["markov"] = exc.message
     options: dict[str, Any] = {
         "panel": panel, "value": value, "group": group, "time": time, "weight": weight,
         "rows_used": len(df), "rows_dropped_missing": dropped,
@@ -192,6 +219,7 @@ def disparity(
             "units_without_boundary": no_geom[:50], "n_units_without_boundary": len(no_geom),
             "p_sim": "esda folded pseudo p-value (min(larger, P-larger)+1)/(P+1)",
         })
+    options["skipped"] = skipped
     options["files"] = [*written, "options.json"]
     (out / "options.json").write_text(json.dumps(options, ensure_ascii=False, indent=2, default=str))
     if save_as:

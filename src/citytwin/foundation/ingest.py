@@ -291,6 +291,11 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
                                    pii=f.pii))
         used.add(col)
 
+    # an administrative code the file lacks is resolved from the unit's name after staging
+    names_now = {c.name for c in plan.columns}
+    if "adcode" in schema.field_names and "adcode" not in names_now and ({"city", "name"} & names_now):
+        plan.columns.append(Column("adcode", "CAST(NULL AS VARCHAR)", [], "VARCHAR",
+                                   source="(resolved from the name)"))
     if schema.name == "sensor_observation" and not wide and "unit" in matched:
         plan.unit_column = "unit"
 
@@ -783,8 +788,8 @@ def ingest(
                 notes.append(f"{ndup} record(s) with a duplicate key ({kdesc}) quarantined; the first kept")
         # admin codes from city names (A2)
         cols_now = con.sql("SELECT * FROM staged LIMIT 0").columns
-        if "adcode" in cols_now and "city" in cols_now:
-            _fill_adcodes(con, notes)
+        if "adcode" in cols_now and ({"city", "name"} & set(cols_now)):
+            _fill_adcodes(con, notes, "city" if "city" in cols_now else "name")
         say("writing")
         out_dir = staging / "data"
         out_dir.mkdir()
@@ -826,6 +831,9 @@ def ingest(
             tmin, tmax = (r[0], r[1]) if r else (None, None)
         con.close()
         rows_read = kept + quarantined
+        if rows_read == 0:
+            raise InputError("no records found (the file has a header but no data rows)",
+                             file=", ".join(file_names))
         columns = [columns_meta.get(c, {"name": c}) for c in keep_cols]
         if layout == "wide":
             columns += [v for k, v in columns_meta.items() if k.startswith("value:")]
@@ -860,7 +868,7 @@ def _stage(con: duckdb.DuckDBPyConnection, sql: str, created: bool) -> bool:
     return True
 
 
-def _fill_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str]) -> None:
+def _fill_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_col: str = "city") -> None:
     """Resolve city names to administrative codes where the file gave none."""
     try:
         from citytwin.foundation.admin import AdminResolver
@@ -868,17 +876,18 @@ def _fill_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str]) -> None:
         return
     import pandas as pd
 
-    names = con.sql("SELECT DISTINCT city, " +
+    names = con.sql(f"SELECT DISTINCT {q(name_col)} AS city, " +
                     ("province" if "province" in con.sql("SELECT * FROM staged LIMIT 0").columns else "NULL") +
-                    " AS province FROM staged WHERE adcode IS NULL AND city IS NOT NULL").df()
+                    f" AS province FROM staged WHERE adcode IS NULL AND {q(name_col)} IS NOT NULL").df()
     if names.empty:
         return
-    res = AdminResolver().resolve(names["city"], names["province"] if names["province"].notna().any() else None)
+    res = AdminResolver.default().resolve(names["city"], names["province"] if names["province"].notna().any()
+                                          else None, level="any")
     table = pd.DataFrame({"city": names["city"].to_numpy(), "code": res["adcode"].to_numpy(),
                           "kind": res["match_kind"].to_numpy()})
     con.register("_adcodes", table)
-    con.execute("UPDATE staged s SET adcode = a.code FROM _adcodes a WHERE s.city = a.city AND s.adcode IS NULL "
-                "AND a.code IS NOT NULL")
+    con.execute(f"UPDATE staged s SET adcode = a.code FROM _adcodes a WHERE s.{q(name_col)} = a.city "
+                "AND s.adcode IS NULL AND a.code IS NOT NULL")
     unresolved = sorted(table.loc[table["code"].isna(), "city"].astype(str))
     if unresolved:
         notes.append(f"{len(unresolved)} city name(s) not resolved to an administrative code (kept, adcode "

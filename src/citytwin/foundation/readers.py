@@ -83,11 +83,19 @@ def detect_format(path: Path) -> str:
         return "xls"
     if suffix in PARQUET_SUFFIXES:
         return "parquet"
+    if suffix == ".json" and not _is_geojson(path):
+        return "json"
     if suffix in GIS_SUFFIXES:
         return "gis"
     raise InputError(f"unsupported file type {suffix or '(none)'!r}", file=str(path),
                      hint="supported: CSV, XLSX, XLS, GeoJSON, GeoPackage, zipped Shapefile, FlatGeobuf, "
                           "(Geo)Parquet, OSM PBF")
+
+
+def _is_geojson(path: Path) -> bool:
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+    return b'"FeatureCollection"' in head or b'"Feature"' in head or b'"features"' in head
 
 
 def open_source(con: duckdb.DuckDBPyConnection, path: str | Path, *, sheet: str | None = None,
@@ -111,6 +119,8 @@ def open_source(con: duckdb.DuckDBPyConnection, path: str | Path, *, sheet: str 
         return _open_xls(con, p, sheet=sheet)
     if fmt == "parquet":
         return _open_parquet(con, p)
+    if fmt == "json":
+        return _open_json(con, p)
     if fmt == "osm_pbf":
         return _open_osm(con, p, layer=layer)
     return _open_gis(con, p, layer=layer, zipped=fmt == "shapefile_zip" or p.suffix.lower() == ".zip")
@@ -389,8 +399,29 @@ def _open_xlsx(con: duckdb.DuckDBPyConnection, path: Path, *, sheet: str | None)
         notes.append("large workbook read in streaming mode: merged cells are not filled")
     notes.insert(0, f"sheet {ws!r}")
     rel = con.from_arrow(table)
-    return Source(path=path, format="xlsx", relation=rel, columns=[c for c in table.column_names if c != "_row"],
-                  text=True, notes=notes, header_row=header_row)
+    cols = [c for c in table.column_names if c != "_row"]
+    return Source(path=path, format="xlsx", relation=rel, columns=cols, text=True, notes=notes,
+                  header_row=header_row, sniffed_types=infer_types(rel, cols))
+
+
+def infer_types(rel: duckdb.DuckDBPyRelation, columns: list[str]) -> dict[str, str]:
+    """Numeric text columns (every non-missing value parses as a number) -> ``DOUBLE``; others ``VARCHAR``."""
+    if not columns:
+        return {}
+    tokens = "('', 'na', 'n/a', 'nan', 'null', 'none', '-', '--', '—', '/', '#n/a')"
+    parts = []
+    for c in columns:
+        qc = '"' + c.replace('"', '""') + '"'
+        v = f"CASE WHEN lower(trim({qc})) IN {tokens} THEN NULL ELSE trim({qc}) END"
+        parts.append(f"count({v})")
+        parts.append(f"count(TRY_CAST(replace({v}, ',', '') AS DOUBLE))")
+    counts = rel.aggregate(", ".join(parts)).fetchone()
+    out = {}
+    assert counts is not None
+    for i, c in enumerate(columns):
+        n, k = counts[2 * i], counts[2 * i + 1]
+        out[c] = "DOUBLE" if n and n == k else "VARCHAR"
+    return out
 
 
 def _pick_sheet(names: list[str], sheet: str | None, path: Path) -> str:
@@ -434,9 +465,10 @@ def _open_xls(con: duckdb.DuckDBPyConnection, path: Path, *, sheet: str | None) 
             horizontal.update(range(r0, r1))
     table, header_row, notes = _table_from_rows(rows, file=str(path), merged_header_rows=horizontal)
     notes.insert(0, f"sheet {name!r}")
-    return Source(path=path, format="xls", relation=con.from_arrow(table),
-                  columns=[c for c in table.column_names if c != "_row"], text=True, notes=notes,
-                  header_row=header_row)
+    rel = con.from_arrow(table)
+    cols = [c for c in table.column_names if c != "_row"]
+    return Source(path=path, format="xls", relation=rel, columns=cols, text=True, notes=notes,
+                  header_row=header_row, sniffed_types=infer_types(rel, cols))
 
 
 # ---------------------------------------------------------------------------
@@ -510,6 +542,44 @@ def _check_json_complete(path: Path) -> None:
         except json.JSONDecodeError as exc:
             raise InputError(f"GeoJSON is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                              file=str(path)) from exc
+
+
+def _open_json(con: duckdb.DuckDBPyConnection, path: Path) -> Source:
+    """Plain JSON: a list of records, or a mapping of keys to values (``{"北京": [116.4, 39.9]}``)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"not valid JSON: {exc}", file=str(path)) from exc
+    notes: list[str] = []
+    if isinstance(data, dict) and data and all(isinstance(v, list | dict | str | int | float) for v in data.values()):
+        rows = []
+        for k, v in data.items():
+            if isinstance(v, list) and len(v) == 2 and all(isinstance(x, int | float) for x in v):
+                rows.append({"name": k, "lon": _cell_text(float(v[0])), "lat": _cell_text(float(v[1]))})
+            elif isinstance(v, dict):
+                rows.append({"name": k, **{kk: _cell_text(vv) for kk, vv in v.items()}})
+            else:
+                rows.append({"name": k, "value": _cell_text(v) if not isinstance(v, list) else json.dumps(v)})
+        notes.append("JSON object read as one record per key (key -> name; [x, y] pairs -> lon, lat)")
+    elif isinstance(data, list) and all(isinstance(r, dict) for r in data):
+        rows = [{k: (_cell_text(v) if not isinstance(v, list | dict) else json.dumps(v, ensure_ascii=False))
+                 for k, v in r.items()} for r in data]
+    else:
+        raise InputError("JSON must be a list of records or an object of records", file=str(path))
+    if not rows:
+        raise InputError("JSON holds no records", file=str(path))
+    names: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in names:
+                names.append(k)
+    arrays = {"_row": pa.array(range(1, len(rows) + 1), pa.int64())}
+    for n in names:
+        arrays[n] = pa.array([r.get(n) for r in rows], pa.string())
+    table = pa.table(arrays)
+    rel = con.from_arrow(table)
+    return Source(path=path, format="json", relation=rel, columns=names, text=True, notes=notes,
+                  sniffed_types=infer_types(rel, names))
 
 
 def _open_parquet(con: duckdb.DuckDBPyConnection, path: Path) -> Source:

@@ -9,6 +9,8 @@ Examples
 --------
 >>> factor("万元", "CNY")
 10000.0
+>>> canonical("万元"), canonical("平方米")
+('CNY', 'm**2')
 >>> factor("µg/m³", "mg/m³")
 0.001
 >>> split_unit_suffix("地区生产总值_当年价格_全市_万元")
@@ -85,6 +87,7 @@ ALIASES: dict[str, str] = {
     "pcu/h": "item / hour",
     "veh/h": "item / hour",
     "°c": "degC",
+    "°": "degree",
     "℃": "degC",
     "degc": "degC",
     "hpa": "hectopascal",
@@ -96,7 +99,10 @@ ALIASES: dict[str, str] = {
     "亿千瓦时": "1e8 * kilowatt_hour",
 }
 
-# Canonical unit per dimensionality (what values are stored in).
+# Canonical unit per dimensionality (what values are stored in). Only the scaled Chinese
+# statistical units are normalised (万元 -> 元, 万人 -> 人, 万吨 -> 吨, 万千瓦时 -> kWh); an area in m²
+# stays in m² and one in km² in km², since both are standard and per-capita areas are quoted in m².
+# Sensor properties and schema fields declare their own canonical unit.
 _CANONICAL_BY_DIM = {
     "[currency_cny]": "CNY",
     "[currency_usd]": "USD",
@@ -104,9 +110,7 @@ _CANONICAL_BY_DIM = {
     "[households]": "household",
     "[count]": "item",
     "[mass]": "tonne",
-    "[length] ** 2": "km**2",
-    "[length]": "km",
-    "[mass] / [length] ** 3": "microgram / m**3",
+    "[length] ** 2 * [mass] / [time] ** 2": "kilowatt_hour",
 }
 
 _SUFFIX = re.compile(

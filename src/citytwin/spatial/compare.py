@@ -73,7 +73,7 @@ def add_cluster(pois: gpd.GeoDataFrame, lon: float, lat: float, n: int, *, radiu
          category_col: [categories[i % len(categories)] for i in range(n)], "synthetic": True},
         geometry=gpd.points_from_xy(lons, lats), crs=4326).to_crs(pois.crs)
     base = pois.copy()
-    base["synthetic"] = False
+    base["synthetic"] = base["synthetic"].fillna(False).astype(bool) if "synthetic" in base.columns else False
     return gpd.GeoDataFrame(pd.concat([base, new], ignore_index=True), crs=pois.crs)
 
 
