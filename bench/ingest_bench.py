@@ -18,8 +18,10 @@ written with zstd, so "read the file and write it as Parquet" is the like-for-li
 The ratio against ``duck_table`` is reported too.
 
 Every measured run happens in its own child process (this script re-invoked with
-``--child``); its peak RSS is the ``ru_maxrss`` that ``os.wait4`` returns for that child
-alone, so runs of different sizes do not contaminate each other. An ``idle`` child that
+``--child``); its peak RSS is the child's own ``VmHWM`` (peak resident set since exec, read
+from ``/proc/self/status`` as it ends), so runs of different sizes do not contaminate each
+other (``ru_maxrss`` from ``os.wait4`` is kept in the JSON too, but Linux lets it include the
+parent's RSS at fork). An ``idle`` child that
 only imports citytwin, DuckDB and the spatial extension gives the fixed floor of every run.
 Citytwin runs also report where the time went (each SQL statement of the ingest pipeline,
 the file hash, the catalog commit), from a timing proxy around the DuckDB connection.
@@ -266,7 +268,24 @@ def child_main(spec_file: str, out_file: str) -> None:
     spec = json.loads(Path(spec_file).read_text())
     kind = spec["kind"]
     fn = {"citytwin": _child_citytwin, "duck": _child_duck, "idle": _child_idle}[kind]
-    Path(out_file).write_text(json.dumps(fn(spec)))
+    res = fn(spec)
+    res["vm_hwm_mib"] = _vm_hwm_mib()
+    Path(out_file).write_text(json.dumps(res))
+
+
+def _vm_hwm_mib() -> float | None:
+    """This process's peak RSS since exec (``VmHWM``), in MiB; None off Linux.
+
+    ``ru_maxrss`` from ``wait4`` is not enough on its own: Linux carries the parent's RSS at
+    fork over into the child's maximum, so a parent that has read data would inflate it.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -288,7 +307,8 @@ def run_child(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
     res: dict[str, Any] = json.loads(of.read_text())
     shutil.rmtree(work, ignore_errors=True)
     res["wall_s"] = wall
-    res["peak_rss_mib"] = usage.ru_maxrss / 1024  # Linux: KiB
+    res["ru_maxrss_mib"] = usage.ru_maxrss / 1024  # Linux: KiB; includes the parent's RSS at fork
+    res["peak_rss_mib"] = res["vm_hwm_mib"] if res.get("vm_hwm_mib") else res["ru_maxrss_mib"]
     res["loadavg_1m"] = os.getloadavg()[0]
     return res
 
@@ -303,7 +323,7 @@ def generate_poi(n: int, folder: Path) -> tuple[Path, Path]:
            f"{cats}[(i % 8) + 1] AS category, "
            f"round(115.7 + (hash(i) % 1000000) / 1e6 * 1.7, 6) AS lon, "
            f"round(39.4 + (hash(i * 7 + 3) % 1000000) / 1e6 * 1.6, 6) AS lat FROM range({n}) t(i)")
-    con = duckdb.connect()
+    con = duckdb.connect(config={"enable_progress_bar": False})
     con.execute(f"COPY ({sel}) TO '{csv}' (HEADER, DELIMITER ',')")
     con.execute(f"COPY (SELECT * FROM read_csv('{csv}')) TO '{pq}' (FORMAT parquet, COMPRESSION zstd)")
     con.close()

@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -77,7 +78,7 @@ def make_tiles(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     for i in range(k):
         for j in range(k):
             t = i * k + j
-            cs.append(base + [j * w, i * h])
+            cs.append(base + np.array([j * w, i * h]))
             us.append(bu + t * n0)
             vs.append(bv + t * n0)
             ls.append(bw)
@@ -110,10 +111,8 @@ def rss_kib(field: str) -> int:
 
 
 def reset_peak() -> None:
-    try:  # Linux >= 4.0: writing 5 to clear_refs resets VmHWM
+    with contextlib.suppress(OSError):  # Linux >= 4.0: writing 5 to clear_refs resets VmHWM
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
 
 
 def run_ours(coords: np.ndarray, u: np.ndarray, v: np.ndarray, length: np.ndarray, pxy: np.ndarray,

@@ -73,6 +73,10 @@ def test_disparity_cli_writes_decompositions(mexico_files: tuple[Path, Path], tm
     mk = pd.read_csv(out / "markov.csv")
     assert mk[[0, 1, 2, 3, 4] if 0 in mk.columns else ["0", "1", "2", "3", "4"]].to_numpy().sum() == 32 * 6
     assert len(pd.read_csv(out / "kde_summary.csv")) == 7
+    gs = pd.read_csv(out / "getis_ord.csv")
+    assert len(gs) == 32 * 7 and set(gs["hotspot"]) <= {"hot", "cold", "ns"}
+    smk = pd.read_csv(out / "spatial_markov.csv")
+    assert smk["count"].sum() == 32 * 6 and smk["dof"].iloc[0] >= 0
     opts = json.loads((out / "options.json").read_text())
     assert opts["skipped"] == {}
     assert opts["weights"] == "queen" and opts["permutations"] == 99 and opts["rows_dropped_missing"] == 0
@@ -158,7 +162,8 @@ def test_disparity_cli_real_city_panel(shared_data: Path, tmp_path: Path) -> Non
         assert row["g"] == pytest.approx(Gini(y).g, abs=1e-13)
     opts = json.loads((out / "options.json").read_text())
     assert opts["n_units_without_boundary"] == 4
-    assert "markov" in opts["skipped"] and "missing periods" in opts["skipped"]["markov"]  # unbalanced panel
+    assert "missing periods" in opts["skipped"]["markov"]  # unbalanced panel: skipped, and said so
+    assert "missing periods" in opts["skipped"]["spatial markov"]
     assert set(opts["units_without_boundary"]) == {"巢湖市", "思茅市", "毫州市", "莱芜市"}
     mor = pd.read_csv(out / "moran.csv").set_index("year")
     with warnings.catch_warnings():

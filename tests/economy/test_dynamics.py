@@ -150,6 +150,23 @@ def test_spatial_beta_equals_spreg_ml_lag(usjoin: pd.DataFrame, us_long: pd.Data
     assert b.beta < 0 and b.half_life > 0
 
 
+def test_spatial_error_beta_equals_spreg_ml_error(usjoin: pd.DataFrame, us_long: pd.DataFrame,
+                                                 states_w: libpysal.weights.W) -> None:
+    import spreg
+
+    b = beta_convergence(us_long, value="pci", time="year", id="Name", w=states_w, spatial="error")
+    w = libpysal.io.open(get_path("states48.gal")).read()
+    w.transform = "r"
+    y0 = np.log(usjoin["1929"].to_numpy())
+    g = (np.log(usjoin["2009"].to_numpy()) - y0) / 80
+    ml = spreg.ML_Error(g[:, None], y0[:, None], w=w, method="full")
+    assert b.model == "spatial_error" and list(b.coefficients.index)[-1] == "lambda"
+    # tolerance: both maximise the same concentrated likelihood numerically
+    np.testing.assert_allclose(b.coefficients["coef"], ml.betas.ravel(), rtol=1e-5)
+    np.testing.assert_allclose(b.coefficients["se"], ml.std_err, rtol=1e-4)
+    assert b.log_likelihood == pytest.approx(ml.logll, rel=1e-9)
+
+
 def test_kernel_density_equals_scipy_and_finds_peaks(mexico_long: pd.DataFrame) -> None:
     from scipy.stats import gaussian_kde
 

@@ -8,11 +8,21 @@ import pytest
 from shapely.geometry import box
 
 from citytwin.foundation.errors import InputError
-from citytwin.spatial.centers import activity_grid, detect_centers, find_centers, getis_ord_star, local_moran, \
-    ring_weights
+from citytwin.spatial.centers import (
+    activity_grid,
+    detect_centers,
+    find_centers,
+    getis_ord_star,
+    local_moran,
+    ring_weights,
+)
 from citytwin.spatial.grid import cell_neighbours
-from citytwin.spatial.polycentricity import location_coefficient, rank_size, share_outside_main, \
-    urban_centrality_index
+from citytwin.spatial.polycentricity import (
+    location_coefficient,
+    rank_size,
+    share_outside_main,
+    urban_centrality_index,
+)
 
 ACT = [20, 100, 20, 100, 500, 0, 20, 0, 20]
 

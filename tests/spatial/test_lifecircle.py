@@ -167,8 +167,20 @@ def test_threshold_and_bad_network_input():
     assert walk_threshold_m(15, 4.8) == 1200.0
     with pytest.raises(InputError):
         walk_threshold_m(0, 4.8)
-    nodes, edges = _toy()
+    nodes, _ = _toy()
     with pytest.raises(InputError, match="not in the node table"):
         build_network(nodes, pd.DataFrame({"u": [10], "v": [99], "length": [1.0]}))
     with pytest.raises(InputError, match="negative"):
         build_network(nodes, pd.DataFrame({"u": [10], "v": [11], "length": [-1.0]}))
+
+
+def test_population_weights():
+    nodes, edges = _toy()
+    net = build_network(nodes, edges)
+    pois = gpd.GeoDataFrame({"osm_id": [1], "category": ["clinic"]}, geometry=[Point(0, 0)], crs=3067)
+    cells = gpd.GeoDataFrame({"osm_id": [1, 2], "pop": [300, 100]}, geometry=[Point(100, 0), Point(300, 0)],
+                             crs=3067)
+    lc = life_circle(cells, pois, net, categories=["clinic"], threshold_m=150, population_col="pop")
+    # 300 of 400 people live within 150 m of the clinic
+    assert lc.coverage.loc[0, "share_covered"] == pytest.approx(0.75)
+    assert lc.coverage.loc[0, "homes_covered"] == 1

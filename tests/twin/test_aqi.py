@@ -187,7 +187,7 @@ def test_frame_input_errors() -> None:
     with pytest.raises(InputError, match="lacks column"):
         daily_aqi(obs.drop(columns="time"))
     bad_unit = obs.assign(value=5.0, unit="furlong")
-    with pytest.raises(InputError, match="'furlong'.*cannot be converted"):
+    with pytest.raises(InputError, match=r"'furlong'.*cannot be converted"):
         daily_aqi(bad_unit)
     with pytest.raises(InputError, match="unknown unit 'zorkmid'"):
         daily_aqi(bad_unit.assign(unit="zorkmid"))

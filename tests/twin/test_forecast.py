@@ -9,7 +9,16 @@ import pandas as pd
 import pytest
 
 from citytwin.foundation.errors import InputError
-from citytwin.twin.forecast import RECORD_COLUMNS, Forecaster, backtest, mae_table, score, to_grid, verify
+from citytwin.twin.forecast import (
+    RECORD_COLUMNS,
+    Forecaster,
+    backtest,
+    compare,
+    mae_table,
+    score,
+    to_grid,
+    verify,
+)
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +147,23 @@ def test_bad_input() -> None:
         to_grid(pd.concat([obs, obs.assign(property="y")]))
     with pytest.raises(InputError, match="lack column"):
         verify(pd.DataFrame({"entity": ["a"]}), obs)
+
+
+def test_compare_on_a_series_and_a_frame(traffic: pd.DataFrame) -> None:
+    """The CLI's entry point: one series (or time × entity frame) in, a score table out."""
+    wide = traffic.pivot(index="time", columns="entity", values="value").iloc[:, :2]
+    s = compare(wide.iloc[:, 0], horizon=3, models=("seasonal_naive", "persistence"), every=5)
+    assert s["horizon"].tolist() == ["5min", "10min", "15min"] * 2
+    assert np.isfinite(s["mae"]).all() and (s["n"] > 0).all()
+    # same numbers as scoring the backtest directly, cut at 75 % of the period
+    t0, t1 = wide.index[0], wide.index[-1]
+    cut = (t0 + (t1 - t0) * 0.75).floor("5min")
+    obs = wide.iloc[:, :1].rename_axis("time").reset_index().melt(id_vars="time", var_name="entity")
+    obs["property"] = "value"
+    direct = score(backtest(obs, property="value", train_until=cut, freq="5min", horizons=[1, 2, 3],
+                            models=("seasonal_naive", "persistence"), every=5), obs)
+    assert np.allclose(s["mae"], direct["mae"])
+    both = compare(wide, horizon=1, models=("seasonal_naive",), every=5)
+    assert both["n"].item() > s["n"].iloc[0]  # two entities scored
+    with pytest.raises(InputError, match="indexed by time"):
+        compare(pd.Series([1.0, 2.0], index=["a", "b"]))

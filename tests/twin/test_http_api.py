@@ -103,7 +103,7 @@ def test_bad_input_goes_to_dead_letters_and_the_rest_is_stored(client):
     dl = client.get("/twin/v1/deadletters", params={"limit": 100}).json()
     assert dl["counts"] == {"future_time": 1, "invalid_entity": 1, "malformed_json": 1, "oversized": 1,
                             "unknown_entity": 2, "unknown_unit": 1, "wrong_type": 1}
-    over = [x for x in dl["items"] if x["reason"] == "oversized"][0]
+    over = next(x for x in dl["items"] if x["reason"] == "oversized")
     assert over["payload_bytes"] > 300_000 and over["source"] == "http"
     # the good readings in the same requests were stored: pm25=10 from the 207 cases, and 55 later
     h = client.get("/twin/v1/history", params={"entity": AQ + "Dongsi", "property": "pm25"}).json()

@@ -194,7 +194,9 @@ def disparity(
                                              islands="nearest")
         from libpysal.weights import w_subset
 
-        moran_rows, lisa = [], []
+        moran_rows: list[dict[str, Any]] = []
+        lisa: list[pd.DataFrame] = []
+        gstar: list[pd.DataFrame] = []
         periods = list(df.groupby(tcol, sort=True))
         with progress("Moran's I by period", total=len(periods)) as advance:
             for t, sub in periods:
@@ -206,11 +208,28 @@ def disparity(
                 moran_rows.append({tcol: t, **m.as_dict()})
                 lm = autocorr.local_moran(y, wt, permutations=permutations, seed=seed)
                 lisa.append(lm.reset_index().rename(columns={"id": id_col}).assign(**{tcol: t}))
+                if (y >= 0).all():
+                    gs = autocorr.getis_ord(y, wt, star=True, permutations=permutations, seed=seed)
+                    gstar.append(gs.reset_index().rename(columns={"id": id_col}).assign(**{tcol: t}))
                 advance(1)
         save("moran.csv", pd.DataFrame(moran_rows))
-        lz = pd.concat(lisa, ignore_index=True)
-        lz.insert(0, tcol, lz.pop(tcol))
-        save("lisa.csv", lz)
+        for name, parts in (("lisa.csv", lisa), ("getis_ord.csv", gstar)):
+            if parts:
+                lz = pd.concat(parts, ignore_index=True)
+                lz.insert(0, tcol, lz.pop(tcol))
+                save(name, lz)
+        if not gstar:
+            skipped["getis_ord"] = "values must be non-negative"
+        if time and df[tcol].nunique() >= 2:
+            try:
+                sub = df[df["_key"].isin(set(w.id_order))]
+                keys = [i for i in w.id_order if i in set(sub["_key"])]
+                wt = w if len(keys) == w.n else w_subset(w, keys, silence_warnings=True)
+                sm = dynamics.spatial_markov(sub, wt, value=value, time=tcol, id="_key", k=5, m=5)
+                save("spatial_markov.csv", sm.long_table().assign(LR=sm.LR, LR_p=sm.LR_p_value, Q=sm.Q,
+                                                                   Q_p=sm.Q_p_value, dof=sm.dof))
+            except InputError as exc:
+                skipped["spatial markov"] = exc.message
         options.update({
             "boundaries": boundaries, "id_col": id_col, "boundary_id": bid, "weights": weights,
             "k": k if weights == "knn" else None, "threshold": threshold, "islands": islands,

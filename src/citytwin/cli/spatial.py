@@ -27,7 +27,8 @@ app = typer.Typer(help="Urban spatial structure: centers, functional mix, life c
 SourceArg = Annotated[str | None, typer.Argument(help="OSM PBF file (all layers come from it).")]
 PoisOpt = Annotated[str | None, typer.Option("--pois", help="POI layer: GIS file or dataset name (needs 'category').")]
 BuildingsOpt = Annotated[str | None, typer.Option("--buildings", help="Buildings: GIS file or dataset (needs 'use').")]
-StreetsOpt = Annotated[str | None, typer.Option("--streets", help="Street edges (u, v, length): file or dataset.")]
+StreetsOpt = Annotated[str | None, typer.Option("--streets", help="Street edges (u, v, length): GIS file, "
+                                                                  "GraphML graph or dataset.")]
 NodesOpt = Annotated[str | None, typer.Option("--nodes", help="Street nodes (id + point): file or dataset; default "
                                                               "from the edges' end points.")]
 LanduseOpt = Annotated[str | None, typer.Option("--landuse", help="Land-use polygons: file or dataset.")]
@@ -57,8 +58,27 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def read_graphml(path: Path) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """(nodes, edges) of a GraphML street graph (as OSMnx writes it: node x/y, edge length in m)."""
+    import osmnx as ox
+
+    try:
+        g = ox.load_graphml(path)
+        nodes, edges = ox.graph_to_gdfs(g)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"cannot read the GraphML graph: {exc}", file=str(path)) from exc
+    nodes = nodes.reset_index().rename(columns={"osmid": "id"})
+    edges = edges.reset_index()
+    return nodes, edges
+
+
 def _read_layer(ref: str, ws: Workspace | None, inp: Inputs, kind: str) -> gpd.GeoDataFrame:
     p = Path(ref)
+    if p.exists() and p.suffix.lower() == ".graphml" and kind == "streets":
+        nodes, edges = read_graphml(p)
+        inp.layers["nodes"] = nodes
+        inp.files[kind] = str(p)
+        return edges
     if p.exists():
         try:
             g = gpd.read_parquet(p) if p.suffix.lower() == ".parquet" else gpd.read_file(p)
@@ -94,11 +114,12 @@ def load_inputs(source: str | None, ws: Workspace | None, need: set[str], *, poi
             warnings.simplefilter("ignore")
             for layer in ("pois", "buildings", "landuse"):
                 if layer in need and not given[layer]:
-                    inp.layers[layer] = osm.read_osm_layer(p, layer)  # type: ignore[arg-type]
+                    inp.layers[layer] = osm.read_osm_layer(p, layer)
             if ({"streets", "nodes"} & need) and not streets:
                 n, e = osm.street_graph(p, network_type=network_type)
                 inp.layers["nodes"], inp.layers["streets"] = n, e
-    for kind, ref in given.items():
+    for kind in ("pois", "buildings", "landuse", "streets", "nodes"):  # streets before nodes
+        ref = given[kind]
         if ref and (kind in need or (kind == "nodes" and "streets" in need)):
             inp.layers[kind] = _read_layer(ref, ws, inp, kind)
     if "streets" in need and "nodes" not in inp.layers and "streets" in inp.layers:

@@ -167,7 +167,7 @@ def replay(
     console.print(f"published {n:,} messages ({len(long):,} readings) to {host}:{port} in {dt:.1f} s; "
                   f"all acknowledged by the broker: {ok}")
     if rt is not None and run_ingest:
-        expected = int(len(long))
+        expected = len(long)
         deadline = time.monotonic() + 600
         while rt.ingestor.totals.accepted + rt.ingestor.totals.rejected < expected and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -305,7 +305,7 @@ def _print_frame(df: pd.DataFrame, as_json: bool, limit: int = 50) -> None:
     for c in df.columns:
         t.add_column(str(c))
     for row in df.head(limit).itertuples(index=False):
-        t.add_row(*["" if pd.isna(v) else str(v) for v in row])
+        t.add_row(*["" if pd.isna(v) else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row])
     console.print(t)
     if len(df) > limit:
         console.print(f"... {len(df) - limit:,} more rows ({len(df):,} in all; --json prints all)")
@@ -355,14 +355,15 @@ def aqi_alerts(daily: pd.DataFrame, book: Any, *, min_level: int = 5, rule: str 
     Consecutive heavy days of one entity make one alert (deduplicated, ``count`` = days);
     the first day below the level resolves it.
     """
-    for row in daily.sort_values(["date", "entity"]).itertuples(index=False):
-        lvl = getattr(row, "level")
-        live = book.find(rule, row.entity)
-        at = pd.Timestamp(row.date)
+    rows: list[dict[str, Any]] = daily.sort_values(["date", "entity"]).to_dict("records")  # type: ignore[assignment]
+    for row in rows:
+        lvl = row["level"]
+        live = book.find(rule, row["entity"])
+        at = pd.Timestamp(row["date"])
         if pd.notna(lvl) and int(lvl) >= min_level:
-            book.raise_alert(rule, row.entity, at=at, severity="critical" if int(lvl) >= 6 else "major",
-                             property="aqi", peak=float(row.aqi), start=at, end=at + pd.Timedelta(days=1),
-                             message=f"daily AQI {int(row.aqi)} ({row.category_zh}), primary {row.primary}")
+            book.raise_alert(rule, row["entity"], at=at, severity="critical" if int(lvl) >= 6 else "major",
+                             property="aqi", peak=float(row["aqi"]), start=at, end=at + pd.Timedelta(days=1),
+                             message=f"daily AQI {int(row['aqi'])} ({row['category_zh']}), primary {row['primary']}")
         elif live is not None and pd.notna(lvl):
             book.resolve(live.id, by="system", at=at)
     return book
@@ -414,14 +415,18 @@ def forecast(
         long = _history_frame(workspace, [entity] if entity else None, [prop], start, end)
     if long.empty:
         raise InputError("no observations for that entity and property")
+    # naive UTC times: citytwin.twin.forecast works on tz-naive grids
+    long = long.assign(time=pd.to_datetime(long["time"], utc=True).dt.tz_localize(None))
     series = long.set_index("time")["value"] if long["entity"].nunique() == 1 else \
         long.pivot_table(index="time", columns="entity", values="value")
     fn = getattr(fc, "compare", None) or getattr(fc, "evaluate", None) or getattr(fc, "score", None)
     if fn is None:
         raise InputError("citytwin.twin.forecast offers no compare/evaluate/score function")
     result = fn(series, horizon=horizon)
-    if as_json:
-        print_json(result.to_dict() if hasattr(result, "to_dict") else result)
+    if isinstance(result, pd.DataFrame):
+        _print_frame(result, as_json)
+    elif as_json:
+        print_json(result)
     else:
         console.print(result)
 

@@ -7,7 +7,8 @@ All functions take a long panel (one row per unit and period) and column names.
 * :func:`sigma_convergence` — dispersion per period: standard deviation of ln y (ddof 0) and the
   coefficient of variation.
 * :func:`beta_convergence` — cross-section growth regression from ``start`` to ``end``; absolute,
-  conditional (controls measured in the start period) or spatial (ML spatial lag model with a W);
+  conditional (controls measured in the start period) or spatial (ML spatial lag or error model
+  with a W);
   convergence speed λ = −ln(1 + βT)/T and half-life ln 2/λ.
 * :func:`markov` — classic Markov chain over quantile classes (per period, as in Rey's giddy
   examples, or pooled) or fixed cut-offs; transition counts, probabilities, steady state.
@@ -190,7 +191,7 @@ class BetaResult:
 
     ``beta < 0`` means convergence; ``speed`` λ = −ln(1 + βT)/T (NaN when 1 + βT ≤ 0) and
     ``half_life`` = ln 2 / λ. ``coefficients`` holds every term with ``coef, se, t, p``.
-    ``rho`` is the spatial lag parameter (model ``"lag"``), else NaN.
+    ``rho`` is the spatial parameter (ρ of the lag model, λ of the error model), else NaN.
     """
 
     model: str
@@ -261,9 +262,42 @@ def _ml_lag(X: np.ndarray, yv: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, f
     return beta, rho, vc, ll
 
 
+def _ml_error(X: np.ndarray, yv: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, float]:
+    """ML spatial error model y = Xβ + u, u = λWu + ε; returns β, λ, vcov(β, λ), logL (Anselin 1988)."""
+    n, k = X.shape
+    eig = np.linalg.eigvals(W).real
+    lo, hi = 1.0 / eig.min(), 1.0 / eig.max()
+    Wy, WX = W @ yv, W @ X
+
+    def fit(lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        xs, ys = X - lam * WX, yv - lam * Wy
+        xtx_inv = np.linalg.inv(xs.T @ xs)
+        beta = xtx_inv @ xs.T @ ys
+        e = ys - xs @ beta
+        return beta, xtx_inv, e, float(e @ e) / n
+
+    def nll(lam: float) -> float:
+        s2 = fit(lam)[3]
+        return -(np.log(np.abs(1 - lam * eig)).sum() - n / 2 * np.log(s2))
+
+    res = optimize.minimize_scalar(nll, bounds=(lo + 1e-9, hi - 1e-9), method="bounded",
+                                   options={"xatol": 1e-10})
+    lam = float(res.x)
+    beta, xtx_inv, _, s2 = fit(lam)
+    WA = W @ np.linalg.inv(np.eye(n) - lam * W)
+    tr1 = np.trace(WA)
+    info = np.array([[np.trace(WA @ WA) + np.trace(WA.T @ WA), tr1 / s2], [tr1 / s2, n / (2 * s2 * s2)]])
+    vc = np.zeros((k + 1, k + 1))
+    vc[:k, :k] = s2 * xtx_inv
+    vc[k, k] = np.linalg.inv(info)[0, 0]
+    ll = float(-res.fun - n / 2 * (np.log(2 * np.pi) + 1))
+    return beta, lam, vc, ll
+
+
 def beta_convergence(
     panel: pd.DataFrame, *, value: str, time: str, id: str, start: Any = None, end: Any = None,
-    controls: list[str] | None = None, w: Any = None, periods: float | None = None,
+    controls: list[str] | None = None, w: Any = None, spatial: Literal["lag", "error"] = "lag",
+    periods: float | None = None,
 ) -> BetaResult:
     """β-convergence between ``start`` and ``end`` (default: first and last period).
 
@@ -272,8 +306,11 @@ def beta_convergence(
     controls
         Columns for conditional convergence, taken in the ``start`` period.
     w
-        libpysal W with ids equal to the unit ids: fits the ML spatial lag model (spatial
+        libpysal W with ids equal to the unit ids: fits an ML spatial model (spatial
         β-convergence); row-standardised on a copy.
+    spatial
+        With ``w``: ``"lag"`` (ρ W g on the right-hand side, ``rho``) or ``"error"`` (spatially
+        autocorrelated errors, λ reported as ``rho`` and as the ``lambda`` row).
     periods
         Length T of the interval (default ``end - start`` for numeric periods).
 
@@ -326,12 +363,14 @@ def beta_convergence(
             raise InputError(f"{int((rs == 0).sum())} island(s) in the weights", field="w",
                              hint="use spatial_weights(..., islands='nearest')")
         Wm = Wm / rs[:, None]
-        coef, rho, vcall, ll = _ml_lag(X, g, Wm)
+        if spatial not in ("lag", "error"):
+            raise InputError(f"unknown spatial model {spatial!r}", field="spatial", hint="lag or error")
+        coef, rho, vcall, ll = (_ml_lag if spatial == "lag" else _ml_error)(X, g, Wm)
         vc = vcall[: X.shape[1], : X.shape[1]]
-        names_r = [*names, "rho"]
-        pred = rho * (Wm @ g) + X @ coef
+        names_r = [*names, "rho" if spatial == "lag" else "lambda"]
+        pred = rho * (Wm @ g) + X @ coef if spatial == "lag" else X @ coef
         r2 = 1 - float(((g - pred) ** 2).sum()) / float(((g - g.mean()) ** 2).sum())
-        model = "spatial_lag"
+        model = f"spatial_{spatial}"
         dist = stats.norm()
     se = np.sqrt(np.diag(vc))
     tv = coef / se
@@ -339,7 +378,7 @@ def beta_convergence(
     table = pd.DataFrame({"coef": coef, "se": se, "t": tv, "p": pv}, index=pd.Index(names, name="term"))
     if w is not None:
         se_rho = float(np.sqrt(vcall[-1, -1]))
-        table.loc["rho"] = [rho, se_rho, rho / se_rho, 2 * stats.norm.sf(abs(rho / se_rho))]
+        table.loc[names_r[-1]] = [rho, se_rho, rho / se_rho, 2 * stats.norm.sf(abs(rho / se_rho))]
         table.index = pd.Index(names_r, name="term")
     beta = float(coef[1])
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -130,6 +130,14 @@ def _typed(f: Field, raw: str, *, text: bool, factor: float = 1.0) -> tuple[str,
     if f.type in ("float", "int"):
         base = _num(raw) if text else f"TRY_CAST({raw} AS DOUBLE)"
         val = base if factor == 1.0 else f"({base} * {factor!r})"
+        if text and f.unit:
+            # a value may carry its own unit ("12.13 m", "3 km"): converted to the field's unit
+            num = f"regexp_extract({raw}, '^\\s*([-+]?[0-9][0-9,]*\\.?[0-9]*(?:[eE][-+]?[0-9]+)?)\\s*(.*?)\\s*$', 1)"
+            suffix = f"regexp_extract({raw}, '^\\s*([-+]?[0-9][0-9,]*\\.?[0-9]*(?:[eE][-+]?[0-9]+)?)\\s*(.*?)\\s*$', 2)"
+            base = (f"CASE WHEN {suffix} = '' THEN {_num(raw)} "
+                    f"ELSE TRY_CAST(replace({num}, ',', '') AS DOUBLE) * unit_factor_to({suffix}, {lit(f.unit)}) END")
+            val = base if factor == 1.0 else (f"CASE WHEN {suffix} = '' THEN {_num(raw)} * {factor!r} "
+                                              f"ELSE {base} END")
         checks.append(f"CASE WHEN {raw} IS NOT NULL AND {base} IS NULL THEN "
                       f"{lit(name + ': not a number: ')} || left(CAST({raw} AS VARCHAR), 60) END")
         if f.type == "int":
@@ -221,7 +229,12 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
     text = src.text
     # raw values are computed once per record in the first query stage, as columns "r:<col>"
     raw_of: dict[str, str] = {c: q("r:" + c) for c in src.columns if c != "geometry"}
-    plan.raw = {c: (_clean(c) if text else q(c)) for c in src.columns if c != "geometry"}
+    rel_types = dict(zip(src.relation.columns, [str(t) for t in src.relation.types], strict=True))
+
+    def is_text(c: str) -> bool:
+        return text or rel_types.get(c, "") == "VARCHAR"
+
+    plan.raw = {c: (_clean(c) if is_text(c) else q(c)) for c in src.columns if c != "geometry"}
 
     # unknown user unit columns
     for col in user_units:
@@ -283,7 +296,7 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
             except InputError as exc:
                 raise InputError(f"{exc.message} (field {f.name!r})", file=str(src.path), field=col) from exc
             out_unit = target
-        val, checks, dtype = _typed(f, raw, text=text, factor=factor)
+        val, checks, dtype = _typed(f, raw, text=is_text(col), factor=factor)
         if f.required:
             checks.insert(0, _required(f, val, raw))
         checks += _rule_checks(f, val)
@@ -449,7 +462,7 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
         sel.append(f"{q('v:' + c.name)} AS {q(c.name)}")
         checks += [chk.replace(c.expr, q("v:" + c.name)) for chk in c.checks]
     melt_raw = [q("r:" + m[0]) for m in plan.melt]
-    inner = (f"SELECT {', '.join(sel + melt_raw)}, list_filter([{', '.join(checks) or 'NULL'}], x -> x IS NOT NULL)"
+    inner = (f"SELECT {', '.join(sel + melt_raw)}, list_filter([{', '.join(checks) or 'CAST(NULL AS VARCHAR)'}], x -> x IS NOT NULL)"
              f" AS _reasons, _src FROM ({stage1})")
     if plan.geometry:
         g = f"try({plan.geometry})"
@@ -591,6 +604,21 @@ def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
             out.append(cache[k][i])
         return out
 
+    to_cache: dict[tuple[Any, Any], float | None] = {}
+
+    def factor_to(unit: pa.Array, target: pa.Array) -> pa.Array:
+        out: list[float | None] = []
+        for u, t in zip(unit.to_pylist(), target.to_pylist(), strict=True):
+            if (u, t) not in to_cache:
+                try:
+                    to_cache[(u, t)] = units.factor(u, t) if u and t else None
+                except InputError:
+                    to_cache[(u, t)] = None
+            out.append(to_cache[(u, t)])
+        return pa.array(out, pa.float64())
+
+    con.create_function("unit_factor_to", factor_to, [d("VARCHAR"), d("VARCHAR")], d("DOUBLE"), type="arrow",
+                        null_handling="special")
     con.create_function("unit_factor", lambda p, u: pa.array(lookup(p, u, 0), pa.float64()),
                         [d("VARCHAR"), d("VARCHAR")], d("DOUBLE"), type="arrow", null_handling="special")
     con.create_function("unit_target", lambda p, u: pa.array(lookup(p, u, 1), pa.string()),

@@ -145,7 +145,7 @@ class MqttIngest:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if not self._pending:
             self._first_t = time.monotonic()
-        self._pending.append((msg.mid, msg.qos, msg.topic, msg.payload))
+        self._pending.append((msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
         self.stats.received += 1
 
     # -- loop --------------------------------------------------------------------------
@@ -268,7 +268,7 @@ class MqttPublisher:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         self.client.max_inflight_messages_set(0)
         self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(0.1, 2.0)
+        self.client.reconnect_delay_set(1, 2)
         self.max_inflight = max(1, max_inflight)
         self._window: deque[mqtt.MQTTMessageInfo] = deque()
         self.sent = 0

@@ -60,11 +60,18 @@ def _error(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
                          "detail": detail, **extra}, status_code=status)
 
 
-async def _body(request: Request, source: str) -> tuple[Any | None, JSONResponse | None]:
+async def _body(request: Request, source: str) -> tuple[Any, JSONResponse | None]:
     """Read and decode a JSON body; oversized or malformed bodies are dead-lettered."""
     twin = _twin(request)
-    raw = await request.body()
     limit = twin.max_body
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        # refuse before reading the body into memory
+        twin.stores.deadletters.add([DeadLetter(source=source, reason="oversized", topic=str(request.url.path),
+                                                detail=f"declared body of {declared} bytes exceeds {limit}",
+                                                payload=None, payload_bytes=int(declared))])
+        return None, _error(413, "RequestEntityTooLarge", f"body of {declared} bytes exceeds {limit}")
+    raw = await request.body()
     if len(raw) > limit:
         twin.stores.deadletters.add([DeadLetter(source=source, reason="oversized", topic=str(request.url.path),
                                                 detail=f"body of {len(raw)} bytes exceeds {limit}",

@@ -9,10 +9,11 @@ Method
    z-score; Getis & Ord 1995) and local Moran's I (row-standardised ring-1 weights, conditional
    permutation pseudo p-values; Anselin 1995), as in ``esda.G_Local(star=True, transform="B")``
    and ``esda.Moran_Local``.
-3. **Centers**: connected groups of hot cells (``method="getis_ord"``: Gi* z above ``z_crit``;
-   ``"local_moran"``: High-High with pseudo p below ``alpha``; ``"peaks"``: density peaks, a cell
-   at least as dense as every neighbour and at least ``peak_share`` of the densest cell, grown by
-   its neighbours above the mean). Centers are ranked by activity; level 1 is the main center,
+3. **Centers**: connected groups of hot cells. ``method="peaks"`` (default): density peaks, a
+   cell at least as dense as every neighbour and at least ``peak_share`` of the densest cell,
+   grown by its neighbours above the mean -- robust on the small grids of a district;
+   ``"getis_ord"``: Gi* z above ``z_crit``; ``"local_moran"``: High-High with pseudo p below
+   ``alpha`` (both need enough cells for the statistics to mean something). Centers are ranked by activity; level 1 is the main center,
    level 2 a sub-center with at least ``sub_share`` (25 %) of the main center's activity, level 3
    the rest.
 4. **Polycentricity**: number of centers, UCI on the grid, rank-size exponent of the centers'
@@ -97,9 +98,9 @@ def ring_weights(cells: list[str]) -> sparse.csr_matrix:
     nb = cell_neighbours(cells)
     rows, cols = [], []
     for c, ns in nb.items():
-        for n in ns:
+        for other in ns:
             rows.append(pos[c])
-            cols.append(pos[n])
+            cols.append(pos[other])
     n = len(cells)
     return sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
 
@@ -333,7 +334,7 @@ def polycentricity(cells: gpd.GeoDataFrame, centers: gpd.GeoDataFrame,
     u = urban_centrality_index(cells, "activity", distance=uci_distance)
     rs = rank_size(act)
     return {
-        "n_centers": int(len(centers)),
+        "n_centers": len(centers),
         "n_subcenters": int((centers["level"] == 2).sum()) if len(centers) else 0,
         "uci": u.uci, "uci_location_coef": u.location_coef, "uci_proximity_index": u.proximity_index,
         "rank_size_exponent": rs.exponent, "rank_size_slope": rs.slope, "rank_size_se": rs.se,

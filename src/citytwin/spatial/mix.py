@@ -150,7 +150,7 @@ def functional_mix(pois: gpd.GeoDataFrame, *, resolution: int = 9, category_col:
                                                    "gini_simpson", "simpson", "dominant", "dominant_share", "label"]
     if len(pois) == 0:
         report.note("no POIs in the area (empty result)")
-        out = gpd.GeoDataFrame({c: pd.Series([], dtype=float) for c in ["cell"] + cols},
+        out = gpd.GeoDataFrame({c: pd.Series([], dtype=float) for c in ["cell", *cols]},
                                geometry=gpd.GeoSeries([], crs=4326), crs=4326)
         out.attrs["report"] = report.as_dict()
         return out

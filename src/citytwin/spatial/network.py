@@ -228,7 +228,7 @@ def network_stats(nodes: pd.DataFrame, edges: pd.DataFrame) -> dict[str, Any]:
     a, b = np.minimum(u, v), np.maximum(u, v)
     pair = pd.DataFrame({"a": a, "b": b, "d": u <= v})
     n_dir = pair.groupby(["a", "b"])["d"].agg(["sum", "count"])
-    per_pair = np.maximum(n_dir["sum"], n_dir["count"] - n_dir["sum"]).to_numpy()
+    per_pair = np.maximum(n_dir["sum"].to_numpy(), (n_dir["count"] - n_dir["sum"]).to_numpy())
     pa = n_dir.index.get_level_values(0).to_numpy()
     pb = n_dir.index.get_level_values(1).to_numpy()
     is_loop = pa == pb
@@ -237,7 +237,7 @@ def network_stats(nodes: pd.DataFrame, edges: pd.DataFrame) -> dict[str, Any]:
               + np.bincount(pa[is_loop], weights=np.ones(int(is_loop.sum())), minlength=len(ids)))
     length = pd.to_numeric(edges["length"], errors="coerce").to_numpy(dtype=float)[ok]
     return {
-        "n": int(len(ids)), "m": int(ok.sum()), "self_loops": int(loop.sum()),
+        "n": len(ids), "m": int(ok.sum()), "self_loops": int(loop.sum()),
         "edge_length_total": float(length.sum()), "edge_length_avg": float(length.mean()) if len(length) else 0.0,
         "streets_per_node_avg": float(counts.mean()) if len(counts) else 0.0,
         "streets_per_node_counts": {int(k): int(c) for k, c in zip(*np.unique(counts, return_counts=True),

@@ -157,7 +157,7 @@ def rank_size(sizes: np.ndarray | list[float]) -> RankSize:
     --------
     >>> r = rank_size([1000, 500, 333.3, 250, 200])
     >>> round(r.exponent, 3), round(r.se, 3)
-    (1.215, 0.769)
+    (1.364, 0.863)
     """
     x = np.sort(np.asarray([s for s in sizes if s is not None and np.isfinite(s) and s > 0], dtype=float))[::-1]
     n = len(x)

@@ -42,7 +42,7 @@ True
 from __future__ import annotations
 
 import builtins
-
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,7 +149,7 @@ class _Design:
     names: list[str]
 
 
-def _features(Y: np.ndarray, times: pd.DatetimeIndex, h: int, season: int, lags: int, step: pd.Timedelta,
+def _features(Y: np.ndarray, times: pd.Index, h: int, season: int, lags: int, step: pd.Timedelta,
               level: np.ndarray) -> _Design:
     T, E = Y.shape
     Yf = _ffill(Y, season)
@@ -170,7 +170,7 @@ def _features(Y: np.ndarray, times: pd.DatetimeIndex, h: int, season: int, lags:
         names.append(f"seasonal{j:+d}")
     cols.append(np.broadcast_to(level, (T, E)).astype(float))
     names.append("level")
-    target_t = times + h * step
+    target_t = pd.DatetimeIndex(times) + h * step
     tod = (target_t.hour * 3600 + target_t.minute * 60 + target_t.second).to_numpy() / 86400.0
     for name, v in (("tod_sin", np.sin(2 * np.pi * tod)), ("tod_cos", np.cos(2 * np.pi * tod)),
                     ("weekend", (target_t.day_of_week >= 5).astype(float))):
@@ -314,7 +314,7 @@ class Forecaster:
             return pd.DataFrame(columns=RECORD_COLUMNS)
         Y = g.to_numpy(dtype=float)
         ents = np.asarray([str(c) for c in g.columns])
-        T, E = Y.shape
+        E = Y.shape[1]
         out = []
         level = np.array([self._level.get(e, np.nan) for e in ents]) if self.learned else None
         for h in self._h:
@@ -389,7 +389,7 @@ def _actuals(actuals: pd.DataFrame) -> pd.DataFrame:
     if "property" in actuals.columns:
         a["property"] = actuals["property"].astype(str).to_numpy()
         keys.append("property")
-    return a.dropna(subset=["actual"]).groupby(keys, as_index=False)["actual"].mean()
+    return a.dropna(subset=["actual"]).groupby(keys, as_index=False).agg(actual=("actual", "mean"))
 
 
 def verify(forecasts: pd.DataFrame, actuals: pd.DataFrame) -> pd.DataFrame:
@@ -459,3 +459,77 @@ def mae_table(scores: pd.DataFrame, value: str = "mae") -> pd.DataFrame:
     t = scores.pivot_table(index="horizon", columns="model", values=value)
     t.columns.name = None
     return t
+
+
+def compare(series: pd.Series | pd.DataFrame, *, horizon: int = 6, freq: str | None = None,
+            season: str = "1D", models: Iterable[str] = ("persistence", "seasonal_naive", "ridge"),
+            test_fraction: float = 0.25, every: int = 1) -> pd.DataFrame:
+    """Backtest models on one series (or a time × entity frame) and return the scores.
+
+    The last ``test_fraction`` of the period is forecast ``1 … horizon`` steps ahead from every
+    ``every``-th step; the learned models train on the rest. A convenience for the CLI.
+
+    Parameters
+    ----------
+    series
+        Values indexed by time (a Series), or a frame indexed by time with one column per entity.
+    horizon
+        Largest lead time in steps of ``freq``.
+    freq
+        Grid step; inferred from the index (its most common spacing) when not given.
+
+    Returns
+    -------
+    DataFrame
+        As :func:`score`, with ``horizon`` written as text (``1h``, ``30min``).
+
+    Examples
+    --------
+    >>> t = pd.date_range("2024-01-01", periods=24 * 30, freq="h")
+    >>> s = pd.Series(10 + 5 * np.sin(2 * np.pi * t.hour / 24), index=t)
+    >>> out = compare(s, horizon=2, models=("seasonal_naive", "persistence"))
+    >>> out[["model", "horizon"]].values.tolist()
+    [['persistence', '1h'], ['persistence', '2h'], ['seasonal_naive', '1h'], ['seasonal_naive', '2h']]
+    >>> out.groupby("model")["mae"].max().round(3).to_dict()  # a pure daily cycle: yesterday is exact
+    {'persistence': 1.628, 'seasonal_naive': 0.0}
+    """
+    frame = series.to_frame("series") if isinstance(series, pd.Series) else series
+    if frame.empty:
+        raise InputError("empty series", field="series")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "could not infer format" for non-dates
+            idx = pd.DatetimeIndex(pd.to_datetime(frame.index))
+    except (ValueError, TypeError) as exc:
+        raise InputError("the series must be indexed by time", field="series") from exc
+    frame = frame.set_axis(idx).sort_index()
+    frame = frame[~frame.index.duplicated(keep="last")]
+    if not 0 < test_fraction < 1:
+        raise InputError("test_fraction must be between 0 and 1", field="test_fraction")
+    if freq is None:
+        d = pd.Series(frame.index).diff().dropna()
+        if d.empty:
+            raise InputError("cannot infer the time step from one point", field="freq")
+        step = d.mode().iloc[0]
+    else:
+        try:
+            step = pd.Timedelta(freq)
+        except ValueError as exc:
+            raise InputError(f"bad frequency {freq!r}", field="freq") from exc
+    obs = frame.rename_axis("time").reset_index().melt(id_vars="time", var_name="entity", value_name="value")
+    obs["property"] = "value"
+    t0, t1 = frame.index[0], frame.index[-1]
+    cut = (t0 + (t1 - t0) * (1 - test_fraction)).floor(step)
+    fc = backtest(obs, property="value", train_until=cut, freq=str(pd.Timedelta(step)), season=season,
+                  horizons=list(range(1, int(horizon) + 1)), models=models, every=every)
+    s = score(fc, obs)
+    s["horizon"] = [_fmt_td(h) for h in s["horizon"]]
+    return s
+
+
+def _fmt_td(td: pd.Timedelta) -> str:
+    secs = int(pd.Timedelta(td).total_seconds())
+    for unit, n in (("D", 86400), ("h", 3600), ("min", 60)):
+        if secs % n == 0:
+            return f"{secs // n}{unit}"
+    return f"{secs}s"

@@ -96,7 +96,8 @@ class DeadLetterStore:
 
     def frame(self, *, reason: str | None = None, source: str | None = None, limit: int = 1000) -> pd.DataFrame:
         """Dead letters, newest first, as a frame (payload decoded as UTF-8 where possible)."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if reason:
             where.append("reason = ?")
             params.append(reason)

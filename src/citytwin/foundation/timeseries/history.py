@@ -46,8 +46,8 @@ import os
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -177,7 +177,11 @@ class HistoryStore:
                 self._write_file(jobs[0][0], jobs[0][1], batch)
                 _fsync_dir(jobs[0][0])
             else:
-                list(_pool().map(lambda j: (self._write_file(j[0], j[1], batch), _fsync_dir(j[0])), jobs))
+                def job(j: tuple[Path, pa.Table]) -> None:
+                    self._write_file(j[0], j[1], batch)
+                    _fsync_dir(j[0])
+
+                list(_pool().map(job, jobs))
             if new_dirs:
                 _fsync_dir(self.root)
             for d in touched:
@@ -566,6 +570,15 @@ def _pool() -> ThreadPoolExecutor:
     if _POOL is None:
         _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="citytwin-history")
     return _POOL
+
+
+def _reset_pool_in_child() -> None:
+    # a forked child inherits the pool object but not its threads: give it a new one
+    global _POOL
+    _POOL = None
+
+
+os.register_at_fork(after_in_child=_reset_pool_in_child)
 
 
 def _day_name(day_number: int) -> str:

@@ -166,7 +166,8 @@ class StateStore:
         is ``(lon, lat, max metres)``; ``bbox`` is ``(min lon, min lat, max lon, max lat)``;
         ``id_pattern`` is a regular expression on the id.
         """
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if type:
             where.append("e.type = ?")
             params.append(type)
