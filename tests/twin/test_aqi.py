@@ -78,6 +78,8 @@ def test_missing_stays_missing_and_bad_input() -> None:
         iaqi("pm25", -1)
     with pytest.raises(InputError, match="no 1h breakpoints for pm25"):
         iaqi("pm25", 10, "1h")
+    # ... but a 1-hour PM value in a real-time AQI is read on the 24-hour breakpoints
+    assert aqi({"pm25_1h": 45, "no2": 150}, period="1h").iaqi == {"pm25": 63, "no2": 75}
     with pytest.raises(InputError, match="unknown pollutant"):
         aqi({"benzene": 3})
 

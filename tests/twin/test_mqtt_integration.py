@@ -10,6 +10,7 @@ and alerts raised on exactly the heavy-pollution days.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -66,25 +67,37 @@ def test_beijing_month_through_mosquitto(broker, tmp_path, shared_data):
     long = E.beijing_long(wide)
     rt = open_runtime(tmp_path / "twin")
     rt.register([E.beijing_entity(s) for s in sorted(wide.station.unique())])
+    ref = E.Entity(E.entity_id("AirQualityObserved", "reference-case"), "AirQualityObserved", 116.4, 39.9)
+    rt.register([ref])
     rt.start_mqtt(host, port, client_id="it-ingest")
     pub = MqttPublisher(host, port, client_id="it-replay")
     msgs = list(E.messages_from_long(long))
     assert len(msgs) == 12 * 744
     for _, topic, payload in msgs:
         pub.publish(topic, payload)
+    # REFERENCES.md AQI case, 24 constant hours: PM2.5 120, PM10 180, SO2 65, NO2 150 µg/m³, CO 8 mg/m³
+    # (sent as unitCode GP), O3 200 µg/m³ (8-hour mean 200) -> AQI 158, 中度污染, primary PM2.5
+    for hour in range(24):
+        pub.publish(E.topic_for(ref.id), json.dumps({
+            "observedAt": f"2020-06-01T{hour:02d}:00:00+08:00", "pm25": 120, "pm10": 180, "so2": 65, "no2": 150,
+            "co": {"value": 8, "unitCode": "GP"}, "o3": {"value": 200, "unitCode": "GQ"}}).encode())
     assert pub.wait_all(timeout=120)
     pub.close()
-    assert wait_until(lambda: rt.ingestor.totals.accepted >= len(long))
+    assert wait_until(lambda: rt.ingestor.totals.accepted >= len(long) + 24 * 6)
     h = rt.stores.history
     try:
         # every reading stored exactly once; missing stays missing
-        c = h.count()
+        refday = aqi.daily_aqi(h.query(entities=ref.id), invalid="missing").iloc[0]
+        assert (refday["aqi"], refday["category_zh"], refday["primary"]) == (158, "中度污染", "pm25")
+        assert [refday[f"iaqi_{k}"] for k in ("pm25", "pm10", "so2", "no2", "co", "o3_8h")] == [158, 115, 58, 135,
+                                                                                                120, 137]
+        c = h.count(entities=[e.id for e in map(E.beijing_entity, E.BEIJING_STATIONS)])
         assert c["rows"] == len(long) == 107_136
         assert c["values"] == int(long["value"].notna().sum())
         assert c["missing"] == int(long["value"].isna().sum()) > 0
         assert rt.ingestor.totals.rejected == 0 and rt.stores.deadletters.counts() == {}
         # per station and pollutant, the stored non-missing count equals the CSV's own count
-        stored = h.query(properties=["pm25", "pm10", "so2", "no2", "co", "o3"])
+        stored = h.query(properties=["pm25", "pm10", "so2", "no2", "co", "o3"], end="2016-01-01")
         per = stored.groupby(["entity", "property"])["value"].count()
         for col, prop in [("PM2.5", "pm25"), ("CO", "co"), ("O3", "o3")]:
             csv = wide.groupby("station")[col].count()

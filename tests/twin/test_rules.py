@@ -102,8 +102,9 @@ def test_heavy_pollution_rules_on_beijing(shared_data: Path) -> None:
                      value_name="value").rename(columns={"station": "entity"})
     long["property"] = long["property"].map(names)
     long["unit"] = "µg/m³"
-    daily = daily_aqi(long).rename(columns={"date": "time"})
-    days = evaluate(AQI_HEAVY_DAILY, daily)
+    daily = daily_aqi(long)
+    days = evaluate(AQI_HEAVY_DAILY, daily)  # reads the `date` column of daily_aqi
+    daily = daily.rename(columns={"date": "time"})
     heavy_days = set(daily.loc[daily["aqi"] > 200, "time"])
     covered = {c.start + pd.Timedelta(days=i) for c in days for i in range(c.steps)}
     assert covered == heavy_days and len(heavy_days) > 5

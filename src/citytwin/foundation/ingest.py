@@ -545,7 +545,7 @@ def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
         r = res[0].as_py() if len(res) else 9
         lo = lon.to_numpy(zero_copy_only=False).astype(float)
         la = lat.to_numpy(zero_copy_only=False).astype(float)
-        return pa.array(spacelink.h3_cells(lo, la, resolution=int(r)), pa.string())
+        return pa.array(spacelink.h3_cells(lo, la, resolution=int(r), invalid="none"), pa.string())
 
     con.create_function("h3_cell", h3_cell, [d("DOUBLE"), d("DOUBLE"), d("INTEGER")], d("VARCHAR"), type="arrow",
                         null_handling="special")

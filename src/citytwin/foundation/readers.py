@@ -215,7 +215,9 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
         read_path = _transcode(path, enc, staging)
         notes.append(f"transcoded from {enc} to UTF-8")
     hdr = "true" if header else "false"
-    opts = f"header={hdr}, all_varchar=true" + (", store_rejects=true, null_padding=false" if rejects else "")
+    if not delimiter and path.suffix.lower() != ".tsv":
+        delimiter = _sniff_delimiter(read_path)
+    opts = f"header={hdr}, all_varchar=true" + (", store_rejects=true, null_padding=false, quote='\"', escape='\"'" if rejects else "")
     if delimiter:
         opts += f", delim='{delimiter}'"
     elif path.suffix.lower() == ".tsv":
@@ -225,18 +227,31 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
         con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans;")
         rel = con.sql(f"SELECT row_number() OVER () AS _row, * FROM read_csv('{qpath}', {opts})")
         columns = [c for c in rel.columns if c != "_row"]
-        delim_opt = f", delim='{delimiter}'" if delimiter else (", delim='\\t'" if path.suffix.lower() == ".tsv" else "")
         try:
-            desc = con.sql(f"DESCRIBE SELECT * FROM read_csv('{qpath}', header={hdr}{delim_opt})").fetchall()
-            sniffed = {str(r[0]): str(r[1]) for r in desc}
+            sniffed = infer_types(con.sql(f"SELECT * FROM read_csv('{qpath}', {opts})"), columns)
         except duckdb.Error:
-            sniffed = {}
+            sniffed = {}  # malformed rows: ingest reads the file again keeping the rows that split
     except duckdb.Error as exc:
+        if not rejects and "unicode" not in str(exc).lower():
+            # the dialect sniffer gives up on ragged rows: read again keeping the rows that split
+            src = _open_csv(con, path, encoding=enc, staging=staging, delimiter=delimiter, rejects=True,
+                            header=header)
+            src.notes = notes + src.notes
+            return src
         raise _csv_error(path, exc) from exc
     if not columns:
         raise InputError("no columns found (is the header row empty?)", file=str(path))
     return Source(path=path, format="csv", relation=rel, columns=columns, text=True, encoding=enc, notes=notes,
                   csv_rejects=rejects, sniffed_types=sniffed)
+
+
+def _sniff_delimiter(path: Path) -> str:
+    """The delimiter of the first line (',', tab, ';' or '|'), so ragged rows later cannot mislead it."""
+    with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+        first = fh.readline()
+    counts = {d: first.count(d) for d in (",", "\t", ";", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
 
 
 def _csv_error(path: Path, exc: Exception) -> InputError:
@@ -304,6 +319,8 @@ def find_header(rows: list[list[str | None]], max_scan: int = 30) -> int:
         if len(filled) < max(2, math.ceil(0.6 * width)):
             continue
         texts = sum(not _looks_numeric(c) for c in filled)
+        if len(set(filled)) < max(2, math.ceil(0.6 * len(filled))):
+            continue  # a merged title spread over the columns
         if texts / len(filled) >= 0.6:
             return i
     # no text row: a header-less table
@@ -404,23 +421,33 @@ def _open_xlsx(con: duckdb.DuckDBPyConnection, path: Path, *, sheet: str | None)
                   header_row=header_row, sniffed_types=infer_types(rel, cols))
 
 
-def infer_types(rel: duckdb.DuckDBPyRelation, columns: list[str]) -> dict[str, str]:
-    """Numeric text columns (every non-missing value parses as a number) -> ``DOUBLE``; others ``VARCHAR``."""
-    if not columns:
-        return {}
-    tokens = "('', 'na', 'n/a', 'nan', 'null', 'none', '-', '--', '—', '/', '#n/a')"
+ID_LIKE = ("id", "code", "编号", "代码", "编码", "zip", "zipcode", "postcode", "邮编", "phone", "电话", "手机")
+
+
+def infer_types(rel: duckdb.DuckDBPyRelation, columns: list[str], *, sample: int = 200_000) -> dict[str, str]:
+    """Type of each text column from (a sample of) its values: ``DOUBLE`` or ``VARCHAR``.
+
+    A column is numeric when most of its non-missing values are numbers; the values that are not
+    are then quarantined by validation as "not a number" (a typo does not turn a numeric column
+    into text). Identifier-like columns stay text: names ending in id/code/编号/代码/zip, or values
+    with leading zeros ("0123").
+    """
+    cols = [c for c in columns if not any(c.lower().replace("_", "").endswith(k) for k in ID_LIKE)]
+    out = dict.fromkeys(columns, "VARCHAR")
+    if not cols:
+        return out
+    tokens = "('', 'na', 'n/a', 'nan', 'null', 'none', '-', '--', '—', '/', '#n/a', '无')"
     parts = []
-    for c in columns:
+    for c in cols:
         qc = '"' + c.replace('"', '""') + '"'
-        v = f"CASE WHEN lower(trim({qc})) IN {tokens} THEN NULL ELSE trim({qc}) END"
-        parts.append(f"count({v})")
-        parts.append(f"count(TRY_CAST(replace({v}, ',', '') AS DOUBLE))")
-    counts = rel.aggregate(", ".join(parts)).fetchone()
-    out = {}
+        v = f"CASE WHEN lower(trim(CAST({qc} AS VARCHAR))) IN {tokens} THEN NULL ELSE trim(CAST({qc} AS VARCHAR)) END"
+        parts += [f"count({v})", f"count(TRY_CAST(replace({v}, ',', '') AS DOUBLE))",
+                  f"count(*) FILTER (WHERE regexp_matches({v}, '^0[0-9]'))"]
+    counts = rel.limit(sample).aggregate(", ".join(parts)).fetchone()
     assert counts is not None
-    for i, c in enumerate(columns):
-        n, k = counts[2 * i], counts[2 * i + 1]
-        out[c] = "DOUBLE" if n and n == k else "VARCHAR"
+    for i, c in enumerate(cols):
+        n, k, zeros = counts[3 * i], counts[3 * i + 1], counts[3 * i + 2]
+        out[c] = "DOUBLE" if n and k / n > 0.5 and not zeros else "VARCHAR"
     return out
 
 

@@ -312,6 +312,8 @@ def _item_key(key: str, period: str) -> tuple[str, str, str]:
             per = period if period != "8h" else "24h"
     if per not in PERIODS:
         raise InputError(f"unknown averaging period in {key!r}", field=key)
+    if pol in ("pm25", "pm10") and per == "1h":
+        per = "24h"  # a 1-hour PM value is read on the 24-hour breakpoints (real-time practice)
     item = f"o3_{per}" if pol == "o3" else pol
     return item, pol, per
 

@@ -148,6 +148,8 @@ class AlertCandidate:
 
 
 def _series(rule: ThresholdRule, df: pd.DataFrame) -> pd.DataFrame:
+    if "time" not in df.columns and "date" in df.columns:  # daily_aqi output
+        df = df.rename(columns={"date": "time"})
     for col in ("entity", "time"):
         if col not in df.columns:
             raise InputError(f"frame lacks column {col!r}", field=col)
@@ -174,7 +176,8 @@ def evaluate(rule: ThresholdRule, df: pd.DataFrame, *, now: pd.Timestamp | None 
         The rule.
     df
         Long observations (``entity``, ``property``, ``time``, ``value``) or a frame with ``entity``,
-        ``time`` and a column named ``rule.property`` (e.g. the output of ``hourly_aqi``).
+        ``time`` (or ``date``) and a column named ``rule.property`` (e.g. the output of
+        ``hourly_aqi`` or ``daily_aqi``).
     now
         End of the data; a run reaching the entity's last step at or after ``now - step`` is
         ``ongoing`` (default: each entity's last time).
