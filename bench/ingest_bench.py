@@ -203,8 +203,8 @@ def _child_citytwin(spec: dict[str, Any]) -> dict[str, Any]:
         log.append(("__sha256", time.perf_counter() - t))
         return out
 
-    ing.duck.connect = timed_connect  # type: ignore[assignment]
-    ing._sha256 = timed_sha  # type: ignore[assignment]
+    ing.duck.connect = timed_connect
+    ing._sha256 = timed_sha
     work = Path(spec["tmp"])
     ws = Workspace.init(work / "ws", owner="admin")
     real_commit = ws.commit_version
@@ -215,7 +215,7 @@ def _child_citytwin(spec: dict[str, Any]) -> dict[str, Any]:
         log.append(("__commit", time.perf_counter() - t))
         return out
 
-    ws.commit_version = timed_commit  # type: ignore[method-assign]
+    ws.commit_version = timed_commit
     t0 = time.perf_counter()
     r = ing.ingest(ws, spec["paths"], dataset=spec["dataset"], schema=spec["schema"],
                    units_map=spec.get("units_map"), h3=spec.get("h3", True),

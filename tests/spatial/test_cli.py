@@ -105,3 +105,26 @@ def test_lifecircle_from_graph_files(helsinki, tmp_path):
     assert outs[0] == outs[1]
     res = _run("lifecircle", str(pytest.importorskip("citytwin.foundation.osm").bundled_pbf()), "--json")
     assert json.loads(res.stdout)["coverage"] == outs[0]
+
+
+def test_commands_on_ingested_catalog_datasets(workspace, helsinki_pbf):
+    """Layers ingested with the catalog schemas (poi_id, building without use, levels, land_use)."""
+    from citytwin.foundation.ingest import ingest
+
+    for name, schema, layer in (("h_streets", "street_network", "streets"), ("h_pois", "poi", "pois"),
+                                ("h_buildings", "building", "buildings"), ("h_landuse", "land_use", "landuse")):
+        ingest(workspace, helsinki_pbf, dataset=name, schema=schema, layer=layer, classification="public")
+    ws = ["-w", str(workspace.root)]
+    res = _run("lifecircle", "--pois", "h_pois", "--buildings", "h_buildings", "--streets", "h_streets",
+               "--name", "h_lc", *ws)
+    assert res.exit_code == 0, res.output
+    assert sorted(n for n, _ in workspace.catalog.inputs_of("h_lc", 1)) == ["h_buildings", "h_pois", "h_streets"]
+    homes = workspace.read("h_lc")
+    assert len(homes) > 300 and homes["home_id"].notna().all()
+    res = _run("jobs", "--pois", "h_pois", "--buildings", "h_buildings", "--json", *ws)
+    assert res.exit_code == 0, res.output
+    res = _run("compare", "--pois", "h_pois", "--landuse", "h_landuse", "--add-cluster", "24.9505,60.1765,150,120,1",
+               "--json", *ws)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout[res.stdout.index("{"):res.stdout.rindex("}") + 1])
+    assert out["findings"]["new_centers"] == 1

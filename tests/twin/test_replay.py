@@ -128,3 +128,20 @@ def test_replay_through_broker(tmp_path, shared_data):
                                                                  "missing": rows - values}
     finally:
         subprocess.run([script, "stop", str(d)], check=False)
+
+
+def test_forecast_from_history(tmp_path, shared_data):
+    """`twin forecast` reads the stored history and scores the learned model against the seasonal-naive
+    baseline (the scoring itself is tested in the forecast module's tests)."""
+    ws = tmp_path / "ws"
+    runner.invoke(app, ["init", str(ws)])
+    r = runner.invoke(app, ["twin", "replay", _air(shared_data), "-w", str(ws), "--station", "Dongsi",
+                            "--start", "2015-11-01T00:00:00+08:00", "--end", "2015-12-01T00:00:00+08:00"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["twin", "forecast", "-w", str(ws), "-e", "urn:ngsi-ld:AirQualityObserved:Beijing-Dongsi",
+                            "-p", "pm25", "--horizon", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    s = pd.DataFrame(json.loads(r.stdout))
+    assert {"seasonal_naive", "ridge"} <= set(s["model"]) and set(s["horizon"]) == {"1h", "2h"}
+    base = s[s.model == "seasonal_naive"]
+    assert (base["skill"] == 0).all() and (base["n"] > 100).all()  # a week of hourly test points

@@ -140,6 +140,7 @@ NONRESIDENTIAL_BUILDINGS: frozenset[str] = frozenset({
     "government", "train_station", "transportation", "kiosk", "shed", "garage", "garages", "roof", "utility",
     "tower", "pavilion", "museum", "hotel", "parking", "service", "stadium", "sports_hall", "supermarket",
     "ship", "atrium", "bunker", "greenhouse", "barn", "toilets", "bridge", "construction", "fire_station",
+    "nonresidential",
 })
 
 

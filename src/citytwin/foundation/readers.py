@@ -421,7 +421,8 @@ def _open_xlsx(con: duckdb.DuckDBPyConnection, path: Path, *, sheet: str | None)
                   header_row=header_row, sniffed_types=infer_types(rel, cols))
 
 
-ID_LIKE = ("id", "code", "编号", "代码", "编码", "zip", "zipcode", "postcode", "邮编", "phone", "电话", "手机")
+ID_LIKE = ("id", "code", "编号", "代码", "编码", "zip", "zipcode", "postcode", "邮编", "phone", "电话", "手机", "身份证",
+           "证件号", "号码", "idcard")
 
 
 def infer_types(rel: duckdb.DuckDBPyRelation, columns: list[str], *, sample: int = 200_000) -> dict[str, str]:
@@ -430,9 +431,10 @@ def infer_types(rel: duckdb.DuckDBPyRelation, columns: list[str], *, sample: int
     A column is numeric when most of its non-missing values are numbers; the values that are not
     are then quarantined by validation as "not a number" (a typo does not turn a numeric column
     into text). Identifier-like columns stay text: names ending in id/code/编号/代码/zip, or values
-    with leading zeros ("0123").
+    with leading zeros ("0123") or 16+ digits (ID numbers, which a double cannot hold exactly).
     """
-    cols = [c for c in columns if not any(c.lower().replace("_", "").endswith(k) for k in ID_LIKE)]
+    cols = [c for c in columns if not any(c.lower().replace("_", "").endswith(k) for k in ID_LIKE)
+            and "身份证" not in c]
     out = dict.fromkeys(columns, "VARCHAR")
     if not cols:
         return out
@@ -442,7 +444,7 @@ def infer_types(rel: duckdb.DuckDBPyRelation, columns: list[str], *, sample: int
         qc = '"' + c.replace('"', '""') + '"'
         v = f"CASE WHEN lower(trim(CAST({qc} AS VARCHAR))) IN {tokens} THEN NULL ELSE trim(CAST({qc} AS VARCHAR)) END"
         parts += [f"count({v})", f"count(TRY_CAST(replace({v}, ',', '') AS DOUBLE))",
-                  f"count(*) FILTER (WHERE regexp_matches({v}, '^0[0-9]'))"]
+                  f"count(*) FILTER (WHERE regexp_matches({v}, '^0[0-9]') OR regexp_matches({v}, '[0-9]{{16,}}'))"]
     counts = rel.limit(sample).aggregate(", ".join(parts)).fetchone()
     assert counts is not None
     for i, c in enumerate(cols):

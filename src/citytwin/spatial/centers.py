@@ -34,7 +34,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
 from citytwin.foundation.errors import InputError
-from citytwin.spatial.geo import InputReport, as_points, require_crs, valid_geometries
+from citytwin.spatial.geo import InputReport, as_points, id_column, require_crs, valid_geometries
 from citytwin.spatial.grid import cell_neighbours, cells_frame, point_cells
 from citytwin.spatial.mix import NON_ACTIVITY
 from citytwin.spatial.polycentricity import rank_size, share_outside_main, urban_centrality_index
@@ -66,7 +66,7 @@ def activity_grid(features: gpd.GeoDataFrame, *, resolution: int = 9, weight_col
     """
     require_crs(features, "features")
     rep = report if report is not None else InputReport()
-    features = valid_geometries(features, "osm_id", "features", rep)
+    features = valid_geometries(features, id_column(features), "features", rep)
     if category_col and category_col in features.columns and exclude:
         features = features[~features[category_col].isin(list(exclude))]
     if len(features) == 0:

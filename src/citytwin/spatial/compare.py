@@ -36,7 +36,7 @@ from pyproj import Geod
 
 from citytwin.foundation.errors import InputError
 from citytwin.spatial.centers import CentersResult
-from citytwin.spatial.geo import require_crs
+from citytwin.spatial.geo import id_column, require_crs
 from citytwin.spatial.grid import point_cells
 
 ANCHORS: tuple[str, ...] = ("university", "research", "hospital")
@@ -49,8 +49,9 @@ def add_cluster(pois: gpd.GeoDataFrame, lon: float, lat: float, n: int, *, radiu
                 category_col: str = "category") -> gpd.GeoDataFrame:
     """``pois`` plus ``n`` synthetic POIs in a disc around (lon, lat): a reproducible new center.
 
-    New rows get negative ``osm_id`` (-1, -2, ...; below any existing negative id), ``synthetic =
-    True`` and categories cycling through ``categories``; the other columns are empty.
+    New rows get negative ids in the layer's id column (``osm_id``, or ``poi_id`` for catalog
+    datasets; -1, -2, ... below any existing negative id; ``"synthetic:<k>"`` numbered on when the
+    ids are strings), ``synthetic = True`` and categories cycling through ``categories``; the other columns are empty.
 
     Examples
     --------
@@ -67,10 +68,18 @@ def add_cluster(pois: gpd.GeoDataFrame, lon: float, lat: float, n: int, *, radiu
     r = radius_m * np.sqrt(rng.random(n))
     az = rng.uniform(0, 360, n)
     lons, lats, _ = Geod(ellps="WGS84").fwd(np.full(n, lon), np.full(n, lat), az, r)
-    start = min(0, int(pois["osm_id"].min())) if "osm_id" in pois.columns and len(pois) else 0
+    idc = id_column(pois) or "osm_id"
+    numeric = idc in pois.columns and pd.api.types.is_numeric_dtype(pois[idc])
+    start = min(0, int(pois[idc].min())) if numeric and len(pois) else 0
+    ids = np.arange(start - 1, start - 1 - n, -1, dtype=np.int64)
+    if idc in pois.columns and not numeric:
+        # string ids (catalog datasets): a prefix that cannot collide with OSM ids
+        k = int(pois[idc].astype(str).str.startswith("synthetic:").sum())
+        new_ids: Any = [f"synthetic:{k + i + 1}" for i in range(n)]
+    else:
+        new_ids = ids
     new = gpd.GeoDataFrame(
-        {"osm_id": np.arange(start - 1, start - 1 - n, -1, dtype=np.int64),
-         category_col: [categories[i % len(categories)] for i in range(n)], "synthetic": True},
+        {idc: new_ids, category_col: [categories[i % len(categories)] for i in range(n)], "synthetic": True},
         geometry=gpd.points_from_xy(lons, lats), crs=4326).to_crs(pois.crs)
     base = pois.copy()
     base["synthetic"] = base["synthetic"].fillna(False).astype(bool) if "synthetic" in base.columns else False
@@ -148,7 +157,7 @@ def innovation_districts(centers: CentersResult, pois: gpd.GeoDataFrame, landuse
     pois
         Categorised POIs of the same snapshot.
     landuse
-        Optional land-use polygons with a ``landuse`` column (OSM).
+        Optional land-use polygons with a ``landuse`` (OSM) or ``land_use`` (catalog schema) column.
 
     Returns
     -------
@@ -170,8 +179,9 @@ def innovation_districts(centers: CentersResult, pois: gpd.GeoDataFrame, landuse
     cats = pois[category_col].astype(str)
     activity = ~cats.isin(["street_furniture", "other"])
     bshare = {}
-    if landuse is not None and len(landuse) and "landuse" in landuse.columns:
-        lu = landuse.to_crs(4326)
+    lu_col = next((c for c in ("landuse", "land_use") if landuse is not None and c in landuse.columns), None)
+    if landuse is not None and len(landuse) and lu_col is not None:
+        lu = landuse.rename(columns={lu_col: "landuse"}).to_crs(4326)
         lu = lu[lu.geometry.notna() & ~lu.geometry.is_empty]
         lu = lu.set_geometry(lu.geometry.make_valid())
         for _, c in out.iterrows():

@@ -116,3 +116,39 @@ def empty_like(columns: dict[str, str], crs: Any) -> gpd.GeoDataFrame:
     """An empty GeoDataFrame with typed columns (for empty areas)."""
     data = {c: pd.Series([], dtype=t) for c, t in columns.items()}
     return gpd.GeoDataFrame(data, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
+
+
+ID_COLUMNS: tuple[str, ...] = ("osm_id", "building_id", "poi_id", "parcel_id", "id")
+
+
+def id_column(frame: pd.DataFrame, preferred: str = "osm_id") -> str | None:
+    """The id column of a layer: ``preferred`` when present, else the first of :data:`ID_COLUMNS`.
+
+    Layers ingested with the catalog schemas carry ``building_id`` / ``poi_id`` instead of ``osm_id``.
+    """
+    if preferred in frame.columns:
+        return preferred
+    return next((c for c in ID_COLUMNS if c in frame.columns), None)
+
+
+def with_use(buildings: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    """Buildings with a ``use`` column (residential / nonresidential / unknown).
+
+    Kept when present; else derived from ``building`` (OSM ``building=*``, as the catalog's
+    ``building`` schema stores it) by :func:`citytwin.foundation.osm.building_use`, a footprint with
+    an amenity / shop / office tag counting as non-residential.
+    """
+    from citytwin.foundation.osm import building_use
+
+    if "use" in buildings.columns:
+        return buildings
+    if "building" not in buildings.columns:
+        raise InputError("buildings have neither a 'use' nor a 'building' column", field="use",
+                         hint="read them with citytwin.foundation.osm.read_osm_layer(path, 'buildings')")
+    act = pd.Series(False, index=buildings.index)
+    for k in ("amenity", "shop", "office"):
+        if k in buildings.columns:
+            act |= buildings[k].notna()
+    out = buildings.copy()
+    out["use"] = building_use(out["building"], act)
+    return out

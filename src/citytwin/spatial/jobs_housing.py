@@ -31,7 +31,7 @@ from scipy.optimize import linprog
 from scipy.spatial.distance import cdist
 
 from citytwin.foundation.errors import InputError
-from citytwin.spatial.geo import InputReport, require_crs, valid_geometries
+from citytwin.spatial.geo import InputReport, id_column, require_crs, valid_geometries, with_use
 from citytwin.spatial.grid import cell_xy, cells_frame, point_cells
 
 JOB_CATEGORIES: tuple[str, ...] = ("office", "shop", "restaurant", "hotel", "public_service", "university",
@@ -82,8 +82,8 @@ def jobs_housing(buildings: gpd.GeoDataFrame, pois: gpd.GeoDataFrame | None = No
     Parameters
     ----------
     buildings
-        Footprints with ``use`` (residential / nonresidential / unknown) and optional
-        ``building:levels``.
+        Footprints with ``use`` (residential / nonresidential / unknown; derived from ``building``
+        when absent) and optional ``building:levels`` (or ``levels``, the catalog schema's name).
     pois
         Optional categorised POIs (jobs outside building footprints).
     max_cells_lp
@@ -91,16 +91,14 @@ def jobs_housing(buildings: gpd.GeoDataFrame, pois: gpd.GeoDataFrame | None = No
     """
     report = InputReport()
     require_crs(buildings, "buildings")
-    if "use" not in buildings.columns:
-        raise InputError("buildings have no 'use' column", field="use",
-                         hint="read them with citytwin.foundation.osm.read_osm_layer(path, 'buildings')")
-    b = valid_geometries(buildings, "osm_id", "buildings", report)
+    buildings = with_use(buildings)
+    b = valid_geometries(buildings, id_column(buildings), "buildings", report)
     if len(b) == 0:
         raise InputError("no buildings with geometry in the area (empty area)", field="buildings")
     bm = b.to_crs(b.estimate_utm_crs())
     area = bm.geometry.area.to_numpy()
-    lv = (pd.to_numeric(b["building:levels"], errors="coerce") if "building:levels" in b.columns
-          else pd.Series(np.nan, index=b.index))
+    lcol = next((c for c in ("building:levels", "levels") if c in b.columns), None)
+    lv = pd.to_numeric(b[lcol], errors="coerce") if lcol else pd.Series(np.nan, index=b.index)
     n_default = int(lv.isna().sum())
     if n_default:
         report.note(f"{n_default} building(s) without building:levels: {default_levels} assumed")
@@ -114,7 +112,7 @@ def jobs_housing(buildings: gpd.GeoDataFrame, pois: gpd.GeoDataFrame | None = No
     n_poi_jobs = 0
     if pois is not None and len(pois):
         require_crs(pois, "pois")
-        p = valid_geometries(pois, "osm_id", "pois", report)
+        p = valid_geometries(pois, id_column(pois), "pois", report)
         p = p[p[category_col].isin(JOB_CATEGORIES)] if category_col in p.columns else p.iloc[0:0]
         if len(p):
             pts = p.to_crs(4326)

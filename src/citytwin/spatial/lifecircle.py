@@ -30,7 +30,7 @@ from scipy import sparse
 from scipy.sparse.csgraph import dijkstra
 
 from citytwin.foundation.errors import InputError
-from citytwin.spatial.geo import InputReport, require_crs, valid_geometries
+from citytwin.spatial.geo import InputReport, id_column, require_crs, valid_geometries, with_use
 from citytwin.spatial.network import MIN_LENGTH, StreetNetwork
 
 #: Daily-service categories (same as :data:`citytwin.foundation.osm.DAILY_SERVICES`).
@@ -156,12 +156,11 @@ class LifeCircleResult:
 def residential_buildings(buildings: gpd.GeoDataFrame, include_unknown: bool = False) -> gpd.GeoDataFrame:
     """Buildings read as homes from a ``use`` column (see :func:`citytwin.foundation.osm.building_use`).
 
+    Without a ``use`` column it is derived from ``building`` (:func:`citytwin.spatial.geo.with_use`).
     ``include_unknown`` also takes untyped buildings (OSM ``building=yes`` without shop/office/amenity);
     in central extracts most homes are tagged so, which makes this the usual proxy.
     """
-    if "use" not in buildings.columns:
-        raise InputError("buildings have no 'use' column", field="use",
-                         hint="read them with citytwin.foundation.osm.read_osm_layer(path, 'buildings')")
+    buildings = with_use(buildings)
     keep = {"residential", "unknown"} if include_unknown else {"residential"}
     return buildings[buildings["use"].isin(keep)]
 
@@ -206,8 +205,10 @@ def life_circle(homes: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, network: Street
     if category_col not in pois.columns:
         raise InputError(f"POIs have no column {category_col!r}", field=category_col)
     thr = float(threshold_m) if threshold_m is not None else walk_threshold_m(minutes, speed_kmh)
-    homes = valid_geometries(homes, id_col, "homes", report)
-    pois = valid_geometries(pois, id_col, "pois", report)
+    h_id = id_column(homes, id_col)
+    p_id = id_column(pois, id_col)
+    homes = valid_geometries(homes, h_id, "homes", report)
+    pois = valid_geometries(pois, p_id, "pois", report)
     for name, g in (("homes", homes), ("pois", pois)):
         if g.crs is not None and not g.crs.equals(network.crs) and not g.crs.equals("EPSG:4326"):
             report.note(f"{name}: reprojected from {g.crs.to_string()} to the network's {network.crs.to_string()}")
@@ -224,7 +225,7 @@ def life_circle(homes: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, network: Street
     }
     if p_off.any():
         report.drop("pois_off_network",
-                    pois.loc[p_off, id_col].tolist() if id_col in pois.columns else pois.index[p_off].tolist())
+                    pois.loc[p_off, p_id].tolist() if p_id is not None else pois.index[p_off].tolist())
         report.note(f"pois: {int(p_off.sum())} farther than {max_snap_m} m from the network, not used")
 
     # homes
@@ -233,7 +234,7 @@ def life_circle(homes: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, network: Street
     if h_off.any():
         report.note(f"homes: {int(h_off.sum())} farther than {max_snap_m} m from the network (flagged, no distances)")
     out = gpd.GeoDataFrame(
-        {"home_id": homes[id_col].to_numpy() if id_col in homes.columns else homes.index.to_numpy(),
+        {"home_id": homes[h_id].to_numpy() if h_id is not None else homes.index.to_numpy(),
          "node": network.node_ids[h_node] if len(h_node) else np.empty(0, dtype=np.int64),
          "snap_m": h_snap, "component": network.component[h_node] if len(h_node) else np.empty(0, dtype=np.int64),
          "off_network": h_off},

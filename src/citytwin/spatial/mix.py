@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from citytwin.foundation.errors import InputError
-from citytwin.spatial.geo import InputReport, require_crs, valid_geometries
+from citytwin.spatial.geo import InputReport, id_column, require_crs, valid_geometries
 from citytwin.spatial.grid import cells_frame, point_cells
 
 #: Categories left out of the mix by default (not activities).
@@ -134,7 +134,7 @@ def functional_mix(pois: gpd.GeoDataFrame, *, resolution: int = 9, category_col:
     require_crs(pois, "pois")
     if category_col not in pois.columns:
         raise InputError(f"no column {category_col!r}", field=category_col)
-    pois = valid_geometries(pois, "osm_id", "pois", report)
+    pois = valid_geometries(pois, id_column(pois), "pois", report)
     cat = pois[category_col].astype("string")
     keep = cat.notna() & ~cat.isin(list(exclude))
     if (~keep).any():
