@@ -323,7 +323,8 @@ def generate_poi(n: int, folder: Path) -> tuple[Path, Path]:
            f"{cats}[(i % 8) + 1] AS category, "
            f"round(115.7 + (hash(i) % 1000000) / 1e6 * 1.7, 6) AS lon, "
            f"round(39.4 + (hash(i * 7 + 3) % 1000000) / 1e6 * 1.6, 6) AS lat FROM range({n}) t(i)")
-    con = duckdb.connect(config={"enable_progress_bar": False})
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar=false")
     con.execute(f"COPY ({sel}) TO '{csv}' (HEADER, DELIMITER ',')")
     con.execute(f"COPY (SELECT * FROM read_csv('{csv}')) TO '{pq}' (FORMAT parquet, COMPRESSION zstd)")
     con.close()

@@ -107,6 +107,7 @@ def test_lifecircle_from_graph_files(helsinki, tmp_path):
     assert json.loads(res.stdout)["coverage"] == outs[0]
 
 
+@pytest.mark.slow
 def test_commands_on_ingested_catalog_datasets(workspace, helsinki_pbf):
     """Layers ingested with the catalog schemas (poi_id, building without use, levels, land_use)."""
     from citytwin.foundation.ingest import ingest

@@ -49,7 +49,10 @@ def test_helsinki(helsinki):
     assert 0 < ind["dissimilarity"] < 1
     assert 0 < ind["t_min_km"] <= ind["t_random_km"]
     assert "building:levels" in " ".join(r.report["notes"])
+    # without 'use' it is derived from 'building' exactly as the OSM reader does
+    again = jobs_housing(helsinki["buildings"].drop(columns="use"), helsinki["pois"])
+    assert again.indices == ind
     with pytest.raises(InputError, match="use"):
-        jobs_housing(helsinki["buildings"].drop(columns="use"))
+        jobs_housing(helsinki["buildings"].drop(columns=["use", "building"]))
     with pytest.raises(InputError, match="empty area"):
         jobs_housing(helsinki["buildings"].iloc[0:0])

@@ -95,3 +95,15 @@ def test_network_stats_against_osmnx(helsinki):
     assert ours["streets_per_node_avg"] == pytest.approx(spn.mean(), rel=1e-12)
     assert ours["streets_per_node_counts"] == {int(k): int(v) for k, v in spn.value_counts().items()}
     assert ours["intersection_count"] == ox.stats.intersection_count(g, min_streets=2)
+
+
+def test_empty_area():
+    from citytwin.foundation.osm import street_graph
+
+    bb = [10.0, 10.0, 10.01, 10.01]  # far from Helsinki: nothing inside
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pois = read_osm_layer(bundled_pbf(), "pois", bounding_box=bb)
+        assert len(pois) == 0 and {"osm_id", "category"} <= set(pois.columns) and pois.crs.to_epsg() == 4326
+        with pytest.raises(InputError, match="no walking street network"):
+            street_graph(bundled_pbf(), bounding_box=bb)

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from citytwin.cli.common import JsonOpt, UserOpt, WorkspaceOpt, console, handle_errors, open_workspace, print_json
+from citytwin.cli.common import (
+    JsonOpt,
+    UserOpt,
+    WorkspaceOpt,
+    console,
+    handle_errors,
+    open_workspace,
+    print_json,
+)
 from citytwin.cli.main import app
 from citytwin.foundation.errors import InputError
 
@@ -79,10 +87,10 @@ def ingest(
                   f"read, [green]{result.rows_kept:,} kept[/], "
                   f"[{'red' if result.rows_quarantined else 'green'}]{result.rows_quarantined:,} quarantined[/] "
                   f"in {result.seconds:.1f} s")
-    for r, n in result.reasons.items():
-        console.print(f"  quarantined {n:,}: {r}", highlight=False)
-    for n in result.notes:
-        console.print(f"  [dim]{n}[/]", highlight=False)
+    for reason, count in result.reasons.items():
+        console.print(f"  quarantined {count:,}: {reason}", highlight=False)
+    for note in result.notes:
+        console.print(f"  [dim]{note}[/]", highlight=False)
     if result.rows_quarantined:
         console.print(f"  see them with `citytwin quarantine {dataset}`")
 
@@ -260,15 +268,15 @@ def catalog_lineage(name: str, workspace: WorkspaceOpt = None, user: UserOpt = N
         print_json(tree)
         return
 
-    def add(node: Tree, d: dict[str, object]) -> None:
-        params = {k: v for k, v in (d.get("params") or {}).items() if k not in ("notes", "reasons")}  # type: ignore[union-attr]
+    def add(node: Tree, d: dict[str, Any]) -> None:
+        params = {k: v for k, v in (d.get("params") or {}).items() if k not in ("notes", "reasons")}
         label = f"[bold]{d['dataset']}[/] v{d.get('version')} ({d.get('kind', '?')}, code {d.get('code_version')})"
         if d.get("source"):
             label += f"\n  source: {d['source']}"
         if params:
             label += f"\n  params: {json.dumps(params, ensure_ascii=False, default=str)[:200]}"
         sub = node.add(label)
-        for i in d.get("inputs", []):  # type: ignore[attr-defined]
+        for i in d.get("inputs", []):
             add(sub, i)
 
     root = Tree("lineage")

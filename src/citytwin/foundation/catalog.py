@@ -202,7 +202,7 @@ class Catalog:
                 ))
             return info
 
-    def list(self) -> list[DatasetInfo]:
+    def all_datasets(self) -> list[DatasetInfo]:
         return [self.get(n) for n in self.names()]
 
     def next_version(self, name: str) -> int:
@@ -223,7 +223,7 @@ class Catalog:
         licence: str | None,
         owner: str | None,
         version: VersionInfo,
-        inputs: list[tuple[str, int | None]] = (),  # type: ignore[assignment]
+        inputs: list[tuple[str, int | None]] | None = None,
     ) -> None:
         """Record a new version (and the dataset, if new) in one transaction."""
         check_name(name)
@@ -256,7 +256,7 @@ class Catalog:
                      json.dumps(v.extent) if v.extent else None, v.time_min, v.time_max, v.path,
                      v.quarantine_path, json.dumps(v.params, ensure_ascii=False, default=str), v.code_version),
                 )
-                for in_name, in_version in inputs:
+                for in_name, in_version in inputs or []:
                     con.execute("INSERT INTO lineage VALUES (?,?,?,?,?)",
                                 (name, v.version, in_name, in_version, "input"))
                 con.execute("COMMIT")

@@ -41,7 +41,7 @@ def connect(database: str | Path = ":memory:", *, spatial: bool = True, threads:
     >>> con.sql("SELECT ST_AsText(ST_Point(1, 2))").fetchone()[0]
     'POINT (1 2)'
     """
-    config: dict[str, str | bool | int] = dict(_CONFIG)
+    config: dict[str, str | bool | int | float | list[str]] = dict(_CONFIG)
     if threads:
         config["threads"] = threads
     con = duckdb.connect(str(database), read_only=read_only, config=config)

@@ -327,19 +327,19 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
             if prop is not None and prop.text:
                 plan.melt.append((c, prop.name, 1.0, prop.unit, "compass"))
                 continue
-            styp = src.sniffed_types.get(c, "VARCHAR") if text else "DOUBLE"
-            if prop is None and not any(styp.startswith(t) for t in DUCK_NUMERIC):
+            wtyp = src.sniffed_types.get(c, "VARCHAR") if text else "DOUBLE"
+            if prop is None and not any(wtyp.startswith(t) for t in DUCK_NUMERIC):
                 plan.notes.append(f"column {c!r} not used (not a measured value)")
                 continue
-            target = prop.unit if prop is not None else (units.canonical(label) if label else None)
+            wtarget: str | None = prop.unit if prop is not None else (units.canonical(label) if label else None)
             fac = 1.0
-            if label and target:
+            if label and wtarget:
                 try:
-                    fac = units.factor(label, target)
+                    fac = units.factor(label, wtarget)
                 except InputError as exc:
                     raise InputError(f"{exc.message}", file=str(src.path), field=c) from exc
             name = prop.name if prop is not None else stem
-            plan.melt.append((c, name, fac, target, "number"))
+            plan.melt.append((c, name, fac, wtarget, "number"))
         if not plan.melt:
             raise InputError("no measured-value columns found for sensor observations", file=str(src.path),
                              hint="a long file needs property and value columns; a wide file one numeric "
@@ -370,7 +370,7 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
             plan.notes.append(f"columns not in schema {schema.name!r} left out: {', '.join(extras)}")
 
     # geometry as WKT text in a column (e.g. "coord": "POLYGON((...))")
-    if "geometry" not in src.columns and schema.geometry is not None or schema.name == "table":
+    if ("geometry" not in src.columns and schema.geometry is not None) or schema.name == "table":
         wkt = _find_wkt_column(src, [c for c in src.columns if c not in used])
         if wkt is not None and "geometry" not in src.columns:
             plan.geometry = f"ST_GeomFromText(CAST(_src.{q(wkt)} AS VARCHAR))"
@@ -389,16 +389,13 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
             plan.notes.append("geometry converted from GCJ-02 to WGS84")
         plan.geometry = g
     elif schema.geometry == "point":
-        names = {c.name for c in plan.columns}
-        if {"lon", "lat"} <= names:
+        have = {col.name: col for col in plan.columns}
+        if "lon" in have and "lat" in have:
             plan.lonlat = ("lon", "lat")
             if crs and normalize_header(crs) in ("gcj02", "gcj"):
-                for c in plan.columns:
-                    if c.name in ("lon", "lat"):
-                        other = "lat" if c.name == "lon" else "lon"
-                        oexpr = next(x.expr for x in plan.columns if x.name == other)
-                        pair = (c.expr, oexpr) if c.name == "lon" else (oexpr, c.expr)
-                        c.expr = f"gcj02_to_wgs84_{c.name}({pair[0]}, {pair[1]})"
+                lon_expr, lat_expr = have["lon"].expr, have["lat"].expr
+                for ll in (have["lon"], have["lat"]):
+                    ll.expr = f"gcj02_to_wgs84_{ll.name}({lon_expr}, {lat_expr})"
                 plan.notes.append("coordinates converted from GCJ-02 to WGS84")
     if schema.geometry and "geometry" in schema.field_names and schema.field("geometry").required \
             and plan.geometry is None:
@@ -536,6 +533,12 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
 # ---------------------------------------------------------------------------
 # UDFs
 # ---------------------------------------------------------------------------
+def _udf(con: duckdb.DuckDBPyConnection, name: str, fn: Callable[..., Any], params: list[Any], ret: Any,
+         **kw: Any) -> None:
+    """Register an arrow-vectorised Python UDF (the stubs do not know the string spellings of the options)."""
+    con.create_function(name, fn, params, ret, **kw)
+
+
 def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
     d = duckdb.sqltype
 
@@ -547,7 +550,7 @@ def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
         la = lat.to_numpy(zero_copy_only=False).astype(float)
         return pa.array(spacelink.h3_cells(lo, la, resolution=int(r), invalid="none"), pa.string())
 
-    con.create_function("h3_cell", h3_cell, [d("DOUBLE"), d("DOUBLE"), d("INTEGER")], d("VARCHAR"), type="arrow",
+    _udf(con, "h3_cell", h3_cell, [d("DOUBLE"), d("DOUBLE"), d("INTEGER")], d("VARCHAR"), type="arrow",
                         null_handling="special")
 
     def _gcj(lon: pa.Array, lat: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -557,9 +560,9 @@ def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
         la = lat.to_numpy(zero_copy_only=False).astype(float)
         return spacelink.gcj02_to_wgs84(lo, la)
 
-    con.create_function("gcj02_to_wgs84_lon", lambda a, b: pa.array(_gcj(a, b)[0]), [d("DOUBLE"), d("DOUBLE")],
+    _udf(con, "gcj02_to_wgs84_lon", lambda a, b: pa.array(_gcj(a, b)[0]), [d("DOUBLE"), d("DOUBLE")],
                         d("DOUBLE"), type="arrow", null_handling="special")
-    con.create_function("gcj02_to_wgs84_lat", lambda a, b: pa.array(_gcj(a, b)[1]), [d("DOUBLE"), d("DOUBLE")],
+    _udf(con, "gcj02_to_wgs84_lat", lambda a, b: pa.array(_gcj(a, b)[1]), [d("DOUBLE"), d("DOUBLE")],
                         d("DOUBLE"), type="arrow", null_handling="special")
 
     def gcj_wkb(wkb: pa.Array) -> pa.Array:
@@ -575,7 +578,7 @@ def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
 
         return pa.array(shapely.to_wkb(shapely.transform(geoms, tf)), pa.binary())
 
-    con.create_function("gcj02_wkb_to_wgs84", gcj_wkb, [d("BLOB")], d("BLOB"), type="arrow",
+    _udf(con, "gcj02_wkb_to_wgs84", gcj_wkb, [d("BLOB")], d("BLOB"), type="arrow",
                         null_handling="special")
 
     def _pairs(prop: pa.Array, unit: pa.Array) -> tuple[list[Any], list[Any]]:
@@ -617,13 +620,13 @@ def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
             out.append(to_cache[(u, t)])
         return pa.array(out, pa.float64())
 
-    con.create_function("unit_factor_to", factor_to, [d("VARCHAR"), d("VARCHAR")], d("DOUBLE"), type="arrow",
+    _udf(con, "unit_factor_to", factor_to, [d("VARCHAR"), d("VARCHAR")], d("DOUBLE"), type="arrow",
                         null_handling="special")
-    con.create_function("unit_factor", lambda p, u: pa.array(lookup(p, u, 0), pa.float64()),
+    _udf(con, "unit_factor", lambda p, u: pa.array(lookup(p, u, 0), pa.float64()),
                         [d("VARCHAR"), d("VARCHAR")], d("DOUBLE"), type="arrow", null_handling="special")
-    con.create_function("unit_target", lambda p, u: pa.array(lookup(p, u, 1), pa.string()),
+    _udf(con, "unit_target", lambda p, u: pa.array(lookup(p, u, 1), pa.string()),
                         [d("VARCHAR"), d("VARCHAR")], d("VARCHAR"), type="arrow", null_handling="special")
-    con.create_function("unit_problem", lambda p, u: pa.array(lookup(p, u, 2), pa.string()),
+    _udf(con, "unit_problem", lambda p, u: pa.array(lookup(p, u, 2), pa.string()),
                         [d("VARCHAR"), d("VARCHAR")], d("VARCHAR"), type="arrow", null_handling="special")
 
 

@@ -353,7 +353,8 @@ def _table_from_rows(rows: list[list[str | None]], *, file: str, merged_header_r
     ncols = max(last, data_width) + 1
     names: list[str] = []
     for i in range(ncols):
-        n = header[i] if i < len(header) and header[i] is not None else f"column_{i + 1}"
+        h_i = header[i] if i < len(header) else None
+        n = h_i if h_i is not None else f"column_{i + 1}"
         base, k = n, 2
         while n in names:
             n = f"{base}_{k}"
@@ -654,7 +655,7 @@ def _open_osm(con: duckdb.DuckDBPyConnection, path: Path, *, layer: str | None) 
         raise InputError(f"OSM PBF needs --layer, one of {', '.join(OSM_LAYERS)}", file=str(path))
     from citytwin.foundation import osm
 
-    gdf = osm.read_osm_layer(path, layer)
+    gdf = osm.read_osm_layer(path, layer)  # type: ignore[arg-type]  # checked against OSM_LAYERS above
     if gdf is None or len(gdf) == 0:
         raise InputError(f"no {layer} in this OSM extract", file=str(path))
     import shapely

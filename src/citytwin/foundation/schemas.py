@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -181,7 +181,7 @@ _add(Schema(
 _add(Schema(
     "admin_unit",
     (
-        _f("adcode", aliases=_ADCODE + ("ext_id",), description="resolved from the name when missing"),
+        _f("adcode", aliases=(*_ADCODE, "ext_id"), description="resolved from the name when missing"),
         _f("name", required=True, aliases=("名称", "城市", "city", "ext_name", "name_zh")),
         _f("province", aliases=("省份", "省")),
         _f("lon", "float", min=-180, max=180, aliases=_LON),

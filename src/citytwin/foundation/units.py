@@ -121,7 +121,7 @@ _SUFFIX = re.compile(
 @lru_cache(maxsize=1)
 def registry() -> pint.UnitRegistry:
     """Return the shared unit registry (pint, with currency and population units added)."""
-    ureg = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
+    ureg: pint.UnitRegistry = pint.UnitRegistry(autoconvert_offset_to_baseunit=True)
     for line in _DEFINITIONS.strip().splitlines():
         ureg.define(line.strip())
     return ureg

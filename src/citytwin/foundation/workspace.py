@@ -39,7 +39,14 @@ import shapely
 
 import citytwin
 from citytwin.foundation import access, duck
-from citytwin.foundation.catalog import Catalog, DatasetInfo, VersionInfo, check_classification, check_name, now
+from citytwin.foundation.catalog import (
+    Catalog,
+    DatasetInfo,
+    VersionInfo,
+    check_classification,
+    check_name,
+    now,
+)
 from citytwin.foundation.errors import CitytwinError, InputError, NotFoundError
 from citytwin.foundation.schemas import Schema, get_schema, list_schemas
 
@@ -153,7 +160,7 @@ class Workspace:
 
     def datasets(self) -> list[DatasetInfo]:
         """Datasets this user may see."""
-        return [d for d in self.catalog.list() if access.can_read(self.user, d.classification, d.department)]
+        return [d for d in self.catalog.all_datasets() if access.can_read(self.user, d.classification, d.department)]
 
     # -- reads ---------------------------------------------------------------
     def _version(self, name: str, version: int | None) -> tuple[DatasetInfo, VersionInfo]:
@@ -173,13 +180,13 @@ class Workspace:
 
     def parquet_glob(self, name: str, version: int | None = None) -> str:
         """Parquet glob of a dataset version, after the access check (audited as ``read.path``)."""
-        info, vi = self._version(name, version)
+        _info, vi = self._version(name, version)
         self.catalog.audit(user=self.user.name, role=self.user.role, action="read.path", dataset=name,
                            version=vi.version, rows=vi.rows_kept)
         return str(self.root / vi.path / "*.parquet")
 
     def pii_columns(self, name: str, version: int | None = None) -> dict[str, str]:
-        info, vi = self._version(name, version)
+        _info, vi = self._version(name, version)
         declared = {c["name"]: c["pii"] for c in vi.columns if c.get("pii")}
         return access.detect_pii([c["name"] for c in vi.columns], declared)
 
@@ -189,7 +196,7 @@ class Workspace:
 
         ``where`` is a DuckDB SQL predicate over the dataset's columns.
         """
-        info, vi = self._version(name, version)
+        _info, vi = self._version(name, version)
         path = str(self.root / vi.path / "*.parquet")
         cols = "*" if not columns else ", ".join(f'"{c}"' for c in columns)
         sql = f"SELECT {cols} FROM read_parquet('{path}')"
@@ -217,7 +224,7 @@ class Workspace:
 
     def quarantine(self, name: str, version: int | None = None) -> pd.DataFrame:
         """The quarantined records of a version (file, row, field, reason, raw record)."""
-        info, vi = self._version(name, version)
+        _info, vi = self._version(name, version)
         if not vi.quarantine_path or not (self.root / vi.quarantine_path).exists():
             return pd.DataFrame(columns=["file", "row", "field", "reason", "record"])
         df = pd.read_parquet(self.root / vi.quarantine_path)
