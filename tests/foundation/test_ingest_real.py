@@ -99,6 +99,12 @@ def test_city_panel_units_normalised_and_codes_resolved(workspace, shared_data: 
     # city names -> administrative codes (prefecture level)
     assert df.loc[df["city"] == "安康市", "adcode"].iloc[0] == "610900"
     assert df["adcode"].notna().mean() > 0.98
+    # A7: a record with an administrative code but no coordinates gets the unit's representative point
+    ankang = df[df["city"] == "安康市"].iloc[0]
+    assert 108 < ankang.geometry.x < 110 and 32 < ankang.geometry.y < 33.5
+    import h3
+
+    assert h3.cell_to_parent(ankang["h3"], 5) == h3.latlng_to_cell(ankang.geometry.y, ankang.geometry.x, 5)
 
 
 def test_beijing_air_all_stations(workspace, shared_data: Path) -> None:

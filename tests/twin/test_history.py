@@ -180,3 +180,24 @@ def test_crash_leftovers_are_ignored_and_recovered(store, tmp_path):
     (d / ".tmp-deadbeef.parquet").write_bytes(b"PAR1 half written")
     assert store.count()["rows"] == 144
     assert store.recover() == 1
+
+
+def test_fast_path_equals_duckdb(store):
+    """Narrow entity reads skip DuckDB (pyarrow scan + the same dedupe rule): identical answers."""
+    df = _frame(days=3)
+    _append(store, df)
+    _append(store, df.iloc[::3])  # redelivered rows
+    fix = df.iloc[[5, 77]].copy()
+    fix["value"] = [1.5, np.nan]  # corrections, one to missing
+    _append(store, fix)
+    for kw in ({"entities": "e:a"}, {"entities": ["e:a", "e:far"], "properties": "no2"},
+               {"entities": "e:b", "types": "AirQualityObserved", "limit": 7, "order": "entity"}):
+        for s, e in (("2015-01-01", "2015-01-02"), ("2015-01-01T05:00:00Z", "2015-01-03T13:00:00Z")):
+            fast = store.query(start=s, end=e, **kw)
+            slow = store.query(start=s, end=e, fast=False, **kw)
+            assert len(fast) > 0
+            pd.testing.assert_frame_equal(fast, slow)
+    # rows 5 and 77 of the frame are e:a pm25 and e:a no2 at 05:00: the corrections won
+    q = dict(entities="e:a", start="2015-01-01", end="2015-01-04")
+    assert store.query(properties="pm25", **q)["value"].iloc[5] == 1.5
+    assert np.isnan(store.query(properties="no2", **q)["value"].iloc[5])

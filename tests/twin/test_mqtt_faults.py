@@ -27,7 +27,7 @@ from citytwin.twin import entities as E
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "mosquitto.sh"
-pytestmark = [pytest.mark.integration,
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
                                  reason="Mosquitto not installed (scripts/setup.sh --test installs it)")]
 

@@ -48,6 +48,10 @@ def test_replay_in_process_then_aqi_and_alerts(tmp_path, shared_data):
     # replaying the same period again stores nothing twice
     r = runner.invoke(app, ["twin", "replay", _air(shared_data), "-w", str(ws), "--start", start, "--end", end])
     assert r.exit_code == 0 and h.count()["rows"] == rows
+    assert h.physical_rows() == 2 * rows  # written twice, counted once ...
+    r = runner.invoke(app, ["twin", "compact", "-w", str(ws)])
+    assert r.exit_code == 0, r.output
+    assert h.physical_rows() == rows  # ... and stored once after compaction
     r = runner.invoke(app, ["twin", "aqi", "-w", str(ws), "--start", start, "--end", end, "--json"])
     assert r.exit_code == 0, r.output
     daily = pd.DataFrame(json.loads(r.stdout))

@@ -433,6 +433,26 @@ def forecast(
 
 @app.command()
 @handle_errors
+def compact(
+    workspace: WorkspaceOpt = None,
+    day: Annotated[str | None, typer.Option(help="Only this UTC day (YYYY-MM-DD).")] = None,
+) -> None:
+    """Rewrite history day partitions as one deduplicated file each (faster queries, duplicates gone)."""
+    from citytwin.service.app import open_runtime
+
+    rt = open_runtime(twin_root(workspace))
+    try:
+        h = rt.stores.history
+        before = h.physical_rows()
+        n = h.compact(day)
+        console.print(f"compacted {n:,} day partition(s): {before:,} -> {h.physical_rows():,} rows on disk, "
+                      f"{h.count()['rows']:,} observations")
+    finally:
+        rt.close()
+
+
+@app.command()
+@handle_errors
 def deadletters(
     workspace: WorkspaceOpt = None,
     reason: Annotated[str | None, typer.Option(help="Only this reason.")] = None,

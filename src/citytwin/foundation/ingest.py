@@ -821,6 +821,14 @@ def ingest(
         cols_now = con.sql("SELECT * FROM staged LIMIT 0").columns
         if "adcode" in cols_now and ({"city", "name"} & set(cols_now)):
             _fill_adcodes(con, notes, "city" if "city" in cols_now else "name")
+        if "adcode" in cols_now and "geometry" not in cols_now and \
+                con.sql("SELECT count(adcode) FROM staged").fetchone()[0]:  # type: ignore[index]
+            _admin_geometry(con, h3_res)
+            cols_now = con.sql("SELECT * FROM staged LIMIT 0").columns
+            columns_meta["geometry"] = {"name": "geometry", "type": "GEOMETRY", "crs": "EPSG:4326",
+                                        "source": "representative point of the administrative unit (adcode)"}
+            if h3_res is not None:
+                columns_meta["h3"] = {"name": "h3", "type": "VARCHAR", "h3_resolution": h3_res}
         say("writing")
         out_dir = staging / "data"
         out_dir.mkdir()
@@ -897,6 +905,20 @@ def _stage(con: duckdb.DuckDBPyConnection, sql: str, created: bool) -> bool:
     else:
         con.execute(f"CREATE TABLE staged AS {sql}")
     return True
+
+
+def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None) -> None:
+    """A7: records with an administrative code but no coordinates get the unit's representative point."""
+    from citytwin.foundation.boundaries import admin_points
+
+    pts = admin_points()[["adcode", "lon", "lat"]]
+    con.register("_admin_points", pts)
+    h3 = (f", CASE WHEN p.lon IS NOT NULL THEN h3_cell(p.lon, p.lat, {h3_res}) END AS h3"
+          if h3_res is not None else "")
+    con.execute(f"""CREATE OR REPLACE TABLE staged AS
+        SELECT s.*, CASE WHEN p.lon IS NOT NULL THEN ST_Point(p.lon, p.lat) END AS geometry{h3}
+        FROM staged s LEFT JOIN _admin_points p ON CAST(s.adcode AS VARCHAR) = p.adcode
+        ORDER BY s._file, s._row""")
 
 
 def _fill_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_col: str = "city") -> None:

@@ -123,7 +123,8 @@ def quality_report(ws: Workspace, name: str, version: int | None = None, *, k: f
                                f"GROUP BY {allc} HAVING n > 1)").fetchone()[0]) if rows else 0  # type: ignore[index]
         invalid = None
         if "geometry" in dict(cols):
-            invalid = int(con.sql(f"SELECT count(*) FILTER (WHERE NOT ST_IsValid(geometry)) FROM read_parquet('{glob}')"
+            g = "geometry" if dict(cols)["geometry"].startswith("GEOMETRY") else "ST_GeomFromWKB(geometry)"
+            invalid = int(con.sql(f"SELECT count(*) FILTER (WHERE NOT ST_IsValid({g})) FROM read_parquet('{glob}')"
                                   ).fetchone()[0])  # type: ignore[index]
     finally:
         con.close()

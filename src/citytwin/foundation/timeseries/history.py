@@ -74,6 +74,7 @@ AGGREGATES = ("avg", "min", "max", "count", "sum", "missing")
 # Nice bucket sizes for downsampling, seconds.
 _STEPS = [1, 5, 10, 30, 60, 300, 600, 900, 1800, 3600, 10800, 21600, 43200, 86400, 604800]
 _EXPLICIT_DAYS = 92  # ranges up to this many days list their day folders; longer ones glob all
+_FAST_DAYS = 7  # narrow entity reads up to this span use the pyarrow fast path
 
 
 TimeLike = str | datetime | pd.Timestamp | int | None
@@ -358,13 +359,25 @@ class HistoryStore:
     def query(self, *, entities: Sequence[str] | str | None = None, properties: Sequence[str] | str | None = None,
               types: Sequence[str] | str | None = None, start: TimeLike = None, end: TimeLike = None,
               bbox: BBox | None = None, near: Near | None = None, limit: int | None = None,
-              order: str = "time") -> pd.DataFrame:
+              order: str = "time", fast: bool = True) -> pd.DataFrame:
         """Observations in ``[start, end)`` (one row per key; missing values as NaN).
 
         Returns a frame with ``entity, type, property, time (UTC), value, unit, lon, lat``.
+
+        Narrow reads (given entities, a time range of a few days, no geo filter) take a fast
+        path: the day files are scanned with pyarrow (filters pushed down) and deduplicated by
+        the same rule; DuckDB's fixed cost per query (~15-20 ms on a busy 2-core machine) is
+        larger than such a read. ``fast=False`` forces DuckDB; the tests check both agree.
         """
         if order not in ("time", "entity"):
             raise InputError(f"order must be time or entity, not {order!r}", field="order")
+        if fast and entities is not None and bbox is None and near is None:
+            s_us, e_us = to_us(start), to_us(end)
+            if s_us is not None and e_us is not None and 0 < e_us - s_us <= _FAST_DAYS * DAY_US:
+                try:
+                    return self._fast_query(entities, properties, types, s_us, e_us, limit, order)
+                except (FileNotFoundError, OSError, pa.ArrowException):
+                    pass  # a file compacted away meanwhile: DuckDB path lists again and retries
         tail = "ORDER BY time, entity, property" if order == "time" else "ORDER BY entity, property, time"
         if limit is not None:
             tail += f" LIMIT {int(limit)}"
@@ -374,6 +387,30 @@ class HistoryStore:
         except _Empty:
             return _empty_frame()
         return _utc(self._run(sql, params).to_pandas())
+
+    def _fast_query(self, entities: Sequence[str] | str, properties: Sequence[str] | str | None,
+                    types: Sequence[str] | str | None, s_us: int, e_us: int, limit: int | None,
+                    order: str) -> pd.DataFrame:
+        files = self._files(s_us, e_us)
+        if not files:
+            return _empty_frame()
+        assert isinstance(files, list)
+        ts = pa.timestamp("us", tz="UTC")
+        filt: list[tuple[str, str, Any]] = [("time", ">=", pa.scalar(s_us, type=pa.int64()).cast(ts)),
+                                            ("time", "<", pa.scalar(e_us, type=pa.int64()).cast(ts))]
+        for name, vals in (("entity", entities), ("property", properties), ("type", types)):
+            if vals is not None:
+                filt.append((name, "in", [vals] if isinstance(vals, str) else list(vals)))
+        table = pq.ParquetDataset(files, filters=filt).read(columns=[*OUT_COLUMNS, "_batch", "_row"])
+        df = table.to_pandas()
+        if len(df):
+            df = (df.sort_values(["_batch", "_row"], kind="stable")
+                  .drop_duplicates(["entity", "property", "time"], keep="last"))
+        keys = ["time", "entity", "property"] if order == "time" else ["entity", "property", "time"]
+        df = df.sort_values(keys, kind="stable")[OUT_COLUMNS].reset_index(drop=True)
+        if limit is not None:
+            df = df.head(int(limit))
+        return _utc(df)
 
     def count(self, **filters: Any) -> dict[str, int]:
         """Rows (one per key), non-missing values and missing values matching the filters of :meth:`query`."""
