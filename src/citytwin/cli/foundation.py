@@ -71,12 +71,13 @@ def ingest(
 
       citytwin ingest Helsinki.osm.pbf -d helsinki_pois -s poi --layer pois -w ./ws
     """
-    from citytwin.cli.common import progress
+    from citytwin.cli.common import err_console
     from citytwin.foundation.ingest import ingest as run
 
     ws = open_workspace(workspace, user)
-    with progress(f"ingesting {len(files)} file(s) into {dataset}") as _adv:
+    with err_console.status(f"{dataset}: starting") as status:
         result = run(ws, files, dataset=dataset, schema=schema, department=department,
+                     progress=lambda msg: status.update(f"{dataset}: {msg}"),
                      classification=classification, sheet=sheet, layer=layer, encoding=encoding,
                      units_map=_parse_units(unit), crs=crs, description=description, licence=licence,
                      h3=not no_h3, repair_geometry=repair_geometry, header=not no_header)
