@@ -119,4 +119,63 @@ def _domain_examples(ws: Workspace, status: Any) -> list[str]:
     pois = ws.read("helsinki_pois", columns=["category"])
     counts = pd.Series(pois["category"]).value_counts()
     lines.append("Helsinki POI categories: " + ", ".join(f"{k} {v}" for k, v in counts.head(8).items()))
+    status.update("economy example: indices, ranks, disparities")
+    lines += _economy_example(ws)
+    return lines
+
+
+def _economy_example(ws: Workspace) -> list[str]:
+    """B1–B4 on data that ships in packages: seed 000 Table 1 (our package) and libpysal's examples."""
+    import geopandas as gpd
+    import libpysal
+
+    from citytwin.economy import data as econ_data
+    from citytwin.economy.dagum import dagum_gini
+    from citytwin.economy.index import composite_index
+    from citytwin.economy.ranking import rank_gap
+    from citytwin.economy.report import render_report
+
+    lines = []
+    # B2: the digital-economy rank against the GDP rank, as printed in seed 000 Table 1
+    t1 = econ_data.load("seed000_table1_digital_economy_vs_gdp")
+    gap = rank_gap(t1, "de_rank_2020", "gdp_rank_2020").sort_values("places_above", ascending=False)
+    top = gap.head(3)
+    lines.append("digital-economy rank vs GDP rank (seed 000 Table 1): " + ", ".join(
+        f"{r.city_en} {int(r.places_above):+d}" for r in top.itertuples()))
+    # B4: Dagum Gini decomposition of Mexican state GDP per capita by region (libpysal example)
+    mexico = Path(libpysal.examples.get_path("mexico.csv"))
+    ingest(ws, mexico, dataset="mexico_states", schema="table", classification="public", department="research",
+           licence="BSD-3-Clause (libpysal examples)", description="GDP per capita of 32 Mexican states, 1940-2000")
+    wide = ws.read("mexico_states")
+    rows = []
+    for year in range(1940, 2001, 10):
+        d = dagum_gini(wide[f"pcgdp{year}"], wide["hanson98"].astype(int))
+        rows.append({"year": year, "gini": d.g, "within": d.g_w, "net_between": d.g_nb, "transvariation": d.g_t})
+    dag = pd.DataFrame(rows)
+    ws.write_derived("mexico_dagum", dag, inputs=["mexico_states"], department="research",
+                     parameters={"value": "pcgdp<year>", "groups": "hanson98", "method": "Dagum (1997)"},
+                     description="Dagum Gini decomposition by year")
+    first, last = dag.iloc[0], dag.iloc[-1]
+    lines.append(f"Dagum Gini of Mexican states: {first.gini:.4f} in 1940 -> {last.gini:.4f} in 2000 "
+                 f"(between-region share {first.net_between / first.gini:.0%} -> {last.net_between / last.gini:.0%})")
+    # B1: entropy-weighted composite index of Columbus neighbourhoods, with an HTML report and a map
+    col = gpd.read_file(libpysal.examples.get_path("columbus.shp"))
+    col = col.set_crs("EPSG:4326", allow_override=True) if col.crs is None else col
+    frame = pd.DataFrame(col[["POLYID", "INC", "HOVAL", "CRIME", "PLUMB"]]).assign(POLYID=lambda d: d.POLYID.astype(str))
+    spec = {"id": "POLYID", "indicators": [{"column": "INC", "direction": "positive"},
+                                           {"column": "HOVAL", "direction": "positive"},
+                                           {"column": "CRIME", "direction": "negative"},
+                                           {"column": "PLUMB", "direction": "negative"}]}
+    res = composite_index(frame, spec, "entropy", source="libpysal columbus")
+    ws.write_derived("columbus_index", res.scores, inputs=[], department="research",
+                     parameters={"method": "entropy", **{k: str(v) for k, v in res.options.items()}},
+                     description="Entropy-weighted neighbourhood index (libpysal columbus example)")
+    reports = ws.root / "reports"
+    reports.mkdir(exist_ok=True)
+    html = render_report(res, title="Columbus neighbourhood index (entropy weights)",
+                         boundaries=col.assign(POLYID=col.POLYID.astype(str)), boundary_key="POLYID",
+                         attribution=["Columbus, OH neighbourhoods: Anselin (1988), libpysal examples (BSD-3)"])
+    (reports / "economy.html").write_text(html, encoding="utf-8")
+    w = ", ".join(f"{r.indicator} {r.weight:.3f}" for r in res.weights.itertuples())
+    lines.append(f"entropy weights (Columbus example): {w}; report {reports / 'economy.html'}")
     return lines
