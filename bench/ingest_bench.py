@@ -123,7 +123,15 @@ class _TimedRel:
         return self._timed("df")
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._rel, name)
+        attr = getattr(self._rel, name)
+        if not callable(attr):
+            return attr
+
+        def call(*a: Any, **k: Any) -> Any:  # relation -> relation methods (limit, aggregate, project ...)
+            out = attr(*a, **k)
+            return _TimedRel(out, f"{self._sql} .{name}()", self._log) if hasattr(out, "fetchone") else out
+
+        return call
 
 
 class _TimedCon:
@@ -151,7 +159,10 @@ class _TimedCon:
         return _TimedRel(rel, sql, self._log) if rel is not None else rel
 
     def register(self, name: str, obj: Any) -> Any:
-        return self._con.register(name, obj._rel if isinstance(obj, _TimedRel) else obj)
+        t = time.perf_counter()
+        out = self._con.register(name, obj._rel if isinstance(obj, _TimedRel) else obj)
+        self._log.append(("__register", time.perf_counter() - t))
+        return out
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._con, name)
@@ -161,7 +172,8 @@ def _stage_name(sql: str) -> str:
     """A short name for an ingest SQL statement."""
     s = " ".join(sql.split())
     rules = [
-        (r"^plan: ", "plan queries (lazy relations, DESCRIBE)"),
+        (r"^plan: ", "plan queries (lazy relations: binding sniffs the CSV)"),
+        (r"\.aggregate\(\)", "infer column types (sampled aggregate, readers.infer_types)"),
         (r"^CREATE TABLE staged AS|^INSERT INTO staged", "stage: read + map + check (+ h3) -> staged table"),
         (r"^CREATE TABLE dups", "duplicate-key window over staged"),
         (r"^UPDATE staged s SET _reasons", "mark duplicates"),
@@ -224,7 +236,7 @@ def _child_citytwin(spec: dict[str, Any]) -> dict[str, Any]:
     stages: dict[str, float] = {}
     for sql, sec in log:
         name = {"__sha256": "sha256 of source files", "__commit": "catalog commit (move files, record)",
-                "__connect": "connect + load spatial"}.get(
+                "__connect": "connect + load spatial", "__register": "register source relation"}.get(
             sql, _stage_name(sql))
         stages[name] = stages.get(name, 0.0) + sec
     stages["python / other"] = seconds - sum(stages.values())

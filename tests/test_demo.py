@@ -17,7 +17,9 @@ def test_demo_builds_workspace(tmp_path: Path) -> None:
     ws = Workspace(root, user="admin")
     names = {d.name for d in ws.datasets()}
     assert {"helsinki_streets", "helsinki_pois", "helsinki_buildings", "helsinki_landuse", "china_admin_codes",
-            "china_prefectures", "helsinki_poi_per_h3", "mexico_states", "mexico_dagum", "columbus_index"} <= names
+            "china_prefectures", "helsinki_poi_per_h3", "mexico_states", "mexico_dagum", "columbus_index", "helsinki_centers",
+            "helsinki_lifecircle_coverage"} <= names
+    assert (root / "reports" / "helsinki_spatial.html").stat().st_size > 50_000
     pref = ws.info("china_prefectures").current
     assert pref.rows_kept == 370
     # seed 000 Table 1 is printed as published: Guiyang 27 places above its GDP rank

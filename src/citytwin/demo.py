@@ -121,6 +121,42 @@ def _domain_examples(ws: Workspace, status: Any) -> list[str]:
     lines.append("Helsinki POI categories: " + ", ".join(f"{k} {v}" for k, v in counts.head(8).items()))
     status.update("economy example: indices, ranks, disparities")
     lines += _economy_example(ws)
+    status.update("spatial example: centers, life circles, report with maps")
+    lines += _spatial_example(ws)
+    return lines
+
+
+def _spatial_example(ws: Workspace) -> list[str]:
+    """D1–D5 on the Helsinki layers of the workspace, with lineage and an HTML report with maps."""
+    from citytwin.cli.spatial import load_inputs, report_cmd
+    from citytwin.spatial.centers import find_centers
+    from citytwin.spatial.lifecircle import life_circle, residential_buildings
+    from citytwin.spatial.network import build_network
+
+    names = {"pois": "helsinki_pois", "buildings": "helsinki_buildings", "streets": "helsinki_streets"}
+    inp = load_inputs(None, ws, {"pois", "buildings", "streets"}, **names)
+    layers = inp.layers
+    cen = find_centers(layers["pois"], resolution=9)
+    ws.write_derived("helsinki_centers", cen.centers, inputs=[names["pois"]], department="planning",
+                     parameters={"resolution": 9, "method": "peaks"}, description="Centers of activity (D1)")
+    net = build_network(layers["nodes"], layers["streets"])
+    lc = life_circle(residential_buildings(layers["buildings"], include_unknown=True), layers["pois"], net)
+    ws.write_derived("helsinki_lifecircle_coverage", lc.coverage, inputs=list(names.values()),
+                     department="planning", parameters={"minutes": 15, "speed_kmh": 4.8},
+                     description="15-minute life-circle coverage by service category (D5)")
+    out = ws.root / "reports" / "helsinki_spatial.html"
+    report_cmd(pois=names["pois"], buildings=names["buildings"], streets=names["streets"],
+               landuse="helsinki_landuse", add_cluster=["24.9505,60.1765,150,120,1"], resolution=9, out=out,
+               title="Helsinki: urban spatial structure", workspace=ws.root)
+    uci = cen.indices.get("uci")
+    cov = lc.coverage
+    share_col = next((c for c in cov.columns if "share" in c or "coverage" in c), None)
+    lines = [f"Helsinki centers: {len(cen.centers)} (UCI {uci:.3f})" if isinstance(uci, float)
+             else f"Helsinki centers: {len(cen.centers)}"]
+    if share_col is not None and "category" in cov.columns:
+        lines.append("15-minute coverage: " + ", ".join(
+            f"{r['category']} {r[share_col]:.0%}" for _, r in cov.head(6).iterrows()))
+    lines.append(f"spatial report with maps: {out}")
     return lines
 
 
