@@ -110,8 +110,10 @@ class IngestResult:
 # planning: source columns -> output columns with checks
 # ---------------------------------------------------------------------------
 def _clean(col: str) -> str:
-    tokens = ", ".join(lit(t) for t in MISSING_TOKENS)
-    return f"CASE WHEN lower(trim(CAST({q(col)} AS VARCHAR))) IN ({tokens}) THEN NULL ELSE trim(CAST({q(col)} AS VARCHAR)) END"
+    """Trimmed text, or NULL for a missing-value token (a short-string guard keeps it cheap)."""
+    tokens = "[" + ", ".join(lit(t) for t in MISSING_TOKENS) + "]"
+    t = f"trim(CAST({q(col)} AS VARCHAR))"
+    return f"CASE WHEN length({t}) <= 4 AND list_contains({tokens}, lower({t})) THEN NULL ELSE {t} END"
 
 
 def _num(raw: str) -> str:
@@ -459,8 +461,7 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
         sel.append(f"{q('v:' + c.name)} AS {q(c.name)}")
         checks += [chk.replace(c.expr, q("v:" + c.name)) for chk in c.checks]
     melt_raw = [q("r:" + m[0]) for m in plan.melt]
-    inner = (f"SELECT {', '.join(sel + melt_raw)}, list_filter([{', '.join(checks) or 'CAST(NULL AS VARCHAR)'}], x -> x IS NOT NULL)"
-             f" AS _reasons, _src FROM ({stage1})")
+    inner = (f"SELECT {', '.join(sel + melt_raw)}, {_concat(checks)} AS _reason, _src FROM ({stage1})")
     if plan.geometry:
         g = f"try({plan.geometry})"
         if geometry_policy == "repair":
@@ -469,14 +470,17 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
                      "WHEN ST_IsEmpty(geometry) THEN 'geometry: empty' "
                      "WHEN NOT ST_IsValid(geometry) THEN 'geometry: invalid (e.g. a self-intersecting ring); "
                      "pass --repair-geometry to fix it with ST_MakeValid' END")
-        inner = (f"SELECT * EXCLUDE (_reasons), list_concat(_reasons, list_filter([{geo_check}], x -> x IS NOT NULL))"
-                 f" AS _reasons FROM (SELECT *, {g} AS geometry FROM ({inner}))")
+        inner = (f"SELECT * EXCLUDE (_reason), {_concat(['_reason', geo_check])} AS _reason "
+                 f"FROM (SELECT *, {g} AS geometry FROM ({inner}))")
     if plan.lonlat:
         lon, lat = plan.lonlat
         inner = (f"SELECT *, CASE WHEN {q(lon)} IS NOT NULL AND {q(lat)} IS NOT NULL THEN ST_Point({q(lon)}, {q(lat)})"
                  f" END AS geometry FROM ({inner})")
     h3 = ""
-    if h3_resolution is not None and (plan.geometry or plan.lonlat):
+    if h3_resolution is not None and plan.lonlat:
+        lon, lat = plan.lonlat
+        h3 = f", h3_cell({q(lon)}, {q(lat)}, {h3_resolution}) AS h3"
+    elif h3_resolution is not None and plan.geometry:
         h3 = (f", CASE WHEN geometry IS NOT NULL AND NOT ST_IsEmpty(geometry) THEN "
               f"h3_cell(ST_X(ST_Centroid(geometry)), ST_Y(ST_Centroid(geometry)), {h3_resolution}) END AS h3")
     if plan.layout == "wide":
@@ -505,27 +509,26 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
             vals.append(v)
             reasons.append(bad)
         keep = [q(c.name) for c in plan.columns]
-        per_row = (f"SELECT _file, _row, {', '.join(keep)}, _reasons, [{', '.join(vals)}] AS _vals, "
+        per_row = (f"SELECT _file, _row, {', '.join(keep)}, _reason, [{', '.join(vals)}] AS _vals, "
                    f"list_filter([{', '.join(reasons)}], x -> TRUE) AS _vreasons, _src FROM ({inner})")
-        record = ("CASE WHEN len(_reasons) > 0 OR len(list_filter(_vreasons, x -> x IS NOT NULL)) > 0 "
+        record = ("CASE WHEN _reason IS NOT NULL OR len(list_filter(_vreasons, x -> x IS NOT NULL)) > 0 "
                   "THEN CAST(to_json(_src) AS VARCHAR) END")
-        melt = (f"SELECT _file, _row, {', '.join(keep)}, _reasons, {record} AS _record, "
+        melt = (f"SELECT _file, _row, {', '.join(keep)}, _reason, {record} AS _record, "
                 f"unnest([{', '.join(lit(p) for p in props)}]) AS property, "
                 f"unnest(_vals) AS value, "
                 f"unnest([{', '.join(lit(u) for u in unit_list)}]) AS unit, "
                 f"unnest([{', '.join(lit(m[0]) for m in plan.melt)}]) AS _column, "
                 f"unnest(_vreasons) AS _value_reason FROM ({per_row})")
         return (f"SELECT _file, _row, {', '.join(keep)}, property, value, unit, "
-                f"CASE WHEN _value_reason IS NULL THEN _reasons ELSE list_append(_reasons, _value_reason) END AS _reasons,"
-                f" _column, CASE WHEN _value_reason IS NOT NULL OR len(_reasons) > 0 THEN _record END AS _record "
+                f"{_concat(['_reason', '_value_reason'])} AS _reason,"
+                f" _column, CASE WHEN _value_reason IS NOT NULL OR _reason IS NOT NULL THEN _record END AS _record "
                 f"FROM ({melt})")
-    record = "CASE WHEN len(_reasons) > 0 THEN CAST(to_json(_src) AS VARCHAR) END AS _record"
+    record = "CASE WHEN _reason IS NOT NULL THEN CAST(to_json(_src) AS VARCHAR) END AS _record"
     if plan.unit_column:
         # long sensor file: per-row unit converted to the property's canonical unit
-        inner = (f"SELECT * EXCLUDE (value, unit, _reasons), value * unit_factor(property, unit) AS value, "
+        inner = (f"SELECT * EXCLUDE (value, unit, _reason), value * unit_factor(property, unit) AS value, "
                  f"unit_target(property, unit) AS unit, "
-                 f"CASE WHEN unit_problem(property, unit) IS NULL THEN _reasons "
-                 f"ELSE list_append(_reasons, unit_problem(property, unit)) END AS _reasons FROM ({inner})")
+                 f"{_concat(['_reason', 'unit_problem(property, unit)'])} AS _reason FROM ({inner})")
     drop = ", ".join(["_src", *melt_raw])
     return f"SELECT * EXCLUDE ({drop}), CAST(NULL AS VARCHAR) AS _column{h3}, {record} FROM ({inner})"
 
@@ -737,8 +740,9 @@ def ingest(
             plan = plan_columns(src, sch, user_units=units_map, crs=crs, geometry_policy=geometry_policy)
             notes += [f"{path.name}: {n}" for n in plan.notes]
             layout = plan.layout
-            view = f"src_{i}"
-            con.register(view, src.relation) if not isinstance(src.relation, str) else None
+            view = f"({src.sql})" if src.sql else f"src_{i}"
+            if not src.sql:
+                con.register(view, src.relation)
             sql = build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
             try:
                 created = _stage(con, sql, created)
@@ -751,7 +755,9 @@ def ingest(
                     con.execute(f"DELETE FROM staged WHERE _file = {i}")
                 src = readers.open_source(con, path, encoding=encoding, staging=staging, csv_rejects=True,
                                           header=header)
-                con.register(view, src.relation)
+                view = f"({src.sql})" if src.sql else view
+                if not src.sql:
+                    con.register(view, src.relation)
                 plan = plan_columns(src, sch, user_units=units_map, crs=crs, geometry_policy=geometry_policy)
                 sql = build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
                 try:
@@ -763,7 +769,7 @@ def ingest(
                 hdr = 1
                 rej_rows = [r["line"] - hdr for r in rej]
                 if rej:
-                    bad = con.sql(f"SELECT DISTINCT _row FROM staged WHERE _file={i} AND len(_reasons) > 0").fetchall()
+                    bad = con.sql(f"SELECT DISTINCT _row FROM staged WHERE _file={i} AND _reason IS NOT NULL").fetchall()
                     acc = [int(r[0]) for r in bad]
                     fixed = _true_rows(acc, rej_rows)
                     for a, b in zip(acc, fixed, strict=True):
@@ -773,6 +779,8 @@ def ingest(
                         (i, r["line"] - hdr, r["field"], f"{r['field'] or 'row'}: {r['message']}",
                          json.dumps({"line": r["raw"]}, ensure_ascii=False)) for r in rej])
                     notes.append(f"{path.name}: {len(rej)} row(s) the CSV parser could not split")
+            if src.temp_table:
+                con.execute(f"DROP TABLE IF EXISTS {src.temp_table}")
             for c in plan.columns:
                 columns_meta.setdefault(c.name, {"name": c.name, "type": c.type, "unit": c.unit, "source": c.source,
                                                  "source_unit": c.source_unit, "pii": c.pii})
@@ -796,25 +804,25 @@ def ingest(
         if key:
             kcols = ", ".join(q(k) for k in key)
             kdesc = ", ".join(key)
+            notnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in key)
+            # a hash aggregate finds the duplicated keys (cheap); only their records are then ranked
             con.execute(f"""
-                CREATE TABLE dups AS
-                SELECT _file, _row, {kcols}, first_file, first_row FROM (
-                  SELECT _file, _row, {kcols},
-                         row_number() OVER w AS rn,
-                         first(_file) OVER w AS first_file, first(_row) OVER w AS first_row
-                  FROM staged WHERE len(_reasons) = 0 AND {' AND '.join(f'{q(k)} IS NOT NULL' for k in key)}
-                  WINDOW w AS (PARTITION BY {kcols} ORDER BY _file, _row)
-                ) WHERE rn > 1""")
+                CREATE TABLE dupkeys AS SELECT {kcols}, min(_file * 10000000000 + _row) AS first_pos
+                FROM staged WHERE _reason IS NULL AND {notnull} GROUP BY ALL HAVING count(*) > 1""")
+            join = " AND ".join(f"s.{q(k)} = d.{q(k)}" for k in key)
+            con.execute(f"""
+                CREATE TABLE dups AS SELECT s._file, s._row, {', '.join(f's.{q(k)}' for k in key)},
+                       CAST(d.first_pos // 10000000000 AS INTEGER) AS first_file, d.first_pos % 10000000000 AS first_row
+                FROM staged s JOIN dupkeys d ON {join}
+                WHERE s._reason IS NULL AND s._file * 10000000000 + s._row <> d.first_pos""")
             ndup = con.sql("SELECT count(*) FROM dups").fetchone()[0]  # type: ignore[index]
             if ndup:
-                join = " AND ".join(f"s.{q(k)} IS NOT DISTINCT FROM d.{q(k)}" for k in key)
-                extra = " AND s.property = d.property" if "property" in key else ""
-                del extra
+                join = " AND ".join(f"s.{q(k)} = d.{q(k)}" for k in key)
                 con.execute(f"""
-                    UPDATE staged s SET _reasons = list_append(s._reasons,
+                    UPDATE staged s SET _reason =
                         'duplicate key ({kdesc}) = ' || concat_ws(', ', {', '.join(f'CAST(d.{q(k)} AS VARCHAR)' for k in key)})
                         || ' (first at ' || CASE WHEN d.first_file = d._file THEN '' ELSE 'file ' || (d.first_file + 1) || ' ' END
-                        || 'row ' || d.first_row || ')')
+                        || 'row ' || d.first_row || ')'
                     FROM dups d WHERE s._file = d._file AND s._row = d._row AND {join}""")
                 notes.append(f"{ndup} record(s) with a duplicate key ({kdesc}) quarantined; the first kept")
         # admin codes from city names (A2)
@@ -832,23 +840,23 @@ def ingest(
         say("writing")
         out_dir = staging / "data"
         out_dir.mkdir()
-        drop = ["_file", "_row", "_reasons", "_record", "_column"]
+        drop = ["_file", "_row", "_reason", "_record", "_column"]
         keep_cols = [c for c in cols_now if c not in drop]
         file_names = [str(p) for p in files]
-        con.execute(f"""COPY (SELECT {', '.join(q(c) for c in keep_cols)} FROM staged WHERE len(_reasons) = 0
-                     ORDER BY _file, _row) TO '{out_dir / 'part-0.parquet'}' (FORMAT parquet, COMPRESSION zstd,
+        con.execute(f"""COPY (SELECT {', '.join(q(c) for c in keep_cols)} FROM staged WHERE _reason IS NULL)
+                     TO '{out_dir / 'part-0.parquet'}' (FORMAT parquet, COMPRESSION zstd,
                      ROW_GROUP_SIZE 122880)""")
         qfile = staging / "quarantine.parquet"
         fname_case = "CASE _file " + " ".join(f"WHEN {i} THEN {lit(n)}" for i, n in enumerate(file_names)) + " END"
         con.execute(f"""COPY (
             SELECT {fname_case} AS file, _row AS row,
-                   coalesce(_column, split_part(_reasons[1], ':', 1)) AS field,
-                   array_to_string(_reasons, '; ') AS reason, _record AS record
-            FROM staged WHERE len(_reasons) > 0
+                   coalesce(_column, split_part(_reason, ':', 1)) AS field,
+                   _reason AS reason, _record AS record
+            FROM staged WHERE _reason IS NOT NULL
             UNION ALL
             SELECT {fname_case} AS file, _row AS row, _field AS field, _reason AS reason, _record AS record
             FROM rejects ORDER BY file, row) TO '{qfile}' (FORMAT parquet)""")
-        stats = con.sql("SELECT count(*) FILTER (WHERE len(_reasons) = 0), count(*) FILTER (WHERE len(_reasons) > 0)"
+        stats = con.sql("SELECT count(*) FILTER (WHERE _reason IS NULL), count(*) FILTER (WHERE _reason IS NOT NULL)"
                         " FROM staged").fetchone()
         n_rej = con.sql("SELECT count(*) FROM rejects").fetchone()[0]  # type: ignore[index]
         assert stats is not None
@@ -860,13 +868,13 @@ def ingest(
         extent = None
         if "geometry" in keep_cols:
             e = con.sql("SELECT min(ST_XMin(geometry)), min(ST_YMin(geometry)), max(ST_XMax(geometry)), "
-                        "max(ST_YMax(geometry)) FROM staged WHERE len(_reasons) = 0").fetchone()
+                        "max(ST_YMax(geometry)) FROM staged WHERE _reason IS NULL").fetchone()
             extent = [float(x) for x in e] if e and e[0] is not None else None
         tmin = tmax = None
         tcol = next((c for c in ("time", "created", "year") if c in keep_cols), None)
         if tcol:
             r = con.sql(f"SELECT CAST(min({q(tcol)}) AS VARCHAR), CAST(max({q(tcol)}) AS VARCHAR) FROM staged "
-                        "WHERE len(_reasons) = 0").fetchone()
+                        "WHERE _reason IS NULL").fetchone()
             tmin, tmax = (r[0], r[1]) if r else (None, None)
         con.close()
         rows_read = kept + quarantined
@@ -897,6 +905,13 @@ def ingest(
     return IngestResult(dataset=dataset, version=version, schema=schema, files=file_names, rows_read=rows_read,
                         rows_kept=kept, rows_quarantined=quarantined, reasons=reasons, columns=columns, notes=notes,
                         seconds=time.perf_counter() - t0, record_unit="observations" if layout == "wide" else "rows")
+
+
+def _concat(parts: list[str]) -> str:
+    """SQL: the non-null reason texts joined by '; ', or NULL when there are none."""
+    if not parts:
+        return "CAST(NULL AS VARCHAR)"
+    return f"NULLIF(concat_ws('; ', {', '.join(parts)}), '')"
 
 
 def _stage(con: duckdb.DuckDBPyConnection, sql: str, created: bool) -> bool:

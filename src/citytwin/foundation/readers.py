@@ -57,6 +57,8 @@ class Source:
     csv_rejects: bool = False
     sniffed_types: dict[str, str] = field(default_factory=dict)
     header_row: int | None = None
+    sql: str | None = None  # SQL text of the raw records, when they sit in a table (no view needed)
+    temp_table: str | None = None  # dropped by ingest once the records are staged
 
 
 def detect_format(path: Path) -> str:
@@ -223,17 +225,19 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
     elif path.suffix.lower() == ".tsv":
         opts += ", delim='\\t'"
     qpath = str(read_path).replace("'", "''")
+    table = f"raw_{abs(hash((str(path), rejects))) % 10**12}"
     try:
         con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans;")
-        rel = con.sql(f"SELECT row_number() OVER () AS _row, * FROM read_csv('{qpath}', {opts})")
+        # Read into a table first: DuckDB parses in parallel, and rowid numbers the records in file
+        # order (row_number() OVER () would make the whole ingest query single-threaded).
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM read_csv('{qpath}', {opts})")
+        sql = f"SELECT rowid + 1 AS _row, * FROM {table}"
+        rel = con.sql(sql)
         columns = [c for c in rel.columns if c != "_row"]
-        try:
-            sniffed = infer_types(con.sql(f"SELECT * FROM read_csv('{qpath}', {opts})"), columns)
-        except duckdb.Error:
-            sniffed = {}  # malformed rows: ingest reads the file again keeping the rows that split
+        sniffed = infer_types(con.sql(f"SELECT * FROM {table}"), columns)
     except duckdb.Error as exc:
         if not rejects and "unicode" not in str(exc).lower():
-            # the dialect sniffer gives up on ragged rows: read again keeping the rows that split
+            # malformed rows: read again keeping the rows that split, recording the others
             src = _open_csv(con, path, encoding=enc, staging=staging, delimiter=delimiter, rejects=True,
                             header=header)
             src.notes = notes + src.notes
@@ -242,7 +246,7 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
     if not columns:
         raise InputError("no columns found (is the header row empty?)", file=str(path))
     return Source(path=path, format="csv", relation=rel, columns=columns, text=True, encoding=enc, notes=notes,
-                  csv_rejects=rejects, sniffed_types=sniffed)
+                  csv_rejects=rejects, sniffed_types=sniffed, sql=sql, temp_table=table)
 
 
 def _sniff_delimiter(path: Path) -> str:
@@ -426,7 +430,7 @@ ID_LIKE = ("id", "code", "编号", "代码", "编码", "zip", "zipcode", "postco
            "证件号", "号码", "idcard")
 
 
-def infer_types(rel: duckdb.DuckDBPyRelation, columns: list[str], *, sample: int = 200_000) -> dict[str, str]:
+def infer_types(rel: duckdb.DuckDBPyRelation, columns: list[str], *, sample: int = 20_000) -> dict[str, str]:
     """Type of each text column from (a sample of) its values: ``DOUBLE`` or ``VARCHAR``.
 
     A column is numeric when most of its non-missing values are numbers; the values that are not
@@ -445,7 +449,7 @@ def infer_types(rel: duckdb.DuckDBPyRelation, columns: list[str], *, sample: int
         qc = '"' + c.replace('"', '""') + '"'
         v = f"CASE WHEN lower(trim(CAST({qc} AS VARCHAR))) IN {tokens} THEN NULL ELSE trim(CAST({qc} AS VARCHAR)) END"
         parts += [f"count({v})", f"count(TRY_CAST(replace({v}, ',', '') AS DOUBLE))",
-                  f"count(*) FILTER (WHERE regexp_matches({v}, '^0[0-9]') OR regexp_matches({v}, '[0-9]{{16,}}'))"]
+                  f"count(*) FILTER (WHERE regexp_matches({v}, '^0[0-9]|[0-9]{{16,}}'))"]
     counts = rel.limit(sample).aggregate(", ".join(parts)).fetchone()
     assert counts is not None
     for i, c in enumerate(cols):
@@ -635,7 +639,8 @@ def _open_parquet(con: duckdb.DuckDBPyConnection, path: Path) -> Source:
         else:
             crs = str(c)
     qpath = str(path).replace("'", "''")
-    rel = con.sql(f"SELECT row_number() OVER () AS _row, * FROM read_parquet('{qpath}')")
+    rel = con.sql(f"SELECT file_row_number + 1 AS _row, * EXCLUDE (file_row_number) "
+                  f"FROM read_parquet('{qpath}', file_row_number=true)")
     types = dict(zip(rel.columns, [str(t) for t in rel.types], strict=True))
     if gcol and gcol in types:
         exprs = []

@@ -414,7 +414,7 @@ def verify(forecasts: pd.DataFrame, actuals: pd.DataFrame) -> pd.DataFrame:
 
 
 def score(forecasts: pd.DataFrame, actuals: pd.DataFrame, *, baseline: str = BASELINE,
-          common: bool = True) -> pd.DataFrame:
+          common: bool = True, by: Sequence[str] = ()) -> pd.DataFrame:
     """MAE per model and horizon, and skill against the baseline.
 
     Parameters
@@ -428,12 +428,16 @@ def score(forecasts: pd.DataFrame, actuals: pd.DataFrame, *, baseline: str = BAS
     common
         Score every model on the same cases: the (entity, issue time, horizon) for which all models
         issued a forecast and the actual is known.
+    by
+        Further columns to score separately (e.g. ``("entity",)``, or ``("entity", "property")``);
+        the skill then compares with the baseline's MAE in the same group.
 
     Returns
     -------
     DataFrame
-        ``model``, ``horizon``, ``steps``, ``n``, ``mae``, ``rmse``, ``bias`` (mean error),
-        ``baseline_mae``, ``skill`` (1 − mae / baseline_mae; > 0: better than the baseline).
+        ``by`` columns, ``model``, ``horizon``, ``steps``, ``n``, ``mae``, ``rmse``, ``bias`` (mean
+        error), ``baseline_mae``, ``skill`` (1 − mae / baseline_mae; > 0: better than the baseline;
+        NaN where the baseline has no scored case).
     """
     v = verify(forecasts, actuals).dropna(subset=["actual"])
     if v.empty:
@@ -443,15 +447,19 @@ def score(forecasts: pd.DataFrame, actuals: pd.DataFrame, *, baseline: str = BAS
         n_models = v["model"].nunique()
         cnt = v.groupby(key)["model"].transform("nunique")
         v = v[cnt == n_models]
+    by = list(by)
+    bad = [c for c in by if c not in v.columns]
+    if bad:
+        raise InputError(f"cannot score by {bad[0]!r}: not a forecast column", field="by")
     v = v.assign(abs_err=v["error"].abs(), sq_err=v["error"] ** 2)
-    s = v.groupby(["model", "steps"], as_index=False).agg(
+    s = v.groupby([*by, "model", "steps"], as_index=False).agg(
         horizon=("horizon", "first"), n=("error", "size"), mae=("abs_err", "mean"),
         rmse=("sq_err", "mean"), bias=("error", "mean"))
     s["rmse"] = np.sqrt(s["rmse"])
-    base = s[s["model"] == baseline].set_index("steps")["mae"]
-    s["baseline_mae"] = s["steps"].map(base)
+    base = s.loc[s["model"] == baseline, [*by, "steps", "mae"]].rename(columns={"mae": "baseline_mae"})
+    s = s.merge(base, on=[*by, "steps"], how="left")
     s["skill"] = 1.0 - s["mae"] / s["baseline_mae"]
-    return s[["model", "horizon", "steps", "n", "mae", "rmse", "bias", "baseline_mae", "skill"]]
+    return s[[*by, "model", "horizon", "steps", "n", "mae", "rmse", "bias", "baseline_mae", "skill"]]
 
 
 def mae_table(scores: pd.DataFrame, value: str = "mae") -> pd.DataFrame:

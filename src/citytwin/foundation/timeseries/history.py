@@ -490,6 +490,13 @@ class HistoryStore:
         r = self._run(sql, params).to_pylist()[0]
         return None if r["a"] is None else (int(r["a"]), int(r["b"]))
 
+    def span(self, **filters: Any) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """First and last observation time (UTC) matching the filters of :meth:`query`; None if none."""
+        r = self._span(**filters)
+        if r is None:
+            return None
+        return pd.Timestamp(r[0], unit="us", tz="UTC"), pd.Timestamp(r[1], unit="us", tz="UTC")
+
     def latest(self, **filters: Any) -> pd.DataFrame:
         """The latest observation per (entity, property): rebuilds live state from history."""
         try:
