@@ -289,14 +289,17 @@ class MqttPublisher:
             w.popleft()
             self._acked_popped += 1
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> mqtt.MQTTMessageInfo:
-        """Publish one message (waits while ``max_inflight`` messages are unacknowledged)."""
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        """Publish one message (waits while ``max_inflight`` messages are unacknowledged).
+
+        ``retain`` asks the broker to keep it as the topic's last message for future subscribers.
+        """
         if len(self._window) >= self.max_inflight:
             self._pop_acked()
             while len(self._window) >= self.max_inflight:
                 time.sleep(0.0005)
                 self._pop_acked()
-        info = self.client.publish(topic, payload, qos=qos)
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
         self.sent += 1
         if qos > 0:
             self._window.append(info)

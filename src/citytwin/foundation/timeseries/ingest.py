@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -97,6 +97,10 @@ class Ingestor:
         self.parser = parser
         self._lock = threading.Lock()
         self.totals = IngestReport()
+        # called after each durable commit with the report and the committed time range (µs);
+        # a hook that raises is logged in ``hook_errors`` and never fails the commit
+        self.on_commit: list[Callable[[IngestReport, int, int], None]] = []
+        self.hook_errors: list[str] = []
 
     def ingest(self, messages: Iterable[tuple[str | None, bytes]], *, source: str) -> IngestReport:
         """Parse and commit ``(topic, payload)`` messages (topic None for HTTP bodies)."""
@@ -152,4 +156,11 @@ class Ingestor:
             for k, v in rep.reasons.items():
                 t.reasons[k] = t.reasons.get(k, 0) + v
         rep.seconds = time.perf_counter() - t0
+        if rep.accepted and self.on_commit:
+            lo, hi = min(cols["time_us"]), max(cols["time_us"])
+            for hook in list(self.on_commit):
+                try:
+                    hook(rep, lo, hi)
+                except Exception as exc:  # derived work (verification …) must not fail ingest
+                    self.hook_errors.append(f"{type(exc).__name__}: {exc}"[:300])
         return rep

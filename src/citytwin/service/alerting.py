@@ -1,0 +1,305 @@
+"""Alerts pushed to subscribers: MQTT and Server-Sent Events, with the lifecycle over HTTP.
+
+:class:`AlertHub` wraps the twin's :class:`~citytwin.twin.alerts.AlertBook` (thread-safe, saved
+to ``WS/twin/alerts.json`` after every change) and fans each lifecycle event out to
+
+* **MQTT** (when a broker is configured): topic ``{prefix}/alerts/{rule}/{entity}`` (default prefix
+  ``citytwin``; ``/ + #`` in a rule or entity become ``_``), JSON payload, **QoS 1**, **retained**
+  (the retained message is the alert's last event, so a new subscriber sees the current state of
+  every rule × entity at once). Subscribers receive one message per transition; QoS 1 is
+  at-least-once, so a redelivery after a lost connection is possible: the payload's ``seq`` (and
+  ``event_id``) identify the event and make deduplication trivial;
+* **Server-Sent Events**: ``GET /twin/v1/alerts/stream`` (``text/event-stream``); every event is
+  sent as ``id: {seq}``, ``event: {kind}``, ``data: {json}``. A client that reconnects with the
+  ``Last-Event-ID`` header (or ``?since=SEQ``) first gets the events it missed (the last
+  ``keep_events`` are kept in memory), then the live ones. ``?maxEvents=N`` / ``?timeout=S`` end
+  the stream (for scripts); otherwise a comment line keeps the connection alive every 15 s.
+
+Payload (MQTT and SSE ``data``)::
+
+    {"seq": 3, "event_id": "a1b2c3d4e5f60718:ack:3", "kind": "ack", "at": "2015-12-01T05:00:00+00:00",
+     "alert": {"id": "a1b2c3d4e5f60718", "rule": "aqi_heavy_3h", "entity": "urn:ngsi-ld:...",
+               "status": "acknowledged", "acknowledged_by": "duty officer", ...}}
+
+``kind`` is ``open``, ``update`` (the live alert raised again: count, peak, last_seen change),
+``ack`` or ``resolve``.
+
+HTTP lifecycle: ``GET /twin/v1/alerts?status=&entity=&rule=``, ``GET /twin/v1/alerts/{id}``,
+``POST /twin/v1/alerts`` (raise: ``{"rule", "entity", "severity", "property", "message", "peak"}``),
+``POST /twin/v1/alerts/{id}/ack`` and ``POST /twin/v1/alerts/{id}/resolve`` (body ``{"by": ...,
+"note": ...}``; 404 unknown id, 409 a transition the lifecycle does not allow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from citytwin.foundation.errors import CitytwinError, InputError, NotFoundError
+from citytwin.twin.alerts import Alert, AlertBook, AlertEvent, AlertStateError
+
+
+def alert_topic(rule: str, entity: str, prefix: str = "citytwin") -> str:
+    """MQTT topic of an alert's events.
+
+    Examples
+    --------
+    >>> alert_topic("aqi_heavy_3h", "urn:ngsi-ld:AirQualityObserved:Beijing-Dongsi")
+    'citytwin/alerts/aqi_heavy_3h/urn:ngsi-ld:AirQualityObserved:Beijing-Dongsi'
+    >>> alert_topic("a/b", "x+#")
+    'citytwin/alerts/a_b/x__'
+    """
+    def clean(s: str) -> str:
+        return "".join("_" if c in "/+#\x00" else c for c in str(s)) or "_"
+
+    return f"{prefix}/alerts/{clean(rule)}/{clean(entity)}"
+
+
+class AlertHub:
+    """The twin's alert book with persistence and push (MQTT, SSE listeners).
+
+    Parameters
+    ----------
+    path
+        JSON file the alerts are saved to after each change (loaded at start if it exists);
+        None keeps them in memory only.
+    keep_events
+        Events kept for SSE clients that reconnect.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, keep_events: int = 10_000) -> None:
+        self.path = Path(path) if path is not None else None
+        records: list[dict[str, Any]] = []
+        if self.path is not None and self.path.exists():
+            records = json.loads(self.path.read_text() or "[]")
+        self.book = AlertBook.from_records(records, keep_events=keep_events)
+        self._lock = threading.RLock()
+        self.seq = 0
+        self.backlog: deque[tuple[int, dict[str, Any]]] = deque(maxlen=keep_events)
+        self._listeners: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[tuple[int, dict[str, Any]]]]] = []
+        self._pushers: list[Callable[[dict[str, Any]], None]] = []
+        self.push_errors: list[str] = []
+        self.book.subscribe(self._on_event)
+
+    # -- fan-out -------------------------------------------------------------------------
+    def _on_event(self, ev: AlertEvent) -> None:
+        self.seq += 1
+        rec = {"seq": self.seq, "event_id": f"{ev.alert.id}:{ev.kind}:{self.seq}", **ev.to_record()}
+        self.backlog.append((self.seq, rec))
+        self._save()
+        for push in list(self._pushers):
+            try:
+                push(rec)
+            except Exception as exc:  # a transport failure must not break the lifecycle
+                self.push_errors.append(f"{type(exc).__name__}: {exc}")
+        for loop, q in list(self._listeners):
+            try:
+                loop.call_soon_threadsafe(q.put_nowait, (self.seq, rec))
+            except RuntimeError:  # the listener's loop is closed
+                self._unlisten(q)
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_name(f".tmp-{self.path.name}")
+        tmp.write_text(json.dumps(self.book.to_records(), ensure_ascii=False))
+        os.replace(tmp, self.path)
+
+    def add_pusher(self, push: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
+        """Call ``push(event_record)`` on every event (e.g. an MQTT publish); returns a remover."""
+        self._pushers.append(push)
+        return lambda: self._pushers.remove(push) if push in self._pushers else None
+
+    def listen(self) -> tuple[asyncio.Queue[tuple[int, dict[str, Any]]], list[tuple[int, dict[str, Any]]]]:
+        """Register an asyncio queue (of the running loop) for live events; returns it and a backlog snapshot."""
+        q: asyncio.Queue[tuple[int, dict[str, Any]]] = asyncio.Queue()
+        with self._lock:
+            self._listeners.append((asyncio.get_running_loop(), q))
+            snap = list(self.backlog)
+        return q, snap
+
+    def _unlisten(self, q: asyncio.Queue[Any]) -> None:
+        with self._lock:
+            self._listeners = [(lp, x) for lp, x in self._listeners if x is not q]
+
+    # -- lifecycle (thread-safe) -----------------------------------------------------------
+    def raise_alert(self, rule: str, entity: str, **kw: Any) -> tuple[Alert, bool]:
+        with self._lock:
+            return self.book.raise_alert(rule, entity, **kw)
+
+    def acknowledge(self, alert_id: str, *, by: str, at: Any = None, note: str | None = None) -> Alert:
+        with self._lock:
+            return self.book.acknowledge(alert_id, by=by, at=at, note=note)
+
+    def resolve(self, alert_id: str, *, by: str = "system", at: Any = None, note: str | None = None) -> Alert:
+        with self._lock:
+            return self.book.resolve(alert_id, by=by, at=at, note=note)
+
+    def sync(self, candidates: Any, **kw: Any) -> dict[str, list[str]]:
+        with self._lock:
+            return self.book.sync(candidates, **kw)
+
+
+class MqttAlertPush:
+    """Publish alert events to MQTT (QoS 1, retained) through a :class:`~citytwin.foundation.mqtt.MqttPublisher`."""
+
+    def __init__(self, publisher: Any, *, prefix: str = "citytwin", retain: bool = True) -> None:
+        self.publisher = publisher
+        self.prefix = prefix
+        self.retain = retain
+        self.sent = 0
+
+    def __call__(self, rec: dict[str, Any]) -> None:
+        a = rec["alert"]
+        self.publisher.publish(alert_topic(a["rule"], a["entity"], self.prefix),
+                               json.dumps(rec, ensure_ascii=False).encode(), qos=1, retain=self.retain)
+        self.sent += 1
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP
+# ---------------------------------------------------------------------------------------------
+
+router = APIRouter()
+
+
+def _hub(request: Request) -> AlertHub:
+    hub: AlertHub = request.app.state.twin.alerts
+    return hub
+
+
+def _err(exc: CitytwinError) -> JSONResponse:
+    code = 404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, AlertStateError) else 400
+    return JSONResponse({"title": type(exc).__name__, "detail": str(exc)}, status_code=code)
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise InputError(f"body is not JSON: {exc}", field="body") from exc
+    if not isinstance(body, dict):
+        raise InputError("body must be a JSON object", field="body")
+    return body
+
+
+@router.get("/twin/v1/alerts")
+def list_alerts(request: Request, status: str | None = None, entity: str | None = None,
+                rule: str | None = None) -> Any:
+    try:
+        sts = status.split(",") if status else None
+        return [a.to_record() for a in _hub(request).book.alerts(status=sts, entity=entity, rule=rule)]
+    except CitytwinError as exc:
+        return _err(exc)
+
+
+@router.get("/twin/v1/alerts/stream")
+async def stream(request: Request, since: int | None = None, maxEvents: int | None = None,
+                 timeout: float | None = None) -> StreamingResponse:
+    """Server-Sent Events: missed events after ``Last-Event-ID`` / ``since``, then live ones."""
+    hub = _hub(request)
+    last = request.headers.get("last-event-id")
+    after = int(last) if last and last.isdigit() else since
+    q, snap = hub.listen()
+
+    def fmt(seq: int, rec: dict[str, Any]) -> str:
+        return f"id: {seq}\nevent: {rec['kind']}\ndata: {json.dumps(rec, ensure_ascii=False)}\n\n"
+
+    async def gen() -> AsyncIterator[str]:
+        sent = 0
+        top = 0
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            yield ": citytwin alert stream\n\n"
+            if after is not None:
+                for seq, rec in snap:
+                    if seq > after:
+                        yield fmt(seq, rec)
+                        sent += 1
+                        if maxEvents is not None and sent >= maxEvents:
+                            return
+            top = snap[-1][0] if snap else 0
+            while True:
+                wait = 15.0 if deadline is None else min(15.0, deadline - loop.time())
+                if wait <= 0:
+                    return
+                try:
+                    seq, rec = await asyncio.wait_for(q.get(), timeout=wait)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    yield ": keepalive\n\n"
+                    continue
+                if seq <= top:  # already in the snapshot
+                    continue
+                yield fmt(seq, rec)
+                sent += 1
+                if maxEvents is not None and sent >= maxEvents:
+                    return
+        finally:
+            hub._unlisten(q)
+
+    return StreamingResponse(gen(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/twin/v1/alerts/{alert_id}")
+def get_alert(request: Request, alert_id: str) -> Any:
+    try:
+        return _hub(request).book.get(alert_id).to_record()
+    except CitytwinError as exc:
+        return _err(exc)
+
+
+@router.post("/twin/v1/alerts")
+async def post_alert(request: Request) -> Any:
+    """Raise an alert (or update the live one of the same rule and entity)."""
+    try:
+        b = await _json_body(request)
+        allowed = {"rule", "entity", "at", "severity", "property", "message", "peak"}
+        extra = set(b) - allowed
+        if extra:
+            raise InputError(f"unknown field(s) {', '.join(sorted(extra))}", field=sorted(extra)[0])
+        a, created = _hub(request).raise_alert(str(b.get("rule") or ""), b.get("entity"),
+                                               **{k: b[k] for k in allowed - {"rule", "entity"} if k in b})
+        return JSONResponse({"created": created, "alert": a.to_record()}, status_code=201 if created else 200)
+    except CitytwinError as exc:
+        return _err(exc)
+
+
+@router.post("/twin/v1/alerts/{alert_id}/ack")
+async def ack_alert(request: Request, alert_id: str) -> Any:
+    try:
+        b = await _json_body(request)
+        return _hub(request).acknowledge(alert_id, by=str(b.get("by") or ""), at=b.get("at"),
+                                         note=b.get("note")).to_record()
+    except CitytwinError as exc:
+        return _err(exc)
+
+
+@router.post("/twin/v1/alerts/{alert_id}/resolve")
+async def resolve_alert(request: Request, alert_id: str) -> Any:
+    try:
+        b = await _json_body(request)
+        return _hub(request).resolve(alert_id, by=str(b.get("by") or "operator"), at=b.get("at"),
+                                     note=b.get("note")).to_record()
+    except CitytwinError as exc:
+        return _err(exc)
+
+
+def install(app: Any) -> None:
+    """Add the alert routes to a FastAPI app (``state.twin`` must be a TwinRuntime)."""
+    app.include_router(router)
