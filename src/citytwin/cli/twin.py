@@ -236,8 +236,10 @@ def serve(
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     broker: BrokerOpt = None,
     client_id: Annotated[str, typer.Option(help="MQTT client id.")] = "citytwin-ingest",
+    auto_verify: Annotated[bool, typer.Option("--auto-verify/--no-auto-verify", help="Score stored forecasts "
+                                              "as soon as an ingest batch brings their actual.")] = True,
 ) -> None:
-    """Serve the NGSI-LD-style API (and MQTT ingest with --broker).
+    """Serve the NGSI-LD-style API (and MQTT ingest with --broker; alerts are then published to it too).
 
     Example: citytwin twin serve -w ./ws --port 8000 --broker 127.0.0.1:1883
     """
@@ -246,7 +248,8 @@ def serve(
     from citytwin.foundation.mqtt import parse_broker
     from citytwin.service.app import create_app
 
-    app_ = create_app(twin_root(workspace), broker=parse_broker(broker) if broker else None, client_id=client_id)
+    app_ = create_app(twin_root(workspace), broker=parse_broker(broker) if broker else None, client_id=client_id,
+                      auto_verify=auto_verify)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
@@ -400,9 +403,25 @@ def forecast(
     start: StartOpt = None,
     end: EndOpt = None,
     horizon: Annotated[int, typer.Option(help="Steps ahead (hours for hourly data).")] = 6,
+    store: Annotated[bool, typer.Option("--store", help="Issue live forecasts from the workspace history for "
+                                        "the next 1..horizon hours and store them for verification "
+                                        "(`citytwin twin verify`), instead of a backtest.")] = False,
+    model: Annotated[list[str] | None, typer.Option("--model", help="With --store: models to issue "
+                                                    "(default seasonal_naive, persistence, gbrt).")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="With --store: issue as of this time "
+                                           "(default: the last observation).")] = None,
+    train_days: Annotated[float, typer.Option(help="With --store: days of history to learn from.")] = 28.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Short-term forecast of one series (seasonal-naive baseline and the learned model), scored."""
+    """Short-term forecast of one series (seasonal-naive baseline and the learned model), scored.
+
+    Without --store: a backtest (the last quarter of the period held out) printed as MAE per model and
+    horizon. With --store: live forecasts issued from the history and stored; they are scored against
+    the actuals when these arrive (`citytwin twin verify`).
+    """
+    if store:
+        _issue_and_store(workspace, entity, prop, horizon, model, at, train_days, as_json)
+        return
     try:
         from citytwin.twin import forecast as fc
     except ImportError as exc:  # written by another part of the project
@@ -429,6 +448,95 @@ def forecast(
         print_json(result)
     else:
         console.print(result)
+
+
+def _issue_and_store(workspace: Path | None, entity: str, prop: str, horizon: int, model: list[str] | None,
+                     at: str | None, train_days: float, as_json: bool) -> None:
+    from citytwin.service.app import open_runtime
+    from citytwin.service.forecasting import DEFAULT_MODELS
+
+    rt = open_runtime(twin_root(workspace))
+    try:
+        rep = rt.issue_forecasts(property=prop, entities=[entity] if entity else None,
+                                 models=tuple(model or DEFAULT_MODELS),
+                                 horizons=[f"{h}h" for h in range(1, horizon + 1)], train_days=train_days, at=at)
+        assert rt.forecasts is not None
+        df = rt.forecasts.query(properties=prop, entities=entity or None, issued_start=rep.issued_at,
+                                latest_issue=True)
+    finally:
+        rt.close()
+    if as_json:
+        print_json({"report": rep.to_dict(), "forecasts": _json_rows(df)})
+        return
+    console.print(f"issued at {rep.issued_at}: {rep.stored} forecasts stored ({', '.join(rep.models)}) for "
+                  f"{rep.entities} entit{'y' if rep.entities == 1 else 'ies'}")
+    for m, why in rep.skipped.items():
+        console.print(f"[yellow]{m}: no forecast ({why})[/yellow]")
+    if len(df):
+        t = df.assign(horizon=df["horizon"].astype(str)).pivot_table(
+            index=["entity", "target_time"], columns="model", values="value").reset_index()
+        t.columns.name = None
+        _print_frame(t, False, limit=200)
+
+
+def _fmt_horizon(h: Any) -> str:
+    secs = int(pd.Timedelta(h).total_seconds())
+    return f"{secs // 3600}h" if secs % 3600 == 0 else f"{secs // 60}min" if secs % 60 == 0 else f"{secs}s"
+
+
+def _json_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_datetime64_any_dtype(out[c]) or pd.api.types.is_timedelta64_dtype(out[c]):
+            out[c] = out[c].astype(str)
+    return out.astype(object).where(out.notna(), None).to_dict(orient="records")  # type: ignore[return-value]
+
+
+@app.command()
+@handle_errors
+def verify(
+    workspace: WorkspaceOpt = None,
+    entity: Annotated[str | None, typer.Option("--entity", "-e", help="Also show this entity's rows "
+                                               "(default: totals over all entities).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Score the stored forecasts whose actuals have arrived: MAE per model and horizon, skill vs seasonal naive.
+
+    Says plainly where a learned model is worse than the baseline (skill < 0).
+    """
+    from citytwin.service.app import open_runtime
+    from citytwin.service.forecasting import ALL
+
+    rt = open_runtime(twin_root(workspace))
+    try:
+        rep = rt.verify_forecasts()
+    finally:
+        rt.close()
+    s = rep.scores
+    if as_json:
+        print_json({"verified": rep.verified, "pending": rep.pending,
+                    "next_due": None if rep.next_due is None else str(rep.next_due),
+                    "scores": _json_rows(s), "worse_than_baseline": _json_rows(rep.losses())})
+        return
+    console.print(f"{rep.verified:,} forecasts verified, {rep.pending:,} waiting for their actual"
+                  + (f" (next due {rep.next_due})" if rep.next_due is not None else ""))
+    if s.empty:
+        console.print("nothing to score yet: no stored forecast has its actual in the history")
+        return
+    show = s[s["entity"] == (entity or ALL)]
+    show = show.assign(horizon=[_fmt_horizon(h) for h in show["horizon"]])
+    _print_frame(show[["entity", "property", "model", "horizon", "n", "mae", "baseline_mae", "skill"]], False, 500)
+    lost = rep.losses()
+    for r in lost.itertuples():
+        console.print(f"[bold red]{r.model} is WORSE than the seasonal-naive baseline for {r.property} at "
+                      f"{_fmt_horizon(r.horizon)} (skill {r.skill:.3f}, MAE {r.mae:.4g} vs {r.baseline_mae:.4g}, n={r.n})"
+                      "[/bold red]")
+    if lost.empty:
+        console.print("every model beats or ties the seasonal-naive baseline on the cases scored so far")
+    few = int(show["n"].min())
+    if few < 30:
+        console.print(f"[yellow]caution: as few as {few} scored case(s) per model and horizon; "
+                      "MAE on so few cases says little[/yellow]")
 
 
 @app.command()

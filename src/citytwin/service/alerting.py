@@ -273,7 +273,7 @@ async def post_alert(request: Request) -> Any:
         extra = set(b) - allowed
         if extra:
             raise InputError(f"unknown field(s) {', '.join(sorted(extra))}", field=sorted(extra)[0])
-        a, created = _hub(request).raise_alert(str(b.get("rule") or ""), b.get("entity"),
+        a, created = _hub(request).raise_alert(str(b.get("rule") or ""), str(b.get("entity") or ""),
                                                **{k: b[k] for k in allowed - {"rule", "entity"} if k in b})
         return JSONResponse({"created": created, "alert": a.to_record()}, status_code=201 if created else 200)
     except CitytwinError as exc:

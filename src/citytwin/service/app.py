@@ -6,24 +6,33 @@ Run with ``citytwin twin serve -w WORKSPACE [--broker HOST:PORT]`` or, in Python
     app = create_app("./ws/twin")            # a twin folder (history/, state.sqlite, deadletter.sqlite)
 
 :func:`open_runtime` wires the pieces: the foundation stores, the twin's message parser
-(entity model and validation) whose entity lookup asks the live state store, and the ingest
-pipeline; the CLI uses it too.
+(entity model and validation) whose entity lookup asks the live state store, the ingest
+pipeline, the forecast store (predict and verify: :mod:`citytwin.service.forecasting`) and the
+alert hub (lifecycle, MQTT and Server-Sent Events push: :mod:`citytwin.service.alerting`); the
+CLI uses it too.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+import threading
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from fastapi import FastAPI
 
-from citytwin.foundation.mqtt import MqttIngest
-from citytwin.foundation.timeseries import Ingestor, TwinStores
-from citytwin.service import ngsi
+from citytwin.foundation.mqtt import MqttIngest, MqttPublisher
+from citytwin.foundation.timeseries import Ingestor, IngestReport, TwinStores
+from citytwin.foundation.timeseries.forecasts import ForecastStore
+from citytwin.service import alerting, forecasting, ngsi
+from citytwin.service.alerting import AlertHub, MqttAlertPush
 from citytwin.twin.entities import DEFAULT_MAX_PAYLOAD, Entity, EntityRef, MessageParser
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,6 +45,13 @@ class TwinRuntime:
     max_body: int = 8 * DEFAULT_MAX_PAYLOAD
     mqtt: MqttIngest | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    forecasts: ForecastStore | None = None
+    alerts: AlertHub = field(default_factory=AlertHub)
+    prefix: str = "citytwin"
+    alert_publisher: MqttPublisher | None = None
+    last_verify: forecasting.VerifyReport | None = None
+    _next_due_us: int | None = None
+    _verify_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def register(self, entities: list[Entity]) -> None:
         """Register (create or update) entities in the live state."""
@@ -46,16 +62,79 @@ class TwinRuntime:
         return self.ingestor.ingest(batch, source=source)
 
     def start_mqtt(self, host: str, port: int, *, client_id: str = "citytwin-ingest", prefix: str = "citytwin",
-                   max_batch: int = 2000, max_delay: float = 0.1) -> MqttIngest:
-        """Start MQTT ingest in a background thread (QoS 1, persistent session, ack after durable write)."""
-        self.mqtt = MqttIngest(host, port, lambda b: self.ingestor.ingest(b, source="mqtt"), topics=[f"{prefix}/#"],
+                   max_batch: int = 2000, max_delay: float = 0.1, publish_alerts: bool = True) -> MqttIngest:
+        """Start MQTT ingest in a background thread (QoS 1, persistent session, ack after durable write).
+
+        With ``publish_alerts`` the alert events are published to the same broker too (see
+        :meth:`publish_alerts`). The twin's own output topics (``{prefix}/alerts/…``) are not ingested.
+        """
+        own = f"{prefix}/alerts/"
+
+        def handle(batch: Any) -> Any:
+            return self.ingestor.ingest([(t, p) for t, p in batch if not t.startswith(own)], source="mqtt")
+
+        self.mqtt = MqttIngest(host, port, handle, topics=[f"{prefix}/#"],
                                client_id=client_id, max_batch=max_batch, max_delay=max_delay).start()
+        if publish_alerts:
+            self.publish_alerts(host, port, client_id=f"{client_id}-alerts", prefix=prefix)
         return self.mqtt
+
+    def publish_alerts(self, host: str, port: int, *, client_id: str = "citytwin-alerts", prefix: str = "citytwin",
+                       retain: bool = True) -> MqttAlertPush:
+        """Publish every alert event to ``{prefix}/alerts/{rule}/{entity}`` (JSON, QoS 1, retained)."""
+        if self.alert_publisher is None:
+            self.alert_publisher = MqttPublisher(host, port, client_id=client_id)
+        push = MqttAlertPush(self.alert_publisher, prefix=prefix, retain=retain)
+        self.extra["alert_push_remove"] = self.alerts.add_pusher(push)
+        return push
+
+    # -- predict and verify ------------------------------------------------------------------
+    def issue_forecasts(self, *, property: str = "pm25", entities: Sequence[str] | None = None,
+                        models: Sequence[str] = forecasting.DEFAULT_MODELS, horizons: Sequence[str | int] = (
+                            "1h", "2h", "3h", "4h", "5h", "6h"), train_days: float = 28.0, at: Any = None,
+                        freq: str = "1h") -> forecasting.IssueReport:
+        """Issue forecasts from the history and store them (:func:`citytwin.service.forecasting.issue`)."""
+        assert self.forecasts is not None
+        rep = forecasting.issue(self.stores.history, self.forecasts, property=property, entities=entities,
+                                models=models, horizons=horizons, train_days=train_days, at=at, freq=freq)
+        if rep.stored and rep.issued_at is not None:
+            due = int((rep.issued_at + pd.Timedelta(freq)).value // 1000)
+            self._next_due_us = due if self._next_due_us is None else min(self._next_due_us, due)
+        return rep
+
+    def verify_forecasts(self) -> forecasting.VerifyReport:
+        """Score every stored forecast whose actual has arrived (:func:`citytwin.service.forecasting.verify`)."""
+        assert self.forecasts is not None
+        with self._verify_lock:
+            rep = forecasting.verify(self.stores.history, self.forecasts)
+            self.last_verify = rep
+            # the next automatic run: when data reaches a pending target after the latest observation
+            # (a pending target before it has a missing reading and may never be verifiable)
+            span = self.stores.history.span()
+            due = rep.next_due if span is None else rep.due_after(span[1])
+            self._next_due_us = None if due is None else int(due.value // 1000)
+            return rep
+
+    def enable_auto_verify(self) -> None:
+        """Verify after every ingest batch that brings an observation at or after the earliest pending target."""
+        if self.forecasts is not None and self.forecasts.count():
+            self.verify_forecasts()
+
+        def hook(rep: IngestReport, lo_us: int, hi_us: int) -> None:
+            if self._next_due_us is not None and hi_us >= self._next_due_us:
+                self.verify_forecasts()
+
+        if hook not in self.ingestor.on_commit:
+            self.ingestor.on_commit.append(hook)
 
     def close(self) -> None:
         if self.mqtt is not None:
             self.mqtt.stop()
             self.mqtt = None
+        if self.alert_publisher is not None:
+            self.alert_publisher.wait_all(timeout=5)
+            self.alert_publisher.close()
+            self.alert_publisher = None
         self.stores.close()
 
 
@@ -69,13 +148,19 @@ def open_runtime(root: str | Path, *, max_payload: int = DEFAULT_MAX_PAYLOAD, ma
         return EntityRef(*r) if r is not None else None
 
     parser = MessageParser(lookup, max_payload=max_payload, max_future_s=max_future_s, prefix=prefix)
-    return TwinRuntime(stores, parser, Ingestor(stores, parser), max_body=max(max_payload, 8 * DEFAULT_MAX_PAYLOAD))
+    root = Path(root)
+    return TwinRuntime(stores, parser, Ingestor(stores, parser), max_body=max(max_payload, 8 * DEFAULT_MAX_PAYLOAD),
+                       forecasts=ForecastStore(root / "forecasts"), alerts=AlertHub(root / "alerts.json"),
+                       prefix=prefix)
 
 
 def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = None,
                broker: tuple[str, int] | None = None, client_id: str = "citytwin-ingest",
-               max_body: int | None = None) -> FastAPI:
-    """The FastAPI app over a twin folder (or a given runtime); with ``broker``, MQTT ingest runs alongside."""
+               max_body: int | None = None, auto_verify: bool = False) -> FastAPI:
+    """The FastAPI app over a twin folder (or a given runtime); with ``broker``, MQTT ingest runs alongside.
+
+    ``auto_verify`` scores stored forecasts after each ingest batch that brings a due actual.
+    """
     if runtime is None:
         if root is None:
             raise ValueError("give root or runtime")
@@ -83,6 +168,8 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
     if max_body is not None:
         runtime.max_body = max_body
     rt = runtime
+    if auto_verify:
+        rt.enable_auto_verify()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,14 +178,20 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
         try:
             yield
         finally:
-            if rt.mqtt is not None:
+            if broker is not None and rt.mqtt is not None:  # stop only what this app started
                 rt.mqtt.stop()
                 rt.mqtt = None
+            if broker is not None and rt.alert_publisher is not None:
+                rt.alert_publisher.wait_all(timeout=5)
+                rt.alert_publisher.close()
+                rt.alert_publisher = None
 
     app = FastAPI(title="citytwin", description="Live digital twin: NGSI-LD-style entities, history, ingest.",
                   lifespan=lifespan)
     app.state.twin = rt
     ngsi.install(app)
+    forecasting.install(app)
+    alerting.install(app)
 
     @app.get("/health")
     def health() -> dict[str, Any]:

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 
-from citytwin.foundation.errors import InputError
+from citytwin.foundation.errors import CitytwinError, InputError
 from citytwin.foundation.timeseries import HistoryStore
 from citytwin.foundation.timeseries.forecasts import ForecastStore
 from citytwin.twin import forecast as fc
@@ -64,6 +65,13 @@ class VerifyReport:
     verified: int
     pending: int
     next_due: pd.Timestamp | None  # earliest target time still without an actual
+    pending_times: pd.Series = field(default_factory=lambda: pd.Series(dtype="datetime64[ns, UTC]"))
+
+    def due_after(self, t: pd.Timestamp) -> pd.Timestamp | None:
+        """Earliest pending target time after ``t`` (targets at or before ``t`` with no actual yet may
+        never get one: a missing reading)."""
+        later = self.pending_times[self.pending_times > t]
+        return None if later.empty else pd.Timestamp(later.min())
 
     def losses(self, baseline: str = fc.BASELINE) -> pd.DataFrame:
         """Rows (over all entities) where a model is worse than the baseline (skill < 0)."""
@@ -86,12 +94,15 @@ def issue(history: HistoryStore, store: ForecastStore, *, property: str = "pm25"
 
     Parameters
     ----------
+    models
+        Models to issue; the seasonal-naive baseline is always added (skill is measured against it).
     at
         Issue at this time (UTC; default: the last observation of ``property``). The issue time is
         ``at`` floored to the grid; only data up to it is used.
     train_days
         Days of history read for fitting and features.
     """
+    models = [fc.BASELINE, *[m for m in models if m != fc.BASELINE]]  # the baseline is always issued
     unknown = [m for m in models if m not in fc.MODELS]
     if unknown:
         raise InputError(f"unknown forecast model {unknown[0]!r}", field="model", hint=", ".join(fc.MODELS))
@@ -145,7 +156,7 @@ def _actuals(history: HistoryStore, fcs: pd.DataFrame) -> pd.DataFrame:
     parts = []
     for (prop, step), g in fcs.groupby(["property", "step"]):
         lo, hi = g["target_time"].min(), g["target_time"].max() + step
-        obs = history.query(entities=sorted(g["entity"].unique()), properties=prop, start=lo, end=hi)
+        obs = history.query(entities=sorted(g["entity"].unique()), properties=str(prop), start=lo, end=hi)
         obs = obs[obs["value"].notna()]
         if obs.empty:
             continue
@@ -153,7 +164,7 @@ def _actuals(history: HistoryStore, fcs: pd.DataFrame) -> pd.DataFrame:
         parts.append(obs.assign(time=t).groupby(["entity", "property", "time"], as_index=False)["value"].mean())
     if not parts:
         return pd.DataFrame(columns=["entity", "property", "time", "value"])
-    return pd.concat(parts, ignore_index=True)
+    return pd.DataFrame(pd.concat(parts, ignore_index=True))
 
 
 def verify(history: HistoryStore, store: ForecastStore, *, baseline: str = fc.BASELINE) -> VerifyReport:
@@ -168,21 +179,18 @@ def verify(history: HistoryStore, store: ForecastStore, *, baseline: str = fc.BA
     act = _actuals(history, fcs)
     v = fc.verify(fcs.drop(columns=["step"]), act)
     known = v["actual"].notna()
-    pending = v.loc[~known, "target_time"]
-    next_due = None if pending.empty else pd.Timestamp(pending.min()).tz_localize("UTC")
+    pending = v.loc[~known, "target_time"].dt.tz_localize("UTC").reset_index(drop=True)
+    next_due = None if pending.empty else pd.Timestamp(pending.min())
     if not known.any():
         empty = pd.DataFrame(columns=SCORE_COLUMNS)
         store.write_scores(empty)
-        return VerifyReport(empty, 0, int((~known).sum()), next_due)
+        return VerifyReport(empty, 0, int((~known).sum()), next_due, pending)
     frames = []
     for prop, g in fcs.groupby("property"):
         ga = act[act["property"] == prop]
         if ga.empty:
             continue
         recs = g.drop(columns=["step"])
-        if baseline not in set(recs["model"]):
-            raise InputError(f"no {baseline} forecasts stored for {prop}: skill needs the baseline",
-                             field="model")
         try:
             per = fc.score(recs, ga, baseline=baseline, by=("entity",))
             tot = fc.score(recs, ga, baseline=baseline).assign(entity=ALL)
@@ -191,7 +199,7 @@ def verify(history: HistoryStore, store: ForecastStore, *, baseline: str = fc.BA
         frames.append(pd.concat([tot, per], ignore_index=True).assign(property=prop))
     scores = pd.concat(frames, ignore_index=True)[SCORE_COLUMNS] if frames else pd.DataFrame(columns=SCORE_COLUMNS)
     store.write_scores(scores)
-    return VerifyReport(scores, int(known.sum()), int((~known).sum()), next_due)
+    return VerifyReport(scores, int(known.sum()), int((~known).sum()), next_due, pending)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,20 +250,26 @@ def get_forecasts(request: Request, entity: str | None = None, property: str | N
 
 
 @router.post("/twin/v1/forecasts")
-def post_forecasts(request: Request, property: str = "pm25", model: list[str] | None = Query(None),
-                   entity: list[str] | None = Query(None), horizon: int = Query(6, ge=1, le=48),
+def post_forecasts(request: Request, property: str = "pm25", model: Annotated[list[str] | None, Query()] = None,
+                   entity: Annotated[list[str] | None, Query()] = None, horizon: int = Query(6, ge=1, le=48),
                    trainDays: float = Query(28.0, gt=0), at: str | None = None) -> Any:
     """Issue forecasts now (1..horizon hours) from the history and store them."""
-    rep = _rt(request).issue_forecasts(property=property, models=tuple(model or DEFAULT_MODELS), entities=entity,
-                                       horizons=[f"{h}h" for h in range(1, horizon + 1)], train_days=trainDays,
-                                       at=at)
-    return rep.to_dict()
+    try:
+        rep = _rt(request).issue_forecasts(property=property, models=tuple(model or DEFAULT_MODELS),
+                                           entities=entity, horizons=[f"{h}h" for h in range(1, horizon + 1)],
+                                           train_days=trainDays, at=at)
+    except CitytwinError as exc:
+        return JSONResponse({"title": type(exc).__name__, "detail": str(exc)}, status_code=400)
+    return JSONResponse(rep.to_dict(), status_code=201 if rep.stored else 200)
 
 
 @router.post("/twin/v1/forecasts/verify")
 def post_verify(request: Request) -> Any:
     """Verify now: score every stored forecast whose actual has arrived."""
-    rep = _rt(request).verify_forecasts()
+    try:
+        rep = _rt(request).verify_forecasts()
+    except CitytwinError as exc:
+        return JSONResponse({"title": type(exc).__name__, "detail": str(exc)}, status_code=400)
     return _verify_json(rep.scores, rep)
 
 
