@@ -177,7 +177,7 @@ def _economy_example(ws: Workspace) -> list[str]:
     gap = rank_gap(t1, "de_rank_2020", "gdp_rank_2020").sort_values("places_above", ascending=False)
     top = gap.head(3)
     lines.append("digital-economy rank vs GDP rank (seed 000 Table 1): " + ", ".join(
-        f"{r.city_en} {int(r.places_above):+d}" for r in top.itertuples()))
+        f"{city} {int(places):+d}" for city, places in zip(top["city_en"], top["places_above"], strict=True)))
     # B4: Dagum Gini decomposition of Mexican state GDP per capita by region (libpysal example)
     mexico = Path(libpysal.examples.get_path("mexico.csv"))
     ingest(ws, mexico, dataset="mexico_states", schema="table", classification="public", department="research",
