@@ -61,6 +61,15 @@ def test_replay_in_process_then_aqi_and_alerts(tmp_path, shared_data):
     r = runner.invoke(app, ["twin", "alerts", "-w", str(ws), "--start", start, "--end", end, "--json"])
     assert r.exit_code == 0, r.output
     al = pd.DataFrame(json.loads(r.stdout))
+    # the hub's alerts, raised by the default rules as the replay was ingested (twice: no duplicates)
+    assert not al.duplicated(["rule", "entity", "start"]).any()
+    heavy, severe = al[al["rule"] == "aqi_heavy_2h"], al[al["rule"] == "aqi_severe_1h"]
+    assert heavy["entity"].nunique() == 12 and (heavy["peak"] > 200).all()
+    assert severe["entity"].nunique() == 12 and (severe["peak"] > 300).all()
+    # --file: heavy-pollution days of the file (a throwaway book, as before)
+    r = runner.invoke(app, ["twin", "alerts", "--file", _air(shared_data), "--start", start, "--end", end, "--json"])
+    assert r.exit_code == 0, r.output
+    al = pd.DataFrame(json.loads(r.stdout))
     assert al["entity"].nunique() == 12 and (al["peak"] > 300).all()
     r = runner.invoke(app, ["twin", "history", "-w", str(ws), "-e", "urn:ngsi-ld:AirQualityObserved:Beijing-Dongsi",
                             "-p", "pm25", "--interval", "1 day", "--json"])

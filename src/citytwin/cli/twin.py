@@ -25,6 +25,9 @@ BrokerOpt = Annotated[str | None, typer.Option("--broker", help="MQTT broker HOS
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 StartOpt = Annotated[str | None, typer.Option("--start", help="Start time (ISO 8601; no zone = UTC).")]
 EndOpt = Annotated[str | None, typer.Option("--end", help="End time, exclusive.")]
+AutoAlertsOpt = Annotated[bool, typer.Option("--auto-alerts/--no-auto-alerts", help="Evaluate the default alert "
+                                             "rules (hourly AQI > 200 for 2 h, > 300) after each ingest batch; "
+                                             "alerts go to the workspace's alert hub (and MQTT).")]
 
 
 def twin_root(workspace: Path | None) -> Path:
@@ -111,6 +114,7 @@ def replay(
                                                 "workspace in this process (default: only without --broker).")]
     = None,
     client_id: Annotated[str, typer.Option(help="MQTT client id of the publisher.")] = "citytwin-replay",
+    auto_alerts: AutoAlertsOpt = True,
 ) -> None:
     """Feed observations as a live feed: through an MQTT broker, or in-process into the workspace.
 
@@ -127,6 +131,8 @@ def replay(
     rt = open_runtime(twin_root(workspace)) if workspace else None
     if rt is not None:
         rt.register(ents)
+        if auto_alerts:
+            rt.enable_auto_alerts()
     msgs = list(E.messages_from_long(long, per_message=per_message))
     offsets = E.replay_schedule(pd.Series([m[0] for m in msgs]).to_numpy(), speed)
     t0 = time.perf_counter()
@@ -189,6 +195,7 @@ def ingest_cmd(
     status_file: Annotated[Path | None, typer.Option(help="Write counters here 5 times a second (JSON).")] = None,
     crash_after_batches: Annotated[int, typer.Option(hidden=True, help="Fault testing: SIGKILL this process "
                                                      "after storing this many batches, before acknowledging.")] = 0,
+    auto_alerts: AutoAlertsOpt = True,
 ) -> None:
     """Run MQTT ingest into the workspace's twin (QoS 1, persistent session, ack after durable write).
 
@@ -201,6 +208,8 @@ def ingest_cmd(
 
     host, port = parse_broker(broker)
     rt = open_runtime(twin_root(workspace), prefix=prefix)
+    if auto_alerts:
+        rt.enable_auto_alerts()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -238,6 +247,7 @@ def serve(
     client_id: Annotated[str, typer.Option(help="MQTT client id.")] = "citytwin-ingest",
     auto_verify: Annotated[bool, typer.Option("--auto-verify/--no-auto-verify", help="Score stored forecasts "
                                               "as soon as an ingest batch brings their actual.")] = True,
+    auto_alerts: AutoAlertsOpt = True,
 ) -> None:
     """Serve the NGSI-LD-style API (and MQTT ingest with --broker; alerts are then published to it too).
 
@@ -249,7 +259,7 @@ def serve(
     from citytwin.service.app import create_app
 
     app_ = create_app(twin_root(workspace), broker=parse_broker(broker) if broker else None, client_id=client_id,
-                      auto_verify=auto_verify)
+                      auto_verify=auto_verify, auto_alerts=auto_alerts)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
@@ -380,17 +390,55 @@ def alerts(
     entity: Annotated[list[str] | None, typer.Option("--entity", "-e")] = None,
     start: StartOpt = None,
     end: EndOpt = None,
-    min_level: Annotated[int, typer.Option(help="AQI level that raises an alert (5 = 重度污染).")] = 5,
+    min_level: Annotated[int, typer.Option(help="With --file: AQI level that raises an alert (5 = 重度污染).")] = 5,
+    status: Annotated[list[str] | None, typer.Option("--status", help="Without --file: only alerts in this "
+                                                     "state (open, acknowledged, resolved).")] = None,
+    rule: Annotated[str | None, typer.Option("--rule", help="Without --file: only this rule.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Alerts on heavy-pollution days (daily AQI), with their lifecycle (open / resolved)."""
+    """The twin's alerts (persistent hub, raised by the rules on ingest and over HTTP), with their lifecycle.
+
+    Without --file: the workspace's alert hub (WORKSPACE/twin/alerts.json), filtered by --entity,
+    --status, --rule and the period (alerts whose episode overlaps [--start, --end)). With --file:
+    heavy-pollution days (daily AQI level >= --min-level) of that file as a throwaway alert book.
+    """
     from citytwin.twin.alerts import AlertBook
 
-    book = aqi_alerts(_daily(workspace, file, entity, start, end), AlertBook(), min_level=min_level)
-    df = book.frame()
-    cols = [c for c in ("entity", "rule", "status", "severity", "opened_at", "resolved_at", "count", "peak",
-                        "message") if c in df]
-    _print_frame(df[cols] if len(df) else df, as_json)
+    if file is not None:
+        book = aqi_alerts(_daily(workspace, file, entity, start, end), AlertBook(), min_level=min_level)
+        df = book.frame()
+    else:
+        df = hub_alerts(workspace, entity, status, rule, start, end)
+    cols = [c for c in ("entity", "rule", "status", "severity", "opened_at", "resolved_at", "start", "end", "count",
+                        "peak", "message") if c in df]
+    _print_frame(df[cols], as_json)
+
+
+def hub_alerts(workspace: Path | None, entity: list[str] | None, status: list[str] | None, rule: str | None,
+               start: str | None, end: str | None) -> pd.DataFrame:
+    """Alerts of the workspace's persistent hub as a frame (oldest first), filtered."""
+    from citytwin.service.alerting import AlertHub
+    from citytwin.twin.alerts import AlertBook
+
+    root = twin_root(workspace)
+    hub = AlertHub(root / "alerts.json") if (root / "alerts.json").exists() else None
+    book = hub.book if hub is not None else AlertBook()
+    al = book.alerts(status=status or None, rule=rule)
+    if entity:
+        al = [a for a in al if a.entity in set(entity)]
+
+    def ts(x: Any) -> pd.Timestamp | None:
+        if x is None:
+            return None
+        t = pd.Timestamp(x)
+        return t.tz_localize("UTC") if t.tz is None else t
+
+    s0, e0 = ts(start), ts(end)
+    if s0 is not None:
+        al = [a for a in al if ts(a.end or a.last_seen) >= s0]  # type: ignore[operator]
+    if e0 is not None:
+        al = [a for a in al if ts(a.start or a.opened_at) < e0]  # type: ignore[operator]
+    return AlertBook(al).frame()
 
 
 @app.command()

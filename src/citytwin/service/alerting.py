@@ -33,14 +33,17 @@ HTTP lifecycle: ``GET /twin/v1/alerts?status=&entity=&rule=``, ``GET /twin/v1/al
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -88,6 +91,8 @@ class AlertHub:
         self._listeners: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[tuple[int, dict[str, Any]]]]] = []
         self._pushers: list[Callable[[dict[str, Any]], None]] = []
         self.push_errors: list[str] = []
+        self._deferred = 0
+        self._dirty = False
         self.book.subscribe(self._on_event)
 
     # -- fan-out -------------------------------------------------------------------------
@@ -95,7 +100,10 @@ class AlertHub:
         self.seq += 1
         rec = {"seq": self.seq, "event_id": f"{ev.alert.id}:{ev.kind}:{self.seq}", **ev.to_record()}
         self.backlog.append((self.seq, rec))
-        self._save()
+        if self._deferred:  # inside sync: saved once at its end
+            self._dirty = True
+        else:
+            self._save()
         for push in list(self._pushers):
             try:
                 push(rec)
@@ -145,8 +153,151 @@ class AlertHub:
             return self.book.resolve(alert_id, by=by, at=at, note=note)
 
     def sync(self, candidates: Any, **kw: Any) -> dict[str, list[str]]:
+        """:meth:`AlertBook.sync` under the hub's lock (events pushed as they happen, the file saved once
+        at the end rather than after each event)."""
         with self._lock:
-            return self.book.sync(candidates, **kw)
+            self._deferred += 1
+            try:
+                return self.book.sync(candidates, **kw)
+            finally:
+                self._deferred -= 1
+                if not self._deferred and self._dirty:
+                    self._dirty = False
+                    self._save()
+
+
+class AutoAlerts:
+    """Alert rules evaluated after each committed ingest batch, fed to an :class:`AlertHub`.
+
+    :meth:`on_commit` is an :class:`~citytwin.foundation.timeseries.ingest.Ingestor` commit hook. For
+    the entities of the batch that have a property the rules read, it reads their history from
+    ``lookback`` before the batch's earliest observation (one day more for the hourly AQI's moving
+    means) to their latest observation, evaluates the rules
+    (:func:`citytwin.twin.live_rules.window_candidates`) and calls :meth:`AlertHub.sync` with
+    ``entities`` = those entities and ``refresh=False``. So:
+
+    * an episode opens one alert (when it has lasted ``min_steps``), is updated while it grows,
+      and is resolved (``by="system"``, at its last step) when the condition ends;
+    * feeding the same batches again changes nothing (runs are recognised by rule, entity and
+      start; a run that reaches the window's start is followed back, up to ``max_lookback``,
+      until its true start is found);
+    * a late batch of old readings is evaluated up to the entity's latest observation, so it
+      does not close a current episode.
+
+    Statistics: :attr:`batches` evaluated, :attr:`seconds` spent, :attr:`last` (the last sync result).
+    """
+
+    def __init__(self, history: Any, hub: AlertHub, rules: Any = None, *, lookback: str = "24h",
+                 tz: str = "Asia/Shanghai", state: Any = None, max_lookback: str = "31D") -> None:
+        self.history = history
+        self.hub = hub
+        self.state = state
+        self._lock = threading.Lock()
+        self.batches = 0
+        self.seconds = 0.0
+        self.last: dict[str, list[str]] = {}
+        self.configure(rules, lookback=lookback, tz=tz, max_lookback=max_lookback)
+
+    def configure(self, rules: Any = None, *, lookback: str = "24h", tz: str = "Asia/Shanghai",
+                  max_lookback: str = "31D") -> None:
+        """Set the rules (None: :data:`~citytwin.twin.live_rules.DEFAULT_LIVE_RULES`) and the window."""
+        from citytwin.twin import live_rules as lr
+
+        rs = lr.check_live_rules(lr.DEFAULT_LIVE_RULES if rules is None else rules)
+        try:
+            lb, mx = pd.Timedelta(lookback), pd.Timedelta(max_lookback)
+        except ValueError as exc:
+            raise InputError(f"bad lookback {lookback!r} / {max_lookback!r}", field="lookback") from exc
+        if lb <= pd.Timedelta(0) or mx < lb:
+            raise InputError("lookback must be positive and at most max_lookback", field="lookback")
+        self.rules, self.lookback, self.max_lookback, self.tz = rs, lb, mx, tz
+        self.properties = lr.needed_properties(rs)
+        self.warmup = pd.Timedelta("24h") if any(r.property == "aqi" for r in rs) else pd.Timedelta(0)
+        self.step = max((pd.Timedelta(r.step) for r in rs), default=pd.Timedelta("1h"))
+
+    def _latest(self, entities: list[str], hi: pd.Timestamp) -> tuple[list[str], pd.Timestamp]:
+        """Entities (of ``entities``) that have a property the rules read, and the latest time to read."""
+        if self.state is None:
+            return entities, hi
+        rows = self.state.query(ids=entities, attrs=self.properties, limit=len(entities) + 1)
+        keep, last = [], hi
+        for r in rows:
+            times = [a.get("observed_us") for p, a in (r.get("attrs") or {}).items() if p in self.properties]
+            times = [t for t in times if t is not None]
+            if times:
+                keep.append(r["id"])
+                last = max(last, pd.Timestamp(max(times), unit="us", tz="UTC"))
+        return sorted(keep), last
+
+    def evaluate(self, entities: list[str], lo: pd.Timestamp, hi: pd.Timestamp) -> list[Any]:
+        """Candidates for ``entities`` over ``[lo - lookback, latest]`` (followed back past truncated runs)."""
+        from citytwin.twin import live_rules as lr
+
+        ents, last = self._latest(entities, hi)
+        if not ents:
+            return []
+        start = lo.floor("h") - self.lookback
+        floor = start - self.max_lookback + self.lookback
+        by_name = {r.name: r for r in self.rules}
+        out: list[Any] = []
+        todo = ents
+        while todo:
+            obs = self.history.query(entities=todo, properties=self.properties, start=start - self.warmup,
+                                     end=last + pd.Timedelta("1us"))
+            cands = lr.window_candidates(self.rules, obs, start=start, tz=self.tz) if len(obs) else []
+            cut: set[str] = set()
+            for i, c in enumerate(cands):
+                rule = by_name[c.rule]
+                step = pd.Timedelta(rule.step)
+                if c.start - step >= start:
+                    continue
+                # the run reaches the window's start: the continuation of a known episode (live, or
+                # recorded earlier and ending just before the window)? then it is that episode
+                prev = [a for a in self.hub.book.alerts(entity=c.entity, rule=c.rule)
+                        if a.start is not None and a.start < c.start
+                        and (a.live or (a.end is not None and a.end >= c.start - step))]
+                if prev:
+                    a = prev[-1]
+                    assert a.start is not None
+                    a_start = pd.Timestamp(a.start)
+                    peak = c.peak if a.peak is None else (
+                        min(c.peak, a.peak) if c.lower_is_worse else max(c.peak, a.peak))
+                    n = round((c.end - a_start) / step) + 1
+                    msg = rule.message.format(entity=c.entity, property=c.property, op=c.op, threshold=c.threshold,
+                                              peak=peak, steps=n, start=a_start, end=c.end)
+                    pk_t = c.peak_time if peak == c.peak or a.peak_time is None else pd.Timestamp(a.peak_time)
+                    cands[i] = dataclasses.replace(
+                        c, start=a_start, peak=peak, peak_time=pk_t,
+                        steps=n, message=msg, detected_at=None)
+                else:
+                    cut.add(c.entity)
+            if cut and start > floor:  # an unknown run older than the window: read further back
+                out.extend(c for c in cands if c.entity not in cut)
+                todo = sorted(cut)
+                start = max(floor, start - 4 * (hi - start))
+                continue
+            out.extend(cands)
+            todo = []
+        return out
+
+    def run(self, entities: list[str], lo: pd.Timestamp, hi: pd.Timestamp) -> dict[str, list[str]]:
+        """Evaluate and sync the hub; returns the ids ``opened``, ``updated``, ``resolved``."""
+        with self._lock:
+            t0 = time.perf_counter()
+            ents, _ = self._latest(entities, hi)
+            cands = self.evaluate(ents, lo, hi)
+            res = self.hub.sync(cands, at=hi, rules=[r.name for r in self.rules], entities=ents, refresh=False)
+            self.batches += 1
+            self.seconds += time.perf_counter() - t0
+            self.last = res
+            return res
+
+    def on_commit(self, rep: Any, lo_us: int, hi_us: int) -> None:
+        """Ingest hook: evaluate the batch's entities (see the class docstring)."""
+        ents = list(getattr(rep, "entities", None) or [])
+        if not ents:
+            return
+        self.run(ents, pd.Timestamp(lo_us, unit="us", tz="UTC"), pd.Timestamp(hi_us, unit="us", tz="UTC"))
 
 
 class MqttAlertPush:

@@ -29,8 +29,9 @@ from citytwin.foundation.mqtt import MqttIngest, MqttPublisher
 from citytwin.foundation.timeseries import Ingestor, IngestReport, TwinStores
 from citytwin.foundation.timeseries.forecasts import ForecastStore
 from citytwin.service import alerting, forecasting, ngsi
-from citytwin.service.alerting import AlertHub, MqttAlertPush
+from citytwin.service.alerting import AlertHub, AutoAlerts, MqttAlertPush
 from citytwin.twin.entities import DEFAULT_MAX_PAYLOAD, Entity, EntityRef, MessageParser
+from citytwin.twin.rules import ThresholdRule
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class TwinRuntime:
     last_verify: forecasting.VerifyReport | None = None
     _next_due_us: int | None = None
     _verify_lock: threading.Lock = field(default_factory=threading.Lock)
+    auto_alerts: AutoAlerts | None = None
 
     def register(self, entities: list[Entity]) -> None:
         """Register (create or update) entities in the live state."""
@@ -127,6 +129,32 @@ class TwinRuntime:
         if hook not in self.ingestor.on_commit:
             self.ingestor.on_commit.append(hook)
 
+    # -- rules evaluated on ingest ----------------------------------------------------------
+    def enable_auto_alerts(self, rules: Sequence[ThresholdRule] | None = None, *, lookback: str = "24h",
+                           tz: str = "Asia/Shanghai") -> AutoAlerts:
+        """Evaluate alert rules after every committed ingest batch and feed the alert hub.
+
+        Only the entities of the batch and a recent window (``lookback`` before the batch's
+        earliest observation, extended back while a run reaches the window's start) are evaluated;
+        :meth:`AlertHub.sync` makes the re-evaluation idempotent (no duplicates; an alert resolves
+        when its condition ends). Default rules: :data:`citytwin.twin.live_rules.DEFAULT_LIVE_RULES`.
+        Calling it again replaces the rules. See :class:`citytwin.service.alerting.AutoAlerts`.
+        """
+        if self.auto_alerts is None:
+            self.auto_alerts = AutoAlerts(self.stores.history, self.alerts, rules, lookback=lookback, tz=tz,
+                                          state=self.stores.state)
+            self.ingestor.on_commit.append(self.auto_alerts.on_commit)
+        else:
+            self.auto_alerts.configure(rules, lookback=lookback, tz=tz)
+        return self.auto_alerts
+
+    def disable_auto_alerts(self) -> None:
+        """Stop evaluating rules on ingest (alerts already raised stay)."""
+        if self.auto_alerts is not None:
+            if self.auto_alerts.on_commit in self.ingestor.on_commit:
+                self.ingestor.on_commit.remove(self.auto_alerts.on_commit)
+            self.auto_alerts = None
+
     def close(self) -> None:
         if self.mqtt is not None:
             self.mqtt.stop()
@@ -156,10 +184,12 @@ def open_runtime(root: str | Path, *, max_payload: int = DEFAULT_MAX_PAYLOAD, ma
 
 def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = None,
                broker: tuple[str, int] | None = None, client_id: str = "citytwin-ingest",
-               max_body: int | None = None, auto_verify: bool = False) -> FastAPI:
+               max_body: int | None = None, auto_verify: bool = False, auto_alerts: bool = False,
+               rules: Sequence[ThresholdRule] | None = None) -> FastAPI:
     """The FastAPI app over a twin folder (or a given runtime); with ``broker``, MQTT ingest runs alongside.
 
-    ``auto_verify`` scores stored forecasts after each ingest batch that brings a due actual.
+    ``auto_verify`` scores stored forecasts after each ingest batch that brings a due actual;
+    ``auto_alerts`` evaluates alert ``rules`` (default rules if None) after each ingest batch.
     """
     if runtime is None:
         if root is None:
@@ -170,6 +200,8 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
     rt = runtime
     if auto_verify:
         rt.enable_auto_verify()
+    if auto_alerts:
+        rt.enable_auto_alerts(rules)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -320,7 +320,8 @@ class AlertBook:
         return a
 
     def sync(self, candidates: Iterable[AlertCandidate], *, at: Any = None, rules: Iterable[str] | None = None,
-             auto_resolve: bool = True) -> dict[str, list[str]]:
+             entities: Iterable[str] | None = None, auto_resolve: bool = True,
+             refresh: bool = True) -> dict[str, list[str]]:
         """Apply a fresh evaluation of rules: raise what holds, resolve what stopped holding.
 
         Candidates that are ``ongoing`` raise (or update) alerts. Finished runs raise an alert that
@@ -331,6 +332,11 @@ class AlertBook:
         Idempotent: a run already recorded (same rule, entity and start, in any state) is not
         raised again; a live one is updated. Re-evaluating an overlapping window is therefore safe.
 
+        ``entities`` limits the resolving of live alerts to those entities (an evaluation over the
+        entities of one ingest batch must not resolve the alerts of the others). With
+        ``refresh=False`` a live alert is updated only when its run has grown (a later ``end``):
+        the same evaluation repeated emits no event at all.
+
         Returns
         -------
         dict
@@ -339,6 +345,7 @@ class AlertBook:
         t = _ts(at)
         cands = list(candidates)
         evaluated = set(rules) if rules is not None else {c.rule for c in cands}
+        ents = None if entities is None else {str(e) for e in entities}
         out: dict[str, list[str]] = {"opened": [], "updated": [], "resolved": []}
         still: set[tuple[str, str]] = set()
         known = {(a.rule, a.entity, a.start) for a in self._alerts.values() if a.start is not None}
@@ -348,8 +355,12 @@ class AlertBook:
                 if c.ongoing and live is not None:
                     still.add((c.rule, c.entity))
                 continue
-            a, created = self.raise_candidate(c)
-            (out["opened"] if created else out["updated"]).append(a.id)
+            if (not refresh and live is not None and live.start == c.start and live.end is not None
+                    and c.end <= live.end):
+                a = live  # nothing new about this run: no update event
+            else:
+                a, created = self.raise_candidate(c)
+                (out["opened"] if created else out["updated"]).append(a.id)
             if c.ongoing:
                 still.add((c.rule, c.entity))
             elif auto_resolve:
@@ -357,7 +368,7 @@ class AlertBook:
                 out["resolved"].append(a.id)
         if auto_resolve:
             for (rule, ent), aid in list(self._live.items()):
-                if rule in evaluated and (rule, ent) not in still:
+                if rule in evaluated and (rule, ent) not in still and (ents is None or ent in ents):
                     self.resolve(aid, by="system", at=max(t, self._alerts[aid].opened_at),
                                  note="condition no longer holds")
                     out["resolved"].append(aid)

@@ -64,6 +64,7 @@ class IngestReport:
     rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    entities: list[str] = field(default_factory=list)  # entities with accepted observations (per commit)
 
 
 @dataclass
@@ -140,6 +141,7 @@ class Ingestor:
                                           received_us=now))
                 rep.reasons[r.reason] = rep.reasons.get(r.reason, 0) + 1
         rep.accepted = len(cols["entity"])
+        rep.entities = sorted(set(cols["entity"]))
         rep.rejected = len(letters)
         with self._lock:
             if rep.accepted:
