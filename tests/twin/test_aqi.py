@@ -209,3 +209,18 @@ def test_hourly_aqi_units_and_o3_moving_mean() -> None:
     # O3 8-hour moving mean needs 6 hours: NA for the first 5 hours, then 137
     assert h["iaqi_o3_8h"].isna().sum() == 5 and (h["iaqi_o3_8h"].dropna() == 137).all()
     assert (h["iaqi_o3_1h"] == 100).all()
+
+
+def test_hourly_aqi_hours_without_readings_have_no_aqi() -> None:
+    """The O3 8-hour moving mean must not give an AQI to hours in which nothing was measured."""
+    import pandas as pd
+
+    from citytwin.twin.aqi import hourly_aqi
+
+    times = pd.date_range("2024-01-01 00:00", periods=10, freq="h")
+    obs = pd.DataFrame({"entity": "s1", "property": "o3", "time": times, "value": 90.0, "unit": "µg/m³"})
+    out = hourly_aqi(obs)
+    measured = out["time"].isin(times.tz_localize("Asia/Shanghai")) if out["time"].dt.tz is not None else \
+        out["time"].isin(times)
+    assert out.loc[measured, "aqi"].notna().all()
+    assert out.loc[~measured, "aqi"].isna().all() and (~measured).sum() > 0

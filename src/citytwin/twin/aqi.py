@@ -519,8 +519,12 @@ def hourly_aqi(df: pd.DataFrame, *, tz: str = "Asia/Shanghai", invalid: str = "r
         # O3 8-hour above 800 has no IAQI: the O3 1-hour item (always evaluated) stands for it.
         "o3_8h": o38,
     }
+    # An hour with no reading of any pollutant has no AQI, even where a moving mean (O3 8-hour,
+    # SO2 24-hour) still reaches into it from earlier hours.
+    empty = ~g[list(POLLUTANTS)].notna().any(axis=1).to_numpy()
+    iaqis = {k: np.where(empty, np.nan, np.asarray(v, dtype=float)) for k, v in iaqis.items()}
     for item, c in conc.items():
-        g[f"c_{item}"] = np.asarray(c, dtype=float)
+        g[f"c_{item}"] = np.where(empty, np.nan, np.asarray(c, dtype=float))
     out = _summarise(g.drop(columns=list(POLLUTANTS)), HOURLY_ITEMS, iaqis, t)
     return out
 
