@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from citytwin.economy.inequality import check_values, check_weights
+from citytwin.economy.inequality import check_groups, check_values, check_weights
 from citytwin.foundation.errors import InputError
 
 __all__ = ["DagumResult", "dagum_by_year", "dagum_gini"]
@@ -140,12 +140,7 @@ def dagum_gini(
     """
     arr = check_values(y, min_n=2)
     w = check_weights(weights, arr.size)
-    g = np.asarray(groups, dtype=object).ravel()
-    if g.size != arr.size:
-        raise InputError(f"{g.size} group labels for {arr.size} values", field="groups")
-    if pd.isna(g).any():
-        raise InputError("missing group label(s)", field="groups", hint="assign every unit to a group")
-    codes, labels = pd.factorize(pd.Series(g), sort=True)
+    codes, labels = check_groups(groups, arr.size)
     k = len(labels)
     W = w.sum()
     mu = float((w * arr).sum() / W)

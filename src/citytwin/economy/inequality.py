@@ -84,6 +84,17 @@ def check_weights(weights: Any, n: int, *, name: str = "weights") -> np.ndarray:
     return w
 
 
+def check_groups(groups: Any, n: int) -> tuple[np.ndarray, pd.Index]:
+    """Group labels as integer codes (sorted labels) for ``n`` values; refuse a length mismatch or missing labels."""
+    g = np.asarray(groups, dtype=object).ravel()
+    if g.size != n:
+        raise InputError(f"{g.size} group labels for {n} values", field="groups")
+    if pd.isna(g).any():
+        raise InputError("missing group label(s)", field="groups", hint="assign every unit to a group")
+    codes, labels = pd.factorize(pd.Series(g), sort=True)
+    return codes, labels
+
+
 def _total_positive(y: np.ndarray, w: np.ndarray, name: str = "y") -> float:
     tot = float((w * y).sum())
     if tot <= 0:
@@ -202,12 +213,7 @@ def theil(y: Any, groups: Sequence[Any] | np.ndarray | pd.Series | None = None, 
     total = float(_xlogx_ratio(s, p).sum())
     if groups is None:
         return TheilResult(total, float("nan"), float("nan"), pd.DataFrame(), weights is not None)
-    g = np.asarray(groups, dtype=object).ravel()
-    if g.size != arr.size:
-        raise InputError(f"{g.size} group labels for {arr.size} values", field="groups")
-    if pd.isna(g).any():
-        raise InputError("missing group label(s)", field="groups", hint="assign every unit to a group")
-    codes, labels = pd.factorize(pd.Series(g), sort=True)
+    codes, labels = check_groups(groups, arr.size)
     k = len(labels)
     S = np.bincount(codes, weights=s, minlength=k)
     P = np.bincount(codes, weights=p, minlength=k)

@@ -27,6 +27,8 @@ from typing import Any
 
 import pandas as pd
 
+from citytwin.foundation.timeseries._sqlite import thread_connection
+
 MAX_KEPT = 65_536  # bytes of a rejected payload kept (the size is always recorded)
 
 _DDL = """
@@ -62,13 +64,7 @@ class DeadLetterStore:
         self._con().executescript(_DDL)
 
     def _con(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
-            self._local.con = con
-        return con
+        return thread_connection(self._local, self.path, synchronous="FULL")
 
     def add(self, letters: Sequence[DeadLetter]) -> int:
         """Durably store dead letters; returns how many."""

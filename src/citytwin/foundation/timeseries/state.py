@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.timeseries._sqlite import thread_connection
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS entities (
@@ -63,13 +64,7 @@ class StateStore:
         con.executescript(_DDL)
 
     def _con(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=NORMAL")
-            self._local.con = con
-        return con
+        return thread_connection(self._local, self.path, synchronous="NORMAL")
 
     # -- entities ----------------------------------------------------------------------
     def put_entity(self, id: str, type: str, lon: float | None = None, lat: float | None = None,
