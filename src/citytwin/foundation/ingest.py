@@ -109,15 +109,27 @@ class IngestResult:
 # ---------------------------------------------------------------------------
 # planning: source columns -> output columns with checks
 # ---------------------------------------------------------------------------
+WHITESPACE = " \t\u00a0\u3000"  # trimmed from text values: space, tab, no-break and ideographic space
+
+
 def _clean(col: str) -> str:
-    """Trimmed text, or NULL for a missing-value token (a short-string guard keeps it cheap)."""
+    """Trimmed text, or NULL for a missing-value token.
+
+    Cheap guards keep this fast on clean data: ``trim`` (which copies the string) runs only when
+    the value starts or ends with a character that may be whitespace, and the token lookup only
+    for strings of at most four characters.
+    """
     tokens = "[" + ", ".join(lit(t) for t in MISSING_TOKENS) + "]"
-    t = f"trim(CAST({q(col)} AS VARCHAR))"
+    x = f"CAST({q(col)} AS VARCHAR)"
+    # first byte below '!' (space, tab, control) or non-ASCII; last character one of WHITESPACE
+    edge = " OR ".join([f"{x} < '!'", f"{x} >= '\u0080'"] + [f"{x} LIKE {lit('%' + w)}" for w in WHITESPACE])
+    t = f"(CASE WHEN {edge} THEN trim({x}, {lit(WHITESPACE)}) ELSE {x} END)"
     return f"CASE WHEN length({t}) <= 4 AND list_contains({tokens}, lower({t})) THEN NULL ELSE {t} END"
 
 
 def _num(raw: str) -> str:
-    return f"TRY_CAST(replace({raw}, ',', '') AS DOUBLE)"
+    """A number from text, allowing thousands separators ("1,234.5")."""
+    return f"COALESCE(TRY_CAST({raw} AS DOUBLE), TRY_CAST(replace({raw}, ',', '') AS DOUBLE))"
 
 
 def _timestamp(raw: str) -> str:
@@ -363,7 +375,7 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
                     unit_out = units.canonical(label)
                     fac = units.factor(label, unit_out)
                 f = Field(name, "float")
-                val, checks, dtype = _typed(f, raw_of[c], text=True, factor=fac)
+                val, checks, dtype = _typed(f, raw_of[c], text=is_text(c), factor=fac)
                 plan.columns.append(Column(name, val, checks, dtype, unit=unit_out, source=c, source_unit=label))
             else:
                 plan.columns.append(Column(name, raw_of[c], [], styp if styp != "TYPED" else "ANY", source=c))
@@ -445,14 +457,17 @@ def _crs_for_duck(crs: str) -> str:
 # SQL
 # ---------------------------------------------------------------------------
 def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | None,
-              geometry_policy: str) -> str:
+              geometry_policy: str, records: bool = True) -> str:
     """The SELECT that turns raw records of ``view`` into checked output records.
 
     Stages keep every expression small (DuckDB plans deeply nested repeated expressions slowly):
     raw cleaned text ``"r:col"`` -> typed values ``"v:field"`` -> checks over those names.
+    ``records=False`` leaves out the raw record kept for quarantine (``_record`` is NULL): the
+    streamed pass never quarantines, and carrying the record costs a third of its time.
     """
     l0 = ", ".join(f"{e} AS {q('r:' + c)}" for c, e in plan.raw.items())
-    stage0 = f"SELECT _row, src AS _src{', ' + l0 if l0 else ''} FROM {view} src"
+    src = "src" if records else "CAST(NULL AS VARCHAR)"
+    stage0 = f"SELECT _row, {src} AS _src{', ' + l0 if l0 else ''} FROM {view} src"
     l1 = ", ".join(f"{c.expr} AS {q('v:' + c.name)}" for c in plan.columns)
     stage1 = f"SELECT *{', ' + l1 if l1 else ''} FROM ({stage0})"
     sel = [f"{file_index} AS _file", "_row"]
@@ -505,7 +520,7 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
                     rng = (f" WHEN {v} < {p.min!r} OR {v} > {p.max!r} THEN {lit(prop + ': ')} || CAST({v} AS VARCHAR)"
                            f" || {lit(' ' + (p.unit or '') + f' outside [{p.min:g}, {p.max:g}]')}")
                 bad = (f"CASE WHEN {raw} IS NOT NULL AND {base} IS NULL THEN {lit(prop + ': not a number: ')} || "
-                       f"left({raw}, 60){rng} END")
+                       f"left(CAST({raw} AS VARCHAR), 60){rng} END")
             vals.append(v)
             reasons.append(bad)
         keep = [q(c.name) for c in plan.columns]
@@ -676,6 +691,7 @@ def ingest(
     memory_limit: str = "1GB",
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
+    stream: bool = True,
 ) -> IngestResult:
     """Ingest one or more files into ``dataset`` as its next version.
 
@@ -695,6 +711,10 @@ def ingest(
         Add an ``h3`` cell column to records with geometry (workspace resolution).
     repair_geometry
         Repair invalid geometries with ``ST_MakeValid`` instead of quarantining them.
+    stream
+        Try the streamed pass first (default): clean files go from source to Parquet in one
+        parallel scan. ``False`` runs the staged pipeline directly (every record numbered in a
+        table first), which is what a file with records to quarantine gets anyway.
 
     Returns
     -------
@@ -716,186 +736,47 @@ def ingest(
     if not files:
         raise InputError("no files given")
     say = progress or (lambda _m: None)
+    geometry_policy = "repair" if repair_geometry else "quarantine"
+    opts = _Options(sheet=sheet, layer=layer, encoding=encoding, units_map=units_map, crs=crs,
+                    h3_res=int(ws.settings.get("h3_resolution", 9)) if h3 else None,
+                    geometry_policy=geometry_policy, header=header, memory_limit=memory_limit, threads=threads)
+    file_names = [str(p) for p in files]
     staging = ws.staging_dir()
     try:
-        con = duck.connect(threads=threads)
-        spill = staging / "spill"
-        spill.mkdir()
-        con.execute(f"SET memory_limit='{memory_limit}'; SET temp_directory='{spill}'; "
-                    "SET preserve_insertion_order=true")
-        _register_udfs(con)
-        notes: list[str] = []
-        columns_meta: dict[str, dict[str, Any]] = {}
-        layout = "long"
-        geometry_policy = "repair" if repair_geometry else "quarantine"
-        h3_res = int(ws.settings.get("h3_resolution", 9)) if h3 else None
-        con.execute("CREATE TABLE rejects(_file INTEGER, _row BIGINT, _field VARCHAR, _reason VARCHAR, "
-                    "_record VARCHAR)")
-        created = False
-        for i, path in enumerate(files):
-            say(f"reading {path.name}")
-            src = readers.open_source(con, path, sheet=sheet, layer=layer, encoding=encoding, staging=staging,
-                                      delimiter=None, header=header)
-            notes += [f"{path.name}: {n}" for n in src.notes]
-            plan = plan_columns(src, sch, user_units=units_map, crs=crs, geometry_policy=geometry_policy)
-            notes += [f"{path.name}: {n}" for n in plan.notes]
-            layout = plan.layout
-            view = f"({src.sql})" if src.sql else f"src_{i}"
-            if not src.sql:
-                con.register(view, src.relation)
-            sql = build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
-            try:
-                created = _stage(con, sql, created)
-            except duckdb.Error as exc:
-                if src.format != "csv" or src.csv_rejects:
-                    raise readers._csv_error(path, exc) if src.format == "csv" else InputError(
-                        f"cannot read: {str(exc).splitlines()[0]}", file=str(path)) from exc
-                # malformed rows: read again, keeping the rows that split and recording the others
-                if created:
-                    con.execute(f"DELETE FROM staged WHERE _file = {i}")
-                src = readers.open_source(con, path, encoding=encoding, staging=staging, csv_rejects=True,
-                                          header=header)
-                view = f"({src.sql})" if src.sql else view
-                if not src.sql:
-                    con.register(view, src.relation)
-                plan = plan_columns(src, sch, user_units=units_map, crs=crs, geometry_policy=geometry_policy)
-                sql = build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
-                try:
-                    created = _stage(con, sql, created)
-                except duckdb.Error as exc2:
-                    raise readers._csv_error(path, exc2) from exc2
-            if src.csv_rejects:
-                rej = readers.csv_rejects(con)
-                hdr = 1
-                rej_rows = [r["line"] - hdr for r in rej]
-                if rej:
-                    bad = con.sql(f"SELECT DISTINCT _row FROM staged WHERE _file={i} AND _reason IS NOT NULL").fetchall()
-                    acc = [int(r[0]) for r in bad]
-                    fixed = _true_rows(acc, rej_rows)
-                    for a, b in zip(acc, fixed, strict=True):
-                        if a != b:
-                            con.execute(f"UPDATE staged SET _row={b} WHERE _file={i} AND _row={a}")
-                    con.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?)", [
-                        (i, r["line"] - hdr, r["field"], f"{r['field'] or 'row'}: {r['message']}",
-                         json.dumps({"line": r["raw"]}, ensure_ascii=False)) for r in rej])
-                    notes.append(f"{path.name}: {len(rej)} row(s) the CSV parser could not split")
-            if src.temp_table:
-                con.execute(f"DROP TABLE IF EXISTS {src.temp_table}")
-            for c in plan.columns:
-                columns_meta.setdefault(c.name, {"name": c.name, "type": c.type, "unit": c.unit, "source": c.source,
-                                                 "source_unit": c.source_unit, "pii": c.pii})
-            if plan.geometry or plan.lonlat:
-                columns_meta["geometry"] = {"name": "geometry", "type": "GEOMETRY", "crs": "EPSG:4326"}
-                if h3_res is not None:
-                    columns_meta["h3"] = {"name": "h3", "type": "VARCHAR", "h3_resolution": h3_res}
-            if layout == "wide":
-                for m in plan.melt:
-                    columns_meta.setdefault(f"value:{m[1]}", {"name": "value", "property": m[1], "unit": m[3],
-                                                              "source": m[0]})
-        if not created:
-            raise InputError("nothing to read")
-        if layout == "wide":
-            for nm, tp in (("property", "VARCHAR"), ("value", "DOUBLE"), ("unit", "VARCHAR")):
-                columns_meta.setdefault(nm, {"name": nm, "type": tp})
-        say("checking keys")
-        key = [k for k in sch.key if k in {c for c in con.sql("SELECT * FROM staged LIMIT 0").columns}]
-        if layout == "wide" and sch.name == "sensor_observation":
-            key = ["entity", "property", "time"]
-        if key:
-            kcols = ", ".join(q(k) for k in key)
-            kdesc = ", ".join(key)
-            notnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in key)
-            # a hash aggregate finds the duplicated keys (cheap); only their records are then ranked
-            con.execute(f"""
-                CREATE TABLE dupkeys AS SELECT {kcols}, min(_file * 10000000000 + _row) AS first_pos
-                FROM staged WHERE _reason IS NULL AND {notnull} GROUP BY ALL HAVING count(*) > 1""")
-            join = " AND ".join(f"s.{q(k)} = d.{q(k)}" for k in key)
-            con.execute(f"""
-                CREATE TABLE dups AS SELECT s._file, s._row, {', '.join(f's.{q(k)}' for k in key)},
-                       CAST(d.first_pos // 10000000000 AS INTEGER) AS first_file, d.first_pos % 10000000000 AS first_row
-                FROM staged s JOIN dupkeys d ON {join}
-                WHERE s._reason IS NULL AND s._file * 10000000000 + s._row <> d.first_pos""")
-            ndup = con.sql("SELECT count(*) FROM dups").fetchone()[0]  # type: ignore[index]
-            if ndup:
-                join = " AND ".join(f"s.{q(k)} = d.{q(k)}" for k in key)
-                con.execute(f"""
-                    UPDATE staged s SET _reason =
-                        'duplicate key ({kdesc}) = ' || concat_ws(', ', {', '.join(f'CAST(d.{q(k)} AS VARCHAR)' for k in key)})
-                        || ' (first at ' || CASE WHEN d.first_file = d._file THEN '' ELSE 'file ' || (d.first_file + 1) || ' ' END
-                        || 'row ' || d.first_row || ')'
-                    FROM dups d WHERE s._file = d._file AND s._row = d._row AND {join}""")
-                notes.append(f"{ndup} record(s) with a duplicate key ({kdesc}) quarantined; the first kept")
-        # admin codes from city names (A2)
-        cols_now = con.sql("SELECT * FROM staged LIMIT 0").columns
-        if "adcode" in cols_now and ({"city", "name"} & set(cols_now)):
-            _fill_adcodes(con, notes, "city" if "city" in cols_now else "name")
-        if "adcode" in cols_now and "geometry" not in cols_now and \
-                con.sql("SELECT count(adcode) FROM staged").fetchone()[0]:  # type: ignore[index]
-            _admin_geometry(con, h3_res)
-            cols_now = con.sql("SELECT * FROM staged LIMIT 0").columns
-            columns_meta["geometry"] = {"name": "geometry", "type": "GEOMETRY", "crs": "EPSG:4326",
-                                        "source": "representative point of the administrative unit (adcode)"}
-            if h3_res is not None:
-                columns_meta["h3"] = {"name": "h3", "type": "VARCHAR", "h3_resolution": h3_res}
-        say("writing")
-        out_dir = staging / "data"
-        out_dir.mkdir()
-        drop = ["_file", "_row", "_reason", "_record", "_column"]
-        keep_cols = [c for c in cols_now if c not in drop]
-        file_names = [str(p) for p in files]
-        con.execute(f"""COPY (SELECT {', '.join(q(c) for c in keep_cols)} FROM staged WHERE _reason IS NULL)
-                     TO '{out_dir / 'part-0.parquet'}' (FORMAT parquet, COMPRESSION zstd,
-                     ROW_GROUP_SIZE 122880)""")
-        qfile = staging / "quarantine.parquet"
-        fname_case = "CASE _file " + " ".join(f"WHEN {i} THEN {lit(n)}" for i, n in enumerate(file_names)) + " END"
-        con.execute(f"""COPY (
-            SELECT {fname_case} AS file, _row AS row,
-                   coalesce(_column, split_part(_reason, ':', 1)) AS field,
-                   _reason AS reason, _record AS record
-            FROM staged WHERE _reason IS NOT NULL
-            UNION ALL
-            SELECT {fname_case} AS file, _row AS row, _field AS field, _reason AS reason, _record AS record
-            FROM rejects ORDER BY file, row) TO '{qfile}' (FORMAT parquet)""")
-        stats = con.sql("SELECT count(*) FILTER (WHERE _reason IS NULL), count(*) FILTER (WHERE _reason IS NOT NULL)"
-                        " FROM staged").fetchone()
-        n_rej = con.sql("SELECT count(*) FROM rejects").fetchone()[0]  # type: ignore[index]
-        assert stats is not None
-        kept, quarantined = int(stats[0]), int(stats[1]) + int(n_rej)
-        reasons = dict(con.sql("""SELECT CASE WHEN reason LIKE 'duplicate key%' THEN 'duplicate key'
-                                  ELSE left(regexp_replace(split_part(reason, '; ', 1), ': .*?(not |outside|in the future|required|invalid|empty|missing|unknown|cannot)', ': \\1'), 60) END AS r,
-                                  count(*) FROM read_parquet(?) GROUP BY r ORDER BY 2 DESC LIMIT 20""",
-                               params=[str(qfile)]).fetchall())
-        extent = None
-        if "geometry" in keep_cols:
-            e = con.sql("SELECT min(ST_XMin(geometry)), min(ST_YMin(geometry)), max(ST_XMax(geometry)), "
-                        "max(ST_YMax(geometry)) FROM staged WHERE _reason IS NULL").fetchone()
-            extent = [float(x) for x in e] if e and e[0] is not None else None
-        tmin = tmax = None
-        tcol = next((c for c in ("time", "created", "year") if c in keep_cols), None)
-        if tcol:
-            r = con.sql(f"SELECT CAST(min({q(tcol)}) AS VARCHAR), CAST(max({q(tcol)}) AS VARCHAR) FROM staged "
-                        "WHERE _reason IS NULL").fetchone()
-            tmin, tmax = (r[0], r[1]) if r else (None, None)
-        con.close()
-        rows_read = kept + quarantined
+        out: _Outcome | None = None
+        fallback_note = None
+        if stream:
+            say("streaming")
+            out, fallback_note = _streamed(files, sch, opts, staging, say)
+        if out is None:
+            for sub in ("data", "spill", "quarantine.parquet"):
+                target = staging / sub
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+            out = _staged(files, sch, opts, staging, say)
+            if fallback_note:
+                out.notes.append(fallback_note)
+        rows_read = out.kept + out.quarantined
         if rows_read == 0:
             raise InputError("no records found (the file has a header but no data rows)",
                              file=", ".join(file_names))
-        columns = [columns_meta.get(c, {"name": c}) for c in keep_cols]
-        if layout == "wide":
-            columns += [v for k, v in columns_meta.items() if k.startswith("value:")]
+        columns = [out.columns_meta.get(c, {"name": c}) for c in out.keep_cols]
+        if out.layout == "wide":
+            columns += [v for k, v in out.columns_meta.items() if k.startswith("value:")]
         params = {"schema": schema, "sheet": sheet, "layer": layer, "encoding": encoding, "units": units_map,
-                  "crs": crs, "h3": h3_res, "geometry_policy": geometry_policy, "layout": layout, "notes": notes,
-                  "reasons": reasons}
+                  "crs": crs, "h3": opts.h3_res, "geometry_policy": geometry_policy, "layout": out.layout,
+                  "notes": out.notes, "reasons": out.reasons, "pipeline": out.pipeline}
         say("committing")
-        shutil.rmtree(spill, ignore_errors=True)
+        shutil.rmtree(staging / "spill", ignore_errors=True)
         version = ws.commit_version(
-            name=dataset, schema=schema, staging=out_dir, quarantine=qfile, kind="ingested", department=department,
-            classification=classification, description=description, source=source or ", ".join(file_names),
-            licence=licence, source_path=", ".join(file_names),
-            source_sha256=",".join(_sha256(p) for p in files), rows_read=rows_read, rows_kept=kept,
-            rows_quarantined=quarantined, columns=columns, extent=extent, time_min=tmin, time_max=tmax,
-            params=params)
+            name=dataset, schema=schema, staging=out.out_dir, quarantine=out.qfile, kind="ingested",
+            department=department, classification=classification, description=description,
+            source=source or ", ".join(file_names), licence=licence, source_path=", ".join(file_names),
+            source_sha256=",".join(_sha256(p) for p in files), rows_read=rows_read, rows_kept=out.kept,
+            rows_quarantined=out.quarantined, columns=columns, extent=out.extent, time_min=out.tmin,
+            time_max=out.tmax, params=params)
     except CitytwinError:
         ws.catalog.audit(user=ws.user.name, role=ws.user.role, action="ingest", dataset=dataset, outcome="error",
                          detail=", ".join(str(p) for p in files))
@@ -903,8 +784,359 @@ def ingest(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return IngestResult(dataset=dataset, version=version, schema=schema, files=file_names, rows_read=rows_read,
-                        rows_kept=kept, rows_quarantined=quarantined, reasons=reasons, columns=columns, notes=notes,
-                        seconds=time.perf_counter() - t0, record_unit="observations" if layout == "wide" else "rows")
+                        rows_kept=out.kept, rows_quarantined=out.quarantined, reasons=out.reasons, columns=columns,
+                        notes=out.notes, seconds=time.perf_counter() - t0,
+                        record_unit="observations" if out.layout == "wide" else "rows")
+
+
+@dataclass
+class _Options:
+    """Ingest options shared by the streamed and the staged pipeline."""
+
+    sheet: str | None
+    layer: str | None
+    encoding: str | None
+    units_map: dict[str, str] | None
+    crs: str | None
+    h3_res: int | None
+    geometry_policy: str
+    header: bool
+    memory_limit: str
+    threads: int | None
+
+
+@dataclass
+class _Outcome:
+    """What a pipeline left in the staging folder, for the catalog."""
+
+    out_dir: Path
+    qfile: Path
+    kept: int
+    quarantined: int
+    reasons: dict[str, int]
+    extent: list[float] | None
+    tmin: str | None
+    tmax: str | None
+    keep_cols: list[str]
+    columns_meta: dict[str, dict[str, Any]]
+    notes: list[str]
+    layout: str
+    pipeline: str
+
+
+def _connect(staging: Path, opts: _Options) -> duckdb.DuckDBPyConnection:
+    con = duck.connect(threads=opts.threads)
+    spill = staging / "spill"
+    spill.mkdir(exist_ok=True)
+    con.execute(f"SET memory_limit='{opts.memory_limit}'; SET temp_directory='{spill}'; "
+                "SET preserve_insertion_order=true")
+    _register_udfs(con)
+    return con
+
+
+def _note_columns(columns_meta: dict[str, dict[str, Any]], plan: Plan, h3_res: int | None) -> None:
+    """Catalog facts of the output columns of ``plan`` (first file wins)."""
+    for c in plan.columns:
+        columns_meta.setdefault(c.name, {"name": c.name, "type": c.type, "unit": c.unit, "source": c.source,
+                                         "source_unit": c.source_unit, "pii": c.pii})
+    if plan.geometry or plan.lonlat:
+        columns_meta["geometry"] = {"name": "geometry", "type": "GEOMETRY", "crs": "EPSG:4326"}
+        if h3_res is not None:
+            columns_meta["h3"] = {"name": "h3", "type": "VARCHAR", "h3_resolution": h3_res}
+    if plan.layout == "wide":
+        for m in plan.melt:
+            columns_meta.setdefault(f"value:{m[1]}", {"name": "value", "property": m[1], "unit": m[3],
+                                                      "source": m[0]})
+        for nm, tp in (("property", "VARCHAR"), ("value", "DOUBLE"), ("unit", "VARCHAR")):
+            columns_meta.setdefault(nm, {"name": nm, "type": tp})
+
+
+_QUARANTINE_NEEDED = "citytwin: a record needs quarantine"
+
+
+class _Fallback(Exception):
+    """The streamed pass cannot finish cleanly: the staged pipeline takes over."""
+
+
+def _csv_groups(files: list[Path], opts: _Options) -> list[list[Path]]:
+    """Files read in one scan: UTF-8 CSVs with the same first line (header) as the first of the group."""
+    groups: list[list[Path]] = []
+    head: bytes | None = None
+    for f in files:
+        line = None
+        if readers.detect_format(f) == "csv" and f.exists() and f.stat().st_size and opts.encoding is None:
+            with f.open("rb") as fh:
+                line = fh.readline()
+            if readers.detect_encoding(f) != "utf-8" or line.startswith(b"\xef\xbb\xbf"):
+                line = None
+        if groups and line is not None and line == head:
+            groups[-1].append(f)
+        else:
+            groups.append([f])
+            head = line
+    return groups
+
+
+def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
+              say: Callable[[str], None]) -> tuple[_Outcome | None, str | None]:
+    """One pass per file (or per group of same-header CSVs): read, check and write the kept records.
+
+    The fast path for clean files: no staged table, no row numbers, DuckDB streams from the
+    source straight into the version's Parquet on all cores, in file order. The first record
+    that would need quarantine aborts the pass (``error()`` in the query), as does a duplicate key
+    found afterwards in the written files; the staged pipeline (:func:`_staged`) then redoes the
+    ingest and reports every record with its file and row. Returns ``(None, why)`` then.
+    """
+    con = _connect(staging, opts)
+    out_dir = staging / "data"
+    out_dir.mkdir(exist_ok=True)
+    notes: list[str] = []
+    columns_meta: dict[str, dict[str, Any]] = {}
+    parts: list[Path] = []
+    kept = 0
+    layout = "long"
+    plans: list[Plan] = []
+    try:
+        for gi, group in enumerate(_csv_groups(files, opts)):
+            path = group[0]
+            say(f"reading {path.name}" + (f" and {len(group) - 1} more" if len(group) > 1 else ""))
+            src = readers.open_source(con, path, sheet=opts.sheet, layer=opts.layer, encoding=opts.encoding,
+                                      staging=staging, delimiter=None, header=opts.header, stream=True,
+                                      more=group[1:])
+            plan = plan_columns(src, sch, user_units=opts.units_map, crs=opts.crs,
+                                geometry_policy=opts.geometry_policy)
+            if any(c.name == "adcode" for c in plan.columns):
+                raise _Fallback("administrative codes are resolved on the staged table")
+            for f in group:
+                notes += [f"{f.name}: {n}" for n in src.notes + plan.notes]
+            layout = plan.layout
+            plans.append(plan)
+            view = f"({src.sql})" if src.sql else f"src_{gi}"
+            if not src.sql:
+                con.register(view, src.relation)
+            sql = build_sql(plan, view, gi, h3_resolution=opts.h3_res, geometry_policy=opts.geometry_policy,
+                            records=False)
+            guarded = (f"SELECT * EXCLUDE (_file, _row, _reason, _record, _column) FROM ({sql}) "
+                       f"WHERE CASE WHEN _reason IS NULL THEN TRUE ELSE error({lit(_QUARANTINE_NEEDED)}) END")
+            part = out_dir / f"part-{gi}.parquet"
+            say(f"writing {part.name}")
+            res = con.execute(f"COPY ({guarded}) TO '{part}' (FORMAT parquet, COMPRESSION zstd, "
+                              "ROW_GROUP_SIZE 122880)").fetchone()
+            kept += int(res[0]) if res else 0
+            parts.append(part)
+            _note_columns(columns_meta, plan, opts.h3_res)
+        files_sql = "[" + ", ".join(lit(str(p)) for p in parts) + "]"
+        keep_cols = [c for c in con.sql(f"SELECT * FROM read_parquet({files_sql}) LIMIT 0").columns]
+        scan = f"read_parquet({files_sql})"
+        say("checking keys")
+        key = [k for k in sch.key if k in keep_cols]
+        where = ""
+        if layout == "wide" and sch.name == "sensor_observation":
+            key = ["entity", "time"]
+            props = {tuple(m[1] for m in p.melt) for p in plans}
+            if len(props) != 1:
+                key = ["entity", "property", "time"]
+            else:  # every source row gave one observation of each property: check source rows
+                where = f" AND property = {lit(next(iter(props))[0])}"
+        if key:
+            notnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in key)
+            dup = con.sql(f"SELECT count(*) FROM (SELECT 1 FROM {scan} WHERE {notnull}{where} GROUP BY "
+                          f"{', '.join(q(k) for k in key)} HAVING count(*) > 1)").fetchone()
+            if dup and dup[0]:
+                raise _Fallback(f"duplicate keys ({', '.join(key)})")
+        extent = None
+        if "geometry" in keep_cols:
+            boxes = []
+            for p in parts:
+                meta = con.sql("SELECT value FROM parquet_kv_metadata(?) WHERE key = 'geo'",
+                               params=[str(p)]).fetchone()
+                bbox = json.loads(meta[0]).get("columns", {}).get("geometry", {}).get("bbox") if meta else None
+                if bbox and len(bbox) == 4:
+                    boxes.append([float(x) for x in bbox])
+            if boxes:
+                extent = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+                          max(b[3] for b in boxes)]
+        tmin = tmax = None
+        tcol = next((c for c in ("time", "created", "year") if c in keep_cols), None)
+        if tcol and kept:
+            r = con.sql(f"SELECT CAST(min({q(tcol)}) AS VARCHAR), CAST(max({q(tcol)}) AS VARCHAR) "
+                        f"FROM {scan}").fetchone()
+            tmin, tmax = (r[0], r[1]) if r else (None, None)
+        qfile = staging / "quarantine.parquet"
+        con.execute(f"COPY (SELECT CAST(NULL AS VARCHAR) AS file, CAST(NULL AS BIGINT) AS row, "
+                    f"CAST(NULL AS VARCHAR) AS field, CAST(NULL AS VARCHAR) AS reason, "
+                    f"CAST(NULL AS VARCHAR) AS record WHERE FALSE) TO '{qfile}' (FORMAT parquet)")
+    except _Fallback as exc:
+        return None, f"streamed pass stopped ({exc}); records checked and numbered in the staged pipeline"
+    except (duckdb.Error, InputError) as exc:
+        # a record to quarantine (the guard's error), or a read problem (ragged rows, bad bytes...):
+        # the staged pipeline numbers the records and reports each one, or raises the full error
+        why = "a record needs quarantine" if _QUARANTINE_NEEDED in str(exc) else str(exc).splitlines()[0][:200]
+        return None, f"streamed pass stopped ({why}); records checked and numbered in the staged pipeline"
+    finally:
+        con.close()
+    return _Outcome(out_dir=out_dir, qfile=qfile, kept=kept, quarantined=0, reasons={}, extent=extent,
+                    tmin=tmin, tmax=tmax, keep_cols=keep_cols, columns_meta=columns_meta, notes=notes,
+                    layout=layout, pipeline="streamed"), None
+
+
+def _staged(files: list[Path], sch: Schema, opts: _Options, staging: Path, say: Callable[[str], None]) -> _Outcome:
+    """The staged pipeline: every record numbered and checked into a table, then written.
+
+    Used when the streamed pass met a record to quarantine (or for administrative-code linking):
+    it reports every bad record with its file and row and the reason.
+    """
+    con = _connect(staging, opts)
+    try:
+        return _staged_run(con, files, sch, opts, staging, say)
+    finally:
+        con.close()
+
+
+def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, opts: _Options, staging: Path,
+                say: Callable[[str], None]) -> _Outcome:
+    h3_res = opts.h3_res
+    geometry_policy = opts.geometry_policy
+    notes: list[str] = []
+    columns_meta: dict[str, dict[str, Any]] = {}
+    layout = "long"
+    con.execute("CREATE TABLE rejects(_file INTEGER, _row BIGINT, _field VARCHAR, _reason VARCHAR, "
+                "_record VARCHAR)")
+    created = False
+    for i, path in enumerate(files):
+        say(f"reading {path.name}")
+        src = readers.open_source(con, path, sheet=opts.sheet, layer=opts.layer, encoding=opts.encoding,
+                                  staging=staging, delimiter=None, header=opts.header)
+        notes += [f"{path.name}: {n}" for n in src.notes]
+        plan = plan_columns(src, sch, user_units=opts.units_map, crs=opts.crs, geometry_policy=geometry_policy)
+        notes += [f"{path.name}: {n}" for n in plan.notes]
+        layout = plan.layout
+        view = f"({src.sql})" if src.sql else f"src_{i}"
+        if not src.sql:
+            con.register(view, src.relation)
+        sql = build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
+        try:
+            created = _stage(con, sql, created)
+        except duckdb.Error as exc:
+            if src.format != "csv" or src.csv_rejects:
+                raise readers._csv_error(path, exc) if src.format == "csv" else InputError(
+                    f"cannot read: {str(exc).splitlines()[0]}", file=str(path)) from exc
+            # malformed rows: read again, keeping the rows that split and recording the others
+            if created:
+                con.execute(f"DELETE FROM staged WHERE _file = {i}")
+            src = readers.open_source(con, path, encoding=opts.encoding, staging=staging, csv_rejects=True,
+                                      header=opts.header)
+            view = f"({src.sql})" if src.sql else view
+            if not src.sql:
+                con.register(view, src.relation)
+            plan = plan_columns(src, sch, user_units=opts.units_map, crs=opts.crs, geometry_policy=geometry_policy)
+            sql = build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
+            try:
+                created = _stage(con, sql, created)
+            except duckdb.Error as exc2:
+                raise readers._csv_error(path, exc2) from exc2
+        if src.csv_rejects:
+            rej = readers.csv_rejects(con)
+            hdr = 1
+            rej_rows = [r["line"] - hdr for r in rej]
+            if rej:
+                bad = con.sql(f"SELECT DISTINCT _row FROM staged WHERE _file={i} AND _reason IS NOT NULL").fetchall()
+                acc = [int(r[0]) for r in bad]
+                fixed = _true_rows(acc, rej_rows)
+                for a, b in zip(acc, fixed, strict=True):
+                    if a != b:
+                        con.execute(f"UPDATE staged SET _row={b} WHERE _file={i} AND _row={a}")
+                con.executemany("INSERT INTO rejects VALUES (?, ?, ?, ?, ?)", [
+                    (i, r["line"] - hdr, r["field"], f"{r['field'] or 'row'}: {r['message']}",
+                     json.dumps({"line": r["raw"]}, ensure_ascii=False)) for r in rej])
+                notes.append(f"{path.name}: {len(rej)} row(s) the CSV parser could not split")
+        if src.temp_table:
+            con.execute(f"DROP TABLE IF EXISTS {src.temp_table}")
+        _note_columns(columns_meta, plan, h3_res)
+    if not created:
+        raise InputError("nothing to read")
+    say("checking keys")
+    key = [k for k in sch.key if k in {c for c in con.sql("SELECT * FROM staged LIMIT 0").columns}]
+    if layout == "wide" and sch.name == "sensor_observation":
+        key = ["entity", "property", "time"]
+    if key:
+        kcols = ", ".join(q(k) for k in key)
+        kdesc = ", ".join(key)
+        notnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in key)
+        # a hash aggregate finds the duplicated keys (cheap); only their records are then ranked
+        con.execute(f"""
+            CREATE TABLE dupkeys AS SELECT {kcols}, min(_file * 10000000000 + _row) AS first_pos
+            FROM staged WHERE _reason IS NULL AND {notnull} GROUP BY ALL HAVING count(*) > 1""")
+        join = " AND ".join(f"s.{q(k)} = d.{q(k)}" for k in key)
+        con.execute(f"""
+            CREATE TABLE dups AS SELECT s._file, s._row, {', '.join(f's.{q(k)}' for k in key)},
+                   CAST(d.first_pos // 10000000000 AS INTEGER) AS first_file, d.first_pos % 10000000000 AS first_row
+            FROM staged s JOIN dupkeys d ON {join}
+            WHERE s._reason IS NULL AND s._file * 10000000000 + s._row <> d.first_pos""")
+        ndup = con.sql("SELECT count(*) FROM dups").fetchone()[0]  # type: ignore[index]
+        if ndup:
+            join = " AND ".join(f"s.{q(k)} = d.{q(k)}" for k in key)
+            con.execute(f"""
+                UPDATE staged s SET _reason =
+                    'duplicate key ({kdesc}) = ' || concat_ws(', ', {', '.join(f'CAST(d.{q(k)} AS VARCHAR)' for k in key)})
+                    || ' (first at ' || CASE WHEN d.first_file = d._file THEN '' ELSE 'file ' || (d.first_file + 1) || ' ' END
+                    || 'row ' || d.first_row || ')'
+                FROM dups d WHERE s._file = d._file AND s._row = d._row AND {join}""")
+            notes.append(f"{ndup} record(s) with a duplicate key ({kdesc}) quarantined; the first kept")
+    # admin codes from city names (A2)
+    cols_now = con.sql("SELECT * FROM staged LIMIT 0").columns
+    if "adcode" in cols_now and ({"city", "name"} & set(cols_now)):
+        _fill_adcodes(con, notes, "city" if "city" in cols_now else "name")
+    if "adcode" in cols_now and "geometry" not in cols_now and \
+            con.sql("SELECT count(adcode) FROM staged").fetchone()[0]:  # type: ignore[index]
+        _admin_geometry(con, h3_res)
+        cols_now = con.sql("SELECT * FROM staged LIMIT 0").columns
+        columns_meta["geometry"] = {"name": "geometry", "type": "GEOMETRY", "crs": "EPSG:4326",
+                                    "source": "representative point of the administrative unit (adcode)"}
+        if h3_res is not None:
+            columns_meta["h3"] = {"name": "h3", "type": "VARCHAR", "h3_resolution": h3_res}
+    say("writing")
+    out_dir = staging / "data"
+    out_dir.mkdir()
+    drop = ["_file", "_row", "_reason", "_record", "_column"]
+    keep_cols = [c for c in cols_now if c not in drop]
+    file_names = [str(p) for p in files]
+    con.execute(f"""COPY (SELECT {', '.join(q(c) for c in keep_cols)} FROM staged WHERE _reason IS NULL)
+                 TO '{out_dir / 'part-0.parquet'}' (FORMAT parquet, COMPRESSION zstd,
+                 ROW_GROUP_SIZE 122880)""")
+    qfile = staging / "quarantine.parquet"
+    fname_case = "CASE _file " + " ".join(f"WHEN {i} THEN {lit(n)}" for i, n in enumerate(file_names)) + " END"
+    con.execute(f"""COPY (
+        SELECT {fname_case} AS file, _row AS row,
+               coalesce(_column, split_part(_reason, ':', 1)) AS field,
+               _reason AS reason, _record AS record
+        FROM staged WHERE _reason IS NOT NULL
+        UNION ALL
+        SELECT {fname_case} AS file, _row AS row, _field AS field, _reason AS reason, _record AS record
+        FROM rejects ORDER BY file, row) TO '{qfile}' (FORMAT parquet)""")
+    stats = con.sql("SELECT count(*) FILTER (WHERE _reason IS NULL), count(*) FILTER (WHERE _reason IS NOT NULL)"
+                    " FROM staged").fetchone()
+    n_rej = con.sql("SELECT count(*) FROM rejects").fetchone()[0]  # type: ignore[index]
+    assert stats is not None
+    kept, quarantined = int(stats[0]), int(stats[1]) + int(n_rej)
+    reasons = dict(con.sql("""SELECT CASE WHEN reason LIKE 'duplicate key%' THEN 'duplicate key'
+                              ELSE left(regexp_replace(split_part(reason, '; ', 1), ': .*?(not |outside|in the future|required|invalid|empty|missing|unknown|cannot)', ': \\1'), 60) END AS r,
+                              count(*) FROM read_parquet(?) GROUP BY r ORDER BY 2 DESC LIMIT 20""",
+                           params=[str(qfile)]).fetchall())
+    extent = None
+    if "geometry" in keep_cols:
+        e = con.sql("SELECT min(ST_XMin(geometry)), min(ST_YMin(geometry)), max(ST_XMax(geometry)), "
+                    "max(ST_YMax(geometry)) FROM staged WHERE _reason IS NULL").fetchone()
+        extent = [float(x) for x in e] if e and e[0] is not None else None
+    tmin = tmax = None
+    tcol = next((c for c in ("time", "created", "year") if c in keep_cols), None)
+    if tcol:
+        r = con.sql(f"SELECT CAST(min({q(tcol)}) AS VARCHAR), CAST(max({q(tcol)}) AS VARCHAR) FROM staged "
+                    "WHERE _reason IS NULL").fetchone()
+        tmin, tmax = (r[0], r[1]) if r else (None, None)
+    return _Outcome(out_dir=out_dir, qfile=qfile, kept=kept, quarantined=quarantined, reasons=reasons,
+                    extent=extent, tmin=tmin, tmax=tmax, keep_cols=keep_cols, columns_meta=columns_meta,
+                    notes=notes, layout=layout, pipeline="staged")
 
 
 def _concat(parts: list[str]) -> str:

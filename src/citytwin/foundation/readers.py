@@ -19,6 +19,7 @@ import json
 import math
 import re
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ PARQUET_SUFFIXES = {".parquet", ".geoparquet"}
 OSM_SUFFIXES = {".pbf"}
 OSM_LAYERS = ("streets", "pois", "buildings", "landuse")
 SNIFF_BYTES = 1 << 20
+
 
 
 @dataclass
@@ -102,8 +104,12 @@ def _is_geojson(path: Path) -> bool:
 
 def open_source(con: duckdb.DuckDBPyConnection, path: str | Path, *, sheet: str | None = None,
                 layer: str | None = None, encoding: str | None = None, staging: Path | None = None,
-                delimiter: str | None = None, csv_rejects: bool = False, header: bool = True) -> Source:
-    """Open ``path`` as a :class:`Source` on connection ``con``."""
+                delimiter: str | None = None, csv_rejects: bool = False, header: bool = True,
+                stream: bool = False, more: Sequence[Path] = ()) -> Source:
+    """Open ``path`` as a :class:`Source` on connection ``con``.
+
+    ``stream`` and ``more`` apply to CSV only (see :func:`_open_csv`).
+    """
     p = Path(path)
     if not p.exists():
         raise InputError("file not found", file=str(p))
@@ -114,7 +120,7 @@ def open_source(con: duckdb.DuckDBPyConnection, path: str | Path, *, sheet: str 
     fmt = detect_format(p)
     if fmt == "csv":
         return _open_csv(con, p, encoding=encoding, staging=staging, delimiter=delimiter, rejects=csv_rejects,
-                         header=header)
+                         header=header, stream=stream, more=more)
     if fmt == "xlsx":
         return _open_xlsx(con, p, sheet=sheet)
     if fmt == "xls":
@@ -188,12 +194,17 @@ def _transcode(path: Path, encoding: str, staging: Path) -> Path:
 
 
 def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | None, staging: Path | None,
-              delimiter: str | None, rejects: bool = False, header: bool = True) -> Source:
+              delimiter: str | None, rejects: bool = False, header: bool = True, stream: bool = False,
+              more: Sequence[Path] = ()) -> Source:
     """Open a CSV as text columns.
 
     The first read is strict. When it fails on malformed rows, ingest reopens the file with
     ``rejects=True``: DuckDB then keeps the rows it can split and records the others with their
     line numbers (not by default: DuckDB 1.5's reject store hangs on very long lines).
+
+    ``stream=True`` reads nothing up front: the relation is a lazy ``read_csv`` (``_row`` is 0, as
+    rows are not numbered) for ingest's streamed pass, which only ever writes clean files.
+    ``more`` are further files with the same header and encoding, read in the same scan.
     """
     notes: list[str] = []
     given = encoding
@@ -225,6 +236,22 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
     elif path.suffix.lower() == ".tsv":
         opts += ", delim='\\t'"
     qpath = str(read_path).replace("'", "''")
+    if stream:
+        # no up-front read, no row numbers: ingest's streamed pass COPYs straight from the file
+        # and falls back to the numbered (staged) read when any record needs quarantine
+        files = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in [read_path, *more]) + "]"
+        scan = f"read_csv({files}, {opts})"
+        try:
+            sql = f"SELECT CAST(0 AS BIGINT) AS _row, * FROM {scan}"
+            rel = con.sql(sql)
+            columns = [c for c in rel.columns if c != "_row"]
+            sniffed = infer_types(con.sql(f"SELECT * FROM {scan}"), columns)
+        except duckdb.Error as exc:
+            raise _csv_error(path, exc) from exc
+        if not columns:
+            raise InputError("no columns found (is the header row empty?)", file=str(path))
+        return Source(path=path, format="csv", relation=rel, columns=columns, text=True, encoding=enc,
+                      notes=notes, sniffed_types=sniffed, sql=sql)
     table = f"raw_{abs(hash((str(path), rejects))) % 10**12}"
     try:
         con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans;")
