@@ -24,6 +24,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -504,26 +505,38 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
         unit_list = [m[3] for m in plan.melt]
         vals = []
         reasons = []
-        for col, prop, fac, _unit, kind in plan.melt:
+        parsed = []  # each value parsed once, in its own stage ("w:i"); values and checks refer to it
+        for i, (col, prop, fac, _unit, kind) in enumerate(plan.melt):
             raw = q("r:" + col)
+            w = q(f"w:{i}")
             if kind == "compass":
                 cases = " ".join(f"WHEN {lit(k)} THEN {v}" for k, v in COMPASS.items())
-                v = f"(CASE upper({raw}) {cases} END)"
-                bad = (f"CASE WHEN {raw} IS NOT NULL AND {v} IS NULL THEN {lit(prop + ': not a compass direction: ')}"
+                parsed.append(f"(CASE upper({raw}) {cases} END) AS {w}")
+                v = w
+                bad = (f"CASE WHEN {raw} IS NOT NULL AND {w} IS NULL THEN {lit(prop + ': not a compass direction: ')}"
                        f" || {raw} END")
             else:
-                base = f"TRY_CAST(replace({raw}, ',', '') AS DOUBLE)"
-                v = base if fac == 1.0 else f"({base} * {fac!r})"
+                parsed.append(f"{_num(raw)} AS {w}")
+                v = w if fac == 1.0 else f"({w} * {fac!r})"
                 p = PROPERTIES.get(prop)
                 rng = ""
                 if p is not None and (p.min is not None or p.max is not None):
                     rng = (f" WHEN {v} < {p.min!r} OR {v} > {p.max!r} THEN {lit(prop + ': ')} || CAST({v} AS VARCHAR)"
                            f" || {lit(' ' + (p.unit or '') + f' outside [{p.min:g}, {p.max:g}]')}")
-                bad = (f"CASE WHEN {raw} IS NOT NULL AND {base} IS NULL THEN {lit(prop + ': not a number: ')} || "
+                bad = (f"CASE WHEN {raw} IS NOT NULL AND {w} IS NULL THEN {lit(prop + ': not a number: ')} || "
                        f"left(CAST({raw} AS VARCHAR), 60){rng} END")
             vals.append(v)
             reasons.append(bad)
+        inner = f"SELECT *, {', '.join(parsed)} FROM ({inner})"
         keep = [q(c.name) for c in plan.columns]
+        if not records:
+            # no quarantine records to build: one reason per source row, then melt the values alone
+            per_row = (f"SELECT _file, _row, {', '.join(keep)}, {_concat(['_reason', *reasons])} AS _reason, "
+                       f"[{', '.join(vals)}] AS _vals FROM ({inner})")
+            return (f"SELECT _file, _row, {', '.join(keep)}, "
+                    f"unnest([{', '.join(lit(p) for p in props)}]) AS property, unnest(_vals) AS value, "
+                    f"unnest([{', '.join(lit(u) for u in unit_list)}]) AS unit, _reason, "
+                    f"CAST(NULL AS VARCHAR) AS _column, CAST(NULL AS VARCHAR) AS _record FROM ({per_row})")
         per_row = (f"SELECT _file, _row, {', '.join(keep)}, _reason, [{', '.join(vals)}] AS _vals, "
                    f"list_filter([{', '.join(reasons)}], x -> TRUE) AS _vreasons, _src FROM ({inner})")
         record = ("CASE WHEN _reason IS NOT NULL OR len(list_filter(_vreasons, x -> x IS NOT NULL)) > 0 "
@@ -742,6 +755,9 @@ def ingest(
                     geometry_policy=geometry_policy, header=header, memory_limit=memory_limit, threads=threads)
     file_names = [str(p) for p in files]
     staging = ws.staging_dir()
+    # the source files' SHA-256 (for the catalog) is computed alongside: hashlib releases the GIL
+    hasher = ThreadPoolExecutor(max_workers=1)
+    digest = hasher.submit(lambda: ",".join(_sha256(p) for p in files if p.is_file()))
     try:
         out: _Outcome | None = None
         fallback_note = None
@@ -774,7 +790,7 @@ def ingest(
             name=dataset, schema=schema, staging=out.out_dir, quarantine=out.qfile, kind="ingested",
             department=department, classification=classification, description=description,
             source=source or ", ".join(file_names), licence=licence, source_path=", ".join(file_names),
-            source_sha256=",".join(_sha256(p) for p in files), rows_read=rows_read, rows_kept=out.kept,
+            source_sha256=digest.result(), rows_read=rows_read, rows_kept=out.kept,
             rows_quarantined=out.quarantined, columns=columns, extent=out.extent, time_min=out.tmin,
             time_max=out.tmax, params=params)
     except CitytwinError:
@@ -782,6 +798,8 @@ def ingest(
                          detail=", ".join(str(p) for p in files))
         raise
     finally:
+        digest.cancel()
+        hasher.shutdown(wait=True)
         shutil.rmtree(staging, ignore_errors=True)
     return IngestResult(dataset=dataset, version=version, schema=schema, files=file_names, rows_read=rows_read,
                         rows_kept=out.kept, rows_quarantined=out.quarantined, reasons=out.reasons, columns=columns,
@@ -824,8 +842,8 @@ class _Outcome:
     pipeline: str
 
 
-def _connect(staging: Path, opts: _Options) -> duckdb.DuckDBPyConnection:
-    con = duck.connect(threads=opts.threads)
+def _connect(staging: Path, opts: _Options, *, spatial: bool = True) -> duckdb.DuckDBPyConnection:
+    con = duck.connect(threads=opts.threads, spatial=spatial)
     spill = staging / "spill"
     spill.mkdir(exist_ok=True)
     con.execute(f"SET memory_limit='{opts.memory_limit}'; SET temp_directory='{spill}'; "
@@ -887,7 +905,16 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
     found afterwards in the written files; the staged pipeline (:func:`_staged`) then redoes the
     ingest and reports every record with its file and row. Returns ``(None, why)`` then.
     """
-    con = _connect(staging, opts)
+    # the spatial extension takes ~0.3 s to load: only when a source or the output has geometry
+    con = _connect(staging, opts, spatial=False)
+    spatial = False
+
+    def need_spatial() -> None:
+        nonlocal spatial
+        if not spatial:
+            con.execute(f"LOAD '{duck.spatial_extension_path()}'")
+            spatial = True
+
     out_dir = staging / "data"
     out_dir.mkdir(exist_ok=True)
     notes: list[str] = []
@@ -900,6 +927,8 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
         for gi, group in enumerate(_csv_groups(files, opts)):
             path = group[0]
             say(f"reading {path.name}" + (f" and {len(group) - 1} more" if len(group) > 1 else ""))
+            if readers.detect_format(path) not in ("csv", "xlsx", "xls", "json"):
+                need_spatial()
             src = readers.open_source(con, path, sheet=opts.sheet, layer=opts.layer, encoding=opts.encoding,
                                       staging=staging, delimiter=None, header=opts.header, stream=True,
                                       more=group[1:])
@@ -907,6 +936,8 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
                                 geometry_policy=opts.geometry_policy)
             if any(c.name == "adcode" for c in plan.columns):
                 raise _Fallback("administrative codes are resolved on the staged table")
+            if plan.geometry or plan.lonlat:
+                need_spatial()
             for f in group:
                 notes += [f"{f.name}: {n}" for n in src.notes + plan.notes]
             layout = plan.layout
@@ -940,8 +971,10 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
                 where = f" AND property = {lit(next(iter(props))[0])}"
         if key:
             notnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in key)
+            # grouping by a 64-bit hash of the key is cheaper than by the key; a collision (p ~ n²/2^65)
+            # only sends the ingest to the staged pipeline, which compares the keys themselves
             dup = con.sql(f"SELECT count(*) FROM (SELECT 1 FROM {scan} WHERE {notnull}{where} GROUP BY "
-                          f"{', '.join(q(k) for k in key)} HAVING count(*) > 1)").fetchone()
+                          f"hash({', '.join(q(k) for k in key)}) HAVING count(*) > 1)").fetchone()
             if dup and dup[0]:
                 raise _Fallback(f"duplicate keys ({', '.join(key)})")
         extent = None

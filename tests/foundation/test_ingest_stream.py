@@ -1,0 +1,124 @@
+"""The streamed ingest pass writes exactly what the staged pipeline writes, or hands over to it.
+
+``ingest(..., stream=True)`` (the default) COPYs a clean file from source to Parquet in one
+parallel scan; the first record that needs quarantine (or a duplicate key found afterwards)
+sends the ingest to the staged pipeline, which numbers every record and reports each bad one.
+These tests run both pipelines on the same files and compare what they store, record for record.
+"""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from citytwin.foundation.ingest import ingest
+from citytwin.foundation.workspace import Workspace
+
+
+def _stored(ws: Workspace, name: str) -> pd.DataFrame:
+    files = sorted(glob.glob(ws.parquet_glob(name)))
+    con = duckdb.connect()
+    return con.sql(f"SELECT * FROM read_parquet({files!r})").df()
+
+
+def _pipeline(ws: Workspace, name: str) -> str:
+    return ws.catalog.get(name).current.params["pipeline"]
+
+
+def _compare(ws: Workspace, paths: list[Path] | Path, **kw: object) -> tuple[object, object]:
+    fast = ingest(ws, paths, dataset="fast", stream=True, **kw)  # type: ignore[arg-type]
+    slow = ingest(ws, paths, dataset="slow", stream=False, **kw)  # type: ignore[arg-type]
+    assert _pipeline(ws, "slow") == "staged"
+    assert (fast.rows_read, fast.rows_kept, fast.rows_quarantined) == \
+        (slow.rows_read, slow.rows_kept, slow.rows_quarantined)
+    a, b = _stored(ws, "fast"), _stored(ws, "slow")
+    pd.testing.assert_frame_equal(a, b)
+    va, vb = ws.catalog.get("fast").current, ws.catalog.get("slow").current
+    assert va.columns == vb.columns
+    assert (va.time_min, va.time_max) == (vb.time_min, vb.time_max)
+    if vb.extent is None:
+        assert va.extent is None
+    else:
+        assert va.extent == pytest.approx(vb.extent, abs=1e-9)
+    return fast, slow
+
+
+def _poi_csv(tmp_path: Path, n: int = 3000, bad: dict[int, str] | None = None,
+             dup: int | None = None) -> Path:
+    """POIs with the text quirks the cleaning handles: padding, tokens, thousands separators."""
+    lines = ["poi_id,name,category,lon,lat,floor_area"]
+    for i in range(n):
+        name = {0: "  Padded name  ", 1: "NA", 2: "\u3000全角空格\u3000", 3: "无"}.get(i % 50, f"POI {i}")
+        area = f'"{1000 + i:,}"' if i % 7 == 0 else str(10 + i)
+        pid = f"P{i:06d}" if i != dup else "P000000"
+        lon = bad.get(i, f"{116.0 + (i % 997) / 1000:.6f}") if bad else f"{116.0 + (i % 997) / 1000:.6f}"
+        lines.append(f"{pid},{name},shop,{lon},{39.5 + (i % 991) / 1000:.6f},{area}")
+    p = tmp_path / "poi.csv"
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return p
+
+
+def test_clean_csv_streamed_equals_staged(workspace: Workspace, tmp_path: Path) -> None:
+    fast, _ = _compare(workspace, _poi_csv(tmp_path), schema="poi")
+    assert _pipeline(workspace, "fast") == "streamed"
+    assert fast.rows_quarantined == 0
+    df = _stored(workspace, "fast")
+    # the cleaning happened in the streamed pass too: trimmed, tokens missing, separators read
+    assert df.loc[0, "name"] == "Padded name"
+    assert pd.isna(df.loc[1, "name"]) and pd.isna(df.loc[3, "name"])
+    assert df.loc[2, "name"] == "全角空格"
+    assert df.loc[0, "floor_area"] == 1000.0 and df.loc[7, "floor_area"] == 1007.0
+    assert df["h3"].notna().all()
+
+
+def test_bad_value_hands_over_to_staged(workspace: Workspace, tmp_path: Path) -> None:
+    path = _poi_csv(tmp_path, bad={1234: "east", 2500: "190.5"})
+    fast, _ = _compare(workspace, path, schema="poi")
+    assert _pipeline(workspace, "fast") == "staged"
+    assert fast.rows_quarantined == 2 and fast.rows_kept == 2998
+    assert any("streamed pass stopped (a record needs quarantine)" in n for n in fast.notes)
+    q = pd.read_parquet(workspace.root / workspace.catalog.get("fast").current.quarantine_path)
+    assert sorted(q["row"]) == [1235, 2501]  # 1-based data rows, named although the first pass never numbered them
+    assert q["reason"].str.contains("lon: not a number: east").any()
+
+
+def test_duplicate_key_hands_over_to_staged(workspace: Workspace, tmp_path: Path) -> None:
+    fast, _ = _compare(workspace, _poi_csv(tmp_path, dup=2999), schema="poi")
+    assert _pipeline(workspace, "fast") == "staged"
+    assert fast.rows_quarantined == 1
+    assert any("duplicate keys (poi_id)" in n for n in fast.notes)
+
+
+def test_wide_sensor_files_in_one_scan(workspace: Workspace, shared_data: Path) -> None:
+    files = sorted((shared_data / "air_beijing_multisite").glob("*.csv"))[:2]
+    fast, _ = _compare(workspace, files, schema="sensor_observation", units_map={"CO": "µg/m³"})
+    assert _pipeline(workspace, "fast") == "streamed"
+    # two files with one header: read in one scan into one part
+    assert len(glob.glob(workspace.parquet_glob("fast"))) == 1
+    raw = sum(len(pd.read_csv(f)) for f in files)
+    assert fast.rows_read == raw * 12
+
+
+@pytest.mark.parametrize(("rel", "schema", "opts", "pipeline"), [
+    ("city_crosswalk_fiersity/china_city_entity_master_V4.0.csv", "table", {}, "streamed"),
+    ("traffic_shenzhen_tppgcn/sz_adj.csv", "table", {"header": False}, "streamed"),
+    ("complaints_311/baltimore_311_sample.csv", "complaint", {}, "streamed"),
+    # administrative codes are linked on the staged table
+    ("city_coords_cpca/adcodes.csv", "admin_unit", {}, "staged"),
+], ids=["crosswalk", "sz_adj", "baltimore_311", "cpca_adcodes"])
+def test_real_files_same_either_way(workspace: Workspace, shared_data: Path, rel: str, schema: str,
+                                    opts: dict[str, object], pipeline: str) -> None:
+    _compare(workspace, shared_data / rel, schema=schema, **opts)
+    assert _pipeline(workspace, "fast") == pipeline
+
+
+def test_parquet_source_streamed(workspace: Workspace, tmp_path: Path) -> None:
+    csv = _poi_csv(tmp_path)
+    pq = tmp_path / "poi.parquet"
+    duckdb.sql(f"COPY (SELECT * FROM read_csv('{csv}', all_varchar=true)) TO '{pq}' (FORMAT parquet)")
+    _compare(workspace, pq, schema="poi")
+    assert _pipeline(workspace, "fast") == "streamed"
