@@ -231,7 +231,7 @@ def _child_citytwin(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     r = ing.ingest(ws, spec["paths"], dataset=spec["dataset"], schema=spec["schema"],
                    units_map=spec.get("units_map"), h3=spec.get("h3", True),
-                   memory_limit=spec.get("memory_limit", "1GB"))
+                   memory_limit=spec.get("memory_limit"))
     seconds = time.perf_counter() - t0
     stages: dict[str, float] = {}
     for sql, sec in log:

@@ -701,7 +701,7 @@ def ingest(
     h3: bool = True,
     repair_geometry: bool = False,
     header: bool = True,
-    memory_limit: str = "1GB",
+    memory_limit: str | None = None,
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
     stream: bool = True,
@@ -728,6 +728,9 @@ def ingest(
         Try the streamed pass first (default): clean files go from source to Parquet in one
         parallel scan. ``False`` runs the staged pipeline directly (every record numbered in a
         table first), which is what a file with records to quarantine gets anyway.
+    memory_limit
+        DuckDB memory limit (e.g. ``"512MB"``); beyond it DuckDB spills to the staging folder.
+        Default: ``STREAM_MEMORY`` for the streamed pass, ``STAGED_MEMORY`` for the staged one.
 
     Returns
     -------
@@ -819,7 +822,7 @@ class _Options:
     h3_res: int | None
     geometry_policy: str
     header: bool
-    memory_limit: str
+    memory_limit: str | None
     threads: int | None
 
 
@@ -842,11 +845,19 @@ class _Outcome:
     pipeline: str
 
 
-def _connect(staging: Path, opts: _Options, *, spatial: bool = True) -> duckdb.DuckDBPyConnection:
+STREAM_MEMORY = "256MB"  # DuckDB memory limit of the streamed pass (unless ingest(memory_limit=...))
+STAGED_MEMORY = "1GB"  # ... and of the staged pipeline
+
+
+def _connect(staging: Path, opts: _Options, *, spatial: bool = True,
+             streamed: bool = False) -> duckdb.DuckDBPyConnection:
     con = duck.connect(threads=opts.threads, spatial=spatial)
     spill = staging / "spill"
     spill.mkdir(exist_ok=True)
-    con.execute(f"SET memory_limit='{opts.memory_limit}'; SET temp_directory='{spill}'; "
+    # the streamed pass only buffers row groups and one hash table: a small limit keeps its memory
+    # flat (it spills); the staged table needs more to stay fast
+    limit = opts.memory_limit or (STREAM_MEMORY if streamed else STAGED_MEMORY)
+    con.execute(f"SET memory_limit='{limit}'; SET temp_directory='{spill}'; "
                 "SET preserve_insertion_order=true")
     _register_udfs(con)
     return con
@@ -906,7 +917,7 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
     ingest and reports every record with its file and row. Returns ``(None, why)`` then.
     """
     # the spatial extension takes ~0.3 s to load: only when a source or the output has geometry
-    con = _connect(staging, opts, spatial=False)
+    con = _connect(staging, opts, spatial=False, streamed=True)
     spatial = False
 
     def need_spatial() -> None:
