@@ -31,6 +31,7 @@ Usage::
     python bench/ingest_bench.py --quick        # POI 100k/300k/1M (about 2 min on 2 busy cores)
     python bench/ingest_bench.py                # POI 1M/3M/10M (the issue's size)
     python bench/ingest_bench.py --sizes 2000000 --no-beijing
+    python bench/ingest_bench.py --repeat 3      # each run 3 times, fastest counts (default 2)
 
 Writes a table to stdout and ``bench/out/ingest.json``.
 """
@@ -172,6 +173,11 @@ def _stage_name(sql: str) -> str:
     """A short name for an ingest SQL statement."""
     s = " ".join(sql.split())
     rules = [
+        (r"^COPY \(SELECT \* EXCLUDE \(_file, _row, _reason", "streamed pass: read + map + check (+ h3) -> parquet"),
+        (r"GROUP BY hash\(", "duplicate-key check (hash aggregate over the written parquet)"),
+        (r"parquet_kv_metadata", "extent (GeoParquet bbox metadata)"),
+        (r"CAST\(NULL AS VARCHAR\) AS file", "empty quarantine file"),
+        (r"^LOAD ", "load spatial (streamed pass: only when geometry)"),
         (r"^plan: ", "plan queries (lazy relations: binding sniffs the CSV)"),
         (r"\.aggregate\(\)", "infer column types (sampled aggregate, readers.infer_types)"),
         (r"^CREATE TABLE staged AS|^INSERT INTO staged", "stage: read + map + check (+ h3) -> staged table"),
@@ -236,14 +242,18 @@ def _child_citytwin(spec: dict[str, Any]) -> dict[str, Any]:
     stages: dict[str, float] = {}
     for sql, sec in log:
         name = {"__sha256": "sha256 of source files", "__commit": "catalog commit (move files, record)",
-                "__connect": "connect + load spatial", "__register": "register source relation"}.get(
+                "__connect": "connect (+ load spatial)", "__register": "register source relation"}.get(
             sql, _stage_name(sql))
         stages[name] = stages.get(name, 0.0) + sec
+    sha = stages.pop("sha256 of source files", 0.0)
     stages["python / other"] = seconds - sum(stages.values())
+    # the source hash runs in a thread alongside the pipeline: reported, not part of the sum
+    stages["(in a thread, overlapped) sha256 of source files"] = sha
+    pipeline = ws.catalog.get(spec["dataset"]).current.params.get("pipeline")
     out_bytes = sum(f.stat().st_size for f in (work / "ws").rglob("*.parquet"))
     shutil.rmtree(work / "ws", ignore_errors=True)
     return {"seconds": seconds, "rows_read": r.rows_read, "rows_kept": r.rows_kept,
-            "rows_quarantined": r.rows_quarantined, "record_unit": r.record_unit,
+            "rows_quarantined": r.rows_quarantined, "record_unit": r.record_unit, "pipeline": pipeline,
             "stages": dict(sorted(stages.items(), key=lambda kv: -kv[1])), "out_bytes": out_bytes}
 
 
@@ -303,7 +313,24 @@ def _vm_hwm_mib() -> float | None:
 # ---------------------------------------------------------------------------
 # parent side
 # ---------------------------------------------------------------------------
+REPEAT = 2  # each measured run is repeated; the fastest counts (set by --repeat)
+
+
 def run_child(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """Run ``spec`` ``REPEAT`` times, each in a fresh process; keep the fastest run.
+
+    The other runs' times are kept in ``all_seconds``; ``peak_rss_mib`` is the highest of all runs
+    (memory is reported conservatively). Repeating evens out disk flushes and the neighbours' load
+    on this shared machine, for DuckDB's runs and citytwin's alike.
+    """
+    runs = [_run_child_once(spec, tmp) for _ in range(max(1, REPEAT if spec.get("kind") != "idle" else 1))]
+    best = min(runs, key=lambda r: r["seconds"])
+    best["all_seconds"] = [r["seconds"] for r in runs]
+    best["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs)
+    return best
+
+
+def _run_child_once(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
     """Run ``spec`` in a fresh process; return its result plus wall time and peak RSS (MiB)."""
     work = Path(tempfile.mkdtemp(dir=tmp))
     spec = dict(spec, tmp=str(work))
@@ -357,6 +384,8 @@ def fmt_row(label: str, r: dict[str, Any], rows: int, base: float | None, base_t
 
 def print_stages(r: dict[str, Any]) -> None:
     total = r["seconds"]
+    if r.get("pipeline"):
+        print(f"      pipeline: {r['pipeline']}")
     for name, sec in r["stages"].items():
         if sec >= 0.01 * total:
             print(f"      {sec:7.2f} s {100 * sec / total:5.1f}%  {name}")
@@ -372,11 +401,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-parquet", action="store_true", help="skip the POI Parquet variant")
     ap.add_argument("--tmp", type=Path, default=None, help="temp folder (default: system temp)")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "ingest.json")
+    ap.add_argument("--repeat", type=int, default=REPEAT, help="runs per measurement; the fastest counts")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
         child_main(*a.child)
         return 0
+    global REPEAT
+    REPEAT = a.repeat
     sizes = a.sizes or (QUICK_SIZES if a.quick else FULL_SIZES)
     info = machine()
     print(f"machine: nproc={info['nproc']} memory={info['memory_gib']} GiB cpu={info['cpu']}")
