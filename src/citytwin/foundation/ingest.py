@@ -33,7 +33,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from citytwin.foundation import access, duck, readers, units
+from citytwin.foundation import access, duck, h3sql, readers, units
 from citytwin.foundation.catalog import check_classification, check_name
 from citytwin.foundation.errors import CitytwinError, InputError
 from citytwin.foundation.properties import COMPASS, PROPERTIES, find_property
@@ -492,13 +492,15 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
         lon, lat = plan.lonlat
         inner = (f"SELECT *, CASE WHEN {q(lon)} IS NOT NULL AND {q(lat)} IS NOT NULL THEN ST_Point({q(lon)}, {q(lat)})"
                  f" END AS geometry FROM ({inner})")
-    h3 = ""
+    # H3 cells in SQL arithmetic (h3sql: vectorised, on all cores), from lon/lat or the centroid
+    h3_from: tuple[str, str] | None = None
     if h3_resolution is not None and plan.lonlat:
-        lon, lat = plan.lonlat
-        h3 = f", h3_cell({q(lon)}, {q(lat)}, {h3_resolution}) AS h3"
+        h3_from = plan.lonlat
     elif h3_resolution is not None and plan.geometry:
-        h3 = (f", CASE WHEN geometry IS NOT NULL AND NOT ST_IsEmpty(geometry) THEN "
-              f"h3_cell(ST_X(ST_Centroid(geometry)), ST_Y(ST_Centroid(geometry)), {h3_resolution}) END AS h3")
+        inner = (f"SELECT * EXCLUDE (__centroid), ST_X(__centroid) AS __c_lon, ST_Y(__centroid) AS __c_lat FROM "
+                 f"(SELECT *, CASE WHEN geometry IS NOT NULL AND NOT ST_IsEmpty(geometry) THEN ST_Centroid(geometry) "
+                 f"END AS __centroid FROM ({inner}))")
+        h3_from = ("__c_lon", "__c_lat")
     if plan.layout == "wide":
         # melt: one observation per value column
         props = [m[1] for m in plan.melt]
@@ -558,7 +560,13 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
                  f"unit_target(property, unit) AS unit, "
                  f"{_concat(['_reason', 'unit_problem(property, unit)'])} AS _reason FROM ({inner})")
     drop = ", ".join(["_src", *melt_raw])
-    return f"SELECT * EXCLUDE ({drop}), CAST(NULL AS VARCHAR) AS _column{h3}, {record} FROM ({inner})"
+    out = f"SELECT * EXCLUDE ({drop}), CAST(NULL AS VARCHAR) AS _column, {record} FROM ({inner})"
+    if h3_from is None or h3_resolution is None:
+        return out
+    out = h3sql.wrap_select(out, q(h3_from[0]), q(h3_from[1]), h3_resolution, out="h3")
+    if h3_from[0].startswith("__c_"):
+        out = f"SELECT * EXCLUDE (__c_lon, __c_lat) FROM ({out})"
+    return out
 
 
 # ---------------------------------------------------------------------------

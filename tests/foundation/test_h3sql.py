@@ -1,0 +1,193 @@
+"""H3 latLngToCell as pure DuckDB SQL (citytwin.foundation.h3sql), checked against h3-py 4.5.0.
+
+The reference is ``h3.latlng_to_cell`` (the h3 C library), run side by side on the same points;
+the SQL must give the identical index string, with no tolerance. NULL handling is compared with
+``spacelink.h3_cells(..., invalid="none")`` and with the arrow UDF ``h3_cell`` of the ingest.
+"""
+
+from __future__ import annotations
+
+import math
+
+import duckdb
+import h3
+import numpy as np
+import pandas as pd
+import pytest
+
+from citytwin.foundation import h3sql, spacelink
+from citytwin.foundation.errors import InputError
+from citytwin.foundation.ingest import _register_udfs
+
+RANDOM_RESOLUTIONS = (0, 1, 5, 8, 9, 10, 15)
+CITIES = [(116.397, 39.908), (114.0579, 22.5431), (24.9384, 60.1699)]  # Beijing, Shenzhen, Helsinki
+
+
+@pytest.fixture(scope="module")
+def con() -> duckdb.DuckDBPyConnection:
+    c = duckdb.connect()
+    c.execute("SET threads=2")
+    return c
+
+
+def sql_cells(con: duckdb.DuckDBPyConnection, lon: np.ndarray, lat: np.ndarray, res: int) -> list[str | None]:
+    frame = pd.DataFrame({"id": np.arange(len(lon)), "lon": lon, "lat": lat})
+    con.register("pts", frame)
+    try:
+        out = con.sql(h3sql.wrap_select("SELECT * FROM pts", "lon", "lat", res) + " ORDER BY id").fetchall()
+    finally:
+        con.unregister("pts")
+    return [row[-1] for row in out]
+
+
+def ref_cells(lon: np.ndarray, lat: np.ndarray, res: int) -> list[str]:
+    return [h3.latlng_to_cell(float(b), float(a), res) for a, b in zip(lon, lat, strict=True)]
+
+
+def assert_same(con: duckdb.DuckDBPyConnection, lon: np.ndarray, lat: np.ndarray, res: int) -> None:
+    got, want = sql_cells(con, lon, lat, res), ref_cells(lon, lat, res)
+    bad = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
+    assert not bad, (f"res {res}: {len(bad)} of {len(lon)} differ, e.g. lon={lon[bad[0]]!r} "
+                     f"lat={lat[bad[0]]!r}: sql {got[bad[0]]} h3 {want[bad[0]]}")
+
+
+def test_random_points_on_the_sphere_match_h3(con: duckdb.DuckDBPyConnection) -> None:
+    # 200,000 points uniform on the sphere (uniform lon, uniform sin(lat)); exact string equality
+    rng = np.random.default_rng(20261121)
+    n = 200_000
+    lon = rng.uniform(-180.0, 180.0, n)
+    lat = np.degrees(np.arcsin(rng.uniform(-1.0, 1.0, n)))
+    for res in RANDOM_RESOLUTIONS:
+        assert_same(con, lon, lat, res)
+
+
+def _special_points() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    pts: list[tuple[float, float]] = list(CITIES)
+    # the 12 pentagons: centres at every resolution, exactly and jittered by 1e-12 .. 1e-4 degrees
+    for res in range(16):
+        for cell in h3.get_pentagons(res):
+            la, lo = h3.cell_to_latlng(cell)
+            pts.append((lo, la))
+            for eps in (1e-12, 1e-9, 1e-7, 1e-5, 1e-4):
+                for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (-1, -1), (1, -1), (-1, 1)):
+                    pts.append((lo + dx * eps, la + dy * eps))
+    # poles, antimeridian, equator
+    for lo in np.linspace(-180.0, 180.0, 73):
+        pts += [(lo, 90.0), (lo, -90.0), (lo, 89.9999999), (lo, -89.9999999), (lo, 0.0), (lo, 1e-12), (lo, -1e-12)]
+    for la in np.linspace(-90.0, 90.0, 181):
+        pts += [(180.0, la), (-180.0, la), (179.9999999, la), (-179.9999999, la), (0.0, la)]
+    # icosahedron face edges: points along the 30 great-circle arcs between adjacent vertices
+    # (the res-0 pentagon centres), on the arc and 1e-9 rad either side of it; and the face centres
+    verts = []
+    for cell in h3.get_pentagons(0):
+        la, lo = (math.radians(v) for v in h3.cell_to_latlng(cell))
+        verts.append(np.array([math.cos(la) * math.cos(lo), math.cos(la) * math.sin(lo), math.sin(la)]))
+    for i in range(12):
+        for j in range(i + 1, 12):
+            if math.degrees(math.acos(float(np.dot(verts[i], verts[j])))) > 64:  # not an edge
+                continue
+            normal = np.cross(verts[i], verts[j])
+            normal /= np.linalg.norm(normal)
+            for t in np.linspace(0.0, 1.0, 41):
+                p = (1 - t) * verts[i] + t * verts[j]
+                for off in (0.0, 1e-9, -1e-9):
+                    q = p / np.linalg.norm(p) + off * normal
+                    pts.append((math.degrees(math.atan2(q[1], q[0])),
+                                math.degrees(math.asin(max(-1.0, min(1.0, q[2] / np.linalg.norm(q)))))))
+    for x, y, z in h3sql._FACE_CENTER:
+        lo, la = math.degrees(math.atan2(y, x)), math.degrees(math.asin(z))
+        pts += [(lo, la), (lo + 1e-9, la), (lo, la - 1e-7)]
+    # a random scatter around each city
+    for lo, la in CITIES:
+        pts += list(zip(lo + rng.normal(0, 0.05, 200), la + rng.normal(0, 0.05, 200), strict=True))
+    arr = np.array(pts, dtype=float)
+    return arr[:, 0], arr[:, 1]
+
+
+def test_special_points_match_h3_at_every_resolution(con: duckdb.DuckDBPyConnection) -> None:
+    lon, lat = _special_points()
+    assert len(lon) > 10_000
+    for res in range(16):
+        assert_same(con, lon, lat, res)
+
+
+def test_cities(con: duckdb.DuckDBPyConnection) -> None:
+    lon, lat = np.array([c[0] for c in CITIES]), np.array([c[1] for c in CITIES])
+    # literal value from spacelink's own doctest (h3-py), Beijing at res 9
+    assert sql_cells(con, lon, lat, 9)[0] == "8931aa42803ffff"
+    assert sql_cells(con, lon, lat, 9) == ref_cells(lon, lat, 9)
+
+
+def test_invalid_coordinates_give_null_like_spacelink(con: duckdb.DuckDBPyConnection) -> None:
+    lon = np.array([np.nan, 1.0, np.inf, -np.inf, 1.0, 180.0000001, -181.0, 10.0, 180.0, -180.0, 0.0])
+    lat = np.array([1.0, np.nan, 1.0, 1.0, -np.inf, 0.0, 0.0, 90.0000001, 90.0, -90.0, -91.0])
+    got = sql_cells(con, lon, lat, 9)
+    want = list(spacelink.h3_cells(lon, lat, 9, invalid="none"))
+    assert got == want
+    assert got[:8] == [None] * 8 and got[-1] is None and got[8] is not None
+    # SQL NULL, and a NULL in only one of the two columns
+    rows = con.sql(h3sql.wrap_select(
+        "SELECT * FROM (VALUES (NULL::DOUBLE, 1.0::DOUBLE), (1.0, NULL), (NULL, NULL), (1.0, 2.0)) t(lo, la)",
+        "lo", "la", 5)).fetchall()
+    assert [r[-1] for r in rows] == [None, None, None, h3.latlng_to_cell(2.0, 1.0, 5)]
+
+
+@pytest.mark.parametrize("bad", [16, -1, "9", 9.0, None, True])
+def test_bad_resolution_raises(bad: object) -> None:
+    with pytest.raises(InputError, match="resolution"):
+        h3sql.wrap_select("SELECT 1 AS lon, 2 AS lat", "lon", "lat", bad)  # type: ignore[arg-type]
+
+
+def test_wrapper_keeps_other_columns(con: duckdb.DuckDBPyConnection) -> None:
+    # several vectors' worth of rows, mixed types, NULLs: same columns in the same order, same
+    # values in the same row order, plus the new column
+    con.execute("""CREATE OR REPLACE TEMP TABLE t AS
+        SELECT i AS id, 'name ' || i AS "Na me", CASE WHEN i % 7 = 0 THEN NULL ELSE i * 0.5 END AS val,
+               [i, i + 1] AS lst, (i % 360) - 179.5 AS x, ((i * 7) % 180) - 89.5 AS y, DATE '2026-01-01' + CAST(i AS INTEGER) AS d
+        FROM range(10000) r(i)""")
+    inner = 'SELECT id, "Na me", val, lst, x, y, d FROM t'
+    before = con.sql(inner)
+    after = con.sql(h3sql.wrap_select(inner, "x", "y", 8, out="cell"))
+    assert after.columns == [*before.columns, "cell"]
+    rows_before, rows_after = before.fetchall(), after.fetchall()
+    assert [r[:-1] for r in rows_after] == rows_before
+    assert [r[-1] for r in rows_after] == [h3.latlng_to_cell(r[5], r[4], 8) for r in rows_before]
+
+
+def test_quoted_and_odd_column_names(con: duckdb.DuckDBPyConnection) -> None:
+    inner = 'SELECT 114.0579 AS "Lon gitude", 22.5431 AS "La""t"'
+    plain = con.sql(h3sql.wrap_select(inner, "Lon gitude", 'La"t', 7)).fetchall()
+    quoted = con.sql(h3sql.wrap_select(inner, '"Lon gitude"', '"La""t"', 7)).fetchall()
+    assert plain == quoted
+    assert plain[0][-1] == h3.latlng_to_cell(22.5431, 114.0579, 7)
+
+
+def test_same_as_the_ingest_udf(con: duckdb.DuckDBPyConnection) -> None:
+    # drop-in for the arrow UDF h3_cell(lon, lat, res) used by the ingest, NULLs included
+    c = duckdb.connect()
+    _register_udfs(c)
+    rng = np.random.default_rng(3)
+    lon = np.concatenate([rng.uniform(-180, 180, 3000), [np.nan, 200.0]])
+    lat = np.concatenate([rng.uniform(-90, 90, 3000), [0.0, 0.0]])
+    c.register("p", pd.DataFrame({"lon": lon, "lat": lat}))
+    udf = [r[0] for r in c.sql("SELECT h3_cell(lon, lat, 9) FROM p").fetchall()]
+    sql = [r[-1] for r in c.sql(h3sql.wrap_select("SELECT * FROM p", "lon", "lat", 9)).fetchall()]
+    assert sql == udf
+
+
+def test_face_candidate_table_is_reproducible() -> None:
+    # regenerate the 10-degree grid of candidate faces as documented in h3sql and compare
+    centres = np.array(h3sql._FACE_CENTER)
+    step, margin, ns, delta = h3sql._GRID_STEP, 0.3, 40, 0.012
+    table = []
+    for ia in range(180 // step):
+        lats = np.radians(np.clip(np.linspace(-90 + ia * step - margin, -90 + (ia + 1) * step + margin, ns), -90, 90))
+        for io in range(360 // step):
+            lons = np.radians(np.linspace(-180 + io * step - margin, -180 + (io + 1) * step + margin, ns))
+            la, lo = np.meshgrid(lats, lons)
+            p = np.stack([np.cos(lo) * np.cos(la), np.sin(lo) * np.cos(la), np.sin(la)], -1).reshape(-1, 1, 3)
+            d = ((centres[None] - p) ** 2).sum(-1)
+            faces = np.flatnonzero((d - d.min(1, keepdims=True)).min(0) <= delta)
+            table.append(len(faces) | sum(int(f) << (3 + 5 * k) for k, f in enumerate(faces)))
+    assert tuple(table) == h3sql._FACE_CANDIDATES
