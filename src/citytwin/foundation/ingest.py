@@ -125,7 +125,9 @@ def _clean(col: str) -> str:
     # first byte below '!' (space, tab, control) or non-ASCII; last character one of WHITESPACE
     edge = " OR ".join([f"{x} < '!'", f"{x} >= '\u0080'"] + [f"{x} LIKE {lit('%' + w)}" for w in WHITESPACE])
     t = f"(CASE WHEN {edge} THEN trim({x}, {lit(WHITESPACE)}) ELSE {x} END)"
-    return f"CASE WHEN length({t}) <= 4 AND list_contains({tokens}, lower({t})) THEN NULL ELSE {t} END"
+    # no token starts with a digit: most numbers skip the lookup
+    return (f"CASE WHEN length({t}) <= 4 AND NOT ({t} >= '0' AND {t} < ':') AND list_contains({tokens}, lower({t})) "
+            f"THEN NULL ELSE {t} END")
 
 
 def _num(raw: str) -> str:
