@@ -237,7 +237,7 @@ def _child_citytwin(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     r = ing.ingest(ws, spec["paths"], dataset=spec["dataset"], schema=spec["schema"],
                    units_map=spec.get("units_map"), h3=spec.get("h3", True),
-                   memory_limit=spec.get("memory_limit"))
+                   memory_limit=spec.get("memory_limit"), stream=spec.get("stream", True))
     seconds = time.perf_counter() - t0
     stages: dict[str, float] = {}
     for sql, sec in log:
@@ -399,16 +399,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-beijing", action="store_true", help="skip the Beijing air files")
     ap.add_argument("--no-poi", action="store_true", help="skip the generated POI files")
     ap.add_argument("--no-parquet", action="store_true", help="skip the POI Parquet variant")
+    ap.add_argument("--dirty", action="store_true",
+                    help="also a POI CSV with one bad value in its middle row: the streamed pass stops there "
+                         "and the staged pipeline redoes the file (vs stream=False, the staged pipeline alone)")
     ap.add_argument("--tmp", type=Path, default=None, help="temp folder (default: system temp)")
     ap.add_argument("--out", type=Path, default=HERE / "out" / "ingest.json")
-    ap.add_argument("--repeat", type=int, default=REPEAT, help="runs per measurement; the fastest counts")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per measurement; the fastest counts")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
         child_main(*a.child)
         return 0
-    global REPEAT
-    REPEAT = a.repeat
+    globals()["REPEAT"] = a.repeat
     sizes = a.sizes or (QUICK_SIZES if a.quick else FULL_SIZES)
     info = machine()
     print(f"machine: nproc={info['nproc']} memory={info['memory_gib']} GiB cpu={info['cpu']}")
@@ -479,6 +481,26 @@ def main(argv: list[str] | None = None) -> int:
                         ct["ratio_vs_table"] = _rate(n, ct["seconds"]) / bt
                         part[key] = ct
                     entry[fmt] = part
+                if a.dirty:
+                    bad = tmp / f"poi_{n}_dirty.csv"
+                    with csv.open("rb") as src_fh, bad.open("wb") as dst:
+                        for i, line in enumerate(src_fh):
+                            if i == n // 2 + 1:  # data row n/2 + 1 (1-based): lon is not a number
+                                parts = line.split(b",")
+                                parts[3] = b"east"
+                                line = b",".join(parts)
+                            dst.write(line)
+                    dirty: dict[str, Any] = {}
+                    for stream in (True, False):
+                        ct = run_child({"kind": "citytwin", "paths": [str(bad)], "dataset": "poi", "schema": "poi",
+                                        "h3": False, "stream": stream}, tmp)
+                        assert ct["rows_quarantined"] == 1, ct
+                        print(fmt_row(f"citytwin dirty csv stream={stream}", ct, n, entry["csv"]["duck_parquet"]
+                                      and _rate(n, entry["csv"]["duck_parquet"]["seconds"]), None))
+                        print_stages(ct)
+                        dirty[f"stream_{stream}"] = ct
+                    entry["dirty_csv"] = dirty
+                    bad.unlink()
                 results["poi"].append(entry)
                 csv.unlink()
                 pq.unlink()
