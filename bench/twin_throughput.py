@@ -6,7 +6,9 @@ Each figure is set against a raw ceiling measured in the same run:
   Parquet history, live state, ack) vs **broker -> subscriber alone** (same messages, same
   QoS 1 manual-ack client, handler does nothing) and vs **Parquet append alone**
   (``HistoryStore.append`` of pre-built columns, same batch size, fsync on);
-* HTTP batch upsert end to end (client -> uvicorn -> same pipeline) vs Parquet append alone;
+* HTTP batch upsert end to end (client -> uvicorn -> same pipeline, with a bearer token checked
+  against the workspace catalog and one audit row per request) vs Parquet append alone, and vs
+  the same server with ``auth=False`` (no token check, no audit: the cost of security);
 * p50/p99 latency of a state query (one entity, latest values; SQLite) and a history query
   (one station, one day, all properties; DuckDB over Parquet) while MQTT ingest runs, vs the
   same queries on the idle store after the run.
@@ -44,6 +46,7 @@ import psutil
 
 from citytwin.foundation.mqtt import MqttIngest, MqttPublisher
 from citytwin.foundation.timeseries import HistoryStore, StateStore
+from citytwin.foundation.workspace import Workspace
 from citytwin.service.app import open_runtime
 from citytwin.twin import entities as E
 
@@ -182,6 +185,41 @@ def free_port() -> int:
     return p
 
 
+def run_http(hroot: Path, bodies: list[bytes], n_obs: int, *, token: str | None, auth: bool) -> float:
+    """Serve ``hroot`` with uvicorn in a child process, post ``bodies`` sequentially; seconds taken."""
+    rt = open_runtime(hroot)
+    rt.register(stations())
+    rt.close()
+    hport = free_port()
+    srv = subprocess.Popen([sys.executable, "-c",
+                            "import uvicorn; from citytwin.service.app import create_app; "
+                            f"uvicorn.run(create_app({str(hroot)!r}, auth={auth}), host='127.0.0.1', port={hport}, "
+                            "log_level='warning')"])
+    try:
+        headers = {"content-type": "application/json"}
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        client = httpx.Client(base_url=f"http://127.0.0.1:{hport}", timeout=120)
+        for _ in range(200):
+            try:
+                client.get("/health")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        t0 = time.time()
+        for b in bodies:
+            r = client.post("/ngsi-ld/v1/entityOperations/upsert", content=b, headers=headers)
+            assert r.status_code == 201, r.text[:300]
+        took = time.time() - t0
+        hh = HistoryStore(hroot / "history")
+        assert hh.count()["rows"] == n_obs
+        hh.close()
+        return took
+    finally:
+        srv.terminate()
+        srv.wait(20)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one month (Dec 2015) instead of four years")
@@ -189,6 +227,7 @@ def main() -> None:
     ap.add_argument("--per-message", type=int, default=12, help="entity updates per MQTT message")
     ap.add_argument("--http-batch", type=int, default=240, help="entity updates per HTTP upsert request")
     ap.add_argument("--skip-http", action="store_true")
+    ap.add_argument("--skip-http-baseline", action="store_true", help="no HTTP run without auth")
     args = ap.parse_args()
     print(f"machine: {machine()}")
     t0 = time.perf_counter()
@@ -295,53 +334,40 @@ def main() -> None:
               f"p99 {pct(idle2.hist_ms, 99):.1f} ms")
         h.close()
 
-        # 4. HTTP batch upsert end to end
+        # 4. HTTP batch upsert end to end: secured (token, role check, one audit row per request) and,
+        #    as its baseline, the same server with auth off outside any workspace (no check, no audit)
         if not args.skip_http:
-            hroot = work / "http-twin"
-            rt = open_runtime(hroot)
-            rt.register(stations())
-            rt.close()
-            hport = free_port()
-            srv = subprocess.Popen([sys.executable, "-c",
-                                    "import uvicorn; from citytwin.service.app import create_app; "
-                                    f"uvicorn.run(create_app({str(hroot)!r}), host='127.0.0.1', port={hport}, "
-                                    "log_level='warning')"])
-            try:
-                client = httpx.Client(base_url=f"http://127.0.0.1:{hport}", timeout=120)
-                for _ in range(200):
-                    try:
-                        client.get("/health")
-                        break
-                    except httpx.TransportError:
-                        time.sleep(0.1)
-                bodies: list[bytes] = []
-                cur: list[dict] = []
-                for _, p in MSGS:
-                    items = json.loads(p)
-                    for it in items if isinstance(items, list) else [items]:
-                        it["type"] = "AirQualityObserved"
-                        cur.append(it)
-                        if len(cur) >= args.http_batch:
-                            bodies.append(json.dumps(cur, ensure_ascii=False).encode())
-                            cur = []
-                if cur:
-                    bodies.append(json.dumps(cur, ensure_ascii=False).encode())
-                t0 = time.time()
-                for b in bodies:
-                    r = client.post("/ngsi-ld/v1/entityOperations/upsert", content=b,
-                                    headers={"content-type": "application/json"})
-                    assert r.status_code == 201, r.text[:300]
-                http_s = time.time() - t0
-                hh = HistoryStore(hroot / "history")
-                assert hh.count()["rows"] == n_obs
-                results["http_obs"] = n_obs / http_s
-                print(f"[HTTP e2e] batch upsert ({args.http_batch} entity updates = "
-                      f"{args.http_batch * 12:,} readings per request, sequential client): "
-                      f"{n_obs / http_s:,.0f} readings/s ({http_s:.1f} s); ratio to Parquet append ceiling "
-                      f"{results['http_obs'] / app_rate:.2f}")
-            finally:
-                srv.terminate()
-                srv.wait(20)
+            bodies: list[bytes] = []
+            cur: list[dict] = []
+            for _, p in MSGS:
+                items = json.loads(p)
+                for it in items if isinstance(items, list) else [items]:
+                    it["type"] = "AirQualityObserved"
+                    cur.append(it)
+                    if len(cur) >= args.http_batch:
+                        bodies.append(json.dumps(cur, ensure_ascii=False).encode())
+                        cur = []
+            if cur:
+                bodies.append(json.dumps(cur, ensure_ascii=False).encode())
+            ws = Workspace.init(work / "http-ws", owner="bench")
+            ws.add_user("gateway", "integrator")
+            token = ws.catalog.issue_token("gateway", label="bench")[1]
+            http_s = run_http(ws.root / "twin", bodies, n_obs, token=token, auth=True)
+            results["http_obs"] = n_obs / http_s
+            audited = sum(1 for r in ws.catalog.audit_log("twin", limit=10**7) if r["action"] == "twin.write")
+            assert audited == len(bodies), (audited, len(bodies))
+            print(f"[HTTP e2e] batch upsert with auth ({args.http_batch} entity updates = "
+                  f"{args.http_batch * 12:,} readings per request, sequential client, bearer token, "
+                  f"{audited:,} audit rows): {n_obs / http_s:,.0f} readings/s ({http_s:.1f} s, "
+                  f"{1000 * http_s / len(bodies):.1f} ms/request); ratio to Parquet append ceiling "
+                  f"{results['http_obs'] / app_rate:.2f}")
+            if not args.skip_http_baseline:
+                base_s = run_http(work / "http-twin-noauth", bodies, n_obs, token=None, auth=False)
+                results["http_noauth_obs"] = n_obs / base_s
+                print(f"[HTTP e2e] same without auth (auth=False, no audit): {n_obs / base_s:,.0f} readings/s "
+                      f"({base_s:.1f} s, {1000 * base_s / len(bodies):.1f} ms/request); auth costs "
+                      f"{1000 * (http_s - base_s) / len(bodies):+.2f} ms/request, throughput ratio auth/no-auth "
+                      f"{results['http_obs'] / results['http_noauth_obs']:.2f}")
         goal = 20_000
         print(f"goal >= {goal:,} readings/s end to end: MQTT {'met' if results['mqtt_obs'] >= goal else 'NOT met'}"
               + ("" if args.skip_http else f", HTTP {'met' if results['http_obs'] >= goal else 'NOT met'}"))

@@ -117,3 +117,43 @@ def test_mask_frame_keeps_missing_missing() -> None:
     out = mask_frame(df, {"phone": "phone", "email": "email"})
     assert out["phone"].iloc[0] == "138****5678" and pd.isna(out["phone"].iloc[1])
     assert out["email"].iloc[0] == "a***@example.org" and pd.isna(out["email"].iloc[1])
+
+
+def test_live_twin_rules_follow_the_python_api(ws: Workspace) -> None:
+    """The twin's HTTP API reuses these rules: whoever may read an internal dataset here may read an internal
+    twin there (``readers_of``), and only integrators, stewards and admins may write to the live twin."""
+    from citytwin.foundation.access import LIVE_WRITERS, ROLES, can_read, can_write_live, readers_of
+
+    for name in ("ana", "vera", "resident", "sam", "admin"):
+        u = ws.as_user(name).user
+        try:
+            ws.as_user(name).read("stats")  # internal, department statistics
+            reads = True
+        except AccessDenied:
+            reads = False
+        assert (u.role in readers_of("internal")) == reads == can_read(u, "internal", None), name
+    assert readers_of("sensitive") == ["admin", "steward"] and "public" in readers_of("public")
+    # live writers can also write datasets; analysts write datasets but do not feed the live twin
+    assert all(ROLES[r].can_write for r in LIVE_WRITERS)
+    assert not can_write_live(ws.as_user("ana").user) and ROLES["analyst"].can_write
+    from citytwin.foundation.access import require_live_write
+
+    with pytest.raises(AccessDenied, match=r"role viewer\) may not write to the live twin \(needs role integrator"):
+        require_live_write(ws.as_user("vera").user)
+    with pytest.raises(AccessDenied, match="needs role admin or steward"):
+        ws.as_user("ana").read("complaints")
+
+
+def test_token_table_added_to_an_existing_workspace(workspace: Workspace) -> None:
+    """Workspaces made before API tokens existed get the table when opened; nothing else changes."""
+    import sqlite3
+
+    with sqlite3.connect(workspace.catalog.path) as con:
+        con.execute("DROP TABLE api_tokens")
+    n_audit = len(workspace.catalog.audit_log())
+    again = Workspace.open(workspace.root, user="admin")
+    assert again.catalog.tokens() == []
+    tid, token = again.catalog.issue_token("admin", label="after upgrade")
+    assert again.catalog.resolve_token(token) == {"name": "admin", "role": "admin", "department": None,
+                                                  "token_id": tid}
+    assert [u["name"] for u in again.catalog.users()] == ["admin"] and len(again.catalog.audit_log()) == n_audit

@@ -66,14 +66,14 @@ class Collector:
 
 @pytest.mark.integration
 @pytest.mark.skipif(not HAVE_MOSQUITTO, reason="Mosquitto not installed (scripts/setup.sh --test installs it)")
-def test_alerts_pushed_over_mqtt_once_per_transition(broker, tmp_path):
+def test_alerts_pushed_over_mqtt_once_per_transition(broker, twin_ws):
     host, port = broker
-    rt = open_runtime(tmp_path / "twin")
+    rt = open_runtime(twin_ws.root)
     rt.register([E.beijing_entity("Dongsi"), E.beijing_entity("Tiantan")])
     sub = Collector(host, port, "citytwin/alerts/#", "test-alert-subscriber")
     rt.start_mqtt(host, port, client_id="alert-it-ingest")  # ingest + alert publishing on one broker
     try:
-        with TestClient(create_app(runtime=rt)) as c:
+        with TestClient(create_app(runtime=rt), headers=twin_ws.headers("integrator")) as c:
             r = c.post("/twin/v1/alerts", json={"rule": "aqi_heavy_3h", "entity": DONGSI, "peak": 320.0,
                                                 "at": "2015-12-01T03:00:00Z", "severity": "major"})
             assert r.status_code == 201, r.text
@@ -115,7 +115,7 @@ def test_alerts_pushed_over_mqtt_once_per_transition(broker, tmp_path):
         sub.close()
         rt.close()
     # the alert book is saved: a restarted twin has both alerts, resolved
-    again = AlertHub(tmp_path / "twin" / "alerts.json")
+    again = AlertHub(twin_ws.root / "alerts.json")
     assert sorted(a.status for a in again.book) == ["resolved", "resolved"]
 
 
@@ -140,8 +140,8 @@ def _sse(lines: list[str]) -> list[dict]:
     return events
 
 
-def test_alert_stream_sse_live_and_resume(tmp_path):
-    rt = open_runtime(tmp_path / "twin")
+def test_alert_stream_sse_live_and_resume(twin_ws):
+    rt = open_runtime(twin_ws.root)
     app = create_app(runtime=rt)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -157,7 +157,7 @@ def test_alert_stream_sse_live_and_resume(tmp_path):
 
         def read() -> None:
             with httpx.stream("GET", f"{base}/twin/v1/alerts/stream", params={"maxEvents": 3, "timeout": 20},
-                              timeout=30) as r:
+                              headers=twin_ws.headers("viewer"), timeout=30) as r:
                 assert r.headers["content-type"].startswith("text/event-stream")
                 lines.extend(r.iter_lines())
 
@@ -165,7 +165,7 @@ def test_alert_stream_sse_live_and_resume(tmp_path):
         reader.start()
         while not rt.alerts._listeners and time.monotonic() < deadline:  # the stream is connected
             time.sleep(0.01)
-        with httpx.Client(base_url=base) as c:
+        with httpx.Client(base_url=base, headers=twin_ws.headers("integrator")) as c:
             aid = c.post("/twin/v1/alerts", json={"rule": "congestion", "entity": "urn:ngsi-ld:TrafficFlowObserved:n7",
                                                   "at": "2024-01-01T08:00:00Z"}).json()["alert"]["id"]
             assert c.post(f"/twin/v1/alerts/{aid}/ack", json={"by": "operator"}).status_code == 200
@@ -176,7 +176,7 @@ def test_alert_stream_sse_live_and_resume(tmp_path):
         assert [json.loads(e["data"])["alert"]["status"] for e in ev] == ["open", "acknowledged", "resolved"]
         # a client that reconnects with Last-Event-ID gets exactly what it missed
         with httpx.stream("GET", f"{base}/twin/v1/alerts/stream", params={"maxEvents": 2, "timeout": 5},
-                          headers={"Last-Event-ID": "1"}, timeout=30) as r:
+                          headers={"Last-Event-ID": "1", **twin_ws.headers("viewer")}, timeout=30) as r:
             again = _sse(list(r.iter_lines()))
         assert [(e["event"], e["id"]) for e in again] == [("ack", "2"), ("resolve", "3")]
     finally:
@@ -185,16 +185,17 @@ def test_alert_stream_sse_live_and_resume(tmp_path):
         rt.close()
 
 
-def test_alert_lifecycle_http_errors(tmp_path):
-    rt = open_runtime(tmp_path / "twin")
-    with TestClient(create_app(runtime=rt)) as c:
+def test_alert_lifecycle_http_errors(twin_ws):
+    rt = open_runtime(twin_ws.root)
+    with TestClient(create_app(runtime=rt), headers=twin_ws.headers("integrator")) as c:
         aid = c.post("/twin/v1/alerts", json={"rule": "r", "entity": "e", "at": "2024-01-01T00:00:00Z"}) \
             .json()["alert"]["id"]
         assert c.post("/twin/v1/alerts/nope/ack", json={"by": "x"}).status_code == 404
-        r = c.post(f"/twin/v1/alerts/{aid}/ack", json={})
-        assert r.status_code == 400 and "by" in r.text  # who acknowledged is required
         r = c.post(f"/twin/v1/alerts/{aid}/ack", json={"by": "x", "at": "2023-12-31T00:00:00Z"})
         assert r.status_code == 400  # before it opened
+        # who acknowledged is required; without "by" it is the token's user (ops, the integrator)
+        r = c.post(f"/twin/v1/alerts/{aid}/ack", json={})
+        assert r.status_code == 200 and r.json()["acknowledged_by"] == "ops"
         assert c.post("/twin/v1/alerts", json={"rule": "r", "entity": "e", "colour": "red"}).status_code == 400
         assert c.post("/twin/v1/alerts", content=b"[1]").status_code == 400
         assert c.post(f"/twin/v1/alerts/{aid}/resolve", json={"by": "x"}).json()["status"] == "resolved"
@@ -203,6 +204,6 @@ def test_alert_lifecycle_http_errors(tmp_path):
         assert c.get("/twin/v1/alerts", params={"status": "bogus"}).status_code == 400
         assert c.get(f"/twin/v1/alerts/{aid}").json()["resolved_by"] == "x"
         # the stream's backlog through TestClient (which reads a response to its end): since=0, 3 events
-        r = c.get("/twin/v1/alerts/stream", params={"since": 0, "maxEvents": 2})
-        assert [e["event"] for e in _sse(r.text.splitlines())] == ["open", "resolve"]
+        r = c.get("/twin/v1/alerts/stream", params={"since": 0, "maxEvents": 3})
+        assert [e["event"] for e in _sse(r.text.splitlines())] == ["open", "ack", "resolve"]
     rt.close()

@@ -171,7 +171,7 @@ def test_auto_alerts_leave_other_entities_alone(tmp_path, wide):
         rt.close()
 
 
-def test_auto_alerts_over_http_and_cli_switch(tmp_path, shared_data):
+def test_auto_alerts_over_http_and_cli_switch(tmp_path, shared_data, twin_ws):
     """``create_app(auto_alerts=True)``: observations posted over HTTP raise and resolve alerts; the CLI's
     ``--no-auto-alerts`` leaves the hub empty."""
     from fastapi.testclient import TestClient
@@ -180,9 +180,9 @@ def test_auto_alerts_over_http_and_cli_switch(tmp_path, shared_data):
     from citytwin.cli.main import app as cli
     from citytwin.service.app import create_app
 
-    rt = open_runtime(tmp_path / "twin")
+    rt = open_runtime(twin_ws.root)
     rt.register([E.beijing_entity("Dongsi")])
-    client = TestClient(create_app(runtime=rt, auto_alerts=True))
+    client = TestClient(create_app(runtime=rt, auto_alerts=True), headers=twin_ws.headers("integrator"))
     # PM2.5 260, 280 µg/m³: IAQI 310, 330 (> 200 two hours running); then 100: IAQI 133
     for h, v in ((0, 100.0), (1, 260.0), (2, 280.0), (3, 100.0)):
         body = {"id": DONGSI, "type": "AirQualityObserved", "observedAt": f"2015-12-01T0{h}:00:00+08:00", "pm25": v}
@@ -194,7 +194,7 @@ def test_auto_alerts_over_http_and_cli_switch(tmp_path, shared_data):
         if h == 3:
             assert al[0]["status"] == "resolved" and al[0]["resolved_at"] == "2015-11-30T18:00:00+00:00"
     rt.close()
-    ws = tmp_path / "ws"
+    ws = tmp_path / "ws_cli"
     assert CliRunner().invoke(cli, ["init", str(ws)]).exit_code == 0
     r = CliRunner().invoke(cli, ["twin", "replay", str(shared_data / "air_beijing_multisite"), "-w", str(ws),
                                  "--station", "Dongsi", "--start", "2015-11-30T00:00:00+08:00",

@@ -59,8 +59,8 @@ def test_store_is_idempotent_and_validates(tmp_path):
     assert ForecastStore(tmp_path / "fc").count() == 2  # durable: a new process sees them
 
 
-def test_issue_feed_verify_mae_by_hand(tmp_path, dongsi):
-    rt = open_runtime(tmp_path / "twin")
+def test_issue_feed_verify_mae_by_hand(twin_ws, dongsi):
+    rt = open_runtime(twin_ws.root)
     rt.register([E.beijing_entity("Dongsi")])
     n0 = 21 * 24  # three weeks of history before the first forecast
     feed(rt, dongsi.iloc[:n0])
@@ -124,7 +124,7 @@ def test_issue_feed_verify_mae_by_hand(tmp_path, dongsi):
         assert rt.last_verify.verified > before
 
         # HTTP: the latest forecasts with actual/error where known, the scores, a fresh verification
-        with TestClient(create_app(runtime=rt)) as c:
+        with TestClient(create_app(runtime=rt), headers=twin_ws.headers("steward")) as c:
             got = c.get("/twin/v1/forecasts", params={"model": "ridge", "latest": "false"}).json()
             assert got["count"] == 36
             known = [x for x in got["forecasts"] if x["actual"] is not None]

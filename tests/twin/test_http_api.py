@@ -19,10 +19,10 @@ def _ent(local: str, lon: float, lat: float, **attrs) -> dict:
 
 
 @pytest.fixture()
-def client(tmp_path):
-    rt = open_runtime(tmp_path / "twin", max_payload=64_000)
+def client(twin_ws):
+    rt = open_runtime(twin_ws.root, max_payload=64_000)
     app = create_app(runtime=rt, max_body=200_000)
-    with TestClient(app) as c:
+    with TestClient(app, headers=twin_ws.headers("integrator")) as c:
         yield c
     rt.close()
 

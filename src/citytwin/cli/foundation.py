@@ -14,6 +14,7 @@ from citytwin.cli.common import (
     UserOpt,
     WorkspaceOpt,
     console,
+    err_console,
     handle_errors,
     open_workspace,
     print_json,
@@ -349,6 +350,67 @@ def user_list(workspace: WorkspaceOpt = None, user: UserOpt = None, as_json: Jso
     for u in users:
         t.add_row(u["name"], u["role"], u["department"] or "")
     console.print(t)
+
+
+@user_app.command("token")
+@handle_errors
+def user_token(name: str, workspace: WorkspaceOpt = None, user: UserOpt = None,
+               label: Annotated[str | None, typer.Option(help="What the token is for (e.g. 'gateway-3').")] = None,
+               as_json: JsonOpt = False) -> None:
+    """Issue an API token for user NAME (for the twin's HTTP API); it is shown only this once.
+
+    The token alone goes to stdout (the rest to stderr), so it can be captured:
+    TOKEN=$(citytwin user token gateway --label mqtt-bridge -w ./ws)
+    """
+    from citytwin.foundation import access
+
+    ws = open_workspace(workspace, user)
+    access.require_admin(ws.user)
+    tid, token = ws.catalog.issue_token(name, label)
+    ws.catalog.audit(user=ws.user.name, role=ws.user.role, action="token.issue", detail=f"{name}:{tid}")
+    if as_json:
+        print_json({"id": tid, "user": name, "label": label, "token": token})
+        return
+    err_console.print(f"token {tid} for user {name}" + (f" ({label})" if label else "")
+                      + ": store it now, it is not shown again", highlight=False)
+    typer.echo(token)
+
+
+@user_app.command("tokens")
+@handle_errors
+def user_tokens(name: Annotated[str | None, typer.Argument(help="Only this user's tokens.")] = None,
+                workspace: WorkspaceOpt = None, user: UserOpt = None, as_json: JsonOpt = False) -> None:
+    """List API tokens (id, user, label, created, revoked); never the tokens themselves."""
+    from citytwin.foundation import access
+
+    ws = open_workspace(workspace, user)
+    access.require_admin(ws.user)
+    if name is not None and ws.catalog.get_user(name) is None:
+        from citytwin.foundation.errors import NotFoundError
+
+        raise NotFoundError(f"user {name!r} is not registered in this workspace", hint="`citytwin user list`")
+    rows = ws.catalog.tokens(name)
+    if as_json:
+        print_json(rows)
+        return
+    t = Table("id", "user", "label", "created", "revoked", title="API tokens")
+    for r in rows:
+        t.add_row(str(r["id"]), r["user"], r["label"] or "", r["created"], r["revoked_at"] or "")
+    console.print(t)
+
+
+@user_app.command("revoke-token")
+@handle_errors
+def user_revoke_token(token_id: Annotated[int, typer.Argument(help="Token id (see `citytwin user tokens`).")],
+                      workspace: WorkspaceOpt = None, user: UserOpt = None) -> None:
+    """Revoke an API token: requests with it are refused (401) from now on."""
+    from citytwin.foundation import access
+
+    ws = open_workspace(workspace, user)
+    access.require_admin(ws.user)
+    rec = ws.catalog.revoke_token(token_id)
+    ws.catalog.audit(user=ws.user.name, role=ws.user.role, action="token.revoke", detail=f"{rec['user']}:{token_id}")
+    console.print(f"token {token_id} of user {rec['user']} revoked ({rec['revoked_at']})")
 
 
 @schema_app.command("list")

@@ -15,7 +15,15 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
-from citytwin.cli.common import WorkspaceOpt, console, err_console, handle_errors, open_workspace, print_json
+from citytwin.cli.common import (
+    UserOpt,
+    WorkspaceOpt,
+    console,
+    err_console,
+    handle_errors,
+    open_workspace,
+    print_json,
+)
 from citytwin.foundation.errors import InputError
 
 app = typer.Typer(help="Live digital twin: replay and ingest sensor feeds (MQTT/HTTP), history, AQI, alerts.",
@@ -237,6 +245,25 @@ def ingest_cmd(
     rt.close()
 
 
+@app.command("classify")
+@handle_errors
+def classify(
+    classification: Annotated[str, typer.Argument(help="public | internal | sensitive")],
+    workspace: WorkspaceOpt = None,
+    user: UserOpt = None,
+) -> None:
+    """Set the live twin's data classification (admins), which the HTTP API enforces on reads.
+
+    Example: citytwin twin classify public -w ./ws   (then every role, `public` included, may read it)
+    """
+    from citytwin.foundation.catalog import check_classification
+    from citytwin.service.auth import SETTING
+
+    ws = open_workspace(workspace, user)
+    ws.set_setting(SETTING, check_classification(classification))
+    console.print(f"twin: {classification} (applies when `citytwin twin serve` next starts)")
+
+
 @app.command()
 @handle_errors
 def serve(
@@ -248,8 +275,15 @@ def serve(
     auto_verify: Annotated[bool, typer.Option("--auto-verify/--no-auto-verify", help="Score stored forecasts "
                                               "as soon as an ingest batch brings their actual.")] = True,
     auto_alerts: AutoAlertsOpt = True,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve WITHOUT authentication (anyone who can "
+                                          "reach the port may read and write the twin): a local demo only.")]
+    = False,
 ) -> None:
     """Serve the NGSI-LD-style API (and MQTT ingest with --broker; alerts are then published to it too).
+
+    Every endpoint but /health needs 'Authorization: Bearer TOKEN' (issue one with `citytwin user token
+    NAME`); reads need a role cleared for the twin's classification, writes an integrator, steward or
+    admin; every request is audited (`citytwin audit --dataset twin`).
 
     Example: citytwin twin serve -w ./ws --port 8000 --broker 127.0.0.1:1883
     """
@@ -257,9 +291,20 @@ def serve(
 
     from citytwin.foundation.mqtt import parse_broker
     from citytwin.service.app import create_app
+    from citytwin.service.auth import twin_classification
 
-    app_ = create_app(twin_root(workspace), broker=parse_broker(broker) if broker else None, client_id=client_id,
-                      auto_verify=auto_verify, auto_alerts=auto_alerts)
+    ws = open_workspace(workspace)
+    if no_auth:
+        err_console.print(f"[bold red]WARNING: authentication is OFF.[/] Anyone who can reach http://{host}:{port} "
+                          "can read and write this twin (requests are still audited, as an anonymous caller). "
+                          "Use --no-auth only for a local demo.", highlight=False)
+    else:
+        live = [t for t in ws.catalog.tokens() if not t["revoked"]]
+        err_console.print(f"auth on: twin classification {twin_classification(ws.settings)}, "
+                          f"{len(live)} active API token(s)"
+                          + ("" if live else " - issue one with `citytwin user token NAME`"), highlight=False)
+    app_ = create_app(ws.root / "twin", broker=parse_broker(broker) if broker else None, client_id=client_id,
+                      auto_verify=auto_verify, auto_alerts=auto_alerts, workspace=ws, auth=not no_auth)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 

@@ -17,6 +17,10 @@ public        public                 masked            no
 ============  =====================  ================  ======
 
 (*) an analyst may read the sensitive datasets of their own department, still masked.
+
+The live twin's HTTP API (:mod:`citytwin.service.auth`) applies the same read rule to the
+twin's classification (workspace setting ``twin_classification``, default ``internal``);
+its writes (observations, entities, alerts, forecasts) need a role in :data:`LIVE_WRITERS`.
 """
 
 from __future__ import annotations
@@ -78,12 +82,46 @@ def can_read(user: User, classification: str, department: str | None) -> bool:
             and user.department == department)
 
 
+def readers_of(classification: str) -> list[str]:
+    """Roles cleared to read data of this classification (analysts' own-department rule aside).
+
+    Examples
+    --------
+    >>> readers_of("public"), readers_of("sensitive")
+    (['admin', 'steward', 'analyst', 'integrator', 'viewer', 'public'], ['admin', 'steward'])
+    """
+    return [r.name for r in ROLES.values() if _level(classification) <= _level(r.clearance)]
+
+
 def require_read(user: User, name: str, classification: str, department: str | None) -> None:
     if not can_read(user, classification, department):
         raise AccessDenied(
-            f"user {user.name!r} (role {user.role}) may not read {classification} dataset {name!r}",
+            f"user {user.name!r} (role {user.role}) may not read {classification} dataset {name!r}"
+            f" (needs role {' or '.join(readers_of(classification))})",
             hint="ask a data steward for a role with clearance",
         )
+
+
+#: Roles that may write to the live twin (observations, entities, alerts, forecasts) over its API.
+LIVE_WRITERS: tuple[str, ...] = ("integrator", "steward", "admin")
+
+
+def can_write_live(user: User) -> bool:
+    """Whether ``user`` may write to the live twin: a role in :data:`LIVE_WRITERS`.
+
+    Examples
+    --------
+    >>> can_write_live(User("gw", "integrator")), can_write_live(User("ana", "analyst"))
+    (True, False)
+    """
+    return user.role in LIVE_WRITERS
+
+
+def require_live_write(user: User, name: str = "twin") -> None:
+    if not can_write_live(user):
+        raise AccessDenied(f"user {user.name!r} (role {user.role}) may not write to the live {name}"
+                           f" (needs role {' or '.join(LIVE_WRITERS)})",
+                           hint="ask an admin for an integrator token")
 
 
 def require_write(user: User, name: str) -> None:

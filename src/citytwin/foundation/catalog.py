@@ -6,8 +6,10 @@ once); the data itself lives in Parquet / GeoParquet files beside it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,11 +84,25 @@ CREATE TABLE IF NOT EXISTS audit (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_dataset ON audit(dataset);
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash TEXT NOT NULL UNIQUE,
+    user TEXT NOT NULL,
+    label TEXT,
+    created TEXT NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    revoked_at TEXT
+);
 """
 
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def token_hash(token: str) -> str:
+    """SHA-256 (hex) of an API token: what the catalog stores instead of the token."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def check_name(name: str) -> str:
@@ -318,6 +334,67 @@ class Catalog:
     def users(self) -> list[dict[str, Any]]:
         with self.connect() as con:
             return [dict(r) for r in con.execute("SELECT * FROM users ORDER BY name")]
+
+    # -- API tokens -----------------------------------------------------------
+    def issue_token(self, user: str, label: str | None = None) -> tuple[int, str]:
+        """Issue an API token for a registered user; returns ``(id, token)``.
+
+        The plaintext token is returned only here: the catalog keeps its SHA-256 hash.
+        (Who may issue tokens is checked by the caller; the CLI requires an admin.)
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> cat = Catalog(Path(tempfile.mkdtemp()) / "catalog.sqlite")
+        >>> cat.put_user("ops", "integrator")
+        >>> tid, tok = cat.issue_token("ops", label="gateway")
+        >>> cat.resolve_token(tok)["role"], cat.resolve_token("wrong")
+        ('integrator', None)
+        >>> cat.revoke_token(tid)["revoked"], cat.resolve_token(tok)
+        (1, None)
+        """
+        if self.get_user(user) is None:
+            raise NotFoundError(f"user {user!r} is not registered in this workspace",
+                                hint="an admin adds users with `citytwin user add NAME --role ROLE`")
+        token = secrets.token_urlsafe(32)
+        with self.connect() as con:
+            cur = con.execute("INSERT INTO api_tokens(hash, user, label, created) VALUES (?,?,?,?)",
+                              (token_hash(token), user, label, now()))
+            return int(cur.lastrowid or 0), token
+
+    def tokens(self, user: str | None = None) -> list[dict[str, Any]]:
+        """Issued tokens (id, user, label, created, revoked, revoked_at); never the token or its hash."""
+        cols = "id, user, label, created, revoked, revoked_at"
+        with self.connect() as con:
+            if user is not None:
+                q = con.execute(f"SELECT {cols} FROM api_tokens WHERE user=? ORDER BY id", (user,))
+            else:
+                q = con.execute(f"SELECT {cols} FROM api_tokens ORDER BY id")
+            return [dict(r) for r in q]
+
+    def revoke_token(self, token_id: int) -> dict[str, Any]:
+        """Revoke a token by id (revoking twice is harmless); returns its record."""
+        with self.connect() as con:
+            con.execute("UPDATE api_tokens SET revoked=1, revoked_at=COALESCE(revoked_at, ?) WHERE id=?",
+                        (now(), token_id))
+            r = con.execute("SELECT id, user, label, created, revoked, revoked_at FROM api_tokens WHERE id=?",
+                            (token_id,)).fetchone()
+        if r is None:
+            raise NotFoundError(f"no API token with id {token_id}", hint="`citytwin user tokens` lists them")
+        return dict(r)
+
+    def resolve_token(self, token: str) -> dict[str, Any] | None:
+        """The user of a valid token: ``{name, role, department, token_id}``; None if unknown or revoked.
+
+        The user's current role is used, so a role change applies to existing tokens at once.
+        """
+        if not token:
+            return None
+        with self.connect() as con:
+            r = con.execute("SELECT u.name, u.role, u.department, t.id AS token_id FROM api_tokens t"
+                            " JOIN users u ON u.name = t.user WHERE t.hash=? AND t.revoked=0",
+                            (token_hash(token),)).fetchone()
+        return dict(r) if r else None
 
     # -- audit --------------------------------------------------------------
     def audit(self, *, user: str | None, role: str | None, action: str, dataset: str | None = None,

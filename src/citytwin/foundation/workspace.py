@@ -152,6 +152,31 @@ class Workspace:
         self.catalog.put_user(name, role, department)
         self.catalog.audit(user=self.user.name, role=self.user.role, action="user.put", detail=f"{name}:{role}")
 
+    # -- settings -------------------------------------------------------------
+    def set_setting(self, key: str, value: Any) -> None:
+        """Change a workspace setting in ``citytwin.json`` (admins only; audited).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> ws = Workspace.init(tempfile.mkdtemp() + "/ws", owner="admin")
+        >>> ws.set_setting("twin_classification", "public")
+        >>> Workspace.open(ws.root, user="admin").settings["twin_classification"]
+        'public'
+        """
+        access.require_admin(self.user)
+        if not isinstance(key, str) or not key or key in ("owner", "format"):
+            raise InputError(f"setting {key!r} cannot be changed", field="key")
+        json.dumps(value)  # settings must stay JSON
+        marker = self.root / MARKER
+        settings = json.loads(marker.read_text(encoding="utf-8"))
+        settings[key] = value
+        tmp = marker.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(settings, indent=2, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, marker)
+        self.settings = settings
+        self.catalog.audit(user=self.user.name, role=self.user.role, action="setting", detail=f"{key}={value}")
+
     # -- catalog views (metadata is readable by anyone who may read the dataset) -----
     def info(self, name: str) -> DatasetInfo:
         info = self.catalog.get(name)

@@ -27,7 +27,7 @@ Payload (MQTT and SSE ``data``)::
 HTTP lifecycle: ``GET /twin/v1/alerts?status=&entity=&rule=``, ``GET /twin/v1/alerts/{id}``,
 ``POST /twin/v1/alerts`` (raise: ``{"rule", "entity", "severity", "property", "message", "peak"}``),
 ``POST /twin/v1/alerts/{id}/ack`` and ``POST /twin/v1/alerts/{id}/resolve`` (body ``{"by": ...,
-"note": ...}``; 404 unknown id, 409 a transition the lifecycle does not allow).
+"note": ...}``; ``by`` defaults to the token's user; 404 unknown id, 409 a transition the lifecycle does not allow).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from citytwin.foundation.errors import CitytwinError, InputError, NotFoundError
+from citytwin.service.auth import principal_name
 from citytwin.twin.alerts import Alert, AlertBook, AlertEvent, AlertStateError
 
 
@@ -435,8 +436,8 @@ async def post_alert(request: Request) -> Any:
 async def ack_alert(request: Request, alert_id: str) -> Any:
     try:
         b = await _json_body(request)
-        return _hub(request).acknowledge(alert_id, by=str(b.get("by") or ""), at=b.get("at"),
-                                         note=b.get("note")).to_record()
+        by = str(b.get("by") or principal_name(request) or "")
+        return _hub(request).acknowledge(alert_id, by=by, at=b.get("at"), note=b.get("note")).to_record()
     except CitytwinError as exc:
         return _err(exc)
 
@@ -445,12 +446,13 @@ async def ack_alert(request: Request, alert_id: str) -> Any:
 async def resolve_alert(request: Request, alert_id: str) -> Any:
     try:
         b = await _json_body(request)
-        return _hub(request).resolve(alert_id, by=str(b.get("by") or "operator"), at=b.get("at"),
-                                     note=b.get("note")).to_record()
+        by = str(b.get("by") or principal_name(request) or "operator")
+        return _hub(request).resolve(alert_id, by=by, at=b.get("at"), note=b.get("note")).to_record()
     except CitytwinError as exc:
         return _err(exc)
 
 
-def install(app: Any) -> None:
-    """Add the alert routes to a FastAPI app (``state.twin`` must be a TwinRuntime)."""
-    app.include_router(router)
+def install(app: Any, dependencies: list[Any] | None = None) -> None:
+    """Add the alert routes to a FastAPI app (``state.twin`` must be a TwinRuntime; ``dependencies``: e.g. the
+    token check of :mod:`citytwin.service.auth`)."""
+    app.include_router(router, dependencies=dependencies)

@@ -3,7 +3,11 @@
 Run with ``citytwin twin serve -w WORKSPACE [--broker HOST:PORT]`` or, in Python::
 
     from citytwin.service.app import create_app
-    app = create_app("./ws/twin")            # a twin folder (history/, state.sqlite, deadletter.sqlite)
+    app = create_app("./ws/twin")            # a workspace's twin folder (history/, state.sqlite, ...)
+
+Every endpoint but ``/health`` needs a bearer token of a workspace user and a role allowed to
+read (GET) or write (the rest) the twin; every request is audited in the workspace catalog
+(:mod:`citytwin.service.auth`). ``create_app(..., auth=False)`` turns this off for a local demo.
 
 :func:`open_runtime` wires the pieces: the foundation stores, the twin's message parser
 (entity model and validation) whose entity lookup asks the live state store, the ingest
@@ -14,6 +18,7 @@ CLI uses it too.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Sequence
@@ -23,12 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from citytwin.foundation.errors import CitytwinError
 from citytwin.foundation.mqtt import MqttIngest, MqttPublisher
 from citytwin.foundation.timeseries import Ingestor, IngestReport, TwinStores
 from citytwin.foundation.timeseries.forecasts import ForecastStore
+from citytwin.foundation.workspace import MARKER, Workspace
 from citytwin.service import alerting, forecasting, ngsi
+from citytwin.service import auth as auth_mod
 from citytwin.service.alerting import AlertHub, AutoAlerts, MqttAlertPush
 from citytwin.twin.entities import DEFAULT_MAX_PAYLOAD, Entity, EntityRef, MessageParser
 from citytwin.twin.rules import ThresholdRule
@@ -182,19 +190,48 @@ def open_runtime(root: str | Path, *, max_payload: int = DEFAULT_MAX_PAYLOAD, ma
                        prefix=prefix)
 
 
+def _open_workspace(path: str | Path) -> Workspace:
+    """A workspace opened as its owner (the service acts on its catalog, not as a user)."""
+    marker = Path(path) / MARKER
+    owner = json.loads(marker.read_text(encoding="utf-8")).get("owner") if marker.exists() else None
+    return Workspace.open(path, user=owner)
+
+
+def _workspace_of(twin_root: Path) -> Workspace | None:
+    """The workspace a twin folder sits in (``WORKSPACE/twin``), if any."""
+    parent = Path(twin_root).resolve().parent
+    return _open_workspace(parent) if (parent / MARKER).exists() else None
+
+
 def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = None,
                broker: tuple[str, int] | None = None, client_id: str = "citytwin-ingest",
                max_body: int | None = None, auto_verify: bool = False, auto_alerts: bool = False,
-               rules: Sequence[ThresholdRule] | None = None) -> FastAPI:
+               rules: Sequence[ThresholdRule] | None = None, workspace: Workspace | str | Path | None = None,
+               auth: bool = True) -> FastAPI:
     """The FastAPI app over a twin folder (or a given runtime); with ``broker``, MQTT ingest runs alongside.
 
     ``auto_verify`` scores stored forecasts after each ingest batch that brings a due actual;
     ``auto_alerts`` evaluates alert ``rules`` (default rules if None) after each ingest batch.
+
+    Secure by default: with ``auth`` (the default) every endpoint but ``/health`` needs a bearer
+    token and a role (:mod:`citytwin.service.auth`), and requests are audited, against
+    ``workspace`` — by default the workspace the twin folder sits in (``WORKSPACE/twin``); without
+    one, a :class:`~citytwin.foundation.errors.CitytwinError`. ``auth=False`` lets every request
+    through (a local demo; still audited when there is a workspace). The twin's classification
+    (workspace setting ``twin_classification``) is read here: restart the service after changing it.
     """
+    if runtime is None and root is None:
+        raise ValueError("give root or runtime")
+    twin_dir = Path(root) if runtime is None else runtime.stores.root  # type: ignore[arg-type]
+    ws = _workspace_of(twin_dir) if workspace is None else (
+        workspace if isinstance(workspace, Workspace) else _open_workspace(workspace))
+    if ws is None and auth:
+        raise CitytwinError(f"the twin at {twin_dir} is not inside a workspace, so its API has no users"
+                            " or tokens to check", hint="pass workspace=..., or auth=False for a local demo")
+    guard = auth_mod.TwinGuard(None, enabled=False) if ws is None else auth_mod.TwinGuard.for_workspace(
+        ws, enabled=auth)
     if runtime is None:
-        if root is None:
-            raise ValueError("give root or runtime")
-        runtime = open_runtime(root)
+        runtime = open_runtime(twin_dir)
     if max_body is not None:
         runtime.max_body = max_body
     rt = runtime
@@ -208,7 +245,8 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
         if broker is not None:
             rt.start_mqtt(broker[0], broker[1], client_id=client_id)
         try:
-            yield
+            with guard.hold():
+                yield
         finally:
             if broker is not None and rt.mqtt is not None:  # stop only what this app started
                 rt.mqtt.stop()
@@ -221,9 +259,12 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
     app = FastAPI(title="citytwin", description="Live digital twin: NGSI-LD-style entities, history, ingest.",
                   lifespan=lifespan)
     app.state.twin = rt
-    ngsi.install(app)
-    forecasting.install(app)
-    alerting.install(app)
+    app.state.guard = guard
+    app.add_exception_handler(auth_mod.AuthError, auth_mod.auth_error_response)
+    deps = [Depends(auth_mod.require_token)]
+    ngsi.install(app, deps)
+    forecasting.install(app, deps)
+    alerting.install(app, deps)
 
     @app.get("/health")
     def health() -> dict[str, Any]:

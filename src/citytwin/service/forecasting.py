@@ -296,6 +296,7 @@ def _verify_json(s: pd.DataFrame, rep: VerifyReport | None) -> dict[str, Any]:
     return out
 
 
-def install(app: Any) -> None:
-    """Add the forecast routes to a FastAPI app (``state.twin`` must be a TwinRuntime)."""
-    app.include_router(router)
+def install(app: Any, dependencies: list[Any] | None = None) -> None:
+    """Add the forecast routes to a FastAPI app (``state.twin`` must be a TwinRuntime; ``dependencies``: e.g. the
+    token check of :mod:`citytwin.service.auth`)."""
+    app.include_router(router, dependencies=dependencies)

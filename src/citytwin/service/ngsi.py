@@ -20,6 +20,10 @@ Endpoints (NGSI-LD 1.6 names; a practical subset)
                                                      ``bbox=minlon,minlat,maxlon,maxlat``, ``near=lon,lat,metres``, ``maxPoints``
 ``GET    /twin/v1/deadletters``                      rejected input with reasons (``reason``, ``source``, ``limit``)
 
+Every endpoint needs ``Authorization: Bearer <token>``: reads (GET) a role cleared for the twin's
+classification, writes an integrator, steward or admin; each request is audited
+(:mod:`citytwin.service.auth`, installed by :func:`citytwin.service.app.create_app`).
+
 Every write returns only after the observations are fsynced to the history store; every
 rejected item is written to the dead-letter store with its reason, and the response says
 which items were rejected and why.
@@ -502,6 +506,7 @@ def deadletters(request: Request, reason: str | None = None, source: str | None 
     return {"counts": dl.counts(), "items": df.astype(object).where(df.notna(), None).to_dict(orient="records")}
 
 
-def install(app: Any) -> None:
-    """Add the twin routes to a FastAPI app (its ``state.twin`` must be a :class:`TwinRuntime`)."""
-    app.include_router(router)
+def install(app: Any, dependencies: list[Any] | None = None) -> None:
+    """Add the twin routes to a FastAPI app (its ``state.twin`` must be a :class:`TwinRuntime`;
+    ``dependencies``: e.g. the token check of :mod:`citytwin.service.auth`)."""
+    app.include_router(router, dependencies=dependencies)

@@ -1,0 +1,200 @@
+"""Authentication, roles and audit for the live twin's HTTP API.
+
+Every endpoint except ``/health`` needs ``Authorization: Bearer <token>``, a token issued with
+``citytwin user token NAME`` (:meth:`citytwin.foundation.catalog.Catalog.issue_token`; the
+catalog keeps only its SHA-256). The token's user and role come from the workspace catalog at
+each request, so a revoked token or a changed role applies at once.
+
+Roles (the rules of :mod:`citytwin.foundation.access`):
+
+* **reads** (``GET``: entities, temporal, history, dead letters, alerts, the alert stream,
+  forecasts, scores) need a role cleared for the twin's classification (workspace setting
+  ``twin_classification``, default ``internal``: every role but ``public``);
+* **writes** (``POST``/``PATCH``/``PUT``/``DELETE``: entities, attributes, observations, upsert,
+  alerts raise/ack/resolve, forecast issue/verify) need a role in
+  :data:`~citytwin.foundation.access.LIVE_WRITERS` (integrator, steward, admin) that may also
+  read the twin.
+
+Failures answer in the API's error style, ``{"type", "title", "detail"}``: 401 ``Unauthorized``
+(no, unknown or revoked token; with ``WWW-Authenticate: Bearer``) or 403 ``Forbidden`` (naming
+the role needed). Each request — allowed or refused — writes one row to the catalog's audit log
+(``action`` ``twin.read`` / ``twin.write``, ``dataset`` ``twin``, ``outcome`` ``ok`` / ``denied``
+/ ``unauthenticated``, ``detail`` ``"METHOD /path"``) before the endpoint runs: one row per
+request, not per observation.
+
+Examples
+--------
+>>> import tempfile
+>>> from citytwin.foundation.workspace import Workspace
+>>> ws = Workspace.init(tempfile.mkdtemp() + "/ws", owner="admin")
+>>> ws.add_user("viewer1", "viewer")
+>>> _, tok = ws.catalog.issue_token("viewer1")
+>>> guard = TwinGuard.for_workspace(ws)
+>>> guard.check("GET", "/ngsi-ld/v1/entities", tok).user.role
+'viewer'
+>>> try:
+...     guard.check("POST", "/twin/v1/observations", tok)
+... except AuthError as exc:
+...     print(exc.status, exc.title)
+403 Forbidden
+>>> [(r["action"], r["outcome"]) for r in ws.catalog.audit_log("twin")]
+[('twin.write', 'denied'), ('twin.read', 'ok')]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from citytwin.foundation import access
+from citytwin.foundation.catalog import Catalog, check_classification
+from citytwin.foundation.errors import CitytwinError
+
+#: Workspace setting holding the live twin's data classification.
+SETTING = "twin_classification"
+DEFAULT_CLASSIFICATION = "internal"
+DATASET = "twin"
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+bearer = HTTPBearer(auto_error=False, description="An API token: `citytwin user token NAME -w WORKSPACE`.")
+
+
+class AuthError(Exception):
+    """A refused request: ``status`` 401 (authentication) or 403 (role)."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who made a request: the user (name, role, department) and the token used (None without auth)."""
+
+    user: access.User
+    token_id: int | None = None
+
+
+def twin_classification(settings: dict[str, Any]) -> str:
+    """The live twin's classification from workspace settings (default ``internal``).
+
+    Examples
+    --------
+    >>> twin_classification({}), twin_classification({"twin_classification": "public"})
+    ('internal', 'public')
+    """
+    return check_classification(str(settings.get(SETTING, DEFAULT_CLASSIFICATION)))
+
+
+class TwinGuard:
+    """Checks a request's token and role against a workspace catalog, and audits it.
+
+    Parameters
+    ----------
+    catalog
+        The workspace catalog (users, tokens, audit log); None: no audit (only with ``enabled=False``).
+    classification
+        The twin's data classification (``public``, ``internal`` or ``sensitive``).
+    enabled
+        False: every request passes as an anonymous caller (a local demo); still audited when
+        there is a catalog.
+    """
+
+    def __init__(self, catalog: Catalog | None, classification: str = DEFAULT_CLASSIFICATION, *,
+                 enabled: bool = True) -> None:
+        if enabled and catalog is None:
+            raise CitytwinError("the twin's API needs a workspace catalog to check tokens",
+                                hint="serve a twin inside a workspace, or pass auth=False for a local demo")
+        self.catalog = catalog
+        self.classification = check_classification(classification)
+        self.enabled = enabled
+
+    @classmethod
+    def for_workspace(cls, ws: Any, *, enabled: bool = True) -> TwinGuard:
+        """A guard over a :class:`~citytwin.foundation.workspace.Workspace` (catalog and settings)."""
+        return cls(ws.catalog, twin_classification(ws.settings), enabled=enabled)
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Keep one connection to the catalog open while serving (the app's lifespan does).
+
+        The per-request catalog connections then do not checkpoint the SQLite write-ahead log when
+        they close (the last connection to close does): a token look-up plus an audit row cost about
+        1 ms instead of 3 ms on this machine. The held connection is not used for anything else.
+        """
+        if self.catalog is None:
+            yield
+            return
+        with self.catalog.connect() as con:
+            con.execute("SELECT 1 FROM audit LIMIT 1").fetchall()
+            yield
+
+    def _audit(self, principal: access.User | None, action: str, outcome: str, detail: str) -> None:
+        if self.catalog is not None:
+            self.catalog.audit(user=None if principal is None else principal.name,
+                               role=None if principal is None else principal.role, action=action,
+                               dataset=DATASET, outcome=outcome, detail=detail)
+
+    def check(self, method: str, path: str, token: str | None) -> Principal:
+        """Authenticate ``token`` and authorise ``method`` on ``path``; audit the decision.
+
+        Raises :class:`AuthError` (401 or 403) when refused.
+        """
+        write = method.upper() not in READ_METHODS
+        action = "twin.write" if write else "twin.read"
+        what = f"{method.upper()} {path}"
+        if not self.enabled:
+            anon = access.User("anonymous", "admin")
+            self._audit(None, action, "ok", f"{what} (auth off)")
+            return Principal(anon)
+        assert self.catalog is not None
+        rec = self.catalog.resolve_token(token) if token else None
+        if rec is None:
+            why = "no bearer token" if not token else "unknown or revoked token"
+            self._audit(None, action, "unauthenticated", f"{what}: {why}")
+            raise AuthError(401, "Unauthorized",
+                            f"{why}: send 'Authorization: Bearer <token>' with a token from "
+                            "`citytwin user token NAME`")
+        user = access.User(rec["name"], rec["role"], rec["department"])
+        try:
+            access.require_read(user, DATASET, self.classification, None)
+            if write:
+                access.require_live_write(user, DATASET)
+        except access.AccessDenied as exc:
+            self._audit(user, action, "denied", what)
+            raise AuthError(403, "Forbidden", exc.message) from None
+        self._audit(user, action, "ok", what)
+        return Principal(user, int(rec["token_id"]))
+
+
+def require_token(request: Request,
+                  cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:  # noqa: B008
+    """FastAPI dependency: the caller, checked by the app's :class:`TwinGuard` (``app.state.guard``).
+
+    Sets ``request.state.principal``. A sync function: FastAPI runs it in the thread pool, so the
+    catalog look-up and audit write do not block the event loop.
+    """
+    guard: TwinGuard = request.app.state.guard
+    p = guard.check(request.method, request.url.path, cred.credentials if cred is not None else None)
+    request.state.principal = p
+    return p
+
+
+def principal_name(request: Request) -> str | None:
+    """The authenticated user's name of a request, if any (e.g. who acknowledged an alert)."""
+    p = getattr(request.state, "principal", None)
+    return None if p is None or p.token_id is None else p.user.name
+
+
+def auth_error_response(request: Request, exc: Exception) -> JSONResponse:
+    """Exception handler: :class:`AuthError` -> the API's JSON error (401 with ``WWW-Authenticate``)."""
+    assert isinstance(exc, AuthError)
+    headers = {"WWW-Authenticate": 'Bearer realm="citytwin"'} if exc.status == 401 else None
+    return JSONResponse({"type": f"https://uri.etsi.org/ngsi-ld/errors/{exc.title}", "title": exc.title,
+                         "detail": exc.detail}, status_code=exc.status, headers=headers)

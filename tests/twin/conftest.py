@@ -1,0 +1,42 @@
+"""Fixtures of the twin tests: a workspace whose twin API is served with tokens, one per role."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from citytwin.foundation.workspace import Workspace
+
+#: one user per role; the workspace owner ``admin`` is the admin
+USERS = {"integrator": "ops", "viewer": "vera", "public": "resident", "analyst": "ana", "steward": "sam",
+         "admin": "admin"}
+
+
+@dataclass
+class TwinWorkspace:
+    """A workspace, its twin folder and an API token per role (``tokens[role]``)."""
+
+    ws: Workspace
+    tokens: dict[str, str]
+
+    @property
+    def root(self) -> Path:
+        """The twin folder (``WORKSPACE/twin``): ``create_app`` finds the workspace from it."""
+        return self.ws.root / "twin"
+
+    def headers(self, role: str = "integrator") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+
+@pytest.fixture()
+def twin_ws(workspace: Workspace) -> TwinWorkspace:
+    """A workspace with users ops (integrator), vera (viewer), resident (public), ana (analyst),
+    sam (steward) and admin, each with one API token."""
+    tokens = {}
+    for role, name in USERS.items():
+        if name != "admin":
+            workspace.add_user(name, role)
+        tokens[role] = workspace.catalog.issue_token(name, label="test")[1]
+    return TwinWorkspace(workspace, tokens)
