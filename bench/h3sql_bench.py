@@ -10,7 +10,7 @@ Points are uniform on the sphere, in a DuckDB table ``pts``. Timed (wall clock, 
 
 * ``sql``: ``SELECT count(h3) FROM (wrap_select(...))`` on all DuckDB threads;
 * ``sql→parquet``: ``COPY (wrap_select(...)) TO 'x.parquet'`` (all columns + h3);
-* ``udf``: the ingest's arrow UDF ``h3_cell(lon, lat, res)`` (h3-py in a Python loop, one core);
+* ``udf``: the ingest's former arrow UDF ``h3_cell(lon, lat, res)`` (h3-py in a Python loop, one core);
 * ``h3-py``: ``h3.latlng_to_cell`` in a Python loop over numpy arrays (one core);
 * ``h3ronpy``: ``h3ronpy.vector.coordinates_to_cells`` (vectorised Rust, one core; returns
   UInt64, plus ``cells_to_string`` for the same hex strings).
@@ -37,8 +37,8 @@ import h3
 import numpy as np
 import pyarrow as pa
 
+from citytwin.foundation import spacelink
 from citytwin.foundation.h3sql import wrap_select
-from citytwin.foundation.ingest import _register_udfs
 
 
 def _mem_gib() -> float:
@@ -118,7 +118,15 @@ def main() -> None:
     t_py, ref = _best(h3py, 1)
     rows.append(("h3-py loop", t_py * scale, _CPU[t_py] * scale, f"{sample:,} points x {scale:g}" if scale != 1 else "measured"))
 
-    _register_udfs(con)
+    # the ingest's former path: h3-py's loop (spacelink.h3_cells) in an arrow UDF
+    def h3_cell(lo: pa.Array, la: pa.Array, res: pa.Array) -> pa.Array:
+        x = lo.to_numpy(zero_copy_only=False).astype(float)
+        y = la.to_numpy(zero_copy_only=False).astype(float)
+        return pa.array(spacelink.h3_cells(x, y, resolution=int(res[0].as_py()), invalid="none"), pa.string())
+
+    udf_opts: dict[str, Any] = {"type": "arrow", "null_handling": "special"}  # the stubs lack these spellings
+    con.create_function("h3_cell", h3_cell, [duckdb.sqltype("DOUBLE"), duckdb.sqltype("DOUBLE"),
+                                             duckdb.sqltype("INTEGER")], duckdb.sqltype("VARCHAR"), **udf_opts)
     t_udf, _ = _best(lambda: con.sql(f"SELECT count(h3_cell(lon, lat, {args.res})) FROM pts WHERE id < {sample}")
                      .fetchone(), 1)
     rows.append(("arrow UDF h3_cell", t_udf * scale, _CPU[t_udf] * scale, f"{sample:,} points x {scale:g}" if scale != 1 else "measured"))

@@ -2,7 +2,7 @@
 
 The reference is ``h3.latlng_to_cell`` (the h3 C library), run side by side on the same points;
 the SQL must give the identical index string, with no tolerance. NULL handling is compared with
-``spacelink.h3_cells(..., invalid="none")`` and with the arrow UDF ``h3_cell`` of the ingest.
+``spacelink.h3_cells(..., invalid="none")`` (what the ingest used before, as a Python UDF).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import pytest
 
 from citytwin.foundation import h3sql, spacelink
 from citytwin.foundation.errors import InputError
-from citytwin.foundation.ingest import _register_udfs
 
 RANDOM_RESOLUTIONS = (0, 1, 5, 8, 9, 10, 15)
 CITIES = [(116.397, 39.908), (114.0579, 22.5431), (24.9384, 60.1699)]  # Beijing, Shenzhen, Helsinki
@@ -163,17 +162,17 @@ def test_quoted_and_odd_column_names(con: duckdb.DuckDBPyConnection) -> None:
     assert plain[0][-1] == h3.latlng_to_cell(22.5431, 114.0579, 7)
 
 
-def test_same_as_the_ingest_udf(con: duckdb.DuckDBPyConnection) -> None:
-    # drop-in for the arrow UDF h3_cell(lon, lat, res) used by the ingest, NULLs included
+def test_same_as_spacelink_h3_cells() -> None:
+    # the same cells as spacelink.h3_cells(..., invalid="none") (the ingest's former UDF), NULLs included
     c = duckdb.connect()
-    _register_udfs(c)
     rng = np.random.default_rng(3)
     lon = np.concatenate([rng.uniform(-180, 180, 3000), [np.nan, 200.0]])
     lat = np.concatenate([rng.uniform(-90, 90, 3000), [0.0, 0.0]])
     c.register("p", pd.DataFrame({"lon": lon, "lat": lat}))
-    udf = [r[0] for r in c.sql("SELECT h3_cell(lon, lat, 9) FROM p").fetchall()]
+    ref = spacelink.h3_cells(lon, lat, resolution=9, invalid="none").tolist()
     sql = [r[-1] for r in c.sql(h3sql.wrap_select("SELECT * FROM p", "lon", "lat", 9)).fetchall()]
-    assert sql == udf
+    assert sql == ref
+    assert ref[-2:] == [None, None]
 
 
 def test_face_candidate_table_is_reproducible() -> None:

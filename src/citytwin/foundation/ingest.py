@@ -587,17 +587,6 @@ def _udf(con: duckdb.DuckDBPyConnection, name: str, fn: Callable[..., Any], para
 def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
     d = duckdb.sqltype
 
-    def h3_cell(lon: pa.Array, lat: pa.Array, res: pa.Array) -> pa.Array:
-        from citytwin.foundation import spacelink
-
-        r = res[0].as_py() if len(res) else 9
-        lo = lon.to_numpy(zero_copy_only=False).astype(float)
-        la = lat.to_numpy(zero_copy_only=False).astype(float)
-        return pa.array(spacelink.h3_cells(lo, la, resolution=int(r), invalid="none"), pa.string())
-
-    _udf(con, "h3_cell", h3_cell, [d("DOUBLE"), d("DOUBLE"), d("INTEGER")], d("VARCHAR"), type="arrow",
-                        null_handling="special")
-
     def _gcj(lon: pa.Array, lat: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         from citytwin.foundation import spacelink
 
@@ -985,7 +974,7 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
             parts.append(part)
             _note_columns(columns_meta, plan, opts.h3_res)
         files_sql = "[" + ", ".join(lit(str(p)) for p in parts) + "]"
-        keep_cols = [c for c in con.sql(f"SELECT * FROM read_parquet({files_sql}) LIMIT 0").columns]
+        keep_cols = list(con.sql(f"SELECT * FROM read_parquet({files_sql}) LIMIT 0").columns)
         scan = f"read_parquet({files_sql})"
         say("checking keys")
         key = [k for k in sch.key if k in keep_cols]
@@ -1221,12 +1210,13 @@ def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None) -> None:
 
     pts = admin_points()[["adcode", "lon", "lat"]]
     con.register("_admin_points", pts)
-    h3 = (f", CASE WHEN p.lon IS NOT NULL THEN h3_cell(p.lon, p.lat, {h3_res}) END AS h3"
-          if h3_res is not None else "")
+    sql = ("SELECT s.*, p.lon AS __a_lon, p.lat AS __a_lat, "
+           "CASE WHEN p.lon IS NOT NULL THEN ST_Point(p.lon, p.lat) END AS geometry "
+           "FROM staged s LEFT JOIN _admin_points p ON CAST(s.adcode AS VARCHAR) = p.adcode")
+    if h3_res is not None:
+        sql = h3sql.wrap_select(sql, "__a_lon", "__a_lat", h3_res, out="h3")
     con.execute(f"""CREATE OR REPLACE TABLE staged AS
-        SELECT s.*, CASE WHEN p.lon IS NOT NULL THEN ST_Point(p.lon, p.lat) END AS geometry{h3}
-        FROM staged s LEFT JOIN _admin_points p ON CAST(s.adcode AS VARCHAR) = p.adcode
-        ORDER BY s._file, s._row""")
+        SELECT * EXCLUDE (__a_lon, __a_lat) FROM ({sql}) ORDER BY _file, _row""")
 
 
 def _fill_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_col: str = "city") -> None:
