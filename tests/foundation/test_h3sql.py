@@ -1,4 +1,4 @@
-"""H3 latLngToCell as pure DuckDB SQL (citytwin.foundation.h3sql), checked against h3-py 4.5.0.
+"""H3 latLngToCell in DuckDB SQL (h3sql) and compiled with numba (h3numba), checked against h3-py 4.5.0.
 
 The reference is ``h3.latlng_to_cell`` (the h3 C library), run side by side on the same points;
 the SQL must give the identical index string, with no tolerance. NULL handling is compared with
@@ -13,9 +13,10 @@ import duckdb
 import h3
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from citytwin.foundation import h3sql, spacelink
+from citytwin.foundation import h3numba, h3sql, spacelink
 from citytwin.foundation.errors import InputError
 
 RANDOM_RESOLUTIONS = (0, 1, 5, 8, 9, 10, 15)
@@ -190,3 +191,64 @@ def test_face_candidate_table_is_reproducible() -> None:
             faces = np.flatnonzero((d - d.min(1, keepdims=True)).min(0) <= delta)
             table.append(len(faces) | sum(int(f) << (3 + 5 * k) for k, f in enumerate(faces)))
     assert tuple(table) == h3sql._FACE_CANDIDATES
+
+
+# ---------------------------------------------------------------------------------------------
+# h3numba: the same operations compiled (the streamed ingest's path for point data)
+# ---------------------------------------------------------------------------------------------
+def assert_numba_same(lon: np.ndarray, lat: np.ndarray, res: int) -> None:
+    got, want = h3numba.cells_array(lon, lat, res).to_pylist(), ref_cells(lon, lat, res)
+    bad = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
+    assert not bad, (f"res {res}: {len(bad)} of {len(lon)} differ, e.g. lon={lon[bad[0]]!r} "
+                     f"lat={lat[bad[0]]!r}: numba {got[bad[0]]} h3 {want[bad[0]]}")
+
+
+def test_numba_random_points_match_h3() -> None:
+    rng = np.random.default_rng(20261122)
+    n = 200_000
+    lon = rng.uniform(-180.0, 180.0, n)
+    lat = np.degrees(np.arcsin(rng.uniform(-1.0, 1.0, n)))
+    for res in RANDOM_RESOLUTIONS:
+        assert_numba_same(lon, lat, res)
+
+
+def test_numba_special_points_match_h3_at_every_resolution() -> None:
+    lon, lat = _special_points()
+    for res in range(16):
+        assert_numba_same(lon, lat, res)
+
+
+def test_numba_equals_sql_and_int_form(con: duckdb.DuckDBPyConnection) -> None:
+    lon, lat = _special_points()
+    for res in (0, 7, 15):
+        strings = h3numba.cells_array(lon, lat, res).to_pylist()
+        assert strings == sql_cells(con, lon, lat, res)
+        assert [f"{c:x}" for c in h3numba.cells_int(lon, lat, res)] == strings
+
+
+def test_numba_invalid_coordinates_give_null_like_spacelink() -> None:
+    lon = np.array([np.nan, 1.0, np.inf, -np.inf, 1.0, 180.0000001, -181.0, 10.0, 180.0, -180.0, 0.0])
+    lat = np.array([1.0, np.nan, 1.0, 1.0, -np.inf, 0.0, 0.0, 90.0000001, 90.0, -90.0, -91.0])
+    got = h3numba.cells_array(lon, lat, 9).to_pylist()
+    assert got == list(spacelink.h3_cells(lon, lat, 9, invalid="none"))
+    assert list(h3numba.cells_int(lon, lat, 9) < 0) == [g is None for g in got]
+    # Arrow nulls (in either column), integer and float32 columns, chunked arrays
+    arr = h3numba.cells_array(pa.array([None, 1.0, None, 1.0]), pa.array([1.0, None, None, 2.0]), 5)
+    assert arr.to_pylist() == [None, None, None, h3.latlng_to_cell(2.0, 1.0, 5)]
+    assert arr.null_count == 3
+    ints = h3numba.cells_array(pa.array([116, 117], pa.int32()), pa.chunked_array([[39.5], [40.0]]), 9).to_pylist()
+    assert ints == [h3.latlng_to_cell(39.5, 116, 9), h3.latlng_to_cell(40.0, 117, 9)]
+    f32 = h3numba.cells_array(pa.array([116.25], pa.float32()), pa.array([39.5], pa.float32()), 9).to_pylist()
+    assert f32 == [h3.latlng_to_cell(39.5, 116.25, 9)]
+    assert h3numba.cells_array(np.array([]), np.array([]), 9).to_pylist() == []
+
+
+@pytest.mark.parametrize("bad", [16, -1, "9", 9.0, None, True])
+def test_numba_bad_resolution_raises(bad: object) -> None:
+    with pytest.raises(InputError, match="resolution"):
+        h3numba.cells_array(np.array([1.0]), np.array([1.0]), bad)  # type: ignore[arg-type]
+
+
+def test_numba_length_mismatch_raises() -> None:
+    with pytest.raises(InputError, match="length"):
+        h3numba.cells_int(np.array([1.0, 2.0]), np.array([1.0]), 9)
