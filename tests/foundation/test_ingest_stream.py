@@ -9,6 +9,7 @@ These tests run both pipelines on the same files and compare what they store, re
 from __future__ import annotations
 
 import glob
+import json
 from pathlib import Path
 
 import duckdb
@@ -129,23 +130,25 @@ def test_parquet_source_streamed(workspace: Workspace, tmp_path: Path) -> None:
 
 def test_points_in_chunks_keep_row_order(workspace: Workspace, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    # point records get their H3 cells (h3numba) chunk by chunk, one Parquet file per chunk:
-    # small chunks here so that the 3,000 rows span several files, read back in row order
+    # point records get their geometry and H3 cells (h3numba) outside SQL, chunk by chunk, into one
+    # GeoParquet file: small chunks here so that the 3,000 rows span several row groups
+    import pyarrow.parquet as pq
+
     from citytwin.foundation import ingest as ingest_mod
 
     monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 1000)
     monkeypatch.setattr(ingest_mod, "PIPE_BATCH", 256)
-    _compare(workspace, _poi_csv(tmp_path), schema="poi")
+    fast, _ = _compare(workspace, _poi_csv(tmp_path), schema="poi")
     assert _pipeline(workspace, "fast") == "streamed"
     files = sorted(glob.glob(workspace.parquet_glob("fast")))
-    assert len(files) >= 3
+    assert len(files) == 1 and pq.ParquetFile(files[0]).num_row_groups >= 3
     df = _stored(workspace, "fast")
     assert df["poi_id"].tolist() == [f"P{i:06d}" for i in range(3000)]
-    # each file is GeoParquet with its own bbox; the catalog extent spans them all
-    con = duckdb.connect()
-    for f in files:
-        geo = con.sql("SELECT value FROM parquet_kv_metadata(?) WHERE key = 'geo'", params=[f]).fetchone()
-        assert geo is not None and b"bbox" in geo[0]
+    # GeoParquet metadata as DuckDB's spatial writer gives it, with the bbox of every chunk
+    geo = json.loads(pq.ParquetFile(files[0]).metadata.metadata[b"geo"])
+    assert geo["columns"]["geometry"]["encoding"] == "WKB"
+    assert geo["columns"]["geometry"]["geometry_types"] == ["Point"]
+    assert geo["columns"]["geometry"]["bbox"] == [df["lon"].min(), df["lat"].min(), df["lon"].max(), df["lat"].max()]
     import h3
 
     assert df["h3"].tolist() == [h3.latlng_to_cell(la, lo, 9) for lo, la in zip(df["lon"], df["lat"], strict=True)]
