@@ -138,7 +138,7 @@ def test_points_in_chunks_keep_row_order(workspace: Workspace, tmp_path: Path,
 
     monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 1000)
     monkeypatch.setattr(ingest_mod, "PIPE_BATCH", 256)
-    fast, _ = _compare(workspace, _poi_csv(tmp_path), schema="poi")
+    _compare(workspace, _poi_csv(tmp_path), schema="poi")
     assert _pipeline(workspace, "fast") == "streamed"
     files = sorted(glob.glob(workspace.parquet_glob("fast")))
     assert len(files) == 1 and pq.ParquetFile(files[0]).num_row_groups >= 3
@@ -167,3 +167,35 @@ def test_bad_point_record_in_a_later_chunk_hands_over(workspace: Workspace, tmp_
     q = workspace.quarantine("p")
     assert q["row"].tolist() == [2701] and "lon" in q["reason"].iloc[0]
     assert len(_stored(workspace, "p")) == 2999
+
+
+def test_points_without_h3_streamed_equals_staged(workspace: Workspace, tmp_path: Path) -> None:
+    # points without H3 cells take the Arrow path too (numpy WKB geometry, pyarrow writer)
+    _compare(workspace, _poi_csv(tmp_path), schema="poi", h3=False)
+    assert _pipeline(workspace, "fast") == "streamed"
+    assert "h3" not in _stored(workspace, "fast").columns
+
+
+def test_point_records_of_other_types_fall_back_to_duckdb_writer(workspace: Workspace, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # a column type pyarrow would not write back as DuckDB reads it (an INTERVAL, a list) keeps the
+    # records in DuckDB's COPY, with the geometry and H3 cells in SQL: the same records either way
+    from citytwin.foundation import ingest as ingest_mod
+
+    answers: list[object] = []
+    real = ingest_mod._copy_arrow
+
+    def spy(*a: object, **k: object) -> object:
+        answers.append(real(*a, **k))  # type: ignore[arg-type]
+        return answers[-1]
+
+    monkeypatch.setattr(ingest_mod, "_copy_arrow", spy)
+    src = tmp_path / "poi.parquet"
+    duckdb.sql(f"""COPY (SELECT 'P' || i AS poi_id, 'n' || i AS name, 'shop' AS category, 116 + i / 1000 AS lon,
+                   39.5 + i / 2000 AS lat, INTERVAL (i) MINUTE AS open_for, [i, i + 1] AS floors
+                   FROM range(500) t(i)) TO '{src}' (FORMAT parquet)""")
+    _compare(workspace, src, schema="poi")
+    assert _pipeline(workspace, "fast") == "streamed"
+    assert answers == [None]  # the Arrow path declined, DuckDB wrote
+    df = _stored(workspace, "fast")
+    assert {"open_for", "floors", "geometry", "h3"} <= set(df.columns)

@@ -990,8 +990,11 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
                                 geometry_policy=opts.geometry_policy)
             if any(c.name == "adcode" for c in plan.columns):
                 raise _Fallback("administrative codes are resolved on the staged table")
-            # points with H3 cells: geometry and cells added outside SQL (see _copy_points); no spatial needed
-            piped = plan.lonlat is not None and not plan.geometry and points_fast
+            # point records go through Arrow (see _copy_arrow): geometry and H3 cells added outside SQL,
+            # H3 by h3numba (without numba: in SQL). Other records stay in DuckDB's COPY, which writes
+            # them as fast (Beijing air, 5M observations: 2.1-2.4 s either way) without the round trip.
+            points = plan.lonlat is not None and not plan.geometry
+            piped = points and (opts.h3_res is None or points_fast)
             if plan.geometry or (plan.lonlat and not piped):
                 need_spatial()
             for f in group:
@@ -1008,11 +1011,20 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
             # zero-padded: the dataset's files are read in name order
             part = out_dir / f"part-{gi:05d}.parquet"
             say(f"writing {part.name}")
-            if piped and plan.lonlat and opts.h3_res is not None:
-                kept += _copy_points(con, guarded, plan.lonlat, opts.h3_res, part)
-            else:
+            written = None
+            if piped:
+                written = _copy_arrow(con, guarded, part, lonlat=plan.lonlat if points else None,
+                                      h3_res=opts.h3_res if points else None)
+            if written is None:  # not piped, or column types pyarrow cannot write as DuckDB does
+                if piped and points:
+                    need_spatial()
+                    sql = build_sql(plan, view, gi, h3_resolution=opts.h3_res, geometry_policy=opts.geometry_policy,
+                                    records=False)
+                    guarded = (f"SELECT * EXCLUDE (_file, _row, _reason, _record, _column) FROM ({sql}) WHERE "
+                               f"CASE WHEN _reason IS NULL THEN TRUE ELSE error({lit(_QUARANTINE_NEEDED)}) END")
                 res = con.execute(f"COPY ({guarded}) TO '{part}' ({PARQUET_WRITE})").fetchone()
-                kept += int(res[0]) if res else 0
+                written = int(res[0]) if res else 0
+            kept += written
             parts.append(part)
             _note_columns(columns_meta, plan, opts.h3_res)
         files_sql = "[" + ", ".join(lit(str(p)) for p in parts) + "]"
@@ -1072,12 +1084,12 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
                     layout=layout, pipeline="streamed"), None
 
 
-#: rows per chunk of point records given their geometry and H3 cells in one go (~35 MB of Arrow
-#: for POIs): large enough that the per-chunk overheads vanish, small enough to keep memory flat
+#: rows per chunk of records written in one go through Arrow (~35 MB for POIs): large enough that
+#: the per-chunk overheads vanish, small enough to keep memory flat
 POINT_CHUNK = 1 << 19
 #: rows per Arrow batch read from the checked records
 PIPE_BATCH = 1 << 16
-#: a text column of point records is dictionary-encoded when its first chunk has at most this many values
+#: a text column is dictionary-encoded when its first chunk has at most this many distinct values
 DICTIONARY_MAX_VALUES = 1000
 
 
@@ -1091,19 +1103,30 @@ def _warm_h3() -> None:
         pass
 
 
-def _copy_points(con: duckdb.DuckDBPyConnection, checked_sql: str, lonlat: tuple[str, str], res: int,
-                 path: Path) -> int:
-    """Write the checked point records of ``checked_sql`` with their geometry and H3 cell to ``path``.
+def _writable(t: pa.DataType) -> bool:
+    """Whether pyarrow writes Arrow type ``t`` to Parquet as DuckDB reads it back (same SQL type)."""
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_date32(t):
+        return True
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return True
+    return pa.types.is_timestamp(t) and t.unit == "us"
+
+
+def _copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
+                lonlat: tuple[str, str] | None = None, h3_res: int | None = None) -> int | None:
+    """Write the checked records of ``checked_sql`` to ``path`` with pyarrow; for points, add geometry and H3.
 
     The records stream out of DuckDB as Arrow (the query runs on all threads, ahead of the reader
-    by the streaming buffer) in chunks of :data:`POINT_CHUNK` rows. Each chunk gets its point
-    geometry (:func:`spacelink.points_wkb`) and H3 cells (:func:`h3numba.cells_array`, parallel,
-    GIL released) and goes to a pyarrow ``ParquetWriter`` in a writer thread while the next chunk
-    is read; the GeoParquet ``geo`` metadata (bbox of the whole file) is added at the end. Row
-    order is kept; memory stays bounded by two chunks. Returns the number of rows written; an
-    error raised by ``checked_sql`` (the quarantine guard) propagates.
+    by the streaming buffer) in chunks of :data:`POINT_CHUNK` rows. With ``lonlat``, each chunk
+    gets its point geometry (:func:`spacelink.points_wkb`) and, with ``h3_res``, its H3 cells
+    (:func:`h3numba.cells_array`, GIL released). A pyarrow ``ParquetWriter`` writes each chunk in a
+    writer thread while the next one is read; for points the GeoParquet ``geo`` metadata (bbox of
+    the whole file) is added at the end. Row order is kept; memory stays bounded by two chunks.
+    Returns the number of rows written, or None (nothing written) when a column has a type that
+    pyarrow would write differently from DuckDB (:func:`_writable`): the caller then uses ``COPY``.
+    An error raised by ``checked_sql`` (the quarantine guard) propagates.
 
-    Each step replaces a slower one, measured on 3M POIs (2 cores, DuckDB 1.5.5):
+    Each step replaces a slower one, measured on 3M POIs (2 cores, DuckDB 1.5.5, pyarrow 26):
 
     * H3 in SQL (:func:`h3sql.wrap_select`, ~150 vectorised operations per point) costs ~2.1
       CPU-µs per point, h3numba ~0.3 (the same operations compiled; same cells, tests). A DuckDB
@@ -1116,37 +1139,46 @@ def _copy_points(con: duckdb.DuckDBPyConnection, checked_sql: str, lonlat: tuple
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from citytwin.foundation import h3numba, spacelink  # numba is imported when needed; see _warm_h3
-
-    lon, lat = lonlat
     # DuckDB runs a streamed query ahead of its reader only as far as this buffer (default ~1 MB,
     # which leaves it nearly single-threaded); 64 MB keeps all threads busy at bounded memory
     con.execute("SET streaming_buffer_size = '64MB'")
     reader = con.execute(checked_sql).to_arrow_reader(PIPE_BATCH)
+    if not all(_writable(t) for t in reader.schema.types):
+        reader.close()
+        return None
     names = reader.schema.names
     boxes: list[list[float]] = []
-    written = 0
+    if lonlat:
+        from citytwin.foundation import spacelink
+    if lonlat and h3_res is not None:
+        from citytwin.foundation import h3numba  # numba is imported when needed; see _warm_h3
 
     def complete(batches: list[pa.RecordBatch]) -> pa.Table:
-        """The chunk with its point geometry (WKB) and H3 cells."""
+        """The chunk, with its point geometry (WKB) and H3 cells for points."""
         table = pa.Table.from_batches(batches, schema=reader.schema)
-        x = table.column(lon).to_numpy()
-        y = table.column(lat).to_numpy()
+        if not lonlat:
+            return table
+        x = table.column(lonlat[0]).to_numpy()
+        y = table.column(lonlat[1]).to_numpy()
         wkb, bbox = spacelink.points_wkb(x, y)
         if bbox:
             boxes.append(bbox)
-        table = table.append_column("geometry", wkb).append_column("h3", h3numba.cells_array(x, y, res))
+        table = table.append_column("geometry", wkb)
+        if h3_res is None:
+            return table.select([*names, "geometry"])
+        table = table.append_column("h3", h3numba.cells_array(x, y, h3_res))
         return table.select([*names, "geometry", "h3"])
 
     writer: pq.ParquetWriter | None = None
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="citytwin-points")
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="citytwin-writer")
     pending = None
+    written = 0
 
     def put(table: pa.Table) -> None:
         nonlocal writer, pending, written
         if writer is None:
             # dictionary pages for text columns with few distinct values in the first chunk (categories,
-            # districts); trying a dictionary on every column and giving it up costs 25 % more CPU
+            # stations, units); trying a dictionary on every column and giving it up costs 25 % more CPU
             text = [c for c, t in zip(table.column_names, table.schema.types, strict=True)
                     if c != "h3" and (pa.types.is_string(t) or pa.types.is_large_string(t))]
             few = [c for c in text if pc.count_distinct(table.column(c)).as_py() <= DICTIONARY_MAX_VALUES]
@@ -1171,19 +1203,22 @@ def _copy_points(con: duckdb.DuckDBPyConnection, checked_sql: str, lonlat: tuple
             put(complete(chunk))
         if pending is not None:
             pending.result()
-        # the GeoParquet metadata DuckDB's spatial writer gives a GEOMETRY column of points
-        meta: dict[str, Any] = {"encoding": "WKB", "geometry_types": ["Point"] if boxes else []}
-        if boxes:
-            meta["bbox"] = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
-                            max(b[3] for b in boxes)]
         assert writer is not None
-        writer.add_key_value_metadata({"geo": json.dumps(
-            {"version": "1.0.0", "primary_column": "geometry", "columns": {"geometry": meta}}, separators=(",", ":"))})
+        if lonlat:
+            # the GeoParquet metadata DuckDB's spatial writer gives a GEOMETRY column of points
+            meta: dict[str, Any] = {"encoding": "WKB", "geometry_types": ["Point"] if boxes else []}
+            if boxes:
+                meta["bbox"] = [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+                                max(b[3] for b in boxes)]
+            writer.add_key_value_metadata({"geo": json.dumps(
+                {"version": "1.0.0", "primary_column": "geometry", "columns": {"geometry": meta}},
+                separators=(",", ":"))})
     finally:
         pool.shutdown(wait=True)
         if writer is not None:
             writer.close()
         reader.close()
+        pa.default_memory_pool().release_unused()
     return written
 
 
