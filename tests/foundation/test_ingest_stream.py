@@ -199,3 +199,38 @@ def test_point_records_of_other_types_fall_back_to_duckdb_writer(workspace: Work
     assert answers == [None]  # the Arrow path declined, DuckDB wrote
     df = _stored(workspace, "fast")
     assert {"open_for", "floors", "geometry", "h3"} <= set(df.columns)
+
+
+@pytest.mark.parametrize("order", ["ascending", "shuffled"])
+def test_duplicate_key_found_whether_ids_arrive_in_order_or_not(workspace: Workspace, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch, order: str) -> None:
+    # ids that arrive strictly ascending need no hash aggregate (all distinct); a duplicate breaks the
+    # order and the aggregate runs. Small chunks, so the order is followed across chunk boundaries.
+    from citytwin.foundation import ingest as ingest_mod
+
+    monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 700)
+    monkeypatch.setattr(ingest_mod, "PIPE_BATCH", 128)
+    seen: list[bool] = []
+    real = ingest_mod._copy_arrow
+
+    def spy(*a: object, **k: object) -> object:
+        out = real(*a, **k)  # type: ignore[arg-type]
+        seen.append(k["key_order"].ascending)  # type: ignore[union-attr]
+        return out
+
+    monkeypatch.setattr(ingest_mod, "_copy_arrow", spy)
+    p = _poi_csv(tmp_path)
+    if order == "shuffled":
+        lines = p.read_text(encoding="utf-8").splitlines()
+        lines[1:] = lines[1:][::-1]
+        p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    ingest(workspace, p, dataset="clean", schema="poi")
+    assert _pipeline(workspace, "clean") == "streamed"
+    assert seen == [order == "ascending"]
+    # a duplicate id in the last chunk, where an ascending run would reach it only at the end
+    seen.clear()
+    res = ingest(workspace, _poi_csv(tmp_path, dup=2999), dataset="dup", schema="poi")
+    assert seen == [False] and _pipeline(workspace, "dup") == "staged"
+    assert res.rows_quarantined == 1
+    q = workspace.quarantine("dup")
+    assert q["row"].tolist() == [3000] and "duplicate" in q["reason"].iloc[0]
