@@ -13,7 +13,10 @@ Points are uniform on the sphere, in a DuckDB table ``pts``. Timed (wall clock, 
 * ``udf``: the ingest's former arrow UDF ``h3_cell(lon, lat, res)`` (h3-py in a Python loop, one core);
 * ``h3-py``: ``h3.latlng_to_cell`` in a Python loop over numpy arrays (one core);
 * ``h3ronpy``: ``h3ronpy.vector.coordinates_to_cells`` (vectorised Rust, one core; returns
-  UInt64, plus ``cells_to_string`` for the same hex strings).
+  UInt64, plus ``cells_to_string`` for the same hex strings);
+* ``h3numba``: :func:`citytwin.foundation.h3numba.cells_array` (the SQL's operations compiled with
+  numba, Arrow strings out) on all cores and on one; its one-off load (numba import and cache) is
+  reported apart.
 
 The Python paths (udf, h3-py) run on a subsample of at most ``--sample`` points and are scaled
 linearly to n (said so in the output). Correctness: the SQL strings are compared with h3-py on the
@@ -131,6 +134,25 @@ def main() -> None:
                      .fetchone(), 1)
     rows.append(("arrow UDF h3_cell", t_udf * scale, _CPU[t_udf] * scale, f"{sample:,} points x {scale:g}" if scale != 1 else "measured"))
 
+    full = con.sql("SELECT lon, lat FROM pts ORDER BY id").fetchnumpy()
+    flon, flat = np.asarray(full["lon"]), np.asarray(full["lat"])
+    t0 = time.perf_counter()
+    import numba
+
+    from citytwin.foundation import h3numba
+
+    h3numba.cells_array(flon[:1], flat[:1], args.res)
+    t_load = time.perf_counter() - t0
+    t_nb, nb_cells = _best(lambda: h3numba.cells_array(flon, flat, args.res), args.repeat)
+    rows.append(("h3numba (all cores)", t_nb, _CPU[t_nb], f"measured; numba load {t_load:.2f} s once"))
+    cores = numba.get_num_threads()
+    numba.set_num_threads(1)
+    t_nb1, _ = _best(lambda: h3numba.cells_array(flon, flat, args.res), args.repeat)
+    numba.set_num_threads(cores)
+    rows.append(("h3numba (one core)", t_nb1, _CPU[t_nb1], "measured"))
+    sql_all = con.sql(f"SELECT h3 FROM ({sql}) ORDER BY id").to_arrow_table().column(0).combine_chunks()
+    bad_nb = int(n - pa.compute.sum(pa.compute.equal(sql_all, nb_cells)).as_py())
+
     got_sub = [r[0] for r in con.sql(f"SELECT h3 FROM ({sql}) WHERE id < {sample} ORDER BY id").fetchall()]
     bad_py = sum(g != w for g, w in zip(got_sub, ref, strict=True))
 
@@ -141,8 +163,6 @@ def main() -> None:
     except ImportError:  # pragma: no cover - optional peer
         print("h3ronpy: not installed, skipped")
     else:
-        full = con.sql("SELECT lon, lat FROM pts ORDER BY id").fetchnumpy()
-        flon, flat = np.asarray(full["lon"]), np.asarray(full["lat"])
         t_ron, cells = _best(lambda: coordinates_to_cells(flat, flon, args.res), args.repeat)
         t_ron_s, strings = _best(lambda: h3ronpy.cells_to_string(cells), 1)
         rows.append(("h3ronpy (UInt64)", t_ron, _CPU[t_ron], "measured"))
@@ -156,6 +176,7 @@ def main() -> None:
         print(f"{name:22s} {sec:8.2f} {n / sec:12,.0f} {sec / t_sql:9.2f} {cpu:8.2f} {cpu / n * 1e9:10.0f}  {note}")
     print("(wall/sql > 1: slower than the SQL expression; cpu s: user+system CPU seconds of this process)")
     print(f"\ncorrectness: sql vs h3-py on {sample:,} points: {sample - bad_py:,} equal, {bad_py} differ")
+    print(f"correctness: sql vs h3numba on {n:,} points: {n - bad_nb:,} equal, {bad_nb} differ")
     if bad_ron is not None:
         print(f"correctness: sql vs h3ronpy on {n:,} points: {n - bad_ron:,} equal, {bad_ron} differ")
 

@@ -128,18 +128,30 @@ def test_parquet_source_streamed(workspace: Workspace, tmp_path: Path) -> None:
     assert _pipeline(workspace, "fast") == "streamed"
 
 
+@pytest.mark.parametrize("cells", ["h3numba", "sql"])
 def test_points_in_chunks_keep_row_order(workspace: Workspace, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    # point records get their geometry and H3 cells (h3numba) outside SQL, chunk by chunk, into one
-    # GeoParquet file: small chunks here so that the 3,000 rows span several row groups
+                                         monkeypatch: pytest.MonkeyPatch, cells: str) -> None:
+    # point records get their geometry (numpy WKB) and H3 cells outside DuckDB's COPY, chunk by chunk,
+    # into one GeoParquet file: small chunks here so that the 3,000 rows span several row groups.
+    # The cells come from h3numba for large inputs and from the query (h3sql) for small ones.
     import pyarrow.parquet as pq
 
     from citytwin.foundation import ingest as ingest_mod
 
+    monkeypatch.setattr(ingest_mod, "NUMBA_MIN_ROWS", 0 if cells == "h3numba" else 10**9)
+    used: list[object] = []
+    real = ingest_mod._copy_arrow
+
+    def spy(*a: object, **k: object) -> object:
+        used.append(k["h3_res"])
+        return real(*a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ingest_mod, "_copy_arrow", spy)
     monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 1000)
     monkeypatch.setattr(ingest_mod, "PIPE_BATCH", 256)
     _compare(workspace, _poi_csv(tmp_path), schema="poi")
     assert _pipeline(workspace, "fast") == "streamed"
+    assert used == ([9] if cells == "h3numba" else [None])  # None: the cells came with the records
     files = sorted(glob.glob(workspace.parquet_glob("fast")))
     assert len(files) == 1 and pq.ParquetFile(files[0]).num_row_groups >= 3
     df = _stored(workspace, "fast")

@@ -959,7 +959,10 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
     con = _connect(staging, opts, spatial=False, streamed=True)
     spatial = False
     # point records with H3 cells go through h3numba: load numba (~0.7 s) while DuckDB reads
-    points_fast = opts.h3_res is not None and importlib.util.find_spec("numba") is not None
+    # H3 cells of points from h3numba (~0.3 CPU-µs per point) for inputs large enough to repay
+    # loading numba (~0.7 CPU-s per process); smaller ones get them in SQL (h3sql, ~2.1 µs per point)
+    points_fast = opts.h3_res is not None and importlib.util.find_spec("numba") is not None and \
+        _rows_estimate(files) >= NUMBA_MIN_ROWS
     # a one-column key whose values arrive strictly ascending (ids exported in order) has no duplicates:
     # the Arrow path watches for that, and the hash aggregate over the written files is then skipped
     key_order = _KeyOrder(sch.key[0]) if len(sch.key) == 1 else None
@@ -984,7 +987,7 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
         for gi, group in enumerate(_csv_groups(files, opts)):
             path = group[0]
             say(f"reading {path.name}" + (f" and {len(group) - 1} more" if len(group) > 1 else ""))
-            if readers.detect_format(path) not in ("csv", "xlsx", "xls", "json"):
+            if readers.detect_format(path) not in ("csv", "xlsx", "xls", "json") and not _plain_parquet(group):
                 need_spatial()
             src = readers.open_source(con, path, sheet=opts.sheet, layer=opts.layer, encoding=opts.encoding,
                                       staging=staging, delimiter=None, header=opts.header, stream=True,
@@ -997,7 +1000,8 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
             # H3 by h3numba (without numba: in SQL). Other records stay in DuckDB's COPY, which writes
             # them as fast (Beijing air, 5M observations: 2.1-2.4 s either way) without the round trip.
             points = plan.lonlat is not None and not plan.geometry
-            piped = points and (opts.h3_res is None or points_fast)
+            piped = points
+            h3_in_sql = piped and opts.h3_res is not None and not points_fast
             if plan.geometry or (plan.lonlat and not piped):
                 need_spatial()
             for f in group:
@@ -1007,7 +1011,7 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
             view = f"({src.sql})" if src.sql else f"src_{gi}"
             if not src.sql:
                 con.register(view, src.relation)
-            sql = build_sql(plan, view, gi, h3_resolution=None if piped else opts.h3_res,
+            sql = build_sql(plan, view, gi, h3_resolution=None if piped and not h3_in_sql else opts.h3_res,
                             geometry_policy=opts.geometry_policy, records=False, point_geometry=not piped)
             guarded = (f"SELECT * EXCLUDE (_file, _row, _reason, _record, _column) FROM ({sql}) "
                        f"WHERE CASE WHEN _reason IS NULL THEN TRUE ELSE error({lit(_QUARANTINE_NEEDED)}) END")
@@ -1016,8 +1020,8 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
             say(f"writing {part.name}")
             written = None
             if piped:
-                written = _copy_arrow(con, guarded, part, lonlat=plan.lonlat if points else None,
-                                      h3_res=opts.h3_res if points else None, key_order=key_order)
+                written = _copy_arrow(con, guarded, part, lonlat=plan.lonlat,
+                                      h3_res=None if h3_in_sql else opts.h3_res, key_order=key_order)
             if written is None:  # not piped, or column types pyarrow cannot write as DuckDB does
                 if key_order is not None:
                     key_order.ascending = False
@@ -1098,6 +1102,37 @@ POINT_CHUNK = 1 << 19
 PIPE_BATCH = 1 << 16
 #: a text column is dictionary-encoded when its first chunk has at most this many distinct values
 DICTIONARY_MAX_VALUES = 1000
+
+
+#: point inputs with at least this many rows (estimated) get their H3 cells from h3numba
+NUMBA_MIN_ROWS = 400_000
+
+
+def _rows_estimate(files: list[Path]) -> int:
+    """Rows of the input: Parquet footers, else ~50 bytes per row (a POI CSV line)."""
+    n = 0
+    for f in files:
+        try:
+            if readers.detect_format(f) == "parquet":
+                import pyarrow.parquet as pq
+
+                n += pq.read_metadata(f).num_rows
+            else:
+                n += f.stat().st_size // 50
+        except Exception:  # unreadable here: the reader reports it properly
+            continue
+    return n
+
+
+def _plain_parquet(files: list[Path]) -> bool:
+    """Parquet files without GeoParquet metadata (no spatial extension needed to read them)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return all(readers.detect_format(f) == "parquet" and b"geo" not in (pq.read_metadata(f).metadata or {})
+                   for f in files)
+    except Exception:  # unreadable here: the reader reports it properly
+        return False
 
 
 def _warm_h3() -> None:
@@ -1200,8 +1235,8 @@ def _copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
         if bbox:
             boxes.append(bbox)
         table = table.append_column("geometry", wkb)
-        if h3_res is None:
-            return table.select([*names, "geometry"])
+        if h3_res is None:  # no cells, or cells from the query (h3sql) already in the chunk
+            return table.select([*[c for c in names if c != "h3"], "geometry", *(["h3"] if "h3" in names else [])])
         table = table.append_column("h3", h3numba.cells_array(x, y, h3_res))
         return table.select([*names, "geometry", "h3"])
 
