@@ -345,6 +345,10 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
     # extra columns
     extras = [c for c in src.columns if c not in used and c != "geometry"]
     if wide:
+        # text types matter only for columns that are not known properties (sampled on demand)
+        unknown = [c for c in extras if normalize_header(c) not in IGNORED_WIDE and find_property(c) is None
+                   and find_property(units.split_unit_suffix(c)[0]) is None]
+        sniffed = src.types_of(unknown) if text else {}
         for c in extras:
             if normalize_header(c) in IGNORED_WIDE:
                 plan.notes.append(f"column {c!r} not used (row counter)")
@@ -357,7 +361,7 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
             if prop is not None and prop.text:
                 plan.melt.append((c, prop.name, 1.0, prop.unit, "compass"))
                 continue
-            wtyp = src.sniffed_types.get(c, "VARCHAR") if text else "DOUBLE"
+            wtyp = sniffed.get(c, "VARCHAR") if text else "DOUBLE"
             if prop is None and not any(wtyp.startswith(t) for t in DUCK_NUMERIC):
                 plan.notes.append(f"column {c!r} not used (not a measured value)")
                 continue
@@ -376,10 +380,11 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
                                   "column per property")
         plan.layout = "wide"
     elif schema.extra == "keep":
+        sniffed = src.types_of(extras) if text else {}
         for c in extras:
             stem, header_unit = units.split_unit_suffix(c)
             label = user_units.get(c) or header_unit
-            styp = (src.sniffed_types.get(c, "VARCHAR") if text else "TYPED")
+            styp = (sniffed.get(c, "VARCHAR") if text else "TYPED")
             numeric = any(styp.startswith(t) for t in DUCK_NUMERIC) or (label is not None and text)
             name = stem if label else c
             if name in {col.name for col in plan.columns}:

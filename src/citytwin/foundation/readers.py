@@ -19,7 +19,7 @@ import json
 import math
 import re
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,9 +58,19 @@ class Source:
     rejects: list[dict[str, Any]] = field(default_factory=list)
     csv_rejects: bool = False
     sniffed_types: dict[str, str] = field(default_factory=dict)
+    #: computes the types of further text columns on demand (the streamed CSV read samples only the
+    #: columns the plan asks about: each sampled column costs ~10 ms)
+    type_sampler: Callable[[list[str]], dict[str, str]] | None = None
     header_row: int | None = None
     sql: str | None = None  # SQL text of the raw records, when they sit in a table (no view needed)
     temp_table: str | None = None  # dropped by ingest once the records are staged
+
+    def types_of(self, columns: Sequence[str]) -> dict[str, str]:
+        """``DOUBLE`` or ``VARCHAR`` for each of ``columns`` (see :func:`infer_types`)."""
+        missing = [c for c in columns if c not in self.sniffed_types]
+        if missing and self.type_sampler is not None:
+            self.sniffed_types.update(self.type_sampler(missing))
+        return {c: self.sniffed_types.get(c, "VARCHAR") for c in columns}
 
 
 def detect_format(path: Path) -> str:
@@ -240,18 +250,24 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
         # no up-front read, no row numbers: ingest's streamed pass COPYs straight from the file
         # and falls back to the numbered (staged) read when any record needs quarantine
         files = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in [read_path, *more]) + "]"
-        scan = f"read_csv({files}, {opts})"
         try:
+            scan = f"read_csv({files}, {_sniffed_options(con, qpath, opts)})"
             sql = f"SELECT CAST(0 AS BIGINT) AS _row, * FROM {scan}"
             rel = con.sql(sql)
             columns = [c for c in rel.columns if c != "_row"]
-            sniffed = infer_types(con.sql(f"SELECT * FROM {scan}"), columns)
         except duckdb.Error as exc:
             raise _csv_error(path, exc) from exc
         if not columns:
             raise InputError("no columns found (is the header row empty?)", file=str(path))
+
+        def sample(cols: list[str]) -> dict[str, str]:
+            try:
+                return infer_types(con.sql(f"SELECT {', '.join(_q(c) for c in cols)} FROM {scan}"), cols)
+            except duckdb.Error as exc:
+                raise _csv_error(path, exc) from exc
+
         return Source(path=path, format="csv", relation=rel, columns=columns, text=True, encoding=enc,
-                      notes=notes, sniffed_types=sniffed, sql=sql)
+                      notes=notes, type_sampler=sample, sql=sql)
     table = f"raw_{abs(hash((str(path), rejects))) % 10**12}"
     try:
         con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans;")
@@ -274,6 +290,36 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
         raise InputError("no columns found (is the header row empty?)", file=str(path))
     return Source(path=path, format="csv", relation=rel, columns=columns, text=True, encoding=enc, notes=notes,
                   csv_rejects=rejects, sniffed_types=sniffed, sql=sql, temp_table=table)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sniffed_options(con: duckdb.DuckDBPyConnection, qpath: str, opts: str) -> str:
+    """``read_csv`` options that fix what DuckDB's sniffer finds in the first file, sniffing off.
+
+    DuckDB sniffs the dialect again each time a ``read_csv`` is bound and run (~0.1 s for the 12
+    Beijing files, twice per ingest); sniffing once with ``sniff_csv`` and passing its dialect and
+    all-text columns explicitly (``auto_detect=false``) reads the same records without that cost.
+    """
+    r = con.execute(f"SELECT Delimiter, Quote, Escape, NewLineDelimiter, SkipRows, HasHeader, Columns "
+                    f"FROM sniff_csv('{qpath}', {opts})").fetchone()
+    if r is None:  # pragma: no cover - sniff_csv always answers or raises
+        return opts
+    delim, quote, escape, newline, skip, has_header, cols = r
+    quote, escape = ("" if v == "(empty)" else v for v in (quote, escape))  # sniff_csv's word for none
+    if len(quote.encode()) > 1 or len(escape.encode()) > 1 or not cols:  # not something read_csv takes back
+        return opts
+
+    def lit(v: str) -> str:
+        return "'" + str(v).replace("'", "''") + "'"
+
+    colspec = "{" + ", ".join(f"{lit(c['name'])}: 'VARCHAR'" for c in cols) + "}"
+    nl = newline if newline in ("\\r\\n", "\\n", "\\r") else None  # DuckDB's escaped spelling
+    fixed = (f"auto_detect=false, header={'true' if has_header else 'false'}, delim={lit(delim)}, "
+             f"quote={lit(quote)}, escape={lit(escape)}, skip={int(skip)}, columns={colspec}")
+    return fixed + (f", new_line={lit(nl)}" if nl else "")
 
 
 def _sniff_delimiter(path: Path) -> str:
