@@ -246,3 +246,32 @@ def test_duplicate_key_found_whether_ids_arrive_in_order_or_not(workspace: Works
     assert res.rows_quarantined == 1
     q = workspace.quarantine("dup")
     assert q["row"].tolist() == [3000] and "duplicate" in q["reason"].iloc[0]
+
+
+def test_points_without_usable_numba_get_cells_in_sql(workspace: Workspace, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # numba that cannot be imported here (e.g. no writable cache folder) costs speed, not the ingest
+    import sys
+
+    from citytwin.foundation import ingest as ingest_mod
+
+    monkeypatch.setattr(ingest_mod, "NUMBA_MIN_ROWS", 0)
+    import citytwin.foundation
+
+    monkeypatch.setitem(sys.modules, "citytwin.foundation.h3numba", None)  # import raises ImportError
+    monkeypatch.delattr(citytwin.foundation, "h3numba", raising=False)
+    answers: list[object] = []
+    real = ingest_mod._copy_arrow
+
+    def spy(*a: object, **k: object) -> object:
+        answers.append(real(*a, **k))  # type: ignore[arg-type]
+        return answers[-1]
+
+    monkeypatch.setattr(ingest_mod, "_copy_arrow", spy)
+    _compare(workspace, _poi_csv(tmp_path), schema="poi")
+    assert _pipeline(workspace, "fast") == "streamed"
+    assert answers == [None]  # the Arrow path declined; DuckDB wrote, with the cells in SQL
+    import h3
+
+    df = _stored(workspace, "fast")
+    assert df["h3"].tolist() == [h3.latlng_to_cell(la, lo, 9) for lo, la in zip(df["lon"], df["lat"], strict=True)]
