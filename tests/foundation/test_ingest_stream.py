@@ -48,6 +48,21 @@ def _compare(ws: Workspace, paths: list[Path] | Path, **kw: object) -> tuple[obj
     return fast, slow
 
 
+def _spy_copy_arrow(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict[str, object], object]]:
+    """Record the keyword arguments and the answer of every call of the ingest's Arrow path."""
+    from citytwin.foundation import ingest as ingest_mod
+
+    calls: list[tuple[dict[str, object], object]] = []
+    real = ingest_mod._copy_arrow
+
+    def spy(*a: object, **k: object) -> object:
+        calls.append((k, real(*a, **k)))  # type: ignore[arg-type]
+        return calls[-1][1]
+
+    monkeypatch.setattr(ingest_mod, "_copy_arrow", spy)
+    return calls
+
+
 def _poi_csv(tmp_path: Path, n: int = 3000, bad: dict[int, str] | None = None,
              dup: int | None = None) -> Path:
     """POIs with the text quirks the cleaning handles: padding, tokens, thousands separators."""
@@ -139,19 +154,12 @@ def test_points_in_chunks_keep_row_order(workspace: Workspace, tmp_path: Path,
     from citytwin.foundation import ingest as ingest_mod
 
     monkeypatch.setattr(ingest_mod, "NUMBA_MIN_ROWS", 0 if cells == "h3numba" else 10**9)
-    used: list[object] = []
-    real = ingest_mod._copy_arrow
-
-    def spy(*a: object, **k: object) -> object:
-        used.append(k["h3_res"])
-        return real(*a, **k)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ingest_mod, "_copy_arrow", spy)
+    calls = _spy_copy_arrow(monkeypatch)
     monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 1000)
     monkeypatch.setattr(ingest_mod, "PIPE_BATCH", 256)
     _compare(workspace, _poi_csv(tmp_path), schema="poi")
     assert _pipeline(workspace, "fast") == "streamed"
-    assert used == ([9] if cells == "h3numba" else [None])  # None: the cells came with the records
+    assert [k["h3_res"] for k, _ in calls] == ([9] if cells == "h3numba" else [None])  # None: the cells came with the records
     files = sorted(glob.glob(workspace.parquet_glob("fast")))
     assert len(files) == 1 and pq.ParquetFile(files[0]).num_row_groups >= 3
     df = _stored(workspace, "fast")
@@ -192,23 +200,14 @@ def test_point_records_of_other_types_fall_back_to_duckdb_writer(workspace: Work
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     # a column type pyarrow would not write back as DuckDB reads it (an INTERVAL, a list) keeps the
     # records in DuckDB's COPY, with the geometry and H3 cells in SQL: the same records either way
-    from citytwin.foundation import ingest as ingest_mod
-
-    answers: list[object] = []
-    real = ingest_mod._copy_arrow
-
-    def spy(*a: object, **k: object) -> object:
-        answers.append(real(*a, **k))  # type: ignore[arg-type]
-        return answers[-1]
-
-    monkeypatch.setattr(ingest_mod, "_copy_arrow", spy)
+    calls = _spy_copy_arrow(monkeypatch)
     src = tmp_path / "poi.parquet"
     duckdb.sql(f"""COPY (SELECT 'P' || i AS poi_id, 'n' || i AS name, 'shop' AS category, 116 + i / 1000 AS lon,
                    39.5 + i / 2000 AS lat, INTERVAL (i) MINUTE AS open_for, [i, i + 1] AS floors
                    FROM range(500) t(i)) TO '{src}' (FORMAT parquet)""")
     _compare(workspace, src, schema="poi")
     assert _pipeline(workspace, "fast") == "streamed"
-    assert answers == [None]  # the Arrow path declined, DuckDB wrote
+    assert [answer for _, answer in calls] == [None]  # the Arrow path declined, DuckDB wrote
     df = _stored(workspace, "fast")
     assert {"open_for", "floors", "geometry", "h3"} <= set(df.columns)
 
@@ -222,15 +221,10 @@ def test_duplicate_key_found_whether_ids_arrive_in_order_or_not(workspace: Works
 
     monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 700)
     monkeypatch.setattr(ingest_mod, "PIPE_BATCH", 128)
-    seen: list[bool] = []
-    real = ingest_mod._copy_arrow
+    calls = _spy_copy_arrow(monkeypatch)
 
-    def spy(*a: object, **k: object) -> object:
-        out = real(*a, **k)  # type: ignore[arg-type]
-        seen.append(k["key_order"].ascending)  # type: ignore[union-attr]
-        return out
-
-    monkeypatch.setattr(ingest_mod, "_copy_arrow", spy)
+    def seen() -> list[bool]:
+        return [k["key_order"].ascending for k, _ in calls]  # type: ignore[attr-defined]
     p = _poi_csv(tmp_path)
     if order == "shuffled":
         lines = p.read_text(encoding="utf-8").splitlines()
@@ -238,11 +232,11 @@ def test_duplicate_key_found_whether_ids_arrive_in_order_or_not(workspace: Works
         p.write_text("\n".join(lines) + "\n", encoding="utf-8")
     ingest(workspace, p, dataset="clean", schema="poi")
     assert _pipeline(workspace, "clean") == "streamed"
-    assert seen == [order == "ascending"]
+    assert seen() == [order == "ascending"]
     # a duplicate id in the last chunk, where an ascending run would reach it only at the end
-    seen.clear()
+    calls.clear()
     res = ingest(workspace, _poi_csv(tmp_path, dup=2999), dataset="dup", schema="poi")
-    assert seen == [False] and _pipeline(workspace, "dup") == "staged"
+    assert seen() == [False] and _pipeline(workspace, "dup") == "staged"
     assert res.rows_quarantined == 1
     q = workspace.quarantine("dup")
     assert q["row"].tolist() == [3000] and "duplicate" in q["reason"].iloc[0]
@@ -260,17 +254,10 @@ def test_points_without_usable_numba_get_cells_in_sql(workspace: Workspace, tmp_
 
     monkeypatch.setitem(sys.modules, "citytwin.foundation.h3numba", None)  # import raises ImportError
     monkeypatch.delattr(citytwin.foundation, "h3numba", raising=False)
-    answers: list[object] = []
-    real = ingest_mod._copy_arrow
-
-    def spy(*a: object, **k: object) -> object:
-        answers.append(real(*a, **k))  # type: ignore[arg-type]
-        return answers[-1]
-
-    monkeypatch.setattr(ingest_mod, "_copy_arrow", spy)
+    calls = _spy_copy_arrow(monkeypatch)
     _compare(workspace, _poi_csv(tmp_path), schema="poi")
     assert _pipeline(workspace, "fast") == "streamed"
-    assert answers == [None]  # the Arrow path declined; DuckDB wrote, with the cells in SQL
+    assert [answer for _, answer in calls] == [None]  # the Arrow path declined; DuckDB wrote, cells in SQL
     import h3
 
     df = _stored(workspace, "fast")

@@ -35,8 +35,7 @@ import numpy as np
 import pyarrow as pa
 from numba import njit, prange
 
-from citytwin.foundation import h3sql
-from citytwin.foundation.errors import InputError
+from citytwin.foundation import h3sql, spacelink
 
 __all__ = ["cells_array", "cells_int"]
 
@@ -217,23 +216,6 @@ def _hex15(cells: np.ndarray, digits: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return offsets, data, valid
 
 
-def _check(resolution: object) -> int:
-    if isinstance(resolution, bool) or not isinstance(resolution, int | np.integer) or not 0 <= resolution <= 15:
-        raise InputError(f"H3 resolution must be an integer 0-15, got {resolution!r}", field="resolution")
-    return int(resolution)
-
-
-def _coords(values: pa.Array | pa.ChunkedArray | np.ndarray) -> np.ndarray:
-    """float64 numpy array with NaN for nulls (no copy for a null-free float64 Arrow array)."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if isinstance(values, pa.Array):
-        if not pa.types.is_floating(values.type) or values.type != pa.float64():
-            values = values.cast(pa.float64())
-        return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
-    return np.ascontiguousarray(values, dtype=np.float64)
-
-
 def cells_int(lon: pa.Array | np.ndarray, lat: pa.Array | np.ndarray, resolution: int) -> np.ndarray:
     """H3 cells as int64 (``-1`` where lon/lat is null, NaN, infinite or out of range).
 
@@ -242,10 +224,8 @@ def cells_int(lon: pa.Array | np.ndarray, lat: pa.Array | np.ndarray, resolution
     >>> hex(int(cells_int([116.397], [39.908], 9)[0]))
     '0x8931aa42803ffff'
     """
-    res = _check(resolution)
-    lo, la = _coords(lon), _coords(lat)
-    if lo.shape != la.shape:
-        raise InputError(f"lon and lat differ in length ({lo.size} vs {la.size})", field="lon")
+    res = h3sql._check_resolution(resolution)
+    lo, la = spacelink._pair(lon, lat)  # float64, NaN where missing; Arrow and numpy inputs alike
     return _cells(lo, la, res, _FACE_CENTER, _NORTH, _EAST, _AZ0, _FIJK, _KEY3, _KEY2, _PENT, _CANDS)
 
 

@@ -60,6 +60,7 @@ Examples
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 from citytwin.foundation.errors import InputError
@@ -296,7 +297,9 @@ def _ident(name: str) -> str:
 
 
 def _check_resolution(resolution: object) -> int:
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or not 0 <= resolution <= _MAX_RES:
+    """The resolution as an int 0-15 (Python or numpy integer; not a bool, float or string)."""
+    if isinstance(resolution, bool) or not isinstance(resolution, numbers.Integral) or \
+            not 0 <= int(resolution) <= _MAX_RES:
         raise InputError(f"H3 resolution must be an integer 0-15, got {resolution!r}", field="resolution")
     return int(resolution)
 

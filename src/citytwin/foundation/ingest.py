@@ -955,7 +955,8 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
     """One pass per file (or per group of same-header CSVs): read, check and write the kept records.
 
     The fast path for clean files: no staged table, no row numbers, DuckDB streams from the
-    source straight into the version's Parquet on all cores, in file order. The first record
+    source straight into the version's Parquet on all cores, in file order (point records through
+    Arrow, see :func:`_copy_arrow`). The first record
     that would need quarantine aborts the pass (``error()`` in the query), as does a duplicate key
     found afterwards in the written files; the staged pipeline (:func:`_staged`) then redoes the
     ingest and reports every record with its file and row. Returns ``(None, why)`` then.
@@ -1005,9 +1006,8 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
             # H3 by h3numba (without numba: in SQL). Other records stay in DuckDB's COPY, which writes
             # them as fast (Beijing air, 5M observations: 2.1-2.4 s either way) without the round trip.
             points = plan.lonlat is not None and not plan.geometry
-            piped = points
-            h3_in_sql = piped and opts.h3_res is not None and not points_fast
-            if plan.geometry or (plan.lonlat and not piped):
+            h3_in_sql = points and opts.h3_res is not None and not points_fast
+            if plan.geometry:
                 need_spatial()
             for f in group:
                 notes += [f"{f.name}: {n}" for n in src.notes + plan.notes]
@@ -1016,21 +1016,21 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
             view = f"({src.sql})" if src.sql else f"src_{gi}"
             if not src.sql:
                 con.register(view, src.relation)
-            sql = build_sql(plan, view, gi, h3_resolution=None if piped and not h3_in_sql else opts.h3_res,
-                            geometry_policy=opts.geometry_policy, records=False, point_geometry=not piped)
+            sql = build_sql(plan, view, gi, h3_resolution=None if points and not h3_in_sql else opts.h3_res,
+                            geometry_policy=opts.geometry_policy, records=False, point_geometry=not points)
             guarded = (f"SELECT * EXCLUDE (_file, _row, _reason, _record, _column) FROM ({sql}) "
                        f"WHERE CASE WHEN _reason IS NULL THEN TRUE ELSE error({lit(_QUARANTINE_NEEDED)}) END")
             # zero-padded: the dataset's files are read in name order
             part = out_dir / f"part-{gi:05d}.parquet"
             say(f"writing {part.name}")
             written = None
-            if piped:
+            if points:
                 written = _copy_arrow(con, guarded, part, lonlat=plan.lonlat,
                                       h3_res=None if h3_in_sql else opts.h3_res, key_order=key_order)
-            if written is None:  # not piped, or column types pyarrow cannot write as DuckDB does
+            if written is None:  # not points, or column types pyarrow cannot write as DuckDB does
                 if key_order is not None:
                     key_order.ascending = False
-                if piped and points:
+                if points:
                     need_spatial()
                     sql = build_sql(plan, view, gi, h3_resolution=opts.h3_res, geometry_policy=opts.geometry_policy,
                                     records=False)

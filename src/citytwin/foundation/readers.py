@@ -249,7 +249,7 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
     if stream:
         # no up-front read, no row numbers: ingest's streamed pass COPYs straight from the file
         # and falls back to the numbered (staged) read when any record needs quarantine
-        files = "[" + ", ".join("'" + str(f).replace("'", "''") + "'" for f in [read_path, *more]) + "]"
+        files = "[" + ", ".join(_lit(str(f)) for f in [read_path, *more]) + "]"
         try:
             scan = f"read_csv({files}, {_sniffed_options(con, qpath, opts)})"
             sql = f"SELECT CAST(0 AS BIGINT) AS _row, * FROM {scan}"
@@ -293,7 +293,13 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
 
 
 def _q(name: str) -> str:
+    """A quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _sniffed_options(con: duckdb.DuckDBPyConnection, qpath: str, opts: str) -> str:
@@ -312,14 +318,11 @@ def _sniffed_options(con: duckdb.DuckDBPyConnection, qpath: str, opts: str) -> s
     if len(quote.encode()) > 1 or len(escape.encode()) > 1 or not cols:  # not something read_csv takes back
         return opts
 
-    def lit(v: str) -> str:
-        return "'" + str(v).replace("'", "''") + "'"
-
-    colspec = "{" + ", ".join(f"{lit(c['name'])}: 'VARCHAR'" for c in cols) + "}"
+    colspec = "{" + ", ".join(f"{_lit(c['name'])}: 'VARCHAR'" for c in cols) + "}"
     nl = newline if newline in ("\\r\\n", "\\n", "\\r") else None  # DuckDB's escaped spelling
-    fixed = (f"auto_detect=false, header={'true' if has_header else 'false'}, delim={lit(delim)}, "
-             f"quote={lit(quote)}, escape={lit(escape)}, skip={int(skip)}, columns={colspec}")
-    return fixed + (f", new_line={lit(nl)}" if nl else "")
+    fixed = (f"auto_detect=false, header={'true' if has_header else 'false'}, delim={_lit(delim)}, "
+             f"quote={_lit(quote)}, escape={_lit(escape)}, skip={int(skip)}, columns={colspec}")
+    return fixed + (f", new_line={_lit(nl)}" if nl else "")
 
 
 def _sniff_delimiter(path: Path) -> str:
@@ -519,7 +522,7 @@ def infer_types(rel: duckdb.DuckDBPyRelation, columns: list[str], *, sample: int
     tokens = "('', 'na', 'n/a', 'nan', 'null', 'none', '-', '--', '—', '/', '#n/a', '无')"
     parts = []
     for c in cols:
-        qc = '"' + c.replace('"', '""') + '"'
+        qc = _q(c)
         v = f"CASE WHEN lower(trim(CAST({qc} AS VARCHAR))) IN {tokens} THEN NULL ELSE trim(CAST({qc} AS VARCHAR)) END"
         parts += [f"count({v})", f"count(TRY_CAST(replace({v}, ',', '') AS DOUBLE))",
                   f"count(*) FILTER (WHERE regexp_matches({v}, '^0[0-9]|[0-9]{{16,}}'))"]

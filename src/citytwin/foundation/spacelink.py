@@ -99,7 +99,7 @@ def _pair(lon: Any, lat: Any) -> tuple[Array, Array]:
     x = _as_float(lon, "lon")
     y = _as_float(lat, "lat")
     if x.shape != y.shape:
-        raise InputError(f"lon has {x.size} values but lat has {y.size}", field="lat")
+        raise InputError(f"lon and lat differ in length: lon has {x.size} values, lat {y.size}", field="lat")
     return x, y
 
 
