@@ -15,8 +15,8 @@ Points are uniform on the sphere, in a DuckDB table ``pts``. Timed (wall clock, 
 * ``h3ronpy``: ``h3ronpy.vector.coordinates_to_cells`` (vectorised Rust, one core; returns
   UInt64, plus ``cells_to_string`` for the same hex strings);
 * ``h3numba``: :func:`citytwin.foundation.h3numba.cells_array` (the SQL's operations compiled with
-  numba, Arrow strings out) on all cores and on one; its one-off load (numba import and cache) is
-  reported apart.
+  numba, Arrow strings out) on all cores and on one (``threads=1``, as the ingest calls it); its
+  one-off load (numba import and cache) is reported apart.
 
 The Python paths (udf, h3-py) run on a subsample of at most ``--sample`` points and are scaled
 linearly to n (said so in the output). Correctness: the SQL strings are compared with h3-py on the
@@ -137,18 +137,13 @@ def main() -> None:
     full = con.sql("SELECT lon, lat FROM pts ORDER BY id").fetchnumpy()
     flon, flat = np.asarray(full["lon"]), np.asarray(full["lat"])
     t0 = time.perf_counter()
-    import numba
-
     from citytwin.foundation import h3numba
 
     h3numba.cells_array(flon[:1], flat[:1], args.res)
     t_load = time.perf_counter() - t0
     t_nb, nb_cells = _best(lambda: h3numba.cells_array(flon, flat, args.res), args.repeat)
     rows.append(("h3numba (all cores)", t_nb, _CPU[t_nb], f"measured; numba load {t_load:.2f} s once"))
-    cores = numba.get_num_threads()
-    numba.set_num_threads(1)
-    t_nb1, _ = _best(lambda: h3numba.cells_array(flon, flat, args.res), args.repeat)
-    numba.set_num_threads(cores)
+    t_nb1, _ = _best(lambda: h3numba.cells_array(flon, flat, args.res, threads=1), args.repeat)
     rows.append(("h3numba (one core)", t_nb1, _CPU[t_nb1], "measured"))
     sql_all = con.sql(f"SELECT h3 FROM ({sql}) ORDER BY id").to_arrow_table().column(0).combine_chunks()
     bad_nb = int(n - pa.compute.sum(pa.compute.equal(sql_all, nb_cells)).as_py())

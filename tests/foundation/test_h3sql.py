@@ -252,3 +252,50 @@ def test_numba_bad_resolution_raises(bad: object) -> None:
 def test_numba_length_mismatch_raises() -> None:
     with pytest.raises(InputError, match="length"):
         h3numba.cells_int(np.array([1.0, 2.0]), np.array([1.0]), 9)
+
+
+def test_numba_threads_from_many_python_threads() -> None:
+    """One thread or all, from several Python threads at once: the same cells, no abort (the lock
+    serialises parallel calls, which numba's workqueue layer cannot take), and each caller's own
+    numba thread count is left as it was."""
+    import threading
+
+    import numba
+
+    rng = np.random.default_rng(7)
+    lon, lat = rng.uniform(-180, 180, 20_000), rng.uniform(-90, 90, 20_000)
+    want = h3numba.cells_array(lon, lat, 8).to_pylist()
+    assert want == ref_cells(lon[:500], lat[:500], 8) + want[500:]
+    before = numba.get_num_threads()
+    got: list[list[str | None]] = []
+    counts: list[int] = []
+
+    def work(threads: int | None) -> None:
+        mine = numba.get_num_threads()
+        got.append(h3numba.cells_array(lon, lat, 8, threads=threads).to_pylist())
+        counts.append(numba.get_num_threads() - mine)
+
+    pool = [threading.Thread(target=work, args=(t,)) for t in (1, None, 1, 2, 64)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    assert got == [want] * len(pool) and counts == [0] * len(pool)
+    assert numba.get_num_threads() == before
+
+
+def test_numba_many_python_threads_with_workqueue_layer() -> None:
+    """The same under numba's ``workqueue`` threading layer (its fallback where libgomp and TBB are
+    missing), which aborts the process on concurrent parallel calls: the lock prevents that."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import importlib.util as u, sys, numba; s = u.spec_from_file_location('t', sys.argv[1]); "
+              "t = u.module_from_spec(s); s.loader.exec_module(t); "
+              "t.test_numba_threads_from_many_python_threads(); print(numba.threading_layer())")
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue"}
+    out = subprocess.run([sys.executable, "-c", script, __file__], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("workqueue")

@@ -122,6 +122,19 @@ def test_wide_sensor_files_in_one_scan(workspace: Workspace, shared_data: Path) 
     assert fast.rows_read == raw * 12
 
 
+def test_wide_file_with_unitless_property_same_either_way(workspace: Workspace, tmp_path: Path) -> None:
+    """The streamed melt types property and unit as ENUMs (cheaper to write); a property without a
+    unit leaves NULL units, and the stored strings are the staged pipeline's."""
+    rows = [f"S{i % 3},2024-01-{1 + i // 24:02d} {i % 24:02d}:00,116.{i:03d},39.9,{i % 50},NW,{i}" for i in range(300)]
+    path = tmp_path / "wide.csv"
+    path.write_text("\n".join(["station,time,lon,lat,PM2.5,wd,humidity_x", *rows]) + "\n", encoding="utf-8")
+    fast, _ = _compare(workspace, path, schema="sensor_observation")
+    assert _pipeline(workspace, "fast") == "streamed" and fast.rows_kept == 900
+    df = _stored(workspace, "fast")
+    assert df["property"].tolist()[:3] == ["pm25", "windDirection", "humidity_x"]
+    assert df["unit"].tolist()[:2] == ["µg/m³", "°"] and df["unit"].iloc[2::3].isna().all()
+
+
 @pytest.mark.parametrize(("rel", "schema", "opts", "pipeline"), [
     ("city_crosswalk_fiersity/china_city_entity_master_V4.0.csv", "table", {}, "streamed"),
     ("traffic_shenzhen_tppgcn/sz_adj.csv", "table", {"header": False}, "streamed"),

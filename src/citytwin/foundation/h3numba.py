@@ -6,7 +6,15 @@ over DuckDB's 2048-row vectors. This module runs the *same* operations (the same
 expressions in the same order, the same tables, imported from :mod:`~citytwin.foundation.h3sql`)
 as one compiled loop over Arrow buffers: about 0.26 CPU-µs per point at resolution 9 (Beijing
 points; 0.34 for points all over the sphere), with the GIL released and on all cores (numba's
-``prange``). Loading numba and the cached machine code takes ~0.7 s once per process.
+``prange``; ``threads=1`` keeps a call on its own thread). Loading numba and the cached machine code
+takes ~0.7 s once per process.
+
+Calls are serialised by a lock: with the ``workqueue`` threading layer (numba's fallback where
+neither libgomp nor TBB is installed) two Python threads entering a parallel function at once abort
+the process. The ingest calls with ``threads=1``: its pipeline already keeps every core busy (DuckDB's
+threads, the Parquet writer), and numba's OpenMP workers spin while they wait (~5 % of a 10M-point
+ingest's CPU on 2 cores). Why not plain serial loops: numba compiles this loop body ~30 % slower
+outside a ``prange`` (measured, 290 vs 385 ns per point on one thread; same cells).
 
 The ingest's streamed pass pipes DuckDB's checked records through :func:`cells_array` in Arrow
 batches (see ``foundation/ingest.py``). Why not a DuckDB Python UDF: DuckDB's arrow UDF glue costs
@@ -30,7 +38,11 @@ Examples
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import numba
 import numpy as np
 import pyarrow as pa
 from numba import njit, prange
@@ -59,6 +71,7 @@ _SQRT7 = h3sql._M_SQRT7
 _RSIN60 = h3sql._M_RSIN60
 _EPS = h3sql._EPSILON
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
+_LOCK = threading.Lock()  # one parallel call at a time (see the module docstring)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -216,8 +229,24 @@ def _hex15(cells: np.ndarray, digits: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return offsets, data, valid
 
 
-def cells_int(lon: pa.Array | np.ndarray, lat: pa.Array | np.ndarray, resolution: int) -> np.ndarray:
+@contextmanager
+def _parallel(threads: int | None) -> Iterator[None]:
+    """Hold :data:`_LOCK` and use ``threads`` of numba's threads (all if None) in this thread."""
+    with _LOCK:
+        before = numba.get_num_threads()  # a per-thread setting: restored for the caller's thread
+        if threads is not None:
+            numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+        try:
+            yield
+        finally:
+            numba.set_num_threads(before)
+
+
+def cells_int(lon: pa.Array | np.ndarray, lat: pa.Array | np.ndarray, resolution: int,
+              threads: int | None = None) -> np.ndarray:
     """H3 cells as int64 (``-1`` where lon/lat is null, NaN, infinite or out of range).
+
+    ``threads``: how many of numba's threads the call may use (default: all of them).
 
     Examples
     --------
@@ -226,14 +255,17 @@ def cells_int(lon: pa.Array | np.ndarray, lat: pa.Array | np.ndarray, resolution
     """
     res = h3sql._check_resolution(resolution)
     lo, la = spacelink._pair(lon, lat)  # float64, NaN where missing; Arrow and numpy inputs alike
-    return _cells(lo, la, res, _FACE_CENTER, _NORTH, _EAST, _AZ0, _FIJK, _KEY3, _KEY2, _PENT, _CANDS)
+    with _parallel(threads):
+        return _cells(lo, la, res, _FACE_CENTER, _NORTH, _EAST, _AZ0, _FIJK, _KEY3, _KEY2, _PENT, _CANDS)
 
 
-def cells_array(lon: pa.Array | np.ndarray, lat: pa.Array | np.ndarray, resolution: int) -> pa.StringArray:
+def cells_array(lon: pa.Array | np.ndarray, lat: pa.Array | np.ndarray, resolution: int,
+                threads: int | None = None) -> pa.StringArray:
     """H3 cells as an Arrow string array of lowercase hex (``h3.latlng_to_cell``'s strings), nulls
     where lon/lat is invalid, as :func:`citytwin.foundation.h3sql.wrap_select` gives them."""
-    cells = cells_int(lon, lat, resolution)
-    offsets, data, valid = _hex15(cells, _HEX)
+    cells = cells_int(lon, lat, resolution, threads)
+    with _parallel(threads):
+        offsets, data, valid = _hex15(cells, _HEX)
     nulls = int(np.count_nonzero(cells < 0))
     return pa.StringArray.from_buffers(cells.size, pa.py_buffer(offsets), pa.py_buffer(data),
                                        pa.py_buffer(valid) if nulls else None, nulls)
