@@ -235,7 +235,7 @@ def _parallel(threads: int | None) -> Iterator[None]:
     with _LOCK:
         before = numba.get_num_threads()  # a per-thread setting: restored for the caller's thread
         if threads is not None:
-            numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+            numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
         try:
             yield
         finally:

@@ -148,7 +148,7 @@ def _num(raw: str) -> str:
     return f"COALESCE(TRY_CAST({raw} AS DOUBLE), TRY_CAST(replace({raw}, ',', '') AS DOUBLE))"
 
 
-def _enum_list(values: list[str | None]) -> str:
+def _enum_list(values: Sequence[str | None]) -> str:
     """A constant list of text as a list of ENUM values (plain VARCHAR if every value is NULL).
 
     The melted property and unit columns repeat a few constants on every observation. Typed as an
