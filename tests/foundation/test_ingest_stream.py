@@ -202,6 +202,34 @@ def test_bad_point_record_in_a_later_chunk_hands_over(workspace: Workspace, tmp_
     assert len(_stored(workspace, "p")) == 2999
 
 
+def test_error_in_a_later_chunk_stops_the_pipeline(workspace: Workspace, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # an error in the thread that adds geometry reaches the caller; nothing is committed, the
+    # pipeline's threads end (a second ingest then works)
+    import threading
+
+    from citytwin.foundation import ingest as ingest_mod
+    from citytwin.foundation import spacelink
+
+    monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 500)
+    monkeypatch.setattr(ingest_mod, "PIPE_BATCH", 128)
+    real, seen = spacelink.points_wkb, []
+
+    def flaky(x: object, y: object) -> object:
+        seen.append(1)
+        if len(seen) == 4:
+            raise RuntimeError("disk on fire")
+        return real(x, y)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(spacelink, "points_wkb", flaky)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        ingest(workspace, _poi_csv(tmp_path), dataset="p", schema="poi")
+    assert "p" not in [d.name for d in workspace.datasets()]
+    assert not [t for t in threading.enumerate() if t.name.startswith(("citytwin-points", "citytwin-writer"))]
+    monkeypatch.setattr(spacelink, "points_wkb", real)
+    assert ingest(workspace, _poi_csv(tmp_path), dataset="p", schema="poi").rows_kept == 3000
+
+
 def test_points_without_h3_streamed_equals_staged(workspace: Workspace, tmp_path: Path) -> None:
     # points without H3 cells take the Arrow path too (numpy WKB geometry, pyarrow writer)
     _compare(workspace, _poi_csv(tmp_path), schema="poi", h3=False)

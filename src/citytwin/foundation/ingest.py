@@ -25,8 +25,9 @@ import json
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1120,6 +1121,8 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
 POINT_CHUNK = 1 << 19
 #: rows per Arrow batch read from the checked records
 PIPE_BATCH = 1 << 16
+#: chunks of the Arrow path handed on and not yet written (see :func:`_copy_arrow`)
+PIPE_DEPTH = 2
 #: a text column is dictionary-encoded when its first chunk has at most this many distinct values
 DICTIONARY_MAX_VALUES = 1000
 #: zstd level of the WKB point column in the Arrow path. Its bytes are a repeated 9-byte header and
@@ -1226,9 +1229,10 @@ def _copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
     The records stream out of DuckDB as Arrow (the query runs on all threads, ahead of the reader
     by the streaming buffer) in chunks of :data:`POINT_CHUNK` rows. With ``lonlat``, each chunk
     gets its point geometry (:func:`spacelink.points_wkb`) and, with ``h3_res``, its H3 cells
-    (:func:`h3numba.cells_array`, GIL released). A pyarrow ``ParquetWriter`` writes each chunk in a
-    writer thread while the next one is read; for points the GeoParquet ``geo`` metadata (bbox of
-    the whole file) is added at the end. Row order is kept; memory stays bounded by two chunks.
+    (:func:`h3numba.cells_array`, GIL released) in a thread of its own, and a pyarrow
+    ``ParquetWriter`` writes it in another, while the next chunks are read; for points the
+    GeoParquet ``geo`` metadata (bbox of the whole file) is added at the end. Row order is kept;
+    memory stays bounded by :data:`PIPE_DEPTH` chunks in flight.
     Returns the number of rows written, or None (nothing written) when a column has a type that
     pyarrow would write differently from DuckDB (:func:`_writable`): the caller then uses ``COPY``.
     ``key_order`` sees the key column of every chunk (see :func:`_streamed`'s duplicate check).
@@ -1287,12 +1291,18 @@ def _copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
         return table.select([*names, "geometry", "h3"])
 
     writer: pq.ParquetWriter | None = None
+    # three stages in three threads, each in chunk order: this thread reads DuckDB's Arrow batches,
+    # one thread completes chunks (geometry, H3), one writes them; at most PIPE_DEPTH chunks are
+    # between reader and file, so memory stays flat. The reader alone is DuckDB's critical path
+    # (its export to Arrow runs in the fetching thread), so it does nothing else.
+    completer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="citytwin-points")
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="citytwin-writer")
-    pending = None
+    inflight: deque[Future[int]] = deque()
     written = 0
 
-    def put(table: pa.Table) -> None:
-        nonlocal writer, pending, written
+    def write(done: Future[pa.Table]) -> int:
+        nonlocal writer
+        table = done.result()
         if writer is None:
             # dictionary pages for text columns with few distinct values in the first chunk (categories,
             # stations, units); trying a dictionary on every column and giving it up costs 25 % more CPU
@@ -1303,10 +1313,14 @@ def _copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
                       if pa.types.is_floating(t)]
             writer = pq.ParquetWriter(path, table.schema, store_schema=False, use_dictionary=few,
                                       **_arrow_write_options(table.column_names, floats))
-        if pending is not None:
-            pending.result()  # at most one chunk waiting to be written: memory stays flat
-        pending = pool.submit(writer.write_table, table, row_group_size=122_880)
-        written += table.num_rows
+        writer.write_table(table, row_group_size=122_880)
+        return int(table.num_rows)
+
+    def put(batches: list[pa.RecordBatch]) -> None:
+        nonlocal written
+        inflight.append(pool.submit(write, completer.submit(complete, batches)))
+        while len(inflight) > PIPE_DEPTH:
+            written += inflight.popleft().result()
 
     try:
         chunk: list[pa.RecordBatch] = []
@@ -1315,12 +1329,12 @@ def _copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
             chunk.append(batch)
             size += batch.num_rows
             if size >= POINT_CHUNK:
-                put(complete(chunk))
+                put(chunk)
                 chunk, size = [], 0
-        if chunk or writer is None:
-            put(complete(chunk))
-        if pending is not None:
-            pending.result()
+        if chunk or not (inflight or written):
+            put(chunk)
+        while inflight:
+            written += inflight.popleft().result()
         assert writer is not None
         if lonlat:
             # the GeoParquet metadata DuckDB's spatial writer gives a GEOMETRY column of points
@@ -1332,7 +1346,8 @@ def _copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
                 {"version": "1.0.0", "primary_column": "geometry", "columns": {"geometry": meta}},
                 separators=(",", ":"))})
     finally:
-        pool.shutdown(wait=True)
+        completer.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
         if writer is not None:
             writer.close()
         reader.close()
