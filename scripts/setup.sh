@@ -13,10 +13,10 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>/dev/null \
   || .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
-# compile h3numba's kernels once now (numba caches the machine code beside the source), so the
-# first large ingest of points does not spend ~5-10 s compiling them
-.venv/bin/python -c "import numpy as np; from citytwin.foundation import h3numba; h3numba.cells_array(np.array([116.4]), np.array([39.9]), 9)" \
-  || echo "note: h3numba could not be compiled; ingest computes H3 cells in SQL instead" >&2
+# compile the numba kernels (h3numba, cleannumba) once now (numba caches the machine code beside
+# the source), so the first large ingest of points does not spend ~5-10 s compiling them
+.venv/bin/python -c "import numpy as np, pyarrow as pa; from citytwin.foundation import cleannumba, h3numba; h3numba.cells_array(np.array([116.4]), np.array([39.9]), 9); cleannumba.dirty_mask(pa.array(['x']), whitespace=' ', tokens=('',))" \
+  || echo "note: numba kernels could not be compiled; ingest computes H3 cells and cleans text in SQL instead" >&2
 if [ "${1:-}" = "--test" ]; then
   need=()
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)

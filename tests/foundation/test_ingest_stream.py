@@ -56,7 +56,8 @@ def _spy_copy_arrow(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict[str, obj
     real = ingest_mod._copy_arrow
 
     def spy(*a: object, **k: object) -> object:
-        calls.append((k, real(*a, **k)))  # type: ignore[arg-type]
+        calls.append((k, None))  # recorded before the call: a call may raise
+        calls[-1] = (k, real(*a, **k))  # type: ignore[arg-type]
         return calls[-1][1]
 
     monkeypatch.setattr(ingest_mod, "_copy_arrow", spy)
@@ -228,6 +229,67 @@ def test_error_in_a_later_chunk_stops_the_pipeline(workspace: Workspace, tmp_pat
     assert not [t for t in threading.enumerate() if t.name.startswith(("citytwin-points", "citytwin-writer"))]
     monkeypatch.setattr(spacelink, "points_wkb", real)
     assert ingest(workspace, _poi_csv(tmp_path), dataset="p", schema="poi").rows_kept == 3000
+
+
+def test_text_cleaned_after_the_query_equals_staged(workspace: Workspace, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # with numba in use, plain text columns leave the query uncleaned and the values that need it
+    # (padding, tokens, ideographic spaces) are cleaned per chunk: the same records as the staged
+    # pipeline's SQL cleaning, in chunks that have such values and chunks that have none
+    from citytwin.foundation import ingest as ingest_mod
+
+    monkeypatch.setattr(ingest_mod, "NUMBA_MIN_ROWS", 0)
+    monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 20)
+    monkeypatch.setattr(ingest_mod, "PIPE_BATCH", 8)
+    calls = _spy_copy_arrow(monkeypatch)
+    path = _poi_csv(tmp_path, n=400)
+    text = path.read_text(encoding="utf-8").replace(",shop,", ",\u00a0shop ,", 3).replace(",shop,", ",NULL,", 2)
+    path.write_text(text.replace(",shop,", ",Shop\t,", 1), encoding="utf-8")
+    _compare(workspace, path, schema="poi")
+    assert _pipeline(workspace, "fast") == "streamed"
+    assert calls[0][0]["lazy_text"] == {"poi_id": False, "name": False, "category": False}
+    df = _stored(workspace, "fast")
+    assert df.loc[0, "name"] == "Padded name" and pd.isna(df.loc[1, "name"]) and df.loc[2, "name"] == "全角空格"
+    assert [None if pd.isna(v) else v for v in df["category"][:6]] == ["shop", "shop", "shop", None, None, "Shop"]
+
+
+def _required_name_schema(ws: Workspace) -> None:
+    ws.schemas_dir.mkdir(exist_ok=True)
+    (ws.schemas_dir / "place.yaml").write_text(
+        "name: place\ngeometry: point\nkey: [poi_id]\nfields:\n"
+        "  - {name: poi_id, type: string}\n"
+        "  - {name: name, type: string, required: true}\n"
+        "  - {name: category, type: string, choices: [shop, bank]}\n"
+        "  - {name: lon, type: float, min: -180, max: 180}\n"
+        "  - {name: lat, type: float, min: -90, max: 90}\n"
+        "  - {name: geometry, type: geometry}\n", encoding="utf-8")
+
+
+def test_required_text_missing_after_cleaning_hands_over(workspace: Workspace, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # "NA" is not NULL to the query, but is missing once cleaned: a required value, so the record
+    # is quarantined (by the staged pipeline); a column with choices keeps its cleaning in SQL
+    from citytwin.foundation import ingest as ingest_mod
+
+    monkeypatch.setattr(ingest_mod, "NUMBA_MIN_ROWS", 0)
+    monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 500)
+    calls = _spy_copy_arrow(monkeypatch)
+    _required_name_schema(workspace)
+    res = ingest(workspace, _poi_csv(tmp_path), dataset="p", schema="place")
+    assert calls[0][0]["lazy_text"] == {"poi_id": False, "name": True}
+    assert _pipeline(workspace, "p") == "staged"
+    q = workspace.quarantine("p")
+    assert (res.rows_kept, res.rows_quarantined) == (2880, 120)  # rows 1 and 3 of every 50: "NA", "无"
+    assert set(q["reason"]) == {"name: required value missing"}
+    # without such values the same schema streams, the choices checked in SQL
+    calls.clear()
+    clean = tmp_path / "clean.csv"
+    lines = _poi_csv(tmp_path).read_text(encoding="utf-8").splitlines()
+    clean.write_text("\n".join(ln for i, ln in enumerate(lines) if i == 0 or (i - 1) % 50 not in (1, 3)) + "\n",
+                     encoding="utf-8")
+    fast, _ = _compare(workspace, clean, schema="place")
+    assert _pipeline(workspace, "fast") == "streamed" and fast.rows_kept == 2880
+    assert _stored(workspace, "fast").loc[0, "name"] == "Padded name"
 
 
 def test_points_without_h3_streamed_equals_staged(workspace: Workspace, tmp_path: Path) -> None:

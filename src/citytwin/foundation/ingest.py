@@ -26,7 +26,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -472,6 +472,35 @@ def _numeric_only(plan: Plan, ref: str, col: str) -> bool:
     return plain and all(m[4] == "number" for m in melted)
 
 
+def _lazy_text(plan: Plan) -> tuple[set[str], dict[str, bool]]:
+    """Text columns whose cleaning the Arrow path can do after the query: (source columns, output
+    column -> whether it is required).
+
+    A source column qualifies when it is cleaned as plain text (:func:`_clean`) and feeds only
+    outputs that are that cleaned text, checked at most for being present. Read uncleaned, such a
+    column gives the same checks on every value the cleaning leaves alone; :func:`_copy_arrow`
+    finds the others exactly (:func:`cleannumba.dirty_mask`), cleans them with :func:`_clean`, and
+    hands over to the staged pipeline if a required value turns out missing. Columns with other
+    checks (choices, ranges) or used in other expressions (times, melted values) stay in SQL.
+    """
+    sources: set[str] = set()
+    outputs: dict[str, bool] = {}
+    for c, e in plan.raw.items():
+        raw = q("r:" + c)
+        if e != _clean(c) or any(m[0] == c for m in plan.melt) or (plan.geometry and raw in plan.geometry):
+            continue
+        users = [col for col in plan.columns if raw in col.expr or any(raw in chk for chk in col.checks)]
+        required = f"CASE WHEN {raw} IS NULL THEN {{}} END"
+        if not users or not all(
+                u.expr == raw and u.type == "VARCHAR"
+                and all(chk == required.format(lit(u.name + ": required value missing")) for chk in u.checks)
+                for u in users):
+            continue
+        sources.add(c)
+        outputs.update({u.name: bool(u.checks) for u in users})
+    return sources, outputs
+
+
 WKT_COLUMNS = ("geometry", "geom", "wkt", "the_geom", "coord", "coords", "shape", "boundary", "几何")
 
 
@@ -510,7 +539,8 @@ def _crs_for_duck(crs: str) -> str:
 # SQL
 # ---------------------------------------------------------------------------
 def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | None,
-              geometry_policy: str, records: bool = True, point_geometry: bool = True) -> str:
+              geometry_policy: str, records: bool = True, point_geometry: bool = True,
+              lazy: Collection[str] = ()) -> str:
     """The SELECT that turns raw records of ``view`` into checked output records.
 
     Stages keep every expression small (DuckDB plans deeply nested repeated expressions slowly):
@@ -518,9 +548,10 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
     ``records=False`` leaves out the raw record kept for quarantine (``_record`` is NULL): the
     streamed pass never quarantines, and carrying the record costs a third of its time.
     ``point_geometry=False`` leaves out the point geometry built from lon/lat (the streamed pass
-    adds it to the Arrow chunks, see :func:`_copy_arrow`).
+    adds it to the Arrow chunks, see :func:`_copy_arrow`). Source columns in ``lazy`` are read
+    uncleaned (see :func:`_lazy_text`: the Arrow path cleans them).
     """
-    l0 = ", ".join(f"{e} AS {q('r:' + c)}" for c, e in plan.raw.items())
+    l0 = ", ".join(f"{f'CAST({q(c)} AS VARCHAR)' if c in lazy else e} AS {q('r:' + c)}" for c, e in plan.raw.items())
     src = "src" if records else "CAST(NULL AS VARCHAR)"
     # the streamed pass only asks whether a record has a reason: the first one will do
     cat = _concat if records else _first
@@ -1032,8 +1063,11 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
             view = f"({src.sql})" if src.sql else f"src_{gi}"
             if not src.sql:
                 con.register(view, src.relation)
+            # text cleaned after the query (numba finds the values that need it) where numba is in use
+            lazy_src, lazy_out = _lazy_text(plan) if points and points_fast else (set(), {})
             sql = build_sql(plan, view, gi, h3_resolution=None if points and not h3_in_sql else opts.h3_res,
-                            geometry_policy=opts.geometry_policy, records=False, point_geometry=not points)
+                            geometry_policy=opts.geometry_policy, records=False, point_geometry=not points,
+                            lazy=lazy_src)
             guarded = (f"SELECT * EXCLUDE (_file, _row, _reason, _record, _column) FROM ({sql}) "
                        f"WHERE CASE WHEN _reason IS NULL THEN TRUE ELSE error({lit(_QUARANTINE_NEEDED)}) END")
             # zero-padded: the dataset's files are read in name order
@@ -1042,7 +1076,8 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
             written = None
             if points:
                 written = _copy_arrow(con, guarded, part, lonlat=plan.lonlat,
-                                      h3_res=None if h3_in_sql else opts.h3_res, key_order=key_order)
+                                      h3_res=None if h3_in_sql else opts.h3_res, key_order=key_order,
+                                      lazy_text=lazy_out)
             if written is None:  # not points, or column types pyarrow cannot write as DuckDB does
                 if key_order is not None:
                     key_order.ascending = False
@@ -1180,6 +1215,26 @@ def _plain_parquet(files: list[Path]) -> bool:
         return False
 
 
+def _clean_lazy(table: pa.Table, name: str, required: bool, dirty_mask: Callable[..., np.ndarray]) -> pa.Table:
+    """``table`` with the values of text column ``name`` cleaned as :func:`_clean` would have."""
+    import pyarrow.compute as pc
+
+    column = table.column(name)
+    mask = dirty_mask(column, whitespace=WHITESPACE, tokens=MISSING_TOKENS)
+    if not mask.any():
+        return table
+    con = duckdb.connect()
+    try:
+        con.register("dirty", pa.table({"v": column.take(pa.array(np.flatnonzero(mask)))}))
+        cleaned = con.sql(f"SELECT {_clean('v')} AS v FROM dirty").to_arrow_table().column(0).combine_chunks()
+    finally:
+        con.close()
+    if required and cleaned.null_count:
+        raise _Fallback("a record needs quarantine")
+    fixed = pc.replace_with_mask(column.combine_chunks(), pa.array(mask), cleaned)
+    return table.set_column(table.schema.get_field_index(name), name, fixed)
+
+
 def _warm_h3() -> None:
     """Import numba and load h3numba's compiled functions (~0.7 s, from numba's cache)."""
     try:
@@ -1223,7 +1278,7 @@ class _KeyOrder:
 
 def _copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
                 lonlat: tuple[str, str] | None = None, h3_res: int | None = None,
-                key_order: _KeyOrder | None = None) -> int | None:
+                key_order: _KeyOrder | None = None, lazy_text: dict[str, bool] | None = None) -> int | None:
     """Write the checked records of ``checked_sql`` to ``path`` with pyarrow; for points, add geometry and H3.
 
     The records stream out of DuckDB as Arrow (the query runs on all threads, ahead of the reader
@@ -1236,6 +1291,10 @@ def _copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
     Returns the number of rows written, or None (nothing written) when a column has a type that
     pyarrow would write differently from DuckDB (:func:`_writable`): the caller then uses ``COPY``.
     ``key_order`` sees the key column of every chunk (see :func:`_streamed`'s duplicate check).
+    ``lazy_text`` names text columns the query left uncleaned (:func:`_lazy_text`; True where the
+    value is required): their values that need cleaning are found by :func:`cleannumba.dirty_mask`
+    and cleaned by :func:`_clean` in DuckDB; a required one that becomes missing raises
+    :class:`_Fallback` (the staged pipeline quarantines it).
     An error raised by ``checked_sql`` (the quarantine guard) propagates.
 
     Each step replaces a slower one, measured on 3M POIs (2 cores, DuckDB 1.5.5, pyarrow 26):
@@ -1252,9 +1311,9 @@ def _copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    if lonlat and h3_res is not None:
-        try:
-            from citytwin.foundation import h3numba  # numba is imported when needed; see _warm_h3
+    if (lonlat and h3_res is not None) or lazy_text:
+        try:  # numba is imported when needed; see _warm_h3
+            from citytwin.foundation import cleannumba, h3numba
         except Exception:  # numba unusable here (e.g. no writable cache folder): cells in SQL instead
             return None
     # DuckDB runs a streamed query ahead of its reader only as far as this buffer (default ~1 MB,
@@ -1270,8 +1329,10 @@ def _copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
         from citytwin.foundation import spacelink
 
     def complete(batches: list[pa.RecordBatch]) -> pa.Table:
-        """The chunk, with its point geometry (WKB) and H3 cells for points."""
+        """The chunk, with its lazy text cleaned, its point geometry (WKB) and H3 cells for points."""
         table = pa.Table.from_batches(batches, schema=reader.schema)
+        for name, required in (lazy_text or {}).items():
+            table = _clean_lazy(table, name, required, cleannumba.dirty_mask)
         if key_order is not None:
             if key_order.column in table.column_names:
                 key_order.see(table.column(key_order.column))

@@ -1,0 +1,86 @@
+"""cleannumba.dirty_mask flags exactly the values the ingest's SQL cleaning (``ingest._clean``) changes.
+
+The peer is DuckDB itself: the same ``_clean`` SQL the staged pipeline runs, compared value by
+value on a corpus built from every whitespace character, every missing-value token in several
+cases, CJK text and near misses.
+"""
+
+from __future__ import annotations
+
+import doctest
+import itertools
+import random
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from citytwin.foundation import cleannumba
+from citytwin.foundation.ingest import MISSING_TOKENS, WHITESPACE, _clean
+
+
+def _sql_changes(values: list[str | None]) -> list[bool]:
+    """Whether DuckDB's cleaning changes each value (NULL stays NULL: unchanged)."""
+    con = duckdb.connect()
+    con.register("t", pa.table({"v": pa.array(values, pa.string())}))
+    rows = con.sql(f"SELECT v IS DISTINCT FROM ({_clean('v')}) FROM t").fetchall()
+    return [bool(r[0]) for r in rows]
+
+
+def _mask(values: pa.Array | pa.ChunkedArray) -> list[bool]:
+    return cleannumba.dirty_mask(values, whitespace=WHITESPACE, tokens=MISSING_TOKENS).tolist()
+
+
+def _corpus() -> list[str | None]:
+    words = ["x", "Beijing", "北京", "北京市朝阳区", "nan-ish", "nano", "non", "nul", "n", "a", "no",
+             "无人", "无", "—", "－", "-", "—-", "#", "K", "\u212a", "\u00a0", "\u3000", " ", "\t", "\x01x", "ab\n"]
+    for t in MISSING_TOKENS:
+        words += [t, t.upper(), t.title(), t[:-1], t + "x", "x" + t]
+    out: list[str | None] = [None]
+    for w in words:
+        for pre, post in itertools.product(["", *WHITESPACE], repeat=2):
+            out.append(pre + w + post)
+    rng = random.Random(20261121)
+    pieces = [*WHITESPACE, "a", "N", "A", "/", "#", "无", "北", "\u212a", "-", "—"]
+    out += ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 5))) for _ in range(20_000)]
+    return out
+
+
+def test_same_values_as_the_sql_cleaning() -> None:
+    values = _corpus()
+    want = _sql_changes(values)
+    assert sum(want) > 1000 and sum(not w for w in want) > 1000  # both kinds well represented
+    got = _mask(pa.array(values, pa.string()))
+    bad = [v for v, g, w in zip(values, got, want, strict=True) if g != w]
+    assert not bad, f"{len(bad)} differ, e.g. {bad[:5]!r}"
+
+
+def test_chunked_sliced_and_large_inputs() -> None:
+    values = _corpus()[:3000]
+    want = _sql_changes(values)
+    chunks = pa.chunked_array([pa.array(values[:1000]), pa.array([], pa.string()), pa.array(values[1000:])])
+    assert _mask(chunks) == want
+    assert _mask(pa.array(values, pa.large_string())) == want
+    assert _mask(pa.array(["pad", *values], pa.string()).slice(1)) == want
+    assert _mask(pa.chunked_array([], pa.string())) == []
+    assert _mask(pa.array([None, None], pa.string())) == [False, False]
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="text values expected"):
+        cleannumba.dirty_mask(pa.array([1, 2]), whitespace=" ", tokens=("na",))
+    with pytest.raises(ValueError, match="lower-case"):
+        cleannumba.dirty_mask(pa.array(["x"]), whitespace=" ", tokens=("NA",))
+    with pytest.raises(ValueError, match="longer than 4 bytes"):
+        cleannumba.dirty_mask(pa.array(["x"]), whitespace=" ", tokens=("missing",))
+
+
+def test_docstring_example() -> None:
+    assert doctest.testmod(cleannumba, raise_on_error=True).attempted >= 1
+
+
+def test_a_realistic_column() -> None:
+    col = pa.array([f"POI {i}" for i in range(100_000)] + ["NA"])
+    mask = cleannumba.dirty_mask(col, whitespace=WHITESPACE, tokens=MISSING_TOKENS)
+    assert mask.dtype == np.bool_ and np.flatnonzero(mask).tolist() == [100_000]
