@@ -551,19 +551,37 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
     adds it to the Arrow chunks, see :func:`_copy_arrow`). Source columns in ``lazy`` are read
     uncleaned (see :func:`_lazy_text`: the Arrow path cleans them).
     """
-    l0 = ", ".join(f"{f'CAST({q(c)} AS VARCHAR)' if c in lazy else e} AS {q('r:' + c)}" for c, e in plan.raw.items())
+    # numeric-only text columns (see plan_columns) in the streamed pass: cast once, in a stage of its
+    # own ("f:col"), and use that number where it is finite (exactly what the cleaning and _num give
+    # there); the rest is cleaned and parsed as before. The staged pass keeps the plain form, whose
+    # source record (_src) must not carry the extra column.
+    fast = [n for n, e in plan.raw.items() if not records and e == _clean_numeric(n)]
+    raws = dict(plan.raw)
+    for n in fast:
+        raws[n] = f"CASE WHEN isfinite({q('f:' + n)}) THEN CAST({q(n)} AS VARCHAR) ELSE {_clean(n)} END"
+        view = f"(SELECT *, TRY_CAST(CAST({q(n)} AS VARCHAR) AS DOUBLE) AS {q('f:' + n)} FROM {view})"
+
+    def fnum(text: str) -> str:
+        for n in fast:
+            f = q("f:" + n)
+            text = text.replace(_num(q("r:" + n)), f"(CASE WHEN isfinite({f}) THEN {f} ELSE {_num(q('r:' + n))} END)")
+        return text
+
+    l0 = ", ".join([*(q("f:" + n) for n in fast), *(
+        f"{f'CAST({q(n)} AS VARCHAR)' if n in lazy else e} AS {q('r:' + n)}" for n, e in raws.items())])
     src = "src" if records else "CAST(NULL AS VARCHAR)"
     # the streamed pass only asks whether a record has a reason: the first one will do
     cat = _concat if records else _first
     stage0 = f"SELECT _row, {src} AS _src{', ' + l0 if l0 else ''} FROM {view} src"
-    l1 = ", ".join(f"{c.expr} AS {q('v:' + c.name)}" for c in plan.columns)
+    exprs = {c.name: fnum(c.expr) for c in plan.columns}
+    l1 = ", ".join(f"{exprs[c.name]} AS {q('v:' + c.name)}" for c in plan.columns)
     stage1 = f"SELECT *{', ' + l1 if l1 else ''} FROM ({stage0})"
     sel = [f"{file_index} AS _file", "_row"]
     checks: list[str] = []
     for c in plan.columns:
         sel.append(f"{q('v:' + c.name)} AS {q(c.name)}")
-        checks += [chk.replace(c.expr, q("v:" + c.name)) for chk in c.checks]
-    melt_raw = [q("r:" + m[0]) for m in plan.melt]
+        checks += [fnum(chk).replace(exprs[c.name], q("v:" + c.name)) for chk in c.checks]
+    melt_raw = [q("r:" + m[0]) for m in plan.melt] + [q("f:" + m[0]) for m in plan.melt if m[0] in fast]
     inner = (f"SELECT {', '.join(sel + melt_raw)}, {cat(checks)} AS _reason, _src FROM ({stage1})")
     if plan.geometry:
         g = f"try({plan.geometry})"
@@ -609,7 +627,7 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
                 bad = (f"CASE WHEN {raw} IS NOT NULL AND {w} IS NULL THEN {lit(prop + ': not a compass direction: ')}"
                        f" || {raw} END")
             else:
-                parsed.append(f"{_num(raw)} AS {w}")
+                parsed.append(f"{fnum(_num(raw))} AS {w}")
                 v = w if fac == 1.0 else f"({w} * {fac!r})"
                 p = PROPERTIES.get(prop)
                 rng = ""
