@@ -230,8 +230,8 @@ def _rule_checks(f: Field, val: str) -> list[str]:
     return checks
 
 
-def _required(f: Field, val: str, raw: str) -> str:
-    return f"CASE WHEN {raw} IS NULL THEN {lit(f.name + ': required value missing')} END"
+def _required(name: str, raw: str) -> str:
+    return f"CASE WHEN {raw} IS NULL THEN {lit(name + ': required value missing')} END"
 
 
 def _match_columns(schema: Schema, columns: Sequence[str]) -> dict[str, tuple[str, str | None]]:
@@ -344,7 +344,7 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
             out_unit = target
         val, checks, dtype = _typed(f, raw, text=is_text(col), factor=factor)
         if f.required:
-            checks.insert(0, _required(f, val, raw))
+            checks.insert(0, _required(f.name, raw))
         checks += _rule_checks(f, val)
         plan.columns.append(Column(f.name, val, checks, dtype, unit=out_unit, source=col, source_unit=unit_label,
                                    pii=f.pii))
@@ -490,11 +490,8 @@ def _lazy_text(plan: Plan) -> tuple[set[str], dict[str, bool]]:
         if e != _clean(c) or any(m[0] == c for m in plan.melt) or (plan.geometry and raw in plan.geometry):
             continue
         users = [col for col in plan.columns if raw in col.expr or any(raw in chk for chk in col.checks)]
-        required = f"CASE WHEN {raw} IS NULL THEN {{}} END"
-        if not users or not all(
-                u.expr == raw and u.type == "VARCHAR"
-                and all(chk == required.format(lit(u.name + ": required value missing")) for chk in u.checks)
-                for u in users):
+        if not users or not all(u.expr == raw and u.type == "VARCHAR" and u.checks in ([], [_required(u.name, raw)])
+                                for u in users):
             continue
         sources.add(c)
         outputs.update({u.name: bool(u.checks) for u in users})
@@ -1233,12 +1230,14 @@ def _plain_parquet(files: list[Path]) -> bool:
         return False
 
 
-def _clean_lazy(table: pa.Table, name: str, required: bool, dirty_mask: Callable[..., np.ndarray]) -> pa.Table:
+def _clean_lazy(table: pa.Table, name: str, required: bool) -> pa.Table:
     """``table`` with the values of text column ``name`` cleaned as :func:`_clean` would have."""
     import pyarrow.compute as pc
 
+    from citytwin.foundation import cleannumba
+
     column = table.column(name)
-    mask = dirty_mask(column, whitespace=WHITESPACE, tokens=MISSING_TOKENS)
+    mask = cleannumba.dirty_mask(column, whitespace=WHITESPACE, tokens=MISSING_TOKENS)
     if not mask.any():
         return table
     con = duckdb.connect()
@@ -1331,7 +1330,7 @@ def _copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
 
     if (lonlat and h3_res is not None) or lazy_text:
         try:  # numba is imported when needed; see _warm_h3
-            from citytwin.foundation import cleannumba, h3numba
+            from citytwin.foundation import cleannumba, h3numba  # noqa: F401 (cleannumba: for _clean_lazy)
         except Exception:  # numba unusable here (e.g. no writable cache folder): cells in SQL instead
             return None
     # DuckDB runs a streamed query ahead of its reader only as far as this buffer (default ~1 MB,
@@ -1350,7 +1349,7 @@ def _copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
         """The chunk, with its lazy text cleaned, its point geometry (WKB) and H3 cells for points."""
         table = pa.Table.from_batches(batches, schema=reader.schema)
         for name, required in (lazy_text or {}).items():
-            table = _clean_lazy(table, name, required, cleannumba.dirty_mask)
+            table = _clean_lazy(table, name, required)
         if key_order is not None:
             if key_order.column in table.column_names:
                 key_order.see(table.column(key_order.column))
