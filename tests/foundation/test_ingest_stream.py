@@ -365,3 +365,34 @@ def test_points_without_usable_numba_get_cells_in_sql(workspace: Workspace, tmp_
 
     df = _stored(workspace, "fast")
     assert df["h3"].tolist() == [h3.latlng_to_cell(la, lo, 9) for lo, la in zip(df["lon"], df["lat"], strict=True)]
+
+
+def test_range_guard_keeps_every_reason(workspace: Workspace, tmp_path: Path) -> None:
+    # a float field with a range (poi lon/lat) has its checks behind one guard (in range: no check
+    # runs); outside it every reason is still given. Int fields keep all their checks: their value is
+    # rounded, and the whole-number check looks at the number before that (2025.5 rounds into range).
+    poi = tmp_path / "poi.csv"
+    poi.write_text("poi_id,lon,lat\nA,116.4,39.9\nB,190.5,30.3\nC,east,30.6\nD,118.8,-91\nE,nan,34.3\n"
+                   "F,-180,90\nG,inf,1\n", encoding="utf-8")
+    res = ingest(workspace, poi, dataset="p", schema="poi")
+    q = workspace.quarantine("p")
+    assert dict(zip(q["row"], q["reason"], strict=True)) == {
+        2: "lon: 190.5 outside [-180, 180]", 3: "lon: not a number: east", 4: "lat: -91.0 outside [-90, 90]",
+        7: "lon: inf outside [-180, 180]"}
+    assert (res.rows_kept, res.rows_quarantined) == (3, 4)
+    assert _stored(workspace, "p")["lon"].isna().tolist() == [False, True, False]  # "nan": a missing-value token
+
+    panel = tmp_path / "panel.csv"
+    rows = ["city,year", "Beijing,2020", "Shanghai,2025.5", "Tianjin,1800", "Chongqing,abc", "Shenzhen,",
+            "Guangzhou,20.5", "Hangzhou,2021"]
+    panel.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    res = ingest(workspace, panel, dataset="y", schema="city_panel")
+    q = workspace.quarantine("y")
+    assert dict(zip(q["row"], q["reason"], strict=True)) == {
+        2: "year: not a whole number: 2025.5",
+        3: "year: 1800 outside [1900, 2100]",
+        4: "year: not a number: abc",
+        5: "year: required value missing",
+        6: "year: not a whole number: 20.5; year: 21 outside [1900, 2100]",
+    }
+    assert (res.rows_kept, res.rows_quarantined) == (2, 5)

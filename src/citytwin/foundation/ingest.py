@@ -93,6 +93,9 @@ class Column:
     source: str | None = None
     source_unit: str | None = None
     pii: str | None = None
+    #: an expression over ``expr`` that is TRUE only where none of ``checks`` fires (a value inside
+    #: its range): the checks then run on the other rows only (see :func:`build_sql`)
+    guard: str | None = None
 
 
 @dataclass
@@ -346,8 +349,13 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
         if f.required:
             checks.insert(0, _required(f.name, raw))
         checks += _rule_checks(f, val)
+        guard = None
+        if f.type == "float" and f.min is not None and f.max is not None and not f.choices:
+            # a value inside its range is present and a number: no check fires. (Not for int fields:
+            # their value is rounded, and their whole-number check looks at the value before that.)
+            guard = f"{val} BETWEEN {f.min!r} AND {f.max!r}"
         plan.columns.append(Column(f.name, val, checks, dtype, unit=out_unit, source=col, source_unit=unit_label,
-                                   pii=f.pii))
+                                   pii=f.pii, guard=guard))
         used.add(col)
 
     # an administrative code the file lacks is resolved from the unit's name after staging
@@ -577,7 +585,13 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
     checks: list[str] = []
     for c in plan.columns:
         sel.append(f"{q('v:' + c.name)} AS {q(c.name)}")
-        checks += [fnum(chk).replace(exprs[c.name], q("v:" + c.name)) for chk in c.checks]
+        mine = [fnum(chk).replace(exprs[c.name], q("v:" + c.name)) for chk in c.checks]
+        if c.guard and mine:
+            # one comparison clears the common row (in range) of every check of this column
+            # (~0.5 CPU-s less on 10M POIs' lon/lat); the same reasons elsewhere
+            guard = fnum(c.guard).replace(exprs[c.name], q("v:" + c.name))
+            mine = [f"CASE WHEN {guard} THEN NULL ELSE {cat(mine)} END"]
+        checks += mine
     melt_raw = [q("r:" + m[0]) for m in plan.melt] + [q("f:" + m[0]) for m in plan.melt if m[0] in fast]
     inner = (f"SELECT {', '.join(sel + melt_raw)}, {cat(checks)} AS _reason, _src FROM ({stage1})")
     if plan.geometry:
