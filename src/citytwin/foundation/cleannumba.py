@@ -5,7 +5,7 @@ The ingest cleans every text value in SQL (``ingest._clean``): surrounding white
 made NULL. On clean data that costs DuckDB ~35 ns per value even with cheap guards, and far more
 for text that starts with a non-ASCII character (Chinese names), where the guard cannot tell
 whitespace from a letter and ``trim`` runs on every value. This module answers the question
-exactly, per value, for ~1–2 ns: :func:`dirty_mask` flags the values that start or end with one of
+exactly, per value, for ~3–6 ns: :func:`dirty_mask` flags the values that start or end with one of
 the given whitespace characters, or that are (ASCII case aside) one of the given tokens. The
 ingest's Arrow path reads such columns uncleaned and cleans just the flagged values, with the same
 SQL (see ``ingest._copy_arrow``).
@@ -19,6 +19,9 @@ Examples
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -83,19 +86,13 @@ def _mask(offsets: np.ndarray, data: np.ndarray, ws: np.ndarray, ws_len: np.ndar
     return out
 
 
-def dirty_mask(values: pa.Array | pa.ChunkedArray, *, whitespace: str, tokens: tuple[str, ...]) -> np.ndarray:
-    """A boolean numpy mask: True where a (non-null) text value starts or ends with a character of
-    ``whitespace``, or equals one of ``tokens`` (lower-case; ASCII letters compared case-blind).
-
-    Exact for tokens whose letters are ASCII (no other character lower-cases to an ASCII letter of
-    these tokens: the Kelvin sign's ``k`` is in none of them) and non-ASCII tokens without case
-    ("无", "—"). Tokens may be at most 4 bytes long (the SQL's guard assumes so too).
-    """
+@lru_cache(maxsize=8)
+def _tables(whitespace: str, tokens: tuple[str, ...]) -> tuple[Any, ...]:
+    """The kernel's lookup tables for ``whitespace`` and ``tokens`` (built once per pair)."""
     if any(t != t.lower() for t in tokens):
         raise ValueError("tokens must be lower-case")
     ws, ws_len = _table([c.encode() for c in whitespace], 4)
     tok, tok_len = _table([t.encode() for t in tokens], 4)
-    max_tok = int(tok_len.max(initial=0))
     first = np.zeros(256, dtype=np.bool_)  # bytes a whitespace character can start / end with
     last = np.zeros(256, dtype=np.bool_)
     for c in whitespace:
@@ -105,6 +102,18 @@ def dirty_mask(values: pa.Array | pa.ChunkedArray, *, whitespace: str, tokens: t
     for t in tokens:
         if t:
             tok_first[t.encode()[0]] = True
+    return ws, ws_len, first, last, tok, tok_len, tok_first, int(tok_len.max(initial=0))
+
+
+def dirty_mask(values: pa.Array | pa.ChunkedArray, *, whitespace: str, tokens: tuple[str, ...]) -> np.ndarray:
+    """A boolean numpy mask: True where a (non-null) text value starts or ends with a character of
+    ``whitespace``, or equals one of ``tokens`` (lower-case; ASCII letters compared case-blind).
+
+    Exact for tokens whose letters are ASCII (no other character lower-cases to an ASCII letter of
+    these tokens: the Kelvin sign's ``k`` is in none of them) and non-ASCII tokens without case
+    ("无", "—"). Tokens may be at most 4 bytes long (the SQL's guard assumes so too).
+    """
+    ws, ws_len, first, last, tok, tok_len, tok_first, max_tok = _tables(whitespace, tuple(tokens))
     masks = []
     for arr in (values.chunks if isinstance(values, pa.ChunkedArray) else [values]):
         if pa.types.is_large_string(arr.type):

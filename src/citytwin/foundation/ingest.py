@@ -1049,7 +1049,7 @@ def _streamed(files: list[Path], sch: Schema, opts: _Options, staging: Path,
     key_order = _KeyOrder(sch.key[0]) if len(sch.key) == 1 else None
     if points_fast and any(readers.detect_format(f) in ("csv", "parquet", "xlsx", "xls", "json") for f in files):
         # load numba (~0.7 s) in a thread while DuckDB sniffs and reads
-        threading.Thread(target=_warm_h3, name="citytwin-numba", daemon=True).start()
+        threading.Thread(target=_warm_numba, name="citytwin-numba", daemon=True).start()
 
     def need_spatial() -> None:
         nonlocal spatial
@@ -1266,7 +1266,7 @@ def _clean_lazy(table: pa.Table, name: str, required: bool) -> pa.Table:
     return table.set_column(table.schema.get_field_index(name), name, fixed)
 
 
-def _warm_h3() -> None:
+def _warm_numba() -> None:
     """Import numba and load h3numba's compiled functions (~0.7 s, from numba's cache)."""
     try:
         from citytwin.foundation import h3numba
@@ -1343,7 +1343,7 @@ def _copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
     import pyarrow.parquet as pq
 
     if (lonlat and h3_res is not None) or lazy_text:
-        try:  # numba is imported when needed; see _warm_h3
+        try:  # numba is imported when needed; see _warm_numba
             from citytwin.foundation import cleannumba, h3numba  # noqa: F401 (cleannumba: for _clean_lazy)
         except Exception:  # numba unusable here (e.g. no writable cache folder): cells in SQL instead
             return None
