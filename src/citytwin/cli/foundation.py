@@ -310,13 +310,8 @@ def catalog_export(workspace: WorkspaceOpt = None, user: UserOpt = None,
 @handle_errors
 def catalog_classify(name: str, classification: str, workspace: WorkspaceOpt = None, user: UserOpt = None) -> None:
     """Change a dataset's classification (admins and stewards)."""
-    from citytwin.foundation import access
-
     ws = open_workspace(workspace, user)
-    if ws.user.role not in ("admin", "steward"):
-        raise access.AccessDenied(f"user {ws.user.name!r} may not classify datasets")
-    ws.catalog.set_classification(name, classification)
-    ws.catalog.audit(user=ws.user.name, role=ws.user.role, action="classify", dataset=name, detail=classification)
+    ws.set_classification(name, classification)  # checked and audited in the foundation
     console.print(f"{name}: {classification}")
 
 
