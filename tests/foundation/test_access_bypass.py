@@ -257,3 +257,23 @@ def test_workspace_files_are_owner_only(ws: Workspace) -> None:
     assert checked > 10 and bad == []
     ws.set_setting("twin_classification", "public")
     assert stat.S_IMODE((ws.root / "citytwin.json").stat().st_mode) == 0o600
+
+
+def test_no_unmasked_files_or_outlier_examples_for_masked_roles(workspace: Workspace) -> None:
+    """``parquet_glob`` hands out files with personal data in clear; the quality report's outlier
+    examples are values: neither may reach a role that sees those columns masked."""
+    from citytwin.foundation.quality import quality_report
+
+    workspace.add_user("vera", "viewer")
+    phones = [13800000000 + i for i in range(9)] + [19999999999]
+    workspace.write_derived("calls", pd.DataFrame({"mobile": phones, "minutes": [3] * 9 + [300]}), inputs=[],
+                            parameters={})
+    vera = workspace.as_user("vera")
+    with pytest.raises(AccessDenied, match="personal data"):
+        vera.parquet_glob("calls")
+    rep = quality_report(vera, "calls")
+    ex = {o["column"]: o["examples"] for o in rep.outliers}
+    assert ex == {"mobile": [], "minutes": [300]}
+    assert {o["column"]: o["examples"] for o in quality_report(workspace, "calls").outliers}["mobile"] == [
+        19999999999]
+    assert vera.read("calls")["mobile"].iloc[0] == "138****0000"

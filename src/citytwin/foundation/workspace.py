@@ -215,11 +215,36 @@ class Workspace:
         return info, vi
 
     def parquet_glob(self, name: str, version: int | None = None) -> str:
-        """Parquet glob of a dataset version, after the access check (audited as ``read.path``)."""
+        """Parquet glob of a dataset version, after the access check (audited as ``read.path``).
+
+        The files hold personal data in clear, so a role that sees it masked gets no path to a
+        version with personal columns (:meth:`read` masks; :meth:`stats_glob` is for aggregates).
+        """
         _info, vi = self._version(name, version)
+        pii = self.pii_columns(name, vi.version)
+        if pii and not self.user.r.sees_personal_data:
+            msg = (f"user {self.user.name!r} (role {self.user.role}) may not read the files of {name!r} directly:"
+                   f" they hold personal data ({', '.join(sorted(pii))}) that this role sees masked")
+            self.catalog.audit(user=self.user.name, role=self.user.role, action="read.path", dataset=name,
+                               version=vi.version, outcome="denied", detail=msg)
+            raise access.AccessDenied(msg, hint="use Workspace.read, which masks them")
         self.catalog.audit(user=self.user.name, role=self.user.role, action="read.path", dataset=name,
                            version=vi.version, rows=vi.rows_kept)
         return str(self.root / vi.path / "*.parquet")
+
+    def stats_glob(self, name: str, version: int | None = None) -> tuple[str, dict[str, str]]:
+        """Parquet glob of a version for aggregate statistics, with the columns this role sees masked.
+
+        The caller must not show values of the masked columns (only counts over them); audited as
+        ``read.stats``.
+        """
+        _info, vi = self._version(name, version)
+        pii = self.pii_columns(name, vi.version)
+        masked = {} if self.user.r.sees_personal_data else pii
+        self.catalog.audit(user=self.user.name, role=self.user.role, action="read.stats", dataset=name,
+                           version=vi.version, rows=vi.rows_kept,
+                           detail=f"masked={sorted(masked)}" if masked else None)
+        return str(self.root / vi.path / "*.parquet"), masked
 
     def pii_columns(self, name: str, version: int | None = None) -> dict[str, str]:
         _info, vi = self._version(name, version)
