@@ -589,6 +589,15 @@ def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None) -> 
         nb = "(^|[^0-9])"
         pats = {"phone": f"{nb}({access.MOBILE_CN})([^0-9]|$)", "id_number": f"{nb}({access.RESIDENT_ID})([^0-9Xx]|$)",
                 "email": f"({access.EMAIL})"}
+        # one pass with one pattern per column screens out columns with nothing personal (the
+        # usual case: ~0.3 µs per value); only the columns with a hit get the per-kind counts
+        screen = "|".join(f"({v})" for v in pats.values()).replace("'", "''")
+        row0 = con.execute("SELECT " + ", ".join(
+            f"bool_or(regexp_matches({quote_ident(c)}, '{screen}'))" for c in text_cols)
+            + " FROM read_parquet(?)", [parquet_glob]).fetchone()
+        text_cols = [c for c, hit in zip(text_cols, row0 or [], strict=False) if hit]
+        if not text_cols:
+            return found
         aggs = []
         for i, c in enumerate(text_cols):
             q = quote_ident(c)
