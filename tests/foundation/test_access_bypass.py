@@ -277,3 +277,26 @@ def test_no_unmasked_files_or_outlier_examples_for_masked_roles(workspace: Works
     assert {o["column"]: o["examples"] for o in quality_report(workspace, "calls").outliers}["mobile"] == [
         19999999999]
     assert vera.read("calls")["mobile"].iloc[0] == "138****0000"
+
+
+def test_no_declassification_through_a_write(ws: Workspace, tmp_path: Path) -> None:
+    """Re-ingesting with another classification, or deriving below the inputs' classification, is a
+    classification change: only admins and stewards may make it."""
+    ws.add_user("ivan", "integrator", "city_management")
+    ws.add_user("ana", "analyst", "city_management")
+    q = tmp_path / "open2.csv"
+    q.write_text("city,year,parks\n北京市,2021,6\n", encoding="utf-8")
+    ingest(ws, q, dataset="open_parks", schema="city_panel", classification="internal")  # admin: allowed
+    with pytest.raises(AccessDenied, match=r"may not change the classification of 'open_parks' \(internal -> public"):
+        ingest(ws.as_user("ivan"), q, dataset="open_parks", schema="city_panel", classification="public")
+    assert ws.catalog.get("open_parks").classification == "internal"
+    ana = ws.as_user("ana")
+    df = ana.read("complaints")  # own department's sensitive data, masked
+    with pytest.raises(AccessDenied, match="sensitive inputs -> public"):
+        ana.write_derived("leak", df, inputs=["complaints"], parameters={}, classification="public")
+    assert not ws.catalog.exists("leak")
+    ana.write_derived("counts", df.groupby("category").size().reset_index(name="n"), inputs=["complaints"],
+                      parameters={})
+    assert ws.catalog.get("counts").classification == "sensitive"
+    log = pd.DataFrame(ws.catalog.audit_log(limit=20))
+    assert ((log.action == "classify") & (log.outcome == "denied")).sum() == 2

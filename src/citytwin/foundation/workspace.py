@@ -361,6 +361,10 @@ class Workspace:
             prev = self.catalog.get(name)
             if access.can_read(self.user, prev.classification, prev.department) is False:
                 raise access.AccessDenied(f"user {self.user.name!r} may not write dataset {name!r}")
+            if classification != prev.classification:
+                self._require_classifier(name, f"{prev.classification} -> {classification}",
+                                         hint=f"ingest with classification {prev.classification!r}, or ask a"
+                                              " steward to change it")
             same = _identical_to_current(prev, kind=kind, schema=schema, classification=classification,
                                          department=department, source_sha256=source_sha256, params=params)
             if same is not None:
@@ -436,6 +440,18 @@ class Workspace:
                            version=version, rows=rows_kept, detail=kind if promote else f"{kind} (not current)")
         return version
 
+    def _require_classifier(self, name: str, change: str, hint: str) -> None:
+        """Refuse (and audit) a classification change by a role that may not classify."""
+        from citytwin.foundation.catalog import CLASSIFIERS
+
+        if self.user.role in CLASSIFIERS:
+            return
+        msg = (f"user {self.user.name!r} (role {self.user.role}) may not change the classification of {name!r}"
+               f" ({change}; needs role {' or '.join(CLASSIFIERS)})")
+        self.catalog.audit(user=self.user.name, role=self.user.role, action="classify", dataset=name,
+                           outcome="denied", detail=change)
+        raise access.AccessDenied(msg, hint=hint)
+
     def stale(self, name: str) -> list[dict[str, Any]]:
         """Inputs of ``name``'s current version that have newer versions (empty: up to date).
 
@@ -463,7 +479,13 @@ class Workspace:
             else:
                 resolved.append((nm, ver))
         from citytwin.foundation.catalog import CLASSIFICATIONS
-        cls = classification or max(levels, key=CLASSIFICATIONS.index)
+        strictest = max(levels, key=CLASSIFICATIONS.index)
+        cls = classification or strictest
+        check_classification(cls)
+        if CLASSIFICATIONS.index(cls) < CLASSIFICATIONS.index(strictest):
+            self._require_classifier(name, f"{strictest} inputs -> {cls}",
+                                     hint=f"derived data is {strictest} like its strictest input unless a"
+                                          " steward or admin classifies it lower")
         staging = self.staging_dir()
         table = frame_to_arrow(frame)
         pq.write_table(table, staging / "part-0.parquet")
