@@ -615,7 +615,9 @@ def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None) -> 
         # usual case: ~0.3 µs per value); only the columns with a hit get the per-kind counts
         screen = "|".join(f"({v})" for v in pats.values()).replace("'", "''")
         row0 = con.execute("SELECT " + ", ".join(
-            f"bool_or(regexp_matches({quote_ident(c)}, '{screen}'))" for c in text_cols)
+            # shorter than "a@b.cn" holds none of them: skip the pattern there (DuckDB evaluates AND lazily)
+            f"bool_or(length({quote_ident(c)}) >= 6 AND regexp_matches({quote_ident(c)}, '{screen}'))"
+            for c in text_cols)
             + " FROM read_parquet(?)", [parquet_glob]).fetchone()
         text_cols = [c for c, hit in zip(text_cols, row0 or [], strict=False) if hit]
         if not text_cols:
