@@ -300,3 +300,16 @@ def test_no_declassification_through_a_write(ws: Workspace, tmp_path: Path) -> N
     assert ws.catalog.get("counts").classification == "sensitive"
     log = pd.DataFrame(ws.catalog.audit_log(limit=20))
     assert ((log.action == "classify") & (log.outcome == "denied")).sum() == 2
+
+
+def test_quarantined_raw_text_is_masked_for_masked_roles(workspace: Workspace, tmp_path: Path) -> None:
+    """Quarantined records keep their raw text; personal data in it stays hidden from masked roles."""
+    workspace.add_user("vera", "viewer")
+    p = tmp_path / "p.csv"
+    p.write_text("城市,年份,备注\n北京市,2020,ok\n上海市,联系13812345678,x\n", encoding="utf-8")
+    ingest(workspace, p, dataset="panel", schema="city_panel")
+    q = workspace.as_user("vera").quarantine("panel")
+    assert len(q) == 1
+    assert "13812345678" not in " ".join(q["record"].astype(str)) + " ".join(q["reason"].astype(str))
+    assert "138****5678" in q["record"].iloc[0]
+    assert "13812345678" in workspace.quarantine("panel")["record"].iloc[0]  # admin: in clear

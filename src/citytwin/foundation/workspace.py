@@ -322,8 +322,13 @@ class Workspace:
         self.catalog.audit(user=self.user.name, role=self.user.role, action="read.quarantine", dataset=name,
                            version=vi.version, rows=len(df))
         if not self.user.r.sees_personal_data:
-            df["record"] = "(masked: raw records hold personal data for this role)" if self.pii_columns(
-                name, vi.version) else df["record"]
+            if self.pii_columns(name, vi.version):
+                df["record"] = "(masked: raw records hold personal data for this role)"
+            # numbers and addresses found in the raw text are masked in any case (quarantined records
+            # were not scanned at commit, and a reason may quote the value)
+            for c in ("record", "reason"):
+                if c in df.columns:
+                    df[c] = df[c].map(lambda v: access.mask_text(v) if isinstance(v, str) else v)
         return df
 
     # -- writes ---------------------------------------------------------------
