@@ -52,7 +52,9 @@ def test_dcat_and_export(workspace: Workspace, tmp_path: Path) -> None:
     workspace.add_user("resident", "public")
     doc = dcat_catalog(workspace.as_user("resident"))
     assert [d["dct:identifier"] for d in doc["dcat:dataset"]] == ["pub"]
-    assert doc["dcat:dataset"][0]["dct:accessRights"] == "public"
+    # access rights are an IRI of the EU access-right vocabulary now (issue 12), no longer the bare word
+    assert doc["dcat:dataset"][0]["dct:accessRights"] == {
+        "@id": "http://publications.europa.eu/resource/authority/access-right/PUBLIC"}
     assert len(dcat_catalog(workspace)["dcat:dataset"]) == 2
     out = tmp_path / "pub.csv"
     assert export_dataset(workspace.as_user("resident"), "pub", out) == 3

@@ -243,6 +243,9 @@ def catalog_show(name: str, workspace: WorkspaceOpt = None, user: UserOpt = None
         console.print(info.description)
     console.print(f"source: {info.source or '-'}; licence: {info.licence or '-'}")
     console.print(f"extent: {c.extent or '-'}; time: {c.time_min or '-'} .. {c.time_max or '-'}")
+    for st in info.stale:
+        console.print(f"[yellow]stale:[/] built on {st['dataset']} v{st['used_version']}; "
+                      f"its current version is v{st['current_version']}", highlight=False)
     t = Table("column", "type", "unit", "source column", "source unit", "personal")
     for col in c.columns:
         t.add_row(str(col.get("name")) + (f" [{col['property']}]" if col.get("property") else ""),
@@ -275,6 +278,8 @@ def catalog_lineage(name: str, workspace: WorkspaceOpt = None, user: UserOpt = N
         label = f"[bold]{d['dataset']}[/] v{d.get('version')} ({d.get('kind', '?')}, code {d.get('code_version')})"
         if d.get("source"):
             label += f"\n  source: {d['source']}"
+        for st in d.get("stale", []):
+            label += f"\n  [yellow]stale[/]: {st['dataset']} v{st['used_version']} (now v{st['current_version']})"
         if params:
             label += f"\n  params: {json.dumps(params, ensure_ascii=False, default=str)[:200]}"
         sub = node.add(label)
@@ -310,13 +315,8 @@ def catalog_export(workspace: WorkspaceOpt = None, user: UserOpt = None,
 @handle_errors
 def catalog_classify(name: str, classification: str, workspace: WorkspaceOpt = None, user: UserOpt = None) -> None:
     """Change a dataset's classification (admins and stewards)."""
-    from citytwin.foundation import access
-
     ws = open_workspace(workspace, user)
-    if ws.user.role not in ("admin", "steward"):
-        raise access.AccessDenied(f"user {ws.user.name!r} may not classify datasets")
-    ws.catalog.set_classification(name, classification)
-    ws.catalog.audit(user=ws.user.name, role=ws.user.role, action="classify", dataset=name, detail=classification)
+    ws.set_classification(name, classification)  # checked and audited in the foundation
     console.print(f"{name}: {classification}")
 
 

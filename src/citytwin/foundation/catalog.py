@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from citytwin.foundation.errors import InputError, NotFoundError
+from citytwin.foundation.errors import AccessDenied, InputError, NotFoundError
 
 CLASSIFICATIONS = ("public", "internal", "sensitive")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -96,6 +96,20 @@ CREATE TABLE IF NOT EXISTS api_tokens (
 """
 
 
+#: Roles that may add users and change roles (:meth:`Catalog.put_user`).
+USER_ADMINS: tuple[str, ...] = ("admin",)
+#: Roles that may change a dataset's classification (:meth:`Catalog.set_classification`).
+CLASSIFIERS: tuple[str, ...] = ("admin", "steward")
+
+
+def _audit(con: sqlite3.Connection, user: str | None, actor: tuple[str, str] | None, action: str,
+           dataset: str | None, outcome: str, detail: str | None) -> None:
+    """One audit row, written inside the caller's transaction."""
+    con.execute("INSERT INTO audit(ts, user, role, action, dataset, version, rows, outcome, detail)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (now(), user, actor[1] if actor else None, action, dataset, None, None, outcome, detail))
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -155,6 +169,8 @@ class DatasetInfo:
     updated: str
     current_version: int
     versions: list[VersionInfo] = field(default_factory=list)
+    #: inputs of the current version that have a newer version since (see :meth:`Catalog.stale_inputs`)
+    stale: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def current(self) -> VersionInfo:
@@ -216,7 +232,9 @@ class Catalog:
                     quarantine_path=d["quarantine_path"], params=json.loads(d["params_json"] or "{}"),
                     code_version=d["code_version"],
                 ))
-            return info
+        if info.current_version:
+            info.stale = self.stale_inputs(name, info.current_version)
+        return info
 
     def all_datasets(self) -> list[DatasetInfo]:
         return [self.get(n) for n in self.names()]
@@ -240,8 +258,13 @@ class Catalog:
         owner: str | None,
         version: VersionInfo,
         inputs: list[tuple[str, int | None]] | None = None,
+        promote: bool = True,
     ) -> None:
-        """Record a new version (and the dataset, if new) in one transaction."""
+        """Record a new version (and the dataset, if new) in one transaction.
+
+        With ``promote=False`` the version is recorded (its quarantine stays readable) but the
+        dataset's current version and description are left as they were.
+        """
         check_name(name)
         check_classification(classification)
         ts = now()
@@ -256,6 +279,8 @@ class Catalog:
                         (name, schema, kind, department, classification, description, source, licence, owner,
                          ts, ts, version.version),
                     )
+                elif not promote:
+                    con.execute("UPDATE datasets SET updated=? WHERE name=?", (ts, name))
                 else:
                     con.execute(
                         "UPDATE datasets SET schema=?, kind=?, department=COALESCE(?, department), classification=?,"
@@ -280,12 +305,52 @@ class Catalog:
                 con.execute("ROLLBACK")
                 raise
 
-    def set_classification(self, name: str, classification: str) -> None:
+    def set_classification(self, name: str, classification: str, *, by: str | None) -> None:
+        """Change a dataset's classification: ``by`` (the acting user) must be an admin or a steward.
+
+        Allowed or refused, the attempt is one row of the audit log (action ``classify``).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> cat = Catalog(Path(tempfile.mkdtemp()) / "catalog.sqlite")
+        >>> cat.put_user("root", "admin"); cat.put_user("vera", "viewer", by="root")
+        >>> cat.set_classification("x", "public", by="vera")
+        Traceback (most recent call last):
+        ...
+        citytwin.foundation.errors.AccessDenied: user 'vera' (role viewer) may not classify datasets (needs role admin or steward)
+        """
         check_classification(classification)
         with self.connect() as con:
-            if con.execute("UPDATE datasets SET classification=?, updated=? WHERE name=?",
-                           (classification, now(), name)).rowcount == 0:
-                raise NotFoundError(f"no dataset named {name!r}")
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                actor = self._actor(con, by)
+                if actor is None or actor[1] not in CLASSIFIERS:
+                    msg = (f"user {by!r} (role {actor[1] if actor else 'unregistered'}) may not classify datasets"
+                           f" (needs role {' or '.join(CLASSIFIERS)})")
+                    _audit(con, by, actor, "classify", name, "denied", f"{classification}: {msg}")
+                    con.execute("COMMIT")
+                    raise AccessDenied(msg)
+                old = con.execute("SELECT classification FROM datasets WHERE name=?", (name,)).fetchone()
+                if old is None:
+                    _audit(con, by, actor, "classify", name, "error", f"{classification}: no such dataset")
+                    con.execute("COMMIT")
+                    raise NotFoundError(f"no dataset named {name!r}")
+                con.execute("UPDATE datasets SET classification=?, updated=? WHERE name=?",
+                            (classification, now(), name))
+                _audit(con, by, actor, "classify", name, "ok", f"{old[0]} -> {classification}")
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _actor(con: sqlite3.Connection, by: str | None) -> tuple[str, str] | None:
+        if by is None:
+            return None
+        r = con.execute("SELECT name, role FROM users WHERE name=?", (by,)).fetchone()
+        return (r[0], r[1]) if r else None
 
     # -- lineage ----------------------------------------------------------
     def inputs_of(self, name: str, version: int) -> list[tuple[str, int | None]]:
@@ -316,15 +381,82 @@ class Catalog:
                     node["inputs"].append(self.lineage(in_name, in_v, _depth + 1))
                 else:
                     node["inputs"].append({"dataset": in_name, "version": in_v, "missing": True})
-        node["used_by"] = [{"dataset": d, "version": ver} for d, ver, _ in self.outputs_of(name)]
+        node["used_by"] = [{"dataset": d, "version": ver} for d, ver, in_v in self.outputs_of(name)
+                           if in_v == v or (in_v is None and v == info.current_version)]
+        stale = self.stale_inputs(name, v)
+        if stale:
+            node["stale"] = stale
         return node
 
-    # -- users --------------------------------------------------------------
-    def put_user(self, name: str, role: str, department: str | None = None) -> None:
+    def stale_inputs(self, name: str, version: int | None = None) -> list[dict[str, Any]]:
+        """Inputs of a dataset version that have a newer current version than the one it was built on.
+
+        A derived dataset with such inputs is *stale*: rebuilt today, it would use other data.
+
+        Returns
+        -------
+        list of dict
+            ``{"dataset", "used_version", "current_version"}`` for each stale input (empty: up to date).
+        """
+        v = version or self.get(name).current_version
+        out: list[dict[str, Any]] = []
         with self.connect() as con:
-            con.execute("INSERT INTO users(name, role, department, created) VALUES (?,?,?,?) "
-                        "ON CONFLICT(name) DO UPDATE SET role=excluded.role, department=excluded.department",
-                        (name, role, department, now()))
+            rows = con.execute(
+                "SELECT l.input_dataset, l.input_version, d.current_version FROM lineage l"
+                " JOIN datasets d ON d.name = l.input_dataset WHERE l.dataset=? AND l.version=?"
+                " ORDER BY l.input_dataset, l.input_version", (name, v)).fetchall()
+        for in_name, in_v, cur in rows:
+            if in_v is not None and cur and in_v < cur:
+                out.append({"dataset": in_name, "used_version": in_v, "current_version": cur})
+        return out
+
+    # -- users --------------------------------------------------------------
+    def put_user(self, name: str, role: str, department: str | None = None, *, by: str | None = None) -> None:
+        """Add a user or change their role: ``by`` (the acting user) must be an admin.
+
+        Only the first user of an empty catalog (the workspace's owner) needs no ``by``. Allowed or
+        refused, the attempt is one row of the audit log (action ``user.put``).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> cat = Catalog(Path(tempfile.mkdtemp()) / "catalog.sqlite")
+        >>> cat.put_user("root", "admin"); cat.put_user("vera", "viewer", by="root")
+        >>> cat.put_user("vera", "admin", by="vera")
+        Traceback (most recent call last):
+        ...
+        citytwin.foundation.errors.AccessDenied: user 'vera' (role viewer) may not manage users (needs role admin)
+        >>> [(r["user"], r["outcome"]) for r in cat.audit_log()][:2]
+        [('vera', 'denied'), ('root', 'ok')]
+        """
+        from citytwin.foundation.access import check_role
+
+        check_role(role)
+        if not isinstance(name, str) or not name.strip():
+            raise InputError(f"invalid user name {name!r}", field="name")
+        with self.connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                first = con.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0
+                actor = self._actor(con, by)
+                detail = f"{name}:{role}" + (f":{department}" if department else "")
+                if not first and (actor is None or actor[1] not in USER_ADMINS):
+                    msg = (f"user {by!r} (role {actor[1] if actor else 'unregistered'}) may not manage users"
+                           f" (needs role {' or '.join(USER_ADMINS)})")
+                    _audit(con, by, actor, "user.put", None, "denied", detail)
+                    con.execute("COMMIT")
+                    raise AccessDenied(msg)
+                con.execute("INSERT INTO users(name, role, department, created) VALUES (?,?,?,?) "
+                            "ON CONFLICT(name) DO UPDATE SET role=excluded.role, department=excluded.department",
+                            (name, role, department, now()))
+                if first and actor is None:
+                    actor = (name, role)  # the owner registers themself
+                _audit(con, actor[0] if actor else by, actor, "user.put", None, "ok", detail)
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
 
     def get_user(self, name: str) -> dict[str, Any] | None:
         with self.connect() as con:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from citytwin.foundation import duck
-from citytwin.foundation.workspace import Workspace
+from citytwin.foundation.workspace import Workspace, quote_ident
 
 NUMERIC = ("DOUBLE", "FLOAT", "BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "DECIMAL", "UBIGINT")
 
@@ -66,10 +66,12 @@ class QualityReport:
 def quality_report(ws: Workspace, name: str, version: int | None = None, *, k: float = 1.5,
                    max_examples: int = 5) -> QualityReport:
     """Compute the quality report of a dataset version (reads are access-checked and audited)."""
+    k, max_examples = float(k), int(max_examples)  # both go into SQL as numbers
     info = ws.info(name)
     v = version or info.current_version
     vi = next(x for x in info.versions if x.version == v)
-    glob = ws.parquet_glob(name, v)
+    path, masked = ws.stats_glob(name, v)
+    glob = path.replace("'", "''")  # a SQL string literal (a quote in the workspace path stays data)
     con = duck.connect()
     try:
         rel = con.sql(f"SELECT * FROM read_parquet('{glob}')")
@@ -79,7 +81,7 @@ def quality_report(ws: Workspace, name: str, version: int | None = None, *, k: f
         completeness: dict[str, float] = {}
         missing: dict[str, int] = {}
         if rows and plain:
-            exprs = ", ".join(f'count("{c}")' for c in plain)
+            exprs = ", ".join(f"count({quote_ident(c)})" for c in plain)
             counts = con.sql(f"SELECT {exprs} FROM read_parquet('{glob}')").fetchone()
             assert counts is not None
             for c, n in zip(plain, counts, strict=True):
@@ -92,15 +94,16 @@ def quality_report(ws: Workspace, name: str, version: int | None = None, *, k: f
         for c in numeric:
             if by and c != "value":
                 continue
-            group = f'"{by}"' if by else "'all'"
+            qc = quote_ident(c)
+            group = quote_ident(by) if by else "'all'"
             stats = con.sql(f"""
-                WITH q AS (SELECT {group} AS g, quantile_cont("{c}", 0.25) AS q1, quantile_cont("{c}", 0.75) AS q3
+                WITH q AS (SELECT {group} AS g, quantile_cont({qc}, 0.25) AS q1, quantile_cont({qc}, 0.75) AS q3
                            FROM read_parquet('{glob}') GROUP BY ALL)
-                SELECT q.g, q.q1, q.q3, count(*) FILTER (WHERE "{c}" < q1 - {k} * (q3 - q1)
-                                                  OR "{c}" > q3 + {k} * (q3 - q1)) AS n,
-                       list("{c}" ORDER BY abs("{c}" - (q1 + q3) / 2) DESC)
-                           FILTER (WHERE "{c}" < q1 - {k} * (q3 - q1) OR "{c}" > q3 + {k} * (q3 - q1))[1:{max_examples}]
-                FROM read_parquet('{glob}') t JOIN q ON {('t."' + by + '"') if by else "'all'"} = q.g
+                SELECT q.g, q.q1, q.q3, count(*) FILTER (WHERE {qc} < q1 - {k} * (q3 - q1)
+                                                  OR {qc} > q3 + {k} * (q3 - q1)) AS n,
+                       list({qc} ORDER BY abs({qc} - (q1 + q3) / 2) DESC)
+                           FILTER (WHERE {qc} < q1 - {k} * (q3 - q1) OR {qc} > q3 + {k} * (q3 - q1))[1:{max_examples}]
+                FROM read_parquet('{glob}') t JOIN q ON {('t.' + quote_ident(by)) if by else "'all'"} = q.g
                 GROUP BY ALL ORDER BY n DESC""").fetchall()
             for g, q1, q3, n, examples in stats:
                 if q1 is None:
@@ -108,17 +111,19 @@ def quality_report(ws: Workspace, name: str, version: int | None = None, *, k: f
                 iqr = q3 - q1
                 outliers.append({"column": c, "group": None if g == "all" else g, "q1": q1, "q3": q3,
                                  "low": q1 - k * iqr, "high": q3 + k * iqr, "count": int(n),
-                                 "share": round(int(n) / rows, 6) if rows else 0.0, "examples": examples or []})
+                                 "share": round(int(n) / rows, 6) if rows else 0.0,
+                                 # values of a personal column stay hidden from a role that sees it masked
+                                 "examples": [] if c in masked else (examples or [])})
         # duplicates
         key = [x for x in ws.schema(info.schema).key if x in dict(cols)]
         if "property" in dict(cols) and {"entity", "time"} <= set(dict(cols)):
             key = ["entity", "property", "time"]
         dup_keys = 0
         if key and rows:
-            kc = ", ".join(f'"{x}"' for x in key)
+            kc = ", ".join(quote_ident(x) for x in key)
             dup_keys = int(con.sql(f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) n FROM read_parquet('{glob}')"
                                    f" GROUP BY {kc} HAVING n > 1)").fetchone()[0])  # type: ignore[index]
-        allc = ", ".join(f'"{c}"' for c, _ in cols)
+        allc = ", ".join(quote_ident(c) for c, _ in cols)
         dup_rows = int(con.sql(f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) n FROM read_parquet('{glob}') "
                                f"GROUP BY {allc} HAVING n > 1)").fetchone()[0]) if rows else 0  # type: ignore[index]
         invalid = None
