@@ -145,15 +145,37 @@ def spatial_weights(
             raise InputError(f"{len(w.islands)} unit(s) without neighbours: {w.islands[:10]}",
                              field="weights", hint="use islands='nearest', or kind='knn'/'distance'")
         if islands == "nearest":
-            xy, _ = _planar_points(gdf)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                w1 = lw.KNN(xy, k=1, ids=id_list)
-                w = lw.attach_islands(w, w1)
+            w = _attach_islands(w, gdf, id_list)
         else:
             warnings.warn(f"spatial weights: {len(w.islands)} island(s) without neighbours: {w.islands[:10]}",
                           UserWarning, stacklevel=2)
     return w
+
+
+def _attach_islands(w: Any, gdf: Any, id_list: list[Any]) -> Any:
+    """Join each island to its nearest unit, symmetrically, each link once with weight 1.
+
+    ``libpysal.weights.attach_islands`` appends the nearest unit to the island's list and the
+    island to the nearest unit's list; when two islands are each other's nearest unit (an
+    offshore pair), the first island gets its partner twice (``B1: [B2, B2]``, weight 2, an
+    asymmetric W), which distorts G* and LISA for the pair. Here the links form a set.
+    """
+    import libpysal.weights as lw
+
+    xy, _ = _planar_points(gdf)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nearest = lw.KNN(xy, k=1)  # positions 0..n-1
+    pos = {u: i for i, u in enumerate(id_list)}
+    nbrs: dict[Any, list[Any]] = {u: list(w.neighbors[u]) for u in id_list}
+    for u in w.islands:
+        v = id_list[int(nearest.neighbors[pos[u]][0])]
+        for a, b in ((u, v), (v, u)):
+            if b not in nbrs[a]:
+                nbrs[a].append(b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return lw.W(nbrs, id_order=list(id_list), silence_warnings=True)
 
 
 def _matrix(w: Any, n: int, transform: str) -> sp.csr_matrix:
