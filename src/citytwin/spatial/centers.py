@@ -44,7 +44,8 @@ Method = Literal["getis_ord", "local_moran", "peaks"]
 
 def activity_grid(features: gpd.GeoDataFrame, *, resolution: int = 9, weight_col: str | None = None,
                   category_col: str | None = "category", exclude: tuple[str, ...] = NON_ACTIVITY,
-                  area_cells: list[str] | None = None, report: InputReport | None = None) -> gpd.GeoDataFrame:
+                  area_cells: list[str] | None = None, area: Any = None,
+                  report: InputReport | None = None) -> gpd.GeoDataFrame:
     """Activity per H3 cell over the study area (zeros included).
 
     Parameters
@@ -59,6 +60,10 @@ def activity_grid(features: gpd.GeoDataFrame, *, resolution: int = 9, weight_col
         Features whose category is in ``exclude`` are left out (when the column exists).
     area_cells
         The study area's cells; default: the cells covering the features' convex hull.
+    area
+        The study area as (Multi)Polygon(s): a GeoDataFrame/GeoSeries with a CRS, or a shapely
+        geometry in lon/lat (EPSG:4326). Its cells (H3 cells whose centre lies inside) replace the
+        convex hull; features outside it are left out (counted in the report).
 
     Returns
     -------
@@ -72,11 +77,23 @@ def activity_grid(features: gpd.GeoDataFrame, *, resolution: int = 9, weight_col
     if len(features) == 0:
         raise InputError("no activity features in the area (empty area)", field="features",
                          hint="check the extent and the categories kept")
+    if area is not None:
+        if area_cells is not None:
+            raise InputError("give area or area_cells, not both", field="area")
+        area_cells = area_to_cells(area, resolution)
     cells = point_cells(features, resolution)
+    if area is not None:
+        inside = np.isin(cells, np.asarray(area_cells, dtype=object))
+        if not inside.all():
+            rep.note(f"{int((~inside).sum())} feature(s) outside the study area left out")
+        if not inside.any():
+            raise InputError("no activity features inside the study area (empty area)", field="area")
+        features, cells = features[inside], cells[inside]
+    if weight_col and weight_col not in features.columns:
+        raise InputError(f"no column {weight_col!r}", field=weight_col,
+                         hint=f"columns: {', '.join(map(str, features.columns[:20]))}")
     w = (pd.to_numeric(features[weight_col], errors="coerce").fillna(0.0).to_numpy()
          if weight_col else np.ones(len(features)))
-    if weight_col and weight_col not in features.columns:
-        raise InputError(f"no column {weight_col!r}", field=weight_col)
     act = pd.Series(w, index=cells).groupby(level=0).sum()
     if area_cells is None:
         pts = as_points(features.to_crs(4326))
@@ -90,6 +107,26 @@ def activity_grid(features: gpd.GeoDataFrame, *, resolution: int = 9, weight_col
     out["area_km2"] = [h3.cell_area(c, unit="km^2") for c in allc]
     out["density"] = out["activity"] / out["area_km2"]
     return out
+
+
+def area_to_cells(area: Any, resolution: int) -> list[str]:
+    """H3 cells (centre inside) of a study area: GeoDataFrame/GeoSeries with a CRS or a lon/lat geometry."""
+    if isinstance(area, gpd.GeoDataFrame | gpd.GeoSeries):
+        require_crs(area if isinstance(area, gpd.GeoDataFrame) else gpd.GeoDataFrame(geometry=area), "area")
+        geom = area.to_crs(4326).geometry.union_all() if len(area) else None
+    else:
+        geom = area
+    if not isinstance(geom, shapely.Geometry) or geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
+        raise InputError("the study area must be a non-empty (Multi)Polygon", field="area")
+    x0, y0, x1, y1 = geom.bounds
+    if x0 < -180 or x1 > 180 or y0 < -90 or y1 > 90:
+        raise InputError(f"study area bounds {geom.bounds} are not lon/lat", field="area",
+                         hint="pass a GeoDataFrame with its CRS")
+    cells = sorted(h3.geo_to_cells(geom.__geo_interface__, resolution))
+    if not cells:
+        raise InputError(f"the study area holds no H3 cell centre at resolution {resolution}", field="area",
+                         hint="use a finer resolution")
+    return cells
 
 
 def ring_weights(cells: list[str]) -> sparse.csr_matrix:
@@ -261,6 +298,8 @@ def detect_centers(grid: gpd.GeoDataFrame, *, method: Method = "peaks", z_crit: 
                          hint="build it with activity_grid()")
     if method not in ("getis_ord", "local_moran", "peaks"):
         raise InputError(f"unknown method {method!r}", field="method", hint="getis_ord, local_moran or peaks")
+    if not (np.isfinite(min_activity) and min_activity >= 0):
+        raise InputError(f"min_activity must be a number >= 0, got {min_activity}", field="min_activity")
     g = grid.reset_index(drop=True).copy()
     cells = g["cell"].tolist()
     y = g["activity"].to_numpy(dtype=float)
@@ -317,7 +356,7 @@ def detect_centers(grid: gpd.GeoDataFrame, *, method: Method = "peaks", z_crit: 
             ("level", "int64"))}, geometry=gpd.GeoSeries([], crs=4326), crs=4326)
     indices = polycentricity(g, centers, uci_distance=uci_distance)
     report = {"method": method, "z_crit": z_crit, "alpha": alpha, "permutations": permutations, "seed": seed,
-              "peak_share": peak_share, "sub_share": sub_share, "cells": len(g), "hot_cells": int(hot.sum())}
+              "peak_share": peak_share, "sub_share": sub_share, "min_activity": min_activity, "cells": len(g), "hot_cells": int(hot.sum())}
     return CentersResult(cells=g, centers=centers, indices=indices, report=report)
 
 
@@ -346,10 +385,17 @@ def polycentricity(cells: gpd.GeoDataFrame, centers: gpd.GeoDataFrame,
 
 
 def find_centers(features: gpd.GeoDataFrame, *, resolution: int = 9, weight_col: str | None = None,
-                 method: Method = "peaks", **kwargs: Any) -> CentersResult:
-    """:func:`activity_grid` then :func:`detect_centers` in one call."""
+                 method: Method = "peaks", area: Any = None, min_activity: float = 0.0,
+                 **kwargs: Any) -> CentersResult:
+    """:func:`activity_grid` then :func:`detect_centers` in one call.
+
+    ``area`` (the study area, see :func:`activity_grid`) and ``min_activity`` (the least total
+    activity of a center, see :func:`detect_centers`) are the user's choices; other keywords go to
+    :func:`detect_centers`.
+    """
     rep = InputReport()
-    grid = activity_grid(features, resolution=resolution, weight_col=weight_col, report=rep)
-    res = detect_centers(grid, method=method, **kwargs)
-    res.report.update({"resolution": resolution, "weight_col": weight_col, **rep.as_dict()})
+    grid = activity_grid(features, resolution=resolution, weight_col=weight_col, area=area, report=rep)
+    res = detect_centers(grid, method=method, min_activity=min_activity, **kwargs)
+    res.report.update({"resolution": resolution, "weight_col": weight_col, "area": area is not None,
+                       **rep.as_dict()})
     return res
