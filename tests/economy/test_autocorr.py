@@ -111,7 +111,7 @@ def test_local_moran_equals_esda(esda_lisa: object) -> None:
 
 
 def test_fast_draws_are_uniform_samples_without_replacement() -> None:
-    from citytwin.economy.autocorr import _perm_ids_fast
+    from citytwin.stats.autocorr import _perm_ids_fast
 
     ids = _perm_ids_fast(5, 21, 20000, 3)  # 5 distinct ids out of 0..19 per permutation
     assert ids.min() == 0 and ids.max() == 19
@@ -128,7 +128,7 @@ def test_fast_draws_are_uniform_samples_without_replacement() -> None:
 def test_getis_ord_equals_esda(star: bool) -> None:
     import esda
 
-    from citytwin.economy.autocorr import _perm_ids
+    from citytwin.stats.autocorr import _perm_ids
 
     y, w = _stl()
     ours = getis_ord(y, w, star=star, permutations=P_LOCAL, seed=SEED, draws="esda")

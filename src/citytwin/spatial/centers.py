@@ -7,8 +7,9 @@ Method
    convex hull of the features, so empty cells count as zeros.
 2. **Hot spots**: Getis-Ord Gi* (binary H3 ring-1 weights including the cell itself, analytical
    z-score; Getis & Ord 1995) and local Moran's I (row-standardised ring-1 weights, conditional
-   permutation pseudo p-values; Anselin 1995), as in ``esda.G_Local(star=True, transform="B")``
-   and ``esda.Moran_Local``.
+   permutation pseudo p-values; Anselin 1995): ``esda.G_Local(star=True, transform="B")`` and
+   ``esda.Moran_Local`` through :mod:`citytwin.stats.autocorr`, the implementation (and island
+   convention) shared with the economy package.
 3. **Centers**: connected groups of hot cells. ``method="peaks"`` (default): density peaks, a
    cell at least as dense as every neighbour and at least ``peak_share`` of the densest cell,
    grown by its neighbours above the mean -- robust on the small grids of a district;
@@ -38,6 +39,7 @@ from citytwin.spatial.geo import InputReport, as_points, id_column, require_crs,
 from citytwin.spatial.grid import cell_neighbours, cells_frame, point_cells
 from citytwin.spatial.mix import NON_ACTIVITY
 from citytwin.spatial.polycentricity import rank_size, share_outside_main, urban_centrality_index
+from citytwin.stats import autocorr
 
 Method = Literal["getis_ord", "local_moran", "peaks"]
 
@@ -145,22 +147,21 @@ def ring_weights(cells: list[str]) -> sparse.csr_matrix:
 def getis_ord_star(y: np.ndarray, w: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """Getis-Ord Gi* statistic and z-score, binary weights with the cell itself included.
 
+    :func:`citytwin.stats.autocorr.getis_ord` (``star=True, transform="b"``; esda's ``G_Local``),
+    the one implementation shared with the economy package. Constant activity: NaN (undefined).
+
     Returns
     -------
     (G, z) where ``G = sum_j w_ij y_j / sum y`` and z is the analytical z-score.
     """
     y = np.asarray(y, dtype=float)
-    n = len(y)
-    ws = (w + sparse.identity(n, format="csr")).tocsr()
-    ws.data[:] = 1.0
-    wi = np.asarray(ws.sum(axis=1)).ravel()
-    g = (ws @ y) / y.sum()
-    mean = y.mean()
-    s2 = (y ** 2).mean() - mean ** 2
-    var = wi * (n - wi) / (n - 1) / n ** 2 * s2 / mean ** 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = (g - wi / n) / np.sqrt(var)
-    return g, z
+    if not y.std() > 0:
+        nan = np.full(len(y), np.nan)
+        return nan, nan.copy()
+    wb = sparse.csr_matrix(w, dtype=float, copy=True)
+    wb.data[:] = 1.0
+    r = autocorr.getis_ord(y, wb, star=True, transform="b", permutations=0)
+    return r["G"].to_numpy(), r["z"].to_numpy()
 
 
 class LocalMoran(NamedTuple):
@@ -177,10 +178,11 @@ def local_moran(y: np.ndarray, w: sparse.csr_matrix, permutations: int = 999,
                 seed: int | None = 12345) -> LocalMoran:
     """Local Moran's I with row-standardised weights, quadrant and conditional-permutation pseudo p.
 
-    ``I_i = (n - 1) z_i sum_j w_ij z_j / sum z^2`` with z standardised (as esda). Quadrants:
-    1 High-High, 2 Low-High, 3 Low-Low, 4 High-Low. Pseudo p-value: folded
-    ``(min(larger, perms - larger) + 1) / (perms + 1)``, the other n - 1 values permuted.
-    Islands (no neighbour) get I = 0, p = NaN.
+    :func:`citytwin.stats.autocorr.local_moran_arrays` (esda's statistic, our permutation engine
+    with ``draws="fast"``), the one implementation shared with the economy package, with its island
+    convention: a cell without neighbours has ``I = 0``, its quadrant by esda's rule, and NaN
+    inference. Quadrants: 1 High-High, 2 Low-High, 3 Low-Low, 4 High-Low. Constant activity: I = 0,
+    NaN inference (undefined).
 
     Returns
     -------
@@ -188,48 +190,14 @@ def local_moran(y: np.ndarray, w: sparse.csr_matrix, permutations: int = 999,
     """
     y = np.asarray(y, dtype=float)
     n = len(y)
-    sd = y.std()
-    z = (y - y.mean()) / sd if sd > 0 else np.zeros(n)
-    wr = w.tocsr().astype(float)
-    card = np.diff(wr.indptr)
-    rs = np.asarray(wr.sum(axis=1)).ravel()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        wr = sparse.diags(np.where(rs > 0, 1.0 / rs, 0.0)) @ wr
-    wr = wr.tocsr()
-    den = (z * z).sum()
-    lag = wr @ z
-    stat = (n - 1) * z * lag / den if den > 0 else np.zeros(n)
-    q = np.where(z > 0, np.where(lag > 0, 1, 4), np.where(lag > 0, 2, 3))
-    p = np.full(n, np.nan)
-    ei = np.full(n, np.nan)
-    vi = np.full(n, np.nan)
-    if permutations and n > 1 and den > 0:
-        rng = np.random.default_rng(seed)
-        kmax = int(card.max())
-        # one set of draws without replacement, shared by every cell (as esda): the first kmax
-        # positions of a random permutation of the n - 1 other cells, per permutation
-        if kmax > 0:
-            if n - 1 <= 4 * kmax or n <= 2000:
-                draws = np.argsort(rng.random((permutations, n - 1)), axis=1)[:, :kmax]
-            else:
-                draws = np.empty((permutations, kmax), dtype=np.int64)
-                for r in range(permutations):
-                    draws[r] = rng.choice(n - 1, size=kmax, replace=False)
-        for i in range(n):
-            k = int(card[i])
-            if k == 0:
-                continue
-            wi = wr.data[wr.indptr[i]:wr.indptr[i + 1]]
-            d = draws[:, :k]
-            idx = d + (d >= i)
-            rl = (z[idx] * wi).sum(axis=1)
-            sims = (n - 1) * z[i] * rl / den
-            ei[i] = sims.mean()
-            vi[i] = sims.var()
-            larger = int((sims >= stat[i]).sum())
-            larger = min(larger, permutations - larger)
-            p[i] = (larger + 1) / (permutations + 1)
-    return LocalMoran(stat, q, p, ei, vi)
+    nan = np.full(n, np.nan)
+    if not y.std() > 0:
+        return LocalMoran(np.zeros(n), np.full(n, 3, dtype=np.int64), nan, nan.copy(), nan.copy())
+    r = autocorr.local_moran_arrays(y, sparse.csr_matrix(w, dtype=float), permutations=permutations,
+                                    seed=seed, transform="r")
+    if r.p_sim is None or r.EI_sim is None or r.sd_sim is None:
+        return LocalMoran(r.Is, r.q, nan, nan.copy(), nan.copy())
+    return LocalMoran(r.Is, r.q, r.p_sim, r.EI_sim, r.sd_sim ** 2)
 
 
 @dataclass
