@@ -195,3 +195,32 @@ def test_area_and_min_activity_are_parameters():
         area_to_cells(box(300000, 6600000, 400000, 6700000), 9)
     with pytest.raises(InputError, match="no column 'floor'"):
         activity_grid(pts, weight_col="floor")
+
+
+def test_one_lisa_and_gstar_with_one_island_convention():
+    # issue 11: centers (H3 ring weights) and economy (libpysal W) share one implementation; an
+    # isolated cell is an island in both: I = 0, NaN pseudo p, G* of the cell alone
+    import h3
+    from libpysal.weights import W
+
+    from citytwin.economy.autocorr import getis_ord
+    from citytwin.economy.autocorr import local_moran as lisa_df
+
+    c0 = h3.latlng_to_cell(60.17, 24.94, 9)
+    far = h3.latlng_to_cell(60.30, 25.30, 9)
+    cells = [*sorted(h3.grid_disk(c0, 2)), far]
+    y = np.arange(len(cells), dtype=float) % 7 + 1.0
+    sw = ring_weights(cells)
+    nb = cell_neighbours(cells)
+    w = W({c: nb[c] for c in cells}, id_order=cells, silence_warnings=True)
+    ours = local_moran(y, sw, permutations=199, seed=3)
+    df = lisa_df(y, w, permutations=199, seed=3)
+    np.testing.assert_allclose(ours.i, df["Ii"], rtol=0, atol=0)
+    np.testing.assert_allclose(ours.p_sim, df["p_sim"], rtol=0, atol=0)  # same draws, same engine
+    assert ours.i[-1] == 0 and np.isnan(ours.p_sim[-1]) and df["quadrant"].iloc[-1] == "island"
+    assert np.isfinite(ours.p_sim[:-1]).all()
+    g, z = getis_ord_star(y, sw)
+    gs = getis_ord(y, w, star=True, transform="b", permutations=0)
+    np.testing.assert_allclose(g, gs["G"], rtol=1e-15)
+    np.testing.assert_allclose(z, gs["z"], rtol=1e-15)
+    assert g[-1] == pytest.approx(y[-1] / y.sum(), rel=1e-15)  # the island counts itself only
