@@ -39,7 +39,6 @@ from citytwin.spatial.geo import InputReport, as_points, id_column, require_crs,
 from citytwin.spatial.grid import cell_neighbours, cells_frame, point_cells
 from citytwin.spatial.mix import NON_ACTIVITY
 from citytwin.spatial.polycentricity import rank_size, share_outside_main, urban_centrality_index
-from citytwin.stats import autocorr
 
 Method = Literal["getis_ord", "local_moran", "peaks"]
 
@@ -158,6 +157,8 @@ def getis_ord_star(y: np.ndarray, w: sparse.csr_matrix) -> tuple[np.ndarray, np.
     if not y.std() > 0:
         nan = np.full(len(y), np.nan)
         return nan, nan.copy()
+    from citytwin.stats import autocorr  # numba and esda load on first use only
+
     wb = sparse.csr_matrix(w, dtype=float, copy=True)
     wb.data[:] = 1.0
     r = autocorr.getis_ord(y, wb, star=True, transform="b", permutations=0)
@@ -193,6 +194,8 @@ def local_moran(y: np.ndarray, w: sparse.csr_matrix, permutations: int = 999,
     nan = np.full(n, np.nan)
     if not y.std() > 0:
         return LocalMoran(np.zeros(n), np.full(n, 3, dtype=np.int64), nan, nan.copy(), nan.copy())
+    from citytwin.stats import autocorr
+
     r = autocorr.local_moran_arrays(y, sparse.csr_matrix(w, dtype=float), permutations=permutations,
                                     seed=seed, transform="r")
     if r.p_sim is None or r.EI_sim is None or r.sd_sim is None:
