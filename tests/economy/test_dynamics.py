@@ -227,3 +227,13 @@ def test_beta_robust_errors_and_sparse_ml_method(mexico_long: pd.DataFrame, us_l
     lu = beta_convergence(us_long, value="pci", time="year", id="Name", w=states_w, ml_method="LU")
     np.testing.assert_allclose(lu.coefficients["coef"], full.coefficients["coef"], rtol=1e-5)
     np.testing.assert_allclose(lu.coefficients["se"], full.coefficients["se"], rtol=1e-4)
+
+
+def test_beta_refuses_values_constant_over_time_or_across_units() -> None:
+    # issue 12: a value constant over time made the growth regression divide by zero
+    df = pd.DataFrame({"id": [1, 2, 3, 4] * 2, "t": [0] * 4 + [5] * 4, "y": [1.0, 2, 3, 4, 1, 2, 3, 4]})
+    with pytest.raises(InputError, match="grows alike for every unit from 0 to 5"):
+        beta_convergence(df, value="y", time="t", id="id")
+    same = df.assign(y=[2.0] * 4 + [1.0, 2, 3, 4])
+    with pytest.raises(InputError, match="same for every unit in period 0"):
+        beta_convergence(same, value="y", time="t", id="id")

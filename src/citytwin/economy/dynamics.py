@@ -329,6 +329,12 @@ def beta_convergence(
     if not T > 0:
         raise InputError(f"interval length {T} must be positive", field=time)
     g = (np.log(y1) - np.log(y0)) / T
+    if np.ptp(np.log(y0)) == 0:
+        raise InputError(f"{value} is the same for every unit in period {t0}: β-convergence is undefined",
+                         field=value)
+    if np.ptp(g) == 0:
+        raise InputError(f"{value} grows alike for every unit from {t0} to {t1} (e.g. constant over time): "
+                         "β-convergence is undefined (nothing to explain)", field=value)
     names = ["const", f"ln_{value}_{t0}", *(controls or [])]
     cols = [np.ones(common.size), np.log(y0)]
     for c in controls or []:
