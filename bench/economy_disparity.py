@@ -12,6 +12,11 @@ Usage::
   weights: citytwin (numba kernel, single thread, running sums) against ``esda.Moran_Local``
   (numba, ``n_jobs=1``, ``keep_simulations=True`` default and ``False``), same seed, after a warm-up
   call so that neither side's JIT compilation is timed. Equality of Ii and p_sim is checked.
+* Markov and spatial Markov chains (``--markov``, the default; ``--no-markov`` skips): citytwin
+  (``economy.dynamics``) against ``giddy.markov.Markov`` / ``Spatial_Markov`` on N units x 20
+  periods (quintiles; spatial: pooled relative quintiles on the k-nearest-neighbour W), with the
+  CPU seconds of ``import giddy.markov`` in a fresh process (what a CLI run would pay to wrap
+  giddy). Transition counts are checked equal.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--permutations", type=int, default=None)
     ap.add_argument("--k", type=int, default=8, help="neighbours of the knn weights")
+    ap.add_argument("--no-markov", dest="markov", action="store_false", help="skip the Markov comparison")
     args = ap.parse_args()
     n = args.n or (500 if args.quick else 3000)
     perms = args.permutations or (999 if args.quick else 9999)
@@ -138,6 +144,51 @@ def main() -> None:
     dpf = np.abs(lm_fast["p_sim"].to_numpy() - e.p_sim)
     print(f"  draws='fast': p_sim differs from esda by Monte Carlo error only: mean|dp| = {dpf.mean():.1e},"
           f" max|dp| = {dpf.max():.1e}")
+    if args.markov:
+        markov_bench(n, pts, w, rng)
+
+
+def markov_bench(n: int, pts: np.ndarray, w: object, rng: np.random.Generator) -> None:
+    """Markov and spatial Markov: citytwin vs giddy, and the cost of importing giddy."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from citytwin.economy.dynamics import markov, spatial_markov
+
+    code = ("import resource, giddy.markov; r = resource.getrusage(resource.RUSAGE_SELF); "
+            "print(r.ru_utime + r.ru_stime)")
+    base = ("import resource; r = resource.getrusage(resource.RUSAGE_SELF); print(r.ru_utime + r.ru_stime)")
+    imp = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    py = float(subprocess.run([sys.executable, "-c", base], capture_output=True, text=True, check=True).stdout)
+    from giddy.markov import Markov, Spatial_Markov
+
+    T = 20
+    Y = np.exp(np.cumsum(rng.normal(0, 0.05, (n, T)), axis=1) + pts[:, :1] * 0.01)
+    long = pd.DataFrame({"id": np.repeat(np.arange(n), T), "t": np.tile(np.arange(T), n), "y": Y.ravel()})
+    import libpysal
+
+    wn = libpysal.weights.W(dict(w.neighbors), id_order=list(w.id_order), silence_warnings=True)  # type: ignore[attr-defined]
+    ours = markov(long, value="y", time="t", id="id", k=5)
+    q5 = ours.classes.to_numpy()
+    g = Markov(q5, summary=False)
+    assert (ours.transitions.to_numpy() == g.transitions).all(), "Markov counts differ"
+    t_ours = best(lambda: markov(long, value="y", time="t", id="id", k=5), 3)
+    t_g = best(lambda: Markov(q5, summary=False), 3)
+    sm = spatial_markov(long, wn, value="y", time="t", id="id", k=5, m=5)
+    wr = libpysal.weights.W(dict(w.neighbors), id_order=list(w.id_order), silence_warnings=True)  # type: ignore[attr-defined]
+    wr.transform = "r"
+    gs = Spatial_Markov(Y / Y.mean(axis=0), wr, fixed=True, k=5, m=5)
+    assert (sm.T == gs.T).all(), "spatial Markov counts differ"
+    t_sm = best(lambda: spatial_markov(long, wn, value="y", time="t", id="id", k=5, m=5), 3)
+    t_gs = best(lambda: Spatial_Markov(Y / Y.mean(axis=0), wr, fixed=True, k=5, m=5), 3)
+    print(f"Markov n={n} T={T} k=5: citytwin {t_ours * 1e3:8.1f} ms (from the long panel, classes included) |"
+          f" giddy.Markov {t_g * 1e3:8.1f} ms (classes given) | ratio {t_ours / t_g:.3f}; counts equal")
+    print(f"spatial Markov n={n} T={T} k=m=5: citytwin {t_sm * 1e3:8.1f} ms | giddy.Spatial_Markov"
+          f" {t_gs * 1e3:8.1f} ms | ratio {t_sm / t_gs:.3f}; counts equal")
+    print(f"import giddy.markov in a fresh process: {imp - py:.2f} CPU-s (python start-up {py:.2f} CPU-s"
+          f" subtracted) -- paid by every run that wraps giddy")
 
 
 def _numba_version() -> str:

@@ -111,7 +111,7 @@ def test_local_moran_equals_esda(esda_lisa: object) -> None:
 
 
 def test_fast_draws_are_uniform_samples_without_replacement() -> None:
-    from citytwin.economy.autocorr import _perm_ids_fast
+    from citytwin.stats.autocorr import _perm_ids_fast
 
     ids = _perm_ids_fast(5, 21, 20000, 3)  # 5 distinct ids out of 0..19 per permutation
     assert ids.min() == 0 and ids.max() == 19
@@ -128,7 +128,7 @@ def test_fast_draws_are_uniform_samples_without_replacement() -> None:
 def test_getis_ord_equals_esda(star: bool) -> None:
     import esda
 
-    from citytwin.economy.autocorr import _perm_ids
+    from citytwin.stats.autocorr import _perm_ids
 
     y, w = _stl()
     ours = getis_ord(y, w, star=star, permutations=P_LOCAL, seed=SEED, draws="esda")
@@ -223,3 +223,44 @@ def test_real_city_boundaries_weights(shared_data) -> None:  # type: ignore[no-u
     assert all(c == 6 for c in wk.cardinalities.values())
     wd = spatial_weights(g, "distance", ids="adcode")  # default: smallest band without islands
     assert not wd.islands
+
+
+def _island_pair() -> gpd.GeoDataFrame:
+    # a 3 x 3 block and an offshore pair B1, B2 that are each other's nearest unit (issue 12)
+    cells = [box(x, y, x + 1, y + 1) for x in range(3) for y in range(3)]
+    cells += [box(10, 10, 11, 11), box(12, 10, 13, 11)]
+    return gpd.GeoDataFrame({"code": [f"u{i}" for i in range(9)] + ["B1", "B2"]}, geometry=cells)
+
+
+def test_island_pair_attached_once_and_symmetric_against_libpysal() -> None:
+    import esda
+    from libpysal.weights import KNN, Queen, W
+
+    g = _island_pair()
+    w = spatial_weights(g, "queen", ids="code", islands="nearest")
+    # expected from libpysal alone: Queen on the same geometry, plus each island's KNN(k=1)
+    # neighbour on the representative points, joined symmetrically, every link once
+    q = Queen.from_dataframe(g, ids="code", use_index=False, silence_warnings=True)
+    pts = g.geometry.representative_point()
+    knn = KNN(np.column_stack([pts.x, pts.y]), k=1, ids=list(g["code"]))
+    expected = {u: set(q.neighbors[u]) for u in g["code"]}
+    for u in q.islands:
+        v = knn.neighbors[u][0]
+        expected[u].add(v)
+        expected[v].add(u)
+    assert {u: set(v) for u, v in w.neighbors.items()} == expected
+    assert w.neighbors["B1"] == ["B2"] and w.neighbors["B2"] == ["B1"]  # not ['B2', 'B2']
+    assert all(len(v) == len(set(v)) for v in w.neighbors.values())
+    assert all(x == 1.0 for ws in w.weights.values() for x in ws)
+    a = w.sparse
+    assert (a != a.T).nnz == 0 and a.max() == 1.0
+    # LISA and G* of the pair equal esda's on the libpysal W built from the expected links
+    wx = W({u: sorted(v) for u, v in expected.items()}, id_order=list(g["code"]), silence_warnings=True)
+    y = np.arange(11, dtype=float) ** 1.5
+    lm = local_moran(y, w, permutations=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        e = esda.Moran_Local(y, wx, permutations=0)
+        gs = esda.G_Local(y, wx, star=True, permutations=0)
+    np.testing.assert_allclose(lm["Ii"], e.Is, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(getis_ord(y, w, permutations=0)["G"], gs.Gs, rtol=1e-13)

@@ -142,9 +142,10 @@ def test_spatial_beta_equals_spreg_ml_lag(usjoin: pd.DataFrame, us_long: pd.Data
     y0 = np.log(usjoin["1929"].to_numpy())
     g = (np.log(usjoin["2009"].to_numpy()) - y0) / 80
     ml = spreg.ML_Lag(g[:, None], y0[:, None], w=w, method="full")
-    # tolerance: both maximise the same concentrated likelihood numerically (bounded Brent here)
-    np.testing.assert_allclose(b.coefficients["coef"], ml.betas.ravel(), rtol=1e-5)
-    np.testing.assert_allclose(b.coefficients["se"], ml.std_err, rtol=1e-4)
+    # beta_convergence wraps spreg.ML_Lag (method "full" up to 1,000 units): the same numbers
+    # (before issue 11 it had its own optimiser and agreed to rtol 1e-5)
+    np.testing.assert_allclose(b.coefficients["coef"], ml.betas.ravel(), rtol=1e-12)
+    np.testing.assert_allclose(b.coefficients["se"], ml.std_err, rtol=1e-12)
     assert b.log_likelihood == pytest.approx(ml.logll, rel=1e-9)
     assert b.model == "spatial_lag" and b.rho == pytest.approx(ml.rho, rel=1e-5)
     assert b.beta < 0 and b.half_life > 0
@@ -161,7 +162,8 @@ def test_spatial_error_beta_equals_spreg_ml_error(usjoin: pd.DataFrame, us_long:
     g = (np.log(usjoin["2009"].to_numpy()) - y0) / 80
     ml = spreg.ML_Error(g[:, None], y0[:, None], w=w, method="full")
     assert b.model == "spatial_error" and list(b.coefficients.index)[-1] == "lambda"
-    # tolerance: both maximise the same concentrated likelihood numerically
+    # beta_convergence wraps spreg.ML_Error, on a W rebuilt from the sparse matrix (states named,
+    # links in another order): spreg's bounded optimiser (epsilon 1e-7) then stops ~1e-6 apart
     np.testing.assert_allclose(b.coefficients["coef"], ml.betas.ravel(), rtol=1e-5)
     np.testing.assert_allclose(b.coefficients["se"], ml.std_err, rtol=1e-4)
     assert b.log_likelihood == pytest.approx(ml.logll, rel=1e-9)
@@ -204,3 +206,34 @@ def test_steady_state_and_bad_input(us_long: pd.DataFrame, states_w: libpysal.we
         beta_convergence(us_long.assign(c=1.0), value="pci", time="year", id="Name", controls=["c"])
     with pytest.raises(InputError, match="not in the panel"):
         beta_convergence(us_long, value="gdp", time="year", id="Name")
+
+
+def test_beta_robust_errors_and_sparse_ml_method(mexico_long: pd.DataFrame, us_long: pd.DataFrame,
+                                                 states_w: libpysal.weights.W) -> None:
+    import statsmodels.api as sm
+
+    # heteroskedasticity-robust standard errors (issue 11: classical errors only before)
+    b = beta_convergence(mexico_long, value="pcgdp", time="year", id="State", cov_type="HC1")
+    wide = mexico_long.pivot(index="State", columns="year", values="pcgdp")
+    ols = sm.OLS((np.log(wide[2000]) - np.log(wide[1940])) / 60, sm.add_constant(np.log(wide[1940]))).fit(
+        cov_type="HC1")
+    np.testing.assert_allclose(b.coefficients["se"], ols.bse, rtol=1e-10)
+    np.testing.assert_allclose(b.coefficients["p"], ols.pvalues, rtol=1e-8)
+    assert b.beta == pytest.approx(-0.007255, abs=5e-7)  # the estimate does not change, its s.e. does
+    with pytest.raises(InputError, match="cov_type"):
+        beta_convergence(mexico_long, value="pcgdp", time="year", id="State", cov_type="HC9")
+    # sparse LU log-determinant (memory linear in the links) gives the dense result
+    full = beta_convergence(us_long, value="pci", time="year", id="Name", w=states_w, ml_method="full")
+    lu = beta_convergence(us_long, value="pci", time="year", id="Name", w=states_w, ml_method="LU")
+    np.testing.assert_allclose(lu.coefficients["coef"], full.coefficients["coef"], rtol=1e-5)
+    np.testing.assert_allclose(lu.coefficients["se"], full.coefficients["se"], rtol=1e-4)
+
+
+def test_beta_refuses_values_constant_over_time_or_across_units() -> None:
+    # issue 12: a value constant over time made the growth regression divide by zero
+    df = pd.DataFrame({"id": [1, 2, 3, 4] * 2, "t": [0] * 4 + [5] * 4, "y": [1.0, 2, 3, 4, 1, 2, 3, 4]})
+    with pytest.raises(InputError, match="grows alike for every unit from 0 to 5"):
+        beta_convergence(df, value="y", time="t", id="id")
+    same = df.assign(y=[2.0] * 4 + [1.0, 2, 3, 4])
+    with pytest.raises(InputError, match="same for every unit in period 0"):
+        beta_convergence(same, value="y", time="t", id="id")

@@ -124,3 +124,103 @@ def test_empty_area():
         activity_grid(pts)
     with pytest.raises(InputError, match="grid"):
         detect_centers(gpd.GeoDataFrame({"x": [1]}, geometry=gpd.points_from_xy([0], [0]), crs=4326))
+
+
+def _dense_uci(units: gpd.GeoDataFrame, column: str, distance: str, crs: int) -> tuple[float, float]:
+    """The dense formulas (units x units matrices), as the module computed them before issue 12."""
+    from scipy import sparse
+    from scipy.sparse.csgraph import shortest_path
+    from scipy.spatial.distance import cdist
+
+    g = units.to_crs(crs).reset_index(drop=True)
+    x = g[column].astype(float).fillna(0.0).to_numpy()
+    s = x / x.sum()
+    cen = np.column_stack([g.geometry.centroid.x, g.geometry.centroid.y])
+    self_d = np.sqrt(g.geometry.area.to_numpy() / np.pi)
+    if distance == "euclidean":
+        d = cdist(cen, cen) + np.diag(self_d)
+    else:
+        left, right = g.geometry.sindex.query(g.geometry, predicate="intersects")
+        m = left != right
+        wl = np.hypot(*(cen[left[m]] - cen[right[m]]).T)
+        graph = sparse.csr_matrix((wl, (left[m], right[m])), shape=(len(g), len(g)))
+        d = np.asarray(shortest_path(graph, directed=False)) + np.diag(self_d)
+    border = g.geometry.intersects(g.geometry.union_all().boundary).to_numpy()
+    b = np.full(int(border.sum()), 1.0 / border.sum())
+    return float(s @ d @ s), float(b @ d[np.ix_(border, border)] @ b)
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "network"])
+def test_uci_blocked_equals_dense(distance):
+    # a 14 x 11 grid with skewed activity and empty cells: the blocked sums equal the dense matrices
+    rng = np.random.default_rng(5)
+    n_x, n_y = 14, 11
+    act = rng.pareto(1.5, n_x * n_y) * (rng.random(n_x * n_y) > 0.3)
+    g = gpd.GeoDataFrame({"a": act}, geometry=[box(i % n_x, i // n_x, i % n_x + 1, i // n_x + 1)
+                                               for i in range(n_x * n_y)], crs=3067)
+    v, vmax = _dense_uci(g, "a", distance, 3067)
+    for block in (1, 7, 1000):
+        r = urban_centrality_index(g, "a", distance=distance, block=block)  # type: ignore[arg-type]
+        assert r.spatial_separation == pytest.approx(v, rel=1e-12)
+        assert r.spatial_separation_max == pytest.approx(vmax, rel=1e-12)
+        assert r.uci == pytest.approx(r.location_coef * (1 - v / max(v, vmax)), rel=1e-12)
+    with pytest.raises(InputError, match="block"):
+        urban_centrality_index(g, "a", block=0)
+
+
+def test_area_and_min_activity_are_parameters():
+    from shapely.geometry import Polygon
+
+    from citytwin.spatial.centers import area_to_cells
+
+    rng = np.random.default_rng(3)
+    lon = np.r_[24.94 + rng.normal(0, 0.002, 300), 24.99 + rng.normal(0, 0.002, 60)]
+    lat = np.r_[60.17 + rng.normal(0, 0.001, 300), 60.17 + rng.normal(0, 0.001, 60)]
+    pts = gpd.GeoDataFrame({"category": ["shop"] * lon.size}, geometry=gpd.points_from_xy(lon, lat), crs=4326)
+    west = Polygon([(24.90, 60.15), (24.97, 60.15), (24.97, 60.19), (24.90, 60.19)])
+    cells = area_to_cells(west, 9)
+    grid = activity_grid(pts, resolution=9, area=west)
+    assert set(grid["cell"]) == set(cells)  # the study area's cells, the eastern cluster left out
+    assert grid["activity"].sum() == 300
+    res = find_centers(pts, resolution=9, area=gpd.GeoDataFrame(geometry=[west], crs=4326))
+    assert res.report["notes"] and "60 feature(s) outside" in " ".join(res.report["notes"])
+    both = find_centers(pts, resolution=9, peak_share=0.02)
+    big = float(both.centers["activity"].max())
+    only_big = find_centers(pts, resolution=9, peak_share=0.02, min_activity=big)
+    assert len(only_big.centers) == 1 and len(both.centers) >= 2
+    assert only_big.report["min_activity"] == big
+    with pytest.raises(InputError, match="min_activity"):
+        find_centers(pts, resolution=9, min_activity=-1)
+    with pytest.raises(InputError, match="not lon/lat"):
+        area_to_cells(box(300000, 6600000, 400000, 6700000), 9)
+    with pytest.raises(InputError, match="no column 'floor'"):
+        activity_grid(pts, weight_col="floor")
+
+
+def test_one_lisa_and_gstar_with_one_island_convention():
+    # issue 11: centers (H3 ring weights) and economy (libpysal W) share one implementation; an
+    # isolated cell is an island in both: I = 0, NaN pseudo p, G* of the cell alone
+    import h3
+    from libpysal.weights import W
+
+    from citytwin.economy.autocorr import getis_ord
+    from citytwin.economy.autocorr import local_moran as lisa_df
+
+    c0 = h3.latlng_to_cell(60.17, 24.94, 9)
+    far = h3.latlng_to_cell(60.30, 25.30, 9)
+    cells = [*sorted(h3.grid_disk(c0, 2)), far]
+    y = np.arange(len(cells), dtype=float) % 7 + 1.0
+    sw = ring_weights(cells)
+    nb = cell_neighbours(cells)
+    w = W({c: nb[c] for c in cells}, id_order=cells, silence_warnings=True)
+    ours = local_moran(y, sw, permutations=199, seed=3)
+    df = lisa_df(y, w, permutations=199, seed=3)
+    np.testing.assert_allclose(ours.i, df["Ii"], rtol=0, atol=0)
+    np.testing.assert_allclose(ours.p_sim, df["p_sim"], rtol=0, atol=0)  # same draws, same engine
+    assert ours.i[-1] == 0 and np.isnan(ours.p_sim[-1]) and df["quadrant"].iloc[-1] == "island"
+    assert np.isfinite(ours.p_sim[:-1]).all()
+    g, z = getis_ord_star(y, sw)
+    gs = getis_ord(y, w, star=True, transform="b", permutations=0)
+    np.testing.assert_allclose(g, gs["G"], rtol=1e-15)
+    np.testing.assert_allclose(z, gs["z"], rtol=1e-15)
+    assert g[-1] == pytest.approx(y[-1] / y.sum(), rel=1e-15)  # the island counts itself only

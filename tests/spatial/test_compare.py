@@ -56,7 +56,10 @@ def test_new_centers_detected(snapshots):
     assert ind.loc["n_centers", "change"] == 2
     assert ind.loc["uci", "change"] < 0
     assert ind.loc["share_outside_main", "change"] > 0
-    assert cmp.findings["decentralizing"]
+    # issue 12: decentralizing and recentralizing are exclusive. The lower UCI comes with two emerging
+    # centers that gather activity (share in centers up): recentralization into new centers, not dispersal
+    assert ind.loc["share_in_centers", "change"] > 0
+    assert cmp.findings["recentralizing"] and not cmp.findings["decentralizing"]
 
 
 def test_flattening_when_new_centers_grow(snapshots):
@@ -90,3 +93,24 @@ def test_brownfield_typing_on_synthetic_landuse(snapshots):
     d = innovation_districts(b, pb, lu)
     assert d.iloc[0]["brownfield_share"] == pytest.approx(1.0)
     assert "brownfield_renewal" in d.iloc[0]["district_types"]
+
+
+def test_flags_exclusive_undetermined_and_incomparable(snapshots, helsinki):
+    a, c = snapshots["a"][1], snapshots["c"][1]
+    for x, y in ((a, c), (c, a), (a, a)):
+        f = compare_snapshots(x, y).findings
+        assert not (f["decentralizing"] and f["recentralizing"])
+    # c -> a: the two new centers vanish: activity concentrates again in the main center
+    back = compare_snapshots(c, a).findings
+    assert back["lost_centers"] == 2 and not back["recentralizing"] and not back["decentralizing"]
+    # today's extract has one center: neither the rank-size exponent (3 centers) nor primacy (2) is
+    # defined in a, so flattening a -> c cannot be evaluated (it used to read False)
+    assert len(a.centers) == 1
+    assert compare_snapshots(a, c).findings["flattening"] == "undetermined"
+    assert compare_snapshots(snapshots["b"][1], c).findings["flattening"] is True
+    with pytest.raises(InputError, match="different H3 resolutions \\(9 and 10\\)"):
+        compare_snapshots(a, find_centers(helsinki["pois"], resolution=10))
+    far = helsinki["pois"].copy()
+    far["geometry"] = far.geometry.translate(1.0, 0.0)  # the same city shifted one degree east
+    with pytest.raises(InputError, match="share no grid cell"):
+        compare_snapshots(a, find_centers(far))

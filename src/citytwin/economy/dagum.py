@@ -20,6 +20,11 @@ computed from its definition, and the identity is a test.
 
 All pair sums are computed in O(n log n) by sorting, so thousands of units take milliseconds.
 
+Peers: PySAL has no Dagum decomposition (``inequality`` has Gini and Theil only), so this is our
+own code; its overall Gini equals ``inequality.gini.Gini`` and the sorted sums equal the pairwise
+definition (``tests/economy/test_dagum.py``); ``bench/economy_disparity.py`` measures it against the
+usual pairwise-matrix implementation (O(n^2) memory) in the same run.
+
 Examples
 --------
 >>> r = dagum_gini([1, 2, 3, 4, 5, 6], ["a", "a", "a", "b", "b", "b"])

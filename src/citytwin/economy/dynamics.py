@@ -15,6 +15,16 @@ All functions take a long panel (one row per unit and period) and column names.
 * :func:`spatial_markov` — transition matrices conditioned on the class of the spatial lag, with
   Bickenbach–Bode homogeneity tests (LR and Q, as ``giddy.markov.Spatial_Markov``).
 
+Peers: β-convergence wraps ``statsmodels.OLS`` (classical or robust ``cov_type``) and
+``spreg.ML_Lag`` / ``spreg.ML_Error``. The Markov chains are our own (counting transitions and a
+least-squares steady state, ~60 lines) instead of ``giddy.markov.Markov`` / ``Spatial_Markov``:
+importing ``giddy.markov`` costs about 3.5 CPU-s (it imports mapclassify, which compiles numba
+code) for a computation of milliseconds (``bench/economy_disparity.py``: 500 units x 20 periods,
+Markov 11 ms from the long panel vs giddy 2.4 ms from given classes, spatial Markov 13 vs 22 ms,
+import 3.46 CPU-s), and the CLI would pay that on every run (issue 11 asks that no command pay
+for imports it does not use). ``tests/economy/test_dynamics.py`` checks
+counts, probabilities, steady states, LR/Q tests and cut-offs against giddy to 1e-12.
+
 Examples
 --------
 >>> import pandas as pd
@@ -32,7 +42,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy import optimize, signal, stats
+from scipy import signal, stats
 
 from citytwin.economy.inequality import check_values
 from citytwin.foundation.errors import InputError
@@ -209,95 +219,55 @@ class BetaResult:
     log_likelihood: float = float("nan")
 
 
-def _ols(X: np.ndarray, yv: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+def _ols(X: np.ndarray, yv: np.ndarray, cov_type: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """OLS by ``statsmodels.OLS(...).fit(cov_type=...)``: coef, se, t (or z), p, R²."""
+    import statsmodels.api as sm
+
     n, k = X.shape
     if n <= k:
         raise InputError(f"{n} units for {k} coefficients: too few to estimate", field="value")
-    XtX = X.T @ X
-    if np.linalg.matrix_rank(XtX) < k:
+    if np.linalg.matrix_rank(X.T @ X) < k:
         raise InputError("regressors are collinear (a control is constant or duplicates another)", field="controls")
-    b = np.linalg.solve(XtX, X.T @ yv)
-    e = yv - X @ b
-    s2 = float(e @ e) / (n - k)
-    vc = s2 * np.linalg.inv(XtX)
-    r2 = 1 - float(e @ e) / float(((yv - yv.mean()) ** 2).sum())
-    return b, vc, r2, s2
+    try:
+        res = sm.OLS(yv, X).fit(cov_type=cov_type)
+    except ValueError as exc:
+        raise InputError(f"cov_type {cov_type!r}: {exc}", field="cov_type",
+                         hint="nonrobust, HC0, HC1, HC2 or HC3") from None
+    return (np.asarray(res.params), np.asarray(res.bse), np.asarray(res.tvalues), np.asarray(res.pvalues),
+            float(res.rsquared))
 
 
-def _ml_lag(X: np.ndarray, yv: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, float]:
-    """ML spatial lag model y = ρWy + Xβ + ε (Ord eigenvalue Jacobian); returns β, ρ, vcov(β, ρ), logL."""
-    n, k = X.shape
-    eig = np.linalg.eigvals(W).real
-    lo, hi = 1.0 / eig.min(), 1.0 / eig.max()
-    Wy = W @ yv
-    XtX_inv = np.linalg.inv(X.T @ X)
-    b0 = XtX_inv @ X.T @ yv
-    bl = XtX_inv @ X.T @ Wy
-    e0, el = yv - X @ b0, Wy - X @ bl
+def _ml_spatial(X: np.ndarray, yv: np.ndarray, W: sp.csr_matrix, model: str, method: str) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """ML spatial lag / error model by ``spreg.ML_Lag`` / ``spreg.ML_Error``.
 
-    def nll(rho: float) -> float:
-        e = e0 - rho * el
-        s2 = float(e @ e) / n
-        return -(np.log(np.abs(1 - rho * eig)).sum() - n / 2 * np.log(s2))
+    ``X`` holds the constant first (spreg adds its own); ``W`` is row-standardised. Returns coef,
+    se, z, p for the terms then ρ/λ, the spatial parameter and the log-likelihood.
+    """
+    import libpysal.weights as lw
+    import spreg
 
-    res = optimize.minimize_scalar(nll, bounds=(lo + 1e-9, hi - 1e-9), method="bounded",
-                                   options={"xatol": 1e-10})
-    rho = float(res.x)
-    beta = b0 - rho * bl
-    e = yv - rho * Wy - X @ beta
-    s2 = float(e @ e) / n
-    A_inv = np.linalg.inv(np.eye(n) - rho * W)
-    WA = W @ A_inv
-    xb = X @ beta
-    WAxb = WA @ xb
-    # information matrix of (β, ρ, σ²) — Anselin (1988)
-    info = np.zeros((k + 2, k + 2))
-    info[:k, :k] = X.T @ X / s2
-    info[:k, k] = info[k, :k] = X.T @ WAxb / s2
-    info[k, k] = np.trace(WA @ WA) + np.trace(WA.T @ WA) + float(WAxb @ WAxb) / s2
-    info[k, k + 1] = info[k + 1, k] = np.trace(WA) / s2
-    info[k + 1, k + 1] = n / (2 * s2 * s2)
-    vc = np.linalg.inv(info)[: k + 1, : k + 1]
-    ll = float(-res.fun - n / 2 * (np.log(2 * np.pi) + 1))
-    return beta, rho, vc, ll
-
-
-def _ml_error(X: np.ndarray, yv: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, float]:
-    """ML spatial error model y = Xβ + u, u = λWu + ε; returns β, λ, vcov(β, λ), logL (Anselin 1988)."""
-    n, k = X.shape
-    eig = np.linalg.eigvals(W).real
-    lo, hi = 1.0 / eig.min(), 1.0 / eig.max()
-    Wy, WX = W @ yv, W @ X
-
-    def fit(lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        xs, ys = X - lam * WX, yv - lam * Wy
-        xtx_inv = np.linalg.inv(xs.T @ xs)
-        beta = xtx_inv @ xs.T @ ys
-        e = ys - xs @ beta
-        return beta, xtx_inv, e, float(e @ e) / n
-
-    def nll(lam: float) -> float:
-        s2 = fit(lam)[3]
-        return -(np.log(np.abs(1 - lam * eig)).sum() - n / 2 * np.log(s2))
-
-    res = optimize.minimize_scalar(nll, bounds=(lo + 1e-9, hi - 1e-9), method="bounded",
-                                   options={"xatol": 1e-10})
-    lam = float(res.x)
-    beta, xtx_inv, _, s2 = fit(lam)
-    WA = W @ np.linalg.inv(np.eye(n) - lam * W)
-    tr1 = np.trace(WA)
-    info = np.array([[np.trace(WA @ WA) + np.trace(WA.T @ WA), tr1 / s2], [tr1 / s2, n / (2 * s2 * s2)]])
-    vc = np.zeros((k + 1, k + 1))
-    vc[:k, :k] = s2 * xtx_inv
-    vc[k, k] = np.linalg.inv(info)[0, 0]
-    ll = float(-res.fun - n / 2 * (np.log(2 * np.pi) + 1))
-    return beta, lam, vc, ll
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wl = lw.WSP(W).to_W(silence_warnings=True)
+        wl.transform = "r"
+        if model == "lag":
+            ml = spreg.ML_Lag(yv[:, None], X[:, 1:], w=wl, method=method, spat_diag=False, spat_impacts=None)
+            par = float(ml.rho)
+        else:
+            ml = spreg.ML_Error(yv[:, None], X[:, 1:], w=wl, method=method)
+            par = float(ml.lam)
+    coef = np.asarray(ml.betas, dtype=float).ravel()
+    se = np.asarray(ml.std_err, dtype=float).ravel()
+    zp = np.asarray(ml.z_stat, dtype=float)
+    return coef, se, zp[:, 0], zp[:, 1], par, float(ml.logll)
 
 
 def beta_convergence(
     panel: pd.DataFrame, *, value: str, time: str, id: str, start: Any = None, end: Any = None,
     controls: list[str] | None = None, w: Any = None, spatial: Literal["lag", "error"] = "lag",
-    periods: float | None = None,
+    periods: float | None = None, cov_type: str = "nonrobust",
+    ml_method: Literal["auto", "full", "ord", "LU"] = "auto",
 ) -> BetaResult:
     """β-convergence between ``start`` and ``end`` (default: first and last period).
 
@@ -313,6 +283,19 @@ def beta_convergence(
         autocorrelated errors, λ reported as ``rho`` and as the ``lambda`` row).
     periods
         Length T of the interval (default ``end - start`` for numeric periods).
+    cov_type
+        Standard errors of the OLS models (without ``w``), as ``statsmodels`` ``fit(cov_type=...)``:
+        ``"nonrobust"`` (classical, default; t tests) or ``"HC0"``..``"HC3"`` (heteroskedasticity
+        robust; z tests).
+    ml_method
+        Log-determinant method of the ML spatial models (``spreg``): ``"full"`` (dense, exact),
+        ``"ord"`` (eigenvalues), ``"LU"`` (sparse LU, memory linear in the links); ``"auto"``:
+        ``"full"`` up to 1,000 units, ``"LU"`` beyond.
+
+    Notes
+    -----
+    OLS is ``statsmodels.OLS``, the spatial models ``spreg.ML_Lag`` / ``spreg.ML_Error``: we wrap
+    them (tests/economy/test_dynamics.py compares every number with them).
 
     Examples
     --------
@@ -346,6 +329,12 @@ def beta_convergence(
     if not T > 0:
         raise InputError(f"interval length {T} must be positive", field=time)
     g = (np.log(y1) - np.log(y0)) / T
+    if np.ptp(np.log(y0)) == 0:
+        raise InputError(f"{value} is the same for every unit in period {t0}: β-convergence is undefined",
+                         field=value)
+    if np.ptp(g) == 0:
+        raise InputError(f"{value} grows alike for every unit from {t0} to {t1} (e.g. constant over time): "
+                         "β-convergence is undefined (nothing to explain)", field=value)
     names = ["const", f"ln_{value}_{t0}", *(controls or [])]
     cols = [np.ones(common.size), np.log(y0)]
     for c in controls or []:
@@ -353,33 +342,29 @@ def beta_convergence(
     X = np.column_stack(cols)
     rho, ll = float("nan"), float("nan")
     if w is None:
-        coef, vc, r2, _ = _ols(X, g)
+        coef, se, tv, pv, r2 = _ols(X, g, cov_type)
         model = "conditional" if controls else "absolute"
-        dist = stats.t(df=common.size - X.shape[1])
+        table = pd.DataFrame({"coef": coef, "se": se, "t": tv, "p": pv}, index=pd.Index(names, name="term"))
     else:
-        Wm = sp.csr_matrix(w.sparse, dtype=float).toarray()
-        rs = Wm.sum(axis=1)
+        Wm = sp.csr_matrix(w.sparse, dtype=float)
+        rs = np.asarray(Wm.sum(axis=1)).ravel()
         if (rs == 0).any():
             raise InputError(f"{int((rs == 0).sum())} island(s) in the weights", field="w",
                              hint="use spatial_weights(..., islands='nearest')")
-        Wm = Wm / rs[:, None]
+        Wm = sp.csr_matrix(sp.diags(1.0 / rs) @ Wm)
         if spatial not in ("lag", "error"):
             raise InputError(f"unknown spatial model {spatial!r}", field="spatial", hint="lag or error")
-        coef, rho, vcall, ll = (_ml_lag if spatial == "lag" else _ml_error)(X, g, Wm)
-        vc = vcall[: X.shape[1], : X.shape[1]]
+        if ml_method not in ("auto", "full", "ord", "LU"):
+            raise InputError(f"unknown ml_method {ml_method!r}", field="ml_method", hint="auto, full, ord or LU")
+        method = ml_method if ml_method != "auto" else ("full" if common.size <= 1000 else "LU")
+        coef_all, se, tv, pv, rho, ll = _ml_spatial(X, g, Wm, spatial, method)
+        coef = coef_all[: X.shape[1]]
         names_r = [*names, "rho" if spatial == "lag" else "lambda"]
         pred = rho * (Wm @ g) + X @ coef if spatial == "lag" else X @ coef
         r2 = 1 - float(((g - pred) ** 2).sum()) / float(((g - g.mean()) ** 2).sum())
         model = f"spatial_{spatial}"
-        dist = stats.norm()
-    se = np.sqrt(np.diag(vc))
-    tv = coef / se
-    pv = 2 * dist.sf(np.abs(tv))
-    table = pd.DataFrame({"coef": coef, "se": se, "t": tv, "p": pv}, index=pd.Index(names, name="term"))
-    if w is not None:
-        se_rho = float(np.sqrt(vcall[-1, -1]))
-        table.loc[names_r[-1]] = [rho, se_rho, rho / se_rho, 2 * stats.norm.sf(abs(rho / se_rho))]
-        table.index = pd.Index(names_r, name="term")
+        table = pd.DataFrame({"coef": [*coef, rho], "se": se, "t": tv, "p": pv},
+                             index=pd.Index(names_r, name="term"))
     beta = float(coef[1])
     with np.errstate(invalid="ignore", divide="ignore"):
         speed = float(-np.log(1 + beta * T) / T) if 1 + beta * T > 0 else float("nan")

@@ -10,6 +10,11 @@ Conventions
   ``numpy.finfo(float).tiny`` to zeros; the two agree to ~1e-300 (see tests).
 * Constant values give Gini = Theil = 0 (no inequality): this is a result, not an error.
 
+Peers: PySAL ``inequality`` (``Gini``, ``Theil``, ``TheilD``) computes the unweighted measures; we
+keep our own (a few lines each) because we need population weights, which ``inequality`` lacks,
+and the exact ``0 · ln 0 = 0``. ``tests/economy/test_inequality.py`` checks every year of the
+Mexico panel against ``inequality`` (Gini, Theil, TheilD).
+
 Examples
 --------
 >>> round(gini([1, 2, 3, 4]), 6)
@@ -29,47 +34,9 @@ import numpy as np
 import pandas as pd
 
 from citytwin.foundation.errors import InputError
+from citytwin.stats.values import check_values
 
 __all__ = ["TheilResult", "check_values", "check_weights", "gini", "theil", "theil_by_year"]
-
-
-def check_values(
-    y: Any, *, name: str = "y", nonnegative: bool = True, positive: bool = False, min_n: int = 1
-) -> np.ndarray:
-    """Return ``y`` as a 1-d float array, refusing NaN/inf, negatives (or non-positives) and too few values.
-
-    Examples
-    --------
-    >>> check_values([1, 2, 3]).tolist()
-    [1.0, 2.0, 3.0]
-    """
-    try:
-        arr = np.asarray(y, dtype=float).ravel()
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"values are not numeric: {exc}", field=name) from None
-    if arr.size < min_n:
-        raise InputError(f"needs at least {min_n} values, got {arr.size}", field=name)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(
-            f"{int(bad.sum())} missing or infinite value(s), first at position {i}",
-            field=name,
-            hint="drop or impute missing values before measuring inequality",
-        )
-    if positive and (arr <= 0).any():
-        i = int(np.flatnonzero(arr <= 0)[0])
-        raise InputError(
-            f"value {float(arr[i])!r} at position {i} is not positive; this measure needs positive values",
-            field=name,
-        )
-    if nonnegative and (arr < 0).any():
-        i = int(np.flatnonzero(arr < 0)[0])
-        raise InputError(
-            f"negative value {float(arr[i])!r} at position {i}; income-type inequality measures need values >= 0",
-            field=name,
-        )
-    return arr
 
 
 def check_weights(weights: Any, n: int, *, name: str = "weights") -> np.ndarray:

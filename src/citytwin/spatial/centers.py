@@ -7,8 +7,9 @@ Method
    convex hull of the features, so empty cells count as zeros.
 2. **Hot spots**: Getis-Ord Gi* (binary H3 ring-1 weights including the cell itself, analytical
    z-score; Getis & Ord 1995) and local Moran's I (row-standardised ring-1 weights, conditional
-   permutation pseudo p-values; Anselin 1995), as in ``esda.G_Local(star=True, transform="B")``
-   and ``esda.Moran_Local``.
+   permutation pseudo p-values; Anselin 1995): ``esda.G_Local(star=True, transform="B")`` and
+   ``esda.Moran_Local`` through :mod:`citytwin.stats.autocorr`, the implementation (and island
+   convention) shared with the economy package.
 3. **Centers**: connected groups of hot cells. ``method="peaks"`` (default): density peaks, a
    cell at least as dense as every neighbour and at least ``peak_share`` of the densest cell,
    grown by its neighbours above the mean -- robust on the small grids of a district;
@@ -44,7 +45,8 @@ Method = Literal["getis_ord", "local_moran", "peaks"]
 
 def activity_grid(features: gpd.GeoDataFrame, *, resolution: int = 9, weight_col: str | None = None,
                   category_col: str | None = "category", exclude: tuple[str, ...] = NON_ACTIVITY,
-                  area_cells: list[str] | None = None, report: InputReport | None = None) -> gpd.GeoDataFrame:
+                  area_cells: list[str] | None = None, area: Any = None,
+                  report: InputReport | None = None) -> gpd.GeoDataFrame:
     """Activity per H3 cell over the study area (zeros included).
 
     Parameters
@@ -59,6 +61,10 @@ def activity_grid(features: gpd.GeoDataFrame, *, resolution: int = 9, weight_col
         Features whose category is in ``exclude`` are left out (when the column exists).
     area_cells
         The study area's cells; default: the cells covering the features' convex hull.
+    area
+        The study area as (Multi)Polygon(s): a GeoDataFrame/GeoSeries with a CRS, or a shapely
+        geometry in lon/lat (EPSG:4326). Its cells (H3 cells whose centre lies inside) replace the
+        convex hull; features outside it are left out (counted in the report).
 
     Returns
     -------
@@ -72,11 +78,23 @@ def activity_grid(features: gpd.GeoDataFrame, *, resolution: int = 9, weight_col
     if len(features) == 0:
         raise InputError("no activity features in the area (empty area)", field="features",
                          hint="check the extent and the categories kept")
+    if area is not None:
+        if area_cells is not None:
+            raise InputError("give area or area_cells, not both", field="area")
+        area_cells = area_to_cells(area, resolution)
     cells = point_cells(features, resolution)
+    if area is not None:
+        inside = np.isin(cells, np.asarray(area_cells, dtype=object))
+        if not inside.all():
+            rep.note(f"{int((~inside).sum())} feature(s) outside the study area left out")
+        if not inside.any():
+            raise InputError("no activity features inside the study area (empty area)", field="area")
+        features, cells = features[inside], cells[inside]
+    if weight_col and weight_col not in features.columns:
+        raise InputError(f"no column {weight_col!r}", field=weight_col,
+                         hint=f"columns: {', '.join(map(str, features.columns[:20]))}")
     w = (pd.to_numeric(features[weight_col], errors="coerce").fillna(0.0).to_numpy()
          if weight_col else np.ones(len(features)))
-    if weight_col and weight_col not in features.columns:
-        raise InputError(f"no column {weight_col!r}", field=weight_col)
     act = pd.Series(w, index=cells).groupby(level=0).sum()
     if area_cells is None:
         pts = as_points(features.to_crs(4326))
@@ -90,6 +108,26 @@ def activity_grid(features: gpd.GeoDataFrame, *, resolution: int = 9, weight_col
     out["area_km2"] = [h3.cell_area(c, unit="km^2") for c in allc]
     out["density"] = out["activity"] / out["area_km2"]
     return out
+
+
+def area_to_cells(area: Any, resolution: int) -> list[str]:
+    """H3 cells (centre inside) of a study area: GeoDataFrame/GeoSeries with a CRS or a lon/lat geometry."""
+    if isinstance(area, gpd.GeoDataFrame | gpd.GeoSeries):
+        require_crs(area if isinstance(area, gpd.GeoDataFrame) else gpd.GeoDataFrame(geometry=area), "area")
+        geom = area.to_crs(4326).geometry.union_all() if len(area) else None
+    else:
+        geom = area
+    if not isinstance(geom, shapely.Geometry) or geom.geom_type not in ("Polygon", "MultiPolygon") or geom.is_empty:
+        raise InputError("the study area must be a non-empty (Multi)Polygon", field="area")
+    x0, y0, x1, y1 = geom.bounds
+    if x0 < -180 or x1 > 180 or y0 < -90 or y1 > 90:
+        raise InputError(f"study area bounds {geom.bounds} are not lon/lat", field="area",
+                         hint="pass a GeoDataFrame with its CRS")
+    cells = sorted(h3.geo_to_cells(geom.__geo_interface__, resolution))
+    if not cells:
+        raise InputError(f"the study area holds no H3 cell centre at resolution {resolution}", field="area",
+                         hint="use a finer resolution")
+    return cells
 
 
 def ring_weights(cells: list[str]) -> sparse.csr_matrix:
@@ -108,22 +146,23 @@ def ring_weights(cells: list[str]) -> sparse.csr_matrix:
 def getis_ord_star(y: np.ndarray, w: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """Getis-Ord Gi* statistic and z-score, binary weights with the cell itself included.
 
+    :func:`citytwin.stats.autocorr.getis_ord` (``star=True, transform="b"``; esda's ``G_Local``),
+    the one implementation shared with the economy package. Constant activity: NaN (undefined).
+
     Returns
     -------
     (G, z) where ``G = sum_j w_ij y_j / sum y`` and z is the analytical z-score.
     """
     y = np.asarray(y, dtype=float)
-    n = len(y)
-    ws = (w + sparse.identity(n, format="csr")).tocsr()
-    ws.data[:] = 1.0
-    wi = np.asarray(ws.sum(axis=1)).ravel()
-    g = (ws @ y) / y.sum()
-    mean = y.mean()
-    s2 = (y ** 2).mean() - mean ** 2
-    var = wi * (n - wi) / (n - 1) / n ** 2 * s2 / mean ** 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = (g - wi / n) / np.sqrt(var)
-    return g, z
+    if not y.std() > 0:
+        nan = np.full(len(y), np.nan)
+        return nan, nan.copy()
+    from citytwin.stats import autocorr  # numba and esda load on first use only
+
+    wb = sparse.csr_matrix(w, dtype=float, copy=True)
+    wb.data[:] = 1.0
+    r = autocorr.getis_ord(y, wb, star=True, transform="b", permutations=0)
+    return r["G"].to_numpy(), r["z"].to_numpy()
 
 
 class LocalMoran(NamedTuple):
@@ -140,10 +179,11 @@ def local_moran(y: np.ndarray, w: sparse.csr_matrix, permutations: int = 999,
                 seed: int | None = 12345) -> LocalMoran:
     """Local Moran's I with row-standardised weights, quadrant and conditional-permutation pseudo p.
 
-    ``I_i = (n - 1) z_i sum_j w_ij z_j / sum z^2`` with z standardised (as esda). Quadrants:
-    1 High-High, 2 Low-High, 3 Low-Low, 4 High-Low. Pseudo p-value: folded
-    ``(min(larger, perms - larger) + 1) / (perms + 1)``, the other n - 1 values permuted.
-    Islands (no neighbour) get I = 0, p = NaN.
+    :func:`citytwin.stats.autocorr.local_moran_arrays` (esda's statistic, our permutation engine
+    with ``draws="fast"``), the one implementation shared with the economy package, with its island
+    convention: a cell without neighbours has ``I = 0``, its quadrant by esda's rule, and NaN
+    inference. Quadrants: 1 High-High, 2 Low-High, 3 Low-Low, 4 High-Low. Constant activity: I = 0,
+    NaN inference (undefined).
 
     Returns
     -------
@@ -151,48 +191,16 @@ def local_moran(y: np.ndarray, w: sparse.csr_matrix, permutations: int = 999,
     """
     y = np.asarray(y, dtype=float)
     n = len(y)
-    sd = y.std()
-    z = (y - y.mean()) / sd if sd > 0 else np.zeros(n)
-    wr = w.tocsr().astype(float)
-    card = np.diff(wr.indptr)
-    rs = np.asarray(wr.sum(axis=1)).ravel()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        wr = sparse.diags(np.where(rs > 0, 1.0 / rs, 0.0)) @ wr
-    wr = wr.tocsr()
-    den = (z * z).sum()
-    lag = wr @ z
-    stat = (n - 1) * z * lag / den if den > 0 else np.zeros(n)
-    q = np.where(z > 0, np.where(lag > 0, 1, 4), np.where(lag > 0, 2, 3))
-    p = np.full(n, np.nan)
-    ei = np.full(n, np.nan)
-    vi = np.full(n, np.nan)
-    if permutations and n > 1 and den > 0:
-        rng = np.random.default_rng(seed)
-        kmax = int(card.max())
-        # one set of draws without replacement, shared by every cell (as esda): the first kmax
-        # positions of a random permutation of the n - 1 other cells, per permutation
-        if kmax > 0:
-            if n - 1 <= 4 * kmax or n <= 2000:
-                draws = np.argsort(rng.random((permutations, n - 1)), axis=1)[:, :kmax]
-            else:
-                draws = np.empty((permutations, kmax), dtype=np.int64)
-                for r in range(permutations):
-                    draws[r] = rng.choice(n - 1, size=kmax, replace=False)
-        for i in range(n):
-            k = int(card[i])
-            if k == 0:
-                continue
-            wi = wr.data[wr.indptr[i]:wr.indptr[i + 1]]
-            d = draws[:, :k]
-            idx = d + (d >= i)
-            rl = (z[idx] * wi).sum(axis=1)
-            sims = (n - 1) * z[i] * rl / den
-            ei[i] = sims.mean()
-            vi[i] = sims.var()
-            larger = int((sims >= stat[i]).sum())
-            larger = min(larger, permutations - larger)
-            p[i] = (larger + 1) / (permutations + 1)
-    return LocalMoran(stat, q, p, ei, vi)
+    nan = np.full(n, np.nan)
+    if not y.std() > 0:
+        return LocalMoran(np.zeros(n), np.full(n, 3, dtype=np.int64), nan, nan.copy(), nan.copy())
+    from citytwin.stats import autocorr
+
+    r = autocorr.local_moran_arrays(y, sparse.csr_matrix(w, dtype=float), permutations=permutations,
+                                    seed=seed, transform="r")
+    if r.p_sim is None or r.EI_sim is None or r.sd_sim is None:
+        return LocalMoran(r.Is, r.q, nan, nan.copy(), nan.copy())
+    return LocalMoran(r.Is, r.q, r.p_sim, r.EI_sim, r.sd_sim ** 2)
 
 
 @dataclass
@@ -261,6 +269,8 @@ def detect_centers(grid: gpd.GeoDataFrame, *, method: Method = "peaks", z_crit: 
                          hint="build it with activity_grid()")
     if method not in ("getis_ord", "local_moran", "peaks"):
         raise InputError(f"unknown method {method!r}", field="method", hint="getis_ord, local_moran or peaks")
+    if not (np.isfinite(min_activity) and min_activity >= 0):
+        raise InputError(f"min_activity must be a number >= 0, got {min_activity}", field="min_activity")
     g = grid.reset_index(drop=True).copy()
     cells = g["cell"].tolist()
     y = g["activity"].to_numpy(dtype=float)
@@ -317,7 +327,7 @@ def detect_centers(grid: gpd.GeoDataFrame, *, method: Method = "peaks", z_crit: 
             ("level", "int64"))}, geometry=gpd.GeoSeries([], crs=4326), crs=4326)
     indices = polycentricity(g, centers, uci_distance=uci_distance)
     report = {"method": method, "z_crit": z_crit, "alpha": alpha, "permutations": permutations, "seed": seed,
-              "peak_share": peak_share, "sub_share": sub_share, "cells": len(g), "hot_cells": int(hot.sum())}
+              "peak_share": peak_share, "sub_share": sub_share, "min_activity": min_activity, "cells": len(g), "hot_cells": int(hot.sum())}
     return CentersResult(cells=g, centers=centers, indices=indices, report=report)
 
 
@@ -346,10 +356,17 @@ def polycentricity(cells: gpd.GeoDataFrame, centers: gpd.GeoDataFrame,
 
 
 def find_centers(features: gpd.GeoDataFrame, *, resolution: int = 9, weight_col: str | None = None,
-                 method: Method = "peaks", **kwargs: Any) -> CentersResult:
-    """:func:`activity_grid` then :func:`detect_centers` in one call."""
+                 method: Method = "peaks", area: Any = None, min_activity: float = 0.0,
+                 **kwargs: Any) -> CentersResult:
+    """:func:`activity_grid` then :func:`detect_centers` in one call.
+
+    ``area`` (the study area, see :func:`activity_grid`) and ``min_activity`` (the least total
+    activity of a center, see :func:`detect_centers`) are the user's choices; other keywords go to
+    :func:`detect_centers`.
+    """
     rep = InputReport()
-    grid = activity_grid(features, resolution=resolution, weight_col=weight_col, report=rep)
-    res = detect_centers(grid, method=method, **kwargs)
-    res.report.update({"resolution": resolution, "weight_col": weight_col, **rep.as_dict()})
+    grid = activity_grid(features, resolution=resolution, weight_col=weight_col, area=area, report=rep)
+    res = detect_centers(grid, method=method, min_activity=min_activity, **kwargs)
+    res.report.update({"resolution": resolution, "weight_col": weight_col, "area": area is not None,
+                       **rep.as_dict()})
     return res

@@ -7,6 +7,22 @@ read from the indices: more centers, lower UCI, higher rank-size exponent (cente
 lower primacy and a higher share outside the main center all point to decentralization and
 flattening.
 
+Comparable snapshots only: both must be on the same H3 resolution and share grid cells (the same
+study area, or overlapping ones); otherwise :func:`compare_snapshots` raises ``InputError``
+(matching centers by cells, or differencing UCI over different areas, would mean nothing).
+
+Findings (MISSION D1/D2/D4; one rule, documented here and in docs/spatial.md):
+
+* ``recentralizing`` (D4, emerging vitality centers): at least one emerging center **and** the
+  share of activity inside centers does not fall: activity gathers again, in new centers.
+* ``decentralizing`` (D1, dispersal): not recentralizing, and the structure spreads: more centers,
+  a lower UCI or a higher share outside the main center. The two are exclusive by construction:
+  a lower UCI that comes with emerging centers holding more of the activity is recentralization
+  into new centers, not dispersal.
+* ``flattening`` (D2, the hierarchy compressing): ``True``/``False`` from the rank-size exponent
+  (up) and primacy (down), using whichever is defined in both snapshots; ``"undetermined"`` when
+  neither is (fewer than 3 centers for the exponent and fewer than 2 for primacy).
+
 :func:`add_cluster` is the documented, reproducible transformation used to build a second snapshot
 from real data (a planned new center): ``n`` POIs drawn with a fixed seed uniformly in a disc of
 ``radius_m`` around a point, with categories cycling through a given list.
@@ -98,8 +114,8 @@ class SnapshotComparison:
     indices
         One row per index: value in a, value in b, change.
     findings
-        Booleans and counts: ``new_centers``, ``lost_centers``, ``decentralizing``, ``flattening``,
-        ``recentralizing``.
+        Counts and flags: ``new_centers``, ``lost_centers``, ``decentralizing``, ``recentralizing``
+        (never both true), ``flattening`` (``True``, ``False`` or ``"undetermined"``), ``resolution``.
     """
 
     centers: gpd.GeoDataFrame
@@ -112,8 +128,31 @@ def _cell_sets(res: CentersResult) -> dict[int, set[str]]:
     return {int(k): set(v) for k, v in c.groupby("center_id")["cell"]}
 
 
+def _resolution(res: CentersResult, name: str) -> int:
+    import h3
+
+    cells = res.cells["cell"] if "cell" in res.cells.columns else pd.Series([], dtype=object)
+    if len(cells) == 0:
+        raise InputError(f"snapshot {name} has no grid cells", field=name)
+    r = {int(h3.get_resolution(c)) for c in cells.iloc[:1000]}
+    if len(r) != 1:
+        raise InputError(f"snapshot {name} mixes H3 resolutions {sorted(r)}", field=name)
+    return r.pop()
+
+
 def compare_snapshots(a: CentersResult, b: CentersResult) -> SnapshotComparison:
-    """Compare the centers and polycentricity indices of snapshot ``a`` (before) and ``b`` (after)."""
+    """Compare the centers and polycentricity indices of snapshot ``a`` (before) and ``b`` (after).
+
+    Raises ``InputError`` when the snapshots are on different H3 resolutions or share no grid cell
+    (see the module docstring); the findings follow the module docstring's rule.
+    """
+    ra, rb = _resolution(a, "a"), _resolution(b, "b")
+    if ra != rb:
+        raise InputError(f"snapshots on different H3 resolutions ({ra} and {rb}): centers and indices are not "
+                         "comparable", field="resolution", hint="find the centers of both at the same resolution")
+    if not set(a.cells["cell"]) & set(b.cells["cell"]):
+        raise InputError("the snapshots share no grid cell (different study areas): not comparable",
+                         field="cells", hint="use the same study area (find_centers(..., area=...)) for both")
     sa, sb = _cell_sets(a), _cell_sets(b)
     rows = []
     for snap, res, own, other in (("a", a, sa, sb), ("b", b, sb, sa)):
@@ -134,12 +173,17 @@ def compare_snapshots(a: CentersResult, b: CentersResult) -> SnapshotComparison:
     ch = ind.set_index("index")["change"]
     new = int(((centers["snapshot"] == "b") & (centers["status"] == "emerging")).sum()) if rows else 0
     lost = int(((centers["snapshot"] == "a") & (centers["status"] == "declined")).sum()) if rows else 0
+    recentral = bool(new > 0 and not (ch["share_in_centers"] < 0))
+    spreading = bool(ch["n_centers"] > 0 or ch["uci"] < 0 or ch["share_outside_main"] > 0)
+    exp_ok, pri_ok = bool(np.isfinite(ch["rank_size_exponent"])), bool(np.isfinite(ch["primacy"]))
+    flattening: bool | str = ("undetermined" if not (exp_ok or pri_ok) else
+                              bool((exp_ok and ch["rank_size_exponent"] > 0) or (pri_ok and ch["primacy"] < 0)))
     findings = {
         "new_centers": new, "lost_centers": lost,
-        "decentralizing": bool(ch["n_centers"] > 0 or ch["uci"] < 0 or ch["share_outside_main"] > 0),
-        "flattening": bool((np.isfinite(ch["rank_size_exponent"]) and ch["rank_size_exponent"] > 0)
-                           or (np.isfinite(ch["primacy"]) and ch["primacy"] < 0)),
-        "recentralizing": new > 0,
+        "decentralizing": spreading and not recentral,
+        "flattening": flattening,
+        "recentralizing": recentral,
+        "resolution": ra,
     }
     return SnapshotComparison(centers=centers, indices=ind, findings=findings)
 

@@ -12,6 +12,12 @@ Composite-function label of a cell (the rule used in Chinese POI studies of func
 category with at least ``single_share`` (50 %) of the cell's POIs makes it ``single:<category>``;
 otherwise the categories with at least ``part_share`` (20 %) make ``composite:<a>+<b>``, and a cell
 with no such category is ``mixed``.
+
+Peers: momepy (``shannon``, ``simpson``) computes the same entropy and Simpson indices over a graph
+of neighbouring elements; we keep our own grouped computation (a few numpy lines) because momepy
+does not normalise by the classification's K and works on a spatial graph, not on H3 cells.
+``tests/spatial/test_mix.py::test_against_momepy_on_helsinki`` checks equality (1e-12) on the real
+Helsinki POIs.
 """
 
 from __future__ import annotations
