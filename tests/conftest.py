@@ -59,7 +59,8 @@ def _fixed_cli_console() -> Iterator[None]:
     import typer.testing
 
     with pytest.MonkeyPatch.context() as mp:
-        for runner_class in {typer.testing.CliRunner, click.testing.CliRunner}:
+        runner_classes: list[Any] = [typer.testing.CliRunner, click.testing.CliRunner]
+        for runner_class in runner_classes:  # typer's does not derive from click's
             mp.setattr(runner_class, "make_env", _with_cli_env(runner_class.make_env))
         yield
 
