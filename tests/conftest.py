@@ -41,6 +41,13 @@ def _require_data() -> bool:
     return os.environ.get(ENV_REQUIRE_SHARED_DATA, "") not in ("", "0")
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say where the real data is read from, and what happens without it."""
+    if SHARED_DATA.is_dir():
+        return f"shared_data: {SHARED_DATA}"
+    return f"shared_data: {'MISSING' if _require_data() else 'absent, tests marked shared_data skipped'}: {_MISSING}"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that needs the real data ``shared_data``; skip them when it is absent."""
     present = SHARED_DATA.is_dir()
