@@ -1,20 +1,92 @@
-"""Shared test fixtures: where the real data is, a fresh workspace."""
+"""Shared test fixtures: where the real data is, a fresh workspace; a fixed console width.
+
+Real data: ``../shared/data`` beside the checkout, or the folder named by ``$CITYTWIN_SHARED_DATA``.
+Every test that uses the ``shared_data`` fixture (directly or through another fixture) or carries
+``@pytest.mark.shared_data`` is marked ``shared_data``; without the data those tests are skipped with
+the reason, so a contributor without it still runs the rest (``-m "not shared_data"`` selects the
+data-free part). With ``CITYTWIN_REQUIRE_SHARED_DATA=1`` (set by ``.ci/run``) missing data is an
+error instead of a skip.
+
+Console width: rich and typer size their consoles from ``COLUMNS``/``TERMINAL_WIDTH`` or the
+terminal, so a message wrapped at 80 columns in one terminal and not in another made CLI tests depend
+on the terminal. Here the caller's ``COLUMNS``, ``LINES``, ``TERMINAL_WIDTH`` and colour switches are
+dropped before any test module imports the CLI (consoles made at import then ask at print time), and
+every ``CliRunner.invoke`` runs with a fixed wide console (:data:`CLI_ENV`; a test's own ``env=`` wins).
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+#: environment of every ``CliRunner.invoke``: a console this wide keeps messages that name long temporary
+#: paths on one line, whatever the terminal the tests run in
+CLI_ENV = {"COLUMNS": "500", "LINES": "50", "TERMINAL_WIDTH": "500"}
+for _var in ("COLUMNS", "LINES", "TERMINAL_WIDTH", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+    os.environ.pop(_var, None)
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = (REPO.parent / "shared" / "data").resolve()
+ENV_SHARED_DATA = "CITYTWIN_SHARED_DATA"
+ENV_REQUIRE_SHARED_DATA = "CITYTWIN_REQUIRE_SHARED_DATA"
+SHARED_DATA = Path(os.environ.get(ENV_SHARED_DATA) or (REPO.parent / "shared" / "data")).resolve()
+_MISSING = (f"real data not found at {SHARED_DATA} (the checkout sits beside shared/data, or set "
+            f"${ENV_SHARED_DATA})")
+
+
+def _require_data() -> bool:
+    return os.environ.get(ENV_REQUIRE_SHARED_DATA, "") not in ("", "0")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say where the real data is read from, and what happens without it."""
+    if SHARED_DATA.is_dir():
+        return f"shared_data: {SHARED_DATA}"
+    return f"shared_data: {'MISSING' if _require_data() else 'absent, tests marked shared_data skipped'}: {_MISSING}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that needs the real data ``shared_data``; skip them when it is absent."""
+    present = SHARED_DATA.is_dir()
+    skip = pytest.mark.skip(reason=f"shared_data: {_MISSING}")
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()) and item.get_closest_marker("shared_data") is None:
+            item.add_marker(pytest.mark.shared_data)
+        if item.get_closest_marker("shared_data") is not None and not present and not _require_data():
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fixed_cli_console() -> Iterator[None]:
+    """Every ``CliRunner`` (typer's and click's) invokes with :data:`CLI_ENV` in its environment."""
+    import click.testing
+    import typer.testing
+
+    with pytest.MonkeyPatch.context() as mp:
+        runner_classes: list[Any] = [typer.testing.CliRunner, click.testing.CliRunner]
+        for runner_class in runner_classes:  # typer's does not derive from click's
+            mp.setattr(runner_class, "make_env", _with_cli_env(runner_class.make_env))
+        yield
+
+
+def _with_cli_env(make_env: Callable[[Any, Mapping[str, str | None] | None], Mapping[str, str | None]]
+                  ) -> Callable[..., Mapping[str, str | None]]:
+    def make_fixed_env(self: Any, overrides: Mapping[str, str | None] | None = None) -> Mapping[str, str | None]:
+        return make_env(self, {**CLI_ENV, **(overrides or {})})
+
+    return make_fixed_env
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data beside the checkout (real public data; never copied into the repo)."""
-    if not SHARED_DATA.exists():
-        pytest.fail(f"real data not found at {SHARED_DATA}: the checkout must sit beside shared/")
+    if not SHARED_DATA.is_dir():
+        if _require_data():
+            pytest.fail(f"{_MISSING}; ${ENV_REQUIRE_SHARED_DATA} is set")
+        pytest.skip(_MISSING)
     return SHARED_DATA
 
 

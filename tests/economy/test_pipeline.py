@@ -98,8 +98,9 @@ def test_tiers_and_regions(pipeline: dict) -> None:
 
 
 def test_dagum_by_region(pipeline: dict) -> None:
-    dagum = pytest.importorskip("citytwin.economy.dagum")
     from inequality.gini import Gini
+
+    from citytwin.economy import dagum
 
     s = pipeline["scores"].query("年份 == 2012")
     d = dagum.dagum_gini(s["score"].to_numpy(), s["region"].to_numpy())
@@ -111,10 +112,10 @@ def test_dagum_by_region(pipeline: dict) -> None:
 # Four island cities (no land neighbour, e.g. on Hainan) are kept without neighbours and reported.
 @pytest.mark.filterwarnings("ignore:spatial weights")
 def test_moran_with_queen_weights_from_the_boundaries(pipeline: dict, shared_data: Path) -> None:
-    autocorr = pytest.importorskip("citytwin.economy.autocorr")
     import esda
     import geopandas as gpd
 
+    from citytwin.economy import autocorr
     from citytwin.economy.groups import city_key
 
     s = pipeline["scores"].query("年份 == 2012").assign(_k=lambda f: f["城市"].map(city_key))

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from citytwin.cli.main import app
+from citytwin.foundation.osm import bundled_pbf
 
 runner = CliRunner()
 
@@ -103,7 +104,7 @@ def test_lifecircle_from_graph_files(helsinki, tmp_path):
         assert res.exit_code == 0, res.output
         outs.append(json.loads(res.stdout)["coverage"])
     assert outs[0] == outs[1]
-    res = _run("lifecircle", str(pytest.importorskip("citytwin.foundation.osm").bundled_pbf()), "--json")
+    res = _run("lifecircle", str(bundled_pbf()), "--json")
     assert json.loads(res.stdout)["coverage"] == outs[0]
 
 

@@ -24,7 +24,7 @@ TOL_M = 0.01
 
 @pytest.fixture(scope="module")
 def pandana_net(helsinki):
-    pandana = pytest.importorskip("pandana")
+    import pandana
     net, edges = helsinki["net"], helsinki["edges"]
     pos = pd.Series(np.arange(net.n_nodes), index=net.node_ids)
     return pandana.Network(pd.Series(net.coords[:, 0]), pd.Series(net.coords[:, 1]),
