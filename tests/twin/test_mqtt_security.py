@@ -296,8 +296,10 @@ def test_ingest_client_id_cannot_be_taken(secure):
     m = _start_ingest(secure)
     port = secure["port"]
     # without credentials, or with the ingest's name and a wrong password: refused
-    assert not Client(port, client_id="citytwin-ingest").accepted
-    assert not Client(port, client_id="citytwin-ingest", auth=MqttAuth("citytwin-ingest", "guess")).accepted
+    for auth in (None, MqttAuth("citytwin-ingest", "guess")):
+        refused = Client(port, client_id="citytwin-ingest", auth=auth)
+        assert not refused.accepted
+        refused.c.loop_stop()
     # a valid device account asking for the ingest's id gets its own (its username) instead: the
     # ingest stays connected, keeps its session and receives what follows; the intruder gets nothing
     thief = Client(port, client_id="citytwin-ingest", auth=secure["creds"]["Tiantan"])
@@ -313,6 +315,8 @@ def test_ingest_client_id_cannot_be_taken(secure):
     assert len(connects) == 1                 # the ingest connected once and was never displaced
     thief.close()
     dev.close()
+    # the broker never closed an existing session for a newcomer
+    assert "already connected" not in (secure["broker_dir"] / "mosquitto.log").read_text()
 
 
 @pytest.mark.integration
@@ -357,3 +361,22 @@ def test_ingest_refused_is_a_clear_error(twin_ws, tmp_path):
     finally:
         rt.close()
         subprocess.run([str(SCRIPT), "stop", str(d)], check=False)
+
+
+@pytest.mark.integration
+@needs_broker
+def test_cli_replay_over_tls_with_credentials(secure, shared_data, monkeypatch):
+    """`citytwin twin replay --tls-ca --username --password` to the TLS port: one station-day stored by
+    the ingest; the same replay with a wrong password is a clean error (exit 2, no traceback)."""
+    for var in ("CITYTWIN_MQTT_USERNAME", "CITYTWIN_MQTT_PASSWORD"):  # only the options count here
+        monkeypatch.delenv(var)
+    m = _start_ingest(secure)
+    rep = secure["creds"]["citytwin-replay"]
+    args = ["twin", "replay", str(shared_data / "air_beijing_multisite"), "--station", "Dongsi",
+            "--start", "2016-01-01T00:00:00+08:00", "--end", "2016-01-02T00:00:00+08:00",
+            "--broker", f"127.0.0.1:{secure['tls_port']}", "--tls-ca", secure["ca"], "--username", rep.username]
+    run(*args, "--password", str(rep.password))
+    assert _wait(lambda: m.stats.acked >= 24)
+    assert m.stats.received == 24 and _stored(secure) == {DONGSI}
+    r = CliRunner().invoke(cli, [*args, "--password", "wrong"])
+    assert r.exit_code == 2 and "Not authorized" in r.output and "Traceback" not in r.output
