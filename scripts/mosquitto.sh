@@ -47,7 +47,6 @@ case "$cmd" in
     if running; then echo "already running on port $(cat "$dir/port")" >&2; cat "$dir/port"; exit 0; fi
     # options: given now, else those of the first start (kept in DIR/options)
     if [ $# -eq 0 ] && [ -s "$dir/options" ]; then mapfile -t opts < "$dir/options"; set -- "${opts[@]}"; fi
-    if [ $# -gt 0 ]; then printf '%s\n' "$@" > "$dir/options"; else : > "$dir/options"; fi
     auth=""; tls=0; tls_port=""; anonymous=0; bind_id=""
     while [ $# -gt 0 ]; do
       case "$1" in
@@ -58,6 +57,13 @@ case "$cmd" in
         *) echo "unknown option $1" >&2; exit 2 ;;
       esac
     done
+    {  # kept for a restart, with absolute paths
+      [ -n "$auth" ] && printf '%s\n' --auth "$auth"
+      [ "$tls" = 1 ] && printf '%s\n' --tls
+      [ -n "$tls_port" ] && printf '%s\n' --tls-port "$tls_port"
+      [ "$anonymous" = 1 ] && printf '%s\n' --anonymous
+      true
+    } > "$dir/options"
     port=${port_arg:-$( [ -f "$dir/port" ] && cat "$dir/port" || free_port )}
     echo "$port" > "$dir/port"
     mkdir -p "$dir/data"
