@@ -380,3 +380,16 @@ def test_cli_replay_over_tls_with_credentials(secure, shared_data, monkeypatch):
     assert m.stats.received == 24 and _stored(secure) == {DONGSI}
     r = CliRunner().invoke(cli, [*args, "--password", "wrong"])
     assert r.exit_code == 2 and "Not authorized" in r.output and "Traceback" not in r.output
+
+
+def test_repeated_refusals_audited_once():
+    """The reconnect loop's repeated refusals make one audit row until the outcome changes (no broker)."""
+    from citytwin.foundation.mqtt import MqttIngest
+
+    rows: list[tuple[str, str, str | None]] = []
+    m = MqttIngest("127.0.0.1", 1, lambda b: None, auth=MqttAuth("ingest", "pw"),
+                   on_event=lambda a, o, u, d: rows.append((a, o, u)))
+    for outcome in ("denied", "denied", "denied", "ok", "denied", "denied"):
+        m._event("mqtt.connect", outcome, "detail")
+    assert rows == [("mqtt.connect", "denied", "ingest"), ("mqtt.connect", "ok", "ingest"),
+                    ("mqtt.connect", "denied", "ingest")]

@@ -238,6 +238,7 @@ class MqttIngest:
         self.auth = MqttAuth.from_env() if auth is None else auth
         self.on_event = on_event
         self._refused: str | None = None
+        self._last_event: tuple[str, str] | None = None
         self.client = _client(client_id, self.auth, manual_ack=True)
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
@@ -267,6 +268,10 @@ class MqttIngest:
         self._connected.set()
 
     def _event(self, action: str, outcome: str, detail: str) -> None:
+        # a refusal repeated by the reconnect loop is recorded once, until something else happens
+        last, self._last_event = self._last_event, (action, outcome)
+        if outcome != "ok" and last == (action, outcome):
+            return
         if self.on_event is not None:
             try:
                 self.on_event(action, outcome, self.auth.username, detail)

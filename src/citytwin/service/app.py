@@ -92,13 +92,9 @@ class TwinRuntime:
         self.mqtt = MqttIngest(host, port, handle, topics=[f"{prefix}/#"], client_id=client_id, max_batch=max_batch,
                                max_delay=max_delay, auth=auth, on_event=on_event).start()
         if publish_alerts:
-            a_auth = alerts_auth or MqttAuth.from_env(role="alerts", fallback=auth)
-            if a_auth.username is not None and a_auth.username == self.mqtt.auth.username:
-                log.warning(
-                    "the alert publisher uses the ingest's MQTT account %s: on a broker that ties client ids to "
-                    "usernames (scripts/mosquitto.sh --auth) give it its own (CITYTWIN_MQTT_ALERTS_USERNAME/"
-                    "_PASSWORD, --alerts-username)", a_auth.username)
-            self.publish_alerts(host, port, client_id=f"{client_id}-alerts", prefix=prefix, auth=a_auth)
+            # its own account where client ids are tied to usernames (docs/twin.md, "MQTT security")
+            self.publish_alerts(host, port, client_id=f"{client_id}-alerts", prefix=prefix,
+                                auth=alerts_auth or MqttAuth.from_env(role="alerts", fallback=auth))
         return self.mqtt
 
     def publish_alerts(self, host: str, port: int, *, client_id: str = "citytwin-alerts", prefix: str = "citytwin",
