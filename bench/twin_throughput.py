@@ -240,6 +240,9 @@ def main() -> None:
           f"prepared in {time.perf_counter() - t0:.0f} s")
     work = Path(tempfile.mkdtemp(prefix="ct-bench-"))
     bdir = work / "broker"
+    # the broker refuses anonymous clients: one account for the bench's clients (scripts/mosquitto.sh)
+    os.environ.setdefault("CITYTWIN_MQTT_USERNAME", "citytwin-bench")
+    os.environ.setdefault("CITYTWIN_MQTT_PASSWORD", random.SystemRandom().randbytes(16).hex())
     port = int(subprocess.run([str(SCRIPT), "start", str(bdir)], check=True, capture_output=True, text=True)
                .stdout.strip())
     host = "127.0.0.1"

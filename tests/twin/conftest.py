@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,3 +41,13 @@ def twin_ws(workspace: Workspace) -> TwinWorkspace:
             workspace.add_user(name, role)
         tokens[role] = workspace.catalog.issue_token(name, label="test")[1]
     return TwinWorkspace(workspace, tokens)
+
+
+@pytest.fixture(autouse=True)
+def mqtt_dev_account(monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """A fresh broker account for each test: ``scripts/mosquitto.sh start`` (anonymous access off)
+    creates it from these variables and every MQTT client of citytwin logs in with them."""
+    user, password = "citytwin-test", secrets.token_urlsafe(16)
+    monkeypatch.setenv("CITYTWIN_MQTT_USERNAME", user)
+    monkeypatch.setenv("CITYTWIN_MQTT_PASSWORD", password)
+    return user, password

@@ -18,6 +18,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
 
+from citytwin.foundation.mqtt import MqttAuth
 from citytwin.service.alerting import AlertHub, alert_topic
 from citytwin.service.app import create_app, open_runtime
 from citytwin.twin import entities as E
@@ -45,6 +46,7 @@ class Collector:
         self.got: list[tuple[str, dict, int, bool]] = []
         self.ready = threading.Event()
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        MqttAuth.from_env().apply(self.c)  # the broker refuses anonymous clients
         self.c.on_connect = lambda c, u, f, r, p: c.subscribe(topic, qos=1)
         self.c.on_subscribe = lambda c, u, m, r, p: self.ready.set()
         self.c.on_message = lambda c, u, m: self.got.append((m.topic, json.loads(m.payload), m.qos, bool(m.retain)))

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
+from citytwin.cli import devices
 from citytwin.cli.common import (
     UserOpt,
     WorkspaceOpt,
@@ -24,10 +25,12 @@ from citytwin.cli.common import (
     open_workspace,
     print_json,
 )
+from citytwin.cli.devices import MqttPasswordOpt, MqttUsernameOpt, TlsCaOpt, TlsCertOpt, TlsKeyOpt, mqtt_auth
 from citytwin.foundation.errors import InputError
 
 app = typer.Typer(help="Live digital twin: replay and ingest sensor feeds (MQTT/HTTP), history, AQI, alerts.",
                   no_args_is_help=True)
+app.add_typer(devices.app, name="devices")
 
 BrokerOpt = Annotated[str | None, typer.Option("--broker", help="MQTT broker HOST:PORT (none: in-process).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -123,6 +126,11 @@ def replay(
     = None,
     client_id: Annotated[str, typer.Option(help="MQTT client id of the publisher.")] = "citytwin-replay",
     auto_alerts: AutoAlertsOpt = True,
+    username: MqttUsernameOpt = None,
+    password: MqttPasswordOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
 ) -> None:
     """Feed observations as a live feed: through an MQTT broker, or in-process into the workspace.
 
@@ -168,12 +176,13 @@ def replay(
         rt.close()
         return
     host, port = parse_broker(broker)
+    auth = mqtt_auth(username, password, tls_ca, tls_cert, tls_key)
     run_ingest = ingest if ingest is not None else False
     if run_ingest:
         if rt is None:
             raise InputError("--ingest needs a workspace", hint="pass -w DIR")
-        rt.start_mqtt(host, port, client_id=f"{client_id}-ingest")
-    pub = MqttPublisher(host, port, client_id=client_id)
+        rt.start_mqtt(host, port, client_id=f"{client_id}-ingest", auth=auth)
+    pub = MqttPublisher(host, port, client_id=client_id, auth=auth)
     n = publish_stream(pub, ((float(o), t, p) for o, (_, t, p) in zip(offsets, msgs, strict=True)))
     ok = pub.wait_all(timeout=600)
     pub.close()
@@ -204,6 +213,11 @@ def ingest_cmd(
     crash_after_batches: Annotated[int, typer.Option(hidden=True, help="Fault testing: SIGKILL this process "
                                                      "after storing this many batches, before acknowledging.")] = 0,
     auto_alerts: AutoAlertsOpt = True,
+    username: MqttUsernameOpt = None,
+    password: MqttPasswordOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
 ) -> None:
     """Run MQTT ingest into the workspace's twin (QoS 1, persistent session, ack after durable write).
 
@@ -221,7 +235,8 @@ def ingest_cmd(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    m = rt.start_mqtt(host, port, client_id=client_id, prefix=prefix, max_batch=max_batch, max_delay=max_delay)
+    m = rt.start_mqtt(host, port, client_id=client_id, prefix=prefix, max_batch=max_batch, max_delay=max_delay,
+                      auth=mqtt_auth(username, password, tls_ca, tls_cert, tls_key))
     if crash_after_batches > 0:
         import os
 
@@ -278,6 +293,16 @@ def serve(
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve WITHOUT authentication (anyone who can "
                                           "reach the port may read and write the twin): a local demo only.")]
     = False,
+    username: MqttUsernameOpt = None,
+    password: MqttPasswordOpt = None,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    alerts_username: Annotated[str | None, typer.Option(envvar="CITYTWIN_MQTT_ALERTS_USERNAME", help="MQTT "
+                                                        "account of the alert publisher (default: --username).")]
+    = None,
+    alerts_password: Annotated[str | None, typer.Option(envvar="CITYTWIN_MQTT_ALERTS_PASSWORD", show_default=False,
+                                                        help="Its password.")] = None,
 ) -> None:
     """Serve the NGSI-LD-style API (and MQTT ingest with --broker; alerts are then published to it too).
 
@@ -304,7 +329,10 @@ def serve(
                           f"{len(live)} active API token(s)"
                           + ("" if live else " - issue one with `citytwin user token NAME`"), highlight=False)
     app_ = create_app(ws.root / "twin", broker=parse_broker(broker) if broker else None, client_id=client_id,
-                      auto_verify=auto_verify, auto_alerts=auto_alerts, workspace=ws, auth=not no_auth)
+                      auto_verify=auto_verify, auto_alerts=auto_alerts, workspace=ws, auth=not no_auth,
+                      mqtt_auth=mqtt_auth(username, password, tls_ca, tls_cert, tls_key),
+                      mqtt_alerts_auth=None if alerts_username is None else mqtt_auth(
+                          alerts_username, alerts_password, tls_ca, tls_cert, tls_key))
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 

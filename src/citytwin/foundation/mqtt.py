@@ -23,10 +23,12 @@ most N messages and are flushed by time (``max_delay``); nothing is lost, only s
 from __future__ import annotations
 
 import logging
+import os
+import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +37,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from citytwin.foundation.errors import InputError
+from citytwin.foundation.errors import CitytwinError, InputError
 
 log = logging.getLogger(__name__)
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
@@ -58,6 +60,114 @@ def parse_broker(text: str) -> tuple[str, int]:
     if not host or not 0 < p < 65536:
         raise InputError(f"broker {text!r} is not HOST:PORT", field="broker")
     return host, p
+
+
+#: environment variables read by :meth:`MqttAuth.from_env`
+ENV_USERNAME, ENV_PASSWORD = "CITYTWIN_MQTT_USERNAME", "CITYTWIN_MQTT_PASSWORD"
+ENV_TLS_CA, ENV_TLS_CERT, ENV_TLS_KEY = "CITYTWIN_MQTT_TLS_CA", "CITYTWIN_MQTT_TLS_CERT", "CITYTWIN_MQTT_TLS_KEY"
+
+
+@dataclass(frozen=True)
+class MqttAuth:
+    """Credentials and TLS of an MQTT client (all optional).
+
+    Parameters
+    ----------
+    username, password
+        The account (``citytwin twin devices credentials NAME`` issues them). With the broker
+        ``scripts/mosquitto.sh`` configures (``use_username_as_clientid true``) the username is
+        also the client id, so no other account can take over this client's session.
+    tls_ca
+        CA certificate (PEM) that signed the broker's certificate: TLS is on when it is given.
+    tls_cert, tls_key
+        Client certificate and key (PEM), for brokers that require them.
+    """
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, role: str | None = None,
+                 fallback: MqttAuth | None = None, **given: str | None) -> MqttAuth:
+        """Values ``given`` (e.g. CLI options) or, where None, from ``CITYTWIN_MQTT_USERNAME``,
+        ``CITYTWIN_MQTT_PASSWORD``, ``CITYTWIN_MQTT_TLS_CA``, ``…_TLS_CERT``, ``…_TLS_KEY``.
+
+        With ``role="alerts"`` the account comes from ``CITYTWIN_MQTT_ALERTS_USERNAME`` /
+        ``…_ALERTS_PASSWORD`` (the alert publisher needs its own account where client ids are
+        tied to usernames); without those, from ``fallback`` (or the plain variables). TLS is shared.
+
+        Examples
+        --------
+        >>> MqttAuth.from_env({"CITYTWIN_MQTT_USERNAME": "u", "CITYTWIN_MQTT_PASSWORD": "p"}, username="v")
+        MqttAuth(username='v', tls_ca=None, tls_cert=None, tls_key=None)
+        >>> MqttAuth.from_env({"CITYTWIN_MQTT_USERNAME": "u", "CITYTWIN_MQTT_ALERTS_USERNAME": "a"},
+        ...                   role="alerts").username
+        'a'
+        """
+        e = os.environ if env is None else env
+        names = {"username": ENV_USERNAME, "password": ENV_PASSWORD, "tls_ca": ENV_TLS_CA,
+                 "tls_cert": ENV_TLS_CERT, "tls_key": ENV_TLS_KEY}
+        if role is not None:
+            tag = f"CITYTWIN_MQTT_{role.upper()}_"
+            own = {k: e.get(tag + k.upper()) or None for k in ("username", "password")}
+            if own["username"] is not None:
+                given = {**own, **{k: v for k, v in given.items() if v is not None}}
+            elif fallback is not None:
+                return fallback
+        vals = {k: given.get(k) if given.get(k) is not None else (e.get(v) or None) for k, v in names.items()}
+        return cls(**vals)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_ca is not None
+
+    def apply(self, client: mqtt.Client) -> None:
+        """Set the credentials and TLS on a paho client (before it connects)."""
+        if self.password is not None and self.username is None:
+            raise InputError("an MQTT password needs a username", field="username",
+                             hint=f"pass --username or set {ENV_USERNAME}")
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InputError("a TLS client certificate needs its key (and the key its certificate)",
+                             field="tls_key" if self.tls_key is None else "tls_cert")
+        if self.tls_cert is not None and self.tls_ca is None:
+            raise InputError("a TLS client certificate needs the broker's CA (--tls-ca)", field="tls_ca")
+        if self.tls_ca is not None:
+            for what, path in (("tls_ca", self.tls_ca), ("tls_cert", self.tls_cert), ("tls_key", self.tls_key)):
+                if path is not None and not os.path.isfile(path):
+                    raise InputError(f"{what} file {path} does not exist", file=path, field=what)
+            try:
+                client.tls_set(ca_certs=self.tls_ca, certfile=self.tls_cert, keyfile=self.tls_key,
+                               cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            except (ssl.SSLError, ValueError) as exc:
+                raise InputError(f"TLS files not usable: {exc}", file=self.tls_ca, field="tls_ca") from exc
+
+
+class MqttConnectError(CitytwinError, ConnectionError):
+    """The broker could not be reached, or refused the client (credentials, TLS, ACL); the CLI prints it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, hint="check --broker, the MQTT credentials (--username, $CITYTWIN_MQTT_PASSWORD) "
+                                       "and TLS options (--tls-ca), and the broker's log")
+
+
+def _client(client_id: str, auth: MqttAuth | None, **kw: Any) -> mqtt.Client:
+    """A paho MQTT v5 client with ``auth`` applied (None: :meth:`MqttAuth.from_env`)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, **kw)
+    (MqttAuth.from_env() if auth is None else auth).apply(client)
+    return client
+
+
+def _refusal(reason: Any) -> str:
+    text = str(reason)
+    if text in ("Not authorized", "Bad user name or password"):
+        return (f"the broker refused the connection: {text} (check the MQTT username/password, "
+                f"{ENV_USERNAME}/{ENV_PASSWORD}, and the broker's password file)")
+    return f"the broker refused the connection: {text}"
 
 
 def _connect_props(session_expiry: int) -> Properties:
@@ -99,11 +209,18 @@ class MqttIngest:
         Messages per batch.
     max_delay
         Seconds a message may wait in a batch before the batch is flushed.
+    auth
+        Credentials and TLS (None: from the environment, :meth:`MqttAuth.from_env`).
+    on_event
+        Called as ``on_event(action, outcome, username, detail)`` on each connect (``mqtt.connect``) and
+        subscription (``mqtt.subscribe``), accepted (``ok``) or refused (``denied``): the runtime
+        writes them to the catalog's audit log.
     """
 
     def __init__(self, host: str, port: int, handler: Handler, *, topics: Sequence[str] = ("citytwin/#",),
                  client_id: str = "citytwin-ingest", max_batch: int = 2000, max_delay: float = 0.1,
-                 keepalive: int = 30, session_expiry: int = SESSION_NEVER_EXPIRES) -> None:
+                 keepalive: int = 30, session_expiry: int = SESSION_NEVER_EXPIRES, auth: MqttAuth | None = None,
+                 on_event: Callable[[str, str, str | None, str], None] | None = None) -> None:
         self.host, self.port = host, port
         self.handler = handler
         self.topics = list(topics)
@@ -118,8 +235,11 @@ class MqttIngest:
         self._pending: list[tuple[int, int, str, bytes]] = []
         self._first_t = 0.0
         self._connected = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                                  manual_ack=True)
+        self.auth = MqttAuth.from_env() if auth is None else auth
+        self.on_event = on_event
+        self._refused: str | None = None
+        self._last_event: tuple[str, str] | None = None
+        self.client = _client(client_id, self.auth, manual_ack=True)
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
@@ -127,17 +247,36 @@ class MqttIngest:
 
     # -- callbacks (run in the loop thread) ----------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        who = f"{self.client_id} at {self.host}:{self.port}{' (TLS)' if self.auth.tls else ''}"
         if reason.is_failure:
             self.stats.errors.append(f"connect refused: {reason}")
+            self._refused = _refusal(reason)
+            self._event("mqtt.connect", "denied", f"{who}: {reason}")
             return
+        self._refused = None
+        self._event("mqtt.connect", "ok", who)
         client.subscribe([(t, 1) for t in self.topics])
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         bad = [r for r in reasons if r.is_failure]
         if bad:
             self.stats.errors.append(f"subscribe refused: {bad}")
+            self._refused = f"the broker refused the subscription to {', '.join(self.topics)}: {bad[0]}"
+            self._event("mqtt.subscribe", "denied", f"{', '.join(self.topics)}: {bad}")
             return
+        self._event("mqtt.subscribe", "ok", ", ".join(self.topics))
         self._connected.set()
+
+    def _event(self, action: str, outcome: str, detail: str) -> None:
+        # a refusal repeated by the reconnect loop is recorded once, until something else happens
+        last, self._last_event = self._last_event, (action, outcome)
+        if outcome != "ok" and last == (action, outcome):
+            return
+        if self.on_event is not None:
+            try:
+                self.on_event(action, outcome, self.auth.username, detail)
+            except Exception as exc:  # an audit failure must not kill the network loop
+                log.error("mqtt audit hook failed: %s", exc)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._connected.clear()
@@ -238,8 +377,13 @@ class MqttIngest:
         """
         self._thread = threading.Thread(target=self.run, name="citytwin-mqtt-ingest", daemon=True)
         self._thread.start()
-        if not self._connected.wait(wait_connected):
-            raise ConnectionError(f"could not connect to MQTT broker {self.host}:{self.port}")
+        deadline = time.monotonic() + wait_connected
+        while not self._connected.wait(0.05) and self._refused is None and time.monotonic() < deadline:
+            pass
+        if not self._connected.is_set():
+            self._stop.set()
+            why = self._refused or (self.stats.errors[-1] if self.stats.errors else "no answer")
+            raise MqttConnectError(f"could not connect to MQTT broker {self.host}:{self.port}: {why}")
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -261,11 +405,14 @@ class MqttPublisher:
         Unacknowledged messages allowed at once; :meth:`publish` waits for acknowledgements
         beyond that. (The window is kept here, not in paho, whose own queue costs O(n) per
         acknowledgement.)
+    auth
+        Credentials and TLS (None: from the environment, :meth:`MqttAuth.from_env`).
     """
 
     def __init__(self, host: str, port: int, *, client_id: str = "citytwin-replay", max_inflight: int = 5000,
-                 keepalive: int = 30) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+                 keepalive: int = 30, auth: MqttAuth | None = None) -> None:
+        self.auth = MqttAuth.from_env() if auth is None else auth
+        self.client = _client(client_id, self.auth)
         self.client.max_inflight_messages_set(0)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(1, 2)
@@ -274,14 +421,30 @@ class MqttPublisher:
         self.sent = 0
         self._acked_popped = 0
         self._connected = threading.Event()
-        self.client.on_connect = lambda c, u, f, r, p: self._connected.set() if not r.is_failure else None
+        self._refused: str | None = None
+
+        def on_connect(c: mqtt.Client, u: Any, f: Any, r: Any, p: Any) -> None:
+            if r.is_failure:
+                self._refused = _refusal(r)
+            else:
+                self._connected.set()
+
+        self.client.on_connect = on_connect
         self.client.on_disconnect = lambda c, u, f, r, p: self._connected.clear()
-        self.client.connect(host, port, keepalive=keepalive, clean_start=False,
-                            properties=_connect_props(SESSION_NEVER_EXPIRES))
+        try:
+            self.client.connect(host, port, keepalive=keepalive, clean_start=False,
+                                properties=_connect_props(SESSION_NEVER_EXPIRES))
+        except ssl.SSLError as exc:
+            raise MqttConnectError(f"could not connect to MQTT broker {host}:{port}: TLS failed: {exc}") from exc
+        except OSError as exc:
+            raise MqttConnectError(f"could not connect to MQTT broker {host}:{port}: {exc}") from exc
         self.client.loop_start()
-        if not self._connected.wait(10):
+        deadline = time.monotonic() + 10
+        while not self._connected.wait(0.05) and self._refused is None and time.monotonic() < deadline:
+            pass
+        if not self._connected.is_set():
             self.client.loop_stop()
-            raise ConnectionError(f"could not connect to MQTT broker {host}:{port}")
+            raise MqttConnectError(f"could not connect to MQTT broker {host}:{port}: {self._refused or 'no answer'}")
 
     def _pop_acked(self) -> None:
         w = self._window

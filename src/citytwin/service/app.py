@@ -31,7 +31,7 @@ import pandas as pd
 from fastapi import Depends, FastAPI
 
 from citytwin.foundation.errors import CitytwinError
-from citytwin.foundation.mqtt import MqttIngest, MqttPublisher
+from citytwin.foundation.mqtt import MqttAuth, MqttIngest, MqttPublisher
 from citytwin.foundation.timeseries import Ingestor, IngestReport, TwinStores
 from citytwin.foundation.timeseries.forecasts import ForecastStore
 from citytwin.foundation.workspace import MARKER, Workspace
@@ -72,28 +72,36 @@ class TwinRuntime:
         return self.ingestor.ingest(batch, source=source)
 
     def start_mqtt(self, host: str, port: int, *, client_id: str = "citytwin-ingest", prefix: str = "citytwin",
-                   max_batch: int = 2000, max_delay: float = 0.1, publish_alerts: bool = True) -> MqttIngest:
+                   max_batch: int = 2000, max_delay: float = 0.1, publish_alerts: bool = True,
+                   auth: MqttAuth | None = None, alerts_auth: MqttAuth | None = None) -> MqttIngest:
         """Start MQTT ingest in a background thread (QoS 1, persistent session, ack after durable write).
 
         With ``publish_alerts`` the alert events are published to the same broker too (see
         :meth:`publish_alerts`). The twin's own output topics (``{prefix}/alerts/…``) are not ingested.
+        ``auth``/``alerts_auth``: credentials and TLS of the two clients (None: from the environment,
+        :meth:`MqttAuth.from_env`). Connects and subscriptions are audited in the workspace catalog.
         """
         own = f"{prefix}/alerts/"
 
         def handle(batch: Any) -> Any:
             return self.ingestor.ingest([(t, p) for t, p in batch if not t.startswith(own)], source="mqtt")
 
-        self.mqtt = MqttIngest(host, port, handle, topics=[f"{prefix}/#"],
-                               client_id=client_id, max_batch=max_batch, max_delay=max_delay).start()
+        ws = _workspace_of(Path(self.stores.root))
+        on_event = None if ws is None else (lambda action, outcome, user, detail: ws.catalog.audit(
+            user=user, role="mqtt", action=action, dataset="twin", outcome=outcome, detail=detail))
+        self.mqtt = MqttIngest(host, port, handle, topics=[f"{prefix}/#"], client_id=client_id, max_batch=max_batch,
+                               max_delay=max_delay, auth=auth, on_event=on_event).start()
         if publish_alerts:
-            self.publish_alerts(host, port, client_id=f"{client_id}-alerts", prefix=prefix)
+            # its own account where client ids are tied to usernames (docs/twin.md, "MQTT security")
+            self.publish_alerts(host, port, client_id=f"{client_id}-alerts", prefix=prefix,
+                                auth=alerts_auth or MqttAuth.from_env(role="alerts", fallback=auth))
         return self.mqtt
 
     def publish_alerts(self, host: str, port: int, *, client_id: str = "citytwin-alerts", prefix: str = "citytwin",
-                       retain: bool = True) -> MqttAlertPush:
+                       retain: bool = True, auth: MqttAuth | None = None) -> MqttAlertPush:
         """Publish every alert event to ``{prefix}/alerts/{rule}/{entity}`` (JSON, QoS 1, retained)."""
         if self.alert_publisher is None:
-            self.alert_publisher = MqttPublisher(host, port, client_id=client_id)
+            self.alert_publisher = MqttPublisher(host, port, client_id=client_id, auth=auth)
         push = MqttAlertPush(self.alert_publisher, prefix=prefix, retain=retain)
         self.extra["alert_push_remove"] = self.alerts.add_pusher(push)
         return push
@@ -207,7 +215,8 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
                broker: tuple[str, int] | None = None, client_id: str = "citytwin-ingest",
                max_body: int | None = None, auto_verify: bool = False, auto_alerts: bool = False,
                rules: Sequence[ThresholdRule] | None = None, workspace: Workspace | str | Path | None = None,
-               auth: bool = True) -> FastAPI:
+               auth: bool = True, mqtt_auth: MqttAuth | None = None,
+               mqtt_alerts_auth: MqttAuth | None = None) -> FastAPI:
     """The FastAPI app over a twin folder (or a given runtime); with ``broker``, MQTT ingest runs alongside.
 
     ``auto_verify`` scores stored forecasts after each ingest batch that brings a due actual;
@@ -243,7 +252,7 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if broker is not None:
-            rt.start_mqtt(broker[0], broker[1], client_id=client_id)
+            rt.start_mqtt(broker[0], broker[1], client_id=client_id, auth=mqtt_auth, alerts_auth=mqtt_alerts_auth)
         try:
             with guard.hold():
                 yield
