@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -362,8 +362,8 @@ def list_alerts(request: Request, status: str | None = None, entity: str | None 
 
 
 @router.get("/twin/v1/alerts/stream", responses=ERRORS)
-async def stream(request: Request, since: int | None = None, maxEvents: int | None = None,
-                 timeout: float | None = None) -> StreamingResponse:
+async def stream(request: Request, since: int | None = None, maxEvents: int | None = Query(None, ge=1),
+                 timeout: float | None = Query(None, ge=0, le=86_400)) -> StreamingResponse:
     """Server-Sent Events: missed events after ``Last-Event-ID`` / ``since``, then live ones."""
     hub = _hub(request)
     last = request.headers.get("last-event-id")

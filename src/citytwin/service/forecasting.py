@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.timeseries import HistoryStore
 from citytwin.foundation.timeseries.forecasts import ForecastStore
+from citytwin.foundation.timeseries.history import to_us
 from citytwin.service.ngsi import ERRORS
 from citytwin.twin import forecast as fc
 
@@ -118,8 +119,8 @@ def issue(history: HistoryStore, store: ForecastStore, *, property: str = "pm25"
                              hint="ingest or replay data first")
         at_ts = span[1]
     else:
-        at_ts = pd.Timestamp(at)
-        at_ts = at_ts.tz_localize("UTC") if at_ts.tzinfo is None else at_ts.tz_convert("UTC")
+        at_us = to_us(at)  # an InputError for text that is not a time the history can hold
+        at_ts = pd.Timestamp(at_us, unit="us", tz="UTC")
     issued = at_ts.floor(step)
     obs = history.query(entities=list(entities) if entities else None, properties=property,
                         start=issued - pd.Timedelta(days=train_days), end=issued + step)
