@@ -120,6 +120,7 @@ def issue(history: HistoryStore, store: ForecastStore, *, property: str = "pm25"
         at_ts = span[1]
     else:
         at_us = to_us(at)  # an InputError for text that is not a time the history can hold
+        assert at_us is not None
         at_ts = pd.Timestamp(at_us, unit="us", tz="UTC")
     issued = at_ts.floor(step)
     obs = history.query(entities=list(entities) if entities else None, properties=property,
