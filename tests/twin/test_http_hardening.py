@@ -171,3 +171,17 @@ def test_openapi_declares_bodies_and_4xx(client):
             if (method, path) in body_routes:
                 assert "application/json" in op["requestBody"]["content"], (method, path)
                 assert {"413", "415"} <= codes, (method, path)
+
+
+@pytest.mark.parametrize("unit", ["\u0000", "1/0", "(" * 3000, "m" * 65])
+def test_odd_unit_labels_are_unknown_units_not_500(client, unit):
+    r = client.post("/twin/v1/observations", json={**GOOD, "pm25": {"value": 5, "unit": unit}})
+    assert r.status_code == 207, r.text
+    assert [x["reason"] for x in r.json()["rejected"]] == ["unknown_unit"]
+
+
+@pytest.mark.parametrize("body,field", [({"peak": "x"}, "peak"), ({"peak": True}, "peak"), ({"at": 5}, "at"),
+                                        ({"message": [1]}, "message")])
+def test_alert_bodies_of_the_wrong_type_are_400(client, body, field):
+    r = client.post("/twin/v1/alerts", json={"rule": "r", "entity": AQ + "Dongsi", **body})
+    assert r.status_code == 400 and f"field {field!r}" in r.json()["detail"], r.text

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import os
 import threading
 import time
@@ -341,6 +342,12 @@ def _json_object(request: Request, raw: bytes) -> dict[str, Any]:
         raise InputError(f"body: {exc.message}", field="body") from None
     if not isinstance(body, dict):
         raise InputError("body must be a JSON object", field="body")
+    for k, v in body.items():  # the types the OpenAPI declares (_ALERT_BODY, _NOTE_BODY)
+        if k == "peak":
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)):
+                raise InputError(f"peak must be a finite number, got {str(v)[:50]!r}", field="peak")
+        elif v is not None and not isinstance(v, str):
+            raise InputError(f"{k} must be a string, got {type(v).__name__}", field=str(k)[:50])
     return body
 
 

@@ -312,17 +312,32 @@ def format_time_us(us: int) -> str:
 
 @lru_cache(maxsize=4096)
 def unit_factor(source: str, target: str) -> float:
-    """Factor from ``source`` to ``target`` unit (UN/CEFACT codes accepted); InputError if unknown."""
+    """Factor from ``source`` to ``target`` unit (UN/CEFACT codes accepted); InputError if unknown.
+
+    A label longer than 64 characters, with control characters, or that the unit parser cannot
+    read (``1/0``, ``((((``) is an unknown unit, as is one whose factor is 0 or not finite.
+    """
     src = UNIT_CODES.get(source, source)
     tgt = UNIT_CODES.get(target, target)
     if src == tgt:
         return 1.0
     if src in ("", "dimensionless") and tgt in ("", "dimensionless"):
         return 1.0
-    if tgt in ("", "dimensionless"):
-        # ratio properties: accept percent as a label and convert to a fraction
-        return units.factor(src, "dimensionless") if src != "percent" else 0.01
-    return units.factor(src, tgt)
+    if len(src) > 64 or not src.isprintable():
+        raise InputError(f"unit {src[:64]!r} is not a unit label (at most 64 printable characters)", field="unit")
+    try:
+        if tgt in ("", "dimensionless"):
+            # ratio properties: accept percent as a label and convert to a fraction
+            f = units.factor(src, "dimensionless") if src != "percent" else 0.01
+        else:
+            f = units.factor(src, tgt)
+    except InputError:
+        raise
+    except Exception as exc:  # the unit parser (pint) fails in many ways on odd text
+        raise InputError(f"unit {src!r} is not understood ({type(exc).__name__})", field="unit") from None
+    if not math.isfinite(f) or f == 0:
+        raise InputError(f"unit {src!r} gives the factor {f} to {tgt!r}", field="unit")
+    return f
 
 
 def _bad_number(v: Any) -> bool:
@@ -614,7 +629,9 @@ class MessageParser:
             try:
                 f = self._factors.get((unit, target))
                 if f is None:
-                    f = self._factors[(unit, target)] = unit_factor(unit, target)
+                    f = unit_factor(unit, target)
+                    if len(self._factors) < 4096:  # labels come from the senders: keep the cache bounded
+                        self._factors[(unit, target)] = f
                 num *= f
             except InputError as exc:
                 res.rejects.append(Reject("unknown_unit", f"{name}: {exc.message} (stored in {target or '1'})",
