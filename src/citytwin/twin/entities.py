@@ -293,6 +293,7 @@ def parse_time_us(value: Any) -> int:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_OPEN = (-math.inf, math.inf)
 _MIN_US = int(pd.Timestamp("1678-01-01", tz="UTC").value // 1000)
 _MAX_US = int(pd.Timestamp("2261-12-31", tz="UTC").value // 1000)
 
@@ -355,6 +356,13 @@ class PayloadError(InputError):
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+def _bracket_depth(raw: bytes) -> int:
+    """Highest running count of open brackets (an upper bound of the JSON depth; vectorised)."""
+    a = np.frombuffer(raw, dtype=np.uint8)
+    step = ((a == 91) | (a == 123)).astype(np.int32) - ((a == 93) | (a == 125)).astype(np.int32)
+    return int(np.cumsum(step).max()) if len(step) else 0
+
+
 def _depth_exceeds(doc: Any, limit: int) -> bool:
     """True if ``doc`` nests lists/objects deeper than ``limit`` (iterative: no recursion)."""
     stack: list[tuple[Any, int]] = [(doc, 1)]
@@ -397,8 +405,10 @@ def decode_json(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         raise PayloadError("too_deep", f"JSON nested deeper than {max_depth} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError("malformed_json", f"not JSON: {exc}"[:300]) from None
-    # the bracket count bounds the depth: only a payload with many brackets needs the exact walk
-    if raw.count(b"[") + raw.count(b"{") > max_depth and _depth_exceeds(doc, max_depth):
+    # the bracket count bounds the depth, and so does the running depth of brackets (which counts
+    # those inside strings too): only a payload that passes both needs the exact walk
+    if raw.count(b"[") + raw.count(b"{") > max_depth and _bracket_depth(raw) > max_depth \
+            and _depth_exceeds(doc, max_depth):
         raise PayloadError("too_deep", f"JSON nested deeper than {max_depth} levels")
     if _SURROGATE_ESCAPE.search(raw) is not None:
         try:  # a valid pair (\\ud83d\\ude00) decodes to one character; a lone half cannot be encoded
@@ -452,7 +462,7 @@ class MessageParser:
         self.max_future_us = int(max_future_s * 1e6)
         self.max_age_us = int(max_age_s * 1e6)
         self.ranges = ranges or physical_range
-        self._range_cache: dict[str, tuple[float | None, float | None] | None] = {}
+        self._bounds_cache: dict[str, tuple[float, float]] = {}
         self.prefix = prefix
         self.types = dict(types or ENTITY_TYPES)
         self._factors: dict[tuple[str, str], float] = {}
@@ -510,10 +520,14 @@ class MessageParser:
             return "bad_time", f"observedAt {text} is outside 1678-2261, the range the history store can keep"
         return None
 
-    def _range_of(self, name: str) -> tuple[float | None, float | None] | None:
-        if name not in self._range_cache:
-            self._range_cache[name] = self.ranges(name)
-        return self._range_cache[name]
+    def _bounds(self, name: str) -> tuple[float, float]:
+        """(lo, hi) of a typed property, ±inf where open; cached (the check is then one comparison)."""
+        b = self._bounds_cache.get(name)
+        if b is None:
+            rng = self.ranges(name)
+            lo, hi = rng if rng is not None else (None, None)
+            b = self._bounds_cache[name] = (-math.inf if lo is None else float(lo), math.inf if hi is None else float(hi))
+        return b
 
     # -- one entity update --------------------------------------------------------------
     def _entity_update(self, item: dict[str, Any], res: ParseResult, topic_id: str | None,
@@ -645,9 +659,9 @@ class MessageParser:
                                           payload=_dump(attr)))
                 return
         if num is not None:
-            rng = self._range_of(name) if spec is not None else None
-            if not math.isfinite(num) or (rng is not None and (
-                    (rng[0] is not None and num < rng[0]) or (rng[1] is not None and num > rng[1]))):
+            lo, hi = (self._bounds_cache.get(name) or self._bounds(name)) if spec is not None else _OPEN
+            if not lo <= num <= hi or num in (math.inf, -math.inf):  # NaN fails the first test
+                rng = self.ranges(name) if spec is not None else None
                 where = f"outside the physical range {rng[0]}..{rng[1]} {target}".rstrip() if rng is not None \
                     else "not finite after unit conversion"
                 res.rejects.append(Reject("implausible", f"{name} {num:g} {target} is {where}".replace("  ", " "),
