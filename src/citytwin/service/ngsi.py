@@ -27,6 +27,14 @@ classification, writes an integrator, steward or admin; each request is audited
 Every write returns only after the observations are fsynced to the history store; every
 rejected item is written to the dead-letter store with its reason, and the response says
 which items were rejected and why.
+
+Hardening (issue 13): bodies are read as a stream and refused with 413 once past the limit
+(:func:`read_body`), non-JSON content types get 415, bodies are decoded by
+:func:`citytwin.twin.entities.decode_json` (too deep, lone surrogates -> 400 and a dead letter);
+every :class:`~citytwin.foundation.errors.CitytwinError` becomes a 4xx through one exception
+handler (:func:`error_response`, registered by :func:`install`); the blocking work of a route
+(decoding, validation, the fsynced commit, rules, the alert hub) runs in the thread pool, never
+on the event loop; the OpenAPI declares every request body and 4xx (:data:`ERRORS`, :func:`body_spec`).
 """
 
 from __future__ import annotations
