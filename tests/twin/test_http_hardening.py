@@ -185,3 +185,17 @@ def test_odd_unit_labels_are_unknown_units_not_500(client, unit):
 def test_alert_bodies_of_the_wrong_type_are_400(client, body, field):
     r = client.post("/twin/v1/alerts", json={"rule": "r", "entity": AQ + "Dongsi", **body})
     assert r.status_code == 400 and f"field {field!r}" in r.json()["detail"], r.text
+
+
+def test_store_failure_is_503_with_a_clear_error(client, twin_ws, monkeypatch):
+    rt = client.app.state.twin
+
+    def disk_full(*a, **kw):  # simulated
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rt.stores.history, "append", disk_full)
+    r = client.post("/twin/v1/observations", json=GOOD)
+    assert r.status_code == 503 and r.json()["title"] == "ServiceUnavailable"
+    assert "No space left on device" in r.json()["detail"]
+    last = twin_ws.ws.catalog.audit_log("twin", limit=1)[0]
+    assert (last["outcome"], last["detail"]) == ("error 503", "POST /twin/v1/observations -> 503")
