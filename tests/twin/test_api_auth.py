@@ -142,15 +142,48 @@ def test_audit_has_reads_writes_and_denials(api, twin_ws):
     api.get("/twin/v1/alerts", headers={"Authorization": "Bearer forged"})
     api.get("/ngsi-ld/v1/entities", headers=h("public"))
     api.get("/health")  # not audited: carries no data
+    # the audit row is written as the response starts, so it records the status (issue 13)
     assert _twin_audit(twin_ws.ws) == [
-        ("ops", "integrator", "twin.write", "ok", "POST /ngsi-ld/v1/entities"),
-        ("ops", "integrator", "twin.write", "ok", "POST /twin/v1/observations"),
-        ("vera", "viewer", "twin.read", "ok", "GET /twin/v1/history"),
-        ("vera", "viewer", "twin.write", "denied", "POST /twin/v1/observations"),
-        (None, None, "twin.read", "unauthenticated", "GET /twin/v1/alerts: no bearer token"),
-        (None, None, "twin.read", "unauthenticated", "GET /twin/v1/alerts: unknown or revoked token"),
-        ("resident", "public", "twin.read", "denied", "GET /ngsi-ld/v1/entities"),
+        ("ops", "integrator", "twin.write", "ok", "POST /ngsi-ld/v1/entities -> 201"),
+        ("ops", "integrator", "twin.write", "ok", "POST /twin/v1/observations -> 201"),
+        ("vera", "viewer", "twin.read", "ok", "GET /twin/v1/history -> 200"),
+        ("vera", "viewer", "twin.write", "denied", "POST /twin/v1/observations -> 403"),
+        (None, None, "twin.read", "unauthenticated", "GET /twin/v1/alerts -> 401: no bearer token"),
+        (None, None, "twin.read", "unauthenticated", "GET /twin/v1/alerts -> 401: unknown or revoked token"),
+        ("resident", "public", "twin.read", "denied", "GET /ngsi-ld/v1/entities -> 403"),
     ]
+
+
+def test_audit_has_unrouted_requests_status_and_query(api, twin_ws):
+    """Issue 13: unknown paths, 405, HEAD and OPTIONS are audited; a 4xx is not "ok"; the query is kept."""
+    h = twin_ws.headers("viewer")
+    n0 = len(_twin_audit(twin_ws.ws))
+    assert api.get("/no/such/path?x=1", headers=h).status_code == 404
+    assert api.put("/twin/v1/history", headers=h).status_code == 405
+    api.head("/twin/v1/history", headers=h)
+    api.options("/ngsi-ld/v1/entities")
+    assert api.get("/twin/v1/history?start=3000-01-01&property=pm25", headers=h).status_code == 400
+    assert api.get("/twin/v1/history?property=pm25", headers=h).status_code == 200
+    api.get("/health")
+    rows = _twin_audit(twin_ws.ws)[n0:]
+    assert [(r[2], r[3], r[4]) for r in rows] == [
+        ("twin.read", "rejected 404", "GET /no/such/path?x=1 -> 404"),
+        ("twin.write", "rejected 405", "PUT /twin/v1/history -> 405"),
+        ("twin.read", "rejected 405", "HEAD /twin/v1/history -> 405"),
+        ("twin.read", "rejected 405", "OPTIONS /ngsi-ld/v1/entities -> 405"),
+        ("twin.read", "rejected 400", "GET /twin/v1/history?start=3000-01-01&property=pm25 -> 400"),
+        ("twin.read", "ok", "GET /twin/v1/history?property=pm25 -> 200"),
+    ]
+    # a routed request knows its caller
+    assert rows[-1][:2] == ("vera", "viewer")
+    # `citytwin audit` shows the path and status
+    r = CliRunner().invoke(cli, ["audit", "-w", str(twin_ws.ws.root), "--user", "admin", "--dataset", "twin",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)[0]["detail"] == "GET /twin/v1/history?property=pm25 -> 200"
+    r = CliRunner().invoke(cli, ["audit", "-w", str(twin_ws.ws.root), "--user", "admin", "--dataset", "twin",
+                                 "--limit", "1"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "/twin/v1/history?property=pm25" in r.stdout, r.output
 
 
 def test_tokens_are_stored_hashed_and_unique(twin_ws):
@@ -239,9 +272,10 @@ def test_secure_by_default_and_no_auth(tmp_path, twin_ws, monkeypatch):
     with TestClient(served[-1]) as c:
         assert c.get("/twin/v1/alerts").status_code == 200
         assert c.post("/twin/v1/observations", json=OBS).status_code in (201, 207)
-    assert _twin_audit(twin_ws.ws)[-2:] == [
-        (None, None, "twin.read", "ok", "GET /twin/v1/alerts (auth off)"),
-        (None, None, "twin.write", "ok", "POST /twin/v1/observations (auth off)")]
+    last = _twin_audit(twin_ws.ws)[-2:]
+    assert last[0] == (None, None, "twin.read", "ok", "GET /twin/v1/alerts -> 200: auth off")
+    assert last[1][:4] == (None, None, "twin.write", "ok")
+    assert re.fullmatch(r"POST /twin/v1/observations -> 20[17]: auth off", last[1][4])
 
 
 def test_twin_classify_cli_sets_the_setting(tmp_path) -> None:

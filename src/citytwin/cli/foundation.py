@@ -198,10 +198,10 @@ def audit(
     if as_json:
         print_json(rows)
         return
-    t = Table("time", "user", "role", "action", "dataset", "v", "rows", "outcome", title="audit log")
+    t = Table("time", "user", "role", "action", "dataset", "v", "rows", "outcome", "detail", title="audit log")
     for r in rows:
         t.add_row(r["ts"], r["user"] or "", r["role"] or "", r["action"], r["dataset"] or "", str(r["version"] or ""),
-                  str(r["rows"] if r["rows"] is not None else ""), r["outcome"])
+                  str(r["rows"] if r["rows"] is not None else ""), r["outcome"], r["detail"] or "")
     console.print(t)
 
 

@@ -11,7 +11,12 @@ Ingest (:class:`MqttIngest`) guarantees that no acknowledged message is lost:
   and the history store's idempotent key ``(entity, property, time)`` makes the redelivered
   copy count once;
 * on a lost connection the unflushed batch is dropped (it was not acknowledged: the broker
-  redelivers it) and the client reconnects with backoff.
+  redelivers it) and the client reconnects with backoff;
+* the handler must turn every message it cannot store into a dead letter (the twin's parser
+  does: malformed, too deep, implausible ...), so an exception from it is a store failure
+  (disk full, read-only folder): the batch is retried ``store_retries`` times, then ingest
+  **stops** with :attr:`MqttIngest.failure` set and logged, leaving the batch unacknowledged
+  in the broker's session, instead of taking redeliveries in a loop.
 
 Broker settings that matter (``scripts/mosquitto.sh`` writes them): ``persistence true`` so
 queued messages survive a broker restart, ``max_queued_messages 0`` (no cap on what is
@@ -189,6 +194,14 @@ class IngestStats:
     errors: list[str] = field(default_factory=list)
 
 
+class _StoreFailed(Exception):
+    """The handler kept failing on a batch (its ``__cause__``)."""
+
+
+class IngestFailed(CitytwinError):
+    """MQTT ingest stopped because a batch could not be stored (see :attr:`MqttIngest.failure`)."""
+
+
 class MqttIngest:
     """Subscribe with QoS 1 and a persistent session; store each batch, then acknowledge it.
 
@@ -215,12 +228,15 @@ class MqttIngest:
         Called as ``on_event(action, outcome, username, detail)`` on each connect (``mqtt.connect``) and
         subscription (``mqtt.subscribe``), accepted (``ok``) or refused (``denied``): the runtime
         writes them to the catalog's audit log.
+    store_retries
+        Attempts after a failed ``handler`` call before ingest stops (see :attr:`failure`).
     """
 
     def __init__(self, host: str, port: int, handler: Handler, *, topics: Sequence[str] = ("citytwin/#",),
                  client_id: str = "citytwin-ingest", max_batch: int = 2000, max_delay: float = 0.1,
                  keepalive: int = 30, session_expiry: int = SESSION_NEVER_EXPIRES, auth: MqttAuth | None = None,
-                 on_event: Callable[[str, str, str | None, str], None] | None = None) -> None:
+                 on_event: Callable[[str, str, str | None, str], None] | None = None,
+                 store_retries: int = 2) -> None:
         self.host, self.port = host, port
         self.handler = handler
         self.topics = list(topics)
@@ -230,6 +246,9 @@ class MqttIngest:
         self.keepalive = keepalive
         self.session_expiry = session_expiry
         self.stats = IngestStats()
+        self.store_retries = store_retries
+        #: why ingest stopped by itself (a store failure), or None
+        self.failure: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pending: list[tuple[int, int, str, bytes]] = []
@@ -290,8 +309,17 @@ class MqttIngest:
     # -- loop --------------------------------------------------------------------------
     def _flush(self) -> None:
         batch = self._pending
+        msgs = [(t, p) for _, _, t, p in batch]
+        for attempt in range(self.store_retries + 1):
+            try:
+                self.handler(msgs)
+                break
+            except Exception as exc:
+                self.stats.errors.append(repr(exc)[:300])
+                if attempt == self.store_retries or self._stop.is_set():
+                    raise _StoreFailed(exc) from exc
+                self._stop.wait(0.2 * 2 ** attempt)
         self._pending = []
-        self.handler([(t, p) for _, _, t, p in batch])
         for mid, qos, _, _ in batch:
             if qos > 0:
                 self.client.ack(mid, qos)
@@ -329,7 +357,14 @@ class MqttIngest:
                     self._flush()
                     self.client.loop_write()
                 backoff = 0.1
-            except Exception as exc:  # connection loss or a failed store: nothing of the batch was acked
+            except _StoreFailed as exc:  # not a connection problem: stop, the broker keeps the batch
+                self.failure = exc.__cause__
+                log.error("MQTT ingest stopped: %s (%d messages left unacknowledged in the broker's session)",
+                          exc.__cause__, len(self._pending))
+                self._connected.clear()
+                self._stop.set()
+                break
+            except Exception as exc:  # connection loss: nothing of the batch was acked
                 self.stats.errors.append(repr(exc)[:300])
                 self._drop_pending()
                 self._connected.clear()
@@ -352,6 +387,9 @@ class MqttIngest:
             if self._pending and self._connected.is_set():
                 self._flush()
                 self.client.loop_write()
+        except _StoreFailed as exc:
+            self.failure = exc.__cause__
+            log.error("MQTT ingest stopped: %s", exc.__cause__)
         finally:
             self._drop_pending()
             try:
@@ -378,12 +416,13 @@ class MqttIngest:
         self._thread = threading.Thread(target=self.run, name="citytwin-mqtt-ingest", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + wait_connected
-        while not self._connected.wait(0.05) and self._refused is None and time.monotonic() < deadline:
-            pass
-        if not self._connected.is_set():
-            self._stop.set()
-            why = self._refused or (self.stats.errors[-1] if self.stats.errors else "no answer")
-            raise MqttConnectError(f"could not connect to MQTT broker {self.host}:{self.port}: {why}")
+        while not self._connected.wait(0.05):
+            if self.failure is not None:
+                raise IngestFailed(f"MQTT ingest stopped: {self.failure}") from self.failure
+            if self._refused is not None or time.monotonic() > deadline or not self._thread.is_alive():
+                self._stop.set()
+                why = self._refused or (self.stats.errors[-1] if self.stats.errors else "no answer")
+                raise MqttConnectError(f"could not connect to MQTT broker {self.host}:{self.port}: {why}")
         return self
 
     def stop(self, timeout: float = 10.0) -> None:

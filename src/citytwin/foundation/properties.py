@@ -43,8 +43,32 @@ PROPERTIES: dict[str, Property] = {p.name: p for p in (
 
 _BY_ALIAS = {normalize_header(a): p for p in PROPERTIES.values() for a in (p.name, *p.aliases)}
 
+#: Properties of live readings that file ingest does not melt from wide files (so they are not in
+#: :data:`PROPERTIES` and its alias table) but that have a physical range all the same.
+LIVE_ONLY: dict[str, Property] = {p.name: p for p in (
+    Property("relativeHumidity", None, 0, 1),  # a ratio: a payload in percent gives unit "percent"
+    Property("airQualityIndex", None, 0, 500),  # HJ 633-2012 IAQI/AQI scale tops out at 500
+    Property("averageVehicleLength", "m", 0, 30),
+    Property("averageHeadwayTime", "s", 0, 86400),
+    Property("congested", None, 0, 1),
+)}
+
 COMPASS = {d: i * 22.5 for i, d in enumerate(
     ["N", "NNE", "NE", "ENE", "E", "ESE", "SE", "SSE", "S", "SSW", "SW", "WSW", "W", "WNW", "NW", "NNW"])}
+
+
+def physical_range(name: str) -> tuple[float | None, float | None] | None:
+    """``(min, max)`` a reading of property ``name`` can physically take (in its canonical unit), or None.
+
+    The live twin dead-letters readings outside it (reason ``implausible``; docs/twin.md).
+
+    Examples
+    --------
+    >>> physical_range("pm25"), physical_range("relativeHumidity"), physical_range("nonsense")
+    ((0, 2000), (0, 1), None)
+    """
+    p = PROPERTIES.get(name) or LIVE_ONLY.get(name)
+    return None if p is None or (p.min is None and p.max is None) else (p.min, p.max)
 
 
 def find_property(header: str) -> Property | None:

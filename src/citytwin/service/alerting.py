@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import os
 import threading
 import time
@@ -44,12 +45,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
-from citytwin.foundation.errors import CitytwinError, InputError, NotFoundError
+from citytwin.foundation.errors import InputError
 from citytwin.service.auth import principal_name
-from citytwin.twin.alerts import Alert, AlertBook, AlertEvent, AlertStateError
+from citytwin.service.ngsi import BODY_ERRORS, ERRORS, ErrorBody, body_spec, read_body
+from citytwin.twin.alerts import Alert, AlertBook, AlertEvent
+from citytwin.twin.entities import PayloadError, decode_json
 
 
 def alert_topic(rule: str, entity: str, prefix: str = "citytwin") -> str:
@@ -329,37 +333,44 @@ def _hub(request: Request) -> AlertHub:
     return hub
 
 
-def _err(exc: CitytwinError) -> JSONResponse:
-    code = 404 if isinstance(exc, NotFoundError) else 409 if isinstance(exc, AlertStateError) else 400
-    return JSONResponse({"title": type(exc).__name__, "detail": str(exc)}, status_code=code)
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+def _json_object(request: Request, raw: bytes) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise InputError(f"body is not JSON: {exc}", field="body") from exc
+        body = decode_json(raw)
+    except PayloadError as exc:
+        raise InputError(f"body: {exc.message}", field="body") from None
     if not isinstance(body, dict):
         raise InputError("body must be a JSON object", field="body")
+    for k, v in body.items():  # the types the OpenAPI declares (_ALERT_BODY, _NOTE_BODY)
+        if k == "peak":
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)):
+                raise InputError(f"peak must be a finite number, got {str(v)[:50]!r}", field="peak")
+        elif v is not None and not isinstance(v, str):
+            raise InputError(f"{k} must be a string, got {type(v).__name__}", field=str(k)[:50])
     return body
 
 
-@router.get("/twin/v1/alerts")
+_ALERT_BODY = {"type": "object", "additionalProperties": False, "required": ["rule", "entity"],
+               "properties": {"rule": {"type": "string"}, "entity": {"type": "string"}, "at": {"type": "string"},
+                              "severity": {"type": "string"}, "property": {"type": "string"},
+                              "message": {"type": "string"}, "peak": {"type": "number"}}}
+_NOTE_BODY = {"type": "object", "additionalProperties": False,
+              "properties": {"by": {"type": "string"}, "at": {"type": "string"}, "note": {"type": "string"}}}
+_BODY_ERRORS = {**ERRORS, **BODY_ERRORS, 409: {"model": ErrorBody, "description": "The alert is not in a state "
+                                                                                   "that allows this"}}
+
+
+@router.get("/twin/v1/alerts", responses=ERRORS)
 def list_alerts(request: Request, status: str | None = None, entity: str | None = None,
                 rule: str | None = None) -> Any:
-    try:
-        sts = status.split(",") if status else None
-        return [a.to_record() for a in _hub(request).book.alerts(status=sts, entity=entity, rule=rule)]
-    except CitytwinError as exc:
-        return _err(exc)
+    sts = status.split(",") if status else None
+    return [a.to_record() for a in _hub(request).book.alerts(status=sts, entity=entity, rule=rule)]
 
 
-@router.get("/twin/v1/alerts/stream")
-async def stream(request: Request, since: int | None = None, maxEvents: int | None = None,
-                 timeout: float | None = None) -> StreamingResponse:
+@router.get("/twin/v1/alerts/stream", responses=ERRORS)
+async def stream(request: Request, since: int | None = None, maxEvents: int | None = Query(None, ge=1),
+                 timeout: float | None = Query(None, ge=0, le=86_400)) -> StreamingResponse:
     """Server-Sent Events: missed events after ``Last-Event-ID`` / ``since``, then live ones."""
     hub = _hub(request)
     last = request.headers.get("last-event-id")
@@ -408,48 +419,53 @@ async def stream(request: Request, since: int | None = None, maxEvents: int | No
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-@router.get("/twin/v1/alerts/{alert_id}")
+@router.get("/twin/v1/alerts/{alert_id}", responses=ERRORS)
 def get_alert(request: Request, alert_id: str) -> Any:
-    try:
-        return _hub(request).book.get(alert_id).to_record()
-    except CitytwinError as exc:
-        return _err(exc)
+    return _hub(request).book.get(alert_id).to_record()
 
 
-@router.post("/twin/v1/alerts")
+@router.post("/twin/v1/alerts", status_code=201, responses=_BODY_ERRORS, openapi_extra=body_spec(_ALERT_BODY))
 async def post_alert(request: Request) -> Any:
     """Raise an alert (or update the live one of the same rule and entity)."""
-    try:
-        b = await _json_body(request)
-        allowed = {"rule", "entity", "at", "severity", "property", "message", "peak"}
-        extra = set(b) - allowed
-        if extra:
-            raise InputError(f"unknown field(s) {', '.join(sorted(extra))}", field=sorted(extra)[0])
-        a, created = _hub(request).raise_alert(str(b.get("rule") or ""), str(b.get("entity") or ""),
-                                               **{k: b[k] for k in allowed - {"rule", "entity"} if k in b})
-        return JSONResponse({"created": created, "alert": a.to_record()}, status_code=201 if created else 200)
-    except CitytwinError as exc:
-        return _err(exc)
+    raw = await read_body(request)
+    return await run_in_threadpool(_post_alert, request, raw)
 
 
-@router.post("/twin/v1/alerts/{alert_id}/ack")
+def _post_alert(request: Request, raw: bytes) -> Any:
+    b = _json_object(request, raw)
+    allowed = {"rule", "entity", "at", "severity", "property", "message", "peak"}
+    extra = set(b) - allowed
+    if extra:
+        raise InputError(f"unknown field(s) {', '.join(sorted(extra))}", field=sorted(extra)[0])
+    a, created = _hub(request).raise_alert(str(b.get("rule") or ""), str(b.get("entity") or ""),
+                                           **{k: b[k] for k in allowed - {"rule", "entity"} if k in b})
+    return JSONResponse({"created": created, "alert": a.to_record()}, status_code=201 if created else 200)
+
+
+@router.post("/twin/v1/alerts/{alert_id}/ack", responses=_BODY_ERRORS,
+             openapi_extra=body_spec(_NOTE_BODY, required=False))
 async def ack_alert(request: Request, alert_id: str) -> Any:
-    try:
-        b = await _json_body(request)
-        by = str(b.get("by") or principal_name(request) or "")
-        return _hub(request).acknowledge(alert_id, by=by, at=b.get("at"), note=b.get("note")).to_record()
-    except CitytwinError as exc:
-        return _err(exc)
+    raw = await read_body(request)
+    return await run_in_threadpool(_ack, request, alert_id, raw)
 
 
-@router.post("/twin/v1/alerts/{alert_id}/resolve")
+def _ack(request: Request, alert_id: str, raw: bytes) -> Any:
+    b = _json_object(request, raw)
+    by = str(b.get("by") or principal_name(request) or "")
+    return _hub(request).acknowledge(alert_id, by=by, at=b.get("at"), note=b.get("note")).to_record()
+
+
+@router.post("/twin/v1/alerts/{alert_id}/resolve", responses=_BODY_ERRORS,
+             openapi_extra=body_spec(_NOTE_BODY, required=False))
 async def resolve_alert(request: Request, alert_id: str) -> Any:
-    try:
-        b = await _json_body(request)
-        by = str(b.get("by") or principal_name(request) or "operator")
-        return _hub(request).resolve(alert_id, by=by, at=b.get("at"), note=b.get("note")).to_record()
-    except CitytwinError as exc:
-        return _err(exc)
+    raw = await read_body(request)
+    return await run_in_threadpool(_resolve, request, alert_id, raw)
+
+
+def _resolve(request: Request, alert_id: str, raw: bytes) -> Any:
+    b = _json_object(request, raw)
+    by = str(b.get("by") or principal_name(request) or "operator")
+    return _hub(request).resolve(alert_id, by=by, at=b.get("at"), note=b.get("note")).to_record()
 
 
 def install(app: Any, dependencies: list[Any] | None = None) -> None:

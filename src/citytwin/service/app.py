@@ -270,6 +270,7 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
     app.state.twin = rt
     app.state.guard = guard
     app.add_exception_handler(auth_mod.AuthError, auth_mod.auth_error_response)
+    app.add_middleware(auth_mod.AuditMiddleware)  # every request, routed or not, with its status
     deps = [Depends(auth_mod.require_token)]
     ngsi.install(app, deps)
     forecasting.install(app, deps)
@@ -279,6 +280,7 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
     def health() -> dict[str, Any]:
         t = rt.ingestor.totals
         return {"status": "ok", "entities": rt.stores.state.count(), "accepted": t.accepted, "rejected": t.rejected,
-                "mqtt": None if rt.mqtt is None else {"received": rt.mqtt.stats.received, "acked": rt.mqtt.stats.acked}}
+                "mqtt": None if rt.mqtt is None else {"received": rt.mqtt.stats.received, "acked": rt.mqtt.stats.acked,
+                                                     "failure": None if rt.mqtt.failure is None else str(rt.mqtt.failure)}}
 
     return app

@@ -17,10 +17,13 @@ Roles (the rules of :mod:`citytwin.foundation.access`):
 
 Failures answer in the API's error style, ``{"type", "title", "detail"}``: 401 ``Unauthorized``
 (no, unknown or revoked token; with ``WWW-Authenticate: Bearer``) or 403 ``Forbidden`` (naming
-the role needed). Each request — allowed or refused — writes one row to the catalog's audit log
-(``action`` ``twin.read`` / ``twin.write``, ``dataset`` ``twin``, ``outcome`` ``ok`` / ``denied``
-/ ``unauthenticated``, ``detail`` ``"METHOD /path"``) before the endpoint runs: one row per
-request, not per observation.
+the role needed). Each request — allowed or refused, routed or not (unknown paths, 405, ``HEAD``,
+``OPTIONS``) — writes one row to the catalog's audit log when its response starts
+(:class:`AuditMiddleware`): ``action`` ``twin.read`` / ``twin.write``, ``dataset`` ``twin``,
+``outcome`` from the response status (``ok`` below 400, ``unauthenticated`` 401, ``denied`` 403,
+``rejected NNN`` other 4xx, ``error NNN`` 5xx), ``detail`` ``"METHOD /path?query -> STATUS"``
+(and why a token was refused): one row per request, not per observation. Only successful
+``/health`` checks (which carry no data) are not audited.
 
 Examples
 --------
@@ -141,36 +144,57 @@ class TwinGuard:
                                role=None if principal is None else principal.role, action=action,
                                dataset=DATASET, outcome=outcome, detail=detail)
 
-    def check(self, method: str, path: str, token: str | None) -> Principal:
+    def check(self, method: str, path: str, token: str | None, *, audit: bool = True,
+              note: dict[str, Any] | None = None) -> Principal:
         """Authenticate ``token`` and authorise ``method`` on ``path``; audit the decision.
 
-        Raises :class:`AuthError` (401 or 403) when refused.
+        Raises :class:`AuthError` (401 or 403) when refused. With ``audit=False`` nothing is
+        written; the caller (the :class:`AuditMiddleware`) audits the request once its status is
+        known, and ``note`` receives ``user`` and, for a refusal, ``why``.
         """
         write = method.upper() not in READ_METHODS
         action = "twin.write" if write else "twin.read"
         what = f"{method.upper()} {path}"
+        note = {} if note is None else note
         if not self.enabled:
             anon = access.User("anonymous", "admin")
-            self._audit(None, action, "ok", f"{what} (auth off)")
+            note["why"] = "auth off"
+            if audit:
+                self._audit(None, action, "ok", f"{what} (auth off)")
             return Principal(anon)
         assert self.catalog is not None
         rec = self.catalog.resolve_token(token) if token else None
         if rec is None:
             why = "no bearer token" if not token else "unknown or revoked token"
-            self._audit(None, action, "unauthenticated", f"{what}: {why}")
+            note["why"] = why
+            if audit:
+                self._audit(None, action, "unauthenticated", f"{what}: {why}")
             raise AuthError(401, "Unauthorized",
                             f"{why}: send 'Authorization: Bearer <token>' with a token from "
                             "`citytwin user token NAME`")
         user = access.User(rec["name"], rec["role"], rec["department"])
+        note["user"] = user
         try:
             access.require_read(user, DATASET, self.classification, None)
             if write:
                 access.require_live_write(user, DATASET)
         except access.AccessDenied as exc:
-            self._audit(user, action, "denied", what)
+            if audit:
+                self._audit(user, action, "denied", what)
             raise AuthError(403, "Forbidden", exc.message) from None
-        self._audit(user, action, "ok", what)
+        if audit:
+            self._audit(user, action, "ok", what)
         return Principal(user, int(rec["token_id"]))
+
+    def audit_request(self, method: str, target: str, status: int, note: dict[str, Any] | None = None) -> None:
+        """Write the audit row of one finished (or starting) request: ``target`` is path and query."""
+        note = note or {}
+        action = "twin.write" if method.upper() not in READ_METHODS else "twin.read"
+        outcome = ("ok" if status < 400 else "unauthenticated" if status == 401 else "denied" if status == 403
+                   else f"rejected {status}" if status < 500 else f"error {status}")
+        why = note.get("why")
+        detail = f"{method.upper()} {target} -> {status}" + (f": {why}" if why else "")
+        self._audit(note.get("user"), action, outcome, detail)
 
 
 def require_token(request: Request,
@@ -181,9 +205,58 @@ def require_token(request: Request,
     catalog look-up and audit write do not block the event loop.
     """
     guard: TwinGuard = request.app.state.guard
-    p = guard.check(request.method, request.url.path, cred.credentials if cred is not None else None)
+    note = request.scope.setdefault("citytwin.audit", {})
+    p = guard.check(request.method, request.url.path, cred.credentials if cred is not None else None,
+                    audit=False, note=note)
     request.state.principal = p
     return p
+
+
+class AuditMiddleware:
+    """ASGI middleware: one audit row per HTTP request, written when the response starts.
+
+    It sees every request, also those no route serves (unknown path, wrong method, ``HEAD``,
+    ``OPTIONS``), records the query string and the response status, and takes the caller from
+    what :func:`require_token` found. The catalog write runs in a worker thread (the event
+    loop is never blocked) and finishes before the response goes out. A request that fails
+    before its response starts is audited as ``error 500``.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from starlette.concurrency import run_in_threadpool
+
+        note: dict[str, Any] = scope.setdefault("citytwin.audit", {})
+        method = scope["method"]
+        qs = scope.get("query_string", b"").decode("latin-1")
+        target = scope.get("path", "") + (f"?{qs}" if qs else "")
+        done = False
+
+        async def audit(status: int) -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            guard: TwinGuard | None = getattr(scope["app"].state, "guard", None) if "app" in scope else None
+            if guard is None or (scope.get("path") == "/health" and status < 400):
+                return
+            await run_in_threadpool(guard.audit_request, method, target[:2000], status, note)
+
+        async def send_audited(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                await audit(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_audited)
+        except BaseException:
+            await audit(500)
+            raise
 
 
 def principal_name(request: Request) -> str | None:

@@ -29,9 +29,11 @@ import pandas as pd
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
-from citytwin.foundation.errors import CitytwinError, InputError
+from citytwin.foundation.errors import InputError
 from citytwin.foundation.timeseries import HistoryStore
 from citytwin.foundation.timeseries.forecasts import ForecastStore
+from citytwin.foundation.timeseries.history import to_us
+from citytwin.service.ngsi import ERRORS
 from citytwin.twin import forecast as fc
 
 ALL = "(all)"
@@ -117,8 +119,9 @@ def issue(history: HistoryStore, store: ForecastStore, *, property: str = "pm25"
                              hint="ingest or replay data first")
         at_ts = span[1]
     else:
-        at_ts = pd.Timestamp(at)
-        at_ts = at_ts.tz_localize("UTC") if at_ts.tzinfo is None else at_ts.tz_convert("UTC")
+        at_us = to_us(at)  # an InputError for text that is not a time the history can hold
+        assert at_us is not None
+        at_ts = pd.Timestamp(at_us, unit="us", tz="UTC")
     issued = at_ts.floor(step)
     obs = history.query(entities=list(entities) if entities else None, properties=property,
                         start=issued - pd.Timedelta(days=train_days), end=issued + step)
@@ -228,7 +231,7 @@ def _fmt_td(td: Any) -> str | None:
     return None if pd.isna(td) else fc._fmt_td(pd.Timedelta(td))
 
 
-@router.get("/twin/v1/forecasts")
+@router.get("/twin/v1/forecasts", responses=ERRORS)
 def get_forecasts(request: Request, entity: str | None = None, property: str | None = None,
                   model: str | None = None, latest: bool = True, issuedAfter: str | None = None,
                   limit: int = Query(10_000, ge=1, le=1_000_000)) -> Any:
@@ -249,31 +252,25 @@ def get_forecasts(request: Request, entity: str | None = None, property: str | N
     return {"count": len(v), "forecasts": _records(v)}
 
 
-@router.post("/twin/v1/forecasts")
+@router.post("/twin/v1/forecasts", responses=ERRORS)
 def post_forecasts(request: Request, property: str = "pm25", model: Annotated[list[str] | None, Query()] = None,
                    entity: Annotated[list[str] | None, Query()] = None, horizon: int = Query(6, ge=1, le=48),
                    trainDays: float = Query(28.0, gt=0), at: str | None = None) -> Any:
     """Issue forecasts now (1..horizon hours) from the history and store them."""
-    try:
-        rep = _rt(request).issue_forecasts(property=property, models=tuple(model or DEFAULT_MODELS),
-                                           entities=entity, horizons=[f"{h}h" for h in range(1, horizon + 1)],
-                                           train_days=trainDays, at=at)
-    except CitytwinError as exc:
-        return JSONResponse({"title": type(exc).__name__, "detail": str(exc)}, status_code=400)
+    rep = _rt(request).issue_forecasts(property=property, models=tuple(model or DEFAULT_MODELS),
+                                       entities=entity, horizons=[f"{h}h" for h in range(1, horizon + 1)],
+                                       train_days=trainDays, at=at)
     return JSONResponse(rep.to_dict(), status_code=201 if rep.stored else 200)
 
 
-@router.post("/twin/v1/forecasts/verify")
+@router.post("/twin/v1/forecasts/verify", responses=ERRORS)
 def post_verify(request: Request) -> Any:
     """Verify now: score every stored forecast whose actual has arrived."""
-    try:
-        rep = _rt(request).verify_forecasts()
-    except CitytwinError as exc:
-        return JSONResponse({"title": type(exc).__name__, "detail": str(exc)}, status_code=400)
+    rep = _rt(request).verify_forecasts()
     return _verify_json(rep.scores, rep)
 
 
-@router.get("/twin/v1/forecasts/scores")
+@router.get("/twin/v1/forecasts/scores", responses=ERRORS)
 def get_scores(request: Request, entity: str | None = None, property: str | None = None) -> Any:
     """The score table of the last verification (``entity=(all)`` for the totals)."""
     s = _rt(request).forecasts.scores()

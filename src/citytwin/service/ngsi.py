@@ -27,6 +27,14 @@ classification, writes an integrator, steward or admin; each request is audited
 Every write returns only after the observations are fsynced to the history store; every
 rejected item is written to the dead-letter store with its reason, and the response says
 which items were rejected and why.
+
+Hardening (issue 13): bodies are read as a stream and refused with 413 once past the limit
+(:func:`read_body`), non-JSON content types get 415, bodies are decoded by
+:func:`citytwin.twin.entities.decode_json` (too deep, lone surrogates -> 400 and a dead letter);
+every :class:`~citytwin.foundation.errors.CitytwinError` becomes a 4xx through one exception
+handler (:func:`error_response`, registered by :func:`install`); the blocking work of a route
+(decoding, validation, the fsynced commit, rules, the alert hub) runs in the thread pool, never
+on the event loop; the OpenAPI declares every request body and 4xx (:data:`ERRORS`, :func:`body_spec`).
 """
 
 from __future__ import annotations
@@ -39,20 +47,23 @@ import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
-from citytwin.foundation.errors import CitytwinError, InputError
-from citytwin.foundation.timeseries import DeadLetter, Near
+from citytwin.foundation.errors import AccessDenied, CitytwinError, InputError, NotFoundError
+from citytwin.foundation.timeseries import DeadLetter, Near, StoreError
 from citytwin.foundation.timeseries.history import to_us
 from citytwin.twin.entities import (
     UNIT_CODES,
     ParseResult,
+    PayloadError,
+    decode_json,
     format_time_us,
     location_lonlat,
     validate_entity,
 )
 
 _CODE_OF = {v: k for k, v in UNIT_CODES.items() if k not in ("HPA",)}
-router = APIRouter()
 
 
 def _twin(request: Request) -> Any:
@@ -64,29 +75,122 @@ def _error(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
                          "detail": detail, **extra}, status_code=status)
 
 
-async def _body(request: Request, source: str) -> tuple[Any, JSONResponse | None]:
-    """Read and decode a JSON body; oversized or malformed bodies are dead-lettered."""
+class ApiError(CitytwinError):
+    """An error with its HTTP status and NGSI-LD title (``BadRequestData``, ``RequestEntityTooLarge`` ...)."""
+
+    def __init__(self, status: int, title: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.title, self.extra = status, title, extra
+
+
+def error_status(exc: CitytwinError) -> tuple[int, str]:
+    """HTTP status and title of an error raised on purpose (a bad request unless it says otherwise)."""
+    from citytwin.twin.alerts import AlertStateError
+
+    if isinstance(exc, ApiError):
+        return exc.status, exc.title
+    if isinstance(exc, StoreError):
+        return 503, "ServiceUnavailable"
+    if isinstance(exc, NotFoundError):
+        return 404, "ResourceNotFound"
+    if isinstance(exc, AccessDenied):
+        return 403, "Forbidden"
+    if isinstance(exc, AlertStateError):
+        return 409, "Conflict"
+    return 400, "BadRequestData"
+
+
+def error_response(request: Request, exc: Exception) -> JSONResponse:
+    """The app's one exception handler for :class:`CitytwinError`: its status (4xx; 503 for a store
+    failure) and ``{"type", "title", "detail"}``, so that no route needs its own ``try/except``."""
+    assert isinstance(exc, CitytwinError)
+    status, title = error_status(exc)
+    extra = exc.extra if isinstance(exc, ApiError) else {}
+    detail = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+    return _error(status, title, detail, **extra)
+
+
+class ErrorBody(BaseModel):
+    """An error answer (NGSI-LD problem details)."""
+
+    type: str
+    title: str
+    detail: str
+
+
+_E: dict[str, Any] = {"model": ErrorBody}
+#: the 4xx every route may answer (with the token check); body routes add 413 and 415
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {**_E, "description": "Bad request: the detail names the parameter or field"},
+    401: {**_E, "description": "No, unknown or revoked bearer token"},
+    403: {**_E, "description": "The token's role may not do this"},
+    404: {**_E, "description": "Not found"},
+}
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {**_E, "description": "Body larger than the limit (refused while reading)"},
+    415: {**_E, "description": "Body is not JSON (Content-Type must be application/json or */*+json)"},
+}
+router = APIRouter(responses=ERRORS)
+JSON_MEDIA = ("application/json", "application/ld+json", "application/geo+json")
+_OBJECT: dict[str, Any] = {"type": "object", "additionalProperties": True}
+ENTITY_SCHEMA: dict[str, Any] = {"type": "object", "required": ["id", "type"], "additionalProperties": True,
+                                 "properties": {"id": {"type": "string"}, "type": {"type": "string"}}}
+
+
+def body_spec(schema: dict[str, Any], *, required: bool = True, describe: str = "") -> dict[str, Any]:
+    """``openapi_extra`` declaring a JSON request body (the routes read it themselves, as a stream)."""
+    return {"requestBody": {"required": required, "description": describe,
+                            "content": {m: {"schema": schema} for m in ("application/json", "application/ld+json")}}}
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";")[0].strip().lower()
+    return media in JSON_MEDIA or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _dead_letter(twin: Any, **kw: Any) -> None:
+    twin.stores.deadletters.add([DeadLetter(**kw)])
+
+
+async def read_body(request: Request, source: str = "http") -> bytes:
+    """The raw body, read as a stream and refused (413) as soon as it passes the limit.
+
+    A ``Content-Length`` over the limit is refused before anything is read; a chunked body when
+    the limit is passed, so that at most one chunk over the limit is ever held. Non-JSON content
+    types get 415. Oversized bodies are dead-lettered (in a worker thread).
+    """
     twin = _twin(request)
     limit = twin.max_body
+    ctype = request.headers.get("content-type")
+    if ctype is not None and not _is_json(ctype):
+        raise ApiError(415, "UnsupportedMediaType", f"body of type {ctype!r} is not JSON",
+                       hint="send Content-Type: application/json")
+    path = str(request.url.path)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        # refuse before reading the body into memory
-        twin.stores.deadletters.add([DeadLetter(source=source, reason="oversized", topic=str(request.url.path),
-                                                detail=f"declared body of {declared} bytes exceeds {limit}",
-                                                payload=None, payload_bytes=int(declared))])
-        return None, _error(413, "RequestEntityTooLarge", f"body of {declared} bytes exceeds {limit}")
-    raw = await request.body()
-    if len(raw) > limit:
-        twin.stores.deadletters.add([DeadLetter(source=source, reason="oversized", topic=str(request.url.path),
-                                                detail=f"body of {len(raw)} bytes exceeds {limit}",
-                                                payload=raw[:1024], payload_bytes=len(raw))])
-        return None, _error(413, "RequestEntityTooLarge", f"body of {len(raw)} bytes exceeds {limit}")
+        await run_in_threadpool(_dead_letter, twin, source=source, reason="oversized", topic=path,
+                                detail=f"declared body of {declared} bytes exceeds {limit}", payload=None,
+                                payload_bytes=int(declared))
+        raise ApiError(413, "RequestEntityTooLarge", f"body of {declared} bytes exceeds {limit}")
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            await run_in_threadpool(_dead_letter, twin, source=source, reason="oversized", topic=path,
+                                    detail=f"body exceeds {limit} bytes (refused while reading)",
+                                    payload=bytes(buf[:1024]), payload_bytes=None)
+            raise ApiError(413, "RequestEntityTooLarge", f"body exceeds {limit} bytes")
+    return bytes(buf)
+
+
+def decode_body(request: Request, raw: bytes, source: str = "http") -> Any:
+    """Decode a JSON body (:func:`citytwin.twin.entities.decode_json`); what fails is dead-lettered (400)."""
     try:
-        return json.loads(raw), None
-    except (ValueError, UnicodeDecodeError) as exc:
-        twin.stores.deadletters.add([DeadLetter(source=source, reason="malformed_json", topic=str(request.url.path),
-                                                detail=f"not JSON: {exc}", payload=raw)])
-        return None, _error(400, "InvalidRequest", f"body is not JSON: {exc}")
+        return decode_json(raw)
+    except PayloadError as exc:
+        _dead_letter(_twin(request), source=source, reason=exc.reason, topic=str(request.url.path),
+                     detail=exc.message, payload=raw)
+        raise ApiError(400, "InvalidRequest", f"body: {exc.message}", reason=exc.reason) from None
 
 
 def _rejects_json(res: ParseResult) -> list[dict[str, Any]]:
@@ -139,7 +243,13 @@ def parse_q(q: str | None) -> list[tuple[str, str, float]]:
         if not m:
             raise InputError(f"q term {part!r} not understood", field="q",
                              hint="use attribute op number, joined by ';' (e.g. pm25>150;no2<80)")
-        out.append((m.group(1), m.group(2), float(m.group(3))))
+        try:
+            val = float(m.group(3))
+        except ValueError:
+            val = math.nan
+        if not math.isfinite(val):
+            raise InputError(f"q term {part!r}: {m.group(3)!r} is not a finite number", field="q")
+        out.append((m.group(1), m.group(2), val))
     return out
 
 
@@ -161,9 +271,9 @@ def parse_geo(georel: str | None, geometry: str | None, coordinates: str | None
     if coordinates is None or geometry is None:
         raise InputError("georel needs geometry and coordinates", field="georel")
     try:
-        coords = json.loads(coordinates)
-    except ValueError as exc:
-        raise InputError(f"coordinates {coordinates!r} are not JSON", field="coordinates") from exc
+        coords = decode_json(coordinates.encode("utf-8", "surrogatepass"), max_depth=4)
+    except PayloadError as exc:
+        raise InputError(f"coordinates {coordinates[:200]!r}: {exc.message}", field="coordinates") from None
     rel, *mods = georel.split(";")
     if rel == "near":
         if geometry != "Point" or not isinstance(coords, list) or len(coords) != 2:
@@ -172,16 +282,26 @@ def parse_geo(georel: str | None, geometry: str | None, coordinates: str | None
         for m in mods:
             k, _, v = m.partition("==")
             if k == "maxDistance":
-                dist = float(v)
-        if dist is None or dist < 0:
-            raise InputError("near needs maxDistance==METRES", field="georel")
+                try:
+                    dist = float(v)
+                except ValueError:
+                    raise InputError(f"maxDistance {v[:100]!r} is not a number of metres", field="georel") from None
+        if dist is None or not 0 <= dist < math.inf:
+            raise InputError("near needs maxDistance==METRES (a finite number >= 0)", field="georel")
         lon, lat = location_lonlat({"type": "Point", "coordinates": coords})
         return (lon, lat, dist), None
     if rel in ("within", "intersects"):
-        arr = np.asarray(coords, dtype="float64")
+        try:
+            if not isinstance(coords, list) or any(isinstance(v, bool) for v in _leaves(coords)):
+                raise ValueError("not a list of numbers")
+            arr = np.asarray(coords, dtype="float64")
+        except (TypeError, ValueError):
+            raise InputError(f"coordinates {coordinates[:200]!r} are not numbers", field="coordinates") from None
+        if not np.isfinite(arr).all():
+            raise InputError("coordinates must be finite numbers", field="coordinates")
         if geometry == "bbox" and arr.shape == (4,):
             return None, (float(arr[0]), float(arr[1]), float(arr[2]), float(arr[3]))
-        if geometry == "Polygon" and arr.ndim == 3:
+        if geometry == "Polygon" and arr.ndim == 3 and arr.shape[1] >= 1 and arr.shape[2] >= 2:
             ring = arr[0]
             return None, (float(ring[:, 0].min()), float(ring[:, 1].min()), float(ring[:, 0].max()),
                           float(ring[:, 1].max()))
@@ -190,20 +310,40 @@ def parse_geo(georel: str | None, geometry: str | None, coordinates: str | None
     raise InputError(f"georel {rel!r} not supported", field="georel", hint="use near or within")
 
 
+def _leaves(x: Any) -> list[Any]:
+    out: list[Any] = []
+    stack = [x]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, list):
+            stack.extend(v)
+        else:
+            out.append(v)
+    return out
+
+
 # -- entities -------------------------------------------------------------------------------------
 
-@router.post("/ngsi-ld/v1/entities")
+_BODY = {**ERRORS, **BODY_ERRORS}
+
+
+@router.post("/ngsi-ld/v1/entities", status_code=201, responses={**_BODY, 409: {**_E, "description": "Exists"}},
+             openapi_extra=body_spec(ENTITY_SCHEMA, describe="An NGSI-LD entity; observed attributes in it are "
+                                                             "ingested"))
 async def create_entity(request: Request) -> Response:
-    doc, err = await _body(request, "http")
-    if err is not None:
-        return err
+    raw = await read_body(request)
+    return await run_in_threadpool(_create_entity, request, raw)
+
+
+def _create_entity(request: Request, raw: bytes) -> Response:
+    doc = decode_body(request, raw)
     twin = _twin(request)
     try:
         ent = validate_entity(doc)
     except InputError as exc:
-        twin.stores.deadletters.add([DeadLetter(source="http", reason="invalid_entity", detail=exc.message,
-                                                topic=str(request.url.path), payload=json.dumps(doc).encode())])
-        return _error(400, "BadRequestData", exc.message)
+        _dead_letter(twin, source="http", reason="invalid_entity", detail=exc.message, topic=str(request.url.path),
+                     payload=raw[:65536])
+        raise
     if twin.stores.state.lookup(ent.id) is not None:
         return _error(409, "AlreadyExists", f"entity {ent.id} exists")
     twin.stores.state.put_entity(ent.id, ent.type, ent.lon, ent.lat, ent.static)
@@ -219,13 +359,10 @@ def query_entities(request: Request, type: str | None = None, id: str | None = N
                    limit: int = Query(100, ge=1, le=10000), offset: int = Query(0, ge=0),
                    options: str | None = None) -> Any:
     twin = _twin(request)
-    try:
-        near, bbox = parse_geo(georel, geometry, coordinates)
-        rows = twin.stores.state.query(type=type, ids=id.split(",") if id else None, id_pattern=idPattern,
-                                       q=parse_q(q), near=near, bbox=bbox,
-                                       attrs=attrs.split(",") if attrs else None, limit=limit, offset=offset)
-    except InputError as exc:
-        return _error(400, "BadRequestData", exc.message)
+    near, bbox = parse_geo(georel, geometry, coordinates)
+    rows = twin.stores.state.query(type=type, ids=id.split(",") if id else None, id_pattern=idPattern,
+                                   q=parse_q(q), near=near, bbox=bbox,
+                                   attrs=attrs.split(",") if attrs else None, limit=limit, offset=offset)
     kv = bool(options and "keyValues" in options)
     return [entity_json(e, kv) for e in rows]
 
@@ -238,17 +375,15 @@ def get_entity(request: Request, entity_id: str, attrs: str | None = None, optio
     return entity_json(e, bool(options and "keyValues" in options))
 
 
-@router.delete("/ngsi-ld/v1/entities/{entity_id}")
+@router.delete("/ngsi-ld/v1/entities/{entity_id}", status_code=204)
 def delete_entity(request: Request, entity_id: str) -> Response:
     if not _twin(request).stores.state.delete_entity(entity_id):
         return _error(404, "ResourceNotFound", f"entity {entity_id} not found")
     return Response(status_code=204)
 
 
-async def _update_attrs(request: Request, entity_id: str) -> Response:
-    doc, err = await _body(request, "http")
-    if err is not None:
-        return err
+def _update_attrs(request: Request, entity_id: str, raw: bytes) -> Response:
+    doc = decode_body(request, raw)
     twin = _twin(request)
     if not isinstance(doc, dict):
         res = ParseResult()
@@ -264,26 +399,34 @@ async def _update_attrs(request: Request, entity_id: str) -> Response:
     return Response(status_code=204)
 
 
-@router.patch("/ngsi-ld/v1/entities/{entity_id}/attrs")
+_ATTRS = body_spec(_OBJECT, describe="Attributes to update (new observations)")
+
+
+@router.patch("/ngsi-ld/v1/entities/{entity_id}/attrs", status_code=204, responses=_BODY, openapi_extra=_ATTRS)
 async def patch_attrs(request: Request, entity_id: str) -> Response:
-    return await _update_attrs(request, entity_id)
+    raw = await read_body(request)
+    return await run_in_threadpool(_update_attrs, request, entity_id, raw)
 
 
-@router.post("/ngsi-ld/v1/entities/{entity_id}/attrs")
+@router.post("/ngsi-ld/v1/entities/{entity_id}/attrs", status_code=204, responses=_BODY, openapi_extra=_ATTRS)
 async def post_attrs(request: Request, entity_id: str) -> Response:
-    return await _update_attrs(request, entity_id)
+    raw = await read_body(request)
+    return await run_in_threadpool(_update_attrs, request, entity_id, raw)
 
 
-@router.post("/ngsi-ld/v1/entityOperations/upsert")
+@router.post("/ngsi-ld/v1/entityOperations/upsert", status_code=201, responses=_BODY,
+             openapi_extra=body_spec({"type": "array", "items": _OBJECT}, describe="Entities to create or update"))
 async def batch_upsert(request: Request) -> Response:
-    doc, err = await _body(request, "http")
-    if err is not None:
-        return err
+    raw = await read_body(request)
+    return await run_in_threadpool(_batch_upsert, request, raw)
+
+
+def _batch_upsert(request: Request, raw: bytes) -> Response:
+    doc = decode_body(request, raw)
     twin = _twin(request)
     if not isinstance(doc, list):
-        twin.stores.deadletters.add([DeadLetter(source="http", reason="not_an_object", topic=str(request.url.path),
-                                                detail="batch upsert needs a JSON array of entities",
-                                                payload=json.dumps(doc).encode()[:65536])])
+        _dead_letter(twin, source="http", reason="not_an_object", topic=str(request.url.path),
+                     detail="batch upsert needs a JSON array of entities", payload=raw[:65536])
         return _error(400, "BadRequestData", "batch upsert needs a JSON array of entities")
     res = ParseResult()
     errors: list[dict[str, Any]] = []
@@ -323,11 +466,16 @@ def _reject(reason: str, detail: str, item: Any) -> Any:
                   payload=json.dumps(item, default=str).encode()[:65536])
 
 
-@router.post("/twin/v1/observations")
+@router.post("/twin/v1/observations", status_code=201, responses=_BODY,
+             openapi_extra=body_spec({"oneOf": [_OBJECT, {"type": "array", "items": _OBJECT}]},
+                                     describe="Entity updates in the MQTT payload format (object or array)"))
 async def post_observations(request: Request) -> Response:
-    doc, err = await _body(request, "http")
-    if err is not None:
-        return err
+    raw = await read_body(request)
+    return await run_in_threadpool(_post_observations, request, raw)
+
+
+def _post_observations(request: Request, raw: bytes) -> Response:
+    doc = decode_body(request, raw)
     twin = _twin(request)
     res = twin.parser.parse_doc(doc, ParseResult())
     out = _commit(request, res)
@@ -423,13 +571,10 @@ def temporal_entity(request: Request, entity_id: str, attrs: str | None = None, 
                     options: str | None = None) -> Any:
     twin = _twin(request)
     ref = twin.stores.state.lookup(entity_id)
-    try:
-        out = _temporal(request, ids=[entity_id], type=None, attrs=attrs, timerel=timerel, timeAt=timeAt,
-                        endTimeAt=endTimeAt, lastN=lastN, aggrMethods=aggrMethods,
-                        aggrPeriodDuration=aggrPeriodDuration, options=options, georel=None, geometry=None,
-                        coordinates=None)
-    except InputError as exc:
-        return _error(400, "BadRequestData", exc.message)
+    out = _temporal(request, ids=[entity_id], type=None, attrs=attrs, timerel=timerel, timeAt=timeAt,
+                    endTimeAt=endTimeAt, lastN=lastN, aggrMethods=aggrMethods,
+                    aggrPeriodDuration=aggrPeriodDuration, options=options, georel=None, geometry=None,
+                    coordinates=None)
     if entity_id not in out:
         if ref is None:
             return _error(404, "ResourceNotFound", f"entity {entity_id} has no history")
@@ -447,15 +592,12 @@ def temporal_entities(request: Request, type: str | None = None, id: str | None 
                       aggrPeriodDuration: str | None = None, options: str | None = None,
                       georel: str | None = None, geometry: str | None = None,
                       coordinates: str | None = None) -> Any:
-    try:
-        if not (type or id or georel):
-            raise InputError("give type, id or a geo-query", field="type")
-        out = _temporal(request, ids=id.split(",") if id else None, type=type, attrs=attrs, timerel=timerel,
-                        timeAt=timeAt, endTimeAt=endTimeAt, lastN=lastN, aggrMethods=aggrMethods,
-                        aggrPeriodDuration=aggrPeriodDuration, options=options, georel=georel,
-                        geometry=geometry, coordinates=coordinates)
-    except InputError as exc:
-        return _error(400, "BadRequestData", exc.message)
+    if not (type or id or georel):
+        raise InputError("give type, id or a geo-query", field="type")
+    out = _temporal(request, ids=id.split(",") if id else None, type=type, attrs=attrs, timerel=timerel,
+                    timeAt=timeAt, endTimeAt=endTimeAt, lastN=lastN, aggrMethods=aggrMethods,
+                    aggrPeriodDuration=aggrPeriodDuration, options=options, georel=georel,
+                    geometry=geometry, coordinates=coordinates)
     return list(out.values())
 
 
@@ -464,8 +606,8 @@ def _floats(text: str, n: int, name: str) -> list[float]:
         vals = [float(x) for x in text.split(",")]
     except ValueError as exc:
         raise InputError(f"{name} {text!r} is not {n} numbers", field=name) from exc
-    if len(vals) != n:
-        raise InputError(f"{name} {text!r} is not {n} numbers", field=name)
+    if len(vals) != n or not all(math.isfinite(v) for v in vals):
+        raise InputError(f"{name} {text!r} is not {n} finite numbers", field=name)
     return vals
 
 
@@ -475,20 +617,17 @@ def history(request: Request, entity: str | None = None, property: str | None = 
             funcs: str = "avg,min,max,count", bbox: str | None = None, near: str | None = None,
             maxPoints: int | None = None, limit: int = Query(100_000, ge=1, le=5_000_000)) -> Any:
     h = _twin(request).stores.history
-    try:
-        filt: dict[str, Any] = {
-            "entities": entity.split(",") if entity else None, "properties": property.split(",") if property else None,
-            "types": [type] if type else None, "start": start, "end": end,
-            "bbox": tuple(_floats(bbox, 4, "bbox")) if bbox else None,
-            "near": Near(*_floats(near, 3, "near")) if near else None}
-        if maxPoints:
-            df = h.downsample(max_points=maxPoints, funcs=funcs.split(","), **filt)
-        elif interval:
-            df = h.aggregate(interval, funcs=funcs.split(","), **filt)
-        else:
-            df = h.query(limit=limit, **filt)
-    except CitytwinError as exc:
-        return _error(400, "BadRequestData", exc.message)
+    filt: dict[str, Any] = {
+        "entities": entity.split(",") if entity else None, "properties": property.split(",") if property else None,
+        "types": [type] if type else None, "start": start, "end": end,
+        "bbox": tuple(_floats(bbox, 4, "bbox")) if bbox else None,
+        "near": Near(*_floats(near, 3, "near")) if near else None}
+    if maxPoints:
+        df = h.downsample(max_points=maxPoints, funcs=funcs.split(","), **filt)
+    elif interval:
+        df = h.aggregate(interval, funcs=funcs.split(","), **filt)
+    else:
+        df = h.query(limit=limit, **filt)
     if "time" in df:
         df = df.assign(time=pd.to_datetime(df["time"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
     df = df.astype(object).where(df.notna(), None)
@@ -508,5 +647,10 @@ def deadletters(request: Request, reason: str | None = None, source: str | None 
 
 def install(app: Any, dependencies: list[Any] | None = None) -> None:
     """Add the twin routes to a FastAPI app (its ``state.twin`` must be a :class:`TwinRuntime`;
-    ``dependencies``: e.g. the token check of :mod:`citytwin.service.auth`)."""
+    ``dependencies``: e.g. the token check of :mod:`citytwin.service.auth`).
+
+    Also registers :func:`error_response`, the app's one handler for
+    :class:`~citytwin.foundation.errors.CitytwinError` (the alert and forecast routes rely on it too).
+    """
+    app.add_exception_handler(CitytwinError, error_response)
     app.include_router(router, dependencies=dependencies)

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,11 +60,14 @@ import pandas as pd
 
 from citytwin.foundation import units
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.properties import physical_range
 
 NGSI_PREFIX = "urn:ngsi-ld:"
 DEFAULT_TOPIC_PREFIX = "citytwin"
 DEFAULT_MAX_PAYLOAD = 1_048_576  # bytes; larger MQTT messages / HTTP bodies are dead-lettered
 DEFAULT_MAX_FUTURE_S = 300.0  # observedAt later than now + this is rejected
+DEFAULT_MAX_AGE_S = 30 * 365.25 * 86_400.0  # observedAt earlier than now - this (30 years) is rejected
+MAX_DEPTH = 32  # JSON nesting deeper than this is rejected (a real payload needs about 6)
 PropertyKind = Literal["number", "bool"]
 
 # UN/CEFACT common codes used by Smart Data Models, mapped to unit labels foundation.units parses.
@@ -281,11 +285,17 @@ def parse_time_us(value: Any) -> int:
     dt = datetime.fromisoformat(value)
     if dt.tzinfo is None:
         raise ValueError(f"observedAt {value!r} has no timezone (add Z or +08:00)")
-    delta = dt - _EPOCH
+    try:
+        delta = dt - _EPOCH
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise ValueError(f"observedAt {value!r} is outside the years 1-9999 in UTC") from None
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_OPEN = (-math.inf, math.inf)
+_MIN_US = int(pd.Timestamp("1678-01-01", tz="UTC").value // 1000)
+_MAX_US = int(pd.Timestamp("2261-12-31", tz="UTC").value // 1000)
 
 
 def format_time_us(us: int) -> str:
@@ -303,21 +313,110 @@ def format_time_us(us: int) -> str:
 
 @lru_cache(maxsize=4096)
 def unit_factor(source: str, target: str) -> float:
-    """Factor from ``source`` to ``target`` unit (UN/CEFACT codes accepted); InputError if unknown."""
+    """Factor from ``source`` to ``target`` unit (UN/CEFACT codes accepted); InputError if unknown.
+
+    A label longer than 64 characters, with control characters, or that the unit parser cannot
+    read (``1/0``, ``((((``) is an unknown unit, as is one whose factor is 0 or not finite.
+    """
     src = UNIT_CODES.get(source, source)
     tgt = UNIT_CODES.get(target, target)
     if src == tgt:
         return 1.0
     if src in ("", "dimensionless") and tgt in ("", "dimensionless"):
         return 1.0
-    if tgt in ("", "dimensionless"):
-        # ratio properties: accept percent as a label and convert to a fraction
-        return units.factor(src, "dimensionless") if src != "percent" else 0.01
-    return units.factor(src, tgt)
+    if len(src) > 64 or not src.isprintable():
+        raise InputError(f"unit {src[:64]!r} is not a unit label (at most 64 printable characters)", field="unit")
+    try:
+        if tgt in ("", "dimensionless"):
+            # ratio properties: accept percent as a label and convert to a fraction
+            f = units.factor(src, "dimensionless") if src != "percent" else 0.01
+        else:
+            f = units.factor(src, tgt)
+    except InputError:
+        raise
+    except Exception as exc:  # the unit parser (pint) fails in many ways on odd text
+        raise InputError(f"unit {src!r} is not understood ({type(exc).__name__})", field="unit") from None
+    if not math.isfinite(f) or f == 0:
+        raise InputError(f"unit {src!r} gives the factor {f} to {tgt!r}", field="unit")
+    return f
 
 
 def _bad_number(v: Any) -> bool:
     return isinstance(v, bool) or not isinstance(v, int | float)
+
+
+class PayloadError(InputError):
+    """A message or body that cannot be decoded; ``reason`` is its dead-letter reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _bracket_depth(raw: bytes) -> int:
+    """Highest running count of open brackets (an upper bound of the JSON depth; vectorised)."""
+    a = np.frombuffer(raw, dtype=np.uint8)
+    step = ((a == 91) | (a == 123)).astype(np.int32) - ((a == 93) | (a == 125)).astype(np.int32)
+    return int(np.cumsum(step).max()) if len(step) else 0
+
+
+def _depth_exceeds(doc: Any, limit: int) -> bool:
+    """True if ``doc`` nests lists/objects deeper than ``limit`` (iterative: no recursion)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, d = stack.pop()
+        if d > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, d + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, d + 1) for v in node if isinstance(v, dict | list))
+    return False
+
+
+def decode_json(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
+    """Decode a JSON payload (UTF-8) that is safe to validate and store, or raise :class:`PayloadError`.
+
+    Reasons: ``malformed_json`` (not JSON, not UTF-8, or an integer of more than 4,300 digits),
+    ``too_deep`` (lists/objects nested deeper than ``max_depth``) and ``bad_text`` (a string
+    holding a lone UTF-16 surrogate such as ``\\ud800``, which no store can encode).
+
+    Examples
+    --------
+    >>> decode_json(b'{"pm25": 5}')
+    {'pm25': 5}
+    >>> try:
+    ...     decode_json(b"[" * 100_000 + b"]" * 100_000)
+    ... except PayloadError as exc:
+    ...     print(exc.reason)
+    too_deep
+    >>> try:
+    ...     decode_json(b'{"id": "\\\\ud800"}')
+    ... except PayloadError as exc:
+    ...     print(exc.reason)
+    bad_text
+    """
+    try:
+        doc = json.loads(raw)
+    except RecursionError:
+        raise PayloadError("too_deep", f"JSON nested deeper than {max_depth} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError("malformed_json", f"not JSON: {exc}"[:300]) from None
+    # the bracket count bounds the depth, and so does the running depth of brackets (which counts
+    # those inside strings too): only a payload that passes both needs the exact walk
+    if raw.count(b"[") + raw.count(b"{") > max_depth and _bracket_depth(raw) > max_depth \
+            and _depth_exceeds(doc, max_depth):
+        raise PayloadError("too_deep", f"JSON nested deeper than {max_depth} levels")
+    if _SURROGATE_ESCAPE.search(raw) is not None:
+        try:  # a valid pair (\\ud83d\\ude00) decodes to one character; a lone half cannot be encoded
+            json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise PayloadError("bad_text", "a string holds a lone UTF-16 surrogate (e.g. \\ud800), which is not "
+                                           "text") from None
+    return doc
 
 
 class MessageParser:
@@ -334,24 +433,36 @@ class MessageParser:
         Larger payloads are rejected (``oversized``) without being parsed.
     max_future_s
         Tolerated clock skew for ``observedAt`` in the future.
+    max_age_s
+        Oldest plausible ``observedAt``, in seconds before now (default 30 years); older is rejected.
     prefix
         MQTT topic prefix.
+    ranges
+        ``property -> (min, max) | None``: the physical range of a reading in its canonical unit
+        (default :func:`citytwin.foundation.properties.physical_range`); a value outside is rejected.
 
     Reasons
     -------
-    ``oversized``, ``malformed_json``, ``not_an_object``, ``bad_topic``, ``missing_id``,
-    ``unknown_entity``, ``type_mismatch``, ``missing_time``, ``bad_time``, ``future_time`` reject
-    a whole entity update; ``wrong_type``, ``unknown_unit``, ``unknown_property`` reject one
-    attribute and keep the others.
+    ``oversized``, ``malformed_json``, ``too_deep``, ``bad_text``, ``not_an_object``, ``bad_topic``,
+    ``missing_id``, ``unknown_entity``, ``type_mismatch``, ``missing_time``, ``bad_time``,
+    ``future_time``, ``too_old`` reject a whole entity update; ``wrong_type``, ``unknown_unit``,
+    ``unknown_property``, ``implausible`` (outside the physical range; also values too large for a
+    float) reject one attribute and keep the others. Nothing implausible is stored, not even with a
+    flag: docs/twin.md explains the choice.
     """
 
     def __init__(self, lookup: Callable[[str], EntityRef | None], *, now_us: Callable[[], int] | None = None,
                  max_payload: int = DEFAULT_MAX_PAYLOAD, max_future_s: float = DEFAULT_MAX_FUTURE_S,
-                 prefix: str = DEFAULT_TOPIC_PREFIX, types: Mapping[str, EntityType] | None = None) -> None:
+                 prefix: str = DEFAULT_TOPIC_PREFIX, types: Mapping[str, EntityType] | None = None,
+                 max_age_s: float = DEFAULT_MAX_AGE_S,
+                 ranges: Callable[[str], tuple[float | None, float | None] | None] | None = None) -> None:
         self.lookup = lookup
         self.now_us = now_us or (lambda: int(datetime.now(UTC).timestamp() * 1e6))
         self.max_payload = max_payload
         self.max_future_us = int(max_future_s * 1e6)
+        self.max_age_us = int(max_age_s * 1e6)
+        self.ranges = ranges or physical_range
+        self._bounds_cache: dict[str, tuple[float, float]] = {}
         self.prefix = prefix
         self.types = dict(types or ENTITY_TYPES)
         self._factors: dict[tuple[str, str], float] = {}
@@ -378,9 +489,9 @@ class MessageParser:
                 res.rejects.append(Reject("bad_topic", exc.message, payload=raw))
                 return res
         try:
-            doc = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            res.rejects.append(Reject("malformed_json", f"not JSON: {exc}", entity=topic_id, payload=raw))
+            doc = decode_json(raw)
+        except PayloadError as exc:
+            res.rejects.append(Reject(exc.reason, exc.message, entity=topic_id, payload=raw))
             return res
         self.parse_doc(doc, res, topic_id=topic_id, topic_type=topic_type, raw=raw)
         return res
@@ -397,6 +508,26 @@ class MessageParser:
                 continue
             self._entity_update(item, res, topic_id, topic_type, now)
         return res
+
+    def _time_reject(self, t_us: int, text: Any, now: int) -> tuple[str, str] | None:
+        """(reason, detail) if ``t_us`` lies outside the plausible window around ``now``."""
+        if t_us > now + self.max_future_us:
+            return "future_time", f"observedAt {text} is in the future"
+        if t_us < now - self.max_age_us:
+            return "too_old", (f"observedAt {text} is more than {self.max_age_us / 3.15576e13:g} years before now"
+                               " (max_age_s)")
+        if not _MIN_US <= t_us <= _MAX_US:  # whatever the window says: the stores keep ns timestamps
+            return "bad_time", f"observedAt {text} is outside 1678-2261, the range the history store can keep"
+        return None
+
+    def _bounds(self, name: str) -> tuple[float, float]:
+        """(lo, hi) of a typed property, ±inf where open; cached (the check is then one comparison)."""
+        b = self._bounds_cache.get(name)
+        if b is None:
+            rng = self.ranges(name)
+            lo, hi = rng if rng is not None else (None, None)
+            b = self._bounds_cache[name] = (-math.inf if lo is None else float(lo), math.inf if hi is None else float(hi))
+        return b
 
     # -- one entity update --------------------------------------------------------------
     def _entity_update(self, item: dict[str, Any], res: ParseResult, topic_id: str | None,
@@ -427,9 +558,9 @@ class MessageParser:
             except ValueError as exc:
                 res.rejects.append(Reject("bad_time", str(exc), entity=eid, payload=_dump(item)))
                 return
-            if base_us > now + self.max_future_us:
-                res.rejects.append(Reject("future_time", f"observedAt {base_time} is in the future", entity=eid,
-                                          payload=_dump(item)))
+            bad = self._time_reject(base_us, base_time, now)
+            if bad is not None:
+                res.rejects.append(Reject(bad[0], bad[1], entity=eid, payload=_dump(item)))
                 return
         lon, lat = ref.lon, ref.lat
         loc = item.get("location")
@@ -465,9 +596,9 @@ class MessageParser:
                 except ValueError as exc:
                     res.rejects.append(Reject("bad_time", str(exc), entity=eid, property=name, payload=_dump(attr)))
                     return
-                if t_us > now + self.max_future_us:
-                    res.rejects.append(Reject("future_time", f"observedAt {attr['observedAt']} is in the future",
-                                              entity=eid, property=name, payload=_dump(attr)))
+                bad = self._time_reject(t_us, attr["observedAt"], now)
+                if bad is not None:
+                    res.rejects.append(Reject(bad[0], bad[1], entity=eid, property=name, payload=_dump(attr)))
                     return
             if unit is not None and not isinstance(unit, str):
                 res.rejects.append(Reject("wrong_type", "unit must be a string", entity=eid, property=name,
@@ -489,11 +620,20 @@ class MessageParser:
                 return
             num = 1.0 if value else 0.0
         else:
-            if _bad_number(value) or not math.isfinite(value):
+            if _bad_number(value):
                 res.rejects.append(Reject("wrong_type", f"{name} must be a finite number, got {value!r}"[:200],
                                           entity=eid, property=name, payload=_dump(attr)))
                 return
-            num = float(value)
+            try:
+                num = float(value)
+            except OverflowError:  # an integer of hundreds of digits
+                res.rejects.append(Reject("implausible", f"{name} has {len(str(value))} digits: too large for a"
+                                                         " number", entity=eid, property=name, payload=_dump(attr)))
+                return
+            if not math.isfinite(num):
+                res.rejects.append(Reject("wrong_type", f"{name} must be a finite number, got {value!r}"[:200],
+                                          entity=eid, property=name, payload=_dump(attr)))
+                return
         target = spec.unit if spec is not None else (unit or "")
         if spec is None and unit is None:
             res.rejects.append(Reject("unknown_unit", f"{name} of custom type {type_!r} needs a unit", entity=eid,
@@ -503,7 +643,9 @@ class MessageParser:
             try:
                 f = self._factors.get((unit, target))
                 if f is None:
-                    f = self._factors[(unit, target)] = unit_factor(unit, target)
+                    f = unit_factor(unit, target)
+                    if len(self._factors) < 4096:  # labels come from the senders: keep the cache bounded
+                        self._factors[(unit, target)] = f
                 num *= f
             except InputError as exc:
                 res.rejects.append(Reject("unknown_unit", f"{name}: {exc.message} (stored in {target or '1'})",
@@ -515,6 +657,15 @@ class MessageParser:
             except InputError as exc:
                 res.rejects.append(Reject("unknown_unit", f"{name}: {exc.message}", entity=eid, property=name,
                                           payload=_dump(attr)))
+                return
+        if num is not None:
+            lo, hi = (self._bounds_cache.get(name) or self._bounds(name)) if spec is not None else _OPEN
+            if not lo <= num <= hi or num in (math.inf, -math.inf):  # NaN fails the first test
+                rng = self.ranges(name) if spec is not None else None
+                where = f"outside the physical range {rng[0]}..{rng[1]} {target}".rstrip() if rng is not None \
+                    else "not finite after unit conversion"
+                res.rejects.append(Reject("implausible", f"{name} {num:g} {target} is {where}".replace("  ", " "),
+                                          entity=eid, property=name, payload=_dump(attr)))
                 return
         res.observations.append(Observation(eid, type_, name, t_us, num, target, lon, lat))
 

@@ -5,8 +5,8 @@ See :mod:`.history`, :mod:`.state`, :mod:`.deadletter` and :mod:`.ingest`.
 
 from citytwin.foundation.timeseries.deadletter import DeadLetter, DeadLetterStore
 from citytwin.foundation.timeseries.history import HistoryStore, Near
-from citytwin.foundation.timeseries.ingest import Ingestor, IngestReport, TwinStores
+from citytwin.foundation.timeseries.ingest import Ingestor, IngestReport, StoreError, TwinStores
 from citytwin.foundation.timeseries.state import StateStore
 
 __all__ = ["DeadLetter", "DeadLetterStore", "HistoryStore", "IngestReport", "Ingestor", "Near", "StateStore",
-           "TwinStores"]
+           "StoreError", "TwinStores"]

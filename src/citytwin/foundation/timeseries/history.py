@@ -94,11 +94,14 @@ def to_us(t: TimeLike) -> int | None:
         return int(t)
     try:
         ts = pd.Timestamp(t)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"not a time: {t!r}", hint="use ISO 8601, e.g. 2015-12-01T00:00:00Z") from exc
-    if ts.tzinfo is None:
-        ts = ts.tz_localize("UTC")
-    return int(ts.tz_convert("UTC").as_unit("ns").value) // 1000
+        if ts is pd.NaT:
+            raise ValueError("NaT")
+        if ts.tzinfo is None:
+            ts = ts.tz_localize("UTC")
+        return int(ts.tz_convert("UTC").as_unit("ns").value) // 1000
+    except (ValueError, TypeError, OverflowError) as exc:  # OutOfBoundsDatetime is a ValueError
+        raise InputError(f"not a time the history can hold: {str(t)[:100]!r} ({exc})"[:300],
+                         hint="use ISO 8601 between 1678 and 2261, e.g. 2015-12-01T00:00:00Z") from None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from citytwin.foundation.errors import CitytwinError
 from citytwin.foundation.timeseries.deadletter import DeadLetter, DeadLetterStore
 from citytwin.foundation.timeseries.history import HistoryStore
 from citytwin.foundation.timeseries.state import StateStore
@@ -53,6 +54,25 @@ class _Result(Protocol):
 
 class Parser(Protocol):
     def parse(self, topic: str | None, payload: bytes) -> Any: ...
+
+
+@dataclass(frozen=True)
+class _Rejected:
+    reason: str
+    detail: str
+    entity: str | None = None
+    property: str | None = None
+    payload: bytes | None = None
+
+
+@dataclass
+class _Unparsed:
+    rejects: list[_Rejected]
+    observations: tuple[()] = ()
+
+
+class StoreError(CitytwinError):
+    """Storing a batch failed for a reason that is not the messages' (disk full, read-only folder, I/O)."""
 
 
 @dataclass
@@ -111,7 +131,11 @@ class Ingestor:
         for topic, payload in messages:
             topics.append(topic)
             sizes.append(len(payload))
-            results.append(self.parser.parse(topic, payload))
+            try:
+                results.append(self.parser.parse(topic, payload))
+            except Exception as exc:  # the parser is pure: what it cannot handle is the message's fault
+                results.append(_Unparsed([_Rejected("unparseable", f"{type(exc).__name__}: {exc}"[:300],
+                                                    payload=bytes(payload[:65536]))]))
         return self.commit(results, source=source, topics=topics, sizes=sizes)
 
     def commit(self, results: Sequence[Any], *, source: str, topics: Sequence[str | None] | None = None,
@@ -144,13 +168,18 @@ class Ingestor:
         rep.entities = sorted(set(cols["entity"]))
         rep.rejected = len(letters)
         with self._lock:
-            if rep.accepted:
-                self.stores.history.append(cols, received_us=now)
-            if letters:
-                self.stores.deadletters.add(letters)
-            if rep.accepted:
-                self.stores.state.upsert_latest(zip(cols["entity"], cols["property"], cols["value"], cols["unit"],
-                                                    cols["time_us"], strict=True))
+            try:
+                if rep.accepted:
+                    self.stores.history.append(cols, received_us=now)
+                if letters:
+                    self.stores.deadletters.add(letters)
+                if rep.accepted:
+                    self.stores.state.upsert_latest(zip(cols["entity"], cols["property"], cols["value"],
+                                                        cols["unit"], cols["time_us"], strict=True))
+            except Exception as exc:  # the parser made every bad message a reject: this is the stores' fault
+                raise StoreError(f"storing {rep.accepted} observations and {rep.rejected} dead letters under "
+                                 f"{self.stores.root} failed: {type(exc).__name__}: {exc}"[:600],
+                                 hint="check free disk space and that the twin folder is writable") from exc
             t = self.totals
             t.messages += rep.messages
             t.accepted += rep.accepted

@@ -159,7 +159,7 @@ class StateStore:
 
         ``q`` conditions are ``(property, op, number)`` with op in ``== != > >= < <=``; ``near``
         is ``(lon, lat, max metres)``; ``bbox`` is ``(min lon, min lat, max lon, max lat)``;
-        ``id_pattern`` is a regular expression on the id.
+        ``id_pattern`` is a regular expression on the id (RE2 syntax, linear time: :func:`match_ids`).
         """
         where: list[str] = []
         params: list[Any] = []
@@ -193,13 +193,8 @@ class StateStore:
         if near is not None:
             rows = [r for r in rows if r[2] is not None and haversine_m(near[0], near[1], r[2], r[3]) <= near[2]]
         if id_pattern:
-            import re
-            try:
-                rx = re.compile(id_pattern)
-            except re.error as exc:
-                raise InputError(f"idPattern {id_pattern!r} is not a regular expression: {exc}", field="idPattern") \
-                    from exc
-            rows = [r for r in rows if rx.search(r[0])]
+            keep = set(match_ids([r[0] for r in rows], id_pattern))
+            rows = [r for r in rows if r[0] in keep]
         rows = rows[offset: offset + limit]
         out: dict[str, dict[str, Any]] = {}
         for r in rows:
@@ -236,6 +231,44 @@ class StateStore:
         if con is not None:
             con.close()
             self._local.con = None
+
+
+_RE2 = threading.local()
+MAX_PATTERN = 1000  # characters of an idPattern
+
+
+def match_ids(ids: Sequence[str], pattern: str) -> list[str]:
+    """The ids in which ``pattern`` matches (anywhere, as ``re.search``), with a linear-time engine.
+
+    Python's ``re`` backtracks: ``(.*)(.*)(.*)(.*)(.*)X`` took 13.8 s on 15 ids and blocked the
+    service. The pattern runs in DuckDB's ``regexp_matches`` instead, which is RE2: time linear
+    in the text, whatever the pattern. RE2 has no backreferences or look-around; such a
+    pattern (or one longer than :data:`MAX_PATTERN`) is an :class:`InputError`.
+
+    Examples
+    --------
+    >>> match_ids(["urn:a:S1", "urn:a:S2", "urn:b:X"], "S[12]$")
+    ['urn:a:S1', 'urn:a:S2']
+    >>> match_ids(["a" * 50], "(.*)(.*)(.*)(.*)(.*)X")
+    []
+    """
+    import duckdb
+
+    if len(pattern) > MAX_PATTERN:
+        raise InputError(f"idPattern is {len(pattern)} characters long (at most {MAX_PATTERN})", field="idPattern")
+    if not ids:
+        return []
+    con = getattr(_RE2, "con", None)
+    if con is None:
+        con = _RE2.con = duckdb.connect()
+    try:
+        got = con.execute("SELECT list_filter($1::VARCHAR[], x -> regexp_matches(x, $2))",
+                          [list(ids), pattern]).fetchone()
+    except duckdb.Error as exc:
+        msg = str(exc).split("Error: ", 1)[-1]
+        raise InputError(f"idPattern {pattern[:200]!r} is not a regular expression RE2 accepts: {msg}"[:400],
+                         field="idPattern", hint="RE2 syntax: no backreferences or look-around") from None
+    return list(got[0]) if got is not None and got[0] is not None else []
 
 
 def haversine_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
