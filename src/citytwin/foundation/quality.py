@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from citytwin.foundation import duck
+from citytwin.foundation.sql import ident
 from citytwin.foundation.workspace import Workspace
 
 NUMERIC = ("DOUBLE", "FLOAT", "BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "DECIMAL", "UBIGINT")
@@ -92,7 +93,7 @@ def quality_report(ws: Workspace, name: str, version: int | None = None, *, k: f
         for c in numeric:
             if by and c != "value":
                 continue
-            group = f'"{by}"' if by else "'all'"
+            group = ident(by) if by else "'all'"
             stats = con.sql(f"""
                 WITH q AS (SELECT {group} AS g, quantile_cont("{c}", 0.25) AS q1, quantile_cont("{c}", 0.75) AS q3
                            FROM read_parquet('{glob}') GROUP BY ALL)
@@ -115,10 +116,10 @@ def quality_report(ws: Workspace, name: str, version: int | None = None, *, k: f
             key = ["entity", "property", "time"]
         dup_keys = 0
         if key and rows:
-            kc = ", ".join(f'"{x}"' for x in key)
+            kc = ", ".join(ident(x) for x in key)
             dup_keys = int(con.sql(f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) n FROM read_parquet('{glob}')"
                                    f" GROUP BY {kc} HAVING n > 1)").fetchone()[0])  # type: ignore[index]
-        allc = ", ".join(f'"{c}"' for c, _ in cols)
+        allc = ", ".join(ident(c) for c, _ in cols)
         dup_rows = int(con.sql(f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) n FROM read_parquet('{glob}') "
                                f"GROUP BY {allc} HAVING n > 1)").fetchone()[0]) if rows else 0  # type: ignore[index]
         invalid = None
