@@ -209,6 +209,8 @@ def _stage_name(sql: str) -> str:
 def _child_citytwin(spec: dict[str, Any]) -> dict[str, Any]:
     import citytwin.foundation.ingest as ing
     from citytwin.foundation import duck
+    from citytwin.foundation.ingest import run as ing_run
+    from citytwin.foundation.ingest import streamed as ing_streamed
     from citytwin.foundation.workspace import Workspace
 
     log: list[tuple[str, float]] = []
@@ -220,7 +222,7 @@ def _child_citytwin(spec: dict[str, Any]) -> dict[str, Any]:
         log.append(("__connect", time.perf_counter() - t))
         return _TimedCon(con, log)
 
-    real_sha = ing._sha256
+    real_sha = ing_run._sha256
 
     def timed_sha(p: Path) -> str:
         t = time.perf_counter()
@@ -228,7 +230,7 @@ def _child_citytwin(spec: dict[str, Any]) -> dict[str, Any]:
         log.append(("__sha256", time.perf_counter() - t))
         return out
 
-    real_arrow = ing._copy_arrow
+    real_arrow = ing_streamed.copy_arrow
 
     def timed_arrow(*a: Any, **k: Any) -> Any:
         t, n = time.perf_counter(), len(log)
@@ -237,9 +239,9 @@ def _child_citytwin(spec: dict[str, Any]) -> dict[str, Any]:
         log.append(("__arrow", time.perf_counter() - t - inner))
         return out
 
-    ing.duck.connect = timed_connect
-    ing._sha256 = timed_sha
-    ing._copy_arrow = timed_arrow
+    duck.connect = timed_connect
+    ing_run._sha256 = timed_sha
+    ing_streamed.copy_arrow = timed_arrow
     work = Path(spec["tmp"])
     ws = Workspace.init(work / "ws", owner="admin")
     real_commit = ws.commit_version

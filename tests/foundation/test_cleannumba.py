@@ -1,6 +1,6 @@
-"""cleannumba.dirty_mask flags exactly the values the ingest's SQL cleaning (``ingest._clean``) changes.
+"""cleannumba.dirty_mask flags exactly the values the ingest's SQL cleaning (``ingest.exprs.clean_text``) changes.
 
-The peer is DuckDB itself: the same ``_clean`` SQL the staged pipeline runs, compared value by
+The peer is DuckDB itself: the same ``clean_text`` SQL the staged pipeline runs, compared value by
 value on a corpus built from every whitespace character, every missing-value token in several
 cases, CJK text and near misses.
 """
@@ -17,14 +17,14 @@ import pyarrow as pa
 import pytest
 
 from citytwin.foundation import cleannumba
-from citytwin.foundation.ingest import MISSING_TOKENS, WHITESPACE, _clean
+from citytwin.foundation.ingest.exprs import MISSING_TOKENS, WHITESPACE, clean_text
 
 
 def _sql_changes(values: list[str | None]) -> list[bool]:
     """Whether DuckDB's cleaning changes each value (NULL stays NULL: unchanged)."""
     con = duckdb.connect()
     con.register("t", pa.table({"v": pa.array(values, pa.string())}))
-    rows = con.sql(f"SELECT v IS DISTINCT FROM ({_clean('v')}) FROM t").fetchall()
+    rows = con.sql(f"SELECT v IS DISTINCT FROM ({clean_text('v')}) FROM t").fetchall()
     return [bool(r[0]) for r in rows]
 
 

@@ -50,17 +50,17 @@ def _compare(ws: Workspace, paths: list[Path] | Path, **kw: object) -> tuple[obj
 
 def _spy_copy_arrow(monkeypatch: pytest.MonkeyPatch) -> list[tuple[dict[str, object], object]]:
     """Record the keyword arguments and the answer of every call of the ingest's Arrow path."""
-    from citytwin.foundation import ingest as ingest_mod
+    from citytwin.foundation.ingest import streamed as ingest_mod
 
     calls: list[tuple[dict[str, object], object]] = []
-    real = ingest_mod._copy_arrow
+    real = ingest_mod.copy_arrow
 
     def spy(*a: object, **k: object) -> object:
         calls.append((k, None))  # recorded before the call: a call may raise
         calls[-1] = (k, real(*a, **k))  # type: ignore[arg-type]
         return calls[-1][1]
 
-    monkeypatch.setattr(ingest_mod, "_copy_arrow", spy)
+    monkeypatch.setattr(ingest_mod, "copy_arrow", spy)
     return calls
 
 
@@ -89,7 +89,7 @@ def test_clean_csv_streamed_equals_staged(workspace: Workspace, tmp_path: Path) 
     assert pd.isna(df.loc[1, "name"]) and pd.isna(df.loc[3, "name"])
     assert df.loc[2, "name"] == "全角空格"
     assert df.loc[0, "floor_area"] == 1000.0 and df.loc[7, "floor_area"] == 1007.0
-    # H3 cells (computed in SQL arithmetic by citytwin.foundation.h3sql) are h3-py's, row for row
+    # H3 cells (spacelink.h3_cells_arrow: h3numba) are h3-py's, row for row
     import h3
 
     assert df["h3"].tolist() == [h3.latlng_to_cell(la, lo, 9) for lo, la in zip(df["lon"], df["lat"], strict=True)]
@@ -157,23 +157,38 @@ def test_parquet_source_streamed(workspace: Workspace, tmp_path: Path) -> None:
     assert _pipeline(workspace, "fast") == "streamed"
 
 
-@pytest.mark.parametrize("cells", ["h3numba", "sql"])
+def _without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make numba and citytwin's numba modules impossible to import (as where numba is not installed)."""
+    import sys
+
+    import citytwin.foundation
+
+    for name in ("numba", "citytwin.foundation.h3numba", "citytwin.foundation.cleannumba"):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError; find_spec gives None
+    for name in ("h3numba", "cleannumba"):
+        monkeypatch.delattr(citytwin.foundation, name, raising=False)
+
+
+@pytest.mark.parametrize("cells", ["h3numba", "h3-py"])
 def test_points_in_chunks_keep_row_order(workspace: Workspace, tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch, cells: str) -> None:
     # point records get their geometry (numpy WKB) and H3 cells outside DuckDB's COPY, chunk by chunk,
     # into one GeoParquet file: small chunks here so that the 3,000 rows span several row groups.
-    # The cells come from h3numba for large inputs and from the query (h3sql) for small ones.
+    # The cells come from spacelink.h3_cells_arrow: h3numba, or h3-py where numba cannot be imported.
     import pyarrow.parquet as pq
 
-    from citytwin.foundation import ingest as ingest_mod
+    from citytwin.foundation import spacelink
+    from citytwin.foundation.ingest import streamed as ingest_mod
 
-    monkeypatch.setattr(ingest_mod, "NUMBA_MIN_ROWS", 0 if cells == "h3numba" else 10**9)
+    if cells == "h3-py":
+        _without_numba(monkeypatch)
+    assert spacelink.h3_engine() == cells
     calls = _spy_copy_arrow(monkeypatch)
     monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 1000)
     monkeypatch.setattr(ingest_mod, "PIPE_BATCH", 256)
     _compare(workspace, _poi_csv(tmp_path), schema="poi")
     assert _pipeline(workspace, "fast") == "streamed"
-    assert [k["h3_res"] for k, _ in calls] == ([9] if cells == "h3numba" else [None])  # None: the cells came with the records
+    assert [(k["h3_res"], answer) for k, answer in calls] == [(9, 3000)]  # cells added to the Arrow chunks
     files = sorted(glob.glob(workspace.parquet_glob("fast")))
     assert len(files) == 1 and pq.ParquetFile(files[0]).num_row_groups >= 3
     df = _stored(workspace, "fast")
@@ -191,7 +206,7 @@ def test_points_in_chunks_keep_row_order(workspace: Workspace, tmp_path: Path,
 def test_bad_point_record_in_a_later_chunk_hands_over(workspace: Workspace, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # the quarantine guard fires while earlier chunks are already written: nothing of them is kept
-    from citytwin.foundation import ingest as ingest_mod
+    from citytwin.foundation.ingest import streamed as ingest_mod
 
     monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 500)
     monkeypatch.setattr(ingest_mod, "PIPE_BATCH", 128)
@@ -209,8 +224,8 @@ def test_error_in_a_later_chunk_stops_the_pipeline(workspace: Workspace, tmp_pat
     # pipeline's threads end (a second ingest then works)
     import threading
 
-    from citytwin.foundation import ingest as ingest_mod
     from citytwin.foundation import spacelink
+    from citytwin.foundation.ingest import streamed as ingest_mod
 
     monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 500)
     monkeypatch.setattr(ingest_mod, "PIPE_BATCH", 128)
@@ -236,9 +251,8 @@ def test_text_cleaned_after_the_query_equals_staged(workspace: Workspace, tmp_pa
     # with numba in use, plain text columns leave the query uncleaned and the values that need it
     # (padding, tokens, ideographic spaces) are cleaned per chunk: the same records as the staged
     # pipeline's SQL cleaning, in chunks that have such values and chunks that have none
-    from citytwin.foundation import ingest as ingest_mod
+    from citytwin.foundation.ingest import streamed as ingest_mod
 
-    monkeypatch.setattr(ingest_mod, "NUMBA_MIN_ROWS", 0)
     monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 20)
     monkeypatch.setattr(ingest_mod, "PIPE_BATCH", 8)
     calls = _spy_copy_arrow(monkeypatch)
@@ -269,9 +283,8 @@ def test_required_text_missing_after_cleaning_hands_over(workspace: Workspace, t
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     # "NA" is not NULL to the query, but is missing once cleaned: a required value, so the record
     # is quarantined (by the staged pipeline); a column with choices keeps its cleaning in SQL
-    from citytwin.foundation import ingest as ingest_mod
+    from citytwin.foundation.ingest import streamed as ingest_mod
 
-    monkeypatch.setattr(ingest_mod, "NUMBA_MIN_ROWS", 0)
     monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 500)
     calls = _spy_copy_arrow(monkeypatch)
     _required_name_schema(workspace)
@@ -320,7 +333,7 @@ def test_duplicate_key_found_whether_ids_arrive_in_order_or_not(workspace: Works
                                                                 monkeypatch: pytest.MonkeyPatch, order: str) -> None:
     # ids that arrive strictly ascending need no hash aggregate (all distinct); a duplicate breaks the
     # order and the aggregate runs. Small chunks, so the order is followed across chunk boundaries.
-    from citytwin.foundation import ingest as ingest_mod
+    from citytwin.foundation.ingest import streamed as ingest_mod
 
     monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 700)
     monkeypatch.setattr(ingest_mod, "PIPE_BATCH", 128)
@@ -345,22 +358,38 @@ def test_duplicate_key_found_whether_ids_arrive_in_order_or_not(workspace: Works
     assert q["row"].tolist() == [3000] and "duplicate" in q["reason"].iloc[0]
 
 
-def test_points_without_usable_numba_get_cells_in_sql(workspace: Workspace, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    # numba that cannot be imported here (e.g. no writable cache folder) costs speed, not the ingest
-    import sys
+def test_points_without_usable_numba_get_cells_from_h3py(workspace: Workspace, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # numba that cannot be imported here (e.g. not installed, no writable cache folder) costs speed, not
+    # the ingest: the Arrow path still writes the points, with cells from h3-py and text cleaned in SQL
+    from citytwin.foundation import spacelink
 
-    from citytwin.foundation import ingest as ingest_mod
-
-    monkeypatch.setattr(ingest_mod, "NUMBA_MIN_ROWS", 0)
-    import citytwin.foundation
-
-    monkeypatch.setitem(sys.modules, "citytwin.foundation.h3numba", None)  # import raises ImportError
-    monkeypatch.delattr(citytwin.foundation, "h3numba", raising=False)
+    _without_numba(monkeypatch)
+    assert spacelink.h3_engine() == "h3-py"
     calls = _spy_copy_arrow(monkeypatch)
     _compare(workspace, _poi_csv(tmp_path), schema="poi")
     assert _pipeline(workspace, "fast") == "streamed"
-    assert [answer for _, answer in calls] == [None]  # the Arrow path declined; DuckDB wrote, cells in SQL
+    assert [(k["lazy_text"], answer) for k, answer in calls] == [({}, 3000)]
+    import h3
+
+    df = _stored(workspace, "fast")
+    assert df["h3"].tolist() == [h3.latlng_to_cell(la, lo, 9) for lo, la in zip(df["lon"], df["lat"], strict=True)]
+
+
+def test_copy_arrow_declines_when_cleannumba_cannot_be_imported(workspace: Workspace, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # numba found but citytwin's cleaning kernel unusable: the Arrow path declines before writing and
+    # DuckDB's COPY writes the records (text cleaned in SQL, cells by the h3_cell UDF)
+    import sys
+
+    import citytwin.foundation
+
+    monkeypatch.setitem(sys.modules, "citytwin.foundation.cleannumba", None)
+    monkeypatch.delattr(citytwin.foundation, "cleannumba", raising=False)
+    calls = _spy_copy_arrow(monkeypatch)
+    _compare(workspace, _poi_csv(tmp_path), schema="poi")
+    assert _pipeline(workspace, "fast") == "streamed"
+    assert [answer for _, answer in calls] == [None]
     import h3
 
     df = _stored(workspace, "fast")

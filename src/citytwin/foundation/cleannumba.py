@@ -1,6 +1,6 @@
 """Which text values the ingest's cleaning would change, found with numba over Arrow buffers.
 
-The ingest cleans every text value in SQL (``ingest._clean``): surrounding whitespace trimmed
+The ingest cleans every text value in SQL (``ingest.exprs.clean_text``): surrounding whitespace trimmed
 (space, tab, no-break and ideographic space) and missing-value tokens ("NA", "null", "无" ...)
 made NULL. On clean data that costs DuckDB ~35 ns per value even with cheap guards, and far more
 for text that starts with a non-ASCII character (Chinese names), where the guard cannot tell
@@ -8,7 +8,8 @@ whitespace from a letter and ``trim`` runs on every value. This module answers t
 exactly, per value, for ~3–6 ns: :func:`dirty_mask` flags the values that start or end with one of
 the given whitespace characters, or that are (ASCII case aside) one of the given tokens. The
 ingest's Arrow path reads such columns uncleaned and cleans just the flagged values, with the same
-SQL (see ``ingest._copy_arrow``).
+SQL (see ``ingest.streamed.copy_arrow``). No library does this (DuckDB's own ``trim`` is what it
+replaces); ``tests/foundation/test_cleannumba.py`` compares it with that SQL value by value.
 
 Examples
 --------

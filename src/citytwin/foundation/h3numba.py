@@ -1,13 +1,24 @@
-"""H3 ``latLngToCell`` compiled with numba: the ingest's fast path for point data.
+"""H3 ``latLngToCell`` compiled with numba: citytwin's one fast path for H3 cells.
 
-:mod:`citytwin.foundation.h3sql` computes H3 cells as DuckDB SQL arithmetic: no Python in the
-loop, but about 2 CPU-µs per point, as each of its ~150 operations is a separate vectorised pass
-over DuckDB's 2048-row vectors. This module runs the *same* operations (the same float
-expressions in the same order, the same tables, imported from :mod:`~citytwin.foundation.h3sql`)
-as one compiled loop over Arrow buffers: about 0.26 CPU-µs per point at resolution 9 (Beijing
-points; 0.34 for points all over the sphere), with the GIL released and on all cores (numba's
-``prange``; ``threads=1`` keeps a call on its own thread). Loading numba and the cached machine code
-takes ~0.7 s once per process.
+Called through :func:`citytwin.foundation.spacelink.h3_cells_arrow`, which falls back to h3-py
+where numba cannot be imported. The library this differs from is **h3-py** (``h3.latlng_to_cell``,
+the h3 C library 4.5 behind a per-point Python call): this module runs the C library's
+operations (the same float expressions in the same order, with its tables from
+:mod:`citytwin.foundation.h3tables`) as one compiled loop over Arrow/numpy buffers, with the GIL
+released, and builds the Arrow string column without a Python loop.
+
+Why keep our own code: h3-py costs ~0.6–1.6 CPU-µs per point in its Python loop, this ~0.26–0.34
+(resolution 9; Beijing points vs points all over the sphere), and the ingest's streamed pass adds
+cells to every point record (``bench/h3_bench.py`` measures both, and h3ronpy where installed:
+Rust, ~0.65 µs per point, one more dependency, while numba is already one via quantecon). A
+former pure-SQL port (``h3sql``) cost ~2 µs per point and was removed (issue 11). Loading numba and
+the cached machine code takes ~0.7 s once per process.
+
+Exactness: the same strings as ``h3.latlng_to_cell`` (``tests/foundation/test_h3.py``: 200,000
+random points at seven resolutions, ~14,000 special points — pentagons, icosahedron face edges,
+poles, ±180° — at every resolution 0–15). numba compiles without ``fastmath`` (no reassociation,
+no FMA contraction) and calls the C library's ``sin``/``cos``/``tan``/``acos``/``atan2``, as the
+h3 C library does.
 
 Calls are serialised by a lock: with the ``workqueue`` threading layer (numba's fallback where
 neither libgomp nor TBB is installed) two Python threads entering a parallel function at once abort
@@ -16,17 +27,10 @@ threads, the Parquet writer), and numba's OpenMP workers spin while they wait (~
 ingest's CPU on 2 cores). Why not plain serial loops: numba compiles this loop body ~30 % slower
 outside a ``prange`` (measured, 290 vs 385 ns per point on one thread; same cells).
 
-The ingest's streamed pass pipes DuckDB's checked records through :func:`cells_array` in Arrow
-batches (see ``foundation/ingest.py``). Why not a DuckDB Python UDF: DuckDB's arrow UDF glue costs
-~0.7 CPU-µs per row on its own (1.4 ms per 2048-row call, measured with an identity UDF on DuckDB
-1.5.5), more than the H3 work. Why not h3-py or h3ronpy: h3-py loops in Python (~1.6 µs per point);
-h3ronpy (Rust, ~0.65 µs per point, 0.75 with strings) would be one more dependency, while numba is
-already one (via quantecon) and builds the output string column without a Python loop.
-
-Exactness: the same strings as ``h3.latlng_to_cell`` (tests compare on random points and on the
-edge, pentagon and pole cases of :mod:`~citytwin.foundation.h3sql`'s tests). numba compiles without
-``fastmath`` (no reassociation, no FMA contraction) and calls the C library's ``sin``/``cos``/
-``tan``/``acos``/``atan2``, as the h3 C library does.
+Why not a DuckDB Python UDF for the streamed pass: DuckDB's arrow UDF glue costs ~0.7 CPU-µs per
+row on its own (1.4 ms per 2048-row call, measured with an identity UDF on DuckDB 1.5.5), more than
+the H3 work; the ingest adds cells to its Arrow chunks instead (the staged pipeline, which is not
+about speed, uses such a UDF around :func:`citytwin.foundation.spacelink.h3_cells_arrow`).
 
 Examples
 --------
@@ -47,29 +51,30 @@ import numpy as np
 import pyarrow as pa
 from numba import njit, prange
 
-from citytwin.foundation import h3sql, spacelink
+from citytwin.foundation import h3tables as t
+from citytwin.foundation.coords import as_lonlat
 
 __all__ = ["cells_array", "cells_int"]
 
-_FACE_CENTER = np.array(h3sql._FACE_CENTER, dtype=np.float64)
-_NORTH = np.array([b[0] for b in h3sql._BASIS], dtype=np.float64)
-_EAST = np.array([b[1] for b in h3sql._BASIS], dtype=np.float64)
-_AZ0 = np.array(h3sql._FACE_AXIS_AZ0, dtype=np.float64)
-_FIJK = np.array(h3sql._FIJK_BC, dtype=np.int64)
-#: candidate faces per 10° grid cell (h3sql's table): ``count | f0 << 3 | f1 << 8 | ...``
-_CANDS = np.array(h3sql._FACE_CANDIDATES, dtype=np.int64)
-_GRID = h3sql._GRID_STEP
-_KEY3 = np.array(h3sql._KEY_CLASS3, dtype=np.int64)
-_KEY2 = np.array(h3sql._KEY_CLASS2, dtype=np.int64)
-_PENT = np.array(h3sql._PENT_KEYS, dtype=np.int64)
-_ZERO_SHIFT = h3sql._ZERO_SHIFT
-_M_PI_180 = h3sql._M_PI_180
-_M_2PI = h3sql._M_2PI
-_AP7 = h3sql._M_AP7_ROT_RADS
-_INV_RES0 = h3sql._INV_RES0_U_GNOMONIC
-_SQRT7 = h3sql._M_SQRT7
-_RSIN60 = h3sql._M_RSIN60
-_EPS = h3sql._EPSILON
+_FACE_CENTER = np.array(t.FACE_CENTER, dtype=np.float64)
+_NORTH = np.array([b[0] for b in t.BASIS], dtype=np.float64)
+_EAST = np.array([b[1] for b in t.BASIS], dtype=np.float64)
+_AZ0 = np.array(t.FACE_AXIS_AZ0, dtype=np.float64)
+_FIJK = np.array(t.FIJK_BC, dtype=np.int64)
+#: candidate faces per 10° grid cell (:data:`~citytwin.foundation.h3tables.FACE_CANDIDATES`): ``count | f0 << 3 | f1 << 8 | ...``
+_CANDS = np.array(t.FACE_CANDIDATES, dtype=np.int64)
+_GRID = t.GRID_STEP
+_KEY3 = np.array(t.KEY_CLASS3, dtype=np.int64)
+_KEY2 = np.array(t.KEY_CLASS2, dtype=np.int64)
+_PENT = np.array(t.PENT_KEYS, dtype=np.int64)
+_ZERO_SHIFT = t.ZERO_SHIFT
+_M_PI_180 = t.M_PI_180
+_M_2PI = t.M_2PI
+_AP7 = t.M_AP7_ROT_RADS
+_INV_RES0 = t.INV_RES0_U_GNOMONIC
+_SQRT7 = t.M_SQRT7
+_RSIN60 = t.M_RSIN60
+_EPS = t.EPSILON
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8).copy()
 _LOCK = threading.Lock()  # one parallel call at a time (see the module docstring)
 
@@ -78,7 +83,7 @@ _LOCK = threading.Lock()  # one parallel call at a time (see the module docstrin
 def _cell(lon_deg: float, lat_deg: float, res: int, base: int, face_center: np.ndarray, north: np.ndarray,  # pragma: no cover
           east: np.ndarray, az0: np.ndarray, fijk: np.ndarray, key3: np.ndarray, key2: np.ndarray,
           pent: np.ndarray, cands: np.ndarray) -> int:
-    """One cell as int64; -1 for invalid input. Mirrors h3sql.cell_expression_columns step by step."""
+    """One cell as int64; -1 for invalid input. Mirrors h3's C ``latLngToCell`` step by step."""
     if not (abs(lat_deg) <= 90.0 and abs(lon_deg) <= 180.0):  # also NaN
         return -1
     lo = lon_deg * _M_PI_180
@@ -88,7 +93,7 @@ def _cell(lon_deg: float, lat_deg: float, res: int, base: int, face_center: np.n
     x = math.cos(lo) * cl
     y = math.sin(lo) * cl
     # _vec3ToClosestFace: first minimum of the squared distance wins; only the candidate faces of the
-    # point's 10° grid cell (ascending, as h3sql), so the same face as comparing all 20
+    # point's 10° grid cell (ascending), so the same face as comparing all 20
     g = min(math.floor((lat_deg + 90.0) / _GRID), 180 // _GRID - 1) * (360 // _GRID) + \
         min(math.floor((lon_deg + 180.0) / _GRID), 360 // _GRID - 1)
     cand = cands[g]
@@ -150,7 +155,7 @@ def _cell(lon_deg: float, lat_deg: float, res: int, base: int, face_center: np.n
         i_inc = 1.0
     i = m1 + i_inc
     j = m2 + (1.0 if r2 >= j_thr else 0.0)
-    # integers from here on (exact: every value is a whole number below 2**53, as in h3sql's DOUBLEs);
+    # integers from here on (exact: every value is a whole number below 2**53, as in the C code's doubles);
     # floor division by 7 compiles to a multiply and shift, where a float division chain is slow
     a = int((j - i if hx < 0 else i) - (j if hy < 0 else 0.0))
     b = int(-j if hy < 0 else j)
@@ -253,8 +258,8 @@ def cells_int(lon: pa.Array | np.ndarray, lat: pa.Array | np.ndarray, resolution
     >>> hex(int(cells_int([116.397], [39.908], 9)[0]))
     '0x8931aa42803ffff'
     """
-    res = h3sql._check_resolution(resolution)
-    lo, la = spacelink._pair(lon, lat)  # float64, NaN where missing; Arrow and numpy inputs alike
+    res = t.check_resolution(resolution)
+    lo, la = as_lonlat(lon, lat)  # float64, NaN where missing; Arrow and numpy inputs alike
     with _parallel(threads):
         return _cells(lo, la, res, _FACE_CENTER, _NORTH, _EAST, _AZ0, _FIJK, _KEY3, _KEY2, _PENT, _CANDS)
 
@@ -262,7 +267,7 @@ def cells_int(lon: pa.Array | np.ndarray, lat: pa.Array | np.ndarray, resolution
 def cells_array(lon: pa.Array | np.ndarray, lat: pa.Array | np.ndarray, resolution: int,
                 threads: int | None = None) -> pa.StringArray:
     """H3 cells as an Arrow string array of lowercase hex (``h3.latlng_to_cell``'s strings), nulls
-    where lon/lat is invalid, as :func:`citytwin.foundation.h3sql.wrap_select` gives them."""
+    where lon/lat is null, NaN, infinite or out of range (as ``spacelink.h3_cells(..., invalid="none")``)."""
     cells = cells_int(lon, lat, resolution, threads)
     with _parallel(threads):
         offsets, data, valid = _hex15(cells, _HEX)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from citytwin.foundation import duck
-from citytwin.foundation.workspace import Workspace, quote_ident
+from citytwin.foundation.sql import ident
+from citytwin.foundation.workspace import Workspace
 
 NUMERIC = ("DOUBLE", "FLOAT", "BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "DECIMAL", "UBIGINT")
 
@@ -81,7 +82,7 @@ def quality_report(ws: Workspace, name: str, version: int | None = None, *, k: f
         completeness: dict[str, float] = {}
         missing: dict[str, int] = {}
         if rows and plain:
-            exprs = ", ".join(f"count({quote_ident(c)})" for c in plain)
+            exprs = ", ".join(f"count({ident(c)})" for c in plain)
             counts = con.sql(f"SELECT {exprs} FROM read_parquet('{glob}')").fetchone()
             assert counts is not None
             for c, n in zip(plain, counts, strict=True):
@@ -94,8 +95,8 @@ def quality_report(ws: Workspace, name: str, version: int | None = None, *, k: f
         for c in numeric:
             if by and c != "value":
                 continue
-            qc = quote_ident(c)
-            group = quote_ident(by) if by else "'all'"
+            qc = ident(c)
+            group = ident(by) if by else "'all'"
             stats = con.sql(f"""
                 WITH q AS (SELECT {group} AS g, quantile_cont({qc}, 0.25) AS q1, quantile_cont({qc}, 0.75) AS q3
                            FROM read_parquet('{glob}') GROUP BY ALL)
@@ -103,7 +104,7 @@ def quality_report(ws: Workspace, name: str, version: int | None = None, *, k: f
                                                   OR {qc} > q3 + {k} * (q3 - q1)) AS n,
                        list({qc} ORDER BY abs({qc} - (q1 + q3) / 2) DESC)
                            FILTER (WHERE {qc} < q1 - {k} * (q3 - q1) OR {qc} > q3 + {k} * (q3 - q1))[1:{max_examples}]
-                FROM read_parquet('{glob}') t JOIN q ON {('t.' + quote_ident(by)) if by else "'all'"} = q.g
+                FROM read_parquet('{glob}') t JOIN q ON {('t.' + ident(by)) if by else "'all'"} = q.g
                 GROUP BY ALL ORDER BY n DESC""").fetchall()
             for g, q1, q3, n, examples in stats:
                 if q1 is None:
@@ -120,10 +121,10 @@ def quality_report(ws: Workspace, name: str, version: int | None = None, *, k: f
             key = ["entity", "property", "time"]
         dup_keys = 0
         if key and rows:
-            kc = ", ".join(quote_ident(x) for x in key)
+            kc = ", ".join(ident(x) for x in key)
             dup_keys = int(con.sql(f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) n FROM read_parquet('{glob}')"
                                    f" GROUP BY {kc} HAVING n > 1)").fetchone()[0])  # type: ignore[index]
-        allc = ", ".join(quote_ident(c) for c, _ in cols)
+        allc = ", ".join(ident(c) for c, _ in cols)
         dup_rows = int(con.sql(f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) n FROM read_parquet('{glob}') "
                                f"GROUP BY {allc} HAVING n > 1)").fetchone()[0]) if rows else 0  # type: ignore[index]
         invalid = None

@@ -28,6 +28,7 @@ import duckdb
 import pyarrow as pa
 
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.sql import ident, literal
 
 CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
 EXCEL_SUFFIXES = {".xlsx", ".xlsm"}
@@ -249,22 +250,22 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
     if stream:
         # no up-front read, no row numbers: ingest's streamed pass COPYs straight from the file
         # and falls back to the numbered (staged) read when any record needs quarantine
-        files = "[" + ", ".join(_lit(str(f)) for f in [read_path, *more]) + "]"
+        files = "[" + ", ".join(literal(str(f)) for f in [read_path, *more]) + "]"
         try:
             scan = f"read_csv({files}, {_sniffed_options(con, qpath, opts)})"
             sql = f"SELECT CAST(0 AS BIGINT) AS _row, * FROM {scan}"
             rel = con.sql(sql)
             columns = [c for c in rel.columns if c != "_row"]
         except duckdb.Error as exc:
-            raise _csv_error(path, exc) from exc
+            raise csv_error(path, exc) from exc
         if not columns:
             raise InputError("no columns found (is the header row empty?)", file=str(path))
 
         def sample(cols: list[str]) -> dict[str, str]:
             try:
-                return infer_types(con.sql(f"SELECT {', '.join(_q(c) for c in cols)} FROM {scan}"), cols)
+                return infer_types(con.sql(f"SELECT {', '.join(ident(c) for c in cols)} FROM {scan}"), cols)
             except duckdb.Error as exc:
-                raise _csv_error(path, exc) from exc
+                raise csv_error(path, exc) from exc
 
         return Source(path=path, format="csv", relation=rel, columns=columns, text=True, encoding=enc,
                       notes=notes, type_sampler=sample, sql=sql)
@@ -285,21 +286,11 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
                             header=header)
             src.notes = notes + src.notes
             return src
-        raise _csv_error(path, exc) from exc
+        raise csv_error(path, exc) from exc
     if not columns:
         raise InputError("no columns found (is the header row empty?)", file=str(path))
     return Source(path=path, format="csv", relation=rel, columns=columns, text=True, encoding=enc, notes=notes,
                   csv_rejects=rejects, sniffed_types=sniffed, sql=sql, temp_table=table)
-
-
-def _q(name: str) -> str:
-    """A quoted SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(text: str) -> str:
-    """A SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _sniffed_options(con: duckdb.DuckDBPyConnection, qpath: str, opts: str) -> str:
@@ -318,11 +309,11 @@ def _sniffed_options(con: duckdb.DuckDBPyConnection, qpath: str, opts: str) -> s
     if len(quote.encode()) > 1 or len(escape.encode()) > 1 or not cols:  # not something read_csv takes back
         return opts
 
-    colspec = "{" + ", ".join(f"{_lit(c['name'])}: 'VARCHAR'" for c in cols) + "}"
+    colspec = "{" + ", ".join(f"{literal(c['name'])}: 'VARCHAR'" for c in cols) + "}"
     nl = newline if newline in ("\\r\\n", "\\n", "\\r") else None  # DuckDB's escaped spelling
-    fixed = (f"auto_detect=false, header={'true' if has_header else 'false'}, delim={_lit(delim)}, "
-             f"quote={_lit(quote)}, escape={_lit(escape)}, skip={int(skip)}, columns={colspec}")
-    return fixed + (f", new_line={_lit(nl)}" if nl else "")
+    fixed = (f"auto_detect=false, header={'true' if has_header else 'false'}, delim={literal(delim)}, "
+             f"quote={literal(quote)}, escape={literal(escape)}, skip={int(skip)}, columns={colspec}")
+    return fixed + (f", new_line={literal(nl)}" if nl else "")
 
 
 def _sniff_delimiter(path: Path) -> str:
@@ -334,7 +325,8 @@ def _sniff_delimiter(path: Path) -> str:
     return best if counts[best] else ","
 
 
-def _csv_error(path: Path, exc: Exception) -> InputError:
+def csv_error(path: Path, exc: Exception) -> InputError:
+    """An :class:`InputError` naming the file and, where DuckDB says it, the line of a CSV read error."""
     msg = str(exc).strip().splitlines()
     first = msg[0] if msg else str(exc)
     line = re.search(r"[Ll]ine:?\s*(\d+)", str(exc))
@@ -522,7 +514,7 @@ def infer_types(rel: duckdb.DuckDBPyRelation, columns: list[str], *, sample: int
     tokens = "('', 'na', 'n/a', 'nan', 'null', 'none', '-', '--', '—', '/', '#n/a', '无')"
     parts = []
     for c in cols:
-        qc = _q(c)
+        qc = ident(c)
         v = f"CASE WHEN lower(trim(CAST({qc} AS VARCHAR))) IN {tokens} THEN NULL ELSE trim(CAST({qc} AS VARCHAR)) END"
         parts += [f"count({v})", f"count(TRY_CAST(replace({v}, ',', '') AS DOUBLE))",
                   f"count(*) FILTER (WHERE regexp_matches({v}, '^0[0-9]|[0-9]{{16,}}'))"]

@@ -2,36 +2,39 @@
 
 Every function here is vectorised over numpy arrays / pandas Series.
 
-Chinese web maps publish coordinates in two obfuscated datums that are not real CRSs and that
-PROJ does not know:
+The GCJ-02 and BD-09 transforms live in :mod:`citytwin.foundation.coords` (pure functions, no
+citytwin imports, so that boundaries and the ingest use them without an import cycle) and are
+re-exported here.
 
-* **GCJ-02** ("Mars coordinates", AMap/Gaode, Tencent, Google China): WGS84 plus a smooth,
-  position-dependent offset of a few hundred metres, defined by a published closed formula.
-* **BD-09** (Baidu): a further rotation/shift applied to GCJ-02.
-
-The forward transforms (WGS84 → GCJ-02 → BD-09) are the closed formulas used by every
-implementation (constants ``a = 6378245.0``, ``ee = 0.00669342162296594323``, the
-``72.004..137.8347 °E, 0.8293..55.8271 °N`` "in China" box). The inverses have no closed form;
-the one-step approximation most libraries use errs by 0.7 m typically and up to about 5 m. We invert them
-exactly by fixed-point iteration; the forward transform of the result reproduces the input to
-better than 1e-9 degrees (0.1 mm), usually after two steps.
-
-Points outside the box are returned unchanged (the datum offset is not applied there), as
-all implementations do. The box is a rectangle, so points in neighbouring countries inside it
-(parts of Mongolia, Korea, Vietnam ...) are shifted too: that is the convention of the
-published formula, kept so that data produced by Chinese map services round-trip.
+H3 cells have one entry point, :func:`h3_cells_arrow` (an Arrow string array, nulls where a
+coordinate is missing or out of range); :func:`h3_cells` is the same as a numpy object array with
+a choice to raise on bad coordinates. Both use :mod:`citytwin.foundation.h3numba` (compiled, the
+fast path) and fall back to h3-py's ``h3.latlng_to_cell`` where numba cannot be imported; the
+cells are the same (``tests/foundation/test_h3.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from citytwin.foundation.coords import (
+    CHINA_BOX,
+    as_lonlat,
+    bd09_to_gcj02,
+    bd09_to_wgs84,
+    gcj02_to_bd09,
+    gcj02_to_wgs84,
+    in_china_box,
+    wgs84_to_bd09,
+    wgs84_to_gcj02,
+)
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.h3tables import check_resolution
 
 if TYPE_CHECKING:  # pragma: no cover
     import geopandas as gpd
@@ -43,6 +46,8 @@ __all__ = [
     "gcj02_to_bd09",
     "gcj02_to_wgs84",
     "h3_cells",
+    "h3_cells_arrow",
+    "h3_engine",
     "in_china_box",
     "link",
     "parse_crs",
@@ -52,256 +57,76 @@ __all__ = [
     "wgs84_to_gcj02",
 ]
 
-#: (min lon, min lat, max lon, max lat) of the rectangle inside which GCJ-02 offsets apply.
-CHINA_BOX = (72.004, 0.8293, 137.8347, 55.8271)
-
-_A = 6378245.0  # Krasovsky 1940 semi-major axis used by the GCJ-02 formula
-_EE = 0.00669342162296594323  # its first eccentricity squared
-_X_PI = np.pi * 3000.0 / 180.0
-_MAX_ITER = 40
-
 Array = np.ndarray
-
-
-# --------------------------------------------------------------------------------------------
-# input helpers
-# --------------------------------------------------------------------------------------------
-
-def _as_float(values: Any, name: str) -> Array:
-    """Return ``values`` as a 1-D float64 array with NaN for missing (None, NaN, pd.NA, "")."""
-    if isinstance(values, pd.Series):
-        series: pd.Series = values
-    else:
-        arr = np.asarray(values)
-        if arr.ndim == 0:
-            arr = arr.reshape(1)
-        if arr.dtype.kind in "fiub":
-            return np.asarray(arr, dtype=np.float64).ravel()
-        series = pd.Series(arr.ravel())
-    if series.dtype.kind in "fiub":
-        return series.to_numpy(dtype=np.float64)
-    s = series.astype(object).where(series.astype(str).str.strip() != "", None)
-    try:
-        num = pd.to_numeric(s, errors="raise")
-    except (ValueError, TypeError) as exc:
-        bad = pd.to_numeric(s, errors="coerce").isna() & s.notna()
-        pos = int(np.flatnonzero(bad.to_numpy())[0]) if bad.any() else None
-        raise InputError(
-            f"not a number: {s.iloc[pos]!r}" if pos is not None else str(exc),
-            row=None if pos is None else pos + 1,
-            field=name,
-            hint="coordinates must be decimal degrees (or metres for projected CRSs)",
-        ) from exc
-    return pd.Series(num).to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _pair(lon: Any, lat: Any) -> tuple[Array, Array]:
-    x = _as_float(lon, "lon")
-    y = _as_float(lat, "lat")
-    if x.shape != y.shape:
-        raise InputError(f"lon and lat differ in length: lon has {x.size} values, lat {y.size}", field="lat")
-    return x, y
-
-
-def in_china_box(lon: Any, lat: Any) -> Array:
-    """Boolean mask: inside the rectangle where GCJ-02 offsets apply (NaN → False).
-
-    Examples
-    --------
-    >>> in_china_box([116.4, 2.35], [39.9, 48.86]).tolist()
-    [True, False]
-    """
-    x, y = _pair(lon, lat)
-    with np.errstate(invalid="ignore"):
-        return (x >= CHINA_BOX[0]) & (x <= CHINA_BOX[2]) & (y >= CHINA_BOX[1]) & (y <= CHINA_BOX[3])
-
-
-# --------------------------------------------------------------------------------------------
-# GCJ-02
-# --------------------------------------------------------------------------------------------
-
-def _gcj_delta(lon: Array, lat: Array) -> tuple[Array, Array]:
-    """Offset (dlon, dlat) in degrees that WGS84 → GCJ-02 adds at (lon, lat).
-
-    The published formula, with sin(6πx) and sin(πx) obtained from sin(2πx) and sin(πx/3) by
-    the triple-angle identity (fewer transcendental calls; identical to ~1e-15).
-    """
-    x = lon - 105.0
-    y = lat - 35.0
-    pi = np.pi
-    sx = np.sqrt(np.abs(x))
-    s2x = np.sin(2.0 * pi * x)
-    sx3 = np.sin(pi * x / 3.0)
-    sy3 = np.sin(pi * y / 3.0)
-    s6x = s2x * (3.0 - 4.0 * s2x * s2x)
-    spx = sx3 * (3.0 - 4.0 * sx3 * sx3)
-    spy = sy3 * (3.0 - 4.0 * sy3 * sy3)
-    common = (20.0 * s6x + 20.0 * s2x) * (2.0 / 3.0)
-    tlat = -100.0 + 2.0 * x + 3.0 * y + 0.2 * y * y + 0.1 * x * y + 0.2 * sx + common
-    tlat += (20.0 * spy + 40.0 * sy3) * (2.0 / 3.0)
-    tlat += (160.0 * np.sin(y / 12.0 * pi) + 320.0 * np.sin(y * pi / 30.0)) * (2.0 / 3.0)
-    tlon = 300.0 + x + 2.0 * y + 0.1 * x * x + 0.1 * x * y + 0.1 * sx + common
-    tlon += (20.0 * spx + 40.0 * sx3) * (2.0 / 3.0)
-    tlon += (150.0 * np.sin(x / 12.0 * pi) + 300.0 * np.sin(x / 30.0 * pi)) * (2.0 / 3.0)
-    sinlat = np.sin(lat / 180.0 * pi)
-    magic = 1.0 - _EE * sinlat * sinlat
-    sqrtmagic = np.sqrt(magic)
-    coslat = np.sqrt(1.0 - sinlat * sinlat)  # latitudes in the China box: cos > 0
-    dlat = (tlat * 180.0) / ((_A * (1.0 - _EE)) / (magic * sqrtmagic) * pi)
-    dlon = (tlon * 180.0) / (_A / sqrtmagic * coslat * pi)
-    return dlon, dlat
-
-
-def wgs84_to_gcj02(lon: Any, lat: Any) -> tuple[Array, Array]:
-    """WGS84 → GCJ-02 (the closed forward formula). Outside :data:`CHINA_BOX`: unchanged.
-
-    Parameters
-    ----------
-    lon, lat
-        Degrees; array-like or Series. Missing values (None/NaN) stay NaN.
-
-    Returns
-    -------
-    (lon, lat) as float64 arrays.
-
-    Examples
-    --------
-    >>> x, y = wgs84_to_gcj02([116.404], [39.915])
-    >>> round(float(x[0]), 9), round(float(y[0]), 9)
-    (116.410244499, 39.916404282)
-    """
-    x, y = _pair(lon, lat)
-    inside = in_china_box(x, y)
-    out_x, out_y = x.copy(), y.copy()
-    if inside.any():
-        dx, dy = _gcj_delta(x[inside], y[inside])
-        out_x[inside] += dx
-        out_y[inside] += dy
-    return out_x, out_y
-
-
-def _invert(forward: Callable[[Array, Array], tuple[Array, Array]], gx: Array, gy: Array,
-            start: tuple[Array, Array], tol: float = 1e-7) -> tuple[Array, Array]:
-    """Solve forward(w) = g by fixed-point iteration w ← w + (g − forward(w)).
-
-    The offsets vary slowly (their Jacobian is below 5e-3 in norm), so the iteration contracts
-    by that factor per step: once the measured residual r is below ``tol`` (1e-7°) the updated
-    point is within 5e-3·r ≈ 5e-10° of the exact inverse. BD-09's rotation term contracts
-    less (≈ 0.02 per step), so it is called with ``tol=1e-8``.
-    """
-    wx, wy = start
-    active = np.arange(gx.size)
-    for _ in range(_MAX_ITER):
-        fx, fy = forward(wx[active], wy[active])
-        ex = gx[active] - fx
-        ey = gy[active] - fy
-        wx[active] += ex
-        wy[active] += ey
-        done = (np.abs(ex) < tol) & (np.abs(ey) < tol)
-        active = active[~done]
-        if active.size == 0:
-            break
-    return wx, wy
-
-
-def _gcj_forward_inside(x: Array, y: Array) -> tuple[Array, Array]:
-    dx, dy = _gcj_delta(x, y)
-    return x + dx, y + dy
-
-
-def gcj02_to_wgs84(lon: Any, lat: Any) -> tuple[Array, Array]:
-    """GCJ-02 → WGS84, the exact iterative inverse (residual < 1e-9°).
-
-    Points outside :data:`CHINA_BOX` (tested on the GCJ-02 input, as all implementations do)
-    and missing values are returned unchanged.
-
-    Examples
-    --------
-    >>> x, y = gcj02_to_wgs84(*wgs84_to_gcj02([121.5272106], [31.1774276]))
-    >>> abs(float(x[0]) - 121.5272106) < 1e-9 and abs(float(y[0]) - 31.1774276) < 1e-9
-    True
-    """
-    x, y = _pair(lon, lat)
-    inside = in_china_box(x, y)
-    out_x, out_y = x.copy(), y.copy()
-    if inside.any():
-        gx, gy = x[inside], y[inside]
-        dx, dy = _gcj_delta(gx, gy)
-        wx, wy = _invert(_gcj_forward_inside, gx, gy, (gx - dx, gy - dy))
-        out_x[inside], out_y[inside] = wx, wy
-    return out_x, out_y
-
-
-# --------------------------------------------------------------------------------------------
-# BD-09
-# --------------------------------------------------------------------------------------------
-
-def _bd_forward(x: Array, y: Array) -> tuple[Array, Array]:
-    z = np.sqrt(x * x + y * y) + 0.00002 * np.sin(y * _X_PI)
-    theta = np.arctan2(y, x) + 0.000003 * np.cos(x * _X_PI)
-    return z * np.cos(theta) + 0.0065, z * np.sin(theta) + 0.006
-
-
-def gcj02_to_bd09(lon: Any, lat: Any) -> tuple[Array, Array]:
-    """GCJ-02 → BD-09 (Baidu), closed formula. Outside :data:`CHINA_BOX`: unchanged.
-
-    Examples
-    --------
-    >>> x, y = gcj02_to_bd09([116.404], [39.915])
-    >>> round(float(x[0]), 9), round(float(y[0]), 9)
-    (116.410369494, 39.921336994)
-    """
-    x, y = _pair(lon, lat)
-    inside = in_china_box(x, y)
-    out_x, out_y = x.copy(), y.copy()
-    if inside.any():
-        out_x[inside], out_y[inside] = _bd_forward(x[inside], y[inside])
-    return out_x, out_y
-
-
-def bd09_to_gcj02(lon: Any, lat: Any) -> tuple[Array, Array]:
-    """BD-09 → GCJ-02, exact iterative inverse of :func:`gcj02_to_bd09` (residual < 1e-9°).
-
-    The commonly copied closed "decrypt" formula is itself approximate (errors of ~1e-6°);
-    we start from it and iterate.
-    """
-    x, y = _pair(lon, lat)
-    inside = in_china_box(x, y)
-    out_x, out_y = x.copy(), y.copy()
-    if inside.any():
-        bx, by = x[inside], y[inside]
-        u = bx - 0.0065
-        v = by - 0.006
-        z = np.sqrt(u * u + v * v) - 0.00002 * np.sin(v * _X_PI)
-        theta = np.arctan2(v, u) - 0.000003 * np.cos(u * _X_PI)
-        start = (z * np.cos(theta), z * np.sin(theta))
-        out_x[inside], out_y[inside] = _invert(_bd_forward, bx, by, start, tol=1e-8)
-    return out_x, out_y
-
-
-def wgs84_to_bd09(lon: Any, lat: Any) -> tuple[Array, Array]:
-    """WGS84 → BD-09 (through GCJ-02)."""
-    return gcj02_to_bd09(*wgs84_to_gcj02(lon, lat))
-
-
-def bd09_to_wgs84(lon: Any, lat: Any) -> tuple[Array, Array]:
-    """BD-09 → WGS84 (exact inverses, through GCJ-02)."""
-    return gcj02_to_wgs84(*bd09_to_gcj02(lon, lat))
-
 
 # --------------------------------------------------------------------------------------------
 # H3
 # --------------------------------------------------------------------------------------------
 
-def _h3_scalar() -> Callable[[float, float, int], int]:
-    try:  # the compiled kernel behind h3's public API: same result, no per-call wrapping
-        from h3._cy import latlng_to_cell as fast
+def h3_engine() -> str:
+    """Which implementation :func:`h3_cells_arrow` uses in this process.
 
-        return fast
-    except ImportError:  # pragma: no cover - other h3 builds
-        from h3.api.basic_int import latlng_to_cell
+    Returns
+    -------
+    str
+        ``"h3numba"`` where :mod:`citytwin.foundation.h3numba` can be imported (numba installed
+        and usable), else ``"h3-py"``.
+    """
+    try:
+        from citytwin.foundation import h3numba  # noqa: F401
+    except Exception:  # numba missing or unusable (e.g. no writable cache folder)
+        return "h3-py"
+    return "h3numba"
 
-        return latlng_to_cell
+
+def h3_cells_arrow(lon: Any, lat: Any, resolution: int, *, threads: int | None = None) -> pa.StringArray:
+    """H3 cells of WGS84 points as an Arrow string array; null where lon/lat is missing or invalid.
+
+    The one way citytwin computes H3 cells: :func:`citytwin.foundation.h3numba.cells_array`
+    (compiled, GIL released) where numba can be imported, else a loop over h3-py's
+    ``h3.latlng_to_cell`` (the reference; same strings, ``tests/foundation/test_h3.py``).
+
+    Parameters
+    ----------
+    lon, lat
+        WGS84 degrees: numpy arrays, lists, Series or Arrow arrays (nulls allowed).
+    resolution
+        H3 resolution, an integer 0–15.
+    threads
+        How many of numba's threads the compiled path may use (default: all).
+
+    Returns
+    -------
+    pyarrow.StringArray
+        Lowercase hex cells as ``h3.latlng_to_cell`` gives them; null where a coordinate is
+        missing, not finite, or outside ±180/±90.
+
+    Raises
+    ------
+    InputError
+        For a resolution that is not an integer 0–15, or lon/lat of different lengths.
+
+    Examples
+    --------
+    >>> h3_cells_arrow([116.397, None], [39.908, 1.0], 9).to_pylist()
+    ['8931aa42803ffff', None]
+    """
+    res = check_resolution(resolution)
+    try:
+        from citytwin.foundation import h3numba
+    except Exception:  # numba missing or unusable: h3-py, the reference
+        x, y = as_lonlat(lon, lat)
+        with np.errstate(invalid="ignore"):
+            ok = (np.abs(y) <= 90.0) & (np.abs(x) <= 180.0)  # NaN: False
+        out = np.full(x.size, None, dtype=object)
+        if ok.any():
+            import h3
+
+            cells = np.empty(int(ok.sum()), dtype=object)
+            cells[:] = list(map(h3.latlng_to_cell, y[ok].tolist(), x[ok].tolist(), repeat(res)))
+            out[ok] = cells
+        return pa.array(out, pa.string())
+    return h3numba.cells_array(lon, lat, res, threads=threads)
 
 
 def h3_cells(lon: Any, lat: Any, resolution: int = 9, invalid: str = "raise") -> Array:
@@ -328,29 +153,20 @@ def h3_cells(lon: Any, lat: Any, resolution: int = 9, invalid: str = "raise") ->
     >>> h3_cells([116.397, None], [39.908, 39.9], 9).tolist()
     ['8931aa42803ffff', None]
     """
-    if not isinstance(resolution, int | np.integer) or not 0 <= int(resolution) <= 15:
-        raise InputError(f"H3 resolution must be an integer 0-15, got {resolution!r}", field="resolution")
+    res = check_resolution(resolution)
     if invalid not in ("raise", "none"):
         raise InputError(f"invalid must be 'raise' or 'none', got {invalid!r}", field="invalid")
-    x, y = _pair(lon, lat)
-    ok = np.isfinite(x) & np.isfinite(y)
-    bad = ok & ((np.abs(y) > 90.0) | (np.abs(x) > 180.0))
-    if bad.any() and invalid == "none":
-        ok &= ~bad
-    elif bad.any():
+    x, y = as_lonlat(lon, lat)
+    with np.errstate(invalid="ignore"):
+        bad = np.isfinite(x) & np.isfinite(y) & ((np.abs(y) > 90.0) | (np.abs(x) > 180.0))
+    if bad.any() and invalid == "raise":
         i = int(np.flatnonzero(bad)[0])
         raise InputError(
             f"coordinate out of range: lon={x[i]}, lat={y[i]}", row=i + 1, field="lon/lat",
             hint="H3 needs WGS84 degrees; reproject projected coordinates first",
         )
-    out = np.full(x.size, None, dtype=object)
-    if ok.any():
-        fn = _h3_scalar()
-        ints = map(fn, y[ok].tolist(), x[ok].tolist(), repeat(int(resolution)))
-        # '{:x}' of the 64-bit index is exactly h3's string form (15 hex digits, no 0x)
-        cells = np.empty(int(ok.sum()), dtype=object)
-        cells[:] = list(map("{:x}".format, ints))  # object slots: no detour through a '<U15' array
-        out[ok] = cells
+    out = np.empty(x.size, dtype=object)
+    out[:] = h3_cells_arrow(x, y, res).to_pylist()  # object slots: None where missing
     return out
 
 
@@ -368,7 +184,7 @@ def points(lon: Any, lat: Any) -> Array:
     """
     import shapely
 
-    x, y = _pair(lon, lat)
+    x, y = as_lonlat(lon, lat)
     ok = np.isfinite(x) & np.isfinite(y)
     out = np.full(x.size, None, dtype=object)
     if ok.any():
@@ -397,7 +213,7 @@ def points_wkb(lon: Any, lat: Any) -> tuple[Any, list[float] | None]:
     """
     import pyarrow as pa
 
-    x, y = _pair(lon, lat)
+    x, y = as_lonlat(lon, lat)
     ok = np.isfinite(x) & np.isfinite(y)
     rec = np.zeros(x.size, dtype=_WKB_POINT)
     rec["order"] = 1
@@ -504,7 +320,7 @@ def transform_xy(x: Any, y: Any, from_crs: Any, to_crs: Any = "EPSG:4326") -> tu
     (116.404, 39.915)
     """
     src, dst = parse_crs(from_crs), parse_crs(to_crs)
-    xa, ya = _pair(x, y)
+    xa, ya = as_lonlat(x, y)
     if not isinstance(src, str) and not isinstance(dst, str) and src == dst:
         return xa, ya
     if isinstance(src, str) and isinstance(dst, str) and src == dst:
@@ -643,7 +459,7 @@ def link(
     x = np.full(n, np.nan)
     y = np.full(n, np.nan)
     if lon is not None and lat is not None:
-        x, y = _pair(df[lon], df[lat])
+        x, y = as_lonlat(df[lon], df[lat])
     given = np.isfinite(x) & np.isfinite(y)
     wx, wy = np.full(n, np.nan), np.full(n, np.nan)
     if given.any():

@@ -52,6 +52,7 @@ from citytwin.foundation.catalog import (
 )
 from citytwin.foundation.errors import CitytwinError, InputError, NotFoundError
 from citytwin.foundation.schemas import Schema, get_schema, list_schemas
+from citytwin.foundation.sql import ident
 
 MARKER = "citytwin.json"
 ENV_WORKSPACE = "CITYTWIN_WORKSPACE"
@@ -513,11 +514,6 @@ FILTER_OPS: dict[str, str] = {"=": "=", "==": "=", "!=": "<>", "<>": "<>", "<": 
                               "is not null": "IS NOT NULL"}
 
 
-def quote_ident(name: str) -> str:
-    """A SQL identifier, double-quoted (embedded quotes doubled)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def select_sql(available: Sequence[str], columns: Sequence[str] | None, where: Sequence[Filter] | None,
                limit: int | None, *, masked: dict[str, str] | None = None) -> tuple[str, list[Any]]:
     """The SQL and bound parameters of a structured read over ``read_parquet(?)``.
@@ -541,7 +537,7 @@ def select_sql(available: Sequence[str], columns: Sequence[str] | None, where: S
         if not isinstance(c, str) or c not in known:
             raise InputError(f"unknown column {c!r} in {what}", field=what,
                              hint=f"columns: {', '.join(available)}")
-        return quote_ident(c)
+        return ident(c)
 
     if isinstance(columns, str):
         raise InputError("columns must be a list of column names, not a string", field="columns",
@@ -621,7 +617,7 @@ def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None) -> 
         screen = "|".join(f"({v})" for v in pats.values()).replace("'", "''")
         row0 = con.execute("SELECT " + ", ".join(
             # shorter than "a@b.cn" holds none of them: skip the pattern there (DuckDB evaluates AND lazily)
-            f"bool_or(length({quote_ident(c)}) >= 6 AND regexp_matches({quote_ident(c)}, '{screen}'))"
+            f"bool_or(length({ident(c)}) >= 6 AND regexp_matches({ident(c)}, '{screen}'))"
             for c in text_cols)
             + " FROM read_parquet(?)", [parquet_glob]).fetchone()
         text_cols = [c for c, hit in zip(text_cols, row0 or [], strict=False) if hit]
@@ -629,7 +625,7 @@ def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None) -> 
             return found
         aggs = []
         for i, c in enumerate(text_cols):
-            q = quote_ident(c)
+            q = ident(c)
             aggs.append(f"count({q}) AS n{i}")
             for k, pat in pats.items():
                 sq = pat.replace("'", "''")
@@ -645,8 +641,8 @@ def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None) -> 
             if hits["id_number"]:
                 # resident IDs count only with a valid checksum (checked on up to 1,000 candidates)
                 sq = pats["id_number"].replace("'", "''")
-                cands = con.execute(f"SELECT regexp_extract({quote_ident(c)}, '{sq}', 2) FROM read_parquet(?)"
-                                    f" WHERE regexp_matches({quote_ident(c)}, '{sq}') LIMIT 1000",
+                cands = con.execute(f"SELECT regexp_extract({ident(c)}, '{sq}', 2) FROM read_parquet(?)"
+                                    f" WHERE regexp_matches({ident(c)}, '{sq}') LIMIT 1000",
                                     [parquet_glob]).fetchall()
                 if not any(access.valid_resident_id(str(v[0])) for v in cands):
                     hits["id_number"] = 0

@@ -47,7 +47,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from citytwin.foundation.errors import InputError
-from citytwin.foundation.timeseries.history import TimeLike, _fsync_dir, to_us
+from citytwin.foundation.timeseries.history import TimeLike, to_us
+from citytwin.foundation.timeseries.history import fsync_dir as _fsync_dir
 
 KEY = ["entity", "property", "issued_at", "horizon_s", "model"]
 SCHEMA = pa.schema([

@@ -647,6 +647,9 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
+fsync_dir = _fsync_dir  #: public name of the directory fsync (for forecasts; issue 11)
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     with open(path, "a+") as f:

@@ -1,8 +1,11 @@
-"""H3 latLngToCell in DuckDB SQL (h3sql) and compiled with numba (h3numba), checked against h3-py 4.5.0.
+"""H3 cells: the one interface (``spacelink.h3_cells_arrow``), h3numba and the h3-py fallback, checked against h3-py 4.5.
 
 The reference is ``h3.latlng_to_cell`` (the h3 C library), run side by side on the same points;
-the SQL must give the identical index string, with no tolerance. NULL handling is compared with
-``spacelink.h3_cells(..., invalid="none")`` (what the ingest used before, as a Python UDF).
+the compiled path must give the identical index string, with no tolerance. The special points
+(pentagons at every resolution, icosahedron face edges and centres, poles, ±180°, the equator)
+are the cases where a differently rounded formula lands in the neighbouring cell. NULL handling is
+compared with ``spacelink.h3_cells(..., invalid="none")``. The DuckDB function ``h3_cell`` (the
+staged ingest's) calls the same interface.
 """
 
 from __future__ import annotations
@@ -12,53 +15,32 @@ import math
 import duckdb
 import h3
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pytest
 
-from citytwin.foundation import h3numba, h3sql, spacelink
+from citytwin.foundation import h3numba, h3tables, spacelink
 from citytwin.foundation.errors import InputError
 
 RANDOM_RESOLUTIONS = (0, 1, 5, 8, 9, 10, 15)
 CITIES = [(116.397, 39.908), (114.0579, 22.5431), (24.9384, 60.1699)]  # Beijing, Shenzhen, Helsinki
 
 
-@pytest.fixture(scope="module")
-def con() -> duckdb.DuckDBPyConnection:
-    c = duckdb.connect()
-    c.execute("SET threads=2")
-    return c
-
-
-def sql_cells(con: duckdb.DuckDBPyConnection, lon: np.ndarray, lat: np.ndarray, res: int) -> list[str | None]:
-    frame = pd.DataFrame({"id": np.arange(len(lon)), "lon": lon, "lat": lat})
-    con.register("pts", frame)
-    try:
-        out = con.sql(h3sql.wrap_select("SELECT * FROM pts", "lon", "lat", res) + " ORDER BY id").fetchall()
-    finally:
-        con.unregister("pts")
-    return [row[-1] for row in out]
-
-
 def ref_cells(lon: np.ndarray, lat: np.ndarray, res: int) -> list[str]:
     return [h3.latlng_to_cell(float(b), float(a), res) for a, b in zip(lon, lat, strict=True)]
 
 
-def assert_same(con: duckdb.DuckDBPyConnection, lon: np.ndarray, lat: np.ndarray, res: int) -> None:
-    got, want = sql_cells(con, lon, lat, res), ref_cells(lon, lat, res)
-    bad = [i for i, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
-    assert not bad, (f"res {res}: {len(bad)} of {len(lon)} differ, e.g. lon={lon[bad[0]]!r} "
-                     f"lat={lat[bad[0]]!r}: sql {got[bad[0]]} h3 {want[bad[0]]}")
+@pytest.fixture(params=["h3numba", "h3-py"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The engine ``spacelink.h3_cells_arrow`` uses: h3numba, or h3-py with numba unimportable."""
+    import sys
 
+    import citytwin.foundation
 
-def test_random_points_on_the_sphere_match_h3(con: duckdb.DuckDBPyConnection) -> None:
-    # 200,000 points uniform on the sphere (uniform lon, uniform sin(lat)); exact string equality
-    rng = np.random.default_rng(20261121)
-    n = 200_000
-    lon = rng.uniform(-180.0, 180.0, n)
-    lat = np.degrees(np.arcsin(rng.uniform(-1.0, 1.0, n)))
-    for res in RANDOM_RESOLUTIONS:
-        assert_same(con, lon, lat, res)
+    if request.param == "h3-py":
+        monkeypatch.setitem(sys.modules, "citytwin.foundation.h3numba", None)  # import raises ImportError
+        monkeypatch.delattr(citytwin.foundation, "h3numba", raising=False)
+    assert spacelink.h3_engine() == request.param
+    return str(request.param)
 
 
 def _special_points() -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +77,7 @@ def _special_points() -> tuple[np.ndarray, np.ndarray]:
                     q = p / np.linalg.norm(p) + off * normal
                     pts.append((math.degrees(math.atan2(q[1], q[0])),
                                 math.degrees(math.asin(max(-1.0, min(1.0, q[2] / np.linalg.norm(q)))))))
-    for x, y, z in h3sql._FACE_CENTER:
+    for x, y, z in h3tables.FACE_CENTER:
         lo, la = math.degrees(math.atan2(y, x)), math.degrees(math.asin(z))
         pts += [(lo, la), (lo + 1e-9, la), (lo, la - 1e-7)]
     # a random scatter around each city
@@ -105,81 +87,69 @@ def _special_points() -> tuple[np.ndarray, np.ndarray]:
     return arr[:, 0], arr[:, 1]
 
 
-def test_special_points_match_h3_at_every_resolution(con: duckdb.DuckDBPyConnection) -> None:
+def test_interface_special_points_match_h3(engine: str) -> None:
     lon, lat = _special_points()
     assert len(lon) > 10_000
-    for res in range(16):
-        assert_same(con, lon, lat, res)
+    for res in (0, 1, 4, 7, 9, 10, 15):
+        got = spacelink.h3_cells_arrow(lon, lat, res)
+        assert isinstance(got, pa.StringArray)
+        assert got.to_pylist() == ref_cells(lon, lat, res), res
 
 
-def test_cities(con: duckdb.DuckDBPyConnection) -> None:
+def test_interface_cities_and_invalid_coordinates(engine: str) -> None:
     lon, lat = np.array([c[0] for c in CITIES]), np.array([c[1] for c in CITIES])
     # literal value from spacelink's own doctest (h3-py), Beijing at res 9
-    assert sql_cells(con, lon, lat, 9)[0] == "8931aa42803ffff"
-    assert sql_cells(con, lon, lat, 9) == ref_cells(lon, lat, 9)
-
-
-def test_invalid_coordinates_give_null_like_spacelink(con: duckdb.DuckDBPyConnection) -> None:
-    lon = np.array([np.nan, 1.0, np.inf, -np.inf, 1.0, 180.0000001, -181.0, 10.0, 180.0, -180.0, 0.0])
-    lat = np.array([1.0, np.nan, 1.0, 1.0, -np.inf, 0.0, 0.0, 90.0000001, 90.0, -90.0, -91.0])
-    got = sql_cells(con, lon, lat, 9)
-    want = list(spacelink.h3_cells(lon, lat, 9, invalid="none"))
-    assert got == want
-    assert got[:8] == [None] * 8 and got[-1] is None and got[8] is not None
-    # SQL NULL, and a NULL in only one of the two columns
-    rows = con.sql(h3sql.wrap_select(
-        "SELECT * FROM (VALUES (NULL::DOUBLE, 1.0::DOUBLE), (1.0, NULL), (NULL, NULL), (1.0, 2.0)) t(lo, la)",
-        "lo", "la", 5)).fetchall()
-    assert [r[-1] for r in rows] == [None, None, None, h3.latlng_to_cell(2.0, 1.0, 5)]
+    assert spacelink.h3_cells_arrow(lon, lat, 9).to_pylist()[0] == "8931aa42803ffff"
+    bad_lon = np.array([np.nan, 1.0, np.inf, -np.inf, 1.0, 180.0000001, -181.0, 10.0, 180.0, -180.0, 0.0])
+    bad_lat = np.array([1.0, np.nan, 1.0, 1.0, -np.inf, 0.0, 0.0, 90.0000001, 90.0, -90.0, -91.0])
+    got = spacelink.h3_cells_arrow(bad_lon, bad_lat, 9).to_pylist()
+    assert got[:8] == [None] * 8 and got[-1] is None
+    assert got[8:10] == [h3.latlng_to_cell(90.0, 180.0, 9), h3.latlng_to_cell(-90.0, -180.0, 9)]
+    assert got == list(spacelink.h3_cells(bad_lon, bad_lat, 9, invalid="none"))
+    # Arrow nulls in either column, integer columns, chunked arrays, nothing
+    arr = spacelink.h3_cells_arrow(pa.array([None, 1.0, None, 1.0]), pa.array([1.0, None, None, 2.0]), 5)
+    assert arr.to_pylist() == [None, None, None, h3.latlng_to_cell(2.0, 1.0, 5)]
+    ints = spacelink.h3_cells_arrow(pa.array([116, 117], pa.int32()), pa.chunked_array([[39.5], [40.0]]), 9)
+    assert ints.to_pylist() == [h3.latlng_to_cell(39.5, 116, 9), h3.latlng_to_cell(40.0, 117, 9)]
+    assert spacelink.h3_cells_arrow(np.array([]), np.array([]), 9).to_pylist() == []
 
 
 @pytest.mark.parametrize("bad", [16, -1, "9", 9.0, None, True])
-def test_bad_resolution_raises(bad: object) -> None:
+def test_interface_bad_resolution_raises(engine: str, bad: object) -> None:
     with pytest.raises(InputError, match="resolution"):
-        h3sql.wrap_select("SELECT 1 AS lon, 2 AS lat", "lon", "lat", bad)  # type: ignore[arg-type]
+        spacelink.h3_cells_arrow(np.array([1.0]), np.array([1.0]), bad)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="resolution"):
+        spacelink.h3_cells(np.array([1.0]), np.array([1.0]), bad)  # type: ignore[arg-type]
 
 
-def test_wrapper_keeps_other_columns(con: duckdb.DuckDBPyConnection) -> None:
-    # several vectors' worth of rows, mixed types, NULLs: same columns in the same order, same
-    # values in the same row order, plus the new column
-    con.execute("""CREATE OR REPLACE TEMP TABLE t AS
-        SELECT i AS id, 'name ' || i AS "Na me", CASE WHEN i % 7 = 0 THEN NULL ELSE i * 0.5 END AS val,
-               [i, i + 1] AS lst, (i % 360) - 179.5 AS x, ((i * 7) % 180) - 89.5 AS y, DATE '2026-01-01' + CAST(i AS INTEGER) AS d
-        FROM range(10000) r(i)""")
-    inner = 'SELECT id, "Na me", val, lst, x, y, d FROM t'
-    before = con.sql(inner)
-    after = con.sql(h3sql.wrap_select(inner, "x", "y", 8, out="cell"))
-    assert after.columns == [*before.columns, "cell"]
-    rows_before, rows_after = before.fetchall(), after.fetchall()
-    assert [r[:-1] for r in rows_after] == rows_before
-    assert [r[-1] for r in rows_after] == [h3.latlng_to_cell(r[5], r[4], 8) for r in rows_before]
+def test_duckdb_function_h3_cell_calls_the_interface(engine: str) -> None:
+    # the staged ingest's DuckDB function: several vectors' worth of rows, NULLs in either column,
+    # out-of-range values, row order kept
 
+    from citytwin.foundation.ingest.connection import register_udfs
 
-def test_quoted_and_odd_column_names(con: duckdb.DuckDBPyConnection) -> None:
-    inner = 'SELECT 114.0579 AS "Lon gitude", 22.5431 AS "La""t"'
-    plain = con.sql(h3sql.wrap_select(inner, "Lon gitude", 'La"t', 7)).fetchall()
-    quoted = con.sql(h3sql.wrap_select(inner, '"Lon gitude"', '"La""t"', 7)).fetchall()
-    assert plain == quoted
-    assert plain[0][-1] == h3.latlng_to_cell(22.5431, 114.0579, 7)
-
-
-def test_same_as_spacelink_h3_cells() -> None:
-    # the same cells as spacelink.h3_cells(..., invalid="none") (the ingest's former UDF), NULLs included
-    c = duckdb.connect()
-    rng = np.random.default_rng(3)
-    lon = np.concatenate([rng.uniform(-180, 180, 3000), [np.nan, 200.0]])
-    lat = np.concatenate([rng.uniform(-90, 90, 3000), [0.0, 0.0]])
-    c.register("p", pd.DataFrame({"lon": lon, "lat": lat}))
-    ref = spacelink.h3_cells(lon, lat, resolution=9, invalid="none").tolist()
-    sql = [r[-1] for r in c.sql(h3sql.wrap_select("SELECT * FROM p", "lon", "lat", 9)).fetchall()]
-    assert sql == ref
-    assert ref[-2:] == [None, None]
+    con = duckdb.connect()
+    con.execute("SET threads=2")
+    register_udfs(con)
+    rng = np.random.default_rng(11)
+    n = 10_000
+    lon = rng.uniform(-185, 185, n)
+    lat = rng.uniform(-92, 92, n)
+    lon[::97] = np.nan
+    frame = pa.table({"id": np.arange(n), "lon": pa.array(lon, from_pandas=True), "lat": lat})
+    con.register("pts", frame)
+    rows = con.sql("SELECT id, h3_cell(lon, lat, 8) FROM pts ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == list(range(n))
+    want = [h3.latlng_to_cell(b, a, 8) if abs(a) <= 180 and abs(b) <= 90 else None
+            for a, b in zip(lon, lat, strict=True)]  # NaN compares False: None
+    assert [r[1] for r in rows] == want
+    assert sum(r[1] is None for r in rows) > n // 97
 
 
 def test_face_candidate_table_is_reproducible() -> None:
-    # regenerate the 10-degree grid of candidate faces as documented in h3sql and compare
-    centres = np.array(h3sql._FACE_CENTER)
-    step, margin, ns, delta = h3sql._GRID_STEP, 0.3, 40, 0.012
+    # regenerate the 10-degree grid of candidate faces as documented in h3tables and compare
+    centres = np.array(h3tables.FACE_CENTER)
+    step, margin, ns, delta = h3tables.GRID_STEP, 0.3, 40, 0.012
     table = []
     for ia in range(180 // step):
         lats = np.radians(np.clip(np.linspace(-90 + ia * step - margin, -90 + (ia + 1) * step + margin, ns), -90, 90))
@@ -190,11 +160,11 @@ def test_face_candidate_table_is_reproducible() -> None:
             d = ((centres[None] - p) ** 2).sum(-1)
             faces = np.flatnonzero((d - d.min(1, keepdims=True)).min(0) <= delta)
             table.append(len(faces) | sum(int(f) << (3 + 5 * k) for k, f in enumerate(faces)))
-    assert tuple(table) == h3sql._FACE_CANDIDATES
+    assert tuple(table) == h3tables.FACE_CANDIDATES
 
 
 # ---------------------------------------------------------------------------------------------
-# h3numba: the same operations compiled (the streamed ingest's path for point data)
+# h3numba: the C library's operations compiled (the one fast path)
 # ---------------------------------------------------------------------------------------------
 def assert_numba_same(lon: np.ndarray, lat: np.ndarray, res: int) -> None:
     got, want = h3numba.cells_array(lon, lat, res).to_pylist(), ref_cells(lon, lat, res)
@@ -218,11 +188,10 @@ def test_numba_special_points_match_h3_at_every_resolution() -> None:
         assert_numba_same(lon, lat, res)
 
 
-def test_numba_equals_sql_and_int_form(con: duckdb.DuckDBPyConnection) -> None:
+def test_numba_int_form_equals_strings() -> None:
     lon, lat = _special_points()
     for res in (0, 7, 15):
         strings = h3numba.cells_array(lon, lat, res).to_pylist()
-        assert strings == sql_cells(con, lon, lat, res)
         assert [f"{c:x}" for c in h3numba.cells_int(lon, lat, res)] == strings
 
 

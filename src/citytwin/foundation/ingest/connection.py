@@ -1,0 +1,142 @@
+"""The DuckDB connection of an ingest: memory limit, spill folder, and the Python functions its query calls.
+
+The functions (arrow UDFs): ``gcj02_to_wgs84_lon/lat`` and ``gcj02_wkb_to_wgs84`` (GCJ-02 data,
+:mod:`citytwin.foundation.coords`), ``unit_factor_to``/``unit_factor``/``unit_target``/
+``unit_problem`` (units given in values or per row, :mod:`citytwin.foundation.units`) and
+``h3_cell(lon, lat, resolution)`` (:func:`citytwin.foundation.spacelink.h3_cells_arrow`, the one H3
+interface: h3numba, or h3-py where numba cannot be imported).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from citytwin.foundation import duck, units
+from citytwin.foundation.errors import InputError
+from citytwin.foundation.ingest.options import STAGED_MEMORY, STREAM_MEMORY, PipelineOptions
+from citytwin.foundation.properties import PROPERTIES
+
+__all__ = ["connect", "register_udfs"]
+
+
+def connect(staging: Path, opts: PipelineOptions, *, spatial: bool = True,
+            streamed: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection for one pipeline: its memory limit, spilling to ``staging/spill``, the UDFs.
+
+    ``spatial=False`` leaves out the spatial extension (~0.3 s to load; the streamed pass loads it
+    when a source or the output has geometry).
+    """
+    con = duck.connect(threads=opts.threads, spatial=spatial)
+    spill = staging / "spill"
+    spill.mkdir(exist_ok=True)
+    # the streamed pass only buffers row groups and one hash table: a small limit keeps its memory
+    # flat (it spills); the staged table needs more to stay fast
+    limit = opts.memory_limit or (STREAM_MEMORY if streamed else STAGED_MEMORY)
+    con.execute(f"SET memory_limit='{limit}'; SET temp_directory='{spill}'; "
+                "SET preserve_insertion_order=true")
+    register_udfs(con)
+    return con
+
+
+def _udf(con: duckdb.DuckDBPyConnection, name: str, fn: Callable[..., Any], params: list[Any], ret: Any,
+         **kw: Any) -> None:
+    """Register an arrow-vectorised Python UDF (the stubs do not know the string spellings of the options)."""
+    con.create_function(name, fn, params, ret, **kw)
+
+
+def register_udfs(con: duckdb.DuckDBPyConnection) -> None:
+    """Register the ingest's Python functions on ``con`` (see the module docstring)."""
+    d = duckdb.sqltype
+
+    def _gcj(lon: pa.Array, lat: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        from citytwin.foundation import coords
+
+        lo = lon.to_numpy(zero_copy_only=False).astype(float)
+        la = lat.to_numpy(zero_copy_only=False).astype(float)
+        return coords.gcj02_to_wgs84(lo, la)
+
+    _udf(con, "gcj02_to_wgs84_lon", lambda a, b: pa.array(_gcj(a, b)[0]), [d("DOUBLE"), d("DOUBLE")],
+                        d("DOUBLE"), type="arrow", null_handling="special")
+    _udf(con, "gcj02_to_wgs84_lat", lambda a, b: pa.array(_gcj(a, b)[1]), [d("DOUBLE"), d("DOUBLE")],
+                        d("DOUBLE"), type="arrow", null_handling="special")
+
+    def gcj_wkb(wkb: pa.Array) -> pa.Array:
+        import shapely
+
+        from citytwin.foundation import coords
+
+        geoms = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False))
+
+        def tf(xy: np.ndarray) -> np.ndarray:
+            x, y = coords.gcj02_to_wgs84(xy[:, 0], xy[:, 1])
+            return np.column_stack([x, y])
+
+        return pa.array(shapely.to_wkb(shapely.transform(geoms, tf)), pa.binary())
+
+    _udf(con, "gcj02_wkb_to_wgs84", gcj_wkb, [d("BLOB")], d("BLOB"), type="arrow",
+                        null_handling="special")
+
+    def _pairs(prop: pa.Array, unit: pa.Array) -> tuple[list[Any], list[Any]]:
+        return prop.to_pylist(), unit.to_pylist()
+
+    def _resolve(p: str | None, u: str | None) -> tuple[float | None, str | None, str | None]:
+        known = PROPERTIES.get(p or "")
+        if u is None or u == "":
+            return (1.0, known.unit if known else None, None) if known else (1.0, None, None)
+        try:
+            if known is None or known.unit is None:
+                units.parse(u)
+                return 1.0, u, None
+            return units.factor(u, known.unit), known.unit, None
+        except InputError as exc:
+            return None, None, f"unit: {exc.message}"
+
+    cache: dict[tuple[Any, Any], tuple[float | None, str | None, str | None]] = {}
+
+    def lookup(prop: pa.Array, unit: pa.Array, i: int) -> list[Any]:
+        out = []
+        for p, u in zip(*_pairs(prop, unit), strict=True):
+            k = (p, u)
+            if k not in cache:
+                cache[k] = _resolve(p, u)
+            out.append(cache[k][i])
+        return out
+
+    to_cache: dict[tuple[Any, Any], float | None] = {}
+
+    def factor_to(unit: pa.Array, target: pa.Array) -> pa.Array:
+        out: list[float | None] = []
+        for u, t in zip(unit.to_pylist(), target.to_pylist(), strict=True):
+            if (u, t) not in to_cache:
+                try:
+                    to_cache[(u, t)] = units.factor(u, t) if u and t else None
+                except InputError:
+                    to_cache[(u, t)] = None
+            out.append(to_cache[(u, t)])
+        return pa.array(out, pa.float64())
+
+    _udf(con, "unit_factor_to", factor_to, [d("VARCHAR"), d("VARCHAR")], d("DOUBLE"), type="arrow",
+                        null_handling="special")
+    _udf(con, "unit_factor", lambda p, u: pa.array(lookup(p, u, 0), pa.float64()),
+                        [d("VARCHAR"), d("VARCHAR")], d("DOUBLE"), type="arrow", null_handling="special")
+    _udf(con, "unit_target", lambda p, u: pa.array(lookup(p, u, 1), pa.string()),
+                        [d("VARCHAR"), d("VARCHAR")], d("VARCHAR"), type="arrow", null_handling="special")
+    _udf(con, "unit_problem", lambda p, u: pa.array(lookup(p, u, 2), pa.string()),
+                        [d("VARCHAR"), d("VARCHAR")], d("VARCHAR"), type="arrow", null_handling="special")
+
+    def h3_cell(lon: pa.Array, lat: pa.Array, resolution: pa.Array) -> pa.Array:
+        from citytwin.foundation import spacelink
+
+        if len(lon) == 0:
+            return pa.array([], pa.string())
+        # one thread: DuckDB already runs this on several of its own
+        return spacelink.h3_cells_arrow(lon, lat, int(resolution[0].as_py()), threads=1)
+
+    _udf(con, "h3_cell", h3_cell, [d("DOUBLE"), d("DOUBLE"), d("INTEGER")], d("VARCHAR"), type="arrow",
+         null_handling="special")

@@ -1,0 +1,379 @@
+"""The ingest plan: a source's columns matched to a schema, with the SQL of each value and its checks.
+
+:func:`plan_columns` matches headers to schema fields (aliases, unit suffixes such as ``_万元``,
+time from year/month/day parts, wide sensor files melted into observations, WKT or GIS geometry)
+and gives a :class:`Plan`: one :class:`Column` per output column with its value expression, its
+checks and its catalog facts. :func:`citytwin.foundation.ingest.query.build_sql` turns a plan into
+the validation query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from citytwin.foundation import readers, units
+from citytwin.foundation.errors import InputError
+from citytwin.foundation.ingest.exprs import clean_numeric, clean_text, required_check, rule_checks, typed
+from citytwin.foundation.properties import find_property
+from citytwin.foundation.schemas import Field, Schema, normalize_header
+from citytwin.foundation.sql import ident as q
+from citytwin.foundation.sql import literal as lit
+
+__all__ = ["Column", "Plan", "lazy_text", "match_columns", "note_columns", "plan_columns"]
+
+#: DuckDB types read as numbers
+DUCK_NUMERIC = ("DOUBLE", "FLOAT", "BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT",
+                "UINTEGER", "DECIMAL")
+#: columns of a wide sensor file that are row counters, not measured values
+IGNORED_WIDE = {"no", "index", "id", "序号", "unnamed0"}
+#: header names of the parts a time is built from
+TIME_PARTS = {
+    "year": ("year", "年", "年份", "yr"),
+    "month": ("month", "月", "月份", "mon"),
+    "day": ("day", "日", "date"),
+    "hour": ("hour", "时", "小时", "hr"),
+    "minute": ("minute", "分", "min"),
+}
+
+
+@dataclass
+class Column:
+    """An output column: its SQL value expression, SQL check expressions and catalog facts."""
+
+    name: str
+    expr: str
+    checks: list[str] = field(default_factory=list)
+    type: str = "VARCHAR"
+    unit: str | None = None
+    source: str | None = None
+    source_unit: str | None = None
+    pii: str | None = None
+    #: an expression over ``expr`` that is TRUE only where none of ``checks`` fires (a value inside
+    #: its range): the checks then run on the other rows only (see :func:`~citytwin.foundation.ingest.query.build_sql`)
+    guard: str | None = None
+
+
+def match_columns(schema: Schema, columns: Sequence[str]) -> dict[str, tuple[str, str | None]]:
+    """field -> (source column, unit label from the header). The best alias wins a contest."""
+    best: dict[str, tuple[int, str, str | None]] = {}
+    for col in columns:
+        if col in ("_row", "geometry"):
+            continue
+        for header, unit_label in ((col, None), units.split_unit_suffix(col)):
+            fname = schema.match_header(header)
+            if fname is None:
+                continue
+            f = schema.field(fname)
+            keys = [normalize_header(x) for x in (f.name, *f.aliases)]
+            rank = keys.index(normalize_header(header)) if normalize_header(header) in keys else 99
+            if fname not in best or rank < best[fname][0]:
+                best[fname] = (rank, col, unit_label)
+            break
+    return {k: (v[1], v[2]) for k, v in best.items()}
+
+
+@dataclass
+class Plan:
+    """The output columns of one source, its layout (long, or wide and melted) and its geometry."""
+
+    columns: list[Column]
+    layout: str = "long"
+    melt: list[tuple[str, str, float, str | None, str]] = field(default_factory=list)  # col, prop, factor, unit, kind
+    notes: list[str] = field(default_factory=list)
+    geometry: str | None = None  # expression producing GEOMETRY
+    lonlat: tuple[str, str] | None = None  # output column names of lon/lat
+    unit_column: str | None = None  # long sensor layout: per-row unit column
+    raw: dict[str, str] = field(default_factory=dict)  # source column -> cleaned raw expression
+
+
+def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, str] | None = None,
+                 crs: str | None = None, geometry_policy: str = "quarantine") -> Plan:
+    """Map a source's columns onto a schema and build the SQL for values and checks."""
+    user_units = dict(user_units or {})
+    matched = match_columns(schema, src.columns)
+    used = {c for c, _ in matched.values()}
+    plan = Plan(columns=[])
+    text = src.text
+    # raw values are computed once per record in the first query stage, as columns "r:<col>"
+    raw_of: dict[str, str] = {c: q("r:" + c) for c in src.columns if c != "geometry"}
+    rel_types = dict(zip(src.relation.columns, [str(t) for t in src.relation.types], strict=True))
+
+    def is_text(c: str) -> bool:
+        return text or rel_types.get(c, "") == "VARCHAR"
+
+    plan.raw = {c: (clean_text(c) if is_text(c) else q(c)) for c in src.columns if c != "geometry"}
+
+    # unknown user unit columns
+    for col in user_units:
+        if col not in src.columns:
+            raise InputError(f"--unit names column {col!r}, which the file does not have", file=str(src.path),
+                             hint=f"columns: {', '.join(src.columns)}")
+
+    derived: set[str] = set()
+    # time from parts (year/month/day/hour) for observation-like schemas
+    if "time" in schema.field_names and "time" not in matched:
+        parts = {}
+        for part, names in TIME_PARTS.items():
+            for c in src.columns:
+                if c not in used and normalize_header(c) in {normalize_header(n) for n in names}:
+                    parts[part] = c
+                    break
+        if {"year", "month", "day"} <= set(parts):
+            args = [f"TRY_CAST({raw_of[parts[p]]} AS BIGINT)" if p in parts else "0"
+                    for p in ("year", "month", "day", "hour", "minute")]
+            expr = f"try(make_timestamp({', '.join(args)}, 0.0))"
+            anyraw = " OR ".join(f"{raw_of[parts[p]]} IS NULL" for p in parts)
+            checks = [f"CASE WHEN {anyraw} THEN 'time: a date part (year/month/day/hour) is missing' "
+                      f"WHEN {expr} IS NULL THEN 'time: not a valid date from parts ' || "
+                      + " || '-' || ".join(f"coalesce(CAST({raw_of[parts[p]]} AS VARCHAR), '?')" for p in parts)
+                      + " END",
+                      f"CASE WHEN {expr} > now()::TIMESTAMP + INTERVAL 1 DAY THEN 'time: in the future' END"]
+            plan.columns.append(Column("time", expr, checks, "TIMESTAMP", source="+".join(parts.values())))
+            used.update(parts.values())
+            derived.add("time")
+            plan.notes.append(f"time built from {', '.join(f'{k}={v}' for k, v in parts.items())}")
+
+    # wide sensor files: melt value columns into property/value
+    wide = (schema.name == "sensor_observation" or schema.layout == "wide_observations") and \
+        "value" not in matched and "property" not in matched
+    for f in schema.fields:
+        if f.name in derived:
+            continue
+        if wide and f.name in ("property", "value", "unit"):
+            continue
+        if f.type == "geometry":
+            continue
+        if f.name not in matched:
+            if f.required:
+                aliases = ", ".join((f.name, *f.aliases))
+                raise InputError(
+                    f"required field {f.name!r} of schema {schema.name!r} not found in the header",
+                    file=str(src.path),
+                    hint=f"columns are: {', '.join(src.columns)}; {f.name!r} is recognised as one of: {aliases}")
+            continue
+        col, header_unit = matched[f.name]
+        raw = raw_of[col]
+        factor = 1.0
+        unit_label = user_units.get(col) or header_unit
+        out_unit = f.unit
+        if f.type in ("float", "int") and unit_label:
+            target = f.unit or units.canonical(unit_label)
+            try:
+                factor = units.factor(unit_label, target)
+            except InputError as exc:
+                raise InputError(f"{exc.message} (field {f.name!r})", file=str(src.path), field=col) from exc
+            out_unit = target
+        val, checks, dtype = typed(f, raw, text=is_text(col), factor=factor)
+        if f.required:
+            checks.insert(0, required_check(f.name, raw))
+        checks += rule_checks(f, val)
+        guard = None
+        if f.type == "float" and f.min is not None and f.max is not None and not f.choices:
+            # a value inside its range is present and a number: no check fires. (Not for int fields:
+            # their value is rounded, and their whole-number check looks at the value before that.)
+            guard = f"{val} BETWEEN {f.min!r} AND {f.max!r}"
+        plan.columns.append(Column(f.name, val, checks, dtype, unit=out_unit, source=col, source_unit=unit_label,
+                                   pii=f.pii, guard=guard))
+        used.add(col)
+
+    # an administrative code the file lacks is resolved from the unit's name after staging
+    names_now = {c.name for c in plan.columns}
+    if "adcode" in schema.field_names and "adcode" not in names_now and ({"city", "name"} & names_now):
+        plan.columns.append(Column("adcode", "CAST(NULL AS VARCHAR)", [], "VARCHAR",
+                                   source="(resolved from the name)"))
+    if schema.name == "sensor_observation" and not wide and "unit" in matched:
+        plan.unit_column = "unit"
+
+    # extra columns
+    extras = [c for c in src.columns if c not in used and c != "geometry"]
+    if wide:
+        # text types matter only for columns that are not known properties (sampled on demand)
+        unknown = [c for c in extras if normalize_header(c) not in IGNORED_WIDE and find_property(c) is None
+                   and find_property(units.split_unit_suffix(c)[0]) is None]
+        sniffed = src.types_of(unknown) if text else {}
+        for c in extras:
+            if normalize_header(c) in IGNORED_WIDE:
+                plan.notes.append(f"column {c!r} not used (row counter)")
+                continue
+            prop = find_property(c)
+            stem, header_unit = units.split_unit_suffix(c)
+            if prop is None:
+                prop = find_property(stem)
+            label = user_units.get(c) or header_unit
+            if prop is not None and prop.text:
+                plan.melt.append((c, prop.name, 1.0, prop.unit, "compass"))
+                continue
+            wtyp = sniffed.get(c, "VARCHAR") if text else "DOUBLE"
+            if prop is None and not any(wtyp.startswith(t) for t in DUCK_NUMERIC):
+                plan.notes.append(f"column {c!r} not used (not a measured value)")
+                continue
+            wtarget: str | None = prop.unit if prop is not None else (units.canonical(label) if label else None)
+            fac = 1.0
+            if label and wtarget:
+                try:
+                    fac = units.factor(label, wtarget)
+                except InputError as exc:
+                    raise InputError(f"{exc.message}", file=str(src.path), field=c) from exc
+            name = prop.name if prop is not None else stem
+            plan.melt.append((c, name, fac, wtarget, "number"))
+        if not plan.melt:
+            raise InputError("no measured-value columns found for sensor observations", file=str(src.path),
+                             hint="a long file needs property and value columns; a wide file one numeric "
+                                  "column per property")
+        plan.layout = "wide"
+    elif schema.extra == "keep":
+        sniffed = src.types_of(extras) if text else {}
+        for c in extras:
+            stem, header_unit = units.split_unit_suffix(c)
+            label = user_units.get(c) or header_unit
+            styp = (sniffed.get(c, "VARCHAR") if text else "TYPED")
+            numeric = any(styp.startswith(t) for t in DUCK_NUMERIC) or (label is not None and text)
+            name = stem if label else c
+            if name in {col.name for col in plan.columns}:
+                name = c
+            if text and numeric:
+                fac = 1.0
+                unit_out = None
+                if label:
+                    unit_out = units.canonical(label)
+                    fac = units.factor(label, unit_out)
+                f = Field(name, "float")
+                val, checks, dtype = typed(f, raw_of[c], text=is_text(c), factor=fac)
+                plan.columns.append(Column(name, val, checks, dtype, unit=unit_out, source=c, source_unit=label))
+            else:
+                plan.columns.append(Column(name, raw_of[c], [], styp if styp != "TYPED" else "ANY", source=c))
+    else:
+        if extras:
+            plan.notes.append(f"columns not in schema {schema.name!r} left out: {', '.join(extras)}")
+
+    # geometry as WKT text in a column (e.g. "coord": "POLYGON((...))")
+    if ("geometry" not in src.columns and schema.geometry is not None) or schema.name == "table":
+        wkt = _find_wkt_column(src, [c for c in src.columns if c not in used])
+        if wkt is not None and "geometry" not in src.columns:
+            plan.geometry = f"ST_GeomFromText(CAST(_src.{q(wkt)} AS VARCHAR))"
+            plan.columns = [c for c in plan.columns if c.source != wkt]
+            plan.raw.pop(wkt, None)
+            plan.notes.append(f"geometry read as WKT from column {wkt!r}")
+    # geometry
+    if "geometry" in src.columns:
+        src_crs = (crs or src.crs or "EPSG:4326")
+        g = "ST_GeomFromWKB(_src.geometry)"
+        gcj = normalize_header(src_crs) in ("gcj02", "gcj")
+        if not gcj and not _is_wgs84(src_crs):
+            g = f"ST_Transform({g}, {lit(_crs_for_duck(src_crs))}, 'EPSG:4326', always_xy := true)"
+        if gcj:
+            g = "ST_GeomFromWKB(gcj02_wkb_to_wgs84(_src.geometry))"
+            plan.notes.append("geometry converted from GCJ-02 to WGS84")
+        plan.geometry = g
+    elif schema.geometry == "point":
+        have = {col.name: col for col in plan.columns}
+        if "lon" in have and "lat" in have:
+            plan.lonlat = ("lon", "lat")
+            if crs and normalize_header(crs) in ("gcj02", "gcj"):
+                lon_expr, lat_expr = have["lon"].expr, have["lat"].expr
+                for ll in (have["lon"], have["lat"]):
+                    ll.expr = f"gcj02_to_wgs84_{ll.name}({lon_expr}, {lat_expr})"
+                plan.notes.append("coordinates converted from GCJ-02 to WGS84")
+    if schema.geometry and "geometry" in schema.field_names and schema.field("geometry").required \
+            and plan.geometry is None:
+        raise InputError(f"schema {schema.name!r} needs geometry, and the file has none", file=str(src.path),
+                         hint="use a GIS format (GeoJSON, GeoPackage, Shapefile, GeoParquet) or schema 'table'")
+    plan.notes.append(f"geometry policy: {geometry_policy}") if plan.geometry else None
+    # text columns read only as numbers are cleaned lazily: a value that already parses as a finite
+    # number is kept as it is (casting ignores surrounding spaces), the rest is cleaned as text
+    for c in list(plan.raw):
+        if is_text(c) and _numeric_only(plan, q("r:" + c), c):
+            plan.raw[c] = clean_numeric(c)
+    return plan
+
+
+def _numeric_only(plan: Plan, ref: str, col: str) -> bool:
+    """Whether source column ``col`` (raw name ``ref``) only feeds plain numeric fields."""
+    users = [c for c in plan.columns if ref in c.expr or any(ref in chk for chk in c.checks)]
+    melted = [m for m in plan.melt if m[0] == col]
+    if not users and not melted:
+        return False
+    plain = all(c.type in ("DOUBLE", "BIGINT") and "regexp_extract" not in c.expr and "make_timestamp" not in c.expr
+                and c.source == col for c in users)
+    return plain and all(m[4] == "number" for m in melted)
+
+
+def lazy_text(plan: Plan) -> tuple[set[str], dict[str, bool]]:
+    """Text columns whose cleaning the Arrow path can do after the query: (source columns, output
+    column -> whether it is required).
+
+    A source column qualifies when it is cleaned as plain text (:func:`clean_text`) and feeds only
+    outputs that are that cleaned text, checked at most for being present. Read uncleaned, such a
+    column gives the same checks on every value the cleaning leaves alone; :func:`copy_arrow`
+    finds the others exactly (:func:`cleannumba.dirty_mask`), cleans them with :func:`clean_text`, and
+    hands over to the staged pipeline if a required value turns out missing. Columns with other
+    checks (choices, ranges) or used in other expressions (times, melted values) stay in SQL.
+    """
+    sources: set[str] = set()
+    outputs: dict[str, bool] = {}
+    for c, e in plan.raw.items():
+        raw = q("r:" + c)
+        if e != clean_text(c) or any(m[0] == c for m in plan.melt) or (plan.geometry and raw in plan.geometry):
+            continue
+        users = [col for col in plan.columns if raw in col.expr or any(raw in chk for chk in col.checks)]
+        if not users or not all(u.expr == raw and u.type == "VARCHAR" and u.checks in ([], [required_check(u.name, raw)])
+                                for u in users):
+            continue
+        sources.add(c)
+        outputs.update({u.name: bool(u.checks) for u in users})
+    return sources, outputs
+
+
+WKT_COLUMNS = ("geometry", "geom", "wkt", "the_geom", "coord", "coords", "shape", "boundary", "几何")
+
+
+def _find_wkt_column(src: readers.Source, candidates: list[str]) -> str | None:
+    """A text column holding WKT geometry (by its name, confirmed by its first values)."""
+    for c in candidates:
+        if normalize_header(c) not in {normalize_header(w) for w in WKT_COLUMNS}:
+            continue
+        try:
+            vals = src.relation.filter(f"{q(c)} IS NOT NULL").project(f"CAST({q(c)} AS VARCHAR)").limit(3).fetchall()
+        except duckdb.Error:
+            continue
+        if vals and all(str(v[0]).lstrip().upper().startswith(
+                ("POINT", "LINESTRING", "POLYGON", "MULTI", "GEOMETRYCOLLECTION")) for v in vals):
+            return c
+    return None
+
+
+def _is_wgs84(crs: str) -> bool:
+    c = crs.upper().replace(" ", "")
+    return c in ("EPSG:4326", "OGC:CRS84", "CRS84", "WGS84", "EPSG:4490") or "CRS84" in c or c.endswith("4326")
+
+
+def _crs_for_duck(crs: str) -> str:
+    try:
+        from pyproj import CRS
+
+        c = CRS.from_user_input(crs)
+        auth = c.to_authority()
+        return f"{auth[0]}:{auth[1]}" if auth else c.to_proj4()
+    except Exception as exc:  # pyproj raises several types
+        raise InputError(f"unknown coordinate reference system {crs!r}") from exc
+
+
+def note_columns(columns_meta: dict[str, dict[str, Any]], plan: Plan, h3_res: int | None) -> None:
+    """Catalog facts of the output columns of ``plan`` (first file wins)."""
+    for c in plan.columns:
+        columns_meta.setdefault(c.name, {"name": c.name, "type": c.type, "unit": c.unit, "source": c.source,
+                                         "source_unit": c.source_unit, "pii": c.pii})
+    if plan.geometry or plan.lonlat:
+        columns_meta["geometry"] = {"name": "geometry", "type": "GEOMETRY", "crs": "EPSG:4326"}
+        if h3_res is not None:
+            columns_meta["h3"] = {"name": "h3", "type": "VARCHAR", "h3_resolution": h3_res}
+    if plan.layout == "wide":
+        for m in plan.melt:
+            columns_meta.setdefault(f"value:{m[1]}", {"name": "value", "property": m[1], "unit": m[3],
+                                                      "source": m[0]})
+        for nm, tp in (("property", "VARCHAR"), ("value", "DOUBLE"), ("unit", "VARCHAR")):
+            columns_meta.setdefault(nm, {"name": nm, "type": tp})
