@@ -96,10 +96,10 @@ def replay(
     if broker is None:
         if rt is None:
             raise InputError("in-process replay needs a workspace", hint="pass -w DIR, or --broker HOST:PORT")
-        tot = replay_in_process(rt, msgs, offsets)
+        done = replay_in_process(rt, msgs, offsets)
         dt = time.perf_counter() - t0
-        console.print(f"replayed {len(msgs):,} messages in-process: {tot.accepted:,} observations stored, "
-                      f"{tot.rejected:,} rejected, {dt:.1f} s ({tot.accepted / max(dt, 1e-9):,.0f} obs/s)")
+        console.print(f"replayed {len(msgs):,} messages in-process: {done.accepted:,} observations stored, "
+                      f"{done.rejected:,} rejected, {dt:.1f} s ({done.accepted / max(dt, 1e-9):,.0f} obs/s)")
         rt.close()
         return
     host, port = parse_broker(broker)

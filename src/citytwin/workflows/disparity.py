@@ -94,9 +94,9 @@ def load_source(source: str, workspace: WorkspaceLike | None, *, geo: bool = Fal
             if geo or suffix in GEO_SUFFIXES:
                 import geopandas as gpd
 
-                if suffix in {".parquet", ".geoparquet"}:
-                    return gpd.read_parquet(p)
-                return gpd.read_file(p)
+                layer: pd.DataFrame = (gpd.read_parquet(p) if suffix in {".parquet", ".geoparquet"}
+                                       else gpd.read_file(p))
+                return layer
             kind = TABLE_SUFFIXES.get(suffix)
             if kind == "csv":
                 return pd.read_csv(p)

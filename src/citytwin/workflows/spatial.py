@@ -124,7 +124,7 @@ def load_inputs(source: str | None, workspace: WorkspaceLike | None, need: set[s
             warnings.simplefilter("ignore")
             for layer in ("pois", "buildings", "landuse"):
                 if layer in need and not given[layer]:
-                    inp.layers[layer] = osm.read_osm_layer(p, layer)  # type: ignore[arg-type]
+                    inp.layers[layer] = osm.read_osm_layer(p, layer)
             if ({"streets", "nodes"} & need) and not streets:
                 n, e = osm.street_graph(p, network_type=network_type)
                 inp.layers["nodes"], inp.layers["streets"] = n, e
