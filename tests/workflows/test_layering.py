@@ -108,3 +108,17 @@ def test_every_json_option_is_the_shared_one() -> None:
     assert seen >= 15
     src = "\n".join(p.read_text(encoding="utf-8") for p in (SRC / "cli").glob("*.py"))
     assert src.count('typer.Option("--json"') == 1
+
+
+def test_error_messages_do_not_depend_on_the_terminal_width(tmp_path: Path) -> None:
+    """A clean clone once failed a test because rich wrapped an error at 80 columns: errors are one line."""
+    import os
+
+    long_name = "x" * 150
+    env = {**os.environ, "COLUMNS": "40"}
+    cli = [sys.executable, "-m", "citytwin.cli.main"]
+    subprocess.run([*cli, "init", str(tmp_path / "ws")], capture_output=True, timeout=120, check=True)
+    r = subprocess.run([*cli, "catalog", "show", long_name, "-w", str(tmp_path / "ws")], capture_output=True,
+                       text=True, timeout=120, env=env)
+    assert r.returncode == 2
+    assert any(long_name in line for line in r.stderr.splitlines()), r.stderr

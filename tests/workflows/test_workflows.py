@@ -176,12 +176,12 @@ def test_twin_bad_input(tmp_path: Path) -> None:
 
 def test_twin_forecasts_issued_and_verified_through_the_workflow(tmp_path: Path, shared_data: Path) -> None:
     from citytwin.foundation.timeseries import HistoryStore
-    from citytwin.twin.entities import messages_from_long, replay_schedule
     from citytwin.workflows.runtime import open_runtime
     from citytwin.workflows.twin import (
         issue_forecasts,
         read_observations,
         replay_in_process,
+        replay_messages,
         verify_forecasts,
     )
 
@@ -190,9 +190,8 @@ def test_twin_forecasts_issued_and_verified_through_the_workflow(tmp_path: Path,
                                    end="2015-12-01T00:00:00+08:00", stations=["Dongsi"])
     rt = open_runtime(ws.root / "twin")
     rt.register(ents)
-    msgs = list(messages_from_long(long))
-    done = replay_in_process(rt, msgs, replay_schedule(pd.Series([m[0] for m in msgs]).to_numpy(), 0.0),
-                             clock=lambda: 0.0)
+    msgs, offsets = replay_messages(long)
+    done = replay_in_process(rt, msgs, offsets, clock=lambda: 0.0)
     rt.close()
     assert done.messages == len(msgs) and done.accepted == len(long) and done.seconds == 0
     assert HistoryStore(ws.root / "twin" / "history").count()["rows"] == done.accepted

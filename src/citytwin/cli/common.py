@@ -2,7 +2,7 @@
 
 Kept light on purpose: importing this module (and so building the command tree for
 ``citytwin --help``) must not import pandas, DuckDB, GeoPandas, numba or FastAPI; the command
-functions import what they use (``tests/test_cli_startup.py`` checks it).
+functions import what they use (``tests/workflows/test_layering.py`` checks it).
 """
 
 from __future__ import annotations
@@ -71,9 +71,10 @@ def handle_errors(func: F) -> F:
             if kwargs.get("as_json"):
                 print_json(error_record(exc))
                 raise typer.Exit(2) from None
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            # soft_wrap: never wrapped at the terminal's width (a message is one line to grep, whatever the width)
+            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
             if exc.hint:
-                err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+                err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

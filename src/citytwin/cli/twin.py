@@ -1,7 +1,8 @@
 """`citytwin twin ...` commands: replay, ingest, serve, history, aqi, alerts, forecast, deadletters.
 
-Thin layer: read files, open the twin stores of a workspace (``WORKSPACE/twin``), call the
-foundation (stores, MQTT) and the twin domain (entities, AQI, alerts), print.
+Thin layer: parse options, call :mod:`citytwin.workflows.twin` (observation files, replay, daily
+AQI, alerts, forecasts) and :func:`citytwin.workflows.runtime.open_runtime` (the twin's stores,
+ingest, MQTT and alert hub in ``WORKSPACE/twin``), print.
 """
 
 from __future__ import annotations
@@ -75,12 +76,16 @@ def replay(
     Example: citytwin twin replay ../shared/data/air_beijing_multisite -w ./ws --start 2015-12-01
     --end 2016-01-01 --broker 127.0.0.1:1883 --speed 3600 --ingest
     """
-    import pandas as pd
-
-    from citytwin.foundation.mqtt import MqttPublisher, parse_broker, publish_stream
-    from citytwin.twin import entities as E
+    from citytwin.foundation.mqtt import parse_broker
     from citytwin.workflows.runtime import open_runtime
-    from citytwin.workflows.twin import read_observations, replay_in_process, twin_root
+    from citytwin.workflows.twin import (
+        publish_replay,
+        read_observations,
+        replay_in_process,
+        replay_messages,
+        twin_root,
+        wait_ingested,
+    )
 
     long, ents = read_observations(file, start=start, end=end, stations=station)
     if long.empty:
@@ -90,8 +95,7 @@ def replay(
         rt.register(ents)
         if auto_alerts:
             rt.enable_auto_alerts()
-    msgs = list(E.messages_from_long(long, per_message=per_message))
-    offsets = E.replay_schedule(pd.Series([m[0] for m in msgs]).to_numpy(), speed)
+    msgs, offsets = replay_messages(long, per_message=per_message, speed=speed)
     t0 = time.perf_counter()
     if broker is None:
         if rt is None:
@@ -108,20 +112,13 @@ def replay(
         if rt is None:
             raise InputError("--ingest needs a workspace", hint="pass -w DIR")
         rt.start_mqtt(host, port, client_id=f"{client_id}-ingest")
-    pub = MqttPublisher(host, port, client_id=client_id)
-    n = publish_stream(pub, ((float(o), t, p) for o, (_, t, p) in zip(offsets, msgs, strict=True)))
-    ok = pub.wait_all(timeout=600)
-    pub.close()
+    n, ok = publish_replay(msgs, offsets, host, port, client_id=client_id)
     dt = time.perf_counter() - t0
     console.print(f"published {n:,} messages ({len(long):,} readings) to {host}:{port} in {dt:.1f} s; "
                   f"all acknowledged by the broker: {ok}")
     if rt is not None and run_ingest:
-        expected = len(long)
-        deadline = time.monotonic() + 600
-        while rt.ingestor.totals.accepted + rt.ingestor.totals.rejected < expected and time.monotonic() < deadline:
-            time.sleep(0.05)
-        tot = rt.ingestor.totals
-        console.print(f"ingested {tot.accepted:,} observations, {tot.rejected:,} rejected")
+        accepted, rejected = wait_ingested(rt, len(long))
+        console.print(f"ingested {accepted:,} observations, {rejected:,} rejected")
     if rt is not None:
         rt.close()
 

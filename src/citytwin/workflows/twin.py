@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from citytwin.workflows.runtime import TwinRuntime
 
 __all__ = ["POLLUTANTS", "ForecastIssue", "ReplayTotals", "aqi_alerts", "backtest_forecast", "daily_aqi",
-           "history_frame", "hub_alerts", "issue_forecasts", "parse_time", "read_observations",
-           "replay_in_process", "twin_root", "verify_forecasts"]
+           "history_frame", "hub_alerts", "issue_forecasts", "parse_time", "publish_replay", "read_observations",
+           "replay_in_process", "replay_messages", "twin_root", "verify_forecasts", "wait_ingested"]
 
 POLLUTANTS = ["pm25", "pm10", "so2", "no2", "co", "o3"]
 """The properties daily AQI is computed from."""
@@ -324,3 +324,43 @@ def replay_in_process(rt: TwinRuntime, msgs: Sequence[tuple[Any, str, bytes]], o
         rt.ingestor.ingest(batch, source="replay")
     tot = rt.ingestor.totals
     return ReplayTotals(len(msgs), tot.accepted, tot.rejected, clock() - w0)
+
+
+def replay_messages(long: pd.DataFrame, *, per_message: int = 1,
+                    speed: float = 0.0) -> tuple[list[tuple[Any, str, bytes]], Any]:
+    """The MQTT messages ``(time, topic, payload)`` of a long observation frame and their schedule
+    (seconds from the start at ``speed`` × real time; 0 = as fast as possible)."""
+    import pandas as pd
+
+    from citytwin.twin import entities as E
+
+    msgs = list(E.messages_from_long(long, per_message=per_message))
+    offsets = E.replay_schedule(pd.Series([m[0] for m in msgs]).to_numpy(), speed)
+    return msgs, offsets
+
+
+def publish_replay(msgs: Sequence[tuple[Any, str, bytes]], offsets: Iterable[float], host: str, port: int, *,
+                   client_id: str = "citytwin-replay", timeout: float = 600) -> tuple[int, bool]:
+    """Publish the messages to an MQTT broker at their schedule (QoS 1); returns (messages published,
+    whether the broker acknowledged all of them within ``timeout`` seconds)."""
+    from citytwin.foundation.mqtt import MqttPublisher, publish_stream
+
+    pub = MqttPublisher(host, port, client_id=client_id)
+    try:
+        n = publish_stream(pub, ((float(o), t, p) for o, (_, t, p) in zip(offsets, msgs, strict=True)))
+        ok = pub.wait_all(timeout=timeout)
+    finally:
+        pub.close()
+    return n, ok
+
+
+def wait_ingested(rt: TwinRuntime, expected: int, *, timeout: float = 600,
+                  clock: Callable[[], float] = _time.monotonic,
+                  sleep: Callable[[float], None] = _time.sleep) -> tuple[int, int]:
+    """Wait until ``rt`` has accepted or rejected ``expected`` observations (or ``timeout`` seconds have
+    passed); returns (accepted, rejected)."""
+    deadline = clock() + timeout
+    while rt.ingestor.totals.accepted + rt.ingestor.totals.rejected < expected and clock() < deadline:
+        sleep(0.05)
+    tot = rt.ingestor.totals
+    return tot.accepted, tot.rejected
