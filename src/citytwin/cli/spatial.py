@@ -21,7 +21,6 @@ from citytwin.cli.common import (
     out_console,
     print_json,
 )
-from citytwin.foundation.errors import InputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -153,16 +152,13 @@ def lifecircle_cmd(source: SourceArg = None, pois: PoisOpt = None, buildings: Bu
                    out: OutOpt = None, name: NameOpt = "spatial_lifecircle", as_json: JsonOpt = False,
                    workspace: WorkspaceOpt = None) -> None:
     """D5: walking distance from every home to each daily service; coverage and ranked gaps."""
-    from citytwin.spatial.lifecircle import life_circle, residential_buildings
-    from citytwin.spatial.network import build_network
+    from citytwin.workflows.spatial import life_circles
 
     ws = _ws(workspace)
-    inp = load_inputs(source, ws, {"pois", "buildings", "streets"}, pois=pois, buildings=buildings,
-                      streets=streets, nodes=nodes)
-    net = build_network(inp.layers["nodes"], inp.layers["streets"])
-    homes = residential_buildings(inp.layers["buildings"], include_unknown=include_unknown)
-    lc = life_circle(homes, inp.layers["pois"], net, minutes=minutes, speed_kmh=speed, threshold_m=threshold_m,
-                     max_snap_m=max_snap)
+    run = life_circles(source, ws, pois=pois, buildings=buildings, streets=streets, nodes=nodes, minutes=minutes,
+                       speed_kmh=speed, threshold_m=threshold_m, include_unknown=include_unknown,
+                       max_snap_m=max_snap)
+    lc, net, inp = run.result, run.network, run.inputs
     if as_json:
         print_json({"coverage": lc.coverage.to_dict("records"), "report": lc.report})
     else:
@@ -211,31 +207,12 @@ def compare_cmd(source: SourceArg = None,
 
     Example (a planned new center): citytwin spatial compare Helsinki.osm.pbf --add-cluster 24.9505,60.1765,150,120,1
     """
-    from citytwin.spatial.centers import find_centers
-    from citytwin.spatial.compare import compare_snapshots, innovation_districts
+    from citytwin.workflows.spatial import compare_two_snapshots
 
     ws = _ws(workspace)
-    inp = load_inputs(source, ws, {"pois", "landuse"} if (source or landuse) else {"pois"}, pois=pois,
-                      landuse=landuse)
-    pa = inp.layers["pois"]
-    if second:
-        if second.lower().endswith(".pbf"):
-            inp2 = load_inputs(second, ws, {"pois"})
-        else:
-            inp2 = load_inputs(None, ws, {"pois"}, pois=second)
-        pb = inp2.layers["pois"]
-        inp.datasets += inp2.datasets
-        inp.files.update({f"second_{k}": v for k, v in inp2.files.items()})
-    elif add_cluster:
-        from citytwin.workflows.spatial import second_snapshot
-
-        pb = second_snapshot(pa, add_cluster)
-    else:
-        raise InputError("no second snapshot", field="second", hint="give --second or --add-cluster")
-    a = find_centers(pa, resolution=resolution, method=method)  # type: ignore[arg-type]
-    b = find_centers(pb, resolution=resolution, method=method)  # type: ignore[arg-type]
-    cmp = compare_snapshots(a, b)
-    dist = innovation_districts(b, pb, inp.layers.get("landuse"))
+    run = compare_two_snapshots(source, ws, second=second, pois=pois, landuse=landuse, add_cluster=add_cluster,
+                                resolution=resolution, method=method)
+    cmp, dist, inp = run.comparison, run.districts, run.inputs
     if as_json:
         print_json({"findings": cmp.findings, "indices": cmp.indices.to_dict("records"),
                     "centers": cmp.centers.drop(columns="geometry").to_dict("records"),

@@ -23,9 +23,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from citytwin.foundation.workspace import Workspace
+    from citytwin.spatial.compare import SnapshotComparison
+    from citytwin.spatial.lifecircle import LifeCircleResult
+    from citytwin.spatial.network import StreetNetwork
 
-__all__ = ["Inputs", "SpatialReport", "load_inputs", "parse_cluster", "read_graphml", "second_snapshot",
-           "spatial_report", "store_results", "write_file"]
+__all__ = ["CompareRun", "Inputs", "LifeCircleRun", "SpatialReport", "compare_two_snapshots", "life_circles",
+           "load_inputs", "parse_cluster", "read_graphml", "second_snapshot", "spatial_report", "store_results",
+           "write_file"]
 
 
 @dataclass
@@ -214,6 +218,85 @@ def second_snapshot(pois_a: gpd.GeoDataFrame, clusters: list[str]) -> gpd.GeoDat
         c = parse_cluster(spec)
         out = add_cluster(out, c["lon"], c["lat"], c["n"], radius_m=c["radius_m"], seed=c["seed"])
     return out
+
+
+@dataclass
+class LifeCircleRun:
+    """Life circles computed by :func:`life_circles`: the result, the street network and the inputs."""
+
+    result: LifeCircleResult
+    network: StreetNetwork
+    inputs: Inputs
+
+
+def life_circles(source: str | None = None, workspace: WorkspaceLike | None = None, *, pois: str | None = None,
+                 buildings: str | None = None, streets: str | None = None, nodes: str | None = None,
+                 minutes: float = 15.0, speed_kmh: float = 4.8, threshold_m: float | None = None,
+                 include_unknown: bool = True, max_snap_m: float = 250.0) -> LifeCircleRun:
+    """D5: walking distance on the street network from every home to each daily service.
+
+    Inputs as for :func:`load_inputs` (POIs, buildings, streets); homes are the residential buildings
+    (with ``include_unknown``, untyped ones too); the distance threshold is ``minutes`` at
+    ``speed_kmh``, or ``threshold_m`` when given (:func:`citytwin.spatial.lifecircle.life_circle`).
+    """
+    from citytwin.spatial.lifecircle import life_circle, residential_buildings
+    from citytwin.spatial.network import build_network
+
+    inp = load_inputs(source, workspace, {"pois", "buildings", "streets"}, pois=pois, buildings=buildings,
+                      streets=streets, nodes=nodes)
+    net = build_network(inp.layers["nodes"], inp.layers["streets"])
+    homes = residential_buildings(inp.layers["buildings"], include_unknown=include_unknown)
+    lc = life_circle(homes, inp.layers["pois"], net, minutes=minutes, speed_kmh=speed_kmh,
+                     threshold_m=threshold_m, max_snap_m=max_snap_m)
+    return LifeCircleRun(lc, net, inp)
+
+
+@dataclass
+class CompareRun:
+    """Two snapshots compared by :func:`compare_two_snapshots`: the comparison of their centers, the
+    innovation-district types of the second, and the inputs (both snapshots' sources)."""
+
+    comparison: SnapshotComparison
+    districts: pd.DataFrame
+    inputs: Inputs
+
+
+def compare_two_snapshots(source: str | None = None, workspace: WorkspaceLike | None = None, *,
+                          second: str | None = None, pois: str | None = None, landuse: str | None = None,
+                          add_cluster: list[str] | None = None, resolution: int = 9,
+                          method: str = "peaks") -> CompareRun:
+    """D2/D4: compare two snapshots: new / lost centers, hierarchy change, innovation-district types.
+
+    The first snapshot's POIs (and land use) come as for :func:`load_inputs`; the second is
+    ``second`` (a PBF file, a POI file or dataset) or the first plus ``add_cluster`` synthetic clusters.
+
+    Raises
+    ------
+    InputError
+        When there is no second snapshot, or an input cannot be read.
+    """
+    from citytwin.spatial.centers import find_centers
+    from citytwin.spatial.compare import compare_snapshots, innovation_districts
+
+    ws = maybe_ws(workspace)
+    inp = load_inputs(source, ws, {"pois", "landuse"} if (source or landuse) else {"pois"}, pois=pois,
+                      landuse=landuse)
+    pa = inp.layers["pois"]
+    if second:
+        if second.lower().endswith(".pbf"):
+            inp2 = load_inputs(second, ws, {"pois"})
+        else:
+            inp2 = load_inputs(None, ws, {"pois"}, pois=second)
+        pb = inp2.layers["pois"]
+        inp.datasets += inp2.datasets
+        inp.files.update({f"second_{k}": v for k, v in inp2.files.items()})
+    elif add_cluster:
+        pb = second_snapshot(pa, add_cluster)
+    else:
+        raise InputError("no second snapshot", field="second", hint="give --second or --add-cluster")
+    a = find_centers(pa, resolution=resolution, method=method)  # type: ignore[arg-type]
+    b = find_centers(pb, resolution=resolution, method=method)  # type: ignore[arg-type]
+    return CompareRun(compare_snapshots(a, b), innovation_districts(b, pb, inp.layers.get("landuse")), inp)
 
 
 @dataclass
