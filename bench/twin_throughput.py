@@ -49,6 +49,7 @@ from citytwin.foundation.timeseries import HistoryStore, StateStore
 from citytwin.foundation.workspace import Workspace
 from citytwin.service.app import open_runtime
 from citytwin.twin import entities as E
+from citytwin.twin import feeds as F
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "air_beijing_multisite"
@@ -71,11 +72,11 @@ def load_long(quick: bool, months: int | None) -> pd.DataFrame:
     elif months:
         t = pd.to_datetime(w[["year", "month", "day", "hour"]])
         w = w[t < t.min() + pd.DateOffset(months=months)]
-    return E.beijing_long(w)
+    return F.beijing_long(w)
 
 
 def stations() -> list[E.Entity]:
-    return [E.beijing_entity(s) for s in E.BEIJING_STATIONS]
+    return [F.beijing_entity(s) for s in F.BEIJING_STATIONS]
 
 
 # -- child processes -----------------------------------------------------------------------------------
@@ -233,7 +234,7 @@ def main() -> None:
     t0 = time.perf_counter()
     long = load_long(args.quick, args.months)
     n_obs = len(long)
-    MSGS.extend((t, p) for _, t, p in E.messages_from_long(long, per_message=args.per_message))
+    MSGS.extend((t, p) for _, t, p in F.messages_from_long(long, per_message=args.per_message))
     obs_per_msg = n_obs / len(MSGS)
     print(f"data: {n_obs:,} readings ({int(long.value.notna().sum()):,} non-missing), {len(MSGS):,} MQTT messages "
           f"of {obs_per_msg:.0f} readings ({sum(len(p) for _, p in MSGS) / 2**20:.0f} MiB JSON); "

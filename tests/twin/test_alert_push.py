@@ -21,13 +21,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from citytwin.foundation.mqtt import MqttAuth
 from citytwin.service.alerting import AlertHub, alert_topic
 from citytwin.service.app import create_app, open_runtime
-from citytwin.twin import entities as E
+from citytwin.twin import feeds as F
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "mosquitto.sh"
 HAVE_MOSQUITTO = shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists()
-DONGSI = E.beijing_entity("Dongsi").id
-TIANTAN = E.beijing_entity("Tiantan").id
+DONGSI = F.beijing_entity("Dongsi").id
+TIANTAN = F.beijing_entity("Tiantan").id
 
 
 @pytest.fixture()
@@ -71,7 +71,7 @@ class Collector:
 def test_alerts_pushed_over_mqtt_once_per_transition(broker, twin_ws):
     host, port = broker
     rt = open_runtime(twin_ws.root)
-    rt.register([E.beijing_entity("Dongsi"), E.beijing_entity("Tiantan")])
+    rt.register([F.beijing_entity("Dongsi"), F.beijing_entity("Tiantan")])
     sub = Collector(host, port, "citytwin/alerts/#", "test-alert-subscriber")
     rt.start_mqtt(host, port, client_id="alert-it-ingest")  # ingest + alert publishing on one broker
     try:

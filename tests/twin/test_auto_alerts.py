@@ -18,11 +18,11 @@ import pytest
 from citytwin.foundation.errors import InputError
 from citytwin.service.app import open_runtime
 from citytwin.twin import aqi
-from citytwin.twin import entities as E
+from citytwin.twin import feeds as F
 from citytwin.twin.live_rules import AQI_HEAVY_2H
 from citytwin.twin.rules import ThresholdRule
 
-DONGSI = E.beijing_entity("Dongsi").id
+DONGSI = F.beijing_entity("Dongsi").id
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +69,8 @@ BULK = [("2015-11-26 00:00", "2015-11-29 15:00"), ("2015-11-30 10:00", "2015-12-
 
 
 def batches(w: pd.DataFrame) -> list[list[tuple[str, bytes]]]:
-    long = E.beijing_long(w)
-    msgs = list(E.messages_from_long(long))
+    long = F.beijing_long(w)
+    msgs = list(F.messages_from_long(long))
     bulk = [(pd.Timestamp(s, tz="Asia/Shanghai").value // 1000, pd.Timestamp(e, tz="Asia/Shanghai").value // 1000)
             for s, e in BULK]
     out: list[list[tuple[str, bytes]]] = []
@@ -89,7 +89,7 @@ def test_auto_alerts_follow_the_episodes(tmp_path, wide):
     assert [(s.tz_convert("Asia/Shanghai").strftime("%d %H"), e.tz_convert("Asia/Shanghai").strftime("%d %H"))
             for s, e, _ in exp] == [("27 01", "29 15"), ("29 18", "30 02"), ("30 08", "01 23")]
     rt = open_runtime(tmp_path / "twin")
-    rt.register([E.beijing_entity("Dongsi")])
+    rt.register([F.beijing_entity("Dongsi")])
     auto = rt.enable_auto_alerts()
     events: list[tuple[str, str]] = []
     rt.alerts.book.subscribe(lambda ev: events.append((ev.kind, ev.alert.rule)))
@@ -152,8 +152,8 @@ def test_auto_alerts_follow_the_episodes(tmp_path, wide):
 def test_auto_alerts_leave_other_entities_alone(tmp_path, wide):
     """A batch of one station resolves nothing at another; a live alert stays open while it holds."""
     rt = open_runtime(tmp_path / "twin")
-    other = E.beijing_entity("Tiantan")
-    rt.register([E.beijing_entity("Dongsi"), other])
+    other = F.beijing_entity("Tiantan")
+    rt.register([F.beijing_entity("Dongsi"), other])
     rt.alerts.raise_alert(AQI_HEAVY_2H.name, other.id, at="2015-11-27T00:00:00Z")
     rt.enable_auto_alerts([AQI_HEAVY_2H])
     try:
@@ -181,7 +181,7 @@ def test_auto_alerts_over_http_and_cli_switch(tmp_path, shared_data, twin_ws):
     from citytwin.service.app import create_app
 
     rt = open_runtime(twin_ws.root)
-    rt.register([E.beijing_entity("Dongsi")])
+    rt.register([F.beijing_entity("Dongsi")])
     client = TestClient(create_app(runtime=rt, auto_alerts=True), headers=twin_ws.headers("integrator"))
     # PM2.5 260, 280 µg/m³: IAQI 310, 330 (> 200 two hours running); then 100: IAQI 133
     for h, v in ((0, 100.0), (1, 260.0), (2, 280.0), (3, 100.0)):

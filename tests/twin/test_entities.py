@@ -10,6 +10,7 @@ import pytest
 
 from citytwin.foundation.errors import InputError
 from citytwin.twin import entities as E
+from citytwin.twin import feeds as F
 
 NOW_US = E.parse_time_us("2026-01-01T00:00:00Z")
 AQ = "urn:ngsi-ld:AirQualityObserved:Beijing-Dongsi"
@@ -137,7 +138,7 @@ def test_validate_entity():
 
 def test_beijing_long_and_messages(shared_data):
     raw = pd.read_csv(shared_data / "air_beijing_multisite" / "PRSA_Data_Dongsi_20130301-20170228.csv", nrows=48)
-    long = E.beijing_long(raw)
+    long = F.beijing_long(raw)
     # 12 mapped columns per row; missing values stay NaN rows (count equals the CSV's own counts)
     assert len(long) == 48 * 12
     pm25 = long[long.property == "pm25"]
@@ -145,13 +146,13 @@ def test_beijing_long_and_messages(shared_data):
     # 2013-03-01 00:00 Beijing time is 2013-02-28 16:00 UTC
     assert long["time"].min() == pd.Timestamp("2013-02-28T16:00:00Z")
     assert long.loc[long.property == "windDirection", "value"].iloc[0] == 337.5  # first row wd = NNW
-    msgs = list(E.messages_from_long(long))
+    msgs = list(F.messages_from_long(long))
     assert len(msgs) == 48
     doc = json.loads(msgs[0][2])
     assert doc["co"] == {"value": 300.0, "unit": "µg/m³"} and doc["observedAt"] == "2013-02-28T16:00:00Z"
-    batched = list(E.messages_from_long(long, per_message=10))
+    batched = list(F.messages_from_long(long, per_message=10))
     assert len(batched) == 5 and batched[0][1] == "citytwin/batch"
-    parser = E.MessageParser({E.beijing_entity("Dongsi").id: E.beijing_entity("Dongsi").ref}.get)
+    parser = E.MessageParser({F.beijing_entity("Dongsi").id: F.beijing_entity("Dongsi").ref}.get)
     res = [parser.parse(t, p) for _, t, p in msgs]
     assert sum(len(r.rejects) for r in res) == 0
     obs = [o for r in res for o in r.observations]
@@ -162,5 +163,5 @@ def test_beijing_long_and_messages(shared_data):
 
 def test_replay_schedule():
     t = np.array([0, 3_600_000_000, 3_600_000_000, 7_200_000_000])
-    assert E.replay_schedule(t, 3600).tolist() == [0.0, 1.0, 1.0, 2.0]
-    assert E.replay_schedule(t, 0).tolist() == [0.0] * 4
+    assert F.replay_schedule(t, 3600).tolist() == [0.0, 1.0, 1.0, 2.0]
+    assert F.replay_schedule(t, 0).tolist() == [0.0] * 4

@@ -19,9 +19,9 @@ from citytwin.foundation.errors import InputError
 from citytwin.foundation.timeseries.forecasts import ForecastStore
 from citytwin.service.app import create_app, open_runtime
 from citytwin.service.forecasting import ALL
-from citytwin.twin import entities as E
+from citytwin.twin import feeds as F
 
-DONGSI = E.beijing_entity("Dongsi").id
+DONGSI = F.beijing_entity("Dongsi").id
 MODELS = ("seasonal_naive", "persistence", "ridge")
 
 
@@ -29,12 +29,12 @@ MODELS = ("seasonal_naive", "persistence", "ridge")
 def dongsi(shared_data: Path) -> pd.DataFrame:
     w = pd.read_csv(shared_data / "air_beijing_multisite/PRSA_Data_Dongsi_20130301-20170228.csv")
     w = w[(w.year == 2016) & (w.month == 1)]
-    long = E.beijing_long(w)
+    long = F.beijing_long(w)
     return long[long["property"] == "pm25"].sort_values("time").reset_index(drop=True)
 
 
 def feed(rt, rows: pd.DataFrame) -> None:
-    msgs = [(t, p) for _, t, p in E.messages_from_long(rows)]
+    msgs = [(t, p) for _, t, p in F.messages_from_long(rows)]
     rep = rt.ingestor.ingest(msgs, source="replay")
     assert rep.rejected == 0
 
@@ -61,7 +61,7 @@ def test_store_is_idempotent_and_validates(tmp_path):
 
 def test_issue_feed_verify_mae_by_hand(twin_ws, dongsi):
     rt = open_runtime(twin_ws.root)
-    rt.register([E.beijing_entity("Dongsi")])
+    rt.register([F.beijing_entity("Dongsi")])
     n0 = 21 * 24  # three weeks of history before the first forecast
     feed(rt, dongsi.iloc[:n0])
     issued = []
@@ -147,7 +147,7 @@ def test_cli_forecast_store_and_verify(tmp_path, dongsi):
     ws = tmp_path / "ws"
     assert runner.invoke(app, ["init", str(ws)]).exit_code == 0
     rt = open_runtime(ws / "twin")
-    rt.register([E.beijing_entity("Dongsi")])
+    rt.register([F.beijing_entity("Dongsi")])
     feed(rt, dongsi.iloc[: 21 * 24])
     rt.close()
     # the seasonal-naive baseline is issued even when only the learned model is asked for
@@ -173,7 +173,7 @@ def test_cli_forecast_store_and_verify(tmp_path, dongsi):
 
 def test_missing_actual_is_not_scored(tmp_path, dongsi):
     rt = open_runtime(tmp_path / "twin")
-    rt.register([E.beijing_entity("Dongsi")])
+    rt.register([F.beijing_entity("Dongsi")])
     rows = dongsi.iloc[:4].copy()
     rows.loc[rows.index[2], "value"] = np.nan  # the reading of the 2-h target arrives, but missing
     t0 = rows["time"].iloc[0]

@@ -23,7 +23,7 @@ from citytwin.foundation.mqtt import MqttPublisher
 from citytwin.foundation.timeseries import HistoryStore
 from citytwin.foundation.workspace import Workspace
 from citytwin.service.app import open_runtime
-from citytwin.twin import entities as E
+from citytwin.twin import feeds as F
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "mosquitto.sh"
@@ -50,8 +50,8 @@ def dongsi(shared_data) -> tuple[pd.DataFrame, list]:
     w = pd.read_csv(shared_data / "air_beijing_multisite" / "PRSA_Data_Dongsi_20130301-20170228.csv")
     t = pd.to_datetime(w[["year", "month", "day", "hour"]])
     w = w[(t >= "2015-11-15") & (t < "2015-12-15")]
-    long = E.beijing_long(w)
-    return long, list(E.messages_from_long(long))
+    long = F.beijing_long(w)
+    return long, list(F.messages_from_long(long))
 
 
 def wait_until(cond, timeout: float = 60.0, step: float = 0.05) -> bool:
@@ -78,7 +78,7 @@ def test_broker_restart_mid_stream(broker, tmp_path, dongsi):
     host, port, bdir = broker
     long, msgs = dongsi
     rt = open_runtime(tmp_path / "twin")
-    rt.register([E.beijing_entity("Dongsi")])
+    rt.register([F.beijing_entity("Dongsi")])
     rt.start_mqtt(host, port, client_id="fault-ingest", max_delay=0.05)
     pub = MqttPublisher(host, port, client_id="fault-replay")
     try:
@@ -122,7 +122,7 @@ def _ingest_proc(ws: Path, host: str, port: int, *extra: str) -> subprocess.Pope
 def _prepare_ws(tmp_path: Path) -> tuple[Path, HistoryStore]:
     ws = Workspace.init(tmp_path / "ws", owner="admin")
     rt = open_runtime(ws.root / "twin")
-    rt.register([E.beijing_entity("Dongsi")])
+    rt.register([F.beijing_entity("Dongsi")])
     rt.close()
     return ws.root, HistoryStore(ws.root / "twin" / "history")
 

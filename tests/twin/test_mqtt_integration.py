@@ -23,6 +23,7 @@ import pytest
 from citytwin.foundation.mqtt import MqttPublisher
 from citytwin.service.app import open_runtime
 from citytwin.twin import entities as E
+from citytwin.twin import feeds as F
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "mosquitto.sh"
@@ -64,14 +65,14 @@ def test_beijing_month_through_mosquitto(broker, tmp_path, shared_data):
     host, port, _ = broker
     wide = beijing_month(shared_data)
     assert len(wide) == 12 * 744
-    long = E.beijing_long(wide)
+    long = F.beijing_long(wide)
     rt = open_runtime(tmp_path / "twin")
-    rt.register([E.beijing_entity(s) for s in sorted(wide.station.unique())])
+    rt.register([F.beijing_entity(s) for s in sorted(wide.station.unique())])
     ref = E.Entity(E.entity_id("AirQualityObserved", "reference-case"), "AirQualityObserved", 116.4, 39.9)
     rt.register([ref])
     rt.start_mqtt(host, port, client_id="it-ingest")
     pub = MqttPublisher(host, port, client_id="it-replay")
-    msgs = list(E.messages_from_long(long))
+    msgs = list(F.messages_from_long(long))
     assert len(msgs) == 12 * 744
     for _, topic, payload in msgs:
         pub.publish(topic, payload)
@@ -91,7 +92,7 @@ def test_beijing_month_through_mosquitto(broker, tmp_path, shared_data):
         assert (refday["aqi"], refday["category_zh"], refday["primary"]) == (158, "中度污染", "pm25")
         assert [refday[f"iaqi_{k}"] for k in ("pm25", "pm10", "so2", "no2", "co", "o3_8h")] == [158, 115, 58, 135,
                                                                                                 120, 137]
-        c = h.count(entities=[e.id for e in map(E.beijing_entity, E.BEIJING_STATIONS)])
+        c = h.count(entities=[e.id for e in map(F.beijing_entity, F.BEIJING_STATIONS)])
         assert c["rows"] == len(long) == 107_136
         assert c["values"] == int(long["value"].notna().sum())
         assert c["missing"] == int(long["value"].isna().sum()) > 0
@@ -102,15 +103,15 @@ def test_beijing_month_through_mosquitto(broker, tmp_path, shared_data):
         for col, prop in [("PM2.5", "pm25"), ("CO", "co"), ("O3", "o3")]:
             csv = wide.groupby("station")[col].count()
             for st, n in csv.items():
-                assert per[(E.beijing_entity(st).id, prop)] == n, (st, prop)
+                assert per[(F.beijing_entity(st).id, prop)] == n, (st, prop)
         # CO stored in mg/m³ (the CSV has µg/m³); a value checked against the raw file
         dongsi = wide[wide.station == "Dongsi"].iloc[100]
         t = pd.Timestamp(year=2015, month=12, day=int(dongsi.day), hour=int(dongsi.hour), tz="Asia/Shanghai")
-        got = stored[(stored.entity == E.beijing_entity("Dongsi").id) & (stored.property == "co")
+        got = stored[(stored.entity == F.beijing_entity("Dongsi").id) & (stored.property == "co")
                      & (stored.time == t.tz_convert("UTC"))]["value"].iloc[0]
         assert got == pytest.approx(dongsi.CO / 1000.0, rel=1e-12)
         # live state holds the last hour (2015-12-31 23:00 Beijing time)
-        st = rt.stores.state.get(E.beijing_entity("Dongsi").id)
+        st = rt.stores.state.get(F.beijing_entity("Dongsi").id)
         assert E.format_time_us(st["attrs"]["pm25"]["observed_us"]) == "2015-12-31T15:00:00Z"
 
         # daily AQI from the stored history equals daily AQI computed directly from the CSV
@@ -161,13 +162,13 @@ def test_beijing_full_four_years_through_mosquitto(broker, tmp_path, shared_data
     files = sorted((shared_data / "air_beijing_multisite").glob("PRSA_Data_*.csv"))
     wide = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
     assert len(wide) == 420_768
-    long = E.beijing_long(wide)
+    long = F.beijing_long(wide)
     rt = open_runtime(tmp_path / "twin")
-    rt.register([E.beijing_entity(s) for s in sorted(wide.station.unique())])
+    rt.register([F.beijing_entity(s) for s in sorted(wide.station.unique())])
     rt.start_mqtt(host, port, client_id="it-ingest-full")
     pub = MqttPublisher(host, port, client_id="it-replay-full")
     n_msgs = 0
-    for _, topic, payload in E.messages_from_long(long, per_message=12):
+    for _, topic, payload in F.messages_from_long(long, per_message=12):
         pub.publish(topic, payload)
         n_msgs += 1
     assert n_msgs == 35_064
@@ -185,7 +186,7 @@ def test_beijing_full_four_years_through_mosquitto(broker, tmp_path, shared_data
         per = stored.groupby(["entity", "property"])["value"].count()
         for col, prop in [("PM2.5", "pm25"), ("NO2", "no2"), ("O3", "o3")]:
             for st, n in wide.groupby("station")[col].count().items():
-                assert per[(E.beijing_entity(st).id, prop)] == n, (st, prop)
+                assert per[(F.beijing_entity(st).id, prop)] == n, (st, prop)
         daily = aqi.daily_aqi(stored, invalid="missing")
         assert len(daily) == 12 * 1461
         assert (daily["category_zh"].notna() == (daily["status"] != "insufficient")).all()

@@ -26,6 +26,7 @@ from citytwin.foundation.mqtt import MqttAuth, MqttConnectError, MqttPublisher
 from citytwin.foundation.mqtt_auth import MqttAccounts, hash_password, verify_password
 from citytwin.service.app import open_runtime
 from citytwin.twin import entities as E
+from citytwin.twin import feeds as F
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "mosquitto.sh"
@@ -170,7 +171,7 @@ def secure(twin_ws, tmp_path):
     with TLS, and the credentials issued through the CLI."""
     ws = str(twin_ws.ws.root)
     rt = open_runtime(twin_ws.root)
-    rt.register([E.beijing_entity("Dongsi"), E.beijing_entity("Tiantan")])
+    rt.register([F.beijing_entity("Dongsi"), F.beijing_entity("Tiantan")])
     out = json.loads(run("twin", "devices", "add", "Dongsi", "Tiantan", "--service", "ingest", "--service",
                          "alerts", "--service", "publisher", "--ws-user", "vera", "--ws-user", "resident",
                          "-w", ws, "-u", "admin", "--json").stdout)

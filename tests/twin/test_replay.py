@@ -25,7 +25,7 @@ def _air(shared_data: Path) -> str:
 
 def _csv_counts(shared_data: Path, start: str, end: str, stations: list[str] | None = None) -> tuple[int, int]:
     """(readings, non-missing readings) of the 12 mapped columns in [start, end) Beijing time."""
-    from citytwin.twin.entities import BEIJING_COLUMNS
+    from citytwin.twin.feeds import BEIJING_COLUMNS
     files = sorted((shared_data / "air_beijing_multisite").glob("*.csv"))
     w = pd.concat([pd.read_csv(f) for f in files])
     if stations:

@@ -7,7 +7,7 @@ Also the MQTT client options (credentials and TLS) that `twin ingest`, `twin rep
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -32,7 +32,9 @@ from citytwin.foundation.mqtt import (
     MqttAuth,
 )
 from citytwin.foundation.mqtt_auth import DEFAULT_SERVICE_NAMES, MqttAccounts, entities_matching
-from citytwin.foundation.workspace import Workspace
+
+if TYPE_CHECKING:
+    from citytwin.foundation.workspace import Workspace
 
 app = typer.Typer(help="MQTT accounts: per-device credentials, service accounts, the broker's password and ACL "
                        "files (docs/twin.md, \"MQTT security\").", no_args_is_help=True)

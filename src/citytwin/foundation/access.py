@@ -25,49 +25,15 @@ its writes (observations, entities, alerts, forecasts) need a role in :data:`LIV
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from citytwin.foundation.errors import AccessDenied
+from citytwin.foundation.roles import CLASSIFICATIONS, ROLES, Role, User, check_role  # noqa: F401  (re-exported)
 
-from citytwin.foundation.catalog import CLASSIFICATIONS
-from citytwin.foundation.errors import AccessDenied, InputError
-
-
-@dataclass(frozen=True)
-class Role:
-    name: str
-    clearance: str
-    sees_personal_data: bool
-    can_write: bool
-    can_admin: bool = False
-
-
-ROLES: dict[str, Role] = {
-    "admin": Role("admin", "sensitive", True, True, True),
-    "steward": Role("steward", "sensitive", True, True),
-    "analyst": Role("analyst", "internal", False, True),
-    "integrator": Role("integrator", "internal", False, True),
-    "viewer": Role("viewer", "internal", False, False),
-    "public": Role("public", "public", False, False),
-}
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    role: str
-    department: str | None = None
-
-    @property
-    def r(self) -> Role:
-        return ROLES[self.role]
-
-
-def check_role(role: str) -> str:
-    if role not in ROLES:
-        raise InputError(f"unknown role {role!r}", hint=f"use one of {', '.join(ROLES)}")
-    return role
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _level(classification: str) -> int:
@@ -258,7 +224,7 @@ def mask_text(value: str) -> str:
 
 
 def _mask_one(value: object, kind: str) -> object:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return value
     s = str(value)
     if kind == "phone":
@@ -288,6 +254,7 @@ def mask_frame(df: pd.DataFrame, pii: dict[str, str]) -> pd.DataFrame:
 
     Examples
     --------
+    >>> import pandas as pd
     >>> df = pd.DataFrame({"phone": ["13812345678"], "name": ["张三丰"]})
     >>> mask_frame(df, {"phone": "phone", "name": "name"}).iloc[0].tolist()
     ['138****5678', '张**']

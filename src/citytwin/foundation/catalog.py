@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from citytwin.foundation.errors import AccessDenied, InputError, NotFoundError
+from citytwin.foundation.roles import CLASSIFICATIONS, check_role
 
-CLASSIFICATIONS = ("public", "internal", "sensitive")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 _DDL = """
@@ -429,8 +429,6 @@ class Catalog:
         >>> [(r["user"], r["outcome"]) for r in cat.audit_log()][:2]
         [('vera', 'denied'), ('root', 'ok')]
         """
-        from citytwin.foundation.access import check_role
-
         check_role(role)
         if not isinstance(name, str) or not name.strip():
             raise InputError(f"invalid user name {name!r}", field="name")

@@ -15,7 +15,8 @@ from citytwin import lazy_exports
 #: submodule -> the public names it defines (imported on first use: see :func:`citytwin.lazy_exports`)
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "entities": ("Entity", "EntityRef", "EntityType", "MessageParser", "Observation", "PropertySpec",
-                 "entity_id", "messages_from_long", "replay_schedule"),
+                 "entity_id"),
+    "feeds": ("messages_from_long", "replay_schedule"),
     "aqi": ("AqiResult", "Category", "category", "daily_aqi", "hourly_aqi", "iaqi"),
     "rules": ("AlertCandidate", "ThresholdRule", "evaluate", "evaluate_all"),
     "live_rules": ("check_live_rules",),
@@ -44,9 +45,8 @@ if TYPE_CHECKING:
         Observation,
         PropertySpec,
         entity_id,
-        messages_from_long,
-        replay_schedule,
     )
+    from citytwin.twin.feeds import messages_from_long, replay_schedule
     from citytwin.twin.forecast import Forecaster, backtest
     from citytwin.twin.live_rules import check_live_rules
     from citytwin.twin.rules import AlertCandidate, ThresholdRule, evaluate, evaluate_all

@@ -79,6 +79,7 @@ def read_observations(path: Path, *, start: str | None = None, end: str | None =
     import pandas as pd
 
     from citytwin.twin import entities as E
+    from citytwin.twin import feeds as F
 
     files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
     if not files or not all(f.exists() for f in files):
@@ -90,19 +91,19 @@ def read_observations(path: Path, *, start: str | None = None, end: str | None =
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read {f}: {exc}", file=str(f)) from exc
     df = pd.concat(frames, ignore_index=True)
-    if E.is_beijing_frame(df):
+    if F.is_beijing_frame(df):
         if stations:
             df = df[df["station"].isin(stations)]
         if start or end:  # cut the wide rows first (a day more on each side; exact cut below)
             local = pd.to_datetime(df[["year", "month", "day", "hour"]].astype("int64"))
             keep = pd.Series(True, index=df.index)
             if start:
-                keep &= local >= parse_time(start).tz_convert(E.BEIJING_TZ).tz_localize(None) - pd.Timedelta(days=1)
+                keep &= local >= parse_time(start).tz_convert(F.BEIJING_TZ).tz_localize(None) - pd.Timedelta(days=1)
             if end:
-                keep &= local < parse_time(end).tz_convert(E.BEIJING_TZ).tz_localize(None) + pd.Timedelta(days=1)
+                keep &= local < parse_time(end).tz_convert(F.BEIJING_TZ).tz_localize(None) + pd.Timedelta(days=1)
             df = df[keep]
-        long = E.beijing_long(df)
-        ents = [E.beijing_entity(s) for s in sorted(df["station"].unique())]
+        long = F.beijing_long(df)
+        ents = [F.beijing_entity(s) for s in sorted(df["station"].unique())]
     else:
         need = {"entity", "property", "time", "value"}
         if not need.issubset(df.columns):
@@ -307,7 +308,7 @@ def replay_in_process(rt: TwinRuntime, msgs: Sequence[tuple[Any, str, bytes]], o
                       batch_size: int = 2000, clock: Callable[[], float] = _time.monotonic,
                       sleep: Callable[[float], None] = _time.sleep) -> ReplayTotals:
     """Feed ``(time, topic, payload)`` messages into ``rt``'s ingest pipeline at their schedule ``offsets``
-    (seconds from the start; :func:`citytwin.twin.entities.replay_schedule`), in batches of at most
+    (seconds from the start; :func:`citytwin.twin.feeds.replay_schedule`), in batches of at most
     ``batch_size``; a batch is flushed before each wait. ``clock`` and ``sleep`` are injectable."""
     batch: list[tuple[str, bytes]] = []
     w0 = clock()
@@ -333,10 +334,10 @@ def replay_messages(long: pd.DataFrame, *, per_message: int = 1,
     (seconds from the start at ``speed`` × real time; 0 = as fast as possible)."""
     import pandas as pd
 
-    from citytwin.twin import entities as E
+    from citytwin.twin import feeds as F
 
-    msgs = list(E.messages_from_long(long, per_message=per_message))
-    offsets = E.replay_schedule(pd.Series([m[0] for m in msgs]).to_numpy(), speed)
+    msgs = list(F.messages_from_long(long, per_message=per_message))
+    offsets = F.replay_schedule(pd.Series([m[0] for m in msgs]).to_numpy(), speed)
     return msgs, offsets
 
 
