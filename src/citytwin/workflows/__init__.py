@@ -1,0 +1,1 @@
+"""Workflows: read inputs (files or catalog datasets), call domain functions, write outputs."""
