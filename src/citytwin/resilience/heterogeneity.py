@@ -172,7 +172,7 @@ def _permutation(data: pd.DataFrame, *, group: str, ga: str, gb: str, y: str, x:
     sub, V = sub.loc[ok].reset_index(drop=True), V[ok]
     codes = np.column_stack([pd.factorize(sub[f])[0] for f in fe]) if fe else None
     key = sub[unit] if unit is not None else pd.Series(np.arange(len(sub)))
-    ukeys, uidx = np.unique(key.astype(str), return_inverse=True)
+    _ukeys, uidx = np.unique(key.astype(str), return_inverse=True)
     ulab = pd.Series(sub[group].to_numpy()).groupby(uidx).first().to_numpy()
     hits = 0
     for _ in range(n_perm):
