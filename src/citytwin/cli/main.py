@@ -35,6 +35,15 @@ def init(directory: Annotated[Path, typer.Argument(help="Folder to create the wo
     console.print(f"created workspace [bold]{ws.root}[/] (owner {ws.user.name}, role admin)")
 
 
+def _register_resilience() -> None:
+    from citytwin.cli import resilience  # C1–C3
+
+    app.add_typer(resilience.app, name="resilience")
+
+
+_register_resilience()
+
+
 def _register_foundation() -> None:
     from citytwin.cli import foundation as f  # noqa: F401  (registers its commands on `app`)
 
