@@ -12,8 +12,10 @@ Forms (E = the value, e.g. employment or GDP; r a unit, N the reference economy)
   ``(g_rt − g_Nt) / |g_Nt|`` with ``g`` the growth rate on the previous observed period; periods in
   the shock window are labelled ``resistance``, those after it ``recovery``, those before ``pre``.
 
-The reference is ``"national"`` (the sum of the value over all units present in both periods) or a
-column of the panel holding the reference value of each period (the same in every row of a period).
+The reference is ``"national"`` or a column of the panel holding the reference value of each period
+(the same in every row of a period). ``"national"`` is the sum over units, chain-linked: each
+period's growth is taken over the units present in both periods (so that cities entering or leaving
+an unbalanced panel do not count as growth or fall), starting from the first period's total.
 
 **Shock detection** (when no window is given): on the reference series, the run of consecutive
 periods of decline with the largest cumulative fall (start = the peak before it, end = its trough).
@@ -119,7 +121,14 @@ def detect_shock(reference: pd.Series) -> tuple[Any, Any, str]:
 def _reference(frame: pd.DataFrame, unit: str, time: str, value: str, reference: str,
                source: str | None) -> pd.Series:
     if reference == "national":
-        return frame.groupby(time)[value].sum(min_count=1).sort_index()
+        wide = frame.pivot(index=unit, columns=time, values=value).sort_index(axis=1)
+        periods = list(wide.columns)
+        level = [float(wide[periods[0]].sum())]
+        for a, b in zip(periods[:-1], periods[1:], strict=True):
+            both = wide[[a, b]].dropna()
+            sa = float(both[a].sum())
+            level.append(level[-1] * float(both[b].sum()) / sa if sa else float("nan"))
+        return pd.Series(level, index=periods, name="reference")
     check_columns(frame, [reference], numeric=[reference], source=source)
     per = frame.groupby(time)[reference].agg(["min", "max"])
     bad = per[(per["max"] - per["min"]).abs() > 1e-9 * per["max"].abs().clip(lower=1)]
