@@ -37,6 +37,7 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -124,7 +125,7 @@ def _reference(frame: pd.DataFrame, unit: str, time: str, value: str, reference:
         wide = frame.pivot(index=unit, columns=time, values=value).sort_index(axis=1)
         periods = list(wide.columns)
         level = [float(wide[periods[0]].sum())]
-        for a, b in zip(periods[:-1], periods[1:], strict=True):
+        for a, b in itertools.pairwise(periods):
             both = wide[[a, b]].dropna()
             sa = float(both[a].sum())
             level.append(level[-1] * float(both[b].sum()) / sa if sa else float("nan"))
