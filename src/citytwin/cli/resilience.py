@@ -27,7 +27,8 @@ YOpt = Annotated[str, typer.Option("--y", help="Outcome column.")]
 XOpt = Annotated[str, typer.Option("--x", help="Regressor column(s), comma-separated.")]
 ControlsOpt = Annotated[str | None, typer.Option("--controls", help="Control columns, comma-separated.")]
 FeOpt = Annotated[str, typer.Option("--fe", help="Fixed effects UNIT,TIME (also the panel's unit and time).")]
-ClusterOpt = Annotated[str | None, typer.Option("--cluster", help="Cluster column (default: the unit).")]
+ClusterOpt = Annotated[str | None, typer.Option("--cluster", help="Cluster column(s) (default: the unit; "
+                                                 "unit,time for --vcov twoway).")]
 VcovOpt = Annotated[str, typer.Option("--vcov", help="cluster | twoway | dk (Driscoll–Kraay) | hetero | iid.")]
 SheetOpt = Annotated[str | None, typer.Option("--sheet", help="Sheet of an XLSX panel (default: the first).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (errors too).")]
@@ -64,8 +65,11 @@ def _print(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
         console.print(line, highlight=False)
 
 
-def _cluster(cluster: str | None, fe: str) -> str | None:
-    return cluster or (fe.split(",")[0].strip() if fe else None)
+def _cluster(cluster: str | None, fe: str, vcov: str) -> str | None:
+    """The cluster column(s): as given, else the unit (both FE columns for two-way clustering)."""
+    if cluster or not fe:
+        return cluster
+    return fe if vcov == "twoway" else fe.split(",")[0].strip()
 
 
 @app.command("measure")
@@ -113,7 +117,7 @@ def model_cmd(
     """
     from citytwin.workflows.resilience import model
 
-    s = model(panel, y=y, x=x, out=out, controls=controls, fe=fe, cluster=_cluster(cluster, fe), vcov=vcov,
+    s = model(panel, y=y, x=x, out=out, controls=controls, fe=fe, cluster=_cluster(cluster, fe, vcov), vcov=vcov,
               workspace=workspace, user=user, sheet=sheet)
     coef = "\n".join(f"  {c['term']:<24} {c['estimate']:>12.6g} ({c['std_error']:.6g})  p={c['p']:.4g}"
                      for c in s["coefficients"])
@@ -138,7 +142,7 @@ def mechanism_cmd(
     """
     from citytwin.workflows.resilience import mechanism
 
-    s = mechanism(panel, y=y, x=x, m=m, out=out, controls=controls, fe=fe, cluster=_cluster(cluster, fe),
+    s = mechanism(panel, y=y, x=x, m=m, out=out, controls=controls, fe=fe, cluster=_cluster(cluster, fe, vcov),
                   vcov=vcov, n_boot=boot, seed=seed, workspace=workspace, user=user, sheet=sheet)
     b = s["bootstrap"]
     _print(s, as_json, [f"indirect a*b = {s['indirect']:.6g}; Sobel z = {s['sobel']['z']:.4f} "
@@ -164,7 +168,7 @@ def heterogeneity_cmd(
     from citytwin.workflows.resilience import heterogeneity
 
     s = heterogeneity(panel, group=group, y=y, x=x, out=out, controls=controls, fe=fe,
-                      cluster=_cluster(cluster, fe), vcov=vcov, n_perm=permutations, seed=seed,
+                      cluster=_cluster(cluster, fe, vcov), vcov=vcov, n_perm=permutations, seed=seed,
                       workspace=workspace, user=user, sheet=sheet)
     rows = "\n".join(f"  {g['group']:<12} {g['estimate']:>12.6g} ({g['std_error']:.6g}) N={g['N']}"
                      for g in s["groups"])
@@ -188,6 +192,6 @@ def report_cmd(
     """
     from citytwin.workflows.resilience import report
 
-    s = report(panel, y=y, x=x, out=out, controls=controls, fe=fe, cluster=_cluster(cluster, fe), vcov=vcov, m=m,
+    s = report(panel, y=y, x=x, out=out, controls=controls, fe=fe, cluster=_cluster(cluster, fe, vcov), vcov=vcov, m=m,
                title=title, workspace=workspace, user=user, sheet=sheet)
     _print(s, as_json, [f"{len(s['models'])} models -> {', '.join(s['files'])} in {out}"])

@@ -67,7 +67,7 @@ def by_group(
     x: str,
     controls: Sequence[str] = (),
     fe: Sequence[str] = (),
-    cluster: str | None = None,
+    cluster: str | Sequence[str] | None = None,
     vcov: str = "cluster",
     unit: str | None = None,
     time: str | None = None,

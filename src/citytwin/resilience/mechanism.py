@@ -112,7 +112,7 @@ def stepwise(
     m: str,
     controls: Sequence[str] = (),
     fe: Sequence[str] = (),
-    cluster: str | None = None,
+    cluster: str | Sequence[str] | None = None,
     vcov: str = "cluster",
     unit: str | None = None,
     time: str | None = None,
@@ -146,7 +146,8 @@ def stepwise(
     MechanismResult
     """
     ctrl = list(controls)
-    ids = list(dict.fromkeys([c for c in (unit, time, cluster) if c] + list(fe)))
+    cl = [cluster] if isinstance(cluster, str) else list(cluster or [])
+    ids = list(dict.fromkeys([c for c in (unit, time) if c] + cl + list(fe)))
     cols = list(dict.fromkeys([y, x, m, *ctrl, *ids]))
     check_columns(frame, cols, numeric=[y, x, m, *ctrl], source=source)
     data = frame[cols].copy()
@@ -164,7 +165,7 @@ def stepwise(
     s = sobel(a.estimate(x), a.std_error(x), out.estimate(m), out.std_error(m))
     boot: dict[str, Any] = {"reps": int(n_boot), "seed": int(seed), "failed": 0}
     if n_boot > 0:
-        boot |= _bootstrap(data, y=y, x=x, m=m, controls=ctrl, fe=list(fe), group=cluster or unit, unit=unit,
+        boot |= _bootstrap(data, y=y, x=x, m=m, controls=ctrl, fe=list(fe), group=cl[0] if len(cl) == 1 else unit, unit=unit,
                            n_boot=n_boot, seed=seed, alpha=alpha)
         boot["indirect"] = s.indirect
     info = {"N": out.nobs, "dropped_missing": int(miss.sum()), "x": x, "m": m, "y": y, "controls": ctrl,

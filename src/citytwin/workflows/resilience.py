@@ -90,6 +90,11 @@ def _model_json(r: PanelResult) -> dict[str, Any]:
             "warnings": i.get("warnings", [])}
 
 
+def _clusters(cluster: str | Sequence[str] | None) -> str | list[str] | None:
+    cl = parse_list(cluster)
+    return cl if len(cl) > 1 else (cl[0] if cl else None)
+
+
 def _fe_ids(fe: list[str]) -> tuple[str | None, str | None]:
     return (fe[0] if fe else None), (fe[1] if len(fe) > 1 else None)
 
@@ -121,7 +126,7 @@ def measure(panel: str, *, unit: str, time: str, value: str, out: str | Path, re
 
 
 def model(panel: str, *, y: str, x: str, out: str | Path, controls: str | Sequence[str] | None = None,
-          fe: str | Sequence[str] | None = None, cluster: str | None = None, vcov: str = "cluster",
+          fe: str | Sequence[str] | None = None, cluster: str | Sequence[str] | None = None, vcov: str = "cluster",
           workspace: str | Path | None = None, user: str | None = None, sheet: str | None = None) -> dict[str, Any]:
     """Two-way FE model -> ``out/coefficients.csv`` and ``out/model.json``."""
     from citytwin.resilience.panel import fit_fe
@@ -129,7 +134,8 @@ def model(panel: str, *, y: str, x: str, out: str | Path, controls: str | Sequen
     frame, _ = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
     fes = parse_list(fe)
     unit, time = _fe_ids(fes)
-    r = fit_fe(frame, y, parse_list(x), controls=parse_list(controls), fe=fes, cluster=cluster, vcov=vcov,
+    r = fit_fe(frame, y, parse_list(x), controls=parse_list(controls), fe=fes,
+               cluster=_clusters(cluster), vcov=vcov,
                unit=unit, time=time, source=panel)
     o = Path(out)
     o.mkdir(parents=True, exist_ok=True)
@@ -141,7 +147,7 @@ def model(panel: str, *, y: str, x: str, out: str | Path, controls: str | Sequen
 
 
 def mechanism(panel: str, *, y: str, x: str, m: str, out: str | Path, controls: str | Sequence[str] | None = None,
-              fe: str | Sequence[str] | None = None, cluster: str | None = None, vcov: str = "cluster",
+              fe: str | Sequence[str] | None = None, cluster: str | Sequence[str] | None = None, vcov: str = "cluster",
               n_boot: int = 500, seed: int = 0, workspace: str | Path | None = None, user: str | None = None,
               sheet: str | None = None) -> dict[str, Any]:
     """Mechanism test -> ``out/mechanism.csv``, ``out/steps.csv``, ``out/mechanism.json``."""
@@ -150,7 +156,8 @@ def mechanism(panel: str, *, y: str, x: str, m: str, out: str | Path, controls: 
     frame, _ = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
     fes = parse_list(fe)
     unit, time = _fe_ids(fes)
-    r = stepwise(frame, y=y, x=x, m=m, controls=parse_list(controls), fe=fes, cluster=cluster, vcov=vcov,
+    r = stepwise(frame, y=y, x=x, m=m, controls=parse_list(controls), fe=fes,
+               cluster=_clusters(cluster), vcov=vcov,
                  unit=unit, time=time, n_boot=n_boot, seed=seed, source=panel)
     o = Path(out)
     o.mkdir(parents=True, exist_ok=True)
@@ -170,7 +177,7 @@ def mechanism(panel: str, *, y: str, x: str, m: str, out: str | Path, controls: 
 
 def heterogeneity(panel: str, *, group: str, y: str, x: str, out: str | Path,
                   controls: str | Sequence[str] | None = None, fe: str | Sequence[str] | None = None,
-                  cluster: str | None = None, vcov: str = "cluster", n_perm: int = 0, seed: int = 0,
+                  cluster: str | Sequence[str] | None = None, vcov: str = "cluster", n_perm: int = 0, seed: int = 0,
                   workspace: str | Path | None = None, user: str | None = None,
                   sheet: str | None = None) -> dict[str, Any]:
     """Heterogeneity by a group column -> ``out/groups.csv``, ``out/pairs.csv``, ``out/heterogeneity.json``."""
@@ -179,7 +186,8 @@ def heterogeneity(panel: str, *, group: str, y: str, x: str, out: str | Path,
     frame, _ = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
     fes = parse_list(fe)
     unit, time = _fe_ids(fes)
-    r = by_group(frame, group=group, y=y, x=x, controls=parse_list(controls), fe=fes, cluster=cluster, vcov=vcov,
+    r = by_group(frame, group=group, y=y, x=x, controls=parse_list(controls), fe=fes,
+               cluster=_clusters(cluster), vcov=vcov,
                  unit=unit, time=time, n_perm=n_perm, seed=seed, source=panel)
     o = Path(out)
     o.mkdir(parents=True, exist_ok=True)
@@ -193,7 +201,7 @@ def heterogeneity(panel: str, *, group: str, y: str, x: str, out: str | Path,
 
 
 def report(panel: str, *, y: str, x: str, out: str | Path, controls: str | Sequence[str] | None = None,
-           fe: str | Sequence[str] | None = None, cluster: str | None = None, vcov: str = "cluster",
+           fe: str | Sequence[str] | None = None, cluster: str | Sequence[str] | None = None, vcov: str = "cluster",
            m: str | None = None, title: str = "Regression results", workspace: str | Path | None = None,
            user: str | None = None, sheet: str | None = None) -> dict[str, Any]:
     """Paper table: (1) Y on X, (2) with controls, and with ``m`` (3) M on X and (4) Y on X and M; as
@@ -206,7 +214,8 @@ def report(panel: str, *, y: str, x: str, out: str | Path, controls: str | Seque
     unit, time = _fe_ids(fes)
     ctrl = parse_list(controls)
     xs = parse_list(x)
-    kw: dict[str, Any] = {"fe": fes, "cluster": cluster, "vcov": vcov, "unit": unit, "time": time, "source": panel}
+    kw: dict[str, Any] = {"fe": fes, "cluster": _clusters(cluster), "vcov": vcov, "unit": unit, "time": time,
+                          "source": panel}
     models, names = [fit_fe(frame, y, xs, **kw)], [y]
     if ctrl:
         models.append(fit_fe(frame, y, xs, controls=ctrl, **kw))
