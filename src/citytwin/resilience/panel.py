@@ -104,6 +104,7 @@ def fit_fe(
     time: str | None = None,
     dk_lag: int | None = None,
     ssc: Literal["default", "none"] = "default",
+    fixef_tol: float = 1e-10,
     source: str | None = None,
 ) -> PanelResult:
     """Linear regression with absorbed fixed effects (two-way FE with ``fe=[unit, time]``).
@@ -128,6 +129,9 @@ def fit_fe(
     ssc
         ``default`` (pyfixest/fixest/Stata small-sample corrections, see the module docstring) or
         ``none``.
+    fixef_tol
+        Convergence tolerance of pyfixest's demeaning (its default, 1e-6, leaves estimates ~1e-6
+        relative apart on unbalanced panels; 1e-10 here).
     source
         Name of the input, for error messages.
 
@@ -224,7 +228,7 @@ def fit_fe(
         warnings.simplefilter("always")
         try:
             m = pf.feols(fml, data=d, vcov=vc, vcov_kwargs=vk, ssc=ss, fixef_rm="none", copy_data=False,
-                         store_data=False)
+                         store_data=False, fixef_tol=fixef_tol)
         except Exception as exc:  # pyfixest raises several types for degenerate designs
             raise InputError(f"the model cannot be estimated: {exc}", file=source) from exc
     names = [back.get(n, n) for n in m._coefnames]
