@@ -65,3 +65,29 @@ def city_regions(cities: Iterable[str], lookup: pd.DataFrame, *, name: str = "na
                           aliases=CITY_ALIASES if aliases is None else aliases, on_unknown="error")
     reg = assign_groups(prov.groups, regions_nbs2011(), on_unknown="error")
     return pd.Series(np.asarray(reg.groups, dtype=object), index=range(len(names)), name="region")
+
+
+# State Council 2014 (国发〔2014〕51号) city size classes by urban resident population (10^4 people):
+# lower bounds, largest first.
+SIZE_CLASSES_2014: tuple[tuple[float, str], ...] = (
+    (1000, "super-large"), (500, "mega"), (300, "large-I"), (100, "large-II"), (50, "medium"), (20, "small-I"),
+    (0, "small-II"),
+)
+
+
+def city_size_class(population_10k: pd.Series | Iterable[float]) -> pd.Series:
+    """City size class (State Council 2014 standard) from the urban resident population in 10^4 people.
+
+    Bounds are inclusive below (``[1000, ∞)`` super-large, ``[500, 1000)`` mega, ``[300, 500)`` large I,
+    ``[100, 300)`` large II, ``[50, 100)`` medium, ``[20, 50)`` small I, below 20 small II). Missing
+    stays missing; a negative value raises :class:`InputError` naming its position.
+    """
+    s = pd.Series(population_10k, dtype=float).reset_index(drop=True)
+    neg = s < 0
+    if neg.any():
+        i = int(np.flatnonzero(neg.to_numpy())[0])
+        raise InputError(f"negative population {s.iloc[i]}", row=i + 1, field="population")
+    out = pd.Series([None] * len(s), dtype=object, name="size_class")
+    for bound, label in reversed(SIZE_CLASSES_2014):
+        out[s >= bound] = label
+    return out
