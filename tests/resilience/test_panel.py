@@ -132,3 +132,13 @@ def test_missing_column_and_duplicates() -> None:
     g = pd.concat([f, f.iloc[[0]]], ignore_index=True)
     with pytest.raises(InputError, match="duplicate"):
         fit_fe(g, "y", "x", fe=["city", "year"], unit="city", time="year")
+
+
+def test_driscoll_kraay_time_order_with_text_periods() -> None:
+    """Periods given as text and rows shuffled: the Driscoll–Kraay lags must follow the sorted periods."""
+    f = _toy()
+    a = fit_fe(f, "y", "x", controls=["z"], fe=["city", "year"], vcov="dk", unit="city", time="year", dk_lag=2)
+    g = f.assign(year="Y" + f["year"].astype(str)).sample(frac=1.0, random_state=3).reset_index(drop=True)
+    b = fit_fe(g, "y", "x", controls=["z"], fe=["city", "year"], vcov="dk", unit="city", time="year", dk_lag=2)
+    assert b.std_error("x") == pytest.approx(a.std_error("x"), rel=1e-8)
+    assert b.estimate("x") == pytest.approx(a.estimate("x"), rel=1e-8)

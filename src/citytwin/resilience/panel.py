@@ -201,7 +201,7 @@ def fit_fe(
     for f in fes + cl + [c for c in (unit, time) if c and vcov == "dk"]:
         a = alias[f]
         if not pd.api.types.is_integer_dtype(d[a]):
-            d[a] = pd.factorize(d[a])[0]
+            d[a] = pd.factorize(d[a], sort=True)[0]  # sorted: Driscoll–Kraay lags follow time order
     fml = f"{alias[y]} ~ {' + '.join(alias[t] for t in terms)}" + (f" | {' + '.join(alias[f] for f in fes)}"
                                                                    if fes else "")
     vk: dict[str, str | int] | None = None
