@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from citytwin.cli import economy, spatial, twin
+from citytwin.cli import economy, resilience, spatial, twin
 from citytwin.cli import foundation as _foundation
 from citytwin.cli.common import console, handle_errors
 
@@ -26,6 +26,7 @@ app = typer.Typer(
 app.add_typer(economy.app, name="economy")
 app.add_typer(spatial.app, name="spatial")
 app.add_typer(twin.app, name="twin")
+app.add_typer(resilience.app, name="resilience")
 
 
 @app.command()

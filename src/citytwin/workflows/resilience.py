@@ -1,0 +1,239 @@
+"""Resilience workflows: read a panel (file or catalog dataset), call :mod:`citytwin.resilience`,
+write the outputs to a folder, and return a JSON-serialisable summary (the CLI prints it).
+
+Outputs (all in ``out``):
+
+- :func:`measure`: ``resilience.csv`` (unit, period, sensitivity/resistance/recovery, or growth
+  deviation per period) and ``measure.json`` (shock window and how it was chosen, reference series);
+- :func:`model`: ``coefficients.csv`` (``term, estimate, std_error, t, p``) and ``model.json`` (N,
+  R², R² within, clusters, dropped singletons, dropped rows ...);
+- :func:`mechanism`: ``mechanism.csv`` (steps, Sobel, bootstrap interval, the X→M form),
+  ``steps.csv`` and ``mechanism.json``;
+- :func:`heterogeneity`: ``groups.csv``, ``pairs.csv``, ``heterogeneity.json``;
+- :func:`report`: ``table.html``, ``table.tex``, ``table.docx``, ``coefficients.png``, ``report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from citytwin.foundation.errors import InputError
+from citytwin.resilience.results import PanelResult
+
+
+def read_panel(source: str, *, workspace: str | Path | None = None, user: str | None = None,
+               sheet: str | None = None) -> tuple[pd.DataFrame, str | None]:
+    """A file (CSV, XLSX/XLS, Parquet) or, failing that, a dataset of the workspace (read through
+    ``Workspace.read``: checked, masked, audited). Returns the frame and the dataset name."""
+    p = Path(source)
+    if p.exists():
+        suf = p.suffix.lower()
+        try:
+            if suf in (".xlsx", ".xls"):
+                return pd.read_excel(p, sheet_name=sheet or 0), None
+            if suf == ".parquet":
+                return pd.read_parquet(p), None
+            if suf in (".csv", ".txt", ".tsv"):
+                return pd.read_csv(p, sep="\t" if suf == ".tsv" else ","), None
+        except (ValueError, OSError) as exc:
+            raise InputError(f"cannot read {p}: {exc}", file=str(p)) from exc
+        raise InputError(f"unsupported panel file type {suf!r}", file=str(p), hint="use CSV, XLSX or Parquet")
+    if workspace is None:
+        raise InputError(f"{source!r} is not a file, and no workspace was given to look it up as a dataset",
+                         hint="pass a file path, or --workspace DIR with a dataset name")
+    from citytwin.foundation.workspace import Workspace
+
+    return Workspace.open(workspace, user=user).read(source), source
+
+
+def parse_list(value: str | Sequence[str] | None) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]`` (empty items dropped)."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [i.strip() for i in items if i.strip()]
+
+
+def parse_window(value: str | None, periods: pd.Series, *, option: str = "--shock") -> tuple[Any, Any] | None:
+    """``"START:END"`` -> a pair of periods of the same type as ``periods`` (``None`` passes through)."""
+    if value is None or value == "":
+        return None
+    parts = value.split(":")
+    if len(parts) != 2 or not all(parts):
+        raise InputError(f"bad {option} {value!r}", hint=f"use {option} START:END, e.g. 2008:2009")
+    if pd.api.types.is_numeric_dtype(periods):
+        try:
+            return int(parts[0]), int(parts[1])
+        except ValueError:
+            raise InputError(f"bad {option} {value!r}: the periods are numbers", hint="e.g. 2008:2009") from None
+    return parts[0], parts[1]
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+
+
+def _model_json(r: PanelResult) -> dict[str, Any]:
+    i = r.info
+    return {"N": r.nobs, "N_input": i.get("N_input"), "r2": i.get("r2"), "r2_within": i.get("r2_within"),
+            "n_clusters": i.get("clusters"), "dropped_singletons": i.get("dropped_singletons"),
+            "dropped_missing": i.get("dropped_missing"), "dropped_rows": i.get("dropped_rows"),
+            "dropped_missing_by_column": i.get("dropped_missing_by_column"), "fe": i.get("fe"),
+            "vcov": i.get("vcov"), "cluster": i.get("cluster"), "ssc": i.get("ssc"), "y": i.get("y"),
+            "x": i.get("x"), "controls": i.get("controls"), "units": i.get("units"), "periods": i.get("periods"),
+            "balanced": i.get("balanced"), "units_with_gaps": i.get("units_with_gaps"),
+            "warnings": i.get("warnings", [])}
+
+
+def _clusters(cluster: str | Sequence[str] | None) -> str | list[str] | None:
+    cl = parse_list(cluster)
+    return cl if len(cl) > 1 else (cl[0] if cl else None)
+
+
+def _fe_ids(fe: list[str]) -> tuple[str | None, str | None]:
+    return (fe[0] if fe else None), (fe[1] if len(fe) > 1 else None)
+
+
+def measure(panel: str, *, unit: str, time: str, value: str, out: str | Path, reference: str = "national",
+            shock: str | None = None, recovery_end: str | None = None, method: str = "martin",
+            workspace: str | Path | None = None, user: str | None = None, sheet: str | None = None) -> dict[str, Any]:
+    """Resilience measures of every unit -> ``out/resilience.csv`` and ``out/measure.json``."""
+    from citytwin.resilience.measures import resilience_measures
+
+    frame, _ = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
+    if time not in frame.columns:
+        raise InputError(f"the panel has no column {time!r}", file=panel, field=time)
+    window = parse_window(shock, frame[time])
+    rec = None
+    if recovery_end:
+        pair = parse_window(f"0:{recovery_end}", frame[time], option="--recovery-end")
+        rec = pair[1] if pair else None
+    r = resilience_measures(frame, unit=unit, time=time, value=value, reference=reference, shock=window,
+                            recovery_end=rec, method=method, source=panel)
+    o = Path(out)
+    o.mkdir(parents=True, exist_ok=True)
+    r.table.rename(columns={unit: "unit"}).to_csv(o / "resilience.csv", index=False)
+    summary = {"method": r.method, "shock": list(r.shock), "shock_rule": r.shock_rule, "reference": reference,
+               "reference_series": {str(k): float(v) for k, v in r.reference.items()}, "rows": len(r.table),
+               "warnings": r.warnings, "files": ["resilience.csv", "measure.json"], "out": str(o)}
+    _write_json(o / "measure.json", summary)
+    return summary
+
+
+def model(panel: str, *, y: str, x: str, out: str | Path, controls: str | Sequence[str] | None = None,
+          fe: str | Sequence[str] | None = None, cluster: str | Sequence[str] | None = None, vcov: str = "cluster",
+          workspace: str | Path | None = None, user: str | None = None, sheet: str | None = None) -> dict[str, Any]:
+    """Two-way FE model -> ``out/coefficients.csv`` and ``out/model.json``."""
+    from citytwin.resilience.panel import fit_fe
+
+    frame, _ = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
+    fes = parse_list(fe)
+    unit, time = _fe_ids(fes)
+    r = fit_fe(frame, y, parse_list(x), controls=parse_list(controls), fe=fes,
+               cluster=_clusters(cluster), vcov=vcov,
+               unit=unit, time=time, source=panel)
+    o = Path(out)
+    o.mkdir(parents=True, exist_ok=True)
+    r.coefficients.to_csv(o / "coefficients.csv", index=False)
+    mj = _model_json(r)
+    _write_json(o / "model.json", mj)
+    return mj | {"coefficients": r.coefficients.to_dict(orient="records"), "out": str(o),
+                 "files": ["coefficients.csv", "model.json"]}
+
+
+def mechanism(panel: str, *, y: str, x: str, m: str, out: str | Path, controls: str | Sequence[str] | None = None,
+              fe: str | Sequence[str] | None = None, cluster: str | Sequence[str] | None = None, vcov: str = "cluster",
+              n_boot: int = 500, seed: int = 0, workspace: str | Path | None = None, user: str | None = None,
+              sheet: str | None = None) -> dict[str, Any]:
+    """Mechanism test -> ``out/mechanism.csv``, ``out/steps.csv``, ``out/mechanism.json``."""
+    from citytwin.resilience.mechanism import stepwise
+
+    frame, _ = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
+    fes = parse_list(fe)
+    unit, time = _fe_ids(fes)
+    r = stepwise(frame, y=y, x=x, m=m, controls=parse_list(controls), fe=fes,
+               cluster=_clusters(cluster), vcov=vcov,
+                 unit=unit, time=time, n_boot=n_boot, seed=seed, source=panel)
+    o = Path(out)
+    o.mkdir(parents=True, exist_ok=True)
+    summ = r.summary()
+    summ.to_csv(o / "mechanism.csv", index=False)
+    steps = pd.concat([s.coefficients.assign(step=k) for k, s in r.steps.items()], ignore_index=True)
+    steps.to_csv(o / "steps.csv", index=False)
+    s = r.sobel
+    js = {"N": r.info["N"], "dropped_missing": r.info["dropped_missing"], "indirect": s.indirect,
+          "sobel": {"z": s.z_sobel, "p": s.p_sobel}, "aroian": {"z": s.z_aroian, "p": s.p_aroian},
+          "goodman": {"z": s.z_goodman, "p": s.p_goodman}, "bootstrap": r.bootstrap,
+          "proportion_mediated": r.info["proportion_mediated"],
+          "models": {k: _model_json(v) for k, v in r.steps.items()}}
+    _write_json(o / "mechanism.json", js)
+    return js | {"summary": summ.to_dict(orient="records"), "out": str(o)}
+
+
+def heterogeneity(panel: str, *, group: str, y: str, x: str, out: str | Path,
+                  controls: str | Sequence[str] | None = None, fe: str | Sequence[str] | None = None,
+                  cluster: str | Sequence[str] | None = None, vcov: str = "cluster", n_perm: int = 0, seed: int = 0,
+                  workspace: str | Path | None = None, user: str | None = None,
+                  sheet: str | None = None) -> dict[str, Any]:
+    """Heterogeneity by a group column -> ``out/groups.csv``, ``out/pairs.csv``, ``out/heterogeneity.json``."""
+    from citytwin.resilience.heterogeneity import by_group
+
+    frame, _ = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
+    fes = parse_list(fe)
+    unit, time = _fe_ids(fes)
+    r = by_group(frame, group=group, y=y, x=x, controls=parse_list(controls), fe=fes,
+               cluster=_clusters(cluster), vcov=vcov,
+                 unit=unit, time=time, n_perm=n_perm, seed=seed, source=panel)
+    o = Path(out)
+    o.mkdir(parents=True, exist_ok=True)
+    r.table.to_csv(o / "groups.csv", index=False)
+    r.pairs.to_csv(o / "pairs.csv", index=False)
+    js = {"group": group, "groups": r.table.to_dict(orient="records"), "wald": r.wald,
+          "pairs": r.pairs.to_dict(orient="records"), "dropped_no_group": r.info["dropped_no_group"],
+          "n_perm": n_perm, "seed": seed, "interaction_model": _model_json(r.interaction)}
+    _write_json(o / "heterogeneity.json", js)
+    return js | {"out": str(o)}
+
+
+def report(panel: str, *, y: str, x: str, out: str | Path, controls: str | Sequence[str] | None = None,
+           fe: str | Sequence[str] | None = None, cluster: str | Sequence[str] | None = None, vcov: str = "cluster",
+           m: str | None = None, title: str = "Regression results", workspace: str | Path | None = None,
+           user: str | None = None, sheet: str | None = None) -> dict[str, Any]:
+    """Paper table: (1) Y on X, (2) with controls, and with ``m`` (3) M on X and (4) Y on X and M; as
+    ``table.html``, ``table.tex``, ``table.docx`` and ``coefficients.png``."""
+    from citytwin.resilience.panel import fit_fe
+    from citytwin.resilience.tables import coef_plot, regression_table
+
+    frame, _ = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
+    fes = parse_list(fe)
+    unit, time = _fe_ids(fes)
+    ctrl = parse_list(controls)
+    xs = parse_list(x)
+    kw: dict[str, Any] = {"fe": fes, "cluster": _clusters(cluster), "vcov": vcov, "unit": unit, "time": time,
+                          "source": panel}
+    models, names = [fit_fe(frame, y, xs, **kw)], [y]
+    if ctrl:
+        models.append(fit_fe(frame, y, xs, controls=ctrl, **kw))
+        names.append(y)
+    if m:
+        models.append(fit_fe(frame, m, xs, controls=ctrl, **kw))
+        models.append(fit_fe(frame, y, [*xs, m], controls=ctrl, **kw))
+        names += [m, y]
+    t = regression_table(models, names=[f"({i + 1}) {n}" for i, n in enumerate(names)],
+                         terms=[*xs, *([m] if m else []), *ctrl], title=title)
+    o = Path(out)
+    o.mkdir(parents=True, exist_ok=True)
+    (o / "table.html").write_text(t.to_html(), encoding="utf-8")
+    (o / "table.tex").write_text(t.to_latex(), encoding="utf-8")
+    t.to_docx(o / "table.docx")
+    coef_plot(models, o / "coefficients.png", terms=[*xs, *([m] if m else [])],
+              names=[f"({i + 1}) {n}" for i, n in enumerate(names)])
+    js = {"models": [_model_json(r) for r in models], "files": ["table.html", "table.tex", "table.docx",
+                                                                "coefficients.png", "report.json"], "out": str(o)}
+    _write_json(o / "report.json", js)
+    return js
