@@ -106,3 +106,27 @@ def test_bad_input() -> None:
     bad.loc[3, "x"] = np.nan
     with pytest.raises(InputError, match=r"row 4, field 'x'"):
         panel_threshold(bad, "y", ["x"], "q", "city", "year", bootstrap=0)
+
+
+def test_real_city_panel(shared_data) -> None:  # type: ignore[no-untyped-def]
+    """Real 287-city panel: the raw panel is refused (unbalanced, named); the cities with all 9 years run,
+    and the coefficients at g_hat equal OLS on the within-transformed data."""
+    x = pd.read_excel(shared_data / "city_sustainability_jcdasheng" / "1999-2018_Cities_data.xlsx", sheet_name="new")
+    d = pd.DataFrame({"city": x["城市"], "year": x["年份"],
+                      "lgdppc": np.log(x["地区生产总值_当年价格_全市_万元"] / x["年末总人口_全市_万人"]),
+                      "fiscal": x["财政收入 市 占GDP比重"], "tertiary": x["第三产业占GDP的比重_全市_百分比"]})
+    with pytest.raises(InputError, match="unbalanced panel"):
+        panel_threshold(d.dropna(), "lgdppc", ["fiscal"], "tertiary", "city", "year", bootstrap=0)
+    d = d.dropna()
+    d = d[d.groupby("city")["year"].transform("size") == 9].reset_index(drop=True)
+    r = panel_threshold(d, "lgdppc", ["fiscal"], "tertiary", "city", "year", bootstrap=19, seed=3, fe="two-way")
+    assert r.result.nobs == len(d) and r.result.info["periods"] == 9
+    assert r.thresholds[0] in set(r.grid)
+    assert r.p_values[0] is not None and 0.0 <= r.p_values[0] <= 1.0
+    gam = r.thresholds[0]
+    from citytwin.resilience.iv import demean
+
+    xs = np.column_stack([d.fiscal * (d.tertiary <= gam), d.fiscal * (d.tertiary > gam)])
+    dm = demean(np.column_stack([d.lgdppc, xs]), d.city.to_numpy(), d.year.to_numpy())
+    b = np.linalg.lstsq(dm[:, 1:], dm[:, 0], rcond=None)[0]
+    np.testing.assert_allclose(r.result.coefficients["estimate"], b, atol=1e-9)
