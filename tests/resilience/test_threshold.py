@@ -102,6 +102,8 @@ def test_bad_input() -> None:
         panel_threshold(d.assign(z2=2 * d.z), "y", ["x"], "q", "city", "year", ["z", "z2"], bootstrap=0)
     with pytest.raises(InputError, match="no variation"):
         panel_threshold(d.assign(k=d.city * 2.0), "y", ["x"], "q", "city", "year", ["k"], bootstrap=0)
+    with pytest.raises(InputError, match=r"row 41, field 'year': duplicate"):
+        panel_threshold(pd.concat([d, d.iloc[[5]]], ignore_index=True), "y", ["x"], "q", "city", "year", bootstrap=0)
     bad = d.copy()
     bad.loc[3, "x"] = np.nan
     with pytest.raises(InputError, match=r"row 4, field 'x'"):

@@ -254,11 +254,10 @@ def panel_threshold(df: pd.DataFrame, y: str, x: Sequence[str], q: str, unit: st
         raise InputError("missing value: the threshold model needs a complete balanced panel",
                          row=int(r) + 1, field=str(miss.columns[c]),
                          hint="fill or drop the unit/period explicitly before fitting")
-    d = df.sort_values([unit, time], kind="stable")
-    dup = d.duplicated([unit, time])
+    dup = df.duplicated([unit, time])
     if dup.any():
-        raise InputError("duplicate (unit, period)", row=int(d.index[dup.to_numpy()][0]) + 1 if
-                         isinstance(d.index, pd.RangeIndex) else None, field=time)
+        raise InputError("duplicate (unit, period)", row=int(np.flatnonzero(dup.to_numpy())[0]) + 1, field=time)
+    d = df.sort_values([unit, time], kind="stable")
     counts = d.groupby(unit, sort=False).size()
     n_units, t_len = len(counts), int(counts.max())
     if counts.min() != t_len or d[time].nunique() != t_len:
