@@ -50,6 +50,11 @@ class PanelResult:
     vcov: pd.DataFrame | None = None
     model: str = ""
 
+    def __post_init__(self) -> None:
+        missing = [c for c in COEF_COLUMNS if c not in self.coefficients.columns]
+        if missing:
+            raise ValueError(f"coefficients lack columns {missing}")
+
     def row(self, term: str) -> pd.Series:
         """The coefficient row of ``term`` (KeyError naming the terms if absent)."""
         hit = self.coefficients[self.coefficients["term"] == term]
