@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from citytwin.cli.common import UserOpt, WorkspaceOpt, console, err_console, print_json
+from citytwin.cli.common import JsonOpt, UserOpt, WorkspaceOpt, console, err_console, print_json
 from citytwin.foundation.errors import CitytwinError
 
 app = typer.Typer(help="Economic resilience and panel models: measures, two-way FE, mechanism, heterogeneity, "
@@ -31,7 +31,6 @@ ClusterOpt = Annotated[str | None, typer.Option("--cluster", help="Cluster colum
                                                  "unit,time for --vcov twoway).")]
 VcovOpt = Annotated[str, typer.Option("--vcov", help="cluster | twoway | dk (Driscoll–Kraay) | hetero | iid.")]
 SheetOpt = Annotated[str | None, typer.Option("--sheet", help="Sheet of an XLSX panel (default: the first).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (errors too).")]
 
 
 def _errors(func: F) -> F:
