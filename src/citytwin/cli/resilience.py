@@ -1,4 +1,5 @@
-"""`citytwin resilience ...` commands: measures, panel models, mechanism, heterogeneity, report (C1–C3).
+"""`citytwin resilience ...` commands: measures, panel models, mechanism, heterogeneity, threshold, spatial,
+report (C1–C3).
 
 Thin layer: parse options, call :mod:`citytwin.workflows.resilience`, print. With ``--json`` the
 output is JSON, errors included (``{"error": ..., "hint": ...}``, exit code 2).
@@ -173,6 +174,67 @@ def heterogeneity_cmd(
                      for g in s["groups"])
     _print(s, as_json, [rows, f"Wald test of equal slopes: chi2={s['wald']['chi2']:.4f}, p={s['wald']['p']:.4g} "
                               f"-> {out}"])
+
+
+@app.command("threshold")
+@_errors
+def threshold_cmd(
+    panel: PanelArg, y: YOpt, x: XOpt,
+    q: Annotated[str, typer.Option("--q", help="Threshold variable (column).")],
+    fe: FeOpt, out: OutOpt, controls: ControlsOpt = None,
+    thresholds: Annotated[int, typer.Option("--thresholds", help="1 (single) or 2 (double).")] = 1,
+    trim: Annotated[float, typer.Option("--trim", help="Share trimmed from each tail of q.")] = 0.05,
+    grid: Annotated[int, typer.Option("--grid", help="Grid points (quantiles of q).")] = 100,
+    boot: Annotated[int, typer.Option("--boot", help="Bootstrap replications of the F test (0: none).")] = 300,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    two_way: Annotated[bool, typer.Option("--two-way/--unit-fe", help="Time effects as well.")] = False,
+    workspace: WorkspaceOpt = None, user: UserOpt = None, sheet: SheetOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Hansen (1999) panel threshold -> OUT/coefficients.csv, OUT/threshold.json, OUT/lr.csv.
+
+    Example: citytwin resilience threshold panel.csv --y resilience --x index --q pop --fe city,year
+    --thresholds 2 --boot 300 --out out/
+    """
+    from citytwin.workflows.resilience import threshold
+
+    s = threshold(panel, y=y, x=x, q=q, fe=fe, out=out, controls=controls, n_thresholds=thresholds, trim=trim,
+                  n_grid=grid, bootstrap=boot, seed=seed, two_way=two_way, workspace=workspace, user=user,
+                  sheet=sheet)
+    lines = [f"  threshold {g:.6g}  95% CI [{lo:.6g}, {hi:.6g}]" for g, (lo, hi) in zip(s["thresholds"], s["ci"],
+                                                                                        strict=True)]
+    lines += [f"  F{i + 1} = {f:.4f}, bootstrap p = {p}" for i, (f, p) in enumerate(zip(s["f_stats"], s["p_values"],
+                                                                                          strict=True))]
+    _print(s, as_json, [*lines, f"N={s['N']} -> {out}"])
+
+
+@app.command("spatial")
+@_errors
+def spatial_cmd(
+    panel: PanelArg, y: YOpt, x: XOpt, fe: FeOpt, out: OutOpt,
+    boundaries: Annotated[str, typer.Option("--boundaries", help="GIS file or dataset: one polygon per unit.")],
+    id_col: Annotated[str, typer.Option("--id", help="Column of the boundaries holding the panel's unit ids.")],
+    weights: Annotated[str, typer.Option("--weights", help="queen | inverse_distance | economic")] = "queen",
+    model: Annotated[str, typer.Option("--model", help="sar | sdm")] = "sar",
+    economic: Annotated[str | None, typer.Option("--economic", help="Panel column for economic weights.")] = None,
+    draws: Annotated[int, typer.Option("--draws", help="Simulation draws for the impacts' errors.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    two_way: Annotated[bool, typer.Option("--two-way/--unit-fe", help="Time effects as well.")] = True,
+    workspace: WorkspaceOpt = None, user: UserOpt = None, sheet: SheetOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Spatial lag / Durbin panel with LeSage–Pace impacts -> OUT/coefficients.csv, OUT/impacts.csv.
+
+    Example: citytwin resilience spatial panel.csv --y resilience --x index --fe city,year
+    --boundaries cities.geojson --id city --weights queen --model sdm --out out/
+    """
+    from citytwin.workflows.resilience import spatial
+
+    s = spatial(panel, y=y, x=x, fe=fe, out=out, boundaries=boundaries, id_col=id_col, weights=weights,
+                model=model, two_way=two_way, economic=economic, draws=draws, seed=seed, workspace=workspace,
+                user=user, sheet=sheet)
+    rows = "\n".join(f"  {r['variable']:<20} direct {r['direct']:>10.6g}  indirect {r['indirect']:>10.6g}  "
+                     f"total {r['total']:>10.6g}" for r in s["impacts"])
+    _print(s, as_json, [f"rho = {s['rho']:.6g} ({s['model']}, {s['weights']} weights, N={s['N']})", rows,
+                        f"-> {out}"])
 
 
 @app.command("report")

@@ -237,3 +237,96 @@ def report(panel: str, *, y: str, x: str, out: str | Path, controls: str | Seque
                                                                 "coefficients.png", "report.json"], "out": str(o)}
     _write_json(o / "report.json", js)
     return js
+
+
+def threshold(panel: str, *, y: str, x: str, q: str, fe: str | Sequence[str], out: str | Path,
+              controls: str | Sequence[str] | None = None, n_thresholds: int = 1, trim: float = 0.05,
+              n_grid: int = 100, bootstrap: int = 300, seed: int = 0, two_way: bool = False,
+              workspace: str | Path | None = None, user: str | None = None,
+              sheet: str | None = None) -> dict[str, Any]:
+    """Hansen (1999) panel threshold model -> ``out/coefficients.csv``, ``out/threshold.json`` and
+    ``out/lr.csv`` (the likelihood-ratio curve over the grid; see :func:`citytwin.resilience.threshold.
+    threshold_grid` for the grid rule)."""
+    from citytwin.resilience.threshold import panel_threshold
+
+    if n_thresholds not in (1, 2):
+        raise InputError(f"--thresholds must be 1 or 2, got {n_thresholds}", field="thresholds")
+    frame, _ = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
+    unit, time = _fe_ids(parse_list(fe))
+    if unit is None or time is None:
+        raise InputError("--fe needs UNIT,TIME", field="fe")
+    r = panel_threshold(frame, y, parse_list(x), q, unit, time, parse_list(controls),
+                        n_thresholds=1 if n_thresholds == 1 else 2, trim=trim, n_grid=n_grid,
+                        bootstrap=bootstrap, seed=seed, fe="two-way" if two_way else "unit")
+    o = Path(out)
+    o.mkdir(parents=True, exist_ok=True)
+    r.result.coefficients.to_csv(o / "coefficients.csv", index=False)
+    r.lr.to_csv(o / "lr.csv", index=False)
+    summary = {"thresholds": [float(g) for g in r.thresholds], "ci": [list(map(float, c)) for c in r.ci],
+               "f_stats": [float(f) for f in r.f_stats],
+               "p_values": [None if p is None else float(p) for p in r.p_values], "crit": r.crit,
+               "grid_rule": {"trim": trim, "n_grid": n_grid, "candidates": len(r.grid)},
+               "bootstrap": bootstrap, "seed": seed, "N": r.result.nobs, "info": r.info,
+               "coefficients": r.result.coefficients.to_dict(orient="records"),
+               "files": ["coefficients.csv", "threshold.json", "lr.csv"], "out": str(o)}
+    _write_json(o / "threshold.json", summary)
+    return summary
+
+
+def spatial(panel: str, *, y: str, x: str, fe: str | Sequence[str], out: str | Path, boundaries: str,
+            id_col: str, weights: str = "queen", model: str = "sar", two_way: bool = True,
+            economic: str | None = None, draws: int = 1000, seed: int = 0,
+            workspace: str | Path | None = None, user: str | None = None,
+            sheet: str | None = None) -> dict[str, Any]:
+    """Spatial lag (SAR) or Durbin (SDM) panel with fixed effects and LeSage–Pace impacts ->
+    ``out/coefficients.csv``, ``out/impacts.csv`` and ``out/spatial.json``.
+
+    ``boundaries`` is a GIS file or a catalog dataset with one polygon per unit (``id_col`` holds the
+    panel's unit ids); ``weights`` is ``queen``, ``inverse_distance`` or ``economic`` (the latter from
+    the unit means of the panel column ``economic``).
+    """
+    import geopandas as gpd
+
+    from citytwin.resilience.spatial import spatial_panel, weights_from_boundaries
+
+    if weights not in ("queen", "inverse_distance", "economic"):
+        raise InputError(f"unknown weights {weights!r}", field="weights",
+                         hint="use queen, inverse_distance or economic")
+    if model not in ("sar", "sdm"):
+        raise InputError(f"unknown model {model!r}", field="model", hint="use sar or sdm")
+    frame, _ = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
+    unit, time = _fe_ids(parse_list(fe))
+    if unit is None or time is None:
+        raise InputError("--fe needs UNIT,TIME", field="fe")
+    bp = Path(boundaries)
+    if bp.exists():
+        try:
+            gdf = gpd.read_file(bp)
+        except Exception as exc:  # pyogrio raises several types for unreadable files
+            raise InputError(f"cannot read boundaries {bp}: {exc}", file=str(bp)) from exc
+    else:
+        bframe, _ = read_panel(boundaries, workspace=workspace, user=user)
+        if not isinstance(bframe, gpd.GeoDataFrame):
+            raise InputError(f"dataset {boundaries!r} has no geometry", field="boundaries")
+        gdf = bframe
+    if id_col not in gdf.columns:
+        raise InputError(f"the boundaries have no column {id_col!r}", file=boundaries, field=id_col)
+    gdf = gdf[gdf[id_col].isin(set(frame[unit]))].copy()
+    values = None
+    if weights == "economic":
+        if not economic or economic not in frame.columns:
+            raise InputError("economic weights need --economic COLUMN of the panel", field="economic")
+        values = frame.groupby(unit)[economic].mean()
+    w = weights_from_boundaries(gdf, id_col, weights, values=values)  # type: ignore[arg-type]
+    r = spatial_panel(frame, y, parse_list(x), unit, time, w, model=model,  # type: ignore[arg-type]
+                      fe="two-way" if two_way else "unit", draws=draws, seed=seed)
+    o = Path(out)
+    o.mkdir(parents=True, exist_ok=True)
+    r.result.coefficients.to_csv(o / "coefficients.csv", index=False)
+    r.impacts.to_csv(o / "impacts.csv", index=False)
+    summary = {"model": model, "weights": weights, "rho": float(r.rho), "N": r.result.nobs,
+               "info": {**r.result.info, **r.info}, "coefficients": r.result.coefficients.to_dict(orient="records"),
+               "impacts": r.impacts.to_dict(orient="records"),
+               "files": ["coefficients.csv", "impacts.csv", "spatial.json"], "out": str(o)}
+    _write_json(o / "spatial.json", summary)
+    return summary
