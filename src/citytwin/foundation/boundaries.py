@@ -159,7 +159,8 @@ def _simplify(geoms: np.ndarray, tolerance: float) -> np.ndarray:
         out[bad] = shapely.make_valid(out[bad])
     gone = shapely.is_empty(out) | (shapely.area(out) <= 0)
     out[gone] = geoms[gone]
-    return out
+    result: np.ndarray = out
+    return result
 
 
 def _level(level: str, simplify: float | None) -> gpd.GeoDataFrame:

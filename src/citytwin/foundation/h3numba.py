@@ -192,7 +192,7 @@ def _cell(lon_deg: float, lat_deg: float, res: int, base: int, face_center: np.n
     for rr_ in range(1, res + 1):
         k = k3 if rr_ % 2 == 1 else k2
         idx |= ((k >> (((rems >> (3 * rr_)) & 7) * 3)) & 7) << (3 * (15 - rr_))
-    return idx
+    return int(idx)
 
 
 @njit(nogil=True, cache=True, parallel=True)

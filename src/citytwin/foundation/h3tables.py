@@ -13,6 +13,7 @@ This module imports nothing of citytwin but its errors (pure data and :func:`che
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable
 
 from citytwin.foundation.errors import InputError
 
@@ -261,7 +262,8 @@ def _raw_digit_tables() -> tuple[tuple[int, ...], tuple[int, ...]]:
     """
     unit = {0: (0, 0), 1: (-1, -1), 2: (0, 1), 3: (-1, 0), 4: (1, 0), 5: (0, -1), 6: (1, 1)}
     out = []
-    for first in (lambda i, j: 3 * i - j, lambda i, j: 2 * i + j):
+    firsts: tuple[Callable[[int, int], int], ...] = (lambda i, j: 3 * i - j, lambda i, j: 2 * i + j)
+    for first in firsts:
         table = {first(*unit[d]) + 3: d for d in range(7)}
         if sorted(table) != list(range(7)):  # pragma: no cover - the algebra above is wrong
             raise AssertionError("remainder does not identify the digit")

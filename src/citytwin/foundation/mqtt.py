@@ -176,7 +176,7 @@ def _refusal(reason: Any) -> str:
 
 
 def _connect_props(session_expiry: int) -> Properties:
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call,unused-ignore]
     props.SessionExpiryInterval = session_expiry
     props.ReceiveMaximum = 65535
     return props

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from typing import Any
 
 import pint
 
@@ -119,7 +120,7 @@ _SUFFIX = re.compile(
 
 
 @lru_cache(maxsize=1)
-def registry() -> pint.UnitRegistry:
+def registry() -> pint.UnitRegistry[Any]:
     """Return the shared unit registry (pint, with currency and population units added).
 
     pint's parsed definition files are cached in the citytwin cache folder (first build about
@@ -127,7 +128,7 @@ def registry() -> pint.UnitRegistry:
     """
     from citytwin.foundation.boundaries import cache_dir
 
-    ureg: pint.UnitRegistry
+    ureg: pint.UnitRegistry[Any]
     try:
         folder = cache_dir() / "pint"
         folder.mkdir(parents=True, exist_ok=True)
@@ -148,7 +149,7 @@ def _expression(label: str) -> str:
 
 
 @lru_cache(maxsize=1024)
-def parse(label: str) -> pint.Quantity:
+def parse(label: str) -> pint.Quantity[Any]:
     """Parse a unit label into a pint quantity (``1e4 CNY`` for ``万元``).
 
     Raises

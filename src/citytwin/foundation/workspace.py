@@ -50,7 +50,8 @@ from citytwin.foundation.catalog import (
     check_name,
     now,
 )
-from citytwin.foundation.errors import CitytwinError, InputError, NotFoundError
+from citytwin.foundation.errors import AccessDenied, CitytwinError, InputError, NotFoundError
+from citytwin.foundation.roles import CLASSIFICATIONS, User
 from citytwin.foundation.schemas import Schema, get_schema, list_schemas
 from citytwin.foundation.sql import ident
 
@@ -123,13 +124,13 @@ class Workspace:
         """The same workspace seen by another user."""
         return Workspace(self.root, user=name)
 
-    def _resolve_user(self, name: str | None) -> access.User:
+    def _resolve_user(self, name: str | None) -> User:
         name = name or os.environ.get(ENV_USER) or self.settings.get("owner") or _os_user()
         rec = self.catalog.get_user(name)
         if rec is None:
-            raise access.AccessDenied(f"user {name!r} is not registered in this workspace",
+            raise AccessDenied(f"user {name!r} is not registered in this workspace",
                                       hint="an admin adds users with `citytwin user add NAME --role ROLE`")
-        return access.User(rec["name"], rec["role"], rec["department"])
+        return User(rec["name"], rec["role"], rec["department"])
 
     # -- paths -----------------------------------------------------------------
     @property
@@ -204,7 +205,7 @@ class Workspace:
         info = self.catalog.get(name)
         try:
             access.require_read(self.user, name, info.classification, info.department)
-        except access.AccessDenied as exc:
+        except AccessDenied as exc:
             self.catalog.audit(user=self.user.name, role=self.user.role, action="read", dataset=name,
                                version=version, outcome="denied", detail=str(exc))
             raise
@@ -228,7 +229,7 @@ class Workspace:
                    f" they hold personal data ({', '.join(sorted(pii))}) that this role sees masked")
             self.catalog.audit(user=self.user.name, role=self.user.role, action="read.path", dataset=name,
                                version=vi.version, outcome="denied", detail=msg)
-            raise access.AccessDenied(msg, hint="use Workspace.read, which masks them")
+            raise AccessDenied(msg, hint="use Workspace.read, which masks them")
         self.catalog.audit(user=self.user.name, role=self.user.role, action="read.path", dataset=name,
                            version=vi.version, rows=vi.rows_kept)
         return str(self.root / vi.path / "*.parquet")
@@ -297,7 +298,7 @@ class Workspace:
             except CitytwinError as exc:
                 self.catalog.audit(user=self.user.name, role=self.user.role, action="read", dataset=name,
                                    version=vi.version,
-                                   outcome="denied" if isinstance(exc, access.AccessDenied) else "error",
+                                   outcome="denied" if isinstance(exc, AccessDenied) else "error",
                                    detail=str(exc)[:500])
                 raise
             table = con.execute(sql, [path, *params]).to_arrow_table()
@@ -366,7 +367,7 @@ class Workspace:
         if self.catalog.exists(name):
             prev = self.catalog.get(name)
             if access.can_read(self.user, prev.classification, prev.department) is False:
-                raise access.AccessDenied(f"user {self.user.name!r} may not write dataset {name!r}")
+                raise AccessDenied(f"user {self.user.name!r} may not write dataset {name!r}")
             if classification != prev.classification:
                 self._require_classifier(name, f"{prev.classification} -> {classification}",
                                          hint=f"ingest with classification {prev.classification!r}, or ask a"
@@ -456,7 +457,7 @@ class Workspace:
                f" ({change}; needs role {' or '.join(CLASSIFIERS)})")
         self.catalog.audit(user=self.user.name, role=self.user.role, action="classify", dataset=name,
                            outcome="denied", detail=change)
-        raise access.AccessDenied(msg, hint=hint)
+        raise AccessDenied(msg, hint=hint)
 
     def stale(self, name: str) -> list[dict[str, Any]]:
         """Inputs of ``name``'s current version that have newer versions (empty: up to date).
@@ -484,7 +485,6 @@ class Workspace:
                 levels.append(inf.classification)
             else:
                 resolved.append((nm, ver))
-        from citytwin.foundation.catalog import CLASSIFICATIONS
         strictest = max(levels, key=CLASSIFICATIONS.index)
         cls = classification or strictest
         check_classification(cls)
@@ -556,7 +556,7 @@ def select_sql(available: Sequence[str], columns: Sequence[str] | None, where: S
             c, op, value = (f[0], f[1], f[2] if len(f) == 3 else None)
             q = col(c, "where")
             if masked and c in masked:
-                raise access.AccessDenied(f"may not filter on column {c!r}: it holds personal data ({masked[c]})"
+                raise AccessDenied(f"may not filter on column {c!r}: it holds personal data ({masked[c]})"
                                           " that this role sees masked")
             o = str(op).strip().lower() if isinstance(op, str) else op
             if o not in FILTER_OPS:
@@ -757,5 +757,7 @@ def _arrow_to_frame(table: pa.Table) -> pd.DataFrame:
     df = table.to_pandas()
     if "geometry" in df.columns:
         geom = shapely.from_wkb(df["geometry"].to_numpy())
-        return gpd.GeoDataFrame(df.drop(columns=["geometry"]), geometry=geom, crs="EPSG:4326")
-    return df
+        out: pd.DataFrame = gpd.GeoDataFrame(df.drop(columns=["geometry"]), geometry=geom, crs="EPSG:4326")
+        return out
+    frame: pd.DataFrame = df
+    return frame

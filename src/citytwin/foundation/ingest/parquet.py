@@ -48,4 +48,4 @@ def arrow_writable(t: pa.DataType) -> bool:
         return True
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return True
-    return pa.types.is_timestamp(t) and t.unit == "us"
+    return bool(pa.types.is_timestamp(t) and t.unit == "us")

@@ -40,7 +40,8 @@ def _true_rows(accepted: list[int], rejected_rows: list[int]) -> list[int]:
     rej = np.sort(np.asarray(rejected_rows))
     s = rej - np.arange(len(rej))  # accepted index at which each reject is passed
     acc = np.asarray(accepted)
-    return (acc + np.searchsorted(s, acc, side="right")).tolist()
+    out: list[int] = (acc + np.searchsorted(s, acc, side="right")).tolist()
+    return out
 
 
 def run_staged(files: list[Path], sch: Schema, opts: PipelineOptions, staging: Path,

@@ -143,7 +143,7 @@ class ForecastStore:
                 os.close(fd)
             os.replace(tmp, self.issued_dir / name)
             _fsync_dir(self.issued_dir)
-            return table.num_rows
+            return int(table.num_rows)
 
     # -- reading -----------------------------------------------------------------------
     def _files(self) -> list[Path]:
@@ -182,7 +182,8 @@ class ForecastStore:
             df = df[df["issued_at"] == last]
         df["horizon"] = pd.to_timedelta(df["horizon_s"], unit="s")
         df = df.sort_values(["issued_at", "entity", "property", "model", "horizon_s"], kind="stable")
-        return df[OUT_COLUMNS].reset_index(drop=True)
+        out: pd.DataFrame = df[OUT_COLUMNS].reset_index(drop=True)
+        return out
 
     def count(self) -> int:
         """Forecasts stored (one per key)."""

@@ -94,7 +94,7 @@ def to_us(t: TimeLike) -> int | None:
         return int(t)
     try:
         ts = pd.Timestamp(t)
-        if ts is pd.NaT:
+        if pd.isna(ts):
             raise ValueError("NaT")
         if ts.tzinfo is None:
             ts = ts.tz_localize("UTC")
@@ -151,7 +151,7 @@ class HistoryStore:
         (datetime64), value (None / NaN = missing), unit, lon, lat``.
         """
         table = self._to_table(columns, received_us)
-        n = table.num_rows
+        n = int(table.num_rows)
         if n == 0:
             return 0
         t = table.column("time").cast(pa.int64()).to_numpy()
