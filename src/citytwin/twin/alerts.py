@@ -154,6 +154,8 @@ class AlertBook:
     def __init__(self, alerts: Iterable[Alert] = (), *, keep_events: int = 10_000) -> None:
         self._alerts: dict[str, Alert] = {}
         self._live: dict[tuple[str, str], str] = {}
+        self._by_key: dict[tuple[str, str], list[str]] = {}  # (rule, entity) -> ids, oldest first
+        self._starts: dict[tuple[str, str], set[pd.Timestamp]] = {}  # (rule, entity) -> run starts recorded
         self._subs: list[Subscriber] = []
         self.keep_events = keep_events
         self.events: list[AlertEvent] = []
@@ -171,6 +173,9 @@ class AlertBook:
                 raise InputError(f"two live alerts for rule {a.rule!r} at {a.entity!r}", field="status")
             self._live[key] = a.id
         self._alerts[a.id] = a
+        self._by_key.setdefault((a.rule, a.entity), []).append(a.id)
+        if a.start is not None:
+            self._starts.setdefault((a.rule, a.entity), set()).add(pd.Timestamp(a.start))
 
     def __len__(self) -> int:
         return len(self._alerts)
@@ -196,7 +201,10 @@ class AlertBook:
         sts = {status} if isinstance(status, str) else set(status) if status is not None else None
         if sts is not None and not sts <= set(STATUSES):
             raise InputError(f"unknown status {sorted(sts - set(STATUSES))[0]!r}", field="status")
-        out = [a for a in self._alerts.values()
+        pool: Iterable[Alert] = self._alerts.values()
+        if rule is not None and entity is not None:  # the index: no scan of every alert
+            pool = [self._alerts[i] for i in self._by_key.get((rule, str(entity)), [])]
+        out = [a for a in pool
                if (sts is None or a.status in sts) and (entity is None or a.entity == str(entity))
                and (rule is None or a.rule == rule)]
         return sorted(out, key=lambda a: a.opened_at)  # stable: insertion order breaks ties
@@ -348,10 +356,13 @@ class AlertBook:
         ents = None if entities is None else {str(e) for e in entities}
         out: dict[str, list[str]] = {"opened": [], "updated": [], "resolved": []}
         still: set[tuple[str, str]] = set()
-        known = {(a.rule, a.entity, a.start) for a in self._alerts.values() if a.start is not None}
+
+        def known(c: AlertCandidate) -> bool:
+            return pd.Timestamp(c.start) in self._starts.get((c.rule, c.entity), ())
+
         for c in sorted(cands, key=lambda c: (c.start, c.rule, c.entity)):
             live = self.find(c.rule, c.entity)
-            if (c.rule, c.entity, c.start) in known and (live is None or live.start != c.start):
+            if (live is None or live.start != c.start) and known(c):
                 if c.ongoing and live is not None:
                     still.add((c.rule, c.entity))
                 continue
