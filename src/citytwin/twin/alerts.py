@@ -237,7 +237,8 @@ class AlertBook:
     def raise_alert(self, rule: str, entity: str, *, at: Any = None, severity: str = "warning",
                     property: str | None = None, message: str = "", peak: float | None = None,
                     peak_time: Any = None, start: Any = None, end: Any = None,
-                    lower_is_worse: bool = False, data: dict[str, Any] | None = None) -> tuple[Alert, bool]:
+                    lower_is_worse: bool = False, data: dict[str, Any] | None = None,
+                    _separate: bool = False) -> tuple[Alert, bool]:
         """Open an alert, or update the live one of the same rule and entity (deduplication).
 
         Returns
@@ -251,7 +252,7 @@ class AlertBook:
             raise InputError("an alert needs a rule and an entity", field="rule" if not rule else "entity")
         t = _ts(at)
         entity = str(entity)
-        live = self.find(rule, entity)
+        live = None if _separate else self.find(rule, entity)
         pk_t = _ts(peak_time) if peak_time is not None else (t if peak is not None else None)
         if live is not None:
             live.count += 1
@@ -277,11 +278,17 @@ class AlertBook:
                   peak=None if peak is None else float(peak), peak_time=pk_t,
                   start=_ts(start) if start is not None else None, end=_ts(end) if end is not None else None,
                   lower_is_worse=lower_is_worse, data=dict(data or {}))
-        self._add(a)
+        if _separate:  # a finished run older than the live alert: recorded beside it (resolved by the caller)
+            self._alerts[a.id] = a
+            self._by_key.setdefault((a.rule, a.entity), []).append(a.id)
+            if a.start is not None:
+                self._starts.setdefault((a.rule, a.entity), set()).add(pd.Timestamp(a.start))
+        else:
+            self._add(a)
         self._emit("open", a, t)
         return a, True
 
-    def raise_candidate(self, c: AlertCandidate, *, at: Any = None) -> tuple[Alert, bool]:
+    def raise_candidate(self, c: AlertCandidate, *, at: Any = None, _separate: bool = False) -> tuple[Alert, bool]:
         """Raise an alert from a rule's :class:`~citytwin.twin.rules.AlertCandidate`.
 
         A new alert opens at ``at`` or, by default, when the run became long enough
@@ -293,7 +300,7 @@ class AlertBook:
             c.rule, c.entity, at=when, severity=c.severity, property=c.property,
             message=c.message, peak=c.peak, peak_time=c.peak_time, start=c.start, end=c.end,
             lower_is_worse=c.lower_is_worse,
-            data={"threshold": c.threshold, "steps": c.steps, **c.extra},
+            data={"threshold": c.threshold, "steps": c.steps, **c.extra}, _separate=_separate,
         )
 
     def acknowledge(self, alert_id: str, *, by: str, at: Any = None, note: str | None = None) -> Alert:
@@ -323,7 +330,8 @@ class AlertBook:
         a.status, a.resolved_at, a.resolved_by = "resolved", t, by
         if note:
             a.note = note
-        self._live.pop((a.rule, a.entity), None)
+        if self._live.get((a.rule, a.entity)) == a.id:
+            del self._live[(a.rule, a.entity)]
         self._emit("resolve", a, t)
         return a
 
@@ -370,7 +378,17 @@ class AlertBook:
                     and c.end <= live.end):
                 a = live  # nothing new about this run: no update event
             else:
-                a, created = self.raise_candidate(c)
+                # a finished run older than the live alert (late readings revealed it) is an episode of its
+                # own: it must not be merged into, nor resolve, the live one
+                older = (live is not None and not c.ongoing and live.start is not None
+                         and pd.Timestamp(c.end) < pd.Timestamp(live.start))
+                if (live is not None and live.start is not None
+                        and pd.Timestamp(c.start) < pd.Timestamp(live.start) <= pd.Timestamp(c.end)):
+                    # late readings show the live episode began earlier: it takes the earlier start
+                    live.start = pd.Timestamp(c.start)
+                    live.peak, live.peak_time = float(c.peak), pd.Timestamp(c.peak_time)  # c spans the whole run
+                    self._starts.setdefault((c.rule, c.entity), set()).add(live.start)
+                a, created = self.raise_candidate(c, _separate=older)
                 (out["opened"] if created else out["updated"]).append(a.id)
             if c.ongoing:
                 still.add((c.rule, c.entity))

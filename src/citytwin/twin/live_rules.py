@@ -451,15 +451,14 @@ class LiveRuleEngine:
                     start_us = ((int(rest.min()) // _HOUR_US) * _HOUR_US - self.lookback_us) if len(rest) else big
                 if start_us != big:
                     self._load(tail, ent, start_us - self.warmup_us)
-            if fresh:
-                self._load(tail, ent, start_us - self.warmup_us)  # the batch is in history already
-            else:
-                props = cols["property"][idx]
-                for p in np.unique(props):
-                    m = (props == p) & ~old_mask
-                    if m.any():
-                        j = idx[m]
-                        tail.merge(str(p), cols["time_us"][j], cols["value"][j], cols["factor"][j])
+            if fresh:  # its history (the batch is in it already, merged again below: the same values)
+                self._load(tail, ent, start_us - self.warmup_us)
+            props = cols["property"][idx]
+            for p in np.unique(props):
+                m = (props == p) & ~old_mask
+                if m.any():
+                    j = idx[m]
+                    tail.merge(str(p), cols["time_us"][j], cols["value"][j], cols["factor"][j])
             if start_us != big:
                 latest = tail.latest()
                 cands = self._evaluate(ent, tail.data, start_us)
@@ -477,6 +476,7 @@ class LiveRuleEngine:
         if self.history is None or not len(times):
             return []
         out: list[AlertCandidate] = []
+        lim = {r.name: (r.max_gap + 1) * int(pd.Timedelta(r.step).value // 1000) for r in self.rules}
         t_sorted = np.sort(times)
         # clusters of readings less than the window apart
         cut = np.flatnonzero(np.diff(t_sorted) > self.lookback_us + self.warmup_us + 24 * _HOUR_US) + 1
@@ -486,7 +486,10 @@ class LiveRuleEngine:
             limit = start_us + self.max_lookback_us
             while True:
                 data = self._read(entity, start_us - self.warmup_us, end_us)
-                cands = self._evaluate(entity, data, start_us)
+                # the entity has later readings (those kept): a run that stops more than its allowed
+                # gap before the window's end is over, whatever comes next
+                cands = [dataclasses.replace(c, ongoing=False) if c.ongoing and _us(c.end) + lim[c.rule] < end_us
+                         else c for c in self._evaluate(entity, data, start_us)]
                 if not any(c.ongoing for c in cands) or end_us >= limit:
                     out.extend(c for c in cands if not c.ongoing)
                     break
