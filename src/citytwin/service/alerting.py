@@ -119,7 +119,7 @@ class AlertHub:
         if self.path is None:
             return
         tmp = self.path.with_name(f".tmp-{self.path.name}")
-        tmp.write_text(json.dumps(self.book.to_records(), ensure_ascii=False))
+        tmp.write_text(self.book.to_json())  # = json.dumps(to_records()), from per-alert cached JSON
         os.replace(tmp, self.path)
 
     def add_pusher(self, push: Callable[[dict[str, Any]], None]) -> Callable[[], None]:

@@ -29,7 +29,9 @@ Examples
 from __future__ import annotations
 
 import builtins
+import copy
 import hashlib
+import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -89,7 +91,8 @@ class Alert:
 
     def to_record(self) -> dict[str, Any]:
         """JSON-friendly dict (times as ISO 8601 strings, ``None`` kept)."""
-        d = asdict(self)
+        d = {k: getattr(self, k) for k in _FIELD_NAMES}  # not asdict: its deep copy of every field is slow
+        d["data"] = copy.deepcopy(self.data)
         for k in _TIME_FIELDS:
             if d[k] is not None:
                 d[k] = pd.Timestamp(d[k]).isoformat()
@@ -113,6 +116,9 @@ class Alert:
                 d[k] = pd.Timestamp(d[k])
         d["data"] = dict(d.get("data") or {})
         return cls(**d)
+
+
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Alert))
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,7 @@ class AlertBook:
         self._live: dict[tuple[str, str], str] = {}
         self._by_key: dict[tuple[str, str], list[str]] = {}  # (rule, entity) -> ids, oldest first
         self._starts: dict[tuple[str, str], set[pd.Timestamp]] = {}  # (rule, entity) -> run starts recorded
+        self._json: dict[str, str] = {}  # id -> the alert's JSON, dropped when the book changes it
         self._subs: list[Subscriber] = []
         self.keep_events = keep_events
         self.events: list[AlertEvent] = []
@@ -223,6 +230,7 @@ class AlertBook:
         return unsubscribe
 
     def _emit(self, kind: EventKind, alert: Alert, at: pd.Timestamp) -> None:
+        self._json.pop(alert.id, None)  # every change of an alert is emitted: its cached JSON is stale
         ev = AlertEvent(kind, Alert.from_record(alert.to_record()), at)
         self.events.append(ev)
         if len(self.events) > self.keep_events:
@@ -407,6 +415,20 @@ class AlertBook:
     def to_records(self) -> list[dict[str, Any]]:
         """All alerts as JSON-friendly dicts, oldest first."""
         return [a.to_record() for a in self.alerts()]
+
+    def to_json(self) -> str:
+        """``json.dumps(self.to_records(), ensure_ascii=False)``, with each alert's JSON kept until it changes.
+
+        Saving the book after every change costs a join of cached strings instead of serialising every
+        alert again (alerts must be changed through the book's methods, which all emit an event).
+        """
+        parts = []
+        for a in self.alerts():
+            js = self._json.get(a.id)
+            if js is None:
+                js = self._json[a.id] = json.dumps(a.to_record(), ensure_ascii=False)
+            parts.append(js)
+        return "[" + ", ".join(parts) + "]"
 
     @classmethod
     def from_records(cls, records: Iterable[dict[str, Any]], **kw: Any) -> AlertBook:

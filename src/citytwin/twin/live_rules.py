@@ -522,8 +522,30 @@ def _moving_mean(x: np.ndarray, window: int, min_periods: int) -> np.ndarray:
         return np.where(n >= min_periods, s / np.maximum(n, 1), np.nan)
 
 
+_OFFSETS: dict[tuple[str, int], int] = {}  # (tz, UTC hour) -> UTC offset in µs (a cache; cleared when large)
+
+
+def _fixed_offset(t_us: np.ndarray, tz: str) -> int | None:
+    """The time zone's UTC offset (µs) if it is the same at every hour of ``t_us``, else None."""
+    hours = np.unique(t_us // _HOUR_US)
+    miss = [int(h) for h in hours if (tz, int(h)) not in _OFFSETS]
+    if miss:
+        if len(_OFFSETS) > 200_000:
+            _OFFSETS.clear()
+        at = pd.DatetimeIndex((np.asarray(miss, dtype=np.int64) * _HOUR_US).astype("datetime64[us]"))
+        loc = at.tz_localize("UTC").tz_convert(tz).tz_localize(None)
+        off = loc.as_unit("us").asi8 - at.as_unit("us").asi8
+        for h, o in zip(miss, off, strict=True):
+            _OFFSETS[(tz, h)] = int(o)
+    offs = {_OFFSETS[(tz, int(h))] for h in hours}
+    return offs.pop() if len(offs) == 1 else None
+
+
 def _local_hours(t_us: np.ndarray, tz: str) -> np.ndarray:
     """Local hour numbers (hours since 1970-01-01 00:00 local) of UTC times in µs."""
+    off = _fixed_offset(t_us, tz)
+    if off is not None:
+        return np.asarray((t_us + off) // _HOUR_US, dtype=np.int64)
     idx = pd.DatetimeIndex(t_us.astype("datetime64[us]")).tz_localize("UTC").tz_convert(tz).tz_localize(None)
     return np.asarray(idx.as_unit("us").asi8 // _HOUR_US, dtype=np.int64)
 
@@ -586,10 +608,16 @@ def aqi_arrays(data: Mapping[str, tuple[np.ndarray, ...]], start_us: int, warmup
     a[has] = np.nanmax(mat[:, has], axis=0)
     # local hours -> UTC (hours that do not exist or are ambiguous in local time are dropped, as in
     # hourly_aqi_series)
-    local = pd.DatetimeIndex(((g0 + np.arange(n)) * _HOUR_US).astype("datetime64[us]"))
-    utc = local.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").tz_convert("UTC")
-    valid = ~np.asarray(utc.isna(), dtype=bool)
-    hours = np.where(valid, utc.as_unit("us").asi8, 0)
+    local_us = (g0 + np.arange(n, dtype=np.int64)) * _HOUR_US
+    off = _fixed_offset(all_t, tz)
+    if off is not None and _fixed_offset(local_us - off, tz) == off:  # one offset throughout: no gap, no overlap
+        valid = np.ones(n, dtype=bool)
+        hours = local_us - off
+    else:
+        utc = pd.DatetimeIndex(local_us.astype("datetime64[us]")).tz_localize(
+            tz, ambiguous="NaT", nonexistent="NaT").tz_convert("UTC")
+        valid = ~np.asarray(utc.isna(), dtype=bool)
+        hours = np.where(valid, utc.as_unit("us").asi8, 0)
     last_h = (last_seen // _HOUR_US) * _HOUR_US
     keep = valid & (hours >= start_us) & (hours <= last_h)
     return hours[keep].astype(np.int64), a[keep]
