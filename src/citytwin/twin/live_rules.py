@@ -394,18 +394,26 @@ class LiveRuleEngine:
                 step = pd.Timedelta(rule.step)
                 if _us(c.start - step) >= start_us:
                     continue
-                prev = [a for a in (known(c.rule, c.entity) if known else [])
-                        if a.start is not None and a.start < c.start
+                mine = known(c.rule, c.entity) if known else []
+                if any(a.start is not None and a.start == c.start for a in mine):
+                    continue  # recorded with this very start: it began there
+                prev = [a for a in mine if a.start is not None and a.start < c.start
                         and (a.live or (a.end is not None and a.end >= c.start - step))]
                 if prev:
                     out[i] = _continued(rule, c, prev[-1])
                 else:
                     unknown = True
-            if not unknown or start_us <= floor_us or self.history is None:
+            if not unknown or start_us <= floor_us:
                 return out
-            # an unknown run older than the window: read further back
-            start_us = max(floor_us, start_us - 4 * max(span_us, _HOUR_US))
-            self._load(tail, entity, start_us - self.warmup_us)
+            # an unknown run older than the window: look further back, first in what is kept
+            kept = tail.cover_from + self.warmup_us
+            if kept < start_us:
+                start_us = max(floor_us, kept)
+            elif self.history is None:
+                return out
+            else:
+                start_us = max(floor_us, start_us - 4 * max(span_us, _HOUR_US))
+                self._load(tail, entity, start_us - self.warmup_us)
             cands = self._evaluate(entity, tail.data, start_us)
 
     def update(self, batch: Any, *, known: Callable[[str, str], list[Any]] | None = None) -> LiveUpdate:
@@ -530,7 +538,7 @@ def _fixed_offset(t_us: np.ndarray, tz: str) -> int | None:
     hours = np.unique(t_us // _HOUR_US)
     miss = [int(h) for h in hours if (tz, int(h)) not in _OFFSETS]
     if miss:
-        if len(_OFFSETS) > 200_000:
+        if len(_OFFSETS) > 20_000:
             _OFFSETS.clear()
         at = pd.DatetimeIndex((np.asarray(miss, dtype=np.int64) * _HOUR_US).astype("datetime64[us]"))
         loc = at.tz_localize("UTC").tz_convert(tz).tz_localize(None)
