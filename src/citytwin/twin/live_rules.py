@@ -536,7 +536,8 @@ _OFFSETS: dict[tuple[str, int], int] = {}  # (tz, UTC hour) -> UTC offset in µs
 def _fixed_offset(t_us: np.ndarray, tz: str) -> int | None:
     """The time zone's UTC offset (µs) if it is the same at every hour of ``t_us``, else None."""
     hours = np.unique(t_us // _HOUR_US)
-    miss = [int(h) for h in hours if (tz, int(h)) not in _OFFSETS]
+    found = {int(h): _OFFSETS.get((tz, int(h))) for h in hours}
+    miss = [h for h, o in found.items() if o is None]
     if miss:
         if len(_OFFSETS) > 20_000:
             _OFFSETS.clear()
@@ -544,9 +545,9 @@ def _fixed_offset(t_us: np.ndarray, tz: str) -> int | None:
         loc = at.tz_localize("UTC").tz_convert(tz).tz_localize(None)
         off = loc.as_unit("us").asi8 - at.as_unit("us").asi8
         for h, o in zip(miss, off, strict=True):
-            _OFFSETS[(tz, h)] = int(o)
-    offs = {_OFFSETS[(tz, int(h))] for h in hours}
-    return offs.pop() if len(offs) == 1 else None
+            _OFFSETS[(tz, h)] = found[h] = int(o)
+    offs = set(found.values())
+    return int(offs.pop()) if len(offs) == 1 else None  # type: ignore[arg-type]
 
 
 def _local_hours(t_us: np.ndarray, tz: str) -> np.ndarray:
