@@ -325,8 +325,18 @@ class LiveRuleEngine:
         keep = np.isin(cols["property"], self.properties)
         if not keep.all():
             cols = {k: v[keep] for k, v in cols.items()}
-        cols["factor"] = np.array([self._factor(p, u) for p, u in zip(cols["property"], cols["unit"], strict=True)],
-                                  dtype=float) if len(cols["property"]) else np.zeros(0)
+        fac = np.ones(len(cols["property"]))
+        for p in pd.unique(cols["property"]):  # a few properties, usually one unit each: masks, not a loop per row
+            if p not in AQI_INPUTS:
+                continue
+            m = cols["property"] == p
+            units = cols["unit"][m]
+            uniq = pd.unique(units)
+            if len(uniq) == 1:
+                fac[m] = self._factor(str(p), uniq[0])
+            else:
+                fac[m] = [self._factor(str(p), u) for u in units]
+        cols["factor"] = fac
         return cols
 
     def _read(self, entity: str, start_us: int, end_us: int | None) -> dict[str, tuple[np.ndarray, ...]]:
