@@ -137,3 +137,55 @@ def test_sync_with_rule_candidates() -> None:
     res = book.sync(evaluate(rule, pd.concat([obs, more])), at=more["time"].iloc[0])
     assert res["resolved"] == [live.id] and live.status == "resolved"
     assert book.alerts(status="open") == []
+
+
+def _run_frame(values: list[float], start: str = "2024-01-01 00:00") -> pd.DataFrame:
+    t = pd.date_range(start, periods=len(values), freq="h")
+    return pd.DataFrame({"entity": "s1", "property": "aqi", "time": t, "value": values})
+
+
+def test_sync_keeps_an_older_finished_run_apart_from_the_live_alert() -> None:
+    """Late readings reveal an episode before the live one: it is recorded (opened and resolved) on its own;
+    the live alert stays open, untouched."""
+    rule = ThresholdRule("heavy", "aqi", ">", 200, min_steps=2, step="1h")
+    book = AlertBook()
+    live_c = evaluate(rule, _run_frame([100, 250, 260, 270], "2024-01-02 00:00"))
+    book.sync(live_c, refresh=False)
+    live = book.find("heavy", "s1")
+    assert live is not None and live.status == "open"
+    before = live.to_record()
+    old = evaluate(rule, _run_frame([300, 310, 100]))  # 1 Jan 00:00-01:00, over
+    assert [c.ongoing for c in old] == [False]
+    out = book.sync(old, entities=[], refresh=False)
+    assert len(out["opened"]) == 1 and out["resolved"] == out["opened"]
+    assert book.find("heavy", "s1") is live and live.to_record() == before
+    assert [(a.start, a.status) for a in book.alerts(rule="heavy", entity="s1")] == [  # oldest first
+        (pd.Timestamp("2024-01-01 00:00"), "resolved"), (pd.Timestamp("2024-01-02 01:00"), "open")]
+    # the same again: known, nothing happens
+    assert book.sync(old, entities=[], refresh=False) == {"opened": [], "updated": [], "resolved": []}
+
+
+def test_sync_moves_a_live_episode_start_back_when_earlier_readings_arrive() -> None:
+    rule = ThresholdRule("heavy", "aqi", ">", 200, min_steps=2, step="1h")
+    book = AlertBook()
+    book.sync(evaluate(rule, _run_frame([250, 260], "2024-01-01 05:00")), refresh=False)
+    a = book.find("heavy", "s1")
+    assert a is not None and a.start == pd.Timestamp("2024-01-01 05:00")
+    # 03:00 and 04:00 come late, above 200 too, with a higher peak
+    full = evaluate(rule, _run_frame([400, 300, 250, 260], "2024-01-01 03:00"))
+    out = book.sync(full, refresh=False)
+    assert out["updated"] == [a.id] and book.find("heavy", "s1") is a
+    assert (a.start, a.peak, a.peak_time, a.data["steps"]) == (pd.Timestamp("2024-01-01 03:00"), 400.0,
+                                                               pd.Timestamp("2024-01-01 03:00"), 4)
+    assert len(book) == 1
+
+
+def test_to_json_equals_json_of_records_and_follows_changes() -> None:
+    book = AlertBook()
+    a, _ = book.raise_alert("r", "s1", at=T0, peak=250.0, message="PM2.5 高")
+    book.raise_alert("r", "s2", at=T0, peak=float("nan"))
+    assert book.to_json() == json.dumps(book.to_records(), ensure_ascii=False)
+    book.raise_alert("r", "s1", at=T0 + pd.Timedelta("1h"), peak=300.0)
+    book.acknowledge(a.id, by="ops", at=T0 + pd.Timedelta("2h"))
+    assert book.to_json() == json.dumps(book.to_records(), ensure_ascii=False)
+    assert json.loads(book.to_json())[0]["peak"] == 300.0

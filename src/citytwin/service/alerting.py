@@ -33,7 +33,6 @@ HTTP lifecycle: ``GET /twin/v1/alerts?status=&entity=&rule=``, ``GET /twin/v1/al
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import math
 import os
@@ -124,7 +123,7 @@ class AlertHub:
         if self.path is None:
             return
         tmp = self.path.with_name(f".tmp-{self.path.name}")
-        tmp.write_text(json.dumps(self.book.to_records(), ensure_ascii=False))
+        tmp.write_text(self.book.to_json())  # = json.dumps(to_records()), from per-alert cached JSON
         os.replace(tmp, self.path)
 
     def add_pusher(self, push: Callable[[dict[str, Any]], None]) -> Callable[[], None]:
@@ -174,12 +173,12 @@ class AlertHub:
 class AutoAlerts:
     """Alert rules evaluated after each committed ingest batch, fed to an :class:`AlertHub`.
 
-    :meth:`on_commit` is an :class:`~citytwin.foundation.timeseries.ingest.Ingestor` commit hook. For
-    the entities of the batch that have a property the rules read, it reads their history from
-    ``lookback`` before the batch's earliest observation (one day more for the hourly AQI's moving
-    means) to their latest observation, evaluates the rules
-    (:func:`citytwin.twin.live_rules.window_candidates`) and calls :meth:`AlertHub.sync` with
-    ``entities`` = those entities and ``refresh=False``. So:
+    :meth:`on_commit` is an :class:`~citytwin.foundation.timeseries.ingest.Ingestor` commit hook. The
+    batch's readings go to a :class:`~citytwin.twin.live_rules.LiveRuleEngine`, which keeps each
+    entity's recent readings in memory and evaluates, for the entities of the batch that have a
+    property the rules read, the window from ``lookback`` before their earliest reading in the batch
+    to their latest reading (history is read only for what it does not keep: see the engine); the
+    result goes to :meth:`AlertHub.sync` with ``entities`` = those entities and ``refresh=False``. So:
 
     * an episode opens one alert (when it has lasted ``min_steps``), is updated while it grows,
       and is resolved (``by="system"``, at its last step) when the condition ends;
@@ -208,90 +207,31 @@ class AutoAlerts:
         """Set the rules (None: :data:`~citytwin.twin.live_rules.DEFAULT_LIVE_RULES`) and the window."""
         from citytwin.twin import live_rules as lr
 
-        rs = lr.check_live_rules(lr.DEFAULT_LIVE_RULES if rules is None else rules)
-        try:
-            lb, mx = pd.Timedelta(lookback), pd.Timedelta(max_lookback)
-        except ValueError as exc:
-            raise InputError(f"bad lookback {lookback!r} / {max_lookback!r}", field="lookback") from exc
-        if lb <= pd.Timedelta(0) or mx < lb:
-            raise InputError("lookback must be positive and at most max_lookback", field="lookback")
-        self.rules, self.lookback, self.max_lookback, self.tz = rs, lb, mx, tz
-        self.properties = lr.needed_properties(rs)
-        self.warmup = pd.Timedelta("24h") if any(r.property == "aqi" for r in rs) else pd.Timedelta(0)
-        self.step = max((pd.Timedelta(r.step) for r in rs), default=pd.Timedelta("1h"))
+        def read(ents: list[str], start_us: int, end_us: int | None) -> pd.DataFrame:
+            return self.history.query(entities=ents, properties=self.properties,
+                                      start=pd.Timestamp(start_us, unit="us", tz="UTC"),
+                                      end=None if end_us is None else pd.Timestamp(end_us, unit="us", tz="UTC"))
 
-    def _latest(self, entities: list[str], hi: pd.Timestamp) -> tuple[list[str], pd.Timestamp]:
-        """Entities (of ``entities``) that have a property the rules read, and the latest time to read."""
-        if self.state is None:
-            return entities, hi
-        rows = self.state.query(ids=entities, attrs=self.properties, limit=len(entities) + 1)
-        keep, last = [], hi
-        for r in rows:
-            times = [a.get("observed_us") for p, a in (r.get("attrs") or {}).items() if p in self.properties]
-            times = [t for t in times if t is not None]
-            if times:
-                keep.append(r["id"])
-                last = max(last, pd.Timestamp(max(times), unit="us", tz="UTC"))
-        return sorted(keep), last
+        self.engine = lr.LiveRuleEngine(rules, history=read, lookback=lookback, tz=tz, max_lookback=max_lookback)
+        self.rules, self.tz = self.engine.rules, tz
+        self.properties = self.engine.properties
 
-    def evaluate(self, entities: list[str], lo: pd.Timestamp, hi: pd.Timestamp) -> list[Any]:
-        """Candidates for ``entities`` over ``[lo - lookback, latest]`` (followed back past truncated runs)."""
-        from citytwin.twin import live_rules as lr
-
-        ents, last = self._latest(entities, hi)
-        if not ents:
-            return []
-        start = lo.floor("h") - self.lookback
-        floor = start - self.max_lookback + self.lookback
-        by_name = {r.name: r for r in self.rules}
-        out: list[Any] = []
-        todo = ents
-        while todo:
-            obs = self.history.query(entities=todo, properties=self.properties, start=start - self.warmup,
-                                     end=last + pd.Timedelta("1us"))
-            cands = lr.window_candidates(self.rules, obs, start=start, tz=self.tz) if len(obs) else []
-            cut: set[str] = set()
-            for i, c in enumerate(cands):
-                rule = by_name[c.rule]
-                step = pd.Timedelta(rule.step)
-                if c.start - step >= start:
-                    continue
-                # the run reaches the window's start: the continuation of a known episode (live, or
-                # recorded earlier and ending just before the window)? then it is that episode
-                prev = [a for a in self.hub.book.alerts(entity=c.entity, rule=c.rule)
-                        if a.start is not None and a.start < c.start
-                        and (a.live or (a.end is not None and a.end >= c.start - step))]
-                if prev:
-                    a = prev[-1]
-                    assert a.start is not None
-                    a_start = pd.Timestamp(a.start)
-                    peak = c.peak if a.peak is None else (
-                        min(c.peak, a.peak) if c.lower_is_worse else max(c.peak, a.peak))
-                    n = round((c.end - a_start) / step) + 1
-                    msg = rule.message.format(entity=c.entity, property=c.property, op=c.op, threshold=c.threshold,
-                                              peak=peak, steps=n, start=a_start, end=c.end)
-                    pk_t = c.peak_time if peak == c.peak or a.peak_time is None else pd.Timestamp(a.peak_time)
-                    cands[i] = dataclasses.replace(
-                        c, start=a_start, peak=peak, peak_time=pk_t,
-                        steps=n, message=msg, detected_at=None)
-                else:
-                    cut.add(c.entity)
-            if cut and start > floor:  # an unknown run older than the window: read further back
-                out.extend(c for c in cands if c.entity not in cut)
-                todo = sorted(cut)
-                start = max(floor, start - 4 * (hi - start))
-                continue
-            out.extend(cands)
-            todo = []
-        return out
-
-    def run(self, entities: list[str], lo: pd.Timestamp, hi: pd.Timestamp) -> dict[str, list[str]]:
-        """Evaluate and sync the hub; returns the ids ``opened``, ``updated``, ``resolved``."""
-        with self._lock:
+    def run(self, entities: list[str], lo: pd.Timestamp, hi: pd.Timestamp,
+            batch: Any = None) -> dict[str, list[str]]:
+        """Evaluate the batch incrementally (:class:`~citytwin.twin.live_rules.LiveRuleEngine`) and sync the hub;
+        returns the ids ``opened``, ``updated``, ``resolved``. Without ``batch`` (the committed columns) the
+        batch's readings of ``entities`` in ``[lo, hi]`` are read from history."""
+        with self._lock, self.hub._lock:
             t0 = time.perf_counter()
-            ents, _ = self._latest(entities, hi)
-            cands = self.evaluate(ents, lo, hi)
-            res = self.hub.sync(cands, at=hi, rules=[r.name for r in self.rules], entities=ents, refresh=False)
+            if batch is None:
+                batch = self.history.query(entities=entities, properties=self.properties, start=lo,
+                                           end=hi + pd.Timedelta("1us"))
+            up = self.engine.update(batch, known=lambda rule, ent: self.hub.book.alerts(rule=rule, entity=ent))
+            names = [r.name for r in self.rules]
+            res = self.hub.sync(up.current, at=hi, rules=names, entities=up.entities, refresh=False)
+            if up.past:
+                for k, v in self.hub.sync(up.past, at=hi, rules=names, entities=[], refresh=False).items():
+                    res[k] = res.get(k, []) + v
             self.batches += 1
             self.seconds += time.perf_counter() - t0
             self.last = res
@@ -302,7 +242,8 @@ class AutoAlerts:
         ents = list(getattr(rep, "entities", None) or [])
         if not ents:
             return
-        self.run(ents, pd.Timestamp(lo_us, unit="us", tz="UTC"), pd.Timestamp(hi_us, unit="us", tz="UTC"))
+        self.run(ents, pd.Timestamp(lo_us, unit="us", tz="UTC"), pd.Timestamp(hi_us, unit="us", tz="UTC"),
+                 batch=getattr(rep, "columns", None))
 
 
 class MqttAlertPush:

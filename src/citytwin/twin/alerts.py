@@ -29,7 +29,9 @@ Examples
 from __future__ import annotations
 
 import builtins
+import copy
 import hashlib
+import json
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -89,7 +91,8 @@ class Alert:
 
     def to_record(self) -> dict[str, Any]:
         """JSON-friendly dict (times as ISO 8601 strings, ``None`` kept)."""
-        d = asdict(self)
+        d = {k: getattr(self, k) for k in _FIELD_NAMES}  # not asdict: its deep copy of every field is slow
+        d["data"] = copy.deepcopy(self.data)
         for k in _TIME_FIELDS:
             if d[k] is not None:
                 d[k] = pd.Timestamp(d[k]).isoformat()
@@ -113,6 +116,9 @@ class Alert:
                 d[k] = pd.Timestamp(d[k])
         d["data"] = dict(d.get("data") or {})
         return cls(**d)
+
+
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Alert))
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,9 @@ class AlertBook:
     def __init__(self, alerts: Iterable[Alert] = (), *, keep_events: int = 10_000) -> None:
         self._alerts: dict[str, Alert] = {}
         self._live: dict[tuple[str, str], str] = {}
+        self._by_key: dict[tuple[str, str], list[str]] = {}  # (rule, entity) -> ids, oldest first
+        self._starts: dict[tuple[str, str], set[pd.Timestamp]] = {}  # (rule, entity) -> run starts recorded
+        self._json: dict[str, str] = {}  # id -> the alert's JSON, dropped when the book changes it
         self._subs: list[Subscriber] = []
         self.keep_events = keep_events
         self.events: list[AlertEvent] = []
@@ -171,6 +180,9 @@ class AlertBook:
                 raise InputError(f"two live alerts for rule {a.rule!r} at {a.entity!r}", field="status")
             self._live[key] = a.id
         self._alerts[a.id] = a
+        self._by_key.setdefault((a.rule, a.entity), []).append(a.id)
+        if a.start is not None:
+            self._starts.setdefault((a.rule, a.entity), set()).add(pd.Timestamp(a.start))
 
     def __len__(self) -> int:
         return len(self._alerts)
@@ -196,7 +208,10 @@ class AlertBook:
         sts = {status} if isinstance(status, str) else set(status) if status is not None else None
         if sts is not None and not sts <= set(STATUSES):
             raise InputError(f"unknown status {sorted(sts - set(STATUSES))[0]!r}", field="status")
-        out = [a for a in self._alerts.values()
+        pool: Iterable[Alert] = self._alerts.values()
+        if rule is not None and entity is not None:  # the index: no scan of every alert
+            pool = [self._alerts[i] for i in self._by_key.get((rule, str(entity)), [])]
+        out = [a for a in pool
                if (sts is None or a.status in sts) and (entity is None or a.entity == str(entity))
                and (rule is None or a.rule == rule)]
         return sorted(out, key=lambda a: a.opened_at)  # stable: insertion order breaks ties
@@ -215,6 +230,7 @@ class AlertBook:
         return unsubscribe
 
     def _emit(self, kind: EventKind, alert: Alert, at: pd.Timestamp) -> None:
+        self._json.pop(alert.id, None)  # every change of an alert is emitted: its cached JSON is stale
         ev = AlertEvent(kind, Alert.from_record(alert.to_record()), at)
         self.events.append(ev)
         if len(self.events) > self.keep_events:
@@ -229,7 +245,8 @@ class AlertBook:
     def raise_alert(self, rule: str, entity: str, *, at: Any = None, severity: str = "warning",
                     property: str | None = None, message: str = "", peak: float | None = None,
                     peak_time: Any = None, start: Any = None, end: Any = None,
-                    lower_is_worse: bool = False, data: dict[str, Any] | None = None) -> tuple[Alert, bool]:
+                    lower_is_worse: bool = False, data: dict[str, Any] | None = None,
+                    _separate: bool = False) -> tuple[Alert, bool]:
         """Open an alert, or update the live one of the same rule and entity (deduplication).
 
         Returns
@@ -243,7 +260,7 @@ class AlertBook:
             raise InputError("an alert needs a rule and an entity", field="rule" if not rule else "entity")
         t = _ts(at)
         entity = str(entity)
-        live = self.find(rule, entity)
+        live = None if _separate else self.find(rule, entity)
         pk_t = _ts(peak_time) if peak_time is not None else (t if peak is not None else None)
         if live is not None:
             live.count += 1
@@ -269,11 +286,17 @@ class AlertBook:
                   peak=None if peak is None else float(peak), peak_time=pk_t,
                   start=_ts(start) if start is not None else None, end=_ts(end) if end is not None else None,
                   lower_is_worse=lower_is_worse, data=dict(data or {}))
-        self._add(a)
+        if _separate:  # a finished run older than the live alert: recorded beside it (resolved by the caller)
+            self._alerts[a.id] = a
+            self._by_key.setdefault((a.rule, a.entity), []).append(a.id)
+            if a.start is not None:
+                self._starts.setdefault((a.rule, a.entity), set()).add(pd.Timestamp(a.start))
+        else:
+            self._add(a)
         self._emit("open", a, t)
         return a, True
 
-    def raise_candidate(self, c: AlertCandidate, *, at: Any = None) -> tuple[Alert, bool]:
+    def raise_candidate(self, c: AlertCandidate, *, at: Any = None, _separate: bool = False) -> tuple[Alert, bool]:
         """Raise an alert from a rule's :class:`~citytwin.twin.rules.AlertCandidate`.
 
         A new alert opens at ``at`` or, by default, when the run became long enough
@@ -285,7 +308,7 @@ class AlertBook:
             c.rule, c.entity, at=when, severity=c.severity, property=c.property,
             message=c.message, peak=c.peak, peak_time=c.peak_time, start=c.start, end=c.end,
             lower_is_worse=c.lower_is_worse,
-            data={"threshold": c.threshold, "steps": c.steps, **c.extra},
+            data={"threshold": c.threshold, "steps": c.steps, **c.extra}, _separate=_separate,
         )
 
     def acknowledge(self, alert_id: str, *, by: str, at: Any = None, note: str | None = None) -> Alert:
@@ -315,7 +338,8 @@ class AlertBook:
         a.status, a.resolved_at, a.resolved_by = "resolved", t, by
         if note:
             a.note = note
-        self._live.pop((a.rule, a.entity), None)
+        if self._live.get((a.rule, a.entity)) == a.id:
+            del self._live[(a.rule, a.entity)]
         self._emit("resolve", a, t)
         return a
 
@@ -348,10 +372,13 @@ class AlertBook:
         ents = None if entities is None else {str(e) for e in entities}
         out: dict[str, list[str]] = {"opened": [], "updated": [], "resolved": []}
         still: set[tuple[str, str]] = set()
-        known = {(a.rule, a.entity, a.start) for a in self._alerts.values() if a.start is not None}
+
+        def known(c: AlertCandidate) -> bool:
+            return pd.Timestamp(c.start) in self._starts.get((c.rule, c.entity), ())
+
         for c in sorted(cands, key=lambda c: (c.start, c.rule, c.entity)):
             live = self.find(c.rule, c.entity)
-            if (c.rule, c.entity, c.start) in known and (live is None or live.start != c.start):
+            if (live is None or live.start != c.start) and known(c):
                 if c.ongoing and live is not None:
                     still.add((c.rule, c.entity))
                 continue
@@ -359,7 +386,17 @@ class AlertBook:
                     and c.end <= live.end):
                 a = live  # nothing new about this run: no update event
             else:
-                a, created = self.raise_candidate(c)
+                # a finished run older than the live alert (late readings revealed it) is an episode of its
+                # own: it must not be merged into, nor resolve, the live one
+                older = (live is not None and not c.ongoing and live.start is not None
+                         and pd.Timestamp(c.end) < pd.Timestamp(live.start))
+                if (live is not None and live.start is not None
+                        and pd.Timestamp(c.start) < pd.Timestamp(live.start) <= pd.Timestamp(c.end)):
+                    # late readings show the live episode began earlier: it takes the earlier start
+                    live.start = pd.Timestamp(c.start)
+                    live.peak, live.peak_time = float(c.peak), pd.Timestamp(c.peak_time)  # c spans the whole run
+                    self._starts.setdefault((c.rule, c.entity), set()).add(live.start)
+                a, created = self.raise_candidate(c, _separate=older)
                 (out["opened"] if created else out["updated"]).append(a.id)
             if c.ongoing:
                 still.add((c.rule, c.entity))
@@ -378,6 +415,20 @@ class AlertBook:
     def to_records(self) -> list[dict[str, Any]]:
         """All alerts as JSON-friendly dicts, oldest first."""
         return [a.to_record() for a in self.alerts()]
+
+    def to_json(self) -> str:
+        """``json.dumps(self.to_records(), ensure_ascii=False)``, with each alert's JSON kept until it changes.
+
+        Saving the book after every change costs a join of cached strings instead of serialising every
+        alert again (alerts must be changed through the book's methods, which all emit an event).
+        """
+        parts = []
+        for a in self.alerts():
+            js = self._json.get(a.id)
+            if js is None:
+                js = self._json[a.id] = json.dumps(a.to_record(), ensure_ascii=False)
+            parts.append(js)
+        return "[" + ", ".join(parts) + "]"
 
     @classmethod
     def from_records(cls, records: Iterable[dict[str, Any]], **kw: Any) -> AlertBook:

@@ -31,11 +31,14 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.units import factor as unit_factor
 from citytwin.twin import aqi as aqi_mod
 from citytwin.twin.rules import AQI_SEVERE_HOURLY, AlertCandidate, ThresholdRule, evaluate
 
@@ -154,3 +157,537 @@ def window_candidates(rules: Sequence[ThresholdRule], obs: pd.DataFrame, *, star
         if len(f):
             out.extend(_as_utc(c) for c in evaluate(r, f))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Incremental engine
+# ---------------------------------------------------------------------------------------------
+
+_HOUR_US = 3_600_000_000
+
+
+def _us(t: pd.Timestamp) -> int:
+    ts = pd.Timestamp(t)
+    ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+    return int(ts.value // 1000)
+
+
+def _ts_us(us: int) -> pd.Timestamp:
+    return pd.Timestamp(int(us) * 1000, tz="UTC")
+
+
+@dataclasses.dataclass
+class _Tail:
+    """What the engine keeps of one entity: its recent readings of the rules' properties.
+
+    ``cover_from``: every stored reading of the entity at or after this time (µs) is here.
+    ``data``: property -> (time µs sorted unique, value as sent, factor to the AQI table's unit).
+    """
+
+    cover_from: int
+    data: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+    def latest(self) -> int | None:
+        last = [int(t[-1]) for t, _, _ in self.data.values() if len(t)]
+        return max(last) if last else None
+
+    def merge(self, prop: str, t: np.ndarray, v: np.ndarray, f: np.ndarray) -> None:
+        """Add readings; a later one of the same time replaces an earlier one (as the history store reads)."""
+        if prop in self.data:
+            t0, v0, f0 = self.data[prop]
+            t, v, f = np.concatenate([t0, t]), np.concatenate([v0, v]), np.concatenate([f0, f])
+        order = np.argsort(t, kind="stable")
+        t, v, f = t[order], v[order], f[order]
+        keep = np.r_[t[1:] != t[:-1], True] if len(t) else np.zeros(0, dtype=bool)
+        self.data[prop] = (t[keep], v[keep], f[keep])
+
+    def trim(self, before: int) -> None:
+        """Forget readings before ``before`` (µs)."""
+        if before <= self.cover_from:
+            return
+        for p, (t, v, f) in list(self.data.items()):
+            i = int(np.searchsorted(t, before, side="left"))
+            if i:
+                self.data[p] = (t[i:], v[i:], f[i:])
+        self.cover_from = before
+
+
+@dataclasses.dataclass
+class LiveUpdate:
+    """What one batch changed: candidates to sync for the touched entities, and finished runs found in the past.
+
+    ``current`` are evaluated up to each entity's latest reading (sync them with ``entities``: a live
+    alert of those entities without an ongoing candidate has ended). ``past`` come from windows around
+    readings far older than what the engine keeps (sync them with no entities: they end nothing live).
+    """
+
+    current: list[AlertCandidate]
+    entities: list[str]
+    past: list[AlertCandidate]
+
+
+HistoryReader = Callable[[list[str], int, int | None], pd.DataFrame]
+
+
+class LiveRuleEngine:
+    """Rules evaluated incrementally on the live twin: only the entities and hours a batch touched.
+
+    The engine keeps, per entity, the readings of the rules' properties over the last ``keep``
+    (default ``lookback`` + a day of AQI warm-up + a day), sorted numpy arrays per property. For a
+    batch it merges the batch's readings into those arrays and evaluates each touched entity over
+    ``[earliest reading of the batch, floored to the hour, − lookback, its latest reading]`` with
+    numpy (hourly means by ``bincount``, the O3 8-hour and SO2 24-hour moving means by cumulative
+    sums, the IAQIs of :func:`citytwin.twin.aqi.iaqi_array`, runs by :func:`series_candidates`). The
+    result equals :func:`window_candidates` over the same window (tests compare both, and a
+    replayed day batch by batch against one evaluation of the whole day).
+
+    History is read only
+
+    * the first time an entity is seen (its last ``lookback`` + warm-up);
+    * for a reading older than what is kept: within ``max_lookback`` of it, the gap is read and the
+      window reaches back to it; further back (a reading of 1800 in 2015), only a window around the
+      reading (``[t − lookback − warm-up, t + 24 h + lookback]``, widened while a run reaches its
+      end, up to ``max_lookback``) is read and evaluated on its own (``past`` candidates: finished
+      runs; a run still going at the end of that bounded window is not reported);
+    * when a run reaches the window's start and ``known`` has no alert it continues: read further
+      back, up to ``max_lookback`` (as :class:`~citytwin.service.alerting.AutoAlerts` did).
+
+    Parameters
+    ----------
+    rules
+        Live rules (default :data:`DEFAULT_LIVE_RULES`).
+    history
+        ``history(entities, start_us, end_us_or_None)`` -> long observations (``entity, property,
+        time, value, unit``); e.g. a :class:`~citytwin.foundation.timeseries.HistoryStore` query.
+    lookback, max_lookback, tz
+        As in :class:`~citytwin.service.alerting.AutoAlerts`.
+    keep
+        How much of each entity's recent readings stays in memory (at least lookback + warm-up + step).
+    """
+
+    def __init__(self, rules: Iterable[ThresholdRule] | None = None, *, history: HistoryReader | None = None,
+                 lookback: str = "24h", max_lookback: str = "31D", tz: str = "Asia/Shanghai",
+                 keep: str | None = None) -> None:
+        self.rules = check_live_rules(DEFAULT_LIVE_RULES if rules is None else rules)
+        try:
+            lb, mx = pd.Timedelta(lookback), pd.Timedelta(max_lookback)
+        except ValueError as exc:
+            raise InputError(f"bad lookback {lookback!r} / {max_lookback!r}", field="lookback") from exc
+        if lb <= pd.Timedelta(0) or mx < lb:
+            raise InputError("lookback must be positive and at most max_lookback", field="lookback")
+        self.history = history
+        self.tz = tz
+        self.lookback_us = int(lb.value // 1000)
+        self.max_lookback_us = int(mx.value // 1000)
+        self.properties = needed_properties(self.rules)
+        self.warmup_us = 24 * _HOUR_US if any(r.property == "aqi" for r in self.rules) else 0
+        step_us = max((int(pd.Timedelta(r.step).value // 1000) for r in self.rules), default=_HOUR_US)
+        floor_keep = self.lookback_us + self.warmup_us + step_us
+        self.keep_us = max(floor_keep, int(pd.Timedelta(keep).value // 1000) if keep else floor_keep + 24 * _HOUR_US)
+        self.tails: dict[str, _Tail] = {}
+        self._factors: dict[tuple[str, str], float] = {}
+        self.history_reads = 0
+
+    # -- input -------------------------------------------------------------------------------
+    def _factor(self, prop: str, unit: Any) -> float:
+        if prop not in AQI_INPUTS or unit is None or (isinstance(unit, float) and np.isnan(unit)):
+            return 1.0
+        key = (prop, str(unit))
+        f = self._factors.get(key)
+        if f is None:
+            canon = aqi_mod.load_table().units[prop]
+            f = 1.0 if key[1] == canon else float(unit_factor(key[1], canon))
+            self._factors[key] = f
+        return f
+
+    def _columns(self, batch: Any) -> dict[str, np.ndarray]:
+        """Batch as arrays ``entity, property, time_us, value, factor`` (rule properties only)."""
+        if isinstance(batch, pd.DataFrame):
+            if "time_us" in batch.columns:
+                t = batch["time_us"].to_numpy(dtype=np.int64)
+            else:
+                tt = pd.to_datetime(batch["time"])
+                if getattr(tt.dt, "tz", None) is None:
+                    tt = tt.dt.tz_localize(self.tz)
+                t = tt.dt.tz_convert("UTC").dt.as_unit("us").astype("int64").to_numpy()
+            cols = {"entity": batch["entity"].astype(str).to_numpy(dtype=object),
+                    "property": batch["property"].to_numpy(dtype=object), "time_us": t,
+                    "value": pd.to_numeric(batch["value"], errors="coerce").to_numpy(dtype=float),
+                    "unit": batch["unit"].to_numpy(dtype=object) if "unit" in batch.columns
+                    else np.full(len(batch), None, dtype=object)}
+        else:
+            n = len(batch["entity"])
+            cols = {"entity": np.asarray(batch["entity"], dtype=object),
+                    "property": np.asarray(batch["property"], dtype=object),
+                    "time_us": np.asarray(batch["time_us"], dtype=np.int64),
+                    "value": np.array([np.nan if x is None else x for x in batch["value"]], dtype=float),
+                    "unit": np.asarray(batch.get("unit", [None] * n), dtype=object)}
+        keep = np.isin(cols["property"], self.properties)
+        if not keep.all():
+            cols = {k: v[keep] for k, v in cols.items()}
+        fac = np.ones(len(cols["property"]))
+        for p in pd.unique(cols["property"]):  # a few properties, usually one unit each: masks, not a loop per row
+            if p not in AQI_INPUTS:
+                continue
+            m = cols["property"] == p
+            units = cols["unit"][m]
+            uniq = pd.unique(units)
+            if len(uniq) == 1:
+                fac[m] = self._factor(str(p), uniq[0])
+            else:
+                fac[m] = [self._factor(str(p), u) for u in units]
+        cols["factor"] = fac
+        return cols
+
+    def _read(self, entity: str, start_us: int, end_us: int | None) -> dict[str, tuple[np.ndarray, ...]]:
+        if self.history is None:
+            return {}
+        self.history_reads += 1
+        df = self.history([entity], start_us, end_us)
+        if df is None or not len(df):
+            return {}
+        c = self._columns(df)
+        out: dict[str, tuple[np.ndarray, ...]] = {}
+        for p in np.unique(c["property"]):
+            m = c["property"] == p
+            out[str(p)] = (c["time_us"][m], c["value"][m], c["factor"][m])
+        return out
+
+    def _load(self, tail: _Tail, entity: str, start_us: int) -> None:
+        """Read ``[start_us, tail.cover_from)`` from history into the tail (history first: the tail is newer)."""
+        if start_us >= tail.cover_from:
+            return
+        end = None if tail.cover_from >= np.iinfo(np.int64).max else tail.cover_from
+        old = self._read(entity, start_us, end)
+        for p, (t, v, f) in old.items():
+            if end is not None:
+                m = t < end
+                t, v, f = t[m], v[m], f[m]
+            if p in tail.data:
+                t0, v0, f0 = tail.data[p]
+                tail.data[p] = (np.concatenate([t, t0]), np.concatenate([v, v0]), np.concatenate([f, f0]))
+            else:
+                tail.merge(p, t, v, f)
+        tail.cover_from = start_us
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def _series(self, data: Mapping[str, tuple[np.ndarray, ...]], prop: str,
+                start_us: int) -> tuple[np.ndarray, np.ndarray]:
+        """The series a rule on ``prop`` reads, from ``start_us``: (times µs UTC, values)."""
+        if prop != "aqi":
+            t, v, _ = data.get(prop, (np.zeros(0, np.int64), np.zeros(0), np.zeros(0)))
+            i = int(np.searchsorted(t, start_us, side="left"))
+            return t[i:], v[i:]
+        return aqi_arrays(data, start_us, self.warmup_us, self.tz)
+
+    def _evaluate(self, entity: str, data: Mapping[str, tuple[np.ndarray, ...]],
+                  start_us: int) -> list[AlertCandidate]:
+        series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        out: list[AlertCandidate] = []
+        for r in self.rules:
+            if r.property not in series:
+                series[r.property] = self._series(data, r.property, start_us)
+            t, v = series[r.property]
+            if len(t):
+                out.extend(series_candidates(r, entity, t, v))
+        return out
+
+    def _follow_back(self, entity: str, tail: _Tail, start_us: int, cands: list[AlertCandidate],
+                     known: Callable[[str, str], list[Any]] | None, floor_us: int,
+                     span_us: int) -> list[AlertCandidate]:
+        by_name = {r.name: r for r in self.rules}
+        while True:
+            unknown = False
+            out = list(cands)
+            for i, c in enumerate(cands):
+                rule = by_name[c.rule]
+                step = pd.Timedelta(rule.step)
+                if _us(c.start - step) >= start_us:
+                    continue
+                mine = known(c.rule, c.entity) if known else []
+                if any(a.start is not None and a.start == c.start for a in mine):
+                    continue  # recorded with this very start: it began there
+                prev = [a for a in mine if a.start is not None and a.start < c.start
+                        and (a.live or (a.end is not None and a.end >= c.start - step))]
+                if prev:
+                    out[i] = _continued(rule, c, prev[-1])
+                else:
+                    unknown = True
+            if not unknown or start_us <= floor_us:
+                return out
+            # an unknown run older than the window: look further back, first in what is kept
+            kept = tail.cover_from + self.warmup_us
+            if kept < start_us:
+                start_us = max(floor_us, kept)
+            elif self.history is None:
+                return out
+            else:
+                start_us = max(floor_us, start_us - 4 * max(span_us, _HOUR_US))
+                self._load(tail, entity, start_us - self.warmup_us)
+            cands = self._evaluate(entity, tail.data, start_us)
+
+    def update(self, batch: Any, *, known: Callable[[str, str], list[Any]] | None = None) -> LiveUpdate:
+        """Merge a committed batch and evaluate the entities it touched.
+
+        Parameters
+        ----------
+        batch
+            Long observations: a DataFrame (``entity, property, time|time_us, value[, unit]``) or the
+            ingest's columns (``entity, property, time_us, value, unit`` lists).
+        known
+            ``known(rule, entity)`` -> alerts recorded for them, oldest first (e.g.
+            ``AlertBook.alerts(rule=..., entity=...)``): a run that reaches the window's start and
+            continues a known alert takes its start and peak.
+        """
+        cols = self._columns(batch)
+        if not len(cols["entity"]):
+            return LiveUpdate([], [], [])
+        codes, ents = pd.factorize(cols["entity"], sort=True)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.r_[0, np.cumsum(np.bincount(codes, minlength=len(ents)))]
+        current: list[AlertCandidate] = []
+        past: list[AlertCandidate] = []
+        touched: list[str] = []
+        big = int(np.iinfo(np.int64).max)
+        for k, ent in enumerate(ents):
+            ent = str(ent)
+            idx = order[bounds[k]:bounds[k + 1]]
+            t_b = cols["time_us"][idx]
+            lo_us = int(t_b.min())
+            start_us = (lo_us // _HOUR_US) * _HOUR_US - self.lookback_us
+            tail = self.tails.get(ent)
+            fresh = tail is None
+            if tail is None:
+                tail = self.tails[ent] = _Tail(big, {})
+            old_mask = np.zeros(len(idx), dtype=bool)
+            if not fresh and start_us - self.warmup_us < tail.cover_from:
+                if tail.cover_from - lo_us > self.max_lookback_us:
+                    # far older than what is kept: evaluate a bounded window around those readings alone
+                    old_mask = t_b < tail.cover_from - self.max_lookback_us
+                    past.extend(self._past(ent, t_b[old_mask]))
+                    rest = t_b[~old_mask]
+                    start_us = ((int(rest.min()) // _HOUR_US) * _HOUR_US - self.lookback_us) if len(rest) else big
+                if start_us != big:
+                    self._load(tail, ent, start_us - self.warmup_us)
+            if fresh:  # its history (the batch is in it already, merged again below: the same values)
+                self._load(tail, ent, start_us - self.warmup_us)
+            props = cols["property"][idx]
+            for p in np.unique(props):
+                m = (props == p) & ~old_mask
+                if m.any():
+                    j = idx[m]
+                    tail.merge(str(p), cols["time_us"][j], cols["value"][j], cols["factor"][j])
+            if start_us != big:
+                latest = tail.latest()
+                cands = self._evaluate(ent, tail.data, start_us)
+                floor_us = start_us - self.max_lookback_us + self.lookback_us
+                span = (latest if latest is not None else start_us) - start_us
+                current.extend(self._follow_back(ent, tail, start_us, cands, known, floor_us, span))
+                touched.append(ent)
+            latest = tail.latest()
+            if latest is not None:
+                tail.trim(latest - self.keep_us)
+        return LiveUpdate(current, touched, past)
+
+    def _past(self, entity: str, times: np.ndarray) -> list[AlertCandidate]:
+        """Finished runs around readings far older than the kept tail (a bounded window of history)."""
+        if self.history is None or not len(times):
+            return []
+        out: list[AlertCandidate] = []
+        lim = {r.name: (r.max_gap + 1) * int(pd.Timedelta(r.step).value // 1000) for r in self.rules}
+        t_sorted = np.sort(times)
+        # clusters of readings less than the window apart
+        cut = np.flatnonzero(np.diff(t_sorted) > self.lookback_us + self.warmup_us + 24 * _HOUR_US) + 1
+        for grp in np.split(t_sorted, cut):
+            start_us = (int(grp[0]) // _HOUR_US) * _HOUR_US - self.lookback_us
+            end_us = (int(grp[-1]) // _HOUR_US + 24) * _HOUR_US + self.lookback_us
+            limit = start_us + self.max_lookback_us
+            while True:
+                data = self._read(entity, start_us - self.warmup_us, end_us)
+                # the entity has later readings (those kept): a run that stops more than its allowed
+                # gap before the window's end is over, whatever comes next
+                cands = [dataclasses.replace(c, ongoing=False) if c.ongoing and _us(c.end) + lim[c.rule] < end_us
+                         else c for c in self._evaluate(entity, data, start_us)]
+                if not any(c.ongoing for c in cands) or end_us >= limit:
+                    out.extend(c for c in cands if not c.ongoing)
+                    break
+                end_us = min(limit, end_us + 4 * (end_us - start_us))
+        return out
+
+
+def _continued(rule: ThresholdRule, c: AlertCandidate, a: Any) -> AlertCandidate:
+    """Candidate ``c`` as the continuation of the known alert ``a`` (its start and peak)."""
+    step = pd.Timedelta(rule.step)
+    a_start = pd.Timestamp(a.start)
+    peak = c.peak if a.peak is None else (min(c.peak, a.peak) if c.lower_is_worse else max(c.peak, a.peak))
+    n = round((c.end - a_start) / step) + 1
+    msg = rule.message.format(entity=c.entity, property=c.property, op=c.op, threshold=c.threshold,
+                              peak=peak, steps=n, start=a_start, end=c.end)
+    pk_t = c.peak_time if peak == c.peak or a.peak_time is None else pd.Timestamp(a.peak_time)
+    return dataclasses.replace(c, start=a_start, peak=peak, peak_time=pk_t, steps=n, message=msg,
+                               detected_at=None)
+
+
+def _moving_mean(x: np.ndarray, window: int, min_periods: int) -> np.ndarray:
+    """pandas ``rolling(window, min_periods).mean()`` over consecutive positions (NaN ignored)."""
+    ok = ~np.isnan(x)
+    cs = np.r_[0.0, np.cumsum(np.where(ok, x, 0.0))]
+    cn = np.r_[0, np.cumsum(ok)]
+    i = np.arange(1, len(x) + 1)
+    j = np.maximum(i - window, 0)
+    s, n = cs[i] - cs[j], cn[i] - cn[j]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n >= min_periods, s / np.maximum(n, 1), np.nan)
+
+
+_OFFSETS: dict[tuple[str, int], int] = {}  # (tz, UTC hour) -> UTC offset in µs (a cache; cleared when large)
+
+
+def _fixed_offset(t_us: np.ndarray, tz: str) -> int | None:
+    """The time zone's UTC offset (µs) if it is the same at every hour of ``t_us``, else None."""
+    hours = np.unique(t_us // _HOUR_US)
+    found = {int(h): _OFFSETS.get((tz, int(h))) for h in hours}
+    miss = [h for h, o in found.items() if o is None]
+    if miss:
+        if len(_OFFSETS) > 20_000:
+            _OFFSETS.clear()
+        at = pd.DatetimeIndex((np.asarray(miss, dtype=np.int64) * _HOUR_US).astype("datetime64[us]"))
+        loc = at.tz_localize("UTC").tz_convert(tz).tz_localize(None)
+        off = loc.as_unit("us").asi8 - at.as_unit("us").asi8
+        for h, o in zip(miss, off, strict=True):
+            _OFFSETS[(tz, h)] = found[h] = int(o)
+    offs = set(found.values())
+    return int(offs.pop()) if len(offs) == 1 else None  # type: ignore[arg-type]
+
+
+def _local_hours(t_us: np.ndarray, tz: str) -> np.ndarray:
+    """Local hour numbers (hours since 1970-01-01 00:00 local) of UTC times in µs."""
+    off = _fixed_offset(t_us, tz)
+    if off is not None:
+        return np.asarray((t_us + off) // _HOUR_US, dtype=np.int64)
+    idx = pd.DatetimeIndex(t_us.astype("datetime64[us]")).tz_localize("UTC").tz_convert(tz).tz_localize(None)
+    return np.asarray(idx.as_unit("us").asi8 // _HOUR_US, dtype=np.int64)
+
+
+def aqi_arrays(data: Mapping[str, tuple[np.ndarray, ...]], start_us: int, warmup_us: int,
+               tz: str) -> tuple[np.ndarray, np.ndarray]:
+    """Hourly AQI (HJ 633-2012) from the kept readings, as :func:`hourly_aqi_series` computes it.
+
+    ``data``: pollutant -> (time µs UTC, value as sent, factor to the table's unit). Returns the hours
+    (µs UTC, hour starts) from ``start_us`` to the last hour with a pollutant reading, and their AQI
+    (NaN: no AQI). Readings before ``start_us - warmup_us`` are not used.
+    """
+    empty = (np.zeros(0, np.int64), np.zeros(0))
+    lo = start_us - warmup_us
+    parts = []
+    last_seen = None
+    for j, p in enumerate(AQI_INPUTS):
+        if p not in data:
+            continue
+        t, v, f = data[p]
+        i = int(np.searchsorted(t, lo, side="left"))
+        t, v, f = t[i:], v[i:], f[i:]
+        if not len(t):
+            continue
+        seen = ~np.isnan(v)
+        if seen.any():
+            ts = int(t[seen][-1])
+            last_seen = ts if last_seen is None else max(last_seen, ts)
+        c = v * f
+        c = np.where(c < 0, np.nan, c)
+        parts.append((j, t, c))
+    if not parts or last_seen is None:
+        return empty
+    all_t = np.concatenate([t for _, t, _ in parts])
+    lh_all = _local_hours(all_t, tz)
+    g0, g1 = int(lh_all.min()), int(lh_all.max())
+    n = g1 - g0 + 1
+    mean = np.full((len(AQI_INPUTS), n), np.nan)
+    pos = 0
+    for j, t, c in parts:
+        lh = lh_all[pos:pos + len(t)] - g0
+        pos += len(t)
+        ok = ~np.isnan(c)
+        s = np.bincount(lh[ok], weights=c[ok], minlength=n)
+        k = np.bincount(lh[ok], minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean[j] = np.where(k > 0, s / np.maximum(k, 1), np.nan)
+    tbl = aqi_mod.load_table()
+    pm25, pm10, so2, no2, co, o3 = (mean[AQI_INPUTS.index(p)] for p in ("pm25", "pm10", "so2", "no2", "co", "o3"))
+    o3_8h = _moving_mean(o3, 8, 6)
+    so2_24 = _moving_mean(so2, 24, 20)
+    so2_i = aqi_mod.iaqi_array("so2", "1h", so2, tbl)
+    so2_i = np.where(np.isnan(so2_i) & (np.nan_to_num(so2, nan=-1.0) > tbl.switch["so2"][1]),
+                     aqi_mod.iaqi_array("so2", "24h", so2_24, tbl), so2_i)
+    mat = np.vstack([aqi_mod.iaqi_array("pm25", "24h", pm25, tbl), aqi_mod.iaqi_array("pm10", "24h", pm10, tbl),
+                     so2_i, aqi_mod.iaqi_array("no2", "1h", no2, tbl), aqi_mod.iaqi_array("co", "1h", co, tbl),
+                     aqi_mod.iaqi_array("o3", "1h", o3, tbl), aqi_mod.iaqi_array("o3", "8h", o3_8h, tbl)])
+    has = ~np.isnan(mat).all(axis=0) & ~np.isnan(mean).all(axis=0)
+    a = np.full(n, np.nan)
+    a[has] = np.nanmax(mat[:, has], axis=0)
+    # local hours -> UTC (hours that do not exist or are ambiguous in local time are dropped, as in
+    # hourly_aqi_series)
+    local_us = (g0 + np.arange(n, dtype=np.int64)) * _HOUR_US
+    off = _fixed_offset(all_t, tz)
+    if off is not None and _fixed_offset(local_us - off, tz) == off:  # one offset throughout: no gap, no overlap
+        valid = np.ones(n, dtype=bool)
+        hours = local_us - off
+    else:
+        utc = pd.DatetimeIndex(local_us.astype("datetime64[us]")).tz_localize(
+            tz, ambiguous="NaT", nonexistent="NaT").tz_convert("UTC")
+        valid = ~np.asarray(utc.isna(), dtype=bool)
+        hours = np.where(valid, utc.as_unit("us").asi8, 0)
+    last_h = (last_seen // _HOUR_US) * _HOUR_US
+    keep = valid & (hours >= start_us) & (hours <= last_h)
+    return hours[keep].astype(np.int64), a[keep]
+
+
+def series_candidates(rule: ThresholdRule, entity: str, t_us: np.ndarray, v: np.ndarray,
+                      now_us: int | None = None) -> list[AlertCandidate]:
+    """:func:`citytwin.twin.rules.evaluate` of an absolute rule on one entity's series, in numpy.
+
+    ``t_us`` sorted unique times (µs UTC), ``v`` values (NaN: missing). Candidates with UTC times.
+    """
+    if rule.relative_to is not None:
+        raise InputError(f"rule {rule.name!r}: relative thresholds are not evaluated live", field="relative_to")
+    if not len(t_us):
+        return []
+    step_us = int(pd.Timedelta(rule.step).value // 1000)
+    present = ~np.isnan(v)
+    with np.errstate(invalid="ignore"):
+        hold = _OPS_NP[rule.op](v, float(rule.threshold)) & present
+    hi = np.flatnonzero(hold)
+    if not len(hi):
+        return []
+    brk_idx = np.flatnonzero(present & ~hold)
+    last_break = int(t_us[brk_idx[-1]]) if len(brk_idx) else None
+    horizon = int(t_us[-1]) if now_us is None else now_us
+    th = t_us[hi]
+    limit = (rule.max_gap + 1) * step_us
+    first = np.r_[True, np.diff(th) > limit]
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(th)]
+    maximise = rule.op in (">", ">=")
+    step = pd.Timedelta(rule.step)
+    out: list[AlertCandidate] = []
+    for s, e in zip(starts, ends, strict=True):
+        t0, t1 = int(th[s]), int(th[e - 1])
+        steps = int(np.round((t1 - t0) / step_us)) + 1
+        if steps < rule.min_steps:
+            continue
+        vals = v[hi[s:e]]
+        k = int(np.argmax(vals) if maximise else np.argmin(vals))
+        peak = float(vals[k])
+        ongoing = not (last_break is not None and last_break > t1) and t1 >= horizon - step_us * rule.max_gap
+        start, end = _ts_us(t0), _ts_us(t1)
+        thr = float(rule.threshold)
+        msg = rule.message.format(entity=entity, property=rule.property, op=rule.op, threshold=thr,
+                                  peak=peak, steps=steps, start=start.tz_localize(None), end=end.tz_localize(None))
+        out.append(AlertCandidate(rule.name, entity, rule.property, start, end, peak, _ts_us(int(th[s + k])),
+                                  steps, thr, rule.severity, bool(ongoing), msg, op=rule.op,
+                                  detected_at=start + step * (rule.min_steps - 1)))
+    return out
+
+
+_OPS_NP: dict[str, Callable[[Any, Any], Any]] = {">": np.greater, ">=": np.greater_equal, "<": np.less,
+                                                 "<=": np.less_equal}

@@ -85,6 +85,8 @@ class IngestReport:
     reasons: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     entities: list[str] = field(default_factory=list)  # entities with accepted observations (per commit)
+    # the committed columns (entity, property, time_us, value, unit ...), for commit hooks; not kept after them
+    columns: dict[str, list[Any]] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -189,9 +191,11 @@ class Ingestor:
         rep.seconds = time.perf_counter() - t0
         if rep.accepted and self.on_commit:
             lo, hi = min(cols["time_us"]), max(cols["time_us"])
+            rep.columns = cols
             for hook in list(self.on_commit):
                 try:
                     hook(rep, lo, hi)
                 except Exception as exc:  # derived work (verification …) must not fail ingest
                     self.hook_errors.append(f"{type(exc).__name__}: {exc}"[:300])
+            rep.columns = None
         return rep
