@@ -158,7 +158,7 @@ def _soak_publisher(host: str, port: int, cid: str, go: mp.Event, stop: mp.Event
         while done.value - start < (k - 1) * len(long) and not stop.is_set():
             time.sleep(0.05)
         shifted = long.assign(time=long["time"] + base + k * span)
-        for _, topic, payload in E.messages_from_long(shifted, per_message=12):
+        for _, topic, payload in F.messages_from_long(shifted, per_message=12):
             pub.publish(topic, payload)
             if stop.is_set():
                 break

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from citytwin.service.app import open_runtime
-from citytwin.twin import entities as E
+from citytwin.twin import feeds as F
 from citytwin.twin import live_rules as lr
 from citytwin.twin.alerts import AlertBook
 from citytwin.twin.rules import ThresholdRule, evaluate
@@ -35,7 +35,7 @@ def _wide(shared_data: Path, start: str, end: str, stations: int | None = None) 
 @pytest.fixture(scope="module")
 def day(shared_data: Path) -> pd.DataFrame:
     """2015-12-01 (Beijing time), all 12 stations: the peak of a heavy-pollution episode."""
-    return E.beijing_long(_wide(shared_data, "2015-12-01", "2015-12-02"))
+    return F.beijing_long(_wide(shared_data, "2015-12-01", "2015-12-02"))
 
 
 def _alerts(book: AlertBook) -> list[tuple]:
@@ -57,9 +57,9 @@ def test_incremental_equals_from_scratch_over_a_replayed_day(tmp_path, day, size
     assert {a[0] for a in expected} == {"aqi_heavy_2h", "aqi_severe_1h"}
     assert {a[2] for a in expected} == {"open", "resolved"}
     rt = open_runtime(tmp_path / "twin")
-    rt.register([E.beijing_entity(s) for s in E.BEIJING_STATIONS])
+    rt.register([F.beijing_entity(s) for s in F.BEIJING_STATIONS])
     auto = rt.enable_auto_alerts()
-    msgs = [(tp, p) for _, tp, p in E.messages_from_long(day)]  # one message per station-hour
+    msgs = [(tp, p) for _, tp, p in F.messages_from_long(day)]  # one message per station-hour
     try:
         for i in range(0, len(msgs), size):
             rep = rt.ingestor.ingest(msgs[i:i + size], source="replay")
@@ -75,7 +75,7 @@ def test_incremental_equals_from_scratch_over_a_replayed_day(tmp_path, day, size
 
 def test_engine_aqi_and_runs_equal_window_candidates(shared_data):
     """Two months of four stations (CO in µg/m³: unit conversion), evaluated from arrays vs pandas."""
-    long = E.beijing_long(_wide(shared_data, "2015-11-01", "2016-01-01", stations=4))
+    long = F.beijing_long(_wide(shared_data, "2015-11-01", "2016-01-01", stations=4))
     ref = lr.window_candidates(lr.DEFAULT_LIVE_RULES, long)
     eng = lr.LiveRuleEngine()
     got = eng.update(long).current
@@ -117,11 +117,11 @@ def test_old_and_late_readings(tmp_path, day):
     """A reading of 1800 reads a bounded window of history (fast, nothing raised, nothing resolved); a
     late batch a day old re-evaluates from it without touching the episodes after it."""
     rt = open_runtime(tmp_path / "twin", max_future_s=10 ** 12)
-    rt.register([E.beijing_entity("Dongsi")])
+    rt.register([F.beijing_entity("Dongsi")])
     auto = rt.enable_auto_alerts()
-    dongsi = E.beijing_entity("Dongsi").id
+    dongsi = F.beijing_entity("Dongsi").id
     long = day[day["entity"] == dongsi]
-    msgs = [(tp, p) for _, tp, p in E.messages_from_long(long)]
+    msgs = [(tp, p) for _, tp, p in F.messages_from_long(long)]
     try:
         rt.ingestor.ingest(msgs[12:], source="replay")  # from 12:00
         before = _alerts(rt.alerts.book)
