@@ -84,3 +84,32 @@ def test_a_realistic_column() -> None:
     col = pa.array([f"POI {i}" for i in range(100_000)] + ["NA"])
     mask = cleannumba.dirty_mask(col, whitespace=WHITESPACE, tokens=MISSING_TOKENS)
     assert mask.dtype == np.bool_ and np.flatnonzero(mask).tolist() == [100_000]
+
+
+def test_personal_data_screen_is_a_superset_of_the_detectors() -> None:
+    """may_hold_personal_data never says False for a column in which access's detectors find a phone,
+    a resident ID or an e-mail (it only lets detect_personal_columns skip columns that hold none)."""
+    import random
+    import re
+
+    import pyarrow as pa
+
+    from citytwin.foundation import access
+    from citytwin.foundation.cleannumba import may_hold_personal_data
+
+    pats = [re.compile(p) for p in (access.MOBILE_CN, access.RESIDENT_ID, access.EMAIL)]
+    rnd = random.Random(0)
+    alphabet = "0123456789 -+@.abcXx北京路号"
+    seen_hits = 0
+    for _ in range(3000):
+        s = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 30)))
+        for extra in ("13812345678", "+86 138-1234-5678", "110101199003077777", "wang@example.cn"):
+            if rnd.random() < 0.1:
+                s = s[: len(s) // 2] + extra + s[len(s) // 2:]
+        hit = any(p.search(s) for p in pats)
+        seen_hits += hit
+        if hit:
+            assert may_hold_personal_data(pa.array(["plain", s, None])), s
+    assert seen_hits > 100
+    assert not may_hold_personal_data(pa.array(["POI 1234567890", "北京市朝阳区", None]))
+    assert not may_hold_personal_data(pa.array([], type=pa.string()))
