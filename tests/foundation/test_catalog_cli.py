@@ -119,3 +119,35 @@ def test_cli_bad_input_clear_error(tmp_path: Path) -> None:
     r = runner.invoke(app, ["ingest", str(_panel(tmp_path)), "-d", "p", "-s", "city_panel", "--unit", "oops",
                             "-w", str(ws)])
     assert r.exit_code == 2 and "COLUMN=UNIT" in r.output
+
+
+def _strict_json(text: str):  # type: ignore[no-untyped-def]
+    """Parse JSON as a strict parser would: bare NaN / Infinity are errors."""
+    def bad(c: str) -> None:
+        raise ValueError(f"not JSON: {c}")
+    return json.loads(text, parse_constant=bad)
+
+
+def test_json_output_is_strict_json_errors_included(tmp_path: Path) -> None:
+    """`quarantine --json` once printed a bare NaN (a duplicate key's missing raw record); an error
+    under --json is one JSON object on stdout (exit code 2), not red text."""
+    ws = tmp_path / "ws"
+    runner.invoke(app, ["init", str(ws)])
+    p = tmp_path / "d.csv"
+    p.write_text("城市,年份,地区生产总值_亿元\n北京市,2000,10\n北京市,2000,20\n上海市,2001,30\n", encoding="utf-8")
+    r = runner.invoke(app, ["ingest", str(p), "-d", "d", "-s", "city_panel", "-w", str(ws)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["quarantine", "d", "-w", str(ws), "--json"])
+    assert r.exit_code == 0, r.output
+    q = _strict_json(r.stdout)
+    assert q["total"] == 1
+    rec = q["records"][0]
+    assert rec["row"] == 2 and rec["reason"].startswith("duplicate key") and rec["record"] is None
+    r = runner.invoke(app, ["catalog", "show", "nope", "-w", str(ws), "--json"])
+    assert r.exit_code == 2
+    err = _strict_json(r.stdout)
+    assert err["type"] == "NotFoundError" and "no dataset named 'nope'" in err["error"]
+    r = runner.invoke(app, ["ingest", str(p), "-d", "p", "-s", "city_panel", "--unit", "oops", "-w", str(ws),
+                            "--json"])
+    err = _strict_json(r.stdout)
+    assert r.exit_code == 2 and "COLUMN=UNIT" in err["error"] and err["hint"] == "e.g. --unit CO=µg/m³"

@@ -13,6 +13,13 @@ from citytwin.foundation.osm import bundled_pbf
 runner = CliRunner()
 
 
+def _strict_json(text: str):
+    """Parse JSON as a strict parser would: bare NaN / Infinity are errors."""
+    def bad(c: str):
+        raise ValueError(f"not JSON: {c}")
+    return json.loads(text, parse_constant=bad)
+
+
 def _run(*args: str):
     res = runner.invoke(app, ["spatial", *args])
     return res
@@ -21,7 +28,7 @@ def _run(*args: str):
 def test_centers_and_mix_write_to_workspace(helsinki_pbf, workspace, helsinki):
     res = _run("centers", str(helsinki_pbf), "-w", str(workspace.root), "--name", "hel_centers", "--json")
     assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout[res.stdout.index("{"):res.stdout.rindex("}") + 1])
+    out = _strict_json(res.stdout)  # only JSON on stdout, the "stored ..." lines go to stderr
     assert out["indices"]["n_centers"] >= 1
     names = {d.name for d in workspace.datasets()}
     assert {"hel_centers", "hel_centers_cells"} <= names
@@ -33,9 +40,12 @@ def test_centers_and_mix_write_to_workspace(helsinki_pbf, workspace, helsinki):
     # POIs as a catalog dataset, then mix from it: lineage points back to the dataset
     workspace.write_derived("hel_pois", helsinki["pois"][["osm_id", "category", "geometry"]], inputs=[],
                             parameters={"source": "Helsinki.osm.pbf"})
-    res = _run("mix", "--pois", "hel_pois", "-w", str(workspace.root), "--name", "hel_mix")
+    res = _run("mix", "--pois", "hel_pois", "-w", str(workspace.root), "--name", "hel_mix", "--json")
     assert res.exit_code == 0, res.output
     assert workspace.catalog.inputs_of("hel_mix", 1) == [("hel_pois", 1)]
+    mix = _strict_json(res.stdout)  # `mix --json -w` once appended "stored hel_mix v1" to the JSON
+    assert len(mix) == len(workspace.read("hel_mix")) and {"cell", "entropy_norm"} <= set(mix[0])
+    assert "stored hel_mix v1" in res.stderr
 
 
 def test_lifecircle_json(helsinki_pbf):
@@ -75,6 +85,9 @@ def test_bad_input(tmp_path):
     res = _run("lifecircle", str(tmp_path / "missing.osm.pbf"))
     assert res.exit_code == 2
     assert "not found" in res.output
+    res = _run("lifecircle", str(tmp_path / "missing.osm.pbf"), "--json")  # the error as JSON too
+    err = _strict_json(res.stdout)
+    assert res.exit_code == 2 and err["error"].endswith("file not found") and err["file"].endswith("missing.osm.pbf")
     res = _run("compare", "--pois", "nope")
     assert res.exit_code == 2
     res = _run("compare", str(tmp_path / "x.pbf"), "--add-cluster", "1,2")

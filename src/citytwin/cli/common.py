@@ -1,28 +1,33 @@
-"""Shared CLI helpers: workspace option, error reporting, progress bars, JSON output."""
+"""Shared CLI helpers: workspace option, error reporting, progress bars, JSON output.
+
+Kept light on purpose: importing this module (and so building the command tree for
+``citytwin --help``) must not import pandas, DuckDB, GeoPandas, numba or FastAPI; the command
+functions import what they use (``tests/workflows/test_layering.py`` checks it).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from citytwin.foundation.errors import CitytwinError
-from citytwin.foundation.workspace import ENV_USER, ENV_WORKSPACE, Workspace
+
+if TYPE_CHECKING:
+    from citytwin.foundation.workspace import Workspace
+
+# the same names as citytwin.foundation.workspace.ENV_WORKSPACE / ENV_USER (a test checks it); not
+# imported from there because that module imports DuckDB, pandas and GeoPandas
+ENV_WORKSPACE = "CITYTWIN_WORKSPACE"
+ENV_USER = "CITYTWIN_USER"
 
 console = Console(width=None if sys.stdout.isatty() else 130)
 err_console = Console(stderr=True)
@@ -35,39 +40,100 @@ UserOpt = Annotated[
     str | None, typer.Option("--user", "-u", envvar=ENV_USER, help="Act as this user (or $CITYTWIN_USER).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+"""The one ``--json`` option; a command that takes it must name its parameter ``as_json`` (errors are
+then printed as JSON too, see :func:`handle_errors`)."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def error_record(exc: CitytwinError) -> dict[str, Any]:
+    """A citytwin error as a JSON-ready record: ``error`` (the message), ``hint``, ``type`` and, for an
+    input error, ``file``, ``row`` and ``field``."""
+    rec: dict[str, Any] = {"error": exc.message, "hint": exc.hint, "type": type(exc).__name__}
+    for key in ("file", "row", "field"):
+        if hasattr(exc, key):
+            rec[key] = getattr(exc, key)
+    return rec
+
+
 def handle_errors(func: F) -> F:
-    """Turn citytwin errors into a red message and exit code 2 (no traceback)."""
+    """Turn citytwin errors into a red message and exit code 2 (no traceback).
+
+    When the command was called with ``--json`` (its ``as_json`` parameter), the error is printed to
+    stdout as one JSON object (:func:`error_record`) instead, so that the output stays valid JSON.
+    """
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except CitytwinError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            if kwargs.get("as_json"):
+                print_json(error_record(exc))
+                raise typer.Exit(2) from None
+            # soft_wrap: never wrapped at the terminal's width (a message is one line to grep, whatever the width)
+            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
             if exc.hint:
-                err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+                err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def open_workspace(workspace: Path | None, user: str | None = None) -> Workspace:
+    """The workspace at ``workspace`` as ``user``; a clear error when no folder was given."""
     if workspace is None:
         raise CitytwinError("no workspace given", hint="pass --workspace DIR or set CITYTWIN_WORKSPACE")
+    from citytwin.foundation.workspace import Workspace
+
     return Workspace.open(workspace, user=user)
 
 
+def jsonable(obj: Any) -> Any:
+    """``obj`` with what JSON cannot hold made plain: NaN, infinities, NaT and NA become ``None``,
+    numpy scalars Python numbers; containers are walked (dict keys become strings)."""
+    if isinstance(obj, dict):
+        return {k if isinstance(k, str) else str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, str | int | bool):
+        return obj
+    name = type(obj).__name__
+    if name in ("NaTType", "NAType"):
+        return None
+    mod = type(obj).__module__
+    if mod == "numpy" and hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        return jsonable(obj.item())
+    if mod == "numpy" and hasattr(obj, "tolist"):
+        return jsonable(obj.tolist())
+    return obj
+
+
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
+    """Print ``obj`` as strict JSON (no bare NaN: see :func:`jsonable`); other objects as ``str``."""
+    sys.stdout.write(json.dumps(jsonable(obj), ensure_ascii=False, indent=2, default=str, allow_nan=False) + "\n")
+
+
+def out_console(as_json: bool) -> Console:
+    """Where a command's side messages go: stderr when stdout carries JSON, else stdout."""
+    return err_console if as_json else console
 
 
 @contextmanager
-def progress(description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar; yields ``advance(n)``. Silent when stdout is not a terminal."""
+def progress(description: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """A rich progress bar; yields ``advance(n, total=None)`` (``total`` sets the bar's length). Silent when
+    stdout is not a terminal."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     with Progress(
         SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
         MofNCompleteColumn(), TimeElapsedColumn(), console=err_console, transient=True,
@@ -75,7 +141,9 @@ def progress(description: str, total: int | None = None) -> Iterator[Callable[[i
     ) as bar:
         task = bar.add_task(description, total=total)
 
-        def advance(n: int) -> None:
+        def advance(n: int, total: int | None = None) -> None:
+            if total is not None:
+                bar.update(task, total=total)
             bar.advance(task, n)
 
         yield advance

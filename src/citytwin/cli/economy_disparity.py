@@ -1,71 +1,18 @@
 """`citytwin economy disparity ...` (registered on the economy app).
 
-Reads a long panel (file or catalog dataset), computes Gini/Theil (with the group
-decomposition), the Dagum Gini decomposition, σ-convergence and kernel density peaks for every
-period, β-convergence and a quintile Markov chain over the periods (with ``--id-col``), and — with
-boundaries — global Moran's I per period and local Moran (LISA) per unit and period; writes CSVs
-and ``options.json`` to ``--out``. Steps that do not apply (e.g. Markov on an unbalanced panel)
-are skipped and named under ``skipped`` in ``options.json``.
+A thin command over :func:`citytwin.workflows.disparity.run_disparity` (the pipeline: Gini/Theil,
+Dagum, σ/β-convergence, kernel density, Markov chains and, with boundaries, Moran's I, LISA,
+Getis-Ord and spatial Markov by period; CSVs and ``options.json`` written to ``--out``).
 """
 
 from __future__ import annotations
 
-import json
-import warnings
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import pandas as pd
 import typer
 
-from citytwin.cli.common import WorkspaceOpt, console, handle_errors, open_workspace, progress
-from citytwin.foundation.errors import InputError
-
-TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".xlsx": "excel", ".xls": "excel",
-                  ".parquet": "parquet"}
-GEO_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb", ".geoparquet"}
-
-
-def _load(source: str, workspace: Path | None, *, geo: bool = False, what: str = "PANEL",
-          sheet: str | None = None) -> pd.DataFrame:
-    """A file (by suffix) or, when no such file exists, a catalog dataset of the workspace."""
-    p = Path(source)
-    if p.exists():
-        suffix = p.suffix.lower()
-        try:
-            if geo or suffix in GEO_SUFFIXES:
-                import geopandas as gpd
-
-                if suffix in {".parquet", ".geoparquet"}:
-                    return gpd.read_parquet(p)
-                return gpd.read_file(p)
-            kind = TABLE_SUFFIXES.get(suffix)
-            if kind == "csv":
-                return pd.read_csv(p)
-            if kind == "tsv":
-                return pd.read_csv(p, sep="\t")
-            if kind == "excel":
-                return pd.read_excel(p, sheet_name=sheet or 0)
-            if kind == "parquet":
-                return pd.read_parquet(p)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read: {exc}", file=str(p)) from None
-        raise InputError(f"unsupported file type {suffix!r}", file=str(p),
-                         hint="use CSV, TSV, XLSX, Parquet, or a GIS format for boundaries")
-    if workspace is None:
-        raise InputError(f"{what} {source!r} is neither a file nor a dataset (no workspace given)",
-                         hint="pass an existing file, or --workspace DIR to read a catalog dataset")
-    return open_workspace(workspace).read(source)
-
-
-def _clean(panel: pd.DataFrame, cols: list[str], value: str) -> tuple[pd.DataFrame, int]:
-    missing = [c for c in cols if c not in panel.columns]
-    if missing:
-        raise InputError(f"column(s) {missing} not in the panel (has {list(panel.columns)[:30]})", field=missing[0])
-    df = panel[cols].copy()
-    df[value] = pd.to_numeric(df[value], errors="coerce")
-    bad = df[cols].isna().any(axis=1)
-    return df.loc[~bad].reset_index(drop=True), int(bad.sum())
+from citytwin.cli.common import WorkspaceOpt, console, handle_errors, progress
 
 
 def disparity(
@@ -93,170 +40,22 @@ def disparity(
     Example: citytwin economy disparity panel.csv --value gdp_pc --group region --time year
     --boundaries cities.geojson --id-col adcode --out out/disparity
     """
-    from citytwin.economy import autocorr, dagum, dynamics, inequality
+    from citytwin.workflows.disparity import run_disparity
 
-    frame = _load(panel, workspace, sheet=sheet)
-    tcol = time or "_period"
-    if time is None:
-        frame = frame.assign(_period="all")
-    cols = [c for c in dict.fromkeys([tcol, value, group, weight, id_col]) if c]
-    if boundaries and not id_col:
-        raise InputError("--boundaries needs --id-col (the unit id shared by panel and boundaries)", field="id_col")
-    df, dropped = _clean(frame, cols, value)
-    if df.empty:
-        raise InputError("no complete rows left (all values missing?)", field=value)
-    if id_col and df.duplicated([id_col, tcol]).any():
-        d = df.loc[df.duplicated([id_col, tcol]), [id_col, tcol]].iloc[0].tolist()
-        raise InputError(f"duplicate unit-period rows, e.g. {d}", field=id_col)
-    out.mkdir(parents=True, exist_ok=True)
-    written: list[str] = []
-    tables: dict[str, pd.DataFrame] = {}
-    if save_as and workspace is None:
-        raise InputError("--save-as needs --workspace", field="save_as")
-
-    def save(name: str, table: pd.DataFrame) -> None:
-        table.to_csv(out / name, index=False)
-        written.append(name)
-        tables[name.removesuffix(".csv")] = table
-
-    ineq = inequality.theil_by_year(df, value=value, time=tcol, group=group, weight=weight)
-    save("inequality.csv", ineq)
-    theil_groups = []
-    for t, sub in df.groupby(tcol, sort=True):
-        r = inequality.theil(sub[value].to_numpy(), sub[group].to_numpy(),
-                             None if weight is None else sub[weight].to_numpy())
-        theil_groups.append(r.groups.assign(**{tcol: t}))
-    tg = pd.concat(theil_groups, ignore_index=True)
-    tg.insert(0, tcol, tg.pop(tcol))
-    save("theil_groups.csv", tg)
-    summary, dgroups, dpairs = dagum.dagum_by_year(df, value=value, group=group, time=tcol, weight=weight)
-    save("dagum.csv", summary)
-    save("dagum_groups.csv", dgroups)
-    save("dagum_pairs.csv", dpairs)
-    skipped: dict[str, str] = {}
-    positive = bool((df[value] > 0).all())
-    if positive:
-        save("sigma.csv", dynamics.sigma_convergence(df, value=value, time=tcol))
-    else:
-        skipped["sigma, beta, kernel density (log)"] = "values must be positive"
-    if positive and df[tcol].nunique() >= 1:
-        try:
-            kd = dynamics.kernel_density(df, value=value, time=tcol, log=True)
-            save("kde_summary.csv", kd.summary)
-            save("kde_peaks.csv", kd.peaks)
-        except InputError as exc:
-            skipped["kernel density"] = exc.message
-    if id_col and time and df[tcol].nunique() >= 2:
-        if positive:
-            try:
-                b = dynamics.beta_convergence(df, value=value, time=tcol, id=id_col)
-                save("beta.csv", b.coefficients.reset_index().assign(
-                    model=b.model, n=b.n, periods=b.periods, speed=b.speed, half_life=b.half_life, r2=b.r2))
-            except (InputError, TypeError) as exc:
-                skipped["beta convergence"] = getattr(exc, "message", str(exc))
-        try:
-            mk = dynamics.markov(df, value=value, time=tcol, id=id_col, k=5)
-            save("markov.csv", mk.transitions.reset_index().merge(
-                mk.p.add_prefix("p_").reset_index(), on="from").assign(steady_state=mk.steady_state.to_numpy()))
-        except InputError as exc:
-            skipped["markov"] = exc.message
-    options: dict[str, Any] = {
-        "panel": panel, "value": value, "group": group, "time": time, "weight": weight,
-        "rows_used": len(df), "rows_dropped_missing": dropped,
-        "gini": "relative mean absolute difference" + (", population-weighted" if weight else ""),
-        "theil": "Theil T, 0*ln0 = 0" + (", population-weighted" if weight else ""),
-        "dagum": "Dagum (1997): G = G_w + G_nb + G_t",
-    }
-    if boundaries:
-        assert id_col is not None
-        geo = _load(boundaries, workspace, geo=True, what="BOUNDARIES")
-        bid = boundary_id or id_col
-        if bid not in geo.columns:
-            raise InputError(f"id column {bid!r} not in the boundaries (has {list(geo.columns)[:30]})", field=bid)
-        geo = geo.assign(_key=geo[bid].astype(str))
-        if geo["_key"].duplicated().any():
-            raise InputError("duplicate ids in the boundaries", field=bid)
-        df["_key"] = df[id_col].astype(str)
-        no_geom = sorted(set(df["_key"]) - set(geo["_key"]))
-        geo = geo[geo["_key"].isin(set(df["_key"]))].reset_index(drop=True)
-        if len(geo) < 3:
-            raise InputError(f"only {len(geo)} panel units have boundaries", field=id_col,
-                             hint="check that --id-col / --boundary-id hold the same codes")
-        if islands not in ("nearest", "keep", "raise"):
-            raise InputError(f"unknown islands handling {islands!r}", field="islands", hint="nearest, keep or raise")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            w = autocorr.spatial_weights(geo, weights, k=k, threshold=threshold, ids="_key",  # type: ignore[arg-type]
-                                         islands="raise" if islands == "raise" else "keep")
-            island_ids = list(w.islands)
-            if island_ids and islands == "nearest":
-                w = autocorr.spatial_weights(geo, weights, k=k, threshold=threshold, ids="_key",  # type: ignore[arg-type]
-                                             islands="nearest")
-        from libpysal.weights import w_subset
-
-        moran_rows: list[dict[str, Any]] = []
-        lisa: list[pd.DataFrame] = []
-        gstar: list[pd.DataFrame] = []
-        periods = list(df.groupby(tcol, sort=True))
-        with progress("Moran's I by period", total=len(periods)) as advance:
-            for t, sub in periods:
-                sub = sub[sub["_key"].isin(set(w.id_order))]
-                keys = [i for i in w.id_order if i in set(sub["_key"])]
-                wt = w if len(keys) == w.n else w_subset(w, keys, silence_warnings=True)
-                y = sub.set_index("_key").loc[keys, value].to_numpy()
-                m = autocorr.moran(y, wt, permutations=permutations, seed=seed)
-                moran_rows.append({tcol: t, **m.as_dict()})
-                lm = autocorr.local_moran(y, wt, permutations=permutations, seed=seed)
-                lisa.append(lm.reset_index().rename(columns={"id": id_col}).assign(**{tcol: t}))
-                if (y >= 0).all():
-                    gs = autocorr.getis_ord(y, wt, star=True, permutations=permutations, seed=seed)
-                    gstar.append(gs.reset_index().rename(columns={"id": id_col}).assign(**{tcol: t}))
-                advance(1)
-        save("moran.csv", pd.DataFrame(moran_rows))
-        for name, parts in (("lisa.csv", lisa), ("getis_ord.csv", gstar)):
-            if parts:
-                lz = pd.concat(parts, ignore_index=True)
-                lz.insert(0, tcol, lz.pop(tcol))
-                save(name, lz)
-        if not gstar:
-            skipped["getis_ord"] = "values must be non-negative"
-        if time and df[tcol].nunique() >= 2:
-            try:
-                sub = df[df["_key"].isin(set(w.id_order))]
-                keys = [i for i in w.id_order if i in set(sub["_key"])]
-                wt = w if len(keys) == w.n else w_subset(w, keys, silence_warnings=True)
-                sm = dynamics.spatial_markov(sub, wt, value=value, time=tcol, id="_key", k=5, m=5)
-                save("spatial_markov.csv", sm.long_table().assign(LR=sm.LR, LR_p=sm.LR_p_value, Q=sm.Q,
-                                                                   Q_p=sm.Q_p_value, dof=sm.dof))
-            except InputError as exc:
-                skipped["spatial markov"] = exc.message
-        options.update({
-            "boundaries": boundaries, "id_col": id_col, "boundary_id": bid, "weights": weights,
-            "k": k if weights == "knn" else None, "threshold": threshold, "islands": islands,
-            "island_ids": island_ids,
-            "transform": "row-standardised", "permutations": permutations, "seed": seed,
-            "units_without_boundary": no_geom[:50], "n_units_without_boundary": len(no_geom),
-            "p_sim": "esda folded pseudo p-value (min(larger, P-larger)+1)/(P+1)",
-        })
-    options["skipped"] = skipped
-    options["files"] = [*written, "options.json"]
-    (out / "options.json").write_text(json.dumps(options, ensure_ascii=False, indent=2, default=str))
-    if save_as:
-        ws = open_workspace(workspace)
-        inputs: list[str | tuple[str, int | None]] = [
-            src for src in (panel, boundaries) if src and not Path(src).exists()]
-        params = json.loads(json.dumps(options, default=str))
-        for name, table in tables.items():
-            ws.write_derived(f"{save_as}_{name}", table, inputs=inputs, parameters=params,
-                             description=f"economy disparity: {name} of {value} by {group}")
-        options["datasets"] = [f"{save_as}_{n}" for n in tables]
-        console.print(f"stored {len(tables)} datasets as [bold]{save_as}_*[/] in the catalog")
-    last = summary.iloc[-1]
-    console.print(f"[bold]{len(summary)}[/] period(s); last: Gini {last['g']:.4f} = within {last['g_w']:.4f}"
+    with progress("Moran's I by period") as advance:
+        res = run_disparity(panel, value=value, group=group, out=out, time=time, weight=weight,
+                            boundaries=boundaries, id_col=id_col, boundary_id=boundary_id, weights=weights, k=k,
+                            threshold=threshold, islands=islands, permutations=permutations, seed=seed,
+                            sheet=sheet, save_as=save_as, workspace=workspace,
+                            on_period=lambda done, total: advance(1, total=total))
+    if res.datasets:
+        console.print(f"stored {len(res.datasets)} datasets as [bold]{save_as}_*[/] in the catalog")
+    last = res.summary.iloc[-1]
+    console.print(f"[bold]{len(res.summary)}[/] period(s); last: Gini {last['g']:.4f} = within {last['g_w']:.4f}"
                   f" + net between {last['g_nb']:.4f} + transvariation {last['g_t']:.4f}")
-    if dropped:
-        console.print(f"[yellow]{dropped} row(s) with a missing value dropped[/]")
-    console.print(f"wrote {len(written) + 1} files to [bold]{out}[/]")
+    if res.rows_dropped:
+        console.print(f"[yellow]{res.rows_dropped} row(s) with a missing value dropped[/]")
+    console.print(f"wrote {len(res.files)} files to [bold]{out}[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -19,8 +19,12 @@ from citytwin.cli.common import (
     open_workspace,
     print_json,
 )
-from citytwin.cli.main import app
 from citytwin.foundation.errors import InputError
+
+# The top-level commands of this module (ingest, quality, ..., demo) and its groups are registered
+# here and copied onto the main app by citytwin.cli.main.register_foundation (no import of
+# citytwin.cli.main from here: no import cycle).
+app = typer.Typer()
 
 catalog_app = typer.Typer(help="The catalog: datasets, versions, lineage, DCAT export.", no_args_is_help=True)
 user_app = typer.Typer(help="Users and roles (admins only).", no_args_is_help=True)

@@ -1,4 +1,8 @@
-"""Entry point of the ``citytwin`` command."""
+"""Entry point of the ``citytwin`` command.
+
+Builds the command tree from the CLI modules; none of them imports a heavy library at import
+time (each command imports what it uses), so ``citytwin --help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from typing import Annotated
 import typer
 
 from citytwin.cli import economy, spatial, twin
+from citytwin.cli import foundation as _foundation
 from citytwin.cli.common import console, handle_errors
-from citytwin.foundation.workspace import Workspace
 
 app = typer.Typer(
     name="citytwin",
@@ -31,15 +35,19 @@ def init(directory: Annotated[Path, typer.Argument(help="Folder to create the wo
 
     Example: citytwin init ./ws
     """
+    from citytwin.foundation.workspace import Workspace
+
     ws = Workspace.init(directory)
     console.print(f"created workspace [bold]{ws.root}[/] (owner {ws.user.name}, role admin)")
 
 
-def _register_foundation() -> None:
-    from citytwin.cli import foundation as f  # noqa: F401  (registers its commands on `app`)
+def register(commands: typer.Typer) -> None:
+    """Copy the top-level commands and groups of ``commands`` (a module's Typer) onto the main app."""
+    app.registered_commands.extend(commands.registered_commands)
+    app.registered_groups.extend(commands.registered_groups)
 
 
-_register_foundation()
+register(_foundation.app)
 
 if __name__ == "__main__":
     app()

@@ -1,25 +1,32 @@
 """`citytwin spatial ...` commands: centers, mix, lifecircle, jobs, compare, report (D1-D6).
 
-Thin layer: read an OSM PBF file (layers via citytwin.foundation.osm) or workspace datasets / GIS
-files, call citytwin.spatial, print, write results (``--out`` file, or ``-w`` workspace with lineage).
+Thin layer: inputs (an OSM PBF file, GIS files or workspace datasets), storing results (``--out``
+file, or ``-w`` workspace with lineage) and the report come from citytwin.workflows.spatial; the
+commands call citytwin.spatial and print.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import geopandas as gpd
-import pandas as pd
 import typer
 
-from citytwin.cli.common import WorkspaceOpt, console, handle_errors, open_workspace, print_json
-from citytwin.foundation.errors import InputError
-from citytwin.foundation.workspace import Workspace
+from citytwin.cli.common import (
+    JsonOpt,
+    WorkspaceOpt,
+    console,
+    handle_errors,
+    open_workspace,
+    out_console,
+    print_json,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from citytwin.foundation.workspace import Workspace
+    from citytwin.workflows.spatial import Inputs
 
 app = typer.Typer(help="Urban spatial structure: centers, functional mix, life circles, job-housing balance, "
                        "snapshot comparison, HTML report (D1-D6).", no_args_is_help=True)
@@ -36,131 +43,34 @@ ResOpt = Annotated[int, typer.Option("--resolution", "-r", help="H3 resolution (
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="Write the result to a file (.parquet, .geojson, "
                                                                   ".gpkg; .html for report).")]
 NameOpt = Annotated[str, typer.Option("--name", help="Dataset name prefix for results written with -w.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
 ClusterOpt = Annotated[list[str] | None, typer.Option(
     "--add-cluster", help="Second snapshot = first + a synthetic center: LON,LAT,N[,RADIUS_M[,SEED]] (repeatable).")]
 
 
-@dataclass
-class Inputs:
-    """Layers loaded for a command, and where they came from (for lineage)."""
+def load_inputs(source: str | None, ws: Workspace | None, need: set[str], **layers: Any) -> Inputs:
+    """:func:`citytwin.workflows.spatial.load_inputs` (imported when called)."""
+    from citytwin.workflows.spatial import load_inputs as load
 
-    layers: dict[str, gpd.GeoDataFrame] = field(default_factory=dict)
-    datasets: list[str] = field(default_factory=list)
-    files: dict[str, str] = field(default_factory=dict)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def read_graphml(path: Path) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    """(nodes, edges) of a GraphML street graph (as OSMnx writes it: node x/y, edge length in m)."""
-    import osmnx as ox
-
-    try:
-        g = ox.load_graphml(path)
-        nodes, edges = ox.graph_to_gdfs(g)
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(f"cannot read the GraphML graph: {exc}", file=str(path)) from exc
-    nodes = nodes.reset_index().rename(columns={"osmid": "id"})
-    edges = edges.reset_index()
-    return nodes, edges
-
-
-def _read_layer(ref: str, ws: Workspace | None, inp: Inputs, kind: str) -> gpd.GeoDataFrame:
-    p = Path(ref)
-    if p.exists() and p.suffix.lower() == ".graphml" and kind == "streets":
-        nodes, edges = read_graphml(p)
-        inp.layers["nodes"] = nodes
-        inp.files[kind] = str(p)
-        return edges
-    if p.exists():
-        try:
-            g = gpd.read_parquet(p) if p.suffix.lower() == ".parquet" else gpd.read_file(p)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read {kind}: {exc}", file=str(p)) from exc
-        inp.files[kind] = str(p)
-        return g
-    if ws is None:
-        raise InputError(f"{ref!r} is not a file, and no workspace was given to look it up as a dataset",
-                         field=kind, hint="pass a file path, or --workspace DIR with a dataset name")
-    df = ws.read(ref)
-    if not isinstance(df, gpd.GeoDataFrame):
-        raise InputError(f"dataset {ref!r} has no geometry", field=kind)
-    inp.datasets.append(ref)
-    return df
-
-
-def load_inputs(source: str | None, ws: Workspace | None, need: set[str], *, pois: str | None = None,
-                buildings: str | None = None, streets: str | None = None, nodes: str | None = None,
-                landuse: str | None = None, network_type: str = "walking") -> Inputs:
-    """Load the layers a command needs from a PBF file and/or files / datasets."""
-    from citytwin.foundation import osm
-
-    inp = Inputs()
-    given = {"pois": pois, "buildings": buildings, "streets": streets, "nodes": nodes, "landuse": landuse}
-    if source:
-        p = Path(source)
-        if not p.exists():
-            raise InputError("file not found", file=source)
-        inp.files["pbf"] = str(p)
-        inp.files["pbf_sha256"] = _sha256(p)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for layer in ("pois", "buildings", "landuse"):
-                if layer in need and not given[layer]:
-                    inp.layers[layer] = osm.read_osm_layer(p, layer)
-            if ({"streets", "nodes"} & need) and not streets:
-                n, e = osm.street_graph(p, network_type=network_type)
-                inp.layers["nodes"], inp.layers["streets"] = n, e
-    for kind in ("pois", "buildings", "landuse", "streets", "nodes"):  # streets before nodes
-        ref = given[kind]
-        if ref and (kind in need or (kind == "nodes" and "streets" in need)):
-            inp.layers[kind] = _read_layer(ref, ws, inp, kind)
-    if "streets" in need and "nodes" not in inp.layers and "streets" in inp.layers:
-        from citytwin.spatial.network import nodes_from_edges
-
-        inp.layers["nodes"] = nodes_from_edges(inp.layers["streets"])
-    missing = sorted(k for k in need if k not in inp.layers)
-    if missing:
-        raise InputError(f"missing input layer(s): {', '.join(missing)}", field=missing[0],
-                         hint="give an OSM PBF file, or --" + " --".join(missing))
-    return inp
+    return load(source, ws, need, **layers)
 
 
 def _ws(workspace: Path | None) -> Workspace | None:
     return open_workspace(workspace) if workspace is not None else None
 
 
-def _write_file(frame: pd.DataFrame, out: Path) -> None:
-    suf = out.suffix.lower()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if suf == ".parquet":
-        frame.to_parquet(out)
-    elif suf in (".geojson", ".json", ".gpkg") and isinstance(frame, gpd.GeoDataFrame):
-        frame.to_file(out, driver="GeoJSON" if suf != ".gpkg" else "GPKG")
-    elif suf == ".csv":
-        pd.DataFrame(frame.drop(columns="geometry", errors="ignore")).to_csv(out, index=False)
-    else:
-        raise InputError(f"unsupported output type {suf!r}", file=str(out), hint="use .parquet, .geojson, .gpkg, .csv")
-    console.print(f"wrote {out}")
+def _write_file(frame: pd.DataFrame, out: Path, as_json: bool = False) -> None:
+    from citytwin.workflows.spatial import write_file
+
+    write_file(frame, out)
+    out_console(as_json).print(f"wrote {out}")
 
 
 def _store(ws: Workspace | None, name: str, frames: dict[str, pd.DataFrame], inp: Inputs, params: dict[str, Any],
-           description: str) -> None:
-    if ws is None:
-        return
-    clean = json.loads(json.dumps({**params, "source_files": inp.files}, default=str))
-    for suffix, frame in frames.items():
-        nm = f"{name}_{suffix}" if suffix else name
-        v = ws.write_derived(nm, frame, inputs=list(dict.fromkeys(inp.datasets)), parameters=clean,
-                             description=description)
-        console.print(f"stored [bold]{nm}[/] v{v}")
+           description: str, as_json: bool = False) -> None:
+    from citytwin.workflows.spatial import store_results
+
+    for nm, v in store_results(ws, name, frames, inp, params, description):
+        out_console(as_json).print(f"stored [bold]{nm}[/] v{v}")
 
 
 def _print_indices(title: str, d: dict[str, Any]) -> None:
@@ -197,8 +107,9 @@ def centers_cmd(source: SourceArg = None, pois: PoisOpt = None, resolution: ResO
         _print_indices("polycentricity", res.indices)
         console.print(res.centers.drop(columns="geometry").to_string(index=False))
     if out:
-        _write_file(res.centers, out)
-    _store(ws, name, {"": res.centers, "cells": res.cells}, inp, res.report, "Centers and polycentricity (D1)")
+        _write_file(res.centers, out, as_json)
+    _store(ws, name, {"": res.centers, "cells": res.cells}, inp, res.report, "Centers and polycentricity (D1)",
+           as_json)
 
 
 @app.command("mix")
@@ -222,9 +133,9 @@ def mix_cmd(source: SourceArg = None, pois: PoisOpt = None, resolution: ResOpt =
         console.print(f"{len(m)} cells, K = {len(m.attrs.get('classes', []))} classes")
         console.print(m.sort_values("entropy_norm", ascending=False)[cols].head(20).to_string(index=False))
     if out:
-        _write_file(m, out)
+        _write_file(m, out, as_json)
     _store(ws, name, {"": m}, inp, {"resolution": resolution, "classes": m.attrs.get("classes")},
-           "Functional mix per H3 cell (D3)")
+           "Functional mix per H3 cell (D3)", as_json)
 
 
 @app.command("lifecircle")
@@ -241,16 +152,13 @@ def lifecircle_cmd(source: SourceArg = None, pois: PoisOpt = None, buildings: Bu
                    out: OutOpt = None, name: NameOpt = "spatial_lifecircle", as_json: JsonOpt = False,
                    workspace: WorkspaceOpt = None) -> None:
     """D5: walking distance from every home to each daily service; coverage and ranked gaps."""
-    from citytwin.spatial.lifecircle import life_circle, residential_buildings
-    from citytwin.spatial.network import build_network
+    from citytwin.workflows.spatial import life_circles
 
     ws = _ws(workspace)
-    inp = load_inputs(source, ws, {"pois", "buildings", "streets"}, pois=pois, buildings=buildings,
-                      streets=streets, nodes=nodes)
-    net = build_network(inp.layers["nodes"], inp.layers["streets"])
-    homes = residential_buildings(inp.layers["buildings"], include_unknown=include_unknown)
-    lc = life_circle(homes, inp.layers["pois"], net, minutes=minutes, speed_kmh=speed, threshold_m=threshold_m,
-                     max_snap_m=max_snap)
+    run = life_circles(source, ws, pois=pois, buildings=buildings, streets=streets, nodes=nodes, minutes=minutes,
+                       speed_kmh=speed, threshold_m=threshold_m, include_unknown=include_unknown,
+                       max_snap_m=max_snap)
+    lc, net, inp = run.result, run.network, run.inputs
     if as_json:
         print_json({"coverage": lc.coverage.to_dict("records"), "report": lc.report})
     else:
@@ -260,10 +168,10 @@ def lifecircle_cmd(source: SourceArg = None, pois: PoisOpt = None, buildings: Bu
         g = lc.gaps(10)
         console.print(g[["gap_rank", "home_id", "n_missing", "n_unreachable", "mean_excess_m"]].to_string(index=False))
     if out:
-        _write_file(lc.homes, out)
+        _write_file(lc.homes, out, as_json)
     params = {"minutes": minutes, "speed_kmh": speed, "threshold_m": lc.threshold_m, "max_snap_m": max_snap,
               "include_unknown": include_unknown, "report": lc.report}
-    _store(ws, name, {"": lc.homes, "coverage": lc.coverage}, inp, params, "Life circles (D5)")
+    _store(ws, name, {"": lc.homes, "coverage": lc.coverage}, inp, params, "Life circles (D5)", as_json)
 
 
 @app.command("jobs")
@@ -282,29 +190,8 @@ def jobs_cmd(source: SourceArg = None, pois: PoisOpt = None, buildings: Building
     else:
         _print_indices("job-housing balance", jh.indices)
     if out:
-        _write_file(jh.cells, out)
-    _store(ws, name, {"": jh.cells}, inp, jh.report, "Job-housing balance per H3 cell (D6)")
-
-
-def _parse_cluster(spec: str) -> dict[str, Any]:
-    parts = [s.strip() for s in spec.split(",")]
-    if len(parts) < 3:
-        raise InputError(f"bad --add-cluster {spec!r}", field="add-cluster", hint="LON,LAT,N[,RADIUS_M[,SEED]]")
-    try:
-        return {"lon": float(parts[0]), "lat": float(parts[1]), "n": int(parts[2]),
-                "radius_m": float(parts[3]) if len(parts) > 3 else 100.0, "seed": int(parts[4]) if len(parts) > 4 else 0}
-    except ValueError as exc:
-        raise InputError(f"bad --add-cluster {spec!r}: {exc}", field="add-cluster") from exc
-
-
-def _second_snapshot(pois_a: gpd.GeoDataFrame, clusters: list[str]) -> gpd.GeoDataFrame:
-    from citytwin.spatial.compare import add_cluster
-
-    out = pois_a
-    for spec in clusters:
-        c = _parse_cluster(spec)
-        out = add_cluster(out, c["lon"], c["lat"], c["n"], radius_m=c["radius_m"], seed=c["seed"])
-    return out
+        _write_file(jh.cells, out, as_json)
+    _store(ws, name, {"": jh.cells}, inp, jh.report, "Job-housing balance per H3 cell (D6)", as_json)
 
 
 @app.command("compare")
@@ -320,29 +207,12 @@ def compare_cmd(source: SourceArg = None,
 
     Example (a planned new center): citytwin spatial compare Helsinki.osm.pbf --add-cluster 24.9505,60.1765,150,120,1
     """
-    from citytwin.spatial.centers import find_centers
-    from citytwin.spatial.compare import compare_snapshots, innovation_districts
+    from citytwin.workflows.spatial import compare_two_snapshots
 
     ws = _ws(workspace)
-    inp = load_inputs(source, ws, {"pois", "landuse"} if (source or landuse) else {"pois"}, pois=pois,
-                      landuse=landuse)
-    pa = inp.layers["pois"]
-    if second:
-        if second.lower().endswith(".pbf"):
-            inp2 = load_inputs(second, ws, {"pois"})
-        else:
-            inp2 = load_inputs(None, ws, {"pois"}, pois=second)
-        pb = inp2.layers["pois"]
-        inp.datasets += inp2.datasets
-        inp.files.update({f"second_{k}": v for k, v in inp2.files.items()})
-    elif add_cluster:
-        pb = _second_snapshot(pa, add_cluster)
-    else:
-        raise InputError("no second snapshot", field="second", hint="give --second or --add-cluster")
-    a = find_centers(pa, resolution=resolution, method=method)  # type: ignore[arg-type]
-    b = find_centers(pb, resolution=resolution, method=method)  # type: ignore[arg-type]
-    cmp = compare_snapshots(a, b)
-    dist = innovation_districts(b, pb, inp.layers.get("landuse"))
+    run = compare_two_snapshots(source, ws, second=second, pois=pois, landuse=landuse, add_cluster=add_cluster,
+                                resolution=resolution, method=method)
+    cmp, dist, inp = run.comparison, run.districts, run.inputs
     if as_json:
         print_json({"findings": cmp.findings, "indices": cmp.indices.to_dict("records"),
                     "centers": cmp.centers.drop(columns="geometry").to_dict("records"),
@@ -352,10 +222,10 @@ def compare_cmd(source: SourceArg = None,
         console.print(cmp.findings)
         console.print(dist[["center_id", "activity", "district_type", "district_types"]].to_string(index=False))
     if out:
-        _write_file(cmp.centers, out)
+        _write_file(cmp.centers, out, as_json)
     _store(ws, name, {"": cmp.centers, "indices": cmp.indices, "districts": dist}, inp,
            {"resolution": resolution, "method": method, "add_cluster": add_cluster or [], "findings": cmp.findings},
-           "Snapshot comparison of centers (D2/D4)")
+           "Snapshot comparison of centers (D2/D4)", as_json)
 
 
 @app.command("report")
@@ -370,36 +240,9 @@ def report_cmd(source: SourceArg = None, pois: PoisOpt = None, buildings: Buildi
 
     Example: citytwin spatial report Helsinki.osm.pbf --add-cluster 24.9505,60.1765,150,120,1 -o helsinki.html
     """
-    from citytwin.spatial import report as R
-    from citytwin.spatial.centers import find_centers
-    from citytwin.spatial.compare import compare_snapshots, innovation_districts
-    from citytwin.spatial.jobs_housing import jobs_housing
-    from citytwin.spatial.lifecircle import DAILY_SERVICES, life_circle, residential_buildings
-    from citytwin.spatial.mix import functional_mix
-    from citytwin.spatial.network import build_network
+    from citytwin.workflows.spatial import spatial_report
 
-    ws = _ws(workspace)
-    inp = load_inputs(source, ws, {"pois", "buildings", "streets", "landuse"} if (source or landuse)
-                      else {"pois", "buildings", "streets"}, pois=pois, buildings=buildings, streets=streets,
-                      nodes=nodes, landuse=landuse)
-    L = inp.layers
-    st = L["streets"]
-    cen = find_centers(L["pois"], resolution=resolution)
-    sections = [R.centers_section(cen, st), R.mix_section(functional_mix(L["pois"], resolution=resolution), st)]
-    net = build_network(L["nodes"], st)
-    lc = life_circle(residential_buildings(L["buildings"], include_unknown=True), L["pois"], net)
-    sections.append(R.lifecircle_section(lc, st, L["pois"][L["pois"]["category"].isin(DAILY_SERVICES)]))
-    sections.append(R.jobs_section(jobs_housing(L["buildings"], L["pois"], resolution=resolution), st))
-    notes = [f"Inputs: {inp.files or inp.datasets}", f"Life circle: {lc.report.get('notes')}"]
-    if add_cluster:
-        pb = _second_snapshot(L["pois"], add_cluster)
-        b = find_centers(pb, resolution=resolution)
-        sections.append(R.comparison_section(compare_snapshots(cen, b), st))
-        sections.append(R.districts_section(innovation_districts(b, pb, L.get("landuse"))))
-        notes.append(f"Second snapshot = first + synthetic clusters {add_cluster} (citytwin.spatial.compare.add_cluster)")
-    else:
-        sections.append(R.districts_section(innovation_districts(cen, L["pois"], L.get("landuse"))))
-    page = R.render_html(title, sections, notes)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
-    console.print(f"wrote {out} ({len(page) / 1024:.0f} KiB)")
+    rep = spatial_report(out, source=source, workspace=_ws(workspace), pois=pois, buildings=buildings,
+                         streets=streets, nodes=nodes, landuse=landuse, add_cluster=add_cluster,
+                         resolution=resolution, title=title)
+    console.print(f"wrote {out} ({rep.size / 1024:.0f} KiB)")

@@ -1,7 +1,8 @@
 """`citytwin twin ...` commands: replay, ingest, serve, history, aqi, alerts, forecast, deadletters.
 
-Thin layer: read files, open the twin stores of a workspace (``WORKSPACE/twin``), call the
-foundation (stores, MQTT) and the twin domain (entities, AQI, alerts), print.
+Thin layer: parse options, call :mod:`citytwin.workflows.twin` (observation files, replay, daily
+AQI, alerts, forecasts) and :func:`citytwin.workflows.runtime.open_runtime` (the twin's stores,
+ingest, MQTT and alert hub in ``WORKSPACE/twin``), print.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pandas as pd
 import typer
 
 from citytwin.cli.common import (
+    JsonOpt,
     UserOpt,
     WorkspaceOpt,
     console,
@@ -26,84 +27,30 @@ from citytwin.cli.common import (
 )
 from citytwin.foundation.errors import InputError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+# moved to citytwin.workflows.twin; still importable from here (loaded on first use)
+_MOVED = ("aqi_alerts", "hub_alerts", "read_observations", "twin_root")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        from citytwin.workflows import twin as wf
+
+        return getattr(wf, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 app = typer.Typer(help="Live digital twin: replay and ingest sensor feeds (MQTT/HTTP), history, AQI, alerts.",
                   no_args_is_help=True)
 
 BrokerOpt = Annotated[str | None, typer.Option("--broker", help="MQTT broker HOST:PORT (none: in-process).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 StartOpt = Annotated[str | None, typer.Option("--start", help="Start time (ISO 8601; no zone = UTC).")]
 EndOpt = Annotated[str | None, typer.Option("--end", help="End time, exclusive.")]
 AutoAlertsOpt = Annotated[bool, typer.Option("--auto-alerts/--no-auto-alerts", help="Evaluate the default alert "
                                              "rules (hourly AQI > 200 for 2 h, > 300) after each ingest batch; "
                                              "alerts go to the workspace's alert hub (and MQTT).")]
-
-
-def twin_root(workspace: Path | None) -> Path:
-    """The twin folder of a workspace."""
-    ws = open_workspace(workspace)
-    return ws.root / "twin"
-
-
-def read_observations(path: Path, *, start: str | None = None, end: str | None = None,
-                      stations: list[str] | None = None) -> tuple[pd.DataFrame, list[Any]]:
-    """Read an observation file or folder -> (long frame, entities to register).
-
-    Accepts the UCI Beijing CSVs (a file or the folder of 12), or a long table (CSV / Parquet)
-    with ``entity, property, time, value, unit`` (optional ``type, lon, lat``).
-    """
-    from citytwin.twin import entities as E
-
-    files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
-    if not files or not all(f.exists() for f in files):
-        raise InputError(f"no observation file at {path}", file=str(path))
-    frames = []
-    for f in files:
-        try:
-            frames.append(pd.read_parquet(f) if f.suffix.lower() == ".parquet" else pd.read_csv(f))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read {f}: {exc}", file=str(f)) from exc
-    df = pd.concat(frames, ignore_index=True)
-    if E.is_beijing_frame(df):
-        if stations:
-            df = df[df["station"].isin(stations)]
-        if start or end:  # cut the wide rows first (a day more on each side; exact cut below)
-            local = pd.to_datetime(df[["year", "month", "day", "hour"]].astype("int64"))
-            keep = pd.Series(True, index=df.index)
-            if start:
-                keep &= local >= _ts(start).tz_convert(E.BEIJING_TZ).tz_localize(None) - pd.Timedelta(days=1)
-            if end:
-                keep &= local < _ts(end).tz_convert(E.BEIJING_TZ).tz_localize(None) + pd.Timedelta(days=1)
-            df = df[keep]
-        long = E.beijing_long(df)
-        ents = [E.beijing_entity(s) for s in sorted(df["station"].unique())]
-    else:
-        need = {"entity", "property", "time", "value"}
-        if not need.issubset(df.columns):
-            raise InputError(f"columns {sorted(need - set(df.columns))} missing", file=str(path),
-                             hint="a long table needs entity, property, time, value, unit (or UCI Beijing CSVs)")
-        long = df.copy()
-        long["time"] = pd.to_datetime(long["time"], utc=True)
-        if "unit" not in long:
-            long["unit"] = None
-        ents = []
-        for eid, g in long.groupby("entity", sort=True):
-            etype = str(g["type"].iloc[0]) if "type" in g else str(eid).split(":")[2]
-            lon = float(g["lon"].iloc[0]) if "lon" in g and pd.notna(g["lon"].iloc[0]) else None
-            lat = float(g["lat"].iloc[0]) if "lat" in g and pd.notna(g["lat"].iloc[0]) else None
-            ents.append(E.Entity(str(eid), etype, lon, lat))
-    if start:
-        long = long[long["time"] >= _ts(start)]
-    if end:
-        long = long[long["time"] < _ts(end)]
-    return long.reset_index(drop=True), ents
-
-
-def _ts(text: str) -> pd.Timestamp:
-    try:
-        t = pd.Timestamp(text)
-    except ValueError as exc:
-        raise InputError(f"not a time: {text!r}", hint="use ISO 8601, e.g. 2015-12-01T00:00:00+08:00") from exc
-    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
 @app.command()
@@ -129,9 +76,16 @@ def replay(
     Example: citytwin twin replay ../shared/data/air_beijing_multisite -w ./ws --start 2015-12-01
     --end 2016-01-01 --broker 127.0.0.1:1883 --speed 3600 --ingest
     """
-    from citytwin.foundation.mqtt import MqttPublisher, parse_broker, publish_stream
-    from citytwin.service.app import open_runtime
-    from citytwin.twin import entities as E
+    from citytwin.foundation.mqtt import parse_broker
+    from citytwin.workflows.runtime import open_runtime
+    from citytwin.workflows.twin import (
+        publish_replay,
+        read_observations,
+        replay_in_process,
+        replay_messages,
+        twin_root,
+        wait_ingested,
+    )
 
     long, ents = read_observations(file, start=start, end=end, stations=station)
     if long.empty:
@@ -141,30 +95,15 @@ def replay(
         rt.register(ents)
         if auto_alerts:
             rt.enable_auto_alerts()
-    msgs = list(E.messages_from_long(long, per_message=per_message))
-    offsets = E.replay_schedule(pd.Series([m[0] for m in msgs]).to_numpy(), speed)
+    msgs, offsets = replay_messages(long, per_message=per_message, speed=speed)
     t0 = time.perf_counter()
     if broker is None:
         if rt is None:
             raise InputError("in-process replay needs a workspace", hint="pass -w DIR, or --broker HOST:PORT")
-        batch: list[tuple[str, bytes]] = []
-        w0 = time.monotonic()
-        for (_, topic, payload), off in zip(msgs, offsets, strict=True):
-            if off > 0 and w0 + off > time.monotonic():
-                if batch:
-                    rt.ingestor.ingest(batch, source="replay")
-                    batch = []
-                time.sleep(max(0.0, w0 + off - time.monotonic()))
-            batch.append((topic, payload))
-            if len(batch) >= 2000:
-                rt.ingestor.ingest(batch, source="replay")
-                batch = []
-        if batch:
-            rt.ingestor.ingest(batch, source="replay")
-        tot = rt.ingestor.totals
+        done = replay_in_process(rt, msgs, offsets)
         dt = time.perf_counter() - t0
-        console.print(f"replayed {len(msgs):,} messages in-process: {tot.accepted:,} observations stored, "
-                      f"{tot.rejected:,} rejected, {dt:.1f} s ({tot.accepted / max(dt, 1e-9):,.0f} obs/s)")
+        console.print(f"replayed {len(msgs):,} messages in-process: {done.accepted:,} observations stored, "
+                      f"{done.rejected:,} rejected, {dt:.1f} s ({done.accepted / max(dt, 1e-9):,.0f} obs/s)")
         rt.close()
         return
     host, port = parse_broker(broker)
@@ -173,20 +112,13 @@ def replay(
         if rt is None:
             raise InputError("--ingest needs a workspace", hint="pass -w DIR")
         rt.start_mqtt(host, port, client_id=f"{client_id}-ingest")
-    pub = MqttPublisher(host, port, client_id=client_id)
-    n = publish_stream(pub, ((float(o), t, p) for o, (_, t, p) in zip(offsets, msgs, strict=True)))
-    ok = pub.wait_all(timeout=600)
-    pub.close()
+    n, ok = publish_replay(msgs, offsets, host, port, client_id=client_id)
     dt = time.perf_counter() - t0
     console.print(f"published {n:,} messages ({len(long):,} readings) to {host}:{port} in {dt:.1f} s; "
                   f"all acknowledged by the broker: {ok}")
     if rt is not None and run_ingest:
-        expected = len(long)
-        deadline = time.monotonic() + 600
-        while rt.ingestor.totals.accepted + rt.ingestor.totals.rejected < expected and time.monotonic() < deadline:
-            time.sleep(0.05)
-        tot = rt.ingestor.totals
-        console.print(f"ingested {tot.accepted:,} observations, {tot.rejected:,} rejected")
+        accepted, rejected = wait_ingested(rt, len(long))
+        console.print(f"ingested {accepted:,} observations, {rejected:,} rejected")
     if rt is not None:
         rt.close()
 
@@ -212,7 +144,8 @@ def ingest_cmd(
     import json
 
     from citytwin.foundation.mqtt import parse_broker
-    from citytwin.service.app import open_runtime
+    from citytwin.workflows.runtime import open_runtime
+    from citytwin.workflows.twin import twin_root
 
     host, port = parse_broker(broker)
     rt = open_runtime(twin_root(workspace), prefix=prefix)
@@ -308,17 +241,6 @@ def serve(
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
-def _history_frame(workspace: Path | None, entity: list[str] | None, prop: list[str] | None, start: str | None,
-                   end: str | None) -> pd.DataFrame:
-    from citytwin.service.app import open_runtime
-
-    rt = open_runtime(twin_root(workspace))
-    try:
-        return rt.stores.history.query(entities=entity or None, properties=prop or None, start=start, end=end)
-    finally:
-        rt.close()
-
-
 @app.command()
 @handle_errors
 def history(
@@ -332,7 +254,8 @@ def history(
     as_json: JsonOpt = False,
 ) -> None:
     """Query the history: raw observations, per-interval aggregates, or a downsampled series."""
-    from citytwin.service.app import open_runtime
+    from citytwin.workflows.runtime import open_runtime
+    from citytwin.workflows.twin import twin_root
 
     rt = open_runtime(twin_root(workspace))
     try:
@@ -350,6 +273,8 @@ def history(
 
 
 def _print_frame(df: pd.DataFrame, as_json: bool, limit: int = 50) -> None:
+    import pandas as pd
+
     if as_json:
         out = df.copy()
         for c in out.columns:
@@ -367,21 +292,6 @@ def _print_frame(df: pd.DataFrame, as_json: bool, limit: int = 50) -> None:
     console.print(t)
     if len(df) > limit:
         console.print(f"... {len(df) - limit:,} more rows ({len(df):,} in all; --json prints all)")
-
-
-def _daily(workspace: Path | None, file: Path | None, entity: list[str] | None, start: str | None,
-           end: str | None) -> pd.DataFrame:
-    from citytwin.twin import aqi
-
-    if file is not None:
-        long, _ = read_observations(file, start=start, end=end)
-        if entity:
-            long = long[long["entity"].isin(entity)]
-    else:
-        long = _history_frame(workspace, entity, ["pm25", "pm10", "so2", "no2", "co", "o3"], start, end)
-    if long.empty:
-        raise InputError("no pollutant observations found", hint="replay data first, or pass --file")
-    return aqi.daily_aqi(long, invalid="missing")
 
 
 FileOpt = Annotated[Path | None, typer.Option("--file", help="Read observations from this file/folder instead "
@@ -402,29 +312,11 @@ def aqi_cmd(
 
     Example: citytwin twin aqi -w ./ws --start 2015-12-01 --end 2016-01-01
     """
-    d = _daily(workspace, file, entity, start, end)
+    from citytwin.workflows.twin import daily_aqi
+
+    d = daily_aqi(workspace, file, entity, start, end)
     cols = [c for c in ("entity", "date", "aqi", "category_zh", "category_en", "primary", "status") if c in d]
     _print_frame(d[cols], as_json)
-
-
-def aqi_alerts(daily: pd.DataFrame, book: Any, *, min_level: int = 5, rule: str = "aqi_daily_heavy") -> Any:
-    """Raise alerts on heavy-pollution days (level >= 5: 重度污染 or 严重污染) in day order.
-
-    Consecutive heavy days of one entity make one alert (deduplicated, ``count`` = days);
-    the first day below the level resolves it.
-    """
-    rows: list[dict[str, Any]] = daily.sort_values(["date", "entity"]).to_dict("records")  # type: ignore[assignment]
-    for row in rows:
-        lvl = row["level"]
-        live = book.find(rule, row["entity"])
-        at = pd.Timestamp(row["date"])
-        if pd.notna(lvl) and int(lvl) >= min_level:
-            book.raise_alert(rule, row["entity"], at=at, severity="critical" if int(lvl) >= 6 else "major",
-                             property="aqi", peak=float(row["aqi"]), start=at, end=at + pd.Timedelta(days=1),
-                             message=f"daily AQI {int(row['aqi'])} ({row['category_zh']}), primary {row['primary']}")
-        elif live is not None and pd.notna(lvl):
-            book.resolve(live.id, by="system", at=at)
-    return book
 
 
 @app.command()
@@ -448,42 +340,16 @@ def alerts(
     heavy-pollution days (daily AQI level >= --min-level) of that file as a throwaway alert book.
     """
     from citytwin.twin.alerts import AlertBook
+    from citytwin.workflows.twin import aqi_alerts, daily_aqi, hub_alerts
 
     if file is not None:
-        book = aqi_alerts(_daily(workspace, file, entity, start, end), AlertBook(), min_level=min_level)
+        book = aqi_alerts(daily_aqi(workspace, file, entity, start, end), AlertBook(), min_level=min_level)
         df = book.frame()
     else:
         df = hub_alerts(workspace, entity, status, rule, start, end)
     cols = [c for c in ("entity", "rule", "status", "severity", "opened_at", "resolved_at", "start", "end", "count",
                         "peak", "message") if c in df]
     _print_frame(df[cols], as_json)
-
-
-def hub_alerts(workspace: Path | None, entity: list[str] | None, status: list[str] | None, rule: str | None,
-               start: str | None, end: str | None) -> pd.DataFrame:
-    """Alerts of the workspace's persistent hub as a frame (oldest first), filtered."""
-    from citytwin.service.alerting import AlertHub
-    from citytwin.twin.alerts import AlertBook
-
-    root = twin_root(workspace)
-    hub = AlertHub(root / "alerts.json") if (root / "alerts.json").exists() else None
-    book = hub.book if hub is not None else AlertBook()
-    al = book.alerts(status=status or None, rule=rule)
-    if entity:
-        al = [a for a in al if a.entity in set(entity)]
-
-    def ts(x: Any) -> pd.Timestamp | None:
-        if x is None:
-            return None
-        t = pd.Timestamp(x)
-        return t.tz_localize("UTC") if t.tz is None else t
-
-    s0, e0 = ts(start), ts(end)
-    if s0 is not None:
-        al = [a for a in al if ts(a.end or a.last_seen) >= s0]  # type: ignore[operator]
-    if e0 is not None:
-        al = [a for a in al if ts(a.start or a.opened_at) < e0]  # type: ignore[operator]
-    return AlertBook(al).frame()
 
 
 @app.command()
@@ -515,26 +381,11 @@ def forecast(
     if store:
         _issue_and_store(workspace, entity, prop, horizon, model, at, train_days, as_json)
         return
-    try:
-        from citytwin.twin import forecast as fc
-    except ImportError as exc:  # written by another part of the project
-        raise InputError("forecasting is not available in this build", hint=str(exc)) from exc
-    if file is not None:
-        long, _ = read_observations(file, start=start, end=end)
-        long = long[(long["entity"] == entity) & (long["property"] == prop)] if entity else \
-            long[long["property"] == prop]
-    else:
-        long = _history_frame(workspace, [entity] if entity else None, [prop], start, end)
-    if long.empty:
-        raise InputError("no observations for that entity and property")
-    # naive UTC times: citytwin.twin.forecast works on tz-naive grids
-    long = long.assign(time=pd.to_datetime(long["time"], utc=True).dt.tz_localize(None))
-    series = long.set_index("time")["value"] if long["entity"].nunique() == 1 else \
-        long.pivot_table(index="time", columns="entity", values="value")
-    fn = getattr(fc, "compare", None) or getattr(fc, "evaluate", None) or getattr(fc, "score", None)
-    if fn is None:
-        raise InputError("citytwin.twin.forecast offers no compare/evaluate/score function")
-    result = fn(series, horizon=horizon)
+    import pandas as pd
+
+    from citytwin.workflows.twin import backtest_forecast
+
+    result = backtest_forecast(workspace, file, entity, prop, start, end, horizon)
     if isinstance(result, pd.DataFrame):
         _print_frame(result, as_json)
     elif as_json:
@@ -545,19 +396,10 @@ def forecast(
 
 def _issue_and_store(workspace: Path | None, entity: str, prop: str, horizon: int, model: list[str] | None,
                      at: str | None, train_days: float, as_json: bool) -> None:
-    from citytwin.service.app import open_runtime
-    from citytwin.service.forecasting import DEFAULT_MODELS
+    from citytwin.workflows.twin import issue_forecasts
 
-    rt = open_runtime(twin_root(workspace))
-    try:
-        rep = rt.issue_forecasts(property=prop, entities=[entity] if entity else None,
-                                 models=tuple(model or DEFAULT_MODELS),
-                                 horizons=[f"{h}h" for h in range(1, horizon + 1)], train_days=train_days, at=at)
-        assert rt.forecasts is not None
-        df = rt.forecasts.query(properties=prop, entities=entity or None, issued_start=rep.issued_at,
-                                latest_issue=True)
-    finally:
-        rt.close()
+    issued = issue_forecasts(workspace, entity, prop, horizon, model, at, train_days)
+    rep, df = issued.report, issued.forecasts
     if as_json:
         print_json({"report": rep.to_dict(), "forecasts": _json_rows(df)})
         return
@@ -573,11 +415,15 @@ def _issue_and_store(workspace: Path | None, entity: str, prop: str, horizon: in
 
 
 def _fmt_horizon(h: Any) -> str:
+    import pandas as pd
+
     secs = int(pd.Timedelta(h).total_seconds())
     return f"{secs // 3600}h" if secs % 3600 == 0 else f"{secs // 60}min" if secs % 60 == 0 else f"{secs}s"
 
 
 def _json_rows(df: pd.DataFrame) -> list[dict[str, Any]]:
+    import pandas as pd
+
     out = df.copy()
     for c in out.columns:
         if pd.api.types.is_datetime64_any_dtype(out[c]) or pd.api.types.is_timedelta64_dtype(out[c]):
@@ -597,14 +443,10 @@ def verify(
 
     Says plainly where a learned model is worse than the baseline (skill < 0).
     """
-    from citytwin.service.app import open_runtime
     from citytwin.service.forecasting import ALL
+    from citytwin.workflows.twin import verify_forecasts
 
-    rt = open_runtime(twin_root(workspace))
-    try:
-        rep = rt.verify_forecasts()
-    finally:
-        rt.close()
+    rep = verify_forecasts(workspace)
     s = rep.scores
     if as_json:
         print_json({"verified": rep.verified, "pending": rep.pending,
@@ -639,7 +481,8 @@ def compact(
     day: Annotated[str | None, typer.Option(help="Only this UTC day (YYYY-MM-DD).")] = None,
 ) -> None:
     """Rewrite history day partitions as one deduplicated file each (faster queries, duplicates gone)."""
-    from citytwin.service.app import open_runtime
+    from citytwin.workflows.runtime import open_runtime
+    from citytwin.workflows.twin import twin_root
 
     rt = open_runtime(twin_root(workspace))
     try:
@@ -661,7 +504,8 @@ def deadletters(
     as_json: JsonOpt = False,
 ) -> None:
     """Rejected input (MQTT and HTTP) with the reason, newest first."""
-    from citytwin.service.app import open_runtime
+    from citytwin.workflows.runtime import open_runtime
+    from citytwin.workflows.twin import twin_root
 
     rt = open_runtime(twin_root(workspace))
     try:

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import mapclassify
 import numpy as np
 import pandas as pd
 
@@ -147,6 +146,8 @@ def assign_tiers(frame: pd.DataFrame, score: str, *, by: str | None = None,
     labs = list(labels) if labels is not None else [f"tier {i + 1}" for i in range(k)]
     if len(labs) != k:
         raise InputError(f"{len(labs)} labels for {k} tiers", field="labels")
+    import mapclassify  # here, not at import: its numba compilation costs seconds every `economy index` run
+
     info.update(source="mapclassify.FisherJenks" if method == "natural_breaks" else "mapclassify.Quantiles",
                 k=k, labels=labs, bins={})
     groups = frame.groupby(by, sort=True).groups.items() if by else [("all", frame.index)]

@@ -1,0 +1,36 @@
+"""What every workflow shares: a workspace given as an object or as a folder, opened when needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+from citytwin.foundation.errors import CitytwinError
+
+if TYPE_CHECKING:
+    from citytwin.foundation.workspace import Workspace
+
+WorkspaceLike: TypeAlias = "Workspace | str | Path"
+"""A workspace, or the folder of one (opened as the default user)."""
+
+
+def open_ws(workspace: WorkspaceLike | None, user: str | None = None) -> Workspace:
+    """The workspace ``workspace`` (opened as ``user`` when given as a folder).
+
+    Raises
+    ------
+    CitytwinError
+        When no workspace was given.
+    """
+    if workspace is None:
+        raise CitytwinError("no workspace given", hint="pass --workspace DIR or set CITYTWIN_WORKSPACE")
+    from citytwin.foundation.workspace import Workspace
+
+    if isinstance(workspace, Workspace):
+        return workspace
+    return Workspace.open(workspace, user=user)
+
+
+def maybe_ws(workspace: WorkspaceLike | None, user: str | None = None) -> Workspace | None:
+    """:func:`open_ws`, or ``None`` when no workspace was given."""
+    return None if workspace is None else open_ws(workspace, user)

@@ -1,0 +1,179 @@
+"""The live twin's runtime: stores, message parser, ingest pipeline, forecasts, alert hub and MQTT, wired.
+
+:func:`open_runtime` wires the pieces: the foundation stores, the twin's message parser
+(entity model and validation) whose entity lookup asks the live state store, the ingest
+pipeline, the forecast store (predict and verify: :mod:`citytwin.service.forecasting`) and the
+alert hub (lifecycle, MQTT and Server-Sent Events push: :mod:`citytwin.service.alerting`). The
+HTTP service (:func:`citytwin.service.app.create_app`) serves a runtime; the CLI's twin commands
+and :mod:`citytwin.workflows.twin` open one too.
+
+Known inversion: the alert hub and the forecasting steps still live in ``citytwin.service`` (with
+their HTTP routes), so this module imports them (and with them FastAPI); they belong below the
+workflows once their routes and logic are split.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from citytwin.foundation.mqtt import MqttIngest, MqttPublisher
+from citytwin.foundation.timeseries import Ingestor, IngestReport, TwinStores
+from citytwin.foundation.timeseries.forecasts import ForecastStore
+from citytwin.service import forecasting
+from citytwin.service.alerting import AlertHub, AutoAlerts, MqttAlertPush
+from citytwin.twin.entities import DEFAULT_MAX_PAYLOAD, Entity, EntityRef, MessageParser
+from citytwin.twin.rules import ThresholdRule
+
+__all__ = ["TwinRuntime", "open_runtime"]
+
+
+@dataclass
+class TwinRuntime:
+    """Stores, parser and ingest pipeline of one twin folder."""
+
+    stores: TwinStores
+    parser: MessageParser
+    ingestor: Ingestor
+    max_body: int = 8 * DEFAULT_MAX_PAYLOAD
+    mqtt: MqttIngest | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    forecasts: ForecastStore | None = None
+    alerts: AlertHub = field(default_factory=AlertHub)
+    prefix: str = "citytwin"
+    alert_publisher: MqttPublisher | None = None
+    last_verify: forecasting.VerifyReport | None = None
+    _next_due_us: int | None = None
+    _verify_lock: threading.Lock = field(default_factory=threading.Lock)
+    auto_alerts: AutoAlerts | None = None
+
+    def register(self, entities: list[Entity]) -> None:
+        """Register (create or update) entities in the live state."""
+        for e in entities:
+            self.stores.state.put_entity(e.id, e.type, e.lon, e.lat, e.static)
+
+    def ingest_messages(self, batch: Any, source: str = "mqtt") -> Any:
+        return self.ingestor.ingest(batch, source=source)
+
+    def start_mqtt(self, host: str, port: int, *, client_id: str = "citytwin-ingest", prefix: str = "citytwin",
+                   max_batch: int = 2000, max_delay: float = 0.1, publish_alerts: bool = True) -> MqttIngest:
+        """Start MQTT ingest in a background thread (QoS 1, persistent session, ack after durable write).
+
+        With ``publish_alerts`` the alert events are published to the same broker too (see
+        :meth:`publish_alerts`). The twin's own output topics (``{prefix}/alerts/…``) are not ingested.
+        """
+        own = f"{prefix}/alerts/"
+
+        def handle(batch: Any) -> Any:
+            return self.ingestor.ingest([(t, p) for t, p in batch if not t.startswith(own)], source="mqtt")
+
+        self.mqtt = MqttIngest(host, port, handle, topics=[f"{prefix}/#"],
+                               client_id=client_id, max_batch=max_batch, max_delay=max_delay).start()
+        if publish_alerts:
+            self.publish_alerts(host, port, client_id=f"{client_id}-alerts", prefix=prefix)
+        return self.mqtt
+
+    def publish_alerts(self, host: str, port: int, *, client_id: str = "citytwin-alerts", prefix: str = "citytwin",
+                       retain: bool = True) -> MqttAlertPush:
+        """Publish every alert event to ``{prefix}/alerts/{rule}/{entity}`` (JSON, QoS 1, retained)."""
+        if self.alert_publisher is None:
+            self.alert_publisher = MqttPublisher(host, port, client_id=client_id)
+        push = MqttAlertPush(self.alert_publisher, prefix=prefix, retain=retain)
+        self.extra["alert_push_remove"] = self.alerts.add_pusher(push)
+        return push
+
+    # -- predict and verify ------------------------------------------------------------------
+    def issue_forecasts(self, *, property: str = "pm25", entities: Sequence[str] | None = None,
+                        models: Sequence[str] = forecasting.DEFAULT_MODELS, horizons: Sequence[str | int] = (
+                            "1h", "2h", "3h", "4h", "5h", "6h"), train_days: float = 28.0, at: Any = None,
+                        freq: str = "1h") -> forecasting.IssueReport:
+        """Issue forecasts from the history and store them (:func:`citytwin.service.forecasting.issue`)."""
+        assert self.forecasts is not None
+        rep = forecasting.issue(self.stores.history, self.forecasts, property=property, entities=entities,
+                                models=models, horizons=horizons, train_days=train_days, at=at, freq=freq)
+        if rep.stored and rep.issued_at is not None:
+            due = int((rep.issued_at + pd.Timedelta(freq)).value // 1000)
+            self._next_due_us = due if self._next_due_us is None else min(self._next_due_us, due)
+        return rep
+
+    def verify_forecasts(self) -> forecasting.VerifyReport:
+        """Score every stored forecast whose actual has arrived (:func:`citytwin.service.forecasting.verify`)."""
+        assert self.forecasts is not None
+        with self._verify_lock:
+            rep = forecasting.verify(self.stores.history, self.forecasts)
+            self.last_verify = rep
+            # the next automatic run: when data reaches a pending target after the latest observation
+            # (a pending target before it has a missing reading and may never be verifiable)
+            span = self.stores.history.span()
+            due = rep.next_due if span is None else rep.due_after(span[1])
+            self._next_due_us = None if due is None else int(due.value // 1000)
+            return rep
+
+    def enable_auto_verify(self) -> None:
+        """Verify after every ingest batch that brings an observation at or after the earliest pending target."""
+        if self.forecasts is not None and self.forecasts.count():
+            self.verify_forecasts()
+
+        def hook(rep: IngestReport, lo_us: int, hi_us: int) -> None:
+            if self._next_due_us is not None and hi_us >= self._next_due_us:
+                self.verify_forecasts()
+
+        if hook not in self.ingestor.on_commit:
+            self.ingestor.on_commit.append(hook)
+
+    # -- rules evaluated on ingest ----------------------------------------------------------
+    def enable_auto_alerts(self, rules: Sequence[ThresholdRule] | None = None, *, lookback: str = "24h",
+                           tz: str = "Asia/Shanghai") -> AutoAlerts:
+        """Evaluate alert rules after every committed ingest batch and feed the alert hub.
+
+        Only the entities of the batch and a recent window (``lookback`` before the batch's
+        earliest observation, extended back while a run reaches the window's start) are evaluated;
+        :meth:`AlertHub.sync` makes the re-evaluation idempotent (no duplicates; an alert resolves
+        when its condition ends). Default rules: :data:`citytwin.twin.live_rules.DEFAULT_LIVE_RULES`.
+        Calling it again replaces the rules. See :class:`citytwin.service.alerting.AutoAlerts`.
+        """
+        if self.auto_alerts is None:
+            self.auto_alerts = AutoAlerts(self.stores.history, self.alerts, rules, lookback=lookback, tz=tz,
+                                          state=self.stores.state)
+            self.ingestor.on_commit.append(self.auto_alerts.on_commit)
+        else:
+            self.auto_alerts.configure(rules, lookback=lookback, tz=tz)
+        return self.auto_alerts
+
+    def disable_auto_alerts(self) -> None:
+        """Stop evaluating rules on ingest (alerts already raised stay)."""
+        if self.auto_alerts is not None:
+            if self.auto_alerts.on_commit in self.ingestor.on_commit:
+                self.ingestor.on_commit.remove(self.auto_alerts.on_commit)
+            self.auto_alerts = None
+
+    def close(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.stop()
+            self.mqtt = None
+        if self.alert_publisher is not None:
+            self.alert_publisher.wait_all(timeout=5)
+            self.alert_publisher.close()
+            self.alert_publisher = None
+        self.stores.close()
+
+
+def open_runtime(root: str | Path, *, max_payload: int = DEFAULT_MAX_PAYLOAD, max_future_s: float = 300.0,
+                 prefix: str = "citytwin", compact_threshold: int = 64) -> TwinRuntime:
+    """Open (or create) the twin stores under ``root`` and wire the ingest pipeline."""
+    stores = TwinStores.open(root, compact_threshold=compact_threshold)
+
+    def lookup(eid: str) -> EntityRef | None:
+        r = stores.state.lookup(eid)
+        return EntityRef(*r) if r is not None else None
+
+    parser = MessageParser(lookup, max_payload=max_payload, max_future_s=max_future_s, prefix=prefix)
+    root = Path(root)
+    return TwinRuntime(stores, parser, Ingestor(stores, parser), max_body=max(max_payload, 8 * DEFAULT_MAX_PAYLOAD),
+                       forecasts=ForecastStore(root / "forecasts"), alerts=AlertHub(root / "alerts.json"),
+                       prefix=prefix)

@@ -1,0 +1,366 @@
+"""The live twin's workflows: reading observation files, history queries, daily AQI, AQI alerts,
+the alert hub's alerts, forecasts (backtest, issue and store, verify) and the in-process replay.
+
+``citytwin twin ...`` is a thin layer over these functions (and over
+:func:`citytwin.workflows.runtime.open_runtime` for ingest and serving).
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from citytwin.foundation.errors import InputError
+from citytwin.workflows.common import WorkspaceLike, open_ws
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from citytwin.service.forecasting import IssueReport, VerifyReport
+    from citytwin.twin.alerts import AlertBook
+    from citytwin.twin.entities import Entity
+    from citytwin.workflows.runtime import TwinRuntime
+
+__all__ = ["POLLUTANTS", "ForecastIssue", "ReplayTotals", "aqi_alerts", "backtest_forecast", "daily_aqi",
+           "history_frame", "hub_alerts", "issue_forecasts", "parse_time", "publish_replay", "read_observations",
+           "replay_in_process", "replay_messages", "twin_root", "verify_forecasts", "wait_ingested"]
+
+POLLUTANTS = ["pm25", "pm10", "so2", "no2", "co", "o3"]
+"""The properties daily AQI is computed from."""
+
+
+def twin_root(workspace: WorkspaceLike | None) -> Path:
+    """The twin folder of a workspace (``WORKSPACE/twin``)."""
+    return open_ws(workspace).root / "twin"
+
+
+def parse_time(text: str) -> pd.Timestamp:
+    """An ISO 8601 time as a UTC timestamp (no zone = UTC).
+
+    Examples
+    --------
+    >>> str(parse_time("2015-12-01T00:00:00+08:00"))
+    '2015-11-30 16:00:00+00:00'
+    """
+    import pandas as pd
+
+    try:
+        t = pd.Timestamp(text)
+    except ValueError as exc:
+        raise InputError(f"not a time: {text!r}", hint="use ISO 8601, e.g. 2015-12-01T00:00:00+08:00") from exc
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+def read_observations(path: Path, *, start: str | None = None, end: str | None = None,
+                      stations: list[str] | None = None) -> tuple[pd.DataFrame, list[Entity]]:
+    """Read an observation file or folder -> (long frame, entities to register).
+
+    Accepts the UCI Beijing CSVs (a file or the folder of 12), or a long table (CSV / Parquet)
+    with ``entity, property, time, value, unit`` (optional ``type, lon, lat``).
+
+    Parameters
+    ----------
+    path
+        File, or folder of ``*.csv`` files.
+    start, end
+        Keep observations in ``[start, end)`` (ISO 8601; no zone = UTC).
+    stations
+        Beijing station names to keep (UCI files only).
+
+    Raises
+    ------
+    InputError
+        When there is no file, a file cannot be read, or a long table lacks a column.
+    """
+    import pandas as pd
+
+    from citytwin.twin import entities as E
+
+    files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
+    if not files or not all(f.exists() for f in files):
+        raise InputError(f"no observation file at {path}", file=str(path))
+    frames = []
+    for f in files:
+        try:
+            frames.append(pd.read_parquet(f) if f.suffix.lower() == ".parquet" else pd.read_csv(f))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read {f}: {exc}", file=str(f)) from exc
+    df = pd.concat(frames, ignore_index=True)
+    if E.is_beijing_frame(df):
+        if stations:
+            df = df[df["station"].isin(stations)]
+        if start or end:  # cut the wide rows first (a day more on each side; exact cut below)
+            local = pd.to_datetime(df[["year", "month", "day", "hour"]].astype("int64"))
+            keep = pd.Series(True, index=df.index)
+            if start:
+                keep &= local >= parse_time(start).tz_convert(E.BEIJING_TZ).tz_localize(None) - pd.Timedelta(days=1)
+            if end:
+                keep &= local < parse_time(end).tz_convert(E.BEIJING_TZ).tz_localize(None) + pd.Timedelta(days=1)
+            df = df[keep]
+        long = E.beijing_long(df)
+        ents = [E.beijing_entity(s) for s in sorted(df["station"].unique())]
+    else:
+        need = {"entity", "property", "time", "value"}
+        if not need.issubset(df.columns):
+            raise InputError(f"columns {sorted(need - set(df.columns))} missing", file=str(path),
+                             hint="a long table needs entity, property, time, value, unit (or UCI Beijing CSVs)")
+        long = df.copy()
+        long["time"] = pd.to_datetime(long["time"], utc=True)
+        if "unit" not in long:
+            long["unit"] = None
+        ents = []
+        for eid, g in long.groupby("entity", sort=True):
+            etype = str(g["type"].iloc[0]) if "type" in g else str(eid).split(":")[2]
+            lon = float(g["lon"].iloc[0]) if "lon" in g and pd.notna(g["lon"].iloc[0]) else None
+            lat = float(g["lat"].iloc[0]) if "lat" in g and pd.notna(g["lat"].iloc[0]) else None
+            ents.append(E.Entity(str(eid), etype, lon, lat))
+    if start:
+        long = long[long["time"] >= parse_time(start)]
+    if end:
+        long = long[long["time"] < parse_time(end)]
+    return long.reset_index(drop=True), ents
+
+
+def history_frame(workspace: WorkspaceLike | None, entities: list[str] | None = None,
+                  properties: list[str] | None = None, start: str | None = None,
+                  end: str | None = None) -> pd.DataFrame:
+    """Observations of the workspace's twin history (long frame), filtered."""
+    from citytwin.workflows.runtime import open_runtime
+
+    rt = open_runtime(twin_root(workspace))
+    try:
+        return rt.stores.history.query(entities=entities or None, properties=properties or None, start=start,
+                                       end=end)
+    finally:
+        rt.close()
+
+
+def daily_aqi(workspace: WorkspaceLike | None = None, file: Path | None = None, entities: list[str] | None = None,
+              start: str | None = None, end: str | None = None) -> pd.DataFrame:
+    """Daily AQI (HJ 633-2012) per entity and day, from an observation ``file`` or the workspace's history.
+
+    Raises
+    ------
+    InputError
+        When there are no pollutant observations.
+    """
+    from citytwin.twin import aqi
+
+    if file is not None:
+        long, _ = read_observations(file, start=start, end=end)
+        if entities:
+            long = long[long["entity"].isin(entities)]
+    else:
+        long = history_frame(workspace, entities, POLLUTANTS, start, end)
+    if long.empty:
+        raise InputError("no pollutant observations found", hint="replay data first, or pass --file")
+    return aqi.daily_aqi(long, invalid="missing")
+
+
+def aqi_alerts(daily: pd.DataFrame, book: AlertBook, *, min_level: int = 5,
+               rule: str = "aqi_daily_heavy") -> AlertBook:
+    """Raise alerts on heavy-pollution days (level >= 5: 重度污染 or 严重污染) in day order.
+
+    Consecutive heavy days of one entity make one alert (deduplicated, ``count`` = days);
+    the first day below the level resolves it.
+    """
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = daily.sort_values(["date", "entity"]).to_dict("records")  # type: ignore[assignment]
+    for row in rows:
+        lvl = row["level"]
+        live = book.find(rule, row["entity"])
+        at = pd.Timestamp(row["date"])
+        if pd.notna(lvl) and int(lvl) >= min_level:
+            book.raise_alert(rule, row["entity"], at=at, severity="critical" if int(lvl) >= 6 else "major",
+                             property="aqi", peak=float(row["aqi"]), start=at, end=at + pd.Timedelta(days=1),
+                             message=f"daily AQI {int(row['aqi'])} ({row['category_zh']}), primary {row['primary']}")
+        elif live is not None and pd.notna(lvl):
+            book.resolve(live.id, by="system", at=at)
+    return book
+
+
+def hub_alerts(workspace: WorkspaceLike | None, entity: list[str] | None = None, status: list[str] | None = None,
+               rule: str | None = None, start: str | None = None, end: str | None = None) -> pd.DataFrame:
+    """Alerts of the workspace's persistent hub as a frame (oldest first), filtered.
+
+    ``start``/``end`` keep the alerts whose episode overlaps ``[start, end)``.
+    """
+    import pandas as pd
+
+    from citytwin.service.alerting import AlertHub
+    from citytwin.twin.alerts import AlertBook
+
+    root = twin_root(workspace)
+    hub = AlertHub(root / "alerts.json") if (root / "alerts.json").exists() else None
+    book = hub.book if hub is not None else AlertBook()
+    al = book.alerts(status=status or None, rule=rule)
+    if entity:
+        al = [a for a in al if a.entity in set(entity)]
+
+    def ts(x: Any) -> pd.Timestamp | None:
+        if x is None:
+            return None
+        t = pd.Timestamp(x)
+        return t.tz_localize("UTC") if t.tz is None else t
+
+    s0, e0 = ts(start), ts(end)
+    if s0 is not None:
+        al = [a for a in al if ts(a.end or a.last_seen) >= s0]  # type: ignore[operator]
+    if e0 is not None:
+        al = [a for a in al if ts(a.start or a.opened_at) < e0]  # type: ignore[operator]
+    return AlertBook(al).frame()
+
+
+def backtest_forecast(workspace: WorkspaceLike | None = None, file: Path | None = None, entity: str = "",
+                      prop: str = "pm25", start: str | None = None, end: str | None = None,
+                      horizon: int = 6) -> Any:
+    """Backtest of one series (seasonal-naive baseline and the learned model): MAE per model and horizon.
+
+    The series comes from an observation ``file`` or the workspace's history; the last quarter of
+    the period is held out (:mod:`citytwin.twin.forecast`).
+
+    Raises
+    ------
+    InputError
+        When there are no observations for the entity and property.
+    """
+    import pandas as pd
+
+    try:
+        from citytwin.twin import forecast as fc
+    except ImportError as exc:  # written by another part of the project
+        raise InputError("forecasting is not available in this build", hint=str(exc)) from exc
+    if file is not None:
+        long, _ = read_observations(file, start=start, end=end)
+        long = long[(long["entity"] == entity) & (long["property"] == prop)] if entity else \
+            long[long["property"] == prop]
+    else:
+        long = history_frame(workspace, [entity] if entity else None, [prop], start, end)
+    if long.empty:
+        raise InputError("no observations for that entity and property")
+    # naive UTC times: citytwin.twin.forecast works on tz-naive grids
+    long = long.assign(time=pd.to_datetime(long["time"], utc=True).dt.tz_localize(None))
+    series = long.set_index("time")["value"] if long["entity"].nunique() == 1 else \
+        long.pivot_table(index="time", columns="entity", values="value")
+    fn = getattr(fc, "compare", None) or getattr(fc, "evaluate", None) or getattr(fc, "score", None)
+    if fn is None:
+        raise InputError("citytwin.twin.forecast offers no compare/evaluate/score function")
+    return fn(series, horizon=horizon)
+
+
+@dataclass
+class ForecastIssue:
+    """Forecasts issued and stored by :func:`issue_forecasts`: the report and the stored rows."""
+
+    report: IssueReport
+    forecasts: pd.DataFrame
+
+
+def issue_forecasts(workspace: WorkspaceLike | None, entity: str = "", prop: str = "pm25", horizon: int = 6,
+                    models: Sequence[str] | None = None, at: str | None = None,
+                    train_days: float = 28.0) -> ForecastIssue:
+    """Issue live forecasts from the workspace history for the next 1..``horizon`` hours and store them
+    (scored later against the actuals: :func:`verify_forecasts`)."""
+    from citytwin.service.forecasting import DEFAULT_MODELS
+    from citytwin.workflows.runtime import open_runtime
+
+    rt = open_runtime(twin_root(workspace))
+    try:
+        rep = rt.issue_forecasts(property=prop, entities=[entity] if entity else None,
+                                 models=tuple(models or DEFAULT_MODELS),
+                                 horizons=[f"{h}h" for h in range(1, horizon + 1)], train_days=train_days, at=at)
+        assert rt.forecasts is not None
+        df = rt.forecasts.query(properties=prop, entities=entity or None, issued_start=rep.issued_at,
+                                latest_issue=True)
+    finally:
+        rt.close()
+    return ForecastIssue(rep, df)
+
+
+def verify_forecasts(workspace: WorkspaceLike | None) -> VerifyReport:
+    """Score the stored forecasts of the workspace's twin whose actuals have arrived."""
+    from citytwin.workflows.runtime import open_runtime
+
+    rt = open_runtime(twin_root(workspace))
+    try:
+        return rt.verify_forecasts()
+    finally:
+        rt.close()
+
+
+@dataclass
+class ReplayTotals:
+    """What an in-process replay stored: messages sent, observations accepted and rejected, seconds taken."""
+
+    messages: int
+    accepted: int
+    rejected: int
+    seconds: float
+
+
+def replay_in_process(rt: TwinRuntime, msgs: Sequence[tuple[Any, str, bytes]], offsets: Iterable[float], *,
+                      batch_size: int = 2000, clock: Callable[[], float] = _time.monotonic,
+                      sleep: Callable[[float], None] = _time.sleep) -> ReplayTotals:
+    """Feed ``(time, topic, payload)`` messages into ``rt``'s ingest pipeline at their schedule ``offsets``
+    (seconds from the start; :func:`citytwin.twin.entities.replay_schedule`), in batches of at most
+    ``batch_size``; a batch is flushed before each wait. ``clock`` and ``sleep`` are injectable."""
+    batch: list[tuple[str, bytes]] = []
+    w0 = clock()
+    for (_, topic, payload), off in zip(msgs, offsets, strict=True):
+        if off > 0 and w0 + off > clock():
+            if batch:
+                rt.ingestor.ingest(batch, source="replay")
+                batch = []
+            sleep(max(0.0, w0 + off - clock()))
+        batch.append((topic, payload))
+        if len(batch) >= batch_size:
+            rt.ingestor.ingest(batch, source="replay")
+            batch = []
+    if batch:
+        rt.ingestor.ingest(batch, source="replay")
+    tot = rt.ingestor.totals
+    return ReplayTotals(len(msgs), tot.accepted, tot.rejected, clock() - w0)
+
+
+def replay_messages(long: pd.DataFrame, *, per_message: int = 1,
+                    speed: float = 0.0) -> tuple[list[tuple[Any, str, bytes]], Any]:
+    """The MQTT messages ``(time, topic, payload)`` of a long observation frame and their schedule
+    (seconds from the start at ``speed`` × real time; 0 = as fast as possible)."""
+    import pandas as pd
+
+    from citytwin.twin import entities as E
+
+    msgs = list(E.messages_from_long(long, per_message=per_message))
+    offsets = E.replay_schedule(pd.Series([m[0] for m in msgs]).to_numpy(), speed)
+    return msgs, offsets
+
+
+def publish_replay(msgs: Sequence[tuple[Any, str, bytes]], offsets: Iterable[float], host: str, port: int, *,
+                   client_id: str = "citytwin-replay", timeout: float = 600) -> tuple[int, bool]:
+    """Publish the messages to an MQTT broker at their schedule (QoS 1); returns (messages published,
+    whether the broker acknowledged all of them within ``timeout`` seconds)."""
+    from citytwin.foundation.mqtt import MqttPublisher, publish_stream
+
+    pub = MqttPublisher(host, port, client_id=client_id)
+    try:
+        n = publish_stream(pub, ((float(o), t, p) for o, (_, t, p) in zip(offsets, msgs, strict=True)))
+        ok = pub.wait_all(timeout=timeout)
+    finally:
+        pub.close()
+    return n, ok
+
+
+def wait_ingested(rt: TwinRuntime, expected: int, *, timeout: float = 600,
+                  clock: Callable[[], float] = _time.monotonic,
+                  sleep: Callable[[float], None] = _time.sleep) -> tuple[int, int]:
+    """Wait until ``rt`` has accepted or rejected ``expected`` observations (or ``timeout`` seconds have
+    passed); returns (accepted, rejected)."""
+    deadline = clock() + timeout
+    while rt.ingestor.totals.accepted + rt.ingestor.totals.rejected < expected and clock() < deadline:
+        sleep(0.05)
+    tot = rt.ingestor.totals
+    return tot.accepted, tot.rejected
