@@ -2,7 +2,8 @@
 bounded and derandomized examples): no request gets a 5xx.
 
 The app serves its own small workspace (so what the fuzzer writes — twin entities, jobs, derived
-datasets — stays there). The alert stream (SSE, never ends) is left out: tests/twin cover it.
+datasets — stays there). The two SSE streams (alerts, observations; open until a limit) are left out: tests/twin and
+tests/service/test_live.py cover them.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def stack() -> Iterator[ExitStack]:
 
 @pytest.fixture(scope="module")
 def api_schema(fuzz_env: tuple[FastAPI, dict[str, str]]) -> Any:
-    return schemathesis.openapi.from_asgi("/openapi.json", fuzz_env[0]).exclude(path="/twin/v1/alerts/stream")
+    return schemathesis.openapi.from_asgi("/openapi.json", fuzz_env[0]).exclude(
+        path=["/twin/v1/alerts/stream", "/twin/v1/observations/stream"])
 
 
 def test_no_server_errors(api_schema: Any, fuzz_env: tuple[FastAPI, dict[str, str]],
@@ -93,4 +95,4 @@ def test_every_route_is_fuzzed(api_schema: Any, fuzz_env: tuple[FastAPI, dict[st
               "/jobs/{job_id}", "/auth/login", "/ngsi-ld/v1/entities"):
         assert p in paths, p
     fuzzed = {op.ok().path for op in api_schema.get_all_operations()}
-    assert paths - fuzzed == {"/twin/v1/alerts/stream"}
+    assert paths - fuzzed == {"/twin/v1/alerts/stream", "/twin/v1/observations/stream"}
