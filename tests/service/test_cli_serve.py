@@ -28,14 +28,19 @@ def test_serve_needs_a_workspace(tmp_path: Path) -> None:
 
 
 def test_serve_runs_one_process(service_ws: ServiceWorkspace) -> None:
+    """``--demo`` on an existing workspace builds nothing, and prints the address and an admin token."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     exe = Path(sys.executable).with_name("citytwin")
-    proc = subprocess.Popen([str(exe), "serve", "-w", str(service_ws.ws.root), "--port", str(port)],
+    proc = subprocess.Popen([str(exe), "serve", "--demo", "-w", str(service_ws.ws.root), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **CLI_ENV})
     base = f"http://127.0.0.1:{port}"
     try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().decode() for _ in range(2)]
+        assert f"http://127.0.0.1:{port}/" in lines[0], lines
+        token = lines[1].split("token ")[-1].strip()
         end = time.monotonic() + 90
         while True:
             try:
@@ -52,7 +57,8 @@ def test_serve_runs_one_process(service_ws: ServiceWorkspace) -> None:
         assert httpx.get(f"{base}/tiles/helsinki_buildings/15/18654/9484.mvt", headers=h, timeout=30).content
         assert httpx.get(f"{base}/ngsi-ld/v1/entities", headers=h, timeout=30).status_code == 200
         assert "citytwin" in httpx.get(f"{base}/", follow_redirects=True, timeout=30).text
+        me = httpx.post(f"{base}/auth/login", json={"user": "admin", "token": token}, timeout=30).json()
+        assert me["role"] == "admin" and "secret_sites" in me["datasets"]
     finally:
         proc.terminate()
-        out = proc.communicate(timeout=30)[0].decode()
-    assert f"http://127.0.0.1:{port}/" in out
+        proc.communicate(timeout=30)
