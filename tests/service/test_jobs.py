@@ -163,3 +163,15 @@ def test_economy_disparity_job(client: TestClient, service_ws: ServiceWorkspace)
     assert got["g"] == pytest.approx(want)
     lin = service_ws.ws.catalog.lineage(res["datasets"][0]["dataset"])
     assert [i["dataset"] for i in lin["inputs"]] == ["mexico_long"]
+
+
+def test_jobs_are_seen_by_their_owner(client: TestClient, service_ws: ServiceWorkspace,
+                                      slow_process: threading.Event) -> None:
+    r = client.post("/processes/slow/execution", headers=service_ws.headers("integrator"), json={"inputs": {}})
+    job_id = r.json()["jobID"]
+    other = service_ws.headers("viewer")
+    assert client.get(f"/jobs/{job_id}", headers=other).status_code == 404
+    assert client.get(f"/jobs/{job_id}/results", headers=other).status_code == 404
+    assert job_id not in [j["jobID"] for j in client.get("/jobs", headers=other).json()["jobs"]]
+    assert client.get(f"/jobs/{job_id}", headers=service_ws.headers("steward")).json()["user"] == "ops"
+    slow_process.set()

@@ -20,6 +20,8 @@ JSON: 400 bad input, 403 refused, 404 unknown.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -93,6 +95,18 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
     app.state.tiles = tiles.TileMaker()
     app.state.jobs = jobs.JobRunner(ws, workers=job_workers)
     app.state.workspace = ws
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
+        async with inner(a) as st:
+            try:
+                yield st
+            finally:  # running jobs stop at their next progress report; DuckDB closes
+                a.state.jobs.close()
+                a.state.tiles.close()
+
+    app.router.lifespan_context = lifespan
     app.add_exception_handler(CitytwinError, error_response)
     app.add_exception_handler(AuthError, _auth_error)
 
