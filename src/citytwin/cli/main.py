@@ -13,6 +13,7 @@ import typer
 
 from citytwin.cli import economy, resilience, spatial, twin
 from citytwin.cli import foundation as _foundation
+from citytwin.cli import serve as _serve
 from citytwin.cli.common import console, handle_errors
 
 app = typer.Typer(
@@ -49,6 +50,7 @@ def register(commands: typer.Typer) -> None:
 
 
 register(_foundation.app)
+register(_serve.app)
 
 if __name__ == "__main__":
     app()
