@@ -1,0 +1,297 @@
+"""Planning workflows (E1–E5): read plan layers and tables (files or catalog datasets), call
+:mod:`citytwin.planning`, write the outputs to a folder, and return a JSON-serialisable summary (the
+CLI prints it). Every output folder is written whole or not at all: the files are made in a hidden
+folder beside it and moved in once all of them exist.
+
+Outputs (all in ``out``):
+
+- :func:`conflicts`: ``conflicts.parquet`` (GeoParquet, one row per conflict polygon: rule, kind,
+  layer, other, feature, other_feature, area_m2, geometry in WGS84), ``summary.csv`` (``rule, n,
+  area_m2``), ``pairs.csv`` (per rule and pair of layers) and ``conflicts.json`` (the CRS of the areas);
+- :func:`change`: ``changes.parquet``, ``transitions.csv`` (the matrix, m²), ``rates.csv``,
+  ``change.json`` and, with rules, ``violations.parquet`` / ``violations.csv``;
+- :func:`reserve`: ``forecast.csv``, ``reserve.csv``, ``reserve.json`` (every parameter);
+- :func:`sites`: ``ranking.csv`` (contributions, score, rank), ``sensitivity.csv``, ``sites.json``;
+- :func:`outcome`: ``outcome.json`` (difference-in-differences beside the project's targets).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from citytwin.foundation.errors import InputError
+from citytwin.workflows.common import WorkspaceLike, maybe_ws, open_ws
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+    from citytwin.foundation.projects import ProjectStore
+
+
+def _write_all(out: str | Path, writers: Mapping[str, Callable[[Path], None]]) -> Path:
+    """Write every file of ``writers`` (file name -> function writing that path) into ``out`` at once."""
+    o = Path(out)
+    o.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{o.name}.", dir=o.parent))
+    try:
+        for name, write in writers.items():
+            write(tmp / name)
+        o.mkdir(parents=True, exist_ok=True)
+        for name in writers:
+            os.replace(tmp / name, o / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return o
+
+
+def _json_writer(obj: Any) -> Callable[[Path], None]:
+    def write(p: Path) -> None:
+        p.write_text(json.dumps(obj, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+
+    return write
+
+
+def read_layer(source: str, *, workspace: WorkspaceLike | None = None, user: str | None = None
+               ) -> tuple[gpd.GeoDataFrame, str | None]:
+    """A polygon layer from a file (GeoParquet, GeoPackage, GeoJSON, Shapefile ...) or, failing that,
+    a catalog dataset (read through ``Workspace.read``: checked, masked, audited)."""
+    import geopandas as gpd
+
+    p = Path(source)
+    if p.exists():
+        try:
+            frame = gpd.read_parquet(p) if p.suffix.lower() == ".parquet" else gpd.read_file(p)
+        except Exception as exc:
+            raise InputError(f"cannot read layer: {exc}", file=str(p)) from exc
+        return frame, None
+    ws = maybe_ws(workspace, user)
+    if ws is None:
+        raise InputError(f"{source!r} is not a file, and no workspace was given to look it up as a dataset",
+                         hint="pass a file path, or --workspace DIR with a dataset name")
+    frame = ws.read(source)
+    if not isinstance(frame, gpd.GeoDataFrame):
+        raise InputError(f"dataset {source!r} has no geometry", field="geometry")
+    return frame, source
+
+
+def parse_layers(specs: Sequence[str] | Mapping[str, str]) -> dict[str, str]:
+    """``["A=plan.gpkg", "B=redline"]`` -> ``{"A": "plan.gpkg", "B": "redline"}``."""
+    if isinstance(specs, Mapping):
+        return dict(specs)
+    out: dict[str, str] = {}
+    for s in specs:
+        name, sep, src = s.partition("=")
+        if not sep or not name.strip() or not src.strip():
+            raise InputError(f"bad --layer {s!r}", field="--layer", hint="use --layer NAME=DATASET_OR_FILE")
+        if name.strip() in out:
+            raise InputError(f"layer {name.strip()!r} given twice", field="--layer")
+        out[name.strip()] = src.strip()
+    if not out:
+        raise InputError("no layers given", field="--layer", hint="use --layer NAME=DATASET_OR_FILE (repeated)")
+    return out
+
+
+def read_rules(path: str | Path) -> Any:
+    """The parsed YAML (or JSON) rules file."""
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError("rules file not found", file=str(p))
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the rules: {exc}", file=str(p)) from exc
+
+
+def _load_layers(specs: Mapping[str, str], workspace: WorkspaceLike | None, user: str | None
+                 ) -> tuple[dict[str, gpd.GeoDataFrame], list[str]]:
+    from citytwin.planning.overlay import check_layer
+
+    layers: dict[str, gpd.GeoDataFrame] = {}
+    inputs: list[str] = []
+    for name, src in specs.items():
+        frame, ds = read_layer(src, workspace=workspace, user=user)
+        layers[name] = check_layer(name, frame, source=src)
+        if ds:
+            inputs.append(ds)
+    return layers, inputs
+
+
+def conflicts(layers: Sequence[str] | Mapping[str, str], rules: str | Path, out: str | Path, *,
+              workspace: WorkspaceLike | None = None, user: str | None = None,
+              store: str | None = None) -> dict[str, Any]:
+    """Plan conflicts -> ``out/conflicts.parquet`` and ``out/summary.csv`` (and a derived dataset
+    ``store`` with lineage when a workspace is given)."""
+    from citytwin.planning.overlay import find_conflicts, parse_rules
+
+    specs = parse_layers(layers)
+    rule_list = parse_rules(read_rules(rules), list(specs), source=str(rules))
+    used = {r.layer for r in rule_list} | {o for r in rule_list for o in r.others}
+    loaded, inputs = _load_layers({k: v for k, v in specs.items() if k in used}, workspace, user)
+    res = find_conflicts(loaded, rule_list, check=False)
+    meta = {"crs_of_areas": res.crs, "layers": specs, "rules": str(rules),
+            "repaired": {n: int(f.attrs.get("repaired", 0)) for n, f in loaded.items()}}
+    o = _write_all(out, {
+        "conflicts.parquet": lambda p: res.conflicts.to_parquet(p, index=False),
+        "summary.csv": lambda p: res.summary[["rule", "n", "area_m2"]].to_csv(p, index=False),
+        "pairs.csv": lambda p: res.pairs.to_csv(p, index=False),
+        "conflicts.json": _json_writer(meta),
+    })
+    stored = None
+    if store:
+        ws = open_ws(workspace, user)
+        stored = ws.write_derived(store, res.conflicts, inputs=list(inputs), department="planning",
+                                  parameters={"rules": read_rules(rules), "layers": specs, "crs": res.crs},
+                                  description="plan conflicts (citytwin plan conflicts)")
+    return {"out": str(o), "crs_of_areas": res.crs, "summary": res.summary.to_dict("records"),
+            "pairs": res.pairs.to_dict("records"), "stored": {"dataset": store, "version": stored} if store else None,
+            "repaired": meta["repaired"]}
+
+
+def change(before: str, after: str, out: str | Path, *, column: str = "landuse", years: float = 1.0,
+           after_column: str | None = None, classes: Sequence[str] | None = None,
+           layers: Sequence[str] | Mapping[str, str] | None = None, rules: str | Path | None = None,
+           workspace: WorkspaceLike | None = None, user: str | None = None) -> dict[str, Any]:
+    """Land change between two snapshots -> ``out/changes.parquet``, ``transitions.csv``, ``rates.csv``;
+    with ``rules`` (layer ``change`` = the change pieces) and plan ``layers``, the violations."""
+    from citytwin.planning.change import flag_changes, land_change
+    from citytwin.planning.overlay import parse_rules
+
+    b, _ = read_layer(before, workspace=workspace, user=user)
+    a, _ = read_layer(after, workspace=workspace, user=user)
+    specs = parse_layers(layers) if layers else {}
+    rule_list = parse_rules(read_rules(rules), ["change", *specs], source=str(rules)) if rules else []
+    res = land_change(b, a, column=column, after_column=after_column, years=years, classes=classes,
+                      names=(before, after))
+    writers: dict[str, Callable[[Path], None]] = {
+        "changes.parquet": lambda p: res.changes.to_parquet(p, index=False),
+        "transitions.csv": lambda p: res.matrix.to_csv(p),
+        "rates.csv": lambda p: res.rates.to_csv(p, index=False),
+    }
+    summary: dict[str, Any] = {"crs_of_areas": res.crs, "years": res.years,
+                               "total_area_m2": float(res.matrix.to_numpy().sum()),
+                               "changed_area_m2": float(res.changes["area_m2"].sum()),
+                               "n_changes": len(res.changes)}
+    if rule_list:
+        plan, _inputs = _load_layers(specs, workspace, user)
+        flags = flag_changes(res, plan, rule_list)
+        writers["violations.parquet"] = lambda p: flags.conflicts.to_parquet(p, index=False)
+        writers["violations.csv"] = lambda p: flags.summary.to_csv(p, index=False)
+        summary["violations"] = flags.summary.to_dict("records")
+    writers["change.json"] = _json_writer(summary)
+    o = _write_all(out, writers)
+    return {"out": str(o), **summary, "matrix": {str(k): v for k, v in res.matrix.to_dict("index").items()},
+            "rates": res.rates.to_dict("records")}
+
+
+def reserve(population: str | None, out: str | Path, *, planned_total_km2: float, target_years: Sequence[int],
+            year: str = "year", value: str = "population", reserve_km2: float | None = None,
+            reserve_ratio: float | None = None, per_capita_m2: float = 100.0, climate_zone: str = "II",
+            activation_year: int | None = None, may_only_grow: bool = True, capacity: float | None = None,
+            workspace: WorkspaceLike | None = None, user: str | None = None) -> dict[str, Any]:
+    """Reserve land per planning year (population forecasts when ``population`` is a table)."""
+    from citytwin.planning.reserve import ReserveParams, forecast_population, reserve_land
+    from citytwin.workflows.resilience import read_panel
+
+    params = ReserveParams(planned_total_km2=planned_total_km2, reserve_km2=reserve_km2,
+                           reserve_ratio=reserve_ratio, per_capita_m2=per_capita_m2, climate_zone=climate_zone,
+                           activation_year=activation_year, may_only_grow=may_only_grow)
+    fc = None
+    if population:
+        ws = maybe_ws(workspace, user)
+        frame, _ = read_panel(population, workspace=ws.root if ws else None, user=user)
+        for c in (year, value):
+            if c not in frame.columns:
+                raise InputError(f"no column {c!r}", file=population, field=c)
+        fc = forecast_population(frame[year].to_numpy(), frame[value].to_numpy(), target_years, capacity=capacity)
+    res = reserve_land(params, fc, years=target_years)
+    writers: dict[str, Callable[[Path], None]] = {"reserve.csv": lambda p: res.table.to_csv(p, index=False),
+                                                  "reserve.json": _json_writer({"params": res.params,
+                                                                                "warnings": res.warnings})}
+    if fc is not None:
+        writers["forecast.csv"] = lambda p: fc.to_csv(p, index=False)
+    o = _write_all(out, writers)
+    return {"out": str(o), "params": res.params, "warnings": res.warnings, "table": res.table.to_dict("records")}
+
+
+def parse_criteria(spec: str | Mapping[str, str]) -> dict[str, str]:
+    """``"age:benefit,vitality:cost"`` -> ``{"age": "benefit", "vitality": "cost"}``."""
+    if isinstance(spec, Mapping):
+        return dict(spec)
+    out: dict[str, str] = {}
+    for item in spec.split(","):
+        col, _, d = item.strip().partition(":")
+        if not col:
+            continue
+        out[col] = d or "benefit"
+    return out
+
+
+def parse_weights(spec: str) -> str | dict[str, float]:
+    """``"entropy"`` or ``"age=0.5,vitality=0.5"``."""
+    if "=" not in spec:
+        return spec
+    out: dict[str, float] = {}
+    for item in spec.split(","):
+        k, _, v = item.partition("=")
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise InputError(f"bad weight {item!r}", field="--weights", hint="use COLUMN=NUMBER,...") from None
+    return out
+
+
+def sites(table: str, out: str | Path, *, criteria: str | Mapping[str, str], site: str = "site",
+          weights: str = "entropy", delta: float = 0.2, draws: int = 500, seed: int = 0, top: int = 10,
+          workspace: WorkspaceLike | None = None, user: str | None = None) -> dict[str, Any]:
+    """Renewal ranking with reasons and rank sensitivity -> ``out/ranking.csv``, ``out/sensitivity.csv``."""
+    from citytwin.planning.renewal import rank_sensitivity, rank_sites
+    from citytwin.workflows.resilience import read_panel
+
+    ws = maybe_ws(workspace, user)
+    frame, _ = read_panel(table, workspace=ws.root if ws else None, user=user)
+    crit = parse_criteria(criteria)
+    r = rank_sites(frame, crit, site=site, weights=parse_weights(weights))
+    sens, stab = rank_sensitivity(frame, crit, r.weights, site=site, delta=delta, draws=draws, seed=seed, top=top)
+    o = _write_all(out, {"ranking.csv": lambda p: r.table.to_csv(p, index=False),
+                         "sensitivity.csv": lambda p: sens.to_csv(p, index=False),
+                         "sites.json": _json_writer({"weights": r.weights, "method": r.method, "stability": stab})})
+    return {"out": str(o), "weights": r.weights, "method": r.method, "stability": stab,
+            "top": r.table.head(top).to_dict("records")}
+
+
+def project_store(workspace: WorkspaceLike | None, user: str | None = None) -> ProjectStore:
+    """The workspace's project records with the planning lifecycle."""
+    from citytwin.foundation.projects import ProjectStore
+    from citytwin.planning.lifecycle import STAGES, check_transition
+
+    return ProjectStore(open_ws(workspace, user), check_transition=check_transition, initial_stage=STAGES[0])
+
+
+def outcome(project: str, data: str, *, outcome_col: str, treated: str, post: str, cluster: str | None = None,
+            workspace: WorkspaceLike | None = None, user: str | None = None,
+            out: str | Path | None = None) -> dict[str, Any]:
+    """A project's outcome by difference-in-differences on ``data``, beside its targets; recorded as
+    a milestone reading of the indicator."""
+    from citytwin.planning.lifecycle import did
+    from citytwin.workflows.resilience import read_panel
+
+    store = project_store(workspace, user)
+    rec = store.get(project)
+    frame, _ = read_panel(data, workspace=store.ws.root, user=user)
+    r = did(frame, outcome=outcome_col, treated=treated, post=post, cluster=cluster)
+    target = rec["targets"].get(outcome_col)
+    res = {"project": project, "indicator": outcome_col, "effect": r.effect, "se": r.se, "ci95": list(r.ci),
+           "p": r.p, "nobs": r.nobs, "clusters": r.clusters, "means": r.means, "target": target,
+           "target_met": None if target is None else bool(r.effect >= target)}
+    store.milestone(project, f"outcome {outcome_col}", done=True, indicator=outcome_col, value=r.effect)
+    if out is not None:
+        _write_all(out, {"outcome.json": _json_writer(res)})
+    return res
