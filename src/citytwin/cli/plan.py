@@ -263,3 +263,29 @@ def project_outcome(
             user=user, out=out)
     _print(s, as_json, [f"{pid} {outcome}: effect {s['effect']:.4g} (95 % CI {s['ci95'][0]:.4g} .. "
                         f"{s['ci95'][1]:.4g}), target {s['target']}, met {s['target_met']}"])
+
+
+@app.command("demo")
+@_errors
+def demo_cmd(
+    out: OutOpt,
+    cell_m: Annotated[float, typer.Option("--cell-m", help="Grid cell size of the demo land-use plan (m).")] = 250.0,
+    workspace: WorkspaceOpt = None, user: UserOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """E1–E5 on the Helsinki layers of the demo workspace, with plan layers BUILT FOR THE DEMO from OSM.
+
+    Example: citytwin plan demo -w ./citytwin-demo --out out/plan-demo
+    """
+    from citytwin.workflows.planning import helsinki_demo
+
+    s = helsinki_demo(_ws_required(workspace), out, user=user, cell_m=cell_m)
+    lines = [f"  {r['rule']:<32} {r['n']:>6} {r['area_m2']:>14,.1f} m²" for r in s["conflicts"]]
+    _print(s, as_json, [f"{s['cells']} grid cells; conflicts (areas in {s['crs_of_areas']}):", *lines,
+                        f"change: {s['change']['changed_area_m2']:,.1f} of {s['change']['total_area_m2']:,.1f} m²; "
+                        f"{s['reserve_zones']} reserve zone(s) -> {out}"])
+
+
+def _ws_required(workspace: Path | None) -> Path:
+    if workspace is None:
+        raise CitytwinError("no workspace given", hint="pass --workspace DIR or set CITYTWIN_WORKSPACE")
+    return workspace

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from citytwin.foundation.errors import InputError
 from citytwin.workflows.common import WorkspaceLike, maybe_ws, open_ws
@@ -295,3 +295,129 @@ def outcome(project: str, data: str, *, outcome_col: str, treated: str, post: st
     if out is not None:
         _write_all(out, {"outcome.json": _json_writer(res)})
     return res
+
+
+#: OSM land-use values grouped into the demo plan's classes.
+DEMO_CLASSES: dict[str, tuple[str, ...]] = {
+    "construction": ("residential", "commercial", "retail", "industrial", "construction", "civil", "military"),
+    "green": ("grass", "park", "forest", "meadow", "recreation_ground", "village_green", "cemetery"),
+    "water": ("basin", "pond", "reservoir"),
+}
+
+
+def helsinki_demo(workspace: WorkspaceLike, out: str | Path, *, user: str | None = None, cell_m: float = 250.0,
+                  store: bool = True) -> dict[str, Any]:
+    """E1–E5 end to end on the Helsinki layers of the demo workspace (``helsinki_landuse``,
+    ``helsinki_buildings``, ``helsinki_pois``).
+
+    The plan layers are BUILT FOR THE DEMO from OpenStreetMap (Helsinki has no such plans in the demo
+    data); they are not official plans:
+
+    - ``landuse_plan``: a grid of ``cell_m`` squares, each given the class (construction, green,
+      water, other) of the OSM land use covering most of it, else construction where buildings cover
+      at least 10 % of it;
+    - ``redline`` (a stand-in "ecological red line"): the OSM green and water land use, dissolved;
+    - ``boundary`` (a stand-in "urban development boundary"): building footprints buffered by 100 m;
+    - the two land-use "snapshots" of the change step are the grid classed from OSM land use only
+      (A) and the same grid where building cover >= 10 % makes a cell construction (B), 1 year apart.
+    """
+    import geopandas as gpd
+    import numpy as np
+    import pandas as pd
+    import shapely
+
+    from citytwin.planning.change import flag_changes, land_change
+    from citytwin.planning.overlay import equal_area_crs, find_conflicts, parse_rules
+    from citytwin.planning.renewal import rank_sensitivity, rank_sites
+    from citytwin.planning.reserve import zone_reserve
+
+    ws = open_ws(workspace, user)
+    lu = cast(gpd.GeoDataFrame, ws.read("helsinki_landuse", columns=["parcel_id", "land_use", "geometry"]))
+    bld = cast(gpd.GeoDataFrame, ws.read("helsinki_buildings", columns=["building_id", "geometry"]))
+    pois = cast(gpd.GeoDataFrame, ws.read("helsinki_pois", columns=["poi_id", "category", "geometry"]))
+    ea = equal_area_crs(lu, bld)
+    lu_ea, bld_ea, poi_ea = lu.to_crs(ea), bld.to_crs(ea), pois.to_crs(ea)
+    group = {v: k for k, vs in DEMO_CLASSES.items() for v in vs}
+    lu_ea["cls"] = lu_ea["land_use"].map(group).fillna("other")
+    x0, y0, x1, y1 = np.asarray(gpd.GeoSeries([*lu_ea.geometry, *bld_ea.geometry], crs=ea).total_bounds)
+    xs, ys = np.arange(x0, x1, cell_m), np.arange(y0, y1, cell_m)
+    cells = shapely.box(*[a.ravel() for a in np.meshgrid(xs, ys)], *[a.ravel() + cell_m for a in np.meshgrid(xs, ys)])
+    grid = gpd.GeoDataFrame({"cell": np.arange(len(cells))}, geometry=cells, crs=ea)
+    # class of each cell by the OSM land use covering most of it
+    gi, li = shapely.STRtree(np.asarray(lu_ea.geometry.values)).query(cells, predicate="intersects")
+    cover = pd.DataFrame({"cell": gi, "cls": lu_ea["cls"].to_numpy()[li],
+                          "a": shapely.area(shapely.intersection(cells[gi], np.asarray(lu_ea.geometry.values)[li]))})
+    major = cover.groupby(["cell", "cls"])["a"].sum().reset_index().sort_values("a").drop_duplicates("cell", keep="last")
+    grid["class_a"] = grid["cell"].map(major.set_index("cell")["cls"]).fillna("other")
+    bi, bj = shapely.STRtree(np.asarray(bld_ea.geometry.values)).query(cells, predicate="intersects")
+    barea = pd.Series(shapely.area(shapely.intersection(cells[bi], np.asarray(bld_ea.geometry.values)[bj]))
+                      ).groupby(bi).sum()
+    grid["building_cover"] = grid["cell"].map(barea).fillna(0.0) / cell_m**2
+    grid["n_buildings"] = grid["cell"].map(pd.Series(bj).groupby(bi).size()).fillna(0).astype(int)
+    pi, pj = shapely.STRtree(cells).query(np.asarray(poi_ea.geometry.values), predicate="intersects")
+    grid["pois"] = grid["cell"].map(pd.Series(pi).groupby(pj).size()).fillna(0).astype(int)
+    grid["poi_categories"] = grid["cell"].map(
+        pd.DataFrame({"c": pj, "k": pois["category"].to_numpy()[pi]}).groupby("c")["k"].nunique()).fillna(0)
+    grid["class_b"] = np.where(grid["building_cover"] >= 0.10, "construction", grid["class_a"])
+    grid = grid[(grid["class_a"] != "other") | (grid["n_buildings"] > 0) | (grid["pois"] > 0)].reset_index(drop=True)
+    landuse_plan = grid.rename(columns={"class_b": "class"})[["cell", "class", "geometry"]].to_crs(4326)
+    green = lu_ea[lu_ea["cls"].isin(["green", "water"])]
+    red_parts = shapely.get_parts(shapely.union_all(np.asarray(green.geometry.values)))
+    redline = gpd.GeoDataFrame({"part": np.arange(len(red_parts))}, geometry=red_parts, crs=ea).to_crs(4326)
+    boundary = gpd.GeoDataFrame({"name": ["demo boundary"]}, crs=ea,
+                                geometry=[shapely.union_all(shapely.buffer(np.asarray(bld_ea.geometry.values), 100))]
+                                ).to_crs(4326)
+    layers = {"landuse_plan": landuse_plan, "redline": redline, "boundary": boundary}
+    rules = parse_rules([
+        {"name": "construction_in_redline", "layer": "landuse_plan", "overlaps": "redline",
+         "where": {"class": "construction"}},
+        {"name": "construction_outside_boundary", "layer": "landuse_plan", "outside": "boundary",
+         "where": {"class": "construction"}}], list(layers), source="helsinki demo rules")
+    conf = find_conflicts(layers, rules)
+    snap_a = grid[["cell", "class_a", "geometry"]].rename(columns={"class_a": "landuse"}).to_crs(4326)
+    snap_b = grid[["cell", "class_b", "geometry"]].rename(columns={"class_b": "landuse"}).to_crs(4326)
+    ch = land_change(snap_a, snap_b, years=1.0, classes=[*DEMO_CLASSES, "other"], names=("snapshot_a", "snapshot_b"))
+    flags = flag_changes(ch, {"redline": redline}, parse_rules(
+        [{"name": "new_construction_in_redline", "layer": "change", "overlaps": "redline",
+          "where": {"to_class": "construction"}}], ["change", "redline"]))
+    built = grid[grid["n_buildings"] > 0].copy()
+    crit = {"building_cover": "benefit", "pois": "cost", "poi_categories": "cost"}
+    built["site"] = built["cell"].astype(str)
+    rank = rank_sites(built, crit, weights="entropy")
+    sens, stab = rank_sensitivity(built, crit, rank.weights, delta=0.2, draws=200)
+    cand = grid[grid["class_b"].isin(["other", "green"])].copy()
+    centre = shapely.centroid(shapely.union_all(np.asarray(poi_ea.geometry.values)))
+    cand["dist_centre_m"] = shapely.distance(np.asarray(cand.geometry.values), centre)
+    zones = zone_reserve(cand.to_crs(4326), {"dist_centre_m": (0.5, "benefit"), "pois": (0.5, "cost")},
+                         exclude=redline, min_area_m2=2 * cell_m**2)
+    o = _write_all(out, {
+        "layers_landuse_plan.parquet": lambda p: landuse_plan.to_parquet(p, index=False),
+        "layers_redline.parquet": lambda p: redline.to_parquet(p, index=False),
+        "layers_boundary.parquet": lambda p: boundary.to_parquet(p, index=False),
+        "conflicts.parquet": lambda p: conf.conflicts.to_parquet(p, index=False),
+        "summary.csv": lambda p: conf.summary.to_csv(p, index=False),
+        "changes.parquet": lambda p: ch.changes.to_parquet(p, index=False),
+        "transitions.csv": lambda p: ch.matrix.to_csv(p),
+        "rates.csv": lambda p: ch.rates.to_csv(p, index=False),
+        "violations.csv": lambda p: flags.summary.to_csv(p, index=False),
+        "ranking.csv": lambda p: rank.table.to_csv(p, index=False),
+        "sensitivity.csv": lambda p: sens.to_csv(p, index=False),
+        "reserve_zones.parquet": lambda p: zones.zones.to_parquet(p, index=False),
+    })
+    stored: dict[str, int] = {}
+    if store:
+        inputs: list[str | tuple[str, int | None]] = ["helsinki_landuse", "helsinki_buildings"]
+        stored["helsinki_plan_conflicts"] = ws.write_derived(
+            "helsinki_plan_conflicts", conf.conflicts, inputs=inputs, department="planning",
+            parameters={"cell_m": cell_m, "rules": [r.name for r in rules], "crs": conf.crs},
+            description="demo plan conflicts (plan layers built from OSM for the demo, not official plans)")
+        stored["helsinki_land_change"] = ws.write_derived(
+            "helsinki_land_change", ch.changes, inputs=inputs, department="planning",
+            parameters={"cell_m": cell_m, "years": 1.0},
+            description="demo land change between two snapshots built from OSM (not real change)")
+    return {"out": str(o), "crs_of_areas": conf.crs, "cells": len(grid), "conflicts": conf.summary.to_dict("records"),
+            "change": {"changed_area_m2": float(ch.changes["area_m2"].sum()),
+                       "total_area_m2": float(ch.matrix.to_numpy().sum()),
+                       "violations": flags.summary.to_dict("records")},
+            "sites": {"weights": rank.weights, "stability": stab, "top": rank.table.head(5).to_dict("records")},
+            "reserve_zones": len(zones.zones), "stored": stored}
