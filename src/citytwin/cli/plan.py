@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from citytwin.cli.common import UserOpt, WorkspaceOpt, console, err_console, print_json
+from citytwin.cli.common import JsonOpt, UserOpt, WorkspaceOpt, console, err_console, print_json
 from citytwin.foundation.errors import CitytwinError
 
 app = typer.Typer(help="Planning and renewal: plan conflicts, land change, reserve land, renewal sites, "
@@ -25,7 +25,6 @@ app.add_typer(project_app, name="project")
 F = TypeVar("F", bound=Callable[..., Any])
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (errors too).")]
 
 
 def _errors(func: F) -> F:
