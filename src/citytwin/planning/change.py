@@ -26,7 +26,9 @@ from citytwin.planning.overlay import (
     check_layer,
     equal_area_crs,
     find_conflicts,
+    pmap,
     polygonal,
+    subtract_all,
 )
 
 NONE_CLASS = "(none)"
@@ -105,23 +107,13 @@ def land_change(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, *, column: st
     gb = np.asarray(b.geometry.values, dtype=object)
     ga = np.asarray(a.to_crs(work).geometry.values, dtype=object)
     ii, jj = shapely.STRtree(ga).query(gb, predicate="intersects")
-    inter = polygonal(shapely.intersection(gb[ii], ga[jj])) if len(ii) else np.array([], dtype=object)
+    inter = polygonal(pmap(shapely.intersection, gb[ii], ga[jj])) if len(ii) else np.array([], dtype=object)
     frames = [pd.DataFrame({"from_class": cb[ii], "to_class": ca[jj], "before_feature": ii,
                             "after_feature": jj, "geometry": inter})]
     for geoms, cls, idx_hit, side in ((gb, cb, ii, "before"), (ga, ca, jj, "after")):
         other_idx = jj if side == "before" else ii
         other = ga if side == "before" else gb
-        left = np.empty(len(geoms), dtype=object)
-        left[:] = list(geoms)
-        if len(idx_hit):
-            order = np.argsort(idx_hit, kind="stable")
-            h, o = idx_hit[order], other_idx[order]
-            starts = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
-            ends = np.r_[starts[1:], len(h)]
-            for s, e in zip(starts, ends, strict=True):
-                cover = other[o[s]] if e - s == 1 else shapely.union_all(other[o[s:e]])
-                left[h[s]] = shapely.difference(geoms[h[s]], cover)
-        left = polygonal(left)
+        left = polygonal(subtract_all(geoms, idx_hit, other_idx, other))
         n = np.arange(len(geoms))
         frames.append(pd.DataFrame({
             "from_class": cls if side == "before" else NONE_CLASS,
