@@ -179,13 +179,21 @@ def _check_self_overlap(name: str, frame: gpd.GeoDataFrame, src: str) -> None:
     i, j = i[keep], j[keep]
     if not len(i):
         return
-    # interiors that meet (DE-9IM), then only those pairs measured: overlaps below the tolerance (shared
-    # edges off by a rounding error) are not overlaps
+    # the overlap of two polygons is at most the overlap of their bounding boxes: pairs whose boxes
+    # overlap by no more than the tolerance (neighbours sharing an edge) need no geometry; of the
+    # others, those whose interiors meet (DE-9IM) are measured. Overlaps below the tolerance (shared
+    # edges off by a rounding error) are not overlaps.
+    areas = shapely.area(geoms)
+    bb = shapely.bounds(geoms)
+    bw = np.clip(np.minimum(bb[i, 2], bb[j, 2]) - np.maximum(bb[i, 0], bb[j, 0]), 0, None)
+    bh = np.clip(np.minimum(bb[i, 3], bb[j, 3]) - np.maximum(bb[i, 1], bb[j, 1]), 0, None)
+    tol = SELF_OVERLAP_TOLERANCE * np.maximum(np.minimum(areas[i], areas[j]), 1e-300)
+    keep = bw * bh > tol
+    i, j, tol = i[keep], j[keep], tol[keep]
     inner = pmap(shapely.relate_pattern, geoms[i], geoms[j], pattern="T********")
-    i, j = i[inner], j[inner]
+    i, j, tol = i[inner], j[inner], tol[inner]
     inter = shapely.area(pmap(shapely.intersection, geoms[i], geoms[j]))
-    smaller = np.minimum(shapely.area(geoms[i]), shapely.area(geoms[j]))
-    hit = np.flatnonzero(inter > SELF_OVERLAP_TOLERANCE * np.maximum(smaller, 1e-300))
+    hit = np.flatnonzero(inter > tol)
     if len(hit):
         a, b = int(i[hit[0]]) + 1, int(j[hit[0]]) + 1
         raise InputError(f"layer {name!r}: features {a} and {b} overlap ({len(hit)} overlapping pair(s) in all)",
