@@ -123,7 +123,8 @@ def polygonal(geoms: np.ndarray) -> np.ndarray:
     geoms = np.asarray(geoms, dtype=object)
     out = geoms.copy()
     tid = shapely.get_type_id(geoms)
-    for i in np.flatnonzero(~np.isin(tid, (3, 6))):
+    out[~np.isin(tid, (3, 6, 7))] = shapely.Polygon()  # points and lines (neighbours that only touch)
+    for i in np.flatnonzero(tid == 7):
         parts = shapely.get_parts(geoms[i])
         parts = parts[np.isin(shapely.get_type_id(parts), (3, 6))]
         out[i] = shapely.union_all(parts) if len(parts) else shapely.Polygon()
