@@ -66,3 +66,37 @@ def test_sites_cli(tmp_path: Path) -> None:
     res = runner.invoke(app, ["plan", "sites", str(t), "--criteria", "age:benefit,nope:cost", "--out",
                               str(tmp_path / "x"), "--json"])
     assert res.exit_code == 2 and "nope" in json.loads(res.stdout)["error"]
+
+
+def test_zone_cli(tmp_path: Path) -> None:
+    import geopandas as gpd
+    import shapely
+
+    cand = grid(24.90, 60.15, 4, 1, 0.01, slope=[1.0, 5.0, 2.0, 9.0], access=[3.0, 2.0, 1.0, 0.0]).drop(index=2)
+    c, red = tmp_path / "cand.gpkg", tmp_path / "red.geojson"
+    cand.to_file(c)
+    gpd.GeoDataFrame(geometry=[shapely.box(24.905, 60.15, 24.91, 60.16)], crs=4326).to_file(red)
+    out = tmp_path / "z"
+    res = runner.invoke(app, ["plan", "zone", str(c), "--criteria", "slope:1:cost,access:1:benefit", "--exclude",
+                              str(red), "--min-area-m2", "700000", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)
+    assert s["zones"] == 1 and s["selected"] == 1
+    z = gpd.read_parquet(out / "zones.parquet")
+    assert shapely.intersection(z.geometry.iloc[0], shapely.box(24.905, 60.15, 24.91, 60.16)).area < 1e-12
+    res = runner.invoke(app, ["plan", "zone", str(c), "--criteria", "slope:x:cost", "--out", str(tmp_path / "y"),
+                              "--json"])
+    assert res.exit_code == 2 and "bad weight" in json.loads(res.stdout)["error"]
+
+
+def test_project_milestone_cli(tmp_path: Path) -> None:
+    from citytwin.foundation.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", owner="alice")
+    base = ["-w", str(ws.root), "--json"]
+    assert runner.invoke(app, ["plan", "project", "create", "p1", "--name", "x", "--owner", "o", *base]).exit_code == 0
+    res = runner.invoke(app, ["plan", "project", "milestone", "p1", "funding approved", "--done", *base])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["milestones"][0]["name"] == "funding approved"
+    res = runner.invoke(app, ["plan", "project", "milestone", "nope", "m", *base])
+    assert res.exit_code == 2 and "no project 'nope'" in json.loads(res.stdout)["error"]

@@ -288,3 +288,47 @@ def _ws_required(workspace: Path | None) -> Path:
     if workspace is None:
         raise CitytwinError("no workspace given", hint="pass --workspace DIR or set CITYTWIN_WORKSPACE")
     return workspace
+
+
+@app.command("zone")
+@_errors
+def zone_cmd(
+    candidates: Annotated[str, typer.Argument(help="Candidate land polygons (file or dataset).")],
+    out: OutOpt,
+    criteria: Annotated[str, typer.Option("--criteria", help="COLUMN:WEIGHT:benefit|cost,... (suitability).")],
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Constraint layer (repeat).")] = None,
+    min_area_m2: Annotated[float, typer.Option("--min-area-m2", help="Minimum contiguous zone size.")] = 0.0,
+    target_m2: Annotated[float | None, typer.Option("--target-m2", help="Select zones up to this area.")] = None,
+    workspace: WorkspaceOpt = None, user: UserOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Zone reserve land among candidates -> OUT/zones.parquet (red lines excluded, small zones dropped).
+
+    Example: citytwin plan zone parcels.gpkg --criteria slope:1:cost,access:1:benefit --exclude redline.gpkg
+    --min-area-m2 50000 --out out/
+    """
+    from citytwin.workflows.planning import zone
+
+    s = zone(candidates, out, criteria=criteria, exclude=exclude or [], min_area_m2=min_area_m2, target_m2=target_m2,
+             workspace=workspace, user=user)
+    _print(s, as_json, [f"{s['zones']} zone(s), {s['selected']} selected, {s['selected_area_m2']:,.1f} m² -> {out}"])
+
+
+@project_app.command("milestone")
+@_errors
+def project_milestone(
+    pid: Annotated[str, typer.Argument(help="Project id.")],
+    name: Annotated[str, typer.Argument(help="Milestone name.")],
+    due: Annotated[str | None, typer.Option("--due", help="Due date.")] = None,
+    done: Annotated[bool, typer.Option("--done", help="Reached.")] = False,
+    indicator: Annotated[str | None, typer.Option("--indicator", help="Performance indicator read.")] = None,
+    value: Annotated[float | None, typer.Option("--value", help="Its value.")] = None,
+    workspace: WorkspaceOpt = None, user: UserOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Record a milestone or a performance-indicator reading of a project.
+
+    Example: citytwin plan project milestone p1 "funding approved" --done
+    """
+    from citytwin.workflows.planning import project_store
+
+    rec = project_store(workspace, user).milestone(pid, name, due=due, done=done, indicator=indicator, value=value)
+    _print(rec, as_json, [f"project {pid}: {len(rec['milestones'])} milestone(s)"])

@@ -86,7 +86,7 @@ def equal_area_crs(*frames: gpd.GeoDataFrame) -> CRS:
     return CRS.from_proj4(f"+proj=laea +lat_0={lat:g} +lon_0={lon:g} +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs")
 
 
-def pmap(func: Any, *arrays: np.ndarray, chunk: int = 20_000, **kwargs: Any) -> np.ndarray:
+def pmap(func: Any, *arrays: np.ndarray, chunk: int = 4_096, **kwargs: Any) -> np.ndarray:
     """``func(*arrays, **kwargs)`` (a vectorised shapely function) in chunks on all cores: shapely
     releases the GIL inside GEOS, so threads run the chunks in parallel. The same result as one call."""
     n = len(arrays[0]) if arrays else 0

@@ -421,3 +421,45 @@ def helsinki_demo(workspace: WorkspaceLike, out: str | Path, *, user: str | None
                        "violations": flags.summary.to_dict("records")},
             "sites": {"weights": rank.weights, "stability": stab, "top": rank.table.head(5).to_dict("records")},
             "reserve_zones": len(zones.zones), "stored": stored}
+
+
+def zone(candidates: str, out: str | Path, *, criteria: str, exclude: Sequence[str] = (), min_area_m2: float = 0.0,
+         target_m2: float | None = None, workspace: WorkspaceLike | None = None,
+         user: str | None = None) -> dict[str, Any]:
+    """Reserve zoning among candidate land -> ``out/zones.parquet`` and ``out/candidates.parquet``.
+
+    ``criteria`` is ``"COL:WEIGHT:benefit|cost,..."``; ``exclude`` lists constraint layers (files or
+    datasets: ecological red lines, basic farmland) cut out of the candidates.
+    """
+    import geopandas as gpd
+
+    from citytwin.planning.reserve import zone_reserve
+
+    crit: dict[str, tuple[float, str]] = {}
+    for item in criteria.split(","):
+        parts = item.strip().split(":")
+        if len(parts) != 3:
+            raise InputError(f"bad criterion {item!r}", field="--criteria", hint="use COLUMN:WEIGHT:benefit|cost")
+        try:
+            crit[parts[0]] = (float(parts[1]), parts[2])
+        except ValueError:
+            raise InputError(f"bad weight in {item!r}", field="--criteria") from None
+    cand, _ = read_layer(candidates, workspace=workspace, user=user)
+    ex = [read_layer(e, workspace=workspace, user=user)[0] for e in exclude]
+    excl = None
+    if ex:
+        excl = gpd.GeoDataFrame(geometry=_all_geoms([e.to_crs(4326) for e in ex]), crs=4326)
+    z = zone_reserve(cand, crit, exclude=excl, min_area_m2=min_area_m2, target_m2=target_m2)
+    o = _write_all(out, {"zones.parquet": lambda p: z.zones.to_parquet(p, index=False),
+                         "candidates.parquet": lambda p: z.candidates.to_parquet(p, index=False),
+                         "zoning.json": _json_writer({"criteria": crit, "exclude": list(exclude),
+                                                      "min_area_m2": min_area_m2, "target_m2": target_m2,
+                                                      "crs_of_areas": z.crs})})
+    sel = z.zones[z.zones["selected"]]
+    return {"out": str(o), "zones": len(z.zones), "selected": len(sel), "selected_area_m2": float(sel["area_m2"].sum()),
+            "crs_of_areas": z.crs}
+
+
+def _all_geoms(frames: Sequence[gpd.GeoDataFrame]) -> list[Any]:
+    """All geometries of ``frames`` in one list."""
+    return [g for f in frames for g in f.geometry]
