@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import geopandas as gpd
 import pytest
 import shapely
 
 
-def grid(x0: float, y0: float, nx: int, ny: int, d: float, **cols: list[object]) -> gpd.GeoDataFrame:
+def grid(x0: float, y0: float, nx: int, ny: int, d: float, **cols: Sequence[object]) -> gpd.GeoDataFrame:
     """``nx`` x ``ny`` touching squares of side ``d`` degrees from (x0, y0)."""
     boxes = [shapely.box(x0 + i * d, y0 + j * d, x0 + (i + 1) * d, y0 + (j + 1) * d)
              for j in range(ny) for i in range(nx)]

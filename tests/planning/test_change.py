@@ -74,3 +74,25 @@ def test_unknown_class(snapshots: tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]) -> 
     with pytest.raises(InputError, match="unknown land-use class 'construction'") as e:
         land_change(before, after, classes=["farm", "forest"])
     assert e.value.row == 4
+
+
+def test_hotspots_find_the_planted_cluster() -> None:
+    """A 12 x 12 grid of ~250 m cells where only a 4 x 4 block changes class: that block is hot."""
+    from citytwin.planning.change import change_hotspots
+
+    n, d = 12, 0.0045
+    before = grid(24.90, 60.15, n, n, d, landuse=["farm"] * n * n)
+    after_cls = ["farm"] * n * n
+    for j in range(4, 8):
+        for i in range(4, 8):
+            after_cls[j * n + i] = "construction"
+    after = grid(24.90, 60.15, n, n, d, landuse=after_cls)
+    r = land_change(before, after, years=1)
+    hs = change_hotspots(r, resolution=8, permutations=199, seed=1)
+    assert hs["changed_m2"].sum() == pytest.approx(r.changes["area_m2"].sum())
+    assert np.isclose(hs["total_m2"].sum(), r.matrix.to_numpy().sum())
+    hot = hs[hs["hotspot"] == "hot"]
+    # G* judges a cell with its ring: the most changed cell is hot, hot cells changed more than the rest
+    assert hs["hotspot"].iloc[int(np.argmax(hs["share"].to_numpy()))] == "hot"
+    assert hot["share"].mean() > hs.loc[hs["hotspot"] != "hot", "share"].mean()
+    assert not (hs.loc[hs["share"] == 0, "hotspot"] == "hot").all()

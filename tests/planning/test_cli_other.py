@@ -39,9 +39,11 @@ def test_change_cli_and_unknown_class(tmp_path: Path) -> None:
     grid(24.9, 60.15, 2, 2, 0.01, landuse=["farm", "farm", "forest", "farm"]).to_file(a)
     grid(24.9, 60.15, 2, 2, 0.01, landuse=["farm", "construction", "forest", "farm"]).to_file(b)
     out = tmp_path / "c"
-    res = runner.invoke(app, ["plan", "change", str(a), str(b), "--years", "2", "--out", str(out), "--json"])
+    res = runner.invoke(app, ["plan", "change", str(a), str(b), "--years", "2", "--hotspots", "8", "--out", str(out),
+                              "--json"])
     assert res.exit_code == 0, res.output
     s = json.loads(res.stdout)
+    assert (out / "hotspots.csv").exists() and "hot_cells" in s
     assert s["n_changes"] == 1 and s["changed_area_m2"] > 0
     out2 = tmp_path / "c2"
     res = runner.invoke(app, ["plan", "change", str(a), str(b), "--classes", "farm,forest", "--out", str(out2),

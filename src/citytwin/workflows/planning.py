@@ -9,7 +9,7 @@ Outputs (all in ``out``):
   layer, other, feature, other_feature, area_m2, geometry in WGS84), ``summary.csv`` (``rule, n,
   area_m2``), ``pairs.csv`` (per rule and pair of layers) and ``conflicts.json`` (the CRS of the areas);
 - :func:`change`: ``changes.parquet``, ``transitions.csv`` (the matrix, m²), ``rates.csv``,
-  ``change.json`` and, with rules, ``violations.parquet`` / ``violations.csv``;
+  ``change.json``, with rules ``violations.parquet`` / ``violations.csv``, with hot spots ``hotspots.csv``;
 - :func:`reserve`: ``forecast.csv``, ``reserve.csv``, ``reserve.json`` (every parameter);
 - :func:`sites`: ``ranking.csv`` (contributions, score, rank), ``sensitivity.csv``, ``sites.json``;
 - :func:`outcome`: ``outcome.json`` (difference-in-differences beside the project's targets).
@@ -158,10 +158,11 @@ def conflicts(layers: Sequence[str] | Mapping[str, str], rules: str | Path, out:
 def change(before: str, after: str, out: str | Path, *, column: str = "landuse", years: float = 1.0,
            after_column: str | None = None, classes: Sequence[str] | None = None,
            layers: Sequence[str] | Mapping[str, str] | None = None, rules: str | Path | None = None,
-           workspace: WorkspaceLike | None = None, user: str | None = None) -> dict[str, Any]:
+           hotspots: int | None = None, workspace: WorkspaceLike | None = None,
+           user: str | None = None) -> dict[str, Any]:
     """Land change between two snapshots -> ``out/changes.parquet``, ``transitions.csv``, ``rates.csv``;
     with ``rules`` (layer ``change`` = the change pieces) and plan ``layers``, the violations."""
-    from citytwin.planning.change import flag_changes, land_change
+    from citytwin.planning.change import change_hotspots, flag_changes, land_change
     from citytwin.planning.overlay import parse_rules
 
     b, _ = read_layer(before, workspace=workspace, user=user)
@@ -185,6 +186,10 @@ def change(before: str, after: str, out: str | Path, *, column: str = "landuse",
         writers["violations.parquet"] = lambda p: flags.conflicts.to_parquet(p, index=False)
         writers["violations.csv"] = lambda p: flags.summary.to_csv(p, index=False)
         summary["violations"] = flags.summary.to_dict("records")
+    if hotspots is not None:
+        hs = change_hotspots(res, resolution=hotspots)
+        writers["hotspots.csv"] = lambda p: hs.to_csv(p, index=False)
+        summary["hot_cells"] = int((hs["hotspot"] == "hot").sum())
     writers["change.json"] = _json_writer(summary)
     o = _write_all(out, writers)
     return {"out": str(o), **summary, "matrix": {str(k): v for k, v in res.matrix.to_dict("index").items()},
