@@ -75,7 +75,7 @@ def equal_area_crs(*frames: gpd.GeoDataFrame) -> CRS:
     --------
     >>> g = gpd.GeoDataFrame(geometry=[shapely.box(24.9, 60.1, 25.0, 60.2)], crs=4326)
     >>> equal_area_crs(g).srs
-    '+proj=laea +lat_0=60.15 +lon_0=24.95 +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs'
+    '+proj=laea +lat_0=60.15 +lon_0=24.95 +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs +type=crs'
     """
     bounds = np.array([f.to_crs(4326).total_bounds for f in frames if len(f)])
     if not len(bounds):
