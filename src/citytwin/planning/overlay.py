@@ -175,7 +175,7 @@ def check_layer(name: str, frame: gpd.GeoDataFrame, *, source: str | None = None
 def _check_self_overlap(name: str, frame: gpd.GeoDataFrame, src: str) -> None:
     geoms = np.asarray(frame.geometry.values, dtype=object)
     tree = shapely.STRtree(geoms)
-    i, j = tree.query(geoms, predicate="intersects")
+    i, j = tree.query(geoms)  # pairs of overlapping bounding boxes; filtered below
     keep = i < j
     i, j = i[keep], j[keep]
     if not len(i):
