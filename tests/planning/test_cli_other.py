@@ -44,6 +44,13 @@ def test_change_cli_and_unknown_class(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     s = json.loads(res.stdout)
     assert (out / "hotspots.csv").exists() and "hot_cells" in s
+    from citytwin.foundation.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", owner="alice")
+    res = runner.invoke(app, ["plan", "change", str(a), str(b), "--out", str(tmp_path / "c3"), "--store", "lu_change",
+                              "-w", str(ws.root), "--json"])
+    assert res.exit_code == 0, res.output
+    assert len(ws.read("lu_change")) == 1
     assert s["n_changes"] == 1 and s["changed_area_m2"] > 0
     out2 = tmp_path / "c2"
     res = runner.invoke(app, ["plan", "change", str(a), str(b), "--classes", "farm,forest", "--out", str(out2),

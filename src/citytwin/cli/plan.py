@@ -95,6 +95,8 @@ def change_cmd(
     rules: Annotated[Path | None, typer.Option("--rules", help="Rules on layer 'change' (flag violations).")] = None,
     hotspots: Annotated[int | None, typer.Option("--hotspots", help="H3 resolution of change hot spots (G*).")]
     = None,
+    store: Annotated[str | None, typer.Option("--store", help="Also store the changes as this derived dataset.")]
+    = None,
     workspace: WorkspaceOpt = None, user: UserOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Land change between two snapshots -> OUT/changes.parquet, transitions.csv, rates.csv.
@@ -105,7 +107,7 @@ def change_cmd(
 
     cls = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     s = change(before, after, out, column=column, years=years, classes=cls, layers=layer or None, rules=rules,
-               hotspots=hotspots, workspace=workspace, user=user)
+               hotspots=hotspots, workspace=workspace, user=user, store=store)
     _print(s, as_json, [f"{s['n_changes']} change polygons, {s['changed_area_m2']:,.1f} m² changed of "
                         f"{s['total_area_m2']:,.1f} m² over {s['years']:g} years -> {out}"])
 

@@ -159,14 +159,14 @@ def change(before: str, after: str, out: str | Path, *, column: str = "landuse",
            after_column: str | None = None, classes: Sequence[str] | None = None,
            layers: Sequence[str] | Mapping[str, str] | None = None, rules: str | Path | None = None,
            hotspots: int | None = None, workspace: WorkspaceLike | None = None,
-           user: str | None = None) -> dict[str, Any]:
+           user: str | None = None, store: str | None = None) -> dict[str, Any]:
     """Land change between two snapshots -> ``out/changes.parquet``, ``transitions.csv``, ``rates.csv``;
     with ``rules`` (layer ``change`` = the change pieces) and plan ``layers``, the violations."""
     from citytwin.planning.change import change_hotspots, flag_changes, land_change
     from citytwin.planning.overlay import parse_rules
 
-    b, _ = read_layer(before, workspace=workspace, user=user)
-    a, _ = read_layer(after, workspace=workspace, user=user)
+    b, ds_b = read_layer(before, workspace=workspace, user=user)
+    a, ds_a = read_layer(after, workspace=workspace, user=user)
     specs = parse_layers(layers) if layers else {}
     rule_list = parse_rules(read_rules(rules), ["change", *specs], source=str(rules)) if rules else []
     res = land_change(b, a, column=column, after_column=after_column, years=years, classes=classes,
@@ -192,6 +192,12 @@ def change(before: str, after: str, out: str | Path, *, column: str = "landuse",
         summary["hot_cells"] = int((hs["hotspot"] == "hot").sum())
     writers["change.json"] = _json_writer(summary)
     o = _write_all(out, writers)
+    if store:
+        inputs: list[str | tuple[str, int | None]] = [d for d in (ds_b, ds_a) if d]
+        summary["stored"] = {"dataset": store, "version": open_ws(workspace, user).write_derived(
+            store, res.changes, inputs=inputs, department="planning",
+            parameters={"before": before, "after": after, "column": column, "years": years, "crs": res.crs},
+            description="land change pieces (citytwin plan change)")}
     return {"out": str(o), **summary, "matrix": {str(k): v for k, v in res.matrix.to_dict("index").items()},
             "rates": res.rates.to_dict("records")}
 
