@@ -13,6 +13,7 @@ import typer
 
 from citytwin.cli import economy, resilience, spatial, twin
 from citytwin.cli import foundation as _foundation
+from citytwin.cli import plan as _plan
 from citytwin.cli import serve as _serve
 from citytwin.cli.common import console, handle_errors
 
@@ -28,6 +29,7 @@ app.add_typer(economy.app, name="economy")
 app.add_typer(spatial.app, name="spatial")
 app.add_typer(twin.app, name="twin")
 app.add_typer(resilience.app, name="resilience")
+app.add_typer(_plan.app, name="plan")
 
 
 @app.command()

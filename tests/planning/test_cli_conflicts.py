@@ -1,0 +1,89 @@
+"""`citytwin plan conflicts`: the scripted form, its files, JSON output and bad input (nothing half-written)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+import shapely
+from typer.testing import CliRunner
+
+from citytwin.cli.main import app
+from citytwin.planning.overlay import find_conflicts, parse_rules
+
+runner = CliRunner()
+
+RULES = """
+- {name: r1, layer: A, overlaps: B}
+- {name: r2, layer: A, outside: C}
+"""
+
+
+@pytest.fixture
+def files(tmp_path: Path, plan_layers: dict[str, gpd.GeoDataFrame]) -> dict[str, Path]:
+    a = tmp_path / "a.gpkg"
+    b = tmp_path / "b.geojson"
+    c = tmp_path / "c.parquet"
+    plan_layers["landuse"].to_file(a)
+    plan_layers["redline"].to_crs(3067).to_file(b)  # another CRS: reprojected
+    plan_layers["boundary"].to_parquet(c)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    return {"A": a, "B": b, "C": c, "rules": rules}
+
+
+def _args(files: dict[str, Path], out: Path) -> list[str]:
+    return ["plan", "conflicts", "--layer", f"A={files['A']}", "--layer", f"B={files['B']}", "--layer",
+            f"C={files['C']}", "--rules", str(files["rules"]), "--out", str(out)]
+
+
+def test_conflicts_files(files: dict[str, Path], tmp_path: Path, plan_layers: dict[str, gpd.GeoDataFrame]) -> None:
+    out = tmp_path / "out"
+    res = runner.invoke(app, [*_args(files, out), "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns) == ["rule", "n", "area_m2"]
+    assert list(summary["rule"]) == ["r1", "r2"]
+    conf = gpd.read_parquet(out / "conflicts.parquet")
+    assert conf.crs.equals("EPSG:4326")
+    assert {"rule", "layer", "other", "area_m2"} <= set(conf.columns)
+    assert conf.groupby("rule")["area_m2"].sum().to_dict() == pytest.approx(
+        summary.set_index("rule")["area_m2"].to_dict())
+    # the same as the library on the layers as read from the files
+    layers = {"A": gpd.read_file(files["A"]), "B": gpd.read_file(files["B"]), "C": gpd.read_parquet(files["C"])}
+    ref = find_conflicts(layers, parse_rules([{"name": "r1", "layer": "A", "overlaps": "B"},
+                                              {"name": "r2", "layer": "A", "outside": "C"}], list(layers)))
+    assert summary["area_m2"].to_numpy() == pytest.approx(ref.summary["area_m2"].to_numpy(), rel=1e-9)
+    assert s["summary"][0]["rule"] == "r1"
+
+
+@pytest.mark.parametrize("case", ["missing_layer", "overlap", "no_crs", "empty"])
+def test_bad_input_clear_error_nothing_written(case: str, files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = _args(files, out)
+    if case == "missing_layer":
+        files["rules"].write_text("- {name: r1, layer: A, overlaps: Z}\n", encoding="utf-8")
+        expect = "names layer 'Z'"
+    elif case == "overlap":
+        bad = gpd.GeoDataFrame(geometry=[shapely.box(24.9, 60.15, 24.92, 60.17), shapely.box(24.91, 60.16, 24.93,
+                                                                                            60.18)], crs=4326)
+        bad.to_file(files["A"])
+        expect = "features 1 and 2 overlap"
+    elif case == "no_crs":
+        gpd.read_parquet(files["C"]).set_crs(None, allow_override=True).to_parquet(files["C"])
+        expect = "no CRS"
+    else:
+        gpd.read_file(files["A"]).iloc[:0].to_file(files["A"])
+        expect = "is empty"
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 2
+    err = json.loads(res.stdout)
+    assert expect in err["error"]
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    plain = runner.invoke(app, args)
+    assert plain.exit_code == 2 and "Traceback" not in plain.output

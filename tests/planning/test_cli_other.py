@@ -1,0 +1,111 @@
+"""`citytwin plan reserve|change|sites`: JSON output, files, bad input exits 2 with nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from typer.testing import CliRunner
+
+from citytwin.cli.main import app
+
+from .conftest import grid
+
+runner = CliRunner()
+
+
+def test_reserve_beijing(tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    res = runner.invoke(app, ["plan", "reserve", "--planned-total-km2", "2760", "--reserve-km2", "132",
+                              "--activation-year", "2035", "--years", "2020,2035", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)
+    assert [round(r["ratio_pct"], 2) for r in s["table"]] == [4.78, 4.78]
+    assert pd.read_csv(out / "reserve.csv")["activatable"].tolist() == [False, True]
+    pop = tmp_path / "pop.csv"
+    pd.DataFrame({"year": range(2010, 2021), "population": np.linspace(1e6, 1.3e6, 11)}).to_csv(pop, index=False)
+    res = runner.invoke(app, ["plan", "reserve", "--population", str(pop), "--planned-total-km2", "150",
+                              "--years", "2025,2030", "--per-capita-m2", "130", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)
+    assert any("outside GB 50137-2011" in w for w in s["warnings"])
+    assert (out / "forecast.csv").exists()
+
+
+def test_change_cli_and_unknown_class(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.gpkg", tmp_path / "b.gpkg"
+    grid(24.9, 60.15, 2, 2, 0.01, landuse=["farm", "farm", "forest", "farm"]).to_file(a)
+    grid(24.9, 60.15, 2, 2, 0.01, landuse=["farm", "construction", "forest", "farm"]).to_file(b)
+    out = tmp_path / "c"
+    res = runner.invoke(app, ["plan", "change", str(a), str(b), "--years", "2", "--hotspots", "8", "--out", str(out),
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)
+    assert (out / "hotspots.csv").exists() and "hot_cells" in s
+    from citytwin.foundation.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", owner="alice")
+    res = runner.invoke(app, ["plan", "change", str(a), str(b), "--out", str(tmp_path / "c3"), "--store", "lu_change",
+                              "-w", str(ws.root), "--json"])
+    assert res.exit_code == 0, res.output
+    assert len(ws.read("lu_change")) == 1
+    assert s["n_changes"] == 1 and s["changed_area_m2"] > 0
+    out2 = tmp_path / "c2"
+    res = runner.invoke(app, ["plan", "change", str(a), str(b), "--classes", "farm,forest", "--out", str(out2),
+                              "--json"])
+    assert res.exit_code == 2
+    assert "unknown land-use class 'construction'" in json.loads(res.stdout)["error"]
+    assert not out2.exists()
+
+
+def test_sites_cli(tmp_path: Path) -> None:
+    t = tmp_path / "s.csv"
+    pd.DataFrame({"site": list("abcdef"), "age": [10, 50, 30, 70, 20, 60], "vitality": [5, 1, 3, 0, 4, 2]}
+                 ).to_csv(t, index=False)
+    out = tmp_path / "o"
+    res = runner.invoke(app, ["plan", "sites", str(t), "--criteria", "age:benefit,vitality:cost", "--weights",
+                              "age=1,vitality=1", "--draws", "50", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)
+    assert s["top"][0]["site"] == "d"  # oldest and least vital
+    r = pd.read_csv(out / "ranking.csv")
+    np.testing.assert_allclose(r["contrib_age"] + r["contrib_vitality"], r["score"], atol=1e-12)
+    res = runner.invoke(app, ["plan", "sites", str(t), "--criteria", "age:benefit,nope:cost", "--out",
+                              str(tmp_path / "x"), "--json"])
+    assert res.exit_code == 2 and "nope" in json.loads(res.stdout)["error"]
+
+
+def test_zone_cli(tmp_path: Path) -> None:
+    import geopandas as gpd
+    import shapely
+
+    cand = grid(24.90, 60.15, 4, 1, 0.01, slope=[1.0, 5.0, 2.0, 9.0], access=[3.0, 2.0, 1.0, 0.0]).drop(index=2)
+    c, red = tmp_path / "cand.gpkg", tmp_path / "red.geojson"
+    cand.to_file(c)
+    gpd.GeoDataFrame(geometry=[shapely.box(24.905, 60.15, 24.91, 60.16)], crs=4326).to_file(red)
+    out = tmp_path / "z"
+    res = runner.invoke(app, ["plan", "zone", str(c), "--criteria", "slope:1:cost,access:1:benefit", "--exclude",
+                              str(red), "--min-area-m2", "700000", "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)
+    assert s["zones"] == 1 and s["selected"] == 1
+    z = gpd.read_parquet(out / "zones.parquet")
+    assert shapely.intersection(z.geometry.iloc[0], shapely.box(24.905, 60.15, 24.91, 60.16)).area < 1e-12
+    res = runner.invoke(app, ["plan", "zone", str(c), "--criteria", "slope:x:cost", "--out", str(tmp_path / "y"),
+                              "--json"])
+    assert res.exit_code == 2 and "bad weight" in json.loads(res.stdout)["error"]
+
+
+def test_project_milestone_cli(tmp_path: Path) -> None:
+    from citytwin.foundation.workspace import Workspace
+
+    ws = Workspace.init(tmp_path / "ws", owner="alice")
+    base = ["-w", str(ws.root), "--json"]
+    assert runner.invoke(app, ["plan", "project", "create", "p1", "--name", "x", "--owner", "o", *base]).exit_code == 0
+    res = runner.invoke(app, ["plan", "project", "milestone", "p1", "funding approved", "--done", *base])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["milestones"][0]["name"] == "funding approved"
+    res = runner.invoke(app, ["plan", "project", "milestone", "nope", "m", *base])
+    assert res.exit_code == 2 and "no project 'nope'" in json.loads(res.stdout)["error"]
