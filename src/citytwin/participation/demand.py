@@ -63,7 +63,7 @@ def counts_by_cell(df: pd.DataFrame, *, lat: str = "lat", lon: str = "lon", res:
         if not time:
             raise InputError("counting per period needs a time column", field="time")
         _need(df, time)
-        d["period"] = pd.to_datetime(df[time], utc=True, errors="coerce").dt.tz_localize(None).dt.to_period(freq).astype(str)
+        d["period"] = pd.to_datetime(df[time], utc=True, errors="coerce", format="mixed").dt.tz_localize(None).dt.to_period(freq).astype(str)
         keys.append("period")
     d = d[d["h3"].notna()]
     out = d.groupby(keys, dropna=False).size().rename("count").reset_index()
@@ -120,7 +120,7 @@ def hot_topics(df: pd.DataFrame, *, text: str, time: str, now: Any, lat: str | N
     ``heat``, ``example`` (the latest message of the cluster).
     """
     _need(df, text, time)
-    t = pd.to_datetime(df[time], utc=True, errors="coerce")
+    t = pd.to_datetime(df[time], utc=True, errors="coerce", format="mixed")
     end = pd.Timestamp(now)
     end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
     w = pd.Timedelta(days=window_days)
