@@ -14,7 +14,15 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from citytwin.cli.common import UserOpt, WorkspaceOpt, console, err_console, open_workspace, print_json
+from citytwin.cli.common import (
+    JsonOpt,
+    UserOpt,
+    WorkspaceOpt,
+    console,
+    err_console,
+    open_workspace,
+    print_json,
+)
 from citytwin.foundation.errors import CitytwinError
 
 app = typer.Typer(help="Complaints and incidents: routing model, case store, escalation, demand maps.",
@@ -24,7 +32,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 FileArg = Annotated[Path, typer.Argument(help="CSV or XLSX file.")]
 TextOpt = Annotated[list[str], typer.Option("--text", help="Text column (repeat for several: joined with a space).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (errors too).")]
 SheetOpt = Annotated[str | None, typer.Option("--sheet", help="Sheet of an XLSX file (default: the first).")]
 
 
