@@ -11,6 +11,7 @@ injectable clock (``clock``) so that deadlines and escalation can be tested.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -225,8 +226,12 @@ class CaseStore:
 
     def cases(self, *, kind: str | None = None, status: Sequence[str] | None = None,
               service_code: Sequence[str] | None = None, start: datetime | None = None,
-              end: datetime | None = None, ids: Sequence[int] | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        """Cases matching the filters, newest first (masked as :meth:`get`)."""
+              end: datetime | None = None, ids: Sequence[int] | None = None,
+              near: tuple[float, float, float] | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Cases matching the filters, newest first (masked as :meth:`get`).
+
+        ``near`` = (lat, lon, metres) keeps the cases in the box around that circle (a coarse
+        prefilter: callers measure the distance)."""
         q = "SELECT * FROM cases WHERE 1=1"
         args: list[Any] = []
         for col, vals in (("status", status), ("service_code", service_code), ("id", ids)):
@@ -242,6 +247,12 @@ class CaseStore:
         if end:
             q += " AND created<=?"
             args.append(iso(end))
+        if near:
+            lat, lon, m = near
+            dlat = m / 111_000.0
+            dlon = m / (111_000.0 * max(math.cos(math.radians(lat)), 1e-6))
+            q += " AND lat BETWEEN ? AND ? AND lon BETWEEN ? AND ?"
+            args.extend([lat - dlat, lat + dlat, lon - dlon, lon + dlon])
         q += " ORDER BY created DESC, id DESC LIMIT ?"
         args.append(limit)
         with self.connect() as con:

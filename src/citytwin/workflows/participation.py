@@ -130,7 +130,9 @@ def submit_complaint(store: CaseStore, *, description: str, service_code: str | 
     if dept is None and router is not None:
         dept = _route(router["model"], [description])[0]
     since = now - timedelta(hours=duplicate_hours)
-    recent = [{**c, "created": parse_time(c["created"])} for c in store.cases(kind="complaint", start=since)]
+    near = (lat, lon, duplicate_radius_m * 1.5) if lat is not None and lon is not None else None
+    recent = [] if near is None else [{**c, "created": parse_time(c["created"])}
+                                      for c in store.cases(kind="complaint", start=since, near=near)]
     dup = find_duplicate({"lat": lat, "lon": lon, "created": now, "service_code": service_code,
                           "description": description}, recent,
                          DuplicateRule(radius_m=duplicate_radius_m, hours=duplicate_hours))
@@ -167,7 +169,8 @@ def open_incident_from_alert(store: CaseStore, alert: Mapping[str, Any], *,
         store.add_task(cid, dept, title, now + timedelta(hours=task_hours))
     linked: list[Any] = []
     if spec.lat is not None and spec.lon is not None:
-        comps = [{**c, "created": parse_time(c["created"])} for c in store.cases(kind="complaint")]
+        comps = [{**c, "created": parse_time(c["created"])} for c in store.cases(
+            kind="complaint", start=now - timedelta(hours=since_hours), near=(spec.lat, spec.lon, radius_m * 1.5))]
         linked = nearby(spec.lat, spec.lon, comps, radius_m=radius_m, since=now - timedelta(hours=since_hours))
         for c in linked:
             store.link(cid, "complaint", str(c))
