@@ -39,3 +39,24 @@ def test_list_show_escalate(workspace) -> None:  # type: ignore[no-untyped-def]
     assert res.exit_code == 2 and "no workspace" in json.loads(res.output)["error"]
     res = runner.invoke(app, ["cases", "show", "999", *w])
     assert res.exit_code == 2 and "Traceback" not in res.output and "no case 999" in res.output
+
+
+def test_demand_command(workspace, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from citytwin.workflows.participation import submit_complaint
+
+    t = [datetime(2026, 3, 9, tzinfo=UTC)]
+    st = CaseStore.of(workspace, lambda: t[0])
+    for i in range(6):
+        submit_complaint(st, description=f"工地噪音扰民 {i}", lat=39.90 + 0.0001 * i, lon=116.40, duplicate_radius_m=0)
+    for i in range(3):
+        submit_complaint(st, description="路灯坏了", lat=39.95, lon=116.30 + 0.01 * i)
+    res = runner.invoke(app, ["cases", "demand", "--out", str(tmp_path / "d"), "-w", str(workspace.root), "--json",
+                              "--now", "2026-03-10T00:00:00+00:00"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.output)
+    cells = __import__("pandas").read_csv(tmp_path / "d" / "cells.csv")
+    assert cells["count"].sum() == 9
+    assert s["topics"][0]["topic"] in ("工地", "噪音", "扰民") and s["topics"][0]["n_recent"] == 6
+    res = runner.invoke(app, ["cases", "demand", "--out", str(tmp_path / "d"), "-w", str(workspace.root), "--json",
+                              "--now", "yesterday"])
+    assert res.exit_code == 2 and json.loads(res.output)["field"] == "now"

@@ -203,3 +203,41 @@ def incident_cmd(alert_file: Annotated[Path, typer.Argument(help="JSON file with
         print_json(r)
         return
     console.print(f"incident #{r['id']} {'opened' if r['opened'] else 'already open'}", highlight=False)
+
+
+@app.command("demand")
+@_errors
+def demand_cmd(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for cells.csv, hot_spots.csv, topics.csv.")],
+               workspace: WorkspaceOpt = None, user: UserOpt = None,
+               res: Annotated[int, typer.Option("--res", help="H3 resolution of the cells.")] = 9,
+               window_days: Annotated[float, typer.Option("--window-days", help="Recent window of hot topics.")] = 7.0,
+               now: Annotated[str | None, typer.Option("--now", help="End of the recent window, ISO 8601 "
+                                                       "(default: the current time).")] = None,
+               as_json: JsonOpt = False) -> None:
+    """Demand maps of the stored complaints: counts per H3 cell, Getis-Ord hot spots, emerging hot topics."""
+    from datetime import UTC, datetime
+
+    from citytwin.foundation.cases import CaseStore
+    from citytwin.foundation.errors import InputError
+    from citytwin.workflows.participation import demand
+
+    end = None
+    if now:
+        try:
+            end = datetime.fromisoformat(now)
+        except ValueError:
+            raise InputError(f"bad --now {now!r}", field="now", hint="ISO 8601, e.g. 2026-03-09T00:00:00+08:00") from None
+        end = end if end.tzinfo else end.replace(tzinfo=UTC)
+    maps = demand(CaseStore.of(open_workspace(workspace, user)), res=res, window_days=window_days, now=end)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, frame in maps.items():
+        frame.to_csv(out / f"{name}.csv", index=False)
+    s = {"out": str(out), "cells": len(maps["cells"]), "hot_cells": int((maps["hot_spots"].get("hotspot") == "hot").sum())
+         if len(maps["hot_spots"]) else 0, "topics": maps["topics"].head(10).to_dict("records")}
+    if as_json:
+        print_json(s)
+        return
+    console.print(f"{s['cells']} cell rows, {s['hot_cells']} hot cells -> {out}", highlight=False)
+    for t in s["topics"]:
+        console.print(f"  {t['topic']} ({t['area']}): {t['n_recent']} now, {t['n_previous']} before, heat {t['heat']:.1f}",
+                      highlight=False, markup=False)
