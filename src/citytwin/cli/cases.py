@@ -232,8 +232,10 @@ def demand_cmd(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for
     out.mkdir(parents=True, exist_ok=True)
     for name, frame in maps.items():
         frame.to_csv(out / f"{name}.csv", index=False)
-    s = {"out": str(out), "cells": len(maps["cells"]), "hot_cells": int((maps["hot_spots"].get("hotspot") == "hot").sum())
-         if len(maps["hot_spots"]) else 0, "topics": maps["topics"].head(10).to_dict("records")}
+    spots = maps["hot_spots"]
+    hot = int((spots["hotspot"] == "hot").sum()) if "hotspot" in spots.columns else 0
+    topics: list[dict[str, Any]] = [{str(k): v for k, v in r.items()} for r in maps["topics"].head(10).to_dict("records")]
+    s: dict[str, Any] = {"out": str(out), "cells": len(maps["cells"]), "hot_cells": hot, "topics": topics}
     if as_json:
         print_json(s)
         return
