@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from citytwin.cli import cases as _cases
+from citytwin.cli import consult as _consult
 from citytwin.cli import economy, resilience, spatial, twin
 from citytwin.cli import foundation as _foundation
 from citytwin.cli.common import console, handle_errors
@@ -29,6 +30,7 @@ app.add_typer(spatial.app, name="spatial")
 app.add_typer(twin.app, name="twin")
 app.add_typer(resilience.app, name="resilience")
 app.add_typer(_cases.app, name="cases")
+app.add_typer(_consult.app, name="consult")
 
 
 @app.command()
