@@ -221,3 +221,20 @@ def test_consultation_votes_concurrent(ws) -> None:  # type: ignore[no-untyped-d
         st.answer(q[2], "r1", 3)
     with pytest.raises(InputError, match="is open from"):
         st.comment(cid, "r1", "too late")
+
+
+def test_submit_routes_with_the_model(ws) -> None:  # type: ignore[no-untyped-def]
+    """A report whose service code has no fixed department is routed by the trained model."""
+    from citytwin.participation.router import train_router
+
+    from .zh_messages import messages
+
+    rows = messages(40, seed=5)
+    model = {"model": train_router([t for t, _ in rows], [d for _, d in rows]).model}
+    st = store(ws, "clerk", Clock(T0))
+    r = submit_complaint(st, description="小区下水道堵塞，污水外溢", service_code="other", router=model,
+                         departments={"pothole": "交通"}, lat=39.9, lon=116.4)
+    assert r["department"] == "水务" and st.get(r["id"])["status"] == "assigned"
+    r2 = submit_complaint(st, description="路面坑洼", service_code="pothole", router=model,
+                          departments={"pothole": "交通"}, lat=39.95, lon=116.4)
+    assert r2["department"] == "交通"
