@@ -90,6 +90,38 @@ CASE_FIELDS = ("id", "kind", "service_code", "category", "department", "status",
 PERSONAL = {"reporter_name": "name", "reporter_phone": "phone", "reporter_email": "email", "description": "text"}
 QUESTION_KINDS = ("vote", "single", "multiple", "scale", "text")
 
+#: Case statuses and the moves allowed between them.
+STATUSES: tuple[str, ...] = ("open", "assigned", "in_progress", "resolved", "closed")
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "open": ("assigned", "in_progress", "resolved", "closed"),
+    "assigned": ("in_progress", "resolved", "closed", "open"),
+    "in_progress": ("resolved", "closed", "assigned"),
+    "resolved": ("closed", "in_progress"),
+    "closed": ("open",),  # reopened
+}
+
+def escalation_level(deadline: datetime, now: datetime, *, step_hours: float = 24.0) -> int:
+    """0 while on time; 1 once late; one more level every ``step_hours`` late after that.
+
+    Examples
+    --------
+    >>> from datetime import datetime
+    >>> d = datetime(2026, 1, 1)
+    >>> [escalation_level(d, datetime(2026, 1, 1, h)) for h in (0, 1)], escalation_level(d, datetime(2026, 1, 3, 1))
+    ([0, 1], 3)
+    """
+    late = (now - deadline).total_seconds() / 3600.0
+    if late <= 0:
+        return 0
+    return 1 + int(late // step_hours)
+
+
+def can_move(old: str, new: str) -> bool:
+    """Whether a case may go from status ``old`` to ``new``."""
+    return new in TRANSITIONS.get(old, ())
+
+
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -270,8 +302,6 @@ class CaseStore:
 
     def set_status(self, case_id: int, status: str, *, note: str | None = None) -> None:
         """Move a case to ``status`` (checked against the allowed moves) with an optional note."""
-        from citytwin.participation.cases import STATUSES, can_move
-
         self._require_staff("case.status")
         if status not in STATUSES:
             raise InputError(f"unknown status {status!r}", field="status", hint=", ".join(STATUSES))
@@ -319,8 +349,6 @@ class CaseStore:
     def escalate_overdue(self, *, step_hours: float = 24.0) -> list[dict[str, Any]]:
         """Raise the escalation level of every unresolved case past its deadline (one level when late,
         one more every ``step_hours``); returns the cases whose level rose, with old and new level."""
-        from citytwin.participation.cases import escalation_level
-
         now = self.now()
         changed: list[dict[str, Any]] = []
         with self.connect() as con:

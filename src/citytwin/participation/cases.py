@@ -11,17 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from citytwin.foundation.cases import STATUSES, TRANSITIONS, can_move, escalation_level
 from citytwin.participation.text import content_words
 
-#: Case statuses and the moves allowed between them.
-STATUSES: tuple[str, ...] = ("open", "assigned", "in_progress", "resolved", "closed")
-TRANSITIONS: dict[str, tuple[str, ...]] = {
-    "open": ("assigned", "in_progress", "resolved", "closed"),
-    "assigned": ("in_progress", "resolved", "closed", "open"),
-    "in_progress": ("resolved", "closed", "assigned"),
-    "resolved": ("closed", "in_progress"),
-    "closed": ("open",),  # reopened
-}
+__all__ = ["DEFAULT_DEADLINE_HOURS", "STATUSES", "TRANSITIONS", "DuplicateRule", "can_move", "deadline_for",
+           "escalation_level", "find_duplicate", "haversine_m", "topic_similarity"]
+
 #: Hours to resolve, per category, when the city gives none (a common service-level table).
 DEFAULT_DEADLINE_HOURS: dict[str, float] = {"emergency": 4, "incident": 24, "default": 72}
 
@@ -40,27 +35,6 @@ def deadline_for(category: str | None, opened: datetime, hours: Mapping[str, flo
     table.update(hours or {})
     h = table.get(category or "", table["default"])
     return opened + timedelta(hours=float(h))
-
-
-def escalation_level(deadline: datetime, now: datetime, *, step_hours: float = 24.0) -> int:
-    """0 while on time; 1 once late; one more level every ``step_hours`` late after that.
-
-    Examples
-    --------
-    >>> from datetime import datetime
-    >>> d = datetime(2026, 1, 1)
-    >>> [escalation_level(d, datetime(2026, 1, 1, h)) for h in (0, 1)], escalation_level(d, datetime(2026, 1, 3, 1))
-    ([0, 1], 3)
-    """
-    late = (now - deadline).total_seconds() / 3600.0
-    if late <= 0:
-        return 0
-    return 1 + int(late // step_hours)
-
-
-def can_move(old: str, new: str) -> bool:
-    """Whether a case may go from status ``old`` to ``new``."""
-    return new in TRANSITIONS.get(old, ())
 
 
 def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
