@@ -3,7 +3,8 @@
 Modules: ``text`` (tokens with jieba for Chinese, keywords), ``router`` (routing reports to
 departments, scored against TF-IDF + LinearSVC), ``cases`` (deadlines, escalation, duplicates),
 ``incidents`` (an incident from a twin alert, complaints nearby), ``demand`` (counts per H3 cell and
-district, Getis-Ord hot spots, emerging hot topics). The records live in
+district, Getis-Ord hot spots, emerging hot topics), ``construction`` (sites against permitted hours and
+noise/dust limits with the twin's rules). The records live in
 :mod:`citytwin.foundation.cases`, the pipelines in :mod:`citytwin.workflows.participation`, the Open311
 API in :mod:`citytwin.service.open311`. See docs/participation.md.
 """
@@ -21,16 +22,18 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "cases": ("DuplicateRule", "deadline_for", "find_duplicate"),
     "incidents": ("IncidentSpec", "incident_from_alert", "nearby"),
     "demand": ("counts_by_cell", "counts_by_district", "hot_spots", "hot_topics"),
+    "construction": ("site_violations",),
 }
 
 __all__ = ["DuplicateRule", "IncidentSpec", "RouterResult", "baseline_pipeline", "counts_by_cell",
            "counts_by_district", "deadline_for", "find_duplicate", "hot_spots", "hot_topics", "incident_from_alert",
-           "keywords", "nearby", "route", "router_pipeline", "tokenize", "train_router"]
+           "keywords", "nearby", "route", "router_pipeline", "site_violations", "tokenize", "train_router"]
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from citytwin.participation.cases import DuplicateRule, deadline_for, find_duplicate
+    from citytwin.participation.construction import site_violations
     from citytwin.participation.demand import counts_by_cell, counts_by_district, hot_spots, hot_topics
     from citytwin.participation.incidents import IncidentSpec, incident_from_alert, nearby
     from citytwin.participation.router import (
