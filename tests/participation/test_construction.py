@@ -43,3 +43,20 @@ def test_needs_time_zone() -> None:
     f["time"] = f["time"].dt.tz_localize(None)
     with pytest.raises(InputError, match="time zone"):
         site_violations(f, [SITE])
+
+
+def test_violation_opens_construction_incident(workspace) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from citytwin.foundation.cases import CaseStore
+    from citytwin.participation.incidents import alerts_from_site_violations
+    from citytwin.workflows.participation import open_incident_from_alert
+
+    v = site_violations(frame(), [SITE])
+    alerts = alerts_from_site_violations(v[v["kind"] == "hours"], {"site7": (39.9, 116.4)})
+    st = CaseStore.of(workspace, lambda: datetime(2026, 3, 3, tzinfo=UTC))
+    r = open_incident_from_alert(st, alerts[0])
+    inc = st.get(r["id"])
+    assert inc["category"] == "construction_works" and inc["lat"] == 39.9
+    assert [t["department"] for t in st.tasks(r["id"])] == ["construction", "environment"]
+    assert {"kind": "sensor", "ref": "site7"} in st.links(r["id"])

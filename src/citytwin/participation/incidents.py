@@ -22,6 +22,8 @@ PLAYBOOK: dict[str, list[tuple[str, str]]] = {
     "congestion": [("traffic", "adjust signal plans and dispatch traffic police"),
                    ("transport", "inform bus operators of delays")],
     "noise": [("environment", "measure noise at the site"), ("construction", "check permitted working hours")],
+    "construction": [("construction", "stop the work outside the permit and inspect the site"),
+                     ("environment", "measure noise and dust at the site")],
 }
 
 
@@ -41,9 +43,9 @@ class IncidentSpec:
 
 
 def alert_kind(alert: Mapping[str, Any]) -> str:
-    """``aqi``, ``congestion``, ``noise`` or ``other``, from the alert's rule and property."""
+    """``construction``, ``aqi``, ``congestion``, ``noise`` or ``other``, from the alert's rule and property."""
     s = f"{alert.get('rule', '')} {alert.get('property', '')}".lower()
-    for k in ("aqi", "congestion", "noise"):
+    for k in ("construction", "aqi", "congestion", "noise"):
         if k in s:
             return k
     if any(p in s for p in ("pm25", "pm2.5", "pm10", "no2", "o3", "so2")):
@@ -74,7 +76,8 @@ def incident_from_alert(alert: Mapping[str, Any], *, location: tuple[float, floa
     desc = (f"{alert.get('severity', 'warning')} alert {alert['rule']} on {alert['entity']}"
             + (f": {alert.get('property')} peak {peak}" if peak is not None else "")
             + (f" ({alert.get('message')})" if alert.get("message") else ""))
-    return IncidentSpec(title=f"{kind} incident at {alert['entity']}", category="pollution" if kind == "aqi" else kind,
+    category = {"aqi": "pollution", "construction": "construction_works"}.get(kind, kind)
+    return IncidentSpec(title=f"{kind} incident at {alert['entity']}", category=category,
                         description=desc, lat=None if lat is None else float(lat), lon=None if lon is None else float(lon),
                         tasks=list(book.get(kind, [("operations", "assess the alert")])), alert_id=str(alert["id"]),
                         entity=str(alert["entity"]), data={"alert": dict(alert)})
@@ -91,4 +94,20 @@ def nearby(lat: float, lon: float, cases: Sequence[Mapping[str, Any]], *, radius
             continue
         if haversine_m(lat, lon, float(c["lat"]), float(c["lon"])) <= radius_m:
             out.append(c["id"])
+    return out
+
+
+def alerts_from_site_violations(violations: Any, locations: Mapping[str, tuple[float, float]] | None = None) -> list[dict[str, Any]]:
+    """Alert records (for :func:`incident_from_alert`) from the rows of
+    :func:`citytwin.participation.construction.site_violations`: rule ``construction_<kind>``, entity the
+    site, a stable id from site, kind and start; ``locations`` maps site -> (lat, lon)."""
+    out = []
+    for r in violations.to_dict("records"):
+        lat_lon = (locations or {}).get(str(r["site"]))
+        out.append({"id": f"{r['site']}:{r['kind']}:{r['start'].isoformat()}", "rule": f"construction_{r['kind']}",
+                    "entity": str(r["site"]), "severity": "warning", "peak": float(r["peak"]),
+                    "property": "pm10" if r["kind"] == "dust" else "noise",
+                    "message": f"{r['kind']} violation {r['start'].isoformat()} to {r['end'].isoformat()} "
+                               f"({r['steps']} steps, limit {r['threshold']:g})",
+                    "data": {"lat": lat_lon[0], "lon": lat_lon[1]} if lat_lon else {}})
     return out
