@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from citytwin.cli import cases as _cases
+from citytwin.cli import consult as _consult
 from citytwin.cli import economy, resilience, spatial, twin
 from citytwin.cli import foundation as _foundation
 from citytwin.cli import plan as _plan
@@ -30,6 +32,8 @@ app.add_typer(spatial.app, name="spatial")
 app.add_typer(twin.app, name="twin")
 app.add_typer(resilience.app, name="resilience")
 app.add_typer(_plan.app, name="plan")
+app.add_typer(_cases.app, name="cases")
+app.add_typer(_consult.app, name="consult")
 
 
 @app.command()

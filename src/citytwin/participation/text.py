@@ -1,0 +1,109 @@
+"""Text handling shared by routing, consultation summaries and hot-topic mining (G1–G3).
+
+Chinese runs are segmented with ``jieba``; other text is lower-cased and split into words. Both
+kinds may be mixed in one message (``"路灯 street light 坏了"``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_WORD = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+|[^\W_]+", re.UNICODE)
+
+#: Words too common to name a topic (English and Chinese function words).
+_EN_STOP = ("a an the and or of to in on at for from by with is are was were be been it this that there not no "
+            "please my our your we i you they he she has have had do does did very can could would will")
+STOPWORDS: frozenset[str] = frozenset(
+    [*_EN_STOP.split(), "的", "了", "和", "是", "在", "我", "有", "也", "就", "都", "而", "及", "与", "着", "或", "一个", "没有",
+       "我们", "你们", "他们", "这", "那", "很", "请", "把", "被", "让", "给", "对", "从", "到", "还", "又", "吧",
+       "吗", "呢", "啊", "已经", "一直", "非常", "这个", "那个", "什么", "希望", "能", "要", "会", "问题",
+     # the frame of a complaint rather than its topic
+     "处理", "尽快", "附近", "相关", "部门", "反映", "一下", "居民", "意见", "地点", "好几天", "一带", "管一管", "住在",
+     "情况", "投诉", "举报", "市民", "来信"]
+)
+
+
+@lru_cache(maxsize=1)
+def _jieba() -> Any:
+    import logging
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+    return jieba
+
+
+def has_cjk(text: str) -> bool:
+    """Whether ``text`` holds Chinese characters.
+
+    Examples
+    --------
+    >>> has_cjk("路灯不亮"), has_cjk("street light out")
+    (True, False)
+    """
+    return _CJK.search(text) is not None
+
+
+def tokenize(text: object) -> list[str]:
+    """Words of ``text``: Chinese runs segmented with jieba, other runs lower-cased words.
+
+    Punctuation and whitespace are dropped; a missing value gives no words.
+
+    Examples
+    --------
+    >>> tokenize("Street Light out: 工地噪音扰民")
+    ['street', 'light', 'out', '工地', '噪音', '扰民']
+    """
+    if text is None or (isinstance(text, float) and text != text):
+        return []
+    s = str(text)
+    out: list[str] = []
+    for m in _WORD.finditer(s):
+        run = m.group()
+        if _CJK.fullmatch(run):
+            out.extend(w for w in _jieba().lcut(run) if w.strip())
+        else:
+            out.append(run.lower())
+    return out
+
+
+def content_words(text: object) -> list[str]:
+    """:func:`tokenize` without stop words, single Latin letters and pure numbers."""
+    return [w for w in tokenize(text) if w not in STOPWORDS and not w.isdigit() and (len(w) > 1 or has_cjk(w))]
+
+
+def join_text(columns: Sequence[Sequence[object]]) -> list[str]:
+    """Row-wise join of several text columns with a space (missing values become empty)."""
+    if not columns:
+        return []
+    n = len(columns[0])
+    out = []
+    for i in range(n):
+        parts = []
+        for col in columns:
+            v = col[i]
+            if v is None or (isinstance(v, float) and v != v):
+                continue
+            parts.append(str(v))
+        out.append(" ".join(parts))
+    return out
+
+
+def keywords(texts: Iterable[object], top: int = 20) -> list[tuple[str, int]]:
+    """The ``top`` most frequent content words over ``texts`` with their counts (ties by word).
+
+    Examples
+    --------
+    >>> keywords(["工地噪音扰民", "夜间噪音", "noise at night"], top=1)
+    [('噪音', 2)]
+    """
+    c: Counter[str] = Counter()
+    for t in texts:
+        c.update(content_words(t))
+    return sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
