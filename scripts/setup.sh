@@ -17,9 +17,21 @@ fi
 # the source), so the first large ingest of points does not spend ~5-10 s compiling them
 .venv/bin/python -c "import numpy as np, pyarrow as pa; from citytwin.foundation import cleannumba, h3numba; h3numba.cells_array(np.array([116.4]), np.array([39.9]), 9); cleannumba.dirty_mask(pa.array(['x']), whitespace=' ', tokens=('',))" \
   || echo "note: numba kernels could not be compiled; ingest computes H3 cells and cleans text in SQL instead" >&2
+# the operations center's browser libraries (MapLibre GL JS, ECharts) from npm, served locally
+# from src/citytwin/service/web/vendor/ (no CDN at run time)
+VENDOR=src/citytwin/service/web/vendor
+if command -v npm >/dev/null 2>&1; then
+  (cd web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  mkdir -p "$VENDOR"
+  cp web/node_modules/maplibre-gl/dist/maplibre-gl.js web/node_modules/maplibre-gl/dist/maplibre-gl.css \
+     web/node_modules/echarts/dist/echarts.min.js "$VENDOR"/
+else
+  echo "note: npm not found; the web operations center needs MapLibre GL JS and ECharts in $VENDOR (install npm and rerun)" >&2
+fi
 if [ "${1:-}" = "--test" ]; then
   need=()
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+  [ -x /usr/bin/chromium ] || need+=(chromium)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive
