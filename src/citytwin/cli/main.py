@@ -13,6 +13,7 @@ import typer
 
 from citytwin.cli import economy, spatial, twin
 from citytwin.cli import foundation as _foundation
+from citytwin.cli import report as _report
 from citytwin.cli.common import console, handle_errors
 
 app = typer.Typer(
@@ -48,6 +49,7 @@ def register(commands: typer.Typer) -> None:
 
 
 register(_foundation.app)
+register(_report.app)
 
 if __name__ == "__main__":
     app()
