@@ -14,6 +14,7 @@ import typer
 from citytwin.cli import economy, spatial, twin
 from citytwin.cli import foundation as _foundation
 from citytwin.cli import report as _report
+from citytwin.cli import serve as _serve
 from citytwin.cli.common import console, handle_errors
 
 app = typer.Typer(
@@ -50,6 +51,7 @@ def register(commands: typer.Typer) -> None:
 
 register(_foundation.app)
 register(_report.app)
+register(_serve.app)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,136 @@
+"""The operations center: one process serving the HTTP API and the web app of a workspace.
+
+``citytwin serve -w WS`` runs :func:`create_server_app` under uvicorn. The app holds:
+
+* the live twin's API (:func:`citytwin.service.app.create_app`: NGSI-LD entities, history,
+  observations, forecasts, alerts and their SSE stream ``/twin/v1/alerts/stream``), unchanged;
+* the dataset API: OGC API – Features collections (:mod:`~citytwin.service.features`), vector
+  tiles (:mod:`~citytwin.service.tiles`), catalog records, quality and lineage
+  (:mod:`~citytwin.service.catalog_api`), jobs (:mod:`~citytwin.service.jobs`);
+* ``POST /auth/login`` (user name + token -> role and what it may see) and ``GET /auth/me``;
+* the static web app from ``citytwin/service/web/`` at ``/app/`` (``/`` redirects there).
+
+Every route but ``/health``, ``/auth/login`` and the static files needs a bearer token; each
+request is one audit row (``twin.*`` for the twin's routes, ``api.*`` for the rest), and reads of
+datasets add their own (``read``, ``read.stats``) with the access check and masking of
+:class:`~citytwin.foundation.workspace.Workspace`. Errors answer ``{"type", "title", "detail"}``
+JSON: 400 bad input, 403 refused, 404 unknown.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from citytwin.foundation import access
+from citytwin.foundation.errors import AccessDenied, CitytwinError, NotFoundError
+from citytwin.foundation.workspace import Workspace
+from citytwin.service import catalog_api, features, jobs, tiles
+from citytwin.service.apiauth import ApiGuard, login_info, require_user
+from citytwin.service.auth import AuthError, Principal
+
+__all__ = ["WEB_DIR", "create_server_app"]
+
+#: the web app's static files (index.html and its bundled assets)
+WEB_DIR = Path(__file__).parent / "web"
+
+
+def error_response(request: Request, exc: Exception) -> JSONResponse:
+    """Exception handler: a :class:`CitytwinError` -> JSON ``{"type", "title", "detail"}`` (400/403/404)."""
+    assert isinstance(exc, CitytwinError)
+    status, title = ((403, "Forbidden") if isinstance(exc, AccessDenied) else
+                     (404, "NotFound") if isinstance(exc, NotFoundError) else
+                     (400, "BadRequest"))
+    body: dict[str, Any] = {"type": f"https://citytwin.dev/errors/{title}", "title": title, "detail": exc.message}
+    if exc.hint:
+        body["hint"] = exc.hint
+    return JSONResponse(body, status_code=status)
+
+
+class Login(BaseModel):
+    """Sign-in of the web app: a workspace user and one of that user's API tokens."""
+
+    user: str = Field(min_length=1, max_length=200)
+    token: str = Field(min_length=1, max_length=500)
+
+
+def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
+                      broker: tuple[str, int] | None = None, auto_alerts: bool = True,
+                      web_dir: Path | None = None, job_workers: int = 1) -> FastAPI:
+    """The one app of ``citytwin serve``: twin API + dataset API + jobs + the web app.
+
+    Parameters
+    ----------
+    workspace
+        The workspace (or its folder); its twin lives in ``WORKSPACE/twin``.
+    auth
+        False: no tokens needed (every request acts as the workspace owner; still audited).
+    broker
+        ``(host, port)`` of an MQTT broker to ingest from while serving.
+    auto_alerts
+        Evaluate the default alert rules after each ingest batch (alerts reach the SSE stream).
+    web_dir
+        Folder of the web app's static files (default :data:`WEB_DIR`).
+    job_workers
+        Worker threads running jobs.
+    """
+    from citytwin.service.app import _open_workspace, create_app
+
+    ws = workspace if isinstance(workspace, Workspace) else _open_workspace(workspace)
+    twin_dir = ws.root / "twin"
+    twin_dir.mkdir(mode=0o700, exist_ok=True)
+    app = create_app(twin_dir, workspace=ws, auth=auth, broker=broker, auto_alerts=auto_alerts)
+    app.title = "citytwin operations center"
+    app.description = ("The city's datasets (OGC API – Features, vector tiles, catalog, quality, lineage), "
+                       "analyses as jobs (OGC API – Processes) and the live twin (NGSI-LD style, alerts, SSE).")
+    app.state.api_guard = ApiGuard(ws, enabled=auth)
+    app.state.tiles = tiles.TileMaker()
+    app.state.jobs = jobs.JobRunner(ws, workers=job_workers)
+    app.state.workspace = ws
+    app.add_exception_handler(CitytwinError, error_response)
+    app.add_exception_handler(AuthError, _auth_error)
+
+    app.include_router(features.router)
+    app.include_router(tiles.router)
+    app.include_router(catalog_api.router)
+    app.include_router(jobs.router)
+
+    @app.post("/auth/login", tags=["auth"], summary="Sign in with a user name and an API token")
+    def login(request: Request, body: Annotated[Login, Body()]) -> dict[str, Any]:
+        """Check the token belongs to the user; answer the user, role and the datasets it may see.
+
+        Tokens are issued with ``citytwin user token NAME``; the catalog keeps only their SHA-256.
+        """
+        guard: ApiGuard = request.app.state.api_guard
+        rec = ws.catalog.resolve_token(body.token)
+        if rec is None or rec["name"] != body.user:
+            guard._audit(None, "api.login", "unauthenticated", f"POST /auth/login: user {body.user[:80]!r}")
+            raise AuthError(401, "Unauthorized", "unknown user, or a token that is not this user's (or revoked)")
+        user = access.User(rec["name"], rec["role"], rec["department"])
+        guard._audit(user, "api.login", "ok", "POST /auth/login")
+        return {**login_info(ws, user), "token_id": int(rec["token_id"])}
+
+    @app.get("/auth/me", tags=["auth"], summary="The signed-in user and what the role may see and do")
+    def me(principal: Annotated[Principal, Depends(require_user)]) -> dict[str, Any]:
+        return login_info(ws, principal.user)
+
+    web = web_dir or WEB_DIR
+    if web.is_dir():
+        app.mount("/app", StaticFiles(directory=web, html=True), name="web")
+
+        @app.get("/", include_in_schema=False)
+        def root() -> RedirectResponse:
+            return RedirectResponse("/app/")
+
+    return app
+
+
+def _auth_error(request: Request, exc: Exception) -> JSONResponse:
+    from citytwin.service.auth import auth_error_response
+
+    return auth_error_response(request, exc)

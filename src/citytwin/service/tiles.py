@@ -1,0 +1,236 @@
+"""Mapbox vector tiles of any spatial dataset, made by DuckDB spatial (``ST_AsMVT``).
+
+* ``GET /tiles/{dataset}/{z}/{x}/{y}.mvt`` — one tile (layer named after the dataset; the
+  geometry in tile coordinates, extent 4096, buffer 64; properties: the dataset's plain columns
+  but those this role sees masked, which are left out). ``ETag`` names the dataset version (and
+  whether personal columns were left out); ``If-None-Match`` with it answers 304. Tiles are kept in
+  an in-memory LRU cache keyed by dataset version and z/x/y, so a new version is never served
+  from an old tile.
+* ``GET /tiles/{dataset}.json`` — TileJSON 3.0 (tile URL template, bounds, zooms, layer fields).
+
+The dataset is opened through :meth:`~citytwin.foundation.workspace.Workspace.stats_glob` as the
+caller: the access check (403 for a role without clearance) and an audit row per tile request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+from collections import OrderedDict
+from typing import Annotated, Any
+
+import duckdb
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import JSONResponse, Response
+
+from citytwin.foundation import duck
+from citytwin.foundation.catalog import DatasetInfo
+from citytwin.foundation.errors import InputError
+from citytwin.foundation.workspace import Workspace, quote_ident
+from citytwin.service.apiauth import user_workspace
+
+router = APIRouter(tags=["tiles"])
+
+MVT = "application/vnd.mapbox-vector-tile"
+MAX_ZOOM = 22
+EXTENT = 4096
+BUFFER = 64
+#: column types carried as tile properties, and the type ST_AsMVT gets them as
+_PLAIN = {"VARCHAR": "VARCHAR", "BIGINT": "BIGINT", "INTEGER": "INTEGER", "SMALLINT": "INTEGER",
+          "TINYINT": "INTEGER", "UTINYINT": "INTEGER", "USMALLINT": "INTEGER", "UINTEGER": "BIGINT",
+          "DOUBLE": "DOUBLE", "FLOAT": "FLOAT", "BOOLEAN": "BOOLEAN"}
+
+WsDep = Annotated[Workspace, Depends(user_workspace)]
+
+
+def tile_bounds(z: int, x: int, y: int) -> tuple[float, float, float, float]:
+    """WGS84 bounds (west, south, east, north) of a web-mercator tile.
+
+    Examples
+    --------
+    >>> tile_bounds(0, 0, 0)[0], round(tile_bounds(0, 0, 0)[3], 4)
+    (-180.0, 85.0511)
+    """
+    n = 2.0 ** z
+
+    def lat(yy: float) -> float:
+        return math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * yy / n))))
+
+    return x / n * 360.0 - 180.0, lat(y + 1), (x + 1) / n * 360.0 - 180.0, lat(y)
+
+
+def tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
+    """The tile (x, y) holding a WGS84 point at zoom ``z``.
+
+    Examples
+    --------
+    >>> tile_of(24.944, 60.170, 15)
+    (18654, 9484)
+    """
+    n = 2 ** z
+    r = math.radians(lat)
+    return int((lon + 180.0) / 360.0 * n), int((1 - math.asinh(math.tan(r)) / math.pi) / 2 * n)
+
+
+def tile_sql(glob: str, geom: str, props: list[tuple[str, str]], layer: str) -> str:
+    """The DuckDB query of one tile (parameters: west, south, east, north, z, x, y).
+
+    ``props``: property columns and their DuckDB types (cast to a type ``ST_AsMVT`` takes).
+    """
+    g = quote_ident(geom)
+    cols = "".join(f"{quote_ident(c)}::{_PLAIN[t]} AS {quote_ident(c)}, " for c, t in props)
+    merc = f"ST_Transform({g}::GEOMETRY, 'EPSG:4326', 'EPSG:3857', always_xy := true)"
+    lit = "'" + glob.replace("'", "''") + "'"
+    lname = "'" + layer.replace("'", "''") + "'"
+    return (f"WITH env AS (SELECT ST_TileEnvelope($5, $6, $7) AS e), "
+            f"t AS (SELECT {cols}ST_AsMVTGeom({merc}, ST_Extent(env.e), {EXTENT}, {BUFFER}, true) AS geom "
+            f"FROM read_parquet({lit}), env "
+            f"WHERE {g} IS NOT NULL AND ST_Intersects({g}::GEOMETRY, ST_MakeEnvelope($1, $2, $3, $4))) "
+            f"SELECT ST_AsMVT(t, {lname}, {EXTENT}, 'geom') FROM t WHERE geom IS NOT NULL")
+
+
+class TileMaker:
+    """Makes tiles with one shared DuckDB connection (a cursor per query) and an LRU cache."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._describe: dict[str, list[tuple[str, str]]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            if self._con is None:
+                self._con = duck.connect()
+            return self._con
+
+    def columns(self, glob: str) -> list[tuple[str, str]]:
+        """Names and DuckDB types of a Parquet version's columns (cached: a version never changes)."""
+        cols = self._describe.get(glob)
+        if cols is None:
+            cur = self._connection().cursor()
+            try:
+                cols = [(str(r[0]), str(r[1])) for r in
+                        cur.execute("DESCRIBE SELECT * FROM read_parquet(?)", [glob]).fetchall()]
+            finally:
+                cur.close()
+            self._describe[glob] = cols
+        return cols
+
+    def cached(self, key: tuple[Any, ...]) -> bytes | None:
+        with self._lock:
+            b = self._cache.get(key)
+            if b is not None:
+                self._cache.move_to_end(key)
+                self.hits += 1
+            return b
+
+    def make(self, key: tuple[Any, ...], sql: str, z: int, x: int, y: int) -> bytes:
+        """Run the tile query (or take it from the cache)."""
+        b = self.cached(key)
+        if b is not None:
+            return b
+        w, s, e, n = tile_bounds(z, x, y)
+        # a margin for the tile buffer, so features just outside still draw their edge
+        mx, my = (e - w) * BUFFER / EXTENT, (n - s) * BUFFER / EXTENT
+        cur = self._connection().cursor()
+        try:
+            row = cur.execute(sql, [w - mx, s - my, e + mx, n + my, z, x, y]).fetchone()
+        finally:
+            cur.close()
+        b = bytes(row[0]) if row is not None and row[0] is not None else b""
+        with self._lock:
+            self.misses += 1
+            self._cache[key] = b
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
+        return b
+
+    def close(self) -> None:
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+
+
+def _maker(request: Request) -> TileMaker:
+    tm: TileMaker | None = getattr(request.app.state, "tiles", None)
+    if tm is None:
+        tm = request.app.state.tiles = TileMaker()
+    return tm
+
+
+def _geometry(info: DatasetInfo) -> str:
+    for c in info.current.columns:
+        if str(c.get("type", "")).upper().startswith("GEOMETRY"):
+            return str(c["name"])
+    raise InputError(f"dataset {info.name!r} has no geometry, so it has no tiles", field="dataset",
+                     hint="tiles are made of spatial datasets (see /collections: itemType feature)")
+
+
+def _check_tile(z: int, x: int, y: int) -> None:
+    if not 0 <= z <= MAX_ZOOM:
+        raise InputError(f"zoom {z} is outside 0..{MAX_ZOOM}", field="z")
+    n = 2 ** z
+    if not (0 <= x < n and 0 <= y < n):
+        raise InputError(f"tile {z}/{x}/{y} does not exist: x and y must be in 0..{n - 1} at zoom {z}",
+                         field="x/y")
+
+
+def _etag(name: str, version: int, masked: dict[str, str], z: int, x: int, y: int) -> str:
+    m = hashlib.sha256(",".join(sorted(masked)).encode()).hexdigest()[:8] if masked else "all"
+    return f'"{name}-v{version}-{m}-{z}-{x}-{y}"'
+
+
+def _if_none_match(request: Request, etag: str) -> bool:
+    inm = request.headers.get("if-none-match")
+    if not inm:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
+    return "*" in tags or etag in tags
+
+
+@router.get("/tiles/{dataset}/{z}/{x}/{y}.mvt", summary="A vector tile of a spatial dataset",
+            responses={200: {"content": {MVT: {}}}, 304: {"description": "Not modified (ETag matched)"}})
+def tile(dataset: str, request: Request, ws: WsDep,
+         z: Annotated[int, Path(ge=0, le=MAX_ZOOM)], x: Annotated[int, Path(ge=0)],
+         y: Annotated[int, Path(ge=0)]) -> Response:
+    _check_tile(z, x, y)
+    info = ws.info(dataset)
+    geom = _geometry(info)
+    glob, masked = ws.stats_glob(dataset)  # access check + audit as the caller
+    version = info.current_version
+    etag = _etag(dataset, version, masked, z, x, y)
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
+    if _if_none_match(request, etag):
+        return Response(status_code=304, headers=headers)
+    tm = _maker(request)
+    key = (dataset, version, tuple(sorted(masked)), z, x, y)
+    body = tm.cached(key)
+    if body is None:
+        props = [(c, t.upper()) for c, t in tm.columns(glob) if c != geom and c not in masked and t.upper() in _PLAIN]
+        body = tm.make(key, tile_sql(glob, geom, props, dataset), z, x, y)
+    return Response(body, media_type=MVT, headers=headers)
+
+
+@router.get("/tiles/{dataset}.json", summary="TileJSON of a spatial dataset's vector tiles")
+def tilejson(dataset: str, request: Request, ws: WsDep) -> JSONResponse:
+    info = ws.info(dataset)
+    geom = _geometry(info)
+    glob, masked = ws.stats_glob(dataset)
+    fields = {c: t for c, t in _maker(request).columns(glob) if c != geom and c not in masked and t.upper() in _PLAIN}
+    v = info.current
+    bounds = v.extent or [-180.0, -85.0511, 180.0, 85.0511]
+    base = str(request.base_url).rstrip("/")
+    return JSONResponse({
+        "tilejson": "3.0.0", "name": dataset, "description": info.description, "version": f"{v.version}",
+        "scheme": "xyz", "tiles": [f"{base}/tiles/{dataset}/{{z}}/{{x}}/{{y}}.mvt"],
+        "minzoom": 0, "maxzoom": MAX_ZOOM, "bounds": bounds,
+        "center": [(bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2, 12],
+        "vector_layers": [{"id": dataset, "fields": fields, "minzoom": 0, "maxzoom": MAX_ZOOM}],
+    })
