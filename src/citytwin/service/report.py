@@ -35,11 +35,15 @@ def _twin_parts(request: Request) -> tuple[Any, Any]:
 
 
 @router.get("/views/{view}", summary="What a view of the operations center shows (economy, space, twin, catalog)")
-def view(view: str, request: Request, ws: WsDep) -> Response:
+def view(view: str, request: Request, ws: WsDep,
+         at: Annotated[str | None, Query(description="twin view: the stations at this past time (ISO 8601)")] = None
+         ) -> Response:
     from citytwin.workflows.report import dumps, view_data
+    from citytwin.workflows.twin import parse_time
 
     stores, hub = _twin_parts(request)
-    return Response(dumps(view_data(ws, view, stores=stores, hub=hub)), media_type="application/json")
+    when = None if at is None else parse_time(at)
+    return Response(dumps(view_data(ws, view, stores=stores, hub=hub, at=when)), media_type="application/json")
 
 
 @router.get("/reports/{view}", summary="A view as an HTML report or a PDF (maps, charts, tables)",

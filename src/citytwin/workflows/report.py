@@ -189,10 +189,32 @@ def _station_aqi(attrs: dict[str, Any]) -> tuple[int | None, dict[str, Any] | No
     return None, None
 
 
-def _twin(stores: TwinStores | None, hub: AlertHub | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"view": "twin", "stations": [], "alerts": []}
+def _attrs_at(stores: TwinStores, at: Any, window: str = "3h") -> dict[str, dict[str, Any]]:
+    """The latest PM2.5/PM10 readings per entity in the ``window`` up to ``at`` (from the history store)."""
+    import pandas as pd
+
+    end = pd.Timestamp(at)
+    end = end.tz_localize("UTC") if end.tzinfo is None else end
+    df = stores.history.query(properties=["pm25", "pm10"], start=end - pd.Timedelta(window),
+                              end=end + pd.Timedelta("1us"))
+    out: dict[str, dict[str, Any]] = {}
+    if df.empty:
+        return out
+    df = df.dropna(subset=["value"]).sort_values("time")
+    for (ent, prop), g in df.groupby(["entity", "property"]):
+        last = g.iloc[-1]
+        out.setdefault(str(ent), {})[str(prop)] = {"value": float(last["value"]), "unit": last.get("unit"),
+                                                   "observed_us": int(pd.Timestamp(last["time"]).value // 1000)}
+    return out
+
+
+def _twin(stores: TwinStores | None, hub: AlertHub | None, at: Any = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"view": "twin", "stations": [], "alerts": [], "at": None if at is None else str(at)}
     if stores is not None:
+        past = None if at is None else _attrs_at(stores, at)
         for e in stores.state.query(limit=10000):
+            if past is not None:
+                e = {**e, "attrs": past.get(e["id"], {})}
             v, cat = _station_aqi(e["attrs"])
             out["stations"].append({"id": e["id"], "type": e["type"], "lon": e["lon"], "lat": e["lat"],
                                     "name": e["static"].get("name") if isinstance(e["static"], dict) else None,
@@ -241,7 +263,7 @@ def _catalog(ws: Workspace) -> dict[str, Any]:
 
 
 def view_data(ws: Workspace, view: str, *, stores: TwinStores | None = None,
-              hub: AlertHub | None = None) -> dict[str, Any]:
+              hub: AlertHub | None = None, at: Any = None) -> dict[str, Any]:
     """What the operations center's ``view`` shows, as JSON-ready data.
 
     Parameters
@@ -252,6 +274,9 @@ def view_data(ws: Workspace, view: str, *, stores: TwinStores | None = None,
         One of :data:`VIEWS`.
     stores, hub
         The live twin's stores and alert hub (the twin view); None: the view has no stations/alerts.
+    at
+        The twin view at a past time (ISO 8601): each station's latest PM2.5/PM10 in the 3 hours up to
+        ``at`` from the history store, instead of the live state.
 
     Raises
     ------
@@ -268,7 +293,7 @@ def view_data(ws: Workspace, view: str, *, stores: TwinStores | None = None,
 
         if not access.can_read(ws.user, twin_classification(ws.settings), None):
             raise AccessDenied(f"role {ws.user.role!r} may not read the live twin")
-        return _twin(stores, hub)
+        return _twin(stores, hub, at)
     if view == "catalog":
         return _catalog(ws)
     raise InputError(f"unknown view {view!r}", field="view", hint=f"use one of {', '.join(VIEWS)}")
