@@ -136,7 +136,7 @@ async function initMap() {
     const vis = hiddenByDefault(c) ? "none" : "visible";
     const base = { source: c.id, "source-layer": c.id, layout: { visibility: vis } };
     style.layers.push({ ...base, id: `${c.id}-fill`, type: "fill", filter: polys,
-      paint: { "fill-color": color, "fill-opacity": c.schema === "admin_boundary" ? 0.25 : 0.7,
+      paint: { "fill-color": color, "fill-opacity": c.schema === "admin_boundary" ? 0.25 : c.schema === "poi" ? 0.3 : 0.7,
         "fill-outline-color": "#667" } });
     style.layers.push({ ...base, id: `${c.id}-line`, type: "line", filter: lines,
       paint: { "line-color": color, "line-width": c.schema === "street_network" ? 1.4 : 1 } });
@@ -436,6 +436,7 @@ async function renderTwin(move, at) {
   if (!S.info.twin.read) { box.textContent = t("twin.noaccess"); return; }
   const d = at ? await api(`/views/twin?at=${encodeURIComponent(at)}`) : await viewData("twin", true);
   const gj = stationsGeojson(d.stations);
+  S.twinGeojson = gj;
   setOverlay("twin", gj, [{ id: "twin-stations", type: "circle", paint: {
     "circle-radius": 9, "circle-stroke-color": "#222", "circle-stroke-width": 1,
     "circle-color": ["match", ["get", "level"], 1, AQI_COLORS[1], 2, AQI_COLORS[2], 3, AQI_COLORS[3], 4, AQI_COLORS[4], 5, AQI_COLORS[5], 6, AQI_COLORS[6], "#bbbbbb"] } }]);
@@ -479,7 +480,7 @@ function onSlider() {
 
 function renderAlerts() {
   const box = document.getElementById("alert-list");
-  const list = [...S.alerts.values()].sort((a, b) => String(b.first_seen || b.raised_at || "").localeCompare(String(a.first_seen || a.raised_at || "")));
+  const list = [...S.alerts.values()].sort((a, b) => String(b.opened_at || "").localeCompare(String(a.opened_at || "")));
   if (!list.length) { box.innerHTML = `<p class="hint">${esc(t("twin.noalerts"))}</p>`; return; }
   const write = S.info.twin.write;
   box.innerHTML = list.slice(0, 50).map((a) => `<div class="alert ${esc(a.status)}" data-alert="${esc(a.id)}">
