@@ -44,7 +44,7 @@ WsDep = Annotated[Workspace, Depends(user_workspace)]
 def _time_column(info: DatasetInfo) -> str | None:
     for c in info.current.columns:
         t = str(c.get("type", "")).upper()
-        if t.startswith("TIMESTAMP") or t == "DATE":
+        if t.startswith(("TIMESTAMP", "DATETIME64")) or t == "DATE":
             return str(c["name"])
     return None
 

@@ -109,11 +109,23 @@ def _dataset_name(text: str, what: str) -> str:
         raise InputError(str(exc), field=what) from None
 
 
+def _dataset(ws: Workspace, text: Any, what: str) -> str:
+    """A dataset input: a catalog name the user may read — never a file of the server (a job reads
+    only governed data, checked and audited as the user who started it)."""
+    name = _dataset_name(str(text), what)
+    if Path(name).exists():
+        raise InputError(f"{name!r} names a file in the server's folder as well as a dataset; not reading it",
+                         field=what, hint="jobs read catalog datasets only")
+    ws.info(name)  # exists, and the user may read it (AccessDenied otherwise)
+    return name
+
+
 def economy_index(ws: Workspace, inputs: dict[str, Any], progress: Progress) -> dict[str, Any]:
     """B1–B3: the composite index of a panel dataset (:func:`citytwin.workflows.economy.build_index`)."""
     from citytwin.workflows.economy import build_index
 
     name = _dataset_name(inputs["name"], "name")
+    _dataset(ws, inputs["panel"], "panel")
     progress(5, f"reading panel {inputs['panel']}")
     with tempfile.TemporaryDirectory(dir=ws.root / "tmp") as tmp:
         spec = Path(tmp) / "spec.json"  # YAML is a superset of JSON
@@ -131,6 +143,9 @@ def economy_disparity(ws: Workspace, inputs: dict[str, Any], progress: Progress)
     from citytwin.workflows.disparity import run_disparity
 
     name = _dataset_name(inputs["name"], "name")
+    _dataset(ws, inputs["panel"], "panel")
+    if inputs.get("boundaries"):
+        _dataset(ws, inputs["boundaries"], "boundaries")
     progress(5, f"reading panel {inputs['panel']}")
 
     def on_period(i: int, n: int) -> None:
@@ -155,6 +170,8 @@ def spatial_structure(ws: Workspace, inputs: dict[str, Any], progress: Progress)
 
     name = _dataset_name(inputs["name"], "name")
     res_h3 = int(inputs["resolution"])
+    for layer in ("pois", "buildings", "streets") if inputs.get("life_circles") else ("pois",):
+        _dataset(ws, inputs[layer], layer)
     progress(5, f"reading {inputs['pois']}")
     inp = load_inputs(None, ws, {"pois"}, pois=inputs["pois"])
     progress(20, "finding centers (D1)")
@@ -186,7 +203,7 @@ def _s(desc: str, **schema: Any) -> dict[str, Any]:
 PROCESSES: dict[str, Process] = {p.id: p for p in (
     Process("economy-index", "Composite index (B1–B3)",
             "Entropy / TOPSIS / CRITIC / PCA composite index of a panel dataset; stores NAME and NAME_weights.",
-            {"panel": _s("panel dataset (or file) name", type="string"),
+            {"panel": _s("panel dataset name", type="string"),
              "spec": _s("index specification (id, time, indicators with direction)", type="object"),
              "method": _s("weighting method", type="string", enum=["entropy", "topsis", "critic", "pca", "equal"],
                           default="entropy"),
@@ -194,7 +211,7 @@ PROCESSES: dict[str, Process] = {p.id: p for p in (
             economy_index, required=("panel", "spec")),
     Process("economy-disparity", "Disparity and its decomposition (B4)",
             "Gini, Theil (between/within), Dagum, σ and Moran's I by period; stores NAME_* datasets.",
-            {"panel": _s("long panel dataset (or file)", type="string"),
+            {"panel": _s("long panel dataset", type="string"),
              "value": _s("value column", type="string"), "group": _s("group (region) column", type="string"),
              "time": _s("period column", type="string"), "weight": _s("population weight column", type="string"),
              "boundaries": _s("boundary polygons dataset, for Moran's I", type="string"),
