@@ -17,6 +17,20 @@ fi
 # the source), so the first large ingest of points does not spend ~5-10 s compiling them
 .venv/bin/python -c "import numpy as np, pyarrow as pa; from citytwin.foundation import cleannumba, h3numba; h3numba.cells_array(np.array([116.4]), np.array([39.9]), 9); cleannumba.dirty_mask(pa.array(['x']), whitespace=' ', tokens=('',))" \
   || echo "note: numba kernels could not be compiled; ingest computes H3 cells and cleans text in SQL instead" >&2
+if [ "${1:-}" = "--test" ]; then
+  need=()
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  command -v npm >/dev/null 2>&1 || need+=(npm)
+  # Chinese text in the browser tests' screenshots and in PDF reports needs a CJK font
+  { command -v fc-list >/dev/null 2>&1 && fc-list :lang=zh | grep -q .; } || need+=(fonts-wqy-zenhei)
+  if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
 # the operations center's browser libraries (MapLibre GL JS, ECharts) from npm, served locally
 # from src/citytwin/service/web/vendor/ (no CDN at run time)
 VENDOR=src/citytwin/service/web/vendor
@@ -27,16 +41,5 @@ if command -v npm >/dev/null 2>&1; then
      web/node_modules/echarts/dist/echarts.min.js "$VENDOR"/
 else
   echo "note: npm not found; the web operations center needs MapLibre GL JS and ECharts in $VENDOR (install npm and rerun)" >&2
-fi
-if [ "${1:-}" = "--test" ]; then
-  need=()
-  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
-  [ -x /usr/bin/chromium ] || need+=(chromium)
-  if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  fi
 fi
 echo "citytwin set up in $(pwd)/.venv"

@@ -71,21 +71,31 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def web_server(tmp_path_factory: pytest.TempPathFactory, chromium_path: str) -> Iterator[Server]:
-    import httpx
-
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo workspace (built once per session) with a viewer, an operator and a sensitive layer."""
     from citytwin.foundation.workspace import Workspace
-    from citytwin.service.server import WEB_DIR
     from citytwin.workflows.demo import build_demo
 
-    if not (WEB_DIR / "vendor" / "maplibre-gl.js").exists():
-        pytest.fail(f"{WEB_DIR / 'vendor'} lacks MapLibre/ECharts: run scripts/setup.sh (npm ci in web/)")
     root = tmp_path_factory.mktemp("web") / "demo"
     build_demo(root)
     ws = Workspace.open(root, user="admin")
     ws.add_user("viewer", "viewer", "transport")
     ws.add_user("operator", "integrator", "environment")
     ws.set_classification("helsinki_buildings", "sensitive")
+    return root
+
+
+@pytest.fixture(scope="session")
+def web_server(demo_root: Path, chromium_path: str) -> Iterator[Server]:
+    import httpx
+
+    from citytwin.foundation.workspace import Workspace
+    from citytwin.service.server import WEB_DIR
+
+    if not (WEB_DIR / "vendor" / "maplibre-gl.js").exists():
+        pytest.fail(f"{WEB_DIR / 'vendor'} lacks MapLibre/ECharts: run scripts/setup.sh (npm ci in web/)")
+    root = demo_root
+    ws = Workspace.open(root, user="admin")
     srv = Server("", root)
     for user in ("admin", "viewer", "operator", "resident"):
         srv.tokens[user] = ws.catalog.issue_token(user)[1]

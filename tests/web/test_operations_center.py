@@ -152,6 +152,25 @@ def test_language_switches(new_page, screenshots):
     _local_only(w)
 
 
+def test_job_progress_shown_in_the_browser(new_page, screenshots):
+    w = new_page()
+    w.sign_in("admin")
+    w.page.click('#tabs button[data-view="space"]')
+    # every progress value the page shows, as it shows it
+    w.page.evaluate("""() => { window.seenProgress = []; new MutationObserver(() => {
+        for (const b of document.querySelectorAll('#job-progress .progress > div')) window.seenProgress.push(b.style.width);
+      }).observe(document.getElementById('job-progress'), {subtree: true, attributes: true, childList: true}); }""")
+    w.page.click('button[data-process="spatial-structure"]', timeout=30_000)
+    w.page.wait_for_selector('#job-progress [data-status="successful"]', timeout=120_000)
+    text = w.page.inner_text("#job-progress")
+    assert "spatial_centers v" in text and "spatial_mix v" in text
+    seen = w.page.evaluate("window.seenProgress")
+    assert seen[-1] == "100%" and len(set(seen)) >= 2
+    w.page.wait_for_selector("#space-centers table", timeout=30_000)
+    w.page.screenshot(path=str(screenshots / "space.png"))
+    _local_only(w)
+
+
 def test_role_without_clearance_does_not_see_the_sensitive_layer(new_page, web_server):
     w = new_page()
     w.sign_in("viewer")

@@ -102,7 +102,7 @@ def _readable(ws: Workspace, name: str) -> bool:
 
     if not ws.catalog.exists(name):
         return False
-    info = ws.info(name)
+    info = ws.catalog.get(name)
     return access.can_read(ws.user, info.classification, info.department)
 
 
@@ -289,9 +289,11 @@ def view_data(ws: Workspace, view: str, *, stores: TwinStores | None = None,
         return _space(ws)
     if view == "twin":
         from citytwin.foundation import access
-        from citytwin.service.auth import twin_classification
+        from citytwin.foundation.catalog import check_classification
 
-        if not access.can_read(ws.user, twin_classification(ws.settings), None):
+        # the twin's classification: workspace setting twin_classification (as citytwin.service.auth reads it)
+        cls = check_classification(str(ws.settings.get("twin_classification", "internal")))
+        if not access.can_read(ws.user, cls, None):
             raise AccessDenied(f"role {ws.user.role!r} may not read the live twin")
         return _twin(stores, hub, at)
     if view == "catalog":

@@ -408,7 +408,7 @@ async function runJob(proc, inputs) {
     if (["successful", "failed", "dismissed"].includes(s.status)) {
       if (s.status === "successful") {
         const res = await api(`/jobs/${job.jobID}/results`);
-        const names = JSON.stringify(res.datasets || res.outputs || res).slice(0, 300);
+        const names = (res.datasets || []).map((x) => `${x.dataset} v${x.version}`).join(", ");
         text.textContent += " · " + t("job.results", { list: names });
         S.data.space = null;
       }
@@ -420,6 +420,10 @@ async function runJob(proc, inputs) {
 
 // -- twin --
 const AQI_COLORS = ["#00e400", "#00e400", "#ffff00", "#ff7e00", "#ff0000", "#99004c", "#7e0023"];
+
+function stationName(s) {
+  return s.name || s.id.split(":").pop();
+}
 
 function stationsGeojson(stations) {
   return {
@@ -443,7 +447,7 @@ async function renderTwin(move, at) {
   if (move && gj.features.length) fitGeojson(gj, 80);
   legend(AQI_COLORS.slice(1).map((c, i) => `<span class="swatch" style="background:${c}"></span>${i + 1}`).join(" "));
   box.innerHTML = d.stations.length ? table(d.stations.map((s) => ({
-    id: s.id, aqi: s.aqi, level: s.category ? (S.lang === "zh" ? s.category.zh : s.category.en) : "",
+    id: stationName(s), aqi: s.aqi, level: s.category ? (S.lang === "zh" ? s.category.zh : s.category.en) : "",
     pm25: s.attrs.pm25 ? s.attrs.pm25.value : null,
   })), [["id", t("col.id")], ["aqi", t("col.aqi")], ["level", t("col.level")], ["pm25", "PM2.5"]]) : `<p class="hint">${esc(t("twin.nostations"))}</p>`;
   if (!at) {
@@ -452,7 +456,7 @@ async function renderTwin(move, at) {
     setupSlider(d.span);
     const sel = document.getElementById("forecast-entity");
     const cur = sel.value;
-    sel.innerHTML = d.stations.map((s) => `<option value="${esc(s.id)}">${esc(s.id)}</option>`).join("");
+    sel.innerHTML = d.stations.map((s) => `<option value="${esc(s.id)}">${esc(stationName(s))}</option>`).join("");
     if (cur) sel.value = cur;
     if (d.stations.length) renderForecast(sel.value);
   }
@@ -558,16 +562,16 @@ function onAlertEvent(rec) {
 async function renderForecast(entity) {
   if (!entity) return;
   const [hist, fc] = await Promise.all([
-    api(`/twin/v1/history?entity=${encodeURIComponent(entity)}&property=pm25&maxPoints=400`),
+    api(`/twin/v1/history?entity=${encodeURIComponent(entity)}&property=pm25&interval=1%20hour&funcs=avg`),
     api(`/twin/v1/forecasts?entity=${encodeURIComponent(entity)}&property=pm25`),
   ]);
-  const actual = hist.data.map((r) => [r.time, r.value ?? r.avg ?? null]);
+  const actual = hist.data.map((r) => [r.time, r.avg ?? r.value ?? null]);
   const byModel = {};
   for (const f of fc.forecasts || []) (byModel[f.model] ||= []).push([f.target_time, f.value ?? f.forecast ?? null]);
   chart("chart-forecast").setOption({
     grid: { left: 45, right: 10, top: 30, bottom: 30 }, tooltip: { trigger: "axis" }, legend: { top: 0 },
     xAxis: { type: "time" }, yAxis: { type: "value", name: "PM2.5" },
-    series: [{ name: t("twin.actual"), type: "line", showSymbol: false, data: actual },
+    series: [{ name: t("twin.actual"), type: "line", showSymbol: actual.length < 60, data: actual },
       ...Object.entries(byModel).map(([m, data]) => ({ name: t("twin.forecastline", { model: m }), type: "line", data }))],
   }, true);
 }
@@ -576,8 +580,8 @@ async function renderForecast(entity) {
 async function renderCatalog() {
   const d = await viewData("catalog");
   document.getElementById("catalog-table").innerHTML = table(d.datasets, [
-    ["name", t("col.name")], ["kind", t("col.kind")], ["classification", t("col.classification")],
-    ["version", t("col.version")], ["rows", t("col.rows")], ["quarantined", t("col.quarantined")], ["quality", t("col.quality")]]);
+    ["name", t("col.name")], ["classification", t("col.classification")], ["version", t("col.version")],
+    ["rows", t("col.rows")], ["quarantined", t("col.quarantined")], ["quality", t("col.quality")]]);
   const kinds = [...new Set(d.datasets.map((x) => x.kind))];
   chart("chart-lineage").setOption({
     tooltip: {}, legend: { top: 0, data: kinds },
