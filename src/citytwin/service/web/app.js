@@ -275,7 +275,7 @@ async function renderEconomy(move) {
     legend(`${esc(t("economy.legend"))}: ${SCORE_COLORS.map((c) => `<span class="swatch" style="background:${c}"></span>`).join("")} ${fmt(lo, 1)}–${fmt(hi, 1)}`);
   }
   const sc = chart("chart-rankgap");
-  sc.setOption({
+  sc.setOption({ animation: false,
     grid: { left: 50, right: 20, top: 20, bottom: 40 },
     tooltip: { formatter: (p) => `${esc(p.data.name)}<br>${esc(t("economy.gdprank"))} ${p.data.value[0]} · ${esc(t("economy.derank"))} ${p.data.value[1]}` },
     xAxis: { name: t("economy.gdprank"), nameLocation: "middle", nameGap: 25, type: "value", inverse: false },
@@ -294,7 +294,7 @@ async function renderEconomy(move) {
     const top = idx.rows.slice(0, 25);
     const tiers = [...new Set(idx.rows.map((r) => r.tier))];
     const colors = ["#1a9850", "#91cf60", "#fc8d59", "#d73027", "#999"];
-    ic.setOption({
+    ic.setOption({ animation: false,
       grid: { left: 40, right: 10, top: 24, bottom: 30 },
       tooltip: {},
       legend: { data: tiers.map(String), top: 0 },
@@ -303,11 +303,11 @@ async function renderEconomy(move) {
       series: tiers.map((tier, i) => ({ name: String(tier), type: "bar", stack: "s", color: colors[i % colors.length],
         data: top.map((r) => (r.tier === tier ? r.score : null)) })),
     }, true);
-  } else ic.setOption({ title: { text: t("economy.none"), textStyle: { fontSize: 12 } } }, true);
+  } else ic.setOption({ animation: false, title: { text: t("economy.none"), textStyle: { fontSize: 12 } } }, true);
   const dc = chart("chart-dagum");
   if (d.disparity) {
     const r = d.disparity.rows;
-    dc.setOption({
+    dc.setOption({ animation: false,
       grid: { left: 45, right: 10, top: 30, bottom: 30 },
       tooltip: { trigger: "axis" },
       legend: { top: 0, data: [t("economy.within"), t("economy.between"), t("economy.trans"), t("economy.gini")] },
@@ -335,7 +335,7 @@ function showCity(city) {
     + table([{ a: t("economy.derank"), b: r.de_rank }, { a: t("economy.gdprank"), b: r.gdp_rank },
       { a: t("economy.placesabove"), b: r.places_above }], [["a", ""], ["b", ""]]);
   box.dataset.city = city;
-  chart("chart-city").setOption({
+  chart("chart-city").setOption({ animation: false,
     grid: { left: 45, right: 10, top: 30, bottom: 30 },
     tooltip: { trigger: "axis" },
     title: { text: t("economy.score"), textStyle: { fontSize: 12 } },
@@ -358,7 +358,7 @@ async function renderSpace(move) {
     legend(`<span class="swatch" style="background:#e41a1c"></span>${esc(t("space.centers"))}`);
   }
   if (d.mix) {
-    chart("chart-mix").setOption({
+    chart("chart-mix").setOption({ animation: false,
       grid: { left: 45, right: 10, top: 10, bottom: 70 }, tooltip: {},
       xAxis: { type: "category", data: d.mix.rows.map((r) => r.category), axisLabel: { rotate: 50, fontSize: 10 } },
       yAxis: { type: "value", name: t("space.count") },
@@ -367,7 +367,7 @@ async function renderSpace(move) {
   }
   if (d.coverage) {
     const rows = d.coverage.rows;
-    chart("chart-coverage").setOption({
+    chart("chart-coverage").setOption({ animation: false,
       grid: { left: 90, right: 20, top: 10, bottom: 30 }, tooltip: {},
       xAxis: { type: "value", max: 1, name: t("space.share") },
       yAxis: { type: "category", data: rows.map((r) => r.category) },
@@ -568,7 +568,7 @@ async function renderForecast(entity) {
   const actual = hist.data.map((r) => [r.time, r.avg ?? r.value ?? null]);
   const byModel = {};
   for (const f of fc.forecasts || []) (byModel[f.model] ||= []).push([f.target_time, f.value ?? f.forecast ?? null]);
-  chart("chart-forecast").setOption({
+  chart("chart-forecast").setOption({ animation: false,
     grid: { left: 45, right: 10, top: 30, bottom: 30 }, tooltip: { trigger: "axis" }, legend: { top: 0 },
     xAxis: { type: "time" }, yAxis: { type: "value", name: "PM2.5" },
     series: [{ name: t("twin.actual"), type: "line", showSymbol: actual.length < 60, data: actual },
@@ -583,7 +583,7 @@ async function renderCatalog() {
     ["name", t("col.name")], ["classification", t("col.classification")], ["version", t("col.version")],
     ["rows", t("col.rows")], ["quarantined", t("col.quarantined")], ["quality", t("col.quality")]]);
   const kinds = [...new Set(d.datasets.map((x) => x.kind))];
-  chart("chart-lineage").setOption({
+  chart("chart-lineage").setOption({ animation: false,
     tooltip: {}, legend: { top: 0, data: kinds },
     series: [{
       type: "graph", layout: "force", roam: true, draggable: true, force: { repulsion: 180, edgeLength: 80 },
