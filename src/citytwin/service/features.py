@@ -153,15 +153,26 @@ def parse_datetime(text: str | None) -> tuple[pd.Timestamp | None, pd.Timestamp 
 
 
 def _filtered(ws: Workspace, info: DatasetInfo, bbox: tuple[float, float, float, float] | None,
-              when: tuple[pd.Timestamp | None, pd.Timestamp | None] | None) -> pd.DataFrame:
-    """The dataset read as the caller (checked, masked, audited), with ``_fid`` and the filters applied."""
+              when: tuple[pd.Timestamp | None, pd.Timestamp | None] | None,
+              upto: int | None = None) -> tuple[pd.DataFrame, int]:
+    """The dataset read as the caller (checked, masked, audited), with ``_fid`` and the filters applied,
+    and the number of features matched.
+
+    Without a filter only the first ``upto`` records are read (the number matched is the version's
+    row count); with ``bbox`` or ``datetime`` the version is read whole and filtered here.
+    """
     geom = _geometry_column(info)
     tcol = _time_column(info)
     if bbox is not None and geom is None:
         raise InputError(f"collection {info.name!r} has no geometry to filter by bbox", field="bbox")
     if when is not None and tcol is None:
         raise InputError(f"collection {info.name!r} has no time column to filter by datetime", field="datetime")
-    df = ws.read(info.name)
+    if bbox is None and when is None:
+        df = ws.read(info.name, info.current_version, limit=upto)
+        df.insert(0, "_fid", range(len(df)))
+        total = info.current.rows_kept
+        return df, int(total) if total is not None else len(df)
+    df = ws.read(info.name, info.current_version)
     df.insert(0, "_fid", range(len(df)))
     if bbox is not None and geom is not None and len(df):
         import geopandas as gpd
@@ -176,7 +187,7 @@ def _filtered(ws: Workspace, info: DatasetInfo, bbox: tuple[float, float, float,
         if when[1] is not None:
             keep &= t <= when[1]
         df = df[keep.to_numpy()]
-    return df
+    return df, len(df)
 
 
 def _box(minx: float, miny: float, maxx: float, maxy: float) -> Any:
@@ -230,8 +241,7 @@ def items(collection_id: str, request: Request, ws: WsDep,
     box_ = parse_bbox(bbox)
     when = parse_datetime(datetime)
     csv = _wants_csv(request, f)
-    df = _filtered(ws, info, box_, when)
-    matched = len(df)
+    df, matched = _filtered(ws, info, box_, when, upto=offset + limit)
     page = df.iloc[offset:offset + limit]
     geom = _geometry_column(info)
     if csv:
@@ -257,10 +267,10 @@ def items(collection_id: str, request: Request, ws: WsDep,
             responses={200: {"content": {GEOJSON: {}}}})
 def item(collection_id: str, fid: int, request: Request, ws: WsDep) -> Response:
     info = ws.info(collection_id)
-    df = _filtered(ws, info, None, None)
+    df, total = _filtered(ws, info, None, None, upto=max(fid, 0) + 1)
     if fid < 0 or fid >= len(df):
         raise NotFoundError(f"collection {collection_id!r} has no feature {fid}",
-                            hint=f"features are numbered 0..{len(df) - 1}")
+                            hint=f"features are numbered 0..{total - 1}")
     feat = features(df.iloc[fid:fid + 1], _geometry_column(info))[0]
     feat["links"] = [{"href": f"{_base(request)}/collections/{collection_id}/items/{fid}", "rel": "self",
                       "type": GEOJSON},

@@ -117,7 +117,10 @@ def issue(history: HistoryStore, store: ForecastStore, *, property: str = "pm25"
                              hint="ingest or replay data first")
         at_ts = span[1]
     else:
-        at_ts = pd.Timestamp(at)
+        try:
+            at_ts = pd.Timestamp(at)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise InputError(f"'at' {str(at)[:80]!r} is not a time: {exc}"[:300], field="at") from None
         at_ts = at_ts.tz_localize("UTC") if at_ts.tzinfo is None else at_ts.tz_convert("UTC")
     issued = at_ts.floor(step)
     obs = history.query(entities=list(entities) if entities else None, properties=property,

@@ -3,7 +3,8 @@
 ``citytwin serve -w WS`` runs :func:`create_server_app` under uvicorn. The app holds:
 
 * the live twin's API (:func:`citytwin.service.app.create_app`: NGSI-LD entities, history,
-  observations, forecasts, alerts and their SSE stream ``/twin/v1/alerts/stream``), unchanged;
+  observations, forecasts, alerts and their SSE stream ``/twin/v1/alerts/stream``), unchanged, plus
+  an SSE stream of observation updates ``/twin/v1/observations/stream`` (:mod:`~citytwin.service.live`);
 * the dataset API: OGC API – Features collections (:mod:`~citytwin.service.features`), vector
   tiles (:mod:`~citytwin.service.tiles`), catalog records, quality and lineage
   (:mod:`~citytwin.service.catalog_api`), jobs (:mod:`~citytwin.service.jobs`);
@@ -30,9 +31,9 @@ from pydantic import BaseModel, Field
 from citytwin.foundation import access
 from citytwin.foundation.errors import AccessDenied, CitytwinError, NotFoundError
 from citytwin.foundation.workspace import Workspace
-from citytwin.service import catalog_api, features, jobs, tiles
+from citytwin.service import catalog_api, features, jobs, live, tiles
 from citytwin.service.apiauth import ApiGuard, login_info, require_user
-from citytwin.service.auth import AuthError, Principal
+from citytwin.service.auth import AuthError, Principal, require_token
 
 __all__ = ["WEB_DIR", "create_server_app"]
 
@@ -99,6 +100,7 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
     app.include_router(tiles.router)
     app.include_router(catalog_api.router)
     app.include_router(jobs.router)
+    live.install(app, [Depends(require_token)])
     from citytwin.service import report as report_api  # views and reports of the web app (ocweb)
     app.include_router(report_api.router)
 

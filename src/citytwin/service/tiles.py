@@ -8,8 +8,11 @@
   from an old tile.
 * ``GET /tiles/{dataset}.json`` — TileJSON 3.0 (tile URL template, bounds, zooms, layer fields).
 
-The dataset is opened through :meth:`~citytwin.foundation.workspace.Workspace.stats_glob` as the
-caller: the access check (403 for a role without clearance) and an audit row per tile request.
+Every tile request checks the caller's access to the dataset (403 for a role without clearance,
+audited as ``read.tile`` ``denied``) and is one audit row (``api.read``, naming the tile); a tile not
+in the cache is made from the files opened through
+:meth:`~citytwin.foundation.workspace.Workspace.stats_glob` (access checked again, audited as
+``read.stats``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import duckdb
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 
-from citytwin.foundation import duck
+from citytwin.foundation import access, duck
 from citytwin.foundation.catalog import DatasetInfo
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.workspace import Workspace, quote_ident
@@ -201,10 +204,13 @@ def tile(dataset: str, request: Request, ws: WsDep,
          z: Annotated[int, Path(ge=0, le=MAX_ZOOM)], x: Annotated[int, Path(ge=0)],
          y: Annotated[int, Path(ge=0)]) -> Response:
     _check_tile(z, x, y)
-    info = ws.info(dataset)
+    info = _readable(ws, dataset)
     geom = _geometry(info)
-    glob, masked = ws.stats_glob(dataset)  # access check + audit as the caller
     version = info.current_version
+    # the columns this role sees masked, from the version's record (the same rule as Workspace.pii_columns)
+    declared = {c["name"]: c["pii"] for c in info.current.columns if c.get("pii")}
+    pii = access.detect_pii([c["name"] for c in info.current.columns], declared)
+    masked = {} if ws.user.r.sees_personal_data else pii
     etag = _etag(dataset, version, masked, z, x, y)
     headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
     if _if_none_match(request, etag):
@@ -212,15 +218,31 @@ def tile(dataset: str, request: Request, ws: WsDep,
     tm = _maker(request)
     key = (dataset, version, tuple(sorted(masked)), z, x, y)
     body = tm.cached(key)
-    if body is None:
-        props = [(c, t.upper()) for c, t in tm.columns(glob) if c != geom and c not in masked and t.upper() in _PLAIN]
+    if body is None:  # a miss reads the files: through stats_glob (access check again, audited as read.stats)
+        glob, masked2 = ws.stats_glob(dataset, version)
+        hide = set(masked) | set(masked2)
+        props = [(c, t.upper()) for c, t in tm.columns(glob) if c != geom and c not in hide and t.upper() in _PLAIN]
         body = tm.make(key, tile_sql(glob, geom, props, dataset), z, x, y)
     return Response(body, media_type=MVT, headers=headers)
 
 
+def _readable(ws: Workspace, dataset: str) -> DatasetInfo:
+    """The dataset's record if the caller may read it; a refusal is audited with the dataset (then 403).
+
+    A cached tile is served after this check and the request's own audit row (which names the tile);
+    a tile made afresh adds a ``read.stats`` row.
+    """
+    try:
+        return ws.info(dataset)
+    except access.AccessDenied as exc:
+        ws.catalog.audit(user=ws.user.name, role=ws.user.role, action="read.tile", dataset=dataset,
+                         outcome="denied", detail=str(exc)[:500])
+        raise
+
+
 @router.get("/tiles/{dataset}.json", summary="TileJSON of a spatial dataset's vector tiles")
 def tilejson(dataset: str, request: Request, ws: WsDep) -> JSONResponse:
-    info = ws.info(dataset)
+    info = _readable(ws, dataset)
     geom = _geometry(info)
     glob, masked = ws.stats_glob(dataset)
     fields = {c: t for c, t in _maker(request).columns(glob) if c != geom and c not in masked and t.upper() in _PLAIN}

