@@ -185,6 +185,8 @@ def test_role_without_clearance_does_not_see_the_sensitive_layer(new_page, web_s
     p.sign_in("resident")
     assert p.page.locator('#tabs button[data-view="twin"]').is_hidden()
     assert p.page.locator('#tabs button[data-view="economy"]').is_visible()
+    for path in ("/views/twin", "/reports/twin"):
+        assert httpx.get(web_server.url + path, headers=web_server.headers("resident")).status_code == 403
     _local_only(p)
 
 

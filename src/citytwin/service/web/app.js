@@ -509,16 +509,15 @@ function toast(text) {
   setTimeout(() => el.remove(), 8000);
 }
 
-// Server-Sent Events read with fetch (so the bearer token travels in a header, not in the URL).
-async function startAlertStream() {
-  const ctrl = new AbortController();
-  S.stream = ctrl;
+// Server-Sent Events read with fetch (so the bearer token travels in a header, not in the URL);
+// reconnects after 2 s with Last-Event-ID so that no event is missed.
+async function openStream(path, onEvent, ctrl) {
   let last = null;
   for (;;) {
     try {
       const headers = { Authorization: `Bearer ${S.token}` };
       if (last !== null) headers["Last-Event-ID"] = String(last);
-      const r = await fetch("/twin/v1/alerts/stream", { headers, signal: ctrl.signal });
+      const r = await fetch(path, { headers, signal: ctrl.signal });
       const reader = r.body.getReader();
       const dec = new TextDecoder();
       let buf = "";
@@ -537,7 +536,7 @@ async function startAlertStream() {
             else if (line.startsWith("data:")) ev.data += line.slice(5).trim();
           }
           if (ev.id) last = ev.id;
-          if (ev.data) onAlertEvent(JSON.parse(ev.data));
+          if (ev.data) onEvent(JSON.parse(ev.data), ev.event);
         }
       }
     } catch (e) {
@@ -547,16 +546,30 @@ async function startAlertStream() {
   }
 }
 
+function startAlertStream() {
+  const ctrl = new AbortController();
+  S.stream = ctrl;
+  openStream("/twin/v1/alerts/stream", onAlertEvent, ctrl);
+  // observation updates: the stations' colours follow the live state while the slider is at "live"
+  openStream("/twin/v1/observations/stream", () => {
+    const sl = document.getElementById("time-slider");
+    if (S.view === "twin" && sl.value === sl.max) refreshTwinSoon();
+  }, ctrl);
+}
+
+function refreshTwinSoon() {
+  clearTimeout(S.twinTimer);
+  S.twinTimer = setTimeout(() => renderTwin(false).catch(showError), 300);
+}
+
 function onAlertEvent(rec) {
   const a = rec.alert;
   if (!a) return;
   S.alerts.set(a.id, a);
   if (rec.kind === "open") toast(t("twin.newalert", { rule: a.rule, entity: a.entity }));
   renderAlerts();
-  if (S.view === "twin") {
-    clearTimeout(S.twinTimer);
-    S.twinTimer = setTimeout(() => renderTwin(false).catch(showError), 300);
-  }
+  const sl = document.getElementById("time-slider");
+  if (S.view === "twin" && sl.value === sl.max) refreshTwinSoon();
 }
 
 async function renderForecast(entity) {
