@@ -479,17 +479,39 @@ def _catalog_html(d: dict[str, Any]) -> list[str]:
                                "quality"]))
     parts.append("<h2>Lineage · 数据血缘</h2>")
     if d["lineage"]:
-        import networkx as nx
-
-        g = nx.DiGraph()
-        g.add_edges_from((e["source"], e["target"]) for e in d["lineage"])
         fig, ax = _fig(6.4, 4.2)
-        pos = nx.spring_layout(g, seed=1)
-        nx.draw_networkx(g, pos, ax=ax, node_size=300, font_size=7, node_color="#aec7e8", arrows=True)
+        pos = _layers_layout(d["lineage"])
+        for e in d["lineage"]:
+            ax.annotate("", xy=pos[e["target"]], xytext=pos[e["source"]],
+                        arrowprops={"arrowstyle": "->", "color": "#888", "shrinkA": 6, "shrinkB": 6})
+        for name, (x, y) in pos.items():
+            ax.plot([x], [y], "o", color="#aec7e8", markersize=9, markeredgecolor="#333")
+            ax.annotate(name, (x, y), xytext=(6, 3), textcoords="offset points", fontsize=7)
+        ax.set_xlim(-0.3, max(x for x, _ in pos.values()) + 1.2)
         ax.set_axis_off()
         parts.append(_png(fig))
     parts.append(_table(d["lineage"]))
     return parts
+
+
+def _layers_layout(edges: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Positions of a lineage graph's datasets: each one column right of its deepest input."""
+    nodes = sorted({e["source"] for e in edges} | {e["target"] for e in edges})
+    inputs: dict[str, list[str]] = {n: [] for n in nodes}
+    for e in edges:
+        inputs[e["target"]].append(e["source"])
+    depth: dict[str, int] = {}
+
+    def level(n: str, seen: frozenset[str] = frozenset()) -> int:
+        if n not in depth:
+            ins = [i for i in inputs[n] if i not in seen]
+            depth[n] = 1 + max((level(i, seen | {n}) for i in ins), default=-1)
+        return depth[n]
+
+    cols: dict[int, list[str]] = {}
+    for n in nodes:
+        cols.setdefault(level(n), []).append(n)
+    return {n: (float(x), float(-y)) for x, col in cols.items() for y, n in enumerate(col)}
 
 
 CSS = """body{font-family:'Noto Sans CJK SC','WenQuanYi Zen Hei',sans-serif;margin:24px;color:#222}
