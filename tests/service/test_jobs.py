@@ -133,3 +133,45 @@ def test_cancel(client: TestClient, service_ws: ServiceWorkspace, slow_process: 
     st = _wait(client, h, job_id, timeout=30)
     assert st["status"] == "dismissed" and st["message"] == "cancelled"
     assert client.get("/jobs/nope", headers=h).status_code == 404
+
+
+def test_economy_disparity_job(client: TestClient, service_ws: ServiceWorkspace) -> None:
+    import libpysal
+
+    from citytwin.economy.dagum import dagum_gini
+
+    wide = pd.read_csv(libpysal.examples.get_path("mexico.csv"))
+    long = wide.melt(id_vars=["State", "hanson98"], value_vars=[f"pcgdp{y}" for y in range(1940, 2001, 10)],
+                     var_name="year", value_name="pcgdp")
+    long["year"] = long["year"].str[5:].astype(int)
+    long = long.rename(columns={"State": "state", "hanson98": "region"})
+    if not service_ws.ws.catalog.exists("mexico_long"):
+        service_ws.ws.write_derived("mexico_long", long, inputs=[], parameters={}, classification="public")
+    h = service_ws.headers("steward")
+    r = client.post("/processes/economy-disparity/execution", headers=h, json={"inputs": {
+        "panel": "mexico_long", "value": "pcgdp", "group": "region", "time": "year", "id": "state",
+        "permutations": 0, "name": "mexico_disp"}})
+    assert r.status_code == 201, r.text
+    st = _wait(client, h, r.json()["jobID"])
+    assert st["status"] == "successful", st
+    res = client.get(f"/jobs/{st['jobID']}/results", headers=h).json()
+    assert res["datasets"] and all(d["dataset"].startswith("mexico_disp_") for d in res["datasets"])
+    # the Dagum Gini of 1940 equals the domain function on the same data
+    y1940 = long[long["year"] == 1940]
+    want = dagum_gini(y1940["pcgdp"], y1940["region"]).g
+    got = next(s for s in res["summary"] if int(s.get("year", s.get("period", 0))) == 1940)
+    assert got["g"] == pytest.approx(want)
+    lin = service_ws.ws.catalog.lineage(res["datasets"][0]["dataset"])
+    assert [i["dataset"] for i in lin["inputs"]] == ["mexico_long"]
+
+
+def test_jobs_are_seen_by_their_owner(client: TestClient, service_ws: ServiceWorkspace,
+                                      slow_process: threading.Event) -> None:
+    r = client.post("/processes/slow/execution", headers=service_ws.headers("integrator"), json={"inputs": {}})
+    job_id = r.json()["jobID"]
+    other = service_ws.headers("viewer")
+    assert client.get(f"/jobs/{job_id}", headers=other).status_code == 404
+    assert client.get(f"/jobs/{job_id}/results", headers=other).status_code == 404
+    assert job_id not in [j["jobID"] for j in client.get("/jobs", headers=other).json()["jobs"]]
+    assert client.get(f"/jobs/{job_id}", headers=service_ws.headers("steward")).json()["user"] == "ops"
+    slow_process.set()

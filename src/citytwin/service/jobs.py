@@ -10,7 +10,8 @@
 * ``DELETE /jobs/{id}`` — cancel (the job stops at its next progress report) and dismiss.
 
 Starting and cancelling need a role that may write (integrator, steward, admin); a job reads and
-writes the workspace as the user who started it. The service holds no analysis logic: each process
+writes the workspace as the user who started it. A user sees (and cancels) only the jobs they
+started; admins and stewards see every job. The service holds no analysis logic: each process
 calls workflow functions (:mod:`citytwin.workflows.jobs`) in a worker thread.
 """
 
@@ -160,6 +161,17 @@ class JobRunner:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+#: roles that see (and may cancel) every user's jobs; others see their own
+JOB_OVERSEERS = ("admin", "steward")
+
+
+def _own(job: Job, principal: Principal) -> Job:
+    """The job, if the caller started it or oversees jobs (else 404: others' jobs are not disclosed)."""
+    if job.user != principal.user.name and principal.user.role not in JOB_OVERSEERS:
+        raise NotFoundError(f"no job {job.id!r}")
+    return job
+
+
 def _runner(request: Request) -> JobRunner:
     runner: JobRunner = request.app.state.jobs
     return runner
@@ -201,17 +213,18 @@ def execute(process_id: str, request: Request, principal: PrincipalDep,
 @router.get("/jobs", summary="Jobs of this process's lifetime")
 def jobs(request: Request, principal: PrincipalDep) -> dict[str, Any]:
     base = _base(request)
-    return {"jobs": [j.doc(base) for j in _runner(request).jobs()]}
+    return {"jobs": [j.doc(base) for j in _runner(request).jobs()
+                     if j.user == principal.user.name or principal.user.role in JOB_OVERSEERS]}
 
 
 @router.get("/jobs/{job_id}", summary="Status, progress (0–100) and message of a job")
 def job_status(job_id: str, request: Request, principal: PrincipalDep) -> dict[str, Any]:
-    return _runner(request).get(job_id).doc(_base(request))
+    return _own(_runner(request).get(job_id), principal).doc(_base(request))
 
 
 @router.get("/jobs/{job_id}/results", summary="Results of a successful job (derived datasets)")
 def job_results(job_id: str, request: Request, principal: PrincipalDep) -> dict[str, Any]:
-    job = _runner(request).get(job_id)
+    job = _own(_runner(request).get(job_id), principal)
     if job.status != "successful" or job.results is None:
         raise NotFoundError(f"job {job_id} has no results: it is {job.status} ({job.message})")
     return job.results
@@ -219,4 +232,6 @@ def job_results(job_id: str, request: Request, principal: PrincipalDep) -> dict[
 
 @router.delete("/jobs/{job_id}", summary="Cancel and dismiss a job")
 def job_cancel(job_id: str, request: Request, principal: PrincipalDep) -> dict[str, Any]:
-    return _runner(request).cancel(job_id).doc(_base(request))
+    runner = _runner(request)
+    _own(runner.get(job_id), principal)
+    return runner.cancel(job_id).doc(_base(request))

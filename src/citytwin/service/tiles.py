@@ -94,10 +94,13 @@ def tile_sql(glob: str, geom: str, props: list[tuple[str, str]], layer: str) -> 
 
 
 class TileMaker:
-    """Makes tiles with one shared DuckDB connection (a cursor per query) and an LRU cache."""
+    """Makes tiles with one shared DuckDB connection (a cursor per query) and an LRU cache
+    (at most ``capacity`` tiles and ``max_bytes`` bytes)."""
 
-    def __init__(self, capacity: int = 4096) -> None:
+    def __init__(self, capacity: int = 4096, max_bytes: int = 128 * 2**20) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -148,10 +151,11 @@ class TileMaker:
         b = bytes(row[0]) if row is not None and row[0] is not None else b""
         with self._lock:
             self.misses += 1
+            old = self._cache.pop(key, None)
+            self.bytes += len(b) - (0 if old is None else len(old))
             self._cache[key] = b
-            self._cache.move_to_end(key)
-            while len(self._cache) > self.capacity:
-                self._cache.popitem(last=False)
+            while len(self._cache) > self.capacity or (self.bytes > self.max_bytes and len(self._cache) > 1):
+                self.bytes -= len(self._cache.popitem(last=False)[1])
         return b
 
     def close(self) -> None:

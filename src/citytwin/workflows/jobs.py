@@ -155,11 +155,12 @@ def economy_disparity(ws: Workspace, inputs: dict[str, Any], progress: Progress)
         res = run_disparity(inputs["panel"], value=inputs["value"], group=inputs["group"], out=Path(tmp),
                             time=inputs.get("time"), weight=inputs.get("weight"),
                             boundaries=inputs.get("boundaries"), id_col=inputs.get("id"),
-                            permutations=int(inputs["permutations"]), save_as=name, workspace=ws,
+                            permutations=int(inputs["permutations"]), seed=int(inputs["seed"]), save_as=name,
+                            workspace=ws,
                             on_period=on_period)
-    stored = [{"dataset": d.name, "version": d.current_version} for d in ws.datasets()
-              if d.name == name or d.name.startswith(f"{name}_")]
-    return {"datasets": stored, "periods": int(getattr(res, "periods", 0) or 0)}
+    stored = [{"dataset": d, "version": ws.info(d).current_version} for d in res.datasets]
+    return {"datasets": stored, "rows_dropped": res.rows_dropped,
+            "summary": json.loads(res.summary.to_json(orient="records"))}
 
 
 def spatial_structure(ws: Workspace, inputs: dict[str, Any], progress: Progress) -> dict[str, Any]:
@@ -218,6 +219,8 @@ PROCESSES: dict[str, Process] = {p.id: p for p in (
              "id": _s("unit id column", type="string"),
              "permutations": _s("permutations for pseudo p-values", type="integer", minimum=0, maximum=9999,
                                 default=99),
+             "seed": _s("random seed of the permutations", type="integer", minimum=0, maximum=2**31 - 1,
+                        default=12345),
              "name": _s("prefix of the derived datasets", type="string", default="economy_disparity")},
             economy_disparity, required=("panel", "value", "group")),
     Process("spatial-structure", "Spatial structure (D1, D3, D5)",
