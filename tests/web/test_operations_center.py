@@ -130,6 +130,18 @@ def test_alert_appears_within_5s_and_is_acknowledged_and_resolved(new_page, web_
         s.dispatchEvent(new Event('input')); }""")
     w.page.wait_for_function("""() => [...document.querySelectorAll('#twin-stations tr')].some(
         tr => tr.textContent.includes('Dongsi') && tr.lastElementChild.textContent === '35')""", timeout=10_000)
+    # forecasts beside actuals: persistence forecasts issued from the history, drawn next to the readings
+    r = httpx.post(f"{web_server.url}/twin/v1/forecasts", params={"model": "persistence", "horizon": 3,
+                                                                  "trainDays": 1, "entity": AQ + "Dongsi"},
+                   headers=web_server.headers("operator"))
+    assert r.status_code == 201, r.text
+    w.page.select_option("#forecast-entity", AQ + "Dongsi")
+    w.page.evaluate("document.getElementById('forecast-entity').dispatchEvent(new Event('change'))")
+    w.page.wait_for_function("""() => echarts.getInstanceByDom(document.getElementById('chart-forecast'))
+        .getOption().series.length === 2""", timeout=10_000)
+    series = w.page.evaluate("""() => echarts.getInstanceByDom(document.getElementById('chart-forecast'))
+        .getOption().series.map(s => [s.name, s.data.map(d => d[1])])""")
+    assert series == [["actual", [35.0, 400.0]], ["forecast (persistence)", [400.0, 400.0, 400.0]]]
     _local_only(w)
 
 
