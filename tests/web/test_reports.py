@@ -84,3 +84,18 @@ def test_report_errors_are_clear(demo_root: Path, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout) == {"view": "economy", "format": "html", "path": str(tmp_path / "r.html")}
     assert (tmp_path / "r.html").read_text(encoding="utf-8").startswith("<!doctype html>")
+
+
+def test_space_view_shows_a_stored_snapshot_comparison(demo_root: Path) -> None:
+    r = CliRunner().invoke(cli, ["spatial", "compare", "-w", str(demo_root), "--pois", "helsinki_pois",
+                                 "--add-cluster", "24.9505,60.1765,150,120,1", "--name", "plan_compare"])
+    assert r.exit_code == 0, r.output
+    ws = Workspace.open(demo_root, user="viewer")
+    d = view_data(ws, "space")["compare"]
+    stored = ws.read("plan_compare")
+    assert d["dataset"] == "plan_compare"
+    assert [(x["snapshot"], x["status"]) for x in d["rows"]] == list(zip(stored["snapshot"], stored["status"],
+                                                                          strict=True))
+    change = {x["index"]: x["change"] for x in d["indices"]}
+    assert change["n_centers"] == ws.read("plan_compare_indices").set_index("index").loc["n_centers", "change"]
+    assert "Snapshot comparison" in render_html(ws, "space")

@@ -168,9 +168,13 @@ def _space(ws: Workspace) -> dict[str, Any]:
         mix = cells.groupby("category")["count"].sum().sort_values(ascending=False)
         out["mix"] = {"dataset": POIS_PER_CELL, "cells": int(cells["h3"].nunique()),
                       "rows": [{"category": str(k), "count": int(v)} for k, v in mix.items()]}
-    comp = [d.name for d in ws.datasets() if "compare" in d.name and _readable(ws, d.name)]
+    # a stored snapshot comparison (`citytwin spatial compare ... --name NAME`: NAME, NAME_indices)
+    names = {d.name for d in ws.datasets()}
+    comp = sorted(n for n in names if n.endswith("compare"))
     if comp:
         out["compare"] = {"dataset": comp[0], "rows": _records(ws.read(comp[0]))[:200]}
+        if f"{comp[0]}_indices" in names:
+            out["compare"]["indices"] = _records(ws.read(f"{comp[0]}_indices"))
     return out
 
 
@@ -444,7 +448,8 @@ def _space_html(ws: Workspace, d: dict[str, Any]) -> list[str]:
         if cov.get("gaps"):
             parts.append("<p>Gaps (under 80 % of homes covered): " + html.escape(", ".join(cov["gaps"])) + "</p>")
     if "compare" in d:
-        parts.append("<h2>Snapshot comparison · 快照对比</h2>" + _table(d["compare"]["rows"]))
+        parts.append(f"<h2>Snapshot comparison · 快照对比 ({html.escape(d['compare']['dataset'])})</h2>")
+        parts.append(_table(d["compare"]["rows"]) + _table(d["compare"].get("indices", [])))
     return parts
 
 

@@ -376,6 +376,11 @@ async function renderSpace(move) {
     const gaps = d.coverage.gaps || [];
     document.getElementById("space-gaps").textContent = gaps.length ? t("space.gaps", { list: gaps.join(", ") }) : "";
   }
+  const cmp = document.getElementById("space-compare");
+  cmp.innerHTML = d.compare ? `<h3>${esc(t("space.compare"))} (${esc(d.compare.dataset)})</h3>`
+    + table(d.compare.rows, [["snapshot", t("space.snapshot")], ["center_id", t("col.id")], ["status", t("space.status")],
+      ["activity", "activity"], ["level", t("space.level")]])
+    + table(d.compare.indices || [], [["index", t("space.index")], ["a", "a"], ["b", "b"], ["change", t("space.change")]]) : "";
   renderJobs();
 }
 
