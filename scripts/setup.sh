@@ -20,11 +20,26 @@ fi
 if [ "${1:-}" = "--test" ]; then
   need=()
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  command -v npm >/dev/null 2>&1 || need+=(npm)
+  # Chinese text in the browser tests' screenshots and in PDF reports needs a CJK font
+  { command -v fc-list >/dev/null 2>&1 && fc-list :lang=zh | grep -q .; } || need+=(fonts-wqy-zenhei)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   fi
+fi
+# the operations center's browser libraries (MapLibre GL JS, ECharts) from npm, served locally
+# from src/citytwin/service/web/vendor/ (no CDN at run time)
+VENDOR=src/citytwin/service/web/vendor
+if command -v npm >/dev/null 2>&1; then
+  (cd web && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  mkdir -p "$VENDOR"
+  cp web/node_modules/maplibre-gl/dist/maplibre-gl.js web/node_modules/maplibre-gl/dist/maplibre-gl.css \
+     web/node_modules/echarts/dist/echarts.min.js "$VENDOR"/
+else
+  echo "note: npm not found; the web operations center needs MapLibre GL JS and ECharts in $VENDOR (install npm and rerun)" >&2
 fi
 echo "citytwin set up in $(pwd)/.venv"

@@ -16,6 +16,7 @@ from citytwin.cli import consult as _consult
 from citytwin.cli import economy, resilience, spatial, twin
 from citytwin.cli import foundation as _foundation
 from citytwin.cli import plan as _plan
+from citytwin.cli import report as _report
 from citytwin.cli import serve as _serve
 from citytwin.cli.common import console, handle_errors
 
@@ -56,6 +57,7 @@ def register(commands: typer.Typer) -> None:
 
 
 register(_foundation.app)
+register(_report.app)
 register(_serve.app)
 
 if __name__ == "__main__":

@@ -116,6 +116,8 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
     app.include_router(catalog_api.router)
     app.include_router(jobs.router)
     live.install(app, [Depends(require_token)])
+    from citytwin.service import report as report_api  # views and reports of the web app (ocweb)
+    app.include_router(report_api.router)
 
     @app.post("/auth/login", tags=["auth"], summary="Sign in with a user name and an API token")
     def login(request: Request, body: Annotated[Login, Body()]) -> dict[str, Any]:
