@@ -117,7 +117,7 @@ class AlertHub:
             try:
                 loop.call_soon_threadsafe(q.put_nowait, (self.seq, rec))
             except RuntimeError:  # the listener's loop is closed
-                self._unlisten(q)
+                self.unlisten(q)
 
     def _save(self) -> None:
         if self.path is None:
@@ -139,7 +139,7 @@ class AlertHub:
             snap = list(self.backlog)
         return q, snap
 
-    def _unlisten(self, q: asyncio.Queue[Any]) -> None:
+    def unlisten(self, q: asyncio.Queue[Any]) -> None:
         with self._lock:
             self._listeners = [(lp, x) for lp, x in self._listeners if x is not q]
 
@@ -354,7 +354,7 @@ async def stream(request: Request, since: int | None = None, maxEvents: int | No
                 if maxEvents is not None and sent >= maxEvents:
                     return
         finally:
-            hub._unlisten(q)
+            hub.unlisten(q)
 
     return StreamingResponse(gen(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

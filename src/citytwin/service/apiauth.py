@@ -63,7 +63,7 @@ class ApiGuard:
         self._lock = threading.Lock()
         self._views: dict[tuple[str, str, str | None], Workspace] = {}
 
-    def _audit(self, user: access.User | None, action: str, outcome: str, detail: str) -> None:
+    def audit(self, user: access.User | None, action: str, outcome: str, detail: str) -> None:
         self.catalog.audit(user=None if user is None else user.name, role=None if user is None else user.role,
                            action=action, outcome=outcome, detail=detail)
 
@@ -74,20 +74,20 @@ class ApiGuard:
         what = f"{method.upper()} {path}"
         if not self.enabled:
             owner = self.ws.user
-            self._audit(owner, action, "ok", f"{what} (auth off)")
+            self.audit(owner, action, "ok", f"{what} (auth off)")
             return Principal(owner)
         rec = self.catalog.resolve_token(token) if token else None
         if rec is None:
             why = "no bearer token" if not token else "unknown or revoked token"
-            self._audit(None, action, "unauthenticated", f"{what}: {why}")
+            self.audit(None, action, "unauthenticated", f"{what}: {why}")
             raise AuthError(401, "Unauthorized", f"{why}: send 'Authorization: Bearer <token>' with a token from "
                                                  "`citytwin user token NAME`")
         user = access.User(rec["name"], rec["role"], rec["department"])
         if write and not access.can_write_live(user):
-            self._audit(user, action, "denied", what)
+            self.audit(user, action, "denied", what)
             raise AuthError(403, "Forbidden", f"user {user.name!r} (role {user.role}) may not run or cancel jobs"
                                               f" (needs role {' or '.join(access.LIVE_WRITERS)})")
-        self._audit(user, action, "ok", what)
+        self.audit(user, action, "ok", what)
         return Principal(user, int(rec["token_id"]))
 
     def workspace(self, user: access.User) -> Workspace:

@@ -228,7 +228,7 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _fmt_td(td: Any) -> str | None:
-    return None if pd.isna(td) else fc._fmt_td(pd.Timedelta(td))
+    return None if pd.isna(td) else fc.fmt_td(pd.Timedelta(td))
 
 
 @router.get("/twin/v1/forecasts", responses=ERRORS)

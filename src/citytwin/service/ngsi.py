@@ -549,8 +549,8 @@ def _temporal(request: Request, *, ids: list[str] | None, type: str | None, attr
                             "bbox": bbox, "near": Near(*near) if near else None}
     if aggrMethods:
         funcs = aggrMethods.split(",")
-        from citytwin.foundation.timeseries.history import _iso_duration_s
-        period = _iso_duration_s(aggrPeriodDuration or "PT1H")
+        from citytwin.foundation.timeseries.history import iso_duration_s
+        period = iso_duration_s(aggrPeriodDuration or "PT1H")
         if period is None:
             raise InputError(f"aggrPeriodDuration {aggrPeriodDuration!r} is not an ISO 8601 duration",
                              field="aggrPeriodDuration")

@@ -128,10 +128,10 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
         guard: ApiGuard = request.app.state.api_guard
         rec = ws.catalog.resolve_token(body.token) if body.token and len(body.token) <= 500 else None
         if rec is None or rec["name"] != body.user:
-            guard._audit(None, "api.login", "unauthenticated", f"POST /auth/login: user {body.user[:80]!r}")
+            guard.audit(None, "api.login", "unauthenticated", f"POST /auth/login: user {body.user[:80]!r}")
             raise AuthError(401, "Unauthorized", "unknown user, or a token that is not this user's (or revoked)")
         user = access.User(rec["name"], rec["role"], rec["department"])
-        guard._audit(user, "api.login", "ok", "POST /auth/login")
+        guard.audit(user, "api.login", "ok", "POST /auth/login")
         return {**login_info(ws, user), "token_id": int(rec["token_id"])}
 
     @app.get("/auth/me", tags=["auth"], summary="The signed-in user and what the role may see and do")

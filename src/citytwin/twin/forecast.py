@@ -531,11 +531,11 @@ def compare(series: pd.Series | pd.DataFrame, *, horizon: int = 6, freq: str | N
     fc = backtest(obs, property="value", train_until=cut, freq=str(pd.Timedelta(step)), season=season,
                   horizons=list(range(1, int(horizon) + 1)), models=models, every=every)
     s = score(fc, obs)
-    s["horizon"] = [_fmt_td(h) for h in s["horizon"]]
+    s["horizon"] = [fmt_td(h) for h in s["horizon"]]
     return s
 
 
-def _fmt_td(td: pd.Timedelta) -> str:
+def fmt_td(td: pd.Timedelta) -> str:
     secs = int(pd.Timedelta(td).total_seconds())
     for unit, n in (("D", 86400), ("h", 3600), ("min", 60)):
         if secs % n == 0:

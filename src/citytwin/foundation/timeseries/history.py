@@ -580,7 +580,7 @@ def _interval_sql(interval: str | float) -> str:
     import re
     m = re.fullmatch(r"(\d+)\s*(second|minute|hour|day|week|month)s?", text)
     if not m:
-        iso = _iso_duration_s(text)
+        iso = iso_duration_s(text)
         if iso is None:
             raise InputError(f"interval {interval!r} not understood", field="interval",
                              hint="use e.g. '15 minutes', '1 hour', '1 day' or ISO 8601 PT1H")
@@ -588,7 +588,7 @@ def _interval_sql(interval: str | float) -> str:
     return f"INTERVAL '{int(m.group(1))} {m.group(2)}'"
 
 
-def _iso_duration_s(text: str) -> float | None:
+def iso_duration_s(text: str) -> float | None:
     """Seconds of an ISO 8601 duration such as PT1H, PT15M, P1D (no months/years)."""
     import re
     m = re.fullmatch(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?", text)
