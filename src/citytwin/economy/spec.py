@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from citytwin.foundation.errors import InputError
+from citytwin.stats.values import numeric_column
 
 Direction = Literal["positive", "negative"]
 Transform = Literal["log", "log1p"]
@@ -314,19 +315,20 @@ def prepare(frame: pd.DataFrame, spec: IndexSpec, *, source: str | None = None) 
                          file=source, row=row, field=spec.id,
                          hint="one row per city (and year) is expected; aggregate duplicates first")
     warnings: list[str] = []
+    if spec.time:
+        units, periods = keys[spec.id].nunique(), keys[spec.time].nunique()
+        absent_cells = units * periods - len(keys)
+        if absent_cells > 0:
+            grid = pd.MultiIndex.from_product([sorted(keys[spec.id].unique(), key=str),
+                                               sorted(keys[spec.time].unique(), key=str)])
+            have = pd.MultiIndex.from_frame(keys)
+            gaps = grid.difference(have)[:5]
+            warnings.append(f"{absent_cells} of the {units} x {periods} unit-period cells have no row (e.g. "
+                            + ", ".join(f"{a} {b}" for a, b in gaps) + "): those units are scored only in the "
+                            "periods they have, and pooled weights use what is there")
     arrays: dict[str, np.ndarray] = {}
     for ind in spec.indicators:
-        raw = frame[ind.column]
-        if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
-            x = raw.to_numpy(dtype=float, na_value=np.nan)
-        else:
-            num = pd.to_numeric(raw.reset_index(drop=True), errors="coerce")
-            bad = (num.isna() & raw.reset_index(drop=True).notna()).to_numpy()
-            if bad.any():
-                row = int(np.flatnonzero(bad)[0]) + 1
-                raise InputError(f"indicator {ind.column!r}: value {raw.iloc[row - 1]!r} is not a number",
-                                 file=source, row=row, field=ind.column)
-            x = num.to_numpy(dtype=float, na_value=np.nan)
+        x = numeric_column(frame[ind.column], name=ind.column, source=source)  # the one rule (stats.values)
         x = np.where(np.isinf(x), np.nan, x)
         finite = ~np.isnan(x)
         if not finite.any():

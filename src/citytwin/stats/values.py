@@ -8,7 +8,12 @@ import numpy as np
 
 from citytwin.foundation.errors import InputError
 
-__all__ = ["check_values"]
+__all__ = ["MISSING_TEXT", "check_values", "numeric_column"]
+
+#: Text that means "no value" in an analysis column (lower-cased, trimmed): the ingest's missing-value
+#: tokens and the yearbooks' "not available" marks. Any other text that is not a number is an error.
+MISSING_TEXT = frozenset({"", "na", "n/a", "nan", "null", "none", "-", "--", "—", "－", "/", "#n/a", "nil", "无",
+                          "…", "...", "*", "暂无", "缺失"})
 
 
 def check_values(
@@ -48,3 +53,38 @@ def check_values(
             field=name,
         )
     return arr
+
+
+def numeric_column(values: Any, *, name: str, source: str | None = None) -> np.ndarray:
+    """The one rule for a value column of an analysis (index, disparity, models): numbers are kept,
+    missing values and the tokens of :data:`MISSING_TEXT` become NaN (the caller's missing-value
+    policy then applies and is reported), and any other text is an error naming its row and value —
+    never silently "missing".
+
+    Examples
+    --------
+    >>> numeric_column(["1.5", "暂无", None, 3], name="gdp").tolist()
+    [1.5, nan, nan, 3.0]
+    >>> numeric_column(["1.5", "n.a."], name="gdp")
+    Traceback (most recent call last):
+    ...
+    citytwin.foundation.errors.InputError: column 'gdp': value 'n.a.' (row 2) is not a number
+    """
+    import pandas as pd
+
+    raw = pd.Series(values).reset_index(drop=True)
+    if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
+        out: np.ndarray = raw.to_numpy(dtype=float, na_value=np.nan)
+        return out
+    text = raw.astype("string").str.strip().str.lower()
+    token = text.isin(MISSING_TEXT).fillna(False).to_numpy(dtype=bool)
+    num = pd.to_numeric(raw.where(~token), errors="coerce")
+    bad = (num.isna() & raw.notna()).to_numpy() & ~token
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0]) + 1
+        raise InputError(f"column {name!r}: value {raw.iloc[row - 1]!r} (row {row}) is not a number", file=source,
+                         row=row, field=name,
+                         hint=f"{int(bad.sum())} such value(s); fix them, or write a missing-value mark "
+                              "(empty, NA, -, …, 暂无) where there is no value")
+    res: np.ndarray = num.to_numpy(dtype=float, na_value=np.nan)
+    return res

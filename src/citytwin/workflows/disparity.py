@@ -117,13 +117,14 @@ def load_source(source: str, workspace: WorkspaceLike | None, *, geo: bool = Fal
 
 
 def _clean(panel: pd.DataFrame, cols: list[str], value: str) -> tuple[pd.DataFrame, int]:
-    import pandas as pd
 
     missing = [c for c in cols if c not in panel.columns]
     if missing:
         raise InputError(f"column(s) {missing} not in the panel (has {list(panel.columns)[:30]})", field=missing[0])
+    from citytwin.stats.values import numeric_column
+
     df = panel[cols].copy()
-    df[value] = pd.to_numeric(df[value], errors="coerce")
+    df[value] = numeric_column(df[value], name=value)  # text that is not a missing-value mark is an error
     bad = df[cols].isna().any(axis=1)
     return df.loc[~bad].reset_index(drop=True), int(bad.sum())
 

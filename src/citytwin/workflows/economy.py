@@ -103,6 +103,11 @@ def compute_index(panel: str, spec: Path, method: str = "entropy", *, workspace:
                              topsis_weights=topsis_weights, score_scale=score_scale, source=panel)
     result.options["panel"] = panel
     result.options["spec_file"] = str(spec)
+    if ws is not None and dataset and any("unit-period cells have no row" in w for w in result.warnings):
+        cur = ws.info(dataset).current
+        if cur is not None and cur.rows_quarantined:
+            result.warnings.append(f"dataset {dataset!r} (version {cur.version}) had {cur.rows_quarantined:,} "
+                                   f"row(s) quarantined at ingest: see `citytwin quarantine {dataset}`")
     return IndexRun(result, frame, dataset, ws)
 
 
