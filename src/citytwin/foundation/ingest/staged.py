@@ -151,12 +151,24 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
     cols_now = con.sql("SELECT * FROM staged LIMIT 0").columns
     if "adcode" in cols_now and ({"city", "name"} & set(cols_now)):
         _fill_adcodes(con, notes, "city" if "city" in cols_now else "name")
-    if "adcode" in cols_now and "geometry" not in cols_now and \
-            con.sql("SELECT count(adcode) FROM staged").fetchone()[0]:  # type: ignore[index]
-        _admin_geometry(con, h3_res)
+    had_geometry = "geometry" in cols_now
+    fallback = "adcode" in cols_now and con.sql(
+        "SELECT count(*) FROM staged WHERE _reason IS NULL AND adcode IS NOT NULL"
+        + (" AND geometry IS NULL" if had_geometry else "")).fetchone()[0]  # type: ignore[index]
+    if fallback and (not had_geometry or sch.geometry is not None):
+        _admin_geometry(con, h3_res, had_geometry)
         cols_now = con.sql("SELECT * FROM staged LIMIT 0").columns
+        n = con.sql("SELECT count(*) FILTER (WHERE geometry_source = 'admin_point'), count(*) FROM staged "
+                    "WHERE _reason IS NULL").fetchone()
+        assert n is not None
+        if n[0]:
+            notes.append(f"{n[0]} of {n[1]} record(s) without usable coordinates placed at the representative point "
+                         "of their administrative unit (adcode): geometry_source = 'admin_point'")
         columns_meta["geometry"] = {"name": "geometry", "type": "GEOMETRY", "crs": "EPSG:4326",
-                                    "source": "representative point of the administrative unit (adcode)"}
+                                    "source": ("the record's coordinates, else " if had_geometry else "")
+                                    + "representative point of the administrative unit (adcode)"}
+        columns_meta["geometry_source"] = {"name": "geometry_source", "type": "VARCHAR",
+                                           "description": "coordinates / admin_point (where the point came from)"}
         if h3_res is not None:
             columns_meta["h3"] = {"name": "h3", "type": "VARCHAR", "h3_resolution": h3_res}
     say("writing")
@@ -210,8 +222,11 @@ def _stage(con: duckdb.DuckDBPyConnection, sql: str, created: bool) -> bool:
     return True
 
 
-def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None) -> None:
+def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None, had_geometry: bool = False) -> None:
     """A7: records with an administrative code but no coordinates get the unit's representative point.
+
+    ``geometry_source`` says which records did (``admin_point``) and which kept their own
+    coordinates (``coordinates``); records with neither get NULL.
 
     The points' H3 cells come from :func:`citytwin.foundation.spacelink.h3_cells_arrow` (computed
     once per unit, ~3,300 of them, and joined like the coordinates).
@@ -225,8 +240,22 @@ def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None) -> None:
         pts = pts.append_column("h3", spacelink.h3_cells_arrow(pts.column("lon"), pts.column("lat"), h3_res))
         cells = ", p.h3 AS h3"
     con.register("_admin_points", pts)
+    if had_geometry:
+        has_h3 = "h3" in con.sql("SELECT * FROM staged LIMIT 0").columns
+        cells = (", CASE WHEN s.geometry IS NOT NULL THEN s.h3 ELSE p.h3 END AS h3" if h3_res is not None and has_h3
+                 else "")
+        drop = "geometry, h3" if cells else "geometry"
+        con.execute(f"""CREATE OR REPLACE TABLE staged AS
+            SELECT s.* EXCLUDE ({drop}),
+                   CASE WHEN s.geometry IS NOT NULL THEN s.geometry WHEN p.lon IS NOT NULL THEN ST_Point(p.lon, p.lat)
+                   END AS geometry{cells},
+                   CASE WHEN s.geometry IS NOT NULL THEN 'coordinates' WHEN p.lon IS NOT NULL THEN 'admin_point'
+                   END AS geometry_source
+            FROM staged s LEFT JOIN _admin_points p ON CAST(s.adcode AS VARCHAR) = p.adcode ORDER BY _file, _row""")
+        return
     con.execute(f"""CREATE OR REPLACE TABLE staged AS
-        SELECT s.*, CASE WHEN p.lon IS NOT NULL THEN ST_Point(p.lon, p.lat) END AS geometry{cells}
+        SELECT s.*, CASE WHEN p.lon IS NOT NULL THEN ST_Point(p.lon, p.lat) END AS geometry{cells},
+               CASE WHEN p.lon IS NOT NULL THEN 'admin_point' END AS geometry_source
         FROM staged s LEFT JOIN _admin_points p ON CAST(s.adcode AS VARCHAR) = p.adcode ORDER BY _file, _row""")
 
 
