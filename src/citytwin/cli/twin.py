@@ -47,12 +47,69 @@ def twin_root(workspace: Path | None) -> Path:
     return ws.root / "twin"
 
 
+#: the zone naive times of observation files are read in (``--tz``)
+DEFAULT_TZ = "Asia/Shanghai"
+#: entity type of a long table's entity whose id is not an NGSI-LD URN and that has no ``type`` column:
+#: air-quality stations when the file measures an AQI pollutant, else a generic device
+DEFAULT_AIR_TYPE = "AirQualityObserved"
+DEFAULT_DEVICE_TYPE = "Device"
+_OFFSET = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def parse_times(values: pd.Series, tz: str = DEFAULT_TZ, *, file: str | None = None,
+                field: str = "time") -> pd.Series:
+    """Times of an observation file as UTC: naive times are local times in ``tz``.
+
+    A value with its own offset (``2015-12-01T08:00:00+08:00``, ``…Z``) keeps it; a naive one
+    (``2015-12-01 08:00``) is a wall-clock time in ``tz`` (default Asia/Shanghai, as the docs say:
+    it was read as UTC, and a day's AQI then mixed two local days). A time that does not exist or is
+    ambiguous in ``tz`` (daylight saving) and a value that is not a time are errors naming the row.
+
+    Examples
+    --------
+    >>> parse_times(pd.Series(["2015-12-01 00:00", "2015-12-01T00:00:00Z"])).astype(str).tolist()
+    ['2015-11-30 16:00:00+00:00', '2015-12-01 00:00:00+00:00']
+    """
+    from zoneinfo import ZoneInfoNotFoundError
+
+    try:
+        pd.Timestamp("2000-01-01").tz_localize(tz)
+    except (ZoneInfoNotFoundError, ValueError, KeyError) as exc:
+        raise InputError(f"unknown time zone {tz!r}", field="tz", hint="an IANA name, e.g. Asia/Shanghai or UTC") \
+            from exc
+    s = pd.Series(values).reset_index(drop=True)
+    if pd.api.types.is_datetime64_any_dtype(s):
+        t = s if getattr(s.dt, "tz", None) is not None else s.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+        return t.dt.tz_convert("UTC")
+    text = s.astype("string").str.strip()
+    aware = text.str.contains(_OFFSET, regex=True, na=False)
+    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
+    try:
+        if aware.any():
+            out[aware] = pd.to_datetime(text[aware], utc=True, format="mixed", errors="coerce")
+        naive = ~aware & text.notna()
+        if naive.any():
+            local = pd.to_datetime(text[naive], format="mixed", errors="coerce")
+            out[naive] = local.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"cannot read the times: {exc}", file=file, field=field) from exc
+    bad = out.isna() & text.notna()
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise InputError(f"not a time in {tz}: {text.iloc[i]!r}", file=file, row=i + 1, field=field,
+                         hint="ISO 8601, e.g. 2015-12-01 08:00 (local) or 2015-12-01T00:00:00Z")
+    return out
+
+
 def read_observations(path: Path, *, start: str | None = None, end: str | None = None,
-                      stations: list[str] | None = None) -> tuple[pd.DataFrame, list[Any]]:
+                      stations: list[str] | None = None, tz: str = DEFAULT_TZ) -> tuple[pd.DataFrame, list[Any]]:
     """Read an observation file or folder -> (long frame, entities to register).
 
     Accepts the UCI Beijing CSVs (a file or the folder of 12), or a long table (CSV / Parquet)
-    with ``entity, property, time, value, unit`` (optional ``type, lon, lat``).
+    with ``entity, property, time, value, unit`` (optional ``type, lon, lat``). Naive times are
+    local times in ``tz`` (:func:`parse_times`). An entity's type is the ``type`` column, else the
+    type in its NGSI-LD id (``urn:ngsi-ld:TYPE:ID``), else :data:`DEFAULT_AIR_TYPE` when the file
+    measures an AQI pollutant and :data:`DEFAULT_DEVICE_TYPE` otherwise.
     """
     from citytwin.twin import entities as E
 
@@ -84,13 +141,21 @@ def read_observations(path: Path, *, start: str | None = None, end: str | None =
         if not need.issubset(df.columns):
             raise InputError(f"columns {sorted(need - set(df.columns))} missing", file=str(path),
                              hint="a long table needs entity, property, time, value, unit (or UCI Beijing CSVs)")
-        long = df.copy()
-        long["time"] = pd.to_datetime(long["time"], utc=True)
+        long = df.copy().reset_index(drop=True)
+        long["time"] = parse_times(long["time"], tz, file=str(path))
         if "unit" not in long:
             long["unit"] = None
         ents = []
+        air = bool(long["property"].astype(str).isin(["pm25", "pm10", "so2", "no2", "co", "o3"]).any())
+        fallback = DEFAULT_AIR_TYPE if air else DEFAULT_DEVICE_TYPE
         for eid, g in long.groupby("entity", sort=True):
-            etype = str(g["type"].iloc[0]) if "type" in g else str(eid).split(":")[2]
+            parts = str(eid).split(":")
+            if "type" in g and pd.notna(g["type"].iloc[0]) and str(g["type"].iloc[0]).strip():
+                etype = str(g["type"].iloc[0]).strip()
+            elif len(parts) >= 4 and parts[0].lower() == "urn" and parts[1].lower() == "ngsi-ld" and parts[2]:
+                etype = parts[2]
+            else:
+                etype = fallback
             lon = float(g["lon"].iloc[0]) if "lon" in g and pd.notna(g["lon"].iloc[0]) else None
             lat = float(g["lat"].iloc[0]) if "lat" in g and pd.notna(g["lat"].iloc[0]) else None
             ents.append(E.Entity(str(eid), etype, lon, lat))
@@ -398,22 +463,24 @@ def _print_frame(df: pd.DataFrame, as_json: bool, limit: int = 50) -> None:
 
 
 def _daily(workspace: Path | None, file: Path | None, entity: list[str] | None, start: str | None,
-           end: str | None) -> pd.DataFrame:
+           end: str | None, tz: str = DEFAULT_TZ) -> pd.DataFrame:
     from citytwin.twin import aqi
 
     if file is not None:
-        long, _ = read_observations(file, start=start, end=end)
+        long, _ = read_observations(file, start=start, end=end, tz=tz)
         if entity:
             long = long[long["entity"].isin(entity)]
     else:
         long = _history_frame(workspace, entity, ["pm25", "pm10", "so2", "no2", "co", "o3"], start, end)
     if long.empty:
         raise InputError("no pollutant observations found", hint="replay data first, or pass --file")
-    return aqi.daily_aqi(long, invalid="missing")
+    return aqi.daily_aqi(long, invalid="missing", tz=tz)
 
 
 FileOpt = Annotated[Path | None, typer.Option("--file", help="Read observations from this file/folder instead "
                                                              "of the workspace history.")]
+TzOpt = Annotated[str, typer.Option("--tz", help="Time zone of the days, and of naive times in --file "
+                                                 "(IANA name).")]
 
 
 @app.command("aqi")
@@ -425,13 +492,17 @@ def aqi_cmd(
     start: StartOpt = None,
     end: EndOpt = None,
     as_json: JsonOpt = False,
+    tz: TzOpt = DEFAULT_TZ,
 ) -> None:
-    """Daily AQI (HJ 633-2012) per entity and day from the history (or a file).
+    """Daily AQI (HJ 633-2012) per entity and local day from the history (or a file).
+
+    Days are calendar days in --tz (default Asia/Shanghai), stated in each row's ``tz``; naive times
+    in --file are local times in that zone.
 
     Example: citytwin twin aqi -w ./ws --start 2015-12-01 --end 2016-01-01
     """
-    d = _daily(workspace, file, entity, start, end)
-    cols = [c for c in ("entity", "date", "aqi", "category_zh", "category_en", "primary", "status") if c in d]
+    d = _daily(workspace, file, entity, start, end, tz).assign(tz=tz)
+    cols = [c for c in ("entity", "date", "tz", "aqi", "category_zh", "category_en", "primary", "status") if c in d]
     _print_frame(d[cols], as_json)
 
 
