@@ -190,6 +190,24 @@ def register_udfs(con: duckdb.DuckDBPyConnection) -> None:
     _udf(con, "unit_problem", lambda p, u: pa.array(lookup(p, u, 2), pa.string()),
                         [d("VARCHAR"), d("VARCHAR")], d("VARCHAR"), type="arrow", null_handling="special")
 
+    def range_problem(prop: pa.Array, value: pa.Array) -> pa.Array:
+        # a long sensor table's value outside its property's physical range (as wide files check it)
+        out: list[str | None] = []
+        for p, v in zip(prop.to_pylist(), value.to_pylist(), strict=True):
+            known = PROPERTIES.get(p or "")
+            if known is None or v is None or v != v:
+                out.append(None)
+            elif (known.min is not None and v < known.min) or (known.max is not None and v > known.max):
+                lo = "-inf" if known.min is None else f"{known.min:g}"
+                hi = "inf" if known.max is None else f"{known.max:g}"
+                out.append(f"{p}: {v:g} {known.unit or ''} outside [{lo}, {hi}]".replace("  ", " "))
+            else:
+                out.append(None)
+        return pa.array(out, pa.string())
+
+    _udf(con, "property_range_problem", range_problem, [d("VARCHAR"), d("DOUBLE")], d("VARCHAR"), type="arrow",
+         null_handling="special")
+
     def h3_cell(lon: pa.Array, lat: pa.Array, resolution: pa.Array) -> pa.Array:
         from citytwin.foundation import spacelink
 

@@ -286,7 +286,7 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
         real = {k: v for k, v in src.geometry_types.items() if k != "missing"}
         if len(real) > 1:
             plan.notes.append("mixed geometry types: " + ", ".join(f"{v} {k}" for k, v in
-                                                                   sorted(real.items(), key=lambda kv: -kv[1])))
+                                                                   sorted(real.items(), key=lambda kv: (-kv[1], kv[0]))))
         src_crs = (crs or src.crs or "EPSG:4326")
         g = "ST_GeomFromWKB(_src.geometry)"
         gcj = normalize_header(src_crs) in ("gcj02", "gcj")
@@ -462,7 +462,7 @@ def _check_crs(crs: str | None, src: readers.Source) -> str | None:
     try:
         parse_crs(crs)
     except InputError as exc:
-        raise InputError(exc.message, file=str(src.path), field="crs", hint=exc.hint) from exc
+        raise InputError(f"unknown CRS {crs!r}", file=str(src.path), field="crs", hint=exc.hint) from exc
     return crs
 
 

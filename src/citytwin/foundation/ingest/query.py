@@ -168,9 +168,11 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
     record = "CASE WHEN _reason IS NOT NULL THEN CAST(to_json(_src) AS VARCHAR) END AS _record"
     if plan.unit_column:
         # long sensor file: per-row unit converted to the property's canonical unit
+        # (and checked against the property's physical range, as wide files are)
+        in_range = "property_range_problem(property, value * unit_factor(property, unit))"
         inner = (f"SELECT * EXCLUDE (value, unit, _reason), value * unit_factor(property, unit) AS value, "
                  f"unit_target(property, unit) AS unit, "
-                 f"{cat(['_reason', 'unit_problem(property, unit)'])} AS _reason FROM ({inner})")
+                 f"{cat(['_reason', 'unit_problem(property, unit)', in_range])} AS _reason FROM ({inner})")
     drop = ", ".join(["_src", *melt_raw])
     out = f"SELECT * EXCLUDE ({drop}), CAST(NULL AS VARCHAR) AS _column, {record} FROM ({inner})"
     if h3_from is None or h3_resolution is None:
