@@ -378,6 +378,13 @@ def _shp_gbk(folder: Path) -> list[Path]:
     return _shp_zip(folder, _gdf().assign(land_use=["居住用地", "商业服务业设施用地"]), drop=(".cpg",), encoding="gbk")
 
 
+@case("shp_gbk_dbf_detected", "shapefile-zip", "a GBK .dbf without .cpg and without --encoding: detected as GBK "
+      "(it failed with 'string of size 18446744073709551613')", expect="kept", rows=2,
+      ingest={"schema": "land_use"}, check=_gbk_text)
+def _shp_gbk_sniffed(folder: Path) -> list[Path]:
+    return _shp_zip(folder, _gdf().assign(land_use=["居住用地", "商业服务业设施用地"]), drop=(".cpg",), encoding="gbk")
+
+
 # --------------------------------------------------------------------------- Parquet / GeoParquet
 @case("parquet_pois_lng_gcj02", "parquet", "POIs as Parquet with lng_gcj02/lat_gcj02 columns", expect="kept", rows=3,
       ingest={"schema": "poi"}, check=_check_gcj)

@@ -184,3 +184,13 @@ def test_gbk_dbf_read_with_encoding(workspace: Workspace, tmp_path: Path) -> Non
     ingest(workspace, z, dataset="lu", schema="land_use", encoding="gbk")
     df = _read(workspace, "lu").sort_values("parcel_id")
     assert df["land_use"].tolist() == ["居住用地", "商业服务业设施用地"]
+
+
+def test_gbk_dbf_detected_without_encoding(workspace: Workspace, tmp_path: Path) -> None:
+    """The same file without --encoding failed with DuckDB's "string of size 18446744073709551613"."""
+    gdf = gpd.GeoDataFrame({"parcel_id": ["1", "2"], "land_use": ["居住用地", "商业服务业设施用地"]},
+                           geometry=[shapely.box(116, 39, 117, 40), shapely.box(117, 39, 118, 40)], crs=4326)
+    z = _shapefile_zip(tmp_path, gdf, encoding="gbk", drop=(".cpg",))
+    r = ingest(workspace, z, dataset="lu", schema="land_use")
+    assert any("valid GBK and was read as GBK" in n for n in r.notes), r.notes
+    assert sorted(_read(workspace, "lu")["land_use"]) == sorted(["居住用地", "商业服务业设施用地"])

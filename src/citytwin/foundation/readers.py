@@ -592,10 +592,13 @@ def _open_gis(con: duckdb.DuckDBPyConnection, path: Path, *, layer: str | None, 
     import pyogrio
     from pyogrio.errors import DataLayerError, DataSourceError
 
-    if zipped:
-        from citytwin.foundation.shapezip import check_shapefile_zip
+    from citytwin.foundation.shapezip import check_shapefile_zip, dbf_encoding
 
+    if zipped:
         check_shapefile_zip(path)
+    sniffed_note = None
+    if encoding is None:
+        encoding, sniffed_note = dbf_encoding(path, zipped)
     target = f"/vsizip/{path}" if zipped else str(path)
     if path.suffix.lower() in (".geojson", ".json"):
         _check_json_complete(path)
@@ -651,7 +654,7 @@ def _open_gis(con: duckdb.DuckDBPyConnection, path: Path, *, layer: str | None, 
         ids, counts = np.unique(kinds, return_counts=True)
         gtypes = {names.get(int(i), str(i)): int(k) for i, k in zip(ids, counts, strict=True)}
     if encoding:
-        note = (note + "; " if note else "") + f"attribute text read as {encoding}"
+        note = (note + "; " if note else "") + (sniffed_note or f"attribute text read as {encoding}")
     return Source(path=path, format="gis", relation=rel, columns=cols, text=False, crs=crs,
                   notes=[x for x in [note] if x], bounds=bounds,
                   geometry_types=gtypes)

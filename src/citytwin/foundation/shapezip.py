@@ -49,3 +49,52 @@ def check_shapefile_zip(path: Path) -> None:
                                      hint="the .shp file was not copied or saved completely")
     except zipfile.BadZipFile as exc:
         raise InputError("not a valid zip archive", file=str(path)) from exc
+
+
+def dbf_encoding(path: Path, zipped: bool) -> tuple[str | None, str | None]:
+    """The text encoding of a Shapefile's ``.dbf`` when no ``.cpg`` names it: ``(encoding, note)``.
+
+    GDAL assumes ISO-8859-1 for a ``.dbf`` without ``.cpg`` (or code page byte), and a GBK ``.dbf``
+    then broke the read ("Cannot create a string of size 18446744073709551613"). Plain ASCII needs
+    nothing (``(None, None)``); text that is valid UTF-8 is read as UTF-8, text that is valid GBK
+    (GB18030) as GBK, with a note saying so.
+
+    Raises
+    ------
+    InputError
+        When the text is neither: ``--encoding`` must name it.
+    """
+    data: bytes | None = None
+    if zipped:
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = {n.lower(): n for n in z.namelist()}
+                dbfs = [n for low, n in names.items() if low.endswith(".dbf")]
+                if not dbfs or any(low.endswith(".cpg") for low in names):
+                    return None, None
+                data = z.read(dbfs[0])
+        except zipfile.BadZipFile:
+            return None, None
+    else:
+        dbf = path.with_suffix(".dbf")
+        if path.suffix.lower() != ".shp" or not dbf.exists() or path.with_suffix(".cpg").exists():
+            return None, None
+        data = dbf.read_bytes()
+    if data is None or len(data) < 32:
+        return None, None
+    if data[29] not in (0, 0x57):  # a code page byte (LDID) that GDAL reads itself
+        return None, None
+    header_len = int.from_bytes(data[8:10], "little")
+    body = data[header_len:]
+    if body.isascii():
+        return None, None
+    for enc, label in (("utf-8", "UTF-8"), ("gb18030", "GBK")):
+        try:
+            body.decode(enc)
+        except UnicodeDecodeError:
+            continue
+        return ("utf-8" if enc == "utf-8" else "gbk"), (
+            f"the .dbf has no .cpg naming its encoding; its text is valid {label} and was read as {label} "
+            "(pass --encoding to choose another)")
+    raise InputError("the .dbf's text is in an unknown encoding and no .cpg names it", file=str(path),
+                     hint="pass --encoding (e.g. gbk, gb18030, big5, utf-8), or add a .cpg file naming it")

@@ -84,7 +84,9 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
         except duckdb.Error as exc:
             if src.format != "csv" or src.csv_rejects:
                 raise readers.csv_error(path, exc) if src.format == "csv" else InputError(
-                    f"cannot read: {str(exc).splitlines()[0]}", file=str(path)) from exc
+                    f"cannot read: {str(exc).splitlines()[0]}", file=str(path),
+                    hint="the attribute text is probably in another encoding: pass --encoding (e.g. gbk)"
+                    if "string of size" in str(exc) else None) from exc
             # malformed rows: read again, keeping the rows that split and recording the others
             if created:
                 con.execute(f"DELETE FROM staged WHERE _file = {i}")
