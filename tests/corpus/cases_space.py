@@ -229,6 +229,20 @@ def _geojson_gcj(folder: Path) -> list[Path]:
                              for i, (x, y) in enumerate(zip(LON, LAT, strict=True))])
 
 
+@case("geojson_points_bd09", "geojson", "Baidu points in a GeoJSON with --crs bd09", expect="kept", rows=3,
+      ingest={"schema": "poi", "crs": "bd09"}, check=_check_bd)
+def _geojson_bd(folder: Path) -> list[Path]:
+    return _geojson(folder, [({"poi_id": i + 1, "category": "park"}, {"type": "Point", "coordinates": [x, y]})
+                             for i, (x, y) in enumerate(zip(LON, LAT, strict=True))])
+
+
+@case("geojson_points_amap_alias", "geojson", "AMap points in a GeoJSON with --crs amap (a GCJ-02 alias)",
+      expect="kept", rows=3, ingest={"schema": "poi", "crs": "amap"}, check=_check_gcj)
+def _geojson_amap(folder: Path) -> list[Path]:
+    return _geojson(folder, [({"poi_id": i + 1, "category": "park"}, {"type": "Point", "coordinates": [x, y]})
+                             for i, (x, y) in enumerate(zip(LON, LAT, strict=True))])
+
+
 @case("geojson_invalid_crs", "geojson", "a GeoJSON with --crs EPSG:0", expect="error", reason="unknown CRS",
       ingest={"schema": "land_use", "crs": "EPSG:0"})
 def _geojson_badcrs(folder: Path) -> list[Path]:

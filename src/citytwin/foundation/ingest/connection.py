@@ -126,21 +126,24 @@ def register_udfs(con: duckdb.DuckDBPyConnection) -> None:
     _udf(con, "to_wgs84_lat", lambda a, b, c: _nan_to_null(_to_wgs84(a, b, c)[1]),
          [d("DOUBLE"), d("DOUBLE"), d("VARCHAR")], d("DOUBLE"), type="arrow", null_handling="special")
 
-    def gcj_wkb(wkb: pa.Array) -> pa.Array:
+    def _wkb_to_wgs84(wkb: pa.Array, datum: str) -> pa.Array:
         import shapely
 
         from citytwin.foundation import coords
 
         geoms = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False))
+        inverse = coords.gcj02_to_wgs84 if datum == "GCJ-02" else coords.bd09_to_wgs84
 
         def tf(xy: np.ndarray) -> np.ndarray:
-            x, y = coords.gcj02_to_wgs84(xy[:, 0], xy[:, 1])
+            x, y = inverse(xy[:, 0], xy[:, 1])
             return np.column_stack([x, y])
 
         return pa.array(shapely.to_wkb(shapely.transform(geoms, tf)), pa.binary())
 
-    _udf(con, "gcj02_wkb_to_wgs84", gcj_wkb, [d("BLOB")], d("BLOB"), type="arrow",
+    _udf(con, "gcj02_wkb_to_wgs84", lambda w: _wkb_to_wgs84(w, "GCJ-02"), [d("BLOB")], d("BLOB"), type="arrow",
                         null_handling="special")
+    _udf(con, "bd09_wkb_to_wgs84", lambda w: _wkb_to_wgs84(w, "BD-09"), [d("BLOB")], d("BLOB"), type="arrow",
+         null_handling="special")
 
     def _pairs(prop: pa.Array, unit: pa.Array) -> tuple[list[Any], list[Any]]:
         return prop.to_pylist(), unit.to_pylist()

@@ -289,12 +289,15 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
                                                                    sorted(real.items(), key=lambda kv: (-kv[1], kv[0]))))
         src_crs = (crs or src.crs or "EPSG:4326")
         g = "ST_GeomFromWKB(_src.geometry)"
-        gcj = normalize_header(src_crs) in ("gcj02", "gcj")
-        if not gcj and not _is_wgs84(src_crs):
+        pseudo = _pseudo_crs(src_crs)
+        if pseudo is None and not _is_wgs84(src_crs):
             g = f"ST_Transform({g}, {lit(_crs_for_duck(src_crs))}, 'EPSG:4326', always_xy := true)"
-        if gcj:
+        if pseudo == "GCJ-02":
             g = "ST_GeomFromWKB(gcj02_wkb_to_wgs84(_src.geometry))"
             plan.notes.append("geometry converted from GCJ-02 to WGS84")
+        elif pseudo == "BD-09":
+            g = "ST_GeomFromWKB(bd09_wkb_to_wgs84(_src.geometry))"
+            plan.notes.append("geometry converted from BD-09 to WGS84")
         plan.geometry = g
     elif schema.geometry == "point":
         have = {col.name: col for col in plan.columns}
