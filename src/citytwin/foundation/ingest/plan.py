@@ -386,7 +386,8 @@ LON_STEMS = ("lon", "lng", "long", "longitude", "经度", "x", "东经", "xcoord
              "lonwgs", "centroidlon")
 LAT_STEMS = ("lat", "latitude", "纬度", "y", "北纬", "ycoord", "y坐标", "坐标y", "point_y", "pointy", "centroidlat")
 #: CRS hints in a coordinate column's name (``lng_gcj02``, ``经度(BD09)``, ``longitude_wgs84``)
-CRS_HINTS = (("gcj02", "GCJ-02"), ("gcj", "GCJ-02"), ("火星", "GCJ-02"), ("高德", "GCJ-02"), ("bd09ll", "BD-09"),
+CRS_HINTS = (("gcj02", "GCJ-02"), ("gcj", "GCJ-02"), ("火星", "GCJ-02"), ("高德", "GCJ-02"), ("amap", "GCJ-02"),
+             ("gaode", "GCJ-02"), ("mars", "GCJ-02"), ("bd09ll", "BD-09"),
              ("bd09", "BD-09"), ("baidu", "BD-09"), ("百度", "BD-09"), ("wgs84", "EPSG:4326"),
              ("wgs", "EPSG:4326"), ("cgcs2000", "EPSG:4490"))
 
