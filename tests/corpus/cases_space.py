@@ -121,9 +121,15 @@ def _bad_crs2(folder: Path) -> list[Path]:
 
 
 @case("csv_pois_columns_swapped", "csv", "lon and lat columns swapped for Beijing (lat 116.4): all quarantined",
-      expect="error", reason="lat: 116.397 outside [-90, 90]", ingest={"schema": "poi"})
+      expect="error", reason="look swapped (lon 39.908, lat 116.397)", ingest={"schema": "poi"})
 def _swapped_cols(folder: Path) -> list[Path]:
     return _csv(folder, "pois.csv", _pois("lon", "lat", LAT, LON))
+
+
+@case("csv_pois_one_swapped", "csv", "one POI of three with lon and lat swapped", expect="quarantined", rows=2,
+      quarantined=1, reason="look swapped", ingest={"schema": "poi"})
+def _one_swapped(folder: Path) -> list[Path]:
+    return _csv(folder, "pois.csv", _pois("lon", "lat", [LON[0], LAT[1], LON[2]], [LAT[0], LON[1], LAT[2]]))
 
 
 @case("csv_pois_lon_200", "csv", "one POI at longitude 200", expect="quarantined", rows=2, quarantined=1,

@@ -304,6 +304,13 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
         if "lon" in have and "lat" in have:
             plan.lonlat = ("lon", "lat")
             pseudo = _pseudo_crs(crs)
+            if crs is None or pseudo is not None or _is_wgs84(crs):
+                # degrees: a latitude beyond ±90 with a longitude within ±90 is a swapped pair
+                lo, la = have["lon"].expr, have["lat"].expr
+                have["lat"].checks.append(
+                    f"CASE WHEN abs({la}) > 90 AND abs({la}) <= 180 AND abs({lo}) <= 90 THEN "
+                    f"'lat: the coordinates look swapped (lon ' || CAST({lo} AS VARCHAR) || ', lat ' || "
+                    f"CAST({la} AS VARCHAR) || '): is the latitude in the longitude column?' END")
             if pseudo == "GCJ-02":
                 lon_expr, lat_expr = have["lon"].expr, have["lat"].expr
                 for ll in (have["lon"], have["lat"]):
