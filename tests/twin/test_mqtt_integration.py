@@ -58,9 +58,9 @@ def wait_until(cond, timeout: float = 120.0, step: float = 0.05) -> bool:
 
 
 def test_beijing_month_through_mosquitto(broker, tmp_path, shared_data):
-    from citytwin.cli.twin import aqi_alerts
     from citytwin.twin import aqi
     from citytwin.twin.alerts import AlertBook
+    from citytwin.workflows.twin import aqi_alerts
 
     host, port, _ = broker
     wide = beijing_month(shared_data)
@@ -154,9 +154,9 @@ def test_beijing_full_four_years_through_mosquitto(broker, tmp_path, shared_data
     the non-missing readings, missing stays missing), daily AQI categories are computed for
     every station-day with enough hours, and alerts cover exactly the heavy-pollution days.
     """
-    from citytwin.cli.twin import aqi_alerts
     from citytwin.twin import aqi
     from citytwin.twin.alerts import AlertBook
+    from citytwin.workflows.twin import aqi_alerts
 
     host, port, _ = broker
     files = sorted((shared_data / "air_beijing_multisite").glob("PRSA_Data_*.csv"))

@@ -322,6 +322,10 @@ def _print_frame(df: pd.DataFrame, as_json: bool, limit: int = 50) -> None:
         console.print(f"... {len(df) - limit:,} more rows ({len(df):,} in all; --json prints all)")
 
 
+#: the zone naive times of observation files are read in, and of the AQI's days (``--tz``)
+DEFAULT_TZ = "Asia/Shanghai"
+TzOpt = Annotated[str, typer.Option("--tz", help="Time zone of the days, and of naive times in --file "
+                                                 "(IANA name).")]
 FileOpt = Annotated[Path | None, typer.Option("--file", help="Read observations from this file/folder instead "
                                                              "of the workspace history.")]
 
@@ -335,15 +339,19 @@ def aqi_cmd(
     start: StartOpt = None,
     end: EndOpt = None,
     as_json: JsonOpt = False,
+    tz: TzOpt = DEFAULT_TZ,
 ) -> None:
-    """Daily AQI (HJ 633-2012) per entity and day from the history (or a file).
+    """Daily AQI (HJ 633-2012) per entity and local day from the history (or a file).
+
+    Days are calendar days in --tz (default Asia/Shanghai), stated in each row's ``tz``; naive times
+    in --file are local times in that zone.
 
     Example: citytwin twin aqi -w ./ws --start 2015-12-01 --end 2016-01-01
     """
     from citytwin.workflows.twin import daily_aqi
 
-    d = daily_aqi(workspace, file, entity, start, end)
-    cols = [c for c in ("entity", "date", "aqi", "category_zh", "category_en", "primary", "status") if c in d]
+    d = daily_aqi(workspace, file, entity, start, end, tz).assign(tz=tz)
+    cols = [c for c in ("entity", "date", "tz", "aqi", "category_zh", "category_en", "primary", "status") if c in d]
     _print_frame(d[cols], as_json)
 
 

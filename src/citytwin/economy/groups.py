@@ -28,11 +28,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from citytwin.economy import data as _data
+from citytwin.foundation.admin import normalise_name
 from citytwin.foundation.errors import InputError
 
 _PROVINCE_SUFFIX = re.compile(r"(省|市|壮族自治区|回族自治区|维吾尔自治区|自治区|特别行政区)$")
@@ -40,13 +42,44 @@ _PROVINCE_SUFFIX = re.compile(r"(省|市|壮族自治区|回族自治区|维吾�
 
 def province_short(name: str) -> str:
     """Short province name: ``广西壮族自治区`` -> ``广西``, ``北京市`` -> ``北京``, ``山西省`` -> ``山西``."""
-    return _PROVINCE_SUFFIX.sub("", str(name).strip())
+    return _PROVINCE_SUFFIX.sub("", normalise_name(name))
 
 
 def city_key(name: str) -> str:
-    """A city name for matching: without a trailing 市 / 地区 / 盟 (``贵阳市`` -> ``贵阳``)."""
-    s = str(name).strip()
+    """A city name for display joins: without a trailing 市 / 地区 / 盟 (``贵阳市`` -> ``贵阳``).
+
+    Group membership does not match on it: :func:`unit_keys` resolves names with the one
+    administrative-code resolver (:class:`citytwin.foundation.admin.AdminResolver`).
+    """
+    s = normalise_name(name)
     return re.sub(r"(市|地区|盟)$", "", s) if len(s) > 2 else s
+
+
+def unit_keys(names: Iterable[Any], level: str = "city") -> list[str]:
+    """The key each name is matched on in group tables: its administrative code where
+    :class:`~citytwin.foundation.admin.AdminResolver` resolves it (so 北京, 北京市, ``北京\u200b市``
+    and 110100 are one city; 恩施州 is 恩施土家族苗族自治州; 襄樊市 is 襄阳市), else the normalised name
+    (:func:`city_key` / :func:`province_short`, marked ``name:``).
+
+    Examples
+    --------
+    >>> unit_keys(["北京", "北京市", "恩施州", "恩施土家族苗族自治州", "火星市"])
+    ['110100', '110100', '422800', '422800', 'name:火星']
+    >>> unit_keys(["广西", "广西壮族自治区"], level="province")
+    ['450000', '450000']
+    """
+    from citytwin.foundation.admin import AdminResolver
+
+    ns = ["" if n is None or (isinstance(n, float) and np.isnan(n)) else str(n) for n in names]
+    if not ns:
+        return []
+    lv = "province" if level == "province" else "prefecture"
+    uniq = list(dict.fromkeys(ns))
+    res = AdminResolver.default().resolve(pd.Series(uniq, dtype=object), level=lv)
+    short = province_short if level == "province" else city_key
+    key = {n: (c if isinstance(c, str) and c else "name:" + short(n))
+           for n, c in zip(uniq, res["adcode"].tolist(), strict=True)}
+    return [key[n] for n in ns]
 
 
 @dataclass(frozen=True)
@@ -77,10 +110,9 @@ class MembershipTable:
         for c in ("member", "group"):
             if c not in self.members.columns:
                 raise InputError(f"membership table {self.name!r} needs a {c!r} column", field=c)
-        key = province_short if self.level == "province" else city_key
         idx: dict[str, list[str]] = {}
-        for m, g in zip(self.members["member"], self.members["group"], strict=True):
-            idx.setdefault(key(m), []).append(str(g))
+        for k, g in zip(unit_keys(self.members["member"], self.level), self.members["group"], strict=True):
+            idx.setdefault(k, []).append(str(g))
         object.__setattr__(self, "_index", idx)
 
     @property
@@ -89,17 +121,15 @@ class MembershipTable:
 
     def lookup(self, names: Iterable[str]) -> list[str | None]:
         """The (first) group of each name, ``None`` when the name is not a member."""
-        key = province_short if self.level == "province" else city_key
         out: list[str | None] = []
-        for n in names:
-            hit = self._index.get(key(n))
+        for k in unit_keys(list(names), self.level):
+            hit = self._index.get(k)
             out.append(hit[0] if hit else None)
         return out
 
     def lookup_all(self, names: Iterable[str]) -> list[list[str]]:
         """Every group of each name (a city can belong to several clusters)."""
-        key = province_short if self.level == "province" else city_key
-        return [list(self._index.get(key(n), [])) for n in names]
+        return [list(self._index.get(k, [])) for k in unit_keys(list(names), self.level)]
 
 
 def membership_table(frame: pd.DataFrame, *, member: str, group: str, source: str, name: str = "user",
@@ -182,21 +212,21 @@ def city_provinces(cities: Iterable[str], lookup: pd.DataFrame, *, name: str = "
         if c not in lookup.columns:
             raise InputError(f"the city lookup table has no column {c!r}", field=c)
     table: dict[str, str] = {}
-    for n, p in zip(lookup[name], lookup[province], strict=True):
-        table.setdefault(city_key(n), str(p))
-    al = {city_key(k): v for k, v in (aliases or {}).items()}
+    for k, p in zip(unit_keys(lookup[name]), lookup[province], strict=True):
+        table.setdefault(k, str(p))
+    al_items = list((aliases or {}).items())
+    al = dict(zip(unit_keys([k for k, _ in al_items]), [v for _, v in al_items], strict=True))
     provinces = set(table.values()) | {province_short(p) for p in table.values()}
     names = [str(c) for c in cities]
     out: list[str | None] = []
     unknown: list[str] = []
-    for c in names:
-        k = city_key(c)
+    for c, k in zip(names, unit_keys(names), strict=True):
         if k in al:
             target = al[k]
             if target in provinces:
                 out.append(target)
                 continue
-            k = city_key(target)
+            k = unit_keys([target])[0]
         p = table.get(k)
         if p is None and k not in unknown:
             unknown.append(c)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from citytwin.economy.groups import city_key
+from citytwin.economy.groups import unit_keys
 from citytwin.economy.index import IndexResult
 
 _CSS = """
@@ -138,8 +138,9 @@ def _groups_chart(groups: pd.DataFrame, group_col: str, time_col: str, value: st
 def _map(latest: pd.DataFrame, id_col: str, boundaries: Any, boundary_key: str) -> tuple[str, int]:
     plt = _plt()
     b = boundaries.copy()
-    b["_k"] = [city_key(x) for x in b[boundary_key]]
-    s = latest.assign(_k=[city_key(x) for x in latest[id_col]])[["_k", "score"]]
+    # one resolver (foundation.admin) for both sides: 恩施州 meets 恩施土家族苗族自治州
+    b["_k"] = unit_keys(b[boundary_key])
+    s = latest.assign(_k=unit_keys(latest[id_col]))[["_k", "score"]]
     m = b.merge(s, on="_k", how="left")
     fig, ax = plt.subplots(figsize=(9, 7))
     m[m["score"].isna()].plot(ax=ax, color="#eeeeee", edgecolor="#bbbbbb", linewidth=0.2)

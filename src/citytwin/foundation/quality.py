@@ -44,19 +44,25 @@ class QualityReport:
     notes: list[str] = field(default_factory=list)
 
     schema_fields: list[str] = field(default_factory=list)
+    #: records placed at their administrative unit's representative point (``geometry_source =
+    #: 'admin_point'``) instead of their own coordinates, where the dataset has coordinates for others
+    admin_points: int = 0
 
     @property
     def score(self) -> float:
-        """Share kept × mean completeness of the schema's fields (all columns for schema-less tables).
+        """Share kept × mean completeness of the schema's fields (all columns for schema-less tables)
+        × (1 − ½ × the share of records placed at an administrative point instead of their coordinates).
 
-        A headline figure in [0, 1]; sparse optional columns (e.g. OSM tags) do not lower it.
+        A headline figure in [0, 1]; sparse optional columns (e.g. OSM tags) do not lower it. A
+        record located only by its unit's representative point counts as half located.
         """
         read = self.rows_read or self.rows
         if read == 0:
             return 0.0
         cols = [c for c in self.schema_fields if c in self.completeness] or list(self.completeness)
         comp = sum(self.completeness[c] for c in cols) / max(len(cols), 1)
-        return round(self.rows / read * comp, 4)
+        located = 1 - 0.5 * self.admin_points / self.rows if self.rows else 1.0
+        return round(self.rows / read * comp * located, 4)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -127,6 +133,10 @@ def quality_report(ws: Workspace, name: str, version: int | None = None, *, k: f
         allc = ", ".join(ident(c) for c, _ in cols)
         dup_rows = int(con.sql(f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) n FROM read_parquet('{glob}') "
                                f"GROUP BY {allc} HAVING n > 1)").fetchone()[0]) if rows else 0  # type: ignore[index]
+        admin_pts = 0
+        if "geometry_source" in dict(cols) and ("lon" in dict(cols) or ws.schema(info.schema).geometry is not None):
+            admin_pts = int(con.sql(f"SELECT count(*) FILTER (WHERE geometry_source = 'admin_point') "
+                                    f"FROM read_parquet('{glob}')").fetchone()[0])  # type: ignore[index]
         invalid = None
         if "geometry" in dict(cols):
             g = "geometry" if dict(cols)["geometry"].startswith("GEOMETRY") else "ST_GeomFromWKB(geometry)"
@@ -141,4 +151,4 @@ def quality_report(ws: Workspace, name: str, version: int | None = None, *, k: f
         rows_quarantined=vi.rows_quarantined, completeness=completeness, missing=missing, outliers=outliers,
         duplicate_keys=dup_keys, duplicate_rows=dup_rows, key=key, quarantine_reasons=reasons,
         invalid_geometries=invalid, crs="EPSG:4326" if invalid is not None else None, k=k, notes=notes,
-        schema_fields=[f.name for f in ws.schema(info.schema).fields if f.type != "geometry"])
+        schema_fields=[f.name for f in ws.schema(info.schema).fields if f.type != "geometry"], admin_points=admin_pts)

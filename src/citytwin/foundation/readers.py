@@ -65,6 +65,10 @@ class Source:
     header_row: int | None = None
     sql: str | None = None  # SQL text of the raw records, when they sit in a table (no view needed)
     temp_table: str | None = None  # dropped by ingest once the records are staged
+    #: GIS layers: (xmin, ymin, xmax, ymax) of all features, in the layer's own coordinates
+    bounds: tuple[float, float, float, float] | None = None
+    #: GIS layers: features per geometry type (``{"Polygon": 3, "Point": 1}``)
+    geometry_types: dict[str, int] = field(default_factory=dict)
 
     def types_of(self, columns: Sequence[str]) -> dict[str, str]:
         """``DOUBLE`` or ``VARCHAR`` for each of ``columns`` (see :func:`infer_types`)."""
@@ -142,7 +146,8 @@ def open_source(con: duckdb.DuckDBPyConnection, path: str | Path, *, sheet: str 
         return _open_json(con, p)
     if fmt == "osm_pbf":
         return _open_osm(con, p, layer=layer)
-    return _open_gis(con, p, layer=layer, zipped=fmt == "shapefile_zip" or p.suffix.lower() == ".zip")
+    return _open_gis(con, p, layer=layer, zipped=fmt == "shapefile_zip" or p.suffix.lower() == ".zip",
+                     encoding=encoding)
 
 
 # ---------------------------------------------------------------------------
@@ -582,10 +587,18 @@ def _crs_name(crs: Any) -> str | None:
     return str(crs)
 
 
-def _open_gis(con: duckdb.DuckDBPyConnection, path: Path, *, layer: str | None, zipped: bool) -> Source:
+def _open_gis(con: duckdb.DuckDBPyConnection, path: Path, *, layer: str | None, zipped: bool,
+              encoding: str | None = None) -> Source:
     import pyogrio
     from pyogrio.errors import DataLayerError, DataSourceError
 
+    from citytwin.foundation.shapezip import check_shapefile_zip, dbf_encoding
+
+    if zipped:
+        check_shapefile_zip(path)
+    sniffed_note = None
+    if encoding is None:
+        encoding, sniffed_note = dbf_encoding(path, zipped)
     target = f"/vsizip/{path}" if zipped else str(path)
     if path.suffix.lower() in (".geojson", ".json"):
         _check_json_complete(path)
@@ -599,10 +612,21 @@ def _open_gis(con: duckdb.DuckDBPyConnection, path: Path, *, layer: str | None, 
         else:
             chosen = layer or (layers[0] if layers else None)
             note = f"layer {chosen!r}" if chosen else ""
-        info = pyogrio.read_info(target, layer=chosen)
-        meta, reader_table = _read_gis_arrow(target, chosen)
-    except (DataSourceError, DataLayerError, RuntimeError, OSError) as exc:
-        raise InputError(f"cannot read GIS file: {exc}", file=str(path)) from exc
+        info = pyogrio.read_info(target, layer=chosen, encoding=encoding, force_total_bounds=True)
+        meta, reader_table = _read_gis_arrow(target, chosen, encoding)
+    except InputError:
+        raise
+    except (DataSourceError, DataLayerError, RuntimeError, OSError, ValueError, pa.ArrowException,
+            MemoryError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        hint = None
+        if "string of size" in first or "decode" in first.lower() or "encoding" in first.lower():
+            # GDAL's text of a .dbf in another code page (GBK) than it assumed breaks Arrow's strings
+            hint = ("the attribute table's text is in another encoding than "
+                    f"{encoding or 'the one declared (.cpg) or assumed'}: pass --encoding (e.g. gbk, "
+                    "gb18030, utf-8), or add a .cpg file naming it")
+            first = "cannot decode the attribute table (.dbf) text"
+        raise InputError(f"cannot read GIS file: {first}", file=str(path), hint=hint) from exc
     crs = _crs_name(info.get("crs") or meta.get("crs"))
     table = reader_table
     n = table.num_rows
@@ -615,14 +639,31 @@ def _open_gis(con: duckdb.DuckDBPyConnection, path: Path, *, layer: str | None, 
     table = table.add_column(0, "_row", pa.array(range(1, n + 1), pa.int64()))
     rel = con.from_arrow(table)
     cols = [c for c in table.column_names if c != "_row"]
+    tb = info.get("total_bounds")
+    bounds = None
+    if tb is not None and len(tb) == 4 and all(math.isfinite(float(v)) for v in tb):
+        bounds = (float(tb[0]), float(tb[1]), float(tb[2]), float(tb[3]))
+    gtypes: dict[str, int] = {}
+    if "geometry" in table.column_names:
+        import numpy as np
+        import shapely
+
+        kinds = shapely.get_type_id(shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False)))
+        names = {0: "Point", 1: "LineString", 2: "LinearRing", 3: "Polygon", 4: "MultiPoint",
+                 5: "MultiLineString", 6: "MultiPolygon", 7: "GeometryCollection", -1: "missing"}
+        ids, counts = np.unique(kinds, return_counts=True)
+        gtypes = {names.get(int(i), str(i)): int(k) for i, k in zip(ids, counts, strict=True)}
+    if encoding:
+        note = (note + "; " if note else "") + (sniffed_note or f"attribute text read as {encoding}")
     return Source(path=path, format="gis", relation=rel, columns=cols, text=False, crs=crs,
-                  notes=[x for x in [note] if x])
+                  notes=[x for x in [note] if x], bounds=bounds,
+                  geometry_types=gtypes)
 
 
-def _read_gis_arrow(target: str, layer: str | None) -> tuple[dict[str, Any], pa.Table]:
+def _read_gis_arrow(target: str, layer: str | None, encoding: str | None = None) -> tuple[dict[str, Any], pa.Table]:
     import pyogrio
 
-    meta, table = pyogrio.read_arrow(target, layer=layer)
+    meta, table = pyogrio.read_arrow(target, layer=layer, encoding=encoding)
     if isinstance(table, pa.RecordBatchReader):
         table = table.read_all()
     return meta, table

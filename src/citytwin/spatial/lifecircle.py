@@ -45,6 +45,26 @@ DAILY_SERVICES: tuple[str, ...] = (
 )
 
 
+def map_chinese_categories(pois: gpd.GeoDataFrame, category_col: str, classes: Sequence[str],
+                           report: InputReport) -> gpd.GeoDataFrame:
+    """POIs whose categories are a Chinese map platform's (``运动健身:网球场``) and none of ``classes``:
+    their categories mapped with the shipped table (:mod:`citytwin.spatial.poi_categories`), said
+    in the report. Other POIs are returned as they are."""
+    from citytwin.spatial.poi_categories import TABLE, classify_cn, looks_chinese
+
+    present = pois[category_col].dropna().astype(str)
+    if present.isin(list(classes)).any() or not looks_chinese(present.unique()):
+        return pois
+    mapped = classify_cn(pois[category_col].tolist())
+    n_ok = int(mapped.notna().sum())
+    unmapped = sorted({str(c) for c, m in zip(pois[category_col], mapped, strict=True) if m is None and c is not None})
+    report.note(f"POI categories read as Chinese map-platform categories (table spatial/data/{TABLE}): "
+                f"{n_ok} of {len(pois)} POIs mapped to classes"
+                + (f"; not in the table: {', '.join(unmapped[:10])}{' …' if len(unmapped) > 10 else ''}"
+                   if unmapped else ""))
+    return pois.assign(**{category_col: mapped.to_numpy()})
+
+
 def walk_threshold_m(minutes: float = 15.0, speed_kmh: float = 4.8) -> float:
     """Walking distance (m) covered in ``minutes`` at ``speed_kmh``.
 
@@ -219,6 +239,7 @@ def life_circle(homes: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, network: Street
         if g.crs is not None and not g.crs.equals(network.crs) and not g.crs.equals("EPSG:4326"):
             report.note(f"{name}: reprojected from {g.crs.to_string()} to the network's {network.crs.to_string()}")
     cats = list(dict.fromkeys(categories))
+    pois = map_chinese_categories(pois, category_col, cats, report)
 
     # POIs
     pois = pois[pois[category_col].isin(cats)]

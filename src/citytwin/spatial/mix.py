@@ -141,6 +141,10 @@ def functional_mix(pois: gpd.GeoDataFrame, *, resolution: int = 9, category_col:
     if category_col not in pois.columns:
         raise InputError(f"no column {category_col!r}", field=category_col)
     pois = valid_geometries(pois, id_column(pois), "pois", report)
+    if classes is not None:  # Chinese map-platform categories (运动健身:网球场) to the given classes
+        from citytwin.spatial.lifecircle import map_chinese_categories
+
+        pois = map_chinese_categories(pois, category_col, list(classes), report)
     cat = pois[category_col].astype("string")
     keep = cat.notna() & ~cat.isin(list(exclude))
     if (~keep).any():

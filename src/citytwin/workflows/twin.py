@@ -25,9 +25,27 @@ if TYPE_CHECKING:
     from citytwin.twin.entities import Entity
     from citytwin.workflows.runtime import TwinRuntime
 
-__all__ = ["POLLUTANTS", "ForecastIssue", "ReplayTotals", "aqi_alerts", "backtest_forecast", "daily_aqi",
-           "history_frame", "hub_alerts", "issue_forecasts", "parse_time", "publish_replay", "read_observations",
-           "replay_in_process", "replay_messages", "twin_root", "verify_forecasts", "wait_ingested"]
+__all__ = [
+    "DEFAULT_TZ",
+    "POLLUTANTS",
+    "ForecastIssue",
+    "ReplayTotals",
+    "aqi_alerts",
+    "backtest_forecast",
+    "daily_aqi",
+    "history_frame",
+    "hub_alerts",
+    "issue_forecasts",
+    "parse_time",
+    "parse_times",
+    "publish_replay",
+    "read_observations",
+    "replay_in_process",
+    "replay_messages",
+    "twin_root",
+    "verify_forecasts",
+    "wait_ingested",
+]
 
 POLLUTANTS = ["pm25", "pm10", "so2", "no2", "co", "o3"]
 """The properties daily AQI is computed from."""
@@ -55,12 +73,73 @@ def parse_time(text: str) -> pd.Timestamp:
     return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
 
 
+#: the zone naive times of observation files are read in (``--tz``)
+DEFAULT_TZ = "Asia/Shanghai"
+#: entity type of a long table's entity whose id is not an NGSI-LD URN and that has no ``type`` column:
+#: air-quality stations when the file measures an AQI pollutant, else a generic device
+DEFAULT_AIR_TYPE = "AirQualityObserved"
+DEFAULT_DEVICE_TYPE = "Device"
+_OFFSET = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def parse_times(values: pd.Series, tz: str = DEFAULT_TZ, *, file: str | None = None,
+                field: str = "time") -> pd.Series:
+    """Times of an observation file as UTC: naive times are local times in ``tz``.
+
+    A value with its own offset (``2015-12-01T08:00:00+08:00``, ``…Z``) keeps it; a naive one
+    (``2015-12-01 08:00``) is a wall-clock time in ``tz`` (default Asia/Shanghai, as the docs say:
+    it was read as UTC, and a day's AQI then mixed two local days). A time that does not exist or is
+    ambiguous in ``tz`` (daylight saving) and a value that is not a time are errors naming the row.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> parse_times(pd.Series(["2015-12-01 00:00", "2015-12-01T00:00:00Z"])).astype(str).tolist()
+    ['2015-11-30 16:00:00+00:00', '2015-12-01 00:00:00+00:00']
+    """
+    from zoneinfo import ZoneInfoNotFoundError
+
+    import pandas as pd
+
+    try:
+        pd.Timestamp("2000-01-01").tz_localize(tz)
+    except (ZoneInfoNotFoundError, ValueError, KeyError) as exc:
+        raise InputError(f"unknown time zone {tz!r}", field="tz", hint="an IANA name, e.g. Asia/Shanghai or UTC") \
+            from exc
+    s = pd.Series(values).reset_index(drop=True)
+    if pd.api.types.is_datetime64_any_dtype(s):
+        t = s if getattr(s.dt, "tz", None) is not None else s.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+        utc: pd.Series = t.dt.tz_convert("UTC")
+        return utc
+    text = s.astype("string").str.strip()
+    aware = text.str.contains(_OFFSET, regex=True, na=False)
+    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
+    try:
+        if aware.any():
+            out[aware] = pd.to_datetime(text[aware], utc=True, format="mixed", errors="coerce")
+        naive = ~aware & text.notna()
+        if naive.any():
+            local = pd.to_datetime(text[naive], format="mixed", errors="coerce")
+            out[naive] = local.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"cannot read the times: {exc}", file=file, field=field) from exc
+    bad = out.isna() & text.notna()
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise InputError(f"not a time in {tz}: {text.iloc[i]!r}", file=file, row=i + 1, field=field,
+                         hint="ISO 8601, e.g. 2015-12-01 08:00 (local) or 2015-12-01T00:00:00Z")
+    return out
+
+
 def read_observations(path: Path, *, start: str | None = None, end: str | None = None,
-                      stations: list[str] | None = None) -> tuple[pd.DataFrame, list[Entity]]:
+                      stations: list[str] | None = None, tz: str = DEFAULT_TZ) -> tuple[pd.DataFrame, list[Entity]]:
     """Read an observation file or folder -> (long frame, entities to register).
 
     Accepts the UCI Beijing CSVs (a file or the folder of 12), or a long table (CSV / Parquet)
-    with ``entity, property, time, value, unit`` (optional ``type, lon, lat``).
+    with ``entity, property, time, value, unit`` (optional ``type, lon, lat``). Naive times are
+    local times in ``tz`` (:func:`parse_times`). An entity's type is the ``type`` column, else the
+    type in its NGSI-LD id (``urn:ngsi-ld:TYPE:ID``), else :data:`DEFAULT_AIR_TYPE` when the file
+    measures an AQI pollutant and :data:`DEFAULT_DEVICE_TYPE` otherwise.
 
     Parameters
     ----------
@@ -109,13 +188,21 @@ def read_observations(path: Path, *, start: str | None = None, end: str | None =
         if not need.issubset(df.columns):
             raise InputError(f"columns {sorted(need - set(df.columns))} missing", file=str(path),
                              hint="a long table needs entity, property, time, value, unit (or UCI Beijing CSVs)")
-        long = df.copy()
-        long["time"] = pd.to_datetime(long["time"], utc=True)
+        long = df.copy().reset_index(drop=True)
+        long["time"] = parse_times(long["time"], tz, file=str(path))
         if "unit" not in long:
             long["unit"] = None
         ents = []
+        air = bool(long["property"].astype(str).isin(["pm25", "pm10", "so2", "no2", "co", "o3"]).any())
+        fallback = DEFAULT_AIR_TYPE if air else DEFAULT_DEVICE_TYPE
         for eid, g in long.groupby("entity", sort=True):
-            etype = str(g["type"].iloc[0]) if "type" in g else str(eid).split(":")[2]
+            parts = str(eid).split(":")
+            if "type" in g and pd.notna(g["type"].iloc[0]) and str(g["type"].iloc[0]).strip():
+                etype = str(g["type"].iloc[0]).strip()
+            elif len(parts) >= 4 and parts[0].lower() == "urn" and parts[1].lower() == "ngsi-ld" and parts[2]:
+                etype = parts[2]
+            else:
+                etype = fallback
             lon = float(g["lon"].iloc[0]) if "lon" in g and pd.notna(g["lon"].iloc[0]) else None
             lat = float(g["lat"].iloc[0]) if "lat" in g and pd.notna(g["lat"].iloc[0]) else None
             ents.append(E.Entity(str(eid), etype, lon, lat))
@@ -141,8 +228,9 @@ def history_frame(workspace: WorkspaceLike | None, entities: list[str] | None = 
 
 
 def daily_aqi(workspace: WorkspaceLike | None = None, file: Path | None = None, entities: list[str] | None = None,
-              start: str | None = None, end: str | None = None) -> pd.DataFrame:
-    """Daily AQI (HJ 633-2012) per entity and day, from an observation ``file`` or the workspace's history.
+              start: str | None = None, end: str | None = None, tz: str = DEFAULT_TZ) -> pd.DataFrame:
+    """Daily AQI (HJ 633-2012) per entity and calendar day in ``tz``, from an observation ``file`` (naive
+    times there are local times in ``tz``) or the workspace's history.
 
     Raises
     ------
@@ -152,14 +240,14 @@ def daily_aqi(workspace: WorkspaceLike | None = None, file: Path | None = None, 
     from citytwin.twin import aqi
 
     if file is not None:
-        long, _ = read_observations(file, start=start, end=end)
+        long, _ = read_observations(file, start=start, end=end, tz=tz)
         if entities:
             long = long[long["entity"].isin(entities)]
     else:
         long = history_frame(workspace, entities, POLLUTANTS, start, end)
     if long.empty:
         raise InputError("no pollutant observations found", hint="replay data first, or pass --file")
-    return aqi.daily_aqi(long, invalid="missing")
+    return aqi.daily_aqi(long, invalid="missing", tz=tz)
 
 
 def aqi_alerts(daily: pd.DataFrame, book: AlertBook, *, min_level: int = 5,

@@ -23,7 +23,7 @@ from citytwin.foundation.schemas import Field, Schema, normalize_header
 from citytwin.foundation.sql import ident as q
 from citytwin.foundation.sql import literal as lit
 
-__all__ = ["Column", "Plan", "lazy_text", "match_columns", "note_columns", "plan_columns"]
+__all__ = ["Column", "Plan", "find_coordinate_columns", "lazy_text", "match_columns", "note_columns", "plan_columns"]
 
 #: DuckDB types read as numbers
 DUCK_NUMERIC = ("DOUBLE", "FLOAT", "BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT",
@@ -95,8 +95,22 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
     """Map a source's columns onto a schema and build the SQL for values and checks."""
     user_units = dict(user_units or {})
     matched = match_columns(schema, src.columns)
-    used = {c for c, _ in matched.values()}
     plan = Plan(columns=[])
+    crs = _check_crs(crs, src)
+    if {"lon", "lat"} <= set(schema.field_names) and not ({"lon", "lat"} <= set(matched)):
+        found = find_coordinate_columns(src, [c for c in src.columns if c not in {m for m, _ in matched.values()}],
+                                        have=matched)
+        if found is not None:
+            lon_c, lat_c, hint = found
+            matched["lon"], matched["lat"] = (lon_c, None), (lat_c, None)
+            how = f"coordinates read from columns {lon_c!r} (longitude) and {lat_c!r} (latitude), recognised by name and values"
+            if hint is not None and crs is None:
+                crs = hint
+                how += f"; CRS {hint} taken from the column names"
+            elif hint is not None and crs is not None and normalize_header(crs) != normalize_header(hint):
+                how += f"; the column names say {hint}, the CRS given ({crs}) is used"
+            plan.notes.append(how)
+    used = {c for c, _ in matched.values()}
     text = src.text
     # raw values are computed once per record in the first query stage, as columns "r:<col>"
     raw_of: dict[str, str] = {c: q("r:" + c) for c in src.columns if c != "geometry"}
@@ -260,24 +274,51 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
             plan.notes.append(f"geometry read as WKT from column {wkt!r}")
     # geometry
     if "geometry" in src.columns:
+        b = src.bounds
+        if crs is None and src.crs is None and b is not None and (
+                min(b[0], b[2]) < -180 or max(b[0], b[2]) > 180 or min(b[1], b[3]) < -90 or max(b[1], b[3]) > 90):
+            raise InputError(
+                f"the file does not say its coordinate reference system (no .prj), and its coordinates "
+                f"(x {b[0]:.6g} to {b[2]:.6g}, y {b[1]:.6g} to {b[3]:.6g}) are not longitude/latitude degrees",
+                file=str(src.path), field="crs",
+                hint="they look like projected metres: pass the CRS, e.g. --crs EPSG:4547 (CGCS2000 / 3-degree "
+                     "Gauss-Kruger CM 114E) or --crs EPSG:32650 (UTM 50N)")
+        real = {k: v for k, v in src.geometry_types.items() if k != "missing"}
+        if len(real) > 1:
+            plan.notes.append("mixed geometry types: " + ", ".join(f"{v} {k}" for k, v in
+                                                                   sorted(real.items(), key=lambda kv: (-kv[1], kv[0]))))
         src_crs = (crs or src.crs or "EPSG:4326")
         g = "ST_GeomFromWKB(_src.geometry)"
-        gcj = normalize_header(src_crs) in ("gcj02", "gcj")
-        if not gcj and not _is_wgs84(src_crs):
+        pseudo = _pseudo_crs(src_crs)
+        if pseudo is None and not _is_wgs84(src_crs):
             g = f"ST_Transform({g}, {lit(_crs_for_duck(src_crs))}, 'EPSG:4326', always_xy := true)"
-        if gcj:
+        if pseudo == "GCJ-02":
             g = "ST_GeomFromWKB(gcj02_wkb_to_wgs84(_src.geometry))"
             plan.notes.append("geometry converted from GCJ-02 to WGS84")
+        elif pseudo == "BD-09":
+            g = "ST_GeomFromWKB(bd09_wkb_to_wgs84(_src.geometry))"
+            plan.notes.append("geometry converted from BD-09 to WGS84")
         plan.geometry = g
     elif schema.geometry == "point":
         have = {col.name: col for col in plan.columns}
         if "lon" in have and "lat" in have:
             plan.lonlat = ("lon", "lat")
-            if crs and normalize_header(crs) in ("gcj02", "gcj"):
+            pseudo = _pseudo_crs(crs)
+            if crs is None or pseudo is not None or _is_wgs84(crs):
+                # degrees: a latitude beyond ±90 with a longitude within ±90 is a swapped pair
+                lo, la = have["lon"].expr, have["lat"].expr
+                have["lat"].checks.append(
+                    f"CASE WHEN abs({la}) > 90 AND abs({la}) <= 180 AND abs({lo}) <= 90 THEN "
+                    f"'lat: the coordinates look swapped (lon ' || CAST({lo} AS VARCHAR) || ', lat ' || "
+                    f"CAST({la} AS VARCHAR) || '): is the latitude in the longitude column?' END")
+            if pseudo == "GCJ-02":
                 lon_expr, lat_expr = have["lon"].expr, have["lat"].expr
                 for ll in (have["lon"], have["lat"]):
                     ll.expr = f"gcj02_to_wgs84_{ll.name}({lon_expr}, {lat_expr})"
                 plan.notes.append("coordinates converted from GCJ-02 to WGS84")
+            elif crs and not _is_wgs84(crs):
+                _transform_lonlat(have["lon"], have["lat"], crs, projected=pseudo is None)
+                plan.notes.append(f"coordinates converted from {crs} to WGS84")
     if schema.geometry and "geometry" in schema.field_names and schema.field("geometry").required \
             and plan.geometry is None:
         raise InputError(f"schema {schema.name!r} needs geometry, and the file has none", file=str(src.path),
@@ -344,6 +385,115 @@ def _find_wkt_column(src: readers.Source, candidates: list[str]) -> str | None:
                 ("POINT", "LINESTRING", "POLYGON", "MULTI", "GEOMETRYCOLLECTION")) for v in vals):
             return c
     return None
+
+
+#: header stems of longitude and latitude columns (compared after :func:`normalize_header` and with
+#: any CRS hint removed), besides the schema's own aliases
+LON_STEMS = ("lon", "lng", "long", "longitude", "经度", "x", "东经", "xcoord", "x坐标", "坐标x", "point_x", "pointx",
+             "lonwgs", "centroidlon")
+LAT_STEMS = ("lat", "latitude", "纬度", "y", "北纬", "ycoord", "y坐标", "坐标y", "point_y", "pointy", "centroidlat")
+#: CRS hints in a coordinate column's name (``lng_gcj02``, ``经度(BD09)``, ``longitude_wgs84``)
+CRS_HINTS = (("gcj02", "GCJ-02"), ("gcj", "GCJ-02"), ("火星", "GCJ-02"), ("高德", "GCJ-02"), ("amap", "GCJ-02"),
+             ("gaode", "GCJ-02"), ("mars", "GCJ-02"), ("bd09ll", "BD-09"),
+             ("bd09", "BD-09"), ("baidu", "BD-09"), ("百度", "BD-09"), ("wgs84", "EPSG:4326"),
+             ("wgs", "EPSG:4326"), ("cgcs2000", "EPSG:4490"))
+
+
+def _split_hint(header: str) -> tuple[str, str | None]:
+    """A header without its CRS hint, and the hint (``("lng", "GCJ-02")`` for ``lng_gcj02``)."""
+    key = normalize_header(header)
+    for token, crs in CRS_HINTS:
+        if key.startswith(token) and len(key) > len(token):
+            return key[len(token):], crs
+        if key.endswith(token) and len(key) > len(token):
+            return key[: -len(token)], crs
+    return key, None
+
+
+def find_coordinate_columns(src: readers.Source, candidates: Sequence[str], *,
+                            have: dict[str, tuple[str, str | None]] | None = None) -> tuple[str, str, str | None] | None:
+    """Longitude and latitude columns among ``candidates``, recognised by name and confirmed by values.
+
+    A name is a coordinate name when, without a CRS hint (``_gcj02``, ``_bd09``, ``_wgs84`` …),
+    it is one of :data:`LON_STEMS` / :data:`LAT_STEMS` (``lng_gcj02``, ``经度``, ``x``,
+    ``longitude_wgs84``). The values confirm it: the first non-empty ones must be numbers.
+
+    Returns
+    -------
+    tuple or None
+        ``(lon column, lat column, CRS hint or None)``.
+    """
+    have = have or {}
+    lon_keys = {normalize_header(x) for x in LON_STEMS}
+    lat_keys = {normalize_header(x) for x in LAT_STEMS}
+    lon_c = have["lon"][0] if "lon" in have else None
+    lat_c = have["lat"][0] if "lat" in have else None
+    hints: list[str] = []
+    for c in candidates:
+        stem, hint = _split_hint(c)
+        if lon_c is None and stem in lon_keys:
+            lon_c = c
+        elif lat_c is None and stem in lat_keys:
+            lat_c = c
+        else:
+            continue
+        if hint:
+            hints.append(hint)
+    if lon_c is None or lat_c is None or not _numeric_values(src, lon_c) or not _numeric_values(src, lat_c):
+        return None
+    hint = hints[0] if hints and all(h == hints[0] for h in hints) else None
+    return lon_c, lat_c, hint
+
+
+def _numeric_values(src: readers.Source, col: str, n: int = 50) -> bool:
+    """Whether the first ``n`` non-empty values of ``col`` are (mostly) numbers."""
+    try:
+        rows = src.relation.filter(f"{q(col)} IS NOT NULL AND trim(CAST({q(col)} AS VARCHAR)) <> ''").project(
+            f"TRY_CAST(trim(CAST({q(col)} AS VARCHAR)) AS DOUBLE)").limit(n).fetchall()
+    except duckdb.Error:
+        return False
+    return not rows or sum(r[0] is not None for r in rows) * 2 >= len(rows)
+
+
+def _pseudo_crs(crs: str | None) -> str | None:
+    """``"GCJ-02"`` / ``"BD-09"`` for the pseudo-CRS names, else None."""
+    if not crs:
+        return None
+    from citytwin.foundation.spacelink import _PSEUDO
+
+    return _PSEUDO.get(crs.strip().lower().replace(" ", ""))
+
+
+def _check_crs(crs: str | None, src: readers.Source) -> str | None:
+    """The user's ``--crs``, checked: an unknown CRS is an error naming it (never silently ignored)."""
+    if crs is None:
+        return None
+    from citytwin.foundation.spacelink import parse_crs
+
+    try:
+        parse_crs(crs)
+    except InputError as exc:
+        raise InputError(f"unknown CRS {crs!r}", file=str(src.path), field="crs", hint=exc.hint) from exc
+    return crs
+
+
+def _transform_lonlat(lon: Column, lat: Column, crs: str, *, projected: bool) -> None:
+    """Make ``lon``/``lat`` the WGS84 degrees of x/y given in ``crs`` (EPSG code or BD-09).
+
+    The range checks then apply to the transformed values: projected metres are not degrees.
+    """
+    x, y = lon.expr, lat.expr
+    for col, fn in ((lon, "to_wgs84_lon"), (lat, "to_wgs84_lat")):
+        val = f"{fn}({x}, {y}, {lit(crs)})"
+        lo, hi = (-180, 180) if col.name == "lon" else (-90, 90)
+        if projected:
+            col.checks = [c for c in col.checks if "outside" not in c and "below" not in c and "above" not in c]
+            col.guard = None
+        col.checks.append(f"CASE WHEN {x} IS NOT NULL AND {y} IS NOT NULL AND ({val} IS NULL OR NOT isfinite({val}) "
+                          f"OR {val} NOT BETWEEN {lo} AND {hi}) THEN {lit(col.name + ': ')} || "
+                          f"CAST({x if col.name == 'lon' else y} AS VARCHAR) || "
+                          f"{lit(f' in {crs} does not transform to a WGS84 coordinate inside [{lo}, {hi}]')} END")
+        col.expr = val
 
 
 def _is_wgs84(crs: str) -> bool:

@@ -22,7 +22,18 @@ from citytwin.foundation.properties import COMPASS, PROPERTIES
 from citytwin.foundation.sql import ident as q
 from citytwin.foundation.sql import literal as lit
 
-__all__ = ["build_sql"]
+__all__ = ["RANGE_CHECK", "build_sql"]
+
+#: WHEN clauses of the geometry check: coordinates outside WGS84's range (after any transform), with
+#: a hint where they look swapped (latitude first, as in (39.9, 116.4) for Beijing)
+RANGE_CHECK = (
+    "WHEN ST_XMin(geometry) < -180 OR ST_XMax(geometry) > 180 OR ST_YMin(geometry) < -90 OR ST_YMax(geometry) > 90 "
+    "THEN 'geometry: coordinates outside the WGS84 range (x ' || round(ST_XMin(geometry), 6) || ' to ' || "
+    "round(ST_XMax(geometry), 6) || ', y ' || round(ST_YMin(geometry), 6) || ' to ' || round(ST_YMax(geometry), 6) || "
+    "')' || CASE WHEN ST_YMax(geometry) > 90 AND ST_YMax(geometry) <= 180 AND ST_XMin(geometry) >= -90 "
+    "AND ST_XMax(geometry) <= 90 THEN '; the coordinates look swapped (latitude, longitude): GeoJSON and WKT "
+    "give longitude first' ELSE '; wrong CRS? pass --crs' END"
+)
 
 
 def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | None,
@@ -82,6 +93,7 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
             g = f"CASE WHEN ST_IsValid({g}) THEN {g} ELSE ST_MakeValid({g}) END"
         geo_check = ("CASE WHEN geometry IS NULL THEN 'geometry: missing or unreadable' "
                      "WHEN ST_IsEmpty(geometry) THEN 'geometry: empty' "
+                     f"{RANGE_CHECK} "
                      "WHEN NOT ST_IsValid(geometry) THEN 'geometry: invalid (e.g. a self-intersecting ring); "
                      "pass --repair-geometry to fix it with ST_MakeValid' END")
         inner = (f"SELECT * EXCLUDE (_reason), {cat(['_reason', geo_check])} AS _reason "
@@ -156,9 +168,11 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
     record = "CASE WHEN _reason IS NOT NULL THEN CAST(to_json(_src) AS VARCHAR) END AS _record"
     if plan.unit_column:
         # long sensor file: per-row unit converted to the property's canonical unit
+        # (and checked against the property's physical range, as wide files are)
+        in_range = "property_range_problem(property, value * unit_factor(property, unit))"
         inner = (f"SELECT * EXCLUDE (value, unit, _reason), value * unit_factor(property, unit) AS value, "
                  f"unit_target(property, unit) AS unit, "
-                 f"{cat(['_reason', 'unit_problem(property, unit)'])} AS _reason FROM ({inner})")
+                 f"{cat(['_reason', 'unit_problem(property, unit)', in_range])} AS _reason FROM ({inner})")
     drop = ", ".join(["_src", *melt_raw])
     out = f"SELECT * EXCLUDE ({drop}), CAST(NULL AS VARCHAR) AS _column, {record} FROM ({inner})"
     if h3_from is None or h3_resolution is None:

@@ -85,7 +85,9 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
         except duckdb.Error as exc:
             if src.format != "csv" or src.csv_rejects:
                 raise readers.csv_error(path, exc) if src.format == "csv" else InputError(
-                    f"cannot read: {str(exc).splitlines()[0]}", file=str(path)) from exc
+                    f"cannot read: {str(exc).splitlines()[0]}", file=str(path),
+                    hint="the attribute text is probably in another encoding: pass --encoding (e.g. gbk)"
+                    if "string of size" in str(exc) else None) from exc
             # malformed rows: read again, keeping the rows that split and recording the others
             if created:
                 con.execute(f"DELETE FROM staged WHERE _file = {i}")
@@ -120,13 +122,24 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
         note_columns(columns_meta, plan, h3_res)
     if not created:
         raise InputError("nothing to read")
+    # admin codes from city names (A2), before the key check: two spellings of one unit (北京, 北京市)
+    # are one key
+    cols_now = con.sql("SELECT * FROM staged LIMIT 0").columns
+    name_col = "city" if "city" in cols_now else "name" if "name" in cols_now else None
+    if "adcode" in cols_now and name_col is not None:
+        _fill_adcodes(con, notes, name_col)
     say("checking keys")
-    key = [k for k in sch.key if k in {c for c in con.sql("SELECT * FROM staged LIMIT 0").columns}]
+    key = [k for k in sch.key if k in set(cols_now)]
     if layout == "wide" and sch.name == "sensor_observation":
         key = ["entity", "property", "time"]
+    unit_key = name_col is not None and name_col in key and "adcode" in cols_now
+    if unit_key:
+        # the unit is its administrative code where the name resolved to one, else its name
+        _unit_column(con, str(name_col))
+        key = ["_unit" if k == name_col else k for k in key]
     if key:
         kcols = ", ".join(q(k) for k in key)
-        kdesc = ", ".join(key)
+        kdesc = ", ".join(str(name_col) if k == "_unit" else k for k in key)
         notnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in key)
         # a hash aggregate finds the duplicated keys (cheap); only their records are then ranked
         con.execute(f"""
@@ -139,7 +152,24 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
             FROM staged s JOIN dupkeys d ON {join}
             WHERE s._reason IS NULL AND s._file * 10000000000 + s._row <> d.first_pos""")
         ndup = con.sql("SELECT count(*) FROM dups").fetchone()[0]  # type: ignore[index]
-        if ndup:
+        if ndup and unit_key:
+            # name both spellings: the record's and the first's, and the code that makes them one
+            nc = q(str(name_col))
+            vals = ", ".join(f"CAST(s.{nc} AS VARCHAR)" if k == "_unit" else f"CAST(s.{q(k)} AS VARCHAR)" for k in key)
+            con.execute(f"""
+                CREATE TABLE dupnames AS SELECT d._file, d._row, CAST(f.{nc} AS VARCHAR) AS first_name
+                FROM dups d JOIN staged f ON f._file = d.first_file AND f._row = d.first_row""")
+            con.execute(f"""
+                UPDATE staged s SET _reason =
+                    'duplicate key ({kdesc}) = ' || concat_ws(', ', {vals})
+                    || CASE WHEN n.first_name IS DISTINCT FROM CAST(s.{nc} AS VARCHAR) THEN
+                       ': ' || CAST(s.{nc} AS VARCHAR) || ' and ' || n.first_name || ' are one administrative unit ('
+                       || s._unit || ')' ELSE '' END
+                    || ' (first at ' || CASE WHEN d.first_file = d._file THEN '' ELSE 'file ' || (d.first_file + 1) || ' ' END
+                    || 'row ' || d.first_row || ')'
+                FROM dups d, dupnames n WHERE s._file = d._file AND s._row = d._row AND n._file = d._file
+                    AND n._row = d._row""")
+        elif ndup:
             join = " AND ".join(f"s.{q(k)} = d.{q(k)}" for k in key)
             con.execute(f"""
                 UPDATE staged s SET _reason =
@@ -147,17 +177,29 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
                     || ' (first at ' || CASE WHEN d.first_file = d._file THEN '' ELSE 'file ' || (d.first_file + 1) || ' ' END
                     || 'row ' || d.first_row || ')'
                 FROM dups d WHERE s._file = d._file AND s._row = d._row AND {join}""")
+        if ndup:
             notes.append(f"{ndup} record(s) with a duplicate key ({kdesc}) quarantined; the first kept")
-    # admin codes from city names (A2)
+    if unit_key:
+        con.execute("ALTER TABLE staged DROP COLUMN _unit")
     cols_now = con.sql("SELECT * FROM staged LIMIT 0").columns
-    if "adcode" in cols_now and ({"city", "name"} & set(cols_now)):
-        _fill_adcodes(con, notes, "city" if "city" in cols_now else "name")
-    if "adcode" in cols_now and "geometry" not in cols_now and \
-            con.sql("SELECT count(adcode) FROM staged").fetchone()[0]:  # type: ignore[index]
-        _admin_geometry(con, h3_res)
+    had_geometry = "geometry" in cols_now
+    fallback = "adcode" in cols_now and con.sql(
+        "SELECT count(*) FROM staged WHERE _reason IS NULL AND adcode IS NOT NULL"
+        + (" AND geometry IS NULL" if had_geometry else "")).fetchone()[0]  # type: ignore[index]
+    if fallback and (not had_geometry or sch.geometry is not None):
+        _admin_geometry(con, h3_res, had_geometry)
         cols_now = con.sql("SELECT * FROM staged LIMIT 0").columns
+        n = con.sql("SELECT count(*) FILTER (WHERE geometry_source = 'admin_point'), count(*) FROM staged "
+                    "WHERE _reason IS NULL").fetchone()
+        assert n is not None
+        if n[0]:
+            notes.append(f"{n[0]} of {n[1]} record(s) without usable coordinates placed at the representative point "
+                         "of their administrative unit (adcode): geometry_source = 'admin_point'")
         columns_meta["geometry"] = {"name": "geometry", "type": "GEOMETRY", "crs": "EPSG:4326",
-                                    "source": "representative point of the administrative unit (adcode)"}
+                                    "source": ("the record's coordinates, else " if had_geometry else "")
+                                    + "representative point of the administrative unit (adcode)"}
+        columns_meta["geometry_source"] = {"name": "geometry_source", "type": "VARCHAR",
+                                           "description": "coordinates / admin_point (where the point came from)"}
         if h3_res is not None:
             columns_meta["h3"] = {"name": "h3", "type": "VARCHAR", "h3_resolution": h3_res}
     say("writing")
@@ -211,24 +253,68 @@ def _stage(con: duckdb.DuckDBPyConnection, sql: str, created: bool) -> bool:
     return True
 
 
-def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None) -> None:
+def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None, had_geometry: bool = False) -> None:
     """A7: records with an administrative code but no coordinates get the unit's representative point.
+
+    ``geometry_source`` says which records did (``admin_point``) and which kept their own
+    coordinates (``coordinates``); records with neither get NULL.
 
     The points' H3 cells come from :func:`citytwin.foundation.spacelink.h3_cells_arrow` (computed
     once per unit, ~3,300 of them, and joined like the coordinates).
     """
+    import pandas as pd
+
     from citytwin.foundation import spacelink
     from citytwin.foundation.boundaries import admin_points
 
-    pts = pa.table(admin_points()[["adcode", "lon", "lat"]])
+    frame = admin_points()[["adcode", "lon", "lat"]].drop_duplicates("adcode")  # 500000: province and prefecture
+    cq = frame[frame["adcode"] == "500000"].assign(adcode="500100")  # 重庆市 at prefecture level (foundation.admin)
+    pts = pa.Table.from_pandas(pd.concat([frame, cq], ignore_index=True), preserve_index=False)
     cells = ""
     if h3_res is not None:
         pts = pts.append_column("h3", spacelink.h3_cells_arrow(pts.column("lon"), pts.column("lat"), h3_res))
         cells = ", p.h3 AS h3"
     con.register("_admin_points", pts)
+    if had_geometry:
+        has_h3 = "h3" in con.sql("SELECT * FROM staged LIMIT 0").columns
+        cells = (", CASE WHEN s.geometry IS NOT NULL THEN s.h3 ELSE p.h3 END AS h3" if h3_res is not None and has_h3
+                 else "")
+        drop = "geometry, h3" if cells else "geometry"
+        con.execute(f"""CREATE OR REPLACE TABLE staged AS
+            SELECT s.* EXCLUDE ({drop}),
+                   CASE WHEN s.geometry IS NOT NULL THEN s.geometry WHEN p.lon IS NOT NULL THEN ST_Point(p.lon, p.lat)
+                   END AS geometry{cells},
+                   CASE WHEN s.geometry IS NOT NULL THEN 'coordinates' WHEN p.lon IS NOT NULL THEN 'admin_point'
+                   END AS geometry_source
+            FROM staged s LEFT JOIN _admin_points p ON CAST(s.adcode AS VARCHAR) = p.adcode ORDER BY _file, _row""")
+        return
     con.execute(f"""CREATE OR REPLACE TABLE staged AS
-        SELECT s.*, CASE WHEN p.lon IS NOT NULL THEN ST_Point(p.lon, p.lat) END AS geometry{cells}
+        SELECT s.*, CASE WHEN p.lon IS NOT NULL THEN ST_Point(p.lon, p.lat) END AS geometry{cells},
+               CASE WHEN p.lon IS NOT NULL THEN 'admin_point' END AS geometry_source
         FROM staged s LEFT JOIN _admin_points p ON CAST(s.adcode AS VARCHAR) = p.adcode ORDER BY _file, _row""")
+
+
+def _unit_column(con: duckdb.DuckDBPyConnection, name_col: str) -> None:
+    """Add ``_unit``: the administrative code a name spells (exact or suffix match: 北京 and 北京市
+    are 110100), else the name itself.
+
+    Former names and predecessors (锦西市 → 葫芦岛市, 万县市 → 重庆市) keep their name: in a
+    historical panel they are rows of other units, not other spellings.
+    """
+    import pandas as pd
+
+    from citytwin.foundation.admin import AdminResolver
+
+    names = con.sql(f"SELECT DISTINCT CAST({q(name_col)} AS VARCHAR) AS n FROM staged "
+                    f"WHERE {q(name_col)} IS NOT NULL").df()["n"]
+    res = AdminResolver.default().resolve(names, level="any") if len(names) else None
+    units = pd.DataFrame({"n": names.to_numpy(), "u": [
+        c if k in ("exact", "suffix") else None for c, k in zip(res["adcode"], res["match_kind"], strict=True)]
+        if res is not None else []})
+    con.register("_units", units)
+    con.execute(f"ALTER TABLE staged ADD COLUMN _unit VARCHAR; "
+                f"UPDATE staged s SET _unit = coalesce(u.u, u.n) FROM _units u WHERE CAST(s.{q(name_col)} AS VARCHAR) = u.n")
+    con.unregister("_units")
 
 
 def _fill_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_col: str = "city") -> None:
