@@ -13,6 +13,7 @@ import typer
 
 from citytwin.cli import economy, resilience, spatial, twin
 from citytwin.cli import foundation as _foundation
+from citytwin.cli import sim as _sim
 from citytwin.cli.common import console, handle_errors
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.add_typer(economy.app, name="economy")
 app.add_typer(spatial.app, name="spatial")
 app.add_typer(twin.app, name="twin")
 app.add_typer(resilience.app, name="resilience")
+app.add_typer(_sim.app, name="sim")
 
 
 @app.command()

@@ -540,7 +540,11 @@ def _run_sumo(sc: dict[str, Any], seed: int, control: str, work: Path, backend: 
 def traci_module(backend: str) -> Any:
     """libsumo (in-process) or traci (socket to a ``sumo`` process)."""
     if backend == "libsumo":
-        import libsumo
+        import contextlib
+
+        # libsumo's __init__ prints a pyarrow version warning to stdout: keep stdout for --json
+        with contextlib.redirect_stdout(sys.stderr):
+            import libsumo
 
         return libsumo
     if backend == "traci":
@@ -559,7 +563,10 @@ def _run_maxpressure(sc: dict[str, Any], args: list[str], backend: str, t0: floa
                                                min_green=min_green, yellow=yellow)
             for tls, ph in programs.items() if tls in links and any(p.is_green for p in ph)}
     lanes = sorted({ln for tls in ctrl for pair in links[tls] for ln in pair})
-    mod.start([_bin("sumo"), *args])
+    if backend == "traci":  # its sumo process would write to our stdout (which may carry --json)
+        mod.start([_bin("sumo"), *args], stdout=subprocess.DEVNULL)
+    else:
+        mod.start([_bin("sumo"), *args])
     control_s = 0.0
     steps = 0
     try:
