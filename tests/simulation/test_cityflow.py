@@ -8,13 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.simulation import cityflow_data as cd
 from typer.testing import CliRunner
 
 from citytwin.cli.main import app
 from citytwin.foundation.errors import InputError
 from citytwin.simulation import cityflow
 from citytwin.workflows import simulation as sim
-from tests.simulation import cityflow_data as cd
 
 runner = CliRunner()
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import sumolib
+from tests.simulation import grid
 from typer.testing import CliRunner
 
 from citytwin.cli.main import app
 from citytwin.workflows import simulation as sim
-from tests.simulation import grid
 
 runner = CliRunner()
 

@@ -563,8 +563,11 @@ def _run_maxpressure(sc: dict[str, Any], args: list[str], backend: str, t0: floa
                                                min_green=min_green, yellow=yellow)
             for tls, ph in programs.items() if tls in links and any(p.is_green for p in ph)}
     lanes = sorted({ln for tls in ctrl for pair in links[tls] for ln in pair})
-    if backend == "traci":  # its sumo process would write to our stdout (which may carry --json)
-        mod.start([_bin("sumo"), *args], stdout=subprocess.DEVNULL)
+    if backend == "traci":  # its sumo process and its "Retrying" would write to our stdout (--json)
+        import contextlib
+
+        with contextlib.redirect_stdout(sys.stderr):
+            mod.start([_bin("sumo"), *args], stdout=subprocess.DEVNULL)
     else:
         mod.start([_bin("sumo"), *args])
     control_s = 0.0
