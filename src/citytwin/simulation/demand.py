@@ -56,18 +56,22 @@ def development_trips(floor_m2: float, land_use: str, *, hours: float = 1.0,
 
 
 def development_demand(edge: str, n_trips: int, other_edges: Sequence[str], *, begin: float, end: float,
-                       seed: int = 0, share_out: float = 0.5, prefix: str = "dev") -> list[Trip]:
-    """``n_trips`` trips to and from a development on ``edge``, spread evenly over ``[begin, end)``, the
-    other end drawn uniformly from ``other_edges`` (seeded)."""
-    others = [e for e in other_edges if e != edge]
-    if not others:
-        raise InputError("the network has no other edge for the development's trips", field="edge")
+                       origins: Sequence[str] | None = None, seed: int = 0, share_out: float = 0.5,
+                       prefix: str = "dev") -> list[Trip]:
+    """``n_trips`` trips to and from a development on ``edge``, spread evenly over ``[begin, end)``: the
+    first ``share_out`` of them leave it for an edge drawn uniformly from ``other_edges``, the others arrive
+    from an edge drawn from ``origins`` (default: ``other_edges``), seeded."""
+    dests = [e for e in other_edges if e != edge]
+    froms = [e for e in (other_edges if origins is None else origins) if e != edge]
+    if not dests or not froms:
+        raise InputError(f"no other edge of the network connects with development edge {edge!r}", field="edge")
     rng = np.random.default_rng(seed)
     n_out = round(n_trips * share_out)
     trips = []
     for k in range(n_trips):
         t = begin + (end - begin) * k / max(n_trips, 1)
-        other = str(others[int(rng.integers(len(others)))])
+        pool = dests if k < n_out else froms
+        other = str(pool[int(rng.integers(len(pool)))])
         o, d = (edge, other) if k < n_out else (other, edge)
         trips.append(Trip(id=f"{prefix}_{k}", depart=round(t, 2), origin=o, destination=d))
     return trips

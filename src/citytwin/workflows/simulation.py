@@ -348,13 +348,21 @@ def scenario(base: Path, out: Path, *, close: Sequence[str] = (), narrow: Sequen
         dev_info = []
         if development:
             begin, end = _demand_window(sc)
-            others = sorted(edge_ids - closed)
+            vnet = sumolib.net.readNet(str(tmp / "net.net.xml"))
             dev_trips: list[demand.Trip] = []
             for k, v in enumerate(development):
                 e, use, area = split(v, "--development", 3)[:3]
+                if e in closed or not vnet.hasEdge(edge(e, "--development")):
+                    raise InputError(f"--development: edge {e!r} is closed in this variant", field="--development")
                 n = demand.development_trips(_pos_float(area, "--development"), use,
                                              hours=(end - begin) / 3600.0, rates=rates)
-                dev_trips += demand.development_demand(edge(e, "--development"), n, others, begin=begin, end=end,
+                # the other end of each trip: an edge reachable from the development (trips out) or from
+                # which it is reachable (trips in), on the variant's network
+                ve = vnet.getEdge(e)
+                dests = sorted(x.getID() for x in vnet.getReachable(ve) if x.getFunction() != "internal")
+                origins = sorted(x.getID() for x in vnet.getReachable(ve, useIncoming=True)
+                                 if x.getFunction() != "internal")
+                dev_trips += demand.development_demand(e, n, dests, origins=origins, begin=begin, end=end,
                                                        seed=seed + k, prefix=f"dev{k}")
                 dev_info.append({"edge": e, "land_use": use, "floor_m2": float(area), "trips": n,
                                  "rate_per_100m2_h": (rates or demand.TRIP_RATES)[use]})
