@@ -195,8 +195,13 @@ def osm_xml_from_pbf(pbf: Path, out_file: Path) -> dict[str, int]:
     keep = ("highway", "oneway", "lanes", "maxspeed", "name", "junction")
     with open(out_file, "w", encoding="utf-8") as f:
         f.write('<?xml version="1.0" encoding="UTF-8"?>\n<osm version="0.6" generator="citytwin">\n')
-        for nid, lat, lon in zip(nodes["id"], nodes["lat"], nodes["lon"], strict=True):
-            f.write(f'  <node id="{int(nid)}" lat="{float(lat)!r}" lon="{float(lon)!r}" version="1"/>\n')
+        for nid, lat, lon, ntags in zip(nodes["id"], nodes["lat"], nodes["lon"], nodes["tags"], strict=True):
+            # node tags kept for netconvert: signals (highway=traffic_signals) and signalised crossings
+            tg = {k: v for k, v in ntags.items() if k in ("highway", "crossing", "traffic_signals")} \
+                if isinstance(ntags, dict) else {}
+            body = "".join(f"    <tag k={quoteattr(k)} v={quoteattr(str(v))}/>\n" for k, v in tg.items())
+            head = f'  <node id="{int(nid)}" lat="{float(lat)!r}" lon="{float(lon)!r}" version="1"'
+            f.write(f"{head}>\n{body}  </node>\n" if body else f"{head}/>\n")
         for k, row in enumerate(edges.itertuples(index=False), start=1):
             tags = "".join(f"    <tag k={quoteattr(t)} v={quoteattr(str(getattr(row, t)))}/>\n"
                            for t in keep if hasattr(row, t) and isinstance(getattr(row, t), str))
