@@ -180,7 +180,7 @@ def compare_cmd(
 
     Example: citytwin sim compare runs/base runs/variant --out cmp/
     """
-    from citytwin.workflows.simulation import compare
+    from citytwin.workflows.simulation_compare import compare
 
     s = compare(base_dir, variant_dir, out)
     lines = [f"{d['metric']:<22} {d['diff']:+12.4g}  [{d['ci_low']:.4g}, {d['ci_high']:.4g}]"
