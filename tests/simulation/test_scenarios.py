@@ -122,3 +122,11 @@ def test_narrow_speed_add_lane_and_road_change_the_network(tmp_path: Path) -> No
     assert net.getEdge("A0B0").getSpeed() == 5
     assert net.getEdge("new_0_A0_C2").getLaneNumber() == 2
     assert net.getEdge("A1B1").getLaneNumber() == 1
+
+
+def test_compare_needs_run_folders(tmp_path: Path) -> None:
+    base = grid.build(tmp_path / "base", [])
+    res = runner.invoke(app, ["sim", "compare", str(base), str(base), "--out", str(tmp_path / "c"), "--json"])
+    assert res.exit_code == 2
+    assert "not a run folder (no runs.csv)" in json.loads(res.stdout)["error"]
+    assert not (tmp_path / "c").exists()
