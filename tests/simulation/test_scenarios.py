@@ -130,3 +130,20 @@ def test_compare_needs_run_folders(tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert "not a run folder (no runs.csv)" in json.loads(res.stdout)["error"]
     assert not (tmp_path / "c").exists()
+
+
+def test_counts_on_roads_are_reproduced(tmp_path: Path) -> None:
+    base = grid.build(tmp_path / "base", [])
+    (tmp_path / "counts.csv").write_text("edge,count\nA1B1,120\nB0B1,40\nC2C1,60\n")
+    _cli("counts", str(base), str(tmp_path / "counts.csv"), "--end", "900", "--out", str(tmp_path / "sc"))
+    _cli("run", str(tmp_path / "sc"), "--seeds", "1", "--out", str(tmp_path / "run"))
+    e = pd.read_csv(tmp_path / "run" / "edges.csv").set_index("edge")
+    # vehicles on an edge: those entering it plus those departing on it
+    got = (e["entered"] + e["departed"]).reindex(["A1B1", "B0B1", "C2C1"]).tolist()
+    assert got == [120, 40, 60]
+    (tmp_path / "bad.csv").write_text("edge,count\nA1B1,5\nZ9,3\n")
+    res = runner.invoke(app, ["sim", "counts", str(base), str(tmp_path / "bad.csv"), "--out", str(tmp_path / "b"),
+                              "--json"])
+    assert res.exit_code == 2
+    err = json.loads(res.stdout)
+    assert err["row"] == 2 and err["field"] == "edge" and "edge 'Z9' is not in the network" in err["error"]

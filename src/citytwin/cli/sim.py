@@ -100,6 +100,26 @@ def od_cmd(
     _print(s, as_json, [f"{s['trips']} trips -> {out}"])
 
 
+@app.command("counts")
+@handle_errors
+def counts_cmd(
+    scenario_dir: ScenarioArg,
+    counts: Annotated[Path, typer.Argument(help="Counts CSV: edge, count (vehicles over [0, END) s).")],
+    out: OutOpt,
+    end: Annotated[float, typer.Option("--end", help="Period of the counts (s).")] = 3600.0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """The network of SCENARIO_DIR with routes matching counts on roads (routeSampler) -> new scenario folder.
+
+    Example: citytwin sim counts scen/ counts.csv --end 3600 --out scen_counts/
+    """
+    from citytwin.workflows.simulation import counts_scenario
+
+    s = counts_scenario(scenario_dir, counts, out, end=end, seed=seed)
+    _print(s, as_json, [f"{s['vehicles']} vehicles -> {out}"])
+
+
 @app.command("run")
 @handle_errors
 def run_cmd(

@@ -274,6 +274,45 @@ def od_scenario(base: Path, od_file: Path, zones_file: Path, out: Path, *, begin
     return {"out": str(out), "trips": len(trips)}
 
 
+def counts_scenario(base: Path, counts_file: Path, out: Path, *, begin: float = 0.0, end: float = 3600.0,
+                    seed: int = 0) -> dict[str, Any]:
+    """A scenario with the network of ``base`` and routes that reproduce counts on roads (CSV ``edge,count``:
+    vehicles over ``[begin, end)``), chosen by SUMO's ``routeSampler.py`` among candidate routes (random
+    trips routed by ``randomTrips.py``, seeded). An edge not in the network is an error naming its row."""
+    sc = load_scenario(base)
+    edges = _edge_ids(sc["net"])
+    try:
+        counts = pd.read_csv(counts_file, dtype={"edge": str})
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the counts: {exc}", file=str(counts_file)) from None
+    for col in ("edge", "count"):
+        if col not in counts:
+            raise InputError(f"the counts have no column {col!r}", file=str(counts_file), field=col)
+    for row, (e, c) in enumerate(zip(counts["edge"], counts["count"], strict=True), start=1):
+        if e not in edges:
+            raise InputError(f"edge {e!r} is not in the network", file=str(counts_file), row=row, field="edge")
+        if not (isinstance(c, int | float | np.integer | np.floating) and c >= 0):
+            raise InputError(f"count {c!r} must be a number >= 0", file=str(counts_file), row=row, field="count")
+    with _staging(out) as tmp:
+        shutil.copy(sc["net"], tmp / "net.net.xml")
+        rows = "".join(f'        <edge id="{e}" entered="{float(c)!r}"/>\n'
+                       for e, c in zip(counts["edge"], counts["count"], strict=True))
+        (tmp / "counts.xml").write_text(f'<data>\n    <interval id="counts" begin="{begin!r}" end="{end!r}">\n'
+                                        f"{rows}    </interval>\n</data>\n", encoding="utf-8")
+        tools = sumo_home() / "tools"
+        _tool([sys.executable, str(tools / "randomTrips.py"), "-n", "net.net.xml", "-r", "candidates.rou.xml",
+               "-o", "candidates.trips.xml", "-e", str(end), "-p", "1", "--seed", str(seed)],
+              "randomTrips (candidate routes)", cwd=tmp)
+        _tool([sys.executable, str(tools / "routeSampler.py"), "-r", "candidates.rou.xml", "-d", "counts.xml",
+               "--edgedata-attribute", "entered", "-o", "routes.rou.xml", "-b", str(begin), "-e", str(end),
+               "--seed", str(seed)], "routeSampler", cwd=tmp)
+        for f in ("candidates.rou.xml", "candidates.trips.xml", "candidates.rou.alt.xml"):
+            (tmp / f).unlink(missing_ok=True)
+        _save_scenario(tmp, net="net.net.xml", routes=["routes.rou.xml"], source=f"counts {Path(counts_file).name}")
+        n = sum(1 for _ in ET.parse(tmp / "routes.rou.xml").getroot().iter("vehicle"))
+    return {"out": str(out), "vehicles": n}
+
+
 def _edge_ids(net_file: Path) -> set[str]:
     import sumolib
 
@@ -648,7 +687,7 @@ def _edges(work: Path) -> pd.DataFrame:
         df = pd.DataFrame(rows, columns=["edge", *cols])
         return df.groupby("edge", as_index=False).agg({c: ("mean" if c == "speed" else "sum") for c in cols})
 
-    traffic = read("edges_traffic.xml", ["entered", "speed", "sampledSeconds"])
+    traffic = read("edges_traffic.xml", ["entered", "departed", "speed", "sampledSeconds"])
     em = read("edges_emissions.xml", ["CO2_abs", "NOx_abs"])
     return traffic.merge(em, on="edge", how="outer")
 
