@@ -13,7 +13,7 @@ trips (``--trips``, over 900 s) is built once, then timed (best of ``--repeat``)
 overhead = time in the controller (lane counts, decisions, state changes) / steps.
 
     python bench/simulation.py --quick        # 3 x 3 grid, 600 trips (under a minute)
-    python bench/simulation.py                # 5 x 5 grid, 3,000 trips
+    python bench/simulation.py                # 4 x 4 grid, 1,500 trips (about 1.5 min)
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def main() -> None:
     ap.add_argument("--trips", type=int)
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
-    n = a.grid or (3 if a.quick else 5)
-    trips_n = a.trips or (600 if a.quick else 3000)
+    n = a.grid or (3 if a.quick else 4)
+    trips_n = a.trips or (600 if a.quick else 1500)
     from citytwin.workflows import simulation as sim
 
     work = Path(tempfile.mkdtemp(prefix="simbench"))
