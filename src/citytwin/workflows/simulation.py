@@ -13,6 +13,7 @@ it into place at the end: a failure leaves nothing half-written.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -605,8 +606,6 @@ def _run_sumo(sc: dict[str, Any], seed: int, control: str, work: Path, backend: 
 def traci_module(backend: str) -> Any:
     """libsumo (in-process) or traci (socket to a ``sumo`` process)."""
     if backend == "libsumo":
-        import contextlib
-
         # libsumo's __init__ prints a pyarrow version warning to stdout: keep stdout for --json
         with contextlib.redirect_stdout(sys.stderr):
             import libsumo
@@ -628,13 +627,14 @@ def _run_maxpressure(sc: dict[str, Any], args: list[str], backend: str, t0: floa
                                                min_green=min_green, yellow=yellow)
             for tls, ph in programs.items() if tls in links and any(p.is_green for p in ph)}
     lanes = sorted({ln for tls in ctrl for pair in links[tls] for ln in pair})
-    if backend == "traci":  # its sumo process and its "Retrying" would write to our stdout (--json)
-        import contextlib
-
-        with contextlib.redirect_stdout(sys.stderr):
-            mod.start([_bin("sumo"), *args], stdout=subprocess.DEVNULL)
-    else:
-        mod.start([_bin("sumo"), *args])
+    try:
+        if backend == "traci":  # its sumo process and its "Retrying" would write to our stdout (--json)
+            with contextlib.redirect_stdout(sys.stderr):
+                mod.start([_bin("sumo"), *args], stdout=subprocess.DEVNULL)
+        else:
+            mod.start([_bin("sumo"), *args])
+    except Exception as exc:  # libsumo.TraCIException, traci.FatalTraCIError ...: SUMO refused the scenario
+        raise CitytwinError(f"sumo ({backend}) failed to start: {exc}") from None
     control_s = 0.0
     steps = 0
     try:
@@ -653,8 +653,11 @@ def _run_maxpressure(sc: dict[str, Any], args: list[str], backend: str, t0: floa
                 if state is not None:
                     mod.trafficlight.setRedYellowGreenState(tls, state)
             control_s += time.perf_counter() - c0
+    except Exception as exc:
+        raise CitytwinError(f"sumo ({backend}) failed at step {steps}: {exc}") from None
     finally:
-        mod.close()
+        with contextlib.suppress(Exception):
+            mod.close()
     return {"wall_s": time.perf_counter() - t0, "control_s": control_s, "steps": steps,
             "switches": sum(c.switches for c in ctrl.values())}
 
