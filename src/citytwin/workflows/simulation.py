@@ -189,7 +189,8 @@ def random_trips(net_file: Path, *, end: float, period: float, seed: int, fringe
     """Random trips on a network (SUMO's ``randomTrips.py``, seeded), as :class:`demand.Trip`."""
     with tempfile.TemporaryDirectory() as d:
         args = [sys.executable, str(sumo_home() / "tools" / "randomTrips.py"), "-n", str(net_file), "-o",
-                f"{d}/t.xml", "-e", str(end), "-p", str(period), "--seed", str(seed), "--validate"]
+                f"{d}/t.xml", "-r", f"{d}/r.xml", "-e", str(end), "-p", str(period), "--seed", str(seed),
+                "--validate"]  # -r: --validate routes the trips, by default into ./routes.rou.xml
         if fringe:
             args += ["--fringe-factor", "10"]
         _tool(args, "randomTrips")
