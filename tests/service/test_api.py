@@ -81,7 +81,9 @@ def test_every_request_is_audited(client: TestClient, service_ws: ServiceWorkspa
     client.get("/ngsi-ld/v1/entities", headers=service_ws.headers("viewer"))
     rows = [r for r in cat.audit_log(limit=500) if r["id"] > before]
     req = [r for r in rows if r["action"] in ("api.read", "api.write", "twin.read", "twin.write")]
-    details = [r["detail"].split("?")[0] for r in reversed(req)]
+    # one row per request, written by the AuditMiddleware with the status (issue 13): "GET /path?q -> 200"
+    details = [r["detail"].split(" -> ")[0].split("?")[0] for r in reversed(req)]
+    assert all(" -> " in r["detail"] for r in req)
     assert [d.split(":")[0] for d in details] == [f"GET {p.split('?')[0]}" for p in paths] + [
         "GET /collections", "GET /collections", "GET /ngsi-ld/v1/entities"]
     assert [r["outcome"] for r in reversed(req)][-3:] == ["unauthenticated", "unauthenticated", "ok"]

@@ -67,27 +67,44 @@ class ApiGuard:
         self.catalog.audit(user=None if user is None else user.name, role=None if user is None else user.role,
                            action=action, outcome=outcome, detail=detail)
 
-    def check(self, method: str, path: str, token: str | None) -> Principal:
-        """Authenticate ``token``; writes need a writer role. Audited; :class:`AuthError` when refused."""
+    def check(self, method: str, path: str, token: str | None, *,
+              note: dict[str, Any] | None = None) -> Principal:
+        """Authenticate ``token``; writes need a writer role. :class:`AuthError` when refused.
+
+        Audited: here, one row per decision; or, with ``note`` (the request's entry of the
+        :class:`~citytwin.service.auth.AuditMiddleware`), the decision (user, action, why) goes into
+        ``note`` and the middleware writes the request's one row once its status is known.
+        """
         write = method.upper() not in READ_METHODS
         action = "api.write" if write else "api.read"
         what = f"{method.upper()} {path}"
+
+        def decide(user: access.User | None, outcome: str, detail: str, why: str | None = None) -> None:
+            if note is None:
+                self.audit(user, action, outcome, detail)
+                return
+            note.update({"action": action, "dataset": None})
+            if user is not None:
+                note["user"] = user
+            if why:
+                note["why"] = why
+
         if not self.enabled:
             owner = self.ws.user
-            self.audit(owner, action, "ok", f"{what} (auth off)")
+            decide(owner, "ok", f"{what} (auth off)", "auth off")
             return Principal(owner)
         rec = self.catalog.resolve_token(token) if token else None
         if rec is None:
             why = "no bearer token" if not token else "unknown or revoked token"
-            self.audit(None, action, "unauthenticated", f"{what}: {why}")
+            decide(None, "unauthenticated", f"{what}: {why}", why)
             raise AuthError(401, "Unauthorized", f"{why}: send 'Authorization: Bearer <token>' with a token from "
                                                  "`citytwin user token NAME`")
         user = access.User(rec["name"], rec["role"], rec["department"])
         if write and not access.can_write_live(user):
-            self.audit(user, action, "denied", what)
+            decide(user, "denied", what)
             raise AuthError(403, "Forbidden", f"user {user.name!r} (role {user.role}) may not run or cancel jobs"
                                               f" (needs role {' or '.join(access.LIVE_WRITERS)})")
-        self.audit(user, action, "ok", what)
+        decide(user, "ok", what)
         return Principal(user, int(rec["token_id"]))
 
     def workspace(self, user: access.User) -> Workspace:
@@ -108,7 +125,9 @@ def require_user(request: Request,
                  cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:  # noqa: B008
     """FastAPI dependency: the caller of a dataset route, checked and audited by ``app.state.api_guard``."""
     guard: ApiGuard = request.app.state.api_guard
-    p = guard.check(request.method, request.url.path, cred.credentials if cred is not None else None)
+    note = request.scope.get("citytwin.audit")  # the AuditMiddleware's entry: it writes the one row
+    p = guard.check(request.method, request.url.path, cred.credentials if cred is not None else None,
+                    note=note)
     request.state.principal = p
     return p
 

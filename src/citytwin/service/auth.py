@@ -138,11 +138,12 @@ class TwinGuard:
             con.execute("SELECT 1 FROM audit LIMIT 1").fetchall()
             yield
 
-    def _audit(self, principal: access.User | None, action: str, outcome: str, detail: str) -> None:
+    def _audit(self, principal: access.User | None, action: str, outcome: str, detail: str,
+               dataset: str | None = DATASET) -> None:
         if self.catalog is not None:
             self.catalog.audit(user=None if principal is None else principal.name,
                                role=None if principal is None else principal.role, action=action,
-                               dataset=DATASET, outcome=outcome, detail=detail)
+                               dataset=dataset, outcome=outcome, detail=detail)
 
     def check(self, method: str, path: str, token: str | None, *, audit: bool = True,
               note: dict[str, Any] | None = None) -> Principal:
@@ -189,12 +190,13 @@ class TwinGuard:
     def audit_request(self, method: str, target: str, status: int, note: dict[str, Any] | None = None) -> None:
         """Write the audit row of one finished (or starting) request: ``target`` is path and query."""
         note = note or {}
-        action = "twin.write" if method.upper() not in READ_METHODS else "twin.read"
+        # the API guard (service.apiauth) names its own action (api.read / api.write) and no dataset
+        action = note.get("action") or ("twin.write" if method.upper() not in READ_METHODS else "twin.read")
         outcome = ("ok" if status < 400 else "unauthenticated" if status == 401 else "denied" if status == 403
                    else f"rejected {status}" if status < 500 else f"error {status}")
         why = note.get("why")
         detail = f"{method.upper()} {target} -> {status}" + (f": {why}" if why else "")
-        self._audit(note.get("user"), action, outcome, detail)
+        self._audit(note.get("user"), action, outcome, detail, note.get("dataset", DATASET))
 
 
 def require_token(request: Request,
