@@ -42,7 +42,7 @@ def lazy_exports(package: str, exports: Mapping[str, tuple[str, ...]]
 
     Examples
     --------
-    >>> getattr_, dir_ = lazy_exports("citytwin.twin", {"entities": ("replay_schedule",)})
+    >>> getattr_, dir_ = lazy_exports("citytwin.twin", {"feeds": ("replay_schedule",)})
     >>> getattr_("replay_schedule").__name__, "replay_schedule" in dir_()
     ('replay_schedule', True)
     >>> getattr_("nothing")

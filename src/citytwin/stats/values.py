@@ -68,7 +68,8 @@ def numeric_column(values: Any, *, name: str, source: str | None = None) -> np.n
     >>> numeric_column(["1.5", "n.a."], name="gdp")
     Traceback (most recent call last):
     ...
-    citytwin.foundation.errors.InputError: column 'gdp': value 'n.a.' (row 2) is not a number
+    citytwin.foundation.errors.InputError: row 2, field 'gdp': column 'gdp': value 'n.a.' (row 2) is not a number
+      hint: 1 such value(s); fix them, or write a missing-value mark (empty, NA, -, …, 暂无) where there is no value
     """
     import pandas as pd
 
