@@ -63,6 +63,10 @@ class Source:
     #: columns the plan asks about: each sampled column costs ~10 ms)
     type_sampler: Callable[[list[str]], dict[str, str]] | None = None
     header_row: int | None = None
+    #: numbers are written with a decimal comma ("1,5"; see :func:`detect_decimal_comma`)
+    decimal_comma: bool = False
+    #: per sampled text column: (non-missing values, of which numbers); see :func:`infer_types`
+    type_stats: dict[str, tuple[int, int]] = field(default_factory=dict)
     sql: str | None = None  # SQL text of the raw records, when they sit in a table (no view needed)
     temp_table: str | None = None  # dropped by ingest once the records are staged
 
@@ -171,15 +175,43 @@ def _check_encoding(path: Path, encoding: str, whole: bool) -> tuple[bool, int |
 
 
 def detect_encoding(path: Path) -> str:
-    """UTF-8 if the first MiB decodes as UTF-8, else GB18030 (a superset of GBK and GB2312)."""
-    ok, _ = _check_encoding(path, "utf-8", whole=False)
+    """UTF-8 if the first MiB decodes as UTF-8, else GB18030 (a superset of GBK and GB2312).
+
+    A file whose first bad UTF-8 byte follows valid non-ASCII UTF-8 text mixes encodings: an error
+    names its line (read as GBK, the UTF-8 lines would be stored as mojibake).
+    """
+    ok, bad = _check_encoding(path, "utf-8", whole=False)
     if ok:
         return "utf-8"
+    if bad is not None:
+        mixed = mixed_encoding_error(path, bad)
+        if mixed is not None:
+            raise mixed
     ok, _ = _check_encoding(path, "gb18030", whole=False)
     if ok:
         return "gb18030"
     raise InputError("cannot tell the text encoding (neither UTF-8 nor GBK/GB18030)", file=str(path),
-                     hint="pass --encoding (e.g. utf-16, big5, latin-1)")
+                     hint="pass --encoding with the file's encoding (e.g. utf-16, big5)")
+
+
+def mixed_encoding_error(path: Path, bad: int) -> InputError | None:
+    """The error for a file that is UTF-8 (with non-ASCII text) before byte ``bad`` and not after, or None
+    when the text before ``bad`` is plain ASCII (then it is simply another encoding)."""
+    with path.open("rb") as fh:
+        head = fh.read(bad)
+        rest = fh.read(4096)
+    if head.isascii():
+        return None
+    line = head.count(b"\n") + 1
+    start = head.rfind(b"\n") + 1
+    raw = head[start:] + rest.split(b"\n", 1)[0]
+    try:
+        shown = f"; it reads as GBK: {raw.decode('gb18030').strip()[:60]!r}"
+    except UnicodeDecodeError:
+        shown = ""
+    return InputError(f"file mixes text encodings: UTF-8 up to line {line - 1}, but line {line} is not UTF-8"
+                      f"{shown}", file=str(path),
+                      hint="save the whole file in one encoding (UTF-8); --encoding would misread the other lines")
 
 
 def _transcode(path: Path, encoding: str, staging: Path) -> Path:
@@ -241,12 +273,18 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
     hdr = "true" if header else "false"
     if not delimiter and path.suffix.lower() != ".tsv":
         delimiter = _sniff_delimiter(read_path)
+    _refuse_json_lines(read_path, path)
+    dc = detect_decimal_comma(read_path, delimiter or ("\t" if path.suffix.lower() == ".tsv" else ","))
+    if dc:
+        notes.append("decimal comma detected (values such as '1,5' in a file not separated by commas): "
+                     "numbers read with ',' as the decimal mark and '.' as the thousands separator")
     opts = f"header={hdr}, all_varchar=true" + (", store_rejects=true, null_padding=false, quote='\"', escape='\"'" if rejects else "")
     if delimiter:
         opts += f", delim='{delimiter}'"
     elif path.suffix.lower() == ".tsv":
         opts += ", delim='\\t'"
     qpath = str(read_path).replace("'", "''")
+    stats: dict[str, tuple[int, int]] = {}
     if stream:
         # no up-front read, no row numbers: ingest's streamed pass COPYs straight from the file
         # and falls back to the numbered (staged) read when any record needs quarantine
@@ -263,12 +301,13 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
 
         def sample(cols: list[str]) -> dict[str, str]:
             try:
-                return infer_types(con.sql(f"SELECT {', '.join(ident(c) for c in cols)} FROM {scan}"), cols)
+                return infer_types(con.sql(f"SELECT {', '.join(ident(c) for c in cols)} FROM {scan}"), cols,
+                                   decimal_comma=dc, stats=stats)
             except duckdb.Error as exc:
                 raise csv_error(path, exc) from exc
 
         return Source(path=path, format="csv", relation=rel, columns=columns, text=True, encoding=enc,
-                      notes=notes, type_sampler=sample, sql=sql)
+                      notes=notes, type_sampler=sample, sql=sql, decimal_comma=dc, type_stats=stats)
     table = f"raw_{abs(hash((str(path), rejects))) % 10**12}"
     try:
         con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans;")
@@ -278,9 +317,9 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
         sql = f"SELECT rowid + 1 AS _row, * FROM {table}"
         rel = con.sql(sql)
         columns = [c for c in rel.columns if c != "_row"]
-        sniffed = infer_types(con.sql(f"SELECT * FROM {table}"), columns)
+        sniffed = infer_types(con.sql(f"SELECT * FROM {table}"), columns, decimal_comma=dc, stats=stats)
     except duckdb.Error as exc:
-        if not rejects and "unicode" not in str(exc).lower():
+        if not rejects and "unicode" not in str(exc).lower() and "maximum line size" not in str(exc).lower():
             # malformed rows: read again keeping the rows that split, recording the others
             src = _open_csv(con, path, encoding=enc, staging=staging, delimiter=delimiter, rejects=True,
                             header=header)
@@ -290,7 +329,8 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
     if not columns:
         raise InputError("no columns found (is the header row empty?)", file=str(path))
     return Source(path=path, format="csv", relation=rel, columns=columns, text=True, encoding=enc, notes=notes,
-                  csv_rejects=rejects, sniffed_types=sniffed, sql=sql, temp_table=table)
+                  csv_rejects=rejects, sniffed_types=sniffed, sql=sql, temp_table=table, decimal_comma=dc,
+                  type_stats=stats)
 
 
 def _sniffed_options(con: duckdb.DuckDBPyConnection, qpath: str, opts: str) -> str:
@@ -316,6 +356,20 @@ def _sniffed_options(con: duckdb.DuckDBPyConnection, qpath: str, opts: str) -> s
     return fixed + (f", new_line={literal(nl)}" if nl else "")
 
 
+def _refuse_json_lines(path: Path, shown: Path) -> None:
+    """A clear error for a JSON document or JSON Lines file named ``.csv`` (its first line is JSON)."""
+    with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+        first = fh.readline(1 << 16).strip().lstrip("\ufeff")
+    if not first.startswith(("{", "[")):
+        return
+    try:
+        json.loads(first)
+    except ValueError:
+        return
+    raise InputError("the first line is a JSON record, not a CSV header", file=str(shown),
+                     hint="save the records as a .json file (a list of records) or give the CSV a header line")
+
+
 def _sniff_delimiter(path: Path) -> str:
     """The delimiter of the first line (',', tab, ';' or '|'), so ragged rows later cannot mislead it."""
     with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
@@ -325,15 +379,56 @@ def _sniff_delimiter(path: Path) -> str:
     return best if counts[best] else ","
 
 
+#: DuckDB's longest CSV line (its ``max_line_size`` default)
+MAX_LINE = 2_000_000
+
+
+def _long_line(path: Path, limit: int = MAX_LINE) -> tuple[int, int] | None:
+    """(line number, length in bytes) of the first line of ``path`` longer than ``limit``, read in chunks."""
+    line, length = 1, 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(8 << 20):
+            parts = chunk.split(b"\n")
+            for k, part in enumerate(parts):
+                length += len(part)
+                if k < len(parts) - 1:
+                    if length > limit:
+                        return line, length
+                    line, length = line + 1, 0
+    return (line, length) if length > limit else None
+
+
+def duck_message(exc: Exception) -> str:
+    """DuckDB's error text as a user reads it: its first line, without the error class
+    ("Invalid Input Error: ..."); an internal error becomes a plain sentence."""
+    first = (str(exc).strip().splitlines() or [str(exc)])[0]
+    if "INTERNAL" in first.upper().split(":")[0]:
+        return "the database engine (DuckDB) failed internally on this file; please report it with the file"
+    return re.sub(r"^[A-Za-z ]*Error:\s*", "", first).strip() or first
+
+
 def csv_error(path: Path, exc: Exception) -> InputError:
     """An :class:`InputError` naming the file and, where DuckDB says it, the line of a CSV read error."""
-    msg = str(exc).strip().splitlines()
-    first = msg[0] if msg else str(exc)
-    line = re.search(r"[Ll]ine:?\s*(\d+)", str(exc))
-    if "unicode" in str(exc).lower():
-        return InputError(f"file is not valid UTF-8 ({first})", file=str(path),
+    text = str(exc)
+    line = re.search(r"[Ll]ine:?\s*(\d+)", text)
+    if "maximum line size" in text.lower():
+        found = _long_line(path)
+        if found is not None:
+            return InputError(f"line {found[0]} is {found[1]:,} bytes long; a CSV line may have at most "
+                              f"{MAX_LINE:,} bytes", file=str(path),
+                              hint="a quote left open joins the lines after it; check that line")
+    if "unicode" in text.lower():
+        ok, bad = _check_encoding(path, "utf-8", whole=True)
+        if not ok and bad is not None:
+            mixed = mixed_encoding_error(path, bad)
+            if mixed is not None:
+                return mixed
+            return InputError(f"file is not valid UTF-8: bad bytes at offset {bad} (line {_line_of_offset(path, bad)})",
+                              file=str(path), hint="pass --encoding gbk (or the file's encoding)")
+        return InputError(f"file is not valid UTF-8 ({duck_message(exc)})", file=str(path),
                           hint="pass --encoding gbk (or the file's encoding)")
-    return InputError(f"cannot read CSV: {first}" + (f" (line {line.group(1)})" if line else ""), file=str(path))
+    return InputError(f"cannot read CSV: {duck_message(exc)}" + (f" (line {line.group(1)})" if line else ""),
+                      file=str(path))
 
 
 def csv_rejects(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -402,10 +497,15 @@ def find_header(rows: list[list[str | None]], max_scan: int = 30) -> int:
     return 0
 
 
-def _table_from_rows(rows: list[list[str | None]], *, file: str, merged_header_rows: set[int]) -> tuple[
-        pa.Table, int, list[str]]:
+def _table_from_rows(rows: list[list[str | None]], *, file: str, merged_header_rows: set[int],
+                     sheet: str | None = None) -> tuple[pa.Table, int, list[str]]:
     notes: list[str] = []
-    h = find_header(rows)
+    where = f"sheet {sheet!r}" if sheet is not None else "sheet"
+    try:
+        h = find_header(rows)
+    except InputError as exc:
+        raise InputError(f"{where} is empty (no cells with values)", file=file,
+                         hint="pass --sheet to read another sheet") from exc
     header = list(rows[h])
     # a second header row under a merged parent header (e.g. 人口 / 城镇 | 乡村)
     sub = h + 1
@@ -449,81 +549,200 @@ def _table_from_rows(rows: list[list[str | None]], *, file: str, merged_header_r
     if blank:
         notes.append(f"{blank} blank row(s) inside the table skipped")
     if not rownums:
-        raise InputError("sheet has a header but no data rows", file=file)
+        raise InputError(f"{where} has a header but no data rows", file=file)
     arrays = {"_row": pa.array(rownums, pa.int64())}
     for n, c in zip(names, cols, strict=True):
         arrays[n] = pa.array(c, pa.string())
     return pa.table(arrays), h + 1, notes
 
 
-def _fill_merged(ws: Any) -> set[int]:
-    """Copy each merged range's value into all its cells; return 0-based rows with horizontal merges."""
-    horizontal: set[int] = set()
-    for rng in list(ws.merged_cells.ranges):
-        v = ws.cell(rng.min_row, rng.min_col).value
-        ws.unmerge_cells(str(rng))
-        for r in range(rng.min_row, rng.max_row + 1):
-            for c in range(rng.min_col, rng.max_col + 1):
-                ws.cell(r, c).value = v
-        if rng.max_col > rng.min_col:
-            horizontal.update(range(rng.min_row - 1, rng.max_row))
-    return horizontal
+#: a run of this many empty rows ends an XLSX table (a used range formatted down to row 1,048,576
+#: would otherwise be read row by row)
+EMPTY_RUN = 10_000
 
 
 def _open_xlsx(con: duckdb.DuckDBPyConnection, path: Path, *, sheet: str | None) -> Source:
+    """Read one sheet in openpyxl's read-only (streaming) mode, up to the last row with data.
+
+    Memory and time follow the cells with values, not the sheet's used range: a sheet whose used
+    range reaches row 1,048,576 (one formatted cell at the bottom) reads its few rows, and reading
+    stops after :data:`EMPTY_RUN` empty rows (said in a note). Merged ranges are filled from the
+    sheet's XML; formula cells without a cached value (a file written by a program that does not
+    compute formulas) read as empty and are listed in a note.
+    """
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
 
-    big = path.stat().st_size > 40 << 20
     try:
-        wb = openpyxl.load_workbook(path, read_only=big, data_only=True)
+        wb = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError) as exc:
         raise InputError(f"cannot open as XLSX: {exc}", file=str(path)) from exc
-    ws = _pick_sheet(wb.sheetnames, sheet, path)
-    sh = wb[ws]
-    merged = set() if big else _fill_merged(sh)
-    rows = [[_cell_text(v) for v in r] for r in sh.iter_rows(values_only=True)]
-    wb.close()
-    table, header_row, notes = _table_from_rows(rows, file=str(path), merged_header_rows=merged)
-    if big:
-        notes.append("large workbook read in streaming mode: merged cells are not filled")
-    notes.insert(0, f"sheet {ws!r}")
+    notes: list[str] = []
+    try:
+        ws = _pick_sheet(wb.sheetnames, sheet, path)
+        sh = wb[ws]
+        xml_path = getattr(sh, "_worksheet_path", None)
+        used = getattr(sh, "max_row", None)
+        rows: list[list[str | None]] = []
+        run = 0
+        stopped = None
+        for i, r in enumerate(sh.iter_rows(values_only=True)):
+            vals = [_cell_text(v) for v in r] if any(v is not None for v in r) else []
+            while vals and vals[-1] is None:
+                vals.pop()
+            rows.append(vals)
+            run = 0 if vals else run + 1
+            if run >= EMPTY_RUN:
+                stopped = i + 1
+                break
+        while rows and not rows[-1]:
+            rows.pop()
+        merged: list[tuple[int, int, int, int]] = []
+        formulas: list[str] = []
+        if xml_path:
+            merged, formulas = _sheet_xml_facts(wb._archive, xml_path, len(rows))
+    finally:
+        wb.close()
+    if stopped is not None:
+        notes.append(f"reading stopped at sheet row {stopped} after {EMPTY_RUN:,} empty rows (the sheet's used "
+                     f"range reaches row {used}: formatted but empty cells); rows below it were not read")
+    horizontal: set[int] = set()
+    for r0, r1, c0, c1 in merged:
+        if r0 >= len(rows):
+            continue
+        v = rows[r0][c0] if c0 < len(rows[r0]) else None
+        for rr in range(r0, min(r1, len(rows))):
+            row = rows[rr]
+            if len(row) < c1:
+                row.extend([None] * (c1 - len(row)))
+            for cc in range(c0, c1):
+                row[cc] = v
+        if c1 - c0 > 1:
+            horizontal.update(range(r0, r1))
+    if formulas:
+        notes.append(f"{len(formulas)} formula cell(s) have no cached value (the file was saved by a program "
+                     f"that does not compute formulas) and read as empty: {', '.join(formulas[:10])}"
+                     f"{' …' if len(formulas) > 10 else ''}; open and save the file in Excel or LibreOffice to "
+                     "compute them")
+    table, header_row, tnotes = _table_from_rows(rows, file=str(path), merged_header_rows=horizontal, sheet=ws)
+    notes = [f"sheet {ws!r}", *tnotes, *notes]
     rel = con.from_arrow(table)
     cols = [c for c in table.column_names if c != "_row"]
+    stats: dict[str, tuple[int, int]] = {}
     return Source(path=path, format="xlsx", relation=rel, columns=cols, text=True, notes=notes,
-                  header_row=header_row, sniffed_types=infer_types(rel, cols))
+                  header_row=header_row, sniffed_types=infer_types(rel, cols, stats=stats), type_stats=stats)
+
+
+_MERGE = re.compile(rb'<mergeCell ref="([A-Z]+[0-9]+):([A-Z]+[0-9]+)"')
+#: a formula cell without a cached value: <c r="B2" ...><f>...</f></c> (or <f .../>, or an empty <v/>)
+_FORMULA_NO_VALUE = re.compile(
+    rb'<c r="([A-Z]+[0-9]+)"[^>]*>\s*<f\b[^>]*(?:/>|>[^<]*</f>)\s*(?:<v\s*/>|<v></v>)?\s*</c>')
+
+
+def _sheet_xml_facts(archive: zipfile.ZipFile, xml_path: str,
+                     nrows: int) -> tuple[list[tuple[int, int, int, int]], list[str]]:
+    """Merged ranges (0-based rows/cols, end-exclusive) and formula cells without a cached value
+    (within the first ``nrows`` rows) of a sheet, read from its XML in chunks (memory stays flat)."""
+    from openpyxl.utils.cell import coordinate_from_string, range_boundaries
+
+    merged: list[tuple[int, int, int, int]] = []
+    formulas: list[str] = []
+    seen: set[bytes] = set()
+    tail = b""
+    with archive.open(xml_path) as fh:
+        while True:
+            chunk = fh.read(8 << 20)
+            data = tail + chunk
+            for m in _FORMULA_NO_VALUE.finditer(data):
+                ref = m.group(1)
+                if ref not in seen:
+                    seen.add(ref)
+                    if coordinate_from_string(ref.decode())[1] <= nrows:
+                        formulas.append(ref.decode())
+            for m in _MERGE.finditer(data):
+                key = m.group(0)
+                if key not in seen:
+                    seen.add(key)
+                    c0, r0, c1, r1 = range_boundaries(f"{m.group(1).decode()}:{m.group(2).decode()}")
+                    assert c0 is not None and r0 is not None and c1 is not None and r1 is not None
+                    merged.append((r0 - 1, r1, c0 - 1, c1))
+            if not chunk:
+                break
+            tail = data[-(1 << 16):]
+    return merged, formulas
 
 
 ID_LIKE = ("id", "code", "编号", "代码", "编码", "zip", "zipcode", "postcode", "邮编", "phone", "电话", "手机", "身份证",
            "证件号", "号码", "idcard")
 
 
-def infer_types(rel: duckdb.DuckDBPyRelation, columns: list[str], *, sample: int = 20_000) -> dict[str, str]:
+def infer_types(rel: duckdb.DuckDBPyRelation, columns: list[str], *, sample: int = 20_000,
+                decimal_comma: bool = False, stats: dict[str, tuple[int, int]] | None = None,
+                batch: int = 128) -> dict[str, str]:
     """Type of each text column from (a sample of) its values: ``DOUBLE`` or ``VARCHAR``.
 
-    A column is numeric when most of its non-missing values are numbers; the values that are not
-    are then quarantined by validation as "not a number" (a typo does not turn a numeric column
-    into text). Identifier-like columns stay text: names ending in id/code/编号/代码/zip, or values
-    with leading zeros ("0123") or 16+ digits (ID numbers, which a double cannot hold exactly).
+    A column is numeric when most of its non-missing values are numbers (read as ingest reads them:
+    thousands separators, full-width digits, the file's decimal mark; yearbook tokens such as "…",
+    "*" or "暂无" are missing values); the values that are not are then quarantined by validation as
+    "not a number" (a typo does not turn a numeric column into text). Identifier-like columns stay
+    text: names ending in id/code/编号/代码/zip, or whole numbers with leading zeros ("0123") or 16+
+    digits (ID numbers, which a double cannot hold exactly; a 17-digit decimal fraction is a number).
+
+    Columns are counted ``batch`` at a time (one small query each), so that time and memory stay
+    bounded for files thousands of columns wide. ``stats`` (if given) receives, per column, the
+    number of non-missing values sampled and how many of them are numbers.
     """
+    from citytwin.foundation.ingest.exprs import clean_text, number  # (ingest imports this module)
+
     cols = [c for c in columns if not any(c.lower().replace("_", "").endswith(k) for k in ID_LIKE)
             and "身份证" not in c]
     out = dict.fromkeys(columns, "VARCHAR")
     if not cols:
         return out
-    tokens = "('', 'na', 'n/a', 'nan', 'null', 'none', '-', '--', '—', '/', '#n/a', '无')"
-    parts = []
-    for c in cols:
-        qc = ident(c)
-        v = f"CASE WHEN lower(trim(CAST({qc} AS VARCHAR))) IN {tokens} THEN NULL ELSE trim(CAST({qc} AS VARCHAR)) END"
-        parts += [f"count({v})", f"count(TRY_CAST(replace({v}, ',', '') AS DOUBLE))",
-                  f"count(*) FILTER (WHERE regexp_matches({v}, '^0[0-9]|[0-9]{{16,}}'))"]
-    counts = rel.limit(sample).aggregate(", ".join(parts)).fetchone()
-    assert counts is not None
-    for i, c in enumerate(cols):
-        n, k, zeros = counts[3 * i], counts[3 * i + 1], counts[3 * i + 2]
-        out[c] = "DOUBLE" if n and k / n > 0.5 and not zeros else "VARCHAR"
+    sampled = rel.limit(sample)
+    for start in range(0, len(cols), batch):
+        part = cols[start:start + batch]
+        exprs = []
+        for i, c in enumerate(part):
+            exprs.append(f"{clean_text(c)} AS {ident(f'v{i}')}")
+        inner = sampled.project(", ".join(exprs))
+        aggs = []
+        for i in range(len(part)):
+            v = ident(f"v{i}")
+            aggs += [f"count({v})", f"count({number(v, decimal_comma)})",
+                     f"count(*) FILTER (WHERE regexp_full_match({v}, '[+-]?0[0-9]+|[+-]?[0-9]{{16,}}'))"]
+        counts = inner.aggregate(", ".join(aggs)).fetchone()
+        assert counts is not None
+        for i, c in enumerate(part):
+            n, k, zeros = counts[3 * i], counts[3 * i + 1], counts[3 * i + 2]
+            out[c] = "DOUBLE" if n and k / n > 0.5 and not zeros else "VARCHAR"
+            if stats is not None:
+                stats[c] = (int(n), int(k))
     return out
+
+
+DECIMAL_COMMA = re.compile(r"^[+-]?[0-9]+,[0-9]+$")
+DECIMAL_POINT = re.compile(r"^[+-]?[0-9]+\.[0-9]+$")
+GROUPED_POINT = re.compile(r"^[+-]?[0-9]{1,3}(\.[0-9]{3})+$")  # "1.234": a grouping or a decimal? either
+
+
+def detect_decimal_comma(path: Path, delimiter: str, *, limit: int = 1 << 18) -> bool:
+    """Whether a CSV writes its numbers with a decimal comma ("1,5"): only in a file not separated by
+    commas, when its first ``limit`` bytes hold values like "1,5" and none like "1.5" (a value such as
+    "1.234" could be either and does not count)."""
+    if delimiter == ",":
+        return False
+    with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+        text = fh.read(limit)
+    comma = point = 0
+    for line in text.splitlines()[1:]:
+        for v in line.split(delimiter):
+            v = v.strip().strip('"').strip()
+            if DECIMAL_COMMA.match(v):
+                comma += 1
+            elif DECIMAL_POINT.match(v) and not GROUPED_POINT.match(v):
+                point += 1
+    return comma > 0 and point == 0
 
 
 def _pick_sheet(names: list[str], sheet: str | None, path: Path) -> str:

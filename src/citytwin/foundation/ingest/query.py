@@ -42,7 +42,8 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
     # own ("f:col"), and use that number where it is finite (exactly what the cleaning and number give
     # there); the rest is cleaned and parsed as before. The staged pass keeps the plain form, whose
     # source record (_src) must not carry the extra column.
-    fast = [n for n, e in plan.raw.items() if not records and e == clean_numeric(n)]
+    # (not with a decimal comma: there "1.500" casts to 1.5 but means 1500)
+    fast = [n for n, e in plan.raw.items() if not records and e == clean_numeric(n) and not plan.decimal_comma]
     raws = dict(plan.raw)
     for n in fast:
         raws[n] = f"CASE WHEN isfinite({q('f:' + n)}) THEN CAST({q(n)} AS VARCHAR) ELSE {clean_text(n)} END"
@@ -118,7 +119,7 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
                 bad = (f"CASE WHEN {raw} IS NOT NULL AND {w} IS NULL THEN {lit(prop + ': not a compass direction: ')}"
                        f" || {raw} END")
             else:
-                parsed.append(f"{fnum(number(raw))} AS {w}")
+                parsed.append(f"{fnum(number(raw, plan.decimal_comma))} AS {w}")
                 v = w if fac == 1.0 else f"({w} * {fac!r})"
                 p = PROPERTIES.get(prop)
                 rng = ""

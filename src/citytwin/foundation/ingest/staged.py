@@ -72,7 +72,8 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
         src = readers.open_source(con, path, sheet=opts.sheet, layer=opts.layer, encoding=opts.encoding,
                                   staging=staging, delimiter=None, header=opts.header)
         notes += [f"{path.name}: {n}" for n in src.notes]
-        plan = plan_columns(src, sch, user_units=opts.units_map, crs=opts.crs, geometry_policy=geometry_policy)
+        plan = plan_columns(src, sch, user_units=opts.units_map, crs=opts.crs, geometry_policy=geometry_policy,
+                            column_map=opts.column_map)
         notes += [f"{path.name}: {n}" for n in plan.notes]
         layout = plan.layout
         view = f"({src.sql})" if src.sql else f"src_{i}"
@@ -84,7 +85,7 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
         except duckdb.Error as exc:
             if src.format != "csv" or src.csv_rejects:
                 raise readers.csv_error(path, exc) if src.format == "csv" else InputError(
-                    f"cannot read: {str(exc).splitlines()[0]}", file=str(path)) from exc
+                    f"cannot read: {readers.duck_message(exc)}", file=str(path)) from exc
             # malformed rows: read again, keeping the rows that split and recording the others
             if created:
                 con.execute(f"DELETE FROM staged WHERE _file = {i}")
@@ -93,7 +94,8 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
             view = f"({src.sql})" if src.sql else view
             if not src.sql:
                 con.register(view, src.relation)
-            plan = plan_columns(src, sch, user_units=opts.units_map, crs=opts.crs, geometry_policy=geometry_policy)
+            plan = plan_columns(src, sch, user_units=opts.units_map, crs=opts.crs, geometry_policy=geometry_policy,
+                            column_map=opts.column_map)
             sql = build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
             try:
                 created = _stage(con, sql, created)
