@@ -10,6 +10,7 @@ the validation query.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -327,16 +328,25 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
     plan.notes.append(f"geometry policy: {geometry_policy}") if plan.geometry else None
     # text columns read only as numbers are cleaned lazily: a value that already parses as a finite
     # number is kept as it is (casting ignores surrounding spaces), the rest is cleaned as text
+    users_of: dict[str, list[Column]] = {}  # raw reference -> output columns that read it (one pass)
+    for col_ in plan.columns:
+        for ref in set(_RAW_REF.findall(" ".join([col_.expr, *col_.checks]))):
+            users_of.setdefault(ref, []).append(col_)
+    melted_of: dict[str, list[tuple[str, str, float, str | None, str]]] = {}
+    for m in plan.melt:
+        melted_of.setdefault(m[0], []).append(m)
     for c in list(plan.raw):
-        if is_text(c) and _numeric_only(plan, q("r:" + c), c):
+        if is_text(c) and _numeric_only(users_of.get(q("r:" + c), []), melted_of.get(c, []), c):
             plan.raw[c] = clean_numeric(c)
     return plan
 
 
-def _numeric_only(plan: Plan, ref: str, col: str) -> bool:
-    """Whether source column ``col`` (raw name ``ref``) only feeds plain numeric fields."""
-    users = [c for c in plan.columns if ref in c.expr or any(ref in chk for chk in c.checks)]
-    melted = [m for m in plan.melt if m[0] == col]
+_RAW_REF = re.compile(r'"r:(?:[^"]|"")*"')
+
+
+def _numeric_only(users: list[Column], melted: list[tuple[str, str, float, str | None, str]], col: str) -> bool:
+    """Whether source column ``col`` only feeds plain numeric fields (``users``: the output columns that
+    read it; ``melted``: its melted values)."""
     if not users and not melted:
         return False
     plain = all(c.type in ("DOUBLE", "BIGINT") and "regexp_extract" not in c.expr and "make_timestamp" not in c.expr
