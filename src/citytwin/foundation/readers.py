@@ -319,7 +319,7 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
         columns = [c for c in rel.columns if c != "_row"]
         sniffed = infer_types(con.sql(f"SELECT * FROM {table}"), columns, decimal_comma=dc, stats=stats)
     except duckdb.Error as exc:
-        if not rejects and "unicode" not in str(exc).lower() and "maximum line size" not in str(exc).lower():
+        if not rejects and "unicode" not in str(exc).lower() and "maximum line size of" not in str(exc).lower():
             # malformed rows: read again keeping the rows that split, recording the others
             src = _open_csv(con, path, encoding=enc, staging=staging, delimiter=delimiter, rejects=True,
                             header=header)
@@ -411,7 +411,7 @@ def csv_error(path: Path, exc: Exception) -> InputError:
     """An :class:`InputError` naming the file and, where DuckDB says it, the line of a CSV read error."""
     text = str(exc)
     line = re.search(r"[Ll]ine:?\s*(\d+)", text)
-    if "maximum line size" in text.lower():
+    if "maximum line size of" in text.lower():
         found = _long_line(path)
         if found is not None:
             return InputError(f"line {found[0]} is {found[1]:,} bytes long; a CSV line may have at most "
