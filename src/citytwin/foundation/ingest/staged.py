@@ -57,6 +57,10 @@ def run_staged(files: list[Path], sch: Schema, opts: PipelineOptions, staging: P
         con.close()
 
 
+#: from this many output columns on, a file is "wide" for the query optimizer (see _staged_run)
+WIDE_COLUMNS = 256
+
+
 def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, opts: PipelineOptions,
                 staging: Path, say: Callable[[str], None]) -> Outcome:
     h3_res = opts.h3_res
@@ -80,6 +84,10 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
         if not src.sql:
             con.register(view, src.relation)
         sql = build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
+        if len(plan.columns) > WIDE_COLUMNS:
+            # DuckDB's common-subexpression pass grows faster than linearly with the expressions of a
+            # wide file (2,000 columns: 13 CPU-s with it, 4.5 without); its gain is nil here
+            con.execute("SET disabled_optimizers = 'common_subexpressions'")
         try:
             created = _stage(con, sql, created)
         except duckdb.Error as exc:
