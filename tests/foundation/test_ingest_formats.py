@@ -124,6 +124,8 @@ def test_duckdb_errors_are_translated() -> None:
     assert readers.duck_message(duckdb.InvalidInputException("Invalid Input Error: bad thing\nmore")) == "bad thing"
     msg = readers.duck_message(duckdb.InternalException("INTERNAL Error: Attempted to access index 3"))
     assert "index" not in msg and "DuckDB" in msg
+    oom = readers.duck_message(duckdb.OutOfMemoryException("Out of Memory Error: failed to allocate data of size 32 KiB"))
+    assert "memory limit" in oom and "allocate" not in oom
 
 
 def test_errors_exit_2_with_json(workspace: Workspace, tmp_path: Path) -> None:

@@ -402,6 +402,9 @@ def duck_message(exc: Exception) -> str:
     """DuckDB's error text as a user reads it: its first line, without the error class
     ("Invalid Input Error: ..."); an internal error becomes a plain sentence."""
     first = (str(exc).strip().splitlines() or [str(exc)])[0]
+    if first.startswith("Out of Memory Error"):
+        return ("the file needs more memory than the ingest's DuckDB memory limit (a very wide file: "
+                "thousands of columns); split its columns into several files or raise memory_limit")
     if "INTERNAL" in first.upper().split(":")[0]:
         return "the database engine (DuckDB) failed internally on this file; please report it with the file"
     return re.sub(r"^[A-Za-z ]*Error:\s*", "", first).strip() or first
