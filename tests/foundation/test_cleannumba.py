@@ -72,8 +72,8 @@ def test_bad_arguments() -> None:
         cleannumba.dirty_mask(pa.array([1, 2]), whitespace=" ", tokens=("na",))
     with pytest.raises(ValueError, match="lower-case"):
         cleannumba.dirty_mask(pa.array(["x"]), whitespace=" ", tokens=("NA",))
-    with pytest.raises(ValueError, match="longer than 4 bytes"):
-        cleannumba.dirty_mask(pa.array(["x"]), whitespace=" ", tokens=("missing",))
+    with pytest.raises(ValueError, match="longer than 8 bytes"):
+        cleannumba.dirty_mask(pa.array(["x"]), whitespace=" ", tokens=("notavailable",))
 
 
 def test_docstring_example() -> None:

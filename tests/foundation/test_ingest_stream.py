@@ -261,7 +261,8 @@ def test_text_cleaned_after_the_query_equals_staged(workspace: Workspace, tmp_pa
     path.write_text(text.replace(",shop,", ",Shop\t,", 1), encoding="utf-8")
     _compare(workspace, path, schema="poi")
     assert _pipeline(workspace, "fast") == "streamed"
-    assert calls[0][0]["lazy_text"] == {"poi_id": False, "name": False, "category": False}
+    # poi_id is the key: a missing one is quarantined ("missing key", issue 12), so it is checked (True)
+    assert calls[0][0]["lazy_text"] == {"poi_id": True, "name": False, "category": False}
     df = _stored(workspace, "fast")
     assert df.loc[0, "name"] == "Padded name" and pd.isna(df.loc[1, "name"]) and df.loc[2, "name"] == "全角空格"
     assert [None if pd.isna(v) else v for v in df["category"][:6]] == ["shop", "shop", "shop", None, None, "Shop"]
@@ -289,7 +290,7 @@ def test_required_text_missing_after_cleaning_hands_over(workspace: Workspace, t
     calls = _spy_copy_arrow(monkeypatch)
     _required_name_schema(workspace)
     res = ingest(workspace, _poi_csv(tmp_path), dataset="p", schema="place")
-    assert calls[0][0]["lazy_text"] == {"poi_id": False, "name": True}
+    assert calls[0][0]["lazy_text"] == {"poi_id": True, "name": True}  # the key is checked too (issue 12)
     assert _pipeline(workspace, "p") == "staged"
     q = workspace.quarantine("p")
     assert (res.rows_kept, res.rows_quarantined) == (2880, 120)  # rows 1 and 3 of every 50: "NA", "无"

@@ -34,11 +34,12 @@ app.add_typer(user_app, name="user")
 app.add_typer(schema_app, name="schema")
 
 
-def _parse_units(items: list[str] | None) -> dict[str, str]:
+def _parse_units(items: list[str] | None, option: str = "--unit", example: str = "CO=µg/m³") -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items or []:
         if "=" not in item:
-            raise InputError(f"--unit takes COLUMN=UNIT, got {item!r}", hint="e.g. --unit CO=µg/m³")
+            what = "COLUMN=UNIT" if option == "--unit" else "FIELD=COLUMN"
+            raise InputError(f"{option} takes {what}, got {item!r}", hint=f"e.g. {option} {example}")
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
     return out
@@ -59,6 +60,8 @@ def ingest(
     encoding: Annotated[str | None, typer.Option(help="Text encoding (detected when omitted: UTF-8 or GBK).")] = None,
     unit: Annotated[list[str] | None, typer.Option(help="COLUMN=UNIT for a column whose header gives no unit.")] = None,
     crs: Annotated[str | None, typer.Option(help="Source CRS when the file does not say (EPSG:xxxx, gcj02).")] = None,
+    map_: Annotated[list[str] | None, typer.Option("--map", help="FIELD=COLUMN: the column of a schema field whose "
+                                                   "header the aliases do not know (repeatable).")] = None,
     no_header: Annotated[bool, typer.Option("--no-header", help="CSV has no header row.")] = False,
     no_h3: Annotated[bool, typer.Option("--no-h3", help="Do not add H3 cells.")] = False,
     repair_geometry: Annotated[bool, typer.Option(help="Repair invalid geometries instead of quarantining.")] = False,
@@ -74,6 +77,8 @@ def ingest(
 
       citytwin ingest cities.xlsx -d city_panel -s city_panel --sheet new -w ./ws
 
+      citytwin ingest panel.csv -d city_panel -s city_panel --map year=年度标识 -w ./ws
+
       citytwin ingest Helsinki.osm.pbf -d helsinki_pois -s poi --layer pois -w ./ws
     """
     from citytwin.cli.common import err_console
@@ -84,7 +89,8 @@ def ingest(
         result = run(ws, files, dataset=dataset, schema=schema, department=department,
                      progress=lambda msg: status.update(f"{dataset}: {msg}"),
                      classification=classification, sheet=sheet, layer=layer, encoding=encoding,
-                     units_map=_parse_units(unit), crs=crs, description=description, licence=licence,
+                     units_map=_parse_units(unit), crs=crs,
+                     column_map=_parse_units(map_, "--map", "year=年度标识") or None, description=description, licence=licence,
                      h3=not no_h3, repair_geometry=repair_geometry, header=not no_header)
     if as_json:
         print_json(result.to_dict())

@@ -28,7 +28,10 @@ import numpy as np
 import pyarrow as pa
 from numba import njit
 
-__all__ = ["dirty_mask", "may_hold_personal_data"]
+__all__ = ["TOKEN_BYTES", "dirty_mask", "may_hold_personal_data"]
+
+#: the longest missing-value token, in UTF-8 bytes ("暂无" is 6; the SQL's guard assumes the same)
+TOKEN_BYTES = 8
 
 
 def _table(values: list[bytes], width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +96,7 @@ def _tables(whitespace: str, tokens: tuple[str, ...]) -> tuple[Any, ...]:
     if any(t != t.lower() for t in tokens):
         raise ValueError("tokens must be lower-case")
     ws, ws_len = _table([c.encode() for c in whitespace], 4)
-    tok, tok_len = _table([t.encode() for t in tokens], 4)
+    tok, tok_len = _table([t.encode() for t in tokens], TOKEN_BYTES)
     first = np.zeros(256, dtype=np.bool_)  # bytes a whitespace character can start / end with
     last = np.zeros(256, dtype=np.bool_)
     for c in whitespace:
@@ -112,7 +115,7 @@ def dirty_mask(values: pa.Array | pa.ChunkedArray, *, whitespace: str, tokens: t
 
     Exact for tokens whose letters are ASCII (no other character lower-cases to an ASCII letter of
     these tokens: the Kelvin sign's ``k`` is in none of them) and non-ASCII tokens without case
-    ("无", "—"). Tokens may be at most 4 bytes long (the SQL's guard assumes so too).
+    ("无", "—"). Tokens may be at most :data:`TOKEN_BYTES` (8) bytes long (the SQL's guard assumes so too).
     """
     ws, ws_len, first, last, tok, tok_len, tok_first, max_tok = _tables(whitespace, tuple(tokens))
     masks = []

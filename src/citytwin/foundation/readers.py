@@ -14,13 +14,11 @@ GeoParquet/Parquet, OSM PBF (streets, POIs, buildings, land use).
 from __future__ import annotations
 
 import codecs
-import datetime as dt
 import json
 import math
 import re
 import zipfile
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,13 @@ import duckdb
 import pyarrow as pa
 
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.excel import cell_text, open_xls, open_xlsx
+from citytwin.foundation.source import Source
 from citytwin.foundation.sql import ident, literal
+from citytwin.foundation.textnum import detect_decimal_comma, infer_types
+
+__all__ = ["Source", "csv_error", "detect_decimal_comma", "detect_encoding", "detect_format", "duck_message",
+           "infer_types", "open_source"]
 
 CSV_SUFFIXES = {".csv", ".tsv", ".txt"}
 EXCEL_SUFFIXES = {".xlsx", ".xlsm"}
@@ -38,44 +42,6 @@ OSM_SUFFIXES = {".pbf"}
 OSM_LAYERS = ("streets", "pois", "buildings", "landuse")
 SNIFF_BYTES = 1 << 20
 
-
-
-@dataclass
-class Source:
-    """A source file opened for ingest.
-
-    ``relation`` has ``_row`` plus the source columns; ``text`` says whether the columns are
-    raw text (CSV, Excel) or typed (GIS, Parquet).
-    """
-
-    path: Path
-    format: str
-    relation: duckdb.DuckDBPyRelation
-    columns: list[str]
-    text: bool
-    crs: str | None = None
-    encoding: str | None = None
-    notes: list[str] = field(default_factory=list)
-    rejects: list[dict[str, Any]] = field(default_factory=list)
-    csv_rejects: bool = False
-    sniffed_types: dict[str, str] = field(default_factory=dict)
-    #: computes the types of further text columns on demand (the streamed CSV read samples only the
-    #: columns the plan asks about: each sampled column costs ~10 ms)
-    type_sampler: Callable[[list[str]], dict[str, str]] | None = None
-    header_row: int | None = None
-    sql: str | None = None  # SQL text of the raw records, when they sit in a table (no view needed)
-    temp_table: str | None = None  # dropped by ingest once the records are staged
-    #: GIS layers: (xmin, ymin, xmax, ymax) of all features, in the layer's own coordinates
-    bounds: tuple[float, float, float, float] | None = None
-    #: GIS layers: features per geometry type (``{"Polygon": 3, "Point": 1}``)
-    geometry_types: dict[str, int] = field(default_factory=dict)
-
-    def types_of(self, columns: Sequence[str]) -> dict[str, str]:
-        """``DOUBLE`` or ``VARCHAR`` for each of ``columns`` (see :func:`infer_types`)."""
-        missing = [c for c in columns if c not in self.sniffed_types]
-        if missing and self.type_sampler is not None:
-            self.sniffed_types.update(self.type_sampler(missing))
-        return {c: self.sniffed_types.get(c, "VARCHAR") for c in columns}
 
 
 def detect_format(path: Path) -> str:
@@ -137,9 +103,9 @@ def open_source(con: duckdb.DuckDBPyConnection, path: str | Path, *, sheet: str 
         return _open_csv(con, p, encoding=encoding, staging=staging, delimiter=delimiter, rejects=csv_rejects,
                          header=header, stream=stream, more=more)
     if fmt == "xlsx":
-        return _open_xlsx(con, p, sheet=sheet)
+        return open_xlsx(con, p, sheet=sheet)
     if fmt == "xls":
-        return _open_xls(con, p, sheet=sheet)
+        return open_xls(con, p, sheet=sheet)
     if fmt == "parquet":
         return _open_parquet(con, p)
     if fmt == "json":
@@ -176,15 +142,43 @@ def _check_encoding(path: Path, encoding: str, whole: bool) -> tuple[bool, int |
 
 
 def detect_encoding(path: Path) -> str:
-    """UTF-8 if the first MiB decodes as UTF-8, else GB18030 (a superset of GBK and GB2312)."""
-    ok, _ = _check_encoding(path, "utf-8", whole=False)
+    """UTF-8 if the first MiB decodes as UTF-8, else GB18030 (a superset of GBK and GB2312).
+
+    A file whose first bad UTF-8 byte follows valid non-ASCII UTF-8 text mixes encodings: an error
+    names its line (read as GBK, the UTF-8 lines would be stored as mojibake).
+    """
+    ok, bad = _check_encoding(path, "utf-8", whole=False)
     if ok:
         return "utf-8"
+    if bad is not None:
+        mixed = mixed_encoding_error(path, bad)
+        if mixed is not None:
+            raise mixed
     ok, _ = _check_encoding(path, "gb18030", whole=False)
     if ok:
         return "gb18030"
     raise InputError("cannot tell the text encoding (neither UTF-8 nor GBK/GB18030)", file=str(path),
-                     hint="pass --encoding (e.g. utf-16, big5, latin-1)")
+                     hint="pass --encoding with the file's encoding (e.g. utf-16, big5)")
+
+
+def mixed_encoding_error(path: Path, bad: int) -> InputError | None:
+    """The error for a file that is UTF-8 (with non-ASCII text) before byte ``bad`` and not after, or None
+    when the text before ``bad`` is plain ASCII (then it is simply another encoding)."""
+    with path.open("rb") as fh:
+        head = fh.read(bad)
+        rest = fh.read(4096)
+    if head.isascii():
+        return None
+    line = head.count(b"\n") + 1
+    start = head.rfind(b"\n") + 1
+    raw = head[start:] + rest.split(b"\n", 1)[0]
+    try:
+        shown = f"; it reads as GBK: {raw.decode('gb18030').strip()[:60]!r}"
+    except UnicodeDecodeError:
+        shown = ""
+    return InputError(f"file mixes text encodings: UTF-8 up to line {line - 1}, but line {line} is not UTF-8"
+                      f"{shown}", file=str(path),
+                      hint="save the whole file in one encoding (UTF-8); --encoding would misread the other lines")
 
 
 def _transcode(path: Path, encoding: str, staging: Path) -> Path:
@@ -246,12 +240,18 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
     hdr = "true" if header else "false"
     if not delimiter and path.suffix.lower() != ".tsv":
         delimiter = _sniff_delimiter(read_path)
+    _refuse_json_lines(read_path, path)
+    dc = detect_decimal_comma(read_path, delimiter or ("\t" if path.suffix.lower() == ".tsv" else ","))
+    if dc:
+        notes.append("decimal comma detected (values such as '1,5' in a file not separated by commas): "
+                     "numbers read with ',' as the decimal mark and '.' as the thousands separator")
     opts = f"header={hdr}, all_varchar=true" + (", store_rejects=true, null_padding=false, quote='\"', escape='\"'" if rejects else "")
     if delimiter:
         opts += f", delim='{delimiter}'"
     elif path.suffix.lower() == ".tsv":
         opts += ", delim='\\t'"
     qpath = str(read_path).replace("'", "''")
+    stats: dict[str, tuple[int, int]] = {}
     if stream:
         # no up-front read, no row numbers: ingest's streamed pass COPYs straight from the file
         # and falls back to the numbered (staged) read when any record needs quarantine
@@ -268,12 +268,13 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
 
         def sample(cols: list[str]) -> dict[str, str]:
             try:
-                return infer_types(con.sql(f"SELECT {', '.join(ident(c) for c in cols)} FROM {scan}"), cols)
+                return infer_types(con.sql(f"SELECT {', '.join(ident(c) for c in cols)} FROM {scan}"), cols,
+                                   decimal_comma=dc, stats=stats)
             except duckdb.Error as exc:
                 raise csv_error(path, exc) from exc
 
         return Source(path=path, format="csv", relation=rel, columns=columns, text=True, encoding=enc,
-                      notes=notes, type_sampler=sample, sql=sql)
+                      notes=notes, type_sampler=sample, sql=sql, decimal_comma=dc, type_stats=stats)
     table = f"raw_{abs(hash((str(path), rejects))) % 10**12}"
     try:
         con.execute("DROP TABLE IF EXISTS reject_errors; DROP TABLE IF EXISTS reject_scans;")
@@ -283,9 +284,9 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
         sql = f"SELECT rowid + 1 AS _row, * FROM {table}"
         rel = con.sql(sql)
         columns = [c for c in rel.columns if c != "_row"]
-        sniffed = infer_types(con.sql(f"SELECT * FROM {table}"), columns)
+        sniffed = infer_types(con.sql(f"SELECT * FROM {table}"), columns, decimal_comma=dc, stats=stats)
     except duckdb.Error as exc:
-        if not rejects and "unicode" not in str(exc).lower():
+        if not rejects and "unicode" not in str(exc).lower() and "maximum line size of" not in str(exc).lower():
             # malformed rows: read again keeping the rows that split, recording the others
             src = _open_csv(con, path, encoding=enc, staging=staging, delimiter=delimiter, rejects=True,
                             header=header)
@@ -295,7 +296,8 @@ def _open_csv(con: duckdb.DuckDBPyConnection, path: Path, *, encoding: str | Non
     if not columns:
         raise InputError("no columns found (is the header row empty?)", file=str(path))
     return Source(path=path, format="csv", relation=rel, columns=columns, text=True, encoding=enc, notes=notes,
-                  csv_rejects=rejects, sniffed_types=sniffed, sql=sql, temp_table=table)
+                  csv_rejects=rejects, sniffed_types=sniffed, sql=sql, temp_table=table, decimal_comma=dc,
+                  type_stats=stats)
 
 
 def _sniffed_options(con: duckdb.DuckDBPyConnection, qpath: str, opts: str) -> str:
@@ -321,6 +323,20 @@ def _sniffed_options(con: duckdb.DuckDBPyConnection, qpath: str, opts: str) -> s
     return fixed + (f", new_line={literal(nl)}" if nl else "")
 
 
+def _refuse_json_lines(path: Path, shown: Path) -> None:
+    """A clear error for a JSON document or JSON Lines file named ``.csv`` (its first line is JSON)."""
+    with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+        first = fh.readline(1 << 16).strip().lstrip("\ufeff")
+    if not first.startswith(("{", "[")):
+        return
+    try:
+        json.loads(first)
+    except ValueError:
+        return
+    raise InputError("the first line is a JSON record, not a CSV header", file=str(shown),
+                     hint="save the records as a .json file (a list of records) or give the CSV a header line")
+
+
 def _sniff_delimiter(path: Path) -> str:
     """The delimiter of the first line (',', tab, ';' or '|'), so ragged rows later cannot mislead it."""
     with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
@@ -330,15 +346,59 @@ def _sniff_delimiter(path: Path) -> str:
     return best if counts[best] else ","
 
 
+#: DuckDB's longest CSV line (its ``max_line_size`` default)
+MAX_LINE = 2_000_000
+
+
+def _long_line(path: Path, limit: int = MAX_LINE) -> tuple[int, int] | None:
+    """(line number, length in bytes) of the first line of ``path`` longer than ``limit``, read in chunks."""
+    line, length = 1, 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(8 << 20):
+            parts = chunk.split(b"\n")
+            for k, part in enumerate(parts):
+                length += len(part)
+                if k < len(parts) - 1:
+                    if length > limit:
+                        return line, length
+                    line, length = line + 1, 0
+    return (line, length) if length > limit else None
+
+
+def duck_message(exc: Exception) -> str:
+    """DuckDB's error text as a user reads it: its first line, without the error class
+    ("Invalid Input Error: ..."); an internal error becomes a plain sentence."""
+    first = (str(exc).strip().splitlines() or [str(exc)])[0]
+    if first.startswith("Out of Memory Error"):
+        return ("the file needs more memory than the ingest's DuckDB memory limit (a very wide file: "
+                "thousands of columns); split its columns into several files or raise memory_limit")
+    if "INTERNAL" in first.upper().split(":")[0]:
+        return "the database engine (DuckDB) failed internally on this file; please report it with the file"
+    return re.sub(r"^[A-Za-z ]*Error:\s*", "", first).strip() or first
+
+
 def csv_error(path: Path, exc: Exception) -> InputError:
     """An :class:`InputError` naming the file and, where DuckDB says it, the line of a CSV read error."""
-    msg = str(exc).strip().splitlines()
-    first = msg[0] if msg else str(exc)
-    line = re.search(r"[Ll]ine:?\s*(\d+)", str(exc))
-    if "unicode" in str(exc).lower():
-        return InputError(f"file is not valid UTF-8 ({first})", file=str(path),
+    text = str(exc)
+    line = re.search(r"[Ll]ine:?\s*(\d+)", text)
+    if "maximum line size of" in text.lower():
+        found = _long_line(path)
+        if found is not None:
+            return InputError(f"line {found[0]} is {found[1]:,} bytes long; a CSV line may have at most "
+                              f"{MAX_LINE:,} bytes", file=str(path),
+                              hint="a quote left open joins the lines after it; check that line")
+    if "unicode" in text.lower():
+        ok, bad = _check_encoding(path, "utf-8", whole=True)
+        if not ok and bad is not None:
+            mixed = mixed_encoding_error(path, bad)
+            if mixed is not None:
+                return mixed
+            return InputError(f"file is not valid UTF-8: bad bytes at offset {bad} (line {_line_of_offset(path, bad)})",
+                              file=str(path), hint="pass --encoding gbk (or the file's encoding)")
+        return InputError(f"file is not valid UTF-8 ({duck_message(exc)})", file=str(path),
                           hint="pass --encoding gbk (or the file's encoding)")
-    return InputError(f"cannot read CSV: {first}" + (f" (line {line.group(1)})" if line else ""), file=str(path))
+    return InputError(f"cannot read CSV: {duck_message(exc)}" + (f" (line {line.group(1)})" if line else ""),
+                      file=str(path))
 
 
 def csv_rejects(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -349,233 +409,6 @@ def csv_rejects(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     except duckdb.Error:
         return []
     return [{"line": int(r[0]), "field": r[1], "type": r[2], "raw": r[3], "message": r[4]} for r in rows]
-
-
-# ---------------------------------------------------------------------------
-# Excel
-# ---------------------------------------------------------------------------
-def _cell_text(v: Any) -> str | None:
-    if v is None:
-        return None
-    if isinstance(v, float):
-        if math.isnan(v):
-            return None
-        return repr(int(v)) if v.is_integer() and abs(v) < 1e15 else repr(v)
-    if isinstance(v, dt.datetime):
-        return v.isoformat(sep=" ")
-    if isinstance(v, dt.date):
-        return v.isoformat()
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    s = str(v).strip()
-    return s or None
-
-
-def _looks_numeric(s: str | None) -> bool:
-    if s is None:
-        return False
-    try:
-        float(s.replace(",", ""))
-    except ValueError:
-        return False
-    return True
-
-
-def find_header(rows: list[list[str | None]], max_scan: int = 30) -> int:
-    """Index of the header row: the first row of mostly text cells as wide as the table below it.
-
-    Title rows above a table (one merged cell with the table's name, a unit note, a blank line)
-    are skipped.
-    """
-    scan = rows[:max_scan]
-    width = max((sum(c is not None for c in r) for r in rows[: max_scan * 3]), default=0)
-    if width == 0:
-        raise InputError("sheet has no data")
-    for i, r in enumerate(scan):
-        filled = [c for c in r if c is not None]
-        if len(filled) < max(2, math.ceil(0.6 * width)):
-            continue
-        texts = sum(not _looks_numeric(c) for c in filled)
-        if len(set(filled)) < max(2, math.ceil(0.6 * len(filled))):
-            continue  # a merged title spread over the columns
-        if texts / len(filled) >= 0.6:
-            return i
-    # no text row: a header-less table
-    for i, r in enumerate(scan):
-        if sum(c is not None for c in r) >= max(1, math.ceil(0.6 * width)):
-            return i
-    return 0
-
-
-def _table_from_rows(rows: list[list[str | None]], *, file: str, merged_header_rows: set[int]) -> tuple[
-        pa.Table, int, list[str]]:
-    notes: list[str] = []
-    h = find_header(rows)
-    header = list(rows[h])
-    # a second header row under a merged parent header (e.g. 人口 / 城镇 | 乡村)
-    sub = h + 1
-    if h in merged_header_rows and sub < len(rows):
-        nxt = rows[sub]
-        filled = [c for c in nxt if c is not None]
-        if filled and all(not _looks_numeric(c) for c in filled):
-            header = [f"{a}_{b}" if (a and b and a != b) else (a or b) for a, b in zip(header, nxt, strict=False)]
-            h = sub
-            notes.append("two header rows combined (merged parent header)")
-    if h > 0:
-        notes.append(f"table starts at sheet row {h + 1}; {h} row(s) above it skipped as titles")
-    # trim trailing empty columns; name empty headers
-    last = max((i for i, c in enumerate(header) if c is not None), default=-1)
-    data_width = max((max((i for i, c in enumerate(r) if c is not None), default=-1) for r in rows[h + 1:]),
-                     default=-1)
-    ncols = max(last, data_width) + 1
-    names: list[str] = []
-    for i in range(ncols):
-        h_i = header[i] if i < len(header) else None
-        n = h_i if h_i is not None else f"column_{i + 1}"
-        base, k = n, 2
-        while n in names:
-            n = f"{base}_{k}"
-            k += 1
-        names.append(n)
-    body = rows[h + 1:]
-    # drop trailing empty rows; blank rows inside are skipped and counted
-    while body and all(c is None for c in body[-1]):
-        body.pop()
-    cols: list[list[str | None]] = [[] for _ in names]
-    rownums: list[int] = []
-    blank = 0
-    for j, r in enumerate(body):
-        if all(c is None for c in r):
-            blank += 1
-            continue
-        rownums.append(j + 1)
-        for i in range(ncols):
-            cols[i].append(r[i] if i < len(r) else None)
-    if blank:
-        notes.append(f"{blank} blank row(s) inside the table skipped")
-    if not rownums:
-        raise InputError("sheet has a header but no data rows", file=file)
-    arrays = {"_row": pa.array(rownums, pa.int64())}
-    for n, c in zip(names, cols, strict=True):
-        arrays[n] = pa.array(c, pa.string())
-    return pa.table(arrays), h + 1, notes
-
-
-def _fill_merged(ws: Any) -> set[int]:
-    """Copy each merged range's value into all its cells; return 0-based rows with horizontal merges."""
-    horizontal: set[int] = set()
-    for rng in list(ws.merged_cells.ranges):
-        v = ws.cell(rng.min_row, rng.min_col).value
-        ws.unmerge_cells(str(rng))
-        for r in range(rng.min_row, rng.max_row + 1):
-            for c in range(rng.min_col, rng.max_col + 1):
-                ws.cell(r, c).value = v
-        if rng.max_col > rng.min_col:
-            horizontal.update(range(rng.min_row - 1, rng.max_row))
-    return horizontal
-
-
-def _open_xlsx(con: duckdb.DuckDBPyConnection, path: Path, *, sheet: str | None) -> Source:
-    import openpyxl
-    from openpyxl.utils.exceptions import InvalidFileException
-
-    big = path.stat().st_size > 40 << 20
-    try:
-        wb = openpyxl.load_workbook(path, read_only=big, data_only=True)
-    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError) as exc:
-        raise InputError(f"cannot open as XLSX: {exc}", file=str(path)) from exc
-    ws = _pick_sheet(wb.sheetnames, sheet, path)
-    sh = wb[ws]
-    merged = set() if big else _fill_merged(sh)
-    rows = [[_cell_text(v) for v in r] for r in sh.iter_rows(values_only=True)]
-    wb.close()
-    table, header_row, notes = _table_from_rows(rows, file=str(path), merged_header_rows=merged)
-    if big:
-        notes.append("large workbook read in streaming mode: merged cells are not filled")
-    notes.insert(0, f"sheet {ws!r}")
-    rel = con.from_arrow(table)
-    cols = [c for c in table.column_names if c != "_row"]
-    return Source(path=path, format="xlsx", relation=rel, columns=cols, text=True, notes=notes,
-                  header_row=header_row, sniffed_types=infer_types(rel, cols))
-
-
-ID_LIKE = ("id", "code", "编号", "代码", "编码", "zip", "zipcode", "postcode", "邮编", "phone", "电话", "手机", "身份证",
-           "证件号", "号码", "idcard")
-
-
-def infer_types(rel: duckdb.DuckDBPyRelation, columns: list[str], *, sample: int = 20_000) -> dict[str, str]:
-    """Type of each text column from (a sample of) its values: ``DOUBLE`` or ``VARCHAR``.
-
-    A column is numeric when most of its non-missing values are numbers; the values that are not
-    are then quarantined by validation as "not a number" (a typo does not turn a numeric column
-    into text). Identifier-like columns stay text: names ending in id/code/编号/代码/zip, or values
-    with leading zeros ("0123") or 16+ digits (ID numbers, which a double cannot hold exactly).
-    """
-    cols = [c for c in columns if not any(c.lower().replace("_", "").endswith(k) for k in ID_LIKE)
-            and "身份证" not in c]
-    out = dict.fromkeys(columns, "VARCHAR")
-    if not cols:
-        return out
-    tokens = "('', 'na', 'n/a', 'nan', 'null', 'none', '-', '--', '—', '/', '#n/a', '无')"
-    parts = []
-    for c in cols:
-        qc = ident(c)
-        v = f"CASE WHEN lower(trim(CAST({qc} AS VARCHAR))) IN {tokens} THEN NULL ELSE trim(CAST({qc} AS VARCHAR)) END"
-        parts += [f"count({v})", f"count(TRY_CAST(replace({v}, ',', '') AS DOUBLE))",
-                  f"count(*) FILTER (WHERE regexp_matches({v}, '^0[0-9]|[0-9]{{16,}}'))"]
-    counts = rel.limit(sample).aggregate(", ".join(parts)).fetchone()
-    assert counts is not None
-    for i, c in enumerate(cols):
-        n, k, zeros = counts[3 * i], counts[3 * i + 1], counts[3 * i + 2]
-        out[c] = "DOUBLE" if n and k / n > 0.5 and not zeros else "VARCHAR"
-    return out
-
-
-def _pick_sheet(names: list[str], sheet: str | None, path: Path) -> str:
-    if sheet is None:
-        return names[0]
-    if sheet in names:
-        return sheet
-    if sheet.isdigit() and int(sheet) < len(names):
-        return names[int(sheet)]
-    raise InputError(f"no sheet {sheet!r}", file=str(path), hint=f"sheets: {', '.join(names)}")
-
-
-def _open_xls(con: duckdb.DuckDBPyConnection, path: Path, *, sheet: str | None) -> Source:
-    import xlrd
-
-    try:
-        book = xlrd.open_workbook(str(path), formatting_info=True)
-    except (xlrd.XLRDError, OSError, AssertionError) as exc:
-        raise InputError(f"cannot open as XLS: {exc}", file=str(path)) from exc
-    name = _pick_sheet(book.sheet_names(), sheet, path)
-    sh = book.sheet_by_name(name)
-    rows: list[list[str | None]] = []
-    for i in range(sh.nrows):
-        row: list[str | None] = []
-        for j in range(sh.ncols):
-            cell = sh.cell(i, j)
-            v: Any = cell.value
-            if cell.ctype == xlrd.XL_CELL_DATE:
-                v = xlrd.xldate.xldate_as_datetime(v, book.datemode)
-            elif cell.ctype in (xlrd.XL_CELL_EMPTY, xlrd.XL_CELL_BLANK):
-                v = None
-            row.append(_cell_text(v))
-        rows.append(row)
-    horizontal: set[int] = set()
-    for r0, r1, c0, c1 in sh.merged_cells:
-        v = rows[r0][c0]
-        for r in range(r0, r1):
-            for c in range(c0, c1):
-                rows[r][c] = v
-        if c1 - c0 > 1:
-            horizontal.update(range(r0, r1))
-    table, header_row, notes = _table_from_rows(rows, file=str(path), merged_header_rows=horizontal)
-    notes.insert(0, f"sheet {name!r}")
-    rel = con.from_arrow(table)
-    cols = [c for c in table.column_names if c != "_row"]
-    return Source(path=path, format="xls", relation=rel, columns=cols, text=True, notes=notes,
-                  header_row=header_row, sniffed_types=infer_types(rel, cols))
 
 
 # ---------------------------------------------------------------------------
@@ -698,14 +531,14 @@ def _open_json(con: duckdb.DuckDBPyConnection, path: Path) -> Source:
         rows = []
         for k, v in data.items():
             if isinstance(v, list) and len(v) == 2 and all(isinstance(x, int | float) for x in v):
-                rows.append({"name": k, "lon": _cell_text(float(v[0])), "lat": _cell_text(float(v[1]))})
+                rows.append({"name": k, "lon": cell_text(float(v[0])), "lat": cell_text(float(v[1]))})
             elif isinstance(v, dict):
-                rows.append({"name": k, **{kk: _cell_text(vv) for kk, vv in v.items()}})
+                rows.append({"name": k, **{kk: cell_text(vv) for kk, vv in v.items()}})
             else:
-                rows.append({"name": k, "value": _cell_text(v) if not isinstance(v, list) else json.dumps(v)})
+                rows.append({"name": k, "value": cell_text(v) if not isinstance(v, list) else json.dumps(v)})
         notes.append("JSON object read as one record per key (key -> name; [x, y] pairs -> lon, lat)")
     elif isinstance(data, list) and all(isinstance(r, dict) for r in data):
-        rows = [{k: (_cell_text(v) if not isinstance(v, list | dict) else json.dumps(v, ensure_ascii=False))
+        rows = [{k: (cell_text(v) if not isinstance(v, list | dict) else json.dumps(v, ensure_ascii=False))
                  for k, v in r.items()} for r in data]
     else:
         raise InputError("JSON must be a list of records or an object of records", file=str(path))

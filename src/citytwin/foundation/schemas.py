@@ -87,6 +87,9 @@ class Schema:
     layout
         ``"long"`` (one record a row) or ``"wide_observations"`` (sensor files with one column
         per measured property, melted to one observation per value).
+    column_map
+        Source columns that mean a field although no alias says so (YAML ``map: {year: 年度标识}``;
+        the same as ``citytwin ingest --map year=年度标识``).
     """
 
     name: str
@@ -97,6 +100,8 @@ class Schema:
     layout: Literal["long", "wide_observations"] = "long"
     description: str = ""
     builtin: bool = True
+    #: ``((field, column), ...)``: source columns named for fields whatever the aliases say (YAML ``map:``)
+    column_map: tuple[tuple[str, str], ...] = ()
 
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -325,11 +330,19 @@ def _from_dict(d: dict[str, Any], *, source: str) -> Schema:
             layout=d.get("layout", "long"),
             description=d.get("description", ""),
             builtin=False,
+            column_map=_column_map(d.get("map") or {}, source),
         )
     except KeyError as exc:
         raise InputError(f"schema is missing {exc.args[0]!r}", file=source) from exc
     except TypeError as exc:
         raise InputError(f"schema has an unknown attribute: {exc}", file=source) from exc
+
+
+def _column_map(m: Any, source: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(m, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in m.items()):
+        raise InputError("schema 'map' must map field names to column names (e.g. map: {year: 年度标识})",
+                         file=source)
+    return tuple(m.items())
 
 
 def load_schema_file(path: str | Path) -> Schema:

@@ -20,6 +20,7 @@ Examples
 from __future__ import annotations
 
 import re
+import tokenize
 from functools import lru_cache
 from typing import Any
 
@@ -114,9 +115,8 @@ _CANONICAL_BY_DIM = {
     "[length] ** 2 * [mass] / [time] ** 2": "kilowatt_hour",
 }
 
-_SUFFIX = re.compile(
-    r"^(?P<stem>.*?)[\s_]*(?:[（(](?P<paren>[^()（）]+)[)）]|_(?P<under>[^_]+))\s*$"
-)
+_PAREN_SUFFIX = re.compile(r"^(?P<stem>.*?)[\s_]*[（(](?P<label>[^()（）]+)[)）]\s*$")
+_UNDER_SUFFIX = re.compile(r"^(?P<stem>.*)_(?P<label>[^_]+?)\s*$")
 
 
 @lru_cache(maxsize=1)
@@ -165,7 +165,7 @@ def parse(label: str) -> pint.Quantity[Any]:
             raise pint.UndefinedUnitError(label)
         return q
     except (pint.UndefinedUnitError, pint.DefinitionSyntaxError, AttributeError, TypeError, ValueError,
-            SyntaxError) as exc:
+            SyntaxError, tokenize.TokenError) as exc:  # TokenError: an unbalanced bracket ("(元/人")
         raise InputError(f"unknown unit {label!r}", hint="use a unit such as 万元, 万人, µg/m³, mg/m³, km") from exc
 
 
@@ -220,9 +220,11 @@ def _is_suffix_unit(label: str) -> bool:
 def split_unit_suffix(header: str) -> tuple[str, str | None]:
     """Split ``"GDP_万元"`` or ``"人口（万人）"`` into the stem and a unit label, if the suffix is a unit."""
     text = header.strip()
-    m = _SUFFIX.match(text)
-    if m:
-        label = (m.group("paren") or m.group("under") or "").strip()
-        if label and _is_suffix_unit(label):
-            return m.group("stem").strip(" _") or text, label
+    # a bracketed suffix first: "插值_常住人口（万人）" is 插值_常住人口 in 万人, not 插值 in "常住人口（万人）"
+    for rx in (_PAREN_SUFFIX, _UNDER_SUFFIX):
+        m = rx.match(text)
+        if m:
+            label = m.group("label").strip()
+            if label and _is_suffix_unit(label):
+                return m.group("stem").strip(" _") or text, label
     return text, None

@@ -123,7 +123,7 @@ def load_scenario(folder: Path) -> dict[str, Any]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError("scenario folder not found", file=str(folder))
-    sc = _read_json(folder / SCENARIO_FILE, "scenario.json (is this a scenario folder?)")
+    sc: dict[str, Any] = _read_json(folder / SCENARIO_FILE, "scenario.json (is this a scenario folder?)")
     for key in ("net",):
         if key not in sc:
             raise InputError(f"scenario.json has no {key!r}", file=str(folder / SCENARIO_FILE), field=key)

@@ -14,10 +14,21 @@ from citytwin.foundation.sql import ident as q
 from citytwin.foundation.sql import literal as lit
 
 __all__ = ["MISSING_TOKENS", "TIME_FORMATS", "WHITESPACE", "all_reasons", "clean_numeric", "clean_text", "enum_list",
-           "first_reason", "number", "required_check", "rule_checks", "timestamp", "typed"]
+           "first_reason", "key_check", "number", "required_check", "rule_checks", "timestamp", "typed"]
 
-#: text values read as missing (after trimming; compared in lower case)
-MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "none", "-", "--", "—", "－", "/", "#n/a", "nil", "无")
+#: text values read as missing (after trimming; compared in lower case; at most 8 UTF-8 bytes, see
+#: :data:`citytwin.foundation.cleannumba.TOKEN_BYTES`). Statistical yearbooks write "…", "……", "*"
+#: and "暂无"/"暂缺" (not yet available) where a figure is missing.
+MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "none", "-", "--", "—", "－", "/", "#n/a", "nil", "无",
+                  "…", "……", "...", "*", "暂无", "暂缺", "—-", "——")
+
+#: full-width digits and signs (as typed with a Chinese input method) and their ASCII forms
+FULLWIDTH = "０１２３４５６７８９．，－＋ｅＥ"
+ASCII_FORMS = "0123456789.,-+eE"
+#: a number with thousands separators: "1,234,567.8" (not "1,5", which is no thousands grouping)
+THOUSANDS = r"[+-]?[0-9]{1,3}(,[0-9]{3})+(\.[0-9]*)?([eE][+-]?[0-9]+)?"
+#: the same with a decimal comma: "1.234.567,8"
+THOUSANDS_DC = r"[+-]?[0-9]{1,3}(\.[0-9]{3})+(,[0-9]*)?([eE][+-]?[0-9]+)?"
 
 
 TIME_FORMATS = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M",
@@ -41,7 +52,7 @@ def clean_text(col: str) -> str:
     # first byte below '!' (space, tab, control) or non-ASCII; last character one of WHITESPACE
     edge = " OR ".join([f"{x} < '!'", f"{x} >= '\u0080'"] + [f"{x} LIKE {lit('%' + w)}" for w in WHITESPACE])
     t = f"(CASE WHEN {edge} THEN trim({x}, {lit(WHITESPACE)}) ELSE {x} END)"
-    return f"CASE WHEN strlen({t}) > 4 THEN {t} WHEN list_contains({tokens}, lower({t})) THEN NULL ELSE {t} END"
+    return f"CASE WHEN strlen({t}) > 8 THEN {t} WHEN list_contains({tokens}, lower({t})) THEN NULL ELSE {t} END"
 
 
 def clean_numeric(col: str) -> str:
@@ -50,9 +61,29 @@ def clean_numeric(col: str) -> str:
     return f"CASE WHEN isfinite(TRY_CAST({x} AS DOUBLE)) THEN {x} ELSE {clean_text(col)} END"
 
 
-def number(raw: str) -> str:
-    """A number from text, allowing thousands separators ("1,234.5")."""
-    return f"COALESCE(TRY_CAST({raw} AS DOUBLE), TRY_CAST(replace({raw}, ',', '') AS DOUBLE))"
+def _plain_number(x: str, decimal_comma: bool) -> str:
+    if not decimal_comma:
+        return (f"COALESCE(TRY_CAST({x} AS DOUBLE), CASE WHEN regexp_full_match({x}, {lit(THOUSANDS)}) "
+                f"THEN TRY_CAST(replace({x}, ',', '') AS DOUBLE) END)")
+    # a decimal-comma file: "1,5" is 1.5 and "1.234,5" is 1234.5; "1.5" is ambiguous there (a dot is a
+    # thousands separator in that convention), so it parses only as a thousands grouping ("1.500")
+    return (f"CASE WHEN NOT contains({x}, '.') THEN TRY_CAST(replace({x}, ',', '.') AS DOUBLE) "
+            f"WHEN regexp_full_match({x}, {lit(THOUSANDS_DC)}) "
+            f"THEN TRY_CAST(replace(replace({x}, '.', ''), ',', '.') AS DOUBLE) END")
+
+
+def number(raw: str, decimal_comma: bool = False) -> str:
+    """A number from text: exactly what the text means, or NULL (then quarantined as "not a number").
+
+    Accepts thousands separators only where they group by three ("1,234,567.8"; "1,5" is no number
+    in a file with a decimal point), full-width digits ("１２３"), and a trailing NUL byte. With
+    ``decimal_comma`` (a file whose numbers are written "1,5", see
+    :func:`citytwin.foundation.readers.detect_decimal_comma`) the comma is the decimal mark and the
+    dot groups thousands.
+    """
+    fixed = f"translate(replace({raw}, chr(0), ''), {lit(FULLWIDTH)}, {lit(ASCII_FORMS)})"
+    first = _plain_number(raw, decimal_comma)
+    return f"COALESCE({first}, {_plain_number(fixed, decimal_comma)})"
 
 
 def enum_list(values: Sequence[str | None]) -> str:
@@ -76,20 +107,25 @@ def timestamp(raw: str) -> str:
     return f"COALESCE(TRY_CAST({raw} AS TIMESTAMP), try_strptime({raw}, {fmts}))"
 
 
-def typed(f: Field, raw: str, *, text: bool, factor: float = 1.0) -> tuple[str, list[str], str]:
-    """(value expression, type checks, duck type) for field ``f`` from raw expression ``raw``."""
+def typed(f: Field, raw: str, *, text: bool, factor: float = 1.0,
+          decimal_comma: bool = False) -> tuple[str, list[str], str]:
+    """(value expression, type checks, duck type) for field ``f`` from raw expression ``raw``.
+
+    ``decimal_comma``: numbers are written with a decimal comma (see :func:`number`).
+    """
     name = f.name
     checks: list[str] = []
     if f.type in ("float", "int"):
-        base = number(raw) if text else f"TRY_CAST({raw} AS DOUBLE)"
+        base = number(raw, decimal_comma) if text else f"TRY_CAST({raw} AS DOUBLE)"
         val = base if factor == 1.0 else f"({base} * {factor!r})"
         if text and f.unit:
             # a value may carry its own unit ("12.13 m", "3 km"): converted to the field's unit
-            num = f"regexp_extract({raw}, '^\\s*([-+]?[0-9][0-9,]*\\.?[0-9]*(?:[eE][-+]?[0-9]+)?)\\s*(.*?)\\s*$', 1)"
-            suffix = f"regexp_extract({raw}, '^\\s*([-+]?[0-9][0-9,]*\\.?[0-9]*(?:[eE][-+]?[0-9]+)?)\\s*(.*?)\\s*$', 2)"
-            base = (f"CASE WHEN {suffix} = '' THEN {number(raw)} "
-                    f"ELSE TRY_CAST(replace({num}, ',', '') AS DOUBLE) * unit_factor_to({suffix}, {lit(f.unit)}) END")
-            val = base if factor == 1.0 else (f"CASE WHEN {suffix} = '' THEN {number(raw)} * {factor!r} "
+            num = f"regexp_extract({raw}, '^\\s*([-+]?[0-9][0-9.,]*(?:[eE][-+]?[0-9]+)?)\\s*(.*?)\\s*$', 1)"
+            suffix = f"regexp_extract({raw}, '^\\s*([-+]?[0-9][0-9.,]*(?:[eE][-+]?[0-9]+)?)\\s*(.*?)\\s*$', 2)"
+            plain = number(raw, decimal_comma)
+            base = (f"CASE WHEN {suffix} = '' THEN {plain} "
+                    f"ELSE {number(num, decimal_comma)} * unit_factor_to({suffix}, {lit(f.unit)}) END")
+            val = base if factor == 1.0 else (f"CASE WHEN {suffix} = '' THEN {plain} * {factor!r} "
                                               f"ELSE {base} END")
         checks.append(f"CASE WHEN {raw} IS NOT NULL AND {base} IS NULL THEN "
                       f"{lit(name + ': not a number: ')} || left(CAST({raw} AS VARCHAR), 60) END")
@@ -141,6 +177,11 @@ def rule_checks(f: Field, val: str) -> list[str]:
 def required_check(name: str, raw: str) -> str:
     """The check of a required value: its reason where ``raw`` is NULL."""
     return f"CASE WHEN {raw} IS NULL THEN {lit(name + ': required value missing')} END"
+
+
+def key_check(name: str, raw: str) -> str:
+    """The check of a key field that is not required: its reason ("missing key") where ``raw`` is NULL."""
+    return f"CASE WHEN {raw} IS NULL THEN {lit(name + ': missing key')} END"
 
 
 def first_reason(parts: list[str]) -> str:

@@ -31,6 +31,9 @@ class IngestOptions:
         Text encoding of CSV files (default: detected; UTF-8 or GBK).
     units_map
         ``{column: unit}`` for columns whose unit the header does not say.
+    column_map
+        ``{field: column}`` for schema fields whose header the aliases do not know (``{"year":
+        "年度标识"}``; the CLI's ``--map year=年度标识``, a schema YAML's ``map:``).
     crs
         Source CRS when the file does not say (``EPSG:xxxx``, or ``gcj02`` for Chinese web-map data).
     h3
@@ -63,6 +66,7 @@ class IngestOptions:
     layer: str | None = None
     encoding: str | None = None
     units_map: dict[str, str] | None = None
+    column_map: dict[str, str] | None = None
     crs: str | None = None
     description: str = ""
     source: str | None = None
@@ -85,6 +89,7 @@ class IngestKwargs(TypedDict, total=False):
     layer: str | None
     encoding: str | None
     units_map: dict[str, str] | None
+    column_map: dict[str, str] | None
     crs: str | None
     description: str
     source: str | None
@@ -142,6 +147,7 @@ class PipelineOptions:
     header: bool
     memory_limit: str | None
     threads: int | None
+    column_map: dict[str, str] | None = None
 
 
 @dataclass

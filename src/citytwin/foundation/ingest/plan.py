@@ -9,6 +9,8 @@ the validation query.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +19,14 @@ import duckdb
 
 from citytwin.foundation import readers, units
 from citytwin.foundation.errors import InputError
-from citytwin.foundation.ingest.exprs import clean_numeric, clean_text, required_check, rule_checks, typed
+from citytwin.foundation.ingest.exprs import (
+    clean_numeric,
+    clean_text,
+    key_check,
+    required_check,
+    rule_checks,
+    typed,
+)
 from citytwin.foundation.properties import find_property
 from citytwin.foundation.schemas import Field, Schema, normalize_header
 from citytwin.foundation.sql import ident as q
@@ -88,14 +97,32 @@ class Plan:
     lonlat: tuple[str, str] | None = None  # output column names of lon/lat
     unit_column: str | None = None  # long sensor layout: per-row unit column
     raw: dict[str, str] = field(default_factory=dict)  # source column -> cleaned raw expression
+    decimal_comma: bool = False  # numbers written "1,5" (see readers.detect_decimal_comma)
 
 
 def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, str] | None = None,
-                 crs: str | None = None, geometry_policy: str = "quarantine") -> Plan:
-    """Map a source's columns onto a schema and build the SQL for values and checks."""
+                 crs: str | None = None, geometry_policy: str = "quarantine",
+                 column_map: dict[str, str] | None = None) -> Plan:
+    """Map a source's columns onto a schema and build the SQL for values and checks.
+
+    ``column_map`` (``{field: column}``, from ``--map FIELD=COLUMN``, ``IngestOptions(column_map=...)``
+    or a schema's ``map``) names the source column of a field whose header the aliases do not know;
+    it wins over the aliases.
+    """
     user_units = dict(user_units or {})
+    cmap = {**dict(schema.column_map), **(column_map or {})}
     matched = match_columns(schema, src.columns)
-    plan = Plan(columns=[])
+    for fname, col in cmap.items():
+        if fname not in schema.field_names:
+            raise InputError(f"--map names field {fname!r}, which schema {schema.name!r} does not have",
+                             file=str(src.path), hint=f"fields: {', '.join(schema.field_names) or '(none)'}")
+        if col not in src.columns:
+            raise InputError(f"--map {fname}={col}: the file has no column {col!r}", file=str(src.path),
+                             hint=f"columns: {', '.join(src.columns)}")
+        matched = {k: v for k, v in matched.items() if v[0] != col}
+        matched[fname] = (col, units.split_unit_suffix(col)[1])
+    dc = src.decimal_comma
+    plan = Plan(columns=[], decimal_comma=dc)
     crs = _check_crs(crs, src)
     if {"lon", "lat"} <= set(schema.field_names) and not ({"lon", "lat"} <= set(matched)):
         found = find_coordinate_columns(src, [c for c in src.columns if c not in {m for m, _ in matched.values()}],
@@ -164,10 +191,15 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
         if f.name not in matched:
             if f.required:
                 aliases = ", ".join((f.name, *f.aliases))
+                likely = suggest_columns(src, f, [c for c in src.columns if c not in used and c != "geometry"])
+                guess = (f"; likely: {', '.join(f'{c} ({why})' for c, why in likely)} "
+                         f"(pass --map {f.name}={likely[0][0]})"
+                         if likely else f"; pass --map {f.name}=COLUMN to name it")
                 raise InputError(
                     f"required field {f.name!r} of schema {schema.name!r} not found in the header",
                     file=str(src.path),
-                    hint=f"columns are: {', '.join(src.columns)}; {f.name!r} is recognised as one of: {aliases}")
+                    hint=f"columns are: {', '.join(src.columns)}; {f.name!r} is recognised as one of: "
+                         f"{aliases}{guess}")
             continue
         col, header_unit = matched[f.name]
         raw = raw_of[col]
@@ -181,9 +213,12 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
             except InputError as exc:
                 raise InputError(f"{exc.message} (field {f.name!r})", file=str(src.path), field=col) from exc
             out_unit = target
-        val, checks, dtype = typed(f, raw, text=is_text(col), factor=factor)
+        val, checks, dtype = typed(f, raw, text=is_text(col), factor=factor, decimal_comma=dc)
         if f.required:
             checks.insert(0, required_check(f.name, raw))
+        elif f.name in schema.key:
+            # a record without its key cannot be told apart from others (nor updated, nor joined)
+            checks.insert(0, key_check(f.name, raw))
         checks += rule_checks(f, val)
         guard = None
         if f.type == "float" and f.min is not None and f.max is not None and not f.choices:
@@ -241,6 +276,7 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
         plan.layout = "wide"
     elif schema.extra == "keep":
         sniffed = src.types_of(extras) if text else {}
+        mixed: list[str] = []
         for c in extras:
             stem, header_unit = units.split_unit_suffix(c)
             label = user_units.get(c) or header_unit
@@ -256,10 +292,17 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
                     unit_out = units.canonical(label)
                     fac = units.factor(label, unit_out)
                 f = Field(name, "float")
-                val, checks, dtype = typed(f, raw_of[c], text=is_text(c), factor=fac)
+                val, checks, dtype = typed(f, raw_of[c], text=is_text(c), factor=fac, decimal_comma=dc)
                 plan.columns.append(Column(name, val, checks, dtype, unit=unit_out, source=c, source_unit=label))
             else:
                 plan.columns.append(Column(name, raw_of[c], [], styp if styp != "TYPED" else "ANY", source=c))
+                n, k = src.type_stats.get(c, (0, 0))
+                if text and 0 < k < n:
+                    mixed.append(f"{c!r} ({n - k} of {n} sampled values not numbers)")
+        if mixed:
+            plan.notes.append(f"{len(mixed)} column(s) kept as text because some values are not numbers: "
+                              f"{'; '.join(mixed[:20])}{' …' if len(mixed) > 20 else ''} (declare them in a "
+                              "schema to read them as numbers and quarantine the rest)")
     else:
         if extras:
             plan.notes.append(f"columns not in schema {schema.name!r} left out: {', '.join(extras)}")
@@ -326,16 +369,25 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
     plan.notes.append(f"geometry policy: {geometry_policy}") if plan.geometry else None
     # text columns read only as numbers are cleaned lazily: a value that already parses as a finite
     # number is kept as it is (casting ignores surrounding spaces), the rest is cleaned as text
+    users_of: dict[str, list[Column]] = {}  # raw reference -> output columns that read it (one pass)
+    for col_ in plan.columns:
+        for ref in set(_RAW_REF.findall(" ".join([col_.expr, *col_.checks]))):
+            users_of.setdefault(ref, []).append(col_)
+    melted_of: dict[str, list[tuple[str, str, float, str | None, str]]] = {}
+    for m in plan.melt:
+        melted_of.setdefault(m[0], []).append(m)
     for c in list(plan.raw):
-        if is_text(c) and _numeric_only(plan, q("r:" + c), c):
+        if is_text(c) and _numeric_only(users_of.get(q("r:" + c), []), melted_of.get(c, []), c):
             plan.raw[c] = clean_numeric(c)
     return plan
 
 
-def _numeric_only(plan: Plan, ref: str, col: str) -> bool:
-    """Whether source column ``col`` (raw name ``ref``) only feeds plain numeric fields."""
-    users = [c for c in plan.columns if ref in c.expr or any(ref in chk for chk in c.checks)]
-    melted = [m for m in plan.melt if m[0] == col]
+_RAW_REF = re.compile(r'"r:(?:[^"]|"")*"')
+
+
+def _numeric_only(users: list[Column], melted: list[tuple[str, str, float, str | None, str]], col: str) -> bool:
+    """Whether source column ``col`` only feeds plain numeric fields (``users``: the output columns that
+    read it; ``melted``: its melted values)."""
     if not users and not melted:
         return False
     plain = all(c.type in ("DOUBLE", "BIGINT") and "regexp_extract" not in c.expr and "make_timestamp" not in c.expr
@@ -361,12 +413,48 @@ def lazy_text(plan: Plan) -> tuple[set[str], dict[str, bool]]:
         if e != clean_text(c) or any(m[0] == c for m in plan.melt) or (plan.geometry and raw in plan.geometry):
             continue
         users = [col for col in plan.columns if raw in col.expr or any(raw in chk for chk in col.checks)]
-        if not users or not all(u.expr == raw and u.type == "VARCHAR" and u.checks in ([], [required_check(u.name, raw)])
+        if not users or not all(u.expr == raw and u.type == "VARCHAR"
+                                and u.checks in ([], [required_check(u.name, raw)], [key_check(u.name, raw)])
                                 for u in users):
             continue
         sources.add(c)
         outputs.update({u.name: bool(u.checks) for u in users})
     return sources, outputs
+
+
+def suggest_columns(src: readers.Source, f: Field, candidates: list[str], *,
+                    sample: int = 200) -> list[tuple[str, str]]:
+    """Columns of ``src`` whose values look like field ``f``'s (for the error of a missing required field).
+
+    Years: whole numbers 1900–2100 (4 digits); other numbers: values inside the field's range; times
+    and dates: values that parse as such. At most three, each with what its values look like.
+    """
+    from citytwin.foundation.ingest.exprs import clean_text, number, timestamp
+
+    if f.type not in ("int", "float", "timestamp", "date") or not candidates:
+        return []
+    out: list[tuple[str, str]] = []
+    for c in candidates[:200]:
+        v = f"({clean_text(c)})"
+        if f.type in ("int", "float"):
+            x = number(v, src.decimal_comma)
+            lo = f.min if f.min is not None else -math.inf
+            hi = f.max if f.max is not None else math.inf
+            ok = f"{x} BETWEEN {lo!r} AND {hi!r}" if (f.min is not None or f.max is not None) else f"{x} IS NOT NULL"
+            if f.type == "int":
+                ok += f" AND {x} = round({x})"
+        else:
+            ok = f"{timestamp(f'CAST({v} AS VARCHAR)')} IS NOT NULL"
+        try:
+            r = src.relation.limit(sample).aggregate(
+                f"count({v}), count(*) FILTER (WHERE {ok}), min({v}), max({v})").fetchone()
+        except duckdb.Error:
+            continue
+        if r and r[0] and r[1] == r[0]:
+            out.append((c, f"values {r[2]}…{r[3]}"))
+        if len(out) >= 3:
+            break
+    return out
 
 
 WKT_COLUMNS = ("geometry", "geom", "wkt", "the_geom", "coord", "coords", "shape", "boundary", "几何")

@@ -7,6 +7,7 @@ this query (:mod:`.streamed` without the raw records, :mod:`.staged` with them f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 
 from citytwin.foundation.ingest.exprs import (
@@ -17,7 +18,7 @@ from citytwin.foundation.ingest.exprs import (
     first_reason,
     number,
 )
-from citytwin.foundation.ingest.plan import Plan
+from citytwin.foundation.ingest.plan import Column, Plan
 from citytwin.foundation.properties import COMPASS, PROPERTIES
 from citytwin.foundation.sql import ident as q
 from citytwin.foundation.sql import literal as lit
@@ -34,6 +35,8 @@ RANGE_CHECK = (
     "AND ST_XMax(geometry) <= 90 THEN '; the coordinates look swapped (latitude, longitude): GeoJSON and WKT "
     "give longitude first' ELSE '; wrong CRS? pass --crs' END"
 )
+
+_RAW_REF = re.compile(r'"r:(?:[^"]|"")*"')
 
 
 def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | None,
@@ -53,14 +56,22 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
     # own ("f:col"), and use that number where it is finite (exactly what the cleaning and number give
     # there); the rest is cleaned and parsed as before. The staged pass keeps the plain form, whose
     # source record (_src) must not carry the extra column.
-    fast = [n for n, e in plan.raw.items() if not records and e == clean_numeric(n)]
+    # (not with a decimal comma: there "1.500" casts to 1.5 but means 1500)
+    fast = [n for n, e in plan.raw.items() if not records and e == clean_numeric(n) and not plan.decimal_comma]
     raws = dict(plan.raw)
     for n in fast:
         raws[n] = f"CASE WHEN isfinite({q('f:' + n)}) THEN CAST({q(n)} AS VARCHAR) ELSE {clean_text(n)} END"
-        view = f"(SELECT *, TRY_CAST(CAST({q(n)} AS VARCHAR) AS DOUBLE) AS {q('f:' + n)} FROM {view})"
+    if fast:
+        # one projection for all of them (one nested SELECT each would exceed DuckDB's expression
+        # depth limit for files ~1,000 columns wide)
+        casts = ", ".join(f"TRY_CAST(CAST({q(n)} AS VARCHAR) AS DOUBLE) AS {q('f:' + n)}" for n in fast)
+        view = f"(SELECT *, {casts} FROM {view})"
+    fast_set = set(fast)
 
-    def fnum(text: str) -> str:
-        for n in fast:
+    def fnum(text: str, source: str | None = None) -> str:
+        # the fast number of the source column(s) the expression reads; ``source`` (when known)
+        # saves looking for every fast column in every expression of a wide file
+        for n in ([source] if source is not None and source in fast_set else [] if source is not None else fast):
             f = q("f:" + n)
             text = text.replace(number(q("r:" + n)), f"(CASE WHEN isfinite({f}) THEN {f} ELSE {number(q('r:' + n))} END)")
         return text
@@ -71,18 +82,25 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
     # the streamed pass only asks whether a record has a reason: the first one will do
     cat = all_reasons if records else first_reason
     stage0 = f"SELECT _row, {src} AS _src{', ' + l0 if l0 else ''} FROM {view} src"
-    exprs = {c.name: fnum(c.expr) for c in plan.columns}
+    # in a wide file, a column's expressions read its own source column only (derived ones such as
+    # time from parts or GCJ-02 coordinates read others: every fast column is tried for them)
+    wide = len(fast) > 64
+
+    def src_of(c: Column) -> str | None:
+        return c.source if wide and c.source in plan.raw and len(set(_RAW_REF.findall(c.expr))) == 1 else None
+
+    exprs = {c.name: fnum(c.expr, src_of(c)) for c in plan.columns}
     l1 = ", ".join(f"{exprs[c.name]} AS {q('v:' + c.name)}" for c in plan.columns)
     stage1 = f"SELECT *{', ' + l1 if l1 else ''} FROM ({stage0})"
     sel = [f"{file_index} AS _file", "_row"]
     checks: list[str] = []
     for c in plan.columns:
         sel.append(f"{q('v:' + c.name)} AS {q(c.name)}")
-        mine = [fnum(chk).replace(exprs[c.name], q("v:" + c.name)) for chk in c.checks]
+        mine = [fnum(chk, src_of(c)).replace(exprs[c.name], q("v:" + c.name)) for chk in c.checks]
         if c.guard and mine:
             # one comparison clears the common row (in range) of every check of this column
             # (~0.5 CPU-s less on 10M POIs' lon/lat); the same reasons elsewhere
-            guard = fnum(c.guard).replace(exprs[c.name], q("v:" + c.name))
+            guard = fnum(c.guard, src_of(c)).replace(exprs[c.name], q("v:" + c.name))
             mine = [f"CASE WHEN {guard} THEN NULL ELSE {cat(mine)} END"]
         checks += mine
     melt_raw = [q("r:" + m[0]) for m in plan.melt] + [q("f:" + m[0]) for m in plan.melt if m[0] in fast]
@@ -130,7 +148,7 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
                 bad = (f"CASE WHEN {raw} IS NOT NULL AND {w} IS NULL THEN {lit(prop + ': not a compass direction: ')}"
                        f" || {raw} END")
             else:
-                parsed.append(f"{fnum(number(raw))} AS {w}")
+                parsed.append(f"{fnum(number(raw, plan.decimal_comma), col)} AS {w}")
                 v = w if fac == 1.0 else f"({w} * {fac!r})"
                 p = PROPERTIES.get(prop)
                 rng = ""

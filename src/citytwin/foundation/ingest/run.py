@@ -93,7 +93,7 @@ def ingest(ws: Workspace, paths: str | Path | Sequence[str | Path], *, dataset: 
     opts = PipelineOptions(sheet=o.sheet, layer=o.layer, encoding=o.encoding, units_map=o.units_map, crs=o.crs,
                            h3_res=int(ws.settings.get("h3_resolution", 9)) if o.h3 else None,
                            geometry_policy=geometry_policy, header=o.header, memory_limit=o.memory_limit,
-                           threads=o.threads)
+                           threads=o.threads, column_map=o.column_map)
     file_names = [str(p) for p in files]
     staging = ws.staging_dir()
     # the source files' SHA-256 (for the catalog) is computed alongside: hashlib releases the GIL

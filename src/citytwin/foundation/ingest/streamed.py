@@ -119,7 +119,7 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
                                       staging=staging, delimiter=None, header=opts.header, stream=True,
                                       more=group[1:])
             plan = plan_columns(src, sch, user_units=opts.units_map, crs=opts.crs,
-                                geometry_policy=opts.geometry_policy)
+                                geometry_policy=opts.geometry_policy, column_map=opts.column_map)
             if any(c.name == "adcode" for c in plan.columns):
                 raise Fallback("administrative codes are resolved on the staged table")
             # point records go through Arrow (see copy_arrow): geometry and H3 cells added outside SQL.
@@ -213,7 +213,8 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
     except (duckdb.Error, InputError) as exc:
         # a record to quarantine (the guard's error), or a read problem (ragged rows, bad bytes...):
         # the staged pipeline numbers the records and reports each one, or raises the full error
-        why = "a record needs quarantine" if _QUARANTINE_NEEDED in str(exc) else str(exc).splitlines()[0][:200]
+        why = ("a record needs quarantine" if _QUARANTINE_NEEDED in str(exc) else
+               (exc.message if isinstance(exc, InputError) else readers.duck_message(exc))[:200])
         return None, f"streamed pass stopped ({why}); records checked and numbered in the staged pipeline"
     finally:
         con.close()
