@@ -143,7 +143,8 @@ def _map(latest: pd.DataFrame, id_col: str, boundaries: Any, boundary_key: str) 
     s = latest.assign(_k=unit_keys(latest[id_col]))[["_k", "score"]]
     m = b.merge(s, on="_k", how="left")
     fig, ax = plt.subplots(figsize=(9, 7))
-    m[m["score"].isna()].plot(ax=ax, color="#eeeeee", edgecolor="#bbbbbb", linewidth=0.2)
+    if m["score"].isna().any():  # geopandas warns on an empty frame
+        m[m["score"].isna()].plot(ax=ax, color="#eeeeee", edgecolor="#bbbbbb", linewidth=0.2)
     if m["score"].notna().any():
         m[m["score"].notna()].plot(ax=ax, column="score", cmap="viridis", legend=True, edgecolor="#555555",
                                    linewidth=0.2, legend_kwds={"shrink": 0.6, "label": "score"})

@@ -56,8 +56,9 @@ def map_layer(gdf: gpd.GeoDataFrame, column: str | None, title: str, *, streets:
     if len(g):
         kw: dict[str, Any] = {"ax": ax, "alpha": 0.8, "zorder": 1}
         if column is not None:
-            kw.update(column=column, cmap=cmap, legend=legend, categorical=categorical,
-                      missing_kwds={"color": "#eeeeee", "label": "no data"})
+            kw.update(column=column, cmap=cmap, legend=legend, categorical=categorical)
+            if g[column].isna().any():  # geopandas warns ("GeoSeries ... is empty") when nothing is missing
+                kw["missing_kwds"] = {"color": "#eeeeee", "label": "no data"}
             if not categorical and legend:
                 kw["legend_kwds"] = {"shrink": 0.6, "label": column}
         g.plot(**kw)
