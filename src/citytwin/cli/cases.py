@@ -7,10 +7,8 @@ output is JSON, errors included (``{"error": ..., "hint": ...}``, exit code 2).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
@@ -19,49 +17,22 @@ from citytwin.cli.common import (
     UserOpt,
     WorkspaceOpt,
     console,
-    err_console,
+    handle_errors,
     open_workspace,
     print_json,
 )
-from citytwin.foundation.errors import CitytwinError
 
 app = typer.Typer(help="Complaints and incidents: routing model, case store, escalation, demand maps.",
                   no_args_is_help=True)
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 FileArg = Annotated[Path, typer.Argument(help="CSV or XLSX file.")]
 TextOpt = Annotated[list[str], typer.Option("--text", help="Text column (repeat for several: joined with a space).")]
 SheetOpt = Annotated[str | None, typer.Option("--sheet", help="Sheet of an XLSX file (default: the first).")]
 
 
-def _errors(func: F) -> F:
-    """Citytwin errors (and unreadable input) -> a message (JSON with --json) and exit code 2."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (CitytwinError, ValueError, KeyError, OSError) as exc:
-            msg = exc.message if isinstance(exc, CitytwinError) else f"{type(exc).__name__}: {exc}"
-            hint = exc.hint if isinstance(exc, CitytwinError) else None
-            if kwargs.get("as_json"):
-                rec: dict[str, Any] = {"error": msg, "hint": hint}
-                for k in ("file", "row", "field"):
-                    if hasattr(exc, k):
-                        rec[k] = getattr(exc, k)
-                print_json(rec)
-            else:
-                err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
-                if hint:
-                    err_console.print(f"[yellow]hint:[/] {hint}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
 @app.command("train-router")
-@_errors
+@handle_errors
 def train_router_cmd(
     file: FileArg,
     text: TextOpt,
@@ -93,7 +64,7 @@ def train_router_cmd(
 
 
 @app.command("route")
-@_errors
+@handle_errors
 def route_cmd(
     file: FileArg,
     model: Annotated[Path, typer.Option("--model", "-m", help="Model file from train-router.")],
@@ -118,7 +89,7 @@ def route_cmd(
 
 
 @app.command("list")
-@_errors
+@handle_errors
 def list_cmd(
     workspace: WorkspaceOpt = None,
     user: UserOpt = None,
@@ -141,7 +112,7 @@ def list_cmd(
 
 
 @app.command("show")
-@_errors
+@handle_errors
 def show_cmd(case_id: Annotated[int, typer.Argument(help="Case id.")], workspace: WorkspaceOpt = None,
              user: UserOpt = None, as_json: JsonOpt = False) -> None:
     """One case with its history, tasks and links."""
@@ -161,7 +132,7 @@ def show_cmd(case_id: Annotated[int, typer.Argument(help="Case id.")], workspace
 
 
 @app.command("escalate")
-@_errors
+@handle_errors
 def escalate_cmd(workspace: WorkspaceOpt = None, user: UserOpt = None,
                  step_hours: Annotated[float, typer.Option("--step-hours", help="Hours per further level.")] = 24.0,
                  as_json: JsonOpt = False) -> None:
@@ -178,7 +149,7 @@ def escalate_cmd(workspace: WorkspaceOpt = None, user: UserOpt = None,
 
 
 @app.command("incident-from-alert")
-@_errors
+@handle_errors
 def incident_cmd(alert_file: Annotated[Path, typer.Argument(help="JSON file with one twin alert record.")],
                  workspace: WorkspaceOpt = None, user: UserOpt = None,
                  lat: Annotated[float | None, typer.Option("--lat", help="Latitude of the alert's sensor.")] = None,
@@ -206,7 +177,7 @@ def incident_cmd(alert_file: Annotated[Path, typer.Argument(help="JSON file with
 
 
 @app.command("demand")
-@_errors
+@handle_errors
 def demand_cmd(out: Annotated[Path, typer.Option("--out", "-o", help="Folder for cells.csv, hot_spots.csv, topics.csv.")],
                workspace: WorkspaceOpt = None, user: UserOpt = None,
                res: Annotated[int, typer.Option("--res", help="H3 resolution of the cells.")] = 9,

@@ -67,14 +67,17 @@ def handle_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except CitytwinError as exc:
+        except (CitytwinError, ValueError, KeyError, OSError) as exc:
+            # unreadable input that a library reports as ValueError/KeyError/OSError is said the same way
+            rec = error_record(exc) if isinstance(exc, CitytwinError) else {
+                "error": f"{type(exc).__name__}: {exc}", "hint": None, "type": type(exc).__name__}
             if kwargs.get("as_json"):
-                print_json(error_record(exc))
+                print_json(rec)
                 raise typer.Exit(2) from None
             # soft_wrap: never wrapped at the terminal's width (a message is one line to grep, whatever the width)
-            err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
-            if exc.hint:
-                err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {rec['error']}", highlight=False, soft_wrap=True)
+            if rec["hint"]:
+                err_console.print(f"[yellow]hint:[/] {rec['hint']}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -13,8 +13,15 @@ from typing import Annotated, Any
 
 import typer
 
-from citytwin.cli.cases import _errors
-from citytwin.cli.common import JsonOpt, UserOpt, WorkspaceOpt, console, open_workspace, print_json
+from citytwin.cli.common import (
+    JsonOpt,
+    UserOpt,
+    WorkspaceOpt,
+    console,
+    handle_errors,
+    open_workspace,
+    print_json,
+)
 
 app = typer.Typer(help="Consultations on plans: comments on the map, votes, surveys, moderation, results.",
                   no_args_is_help=True)
@@ -48,7 +55,7 @@ def _time(value: str, option: str) -> Any:
 
 
 @app.command("create")
-@_errors
+@handle_errors
 def create_cmd(spec: Annotated[Path, typer.Argument(help="JSON: title, starts, ends, plan (GeoJSON), documents, "
                                                        "questions [{kind, text, options, scale_max}].")],
                workspace: WorkspaceOpt = None, user: UserOpt = None, as_json: JsonOpt = False) -> None:
@@ -69,7 +76,7 @@ def create_cmd(spec: Annotated[Path, typer.Argument(help="JSON: title, starts, e
 
 
 @app.command("verify")
-@_errors
+@handle_errors
 def verify_cmd(resident: Annotated[str, typer.Argument(help="Resident's account name.")],
                workspace: WorkspaceOpt = None, user: UserOpt = None, as_json: JsonOpt = False) -> None:
     """Mark a resident as verified (may vote and answer surveys)."""
@@ -78,7 +85,7 @@ def verify_cmd(resident: Annotated[str, typer.Argument(help="Resident's account 
 
 
 @app.command("comment")
-@_errors
+@handle_errors
 def comment_cmd(consultation: IdArg, author: Annotated[str, typer.Option("--author", help="Resident.")],
                 text: Annotated[str, typer.Option("--text", help="The comment.")],
                 lon: Annotated[float | None, typer.Option("--lon", help="Longitude of the point commented on.")] = None,
@@ -92,7 +99,7 @@ def comment_cmd(consultation: IdArg, author: Annotated[str, typer.Option("--auth
 
 
 @app.command("answer")
-@_errors
+@handle_errors
 def answer_cmd(question: Annotated[int, typer.Argument(help="Question id.")],
                resident: Annotated[str, typer.Option("--resident", help="Verified resident.")],
                value: Annotated[str, typer.Option("--value", help="Option, JSON list of options, 1..N or text.")],
@@ -109,7 +116,7 @@ def answer_cmd(question: Annotated[int, typer.Argument(help="Question id.")],
 
 
 @app.command("hide")
-@_errors
+@handle_errors
 def hide_cmd(comment: Annotated[int, typer.Argument(help="Comment id.")],
              reason: Annotated[str, typer.Option("--reason", help="Why (kept and audited).")],
              workspace: WorkspaceOpt = None, user: UserOpt = None, as_json: JsonOpt = False) -> None:
@@ -119,7 +126,7 @@ def hide_cmd(comment: Annotated[int, typer.Argument(help="Comment id.")],
 
 
 @app.command("results")
-@_errors
+@handle_errors
 def results_cmd(consultation: IdArg, workspace: WorkspaceOpt = None, user: UserOpt = None,
                 out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write results.json and "
                                                          "comments.geojson to this folder.")] = None,

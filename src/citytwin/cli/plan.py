@@ -6,14 +6,19 @@ is JSON, errors included (``{"error": ..., "hint": ...}``, exit code 2).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from citytwin.cli.common import JsonOpt, UserOpt, WorkspaceOpt, console, err_console, print_json
+from citytwin.cli.common import (
+    JsonOpt,
+    UserOpt,
+    WorkspaceOpt,
+    console,
+    handle_errors,
+    print_json,
+)
 from citytwin.foundation.errors import CitytwinError
 
 app = typer.Typer(help="Planning and renewal: plan conflicts, land change, reserve land, renewal sites, "
@@ -22,30 +27,8 @@ project_app = typer.Typer(help="Renewal projects: planning -> financing -> const
                                "evaluation -> feedback.", no_args_is_help=True)
 app.add_typer(project_app, name="project")
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
-
-
-def _errors(func: F) -> F:
-    """Citytwin errors (and unreadable input) -> a message (JSON with --json) and exit code 2."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (CitytwinError, ValueError, KeyError, OSError) as exc:
-            msg = exc.message if isinstance(exc, CitytwinError) else f"{type(exc).__name__}: {exc}"
-            hint = exc.hint if isinstance(exc, CitytwinError) else None
-            if kwargs.get("as_json"):
-                print_json({"error": msg, "hint": hint})
-            else:
-                err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
-                if hint:
-                    err_console.print(f"[yellow]hint:[/] {hint}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _print(summary: Any, as_json: bool, lines: list[str]) -> None:
@@ -59,7 +42,7 @@ def _print(summary: Any, as_json: bool, lines: list[str]) -> None:
 
 
 @app.command("conflicts")
-@_errors
+@handle_errors
 def conflicts_cmd(
     layer: Annotated[list[str], typer.Option("--layer", help="NAME=DATASET_OR_FILE (repeat for each layer).")],
     rules: Annotated[Path, typer.Option("--rules", help="Rules file (YAML list of {name, layer, overlaps|outside}).")],
@@ -82,7 +65,7 @@ def conflicts_cmd(
 
 
 @app.command("change")
-@_errors
+@handle_errors
 def change_cmd(
     before: Annotated[str, typer.Argument(help="Earlier land-use snapshot (file or dataset).")],
     after: Annotated[str, typer.Argument(help="Later land-use snapshot (file or dataset).")],
@@ -113,7 +96,7 @@ def change_cmd(
 
 
 @app.command("reserve")
-@_errors
+@handle_errors
 def reserve_cmd(
     out: OutOpt,
     planned_total_km2: Annotated[float, typer.Option("--planned-total-km2", help="Planned construction land.")],
@@ -151,7 +134,7 @@ def reserve_cmd(
 
 
 @app.command("sites")
-@_errors
+@handle_errors
 def sites_cmd(
     table: Annotated[str, typer.Argument(help="Candidate sites (CSV/XLSX/Parquet or dataset).")],
     out: OutOpt,
@@ -177,7 +160,7 @@ def sites_cmd(
 
 
 @project_app.command("create")
-@_errors
+@handle_errors
 def project_create(
     pid: Annotated[str, typer.Argument(help="Project id.")],
     name: Annotated[str, typer.Option("--name")],
@@ -202,7 +185,7 @@ def project_create(
 
 
 @project_app.command("move")
-@_errors
+@handle_errors
 def project_move(
     pid: Annotated[str, typer.Argument(help="Project id.")],
     stage: Annotated[str, typer.Argument(help="New stage.")],
@@ -220,7 +203,7 @@ def project_move(
 
 
 @project_app.command("show")
-@_errors
+@handle_errors
 def project_show(
     pid: Annotated[str | None, typer.Argument(help="Project id (all projects if left out).")] = None,
     workspace: WorkspaceOpt = None, user: UserOpt = None, as_json: JsonOpt = False,
@@ -245,7 +228,7 @@ def project_show(
 
 
 @project_app.command("outcome")
-@_errors
+@handle_errors
 def project_outcome(
     pid: Annotated[str, typer.Argument(help="Project id.")],
     data: Annotated[str, typer.Argument(help="Observations (file or dataset): outcome, treated, post.")],
@@ -269,7 +252,7 @@ def project_outcome(
 
 
 @app.command("demo")
-@_errors
+@handle_errors
 def demo_cmd(
     out: OutOpt,
     cell_m: Annotated[float, typer.Option("--cell-m", help="Grid cell size of the demo land-use plan (m).")] = 250.0,
@@ -295,7 +278,7 @@ def _ws_required(workspace: Path | None) -> Path:
 
 
 @app.command("zone")
-@_errors
+@handle_errors
 def zone_cmd(
     candidates: Annotated[str, typer.Argument(help="Candidate land polygons (file or dataset).")],
     out: OutOpt,
@@ -318,7 +301,7 @@ def zone_cmd(
 
 
 @project_app.command("milestone")
-@_errors
+@handle_errors
 def project_milestone(
     pid: Annotated[str, typer.Argument(help="Project id.")],
     name: Annotated[str, typer.Argument(help="Milestone name.")],

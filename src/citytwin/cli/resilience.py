@@ -7,20 +7,23 @@ output is JSON, errors included (``{"error": ..., "hint": ...}``, exit code 2).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-from citytwin.cli.common import JsonOpt, UserOpt, WorkspaceOpt, console, err_console, print_json
-from citytwin.foundation.errors import CitytwinError
+from citytwin.cli.common import (
+    JsonOpt,
+    UserOpt,
+    WorkspaceOpt,
+    console,
+    handle_errors,
+    print_json,
+)
 
 app = typer.Typer(help="Economic resilience and panel models: measures, two-way FE, mechanism, heterogeneity, "
                        "paper tables.", no_args_is_help=True)
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 PanelArg = Annotated[str, typer.Argument(help="Panel file (CSV/XLSX/Parquet) or catalog dataset name.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
@@ -32,27 +35,6 @@ ClusterOpt = Annotated[str | None, typer.Option("--cluster", help="Cluster colum
                                                  "unit,time for --vcov twoway).")]
 VcovOpt = Annotated[str, typer.Option("--vcov", help="cluster | twoway | dk (Driscoll–Kraay) | hetero | iid.")]
 SheetOpt = Annotated[str | None, typer.Option("--sheet", help="Sheet of an XLSX panel (default: the first).")]
-
-
-def _errors(func: F) -> F:
-    """Citytwin errors (and unreadable input) -> a message (JSON with --json) and exit code 2."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (CitytwinError, ValueError, KeyError, OSError) as exc:
-            msg = exc.message if isinstance(exc, CitytwinError) else f"{type(exc).__name__}: {exc}"
-            hint = exc.hint if isinstance(exc, CitytwinError) else None
-            if kwargs.get("as_json"):
-                print_json({"error": msg, "hint": hint})
-            else:
-                err_console.print(f"[bold red]error:[/] {msg}", highlight=False)
-                if hint:
-                    err_console.print(f"[yellow]hint:[/] {hint}", highlight=False)
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _print(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
@@ -73,7 +55,7 @@ def _cluster(cluster: str | None, fe: str, vcov: str) -> str | None:
 
 
 @app.command("measure")
-@_errors
+@handle_errors
 def measure_cmd(
     panel: PanelArg,
     unit: Annotated[str, typer.Option("--unit", help="Unit column (city).")],
@@ -104,7 +86,7 @@ def measure_cmd(
 
 
 @app.command("model")
-@_errors
+@handle_errors
 def model_cmd(
     panel: PanelArg, y: YOpt, x: XOpt, fe: FeOpt, out: OutOpt, controls: ControlsOpt = None,
     cluster: ClusterOpt = None, vcov: VcovOpt = "cluster", workspace: WorkspaceOpt = None, user: UserOpt = None,
@@ -127,7 +109,7 @@ def model_cmd(
 
 
 @app.command("mechanism")
-@_errors
+@handle_errors
 def mechanism_cmd(
     panel: PanelArg, y: YOpt, x: XOpt, m: Annotated[str, typer.Option("--m", help="Mediator column.")],
     fe: FeOpt, out: OutOpt, controls: ControlsOpt = None, cluster: ClusterOpt = None, vcov: VcovOpt = "cluster",
@@ -150,7 +132,7 @@ def mechanism_cmd(
 
 
 @app.command("heterogeneity")
-@_errors
+@handle_errors
 def heterogeneity_cmd(
     panel: PanelArg, group: Annotated[str, typer.Option("--group", help="Group column (region, size ...).")],
     y: YOpt, x: XOpt, fe: FeOpt, out: OutOpt, controls: ControlsOpt = None, cluster: ClusterOpt = None,
@@ -177,7 +159,7 @@ def heterogeneity_cmd(
 
 
 @app.command("threshold")
-@_errors
+@handle_errors
 def threshold_cmd(
     panel: PanelArg, y: YOpt, x: XOpt,
     q: Annotated[str, typer.Option("--q", help="Threshold variable (column).")],
@@ -208,7 +190,7 @@ def threshold_cmd(
 
 
 @app.command("spatial")
-@_errors
+@handle_errors
 def spatial_cmd(
     panel: PanelArg, y: YOpt, x: XOpt, fe: FeOpt, out: OutOpt,
     boundaries: Annotated[str, typer.Option("--boundaries", help="GIS file or dataset: one polygon per unit.")],
@@ -238,7 +220,7 @@ def spatial_cmd(
 
 
 @app.command("report")
-@_errors
+@handle_errors
 def report_cmd(
     panel: PanelArg, y: YOpt, x: XOpt, fe: FeOpt, out: OutOpt, controls: ControlsOpt = None,
     cluster: ClusterOpt = None, vcov: VcovOpt = "cluster",
