@@ -29,26 +29,16 @@ from citytwin.resilience.results import PanelResult
 def read_panel(source: str, *, workspace: str | Path | None = None, user: str | None = None,
                sheet: str | None = None) -> tuple[pd.DataFrame, str | None]:
     """A file (CSV, XLSX/XLS, Parquet) or, failing that, a dataset of the workspace (read through
-    ``Workspace.read``: checked, masked, audited). Returns the frame and the dataset name."""
-    p = Path(source)
-    if p.exists():
-        suf = p.suffix.lower()
-        try:
-            if suf in (".xlsx", ".xls"):
-                return pd.read_excel(p, sheet_name=sheet or 0), None
-            if suf == ".parquet":
-                return pd.read_parquet(p), None
-            if suf in (".csv", ".txt", ".tsv"):
-                return pd.read_csv(p, sep="\t" if suf == ".tsv" else ","), None
-        except (ValueError, OSError) as exc:
-            raise InputError(f"cannot read {p}: {exc}", file=str(p)) from exc
-        raise InputError(f"unsupported panel file type {suf!r}", file=str(p), hint="use CSV, XLSX or Parquet")
-    if workspace is None:
-        raise InputError(f"{source!r} is not a file, and no workspace was given to look it up as a dataset",
-                         hint="pass a file path, or --workspace DIR with a dataset name")
-    from citytwin.foundation.workspace import Workspace
+    ``Workspace.read``: checked, masked, audited), as :func:`citytwin.workflows.economy.read_table`
+    reads it. Returns the frame and the dataset name."""
+    from citytwin.workflows.economy import read_table
 
-    return Workspace.open(workspace, user=user).read(source), source
+    ws = None
+    if not Path(source).exists() and workspace is not None:
+        from citytwin.foundation.workspace import Workspace
+
+        ws = Workspace.open(workspace, user=user)
+    return read_table(source, ws, sheet)
 
 
 def parse_list(value: str | Sequence[str] | None) -> list[str]:
