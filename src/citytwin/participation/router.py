@@ -138,15 +138,15 @@ def train_router(texts: Sequence[str], labels: Sequence[object], *, test_size: f
     except ValueError:
         tr, te = train_test_split(pool, test_size=test_size, random_state=seed)
     tr = np.concatenate([tr, forced])
-    model = router_pipeline().fit(t[tr], lab[tr])
+    model = _fit(router_pipeline(), t[tr], lab[tr], warnings, "router")
     pred = model.predict(t[te])
-    base = baseline_pipeline().fit(t[tr], lab[tr])
+    base = _fit(baseline_pipeline(), t[tr], lab[tr], warnings, "baseline")
     bpred = base.predict(t[te])
     present = sorted(set(lab[te]))
     p, r, f, s = precision_recall_fscore_support(lab[te], pred, labels=present, zero_division=0)
     per = {str(k): {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
            for i, k in enumerate(present)}
-    full = router_pipeline().fit(t, lab)
+    full = _fit(router_pipeline(), t, lab, warnings, "router (all rows)")
     return RouterResult(
         model=full, labels=[str(x) for x in labs], n_train=len(tr), n_test=len(te),
         accuracy=float(accuracy_score(lab[te], pred)),
@@ -154,6 +154,26 @@ def train_router(texts: Sequence[str], labels: Sequence[object], *, test_size: f
         baseline_accuracy=float(accuracy_score(lab[te], bpred)),
         baseline_macro_f1=float(f1_score(lab[te], bpred, average="macro", labels=present, zero_division=0)),
         test_size=test_size, seed=seed, per_label=per, warnings=warnings)
+
+
+def _fit(pipe: Any, x: Any, y: Any, notes: list[str], what: str) -> Any:
+    """``pipe.fit(x, y)``, with liblinear's convergence warning said in ``notes`` (the result's
+    warnings, which the CLI prints) instead of on stderr as a library warning."""
+    import warnings as pywarnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with pywarnings.catch_warnings(record=True) as caught:
+        pywarnings.simplefilter("always", ConvergenceWarning)
+        pipe.fit(x, y)
+    for c in caught:
+        if issubclass(c.category, ConvergenceWarning):
+            note = f"{what}: the linear SVM stopped at liblinear's iteration limit (not fully converged)"
+            if note not in notes:
+                notes.append(note)
+        else:
+            pywarnings.warn(c.message, c.category, stacklevel=2)
+    return pipe
 
 
 def route(model: Any, texts: Sequence[str]) -> list[str]:
