@@ -32,18 +32,6 @@ from citytwin.foundation.errors import InputError
 if TYPE_CHECKING:
     import pandas as pd
 
-# moved to citytwin.workflows.twin; still importable from here (loaded on first use)
-_MOVED = ("aqi_alerts", "hub_alerts", "read_observations", "twin_root")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        from citytwin.workflows import twin as wf
-
-        return getattr(wf, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 app = typer.Typer(help="Live digital twin: replay and ingest sensor feeds (MQTT/HTTP), history, AQI, alerts.",
                   no_args_is_help=True)
 app.add_typer(devices.app, name="devices")
