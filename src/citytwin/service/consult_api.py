@@ -28,7 +28,7 @@ from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, Field
 
 from citytwin.foundation.errors import InputError, NotFoundError
-from citytwin.service.participation_api import ERRORS, Caller, Staff, store_of
+from citytwin.service.participation_api import ERRORS, Caller, RowId, Staff, store_of
 
 __all__ = ["router"]
 
@@ -62,7 +62,7 @@ class CommentBody(BaseModel):
 
     text: str = Field(min_length=1, max_length=4000)
     geometry: dict[str, Any] | None = None
-    parent: int | None = None
+    parent: int | None = Field(default=None, ge=1, le=2**63 - 1)
 
 
 class AnswerBody(BaseModel):
@@ -145,13 +145,13 @@ def list_consultations(request: Request, p: Caller) -> list[dict[str, Any]]:
 
 
 @router.get("/{cid}", summary="One consultation (plan, documents, period, questions, your answers)")
-def get_consultation(request: Request, p: Caller, cid: int) -> dict[str, Any]:
+def get_consultation(request: Request, p: Caller, cid: RowId) -> dict[str, Any]:
     st = store_of(request, p)
     return _view(st, st.consultation(cid))
 
 
 @router.get("/{cid}/comments", summary="The visible comments and replies")
-def comments(request: Request, p: Caller, cid: int) -> list[dict[str, Any]]:
+def comments(request: Request, p: Caller, cid: RowId) -> list[dict[str, Any]]:
     """Comments not hidden, oldest first; authors (but yours) masked for roles without clearance."""
     from citytwin.workflows.participation import visible_comments
 
@@ -161,7 +161,7 @@ def comments(request: Request, p: Caller, cid: int) -> list[dict[str, Any]]:
 
 
 @router.get("/{cid}/comments.geojson", summary="The comment map (GeoJSON)")
-def comments_geojson(request: Request, p: Caller, cid: int) -> dict[str, Any]:
+def comments_geojson(request: Request, p: Caller, cid: RowId) -> dict[str, Any]:
     """The comments with a place as features (areas as areas), with text, author and time."""
     from citytwin.participation.entities import comment_entity, feature_collection
     from citytwin.workflows.participation import visible_comments
@@ -172,7 +172,7 @@ def comments_geojson(request: Request, p: Caller, cid: int) -> dict[str, Any]:
 
 
 @router.post("/{cid}/comments", status_code=201, summary="Comment on the plan, or reply to a comment")
-def add_comment(request: Request, p: Caller, cid: int, body: Annotated[CommentBody, Body()]) -> dict[str, Any]:
+def add_comment(request: Request, p: Caller, cid: RowId, body: Annotated[CommentBody, Body()]) -> dict[str, Any]:
     """A comment by the signed-in user, at a point or on an area of the plan, or a reply (``parent``)."""
     from citytwin.workflows.participation import check_geometry
 
@@ -187,7 +187,7 @@ def add_comment(request: Request, p: Caller, cid: int, body: Annotated[CommentBo
 
 
 @router.post("/{cid}/questions/{qid}/answer", status_code=201, summary="Vote or answer a question")
-def answer(request: Request, p: Caller, cid: int, qid: int, body: Annotated[AnswerBody, Body()]) -> dict[str, Any]:
+def answer(request: Request, p: Caller, cid: RowId, qid: RowId, body: Annotated[AnswerBody, Body()]) -> dict[str, Any]:
     """The signed-in user's answer: a verified resident, once per question, inside the period
     (a second vote is refused with 400, an unverified user with 403)."""
     st = store_of(request, p)
@@ -198,7 +198,7 @@ def answer(request: Request, p: Caller, cid: int, qid: int, body: Annotated[Answ
 
 
 @router.post("/comments/{mid}/hide", summary="Hide a comment with a reason (staff, audited)")
-def hide(request: Request, p: Staff, mid: int, body: Annotated[HideBody, Body()]) -> dict[str, Any]:
+def hide(request: Request, p: Staff, mid: RowId, body: Annotated[HideBody, Body()]) -> dict[str, Any]:
     store_of(request, p).hide_comment(mid, body.reason)
     return {"comment": mid, "hidden": True, "reason": body.reason}
 
@@ -213,7 +213,7 @@ def verify(request: Request, p: Staff, name: str) -> dict[str, Any]:
 
 
 @router.get("/{cid}/results", summary="Results: counts, survey tables, keywords, the comment map")
-def results(request: Request, p: Caller, cid: int,
+def results(request: Request, p: Caller, cid: RowId,
             top: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
     """Comments (visible, hidden, with a place), per-question tables (option counts, scale means),
     keywords of the comments and free-text answers (Chinese segmented with jieba), and the comment map."""

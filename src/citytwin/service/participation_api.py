@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 
@@ -51,7 +52,7 @@ from citytwin.foundation.cases import STATUSES, CaseStore, Clock
 from citytwin.foundation.workspace import Workspace
 from citytwin.service.auth import READ_METHODS, AuthError, Principal, bearer
 
-__all__ = ["ERRORS", "ConstructionWatch", "Participation", "install", "participant", "store_of"]
+__all__ = ["ERRORS", "ConstructionWatch", "Participation", "RowId", "install", "participant", "store_of"]
 
 _PROBLEM = {"content": {"application/json": {"schema": {"type": "object", "properties": {
     "type": {"type": "string"}, "title": {"type": "string"}, "detail": {"type": "string"}}}}}}
@@ -146,6 +147,8 @@ def store_of(request: Request, p: Principal) -> CaseStore:
 
 
 Caller = Annotated[Principal, Depends(participant)]
+#: a record id in a path (SQLite's integers are 64-bit)
+RowId = Annotated[int, PathParam(ge=1, le=2**63 - 1, examples=[1])]
 Staff = Annotated[Principal, Depends(staff)]
 
 
@@ -243,26 +246,26 @@ def list_cases(request: Request, p: Staff,
 
 
 @router.get("/cases/{case_id}", summary="One case (staff) with its history, links and tasks")
-def get_case(request: Request, p: Staff, case_id: int) -> dict[str, Any]:
+def get_case(request: Request, p: Staff, case_id: RowId) -> dict[str, Any]:
     return _case(store_of(request, p), case_id)
 
 
 @router.post("/cases/{case_id}/assign", summary="Route a case to a department (staff)")
-def assign_case(request: Request, p: Staff, case_id: int, body: Annotated[AssignBody, Body()]) -> dict[str, Any]:
+def assign_case(request: Request, p: Staff, case_id: RowId, body: Annotated[AssignBody, Body()]) -> dict[str, Any]:
     st = store_of(request, p)
     st.assign(case_id, body.department, note=body.note)
     return _case(st, case_id)
 
 
 @router.post("/cases/{case_id}/status", summary="Move a case to a status (staff)")
-def case_status(request: Request, p: Staff, case_id: int, body: Annotated[StatusBody, Body()]) -> dict[str, Any]:
+def case_status(request: Request, p: Staff, case_id: RowId, body: Annotated[StatusBody, Body()]) -> dict[str, Any]:
     st = store_of(request, p)
     st.set_status(case_id, body.status, note=body.note)
     return _case(st, case_id)
 
 
 @router.post("/cases/{case_id}/reply", summary="Reply to the reporter (staff)")
-def case_reply(request: Request, p: Staff, case_id: int, body: Annotated[ReplyBody, Body()]) -> dict[str, Any]:
+def case_reply(request: Request, p: Staff, case_id: RowId, body: Annotated[ReplyBody, Body()]) -> dict[str, Any]:
     st = store_of(request, p)
     st.reply(case_id, body.text)
     return _case(st, case_id)
