@@ -17,7 +17,7 @@ const DICT = {
     results: "Results", report: "Report a problem", service: "Service", description: "Description",
     submit: "Send report", reported: "Report {id} received", cases: "Cases", assign: "Route to",
     close: "Close", department: "department", demand: "Demand map", demandhelp: "Complaints per H3 cell",
-    layer: "Cases and comments", mycomments: "Comment sent", yes: "yes",
+    layer: "Cases and comments", mycomments: "Comment sent", onmap: "on the map",
   },
   zh: {
     title: "公众参与", none: "暂无征询。", period: "征询期 {starts} – {ends}", documents: "文件", comments: "意见",
@@ -26,7 +26,7 @@ const DICT = {
     notverified: "仅经核实的居民可投票和答卷。", results: "结果", report: "反映问题", service: "类别",
     description: "描述", submit: "提交", reported: "已受理 {id}", cases: "案件", assign: "派往",
     close: "办结", department: "部门", demand: "诉求分布", demandhelp: "各 H3 网格的诉求数",
-    layer: "案件与意见", mycomments: "意见已提交", yes: "是",
+    layer: "案件与意见", mycomments: "意见已提交", onmap: "已定位",
   },
 };
 
@@ -52,7 +52,9 @@ const TYPE_COLORS = ["match", ["get", "type"], "ServiceRequest", "#e6550d", "Inc
 P.onLogin = async function onLogin() {
   const S = C();
   S.map.on("click", onMapClick);
-  const list = document.getElementById("layer-list");
+  // an overlay, not a workspace collection: listed below the collections' layer list
+  const list = el("div", { id: "overlay-list" });
+  document.getElementById("layers").append(list);
   const label = el("label");
   const box = el("input", { type: "checkbox", "data-layer": "participation" });
   box.checked = true;
@@ -208,7 +210,7 @@ async function renderComments(cid) {
   for (const m of list) {
     const d = el("div", { class: "comment", "data-comment": String(m.id) });
     if (m.parent_id !== null && m.parent_id !== undefined) d.style.marginLeft = "18px";
-    const who = el("span", { class: "hint" }, `${m.author} · ${m.created.slice(0, 16).replace("T", " ")}${m.geometry ? " · ⌖" : ""}`);
+    const who = el("span", { class: "hint" }, `${m.author} · ${m.created.slice(0, 16).replace("T", " ")}${m.geometry ? ` · ${tr("onmap")}` : ""}`);
     const text = el("div", { class: "comment-text" }, m.text);
     const rep = el("button", { class: "reply" }, tr("reply"));
     rep.addEventListener("click", async () => {
