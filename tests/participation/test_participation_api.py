@@ -327,3 +327,60 @@ def test_construction_watch_with_fake_clock(workspace: Workspace, tmp_path: Any)
     assert w.last is not None and w.last["checked_at"] == "2026-03-02T01:30:00+00:00" and w.last["opened"] == []
     starts = sorted(next(lk["ref"] for lk in store.links(i["id"]) if lk["kind"] == "alert") for i in incidents)
     assert starts == ["site7:hours:2026-03-01T13:00:00+00:00", "site7:hours:2026-03-01T21:00:00+00:00"]
+
+
+def _boundary(ws: Workspace, name: str, box: tuple[float, float, float, float], schema: str = "admin_boundary") -> None:
+    import geopandas as gpd
+    from shapely.geometry import box as shape_box
+
+    frame = gpd.GeoDataFrame({"name": [name], "geometry": [shape_box(*box)]}, crs="EPSG:4326")
+    ws.write_derived(name, frame, inputs=[], parameters={}, classification="public", schema=schema)
+    assert ws.info(name).current.extent == pytest.approx(list(box))
+
+
+def test_city_extent_sources_in_order(workspace: Workspace) -> None:
+    """bbox of participation.json > its boundary_dataset > the setting city_boundary > the only
+    admin_boundary dataset; none: no extent, said in the source."""
+    from citytwin.foundation.errors import InputError
+    from citytwin.workflows.participation import participation_config
+
+    cfg = participation_config(workspace)
+    assert cfg.bbox is None and cfg.bbox_source.startswith("none")
+    assert {s["service_code"] for s in cfg.services} >= {"pothole", "dumping"}
+    assert cfg.departments["noise"] == "environment" and cfg.deadline_hours["default"] == 72
+    _boundary(workspace, "beijing", (116.0, 39.6, 116.8, 40.2))
+    cfg = participation_config(workspace)
+    assert cfg.bbox == pytest.approx((116.0, 39.6, 116.8, 40.2))
+    assert cfg.bbox_source == "extent of dataset beijing (the only admin_boundary dataset)"
+    _boundary(workspace, "core", (116.3, 39.85, 116.5, 39.95))
+    assert participation_config(workspace).bbox is None  # two boundaries: none is "the" city
+    workspace.set_setting("city_boundary", "core")
+    assert participation_config(workspace).bbox_source == "extent of dataset core (setting city_boundary)"
+    path = workspace.root / "participation.json"
+    path.write_text(json.dumps({"boundary_dataset": "beijing"}), encoding="utf-8")
+    assert participation_config(workspace).bbox == pytest.approx((116.0, 39.6, 116.8, 40.2))
+    path.write_text(json.dumps({"bbox": [1, 2, 3, 4], "boundary_dataset": "beijing"}), encoding="utf-8")
+    assert participation_config(workspace).bbox == (1.0, 2.0, 3.0, 4.0)
+    for bad, msg in (({"bbox": [3, 2, 1, 4]}, "is not"), ({"bbox": "x"}, "four numbers"),
+                     ({"boundary_dataset": "nowhere"}, "not in the catalog"),
+                     ({"services": [{"service_name": "no code"}]}, "service_code")):
+        path.write_text(json.dumps(bad), encoding="utf-8")
+        with pytest.raises(InputError, match=msg):
+            participation_config(workspace)
+    path.write_text("{not json", encoding="utf-8")
+    with pytest.raises(InputError, match=r"participation\.json"):
+        participation_config(workspace)
+
+
+def test_open311_without_a_city_extent(workspace: Workspace) -> None:
+    from citytwin.service.server import create_server_app
+
+    workspace.add_user("wang", "public")
+    tok = workspace.catalog.issue_token("wang")[1]
+    with TestClient(create_server_app(workspace)) as c:
+        r = c.post("/open311/v2/requests.json", data={"api_key": tok, "service_code": "pothole", "description": "x",
+                                                      "lat": "39.9", "long": "116.4"})
+        assert r.status_code == 400 and "extent is not configured" in r.json()[0]["description"]
+        r = c.post("/open311/v2/requests.json", data={"api_key": tok, "service_code": "pothole", "description": "x",
+                                                      "address_string": "1 Main Street"})
+        assert r.status_code == 201
