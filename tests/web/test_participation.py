@@ -67,6 +67,7 @@ def test_resident_comments_votes_reports_and_official_closes(web_server: Server,
     page.click('#part-questions button[data-option="yes"]')
     page.wait_for_selector("#part-questions .answered")
     assert "yes" in page.locator("#part-questions .answered").text_content()
+    page.wait_for_function("document.getElementById('part-results')?.textContent.includes('yes: 1, no: 0')")
     page.select_option("#part-service", "noise")
     page.fill("#part-report-text", REPORT)
     page.click("#part-report-place")

@@ -17,7 +17,7 @@ const DICT = {
     results: "Results", report: "Report a problem", service: "Service", description: "Description",
     submit: "Send report", reported: "Report {id} received", cases: "Cases", assign: "Route to",
     close: "Close", department: "department", demand: "Demand map", demandhelp: "Complaints per H3 cell",
-    layer: "Cases and comments", mycomments: "Comment sent", onmap: "on the map",
+    layer: "Cases and comments", mycomments: "Comment sent", onmap: "on the map", hidden: "hidden",
   },
   zh: {
     title: "公众参与", none: "暂无征询。", period: "征询期 {starts} – {ends}", documents: "文件", comments: "意见",
@@ -26,7 +26,7 @@ const DICT = {
     notverified: "仅经核实的居民可投票和答卷。", results: "结果", report: "反映问题", service: "类别",
     description: "描述", submit: "提交", reported: "已受理 {id}", cases: "案件", assign: "派往",
     close: "办结", department: "部门", demand: "诉求分布", demandhelp: "各 H3 网格的诉求数",
-    layer: "案件与意见", mycomments: "意见已提交", onmap: "已定位",
+    layer: "案件与意见", mycomments: "意见已提交", onmap: "已定位", hidden: "已隐藏",
   },
 };
 
@@ -163,7 +163,22 @@ async function openConsultation(id, move) {
   send.addEventListener("click", () => sendComment(c.id, ta, where).catch(showError));
   form.append(ta, place, " ", where, el("br"), send);
   box.append(form);
+  box.append(el("h3", {}, tr("results")), el("div", { id: "part-results" }));
   await renderComments(c.id);
+}
+
+async function renderResults(cid) {
+  const S = C();
+  const r = await S.api(`/consultations/${cid}/results`);
+  const box = document.getElementById("part-results");
+  if (!box) return;
+  const rows = r.questions.map((q) => ({ q: q.text, n: q.responses,
+    counts: q.counts ? Object.entries(q.counts).map(([k, v]) => `${k}: ${v}`).join(", ") : "",
+    mean: q.mean ?? "", kw: (q.keywords || []).slice(0, 8).map(([w, n]) => `${w} (${n})`).join(", ") }));
+  box.innerHTML = S.table(rows, [["q", "?"], ["n", "n"], ["counts", "="], ["mean", "mean"], ["kw", "keywords"]]);
+  const kw = r.keywords.slice(0, 12).map(([w, n]) => `${w} (${n})`).join(", ");
+  box.append(el("p", { class: "hint", id: "part-results-summary" },
+    `${tr("comments")}: ${r.comments} (${r.comments_with_place} ${tr("onmap")}, ${r.hidden_comments} ${tr("hidden")}) · ${kw}`));
 }
 
 function questionForm(c, q) {
@@ -204,6 +219,7 @@ function questionForm(c, q) {
 }
 
 async function renderComments(cid) {
+  renderResults(cid).catch(showError);
   const list = await C().api(`/consultations/${cid}/comments`);
   const box = document.getElementById("part-comments");
   box.innerHTML = "";
