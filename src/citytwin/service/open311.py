@@ -66,7 +66,7 @@ _ERR = {"description": "an error in GeoReport v2 format", "content": {"applicati
 #: the 4xx answers of the Open311 routes (OpenAPI)
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {**_ERR, "description": "bad input (outside the city, unknown service, missing attribute, too long ...)"},
-    401: {**_ERR, "description": "no token (listing requests needs a bearer token)"},
+    401: {**_ERR, "description": "no api_key or bearer token (posting and listing requests need one)"},
     403: {**_ERR, "description": "invalid api_key or token"},
     404: {**_ERR, "description": "unknown service request"},
     413: {**_ERR, "description": f"body over {MAX_BODY} bytes"}}

@@ -351,8 +351,10 @@ def _resolver(request: Request, api_key: str | None) -> CaseStore:
         p = _principal(request, token)
     except AuthError as exc:
         write = request.method.upper() not in READ_METHODS
-        raise Open311Error(403 if write or token else 401,
-                           ("invalid api_key: " if write else "") + exc.detail) from None
+        if not token:  # no credentials at all: 401, as the rest of the API
+            raise Open311Error(401, "an api_key is required (a workspace token: `citytwin user token NAME`;"
+                                    " residents are users of role public)" if write else exc.detail) from None
+        raise Open311Error(403, ("invalid api_key: " if write else "") + exc.detail) from None
     request.state.principal = p
     return store_of(request, p)
 
