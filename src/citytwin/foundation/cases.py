@@ -455,6 +455,18 @@ class CaseStore:
         rec["questions"] = qs
         return rec
 
+    def consultations(self) -> list[dict[str, Any]]:
+        """Every consultation (as :meth:`consultation`), newest first."""
+        with self.connect() as con:
+            ids = [int(r["id"]) for r in con.execute("SELECT id FROM consultations ORDER BY id DESC")]
+        return [self.consultation(i) for i in ids]
+
+    def is_verified(self, name: str) -> bool:
+        """Whether ``name`` is a verified resident (may vote and answer)."""
+        with self.connect() as con:
+            r = con.execute("SELECT verified FROM residents WHERE name=?", (name,)).fetchone()
+        return bool(r is not None and r["verified"])
+
     def verify_resident(self, name: str) -> None:
         """Mark ``name`` as a verified resident (may vote and answer)."""
         self._require_staff("consult.verify")

@@ -33,7 +33,7 @@ from fastapi.staticfiles import StaticFiles
 from citytwin.foundation import access
 from citytwin.foundation.errors import AccessDenied, CitytwinError, NotFoundError
 from citytwin.foundation.workspace import Workspace
-from citytwin.service import catalog_api, features, jobs, live, tiles
+from citytwin.service import catalog_api, consult_api, features, jobs, live, participation_api, tiles
 from citytwin.service.apiauth import ApiGuard, login_info, require_user
 from citytwin.service.auth import AuthError, Principal, require_token
 
@@ -65,7 +65,7 @@ class Login:
 
 def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
                       broker: tuple[str, int] | None = None, auto_alerts: bool = True,
-                      web_dir: Path | None = None, job_workers: int = 1) -> FastAPI:
+                      web_dir: Path | None = None, job_workers: int = 1, clock: Any = None) -> FastAPI:
     """The one app of ``citytwin serve``: twin API + dataset API + jobs + the web app.
 
     Parameters
@@ -82,6 +82,9 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
         Folder of the web app's static files (default :data:`WEB_DIR`).
     job_workers
         Worker threads running jobs.
+    clock
+        The participation side's clock (case deadlines, consultation periods, construction checks;
+        :mod:`~citytwin.service.participation_api`); default the wall clock.
     """
     from citytwin.service.app import _open_workspace, create_app
 
@@ -102,7 +105,8 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
     async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
         async with inner(a) as st:
             try:
-                yield st
+                with participation_api.running(a):  # the construction-site scheduler
+                    yield st
             finally:  # running jobs stop at their next progress report; DuckDB closes
                 a.state.jobs.close()
                 a.state.tiles.close()
@@ -118,6 +122,8 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
     live.install(app, [Depends(require_token)])
     from citytwin.service import report as report_api  # views and reports of the web app (ocweb)
     app.include_router(report_api.router)
+    participation_api.install(app, ws, clock=clock, history=app.state.twin.stores.history)
+    app.include_router(consult_api.router)
 
     @app.post("/auth/login", tags=["auth"], summary="Sign in with a user name and an API token")
     def login(request: Request, body: Annotated[Login, Body()]) -> dict[str, Any]:

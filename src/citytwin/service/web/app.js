@@ -10,6 +10,8 @@ const S = {
   collections: [], data: {}, charts: {}, alerts: new Map(), stream: null, mapReady: null,
 };
 window.citytwin = S; // for the browser tests and the console
+// helpers shared with participation.js (a module of its own, see index.html)
+Object.assign(S, { api, esc, t, table, setOverlay, fitGeojson, legend });
 
 const ORIGIN = window.location.origin;
 
@@ -85,6 +87,7 @@ async function login(user, token) {
   document.getElementById("who").textContent = `${S.info.user} · ${S.info.role}`;
   document.querySelector('[data-view="twin"]').hidden = !S.info.twin.read;
   await initMap();
+  await window.citytwinParticipation?.onLogin();
   if (S.info.twin.read) startAlertStream();
   showView("map");
 }
@@ -229,7 +232,7 @@ function showView(view) {
   S.view = view;
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.view === view);
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== `view-${view}`;
-  document.getElementById("reports").hidden = view === "map";
+  document.getElementById("reports").hidden = view === "map" || view === "participation";
   for (const id of ["econ-cities-fill", "econ-cities-line", "space-centers-line", "twin-stations"]) {
     if (S.map.getLayer(id)) S.map.setLayoutProperty(id, "visibility", id.startsWith(view === "economy" ? "econ" : view) ? "visible" : "none");
   }
@@ -248,6 +251,7 @@ async function renderView(view, move = false) {
   if (view === "space") return renderSpace(move);
   if (view === "twin") return renderTwin(move);
   if (view === "catalog") return renderCatalog();
+  if (view === "participation") return window.citytwinParticipation?.render(move);
   return undefined;
 }
 
