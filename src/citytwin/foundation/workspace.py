@@ -4,7 +4,8 @@ Layout::
 
     WORKSPACE/
       citytwin.json            marker and settings
-      catalog.sqlite           datasets, versions, lineage, users, audit (SQLite)
+      catalog.sqlite           datasets, versions, lineage, users, audit, jobs (SQLite; or PostgreSQL
+                               by URL: $CITYTWIN_DATABASE or the ``database`` setting, see foundation.records)
       data/NAME/vN/*.parquet   each dataset version (GeoParquet where it has geometry)
       quarantine/NAME/vN.parquet  rejected records with file, row, field and reason
       schemas/*.yaml           user-registered schemas
@@ -41,7 +42,7 @@ import pyarrow.parquet as pq
 import shapely
 
 import citytwin
-from citytwin.foundation import access, duck
+from citytwin.foundation import access, duck, records
 from citytwin.foundation.catalog import (
     Catalog,
     DatasetInfo,
@@ -78,24 +79,27 @@ def code_version() -> str:
 class Workspace:
     """A citytwin workspace folder. Open with :meth:`open`, create with :meth:`init`."""
 
-    def __init__(self, root: str | Path, user: str | None = None) -> None:
+    def __init__(self, root: str | Path, user: str | None = None, database: str | None = None) -> None:
         self.root = Path(root).resolve()
         marker = self.root / MARKER
         if not marker.exists():
             raise NotFoundError(f"{self.root} is not a citytwin workspace (no {MARKER})",
                                 hint=f"create one with `citytwin init {root}`")
         self.settings: dict[str, Any] = json.loads(marker.read_text(encoding="utf-8"))
-        self.catalog = Catalog(self.root / "catalog.sqlite")
+        self.database = records.resolve_url(database, self.settings.get("database"), self.root / "catalog.sqlite")
+        self.catalog = Catalog(self.database)
         self.user = self._resolve_user(user)
 
     # -- creation ----------------------------------------------------------
     @classmethod
-    def init(cls, root: str | Path, owner: str | None = None, exist_ok: bool = False) -> Workspace:
-        """Create a workspace folder (its owner becomes an ``admin`` user)."""
+    def init(cls, root: str | Path, owner: str | None = None, exist_ok: bool = False,
+             database: str | None = None) -> Workspace:
+        """Create a workspace folder (its owner becomes an ``admin`` user); ``database`` (a records URL,
+        kept in the settings) else ``$CITYTWIN_DATABASE`` else the folder's own SQLite file."""
         r = Path(root).resolve()
         if (r / MARKER).exists():
             if exist_ok:
-                return cls(r, user=owner)
+                return cls(r, user=owner, database=database)
             raise CitytwinError(f"{r} is already a citytwin workspace")
         if r.exists() and any(r.iterdir()):
             raise CitytwinError(f"{r} exists and is not empty", hint="choose a new or empty folder")
@@ -106,11 +110,12 @@ class Workspace:
                 (r / sub).mkdir(mode=0o700, exist_ok=True)
             owner = owner or os.environ.get(ENV_USER) or _os_user()
             (r / MARKER).write_text(json.dumps({"format": 1, "created": now(), "owner": owner,
-                                                "h3_resolution": 9, "citytwin": citytwin.__version__},
+                                                "h3_resolution": 9, "citytwin": citytwin.__version__}
+                                               | ({"database": database} if database else {}),
                                                indent=2), encoding="utf-8")
-            Catalog(r / "catalog.sqlite").put_user(owner, "admin")
+            Catalog(records.resolve_url(database, None, r / "catalog.sqlite")).put_user(owner, "admin")
             make_private(r)
-        return cls(r, user=owner)
+        return cls(r, user=owner, database=database)
 
     @classmethod
     def open(cls, root: str | Path | None = None, user: str | None = None) -> Workspace:
@@ -122,7 +127,7 @@ class Workspace:
 
     def as_user(self, name: str) -> Workspace:
         """The same workspace seen by another user."""
-        return Workspace(self.root, user=name)
+        return Workspace(self.root, user=name, database=self.database)
 
     def _resolve_user(self, name: str | None) -> User:
         name = name or os.environ.get(ENV_USER) or self.settings.get("owner") or _os_user()
