@@ -248,10 +248,9 @@ class Connection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         """Run one statement with ``?`` placeholders; returns its cursor."""
-        if self.dialect == "postgresql":
-            cur: Cursor = self.raw.execute(to_postgres(sql), tuple(params))
-            return cur
-        return self.raw.execute(sql, params)  # type: ignore[no-any-return]
+        cur: Cursor = (self.raw.execute(to_postgres(sql), tuple(params)) if self.dialect == "postgresql"
+                       else self.raw.execute(sql, params))
+        return cur
 
     def executescript(self, script: str) -> None:
         """Run a DDL script written for SQLite (see :func:`ddl`), statement by statement."""
