@@ -4,8 +4,7 @@ Layout::
 
     WORKSPACE/
       citytwin.json            marker and settings
-      catalog.sqlite           datasets, versions, lineage, users, audit, jobs (SQLite; or PostgreSQL
-                               by URL: $CITYTWIN_DATABASE or the ``database`` setting, see foundation.records)
+      catalog.sqlite           datasets, versions, lineage, users, audit, jobs (or PostgreSQL: foundation.records)
       data/NAME/vN/*.parquet   each dataset version (GeoParquet where it has geometry)
       quarantine/NAME/vN.parquet  rejected records with file, row, field and reason
       schemas/*.yaml           user-registered schemas
@@ -86,16 +85,14 @@ class Workspace:
             raise NotFoundError(f"{self.root} is not a citytwin workspace (no {MARKER})",
                                 hint=f"create one with `citytwin init {root}`")
         self.settings: dict[str, Any] = json.loads(marker.read_text(encoding="utf-8"))
-        self.database = records.resolve_url(database, self.settings.get("database"), self.root / "catalog.sqlite")
-        self.catalog = Catalog(self.database)
+        self.catalog = Catalog(records.resolve_url(database, self.settings.get("database"), self.root / "catalog.sqlite"))
         self.user = self._resolve_user(user)
 
     # -- creation ----------------------------------------------------------
     @classmethod
-    def init(cls, root: str | Path, owner: str | None = None, exist_ok: bool = False,
-             database: str | None = None) -> Workspace:
-        """Create a workspace folder (its owner becomes an ``admin`` user); ``database`` (a records URL,
-        kept in the settings) else ``$CITYTWIN_DATABASE`` else the folder's own SQLite file."""
+    def init(cls, root: str | Path, owner: str | None = None, exist_ok: bool = False, database: str | None = None
+             ) -> Workspace:
+        """Create a workspace folder (its owner becomes an ``admin``; ``database``: see ``records.resolve_url``)."""
         r = Path(root).resolve()
         if (r / MARKER).exists():
             if exist_ok:
@@ -109,10 +106,10 @@ class Workspace:
             for sub in ("data", "quarantine", "schemas", "tmp"):
                 (r / sub).mkdir(mode=0o700, exist_ok=True)
             owner = owner or os.environ.get(ENV_USER) or _os_user()
-            (r / MARKER).write_text(json.dumps({"format": 1, "created": now(), "owner": owner,
-                                                "h3_resolution": 9, "citytwin": citytwin.__version__}
-                                               | ({"database": database} if database else {}),
-                                               indent=2), encoding="utf-8")
+            (r / MARKER).write_text(json.dumps({"format": 1, "created": now(), "owner": owner, "h3_resolution": 9,
+                                                "citytwin": citytwin.__version__} | ({"database": database} if
+                                                                                     database else {}), indent=2),
+                                    encoding="utf-8")
             Catalog(records.resolve_url(database, None, r / "catalog.sqlite")).put_user(owner, "admin")
             make_private(r)
         return cls(r, user=owner, database=database)
@@ -127,7 +124,7 @@ class Workspace:
 
     def as_user(self, name: str) -> Workspace:
         """The same workspace seen by another user."""
-        return Workspace(self.root, user=name, database=self.database)
+        return Workspace(self.root, user=name, database=self.catalog.url)
 
     def _resolve_user(self, name: str | None) -> User:
         name = name or os.environ.get(ENV_USER) or self.settings.get("owner") or _os_user()
