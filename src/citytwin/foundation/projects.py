@@ -61,9 +61,14 @@ class ProjectStore:
         self.path = self.db.path
 
     @contextmanager
-    def _connect(self) -> Iterator[Connection]:
-        with self.db.connect() as con, con.transaction():
-            yield con
+    def _connect(self, *, write: bool = False) -> Iterator[Connection]:
+        """A connection; with ``write``, inside a locked transaction (committed at exit)."""
+        with self.db.connect() as con:
+            if not write:
+                yield con
+                return
+            with con.transaction():
+                yield con
 
     def _audit(self, action: str, outcome: str, detail: str) -> None:
         u = self.ws.user
@@ -85,7 +90,7 @@ class ProjectStore:
         if budget is not None and budget < 0:
             raise InputError("budget must be >= 0", field="budget")
         ts = self.clock()
-        with self._connect() as con:
+        with self._connect(write=True) as con:
             if con.execute("SELECT 1 FROM projects WHERE id=?", (pid,)).fetchone():
                 self._audit("project.create", "error", f"project {pid} exists")
                 raise CitytwinError(f"project {pid!r} already exists")
@@ -130,7 +135,7 @@ class ProjectStore:
         except InputError as exc:
             self._audit("project.move", "error", f"project {pid}: {exc.message}")
             raise
-        with self._connect() as con:
+        with self._connect(write=True) as con:
             con.execute("UPDATE projects SET stage=? WHERE id=?", (stage, pid))
             con.execute(_TRANSITION, (pid, self.clock(), self.ws.user.name, cur, stage, note))
         self._audit("project.move", "ok", f"project {pid}: {cur} -> {stage}")
@@ -141,7 +146,7 @@ class ProjectStore:
         """Record a milestone or a performance-indicator reading."""
         self._require_writer("project.milestone", pid)
         self.get(pid)
-        with self._connect() as con:
+        with self._connect(write=True) as con:
             con.execute(_MILESTONE, (pid, self.clock(), self.ws.user.name, name, due, int(done), indicator, value))
         self._audit("project.milestone", "ok", f"project {pid}: {name}")
         return self.get(pid)
