@@ -37,6 +37,7 @@ pg_cluster, pg_url, backend = pg.pg_cluster, pg.pg_url, pg.backend
 CLI_ENV = {"COLUMNS": "500", "LINES": "50", "TERMINAL_WIDTH": "500"}
 for _var in ("COLUMNS", "LINES", "TERMINAL_WIDTH", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
     os.environ.pop(_var, None)
+os.environ.pop("CITYTWIN_DATABASE", None)  # the records' backend is the test's choice (tests/pg.py: backend)
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_SHARED_DATA = "CITYTWIN_SHARED_DATA"

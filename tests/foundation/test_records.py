@@ -81,13 +81,18 @@ def test_a_newer_database_is_refused(tmp_path: Path) -> None:
         Catalog(tmp_path / "catalog.sqlite")
 
 
-def test_an_unreachable_database_is_a_clear_error(pg_cluster) -> None:  # type: ignore[no-untyped-def]
+def test_an_unreachable_database_is_a_clear_error(pg_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from citytwin.foundation.workspace import Workspace
+
     url = f"postgresql://citytwin:secret@127.0.0.1:{pg_cluster.port}/no_such_db"
     with pytest.raises(CitytwinError) as err:
         Catalog(url)
     msg = str(err.value)
     assert "cannot reach the records database postgresql://citytwin:***@" in msg and "no_such_db" in msg
     assert "secret" not in msg and "citytwin doctor" in (err.value.hint or "")
+    with pytest.raises(CitytwinError, match="cannot reach"):  # and no half-made workspace is left
+        Workspace.init(tmp_path / "ws", owner="admin", database=url)
+    assert not (tmp_path / "ws").exists()
 
 
 def test_url_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

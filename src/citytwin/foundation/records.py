@@ -130,10 +130,10 @@ def resolve_url(explicit: str | Path | None, setting: str | None, default: Path)
 
     Examples
     --------
-    >>> resolve_url("postgresql://db/city", None, Path("/ws/catalog.sqlite"))
+    >>> resolve_url("postgresql://db/city", "postgresql://db/other", Path("/ws/catalog.sqlite"))
     'postgresql://db/city'
-    >>> resolve_url(None, None, Path("/ws/catalog.sqlite")) if not os.environ.get(ENV_DATABASE) else 'sqlite:////ws/catalog.sqlite'
-    'sqlite:////ws/catalog.sqlite'
+    >>> resolve_url("/ws/records.sqlite", None, Path("/ws/catalog.sqlite"))
+    'sqlite:////ws/records.sqlite'
     """
     for value in (explicit, os.environ.get(ENV_DATABASE), setting):
         if value:

@@ -100,17 +100,17 @@ class Workspace:
             raise CitytwinError(f"{r} is already a citytwin workspace")
         if r.exists() and any(r.iterdir()):
             raise CitytwinError(f"{r} exists and is not empty", hint="choose a new or empty folder")
+        url = records.resolve_url(database, None, r / "catalog.sqlite")
+        server = Catalog(url) if records.is_postgres(url) else None  # unreachable: raises before any file is made
         with private_files():
             r.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(r, 0o700)  # an existing empty folder too
             for sub in ("data", "quarantine", "schemas", "tmp"):
                 (r / sub).mkdir(mode=0o700, exist_ok=True)
             owner = owner or os.environ.get(ENV_USER) or _os_user()
-            (r / MARKER).write_text(json.dumps({"format": 1, "created": now(), "owner": owner, "h3_resolution": 9,
-                                                "citytwin": citytwin.__version__} | ({"database": database} if
-                                                                                     database else {}), indent=2),
-                                    encoding="utf-8")
-            Catalog(records.resolve_url(database, None, r / "catalog.sqlite")).put_user(owner, "admin")
+            settings = {"format": 1, "created": now(), "owner": owner, "h3_resolution": 9, "citytwin": citytwin.__version__}
+            (r / MARKER).write_text(json.dumps(settings | ({"database": database} if database else {}), indent=2))
+            (server or Catalog(url)).put_user(owner, "admin")
             make_private(r)
         return cls(r, user=owner, database=database)
 
