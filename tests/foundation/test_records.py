@@ -138,3 +138,18 @@ def test_pg_dump_backup_restores_identical(pg_cluster, pg_url: str, tmp_path: Pa
         assert again.audit_log(limit=1)[0]["id"] == cat.audit_log(limit=1)[0]["id"] + 1
     finally:
         pg_cluster.drop(restored)
+
+
+def test_concurrent_openers_migrate_once(target: str) -> None:
+    """Eight threads open a new database at once: the store's lock lets one migrate, the others see it done."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def open_it(_: int) -> int:
+        db = records.Database(target, NOTES)
+        return len(db.migrate())
+
+    with ThreadPoolExecutor(8) as pool:
+        applied = list(pool.map(open_it, range(8)))
+    assert sorted(applied) == [0] * 7 + [2]  # one opener applied both steps
+    with records.Database(target, NOTES).connect() as con:
+        assert [tuple(r) for r in con.execute("SELECT store, version FROM schema_version")] == [("notes", 2)]
