@@ -23,7 +23,7 @@ from typing import Any
 from citytwin.foundation import access
 from citytwin.foundation.catalog import Catalog
 from citytwin.foundation.errors import AccessDenied, InputError, NotFoundError
-from citytwin.foundation.records import Connection, IntegrityError, Store, is_postgres, open_store
+from citytwin.foundation.records import Connection, Store, integrity_errors, is_postgres, open_store
 from citytwin.foundation.roles import User
 
 Clock = Callable[[], datetime]
@@ -517,7 +517,7 @@ class CaseStore:
             try:
                 con.execute("INSERT INTO answers(question_id, respondent, value_json, ts) VALUES (?,?,?,?)",
                             (question_id, respondent, json.dumps(value, ensure_ascii=False), iso(self.now())))
-            except IntegrityError:
+            except integrity_errors():
                 self._audit("consult.answer", {"question": question_id, "respondent": respondent,
                                                "reason": "already answered"}, outcome="denied")
                 raise InputError(f"{respondent!r} has already answered question {question_id}",

@@ -42,6 +42,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import sys
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
@@ -55,7 +56,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from citytwin.foundation.errors import CitytwinError
 
-__all__ = ["ENV_DATABASE", "Connection", "Database", "IntegrityError", "Store", "open_store", "redact",
+__all__ = ["ENV_DATABASE", "Connection", "Database", "Store", "integrity_errors", "open_store", "redact",
            "resolve_url"]
 
 #: environment variable naming the records database (a URL or a path)
@@ -78,16 +79,14 @@ class Cursor(Protocol):
     def __iter__(self) -> Iterator[Any]: ...
 
 
-def _integrity_errors() -> tuple[type[BaseException], ...]:
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - psycopg is a dependency
+def integrity_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions of a unique or foreign-key constraint refusing a write, on either engine (for
+    ``except records.integrity_errors():``; psycopg is imported only where PostgreSQL is used, since
+    importing it costs 0.1-0.2 s that an embedded workspace need not pay)."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:  # no PostgreSQL connection was made in this process
         return (sqlite3.IntegrityError,)
     return (sqlite3.IntegrityError, psycopg.errors.IntegrityError)
-
-
-#: a unique or foreign-key constraint refused a write (either engine)
-IntegrityError: tuple[type[BaseException], ...] = _integrity_errors()
 
 
 def is_postgres(target: str | Path) -> bool:
