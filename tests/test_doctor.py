@@ -25,15 +25,16 @@ runner = CliRunner()
 
 @pytest.fixture()
 def broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, str, str]]:
-    """Mosquitto with anonymous access off and one account (from the env, as the twin tests start it)."""
+    """Mosquitto with anonymous access off and one account (from the env, as the twin tests start it),
+    plain and TLS listeners (DIR/tls_port; its CA in DIR/tls/ca.crt)."""
     if not HAVE_MOSQUITTO:
         pytest.skip("Mosquitto not installed (scripts/setup.sh --test installs it)")
     user, password = "citytwin-doctor", secrets.token_urlsafe(12)
     monkeypatch.setenv("CITYTWIN_MQTT_USERNAME", user)
     monkeypatch.setenv("CITYTWIN_MQTT_PASSWORD", password)
     d = tmp_path / "broker"
-    port = int(subprocess.run([str(SCRIPT), "start", str(d)], check=True, capture_output=True, text=True)
-               .stdout.strip())
+    port = int(subprocess.run([str(SCRIPT), "start", str(d), "--tls"], check=True, capture_output=True,
+                              text=True).stdout.strip())
     yield port, user, password
     subprocess.run([str(SCRIPT), "stop", str(d)], check=False)
 
@@ -67,6 +68,14 @@ def test_doctor_on_a_postgres_deployment_with_a_broker(tmp_path: Path, pg_cluste
     assert code == 1 and not ok and checks["records"]["status"] == "ok"
     assert checks["mqtt"]["status"] == "fail" and "refused the connection" in checks["mqtt"]["detail"]
     assert "CITYTWIN_MQTT_PASSWORD" in checks["mqtt"]["fix"]
+    # TLS: the broker's CA from CITYTWIN_MQTT_TLS_CA; without it the system's CAs do not trust the broker
+    tls_port = int((tmp_path / "broker" / "tls_port").read_text())
+    monkeypatch.setenv("CITYTWIN_MQTT_TLS_CA", str(tmp_path / "broker" / "tls" / "ca.crt"))
+    _, checks, _ = _doctor("-w", str(ws.root), "--broker", f"mqtts://127.0.0.1:{tls_port}")
+    assert checks["mqtt"]["status"] == "ok" and checks["mqtt"]["detail"].endswith(f"as {user} over TLS")
+    monkeypatch.delenv("CITYTWIN_MQTT_TLS_CA")
+    _, checks, _ = _doctor("-w", str(ws.root), "--broker", f"mqtts://127.0.0.1:{tls_port}")
+    assert checks["mqtt"]["status"] == "fail" and "certificate" in checks["mqtt"]["detail"].lower()
     # no credentials at all: anonymous access is off
     monkeypatch.delenv("CITYTWIN_MQTT_USERNAME")
     monkeypatch.delenv("CITYTWIN_MQTT_PASSWORD")
