@@ -17,6 +17,9 @@ from tests.service.conftest import ServiceWorkspace
 
 from citytwin.service.tiles import tile_of
 
+#: one suite, two backends: the API over a workspace whose records are in SQLite, then in PostgreSQL
+pytestmark = pytest.mark.parametrize("service_backend", ["sqlite", "postgresql"], indirect=True, scope="session")
+
 WORLD = 20037508.342789244
 
 

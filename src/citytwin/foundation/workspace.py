@@ -4,7 +4,7 @@ Layout::
 
     WORKSPACE/
       citytwin.json            marker and settings
-      catalog.sqlite           datasets, versions, lineage, users, audit (SQLite)
+      catalog.sqlite           datasets, versions, lineage, users, audit, jobs (or PostgreSQL: foundation.records)
       data/NAME/vN/*.parquet   each dataset version (GeoParquet where it has geometry)
       quarantine/NAME/vN.parquet  rejected records with file, row, field and reason
       schemas/*.yaml           user-registered schemas
@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 import shapely
 
 import citytwin
-from citytwin.foundation import access, duck
+from citytwin.foundation import access, duck, records
 from citytwin.foundation.catalog import (
     Catalog,
     DatasetInfo,
@@ -78,39 +78,41 @@ def code_version() -> str:
 class Workspace:
     """A citytwin workspace folder. Open with :meth:`open`, create with :meth:`init`."""
 
-    def __init__(self, root: str | Path, user: str | None = None) -> None:
+    def __init__(self, root: str | Path, user: str | None = None, database: str | None = None) -> None:
         self.root = Path(root).resolve()
         marker = self.root / MARKER
         if not marker.exists():
             raise NotFoundError(f"{self.root} is not a citytwin workspace (no {MARKER})",
                                 hint=f"create one with `citytwin init {root}`")
         self.settings: dict[str, Any] = json.loads(marker.read_text(encoding="utf-8"))
-        self.catalog = Catalog(self.root / "catalog.sqlite")
+        self.catalog = Catalog(records.resolve_url(database, self.settings.get("database"), self.root / "catalog.sqlite"))
         self.user = self._resolve_user(user)
 
     # -- creation ----------------------------------------------------------
     @classmethod
-    def init(cls, root: str | Path, owner: str | None = None, exist_ok: bool = False) -> Workspace:
-        """Create a workspace folder (its owner becomes an ``admin`` user)."""
+    def init(cls, root: str | Path, owner: str | None = None, exist_ok: bool = False, database: str | None = None
+             ) -> Workspace:
+        """Create a workspace folder (its owner becomes an ``admin``; ``database``: see ``records.resolve_url``)."""
         r = Path(root).resolve()
         if (r / MARKER).exists():
             if exist_ok:
-                return cls(r, user=owner)
+                return cls(r, user=owner, database=database)
             raise CitytwinError(f"{r} is already a citytwin workspace")
         if r.exists() and any(r.iterdir()):
             raise CitytwinError(f"{r} exists and is not empty", hint="choose a new or empty folder")
+        url = records.resolve_url(database, None, r / "catalog.sqlite")
+        server = Catalog(url) if records.is_postgres(url) else None  # unreachable: raises before any file is made
         with private_files():
             r.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(r, 0o700)  # an existing empty folder too
             for sub in ("data", "quarantine", "schemas", "tmp"):
                 (r / sub).mkdir(mode=0o700, exist_ok=True)
             owner = owner or os.environ.get(ENV_USER) or _os_user()
-            (r / MARKER).write_text(json.dumps({"format": 1, "created": now(), "owner": owner,
-                                                "h3_resolution": 9, "citytwin": citytwin.__version__},
-                                               indent=2), encoding="utf-8")
-            Catalog(r / "catalog.sqlite").put_user(owner, "admin")
+            settings = {"format": 1, "created": now(), "owner": owner, "h3_resolution": 9, "citytwin": citytwin.__version__}
+            (r / MARKER).write_text(json.dumps(settings | ({"database": database} if database else {}), indent=2))
+            (server or Catalog(url)).put_user(owner, "admin")
             make_private(r)
-        return cls(r, user=owner)
+        return cls(r, user=owner, database=database)
 
     @classmethod
     def open(cls, root: str | Path | None = None, user: str | None = None) -> Workspace:
@@ -122,7 +124,7 @@ class Workspace:
 
     def as_user(self, name: str) -> Workspace:
         """The same workspace seen by another user."""
-        return Workspace(self.root, user=name)
+        return Workspace(self.root, user=name, database=self.catalog.url)
 
     def _resolve_user(self, name: str | None) -> User:
         name = name or os.environ.get(ENV_USER) or self.settings.get("owner") or _os_user()
