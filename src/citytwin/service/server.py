@@ -55,6 +55,20 @@ def error_response(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+def validation_response(request: Request, exc: Exception) -> JSONResponse:
+    """Exception handler: a parameter FastAPI could not parse -> 422 in the API's error style
+    ``{"type", "title", "detail", "errors"}`` (``detail`` names each parameter and what is wrong)."""
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+
+    assert isinstance(exc, RequestValidationError)
+    errs = list(exc.errors())
+    what = "; ".join(f"{' '.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errs[:5])
+    body = {"type": "https://citytwin.dev/errors/UnprocessableEntity", "title": "UnprocessableEntity",
+            "detail": what or "invalid request", "errors": jsonable_encoder(errs, exclude={"ctx", "input"})}
+    return JSONResponse(body, status_code=422)
+
+
 @dataclass
 class Login:
     """Sign-in of the web app: a workspace user and one of that user's API tokens."""
@@ -110,6 +124,9 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
     app.router.lifespan_context = lifespan
     app.add_exception_handler(CitytwinError, error_response)
     app.add_exception_handler(AuthError, _auth_error)
+    from fastapi.exceptions import RequestValidationError
+
+    app.add_exception_handler(RequestValidationError, validation_response)
 
     app.include_router(features.router)
     app.include_router(tiles.router)
