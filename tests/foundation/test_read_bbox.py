@@ -133,6 +133,8 @@ def test_bad_bbox_is_a_clear_error(ws: Workspace) -> None:
     for bad in [(1, 2, 3), (3, 0, 1, 1), (0, 0, float("nan"), 1), "0,0,1,1"]:
         with pytest.raises(InputError, match="bbox"):
             ws.read("layer", bbox=bad)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="position"):
+        ws.read("layer", bbox=BOX, position="name")
     ws.write_derived("plain", gpd.pd.DataFrame({"a": [1]}), inputs=[], parameters={})
     with pytest.raises(InputError, match="bbox"):
         ws.read("plain", bbox=BOX)

@@ -306,6 +306,8 @@ class Workspace:
                 geom = next((c["name"] for c in vi.columns if str(c.get("type", "")).upper().startswith("GEOMETRY")),
                             "geometry")
                 cover = readsql.covering(path, geom) if bbox is not None else None
+                if position is not None and position in available:
+                    raise InputError(f"position column {position!r} is a column of {name!r}", field="position")
                 sql, params = select_sql(available, columns, where, limit, masked=masked, bbox=bbox, geometry=geom,
                                          cover=cover, position=position is not None)
             except CitytwinError as exc:
