@@ -69,7 +69,9 @@ def cursor() -> duckdb.DuckDBPyConnection:
     global _shared
     with _lock:
         if _shared is None or _shared[0] != os.getpid():
-            _shared = (os.getpid(), duck.connect())
+            con = duck.connect()
+            con.execute("SET enable_progress_bar = false")  # a server's reads print nothing
+            _shared = (os.getpid(), con)
         return _shared[1].cursor()
 
 
