@@ -124,3 +124,6 @@ def test_every_concurrent_request_is_audited_once(service_ws: ServiceWorkspace) 
         assert st == (200 if i % 5 else 401)
     guard = app.state.guard
     assert guard.catalog.rows_written >= n and guard.catalog.commits < guard.catalog.rows_written
+    # the dataset reads' own audit rows (read.stats of the tiles made) go through the same group commit
+    view = app.state.api_guard.workspace(service_ws.ws.as_user("vera").user)
+    assert view.catalog is guard.catalog

@@ -35,6 +35,7 @@ from citytwin.foundation.errors import AccessDenied, CitytwinError, NotFoundErro
 from citytwin.foundation.workspace import Workspace
 from citytwin.service import catalog_api, features, jobs, live, tiles
 from citytwin.service.apiauth import ApiGuard, login_info, require_user
+from citytwin.service.auditbatch import GroupCommitCatalog
 from citytwin.service.auth import AuthError, Principal, require_token
 
 __all__ = ["WEB_DIR", "create_server_app"]
@@ -67,6 +68,24 @@ def validation_response(request: Request, exc: Exception) -> JSONResponse:
     body = {"type": "https://citytwin.dev/errors/UnprocessableEntity", "title": "UnprocessableEntity",
             "detail": what or "invalid request", "errors": jsonable_encoder(errs, exclude={"ctx", "input"})}
     return JSONResponse(body, status_code=422)
+
+
+class GroupCommitApiGuard(ApiGuard):
+    """The dataset API's guard whose workspace views share the app's group-commit catalog, so the audit
+    rows of their reads (``read``, ``read.stats``) share commits like the requests' own rows
+    (:mod:`citytwin.service.auditbatch`)."""
+
+    def __init__(self, ws: Workspace, batched: GroupCommitCatalog, *, enabled: bool = True) -> None:
+        owner = ws.as_user(ws.user.name)  # its own view: the caller's workspace object is left as it is
+        owner.catalog = batched
+        super().__init__(owner, enabled=enabled)
+        self.batched = batched
+
+    def workspace(self, user: access.User) -> Workspace:
+        view = super().workspace(user)
+        if view.catalog is not self.batched:
+            view.catalog = self.batched
+        return view
 
 
 @dataclass
@@ -106,7 +125,9 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
     app.title = "citytwin operations center"
     app.description = ("The city's datasets (OGC API – Features, vector tiles, catalog, quality, lineage), "
                        "analyses as jobs (OGC API – Processes) and the live twin (NGSI-LD style, alerts, SSE).")
-    app.state.api_guard = ApiGuard(ws, enabled=auth)
+    batched = app.state.guard.catalog
+    app.state.api_guard = (GroupCommitApiGuard(ws, batched, enabled=auth) if isinstance(batched, GroupCommitCatalog)
+                           else ApiGuard(ws, enabled=auth))
     app.state.tiles = tiles.TileMaker()
     app.state.jobs = jobs.JobRunner(ws, workers=job_workers)
     app.state.workspace = ws
