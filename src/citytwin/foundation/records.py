@@ -251,6 +251,14 @@ class Connection:
                        else self.raw.execute(sql, params))
         return cur
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement with ``?`` placeholders once per parameter row."""
+        if self.dialect == "postgresql":
+            with self.raw.cursor() as cur:
+                cur.executemany(to_postgres(sql), [tuple(r) for r in rows])
+        else:
+            self.raw.executemany(sql, rows)
+
     def executescript(self, script: str) -> None:
         """Run a DDL script written for SQLite (see :func:`ddl`), statement by statement."""
         for stmt in ddl(script, self.dialect):

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 import shapely
 
 import citytwin
-from citytwin.foundation import access, duck, records
+from citytwin.foundation import access, duck, readsql, records
 from citytwin.foundation.catalog import (
     Catalog,
     DatasetInfo,
@@ -51,6 +51,7 @@ from citytwin.foundation.catalog import (
     now,
 )
 from citytwin.foundation.errors import AccessDenied, CitytwinError, InputError, NotFoundError
+from citytwin.foundation.readsql import BBox, Filter, select_sql
 from citytwin.foundation.roles import CLASSIFICATIONS, User
 from citytwin.foundation.schemas import Schema, get_schema, list_schemas
 from citytwin.foundation.sql import ident
@@ -256,7 +257,8 @@ class Workspace:
         return access.detect_pii([c["name"] for c in vi.columns], declared)
 
     def read(self, name: str, version: int | None = None, *, columns: Sequence[str] | None = None,
-             where: Sequence[Filter] | None = None, limit: int | None = None) -> pd.DataFrame:
+             where: Sequence[Filter] | None = None, limit: int | None = None, bbox: BBox | None = None,
+             position: str | None = None) -> pd.DataFrame:
         """Read a dataset version as a (Geo)DataFrame, checked, masked and audited.
 
         Parameters
@@ -267,11 +269,18 @@ class Workspace:
             Column names to read (each must be a column of the version; default: all).
         where
             Filters ``(column, op, value)``, all of which must hold; ``op`` is one of
-            :data:`FILTER_OPS` (``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``not in``,
+            :data:`~citytwin.foundation.readsql.FILTER_OPS` (``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``not in``,
             ``is null``, ``is not null``). Values are bound as parameters, never spliced into SQL;
             a role that sees a personal-data column masked may not filter on it.
         limit
             At most this many records.
+        bbox
+            ``(min lon, min lat, max lon, max lat)`` (WGS84): only records whose geometry intersects
+            it, filtered inside DuckDB (:mod:`~citytwin.foundation.readsql`; its GeoParquet bbox
+            covering first where the files have one).
+        position
+            Name of a column to add first: each record's position in the version (0-based, the row
+            a plain read would put it in), a stable id of the record within the version.
 
         Raises
         ------
@@ -292,11 +301,17 @@ class Workspace:
         path = str(self.root / vi.path / "*.parquet")
         pii = self.pii_columns(name, vi.version)
         masked = {} if self.user.r.sees_personal_data else pii
-        con = duck.connect(spatial=False)
+        con = readsql.cursor()
         try:
             available = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [path]).fetchall()]
             try:
-                sql, params = select_sql(available, columns, where, limit, masked=masked)
+                geom = next((c["name"] for c in vi.columns if str(c.get("type", "")).upper().startswith("GEOMETRY")),
+                            "geometry")
+                cover = readsql.covering(path, geom) if bbox is not None else None
+                if position is not None and position in available:
+                    raise InputError(f"position column {position!r} is a column of {name!r}", field="position")
+                sql, params = select_sql(available, columns, where, limit, masked=masked, bbox=bbox, geometry=geom,
+                                         cover=cover, position=position is not None)
             except CitytwinError as exc:
                 self.catalog.audit(user=self.user.name, role=self.user.role, action="read", dataset=name,
                                    version=vi.version,
@@ -304,6 +319,10 @@ class Workspace:
                                    detail=str(exc)[:500])
                 raise
             table = con.execute(sql, [path, *params]).to_arrow_table()
+            if position is not None:
+                pos = readsql.positions(con, path, table[readsql.POS_FILE].to_pylist(),
+                                        table[readsql.POS_ROW].to_pylist())
+                table = table.drop_columns([readsql.POS_FILE, readsql.POS_ROW]).add_column(0, position, pa.array(pos))
         except duckdb.Error as exc:
             self.catalog.audit(user=self.user.name, role=self.user.role, action="read", dataset=name,
                                version=vi.version, outcome="error", detail=str(exc)[:500])
@@ -506,89 +525,6 @@ class Workspace:
             rows_quarantined=0, columns=[{"name": str(c), "type": str(t)} for c, t in frame.dtypes.items()],
             extent=_extent(frame), params=params, inputs=resolved,
         )
-
-
-#: A read filter: ``(column, op, value)``.
-Filter = tuple[str, str, Any]
-#: Operators allowed in read filters, and their SQL.
-FILTER_OPS: dict[str, str] = {"=": "=", "==": "=", "!=": "<>", "<>": "<>", "<": "<", "<=": "<=", ">": ">",
-                              ">=": ">=", "in": "IN", "not in": "NOT IN", "is null": "IS NULL",
-                              "is not null": "IS NOT NULL"}
-
-
-def select_sql(available: Sequence[str], columns: Sequence[str] | None, where: Sequence[Filter] | None,
-               limit: int | None, *, masked: dict[str, str] | None = None) -> tuple[str, list[Any]]:
-    """The SQL and bound parameters of a structured read over ``read_parquet(?)``.
-
-    Column names are checked against ``available`` and quoted; values are parameters. The first
-    parameter is left for the Parquet path.
-
-    Examples
-    --------
-    >>> select_sql(["a", "b"], ["b"], [("a", ">", 1), ("b", "in", ["x", "y"])], 5)
-    ('SELECT "b" FROM read_parquet(?) WHERE "a" > ? AND "b" IN (?, ?) LIMIT 5', [1, 'x', 'y'])
-    >>> select_sql(["a"], None, "a = 1 UNION SELECT * FROM secret", None)
-    Traceback (most recent call last):
-    ...
-    citytwin.foundation.errors.InputError: field 'where': SQL text is not accepted as a filter
-      hint: pass a list of (column, op, value), e.g. [("year", ">=", 2020)]
-    """
-    known = set(available)
-
-    def col(c: object, what: str) -> str:
-        if not isinstance(c, str) or c not in known:
-            raise InputError(f"unknown column {c!r} in {what}", field=what,
-                             hint=f"columns: {', '.join(available)}")
-        return ident(c)
-
-    if isinstance(columns, str):
-        raise InputError("columns must be a list of column names, not a string", field="columns",
-                         hint=f'e.g. columns=["{available[0] if available else "name"}"]')
-    cols = "*" if not columns else ", ".join(col(c, "columns") for c in columns)
-    sql = f"SELECT {cols} FROM read_parquet(?)"
-    params: list[Any] = []
-    if where is not None:
-        if isinstance(where, str):
-            raise InputError("SQL text is not accepted as a filter", field="where",
-                             hint='pass a list of (column, op, value), e.g. [("year", ">=", 2020)]')
-        conds = []
-        for f in where:
-            if not isinstance(f, tuple | list) or len(f) not in (2, 3):
-                raise InputError(f"filter {f!r} is not (column, op, value)", field="where")
-            c, op, value = (f[0], f[1], f[2] if len(f) == 3 else None)
-            q = col(c, "where")
-            if masked and c in masked:
-                raise AccessDenied(f"may not filter on column {c!r}: it holds personal data ({masked[c]})"
-                                          " that this role sees masked")
-            o = str(op).strip().lower() if isinstance(op, str) else op
-            if o not in FILTER_OPS:
-                raise InputError(f"operator {op!r} is not allowed", field="where",
-                                 hint=f"use one of {', '.join(FILTER_OPS)}")
-            sql_op = FILTER_OPS[o]
-            if sql_op in ("IS NULL", "IS NOT NULL"):
-                conds.append(f"{q} {sql_op}")
-            elif sql_op in ("IN", "NOT IN"):
-                if isinstance(value, str | bytes) or not isinstance(value, Sequence | set | frozenset):
-                    raise InputError(f"operator {op!r} needs a list of values, got {value!r}", field="where")
-                vals = list(value)
-                if not vals:
-                    conds.append("FALSE" if sql_op == "IN" else "TRUE")
-                else:
-                    conds.append(f"{q} {sql_op} ({', '.join('?' for _ in vals)})")
-                    params.extend(vals)
-            else:
-                if value is None or isinstance(value, list | tuple | set | dict):
-                    raise InputError(f"operator {op!r} needs one value, got {value!r}", field="where",
-                                     hint="use 'is null' to test for missing values")
-                conds.append(f"{q} {sql_op} ?")
-                params.append(value)
-        if conds:
-            sql += " WHERE " + " AND ".join(conds)
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise InputError(f"limit must be a whole number >= 0, got {limit!r}", field="limit")
-        sql += f" LIMIT {int(limit)}"
-    return sql, params
 
 
 def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None) -> dict[str, str]:

@@ -35,6 +35,7 @@ from citytwin.foundation.errors import AccessDenied, CitytwinError, NotFoundErro
 from citytwin.foundation.workspace import Workspace
 from citytwin.service import catalog_api, consult_api, features, jobs, live, participation_api, tiles
 from citytwin.service.apiauth import ApiGuard, login_info, require_user
+from citytwin.service.auditbatch import GroupCommitCatalog
 from citytwin.service.auth import AuthError, Principal, require_token
 
 __all__ = ["WEB_DIR", "create_server_app"]
@@ -53,6 +54,38 @@ def error_response(request: Request, exc: Exception) -> JSONResponse:
     if exc.hint:
         body["hint"] = exc.hint
     return JSONResponse(body, status_code=status)
+
+
+def validation_response(request: Request, exc: Exception) -> JSONResponse:
+    """Exception handler: a parameter FastAPI could not parse -> 422 in the API's error style
+    ``{"type", "title", "detail", "errors"}`` (``detail`` names each parameter and what is wrong)."""
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+
+    assert isinstance(exc, RequestValidationError)
+    errs = list(exc.errors())
+    what = "; ".join(f"{' '.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errs[:5])
+    body = {"type": "https://citytwin.dev/errors/UnprocessableEntity", "title": "UnprocessableEntity",
+            "detail": what or "invalid request", "errors": jsonable_encoder(errs, exclude={"ctx", "input"})}
+    return JSONResponse(body, status_code=422)
+
+
+class GroupCommitApiGuard(ApiGuard):
+    """The dataset API's guard whose workspace views share the app's group-commit catalog, so the audit
+    rows of their reads (``read``, ``read.stats``) share commits like the requests' own rows
+    (:mod:`citytwin.service.auditbatch`)."""
+
+    def __init__(self, ws: Workspace, batched: GroupCommitCatalog, *, enabled: bool = True) -> None:
+        owner = ws.as_user(ws.user.name)  # its own view: the caller's workspace object is left as it is
+        owner.catalog = batched
+        super().__init__(owner, enabled=enabled)
+        self.batched = batched
+
+    def workspace(self, user: access.User) -> Workspace:
+        view = super().workspace(user)
+        if view.catalog is not self.batched:
+            view.catalog = self.batched
+        return view
 
 
 @dataclass
@@ -95,7 +128,9 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
     app.title = "citytwin operations center"
     app.description = ("The city's datasets (OGC API – Features, vector tiles, catalog, quality, lineage), "
                        "analyses as jobs (OGC API – Processes) and the live twin (NGSI-LD style, alerts, SSE).")
-    app.state.api_guard = ApiGuard(ws, enabled=auth)
+    batched = app.state.guard.catalog
+    app.state.api_guard = (GroupCommitApiGuard(ws, batched, enabled=auth) if isinstance(batched, GroupCommitCatalog)
+                           else ApiGuard(ws, enabled=auth))
     app.state.tiles = tiles.TileMaker()
     app.state.jobs = jobs.JobRunner(ws, workers=job_workers)
     app.state.workspace = ws
@@ -114,6 +149,9 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
     app.router.lifespan_context = lifespan
     app.add_exception_handler(CitytwinError, error_response)
     app.add_exception_handler(AuthError, _auth_error)
+    from fastapi.exceptions import RequestValidationError
+
+    app.add_exception_handler(RequestValidationError, validation_response)
 
     app.include_router(features.router)
     app.include_router(tiles.router)
