@@ -426,3 +426,38 @@ def test_range_guard_keeps_every_reason(workspace: Workspace, tmp_path: Path) ->
         6: "year: not a whole number: 20.5; year: 21 outside [1900, 2100]",
     }
     assert (res.rows_kept, res.rows_quarantined) == (2, 5)
+
+
+@pytest.mark.parametrize("h3", [True, False])
+def test_personal_data_screened_in_the_streamed_pass(workspace: Workspace, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch, h3: bool) -> None:
+    # the Arrow path screens every text value for personal data as it writes (cleannumba), in small
+    # chunks here so that the one phone number (row 2,500) sits in a later chunk; the commit then runs
+    # its regular expressions on the flagged columns only, and marks the same columns as the staged
+    # pipeline (whose commit screens every text column)
+    from citytwin.foundation import workspace as ws_mod
+    from citytwin.foundation.ingest import streamed as ingest_mod
+
+    lines = ["poi_id,name,category,lon,lat,contact,note"]
+    for i in range(3000):
+        contact = "客服 13812345678" if i == 2500 else f"窗口 {i % 9}"
+        lines.append(f"P{i:06d},POI {i},shop,{116.0 + (i % 997) / 1000:.6f},{39.5 + (i % 991) / 1000:.6f},"
+                     f"{contact},room {i}")
+    path = tmp_path / "poi.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 1000)
+    monkeypatch.setattr(ingest_mod, "PIPE_BATCH", 256)
+    asked: list[object] = []
+    real = ws_mod.detect_personal_columns
+
+    def spy(glob_: str, skip: set[str] | None = None, candidates: object = None) -> dict[str, str]:
+        asked.append(candidates)
+        return real(glob_, skip, candidates)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ws_mod, "detect_personal_columns", spy)
+    _compare(workspace, path, schema="poi", h3=h3)
+    assert _pipeline(workspace, "fast") == "streamed"
+    assert asked == [["contact"], None]  # streamed: the flagged column only; staged: all screened in the commit
+    cols = {c["name"]: c for c in workspace.catalog.get("fast").current.columns}
+    assert cols["contact"]["pii"] == "text" and cols["contact"]["pii_detected"] is True
+    assert not any(cols[c].get("pii") for c in ("poi_id", "name", "note"))

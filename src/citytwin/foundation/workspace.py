@@ -343,7 +343,8 @@ class Workspace:
                        time_min: str | None = None, time_max: str | None = None,
                        params: dict[str, Any] | None = None,
                        inputs: list[tuple[str, int | None]] | None = None,
-                       notes: list[str] | None = None) -> int:
+                       notes: list[str] | None = None,
+                       personal_candidates: Sequence[str] | None = None) -> int:
         """Move a complete staging folder into place as the next version and record it.
 
         Nothing is visible until the catalog row is committed; on failure the staging is removed.
@@ -355,6 +356,8 @@ class Workspace:
           counts the reasons) and, for an existing one, recorded but not made current.
         - Text columns are scanned for personal data (:func:`detect_personal_columns`); columns
           found are marked ``pii`` in the catalog (``pii_detected: true``) and masked on read.
+          ``personal_candidates`` (from an ingest that screened every value as it wrote them) limits
+          the scan to those columns; None scans every text column.
 
         ``notes`` (default: ``params["notes"]`` when it is a list) receives what was decided.
         """
@@ -412,7 +415,8 @@ class Workspace:
             if promote and any(target.glob("*.parquet")):
                 found = detect_personal_columns(str(target / "*.parquet"),
                                                 skip={c["name"] for c in cols if c.get("pii") or c.get("type") in
-                                                      ("GEOMETRY",) or "h3_resolution" in c})
+                                                      ("GEOMETRY",) or "h3_resolution" in c},
+                                                candidates=personal_candidates)
                 for col, kind_found in found.items():
                     entry = next((c for c in cols if c.get("name") == col), None)
                     if entry is None:
@@ -589,12 +593,15 @@ def select_sql(available: Sequence[str], columns: Sequence[str] | None, where: S
     return sql, params
 
 
-def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None) -> dict[str, str]:
+def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None,
+                            candidates: Sequence[str] | None = None) -> dict[str, str]:
     """Text columns of a Parquet version that hold personal data, found by value.
 
     A column whose every value is a Chinese mobile number, a resident ID (checksum verified) or an
     e-mail gets that kind; a column with such data inside longer text gets ``"text"`` (masked
-    piecewise by :func:`~citytwin.foundation.access.mask_text`). DuckDB scans every value.
+    piecewise by :func:`~citytwin.foundation.access.mask_text`). DuckDB scans every value of the
+    text columns that :func:`_screen_personal` lets through, or, with ``candidates`` (the columns a
+    writer already screened value by value), of those alone.
 
     Returns
     -------
@@ -602,12 +609,15 @@ def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None) -> 
         ``{column: kind}`` of the columns found.
     """
     skip = skip or set()
+    if candidates is not None and not set(candidates) - skip:
+        return {}
     con = duck.connect(spatial=False)
     try:
         desc = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [parquet_glob]).fetchall()
         text_cols = [r[0] for r in desc if r[1] == "VARCHAR" and r[0] not in skip]
         found: dict[str, str] = {}
-        text_cols = _screen_personal(parquet_glob, text_cols)
+        text_cols = _screen_personal(parquet_glob, text_cols) if candidates is None else \
+            [c for c in text_cols if c in set(candidates)]
         if not text_cols:
             return found
         nb = "(^|[^0-9])"

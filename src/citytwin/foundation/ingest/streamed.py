@@ -87,13 +87,16 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
     # numba serves point records with H3 cells twice: their cells (spacelink.h3_cells_arrow, which
     # uses h3numba where numba can be imported) and the text values that need cleaning (cleannumba,
     # see lazy_text); without numba the cells come from h3-py and all text is cleaned in SQL
-    numba_ok = opts.h3_res is not None and sch.geometry == "point" and importlib.util.find_spec("numba") is not None
+    # (and the personal-data screen of every text value, which the commit would otherwise do: numba
+    # is loaded there anyway, after the pass instead of beside it), with or without H3 cells
+    numba_ok = sch.geometry == "point" and importlib.util.find_spec("numba") is not None
     # a one-column key whose values arrive strictly ascending (ids exported in order) has no duplicates:
     # the Arrow path watches for that, and the hash aggregate over the written files is then skipped
     key_order = _KeyOrder(sch.key[0]) if len(sch.key) == 1 else None
     if numba_ok and any(readers.detect_format(f) in ("csv", "parquet", "xlsx", "xls", "json") for f in files):
         # load numba (~0.7 s) in a thread while DuckDB sniffs and reads
-        threading.Thread(target=_warm_numba, name="citytwin-numba", daemon=True).start()
+        threading.Thread(target=_warm_numba, args=(opts.h3_res is not None,), name="citytwin-numba",
+                         daemon=True).start()
 
     def need_spatial() -> None:
         nonlocal spatial
@@ -106,6 +109,9 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
     notes: list[str] = []
     columns_meta: dict[str, dict[str, Any]] = {}
     parts: list[Path] = []
+    # text columns that may hold personal data, from the Arrow path's scan; None once a part was
+    # written another way (the commit then screens every text column)
+    personal: set[str] | None = set() if numba_ok else None
     kept = 0
     layout = "long"
     plans: list[Plan] = []
@@ -148,8 +154,9 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
             written = None
             if points:
                 written = copy_arrow(con, guarded, part, lonlat=plan.lonlat, h3_res=opts.h3_res,
-                                     key_order=key_order, lazy_text=lazy_out)
+                                     key_order=key_order, lazy_text=lazy_out, personal=personal)
             if written is None:  # not points, or column types pyarrow cannot write as DuckDB does
+                personal = None
                 if key_order is not None:
                     key_order.ascending = False
                 if points:
@@ -220,7 +227,8 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
         con.close()
     return Outcome(out_dir=out_dir, qfile=qfile, kept=kept, quarantined=0, reasons={}, extent=extent,
                     tmin=tmin, tmax=tmax, keep_cols=keep_cols, columns_meta=columns_meta, notes=notes,
-                    layout=layout, pipeline="streamed"), None
+                    layout=layout, pipeline="streamed",
+                    personal_candidates=sorted(personal) if personal is not None else None), None
 
 
 #: rows per chunk of records written in one go through Arrow (~35 MB for POIs): large enough that
@@ -265,12 +273,16 @@ def _clean_lazy(table: pa.Table, name: str, required: bool) -> pa.Table:
     return table.set_column(table.schema.get_field_index(name), name, fixed)
 
 
-def _warm_numba() -> None:
-    """Import numba and load the compiled H3 and cleaning functions (~0.7 s, from numba's cache)."""
+def _warm_numba(h3: bool = True) -> None:
+    """Import numba and load the compiled cleaning (and, with ``h3``, H3) functions (~0.7 s, from numba's cache)."""
     try:
-        from citytwin.foundation import cleannumba, spacelink  # noqa: F401 (cleannumba: imported to load it)
+        from citytwin.foundation import cleannumba
 
-        spacelink.h3_cells_arrow(np.array([116.4]), np.array([39.9]), 9)
+        cleannumba.may_hold_personal_data(pa.array(["a"]))
+        if h3:
+            from citytwin.foundation import spacelink
+
+            spacelink.h3_cells_arrow(np.array([116.4]), np.array([39.9]), 9)
     except Exception:  # a warm-up only: the real call reports any problem
         pass
 
@@ -299,7 +311,8 @@ class _KeyOrder:
 
 def copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
                 lonlat: tuple[str, str] | None = None, h3_res: int | None = None,
-               key_order: _KeyOrder | None = None, lazy_text: dict[str, bool] | None = None) -> int | None:
+               key_order: _KeyOrder | None = None, lazy_text: dict[str, bool] | None = None,
+               personal: set[str] | None = None) -> int | None:
     """Write the checked records of ``checked_sql`` to ``path`` with pyarrow; for points, add geometry and H3.
 
     The records stream out of DuckDB as Arrow (the query runs on all threads, ahead of the reader
@@ -317,6 +330,10 @@ def copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
     and cleaned by :func:`clean_text` in DuckDB; a required one that becomes missing raises
     :class:`Fallback` (the staged pipeline quarantines it); where cleannumba cannot be imported
     nothing is written and None returned (the caller then cleans in SQL, with ``COPY``).
+    ``personal`` (a set) receives the text columns in which personal data may hide
+    (:func:`cleannumba.may_hold_personal_data` on every value, in the chunk's thread), so that the
+    commit's regular-expression scan (:func:`~citytwin.foundation.workspace.detect_personal_columns`)
+    reads only those; where cleannumba cannot be imported nothing is written and None returned.
     An error raised by ``checked_sql`` (the quarantine guard) propagates.
 
     Each step replaces a slower one, measured on 3M POIs (2 cores, DuckDB 1.5.5, pyarrow 26):
@@ -333,9 +350,9 @@ def copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    if lazy_text:
+    if lazy_text or personal is not None:
         try:  # numba is imported when needed; see _warm_numba
-            from citytwin.foundation import cleannumba  # noqa: F401 (for _clean_lazy)
+            from citytwin.foundation import cleannumba
         except Exception:  # numba unusable here (e.g. no writable cache folder): text cleaned in SQL instead
             return None
     # DuckDB runs a streamed query ahead of its reader only as far as this buffer (default ~1 MB,
@@ -355,6 +372,11 @@ def copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
         table = pa.Table.from_batches(batches, schema=reader.schema)
         for name, required in (lazy_text or {}).items():
             table = _clean_lazy(table, name, required)
+        if personal is not None:
+            for name, typ in zip(table.column_names, table.schema.types, strict=True):
+                if name not in personal and (pa.types.is_string(typ) or pa.types.is_large_string(typ)) \
+                        and cleannumba.may_hold_personal_data(table.column(name)):
+                    personal.add(name)
         if key_order is not None:
             if key_order.column in table.column_names:
                 key_order.see(table.column(key_order.column))
