@@ -81,6 +81,8 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
     src = "src" if records else "CAST(NULL AS VARCHAR)"
     # the streamed pass only asks whether a record has a reason: the first one will do
     cat = all_reasons if records else first_reason
+    if plan.reason_column:  # the reader's reason (e.g. an Excel formula without a cached value)
+        l0 = ", ".join([f"{q(plan.reason_column)} AS _reader_reason", *([l0] if l0 else [])])
     stage0 = f"SELECT _row, {src} AS _src{', ' + l0 if l0 else ''} FROM {view} src"
     # in a wide file, a column's expressions read its own source column only (derived ones such as
     # time from parts or GCJ-02 coordinates read others: every fast column is tried for them)
@@ -103,6 +105,8 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
             guard = fnum(c.guard, src_of(c)).replace(exprs[c.name], q("v:" + c.name))
             mine = [f"CASE WHEN {guard} THEN NULL ELSE {cat(mine)} END"]
         checks += mine
+    if plan.reason_column:
+        checks.append("_reader_reason")
     melt_raw = [q("r:" + m[0]) for m in plan.melt] + [q("f:" + m[0]) for m in plan.melt if m[0] in fast]
     inner = (f"SELECT {', '.join(sel + melt_raw)}, {cat(checks)} AS _reason, _src FROM ({stage1})")
     if plan.geometry:
