@@ -21,10 +21,12 @@ import pyarrow as pa
 
 from citytwin.foundation import readers
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.ingest import blocks
 from citytwin.foundation.ingest.connection import connect
+from citytwin.foundation.ingest.exprs import all_reasons
 from citytwin.foundation.ingest.options import Outcome, PipelineOptions
 from citytwin.foundation.ingest.parquet import PARQUET_WRITE
-from citytwin.foundation.ingest.plan import note_columns, plan_columns
+from citytwin.foundation.ingest.plan import Plan, note_columns, plan_columns
 from citytwin.foundation.ingest.query import build_sql
 from citytwin.foundation.schemas import Schema
 from citytwin.foundation.sql import ident as q
@@ -84,12 +86,14 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
         view = f"({src.sql})" if src.sql else f"src_{i}"
         if not src.sql:
             con.register(view, src.relation)
-        sql = build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
         if len(plan.columns) > WIDE_COLUMNS:
             # DuckDB's common-subexpression pass grows faster than linearly with the expressions of a
             # wide file (2,000 columns: 13 CPU-s with it, 4.5 without); its gain is nil here
             con.execute("SET disabled_optimizers = 'common_subexpressions'")
         try:
+            # a wide file in column blocks (bounded memory for any width), others in one query
+            sql = _block_select(con, plan, view, i, geometry_policy) if blocks.blockable(plan) else \
+                build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
             created = _stage(con, sql, created)
         except duckdb.Error as exc:
             if src.format != "csv" or src.csv_rejects:
@@ -107,8 +111,9 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
                 con.register(view, src.relation)
             plan = plan_columns(src, sch, user_units=opts.units_map, crs=opts.crs, geometry_policy=geometry_policy,
                             column_map=opts.column_map)
-            sql = build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
             try:
+                sql = _block_select(con, plan, view, i, geometry_policy) if blocks.blockable(plan) else \
+                    build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
                 created = _stage(con, sql, created)
             except duckdb.Error as exc2:
                 raise readers.csv_error(path, exc2) from exc2
@@ -129,6 +134,9 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
                 notes.append(f"{path.name}: {len(rej)} row(s) the CSV parser could not split")
         if src.temp_table:
             con.execute(f"DROP TABLE IF EXISTS {src.temp_table}")
+        for t in [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary AND "
+                                            "table_name LIKE '\\_block\\_%' ESCAPE '\\'").fetchall()]:
+            con.execute(f"DROP TABLE {q(t)}")
         note_columns(columns_meta, plan, h3_res)
     if not created:
         raise InputError("nothing to read")
@@ -253,6 +261,24 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
     return Outcome(out_dir=out_dir, qfile=qfile, kept=kept, quarantined=quarantined, reasons=reasons,
                     extent=extent, tmin=tmin, tmax=tmax, keep_cols=keep_cols, columns_meta=columns_meta,
                     notes=notes, layout=layout, pipeline="staged")
+
+
+def _block_select(con: duckdb.DuckDBPyConnection, plan: Plan, view: str, file_index: int,
+                  geometry_policy: str) -> str:
+    """A wide plan's checked records (as :func:`build_sql` gives them) from column blocks (:mod:`.blocks`):
+    each block's query fills a temporary table in row order, and the SELECT returned joins them by
+    position, with every block's reasons and the raw record of a record with any."""
+    n = 0
+    for k, sub in enumerate(blocks.column_blocks(plan)):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _block_{k} AS "
+                    f"{build_sql(sub, view, file_index, h3_resolution=None, geometry_policy=geometry_policy)}")
+        n = k + 1
+    cols = ["b0._file", "b0._row"] + [f"b{k}.{q(c.name)}" for k, sub in enumerate(blocks.column_blocks(plan))
+                                      for c in sub.columns]
+    reasons = [f"b{k}._reason" for k in range(n)]
+    return (f"SELECT {', '.join(cols)}, {all_reasons(reasons)} AS _reason, CAST(NULL AS VARCHAR) AS _column, "
+            f"coalesce({', '.join(f'b{k}._record' for k in range(n))}) AS _record FROM "
+            + " POSITIONAL JOIN ".join(f"_block_{k} b{k}" for k in range(n)))
 
 
 def _stage(con: duckdb.DuckDBPyConnection, sql: str, created: bool) -> bool:

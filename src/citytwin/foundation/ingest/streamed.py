@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from citytwin.foundation import duck, readers
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.ingest import blocks
 from citytwin.foundation.ingest.connection import connect
 from citytwin.foundation.ingest.exprs import MISSING_TOKENS, WHITESPACE, clean_text
 from citytwin.foundation.ingest.options import Outcome, PipelineOptions
@@ -143,15 +144,25 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
                 con.register(view, src.relation)
             # text cleaned after the query (numba finds the values that need it) where numba is in use
             lazy_src, lazy_out = lazy_text(plan) if points and numba_ok else (set(), {})
+            # zero-padded: the dataset's files are read in name order
+            part = out_dir / f"part-{gi:05d}.parquet"
+            written = None
+            if blocks.blockable(plan):  # a wide file: one query per block of columns
+                say(f"writing {part.name} in blocks of {blocks.COLUMN_BLOCK} columns")
+                written = _copy_blocks(con, plan, view, gi, part, opts)
+                if key_order is not None:
+                    key_order.ascending = False
+                personal = None
+                kept += written
+                parts.append(part)
+                note_columns(columns_meta, plan, opts.h3_res)
+                continue
             sql = build_sql(plan, view, gi, h3_resolution=None if points else opts.h3_res,
                             geometry_policy=opts.geometry_policy, records=False, point_geometry=not points,
                             lazy=lazy_src)
             guarded = (f"SELECT * EXCLUDE (_file, _row, _reason, _record, _column) FROM ({sql}) "
                        f"WHERE CASE WHEN _reason IS NULL THEN TRUE ELSE error({lit(_QUARANTINE_NEEDED)}) END")
-            # zero-padded: the dataset's files are read in name order
-            part = out_dir / f"part-{gi:05d}.parquet"
             say(f"writing {part.name}")
-            written = None
             if points:
                 written = copy_arrow(con, guarded, part, lonlat=plan.lonlat, h3_res=opts.h3_res,
                                      key_order=key_order, lazy_text=lazy_out, personal=personal)
@@ -249,6 +260,33 @@ def _plain_parquet(files: list[Path]) -> bool:
                    for f in files)
     except Exception:  # unreadable here: the reader reports it properly
         return False
+
+
+def _copy_blocks(con: duckdb.DuckDBPyConnection, plan: Plan, view: str, file_index: int, path: Path,
+                 opts: PipelineOptions) -> int:
+    """Write the checked records of a wide plan to ``path`` in column blocks (:mod:`.blocks`): one
+    guarded ``COPY`` per block, in row order, then the blocks joined side by side. Returns the rows."""
+    import pyarrow.parquet as pq
+
+    group = blocks.rows_per_group(min(len(plan.columns), blocks.COLUMN_BLOCK))
+    write = PARQUET_WRITE.replace("ROW_GROUP_SIZE 122880", f"ROW_GROUP_SIZE {group}")
+    files: list[Path] = []
+    try:
+        for k, sub in enumerate(blocks.column_blocks(plan)):
+            sql = build_sql(sub, view, file_index, h3_resolution=None, geometry_policy=opts.geometry_policy,
+                            records=False)
+            guarded = (f"SELECT * EXCLUDE (_file, _row, _reason, _record, _column) FROM ({sql}) "
+                       f"WHERE CASE WHEN _reason IS NULL THEN TRUE ELSE error({lit(_QUARANTINE_NEEDED)}) END")
+            f = path.with_name(f"{path.stem}.block{k:05d}.parquet")
+            files.append(f)
+            con.execute(f"COPY ({guarded}) TO '{f}' ({write})")
+        schema = pa.schema([fld for f in files for fld in pq.ParquetFile(f).schema_arrow])
+        text = [fld.name for fld in schema if pa.types.is_string(fld.type) or pa.types.is_large_string(fld.type)]
+        return blocks.stitch(files, path, write_options={"compression": "zstd", "compression_level": 1,
+                                                          "use_dictionary": text or False})
+    finally:
+        for f in files:
+            f.unlink(missing_ok=True)
 
 
 def _clean_lazy(table: pa.Table, name: str, required: bool) -> pa.Table:
