@@ -55,13 +55,22 @@ def test_xlsx_used_range_to_the_last_row_reads_only_the_data(workspace: Workspac
     assert any("used range reaches row 1048576" in n for n in r.notes), r.notes
 
 
-def test_xlsx_formulas_without_cached_values_are_noted(workspace: Workspace, tmp_path: Path) -> None:
-    # openpyxl writes formulas without computing them: data_only reads None. Before: NULL, no note
+def test_xlsx_formulas_without_cached_values_are_quarantined(workspace: Workspace, tmp_path: Path) -> None:
+    # openpyxl writes formulas without computing them: data_only reads None. Before: NULL stored, then
+    # a note; now each record with such a cell is quarantined (row, column, cell and formula), a row
+    # holding nothing but a formula included, and the other records keep their values
     p = _workbook(tmp_path / "f.xlsx", [["城市", "年份", "v", "double"], ["北京市", 2020, 1, "=C2*2"],
-                                        ["上海市", 2020, 2, "=C3*2"]])
+                                        ["上海市", 2020, 2, 4], [None, None, None, '=IF(C3>1,"x&y",0)']])
     r = ingest(workspace, p, dataset="t", schema="city_panel", h3=False)
+    assert (r.rows_kept, r.rows_quarantined) == (1, 2)
     note = next(n for n in r.notes if "formula" in n)
-    assert "2 formula cell(s) have no cached value" in note and "D2, D3" in note
+    assert "2 formula cell(s) have no cached value" in note and "D2, D4" in note
+    assert workspace.read("t")["double"].tolist() == [4.0]
+    q = workspace.quarantine("t")
+    assert q[["row", "field"]].values.tolist() == [[1, "double"], [3, "double"]]
+    assert q["reason"].iloc[0].startswith("double: formula =C2*2 in cell D2 has no cached value")
+    assert 'formula =IF(C3>1,"x&y",0) in cell D4' in q["reason"].iloc[1]  # XML entities decoded
+    assert "city" in q["reason"].iloc[1]  # the row's other reasons too
 
 
 def test_xlsx_merged_title_and_header(workspace: Workspace, tmp_path: Path) -> None:

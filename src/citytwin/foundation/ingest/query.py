@@ -105,8 +105,8 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
             guard = fnum(c.guard, src_of(c)).replace(exprs[c.name], q("v:" + c.name))
             mine = [f"CASE WHEN {guard} THEN NULL ELSE {cat(mine)} END"]
         checks += mine
-    if plan.reason_column:
-        checks.append("_reader_reason")
+    if plan.reason_column:  # first: the quarantine's field is the first reason's
+        checks.insert(0, "_reader_reason")
     melt_raw = [q("r:" + m[0]) for m in plan.melt] + [q("f:" + m[0]) for m in plan.melt if m[0] in fast]
     inner = (f"SELECT {', '.join(sel + melt_raw)}, {cat(checks)} AS _reason, _src FROM ({stage1})")
     if plan.geometry:
