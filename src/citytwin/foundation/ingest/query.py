@@ -37,6 +37,7 @@ RANGE_CHECK = (
 )
 
 _RAW_REF = re.compile(r'"r:(?:[^"]|"")*"')
+_SRC_REF = re.compile(r'_src\.("(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_]*)')
 
 
 def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | None,
@@ -79,6 +80,11 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
     l0 = ", ".join([*(q("f:" + n) for n in fast), *(
         f"{f'CAST({q(n)} AS VARCHAR)' if n in lazy else e} AS {q('r:' + n)}" for n, e in raws.items())])
     src = "src" if records else "CAST(NULL AS VARCHAR)"
+    if not records and plan.geometry and "_src." in plan.geometry:
+        # the geometry reads the source record's geometry (or WKT) column: the streamed pass carries
+        # that column alone (GIS layers and WKT columns stream too)
+        refs = dict.fromkeys(_SRC_REF.findall(plan.geometry))
+        src = "struct_pack(" + ", ".join(f"{r} := src.{r}" for r in refs) + ")"
     # the streamed pass only asks whether a record has a reason: the first one will do
     cat = all_reasons if records else first_reason
     if plan.reason_column:  # the reader's reason (e.g. an Excel formula without a cached value)
