@@ -167,3 +167,17 @@ def test_wide_csv_type_inference_is_bounded(workspace: Workspace, tmp_path: Path
     assert set(types.values()) == {"DOUBLE"}
     r = ingest(workspace, p, dataset="w", schema="table", h3=False)
     assert r.rows_kept == 20 and len(r.columns) == cols
+
+
+def test_cli_prints_notes_and_reasons_with_brackets_as_written(tmp_path: Path) -> None:
+    # a note about a JSON object of [x, y] pairs lost "[x, y]" on the console: rich read it as markup
+
+    from citytwin.cli.main import app
+
+    ws = tmp_path / "ws"
+    Workspace.init(ws, owner="admin")
+    p = tmp_path / "coords.json"
+    p.write_text('{"阿城": [126.58, 45.32], "北京": [116.46, 39.92]}', encoding="utf-8")
+    res = CliRunner().invoke(app, ["ingest", str(p), "-d", "coords", "-s", "poi", "-w", str(ws), "--no-h3"])
+    assert res.exit_code == 0, res.output
+    assert "[x, y] pairs -> lon, lat" in res.output

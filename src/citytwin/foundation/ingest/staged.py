@@ -353,6 +353,28 @@ def _unit_column(con: duckdb.DuckDBPyConnection, name_col: str) -> None:
     con.unregister("_units")
 
 
+def _check_given_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_col: str) -> None:
+    """Note the administrative codes a file gives that name no known unit (kept as the file gives
+    them, without a point), with what the record's name resolves to (a typo such as 480900 for 茂名,
+    440900, shows at once)."""
+    from citytwin.foundation.admin import AdminResolver
+
+    given = con.sql(f"SELECT CAST(adcode AS VARCHAR) AS code, any_value(CAST({q(name_col)} AS VARCHAR)) AS name, "
+                    "count(*) AS n FROM staged WHERE adcode IS NOT NULL AND _reason IS NULL GROUP BY 1").df()
+    if given.empty:
+        return
+    resolver = AdminResolver.default()
+    known = resolver.code_to_name(given["code"].tolist())["adcode"].notna().to_numpy()
+    bad = given[~known]
+    if bad.empty:
+        return
+    named = resolver.resolve(bad["name"].fillna(""), None, level="any")["adcode"].tolist()
+    items = [f"{c} ({n}" + (f"; the name is {r}" if r else "") + ")"
+             for c, n, r in zip(bad["code"], bad["name"], named, strict=True)]
+    notes.append(f"{int(bad['n'].sum())} record(s) carry an administrative code that names no known unit (kept as "
+                 f"given, without a point): {', '.join(items[:10])}{' …' if len(items) > 10 else ''}")
+
+
 def _fill_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_col: str = "city") -> None:
     """Resolve city names to administrative codes where the file gave none."""
     try:
@@ -361,6 +383,7 @@ def _fill_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_col: st
         return
     import pandas as pd
 
+    _check_given_adcodes(con, notes, name_col)
     names = con.sql(f"SELECT DISTINCT {q(name_col)} AS city, " +
                     ("province" if "province" in con.sql("SELECT * FROM staged LIMIT 0").columns else "NULL") +
                     f" AS province FROM staged WHERE adcode IS NULL AND {q(name_col)} IS NOT NULL").df()
