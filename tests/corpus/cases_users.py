@@ -40,7 +40,7 @@ def _pipeline(name: str, want: str) -> Callable[[Any, Any], None]:
 # as the file gives it, and a note names it with what the name resolves to
 @case("csv_adcode_names_no_unit", "csv", "a panel whose code column has a typo (480900 for 茂名, 440900)",
       expect="kept", rows=3, ingest={"schema": "city_panel"},
-      check=_note("480900 (茂名; the name is 440900)"))
+      check=_note("480900 (茂名; its name resolves to 440900)"))
 def _bad_code(folder: Path) -> list[Path]:
     return _write(folder, "pop.csv", "name,code,year,population\n北京市,110000,2020,1916.4\n茂名,480900,2020,269.2\n"
                                      "茂名,480900,2021,280.26\n")
@@ -94,3 +94,18 @@ def _formula_row(folder: Path) -> list[Path]:
         sh.append(r)
     wb.save(p)
     return [p]
+
+
+def _twelve_digit_points(ws: Any, r: Any) -> None:
+    df = ws.read("csv_adcode_12_digits")
+    assert df["adcode"].tolist() == ["110000000000", "420600000000"]  # kept as the file gives them
+    assert df["geometry_source"].tolist() == ["admin_point", "admin_point"]
+    assert df.geometry.notna().all()
+
+
+# city_adcodes_areacity/ok_data_level3.csv gives 12-digit statistical codes: they name the unit of their
+# first 6 digits (before: no record got its unit's point, and no note said so)
+@case("csv_adcode_12_digits", "csv", "12-digit statistical division codes (110000000000) get their unit's point",
+      expect="kept", rows=2, ingest={"schema": "admin_unit", "h3": False}, check=_twelve_digit_points)
+def _twelve(folder: Path) -> list[Path]:
+    return _write(folder, "units.csv", "name,ext_id\n北京,110000000000\n襄阳,420600000000\n")

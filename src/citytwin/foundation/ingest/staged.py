@@ -311,6 +311,10 @@ def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None, had_geom
         pts = pts.append_column("h3", spacelink.h3_cells_arrow(pts.column("lon"), pts.column("lat"), h3_res))
         cells = ", p.h3 AS h3"
     con.register("_admin_points", pts)
+    # 9- and 12-digit statistical codes (420600000000) name the unit of their first 6 digits (the
+    # stored code stays as the file gives it)
+    code6 = ("CASE WHEN regexp_full_match(CAST(s.adcode AS VARCHAR), '[0-9]{6}([0-9]{3}){0,2}') "
+                "THEN left(CAST(s.adcode AS VARCHAR), 6) END")
     if had_geometry:
         has_h3 = "h3" in con.sql("SELECT * FROM staged LIMIT 0").columns
         cells = (", CASE WHEN s.geometry IS NOT NULL THEN s.h3 ELSE p.h3 END AS h3" if h3_res is not None and has_h3
@@ -322,12 +326,12 @@ def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None, had_geom
                    END AS geometry{cells},
                    CASE WHEN s.geometry IS NOT NULL THEN 'coordinates' WHEN p.lon IS NOT NULL THEN 'admin_point'
                    END AS geometry_source
-            FROM staged s LEFT JOIN _admin_points p ON CAST(s.adcode AS VARCHAR) = p.adcode ORDER BY _file, _row""")
+            FROM staged s LEFT JOIN _admin_points p ON {code6} = p.adcode ORDER BY _file, _row""")
         return
     con.execute(f"""CREATE OR REPLACE TABLE staged AS
         SELECT s.*, CASE WHEN p.lon IS NOT NULL THEN ST_Point(p.lon, p.lat) END AS geometry{cells},
                CASE WHEN p.lon IS NOT NULL THEN 'admin_point' END AS geometry_source
-        FROM staged s LEFT JOIN _admin_points p ON CAST(s.adcode AS VARCHAR) = p.adcode ORDER BY _file, _row""")
+        FROM staged s LEFT JOIN _admin_points p ON {code6} = p.adcode ORDER BY _file, _row""")
 
 
 def _unit_column(con: duckdb.DuckDBPyConnection, name_col: str) -> None:
@@ -369,7 +373,7 @@ def _check_given_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_
     if bad.empty:
         return
     named = resolver.resolve(bad["name"].fillna(""), None, level="any")["adcode"].tolist()
-    items = [f"{c} ({n}" + (f"; the name is {r}" if r else "") + ")"
+    items = [f"{c} ({n}" + (f"; its name resolves to {r}" if r else "") + ")"
              for c, n, r in zip(bad["code"], bad["name"], named, strict=True)]
     notes.append(f"{int(bad['n'].sum())} record(s) carry an administrative code that names no known unit (kept as "
                  f"given, without a point): {', '.join(items[:10])}{' …' if len(items) > 10 else ''}")
