@@ -51,6 +51,7 @@ from citytwin.foundation.catalog import (
     now,
 )
 from citytwin.foundation.errors import AccessDenied, CitytwinError, InputError, NotFoundError
+from citytwin.foundation.piiscan import screen_personal
 from citytwin.foundation.readsql import BBox, Filter, select_sql
 from citytwin.foundation.roles import CLASSIFICATIONS, User
 from citytwin.foundation.schemas import Schema, get_schema, list_schemas
@@ -364,7 +365,8 @@ class Workspace:
                        time_min: str | None = None, time_max: str | None = None,
                        params: dict[str, Any] | None = None,
                        inputs: list[tuple[str, int | None]] | None = None,
-                       notes: list[str] | None = None) -> int:
+                       notes: list[str] | None = None,
+                       personal_candidates: Sequence[str] | None = None) -> int:
         """Move a complete staging folder into place as the next version and record it.
 
         Nothing is visible until the catalog row is committed; on failure the staging is removed.
@@ -376,6 +378,8 @@ class Workspace:
           counts the reasons) and, for an existing one, recorded but not made current.
         - Text columns are scanned for personal data (:func:`detect_personal_columns`); columns
           found are marked ``pii`` in the catalog (``pii_detected: true``) and masked on read.
+          ``personal_candidates`` (from an ingest that screened every value as it wrote them) limits
+          the scan to those columns; None scans every text column.
 
         ``notes`` (default: ``params["notes"]`` when it is a list) receives what was decided.
         """
@@ -433,7 +437,8 @@ class Workspace:
             if promote and any(target.glob("*.parquet")):
                 found = detect_personal_columns(str(target / "*.parquet"),
                                                 skip={c["name"] for c in cols if c.get("pii") or c.get("type") in
-                                                      ("GEOMETRY",) or "h3_resolution" in c})
+                                                      ("GEOMETRY",) or "h3_resolution" in c},
+                                                candidates=personal_candidates)
                 for col, kind_found in found.items():
                     entry = next((c for c in cols if c.get("name") == col), None)
                     if entry is None:
@@ -527,12 +532,15 @@ class Workspace:
         )
 
 
-def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None) -> dict[str, str]:
+def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None,
+                            candidates: Sequence[str] | None = None) -> dict[str, str]:
     """Text columns of a Parquet version that hold personal data, found by value.
 
     A column whose every value is a Chinese mobile number, a resident ID (checksum verified) or an
     e-mail gets that kind; a column with such data inside longer text gets ``"text"`` (masked
-    piecewise by :func:`~citytwin.foundation.access.mask_text`). DuckDB scans every value.
+    piecewise by :func:`~citytwin.foundation.access.mask_text`). DuckDB scans every value of the
+    text columns that :func:`~citytwin.foundation.piiscan.screen_personal` lets through, or, with ``candidates`` (the columns a
+    writer already screened value by value), of those alone.
 
     Returns
     -------
@@ -540,12 +548,15 @@ def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None) -> 
         ``{column: kind}`` of the columns found.
     """
     skip = skip or set()
+    if candidates is not None and not set(candidates) - skip:
+        return {}
     con = duck.connect(spatial=False)
     try:
         desc = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [parquet_glob]).fetchall()
         text_cols = [r[0] for r in desc if r[1] == "VARCHAR" and r[0] not in skip]
         found: dict[str, str] = {}
-        text_cols = _screen_personal(parquet_glob, text_cols)
+        text_cols = screen_personal(parquet_glob, text_cols) if candidates is None else \
+            [c for c in text_cols if c in set(candidates)]
         if not text_cols:
             return found
         nb = "(^|[^0-9])"
@@ -593,40 +604,6 @@ def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None) -> 
     finally:
         con.close()
     return found
-
-
-def _screen_personal(parquet_glob: str, columns: list[str]) -> list[str]:
-    """The text columns in which personal data may hide, by a byte scan of their values
-    (:func:`citytwin.foundation.cleannumba.may_hold_personal_data`: an ``@`` or 11 digits in one
-    value), so that the regular expressions run only on those. Without numba every column is kept."""
-    if not columns:
-        return columns
-    try:
-        from citytwin.foundation.cleannumba import may_hold_personal_data
-    except Exception:  # numba missing or its cache unwritable: the SQL scan looks at every column
-        return columns
-    import glob as _glob
-
-    import pyarrow.dataset as pads
-
-    files = sorted(_glob.glob(parquet_glob))
-    if not files:
-        return columns
-    left = list(columns)
-    keep: list[str] = []
-    for batch in pads.dataset(files, format="parquet").to_batches(columns=left, batch_size=1 << 20):
-        for c in list(left):
-            col = batch.column(c)
-            if pa.types.is_dictionary(col.type):
-                col = col.dictionary
-            if (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) and not \
-                    may_hold_personal_data(col):
-                continue
-            keep.append(c)
-            left.remove(c)
-        if not left:
-            break
-    return [c for c in columns if c in keep]
 
 
 def _identical_to_current(prev: DatasetInfo, *, kind: str, schema: str, classification: str,
