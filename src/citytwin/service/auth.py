@@ -23,7 +23,8 @@ the role needed). Each request — allowed or refused, routed or not (unknown pa
 ``outcome`` from the response status (``ok`` below 400, ``unauthenticated`` 401, ``denied`` 403,
 ``rejected NNN`` other 4xx, ``error NNN`` 5xx), ``detail`` ``"METHOD /path?query -> STATUS"``
 (and why a token was refused): one row per request, not per observation. Only successful
-``/health`` checks (which carry no data) are not audited.
+``/health`` checks (which carry no data) are not audited. Rows of concurrent requests are written
+in one transaction (:class:`AuditGroup`, group commit); each response still waits for its own row.
 
 Examples
 --------
@@ -46,9 +47,10 @@ Examples
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, Request
@@ -56,7 +58,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from citytwin.foundation import access
-from citytwin.foundation.catalog import Catalog, check_classification
+from citytwin.foundation.catalog import Catalog, check_classification, now
 from citytwin.foundation.errors import CitytwinError
 
 #: Workspace setting holding the live twin's data classification.
@@ -95,6 +97,62 @@ def twin_classification(settings: dict[str, Any]) -> str:
     return check_classification(str(settings.get(SETTING, DEFAULT_CLASSIFICATION)))
 
 
+@dataclass
+class _Row:
+    row: dict[str, Any]
+    taken: bool = False
+    done: bool = False
+    error: BaseException | None = field(default=None, repr=False)
+
+
+class AuditGroup:
+    """Group commit of audit rows: rows submitted while a write runs share the next transaction.
+
+    :meth:`write` returns only once its row is committed (or raises the write's error): a request is
+    never answered before its audit row is in the catalog, but concurrent requests pay for one
+    SQLite commit together instead of one each. Each row keeps the time it was submitted.
+    """
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._cv = threading.Condition()
+        self._queue: list[_Row] = []
+        self._writing = False
+        self.writes = 0  # transactions, and the rows they held
+        self.rows = 0
+
+    def write(self, row: dict[str, Any]) -> None:
+        me = _Row({"ts": now(), **row})
+        with self._cv:
+            self._queue.append(me)
+            while not me.taken and self._writing:
+                self._cv.wait()
+            if me.taken:  # another caller writes (or wrote) it
+                while not me.done:
+                    self._cv.wait()
+                if me.error is not None:
+                    raise me.error
+                return
+            group, self._queue = self._queue, []
+            for r in group:
+                r.taken = True
+            self._writing = True
+        err: BaseException | None = None
+        try:
+            self.catalog.audit_many([r.row for r in group])
+        except BaseException as exc:
+            err = exc
+        with self._cv:
+            self._writing = False
+            self.writes += 1
+            self.rows += len(group)
+            for r in group:
+                r.done, r.error = True, err
+            self._cv.notify_all()
+        if err is not None:
+            raise err
+
+
 class TwinGuard:
     """Checks a request's token and role against a workspace catalog, and audits it.
 
@@ -117,6 +175,7 @@ class TwinGuard:
         self.catalog = catalog
         self.classification = check_classification(classification)
         self.enabled = enabled
+        self.audits = None if catalog is None else AuditGroup(catalog)
 
     @classmethod
     def for_workspace(cls, ws: Any, *, enabled: bool = True) -> TwinGuard:
@@ -140,10 +199,10 @@ class TwinGuard:
 
     def _audit(self, principal: access.User | None, action: str, outcome: str, detail: str,
                dataset: str | None = DATASET) -> None:
-        if self.catalog is not None:
-            self.catalog.audit(user=None if principal is None else principal.name,
-                               role=None if principal is None else principal.role, action=action,
-                               dataset=dataset, outcome=outcome, detail=detail)
+        if self.audits is not None:
+            self.audits.write({"user": None if principal is None else principal.name,
+                               "role": None if principal is None else principal.role, "action": action,
+                               "dataset": dataset, "outcome": outcome, "detail": detail})
 
     def check(self, method: str, path: str, token: str | None, *, audit: bool = True,
               note: dict[str, Any] | None = None) -> Principal:
