@@ -250,7 +250,7 @@ class LiveRuleEngine:
       end, up to ``max_lookback``) is read and evaluated on its own (``past`` candidates: finished
       runs; a run still going at the end of that bounded window is not reported);
     * when a run reaches the window's start and ``known`` has no alert it continues: read further
-      back, up to ``max_lookback`` (as :class:`~citytwin.service.alerting.AutoAlerts` did).
+      back, up to ``max_lookback`` (as :class:`~citytwin.workflows.alerting.AutoAlerts` did).
 
     Parameters
     ----------
@@ -260,7 +260,7 @@ class LiveRuleEngine:
         ``history(entities, start_us, end_us_or_None)`` -> long observations (``entity, property,
         time, value, unit``); e.g. a :class:`~citytwin.foundation.timeseries.HistoryStore` query.
     lookback, max_lookback, tz
-        As in :class:`~citytwin.service.alerting.AutoAlerts`.
+        As in :class:`~citytwin.workflows.alerting.AutoAlerts`.
     keep
         How much of each entity's recent readings stays in memory (at least lookback + warm-up + step).
     """
