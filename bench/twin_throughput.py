@@ -149,9 +149,9 @@ def _soak_publisher(host: str, port: int, cid: str, go: mp.Event, stop: mp.Event
     span = long["time"].max() - long["time"].min() + pd.Timedelta("1h")
     pub = MqttPublisher(host, port, client_id=cid, max_inflight=2000)
     go.wait()
-    # from 1990 on, forward pass by pass: always in the past (the parser refuses future readings), never
-    # overlapping (every pass is new readings, as a live feed is)
-    base = pd.Timestamp("1990-01-01", tz="UTC") - long["time"].min()
+    # after the data, forward pass by pass, as a live feed moves: never overlapping (every pass is new
+    # readings), in the past for the first ~100 passes (the parser refuses future readings)
+    base = span
     k = 0
     start = done.value
     while not stop.is_set():

@@ -287,6 +287,7 @@ class LiveRuleEngine:
         self.tails: dict[str, _Tail] = {}
         self._factors: dict[tuple[str, str], float] = {}
         self.history_reads = 0
+        self._pre: dict[str, tuple[int, dict[str, tuple[np.ndarray, ...]]]] = {}
 
     # -- input -------------------------------------------------------------------------------
     def _factor(self, prop: str, unit: Any) -> float:
@@ -340,18 +341,45 @@ class LiveRuleEngine:
         return cols
 
     def _read(self, entity: str, start_us: int, end_us: int | None) -> dict[str, tuple[np.ndarray, ...]]:
+        pre = self._pre.get(entity)
+        if pre is not None and end_us is None and start_us >= pre[0]:  # read already, with the batch's others
+            out: dict[str, tuple[np.ndarray, ...]] = {}
+            for p, (t, v, f) in pre[1].items():
+                m = t >= start_us
+                out[p] = (t[m], v[m], f[m])
+            return out
         if self.history is None:
             return {}
         self.history_reads += 1
         df = self.history([entity], start_us, end_us)
         if df is None or not len(df):
             return {}
-        c = self._columns(df)
+        return self._by_property(self._columns(df))
+
+    @staticmethod
+    def _by_property(c: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, ...]]:
         out: dict[str, tuple[np.ndarray, ...]] = {}
         for p in np.unique(c["property"]):
             m = c["property"] == p
             out[str(p)] = (c["time_us"][m], c["value"][m], c["factor"][m])
         return out
+
+    def _prefetch(self, ents: Sequence[str], starts: Sequence[int]) -> None:
+        """Read the history of several entities seen for the first time in one query (from the earliest start,
+        to the end): what :meth:`_load` would read for each of them, one read instead of one per entity."""
+        self._pre = {}
+        if self.history is None or len(ents) < 2:
+            return
+        lo = min(starts)
+        self.history_reads += 1
+        df = self.history(list(ents), lo, None)
+        if df is None or not len(df):
+            self._pre = {e: (lo, {}) for e in ents}
+            return
+        c = self._columns(df)
+        for e in ents:
+            m = c["entity"] == e
+            self._pre[e] = (lo, self._by_property({k: v[m] for k, v in c.items()}))
 
     def _load(self, tail: _Tail, entity: str, start_us: int) -> None:
         """Read ``[start_us, tail.cover_from)`` from history into the tail (history first: the tail is newer)."""
@@ -445,10 +473,21 @@ class LiveRuleEngine:
         codes, ents = pd.factorize(cols["entity"], sort=True)
         order = np.argsort(codes, kind="stable")
         bounds = np.r_[0, np.cumsum(np.bincount(codes, minlength=len(ents)))]
+        big = int(np.iinfo(np.int64).max)
+        fresh_k = [k for k, e in enumerate(ents) if str(e) not in self.tails]
+        self._prefetch([str(ents[k]) for k in fresh_k],
+                       [(int(cols["time_us"][order[bounds[k]:bounds[k + 1]]].min()) // _HOUR_US) * _HOUR_US
+                        - self.lookback_us - self.warmup_us for k in fresh_k])
+        try:
+            return self._update(cols, ents, order, bounds, known, big)
+        finally:
+            self._pre = {}
+
+    def _update(self, cols: dict[str, np.ndarray], ents: Any, order: np.ndarray, bounds: np.ndarray,
+                known: Callable[[str, str], list[Any]] | None, big: int) -> LiveUpdate:
         current: list[AlertCandidate] = []
         past: list[AlertCandidate] = []
         touched: list[str] = []
-        big = int(np.iinfo(np.int64).max)
         for k, ent in enumerate(ents):
             ent = str(ent)
             idx = order[bounds[k]:bounds[k + 1]]
