@@ -173,3 +173,38 @@ def test_audit_rows_of_concurrent_requests_share_a_transaction(twin_ws) -> None:
     assert (guard.audits.writes, guard.audits.rows) == (2, 10)
     details = sorted(r["detail"] for r in twin_ws.ws.catalog.audit_log("twin"))
     assert details == sorted(f"POST /twin/v1/observations?n={i} -> 201" for i in range(10))
+
+
+def test_audit_rows_from_the_event_loop_are_grouped_and_awaited(twin_ws) -> None:
+    import asyncio
+
+    from citytwin.service.auth import TwinGuard
+
+    guard = TwinGuard.for_workspace(twin_ws.ws)
+    real = guard.audits.catalog.audit_many
+    held = threading.Event()
+
+    def slow(rows):  # the first transaction is slow: the others queue behind it
+        if not held.is_set():
+            held.set()
+            time.sleep(0.3)
+        return real(rows)
+
+    guard.audits.catalog.audit_many = slow
+
+    async def main() -> list[int]:
+        done: list[int] = []
+
+        async def one(i: int) -> None:
+            await guard.audit_request_async("GET", f"/twin/v1/history?n={i}", 200, {})
+            done.append(len(twin_ws.ws.catalog.audit_log("twin")))  # committed when the await returns
+
+        first = asyncio.create_task(one(0))
+        while not held.is_set():
+            await asyncio.sleep(0.005)
+        await asyncio.gather(first, *(one(i) for i in range(1, 20)))
+        return done
+
+    done = asyncio.run(main())
+    assert (guard.audits.writes, guard.audits.rows) == (2, 20)
+    assert done[0] >= 1 and min(done[1:]) == 20  # nobody returned before its row was in the catalog
