@@ -243,7 +243,8 @@ class LiveRuleEngine:
 
     History is read only
 
-    * the first time an entity is seen (its last ``lookback`` + warm-up);
+    * the first time an entity is seen (its last ``lookback`` + warm-up; the entities a batch brings for the
+      first time are read in one query);
     * for a reading older than what is kept: within ``max_lookback`` of it, the gap is read and the
       window reaches back to it; further back (a reading of 1800 in 2015), only a window around the
       reading (``[t − lookback − warm-up, t + 24 h + lookback]``, widened while a run reaches its
