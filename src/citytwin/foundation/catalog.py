@@ -535,18 +535,6 @@ class Catalog:
                         " VALUES (?,?,?,?,?,?,?,?,?)",
                         (now(), user, role, action, dataset, version, rows, outcome, detail))
 
-    def audit_many(self, rows: list[dict[str, Any]]) -> int:
-        """Write several audit rows in one transaction (keys as :meth:`audit`'s, plus ``ts``); returns how many."""
-        vals = [(r.get("ts") or now(), r.get("user"), r.get("role"), r["action"], r.get("dataset"), r.get("version"),
-                 r.get("rows"), r.get("outcome", "ok"), r.get("detail")) for r in rows]
-        if vals:
-            with self.connect() as con:
-                con.execute("BEGIN IMMEDIATE")
-                con.executemany("INSERT INTO audit(ts, user, role, action, dataset, version, rows, outcome, detail)"
-                                " VALUES (?,?,?,?,?,?,?,?,?)", vals)
-                con.execute("COMMIT")
-        return len(vals)
-
     def audit_log(self, dataset: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         with self.connect() as con:
             if dataset:

@@ -23,8 +23,7 @@ the role needed). Each request — allowed or refused, routed or not (unknown pa
 ``outcome`` from the response status (``ok`` below 400, ``unauthenticated`` 401, ``denied`` 403,
 ``rejected NNN`` other 4xx, ``error NNN`` 5xx), ``detail`` ``"METHOD /path?query -> STATUS"``
 (and why a token was refused): one row per request, not per observation. Only successful
-``/health`` checks (which carry no data) are not audited. Rows of concurrent requests are written
-in one transaction (:class:`AuditGroup`, group commit); each response still waits for its own row.
+``/health`` checks (which carry no data) are not audited.
 
 Examples
 --------
@@ -47,12 +46,9 @@ Examples
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, Request
@@ -60,7 +56,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from citytwin.foundation import access
-from citytwin.foundation.catalog import Catalog, check_classification, now
+from citytwin.foundation.catalog import Catalog, check_classification
 from citytwin.foundation.errors import CitytwinError
 
 #: Workspace setting holding the live twin's data classification.
@@ -99,107 +95,6 @@ def twin_classification(settings: dict[str, Any]) -> str:
     return check_classification(str(settings.get(SETTING, DEFAULT_CLASSIFICATION)))
 
 
-@dataclass
-class _Row:
-    row: dict[str, Any]
-    taken: bool = False
-    done: bool = False
-    error: BaseException | None = field(default=None, repr=False)
-
-
-def _settle(fut: asyncio.Future[None], err: BaseException | None) -> None:
-    if not fut.done():
-        if err is None:
-            fut.set_result(None)
-        else:
-            fut.set_exception(err)
-
-
-class AuditGroup:
-    """Group commit of audit rows: rows submitted while a write runs share the next transaction.
-
-    :meth:`write` returns only once its row is committed (or raises the write's error): a request is
-    never answered before its audit row is in the catalog, but concurrent requests pay for one
-    SQLite commit together instead of one each. Each row keeps the time it was submitted.
-    """
-
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
-        self._cv = threading.Condition()
-        self._queue: list[_Row] = []
-        self._writing = False
-        self.writes = 0  # transactions, and the rows they held
-        self.rows = 0
-        self._acv = threading.Condition()  # the event loop's queue (awrite) and its writer thread
-        self._aqueue: list[tuple[dict[str, Any], asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-        self._athread: threading.Thread | None = None
-
-    async def awrite(self, row: dict[str, Any]) -> None:
-        """:meth:`write` for the event loop: the row is queued for the group's writer thread and awaited there
-        (no worker thread of the loop's pool is held while the transaction commits)."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        with self._acv:
-            self._aqueue.append(({"ts": now(), **row}, loop, fut))
-            if self._athread is None:
-                self._athread = threading.Thread(target=self._awriter, name="citytwin-audit", daemon=True)
-                self._athread.start()
-            self._acv.notify()
-        await fut
-
-    def _awriter(self) -> None:
-        """Writer thread of :meth:`awrite`: each transaction holds every row queued meanwhile (exits when idle)."""
-        while True:
-            with self._acv:
-                while not self._aqueue:
-                    if not self._acv.wait(timeout=30) and not self._aqueue:
-                        self._athread = None
-                        return
-                group, self._aqueue = self._aqueue, []
-            err: BaseException | None = None
-            try:
-                self.catalog.audit_many([r for r, _, _ in group])
-            except BaseException as exc:  # handed to every awaiting request
-                err = exc
-            with self._acv:
-                self.writes += 1
-                self.rows += len(group)
-            for _, loop, fut in group:
-                with contextlib.suppress(RuntimeError):  # that request's loop is closed
-                    loop.call_soon_threadsafe(_settle, fut, err)
-
-    def write(self, row: dict[str, Any]) -> None:
-        me = _Row({"ts": now(), **row})
-        with self._cv:
-            self._queue.append(me)
-            while not me.taken and self._writing:
-                self._cv.wait()
-            if me.taken:  # another caller writes (or wrote) it
-                while not me.done:
-                    self._cv.wait()
-                if me.error is not None:
-                    raise me.error
-                return
-            group, self._queue = self._queue, []
-            for r in group:
-                r.taken = True
-            self._writing = True
-        err: BaseException | None = None
-        try:
-            self.catalog.audit_many([r.row for r in group])
-        except BaseException as exc:
-            err = exc
-        with self._cv:
-            self._writing = False
-            self.writes += 1
-            self.rows += len(group)
-            for r in group:
-                r.done, r.error = True, err
-            self._cv.notify_all()
-        if err is not None:
-            raise err
-
-
 class TwinGuard:
     """Checks a request's token and role against a workspace catalog, and audits it.
 
@@ -222,7 +117,6 @@ class TwinGuard:
         self.catalog = catalog
         self.classification = check_classification(classification)
         self.enabled = enabled
-        self.audits = None if catalog is None else AuditGroup(catalog)
 
     @classmethod
     def for_workspace(cls, ws: Any, *, enabled: bool = True) -> TwinGuard:
@@ -246,10 +140,10 @@ class TwinGuard:
 
     def _audit(self, principal: access.User | None, action: str, outcome: str, detail: str,
                dataset: str | None = DATASET) -> None:
-        if self.audits is not None:
-            self.audits.write({"user": None if principal is None else principal.name,
-                               "role": None if principal is None else principal.role, "action": action,
-                               "dataset": dataset, "outcome": outcome, "detail": detail})
+        if self.catalog is not None:
+            self.catalog.audit(user=None if principal is None else principal.name,
+                               role=None if principal is None else principal.role, action=action,
+                               dataset=dataset, outcome=outcome, detail=detail)
 
     def check(self, method: str, path: str, token: str | None, *, audit: bool = True,
               note: dict[str, Any] | None = None) -> Principal:
@@ -293,29 +187,16 @@ class TwinGuard:
             self._audit(user, action, "ok", what)
         return Principal(user, int(rec["token_id"]))
 
-    @staticmethod
-    def _request_row(method: str, target: str, status: int, note: dict[str, Any] | None) -> dict[str, Any]:
+    def audit_request(self, method: str, target: str, status: int, note: dict[str, Any] | None = None) -> None:
+        """Write the audit row of one finished (or starting) request: ``target`` is path and query."""
         note = note or {}
         # the API guard (service.apiauth) names its own action (api.read / api.write) and no dataset
         action = note.get("action") or ("twin.write" if method.upper() not in READ_METHODS else "twin.read")
         outcome = ("ok" if status < 400 else "unauthenticated" if status == 401 else "denied" if status == 403
                    else f"rejected {status}" if status < 500 else f"error {status}")
         why = note.get("why")
-        user: access.User | None = note.get("user")
-        return {"user": None if user is None else user.name, "role": None if user is None else user.role,
-                "action": action, "dataset": note.get("dataset", DATASET), "outcome": outcome,
-                "detail": f"{method.upper()} {target} -> {status}" + (f": {why}" if why else "")}
-
-    def audit_request(self, method: str, target: str, status: int, note: dict[str, Any] | None = None) -> None:
-        """Write the audit row of one finished (or starting) request: ``target`` is path and query."""
-        if self.audits is not None:
-            self.audits.write(self._request_row(method, target, status, note))
-
-    async def audit_request_async(self, method: str, target: str, status: int,
-                                  note: dict[str, Any] | None = None) -> None:
-        """:meth:`audit_request` from the event loop (returns once the row is committed)."""
-        if self.audits is not None:
-            await self.audits.awrite(self._request_row(method, target, status, note))
+        detail = f"{method.upper()} {target} -> {status}" + (f": {why}" if why else "")
+        self._audit(note.get("user"), action, outcome, detail, note.get("dataset", DATASET))
 
 
 def require_token(request: Request,
@@ -338,9 +219,8 @@ class AuditMiddleware:
 
     It sees every request, also those no route serves (unknown path, wrong method, ``HEAD``,
     ``OPTIONS``), records the query string and the response status, and takes the caller from
-    what :func:`require_token` found. The catalog write runs in the audit group's writer thread
-    (the event loop is never blocked; rows of concurrent requests share a transaction) and
-    finishes before the response goes out. A request that fails
+    what :func:`require_token` found. The catalog write runs in a worker thread (the event
+    loop is never blocked) and finishes before the response goes out. A request that fails
     before its response starts is audited as ``error 500``.
     """
 
@@ -351,6 +231,8 @@ class AuditMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        from starlette.concurrency import run_in_threadpool
+
         note: dict[str, Any] = scope.setdefault("citytwin.audit", {})
         method = scope["method"]
         qs = scope.get("query_string", b"").decode("latin-1")
@@ -365,7 +247,7 @@ class AuditMiddleware:
             guard: TwinGuard | None = getattr(scope["app"].state, "guard", None) if "app" in scope else None
             if guard is None or (scope.get("path") == "/health" and status < 400):
                 return
-            await guard.audit_request_async(method, target[:2000], status, note)
+            await run_in_threadpool(guard.audit_request, method, target[:2000], status, note)
 
         async def send_audited(message: Any) -> None:
             if message["type"] == "http.response.start":
