@@ -31,7 +31,8 @@ from typing import Any
 
 def bare(sc: dict[str, Any], backend: str, outputs: Path | None = None) -> tuple[float, float]:
     """Wall seconds and vehicle-seconds of SUMO alone stepping the scenario (with ``outputs``: writing the
-    same outputs as citytwin's runs into that folder, emission device included, nothing parsed)."""
+    same outputs as citytwin's runs into that folder: trip, summary, statistic, edge and emission edge data
+    over all lanes; nothing parsed)."""
     import subprocess
 
     from citytwin.workflows import simulation as sim
@@ -41,10 +42,9 @@ def bare(sc: dict[str, Any], backend: str, outputs: Path | None = None) -> tuple
             "true", "--no-warnings", "true", "--seed", "1"]
     if outputs is not None:
         (outputs / "e.add.xml").write_text('<additional><edgeData id="t" file="e1.xml"/><edgeData id="e" '
-                                           'type="emissions" file="e2.xml"/></additional>')
+                                           'type="emissions" file="e2.xml" withInternal="true"/></additional>')
         args += ["-a", str(outputs / "e.add.xml"), "--tripinfo-output", str(outputs / "ti.xml"),
-                 "--device.emissions.probability", "1", "--summary-output", str(outputs / "s.xml"),
-                 "--statistic-output", str(outputs / "st.xml")]
+                 "--summary-output", str(outputs / "s.xml"), "--statistic-output", str(outputs / "st.xml")]
     t0 = time.perf_counter()
     if backend == "traci":
         import contextlib

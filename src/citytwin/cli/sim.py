@@ -84,8 +84,12 @@ def osm_cmd(
 def od_cmd(
     scenario_dir: ScenarioArg,
     od: Annotated[Path, typer.Argument(help="OD matrix CSV: origin, destination, trips.")],
-    zones: Annotated[Path, typer.Option("--zones", help="JSON {zone: [edge, ...]}.")],
     out: OutOpt,
+    zones: Annotated[Path | None, typer.Option("--zones", help="Zones: JSON {zone: [edge, ...]}, or a GIS file of "
+                                                               "district polygons (--zone-kind districts).")] = None,
+    zone_kind: Annotated[str, typer.Option("--zone-kind", help="edges | h3 (the OD's zones are H3 cells; no "
+                                                               "--zones) | districts.")] = "edges",
+    zone_field: Annotated[str, typer.Option("--zone-field", help="Column naming the districts.")] = "name",
     end: Annotated[float, typer.Option("--end", help="The OD trips depart over [0, END) s.")] = 3600.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     as_json: JsonOpt = False,
@@ -94,10 +98,10 @@ def od_cmd(
 
     Example: citytwin sim od scen/ od.csv --zones zones.json --out scen_od/
     """
-    from citytwin.workflows.simulation import od_scenario
+    from citytwin.workflows.simulation_demand import od_scenario
 
-    s = od_scenario(scenario_dir, od, zones, out, end=end, seed=seed)
-    _print(s, as_json, [f"{s['trips']} trips -> {out}"])
+    s = od_scenario(scenario_dir, od, zones, out, end=end, seed=seed, zone_kind=zone_kind, zone_field=zone_field)
+    _print(s, as_json, [f"{s['trips']} trips between {len(s['origin_edges'])} zones ({zone_kind}) -> {out}"])
 
 
 @app.command("counts")
@@ -114,7 +118,7 @@ def counts_cmd(
 
     Example: citytwin sim counts scen/ counts.csv --end 3600 --out scen_counts/
     """
-    from citytwin.workflows.simulation import counts_scenario
+    from citytwin.workflows.simulation_demand import counts_scenario
 
     s = counts_scenario(scenario_dir, counts, out, end=end, seed=seed)
     _print(s, as_json, [f"{s['vehicles']} vehicles -> {out}"])
