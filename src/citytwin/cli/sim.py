@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from citytwin.cli.common import JsonOpt, console, handle_errors, print_json
+from citytwin.cli.common import JsonOpt, WorkspaceOpt, console, handle_errors, print_json
 
 app = typer.Typer(help="What-if traffic simulation on SUMO: CityFlow/OSM import, runs, signal control, scenarios, "
                        "comparison.", no_args_is_help=True)
@@ -124,22 +124,72 @@ def counts_cmd(
     _print(s, as_json, [f"{s['vehicles']} vehicles -> {out}"])
 
 
+PublishOpt = Annotated[str | None, typer.Option("--publish", help="Then publish the run into the workspace's twin "
+                                                                 "as scenario NAME (see `sim publish`).")]
+IntervalOpt = Annotated[float, typer.Option("--interval", help="Edge data per INTERVAL s of simulated time.")]
+
+
 @app.command("run")
 @handle_errors
 def run_cmd(
     scenario_dir: ScenarioArg,
     out: OutOpt,
     seeds: SeedsOpt = 3,
+    interval: IntervalOpt = 300.0,
+    publish: PublishOpt = None,
+    workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a scenario with N seeds (signals as in the network) -> OUT/summary.json.
 
-    Example: citytwin sim run scen/ --seeds 5 --out runs/base
+    Example: citytwin sim run scen/ --seeds 5 --out runs/base [--publish base -w ws/]
     """
     from citytwin.workflows.simulation import run
 
-    s = run(scenario_dir, out, seeds=seeds)
-    _print(s, as_json, _metrics_lines(s, out))
+    _check_publish(publish, workspace)
+    s = run(scenario_dir, out, seeds=seeds, interval=interval)
+    lines = _metrics_lines(s, out)
+    if publish is not None:
+        from citytwin.workflows.simulation_twin import publish as publish_run
+
+        s["published"] = publish_run(out, workspace, publish)
+        lines.append(_published_line(s["published"]))
+    _print(s, as_json, lines)
+
+
+def _check_publish(name: str | None, workspace: Path | None) -> None:
+    """A bad --publish name or a missing workspace is refused before the run, not after it."""
+    if name is not None:
+        from citytwin.workflows.common import open_ws
+        from citytwin.workflows.simulation_twin import check_name
+
+        check_name(name)
+        open_ws(workspace)
+
+
+def _published_line(p: dict[str, Any]) -> str:
+    return (f"scenario {p['scenario']}: {p['entities']} edges, {p['observations']} observations from {p['start']} "
+            f"-> {p['stores']} (read with ?scenario={p['scenario']})")
+
+
+@app.command("publish")
+@handle_errors
+def publish_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder (of `sim run` or `sim signals`).")],
+    scenario: Annotated[str, typer.Option("--scenario", help="Scenario name (letters, digits, - and _).")],
+    start: Annotated[str | None, typer.Option("--start", help="ISO time of the run's simulated time 0 (default: "
+                                                              "the last interval ends now).")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish a run's edges as twin entities of a named scenario, apart from live data.
+
+    Example: citytwin sim publish runs/closure --scenario closure -w ws/
+    """
+    from citytwin.workflows.simulation_twin import publish
+
+    p = publish(run_dir, workspace, scenario, start=start)
+    _print(p, as_json, [_published_line(p)])
 
 
 @app.command("signals")
@@ -152,6 +202,9 @@ def signals_cmd(
     plan: Annotated[Path | None, typer.Option("--plan", help="Signal plan JSON {tls: [{duration, state}]} "
                                                              "(fixed/actuated).")] = None,
     backend: Annotated[str, typer.Option("--backend", help="libsumo | traci (max-pressure).")] = "libsumo",
+    interval: IntervalOpt = 300.0,
+    publish: PublishOpt = None,
+    workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a scenario under a signal controller with N seeds -> OUT/summary.json.
@@ -160,8 +213,15 @@ def signals_cmd(
     """
     from citytwin.workflows.simulation import run
 
-    s = run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend)
-    _print(s, as_json, _metrics_lines(s, out))
+    _check_publish(publish, workspace)
+    s = run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend, interval=interval)
+    lines = _metrics_lines(s, out)
+    if publish is not None:
+        from citytwin.workflows.simulation_twin import publish as publish_run
+
+        s["published"] = publish_run(out, workspace, publish)
+        lines.append(_published_line(s["published"]))
+    _print(s, as_json, lines)
 
 
 @app.command("scenario")
