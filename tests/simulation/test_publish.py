@@ -46,12 +46,15 @@ def test_published_scenario_is_read_apart_from_live_data(ws: Workspace, tmp_path
         alerts_before = c.get("/twin/v1/alerts").json()
         assert len(alerts_before) == 1
 
-        res = runner.invoke(app, ["sim", "run", str(base), "--seeds", "1", "--interval", "60", "--out",
+        res = runner.invoke(app, ["sim", "run", str(base), "--seeds", "1", "--interval", "60", "--detectors", "--out",
                                   str(tmp_path / "run"), "--publish", "base", "-w", str(ws.root), "--json"])
         assert res.exit_code == 0, res.output
         pub = json.loads(res.stdout)["published"]
         iv = pd.read_csv(tmp_path / "run" / "edges_intervals.csv")
-        assert pub["entities"] == 48 and pub["observations"] == 3 * len(iv)  # 3 x 3 grid: 48 edges
+        det = pd.read_csv(tmp_path / "run" / "detectors_intervals.csv")
+        # 3 x 3 grid: 48 edges; 36 one-lane roads into the 9 signals, one loop on each
+        assert pub["edges"] == 48 and pub["detectors"] == 36 == det["detector"].nunique()
+        assert pub["observations"] == 3 * (len(iv) + len(det))
         res = runner.invoke(app, ["sim", "publish", str(tmp_path / "run"), "--scenario", "base", "--start", START,
                                   "-w", str(ws.root), "--json"])  # published again: replaced as a whole
         assert res.exit_code == 0, res.output
@@ -65,7 +68,12 @@ def test_published_scenario_is_read_apart_from_live_data(ws: Workspace, tmp_path
         # the scenario: every edge, its latest interval, in canonical units
         sc = c.get("/ngsi-ld/v1/entities", params={"scenario": "base", "limit": 1000,
                                                    "options": "keyValues"}).json()
-        assert len(sc) == 48 and all(e["scenario"] == "base" for e in sc)
+        assert len(sc) == 48 + 36 and all(e["scenario"] == "base" for e in sc)
+        # the loop 5 m before C1 on B1C1 counts every vehicle that entered B1C1 (all of them drive on to C1)
+        loop = st.detector_entity_id("base", "e1_B1C1_0")
+        hd = HistoryStore(st.scenario_root(ws.root / "twin", "base") / "history").query(entities=[loop])
+        assert hd.loc[hd["property"] == "intensity", "value"].sum() == iv.loc[iv["edge"] == "B1C1", "entered"].sum() > 40
+        assert c.get(f"/ngsi-ld/v1/entities/{loop}", params={"scenario": "base"}).json()["laneId"]["value"] == 0
         eid = st.edge_entity_id("base", "B1C1")
         e = c.get(f"/ngsi-ld/v1/entities/{eid}", params={"scenario": "base"}).json()
         last = iv[iv["edge"] == "B1C1"].sort_values("end").iloc[-1]

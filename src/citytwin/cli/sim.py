@@ -127,6 +127,8 @@ def counts_cmd(
 PublishOpt = Annotated[str | None, typer.Option("--publish", help="Then publish the run into the workspace's twin "
                                                                  "as scenario NAME (see `sim publish`).")]
 IntervalOpt = Annotated[float, typer.Option("--interval", help="Edge data per INTERVAL s of simulated time.")]
+DetectorsOpt = Annotated[bool, typer.Option("--detectors", help="Induction loops before every signal's stop lines "
+                                                                "(detectors_intervals.csv; published too).")]
 
 
 @app.command("run")
@@ -136,6 +138,7 @@ def run_cmd(
     out: OutOpt,
     seeds: SeedsOpt = 3,
     interval: IntervalOpt = 300.0,
+    detectors: DetectorsOpt = False,
     publish: PublishOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
@@ -147,7 +150,7 @@ def run_cmd(
     from citytwin.workflows.simulation import run
 
     _check_publish(publish, workspace)
-    s = run(scenario_dir, out, seeds=seeds, interval=interval)
+    s = run(scenario_dir, out, seeds=seeds, interval=interval, detectors=detectors)
     lines = _metrics_lines(s, out)
     if publish is not None:
         from citytwin.workflows.simulation_twin import publish as publish_run
@@ -168,7 +171,8 @@ def _check_publish(name: str | None, workspace: Path | None) -> None:
 
 
 def _published_line(p: dict[str, Any]) -> str:
-    return (f"scenario {p['scenario']}: {p['entities']} edges, {p['observations']} observations from {p['start']} "
+    return (f"scenario {p['scenario']}: {p['edges']} edges, {p['detectors']} detectors, {p['observations']} "
+            f"observations from {p['start']} "
             f"-> {p['stores']} (read with ?scenario={p['scenario']})")
 
 
@@ -203,6 +207,7 @@ def signals_cmd(
                                                              "(fixed/actuated).")] = None,
     backend: Annotated[str, typer.Option("--backend", help="libsumo | traci (max-pressure).")] = "libsumo",
     interval: IntervalOpt = 300.0,
+    detectors: DetectorsOpt = False,
     publish: PublishOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
@@ -214,7 +219,8 @@ def signals_cmd(
     from citytwin.workflows.simulation import run
 
     _check_publish(publish, workspace)
-    s = run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend, interval=interval)
+    s = run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend, interval=interval,
+            detectors=detectors)
     lines = _metrics_lines(s, out)
     if publish is not None:
         from citytwin.workflows.simulation_twin import publish as publish_run

@@ -540,14 +540,14 @@ def link_flows(sc: dict[str, Any], work: Path) -> dict[str, dict[int, float]]:
 
 # ---------------------------------------------------------------------------------------------------- runs
 def _run_sumo(sc: dict[str, Any], seed: int, control: str, work: Path, backend: str,
-              additional: list[Path], interval: float = 300.0) -> dict[str, Any]:
+              additional: list[Path], interval: float = 300.0, detectors: str = "") -> dict[str, Any]:
     """One SUMO run into ``work``; returns wall time, steps and max-pressure timing."""
     edge_add = work / "edgedata.add.xml"
     # emissions are computed once, by the emission edge data on every lane (junctions included), not also by
     # an emission device on every vehicle: the device doubled SUMO's emission work (docs/simulation.md)
     edge_add.write_text(f'<additional>\n    <edgeData id="traffic" file="edges_traffic.xml" period="{interval!r}"/>\n'
                         '    <edgeData id="emissions" type="emissions" file="edges_emissions.xml" '
-                        'withInternal="true"/>\n</additional>\n', encoding="utf-8")
+                        f'withInternal="true"/>\n{detectors}</additional>\n', encoding="utf-8")
     adds = [str(p) for p in [*sc["additional"], *additional, edge_add]]
     args = ["-n", str(sc["net"]), "-r", ",".join(str(p) for p in sc["routes"]), "-a", ",".join(adds),
             "--seed", str(seed), "--no-step-log", "true", "--no-warnings", "true",
@@ -671,10 +671,13 @@ def _edges(work: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
 
 
 def run(scenario_dir: Path, out: Path, *, seeds: int = 3, control: str = "fixed", plan: Path | None = None,
-        backend: str = "libsumo", first_seed: int = 1, interval: float = 300.0) -> dict[str, Any]:
+        backend: str = "libsumo", first_seed: int = 1, interval: float = 300.0,
+        detectors: bool = False) -> dict[str, Any]:
     """Run a scenario with ``seeds`` seeds under a signal control -> ``out/summary.json``, ``runs.csv``,
     ``edges.csv`` and ``edges_intervals.csv`` (per ``interval`` s of simulated time and edge: vehicles
-    entered and departed, mean speed, occupancy 0-1, sampled vehicle-seconds; mean over seeds).
+    entered and departed, mean speed, occupancy 0-1, sampled vehicle-seconds; mean over seeds); with
+    ``detectors`` also ``detectors_intervals.csv`` (induction loops before every signal's stop lines:
+    :mod:`citytwin.workflows.simulation_detectors`).
 
     Parameters
     ----------
@@ -717,11 +720,16 @@ def run(scenario_dir: Path, out: Path, *, seeds: int = 3, control: str = "fixed"
             (tmp / "actuated.add.xml").write_text(programs_xml(programs, "actuated", kind="actuated"),
                                                   encoding="utf-8")
             adds.append(tmp / "actuated.add.xml")
-        rows, edge_frames, iv_frames, timing = [], [], [], []
+        from citytwin.workflows import simulation_detectors as dets
+
+        det_xml = dets.detectors_xml(sc["net"], interval) if detectors else ""
+        rows, edge_frames, iv_frames, det_frames, timing = [], [], [], [], []
         for seed in range(first_seed, first_seed + seeds):
             work = tmp / f"seed{seed}"
             work.mkdir()
-            tm = _run_sumo(sc, seed, control, work, backend, adds, interval)
+            tm = _run_sumo(sc, seed, control, work, backend, adds, interval, det_xml)
+            if detectors:
+                det_frames.append(dets.read_detectors(work).assign(seed=seed))
             trips = _tripinfo(work / "tripinfo.xml")
             stats_root = ET.parse(work / "stats.xml").getroot()
             veh = stats_root.find("vehicles")
@@ -751,9 +759,13 @@ def run(scenario_dir: Path, out: Path, *, seeds: int = 3, control: str = "fixed"
         edges.to_csv(tmp / "edges.csv", index=False)
         per_iv = pd.concat(iv_frames).groupby(["begin", "end", "edge"], as_index=False).mean(numeric_only=True)
         per_iv.drop(columns="seed").to_csv(tmp / "edges_intervals.csv", index=False)
+        if detectors:
+            det = pd.concat(det_frames).groupby(["begin", "end", "detector", "lane"], as_index=False)
+            det.mean(numeric_only=True).drop(columns="seed").to_csv(tmp / "detectors_intervals.csv", index=False)
         summary: dict[str, Any] = {"scenario": str(sc["dir"]), "net": str(sc["net"]), "control": control,
                                    "backend": backend if control == "maxpressure" else "sumo",
-                                   "seeds": runs["seed"].tolist(), "interval_s": interval}
+                                   "seeds": runs["seed"].tolist(), "interval_s": interval,
+                                   "detectors": detectors}
         for metric in results.METRICS:
             mean, lo, hi = results.mean_ci(runs[metric].to_numpy())
             summary[metric] = mean

@@ -77,9 +77,9 @@ def simulation_example(ws: Workspace, step: Callable[[str], None]) -> list[str]:
         shutil.rmtree(root)
     root.mkdir()
     info = sim.osm_scenario(root / "helsinki", end=END_S, period=PERIOD_S, seed=1)
-    base = sim.run(root / "helsinki", root / "runs" / "base", seeds=SEEDS, interval=60.0)
+    base = sim.run(root / "helsinki", root / "runs" / "base", seeds=SEEDS, interval=60.0, detectors=True)
     edge, variant = _closable(root / "helsinki", root / "runs" / "base", root)
-    closed = sim.run(variant, root / "runs" / "closure", seeds=SEEDS, interval=60.0)
+    closed = sim.run(variant, root / "runs" / "closure", seeds=SEEDS, interval=60.0, detectors=True)
     cmp = compare(root / "runs" / "base", root / "runs" / "closure", root / "compare")
     reports = ws.root / "reports"
     reports.mkdir(exist_ok=True)

@@ -3,7 +3,8 @@
 :func:`publish` turns a run folder (:func:`citytwin.workflows.simulation.run`: ``summary.json`` and
 ``edges_intervals.csv``) into ``TrafficFlowObserved`` entities, one per edge of the network, with one
 observation per interval of simulated time (``intensity``: vehicles that entered the edge,
-``averageVehicleSpeed``, ``occupancy``; a speed without vehicles is missing, not 0), stored in the
+``averageVehicleSpeed``, ``occupancy``; a speed without vehicles is missing, not 0), and, for a run with
+detectors, one such entity per induction loop (vehicles that passed it), stored in the
 scenario's own twin stores ``WORKSPACE/twin/scenarios/NAME/`` (history, state, dead letters): never in the
 live stores, so live queries, live history and the live alert rules never see them. Entity ids carry the
 scenario too: ``urn:ngsi-ld:TrafficFlowObserved:scenario:NAME:edge:EDGE`` (the edge id percent-encoded).
@@ -32,6 +33,7 @@ import pandas as pd
 from citytwin.foundation.errors import InputError, NotFoundError
 from citytwin.foundation.timeseries import StateStore
 from citytwin.workflows.common import WorkspaceLike, open_ws
+from citytwin.workflows.simulation_detectors import detector_places
 
 SCENARIOS = "scenarios"
 META = "scenario.json"
@@ -120,6 +122,37 @@ def _edge_locations(net_file: Path) -> dict[str, tuple[float | None, float | Non
     return out
 
 
+def detector_entity_id(name: str, detector: str) -> str:
+    """The id of a detector's entity in scenario ``name``.
+
+    Examples
+    --------
+    >>> detector_entity_id("base", "e1_B1C1_0")
+    'urn:ngsi-ld:TrafficFlowObserved:scenario:base:detector:e1_B1C1_0'
+    """
+    return f"urn:ngsi-ld:{ENTITY_TYPE}:scenario:{name}:detector:{quote(detector, safe='-_.')}"
+
+
+def _docs(frame: pd.DataFrame, key: str, entity: Callable[[str], str | None], start_us: int) -> list[dict[str, Any]]:
+    """Entity updates (the twin's message format) of per-interval rows ``key, end, entered, speed, occupancy``;
+    a missing value stays missing."""
+    from citytwin.twin.entities import format_time_us
+
+    def val(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    docs = []
+    cols = [frame[c].astype(float).tolist() for c in ("end", "entered", "speed", "occupancy")]
+    for k, end, entered, speed, occ in zip(frame[key].astype(str).tolist(), *cols, strict=True):
+        eid = entity(k)
+        if eid is None:
+            continue
+        docs.append({"id": eid, "type": ENTITY_TYPE, "observedAt": format_time_us(start_us + int(end * 1e6)),
+                     "intensity": val(entered), "averageVehicleSpeed": {"value": val(speed), "unit": "m/s"},
+                     "occupancy": val(occ)})
+    return docs
+
+
 def publish(run_dir: Path, workspace: WorkspaceLike | None, name: str, *, start: str | None = None,
             now_us: Callable[[], int] | None = None) -> dict[str, Any]:
     """Publish a finished run's edges as twin entities of scenario ``name`` (see the module docstring).
@@ -151,6 +184,10 @@ def publish(run_dir: Path, workspace: WorkspaceLike | None, name: str, *, start:
         raise InputError("the run's network file is gone", file=str(net), field="net",
                          hint="publish from the folder the run was made from")
     locations = _edge_locations(net)
+    det_file = run_dir / "detectors_intervals.csv"
+    det_iv = pd.read_csv(det_file, dtype={"detector": str}) if det_file.is_file() else pd.DataFrame(
+        columns=["end", "detector", "entered", "speed", "occupancy"])
+    places = detector_places(net) if len(det_iv) else {}
     clock = now_us or (lambda: time.time_ns() // 1000)
     now = clock()
     if start is None:
@@ -167,27 +204,24 @@ def publish(run_dir: Path, workspace: WorkspaceLike | None, name: str, *, start:
     try:
         stores = TwinStores.open(tmp)
         try:
+            source = f"citytwin simulation {run_dir.resolve()}"
             for edge, (lon, lat, lanes) in locations.items():
                 stores.state.put_entity(edge_entity_id(name, edge), ENTITY_TYPE, lon, lat,
                                         {"name": edge, "refRoadSegment": edge, "laneCount": lanes,
-                                         "scenario": name, "source": f"citytwin simulation {run_dir.resolve()}"})
+                                         "scenario": name, "source": source})
+            for det, (lane, edge, index, lon, lat) in places.items():
+                stores.state.put_entity(detector_entity_id(name, det), ENTITY_TYPE, lon, lat,
+                                        {"name": det, "refRoadSegment": edge, "laneId": index, "scenario": name,
+                                         "source": source, "description": f"induction loop on lane {lane}"})
 
             def lookup(eid: str) -> EntityRef | None:
                 r = stores.state.lookup(eid)
                 return EntityRef(*r) if r is not None else None
 
             parser = MessageParser(lookup, now_us=lambda: now)
-            def val(x: float) -> float | None:
-                return None if math.isnan(x) else x
-
-            docs = []
-            cols = [iv[c].astype(float).tolist() for c in ("end", "entered", "speed", "occupancy")]
-            for edge, end, entered, speed, occ in zip(iv["edge"].astype(str).tolist(), *cols, strict=True):
-                if edge not in locations:
-                    continue
-                docs.append({"id": edge_entity_id(name, edge), "type": ENTITY_TYPE,
-                             "observedAt": format_time_us(start_us + int(end * 1e6)), "intensity": val(entered),
-                             "averageVehicleSpeed": {"value": val(speed), "unit": "m/s"}, "occupancy": val(occ)})
+            docs = _docs(iv, "edge", lambda e: edge_entity_id(name, e) if e in locations else None, start_us)
+            docs += _docs(det_iv, "detector", lambda d: detector_entity_id(name, d) if d in places else None,
+                          start_us)
             msgs = [(None, json.dumps(docs[i:i + 1000]).encode()) for i in range(0, len(docs), 1000)]  # < 1 MiB
             rep = Ingestor(stores, parser).ingest(msgs, source="simulation")
             if rep.rejected:
@@ -198,7 +232,8 @@ def publish(run_dir: Path, workspace: WorkspaceLike | None, name: str, *, start:
         finally:
             stores.close()
         meta = {"scenario": name, "run": str(run_dir.resolve()), "net": str(net), "control": summary.get("control"),
-                "seeds": summary.get("seeds"), "entities": len(locations), "observations": rep.accepted,
+                "seeds": summary.get("seeds"), "entities": len(locations) + len(places),
+                "edges": len(locations), "detectors": len(places), "observations": rep.accepted,
                 "start": format_time_us(start_us), "published": format_time_us(now),
                 "interval_s": summary.get("interval_s"),
                 "metrics": {k: summary.get(k) for k in ("mean_travel_time_s", "mean_delay_s", "vehicles_inserted",
