@@ -6,8 +6,9 @@ trips (``--trips``, over 900 s) is built once, then timed (best of ``--repeat``)
 
 - **SUMO alone**: the scenario stepped with no outputs and no control, through libsumo (in-process) and
   through TraCI (socket to a ``sumo`` process); vehicle-seconds counted per step;
-- **citytwin**: ``workflows.simulation.run`` with one seed (trip, summary, statistic and edge outputs,
-  parsed into metrics), fixed control (``sumo`` binary) and max-pressure through libsumo and TraCI.
+- **citytwin**: ``workflows.simulation.run`` with one seed (trip, summary, statistic, edge and emission edge
+  outputs, parsed into metrics), fixed control (``sumo`` binary) and max-pressure through libsumo and
+  TraCI; and fixed control without the emission model (``emissions=False``: CO2 etc. missing).
 
 ``ratio = citytwin vehicle-s per wall s / SUMO alone's`` (goal: >= 0.8 with libsumo); ``ratio_cpu`` the same
 per CPU second (this process and its children: steadier than wall time when other jobs share the
@@ -73,15 +74,20 @@ def bare(sc: dict[str, Any], backend: str, outputs: Path | None = None) -> tuple
     return time.perf_counter() - t0, vs, cpu() - c0
 
 
-def ours(sc_dir: Path, control: str, backend: str) -> tuple[float, float, dict[str, Any], float]:
+def ours(sc_dir: Path, control: str, backend: str, emissions: bool = True
+         ) -> tuple[float, float, dict[str, Any], float]:
     from citytwin.workflows import simulation as sim
 
     out = Path(tempfile.mkdtemp()) / "run"
     t0, c0 = time.perf_counter(), cpu()
-    s = sim.run(sc_dir, out, seeds=1, control=control, backend=backend)
+    s = sim.run(sc_dir, out, seeds=1, control=control, backend=backend, emissions=emissions)
     wall, used = time.perf_counter() - t0, cpu() - c0
     shutil.rmtree(out.parent)
     return wall, float(s["per_seed"][0]["vehicle_seconds"]), s["per_seed"][0], used
+
+
+def _label(control: str, backend: str, emissions: bool) -> str:
+    return f"citytwin_{control}_{backend}" + ("" if emissions else "_no_emissions")
 
 
 def main() -> None:
@@ -111,20 +117,21 @@ def main() -> None:
         # both; the best of the rounds is kept (by wall time, and separately by CPU time)
         cases = [("alone_libsumo", lambda: bare(sc, "libsumo")), ("alone_traci", lambda: bare(sc, "traci")),
                  ("alone_libsumo_outputs", lambda: bare(sc, "libsumo", work))]
-        ours_cases = (("fixed", "sumo"), ("maxpressure", "libsumo"), ("maxpressure", "traci"))
+        ours_cases = (("fixed", "sumo", True), ("maxpressure", "libsumo", True), ("maxpressure", "traci", True),
+                      ("fixed", "sumo", False))  # the last: no emission model (CO2 etc. missing)
         got: dict[str, list[Any]] = {}
         for _ in range(a.repeat):
             for key, fn in cases:
                 got.setdefault(key, []).append(fn())
-            for control, backend in ours_cases:
-                got.setdefault(f"citytwin_{control}_{backend}", []).append(
-                    ours(work / "sc", control, backend if backend != "sumo" else "libsumo"))
+            for control, backend, em in ours_cases:
+                got.setdefault(_label(control, backend, em), []).append(
+                    ours(work / "sc", control, backend if backend != "sumo" else "libsumo", em))
         for key, _fn in cases:
             w = min(got[key], key=lambda r: r[0])
             res[key] = entry(w[0], w[1], w[2])
             res[key]["veh_s_per_cpu_s"] = max(r[1] / r[2] for r in got[key])
-        for control, backend in ours_cases:
-            runs = got[f"citytwin_{control}_{backend}"]
+        for control, backend, em in ours_cases:
+            runs = got[_label(control, backend, em)]
             wall, vs, row, used = min(runs, key=lambda r: r[0])
             ref = res["alone_traci" if backend == "traci" else "alone_libsumo"]
             e = entry(wall, vs, used)
@@ -135,7 +142,7 @@ def main() -> None:
                 e["ratio_same_outputs"] = e["veh_s_per_s"] / res["alone_libsumo_outputs"]["veh_s_per_s"]
             if control == "maxpressure":
                 e["control_ms_per_step"] = 1000 * row["control_s"] / row["steps"]
-            res[f"citytwin_{control}_{backend}"] = e
+            res[_label(control, backend, em)] = e
         print(json.dumps(res, indent=2))
         for k, v in res.items():
             if isinstance(v, dict):

@@ -127,6 +127,8 @@ def counts_cmd(
 PublishOpt = Annotated[str | None, typer.Option("--publish", help="Then publish the run into the workspace's twin "
                                                                  "as scenario NAME (see `sim publish`).")]
 IntervalOpt = Annotated[float, typer.Option("--interval", help="Edge data per INTERVAL s of simulated time.")]
+EmissionsOpt = Annotated[bool, typer.Option("--emissions/--no-emissions", help="SUMO's emission model (HBEFA4) "
+                                                                             "on every vehicle; off: CO2 etc. missing.")]
 DetectorsOpt = Annotated[bool, typer.Option("--detectors", help="Induction loops before every signal's stop lines "
                                                                 "(detectors_intervals.csv; published too).")]
 
@@ -139,6 +141,7 @@ def run_cmd(
     seeds: SeedsOpt = 3,
     interval: IntervalOpt = 300.0,
     detectors: DetectorsOpt = False,
+    emissions: EmissionsOpt = True,
     publish: PublishOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
@@ -150,7 +153,7 @@ def run_cmd(
     from citytwin.workflows.simulation import run
 
     _check_publish(publish, workspace)
-    s = run(scenario_dir, out, seeds=seeds, interval=interval, detectors=detectors)
+    s = run(scenario_dir, out, seeds=seeds, interval=interval, detectors=detectors, emissions=emissions)
     lines = _metrics_lines(s, out)
     if publish is not None:
         from citytwin.workflows.simulation_twin import publish as publish_run
@@ -208,6 +211,7 @@ def signals_cmd(
     backend: Annotated[str, typer.Option("--backend", help="libsumo | traci (max-pressure).")] = "libsumo",
     interval: IntervalOpt = 300.0,
     detectors: DetectorsOpt = False,
+    emissions: EmissionsOpt = True,
     publish: PublishOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
@@ -220,7 +224,7 @@ def signals_cmd(
 
     _check_publish(publish, workspace)
     s = run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend, interval=interval,
-            detectors=detectors)
+            detectors=detectors, emissions=emissions)
     lines = _metrics_lines(s, out)
     if publish is not None:
         from citytwin.workflows.simulation_twin import publish as publish_run
