@@ -370,8 +370,8 @@ def query_entities(request: Request, type: str | None = None, id: str | None = N
                    options: str | None = None, scenario: str | None = None) -> Any:
     near, bbox = parse_geo(georel, geometry, coordinates)
     rows = _state(request, scenario).query(type=type, ids=id.split(",") if id else None, id_pattern=idPattern,
-                                   q=parse_q(q), near=near, bbox=bbox,
-                                   attrs=attrs.split(",") if attrs else None, limit=limit, offset=offset)
+                                           q=parse_q(q), near=near, bbox=bbox,
+                                           attrs=attrs.split(",") if attrs else None, limit=limit, offset=offset)
     kv = bool(options and "keyValues" in options)
     return [entity_json(e, kv) for e in rows]
 
