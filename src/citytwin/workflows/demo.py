@@ -163,6 +163,9 @@ def _domain_examples(ws: Workspace, step: Callable[[str], None]) -> list[str]:
     lines += _economy_example(ws)
     step("spatial example: centers, life circles, report with maps")
     lines += _spatial_example(ws)
+    from citytwin.workflows.simulation_demo import simulation_example
+
+    lines += simulation_example(ws, step)  # SUMO: Helsinki base + a road closure, compared, into the twin
     return lines
 
 
