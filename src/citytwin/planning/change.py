@@ -21,12 +21,14 @@ from pyproj import CRS
 
 from citytwin.foundation.errors import InputError
 from citytwin.planning.overlay import (
+    SELF_OVERLAP_TOLERANCE,
     ConflictResult,
     Rule,
     check_layer,
+    ea_areas,
     equal_area_crs,
     find_conflicts,
-    pmap,
+    intersect_pairs,
     polygonal,
     subtract_all,
 )
@@ -107,13 +109,25 @@ def land_change(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, *, column: st
     gb = np.asarray(b.geometry.values, dtype=object)
     ga = np.asarray(a.to_crs(work).geometry.values, dtype=object)
     ii, jj = shapely.STRtree(ga).query(gb, predicate="intersects")
-    inter = polygonal(pmap(shapely.intersection, gb[ii], ga[jj])) if len(ii) else np.array([], dtype=object)
+    inter = intersect_pairs(gb, ga, ii, jj)
     frames = [pd.DataFrame({"from_class": cb[ii], "to_class": ca[jj], "before_feature": ii,
                             "after_feature": jj, "geometry": inter})]
+    inter_area = shapely.area(inter)
     for geoms, cls, idx_hit, side in ((gb, cb, ii, "before"), (ga, ca, jj, "after")):
         other_idx = jj if side == "before" else ii
         other = ga if side == "before" else gb
-        left = polygonal(subtract_all(geoms, idx_hit, other_idx, other))
+        # a feature whose intersection pieces cover its area (the other snapshot's features do not overlap)
+        # leaves nothing: only the others are cut (GEOS difference)
+        own = shapely.area(geoms)
+        covered = np.bincount(idx_hit, weights=inter_area, minlength=len(geoms))
+        cut = np.flatnonzero(own - covered > SELF_OVERLAP_TOLERANCE * own)
+        left = np.empty(len(geoms), dtype=object)
+        left[:] = shapely.Polygon()
+        if len(cut):
+            pos = np.full(len(geoms), -1)
+            pos[cut] = np.arange(len(cut))
+            sel = pos[idx_hit] >= 0
+            left[cut] = polygonal(subtract_all(geoms[cut], pos[idx_hit[sel]], other_idx[sel], other))
         n = np.arange(len(geoms))
         frames.append(pd.DataFrame({
             "from_class": cls if side == "before" else NONE_CLASS,
@@ -121,8 +135,7 @@ def land_change(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, *, column: st
             "before_feature": n if side == "before" else -1,
             "after_feature": -1 if side == "before" else n, "geometry": left}))
     pieces = pd.concat(frames, ignore_index=True)
-    pieces["area_m2"] = gpd.GeoSeries(np.asarray(pieces["geometry"].to_numpy(), dtype=object),
-                                      crs=work).to_crs(ea).area.to_numpy()
+    pieces["area_m2"] = ea_areas(np.asarray(pieces["geometry"].to_numpy(), dtype=object), work, ea)
     pieces = pieces[pieces["area_m2"] > 0].reset_index(drop=True)
     pieces["changed"] = pieces["from_class"] != pieces["to_class"]
     gdf = gpd.GeoDataFrame(pieces, geometry="geometry", crs=work)
