@@ -113,3 +113,16 @@ def test_land_change_with_covered_features_equals_geopandas_union() -> None:
     assert r.matrix.to_numpy().sum() == pytest.approx(o["area"].sum(), rel=1e-9)
     assert "(none)" not in r.matrix.index  # the after snapshot adds no land (no rounding slivers either)
     assert r.matrix["(none)"].sum() == pytest.approx(float(o[o["landuse_2"] == "(none)"]["area"].sum()), rel=1e-6)
+
+
+def test_clip_areas_equal_geos_areas() -> None:
+    from citytwin.planning.overlay import _clip_areas
+
+    a = _mixed(300, 5)
+    ra = _ring_arrays(a)
+    ii, jj = shapely.STRtree(a).query(a)
+    keep = (ii < jj) & ra[3][ii] & ra[3][jj]
+    ii, jj = ii[keep], jj[keep]
+    assert len(ii) > 50
+    np.testing.assert_allclose(_clip_areas(ra, ra, ii, jj), shapely.area(shapely.intersection(a[ii], a[jj])),
+                               rtol=1e-9, atol=1e-18)

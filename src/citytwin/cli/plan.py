@@ -49,6 +49,9 @@ def conflicts_cmd(
     out: OutOpt,
     store: Annotated[str | None, typer.Option("--store", help="Also store the conflicts as this derived dataset.")]
     = None,
+    overlap_tolerance: Annotated[float | None, typer.Option(
+        "--overlap-tolerance", help="Accept overlaps within a layer up to this share of the smaller polygon "
+                                    "(e.g. 0.02 for simplified boundaries; default: none beyond rounding).")] = None,
     workspace: WorkspaceOpt = None, user: UserOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Conflicts between plan layers -> OUT/conflicts.parquet (GeoParquet) and OUT/summary.csv (rule, n, area_m2).
@@ -58,7 +61,7 @@ def conflicts_cmd(
     """
     from citytwin.workflows.planning import conflicts
 
-    s = conflicts(layer, rules, out, workspace=workspace, user=user, store=store)
+    s = conflicts(layer, rules, out, workspace=workspace, user=user, store=store, overlap_tolerance=overlap_tolerance)
     lines = [f"  {r['rule']:<28} {r['n']:>7}  {r['area_m2']:>16,.1f} m²" for r in s["summary"]]
     _print(s, as_json, ["rule                               n           area", *lines,
                         f"areas in {s['crs_of_areas']} -> {out}"])

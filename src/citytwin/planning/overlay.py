@@ -273,18 +273,33 @@ def _ring_arrays(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     """x, y, offsets of the exterior rings of ``geoms``, and a mask of the convex single polygons
     without holes (the others get an empty ring and ``False``)."""
     simple = (shapely.get_type_id(geoms) == 3) & (shapely.get_num_interior_rings(geoms) == 0)
-    ext = np.empty(len(geoms), dtype=object)
-    ext[:] = None
-    ext[simple] = shapely.get_exterior_ring(geoms[simple])
     counts = np.zeros(len(geoms), np.int64)
-    counts[simple] = shapely.get_num_coordinates(ext[simple])
-    xy = shapely.get_coordinates(ext[simple])
+    counts[simple] = shapely.get_num_coordinates(geoms[simple])  # without holes: the exterior ring's
+    xy = shapely.get_coordinates(geoms[simple])
     off = np.zeros(len(geoms) + 1, np.int64)
     np.cumsum(counts, out=off[1:])
     xs, ys = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
     convex = simple.copy()
     convex[simple] = _convex_rings(xs, ys, off)[simple]
     return xs, ys, off, convex
+
+
+def _clip_areas(ra: tuple[np.ndarray, ...], rb: tuple[np.ndarray, ...], ii: np.ndarray, jj: np.ndarray
+                ) -> np.ndarray:
+    """Planar areas of the intersections of convex ring pairs (``ra[3][ii] & rb[3][jj]`` must hold), without
+    building their geometries."""
+    x, y, cnt = _clip_convex(ra[0], ra[1], ra[2], rb[0], rb[1], rb[2], ii.astype(np.int64), jj.astype(np.int64),
+                             SELF_OVERLAP_TOLERANCE)
+    area = np.zeros(len(ii))
+    if not len(x):
+        return area
+    ring = np.repeat(np.arange(len(ii)), cnt)
+    start = np.repeat(np.r_[0, np.cumsum(cnt)[:-1]], cnt)
+    dx, dy = x - x[start], y - y[start]
+    same = np.r_[ring[1:] == ring[:-1], False]
+    term = np.where(same, dx * np.roll(dy, -1) - np.roll(dx, -1) * dy, 0.0)
+    area += np.abs(np.bincount(ring, weights=term, minlength=len(ii))) / 2
+    return area
 
 
 def intersect_pairs(a: np.ndarray, b: np.ndarray, ii: np.ndarray, jj: np.ndarray,
@@ -361,9 +376,14 @@ def ea_areas(geoms: np.ndarray, src: Any, ea: CRS) -> np.ndarray:
 
 
 def check_layer(name: str, frame: gpd.GeoDataFrame, *, source: str | None = None,
-                check_overlaps: bool = True) -> gpd.GeoDataFrame:
+                check_overlaps: bool = True, overlap_tolerance: float = SELF_OVERLAP_TOLERANCE) -> gpd.GeoDataFrame:
     """A plan layer checked and made usable: polygons only, invalid geometries repaired
     (``shapely.make_valid``, polygonal part kept), a CRS required, no two features overlapping.
+
+    ``overlap_tolerance`` is the share of the smaller polygon up to which two features of the layer may
+    overlap (default 1e-9: rounding errors along shared edges). A larger value accepts e.g. the slivers of
+    simplified boundaries; such overlaps are then counted in both features, and the result's
+    ``attrs["accepted_overlaps"]`` (pairs) and ``attrs["largest_overlap_share"]`` say so.
 
     Raises
     ------
@@ -397,18 +417,26 @@ def check_layer(name: str, frame: gpd.GeoDataFrame, *, source: str | None = None
     out = frame.set_geometry(gpd.GeoSeries(geoms, index=frame.index, crs=frame.crs))
     out.attrs["repaired"] = int(invalid.sum())
     if check_overlaps:
-        _check_self_overlap(name, out, src)
+        if not 0 < overlap_tolerance < 1:
+            raise InputError(f"overlap tolerance must be in (0, 1), got {overlap_tolerance}",
+                             field="overlap_tolerance")
+        accepted, largest = _check_self_overlap(name, out, src, overlap_tolerance)
+        out.attrs["accepted_overlaps"] = accepted
+        out.attrs["largest_overlap_share"] = largest
     return out
 
 
-def _check_self_overlap(name: str, frame: gpd.GeoDataFrame, src: str) -> None:
+def _check_self_overlap(name: str, frame: gpd.GeoDataFrame, src: str,
+                        tolerance: float = SELF_OVERLAP_TOLERANCE) -> tuple[int, float]:
+    """Raise when two features overlap by more than ``tolerance`` of the smaller one; else the number of
+    pairs overlapping by more than the rounding tolerance, and the largest such share."""
     geoms = np.asarray(frame.geometry.values, dtype=object)
     tree = shapely.STRtree(geoms)
     i, j = tree.query(geoms)  # pairs of overlapping bounding boxes; filtered below
     keep = i < j
     i, j = i[keep], j[keep]
     if not len(i):
-        return
+        return 0, 0.0
     # the overlap of two polygons is at most the overlap of their bounding boxes: pairs whose boxes
     # overlap by no more than the tolerance (neighbours sharing an edge) need no geometry; of the
     # others, those whose interiors meet (DE-9IM) are measured. Overlaps below the tolerance (shared
@@ -424,15 +452,22 @@ def _check_self_overlap(name: str, frame: gpd.GeoDataFrame, src: str) -> None:
     fast = rings[3][i] & rings[3][j]  # two convex polygons: clipped directly (slivers below the tolerance dropped)
     inter = np.zeros(len(i))
     fi, si = np.flatnonzero(fast), np.flatnonzero(~fast)
-    inter[fi] = shapely.area(intersect_pairs(geoms, geoms, i[fi], j[fi], rings=(rings, rings)))
+    inter[fi] = _clip_areas(rings, rings, i[fi], j[fi])
     si = si[pmap(shapely.relate_pattern, geoms[i[si]], geoms[j[si]], pattern="T********").astype(bool)]
     inter[si] = shapely.area(pmap(shapely.intersection, geoms[i[si]], geoms[j[si]]))
-    hit = np.flatnonzero(inter > tol)
+    share = inter / np.maximum(np.minimum(areas[i], areas[j]), 1e-300)
+    over = np.flatnonzero(inter > tol)
+    hit = over[share[over] > tolerance]
     if len(hit):
         a, b = int(i[hit[0]]) + 1, int(j[hit[0]]) + 1
-        raise InputError(f"layer {name!r}: features {a} and {b} overlap ({len(hit)} overlapping pair(s) in all)",
+        worst = float(share[hit].max())
+        raise InputError(f"layer {name!r}: features {a} and {b} overlap by {share[hit[0]]:.3g} of the smaller "
+                         f"one ({len(hit)} overlapping pair(s) in all, the largest {worst:.3g})",
                          file=src, row=a, field="geometry",
-                         hint="a plan layer's polygons must not overlap; dissolve or clip them first")
+                         hint="a plan layer's polygons must not overlap; dissolve or clip them first, or accept "
+                              f"overlaps up to a share of the smaller polygon with --overlap-tolerance (e.g. "
+                              f"{min(0.5, float(f'{worst * 1.01:.2g}'))}; they are then counted in both)")
+    return len(over), float(share[over].max()) if len(over) else 0.0
 
 
 def parse_rules(records: Any, layers: Sequence[str] | None = None, *, source: str = "rules") -> list[Rule]:
@@ -495,7 +530,8 @@ def _select(frame: gpd.GeoDataFrame, where: Mapping[str, list[Any]], layer: str,
 
 
 def find_conflicts(layers: Mapping[str, gpd.GeoDataFrame], rules: Sequence[Rule], *,
-                   crs: CRS | None = None, check: bool = True) -> ConflictResult:
+                   crs: CRS | None = None, check: bool = True,
+                   overlap_tolerance: float = SELF_OVERLAP_TOLERANCE) -> ConflictResult:
     """Conflict polygons of ``rules`` over ``layers`` with their areas in an equal-area CRS.
 
     Parameters
@@ -507,12 +543,15 @@ def find_conflicts(layers: Mapping[str, gpd.GeoDataFrame], rules: Sequence[Rule]
         From :func:`parse_rules`.
     crs
         The equal-area CRS (default: :func:`equal_area_crs` of all layers).
+    overlap_tolerance
+        Overlaps within a layer accepted up to this share of the smaller polygon (see :func:`check_layer`).
     """
     for r in rules:
         for ln in (r.layer, *r.others):
             if ln not in layers:
                 raise InputError(f"rule {r.name!r} names layer {ln!r}, which was not given", field="layer")
-    checked = {n: check_layer(n, f) if check else f for n, f in layers.items()}
+    checked = {n: check_layer(n, f, overlap_tolerance=overlap_tolerance) if check else f
+               for n, f in layers.items()}
     ea = crs or equal_area_crs(*checked.values())
     # topology in one working CRS (the first layer's: edges stay as drawn, no slivers where layers share a
     # CRS), areas in the equal-area CRS
