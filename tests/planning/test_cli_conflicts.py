@@ -123,3 +123,17 @@ def test_overlap_tolerance_for_simplified_boundaries(tmp_path: Path) -> None:
     assert s["summary"][0]["area_m2"] == pytest.approx(want, rel=1e-4)  # the sliver counted in both features
     res = runner.invoke(app, [*args, "--out", str(tmp_path / "o3"), "--overlap-tolerance", "1.5"])
     assert res.exit_code == 2 and "overlap tolerance must be in (0, 1)" in json.loads(res.stdout)["error"]
+
+
+def test_table_without_geometry_says_how_to_use_it(tmp_path: Path) -> None:
+    """A CSV with WKT polygons (like the census file in ../shared/data) read as a layer: a clear error whose
+    hint says to ingest it first; nothing is written."""
+    pd.DataFrame({"city": ["a"], "coord": ["POLYGON((0 0, 1 0, 1 1, 0 0))"]}).to_csv(tmp_path / "t.csv", index=False)
+    gpd.GeoDataFrame(geometry=[shapely.box(0, 0, 1, 1)], crs=4326).to_file(tmp_path / "b.geojson")
+    (tmp_path / "r.yaml").write_text("- {name: r1, layer: A, overlaps: B}\n", encoding="utf-8")
+    res = runner.invoke(app, ["plan", "conflicts", "--layer", f"A={tmp_path / 't.csv'}", "--layer",
+                              f"B={tmp_path / 'b.geojson'}", "--rules", str(tmp_path / "r.yaml"), "--out",
+                              str(tmp_path / "o"), "--json"])
+    err = json.loads(res.stdout)
+    assert res.exit_code == 2 and "has no geometry column" in err["error"] and "citytwin ingest" in err["hint"]
+    assert not (tmp_path / "o").exists()

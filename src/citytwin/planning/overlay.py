@@ -393,7 +393,10 @@ def check_layer(name: str, frame: gpd.GeoDataFrame, *, source: str | None = None
     """
     src = source or name
     if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry is None:
-        raise InputError(f"layer {name!r} has no geometry column", file=src)
+        raise InputError(f"layer {name!r} has no geometry column", file=src,
+                         hint="plan layers are GIS files (GeoPackage, GeoJSON, Shapefile, GeoParquet) or datasets; "
+                              "a table with WKT or coordinate columns must be ingested first (citytwin ingest "
+                              "FILE -d NAME -s SCHEMA -w DIR) and then named by its dataset")
     if len(frame) == 0:
         raise InputError(f"layer {name!r} is empty", file=src, hint="a plan layer needs at least one polygon")
     if frame.crs is None:
