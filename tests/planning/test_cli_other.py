@@ -32,6 +32,15 @@ def test_reserve_beijing(tmp_path: Path) -> None:
     s = json.loads(res.stdout)
     assert any("outside GB 50137-2011" in w for w in s["warnings"])
     assert (out / "forecast.csv").exists()
+    # a table of several places (like ../shared/data/regioncode_r/china_urban_population.xlsx): one clear error
+    many = tmp_path / "many.csv"
+    pd.DataFrame({"name": ["a", "b"] * 5, "year": np.repeat(range(2016, 2021), 2),
+                  "population": np.arange(10.0) + 1}).to_csv(many, index=False)
+    res = runner.invoke(app, ["plan", "reserve", "--population", str(many), "--planned-total-km2", "150",
+                              "--years", "2025", "--out", str(tmp_path / "r2"), "--json"])
+    err = json.loads(res.stdout)
+    assert res.exit_code == 2 and "year 2016 appears 2 times" in err["error"] and "row 1" in err["error"]
+    assert "several places" in err["hint"] and not (tmp_path / "r2").exists()
 
 
 def test_change_cli_and_unknown_class(tmp_path: Path) -> None:

@@ -234,6 +234,15 @@ def reserve(population: str | None, out: str | Path, *, planned_total_km2: float
         for c in (year, value):
             if c not in frame.columns:
                 raise InputError(f"no column {c!r}", file=population, field=c)
+        dup = frame[year].duplicated(keep=False).to_numpy()
+        if dup.any():
+            i = int(dup.argmax())
+            v = frame[year].iloc[i]
+            v = v.item() if hasattr(v, "item") else v
+            raise InputError(f"year {v!r} appears {int((frame[year] == v).sum())} times: the population table must "
+                             "have one row per year", file=population, row=i + 1, field=year,
+                             hint="the table seems to hold several places; keep the rows of one place and "
+                                  "pass that table")
         fc = forecast_population(frame[year].to_numpy(), frame[value].to_numpy(), target_years, capacity=capacity)
     res = reserve_land(params, fc, years=target_years)
     writers: dict[str, Callable[[Path], None]] = {"reserve.csv": lambda p: res.table.to_csv(p, index=False),
