@@ -126,3 +126,26 @@ def test_clip_areas_equal_geos_areas() -> None:
     assert len(ii) > 50
     np.testing.assert_allclose(_clip_areas(ra, ra, ii, jj), shapely.area(shapely.intersection(a[ii], a[jj])),
                                rtol=1e-9, atol=1e-18)
+
+
+def test_outside_parts_equal_difference_with_the_union() -> None:
+    """`outside` rules: features inside the boundary (no GEOS call), outside it, across it, and non-convex
+    ones, against shapely's difference with the boundary's union, by hand."""
+    from citytwin.planning.overlay import outside_parts
+
+    xs, ys = np.meshgrid(np.arange(8) * 0.001, np.arange(6) * 0.001)
+    cells = list(shapely.box(24.9 + xs.ravel(), 60.2 + ys.ravel(), 24.901 + xs.ravel(), 60.201 + ys.ravel()))
+    cells += list(_mixed(40, 7))  # convex and not, some across the boundary
+    a = np.array(cells, dtype=object)
+    # the boundary: two convex tiles (not overlapping) covering part of the grid, and a concave one
+    b = np.array([shapely.box(24.9, 60.2, 24.903, 60.204), shapely.box(24.903, 60.2, 24.9055, 60.204),
+                  shapely.Polygon([(24.91, 60.2), (24.93, 60.2), (24.93, 60.21), (24.92, 60.205), (24.91, 60.21)])],
+                 dtype=object)
+    ii, jj = shapely.STRtree(b).query(a, predicate="intersects")
+    got = outside_parts(a, b, ii, jj)
+    want = shapely.difference(a, shapely.union_all(b))
+    np.testing.assert_allclose(shapely.area(got), shapely.area(want), rtol=1e-9, atol=1e-18)
+    inside = shapely.covers(shapely.union_all(b), a)
+    assert inside.sum() >= 10 and (shapely.area(got[inside]) == 0).all()
+    untouched = ~np.isin(np.arange(len(a)), ii)
+    assert untouched.sum() >= 5 and all(got[k] is a[k] for k in np.flatnonzero(untouched))
