@@ -308,9 +308,14 @@ def threshold(panel: str, *, y: str, x: str, q: str, fe: str | Sequence[str], ou
     unit, time = _fe_ids(parse_list(fe))
     if unit is None or time is None:
         raise InputError("--fe needs UNIT,TIME", field="fe")
-    r = panel_threshold(frame, y, parse_list(x), q, unit, time, parse_list(controls),
-                        n_thresholds=1 if n_thresholds == 1 else 2, trim=trim, n_grid=n_grid,
-                        bootstrap=bootstrap, seed=seed, fe="two-way" if two_way else "unit")
+    try:
+        r = panel_threshold(frame, y, parse_list(x), q, unit, time, parse_list(controls),
+                            n_thresholds=1 if n_thresholds == 1 else 2, trim=trim, n_grid=n_grid,
+                            bootstrap=bootstrap, seed=seed, fe="two-way" if two_way else "unit")
+    except InputError as exc:
+        if exc.file is not None:
+            raise
+        raise InputError(exc.message, file=panel, hint=exc.hint) from exc  # the panel named as well
     o = Path(out)
     o.mkdir(parents=True, exist_ok=True)
     r.result.coefficients.to_csv(o / "coefficients.csv", index=False)
