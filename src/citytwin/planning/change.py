@@ -11,7 +11,7 @@ the compound rate ``(after / before) ** (1 / years) - 1``.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import geopandas as gpd
 import numpy as np
@@ -55,6 +55,8 @@ class ChangeResult:
         The equal-area CRS of the areas.
     years
         Years between the snapshots.
+    warnings
+        What the result should be read with (overlaps within a snapshot accepted by ``overlap_tolerance``).
     """
 
     pieces: gpd.GeoDataFrame
@@ -63,6 +65,7 @@ class ChangeResult:
     rates: pd.DataFrame
     crs: str
     years: float
+    warnings: list[str] = field(default_factory=list)
 
 
 def _classes(frame: gpd.GeoDataFrame, column: str, name: str, known: Collection[str] | None) -> np.ndarray:
@@ -84,7 +87,8 @@ def _classes(frame: gpd.GeoDataFrame, column: str, name: str, known: Collection[
 
 def land_change(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, *, column: str = "landuse",
                 years: float = 1.0, classes: Collection[str] | None = None, crs: CRS | None = None,
-                after_column: str | None = None, names: tuple[str, str] = ("before", "after")) -> ChangeResult:
+                after_column: str | None = None, names: tuple[str, str] = ("before", "after"),
+                overlap_tolerance: float = SELF_OVERLAP_TOLERANCE) -> ChangeResult:
     """Change pieces, the transition matrix and annual rates between two land-use snapshots.
 
     Parameters
@@ -97,11 +101,19 @@ def land_change(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, *, column: st
         Years between the snapshots (> 0).
     classes
         The allowed class codes; an unknown class is an error naming the row.
+    overlap_tolerance
+        Overlaps within a snapshot accepted up to this share of the smaller polygon
+        (:func:`citytwin.planning.overlay.check_layer`); land in such an overlap is counted once per
+        feature, so the matrix then sums to more than the union's area (``warnings`` says by how many pairs).
     """
     if not years > 0:
         raise InputError(f"years between snapshots must be > 0, got {years}", field="years")
-    b = check_layer(names[0], before)
-    a = check_layer(names[1], after)
+    b = check_layer(names[0], before, overlap_tolerance=overlap_tolerance)
+    a = check_layer(names[1], after, overlap_tolerance=overlap_tolerance)
+    warnings = [f"snapshot {nm!r}: {int(f.attrs['accepted_overlaps'])} pair(s) of its features overlap (up to "
+                f"{float(f.attrs['largest_overlap_share']):.3g} of the smaller one; accepted by the overlap "
+                "tolerance): that land is counted once per feature, so the matrix sums to more than the union"
+                for nm, f in ((names[0], b), (names[1], a)) if f.attrs.get("accepted_overlaps")]
     cb = _classes(b, column, names[0], classes)
     ca = _classes(a, after_column or column, names[1], classes)
     ea = crs or equal_area_crs(b, a)
@@ -120,7 +132,9 @@ def land_change(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, *, column: st
         # leaves nothing: only the others are cut (GEOS difference)
         own = shapely.area(geoms)
         covered = np.bincount(idx_hit, weights=inter_area, minlength=len(geoms))
-        cut = np.flatnonzero(own - covered > SELF_OVERLAP_TOLERANCE * own)
+        other_overlaps = (a if side == "before" else b).attrs.get("accepted_overlaps")
+        cut = (np.flatnonzero(own - covered > SELF_OVERLAP_TOLERANCE * own) if not other_overlaps
+               else np.arange(len(geoms)))  # with overlaps in the other snapshot, areas cannot decide
         left = np.empty(len(geoms), dtype=object)
         left[:] = shapely.Polygon()
         if len(cut):
@@ -156,7 +170,7 @@ def land_change(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, *, column: st
     out = gdf.to_crs(4326)
     changes = out[out["changed"]].reset_index(drop=True)
     return ChangeResult(pieces=out, changes=changes, matrix=matrix, rates=rates.reset_index(), crs=ea.srs,
-                        years=float(years))
+                        years=float(years), warnings=warnings)
 
 
 def flag_changes(result: ChangeResult, plan_layers: Mapping[str, gpd.GeoDataFrame],

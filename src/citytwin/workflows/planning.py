@@ -172,7 +172,8 @@ def change(before: str, after: str, out: str | Path, *, column: str = "landuse",
            after_column: str | None = None, classes: Sequence[str] | None = None,
            layers: Sequence[str] | Mapping[str, str] | None = None, rules: str | Path | None = None,
            hotspots: int | None = None, workspace: WorkspaceLike | None = None,
-           user: str | None = None, store: str | None = None) -> dict[str, Any]:
+           user: str | None = None, store: str | None = None, overlap_tolerance: float | None = None
+           ) -> dict[str, Any]:
     """Land change between two snapshots -> ``out/changes.parquet``, ``transitions.csv``, ``rates.csv``;
     with ``rules`` (layer ``change`` = the change pieces) and plan ``layers``, the violations."""
     from citytwin.planning.change import change_hotspots, flag_changes, land_change
@@ -182,8 +183,10 @@ def change(before: str, after: str, out: str | Path, *, column: str = "landuse",
     a, ds_a = read_layer(after, workspace=workspace, user=user)
     specs = parse_layers(layers) if layers else {}
     rule_list = parse_rules(read_rules(rules), ["change", *specs], source=str(rules)) if rules else []
+    from citytwin.planning.overlay import SELF_OVERLAP_TOLERANCE
+
     res = land_change(b, a, column=column, after_column=after_column, years=years, classes=classes,
-                      names=(before, after))
+                      names=(before, after), overlap_tolerance=overlap_tolerance or SELF_OVERLAP_TOLERANCE)
     writers: dict[str, Callable[[Path], None]] = {
         "changes.parquet": lambda p: res.changes.to_parquet(p, index=False),
         "transitions.csv": lambda p: res.matrix.to_csv(p),
@@ -192,7 +195,8 @@ def change(before: str, after: str, out: str | Path, *, column: str = "landuse",
     summary: dict[str, Any] = {"crs_of_areas": res.crs, "years": res.years,
                                "total_area_m2": float(res.matrix.to_numpy().sum()),
                                "changed_area_m2": float(res.changes["area_m2"].sum()),
-                               "n_changes": len(res.changes)}
+                               "n_changes": len(res.changes), "overlap_tolerance": overlap_tolerance,
+                               "warnings": res.warnings}
     if rule_list:
         plan, _inputs = _load_layers(specs, workspace, user)
         flags = flag_changes(res, plan, rule_list)
