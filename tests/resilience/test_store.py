@@ -107,3 +107,27 @@ def test_operations_center_lists_stored_results(workspace, tmp_path: Path) -> No
         assert {"city_panel", "city_panel_model"} <= names
         lin = client.get("/catalog/city_panel_model/lineage", headers=h).json()
     assert [i["dataset"] for i in lin["inputs"]] == ["city_panel"]
+
+
+def test_spatial_results_stored_with_both_inputs(workspace, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """`resilience spatial` with the panel and the boundaries both catalog datasets: lineage to both."""
+    import geopandas as gpd
+    import shapely
+
+    side = 5
+    ids = [f"u{i}" for i in range(side * side)]
+    gdf = gpd.GeoDataFrame({"unit": ids}, geometry=[shapely.box(i % side, i // side, i % side + 1, i // side + 1)
+                                                    for i in range(side * side)], crs="EPSG:3857")
+    rng = np.random.default_rng(2)
+    panel = pd.DataFrame([(u, t) for u in ids for t in range(2010, 2016)], columns=["unit", "year"])
+    panel["x"] = rng.normal(size=len(panel))
+    panel["y"] = 1.2 * panel["x"] + rng.normal(size=len(panel))
+    workspace.write_derived("units", gdf, inputs=[], parameters={})
+    workspace.write_derived("unit_panel", panel, inputs=[], parameters={})
+    s = _run("spatial", "unit_panel", "-w", str(workspace.root), "--user", "admin", "--y", "y", "--x", "x",
+             "--fe", "unit,year", "--boundaries", "units", "--id", "unit", "--draws", "0",
+             "--out", str(tmp_path / "s"))
+    assert [d["dataset"] for d in s["stored"]] == ["unit_panel_spatial", "unit_panel_spatial_impacts"]
+    assert sorted(workspace.catalog.inputs_of("unit_panel_spatial_impacts", 1)) == [("unit_panel", 1), ("units", 1)]
+    pd.testing.assert_frame_equal(workspace.read("unit_panel_spatial_impacts"),
+                                  pd.read_csv(tmp_path / "s" / "impacts.csv"), check_dtype=False)
