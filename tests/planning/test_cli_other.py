@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from citytwin.cli.main import app
@@ -32,6 +34,15 @@ def test_reserve_beijing(tmp_path: Path) -> None:
     s = json.loads(res.stdout)
     assert any("outside GB 50137-2011" in w for w in s["warnings"])
     assert (out / "forecast.csv").exists()
+    # a table of several places (like ../shared/data/regioncode_r/china_urban_population.xlsx): one clear error
+    many = tmp_path / "many.csv"
+    pd.DataFrame({"name": ["a", "b"] * 5, "year": np.repeat(range(2016, 2021), 2),
+                  "population": np.arange(10.0) + 1}).to_csv(many, index=False)
+    res = runner.invoke(app, ["plan", "reserve", "--population", str(many), "--planned-total-km2", "150",
+                              "--years", "2025", "--out", str(tmp_path / "r2"), "--json"])
+    err = json.loads(res.stdout)
+    assert res.exit_code == 2 and "year 2016 appears 2 times" in err["error"] and "row 1" in err["error"]
+    assert "several places" in err["hint"] and not (tmp_path / "r2").exists()
 
 
 def test_change_cli_and_unknown_class(tmp_path: Path) -> None:
@@ -109,3 +120,30 @@ def test_project_milestone_cli(tmp_path: Path) -> None:
     assert json.loads(res.stdout)["milestones"][0]["name"] == "funding approved"
     res = runner.invoke(app, ["plan", "project", "milestone", "nope", "m", *base])
     assert res.exit_code == 2 and "no project 'nope'" in json.loads(res.stdout)["error"]
+
+
+def test_change_overlap_tolerance(tmp_path: Path) -> None:
+    """Snapshots from independently simplified polygons overlap within themselves: refused by default, and
+    with --overlap-tolerance accepted and said; the overlap is then counted once per feature (by hand)."""
+    import shapely
+    from pyproj import CRS, Transformer
+
+    w, e = shapely.box(24.90, 60.20, 24.9101, 60.21), shapely.box(24.91, 60.20, 24.92, 60.21)
+    gpd.GeoDataFrame({"landuse": ["farm", "forest"]}, geometry=[w, e], crs=4326).to_file(tmp_path / "a.geojson")
+    after = shapely.box(24.905, 60.20, 24.925, 60.21)
+    gpd.GeoDataFrame({"landuse": ["construction"]}, geometry=[after], crs=4326).to_file(tmp_path / "b.geojson")
+    args = ["plan", "change", str(tmp_path / "a.geojson"), str(tmp_path / "b.geojson"), "--json"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "o1")])
+    assert res.exit_code == 2 and "--overlap-tolerance" in json.loads(res.stdout)["hint"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "o2"), "--overlap-tolerance", "0.02"])
+    assert res.exit_code == 0, res.output
+    s = json.loads(res.stdout)
+    assert len(s["warnings"]) == 1 and "counted once per feature" in s["warnings"][0]
+    assert json.loads((tmp_path / "o2" / "change.json").read_text())["overlap_tolerance"] == 0.02
+    t = Transformer.from_crs(4326, CRS.from_user_input(s["crs_of_areas"]), always_xy=True)
+
+    def ea(g: shapely.Geometry) -> float:
+        return float(shapely.transform(g, lambda c: np.column_stack(t.transform(c[:, 0], c[:, 1]))).area)
+
+    union = shapely.union_all([w, e, after])
+    assert s["total_area_m2"] == pytest.approx(ea(union) + ea(shapely.intersection(w, e)), rel=1e-6)

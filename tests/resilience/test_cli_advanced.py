@@ -51,6 +51,13 @@ def test_threshold_cli_bad_input_is_json(tmp_path: Path) -> None:
                               "--q", "nope", "--fe", "city,year", "--out", str(tmp_path / "o"), "--json"])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert "nope" in json.loads(res.stdout)["error"]
+    # an unbalanced panel (seen on the real 287-city workbook): the file is named too
+    d = pd.read_csv(tmp_path / "p.csv").iloc[1:]
+    d.to_csv(tmp_path / "u.csv", index=False)
+    res = runner.invoke(app, ["resilience", "threshold", str(tmp_path / "u.csv"), "--y", "y", "--x", "x",
+                              "--q", "q", "--fe", "city,year", "--out", str(tmp_path / "o"), "--json"])
+    err = json.loads(res.stdout)["error"]
+    assert res.exit_code == 2 and err.startswith(f"file {tmp_path / 'u.csv'}: field 'year': unbalanced panel")
 
 
 def test_spatial_cli_matches_function_and_lesage_pace(tmp_path: Path) -> None:

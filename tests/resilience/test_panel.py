@@ -115,6 +115,11 @@ def test_collinear_regressor_refused() -> None:
     f["const_in_city"] = f["city"] * 1.5  # absorbed by the unit fixed effect
     with pytest.raises(InputError, match="const_in_city"):
         fit_fe(f, "y", ["x", "const_in_city"], fe=["city", "year"], cluster="city", unit="city", time="year")
+    # the only regressor absorbed (seen on a real file: a city code as x with city fixed effects): our message,
+    # not pyfixest's ("... please reach out to the package authors!")
+    with pytest.raises(InputError, match=r"collinear regressor\(s\) \['const_in_city'\]: all of them") as e:
+        fit_fe(f, "y", "const_in_city", fe=["city", "year"], cluster="city", unit="city", time="year")
+    assert "package authors" not in str(e.value) and e.value.field == "const_in_city"
 
 
 def test_non_numeric_column_named() -> None:

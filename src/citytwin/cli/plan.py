@@ -49,6 +49,9 @@ def conflicts_cmd(
     out: OutOpt,
     store: Annotated[str | None, typer.Option("--store", help="Also store the conflicts as this derived dataset.")]
     = None,
+    overlap_tolerance: Annotated[float | None, typer.Option(
+        "--overlap-tolerance", help="Accept overlaps within a layer up to this share of the smaller polygon "
+                                    "(e.g. 0.02 for simplified boundaries; default: none beyond rounding).")] = None,
     workspace: WorkspaceOpt = None, user: UserOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Conflicts between plan layers -> OUT/conflicts.parquet (GeoParquet) and OUT/summary.csv (rule, n, area_m2).
@@ -58,7 +61,7 @@ def conflicts_cmd(
     """
     from citytwin.workflows.planning import conflicts
 
-    s = conflicts(layer, rules, out, workspace=workspace, user=user, store=store)
+    s = conflicts(layer, rules, out, workspace=workspace, user=user, store=store, overlap_tolerance=overlap_tolerance)
     lines = [f"  {r['rule']:<28} {r['n']:>7}  {r['area_m2']:>16,.1f} m²" for r in s["summary"]]
     _print(s, as_json, ["rule                               n           area", *lines,
                         f"areas in {s['crs_of_areas']} -> {out}"])
@@ -80,6 +83,9 @@ def change_cmd(
     = None,
     store: Annotated[str | None, typer.Option("--store", help="Also store the changes as this derived dataset.")]
     = None,
+    overlap_tolerance: Annotated[float | None, typer.Option(
+        "--overlap-tolerance", help="Accept overlaps within a snapshot up to this share of the smaller polygon "
+                                    "(counted once per feature; default: none beyond rounding).")] = None,
     workspace: WorkspaceOpt = None, user: UserOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Land change between two snapshots -> OUT/changes.parquet, transitions.csv, rates.csv.
@@ -90,7 +96,7 @@ def change_cmd(
 
     cls = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     s = change(before, after, out, column=column, years=years, classes=cls, layers=layer or None, rules=rules,
-               hotspots=hotspots, workspace=workspace, user=user, store=store)
+               hotspots=hotspots, workspace=workspace, user=user, store=store, overlap_tolerance=overlap_tolerance)
     _print(s, as_json, [f"{s['n_changes']} change polygons, {s['changed_area_m2']:,.1f} m² changed of "
                         f"{s['total_area_m2']:,.1f} m² over {s['years']:g} years -> {out}"])
 

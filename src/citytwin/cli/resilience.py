@@ -35,6 +35,10 @@ ClusterOpt = Annotated[str | None, typer.Option("--cluster", help="Cluster colum
                                                  "unit,time for --vcov twoway).")]
 VcovOpt = Annotated[str, typer.Option("--vcov", help="cluster | twoway | dk (Driscoll–Kraay) | hetero | iid.")]
 SheetOpt = Annotated[str | None, typer.Option("--sheet", help="Sheet of an XLSX panel (default: the first).")]
+StoreOpt = Annotated[str | None, typer.Option("--store", help="With a workspace: name of the derived dataset(s) "
+                                               "(default PANEL_COMMAND; further tables get a suffix).")]
+SaveOpt = Annotated[bool, typer.Option("--save/--no-save", help="With a workspace: store the result tables as "
+                                       "derived datasets (default) or not.")]
 
 
 def _print(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
@@ -45,6 +49,8 @@ def _print(summary: dict[str, Any], as_json: bool, lines: list[str]) -> None:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
     for line in lines:
         console.print(line, highlight=False)
+    for st in summary.get("stored") or []:
+        console.print(f"stored: {st['dataset']} v{st['version']}", highlight=False)
 
 
 def _cluster(cluster: str | None, fe: str, vcov: str) -> str | None:
@@ -67,6 +73,7 @@ def measure_cmd(
     = None,
     recovery_end: Annotated[str | None, typer.Option("--recovery-end", help="Last recovery period.")] = None,
     method: Annotated[str, typer.Option("--method", help="martin | growth-deviation.")] = "martin",
+    store: StoreOpt = None, save: SaveOpt = True,
     workspace: WorkspaceOpt = None,
     user: UserOpt = None,
     sheet: SheetOpt = None,
@@ -80,7 +87,8 @@ def measure_cmd(
     from citytwin.workflows.resilience import measure
 
     s = measure(panel, unit=unit, time=time, value=value, out=out, reference=reference, shock=shock,
-                recovery_end=recovery_end, method=method, workspace=workspace, user=user, sheet=sheet)
+                recovery_end=recovery_end, method=method, store=store, save=save, workspace=workspace, user=user,
+                sheet=sheet)
     _print(s, as_json, [f"shock {s['shock'][0]}:{s['shock'][1]} ({s['shock_rule']}); {s['rows']} rows -> "
                         f"{out / 'resilience.csv'}"])
 
@@ -89,7 +97,8 @@ def measure_cmd(
 @handle_errors
 def model_cmd(
     panel: PanelArg, y: YOpt, x: XOpt, fe: FeOpt, out: OutOpt, controls: ControlsOpt = None,
-    cluster: ClusterOpt = None, vcov: VcovOpt = "cluster", workspace: WorkspaceOpt = None, user: UserOpt = None,
+    cluster: ClusterOpt = None, vcov: VcovOpt = "cluster", store: StoreOpt = None, save: SaveOpt = True,
+    workspace: WorkspaceOpt = None, user: UserOpt = None,
     sheet: SheetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Two-way fixed-effects model -> OUT/coefficients.csv and OUT/model.json.
@@ -100,7 +109,7 @@ def model_cmd(
     from citytwin.workflows.resilience import model
 
     s = model(panel, y=y, x=x, out=out, controls=controls, fe=fe, cluster=_cluster(cluster, fe, vcov), vcov=vcov,
-              workspace=workspace, user=user, sheet=sheet)
+              store=store, save=save, workspace=workspace, user=user, sheet=sheet)
     coef = "\n".join(f"  {c['term']:<24} {c['estimate']:>12.6g} ({c['std_error']:.6g})  p={c['p']:.4g}"
                      for c in s["coefficients"])
     _print(s, as_json, [coef, f"N={s['N']}, R² within={s['r2_within']}, clusters={s['n_clusters']}, "
@@ -115,6 +124,7 @@ def mechanism_cmd(
     fe: FeOpt, out: OutOpt, controls: ControlsOpt = None, cluster: ClusterOpt = None, vcov: VcovOpt = "cluster",
     boot: Annotated[int, typer.Option("--boot", help="Bootstrap replications (0: none).")] = 500,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    store: StoreOpt = None, save: SaveOpt = True,
     workspace: WorkspaceOpt = None, user: UserOpt = None, sheet: SheetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Mechanism test: Baron–Kenny steps, Sobel and bootstrap, and the X→M form -> OUT/mechanism.csv.
@@ -125,7 +135,8 @@ def mechanism_cmd(
     from citytwin.workflows.resilience import mechanism
 
     s = mechanism(panel, y=y, x=x, m=m, out=out, controls=controls, fe=fe, cluster=_cluster(cluster, fe, vcov),
-                  vcov=vcov, n_boot=boot, seed=seed, workspace=workspace, user=user, sheet=sheet)
+                  vcov=vcov, n_boot=boot, seed=seed, store=store, save=save, workspace=workspace, user=user,
+                  sheet=sheet)
     b = s["bootstrap"]
     _print(s, as_json, [f"indirect a*b = {s['indirect']:.6g}; Sobel z = {s['sobel']['z']:.4f} "
                         f"(p={s['sobel']['p']:.4g}); bootstrap CI [{b.get('ci_low')}, {b.get('ci_high')}] -> {out}"])
@@ -140,6 +151,7 @@ def heterogeneity_cmd(
     permutations: Annotated[int, typer.Option("--permutations", help="Fisher permutation test reps (0: none).")]
     = 0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    store: StoreOpt = None, save: SaveOpt = True,
     workspace: WorkspaceOpt = None, user: UserOpt = None, sheet: SheetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Model per group and tests of coefficient differences -> OUT/groups.csv, OUT/pairs.csv.
@@ -151,7 +163,7 @@ def heterogeneity_cmd(
 
     s = heterogeneity(panel, group=group, y=y, x=x, out=out, controls=controls, fe=fe,
                       cluster=_cluster(cluster, fe, vcov), vcov=vcov, n_perm=permutations, seed=seed,
-                      workspace=workspace, user=user, sheet=sheet)
+                      store=store, save=save, workspace=workspace, user=user, sheet=sheet)
     rows = "\n".join(f"  {g['group']:<12} {g['estimate']:>12.6g} ({g['std_error']:.6g}) N={g['N']}"
                      for g in s["groups"])
     _print(s, as_json, [rows, f"Wald test of equal slopes: chi2={s['wald']['chi2']:.4f}, p={s['wald']['p']:.4g} "
@@ -170,6 +182,7 @@ def threshold_cmd(
     boot: Annotated[int, typer.Option("--boot", help="Bootstrap replications of the F test (0: none).")] = 300,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     two_way: Annotated[bool, typer.Option("--two-way/--unit-fe", help="Time effects as well.")] = False,
+    store: StoreOpt = None, save: SaveOpt = True,
     workspace: WorkspaceOpt = None, user: UserOpt = None, sheet: SheetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Hansen (1999) panel threshold -> OUT/coefficients.csv, OUT/threshold.json, OUT/lr.csv.
@@ -180,7 +193,8 @@ def threshold_cmd(
     from citytwin.workflows.resilience import threshold
 
     s = threshold(panel, y=y, x=x, q=q, fe=fe, out=out, controls=controls, n_thresholds=thresholds, trim=trim,
-                  n_grid=grid, bootstrap=boot, seed=seed, two_way=two_way, workspace=workspace, user=user,
+                  n_grid=grid, bootstrap=boot, seed=seed, two_way=two_way, store=store, save=save, workspace=workspace,
+                  user=user,
                   sheet=sheet)
     lines = [f"  threshold {g:.6g}  95% CI [{lo:.6g}, {hi:.6g}]" for g, (lo, hi) in zip(s["thresholds"], s["ci"],
                                                                                         strict=True)]
@@ -201,6 +215,7 @@ def spatial_cmd(
     draws: Annotated[int, typer.Option("--draws", help="Simulation draws for the impacts' errors.")] = 1000,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     two_way: Annotated[bool, typer.Option("--two-way/--unit-fe", help="Time effects as well.")] = True,
+    store: StoreOpt = None, save: SaveOpt = True,
     workspace: WorkspaceOpt = None, user: UserOpt = None, sheet: SheetOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Spatial lag / Durbin panel with LeSage–Pace impacts -> OUT/coefficients.csv, OUT/impacts.csv.
@@ -211,7 +226,8 @@ def spatial_cmd(
     from citytwin.workflows.resilience import spatial
 
     s = spatial(panel, y=y, x=x, fe=fe, out=out, boundaries=boundaries, id_col=id_col, weights=weights,
-                model=model, two_way=two_way, economic=economic, draws=draws, seed=seed, workspace=workspace,
+                model=model, two_way=two_way, economic=economic, draws=draws, seed=seed, store=store, save=save,
+                workspace=workspace,
                 user=user, sheet=sheet)
     rows = "\n".join(f"  {r['variable']:<20} direct {r['direct']:>10.6g}  indirect {r['indirect']:>10.6g}  "
                      f"total {r['total']:>10.6g}" for r in s["impacts"])

@@ -11,7 +11,7 @@ the compound rate ``(after / before) ** (1 / years) - 1``.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import geopandas as gpd
 import numpy as np
@@ -21,12 +21,14 @@ from pyproj import CRS
 
 from citytwin.foundation.errors import InputError
 from citytwin.planning.overlay import (
+    SELF_OVERLAP_TOLERANCE,
     ConflictResult,
     Rule,
     check_layer,
+    ea_areas,
     equal_area_crs,
     find_conflicts,
-    pmap,
+    intersect_pairs,
     polygonal,
     subtract_all,
 )
@@ -53,6 +55,8 @@ class ChangeResult:
         The equal-area CRS of the areas.
     years
         Years between the snapshots.
+    warnings
+        What the result should be read with (overlaps within a snapshot accepted by ``overlap_tolerance``).
     """
 
     pieces: gpd.GeoDataFrame
@@ -61,6 +65,7 @@ class ChangeResult:
     rates: pd.DataFrame
     crs: str
     years: float
+    warnings: list[str] = field(default_factory=list)
 
 
 def _classes(frame: gpd.GeoDataFrame, column: str, name: str, known: Collection[str] | None) -> np.ndarray:
@@ -82,7 +87,8 @@ def _classes(frame: gpd.GeoDataFrame, column: str, name: str, known: Collection[
 
 def land_change(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, *, column: str = "landuse",
                 years: float = 1.0, classes: Collection[str] | None = None, crs: CRS | None = None,
-                after_column: str | None = None, names: tuple[str, str] = ("before", "after")) -> ChangeResult:
+                after_column: str | None = None, names: tuple[str, str] = ("before", "after"),
+                overlap_tolerance: float = SELF_OVERLAP_TOLERANCE) -> ChangeResult:
     """Change pieces, the transition matrix and annual rates between two land-use snapshots.
 
     Parameters
@@ -95,11 +101,19 @@ def land_change(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, *, column: st
         Years between the snapshots (> 0).
     classes
         The allowed class codes; an unknown class is an error naming the row.
+    overlap_tolerance
+        Overlaps within a snapshot accepted up to this share of the smaller polygon
+        (:func:`citytwin.planning.overlay.check_layer`); land in such an overlap is counted once per
+        feature, so the matrix then sums to more than the union's area (``warnings`` says by how many pairs).
     """
     if not years > 0:
         raise InputError(f"years between snapshots must be > 0, got {years}", field="years")
-    b = check_layer(names[0], before)
-    a = check_layer(names[1], after)
+    b = check_layer(names[0], before, overlap_tolerance=overlap_tolerance)
+    a = check_layer(names[1], after, overlap_tolerance=overlap_tolerance)
+    warnings = [f"snapshot {nm!r}: {int(f.attrs['accepted_overlaps'])} pair(s) of its features overlap (up to "
+                f"{float(f.attrs['largest_overlap_share']):.3g} of the smaller one; accepted by the overlap "
+                "tolerance): that land is counted once per feature, so the matrix sums to more than the union"
+                for nm, f in ((names[0], b), (names[1], a)) if f.attrs.get("accepted_overlaps")]
     cb = _classes(b, column, names[0], classes)
     ca = _classes(a, after_column or column, names[1], classes)
     ea = crs or equal_area_crs(b, a)
@@ -107,13 +121,27 @@ def land_change(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, *, column: st
     gb = np.asarray(b.geometry.values, dtype=object)
     ga = np.asarray(a.to_crs(work).geometry.values, dtype=object)
     ii, jj = shapely.STRtree(ga).query(gb, predicate="intersects")
-    inter = polygonal(pmap(shapely.intersection, gb[ii], ga[jj])) if len(ii) else np.array([], dtype=object)
+    inter = intersect_pairs(gb, ga, ii, jj)
     frames = [pd.DataFrame({"from_class": cb[ii], "to_class": ca[jj], "before_feature": ii,
                             "after_feature": jj, "geometry": inter})]
+    inter_area = shapely.area(inter)
     for geoms, cls, idx_hit, side in ((gb, cb, ii, "before"), (ga, ca, jj, "after")):
         other_idx = jj if side == "before" else ii
         other = ga if side == "before" else gb
-        left = polygonal(subtract_all(geoms, idx_hit, other_idx, other))
+        # a feature whose intersection pieces cover its area (the other snapshot's features do not overlap)
+        # leaves nothing: only the others are cut (GEOS difference)
+        own = shapely.area(geoms)
+        covered = np.bincount(idx_hit, weights=inter_area, minlength=len(geoms))
+        other_overlaps = (a if side == "before" else b).attrs.get("accepted_overlaps")
+        cut = (np.flatnonzero(own - covered > SELF_OVERLAP_TOLERANCE * own) if not other_overlaps
+               else np.arange(len(geoms)))  # with overlaps in the other snapshot, areas cannot decide
+        left = np.empty(len(geoms), dtype=object)
+        left[:] = shapely.Polygon()
+        if len(cut):
+            pos = np.full(len(geoms), -1)
+            pos[cut] = np.arange(len(cut))
+            sel = pos[idx_hit] >= 0
+            left[cut] = polygonal(subtract_all(geoms[cut], pos[idx_hit[sel]], other_idx[sel], other))
         n = np.arange(len(geoms))
         frames.append(pd.DataFrame({
             "from_class": cls if side == "before" else NONE_CLASS,
@@ -121,8 +149,7 @@ def land_change(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, *, column: st
             "before_feature": n if side == "before" else -1,
             "after_feature": -1 if side == "before" else n, "geometry": left}))
     pieces = pd.concat(frames, ignore_index=True)
-    pieces["area_m2"] = gpd.GeoSeries(np.asarray(pieces["geometry"].to_numpy(), dtype=object),
-                                      crs=work).to_crs(ea).area.to_numpy()
+    pieces["area_m2"] = ea_areas(np.asarray(pieces["geometry"].to_numpy(), dtype=object), work, ea)
     pieces = pieces[pieces["area_m2"] > 0].reset_index(drop=True)
     pieces["changed"] = pieces["from_class"] != pieces["to_class"]
     gdf = gpd.GeoDataFrame(pieces, geometry="geometry", crs=work)
@@ -143,7 +170,7 @@ def land_change(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, *, column: st
     out = gdf.to_crs(4326)
     changes = out[out["changed"]].reset_index(drop=True)
     return ChangeResult(pieces=out, changes=changes, matrix=matrix, rates=rates.reset_index(), crs=ea.srs,
-                        years=float(years))
+                        years=float(years), warnings=warnings)
 
 
 def flag_changes(result: ChangeResult, plan_layers: Mapping[str, gpd.GeoDataFrame],

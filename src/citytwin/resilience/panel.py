@@ -230,7 +230,14 @@ def fit_fe(
             m = pf.feols(fml, data=d, vcov=vc, vcov_kwargs=vk, ssc=ss, fixef_rm="none", copy_data=False,
                          store_data=False, fixef_tol=fixef_tol)
         except Exception as exc:  # pyfixest raises several types for degenerate designs
-            raise InputError(f"the model cannot be estimated: {exc}", file=source) from exc
+            msg = " ".join(str(exc).split())
+            if "all variables are collinear" in msg.lower():
+                raise InputError(f"collinear regressor(s) {terms}: all of them are perfectly explained by the "
+                                 f"fixed effects {fes} (e.g. constant within each unit) or by each other",
+                                 file=source, field=terms[0],
+                                 hint="use regressors that vary within units and periods, or drop the fixed "
+                                      "effect that absorbs them") from exc
+            raise InputError(f"the model cannot be estimated: {msg}", file=source) from exc
     names = [back.get(n, n) for n in m._coefnames]
     lost = [t for t in terms if t not in names]
     if lost:

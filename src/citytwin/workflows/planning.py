@@ -110,15 +110,16 @@ def read_rules(path: str | Path) -> Any:
         raise InputError(f"cannot read the rules: {exc}", file=str(p)) from exc
 
 
-def _load_layers(specs: Mapping[str, str], workspace: WorkspaceLike | None, user: str | None
-                 ) -> tuple[dict[str, gpd.GeoDataFrame], list[str]]:
-    from citytwin.planning.overlay import check_layer
+def _load_layers(specs: Mapping[str, str], workspace: WorkspaceLike | None, user: str | None,
+                 overlap_tolerance: float | None = None) -> tuple[dict[str, gpd.GeoDataFrame], list[str]]:
+    from citytwin.planning.overlay import SELF_OVERLAP_TOLERANCE, check_layer
 
     layers: dict[str, gpd.GeoDataFrame] = {}
     inputs: list[str] = []
     for name, src in specs.items():
         frame, ds = read_layer(src, workspace=workspace, user=user)
-        layers[name] = check_layer(name, frame, source=src)
+        layers[name] = check_layer(name, frame, source=src, overlap_tolerance=overlap_tolerance or
+                                   SELF_OVERLAP_TOLERANCE)
         if ds:
             inputs.append(ds)
     return layers, inputs
@@ -126,18 +127,28 @@ def _load_layers(specs: Mapping[str, str], workspace: WorkspaceLike | None, user
 
 def conflicts(layers: Sequence[str] | Mapping[str, str], rules: str | Path, out: str | Path, *,
               workspace: WorkspaceLike | None = None, user: str | None = None,
-              store: str | None = None) -> dict[str, Any]:
+              store: str | None = None, overlap_tolerance: float | None = None) -> dict[str, Any]:
     """Plan conflicts -> ``out/conflicts.parquet`` and ``out/summary.csv`` (and a derived dataset
-    ``store`` with lineage when a workspace is given)."""
+    ``store`` with lineage when a workspace is given). ``overlap_tolerance``: overlaps within a layer
+    accepted up to this share of the smaller polygon (:func:`citytwin.planning.overlay.check_layer`);
+    the accepted ones are counted per layer in the summary and ``conflicts.json``, with a warning."""
     from citytwin.planning.overlay import find_conflicts, parse_rules
 
     specs = parse_layers(layers)
     rule_list = parse_rules(read_rules(rules), list(specs), source=str(rules))
     used = {r.layer for r in rule_list} | {o for r in rule_list for o in r.others}
-    loaded, inputs = _load_layers({k: v for k, v in specs.items() if k in used}, workspace, user)
+    loaded, inputs = _load_layers({k: v for k, v in specs.items() if k in used}, workspace, user,
+                                  overlap_tolerance)
     res = find_conflicts(loaded, rule_list, check=False)
+    accepted = {n: {"pairs": int(f.attrs.get("accepted_overlaps", 0)),
+                    "largest_share": float(f.attrs.get("largest_overlap_share", 0.0))}
+                for n, f in loaded.items() if f.attrs.get("accepted_overlaps")}
+    warnings = [f"layer {n!r}: {a['pairs']} pair(s) of its own features overlap (up to {a['largest_share']:.3g} "
+                "of the smaller one; accepted by --overlap-tolerance): conflicts there are counted once per feature"
+                for n, a in accepted.items()]
     meta = {"crs_of_areas": res.crs, "layers": specs, "rules": str(rules),
-            "repaired": {n: int(f.attrs.get("repaired", 0)) for n, f in loaded.items()}}
+            "repaired": {n: int(f.attrs.get("repaired", 0)) for n, f in loaded.items()},
+            "overlap_tolerance": overlap_tolerance, "accepted_overlaps": accepted, "warnings": warnings}
     o = _write_all(out, {
         "conflicts.parquet": lambda p: res.conflicts.to_parquet(p, index=False),
         "summary.csv": lambda p: res.summary[["rule", "n", "area_m2"]].to_csv(p, index=False),
@@ -148,18 +159,21 @@ def conflicts(layers: Sequence[str] | Mapping[str, str], rules: str | Path, out:
     if store:
         ws = open_ws(workspace, user)
         stored = ws.write_derived(store, res.conflicts, inputs=list(inputs), department="planning",
-                                  parameters={"rules": read_rules(rules), "layers": specs, "crs": res.crs},
+                                  parameters={"rules": read_rules(rules), "layers": specs, "crs": res.crs,
+                                              "overlap_tolerance": overlap_tolerance,
+                                              "accepted_overlaps": accepted},
                                   description="plan conflicts (citytwin plan conflicts)")
     return {"out": str(o), "crs_of_areas": res.crs, "summary": res.summary.to_dict("records"),
             "pairs": res.pairs.to_dict("records"), "stored": {"dataset": store, "version": stored} if store else None,
-            "repaired": meta["repaired"]}
+            "repaired": meta["repaired"], "accepted_overlaps": accepted, "warnings": warnings}
 
 
 def change(before: str, after: str, out: str | Path, *, column: str = "landuse", years: float = 1.0,
            after_column: str | None = None, classes: Sequence[str] | None = None,
            layers: Sequence[str] | Mapping[str, str] | None = None, rules: str | Path | None = None,
            hotspots: int | None = None, workspace: WorkspaceLike | None = None,
-           user: str | None = None, store: str | None = None) -> dict[str, Any]:
+           user: str | None = None, store: str | None = None, overlap_tolerance: float | None = None
+           ) -> dict[str, Any]:
     """Land change between two snapshots -> ``out/changes.parquet``, ``transitions.csv``, ``rates.csv``;
     with ``rules`` (layer ``change`` = the change pieces) and plan ``layers``, the violations."""
     from citytwin.planning.change import change_hotspots, flag_changes, land_change
@@ -169,8 +183,10 @@ def change(before: str, after: str, out: str | Path, *, column: str = "landuse",
     a, ds_a = read_layer(after, workspace=workspace, user=user)
     specs = parse_layers(layers) if layers else {}
     rule_list = parse_rules(read_rules(rules), ["change", *specs], source=str(rules)) if rules else []
+    from citytwin.planning.overlay import SELF_OVERLAP_TOLERANCE
+
     res = land_change(b, a, column=column, after_column=after_column, years=years, classes=classes,
-                      names=(before, after))
+                      names=(before, after), overlap_tolerance=overlap_tolerance or SELF_OVERLAP_TOLERANCE)
     writers: dict[str, Callable[[Path], None]] = {
         "changes.parquet": lambda p: res.changes.to_parquet(p, index=False),
         "transitions.csv": lambda p: res.matrix.to_csv(p),
@@ -179,7 +195,8 @@ def change(before: str, after: str, out: str | Path, *, column: str = "landuse",
     summary: dict[str, Any] = {"crs_of_areas": res.crs, "years": res.years,
                                "total_area_m2": float(res.matrix.to_numpy().sum()),
                                "changed_area_m2": float(res.changes["area_m2"].sum()),
-                               "n_changes": len(res.changes)}
+                               "n_changes": len(res.changes), "overlap_tolerance": overlap_tolerance,
+                               "warnings": res.warnings}
     if rule_list:
         plan, _inputs = _load_layers(specs, workspace, user)
         flags = flag_changes(res, plan, rule_list)
@@ -221,6 +238,15 @@ def reserve(population: str | None, out: str | Path, *, planned_total_km2: float
         for c in (year, value):
             if c not in frame.columns:
                 raise InputError(f"no column {c!r}", file=population, field=c)
+        dup = frame[year].duplicated(keep=False).to_numpy()
+        if dup.any():
+            i = int(dup.argmax())
+            v = frame[year].iloc[i]
+            v = v.item() if hasattr(v, "item") else v
+            raise InputError(f"year {v!r} appears {int((frame[year] == v).sum())} times: the population table must "
+                             "have one row per year", file=population, row=i + 1, field=year,
+                             hint="the table seems to hold several places; keep the rows of one place and "
+                                  "pass that table")
         fc = forecast_population(frame[year].to_numpy(), frame[value].to_numpy(), target_years, capacity=capacity)
     res = reserve_land(params, fc, years=target_years)
     writers: dict[str, Callable[[Path], None]] = {"reserve.csv": lambda p: res.table.to_csv(p, index=False),

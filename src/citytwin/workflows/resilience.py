@@ -11,11 +11,22 @@ Outputs (all in ``out``):
   ``steps.csv`` and ``mechanism.json``;
 - :func:`heterogeneity`: ``groups.csv``, ``pairs.csv``, ``heterogeneity.json``;
 - :func:`report`: ``table.html``, ``table.tex``, ``table.docx``, ``coefficients.png``, ``report.json``.
+
+With a workspace (given, or the one the panel was read from), :func:`measure`, :func:`model`,
+:func:`mechanism`, :func:`heterogeneity`, :func:`threshold` and :func:`spatial` also store their
+tables in the catalog as derived datasets (through
+:func:`citytwin.workflows.spatial.store_results`), with lineage to the panel's dataset version when the
+panel is a catalog dataset (a panel file is named, with its SHA-256, in the parameters). The names are
+``store`` (default ``<panel>_<command>``, the panel's dataset name or file stem) and
+``store_<table>`` for further tables; ``save=False`` stores nothing. The summary lists them under
+``stored``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +75,39 @@ def parse_window(value: str | None, periods: pd.Series, *, option: str = "--shoc
     return parts[0], parts[1]
 
 
+def _base_name(panel: str, dataset: str | None, command: str) -> str:
+    """``<panel>_<command>`` as a valid dataset name (the dataset name, else the file stem, cleaned)."""
+    base = dataset or Path(panel).stem
+    base = re.sub(r"[^a-z0-9_]+", "_", base.lower()).strip("_") or "panel"
+    if not base[0].isalpha():
+        base = f"p_{base}"
+    return f"{base[: 63 - len(command) - 12]}_{command}"
+
+
+def _store(command: str, frames: dict[str, pd.DataFrame], *, panel: str, dataset: str | None,
+           workspace: str | Path | None, user: str | None, store: str | None, save: bool,
+           params: dict[str, Any], extra_inputs: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Store ``frames`` (suffix -> table; ``""`` is the main one) as derived datasets when a workspace is
+    given; returns ``[{"dataset", "version"}, ...]`` (empty without a workspace or with ``save=False``)."""
+    if workspace is None or not save:
+        return []
+    from citytwin.foundation.catalog import check_name
+    from citytwin.workflows.common import open_ws
+    from citytwin.workflows.spatial import Inputs, store_results
+
+    name = check_name(store) if store else _base_name(panel, dataset, command)
+    files: dict[str, str] = {}
+    p = Path(panel)
+    if dataset is None and p.is_file():
+        files = {"panel": str(p.resolve()), "panel_sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+    inp = Inputs(datasets=[d for d in (dataset, *extra_inputs) if d], files=files)
+    ws = open_ws(workspace, user)
+    stored = store_results(ws, name, {k: v.reset_index(drop=True) for k, v in frames.items()}, inp,
+                           {"command": f"resilience {command}", **params},
+                           f"citytwin resilience {command} on {dataset or p.name}")
+    return [{"dataset": d, "version": v} for d, v in stored]
+
+
 def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
 
@@ -91,11 +135,12 @@ def _fe_ids(fe: list[str]) -> tuple[str | None, str | None]:
 
 def measure(panel: str, *, unit: str, time: str, value: str, out: str | Path, reference: str = "national",
             shock: str | None = None, recovery_end: str | None = None, method: str = "martin",
-            workspace: str | Path | None = None, user: str | None = None, sheet: str | None = None) -> dict[str, Any]:
+            store: str | None = None, save: bool = True, workspace: str | Path | None = None,
+            user: str | None = None, sheet: str | None = None) -> dict[str, Any]:
     """Resilience measures of every unit -> ``out/resilience.csv`` and ``out/measure.json``."""
     from citytwin.resilience.measures import resilience_measures
 
-    frame, _ = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
+    frame, dataset = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
     if time not in frame.columns:
         raise InputError(f"the panel has no column {time!r}", file=panel, field=time)
     window = parse_window(shock, frame[time])
@@ -107,21 +152,27 @@ def measure(panel: str, *, unit: str, time: str, value: str, out: str | Path, re
                             recovery_end=rec, method=method, source=panel)
     o = Path(out)
     o.mkdir(parents=True, exist_ok=True)
-    r.table.rename(columns={unit: "unit"}).to_csv(o / "resilience.csv", index=False)
+    table = r.table.rename(columns={unit: "unit"})
+    table.to_csv(o / "resilience.csv", index=False)
+    stored = _store("resilience", {"": table}, panel=panel, dataset=dataset, workspace=workspace, user=user,
+                    store=store, save=save, params={"unit": unit, "time": time, "value": value,
+                                                    "reference": reference, "shock": list(r.shock),
+                                                    "shock_rule": r.shock_rule, "method": r.method})
     summary = {"method": r.method, "shock": list(r.shock), "shock_rule": r.shock_rule, "reference": reference,
                "reference_series": {str(k): float(v) for k, v in r.reference.items()}, "rows": len(r.table),
-               "warnings": r.warnings, "files": ["resilience.csv", "measure.json"], "out": str(o)}
+               "warnings": r.warnings, "files": ["resilience.csv", "measure.json"], "out": str(o), "stored": stored}
     _write_json(o / "measure.json", summary)
     return summary
 
 
 def model(panel: str, *, y: str, x: str, out: str | Path, controls: str | Sequence[str] | None = None,
           fe: str | Sequence[str] | None = None, cluster: str | Sequence[str] | None = None, vcov: str = "cluster",
-          workspace: str | Path | None = None, user: str | None = None, sheet: str | None = None) -> dict[str, Any]:
+          store: str | None = None, save: bool = True, workspace: str | Path | None = None,
+          user: str | None = None, sheet: str | None = None) -> dict[str, Any]:
     """Two-way FE model -> ``out/coefficients.csv`` and ``out/model.json``."""
     from citytwin.resilience.panel import fit_fe
 
-    frame, _ = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
+    frame, dataset = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
     fes = parse_list(fe)
     unit, time = _fe_ids(fes)
     r = fit_fe(frame, y, parse_list(x), controls=parse_list(controls), fe=fes,
@@ -131,6 +182,8 @@ def model(panel: str, *, y: str, x: str, out: str | Path, controls: str | Sequen
     o.mkdir(parents=True, exist_ok=True)
     r.coefficients.to_csv(o / "coefficients.csv", index=False)
     mj = _model_json(r)
+    mj["stored"] = _store("model", {"": r.coefficients}, panel=panel, dataset=dataset, workspace=workspace,
+                          user=user, store=store, save=save, params=mj)
     _write_json(o / "model.json", mj)
     return mj | {"coefficients": r.coefficients.to_dict(orient="records"), "out": str(o),
                  "files": ["coefficients.csv", "model.json"]}
@@ -138,12 +191,13 @@ def model(panel: str, *, y: str, x: str, out: str | Path, controls: str | Sequen
 
 def mechanism(panel: str, *, y: str, x: str, m: str, out: str | Path, controls: str | Sequence[str] | None = None,
               fe: str | Sequence[str] | None = None, cluster: str | Sequence[str] | None = None, vcov: str = "cluster",
-              n_boot: int = 500, seed: int = 0, workspace: str | Path | None = None, user: str | None = None,
+              n_boot: int = 500, seed: int = 0, store: str | None = None, save: bool = True,
+              workspace: str | Path | None = None, user: str | None = None,
               sheet: str | None = None) -> dict[str, Any]:
     """Mechanism test -> ``out/mechanism.csv``, ``out/steps.csv``, ``out/mechanism.json``."""
     from citytwin.resilience.mechanism import stepwise
 
-    frame, _ = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
+    frame, dataset = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
     fes = parse_list(fe)
     unit, time = _fe_ids(fes)
     r = stepwise(frame, y=y, x=x, m=m, controls=parse_list(controls), fe=fes,
@@ -161,6 +215,10 @@ def mechanism(panel: str, *, y: str, x: str, m: str, out: str | Path, controls: 
           "goodman": {"z": s.z_goodman, "p": s.p_goodman}, "bootstrap": r.bootstrap,
           "proportion_mediated": r.info["proportion_mediated"],
           "models": {k: _model_json(v) for k, v in r.steps.items()}}
+    js["stored"] = _store("mechanism", {"": summ, "steps": steps}, panel=panel, dataset=dataset,
+                          workspace=workspace, user=user, store=store, save=save,
+                          params={"y": y, "x": x, "m": m, "fe": fes, "vcov": vcov, "n_boot": n_boot, "seed": seed,
+                                  "controls": parse_list(controls), "N": r.info["N"]})
     _write_json(o / "mechanism.json", js)
     return js | {"summary": summ.to_dict(orient="records"), "out": str(o)}
 
@@ -168,12 +226,13 @@ def mechanism(panel: str, *, y: str, x: str, m: str, out: str | Path, controls: 
 def heterogeneity(panel: str, *, group: str, y: str, x: str, out: str | Path,
                   controls: str | Sequence[str] | None = None, fe: str | Sequence[str] | None = None,
                   cluster: str | Sequence[str] | None = None, vcov: str = "cluster", n_perm: int = 0, seed: int = 0,
-                  workspace: str | Path | None = None, user: str | None = None,
+                  store: str | None = None, save: bool = True, workspace: str | Path | None = None,
+                  user: str | None = None,
                   sheet: str | None = None) -> dict[str, Any]:
     """Heterogeneity by a group column -> ``out/groups.csv``, ``out/pairs.csv``, ``out/heterogeneity.json``."""
     from citytwin.resilience.heterogeneity import by_group
 
-    frame, _ = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
+    frame, dataset = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
     fes = parse_list(fe)
     unit, time = _fe_ids(fes)
     r = by_group(frame, group=group, y=y, x=x, controls=parse_list(controls), fe=fes,
@@ -186,6 +245,10 @@ def heterogeneity(panel: str, *, group: str, y: str, x: str, out: str | Path,
     js = {"group": group, "groups": r.table.to_dict(orient="records"), "wald": r.wald,
           "pairs": r.pairs.to_dict(orient="records"), "dropped_no_group": r.info["dropped_no_group"],
           "n_perm": n_perm, "seed": seed, "interaction_model": _model_json(r.interaction)}
+    js["stored"] = _store("heterogeneity", {"groups": r.table, "pairs": r.pairs}, panel=panel, dataset=dataset,
+                          workspace=workspace, user=user, store=store, save=save,
+                          params={"group": group, "y": y, "x": x, "fe": fes, "vcov": vcov, "n_perm": n_perm,
+                                  "seed": seed, "controls": parse_list(controls), "wald": r.wald})
     _write_json(o / "heterogeneity.json", js)
     return js | {"out": str(o)}
 
@@ -232,8 +295,8 @@ def report(panel: str, *, y: str, x: str, out: str | Path, controls: str | Seque
 def threshold(panel: str, *, y: str, x: str, q: str, fe: str | Sequence[str], out: str | Path,
               controls: str | Sequence[str] | None = None, n_thresholds: int = 1, trim: float = 0.05,
               n_grid: int = 100, bootstrap: int = 300, seed: int = 0, two_way: bool = False,
-              workspace: str | Path | None = None, user: str | None = None,
-              sheet: str | None = None) -> dict[str, Any]:
+              store: str | None = None, save: bool = True, workspace: str | Path | None = None,
+              user: str | None = None, sheet: str | None = None) -> dict[str, Any]:
     """Hansen (1999) panel threshold model -> ``out/coefficients.csv``, ``out/threshold.json`` and
     ``out/lr.csv`` (the likelihood-ratio curve over the grid; see :func:`citytwin.resilience.threshold.
     threshold_grid` for the grid rule)."""
@@ -241,13 +304,18 @@ def threshold(panel: str, *, y: str, x: str, q: str, fe: str | Sequence[str], ou
 
     if n_thresholds not in (1, 2):
         raise InputError(f"--thresholds must be 1 or 2, got {n_thresholds}", field="thresholds")
-    frame, _ = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
+    frame, dataset = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
     unit, time = _fe_ids(parse_list(fe))
     if unit is None or time is None:
         raise InputError("--fe needs UNIT,TIME", field="fe")
-    r = panel_threshold(frame, y, parse_list(x), q, unit, time, parse_list(controls),
-                        n_thresholds=1 if n_thresholds == 1 else 2, trim=trim, n_grid=n_grid,
-                        bootstrap=bootstrap, seed=seed, fe="two-way" if two_way else "unit")
+    try:
+        r = panel_threshold(frame, y, parse_list(x), q, unit, time, parse_list(controls),
+                            n_thresholds=1 if n_thresholds == 1 else 2, trim=trim, n_grid=n_grid,
+                            bootstrap=bootstrap, seed=seed, fe="two-way" if two_way else "unit")
+    except InputError as exc:
+        if exc.file is not None:
+            raise
+        raise InputError(exc.message, file=panel, hint=exc.hint) from exc  # the panel named as well
     o = Path(out)
     o.mkdir(parents=True, exist_ok=True)
     r.result.coefficients.to_csv(o / "coefficients.csv", index=False)
@@ -259,6 +327,9 @@ def threshold(panel: str, *, y: str, x: str, q: str, fe: str | Sequence[str], ou
                "bootstrap": bootstrap, "seed": seed, "N": r.result.nobs, "info": r.info,
                "coefficients": r.result.coefficients.to_dict(orient="records"),
                "files": ["coefficients.csv", "threshold.json", "lr.csv"], "out": str(o)}
+    summary["stored"] = _store("threshold", {"": r.result.coefficients, "lr": r.lr}, panel=panel, dataset=dataset,
+                               workspace=workspace, user=user, store=store, save=save,
+                               params={k: v for k, v in summary.items() if k not in ("coefficients", "out")})
     _write_json(o / "threshold.json", summary)
     return summary
 
@@ -266,8 +337,8 @@ def threshold(panel: str, *, y: str, x: str, q: str, fe: str | Sequence[str], ou
 def spatial(panel: str, *, y: str, x: str, fe: str | Sequence[str], out: str | Path, boundaries: str,
             id_col: str, weights: str = "queen", model: str = "sar", two_way: bool = True,
             economic: str | None = None, draws: int = 1000, seed: int = 0,
-            workspace: str | Path | None = None, user: str | None = None,
-            sheet: str | None = None) -> dict[str, Any]:
+            store: str | None = None, save: bool = True, workspace: str | Path | None = None,
+            user: str | None = None, sheet: str | None = None) -> dict[str, Any]:
     """Spatial lag (SAR) or Durbin (SDM) panel with fixed effects and LeSage–Pace impacts ->
     ``out/coefficients.csv``, ``out/impacts.csv`` and ``out/spatial.json``.
 
@@ -284,18 +355,19 @@ def spatial(panel: str, *, y: str, x: str, fe: str | Sequence[str], out: str | P
                          hint="use queen, inverse_distance or economic")
     if model not in ("sar", "sdm"):
         raise InputError(f"unknown model {model!r}", field="model", hint="use sar or sdm")
-    frame, _ = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
+    frame, dataset = read_panel(panel, workspace=workspace, user=user, sheet=sheet)
     unit, time = _fe_ids(parse_list(fe))
     if unit is None or time is None:
         raise InputError("--fe needs UNIT,TIME", field="fe")
     bp = Path(boundaries)
+    bds = None
     if bp.exists():
         try:
             gdf = gpd.read_file(bp)
         except Exception as exc:  # pyogrio raises several types for unreadable files
             raise InputError(f"cannot read boundaries {bp}: {exc}", file=str(bp)) from exc
     else:
-        bframe, _ = read_panel(boundaries, workspace=workspace, user=user)
+        bframe, bds = read_panel(boundaries, workspace=workspace, user=user)
         if not isinstance(bframe, gpd.GeoDataFrame):
             raise InputError(f"dataset {boundaries!r} has no geometry", field="boundaries")
         gdf = bframe
@@ -318,5 +390,10 @@ def spatial(panel: str, *, y: str, x: str, fe: str | Sequence[str], out: str | P
                "info": {**r.result.info, **r.info}, "coefficients": r.result.coefficients.to_dict(orient="records"),
                "impacts": r.impacts.to_dict(orient="records"),
                "files": ["coefficients.csv", "impacts.csv", "spatial.json"], "out": str(o)}
+    summary["stored"] = _store("spatial", {"": r.result.coefficients, "impacts": r.impacts}, panel=panel,
+                               dataset=dataset, workspace=workspace, user=user, store=store, save=save,
+                               params={"y": y, "x": x, "fe": parse_list(fe), "model": model, "weights": weights,
+                                       "boundaries": boundaries, "rho": float(r.rho), "draws": draws, "seed": seed,
+                                       "two_way": two_way}, extra_inputs=[bds] if bds else [])
     _write_json(o / "spatial.json", summary)
     return summary
