@@ -18,6 +18,9 @@ fi
 # the source), so the first large ingest of points does not spend ~5-10 s compiling them
 .venv/bin/python -c "import numpy as np, pyarrow as pa; from citytwin.foundation import cleannumba, h3numba; h3numba.cells_array(np.array([116.4]), np.array([39.9]), 9); cleannumba.dirty_mask(pa.array(['x']), whitespace=' ', tokens=('',))" \
   || echo "note: numba kernels could not be compiled; ingest computes H3 cells and cleans text in SQL instead" >&2
+# and the planning overlay's convex clipping kernel (planning.overlay), the same way
+.venv/bin/python -c "import numpy as np, shapely; from citytwin.planning.overlay import intersect_pairs; a = np.array([shapely.box(0, 0, 2, 2)]); intersect_pairs(a, np.array([shapely.box(1, 1, 3, 3)]), np.array([0]), np.array([0]))" \
+  || echo "note: the planning overlay's numba kernel could not be compiled now; it compiles on first use" >&2
 if [ "${1:-}" = "--test" ]; then
   need=()
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
