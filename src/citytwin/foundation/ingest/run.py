@@ -102,7 +102,11 @@ def ingest(ws: Workspace, paths: str | Path | Sequence[str | Path], *, dataset: 
     try:
         out: Outcome | None = None
         fallback_note = None
-        if o.stream:
+        if o.dask:
+            from citytwin.foundation.ingest.parallel import run_parallel
+
+            out, fallback_note = run_parallel(files, sch, opts, staging, say, o.dask, o.task_progress)
+        elif o.stream:
             say("streaming")
             out, fallback_note = run_streamed(files, sch, opts, staging, say)
         if out is None:
