@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from typing import Any, TypeVar
 
 from citytwin.foundation.errors import CitytwinError, InputError
 
-__all__ = ["DaskSpec", "Progress", "cluster", "parse_dask", "run_tasks", "worker_cache"]
+__all__ = ["DaskSpec", "Progress", "cluster", "parse_dask", "run_futures", "run_tasks", "task_keys", "worker_cache"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -141,23 +142,39 @@ def run_tasks(client: Any, fn: Callable[..., R], items: Sequence[Any], *, progre
               key: str = "citytwin", **kwargs: Any) -> list[R]:
     """``[fn(item, **kwargs) for item in items]`` on the cluster, results in the order of ``items``.
 
-    Every call is a task of its own (``pure=False``: run again each time). ``progress(done, total)`` is
-    called as tasks finish. A task that raises cancels the others and its error is raised here
-    (a :class:`CitytwinError` as it was raised on the worker); tasks of a worker that died are run
-    again by the scheduler, and only when a task has killed too many workers is it given up.
+    Every call is a task of its own, with a key unique to this call (``key`` + a random suffix, so two
+    jobs on one scheduler never share results). ``progress(done, total)`` is called as tasks finish.
+    When a task raises, the other tasks are waited for, then its error is raised here (a
+    :class:`CitytwinError` as it was raised on the worker); tasks of a worker that died are run again
+    by the scheduler, and only when a task has killed too many workers is it given up.
 
     Raises
     ------
     CitytwinError
         A task's own error, or the cluster's (a task given up after killing workers).
     """
-    dd = _distributed()
-    as_completed = dd.as_completed
-    KilledWorker = importlib.import_module("distributed.scheduler").KilledWorker
-
     if not items:
         return []
-    futures = client.map(fn, list(items), pure=False, key=[f"{key}-{i}" for i in range(len(items))], **kwargs)
+    futures = client.map(fn, list(items), pure=False, key=task_keys(key, len(items)), **kwargs)
+    return run_futures(client, futures, progress=progress)
+
+
+def task_keys(prefix: str, n: int) -> list[str]:
+    """``n`` task keys ``PREFIX-RANDOM-i``, unique to one job."""
+    tag = uuid.uuid4().hex[:12]
+    return [f"{prefix}-{tag}-{i}" for i in range(n)]
+
+
+def run_futures(client: Any, futures: Sequence[Any], *, progress: Progress | None = None) -> list[Any]:
+    """The results of ``futures`` (submitted to ``client``) in their order; see :func:`run_tasks`.
+
+    Every future is waited for, even after one failed, so that no task still runs when the caller
+    cleans up; then the first error is raised.
+    """
+    dd = _distributed()
+    KilledWorker = importlib.import_module("distributed.scheduler").KilledWorker
+
+    futures = list(futures)
     total = len(futures)
     done = 0
     if progress:
@@ -166,7 +183,7 @@ def run_tasks(client: Any, fn: Callable[..., R], items: Sequence[Any], *, progre
     try:
         # every task is waited for, even after one failed: a task still running must not write into a
         # folder its caller is about to remove (nothing half-written)
-        for fut in as_completed(futures, loop=client.loop):
+        for fut in dd.as_completed(futures, loop=client.loop):
             if fut.status == "error":
                 failed = failed or fut
                 continue
