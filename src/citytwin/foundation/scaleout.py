@@ -54,6 +54,8 @@ _HINT = "--dask local:N (N worker processes here) or --dask tcp://HOST:PORT (a r
 _ADDRESS = re.compile(r"^(tcp|tls)://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 #: the most local workers one machine is asked for (a typo such as local:200 should not fork 200 processes)
 MAX_LOCAL_WORKERS = 64
+#: how long a client waits for an existing scheduler to answer
+CONNECT_TIMEOUT = "10s"
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def cluster(spec: str | DaskSpec) -> Iterator[Any]:
     ds = parse_dask(spec)
     if ds.address:
         try:
-            client = Client(ds.address, timeout="10s", set_as_default=False)
+            client = Client(ds.address, timeout=CONNECT_TIMEOUT, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             raise CitytwinError(f"cannot reach the Dask scheduler at {ds.address}: {exc}",
                                 hint="start one (`dask scheduler`, then `dask worker ADDRESS`) or use --dask local:N"
