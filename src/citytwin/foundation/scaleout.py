@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from citytwin.foundation.errors import CitytwinError, InputError
 
@@ -222,4 +222,4 @@ def worker_cache(key: Any, build: Callable[[], T]) -> T:
         if len(_CACHE) > 8:
             _CACHE.clear()
         _CACHE[key] = build()
-    return _CACHE[key]  # type: ignore[no-any-return]
+    return cast(T, _CACHE[key])

@@ -29,13 +29,21 @@ How each splits:
 from __future__ import annotations
 
 import glob
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from citytwin.foundation.errors import InputError
-from citytwin.foundation.scaleout import Progress, cluster, run_futures, run_tasks, task_keys, worker_cache
+from citytwin.foundation.scaleout import (
+    Progress,
+    cluster,
+    parse_dask,
+    run_futures,
+    run_tasks,
+    task_keys,
+    worker_cache,
+)
 from citytwin.workflows.common import WorkspaceLike, maybe_ws
 
 if TYPE_CHECKING:
@@ -47,8 +55,9 @@ if TYPE_CHECKING:
     from citytwin.economy.spec import IndexSpec
     from citytwin.foundation.workspace import Workspace
     from citytwin.spatial.lifecircle import LifeCircleResult
+    from citytwin.workflows.spatial import Inputs
 
-__all__ = ["POOLED_METHODS", "ZoneCounts", "index", "life_circles", "parquet_files", "points_per_zone"]
+__all__ = ["POOLED_METHODS", "ZoneCounts", "index", "life_circle_inputs", "life_circles", "parquet_files", "points_per_zone"]
 
 #: methods whose pooled weights are computed from partial sums on Dask
 POOLED_METHODS = ("entropy", "equal", "expert")
@@ -169,14 +178,14 @@ def _original_order(frame: pd.DataFrame, keys: pd.DataFrame) -> pd.DataFrame:
     return frame.iloc[np.argsort(pos, kind="stable")].reset_index(drop=True)
 
 
-def index(panel: str, spec: Path | dict[str, Any], method: str = "entropy", *, dask: str,
+def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entropy", *, dask: str,
           workspace: WorkspaceLike | None = None, scope: str = "pooled", normalisation: str = "minmax",
           shift: float = 0.0, scale: float = 1.0, score_scale: float = 1.0,
           progress: Progress | None = None) -> IndexResult:
     """:func:`citytwin.economy.index.composite_index` of a Parquet panel on Dask, one task per period.
 
-    ``panel`` is a Parquet file, folder or glob, or a dataset of ``workspace``; ``spec`` a YAML file or
-    mapping with ``time:``. See the module docstring for what is exact and what agrees to 1e-12.
+    ``panel`` is a Parquet file, folder or glob, or a dataset of ``workspace``; ``spec`` a mapping (as
+    :func:`citytwin.workflows.economy.read_spec` reads it) or :class:`IndexSpec` with ``time:``. See the module docstring for what is exact and what agrees to 1e-12.
 
     Raises
     ------
@@ -191,10 +200,10 @@ def index(panel: str, spec: Path | dict[str, Any], method: str = "entropy", *, d
     from citytwin.economy.index import METHODS, IndexResult
     from citytwin.economy.ranking import rank_by
     from citytwin.economy.spec import parse_spec
-    from citytwin.workflows.economy import read_spec
 
+    parse_dask(dask)
     ws = maybe_ws(workspace)
-    sp = parse_spec(read_spec(spec) if isinstance(spec, Path | str) else spec)
+    sp = parse_spec(spec)
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}", field="method", hint=f"use one of {', '.join(METHODS)}")
     if scope not in ("pooled", "per_year"):
@@ -288,6 +297,8 @@ def index(panel: str, spec: Path | dict[str, Any], method: str = "entropy", *, d
                                "scale": scale, "missing": sp.missing, "score_scale": score_scale, "n_rows": n,
                                "n_indicators": len(sp.columns), "dask": str(dask),
                                "partitions": "one task per period; pooled min/max and entropy sums added on the client"}
+    options["spec"] = {"id": sp.id, "time": sp.time, "missing": sp.missing,
+                       "indicators": [{k_: v for k_, v in asdict(i).items() if v is not None} for i in sp.indicators]}
     if k is not None:
         options["entropy_k"] = k
         options["entropy_rows"] = n
@@ -355,6 +366,8 @@ def points_per_zone(points: str, zones: str, *, zone_id: str = "zone", predicate
     the parts one after another; with ``dask`` the parts are the partitions of a ``dask_geopandas``
     frame read by the workers, each worker reads the zones once. The same counts either way (integers).
     """
+    if dask is not None:
+        parse_dask(dask)
     if predicate not in ("within", "intersects"):
         raise InputError(f"unknown predicate {predicate!r}", field="predicate", hint="within | intersects")
     files = parquet_files(points, maybe_ws(workspace), "points")
@@ -410,6 +423,31 @@ def _life_category(cat: str, *, source: str | None, refs: dict[str, str | None],
     return out
 
 
+def life_circle_inputs(source: str | None, **layers: str | None) -> Inputs:
+    """Where the layers of :func:`life_circles` come from (files only: the workers read them), for lineage.
+
+    Raises
+    ------
+    InputError
+        A layer that is not a file (a dataset name: export it, or give the file), or a missing source.
+    """
+    from citytwin.workflows.spatial import Inputs, _sha256  # the hash load_inputs records
+
+    inp = Inputs()
+    for kind, ref in layers.items():
+        if ref and not Path(ref).is_file():
+            raise InputError(f"on Dask the workers read the layers from files; {ref!r} is not a file", field=kind,
+                             hint="give a GIS file, GeoParquet or the OSM PBF file")
+        if ref:
+            inp.files[kind] = str(ref)
+    if source:
+        if not Path(source).is_file():
+            raise InputError("file not found", file=source)
+        inp.files["pbf"] = str(source)
+        inp.files["pbf_sha256"] = _sha256(Path(source))
+    return inp
+
+
 def life_circles(source: str | None = None, *, pois: str | None = None, buildings: str | None = None,
                  streets: str | None = None, nodes: str | None = None, dask: str,
                  categories: Sequence[str] | None = None, minutes: float = 15.0, speed_kmh: float = 4.8,
@@ -426,8 +464,8 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
 
     from citytwin.spatial.lifecircle import DAILY_SERVICES, LifeCircleResult, walk_threshold_m
 
-    if source is not None and not Path(source).exists():
-        raise InputError("file not found", file=source)
+    parse_dask(dask)
+    life_circle_inputs(source, pois=pois, buildings=buildings, streets=streets, nodes=nodes)
     cats = list(dict.fromkeys(categories or DAILY_SERVICES))
     refs = {"pois": pois, "buildings": buildings, "streets": streets, "nodes": nodes}
     kw = {"minutes": minutes, "speed_kmh": speed_kmh, "threshold_m": threshold_m, "max_snap_m": max_snap_m}
