@@ -42,7 +42,7 @@ from typing import Any, TypeVar, cast
 
 from citytwin.foundation.errors import CitytwinError, InputError
 
-__all__ = ["DaskSpec", "Progress", "cluster", "parse_dask", "run_futures", "run_tasks", "task_keys", "worker_cache"]
+__all__ = ["DaskSpec", "Progress", "cluster", "parse_dask", "run_futures", "run_tasks", "task_keys", "worker_cache", "worker_threads"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -205,6 +205,14 @@ def run_futures(client: Any, futures: Sequence[Any], *, progress: Progress | Non
                 f.cancel()
 
 
+def worker_threads() -> int:
+    """Threads of the Dask worker running this task (1 outside a worker): what a task's DuckDB may use."""
+    try:
+        return int(_distributed().get_worker().state.nthreads)
+    except (ValueError, AttributeError):
+        return 1
+
+
 def _distributed() -> Any:
     """The ``distributed`` module (imported when a cluster is asked for; untyped for mypy)."""
     return importlib.import_module("distributed")
@@ -216,7 +224,8 @@ _CACHE: dict[Any, Any] = {}
 def worker_cache(key: Any, build: Callable[[], T]) -> T:
     """``build()`` once per process for ``key`` (a worker keeps e.g. its copy of a street network).
 
-    Used for what every task of a job needs whole and reads itself once (replicated, not shipped).
+    Used for what every task of a job needs whole and reads itself once (replicated, not shipped);
+    ``key`` should name the job (a token), so that a later job reads its inputs afresh.
     """
     if key not in _CACHE:
         if len(_CACHE) > 8:

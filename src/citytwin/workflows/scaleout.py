@@ -29,6 +29,7 @@ How each splits:
 from __future__ import annotations
 
 import glob
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -57,7 +58,8 @@ if TYPE_CHECKING:
     from citytwin.spatial.lifecircle import LifeCircleResult
     from citytwin.workflows.spatial import Inputs
 
-__all__ = ["POOLED_METHODS", "ZoneCounts", "index", "life_circle_inputs", "life_circles", "parquet_files", "points_per_zone"]
+__all__ = ["POOLED_METHODS", "TIMING_COLUMNS", "ZoneCounts", "index", "life_circle_inputs", "life_circles",
+           "parquet_files", "points_per_zone", "sim_run"]
 
 #: methods whose pooled weights are computed from partial sums on Dask
 POOLED_METHODS = ("entropy", "equal", "expert")
@@ -330,12 +332,12 @@ def _zones(zones: str, zone_id: str) -> gpd.GeoDataFrame:
     return z[[zone_id, "geometry"]]
 
 
-def _count_in_zones(points: gpd.GeoDataFrame, zones: str, zone_id: str, predicate: str) -> pd.DataFrame:
+def _count_in_zones(points: gpd.GeoDataFrame, zones: str, zone_id: str, predicate: str, job: str = "") -> pd.DataFrame:
     """Points of one partition per zone (``zone_id``, ``points``) and the partition's size (row ``None``)."""
     import geopandas as gpd
     import pandas as pd
 
-    z = worker_cache(("zones", zones, zone_id), lambda: _zones(zones, zone_id))
+    z = worker_cache(("zones", job, zones, zone_id), lambda: _zones(zones, zone_id))
     if points.crs is not None and z.crs is not None and not z.crs.equals(points.crs):
         z = z.to_crs(points.crs)
     pts = gpd.GeoDataFrame(geometry=points.geometry.reset_index(drop=True), crs=points.crs)
@@ -387,14 +389,15 @@ def points_per_zone(points: str, zones: str, *, zone_id: str = "zone", predicate
 
     ddf = dask_geopandas.read_parquet(files, columns=["geometry"])
     meta = pd.DataFrame({"zone": pd.Series([], dtype=object), "points": pd.Series([], dtype="int64")})
-    counted = ddf.map_partitions(_count_in_zones, zones, zone_id, predicate, meta=meta)
+    # the zones are read once per worker and job (the job token keeps a later job from an older copy)
+    counted = ddf.map_partitions(_count_in_zones, zones, zone_id, predicate, uuid.uuid4().hex, meta=meta)
     with cluster(dask) as client:
         parts = run_futures(client, client.compute(counted.to_delayed()), progress=progress)
     return _finish_counts(parts, zone_ids, dict(options, dask=str(dask), partitions=ddf.npartitions))
 
 
 # -------------------------------------------------------------------------------------------- life circles
-def _life_inputs(source: str | None, refs: dict[str, str | None], include_unknown: bool
+def _life_inputs(source: str | None, refs: dict[str, str | None], include_unknown: bool, job: str
                  ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, Any]:
     """(homes, POIs, network) read and built on a worker (once: kept for the job's other tasks)."""
     from citytwin.spatial.lifecircle import residential_buildings
@@ -407,14 +410,14 @@ def _life_inputs(source: str | None, refs: dict[str, str | None], include_unknow
         net = build_network(inp.layers["nodes"], inp.layers["streets"])
         return residential_buildings(inp.layers["buildings"], include_unknown=include_unknown), inp.layers["pois"], net
 
-    return worker_cache(("lifecircle", source, tuple(sorted(refs.items())), include_unknown), build)
+    return worker_cache(("lifecircle", job, source, tuple(sorted(refs.items())), include_unknown), build)
 
 
 def _life_category(cat: str, *, source: str | None, refs: dict[str, str | None], include_unknown: bool,
-                   first: bool, kw: dict[str, Any]) -> dict[str, Any]:
+                   first: bool, kw: dict[str, Any], job: str) -> dict[str, Any]:
     from citytwin.spatial.lifecircle import life_circle
 
-    homes, pois, net = _life_inputs(source, refs, include_unknown)
+    homes, pois, net = _life_inputs(source, refs, include_unknown, job)
     r = life_circle(homes, pois, net, categories=[cat], **kw)
     out: dict[str, Any] = {"dist": r.homes[f"dist_{cat}"].to_numpy(), "ok": r.homes[f"ok_{cat}"].to_numpy(),
                            "coverage": r.coverage, "report": r.report}
@@ -471,8 +474,9 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
     kw = {"minutes": minutes, "speed_kmh": speed_kmh, "threshold_m": threshold_m, "max_snap_m": max_snap_m}
     with cluster(dask) as client:
         keys = task_keys("citytwin-life", len(cats))
+        job = keys[0]  # the network is built once per worker and job
         futs = [client.submit(_life_category, c, source=source, refs=refs, include_unknown=include_unknown,
-                              first=i == 0, kw=kw, pure=False, key=keys[i]) for i, c in enumerate(cats)]
+                              first=i == 0, kw=kw, job=job, pure=False, key=keys[i]) for i, c in enumerate(cats)]
         parts = run_futures(client, futs, progress=progress)
     thr = float(threshold_m) if threshold_m is not None else walk_threshold_m(minutes, speed_kmh)
     out = parts[0]["base"].copy()
@@ -504,3 +508,101 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
     report["dask"] = {"cluster": str(dask), "tasks": len(cats), "split": "one task per category; network on every worker"}
     coverage = pd.concat([p["coverage"] for p in parts], ignore_index=True)
     return LifeCircleResult(homes=out, coverage=coverage, report=report, threshold_m=thr)
+
+
+# ------------------------------------------------------------------------------------------ simulation
+#: per-seed columns that measure this machine, not the simulation (they differ between any two runs)
+TIMING_COLUMNS = ("wall_s", "control_s", "steps")
+
+
+def _sim_seed(seed: int, *, scenario_dir: str, work: str, control: str, plan: str | None, backend: str
+              ) -> dict[str, Any]:
+    """One SUMO run (one seed) on a worker, through the single-process workflow, in ``work/seed{seed}``."""
+    import shutil
+
+    import pandas as pd
+
+    from citytwin.workflows.simulation import run
+
+    folder = Path(work) / f"seed{seed}"
+    shutil.rmtree(folder, ignore_errors=True)  # a task run again after its worker died starts clean
+    summary = run(Path(scenario_dir), folder, seeds=1, first_seed=seed, control=control,
+                  plan=Path(plan) if plan else None, backend=backend)
+    return {"summary": summary, "runs": pd.read_csv(folder / "runs.csv"), "edges": pd.read_csv(folder / "edges.csv")}
+
+
+def sim_run(scenario_dir: Path, out: Path, *, dask: str, seeds: int = 3, control: str = "fixed",
+            plan: Path | None = None, backend: str = "libsumo", first_seed: int = 1,
+            progress: Progress | None = None) -> dict[str, Any]:
+    """:func:`citytwin.workflows.simulation.run` with one SUMO run (seed) per Dask task.
+
+    Writes ``out/summary.json``, ``runs.csv`` and ``edges.csv`` as one process does, once every seed has
+    run (nothing is written when a run fails). Each seed's simulation is the single-process one (SUMO
+    is deterministic for a seed): the per-seed metrics are equal; the edge means over seeds are added in
+    another order (to 1e-9 relative); ``wall_s``/``control_s`` measure the machine.
+    """
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from citytwin.simulation import results
+    from citytwin.workflows.simulation import CONTROLS, load_scenario
+
+    parse_dask(dask)
+    if control not in CONTROLS:
+        raise InputError(f"unknown control {control!r}", field="--control", hint=" | ".join(CONTROLS))
+    if seeds < 1:
+        raise InputError("--seeds must be at least 1", field="--seeds")
+    load_scenario(scenario_dir)  # a bad scenario is said here, before any task
+    out = Path(out)
+    work = out.parent / f".{out.name}.dask-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    try:
+        with cluster(dask) as client:
+            parts = run_tasks(client, _sim_seed, list(range(first_seed, first_seed + seeds)), progress=progress,
+                              key="citytwin-seed", scenario_dir=str(scenario_dir), work=str(work), control=control,
+                              plan=str(plan) if plan else None, backend=backend)
+        runs = pd.concat([p["runs"] for p in parts], ignore_index=True)
+        edges = pd.concat([p["edges"] for p in parts]).groupby("edge", as_index=False).mean(numeric_only=True)
+        first = parts[0]["summary"]
+        summary: dict[str, Any] = {k: first[k] for k in ("scenario", "net", "control", "backend")}
+        summary["seeds"] = runs["seed"].tolist()
+        for metric in results.METRICS:
+            mean, lo, hi = results.mean_ci(runs[metric].to_numpy())
+            summary[metric] = mean
+            summary[f"{metric}_ci95"] = [lo, hi]
+        summary["vehicles_loaded"] = float(runs["vehicles_loaded"].mean())
+        summary["teleports"] = float(runs["teleports"].mean())
+        summary["all_inserted"] = bool((runs["vehicles_inserted"] == runs["vehicles_loaded"]).all())
+        summary["emission_model"] = first["emission_model"]
+        summary["per_seed"] = runs.to_dict(orient="records")
+        summary.update({k: v for k, v in first.items() if k not in summary})  # the control's plans (webster)
+        summary["dask"] = {"cluster": str(dask), "tasks": seeds, "split": "one SUMO run (seed) per task"}
+        stage = work / "out"
+        stage.mkdir()
+        runs.to_csv(stage / "runs.csv", index=False)
+        edges.to_csv(stage / "edges.csv", index=False)
+        (stage / "summary.json").write_text(json.dumps(_plain(summary), ensure_ascii=False, indent=2, allow_nan=False,
+                                                       default=str), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        stage.replace(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with numpy scalars as Python numbers and NaN as None (strict JSON, as one process writes it)."""
+    import math
+
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

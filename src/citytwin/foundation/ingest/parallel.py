@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,11 @@ def ingest_file(task: tuple[int, str], *, sch: Schema, opts: PipelineOptions, st
     """
     from citytwin.foundation.ingest.staged import run_staged
     from citytwin.foundation.ingest.streamed import run_streamed
+    from citytwin.foundation.scaleout import worker_threads
 
     i, path = task
+    if opts.threads is None:  # DuckDB gets the worker's threads, not every core of the machine
+        opts = replace(opts, threads=worker_threads())
     root = Path(staging)
     if not root.is_dir():  # the job was given up and its staging removed: write nothing
         raise FileNotFoundError(f"staging folder {root} is gone")
