@@ -37,7 +37,8 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("command", [["spatial", "zones", "x", "--zones", "y"],
                                      ["economy", "index", "x", "--spec", "pyproject.toml", "--out", "o"],
-                                     ["spatial", "lifecircle", "x"], ["ingest", "x", "-d", "d", "-s", "poi"]])
+                                     ["spatial", "lifecircle", "x"], ["ingest", "x", "-d", "d", "-s", "poi"],
+                                     ["sim", "run", ".", "--out", "o"]])
 @pytest.mark.parametrize("bad", ["local:0", "tcp:/nowhere"])
 def test_bad_dask_value_is_an_error_in_json(command: list[str], bad: str, tmp_path: Path) -> None:
     from citytwin.foundation.workspace import Workspace

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from citytwin.cli.common import JsonOpt, console, handle_errors, print_json
+from citytwin.cli.common import DaskOpt, JsonOpt, console, handle_errors, print_json, task_progress
 
 app = typer.Typer(help="What-if traffic simulation on SUMO: CityFlow/OSM import, runs, signal control, scenarios, "
                        "comparison.", no_args_is_help=True)
@@ -127,14 +127,21 @@ def run_cmd(
     out: OutOpt,
     seeds: SeedsOpt = 3,
     as_json: JsonOpt = False,
+    dask: DaskOpt = None,
 ) -> None:
-    """Run a scenario with N seeds (signals as in the network) -> OUT/summary.json.
+    """Run a scenario with N seeds (signals as in the network) -> OUT/summary.json; --dask: one seed per task.
 
     Example: citytwin sim run scen/ --seeds 5 --out runs/base
     """
     from citytwin.workflows.simulation import run
 
-    s = run(scenario_dir, out, seeds=seeds)
+    if dask:
+        from citytwin.workflows.scaleout import sim_run
+
+        with task_progress(f"seeds on Dask ({dask})") as tasks:
+            s = sim_run(scenario_dir, out, seeds=seeds, dask=dask, progress=tasks)
+    else:
+        s = run(scenario_dir, out, seeds=seeds)
     _print(s, as_json, _metrics_lines(s, out))
 
 
@@ -149,14 +156,22 @@ def signals_cmd(
                                                              "(fixed/actuated).")] = None,
     backend: Annotated[str, typer.Option("--backend", help="libsumo | traci (max-pressure).")] = "libsumo",
     as_json: JsonOpt = False,
+    dask: DaskOpt = None,
 ) -> None:
-    """Run a scenario under a signal controller with N seeds -> OUT/summary.json.
+    """Run a scenario under a signal controller with N seeds -> OUT/summary.json; --dask: one seed per task.
 
     Example: citytwin sim signals scen/ --control maxpressure --seeds 5 --out runs/mp
     """
     from citytwin.workflows.simulation import run
 
-    s = run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend)
+    if dask:
+        from citytwin.workflows.scaleout import sim_run
+
+        with task_progress(f"seeds on Dask ({dask})") as tasks:
+            s = sim_run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend, dask=dask,
+                        progress=tasks)
+    else:
+        s = run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend)
     _print(s, as_json, _metrics_lines(s, out))
 
 
