@@ -4,7 +4,10 @@ Part 1, for each workflow on Dask (``citytwin.workflows.scaleout``, ``ingest(das
 process (no Dask: the peer), on a LocalCluster of 1 worker and of 2 workers (processes, 1 thread each;
 the clusters are started before the timings, their start-up is printed apart), and the parallel
 efficiency ``E = T(1 worker) / (2 x T(2 workers))`` (goal >= 0.8). Every Dask result is checked
-against the one-process result (``same``).
+against the one-process result (``same``). CPU seconds (this process + every worker, incl. SUMO
+children) are printed too: on a loaded machine wall times say little, while the CPU ratio of 2 to 1
+workers shows the work the split adds (replicated reads, the network built in each worker);
+``E <= 1 / that ratio`` whatever the load.
 
 - ingest: Beijing air station CSVs (../shared/data/air_beijing_multisite), one file per task;
 - index: a generated panel (units x years x 17 indicators, one Parquet file per year), pooled entropy;
@@ -60,6 +63,27 @@ def _warm() -> None:
     from citytwin.foundation import spacelink
 
     spacelink.h3_cells_arrow(np.array([116.4]), np.array([39.9]), 9)
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and its finished children (SUMO runs as a child)."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def cpu_of(address: str | None, fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(wall s, CPU s of this process + the cluster's workers, result) of ``fn()``."""
+    from distributed import Client
+
+    def workers() -> float:
+        if address is None:
+            return 0.0
+        with Client(address, set_as_default=False) as c:
+            return float(sum(c.run(_cpu_s).values()))
+
+    w0, c0 = workers(), _cpu_s()
+    wall, r = timed(fn)
+    return wall, _cpu_s() - c0 + workers() - w0, r
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -253,15 +277,17 @@ def part1(quick: bool, tmp: Path, only: list[str] | None) -> list[dict[str, Any]
             if only and name not in only:
                 continue
             run = w["run"]
-            s0, r0 = timed(lambda: run(None))  # noqa: B023 (called at once)
-            s1, r1 = timed(lambda: run(c1.scheduler_address))  # noqa: B023
-            s2, r2 = timed(lambda: run(c2.scheduler_address))  # noqa: B023
+            s0, u0, r0 = cpu_of(None, lambda: run(None))  # noqa: B023 (called at once)
+            s1, u1, r1 = cpu_of(c1.scheduler_address, lambda: run(c1.scheduler_address))  # noqa: B023
+            s2, u2, r2 = cpu_of(c2.scheduler_address, lambda: run(c2.scheduler_address))  # noqa: B023
             row = {"workflow": name, "size": w["size"], "one_process_s": s0, "dask_1_s": s1, "dask_2_s": s2,
                    "efficiency": s1 / (2 * s2), "speedup_vs_one_process": s0 / s2,
+                   "cpu_one_process_s": u0, "cpu_dask_1_s": u1, "cpu_dask_2_s": u2,
                    "same": bool(w["same"](r0, r1) and w["same"](r0, r2))}
             rows.append(row)
-            print(f"{name:11s} {w['size']:32s} one process {s0:7.2f} s | Dask 1 worker {s1:7.2f} s | 2 workers "
-                  f"{s2:7.2f} s | E = {row['efficiency']:.2f} | vs one process {row['speedup_vs_one_process']:.2f}x"
+            print(f"{name:11s} {w['size']:32s} one process {s0:6.2f} s | Dask 1 worker {s1:6.2f} s | 2 workers "
+                  f"{s2:6.2f} s | E = {row['efficiency']:.2f} | vs one process {row['speedup_vs_one_process']:.2f}x"
+                  f" | CPU-s {u0:.1f} / {u1:.1f} / {u2:.1f} (work ratio 2:1 workers {u2 / u1:.2f})"
                   f" | same: {row['same']}", flush=True)
     finally:
         c1.close()
