@@ -31,6 +31,7 @@ import argparse
 import logging
 import os
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -230,7 +231,8 @@ def workflows(quick: bool, tmp: Path) -> dict[str, dict[str, Callable[[str | Non
         from citytwin.workflows.simulation import run
 
         runs[0] += 1
-        out_dir = tmp / f"seeds{runs[0]}"
+        out_dir = tmp / f"seeds-{os.getpid()}-{runs[0]}"
+        shutil.rmtree(out_dir, ignore_errors=True)
         if dask is None:
             run(sc, out_dir, seeds=n_seeds)
         else:

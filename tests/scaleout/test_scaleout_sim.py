@@ -45,3 +45,14 @@ def test_a_failed_seed_writes_nothing(tmp_path: Path, dask_address: str) -> None
                          plan=tmp_path / "missing.json")
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["grid"]
+
+
+def test_an_output_folder_in_use_is_refused_as_one_process_does(tmp_path: Path) -> None:
+    from citytwin.workflows import scaleout
+
+    sc = build(tmp_path / "grid")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("x", encoding="utf-8")
+    with pytest.raises(InputError, match="exists and is not empty"):
+        scaleout.sim_run(sc, tmp_path / "out", dask="local:1")
+    assert (tmp_path / "out" / "keep.txt").read_text(encoding="utf-8") == "x"

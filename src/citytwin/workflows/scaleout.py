@@ -556,6 +556,8 @@ def sim_run(scenario_dir: Path, out: Path, *, dask: str, seeds: int = 3, control
         raise InputError("--seeds must be at least 1", field="--seeds")
     load_scenario(scenario_dir)  # a bad scenario is said here, before any task
     out = Path(out)
+    if out.exists() and any(out.iterdir()):  # as the single-process run says it
+        raise InputError(f"output folder {out} exists and is not empty", file=str(out), hint="give a new folder")
     work = out.parent / f".{out.name}.dask-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
     try:
@@ -586,7 +588,7 @@ def sim_run(scenario_dir: Path, out: Path, *, dask: str, seeds: int = 3, control
         (stage / "summary.json").write_text(json.dumps(_plain(summary), ensure_ascii=False, indent=2, allow_nan=False,
                                                        default=str), encoding="utf-8")
         if out.exists():
-            shutil.rmtree(out)
+            out.rmdir()  # empty (checked above)
         stage.replace(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
