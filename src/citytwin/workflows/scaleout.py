@@ -189,6 +189,10 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
     ``panel`` is a Parquet file, folder or glob, or a dataset of ``workspace``; ``spec`` a mapping (as
     :func:`citytwin.workflows.economy.read_spec` reads it) or :class:`IndexSpec` with ``time:``. See the module docstring for what is exact and what agrees to 1e-12.
 
+    Each task checks its period as :func:`citytwin.economy.spec.prepare` checks a panel, so an
+    indicator with no value at all in one period is an error naming it (one process checks the whole
+    column). The client reads the key columns (id, period) to put the scores in the panel's row order.
+
     Raises
     ------
     InputError
