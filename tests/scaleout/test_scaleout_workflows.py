@@ -122,3 +122,26 @@ def test_life_circles_on_dask_equal_one_process(shared_data: Path, dask_address:
     pd.testing.assert_frame_equal(one.coverage, two.coverage, check_exact=True)
     assert two.report["network"] == one.report["network"]
     assert len(two.homes) > 300 and two.homes["n_missing"].gt(0).any()
+
+
+def test_disparity_tables_by_period_equal_one_process(tmp_path: Path, dask_address: str) -> None:
+    from citytwin.workflows import scaleout
+    from citytwin.workflows.disparity import run_disparity
+
+    rng = np.random.default_rng(4)
+    n, years = 300, 4
+    panel = pd.DataFrame({"city": np.tile([f"c{i}" for i in range(n)], years),
+                          "year": np.repeat(np.arange(2010, 2010 + years), n),
+                          "gdp": rng.lognormal(1, 0.6, n * years), "pop": rng.integers(10, 500, n * years),
+                          "region": np.tile(rng.choice(["east", "centre", "west", "north"], n), years)})
+    panel.loc[5, "gdp"] = np.nan  # dropped by both
+    folder = tmp_path / "panel"
+    folder.mkdir()
+    for i, rows in enumerate(np.array_split(np.arange(len(panel)), 3)):
+        panel.iloc[rows].to_parquet(folder / f"part-{i}.parquet")
+    panel.to_csv(tmp_path / "panel.csv", index=False)
+    one = run_disparity(str(tmp_path / "panel.csv"), value="gdp", group="region", time="year", weight="pop",
+                        out=tmp_path / "out")
+    two = scaleout.disparity(str(folder), value="gdp", group="region", time="year", weight="pop", dask=dask_address)
+    for name in scaleout.DISPARITY_TABLES:
+        pd.testing.assert_frame_equal(one.tables[name], two[name], check_exact=True, check_dtype=False)

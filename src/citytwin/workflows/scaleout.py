@@ -1,4 +1,4 @@
-"""Workflows on Dask (issue 19): the economy index, points per zone and life circles, split into tasks.
+"""Workflows on Dask (issue 19): economy index and disparity, points per zone, life circles, simulation seeds.
 
 Each function here gives the result of its single-process workflow (``tests/scaleout`` compares them)
 with the work split into tasks on a Dask cluster (``dask="local:N"`` or ``"tcp://HOST:PORT"``,
@@ -16,6 +16,8 @@ How each splits:
   min/max; scores are computed per period with the global weights. Sums added in another order
   differ in the last bits: weights and scores agree with one process to 1e-12, ranks exactly.
   TOPSIS, CRITIC, PCA and combined weights pooled are not split (said in the error).
+* **disparity** (:func:`disparity`): one task per period (Gini, Theil, Dagum): exact.
+* **simulation seeds** (:func:`sim_run`): one SUMO run per task: per-seed metrics exact.
 * **points per zone** (:func:`points_per_zone`): the points' GeoParquet parts are partitions of a
   ``dask_geopandas`` frame read by the workers; each partition is joined to the zones (read by each
   worker once) and counted; the counts are added (exact).
@@ -58,7 +60,7 @@ if TYPE_CHECKING:
     from citytwin.spatial.lifecircle import LifeCircleResult
     from citytwin.workflows.spatial import Inputs
 
-__all__ = ["POOLED_METHODS", "TIMING_COLUMNS", "ZoneCounts", "index", "life_circle_inputs", "life_circles",
+__all__ = ["DISPARITY_TABLES", "POOLED_METHODS", "TIMING_COLUMNS", "ZoneCounts", "disparity", "index", "life_circle_inputs", "life_circles",
            "parquet_files", "points_per_zone", "sim_run"]
 
 #: methods whose pooled weights are computed from partial sums on Dask
@@ -310,6 +312,55 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
         options["entropy_rows"] = n
     return IndexResult(weights=wf, scores=scores, options=options, warnings=warnings, diagnostics={}, spec=sp,
                        id_col=sp.id, time_col=sp.time)
+
+
+# ------------------------------------------------------------------------------------------ disparity
+#: the per-period tables of :func:`citytwin.workflows.disparity.run_disparity` that :func:`disparity` splits
+DISPARITY_TABLES = ("inequality", "theil_groups", "dagum", "dagum_groups", "dagum_pairs")
+
+
+def _disparity_period(period: Any, *, files: list[str], value: str, group: str, time: str,
+                      weight: str | None) -> dict[str, pd.DataFrame]:
+    """Gini, Theil (by group) and the Dagum decomposition of one period, read by the worker."""
+    import pandas as pd
+
+    from citytwin.economy import dagum, inequality
+    from citytwin.stats.values import numeric_column
+
+    cols = list(dict.fromkeys(c for c in (time, value, group, weight) if c))
+    df = pd.concat([pd.read_parquet(f, columns=cols, filters=[(time, "==", period)]) for f in files],
+                   ignore_index=True)
+    df[value] = numeric_column(df[value], name=value)
+    df = df.loc[~df[cols].isna().any(axis=1)].reset_index(drop=True)  # as run_disparity drops missing rows
+    r = inequality.theil(df[value].to_numpy(), df[group].to_numpy(), None if weight is None else df[weight].to_numpy())
+    tg = r.groups.assign(**{time: period})
+    tg.insert(0, time, tg.pop(time))
+    summary, dgroups, dpairs = dagum.dagum_by_year(df, value=value, group=group, time=time, weight=weight)
+    return {"inequality": inequality.theil_by_year(df, value=value, time=time, group=group, weight=weight),
+            "theil_groups": tg, "dagum": summary, "dagum_groups": dgroups, "dagum_pairs": dpairs}
+
+
+def disparity(panel: str, *, value: str, group: str, time: str, dask: str, weight: str | None = None,
+              workspace: WorkspaceLike | None = None, progress: Progress | None = None) -> dict[str, pd.DataFrame]:
+    """The per-period disparity tables of :func:`citytwin.workflows.disparity.run_disparity` on Dask.
+
+    One task per period reads its rows of the Parquet panel (file, folder, glob or dataset) and computes
+    Gini, Theil with its between/within split and groups, and the Dagum decomposition (O(n²) per period:
+    the part worth splitting); the tables are concatenated in period order: :data:`DISPARITY_TABLES`,
+    equal to the one-process tables. Convergence, kernel densities, Markov chains and the spatial
+    statistics run across periods or over a neighbour graph and stay in one process (``run_disparity``).
+    """
+    import pandas as pd
+
+    parse_dask(dask)
+    files = parquet_files(panel, maybe_ws(workspace), "panel")
+    periods = sorted(pd.concat([pd.read_parquet(f, columns=[time]) for f in files])[time].dropna().unique().tolist())
+    if not periods:
+        raise InputError("the panel has no periods", field=time)
+    with cluster(dask) as client:
+        parts = run_tasks(client, _disparity_period, periods, progress=progress, key="citytwin-disparity",
+                          files=files, value=value, group=group, time=time, weight=weight)
+    return {name: pd.concat([p[name] for p in parts], ignore_index=True) for name in DISPARITY_TABLES}
 
 
 # ------------------------------------------------------------------------------------------ points/zones
