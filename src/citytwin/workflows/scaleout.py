@@ -60,8 +60,8 @@ if TYPE_CHECKING:
     from citytwin.spatial.lifecircle import LifeCircleResult
     from citytwin.workflows.spatial import Inputs
 
-__all__ = ["DISPARITY_TABLES", "POOLED_METHODS", "TIMING_COLUMNS", "ZoneCounts", "disparity", "index", "life_circle_inputs", "life_circles",
-           "parquet_files", "points_per_zone", "sim_run"]
+__all__ = ["DISPARITY_TABLES", "POOLED_METHODS", "TIMING_COLUMNS", "ZoneCounts", "disparity", "index",
+           "life_circle_inputs", "life_circles", "parquet_files", "points_per_zone", "sim_run"]
 
 #: methods whose pooled weights are computed from partial sums on Dask
 POOLED_METHODS = ("entropy", "equal", "expert")
