@@ -18,7 +18,7 @@ Part 2: the zones join with growing point sets ("a provincial POI set": uniform 
 Guangdong-sized box, 20.1-25.5 N, 109.6-117.3 E, against its ~40,000 H3 res-7 cells) on a fresh
 2-worker cluster per size: seconds, points/s and the peak RSS of each worker process.
 
-    python bench/scaleout.py --quick     # small sizes: 2.5 min at load 27 on 2 shared cores (before 2 seeds, 250k)
+    python bench/scaleout.py --quick     # small sizes: 58 s at load 17-28 on 2 shared cores (fixed costs dominate)
     python bench/scaleout.py             # full: larger sizes, scaling to 16M points
 
 The machine is 2 cores shared by several jobs: an efficiency below the goal can be the neighbours'
