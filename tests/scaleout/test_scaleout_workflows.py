@@ -145,3 +145,44 @@ def test_disparity_tables_by_period_equal_one_process(tmp_path: Path, dask_addre
     two = scaleout.disparity(str(folder), value="gdp", group="region", time="year", weight="pop", dask=dask_address)
     for name in scaleout.DISPARITY_TABLES:
         pd.testing.assert_frame_equal(one.tables[name], two[name], check_exact=True, check_dtype=False)
+
+
+def _snapshots(folder: Path, n: int = 1600) -> tuple[Path, Path]:
+    """Two land-use snapshots: a grid of squares and a shifted grid of rotated rectangles (classes at random)."""
+    import geopandas as gpd
+    import shapely
+
+    side = int(np.ceil(np.sqrt(n)))
+    d = 0.001
+    ij = np.arange(side * side)[:n]
+    x, y = 24.5 + (ij % side) * d, 60.0 + (ij // side) * d * 0.5
+    a = shapely.box(x, y, x + d, y + d * 0.5)
+    cx, cy = x + d / 3 + d * 0.45, y + d / 7 + d * 0.225
+    hx, hy = np.array([-1, 1, 1, -1, -1]) * d * 0.45, np.array([-1, -1, 1, 1, -1]) * d * 0.225
+    th = np.deg2rad(7)
+    px = cx[:, None] + hx * np.cos(th) - hy * np.sin(th)
+    py = cy[:, None] + hx * np.sin(th) + hy * np.cos(th)
+    b = shapely.polygons(np.stack([px, py], axis=-1))
+    rng = np.random.default_rng(3)
+    classes = np.array(["farm", "forest", "construction", "water"])
+    fb, fa = folder / "before.parquet", folder / "after.parquet"
+    gpd.GeoDataFrame({"landuse": classes[rng.integers(0, 4, n)]}, geometry=a, crs=4326).to_parquet(fb)
+    gpd.GeoDataFrame({"landuse": classes[rng.integers(0, 4, n)]}, geometry=b, crs=4326).to_parquet(fa)
+    return fb, fa
+
+
+def test_land_change_in_stripes_equals_one_process(tmp_path: Path, dask_address: str) -> None:
+    import geopandas as gpd
+
+    from citytwin.planning.change import land_change
+    from citytwin.workflows import scaleout
+
+    fb, fa = _snapshots(tmp_path)
+    one = land_change(gpd.read_parquet(fb), gpd.read_parquet(fa), years=5, names=(str(fb), str(fa)))
+    two = scaleout.land_change(str(fb), str(fa), years=5, dask=dask_address, stripes=5)
+    pd.testing.assert_frame_equal(pd.DataFrame(one.pieces.drop(columns="geometry")),
+                                  pd.DataFrame(two.pieces.drop(columns="geometry")), check_exact=True)
+    assert one.pieces.geometry.geom_equals_exact(two.pieces.geometry, tolerance=0).all()
+    pd.testing.assert_frame_equal(one.matrix, two.matrix, check_exact=True)
+    pd.testing.assert_frame_equal(one.rates, two.rates, check_exact=True)
+    assert one.crs == two.crs and len(two.changes) == len(one.changes) > 0
