@@ -18,6 +18,8 @@ How each splits:
   TOPSIS, CRITIC, PCA and combined weights pooled are not split (said in the error).
 * **disparity** (:func:`disparity`): one task per period (Gini, Theil, Dagum): exact.
 * **simulation seeds** (:func:`sim_run`): one SUMO run per task: per-seed metrics exact.
+* **land change** (:func:`land_change`): stripes west to east; each feature cut once, by its stripe's
+  task, exactly as one process cuts it: exact.
 * **points per zone** (:func:`points_per_zone`): the points' GeoParquet parts are partitions of a
   ``dask_geopandas`` frame read by the workers; each partition is joined to the zones (read by each
   worker once) and counted; the counts are added (exact).
@@ -61,7 +63,7 @@ if TYPE_CHECKING:
     from citytwin.workflows.spatial import Inputs
 
 __all__ = ["DISPARITY_TABLES", "POOLED_METHODS", "TIMING_COLUMNS", "ZoneCounts", "disparity", "index",
-           "life_circle_inputs", "life_circles", "parquet_files", "points_per_zone", "sim_run"]
+           "land_change", "life_circle_inputs", "life_circles", "parquet_files", "points_per_zone", "sim_run"]
 
 #: methods whose pooled weights are computed from partial sums on Dask
 POOLED_METHODS = ("entropy", "equal", "expert")
