@@ -231,11 +231,11 @@ def workflows(quick: bool, tmp: Path) -> dict[str, dict[str, Callable[[str | Non
         import geopandas as gpd
 
         from citytwin.planning.change import land_change
-        from citytwin.workflows import scaleout
+        from citytwin.workflows import scaleout_change
 
         if dask is None:
             return land_change(gpd.read_parquet(fb), gpd.read_parquet(fa), names=(str(fb), str(fa))).matrix
-        return scaleout.land_change(str(fb), str(fa), dask=dask).matrix
+        return scaleout_change.land_change(str(fb), str(fa), dask=dask).matrix
 
     out["change"] = {"run": run_change, "same": lambda a, b: a.equals(b),
                      "size": f"{n_poly:,} + {n_poly:,} polygons"}

@@ -175,11 +175,11 @@ def test_land_change_in_stripes_equals_one_process(tmp_path: Path, dask_address:
     import geopandas as gpd
 
     from citytwin.planning.change import land_change
-    from citytwin.workflows import scaleout
+    from citytwin.workflows import scaleout_change
 
     fb, fa = _snapshots(tmp_path)
     one = land_change(gpd.read_parquet(fb), gpd.read_parquet(fa), years=5, names=(str(fb), str(fa)))
-    two = scaleout.land_change(str(fb), str(fa), years=5, dask=dask_address, stripes=5)
+    two = scaleout_change.land_change(str(fb), str(fa), years=5, dask=dask_address, stripes=5)
     pd.testing.assert_frame_equal(pd.DataFrame(one.pieces.drop(columns="geometry")),
                                   pd.DataFrame(two.pieces.drop(columns="geometry")), check_exact=True)
     assert one.pieces.geometry.geom_equals_exact(two.pieces.geometry, tolerance=0).all()
