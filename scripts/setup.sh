@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up citytwin in ./.venv (Python 3.11) from pinned versions. Idempotent.
 #   scripts/setup.sh          Python environment only (enough for `citytwin demo`)
-#   scripts/setup.sh --test   also the servers the integration tests talk to (Mosquitto, Chromium)
+#   scripts/setup.sh --test   also the servers the integration tests talk to (Mosquitto, Chromium,
+#                             PostgreSQL 15 + PostGIS 3: the record tests run on SQLite and on PostgreSQL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -21,6 +22,8 @@ if [ "${1:-}" = "--test" ]; then
   need=()
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
   [ -x /usr/bin/chromium ] || need+=(chromium)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+  ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 || need+=(postgis)
   command -v npm >/dev/null 2>&1 || need+=(npm)
   # Chinese text in the browser tests' screenshots and in PDF reports needs a CJK font
   { command -v fc-list >/dev/null 2>&1 && fc-list :lang=zh | grep -q .; } || need+=(fonts-wqy-zenhei)

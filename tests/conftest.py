@@ -16,18 +16,28 @@ every ``CliRunner.invoke`` runs with a fixed wide console (:data:`CLI_ENV`; a te
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+# the PostgreSQL fixtures (tests/pg.py: pg_cluster, pg_url, backend) are shared by every test folder
+_pg_spec = importlib.util.spec_from_file_location("citytwin_tests_pg", Path(__file__).with_name("pg.py"))
+assert _pg_spec is not None and _pg_spec.loader is not None
+pg = sys.modules["citytwin_tests_pg"] = importlib.util.module_from_spec(_pg_spec)
+_pg_spec.loader.exec_module(pg)
+pg_cluster, pg_url, backend = pg.pg_cluster, pg.pg_url, pg.backend
+
 #: environment of every ``CliRunner.invoke``: a console this wide keeps messages that name long temporary
 #: paths on one line, whatever the terminal the tests run in
 CLI_ENV = {"COLUMNS": "500", "LINES": "50", "TERMINAL_WIDTH": "500"}
 for _var in ("COLUMNS", "LINES", "TERMINAL_WIDTH", "FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
     os.environ.pop(_var, None)
+os.environ.pop("CITYTWIN_DATABASE", None)  # the records' backend is the test's choice (tests/pg.py: backend)
 
 REPO = Path(__file__).resolve().parents[1]
 ENV_SHARED_DATA = "CITYTWIN_SHARED_DATA"
@@ -91,8 +101,11 @@ def shared_data() -> Path:
 
 
 @pytest.fixture()
-def workspace(tmp_path: Path):
-    """A new, empty workspace owned by an admin user named 'admin'."""
+def workspace(tmp_path: Path, request: pytest.FixtureRequest):
+    """A new, empty workspace owned by an admin user named 'admin' (records on the test's ``backend``)."""
     from citytwin.foundation.workspace import Workspace
+
+    if "backend" in request.fixturenames:
+        request.getfixturevalue("backend")
 
     return Workspace.init(tmp_path / "ws", owner="admin")

@@ -30,5 +30,13 @@ def test_demo_builds_workspace(tmp_path: Path) -> None:
     assert (root / "catalog.dcat.json").exists()
     lineage = ws.catalog.lineage("mexico_dagum")
     assert lineage["inputs"][0]["dataset"] == "mexico_states"
+    # one scenario comparison (SUMO, Helsinki base + a road closure), stored with lineage and in the twin
+    diffs = ws.read("helsinki_sim_closure_differences")
+    assert set(diffs["metric"]) >= {"mean_travel_time_s", "co2_kg", "vehicles_inserted"}
+    assert ws.catalog.lineage("helsinki_sim_closure_edges")["inputs"][0]["dataset"] == "helsinki_streets"
+    assert (root / "reports" / "helsinki_simulation.html").read_text().count("<img") == 2
+    from citytwin.workflows.simulation_twin import list_scenarios
+
+    assert [sc["scenario"] for sc in list_scenarios(root / "twin")] == ["helsinki-base", "helsinki-closure"]
     # a public resident sees only public datasets
     assert all(d.classification == "public" for d in ws.as_user("resident").datasets())

@@ -66,12 +66,25 @@ def _tall(folder: Path) -> list[Path]:
     return _book(folder / "tall.xlsx", PANEL, bottom=True)
 
 
-@case("xlsx_formula_no_cached_value", "xlsx", "formulas saved without values (written by a script)",
-      expect="kept", rows=2, ingest={"schema": "city_panel", "h3": False},
-      check=note("2 formula cell(s) have no cached value"))
+def _formula_stored(ws: Any, r: Any) -> None:
+    """The record with an uncached formula is quarantined (row, column, reason); the other one keeps
+    its own value; nothing is stored as NULL for the formula."""
+    note("2 formula cell(s) have no cached value")(ws, r)
+    got = ws.read("xlsx_formula_no_cached_value")
+    assert got["double"].tolist() == [4.0], got
+    q = ws.quarantine("xlsx_formula_no_cached_value")
+    assert q[["row", "field"]].values.tolist() == [[1, "double"], [3, "double"]], q
+    assert "=C2*2 in cell D2" in q["reason"].iloc[0], q["reason"].iloc[0]
+    assert "in cell D4" in q["reason"].iloc[1], q["reason"].iloc[1]
+
+
+@case("xlsx_formula_no_cached_value", "xlsx", "formulas saved without values (written by a script): "
+      "their records quarantined with cell and formula, not stored as empty", expect="quarantined", rows=1,
+      quarantined=2, reason="has no cached value", ingest={"schema": "city_panel", "h3": False},
+      check=_formula_stored)
 def _formula(folder: Path) -> list[Path]:
     return _book(folder / "f.xlsx", [["城市", "年份", "v", "double"], ["北京市", 2020, 1, "=C2*2"],
-                                     ["上海市", 2020, 2, "=C3*2"]])
+                                     ["上海市", 2020, 2, 4], ["天津市", 2020, None, "=C3*2"]])
 
 
 @case("xlsx_empty_sheet", "xlsx", "the chosen sheet is empty: file and sheet named", expect="error",

@@ -28,6 +28,9 @@ from citytwin.foundation.errors import InputError
 from citytwin.foundation.ingest import ingest
 from citytwin.foundation.workspace import Workspace, detect_personal_columns
 
+#: one suite, two backends: each test runs on SQLite (the embedded default) and PostgreSQL (tests/pg.py)
+pytestmark = pytest.mark.usefixtures("backend")
+
 # resident IDs with valid GB 11643 checksums (computed by hand from the standard's weights)
 ID_OK = "11010519491231002X"
 ID_OK2 = "440524188001010014"

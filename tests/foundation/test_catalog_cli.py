@@ -15,6 +15,9 @@ from citytwin.foundation.opendata import dcat_catalog, export_dataset
 from citytwin.foundation.quality import quality_report
 from citytwin.foundation.workspace import Workspace
 
+#: one suite, two backends: each test runs on SQLite (the embedded default) and PostgreSQL (tests/pg.py)
+pytestmark = pytest.mark.usefixtures("backend")
+
 runner = CliRunner()
 
 

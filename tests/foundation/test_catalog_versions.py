@@ -21,6 +21,9 @@ from citytwin.foundation.ingest import ingest
 from citytwin.foundation.opendata import dcat_catalog
 from citytwin.foundation.workspace import Workspace
 
+#: one suite, two backends: each test runs on SQLite (the embedded default) and PostgreSQL (tests/pg.py)
+pytestmark = pytest.mark.usefixtures("backend")
+
 runner = CliRunner()
 
 

@@ -55,13 +55,22 @@ def test_xlsx_used_range_to_the_last_row_reads_only_the_data(workspace: Workspac
     assert any("used range reaches row 1048576" in n for n in r.notes), r.notes
 
 
-def test_xlsx_formulas_without_cached_values_are_noted(workspace: Workspace, tmp_path: Path) -> None:
-    # openpyxl writes formulas without computing them: data_only reads None. Before: NULL, no note
+def test_xlsx_formulas_without_cached_values_are_quarantined(workspace: Workspace, tmp_path: Path) -> None:
+    # openpyxl writes formulas without computing them: data_only reads None. Before: NULL stored, then
+    # a note; now each record with such a cell is quarantined (row, column, cell and formula), a row
+    # holding nothing but a formula included, and the other records keep their values
     p = _workbook(tmp_path / "f.xlsx", [["城市", "年份", "v", "double"], ["北京市", 2020, 1, "=C2*2"],
-                                        ["上海市", 2020, 2, "=C3*2"]])
+                                        ["上海市", 2020, 2, 4], [None, None, None, '=IF(C3>1,"x&y",0)']])
     r = ingest(workspace, p, dataset="t", schema="city_panel", h3=False)
+    assert (r.rows_kept, r.rows_quarantined) == (1, 2)
     note = next(n for n in r.notes if "formula" in n)
-    assert "2 formula cell(s) have no cached value" in note and "D2, D3" in note
+    assert "2 formula cell(s) have no cached value" in note and "D2, D4" in note
+    assert workspace.read("t")["double"].tolist() == [4.0]
+    q = workspace.quarantine("t")
+    assert q[["row", "field"]].values.tolist() == [[1, "double"], [3, "double"]]
+    assert q["reason"].iloc[0].startswith("double: formula =C2*2 in cell D2 has no cached value")
+    assert 'formula =IF(C3>1,"x&y",0) in cell D4' in q["reason"].iloc[1]  # XML entities decoded
+    assert "city" in q["reason"].iloc[1]  # the row's other reasons too
 
 
 def test_xlsx_merged_title_and_header(workspace: Workspace, tmp_path: Path) -> None:
@@ -158,3 +167,17 @@ def test_wide_csv_type_inference_is_bounded(workspace: Workspace, tmp_path: Path
     assert set(types.values()) == {"DOUBLE"}
     r = ingest(workspace, p, dataset="w", schema="table", h3=False)
     assert r.rows_kept == 20 and len(r.columns) == cols
+
+
+def test_cli_prints_notes_and_reasons_with_brackets_as_written(tmp_path: Path) -> None:
+    # a note about a JSON object of [x, y] pairs lost "[x, y]" on the console: rich read it as markup
+
+    from citytwin.cli.main import app
+
+    ws = tmp_path / "ws"
+    Workspace.init(ws, owner="admin")
+    p = tmp_path / "coords.json"
+    p.write_text('{"阿城": [126.58, 45.32], "北京": [116.46, 39.92]}', encoding="utf-8")
+    res = CliRunner().invoke(app, ["ingest", str(p), "-d", "coords", "-s", "poi", "-w", str(ws), "--no-h3"])
+    assert res.exit_code == 0, res.output
+    assert "[x, y] pairs -> lon, lat" in res.output

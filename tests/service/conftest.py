@@ -47,11 +47,19 @@ def _incidents() -> gpd.GeoDataFrame:
 
 
 @pytest.fixture(scope="session")
-def service_ws(tmp_path_factory: pytest.TempPathFactory) -> ServiceWorkspace:
+def service_backend(request: pytest.FixtureRequest) -> str | None:
+    """Where ``service_ws`` keeps its records: the embedded default, or (``test_api.py`` parametrises
+    ``sqlite`` / ``postgresql``) a database of the test PostgreSQL cluster (its URL)."""
+    param = getattr(request, "param", "sqlite")
+    return request.getfixturevalue("pg_cluster").fresh_database() if param == "postgresql" else None
+
+
+@pytest.fixture(scope="session")
+def service_ws(tmp_path_factory: pytest.TempPathFactory, service_backend: str | None) -> ServiceWorkspace:
     from citytwin.foundation import osm
     from citytwin.foundation.ingest import ingest
 
-    ws = Workspace.init(tmp_path_factory.mktemp("ocapi") / "ws", owner="admin")
+    ws = Workspace.init(tmp_path_factory.mktemp("ocapi") / "ws", owner="admin", database=service_backend)
     for role, name in USERS.items():
         if name != "admin":
             ws.add_user(name, role, "planning" if role == "analyst" else None)

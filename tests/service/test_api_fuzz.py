@@ -33,9 +33,28 @@ def fuzz_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FastAPI
     ws.write_derived("incidents", _incidents(), inputs=[], parameters={}, classification="internal")
     ws.write_derived("secret_sites", _incidents().iloc[:5], inputs=[], parameters={}, classification="sensitive")
     _, tok = ws.catalog.issue_token("admin", "fuzz")
+    _seed_participation(ws)
     app = create_server_app(ws)
     yield app, {"Authorization": f"Bearer {tok}"}
     app.state.jobs.close()
+
+
+def _seed_participation(ws: Workspace) -> None:
+    """A city extent, a complaint and an open consultation with a comment (id 1 each: the routes'
+    explicit examples), so that the participation routes are fuzzed past their 404s."""
+    import json
+    from datetime import UTC, datetime
+
+    from citytwin.foundation.cases import CaseStore
+
+    (ws.root / "participation.json").write_text(json.dumps({"bbox": [24.8, 60.1, 25.1, 60.3]}), encoding="utf-8")
+    st = CaseStore.of(ws)
+    st.open_case(description="a hole <b>here</b>", service_code="pothole", lat=60.17, lon=24.94,
+                 reporter_phone="13812345678")
+    cid = st.create_consultation("plan", starts=datetime(2000, 1, 1, tzinfo=UTC), ends=datetime(2100, 1, 1, tzinfo=UTC),
+                                 questions=[{"kind": "vote", "text": "ok?", "options": ["yes", "no"]}])
+    st.comment(cid, "admin", "first", geometry={"type": "Point", "coordinates": [24.94, 60.17]})
+    st.verify_resident("admin")
 
 
 @pytest.fixture()
@@ -92,7 +111,9 @@ def test_every_route_is_fuzzed(api_schema: Any, fuzz_env: tuple[FastAPI, dict[st
     paths = set(fuzz_env[0].openapi()["paths"])
     for p in ("/collections", "/collections/{collection_id}/items", "/tiles/{dataset}/{z}/{x}/{y}.mvt",
               "/tiles/{dataset}.json", "/catalog/{dataset}/lineage", "/processes/{process_id}/execution",
-              "/jobs/{job_id}", "/auth/login", "/ngsi-ld/v1/entities"):
+              "/jobs/{job_id}", "/auth/login", "/ngsi-ld/v1/entities", "/open311/v2/requests.json",
+              "/cases/{case_id}/status", "/consultations/{cid}/comments", "/consultations/{cid}/questions/{qid}/answer",
+              "/participation/v1/entities"):
         assert p in paths, p
     fuzzed = {op.ok().path for op in api_schema.get_all_operations()}
     assert paths - fuzzed == {"/twin/v1/alerts/stream", "/twin/v1/observations/stream"}

@@ -58,7 +58,8 @@ def test_alert_stream_is_served(client: TestClient, service_ws: ServiceWorkspace
 
 def test_every_route_needs_a_token(client: TestClient) -> None:
     """Walk the app's routes, so a route added later without the token check fails here."""
-    open_routes = {"/health", "/auth/login"}
+    # and Open311's public service list (GeoReport v2: anyone may read what can be reported)
+    open_routes = {"/health", "/auth/login", "/open311/v2/services.json", "/open311/v2/services/{code}.json"}
     checked = 0
     for route, ops in client.app.openapi()["paths"].items():  # type: ignore[attr-defined]
         if route in open_routes:

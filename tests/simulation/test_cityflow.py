@@ -74,6 +74,15 @@ def test_route_that_does_not_connect(tmp_path: Path) -> None:
     flows[2]["route"] = ["in_E", "ghost"]
     with pytest.raises(InputError, match="route names road 'ghost'"):
         cityflow.convert(cd.roadnet(), flows)
+    # through the CLI: one JSON error naming the flow and the intersection, nothing written
+    flows[2]["route"] = ["in_E", "out_E"]
+    r, f = _write(tmp_path, cd.roadnet(), flows)
+    res = runner.invoke(app, ["sim", "import-cityflow", str(r), str(f), "--out", str(tmp_path / "sc"), "--json"])
+    assert res.exit_code == 2
+    err = json.loads(res.stdout)
+    assert "flow 2: route does not connect" in err["error"] and "intersection 'c'" in err["error"]
+    assert not (tmp_path / "sc").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flow.json", "roadnet.json"]
 
 
 def test_phase_with_missing_road_link(tmp_path: Path) -> None:

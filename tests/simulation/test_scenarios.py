@@ -147,3 +147,15 @@ def test_counts_on_roads_are_reproduced(tmp_path: Path) -> None:
     assert res.exit_code == 2
     err = json.loads(res.stdout)
     assert err["row"] == 2 and err["field"] == "edge" and "edge 'Z9' is not in the network" in err["error"]
+
+
+def test_without_emissions_the_same_run_and_emissions_missing(tmp_path: Path) -> None:
+    base = grid.build(tmp_path / "base", grid.ew_trips(per_row=20, headway=10.0, ns=3))
+    on = _cli("run", str(base), "--seeds", "1", "--out", str(tmp_path / "on"))
+    off = _cli("run", str(base), "--seeds", "1", "--no-emissions", "--out", str(tmp_path / "off"))
+    # the emission model only observes: the same seed gives the same traffic
+    for m in ("mean_travel_time_s", "vehicle_km", "vehicles_arrived", "mean_queue_veh"):
+        assert off[m] == on[m]
+    assert on["co2_kg"] > 0 and off["co2_kg"] is None and off["emission_model"] is None
+    e = pd.read_csv(tmp_path / "off" / "edges.csv")
+    assert e["co2_kg"].isna().all() and e["entered"].sum() > 0

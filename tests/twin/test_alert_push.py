@@ -117,7 +117,7 @@ def test_alerts_pushed_over_mqtt_once_per_transition(broker, twin_ws):
         sub.close()
         rt.close()
     # the alert book is saved: a restarted twin has both alerts, resolved
-    again = AlertHub(twin_ws.root / "alerts.json")
+    again = AlertHub(twin_ws.root / "alerts.sqlite")
     assert sorted(a.status for a in again.book) == ["resolved", "resolved"]
 
 

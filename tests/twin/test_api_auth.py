@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sqlite3
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,6 +15,9 @@ from citytwin.cli.main import app as cli
 from citytwin.foundation.errors import CitytwinError
 from citytwin.foundation.workspace import MARKER
 from citytwin.service.app import create_app, open_runtime
+
+#: one suite, two backends: each test runs on SQLite (the embedded default) and PostgreSQL (tests/pg.py)
+pytestmark = pytest.mark.usefixtures("backend")
 
 DONGSI = "urn:ngsi-ld:AirQualityObserved:Dongsi"
 ENTITY = {"id": DONGSI, "type": "AirQualityObserved",
@@ -191,13 +193,13 @@ def test_tokens_are_stored_hashed_and_unique(twin_ws):
     id1, t1 = cat.issue_token("ops", label="a")
     id2, t2 = cat.issue_token("ops", label="a")
     assert id1 != id2 and t1 != t2 and len(t1) >= 43  # 32 random bytes, URL-safe base64
-    with sqlite3.connect(cat.path) as con:
+    with cat.connect() as con:  # the raw rows, on either backend
         rows = con.execute("SELECT * FROM api_tokens WHERE id IN (?, ?) ORDER BY id", (id1, id2)).fetchall()
     assert [r[1] for r in rows] == [hashlib.sha256(t.encode()).hexdigest() for t in (t1, t2)]
     every = [str(v) for r in rows for v in r]
     assert t1 not in every and t2 not in every
-    # nowhere in the catalog's files (database and write-ahead log)
-    for f in cat.path.parent.glob("catalog.sqlite*"):
+    # nowhere in the catalog's files (database and write-ahead log; on PostgreSQL none in the workspace)
+    for f in cat.path.parent.glob("catalog.sqlite*") if cat.path else ():
         data = f.read_bytes()
         assert all(t.encode() not in data for t in (t1, *twin_ws.tokens.values())), f
     listed = cat.tokens("ops")

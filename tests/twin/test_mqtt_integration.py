@@ -204,3 +204,40 @@ def test_beijing_full_four_years_through_mosquitto(broker, tmp_path, shared_data
         assert all(status[k] == "insufficient" for k in covered - heavy_days), covered - heavy_days
     finally:
         rt.close()
+
+
+def test_receiving_goes_on_while_a_batch_is_stored_and_acks_wait_for_the_store(broker):
+    """The store thread holds the first batch; meanwhile the network thread receives the next messages but
+    acknowledges nothing; once the store returns, everything is stored in order and acknowledged."""
+    import threading
+
+    from citytwin.foundation.mqtt import MqttIngest
+
+    host, port, _ = broker
+    gate = threading.Event()
+    got: list[list[bytes]] = []
+
+    def handler(batch):
+        got.append([p for _, p in batch])
+        if len(got) == 1:
+            assert gate.wait(60)
+
+    ing = MqttIngest(host, port, handler, topics=["pipe/#"], client_id="pipe-ingest", max_batch=5,
+                     max_delay=0.01).start()
+    pub = MqttPublisher(host, port, client_id="pipe-pub")
+    try:
+        pub.publish("pipe/a", b"0")
+        assert wait_until(lambda: len(got) == 1, 30)  # the first batch is being stored
+        for i in range(1, 9):
+            pub.publish("pipe/a", str(i).encode())
+        assert wait_until(lambda: ing.stats.received >= 6, 30)  # received while the store is busy
+        time.sleep(0.3)
+        assert ing.stats.acked == 0 and len(got) == 1  # nothing acknowledged before its batch is stored
+        gate.set()
+        assert wait_until(lambda: ing.stats.acked == 9, 30)
+        assert [p for b in got for p in b] == [str(i).encode() for i in range(9)]
+        assert got[0] == [b"0"] and len(got) >= 2  # the later messages came in later batches
+    finally:
+        gate.set()
+        ing.stop()
+        pub.close()

@@ -4,7 +4,10 @@ The demo workspace is built once per session in a temporary folder (``citytwin d
 :func:`~citytwin.workflows.demo.build_demo`); a ``viewer`` user is added and ``helsinki_buildings`` is
 classified ``sensitive`` so that a role without clearance has a layer it must not see. Three
 air-quality stations are registered in the live twin with clean readings at fixed times (no wall
-clock). ``citytwin serve`` runs as a separate process on a free loopback port.
+clock). ``citytwin serve`` runs as a separate process on a free loopback port, with its MQTT ingest
+in-process (``--broker``) from a real Mosquitto broker started for the session (``scripts/mosquitto.sh``,
+one full-access test account, anonymous clients refused); without Mosquitto the server runs without a
+broker and the test that publishes to it is skipped, with that reason.
 
 Chromium is Debian's ``/usr/bin/chromium`` driven by Python Playwright (its own browser download is
 blocked here); the tests are skipped, with that reason, only when it is missing.
@@ -16,6 +19,8 @@ temporary folder.
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,6 +40,8 @@ AQ = "urn:ngsi-ld:AirQualityObserved:"
 STATIONS = {"Dongsi": (116.417, 39.929, 35.0), "Tiantan": (116.407, 39.886, 60.0), "Guanyuan": (116.339, 39.929,
                                                                                                   120.0)}
 T0 = "2015-12-01T08:00:00+08:00"
+REPO = Path(__file__).resolve().parents[2]
+HAVE_MOSQUITTO = shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists()
 
 
 def _free_port() -> int:
@@ -50,6 +57,8 @@ class Server:
     url: str
     root: Path
     tokens: dict[str, str] = field(default_factory=dict)
+    #: (host, port) of the MQTT broker the server ingests from; None without Mosquitto
+    broker: tuple[str, int] | None = None
 
     def headers(self, user: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
@@ -86,7 +95,26 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def web_server(demo_root: Path, chromium_path: str) -> Iterator[Server]:
+def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int] | None]:
+    """A Mosquitto broker on a free loopback port with one test account (in the environment, which
+    ``citytwin serve`` and the test's publisher read); None when Mosquitto is not installed."""
+    if not HAVE_MOSQUITTO:
+        yield None
+        return
+    d = tmp_path_factory.mktemp("broker")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CITYTWIN_MQTT_USERNAME", "citytwin-web-test")
+        mp.setenv("CITYTWIN_MQTT_PASSWORD", secrets.token_urlsafe(16))
+        out = subprocess.run([str(REPO / "scripts" / "mosquitto.sh"), "start", str(d)], check=True,
+                             capture_output=True, text=True)
+        try:
+            yield "127.0.0.1", int(out.stdout.strip())
+        finally:
+            subprocess.run([str(REPO / "scripts" / "mosquitto.sh"), "stop", str(d)], check=False)
+
+
+@pytest.fixture(scope="session")
+def web_server(demo_root: Path, chromium_path: str, mqtt_broker: tuple[str, int] | None) -> Iterator[Server]:
     import httpx
 
     from citytwin.foundation.workspace import Workspace
@@ -96,14 +124,16 @@ def web_server(demo_root: Path, chromium_path: str) -> Iterator[Server]:
         pytest.fail(f"{WEB_DIR / 'vendor'} lacks MapLibre/ECharts: run scripts/setup.sh (npm ci in web/)")
     root = demo_root
     ws = Workspace.open(root, user="admin")
-    srv = Server("", root)
+    srv = Server("", root, broker=mqtt_broker)
     for user in ("admin", "viewer", "operator", "resident"):
         srv.tokens[user] = ws.catalog.issue_token(user)[1]
     port = _free_port()
     srv.url = f"http://127.0.0.1:{port}"
     log = (root.parent / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "citytwin.cli.main", "serve", "-w", str(root), "--port",
-                             str(port)], stdout=log, stderr=subprocess.STDOUT)
+    cmd = [sys.executable, "-m", "citytwin.cli.main", "serve", "-w", str(root), "--port", str(port)]
+    if mqtt_broker is not None:  # the MQTT ingest runs in the server's process
+        cmd += ["--broker", f"{mqtt_broker[0]}:{mqtt_broker[1]}"]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90
         while True:

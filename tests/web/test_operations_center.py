@@ -7,12 +7,16 @@ that none was made and that the console stayed free of errors.
 from __future__ import annotations
 
 import io
+import json
 import time
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+
+from citytwin.foundation.mqtt import MqttPublisher
+from citytwin.twin.entities import topic_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -61,6 +65,11 @@ def test_map_drawn_from_workspace_layers_with_local_requests_only(new_page, web_
     cols = httpx.get(f"{web_server.url}/collections", headers=web_server.headers("admin")).json()["collections"]
     panel = set(w.page.eval_on_selector_all("#layer-list input", "els => els.map(e => e.dataset.layer)"))
     assert panel == {c["id"] for c in cols if c["geometry"]}
+    # each layer on one line: name, swatch and classification side by side, none broken over two lines
+    heights = w.page.eval_on_selector_all("#layer-list label", "els => els.map(e => e.getBoundingClientRect().height)")
+    line = w.page.evaluate("parseFloat(getComputedStyle(document.querySelector('#layer-list label')).lineHeight)"
+                           " || 1.2 * parseFloat(getComputedStyle(document.querySelector('#layer-list label')).fontSize)")
+    assert heights and max(heights) < 1.6 * line, (heights, line)
     _local_only(w)
 
 
@@ -94,21 +103,29 @@ def test_clicking_a_city_shows_its_indicators(new_page, web_server, screenshots)
     _local_only(w)
 
 
-def test_alert_appears_within_5s_and_is_acknowledged_and_resolved(new_page, web_server, screenshots):
+def test_alert_published_to_the_broker_appears_within_5s_and_is_acknowledged_and_resolved(new_page, web_server, screenshots):
     w = new_page()
     w.sign_in("admin")
     w.page.click('#tabs button[data-view="twin"]')
     w.page.wait_for_selector("#twin-stations table", timeout=30_000)
     w.wait_map()
-    # a polluted reading published to the twin's API: PM2.5 400 µg/m³ (IAQI 434 > 300: aqi_severe_1h)
-    body = {"id": AQ + "Dongsi", "type": "AirQualityObserved", "observedAt": "2015-12-01T09:00:00+08:00",
-            "pm25": 400.0}
+    # a polluted reading published by a sensor to the MQTT broker the server ingests from:
+    # PM2.5 400 µg/m³ (IAQI 434 > 300: aqi_severe_1h)
+    if web_server.broker is None:
+        pytest.skip("Mosquitto not installed (scripts/setup.sh --test installs it)")
+    host, port = web_server.broker
+    received0 = httpx.get(f"{web_server.url}/health").json()["mqtt"]["received"]
+    pub = MqttPublisher(host, port, client_id="web-test-sensor")  # the test account, from the environment
     t0 = time.monotonic()
-    r = httpx.post(f"{web_server.url}/twin/v1/observations", json=body, headers=web_server.headers("operator"))
-    assert r.status_code == 201, r.text
+    pub.publish(topic_for(AQ + "Dongsi"), json.dumps({"observedAt": "2015-12-01T09:00:00+08:00",
+                                                      "pm25": 400.0}).encode())
+    assert pub.wait_all(timeout=5)  # the broker has it (QoS 1)
+    pub.close()
     w.page.wait_for_selector(".toast", timeout=5_000)
     w.page.wait_for_selector('.alert[data-alert]:has-text("Dongsi")', timeout=5_000)
     assert time.monotonic() - t0 < 5.0
+    health = httpx.get(f"{web_server.url}/health").json()["mqtt"]
+    assert health["received"] > received0 and health["failure"] is None  # it came through the broker
     alerts = httpx.get(f"{web_server.url}/twin/v1/alerts", params={"entity": AQ + "Dongsi"},
                        headers=web_server.headers("admin")).json()
     assert [a["rule"] for a in alerts] == ["aqi_severe_1h"]
@@ -215,6 +232,46 @@ def test_catalog_view_lists_datasets_with_quality_and_lineage(new_page, web_serv
     assert ["helsinki_pois", "helsinki_poi_per_h3"] in links
     w.page.wait_for_timeout(800)
     w.page.screenshot(path=str(screenshots / "catalog.png"))
+    _local_only(w)
+
+
+def test_twin_view_without_stations_says_how_to_feed_it(new_page):
+    """A new workspace's twin has no station yet (``citytwin serve --demo``): the view says how to feed it
+    and shows no empty time slider or forecast box (the page's request of the view answered as such)."""
+    import json as js
+
+    for lang, words in (("en", "citytwin twin replay"), ("zh", "接入数据")):
+        w = new_page(lang)
+        w.page.route("**/views/twin", lambda r: r.fulfill(status=200, content_type="application/json", body=js.dumps(
+            {"view": "twin", "stations": [], "alerts": [], "at": None, "span": None})))
+        w.sign_in("admin")
+        w.page.click('#tabs button[data-view="twin"]')
+        w.page.wait_for_selector("#twin-feed", timeout=30_000)
+        assert words in w.page.inner_text("#twin-feed")
+        assert w.page.locator("#twin-time").is_hidden() and w.page.locator("#twin-forecast").is_hidden()
+        assert w.page.locator("#alert-list").is_visible()
+        _local_only(w)
+    # with stations (the live twin of these tests) both are shown
+    w = new_page()
+    w.sign_in("admin")
+    w.page.click('#tabs button[data-view="twin"]')
+    w.page.wait_for_selector("#twin-stations table", timeout=30_000)
+    assert w.page.locator("#twin-time").is_visible() and w.page.locator("#twin-forecast").is_visible()
+    assert w.page.locator("#twin-feed").count() == 0
+
+
+def test_economy_charts_in_chinese_name_tiers_and_keep_labels_apart(new_page):
+    w = new_page("zh")
+    w.sign_in("admin")
+    w.page.click('#tabs button[data-view="economy"]')
+    w.page.wait_for_function("""() => { const c = echarts.getInstanceByDom(document.getElementById('chart-index'));
+        return c && c.getOption().legend[0].data.length > 0; }""", timeout=60_000)
+    legend = w.page.evaluate("""() => echarts.getInstanceByDom(document.getElementById('chart-index'))
+        .getOption().legend[0].data""")
+    assert legend and all(name.startswith("梯队 ") for name in legend), legend
+    rank = w.page.evaluate("""() => { const o = echarts.getInstanceByDom(document.getElementById('chart-rankgap'))
+        .getOption(); return [o.grid[0].right, o.series[0].labelLayout]; }""")
+    assert rank[0] >= 90 and rank[1] == {"hideOverlap": True}  # room for the last labels; no label over another
     _local_only(w)
 
 

@@ -48,6 +48,23 @@ def test_no_module_outside_the_cli_imports_the_cli() -> None:
     assert "citytwin.workflows.spatial" in _imports(SRC / "workflows" / "demo.py")
 
 
+def test_workflows_and_lower_layers_do_not_import_the_service() -> None:
+    """The service (HTTP) sits on the workflows: no workflow, domain or foundation module imports it (the
+    twin runtime once imported the service's alert hub and forecasting steps)."""
+    offenders = {}
+    for path in SRC.rglob("*.py"):
+        mod = ".".join(path.relative_to(SRC.parent).with_suffix("").parts)
+        top = mod.split(".")[1] if "." in mod else ""
+        if top in ("service", "cli", "demo", "__init__", "__main__"):
+            continue
+        bad = sorted(m for m in _imports(path) if m == "citytwin.service" or m.startswith("citytwin.service."))
+        if bad:
+            offenders[mod] = bad
+    assert offenders == {}
+    # the scan is not vacuous: the service's routes do import the workflows' hub
+    assert "citytwin.workflows.alerting" in _imports(SRC / "service" / "alerting.py")
+
+
 def test_cli_foundation_does_not_import_cli_main() -> None:
     assert not any(m.startswith("citytwin.cli.main") for m in _imports(SRC / "cli" / "foundation.py"))
     # run as a module (the twin's fault test starts `python -m citytwin.cli.main twin ingest`)
@@ -69,7 +86,7 @@ def test_command_tree_imports_no_heavy_library() -> None:
 
 def test_workflow_modules_import_lazily() -> None:
     """Importing a workflow module costs nothing heavy either (notebooks and the CLI import them freely);
-    the runtime is the exception: it wires stores and the service's alert hub."""
+    the runtime is the exception: it wires stores, the alert hub and MQTT."""
     code = ("import sys, json\n"
             "import citytwin.workflows.economy, citytwin.workflows.disparity, citytwin.workflows.spatial\n"
             "import citytwin.workflows.twin, citytwin.workflows.demo, citytwin.demo\n"

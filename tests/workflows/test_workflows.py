@@ -17,6 +17,9 @@ from citytwin.cli.main import app
 from citytwin.foundation.errors import CitytwinError, InputError
 from citytwin.foundation.workspace import Workspace
 
+#: one suite, two backends: each test runs on SQLite (the embedded default) and PostgreSQL (tests/pg.py)
+pytestmark = pytest.mark.usefixtures("backend")
+
 runner = CliRunner()
 YEARS = list(range(1940, 2010, 10))
 SPEC = """

@@ -105,10 +105,12 @@ def ingest(
                   f"read, [green]{result.rows_kept:,} kept[/], "
                   f"[{'red' if result.rows_quarantined else 'green'}]{result.rows_quarantined:,} quarantined[/] "
                   f"in {result.seconds:.1f} s")
-    for reason, count in result.reasons.items():
-        console.print(f"  quarantined {count:,}: {reason}", highlight=False)
+    from rich.markup import escape
+
+    for reason, count in result.reasons.items():  # file text may hold "[x, y]", which is not markup
+        console.print(f"  quarantined {count:,}: {escape(reason)}", highlight=False)
     for note in result.notes:
-        console.print(f"  [dim]{note}[/]", highlight=False)
+        console.print(f"  [dim]{escape(note)}[/]", highlight=False)
     if result.rows_quarantined:
         console.print(f"  see them with `citytwin quarantine {dataset}`")
 

@@ -13,6 +13,7 @@ import typer
 
 from citytwin.cli import cases as _cases
 from citytwin.cli import consult as _consult
+from citytwin.cli import doctor as _doctor
 from citytwin.cli import economy, resilience, spatial, twin
 from citytwin.cli import foundation as _foundation
 from citytwin.cli import plan as _plan
@@ -41,14 +42,17 @@ app.add_typer(_sim.app, name="sim")
 
 @app.command()
 @handle_errors
-def init(directory: Annotated[Path, typer.Argument(help="Folder to create the workspace in.")]) -> None:
+def init(directory: Annotated[Path, typer.Argument(help="Folder to create the workspace in.")],
+         database: Annotated[str | None, typer.Option(
+             "--database", help="Keep the records in this database (postgresql://USER@HOST/DB; recorded in the "
+                                "workspace) instead of the folder's SQLite file.")] = None) -> None:
     """Create a workspace folder.
 
     Example: citytwin init ./ws
     """
     from citytwin.foundation.workspace import Workspace
 
-    ws = Workspace.init(directory)
+    ws = Workspace.init(directory, database=database)
     console.print(f"created workspace [bold]{ws.root}[/] (owner {ws.user.name}, role admin)")
 
 
@@ -61,6 +65,7 @@ def register(commands: typer.Typer) -> None:
 register(_foundation.app)
 register(_report.app)
 register(_serve.app)
+register(_doctor.app)
 
 if __name__ == "__main__":
     app()

@@ -65,4 +65,4 @@ def serve(
     console.print(f"citytwin operations center: {url}  (API: {url}docs)", highlight=False, soft_wrap=True)
     if token:
         console.print(f"sign in as admin with token {token}", highlight=False, soft_wrap=True)
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)  # requests are in the audit log

@@ -11,7 +11,15 @@ from typing import Annotated, Any
 
 import typer
 
-from citytwin.cli.common import DaskOpt, JsonOpt, console, handle_errors, print_json, task_progress
+from citytwin.cli.common import (
+    DaskOpt,
+    JsonOpt,
+    WorkspaceOpt,
+    console,
+    handle_errors,
+    print_json,
+    task_progress,
+)
 
 app = typer.Typer(help="What-if traffic simulation on SUMO: CityFlow/OSM import, runs, signal control, scenarios, "
                        "comparison.", no_args_is_help=True)
@@ -84,8 +92,12 @@ def osm_cmd(
 def od_cmd(
     scenario_dir: ScenarioArg,
     od: Annotated[Path, typer.Argument(help="OD matrix CSV: origin, destination, trips.")],
-    zones: Annotated[Path, typer.Option("--zones", help="JSON {zone: [edge, ...]}.")],
     out: OutOpt,
+    zones: Annotated[Path | None, typer.Option("--zones", help="Zones: JSON {zone: [edge, ...]}, or a GIS file of "
+                                                               "district polygons (--zone-kind districts).")] = None,
+    zone_kind: Annotated[str, typer.Option("--zone-kind", help="edges | h3 (the OD's zones are H3 cells; no "
+                                                               "--zones) | districts.")] = "edges",
+    zone_field: Annotated[str, typer.Option("--zone-field", help="Column naming the districts.")] = "name",
     end: Annotated[float, typer.Option("--end", help="The OD trips depart over [0, END) s.")] = 3600.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     as_json: JsonOpt = False,
@@ -94,10 +106,10 @@ def od_cmd(
 
     Example: citytwin sim od scen/ od.csv --zones zones.json --out scen_od/
     """
-    from citytwin.workflows.simulation import od_scenario
+    from citytwin.workflows.simulation_demand import od_scenario
 
-    s = od_scenario(scenario_dir, od, zones, out, end=end, seed=seed)
-    _print(s, as_json, [f"{s['trips']} trips -> {out}"])
+    s = od_scenario(scenario_dir, od, zones, out, end=end, seed=seed, zone_kind=zone_kind, zone_field=zone_field)
+    _print(s, as_json, [f"{s['trips']} trips between {len(s['origin_edges'])} zones ({zone_kind}) -> {out}"])
 
 
 @app.command("counts")
@@ -114,10 +126,19 @@ def counts_cmd(
 
     Example: citytwin sim counts scen/ counts.csv --end 3600 --out scen_counts/
     """
-    from citytwin.workflows.simulation import counts_scenario
+    from citytwin.workflows.simulation_demand import counts_scenario
 
     s = counts_scenario(scenario_dir, counts, out, end=end, seed=seed)
     _print(s, as_json, [f"{s['vehicles']} vehicles -> {out}"])
+
+
+PublishOpt = Annotated[str | None, typer.Option("--publish", help="Then publish the run into the workspace's twin "
+                                                                 "as scenario NAME (see `sim publish`).")]
+IntervalOpt = Annotated[float, typer.Option("--interval", help="Edge data per INTERVAL s of simulated time.")]
+EmissionsOpt = Annotated[bool, typer.Option("--emissions/--no-emissions", help="SUMO's emission model (HBEFA4) "
+                                                                             "on every vehicle; off: CO2 etc. missing.")]
+DetectorsOpt = Annotated[bool, typer.Option("--detectors", help="Induction loops before every signal's stop lines "
+                                                                "(detectors_intervals.csv; published too).")]
 
 
 @app.command("run")
@@ -126,23 +147,72 @@ def run_cmd(
     scenario_dir: ScenarioArg,
     out: OutOpt,
     seeds: SeedsOpt = 3,
+    interval: IntervalOpt = 300.0,
+    detectors: DetectorsOpt = False,
+    emissions: EmissionsOpt = True,
+    publish: PublishOpt = None,
+    workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     dask: DaskOpt = None,
 ) -> None:
     """Run a scenario with N seeds (signals as in the network) -> OUT/summary.json; --dask: one seed per task.
 
-    Example: citytwin sim run scen/ --seeds 5 --out runs/base
+    Example: citytwin sim run scen/ --seeds 5 --out runs/base [--publish base -w ws/]
     """
     from citytwin.workflows.simulation import run
 
+    _check_publish(publish, workspace)
     if dask:
         from citytwin.workflows.scaleout import sim_run
 
         with task_progress(f"seeds on Dask ({dask})") as tasks:
-            s = sim_run(scenario_dir, out, seeds=seeds, dask=dask, progress=tasks)
+            s = sim_run(scenario_dir, out, seeds=seeds, dask=dask, progress=tasks, interval=interval,
+                        detectors=detectors, emissions=emissions)
     else:
-        s = run(scenario_dir, out, seeds=seeds)
-    _print(s, as_json, _metrics_lines(s, out))
+        s = run(scenario_dir, out, seeds=seeds, interval=interval, detectors=detectors, emissions=emissions)
+    lines = _metrics_lines(s, out)
+    if publish is not None:
+        from citytwin.workflows.simulation_twin import publish as publish_run
+
+        s["published"] = publish_run(out, workspace, publish)
+        lines.append(_published_line(s["published"]))
+    _print(s, as_json, lines)
+
+
+def _check_publish(name: str | None, workspace: Path | None) -> None:
+    """A bad --publish name or a missing workspace is refused before the run, not after it."""
+    if name is not None:
+        from citytwin.workflows.common import open_ws
+        from citytwin.workflows.simulation_twin import check_name
+
+        check_name(name)
+        open_ws(workspace)
+
+
+def _published_line(p: dict[str, Any]) -> str:
+    return (f"scenario {p['scenario']}: {p['edges']} edges, {p['detectors']} detectors, {p['observations']} "
+            f"observations from {p['start']} "
+            f"-> {p['stores']} (read with ?scenario={p['scenario']})")
+
+
+@app.command("publish")
+@handle_errors
+def publish_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder (of `sim run` or `sim signals`).")],
+    scenario: Annotated[str, typer.Option("--scenario", help="Scenario name (letters, digits, - and _).")],
+    start: Annotated[str | None, typer.Option("--start", help="ISO time of the run's simulated time 0 (default: "
+                                                              "the last interval ends now).")] = None,
+    workspace: WorkspaceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish a run's edges as twin entities of a named scenario, apart from live data.
+
+    Example: citytwin sim publish runs/closure --scenario closure -w ws/
+    """
+    from citytwin.workflows.simulation_twin import publish
+
+    p = publish(run_dir, workspace, scenario, start=start)
+    _print(p, as_json, [_published_line(p)])
 
 
 @app.command("signals")
@@ -155,6 +225,11 @@ def signals_cmd(
     plan: Annotated[Path | None, typer.Option("--plan", help="Signal plan JSON {tls: [{duration, state}]} "
                                                              "(fixed/actuated).")] = None,
     backend: Annotated[str, typer.Option("--backend", help="libsumo | traci (max-pressure).")] = "libsumo",
+    interval: IntervalOpt = 300.0,
+    detectors: DetectorsOpt = False,
+    emissions: EmissionsOpt = True,
+    publish: PublishOpt = None,
+    workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     dask: DaskOpt = None,
 ) -> None:
@@ -164,15 +239,23 @@ def signals_cmd(
     """
     from citytwin.workflows.simulation import run
 
+    _check_publish(publish, workspace)
     if dask:
         from citytwin.workflows.scaleout import sim_run
 
         with task_progress(f"seeds on Dask ({dask})") as tasks:
             s = sim_run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend, dask=dask,
-                        progress=tasks)
+                        progress=tasks, interval=interval, detectors=detectors, emissions=emissions)
     else:
-        s = run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend)
-    _print(s, as_json, _metrics_lines(s, out))
+        s = run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend, interval=interval,
+                detectors=detectors, emissions=emissions)
+    lines = _metrics_lines(s, out)
+    if publish is not None:
+        from citytwin.workflows.simulation_twin import publish as publish_run
+
+        s["published"] = publish_run(out, workspace, publish)
+        lines.append(_published_line(s["published"]))
+    _print(s, as_json, lines)
 
 
 @app.command("scenario")

@@ -359,7 +359,7 @@ def alerts(
 ) -> None:
     """The twin's alerts (persistent hub, raised by the rules on ingest and over HTTP), with their lifecycle.
 
-    Without --file: the workspace's alert hub (WORKSPACE/twin/alerts.json), filtered by --entity,
+    Without --file: the workspace's alert hub (WORKSPACE/twin/alerts.sqlite), filtered by --entity,
     --status, --rule and the period (alerts whose episode overlaps [--start, --end)). With --file:
     heavy-pollution days (daily AQI level >= --min-level) of that file as a throwaway alert book.
     """

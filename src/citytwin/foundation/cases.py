@@ -1,5 +1,7 @@
-"""The case store (G1, G2, F7): complaints, incidents, consultations and their history, in SQLite
-inside the workspace (``WS/cases/cases.sqlite``, owner-only like the catalog).
+"""The case store (G1, G2, F7): complaints, incidents, consultations and their history, in the
+workspace's records database (:mod:`citytwin.foundation.records`): by default a SQLite file inside
+the workspace (``WS/cases/cases.sqlite``, owner-only like the catalog), on a server the catalog's
+PostgreSQL database.
 
 Every write is one row of the catalog's audit log (action ``case.*``, ``incident.*``,
 ``consult.*``; dataset ``cases``); reads that return reporters' personal data are audited too.
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from typing import Any
 from citytwin.foundation import access
 from citytwin.foundation.catalog import Catalog
 from citytwin.foundation.errors import AccessDenied, InputError, NotFoundError
+from citytwin.foundation.records import Connection, Store, integrity_errors, is_postgres, open_store
 from citytwin.foundation.roles import User
 
 Clock = Callable[[], datetime]
@@ -84,6 +86,9 @@ CREATE TABLE IF NOT EXISTS answers (
 );
 """
 
+#: the case store's migrations: 1 = the schema before versioning
+CASES_STORE = Store("cases", (_DDL,))
+
 CASE_FIELDS = ("id", "kind", "service_code", "category", "department", "status", "title", "description", "lat",
                "lon", "address", "reporter_name", "reporter_phone", "reporter_email", "created", "updated",
                "deadline", "escalation", "duplicate_of", "source", "source_ref")
@@ -145,7 +150,8 @@ class CaseStore:
     Parameters
     ----------
     path
-        The SQLite file (created owner-only with its folder).
+        The records database: a SQLite file (created owner-only with its folder) or a
+        ``postgresql://`` URL (:mod:`citytwin.foundation.records`).
     catalog
         The workspace's catalog: its audit log records every write.
     user
@@ -154,34 +160,33 @@ class CaseStore:
         Returns the current time (timezone-aware); tests inject a controllable one.
     """
 
-    def __init__(self, path: Path, catalog: Catalog, user: User, clock: Clock | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path, catalog: Catalog, user: User, clock: Clock | None = None) -> None:
         self.catalog = catalog
         self.user = user
         self.clock: Clock = clock or _utcnow
+        if is_postgres(path):
+            self.path: str | Path = str(path)
+            self.db = open_store(self.path, CASES_STORE)
+            return
+        self.path = Path(path)
         if not self.path.parent.exists():
             self.path.parent.mkdir(mode=0o700, parents=True)
         new = not self.path.exists()
-        with self.connect() as con:
-            con.executescript(_DDL)
+        self.db = open_store(self.path, CASES_STORE)
         if new:
             self.path.chmod(0o600)
 
     @classmethod
     def of(cls, ws: Any, clock: Clock | None = None) -> CaseStore:
-        """The case store of workspace ``ws`` (``WS/cases/cases.sqlite``) as its user."""
-        return cls(Path(ws.root) / "cases" / "cases.sqlite", ws.catalog, ws.user, clock)
+        """The case store of workspace ``ws`` as its user: ``WS/cases/cases.sqlite``, or the catalog's
+        PostgreSQL database when the workspace's records are there."""
+        target = ws.catalog.url if ws.catalog.db.dialect == "postgresql" else Path(ws.root) / "cases" / "cases.sqlite"
+        return cls(target, ws.catalog, ws.user, clock)
 
     @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA busy_timeout=30000")
-        try:
+    def connect(self) -> Iterator[Connection]:
+        with self.db.connect() as con:
             yield con
-        finally:
-            con.close()
 
     # -- helpers -------------------------------------------------------------
     def now(self) -> datetime:
@@ -196,7 +201,7 @@ class CaseStore:
             self._audit(action, {"reason": "role may not write"}, outcome="denied")
             raise AccessDenied(f"user {self.user.name!r} (role {self.user.role}) may not {action.split('.')[-1]} cases")
 
-    def _event(self, con: sqlite3.Connection, case_id: int, kind: str, *, from_status: str | None = None,
+    def _event(self, con: Connection, case_id: int, kind: str, *, from_status: str | None = None,
                to_status: str | None = None, text: str | None = None, actor: str | None = None) -> None:
         con.execute("INSERT INTO case_events(case_id, ts, actor, kind, from_status, to_status, text)"
                     " VALUES (?,?,?,?,?,?,?)", (case_id, iso(self.now()), actor or self.user.name, kind,
@@ -227,19 +232,20 @@ class CaseStore:
             raise InputError(f"unknown case kind {kind!r}", field="kind", hint="complaint or incident")
         now = iso(self.now())
         status = "assigned" if department else "open"
-        with self.connect() as con:
-            cur = con.execute(
+        with self.connect() as con, con.transaction():
+            cid = con.insert(
                 "INSERT INTO cases(kind, service_code, category, department, status, title, description, lat, lon,"
                 " address, reporter_name, reporter_phone, reporter_email, created, updated, deadline, duplicate_of,"
                 " source, source_ref, data_json) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (kind, service_code, category, department, status, title, description, lat, lon, address,
                  reporter_name, reporter_phone, reporter_email, now, now, iso(deadline) if deadline else None,
                  duplicate_of, source, source_ref, json.dumps(dict(data or {}), ensure_ascii=False, default=str)))
-            cid = int(cur.lastrowid or 0)
             self._event(con, cid, "opened", to_status=status, text=f"department {department}" if department else None)
             if duplicate_of is not None:
-                con.execute("INSERT OR IGNORE INTO case_links VALUES (?,?,?)", (cid, "duplicate_of", str(duplicate_of)))
-                con.execute("INSERT OR IGNORE INTO case_links VALUES (?,?,?)", (duplicate_of, "duplicate", str(cid)))
+                con.execute("INSERT INTO case_links VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                            (cid, "duplicate_of", str(duplicate_of)))
+                con.execute("INSERT INTO case_links VALUES (?,?,?) ON CONFLICT DO NOTHING",
+                            (duplicate_of, "duplicate", str(cid)))
         self._audit(f"{kind}.open", {"case": cid, "service_code": service_code, "department": department,
                                      "duplicate_of": duplicate_of})
         return cid
@@ -305,36 +311,29 @@ class CaseStore:
         self._require_staff("case.status")
         if status not in STATUSES:
             raise InputError(f"unknown status {status!r}", field="status", hint=", ".join(STATUSES))
-        with self.connect() as con:
-            con.execute("BEGIN IMMEDIATE")
+        with self.connect() as con, con.transaction():
             r = con.execute("SELECT status FROM cases WHERE id=?", (case_id,)).fetchone()
             if r is None:
-                con.execute("ROLLBACK")
                 raise NotFoundError(f"no case {case_id}")
             old = r["status"]
             if not can_move(old, status):
-                con.execute("ROLLBACK")
                 raise InputError(f"case {case_id} cannot go from {old} to {status}", field="status")
             con.execute("UPDATE cases SET status=?, updated=? WHERE id=?", (status, iso(self.now()), case_id))
             self._event(con, case_id, "status", from_status=old, to_status=status, text=note)
-            con.execute("COMMIT")
         self._audit("case.status", {"case": case_id, "from": old, "to": status})
 
     def assign(self, case_id: int, department: str, *, note: str | None = None) -> None:
         """Route a case to ``department`` (status ``assigned`` if it was open)."""
         self._require_staff("case.assign")
-        with self.connect() as con:
-            con.execute("BEGIN IMMEDIATE")
+        with self.connect() as con, con.transaction():
             r = con.execute("SELECT status FROM cases WHERE id=?", (case_id,)).fetchone()
             if r is None:
-                con.execute("ROLLBACK")
                 raise NotFoundError(f"no case {case_id}")
             new = "assigned" if r["status"] == "open" else r["status"]
             con.execute("UPDATE cases SET department=?, status=?, updated=? WHERE id=?",
                         (department, new, iso(self.now()), case_id))
             self._event(con, case_id, "assign", from_status=r["status"], to_status=new,
                         text=f"department {department}" + (f": {note}" if note else ""))
-            con.execute("COMMIT")
         self._audit("case.assign", {"case": case_id, "department": department})
 
     def reply(self, case_id: int, text: str) -> None:
@@ -351,8 +350,7 @@ class CaseStore:
         one more every ``step_hours``); returns the cases whose level rose, with old and new level."""
         now = self.now()
         changed: list[dict[str, Any]] = []
-        with self.connect() as con:
-            con.execute("BEGIN IMMEDIATE")
+        with self.connect() as con, con.transaction():
             rows = con.execute("SELECT id, deadline, escalation, department FROM cases WHERE deadline IS NOT NULL"
                                " AND status NOT IN ('resolved','closed')").fetchall()
             for r in rows:
@@ -363,7 +361,6 @@ class CaseStore:
                                 actor="system")
                     changed.append({"case": r["id"], "from": r["escalation"], "to": level,
                                     "department": r["department"], "deadline": r["deadline"]})
-            con.execute("COMMIT")
         if changed:
             self._audit("case.escalate", {"cases": [c["case"] for c in changed]}, rows=len(changed))
         return changed
@@ -371,7 +368,7 @@ class CaseStore:
     def link(self, case_id: int, kind: str, ref: str) -> None:
         """Link a case to something (``alert``, ``complaint``, ``sensor``, ``duplicate`` ...)."""
         with self.connect() as con:
-            con.execute("INSERT OR IGNORE INTO case_links VALUES (?,?,?)", (case_id, kind, str(ref)))
+            con.execute("INSERT INTO case_links VALUES (?,?,?) ON CONFLICT DO NOTHING", (case_id, kind, str(ref)))
             self._event(con, case_id, "link", text=f"{kind} {ref}")
         self._audit("case.link", {"case": case_id, "kind": kind, "ref": ref})
 
@@ -386,9 +383,8 @@ class CaseStore:
         self._require_staff("incident.task")
         self.get(case_id)
         with self.connect() as con:
-            cur = con.execute("INSERT INTO case_tasks(case_id, department, title, deadline) VALUES (?,?,?,?)",
-                              (case_id, department, title, iso(deadline) if deadline else None))
-            tid = int(cur.lastrowid or 0)
+            tid = con.insert("INSERT INTO case_tasks(case_id, department, title, deadline) VALUES (?,?,?,?)",
+                             (case_id, department, title, iso(deadline) if deadline else None))
             self._event(con, case_id, "task", text=f"{department}: {title}")
         self._audit("incident.task", {"case": case_id, "task": tid, "department": department})
         return tid
@@ -426,18 +422,15 @@ class CaseStore:
                                  hint=", ".join(QUESTION_KINDS))
             if q["kind"] in ("vote", "single", "multiple") and not q.get("options"):
                 raise InputError(f"question {i + 1}: a {q['kind']} question needs options", row=i + 1, field="options")
-        with self.connect() as con:
-            con.execute("BEGIN IMMEDIATE")
-            cur = con.execute("INSERT INTO consultations(title, plan_geojson, documents_json, starts, ends, created,"
-                              " created_by) VALUES (?,?,?,?,?,?,?)",
-                              (title, json.dumps(plan) if plan else None, json.dumps(list(documents)), iso(starts),
-                               iso(ends), iso(self.now()), self.user.name))
-            cid = int(cur.lastrowid or 0)
+        with self.connect() as con, con.transaction():
+            cid = con.insert("INSERT INTO consultations(title, plan_geojson, documents_json, starts, ends, created,"
+                             " created_by) VALUES (?,?,?,?,?,?,?)",
+                             (title, json.dumps(plan) if plan else None, json.dumps(list(documents)), iso(starts),
+                              iso(ends), iso(self.now()), self.user.name))
             for q in questions:
                 con.execute("INSERT INTO questions(consultation_id, kind, text, options_json, scale_max)"
                             " VALUES (?,?,?,?,?)", (cid, q["kind"], q["text"], json.dumps(q.get("options") or []),
                                                     q.get("scale_max")))
-            con.execute("COMMIT")
         self._audit("consult.create", {"consultation": cid, "title": title})
         return cid
 
@@ -455,6 +448,18 @@ class CaseStore:
         rec["questions"] = qs
         return rec
 
+    def consultations(self) -> list[dict[str, Any]]:
+        """Every consultation (as :meth:`consultation`), newest first."""
+        with self.connect() as con:
+            ids = [int(r["id"]) for r in con.execute("SELECT id FROM consultations ORDER BY id DESC")]
+        return [self.consultation(i) for i in ids]
+
+    def is_verified(self, name: str) -> bool:
+        """Whether ``name`` is a verified resident (may vote and answer)."""
+        with self.connect() as con:
+            r = con.execute("SELECT verified FROM residents WHERE name=?", (name,)).fetchone()
+        return bool(r is not None and r["verified"])
+
     def verify_resident(self, name: str) -> None:
         """Mark ``name`` as a verified resident (may vote and answer)."""
         self._require_staff("consult.verify")
@@ -463,7 +468,7 @@ class CaseStore:
                         " UPDATE SET verified=1, verified_at=excluded.verified_at", (name, iso(self.now())))
         self._audit("consult.verify", {"resident": name})
 
-    def _open_period(self, con: sqlite3.Connection, cid: int) -> None:
+    def _open_period(self, con: Connection, cid: int) -> None:
         r = con.execute("SELECT starts, ends FROM consultations WHERE id=?", (cid,)).fetchone()
         if r is None:
             raise NotFoundError(f"no consultation {cid}")
@@ -481,10 +486,9 @@ class CaseStore:
             raise InputError("empty comment", field="text")
         with self.connect() as con:
             self._open_period(con, cid)
-            cur = con.execute("INSERT INTO comments(consultation_id, parent_id, author, geometry_json, text, created)"
-                              " VALUES (?,?,?,?,?,?)", (cid, parent, author, json.dumps(geometry) if geometry else None,
-                                                        text, iso(self.now())))
-            mid = int(cur.lastrowid or 0)
+            mid = con.insert("INSERT INTO comments(consultation_id, parent_id, author, geometry_json, text, created)"
+                             " VALUES (?,?,?,?,?,?)", (cid, parent, author, json.dumps(geometry) if geometry else None,
+                                                       text, iso(self.now())))
         self._audit("consult.comment", {"consultation": cid, "comment": mid, "author": author})
         return mid
 
@@ -525,7 +529,7 @@ class CaseStore:
             try:
                 con.execute("INSERT INTO answers(question_id, respondent, value_json, ts) VALUES (?,?,?,?)",
                             (question_id, respondent, json.dumps(value, ensure_ascii=False), iso(self.now())))
-            except sqlite3.IntegrityError:
+            except integrity_errors():
                 self._audit("consult.answer", {"question": question_id, "respondent": respondent,
                                                "reason": "already answered"}, outcome="denied")
                 raise InputError(f"{respondent!r} has already answered question {question_id}",

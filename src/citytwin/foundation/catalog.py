@@ -1,7 +1,8 @@
-"""The catalog (A3): datasets, versions, lineage, users and the audit log, in SQLite.
+"""The catalog (A3): datasets, versions, lineage, users, API tokens, the audit log and analysis jobs.
 
-SQLite keeps the records (small, transactional, safe for a CLI and a service at
-once); the data itself lives in Parquet / GeoParquet files beside it.
+The records live in the workspace's records database (:mod:`citytwin.foundation.records`): its own
+SQLite file by default (small, transactional, safe for a CLI and a service at once), or PostgreSQL
+by URL for a server deployment; the data itself lives in Parquet / GeoParquet files beside it.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ import hashlib
 import json
 import re
 import secrets
-import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from citytwin.foundation.errors import AccessDenied, InputError, NotFoundError
+from citytwin.foundation.records import Connection, Database, Store, open_store
 from citytwin.foundation.roles import CLASSIFICATIONS, check_role
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -74,7 +75,7 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts TEXT NOT NULL,
-    user TEXT,
+    "user" TEXT,
     role TEXT,
     action TEXT NOT NULL,
     dataset TEXT,
@@ -87,13 +88,36 @@ CREATE INDEX IF NOT EXISTS audit_dataset ON audit(dataset);
 CREATE TABLE IF NOT EXISTS api_tokens (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     hash TEXT NOT NULL UNIQUE,
-    user TEXT NOT NULL,
+    "user" TEXT NOT NULL,
     label TEXT,
     created TEXT NOT NULL,
     revoked INTEGER NOT NULL DEFAULT 0,
     revoked_at TEXT
 );
 """
+
+#: step 2: analysis jobs of the operations center, kept across restarts (:mod:`citytwin.service.jobs`)
+_JOBS_DDL = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    process TEXT NOT NULL,
+    "user" TEXT NOT NULL,
+    inputs_json TEXT NOT NULL,
+    status TEXT NOT NULL,
+    progress REAL NOT NULL DEFAULT 0,
+    message TEXT,
+    created TEXT NOT NULL,
+    started TEXT,
+    finished TEXT,
+    updated TEXT NOT NULL,
+    results_json TEXT,
+    runner TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
+"""
+
+#: the catalog's migrations: 1 = the schema before versioning, 2 = jobs
+CATALOG_STORE = Store("catalog", (_DDL, _JOBS_DDL))
 
 
 #: Roles that may add users and change roles (:meth:`Catalog.put_user`).
@@ -102,10 +126,10 @@ USER_ADMINS: tuple[str, ...] = ("admin",)
 CLASSIFIERS: tuple[str, ...] = ("admin", "steward")
 
 
-def _audit(con: sqlite3.Connection, user: str | None, actor: tuple[str, str] | None, action: str,
+def _audit(con: Connection, user: str | None, actor: tuple[str, str] | None, action: str,
            dataset: str | None, outcome: str, detail: str | None) -> None:
     """One audit row, written inside the caller's transaction."""
-    con.execute("INSERT INTO audit(ts, user, role, action, dataset, version, rows, outcome, detail)"
+    con.execute('INSERT INTO audit(ts, "user", role, action, dataset, version, rows, outcome, detail)'
                 " VALUES (?,?,?,?,?,?,?,?,?)",
                 (now(), user, actor[1] if actor else None, action, dataset, None, None, outcome, detail))
 
@@ -186,23 +210,26 @@ class DatasetInfo:
 
 
 class Catalog:
-    """Records of a workspace: datasets, versions, lineage, users and audit log."""
+    """Records of a workspace: datasets, versions, lineage, users, tokens, audit log and jobs.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        with self.connect() as con:
-            con.executescript(_DDL)
+    Parameters
+    ----------
+    target
+        The records database: a SQLite file (path or ``sqlite:///`` URL) or a ``postgresql://`` URL;
+        migrated to this citytwin's schema when opened.
+    """
+
+    def __init__(self, target: str | Path) -> None:
+        self.db: Database = open_store(target, CATALOG_STORE)
+        #: the SQLite file (None on PostgreSQL)
+        self.path: Path | None = self.db.path
+        #: the database URL (``sqlite:///…`` or ``postgresql://…``)
+        self.url: str = self.db.url
 
     @contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA busy_timeout=30000")
-        try:
+    def connect(self) -> Iterator[Connection]:
+        with self.db.connect() as con:
             yield con
-        finally:
-            con.close()
 
     # -- datasets --------------------------------------------------------
     def exists(self, name: str) -> bool:
@@ -268,42 +295,36 @@ class Catalog:
         check_name(name)
         check_classification(classification)
         ts = now()
-        with self.connect() as con:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                existing = con.execute("SELECT name FROM datasets WHERE name=?", (name,)).fetchone()
-                if existing is None:
-                    con.execute(
-                        "INSERT INTO datasets(name, schema, kind, department, classification, description, source,"
-                        " licence, owner, created, updated, current_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (name, schema, kind, department, classification, description, source, licence, owner,
-                         ts, ts, version.version),
-                    )
-                elif not promote:
-                    con.execute("UPDATE datasets SET updated=? WHERE name=?", (ts, name))
-                else:
-                    con.execute(
-                        "UPDATE datasets SET schema=?, kind=?, department=COALESCE(?, department), classification=?,"
-                        " description=CASE WHEN ?<>'' THEN ? ELSE description END, source=COALESCE(?, source),"
-                        " licence=COALESCE(?, licence), updated=?, current_version=? WHERE name=?",
-                        (schema, kind, department, classification, description, description, source, licence, ts,
-                         version.version, name),
-                    )
-                v = version
+        with self.connect() as con, con.transaction():
+            existing = con.execute("SELECT name FROM datasets WHERE name=?", (name,)).fetchone()
+            if existing is None:
                 con.execute(
-                    "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (name, v.version, v.created, v.created_by, v.source_path, v.source_sha256, v.rows_read,
-                     v.rows_kept, v.rows_quarantined, json.dumps(v.columns, ensure_ascii=False),
-                     json.dumps(v.extent) if v.extent else None, v.time_min, v.time_max, v.path,
-                     v.quarantine_path, json.dumps(v.params, ensure_ascii=False, default=str), v.code_version),
+                    "INSERT INTO datasets(name, schema, kind, department, classification, description, source,"
+                    " licence, owner, created, updated, current_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (name, schema, kind, department, classification, description, source, licence, owner,
+                     ts, ts, version.version),
                 )
-                for in_name, in_version in inputs or []:
-                    con.execute("INSERT INTO lineage VALUES (?,?,?,?,?)",
-                                (name, v.version, in_name, in_version, "input"))
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+            elif not promote:
+                con.execute("UPDATE datasets SET updated=? WHERE name=?", (ts, name))
+            else:
+                con.execute(
+                    "UPDATE datasets SET schema=?, kind=?, department=COALESCE(?, department), classification=?,"
+                    " description=CASE WHEN ?<>'' THEN ? ELSE description END, source=COALESCE(?, source),"
+                    " licence=COALESCE(?, licence), updated=?, current_version=? WHERE name=?",
+                    (schema, kind, department, classification, description, description, source, licence, ts,
+                     version.version, name),
+                )
+            v = version
+            con.execute(
+                "INSERT INTO versions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (name, v.version, v.created, v.created_by, v.source_path, v.source_sha256, v.rows_read,
+                 v.rows_kept, v.rows_quarantined, json.dumps(v.columns, ensure_ascii=False),
+                 json.dumps(v.extent) if v.extent else None, v.time_min, v.time_max, v.path,
+                 v.quarantine_path, json.dumps(v.params, ensure_ascii=False, default=str), v.code_version),
+            )
+            for in_name, in_version in inputs or []:
+                con.execute("INSERT INTO lineage VALUES (?,?,?,?,?)",
+                            (name, v.version, in_name, in_version, "input"))
 
     def set_classification(self, name: str, classification: str, *, by: str | None) -> None:
         """Change a dataset's classification: ``by`` (the acting user) must be an admin or a steward.
@@ -321,32 +342,27 @@ class Catalog:
         citytwin.foundation.errors.AccessDenied: user 'vera' (role viewer) may not classify datasets (needs role admin or steward)
         """
         check_classification(classification)
-        with self.connect() as con:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                actor = self._actor(con, by)
-                if actor is None or actor[1] not in CLASSIFIERS:
-                    msg = (f"user {by!r} (role {actor[1] if actor else 'unregistered'}) may not classify datasets"
-                           f" (needs role {' or '.join(CLASSIFIERS)})")
-                    _audit(con, by, actor, "classify", name, "denied", f"{classification}: {msg}")
-                    con.execute("COMMIT")
-                    raise AccessDenied(msg)
-                old = con.execute("SELECT classification FROM datasets WHERE name=?", (name,)).fetchone()
-                if old is None:
-                    _audit(con, by, actor, "classify", name, "error", f"{classification}: no such dataset")
-                    con.execute("COMMIT")
-                    raise NotFoundError(f"no dataset named {name!r}")
+        refused: Exception | None = None
+        with self.connect() as con, con.transaction():  # the refusal's audit row is committed, then raised
+            actor = self._actor(con, by)
+            old = con.execute("SELECT classification FROM datasets WHERE name=?", (name,)).fetchone()
+            if actor is None or actor[1] not in CLASSIFIERS:
+                msg = (f"user {by!r} (role {actor[1] if actor else 'unregistered'}) may not classify datasets"
+                       f" (needs role {' or '.join(CLASSIFIERS)})")
+                _audit(con, by, actor, "classify", name, "denied", f"{classification}: {msg}")
+                refused = AccessDenied(msg)
+            elif old is None:
+                _audit(con, by, actor, "classify", name, "error", f"{classification}: no such dataset")
+                refused = NotFoundError(f"no dataset named {name!r}")
+            else:
                 con.execute("UPDATE datasets SET classification=?, updated=? WHERE name=?",
                             (classification, now(), name))
                 _audit(con, by, actor, "classify", name, "ok", f"{old[0]} -> {classification}")
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
+        if refused is not None:
+            raise refused
 
     @staticmethod
-    def _actor(con: sqlite3.Connection, by: str | None) -> tuple[str, str] | None:
+    def _actor(con: Connection, by: str | None) -> tuple[str, str] | None:
         if by is None:
             return None
         r = con.execute("SELECT name, role FROM users WHERE name=?", (by,)).fetchone()
@@ -432,29 +448,25 @@ class Catalog:
         check_role(role)
         if not isinstance(name, str) or not name.strip():
             raise InputError(f"invalid user name {name!r}", field="name")
-        with self.connect() as con:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                first = con.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0
-                actor = self._actor(con, by)
-                detail = f"{name}:{role}" + (f":{department}" if department else "")
-                if not first and (actor is None or actor[1] not in USER_ADMINS):
-                    msg = (f"user {by!r} (role {actor[1] if actor else 'unregistered'}) may not manage users"
-                           f" (needs role {' or '.join(USER_ADMINS)})")
-                    _audit(con, by, actor, "user.put", None, "denied", detail)
-                    con.execute("COMMIT")
-                    raise AccessDenied(msg)
+        refused: AccessDenied | None = None
+        with self.connect() as con, con.transaction():  # the refusal's audit row is committed, then raised
+            first = con.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 0
+            actor = self._actor(con, by)
+            detail = f"{name}:{role}" + (f":{department}" if department else "")
+            if not first and (actor is None or actor[1] not in USER_ADMINS):
+                msg = (f"user {by!r} (role {actor[1] if actor else 'unregistered'}) may not manage users"
+                       f" (needs role {' or '.join(USER_ADMINS)})")
+                _audit(con, by, actor, "user.put", None, "denied", detail)
+                refused = AccessDenied(msg)
+            else:
                 con.execute("INSERT INTO users(name, role, department, created) VALUES (?,?,?,?) "
                             "ON CONFLICT(name) DO UPDATE SET role=excluded.role, department=excluded.department",
                             (name, role, department, now()))
                 if first and actor is None:
                     actor = (name, role)  # the owner registers themself
                 _audit(con, actor[0] if actor else by, actor, "user.put", None, "ok", detail)
-                con.execute("COMMIT")
-            except BaseException:
-                if con.in_transaction:
-                    con.execute("ROLLBACK")
-                raise
+        if refused is not None:
+            raise refused
 
     def get_user(self, name: str) -> dict[str, Any] | None:
         with self.connect() as con:
@@ -488,16 +500,16 @@ class Catalog:
                                 hint="an admin adds users with `citytwin user add NAME --role ROLE`")
         token = secrets.token_urlsafe(32)
         with self.connect() as con:
-            cur = con.execute("INSERT INTO api_tokens(hash, user, label, created) VALUES (?,?,?,?)",
-                              (token_hash(token), user, label, now()))
-            return int(cur.lastrowid or 0), token
+            tid = con.insert('INSERT INTO api_tokens(hash, "user", label, created) VALUES (?,?,?,?)',
+                             (token_hash(token), user, label, now()))
+            return tid, token
 
     def tokens(self, user: str | None = None) -> list[dict[str, Any]]:
         """Issued tokens (id, user, label, created, revoked, revoked_at); never the token or its hash."""
-        cols = "id, user, label, created, revoked, revoked_at"
+        cols = 'id, "user", label, created, revoked, revoked_at'
         with self.connect() as con:
             if user is not None:
-                q = con.execute(f"SELECT {cols} FROM api_tokens WHERE user=? ORDER BY id", (user,))
+                q = con.execute(f'SELECT {cols} FROM api_tokens WHERE "user"=? ORDER BY id', (user,))
             else:
                 q = con.execute(f"SELECT {cols} FROM api_tokens ORDER BY id")
             return [dict(r) for r in q]
@@ -507,7 +519,7 @@ class Catalog:
         with self.connect() as con:
             con.execute("UPDATE api_tokens SET revoked=1, revoked_at=COALESCE(revoked_at, ?) WHERE id=?",
                         (now(), token_id))
-            r = con.execute("SELECT id, user, label, created, revoked, revoked_at FROM api_tokens WHERE id=?",
+            r = con.execute('SELECT id, "user", label, created, revoked, revoked_at FROM api_tokens WHERE id=?',
                             (token_id,)).fetchone()
         if r is None:
             raise NotFoundError(f"no API token with id {token_id}", hint="`citytwin user tokens` lists them")
@@ -522,7 +534,7 @@ class Catalog:
             return None
         with self.connect() as con:
             r = con.execute("SELECT u.name, u.role, u.department, t.id AS token_id FROM api_tokens t"
-                            " JOIN users u ON u.name = t.user WHERE t.hash=? AND t.revoked=0",
+                            ' JOIN users u ON u.name = t."user" WHERE t.hash=? AND t.revoked=0',
                             (token_hash(token),)).fetchone()
         return dict(r) if r else None
 
@@ -531,7 +543,7 @@ class Catalog:
               version: int | None = None, rows: int | None = None, outcome: str = "ok",
               detail: str | None = None) -> None:
         with self.connect() as con:
-            con.execute("INSERT INTO audit(ts, user, role, action, dataset, version, rows, outcome, detail)"
+            con.execute('INSERT INTO audit(ts, "user", role, action, dataset, version, rows, outcome, detail)'
                         " VALUES (?,?,?,?,?,?,?,?,?)",
                         (now(), user, role, action, dataset, version, rows, outcome, detail))
 
@@ -543,3 +555,82 @@ class Catalog:
                 q = con.execute("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
             return [dict(r) for r in q]
 
+
+    # -- analysis jobs (the operations center's processes) ----------------------------
+    def put_job(self, job: dict[str, Any]) -> None:
+        """Insert or update one job record.
+
+        ``job`` has ``id, process, user, inputs, status, progress, message, created, started, finished,
+        results, runner`` (times as ISO 8601 text; ``inputs`` and ``results`` JSON-able).
+        """
+        row = (job["id"], job["process"], job["user"], json.dumps(job["inputs"], ensure_ascii=False, default=str),
+               job["status"], float(job["progress"]), job.get("message"), job["created"], job.get("started"),
+               job.get("finished"), now(),
+               None if job.get("results") is None else json.dumps(job["results"], ensure_ascii=False, default=str),
+               job.get("runner"))
+        with self.connect() as con:
+            con.execute('INSERT INTO jobs(id, process, "user", inputs_json, status, progress, message, created,'
+                        " started, finished, updated, results_json, runner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                        " ON CONFLICT(id) DO UPDATE SET status=excluded.status, progress=excluded.progress,"
+                        " message=excluded.message, started=excluded.started, finished=excluded.finished,"
+                        " updated=excluded.updated, results_json=excluded.results_json, runner=excluded.runner",
+                        row)
+
+    def jobs(self, limit: int = 500) -> list[dict[str, Any]]:
+        """The newest ``limit`` job records, oldest first, with ``inputs`` and ``results`` decoded."""
+        with self.connect() as con:
+            rows = [dict(r) for r in con.execute("SELECT * FROM jobs ORDER BY created DESC, id DESC LIMIT ?",
+                                                 (limit,))]
+        for r in rows:
+            r["inputs"] = json.loads(r.pop("inputs_json"))
+            res = r.pop("results_json")
+            r["results"] = None if res is None else json.loads(res)
+        return rows[::-1]
+
+    def fail_interrupted_jobs(self, alive: Callable[[str | None], bool]) -> list[str]:
+        """Mark failed the queued or running jobs whose runner (see :func:`runner_id`) is not ``alive``:
+        the process that ran them stopped before they finished. Returns their ids."""
+        with self.connect() as con, con.transaction():
+            rows = con.execute("SELECT id, runner FROM jobs WHERE status IN ('accepted', 'running')").fetchall()
+            gone = [r[0] for r in rows if not alive(r[1])]
+            ts = now()
+            for jid in gone:
+                con.execute("UPDATE jobs SET status='failed', finished=?, updated=?, message=? WHERE id=?",
+                            (ts, ts, "interrupted: the service running this job stopped before it finished;"
+                                     " start it again", jid))
+        return gone
+
+
+def runner_id() -> str:
+    """This process as a job runner: ``host:pid:start`` (the start time tells a reused pid apart)."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}:{_START}"
+
+
+_START = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+
+
+def runner_alive(runner: str | None) -> bool:
+    """Whether the runner that wrote a job record still runs: this process, or another live process of
+    this host started at that time. A runner on another host is taken as alive (it marks its own)."""
+    import os
+    import socket
+
+    if not runner:
+        return False
+    if runner == runner_id():
+        return True
+    host, _, rest = runner.partition(":")
+    if host != socket.gethostname():
+        return True
+    pid_text, _, start = rest.partition(":")
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return pid != os.getpid() or start == _START

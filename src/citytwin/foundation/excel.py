@@ -1,11 +1,16 @@
 """Excel readers (A1): XLSX/XLSM in openpyxl's streaming mode up to the last row with data (header
 rows found above the table, merged cells and uncached formulas read from the sheet XML), and XLS
 through xlrd, into the DuckDB relation of raw text records :mod:`citytwin.foundation.readers` yields.
+
+A formula cell without a cached value (a workbook saved by a program that does not compute
+formulas, e.g. openpyxl) has no value to store: its record carries a reason in the column
+:data:`CELL_PROBLEM` (cell, column and formula) and is quarantined, never stored with NULL there.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import html
 import math
 import re
 import zipfile
@@ -18,6 +23,10 @@ import pyarrow as pa
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.source import Source
 from citytwin.foundation.textnum import infer_types
+
+#: the column of an Excel source's relation that holds a reason from the reader (uncached formula
+#: cells of that record), NULL elsewhere; not a source column (see :attr:`Source.reason_column`)
+CELL_PROBLEM = "_cell_problem"
 
 
 def cell_text(v: Any) -> str | None:
@@ -74,7 +83,11 @@ def find_header(rows: list[list[str | None]], max_scan: int = 30) -> int:
 
 
 def _table_from_rows(rows: list[list[str | None]], *, file: str, merged_header_rows: set[int],
-                     sheet: str | None = None) -> tuple[pa.Table, int, list[str]]:
+                     sheet: str | None = None,
+                     problems: dict[int, list[tuple[int, str, str]]] | None = None
+                     ) -> tuple[pa.Table, int, list[str]]:
+    """The table under the header row, with ``_row`` (data row, from 1) and, where ``problems``
+    (``{sheet row index: [(column index, cell, formula)]}``) reach a data row, :data:`CELL_PROBLEM`."""
     notes: list[str] = []
     where = f"sheet {sheet!r}" if sheet is not None else "sheet"
     try:
@@ -109,19 +122,26 @@ def _table_from_rows(rows: list[list[str | None]], *, file: str, merged_header_r
             k += 1
         names.append(n)
     body = rows[h + 1:]
-    # drop trailing empty rows; blank rows inside are skipped and counted
-    while body and all(c is None for c in body[-1]):
+    problems = problems or {}
+    # drop trailing empty rows (a row with a formula cell is not empty); blank rows inside are skipped and counted
+    while body and all(c is None for c in body[-1]) and h + len(body) not in problems:
         body.pop()
     cols: list[list[str | None]] = [[] for _ in names]
     rownums: list[int] = []
+    reasons: list[str | None] = []
     blank = 0
     for j, r in enumerate(body):
-        if all(c is None for c in r):
+        cells = problems.get(h + 1 + j)
+        if all(c is None for c in r) and not cells:
             blank += 1
             continue
         rownums.append(j + 1)
         for i in range(ncols):
             cols[i].append(r[i] if i < len(r) else None)
+        reasons.append("; ".join(
+            f"{names[ci] if ci < ncols else 'column ' + ref.rstrip('0123456789')}: formula ={formula} in cell {ref} "
+            "has no cached value (the workbook was saved by a program that does not compute formulas; open and "
+            "save it in Excel or LibreOffice)" for ci, ref, formula in cells) if cells else None)
     if blank:
         notes.append(f"{blank} blank row(s) inside the table skipped")
     if not rownums:
@@ -129,6 +149,8 @@ def _table_from_rows(rows: list[list[str | None]], *, file: str, merged_header_r
     arrays = {"_row": pa.array(rownums, pa.int64())}
     for n, c in zip(names, cols, strict=True):
         arrays[n] = pa.array(c, pa.string())
+    if any(r is not None for r in reasons):
+        arrays[CELL_PROBLEM] = pa.array(reasons, pa.string())
     return pa.table(arrays), h + 1, notes
 
 
@@ -144,7 +166,8 @@ def open_xlsx(con: duckdb.DuckDBPyConnection, path: Path, *, sheet: str | None) 
     range reaches row 1,048,576 (one formatted cell at the bottom) reads its few rows, and reading
     stops after :data:`EMPTY_RUN` empty rows (said in a note). Merged ranges are filled from the
     sheet's XML; formula cells without a cached value (a file written by a program that does not
-    compute formulas) read as empty and are listed in a note.
+    compute formulas) have no value: their records are quarantined (a reason in :data:`CELL_PROBLEM`),
+    and those above the table are listed in a note.
     """
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
@@ -174,9 +197,10 @@ def open_xlsx(con: duckdb.DuckDBPyConnection, path: Path, *, sheet: str | None) 
         while rows and not rows[-1]:
             rows.pop()
         merged: list[tuple[int, int, int, int]] = []
-        formulas: list[str] = []
+        formulas: list[tuple[str, str]] = []
         if xml_path:
-            merged, formulas = _sheet_xml_facts(wb._archive, xml_path, len(rows))
+            # formula cells up to where reading stopped (a row of formulas alone reads as empty)
+            merged, formulas = _sheet_xml_facts(wb._archive, xml_path, stopped or 1 << 21)
     finally:
         wb.close()
     if stopped is not None:
@@ -195,34 +219,50 @@ def open_xlsx(con: duckdb.DuckDBPyConnection, path: Path, *, sheet: str | None) 
                 row[cc] = v
         if c1 - c0 > 1:
             horizontal.update(range(r0, r1))
+    from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
+
+    problems: dict[int, list[tuple[int, str, str]]] = {}
+    for ref, formula in formulas:
+        letters, row = coordinate_from_string(ref)
+        problems.setdefault(row - 1, []).append((column_index_from_string(letters) - 1, ref, formula))
+    if problems and max(problems) >= len(rows):
+        rows.extend([] for _ in range(max(problems) + 1 - len(rows)))
+    table, header_row, tnotes = _table_from_rows(rows, file=str(path), merged_header_rows=horizontal, sheet=ws,
+                                                 problems=problems)
     if formulas:
+        above = [ref for ref, _ in formulas if coordinate_from_string(ref)[1] <= header_row]
         notes.append(f"{len(formulas)} formula cell(s) have no cached value (the file was saved by a program "
-                     f"that does not compute formulas) and read as empty: {', '.join(formulas[:10])}"
-                     f"{' …' if len(formulas) > 10 else ''}; open and save the file in Excel or LibreOffice to "
-                     "compute them")
-    table, header_row, tnotes = _table_from_rows(rows, file=str(path), merged_header_rows=horizontal, sheet=ws)
+                     f"that does not compute formulas): {', '.join(ref for ref, _ in formulas[:10])}"
+                     f"{' …' if len(formulas) > 10 else ''}; "
+                     + (f"{len(formulas) - len(above)} in data rows quarantine their records" if len(above) <
+                        len(formulas) else "")
+                     + (("; " if len(above) < len(formulas) else "") + f"{len(above)} in the header or title rows "
+                        "read as empty" if above else "")
+                     + "; open and save the file in Excel or LibreOffice to compute them")
     notes = [f"sheet {ws!r}", *tnotes, *notes]
     rel = con.from_arrow(table)
-    cols = [c for c in table.column_names if c != "_row"]
+    cols = [c for c in table.column_names if c not in ("_row", CELL_PROBLEM)]
     stats: dict[str, tuple[int, int]] = {}
     return Source(path=path, format="xlsx", relation=rel, columns=cols, text=True, notes=notes,
-                  header_row=header_row, sniffed_types=infer_types(rel, cols, stats=stats), type_stats=stats)
+                  header_row=header_row, sniffed_types=infer_types(rel, cols, stats=stats), type_stats=stats,
+                  reason_column=CELL_PROBLEM if CELL_PROBLEM in table.column_names else None)
 
 
 _MERGE = re.compile(rb'<mergeCell ref="([A-Z]+[0-9]+):([A-Z]+[0-9]+)"')
 #: a formula cell without a cached value: <c r="B2" ...><f>...</f></c> (or <f .../>, or an empty <v/>)
 _FORMULA_NO_VALUE = re.compile(
-    rb'<c r="([A-Z]+[0-9]+)"[^>]*>\s*<f\b[^>]*(?:/>|>[^<]*</f>)\s*(?:<v\s*/>|<v></v>)?\s*</c>')
+    rb'<c r="([A-Z]+[0-9]+)"[^>]*>\s*<f\b[^>]*(?:/>|>([^<]*)</f>)\s*(?:<v\s*/>|<v></v>)?\s*</c>')
 
 
 def _sheet_xml_facts(archive: zipfile.ZipFile, xml_path: str,
-                     nrows: int) -> tuple[list[tuple[int, int, int, int]], list[str]]:
+                     nrows: int) -> tuple[list[tuple[int, int, int, int]], list[tuple[str, str]]]:
     """Merged ranges (0-based rows/cols, end-exclusive) and formula cells without a cached value
-    (within the first ``nrows`` rows) of a sheet, read from its XML in chunks (memory stays flat)."""
+    (within the first ``nrows`` rows: cell and formula text, ``""`` for a shared formula's
+    followers) of a sheet, read from its XML in chunks (memory stays flat)."""
     from openpyxl.utils.cell import coordinate_from_string, range_boundaries
 
     merged: list[tuple[int, int, int, int]] = []
-    formulas: list[str] = []
+    formulas: list[tuple[str, str]] = []
     seen: set[bytes] = set()
     tail = b""
     with archive.open(xml_path) as fh:
@@ -234,7 +274,8 @@ def _sheet_xml_facts(archive: zipfile.ZipFile, xml_path: str,
                 if ref not in seen:
                     seen.add(ref)
                     if coordinate_from_string(ref.decode())[1] <= nrows:
-                        formulas.append(ref.decode())
+                        text = html.unescape((m.group(2) or b"").decode("utf-8", "replace"))
+                        formulas.append((ref.decode(), text or "(shared formula)"))
             for m in _MERGE.finditer(data):
                 key = m.group(0)
                 if key not in seen:

@@ -7,7 +7,9 @@ Ingest (:class:`MqttIngest`) guarantees that no acknowledged message is lost:
   is down and redelivers what was not acknowledged;
 * manual acknowledgement: messages are collected into a batch; the batch is handed to
   ``handler`` (which must store it durably, e.g. :meth:`Ingestor.ingest`) and only when the
-  handler returns are the messages' PUBACKs sent. A crash before that means redelivery,
+  handler returns are the messages' PUBACKs sent. The handler runs in a store thread while
+  the network thread receives the next batch (one batch stored at a time; PUBACKs in order,
+  from the network thread). A crash before the PUBACK means redelivery,
   and the history store's idempotent key ``(entity, property, time)`` makes the redelivered
   copy count once;
 * on a lost connection the unflushed batch is dropped (it was not acknowledged: the broker
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import ssl
 import threading
 import time
@@ -253,6 +256,10 @@ class MqttIngest:
         self._thread: threading.Thread | None = None
         self._pending: list[tuple[int, int, str, bytes]] = []
         self._first_t = 0.0
+        self._work: queue.Queue[tuple[int, list[tuple[int, int, str, bytes]]] | None] = queue.Queue()
+        self._done: queue.Queue[tuple[int, list[tuple[int, int, str, bytes]], _StoreFailed | None]] = queue.Queue()
+        self._inflight = 0  # batches handed to the store thread and not yet acknowledged
+        self._gen = 0  # connection generation (acks only for batches received on the current one)
         self._connected = threading.Event()
         self.auth = MqttAuth.from_env() if auth is None else auth
         self.on_event = on_event
@@ -307,24 +314,67 @@ class MqttIngest:
         self.stats.received += 1
 
     # -- loop --------------------------------------------------------------------------
-    def _flush(self) -> None:
-        batch = self._pending
+    def _store(self, batch: list[tuple[int, int, str, bytes]]) -> None:
+        """Hand a batch to the handler, retrying; _StoreFailed when it keeps failing."""
         msgs = [(t, p) for _, _, t, p in batch]
         for attempt in range(self.store_retries + 1):
             try:
                 self.handler(msgs)
-                break
+                return
             except Exception as exc:
                 self.stats.errors.append(repr(exc)[:300])
                 if attempt == self.store_retries or self._stop.is_set():
                     raise _StoreFailed(exc) from exc
                 self._stop.wait(0.2 * 2 ** attempt)
-        self._pending = []
+
+    def _ack(self, batch: list[tuple[int, int, str, bytes]]) -> None:
         for mid, qos, _, _ in batch:
             if qos > 0:
                 self.client.ack(mid, qos)
         self.stats.acked += len(batch)
         self.stats.batches += 1
+
+    def _flush(self) -> None:
+        """Store the pending batch in this thread, then acknowledge it (the final flush at stop)."""
+        batch = self._pending
+        self._store(batch)
+        self._pending = []
+        self._ack(batch)
+
+    def _writer(self) -> None:
+        """The store thread: stores handed-off batches one at a time, in order."""
+        while True:
+            item = self._work.get()
+            if item is None:
+                return
+            gen, batch = item
+            err: _StoreFailed | None = None
+            try:
+                self._store(batch)
+            except _StoreFailed as exc:
+                err = exc
+            except BaseException as exc:  # reported to the loop thread, which stops
+                err = _StoreFailed(exc)
+                err.__cause__ = exc
+            self._done.put((gen, batch, err))
+
+    def _collect(self, wait: float = 0.0) -> None:
+        """Acknowledge the batches the store thread finished (in order; only those received on the current
+        connection: after a reconnect the broker redelivers the others, stored twice and counted once)."""
+        while self._inflight:
+            try:
+                gen, batch, err = self._done.get(timeout=wait) if wait > 0 else self._done.get_nowait()
+            except queue.Empty:
+                return
+            self._inflight -= 1
+            if err is not None:
+                self._pending = batch + self._pending  # for the log: what stays unacknowledged
+                raise err
+            if gen == self._gen:
+                self._ack(batch)
+            else:
+                self.stats.dropped_unacked += len(batch)
+            wait = 0.0
 
     def _drop_pending(self) -> None:
         self.stats.dropped_unacked += len(self._pending)
@@ -335,68 +385,95 @@ class MqttIngest:
                             properties=_connect_props(self.session_expiry))
 
     def run(self) -> None:
-        """Run until :meth:`stop` (blocking). Reconnects on connection loss."""
+        """Run until :meth:`stop` (blocking). Reconnects on connection loss.
+
+        Receiving and storing overlap: a full (or due) batch goes to a store thread while this
+        thread keeps receiving the next one; at most one batch is being stored, and while it is,
+        the next batch grows up to ``max_batch`` (then receiving pauses until the store is done).
+        Acknowledgements are sent from this thread, in order, once a batch is stored.
+        """
+        self._work = queue.Queue()
+        self._done = queue.Queue()
+        self._inflight = 0
+        writer = threading.Thread(target=self._writer, name="citytwin-mqtt-store", daemon=True)
+        writer.start()
         backoff = 0.1
         connected_once = False
-        while not self._stop.is_set():
-            try:
-                if not connected_once:
-                    self.connect()
-                    connected_once = True
-                rc = self.client.loop(timeout=0.02)
-                # drain what is already buffered without waiting on select again
-                n = 0
-                while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and n < 512 and len(self._pending) < self.max_batch
-                       and self._readable()):
-                    rc = self.client.loop_read()
-                    n += 1
-                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    raise ConnectionError(f"mqtt loop: {rc}")
-                if self._pending and (len(self._pending) >= self.max_batch
-                                      or time.monotonic() - self._first_t >= self.max_delay):
-                    self._flush()
-                    self.client.loop_write()
-                backoff = 0.1
-            except _StoreFailed as exc:  # not a connection problem: stop, the broker keeps the batch
-                self.failure = exc.__cause__
-                log.error("MQTT ingest stopped: %s (%d messages left unacknowledged in the broker's session)",
-                          exc.__cause__, len(self._pending))
-                self._connected.clear()
-                self._stop.set()
-                break
-            except Exception as exc:  # connection loss: nothing of the batch was acked
-                self.stats.errors.append(repr(exc)[:300])
-                self._drop_pending()
-                self._connected.clear()
-                if self._stop.is_set():
-                    break
-                log.warning("mqtt connection problem (%s); reconnecting in %.1fs", exc, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
+        try:
+            while not self._stop.is_set():
                 try:
-                    if connected_once:
-                        self.client.reconnect()
-                    else:
+                    if not connected_once:
                         self.connect()
                         connected_once = True
-                    self.stats.reconnects += 1
-                except OSError:
-                    pass
-        # final flush of what was received, then a clean disconnect (session kept by the broker)
-        try:
-            if self._pending and self._connected.is_set():
-                self._flush()
-                self.client.loop_write()
-        except _StoreFailed as exc:
-            self.failure = exc.__cause__
-            log.error("MQTT ingest stopped: %s", exc.__cause__)
+                    self._collect()
+                    if self._inflight and len(self._pending) >= self.max_batch:
+                        # the next batch is full while one is stored: wait for it (keepalive goes on)
+                        self._collect(wait=0.05)
+                        self.client.loop_misc()
+                        self.client.loop_write()
+                        continue
+                    rc = self.client.loop(timeout=0.02)
+                    # drain what is already buffered without waiting on select again
+                    n = 0
+                    while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and n < 512 and len(self._pending) < self.max_batch
+                           and self._readable()):
+                        rc = self.client.loop_read()
+                        n += 1
+                    if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        raise ConnectionError(f"mqtt loop: {rc}")
+                    if self._pending and not self._inflight and (
+                            len(self._pending) >= self.max_batch or time.monotonic() - self._first_t >= self.max_delay):
+                        self._work.put((self._gen, self._pending))
+                        self._inflight += 1
+                        self._pending = []
+                    self.client.loop_write()
+                    backoff = 0.1
+                except _StoreFailed as exc:  # not a connection problem: stop, the broker keeps the batch
+                    self.failure = exc.__cause__
+                    log.error("MQTT ingest stopped: %s (%d messages left unacknowledged in the broker's session)",
+                              exc.__cause__, len(self._pending))
+                    self._connected.clear()
+                    self._stop.set()
+                    break
+                except Exception as exc:  # connection loss: nothing of the pending batch was acked
+                    self.stats.errors.append(repr(exc)[:300])
+                    self._drop_pending()
+                    self._gen += 1  # a batch being stored now is not acknowledged on the next connection
+                    self._connected.clear()
+                    if self._stop.is_set():
+                        break
+                    log.warning("mqtt connection problem (%s); reconnecting in %.1fs", exc, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    try:
+                        if connected_once:
+                            self.client.reconnect()
+                        else:
+                            self.connect()
+                            connected_once = True
+                        self.stats.reconnects += 1
+                    except OSError:
+                        pass
+            # final flush: the batch being stored, then what was received, then a clean disconnect (session kept)
+            try:
+                if self.failure is None:
+                    while self._inflight:
+                        self._collect(wait=0.5)
+                    if self._pending and self._connected.is_set():
+                        self._flush()
+                    self.client.loop_write()
+            except _StoreFailed as exc:
+                self.failure = exc.__cause__
+                log.error("MQTT ingest stopped: %s", exc.__cause__)
         finally:
+            self._work.put(None)
             self._drop_pending()
             try:
                 self.client.disconnect()
                 self.client.loop(timeout=0.1)
             except OSError:
                 pass
+            writer.join(30)
 
     def _readable(self) -> bool:
         sock = self.client.socket()

@@ -45,6 +45,9 @@ class Source:
     bounds: tuple[float, float, float, float] | None = None
     #: GIS layers: features per geometry type (``{"Polygon": 3, "Point": 1}``)
     geometry_types: dict[str, int] = field(default_factory=dict)
+    #: a column of ``relation`` (not in ``columns``) with a reason the reader found for a record, NULL
+    #: elsewhere: the record is quarantined with it (an Excel formula cell without a cached value)
+    reason_column: str | None = None
 
     def types_of(self, columns: Sequence[str]) -> dict[str, str]:
         """``DOUBLE`` or ``VARCHAR`` for each of ``columns`` (see :func:`infer_types`)."""

@@ -4,7 +4,7 @@ Layout::
 
     WORKSPACE/
       citytwin.json            marker and settings
-      catalog.sqlite           datasets, versions, lineage, users, audit (SQLite)
+      catalog.sqlite           datasets, versions, lineage, users, audit, jobs (or PostgreSQL: foundation.records)
       data/NAME/vN/*.parquet   each dataset version (GeoParquet where it has geometry)
       quarantine/NAME/vN.parquet  rejected records with file, row, field and reason
       schemas/*.yaml           user-registered schemas
@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 import shapely
 
 import citytwin
-from citytwin.foundation import access, duck
+from citytwin.foundation import access, duck, readsql, records
 from citytwin.foundation.catalog import (
     Catalog,
     DatasetInfo,
@@ -51,6 +51,8 @@ from citytwin.foundation.catalog import (
     now,
 )
 from citytwin.foundation.errors import AccessDenied, CitytwinError, InputError, NotFoundError
+from citytwin.foundation.piiscan import screen_personal
+from citytwin.foundation.readsql import BBox, Filter, select_sql
 from citytwin.foundation.roles import CLASSIFICATIONS, User
 from citytwin.foundation.schemas import Schema, get_schema, list_schemas
 from citytwin.foundation.sql import ident
@@ -78,39 +80,41 @@ def code_version() -> str:
 class Workspace:
     """A citytwin workspace folder. Open with :meth:`open`, create with :meth:`init`."""
 
-    def __init__(self, root: str | Path, user: str | None = None) -> None:
+    def __init__(self, root: str | Path, user: str | None = None, database: str | None = None) -> None:
         self.root = Path(root).resolve()
         marker = self.root / MARKER
         if not marker.exists():
             raise NotFoundError(f"{self.root} is not a citytwin workspace (no {MARKER})",
                                 hint=f"create one with `citytwin init {root}`")
         self.settings: dict[str, Any] = json.loads(marker.read_text(encoding="utf-8"))
-        self.catalog = Catalog(self.root / "catalog.sqlite")
+        self.catalog = Catalog(records.resolve_url(database, self.settings.get("database"), self.root / "catalog.sqlite"))
         self.user = self._resolve_user(user)
 
     # -- creation ----------------------------------------------------------
     @classmethod
-    def init(cls, root: str | Path, owner: str | None = None, exist_ok: bool = False) -> Workspace:
-        """Create a workspace folder (its owner becomes an ``admin`` user)."""
+    def init(cls, root: str | Path, owner: str | None = None, exist_ok: bool = False, database: str | None = None
+             ) -> Workspace:
+        """Create a workspace folder (its owner becomes an ``admin``; ``database``: see ``records.resolve_url``)."""
         r = Path(root).resolve()
         if (r / MARKER).exists():
             if exist_ok:
-                return cls(r, user=owner)
+                return cls(r, user=owner, database=database)
             raise CitytwinError(f"{r} is already a citytwin workspace")
         if r.exists() and any(r.iterdir()):
             raise CitytwinError(f"{r} exists and is not empty", hint="choose a new or empty folder")
+        url = records.resolve_url(database, None, r / "catalog.sqlite")
+        server = Catalog(url) if records.is_postgres(url) else None  # unreachable: raises before any file is made
         with private_files():
             r.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.chmod(r, 0o700)  # an existing empty folder too
             for sub in ("data", "quarantine", "schemas", "tmp"):
                 (r / sub).mkdir(mode=0o700, exist_ok=True)
             owner = owner or os.environ.get(ENV_USER) or _os_user()
-            (r / MARKER).write_text(json.dumps({"format": 1, "created": now(), "owner": owner,
-                                                "h3_resolution": 9, "citytwin": citytwin.__version__},
-                                               indent=2), encoding="utf-8")
-            Catalog(r / "catalog.sqlite").put_user(owner, "admin")
+            settings = {"format": 1, "created": now(), "owner": owner, "h3_resolution": 9, "citytwin": citytwin.__version__}
+            (r / MARKER).write_text(json.dumps(settings | ({"database": database} if database else {}), indent=2))
+            (server or Catalog(url)).put_user(owner, "admin")
             make_private(r)
-        return cls(r, user=owner)
+        return cls(r, user=owner, database=database)
 
     @classmethod
     def open(cls, root: str | Path | None = None, user: str | None = None) -> Workspace:
@@ -122,7 +126,7 @@ class Workspace:
 
     def as_user(self, name: str) -> Workspace:
         """The same workspace seen by another user."""
-        return Workspace(self.root, user=name)
+        return Workspace(self.root, user=name, database=self.catalog.url)
 
     def _resolve_user(self, name: str | None) -> User:
         name = name or os.environ.get(ENV_USER) or self.settings.get("owner") or _os_user()
@@ -254,7 +258,8 @@ class Workspace:
         return access.detect_pii([c["name"] for c in vi.columns], declared)
 
     def read(self, name: str, version: int | None = None, *, columns: Sequence[str] | None = None,
-             where: Sequence[Filter] | None = None, limit: int | None = None) -> pd.DataFrame:
+             where: Sequence[Filter] | None = None, limit: int | None = None, bbox: BBox | None = None,
+             position: str | None = None) -> pd.DataFrame:
         """Read a dataset version as a (Geo)DataFrame, checked, masked and audited.
 
         Parameters
@@ -265,11 +270,18 @@ class Workspace:
             Column names to read (each must be a column of the version; default: all).
         where
             Filters ``(column, op, value)``, all of which must hold; ``op`` is one of
-            :data:`FILTER_OPS` (``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``not in``,
+            :data:`~citytwin.foundation.readsql.FILTER_OPS` (``=``, ``!=``, ``<``, ``<=``, ``>``, ``>=``, ``in``, ``not in``,
             ``is null``, ``is not null``). Values are bound as parameters, never spliced into SQL;
             a role that sees a personal-data column masked may not filter on it.
         limit
             At most this many records.
+        bbox
+            ``(min lon, min lat, max lon, max lat)`` (WGS84): only records whose geometry intersects
+            it, filtered inside DuckDB (:mod:`~citytwin.foundation.readsql`; its GeoParquet bbox
+            covering first where the files have one).
+        position
+            Name of a column to add first: each record's position in the version (0-based, the row
+            a plain read would put it in), a stable id of the record within the version.
 
         Raises
         ------
@@ -290,11 +302,17 @@ class Workspace:
         path = str(self.root / vi.path / "*.parquet")
         pii = self.pii_columns(name, vi.version)
         masked = {} if self.user.r.sees_personal_data else pii
-        con = duck.connect(spatial=False)
+        con = readsql.cursor()
         try:
             available = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [path]).fetchall()]
             try:
-                sql, params = select_sql(available, columns, where, limit, masked=masked)
+                geom = next((c["name"] for c in vi.columns if str(c.get("type", "")).upper().startswith("GEOMETRY")),
+                            "geometry")
+                cover = readsql.covering(path, geom) if bbox is not None else None
+                if position is not None and position in available:
+                    raise InputError(f"position column {position!r} is a column of {name!r}", field="position")
+                sql, params = select_sql(available, columns, where, limit, masked=masked, bbox=bbox, geometry=geom,
+                                         cover=cover, position=position is not None)
             except CitytwinError as exc:
                 self.catalog.audit(user=self.user.name, role=self.user.role, action="read", dataset=name,
                                    version=vi.version,
@@ -302,6 +320,10 @@ class Workspace:
                                    detail=str(exc)[:500])
                 raise
             table = con.execute(sql, [path, *params]).to_arrow_table()
+            if position is not None:
+                pos = readsql.positions(con, path, table[readsql.POS_FILE].to_pylist(),
+                                        table[readsql.POS_ROW].to_pylist())
+                table = table.drop_columns([readsql.POS_FILE, readsql.POS_ROW]).add_column(0, position, pa.array(pos))
         except duckdb.Error as exc:
             self.catalog.audit(user=self.user.name, role=self.user.role, action="read", dataset=name,
                                version=vi.version, outcome="error", detail=str(exc)[:500])
@@ -343,7 +365,8 @@ class Workspace:
                        time_min: str | None = None, time_max: str | None = None,
                        params: dict[str, Any] | None = None,
                        inputs: list[tuple[str, int | None]] | None = None,
-                       notes: list[str] | None = None) -> int:
+                       notes: list[str] | None = None,
+                       personal_candidates: Sequence[str] | None = None) -> int:
         """Move a complete staging folder into place as the next version and record it.
 
         Nothing is visible until the catalog row is committed; on failure the staging is removed.
@@ -355,6 +378,8 @@ class Workspace:
           counts the reasons) and, for an existing one, recorded but not made current.
         - Text columns are scanned for personal data (:func:`detect_personal_columns`); columns
           found are marked ``pii`` in the catalog (``pii_detected: true``) and masked on read.
+          ``personal_candidates`` (from an ingest that screened every value as it wrote them) limits
+          the scan to those columns; None scans every text column.
 
         ``notes`` (default: ``params["notes"]`` when it is a list) receives what was decided.
         """
@@ -412,7 +437,8 @@ class Workspace:
             if promote and any(target.glob("*.parquet")):
                 found = detect_personal_columns(str(target / "*.parquet"),
                                                 skip={c["name"] for c in cols if c.get("pii") or c.get("type") in
-                                                      ("GEOMETRY",) or "h3_resolution" in c})
+                                                      ("GEOMETRY",) or "h3_resolution" in c},
+                                                candidates=personal_candidates)
                 for col, kind_found in found.items():
                     entry = next((c for c in cols if c.get("name") == col), None)
                     if entry is None:
@@ -506,95 +532,15 @@ class Workspace:
         )
 
 
-#: A read filter: ``(column, op, value)``.
-Filter = tuple[str, str, Any]
-#: Operators allowed in read filters, and their SQL.
-FILTER_OPS: dict[str, str] = {"=": "=", "==": "=", "!=": "<>", "<>": "<>", "<": "<", "<=": "<=", ">": ">",
-                              ">=": ">=", "in": "IN", "not in": "NOT IN", "is null": "IS NULL",
-                              "is not null": "IS NOT NULL"}
-
-
-def select_sql(available: Sequence[str], columns: Sequence[str] | None, where: Sequence[Filter] | None,
-               limit: int | None, *, masked: dict[str, str] | None = None) -> tuple[str, list[Any]]:
-    """The SQL and bound parameters of a structured read over ``read_parquet(?)``.
-
-    Column names are checked against ``available`` and quoted; values are parameters. The first
-    parameter is left for the Parquet path.
-
-    Examples
-    --------
-    >>> select_sql(["a", "b"], ["b"], [("a", ">", 1), ("b", "in", ["x", "y"])], 5)
-    ('SELECT "b" FROM read_parquet(?) WHERE "a" > ? AND "b" IN (?, ?) LIMIT 5', [1, 'x', 'y'])
-    >>> select_sql(["a"], None, "a = 1 UNION SELECT * FROM secret", None)
-    Traceback (most recent call last):
-    ...
-    citytwin.foundation.errors.InputError: field 'where': SQL text is not accepted as a filter
-      hint: pass a list of (column, op, value), e.g. [("year", ">=", 2020)]
-    """
-    known = set(available)
-
-    def col(c: object, what: str) -> str:
-        if not isinstance(c, str) or c not in known:
-            raise InputError(f"unknown column {c!r} in {what}", field=what,
-                             hint=f"columns: {', '.join(available)}")
-        return ident(c)
-
-    if isinstance(columns, str):
-        raise InputError("columns must be a list of column names, not a string", field="columns",
-                         hint=f'e.g. columns=["{available[0] if available else "name"}"]')
-    cols = "*" if not columns else ", ".join(col(c, "columns") for c in columns)
-    sql = f"SELECT {cols} FROM read_parquet(?)"
-    params: list[Any] = []
-    if where is not None:
-        if isinstance(where, str):
-            raise InputError("SQL text is not accepted as a filter", field="where",
-                             hint='pass a list of (column, op, value), e.g. [("year", ">=", 2020)]')
-        conds = []
-        for f in where:
-            if not isinstance(f, tuple | list) or len(f) not in (2, 3):
-                raise InputError(f"filter {f!r} is not (column, op, value)", field="where")
-            c, op, value = (f[0], f[1], f[2] if len(f) == 3 else None)
-            q = col(c, "where")
-            if masked and c in masked:
-                raise AccessDenied(f"may not filter on column {c!r}: it holds personal data ({masked[c]})"
-                                          " that this role sees masked")
-            o = str(op).strip().lower() if isinstance(op, str) else op
-            if o not in FILTER_OPS:
-                raise InputError(f"operator {op!r} is not allowed", field="where",
-                                 hint=f"use one of {', '.join(FILTER_OPS)}")
-            sql_op = FILTER_OPS[o]
-            if sql_op in ("IS NULL", "IS NOT NULL"):
-                conds.append(f"{q} {sql_op}")
-            elif sql_op in ("IN", "NOT IN"):
-                if isinstance(value, str | bytes) or not isinstance(value, Sequence | set | frozenset):
-                    raise InputError(f"operator {op!r} needs a list of values, got {value!r}", field="where")
-                vals = list(value)
-                if not vals:
-                    conds.append("FALSE" if sql_op == "IN" else "TRUE")
-                else:
-                    conds.append(f"{q} {sql_op} ({', '.join('?' for _ in vals)})")
-                    params.extend(vals)
-            else:
-                if value is None or isinstance(value, list | tuple | set | dict):
-                    raise InputError(f"operator {op!r} needs one value, got {value!r}", field="where",
-                                     hint="use 'is null' to test for missing values")
-                conds.append(f"{q} {sql_op} ?")
-                params.append(value)
-        if conds:
-            sql += " WHERE " + " AND ".join(conds)
-    if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise InputError(f"limit must be a whole number >= 0, got {limit!r}", field="limit")
-        sql += f" LIMIT {int(limit)}"
-    return sql, params
-
-
-def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None) -> dict[str, str]:
+def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None,
+                            candidates: Sequence[str] | None = None) -> dict[str, str]:
     """Text columns of a Parquet version that hold personal data, found by value.
 
     A column whose every value is a Chinese mobile number, a resident ID (checksum verified) or an
     e-mail gets that kind; a column with such data inside longer text gets ``"text"`` (masked
-    piecewise by :func:`~citytwin.foundation.access.mask_text`). DuckDB scans every value.
+    piecewise by :func:`~citytwin.foundation.access.mask_text`). DuckDB scans every value of the
+    text columns that :func:`~citytwin.foundation.piiscan.screen_personal` lets through, or, with ``candidates`` (the columns a
+    writer already screened value by value), of those alone.
 
     Returns
     -------
@@ -602,12 +548,15 @@ def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None) -> 
         ``{column: kind}`` of the columns found.
     """
     skip = skip or set()
+    if candidates is not None and not set(candidates) - skip:
+        return {}
     con = duck.connect(spatial=False)
     try:
         desc = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [parquet_glob]).fetchall()
         text_cols = [r[0] for r in desc if r[1] == "VARCHAR" and r[0] not in skip]
         found: dict[str, str] = {}
-        text_cols = _screen_personal(parquet_glob, text_cols)
+        text_cols = screen_personal(parquet_glob, text_cols) if candidates is None else \
+            [c for c in text_cols if c in set(candidates)]
         if not text_cols:
             return found
         nb = "(^|[^0-9])"
@@ -655,40 +604,6 @@ def detect_personal_columns(parquet_glob: str, skip: set[str] | None = None) -> 
     finally:
         con.close()
     return found
-
-
-def _screen_personal(parquet_glob: str, columns: list[str]) -> list[str]:
-    """The text columns in which personal data may hide, by a byte scan of their values
-    (:func:`citytwin.foundation.cleannumba.may_hold_personal_data`: an ``@`` or 11 digits in one
-    value), so that the regular expressions run only on those. Without numba every column is kept."""
-    if not columns:
-        return columns
-    try:
-        from citytwin.foundation.cleannumba import may_hold_personal_data
-    except Exception:  # numba missing or its cache unwritable: the SQL scan looks at every column
-        return columns
-    import glob as _glob
-
-    import pyarrow.dataset as pads
-
-    files = sorted(_glob.glob(parquet_glob))
-    if not files:
-        return columns
-    left = list(columns)
-    keep: list[str] = []
-    for batch in pads.dataset(files, format="parquet").to_batches(columns=left, batch_size=1 << 20):
-        for c in list(left):
-            col = batch.column(c)
-            if pa.types.is_dictionary(col.type):
-                col = col.dictionary
-            if (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) and not \
-                    may_hold_personal_data(col):
-                continue
-            keep.append(c)
-            left.remove(c)
-        if not left:
-            break
-    return [c for c in columns if c in keep]
 
 
 def _identical_to_current(prev: DatasetInfo, *, kind: str, schema: str, classification: str,

@@ -30,6 +30,7 @@ from citytwin.foundation.mqtt import MqttAuth
 from citytwin.foundation.workspace import MARKER, Workspace
 from citytwin.service import alerting, forecasting, ngsi
 from citytwin.service import auth as auth_mod
+from citytwin.service.auditbatch import GroupCommitCatalog
 from citytwin.twin.rules import ThresholdRule
 from citytwin.workflows.runtime import TwinRuntime, open_runtime
 
@@ -77,8 +78,10 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
     if ws is None and auth:
         raise CitytwinError(f"the twin at {twin_dir} is not inside a workspace, so its API has no users"
                             " or tokens to check", hint="pass workspace=..., or auth=False for a local demo")
-    guard = auth_mod.TwinGuard(None, enabled=False) if ws is None else auth_mod.TwinGuard.for_workspace(
-        ws, enabled=auth)
+    # the per-request audit rows share their commits (service.auditbatch: still written before each response)
+    batched = None if ws is None else GroupCommitCatalog(ws.catalog.url)
+    guard = auth_mod.TwinGuard(None, enabled=False) if batched is None else auth_mod.TwinGuard(
+        batched, auth_mod.twin_classification(ws.settings) if ws is not None else "internal", enabled=auth)
     if runtime is None:
         runtime = open_runtime(twin_dir)
     if max_body is not None:
@@ -104,6 +107,8 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
                 rt.alert_publisher.wait_all(timeout=5)
                 rt.alert_publisher.close()
                 rt.alert_publisher = None
+            if batched is not None:
+                batched.close()
 
     app = FastAPI(title="citytwin", description="Live digital twin: NGSI-LD-style entities, history, ingest.",
                   lifespan=lifespan)

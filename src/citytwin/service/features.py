@@ -159,7 +159,9 @@ def _filtered(ws: Workspace, info: DatasetInfo, bbox: tuple[float, float, float,
     and the number of features matched.
 
     Without a filter only the first ``upto`` records are read (the number matched is the version's
-    row count); with ``bbox`` or ``datetime`` the version is read whole and filtered here.
+    row count). ``bbox`` is filtered inside DuckDB (:meth:`Workspace.read` with ``bbox``: only the
+    records in the box leave it); ``datetime`` then here, on what the box kept. ``_fid`` is each
+    record's position in the version in every case.
     """
     geom = _geometry_column(info)
     tcol = _time_column(info)
@@ -172,13 +174,7 @@ def _filtered(ws: Workspace, info: DatasetInfo, bbox: tuple[float, float, float,
         df.insert(0, "_fid", range(len(df)))
         total = info.current.rows_kept
         return df, int(total) if total is not None else len(df)
-    df = ws.read(info.name, info.current_version)
-    df.insert(0, "_fid", range(len(df)))
-    if bbox is not None and geom is not None and len(df):
-        import geopandas as gpd
-
-        g = df[geom] if isinstance(df, gpd.GeoDataFrame) else gpd.GeoSeries(df[geom])
-        df = df[g.intersects(_box(*bbox)).to_numpy()]
+    df = ws.read(info.name, info.current_version, bbox=bbox, position="_fid")
     if when is not None and tcol is not None and len(df):
         t = pd.to_datetime(df[tcol], utc=True, errors="coerce")
         keep = t.notna()
@@ -188,12 +184,6 @@ def _filtered(ws: Workspace, info: DatasetInfo, bbox: tuple[float, float, float,
             keep &= t <= when[1]
         df = df[keep.to_numpy()]
     return df, len(df)
-
-
-def _box(minx: float, miny: float, maxx: float, maxy: float) -> Any:
-    from shapely.geometry import box
-
-    return box(minx, miny, maxx, maxy)
 
 
 def features(df: pd.DataFrame, geom: str | None) -> list[dict[str, Any]]:

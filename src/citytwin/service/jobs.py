@@ -9,6 +9,10 @@
 * ``GET /jobs/{id}/results`` — the results (derived datasets with lineage); 404 until successful;
 * ``DELETE /jobs/{id}`` — cancel (the job stops at its next progress report) and dismiss.
 
+Jobs are kept in the workspace's records (the catalog's ``jobs`` table, SQLite or PostgreSQL), so a
+restarted ``citytwin serve`` lists past jobs and their results; jobs that were queued or running
+when their process stopped are marked failed, with the reason, when the next one starts.
+
 Starting and cancelling need a role that may write (integrator, steward, admin); a job reads and
 writes the workspace as the user who started it. A user sees (and cancels) only the jobs they
 started; admins and stewards see every job. The service holds no analysis logic: each process
@@ -29,6 +33,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse
 
+from citytwin.foundation.catalog import runner_alive, runner_id
 from citytwin.foundation.errors import CitytwinError, NotFoundError
 from citytwin.foundation.workspace import Workspace
 from citytwin.service.apiauth import ApiGuard, require_user
@@ -61,6 +66,22 @@ class Job:
     results: dict[str, Any] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
 
+    def record(self, runner: str | None) -> dict[str, Any]:
+        """The job as a row of the catalog's ``jobs`` table."""
+        return {"id": self.id, "process": self.process, "user": self.user, "inputs": self.inputs,
+                "status": self.status, "progress": self.progress, "message": self.message,
+                "created": self.created.isoformat(), "started": self.started and self.started.isoformat(),
+                "finished": self.finished and self.finished.isoformat(), "results": self.results, "runner": runner}
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> Job:
+        """A past job read back from the catalog."""
+        def t(v: str | None) -> datetime | None:
+            return datetime.fromisoformat(v) if v else None
+
+        return cls(r["id"], r["process"], r["user"], r["inputs"], datetime.fromisoformat(r["created"]), r["status"],
+                   float(r["progress"]), r["message"] or "", t(r["started"]), t(r["finished"]), r["results"])
+
     def doc(self, base: str = "") -> dict[str, Any]:
         """The OGC status document."""
         links = [{"href": f"{base}/jobs/{self.id}", "rel": "self", "type": "application/json"}]
@@ -73,7 +94,7 @@ class Job:
 
 
 class JobRunner:
-    """Runs jobs in worker threads and keeps their status (in memory, for the life of the process)."""
+    """Runs jobs in worker threads; their status is kept in the catalog (and the live ones in memory)."""
 
     def __init__(self, ws: Workspace, *, workers: int = 1, clock: Clock = _utcnow, keep: int = 500) -> None:
         self.ws = ws
@@ -82,6 +103,11 @@ class JobRunner:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="citytwin-job")
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        self.runner = runner_id()
+        ws.catalog.fail_interrupted_jobs(runner_alive)
+
+    def _save(self, job: Job) -> None:
+        self.ws.catalog.put_job(job.record(self.runner))
 
     def submit(self, process: str, inputs: dict[str, Any], user_ws: Workspace) -> Job:
         """Check the inputs and queue a job run as ``user_ws``'s user."""
@@ -90,6 +116,7 @@ class JobRunner:
             raise NotFoundError(f"no process {process!r}", hint=f"processes: {', '.join(PROCESSES)}")
         checked = check_inputs(proc, inputs)
         job = Job(uuid.uuid4().hex, process, user_ws.user.name, checked, self.clock())
+        self._save(job)
         with self._lock:
             self._jobs[job.id] = job
             done = [j for j in self._jobs.values() if j.finished is not None]
@@ -104,12 +131,16 @@ class JobRunner:
         def progress(pct: float, message: str) -> None:
             if job.cancel.is_set():
                 raise Cancelled
+            before = round(job.progress)
             job.progress = max(job.progress, min(100.0, float(pct)))
             job.message = message
+            if round(job.progress) != before:  # the record follows whole percents
+                self._save(job)
 
         if job.cancel.is_set():
             return
         job.status, job.started, job.message = "running", self.clock(), "started"
+        self._save(job)
         try:
             results = proc.run(ws, job.inputs, progress)
         except Cancelled:
@@ -123,6 +154,7 @@ class JobRunner:
             job.results, job.status, job.progress, job.message = results, "successful", 100.0, "done"
         finally:
             job.finished = self.clock()
+            self._save(job)
         ws.catalog.audit(user=ws.user.name, role=ws.user.role, action="job", outcome=job.status,
                          detail=f"{job.process} {job.id}: {job.message}"[:500])
 
@@ -130,12 +162,16 @@ class JobRunner:
         with self._lock:
             job = self._jobs.get(job_id)
         if job is None:
+            job = next((j for j in self.jobs() if j.id == job_id), None)
+        if job is None:
             raise NotFoundError(f"no job {job_id!r}")
         return job
 
     def jobs(self) -> list[Job]:
+        """The newest jobs (``keep`` of them), past runs of the service included, oldest first."""
         with self._lock:
-            return list(self._jobs.values())
+            live = dict(self._jobs)
+        return [live.get(r["id"]) or Job.from_record(r) for r in self.ws.catalog.jobs(self.keep)]
 
     def cancel(self, job_id: str) -> Job:
         """Ask a job to stop; a queued job never starts."""
@@ -143,6 +179,7 @@ class JobRunner:
         job.cancel.set()
         if job.status == "accepted":
             job.status, job.message, job.finished = "dismissed", "cancelled before it started", self.clock()
+            self._save(job)
         return job
 
     def wait(self, job_id: str, timeout: float = 60.0) -> Job:
@@ -210,7 +247,7 @@ def execute(process_id: str, request: Request, principal: PrincipalDep,
     return JSONResponse(job.doc(_base(request)), status_code=201, headers={"Location": f"/jobs/{job.id}"})
 
 
-@router.get("/jobs", summary="Jobs of this process's lifetime")
+@router.get("/jobs", summary="Jobs (the newest 500, past runs of the service included)")
 def jobs(request: Request, principal: PrincipalDep) -> dict[str, Any]:
     base = _base(request)
     return {"jobs": [j.doc(base) for j in _runner(request).jobs()

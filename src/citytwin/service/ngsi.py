@@ -8,6 +8,7 @@ Endpoints (NGSI-LD 1.6 names; a practical subset)
                                                      ``georel=within`` + ``geometry=Polygon|bbox`` + ``coordinates``, ``attrs``,
                                                      ``limit``, ``offset``, ``options=keyValues``
 ``GET    /ngsi-ld/v1/entities/{id}``                 one entity (``attrs``, ``options=keyValues``)
+                                                     (both GETs: ``scenario=NAME`` reads a published simulation scenario)
 ``DELETE /ngsi-ld/v1/entities/{id}``                 delete (history is kept)
 ``PATCH|POST /ngsi-ld/v1/entities/{id}/attrs``       update attributes = new observations (history + state)
 ``POST   /ngsi-ld/v1/entityOperations/upsert``       batch: create missing entities, ingest all attributes (201, or 207 with errors)
@@ -18,6 +19,7 @@ Endpoints (NGSI-LD 1.6 names; a practical subset)
 ``POST   /twin/v1/observations``                     the MQTT payload format over HTTP (object or array; unknown entities rejected)
 ``GET    /twin/v1/history``                          flat rows: ``entity``, ``property``, ``start``, ``end``, ``interval``, ``funcs``,
                                                      ``bbox=minlon,minlat,maxlon,maxlat``, ``near=lon,lat,metres``, ``maxPoints``
+``GET    /twin/v1/scenarios``                        published simulation scenarios (``citytwin sim publish``)
 ``GET    /twin/v1/deadletters``                      rejected input with reasons (``reason``, ``source``, ``limit``)
 
 Every endpoint needs ``Authorization: Bearer <token>``: reads (GET) a role cleared for the twin's
@@ -68,6 +70,14 @@ _CODE_OF = {v: k for k, v in UNIT_CODES.items() if k not in ("HPA",)}
 
 def _twin(request: Request) -> Any:
     return request.app.state.twin
+
+
+def _state(request: Request, scenario: str | None) -> Any:
+    """The live state, or a published simulation scenario's (``?scenario=NAME``; never mixed with live)."""
+    if scenario is None:
+        return _twin(request).stores.state
+    from citytwin.workflows.simulation_twin import open_scenario_state
+    return open_scenario_state(_twin(request).stores.root, scenario)
 
 
 def _error(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -357,19 +367,19 @@ def query_entities(request: Request, type: str | None = None, id: str | None = N
                    idPattern: str | None = None, q: str | None = None, georel: str | None = None,
                    geometry: str | None = None, coordinates: str | None = None, attrs: str | None = None,
                    limit: int = Query(100, ge=1, le=10000), offset: int = Query(0, ge=0),
-                   options: str | None = None) -> Any:
-    twin = _twin(request)
+                   options: str | None = None, scenario: str | None = None) -> Any:
     near, bbox = parse_geo(georel, geometry, coordinates)
-    rows = twin.stores.state.query(type=type, ids=id.split(",") if id else None, id_pattern=idPattern,
-                                   q=parse_q(q), near=near, bbox=bbox,
-                                   attrs=attrs.split(",") if attrs else None, limit=limit, offset=offset)
+    rows = _state(request, scenario).query(type=type, ids=id.split(",") if id else None, id_pattern=idPattern,
+                                           q=parse_q(q), near=near, bbox=bbox,
+                                           attrs=attrs.split(",") if attrs else None, limit=limit, offset=offset)
     kv = bool(options and "keyValues" in options)
     return [entity_json(e, kv) for e in rows]
 
 
 @router.get("/ngsi-ld/v1/entities/{entity_id}")
-def get_entity(request: Request, entity_id: str, attrs: str | None = None, options: str | None = None) -> Any:
-    e = _twin(request).stores.state.get(entity_id, attrs=attrs.split(",") if attrs else None)
+def get_entity(request: Request, entity_id: str, attrs: str | None = None, options: str | None = None,
+               scenario: str | None = None) -> Any:
+    e = _state(request, scenario).get(entity_id, attrs=attrs.split(",") if attrs else None)
     if e is None:
         return _error(404, "ResourceNotFound", f"entity {entity_id} not found")
     return entity_json(e, bool(options and "keyValues" in options))
@@ -633,6 +643,13 @@ def history(request: Request, entity: str | None = None, property: str | None = 
     df = df.astype(object).where(df.notna(), None)
     return {"rows": len(df), "columns": list(df.columns), "data": df.to_dict(orient="records"),
             **({"interval_s": df.attrs["interval_s"]} if "interval_s" in df.attrs else {})}
+
+
+@router.get("/twin/v1/scenarios")
+def scenarios(request: Request) -> Any:
+    """Published simulation scenarios (``citytwin sim publish``), each readable with ``?scenario=NAME``."""
+    from citytwin.workflows.simulation_twin import list_scenarios
+    return list_scenarios(_twin(request).stores.root)
 
 
 @router.get("/twin/v1/deadletters")

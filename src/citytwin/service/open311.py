@@ -60,6 +60,25 @@ def error_response(status: int, description: str) -> JSONResponse:
     return JSONResponse([{"code": status, "description": description}], status_code=status)
 
 
+_ERR = {"description": "an error in GeoReport v2 format", "content": {"application/json": {"schema": {
+    "type": "array", "items": {"type": "object", "properties": {"code": {"type": "integer"},
+                                                                "description": {"type": "string"}}}}}}}
+#: the 4xx answers of the Open311 routes (OpenAPI)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {**_ERR, "description": "bad input (outside the city, unknown service, missing attribute, too long ...)"},
+    401: {**_ERR, "description": "no api_key or bearer token (posting and listing requests need one)"},
+    403: {**_ERR, "description": "invalid api_key or token"},
+    404: {**_ERR, "description": "unknown service request"},
+    413: {**_ERR, "description": f"body over {MAX_BODY} bytes"}}
+#: the body of ``POST requests.json`` (form-encoded as the spec, or JSON)
+REQUEST_SCHEMA: dict[str, Any] = {"type": "object", "required": ["service_code"], "properties": {
+    "api_key": {"type": "string"}, "service_code": {"type": "string"}, "description": {"type": "string"},
+    "lat": {"type": "number"}, "long": {"type": "number"}, "address_string": {"type": "string"},
+    "address_id": {"type": "string"}, "email": {"type": "string"}, "device_id": {"type": "string"},
+    "account_id": {"type": "string"}, "first_name": {"type": "string"}, "last_name": {"type": "string"},
+    "phone": {"type": "string"}, "media_url": {"type": "string"}}, "additionalProperties": {"type": "string"}}
+
+
 def _status(s: str) -> str:
     return "closed" if s in ("resolved", "closed") else "open"
 
@@ -86,10 +105,12 @@ def _float(value: str | None, name: str) -> float | None:
     return v
 
 
-def make_router(store: Callable[[], CaseStore] | CaseStore, *, services: Sequence[Mapping[str, Any]],
-                bbox: tuple[float, float, float, float], departments: Mapping[str, str] | None = None,
+def make_router(store: Callable[[], CaseStore] | CaseStore | None, *, services: Sequence[Mapping[str, Any]],
+                bbox: tuple[float, float, float, float] | None, departments: Mapping[str, str] | None = None,
                 deadline_hours: Mapping[str, float] | None = None, api_keys: Sequence[str] | None = None,
-                router_model: Mapping[str, Any] | None = None, prefix: str = "/open311/v2") -> APIRouter:
+                router_model: Mapping[str, Any] | None = None, prefix: str = "/open311/v2",
+                resolve: Callable[[Request, str | None], CaseStore] | None = None,
+                bbox_source: str = "") -> APIRouter:
     """The Open311 router.
 
     Parameters
@@ -102,17 +123,32 @@ def make_router(store: Callable[[], CaseStore] | CaseStore, *, services: Sequenc
         definition attributes: ``code``, ``datatype``, ``required``, ``description``, ``values``).
     bbox
         The city's bounding box ``(min_lon, min_lat, max_lon, max_lat)``: requests outside are refused.
+        None: the city's extent is unknown and requests with coordinates are refused (``bbox_source``
+        says how to set it).
     departments
         Service code -> department; codes not in it are routed with ``router_model`` when given.
     deadline_hours
         Hours to resolve per service code (``"default"`` for the rest).
     api_keys
         When given, a POST needs one of these ``api_key`` values (403 otherwise).
+    resolve
+        ``resolve(request, api_key)`` -> the case store as the caller (the operations center: the
+        ``api_key`` of a POST, else the bearer token, is a workspace token); it raises
+        :class:`Open311Error` (401/403) to refuse. Used instead of ``store`` when given.
     """
     from citytwin.workflows.participation import submit_complaint
 
     svc = {str(s["service_code"]): dict(s) for s in services}
-    get_store: Callable[[], CaseStore] = store if callable(store) else (lambda: store)
+    if store is None and resolve is None:
+        raise ValueError("give store or resolve")
+    fixed: Callable[[], CaseStore] | None = None if store is None else (
+        store if callable(store) else (lambda: store))
+
+    def get_store(request: Request, api_key: str | None = None) -> CaseStore:
+        if resolve is not None:
+            return resolve(request, api_key)
+        assert fixed is not None
+        return fixed()
     r = APIRouter(prefix=prefix, tags=["open311"])
 
     def service_list() -> list[dict[str, Any]]:
@@ -137,7 +173,7 @@ def make_router(store: Callable[[], CaseStore] | CaseStore, *, services: Sequenc
         """The service list (GeoReport v2 ``GET services``)."""
         return service_list()
 
-    @r.get("/services/{code}.json", response_model=None)
+    @r.get("/services/{code}.json", response_model=None, responses={404: ERRORS[404]})
     def service_definition(code: str) -> Any:
         """A service definition (its attributes)."""
         if code not in svc:
@@ -172,7 +208,11 @@ def make_router(store: Callable[[], CaseStore] | CaseStore, *, services: Sequenc
             raise Open311Error(400, "lat and long go together")
         if lat is None and not form.get("address_string") and not form.get("address_id"):
             raise Open311Error(400, "a location is required: lat and long, address_string or address_id")
-        if lat is not None and lon is not None and not (bbox[0] <= lon <= bbox[2] and bbox[1] <= lat <= bbox[3]):
+        if lat is not None and bbox is None:
+            raise Open311Error(400, "this city's extent is not configured, so places given by coordinates cannot be"
+                                    f" checked ({bbox_source or 'no bbox'}); give address_string instead")
+        if lat is not None and lon is not None and bbox is not None and not (
+                bbox[0] <= lon <= bbox[2] and bbox[1] <= lat <= bbox[3]):
             raise Open311Error(400, f"location ({lat}, {lon}) is outside the city "
                                     f"(longitude {bbox[0]}..{bbox[2]}, latitude {bbox[1]}..{bbox[3]})")
         attrs: dict[str, str] = {}
@@ -194,7 +234,10 @@ def make_router(store: Callable[[], CaseStore] | CaseStore, *, services: Sequenc
                 "data": {"attributes": attrs, "media_url": media or None, "device_id": form.get("device_id"),
                          "account_id": form.get("account_id")}}
 
-    @r.post("/requests.json", response_model=None)
+    @r.post("/requests.json", response_model=None, status_code=201, responses=ERRORS,
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/x-www-form-urlencoded": {"schema": REQUEST_SCHEMA},
+                "application/json": {"schema": REQUEST_SCHEMA}}}})
     async def post_request(request: Request) -> Any:
         """Create a service request (GeoReport v2 ``POST requests``)."""
         body = b""
@@ -215,6 +258,8 @@ def make_router(store: Callable[[], CaseStore] | CaseStore, *, services: Sequenc
                 form = {str(k): "" if v is None else str(v) for k, v in obj.items()}
             else:
                 form = {k: v[-1] for k, v in parse_qs(text, keep_blank_values=True).items()}
+            key = form.get("api_key") or None
+            st = await run_in_threadpool(get_store, request, key) if resolve is not None else get_store(request)
             fields = parse(form)
         except Open311Error as exc:
             return error_response(exc.status, exc.description)
@@ -222,7 +267,7 @@ def make_router(store: Callable[[], CaseStore] | CaseStore, *, services: Sequenc
             return error_response(400, f"malformed body: {exc}")
 
         def save() -> dict[str, Any]:
-            return submit_complaint(get_store(), departments=departments, deadline_hours=deadline_hours,
+            return submit_complaint(st, departments=departments, deadline_hours=deadline_hours,
                                     router=router_model, source="open311", **fields)
 
         try:
@@ -233,11 +278,12 @@ def make_router(store: Callable[[], CaseStore] | CaseStore, *, services: Sequenc
         return JSONResponse([{"service_request_id": str(res["id"]), "service_notice": notice,
                               "account_id": fields["data"].get("account_id")}], status_code=201)
 
-    @r.get("/requests.json", response_model=None)
-    def get_requests(service_request_id: str | None = None, service_code: str | None = None,
+    @r.get("/requests.json", response_model=None, responses=ERRORS)
+    def get_requests(request: Request, service_request_id: str | None = None, service_code: str | None = None,
                      start_date: str | None = None, end_date: str | None = None, status: str | None = None) -> Any:
         """Requests matching the filters (GeoReport v2 ``GET requests``), newest first, at most 1,000."""
         try:
+            st = get_store(request)
             ids = None
             if service_request_id:
                 try:
@@ -258,14 +304,16 @@ def make_router(store: Callable[[], CaseStore] | CaseStore, *, services: Sequenc
             end = _time(end_date, "end_date") if end_date else None
         except Open311Error as exc:
             return error_response(exc.status, exc.description)
-        rows = get_store().cases(kind="complaint", status=st_filter, service_code=codes, start=start, end=end, ids=ids)
+        rows = st.cases(kind="complaint", status=st_filter, service_code=codes, start=start, end=end, ids=ids)
         return [record(c) for c in rows]
 
-    @r.get("/requests/{request_id}.json", response_model=None)
-    def get_request(request_id: str) -> Any:
+    @r.get("/requests/{request_id}.json", response_model=None, responses=ERRORS)
+    def get_request(request: Request, request_id: str) -> Any:
         """One request (a list of one, as the spec)."""
         try:
-            c = get_store().get(int(request_id))
+            c = get_store(request).get(int(request_id))
+        except Open311Error as exc:
+            return error_response(exc.status, exc.description)
         except (ValueError, NotFoundError):
             return error_response(404, f"no service request {request_id!r}")
         if c["kind"] != "complaint":
@@ -275,4 +323,4 @@ def make_router(store: Callable[[], CaseStore] | CaseStore, *, services: Sequenc
     return r
 
 
-__all__ = ["MAX_BODY", "MAX_DESCRIPTION", "Open311Error", "error_response", "make_router"]
+__all__ = ["ERRORS", "MAX_BODY", "MAX_DESCRIPTION", "Open311Error", "error_response", "make_router"]

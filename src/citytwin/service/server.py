@@ -33,8 +33,9 @@ from fastapi.staticfiles import StaticFiles
 from citytwin.foundation import access
 from citytwin.foundation.errors import AccessDenied, CitytwinError, NotFoundError
 from citytwin.foundation.workspace import Workspace
-from citytwin.service import catalog_api, features, jobs, live, tiles
+from citytwin.service import catalog_api, consult_api, features, jobs, live, participation_api, tiles
 from citytwin.service.apiauth import ApiGuard, login_info, require_user
+from citytwin.service.auditbatch import GroupCommitCatalog
 from citytwin.service.auth import AuthError, Principal, require_token
 
 __all__ = ["WEB_DIR", "create_server_app"]
@@ -55,6 +56,38 @@ def error_response(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+def validation_response(request: Request, exc: Exception) -> JSONResponse:
+    """Exception handler: a parameter FastAPI could not parse -> 422 in the API's error style
+    ``{"type", "title", "detail", "errors"}`` (``detail`` names each parameter and what is wrong)."""
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+
+    assert isinstance(exc, RequestValidationError)
+    errs = list(exc.errors())
+    what = "; ".join(f"{' '.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in errs[:5])
+    body = {"type": "https://citytwin.dev/errors/UnprocessableEntity", "title": "UnprocessableEntity",
+            "detail": what or "invalid request", "errors": jsonable_encoder(errs, exclude={"ctx", "input"})}
+    return JSONResponse(body, status_code=422)
+
+
+class GroupCommitApiGuard(ApiGuard):
+    """The dataset API's guard whose workspace views share the app's group-commit catalog, so the audit
+    rows of their reads (``read``, ``read.stats``) share commits like the requests' own rows
+    (:mod:`citytwin.service.auditbatch`)."""
+
+    def __init__(self, ws: Workspace, batched: GroupCommitCatalog, *, enabled: bool = True) -> None:
+        owner = ws.as_user(ws.user.name)  # its own view: the caller's workspace object is left as it is
+        owner.catalog = batched
+        super().__init__(owner, enabled=enabled)
+        self.batched = batched
+
+    def workspace(self, user: access.User) -> Workspace:
+        view = super().workspace(user)
+        if view.catalog is not self.batched:
+            view.catalog = self.batched
+        return view
+
+
 @dataclass
 class Login:
     """Sign-in of the web app: a workspace user and one of that user's API tokens."""
@@ -65,7 +98,7 @@ class Login:
 
 def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
                       broker: tuple[str, int] | None = None, auto_alerts: bool = True,
-                      web_dir: Path | None = None, job_workers: int = 1) -> FastAPI:
+                      web_dir: Path | None = None, job_workers: int = 1, clock: Any = None) -> FastAPI:
     """The one app of ``citytwin serve``: twin API + dataset API + jobs + the web app.
 
     Parameters
@@ -82,6 +115,9 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
         Folder of the web app's static files (default :data:`WEB_DIR`).
     job_workers
         Worker threads running jobs.
+    clock
+        The participation side's clock (case deadlines, consultation periods, construction checks;
+        :mod:`~citytwin.service.participation_api`); default the wall clock.
     """
     from citytwin.service.app import _open_workspace, create_app
 
@@ -92,7 +128,9 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
     app.title = "citytwin operations center"
     app.description = ("The city's datasets (OGC API – Features, vector tiles, catalog, quality, lineage), "
                        "analyses as jobs (OGC API – Processes) and the live twin (NGSI-LD style, alerts, SSE).")
-    app.state.api_guard = ApiGuard(ws, enabled=auth)
+    batched = app.state.guard.catalog
+    app.state.api_guard = (GroupCommitApiGuard(ws, batched, enabled=auth) if isinstance(batched, GroupCommitCatalog)
+                           else ApiGuard(ws, enabled=auth))
     app.state.tiles = tiles.TileMaker()
     app.state.jobs = jobs.JobRunner(ws, workers=job_workers)
     app.state.workspace = ws
@@ -102,7 +140,8 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
     async def lifespan(a: FastAPI) -> AsyncIterator[Any]:
         async with inner(a) as st:
             try:
-                yield st
+                with participation_api.running(a):  # the construction-site scheduler
+                    yield st
             finally:  # running jobs stop at their next progress report; DuckDB closes
                 a.state.jobs.close()
                 a.state.tiles.close()
@@ -110,6 +149,9 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
     app.router.lifespan_context = lifespan
     app.add_exception_handler(CitytwinError, error_response)
     app.add_exception_handler(AuthError, _auth_error)
+    from fastapi.exceptions import RequestValidationError
+
+    app.add_exception_handler(RequestValidationError, validation_response)
 
     app.include_router(features.router)
     app.include_router(tiles.router)
@@ -118,6 +160,8 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
     live.install(app, [Depends(require_token)])
     from citytwin.service import report as report_api  # views and reports of the web app (ocweb)
     app.include_router(report_api.router)
+    participation_api.install(app, ws, clock=clock, history=app.state.twin.stores.history)
+    app.include_router(consult_api.router)
 
     @app.post("/auth/login", tags=["auth"], summary="Sign in with a user name and an API token")
     def login(request: Request, body: Annotated[Login, Body()]) -> dict[str, Any]:

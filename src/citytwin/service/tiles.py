@@ -30,6 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from citytwin.foundation import access, duck
 from citytwin.foundation.catalog import DatasetInfo
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.readsql import bbox_sql, covering
 from citytwin.foundation.sql import ident as quote_ident
 from citytwin.foundation.workspace import Workspace
 from citytwin.service.apiauth import user_workspace
@@ -77,12 +78,16 @@ def tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
     return int((lon + 180.0) / 360.0 * n), int((1 - math.asinh(math.tan(r)) / math.pi) / 2 * n)
 
 
-def tile_sql(glob: str, geom: str, props: list[tuple[str, str]], layer: str) -> str:
+def tile_sql(glob: str, geom: str, props: list[tuple[str, str]], layer: str,
+             cover: dict[str, list[str]] | None = None) -> str:
     """The DuckDB query of one tile (parameters: west, south, east, north, z, x, y).
 
-    ``props``: property columns and their DuckDB types (cast to a type ``ST_AsMVT`` takes).
+    ``props``: property columns and their DuckDB types (cast to a type ``ST_AsMVT`` takes). The
+    features are chosen by the bounding-box filter of dataset reads
+    (:func:`~citytwin.foundation.readsql.bbox_sql`; ``cover``: the files' GeoParquet bbox covering).
     """
     g = quote_ident(geom)
+    where = bbox_sql(geom, cover, ("$1", "$2", "$3", "$4"))
     cols = "".join(f"{quote_ident(c)}::{_PLAIN[t]} AS {quote_ident(c)}, " for c, t in props)
     merc = f"ST_Transform({g}::GEOMETRY, 'EPSG:4326', 'EPSG:3857', always_xy := true)"
     lit = "'" + glob.replace("'", "''") + "'"
@@ -90,7 +95,7 @@ def tile_sql(glob: str, geom: str, props: list[tuple[str, str]], layer: str) -> 
     return (f"WITH env AS (SELECT ST_TileEnvelope($5, $6, $7) AS e), "
             f"t AS (SELECT {cols}ST_AsMVTGeom({merc}, ST_Extent(env.e), {EXTENT}, {BUFFER}, true) AS geom "
             f"FROM read_parquet({lit}), env "
-            f"WHERE {g} IS NOT NULL AND ST_Intersects({g}::GEOMETRY, ST_MakeEnvelope($1, $2, $3, $4))) "
+            f"WHERE {g} IS NOT NULL AND {where}) "
             f"SELECT ST_AsMVT(t, {lname}, {EXTENT}, 'geom') FROM t WHERE geom IS NOT NULL")
 
 
@@ -106,6 +111,7 @@ class TileMaker:
         self._lock = threading.Lock()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._describe: dict[str, list[tuple[str, str]]] = {}
+        self._pii: dict[tuple[str, int], dict[str, str]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -127,6 +133,20 @@ class TileMaker:
                 cur.close()
             self._describe[glob] = cols
         return cols
+
+    def pii(self, info: DatasetInfo) -> dict[str, str]:
+        """The personal-data columns of a dataset's current version, from its catalog record (the rule of
+        :meth:`~citytwin.foundation.workspace.Workspace.pii_columns`), cached: a version never changes."""
+        key = (info.name, info.current_version)
+        found = self._pii.get(key)
+        if found is None:
+            cols = info.current.columns
+            found = access.detect_pii([c["name"] for c in cols], {c["name"]: c["pii"] for c in cols if c.get("pii")})
+            with self._lock:
+                if len(self._pii) > 4096:
+                    self._pii.clear()
+                self._pii[key] = found
+        return found
 
     def cached(self, key: tuple[Any, ...]) -> bytes | None:
         with self._lock:
@@ -212,22 +232,19 @@ def tile(dataset: str, request: Request, ws: WsDep,
     info = _readable(ws, dataset)
     geom = _geometry(info)
     version = info.current_version
-    # the columns this role sees masked, from the version's record (the same rule as Workspace.pii_columns)
-    declared = {c["name"]: c["pii"] for c in info.current.columns if c.get("pii")}
-    pii = access.detect_pii([c["name"] for c in info.current.columns], declared)
-    masked = {} if ws.user.r.sees_personal_data else pii
+    tm = _maker(request)
+    masked = {} if ws.user.r.sees_personal_data else tm.pii(info)
     etag = _etag(dataset, version, masked, z, x, y)
     headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
     if _if_none_match(request, etag):
         return Response(status_code=304, headers=headers)
-    tm = _maker(request)
     key = (dataset, version, tuple(sorted(masked)), z, x, y)
     body = tm.cached(key)
     if body is None:  # a miss reads the files: through stats_glob (access check again, audited as read.stats)
         glob, masked2 = ws.stats_glob(dataset, version)
         hide = set(masked) | set(masked2)
         props = [(c, t.upper()) for c, t in tm.columns(glob) if c != geom and c not in hide and t.upper() in _PLAIN]
-        body = tm.make(key, tile_sql(glob, geom, props, dataset), z, x, y)
+        body = tm.make(key, tile_sql(glob, geom, props, dataset, covering(glob, geom)), z, x, y)
     return Response(body, media_type=MVT, headers=headers)
 
 

@@ -78,10 +78,12 @@ def development_demand(edge: str, n_trips: int, other_edges: Sequence[str], *, b
 
 
 def od_trips(od: pd.DataFrame, zones: Mapping[str, Sequence[str]], *, begin: float = 0.0,
-             end: float = 3600.0, seed: int = 0, file: str | None = None) -> list[Trip]:
+             end: float = 3600.0, seed: int = 0, file: str | None = None,
+             arrivals: Mapping[str, Sequence[str]] | None = None) -> list[Trip]:
     """Trips from an OD matrix: ``origin, destination, trips`` rows (trips over ``[begin, end)``), each trip
     from an edge of its origin zone to an edge of its destination zone (drawn uniformly, seeded),
-    departures spread evenly.
+    departures spread evenly. ``arrivals``, when given, are the edges of each zone a trip may end on
+    (default: ``zones``, which then serve both ends).
 
     Raises
     ------
@@ -92,22 +94,25 @@ def od_trips(od: pd.DataFrame, zones: Mapping[str, Sequence[str]], *, begin: flo
         if col not in od.columns:
             raise InputError(f"the OD matrix has no column {col!r}", file=file, field=col,
                              hint="columns: origin, destination, trips")
+    ends = zones if arrivals is None else arrivals
     rng = np.random.default_rng(seed)
     trips: list[Trip] = []
     for row, (o, d, n) in enumerate(zip(od["origin"], od["destination"], od["trips"], strict=True), start=1):
-        for key, z in (("origin", o), ("destination", d)):
-            if str(z) not in zones:
+        for key, z, zmap in (("origin", o, zones), ("destination", d, ends)):
+            if str(z) not in zmap:
                 raise InputError(f"unknown zone {z!s}", file=file, row=row, field=key,
-                                 hint=f"zones of the network: {', '.join(sorted(map(str, zones))[:10])}")
-            if not zones[str(z)]:
-                raise InputError(f"zone {z!s} has no edge of the network", file=file, row=row, field=key)
+                                 hint=f"zones of the network: {', '.join(sorted(map(str, zmap))[:10])}")
+            if not zmap[str(z)]:
+                verb = "start" if key == "origin" else "end"
+                raise InputError(f"zone {z!s} has no edge of the network a trip can {verb} on", file=file, row=row,
+                                 field=key)
         try:
             count = float(n)
         except (TypeError, ValueError):
             raise InputError(f"trips {n!r} is not a number", file=file, row=row, field="trips") from None
         if not count >= 0 or count != int(count):
             raise InputError(f"trips {n!r} must be a whole number >= 0", file=file, row=row, field="trips")
-        oe, de = list(zones[str(o)]), list(zones[str(d)])
+        oe, de = list(zones[str(o)]), list(ends[str(d)])
         for k in range(int(count)):
             t = begin + (end - begin) * k / int(count)
             trips.append(Trip(id=f"od{row}_{k}", depart=round(t, 2), origin=str(oe[int(rng.integers(len(oe)))]),

@@ -18,21 +18,33 @@ METRICS: dict[str, str] = {
 
 
 def run_metrics(trips: pd.DataFrame, *, inserted: int, sim_seconds: float,
-                halting: pd.Series | None = None) -> dict[str, float]:
+                halting: pd.Series | None = None, emissions: Mapping[str, float] | None = None) -> dict[str, float]:
     """Metrics of one run from its trip records (one row per arrived vehicle).
 
     Parameters
     ----------
     trips
         Columns ``duration`` (s), ``timeLoss`` (s, delay against free flow), ``waitingTime`` (s),
-        ``routeLength`` (m), ``CO2_abs``, ``NOx_abs``, ``PMx_abs`` (mg) and ``fuel_abs`` (mg, SUMO >= 1.20
-        reports fuel in mg).
+        ``routeLength`` (m); without ``emissions`` also ``CO2_abs``, ``NOx_abs``, ``PMx_abs`` (mg) and
+        ``fuel_abs`` (mg, SUMO >= 1.20 reports fuel in mg) per trip (SUMO's emission device).
     inserted
         Vehicles SUMO inserted.
     sim_seconds
         Simulated time, for the throughput.
     halting
         Halting vehicles at each step (SUMO's summary output): its mean is the mean queue.
+    emissions
+        Totals of the run in mg (``CO2_abs``, ``NOx_abs``, ``PMx_abs``, ``fuel_abs``: SUMO's emission edge
+        data summed over all lanes, junctions included); when given, the emission metrics come from them
+        (every vehicle's emissions while in the network) instead of the trip records (arrived vehicles).
+
+    Examples
+    --------
+    >>> trips = pd.DataFrame({"duration": [60.0, 80.0], "timeLoss": [10.0, 30.0], "waitingTime": [0.0, 12.0],
+    ...                       "routeLength": [500.0, 700.0]})
+    >>> m = run_metrics(trips, inserted=2, sim_seconds=1800, emissions={"CO2_abs": 2.5e6, "fuel_abs": 7.45e5})
+    >>> m["mean_travel_time_s"], m["throughput_veh_h"], m["vehicle_km"], m["co2_kg"], m["fuel_l"]
+    (70.0, 4.0, 1.2, 2.5, 1.0)
     """
     n = len(trips)
 
@@ -40,6 +52,8 @@ def run_metrics(trips: pd.DataFrame, *, inserted: int, sim_seconds: float,
         return float(trips[col].mean()) if n else float("nan")
 
     def total(col: str, scale: float) -> float:
+        if emissions is not None and col != "routeLength":
+            return float(emissions[col]) / scale if col in emissions else float("nan")
         return float(trips[col].sum()) / scale if col in trips else float("nan")
 
     return {

@@ -215,6 +215,15 @@ class MaxPressureController:
         self.target: int | None = None
         self.since = 0.0
         self.switches = 0
+        # (incoming, outgoing) lanes of each green state's green links, for :func:`pressures` without re-reading
+        # the state strings at every decision
+        self._served = [[self.links[k] for k, c in enumerate(st) if c in "Gg" and k < len(self.links)]
+                        for st in self.greens]
+
+    def next_event(self) -> float:
+        """The earliest time at which :meth:`step` may change the state (end of the yellow, or of the minimum
+        green); before it, :meth:`step` returns ``None``."""
+        return self.since + (self.yellow if self.target is not None else self.min_green)
 
     def due(self, t: float) -> bool:
         """Whether :meth:`step` at time ``t`` compares pressures (and so needs lane counts)."""
@@ -230,7 +239,7 @@ class MaxPressureController:
             return None
         if t - self.since < self.min_green:
             return None
-        p = pressures(self.greens, self.links, counts)
+        p = [sum(float(counts.get(a, 0.0)) - float(counts.get(b, 0.0)) for a, b in served) for served in self._served]
         best = max(range(len(p)), key=lambda i: (p[i], i == self.current))
         if best == self.current:
             return None

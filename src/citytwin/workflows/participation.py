@@ -13,7 +13,10 @@ The model file is a joblib pickle: load only models this city trained (a pickle 
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ import pandas as pd
 
 from citytwin.foundation.cases import CaseStore, parse_time
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.workspace import Workspace
 from citytwin.participation.text import join_text
 
 MODEL_FORMAT = "citytwin-router-1"
@@ -217,3 +221,236 @@ def demand(store: CaseStore, *, res: int = 9, hot_spot_permutations: int = 999, 
     spots = hot_spots(per_cell, permutations=hot_spot_permutations) if len(per_cell) >= 2 else pd.DataFrame()
     topics = hot_topics(frame, text="description", time="created", now=now or store.now(), window_days=window_days)
     return {"cells": by_cell, "hot_spots": spots, "topics": topics}
+
+
+# -- the operations center's participation side (Open311, cases as entities, construction checks) ----------
+
+#: the workspace's participation settings (optional; every key has a default)
+CONFIG_FILE = "participation.json"
+#: workspace setting naming the dataset whose extent is the city's (Open311 refuses places outside it)
+BOUNDARY_SETTING = "city_boundary"
+
+
+@dataclass
+class ParticipationConfig:
+    """What the operations center's participation routes need from the workspace.
+
+    Read by :func:`participation_config` from ``WS/participation.json`` (keys ``services``,
+    ``departments``, ``deadline_hours``, ``bbox``, ``boundary_dataset``, ``construction_sites``,
+    ``check_minutes``, ``check_lookback_hours``), with the shipped defaults
+    (``citytwin/participation/open311_services.json``) for what it does not give.
+    """
+
+    services: list[dict[str, Any]]
+    departments: dict[str, str]
+    deadline_hours: dict[str, float]
+    #: the city's extent (min_lon, min_lat, max_lon, max_lat), None when the workspace names none
+    bbox: tuple[float, float, float, float] | None
+    #: where ``bbox`` came from, in words (said by ``GET /participation/v1/config`` and the docs)
+    bbox_source: str
+    #: construction sites watched by the scheduler (see :func:`check_construction_sites`)
+    construction_sites: list[dict[str, Any]] = field(default_factory=list)
+    check_minutes: float = 15.0
+    check_lookback_hours: float = 24.0
+    notes: list[str] = field(default_factory=list)
+
+
+def _default_services() -> dict[str, Any]:
+    from importlib import resources
+
+    text = resources.files("citytwin.participation").joinpath("open311_services.json").read_text(encoding="utf-8")
+    return dict(json.loads(text))
+
+
+def _bbox(value: Any, where: str) -> tuple[float, float, float, float]:
+    try:
+        b = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: bbox must be four numbers [min_lon, min_lat, max_lon, max_lat]",
+                         file=where, field="bbox") from None
+    if len(b) != 4 or not (-180 <= b[0] <= b[2] <= 180 and -90 <= b[1] <= b[3] <= 90):
+        raise InputError(f"{where}: bbox {list(value)} is not [min_lon, min_lat, max_lon, max_lat] in degrees",
+                         file=where, field="bbox")
+    return b[0], b[1], b[2], b[3]
+
+
+def participation_config(ws: Workspace) -> ParticipationConfig:
+    """The participation settings of ``ws`` (see :class:`ParticipationConfig`).
+
+    The city's extent is, in this order: ``bbox`` of ``WS/participation.json``; the catalog extent of
+    its ``boundary_dataset``; of the dataset named by the workspace setting ``city_boundary``
+    (``citytwin`` sets it in the demo workspace); of the only ``admin_boundary`` dataset when there is
+    exactly one. Otherwise there is none, and Open311 refuses requests with coordinates (saying why).
+    """
+    path = Path(ws.root) / CONFIG_FILE
+    cfg: dict[str, Any] = {}
+    if path.exists():
+        try:
+            cfg = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:
+            raise InputError(f"cannot read {path}: {exc}", file=str(path)) from None
+        if not isinstance(cfg, dict):
+            raise InputError(f"{path} must hold a JSON object", file=str(path))
+    base = _default_services()
+    services = cfg.get("services", base["services"])
+    if not isinstance(services, list) or not all(isinstance(s, dict) and s.get("service_code")
+                                                 and s.get("service_name") for s in services):
+        raise InputError(f"{path}: services must be a list of objects with service_code and service_name",
+                         file=str(path), field="services")
+    notes: list[str] = []
+    if "services" not in cfg:
+        notes.append("services: the shipped default list (set 'services' in participation.json to change it)")
+    bbox: tuple[float, float, float, float] | None = None
+    source = "none: set 'bbox' or 'boundary_dataset' in participation.json, or the setting city_boundary"
+    if cfg.get("bbox") is not None:
+        bbox, source = _bbox(cfg["bbox"], str(path)), f"bbox of {path.name}"
+    else:
+        name = cfg.get("boundary_dataset") or ws.settings.get(BOUNDARY_SETTING)
+        infos = {d.name: d for d in ws.datasets()}
+        if name is None:
+            bounds = [d.name for d in infos.values() if d.schema == "admin_boundary"]
+            name = bounds[0] if len(bounds) == 1 else None
+            how = "the only admin_boundary dataset"
+        else:
+            how = "boundary_dataset of participation.json" if cfg.get("boundary_dataset") else "setting city_boundary"
+        if name is not None:
+            if name not in infos:
+                raise InputError(f"the city boundary dataset {name!r} ({how}) is not in the catalog",
+                                 field="boundary_dataset")
+            ext = infos[name].current.extent
+            if not ext:
+                raise InputError(f"the city boundary dataset {name!r} has no extent (no geometry)",
+                                 field="boundary_dataset")
+            bbox, source = _bbox(ext, name), f"extent of dataset {name} ({how})"
+    notes.append(f"city extent: {source}")
+    sites = cfg.get("construction_sites", [])
+    if not isinstance(sites, list):
+        raise InputError(f"{path}: construction_sites must be a list", file=str(path), field="construction_sites")
+    return ParticipationConfig(services=[dict(s) for s in services],
+                               departments={**base["departments"], **cfg.get("departments", {})}
+                               if "services" not in cfg else dict(cfg.get("departments", {})),
+                               deadline_hours={**base["deadline_hours"], **cfg.get("deadline_hours", {})},
+                               bbox=bbox, bbox_source=source, construction_sites=[dict(s) for s in sites],
+                               check_minutes=float(cfg.get("check_minutes", 15.0)),
+                               check_lookback_hours=float(cfg.get("check_lookback_hours", 24.0)), notes=notes)
+
+
+def case_entities(store: CaseStore, *, types: Sequence[str] | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+    """Complaints, incidents and consultation comments as NGSI-LD entities (masked for the store's
+    user; comment authors masked like reporters' names for roles without personal-data clearance)."""
+    from citytwin.participation.entities import ENTITY_TYPES, case_entity, comment_entity
+
+    want = set(types or ENTITY_TYPES.values())
+    unknown = want - set(ENTITY_TYPES.values())
+    if unknown:
+        raise InputError(f"unknown entity type {sorted(unknown)[0]!r}", field="type",
+                         hint=", ".join(ENTITY_TYPES.values()))
+    out: list[dict[str, Any]] = []
+    for kind in ("complaint", "incident"):
+        if ENTITY_TYPES[kind] in want:
+            out += [case_entity(c) for c in store.cases(kind=kind, limit=limit)]
+    if "ConsultationComment" in want:
+        for c in store.consultations():
+            out += [comment_entity(m, c) for m in visible_comments(store, int(c["id"]))]
+    return out
+
+
+def visible_comments(store: CaseStore, cid: int) -> list[dict[str, Any]]:
+    """The consultation's comments that are not hidden, as the store's user may see them: for roles
+    without personal-data clearance the authors' names (but the reader's own) and personal data in
+    the text are masked, and the moderator's name is left out."""
+    from citytwin.foundation import access
+
+    rows = store.comments(cid)
+    if store.user.r.sees_personal_data:
+        return rows
+    return [{**m, "author": m["author"] if m["author"] == store.user.name
+             else str(access._mask_one(str(m["author"]), "name")), "text": access.mask_text(str(m["text"])),
+             "hidden_by": None} for m in rows]
+
+
+def check_geometry(geom: Any, *, field_name: str = "geometry", bbox: Sequence[float] | None = None,
+                   kinds: Sequence[str] = ("Point", "Polygon", "MultiPolygon")) -> dict[str, Any]:
+    """A GeoJSON geometry checked: one of ``kinds``, finite WGS84 coordinates that make a valid shape,
+    inside ``bbox`` (min_lon, min_lat, max_lon, max_lat) when given. Raises :class:`InputError`."""
+    import shapely
+    from shapely.geometry import shape
+
+    if not isinstance(geom, Mapping) or geom.get("type") not in kinds:
+        got = geom.get("type") if isinstance(geom, Mapping) else type(geom).__name__
+        raise InputError(f"{field_name} must be a GeoJSON {' or '.join(kinds)}, not {got!r}", field=field_name)
+    try:
+        g = shape(geom)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, shapely.errors.ShapelyError) as exc:
+        raise InputError(f"{field_name} is not a valid GeoJSON {geom.get('type')}: {exc}", field=field_name) from None
+    if g.is_empty or not g.is_valid:
+        raise InputError(f"{field_name} is empty or not a valid {geom.get('type')} (e.g. a self-crossing ring)",
+                         field=field_name)
+    x0, y0, x1, y1 = g.bounds
+    if not all(map(math.isfinite, (x0, y0, x1, y1))) or x0 < -180 or x1 > 180 or y0 < -90 or y1 > 90:
+        raise InputError(f"{field_name} has coordinates outside longitude -180..180 / latitude -90..90",
+                         field=field_name)
+    if bbox is not None and not (bbox[0] <= x0 and x1 <= bbox[2] and bbox[1] <= y0 and y1 <= bbox[3]):
+        raise InputError(f"{field_name} lies outside the city (longitude {bbox[0]}..{bbox[2]}, latitude "
+                         f"{bbox[1]}..{bbox[3]})", field=field_name)
+    out: dict[str, Any] = shapely.geometry.mapping(g)
+    out["coordinates"] = json.loads(json.dumps(out["coordinates"]))  # tuples -> lists
+    return out
+
+
+def demand_geojson(store: CaseStore, *, res: int = 9) -> dict[str, Any]:
+    """The demand map: complaints per H3 cell (and per service code inside it) as polygons."""
+    import h3
+
+    from citytwin.participation.demand import counts_by_cell
+
+    frame = pd.DataFrame(store.cases(kind="complaint", limit=10_000_000))
+    feats: list[dict[str, Any]] = []
+    if len(frame) and {"lat", "lon"} <= set(frame.columns):
+        by = counts_by_cell(frame.assign(service_code=frame["service_code"].fillna("other")), res=res,
+                            by=["service_code"])
+        for cell, g in by.groupby("h3", sort=False):
+            ring = [[lng, lat] for lat, lng in h3.cell_to_boundary(str(cell))]
+            feats.append({"type": "Feature", "id": str(cell),
+                          "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
+                          "properties": {"h3": str(cell), "count": int(g["count"].sum()),
+                                         "by_service": {str(k): int(v) for k, v in
+                                                        zip(g["service_code"], g["count"], strict=True)}}})
+    feats.sort(key=lambda f: -int(f["properties"]["count"]))
+    return {"type": "FeatureCollection", "features": feats, "resolution": res}
+
+
+def check_construction_sites(store: CaseStore, history: Any, sites: Sequence[Mapping[str, Any]], *,
+                             lookback_hours: float = 24.0, step: str = "1h") -> dict[str, Any]:
+    """One round of the construction-site checks: the sites' sensor readings of the last
+    ``lookback_hours`` (ending at the store's clock) from the twin's history store, checked against
+    each site's permit (:func:`citytwin.participation.construction.site_violations`); every
+    violation run opens a ``construction_works`` incident (once: an alert already linked to an
+    incident is not opened again). A site's ``lat``/``lon`` place the incident.
+
+    Returns ``{"checked_at", "sites", "observations", "violations", "opened": [ids]}``.
+    """
+    from citytwin.participation.construction import site_violations
+    from citytwin.participation.incidents import alerts_from_site_violations
+
+    now = store.now()
+    start = now - timedelta(hours=lookback_hours)
+    sensors = sorted({str(e) for s in sites for e in s.get("sensors", [])})
+    res: dict[str, Any] = {"checked_at": now.isoformat(), "sites": len(sites), "observations": 0,
+                           "violations": 0, "opened": []}
+    if not sensors:
+        return res
+    obs = history.query(entities=sensors, properties=["noise", "pm10"], start=start, end=now)
+    res["observations"] = len(obs)
+    if obs.empty:
+        return res
+    v = site_violations(obs[["entity", "property", "time", "value"]], sites, step=step)
+    res["violations"] = len(v)
+    where = {str(s["id"]): (float(s["lat"]), float(s["lon"])) for s in sites
+             if s.get("lat") is not None and s.get("lon") is not None}
+    for alert in alerts_from_site_violations(v, where):
+        r = open_incident_from_alert(store, alert, sensors=[str(e) for s in sites if str(s["id"]) == alert["entity"]
+                                                            for e in s.get("sensors", [])])
+        if r["opened"]:
+            res["opened"].append(r["id"])
+    return res

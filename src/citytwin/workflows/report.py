@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from citytwin.foundation.timeseries import TwinStores
     from citytwin.foundation.workspace import Workspace
-    from citytwin.service.alerting import AlertHub
+    from citytwin.workflows.alerting import AlertHub
 
 __all__ = ["VIEWS", "ReportFile", "chromium_path", "html_to_pdf", "render_html", "view_data", "write_report"]
 

@@ -2,14 +2,11 @@
 
 :func:`open_runtime` wires the pieces: the foundation stores, the twin's message parser
 (entity model and validation) whose entity lookup asks the live state store, the ingest
-pipeline, the forecast store (predict and verify: :mod:`citytwin.service.forecasting`) and the
-alert hub (lifecycle, MQTT and Server-Sent Events push: :mod:`citytwin.service.alerting`). The
+pipeline, the forecast store (predict and verify: :mod:`citytwin.workflows.forecasting`) and the
+alert hub (lifecycle, storage with retention, MQTT push: :mod:`citytwin.workflows.alerting`). The
 HTTP service (:func:`citytwin.service.app.create_app`) serves a runtime; the CLI's twin commands
-and :mod:`citytwin.workflows.twin` open one too.
-
-Known inversion: the alert hub and the forecasting steps still live in ``citytwin.service`` (with
-their HTTP routes), so this module imports them (and with them FastAPI); they belong below the
-workflows once their routes and logic are split.
+and :mod:`citytwin.workflows.twin` open one too. Nothing here imports the service layer
+(``tests/workflows/test_layering.py``).
 """
 
 from __future__ import annotations
@@ -27,10 +24,10 @@ from citytwin.foundation.mqtt import MqttAuth, MqttIngest, MqttPublisher
 from citytwin.foundation.timeseries import Ingestor, IngestReport, TwinStores
 from citytwin.foundation.timeseries.forecasts import ForecastStore
 from citytwin.foundation.workspace import MARKER, Workspace
-from citytwin.service import forecasting
-from citytwin.service.alerting import AlertHub, AutoAlerts, MqttAlertPush
 from citytwin.twin.entities import DEFAULT_MAX_PAYLOAD, Entity, EntityRef, MessageParser
 from citytwin.twin.rules import ThresholdRule
+from citytwin.workflows import forecasting
+from citytwin.workflows.alerting import STORE_NAME, AlertHub, AutoAlerts, MqttAlertPush
 
 __all__ = ["TwinRuntime", "open_runtime"]
 
@@ -112,7 +109,7 @@ class TwinRuntime:
                         models: Sequence[str] = forecasting.DEFAULT_MODELS, horizons: Sequence[str | int] = (
                             "1h", "2h", "3h", "4h", "5h", "6h"), train_days: float = 28.0, at: Any = None,
                         freq: str = "1h") -> forecasting.IssueReport:
-        """Issue forecasts from the history and store them (:func:`citytwin.service.forecasting.issue`)."""
+        """Issue forecasts from the history and store them (:func:`citytwin.workflows.forecasting.issue`)."""
         assert self.forecasts is not None
         rep = forecasting.issue(self.stores.history, self.forecasts, property=property, entities=entities,
                                 models=models, horizons=horizons, train_days=train_days, at=at, freq=freq)
@@ -122,7 +119,7 @@ class TwinRuntime:
         return rep
 
     def verify_forecasts(self) -> forecasting.VerifyReport:
-        """Score every stored forecast whose actual has arrived (:func:`citytwin.service.forecasting.verify`)."""
+        """Score every stored forecast whose actual has arrived (:func:`citytwin.workflows.forecasting.verify`)."""
         assert self.forecasts is not None
         with self._verify_lock:
             rep = forecasting.verify(self.stores.history, self.forecasts)
@@ -155,7 +152,7 @@ class TwinRuntime:
         earliest observation, extended back while a run reaches the window's start) are evaluated;
         :meth:`AlertHub.sync` makes the re-evaluation idempotent (no duplicates; an alert resolves
         when its condition ends). Default rules: :data:`citytwin.twin.live_rules.DEFAULT_LIVE_RULES`.
-        Calling it again replaces the rules. See :class:`citytwin.service.alerting.AutoAlerts`.
+        Calling it again replaces the rules. See :class:`citytwin.workflows.alerting.AutoAlerts`.
         """
         if self.auto_alerts is None:
             self.auto_alerts = AutoAlerts(self.stores.history, self.alerts, rules, lookback=lookback, tz=tz,
@@ -180,6 +177,7 @@ class TwinRuntime:
             self.alert_publisher.wait_all(timeout=5)
             self.alert_publisher.close()
             self.alert_publisher = None
+        self.alerts.close()
         self.stores.close()
 
 
@@ -195,5 +193,5 @@ def open_runtime(root: str | Path, *, max_payload: int = DEFAULT_MAX_PAYLOAD, ma
     parser = MessageParser(lookup, max_payload=max_payload, max_future_s=max_future_s, prefix=prefix)
     root = Path(root)
     return TwinRuntime(stores, parser, Ingestor(stores, parser), max_body=max(max_payload, 8 * DEFAULT_MAX_PAYLOAD),
-                       forecasts=ForecastStore(root / "forecasts"), alerts=AlertHub(root / "alerts.json"),
+                       forecasts=ForecastStore(root / "forecasts"), alerts=AlertHub(root / STORE_NAME),
                        prefix=prefix)

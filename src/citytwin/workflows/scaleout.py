@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from citytwin.spatial.lifecircle import LifeCircleResult
     from citytwin.workflows.spatial import Inputs
 
-__all__ = ["DISPARITY_TABLES", "POOLED_METHODS", "TIMING_COLUMNS", "ZoneCounts", "disparity", "index",
+__all__ = ["DISPARITY_TABLES", "POOLED_METHODS", "SIM_TABLES", "TIMING_COLUMNS", "ZoneCounts", "disparity", "index",
            "life_circle_inputs", "life_circles", "parquet_files", "points_per_zone", "sim_run"]
 
 #: methods whose pooled weights are computed from partial sums on Dask
@@ -570,10 +570,13 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
 # ------------------------------------------------------------------------------------------ simulation
 #: per-seed columns that measure this machine, not the simulation (they differ between any two runs)
 TIMING_COLUMNS = ("wall_s", "control_s", "steps")
+#: the tables a run writes (``runs`` one row per seed; the others means over seeds, by these keys)
+SIM_TABLES = {"runs": None, "edges": ["edge"], "edges_intervals": ["begin", "end", "edge"],
+              "detectors_intervals": ["begin", "end", "detector", "lane"]}
 
 
-def _sim_seed(seed: int, *, scenario_dir: str, work: str, control: str, plan: str | None, backend: str
-              ) -> dict[str, Any]:
+def _sim_seed(seed: int, *, scenario_dir: str, work: str, control: str, plan: str | None, backend: str,
+              interval: float, detectors: bool, emissions: bool) -> dict[str, Any]:
     """One SUMO run (one seed) on a worker, through the single-process workflow, in ``work/seed{seed}``."""
     import shutil
 
@@ -584,17 +587,20 @@ def _sim_seed(seed: int, *, scenario_dir: str, work: str, control: str, plan: st
     folder = Path(work) / f"seed{seed}"
     shutil.rmtree(folder, ignore_errors=True)  # a task run again after its worker died starts clean
     summary = run(Path(scenario_dir), folder, seeds=1, first_seed=seed, control=control,
-                  plan=Path(plan) if plan else None, backend=backend)
-    return {"summary": summary, "runs": pd.read_csv(folder / "runs.csv"), "edges": pd.read_csv(folder / "edges.csv")}
+                  plan=Path(plan) if plan else None, backend=backend, interval=interval, detectors=detectors,
+                  emissions=emissions)
+    tables = {name: pd.read_csv(folder / f"{name}.csv") for name in SIM_TABLES if (folder / f"{name}.csv").exists()}
+    return {"summary": summary, **tables}
 
 
 def sim_run(scenario_dir: Path, out: Path, *, dask: str, seeds: int = 3, control: str = "fixed",
-            plan: Path | None = None, backend: str = "libsumo", first_seed: int = 1,
-            progress: Progress | None = None) -> dict[str, Any]:
+            plan: Path | None = None, backend: str = "libsumo", first_seed: int = 1, interval: float = 300.0,
+            detectors: bool = False, emissions: bool = True, progress: Progress | None = None) -> dict[str, Any]:
     """:func:`citytwin.workflows.simulation.run` with one SUMO run (seed) per Dask task.
 
-    Writes ``out/summary.json``, ``runs.csv`` and ``edges.csv`` as one process does, once every seed has
-    run (nothing is written when a run fails). Each seed's simulation is the single-process one (SUMO
+    Writes ``out/summary.json``, ``runs.csv``, ``edges.csv``, ``edges_intervals.csv`` (and with
+    ``detectors`` ``detectors_intervals.csv``) as one process does, once every seed has run (nothing is
+    written when a run fails). Each seed's simulation is the single-process one (SUMO
     is deterministic for a seed): the per-seed metrics are equal; the edge means over seeds are added in
     another order (to 1e-9 relative); ``wall_s``/``control_s`` measure the machine.
     """
@@ -611,6 +617,8 @@ def sim_run(scenario_dir: Path, out: Path, *, dask: str, seeds: int = 3, control
         raise InputError(f"unknown control {control!r}", field="--control", hint=" | ".join(CONTROLS))
     if seeds < 1:
         raise InputError("--seeds must be at least 1", field="--seeds")
+    if not interval > 0:
+        raise InputError(f"--interval {interval!r} must be positive (s)", field="--interval")
     load_scenario(scenario_dir)  # a bad scenario is said here, before any task
     out = Path(out)
     if out.exists() and any(out.iterdir()):  # as the single-process run says it
@@ -621,12 +629,16 @@ def sim_run(scenario_dir: Path, out: Path, *, dask: str, seeds: int = 3, control
         with cluster(dask) as client:
             parts = run_tasks(client, _sim_seed, list(range(first_seed, first_seed + seeds)), progress=progress,
                               key="citytwin-seed", scenario_dir=str(scenario_dir), work=str(work), control=control,
-                              plan=str(plan) if plan else None, backend=backend)
+                              plan=str(plan) if plan else None, backend=backend, interval=interval,
+                              detectors=detectors, emissions=emissions)
         runs = pd.concat([p["runs"] for p in parts], ignore_index=True)
-        edges = pd.concat([p["edges"] for p in parts]).groupby("edge", as_index=False).mean(numeric_only=True)
+        means = {name: pd.concat([p[name] for p in parts]).groupby(by, as_index=False).mean(numeric_only=True)
+                 for name, by in SIM_TABLES.items() if by is not None and name in parts[0]}
         first = parts[0]["summary"]
         summary: dict[str, Any] = {k: first[k] for k in ("scenario", "net", "control", "backend")}
         summary["seeds"] = runs["seed"].tolist()
+        summary["interval_s"] = first.get("interval_s", interval)
+        summary["detectors"] = first.get("detectors", detectors)
         for metric in results.METRICS:
             mean, lo, hi = results.mean_ci(runs[metric].to_numpy())
             summary[metric] = mean
@@ -641,7 +653,8 @@ def sim_run(scenario_dir: Path, out: Path, *, dask: str, seeds: int = 3, control
         stage = work / "out"
         stage.mkdir()
         runs.to_csv(stage / "runs.csv", index=False)
-        edges.to_csv(stage / "edges.csv", index=False)
+        for name, table in means.items():
+            table.to_csv(stage / f"{name}.csv", index=False)
         (stage / "summary.json").write_text(json.dumps(_plain(summary), ensure_ascii=False, indent=2, allow_nan=False,
                                                        default=str), encoding="utf-8")
         if out.exists():

@@ -173,16 +173,45 @@ def import_cityflow(roadnet: Path, flow: Path, out: Path, *, horizon: float = 36
 
 
 def grid_scenario(out: Path, *, n: int = 3, length: float = 200.0, attach: float = 200.0,
-                  trips: Sequence[demand.Trip] = (), end: float | None = None) -> dict[str, Any]:
+                  trips: Sequence[demand.Trip] = (), end: float | None = None,
+                  origin: tuple[float, float] | None = None) -> dict[str, Any]:
     """A ``netgenerate`` grid of ``n x n`` signalised junctions (ids ``A0`` ..; fringe nodes ``left0``,
-    ``right0``, ``top0``, ``bottom0`` ... at ``attach`` m) with the given trips."""
+    ``right0``, ``top0``, ``bottom0`` ... at ``attach`` m) with the given trips; with ``origin`` (lon, lat)
+    the grid is geo-referenced: its (0, 0) at ``origin``, x east and y north in metres of the UTM zone."""
     with _staging(out) as tmp:
         _tool([_bin("netgenerate"), "--grid", "--grid.number", str(n), "--grid.length", str(length),
                "--grid.attach-length", str(attach), "-j", "traffic_light", "--no-turnarounds", "true",
                "-o", "net.net.xml"], "netgenerate", cwd=tmp)
+        if origin is not None:
+            georeference(tmp / "net.net.xml", *origin)
         (tmp / "trips.rou.xml").write_text(demand.trips_xml(trips), encoding="utf-8")
         _save_scenario(tmp, net="net.net.xml", routes=["trips.rou.xml"], source="netgenerate grid", end=end)
     return {"out": str(out), "trips": len(trips)}
+
+
+def georeference(net_file: Path, lon: float, lat: float) -> None:
+    """Give a network without a geographic reference one (SUMO's ``<location>``, as netconvert writes it for
+    OSM input): its (0, 0) at (``lon``, ``lat``), coordinates in metres of that point's UTM zone."""
+    import re
+
+    import pyproj
+
+    if not (-180 <= lon <= 180 and -80 <= lat <= 84):
+        raise InputError(f"origin ({lon}, {lat}) is not a WGS84 point inside the UTM zones", field="origin")
+    zone = int((lon + 180) // 6) % 60 + 1
+    proj = f"+proj=utm +zone={zone}{' +south' if lat < 0 else ''} +ellps=WGS84 +datum=WGS84 +units=m +no_defs"
+    x0, y0 = pyproj.Proj(proj)(lon, lat)
+    text = Path(net_file).read_text(encoding="utf-8")
+    loc = re.search(r'<location netOffset="[^"]*" convBoundary="([^"]*)" origBoundary="[^"]*" projParameter="!"/>',
+                    text)
+    if loc is None:
+        raise CitytwinError(f"{net_file} already has a geographic reference or no <location>")
+    xs = [float(v) for v in loc.group(1).split(",")]
+    p = pyproj.Proj(proj)
+    (lo0, la0), (lo1, la1) = p(xs[0] + x0, xs[1] + y0, inverse=True), p(xs[2] + x0, xs[3] + y0, inverse=True)
+    new = (f'<location netOffset="{-x0:.2f},{-y0:.2f}" convBoundary="{loc.group(1)}" '
+           f'origBoundary="{lo0:.6f},{la0:.6f},{lo1:.6f},{la1:.6f}" projParameter="{proj}"/>')
+    Path(net_file).write_text(text[:loc.start()] + new + text[loc.end():], encoding="utf-8")
 
 
 def random_trips(net_file: Path, *, end: float, period: float, seed: int, fringe: bool = False) -> list[demand.Trip]:
@@ -247,78 +276,6 @@ def osm_scenario(out: Path, *, pbf: Path | None = None, end: float = 600.0, peri
         _save_scenario(tmp, net="net.net.xml", routes=["trips.rou.xml"], source=f"osm {src.name}",
                        osm=info)
     return {"out": str(out), "trips": len(trips), "counts": counts.__dict__, "osm": info}
-
-
-def od_scenario(base: Path, od_file: Path, zones_file: Path, out: Path, *, begin: float = 0.0,
-                end: float = 3600.0, seed: int = 0) -> dict[str, Any]:
-    """A scenario with the network of ``base`` and the trips of an OD matrix (CSV ``origin, destination,
-    trips``) between zones (JSON ``{zone: [edge, ...]}``), checked against the network's edges."""
-    sc = load_scenario(base)
-    zones = _read_json(Path(zones_file), "zones file")
-    if not isinstance(zones, dict):
-        raise InputError("the zones file must map zone -> list of edges", file=str(zones_file))
-    edges = _edge_ids(sc["net"])
-    for z, es in zones.items():
-        for e in es:
-            if e not in edges:
-                raise InputError(f"zone {z} names edge {e!r}, which is not in the network", file=str(zones_file),
-                                 field=str(z))
-    try:
-        od = pd.read_csv(od_file, dtype={"origin": str, "destination": str})
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read the OD matrix: {exc}", file=str(od_file)) from None
-    trips = demand.od_trips(od, {str(k): v for k, v in zones.items()}, begin=begin, end=end, seed=seed,
-                            file=str(od_file))
-    with _staging(out) as tmp:
-        shutil.copy(sc["net"], tmp / "net.net.xml")
-        (tmp / "trips.rou.xml").write_text(demand.trips_xml(trips), encoding="utf-8")
-        _save_scenario(tmp, net="net.net.xml", routes=["trips.rou.xml"], source=f"od {Path(od_file).name}")
-    return {"out": str(out), "trips": len(trips)}
-
-
-def counts_scenario(base: Path, counts_file: Path, out: Path, *, begin: float = 0.0, end: float = 3600.0,
-                    seed: int = 0) -> dict[str, Any]:
-    """A scenario with the network of ``base`` and routes that reproduce counts on roads (CSV ``edge,count``:
-    vehicles over ``[begin, end)``), chosen by SUMO's ``routeSampler.py`` among candidate routes (random
-    trips routed by ``randomTrips.py``, seeded). An edge not in the network is an error naming its row."""
-    sc = load_scenario(base)
-    edges = _edge_ids(sc["net"])
-    try:
-        counts = pd.read_csv(counts_file, dtype={"edge": str})
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read the counts: {exc}", file=str(counts_file)) from None
-    for col in ("edge", "count"):
-        if col not in counts:
-            raise InputError(f"the counts have no column {col!r}", file=str(counts_file), field=col)
-    for row, (e, c) in enumerate(zip(counts["edge"], counts["count"], strict=True), start=1):
-        if e not in edges:
-            raise InputError(f"edge {e!r} is not in the network", file=str(counts_file), row=row, field="edge")
-        if not (isinstance(c, int | float | np.integer | np.floating) and c >= 0):
-            raise InputError(f"count {c!r} must be a number >= 0", file=str(counts_file), row=row, field="count")
-    with _staging(out) as tmp:
-        shutil.copy(sc["net"], tmp / "net.net.xml")
-        rows = "".join(f'        <edge id="{e}" entered="{float(c)!r}"/>\n'
-                       for e, c in zip(counts["edge"], counts["count"], strict=True))
-        (tmp / "counts.xml").write_text(f'<data>\n    <interval id="counts" begin="{begin!r}" end="{end!r}">\n'
-                                        f"{rows}    </interval>\n</data>\n", encoding="utf-8")
-        tools = sumo_home() / "tools"
-        _tool([sys.executable, str(tools / "randomTrips.py"), "-n", "net.net.xml", "-r", "candidates.rou.xml",
-               "-o", "candidates.trips.xml", "-e", str(end), "-p", "1", "--seed", str(seed)],
-              "randomTrips (candidate routes)", cwd=tmp)
-        _tool([sys.executable, str(tools / "routeSampler.py"), "-r", "candidates.rou.xml", "-d", "counts.xml",
-               "--edgedata-attribute", "entered", "-o", "routes.rou.xml", "-b", str(begin), "-e", str(end),
-               "--seed", str(seed)], "routeSampler", cwd=tmp)
-        for f in ("candidates.rou.xml", "candidates.trips.xml", "candidates.rou.alt.xml"):
-            (tmp / f).unlink(missing_ok=True)
-        _save_scenario(tmp, net="net.net.xml", routes=["routes.rou.xml"], source=f"counts {Path(counts_file).name}")
-        n = sum(1 for _ in ET.parse(tmp / "routes.rou.xml").getroot().iter("vehicle"))
-    return {"out": str(out), "vehicles": n}
-
-
-def _edge_ids(net_file: Path) -> set[str]:
-    import sumolib
-
-    return {e.getID() for e in sumolib.net.readNet(str(net_file)).getEdges()}
 
 
 # ----------------------------------------------------------------------------------------------- variants
@@ -583,16 +540,20 @@ def link_flows(sc: dict[str, Any], work: Path) -> dict[str, dict[int, float]]:
 
 # ---------------------------------------------------------------------------------------------------- runs
 def _run_sumo(sc: dict[str, Any], seed: int, control: str, work: Path, backend: str,
-              additional: list[Path]) -> dict[str, Any]:
+              additional: list[Path], interval: float = 300.0, detectors: str = "",
+              emissions: bool = True) -> dict[str, Any]:
     """One SUMO run into ``work``; returns wall time, steps and max-pressure timing."""
     edge_add = work / "edgedata.add.xml"
-    edge_add.write_text('<additional>\n    <edgeData id="traffic" file="edges_traffic.xml"/>\n'
-                        '    <edgeData id="emissions" type="emissions" file="edges_emissions.xml"/>\n'
-                        "</additional>\n", encoding="utf-8")
+    # emissions are computed once, by the emission edge data on every lane (junctions included), not also by
+    # an emission device on every vehicle: the device doubled SUMO's emission work (docs/simulation.md)
+    em = ('    <edgeData id="emissions" type="emissions" file="edges_emissions.xml" withInternal="true"/>\n'
+          if emissions else "")
+    edge_add.write_text(f'<additional>\n    <edgeData id="traffic" file="edges_traffic.xml" period="{interval!r}"/>\n'
+                        f"{em}{detectors}</additional>\n", encoding="utf-8")
     adds = [str(p) for p in [*sc["additional"], *additional, edge_add]]
     args = ["-n", str(sc["net"]), "-r", ",".join(str(p) for p in sc["routes"]), "-a", ",".join(adds),
             "--seed", str(seed), "--no-step-log", "true", "--no-warnings", "true",
-            "--tripinfo-output", str(work / "tripinfo.xml"), "--device.emissions.probability", "1",
+            "--tripinfo-output", str(work / "tripinfo.xml"),
             "--summary-output", str(work / "summary.xml"), "--statistic-output", str(work / "stats.xml"),
             "--begin", str(sc.get("begin") or 0), "--error-log", str(work / "errors.log")]
     if sc.get("end") is not None:
@@ -642,17 +603,22 @@ def _run_maxpressure(sc: dict[str, Any], args: list[str], backend: str, t0: floa
         for tls, c in ctrl.items():
             mod.trafficlight.setRedYellowGreenState(tls, c.greens[0])
         end = sc.get("end")
+        # the controllers only act at their next event (end of a green's minimum or of a yellow): between
+        # events a step costs one comparison, and lane counts are asked for only when a junction decides
+        next_t = min((c.next_event() for c in ctrl.values()), default=float("inf"))
         while mod.simulation.getMinExpectedNumber() > 0 and (end is None or mod.simulation.getTime() < end):
             mod.simulationStep()
             steps += 1
             c0 = time.perf_counter()
             t = mod.simulation.getTime()
-            counts = ({ln: mod.lane.getLastStepVehicleNumber(ln) for ln in lanes}
-                      if any(c.due(t) for c in ctrl.values()) else {})
-            for tls, c in ctrl.items():
-                state = c.step(t, counts)
-                if state is not None:
-                    mod.trafficlight.setRedYellowGreenState(tls, state)
+            if t >= next_t:
+                counts = ({ln: mod.lane.getLastStepVehicleNumber(ln) for ln in lanes}
+                          if any(c.due(t) for c in ctrl.values()) else {})
+                for tls, c in ctrl.items():
+                    state = c.step(t, counts)
+                    if state is not None:
+                        mod.trafficlight.setRedYellowGreenState(tls, state)
+                next_t = min(c.next_event() for c in ctrl.values())
             control_s += time.perf_counter() - c0
     except Exception as exc:
         raise CitytwinError(f"sumo ({backend}) failed at step {steps}: {exc}") from None
@@ -668,12 +634,8 @@ def _tripinfo(path: Path) -> pd.DataFrame:
     for _, el in ET.iterparse(path):
         if el.tag != "tripinfo":
             continue
-        r: dict[str, Any] = {k: el.get(k) for k in ("id", "duration", "timeLoss", "waitingTime", "routeLength",
-                                                    "depart", "arrival")}
-        em = el.find("emissions")
-        if em is not None:
-            r.update({k: em.get(k) for k in ("CO2_abs", "NOx_abs", "PMx_abs", "fuel_abs")})
-        rows.append(r)
+        rows.append({k: el.get(k) for k in ("id", "duration", "timeLoss", "waitingTime", "routeLength", "depart",
+                                            "arrival")})
         el.clear()
     df = pd.DataFrame(rows)
     for c in df.columns:
@@ -682,24 +644,46 @@ def _tripinfo(path: Path) -> pd.DataFrame:
     return df
 
 
-def _edges(work: Path) -> pd.DataFrame:
-    def read(name: str, cols: Sequence[str]) -> pd.DataFrame:
-        rows = []
-        for iv in ET.parse(work / name).getroot().iter("interval"):
-            for e in iv.iter("edge"):
-                rows.append({"edge": e.get("id"), **{c: float(e.get(c, "nan")) for c in cols}})
-        df = pd.DataFrame(rows, columns=["edge", *cols])
-        return df.groupby("edge", as_index=False).agg({c: ("mean" if c == "speed" else "sum") for c in cols})
+EMISSIONS = ("CO2_abs", "NOx_abs", "PMx_abs", "fuel_abs")
 
-    traffic = read("edges_traffic.xml", ["entered", "departed", "speed", "sampledSeconds"])
-    em = read("edges_emissions.xml", ["CO2_abs", "NOx_abs"])
-    return traffic.merge(em, on="edge", how="outer")
+
+def _edges(work: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """Per edge (internal lanes of junctions left out) vehicles entered and departed, mean speed, sampled
+    vehicle-seconds, CO2 and NOx over the run; the same traffic figures (and occupancy) per interval; and the
+    run's emission totals (mg) over all lanes, junctions included."""
+    cols = ["entered", "departed", "speed", "sampledSeconds", "occupancy"]
+    rows = []
+    for iv in ET.parse(work / "edges_traffic.xml").getroot().iter("interval"):
+        b, e_ = float(iv.get("begin", "nan")), float(iv.get("end", "nan"))
+        for e in iv.iter("edge"):
+            rows.append({"begin": b, "end": e_, "edge": e.get("id"), **{c: float(e.get(c, "nan")) for c in cols}})
+    per_iv = pd.DataFrame(rows, columns=["begin", "end", "edge", *cols])
+    per_iv["occupancy"] = per_iv["occupancy"] / 100.0  # SUMO writes percent
+    # over the run: SUMO's speed is distance / sampled seconds, so the run's speed weighs intervals by them
+    w = per_iv.assign(dist=per_iv["speed"].fillna(0) * per_iv["sampledSeconds"])
+    traffic = w.groupby("edge", as_index=False)[["entered", "departed", "sampledSeconds", "dist"]].sum()
+    traffic["speed"] = (traffic.pop("dist") / traffic["sampledSeconds"]).where(traffic["sampledSeconds"] > 0)
+    traffic = traffic[["edge", "entered", "departed", "speed", "sampledSeconds"]]
+    if not (work / "edges_emissions.xml").is_file():  # a run without emissions: missing, not 0
+        empty = pd.DataFrame({"edge": traffic["edge"], "CO2_abs": float("nan"), "NOx_abs": float("nan")})
+        return traffic.merge(empty, on="edge"), per_iv, dict.fromkeys(EMISSIONS, float("nan"))
+    em_rows = [{"edge": e.get("id"), **{c: float(e.get(c, "nan")) for c in EMISSIONS}}
+               for e in ET.parse(work / "edges_emissions.xml").getroot().iter("edge")]
+    em = pd.DataFrame(em_rows, columns=["edge", *EMISSIONS]).groupby("edge", as_index=False).sum()
+    totals = {c: float(em[c].sum()) for c in EMISSIONS}
+    em = em[~em["edge"].str.startswith(":")][["edge", "CO2_abs", "NOx_abs"]]
+    return traffic.merge(em, on="edge", how="outer"), per_iv, totals
 
 
 def run(scenario_dir: Path, out: Path, *, seeds: int = 3, control: str = "fixed", plan: Path | None = None,
-        backend: str = "libsumo", first_seed: int = 1) -> dict[str, Any]:
+        backend: str = "libsumo", first_seed: int = 1, interval: float = 300.0,
+        detectors: bool = False, emissions: bool = True) -> dict[str, Any]:
     """Run a scenario with ``seeds`` seeds under a signal control -> ``out/summary.json``, ``runs.csv``,
-    ``edges.csv``.
+    ``edges.csv`` and ``edges_intervals.csv`` (per ``interval`` s of simulated time and edge: vehicles
+    entered and departed, mean speed, occupancy 0-1, sampled vehicle-seconds; mean over seeds); with
+    ``detectors`` also ``detectors_intervals.csv`` (induction loops before every signal's stop lines:
+    :mod:`citytwin.workflows.simulation_detectors`). Without ``emissions`` SUMO computes none (about a third
+    of its time on a busy grid) and the emission metrics are missing.
 
     Parameters
     ----------
@@ -712,6 +696,8 @@ def run(scenario_dir: Path, out: Path, *, seeds: int = 3, control: str = "fixed"
         raise InputError(f"unknown control {control!r}", field="--control", hint=" | ".join(CONTROLS))
     if seeds < 1:
         raise InputError("--seeds must be at least 1", field="--seeds")
+    if not interval > 0:
+        raise InputError(f"--interval {interval!r} must be positive (s)", field="--interval")
     sc = load_scenario(scenario_dir)
     if control == "maxpressure":
         traci_module(backend)
@@ -740,11 +726,16 @@ def run(scenario_dir: Path, out: Path, *, seeds: int = 3, control: str = "fixed"
             (tmp / "actuated.add.xml").write_text(programs_xml(programs, "actuated", kind="actuated"),
                                                   encoding="utf-8")
             adds.append(tmp / "actuated.add.xml")
-        rows, edge_frames, timing = [], [], []
+        from citytwin.workflows import simulation_detectors as dets
+
+        det_xml = dets.detectors_xml(sc["net"], interval) if detectors else ""
+        rows, edge_frames, iv_frames, det_frames, timing = [], [], [], [], []
         for seed in range(first_seed, first_seed + seeds):
             work = tmp / f"seed{seed}"
             work.mkdir()
-            tm = _run_sumo(sc, seed, control, work, backend, adds)
+            tm = _run_sumo(sc, seed, control, work, backend, adds, interval, det_xml, emissions)
+            if detectors:
+                det_frames.append(dets.read_detectors(work).assign(seed=seed))
             trips = _tripinfo(work / "tripinfo.xml")
             stats_root = ET.parse(work / "stats.xml").getroot()
             veh = stats_root.find("vehicles")
@@ -754,14 +745,16 @@ def run(scenario_dir: Path, out: Path, *, seeds: int = 3, control: str = "fixed"
             sim_s = float(list(summ.iter("step"))[-1].get("time", 0)) if len(halting) else 0.0
             loaded = int(veh.get("loaded", 0)) if veh is not None else 0
             inserted = int(veh.get("inserted", 0)) if veh is not None else 0
+            edge_frame, iv_frame, emitted = _edges(work)
             m = results.run_metrics(trips, inserted=inserted, sim_seconds=sim_s - float(sc.get("begin") or 0),
-                                    halting=halting)
+                                    halting=halting, emissions=emitted)
             rows.append({"seed": seed, **m, "vehicles_loaded": loaded,
                          "teleports": int(tele.get("total", 0)) if tele is not None else 0,
                          "simulated_s": sim_s,
                          "vehicle_seconds": sum(float(s.get("running", 0)) for s in summ.iter("step")),
                          **{k: v for k, v in tm.items() if k != "switches"}})
-            edge_frames.append(_edges(work).assign(seed=seed))
+            edge_frames.append(edge_frame.assign(seed=seed))
+            iv_frames.append(iv_frame.assign(seed=seed))
             timing.append(tm)
             shutil.rmtree(work)
         runs = pd.DataFrame(rows)
@@ -770,9 +763,15 @@ def run(scenario_dir: Path, out: Path, *, seeds: int = 3, control: str = "fixed"
         edges["co2_kg"] = edges.pop("CO2_abs") / 1e6
         edges["nox_g"] = edges.pop("NOx_abs") / 1e3
         edges.to_csv(tmp / "edges.csv", index=False)
+        per_iv = pd.concat(iv_frames).groupby(["begin", "end", "edge"], as_index=False).mean(numeric_only=True)
+        per_iv.drop(columns="seed").to_csv(tmp / "edges_intervals.csv", index=False)
+        if detectors:
+            det = pd.concat(det_frames).groupby(["begin", "end", "detector", "lane"], as_index=False)
+            det.mean(numeric_only=True).drop(columns="seed").to_csv(tmp / "detectors_intervals.csv", index=False)
         summary: dict[str, Any] = {"scenario": str(sc["dir"]), "net": str(sc["net"]), "control": control,
                                    "backend": backend if control == "maxpressure" else "sumo",
-                                   "seeds": runs["seed"].tolist()}
+                                   "seeds": runs["seed"].tolist(), "interval_s": interval,
+                                   "detectors": detectors}
         for metric in results.METRICS:
             mean, lo, hi = results.mean_ci(runs[metric].to_numpy())
             summary[metric] = mean
@@ -780,7 +779,8 @@ def run(scenario_dir: Path, out: Path, *, seeds: int = 3, control: str = "fixed"
         summary["vehicles_loaded"] = float(runs["vehicles_loaded"].mean())
         summary["teleports"] = float(runs["teleports"].mean())
         summary["all_inserted"] = bool((runs["vehicles_inserted"] == runs["vehicles_loaded"]).all())
-        summary["emission_model"] = "SUMO default (HBEFA4 passenger car, petrol Euro 4)"
+        summary["emission_model"] = ("SUMO default (HBEFA4 passenger car, petrol Euro 4); totals from SUMO's "
+                                      "emission edge data over all lanes, junctions included") if emissions else None
         summary["per_seed"] = runs.to_dict(orient="records")
         summary.update(extra)
         _write_json(tmp / "summary.json", summary)

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from citytwin.foundation.mqtt import MqttAuth
-    from citytwin.service.forecasting import IssueReport, VerifyReport
     from citytwin.twin.alerts import AlertBook
     from citytwin.twin.entities import Entity
+    from citytwin.workflows.forecasting import IssueReport, VerifyReport
     from citytwin.workflows.runtime import TwinRuntime
 
 __all__ = [
@@ -281,13 +281,15 @@ def hub_alerts(workspace: WorkspaceLike | None, entity: list[str] | None = None,
     """
     import pandas as pd
 
-    from citytwin.service.alerting import AlertHub
     from citytwin.twin.alerts import AlertBook
+    from citytwin.workflows.alerting import AlertHub, hub_path
 
-    root = twin_root(workspace)
-    hub = AlertHub(root / "alerts.json") if (root / "alerts.json").exists() else None
-    book = hub.book if hub is not None else AlertBook()
-    al = book.alerts(status=status or None, rule=rule)
+    path = hub_path(twin_root(workspace))
+    hub = AlertHub(path) if path is not None else AlertHub()
+    try:
+        al = hub.alerts(status=status or None, rule=rule)
+    finally:
+        hub.close()
     if entity:
         al = [a for a in al if a.entity in set(entity)]
 
@@ -355,7 +357,7 @@ def issue_forecasts(workspace: WorkspaceLike | None, entity: str = "", prop: str
                     train_days: float = 28.0) -> ForecastIssue:
     """Issue live forecasts from the workspace history for the next 1..``horizon`` hours and store them
     (scored later against the actuals: :func:`verify_forecasts`)."""
-    from citytwin.service.forecasting import DEFAULT_MODELS
+    from citytwin.workflows.forecasting import DEFAULT_MODELS
     from citytwin.workflows.runtime import open_runtime
 
     rt = open_runtime(twin_root(workspace))

@@ -174,6 +174,10 @@ class Outcome:
     notes: list[str]
     layout: str
     pipeline: str
+    #: text columns that may hold personal data, found by the streamed pass's own scan of every value
+    #: (:func:`citytwin.foundation.cleannumba.may_hold_personal_data`); None where nothing was
+    #: scanned: the commit then screens every text column
+    personal_candidates: list[str] | None = None
 
 
 # DuckDB memory limit of the streamed pass (unless ingest(memory_limit=...)). Measured on 10M POIs

@@ -98,6 +98,7 @@ class Plan:
     unit_column: str | None = None  # long sensor layout: per-row unit column
     raw: dict[str, str] = field(default_factory=dict)  # source column -> cleaned raw expression
     decimal_comma: bool = False  # numbers written "1,5" (see readers.detect_decimal_comma)
+    reason_column: str | None = None  # source column with the reader's reason for a record (Source.reason_column)
 
 
 def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, str] | None = None,
@@ -122,7 +123,7 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
         matched = {k: v for k, v in matched.items() if v[0] != col}
         matched[fname] = (col, units.split_unit_suffix(col)[1])
     dc = src.decimal_comma
-    plan = Plan(columns=[], decimal_comma=dc)
+    plan = Plan(columns=[], decimal_comma=dc, reason_column=src.reason_column)
     crs = _check_crs(crs, src)
     if {"lon", "lat"} <= set(schema.field_names) and not ({"lon", "lat"} <= set(matched)):
         found = find_coordinate_columns(src, [c for c in src.columns if c not in {m for m, _ in matched.values()}],
@@ -390,8 +391,20 @@ def _numeric_only(users: list[Column], melted: list[tuple[str, str, float, str |
     read it; ``melted``: its melted values)."""
     if not users and not melted:
         return False
+    own = [c for c in users if c.source == col]
     plain = all(c.type in ("DOUBLE", "BIGINT") and "regexp_extract" not in c.expr and "make_timestamp" not in c.expr
-                and c.source == col for c in users)
+                for c in own)
+    # another column may read this one only through an own column's number (the check of swapped
+    # coordinates reads the longitude's value in the latitude's check): without it, a longitude read
+    # as text costs ~0.5 CPU-µs per row in the streamed pass
+    raw = q("r:" + col)
+    for other in users:
+        if other.source != col:
+            text = " ".join([other.expr, *other.checks])
+            for c in own:
+                text = text.replace(c.expr, "")
+            if not own or raw in text:
+                return False
     return plain and all(m[4] == "number" for m in melted)
 
 

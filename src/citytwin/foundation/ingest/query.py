@@ -37,6 +37,7 @@ RANGE_CHECK = (
 )
 
 _RAW_REF = re.compile(r'"r:(?:[^"]|"")*"')
+_SRC_REF = re.compile(r'_src\.("(?:[^"]|"")*"|[A-Za-z_][A-Za-z0-9_]*)')
 
 
 def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | None,
@@ -79,8 +80,15 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
     l0 = ", ".join([*(q("f:" + n) for n in fast), *(
         f"{f'CAST({q(n)} AS VARCHAR)' if n in lazy else e} AS {q('r:' + n)}" for n, e in raws.items())])
     src = "src" if records else "CAST(NULL AS VARCHAR)"
+    if not records and plan.geometry and "_src." in plan.geometry:
+        # the geometry reads the source record's geometry (or WKT) column: the streamed pass carries
+        # that column alone (GIS layers and WKT columns stream too)
+        refs = dict.fromkeys(_SRC_REF.findall(plan.geometry))
+        src = "struct_pack(" + ", ".join(f"{r} := src.{r}" for r in refs) + ")"
     # the streamed pass only asks whether a record has a reason: the first one will do
     cat = all_reasons if records else first_reason
+    if plan.reason_column:  # the reader's reason (e.g. an Excel formula without a cached value)
+        l0 = ", ".join([f"{q(plan.reason_column)} AS _reader_reason", *([l0] if l0 else [])])
     stage0 = f"SELECT _row, {src} AS _src{', ' + l0 if l0 else ''} FROM {view} src"
     # in a wide file, a column's expressions read its own source column only (derived ones such as
     # time from parts or GCJ-02 coordinates read others: every fast column is tried for them)
@@ -103,6 +111,8 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
             guard = fnum(c.guard, src_of(c)).replace(exprs[c.name], q("v:" + c.name))
             mine = [f"CASE WHEN {guard} THEN NULL ELSE {cat(mine)} END"]
         checks += mine
+    if plan.reason_column:  # first: the quarantine's field is the first reason's
+        checks.insert(0, "_reader_reason")
     melt_raw = [q("r:" + m[0]) for m in plan.melt] + [q("f:" + m[0]) for m in plan.melt if m[0] in fast]
     inner = (f"SELECT {', '.join(sel + melt_raw)}, {cat(checks)} AS _reason, _src FROM ({stage1})")
     if plan.geometry:

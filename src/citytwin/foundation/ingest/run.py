@@ -141,7 +141,7 @@ def ingest(ws: Workspace, paths: str | Path | Sequence[str | Path], *, dataset: 
             source=o.source or ", ".join(file_names), licence=o.licence, source_path=", ".join(file_names),
             source_sha256=digest.result(), rows_read=rows_read, rows_kept=out.kept,
             rows_quarantined=out.quarantined, columns=columns, extent=out.extent, time_min=out.tmin,
-            time_max=out.tmax, params=params)
+            time_max=out.tmax, params=params, personal_candidates=out.personal_candidates)
     except CitytwinError:
         ws.catalog.audit(user=ws.user.name, role=ws.user.role, action="ingest", dataset=dataset, outcome="error",
                          detail=", ".join(str(p) for p in files))

@@ -21,10 +21,12 @@ import pyarrow as pa
 
 from citytwin.foundation import readers
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.ingest import blocks
 from citytwin.foundation.ingest.connection import connect
+from citytwin.foundation.ingest.exprs import all_reasons
 from citytwin.foundation.ingest.options import Outcome, PipelineOptions
 from citytwin.foundation.ingest.parquet import PARQUET_WRITE
-from citytwin.foundation.ingest.plan import note_columns, plan_columns
+from citytwin.foundation.ingest.plan import Plan, note_columns, plan_columns
 from citytwin.foundation.ingest.query import build_sql
 from citytwin.foundation.schemas import Schema
 from citytwin.foundation.sql import ident as q
@@ -84,12 +86,14 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
         view = f"({src.sql})" if src.sql else f"src_{i}"
         if not src.sql:
             con.register(view, src.relation)
-        sql = build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
         if len(plan.columns) > WIDE_COLUMNS:
             # DuckDB's common-subexpression pass grows faster than linearly with the expressions of a
             # wide file (2,000 columns: 13 CPU-s with it, 4.5 without); its gain is nil here
             con.execute("SET disabled_optimizers = 'common_subexpressions'")
         try:
+            # a wide file in column blocks (bounded memory for any width), others in one query
+            sql = _block_select(con, plan, view, i, geometry_policy) if blocks.blockable(plan) else \
+                build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
             created = _stage(con, sql, created)
         except duckdb.Error as exc:
             if src.format != "csv" or src.csv_rejects:
@@ -107,8 +111,9 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
                 con.register(view, src.relation)
             plan = plan_columns(src, sch, user_units=opts.units_map, crs=opts.crs, geometry_policy=geometry_policy,
                             column_map=opts.column_map)
-            sql = build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
             try:
+                sql = _block_select(con, plan, view, i, geometry_policy) if blocks.blockable(plan) else \
+                    build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
                 created = _stage(con, sql, created)
             except duckdb.Error as exc2:
                 raise readers.csv_error(path, exc2) from exc2
@@ -129,6 +134,9 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
                 notes.append(f"{path.name}: {len(rej)} row(s) the CSV parser could not split")
         if src.temp_table:
             con.execute(f"DROP TABLE IF EXISTS {src.temp_table}")
+        for t in [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE temporary AND "
+                                            "table_name LIKE '\\_block\\_%' ESCAPE '\\'").fetchall()]:
+            con.execute(f"DROP TABLE {q(t)}")
         note_columns(columns_meta, plan, h3_res)
     if not created:
         raise InputError("nothing to read")
@@ -255,6 +263,24 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
                     notes=notes, layout=layout, pipeline="staged")
 
 
+def _block_select(con: duckdb.DuckDBPyConnection, plan: Plan, view: str, file_index: int,
+                  geometry_policy: str) -> str:
+    """A wide plan's checked records (as :func:`build_sql` gives them) from column blocks (:mod:`.blocks`):
+    each block's query fills a temporary table in row order, and the SELECT returned joins them by
+    position, with every block's reasons and the raw record of a record with any."""
+    n = 0
+    for k, sub in enumerate(blocks.column_blocks(plan)):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _block_{k} AS "
+                    f"{build_sql(sub, view, file_index, h3_resolution=None, geometry_policy=geometry_policy)}")
+        n = k + 1
+    cols = ["b0._file", "b0._row"] + [f"b{k}.{q(c.name)}" for k, sub in enumerate(blocks.column_blocks(plan))
+                                      for c in sub.columns]
+    reasons = [f"b{k}._reason" for k in range(n)]
+    return (f"SELECT {', '.join(cols)}, {all_reasons(reasons)} AS _reason, CAST(NULL AS VARCHAR) AS _column, "
+            f"coalesce({', '.join(f'b{k}._record' for k in range(n))}) AS _record FROM "
+            + " POSITIONAL JOIN ".join(f"_block_{k} b{k}" for k in range(n)))
+
+
 def _stage(con: duckdb.DuckDBPyConnection, sql: str, created: bool) -> bool:
     if created:
         con.execute(f"INSERT INTO staged BY NAME {sql}")
@@ -285,6 +311,10 @@ def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None, had_geom
         pts = pts.append_column("h3", spacelink.h3_cells_arrow(pts.column("lon"), pts.column("lat"), h3_res))
         cells = ", p.h3 AS h3"
     con.register("_admin_points", pts)
+    # 9- and 12-digit statistical codes (420600000000) name the unit of their first 6 digits (the
+    # stored code stays as the file gives it)
+    code6 = ("CASE WHEN regexp_full_match(CAST(s.adcode AS VARCHAR), '[0-9]{6}([0-9]{3}){0,2}') "
+                "THEN left(CAST(s.adcode AS VARCHAR), 6) END")
     if had_geometry:
         has_h3 = "h3" in con.sql("SELECT * FROM staged LIMIT 0").columns
         cells = (", CASE WHEN s.geometry IS NOT NULL THEN s.h3 ELSE p.h3 END AS h3" if h3_res is not None and has_h3
@@ -296,12 +326,12 @@ def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None, had_geom
                    END AS geometry{cells},
                    CASE WHEN s.geometry IS NOT NULL THEN 'coordinates' WHEN p.lon IS NOT NULL THEN 'admin_point'
                    END AS geometry_source
-            FROM staged s LEFT JOIN _admin_points p ON CAST(s.adcode AS VARCHAR) = p.adcode ORDER BY _file, _row""")
+            FROM staged s LEFT JOIN _admin_points p ON {code6} = p.adcode ORDER BY _file, _row""")
         return
     con.execute(f"""CREATE OR REPLACE TABLE staged AS
         SELECT s.*, CASE WHEN p.lon IS NOT NULL THEN ST_Point(p.lon, p.lat) END AS geometry{cells},
                CASE WHEN p.lon IS NOT NULL THEN 'admin_point' END AS geometry_source
-        FROM staged s LEFT JOIN _admin_points p ON CAST(s.adcode AS VARCHAR) = p.adcode ORDER BY _file, _row""")
+        FROM staged s LEFT JOIN _admin_points p ON {code6} = p.adcode ORDER BY _file, _row""")
 
 
 def _unit_column(con: duckdb.DuckDBPyConnection, name_col: str) -> None:
@@ -327,6 +357,28 @@ def _unit_column(con: duckdb.DuckDBPyConnection, name_col: str) -> None:
     con.unregister("_units")
 
 
+def _check_given_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_col: str) -> None:
+    """Note the administrative codes a file gives that name no known unit (kept as the file gives
+    them, without a point), with what the record's name resolves to (a typo such as 480900 for 茂名,
+    440900, shows at once)."""
+    from citytwin.foundation.admin import AdminResolver
+
+    given = con.sql(f"SELECT CAST(adcode AS VARCHAR) AS code, any_value(CAST({q(name_col)} AS VARCHAR)) AS name, "
+                    "count(*) AS n FROM staged WHERE adcode IS NOT NULL AND _reason IS NULL GROUP BY 1").df()
+    if given.empty:
+        return
+    resolver = AdminResolver.default()
+    known = resolver.code_to_name(given["code"].tolist())["adcode"].notna().to_numpy()
+    bad = given[~known]
+    if bad.empty:
+        return
+    named = resolver.resolve(bad["name"].fillna(""), None, level="any")["adcode"].tolist()
+    items = [f"{c} ({n}" + (f"; its name resolves to {r}" if r else "") + ")"
+             for c, n, r in zip(bad["code"], bad["name"], named, strict=True)]
+    notes.append(f"{int(bad['n'].sum())} record(s) carry an administrative code that names no known unit (kept as "
+                 f"given, without a point): {', '.join(items[:10])}{' …' if len(items) > 10 else ''}")
+
+
 def _fill_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_col: str = "city") -> None:
     """Resolve city names to administrative codes where the file gave none."""
     try:
@@ -335,6 +387,7 @@ def _fill_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_col: st
         return
     import pandas as pd
 
+    _check_given_adcodes(con, notes, name_col)
     names = con.sql(f"SELECT DISTINCT {q(name_col)} AS city, " +
                     ("province" if "province" in con.sql("SELECT * FROM staged LIMIT 0").columns else "NULL") +
                     f" AS province FROM staged WHERE adcode IS NULL AND {q(name_col)} IS NOT NULL").df()

@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from citytwin.foundation import duck, readers
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.ingest import blocks
 from citytwin.foundation.ingest.connection import connect
 from citytwin.foundation.ingest.exprs import MISSING_TOKENS, WHITESPACE, clean_text
 from citytwin.foundation.ingest.options import Outcome, PipelineOptions
@@ -87,13 +88,16 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
     # numba serves point records with H3 cells twice: their cells (spacelink.h3_cells_arrow, which
     # uses h3numba where numba can be imported) and the text values that need cleaning (cleannumba,
     # see lazy_text); without numba the cells come from h3-py and all text is cleaned in SQL
-    numba_ok = opts.h3_res is not None and sch.geometry == "point" and importlib.util.find_spec("numba") is not None
+    # (and the personal-data screen of every text value, which the commit would otherwise do: numba
+    # is loaded there anyway, after the pass instead of beside it), with or without H3 cells
+    numba_ok = sch.geometry == "point" and importlib.util.find_spec("numba") is not None
     # a one-column key whose values arrive strictly ascending (ids exported in order) has no duplicates:
     # the Arrow path watches for that, and the hash aggregate over the written files is then skipped
     key_order = _KeyOrder(sch.key[0]) if len(sch.key) == 1 else None
     if numba_ok and any(readers.detect_format(f) in ("csv", "parquet", "xlsx", "xls", "json") for f in files):
         # load numba (~0.7 s) in a thread while DuckDB sniffs and reads
-        threading.Thread(target=_warm_numba, name="citytwin-numba", daemon=True).start()
+        threading.Thread(target=_warm_numba, args=(opts.h3_res is not None,), name="citytwin-numba",
+                         daemon=True).start()
 
     def need_spatial() -> None:
         nonlocal spatial
@@ -106,6 +110,9 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
     notes: list[str] = []
     columns_meta: dict[str, dict[str, Any]] = {}
     parts: list[Path] = []
+    # text columns that may hold personal data, from the Arrow path's scan; None once a part was
+    # written another way (the commit then screens every text column)
+    personal: set[str] | None = set() if numba_ok else None
     kept = 0
     layout = "long"
     plans: list[Plan] = []
@@ -137,19 +144,30 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
                 con.register(view, src.relation)
             # text cleaned after the query (numba finds the values that need it) where numba is in use
             lazy_src, lazy_out = lazy_text(plan) if points and numba_ok else (set(), {})
+            # zero-padded: the dataset's files are read in name order
+            part = out_dir / f"part-{gi:05d}.parquet"
+            written = None
+            if blocks.blockable(plan):  # a wide file: one query per block of columns
+                say(f"writing {part.name} in blocks of {blocks.COLUMN_BLOCK} columns")
+                written = _copy_blocks(con, plan, view, gi, part, opts)
+                if key_order is not None:
+                    key_order.ascending = False
+                personal = None
+                kept += written
+                parts.append(part)
+                note_columns(columns_meta, plan, opts.h3_res)
+                continue
             sql = build_sql(plan, view, gi, h3_resolution=None if points else opts.h3_res,
                             geometry_policy=opts.geometry_policy, records=False, point_geometry=not points,
                             lazy=lazy_src)
             guarded = (f"SELECT * EXCLUDE (_file, _row, _reason, _record, _column) FROM ({sql}) "
                        f"WHERE CASE WHEN _reason IS NULL THEN TRUE ELSE error({lit(_QUARANTINE_NEEDED)}) END")
-            # zero-padded: the dataset's files are read in name order
-            part = out_dir / f"part-{gi:05d}.parquet"
             say(f"writing {part.name}")
-            written = None
             if points:
                 written = copy_arrow(con, guarded, part, lonlat=plan.lonlat, h3_res=opts.h3_res,
-                                     key_order=key_order, lazy_text=lazy_out)
+                                     key_order=key_order, lazy_text=lazy_out, personal=personal)
             if written is None:  # not points, or column types pyarrow cannot write as DuckDB does
+                personal = None
                 if key_order is not None:
                     key_order.ascending = False
                 if points:
@@ -220,7 +238,8 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
         con.close()
     return Outcome(out_dir=out_dir, qfile=qfile, kept=kept, quarantined=0, reasons={}, extent=extent,
                     tmin=tmin, tmax=tmax, keep_cols=keep_cols, columns_meta=columns_meta, notes=notes,
-                    layout=layout, pipeline="streamed"), None
+                    layout=layout, pipeline="streamed",
+                    personal_candidates=sorted(personal) if personal is not None else None), None
 
 
 #: rows per chunk of records written in one go through Arrow (~35 MB for POIs): large enough that
@@ -241,6 +260,33 @@ def _plain_parquet(files: list[Path]) -> bool:
                    for f in files)
     except Exception:  # unreadable here: the reader reports it properly
         return False
+
+
+def _copy_blocks(con: duckdb.DuckDBPyConnection, plan: Plan, view: str, file_index: int, path: Path,
+                 opts: PipelineOptions) -> int:
+    """Write the checked records of a wide plan to ``path`` in column blocks (:mod:`.blocks`): one
+    guarded ``COPY`` per block, in row order, then the blocks joined side by side. Returns the rows."""
+    import pyarrow.parquet as pq
+
+    group = blocks.rows_per_group(min(len(plan.columns), blocks.COLUMN_BLOCK))
+    write = PARQUET_WRITE.replace("ROW_GROUP_SIZE 122880", f"ROW_GROUP_SIZE {group}")
+    files: list[Path] = []
+    try:
+        for k, sub in enumerate(blocks.column_blocks(plan)):
+            sql = build_sql(sub, view, file_index, h3_resolution=None, geometry_policy=opts.geometry_policy,
+                            records=False)
+            guarded = (f"SELECT * EXCLUDE (_file, _row, _reason, _record, _column) FROM ({sql}) "
+                       f"WHERE CASE WHEN _reason IS NULL THEN TRUE ELSE error({lit(_QUARANTINE_NEEDED)}) END")
+            f = path.with_name(f"{path.stem}.block{k:05d}.parquet")
+            files.append(f)
+            con.execute(f"COPY ({guarded}) TO '{f}' ({write})")
+        schema = pa.schema([fld for f in files for fld in pq.ParquetFile(f).schema_arrow])
+        text = [fld.name for fld in schema if pa.types.is_string(fld.type) or pa.types.is_large_string(fld.type)]
+        return blocks.stitch(files, path, write_options={"compression": "zstd", "compression_level": 1,
+                                                          "use_dictionary": text or False})
+    finally:
+        for f in files:
+            f.unlink(missing_ok=True)
 
 
 def _clean_lazy(table: pa.Table, name: str, required: bool) -> pa.Table:
@@ -265,12 +311,16 @@ def _clean_lazy(table: pa.Table, name: str, required: bool) -> pa.Table:
     return table.set_column(table.schema.get_field_index(name), name, fixed)
 
 
-def _warm_numba() -> None:
-    """Import numba and load the compiled H3 and cleaning functions (~0.7 s, from numba's cache)."""
+def _warm_numba(h3: bool = True) -> None:
+    """Import numba and load the compiled cleaning (and, with ``h3``, H3) functions (~0.7 s, from numba's cache)."""
     try:
-        from citytwin.foundation import cleannumba, spacelink  # noqa: F401 (cleannumba: imported to load it)
+        from citytwin.foundation import cleannumba
 
-        spacelink.h3_cells_arrow(np.array([116.4]), np.array([39.9]), 9)
+        cleannumba.may_hold_personal_data(pa.array(["a"]))
+        if h3:
+            from citytwin.foundation import spacelink
+
+            spacelink.h3_cells_arrow(np.array([116.4]), np.array([39.9]), 9)
     except Exception:  # a warm-up only: the real call reports any problem
         pass
 
@@ -299,7 +349,8 @@ class _KeyOrder:
 
 def copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
                 lonlat: tuple[str, str] | None = None, h3_res: int | None = None,
-               key_order: _KeyOrder | None = None, lazy_text: dict[str, bool] | None = None) -> int | None:
+               key_order: _KeyOrder | None = None, lazy_text: dict[str, bool] | None = None,
+               personal: set[str] | None = None) -> int | None:
     """Write the checked records of ``checked_sql`` to ``path`` with pyarrow; for points, add geometry and H3.
 
     The records stream out of DuckDB as Arrow (the query runs on all threads, ahead of the reader
@@ -317,6 +368,10 @@ def copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
     and cleaned by :func:`clean_text` in DuckDB; a required one that becomes missing raises
     :class:`Fallback` (the staged pipeline quarantines it); where cleannumba cannot be imported
     nothing is written and None returned (the caller then cleans in SQL, with ``COPY``).
+    ``personal`` (a set) receives the text columns in which personal data may hide
+    (:func:`cleannumba.may_hold_personal_data` on every value, in the chunk's thread), so that the
+    commit's regular-expression scan (:func:`~citytwin.foundation.workspace.detect_personal_columns`)
+    reads only those; where cleannumba cannot be imported nothing is written and None returned.
     An error raised by ``checked_sql`` (the quarantine guard) propagates.
 
     Each step replaces a slower one, measured on 3M POIs (2 cores, DuckDB 1.5.5, pyarrow 26):
@@ -333,9 +388,9 @@ def copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    if lazy_text:
+    if lazy_text or personal is not None:
         try:  # numba is imported when needed; see _warm_numba
-            from citytwin.foundation import cleannumba  # noqa: F401 (for _clean_lazy)
+            from citytwin.foundation import cleannumba
         except Exception:  # numba unusable here (e.g. no writable cache folder): text cleaned in SQL instead
             return None
     # DuckDB runs a streamed query ahead of its reader only as far as this buffer (default ~1 MB,
@@ -355,6 +410,11 @@ def copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
         table = pa.Table.from_batches(batches, schema=reader.schema)
         for name, required in (lazy_text or {}).items():
             table = _clean_lazy(table, name, required)
+        if personal is not None:
+            for name, typ in zip(table.column_names, table.schema.types, strict=True):
+                if name not in personal and (pa.types.is_string(typ) or pa.types.is_large_string(typ)) \
+                        and cleannumba.may_hold_personal_data(table.column(name)):
+                    personal.add(name)
         if key_order is not None:
             if key_order.column in table.column_names:
                 key_order.see(table.column(key_order.column))

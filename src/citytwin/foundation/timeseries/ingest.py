@@ -1,5 +1,8 @@
 """The ingest pipeline: parse messages, write history durably, update live state, dead-letter rejects.
 
+Concurrent commits are grouped: callers queued while a write runs share the next one (see
+:meth:`Ingestor.commit`).
+
 The pipeline does not know the entity model: it is given a *parser* (in practice
 :class:`citytwin.twin.entities.MessageParser`) whose ``parse(topic, payload)`` returns an
 object with ``observations`` (items with ``entity, type, property, observed_at_us, value,
@@ -90,6 +93,21 @@ class IngestReport:
 
 
 @dataclass
+class _Pending:
+    """One caller's results waiting in the group commit queue."""
+
+    results: Sequence[Any]
+    source: str
+    topics: Sequence[str | None] | None
+    sizes: Sequence[int] | None
+    taken: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    report: IngestReport | None = None
+    error: BaseException | None = None
+    merged: IngestReport | None = None
+
+
+@dataclass
 class TwinStores:
     """The three stores of a twin under one folder: ``history/``, ``state.sqlite``, ``deadletter.sqlite``."""
 
@@ -118,8 +136,12 @@ class Ingestor:
     def __init__(self, stores: TwinStores, parser: Parser) -> None:
         self.stores = stores
         self.parser = parser
-        self._lock = threading.Lock()
+        self._cv = threading.Condition()  # guards the queue; one durable write at a time (_writing)
+        self._writing = False
+        self._queue: list[_Pending] = []
         self.totals = IngestReport()
+        self.groups = 0  # durable writes so far, and the calls they served (group commit)
+        self.grouped_calls = 0
         # called after each durable commit with the report and the committed time range (µs);
         # a hook that raises is logged in ``hook_errors`` and never fails the commit
         self.on_commit: list[Callable[[IngestReport, int, int], None]] = []
@@ -142,60 +164,125 @@ class Ingestor:
 
     def commit(self, results: Sequence[Any], *, source: str, topics: Sequence[str | None] | None = None,
                sizes: Sequence[int] | None = None) -> IngestReport:
-        """Durably store the observations and rejects of parse results."""
+        """Durably store the observations and rejects of parse results; returns what this call stored.
+
+        Group commit: calls from several threads at once (HTTP requests) share one durable write.
+        The first caller writes its results together with those of every caller queued behind the
+        previous write (one history file and fsync, one dead-letter and one state transaction for all),
+        runs the commit hooks once over the group, then releases them all. Every caller returns only
+        after its own data is durable and the hooks have seen it; a store failure is raised to every
+        caller of the group. A lone caller (MQTT's batches) writes alone, as before.
+        """
+        me = _Pending(results, source, topics, sizes)
+        with self._cv:
+            self._queue.append(me)
+            while not me.taken and self._writing:
+                self._cv.wait()
+            group: list[_Pending] | None = None
+            if not me.taken:  # no write runs and none took this call: write it with all queued so far
+                group, self._queue = self._queue, []
+                for p in group:
+                    p.taken = True
+                self._writing = True
+        if group is not None:
+            try:
+                self._write_group(group)
+            except BaseException as exc:  # not a store failure (those are set per caller): still release all
+                for p in group:
+                    p.error = p.error or exc
+            finally:
+                with self._cv:
+                    self._writing = False
+                    self._cv.notify_all()
+            self._finish_group(group)  # the next group may be written meanwhile
+        me.done.wait()
+        if me.error is not None:
+            raise me.error
+        assert me.report is not None
+        return me.report
+
+    def _write_group(self, group: list[_Pending]) -> None:
+        """Build the group's columns and dead letters and store them (one group at a time)."""
         t0 = time.perf_counter()
         cols: dict[str, list[Any]] = {k: [] for k in
                                       ("entity", "type", "property", "time_us", "value", "unit", "lon", "lat")}
         letters: list[DeadLetter] = []
-        rep = IngestReport(messages=len(results))
         now = time.time_ns() // 1000
-        for i, res in enumerate(results):
-            for o in res.observations:
-                cols["entity"].append(o.entity)
-                cols["type"].append(o.type)
-                cols["property"].append(o.property)
-                cols["time_us"].append(o.observed_at_us)
-                cols["value"].append(o.value)
-                cols["unit"].append(o.unit)
-                cols["lon"].append(o.lon)
-                cols["lat"].append(o.lat)
-            topic = topics[i] if topics else None
-            for r in res.rejects:
-                letters.append(DeadLetter(source=source, reason=r.reason, detail=r.detail, topic=topic,
-                                          entity=r.entity, property=r.property, payload=r.payload,
-                                          payload_bytes=(sizes[i] if sizes and r.reason == "oversized" else None),
-                                          received_us=now))
-                rep.reasons[r.reason] = rep.reasons.get(r.reason, 0) + 1
-        rep.accepted = len(cols["entity"])
-        rep.entities = sorted(set(cols["entity"]))
-        rep.rejected = len(letters)
-        with self._lock:
-            try:
-                if rep.accepted:
-                    self.stores.history.append(cols, received_us=now)
-                if letters:
-                    self.stores.deadletters.add(letters)
-                if rep.accepted:
-                    self.stores.state.upsert_latest(zip(cols["entity"], cols["property"], cols["value"],
-                                                        cols["unit"], cols["time_us"], strict=True))
-            except Exception as exc:  # the parser made every bad message a reject: this is the stores' fault
-                raise StoreError(f"storing {rep.accepted} observations and {rep.rejected} dead letters under "
-                                 f"{self.stores.root} failed: {type(exc).__name__}: {exc}"[:600],
-                                 hint="check free disk space and that the twin folder is writable") from exc
-            t = self.totals
-            t.messages += rep.messages
-            t.accepted += rep.accepted
-            t.rejected += rep.rejected
-            for k, v in rep.reasons.items():
+        for p in group:
+            rep = p.report = IngestReport(messages=len(p.results))
+            first = len(cols["entity"])
+            for i, res in enumerate(p.results):
+                for o in res.observations:
+                    cols["entity"].append(o.entity)
+                    cols["type"].append(o.type)
+                    cols["property"].append(o.property)
+                    cols["time_us"].append(o.observed_at_us)
+                    cols["value"].append(o.value)
+                    cols["unit"].append(o.unit)
+                    cols["lon"].append(o.lon)
+                    cols["lat"].append(o.lat)
+                topic = p.topics[i] if p.topics else None
+                for r in res.rejects:
+                    letters.append(DeadLetter(source=p.source, reason=r.reason, detail=r.detail, topic=topic,
+                                              entity=r.entity, property=r.property, payload=r.payload,
+                                              payload_bytes=(p.sizes[i] if p.sizes and r.reason == "oversized"
+                                                             else None), received_us=now))
+                    rep.reasons[r.reason] = rep.reasons.get(r.reason, 0) + 1
+            rep.accepted = len(cols["entity"]) - first
+            rep.entities = sorted(set(cols["entity"][first:]))
+            rep.rejected = sum(rep.reasons.values())
+        accepted = len(cols["entity"])
+        try:
+            if accepted:
+                self.stores.history.append(cols, received_us=now)
+            if letters:
+                self.stores.deadletters.add(letters)
+            if accepted:
+                self.stores.state.upsert_latest(zip(cols["entity"], cols["property"], cols["value"],
+                                                    cols["unit"], cols["time_us"], strict=True))
+        except Exception as exc:  # the parser made every bad message a reject: this is the stores' fault
+            err = StoreError(f"storing {accepted} observations and {len(letters)} dead letters under "
+                             f"{self.stores.root} failed: {type(exc).__name__}: {exc}"[:600],
+                             hint="check free disk space and that the twin folder is writable")
+            err.__cause__ = exc
+            for p in group:
+                p.error = err
+            return
+        t = self.totals
+        merged = IngestReport(entities=sorted(set(cols["entity"])), columns=cols)
+        for p in group:
+            assert p.report is not None
+            t.messages += p.report.messages
+            t.accepted += p.report.accepted
+            t.rejected += p.report.rejected
+            for k, v in p.report.reasons.items():
                 t.reasons[k] = t.reasons.get(k, 0) + v
-        rep.seconds = time.perf_counter() - t0
-        if rep.accepted and self.on_commit:
-            lo, hi = min(cols["time_us"]), max(cols["time_us"])
-            rep.columns = cols
-            for hook in list(self.on_commit):
-                try:
-                    hook(rep, lo, hi)
-                except Exception as exc:  # derived work (verification …) must not fail ingest
-                    self.hook_errors.append(f"{type(exc).__name__}: {exc}"[:300])
-            rep.columns = None
-        return rep
+            merged.messages += p.report.messages
+            merged.accepted += p.report.accepted
+            merged.rejected += p.report.rejected
+        self.groups += 1
+        self.grouped_calls += len(group)
+        merged.seconds = time.perf_counter() - t0
+        group[0].merged = merged
+
+    def _finish_group(self, group: list[_Pending]) -> None:
+        """Run the commit hooks once over the group's observations, then release its callers."""
+        merged = group[0].merged
+        try:
+            if merged is not None and merged.accepted and self.on_commit:
+                cols = merged.columns
+                assert cols is not None
+                lo, hi = min(cols["time_us"]), max(cols["time_us"])
+                for hook in list(self.on_commit):
+                    try:
+                        hook(merged, lo, hi)
+                    except Exception as exc:  # derived work (verification …) must not fail ingest
+                        self.hook_errors.append(f"{type(exc).__name__}: {exc}"[:300])
+        finally:
+            if merged is not None:
+                merged.columns = None
+                for p in group:
+                    assert p.report is not None
+                    p.report.seconds = merged.seconds
+            for p in group:
+                p.done.set()

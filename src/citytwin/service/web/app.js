@@ -10,6 +10,8 @@ const S = {
   collections: [], data: {}, charts: {}, alerts: new Map(), stream: null, mapReady: null,
 };
 window.citytwin = S; // for the browser tests and the console
+// helpers shared with participation.js (a module of its own, see index.html)
+Object.assign(S, { api, esc, t, table, setOverlay, fitGeojson, legend });
 
 const ORIGIN = window.location.origin;
 
@@ -85,6 +87,7 @@ async function login(user, token) {
   document.getElementById("who").textContent = `${S.info.user} · ${S.info.role}`;
   document.querySelector('[data-view="twin"]').hidden = !S.info.twin.read;
   await initMap();
+  await window.citytwinParticipation?.onLogin();
   if (S.info.twin.read) startAlertStream();
   showView("map");
 }
@@ -229,7 +232,7 @@ function showView(view) {
   S.view = view;
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.view === view);
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== `view-${view}`;
-  document.getElementById("reports").hidden = view === "map";
+  document.getElementById("reports").hidden = view === "map" || view === "participation";
   for (const id of ["econ-cities-fill", "econ-cities-line", "space-centers-line", "twin-stations"]) {
     if (S.map.getLayer(id)) S.map.setLayoutProperty(id, "visibility", id.startsWith(view === "economy" ? "econ" : view) ? "visible" : "none");
   }
@@ -248,6 +251,7 @@ async function renderView(view, move = false) {
   if (view === "space") return renderSpace(move);
   if (view === "twin") return renderTwin(move);
   if (view === "catalog") return renderCatalog();
+  if (view === "participation") return window.citytwinParticipation?.render(move);
   return undefined;
 }
 
@@ -276,13 +280,15 @@ async function renderEconomy(move) {
   }
   const sc = chart("chart-rankgap");
   sc.setOption({ animation: false,
-    grid: { left: 50, right: 20, top: 20, bottom: 40 },
+    // room on the right for the labels of the last cities; labels that would overlap are hidden (tooltip keeps them)
+    grid: { left: 50, right: 90, top: 20, bottom: 40 },
     tooltip: { formatter: (p) => `${esc(p.data.name)}<br>${esc(t("economy.gdprank"))} ${p.data.value[0]} · ${esc(t("economy.derank"))} ${p.data.value[1]}` },
     xAxis: { name: t("economy.gdprank"), nameLocation: "middle", nameGap: 25, type: "value", inverse: false },
     yAxis: { name: t("economy.derank"), type: "value" },
     series: [{ type: "scatter", symbolSize: 12,
       data: rows.map((r) => ({ name: cityLabel(r), city: r.city, value: [r.gdp_rank, r.de_rank] })),
       label: { show: true, position: "right", formatter: (p) => p.data.name, fontSize: 10 },
+      labelLayout: { hideOverlap: true },
       markLine: { silent: true, symbol: "none", lineStyle: { type: "dashed", color: "#999" },
         data: [[{ coord: [0, 0] }, { coord: [70, 70] }]] } }],
   }, true);
@@ -293,14 +299,15 @@ async function renderEconomy(move) {
   if (idx) {
     const top = idx.rows.slice(0, 25);
     const tiers = [...new Set(idx.rows.map((r) => r.tier))];
+    const tierName = (tier) => String(tier).replace(/^tier (\d+)$/, (m, n) => `${t("economy.tier")} ${n}`);
     const colors = ["#1a9850", "#91cf60", "#fc8d59", "#d73027", "#999"];
     ic.setOption({ animation: false,
       grid: { left: 40, right: 10, top: 24, bottom: 30 },
       tooltip: {},
-      legend: { data: tiers.map(String), top: 0 },
+      legend: { data: tiers.map(tierName), top: 0 },
       xAxis: { type: "category", data: top.map((r) => String(r.POLYID ?? r.id ?? "")) },
       yAxis: { type: "value", name: t("col.score") },
-      series: tiers.map((tier, i) => ({ name: String(tier), type: "bar", stack: "s", color: colors[i % colors.length],
+      series: tiers.map((tier, i) => ({ name: tierName(tier), type: "bar", stack: "s", color: colors[i % colors.length],
         data: top.map((r) => (r.tier === tier ? r.score : null)) })),
     }, true);
   } else ic.setOption({ animation: false, title: { text: t("economy.none"), textStyle: { fontSize: 12 } } }, true);
@@ -454,7 +461,11 @@ async function renderTwin(move, at) {
   box.innerHTML = d.stations.length ? table(d.stations.map((s) => ({
     id: stationName(s), aqi: s.aqi, level: s.category ? (S.lang === "zh" ? s.category.zh : s.category.en) : "",
     pm25: s.attrs.pm25 ? s.attrs.pm25.value : null,
-  })), [["id", t("col.id")], ["aqi", t("col.aqi")], ["level", t("col.level")], ["pm25", "PM2.5"]]) : `<p class="hint">${esc(t("twin.nostations"))}</p>`;
+  })), [["id", t("col.id")], ["aqi", t("col.aqi")], ["level", t("col.level")], ["pm25", "PM2.5"]])
+    : `<p class="hint">${esc(t("twin.nostations"))}</p><p class="hint" id="twin-feed">${esc(t("twin.howtofeed"))}</p>`;
+  // no time to slide over and nothing to forecast before the first station reports
+  document.getElementById("twin-time").hidden = !d.span;
+  document.getElementById("twin-forecast").hidden = !d.stations.length;
   if (!at) {
     for (const a of d.alerts) S.alerts.set(a.id, a);
     renderAlerts();

@@ -1,0 +1,146 @@
+"""Alert records of the live twin: one SQLite row per alert, written when the alert changes (F3).
+
+The alert hub (:class:`citytwin.workflows.alerting.AlertHub`) keeps the live alerts and the recently
+resolved ones in memory and writes every changed alert here (an upsert of that alert's row, not a
+rewrite of all alerts). Resolved alerts past the hub's retention leave memory and stay here,
+where they can still be listed and looked up (:meth:`AlertStore.query`, :meth:`AlertStore.get`).
+
+Records are the JSON-friendly dicts of :meth:`citytwin.twin.alerts.Alert.to_record` (times as ISO
+8601 text); the store keeps the record as it was given and indexes rule, entity, status, opening
+time and run start.
+
+Examples
+--------
+>>> import tempfile
+>>> s = AlertStore(tempfile.mkdtemp() + "/alerts.sqlite")
+>>> rec = {"id": "a1", "rule": "r", "entity": "e", "status": "resolved", "opened_at": "2015-12-01T03:00:00+00:00",
+...        "start": "2015-12-01T01:00:00+00:00"}
+>>> s.put([rec])
+1
+>>> [r["id"] for r in s.query(status=["resolved"], rule="r")], s.has_start("r", "e", "2015-12-01T01:00:00Z")
+(['a1'], True)
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from citytwin.foundation.errors import InputError
+from citytwin.foundation.timeseries._sqlite import thread_connection
+from citytwin.foundation.timeseries.history import to_us
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS alerts (
+  id TEXT PRIMARY KEY, rule TEXT NOT NULL, entity TEXT NOT NULL, status TEXT NOT NULL,
+  opened_us INTEGER NOT NULL, start_us INTEGER, resolved_us INTEGER, seq INTEGER NOT NULL, record TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS alerts_key ON alerts(rule, entity, start_us);
+CREATE INDEX IF NOT EXISTS alerts_status ON alerts(status, opened_us);
+CREATE INDEX IF NOT EXISTS alerts_opened ON alerts(opened_us, seq);
+"""
+
+
+class AlertStore:
+    """SQLite table of alert records (WAL, ``synchronous=NORMAL``), one row per alert id.
+
+    Parameters
+    ----------
+    path
+        SQLite file (created with its table if missing).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._seq_lock = threading.Lock()
+        con = self._con()
+        con.executescript(_DDL)
+        self._seq = int(con.execute("SELECT coalesce(max(seq), 0) FROM alerts").fetchone()[0])
+
+    def _con(self) -> sqlite3.Connection:
+        return thread_connection(self._local, self.path, synchronous="NORMAL")
+
+    def put(self, records: Iterable[dict[str, Any]]) -> int:
+        """Insert or replace alert records (one transaction); returns how many."""
+        rows = []
+        with self._seq_lock:
+            for r in records:
+                for k in ("id", "rule", "entity", "status", "opened_at"):
+                    if not r.get(k):
+                        raise InputError(f"an alert record needs {k!r}", field=k)
+                self._seq += 1
+                start, res = r.get("start"), r.get("resolved_at")
+                rows.append((str(r["id"]), str(r["rule"]), str(r["entity"]), str(r["status"]),
+                             to_us(r["opened_at"]), None if start is None else to_us(start),
+                             None if res is None else to_us(res), self._seq, json.dumps(r, ensure_ascii=False)))
+        if not rows:
+            return 0
+        con = self._con()
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            # seq orders alerts opened at the same instant as they were first written
+            con.executemany("INSERT INTO alerts (id, rule, entity, status, opened_us, start_us, resolved_us, seq, "
+                            "record) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
+                            "start_us = excluded.start_us, resolved_us = excluded.resolved_us, "
+                            "record = excluded.record", rows)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return len(rows)
+
+    def get(self, alert_id: str) -> dict[str, Any] | None:
+        """The record of one alert; None if there is none."""
+        row = self._con().execute("SELECT record FROM alerts WHERE id = ?", (str(alert_id),)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def query(self, *, status: Sequence[str] | None = None, entity: str | None = None, rule: str | None = None,
+              exclude: Iterable[str] = (), live_or_resolved_since: Any = None) -> list[dict[str, Any]]:
+        """Records filtered by status (any of), entity and rule, oldest opening first; ``exclude``: ids to skip;
+        ``live_or_resolved_since``: only alerts not resolved, or resolved at or after this time."""
+        where: list[str] = []
+        params: list[Any] = []
+        if live_or_resolved_since is not None:
+            where.append("(resolved_us IS NULL OR resolved_us >= ?)")
+            params.append(to_us(live_or_resolved_since))
+        if status is not None:
+            where.append(f"status IN ({','.join('?' * len(status))})")
+            params.extend(status)
+        if entity is not None:
+            where.append("entity = ?")
+            params.append(str(entity))
+        if rule is not None:
+            where.append("rule = ?")
+            params.append(rule)
+        sql = "SELECT id, record FROM alerts" + (" WHERE " + " AND ".join(where) if where else "") + \
+              " ORDER BY opened_us, seq"
+        skip = set(exclude)
+        return [dict(json.loads(rec)) for aid, rec in self._con().execute(sql, params) if aid not in skip]
+
+    def has_start(self, rule: str, entity: str, start: Any) -> bool:
+        """Whether an alert of ``rule`` at ``entity`` with this run start is recorded."""
+        us = to_us(start)
+        return self._con().execute("SELECT 1 FROM alerts WHERE rule = ? AND entity = ? AND start_us = ? LIMIT 1",
+                                   (rule, str(entity), us)).fetchone() is not None
+
+    def newest_resolved(self) -> pd.Timestamp | None:
+        """When the most recently resolved alert was resolved (UTC); None if none is."""
+        us = self._con().execute("SELECT max(resolved_us) FROM alerts").fetchone()[0]
+        return None if us is None else pd.Timestamp(int(us), unit="us", tz="UTC")
+
+    def count(self) -> int:
+        """Number of alerts recorded."""
+        return int(self._con().execute("SELECT count(*) FROM alerts").fetchone()[0])
+
+    def close(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+            self._local.con = None

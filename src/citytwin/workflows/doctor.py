@@ -1,0 +1,285 @@
+"""``citytwin doctor``: check the pieces of a deployment and say what is wrong and what to do.
+
+Each check gives ``ok``, ``warn`` or ``fail`` with a detail and, unless ok, what to do:
+
+* ``workspace`` — the folder exists, is a workspace, is owner-only and writable;
+* ``records`` — the records database (SQLite file or PostgreSQL by URL) is reachable and migrated to
+  this citytwin's schema (the version of each store);
+* ``postgis`` — with PostgreSQL records: whether the PostGIS extension is installed in that database;
+* ``mqtt`` — the broker given by URL (``mqtt://[USER[:PASSWORD]@]HOST:PORT``, ``mqtts://`` for TLS, or
+  ``HOST:PORT``; credentials and TLS files otherwise from ``$CITYTWIN_MQTT_*``) accepts a connection;
+* ``chromium`` — Chromium for PDF reports;
+* ``disk`` — free space where the workspace is.
+
+A check never raises: its failure is its result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from citytwin.foundation import records
+from citytwin.foundation.errors import CitytwinError
+
+__all__ = ["ENV_BROKER", "Check", "check_broker", "check_records", "run_checks"]
+
+#: environment variable naming the MQTT broker (a URL or HOST:PORT)
+ENV_BROKER = "CITYTWIN_MQTT_BROKER"
+MARKER = "citytwin.json"
+#: free disk below this fails, below ``DISK_WARN`` warns (bytes)
+DISK_FAIL, DISK_WARN = 1 << 30, 5 << 30
+
+
+@dataclass
+class Check:
+    """One check's result."""
+
+    name: str
+    status: str  # ok | warn | fail
+    detail: str
+    fix: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _guard(name: str, fn: Callable[[], Check]) -> Check:
+    try:
+        return fn()
+    except CitytwinError as exc:
+        return Check(name, "fail", exc.message, exc.hint)
+    except Exception as exc:  # a check's failure is its result, never a traceback
+        return Check(name, "fail", f"{type(exc).__name__}: {exc}")
+
+
+def check_workspace(root: Path) -> Check:
+    """The workspace folder: exists, is a workspace, owner-only, writable."""
+    if not root.is_dir():
+        return Check("workspace", "fail", f"{root} does not exist",
+                     f"create it with `citytwin init {root}` or pass the right --workspace")
+    if not (root / MARKER).exists():
+        return Check("workspace", "fail", f"{root} is not a citytwin workspace (no {MARKER})",
+                     f"create one with `citytwin init {root}`")
+    mode = stat.S_IMODE(root.stat().st_mode)
+    try:
+        probe = root / "tmp" / f".doctor-{uuid.uuid4().hex}"
+        probe.parent.mkdir(exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return Check("workspace", "fail", f"{root} is not writable by this user: {exc.strerror}",
+                     "run citytwin as the workspace's owner (the service account) or fix the folder's owner")
+    if mode & 0o077:
+        return Check("workspace", "warn", f"{root} is readable by others (mode {mode:o})",
+                     f"chmod 700 {root} (the workspace holds personal data)")
+    return Check("workspace", "ok", f"{root} (mode {mode:o}, writable)")
+
+
+def _settings(root: Path) -> dict[str, Any]:
+    try:
+        loaded = json.loads((root / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def check_records(url: str) -> list[Check]:
+    """The records database is reachable and migrated; with PostgreSQL, whether PostGIS is there."""
+    from citytwin.foundation.cases import CASES_STORE
+    from citytwin.foundation.catalog import CATALOG_STORE
+    from citytwin.foundation.projects import PROJECTS_STORE
+
+    shown = records.redact(url)
+    db = records.Database(url, CATALOG_STORE)
+    if db.dialect == "sqlite" and (db.path is None or not db.path.exists()):
+        return [Check("records", "fail", f"no records database at {shown}",
+                      "check --database / CITYTWIN_DATABASE, or create the workspace with `citytwin init`")]
+    # on SQLite the case and project stores are files of their own, made when first used
+    stores = (CATALOG_STORE, CASES_STORE, PROJECTS_STORE) if db.dialect == "postgresql" else (CATALOG_STORE,)
+    with db.connect() as con:
+        if db.dialect == "sqlite":
+            server = f"SQLite {con.execute('SELECT sqlite_version()').fetchone()[0]}"
+        else:
+            server = f"PostgreSQL {con.execute('SHOW server_version').fetchone()[0]}"
+        have = {store.name: records.Database(url, store).schema_version() for store in stores}
+        if db.dialect == "sqlite":
+            old = con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='datasets'").fetchone()
+        else:
+            old = con.execute("SELECT to_regclass('datasets')").fetchone()[0]
+        postgis = None
+        if db.dialect == "postgresql":
+            installed = con.execute("SELECT extversion FROM pg_extension WHERE extname='postgis'").fetchone()
+            available = con.execute("SELECT default_version FROM pg_available_extensions WHERE name='postgis'"
+                                    ).fetchone()
+            postgis = (installed[0] if installed else None, available[0] if available else None)
+    want = {s.name: s.version for s in stores}
+    behind = [f"{k} {v} of {want[k]}" for k, v in have.items() if 0 < v < want[k]]
+    ahead = [f"{k} {v} (this citytwin knows {want[k]})" for k, v in have.items() if v > want[k]]
+    versions = ", ".join(f"{k} {v}" for k, v in have.items() if v)
+    out: list[Check] = []
+    if ahead:
+        out.append(Check("records", "fail", f"{shown} ({server}) was written by a newer citytwin: {', '.join(ahead)}",
+                         "upgrade citytwin on this machine"))
+    elif not have["catalog"] and old:
+        out.append(Check("records", "warn", f"{shown} ({server}) holds a catalog from before schema versions",
+                         "open the workspace once with this citytwin (migrations run when it opens)"))
+    elif not have["catalog"]:
+        out.append(Check("records", "fail", f"{shown} ({server}) holds no citytwin catalog",
+                         "create the workspace with `citytwin init DIR --database URL`"))
+    elif behind:
+        out.append(Check("records", "warn", f"{shown} ({server}) schema behind: {', '.join(behind)}",
+                         "open the workspace once with this citytwin (migrations run when it opens)"))
+    else:
+        out.append(Check("records", "ok", f"{shown} ({server}), schema versions: {versions}"))
+    if postgis is not None:
+        inst, avail = postgis
+        if inst:
+            out.append(Check("postgis", "ok", f"PostGIS {inst} installed"))
+        elif avail:
+            out.append(Check("postgis", "warn", f"PostGIS {avail} is available but not installed in this database",
+                             "run `CREATE EXTENSION postgis;` in it as its owner"))
+        else:
+            out.append(Check("postgis", "warn", "PostGIS is not available on this server",
+                             "install it (Debian: apt install postgresql-15-postgis-3), then CREATE EXTENSION postgis"))
+    return out
+
+
+def parse_broker_url(text: str) -> dict[str, Any]:
+    """``mqtt[s]://[USER[:PASSWORD]@]HOST[:PORT]`` or ``HOST:PORT`` -> host, port, tls, username, password.
+
+    Examples
+    --------
+    >>> parse_broker_url("mqtts://dev:pw@broker.example")
+    {'host': 'broker.example', 'port': 8883, 'tls': True, 'username': 'dev', 'password': 'pw'}
+    >>> parse_broker_url("127.0.0.1:1883")["port"]
+    1883
+    """
+    from citytwin.foundation.errors import InputError
+
+    url = text if "://" in text else f"mqtt://{text}"
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+        raise InputError(f"broker {text!r} is not mqtt://HOST:PORT, mqtts://HOST:PORT or HOST:PORT", field="broker")
+    tls = parts.scheme in ("mqtts", "ssl")
+    try:
+        port = parts.port or (8883 if tls else 1883)
+    except ValueError:
+        raise InputError(f"broker {text!r} has no valid port", field="broker") from None
+    return {"host": parts.hostname, "port": port, "tls": tls,
+            "username": unquote(parts.username) if parts.username else None,
+            "password": unquote(parts.password) if parts.password else None}
+
+
+def check_broker(text: str | None, *, timeout: float = 10.0) -> Check:
+    """Connect to the MQTT broker (credentials and TLS as configured) and disconnect."""
+    if not text:
+        return Check("mqtt", "warn", "no MQTT broker configured",
+                     f"set {ENV_BROKER}=mqtt://HOST:PORT (or pass --broker) to check the live ingest's broker")
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from citytwin.foundation.mqtt import MqttAuth
+
+    b = parse_broker_url(text)
+    given = {k: b[k] for k in ("username", "password") if b[k]}
+    auth = MqttAuth.from_env(**given)
+    if b["tls"] and not auth.tls:
+        auth = MqttAuth(auth.username, auth.password, tls_ca=_system_ca(), tls_cert=auth.tls_cert,
+                        tls_key=auth.tls_key)
+    shown = f"{'mqtts' if auth.tls else 'mqtt'}://{b['host']}:{b['port']}"
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"citytwin-doctor-{uuid.uuid4().hex[:8]}",
+                         protocol=mqtt.MQTTv5)
+    auth.apply(client)
+    done = threading.Event()
+    result: dict[str, Any] = {}
+
+    def on_connect(c: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
+        result["reason"] = reason
+        done.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(b["host"], b["port"], keepalive=10)
+    except OSError as exc:
+        return Check("mqtt", "fail", f"cannot reach {shown}: {exc.strerror or exc}",
+                     "check the broker's address and port and that it runs (systemctl status mosquitto)")
+    client.loop_start()
+    try:
+        if not done.wait(timeout):
+            return Check("mqtt", "fail", f"{shown} did not answer within {timeout:g} s",
+                         "check the port (TLS or not) and any firewall between")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    reason = result["reason"]
+    if reason.is_failure:
+        return Check("mqtt", "fail", f"{shown} refused the connection: {reason}",
+                     "check the MQTT username and password (CITYTWIN_MQTT_USERNAME / CITYTWIN_MQTT_PASSWORD) "
+                     "and the broker's password file (`citytwin twin devices broker-files`)")
+    who = f" as {auth.username}" if auth.username else " anonymously"
+    return Check("mqtt", "ok", f"{shown} accepted a connection{who}{' over TLS' if auth.tls else ''}")
+
+
+def _system_ca() -> str | None:
+    import ssl
+
+    paths = ssl.get_default_verify_paths()
+    return paths.cafile or None
+
+
+def check_chromium() -> Check:
+    from citytwin.workflows.report import chromium_path
+
+    exe = chromium_path()
+    if exe is None:
+        return Check("chromium", "warn", "Chromium not found: reports can be made as HTML but not as PDF",
+                     "install it (Debian: apt install chromium) or set CITYTWIN_CHROMIUM to its path")
+    return Check("chromium", "ok", exe)
+
+
+def check_disk(root: Path) -> Check:
+    where = root if root.exists() else Path.cwd()
+    free = shutil.disk_usage(where).free
+    detail = f"{free / 2**30:.1f} GiB free at {where}"
+    if free < DISK_FAIL:
+        return Check("disk", "fail", detail, "free space: ingest stages data in WS/tmp before it commits")
+    if free < DISK_WARN:
+        return Check("disk", "warn", detail, "free space soon: ingest and history compaction need room")
+    return Check("disk", "ok", detail)
+
+
+def run_checks(workspace: Path | None, *, database: str | None = None, broker: str | None = None,
+               timeout: float = 10.0) -> list[Check]:
+    """All checks of a deployment (the workspace folder, if given, supplies the database setting)."""
+    root = Path(workspace).resolve() if workspace else None
+    out: list[Check] = []
+    if root is not None:
+        out.append(_guard("workspace", lambda: check_workspace(root)))
+    setting = _settings(root).get("database") if root is not None else None
+    url = None
+    if database or os.environ.get(records.ENV_DATABASE) or setting or root is not None:
+        url = records.resolve_url(database, setting, (root or Path.cwd()) / "catalog.sqlite")
+    if url is None:
+        out.append(Check("records", "fail", "no workspace and no records database given",
+                         "pass --workspace DIR and/or --database URL (or set CITYTWIN_DATABASE)"))
+    else:
+        try:
+            out.extend(check_records(url))
+        except CitytwinError as exc:
+            out.append(Check("records", "fail", exc.message, exc.hint))
+        except Exception as exc:
+            out.append(Check("records", "fail", f"{records.redact(url)}: {type(exc).__name__}: {exc}"))
+    out.append(_guard("mqtt", lambda: check_broker(broker or os.environ.get(ENV_BROKER), timeout=timeout)))
+    out.append(_guard("chromium", check_chromium))
+    out.append(_guard("disk", lambda: check_disk(root or Path.cwd())))
+    return out
