@@ -6,6 +6,8 @@ Each check gives ``ok``, ``warn`` or ``fail`` with a detail and, unless ok, what
 * ``records`` — the records database (SQLite file or PostgreSQL by URL) is reachable and migrated to
   this citytwin's schema (the version of each store);
 * ``postgis`` — with PostgreSQL records: whether the PostGIS extension is installed in that database;
+* ``embedded`` — a warning when the workspace's records are still in its SQLite file while
+  ``$CITYTWIN_DATABASE`` (or ``--database``) points to PostgreSQL (move them: ``citytwin records move``);
 * ``mqtt`` — the broker given by URL (``mqtt://[USER[:PASSWORD]@]HOST:PORT``, ``mqtts://`` for TLS, or
   ``HOST:PORT``; credentials and TLS files otherwise from ``$CITYTWIN_MQTT_*``) accepts a connection;
 * ``chromium`` — Chromium for PDF reports;
