@@ -213,7 +213,11 @@ def move_records(root: str | Path, to: str, *, user: str | None = None, replace:
         for store in (catalog_store, cases_store, projects_store):
             records.open_store(to, store)
         result = _copy(ws, to, sources, replace=replace, progress=progress)
-    result.kept = [str(_retire(path)) for _, path in sources]
+    for _, path in sources:
+        try:
+            result.kept.append(str(_retire(path)))
+        except OSError as exc:
+            result.notes.append(f"{path} could not be renamed ({exc.strerror or exc}); it is no longer used")
     env = os.environ.get(records.ENV_DATABASE)
     if env and env != to:
         result.notes.append(f"${records.ENV_DATABASE} is set ({_safe(env)}) and overrides the workspace's "
@@ -310,7 +314,12 @@ def _copy(ws: Any, to: str, sources: list[tuple[Store, Path]], *, replace: bool,
                         " VALUES (?,?,?,?,?,?,?,?,?)",
                         (_now(), ws.user.name, ws.user.role, "records.move", None, None, result.rows, "ok", detail))
             _prepare_settings(ws.root, settings_tmp, to)
-        os.replace(settings_tmp, ws.root / MARKER)  # committed: the workspace now uses the target
+        try:
+            os.replace(settings_tmp, ws.root / MARKER)  # committed: the workspace now uses the target
+        except OSError as exc:
+            raise CitytwinError(f"the records were moved to {_safe(to)}, but the workspace's setting could not "
+                                f"be written: {exc.strerror or exc}",
+                                hint=f'set "database" in {ws.root / MARKER} to that URL by hand') from None
     finally:
         for sc in src_cons.values():
             sc.close()
