@@ -258,7 +258,7 @@ def test_doctor_warns_when_records_stay_in_sqlite(pg_url: str, tmp_path: Path,
     checks = [c for c in run_checks(ws.root, broker=None) if c.name == "embedded"]
     warn = [c for c in checks if c.status == "warn" and "still in SQLite" in c.detail]
     assert len(warn) == 1 and "citytwin records move" in (warn[0].fix or "")
-    monkeypatch.delenv(records.ENV_DATABASE)
-    move_records(ws.root, pg_url)
-    monkeypatch.setenv(records.ENV_DATABASE, pg_url)
+    # the move reads the workspace's own SQLite records, though $CITYTWIN_DATABASE points to the target
+    result = move_records(ws.root, pg_url)
+    assert [t.rows for t in result.tables if t.table == "users"] == [1] and result.notes == []
     assert not [c for c in run_checks(ws.root, broker=None) if "still in SQLite" in c.detail]

@@ -283,9 +283,10 @@ def run_checks(workspace: Path | None, *, database: str | None = None, broker: s
             out.append(Check("records", "fail", f"{records.redact(url)}: {type(exc).__name__}: {exc}"))
     own = root / "catalog.sqlite" if root is not None and not setting else None  # records still embedded
     if own is not None and own.exists() and url != f"sqlite:///{own}" and records.is_postgres(url or ""):
-        out.append(Check("embedded", "warn", f"the workspace's records are still in SQLite ({own}) while "
-                         f"{'--database' if database else records.ENV_DATABASE} points to {records.redact(url or '')}",
-                         f"move them: citytwin records move -w {root} --to URL (or drop that setting)"))
+        which = "--database" if database else records.ENV_DATABASE
+        out.append(Check("embedded", "warn", f"the workspace's records are still in SQLite ({own}) while {which} "
+                         f"points to {records.redact(url or '')}: citytwin uses the latter for this workspace",
+                         f"move them there: citytwin records move -w {root} --to URL; or drop {which}"))
     out.append(_guard("mqtt", lambda: check_broker(broker or os.environ.get(ENV_BROKER), timeout=timeout)))
     out.append(_guard("chromium", check_chromium))
     out.append(_guard("disk", lambda: check_disk(root or Path.cwd())))
