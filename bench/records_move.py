@@ -3,8 +3,9 @@ PostgreSQL, against a bare copy of the same rows measured in the same run.
 
 The workspace holds N audit rows and N/10 cases with one event each (written straight into its SQLite
 files: the bench measures the move, not the writes). The peer is the floor of any such copy: the same
-tables read from the same SQLite files with ``sqlite3`` and written with psycopg's ``COPY`` into a fresh
-database, in one transaction, with no checks, no locks, no sequences, no settings. Both run against a
+tables created (the stores' migrations) and read from the same SQLite files with ``sqlite3`` and written
+with psycopg's ``COPY`` into a fresh database, in one transaction, with no checks, no locks, no sequences,
+no settings. Both run against a
 throw-away PostgreSQL 15 cluster (``tests/pg.py``: loopback, ``fsync=off``), best of ``--repeat``.
 Ratio = peer seconds / move seconds (1.0: the checks cost nothing).
 """
@@ -62,9 +63,9 @@ def peer_copy(root: Path, url: str) -> float:
     from citytwin.foundation.catalog import CATALOG_STORE
     from citytwin.foundation.records_move import store_tables
 
-    for store in (CATALOG_STORE, CASES_STORE):
-        records.open_store(url, store)  # the same empty schema as the move finds
     t0 = time.perf_counter()
+    for store in (CATALOG_STORE, CASES_STORE):
+        records.open_store(url, store)  # the tables, as the move makes them
     with psycopg.connect(url) as pg:
         for store, path in ((CATALOG_STORE, root / "catalog.sqlite"), (CASES_STORE, root / "cases" / "cases.sqlite")):
             src = sqlite3.connect(path)

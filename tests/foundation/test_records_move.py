@@ -191,6 +191,14 @@ def test_a_failure_mid_copy_leaves_nothing(pg_url: str, tmp_path: Path) -> None:
     assert set(_counts(pg_url).values()) == {0}
     assert (ws.root / "citytwin.json").read_bytes() == marker
     assert Workspace.open(ws.root, user="admin").catalog.db.dialect == "sqlite"
+    # SQLite does not enforce foreign keys; PostgreSQL does: an orphan row is named, not dropped
+    with sqlite3.connect(ws.root / "cases" / "cases.sqlite") as con:
+        con.execute("INSERT INTO case_events(case_id, ts, kind) VALUES (99, '2026-01-01', 'note')")
+    with pytest.raises(CitytwinError, match=r"case_events.*\(case_id\)=\(99\) is not present"):
+        move_records(ws.root, pg_url)
+    assert set(_counts(pg_url).values()) == {0} and (ws.root / "citytwin.json").read_bytes() == marker
+    with sqlite3.connect(ws.root / "cases" / "cases.sqlite") as con:
+        con.execute("DELETE FROM case_events WHERE case_id=99")
     move_records(ws.root, pg_url)  # and then it moves
     assert _counts(pg_url)["projects"] == 1
 
@@ -262,3 +270,14 @@ def test_doctor_warns_when_records_stay_in_sqlite(pg_url: str, tmp_path: Path,
     result = move_records(ws.root, pg_url)
     assert [t.rows for t in result.tables if t.table == "users"] == [1] and result.notes == []
     assert not [c for c in run_checks(ws.root, broker=None) if "still in SQLite" in c.detail]
+
+
+def test_values_that_would_change_are_found() -> None:
+    """The value check (unit): what PostgreSQL would round, cast or refuse is caught, per chunk and per value."""
+    from citytwin.foundation.records_move import _check_value, _chunk_ok
+
+    target = [("a", "bigint"), ("b", "double precision"), ("c", "text")]
+    assert _chunk_ok([(1, 2**62, 2.5, "x"), (2, None, 3, None)], target)
+    for bad in [(1, 1.5, 1.0, "x"), (1, "7", 1.0, "x"), (1, 1, "x", "x"), (1, 1, 1.0, "a\x00b"), (1, 1, 1.0, b"x")]:
+        assert not _chunk_ok([(0, 1, 1.0, "ok"), bad], target), bad
+        assert not all(_check_value(v, t) for v, (_, t) in zip(bad[1:], target, strict=True)), bad

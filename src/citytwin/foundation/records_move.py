@@ -234,6 +234,9 @@ def _pg_errors(url: str) -> Iterator[None]:
         yield
     except psycopg.Error as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = getattr(getattr(exc, "diag", None), "message_detail", None)
+        if detail:
+            msg = f"{msg} ({detail})"
         pw = _password(url)
         if pw:
             msg = msg.replace(pw, "***")
@@ -247,6 +250,25 @@ def _target_columns(con: records.Connection, table: str) -> list[tuple[str, str]
                        " WHERE table_schema=current_schema() AND table_name=? ORDER BY ordinal_position",
                        (table,)).fetchall()
     return [(r[0], r[1]) for r in rows]
+
+
+_ALLOWED: dict[str, set[type]] = {"bigint": {int, type(None)}, "double precision": {int, float, type(None)},
+                                  "text": {str, type(None)}}
+
+
+def _chunk_ok(rows: list[Any], target: list[tuple[str, str]]) -> bool:
+    """Whether every value of ``rows`` (rowid first) arrives unchanged: the types of each column as a set
+    and the NUL test on joined text run in C (a chunk that fails is scanned row by row for the message)."""
+    cols = list(zip(*rows, strict=True))[1:]
+    for (_, pgtype), col in zip(target, cols, strict=True):
+        kinds = set(map(type, col))
+        allowed = _ALLOWED.get(pgtype)
+        if allowed is None:
+            if bytes in kinds:
+                return False
+        elif not kinds <= allowed or (pgtype == "text" and "\x00" in "".join(filter(None, col))):
+            return False
+    return True
 
 
 def _check_value(value: Any, pgtype: str) -> bool:
@@ -361,15 +383,16 @@ def _copy_table(con: records.Connection, src: sqlite3.Connection, store: str, pa
     cur = src.execute(f"SELECT rowid, {', '.join(select)} FROM {ident(table)} ORDER BY rowid")
     with con.raw.cursor() as pg, pg.copy(f"COPY {ident(table)} ({cols}) FROM STDIN") as copy:
         while rows := cur.fetchmany(_CHUNK):
+            if not _chunk_ok(rows, target):
+                for row in rows:
+                    for (name, pgtype), value in zip(target, row[1:], strict=True):
+                        if not _check_value(value, pgtype):
+                            raise InputError(f"table {table}: {value!r} cannot be stored as PostgreSQL "
+                                             f"{pgtype} unchanged", file=str(path), row=int(row[0]), field=name,
+                                             hint="nothing was moved; correct the value in the SQLite file "
+                                                  "(row = its rowid), then move again")
             for row in rows:
-                values = row[1:]
-                for (name, pgtype), value in zip(target, values, strict=True):
-                    if not _check_value(value, pgtype):
-                        raise InputError(f"table {table}: {value!r} cannot be stored as PostgreSQL "
-                                         f"{pgtype} unchanged", file=str(path), row=int(row[0]), field=name,
-                                         hint="nothing was moved; correct the value in the SQLite file "
-                                              "(row = its rowid), then move again")
-                copy.write_row(values)
+                copy.write_row(row[1:])
             done += len(rows)
             if progress is not None:
                 progress(store, table, done, total)
