@@ -17,6 +17,7 @@ from citytwin.cli import doctor as _doctor
 from citytwin.cli import economy, resilience, spatial, twin
 from citytwin.cli import foundation as _foundation
 from citytwin.cli import plan as _plan
+from citytwin.cli import records as _records
 from citytwin.cli import report as _report
 from citytwin.cli import serve as _serve
 from citytwin.cli import sim as _sim
@@ -38,6 +39,7 @@ app.add_typer(_plan.app, name="plan")
 app.add_typer(_cases.app, name="cases")
 app.add_typer(_consult.app, name="consult")
 app.add_typer(_sim.app, name="sim")
+app.add_typer(_records.app, name="records")
 
 
 @app.command()
