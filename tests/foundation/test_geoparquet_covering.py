@@ -172,3 +172,56 @@ def test_hilbert_curve_visits_neighbours() -> None:
     assert (np.abs(np.diff(xs[order])) + np.abs(np.diff(ys[order]))).max() == 1  # each step to a neighbour
     nan = geoparquet.hilbert_keys(np.array([np.nan, 1.0]), np.array([0.0, 1.0]), (0.0, 0.0, 1.0, 1.0))
     assert nan[0] > nan[1]  # missing geometry sorts last
+
+
+def _land_use(path: Path, n: int, bad: bool = False) -> gpd.GeoDataFrame:
+    g = _mixed(n, seed=3)
+    g = g[g.geometry.notna() & (g.geometry.geom_type != "Point")].reset_index(drop=True)
+    out = gpd.GeoDataFrame({"parcel_id": [f"p{i}" for i in range(len(g))], "land_use": "R"}, geometry=g.geometry,
+                           crs="EPSG:4326")
+    feats = json.loads(out.to_json())
+    if bad:  # one record outside the WGS84 range: the staged pipeline quarantines it
+        feats["features"][5]["geometry"] = {"type": "Point", "coordinates": [200.0, 100.0]}
+        out = out.drop(index=5).reset_index(drop=True)
+    path.write_text(json.dumps(feats), encoding="utf-8")
+    return out
+
+
+@pytest.mark.parametrize("bad", [False, True])
+def test_ingested_lines_and_polygons_are_covered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: bool) -> None:
+    from citytwin.foundation.ingest import ingest
+
+    monkeypatch.setattr(geoparquet, "ROW_GROUP_ROWS", 2048)  # several row groups from a small file
+    w = Workspace.init(tmp_path / "ws", owner="admin")
+    src = _land_use(tmp_path / "lu.geojson", 9000, bad)
+    r = ingest(w, tmp_path / "lu.geojson", dataset="lu", schema="land_use")
+    assert r.rows_kept == len(src) and r.rows_quarantined == int(bad)
+    assert w.info("lu").current.params["pipeline"] == ("staged" if bad else "streamed")
+    f = _file(w, "lu")
+    geo = json.loads(pq.ParquetFile(f).schema_arrow.metadata[b"geo"])
+    assert geo["version"] == "1.1.0" and geo["columns"]["geometry"]["covering"]["bbox"]["ymax"] == ["bbox", "ymax"]
+    assert sorted(geo["columns"]["geometry"]["geometry_types"]) == ["LineString", "Polygon"]
+    assert pq.ParquetFile(f).metadata.num_row_groups >= 2
+    full = w.read("lu")
+    assert "bbox" not in full.columns and len(full) == len(src)
+    assert full["parcel_id"].tolist() != src["parcel_id"].tolist()  # Hilbert order, not the file's
+    assert w.info("lu").current.extent == pytest.approx(list(src.total_bounds))
+    for bb in (BOX, (116.2, 39.6, 116.21, 39.61)):
+        want = sorted(src["parcel_id"][src.geometry.intersects(box(*bb)).to_numpy()])
+        assert sorted(w.read("lu", bbox=bb)["parcel_id"]) == want and want
+        hit, total = _groups_hit(f, bb)
+        assert hit < total / 2
+
+
+def test_ingested_points_keep_their_order_without_covering(tmp_path: Path) -> None:
+    from citytwin.foundation.ingest import ingest
+
+    w = Workspace.init(tmp_path / "ws", owner="admin")
+    p = tmp_path / "poi.csv"
+    g = _points(3000)
+    p.write_text("poi_id,name,category,lon,lat\n" + "".join(
+        f"{i},n{i},shop,{x!r},{y!r}\n" for i, x, y in zip(g["pid"], g.geometry.x, g.geometry.y, strict=True)))
+    ingest(w, p, dataset="poi", schema="poi")
+    geo = json.loads(pq.ParquetFile(_file(w, "poi")).schema_arrow.metadata[b"geo"])
+    assert "covering" not in geo["columns"]["geometry"]  # points: the ingest path stays as it was (see docs)
+    assert w.read("poi")["poi_id"].astype(int).tolist() == list(range(3000))

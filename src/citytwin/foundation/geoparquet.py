@@ -27,12 +27,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["COVERING_FIELDS", "HILBERT_BITS", "ROW_GROUP_ROWS", "bbox_struct", "covering_name", "geo_metadata",
-           "hilbert_keys", "hilbert_order", "write_spatial"]
+from citytwin.foundation.sql import ident, literal
+
+__all__ = ["COVERING_FIELDS", "HILBERT_BITS", "ROW_GROUP_ROWS", "bbox_struct", "cover_file", "covering_name",
+           "geo_metadata", "hilbert_keys", "hilbert_order", "write_spatial"]
 
 #: rows per row group of a spatial dataset: a small box reads a few of them (at 1M points, 16)
 ROW_GROUP_ROWS = 65_536
@@ -156,3 +159,50 @@ def write_spatial(table: pa.Table, path: str | Path, geometry: str, bounds: np.n
                    write_statistics=[c for c in table.column_names if c != geometry] + [f"{name}.{f}"
                                                                                          for f in COVERING_FIELDS])
     return table
+
+
+def cover_file(con: duckdb.DuckDBPyConnection, path: Path, write_options: str, *,
+               row_group_rows: int | None = None, points: bool = False) -> str | None:
+    """Rewrite a GeoParquet 1.0 file that DuckDB wrote (ingest's ``COPY``) as GeoParquet 1.1 with a covering.
+
+    ``con`` has the spatial extension loaded (and the caller's memory limit and spill folder: the
+    sort spills). The geometry column ``geometry`` becomes WKB with the ``geo`` metadata of
+    :func:`geo_metadata` (the types and bbox DuckDB recorded, and the covering ``bbox``); a file of
+    more than one row group is written in the order of DuckDB's ``ST_Hilbert`` over its extent
+    (missing geometry last), smaller ones in their order. ``write_options``: the ``COPY`` options
+    (their ``ROW_GROUP_SIZE`` is replaced). A file with only points is left as it is unless
+    ``points`` (their covering repeats the coordinates). ``row_group_rows``: default
+    :data:`ROW_GROUP_ROWS`. Returns the covering column's name if the file was rewritten, else None.
+    """
+    row_group_rows = row_group_rows or ROW_GROUP_ROWS
+    row = con.execute("SELECT value FROM parquet_kv_metadata(?) WHERE key = 'geo'", [str(path)]).fetchone()
+    if row is None:
+        return None
+    value = row[0]
+    geo = json.loads(bytes(value).decode() if isinstance(value, bytes | bytearray) else str(value))
+    col = geo.get("columns", {}).get("geometry")
+    if col is None or "covering" in col:
+        return None
+    types = [str(t) for t in col.get("geometry_types", [])]
+    if not points and types and all(t.removesuffix(" Z") == "Point" for t in types):
+        return None
+    names = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()]
+    cover = covering_name("geometry", names)
+    bbox = col.get("bbox")
+    rows = con.execute("SELECT count(*) FROM read_parquet(?)", [str(path)]).fetchone()
+    order = ""
+    if bbox and len(bbox) == 4 and rows is not None and int(rows[0]) > row_group_rows:
+        env = ", ".join(repr(float(v)) for v in bbox)
+        order = f" ORDER BY ST_Hilbert(geometry, ST_Extent(ST_MakeEnvelope({env}))) NULLS LAST"
+    meta = json.dumps(geo_metadata("geometry", types, [float(v) for v in bbox] if bbox else None, covering=cover),
+                      separators=(",", ":"))
+    opts = ", ".join(o for o in (x.strip() for x in write_options.split(","))
+                     if not o.upper().startswith("ROW_GROUP_SIZE"))
+    tmp = path.with_name(path.name + ".covered")
+    fields = ", ".join(f"{f} := ST_{f[0].upper()}{f[1:].capitalize()}(geometry)" for f in COVERING_FIELDS)
+    con.execute(f"COPY (SELECT * REPLACE (ST_AsWKB(geometry) AS geometry), "
+                f"CASE WHEN geometry IS NOT NULL AND NOT ST_IsEmpty(geometry) THEN struct_pack({fields}) END "
+                f"AS {ident(cover)} FROM read_parquet({literal(str(path))}){order}) TO {literal(str(tmp))} "
+                f"({opts}, ROW_GROUP_SIZE {int(row_group_rows)}, KV_METADATA {{geo: {literal(meta)}}})")
+    tmp.replace(path)
+    return cover
