@@ -225,3 +225,10 @@ def test_ingested_points_keep_their_order_without_covering(tmp_path: Path) -> No
     geo = json.loads(pq.ParquetFile(_file(w, "poi")).schema_arrow.metadata[b"geo"])
     assert "covering" not in geo["columns"]["geometry"]  # points: the ingest path stays as it was (see docs)
     assert w.read("poi")["poi_id"].astype(int).tolist() == list(range(3000))
+
+
+def test_quality_report_leaves_the_covering_out(ws: Workspace) -> None:
+    from citytwin.foundation.quality import quality_report
+
+    rep = quality_report(ws, "mixed")
+    assert set(rep.completeness) == {"fid0"} and rep.rows == 150_000
