@@ -232,3 +232,15 @@ def test_quality_report_leaves_the_covering_out(ws: Workspace) -> None:
 
     rep = quality_report(ws, "mixed")
     assert set(rep.completeness) == {"fid0"} and rep.rows == 150_000
+
+
+def test_a_data_column_named_bbox_stays_data(tmp_path: Path) -> None:
+    w = Workspace.init(tmp_path / "ws", owner="admin")
+    g = gpd.GeoDataFrame({"bbox": ["in", "out"]}, geometry=gpd.points_from_xy([0.5, 3.0], [0.5, 3.0]), crs="EPSG:4326")
+    w.write_derived("b", g, inputs=[], parameters={})
+    f = _file(w, "b")
+    assert pq.read_schema(f).names == ["bbox", "geometry", "geometry_bbox"]
+    geo = json.loads(pq.read_schema(f).metadata[b"geo"])
+    assert geo["columns"]["geometry"]["covering"]["bbox"]["xmin"] == ["geometry_bbox", "xmin"]
+    assert list(w.read("b").columns) == ["bbox", "geometry"]
+    assert w.read("b", bbox=(0, 0, 1, 1))["bbox"].tolist() == ["in"]
