@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from citytwin.foundation import duck
+from citytwin.foundation import duck, readsql
 from citytwin.foundation.sql import ident
 from citytwin.foundation.workspace import Workspace
 
@@ -84,6 +84,8 @@ def quality_report(ws: Workspace, name: str, version: int | None = None, *, k: f
         rel = con.sql(f"SELECT * FROM read_parquet('{glob}')")
         cols = list(zip(rel.columns, [str(t) for t in rel.types], strict=True))
         rows = int(con.sql(f"SELECT count(*) FROM read_parquet('{glob}')").fetchone()[0])  # type: ignore[index]
+        cover = readsql.covering(path, "geometry")  # a GeoParquet bbox covering is no data column
+        cols = [(c, t) for c, t in cols if not cover or c not in {p[0] for p in cover.values()}]
         plain = [c for c, t in cols if c != "geometry" and not t.startswith(("GEOMETRY", "BLOB"))]
         completeness: dict[str, float] = {}
         missing: dict[str, int] = {}

@@ -158,14 +158,15 @@ def bbox_sql(geometry: str, cover: dict[str, list[str]] | None = None,
 def select_sql(available: Sequence[str], columns: Sequence[str] | None, where: Sequence[Filter] | None,
                limit: int | None, *, masked: dict[str, str] | None = None, bbox: BBox | None = None,
                geometry: str = "geometry", cover: dict[str, list[str]] | None = None,
-               position: bool = False) -> tuple[str, list[Any]]:
+               position: bool = False, hidden: Sequence[str] = ()) -> tuple[str, list[Any]]:
     """The SQL and bound parameters of a structured read over ``read_parquet(?)``.
 
     Column names are checked against ``available`` and quoted; values are parameters. The first
     parameter is left for the Parquet path. ``bbox`` filters on column ``geometry``
     (:func:`bbox_sql`; ``cover``: its GeoParquet covering). With ``position`` the query also selects
     each record's file and row in that file (columns :data:`POS_FILE`, :data:`POS_ROW`; see
-    :func:`positions`).
+    :func:`positions`). ``hidden``: columns of the files that a read of all columns leaves out (the
+    covering; not in ``available``).
 
     Examples
     --------
@@ -191,7 +192,8 @@ def select_sql(available: Sequence[str], columns: Sequence[str] | None, where: S
         cols += f", filename AS {ident(POS_FILE)}, file_row_number AS {ident(POS_ROW)}"
         sql = f"SELECT {cols} FROM read_parquet(?, filename = true, file_row_number = true)"
     else:
-        cols = "*" if not columns else ", ".join(col(c, "columns") for c in columns)
+        cols = ", ".join(col(c, "columns") for c in columns) if columns else \
+            f"* EXCLUDE ({', '.join(ident(h) for h in hidden)})" if hidden else "*"
         sql = f"SELECT {cols} FROM read_parquet(?)"
     params: list[Any] = []
     conds = []

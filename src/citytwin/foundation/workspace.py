@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 import shapely
 
 import citytwin
-from citytwin.foundation import access, duck, readsql, records
+from citytwin.foundation import access, duck, geoparquet, readsql, records
 from citytwin.foundation.catalog import (
     Catalog,
     DatasetInfo,
@@ -308,11 +308,14 @@ class Workspace:
             try:
                 geom = next((c["name"] for c in vi.columns if str(c.get("type", "")).upper().startswith("GEOMETRY")),
                             "geometry")
-                cover = readsql.covering(path, geom) if bbox is not None else None
+                # the covering column (GeoParquet 1.1) serves the bbox filter only: never read as data
+                cover = readsql.covering(path, geom)
+                hidden = sorted({p[0] for p in cover.values()}) if cover else []
+                available = [c for c in available if c not in hidden]
                 if position is not None and position in available:
                     raise InputError(f"position column {position!r} is a column of {name!r}", field="position")
                 sql, params = select_sql(available, columns, where, limit, masked=masked, bbox=bbox, geometry=geom,
-                                         cover=cover, position=position is not None)
+                                         cover=cover, position=position is not None, hidden=hidden)
             except CitytwinError as exc:
                 self.catalog.audit(user=self.user.name, role=self.user.role, action="read", dataset=name,
                                    version=vi.version,
@@ -519,8 +522,7 @@ class Workspace:
                                      hint=f"derived data is {strictest} like its strictest input unless a"
                                           " steward or admin classifies it lower")
         staging = self.staging_dir()
-        table = frame_to_arrow(frame)
-        pq.write_table(table, staging / "part-0.parquet")
+        write_frame(frame, staging / "part-0.parquet")
         params = dict(parameters)
         if code:
             params["_code"] = code
@@ -678,29 +680,26 @@ def _extent(frame: pd.DataFrame) -> list[float] | None:
     return None
 
 
-def frame_to_arrow(frame: pd.DataFrame) -> pa.Table:
-    """A (Geo)DataFrame as an Arrow table; geometry as WKB with GeoParquet metadata (CRS84)."""
+def write_frame(frame: pd.DataFrame, path: Path) -> None:
+    """Write a (Geo)DataFrame as one Parquet file of a version.
+
+    A GeoDataFrame becomes GeoParquet 1.1 (WKB in CRS84, a bbox covering column, rows in Hilbert
+    order when there is more than one row group: :func:`citytwin.foundation.geoparquet.write_spatial`);
+    other frames plain Parquet.
+    """
     if isinstance(frame, gpd.GeoDataFrame):
         gcol = frame.geometry.name
         f = frame
         if f.crs is not None and not f.crs.equals("EPSG:4326") and not f.crs.equals("OGC:CRS84"):
             f = f.to_crs("EPSG:4326")
         plain = pd.DataFrame(f.drop(columns=[gcol]))
-        plain[gcol] = shapely.to_wkb(f.geometry.values, flavor="iso")
+        geoms = f.geometry.values
+        plain[gcol] = shapely.to_wkb(geoms, flavor="iso")
         table = pa.Table.from_pandas(plain, preserve_index=False)
-        return with_geo_metadata(table, gcol, list(f.geometry.geom_type.dropna().unique()))
-    return pa.Table.from_pandas(frame, preserve_index=False)
-
-
-def with_geo_metadata(table: pa.Table | pa.Schema, column: str, types: list[str] | None = None) -> Any:
-    """Attach GeoParquet 1.0 metadata (WKB, CRS84 longitude/latitude) to a table or schema."""
-    geo = {"version": "1.0.0", "primary_column": column,
-           "columns": {column: {"encoding": "WKB", "geometry_types": sorted(set(types or []))}}}
-    meta = dict(table.schema.metadata or {}) if isinstance(table, pa.Table) else dict(table.metadata or {})
-    meta[b"geo"] = json.dumps(geo).encode()
-    if isinstance(table, pa.Table):
-        return table.replace_schema_metadata(meta)
-    return table.with_metadata(meta)
+        geoparquet.write_spatial(table, path, gcol, shapely.bounds(geoms),
+                                 [str(t) for t in f.geometry.geom_type.dropna().unique()])
+        return
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
 
 
 def _arrow_to_frame(table: pa.Table) -> pd.DataFrame:

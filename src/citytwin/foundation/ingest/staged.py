@@ -19,7 +19,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from citytwin.foundation import readers
+from citytwin.foundation import geoparquet, readers
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.ingest import blocks
 from citytwin.foundation.ingest.connection import connect
@@ -228,6 +228,8 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
     file_names = [str(p) for p in files]
     con.execute(f"""COPY (SELECT {', '.join(q(c) for c in keep_cols)} FROM staged WHERE _reason IS NULL)
                  TO '{out_dir / 'part-0.parquet'}' ({PARQUET_WRITE})""")
+    if "geometry" in keep_cols:  # lines and polygons: GeoParquet 1.1, covering, Hilbert order
+        geoparquet.cover_file(con, out_dir / "part-0.parquet", PARQUET_WRITE)
     qfile = staging / "quarantine.parquet"
     fname_case = "CASE _file " + " ".join(f"WHEN {i} THEN {lit(n)}" for i, n in enumerate(file_names)) + " END"
     con.execute(f"""COPY (

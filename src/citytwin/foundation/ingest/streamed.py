@@ -25,7 +25,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from citytwin.foundation import duck, readers
+from citytwin.foundation import duck, geoparquet, readers
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.ingest import blocks
 from citytwin.foundation.ingest.connection import connect
@@ -116,6 +116,7 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
     kept = 0
     layout = "long"
     plans: list[Plan] = []
+    covers: set[str] = set()  # covering columns written (not data columns of the version)
     try:
         for gi, group in enumerate(_csv_groups(files, opts)):
             path = group[0]
@@ -178,11 +179,13 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
                                f"CASE WHEN _reason IS NULL THEN TRUE ELSE error({lit(_QUARANTINE_NEEDED)}) END")
                 res = con.execute(f"COPY ({guarded}) TO '{part}' ({PARQUET_WRITE})").fetchone()
                 written = int(res[0]) if res else 0
+                if spatial and written:  # lines and polygons: GeoParquet 1.1, covering, Hilbert order
+                    covers.add(geoparquet.cover_file(con, part, PARQUET_WRITE) or "")
             kept += written
             parts.append(part)
             note_columns(columns_meta, plan, opts.h3_res)
         files_sql = "[" + ", ".join(lit(str(p)) for p in parts) + "]"
-        keep_cols = list(con.sql(f"SELECT * FROM read_parquet({files_sql}) LIMIT 0").columns)
+        keep_cols = [c for c in con.sql(f"SELECT * FROM read_parquet({files_sql}) LIMIT 0").columns if c not in covers]
         scan = f"read_parquet({files_sql})"
         say("checking keys")
         key = [k for k in sch.key if k in keep_cols]
