@@ -139,3 +139,15 @@ def test_bad_bbox_is_a_clear_error(ws: Workspace) -> None:
     ws.write_derived("plain", gpd.pd.DataFrame({"a": [1]}), inputs=[], parameters={})
     with pytest.raises(InputError, match="bbox"):
         ws.read("plain", bbox=BOX)
+
+
+def test_layer_whose_geometries_are_all_missing_reads_back(tmp_path: Path) -> None:
+    """A spatial dataset with only missing geometries reads back as missing geometries (it raised a
+    TypeError: the all-null WKB column came back as float NaN)."""
+    ws = Workspace.init(tmp_path / "ws")
+    frame = gpd.GeoDataFrame({"a": [1, 2]}, geometry=[None, None], crs="EPSG:4326")
+    ws.write_derived("empty_geoms", frame, inputs=[], parameters={})
+    back = ws.read("empty_geoms")
+    assert list(back["a"]) == [1, 2]
+    assert back.geometry.isna().all()
+    assert len(ws.read("empty_geoms", bbox=(0, 0, 1, 1))) == 0

@@ -35,6 +35,7 @@ from typing import Any
 
 import duckdb
 import geopandas as gpd
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -705,7 +706,9 @@ def write_frame(frame: pd.DataFrame, path: Path) -> None:
 def _arrow_to_frame(table: pa.Table) -> pd.DataFrame:
     df = table.to_pandas()
     if "geometry" in df.columns:
-        geom = shapely.from_wkb(df["geometry"].to_numpy())
+        # a column of missing geometries only may come back as float NaN: missing is None for shapely
+        wkb = df["geometry"].to_numpy(dtype=object)
+        geom = shapely.from_wkb(np.where(pd.isna(wkb), None, wkb))
         out: pd.DataFrame = gpd.GeoDataFrame(df.drop(columns=["geometry"]), geometry=geom, crs="EPSG:4326")
         return out
     frame: pd.DataFrame = df
