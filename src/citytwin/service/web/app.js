@@ -174,7 +174,8 @@ function renderLayerPanel() {
     });
     const sw = `<span class="swatch" style="background:${SCHEMA_STYLE[c.schema]?.color ?? "#5b7db1"}"></span>`;
     label.append(box);
-    label.insertAdjacentHTML("beforeend", ` ${sw}${esc(c.id)} <span class="cls">${esc(c.classification)}</span>`);
+    label.insertAdjacentHTML("beforeend",
+      ` ${sw}<span class="name" title="${esc(c.id)}">${esc(c.id)}</span> <span class="cls">${esc(c.classification)}</span>`);
     list.append(label);
   }
 }
