@@ -207,17 +207,24 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
     if fallback and (not had_geometry or sch.geometry is not None):
         _admin_geometry(con, h3_res, had_geometry)
         cols_now = con.sql("SELECT * FROM staged LIMIT 0").columns
-        n = con.sql("SELECT count(*) FILTER (WHERE geometry_source = 'admin_point'), count(*) FROM staged "
-                    "WHERE _reason IS NULL").fetchone()
+        n = con.sql(f"SELECT count(*) FILTER (WHERE geometry_source = 'admin_point'), count(*) FILTER (WHERE "
+                    f"geometry_source = {lit(COUNTY_OF_CODE)}), count(*) FROM staged WHERE _reason IS NULL").fetchone()
         assert n is not None
         if n[0]:
-            notes.append(f"{n[0]} of {n[1]} record(s) without usable coordinates placed at the representative point "
+            notes.append(f"{n[0]} of {n[2]} record(s) without usable coordinates placed at the representative point "
                          "of their administrative unit (adcode): geometry_source = 'admin_point'")
+        if n[1]:
+            notes.append(f"{n[1]} of {n[2]} record(s) without usable coordinates carry a 9-digit township or "
+                         "12-digit village code: placed at the representative point of its county (the code's "
+                         f"first 6 digits), geometry_source = {COUNTY_OF_CODE!r}")
         columns_meta["geometry"] = {"name": "geometry", "type": "GEOMETRY", "crs": "EPSG:4326",
                                     "source": ("the record's coordinates, else " if had_geometry else "")
                                     + "representative point of the administrative unit (adcode)"}
         columns_meta["geometry_source"] = {"name": "geometry_source", "type": "VARCHAR",
-                                           "description": "coordinates / admin_point (where the point came from)"}
+                                           "description": "coordinates / admin_point / admin_point:county_of_code "
+                                                          "(where the point came from: the record's coordinates, "
+                                                          "its unit's point, or the point of the county of its "
+                                                          "township or village code)"}
         if h3_res is not None:
             columns_meta["h3"] = {"name": "h3", "type": "VARCHAR", "h3_resolution": h3_res}
     say("writing")
@@ -289,11 +296,17 @@ def _stage(con: duckdb.DuckDBPyConnection, sql: str, created: bool) -> bool:
     return True
 
 
+#: ``geometry_source`` of a record placed at the point of the county of its 9-digit township or
+#: 12-digit village statistical code (the code's first 6 digits)
+COUNTY_OF_CODE = "admin_point:county_of_code"
+
+
 def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None, had_geometry: bool = False) -> None:
     """A7: records with an administrative code but no coordinates get the unit's representative point.
 
-    ``geometry_source`` says which records did (``admin_point``) and which kept their own
-    coordinates (``coordinates``); records with neither get NULL.
+    ``geometry_source`` says which records did (``admin_point``), which got the point of the county
+    of their 9-digit township or 12-digit village code (:data:`COUNTY_OF_CODE`, the code's first 6
+    digits) and which kept their own coordinates (``coordinates``); records with neither get NULL.
 
     The points' H3 cells come from :func:`citytwin.foundation.spacelink.h3_cells_arrow` (computed
     once per unit, ~3,300 of them, and joined like the coordinates).
@@ -312,9 +325,13 @@ def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None, had_geom
         cells = ", p.h3 AS h3"
     con.register("_admin_points", pts)
     # 9- and 12-digit statistical codes (420600000000) name the unit of their first 6 digits (the
-    # stored code stays as the file gives it)
+    # stored code stays as the file gives it); a township's or village's code (digits after the
+    # sixth not all 0, e.g. 110101001001) gets the point of its county, and says so
     code6 = ("CASE WHEN regexp_full_match(CAST(s.adcode AS VARCHAR), '[0-9]{6}([0-9]{3}){0,2}') "
-                "THEN left(CAST(s.adcode AS VARCHAR), 6) END")
+             "THEN left(CAST(s.adcode AS VARCHAR), 6) END")
+    admin = (f"CASE WHEN regexp_full_match(CAST(s.adcode AS VARCHAR), '[0-9]{{6}}([0-9]{{3}}){{1,2}}') AND "
+             f"NOT regexp_full_match(substr(CAST(s.adcode AS VARCHAR), 7), '0+') THEN {lit(COUNTY_OF_CODE)} "
+             "ELSE 'admin_point' END")
     if had_geometry:
         has_h3 = "h3" in con.sql("SELECT * FROM staged LIMIT 0").columns
         cells = (", CASE WHEN s.geometry IS NOT NULL THEN s.h3 ELSE p.h3 END AS h3" if h3_res is not None and has_h3
@@ -324,13 +341,13 @@ def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None, had_geom
             SELECT s.* EXCLUDE ({drop}),
                    CASE WHEN s.geometry IS NOT NULL THEN s.geometry WHEN p.lon IS NOT NULL THEN ST_Point(p.lon, p.lat)
                    END AS geometry{cells},
-                   CASE WHEN s.geometry IS NOT NULL THEN 'coordinates' WHEN p.lon IS NOT NULL THEN 'admin_point'
+                   CASE WHEN s.geometry IS NOT NULL THEN 'coordinates' WHEN p.lon IS NOT NULL THEN {admin}
                    END AS geometry_source
             FROM staged s LEFT JOIN _admin_points p ON {code6} = p.adcode ORDER BY _file, _row""")
         return
     con.execute(f"""CREATE OR REPLACE TABLE staged AS
         SELECT s.*, CASE WHEN p.lon IS NOT NULL THEN ST_Point(p.lon, p.lat) END AS geometry{cells},
-               CASE WHEN p.lon IS NOT NULL THEN 'admin_point' END AS geometry_source
+               CASE WHEN p.lon IS NOT NULL THEN {admin} END AS geometry_source
         FROM staged s LEFT JOIN _admin_points p ON {code6} = p.adcode ORDER BY _file, _row""")
 
 
