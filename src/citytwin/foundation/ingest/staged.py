@@ -92,7 +92,7 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
             con.execute("SET disabled_optimizers = 'common_subexpressions'")
         try:
             # a wide file in column blocks (bounded memory for any width), others in one query
-            sql = _block_select(con, plan, view, i, geometry_policy) if blocks.blockable(plan) else \
+            sql = _block_select(con, plan, view, i, geometry_policy, h3_res) if blocks.blockable(plan) else \
                 build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
             created = _stage(con, sql, created)
         except duckdb.Error as exc:
@@ -112,7 +112,7 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
             plan = plan_columns(src, sch, user_units=opts.units_map, crs=opts.crs, geometry_policy=geometry_policy,
                             column_map=opts.column_map)
             try:
-                sql = _block_select(con, plan, view, i, geometry_policy) if blocks.blockable(plan) else \
+                sql = _block_select(con, plan, view, i, geometry_policy, h3_res) if blocks.blockable(plan) else \
                     build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
                 created = _stage(con, sql, created)
             except duckdb.Error as exc2:
@@ -271,17 +271,24 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
 
 
 def _block_select(con: duckdb.DuckDBPyConnection, plan: Plan, view: str, file_index: int,
-                  geometry_policy: str) -> str:
+                  geometry_policy: str, h3_res: int | None) -> str:
     """A wide plan's checked records (as :func:`build_sql` gives them) from column blocks (:mod:`.blocks`):
-    each block's query fills a temporary table in row order, and the SELECT returned joins them by
-    position, with every block's reasons and the raw record of a record with any."""
-    n = 0
-    for k, sub in enumerate(blocks.column_blocks(plan)):
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _block_{k} AS "
-                    f"{build_sql(sub, view, file_index, h3_resolution=None, geometry_policy=geometry_policy)}")
-        n = k + 1
-    cols = ["b0._file", "b0._row"] + [f"b{k}.{q(c.name)}" for k, sub in enumerate(blocks.column_blocks(plan))
-                                      for c in sub.columns]
+    each block's query fills a temporary table in row order. Long records: the SELECT returned joins
+    them by position, with every block's reasons and the raw record of a record with any; the first
+    block carries the coordinates or geometry and adds the point geometry and H3 cells. Melted
+    sensor files: the SELECT returned appends the blocks' observations."""
+    parts = blocks.column_blocks(plan)
+    for k, sub in enumerate(parts):
+        geo = sub.lonlat is not None or sub.geometry is not None
+        sql = build_sql(sub, view, file_index, h3_resolution=h3_res if geo else None, geometry_policy=geometry_policy)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _block_{k} AS {sql}")
+    n = len(parts)
+    if blocks.by_rows(plan):
+        return " UNION ALL BY NAME ".join(f"SELECT * FROM _block_{k}" for k in range(n))
+    internal = {"_file", "_row", "_reason", "_column", "_record"}
+    first = [c for c in con.sql("SELECT * FROM _block_0 LIMIT 0").columns if c not in internal]
+    home = {c.name: k for k, sub in enumerate(parts) for c in sub.columns}
+    cols = ["b0._file", "b0._row"] + [f"b{home.get(c, 0)}.{q(c)}" for c in blocks.output_order(plan, first)]
     reasons = [f"b{k}._reason" for k in range(n)]
     return (f"SELECT {', '.join(cols)}, {all_reasons(reasons)} AS _reason, CAST(NULL AS VARCHAR) AS _column, "
             f"coalesce({', '.join(f'b{k}._record' for k in range(n))}) AS _record FROM "
