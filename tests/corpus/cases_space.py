@@ -152,6 +152,27 @@ def _township(folder: Path) -> list[Path]:
     return [p]
 
 
+def _unknown_code_located(ws: Any, r: Any) -> None:
+    df = ws.read(r.dataset)
+    np.testing.assert_allclose(df.geometry.x.to_numpy(), LON[:2], atol=1e-12)
+    np.testing.assert_allclose(df.geometry.y.to_numpy(), LAT[:2], atol=1e-12)
+    note = next(n for n in r.notes if "names no known unit" in n)
+    assert "each placed at its own coordinates" in note and "without a point" not in note, note
+
+
+# city_coords_cpca/adcodes.csv (tried as a new user, `-s admin_unit`): 291 records carry codes of
+# former districts (371401000000 市辖区) and their own coordinates. Before: the note said they were
+# kept "without a point", though each had its coordinates and kept them
+@case("csv_adcode_unknown_with_coordinates", "csv", "codes that name no known unit on records with coordinates: "
+      "the note says they keep their own points", expect="kept", rows=2,
+      ingest={"schema": "admin_unit", "h3": False}, check=_unknown_code_located)
+def _unknown_code(folder: Path) -> list[Path]:
+    p = folder / "codes.csv"
+    p.write_text(f"adcode,name,longitude,latitude\n371401000000,市辖区,{LON[0]},{LAT[0]}\n"
+                 f"441401000000,市辖区,{LON[1]},{LAT[1]}\n", encoding="utf-8")
+    return [p]
+
+
 @case("csv_pois_columns_swapped", "csv", "lon and lat columns swapped for Beijing (lat 116.4): all quarantined",
       expect="error", reason="look swapped (lon 39.908, lat 116.397)", ingest={"schema": "poi"})
 def _swapped_cols(folder: Path) -> list[Path]:

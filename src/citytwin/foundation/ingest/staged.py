@@ -387,8 +387,10 @@ def _check_given_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_
     440900, shows at once)."""
     from citytwin.foundation.admin import AdminResolver
 
+    has_point = "geometry IS NOT NULL" if "geometry" in con.sql("SELECT * FROM staged LIMIT 0").columns else "FALSE"
     given = con.sql(f"SELECT CAST(adcode AS VARCHAR) AS code, any_value(CAST({q(name_col)} AS VARCHAR)) AS name, "
-                    "count(*) AS n FROM staged WHERE adcode IS NOT NULL AND _reason IS NULL GROUP BY 1").df()
+                    f"count(*) AS n, count(*) FILTER (WHERE {has_point}) AS located FROM staged "
+                    "WHERE adcode IS NOT NULL AND _reason IS NULL GROUP BY 1").df()
     if given.empty:
         return
     resolver = AdminResolver.default()
@@ -399,8 +401,12 @@ def _check_given_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_
     named = resolver.resolve(bad["name"].fillna(""), None, level="any")["adcode"].tolist()
     items = [f"{c} ({n}" + (f"; its name resolves to {r}" if r else "") + ")"
              for c, n, r in zip(bad["code"], bad["name"], named, strict=True)]
-    notes.append(f"{int(bad['n'].sum())} record(s) carry an administrative code that names no known unit (kept as "
-                 f"given, without a point): {', '.join(items[:10])}{' …' if len(items) > 10 else ''}")
+    # a record with its own coordinates keeps its point: only the others are left without one
+    total, located = int(bad["n"].sum()), int(bad["located"].sum())
+    where = ("without a point" if located == 0 else "each placed at its own coordinates" if located == total
+             else f"{located} placed at their own coordinates, {total - located} without a point")
+    notes.append(f"{total} record(s) carry an administrative code that names no known unit (kept as "
+                 f"given; {where}): {', '.join(items[:10])}{' …' if len(items) > 10 else ''}")
 
 
 def _fill_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_col: str = "city") -> None:
