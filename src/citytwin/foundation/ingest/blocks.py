@@ -8,6 +8,11 @@ output columns, each with only the source columns it reads; each block's query w
 Parquet file in row order (``preserve_insertion_order``), and :func:`stitch` joins the files side
 by side, row by row, into the version's file with pyarrow, in row groups sized to the width
 (:func:`rows_per_group`), so that memory follows the block width, not the file's.
+
+Records with space block too: the coordinates (:func:`anchors`) travel with the first block, the
+only one with the plan's geometry or points (and so its H3 cells); :func:`output_order` puts the
+joined columns in the order one query gives. Melted sensor files are split by value columns,
+every block with the per-row columns, and their observations appended (:func:`by_rows`).
 """
 
 from __future__ import annotations
