@@ -182,18 +182,34 @@ def _sensor_csv(path: Path, rows: int, cols: int, bad: tuple[int, int] | None = 
     return path
 
 
-@pytest.mark.parametrize("kind", ["points", "points_first", "wkt", "melted"])
+def _geojson(path: Path, rows: int, cols: int) -> Path:
+    import json
+
+    feats = []
+    for i in range(rows):
+        x, y = LON0 + i * 0.01, LAT0 + i * 0.01
+        ring = [[x, y], [x + 0.004, y], [x + 0.004, y + 0.003], [x, y + 0.003], [x, y]]
+        props = {"id": i, **{f"indicator_{j}": _expected(i, j) for j in range(cols)}}
+        feats.append({"type": "Feature", "properties": props, "geometry": {"type": "Polygon", "coordinates": [ring]}})
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["points", "points_first", "wkt", "geojson", "melted"])
 @pytest.mark.parametrize("stream", [True, False])
 def test_space_and_melted_blocks_give_what_one_query_gives(workspace: Workspace, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch, kind: str,
                                                            stream: bool) -> None:
     # blocks of 64 against one query over all 300 columns; with stream=False the staged pipeline
     # (which positional-joins or appends the blocks' tables) runs, with a record to quarantine
-    schema = {"points": "poi", "points_first": "poi", "wkt": "table", "melted": "sensor_observation"}[kind]
+    schema = {"points": "poi", "points_first": "poi", "wkt": "table", "geojson": "table",
+              "melted": "sensor_observation"}[kind]
     if kind == "melted":
         path = _sensor_csv(tmp_path / "s.csv", 9, 300, bad=(4, 200) if not stream else None)
     elif kind == "wkt":
         path = _wkt_csv(tmp_path / "w.csv", 7, 300)
+    elif kind == "geojson":
+        path = _geojson(tmp_path / "g.geojson", 7, 300)
     else:
         path = _point_csv(tmp_path / "p.csv", 9, 300, lon_first=kind == "points_first",
                           bad_row=None if stream else 5)
@@ -202,7 +218,7 @@ def test_space_and_melted_blocks_give_what_one_query_gives(workspace: Workspace,
     monkeypatch.setattr(blocks, "COLUMN_BLOCK", 10_000)
     b = ingest(workspace, path, dataset="whole", schema=schema, stream=stream)
     assert (a.rows_kept, a.rows_quarantined) == (b.rows_kept, b.rows_quarantined)
-    assert a.rows_quarantined == (0 if stream or kind == "wkt" else 1)
+    assert a.rows_quarantined == (0 if stream or kind in ("wkt", "geojson") else 1)
     if stream:
         assert workspace.catalog.get("blocked").current.params["pipeline"] == "streamed"
     sa, sb = _stored(workspace, "blocked"), _stored(workspace, "whole")
