@@ -131,3 +131,30 @@ def _bowtie(folder: Path) -> list[Path]:
          "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}},
     ]), encoding="utf-8")
     return [p]
+
+
+# traffic_shenzhen_tppgcn/sz_speed.csv (tried as a new user, `-s table`): a sensor matrix without a
+# header line. Before: its first record became the header (columns "2", "2_1", "1", "0" …), one record
+# lost and the columns named after its values, exit 0 and no note
+@case("csv_no_header_numbers", "csv", "a numeric matrix without a header line (first line is data): clear error "
+      "naming --no-header", expect="error", reason="first line looks like data, not a header")
+def _no_header(folder: Path) -> list[Path]:
+    return _write(folder, "speed.csv", "2,2,1,0,15\n0,1,0,0,4\n2,0,2,0,4\n")
+
+
+def _no_header_kept(ws: object, r: object) -> None:
+    df = ws.read(r.dataset)  # type: ignore[attr-defined]
+    assert list(df.columns) == ["column0", "column1", "column2", "column3", "column4"]
+    assert df.iloc[0].tolist() == [2, 2, 1, 0, 15]  # the first line is a record, not lost
+
+
+@case("csv_no_header_numbers_flag", "csv", "the same matrix with --no-header: three records, the first kept",
+      expect="kept", rows=3, ingest={"header": False}, check=_no_header_kept)
+def _no_header_flag(folder: Path) -> list[Path]:
+    return _no_header(folder)
+
+
+@case("csv_year_headers", "csv", "a header of years only (2018,2019,2020): a header, not data (no name repeats)",
+      expect="kept", rows=2)
+def _year_headers(folder: Path) -> list[Path]:
+    return _write(folder, "years.csv", "2018,2019,2020\n1.5,2.5,3.5\n4,5,6\n")

@@ -122,3 +122,22 @@ def _value_text(folder: Path) -> list[Path]:
     df = _long().astype({"value": object})
     df.loc[1, "value"] = "n/a?"
     return _write(folder, df)
+
+
+# air_beijing_multisite/PRSA_Data_Wanliu_….csv (tried as a new user, `-s sensor_observation` without
+# `--unit`): its CO column is in µg/m³, the property's unit mg/m³. Every CO reading was quarantined
+# ("co: outside [0, 150]", 32,739 of them) with nothing saying why; the reason now names the unit and
+# the --unit to pass. (Stored as mg/m³ they would be 1,000 times too large: quarantine stays right.)
+@case("obs_wide_co_in_micrograms", "observations", "a wide air file whose CO is in µg/m³ (Beijing): "
+      "quarantined with the --unit to pass", expect="quarantined", rows=2, quarantined=2,
+      reason="co: outside [0, 150] (in µg/m³? pass --unit CO=µg/m³)", ingest={"schema": OBS})
+def _co_micro(folder: Path) -> list[Path]:
+    return _write(folder, pd.DataFrame({"station": "Wanliu", "time": HOURS[:2], "PM2.5": [8.0, 11.0],
+                                        "CO": [300.0, 1200.0]}))
+
+
+@case("obs_wide_co_in_micrograms_unit", "observations", "the same file with --unit CO=µg/m³: CO stored in mg/m³",
+      expect="kept", rows=4, ingest={"schema": OBS, "units_map": {"CO": "µg/m³"}},
+      check=_values("co", [0.3, 1.2]))
+def _co_micro_unit(folder: Path) -> list[Path]:
+    return _co_micro(folder)

@@ -120,6 +120,59 @@ def _bad_crs2(folder: Path) -> list[Path]:
     return _csv(folder, "pois.csv", _pois("lon", "lat"))
 
 
+def _county_of_code(ws: Any, r: Any) -> None:
+    from citytwin.foundation.boundaries import admin_points
+
+    df = ws.read(r.dataset)
+    # the codes are kept as the file gives them
+    assert df["adcode"].tolist() == ["110101001", "420602001001", "110101000", "420600000000"]
+    # a township (9 digits with a non-zero tail in its 12-digit form) and a village get the point of
+    # the county their first 6 digits name, and say so; a county's 9-digit code and a city's
+    # 12-digit code are the unit itself
+    assert df["geometry_source"].tolist() == ["admin_point:county_of_code", "admin_point:county_of_code",
+                                              "admin_point", "admin_point"]
+    pts = admin_points().drop_duplicates("adcode").set_index("adcode")
+    want = pts.loc[["110101", "420602", "110101", "420600"]]
+    np.testing.assert_allclose(df.geometry.x.to_numpy(), want["lon"].to_numpy(), atol=1e-12)
+    np.testing.assert_allclose(df.geometry.y.to_numpy(), want["lat"].to_numpy(), atol=1e-12)
+    assert any("2 of 4 record(s)" in n and "township" in n and "county_of_code" in n for n in r.notes), r.notes
+    meta = {c["name"]: c for c in ws.catalog.get(r.dataset).current.columns}
+    assert "county_of_code" in meta["geometry_source"]["description"]
+
+
+# a 9-digit township or 12-digit village statistical code names a unit smaller than any whose point
+# ships: it gets the point of its county (the first 6 digits), said in geometry_source and a note
+@case("csv_adcode_township_village", "csv", "9-digit township and 12-digit village codes: placed at their "
+      "county's point, geometry_source admin_point:county_of_code", expect="kept", rows=4,
+      ingest={"schema": "admin_unit", "h3": False}, check=_county_of_code)
+def _township(folder: Path) -> list[Path]:
+    p = folder / "villages.csv"
+    p.write_text("name,adcode\n东华门街道,110101001\n某村,420602001001\n东城区,110101000\n襄阳市,420600000000\n",
+                 encoding="utf-8")
+    return [p]
+
+
+def _unknown_code_located(ws: Any, r: Any) -> None:
+    df = ws.read(r.dataset)
+    np.testing.assert_allclose(df.geometry.x.to_numpy(), LON[:2], atol=1e-12)
+    np.testing.assert_allclose(df.geometry.y.to_numpy(), LAT[:2], atol=1e-12)
+    note = next(n for n in r.notes if "names no known unit" in n)
+    assert "each placed at its own coordinates" in note and "without a point" not in note, note
+
+
+# city_coords_cpca/adcodes.csv (tried as a new user, `-s admin_unit`): 291 records carry codes of
+# former districts (371401000000 市辖区) and their own coordinates. Before: the note said they were
+# kept "without a point", though each had its coordinates and kept them
+@case("csv_adcode_unknown_with_coordinates", "csv", "codes that name no known unit on records with coordinates: "
+      "the note says they keep their own points", expect="kept", rows=2,
+      ingest={"schema": "admin_unit", "h3": False}, check=_unknown_code_located)
+def _unknown_code(folder: Path) -> list[Path]:
+    p = folder / "codes.csv"
+    p.write_text(f"adcode,name,longitude,latitude\n371401000000,市辖区,{LON[0]},{LAT[0]}\n"
+                 f"441401000000,市辖区,{LON[1]},{LAT[1]}\n", encoding="utf-8")
+    return [p]
+
+
 @case("csv_pois_columns_swapped", "csv", "lon and lat columns swapped for Beijing (lat 116.4): all quarantined",
       expect="error", reason="look swapped (lon 39.908, lat 116.397)", ingest={"schema": "poi"})
 def _swapped_cols(folder: Path) -> list[Path]:

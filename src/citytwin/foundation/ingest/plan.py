@@ -110,6 +110,7 @@ def plan_columns(src: readers.Source, schema: Schema, *, user_units: dict[str, s
     or a schema's ``map``) names the source column of a field whose header the aliases do not know;
     it wins over the aliases.
     """
+    _refuse_data_as_header(src)
     user_units = dict(user_units or {})
     cmap = {**dict(schema.column_map), **(column_map or {})}
     matched = match_columns(schema, src.columns)
@@ -468,6 +469,34 @@ def suggest_columns(src: readers.Source, f: Field, candidates: list[str], *,
         if len(out) >= 3:
             break
     return out
+
+
+_NUMBER_NAME = re.compile(r"[+-]?\d+(?:\.\d+)?")
+
+
+def _refuse_data_as_header(src: readers.Source) -> None:
+    """A clear error for a CSV without a header line read with one: every column name is a number
+    and some repeat (DuckDB names the repeats ``2_1``, ``0_1`` …), as no header does. Read as a header,
+    the first record would be lost and the columns named after its values."""
+    if src.format != "csv" or len(src.columns) < 2:
+        return
+    names = [c for c in src.columns if c != "geometry"]
+    bases = []
+    for c in names:
+        base = c
+        m = re.fullmatch(r"(.+)_\d+", c)
+        if m and m.group(1) in names:
+            base = m.group(1)
+        if not _NUMBER_NAME.fullmatch(base.strip()):
+            return
+        bases.append(base)
+    if len(set(bases)) == len(bases):
+        return
+    shown = ", ".join(bases[:8]) + (" …" if len(bases) > 8 else "")
+    raise InputError(f"the first line looks like data, not a header: every column name is a number and some "
+                     f"repeat ({shown})", file=str(src.path),
+                     hint="pass --no-header to read it as data (columns named by position: column0…, or column00… "
+                          "from 10 columns on; IngestOptions(header=False) in Python), or add a header line")
 
 
 WKT_COLUMNS = ("geometry", "geom", "wkt", "the_geom", "coord", "coords", "shape", "boundary", "几何")

@@ -163,8 +163,14 @@ def build_sql(plan: Plan, view: str, file_index: int, *, h3_resolution: int | No
                 p = PROPERTIES.get(prop)
                 rng = ""
                 if p is not None and (p.min is not None or p.max is not None):
+                    unit_hint = ""
+                    if fac == 1.0 and p.unit and p.unit.startswith("mg/"):
+                        # a column in µg/m³ read as mg/m³ (Beijing's CO): every value 1,000 times too large
+                        micro = "µg/" + p.unit[3:]
+                        unit_hint = (f" || CASE WHEN {v} / 1000 BETWEEN {p.min!r} AND {p.max!r} THEN "
+                                     f"{lit(f' (in {micro}? pass --unit {col}={micro})')} ELSE '' END")
                     rng = (f" WHEN {v} < {p.min!r} OR {v} > {p.max!r} THEN {lit(prop + ': ')} || CAST({v} AS VARCHAR)"
-                           f" || {lit(' ' + (p.unit or '') + f' outside [{p.min:g}, {p.max:g}]')}")
+                           f" || {lit(' ' + (p.unit or '') + f' outside [{p.min:g}, {p.max:g}]')}{unit_hint}")
                 bad = (f"CASE WHEN {raw} IS NOT NULL AND {w} IS NULL THEN {lit(prop + ': not a number: ')} || "
                        f"left(CAST({raw} AS VARCHAR), 60){rng} END")
             vals.append(v)

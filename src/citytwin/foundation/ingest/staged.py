@@ -92,7 +92,7 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
             con.execute("SET disabled_optimizers = 'common_subexpressions'")
         try:
             # a wide file in column blocks (bounded memory for any width), others in one query
-            sql = _block_select(con, plan, view, i, geometry_policy) if blocks.blockable(plan) else \
+            sql = _block_select(con, plan, view, i, geometry_policy, h3_res) if blocks.blockable(plan) else \
                 build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
             created = _stage(con, sql, created)
         except duckdb.Error as exc:
@@ -112,7 +112,7 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
             plan = plan_columns(src, sch, user_units=opts.units_map, crs=opts.crs, geometry_policy=geometry_policy,
                             column_map=opts.column_map)
             try:
-                sql = _block_select(con, plan, view, i, geometry_policy) if blocks.blockable(plan) else \
+                sql = _block_select(con, plan, view, i, geometry_policy, h3_res) if blocks.blockable(plan) else \
                     build_sql(plan, view, i, h3_resolution=h3_res, geometry_policy=geometry_policy)
                 created = _stage(con, sql, created)
             except duckdb.Error as exc2:
@@ -207,17 +207,24 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
     if fallback and (not had_geometry or sch.geometry is not None):
         _admin_geometry(con, h3_res, had_geometry)
         cols_now = con.sql("SELECT * FROM staged LIMIT 0").columns
-        n = con.sql("SELECT count(*) FILTER (WHERE geometry_source = 'admin_point'), count(*) FROM staged "
-                    "WHERE _reason IS NULL").fetchone()
+        n = con.sql(f"SELECT count(*) FILTER (WHERE geometry_source = 'admin_point'), count(*) FILTER (WHERE "
+                    f"geometry_source = {lit(COUNTY_OF_CODE)}), count(*) FROM staged WHERE _reason IS NULL").fetchone()
         assert n is not None
         if n[0]:
-            notes.append(f"{n[0]} of {n[1]} record(s) without usable coordinates placed at the representative point "
+            notes.append(f"{n[0]} of {n[2]} record(s) without usable coordinates placed at the representative point "
                          "of their administrative unit (adcode): geometry_source = 'admin_point'")
+        if n[1]:
+            notes.append(f"{n[1]} of {n[2]} record(s) without usable coordinates carry a 9-digit township or "
+                         "12-digit village code: placed at the representative point of its county (the code's "
+                         f"first 6 digits), geometry_source = {COUNTY_OF_CODE!r}")
         columns_meta["geometry"] = {"name": "geometry", "type": "GEOMETRY", "crs": "EPSG:4326",
                                     "source": ("the record's coordinates, else " if had_geometry else "")
                                     + "representative point of the administrative unit (adcode)"}
         columns_meta["geometry_source"] = {"name": "geometry_source", "type": "VARCHAR",
-                                           "description": "coordinates / admin_point (where the point came from)"}
+                                           "description": "coordinates / admin_point / admin_point:county_of_code "
+                                                          "(where the point came from: the record's coordinates, "
+                                                          "its unit's point, or the point of the county of its "
+                                                          "township or village code)"}
         if h3_res is not None:
             columns_meta["h3"] = {"name": "h3", "type": "VARCHAR", "h3_resolution": h3_res}
     say("writing")
@@ -266,17 +273,24 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
 
 
 def _block_select(con: duckdb.DuckDBPyConnection, plan: Plan, view: str, file_index: int,
-                  geometry_policy: str) -> str:
+                  geometry_policy: str, h3_res: int | None) -> str:
     """A wide plan's checked records (as :func:`build_sql` gives them) from column blocks (:mod:`.blocks`):
-    each block's query fills a temporary table in row order, and the SELECT returned joins them by
-    position, with every block's reasons and the raw record of a record with any."""
-    n = 0
-    for k, sub in enumerate(blocks.column_blocks(plan)):
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _block_{k} AS "
-                    f"{build_sql(sub, view, file_index, h3_resolution=None, geometry_policy=geometry_policy)}")
-        n = k + 1
-    cols = ["b0._file", "b0._row"] + [f"b{k}.{q(c.name)}" for k, sub in enumerate(blocks.column_blocks(plan))
-                                      for c in sub.columns]
+    each block's query fills a temporary table in row order. Long records: the SELECT returned joins
+    them by position, with every block's reasons and the raw record of a record with any; the first
+    block carries the coordinates or geometry and adds the point geometry and H3 cells. Melted
+    sensor files: the SELECT returned appends the blocks' observations."""
+    parts = blocks.column_blocks(plan)
+    for k, sub in enumerate(parts):
+        geo = sub.lonlat is not None or sub.geometry is not None
+        sql = build_sql(sub, view, file_index, h3_resolution=h3_res if geo else None, geometry_policy=geometry_policy)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _block_{k} AS {sql}")
+    n = len(parts)
+    if blocks.by_rows(plan):
+        return " UNION ALL BY NAME ".join(f"SELECT * FROM _block_{k}" for k in range(n))
+    internal = {"_file", "_row", "_reason", "_column", "_record"}
+    first = [c for c in con.sql("SELECT * FROM _block_0 LIMIT 0").columns if c not in internal]
+    home = {c.name: k for k, sub in enumerate(parts) for c in sub.columns}
+    cols = ["b0._file", "b0._row"] + [f"b{home.get(c, 0)}.{q(c)}" for c in blocks.output_order(plan, first)]
     reasons = [f"b{k}._reason" for k in range(n)]
     return (f"SELECT {', '.join(cols)}, {all_reasons(reasons)} AS _reason, CAST(NULL AS VARCHAR) AS _column, "
             f"coalesce({', '.join(f'b{k}._record' for k in range(n))}) AS _record FROM "
@@ -291,11 +305,17 @@ def _stage(con: duckdb.DuckDBPyConnection, sql: str, created: bool) -> bool:
     return True
 
 
+#: ``geometry_source`` of a record placed at the point of the county of its 9-digit township or
+#: 12-digit village statistical code (the code's first 6 digits)
+COUNTY_OF_CODE = "admin_point:county_of_code"
+
+
 def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None, had_geometry: bool = False) -> None:
     """A7: records with an administrative code but no coordinates get the unit's representative point.
 
-    ``geometry_source`` says which records did (``admin_point``) and which kept their own
-    coordinates (``coordinates``); records with neither get NULL.
+    ``geometry_source`` says which records did (``admin_point``), which got the point of the county
+    of their 9-digit township or 12-digit village code (:data:`COUNTY_OF_CODE`, the code's first 6
+    digits) and which kept their own coordinates (``coordinates``); records with neither get NULL.
 
     The points' H3 cells come from :func:`citytwin.foundation.spacelink.h3_cells_arrow` (computed
     once per unit, ~3,300 of them, and joined like the coordinates).
@@ -314,9 +334,13 @@ def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None, had_geom
         cells = ", p.h3 AS h3"
     con.register("_admin_points", pts)
     # 9- and 12-digit statistical codes (420600000000) name the unit of their first 6 digits (the
-    # stored code stays as the file gives it)
+    # stored code stays as the file gives it); a township's or village's code (digits after the
+    # sixth not all 0, e.g. 110101001001) gets the point of its county, and says so
     code6 = ("CASE WHEN regexp_full_match(CAST(s.adcode AS VARCHAR), '[0-9]{6}([0-9]{3}){0,2}') "
-                "THEN left(CAST(s.adcode AS VARCHAR), 6) END")
+             "THEN left(CAST(s.adcode AS VARCHAR), 6) END")
+    admin = (f"CASE WHEN regexp_full_match(CAST(s.adcode AS VARCHAR), '[0-9]{{6}}([0-9]{{3}}){{1,2}}') AND "
+             f"NOT regexp_full_match(substr(CAST(s.adcode AS VARCHAR), 7), '0+') THEN {lit(COUNTY_OF_CODE)} "
+             "ELSE 'admin_point' END")
     if had_geometry:
         has_h3 = "h3" in con.sql("SELECT * FROM staged LIMIT 0").columns
         cells = (", CASE WHEN s.geometry IS NOT NULL THEN s.h3 ELSE p.h3 END AS h3" if h3_res is not None and has_h3
@@ -326,13 +350,13 @@ def _admin_geometry(con: duckdb.DuckDBPyConnection, h3_res: int | None, had_geom
             SELECT s.* EXCLUDE ({drop}),
                    CASE WHEN s.geometry IS NOT NULL THEN s.geometry WHEN p.lon IS NOT NULL THEN ST_Point(p.lon, p.lat)
                    END AS geometry{cells},
-                   CASE WHEN s.geometry IS NOT NULL THEN 'coordinates' WHEN p.lon IS NOT NULL THEN 'admin_point'
+                   CASE WHEN s.geometry IS NOT NULL THEN 'coordinates' WHEN p.lon IS NOT NULL THEN {admin}
                    END AS geometry_source
             FROM staged s LEFT JOIN _admin_points p ON {code6} = p.adcode ORDER BY _file, _row""")
         return
     con.execute(f"""CREATE OR REPLACE TABLE staged AS
         SELECT s.*, CASE WHEN p.lon IS NOT NULL THEN ST_Point(p.lon, p.lat) END AS geometry{cells},
-               CASE WHEN p.lon IS NOT NULL THEN 'admin_point' END AS geometry_source
+               CASE WHEN p.lon IS NOT NULL THEN {admin} END AS geometry_source
         FROM staged s LEFT JOIN _admin_points p ON {code6} = p.adcode ORDER BY _file, _row""")
 
 
@@ -365,8 +389,10 @@ def _check_given_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_
     440900, shows at once)."""
     from citytwin.foundation.admin import AdminResolver
 
+    has_point = "geometry IS NOT NULL" if "geometry" in con.sql("SELECT * FROM staged LIMIT 0").columns else "FALSE"
     given = con.sql(f"SELECT CAST(adcode AS VARCHAR) AS code, any_value(CAST({q(name_col)} AS VARCHAR)) AS name, "
-                    "count(*) AS n FROM staged WHERE adcode IS NOT NULL AND _reason IS NULL GROUP BY 1").df()
+                    f"count(*) AS n, count(*) FILTER (WHERE {has_point}) AS located FROM staged "
+                    "WHERE adcode IS NOT NULL AND _reason IS NULL GROUP BY 1").df()
     if given.empty:
         return
     resolver = AdminResolver.default()
@@ -377,8 +403,12 @@ def _check_given_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_
     named = resolver.resolve(bad["name"].fillna(""), None, level="any")["adcode"].tolist()
     items = [f"{c} ({n}" + (f"; its name resolves to {r}" if r else "") + ")"
              for c, n, r in zip(bad["code"], bad["name"], named, strict=True)]
-    notes.append(f"{int(bad['n'].sum())} record(s) carry an administrative code that names no known unit (kept as "
-                 f"given, without a point): {', '.join(items[:10])}{' …' if len(items) > 10 else ''}")
+    # a record with its own coordinates keeps its point: only the others are left without one
+    total, located = int(bad["n"].sum()), int(bad["located"].sum())
+    where = ("without a point" if located == 0 else "each placed at its own coordinates" if located == total
+             else f"{located} placed at their own coordinates, {total - located} without a point")
+    notes.append(f"{total} record(s) carry an administrative code that names no known unit (kept as "
+                 f"given; {where}): {', '.join(items[:10])}{' …' if len(items) > 10 else ''}")
 
 
 def _fill_adcodes(con: duckdb.DuckDBPyConnection, notes: list[str], name_col: str = "city") -> None:

@@ -150,12 +150,12 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
             written = None
             if blocks.blockable(plan):  # a wide file: one query per block of columns
                 say(f"writing {part.name} in blocks of {blocks.COLUMN_BLOCK} columns")
-                written = _copy_blocks(con, plan, view, gi, part, opts)
+                written, block_parts = _copy_blocks(con, plan, view, gi, part, opts, need_spatial)
                 if key_order is not None:
                     key_order.ascending = False
                 personal = None
                 kept += written
-                parts.append(part)
+                parts += block_parts
                 note_columns(columns_meta, plan, opts.h3_res)
                 continue
             sql = build_sql(plan, view, gi, h3_resolution=None if points else opts.h3_res,
@@ -266,30 +266,61 @@ def _plain_parquet(files: list[Path]) -> bool:
 
 
 def _copy_blocks(con: duckdb.DuckDBPyConnection, plan: Plan, view: str, file_index: int, path: Path,
-                 opts: PipelineOptions) -> int:
-    """Write the checked records of a wide plan to ``path`` in column blocks (:mod:`.blocks`): one
-    guarded ``COPY`` per block, in row order, then the blocks joined side by side. Returns the rows."""
+                 opts: PipelineOptions, need_spatial: Callable[[], None]) -> tuple[int, list[Path]]:
+    """Write the checked records of a wide plan in column blocks (:mod:`.blocks`), one guarded query
+    per block, in row order. Returns the rows written and the part files.
+
+    Long records: the blocks are joined side by side into ``path``; the first block carries the
+    coordinates or geometry (and gets its point geometry and H3 cells as a narrow file would,
+    :func:`copy_arrow`). Melted sensor files: each block of value columns is a part file of its own
+    (``path``'s name with the block number), its observations after the previous block's."""
     import pyarrow.parquet as pq
 
+    rows = blocks.by_rows(plan)
     group = blocks.rows_per_group(min(len(plan.columns), blocks.COLUMN_BLOCK))
     write = PARQUET_WRITE.replace("ROW_GROUP_SIZE 122880", f"ROW_GROUP_SIZE {group}")
     files: list[Path] = []
+    written = 0
+    first: list[str] = []
+
+    def guard(sql: str) -> str:
+        return (f"SELECT * EXCLUDE (_file, _row, _reason, _record, _column) FROM ({sql}) "
+                f"WHERE CASE WHEN _reason IS NULL THEN TRUE ELSE error({lit(_QUARANTINE_NEEDED)}) END")
+
     try:
         for k, sub in enumerate(blocks.column_blocks(plan)):
-            sql = build_sql(sub, view, file_index, h3_resolution=None, geometry_policy=opts.geometry_policy,
-                            records=False)
-            guarded = (f"SELECT * EXCLUDE (_file, _row, _reason, _record, _column) FROM ({sql}) "
-                       f"WHERE CASE WHEN _reason IS NULL THEN TRUE ELSE error({lit(_QUARANTINE_NEEDED)}) END")
-            f = path.with_name(f"{path.stem}.block{k:05d}.parquet")
+            f = (path.with_name(f"{path.stem}-{k:05d}.parquet") if rows
+                 else path.with_name(f"{path.stem}.block{k:05d}.parquet"))
             files.append(f)
-            con.execute(f"COPY ({guarded}) TO '{f}' ({write})")
+            n: int | None = None
+            if sub.lonlat and not sub.geometry:
+                # points: geometry and H3 cells added to the Arrow chunks, as for a narrow file
+                n = copy_arrow(con, guard(build_sql(sub, view, file_index, h3_resolution=None,
+                                                    geometry_policy=opts.geometry_policy, records=False,
+                                                    point_geometry=False)), f, lonlat=sub.lonlat, h3_res=opts.h3_res)
+                if n is None:
+                    need_spatial()
+            if n is None:
+                sql = build_sql(sub, view, file_index, h3_resolution=opts.h3_res if (sub.lonlat or sub.geometry)
+                                else None, geometry_policy=opts.geometry_policy, records=False)
+                res = con.execute(f"COPY ({guard(sql)}) TO '{f}' ({write})").fetchone()
+                n = int(res[0]) if res else 0
+            if k == 0:
+                first = pq.ParquetFile(f).schema_arrow.names
+            written = written + n if rows else n
+        if rows:
+            return written, files
         schema = pa.schema([fld for f in files for fld in pq.ParquetFile(f).schema_arrow])
-        text = [fld.name for fld in schema if pa.types.is_string(fld.type) or pa.types.is_large_string(fld.type)]
-        return blocks.stitch(files, path, write_options={"compression": "zstd", "compression_level": 1,
-                                                          "use_dictionary": text or False})
+        text = [fld.name for fld in schema if fld.name != "h3" and (pa.types.is_string(fld.type)
+                                                                   or pa.types.is_large_string(fld.type))]
+        written = blocks.stitch(files, path, write_options={"compression": "zstd", "compression_level": 1,
+                                                             "use_dictionary": text or False},
+                                order=blocks.output_order(plan, first))
+        return written, [path]
     finally:
-        for f in files:
-            f.unlink(missing_ok=True)
+        if not rows:
+            for f in files:
+                f.unlink(missing_ok=True)
 
 
 def _clean_lazy(table: pa.Table, name: str, required: bool) -> pa.Table:
