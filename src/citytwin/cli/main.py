@@ -17,6 +17,7 @@ from citytwin.cli import doctor as _doctor
 from citytwin.cli import economy, resilience, spatial, twin
 from citytwin.cli import foundation as _foundation
 from citytwin.cli import plan as _plan
+from citytwin.cli import postgis as _postgis
 from citytwin.cli import report as _report
 from citytwin.cli import serve as _serve
 from citytwin.cli import sim as _sim
@@ -66,6 +67,7 @@ register(_foundation.app)
 register(_report.app)
 register(_serve.app)
 register(_doctor.app)
+register(_postgis.app)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,229 @@
+"""Features and tiles served from PostGIS (issue 19) on the real test cluster, against the DuckDB path.
+
+The workspace of the API tests (records on PostgreSQL with PostGIS) is served twice in the same
+app: ``CITYTWIN_POSTGIS=0`` (DuckDB over the GeoParquet files, today's path) and ``=1`` (the
+version's PostGIS table). Items with a bbox, tiles, refusals and masking must be the same.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import mapbox_vector_tile
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from shapely.geometry import box, shape
+from tests.service.conftest import ServiceWorkspace
+
+from citytwin.foundation import postgis
+from citytwin.service.tiles import tile_of
+
+pytestmark = pytest.mark.parametrize("service_backend", ["postgresql"], indirect=True, scope="session")
+
+BBOX = "24.935,60.165,24.945,60.172"
+
+
+@pytest.fixture()
+def engines(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, object]]:
+    """Switches the engine: ``engines["use"]("postgis" | "duckdb")``."""
+    def use(name: str) -> None:
+        monkeypatch.setenv(postgis.ENV_POSTGIS, "1" if name == "postgis" else "0")
+
+    yield {"use": use}
+
+
+def _get(client: TestClient, engines: dict[str, object], engine: str, url: str, h: dict[str, str]) -> object:
+    engines["use"](engine)  # type: ignore[operator]
+    return client.get(url, headers=h)
+
+
+def _table_exists(service_ws: ServiceWorkspace, dataset: str) -> bool:
+    import psycopg
+
+    v = service_ws.ws.info(dataset).current_version
+    with psycopg.connect(service_ws.ws.catalog.url) as con:
+        r = con.execute("SELECT to_regclass(%s)", (f'{postgis.SCHEMA}."{postgis.table_name(dataset, v)}"',)).fetchone()
+    return r is not None and r[0] is not None
+
+
+def test_not_configured_is_todays_path(client: TestClient, service_ws: ServiceWorkspace,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(postgis.ENV_POSTGIS, raising=False)
+    assert postgis.configured(service_ws.ws) is None
+    cat = service_ws.ws.catalog
+    before = max(r["id"] for r in cat.audit_log(limit=1))
+    r = client.get(f"/collections/helsinki_pois/items?bbox={BBOX}", headers=service_ws.headers("viewer"))
+    assert r.status_code == 200 and r.json()["numberMatched"] > 0
+    rows = [x for x in cat.audit_log(limit=50) if x["id"] > before]
+    reads = [x for x in rows if x["action"] == "read" and x["dataset"] == "helsinki_pois"]
+    assert reads and all("engine=postgis" not in (x["detail"] or "") for x in reads)
+    assert not any(x["action"] == "publish.postgis" for x in rows)
+    assert not _table_exists(service_ws, "helsinki_pois")
+
+
+def test_items_with_bbox_equal_the_duckdb_path(client: TestClient, service_ws: ServiceWorkspace,
+                                               engines: dict[str, object]) -> None:
+    for dataset, role in (("helsinki_buildings", "admin"), ("helsinki_buildings", "viewer"), ("incidents", "viewer"),
+                          ("incidents", "admin"), ("helsinki_pois", "analyst")):
+        url = f"/collections/{dataset}/items?bbox={BBOX}&limit=10000"
+        h = service_ws.headers(role)
+        duck = _get(client, engines, "duckdb", url, h).json()  # type: ignore[attr-defined]
+        pg = _get(client, engines, "postgis", url, h).json()  # type: ignore[attr-defined]
+        assert duck["numberMatched"] > 0, dataset
+        assert pg["numberMatched"] == duck["numberMatched"]
+        assert [f["id"] for f in pg["features"]] == [f["id"] for f in duck["features"]]
+        assert [f["properties"] for f in pg["features"]] == [f["properties"] for f in duck["features"]]
+        for a, b in zip(pg["features"], duck["features"], strict=True):
+            assert shape(a["geometry"]).equals_exact(shape(b["geometry"]), 0), (dataset, a["id"])
+        # CSV too (same frame)
+        csv_d = _get(client, engines, "duckdb", url + "&f=csv", h).text  # type: ignore[attr-defined]
+        csv_p = _get(client, engines, "postgis", url + "&f=csv", h).text  # type: ignore[attr-defined]
+        assert pd.read_csv(io.StringIO(csv_p), dtype=str).equals(pd.read_csv(io.StringIO(csv_d), dtype=str))
+    assert _table_exists(service_ws, "helsinki_buildings")
+    # the bbox went to PostGIS: the read row says so, and the records in the box are those GeoPandas finds
+    reads = [x for x in service_ws.ws.catalog.audit_log(limit=200) if x["action"] == "read"
+             and x["dataset"] == "helsinki_buildings" and "engine=postgis" in (x["detail"] or "")]
+    assert reads
+    ref = service_ws.ws.read("helsinki_buildings")
+    want = ref.index[ref.geometry.intersects(box(*map(float, BBOX.split(",")))).to_numpy()].tolist()
+    got = _get(client, engines, "postgis", f"/collections/helsinki_buildings/items?bbox={BBOX}&limit=10000",
+               service_ws.headers("admin")).json()  # type: ignore[attr-defined]
+    assert [f["id"] for f in got["features"]] == want
+
+
+def test_personal_columns_masked_and_left_out_of_tiles(client: TestClient, service_ws: ServiceWorkspace,
+                                                       engines: dict[str, object]) -> None:
+    url = "/collections/incidents/items?bbox=24.9,60.1,25.0,60.2&limit=5"
+    viewer = _get(client, engines, "postgis", url, service_ws.headers("viewer")).json()  # type: ignore[attr-defined]
+    admin = _get(client, engines, "postgis", url, service_ws.headers("admin")).json()  # type: ignore[attr-defined]
+    clear = [f["properties"]["phone"] for f in admin["features"]]
+    assert clear == [f"1380013{i:04d}" for i in range(5)]
+    masked = [f["properties"]["phone"] for f in viewer["features"]]
+    assert masked == service_ws.ws.as_user("vera").read("incidents", limit=5)["phone"].tolist()
+    assert all(m != c for m, c in zip(masked, clear, strict=True))
+    z, (x, y) = 14, tile_of(24.935, 60.1675, 14)
+    for engine in ("duckdb", "postgis"):
+        t_admin = mapbox_vector_tile.decode(_get(client, engines, engine, f"/tiles/incidents/{z}/{x}/{y}.mvt",
+                                                 service_ws.headers("admin")).content)  # type: ignore[attr-defined]
+        t_viewer = mapbox_vector_tile.decode(_get(client, engines, engine, f"/tiles/incidents/{z}/{x}/{y}.mvt",
+                                                  service_ws.headers("viewer")).content)  # type: ignore[attr-defined]
+        assert "phone" in t_admin["incidents"]["features"][0]["properties"], engine
+        assert t_viewer["incidents"]["features"], engine
+        assert all("phone" not in f["properties"] for f in t_viewer["incidents"]["features"]), engine
+
+
+@pytest.mark.parametrize("path", ["/collections/secret_sites/items?bbox=24,60,26,61", "/tiles/secret_sites/0/0/0.mvt",
+                                  "/tiles/secret_sites/12/2331/1185.mvt"])
+def test_no_clearance_is_403_on_postgis_too(client: TestClient, service_ws: ServiceWorkspace,
+                                            engines: dict[str, object], path: str) -> None:
+    cat = service_ws.ws.catalog
+
+    def audited(engine: str, role: str) -> list[tuple[str, str, str | None]]:
+        before = max(r["id"] for r in cat.audit_log(limit=1))
+        r = _get(client, engines, engine, path, service_ws.headers(role))
+        assert r.status_code == 403, (engine, role, r.text)  # type: ignore[attr-defined]
+        return sorted((x["action"], x["outcome"], x["dataset"]) for x in cat.audit_log(limit=20) if x["id"] > before)
+
+    for role in ("viewer", "analyst", "public"):
+        rows = audited("postgis", role)
+        assert rows == audited("duckdb", role)  # the same audit rows as the DuckDB path
+        assert any(outcome == "denied" for _a, outcome, _d in rows) and not any(a == "publish.postgis" for a, *_ in rows)
+    assert _get(client, engines, "postgis", path, service_ws.headers("steward")).status_code == 200  # type: ignore[attr-defined]
+
+
+def test_tile_of_a_known_building_equals_the_duckdb_tile(client: TestClient, service_ws: ServiceWorkspace,
+                                                         engines: dict[str, object],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[tuple[int, int, int]] = []
+    real = postgis.tile
+
+    def spy(ws: object, dataset: str, version: int, props: list[str], z: int, x: int, y: int, *a: object,
+            **kw: object) -> bytes:
+        made.append((z, x, y))
+        return real(ws, dataset, version, props, z, x, y, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(postgis, "tile", spy)
+    ref = service_ws.ws.read("helsinki_buildings", where=[("building_id", "=", "8033120")])
+    poly = ref.geometry.iloc[0]
+    z = 15
+    x, y = tile_of(poly.centroid.x, poly.centroid.y, z)
+    url = f"/tiles/helsinki_buildings/{z}/{x}/{y}.mvt"
+    h = service_ws.headers("viewer")
+    rd = _get(client, engines, "duckdb", url, h)
+    rp = _get(client, engines, "postgis", url, h)
+    assert rp.status_code == 200 and rp.headers["content-type"] == "application/vnd.mapbox-vector-tile"  # type: ignore[attr-defined]
+    assert made == [(z, x, y)]  # made by PostGIS (the DuckDB tile was not reused from the cache)
+    assert rp.headers["etag"] == rd.headers["etag"]  # type: ignore[attr-defined]
+    assert _get(client, engines, "postgis", url, {**h, "If-None-Match": rp.headers["etag"]}).status_code == 304  # type: ignore[attr-defined]
+    ld = mapbox_vector_tile.decode(rd.content)["helsinki_buildings"]  # type: ignore[attr-defined]
+    lp = mapbox_vector_tile.decode(rp.content)["helsinki_buildings"]  # type: ignore[attr-defined]
+    assert lp["extent"] == 4096
+    fp = [f for f in lp["features"] if f["properties"].get("building_id") == "8033120"]
+    fd = [f for f in ld["features"] if f["properties"].get("building_id") == "8033120"]
+    assert len(fp) == 1 == len(fd)
+    assert fp[0]["properties"] == fd[0]["properties"]
+    assert fp[0]["properties"]["building"] == ref["building"].iloc[0]
+    assert all("email" not in f["properties"] for f in lp["features"])
+    # the same features, the same properties; geometry within a pixel (rounding of two implementations)
+    key = "building_id"
+    assert sorted(f["properties"][key] for f in lp["features"]) == sorted(f["properties"][key] for f in ld["features"])
+    gp, gd = shape(fp[0]["geometry"]), shape(fd[0]["geometry"])
+    assert max(abs(a - b) for a, b in zip(gp.bounds, gd.bounds, strict=True)) <= 1.0
+    assert gp.symmetric_difference(gd).area / gd.area < 0.02
+
+
+def test_publish_is_all_or_nothing_and_cli(service_ws: ServiceWorkspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from tests.conftest import CLI_ENV
+    from tests.service.conftest import _incidents
+    from typer.testing import CliRunner
+
+    from citytwin.cli.main import app
+
+    ws = service_ws.ws
+    ws.write_derived("pg_points", _incidents(), inputs=[], parameters={}, classification="public")
+    real = postgis._rows
+
+    def failing(*args: object, **kw: object) -> Iterator[object]:
+        yield from list(real(*args, **kw))[:3]  # type: ignore[arg-type]
+        raise OSError("disk full (test)")
+
+    monkeypatch.setattr(postgis, "_rows", failing)
+    with pytest.raises(OSError, match="disk full"):
+        postgis.publish(ws, "pg_points")
+    assert not _table_exists(service_ws, "pg_points")
+    assert postgis.published(ws.catalog.url, "pg_points", ws.info("pg_points").current_version) is None
+    monkeypatch.setattr(postgis, "_rows", real)
+    runner = CliRunner()
+    env = {**CLI_ENV, "CITYTWIN_DATABASE": ws.catalog.url}
+    r = runner.invoke(app, ["publish-postgis", "pg_points", "-w", str(ws.root), "--user", "admin", "--json"], env=env)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)["published"]
+    assert out == [{"dataset": "pg_points", "version": 1, "table": f"{postgis.SCHEMA}.pg_points__v1", "rows": 30}]
+    assert _table_exists(service_ws, "pg_points")
+    # a viewer may not publish; a non-spatial dataset is a clear error; both as JSON
+    r = runner.invoke(app, ["publish-postgis", "-w", str(ws.root), "--user", "vera", "--json"], env=env)
+    assert r.exit_code == 2 and "may not publish" in json.loads(r.output)["error"]
+    ws.write_derived("pg_table", pd.DataFrame({"a": [1]}), inputs=[], parameters={}, classification="public")
+    r = runner.invoke(app, ["publish-postgis", "pg_table", "-w", str(ws.root), "--user", "admin", "--json"], env=env)
+    assert r.exit_code == 2 and "no geometry" in json.loads(r.output)["error"]
+
+
+def test_switched_on_without_postgresql_is_a_clear_error(tmp_path: object, monkeypatch: pytest.MonkeyPatch,
+                                                          service_backend: str | None) -> None:
+    from pathlib import Path
+
+    from citytwin.foundation.errors import CitytwinError
+    from citytwin.foundation.workspace import Workspace
+
+    monkeypatch.delenv("CITYTWIN_DATABASE", raising=False)
+    ws = Workspace.init(Path(str(tmp_path)) / "ws", owner="admin")
+    monkeypatch.setenv(postgis.ENV_POSTGIS, "1")
+    with pytest.raises(CitytwinError, match="not on PostgreSQL"):
+        postgis.configured(ws)
+    monkeypatch.setenv(postgis.ENV_POSTGIS, "0")
+    ws.set_setting("postgis", True)
+    assert postgis.configured(ws) is None  # the environment wins
