@@ -185,18 +185,22 @@ def test_publish_is_all_or_nothing_and_cli(service_ws: ServiceWorkspace, monkeyp
 
     ws = service_ws.ws
     ws.write_derived("pg_points", _incidents(), inputs=[], parameters={}, classification="public")
-    real = postgis._rows
+    real = postgis._csv_chunk
+    calls: list[int] = []
 
-    def failing(*args: object, **kw: object) -> Iterator[object]:
-        yield from list(real(*args, **kw))[:3]  # type: ignore[arg-type]
-        raise OSError("disk full (test)")
+    def failing(*args: object, **kw: object) -> bytes:
+        calls.append(1)
+        if len(calls) == 3:  # two batches of 10 are in the table by then
+            raise OSError("disk full (test)")
+        return real(*args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(postgis, "_rows", failing)
+    monkeypatch.setattr(postgis, "_csv_chunk", failing)
     with pytest.raises(OSError, match="disk full"):
-        postgis.publish(ws, "pg_points")
+        postgis.publish(ws, "pg_points", batch_rows=10)
+    assert len(calls) == 3
     assert not _table_exists(service_ws, "pg_points")
     assert postgis.published(ws.catalog.url, "pg_points", ws.info("pg_points").current_version) is None
-    monkeypatch.setattr(postgis, "_rows", real)
+    monkeypatch.setattr(postgis, "_csv_chunk", real)
     runner = CliRunner()
     env = {**CLI_ENV, "CITYTWIN_DATABASE": ws.catalog.url}
     r = runner.invoke(app, ["publish-postgis", "pg_points", "-w", str(ws.root), "--user", "admin", "--json"], env=env)
@@ -227,3 +231,35 @@ def test_switched_on_without_postgresql_is_a_clear_error(tmp_path: object, monke
     monkeypatch.setenv(postgis.ENV_POSTGIS, "0")
     ws.set_setting("postgis", True)
     assert postgis.configured(ws) is None  # the environment wins
+
+
+def test_values_read_back_exactly(service_ws: ServiceWorkspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Floats (shortest text), empty vs missing text, times, booleans: PostGIS gives back the frame of
+    Workspace.read, through the CSV load and through psycopg's rows (a nested column)."""
+    import geopandas as gpd
+    from pandas.testing import assert_frame_equal
+    from shapely.geometry import Point
+
+    ws = service_ws.ws
+    n = 6
+    frame = gpd.GeoDataFrame({
+        "f": [0.1 + 0.2, 1e-300, None, 1 / 3, -0.0, 123456789.123456789],
+        "s": ['a,"b', None, "", " x ", "路口", "\\N"],
+        "b": [True, False, None, True, False, True],
+        "i": pd.array([1, None, 3, -4, 2**62, 0], dtype="Int64"),
+        "t": pd.to_datetime(["2024-03-01T00:00:00.123456Z", None, "1999-12-31T23:59:59Z", "2024-01-01T00:00:00Z",
+                             "2024-01-02T00:00:00Z", "2024-01-03T00:00:00Z"], utc=True, format="ISO8601"),
+    }, geometry=[Point(24.93 + 0.001 * i, 60.17) for i in range(n)], crs="EPSG:4326")
+    monkeypatch.setenv(postgis.ENV_POSTGIS, "1")
+    box_ = (24.0, 60.0, 25.0, 61.0)
+    for name, extra in (("pg_exact", None), ("pg_nested", [{"k": i, "v": [i, i + 1]} for i in range(n)])):
+        f = frame.copy()
+        if extra is not None:
+            f["nested"] = extra
+        ws.write_derived(name, f, inputs=[], parameters={}, classification="public")
+        want = ws.read(name, bbox=box_, position="_fid")
+        got = postgis.read_bbox(ws, name, None, box_, "_fid")
+        cols = [c for c in want.columns if c != "nested"]
+        assert_frame_equal(got[cols], want[cols], check_exact=True)
+        if extra is not None:
+            assert got["nested"].to_json() == want["nested"].to_json()  # as the API writes it

@@ -211,11 +211,19 @@ def publish(ws: Workspace, dataset: str, version: int | None = None, *, by: str 
             raw.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(tid))  # left by a publish before the registry
             raw.execute(sql.SQL("CREATE TABLE {} ({})").format(tid, sql.SQL(", ").join(defs)))
             n = 0
-            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(tid, sql.SQL(", ").join(map(sql.Identifier, names)))
+            plain = [c for c, _ in cols]
+            # CSV written by Arrow where every type reads back exactly from its text (shortest float
+            # text, NULL unquoted vs "" quoted); psycopg's rows otherwise (nested, binary types)
+            as_csv = all(t in _CSV_TYPES for _c, t in cols)
+            copy_sql = sql.SQL("COPY {} ({}) FROM STDIN" + (" WITH (FORMAT csv)" if as_csv else "")).format(
+                tid, sql.SQL(", ").join(map(sql.Identifier, names)))
             with raw.cursor() as cur, cur.copy(copy_sql) as copy:
                 for batch in reader:
-                    for row in _rows(batch, n, [c for c, _ in cols], geom, {c for c, t in cols if t == "jsonb"}):
-                        copy.write_row(row)
+                    if as_csv:
+                        copy.write(_csv_chunk(batch, n, plain, geom))
+                    else:
+                        for row in _rows(batch, n, plain, geom, {c for c, t in cols if t == "jsonb"}):
+                            copy.write_row(row)
                     n += batch.num_rows
             raw.execute(sql.SQL("CREATE INDEX {} ON {} USING GIST ({})").format(
                 sql.Identifier(f"{table[:50]}_gist"), tid, sql.Identifier(geom)))
@@ -236,17 +244,40 @@ def _missing(dataset: str, version: int) -> Published:
     raise CitytwinError(f"{dataset!r} v{version} was published and then removed while publishing")
 
 
-def _rows(batch: pa.RecordBatch, start: int, cols: list[str], geom: str, as_json: set[str]) -> Any:
-    """The COPY rows of one record batch: position, plain values, geometry as hex EWKB (SRID 4326)."""
+_CSV_TYPES = {"text", "bigint", "integer", "smallint", "double precision", "real", "boolean", "date", "timestamp",
+              "timestamptz", "numeric"}
+
+
+def _hex_ewkb(column: pa.Array | pa.ChunkedArray) -> Any:
     import shapely
 
+    g = shapely.from_wkb(column.to_numpy(zero_copy_only=False))
+    return g, shapely.to_wkb(shapely.set_srid(g, 4326), hex=True, include_srid=True)
+
+
+def _csv_chunk(batch: pa.RecordBatch, start: int, cols: list[str], geom: str) -> bytes:
+    """The COPY CSV of one record batch: position, plain values, geometry as hex EWKB (SRID 4326)."""
+    import io
+
+    import pyarrow.csv as pacsv
+
+    g, hexes = _hex_ewkb(batch.column(geom))
+    hexes = [None if gj is None else h for gj, h in zip(g, hexes, strict=True)]
+    arrays = [pa.array(range(start, start + batch.num_rows), type=pa.int64()), *(batch.column(c) for c in cols),
+              pa.array(hexes, type=pa.string())]
+    buf = io.BytesIO()
+    pacsv.write_csv(pa.RecordBatch.from_arrays(arrays, names=[f"c{i}" for i in range(len(arrays))]), buf,
+                    pacsv.WriteOptions(include_header=False))
+    return buf.getvalue()
+
+
+def _rows(batch: pa.RecordBatch, start: int, cols: list[str], geom: str, as_json: set[str]) -> Any:
+    """The COPY rows of one record batch: position, plain values, geometry as hex EWKB (SRID 4326)."""
     values = [batch.column(c).to_pylist() for c in cols]
     for i, c in enumerate(cols):
         if c in as_json:
             values[i] = [None if x is None else json.dumps(x, default=str) for x in values[i]]
-    wkb = batch.column(geom).to_numpy(zero_copy_only=False)
-    g = shapely.from_wkb(wkb)
-    hexes = shapely.to_wkb(shapely.set_srid(g, 4326), hex=True, include_srid=True)
+    g, hexes = _hex_ewkb(batch.column(geom))
     for j in range(batch.num_rows):
         yield (start + j, *(v[j] for v in values), None if g[j] is None else hexes[j])
 
