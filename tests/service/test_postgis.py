@@ -208,6 +208,18 @@ def test_publish_is_all_or_nothing_and_cli(service_ws: ServiceWorkspace, monkeyp
     out = json.loads(r.output)["published"]
     assert out == [{"dataset": "pg_points", "version": 1, "table": f"{postgis.SCHEMA}.pg_points__v1", "rows": 30}]
     assert _table_exists(service_ws, "pg_points")
+    # a table gone behind citytwin's back: a clear error (no traceback), audited
+    import psycopg
+
+    from citytwin.foundation.errors import CitytwinError
+
+    with psycopg.connect(ws.catalog.url, autocommit=True) as con:
+        con.execute(f'DROP TABLE {postgis.SCHEMA}."pg_points__v1"')
+    monkeypatch.setenv(postgis.ENV_POSTGIS, "1")
+    with pytest.raises(CitytwinError, match="cannot read dataset 'pg_points' from PostGIS"):
+        postgis.read_bbox(ws, "pg_points", None, (24, 60, 25, 61), "_fid")
+    last = ws.catalog.audit_log(limit=1)[0]
+    assert (last["action"], last["outcome"], last["dataset"]) == ("read", "error", "pg_points")
     # a viewer may not publish; a non-spatial dataset is a clear error; both as JSON
     r = runner.invoke(app, ["publish-postgis", "-w", str(ws.root), "--user", "vera", "--json"], env=env)
     assert r.exit_code == 2 and "may not publish" in json.loads(r.output)["error"]

@@ -118,6 +118,12 @@ def configured(ws: Workspace) -> str | None:
     return url
 
 
+def _pg_errors() -> tuple[type[BaseException], ...]:
+    import psycopg
+
+    return (psycopg.Error,)
+
+
 def _db(url: str) -> records.Database:
     db = _DBS.get(url)
     if db is None:
@@ -338,8 +344,14 @@ def read_bbox(ws: Workspace, name: str, version: int | None, bbox: tuple[float, 
                 " AND ST_Intersects({}, ST_MakeEnvelope(%s, %s, %s, %s, 4326)) ORDER BY {}").format(
         sql.Identifier(FID), sql.SQL(", ").join(map(sql.Identifier, plain)) if plain else sql.SQL("NULL"), g,
         sql.Identifier(SCHEMA, pub.table), g, g, sql.Identifier(FID))
-    with _db(url).connect() as con:
-        rows = con.raw.execute(q, (*box, *box)).fetchall()
+    try:
+        with _db(url).connect() as con:
+            rows = con.raw.execute(q, (*box, *box)).fetchall()
+    except _pg_errors() as exc:
+        ws.catalog.audit(user=ws.user.name, role=ws.user.role, action="read", dataset=name, version=vi.version,
+                         outcome="error", detail=f"engine=postgis: {str(exc)[:450]}")
+        raise CitytwinError(f"cannot read dataset {name!r} from PostGIS: {str(exc).strip()}",
+                            hint="`citytwin doctor` checks the database; CITYTWIN_POSTGIS=0 serves from the files") from None
     jsonb = {c for c, t in pub.columns if t == "jsonb"}
     data: dict[str, pa.Array] = {}
     for i, c in enumerate(plain):
@@ -384,8 +396,12 @@ def tile(ws: Workspace, dataset: str, version: int, props: Sequence[str], z: int
         "WHERE {} && ST_MakeEnvelope(%s, %s, %s, %s, 4326) AND ST_Intersects({}, ST_MakeEnvelope(%s, %s, %s, %s, 4326))) "
         "SELECT ST_AsMVT(t, %s, %s, 'geom') FROM t WHERE geom IS NOT NULL").format(
         cols, g, sql.Identifier(SCHEMA, pub.table), g, g)
-    with _db(url).connect() as con:
-        row = con.raw.execute(q, (z, x, y, extent, buffer, *box, *box, dataset, extent)).fetchone()
+    try:
+        with _db(url).connect() as con:
+            row = con.raw.execute(q, (z, x, y, extent, buffer, *box, *box, dataset, extent)).fetchone()
+    except _pg_errors() as exc:
+        raise CitytwinError(f"cannot make tile {z}/{x}/{y} of {dataset!r} from PostGIS: {str(exc).strip()}",
+                            hint="`citytwin doctor` checks the database; CITYTWIN_POSTGIS=0 serves from the files") from None
     return bytes(row[0]) if row is not None and row[0] is not None else b""
 
 
