@@ -339,6 +339,8 @@ def read_bbox(ws: Workspace, name: str, version: int | None, bbox: tuple[float, 
         raise AccessDenied(msg)
     schema = _arrow_schema(str(ws.root / vi.path / "*.parquet"))
     plain = [f.name for f in schema if f.name != pub.geometry]
+    if position in schema.names:
+        raise InputError(f"position column {position!r} is a column of {name!r}", field="position")
     g = sql.Identifier(pub.geometry)
     q = sql.SQL("SELECT {}, {}, ST_AsBinary({}) FROM {} WHERE {} && ST_MakeEnvelope(%s, %s, %s, %s, 4326)"
                 " AND ST_Intersects({}, ST_MakeEnvelope(%s, %s, %s, %s, 4326)) ORDER BY {}").format(
