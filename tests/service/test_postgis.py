@@ -203,7 +203,7 @@ def test_publish_is_all_or_nothing_and_cli(service_ws: ServiceWorkspace, monkeyp
     monkeypatch.setattr(postgis, "_csv_chunk", real)
     runner = CliRunner()
     env = {**CLI_ENV, "CITYTWIN_DATABASE": ws.catalog.url}
-    r = runner.invoke(app, ["publish-postgis", "pg_points", "-w", str(ws.root), "--user", "admin", "--json"], env=env)
+    r = runner.invoke(app, ["records", "publish-postgis", "pg_points", "-w", str(ws.root), "--user", "admin", "--json"], env=env)
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)["published"]
     assert out == [{"dataset": "pg_points", "version": 1, "table": f"{postgis.SCHEMA}.pg_points__v1", "rows": 30}]
@@ -221,10 +221,10 @@ def test_publish_is_all_or_nothing_and_cli(service_ws: ServiceWorkspace, monkeyp
     last = ws.catalog.audit_log(limit=1)[0]
     assert (last["action"], last["outcome"], last["dataset"]) == ("read", "error", "pg_points")
     # a viewer may not publish; a non-spatial dataset is a clear error; both as JSON
-    r = runner.invoke(app, ["publish-postgis", "-w", str(ws.root), "--user", "vera", "--json"], env=env)
+    r = runner.invoke(app, ["records", "publish-postgis", "-w", str(ws.root), "--user", "vera", "--json"], env=env)
     assert r.exit_code == 2 and "may not publish" in json.loads(r.output)["error"]
     ws.write_derived("pg_table", pd.DataFrame({"a": [1]}), inputs=[], parameters={}, classification="public")
-    r = runner.invoke(app, ["publish-postgis", "pg_table", "-w", str(ws.root), "--user", "admin", "--json"], env=env)
+    r = runner.invoke(app, ["records", "publish-postgis", "pg_table", "-w", str(ws.root), "--user", "admin", "--json"], env=env)
     assert r.exit_code == 2 and "no geometry" in json.loads(r.output)["error"]
 
 

@@ -40,6 +40,9 @@ UserOpt = Annotated[
     str | None, typer.Option("--user", "-u", envvar=ENV_USER, help="Act as this user (or $CITYTWIN_USER).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+DaskOpt = Annotated[str | None, typer.Option(
+    "--dask", help="Run on Dask: local:N (N worker processes here) or tcp://HOST:PORT (a running scheduler).")]
+"""The one ``--dask`` option (:mod:`citytwin.foundation.scaleout`)."""
 """The one ``--json`` option; a command that takes it must name its parameter ``as_json`` (errors are
 then printed as JSON too, see :func:`handle_errors`)."""
 
@@ -150,3 +153,20 @@ def progress(description: str, total: int | None = None) -> Iterator[Callable[..
             bar.advance(task, n)
 
         yield advance
+
+
+@contextmanager
+def task_progress(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar fed by ``progress(done, total)`` calls (Dask tasks finished, see ``--dask``); a
+    callback that does nothing when not ``enabled``."""
+    if not enabled:
+        yield lambda _done, _total: None
+        return
+    with progress(description) as advance:
+        last = [0]
+
+        def update(done: int, total: int) -> None:
+            advance(done - last[0], total=total)
+            last[0] = done
+
+        yield update

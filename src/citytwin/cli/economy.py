@@ -10,7 +10,15 @@ from typing import Annotated
 
 import typer
 
-from citytwin.cli.common import JsonOpt, WorkspaceOpt, console, handle_errors, open_workspace, print_json
+from citytwin.cli.common import (
+    DaskOpt,
+    JsonOpt,
+    WorkspaceOpt,
+    console,
+    handle_errors,
+    open_workspace,
+    print_json,
+)
 from citytwin.foundation.errors import InputError
 
 app = typer.Typer(help="Digital-economy evaluation: indices, ranks, tiers, groups, openness, disparities.",
@@ -49,18 +57,21 @@ def index_cmd(
     score_scale: ScoreScaleOpt = 1.0,
     name: Annotated[str, typer.Option("--name", help="Dataset name for the scores in the workspace.")] =
     "economy_index",
+    dask: DaskOpt = None,
 ) -> None:
     """Build a composite index: writes OUT/weights.csv, OUT/scores.csv and OUT/options.json.
 
     With --workspace, the scores (and weights, as NAME_weights) are also stored as catalog datasets with
     lineage. Example: citytwin economy index panel.xlsx --spec spec.yaml --method entropy --out out/
     """
+    from citytwin.cli.common import task_progress
     from citytwin.workflows.economy import build_index
 
-    res = build_index(panel, spec, out, method, workspace=workspace, name=name, sheet=sheet,
-                      normalisation=normalisation, shift=shift, scale=scale, scope=scope,
-                      topsis_normalisation=topsis_normalisation, topsis_weights=topsis_weights,
-                      score_scale=score_scale)
+    with task_progress(f"index: periods on Dask ({dask})", enabled=bool(dask)) as tasks:
+        res = build_index(panel, spec, out, method, workspace=workspace, name=name, sheet=sheet,
+                          normalisation=normalisation, shift=shift, scale=scale, scope=scope,
+                          topsis_normalisation=topsis_normalisation, topsis_weights=topsis_weights,
+                          score_scale=score_scale, dask=dask, progress=tasks)
     if res.ws is not None:
         console.print(f"stored [bold]{name}[/] v{res.version} (and {name}_weights) in {res.ws.root}")
     for w in res.result.warnings:

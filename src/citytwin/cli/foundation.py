@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from citytwin.cli.common import (
+    DaskOpt,
     JsonOpt,
     UserOpt,
     WorkspaceOpt,
@@ -67,9 +68,10 @@ def ingest(
     repair_geometry: Annotated[bool, typer.Option(help="Repair invalid geometries instead of quarantining.")] = False,
     description: Annotated[str, typer.Option(help="Dataset description.")] = "",
     licence: Annotated[str | None, typer.Option(help="Licence of the source data.")] = None,
+    dask: DaskOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Ingest files into a dataset (a new version each time).
+    """Ingest files into a dataset (a new version each time); with --dask one file per Dask task.
 
     Examples:
 
@@ -81,17 +83,21 @@ def ingest(
 
       citytwin ingest Helsinki.osm.pbf -d helsinki_pois -s poi --layer pois -w ./ws
     """
-    from citytwin.cli.common import err_console
+    from citytwin.cli.common import err_console, task_progress
     from citytwin.foundation.ingest import ingest as run
 
     ws = open_workspace(workspace, user)
-    with err_console.status(f"{dataset}: starting") as status:
-        result = run(ws, files, dataset=dataset, schema=schema, department=department,
-                     progress=lambda msg: status.update(f"{dataset}: {msg}"),
-                     classification=classification, sheet=sheet, layer=layer, encoding=encoding,
-                     units_map=_parse_units(unit), crs=crs,
-                     column_map=_parse_units(map_, "--map", "year=年度标识") or None, description=description, licence=licence,
-                     h3=not no_h3, repair_geometry=repair_geometry, header=not no_header)
+    kw: dict[str, Any] = dict(
+        dataset=dataset, schema=schema, department=department, classification=classification, sheet=sheet,
+        layer=layer, encoding=encoding, units_map=_parse_units(unit), crs=crs,
+        column_map=_parse_units(map_, "--map", "year=年度标识") or None, description=description, licence=licence,
+        h3=not no_h3, repair_geometry=repair_geometry, header=not no_header)
+    if dask:  # a bar of the files done (one Dask task each)
+        with task_progress(f"{dataset}: files on Dask ({dask})") as tasks:
+            result = run(ws, files, dask=dask, task_progress=tasks, **kw)
+    else:
+        with err_console.status(f"{dataset}: starting") as status:
+            result = run(ws, files, progress=lambda msg: status.update(f"{dataset}: {msg}"), **kw)
     if as_json:
         print_json(result.to_dict())
         return

@@ -18,6 +18,7 @@ from citytwin.cli import economy, resilience, spatial, twin
 from citytwin.cli import foundation as _foundation
 from citytwin.cli import plan as _plan
 from citytwin.cli import postgis as _postgis
+from citytwin.cli import records as _records
 from citytwin.cli import report as _report
 from citytwin.cli import serve as _serve
 from citytwin.cli import sim as _sim
@@ -39,6 +40,8 @@ app.add_typer(_plan.app, name="plan")
 app.add_typer(_cases.app, name="cases")
 app.add_typer(_consult.app, name="consult")
 app.add_typer(_sim.app, name="sim")
+app.add_typer(_records.app, name="records")
+_records.app.registered_commands.extend(_postgis.app.registered_commands)  # records publish-postgis
 
 
 @app.command()
@@ -67,7 +70,6 @@ register(_foundation.app)
 register(_report.app)
 register(_serve.app)
 register(_doctor.app)
-register(_postgis.app)
 
 if __name__ == "__main__":
     app()

