@@ -136,15 +136,22 @@ def _db(url: str) -> records.Database:
     return db
 
 
+_FOUND: dict[tuple[str, str, int], Published] = {}
+
+
 def published(url: str, dataset: str, version: int) -> Published | None:
-    """The published table of a version, or None."""
+    """The published table of a version, or None (a version once published is remembered: it never changes)."""
+    hit = _FOUND.get((url, dataset, version))
+    if hit is not None:
+        return hit
     with _db(url).connect() as con:
         r = con.execute(f"SELECT table_name, geometry, rows_loaded, columns FROM {SCHEMA}.published"
                         " WHERE dataset = ? AND version = ?", (dataset, version)).fetchone()
     if r is None:
         return None
-    return Published(dataset, version, str(r[0]), str(r[1]), int(r[2]),
-                     [(str(c), str(t)) for c, t in json.loads(r[3])])
+    found = _FOUND[(url, dataset, version)] = Published(dataset, version, str(r[0]), str(r[1]), int(r[2]),
+                                                        [(str(c), str(t)) for c, t in json.loads(r[3])])
+    return found
 
 
 def _geometry_of(columns: Sequence[dict[str, Any]]) -> str | None:
