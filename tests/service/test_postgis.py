@@ -275,3 +275,23 @@ def test_values_read_back_exactly(service_ws: ServiceWorkspace, monkeypatch: pyt
         assert_frame_equal(got[cols], want[cols], check_exact=True)
         if extra is not None:
             assert got["nested"].to_json() == want["nested"].to_json()  # as the API writes it
+
+
+def test_doctor_says_whether_postgis_can_serve(service_ws: ServiceWorkspace, tmp_path: object,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    from citytwin.foundation.workspace import Workspace
+    from citytwin.workflows.doctor import run_checks
+
+    ws = service_ws.ws
+    monkeypatch.setenv(postgis.ENV_POSTGIS, "0")
+    assert not [c for c in run_checks(ws.root, database=ws.catalog.url) if c.name == "serving"]
+    monkeypatch.setenv(postgis.ENV_POSTGIS, "1")
+    postgis.publish(ws, "incidents")
+    serving = [c for c in run_checks(ws.root, database=ws.catalog.url) if c.name == "serving"]
+    assert len(serving) == 1 and serving[0].status == "ok" and "published" in serving[0].detail
+    monkeypatch.delenv("CITYTWIN_DATABASE", raising=False)
+    embedded = Workspace.init(Path(str(tmp_path)) / "ws2", owner="admin")
+    bad = [c for c in run_checks(embedded.root) if c.name == "serving"]
+    assert len(bad) == 1 and bad[0].status == "fail" and "not on PostgreSQL" in bad[0].detail

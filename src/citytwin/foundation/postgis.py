@@ -40,18 +40,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
 from citytwin.foundation import access, records
 from citytwin.foundation.errors import AccessDenied, CitytwinError, InputError
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
     from citytwin.foundation.workspace import Workspace
 
 __all__ = ["ENV_POSTGIS", "SCHEMA", "Published", "configured", "publish", "publish_datasets", "published", "read_bbox",
-           "table_name", "tile"]
+           "status", "switched_on", "table_name", "tile"]
 
 #: environment variable switching PostGIS serving on (``1``) or off (``0``), over the workspace setting
 ENV_POSTGIS = "CITYTWIN_POSTGIS"
@@ -98,6 +97,24 @@ def table_name(dataset: str, version: int) -> str:
     return dataset.encode()[:63 - len(tail)].decode(errors="ignore") + tail
 
 
+def switched_on(settings: dict[str, Any]) -> bool:
+    """Whether PostGIS serving is asked for: ``$CITYTWIN_POSTGIS``, else the workspace setting ``postgis``."""
+    env = os.environ.get(ENV_POSTGIS, "").strip().lower()
+    return env in ("1", "true", "yes", "on") if env else bool(settings.get("postgis", False))
+
+
+def status(url: str) -> str:
+    """What a deployment's check says of PostGIS serving on ``url`` (an error when it cannot serve)."""
+    if not records.is_postgres(url):
+        raise CitytwinError("PostGIS serving is switched on but the records are not on PostgreSQL",
+                            hint="set CITYTWIN_DATABASE=postgresql://… (docs/deployment.md), or CITYTWIN_POSTGIS=0")
+    _db(url)  # PostGIS installed, the published list migrated
+    with _db(url).connect() as con:
+        n = con.execute(f"SELECT count(*), count(DISTINCT dataset) FROM {SCHEMA}.published").fetchone()
+    return (f"features and tiles from PostGIS: {int(n[0])} version(s) of {int(n[1])} dataset(s) published"
+            " (others load on their first request; `citytwin records publish-postgis` loads them now)")
+
+
 def configured(ws: Workspace) -> str | None:
     """The PostgreSQL URL the spatial reads go to, or None where PostGIS serving is off (the default).
 
@@ -105,9 +122,7 @@ def configured(ws: Workspace) -> str | None:
     ``postgis`` is true. Switched on with the records in SQLite, it is an error (there is no
     PostgreSQL to serve from).
     """
-    env = os.environ.get(ENV_POSTGIS, "").strip().lower()
-    on = env in ("1", "true", "yes", "on") if env else bool(ws.settings.get("postgis", False))
-    if not on:
+    if not switched_on(ws.settings):
         return None
     url = ws.catalog.url
     if not records.is_postgres(url):
@@ -272,6 +287,7 @@ def _csv_chunk(batch: pa.RecordBatch, start: int, cols: list[str], geom: str) ->
     """The COPY CSV of one record batch: position, plain values, geometry as hex EWKB (SRID 4326)."""
     import io
 
+    import pyarrow as pa
     import pyarrow.csv as pacsv
 
     g, hexes = _hex_ewkb(batch.column(geom))
@@ -300,7 +316,7 @@ def _published_for(ws: Workspace, url: str, dataset: str, version: int) -> Publi
     return published(url, dataset, version) or publish(ws, dataset, version, by=ws.user.name)
 
 
-_SCHEMAS: dict[str, pa.Schema] = {}
+_SCHEMAS: dict[str, Any] = {}
 
 
 def _arrow_schema(glob: str) -> pa.Schema:
@@ -326,6 +342,7 @@ def read_bbox(ws: Workspace, name: str, version: int | None, bbox: tuple[float, 
     columns, the same ``read`` audit row (``engine=postgis`` in its detail), the same frame: the
     records whose geometry intersects the box (GiST ``&&`` then ``ST_Intersects``), in position order.
     """
+    import pyarrow as pa
     from psycopg import sql
 
     from citytwin.foundation.readsql import check_bbox
