@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from pathlib import Path
 
 import mapbox_vector_tile
 import pandas as pd
@@ -18,6 +19,7 @@ from shapely.geometry import box, shape
 from tests.service.conftest import ServiceWorkspace
 
 from citytwin.foundation import postgis
+from citytwin.foundation.workspace import Workspace
 from citytwin.service.tiles import tile_of
 
 pytestmark = pytest.mark.parametrize("service_backend", ["postgresql"], indirect=True, scope="session")
@@ -39,11 +41,21 @@ def _get(client: TestClient, engines: dict[str, object], engine: str, url: str, 
     return client.get(url, headers=h)
 
 
-def _table_exists(service_ws: ServiceWorkspace, dataset: str) -> bool:
+@pytest.fixture()
+def own_ws(pg_url: str, tmp_path: Path, service_backend: str | None) -> Workspace:
+    """A workspace of its own (records in a fresh PostGIS database), for tests that add datasets: the
+    session's API workspace keeps the datasets test_api.py expects."""
+    ws = Workspace.init(tmp_path / "own", owner="admin", database=pg_url)
+    ws.add_user("vera", "viewer")
+    return ws
+
+
+def _table_exists(service_ws: ServiceWorkspace | Workspace, dataset: str) -> bool:
     import psycopg
 
-    v = service_ws.ws.info(dataset).current_version
-    with psycopg.connect(service_ws.ws.catalog.url) as con:
+    ws = service_ws.ws if isinstance(service_ws, ServiceWorkspace) else service_ws
+    v = ws.info(dataset).current_version
+    with psycopg.connect(ws.catalog.url) as con:
         r = con.execute("SELECT to_regclass(%s)", (f'{postgis.SCHEMA}."{postgis.table_name(dataset, v)}"',)).fetchone()
     return r is not None and r[0] is not None
 
@@ -174,7 +186,7 @@ def test_tile_of_a_known_building_equals_the_duckdb_tile(client: TestClient, ser
     assert gp.symmetric_difference(gd).area / gd.area < 0.02
 
 
-def test_publish_is_all_or_nothing_and_cli(service_ws: ServiceWorkspace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_publish_is_all_or_nothing_and_cli(own_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     import json
 
     from tests.conftest import CLI_ENV
@@ -183,7 +195,7 @@ def test_publish_is_all_or_nothing_and_cli(service_ws: ServiceWorkspace, monkeyp
 
     from citytwin.cli.main import app
 
-    ws = service_ws.ws
+    ws = own_ws
     ws.write_derived("pg_points", _incidents(), inputs=[], parameters={}, classification="public")
     real = postgis._csv_chunk
     calls: list[int] = []
@@ -198,7 +210,7 @@ def test_publish_is_all_or_nothing_and_cli(service_ws: ServiceWorkspace, monkeyp
     with pytest.raises(OSError, match="disk full"):
         postgis.publish(ws, "pg_points", batch_rows=10)
     assert len(calls) == 3
-    assert not _table_exists(service_ws, "pg_points")
+    assert not _table_exists(ws, "pg_points")
     assert postgis.published(ws.catalog.url, "pg_points", ws.info("pg_points").current_version) is None
     monkeypatch.setattr(postgis, "_csv_chunk", real)
     runner = CliRunner()
@@ -207,7 +219,7 @@ def test_publish_is_all_or_nothing_and_cli(service_ws: ServiceWorkspace, monkeyp
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)["published"]
     assert out == [{"dataset": "pg_points", "version": 1, "table": f"{postgis.SCHEMA}.pg_points__v1", "rows": 30}]
-    assert _table_exists(service_ws, "pg_points")
+    assert _table_exists(ws, "pg_points")
     # a table gone behind citytwin's back: a clear error (no traceback), audited
     import psycopg
 
@@ -245,14 +257,14 @@ def test_switched_on_without_postgresql_is_a_clear_error(tmp_path: object, monke
     assert postgis.configured(ws) is None  # the environment wins
 
 
-def test_values_read_back_exactly(service_ws: ServiceWorkspace, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_values_read_back_exactly(own_ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     """Floats (shortest text), empty vs missing text, times, booleans: PostGIS gives back the frame of
     Workspace.read, through the CSV load and through psycopg's rows (a nested column)."""
     import geopandas as gpd
     from pandas.testing import assert_frame_equal
     from shapely.geometry import Point
 
-    ws = service_ws.ws
+    ws = own_ws
     n = 6
     frame = gpd.GeoDataFrame({
         "f": [0.1 + 0.2, 1e-300, None, 1 / 3, -0.0, 123456789.123456789],
