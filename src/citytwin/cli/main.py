@@ -17,6 +17,7 @@ from citytwin.cli import doctor as _doctor
 from citytwin.cli import economy, resilience, spatial, twin
 from citytwin.cli import foundation as _foundation
 from citytwin.cli import plan as _plan
+from citytwin.cli import postgis as _postgis
 from citytwin.cli import records as _records
 from citytwin.cli import report as _report
 from citytwin.cli import serve as _serve
@@ -40,6 +41,7 @@ app.add_typer(_cases.app, name="cases")
 app.add_typer(_consult.app, name="consult")
 app.add_typer(_sim.app, name="sim")
 app.add_typer(_records.app, name="records")
+_records.app.registered_commands.extend(_postgis.app.registered_commands)  # records publish-postgis
 
 
 @app.command()

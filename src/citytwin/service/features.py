@@ -28,6 +28,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from citytwin.foundation import postgis
 from citytwin.foundation.catalog import DatasetInfo
 from citytwin.foundation.errors import InputError, NotFoundError
 from citytwin.foundation.workspace import Workspace
@@ -160,7 +161,7 @@ def _filtered(ws: Workspace, info: DatasetInfo, bbox: tuple[float, float, float,
 
     Without a filter only the first ``upto`` records are read (the number matched is the version's
     row count). ``bbox`` is filtered inside DuckDB (:meth:`Workspace.read` with ``bbox``: only the
-    records in the box leave it); ``datetime`` then here, on what the box kept. ``_fid`` is each
+    records in the box leave it), or in PostGIS where configured (:func:`~citytwin.foundation.postgis.read_bbox`); ``datetime`` then here, on what the box kept. ``_fid`` is each
     record's position in the version in every case.
     """
     geom = _geometry_column(info)
@@ -174,7 +175,10 @@ def _filtered(ws: Workspace, info: DatasetInfo, bbox: tuple[float, float, float,
         df.insert(0, "_fid", range(len(df)))
         total = info.current.rows_kept
         return df, int(total) if total is not None else len(df)
-    df = ws.read(info.name, info.current_version, bbox=bbox, position="_fid")
+    if bbox is not None and postgis.configured(ws) is not None:  # the same checks, masking and audit, in PostGIS
+        df = postgis.read_bbox(ws, info.name, info.current_version, bbox, "_fid")
+    else:
+        df = ws.read(info.name, info.current_version, bbox=bbox, position="_fid")
     if when is not None and tcol is not None and len(df):
         t = pd.to_datetime(df[tcol], utc=True, errors="coerce")
         keep = t.notna()

@@ -12,7 +12,8 @@ Every tile request checks the caller's access to the dataset (403 for a role wit
 audited as ``read.tile`` ``denied``) and is one audit row (``api.read``, naming the tile); a tile not
 in the cache is made from the files opened through
 :meth:`~citytwin.foundation.workspace.Workspace.stats_glob` (access checked again, audited as
-``read.stats``).
+``read.stats``). Where PostGIS serving is configured (:mod:`citytwin.foundation.postgis`), a tile
+not in the cache comes from the version's PostGIS table instead, with the same columns.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import duckdb
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
 
-from citytwin.foundation import access, duck
+from citytwin.foundation import access, duck, postgis
 from citytwin.foundation.catalog import DatasetInfo
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.readsql import bbox_sql, covering
@@ -156,20 +158,25 @@ class TileMaker:
                 self.hits += 1
             return b
 
-    def make(self, key: tuple[Any, ...], sql: str, z: int, x: int, y: int) -> bytes:
-        """Run the tile query (or take it from the cache)."""
+    def make(self, key: tuple[Any, ...], sql: str, z: int, x: int, y: int,
+             run: Callable[[tuple[float, float, float, float]], bytes] | None = None) -> bytes:
+        """Run the tile query (or take it from the cache); ``run``: make it another way (PostGIS) from
+        the WGS84 box the features must meet."""
         b = self.cached(key)
         if b is not None:
             return b
         w, s, e, n = tile_bounds(z, x, y)
         # a margin for the tile buffer, so features just outside still draw their edge
         mx, my = (e - w) * BUFFER / EXTENT, (n - s) * BUFFER / EXTENT
-        cur = self._connection().cursor()
-        try:
-            row = cur.execute(sql, [w - mx, s - my, e + mx, n + my, z, x, y]).fetchone()
-        finally:
-            cur.close()
-        b = bytes(row[0]) if row is not None and row[0] is not None else b""
+        if run is not None:
+            b = run((w - mx, s - my, e + mx, n + my))
+        else:
+            cur = self._connection().cursor()
+            try:
+                row = cur.execute(sql, [w - mx, s - my, e + mx, n + my, z, x, y]).fetchone()
+            finally:
+                cur.close()
+            b = bytes(row[0]) if row is not None and row[0] is not None else b""
         with self._lock:
             self.misses += 1
             old = self._cache.pop(key, None)
@@ -238,13 +245,18 @@ def tile(dataset: str, request: Request, ws: WsDep,
     headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
     if _if_none_match(request, etag):
         return Response(status_code=304, headers=headers)
-    key = (dataset, version, tuple(sorted(masked)), z, x, y)
+    engine = "postgis" if postgis.configured(ws) is not None else "duckdb"
+    key = (dataset, version, tuple(sorted(masked)), z, x, y, engine)
     body = tm.cached(key)
     if body is None:  # a miss reads the files: through stats_glob (access check again, audited as read.stats)
         glob, masked2 = ws.stats_glob(dataset, version)
         hide = set(masked) | set(masked2)
         props = [(c, t.upper()) for c, t in tm.columns(glob) if c != geom and c not in hide and t.upper() in _PLAIN]
-        body = tm.make(key, tile_sql(glob, geom, props, dataset, covering(glob, geom)), z, x, y)
+        if engine == "postgis":  # the same columns, from the version's PostGIS table
+            body = tm.make(key, "", z, x, y, run=lambda box: postgis.tile(
+                ws, dataset, version, [c for c, _ in props], z, x, y, box, extent=EXTENT, buffer=BUFFER))
+        else:
+            body = tm.make(key, tile_sql(glob, geom, props, dataset, covering(glob, geom)), z, x, y)
     return Response(body, media_type=MVT, headers=headers)
 
 

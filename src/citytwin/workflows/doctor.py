@@ -6,6 +6,8 @@ Each check gives ``ok``, ``warn`` or ``fail`` with a detail and, unless ok, what
 * ``records`` — the records database (SQLite file or PostgreSQL by URL) is reachable and migrated to
   this citytwin's schema (the version of each store);
 * ``postgis`` — with PostgreSQL records: whether the PostGIS extension is installed in that database;
+* ``serving`` — where PostGIS serving is switched on (``$CITYTWIN_POSTGIS`` or the ``postgis`` setting):
+  that it can serve (records on PostgreSQL, PostGIS installed) and how many versions are published;
 * ``embedded`` — a warning when the workspace's records are still in its SQLite file while
   ``$CITYTWIN_DATABASE`` (or ``--database``) points to PostgreSQL (move them: ``citytwin records move``);
 * ``mqtt`` — the broker given by URL (``mqtt://[USER[:PASSWORD]@]HOST:PORT``, ``mqtts://`` for TLS, or
@@ -281,6 +283,10 @@ def run_checks(workspace: Path | None, *, database: str | None = None, broker: s
             out.append(Check("records", "fail", exc.message, exc.hint))
         except Exception as exc:
             out.append(Check("records", "fail", f"{records.redact(url)}: {type(exc).__name__}: {exc}"))
+    from citytwin.foundation import postgis
+
+    if url is not None and postgis.switched_on(_settings(root) if root is not None else {}):
+        out.append(_guard("serving", lambda: Check("serving", "ok", postgis.status(url or ""))))
     own = root / "catalog.sqlite" if root is not None and not setting else None  # records still embedded
     if own is not None and own.exists() and url != f"sqlite:///{own}" and records.is_postgres(url or ""):
         which = "--database" if database else records.ENV_DATABASE
