@@ -212,8 +212,12 @@ def publish(ws: Workspace, dataset: str, version: int | None = None, *, by: str 
     try:
         desc = [(str(r[0]), str(r[1])) for r in dcon.execute("DESCRIBE SELECT * FROM read_parquet(?)", [glob]).fetchall()]
         cols: list[tuple[str, str]] = []
+        from citytwin.foundation.readsql import covering
+
+        cover = covering(glob, geom)  # the GeoParquet bbox covering is not data: PostGIS has its GiST index
+        hidden = {p[0] for p in cover.values()} if cover else set()
         for c, t in desc:
-            if c == geom:
+            if c == geom or c in hidden:
                 continue
             pt = _PG_TYPES.get(t.upper()) or ("numeric" if t.upper().startswith("DECIMAL") else None)
             if pt is None:
@@ -361,8 +365,14 @@ def read_bbox(ws: Workspace, name: str, version: int | None, bbox: tuple[float, 
         ws.catalog.audit(user=ws.user.name, role=ws.user.role, action="read", dataset=name, version=vi.version,
                          outcome="denied", detail=msg)
         raise AccessDenied(msg)
-    schema = _arrow_schema(str(ws.root / vi.path / "*.parquet"))
-    plain = [f.name for f in schema if f.name != pub.geometry]
+    glob = str(ws.root / vi.path / "*.parquet")
+    schema = _arrow_schema(glob)
+    # the GeoParquet bbox covering serves filters only and is never data (as in Workspace.read)
+    from citytwin.foundation.readsql import covering
+
+    cover = covering(glob, pub.geometry)
+    hidden = {p[0] for p in cover.values()} if cover else set()
+    plain = [f.name for f in schema if f.name != pub.geometry and f.name not in hidden]
     if position in schema.names:
         raise InputError(f"position column {position!r} is a column of {name!r}", field="position")
     g = sql.Identifier(pub.geometry)
@@ -387,7 +397,7 @@ def read_bbox(ws: Workspace, name: str, version: int | None, bbox: tuple[float, 
         data[c] = pa.array(vals, type=schema.field(c).type)
     gi = 1 + max(len(plain), 1)
     data[pub.geometry] = pa.array([None if r[gi] is None else bytes(r[gi]) for r in rows], type=pa.binary())
-    order = [f.name for f in schema]
+    order = [f.name for f in schema if f.name not in hidden]
     table = pa.table({c: data[c] for c in order}).add_column(0, position, pa.array([int(r[0]) for r in rows],
                                                                                     type=pa.int64()))
     df = access.mask_frame(_arrow_to_frame(table), masked)
