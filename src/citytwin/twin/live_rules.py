@@ -322,7 +322,7 @@ class LiveRuleEngine:
             cols = {"entity": np.asarray(batch["entity"], dtype=object),
                     "property": np.asarray(batch["property"], dtype=object),
                     "time_us": np.asarray(batch["time_us"], dtype=np.int64),
-                    "value": np.array([np.nan if x is None else x for x in batch["value"]], dtype=float),
+                    "value": np.array(batch["value"], dtype=float),  # None -> NaN
                     "unit": np.asarray(batch.get("unit", [None] * n), dtype=object)}
         keep = np.isin(cols["property"], self.properties)
         if not keep.all():
