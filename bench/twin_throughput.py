@@ -531,6 +531,8 @@ def main() -> None:
         sub = ctx.Process(target=_raw_subscriber, args=(host, port, "raw-sub", ready, got, t_last, stop))
         sub.start()
         ready.wait(30)
+        sub_p = psutil.Process(sub.pid)
+        sub_cpu0 = sum(sub_p.cpu_times()[:2])
         raw_rounds: list[float] = []
         for r in range(args.raw_rounds):
             go, t_pub = ctx.Event(), ctx.Value("d", 0.0)
@@ -544,15 +546,18 @@ def main() -> None:
                 time.sleep(0.002)
             raw_rounds.append(t_last.value - t0)
             pub.join()
+        raw_cpu = sum(sub_p.cpu_times()[:2]) - sub_cpu0  # user + system seconds of the subscriber process
         stop.set()
         sub.join()
         raw_s = float(np.median(raw_rounds))
+        results["raw_mqtt_obs_cpu"] = args.raw_rounds * n_obs / raw_cpu
         results["raw_mqtt_msgs"] = len(MSGS) / raw_s
         results["raw_mqtt_obs"] = n_obs / raw_s
         print(f"[ceiling] broker -> plain paho subscriber (QoS 1, manual ack, same {len(MSGS):,} messages, "
               f"{args.raw_rounds} rounds of {', '.join(f'{x:.2f}' for x in raw_rounds)} s): median "
               f"{len(MSGS) / raw_s:,.0f} msg/s = {n_obs / raw_s:,.0f} readings/s; all rounds together "
-              f"{args.raw_rounds * n_obs / sum(raw_rounds):,.0f} readings/s")
+              f"{args.raw_rounds * n_obs / sum(raw_rounds):,.0f} readings/s; subscriber CPU {raw_cpu:.2f} s = "
+              f"{results['raw_mqtt_obs_cpu']:,.0f} readings per CPU-second")
 
         # 2. raw ceiling: Parquet append alone
         app_rate = bench_parquet_append(long, batch=int(500 * obs_per_msg))
@@ -579,6 +584,7 @@ def main() -> None:
         days = sorted(pd.to_datetime(long["time"]).dt.floor("D").unique())
         lat = Latencies(root, [pd.Timestamp(d) for d in days[: max(1, len(days) // 20)]],
                         [e.id for e in stations()])
+        cpu0 = sum(proc.cpu_times()[:2])
         t0 = time.time()
         go.set()
         started_q = False
@@ -588,6 +594,8 @@ def main() -> None:
                 started_q = True
             time.sleep(0.005)
         e2e_s = time.time() - t0
+        e2e_cpu = sum(proc.cpu_times()[:2]) - cpu0  # the ingest process's user + system seconds
+        results["mqtt_obs_cpu"] = n_obs / e2e_cpu
         rss1 = proc.memory_info().rss / 2**20
         lat.stop()
         pub.join()
@@ -604,6 +612,10 @@ def main() -> None:
               f" of the non-missing readings; ratio to broker->subscriber ceiling "
               f"{results['mqtt_obs'] / results['raw_mqtt_obs']:.2f}, to Parquet append ceiling "
               f"{results['mqtt_obs'] / app_rate:.2f}")
+        print(f"[MQTT e2e, CPU] ingest process {e2e_cpu:.2f} CPU-s = {results['mqtt_obs_cpu']:,.0f} readings per "
+              f"CPU-second; ratio to the plain paho subscriber per CPU-second "
+              f"{results['mqtt_obs_cpu'] / results['raw_mqtt_obs_cpu']:.2f} (less sensitive to the machine's load "
+              f"than the wall-clock ratio)")
         print(f"[memory] ingest process RSS {rss0:.0f} MiB after start, {rss1:.0f} MiB after {n_obs:,} readings")
         # idle latencies on the same store (the baseline of the latency ratios)
         idle = Latencies(root, lat.days, lat.ents)
