@@ -122,3 +122,36 @@ def test_latest_rows_leave_the_live_state_as_all_rows_do(tmp_path, n):
     assert a.query(limit=100) == b.query(limit=100)
     a.close()
     b.close()
+
+
+@pytest.mark.shared_data
+def test_rules_on_an_empty_history_skip_the_read_back_and_raise_the_same_alerts(tmp_path, shared_data):
+    """On an empty history the rule engine knows every reading from its hook (``complete``): the first batch of
+    an entity is not read back from history, and the alerts are those of the engine that reads it."""
+    import pandas as pd
+
+    from citytwin.service.app import open_runtime
+    from citytwin.twin import feeds as F
+
+    frames = []
+    for st in ("Dongsi", "Tiantan"):
+        w = pd.read_csv(shared_data / f"air_beijing_multisite/PRSA_Data_{st}_20130301-20170228.csv")
+        t = pd.to_datetime(w[["year", "month", "day", "hour"]])
+        frames.append(w[(t >= "2015-11-20") & (t < "2015-12-03")])
+    msgs = [(topic, p) for _, topic, p in F.messages_from_long(F.beijing_long(pd.concat(frames)), per_message=1)]
+    got = []
+    for complete in (True, False):
+        rt = open_runtime(tmp_path / f"twin-{complete}")
+        rt.register([F.beijing_entity(s) for s in ("Dongsi", "Tiantan")])
+        auto = rt.enable_auto_alerts()
+        assert auto.engine.complete  # the history is empty
+        auto.engine.complete = complete
+        for lo, hi in [(0, 300), *((i, i + 2) for i in range(300, len(msgs), 2))]:  # one big batch, then hourly
+            rt.ingestor.ingest(msgs[lo:hi], source="mqtt")
+        assert not rt.ingestor.hook_errors
+        got.append(([(a.rule, a.entity, a.start, a.end, a.peak, a.status) for a in rt.alerts.alerts()],
+                     auto.engine.history_reads))
+        rt.close()
+    (fast, reads_fast), (slow, reads_slow) = got
+    assert fast == slow and len(fast) >= 4
+    assert reads_fast == 0 < reads_slow
