@@ -207,6 +207,11 @@ class Observation(NamedTuple):
     lat: float | None
 
 
+def _obs(fields: tuple[Any, ...]) -> Observation:
+    """An Observation from its 8 fields in order (``tuple.__new__``: no Python-level constructor call)."""
+    return tuple.__new__(Observation, fields)
+
+
 @dataclass(frozen=True)
 class Reject:
     """A rejected message or attribute, with a machine reason and a human detail."""
@@ -294,6 +299,7 @@ def parse_time_us(value: Any) -> int:
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _OPEN = (-math.inf, math.inf)
+_EXACT_INT = 2**53  # integers a float holds exactly
 _MIN_US = int(pd.Timestamp("1678-01-01", tz="UTC").value // 1000)
 _MAX_US = int(pd.Timestamp("2261-12-31", tz="UTC").value // 1000)
 
@@ -356,11 +362,23 @@ class PayloadError(InputError):
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
 def _bracket_depth(raw: bytes) -> int:
-    """Highest running count of open brackets (an upper bound of the JSON depth; vectorised)."""
-    a = np.frombuffer(raw, dtype=np.uint8)
-    step = ((a == 91) | (a == 123)).astype(np.int32) - ((a == 93) | (a == 125)).astype(np.int32)
-    return int(np.cumsum(step).max()) if len(step) else 0
+    """Highest running count of open brackets (an upper bound of the JSON depth; vectorised over the brackets
+    alone: the other bytes do not change the count).
+
+    Examples
+    --------
+    >>> _bracket_depth(b'[{"a": [1]}, {"b": "]]"}]'), _bracket_depth(b"]]"), _bracket_depth(b"")
+    (3, 0, 0)
+    """
+    a = np.frombuffer(raw.translate(None, _NOT_BRACKETS), dtype=np.uint8)
+    if not len(a):
+        return 0
+    step = np.where((a == 91) | (a == 123), 1, -1).astype(np.int32)
+    return max(0, int(np.cumsum(step).max()))
 
 
 def _depth_exceeds(doc: Any, limit: int) -> bool:
@@ -463,6 +481,7 @@ class MessageParser:
         self.max_age_us = int(max_age_s * 1e6)
         self.ranges = ranges or physical_range
         self._bounds_cache: dict[str, tuple[float, float]] = {}
+        self._fast: dict[str, dict[str, tuple[str, float, float]]] = {}
         self.prefix = prefix
         self.types = dict(types or ENTITY_TYPES)
         self._factors: dict[tuple[str, str], float] = {}
@@ -573,10 +592,46 @@ class MessageParser:
                 return
         etype = self.types.get(ref.type)
         res.entities += 1
+        type_ = ref.type
+        # fast path for the common attribute (a number or null in the canonical unit, at the update's time):
+        # exactly what _attribute accepts for it, without its checks of the rarer shapes
+        fast = self._fast_specs(type_, etype) if base_us is not None else None
+        append = res.observations.append
         for name, attr in item.items():
             if name in RESERVED:
                 continue
-            self._attribute(res, eid, ref.type, etype, name, attr, base_us, now, lon, lat)
+            if fast is not None:
+                f = fast.get(name)
+                if f is not None:
+                    if type(attr) is dict:
+                        if "observedAt" not in attr:
+                            value = attr.get("value")
+                            unit = attr.get("unitCode", attr.get("unit"))
+                            if unit is None or unit == f[0]:
+                                if value is None:
+                                    append(_obs((eid, type_, name, base_us, None, f[0], lon, lat)))
+                                    continue
+                                tv = type(value)
+                                if tv is int and -_EXACT_INT <= value <= _EXACT_INT:
+                                    value, tv = float(value), float
+                                if tv is float and f[1] <= value <= f[2] and value != math.inf \
+                                        and value != -math.inf:
+                                    append(_obs((eid, type_, name, base_us, value, f[0], lon, lat)))
+                                    continue
+                    elif type(attr) is float and f[1] <= attr <= f[2] and attr != math.inf and attr != -math.inf:
+                        append(_obs((eid, type_, name, base_us, attr, f[0], lon, lat)))
+                        continue
+            self._attribute(res, eid, type_, etype, name, attr, base_us, now, lon, lat)
+
+    def _fast_specs(self, type_: str, etype: EntityType | None) -> dict[str, tuple[str, float, float]] | None:
+        """Numeric properties of a typed entity type: name -> (canonical unit, lo, hi) (cached)."""
+        if etype is None:
+            return None
+        got = self._fast.get(type_)
+        if got is None:
+            got = self._fast[type_] = {n: (s.unit, *self._bounds(n)) for n, s in etype.properties.items()
+                                       if s.kind == "number"}
+        return got
 
     def _attribute(self, res: ParseResult, eid: str, type_: str, etype: EntityType | None, name: str,
                    attr: Any, base_us: int | None, now: int, lon: float | None, lat: float | None) -> None:

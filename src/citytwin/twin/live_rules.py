@@ -264,12 +264,19 @@ class LiveRuleEngine:
         As in :class:`~citytwin.workflows.alerting.AutoAlerts`.
     keep
         How much of each entity's recent readings stays in memory (at least lookback + warm-up + step).
+    complete
+        The history held no reading when the engine started and every reading stored since reaches
+        :meth:`update` (one writer, the engine's hook on every commit: what
+        :class:`~citytwin.workflows.alerting.AutoAlerts` sets for an empty history). Then an entity seen
+        for the first time has nothing in history but the batch, and its first read is skipped (it would
+        read back the batch just committed: for a replayed month, the whole month).
     """
 
     def __init__(self, rules: Iterable[ThresholdRule] | None = None, *, history: HistoryReader | None = None,
                  lookback: str = "24h", max_lookback: str = "31D", tz: str = "Asia/Shanghai",
-                 keep: str | None = None) -> None:
+                 keep: str | None = None, complete: bool = False) -> None:
         self.rules = check_live_rules(DEFAULT_LIVE_RULES if rules is None else rules)
+        self.complete = bool(complete)
         try:
             lb, mx = pd.Timedelta(lookback), pd.Timedelta(max_lookback)
         except ValueError as exc:
@@ -322,7 +329,7 @@ class LiveRuleEngine:
             cols = {"entity": np.asarray(batch["entity"], dtype=object),
                     "property": np.asarray(batch["property"], dtype=object),
                     "time_us": np.asarray(batch["time_us"], dtype=np.int64),
-                    "value": np.array([np.nan if x is None else x for x in batch["value"]], dtype=float),
+                    "value": np.array(batch["value"], dtype=float),  # None -> NaN
                     "unit": np.asarray(batch.get("unit", [None] * n), dtype=object)}
         keep = np.isin(cols["property"], self.properties)
         if not keep.all():
@@ -475,7 +482,7 @@ class LiveRuleEngine:
         order = np.argsort(codes, kind="stable")
         bounds = np.r_[0, np.cumsum(np.bincount(codes, minlength=len(ents)))]
         big = int(np.iinfo(np.int64).max)
-        fresh_k = [k for k, e in enumerate(ents) if str(e) not in self.tails]
+        fresh_k = [] if self.complete else [k for k, e in enumerate(ents) if str(e) not in self.tails]
         self._prefetch([str(ents[k]) for k in fresh_k],
                        [(int(cols["time_us"][order[bounds[k]:bounds[k + 1]]].min()) // _HOUR_US) * _HOUR_US
                         - self.lookback_us - self.warmup_us for k in fresh_k])
@@ -497,8 +504,8 @@ class LiveRuleEngine:
             start_us = (lo_us // _HOUR_US) * _HOUR_US - self.lookback_us
             tail = self.tails.get(ent)
             fresh = tail is None
-            if tail is None:
-                tail = self.tails[ent] = _Tail(big, {})
+            if tail is None:  # (complete: everything of it is in the batch, nothing to read)
+                tail = self.tails[ent] = _Tail(-big if self.complete else big, {})
             old_mask = np.zeros(len(idx), dtype=bool)
             if not fresh and start_us - self.warmup_us < tail.cover_from:
                 if tail.cover_from - lo_us > self.max_lookback_us:

@@ -341,7 +341,11 @@ class AutoAlerts:
                 end=None if end_us is None else pd.Timestamp(end_us, unit="us", tz="UTC"))
             return df
 
-        self.engine = lr.LiveRuleEngine(rules, history=read, lookback=lookback, tz=tz, max_lookback=max_lookback)
+        # an empty history: every reading from now on comes through on_commit, nothing needs reading back
+        days = getattr(self.history, "days", None)
+        complete = callable(days) and not days()
+        self.engine = lr.LiveRuleEngine(rules, history=read, lookback=lookback, tz=tz, max_lookback=max_lookback,
+                                        complete=complete)
         self.rules, self.tz = self.engine.rules, tz
         self.properties = self.engine.properties
 

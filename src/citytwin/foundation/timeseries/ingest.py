@@ -19,8 +19,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
 
 from citytwin.foundation.errors import CitytwinError
 from citytwin.foundation.timeseries.deadletter import DeadLetter, DeadLetterStore
@@ -130,6 +134,42 @@ class TwinStores:
         self.deadletters.close()
 
 
+_COLUMNS = ("entity", "type", "property", "time_us", "value", "unit", "lon", "lat")
+
+
+def _columns(rows: Sequence[Any]) -> dict[str, list[Any]]:
+    """Observations -> columns ``entity, type, property, time_us, value, unit, lon, lat``.
+
+    Tuples whose fields are those columns in that order (:class:`citytwin.twin.entities.Observation`)
+    are transposed in one step; other objects are read by attribute.
+    """
+    if not rows:
+        return {k: [] for k in _COLUMNS}
+    kind = type(rows[0])
+    if getattr(kind, "_fields", None) == ("entity", "type", "property", "observed_at_us", "value", "unit", "lon",
+                                          "lat") and all(type(o) is kind for o in rows):
+        return {k: list(map(itemgetter(i), rows)) for i, k in enumerate(_COLUMNS)}
+    names = ("entity", "type", "property", "observed_at_us", "value", "unit", "lon", "lat")
+    return {k: [getattr(o, a) for o in rows] for k, a in zip(_COLUMNS, names, strict=True)}
+
+
+def _latest_rows(cols: dict[str, list[Any]]) -> list[tuple[Any, ...]]:
+    """The rows :meth:`StateStore.upsert_latest` keeps: per (entity, property) the latest time, the last given of
+    equal times; ``(entity, property, value, unit, time_us)`` (vectorised: a batch holds few keys)."""
+    n = len(cols["entity"])
+    if n < 64:
+        return list(zip(cols["entity"], cols["property"], cols["value"], cols["unit"], cols["time_us"], strict=True))
+    ec, _ = pd.factorize(np.asarray(cols["entity"], dtype=object))
+    pc, pu = pd.factorize(np.asarray(cols["property"], dtype=object))
+    key = ec.astype(np.int64) * max(1, len(pu)) + pc
+    t = np.asarray(cols["time_us"], dtype=np.int64)
+    order = np.lexsort((np.arange(n), t, key))  # by key, then time, then position: the last of a key wins
+    ks = key[order]
+    last = order[np.r_[ks[1:] != ks[:-1], True]]
+    e, p, v, u = cols["entity"], cols["property"], cols["value"], cols["unit"]
+    return [(e[i], p[i], v[i], u[i], int(t[i])) for i in last.tolist()]
+
+
 class Ingestor:
     """Commit parsed messages to the stores (thread-safe; one commit at a time)."""
 
@@ -204,23 +244,14 @@ class Ingestor:
     def _write_group(self, group: list[_Pending]) -> None:
         """Build the group's columns and dead letters and store them (one group at a time)."""
         t0 = time.perf_counter()
-        cols: dict[str, list[Any]] = {k: [] for k in
-                                      ("entity", "type", "property", "time_us", "value", "unit", "lon", "lat")}
+        rows: list[Any] = []  # the observations, transposed to columns below
         letters: list[DeadLetter] = []
         now = time.time_ns() // 1000
         for p in group:
             rep = p.report = IngestReport(messages=len(p.results))
-            first = len(cols["entity"])
+            first = len(rows)
             for i, res in enumerate(p.results):
-                for o in res.observations:
-                    cols["entity"].append(o.entity)
-                    cols["type"].append(o.type)
-                    cols["property"].append(o.property)
-                    cols["time_us"].append(o.observed_at_us)
-                    cols["value"].append(o.value)
-                    cols["unit"].append(o.unit)
-                    cols["lon"].append(o.lon)
-                    cols["lat"].append(o.lat)
+                rows.extend(res.observations)
                 topic = p.topics[i] if p.topics else None
                 for r in res.rejects:
                     letters.append(DeadLetter(source=p.source, reason=r.reason, detail=r.detail, topic=topic,
@@ -228,18 +259,18 @@ class Ingestor:
                                               payload_bytes=(p.sizes[i] if p.sizes and r.reason == "oversized"
                                                              else None), received_us=now))
                     rep.reasons[r.reason] = rep.reasons.get(r.reason, 0) + 1
-            rep.accepted = len(cols["entity"]) - first
-            rep.entities = sorted(set(cols["entity"][first:]))
+            rep.accepted = len(rows) - first
+            rep.entities = sorted({o.entity for o in rows[first:]})
             rep.rejected = sum(rep.reasons.values())
-        accepted = len(cols["entity"])
+        cols = _columns(rows)
+        accepted = len(rows)
         try:
             if accepted:
                 self.stores.history.append(cols, received_us=now)
             if letters:
                 self.stores.deadletters.add(letters)
             if accepted:
-                self.stores.state.upsert_latest(zip(cols["entity"], cols["property"], cols["value"],
-                                                    cols["unit"], cols["time_us"], strict=True))
+                self.stores.state.upsert_latest(_latest_rows(cols))
         except Exception as exc:  # the parser made every bad message a reject: this is the stores' fault
             err = StoreError(f"storing {accepted} observations and {len(letters)} dead letters under "
                              f"{self.stores.root} failed: {type(exc).__name__}: {exc}"[:600],
