@@ -118,6 +118,20 @@ def test_live_run_cli_and_failure_marks_the_scenario(ws: Workspace, tmp_path: Pa
     assert (live[["entity", "property", "time"]] == after[["entity", "property", "time"]]).all().all()
     assert live["value"].to_numpy() == pytest.approx(after["value"].to_numpy(), rel=1e-12, nan_ok=True)
 
+    # max-pressure control (its own stepping loop) published live too, equal to the post-hoc publish
+    res = runner.invoke(app, ["sim", "signals", str(base), "--control", "maxpressure", "--seeds", "1", "--interval",
+                              "120", "--detectors", "--out", str(tmp_path / "mp"), "--publish", "mp", "--live",
+                              "--start", START, "-w", str(ws.root), "--json"])
+    assert res.exit_code == 0, res.output
+    mp = json.loads(res.stdout)
+    assert mp["control"] == "maxpressure" and mp["published"]["status"] == "complete"
+    res = runner.invoke(app, ["sim", "publish", str(tmp_path / "mp"), "--scenario", "mp-after", "--start", START,
+                              "-w", str(ws.root)])
+    assert res.exit_code == 0, res.output
+    live, after = _history(ws, "mp"), _history(ws, "mp-after")
+    assert len(live) == len(after) == mp["published"]["observations"] > 0
+    assert live["value"].to_numpy() == pytest.approx(after["value"].to_numpy(), rel=1e-12, nan_ok=True)
+
     res = runner.invoke(app, ["sim", "run", str(base), "--out", str(tmp_path / "r3"), "--live", "-w", str(ws.root),
                               "--json"])
     assert res.exit_code == 2 and "--live needs --publish" in json.loads(res.stdout)["error"]
@@ -136,6 +150,7 @@ def test_live_run_cli_and_failure_marks_the_scenario(ws: Workspace, tmp_path: Pa
     assert listed["broken"]["status"] == "failed" and "disk full" in listed["broken"]["error"]
     assert listed["broken"]["intervals_published"] == 2  # what was published stays, marked failed
     assert listed["two"]["status"] == "complete" and listed["two-after"]["status"] == "complete"
+    assert listed["mp"]["status"] == "complete"
 
     # a process that died while its scenario said "running" is reported failed
     meta = json.loads((st.scenario_root(ws.root / "twin", "two") / st.META).read_text())
