@@ -5,6 +5,10 @@ map beside the live stations, with a legend, in English and Chinese; no request 
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import socket
 from typing import Any
 
 import httpx
@@ -78,3 +82,30 @@ def test_scenario_beside_reality(web_server: Server, new_page: Any) -> None:
     assert "已完成" in z.page.locator("#scenario-info").text_content()
     assert z.blocked == [] and z.errors == []
     assert all(u.startswith(srv.url) or u.startswith(("blob:", "data:")) for u in w.requests + z.requests)
+
+
+def test_running_scenario_is_followed(web_server: Server, new_page: Any) -> None:
+    """A scenario that says ``running`` (as ``sim run --publish NAME --live`` writes it; here a copy of the demo's
+    base run whose record names this test's process) is listed so and read again until it is complete."""
+    from citytwin.workflows.simulation_twin import META, scenario_root, write_meta
+
+    twin = web_server.root / "twin"
+    folder = scenario_root(twin, "live-copy")
+    shutil.copytree(scenario_root(twin, "helsinki-base"), folder)
+    try:
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+        write_meta(folder, {**meta, "scenario": "live-copy", "status": "running", "pid": os.getpid(),
+                            "host": socket.gethostname(), "simulated_s": 120.0})
+        w = new_page("en")
+        w.sign_in("admin")
+        _open_twin(w)
+        assert "live-copy (running)" in w.page.locator("#twin-scenario option").all_text_contents()
+        w.page.select_option("#twin-scenario", "live-copy")
+        w.page.wait_for_selector("#scenario-info[data-status='running']", timeout=30_000)
+        assert "running; simulated time up to 120 s" in w.page.locator("#scenario-info").text_content()
+        write_meta(folder, {**meta, "scenario": "live-copy", "status": "complete"})  # the run finished
+        w.page.wait_for_selector("#scenario-info[data-status='complete']", timeout=30_000)
+        assert w.page.locator("#twin-scenario").input_value() == "live-copy"
+        assert w.blocked == [] and w.errors == []
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
