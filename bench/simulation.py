@@ -8,7 +8,10 @@ trips (``--trips``, over 900 s) is built once, then timed (best of ``--repeat``)
   through TraCI (socket to a ``sumo`` process); vehicle-seconds counted per step;
 - **citytwin**: ``workflows.simulation.run`` with one seed (trip, summary, statistic, edge and emission edge
   outputs, parsed into metrics), fixed control (``sumo`` binary) and max-pressure through libsumo and
-  TraCI; and fixed control without the emission model (``emissions=False``: CO2 etc. missing).
+  TraCI; and fixed control without the emission model (``emissions=False``: CO2 etc. missing);
+- **citytwin live**: fixed control published into a workspace's twin while it runs
+  (``workflows.simulation_live.run_live``: SUMO stepped through libsumo, every 300 s interval's edges
+  published as it is written).
 
 ``ratio = citytwin vehicle-s per wall s / SUMO alone's`` (goal: >= 0.8 with libsumo); ``ratio_cpu`` the same
 per CPU second (this process and its children: steadier than wall time when other jobs share the
@@ -74,20 +77,26 @@ def bare(sc: dict[str, Any], backend: str, outputs: Path | None = None) -> tuple
     return time.perf_counter() - t0, vs, cpu() - c0
 
 
-def ours(sc_dir: Path, control: str, backend: str, emissions: bool = True
+def ours(sc_dir: Path, control: str, backend: str, emissions: bool = True, live: bool = False
          ) -> tuple[float, float, dict[str, Any], float]:
+    from citytwin.foundation.workspace import Workspace
     from citytwin.workflows import simulation as sim
+    from citytwin.workflows.simulation_live import run_live
 
     out = Path(tempfile.mkdtemp()) / "run"
+    ws = Workspace.init(out.parent / "ws", owner="admin") if live else None
     t0, c0 = time.perf_counter(), cpu()
-    s = sim.run(sc_dir, out, seeds=1, control=control, backend=backend, emissions=emissions)
+    if live:
+        s = run_live(sc_dir, out, ws, "bench", seeds=1, control=control, backend=backend, emissions=emissions)
+    else:
+        s = sim.run(sc_dir, out, seeds=1, control=control, backend=backend, emissions=emissions)
     wall, used = time.perf_counter() - t0, cpu() - c0
     shutil.rmtree(out.parent)
     return wall, float(s["per_seed"][0]["vehicle_seconds"]), s["per_seed"][0], used
 
 
-def _label(control: str, backend: str, emissions: bool) -> str:
-    return f"citytwin_{control}_{backend}" + ("" if emissions else "_no_emissions")
+def _label(control: str, backend: str, emissions: bool, live: bool = False) -> str:
+    return f"citytwin_{control}_{backend}" + ("" if emissions else "_no_emissions") + ("_live" if live else "")
 
 
 def main() -> None:
@@ -117,21 +126,23 @@ def main() -> None:
         # both; the best of the rounds is kept (by wall time, and separately by CPU time)
         cases = [("alone_libsumo", lambda: bare(sc, "libsumo")), ("alone_traci", lambda: bare(sc, "traci")),
                  ("alone_libsumo_outputs", lambda: bare(sc, "libsumo", work))]
-        ours_cases = (("fixed", "sumo", True), ("maxpressure", "libsumo", True), ("maxpressure", "traci", True),
-                      ("fixed", "sumo", False))  # the last: no emission model (CO2 etc. missing)
+        ours_cases = (("fixed", "sumo", True, False), ("maxpressure", "libsumo", True, False),
+                      ("maxpressure", "traci", True, False),
+                      ("fixed", "sumo", False, False),  # no emission model (CO2 etc. missing)
+                      ("fixed", "libsumo", True, True))  # published into the twin while it runs
         got: dict[str, list[Any]] = {}
         for _ in range(a.repeat):
             for key, fn in cases:
                 got.setdefault(key, []).append(fn())
-            for control, backend, em in ours_cases:
-                got.setdefault(_label(control, backend, em), []).append(
-                    ours(work / "sc", control, backend if backend != "sumo" else "libsumo", em))
+            for control, backend, em, live in ours_cases:
+                got.setdefault(_label(control, backend, em, live), []).append(
+                    ours(work / "sc", control, backend if backend != "sumo" else "libsumo", em, live))
         for key, _fn in cases:
             w = min(got[key], key=lambda r: r[0])
             res[key] = entry(w[0], w[1], w[2])
             res[key]["veh_s_per_cpu_s"] = max(r[1] / r[2] for r in got[key])
-        for control, backend, em in ours_cases:
-            runs = got[_label(control, backend, em)]
+        for control, backend, em, live in ours_cases:
+            runs = got[_label(control, backend, em, live)]
             wall, vs, row, used = min(runs, key=lambda r: r[0])
             ref = res["alone_traci" if backend == "traci" else "alone_libsumo"]
             e = entry(wall, vs, used)
@@ -142,7 +153,7 @@ def main() -> None:
                 e["ratio_same_outputs"] = e["veh_s_per_s"] / res["alone_libsumo_outputs"]["veh_s_per_s"]
             if control == "maxpressure":
                 e["control_ms_per_step"] = 1000 * row["control_s"] / row["steps"]
-            res[_label(control, backend, em)] = e
+            res[_label(control, backend, em, live)] = e
         print(json.dumps(res, indent=2))
         for k, v in res.items():
             if isinstance(v, dict):

@@ -137,6 +137,12 @@ PublishOpt = Annotated[str | None, typer.Option("--publish", help="Then publish 
 IntervalOpt = Annotated[float, typer.Option("--interval", help="Edge data per INTERVAL s of simulated time.")]
 EmissionsOpt = Annotated[bool, typer.Option("--emissions/--no-emissions", help="SUMO's emission model (HBEFA4) "
                                                                              "on every vehicle; off: CO2 etc. missing.")]
+StartOpt = Annotated[str | None, typer.Option("--start", help="With --publish: ISO time of the run's simulated "
+                                                              "time 0 (default: the last interval ends now; "
+                                                              "--live: the run's start).")]
+LiveOpt = Annotated[bool, typer.Option("--live", help="With --publish: publish every interval into the twin while "
+                                                       "the run advances (scenario status running -> complete "
+                                                       "or failed).")]
 DetectorsOpt = Annotated[bool, typer.Option("--detectors", help="Induction loops before every signal's stop lines "
                                                                 "(detectors_intervals.csv; published too).")]
 
@@ -151,32 +157,52 @@ def run_cmd(
     detectors: DetectorsOpt = False,
     emissions: EmissionsOpt = True,
     publish: PublishOpt = None,
+    live: LiveOpt = False,
+    start: StartOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     dask: DaskOpt = None,
 ) -> None:
     """Run a scenario with N seeds (signals as in the network) -> OUT/summary.json; --dask: one seed per task.
 
-    Example: citytwin sim run scen/ --seeds 5 --out runs/base [--publish base -w ws/]
+    Example: citytwin sim run scen/ --seeds 5 --out runs/base [--publish base [--live] -w ws/]
     """
+    s = _run(scenario_dir, out, publish, live, start, workspace, dask, seeds=seeds, interval=interval,
+             detectors=detectors, emissions=emissions)
+    _print(s, as_json, _metrics_lines(s, out) + ([_published_line(s["published"])] if publish else []))
+
+
+def _run(scenario_dir: Path, out: Path, publish: str | None, live: bool, start: str | None,
+         workspace: Path | None, dask: str | None = None, **kw: Any) -> dict[str, Any]:
+    """A run (its seeds on Dask with ``--dask``), then published (``--publish``), or published while it
+    runs (``--live``)."""
+    _check_publish(publish, workspace)
+    if live and publish is None:
+        from citytwin.foundation.errors import InputError
+
+        raise InputError("--live needs --publish NAME (the scenario to publish into)", field="--live")
+    if live and dask:
+        from citytwin.foundation.errors import InputError
+
+        raise InputError("--live runs SUMO in this process: it cannot be combined with --dask", field="--live")
+    if live:
+        from citytwin.workflows.simulation_live import run_live
+
+        return run_live(scenario_dir, out, workspace, str(publish), start=start, **kw)
     from citytwin.workflows.simulation import run
 
-    _check_publish(publish, workspace)
     if dask:
         from citytwin.workflows.scaleout import sim_run
 
         with task_progress(f"seeds on Dask ({dask})") as tasks:
-            s = sim_run(scenario_dir, out, seeds=seeds, dask=dask, progress=tasks, interval=interval,
-                        detectors=detectors, emissions=emissions)
+            s = sim_run(scenario_dir, out, dask=dask, progress=tasks, **kw)
     else:
-        s = run(scenario_dir, out, seeds=seeds, interval=interval, detectors=detectors, emissions=emissions)
-    lines = _metrics_lines(s, out)
+        s = run(scenario_dir, out, **kw)
     if publish is not None:
         from citytwin.workflows.simulation_twin import publish as publish_run
 
-        s["published"] = publish_run(out, workspace, publish)
-        lines.append(_published_line(s["published"]))
-    _print(s, as_json, lines)
+        s["published"] = publish_run(out, workspace, publish, start=start)
+    return s
 
 
 def _check_publish(name: str | None, workspace: Path | None) -> None:
@@ -229,6 +255,8 @@ def signals_cmd(
     detectors: DetectorsOpt = False,
     emissions: EmissionsOpt = True,
     publish: PublishOpt = None,
+    live: LiveOpt = False,
+    start: StartOpt = None,
     workspace: WorkspaceOpt = None,
     as_json: JsonOpt = False,
     dask: DaskOpt = None,
@@ -237,25 +265,9 @@ def signals_cmd(
 
     Example: citytwin sim signals scen/ --control maxpressure --seeds 5 --out runs/mp
     """
-    from citytwin.workflows.simulation import run
-
-    _check_publish(publish, workspace)
-    if dask:
-        from citytwin.workflows.scaleout import sim_run
-
-        with task_progress(f"seeds on Dask ({dask})") as tasks:
-            s = sim_run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend, dask=dask,
-                        progress=tasks, interval=interval, detectors=detectors, emissions=emissions)
-    else:
-        s = run(scenario_dir, out, seeds=seeds, control=control, plan=plan, backend=backend, interval=interval,
-                detectors=detectors, emissions=emissions)
-    lines = _metrics_lines(s, out)
-    if publish is not None:
-        from citytwin.workflows.simulation_twin import publish as publish_run
-
-        s["published"] = publish_run(out, workspace, publish)
-        lines.append(_published_line(s["published"]))
-    _print(s, as_json, lines)
+    s = _run(scenario_dir, out, publish, live, start, workspace, dask, seeds=seeds, control=control, plan=plan,
+             backend=backend, interval=interval, detectors=detectors, emissions=emissions)
+    _print(s, as_json, _metrics_lines(s, out) + ([_published_line(s["published"])] if publish else []))
 
 
 @app.command("scenario")

@@ -19,7 +19,7 @@ Endpoints (NGSI-LD 1.6 names; a practical subset)
 ``POST   /twin/v1/observations``                     the MQTT payload format over HTTP (object or array; unknown entities rejected)
 ``GET    /twin/v1/history``                          flat rows: ``entity``, ``property``, ``start``, ``end``, ``interval``, ``funcs``,
                                                      ``bbox=minlon,minlat,maxlon,maxlat``, ``near=lon,lat,metres``, ``maxPoints``
-``GET    /twin/v1/scenarios``                        published simulation scenarios (``citytwin sim publish``)
+``GET    /twin/v1/scenarios``                        simulation scenarios (``citytwin sim publish``, ``sim run --live``), ``status`` running/complete/failed
 ``GET    /twin/v1/deadletters``                      rejected input with reasons (``reason``, ``source``, ``limit``)
 
 Every endpoint needs ``Authorization: Bearer <token>``: reads (GET) a role cleared for the twin's
@@ -647,7 +647,9 @@ def history(request: Request, entity: str | None = None, property: str | None = 
 
 @router.get("/twin/v1/scenarios")
 def scenarios(request: Request) -> Any:
-    """Published simulation scenarios (``citytwin sim publish``), each readable with ``?scenario=NAME``."""
+    """Published simulation scenarios (``citytwin sim publish``, or live: ``sim run --publish NAME --live``), each
+    readable with ``?scenario=NAME``; ``status``: ``running`` (published while it runs), ``complete`` or ``failed``
+    (with ``error``)."""
     from citytwin.workflows.simulation_twin import list_scenarios
     return list_scenarios(_twin(request).stores.root)
 

@@ -541,8 +541,9 @@ def link_flows(sc: dict[str, Any], work: Path) -> dict[str, dict[int, float]]:
 # ---------------------------------------------------------------------------------------------------- runs
 def _run_sumo(sc: dict[str, Any], seed: int, control: str, work: Path, backend: str,
               additional: list[Path], interval: float = 300.0, detectors: str = "",
-              emissions: bool = True) -> dict[str, Any]:
-    """One SUMO run into ``work``; returns wall time, steps and max-pressure timing."""
+              emissions: bool = True, tick: Any = None) -> dict[str, Any]:
+    """One SUMO run into ``work``; returns wall time, steps and max-pressure timing. With ``tick`` (live
+    publishing) SUMO is stepped through libsumo and ``tick(t)`` called after every step."""
     edge_add = work / "edgedata.add.xml"
     # emissions are computed once, by the emission edge data on every lane (junctions included), not also by
     # an emission device on every vehicle: the device doubled SUMO's emission work (docs/simulation.md)
@@ -559,10 +560,12 @@ def _run_sumo(sc: dict[str, Any], seed: int, control: str, work: Path, backend: 
     if sc.get("end") is not None:
         args += ["--end", str(sc["end"])]
     t0 = time.perf_counter()
-    if control != "maxpressure":
+    if control != "maxpressure" and tick is None:
         _tool([_bin("sumo"), *args], "sumo")
         return {"wall_s": time.perf_counter() - t0, "control_s": 0.0, "steps": None}
-    return _run_maxpressure(sc, args, backend, t0)
+    if control != "maxpressure":  # live: the same run stepped in-process, no controller
+        return _run_maxpressure(sc, args, "libsumo", t0, tick=tick, control=False)
+    return _run_maxpressure(sc, args, backend, t0, tick=tick)
 
 
 def traci_module(backend: str) -> Any:
@@ -580,14 +583,14 @@ def traci_module(backend: str) -> Any:
     raise InputError(f"unknown backend {backend!r}", field="--backend", hint="libsumo or traci")
 
 
-def _run_maxpressure(sc: dict[str, Any], args: list[str], backend: str, t0: float,
-                     min_green: float = 10.0, yellow: float = 3.0) -> dict[str, Any]:
+def _run_maxpressure(sc: dict[str, Any], args: list[str], backend: str, t0: float, min_green: float = 10.0,
+                     yellow: float = 3.0, tick: Any = None, control: bool = True) -> dict[str, Any]:
     mod = traci_module(backend)
     programs = net_programs(sc["net"])
     links = tls_links(sc["net"])
     ctrl = {tls: signals.MaxPressureController([p.state for p in ph if p.is_green], links[tls],
                                                min_green=min_green, yellow=yellow)
-            for tls, ph in programs.items() if tls in links and any(p.is_green for p in ph)}
+            for tls, ph in programs.items() if control and tls in links and any(p.is_green for p in ph)}
     lanes = sorted({ln for tls in ctrl for pair in links[tls] for ln in pair})
     try:
         if backend == "traci":  # its sumo process and its "Retrying" would write to our stdout (--json)
@@ -620,6 +623,8 @@ def _run_maxpressure(sc: dict[str, Any], args: list[str], backend: str, t0: floa
                         mod.trafficlight.setRedYellowGreenState(tls, state)
                 next_t = min(c.next_event() for c in ctrl.values())
             control_s += time.perf_counter() - c0
+            if tick is not None:
+                tick(t)
     except Exception as exc:
         raise CitytwinError(f"sumo ({backend}) failed at step {steps}: {exc}") from None
     finally:
@@ -651,14 +656,9 @@ def _edges(work: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """Per edge (internal lanes of junctions left out) vehicles entered and departed, mean speed, sampled
     vehicle-seconds, CO2 and NOx over the run; the same traffic figures (and occupancy) per interval; and the
     run's emission totals (mg) over all lanes, junctions included."""
-    cols = ["entered", "departed", "speed", "sampledSeconds", "occupancy"]
-    rows = []
-    for iv in ET.parse(work / "edges_traffic.xml").getroot().iter("interval"):
-        b, e_ = float(iv.get("begin", "nan")), float(iv.get("end", "nan"))
-        for e in iv.iter("edge"):
-            rows.append({"begin": b, "end": e_, "edge": e.get("id"), **{c: float(e.get(c, "nan")) for c in cols}})
-    per_iv = pd.DataFrame(rows, columns=["begin", "end", "edge", *cols])
-    per_iv["occupancy"] = per_iv["occupancy"] / 100.0  # SUMO writes percent
+    from citytwin.workflows.simulation_detectors import edge_intervals
+
+    per_iv = edge_intervals(ET.parse(work / "edges_traffic.xml").getroot())
     # over the run: SUMO's speed is distance / sampled seconds, so the run's speed weighs intervals by them
     w = per_iv.assign(dist=per_iv["speed"].fillna(0) * per_iv["sampledSeconds"])
     traffic = w.groupby("edge", as_index=False)[["entered", "departed", "sampledSeconds", "dist"]].sum()
@@ -677,13 +677,14 @@ def _edges(work: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
 
 def run(scenario_dir: Path, out: Path, *, seeds: int = 3, control: str = "fixed", plan: Path | None = None,
         backend: str = "libsumo", first_seed: int = 1, interval: float = 300.0,
-        detectors: bool = False, emissions: bool = True) -> dict[str, Any]:
+        detectors: bool = False, emissions: bool = True, monitor: Any = None) -> dict[str, Any]:
     """Run a scenario with ``seeds`` seeds under a signal control -> ``out/summary.json``, ``runs.csv``,
     ``edges.csv`` and ``edges_intervals.csv`` (per ``interval`` s of simulated time and edge: vehicles
     entered and departed, mean speed, occupancy 0-1, sampled vehicle-seconds; mean over seeds); with
     ``detectors`` also ``detectors_intervals.csv`` (induction loops before every signal's stop lines:
     :mod:`citytwin.workflows.simulation_detectors`). Without ``emissions`` SUMO computes none (about a third
-    of its time on a busy grid) and the emission metrics are missing.
+    of its time on a busy grid) and the emission metrics are missing. ``monitor`` (live publishing,
+    :class:`citytwin.workflows.simulation_live.LivePublisher`) is told of the run, each seed and its results.
 
     Parameters
     ----------
@@ -730,10 +731,13 @@ def run(scenario_dir: Path, out: Path, *, seeds: int = 3, control: str = "fixed"
 
         det_xml = dets.detectors_xml(sc["net"], interval) if detectors else ""
         rows, edge_frames, iv_frames, det_frames, timing = [], [], [], [], []
+        if monitor is not None:
+            monitor.begin(sc, interval, list(range(first_seed, first_seed + seeds)), detectors)
         for seed in range(first_seed, first_seed + seeds):
             work = tmp / f"seed{seed}"
             work.mkdir()
-            tm = _run_sumo(sc, seed, control, work, backend, adds, interval, det_xml, emissions)
+            tick = monitor.watch(seed, work) if monitor is not None else None
+            tm = _run_sumo(sc, seed, control, work, backend, adds, interval, det_xml, emissions, tick)
             if detectors:
                 det_frames.append(dets.read_detectors(work).assign(seed=seed))
             trips = _tripinfo(work / "tripinfo.xml")
@@ -755,6 +759,8 @@ def run(scenario_dir: Path, out: Path, *, seeds: int = 3, control: str = "fixed"
                          **{k: v for k, v in tm.items() if k != "switches"}})
             edge_frames.append(edge_frame.assign(seed=seed))
             iv_frames.append(iv_frame.assign(seed=seed))
+            if monitor is not None:
+                monitor.seed_done(seed, iv_frame, det_frames[-1] if detectors else None)
             timing.append(tm)
             shutil.rmtree(work)
         runs = pd.DataFrame(rows)

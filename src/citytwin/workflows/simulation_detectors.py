@@ -53,8 +53,13 @@ def detectors_xml(net_file: Path, interval: float) -> str:
 def read_detectors(work: Path) -> pd.DataFrame:
     """``detectors.xml`` of one run as :data:`COLUMNS`: vehicles that passed (``entered``), flow, occupancy
     0-1, mean speed (m/s; missing, not SUMO's -1, when no vehicle passed)."""
+    return detector_intervals(ET.parse(work / "detectors.xml").getroot())
+
+
+def detector_intervals(root: ET.Element) -> pd.DataFrame:
+    """The ``<interval>`` elements of a detector output (whole, or the part written so far) as :data:`COLUMNS`."""
     rows: list[dict[str, Any]] = []
-    for iv in ET.parse(work / "detectors.xml").getroot().iter("interval"):
+    for iv in root.iter("interval"):
         det = iv.get("id", "")
         speed = float(iv.get("speed", "-1"))
         rows.append({"begin": float(iv.get("begin", "nan")), "end": float(iv.get("end", "nan")), "detector": det,
@@ -63,6 +68,24 @@ def read_detectors(work: Path) -> pd.DataFrame:
                      "occupancy": float(iv.get("occupancy", "nan")) / 100.0,
                      "speed": speed if speed >= 0 else float("nan")})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+EDGE_COLUMNS = ["begin", "end", "edge", "entered", "departed", "speed", "sampledSeconds", "occupancy"]
+
+
+def edge_intervals(root: ET.Element) -> pd.DataFrame:
+    """The intervals of SUMO edge data (whole, or the part written so far) as :data:`EDGE_COLUMNS`, per edge
+    (junctions' internal edges included): vehicles entered and departed, mean speed (m/s), sampled
+    vehicle-seconds, occupancy 0-1 (SUMO writes percent)."""
+    cols = EDGE_COLUMNS[3:]
+    rows = []
+    for iv in root.iter("interval"):
+        b, e_ = float(iv.get("begin", "nan")), float(iv.get("end", "nan"))
+        for e in iv.iter("edge"):
+            rows.append({"begin": b, "end": e_, "edge": e.get("id"), **{c: float(e.get(c, "nan")) for c in cols}})
+    per_iv = pd.DataFrame(rows, columns=EDGE_COLUMNS)
+    per_iv["occupancy"] = per_iv["occupancy"] / 100.0
+    return per_iv
 
 
 def detector_places(net_file: Path) -> dict[str, tuple[str, str, int, float | None, float | None]]:

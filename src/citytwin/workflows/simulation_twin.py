@@ -12,15 +12,18 @@ The twin API reads a scenario with ``?scenario=NAME`` (:func:`open_scenario_stat
 
 Observation times are ``start`` + the simulated time at the end of each interval; by default ``start`` is
 chosen so that the last interval ends at the time of publishing (the clock is a parameter).
-Publishing a name again replaces that scenario as a whole (built beside it, then swapped in).
+Publishing a name again replaces that scenario as a whole (built beside it, then swapped in). A run can also
+publish while it runs: :mod:`citytwin.workflows.simulation_live`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -72,13 +75,40 @@ def edge_entity_id(name: str, edge: str) -> str:
 
 
 def list_scenarios(twin_root: Path) -> list[dict[str, Any]]:
-    """The published scenarios of a twin folder, with what :func:`publish` recorded about each."""
+    """The published scenarios of a twin folder, with what :func:`publish` (or a live run,
+    :mod:`citytwin.workflows.simulation_live`) recorded about each; ``status`` is ``running``, ``complete``
+    or ``failed`` (a ``running`` scenario whose publishing process is gone is reported ``failed``)."""
     root = Path(twin_root) / SCENARIOS
     out = []
     for d in sorted(root.iterdir()) if root.is_dir() else []:
         if d.is_dir() and _NAME.fullmatch(d.name) and (d / META).is_file():
-            out.append(json.loads((d / META).read_text(encoding="utf-8")))
+            meta = json.loads((d / META).read_text(encoding="utf-8"))
+            meta.setdefault("status", "complete")  # published before statuses were recorded
+            if meta["status"] == "running" and not process_alive(meta):
+                meta.update(status="failed", error="the publishing process ended without finishing the run")
+            out.append(meta)
     return out
+
+
+def write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    """``scenario.json`` replaced in one step (the API may read it at any time)."""
+    tmp = folder / f".{META}.{os.getpid()}"
+    tmp.write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+    os.replace(tmp, folder / META)
+
+
+def process_alive(meta: dict[str, Any]) -> bool:
+    """Whether the process that writes a ``running`` scenario still runs (assumed so on another host)."""
+    pid, host = meta.get("pid"), meta.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 _STATES: dict[tuple[str, int], StateStore] = {}
@@ -231,7 +261,7 @@ def publish(run_dir: Path, workspace: WorkspaceLike | None, name: str, *, start:
                                  file=str(iv_file), hint="is --start in the future, or more than 30 years ago?")
         finally:
             stores.close()
-        meta = {"scenario": name, "run": str(run_dir.resolve()), "net": str(net), "control": summary.get("control"),
+        meta = {"scenario": name, "status": "complete", "run": str(run_dir.resolve()), "net": str(net), "control": summary.get("control"),
                 "seeds": summary.get("seeds"), "entities": len(locations) + len(places),
                 "edges": len(locations), "detectors": len(places), "observations": rep.accepted,
                 "start": format_time_us(start_us), "published": format_time_us(now),

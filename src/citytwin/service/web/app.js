@@ -234,7 +234,8 @@ function showView(view) {
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.view === view);
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== `view-${view}`;
   document.getElementById("reports").hidden = view === "map" || view === "participation";
-  for (const id of ["econ-cities-fill", "econ-cities-line", "space-centers-line", "twin-stations"]) {
+  for (const id of ["econ-cities-fill", "econ-cities-line", "space-centers-line", "twin-stations",
+    "twin-scenario-edges", "twin-scenario-detectors"]) {
     if (S.map.getLayer(id)) S.map.setLayoutProperty(id, "visibility", id.startsWith(view === "economy" ? "econ" : view) ? "visible" : "none");
   }
   legend("");
@@ -476,6 +477,7 @@ async function renderTwin(move, at) {
     sel.innerHTML = d.stations.map((s) => `<option value="${esc(s.id)}">${esc(stationName(s))}</option>`).join("");
     if (cur) sel.value = cur;
     if (d.stations.length) renderForecast(sel.value);
+    await window.citytwinScenarios?.render(move); // a simulation scenario beside reality (scenarios.js)
   }
 }
 

@@ -1,0 +1,111 @@
+"""A simulation scenario beside reality in the twin view (issue 16), Chromium driven by Playwright against
+``citytwin serve`` on the demo workspace, which holds the published scenarios ``helsinki-base`` and
+``helsinki-closure`` (SUMO runs of central Helsinki): choosing one draws its road segments and detectors on the
+map beside the live stations, with a legend, in English and Chinese; no request leaves the local server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from typing import Any
+
+import httpx
+from tests.web.conftest import Server
+
+
+def _open_twin(w: Any) -> None:
+    # sign-in ends by adding the cases layer, then showing the map view: wait for both before switching
+    w.page.wait_for_function("window.citytwin.map.getLayer('part-cases') !== undefined && "
+                             "document.querySelector('#tabs button.active').dataset.view === 'map'")
+    w.page.click('#tabs button[data-view="twin"]')
+    w.page.wait_for_selector("#twin-scenario option[value='helsinki-base']", state="attached", timeout=30_000)
+    w.page.wait_for_selector("#twin-scenario", state="visible", timeout=30_000)
+
+
+def test_scenario_beside_reality(web_server: Server, new_page: Any) -> None:
+    srv = web_server
+    with httpx.Client(base_url=srv.url, headers=srv.headers("admin"), timeout=30) as c:
+        listed = {s["scenario"]: s for s in c.get("/twin/v1/scenarios").json()}
+        ents = c.get("/ngsi-ld/v1/entities", params={"scenario": "helsinki-base", "type": "TrafficFlowObserved",
+                                                     "limit": 10000, "options": "keyValues"}).json()
+    assert {"helsinki-base", "helsinki-closure"} <= set(listed) and listed["helsinki-base"]["status"] == "complete"
+    located = [e for e in ents if "location" in e]
+    assert len(located) == listed["helsinki-base"]["entities"] > 0
+
+    w = new_page("en")
+    w.sign_in("admin")
+    page = w.page
+    _open_twin(w)
+    labels = page.locator("#twin-scenario option").all_text_contents()
+    assert labels[0] == "reality only" and "helsinki-base (complete)" in labels
+    page.wait_for_function("window.citytwin.map.getLayer('twin-stations') !== undefined")
+    page.select_option("#twin-scenario", "helsinki-base")
+    page.wait_for_selector("#scenario-legend[data-scenario='helsinki-base']", timeout=30_000)
+    legend = page.locator("#scenario-legend")
+    assert legend.get_attribute("data-features") == str(len(located))
+    assert "simulated speed (km/h)" in legend.text_content()
+    assert page.locator("#map-legend .swatch").count() > 6  # the live stations' AQI legend stays beside it
+    info = page.locator("#scenario-info").text_content()
+    n_det = listed["helsinki-base"]["detectors"]
+    assert f"{listed['helsinki-base']['edges']} road segments and {n_det} detectors; complete" in info
+    w.wait_map()
+    drawn = page.evaluate("""() => {
+        const m = window.citytwin.map;
+        const f = m.queryRenderedFeatures({layers: ['twin-scenario-edges', 'twin-scenario-detectors']});
+        return {edges: f.filter((x) => x.properties.kind === 'edge').length,
+                detectors: f.filter((x) => x.properties.kind === 'detector').length,
+                coloured: f.filter((x) => x.properties.speed >= 0).length,
+                stations: m.getLayoutProperty('twin-stations', 'visibility') ?? 'visible',
+                live: window.citytwin.twinGeojson.features.length};
+    }""")
+    # the map was fitted to the scenario: its features are drawn, most with a simulated speed
+    assert drawn["edges"] > 0 and drawn["detectors"] > 0 and drawn["coloured"] > 0
+    assert drawn["stations"] == "visible" and drawn["live"] == 3  # reality (the live stations) stays on the map
+    # back to reality: the scenario's features go
+    page.select_option("#twin-scenario", "")
+    page.wait_for_function("document.getElementById('scenario-legend') === null")
+    assert page.evaluate("window.citytwinScenarios.state.geojson.features.length") == 0
+    w.wait_map()
+    assert page.evaluate("window.citytwin.map.queryRenderedFeatures("
+                         "{layers: ['twin-scenario-edges', 'twin-scenario-detectors']}).length") == 0
+    assert w.blocked == [] and w.errors == []
+
+    z = new_page("zh")
+    z.sign_in("admin")
+    _open_twin(z)
+    z.page.select_option("#twin-scenario", "helsinki-closure")
+    z.page.wait_for_selector("#scenario-legend[data-scenario='helsinki-closure']", timeout=30_000)
+    assert "仿真车速" in z.page.locator("#scenario-legend").text_content()
+    assert "仅现实" in z.page.locator("#twin-scenario option").first.text_content()
+    assert "已完成" in z.page.locator("#scenario-info").text_content()
+    assert z.blocked == [] and z.errors == []
+    assert all(u.startswith(srv.url) or u.startswith(("blob:", "data:")) for u in w.requests + z.requests)
+
+
+def test_running_scenario_is_followed(web_server: Server, new_page: Any) -> None:
+    """A scenario that says ``running`` (as ``sim run --publish NAME --live`` writes it; here a copy of the demo's
+    base run whose record names this test's process) is listed so and read again until it is complete."""
+    from citytwin.workflows.simulation_twin import META, scenario_root, write_meta
+
+    twin = web_server.root / "twin"
+    folder = scenario_root(twin, "live-copy")
+    shutil.copytree(scenario_root(twin, "helsinki-base"), folder)
+    try:
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+        write_meta(folder, {**meta, "scenario": "live-copy", "status": "running", "pid": os.getpid(),
+                            "host": socket.gethostname(), "simulated_s": 120.0})
+        w = new_page("en")
+        w.sign_in("admin")
+        _open_twin(w)
+        assert "live-copy (running)" in w.page.locator("#twin-scenario option").all_text_contents()
+        w.page.select_option("#twin-scenario", "live-copy")
+        w.page.wait_for_selector("#scenario-info[data-status='running']", timeout=30_000)
+        assert "running; simulated time up to 120 s" in w.page.locator("#scenario-info").text_content()
+        write_meta(folder, {**meta, "scenario": "live-copy", "status": "complete"})  # the run finished
+        w.page.wait_for_selector("#scenario-info[data-status='complete']", timeout=30_000)
+        assert w.page.locator("#twin-scenario").input_value() == "live-copy"
+        assert w.blocked == [] and w.errors == []
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
