@@ -89,7 +89,8 @@ async function login(user, token) {
   await initMap();
   await window.citytwinParticipation?.onLogin();
   if (S.info.twin.read) startAlertStream();
-  showView("map");
+  // a tab the user chose while the map and the participation data were still loading stays chosen
+  showView(S.view || "map");
 }
 
 function signOut() {
@@ -236,7 +237,7 @@ function showView(view) {
   document.getElementById("reports").hidden = view === "map" || view === "participation";
   for (const id of ["econ-cities-fill", "econ-cities-line", "space-centers-line", "twin-stations",
     "twin-scenario-edges", "twin-scenario-detectors"]) {
-    if (S.map.getLayer(id)) S.map.setLayoutProperty(id, "visibility", id.startsWith(view === "economy" ? "econ" : view) ? "visible" : "none");
+    if (S.map?.getLayer(id)) S.map.setLayoutProperty(id, "visibility", id.startsWith(view === "economy" ? "econ" : view) ? "visible" : "none");
   }
   legend("");
   renderView(view, true).catch(showError);
