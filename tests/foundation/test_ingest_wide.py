@@ -42,8 +42,13 @@ def _wide_csv(path: Path, rows: int, cols: int, bad: tuple[int, int] | None = No
 
 
 def _stored(ws: Workspace, name: str) -> pd.DataFrame:
+    from citytwin.foundation.readsql import covering
+
     files = sorted(glob.glob(ws.parquet_glob(name)))
-    return duckdb.connect().sql(f"SELECT * FROM read_parquet({files!r})").df()
+    df = duckdb.connect().sql(f"SELECT * FROM read_parquet({files!r})").df()
+    # the GeoParquet 1.1 bbox covering of lines and polygons is an index, not data (Workspace.read hides it)
+    cover = covering(ws.parquet_glob(name), "geometry") if "geometry" in df.columns else None
+    return df.drop(columns=sorted({p[0] for p in cover.values()})) if cover else df
 
 
 def test_5000_columns_every_value_exact(workspace: Workspace, tmp_path: Path) -> None:

@@ -49,7 +49,9 @@ def test_local_spec_starts_and_closes_its_cluster(workspace, shared_data: Path, 
                  task_progress=lambda done, total: seen.append((done, total)))
     assert (two.rows_read, two.rows_kept, two.rows_quarantined) == (one.rows_read, one.rows_kept,
                                                                      one.rows_quarantined)
-    assert one.rows_quarantined == 5494 and one.reasons == {"co: outside [0, 150]": 5494}
+    # the reason names the likely unit mistake (Beijing's CO is in µg/m³, the range is in mg/m³)
+    assert one.rows_quarantined == 5494 and one.reasons == {"co: outside [0, 150] (in µg/m³? pass --unit CO=µg/m³)": 5494}
+    assert two.reasons == one.reasons
     _same_version(workspace, "air_one", "air_dask")
     assert workspace.info("air_dask").current.params["pipeline"].startswith("dask local:2 (3 tasks")
     assert seen[0] == (0, 3) and seen[-1] == (3, 3)

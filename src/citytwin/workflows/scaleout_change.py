@@ -39,6 +39,8 @@ def _change_layers(before: str, after: str, column: str, after_column: str | Non
     ga = np.asarray(a.to_crs(work).geometry.values, dtype=object)
     return {"cb": _classes(b, column, before, classes), "ca": _classes(a, after_column or column, after, classes),
             "ea": equal_area_crs(b, a), "work": work, "gb": gb, "ga": ga,
+            # overlaps accepted in the other snapshot: areas cannot decide what is covered (as land_change)
+            "ob": a.attrs.get("accepted_overlaps"), "oa": b.attrs.get("accepted_overlaps"),
             "tb": shapely.STRtree(gb), "ta": shapely.STRtree(ga)}
 
 
@@ -55,13 +57,18 @@ def _stripe(geoms: np.ndarray, x0: float, x1: float, n: int) -> np.ndarray:
 def _change_stripe(k: int, *, before: str, after: str, column: str, after_column: str | None,
                    classes: list[str] | None, stripes: int, job: str) -> dict[str, pd.DataFrame]:
     """The pieces of the features whose bounding-box centre lies in stripe ``k`` (each feature in one stripe)."""
-    import geopandas as gpd
     import numpy as np
     import pandas as pd
     import shapely
 
     from citytwin.planning.change import NONE_CLASS
-    from citytwin.planning.overlay import pmap, polygonal, subtract_all
+    from citytwin.planning.overlay import (
+        SELF_OVERLAP_TOLERANCE,
+        ea_areas,
+        intersect_pairs,
+        polygonal,
+        subtract_all,
+    )
 
     L = worker_cache(("change", job), lambda: _change_layers(before, after, column, after_column, classes))
     gb, ga, cb, ca = L["gb"], L["ga"], L["cb"], L["ca"]
@@ -72,22 +79,39 @@ def _change_stripe(k: int, *, before: str, after: str, column: str, after_column
     # pairs of the owned "before" features, in the order one process finds them (by before, then tree order)
     il, jj = L["ta"].query(gb[own_b], predicate="intersects")
     ii = own_b[il]
-    inter = polygonal(pmap(shapely.intersection, gb[ii], ga[jj])) if len(ii) else np.array([], dtype=object)
+    # cut as land_change cuts them (intersect_pairs: the convex fast path, GEOS for the others): the
+    # same function on the same pair gives the same piece in any task
+    inter = intersect_pairs(gb, ga, ii, jj)
     # the "after" features' neighbours in ascending "before" order, as one process subtracts them
     jl, ib = L["tb"].query(ga[own_a], predicate="intersects")
     order = np.lexsort((ib, jl))
     jl, ib = jl[order], ib[order]
 
-    def area(geoms: np.ndarray) -> np.ndarray:
-        return np.asarray(gpd.GeoSeries(geoms, crs=L["work"]).to_crs(L["ea"]).area.to_numpy())
-
     def frame(fc: Any, tc: Any, bf: Any, af: Any, geoms: np.ndarray) -> pd.DataFrame:
         g = np.asarray(geoms, dtype=object)
         return pd.DataFrame({"from_class": fc, "to_class": tc, "before_feature": bf, "after_feature": af,
-                             "geometry": g, "area_m2": area(g) if len(g) else np.empty(0)})
+                             "geometry": g, "area_m2": ea_areas(g, L["work"], L["ea"]) if len(g) else np.empty(0)})
 
-    left_b = polygonal(subtract_all(gb[own_b], il, jj, ga))
-    left_a = polygonal(subtract_all(ga[own_a], jl, ib, gb))
+    def leftovers(geoms: np.ndarray, own: np.ndarray, hit: np.ndarray, other_idx: np.ndarray, other: np.ndarray,
+                  inter_area: np.ndarray, other_overlaps: Any) -> np.ndarray:
+        # as land_change: a feature its intersection pieces cover leaves nothing; only the others are cut
+        area_own = shapely.area(geoms[own])
+        covered = np.bincount(hit, weights=inter_area, minlength=len(own))
+        cut = (np.flatnonzero(area_own - covered > SELF_OVERLAP_TOLERANCE * area_own) if not other_overlaps
+               else np.arange(len(own)))
+        left = np.empty(len(own), dtype=object)
+        left[:] = shapely.Polygon()
+        if len(cut):
+            pos = np.full(len(own), -1)
+            pos[cut] = np.arange(len(cut))
+            sel = pos[hit] >= 0
+            left[cut] = polygonal(subtract_all(geoms[own][cut], pos[hit[sel]], other_idx[sel], other))
+        return left
+
+    # the "after" side's coverage from the same (before, after) pieces one process measures
+    inter_a = intersect_pairs(gb, ga, ib, own_a[jl])
+    left_b = leftovers(gb, own_b, il, jj, ga, shapely.area(inter), L["ob"])
+    left_a = leftovers(ga, own_a, jl, ib, gb, shapely.area(inter_a), L["oa"])
     return {"inter": frame(cb[ii], ca[jj], ii, jj, inter),
             "before": frame(cb[own_b], NONE_CLASS, own_b, -1, left_b),
             "after": frame(NONE_CLASS, ca[own_a], -1, own_a, left_a)}

@@ -151,6 +151,9 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
             if blocks.blockable(plan):  # a wide file: one query per block of columns
                 say(f"writing {part.name} in blocks of {blocks.COLUMN_BLOCK} columns")
                 written, block_parts = _copy_blocks(con, plan, view, gi, part, opts, need_spatial)
+                if spatial and written and not points:  # lines and polygons: covered as one query's file is
+                    need_spatial()
+                    covers.add(geoparquet.cover_file(con, part, PARQUET_WRITE) or "")
                 if key_order is not None:
                     key_order.ascending = False
                 personal = None
