@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -150,6 +151,14 @@ def land_change(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, *, column: st
             "after_feature": -1 if side == "before" else n, "geometry": left}))
     pieces = pd.concat(frames, ignore_index=True)
     pieces["area_m2"] = ea_areas(np.asarray(pieces["geometry"].to_numpy(), dtype=object), work, ea)
+    return finish_change(pieces, work, ea, years, warnings)
+
+
+def finish_change(pieces: pd.DataFrame, work: Any, ea: CRS, years: float,
+                  warnings: list[str] | None = None) -> ChangeResult:
+    """The result of :func:`land_change` from its measured pieces (``area_m2`` in CRS ``ea``, geometry in
+    ``work``): pieces of no area dropped, the transition matrix, the rates per class (dynamic degree and
+    annual rate over ``years``). Shared by the single-process and the Dask (stripes) runs."""
     pieces = pieces[pieces["area_m2"] > 0].reset_index(drop=True)
     pieces["changed"] = pieces["from_class"] != pieces["to_class"]
     gdf = gpd.GeoDataFrame(pieces, geometry="geometry", crs=work)
@@ -170,7 +179,7 @@ def land_change(before: gpd.GeoDataFrame, after: gpd.GeoDataFrame, *, column: st
     out = gdf.to_crs(4326)
     changes = out[out["changed"]].reset_index(drop=True)
     return ChangeResult(pieces=out, changes=changes, matrix=matrix, rates=rates.reset_index(), crs=ea.srs,
-                        years=float(years), warnings=warnings)
+                        years=float(years), warnings=list(warnings or []))
 
 
 def flag_changes(result: ChangeResult, plan_layers: Mapping[str, gpd.GeoDataFrame],

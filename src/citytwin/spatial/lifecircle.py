@@ -289,27 +289,9 @@ def life_circle(homes: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, network: Street
             "homes_unreachable": int((np.isnan(d) & ~h_off).sum()),
             "median_m": float(np.nanmedian(d)) if np.isfinite(d).any() else float("nan"),
         })
-    dcols = [f"dist_{c}" for c in cats]
-    okcols = [f"ok_{c}" for c in cats]
-    if len(out):
-        dist = out[dcols].to_numpy(dtype=float)
-        okm = out[okcols].to_numpy(dtype=bool)
-        out["n_missing"] = (~okm).sum(axis=1)
-        out["n_unreachable"] = np.isnan(dist).sum(axis=1)
-        excess = np.where(~okm & ~np.isnan(dist), dist - thr, np.nan)
-        cnt = (~np.isnan(excess)).sum(axis=1)
-        out["mean_excess_m"] = np.where(cnt > 0, np.nansum(excess, axis=1) / np.maximum(cnt, 1), 0.0)
-        out.loc[out["off_network"], ["n_missing", "n_unreachable"]] = len(cats)
-        order = np.lexsort((-out["mean_excess_m"].to_numpy(), -out["n_unreachable"].to_numpy(),
-                            -out["n_missing"].to_numpy()))
-        rank = np.empty(len(out), dtype=np.int64)
-        rank[order] = np.arange(1, len(out) + 1)
-        out["gap_rank"] = rank
-    else:
+    if not len(out):
         report.note("homes: none (empty area)")
-        for c in ("n_missing", "n_unreachable", "gap_rank"):
-            out[c] = pd.Series([], dtype="int64")
-        out["mean_excess_m"] = pd.Series([], dtype=float)
+    summarise_homes(out, cats, thr)
     coverage = pd.DataFrame(rows, columns=["category", "pois", "pois_off_network", "homes", "homes_covered",
                                            "share_covered", "homes_unreachable", "median_m"])
     rep = report.as_dict()
@@ -320,3 +302,27 @@ def life_circle(homes: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, network: Street
                     "largest_component_share": float((network.component == 0).mean()) if network.n_nodes else 0.0},
     })
     return LifeCircleResult(homes=out, coverage=coverage, report=rep, threshold_m=thr)
+
+
+def summarise_homes(out: pd.DataFrame, cats: Sequence[str], thr: float) -> None:
+    """Add each home's gap summary to ``out`` (which has ``dist_C``/``ok_C`` per category and
+    ``off_network``): ``n_missing``, ``n_unreachable``, ``mean_excess_m`` beyond ``thr`` metres, and
+    ``gap_rank`` (worst first). Shared by :func:`life_circle` and its Dask form."""
+    if not len(out):
+        for c in ("n_missing", "n_unreachable", "gap_rank"):
+            out[c] = pd.Series([], dtype="int64")
+        out["mean_excess_m"] = pd.Series([], dtype=float)
+        return
+    dist = out[[f"dist_{c}" for c in cats]].to_numpy(dtype=float)
+    okm = out[[f"ok_{c}" for c in cats]].to_numpy(dtype=bool)
+    out["n_missing"] = (~okm).sum(axis=1)
+    out["n_unreachable"] = np.isnan(dist).sum(axis=1)
+    excess = np.where(~okm & ~np.isnan(dist), dist - thr, np.nan)
+    cnt = (~np.isnan(excess)).sum(axis=1)
+    out["mean_excess_m"] = np.where(cnt > 0, np.nansum(excess, axis=1) / np.maximum(cnt, 1), 0.0)
+    out.loc[out["off_network"], ["n_missing", "n_unreachable"]] = len(cats)
+    order = np.lexsort((-out["mean_excess_m"].to_numpy(), -out["n_unreachable"].to_numpy(),
+                        -out["n_missing"].to_numpy()))
+    rank = np.empty(len(out), dtype=np.int64)
+    rank[order] = np.arange(1, len(out) + 1)
+    out["gap_rank"] = rank

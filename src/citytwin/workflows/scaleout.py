@@ -519,10 +519,14 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
     builds the street network once. ``homes`` and ``coverage`` equal the single-process result; the
     report's POI entry is per category (``pois.by_category``), its other entries are those of one process.
     """
-    import numpy as np
     import pandas as pd
 
-    from citytwin.spatial.lifecircle import DAILY_SERVICES, LifeCircleResult, walk_threshold_m
+    from citytwin.spatial.lifecircle import (
+        DAILY_SERVICES,
+        LifeCircleResult,
+        summarise_homes,
+        walk_threshold_m,
+    )
 
     parse_dask(dask)
     life_circle_inputs(source, pois=pois, buildings=buildings, streets=streets, nodes=nodes)
@@ -540,26 +544,7 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
     for c, p in zip(cats, parts, strict=True):
         out[f"dist_{c}"] = p["dist"]
         out[f"ok_{c}"] = p["ok"]
-    dcols = [f"dist_{c}" for c in cats]
-    okcols = [f"ok_{c}" for c in cats]
-    if len(out):  # as citytwin.spatial.lifecircle.life_circle summarises the homes
-        dist = out[dcols].to_numpy(dtype=float)
-        okm = out[okcols].to_numpy(dtype=bool)
-        out["n_missing"] = (~okm).sum(axis=1)
-        out["n_unreachable"] = np.isnan(dist).sum(axis=1)
-        excess = np.where(~okm & ~np.isnan(dist), dist - thr, np.nan)
-        cnt = (~np.isnan(excess)).sum(axis=1)
-        out["mean_excess_m"] = np.where(cnt > 0, np.nansum(excess, axis=1) / np.maximum(cnt, 1), 0.0)
-        out.loc[out["off_network"], ["n_missing", "n_unreachable"]] = len(cats)
-        order = np.lexsort((-out["mean_excess_m"].to_numpy(), -out["n_unreachable"].to_numpy(),
-                            -out["n_missing"].to_numpy()))
-        rank = np.empty(len(out), dtype=np.int64)
-        rank[order] = np.arange(1, len(out) + 1)
-        out["gap_rank"] = rank
-    else:
-        for c in ("n_missing", "n_unreachable", "gap_rank"):
-            out[c] = pd.Series([], dtype="int64")
-        out["mean_excess_m"] = pd.Series([], dtype=float)
+    summarise_homes(out, cats, thr)  # as citytwin.spatial.lifecircle.life_circle summarises the homes
     report = dict(parts[0]["report"])
     report["pois"] = {"by_category": {c: p["report"]["pois"] for c, p in zip(cats, parts, strict=True)}}
     report["dask"] = {"cluster": str(dask), "tasks": len(cats), "split": "one task per category; network on every worker"}

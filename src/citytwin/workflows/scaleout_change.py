@@ -129,11 +129,9 @@ def land_change(before: str, after: str, *, dask: str, column: str = "landuse", 
     (test). Each worker reads and checks both snapshots once per job (``check_layer``: repairs and the
     within-layer overlap test run on the whole layers, replicated: the part not split yet).
     """
-    import geopandas as gpd
-    import numpy as np
     import pandas as pd
 
-    from citytwin.planning.change import NONE_CLASS, ChangeResult
+    from citytwin.planning.change import finish_change
 
     parse_dask(dask)
     if not years > 0:
@@ -155,28 +153,7 @@ def land_change(before: str, after: str, *, dask: str, column: str = "landuse", 
 
     pieces = pd.concat([joined("inter", "before_feature"), joined("before", "before_feature"),
                         joined("after", "after_feature")], ignore_index=True)
-    # from here as land_change finishes
-    pieces = pieces[pieces["area_m2"] > 0].reset_index(drop=True)
-    pieces["changed"] = pieces["from_class"] != pieces["to_class"]
-    gdf = gpd.GeoDataFrame(pieces, geometry="geometry", crs=work)
-    gdf = gdf[["from_class", "to_class", "before_feature", "after_feature", "area_m2", "changed", "geometry"]]
-    matrix = gdf.pivot_table(index="from_class", columns="to_class", values="area_m2", aggfunc="sum",
-                             fill_value=0.0)
-    before_area = gdf[gdf["from_class"] != NONE_CLASS].groupby("from_class")["area_m2"].sum()
-    after_area = gdf[gdf["to_class"] != NONE_CLASS].groupby("to_class")["area_m2"].sum()
-    rates = pd.DataFrame({"area_before_m2": before_area, "area_after_m2": after_area}).fillna(0.0)
-    rates.index.name = "class"
-    rates["change_m2"] = rates["area_after_m2"] - rates["area_before_m2"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rates["dynamic_degree"] = np.where(rates["area_before_m2"] > 0,
-                                           rates["change_m2"] / rates["area_before_m2"] / years, np.nan)
-        rates["annual_rate"] = np.where(rates["area_before_m2"] > 0,
-                                        (rates["area_after_m2"] / rates["area_before_m2"]) ** (1 / years) - 1,
-                                        np.nan)
-    out = gdf.to_crs(4326)
-    changes = out[out["changed"]].reset_index(drop=True)
-    return ChangeResult(pieces=out, changes=changes, matrix=matrix, rates=rates.reset_index(), crs=ea.srs,
-                        years=float(years))
+    return finish_change(pieces, work, ea, years)  # from here as land_change finishes
 
 
 def _crs_of(before: str, after: str, column: str, after_column: str | None, classes: Sequence[str] | None,
