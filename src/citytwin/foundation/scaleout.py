@@ -126,7 +126,9 @@ def cluster(spec: str | DaskSpec) -> Iterator[Any]:
         # one thread per process: our tasks hold the GIL in places (GEOS, pandas) and DuckDB/pyarrow
         # would otherwise start as many threads as cores in every worker
         local = LocalCluster(n_workers=ds.workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                             silence_logs=logging.ERROR, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                             # a failed task is raised to the caller, who says it (a user error: no
+                             # traceback); the workers' own "Compute Failed" log would print one on stderr
+                             silence_logs=logging.CRITICAL, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                                                               "OPENBLAS_NUM_THREADS": "1"})
     except (OSError, RuntimeError, TimeoutError) as exc:
         raise CitytwinError(f"the local Dask cluster ({ds}) did not start: {exc}") from None
