@@ -221,3 +221,18 @@ def test_within_layer_check_on_a_large_grid() -> None:
     np.testing.assert_array_equal(got.conflicts["area_m2"], want.conflicts["area_m2"])
     assert got.checks == {"A": {"repaired": 0, "accepted_overlaps": 0, "largest_overlap_share": 0.0},
                           "B": {"repaired": 0, "accepted_overlaps": 0, "largest_overlap_share": 0.0}}
+
+
+def test_equal_area_crs_of_projected_layers() -> None:
+    """The centre is chosen from the WGS84 bounds of the vertices (no reprojected geometries): the same
+    bounds as ``to_crs(4326).total_bounds``, for a layer in EPSG:3067 and one in WGS84."""
+    from citytwin.foundation.errors import InputError
+    from citytwin.planning.overlay import _wgs84_bounds, equal_area_crs
+
+    g = gpd.GeoDataFrame(geometry=list(_mixed(200, 9)), crs=4326)
+    g3 = g.to_crs(3067)
+    np.testing.assert_array_equal(_wgs84_bounds(g3), g3.to_crs(4326).total_bounds)
+    np.testing.assert_array_equal(_wgs84_bounds(g), g.total_bounds)
+    assert equal_area_crs(g3).srs == equal_area_crs(g).srs  # centres rounded to 1e-6 degree
+    with pytest.raises(InputError, match="no CRS"):
+        equal_area_crs(g.set_crs(None, allow_override=True))

@@ -82,13 +82,32 @@ def equal_area_crs(*frames: gpd.GeoDataFrame) -> CRS:
     >>> equal_area_crs(g).srs
     '+proj=laea +lat_0=60.15 +lon_0=24.95 +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs +type=crs'
     """
-    bounds = np.array([f.to_crs(4326).total_bounds for f in frames if len(f)])
+    bounds = np.array([_wgs84_bounds(f) for f in frames if len(f)])
     if not len(bounds):
         raise InputError("no features to choose an equal-area projection from")
     x0, y0 = bounds[:, 0].min(), bounds[:, 1].min()
     x1, y1 = bounds[:, 2].max(), bounds[:, 3].max()
     lon, lat = round((x0 + x1) / 2, 6), round((y0 + y1) / 2, 6)
     return CRS.from_proj4(f"+proj=laea +lat_0={lat:g} +lon_0={lon:g} +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs")
+
+
+def _wgs84_bounds(frame: gpd.GeoDataFrame) -> np.ndarray:
+    """``frame.to_crs(4326).total_bounds`` without building the reprojected geometries: the bounds of
+    polygons are those of their vertices, so only the vertices are transformed (by the same PROJ
+    transformation ``to_crs`` uses)."""
+    from pyproj import Transformer
+
+    if frame.crs is None:
+        raise InputError("a layer has no CRS", hint="set the layer's CRS (e.g. EPSG:4326) in the source file")
+    if CRS.from_user_input(frame.crs).equals(CRS.from_epsg(4326)):
+        return np.asarray(frame.total_bounds)
+    xy = shapely.get_coordinates(np.asarray(frame.geometry.values, dtype=object))
+    x, y = Transformer.from_crs(frame.crs, 4326, always_xy=True).transform(xy[:, 0], xy[:, 1])
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return np.full(4, np.nan)
+    return np.array([x[ok].min(), y[ok].min(), x[ok].max(), y[ok].max()])
 
 
 def pmap(func: Any, *arrays: np.ndarray, chunk: int = 4_096, **kwargs: Any) -> np.ndarray:
