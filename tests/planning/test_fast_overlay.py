@@ -236,3 +236,19 @@ def test_equal_area_crs_of_projected_layers() -> None:
     assert equal_area_crs(g3).srs == equal_area_crs(g).srs  # centres rounded to 1e-6 degree
     with pytest.raises(InputError, match="no CRS"):
         equal_area_crs(g.set_crs(None, allow_override=True))
+
+
+def test_piece_areas_from_clipped_vertices() -> None:
+    """The overlay's areas of the clipped convex pieces come from the clipped vertices, not from the
+    geometries built from them: equal to ``ea_areas`` of those geometries and to GeoPandas'
+    ``to_crs(laea).area``, on both paths (convex pairs and GEOS)."""
+    from citytwin.planning.overlay import _intersect_pairs
+
+    a, b = _mixed(300, 12), _mixed(300, 13)
+    ii, jj = shapely.STRtree(b).query(a)
+    g, area = _intersect_pairs(a, b, ii, jj, area_crs=(4326, LAEA))
+    fast = _ring_arrays(a)[3][ii] & _ring_arrays(b)[3][jj]
+    assert (fast & (area > 0)).sum() > 50 and (~fast & (area > 0)).sum() > 50
+    np.testing.assert_allclose(area, ea_areas(g, 4326, LAEA), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(area, gpd.GeoSeries(g, crs=4326).to_crs(LAEA).area.to_numpy(), rtol=1e-9, atol=1e-6)
+    assert all(shapely.equals_exact(g, intersect_pairs(a, b, ii, jj)) | (shapely.is_empty(g)))

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import shapely
 from numba import njit
-from pyproj import CRS
+from pyproj import CRS, Transformer
 
 from citytwin.foundation.errors import InputError
 
@@ -95,8 +95,6 @@ def _wgs84_bounds(frame: gpd.GeoDataFrame) -> np.ndarray:
     """``frame.to_crs(4326).total_bounds`` without building the reprojected geometries: the bounds of
     polygons are those of their vertices, so only the vertices are transformed (by the same PROJ
     transformation ``to_crs`` uses)."""
-    from pyproj import Transformer
-
     if frame.crs is None:
         raise InputError("a layer has no CRS", hint="set the layer's CRS (e.g. EPSG:4326) in the source file")
     if CRS.from_user_input(frame.crs).equals(CRS.from_epsg(4326)):
@@ -315,22 +313,28 @@ def _ring_arrays(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return xs, ys, off, convex
 
 
+def _ring_areas(x: np.ndarray, y: np.ndarray, cnt: np.ndarray) -> np.ndarray:
+    """Areas of closed rings given as consecutive runs of ``cnt[k]`` vertices (shoelace relative to each
+    ring's first vertex, as :func:`ea_areas` sums them)."""
+    area = np.zeros(len(cnt))
+    if not len(x):
+        return area
+    ring = np.repeat(np.arange(len(cnt)), cnt)
+    start = np.repeat(np.r_[0, np.cumsum(cnt)[:-1]], cnt)
+    dx, dy = x - x[start], y - y[start]
+    same = np.r_[ring[1:] == ring[:-1], False]
+    term = np.where(same, dx * np.roll(dy, -1) - np.roll(dx, -1) * dy, 0.0)
+    area += np.abs(np.bincount(ring, weights=term, minlength=len(cnt))) / 2
+    return area
+
+
 def _clip_areas(ra: tuple[np.ndarray, ...], rb: tuple[np.ndarray, ...], ii: np.ndarray, jj: np.ndarray
                 ) -> np.ndarray:
     """Planar areas of the intersections of convex ring pairs (``ra[3][ii] & rb[3][jj]`` must hold), without
     building their geometries."""
     x, y, cnt = _clip_convex(ra[0], ra[1], ra[2], rb[0], rb[1], rb[2], ii.astype(np.int64), jj.astype(np.int64),
                              SELF_OVERLAP_TOLERANCE)
-    area = np.zeros(len(ii))
-    if not len(x):
-        return area
-    ring = np.repeat(np.arange(len(ii)), cnt)
-    start = np.repeat(np.r_[0, np.cumsum(cnt)[:-1]], cnt)
-    dx, dy = x - x[start], y - y[start]
-    same = np.r_[ring[1:] == ring[:-1], False]
-    term = np.where(same, dx * np.roll(dy, -1) - np.roll(dx, -1) * dy, 0.0)
-    area += np.abs(np.bincount(ring, weights=term, minlength=len(ii))) / 2
-    return area
+    return _ring_areas(x, y, cnt)
 
 
 def intersect_pairs(a: np.ndarray, b: np.ndarray, ii: np.ndarray, jj: np.ndarray,
@@ -338,9 +342,19 @@ def intersect_pairs(a: np.ndarray, b: np.ndarray, ii: np.ndarray, jj: np.ndarray
     """``shapely.intersection(a[ii], b[jj])`` with the polygonal part kept (:func:`polygonal`): pairs of
     convex polygons are clipped with Sutherland–Hodgman (exact like GEOS, to rounding), the others by
     GEOS on all cores. ``rings`` may pass ``(_ring_arrays(a), _ring_arrays(b))`` computed before."""
+    return _intersect_pairs(a, b, ii, jj, rings)[0]
+
+
+def _intersect_pairs(a: np.ndarray, b: np.ndarray, ii: np.ndarray, jj: np.ndarray,
+                     rings: tuple[Any, Any] | None = None, area_crs: tuple[Any, CRS] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`intersect_pairs`, and with ``area_crs=(src, ea)`` the pieces' areas in ``ea`` as
+    :func:`ea_areas` computes them (those of the clipped convex pairs from the clipped vertices, without
+    reading them back from the geometries); else an empty array."""
     out = np.empty(len(ii), dtype=object)
+    area = np.zeros(len(ii) if area_crs is not None else 0)
     if not len(ii):
-        return out
+        return out, area
     ra, rb = rings or (_ring_arrays(a), _ring_arrays(b))
     fast = ra[3][ii] & rb[3][jj]
     if fast.any():
@@ -355,13 +369,24 @@ def intersect_pairs(a: np.ndarray, b: np.ndarray, ii: np.ndarray, jj: np.ndarray
             polys[ok] = shapely.from_ragged_array(shapely.GeometryType.POLYGON, np.column_stack([x, y]),
                                                   (ring_off, np.arange(len(ring_off))))
         out[fi] = polys
+        if area_crs is not None:
+            area[fi] = _ring_areas(*_to_crs_xy(x, y, *area_crs), cnt)
     slow = np.flatnonzero(~fast)
     if len(slow):
         slow = slow[pmap(shapely.intersects, a[ii[slow]], b[jj[slow]]).astype(bool)]
         out[~fast] = shapely.Polygon()
         if len(slow):
             out[slow] = polygonal(pmap(shapely.intersection, a[ii[slow]], b[jj[slow]]))
-    return out
+            if area_crs is not None:
+                area[slow] = ea_areas(out[slow], *area_crs)
+    return out, area
+
+
+def _to_crs_xy(x: np.ndarray, y: np.ndarray, src: Any, ea: CRS) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates transformed from ``src`` to ``ea`` (always x, y order), as new float arrays."""
+    if not CRS.from_user_input(src).equals(ea):
+        x, y = Transformer.from_crs(src, ea, always_xy=True).transform(x, y)
+    return np.array(x, dtype=float), np.array(y, dtype=float)
 
 
 def outside_parts(a: np.ndarray, b: np.ndarray, ii: np.ndarray, jj: np.ndarray) -> np.ndarray:
@@ -394,8 +419,6 @@ def ea_areas(geoms: np.ndarray, src: Any, ea: CRS) -> np.ndarray:
     """Areas of ``geoms`` (in CRS ``src``) in the equal-area CRS ``ea``: the vertices transformed by
     PROJ and the shoelace sums per ring (holes subtracted), as ``GeoSeries.to_crs(ea).area`` computes
     them but without building the projected geometries."""
-    from pyproj import Transformer
-
     geoms = np.asarray(geoms, dtype=object)
     area = np.zeros(len(geoms))
     if not len(geoms):
@@ -413,12 +436,7 @@ def ea_areas(geoms: np.ndarray, src: Any, ea: CRS) -> np.ndarray:
         return area
     first = np.r_[True, ridx[1:] != ridx[:-1]]  # the exterior comes first in each polygon
     xy, cidx = shapely.get_coordinates(rings, return_index=True)
-    if not CRS.from_user_input(src).equals(ea):
-        t = Transformer.from_crs(src, ea, always_xy=True)
-        x, y = t.transform(xy[:, 0], xy[:, 1])
-    else:
-        x, y = xy[:, 0], xy[:, 1]
-    x, y = np.array(x, dtype=float), np.array(y, dtype=float)
+    x, y = _to_crs_xy(xy[:, 0], xy[:, 1], src, ea)
     first_pt = np.flatnonzero(np.r_[True, cidx[1:] != cidx[:-1]])  # shoelace relative to each ring's start
     ref = np.repeat(first_pt, np.diff(np.r_[first_pt, len(cidx)]))
     x -= x[ref]
@@ -682,9 +700,10 @@ def find_conflicts(layers: Mapping[str, gpd.GeoDataFrame], rules: Sequence[Rule]
                 tree = shapely.STRtree(geo[other][b_idx_all])
             ii, jj = tree.query(a)  # bounding boxes; intersect_pairs drops the disjoint pairs
             fa, fb = a_idx[ii], b_idx_all[jj]
-            g = intersect_pairs(geo[r.layer], geo[other], fa, fb, rings=(rings_of(r.layer), rings_of(other)))
+            g, area = _intersect_pairs(geo[r.layer], geo[other], fa, fb, rings=(rings_of(r.layer), rings_of(other)),
+                                       area_crs=(work, ea))
             rows = pd.DataFrame({"rule": r.name, "kind": r.kind, "layer": r.layer, "other": other,
-                                 "feature": fa, "other_feature": fb, "geometry": g})
+                                 "feature": fa, "other_feature": fb, "geometry": g, "area_m2": area})
         else:
             b_list = [geo[o][_select(proj[o], r.other_where, o, r.name)] for o in r.others]
             b = np.concatenate(b_list) if b_list else np.array([], dtype=object)
@@ -692,8 +711,8 @@ def find_conflicts(layers: Mapping[str, gpd.GeoDataFrame], rules: Sequence[Rule]
             single = len(r.others) == 1 and not checked[r.others[0]].attrs.get("accepted_overlaps", 0)
             g = outside_parts(a, b, ii, jj) if single else polygonal(subtract_all(a, ii, jj, b))
             rows = pd.DataFrame({"rule": r.name, "kind": r.kind, "layer": r.layer, "other": "+".join(r.others),
-                                 "feature": a_idx, "other_feature": -1, "geometry": g})
-        rows["area_m2"] = ea_areas(np.asarray(rows["geometry"].to_numpy(), dtype=object), work, ea)
+                                 "feature": a_idx, "other_feature": -1, "geometry": g,
+                                 "area_m2": ea_areas(g, work, ea)})
         parts.append(rows[rows["area_m2"] > 0])
     cols = ["rule", "kind", "layer", "other", "feature", "other_feature", "area_m2", "geometry"]
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
