@@ -252,3 +252,30 @@ def test_piece_areas_from_clipped_vertices() -> None:
     np.testing.assert_allclose(area, ea_areas(g, 4326, LAEA), rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(area, gpd.GeoSeries(g, crs=4326).to_crs(LAEA).area.to_numpy(), rtol=1e-9, atol=1e-6)
     assert all(shapely.equals_exact(g, intersect_pairs(a, b, ii, jj)) | (shapely.is_empty(g)))
+
+
+def test_selected_features_with_reused_index() -> None:
+    """``where`` / ``other_where`` select features of checked layers (the overlay then maps the selected
+    features to the checked layer's rings, and builds an index over the selected other features): every
+    conflict is the intersection of the features it names, measured independently, and no pair is missed."""
+    xs, ys = np.meshgrid(np.arange(20) * 0.001, np.arange(16) * 0.0005)
+    x, y = 24.9 + xs.ravel(), 60.2 + ys.ravel()
+    rng = np.random.default_rng(21)
+    a = gpd.GeoDataFrame({"c": rng.choice(["x", "y"], len(x))}, geometry=shapely.box(x, y, x + 0.001, y + 0.0005),
+                         crs=4326)
+    b = gpd.GeoDataFrame({"c": rng.choice(["x", "y"], len(x))},
+                         geometry=shapely.box(x + 0.0003, y + 0.0001, x + 0.0011, y + 0.0004), crs=4326)
+    rules = parse_rules([{"name": "r", "layer": "A", "overlaps": "B", "where": {"c": "x"}, "other_where": {"c": "y"}},
+                         {"name": "all", "layer": "A", "overlaps": "B"}], ["A", "B"])
+    res = find_conflicts({"A": a, "B": b}, rules, crs=LAEA)
+    ga, gb = a.geometry.to_numpy(), b.geometry.to_numpy()
+    for rule, sa, sb in (("r", a["c"] == "x", b["c"] == "y"), ("all", a["c"].notna(), b["c"].notna())):
+        c = res.conflicts[res.conflicts["rule"] == rule]
+        ia, ib = np.meshgrid(np.flatnonzero(sa), np.flatnonzero(sb), indexing="ij")
+        ia, ib = ia.ravel(), ib.ravel()
+        want = gpd.GeoSeries(shapely.intersection(ga[ia], gb[ib]), crs=4326).to_crs(LAEA).area.to_numpy()
+        hit = want > 1e-6
+        got = dict(zip(zip(c["feature"], c["other_feature"], strict=True), c["area_m2"], strict=True))
+        assert set(got) == set(zip(ia[hit].tolist(), ib[hit].tolist(), strict=True)) and len(got) > 50
+        np.testing.assert_allclose([got[k] for k in zip(ia[hit].tolist(), ib[hit].tolist(), strict=True)],
+                                   want[hit], rtol=1e-9)

@@ -454,12 +454,11 @@ def ea_areas(geoms: np.ndarray, src: Any, ea: CRS) -> np.ndarray:
 class _Prepared:
     """What checking a layer computed and the overlay needs again (so it is computed once per layer):
     the checked geometries (in the layer's CRS), their exterior rings and convexity
-    (:func:`_ring_arrays`) and their spatial index."""
+    (:func:`_ring_arrays`) and their spatial index (built by the overlap check; ``None`` without it)."""
 
-    crs: Any
     geoms: np.ndarray
     rings: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-    tree: shapely.STRtree
+    tree: shapely.STRtree | None = None
 
 
 def check_layer(name: str, frame: gpd.GeoDataFrame, *, source: str | None = None,
@@ -526,8 +525,9 @@ def _check_layer(name: str, frame: gpd.GeoDataFrame, *, source: str | None = Non
         rings = _ring_arrays(geoms)
     out = frame.set_geometry(gpd.GeoSeries(geoms, index=frame.index, crs=frame.crs))
     out.attrs["repaired"] = int(invalid.sum())
-    prep = _Prepared(crs=frame.crs, geoms=geoms, rings=rings, tree=shapely.STRtree(geoms))
+    prep = _Prepared(geoms=geoms, rings=rings)
     if check_overlaps:
+        prep.tree = shapely.STRtree(geoms)
         accepted, largest = _check_self_overlap(name, prep, src, overlap_tolerance)
         out.attrs["accepted_overlaps"] = accepted
         out.attrs["largest_overlap_share"] = largest
@@ -539,7 +539,8 @@ def _check_self_overlap(name: str, prep: _Prepared, src: str,
     """Raise when two features overlap by more than ``tolerance`` of the smaller one; else the number of
     pairs overlapping by more than the rounding tolerance, and the largest such share."""
     geoms = prep.geoms
-    i, j = prep.tree.query(geoms)  # pairs of overlapping bounding boxes; filtered below
+    tree = prep.tree if prep.tree is not None else shapely.STRtree(geoms)
+    i, j = tree.query(geoms)  # pairs of overlapping bounding boxes; filtered below
     keep = i < j
     i, j = i[keep], j[keep]
     if not len(i):
@@ -694,10 +695,9 @@ def find_conflicts(layers: Mapping[str, gpd.GeoDataFrame], rules: Sequence[Rule]
         if r.kind == "overlaps":
             other = r.others[0]
             b_idx_all = np.flatnonzero(_select(proj[other], r.other_where, other, r.name))
-            if other in reuse and len(b_idx_all) == len(geo[other]):
-                tree = reuse[other].tree  # the checked layer's index, over all its features
-            else:
-                tree = shapely.STRtree(geo[other][b_idx_all])
+            own = reuse[other].tree if other in reuse and len(b_idx_all) == len(geo[other]) else None
+            # the checked layer's index (over all its features), else one over the selected ones
+            tree = own if own is not None else shapely.STRtree(geo[other][b_idx_all])
             ii, jj = tree.query(a)  # bounding boxes; intersect_pairs drops the disjoint pairs
             fa, fb = a_idx[ii], b_idx_all[jj]
             g, area = _intersect_pairs(geo[r.layer], geo[other], fa, fb, rings=(rings_of(r.layer), rings_of(other)),
