@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import shapely
 from numba import njit
-from pyproj import CRS
+from pyproj import CRS, Transformer
 
 from citytwin.foundation.errors import InputError
 
@@ -61,12 +61,16 @@ class ConflictResult:
         Per rule and pair of layers: ``rule, layer, other, n, area_m2``.
     crs
         The equal-area CRS the areas were computed in (PROJ string).
+    checks
+        Per layer, what its check found (:func:`check_layer`'s ``attrs``): ``repaired`` features,
+        ``accepted_overlaps`` and ``largest_overlap_share``.
     """
 
     conflicts: gpd.GeoDataFrame
     summary: pd.DataFrame
     pairs: pd.DataFrame
     crs: str
+    checks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def equal_area_crs(*frames: gpd.GeoDataFrame) -> CRS:
@@ -78,13 +82,30 @@ def equal_area_crs(*frames: gpd.GeoDataFrame) -> CRS:
     >>> equal_area_crs(g).srs
     '+proj=laea +lat_0=60.15 +lon_0=24.95 +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs +type=crs'
     """
-    bounds = np.array([f.to_crs(4326).total_bounds for f in frames if len(f)])
+    bounds = np.array([_wgs84_bounds(f) for f in frames if len(f)])
     if not len(bounds):
         raise InputError("no features to choose an equal-area projection from")
     x0, y0 = bounds[:, 0].min(), bounds[:, 1].min()
     x1, y1 = bounds[:, 2].max(), bounds[:, 3].max()
     lon, lat = round((x0 + x1) / 2, 6), round((y0 + y1) / 2, 6)
     return CRS.from_proj4(f"+proj=laea +lat_0={lat:g} +lon_0={lon:g} +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs")
+
+
+def _wgs84_bounds(frame: gpd.GeoDataFrame) -> np.ndarray:
+    """``frame.to_crs(4326).total_bounds`` without building the reprojected geometries: the bounds of
+    polygons are those of their vertices, so only the vertices are transformed (by the same PROJ
+    transformation ``to_crs`` uses)."""
+    if frame.crs is None:
+        raise InputError("a layer has no CRS", hint="set the layer's CRS (e.g. EPSG:4326) in the source file")
+    if CRS.from_user_input(frame.crs).equals(CRS.from_epsg(4326)):
+        return np.asarray(frame.total_bounds)
+    xy = shapely.get_coordinates(np.asarray(frame.geometry.values, dtype=object))
+    x, y = Transformer.from_crs(frame.crs, 4326, always_xy=True).transform(xy[:, 0], xy[:, 1])
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return np.full(4, np.nan)
+    return np.array([x[ok].min(), y[ok].min(), x[ok].max(), y[ok].max()])
 
 
 def pmap(func: Any, *arrays: np.ndarray, chunk: int = 4_096, **kwargs: Any) -> np.ndarray:
@@ -141,7 +162,12 @@ def polygonal(geoms: np.ndarray) -> np.ndarray:
 @njit(nogil=True, cache=True)
 def _convex_rings(xs: np.ndarray, ys: np.ndarray, off: np.ndarray) -> np.ndarray:
     """Per ring (closed, ``xs[off[k]:off[k+1]]``): 1 if it is strictly convex or convex with collinear
-    points (every turn the same sign, one full turn), else 0."""
+    points (every turn the same sign, none turning back, one full turn), else 0.
+
+    A ring so marked is simple: its direction turns monotonically through exactly one full turn, which
+    only a convex polygon's boundary does. Such a polygon (without holes) is therefore valid (OGC), which
+    :func:`check_layer` relies on to ask GEOS ``is_valid`` only for the others. Conservative: a turn at a
+    repeated vertex is not counted (that ring is then not marked), nor is a ring with NaN coordinates."""
     n = len(off) - 1
     out = np.zeros(n, np.bool_)
     for k in range(n):
@@ -158,6 +184,9 @@ def _convex_rings(xs: np.ndarray, ys: np.ndarray, off: np.ndarray) -> np.ndarray
             x2, y2 = xs[s + (t + 1) % m], ys[s + (t + 1) % m]
             ax, ay, bx, by = x1 - x0, y1 - y0, x2 - x1, y2 - y1
             cr = ax * by - ay * bx
+            if cr == 0.0 and ax * bx + ay * by < 0.0:  # the ring turns back on itself (a spike)
+                ok = False
+                break
             if cr != 0.0:
                 if sign == 0.0:
                     sign = 1.0 if cr > 0 else -1.0
@@ -284,22 +313,28 @@ def _ring_arrays(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return xs, ys, off, convex
 
 
+def _ring_areas(x: np.ndarray, y: np.ndarray, cnt: np.ndarray) -> np.ndarray:
+    """Areas of closed rings given as consecutive runs of ``cnt[k]`` vertices (shoelace relative to each
+    ring's first vertex, as :func:`ea_areas` sums them)."""
+    area = np.zeros(len(cnt))
+    if not len(x):
+        return area
+    ring = np.repeat(np.arange(len(cnt)), cnt)
+    start = np.repeat(np.r_[0, np.cumsum(cnt)[:-1]], cnt)
+    dx, dy = x - x[start], y - y[start]
+    same = np.r_[ring[1:] == ring[:-1], False]
+    term = np.where(same, dx * np.roll(dy, -1) - np.roll(dx, -1) * dy, 0.0)
+    area += np.abs(np.bincount(ring, weights=term, minlength=len(cnt))) / 2
+    return area
+
+
 def _clip_areas(ra: tuple[np.ndarray, ...], rb: tuple[np.ndarray, ...], ii: np.ndarray, jj: np.ndarray
                 ) -> np.ndarray:
     """Planar areas of the intersections of convex ring pairs (``ra[3][ii] & rb[3][jj]`` must hold), without
     building their geometries."""
     x, y, cnt = _clip_convex(ra[0], ra[1], ra[2], rb[0], rb[1], rb[2], ii.astype(np.int64), jj.astype(np.int64),
                              SELF_OVERLAP_TOLERANCE)
-    area = np.zeros(len(ii))
-    if not len(x):
-        return area
-    ring = np.repeat(np.arange(len(ii)), cnt)
-    start = np.repeat(np.r_[0, np.cumsum(cnt)[:-1]], cnt)
-    dx, dy = x - x[start], y - y[start]
-    same = np.r_[ring[1:] == ring[:-1], False]
-    term = np.where(same, dx * np.roll(dy, -1) - np.roll(dx, -1) * dy, 0.0)
-    area += np.abs(np.bincount(ring, weights=term, minlength=len(ii))) / 2
-    return area
+    return _ring_areas(x, y, cnt)
 
 
 def intersect_pairs(a: np.ndarray, b: np.ndarray, ii: np.ndarray, jj: np.ndarray,
@@ -307,9 +342,19 @@ def intersect_pairs(a: np.ndarray, b: np.ndarray, ii: np.ndarray, jj: np.ndarray
     """``shapely.intersection(a[ii], b[jj])`` with the polygonal part kept (:func:`polygonal`): pairs of
     convex polygons are clipped with Sutherland–Hodgman (exact like GEOS, to rounding), the others by
     GEOS on all cores. ``rings`` may pass ``(_ring_arrays(a), _ring_arrays(b))`` computed before."""
+    return _intersect_pairs(a, b, ii, jj, rings)[0]
+
+
+def _intersect_pairs(a: np.ndarray, b: np.ndarray, ii: np.ndarray, jj: np.ndarray,
+                     rings: tuple[Any, Any] | None = None, area_crs: tuple[Any, CRS] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`intersect_pairs`, and with ``area_crs=(src, ea)`` the pieces' areas in ``ea`` as
+    :func:`ea_areas` computes them (those of the clipped convex pairs from the clipped vertices, without
+    reading them back from the geometries); else an empty array."""
     out = np.empty(len(ii), dtype=object)
+    area = np.zeros(len(ii) if area_crs is not None else 0)
     if not len(ii):
-        return out
+        return out, area
     ra, rb = rings or (_ring_arrays(a), _ring_arrays(b))
     fast = ra[3][ii] & rb[3][jj]
     if fast.any():
@@ -324,13 +369,24 @@ def intersect_pairs(a: np.ndarray, b: np.ndarray, ii: np.ndarray, jj: np.ndarray
             polys[ok] = shapely.from_ragged_array(shapely.GeometryType.POLYGON, np.column_stack([x, y]),
                                                   (ring_off, np.arange(len(ring_off))))
         out[fi] = polys
+        if area_crs is not None:
+            area[fi] = _ring_areas(*_to_crs_xy(x, y, *area_crs), cnt)
     slow = np.flatnonzero(~fast)
     if len(slow):
         slow = slow[pmap(shapely.intersects, a[ii[slow]], b[jj[slow]]).astype(bool)]
         out[~fast] = shapely.Polygon()
         if len(slow):
             out[slow] = polygonal(pmap(shapely.intersection, a[ii[slow]], b[jj[slow]]))
-    return out
+            if area_crs is not None:
+                area[slow] = ea_areas(out[slow], *area_crs)
+    return out, area
+
+
+def _to_crs_xy(x: np.ndarray, y: np.ndarray, src: Any, ea: CRS) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates transformed from ``src`` to ``ea`` (always x, y order), as new float arrays."""
+    if not CRS.from_user_input(src).equals(ea):
+        x, y = Transformer.from_crs(src, ea, always_xy=True).transform(x, y)
+    return np.array(x, dtype=float), np.array(y, dtype=float)
 
 
 def outside_parts(a: np.ndarray, b: np.ndarray, ii: np.ndarray, jj: np.ndarray) -> np.ndarray:
@@ -363,8 +419,6 @@ def ea_areas(geoms: np.ndarray, src: Any, ea: CRS) -> np.ndarray:
     """Areas of ``geoms`` (in CRS ``src``) in the equal-area CRS ``ea``: the vertices transformed by
     PROJ and the shoelace sums per ring (holes subtracted), as ``GeoSeries.to_crs(ea).area`` computes
     them but without building the projected geometries."""
-    from pyproj import Transformer
-
     geoms = np.asarray(geoms, dtype=object)
     area = np.zeros(len(geoms))
     if not len(geoms):
@@ -382,12 +436,7 @@ def ea_areas(geoms: np.ndarray, src: Any, ea: CRS) -> np.ndarray:
         return area
     first = np.r_[True, ridx[1:] != ridx[:-1]]  # the exterior comes first in each polygon
     xy, cidx = shapely.get_coordinates(rings, return_index=True)
-    if not CRS.from_user_input(src).equals(ea):
-        t = Transformer.from_crs(src, ea, always_xy=True)
-        x, y = t.transform(xy[:, 0], xy[:, 1])
-    else:
-        x, y = xy[:, 0], xy[:, 1]
-    x, y = np.array(x, dtype=float), np.array(y, dtype=float)
+    x, y = _to_crs_xy(xy[:, 0], xy[:, 1], src, ea)
     first_pt = np.flatnonzero(np.r_[True, cidx[1:] != cidx[:-1]])  # shoelace relative to each ring's start
     ref = np.repeat(first_pt, np.diff(np.r_[first_pt, len(cidx)]))
     x -= x[ref]
@@ -401,6 +450,17 @@ def ea_areas(geoms: np.ndarray, src: Any, ea: CRS) -> np.ndarray:
     return area
 
 
+@dataclass
+class _Prepared:
+    """What checking a layer computed and the overlay needs again (so it is computed once per layer):
+    the checked geometries (in the layer's CRS), their exterior rings and convexity
+    (:func:`_ring_arrays`) and their spatial index (built by the overlap check; ``None`` without it)."""
+
+    geoms: np.ndarray
+    rings: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    tree: shapely.STRtree | None = None
+
+
 def check_layer(name: str, frame: gpd.GeoDataFrame, *, source: str | None = None,
                 check_overlaps: bool = True, overlap_tolerance: float = SELF_OVERLAP_TOLERANCE) -> gpd.GeoDataFrame:
     """A plan layer checked and made usable: polygons only, invalid geometries repaired
@@ -411,12 +471,23 @@ def check_layer(name: str, frame: gpd.GeoDataFrame, *, source: str | None = None
     simplified boundaries; such overlaps are then counted in both features, and the result's
     ``attrs["accepted_overlaps"]`` (pairs) and ``attrs["largest_overlap_share"]`` say so.
 
+    Validity is decided once per feature: a single polygon without holes whose exterior ring is convex
+    (:func:`_convex_rings`) is valid by construction; every other feature is asked of GEOS
+    (``shapely.is_valid``).
+
     Raises
     ------
     InputError
         The layer is empty, has no CRS, has a feature that is not a polygon, or two of its features
         overlap (both rows named).
     """
+    return _check_layer(name, frame, source=source, check_overlaps=check_overlaps,
+                        overlap_tolerance=overlap_tolerance)[0]
+
+
+def _check_layer(name: str, frame: gpd.GeoDataFrame, *, source: str | None = None, check_overlaps: bool = True,
+                 overlap_tolerance: float = SELF_OVERLAP_TOLERANCE) -> tuple[gpd.GeoDataFrame, _Prepared]:
+    """:func:`check_layer`, and what it computed on the way (:class:`_Prepared`) for the overlay."""
     src = source or name
     if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry is None:
         raise InputError(f"layer {name!r} has no geometry column", file=src,
@@ -428,6 +499,9 @@ def check_layer(name: str, frame: gpd.GeoDataFrame, *, source: str | None = None
     if frame.crs is None:
         raise InputError(f"layer {name!r} has no CRS", file=src,
                          hint="set the layer's CRS (e.g. EPSG:4326) in the source file")
+    if check_overlaps and not 0 < overlap_tolerance < 1:
+        raise InputError(f"overlap tolerance must be in (0, 1), got {overlap_tolerance}",
+                         field="overlap_tolerance")
     geoms = np.asarray(frame.geometry.values, dtype=object)
     missing = np.flatnonzero(shapely.is_missing(geoms) | shapely.is_empty(geoms))
     if len(missing):
@@ -438,29 +512,34 @@ def check_layer(name: str, frame: gpd.GeoDataFrame, *, source: str | None = None
     if len(bad):
         raise InputError(f"layer {name!r}: feature is a {shapely.get_type_id(geoms[bad[0]])} geometry, "
                          f"not a polygon", file=src, row=int(bad[0]) + 1, field="geometry")
-    invalid = ~shapely.is_valid(geoms)
+    rings = _ring_arrays(geoms)
+    invalid = np.zeros(len(geoms), bool)
+    ask = np.flatnonzero(~rings[3])  # convex single polygons without holes are valid (see _convex_rings)
+    if len(ask):
+        invalid[ask] = ~pmap(shapely.is_valid, geoms[ask]).astype(bool)
     if invalid.any():
         geoms = geoms.copy()
         geoms[invalid] = polygonal(shapely.make_valid(geoms[invalid]))
-    geoms = polygonal(geoms)
+    if invalid.any() or tid.max() == 7:
+        geoms = polygonal(geoms)
+        rings = _ring_arrays(geoms)
     out = frame.set_geometry(gpd.GeoSeries(geoms, index=frame.index, crs=frame.crs))
     out.attrs["repaired"] = int(invalid.sum())
+    prep = _Prepared(geoms=geoms, rings=rings)
     if check_overlaps:
-        if not 0 < overlap_tolerance < 1:
-            raise InputError(f"overlap tolerance must be in (0, 1), got {overlap_tolerance}",
-                             field="overlap_tolerance")
-        accepted, largest = _check_self_overlap(name, out, src, overlap_tolerance)
+        prep.tree = shapely.STRtree(geoms)
+        accepted, largest = _check_self_overlap(name, prep, src, overlap_tolerance)
         out.attrs["accepted_overlaps"] = accepted
         out.attrs["largest_overlap_share"] = largest
-    return out
+    return out, prep
 
 
-def _check_self_overlap(name: str, frame: gpd.GeoDataFrame, src: str,
+def _check_self_overlap(name: str, prep: _Prepared, src: str,
                         tolerance: float = SELF_OVERLAP_TOLERANCE) -> tuple[int, float]:
     """Raise when two features overlap by more than ``tolerance`` of the smaller one; else the number of
     pairs overlapping by more than the rounding tolerance, and the largest such share."""
-    geoms = np.asarray(frame.geometry.values, dtype=object)
-    tree = shapely.STRtree(geoms)
+    geoms = prep.geoms
+    tree = prep.tree if prep.tree is not None else shapely.STRtree(geoms)
     i, j = tree.query(geoms)  # pairs of overlapping bounding boxes; filtered below
     keep = i < j
     i, j = i[keep], j[keep]
@@ -477,7 +556,7 @@ def _check_self_overlap(name: str, frame: gpd.GeoDataFrame, src: str,
     tol = SELF_OVERLAP_TOLERANCE * np.maximum(np.minimum(areas[i], areas[j]), 1e-300)
     keep = bw * bh > tol
     i, j, tol = i[keep], j[keep], tol[keep]
-    rings = _ring_arrays(geoms)
+    rings = prep.rings
     fast = rings[3][i] & rings[3][j]  # two convex polygons: clipped directly (slivers below the tolerance dropped)
     inter = np.zeros(len(i))
     fi, si = np.flatnonzero(fast), np.flatnonzero(~fast)
@@ -560,7 +639,8 @@ def _select(frame: gpd.GeoDataFrame, where: Mapping[str, list[Any]], layer: str,
 
 def find_conflicts(layers: Mapping[str, gpd.GeoDataFrame], rules: Sequence[Rule], *,
                    crs: CRS | None = None, check: bool = True,
-                   overlap_tolerance: float = SELF_OVERLAP_TOLERANCE) -> ConflictResult:
+                   overlap_tolerance: float = SELF_OVERLAP_TOLERANCE,
+                   sources: Mapping[str, str] | None = None) -> ConflictResult:
     """Conflict polygons of ``rules`` over ``layers`` with their areas in an equal-area CRS.
 
     Parameters
@@ -572,21 +652,41 @@ def find_conflicts(layers: Mapping[str, gpd.GeoDataFrame], rules: Sequence[Rule]
         From :func:`parse_rules`.
     crs
         The equal-area CRS (default: :func:`equal_area_crs` of all layers).
+    check
+        Check each layer (:func:`check_layer`); what the checks compute (rings, spatial index) is then
+        reused by the overlay. ``False`` for layers checked before.
     overlap_tolerance
         Overlaps within a layer accepted up to this share of the smaller polygon (see :func:`check_layer`).
+    sources
+        Per layer, the file or dataset named in errors (default: the layer's name).
     """
     for r in rules:
         for ln in (r.layer, *r.others):
             if ln not in layers:
                 raise InputError(f"rule {r.name!r} names layer {ln!r}, which was not given", field="layer")
-    checked = {n: check_layer(n, f, overlap_tolerance=overlap_tolerance) if check else f
-               for n, f in layers.items()}
+    checked: dict[str, gpd.GeoDataFrame] = {}
+    prepared: dict[str, _Prepared] = {}
+    for n, f in layers.items():
+        if check:
+            checked[n], prepared[n] = _check_layer(n, f, source=(sources or {}).get(n),
+                                                   overlap_tolerance=overlap_tolerance)
+        else:
+            checked[n] = f
     ea = crs or equal_area_crs(*checked.values())
     # topology in one working CRS (the first layer's: edges stay as drawn, no slivers where layers share a
     # CRS), areas in the equal-area CRS
     work = next(iter(checked.values())).crs
-    proj = {n: f.to_crs(work) for n, f in checked.items()}
+    proj = {n: f if f.crs == work else f.to_crs(work) for n, f in checked.items()}
     geo = {n: np.asarray(f.geometry.values, dtype=object) for n, f in proj.items()}
+    # what the checks computed stays valid for the layers that were not reprojected
+    reuse = {n: p for n, p in prepared.items() if proj[n] is checked[n]}
+    rings: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {n: p.rings for n, p in reuse.items()}
+
+    def rings_of(n: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if n not in rings:
+            rings[n] = _ring_arrays(geo[n])
+        return rings[n]
+
     parts: list[pd.DataFrame] = []
     for r in rules:
         a_mask = _select(proj[r.layer], r.where, r.layer, r.name)
@@ -595,11 +695,15 @@ def find_conflicts(layers: Mapping[str, gpd.GeoDataFrame], rules: Sequence[Rule]
         if r.kind == "overlaps":
             other = r.others[0]
             b_idx_all = np.flatnonzero(_select(proj[other], r.other_where, other, r.name))
-            b = geo[other][b_idx_all]
-            ii, jj = shapely.STRtree(b).query(a)  # bounding boxes; intersect_pairs drops the disjoint pairs
-            g = intersect_pairs(a, b, ii, jj)
+            own = reuse[other].tree if other in reuse and len(b_idx_all) == len(geo[other]) else None
+            # the checked layer's index (over all its features), else one over the selected ones
+            tree = own if own is not None else shapely.STRtree(geo[other][b_idx_all])
+            ii, jj = tree.query(a)  # bounding boxes; intersect_pairs drops the disjoint pairs
+            fa, fb = a_idx[ii], b_idx_all[jj]
+            g, area = _intersect_pairs(geo[r.layer], geo[other], fa, fb, rings=(rings_of(r.layer), rings_of(other)),
+                                       area_crs=(work, ea))
             rows = pd.DataFrame({"rule": r.name, "kind": r.kind, "layer": r.layer, "other": other,
-                                 "feature": a_idx[ii], "other_feature": b_idx_all[jj], "geometry": g})
+                                 "feature": fa, "other_feature": fb, "geometry": g, "area_m2": area})
         else:
             b_list = [geo[o][_select(proj[o], r.other_where, o, r.name)] for o in r.others]
             b = np.concatenate(b_list) if b_list else np.array([], dtype=object)
@@ -607,8 +711,8 @@ def find_conflicts(layers: Mapping[str, gpd.GeoDataFrame], rules: Sequence[Rule]
             single = len(r.others) == 1 and not checked[r.others[0]].attrs.get("accepted_overlaps", 0)
             g = outside_parts(a, b, ii, jj) if single else polygonal(subtract_all(a, ii, jj, b))
             rows = pd.DataFrame({"rule": r.name, "kind": r.kind, "layer": r.layer, "other": "+".join(r.others),
-                                 "feature": a_idx, "other_feature": -1, "geometry": g})
-        rows["area_m2"] = ea_areas(np.asarray(rows["geometry"].to_numpy(), dtype=object), work, ea)
+                                 "feature": a_idx, "other_feature": -1, "geometry": g,
+                                 "area_m2": ea_areas(g, work, ea)})
         parts.append(rows[rows["area_m2"] > 0])
     cols = ["rule", "kind", "layer", "other", "feature", "other_feature", "area_m2", "geometry"]
     frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
@@ -624,4 +728,6 @@ def find_conflicts(layers: Mapping[str, gpd.GeoDataFrame], rules: Sequence[Rule]
     pairs = (pd.DataFrame(conflicts.drop(columns="geometry"))
              .groupby(["rule", "layer", "other"], sort=False)
              .agg(n=("area_m2", "size"), area_m2=("area_m2", "sum")).reset_index())
-    return ConflictResult(conflicts=conflicts, summary=summary, pairs=pairs, crs=ea.srs)
+    checks = {n: {k: f.attrs[k] for k in ("repaired", "accepted_overlaps", "largest_overlap_share") if k in f.attrs}
+              for n, f in checked.items()}
+    return ConflictResult(conflicts=conflicts, summary=summary, pairs=pairs, crs=ea.srs, checks=checks)

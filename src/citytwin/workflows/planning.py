@@ -111,7 +111,10 @@ def read_rules(path: str | Path) -> Any:
 
 
 def _load_layers(specs: Mapping[str, str], workspace: WorkspaceLike | None, user: str | None,
-                 overlap_tolerance: float | None = None) -> tuple[dict[str, gpd.GeoDataFrame], list[str]]:
+                 overlap_tolerance: float | None = None, *, check: bool = True
+                 ) -> tuple[dict[str, gpd.GeoDataFrame], list[str]]:
+    """The layers read (and checked with :func:`citytwin.planning.overlay.check_layer` unless ``check``
+    is false: :func:`citytwin.planning.overlay.find_conflicts` checks them itself), and the datasets read."""
     from citytwin.planning.overlay import SELF_OVERLAP_TOLERANCE, check_layer
 
     layers: dict[str, gpd.GeoDataFrame] = {}
@@ -119,7 +122,7 @@ def _load_layers(specs: Mapping[str, str], workspace: WorkspaceLike | None, user
     for name, src in specs.items():
         frame, ds = read_layer(src, workspace=workspace, user=user)
         layers[name] = check_layer(name, frame, source=src, overlap_tolerance=overlap_tolerance or
-                                   SELF_OVERLAP_TOLERANCE)
+                                   SELF_OVERLAP_TOLERANCE) if check else frame
         if ds:
             inputs.append(ds)
     return layers, inputs
@@ -132,22 +135,24 @@ def conflicts(layers: Sequence[str] | Mapping[str, str], rules: str | Path, out:
     ``store`` with lineage when a workspace is given). ``overlap_tolerance``: overlaps within a layer
     accepted up to this share of the smaller polygon (:func:`citytwin.planning.overlay.check_layer`);
     the accepted ones are counted per layer in the summary and ``conflicts.json``, with a warning."""
-    from citytwin.planning.overlay import find_conflicts, parse_rules
+    from citytwin.planning.overlay import SELF_OVERLAP_TOLERANCE, find_conflicts, parse_rules
 
     specs = parse_layers(layers)
     rule_list = parse_rules(read_rules(rules), list(specs), source=str(rules))
     used = {r.layer for r in rule_list} | {o for r in rule_list for o in r.others}
-    loaded, inputs = _load_layers({k: v for k, v in specs.items() if k in used}, workspace, user,
-                                  overlap_tolerance)
-    res = find_conflicts(loaded, rule_list, check=False)
-    accepted = {n: {"pairs": int(f.attrs.get("accepted_overlaps", 0)),
-                    "largest_share": float(f.attrs.get("largest_overlap_share", 0.0))}
-                for n, f in loaded.items() if f.attrs.get("accepted_overlaps")}
+    used_specs = {k: v for k, v in specs.items() if k in used}
+    loaded, inputs = _load_layers(used_specs, workspace, user, check=False)
+    # find_conflicts checks the layers (errors name their source) and reuses what the checks computed
+    res = find_conflicts(loaded, rule_list, check=True, sources=used_specs,
+                         overlap_tolerance=overlap_tolerance or SELF_OVERLAP_TOLERANCE)
+    accepted = {n: {"pairs": int(c.get("accepted_overlaps", 0)),
+                    "largest_share": float(c.get("largest_overlap_share", 0.0))}
+                for n, c in res.checks.items() if c.get("accepted_overlaps")}
     warnings = [f"layer {n!r}: {a['pairs']} pair(s) of its own features overlap (up to {a['largest_share']:.3g} "
                 "of the smaller one; accepted by --overlap-tolerance): conflicts there are counted once per feature"
                 for n, a in accepted.items()]
     meta = {"crs_of_areas": res.crs, "layers": specs, "rules": str(rules),
-            "repaired": {n: int(f.attrs.get("repaired", 0)) for n, f in loaded.items()},
+            "repaired": {n: int(c.get("repaired", 0)) for n, c in res.checks.items()},
             "overlap_tolerance": overlap_tolerance, "accepted_overlaps": accepted, "warnings": warnings}
     o = _write_all(out, {
         "conflicts.parquet": lambda p: res.conflicts.to_parquet(p, index=False),
