@@ -16,7 +16,7 @@ from tests.simulation import grid
 from typer.testing import CliRunner
 
 from citytwin.cli.main import app
-from citytwin.foundation.timeseries import HistoryStore
+from citytwin.foundation.timeseries import HistoryStore, StateStore
 from citytwin.foundation.workspace import Workspace
 from citytwin.service.app import create_app
 from citytwin.simulation.demand import Trip
@@ -148,6 +148,12 @@ def test_live_run_with_seeds_shows_every_seed_while_running(ws: Workspace, tmp_p
     assert len(live) == len(after) == s["published"]["observations"]
     assert (live[["entity", "property", "time"]] == after[["entity", "property", "time"]]).all().all()
     assert live["value"].to_numpy() == pytest.approx(after["value"].to_numpy(), rel=1e-12, nan_ok=True)
+    # the run's results per edge are on the entities as the post-hoc publish puts them
+    def static(name: str) -> dict[str, Any]:
+        got = StateStore(st.scenario_root(ws.root / "twin", name) / "state.sqlite").query(limit=1000)
+        return {e["static"]["name"]: {k: e["static"].get(k) for k in ("runMeanSpeedKmh", "runCo2Kg")} for e in got}
+
+    assert static("many") == static("many-after") and static("many")["B1C1"]["runCo2Kg"] > 0
     # ... which is not seed 1 alone (else the check above could not tell the seeds apart)
     a, b = (pd.read_csv(tmp_path / d / "edges_intervals.csv").set_index(["end", "edge"])["speed"] for d in ("one", "run"))
     assert not a.reindex(b.index).equals(b)

@@ -50,6 +50,8 @@ from citytwin.workflows.simulation_twin import (
     check_name,
     detector_entity_id,
     edge_entity_id,
+    edge_static,
+    run_edge_static,
     scenario_root,
     write_meta,
 )
@@ -137,10 +139,9 @@ class LivePublisher:
         self.folder = final
         self.stores = TwinStores.open(final)
         source = f"citytwin simulation {sc['dir']} (live)"
-        for edge, (lon, lat, lanes) in self.locations.items():
+        for edge, (lon, lat, lanes, shape) in self.locations.items():
             self.stores.state.put_entity(edge_entity_id(self.name, edge), ENTITY_TYPE, lon, lat,
-                                         {"name": edge, "refRoadSegment": edge, "laneCount": lanes,
-                                          "scenario": self.name, "source": source})
+                                         edge_static(self.name, edge, lanes, shape, source))
         for det, (lane, edge, index, lon, lat) in self.places.items():
             self.stores.state.put_entity(detector_entity_id(self.name, det), ENTITY_TYPE, lon, lat,
                                          {"name": det, "refRoadSegment": edge, "laneId": index,
@@ -199,6 +200,10 @@ class LivePublisher:
         writes it."""
         from citytwin.twin.entities import format_time_us
 
+        if self.stores is not None:  # the run's results per edge over the whole run, as `sim publish` stores them
+            for edge, res in run_edge_static(Path(out)).items():
+                if edge in self.locations:
+                    self.stores.state.put_entity(edge_entity_id(self.name, edge), ENTITY_TYPE, static=res)
         self._close()
         now = format_time_us(self.clock())
         self.meta.update({"status": "complete", "run": str(Path(out).resolve()), "control": summary.get("control"),
