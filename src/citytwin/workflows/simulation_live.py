@@ -59,19 +59,34 @@ from citytwin.workflows.simulation_twin import (
 _KEYS = ["begin", "end"]
 
 
-def written_intervals(path: Path, root_tag: str) -> ET.Element | None:
-    """The complete ``<interval>`` elements SUMO has written so far to an output file (None before the first):
-    edge data up to its last ``</interval>``, detector output (one empty ``<interval .../>`` per detector and
-    interval) up to its last complete line."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    end = b"</interval>" if root_tag == "meandata" else b"/>\n"
-    cut = data.rfind(end)
-    if cut < 0 or b"<interval" not in data:
-        return None
-    return ET.fromstring(data[:cut + len(end)] + f"</{root_tag}>".encode())
+class _Tail:
+    """The intervals SUMO has appended to an output file, read as it grows: each look parses only the complete
+    ``<interval>`` elements written since the last one (``closing``: how a complete one ends) and adds them
+    to the frame of the intervals so far (``parse``: :func:`~citytwin.workflows.simulation_detectors.edge_intervals`
+    or ``detector_intervals``)."""
+
+    def __init__(self, path: Path, closing: bytes, parse: Callable[[ET.Element], pd.DataFrame]) -> None:
+        self.path, self.closing, self.parse = path, closing, parse
+        self.offset, self.size = 0, -1
+        self.frame: pd.DataFrame | None = None
+
+    def read(self) -> pd.DataFrame | None:
+        """The intervals written so far (None before the first)."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return None
+        if size != self.size:
+            self.size = size
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+            cut, start = data.rfind(self.closing), data.find(b"<interval")
+            if 0 <= start < cut:
+                new = self.parse(ET.fromstring(b"<r>" + data[start:cut + len(self.closing)] + b"</r>"))
+                self.frame = new if self.frame is None else pd.concat([self.frame, new], ignore_index=True)
+                self.offset += cut + len(self.closing)
+        return self.frame
 
 
 class LivePublisher:
@@ -113,6 +128,8 @@ class LivePublisher:
         self.seed_published: set[float] = set()  # edge intervals published during the seed that runs
         self.done_iv: list[pd.DataFrame] = []
         self.done_det: list[pd.DataFrame] = []
+        self.parser: Any = None
+        self.sim_now = 0
 
     # -- called by simulation.run -----------------------------------------------------------------------
     def begin(self, sc: dict[str, Any], interval: float, seeds: list[int], detectors: bool) -> None:
@@ -166,19 +183,17 @@ class LivePublisher:
         self.meta.update({"seed_running": self.seeds.index(seed) + 1, "seeds_done": len(self.done_iv),
                           "simulated_s": None, "updated": format_time_us(self.clock())})
         write_meta(self.folder, self.meta)
+        from citytwin.workflows.simulation_detectors import detector_intervals, edge_intervals
+
         state = {"next": self.sim_begin + self.interval}
+        edges = _Tail(work / "edges_traffic.xml", b"</interval>", edge_intervals)
+        dets = _Tail(work / "detectors.xml", b"/>\n", detector_intervals)
 
         def tick(t: float) -> None:
             if t < state["next"]:  # SUMO writes an interval a step or more after its end (buffered):
                 return              # from its end on, look at every step until it is there
-            from citytwin.workflows.simulation_detectors import detector_intervals, edge_intervals
-
-            root = written_intervals(work / "edges_traffic.xml", "meandata")
-            iv = edge_intervals(root) if root is not None else None
-            det = None
-            if self.detectors:
-                droot = written_intervals(work / "detectors.xml", "detector")
-                det = detector_intervals(droot) if droot is not None else None
+            iv = edges.read()
+            det = dets.read() if self.detectors else None
             if iv is not None:
                 self._publish(iv, det, final=False)
             if self.seed_published and max(self.seed_published) >= state["next"] - 1e-9:
@@ -233,9 +248,9 @@ class LivePublisher:
                 self.stores.close()
             self.stores = None
 
-    def _mean(self, done: list[pd.DataFrame], current: pd.DataFrame, key: str, end: float) -> pd.DataFrame:
-        """Interval ``end`` as the run writes it: the mean over seeds (in seed order) per ``begin, end, key``."""
-        frames = [f[f["end"] == end] for f in [*done, current]]
+    def _mean(self, done: list[pd.DataFrame], current: pd.DataFrame, key: str, ends: set[float]) -> pd.DataFrame:
+        """Intervals ``ends`` as the run writes them: the mean over seeds (in seed order) per ``begin, end, key``."""
+        frames = [f[f["end"].isin(ends)] for f in [*done, current]]
         keys = [*_KEYS, key] if key == "edge" else [*_KEYS, key, "lane"]
         return pd.concat(frames).groupby(keys, as_index=False).mean(numeric_only=True)
 
@@ -259,25 +274,30 @@ class LivePublisher:
             det_ends = todo([*self.done_det, det], ready, self.published_det)
         start_us = int(self.start_us or 0)
         name = self.name
-        for end in sorted(set(edge_ends) | set(det_ends)):
-            edge_docs: list[dict[str, Any]] = []
-            det_docs: list[dict[str, Any]] = []
-            if end in edge_ends:
-                frame = self._mean(self.done_iv, iv, "edge", end)
-                frame = frame[~frame["edge"].astype(str).str.startswith(":")]
-                edge_docs = _docs(frame, "edge", lambda e: edge_entity_id(name, e) if e in self.locations else None,
-                                  start_us)
-            if end in det_ends:
-                dframe = self._mean(self.done_det, det, "detector", end)  # type: ignore[arg-type]
-                det_docs = _docs(dframe, "detector",
-                                 lambda d: detector_entity_id(name, d) if d in self.places else None, start_us)
-            sim_now = start_us + int(end * 1e6)
+        if not edge_ends and not det_ends:
+            return
+        means = self._mean(self.done_iv, iv, "edge", set(edge_ends)) if edge_ends else None
+        if means is not None:
+            means = means[~means["edge"].astype(str).str.startswith(":")]
+        dmeans = self._mean(self.done_det, det, "detector", set(det_ends)) if det_ends else None  # type: ignore[arg-type]
+        if self.parser is None:  # one parser for the run; its clock is the simulated time of the interval
 
             def lookup(eid: str) -> EntityRef | None:
                 r = self.stores.state.lookup(eid)
                 return EntityRef(*r) if r is not None else None
 
-            parser = MessageParser(lookup, now_us=lambda: sim_now)  # noqa: B023 (used at once)
+            self.parser = MessageParser(lookup, now_us=lambda: self.sim_now)
+        parser = self.parser
+        for end in sorted(set(edge_ends) | set(det_ends)):
+            edge_docs: list[dict[str, Any]] = []
+            det_docs: list[dict[str, Any]] = []
+            if means is not None and end in edge_ends:
+                edge_docs = _docs(means[means["end"] == end], "edge",
+                                  lambda e: edge_entity_id(name, e) if e in self.locations else None, start_us)
+            if dmeans is not None and end in det_ends:
+                det_docs = _docs(dmeans[dmeans["end"] == end], "detector",
+                                 lambda d: detector_entity_id(name, d) if d in self.places else None, start_us)
+            self.sim_now = start_us + int(end * 1e6)
             accepted = []
             for docs in (edge_docs, det_docs):
                 msgs = [(None, json.dumps(docs[i:i + 1000]).encode()) for i in range(0, len(docs), 1000)]
