@@ -128,6 +128,9 @@ def test_published_edges_carry_their_shape_and_run_results(ws: Workspace, tmp_pa
     with TestClient(create_app(ws.root / "twin", workspace=ws), headers={"Authorization": f"Bearer {token}"}) as c:
         ents = c.get("/ngsi-ld/v1/entities", params={"scenario": "geo", "limit": 1000, "options": "keyValues"}).json()
         one = c.get(f"/ngsi-ld/v1/entities/{st.edge_entity_id('geo', 'B1C1')}", params={"scenario": "geo"}).json()
+        listed = c.get("/twin/v1/scenarios").json()
+    # the record says how far the run went (the web view's "simulated time up to")
+    assert listed[0]["simulated_s"] == pd.read_csv(tmp_path / "run" / "edges_intervals.csv")["end"].max() > 0
     assert one["shape"]["type"] == "Property" and one["shape"]["value"]["type"] == "LineString"
     net = sumolib.net.readNet(str(base / "net.net.xml"))
     geod = pyproj.Geod(ellps="WGS84")

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import socket
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +25,7 @@ def _open_twin(w: Any) -> None:
     w.page.wait_for_selector("#twin-scenario", state="visible", timeout=30_000)
 
 
-def test_scenario_beside_reality(web_server: Server, new_page: Any) -> None:
+def test_scenario_beside_reality(web_server: Server, new_page: Any, screenshots: Path) -> None:
     srv = web_server
     with httpx.Client(base_url=srv.url, headers=srv.headers("admin"), timeout=30) as c:
         listed = {s["scenario"]: s for s in c.get("/twin/v1/scenarios").json()}
@@ -85,6 +86,7 @@ def test_scenario_beside_reality(web_server: Server, new_page: Any) -> None:
         return {lines: f.length, compared: d.length, changed: d.filter((v) => Math.abs(v) > 0.1).length};
     }""")
     assert change["lines"] > 0 and change["compared"] > 0 and change["changed"] > 0
+    page.screenshot(path=str(screenshots / "scenario-change.png"))
     page.select_option("#twin-scenario-by", "dco2:helsinki-base")
     page.wait_for_selector("#scenario-legend[data-by='dco2:helsinki-base']", timeout=30_000)
     w.wait_map()

@@ -300,7 +300,7 @@ def publish(run_dir: Path, workspace: WorkspaceLike | None, name: str, *, start:
                 "seeds": summary.get("seeds"), "entities": len(locations) + len(places),
                 "edges": len(locations), "detectors": len(places), "observations": rep.accepted,
                 "start": format_time_us(start_us), "published": format_time_us(now),
-                "interval_s": summary.get("interval_s"),
+                "interval_s": summary.get("interval_s"), "simulated_s": float(iv["end"].max()) if len(iv) else None,
                 "metrics": {k: summary.get(k) for k in ("mean_travel_time_s", "mean_delay_s", "vehicles_inserted",
                                                         "vehicles_arrived", "co2_kg")}}
         (tmp / META).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")

@@ -131,7 +131,7 @@ function fillSelect() {
   let by = document.getElementById("twin-scenario-by");
   if (!by) {
     document.getElementById("twin-scenario").closest("label").insertAdjacentHTML("afterend",
-      `<label id="twin-scenario-by-label"><span></span> <select id="twin-scenario-by" aria-label="colour by"></select></label>`);
+      `<label id="twin-scenario-by-label" style="display:block"><span></span> <select id="twin-scenario-by" aria-label="colour by"></select></label>`);
     by = document.getElementById("twin-scenario-by");
     by.addEventListener("change", (e) => {
       SC.by = e.target.value;
