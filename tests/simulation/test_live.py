@@ -100,7 +100,7 @@ def test_live_run_publishes_each_interval_while_running(ws: Workspace, tmp_path:
 
 
 def test_live_run_with_seeds_shows_every_seed_while_running(ws: Workspace, tmp_path: Path) -> None:
-    """Two seeds: the scenario shows data from the first seed's first interval on, with the seed that runs
+    """Two seeds (edges and detectors): the scenario shows data from the first seed's first interval on, with the seed that runs
     (k of N); what the first seed shows is that seed's own run, and the finished scenario holds the mean over
     both seeds, equal to the post-hoc publish of the run folder."""
     import libsumo
@@ -124,7 +124,8 @@ def test_live_run_with_seeds_shows_every_seed_while_running(ws: Workspace, tmp_p
                          "intensity": {e["name"]: e["intensity"] for e in ent if ":edge:" in e["id"]
                                        and "intensity" in e}})
 
-        s = run_live(base, tmp_path / "run", ws, "many", start=START, on_interval=hook, seeds=2, interval=60.0)
+        s = run_live(base, tmp_path / "run", ws, "many", start=START, on_interval=hook, seeds=2, interval=60.0,
+                     detectors=True)
     assert s["published"]["status"] == "complete" and s["published"]["seeds_done"] == 2
     first = [x for x in seen if x["seed"] == 1]
     second = [x for x in seen if x["seed"] == 2]
