@@ -16,7 +16,7 @@ from tests.simulation import grid
 from typer.testing import CliRunner
 
 from citytwin.cli.main import app
-from citytwin.foundation.timeseries import HistoryStore
+from citytwin.foundation.timeseries import HistoryStore, StateStore
 from citytwin.foundation.workspace import Workspace
 from citytwin.service.app import create_app
 from citytwin.simulation.demand import Trip
@@ -97,6 +97,67 @@ def test_live_run_publishes_each_interval_while_running(ws: Workspace, tmp_path:
     assert (live[["entity", "property", "time"]] == after[["entity", "property", "time"]]).all().all()
     # values equal, up to the last bit the run's CSV (read back by the post-hoc publish) may round
     assert live["value"].to_numpy() == pytest.approx(after["value"].to_numpy(), rel=1e-12, nan_ok=True)
+
+
+def test_live_run_with_seeds_shows_every_seed_while_running(ws: Workspace, tmp_path: Path) -> None:
+    """Two seeds (edges and detectors): the scenario shows data from the first seed's first interval on, with the seed that runs
+    (k of N); what the first seed shows is that seed's own run, and the finished scenario holds the mean over
+    both seeds, equal to the post-hoc publish of the run folder."""
+    import libsumo
+
+    base = grid.build(tmp_path / "base", _trips())
+    token = ws.catalog.issue_token("admin", label="test")[1]
+    seen: list[dict[str, Any]] = []
+    with TestClient(create_app(ws.root / "twin", workspace=ws),
+                    headers={"Authorization": f"Bearer {token}"}) as c:
+
+        def hook(meta: dict[str, Any]) -> None:
+            try:
+                sim_t: float | None = float(libsumo.simulation.getTime())
+            except libsumo.FatalTraCIError:
+                sim_t = None
+            listed = {x["scenario"]: x for x in c.get("/twin/v1/scenarios").json()}["many"]
+            ent = c.get("/ngsi-ld/v1/entities", params={"scenario": "many", "limit": 1000,
+                                                        "options": "keyValues"}).json()
+            seen.append({"seed": listed["seed_running"], "done": listed["seeds_done"], "status": listed["status"],
+                         "sim_time": sim_t, "simulated_s": listed["simulated_s"],
+                         "intensity": {e["name"]: e["intensity"] for e in ent if ":edge:" in e["id"]
+                                       and "intensity" in e}})
+
+        s = run_live(base, tmp_path / "run", ws, "many", start=START, on_interval=hook, seeds=2, interval=60.0,
+                     detectors=True)
+    assert s["published"]["status"] == "complete" and s["published"]["seeds_done"] == 2
+    first = [x for x in seen if x["seed"] == 1]
+    second = [x for x in seen if x["seed"] == 2]
+    assert first and second and all(x["status"] == "running" for x in seen)
+    assert all(x["done"] == 0 for x in first) and all(x["done"] == 1 for x in second)
+    # the first seed is on show while SUMO still runs it, from its first interval on
+    assert first[0]["sim_time"] is not None and 60.0 <= first[0]["sim_time"] < 120.0
+    assert first[0]["simulated_s"] == 60.0 and first[0]["intensity"]
+    # ... with that seed's own values: a run of seed 1 alone
+    from citytwin.workflows.simulation import run
+
+    run(base, tmp_path / "one", seeds=1, interval=60.0)
+    one = pd.read_csv(tmp_path / "one" / "edges_intervals.csv")
+    one = one[(one["end"] == 60.0) & ~one["edge"].str.startswith(":")].set_index("edge")["entered"]
+    assert first[0]["intensity"] == {e: float(v) for e, v in one.items()}
+    # the finished scenario is the mean over both seeds, as the post-hoc publish of the run folder
+    res = runner.invoke(app, ["sim", "publish", str(tmp_path / "run"), "--scenario", "many-after", "--start", START,
+                              "-w", str(ws.root)])
+    assert res.exit_code == 0, res.output
+    live, after = _history(ws, "many"), _history(ws, "many-after")
+    assert len(live) == len(after) == s["published"]["observations"]
+    assert (live[["entity", "property", "time"]] == after[["entity", "property", "time"]]).all().all()
+    assert live["value"].to_numpy() == pytest.approx(after["value"].to_numpy(), rel=1e-12, nan_ok=True)
+    # the run's results per edge are on the entities as the post-hoc publish puts them
+    def static(name: str) -> dict[str, Any]:
+        got = StateStore(st.scenario_root(ws.root / "twin", name) / "state.sqlite").query(limit=1000)
+        return {e["static"]["name"]: {k: e["static"].get(k) for k in ("runMeanSpeedKmh", "runCo2Kg")} for e in got}
+
+    assert static("many") == static("many-after") and static("many")["B1C1"]["runCo2Kg"] > 0
+    # ... which is not seed 1 alone (else the check above could not tell the seeds apart)
+    a, b = (pd.read_csv(tmp_path / d / "edges_intervals.csv").set_index(["end", "edge"])["speed"] for d in ("one", "run"))
+    assert not a.reindex(b.index).equals(b)
 
 
 def test_live_run_cli_and_failure_marks_the_scenario(ws: Workspace, tmp_path: Path) -> None:

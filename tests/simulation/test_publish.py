@@ -107,3 +107,48 @@ def test_publish_errors(ws: Workspace, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "refused by the twin" in json.loads(res.stdout)["error"]
     assert not (ws.root / "twin" / "scenarios" / "s").exists()
     assert [p.name for p in (ws.root / "twin" / "scenarios").iterdir()] == []  # nothing half-written
+
+
+def test_published_edges_carry_their_shape_and_run_results(ws: Workspace, tmp_path: Path) -> None:
+    """On a geo-referenced network every edge entity carries its SUMO shape as a WGS84 LineString (so the
+    web view draws lines, not points) and the run's mean speed and CO2 on it (for edge-by-edge comparison)."""
+    import pyproj
+    import sumolib
+
+    trips = [Trip(f"t{k}", k * 6.0, "left1A1", "C1right1") for k in range(40)]
+    trips += [Trip(f"n{k}", k * 20.0, "bottom1B0", "B2top1") for k in range(10)]
+    base = tmp_path / "base"
+    from citytwin.workflows import simulation as sim
+
+    sim.grid_scenario(base, trips=trips, origin=(24.94, 60.17))
+    res = runner.invoke(app, ["sim", "run", str(base), "--seeds", "1", "--interval", "60", "--out",
+                              str(tmp_path / "run"), "--publish", "geo", "--start", START, "-w", str(ws.root), "--json"])
+    assert res.exit_code == 0, res.output
+    token = ws.catalog.issue_token("admin", label="test")[1]
+    with TestClient(create_app(ws.root / "twin", workspace=ws), headers={"Authorization": f"Bearer {token}"}) as c:
+        ents = c.get("/ngsi-ld/v1/entities", params={"scenario": "geo", "limit": 1000, "options": "keyValues"}).json()
+        one = c.get(f"/ngsi-ld/v1/entities/{st.edge_entity_id('geo', 'B1C1')}", params={"scenario": "geo"}).json()
+        listed = c.get("/twin/v1/scenarios").json()
+    # the record says how far the run went (the web view's "simulated time up to")
+    assert listed[0]["simulated_s"] == pd.read_csv(tmp_path / "run" / "edges_intervals.csv")["end"].max() > 0
+    assert one["shape"]["type"] == "Property" and one["shape"]["value"]["type"] == "LineString"
+    net = sumolib.net.readNet(str(base / "net.net.xml"))
+    geod = pyproj.Geod(ellps="WGS84")
+    edges = pd.read_csv(tmp_path / "run" / "edges.csv").set_index("edge")
+    assert len(ents) == 48
+    for e in ents:
+        shape = e["shape"]
+        assert shape["type"] == "LineString" and len(shape["coordinates"]) >= 2
+        lons, lats = zip(*shape["coordinates"], strict=True)
+        # the line is the edge: its geodesic length is SUMO's length of the edge (UTM scale < 0.1 %)
+        assert geod.line_length(lons, lats) == pytest.approx(net.getEdge(e["name"]).getLength(), rel=1e-3)
+        # and its midpoint is the entity's location
+        mid = geod.npts(lons[0], lats[0], lons[-1], lats[-1], 1)[0] if len(lons) == 2 else None
+        if mid is not None:
+            assert e["location"]["coordinates"] == pytest.approx(list(mid), abs=1e-6)
+        row = edges.loc[e["name"]]
+        assert e["runMeanSpeedKmh"] == (None if pd.isna(row["speed"]) else pytest.approx(row["speed"] * 3.6))
+        assert e["runCo2Kg"] == pytest.approx(row["co2_kg"], abs=1e-6)
+    # the busy east-west row: vehicles on it, CO2 emitted on it
+    b1c1 = next(e for e in ents if e["name"] == "B1C1")
+    assert b1c1["runMeanSpeedKmh"] > 10 and b1c1["runCo2Kg"] > 0

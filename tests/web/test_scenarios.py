@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import socket
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +25,7 @@ def _open_twin(w: Any) -> None:
     w.page.wait_for_selector("#twin-scenario", state="visible", timeout=30_000)
 
 
-def test_scenario_beside_reality(web_server: Server, new_page: Any) -> None:
+def test_scenario_beside_reality(web_server: Server, new_page: Any, screenshots: Path) -> None:
     srv = web_server
     with httpx.Client(base_url=srv.url, headers=srv.headers("admin"), timeout=30) as c:
         listed = {s["scenario"]: s for s in c.get("/twin/v1/scenarios").json()}
@@ -33,6 +34,9 @@ def test_scenario_beside_reality(web_server: Server, new_page: Any) -> None:
     assert {"helsinki-base", "helsinki-closure"} <= set(listed) and listed["helsinki-base"]["status"] == "complete"
     located = [e for e in ents if "location" in e]
     assert len(located) == listed["helsinki-base"]["entities"] > 0
+    # every road segment carries its SUMO shape as a line (Helsinki's network is geo-referenced)
+    edges = [e for e in located if ":edge:" in e["id"]]
+    assert edges and all(e["shape"]["type"] == "LineString" and len(e["shape"]["coordinates"]) >= 2 for e in edges)
 
     w = new_page("en")
     w.sign_in("admin")
@@ -45,6 +49,7 @@ def test_scenario_beside_reality(web_server: Server, new_page: Any) -> None:
     page.wait_for_selector("#scenario-legend[data-scenario='helsinki-base']", timeout=30_000)
     legend = page.locator("#scenario-legend")
     assert legend.get_attribute("data-features") == str(len(located))
+    assert legend.get_attribute("data-lines") == str(len(edges))
     assert "simulated speed (km/h)" in legend.text_content()
     assert page.locator("#map-legend .swatch").count() > 6  # the live stations' AQI legend stays beside it
     info = page.locator("#scenario-info").text_content()
@@ -53,15 +58,40 @@ def test_scenario_beside_reality(web_server: Server, new_page: Any) -> None:
     w.wait_map()
     drawn = page.evaluate("""() => {
         const m = window.citytwin.map;
-        const f = m.queryRenderedFeatures({layers: ['twin-scenario-edges', 'twin-scenario-detectors']});
-        return {edges: f.filter((x) => x.properties.kind === 'edge').length,
+        const f = m.queryRenderedFeatures({layers: ['twin-scenario-edges', 'twin-scenario-edge-points',
+                                                    'twin-scenario-detectors']});
+        const e = f.filter((x) => x.properties.kind === 'edge');
+        return {edges: e.length, lines: e.filter((x) => x.layer.type === 'line'
+                                                  && x.geometry.type.endsWith('LineString')).length,
                 detectors: f.filter((x) => x.properties.kind === 'detector').length,
                 coloured: f.filter((x) => x.properties.speed >= 0).length,
                 stations: m.getLayoutProperty('twin-stations', 'visibility') ?? 'visible',
                 live: window.citytwin.twinGeojson.features.length};
     }""")
-    # the map was fitted to the scenario: its features are drawn, most with a simulated speed
-    assert drawn["edges"] > 0 and drawn["detectors"] > 0 and drawn["coloured"] > 0
+    # the map was fitted to the scenario: its features are drawn, the road segments as lines, most with a
+    # simulated speed
+    assert drawn["edges"] > 0 and drawn["lines"] == drawn["edges"] and drawn["detectors"] > 0
+    assert drawn["coloured"] > 0
+    # the closure coloured by the change against the base run (mean speed, then CO2, per segment): the
+    # segments both runs have are compared, and some changed
+    page.select_option("#twin-scenario", "helsinki-closure")
+    page.wait_for_selector("#scenario-legend[data-scenario='helsinki-closure']", timeout=30_000)
+    page.select_option("#twin-scenario-by", "dspeed:helsinki-base")
+    page.wait_for_selector("#scenario-legend[data-by='dspeed:helsinki-base']", timeout=30_000)
+    assert "change in the run's mean speed against helsinki-base" in page.locator("#scenario-legend").text_content()
+    w.wait_map()
+    change = page.evaluate("""() => {
+        const f = window.citytwin.map.queryRenderedFeatures({layers: ['twin-scenario-edges']});
+        const d = f.map((x) => x.properties.dspeed).filter((v) => typeof v === 'number');
+        return {lines: f.length, compared: d.length, changed: d.filter((v) => Math.abs(v) > 0.1).length};
+    }""")
+    assert change["lines"] > 0 and change["compared"] > 0 and change["changed"] > 0
+    page.screenshot(path=str(screenshots / "scenario-change.png"))
+    page.select_option("#twin-scenario-by", "dco2:helsinki-base")
+    page.wait_for_selector("#scenario-legend[data-by='dco2:helsinki-base']", timeout=30_000)
+    w.wait_map()
+    assert page.evaluate("""window.citytwin.map.queryRenderedFeatures({layers: ['twin-scenario-edges']})
+        .filter((x) => typeof x.properties.dco2 === 'number').length""") > 0
     assert drawn["stations"] == "visible" and drawn["live"] == 3  # reality (the live stations) stays on the map
     # back to reality: the scenario's features go
     page.select_option("#twin-scenario", "")
@@ -94,15 +124,17 @@ def test_running_scenario_is_followed(web_server: Server, new_page: Any) -> None
     shutil.copytree(scenario_root(twin, "helsinki-base"), folder)
     try:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
+        assert len(meta["seeds"]) == 2
         write_meta(folder, {**meta, "scenario": "live-copy", "status": "running", "pid": os.getpid(),
-                            "host": socket.gethostname(), "simulated_s": 120.0})
+                            "host": socket.gethostname(), "simulated_s": 120.0, "seed_running": 1, "seeds_done": 0})
         w = new_page("en")
         w.sign_in("admin")
         _open_twin(w)
         assert "live-copy (running)" in w.page.locator("#twin-scenario option").all_text_contents()
         w.page.select_option("#twin-scenario", "live-copy")
         w.page.wait_for_selector("#scenario-info[data-status='running']", timeout=30_000)
-        assert "running; simulated time up to 120 s" in w.page.locator("#scenario-info").text_content()
+        info = w.page.locator("#scenario-info").text_content()
+        assert "running; simulated time up to 120 s" in info and "Seed 1 of 2 running." in info
         write_meta(folder, {**meta, "scenario": "live-copy", "status": "complete"})  # the run finished
         w.page.wait_for_selector("#scenario-info[data-status='complete']", timeout=30_000)
         assert w.page.locator("#twin-scenario").input_value() == "live-copy"

@@ -3,7 +3,9 @@
 :func:`publish` turns a run folder (:func:`citytwin.workflows.simulation.run`: ``summary.json`` and
 ``edges_intervals.csv``) into ``TrafficFlowObserved`` entities, one per edge of the network, with one
 observation per interval of simulated time (``intensity``: vehicles that entered the edge,
-``averageVehicleSpeed``, ``occupancy``; a speed without vehicles is missing, not 0), and, for a run with
+``averageVehicleSpeed``, ``occupancy``; a speed without vehicles is missing, not 0; static: the edge's shape
+as a GeoJSON LineString and the run's mean speed and CO2 on it, :func:`edge_static`, :func:`run_edge_static`),
+and, for a run with
 detectors, one such entity per induction loop (vehicles that passed it), stored in the
 scenario's own twin stores ``WORKSPACE/twin/scenarios/NAME/`` (history, state, dead letters): never in the
 live stores, so live queries, live history and the live alert rules never see them. Entity ids carry the
@@ -134,22 +136,55 @@ def open_scenario_state(twin_root: Path, name: str) -> StateStore:
     return store
 
 
-def _edge_locations(net_file: Path) -> dict[str, tuple[float | None, float | None, int]]:
-    """Edge -> (lon, lat of its midpoint or None without a geographic reference, lanes)."""
+def _edge_locations(net_file: Path) -> dict[str, tuple[float | None, float | None, int, dict[str, Any] | None]]:
+    """Edge -> (lon, lat of its midpoint, lanes, its shape as a GeoJSON LineString in WGS84); positions and
+    shape are None when the network has no geographic reference."""
     import sumolib
 
     net = sumolib.net.readNet(str(net_file))
     geo = net.hasGeoProj()
-    out: dict[str, tuple[float | None, float | None, int]] = {}
+    out: dict[str, tuple[float | None, float | None, int, dict[str, Any] | None]] = {}
     for e in net.getEdges():
         if e.getFunction() == "internal":
             continue
         lon = lat = None
+        shape = None
         if geo:
             x, y = sumolib.geomhelper.positionAtShapeOffset(e.getShape(), e.getLength() / 2.0)
             lon, lat = net.convertXY2LonLat(x, y)
-        out[e.getID()] = (lon, lat, e.getLaneNumber())
+            coords = [[round(c, 7) for c in net.convertXY2LonLat(px, py)] for px, py in e.getShape()]
+            shape = {"type": "LineString", "coordinates": coords}
+        out[e.getID()] = (lon, lat, e.getLaneNumber(), shape)
     return out
+
+
+def edge_static(name: str, edge: str, lanes: int, shape: dict[str, Any] | None, source: str) -> dict[str, Any]:
+    """The static attributes of an edge's entity: ``name``, ``refRoadSegment``, ``laneCount``, ``scenario``,
+    ``source`` and, on a geo-referenced network, ``shape`` (the edge's SUMO shape as a GeoJSON LineString in
+    WGS84: the entity's ``location`` is its midpoint)."""
+    out: dict[str, Any] = {"name": edge, "refRoadSegment": edge, "laneCount": lanes, "scenario": name,
+                           "source": source}
+    if shape is not None:
+        out["shape"] = shape
+    return out
+
+
+def run_edge_static(run_dir: Path) -> dict[str, dict[str, float | None]]:
+    """Per edge, the run's results over the whole simulated time (``edges.csv``, mean over seeds) as static
+    attributes: ``runMeanSpeedKmh`` (distance / sampled vehicle-seconds, km/h; missing without vehicles) and
+    ``runCo2Kg`` (CO2 emitted on the edge, kg; missing for a run without emissions), so that two scenarios
+    can be compared edge by edge."""
+    path = Path(run_dir) / "edges.csv"
+    if not path.is_file():
+        return {}
+    edges = pd.read_csv(path, dtype={"edge": str})
+
+    def val(x: Any, scale: float) -> float | None:
+        return None if pd.isna(x) else round(float(x) * scale, 6)
+
+    co2 = edges["co2_kg"] if "co2_kg" in edges else pd.Series(float("nan"), index=edges.index)
+    return {str(e): {"runMeanSpeedKmh": val(v, 3.6), "runCo2Kg": val(c, 1.0)}
+            for e, v, c in zip(edges["edge"], edges["speed"], co2, strict=True) if not str(e).startswith(":")}
 
 
 def detector_entity_id(name: str, detector: str) -> str:
@@ -235,10 +270,10 @@ def publish(run_dir: Path, workspace: WorkspaceLike | None, name: str, *, start:
         stores = TwinStores.open(tmp)
         try:
             source = f"citytwin simulation {run_dir.resolve()}"
-            for edge, (lon, lat, lanes) in locations.items():
+            results = run_edge_static(run_dir)
+            for edge, (lon, lat, lanes, shape) in locations.items():
                 stores.state.put_entity(edge_entity_id(name, edge), ENTITY_TYPE, lon, lat,
-                                        {"name": edge, "refRoadSegment": edge, "laneCount": lanes,
-                                         "scenario": name, "source": source})
+                                        {**edge_static(name, edge, lanes, shape, source), **results.get(edge, {})})
             for det, (lane, edge, index, lon, lat) in places.items():
                 stores.state.put_entity(detector_entity_id(name, det), ENTITY_TYPE, lon, lat,
                                         {"name": det, "refRoadSegment": edge, "laneId": index, "scenario": name,
@@ -265,7 +300,7 @@ def publish(run_dir: Path, workspace: WorkspaceLike | None, name: str, *, start:
                 "seeds": summary.get("seeds"), "entities": len(locations) + len(places),
                 "edges": len(locations), "detectors": len(places), "observations": rep.accepted,
                 "start": format_time_us(start_us), "published": format_time_us(now),
-                "interval_s": summary.get("interval_s"),
+                "interval_s": summary.get("interval_s"), "simulated_s": float(iv["end"].max()) if len(iv) else None,
                 "metrics": {k: summary.get(k) for k in ("mean_travel_time_s", "mean_delay_s", "vehicles_inserted",
                                                         "vehicles_arrived", "co2_kg")}}
         (tmp / META).write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
