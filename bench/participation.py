@@ -4,6 +4,7 @@ posting and listing Open311 requests under sustained load (p50/p99).
     python bench/participation.py --quick     # 20,000 routed messages, 20,000 mined, 300 posts
     python bench/participation.py             # 100,000 routed, 100,000 mined, 2,000 posts
     python bench/participation.py --only open311 --posts 1000   # Open311 alone, bare and served
+    python bench/participation.py --only mining                 # hot-topic mining alone (100,000 messages)
 
 - **Routing**: the router (word + char TF-IDF, LinearSVC) and the peer (TF-IDF + LinearSVC) trained on
   the NYC 311 sample (``../shared/data``) and on the generated Chinese set; messages/s of ``predict``
@@ -172,7 +173,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int)
     ap.add_argument("--mine", type=int)
     ap.add_argument("--posts", type=int)
-    ap.add_argument("--only", choices=["open311"], help="run only this part")
+    ap.add_argument("--only", choices=["open311", "mining"], help="run only this part")
     a = ap.parse_args()
     n = a.messages or (20_000 if a.quick else 100_000)
     m = a.mine or (20_000 if a.quick else 100_000)
@@ -180,6 +181,10 @@ def main() -> None:
     res: dict[str, Any] = {"machine": {"nproc": os.cpu_count(), "load": os.getloadavg()[0],
                                        "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
                                                        / 2**30, 1)}}
+    if a.only == "mining":
+        res["hot_topics"] = mining(m)
+        print(json.dumps(res, ensure_ascii=False, indent=2, default=str))
+        return
     if a.only is None:
         res.update(routing=routing(n), hot_topics=mining(m))
     res["open311"] = open311(p)

@@ -386,3 +386,26 @@ def test_open311_without_a_city_extent(workspace: Workspace) -> None:
         r = c.post("/open311/v2/requests.json", data={"api_key": tok, "service_code": "pothole", "description": "x",
                                                       "address_string": "1 Main Street"})
         assert r.status_code == 201
+
+
+def test_results_summarise_free_text_in_topics(env: Env) -> None:
+    """The results API gives the comments' topics (NMF over TF-IDF; the planted Chinese set of test_topics)."""
+    from tests.participation.test_topics import ZH
+
+    con = _consultation(env)
+    for i, (text, _) in enumerate(ZH):
+        r = env.client.post(f"/consultations/{con['id']}/comments", json={"text": text},
+                            headers=env.h("wang" if i % 2 else "li"))
+        assert r.status_code == 201
+    res = env.client.get(f"/consultations/{con['id']}/results?topics=2", headers=env.h("vera")).json()
+    t = res["topics"]
+    assert t["k"] == 2 and t["rule"] == "given" and t["answers"] == len(ZH)
+    assert sum(x["share"] for x in t["topics"]) == pytest.approx(1.0)
+    label = {ex: x["topic"] for x in t["topics"] for ex in x["examples"]}
+    assert len(label) == 6 and {label[tx] for tx, y in ZH if tx in label and y == 0}.isdisjoint(
+        {label[tx] for tx, y in ZH if tx in label and y == 1})
+    assert {x["terms"][0][0] for x in t["topics"]} == {"停车", "公园"}
+    assert env.client.get(f"/consultations/{con['id']}/results?topics=0", headers=env.h("vera")).status_code == 422
+    # the free-text question with one answer has no topics, and says why
+    q = next(x for x in res["questions"] if x["kind"] == "text")
+    assert q["topics"]["topics"] == [] and "topics need" in q["topics"]["reason"]

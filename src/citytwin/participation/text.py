@@ -73,9 +73,33 @@ def tokenize(text: object) -> list[str]:
     return out
 
 
-def content_words(text: object) -> list[str]:
-    """:func:`tokenize` without stop words, single Latin letters and pure numbers."""
-    return [w for w in tokenize(text) if w not in STOPWORDS and not w.isdigit() and (len(w) > 1 or has_cjk(w))]
+def content_words(text: object, *, search: bool = False) -> list[str]:
+    """:func:`tokenize` without stop words, single Latin letters and pure numbers.
+
+    With ``search``, Chinese runs are cut in jieba's search mode: a long word also gives the
+    dictionary words inside it (``停车难`` -> ``停车``, ``停车难``), so that texts that say the same
+    thing in different compounds share terms (topics, :mod:`citytwin.participation.topics`).
+
+    Examples
+    --------
+    >>> content_words("解决停车难"), content_words("解决停车难", search=True)
+    (['解决', '停车难'], ['解决', '停车', '停车难'])
+    """
+    words = tokenize(text) if not search else _search_tokens(text)
+    return [w for w in words if w not in STOPWORDS and not w.isdigit() and (len(w) > 1 or has_cjk(w))]
+
+
+def _search_tokens(text: object) -> list[str]:
+    if text is None or (isinstance(text, float) and text != text):
+        return []
+    out: list[str] = []
+    for m in _WORD.finditer(str(text)):
+        run = m.group()
+        if _CJK.fullmatch(run):
+            out.extend(w for w in _jieba().lcut_for_search(run) if w.strip())
+        else:
+            out.append(run.lower())
+    return out
 
 
 def join_text(columns: Sequence[Sequence[object]]) -> list[str]:

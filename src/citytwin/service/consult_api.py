@@ -10,7 +10,7 @@ survey answers, moderation and results — over :class:`~citytwin.foundation.cas
 ``POST /consultations/{id}/questions/{qid}/answer``        vote / answer as the caller: verified residents, once per question
 ``POST /consultations/comments/{mid}/hide``                staff: moderation, hide with a reason (audited)
 ``POST /consultations/residents/{name}/verify``            staff: mark a resident verified
-``GET  /consultations/{id}/results``                       counts, survey tables, keywords, the comment map
+``GET  /consultations/{id}/results``                       counts, survey tables, keywords, topics, the comment map
 
 The author of a comment and the respondent of an answer are always the signed-in user (never a field
 of the body), so one vote per verified resident per question holds per account; the case store's
@@ -212,16 +212,19 @@ def verify(request: Request, p: Staff, name: str) -> dict[str, Any]:
     return {"resident": name, "verified": True}
 
 
-@router.get("/{cid}/results", summary="Results: counts, survey tables, keywords, the comment map")
+@router.get("/{cid}/results", summary="Results: counts, survey tables, keywords, topics, the comment map")
 def results(request: Request, p: Caller, cid: RowId,
-            top: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+            top: Annotated[int, Query(ge=1, le=100)] = 20,
+            topics: Annotated[int | None, Query(ge=1, le=20, description="number of topics (default: the "
+                                                "stability rule chooses)")] = None) -> dict[str, Any]:
     """Comments (visible, hidden, with a place), per-question tables (option counts, scale means),
-    keywords of the comments and free-text answers (Chinese segmented with jieba), and the comment map."""
+    keywords and topics (NMF over TF-IDF: top terms, share of answers, examples) of the comments and
+    free-text answers (Chinese segmented with jieba), and the comment map."""
     from citytwin.participation.entities import comment_entity, feature_collection
     from citytwin.workflows.participation import consultation_results, visible_comments
 
     st = store_of(request, p)
     c = st.consultation(cid)
-    res = consultation_results(st, cid, top=top)
+    res = consultation_results(st, cid, top=top, topics=topics)
     res["comment_map"] = feature_collection([comment_entity(m, c) for m in visible_comments(st, cid)], marker=False)
     return res

@@ -181,9 +181,12 @@ def open_incident_from_alert(store: CaseStore, alert: Mapping[str, Any], *,
     return {"id": cid, "opened": True, "tasks": [d for d, _ in spec.tasks], "complaints": linked}
 
 
-def consultation_results(store: CaseStore, cid: int, *, top: int = 20) -> dict[str, Any]:
-    """Counts, vote/survey tables and a keyword summary (jieba for Chinese) of a consultation."""
+def consultation_results(store: CaseStore, cid: int, *, top: int = 20, topics: int | None = None) -> dict[str, Any]:
+    """Counts, vote/survey tables and a summary of the free text (comments and text answers): keywords
+    (jieba for Chinese) and topics (:func:`citytwin.participation.topics.topic_summary`: NMF over TF-IDF,
+    ``topics`` of them, or as many as its stability rule finds)."""
     from citytwin.participation.text import keywords
+    from citytwin.participation.topics import topic_summary
 
     c = store.consultation(cid)
     comments = store.comments(cid)
@@ -201,10 +204,12 @@ def consultation_results(store: CaseStore, cid: int, *, top: int = 20) -> dict[s
             entry["counts"] = {str(k): vals.count(k) for k in range(1, int(q["scale_max"] or 5) + 1)}
         else:
             entry["keywords"] = keywords(vals, top=top)
+            entry["topics"] = topic_summary(vals, k=topics)
         tables.append(entry)
+    texts = [m["text"] for m in comments]
     return {"consultation": cid, "title": c["title"], "comments": len(comments), "hidden_comments": hidden,
             "comments_with_place": sum(1 for m in comments if m["geometry"]), "questions": tables,
-            "keywords": keywords([m["text"] for m in comments], top=top)}
+            "keywords": keywords(texts, top=top), "topics": topic_summary(texts, k=topics)}
 
 
 def demand(store: CaseStore, *, res: int = 9, hot_spot_permutations: int = 999, now: datetime | None = None,

@@ -18,6 +18,7 @@ const DICT = {
     submit: "Send report", reported: "Report {id} received", cases: "Cases", assign: "Route to",
     close: "Close", department: "department", demand: "Demand map", demandhelp: "Complaints per H3 cell",
     layer: "Cases and comments", mycomments: "Comment sent", onmap: "on the map", hidden: "hidden",
+    topics: "Topics of the comments", topic: "Topic", answers: "comments",
   },
   zh: {
     title: "公众参与", none: "暂无征询。", period: "征询期 {starts} – {ends}", documents: "文件", comments: "意见",
@@ -27,6 +28,7 @@ const DICT = {
     description: "描述", submit: "提交", reported: "已受理 {id}", cases: "案件", assign: "派往",
     close: "办结", department: "部门", demand: "诉求分布", demandhelp: "各 H3 网格的诉求数",
     layer: "案件与意见", mycomments: "意见已提交", onmap: "已定位", hidden: "已隐藏",
+    topics: "意见主题", topic: "主题", answers: "条意见",
   },
 };
 
@@ -179,6 +181,17 @@ async function renderResults(cid) {
   const kw = r.keywords.slice(0, 12).map(([w, n]) => `${w} (${n})`).join(", ");
   box.append(el("p", { class: "hint", id: "part-results-summary" },
     `${tr("comments")}: ${r.comments} (${r.comments_with_place} ${tr("onmap")}, ${r.hidden_comments} ${tr("hidden")}) · ${kw}`));
+  // topics of the comments (NMF over TF-IDF): top terms, share of the comments, an example
+  const tp = el("div", { id: "part-topics" });
+  for (const t of r.topics.topics) {
+    const d = el("div", { class: "topic", "data-topic": String(t.topic) });
+    d.append(el("b", {}, `${tr("topic")} ${t.topic} · ${Math.round(t.share * 100)}% (${t.answers} ${tr("answers")})`), " ",
+      el("span", { class: "topic-terms" }, t.terms.slice(0, 6).map(([w]) => w).join(", ")));
+    if (t.examples.length) d.append(el("div", { class: "hint topic-example" }, `“${t.examples[0]}”`));
+    tp.append(d);
+  }
+  if (!r.topics.topics.length && r.topics.reason) tp.append(el("span", { class: "hint" }, r.topics.reason));
+  box.append(el("b", {}, tr("topics")), tp);
 }
 
 function questionForm(c, q) {
