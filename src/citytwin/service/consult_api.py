@@ -57,8 +57,8 @@ class ConsultationBody(BaseModel):
 
 
 class CommentBody(BaseModel):
-    """A comment on the plan: text, and a place (GeoJSON Point, Polygon or MultiPolygon) or a ``parent``
-    comment it replies to."""
+    """A comment on the plan: text, and a place (GeoJSON Point, or a Polygon or MultiPolygon: rings
+    closed, valid, at most 500 positions, touching the plan) or a ``parent`` comment it replies to."""
 
     text: str = Field(min_length=1, max_length=4000)
     geometry: dict[str, Any] | None = None
@@ -112,6 +112,21 @@ def _plan(plan: dict[str, Any] | None, bbox: Any) -> dict[str, Any] | None:
     return {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry":
                                                        check_geometry(plan, field_name="plan", bbox=bbox,
                                                                       kinds=kinds)}]}
+
+
+def _on_plan(area: dict[str, Any], con: dict[str, Any]) -> None:
+    """An area comment must touch the consultation's plan (when it has one)."""
+    from shapely.geometry import shape
+
+    plan = con.get("plan")
+    if not plan:
+        return
+    t = plan.get("type")
+    feats = plan.get("features", []) if t == "FeatureCollection" else [plan] if t == "Feature" else [{"geometry": plan}]
+    a = shape(area)
+    if not any(f.get("geometry") and shape(f["geometry"]).intersects(a) for f in feats):
+        raise InputError(f"geometry: the area does not touch the plan of consultation {con['id']}", field="geometry",
+                         hint="draw the area on or across the plan (a point may be placed anywhere in the city)")
 
 
 def _zoned(t: datetime, name: str) -> datetime:
@@ -174,11 +189,14 @@ def comments_geojson(request: Request, p: Caller, cid: RowId) -> dict[str, Any]:
 @router.post("/{cid}/comments", status_code=201, summary="Comment on the plan, or reply to a comment")
 def add_comment(request: Request, p: Caller, cid: RowId, body: Annotated[CommentBody, Body()]) -> dict[str, Any]:
     """A comment by the signed-in user, at a point or on an area of the plan, or a reply (``parent``)."""
-    from citytwin.workflows.participation import check_geometry
+    from citytwin.workflows.participation import MAX_AREA_VERTICES, check_geometry
 
     st = store_of(request, p)
-    st.consultation(cid)
-    geom = None if body.geometry is None else check_geometry(body.geometry, bbox=_bbox(request))
+    con = st.consultation(cid)
+    geom = None if body.geometry is None else check_geometry(body.geometry, bbox=_bbox(request),
+                                                             max_vertices=MAX_AREA_VERTICES)
+    if geom is not None and geom["type"] != "Point":
+        _on_plan(geom, con)
     if body.parent is not None and body.parent not in {int(m["id"]) for m in st.comments(cid, include_hidden=True)}:
         raise InputError(f"comment {body.parent} is not a comment of consultation {cid}", field="parent")
     mid = st.comment(cid, p.user.name, body.text, geometry=geom, parent=body.parent)
