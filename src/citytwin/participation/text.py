@@ -24,7 +24,9 @@ STOPWORDS: frozenset[str] = frozenset(
        "吗", "呢", "啊", "已经", "一直", "非常", "这个", "那个", "什么", "希望", "能", "要", "会", "问题",
      # the frame of a complaint rather than its topic
      "处理", "尽快", "附近", "相关", "部门", "反映", "一下", "居民", "意见", "地点", "好几天", "一带", "管一管", "住在",
-     "情况", "投诉", "举报", "市民", "来信"]
+     "情况", "投诉", "举报", "市民", "来信",
+     # how often, not what (else "经常" ranks as a hot topic across unrelated problems)
+     "经常", "总是", "老是", "常常", "时常", "often", "always", "again"]
 )
 
 
