@@ -413,7 +413,7 @@ def test_results_summarise_free_text_in_topics(env: Env) -> None:
 
 def test_cases_listed_by_ngsi_ld_entities_masked_by_role(env: Env) -> None:
     """``GET /ngsi-ld/v1/entities`` lists complaints and comments after the sensors: type filter, id,
-    georel, q, attrs, keyValues and paging over both; the reporter's data masked for a viewer, shown to
+    georel, q, attrs, keyValues and paging over both, and ``/ngsi-ld/v1/entities/{id}`` reads one; the reporter's data masked for a viewer, shown to
     a steward (audited as case.read_personal), refused to a resident (the twin is internal)."""
     c = env.client
     sensor = {"id": "urn:ngsi-ld:AirQualityObserved:far", "type": "AirQualityObserved",
@@ -458,6 +458,11 @@ def test_cases_listed_by_ngsi_ld_entities_masked_by_role(env: Env) -> None:
                    headers=env.h("vera")).json()
     assert {e["id"] for e in within} == {f"urn:ngsi-ld:ServiceRequest:{rid}", got[0]["id"]}
     assert c.get(f"{url}?id=urn:ngsi-ld:ServiceRequest:{rid}", headers=env.h("vera")).json()[0]["id"].endswith(rid)
+    one = c.get(f"{url}/urn:ngsi-ld:ServiceRequest:{rid}", headers=env.h("vera")).json()
+    assert one["id"] == mine["id"] and one["reporter"] == mine["reporter"]
+    one = c.get(f"{url}/urn:ngsi-ld:ServiceRequest:{rid}?options=keyValues", headers=env.h("clerk")).json()
+    assert one["reporter"]["phone"] == "13812345678" and one["status"] == "assigned"
+    assert c.get(f"{url}/urn:ngsi-ld:ServiceRequest:999", headers=env.h("vera")).status_code == 404
     assert len(c.get(f"{url}?type=ServiceRequest&q=escalation>=0", headers=env.h("vera")).json()) == 2
     assert c.get(f"{url}?type=ServiceRequest&q=escalation>0", headers=env.h("vera")).json() == []
     slim = c.get(f"{url}?type=ServiceRequest&attrs=status", headers=env.h("vera")).json()

@@ -9,7 +9,7 @@ Endpoints (NGSI-LD 1.6 names; a practical subset)
                                                      ``limit``, ``offset``, ``options=keyValues``; after the live entities, those
                                                      of ``app.state.entity_provider`` when set (cases and comments:
                                                      :func:`citytwin.service.participation_api.ngsi_entities`)
-``GET    /ngsi-ld/v1/entities/{id}``                 one entity (``attrs``, ``options=keyValues``)
+``GET    /ngsi-ld/v1/entities/{id}``                 one entity (``attrs``, ``options=keyValues``; also the provider's)
                                                      (both GETs: ``scenario=NAME`` reads a published simulation scenario)
 ``DELETE /ngsi-ld/v1/entities/{id}``                 delete (history is kept)
 ``PATCH|POST /ngsi-ld/v1/entities/{id}/attrs``       update attributes = new observations (history + state)
@@ -388,9 +388,16 @@ def query_entities(request: Request, type: str | None = None, id: str | None = N
 def get_entity(request: Request, entity_id: str, attrs: str | None = None, options: str | None = None,
                scenario: str | None = None) -> Any:
     e = _state(request, scenario).get(entity_id, attrs=attrs.split(",") if attrs else None)
+    kv = bool(options and "keyValues" in options)
+    provide = getattr(request.app.state, "entity_provider", None)
+    if e is None and provide is not None and scenario is None:  # a case or comment (see query_entities)
+        got = provide(request, type=None, ids=[entity_id], id_pattern=None, q=[], near=None, bbox=None,
+                      attrs=attrs.split(",") if attrs else None, key_values=kv, limit=1, offset=0)
+        if got:
+            return got[0]
     if e is None:
         return _error(404, "ResourceNotFound", f"entity {entity_id} not found")
-    return entity_json(e, bool(options and "keyValues" in options))
+    return entity_json(e, kv)
 
 
 @router.delete("/ngsi-ld/v1/entities/{entity_id}", status_code=204)

@@ -392,7 +392,8 @@ def ngsi_entities(request: Request, *, type: str | None, ids: list[str] | None, 
     from citytwin.workflows.participation import case_entities
 
     asked = [t.strip() for t in type.split(",")] if type else list(ENTITY_TYPES.values())
-    types = [t for t in asked if t in ENTITY_TYPES.values()]
+    types = [t for t in asked if t in ENTITY_TYPES.values()
+             and (ids is None or any(i.startswith(f"urn:ngsi-ld:{t}:") for i in ids))]
     p: Principal | None = getattr(request.state, "principal", None)
     if not types or p is None:
         return []
