@@ -21,7 +21,7 @@ const DICT = {
     draw: "Draw an area", finish: "Finish area", cancel: "Cancel",
     drawhelp: "Click the map to add corners; double-click or Finish to close the area; Esc cancels",
     drawn: "Area: {n} corners", fewcorners: "An area needs at least 3 corners", drawcancelled: "Drawing cancelled",
-    topics: "Topics of the comments", topic: "Topic", answers: "comments",
+    topics: "Topics of the comments", topic: "Topic", answers: "comments", notopics: "Too few comments for topics",
   },
   zh: {
     title: "公众参与", none: "暂无征询。", period: "征询期 {starts} – {ends}", documents: "文件", comments: "意见",
@@ -34,7 +34,7 @@ const DICT = {
     draw: "在地图上画区域", finish: "完成区域", cancel: "取消",
     drawhelp: "点击地图添加顶点；双击或点“完成区域”闭合；Esc 取消", drawn: "区域：{n} 个顶点",
     fewcorners: "区域至少需要 3 个顶点", drawcancelled: "已取消绘制",
-    topics: "意见主题", topic: "主题", answers: "条意见",
+    topics: "意见主题", topic: "主题", answers: "条意见", notopics: "意见太少，无法归纳主题",
   },
 };
 
@@ -281,7 +281,7 @@ async function renderResults(cid) {
     if (t.examples.length) d.append(el("div", { class: "hint topic-example" }, `“${t.examples[0]}”`));
     tp.append(d);
   }
-  if (!r.topics.topics.length && r.topics.reason) tp.append(el("span", { class: "hint" }, r.topics.reason));
+  if (!r.topics.topics.length) tp.append(el("span", { class: "hint", title: r.topics.reason || "" }, tr("notopics")));
   box.append(el("b", {}, tr("topics")), tp);
 }
 
