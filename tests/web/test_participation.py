@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.participation.test_topics import ZH
 from tests.web.conftest import Server
 
 COMMENT = '<img src=x onerror="window.__xss=1"><b>More benches</b> here'
@@ -125,7 +126,8 @@ def test_resident_comments_votes_reports_and_official_closes(web_server: Server,
 def test_resident_draws_an_area_comment(web_server: Server, new_page: Any, screenshots: Path) -> None:
     """Drawing mode (MapLibre only): clicks add corners and the shape shows while drawing, Esc cancels, a
     double-click closes the area; the area comment is posted as a Polygon and drawn on the comments layer
-    (fill + outline, rendered features); no console error, no request to another host."""
+    (fill + outline, rendered features); the results panel shows the comments' topics; no console error,
+    no request to another host."""
     import json
 
     srv = web_server
@@ -139,6 +141,8 @@ def test_resident_draws_an_area_comment(web_server: Server, new_page: Any, scree
                                            "ends": "2100-01-01T00:00:00Z", "plan": plan})
         assert r.status_code == 201, r.text
         con = r.json()
+        for text, _ in ZH:  # the planted themes of test_topics: the results panel shows their topics
+            assert c.post(f"/consultations/{con['id']}/comments", json={"text": text}).status_code == 201
 
     w = new_page()
     w.sign_in("resident")
@@ -179,6 +183,10 @@ def test_resident_draws_an_area_comment(web_server: Server, new_page: Any, scree
                              "'part-areas-line']}).map(f => [f.layer.id, f.properties.type])")
     assert {layer for layer, _ in rendered} == {"part-areas-fill", "part-areas-line"}
     assert {t for _, t in rendered} == {"ConsultationComment"}
+    # the results panel: topics of the comments with their terms and shares
+    page.wait_for_selector("#part-topics .topic")
+    shown = page.locator("#part-topics .topic-terms").all_text_contents()
+    assert len(shown) >= 2 and any("公园" in t for t in shown) and any("停车" in t for t in shown)
     page.screenshot(path=str(screenshots / "participation_area_comment.png"))
     with httpx.Client(base_url=srv.url, headers=srv.headers("admin"), timeout=30) as c:
         (feat,) = c.get(f"/consultations/{con['id']}/comments.geojson").json()["features"]
