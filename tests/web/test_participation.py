@@ -183,7 +183,8 @@ def test_resident_draws_an_area_comment(web_server: Server, new_page: Any, scree
                              "'part-areas-line']}).map(f => [f.layer.id, f.properties.type])")
     assert {layer for layer, _ in rendered} == {"part-areas-fill", "part-areas-line"}
     assert {t for _, t in rendered} == {"ConsultationComment"}
-    # the results panel: topics of the comments with their terms and shares
+    # the results panel (the latest answer: 25 comments, 1 on the map): topics with their terms and shares
+    page.wait_for_function("document.getElementById('part-results-summary')?.textContent.includes('25 (1 ')")
     page.wait_for_selector("#part-topics .topic")
     shown = page.locator("#part-topics .topic-terms").all_text_contents()
     assert len(shown) >= 2 and any("公园" in t for t in shown) and any("停车" in t for t in shown)

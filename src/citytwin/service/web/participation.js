@@ -262,9 +262,10 @@ async function openConsultation(id, move) {
 
 async function renderResults(cid) {
   const S = C();
+  const seq = (P.resultsSeq = (P.resultsSeq || 0) + 1);
   const r = await S.api(`/consultations/${cid}/results`);
   const box = document.getElementById("part-results");
-  if (!box) return;
+  if (!box || seq !== P.resultsSeq) return; // a later call is on its way: an earlier answer must not overwrite it
   const rows = r.questions.map((q) => ({ q: q.text, n: q.responses,
     counts: q.counts ? Object.entries(q.counts).map(([k, v]) => `${k}: ${v}`).join(", ") : "",
     mean: q.mean ?? "", kw: (q.keywords || []).slice(0, 8).map(([w, n]) => `${w} (${n})`).join(", ") }));
