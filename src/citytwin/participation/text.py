@@ -30,6 +30,15 @@ STOPWORDS: frozenset[str] = frozenset(
 )
 
 
+#: words of a suggestion's frame rather than its theme (besides :data:`STOPWORDS`): left out of
+#: keywords and topics, kept for routing, duplicates and hot topics
+GENERAL_WORDS: frozenset[str] = frozenset(
+    ["too", "more", "most", "less", "few", "many", "much", "need", "needs", "make", "new", "every", "still", "add",
+     "put", "would", "also", "just", "some", "any", "all", "get", "like", "should",
+     "里", "上", "下", "太", "没", "不", "更", "多", "少", "过", "向", "一些", "需要", "应该", "建议", "增加", "减少",
+     "不要", "不够", "现有", "一直", "时间", "觉得", "可以", "可能", "应当", "不能"])
+
+
 @lru_cache(maxsize=1)
 def _jieba() -> Any:
     import logging
@@ -122,7 +131,8 @@ def join_text(columns: Sequence[Sequence[object]]) -> list[str]:
 
 
 def keywords(texts: Iterable[object], top: int = 20) -> list[tuple[str, int]]:
-    """The ``top`` most frequent content words over ``texts`` with their counts (ties by word).
+    """The ``top`` most frequent content words over ``texts`` but :data:`GENERAL_WORDS`, with their
+    counts (ties by word).
 
     Examples
     --------
@@ -131,5 +141,5 @@ def keywords(texts: Iterable[object], top: int = 20) -> list[tuple[str, int]]:
     """
     c: Counter[str] = Counter()
     for t in texts:
-        c.update(content_words(t))
+        c.update(w for w in content_words(t) if w not in GENERAL_WORDS)
     return sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:top]

@@ -2,7 +2,7 @@
 
 Method: the answers' terms (:func:`terms`: content words, Chinese cut by jieba in search mode so
 that a long compound also gives the words inside it, other text lower-cased words, stop words and
-the words of a suggestion's frame (:data:`GENERAL_WORDS`) dropped) weighted by TF-IDF
+the words of a suggestion's frame (:data:`~citytwin.participation.text.GENERAL_WORDS`) dropped) weighted by TF-IDF
 (scikit-learn's ``TfidfVectorizer``, sub-linear term frequency, rows L2-normalised), factorised by
 non-negative matrix factorisation (scikit-learn's ``NMF``, ``init="nndsvda"``, fixed
 ``random_state``): each topic is a non-negative mix of terms, each answer a non-negative mix of
@@ -43,24 +43,16 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from citytwin.participation.text import content_words
+from citytwin.participation.text import GENERAL_WORDS, content_words
 
-__all__ = ["GENERAL_WORDS", "MIN_DOCS", "terms", "topic_summary"]
+__all__ = ["MIN_DOCS", "terms", "topic_summary"]
 
 _ONE_AT_A_TIME = threading.Lock()
 #: fewest answers with content words for a topic summary
 MIN_DOCS = 4
-#: words of a suggestion's frame rather than its theme (besides :data:`~citytwin.participation.text.STOPWORDS`)
-GENERAL_WORDS: frozenset[str] = frozenset(
-    ["too", "more", "most", "less", "few", "many", "much", "need", "needs", "make", "new", "every", "still", "add",
-     "put", "would", "also", "just", "some", "any", "all", "get", "like", "should",
-     "里", "上", "下", "太", "没", "不", "更", "多", "少", "过", "向", "一些", "需要", "应该", "建议", "增加", "减少",
-     "不要", "不够", "现有", "一直", "时间", "觉得", "可以", "可能", "应当", "不能"])
-
-
 def terms(text: object) -> list[str]:
     """The terms topics are made of: content words (jieba search mode for Chinese) without
-    :data:`GENERAL_WORDS`.
+    :data:`~citytwin.participation.text.GENERAL_WORDS`.
 
     Examples
     --------
