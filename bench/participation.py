@@ -4,12 +4,18 @@ posting and listing Open311 requests under sustained load (p50/p99).
     python bench/participation.py --quick     # 20,000 routed messages, 20,000 mined, 300 posts
     python bench/participation.py             # 100,000 routed, 100,000 mined, 2,000 posts
     python bench/participation.py --only open311 --posts 1000   # Open311 alone, bare and served
+    python bench/participation.py --only mining                 # hot-topic mining alone (100,000 messages)
+    python bench/participation.py --only topics                 # topics of 1,000 answers, beside LDA
 
 - **Routing**: the router (word + char TF-IDF, LinearSVC) and the peer (TF-IDF + LinearSVC) trained on
   the NYC 311 sample (``../shared/data``) and on the generated Chinese set; messages/s of ``predict``
   over ``--messages`` texts (the files' texts repeated), best of 3.
 - **Hot topics**: :func:`citytwin.participation.demand.hot_topics` on ``--mine`` generated Chinese
   messages with places in Beijing and times over four weeks (seconds; jieba segmentation included).
+- **Topics**: :func:`citytwin.participation.topics.topic_summary` of ``--answers`` generated Chinese
+  answers (five departments' problems), with the stability rule and with k = 5, beside scikit-learn's
+  LDA with 5 topics on the same terms (seconds and the ratio; the quality is tested in
+  ``tests/participation/test_topics.py``).
 - **Open311**: ``--posts`` form-encoded POSTs from 4 client threads (FastAPI TestClient, in process:
   no network), then 200 ``GET requests.json?status=open`` over the store; latency p50/p99 in ms.
   Twice in the same run: on the bare router (``open311``), and through ``citytwin serve``'s app
@@ -94,6 +100,37 @@ def mining(n: int) -> dict[str, Any]:
             "top": t.head(3)[["topic", "area", "n_recent", "n_previous", "heat"]].to_dict("records")}
 
 
+def topics(n: int) -> dict[str, Any]:
+    """Topics of ``n`` generated Chinese answers: :func:`topic_summary` with the stability rule and with
+    k given (5, the generator's departments), beside scikit-learn's LDA (5 topics) on the counts of the
+    same terms, all in this run; seconds (segmentation included in ours, excluded from LDA's)."""
+    from sklearn.decomposition import LatentDirichletAllocation
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    from citytwin.participation.topics import terms, topic_summary
+    from participation.zh_messages import messages
+
+    pairs = messages(max(1, n // 5), seed=3)
+    texts = [t for t, _ in pairs]
+    topic_summary(texts[:20])  # jieba's dictionary loaded before timing
+    t0 = time.perf_counter()
+    rule = topic_summary(texts)
+    t_rule = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    five = topic_summary(texts, k=5)
+    t_five = time.perf_counter() - t0
+    counts = CountVectorizer(analyzer=lambda d: d).fit_transform([terms(t) for t in texts])
+    t0 = time.perf_counter()
+    lda = LatentDirichletAllocation(n_components=5, random_state=0).fit_transform(counts).argmax(axis=1)
+    t_lda = time.perf_counter() - t0
+    # no agreement with the departments is reported: a department's problems share no words (the topics
+    # follow places and problems), so it would not say anything about quality (see test_topics.py for that)
+    return {"answers": len(texts), "rule_s": round(t_rule, 2), "rule_k": rule["k"], "k5_s": round(t_five, 2),
+            "lda5_s": round(t_lda, 2), "k5_over_lda5": round(t_five / t_lda, 3),
+            "k5_top_terms": [[w for w, _ in t["terms"][:3]] for t in five["topics"]],
+            "lda5_assigned": len(set(lda.tolist()))}
+
+
 def open311(posts: int, threads: int = 4, *, served: bool = False) -> dict[str, Any]:
     """Open311 under load: on the bare router (``served=False``), or through ``citytwin serve``'s app
     (``create_server_app``: a resident's token as ``api_key`` checked per request, one audit row per
@@ -172,7 +209,8 @@ def main() -> None:
     ap.add_argument("--messages", type=int)
     ap.add_argument("--mine", type=int)
     ap.add_argument("--posts", type=int)
-    ap.add_argument("--only", choices=["open311"], help="run only this part")
+    ap.add_argument("--only", choices=["open311", "mining", "topics"], help="run only this part")
+    ap.add_argument("--answers", type=int, help="answers for the topic summary (default 1,000; --quick 300)")
     a = ap.parse_args()
     n = a.messages or (20_000 if a.quick else 100_000)
     m = a.mine or (20_000 if a.quick else 100_000)
@@ -180,8 +218,13 @@ def main() -> None:
     res: dict[str, Any] = {"machine": {"nproc": os.cpu_count(), "load": os.getloadavg()[0],
                                        "mem_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
                                                        / 2**30, 1)}}
+    k = a.answers or (300 if a.quick else 1_000)
+    if a.only in ("mining", "topics"):
+        res["hot_topics" if a.only == "mining" else "topics"] = mining(m) if a.only == "mining" else topics(k)
+        print(json.dumps(res, ensure_ascii=False, indent=2, default=str))
+        return
     if a.only is None:
-        res.update(routing=routing(n), hot_topics=mining(m))
+        res.update(routing=routing(n), hot_topics=mining(m), topics=topics(k))
     res["open311"] = open311(p)
     res["open311_served"] = open311(p, served=True)
     res["open311_served_over_bare"] = {

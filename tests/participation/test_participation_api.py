@@ -386,3 +386,123 @@ def test_open311_without_a_city_extent(workspace: Workspace) -> None:
         r = c.post("/open311/v2/requests.json", data={"api_key": tok, "service_code": "pothole", "description": "x",
                                                       "address_string": "1 Main Street"})
         assert r.status_code == 201
+
+
+def test_results_summarise_free_text_in_topics(env: Env) -> None:
+    """The results API gives the comments' topics (NMF over TF-IDF; the planted Chinese set of test_topics)."""
+    from tests.participation.test_topics import ZH
+
+    con = _consultation(env)
+    for i, (text, _) in enumerate(ZH):
+        r = env.client.post(f"/consultations/{con['id']}/comments", json={"text": text},
+                            headers=env.h("wang" if i % 2 else "li"))
+        assert r.status_code == 201
+    res = env.client.get(f"/consultations/{con['id']}/results?topics=2", headers=env.h("vera")).json()
+    t = res["topics"]
+    assert t["k"] == 2 and t["rule"] == "given" and t["answers"] == len(ZH)
+    assert sum(x["share"] for x in t["topics"]) == pytest.approx(1.0)
+    label = {ex: x["topic"] for x in t["topics"] for ex in x["examples"]}
+    assert len(label) == 6 and {label[tx] for tx, y in ZH if tx in label and y == 0}.isdisjoint(
+        {label[tx] for tx, y in ZH if tx in label and y == 1})
+    assert {x["terms"][0][0] for x in t["topics"]} == {"停车", "公园"}
+    assert env.client.get(f"/consultations/{con['id']}/results?topics=0", headers=env.h("vera")).status_code == 422
+    # the free-text question with one answer has no topics, and says why
+    q = next(x for x in res["questions"] if x["kind"] == "text")
+    assert q["topics"]["topics"] == [] and "topics need" in q["topics"]["reason"]
+
+
+def test_cases_listed_by_ngsi_ld_entities_masked_by_role(env: Env) -> None:
+    """``GET /ngsi-ld/v1/entities`` lists complaints and comments after the sensors: type filter, id,
+    georel, q, attrs, keyValues and paging over both, and ``/ngsi-ld/v1/entities/{id}`` reads one; the reporter's data masked for a viewer, shown to
+    a steward (audited as case.read_personal), refused to a resident (the twin is internal)."""
+    c = env.client
+    sensor = {"id": "urn:ngsi-ld:AirQualityObserved:far", "type": "AirQualityObserved",
+              "location": {"type": "Point", "coordinates": [116.3, 40.02]}, "observedAt": "2026-03-02T08:00:00Z",
+              "pm25": 30.0}
+    assert c.post("/ngsi-ld/v1/entities", json=sensor, headers=env.h("ops")).status_code == 201
+    r = post311(env, "wang", service_code="noise", description="loud at night, call 13812345678", lat=39.9,
+                long=116.4, phone="13812345678", first_name="Fang", last_name="Wang", email="fang@example.org")
+    rid = r.json()[0]["service_request_id"]
+    post311(env, "li", service_code="pothole", description="hole", lat=39.95, long=116.45)
+    con = _consultation(env)
+    area = {"type": "Polygon", "coordinates": [[[116.395, 39.901], [116.40, 39.901], [116.40, 39.905],
+                                                [116.395, 39.901]]]}
+    c.post(f"/consultations/{con['id']}/comments", json={"text": "keep the trees", "geometry": area},
+           headers=env.h("li"))
+    url = "/ngsi-ld/v1/entities"
+    seen = c.get(url, headers=env.h("vera")).json()
+    assert [e["type"] for e in seen] == ["AirQualityObserved", "ServiceRequest", "ServiceRequest",
+                                         "ConsultationComment"]
+    mine = next(e for e in seen if e["id"] == f"urn:ngsi-ld:ServiceRequest:{rid}")
+    assert "13812345678" not in json.dumps(seen) and "fang@example.org" not in json.dumps(seen)
+    assert set(mine["reporter"]["value"]) == {"name", "phone", "email"}
+    assert mine["reporter"]["value"]["phone"] != "13812345678" and mine["reporter"]["value"]["phone"].endswith("5678")
+    clear = c.get(f"{url}?type=ServiceRequest", headers=env.h("clerk")).json()
+    assert [e["reporter"]["value"] for e in clear if e["id"].endswith(f":{rid}")] == [
+        {"name": "Fang Wang", "phone": "13812345678", "email": "fang@example.org"}]
+    audit = env.ws.catalog.audit_log()
+    personal = [r["user"] for r in audit if r["action"] == "case.read_personal"]
+    assert "clerk" in personal and "vera" not in personal
+    assert any(r["user"] == "vera" and r["action"] == "twin.read" and r["outcome"] == "ok"
+               and "GET /ngsi-ld/v1/entities" in r["detail"] for r in audit)
+    assert c.get(url, headers=env.h("wang")).status_code == 403  # residents: the twin is internal
+    # filters: type, id, georel near / within, q, attrs, keyValues
+    assert [e["type"] for e in c.get(f"{url}?type=AirQualityObserved", headers=env.h("vera")).json()] == [
+        "AirQualityObserved"]
+    got = c.get(f"{url}?type=ConsultationComment", headers=env.h("vera")).json()
+    assert [e["location"]["value"]["type"] for e in got] == ["Polygon"]
+    near = c.get(url, params={"georel": "near;maxDistance==300", "geometry": "Point", "coordinates": "[116.4,39.9]"},
+                 headers=env.h("vera")).json()
+    assert [e["id"] for e in near] == [f"urn:ngsi-ld:ServiceRequest:{rid}", got[0]["id"]]  # the area is 110 m away
+    within = c.get(url, params={"georel": "within", "geometry": "bbox", "coordinates": "[116.39,39.899,116.41,39.91]"},
+                   headers=env.h("vera")).json()
+    assert {e["id"] for e in within} == {f"urn:ngsi-ld:ServiceRequest:{rid}", got[0]["id"]}
+    assert c.get(f"{url}?id=urn:ngsi-ld:ServiceRequest:{rid}", headers=env.h("vera")).json()[0]["id"].endswith(rid)
+    one = c.get(f"{url}/urn:ngsi-ld:ServiceRequest:{rid}", headers=env.h("vera")).json()
+    assert one["id"] == mine["id"] and one["reporter"] == mine["reporter"]
+    one = c.get(f"{url}/urn:ngsi-ld:ServiceRequest:{rid}?options=keyValues", headers=env.h("clerk")).json()
+    assert one["reporter"]["phone"] == "13812345678" and one["status"] == "assigned"
+    assert c.get(f"{url}/urn:ngsi-ld:ServiceRequest:999", headers=env.h("vera")).status_code == 404
+    assert len(c.get(f"{url}?type=ServiceRequest&q=escalation>=0", headers=env.h("vera")).json()) == 2
+    assert c.get(f"{url}?type=ServiceRequest&q=escalation>0", headers=env.h("vera")).json() == []
+    slim = c.get(f"{url}?type=ServiceRequest&attrs=status", headers=env.h("vera")).json()
+    assert {tuple(sorted(e)) for e in slim} == {("id", "location", "status", "type")}
+    kv = c.get(f"{url}?type=ServiceRequest&options=keyValues", headers=env.h("clerk")).json()
+    assert {e["status"] for e in kv} == {"assigned"} and kv[0]["location"]["type"] == "Point"
+    # paging runs over the sensors and the cases as one list
+    pages = [c.get(f"{url}?limit=1&offset={i}", headers=env.h("vera")).json() for i in range(5)]
+    assert [p[0]["id"] for p in pages[:4]] == [e["id"] for e in seen] and pages[4] == []
+    assert [e["id"] for e in c.get(f"{url}?limit=2&offset=1", headers=env.h("vera")).json()] == [
+        e["id"] for e in seen[1:3]]
+
+
+def test_area_comments_are_validated(env: Env) -> None:
+    """An area comment: rings closed, valid, at most 500 positions, inside the city and touching the
+    plan; each refusal a 400 naming the field and what is wrong."""
+    con = _consultation(env)
+    url = f"/consultations/{con['id']}/comments"
+
+    def post(coords: Any, kind: str = "Polygon") -> Any:
+        return env.client.post(url, json={"text": "area", "geometry": {"type": kind, "coordinates": coords}},
+                               headers=env.h("wang"))
+
+    ok = [[116.395, 39.901], [116.40, 39.901], [116.40, 39.905], [116.395, 39.901]]
+    r = post([ok])
+    assert r.status_code == 201 and r.json()["geometry"]["type"] == "Polygon"
+    assert post([[ok]], "MultiPolygon").status_code == 201
+    cases = {
+        "is not closed": [[*ok[:-1], [116.396, 39.902]]],
+        "a ring needs at least 4": [[ok[0], ok[1], ok[0]]],
+        "Self-intersection": [[[116.395, 39.901], [116.40, 39.905], [116.40, 39.901], [116.395, 39.905],
+                               [116.395, 39.901]]],
+        "outside the city": [[[121.5, 31.2], [121.6, 31.2], [121.6, 31.3], [121.5, 31.2]]],
+        "does not touch the plan": [[[116.30, 39.95], [116.31, 39.95], [116.31, 39.96], [116.30, 39.95]]],
+        "more than the 500 allowed": [[*[[116.395 + 0.00001 * i, 39.901 + 0.000001 * i * i] for i in range(501)],
+                                        [116.395, 39.901]]],
+        "needs at least one ring": [],
+    }
+    for why, coords in cases.items():
+        r = post(coords)
+        assert r.status_code == 400 and why in r.json()["detail"], (why, r.text)
+    shown = env.client.get(f"{url.removesuffix('/comments')}/comments.geojson", headers=env.h("li")).json()
+    assert [f["geometry"]["type"] for f in shown["features"]] == ["Polygon", "MultiPolygon"]

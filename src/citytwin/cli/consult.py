@@ -131,7 +131,7 @@ def results_cmd(consultation: IdArg, workspace: WorkspaceOpt = None, user: UserO
                 out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write results.json and "
                                                          "comments.geojson to this folder.")] = None,
                 as_json: JsonOpt = False) -> None:
-    """Counts, vote and survey tables, keywords of the comments (jieba for Chinese)."""
+    """Counts, vote and survey tables, keywords and topics of the comments (jieba for Chinese)."""
     from citytwin.workflows.participation import consultation_results
 
     st = _store(workspace, user)
@@ -153,3 +153,6 @@ def results_cmd(consultation: IdArg, workspace: WorkspaceOpt = None, user: UserO
         console.print(f"  Q{q['question']} {q['text']}: {q['responses']} responses {q.get('counts', '')}",
                       highlight=False, markup=False)
     console.print("  keywords: " + ", ".join(f"{w} ({n})" for w, n in r["keywords"]), highlight=False, markup=False)
+    for t in r["topics"]["topics"]:
+        console.print(f"  topic {t['topic']} ({t['share']:.0%}): " + ", ".join(w for w, _ in t["terms"][:6]),
+                      highlight=False, markup=False)

@@ -1,6 +1,7 @@
 """citytwin.participation: public participation and case handling (G1–G3, F7), pure functions, no I/O.
 
-Modules: ``text`` (tokens with jieba for Chinese, keywords), ``router`` (routing reports to
+Modules: ``text`` (tokens with jieba for Chinese, keywords), ``topics`` (topics of free text: NMF
+over TF-IDF), ``router`` (routing reports to
 departments, scored against TF-IDF + LinearSVC), ``cases`` (deadlines, escalation, duplicates),
 ``incidents`` (an incident from a twin alert, complaints nearby), ``demand`` (counts per H3 cell and
 district, Getis-Ord hot spots, emerging hot topics), ``construction`` (sites against permitted hours and
@@ -23,11 +24,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "incidents": ("IncidentSpec", "incident_from_alert", "nearby"),
     "demand": ("counts_by_cell", "counts_by_district", "hot_spots", "hot_topics"),
     "construction": ("site_violations",),
+    "topics": ("topic_summary",),
 }
 
 __all__ = ["DuplicateRule", "IncidentSpec", "RouterResult", "baseline_pipeline", "counts_by_cell",
            "counts_by_district", "deadline_for", "find_duplicate", "hot_spots", "hot_topics", "incident_from_alert",
-           "keywords", "nearby", "route", "router_pipeline", "site_violations", "tokenize", "train_router"]
+           "keywords", "nearby", "route", "router_pipeline", "site_violations", "tokenize", "topic_summary",
+           "train_router"]
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
@@ -44,3 +47,4 @@ if TYPE_CHECKING:
         train_router,
     )
     from citytwin.participation.text import keywords, tokenize
+    from citytwin.participation.topics import topic_summary

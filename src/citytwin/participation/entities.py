@@ -23,10 +23,11 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["ENTITY_TYPES", "case_entity", "comment_entity", "feature_collection", "to_feature"]
+__all__ = ["ENTITY_TYPES", "case_entity", "comment_entity", "feature_collection", "key_values", "select_entities",
+           "to_feature"]
 
 #: case kind -> entity type
 ENTITY_TYPES = {"complaint": "ServiceRequest", "incident": "Incident", "comment": "ConsultationComment"}
@@ -48,13 +49,15 @@ def _point(lon: Any, lat: Any) -> dict[str, Any] | None:
     return {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [float(lon), float(lat)]}}
 
 
-def case_entity(rec: Mapping[str, Any]) -> dict[str, Any]:
+def case_entity(rec: Mapping[str, Any], *, reporter: bool = False) -> dict[str, Any]:
     """A case record (:meth:`~citytwin.foundation.cases.CaseStore.cases`) as an NGSI-LD entity (normalized).
 
     Properties: ``status`` (observed at the case's last update), ``service_code``, ``category``,
     ``department``, ``title``, ``description`` (as stored: HTML is text), ``escalation``,
     ``deadline``, ``duplicate_of``, ``source``, ``dateCreated``, ``dateModified``; ``location`` when
-    the case has a place. Reporters' contact fields are never copied.
+    the case has a place. Reporters' contact fields are copied only with ``reporter`` (property
+    ``reporter``: ``name``, ``phone``, ``email`` as given, so mask the record first for roles without
+    personal-data clearance, as the case store does).
     """
     etype = ENTITY_TYPES.get(str(rec.get("kind")), "ServiceRequest")
     ent: dict[str, Any] = {"id": f"urn:ngsi-ld:{etype}:{rec['id']}", "type": etype}
@@ -66,6 +69,10 @@ def case_entity(rec: Mapping[str, Any]) -> dict[str, Any]:
             ent[k] = _prop(rec[k], rec.get("updated") if k == "status" else None)
     ent["dateCreated"] = _prop(rec.get("created"))
     ent["dateModified"] = _prop(rec.get("updated"))
+    if reporter:
+        who = {k: rec.get(f"reporter_{k}") for k in ("name", "phone", "email") if rec.get(f"reporter_{k}") is not None}
+        if who:
+            ent["reporter"] = _prop(who)
     return ent
 
 
@@ -128,3 +135,93 @@ def feature_collection(entities: Iterable[Mapping[str, Any]], *, marker: bool = 
     """A FeatureCollection of the entities that have a place."""
     feats = [f for f in (to_feature(e, marker=marker) for e in entities) if f is not None]
     return {"type": "FeatureCollection", "features": feats}
+
+
+_OPS = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
+        "<": lambda a, b: a < b, "<=": lambda a, b: a <= b}
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _near_m(geom: Mapping[str, Any], lon: float, lat: float) -> float:
+    """Metres from (lon, lat) to a geometry (0 inside an area), on a local equirectangular plane."""
+    import math
+
+    import shapely
+    from shapely.geometry import shape
+
+    k = math.cos(math.radians(lat))
+    g = shapely.transform(shape(geom), lambda c: (c - [lon, lat]) * [k * 111_320.0, 110_574.0])
+    return float(g.distance(shapely.Point(0.0, 0.0)))
+
+
+def select_entities(entities: Iterable[Mapping[str, Any]], *, ids: Sequence[str] | None = None,
+                    id_pattern: str | None = None, q: Sequence[tuple[str, str, float]] = (),
+                    near: tuple[float, float, float] | None = None,
+                    bbox: tuple[float, float, float, float] | None = None,
+                    attrs: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The entities matching an NGSI-LD query, as the live state store answers it
+    (:meth:`citytwin.foundation.timeseries.state.StateStore.query`): ``ids``; ``id_pattern`` (RE2);
+    ``q`` (``(attribute, op, number)``, all must hold; an attribute that is not a number never
+    matches); ``near`` (lon, lat, metres: an area's nearest point counts); ``bbox`` (min lon, min lat,
+    max lon, max lat: the whole place inside); ``attrs`` keeps only these attributes (with ``id``,
+    ``type`` and ``location``).
+
+    Examples
+    --------
+    >>> es = [case_entity({"id": i, "kind": "complaint", "status": "open", "escalation": i, "lat": 39.9,
+    ...                    "lon": 116.4 + 0.01 * i, "created": "t", "updated": "t"}) for i in range(3)]
+    >>> [e["id"][-1] for e in select_entities(es, q=[("escalation", ">=", 1)], near=(116.41, 39.9, 100))]
+    ['1']
+    >>> sorted(select_entities(es, ids=["urn:ngsi-ld:ServiceRequest:2"], attrs=["status"])[0])
+    ['id', 'location', 'status', 'type']
+    """
+    from shapely.geometry import shape
+
+    from citytwin.foundation.timeseries.state import match_ids
+
+    out = [dict(e) for e in entities]
+    if ids is not None:
+        want = set(ids)
+        out = [e for e in out if e["id"] in want]
+    if id_pattern:
+        keep = set(match_ids([e["id"] for e in out], id_pattern))
+        out = [e for e in out if e["id"] in keep]
+    for prop, op, val in q:
+        f = _OPS[op]
+        out = [e for e in out if isinstance(e.get(prop), Mapping)
+               and (n := _number(e[prop].get("value"))) is not None and f(n, val)]
+    if near is not None or bbox is not None:
+        placed = [e for e in out if e.get("location")]
+        if bbox is not None:
+            placed = [e for e in placed if _inside(shape(e["location"]["value"]).bounds, bbox)]
+        if near is not None:
+            placed = [e for e in placed if _near_m(e["location"]["value"], near[0], near[1]) <= near[2]]
+        out = placed
+    if attrs is not None:
+        keep_attrs = {"id", "type", "location", *attrs}
+        out = [{k: v for k, v in e.items() if k in keep_attrs} for e in out]
+    return out
+
+
+def _inside(bounds: tuple[float, ...], bbox: tuple[float, float, float, float]) -> bool:
+    x0, y0, x1, y1 = bounds
+    return bbox[0] <= x0 and x1 <= bbox[2] and bbox[1] <= y0 and y1 <= bbox[3]
+
+
+def key_values(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """An entity in NGSI-LD's simplified form (``options=keyValues``): each attribute's value, a
+    GeoProperty's geometry, a Relationship's object.
+
+    Examples
+    --------
+    >>> key_values({"id": "x", "type": "T", "status": {"type": "Property", "value": "open"},
+    ...             "refComment": {"type": "Relationship", "object": "y"}})
+    {'id': 'x', 'type': 'T', 'status': 'open', 'refComment': 'y'}
+    """
+    out: dict[str, Any] = {}
+    for k, v in entity.items():
+        out[k] = v.get("value", v.get("object")) if isinstance(v, Mapping) else v
+    return out

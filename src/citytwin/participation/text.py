@@ -24,8 +24,19 @@ STOPWORDS: frozenset[str] = frozenset(
        "吗", "呢", "啊", "已经", "一直", "非常", "这个", "那个", "什么", "希望", "能", "要", "会", "问题",
      # the frame of a complaint rather than its topic
      "处理", "尽快", "附近", "相关", "部门", "反映", "一下", "居民", "意见", "地点", "好几天", "一带", "管一管", "住在",
-     "情况", "投诉", "举报", "市民", "来信"]
+     "情况", "投诉", "举报", "市民", "来信",
+     # how often, not what (else "经常" ranks as a hot topic across unrelated problems)
+     "经常", "总是", "老是", "常常", "时常", "often", "always", "again"]
 )
+
+
+#: words of a suggestion's frame rather than its theme (besides :data:`STOPWORDS`): left out of
+#: keywords and topics, kept for routing, duplicates and hot topics
+GENERAL_WORDS: frozenset[str] = frozenset(
+    ["too", "more", "most", "less", "few", "many", "much", "need", "needs", "make", "new", "every", "still", "add",
+     "put", "would", "also", "just", "some", "any", "all", "get", "like", "should",
+     "里", "上", "下", "太", "没", "不", "更", "多", "少", "过", "向", "一些", "需要", "应该", "建议", "增加", "减少",
+     "不要", "不够", "现有", "一直", "时间", "觉得", "可以", "可能", "应当", "不能"])
 
 
 @lru_cache(maxsize=1)
@@ -73,9 +84,33 @@ def tokenize(text: object) -> list[str]:
     return out
 
 
-def content_words(text: object) -> list[str]:
-    """:func:`tokenize` without stop words, single Latin letters and pure numbers."""
-    return [w for w in tokenize(text) if w not in STOPWORDS and not w.isdigit() and (len(w) > 1 or has_cjk(w))]
+def content_words(text: object, *, search: bool = False) -> list[str]:
+    """:func:`tokenize` without stop words, single Latin letters and pure numbers.
+
+    With ``search``, Chinese runs are cut in jieba's search mode: a long word also gives the
+    dictionary words inside it (``停车难`` -> ``停车``, ``停车难``), so that texts that say the same
+    thing in different compounds share terms (topics, :mod:`citytwin.participation.topics`).
+
+    Examples
+    --------
+    >>> content_words("解决停车难"), content_words("解决停车难", search=True)
+    (['解决', '停车难'], ['解决', '停车', '停车难'])
+    """
+    words = tokenize(text) if not search else _search_tokens(text)
+    return [w for w in words if w not in STOPWORDS and not w.isdigit() and (len(w) > 1 or has_cjk(w))]
+
+
+def _search_tokens(text: object) -> list[str]:
+    if text is None or (isinstance(text, float) and text != text):
+        return []
+    out: list[str] = []
+    for m in _WORD.finditer(str(text)):
+        run = m.group()
+        if _CJK.fullmatch(run):
+            out.extend(w for w in _jieba().lcut_for_search(run) if w.strip())
+        else:
+            out.append(run.lower())
+    return out
 
 
 def join_text(columns: Sequence[Sequence[object]]) -> list[str]:
@@ -96,7 +131,8 @@ def join_text(columns: Sequence[Sequence[object]]) -> list[str]:
 
 
 def keywords(texts: Iterable[object], top: int = 20) -> list[tuple[str, int]]:
-    """The ``top`` most frequent content words over ``texts`` with their counts (ties by word).
+    """The ``top`` most frequent content words over ``texts`` but :data:`GENERAL_WORDS`, with their
+    counts (ties by word).
 
     Examples
     --------
@@ -105,5 +141,5 @@ def keywords(texts: Iterable[object], top: int = 20) -> list[tuple[str, int]]:
     """
     c: Counter[str] = Counter()
     for t in texts:
-        c.update(content_words(t))
+        c.update(w for w in content_words(t) if w not in GENERAL_WORDS)
     return sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:top]

@@ -10,7 +10,7 @@ survey answers, moderation and results — over :class:`~citytwin.foundation.cas
 ``POST /consultations/{id}/questions/{qid}/answer``        vote / answer as the caller: verified residents, once per question
 ``POST /consultations/comments/{mid}/hide``                staff: moderation, hide with a reason (audited)
 ``POST /consultations/residents/{name}/verify``            staff: mark a resident verified
-``GET  /consultations/{id}/results``                       counts, survey tables, keywords, the comment map
+``GET  /consultations/{id}/results``                       counts, survey tables, keywords, topics, the comment map
 
 The author of a comment and the respondent of an answer are always the signed-in user (never a field
 of the body), so one vote per verified resident per question holds per account; the case store's
@@ -57,8 +57,8 @@ class ConsultationBody(BaseModel):
 
 
 class CommentBody(BaseModel):
-    """A comment on the plan: text, and a place (GeoJSON Point, Polygon or MultiPolygon) or a ``parent``
-    comment it replies to."""
+    """A comment on the plan: text, and a place (GeoJSON Point, or a Polygon or MultiPolygon: rings
+    closed, valid, at most 500 positions, touching the plan) or a ``parent`` comment it replies to."""
 
     text: str = Field(min_length=1, max_length=4000)
     geometry: dict[str, Any] | None = None
@@ -112,6 +112,21 @@ def _plan(plan: dict[str, Any] | None, bbox: Any) -> dict[str, Any] | None:
     return {"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry":
                                                        check_geometry(plan, field_name="plan", bbox=bbox,
                                                                       kinds=kinds)}]}
+
+
+def _on_plan(area: dict[str, Any], con: dict[str, Any]) -> None:
+    """An area comment must touch the consultation's plan (when it has one)."""
+    from shapely.geometry import shape
+
+    plan = con.get("plan")
+    if not plan:
+        return
+    t = plan.get("type")
+    feats = plan.get("features", []) if t == "FeatureCollection" else [plan] if t == "Feature" else [{"geometry": plan}]
+    a = shape(area)
+    if not any(f.get("geometry") and shape(f["geometry"]).intersects(a) for f in feats):
+        raise InputError(f"geometry: the area does not touch the plan of consultation {con['id']}", field="geometry",
+                         hint="draw the area on or across the plan (a point may be placed anywhere in the city)")
 
 
 def _zoned(t: datetime, name: str) -> datetime:
@@ -174,11 +189,14 @@ def comments_geojson(request: Request, p: Caller, cid: RowId) -> dict[str, Any]:
 @router.post("/{cid}/comments", status_code=201, summary="Comment on the plan, or reply to a comment")
 def add_comment(request: Request, p: Caller, cid: RowId, body: Annotated[CommentBody, Body()]) -> dict[str, Any]:
     """A comment by the signed-in user, at a point or on an area of the plan, or a reply (``parent``)."""
-    from citytwin.workflows.participation import check_geometry
+    from citytwin.workflows.participation import MAX_AREA_VERTICES, check_geometry
 
     st = store_of(request, p)
-    st.consultation(cid)
-    geom = None if body.geometry is None else check_geometry(body.geometry, bbox=_bbox(request))
+    con = st.consultation(cid)
+    geom = None if body.geometry is None else check_geometry(body.geometry, bbox=_bbox(request),
+                                                             max_vertices=MAX_AREA_VERTICES)
+    if geom is not None and geom["type"] != "Point":
+        _on_plan(geom, con)
     if body.parent is not None and body.parent not in {int(m["id"]) for m in st.comments(cid, include_hidden=True)}:
         raise InputError(f"comment {body.parent} is not a comment of consultation {cid}", field="parent")
     mid = st.comment(cid, p.user.name, body.text, geometry=geom, parent=body.parent)
@@ -212,16 +230,19 @@ def verify(request: Request, p: Staff, name: str) -> dict[str, Any]:
     return {"resident": name, "verified": True}
 
 
-@router.get("/{cid}/results", summary="Results: counts, survey tables, keywords, the comment map")
+@router.get("/{cid}/results", summary="Results: counts, survey tables, keywords, topics, the comment map")
 def results(request: Request, p: Caller, cid: RowId,
-            top: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, Any]:
+            top: Annotated[int, Query(ge=1, le=100)] = 20,
+            topics: Annotated[int | None, Query(ge=1, le=20, description="number of topics (default: the "
+                                                "stability rule chooses)")] = None) -> dict[str, Any]:
     """Comments (visible, hidden, with a place), per-question tables (option counts, scale means),
-    keywords of the comments and free-text answers (Chinese segmented with jieba), and the comment map."""
+    keywords and topics (NMF over TF-IDF: top terms, share of answers, examples) of the comments and
+    free-text answers (Chinese segmented with jieba), and the comment map."""
     from citytwin.participation.entities import comment_entity, feature_collection
     from citytwin.workflows.participation import consultation_results, visible_comments
 
     st = store_of(request, p)
     c = st.consultation(cid)
-    res = consultation_results(st, cid, top=top)
+    res = consultation_results(st, cid, top=top, topics=topics)
     res["comment_map"] = feature_collection([comment_entity(m, c) for m in visible_comments(st, cid)], marker=False)
     return res

@@ -6,8 +6,10 @@ Endpoints (NGSI-LD 1.6 names; a practical subset)
 ``GET    /ngsi-ld/v1/entities``                      query: ``type``, ``id`` (comma list), ``idPattern``, ``q`` (``pm25>150;no2<80``),
                                                      ``georel=near;maxDistance==2000`` + ``geometry=Point`` + ``coordinates=[lon,lat]``,
                                                      ``georel=within`` + ``geometry=Polygon|bbox`` + ``coordinates``, ``attrs``,
-                                                     ``limit``, ``offset``, ``options=keyValues``
-``GET    /ngsi-ld/v1/entities/{id}``                 one entity (``attrs``, ``options=keyValues``)
+                                                     ``limit``, ``offset``, ``options=keyValues``; after the live entities, those
+                                                     of ``app.state.entity_provider`` when set (cases and comments:
+                                                     :func:`citytwin.service.participation_api.ngsi_entities`)
+``GET    /ngsi-ld/v1/entities/{id}``                 one entity (``attrs``, ``options=keyValues``; also the provider's)
                                                      (both GETs: ``scenario=NAME`` reads a published simulation scenario)
 ``DELETE /ngsi-ld/v1/entities/{id}``                 delete (history is kept)
 ``PATCH|POST /ngsi-ld/v1/entities/{id}/attrs``       update attributes = new observations (history + state)
@@ -369,20 +371,33 @@ def query_entities(request: Request, type: str | None = None, id: str | None = N
                    limit: int = Query(100, ge=1, le=10000), offset: int = Query(0, ge=0),
                    options: str | None = None, scenario: str | None = None) -> Any:
     near, bbox = parse_geo(georel, geometry, coordinates)
-    rows = _state(request, scenario).query(type=type, ids=id.split(",") if id else None, id_pattern=idPattern,
-                                           q=parse_q(q), near=near, bbox=bbox,
-                                           attrs=attrs.split(",") if attrs else None, limit=limit, offset=offset)
+    state = _state(request, scenario)
+    filt: dict[str, Any] = {"ids": id.split(",") if id else None, "id_pattern": idPattern, "q": parse_q(q), "near": near,
+                            "bbox": bbox, "attrs": attrs.split(",") if attrs else None}
+    rows = state.query(type=type, limit=limit, offset=offset, **filt)
     kv = bool(options and "keyValues" in options)
-    return [entity_json(e, kv) for e in rows]
+    out = [entity_json(e, kv) for e in rows]
+    provide = getattr(request.app.state, "entity_provider", None)  # cases: service.participation_api
+    if provide is not None and scenario is None and len(out) < limit:  # listed after the sensors, one paging
+        skip = 0 if rows or not offset else offset - len(state.query(type=type, limit=offset, **{**filt, "attrs": [""]}))
+        out += provide(request, type=type, key_values=kv, limit=limit - len(out), offset=skip, **filt)
+    return out
 
 
 @router.get("/ngsi-ld/v1/entities/{entity_id}")
 def get_entity(request: Request, entity_id: str, attrs: str | None = None, options: str | None = None,
                scenario: str | None = None) -> Any:
     e = _state(request, scenario).get(entity_id, attrs=attrs.split(",") if attrs else None)
+    kv = bool(options and "keyValues" in options)
+    provide = getattr(request.app.state, "entity_provider", None)
+    if e is None and provide is not None and scenario is None:  # a case or comment (see query_entities)
+        got = provide(request, type=None, ids=[entity_id], id_pattern=None, q=[], near=None, bbox=None,
+                      attrs=attrs.split(",") if attrs else None, key_values=kv, limit=1, offset=0)
+        if got:
+            return got[0]
     if e is None:
         return _error(404, "ResourceNotFound", f"entity {entity_id} not found")
-    return entity_json(e, bool(options and "keyValues" in options))
+    return entity_json(e, kv)
 
 
 @router.delete("/ngsi-ld/v1/entities/{entity_id}", status_code=204)

@@ -29,6 +29,10 @@ Routes (besides Open311 and the consultations of :mod:`citytwin.service.consult_
 ``GET /cases``, ``GET /cases/{id}``                 staff: cases (masked by role) with history, links, tasks
 ``POST /cases/{id}/assign|status|reply``            staff: route, move, answer
 
+The same entities are listed by the twin's ``GET /ngsi-ld/v1/entities`` after the sensors (type
+filter, ``id``, ``idPattern``, ``q``, georel, ``attrs``, ``options=keyValues``) through the entity
+provider :func:`ngsi_entities`, there with the reporter's contact data masked by role.
+
 The scheduler (:class:`ConstructionWatch`) runs
 :func:`~citytwin.workflows.participation.check_construction_sites` every ``check_minutes`` of
 ``WS/participation.json`` while the service runs, on its own thread, with an injectable clock.
@@ -52,7 +56,8 @@ from citytwin.foundation.cases import STATUSES, CaseStore, Clock
 from citytwin.foundation.workspace import Workspace
 from citytwin.service.auth import READ_METHODS, AuthError, Principal, bearer
 
-__all__ = ["ERRORS", "ConstructionWatch", "Participation", "RowId", "install", "participant", "store_of"]
+__all__ = ["ERRORS", "ConstructionWatch", "Participation", "RowId", "install", "ngsi_entities", "participant",
+           "store_of"]
 
 _PROBLEM = {"content": {"application/json": {"schema": {"type": "object", "properties": {
     "type": {"type": "string"}, "title": {"type": "string"}, "detail": {"type": "string"}}}}}}
@@ -373,6 +378,33 @@ def running(app: FastAPI) -> Iterator[None]:
             w.stop()
 
 
+def ngsi_entities(request: Request, *, type: str | None, ids: list[str] | None, id_pattern: str | None,
+                  q: list[tuple[str, str, float]], near: tuple[float, float, float] | None,
+                  bbox: tuple[float, float, float, float] | None, attrs: list[str] | None, key_values: bool,
+                  limit: int, offset: int) -> list[dict[str, Any]]:
+    """The entity provider of ``GET /ngsi-ld/v1/entities`` (``app.state.entity_provider``): complaints
+    (``ServiceRequest``), ``Incident``s and ``ConsultationComment``s matching the query, read as the
+    caller (the twin's token check has passed), with the reporter's name, phone and e-mail — masked
+    for roles without personal-data clearance; unmasked reads are audited (``case.read_personal``)
+    beside the request's own ``twin.read`` row."""
+    from citytwin.participation.entities import ENTITY_TYPES, select_entities
+    from citytwin.participation.entities import key_values as simplified
+    from citytwin.workflows.participation import case_entities
+
+    asked = [t.strip() for t in type.split(",")] if type else list(ENTITY_TYPES.values())
+    types = [t for t in asked if t in ENTITY_TYPES.values()
+             and (ids is None or any(i.startswith(f"urn:ngsi-ld:{t}:") for i in ids))]
+    p: Principal | None = getattr(request.state, "principal", None)
+    if not types or p is None:
+        return []
+    filtered = bool(ids or id_pattern or q or near or bbox)
+    ents = case_entities(store_of(request, p), types=types, limit=10_000_000 if filtered else offset + limit,
+                         reporter=True)
+    ents = select_entities(ents, ids=ids, id_pattern=id_pattern, q=q, near=near, bbox=bbox,
+                           attrs=attrs)[offset:offset + limit]
+    return [simplified(e) for e in ents] if key_values else ents
+
+
 def install(app: FastAPI, ws: Workspace, *, clock: Clock | None = None, history: Any = None,
             watch_wait: Callable[[float], bool] | None = None) -> Participation:
     """Mount Open311, the case routes and the entity map on ``app`` (the consultations'
@@ -387,6 +419,7 @@ def install(app: FastAPI, ws: Workspace, *, clock: Clock | None = None, history:
     app.include_router(make_router(None, services=c.services, bbox=c.bbox, departments=c.departments,
                                    deadline_hours=c.deadline_hours, resolve=_resolver, bbox_source=c.bbox_source))
     app.include_router(router)
+    app.state.entity_provider = ngsi_entities
     if c.construction_sites and history is not None:
         part.watch = ConstructionWatch(part.store(ws.user), history, c.construction_sites,
                                        period_s=60.0 * c.check_minutes, lookback_hours=c.check_lookback_hours,

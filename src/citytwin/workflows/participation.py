@@ -181,9 +181,12 @@ def open_incident_from_alert(store: CaseStore, alert: Mapping[str, Any], *,
     return {"id": cid, "opened": True, "tasks": [d for d, _ in spec.tasks], "complaints": linked}
 
 
-def consultation_results(store: CaseStore, cid: int, *, top: int = 20) -> dict[str, Any]:
-    """Counts, vote/survey tables and a keyword summary (jieba for Chinese) of a consultation."""
+def consultation_results(store: CaseStore, cid: int, *, top: int = 20, topics: int | None = None) -> dict[str, Any]:
+    """Counts, vote/survey tables and a summary of the free text (comments and text answers): keywords
+    (jieba for Chinese) and topics (:func:`citytwin.participation.topics.topic_summary`: NMF over TF-IDF,
+    ``topics`` of them, or as many as its stability rule finds)."""
     from citytwin.participation.text import keywords
+    from citytwin.participation.topics import topic_summary
 
     c = store.consultation(cid)
     comments = store.comments(cid)
@@ -201,10 +204,12 @@ def consultation_results(store: CaseStore, cid: int, *, top: int = 20) -> dict[s
             entry["counts"] = {str(k): vals.count(k) for k in range(1, int(q["scale_max"] or 5) + 1)}
         else:
             entry["keywords"] = keywords(vals, top=top)
+            entry["topics"] = topic_summary(vals, k=topics)
         tables.append(entry)
+    texts = [m["text"] for m in comments]
     return {"consultation": cid, "title": c["title"], "comments": len(comments), "hidden_comments": hidden,
             "comments_with_place": sum(1 for m in comments if m["geometry"]), "questions": tables,
-            "keywords": keywords([m["text"] for m in comments], top=top)}
+            "keywords": keywords(texts, top=top), "topics": topic_summary(texts, k=topics)}
 
 
 def demand(store: CaseStore, *, res: int = 9, hot_spot_permutations: int = 999, now: datetime | None = None,
@@ -335,9 +340,14 @@ def participation_config(ws: Workspace) -> ParticipationConfig:
                                check_lookback_hours=float(cfg.get("check_lookback_hours", 24.0)), notes=notes)
 
 
-def case_entities(store: CaseStore, *, types: Sequence[str] | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+def case_entities(store: CaseStore, *, types: Sequence[str] | None = None, limit: int = 1000,
+                  reporter: bool = False) -> list[dict[str, Any]]:
     """Complaints, incidents and consultation comments as NGSI-LD entities (masked for the store's
-    user; comment authors masked like reporters' names for roles without personal-data clearance)."""
+    user; comment authors masked like reporters' names for roles without personal-data clearance).
+
+    With ``reporter``, cases carry their reporter's name, phone and e-mail (property ``reporter``),
+    masked by the store for roles without clearance; the store audits unmasked reads
+    (``case.read_personal``)."""
     from citytwin.participation.entities import ENTITY_TYPES, case_entity, comment_entity
 
     want = set(types or ENTITY_TYPES.values())
@@ -348,7 +358,7 @@ def case_entities(store: CaseStore, *, types: Sequence[str] | None = None, limit
     out: list[dict[str, Any]] = []
     for kind in ("complaint", "incident"):
         if ENTITY_TYPES[kind] in want:
-            out += [case_entity(c) for c in store.cases(kind=kind, limit=limit)]
+            out += [case_entity(c, reporter=reporter) for c in store.cases(kind=kind, limit=limit)]
     if "ConsultationComment" in want:
         for c in store.consultations():
             out += [comment_entity(m, c) for m in visible_comments(store, int(c["id"]))]
@@ -369,23 +379,57 @@ def visible_comments(store: CaseStore, cid: int) -> list[dict[str, Any]]:
              "hidden_by": None} for m in rows]
 
 
+#: the most vertices a comment's area may have (all rings together)
+MAX_AREA_VERTICES = 500
+
+
+def _check_rings(geom: Mapping[str, Any], field_name: str, max_vertices: int | None) -> None:
+    """Every ring of a GeoJSON Polygon / MultiPolygon closed (RFC 7946: 4 positions or more, the last
+    equal to the first), and at most ``max_vertices`` positions in all."""
+    coords = geom.get("coordinates")
+    polys = [coords] if geom.get("type") == "Polygon" else coords
+    if not isinstance(polys, list) or not polys or not all(isinstance(p, list) and p for p in polys):
+        raise InputError(f"{field_name}: a {geom.get('type')} needs at least one ring of [lon, lat] positions",
+                         field=field_name)
+    n = 0
+    for i, poly in enumerate(polys):
+        for j, ring in enumerate(poly):
+            where = f"{field_name} ring {j + 1}" + (f" of polygon {i + 1}" if geom.get("type") == "MultiPolygon" else "")
+            if not isinstance(ring, list) or len(ring) < 4:
+                raise InputError(f"{where} has {len(ring) if isinstance(ring, list) else 0} positions: a ring needs "
+                                 "at least 4 (3 corners and the first again)", field=field_name)
+            if ring[0] != ring[-1]:
+                raise InputError(f"{where} is not closed: its last position {ring[-1]} must repeat the first "
+                                 f"{ring[0]} (GeoJSON, RFC 7946)", field=field_name)
+            n += len(ring)
+    if max_vertices is not None and n > max_vertices:
+        raise InputError(f"{field_name} has {n} positions, more than the {max_vertices} allowed", field=field_name,
+                         hint="simplify the area")
+
+
 def check_geometry(geom: Any, *, field_name: str = "geometry", bbox: Sequence[float] | None = None,
-                   kinds: Sequence[str] = ("Point", "Polygon", "MultiPolygon")) -> dict[str, Any]:
+                   kinds: Sequence[str] = ("Point", "Polygon", "MultiPolygon"),
+                   max_vertices: int | None = None) -> dict[str, Any]:
     """A GeoJSON geometry checked: one of ``kinds``, finite WGS84 coordinates that make a valid shape,
-    inside ``bbox`` (min_lon, min_lat, max_lon, max_lat) when given. Raises :class:`InputError`."""
+    polygon rings closed, at most ``max_vertices`` positions in an area's rings, inside ``bbox``
+    (min_lon, min_lat, max_lon, max_lat) when given. Raises :class:`InputError` naming the field."""
     import shapely
     from shapely.geometry import shape
 
     if not isinstance(geom, Mapping) or geom.get("type") not in kinds:
         got = geom.get("type") if isinstance(geom, Mapping) else type(geom).__name__
         raise InputError(f"{field_name} must be a GeoJSON {' or '.join(kinds)}, not {got!r}", field=field_name)
+    if geom.get("type") in ("Polygon", "MultiPolygon"):
+        _check_rings(geom, field_name, max_vertices)
     try:
         g = shape(geom)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, shapely.errors.ShapelyError) as exc:
         raise InputError(f"{field_name} is not a valid GeoJSON {geom.get('type')}: {exc}", field=field_name) from None
     if g.is_empty or not g.is_valid:
-        raise InputError(f"{field_name} is empty or not a valid {geom.get('type')} (e.g. a self-crossing ring)",
-                         field=field_name)
+        from shapely.validation import explain_validity
+
+        raise InputError(f"{field_name} is empty or not a valid {geom.get('type')}: {explain_validity(g)}",
+                         field=field_name, hint="a ring must not cross itself")
     x0, y0, x1, y1 = g.bounds
     if not all(map(math.isfinite, (x0, y0, x1, y1))) or x0 < -180 or x1 > 180 or y0 < -90 or y1 > 90:
         raise InputError(f"{field_name} has coordinates outside longitude -180..180 / latitude -90..90",

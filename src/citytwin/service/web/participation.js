@@ -1,11 +1,11 @@
 // citytwin operations center: participation (issue 17). Consultations (the plan on the map, comments at
-// a point placed on the map, replies, votes and survey answers), the report form (Open311 GeoReport v2,
+// a point placed on the map or on an area drawn on it, replies, votes and survey answers), the report form (Open311 GeoReport v2,
 // the signed-in user's token as api_key), case handling for staff (route, close), the layer of
 // complaints / incidents / comments beside the sensors, and the demand map (complaints per H3 cell).
 // Uses the helpers app.js puts on window.citytwin (api, esc, t, setOverlay, fitGeojson, legend).
 // Every text from the server is inserted with textContent or esc(): HTML in a comment stays text.
 
-const P = { consultations: [], current: null, placing: null, point: null, services: null, lang: "en" };
+const P = { consultations: [], current: null, placing: null, point: null, drawing: null, services: null, lang: "en" };
 window.citytwinParticipation = P;
 
 const DICT = {
@@ -18,6 +18,10 @@ const DICT = {
     submit: "Send report", reported: "Report {id} received", cases: "Cases", assign: "Route to",
     close: "Close", department: "department", demand: "Demand map", demandhelp: "Complaints per H3 cell",
     layer: "Cases and comments", mycomments: "Comment sent", onmap: "on the map", hidden: "hidden",
+    draw: "Draw an area", finish: "Finish area", cancel: "Cancel",
+    drawhelp: "Click the map to add corners; double-click or Finish to close the area; Esc cancels",
+    drawn: "Area: {n} corners", fewcorners: "An area needs at least 3 corners", drawcancelled: "Drawing cancelled",
+    topics: "Topics of the comments", topic: "Topic", answers: "comments", notopics: "Too few comments for topics",
   },
   zh: {
     title: "公众参与", none: "暂无征询。", period: "征询期 {starts} – {ends}", documents: "文件", comments: "意见",
@@ -27,6 +31,10 @@ const DICT = {
     description: "描述", submit: "提交", reported: "已受理 {id}", cases: "案件", assign: "派往",
     close: "办结", department: "部门", demand: "诉求分布", demandhelp: "各 H3 网格的诉求数",
     layer: "案件与意见", mycomments: "意见已提交", onmap: "已定位", hidden: "已隐藏",
+    draw: "在地图上画区域", finish: "完成区域", cancel: "取消",
+    drawhelp: "点击地图添加顶点；双击或点“完成区域”闭合；Esc 取消", drawn: "区域：{n} 个顶点",
+    fewcorners: "区域至少需要 3 个顶点", drawcancelled: "已取消绘制",
+    topics: "意见主题", topic: "主题", answers: "条意见", notopics: "意见太少，无法归纳主题",
   },
 };
 
@@ -52,6 +60,8 @@ const TYPE_COLORS = ["match", ["get", "type"], "ServiceRequest", "#e6550d", "Inc
 P.onLogin = async function onLogin() {
   const S = C();
   S.map.on("click", onMapClick);
+  S.map.on("dblclick", (ev) => { if (P.drawing) { ev.preventDefault(); finishArea(); } });
+  document.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && P.drawing) cancelArea(); });
   // an overlay, not a workspace collection: listed below the collections' layer list
   const list = el("div", { id: "overlay-list" });
   document.getElementById("layers").append(list);
@@ -59,7 +69,9 @@ P.onLogin = async function onLogin() {
   const box = el("input", { type: "checkbox", "data-layer": "participation" });
   box.checked = true;
   box.addEventListener("change", () => {
-    if (S.map.getLayer("part-cases")) S.map.setLayoutProperty("part-cases", "visibility", box.checked ? "visible" : "none");
+    for (const id of ["part-cases", "part-areas-fill", "part-areas-line"]) {
+      if (S.map.getLayer(id)) S.map.setLayoutProperty(id, "visibility", box.checked ? "visible" : "none");
+    }
   });
   label.append(box, " ");
   label.insertAdjacentHTML("beforeend", `<span class="swatch" style="background:#e6550d"></span>`);
@@ -71,11 +83,18 @@ P.onLogin = async function onLogin() {
 P.refreshLayer = async function refreshLayer() {
   const fc = await C().api("/participation/v1/map");
   P.entities = fc;
+  // area comments: the area itself (fill + outline) under the markers
+  const areas = { type: "FeatureCollection", features: fc.features.filter((f) => f.properties.area)
+    .map((f) => ({ type: "Feature", id: f.id, geometry: f.properties.area, properties: { id: f.properties.id, type: f.properties.type } })) };
+  C().setOverlay("part-areas", areas, [
+    { id: "part-areas-fill", type: "fill", paint: { "fill-color": "#3182bd", "fill-opacity": 0.25 } },
+    { id: "part-areas-line", type: "line", paint: { "line-color": "#08519c", "line-width": 2 } }]);
   C().setOverlay("part-cases", fc, [{ id: "part-cases", type: "circle", paint: {
     "circle-radius": 6, "circle-color": TYPE_COLORS, "circle-stroke-color": "#fff", "circle-stroke-width": 1.5 } }]);
 };
 
 function onMapClick(ev) {
+  if (P.drawing) { addCorner(ev.lngLat); return; }
   if (!P.placing) return;
   P.point = { type: "Point", coordinates: [Number(ev.lngLat.lng.toFixed(6)), Number(ev.lngLat.lat.toFixed(6))] };
   const target = P.placing;
@@ -88,6 +107,74 @@ function onMapClick(ev) {
   C().setOverlay("part-point", { type: "FeatureCollection", features: [{ type: "Feature", geometry: P.point, properties: {} }] },
     [{ id: "part-point", type: "circle", paint: { "circle-radius": 7, "circle-color": "#ffd400", "circle-stroke-color": "#222", "circle-stroke-width": 1 } }]);
 }
+
+// ---- drawing an area (MapLibre only): click adds a corner, double-click or Finish closes, Esc cancels ----
+const DRAW_LAYERS = [
+  { id: "part-draw-fill", type: "fill", filter: ["==", ["geometry-type"], "Polygon"], paint: { "fill-color": "#ffd400", "fill-opacity": 0.3 } },
+  { id: "part-draw-line", type: "line", filter: ["!=", ["geometry-type"], "Point"], paint: { "line-color": "#222", "line-width": 2, "line-dasharray": [2, 1] } },
+  { id: "part-draw-corners", type: "circle", filter: ["==", ["geometry-type"], "Point"], paint: { "circle-radius": 4, "circle-color": "#ffd400", "circle-stroke-color": "#222", "circle-stroke-width": 1 } }];
+
+function startArea(target) {
+  const S = C();
+  P.placing = null;
+  P.drawing = { target, corners: [] };
+  S.map.doubleClickZoom.disable();
+  S.map.getCanvas().style.cursor = "crosshair";
+  const out = document.getElementById(target);
+  if (out) { out.textContent = tr("drawhelp"); delete out.dataset.placed; }
+  document.getElementById("part-draw-finish")?.removeAttribute("hidden");
+  document.getElementById("part-draw-cancel")?.removeAttribute("hidden");
+  showDrawing();
+}
+
+function addCorner(lngLat) {
+  const c = [Number(lngLat.lng.toFixed(6)), Number(lngLat.lat.toFixed(6))];
+  const cs = P.drawing.corners;
+  const last = cs[cs.length - 1];
+  if (last && last[0] === c[0] && last[1] === c[1]) return; // the two clicks of a double-click
+  cs.push(c);
+  showDrawing();
+}
+
+function showDrawing() {
+  const cs = P.drawing ? P.drawing.corners : [];
+  const feats = cs.map((c) => ({ type: "Feature", geometry: { type: "Point", coordinates: c }, properties: {} }));
+  if (cs.length >= 3) feats.push({ type: "Feature", geometry: { type: "Polygon", coordinates: [[...cs, cs[0]]] }, properties: {} });
+  else if (cs.length === 2) feats.push({ type: "Feature", geometry: { type: "LineString", coordinates: cs }, properties: {} });
+  C().setOverlay("part-draw", { type: "FeatureCollection", features: feats }, DRAW_LAYERS);
+}
+
+function endDrawing() {
+  const S = C();
+  P.drawing = null;
+  S.map.doubleClickZoom.enable();
+  S.map.getCanvas().style.cursor = "";
+  document.getElementById("part-draw-finish")?.setAttribute("hidden", "");
+  document.getElementById("part-draw-cancel")?.setAttribute("hidden", "");
+}
+
+function finishArea() {
+  const d = P.drawing;
+  if (!d) return;
+  const out = document.getElementById(d.target);
+  if (d.corners.length < 3) { if (out) out.textContent = tr("fewcorners"); return; }
+  const area = { type: "Polygon", coordinates: [[...d.corners, d.corners[0]]] };
+  endDrawing();
+  if (out) { out.textContent = tr("drawn", { n: d.corners.length }); out.dataset.placed = JSON.stringify(area); }
+  C().setOverlay("part-draw", { type: "FeatureCollection", features: [{ type: "Feature", geometry: area, properties: {} }] }, DRAW_LAYERS);
+}
+
+function cancelArea() {
+  const d = P.drawing;
+  if (!d) return;
+  endDrawing();
+  const out = document.getElementById(d.target);
+  if (out) { out.textContent = tr("drawcancelled"); delete out.dataset.placed; }
+  C().setOverlay("part-draw", { type: "FeatureCollection", features: [] }, DRAW_LAYERS);
+}
+P.startArea = startArea;
+P.finishArea = finishArea;
+P.cancelArea = cancelArea;
 
 // ---- the view --------------------------------------------------------------------------------------
 P.render = async function render(move) {
@@ -158,10 +245,16 @@ async function openConsultation(id, move) {
   ta.style.width = "100%";
   const place = el("button", { id: "part-place" }, tr("place"));
   const where = el("span", { id: "part-where", class: "hint" });
-  place.addEventListener("click", () => { P.placing = "part-where"; where.textContent = tr("clickmap"); });
+  place.addEventListener("click", () => { cancelArea(); P.placing = "part-where"; where.textContent = tr("clickmap"); });
+  const draw = el("button", { id: "part-draw" }, tr("draw"));
+  draw.addEventListener("click", () => startArea("part-where"));
+  const finish = el("button", { id: "part-draw-finish", hidden: "" }, tr("finish"));
+  finish.addEventListener("click", finishArea);
+  const cancel = el("button", { id: "part-draw-cancel", hidden: "" }, tr("cancel"));
+  cancel.addEventListener("click", cancelArea);
   const send = el("button", { id: "part-comment-submit" }, tr("send"));
   send.addEventListener("click", () => sendComment(c.id, ta, where).catch(showError));
-  form.append(ta, place, " ", where, el("br"), send);
+  form.append(ta, place, " ", draw, " ", finish, " ", cancel, " ", where, el("br"), send);
   box.append(form);
   box.append(el("h3", {}, tr("results")), el("div", { id: "part-results" }));
   await renderComments(c.id);
@@ -169,9 +262,10 @@ async function openConsultation(id, move) {
 
 async function renderResults(cid) {
   const S = C();
+  const seq = (P.resultsSeq = (P.resultsSeq || 0) + 1);
   const r = await S.api(`/consultations/${cid}/results`);
   const box = document.getElementById("part-results");
-  if (!box) return;
+  if (!box || seq !== P.resultsSeq) return; // a later call is on its way: an earlier answer must not overwrite it
   const rows = r.questions.map((q) => ({ q: q.text, n: q.responses,
     counts: q.counts ? Object.entries(q.counts).map(([k, v]) => `${k}: ${v}`).join(", ") : "",
     mean: q.mean ?? "", kw: (q.keywords || []).slice(0, 8).map(([w, n]) => `${w} (${n})`).join(", ") }));
@@ -179,6 +273,17 @@ async function renderResults(cid) {
   const kw = r.keywords.slice(0, 12).map(([w, n]) => `${w} (${n})`).join(", ");
   box.append(el("p", { class: "hint", id: "part-results-summary" },
     `${tr("comments")}: ${r.comments} (${r.comments_with_place} ${tr("onmap")}, ${r.hidden_comments} ${tr("hidden")}) · ${kw}`));
+  // topics of the comments (NMF over TF-IDF): top terms, share of the comments, an example
+  const tp = el("div", { id: "part-topics" });
+  for (const t of r.topics.topics) {
+    const d = el("div", { class: "topic", "data-topic": String(t.topic) });
+    d.append(el("b", {}, `${tr("topic")} ${t.topic} · ${Math.round(t.share * 100)}% (${t.answers} ${tr("answers")})`), " ",
+      el("span", { class: "topic-terms" }, t.terms.slice(0, 6).map(([w]) => w).join(", ")));
+    if (t.examples.length) d.append(el("div", { class: "hint topic-example" }, `“${t.examples[0]}”`));
+    tp.append(d);
+  }
+  if (!r.topics.topics.length) tp.append(el("span", { class: "hint", title: r.topics.reason || "" }, tr("notopics")));
+  box.append(el("b", {}, tr("topics")), tp);
 }
 
 function questionForm(c, q) {
@@ -248,6 +353,7 @@ async function sendComment(cid, ta, where) {
   ta.value = "";
   where.textContent = tr("mycomments");
   delete where.dataset.placed;
+  C().setOverlay("part-draw", { type: "FeatureCollection", features: [] }, DRAW_LAYERS);
   await renderComments(cid);
   await P.refreshLayer();
 }
@@ -264,7 +370,7 @@ function reportForm() {
   ta.style.width = "100%";
   const place = el("button", { id: "part-report-place" }, tr("place"));
   const where = el("span", { id: "part-report-where", class: "hint" });
-  place.addEventListener("click", () => { P.placing = "part-report-where"; where.textContent = tr("clickmap"); });
+  place.addEventListener("click", () => { cancelArea(); P.placing = "part-report-where"; where.textContent = tr("clickmap"); });
   const send = el("button", { id: "part-report-submit" }, tr("submit"));
   const out = el("span", { id: "part-report-result" });
   send.addEventListener("click", async () => {
