@@ -98,14 +98,14 @@ DISPARITY_TABLES = ("inequality", "theil_groups", "dagum", "dagum_groups", "dagu
 
 
 def _disparity_period(period: Any, *, files: list[str], value: str, group: str, time: str,
-                      weight: str | None) -> dict[str, pd.DataFrame]:
+                      weight: str | None, id_col: str | None = None) -> dict[str, pd.DataFrame]:
     """Gini, Theil (by group) and the Dagum decomposition of one period, read by the worker."""
     import pandas as pd
 
     from citytwin.economy import dagum, inequality
     from citytwin.stats.values import numeric_column
 
-    cols = list(dict.fromkeys(c for c in (time, value, group, weight) if c))
+    cols = list(dict.fromkeys(c for c in (time, value, group, weight, id_col) if c))
     df = pd.concat([pd.read_parquet(f, columns=cols, filters=[(time, "==", period)]) for f in files],
                    ignore_index=True)
     df[value] = numeric_column(df[value], name=value)
@@ -119,7 +119,8 @@ def _disparity_period(period: Any, *, files: list[str], value: str, group: str, 
 
 
 def disparity(panel: str, *, value: str, group: str, time: str, dask: str, weight: str | None = None,
-              workspace: WorkspaceLike | None = None, progress: Progress | None = None) -> dict[str, pd.DataFrame]:
+              id_col: str | None = None, workspace: WorkspaceLike | None = None,
+              progress: Progress | None = None) -> dict[str, pd.DataFrame]:
     """The per-period disparity tables of :func:`citytwin.workflows.disparity.run_disparity` on Dask.
 
     One task per period reads its rows of the Parquet panel (file, folder, glob or dataset) and computes
@@ -127,6 +128,7 @@ def disparity(panel: str, *, value: str, group: str, time: str, dask: str, weigh
     the part worth splitting); the tables are concatenated in period order: :data:`DISPARITY_TABLES`,
     equal to the one-process tables. Convergence, kernel densities, Markov chains and the spatial
     statistics run across periods or over a neighbour graph and stay in one process (``run_disparity``).
+    A row missing ``id_col`` (when given) is dropped, as ``run_disparity`` drops it.
     """
     import pandas as pd
 
@@ -137,7 +139,7 @@ def disparity(panel: str, *, value: str, group: str, time: str, dask: str, weigh
         raise InputError("the panel has no periods", field=time)
     with cluster(dask) as client:
         parts = run_tasks(client, _disparity_period, periods, progress=progress, key="citytwin-disparity",
-                          files=files, value=value, group=group, time=time, weight=weight)
+                          files=files, value=value, group=group, time=time, weight=weight, id_col=id_col)
     return {name: pd.concat([p[name] for p in parts], ignore_index=True) for name in DISPARITY_TABLES}
 
 
