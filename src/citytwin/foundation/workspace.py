@@ -475,6 +475,10 @@ class Workspace:
             raise
         self.catalog.audit(user=self.user.name, role=self.user.role, action="write", dataset=name,
                            version=version, rows=rows_kept, detail=kind if promote else f"{kind} (not current)")
+        if promote:  # where PostGIS serving is on, a spatial version goes there now (a failure is said, not raised)
+            from citytwin.foundation import postgis
+
+            postgis.publish_on_commit(self, name, version, say)
         return version
 
     def _require_classifier(self, name: str, change: str, hint: str) -> None:
