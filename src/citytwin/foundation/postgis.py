@@ -382,8 +382,7 @@ def read_bbox(ws: Workspace, name: str, version: int | None, bbox: tuple[float, 
     import pyarrow as pa
     from psycopg import sql
 
-    from citytwin.foundation.readsql import check_bbox
-    from citytwin.foundation.workspace import _arrow_to_frame
+    from citytwin.foundation.readsql import arrow_to_frame, check_bbox
 
     url = configured(ws)
     if url is None:
@@ -433,7 +432,7 @@ def read_bbox(ws: Workspace, name: str, version: int | None, bbox: tuple[float, 
     order = [f.name for f in schema if f.name not in hidden]
     table = pa.table({c: data[c] for c in order}).add_column(0, position, pa.array([int(r[0]) for r in rows],
                                                                                     type=pa.int64()))
-    df = access.mask_frame(_arrow_to_frame(table), masked)
+    df = access.mask_frame(arrow_to_frame(table), masked)
     ws.catalog.audit(user=ws.user.name, role=ws.user.role, action="read", dataset=name, version=vi.version,
                      rows=len(df), detail="engine=postgis" + (f"; masked={sorted(masked)}" if masked else ""))
     return df

@@ -215,7 +215,7 @@ def run_disparity(
     if dask:
         from citytwin.foundation.scaleout import parse_dask
         from citytwin.workflows.common import maybe_ws
-        from citytwin.workflows.scaleout import parquet_files
+        from citytwin.workflows.scaleout_files import parquet_files
 
         parse_dask(dask)  # a bad value is said first
         if time is None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from citytwin.foundation.errors import InputError
-from citytwin.workflows.common import WorkspaceLike, maybe_ws, open_ws
+from citytwin.workflows.common import WorkspaceLike, maybe_ws, open_ws, read_layer_file
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -63,13 +63,8 @@ def read_layer(source: str, *, workspace: WorkspaceLike | None = None, user: str
     a catalog dataset (read through ``Workspace.read``: checked, masked, audited)."""
     import geopandas as gpd
 
-    p = Path(source)
-    if p.exists():
-        try:
-            frame = gpd.read_parquet(p) if p.suffix.lower() == ".parquet" else gpd.read_file(p)
-        except Exception as exc:
-            raise InputError(f"cannot read layer: {exc}", file=str(p)) from exc
-        return frame, None
+    if Path(source).exists():
+        return read_layer_file(source), None
     ws = maybe_ws(workspace, user)
     if ws is None:
         raise InputError(f"{source!r} is not a file, and no workspace was given to look it up as a dataset",

@@ -1,8 +1,8 @@
 """Land change (E5) on Dask (issue 19): two snapshots cut in west-east stripes, the result of one process.
 
-Apart from :mod:`citytwin.workflows.scaleout` because it reads the snapshots through
-:mod:`citytwin.workflows.planning` (which the economy workflow, a user of ``scaleout``, reaches).
-See :func:`land_change` and docs/scaleout.md.
+Apart from :mod:`citytwin.workflows.scaleout` to keep the planning code it calls out of the other
+Dask workflows' imports; ``workflows.planning.change(dask=...)`` (``citytwin plan change --dask``) calls
+it. See :func:`land_change` and docs/scaleout.md.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ def _change_layers(before: str, after: str, column: str, after_column: str | Non
 
     from citytwin.planning.change import _classes  # the class check land_change applies
     from citytwin.planning.overlay import SELF_OVERLAP_TOLERANCE, check_layer, equal_area_crs
-    from citytwin.workflows.planning import read_layer
+    from citytwin.workflows.common import read_layer_file  # as workflows.planning reads a layer file
 
-    b = check_layer(before, read_layer(before)[0], overlap_tolerance=tol or SELF_OVERLAP_TOLERANCE)
-    a = check_layer(after, read_layer(after)[0], overlap_tolerance=tol or SELF_OVERLAP_TOLERANCE)
+    b = check_layer(before, read_layer_file(before), overlap_tolerance=tol or SELF_OVERLAP_TOLERANCE)
+    a = check_layer(after, read_layer_file(after), overlap_tolerance=tol or SELF_OVERLAP_TOLERANCE)
     work = b.crs
     gb = np.asarray(b.geometry.values, dtype=object)
     ga = np.asarray(a.to_crs(work).geometry.values, dtype=object)

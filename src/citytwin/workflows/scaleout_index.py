@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.scaleout import Progress, cluster, parse_dask, run_tasks, task_keys
 from citytwin.workflows.common import WorkspaceLike, maybe_ws
+from citytwin.workflows.scaleout_files import parquet_files
 
 if TYPE_CHECKING:
     import numpy as np
@@ -296,7 +297,6 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
     from citytwin.economy.index import METHODS, IndexResult
     from citytwin.economy.ranking import rank_by
     from citytwin.economy.spec import parse_spec
-    from citytwin.workflows.scaleout import parquet_files
 
     parse_dask(dask)
     ws = maybe_ws(workspace)
