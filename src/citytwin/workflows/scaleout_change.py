@@ -142,7 +142,9 @@ def land_change(before: str, after: str, *, dask: str, column: str = "landuse", 
         raise InputError(f"years between snapshots must be > 0, got {years}", field="years")
     for f in (before, after):
         if not Path(f).is_file():
-            raise InputError("on Dask the workers read the snapshots from files; file not found", file=f)
+            raise InputError("on Dask the workers read the snapshots from files; file not found", file=f,
+                             hint="give the snapshot files (GeoParquet, GeoPackage, GeoJSON ...); a catalog "
+                                  "dataset is read by one process: run without --dask")
     with cluster(dask) as client:
         n = stripes or max(2, 4 * len(client.scheduler_info(n_workers=-1).get("workers", {})))
         job = uuid.uuid4().hex
