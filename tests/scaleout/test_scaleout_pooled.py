@@ -108,3 +108,30 @@ def test_sum_normalised_entropy_is_refused_pooled(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="sum normalisation") as e:
         scaleout.index(str(tmp_path / "p.parquet"), spec, "topsis", normalisation="sum", dask="local:1")
     assert e.value.field == "normalisation"
+
+
+@pytest.mark.shared_data
+def test_cli_pooled_pca_index_on_dask_equals_one_process(panel_parts, dask_address: str, tmp_path: Path) -> None:
+    """``citytwin economy index --method pca --dask``: scores.csv and weights.csv as one process writes them
+    (numbers to 1e-10, ranks exactly), where pooled PCA was refused before."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from citytwin.cli.main import app
+
+    panel, folder, spec = panel_parts
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
+    panel.to_parquet(tmp_path / "panel.parquet")
+    runner = CliRunner()
+    for name, src, extra in (("one", tmp_path / "panel.parquet", []), ("two", folder, ["--dask", dask_address])):
+        res = runner.invoke(app, ["economy", "index", str(src), "--spec", str(tmp_path / "spec.yaml"), "--method", "pca",
+                                  "--out", str(tmp_path / name), *extra])
+        assert res.exit_code == 0, res.output
+    for f in ("scores.csv", "weights.csv"):
+        a, b = pd.read_csv(tmp_path / "one" / f), pd.read_csv(tmp_path / "two" / f)
+        assert a.columns.tolist() == b.columns.tolist()
+        for c in a.columns:
+            if pd.api.types.is_float_dtype(a[c]):
+                np.testing.assert_allclose(b[c], a[c], rtol=0, atol=TOL, err_msg=f"{f}:{c}")
+            else:
+                assert a[c].tolist() == b[c].tolist(), f"{f}:{c}"
