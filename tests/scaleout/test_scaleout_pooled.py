@@ -92,7 +92,7 @@ def test_per_year_topsis_options_reach_the_workers(panel_parts, dask_address: st
     from citytwin.workflows import scaleout
 
     panel, folder, spec = panel_parts
-    opts = {"topsis_normalisation": "minmax", "topsis_weights": "critic"}
+    opts: dict[str, Any] = {"topsis_normalisation": "minmax", "topsis_weights": "critic"}
     one = composite_index(panel, spec, "topsis", scope="per_year", **opts)
     two = scaleout.index(str(folder), spec, "topsis", scope="per_year", dask=dask_address, **opts)
     pd.testing.assert_frame_equal(one.scores, two.scores, check_exact=True)
