@@ -14,9 +14,21 @@ for the same tiles and boxes, in this process, no HTTP and no tile cache:
 Median and p90 per request and the PostGIS ÷ DuckDB ratio of medians are printed. Rounds are
 interleaved (DuckDB, PostGIS, DuckDB, …) so machine load hits both alike.
 
-    python bench/postgis_tiles.py --quick      # ~1 min on 2 cores
+``--load``: the API under a sustained request rate, on PostGIS vs the embedded default. Two
+``citytwin serve`` apps (uvicorn, one process each) serve the same workspace, one with
+``CITYTWIN_POSTGIS=0`` (DuckDB over the GeoParquet files), one with ``=1``; the load generator is
+``bench/service_latency.py``'s open-loop client (``run_rate``: requests leave on a fixed schedule,
+latency from the scheduled time). For ``items?bbox=`` (random small boxes, 100 features a page) and
+vector tiles (z15/z16 tiles taken in turn from a shuffled list, so every request is a tile-cache
+miss and reaches the engine), each rate step runs on DuckDB then on PostGIS (interleaved, so machine
+load hits both alike); an engine that answered less than 0.8 of a rate runs no higher one (it is
+saturated). p50/p99, the achieved rate and errors are printed per step, and the rate where p99 first
+crosses 100 ms.
 
-Writes ``bench/out/postgis_tiles.json``.
+    python bench/postgis_tiles.py --quick      # ~1 min on 2 cores
+    python bench/postgis_tiles.py --quick --load --rates 10,25,50,100 --seconds 6   # ~4 min
+
+Writes ``bench/out/postgis_tiles.json`` (``--load``: ``bench/out/postgis_load.json``).
 """
 
 from __future__ import annotations
@@ -52,11 +64,117 @@ def _stats(ts: list[float]) -> dict[str, float]:
             "n": len(ms)}
 
 
+def _client() -> Any:
+    """``bench/service_latency.py`` (its server starter and open-loop client), imported as a module."""
+    spec = importlib.util.spec_from_file_location("citytwin_bench_service_latency", REPO / "bench" / "service_latency.py")
+    assert spec is not None and spec.loader is not None
+    mod = sys.modules["citytwin_bench_service_latency"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def load_urls(seconds: float, rates: list[float]) -> dict[str, list[str]]:
+    """Random small boxes (items, 100 a page) and a shuffled list of z15/z16 tiles over the points."""
+    from citytwin.service.tiles import tile_of
+
+    rng = np.random.default_rng(1)
+    need = int(sum(rates) * seconds) + 100
+    x, y = 24.81 + rng.random(need) * 0.27, 60.14 + rng.random(need) * 0.13
+    items = [f"/collections/points/items?bbox={a:.5f},{b:.5f},{a + 0.01:.5f},{b + 0.005:.5f}&limit=100"
+             for a, b in zip(x, y, strict=True)]
+    tiles = set()
+    for z in (15, 16):
+        x0, y1 = tile_of(24.80, 60.13, z)
+        x1, y0 = tile_of(25.10, 60.28, z)
+        tiles |= {(z, tx, ty) for tx in range(x0, x1 + 1) for ty in range(y0, y1 + 1)}
+    order = sorted(tiles)
+    rng.shuffle(order)
+    return {"items_bbox": items, "tile": [f"/tiles/points/{z}/{tx}/{ty}.mvt" for z, tx, ty in order]}
+
+
+def under_load(root: Path, token: str, rates: list[float], seconds: float, n: int) -> None:
+    """p50/p99 of items?bbox and tiles at sustained rates: DuckDB (embedded default) vs PostGIS, interleaved."""
+    import asyncio
+
+    import httpx
+
+    from citytwin.foundation import postgis
+
+    sl = _client()
+    urls = load_urls(seconds, rates)
+    procs: dict[str, Any] = {}
+    bases: dict[str, str] = {}
+    try:
+        for engine, flag in (("duckdb", "0"), ("postgis", "1")):
+            os.environ[postgis.ENV_POSTGIS] = flag  # the server process inherits it
+            port = sl.free_port()
+            procs[engine] = sl.start_server(root, port)
+            bases[engine] = f"http://127.0.0.1:{port}"
+
+        async def run() -> dict[str, Any]:
+            headers = {"Authorization": f"Bearer {token}"}
+            limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+            clients = {e: httpx.AsyncClient(base_url=b, headers=headers, limits=limits, timeout=30)
+                       for e, b in bases.items()}
+            out: dict[str, Any] = {}
+            try:
+                for kind, all_urls in urls.items():
+                    for e, c in clients.items():  # warm: connections open, the version's table and files known
+                        for u in all_urls[-20:]:
+                            r = await c.get(u)
+                            assert r.status_code == 200, (e, u, r.status_code, r.text[:200])
+                    steps: dict[str, list[dict[str, Any]]] = {e: [] for e in clients}
+                    crossed: dict[str, float | None] = {e: None for e in clients}
+                    saturated: set[str] = set()
+                    pos = 0
+                    for rate in rates:
+                        if saturated == set(clients):
+                            break
+                        k = max(1, int(rate * seconds))
+                        batch = all_urls[pos:pos + k]  # unseen tiles: every request a cache miss
+                        pos += k
+                        wrapped = len(batch) < k
+                        for e, c in clients.items():
+                            if e in saturated:
+                                continue
+                            st = await sl.run_rate(c, batch if not wrapped else all_urls, rate, seconds)
+                            st["urls_reused"] = wrapped
+                            steps[e].append(st)
+                            if crossed[e] is None and st["p99_ms"] > sl.SLO_MS:
+                                crossed[e] = rate
+                            if st["achieved_rps"] < 0.8 * rate:  # it cannot keep up: a higher rate only queues
+                                saturated.add(e)
+                            print(f"  {kind:10s} {e:7s} {rate:6.0f}/s: achieved {st['achieved_rps']:6.0f}/s  "
+                                  f"p50 {st['p50_ms']:7.1f} ms  p99 {st['p99_ms']:7.1f} ms  errors {st['errors']}"
+                                  + ("  (urls reused: cache hits)" if wrapped else ""), flush=True)
+                    out[kind] = {"steps": steps, "p99_crosses_100ms_at": crossed}
+            finally:
+                for c in clients.values():
+                    await c.aclose()
+            return out
+
+        res = asyncio.run(run())
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait(timeout=30)
+    for kind, r in res.items():
+        print(f"{kind}: p99 crosses 100 ms at " + ", ".join(f"{e} {v if v is not None else '> ' + str(rates[-1])}/s"
+                                                            for e, v in r["p99_crosses_100ms_at"].items()))
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "postgis_load.json").write_text(json.dumps({"points": n, "seconds": seconds, "rates": rates,
+                                                        "cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+                                                        **res}, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--points", type=int, default=500_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="200k points, 2 rounds")
+    ap.add_argument("--load", action="store_true", help="HTTP p50/p99 under sustained rates, PostGIS vs DuckDB")
+    ap.add_argument("--rates", default="10,25,50,100,200", help="--load: request rates per second")
+    ap.add_argument("--seconds", type=float, default=10.0, help="--load: seconds per rate step")
     args = ap.parse_args()
     if args.quick:
         args.points, args.rounds = 200_000, 2
@@ -80,12 +198,18 @@ def main() -> None:
         lon, lat = 24.80 + rng.random(n) * 0.3, 60.13 + rng.random(n) * 0.15
         frame = gpd.GeoDataFrame({"name": [f"poi{i}" for i in range(n)], "value": rng.integers(0, 1000, n)},
                                  geometry=gpd.points_from_xy(lon, lat), crs="EPSG:4326")
+        os.environ[postgis.ENV_POSTGIS] = "0"  # stored first, published after (timed alone; else at commit)
         ws.write_derived("points", frame, inputs=[], parameters={}, classification="public")
+        os.environ[postgis.ENV_POSTGIS] = "1"
         del frame
         t0 = time.perf_counter()
         pub = postgis.publish(ws, "points")
         load_s = time.perf_counter() - t0
         print(f"publish {pub.rows:,} points into PostGIS: {load_s:.2f} s ({pub.rows / load_s:,.0f} rows/s)")
+        if args.load:
+            _, token = ws.catalog.issue_token("admin", "bench")
+            under_load(root, token, [float(r) for r in args.rates.split(",")], args.seconds, n)
+            return
         version = ws.info("points").current_version
         glob, _ = ws.stats_glob("points")
         tm = TileMaker()

@@ -67,8 +67,8 @@ def test_global_methods_not_split_are_refused(panel_parts) -> None:
     from citytwin.workflows import scaleout
 
     _panel, folder, spec = panel_parts
-    with pytest.raises(InputError, match="pooled critic weights"):
-        scaleout.index(str(folder), spec, "critic", dask="local:1")
+    with pytest.raises(InputError, match="pooled entropy weights with sum normalisation"):
+        scaleout.index(str(folder), spec, "entropy", normalisation="sum", dask="local:1")
     with pytest.raises(InputError, match="needs `time:`"):
         scaleout.index(str(folder), {k: v for k, v in spec.items() if k != "time"}, dask="local:1")
 

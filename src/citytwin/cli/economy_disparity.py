@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from citytwin.cli.common import WorkspaceOpt, console, handle_errors, progress
+from citytwin.cli.common import DaskOpt, JsonOpt, WorkspaceOpt, console, handle_errors, print_json, progress
 
 
 def disparity(
@@ -34,10 +34,13 @@ def disparity(
     sheet: Annotated[str | None, typer.Option("--sheet", help="Sheet of an Excel PANEL (default: the first).")] = None,
     save_as: Annotated[str | None, typer.Option("--save-as", help="Also store the tables as catalog datasets PREFIX_<table> (needs --workspace).")] = None,
     workspace: WorkspaceOpt = None,
+    dask: DaskOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Disparity decompositions by period: Gini, Theil (between/within), Dagum, σ, and Moran's I.
 
-    Example: citytwin economy disparity panel.csv --value gdp_pc --group region --time year
+    With --dask, Gini, Theil and Dagum run one task per period on Dask (a Parquet panel), with the same
+    tables. Example: citytwin economy disparity panel.csv --value gdp_pc --group region --time year
     --boundaries cities.geojson --id-col adcode --out out/disparity
     """
     from citytwin.workflows.disparity import run_disparity
@@ -47,7 +50,11 @@ def disparity(
                             boundaries=boundaries, id_col=id_col, boundary_id=boundary_id, weights=weights, k=k,
                             threshold=threshold, islands=islands, permutations=permutations, seed=seed,
                             sheet=sheet, save_as=save_as, workspace=workspace,
-                            on_period=lambda done, total: advance(1, total=total))
+                            on_period=lambda done, total: advance(1, total=total), dask=dask)
+    if as_json:
+        print_json({"out": str(out), "files": res.files, "summary": res.summary.to_dict("records"),
+                    "rows_dropped": res.rows_dropped, "datasets": res.datasets, "options": res.options})
+        return
     if res.datasets:
         console.print(f"stored {len(res.datasets)} datasets as [bold]{save_as}_*[/] in the catalog")
     last = res.summary.iloc[-1]

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from citytwin.cli.common import (
+    DaskOpt,
     JsonOpt,
     UserOpt,
     WorkspaceOpt,
@@ -86,17 +87,21 @@ def change_cmd(
     overlap_tolerance: Annotated[float | None, typer.Option(
         "--overlap-tolerance", help="Accept overlaps within a snapshot up to this share of the smaller polygon "
                                     "(counted once per feature; default: none beyond rounding).")] = None,
-    workspace: WorkspaceOpt = None, user: UserOpt = None, as_json: JsonOpt = False,
+    workspace: WorkspaceOpt = None, user: UserOpt = None, as_json: JsonOpt = False, dask: DaskOpt = None,
 ) -> None:
     """Land change between two snapshots -> OUT/changes.parquet, transitions.csv, rates.csv.
 
+    With --dask the snapshots (files) are cut in west-east stripes on Dask, with the same result.
     Example: citytwin plan change lu2015.gpkg lu2020.gpkg --column class --years 5 --out out/
     """
+    from citytwin.cli.common import task_progress
     from citytwin.workflows.planning import change
 
     cls = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
-    s = change(before, after, out, column=column, years=years, classes=cls, layers=layer or None, rules=rules,
-               hotspots=hotspots, workspace=workspace, user=user, store=store, overlap_tolerance=overlap_tolerance)
+    with task_progress(f"land change: stripes on Dask ({dask})", enabled=bool(dask)) as tasks:
+        s = change(before, after, out, column=column, years=years, classes=cls, layers=layer or None, rules=rules,
+                   hotspots=hotspots, workspace=workspace, user=user, store=store,
+                   overlap_tolerance=overlap_tolerance, dask=dask, progress=tasks)
     _print(s, as_json, [f"{s['n_changes']} change polygons, {s['changed_area_m2']:,.1f} m² changed of "
                         f"{s['total_area_m2']:,.1f} m² over {s['years']:g} years -> {out}"])
 

@@ -101,19 +101,25 @@ def _objective(method: str, X: np.ndarray, pos: np.ndarray, spec: IndexSpec, o: 
             raise InputError("PCA needs at least 2 non-constant indicators")
         p = W.pca_weights(X[:, keep], pos[keep], min_eigenvalue=o["pca_min_eigenvalue"],
                           min_cumulative=o["pca_min_cumulative"])
-        w = np.zeros(m)
-        w[keep] = p.w
-        kmo_per = np.full(m, np.nan)
-        kmo_per[keep] = p.kmo_per_variable
-        diag = {"eigenvalues": p.eigenvalues.round(6).tolist(), "explained": p.explained.round(6).tolist(),
-                "n_components": p.n_components, "kmo": p.kmo, "bartlett_chi2": p.bartlett_chi2,
-                "bartlett_dof": p.bartlett_dof, "bartlett_p": p.bartlett_p}
-        return _Weighted(w, {"kmo": kmo_per}, diagnostics=diag)
+        return pca_weighted(p, keep)
     if method == "equal":
         return _Weighted(np.full(m, 1.0 / m))
     if method == "expert":
         return _Weighted(spec.expert_weights())
     raise InputError(f"unknown weighting method {method!r}", hint=f"use one of {', '.join(METHODS)}")
+
+
+def pca_weighted(p: W.PCAResult, keep: np.ndarray) -> _Weighted:
+    """The weights of all indicators (0 for those not in ``keep``: constant) from PCA over the kept ones,
+    with the KMO per indicator and the diagnostics (shared with the pooled index on Dask)."""
+    w = np.zeros(len(keep))
+    w[keep] = p.w
+    kmo_per = np.full(len(keep), np.nan)
+    kmo_per[keep] = p.kmo_per_variable
+    diag = {"eigenvalues": p.eigenvalues.round(6).tolist(), "explained": p.explained.round(6).tolist(),
+            "n_components": p.n_components, "kmo": p.kmo, "bartlett_chi2": p.bartlett_chi2,
+            "bartlett_dof": p.bartlett_dof, "bartlett_p": p.bartlett_p}
+    return _Weighted(w, {"kmo": kmo_per}, diagnostics=diag)
 
 
 def _weigh(method: str, X: np.ndarray, pos: np.ndarray, spec: IndexSpec, o: Mapping[str, Any]) -> _Weighted:

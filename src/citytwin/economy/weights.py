@@ -192,11 +192,22 @@ def critic_weights(X: np.ndarray, positive: np.ndarray | None = None, *, ddof: i
     sigma = Z.std(axis=0, ddof=ddof)
     with np.errstate(divide="ignore", invalid="ignore"):
         R = np.corrcoef(Z, rowvar=False) if A.shape[1] > 1 else np.ones((1, 1))
-    R = np.atleast_2d(np.nan_to_num(R, nan=0.0))
+    return critic_from_correlation(sigma, R, const)
+
+
+def critic_from_correlation(sigma: np.ndarray, R: np.ndarray, const: np.ndarray) -> CriticResult:
+    """CRITIC weights from the standard deviations and the correlation matrix of the normalised indicators.
+
+    ``R`` may hold NaN where a constant column (``const``) has no correlation: those become 0 (the
+    diagonal 1). Shared by :func:`critic_weights` and the pooled index on Dask, which computes
+    ``sigma`` and ``R`` from partial sums.
+    """
+    R = np.atleast_2d(np.nan_to_num(np.asarray(R, dtype=float), nan=0.0))
     np.fill_diagonal(R, 1.0)
+    const = np.asarray(const, dtype=bool)
     conflict = (1.0 - R)[~const].sum(axis=0)  # a constant column carries no conflict either
     C = sigma * conflict
-    w = C / C.sum() if C.sum() > 0 else np.full(A.shape[1], 1.0 / A.shape[1])
+    w = C / C.sum() if C.sum() > 0 else np.full(len(sigma), 1.0 / len(sigma))
     return CriticResult(sigma=sigma, conflict=conflict, information=C, w=w, corr=R)
 
 
@@ -239,6 +250,13 @@ def topsis(X: np.ndarray, w: np.ndarray, positive: np.ndarray | None = None, *,
         ideal, anti = V.max(axis=0), V.min(axis=0)
     else:
         raise InputError(f"unknown TOPSIS normalisation {normalisation!r}", hint="use vector or minmax")
+    return topsis_closeness(V, ideal, anti)
+
+
+def topsis_closeness(V: np.ndarray, ideal: np.ndarray, anti: np.ndarray) -> TopsisResult:
+    """Distances of the weighted normalised rows ``V`` to ``ideal`` and ``anti`` and the closeness
+    ``d- / (d+ + d-)`` (0.5 where both are 0). Row by row: shared by :func:`topsis` and the pooled
+    index on Dask (each partition's rows, with the panel's ideal and anti-ideal)."""
     dp = np.sqrt(((V - ideal) ** 2).sum(axis=1))
     dm = np.sqrt(((V - anti) ** 2).sum(axis=1))
     tot = dp + dm
@@ -321,7 +339,16 @@ def pca_weights(X: np.ndarray, positive: np.ndarray | None = None, *, min_eigenv
         raise InputError("PCA: an indicator is constant (its correlation is undefined)",
                          hint="remove constant indicators")
     Z = np.where(pos, A, -A)
-    R = np.corrcoef(Z, rowvar=False)
+    return pca_from_correlation(np.corrcoef(Z, rowvar=False), A.shape[0], min_eigenvalue=min_eigenvalue,
+                                min_cumulative=min_cumulative)
+
+
+def pca_from_correlation(R: np.ndarray, n: int, *, min_eigenvalue: float = 1.0,
+                         min_cumulative: float | None = None) -> PCAResult:
+    """:func:`pca_weights` from the correlation matrix ``R`` of the direction-adjusted indicators of
+    ``n`` rows (the eigendecomposition, the sign convention, retention, KMO and Bartlett). Shared with
+    the pooled index on Dask, which computes ``R`` from partial sums."""
+    R = np.asarray(R, dtype=float)
     vals, vecs = np.linalg.eigh(R)
     order = np.argsort(vals)[::-1]
     vals, vecs = vals[order], vecs[:, order]
@@ -336,7 +363,7 @@ def pca_weights(X: np.ndarray, positive: np.ndarray | None = None, *, min_eigenv
     coef = (vecs[:, :m] * vals[:m]).sum(axis=1) / vals[:m].sum()
     w = np.abs(coef) / np.abs(coef).sum()
     k_all, k_per = kmo(R)
-    chi2, dof, p = bartlett_sphericity(R, A.shape[0])
+    chi2, dof, p = bartlett_sphericity(R, n)
     return PCAResult(eigenvalues=vals, explained=explained, loadings=loadings, n_components=m, w=w,
                      kmo=k_all, kmo_per_variable=k_per, bartlett_chi2=chi2, bartlett_dof=dof, bartlett_p=p)
 

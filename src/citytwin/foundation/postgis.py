@@ -14,8 +14,11 @@ it off), the operations center answers ``/collections/{id}/items?bbox=`` and
 * **Publishing** reads the version's GeoParquet with DuckDB in record batches and loads them with
   psycopg ``COPY`` (geometry as hex EWKB); DuckDB's ``postgres`` extension is not installed offline
   here. The table, its index and its ``published`` row are made in **one transaction**: a failure
-  leaves nothing behind, and nothing is visible before the commit. A version is published by
-  ``citytwin records publish-postgis`` or, the first time it is asked for, by the request that asks.
+  leaves nothing behind, and nothing is visible before the commit. Where serving is switched on, a
+  spatial version is published **at its catalog commit** (ingest, derived datasets:
+  :func:`publish_on_commit`); a publish that fails there does not undo the commit — it is said in the
+  commit's notes and an ``error`` audit row, and the version is published by its first request (or
+  ``citytwin records publish-postgis``), as versions from before serving was switched on are.
 * **Reads** apply the same rules as :meth:`~citytwin.foundation.workspace.Workspace.read`: the
   access check (refusals audited), the personal columns of
   :meth:`~citytwin.foundation.workspace.Workspace.pii_columns` masked with
@@ -36,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +52,8 @@ if TYPE_CHECKING:
 
     from citytwin.foundation.workspace import Workspace
 
-__all__ = ["ENV_POSTGIS", "SCHEMA", "Published", "configured", "publish", "publish_datasets", "published", "read_bbox",
-           "status", "switched_on", "table_name", "tile"]
+__all__ = ["ENV_POSTGIS", "SCHEMA", "Published", "configured", "publish", "publish_datasets", "publish_on_commit",
+           "published", "read_bbox", "status", "switched_on", "table_name", "tile"]
 
 #: environment variable switching PostGIS serving on (``1``) or off (``0``), over the workspace setting
 ENV_POSTGIS = "CITYTWIN_POSTGIS"
@@ -112,7 +115,8 @@ def status(url: str) -> str:
     with _db(url).connect() as con:
         n = con.execute(f"SELECT count(*), count(DISTINCT dataset) FROM {SCHEMA}.published").fetchone()
     return (f"features and tiles from PostGIS: {int(n[0])} version(s) of {int(n[1])} dataset(s) published"
-            " (others load on their first request; `citytwin records publish-postgis` loads them now)")
+            " (new versions at their commit, older ones on their first request; `citytwin records publish-postgis`"
+            " loads them now)")
 
 
 def configured(ws: Workspace) -> str | None:
@@ -272,6 +276,35 @@ def publish(ws: Workspace, dataset: str, version: int | None = None, *, by: str 
     return Published(dataset, v, table, geom, n, cols)
 
 
+def publish_on_commit(ws: Workspace, dataset: str, version: int, say: Callable[[str], None]) -> Published | None:
+    """Publish a version just committed to the catalog, where PostGIS serving is switched on (else None).
+
+    Called by :meth:`~citytwin.foundation.workspace.Workspace.commit_version` once the version is
+    recorded and current. A dataset without geometry is not published. A failure (PostgreSQL down, a
+    column type PostGIS tables do not take, serving switched on with SQLite records ...) does not undo
+    the commit: it is said through ``say`` (the commit's notes) and in an ``error`` audit row naming the
+    reason, and None is returned; the version is then published by its first ``items?bbox=`` or tile
+    request, or by ``citytwin records publish-postgis``.
+    """
+    try:
+        url = configured(ws)
+        if url is None:
+            return None
+        vi = next((x for x in ws.info(dataset).versions if x.version == version), None)
+        if vi is None or _geometry_of(vi.columns) is None:
+            return None
+        pub = publish(ws, dataset, version, by=ws.user.name)
+    except Exception as exc:  # the commit stands whatever failed here; the reason is said
+        why = exc.message if isinstance(exc, CitytwinError) else f"{type(exc).__name__}: {exc}"
+        say(f"version {version} is stored, but publishing it to PostGIS failed ({why}); it is published on its "
+            f"first request, or now with `citytwin records publish-postgis {dataset}`")
+        ws.catalog.audit(user=ws.user.name, role=ws.user.role, action="publish.postgis", dataset=dataset,
+                         version=version, outcome="error", detail=f"at commit: {why}"[:2000])
+        return None
+    say(f"published to PostGIS as {SCHEMA}.{pub.table} ({pub.rows:,} rows)")
+    return pub
+
+
 def _missing(dataset: str, version: int) -> Published:
     raise CitytwinError(f"{dataset!r} v{version} was published and then removed while publishing")
 
@@ -349,8 +382,7 @@ def read_bbox(ws: Workspace, name: str, version: int | None, bbox: tuple[float, 
     import pyarrow as pa
     from psycopg import sql
 
-    from citytwin.foundation.readsql import check_bbox
-    from citytwin.foundation.workspace import _arrow_to_frame
+    from citytwin.foundation.readsql import arrow_to_frame, check_bbox
 
     url = configured(ws)
     if url is None:
@@ -400,7 +432,7 @@ def read_bbox(ws: Workspace, name: str, version: int | None, bbox: tuple[float, 
     order = [f.name for f in schema if f.name not in hidden]
     table = pa.table({c: data[c] for c in order}).add_column(0, position, pa.array([int(r[0]) for r in rows],
                                                                                     type=pa.int64()))
-    df = access.mask_frame(_arrow_to_frame(table), masked)
+    df = access.mask_frame(arrow_to_frame(table), masked)
     ws.catalog.audit(user=ws.user.name, role=ws.user.role, action="read", dataset=name, version=vi.version,
                      rows=len(df), detail="engine=postgis" + (f"; masked={sorted(masked)}" if masked else ""))
     return df

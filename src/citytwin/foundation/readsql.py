@@ -33,7 +33,7 @@ import math
 import os
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -41,7 +41,11 @@ from citytwin.foundation import duck
 from citytwin.foundation.errors import AccessDenied, InputError
 from citytwin.foundation.sql import ident
 
-__all__ = ["FILTER_OPS", "BBox", "Filter", "bbox_sql", "check_bbox", "covering", "cursor", "positions",
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+__all__ = ["FILTER_OPS", "BBox", "Filter", "arrow_to_frame", "bbox_sql", "check_bbox", "covering", "cursor", "positions",
            "select_sql"]
 
 #: A read filter: ``(column, op, value)``.
@@ -260,3 +264,25 @@ def positions(cur: duckdb.DuckDBPyConnection, glob: str, files: Sequence[str], r
             total += int(n[0]) if n is not None else 0
         _offsets[glob] = offsets
     return [offsets[str(f)] + int(r) for f, r in zip(files, rows, strict=True)]
+
+
+def arrow_to_frame(table: pa.Table) -> pd.DataFrame:
+    """A read's Arrow table as a frame: a GeoDataFrame (EPSG:4326) when it has a WKB ``geometry`` column.
+
+    Shared by :meth:`~citytwin.foundation.workspace.Workspace.read` and the PostGIS bbox read
+    (:func:`citytwin.foundation.postgis.read_bbox`), so both engines give the same frame.
+    """
+    import geopandas as gpd
+    import numpy as np
+    import pandas as pd
+    import shapely
+
+    df = table.to_pandas()
+    if "geometry" in df.columns:
+        # a column of missing geometries only may come back as float NaN: missing is None for shapely
+        wkb = df["geometry"].to_numpy(dtype=object)
+        geom = shapely.from_wkb(np.where(pd.isna(wkb), None, wkb))
+        out: pd.DataFrame = gpd.GeoDataFrame(df.drop(columns=["geometry"]), geometry=geom, crs="EPSG:4326")
+        return out
+    frame: pd.DataFrame = df
+    return frame

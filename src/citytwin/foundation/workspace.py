@@ -35,7 +35,6 @@ from typing import Any
 
 import duckdb
 import geopandas as gpd
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -334,7 +333,7 @@ class Workspace:
             raise InputError(f"cannot read dataset {name!r}: {exc}") from exc
         finally:
             con.close()
-        df = _arrow_to_frame(table)
+        df = readsql.arrow_to_frame(table)
         df = access.mask_frame(df, masked)
         self.catalog.audit(user=self.user.name, role=self.user.role, action="read", dataset=name,
                            version=vi.version, rows=len(df),
@@ -475,6 +474,10 @@ class Workspace:
             raise
         self.catalog.audit(user=self.user.name, role=self.user.role, action="write", dataset=name,
                            version=version, rows=rows_kept, detail=kind if promote else f"{kind} (not current)")
+        if promote:  # where PostGIS serving is on, a spatial version goes there now (a failure is said, not raised)
+            from citytwin.foundation import postgis
+
+            postgis.publish_on_commit(self, name, version, say)
         return version
 
     def _require_classifier(self, name: str, change: str, hint: str) -> None:
@@ -703,13 +706,3 @@ def write_frame(frame: pd.DataFrame, path: Path) -> None:
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
 
 
-def _arrow_to_frame(table: pa.Table) -> pd.DataFrame:
-    df = table.to_pandas()
-    if "geometry" in df.columns:
-        # a column of missing geometries only may come back as float NaN: missing is None for shapely
-        wkb = df["geometry"].to_numpy(dtype=object)
-        geom = shapely.from_wkb(np.where(pd.isna(wkb), None, wkb))
-        out: pd.DataFrame = gpd.GeoDataFrame(df.drop(columns=["geometry"]), geometry=geom, crs="EPSG:4326")
-        return out
-    frame: pd.DataFrame = df
-    return frame

@@ -150,6 +150,7 @@ def run_disparity(
     save_as: str | None = None,
     workspace: WorkspaceLike | None = None,
     on_period: Callable[[int, int], None] | None = None,
+    dask: str | None = None,
 ) -> DisparityResult:
     """Disparity decompositions by period: Gini, Theil (between/within), Dagum, σ, and Moran's I.
 
@@ -182,6 +183,10 @@ def run_disparity(
         Workspace (or its folder) for dataset inputs and ``save_as``.
     on_period
         Called as ``on_period(done, total)`` after each period of the spatial statistics.
+    dask
+        ``local:N`` or ``tcp://HOST:PORT``: Gini, Theil and the Dagum decomposition (O(n²) per period)
+        run one task per period on Dask (:func:`citytwin.workflows.scaleout.disparity`, the same tables);
+        the panel must then be Parquet (a file, folder of parts, glob or dataset) and ``time`` given.
 
     Returns
     -------
@@ -207,7 +212,19 @@ def run_disparity(
 
     from citytwin.economy import autocorr, dagum, dynamics, inequality
 
-    frame = load_source(panel, workspace, sheet=sheet)
+    if dask:
+        from citytwin.foundation.scaleout import parse_dask
+        from citytwin.workflows.common import maybe_ws
+        from citytwin.workflows.scaleout_files import parquet_files
+
+        parse_dask(dask)  # a bad value is said first
+        if time is None:
+            raise InputError("on Dask the panel is split by period: give the period column", field="time",
+                             hint="add --time COLUMN, or run without --dask for one cross-section")
+        files = parquet_files(panel, maybe_ws(workspace), "panel")  # those the workers read (a CSV is refused)
+        frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    else:
+        frame = load_source(panel, workspace, sheet=sheet)
     tcol = time or "_period"
     if time is None:
         frame = frame.assign(_period="all")
@@ -231,20 +248,29 @@ def run_disparity(
         written.append(name)
         tables[name.removesuffix(".csv")] = table
 
-    ineq = inequality.theil_by_year(df, value=value, time=tcol, group=group, weight=weight)
-    save("inequality.csv", ineq)
-    theil_groups = []
-    for t, sub in df.groupby(tcol, sort=True):
-        r = inequality.theil(sub[value].to_numpy(), sub[group].to_numpy(),
-                             None if weight is None else sub[weight].to_numpy())
-        theil_groups.append(r.groups.assign(**{tcol: t}))
-    tg = pd.concat(theil_groups, ignore_index=True)
-    tg.insert(0, tcol, tg.pop(tcol))
-    save("theil_groups.csv", tg)
-    summary, dgroups, dpairs = dagum.dagum_by_year(df, value=value, group=group, time=tcol, weight=weight)
-    save("dagum.csv", summary)
-    save("dagum_groups.csv", dgroups)
-    save("dagum_pairs.csv", dpairs)
+    if dask:  # the per-period tables on the workers (they read their periods of the Parquet files)
+        from citytwin.workflows import scaleout
+
+        per = scaleout.disparity(panel, value=value, group=group, time=tcol, weight=weight, id_col=id_col,
+                                 dask=dask, workspace=workspace)
+        for name in scaleout.DISPARITY_TABLES:
+            save(f"{name}.csv", per[name])
+        summary = per["dagum"]
+    else:
+        ineq = inequality.theil_by_year(df, value=value, time=tcol, group=group, weight=weight)
+        save("inequality.csv", ineq)
+        theil_groups = []
+        for t, sub in df.groupby(tcol, sort=True):
+            r = inequality.theil(sub[value].to_numpy(), sub[group].to_numpy(),
+                                 None if weight is None else sub[weight].to_numpy())
+            theil_groups.append(r.groups.assign(**{tcol: t}))
+        tg = pd.concat(theil_groups, ignore_index=True)
+        tg.insert(0, tcol, tg.pop(tcol))
+        save("theil_groups.csv", tg)
+        summary, dgroups, dpairs = dagum.dagum_by_year(df, value=value, group=group, time=tcol, weight=weight)
+        save("dagum.csv", summary)
+        save("dagum_groups.csv", dgroups)
+        save("dagum_pairs.csv", dpairs)
     skipped: dict[str, str] = {}
     positive = bool((df[value] > 0).all())
     if positive:
@@ -279,6 +305,8 @@ def run_disparity(
         "theil": "Theil T, 0*ln0 = 0" + (", population-weighted" if weight else ""),
         "dagum": "Dagum (1997): G = G_w + G_nb + G_t",
     }
+    if dask:
+        options["dask"] = {"cluster": str(dask), "tasks": "one per period: Gini, Theil, Dagum"}
     if boundaries:
         assert id_col is not None
         geo = load_source(boundaries, workspace, geo=True, what="BOUNDARIES")

@@ -154,6 +154,7 @@ def build_index(panel: str, spec: Path, out: Path, method: str = "entropy", *,
         ws = maybe_ws(workspace)
         result = scaleout.index(panel, read_spec(spec), method, dask=dask, workspace=ws, scope=scope,
                                 normalisation=normalisation, shift=shift, scale=scale, score_scale=score_scale,
+                                topsis_normalisation=topsis_normalisation, topsis_weights=topsis_weights,
                                 progress=progress)
         result.options["panel"] = panel
         result.options["spec_file"] = str(spec)

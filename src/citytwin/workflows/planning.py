@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from citytwin.foundation.errors import InputError
-from citytwin.workflows.common import WorkspaceLike, maybe_ws, open_ws
+from citytwin.workflows.common import WorkspaceLike, maybe_ws, open_ws, read_layer_file
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -63,13 +63,8 @@ def read_layer(source: str, *, workspace: WorkspaceLike | None = None, user: str
     a catalog dataset (read through ``Workspace.read``: checked, masked, audited)."""
     import geopandas as gpd
 
-    p = Path(source)
-    if p.exists():
-        try:
-            frame = gpd.read_parquet(p) if p.suffix.lower() == ".parquet" else gpd.read_file(p)
-        except Exception as exc:
-            raise InputError(f"cannot read layer: {exc}", file=str(p)) from exc
-        return frame, None
+    if Path(source).exists():
+        return read_layer_file(source), None
     ws = maybe_ws(workspace, user)
     if ws is None:
         raise InputError(f"{source!r} is not a file, and no workspace was given to look it up as a dataset",
@@ -177,21 +172,35 @@ def change(before: str, after: str, out: str | Path, *, column: str = "landuse",
            after_column: str | None = None, classes: Sequence[str] | None = None,
            layers: Sequence[str] | Mapping[str, str] | None = None, rules: str | Path | None = None,
            hotspots: int | None = None, workspace: WorkspaceLike | None = None,
-           user: str | None = None, store: str | None = None, overlap_tolerance: float | None = None
-           ) -> dict[str, Any]:
+           user: str | None = None, store: str | None = None, overlap_tolerance: float | None = None,
+           dask: str | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Land change between two snapshots -> ``out/changes.parquet``, ``transitions.csv``, ``rates.csv``;
-    with ``rules`` (layer ``change`` = the change pieces) and plan ``layers``, the violations."""
+    with ``rules`` (layer ``change`` = the change pieces) and plan ``layers``, the violations. With ``dask``
+    (``local:N`` | ``tcp://HOST:PORT``) the snapshots (files) are cut in stripes on Dask
+    (:func:`citytwin.workflows.scaleout_change.land_change`: the same result)."""
     from citytwin.planning.change import change_hotspots, flag_changes, land_change
     from citytwin.planning.overlay import parse_rules
 
-    b, ds_b = read_layer(before, workspace=workspace, user=user)
-    a, ds_a = read_layer(after, workspace=workspace, user=user)
+    if dask:  # the workers read the snapshot files themselves
+        from citytwin.foundation.scaleout import parse_dask
+        from citytwin.workflows import scaleout_change
+
+        parse_dask(dask)  # a bad value is said first
+        ds_b = ds_a = None
+    else:
+        b, ds_b = read_layer(before, workspace=workspace, user=user)
+        a, ds_a = read_layer(after, workspace=workspace, user=user)
     specs = parse_layers(layers) if layers else {}
     rule_list = parse_rules(read_rules(rules), ["change", *specs], source=str(rules)) if rules else []
     from citytwin.planning.overlay import SELF_OVERLAP_TOLERANCE
 
-    res = land_change(b, a, column=column, after_column=after_column, years=years, classes=classes,
-                      names=(before, after), overlap_tolerance=overlap_tolerance or SELF_OVERLAP_TOLERANCE)
+    if dask:
+        res = scaleout_change.land_change(before, after, dask=dask, column=column, after_column=after_column,
+                                          years=years, classes=classes, overlap_tolerance=overlap_tolerance,
+                                          progress=progress)
+    else:
+        res = land_change(b, a, column=column, after_column=after_column, years=years, classes=classes,
+                          names=(before, after), overlap_tolerance=overlap_tolerance or SELF_OVERLAP_TOLERANCE)
     writers: dict[str, Callable[[Path], None]] = {
         "changes.parquet": lambda p: res.changes.to_parquet(p, index=False),
         "transitions.csv": lambda p: res.matrix.to_csv(p),
@@ -202,6 +211,8 @@ def change(before: str, after: str, out: str | Path, *, column: str = "landuse",
                                "changed_area_m2": float(res.changes["area_m2"].sum()),
                                "n_changes": len(res.changes), "overlap_tolerance": overlap_tolerance,
                                "warnings": res.warnings}
+    if dask:
+        summary["dask"] = str(dask)
     if rule_list:
         plan, _inputs = _load_layers(specs, workspace, user)
         flags = flag_changes(res, plan, rule_list)

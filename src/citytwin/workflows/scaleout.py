@@ -8,14 +8,11 @@ Ingest on Dask is :func:`citytwin.foundation.ingest.ingest` with ``dask=``.
 
 How each splits:
 
-* **economy index** (:func:`index`): one task per period. With ``scope="per_year"`` each period is a
-  whole index of its own (any method: exact). With ``scope="pooled"`` the method is global (one
-  normalisation and one set of weights over all city-years): for ``entropy`` (min-max) the global
-  quantities are partial sums computed per period and added up on the client (column min/max, then
-  the column sums of the normalised values, then ``sum p ln p``), ``equal`` and ``expert`` need only the
-  min/max; scores are computed per period with the global weights. Sums added in another order
-  differ in the last bits: weights and scores agree with one process to 1e-12, ranks exactly.
-  TOPSIS, CRITIC, PCA and combined weights pooled are not split (said in the error).
+* **economy index** (:func:`index`, module :mod:`citytwin.workflows.scaleout_index`): one task per
+  period. ``scope="per_year"``: each period a whole index (any method: exact). ``scope="pooled"``: every
+  method's global quantities (min/max, entropy sums, the covariance of CRITIC and PCA, TOPSIS norms
+  and ideal points) are per-period partial results reduced on the client, scores per period: weights
+  and scores agree with one process to 1e-12 (sums in another order), ranks exactly.
 * **disparity** (:func:`disparity`): one task per period (Gini, Theil, Dagum): exact.
 * **simulation seeds** (:func:`sim_run`): one SUMO run per task: per-seed metrics exact.
 * **land change** (:func:`citytwin.workflows.scaleout_change.land_change`, its own module): stripes
@@ -32,10 +29,9 @@ How each splits:
 
 from __future__ import annotations
 
-import glob
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,270 +46,18 @@ from citytwin.foundation.scaleout import (
     worker_cache,
 )
 from citytwin.workflows.common import WorkspaceLike, maybe_ws
+from citytwin.workflows.scaleout_files import parquet_files
+from citytwin.workflows.scaleout_index import POOLED_METHODS, index  # the index on Dask (its own module)
 
 if TYPE_CHECKING:
     import geopandas as gpd
-    import numpy as np
     import pandas as pd
 
-    from citytwin.economy.index import IndexResult
-    from citytwin.economy.spec import IndexSpec
-    from citytwin.foundation.workspace import Workspace
     from citytwin.spatial.lifecircle import LifeCircleResult
     from citytwin.workflows.spatial import Inputs
 
 __all__ = ["DISPARITY_TABLES", "POOLED_METHODS", "SIM_TABLES", "TIMING_COLUMNS", "ZoneCounts", "disparity", "index",
            "life_circle_inputs", "life_circles", "parquet_files", "points_per_zone", "sim_run"]
-
-#: methods whose pooled weights are computed from partial sums on Dask
-POOLED_METHODS = ("entropy", "equal", "expert")
-
-
-def parquet_files(source: str, ws: Workspace | None, what: str) -> list[str]:
-    """The Parquet files of ``source``: a file, a folder or glob of parts, or a dataset of ``ws``.
-
-    A dataset's files are found through :meth:`Workspace.parquet_glob` (access checked and audited;
-    refused to a role that sees personal columns masked). Files in name order (a dataset's part order).
-
-    Raises
-    ------
-    InputError
-        When ``source`` names no Parquet file (a CSV must be ingested or written as Parquet first).
-    """
-    p = Path(source)
-    if p.is_dir():
-        files = sorted(str(f) for f in p.glob("*.parquet"))
-    elif p.is_file():
-        if p.suffix.lower() != ".parquet":
-            raise InputError(f"{what} on Dask is read by the workers from Parquet, not {p.suffix or 'this file'}",
-                             file=source, hint="ingest it (`citytwin ingest`) and give the dataset, or write Parquet")
-        files = [str(p)]
-    elif any(ch in source for ch in "*?["):
-        files = sorted(glob.glob(source))
-    elif ws is not None:
-        files = sorted(glob.glob(ws.parquet_glob(source)))
-    else:
-        raise InputError(f"{source!r} is not a file, and no workspace was given to look it up as a dataset",
-                         field=what, hint="pass a Parquet file or folder, or --workspace DIR with a dataset name")
-    if not files:
-        raise InputError(f"no Parquet files in {source!r}", file=source, field=what)
-    return files
-
-
-# --------------------------------------------------------------------------------------------- economy
-@dataclass
-class _Period:
-    """One period of the panel, prepared on a worker (kept there between the stages)."""
-
-    keys: pd.DataFrame
-    X: np.ndarray
-    warnings: list[str]
-    dropped: int
-
-
-def _read_period(period: Any, *, files: list[str], spec: IndexSpec, source: str) -> pd.DataFrame:
-    import pandas as pd
-
-    assert spec.time is not None
-    cols = list(dict.fromkeys([spec.id, spec.time, *spec.columns]))
-    frames = [pd.read_parquet(f, columns=cols, filters=[(spec.time, "==", period)]) for f in files]
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-
-
-def _prepare_period(period: Any, *, files: list[str], spec: IndexSpec, source: str) -> _Period:
-    from citytwin.economy.spec import prepare
-
-    prep = prepare(_read_period(period, files=files, spec=spec, source=source), spec, source=source)
-    return _Period(prep.keys, prep.values[spec.columns].to_numpy(dtype=float), prep.warnings, prep.dropped_rows)
-
-
-def _index_period(period: Any, *, files: list[str], spec: IndexSpec, source: str, method: str,
-                  options: dict[str, Any]) -> IndexResult:
-    from citytwin.economy.index import composite_index
-
-    return composite_index(_read_period(period, files=files, spec=spec, source=source), spec, method,
-                           scope="per_year", source=source, **options)
-
-
-def _minmax_part(p: _Period) -> tuple[np.ndarray, np.ndarray, int]:
-    return p.X.min(axis=0), p.X.max(axis=0), len(p.X)
-
-
-def _norm(X: np.ndarray, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float) -> np.ndarray:
-    """:func:`citytwin.economy.weights.minmax` with the panel's (global) min and max."""
-    import numpy as np
-
-    rng = hi - lo
-    safe = np.where(rng == 0, 1.0, rng)
-    Z = np.where(pos, (X - lo) / safe, (hi - X) / safe)
-    Z[:, rng == 0] = 1.0
-    return np.asarray(scale * Z + shift)
-
-
-def _colsum_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float,
-                 shift: float) -> np.ndarray:
-    import numpy as np
-
-    return np.asarray(_norm(p.X, lo, hi, pos, scale, shift).sum(axis=0))
-
-
-def _plogp_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float,
-                col: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    P = _norm(p.X, lo, hi, pos, scale, shift) / np.where(col == 0, 1.0, col)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.asarray(np.where(P > 0, P * np.log(P), 0.0).sum(axis=0))
-
-
-def _score_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, w: np.ndarray,
-                score_scale: float) -> tuple[pd.DataFrame, np.ndarray]:
-    Z = _norm(p.X, lo, hi, pos, 1.0, 0.0)
-    Z[:, hi - lo == 0] = 0.0
-    contrib = Z * w * score_scale
-    return p.keys, contrib
-
-
-def _original_order(frame: pd.DataFrame, keys: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` (with the key columns of ``keys``) in the row order of ``keys`` (the panel's)."""
-    import numpy as np
-    import pandas as pd
-
-    cols = list(keys.columns)
-    pos = pd.MultiIndex.from_frame(keys[cols]).get_indexer(pd.MultiIndex.from_frame(frame[cols]))
-    return frame.iloc[np.argsort(pos, kind="stable")].reset_index(drop=True)
-
-
-def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entropy", *, dask: str,
-          workspace: WorkspaceLike | None = None, scope: str = "pooled", normalisation: str = "minmax",
-          shift: float = 0.0, scale: float = 1.0, score_scale: float = 1.0,
-          progress: Progress | None = None) -> IndexResult:
-    """:func:`citytwin.economy.index.composite_index` of a Parquet panel on Dask, one task per period.
-
-    ``panel`` is a Parquet file, folder or glob, or a dataset of ``workspace``; ``spec`` a mapping (as
-    :func:`citytwin.workflows.economy.read_spec` reads it) or :class:`IndexSpec` with ``time:``. See the module docstring for what is exact and what agrees to 1e-12.
-
-    Each task checks its period as :func:`citytwin.economy.spec.prepare` checks a panel, so an
-    indicator with no value at all in one period is an error naming it (one process checks the whole
-    column). The client reads the key columns (id, period) to put the scores in the panel's row order.
-
-    Raises
-    ------
-    InputError
-        A spec without ``time`` (nothing to partition), missing-value policy ``interpolate`` (it runs
-        along each city's years, across the partitions), or a pooled method other than
-        :data:`POOLED_METHODS`; and every error of the single-process index.
-    """
-    import numpy as np
-    import pandas as pd
-
-    from citytwin.economy.index import METHODS, IndexResult
-    from citytwin.economy.ranking import rank_by
-    from citytwin.economy.spec import parse_spec
-
-    parse_dask(dask)
-    ws = maybe_ws(workspace)
-    sp = parse_spec(spec)
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r}", field="method", hint=f"use one of {', '.join(METHODS)}")
-    if scope not in ("pooled", "per_year"):
-        raise InputError(f"unknown scope {scope!r}", field="scope", hint="use pooled or per_year")
-    if not sp.time:
-        raise InputError("the index on Dask is split by period: the specification needs `time:`", field="time",
-                         hint="run without --dask for a cross-section")
-    if sp.missing == "interpolate":
-        raise InputError("missing-value policy 'interpolate' runs along each city's years, across the periods "
-                         "the Dask tasks hold", field="missing", hint="run without --dask, or use drop/mean/median")
-    if scope == "pooled" and (method not in POOLED_METHODS or normalisation != "minmax"):
-        raise InputError(f"pooled {method} weights ({normalisation} normalisation) are global and not split into "
-                         f"partial sums on Dask", field="method",
-                         hint=f"use scope per_year (any method), or {', '.join(POOLED_METHODS)} with minmax, or run "
-                              "without --dask")
-    files = parquet_files(panel, ws, "panel")
-    keys = pd.concat([pd.read_parquet(f, columns=[sp.id, sp.time]) for f in files], ignore_index=True)
-    periods = sorted(keys[sp.time].dropna().unique().tolist())
-    common = {"files": files, "spec": sp, "source": panel}
-    with cluster(dask) as client:
-        if scope == "per_year":
-            opts = {"normalisation": normalisation, "shift": shift, "scale": scale, "score_scale": score_scale}
-            parts = run_tasks(client, _index_period, periods, progress=progress, key="citytwin-index", method=method,
-                              options=opts, **common)
-            first = parts[0]
-            scores = _original_order(pd.concat([r.scores for r in parts], ignore_index=True), keys)
-            popts = dict(first.options, scope="per_year", n_rows=int(sum(r.options["n_rows"] for r in parts)),
-                           dask=str(dask), partitions="one task per period")
-            if "entropy_k" in popts:
-                popts["entropy_k"] = {str(p): r.options["entropy_k"] for p, r in zip(periods, parts, strict=True)}
-            return IndexResult(weights=pd.concat([r.weights for r in parts], ignore_index=True), scores=scores,
-                               options=popts, warnings=[w for r in parts for w in r.warnings],
-                               diagnostics={str(p): r.diagnostics.get(str(p)) for p, r in zip(periods, parts, strict=True)
-                                            if r.diagnostics}, spec=sp, id_col=sp.id, time_col=sp.time)
-        # pooled: the periods stay prepared on the workers (recomputed by the scheduler if a worker dies)
-        pos = np.array([i.positive for i in sp.indicators])
-        prepped = client.map(_prepare_period, periods, pure=False, key=task_keys("citytwin-prep", len(periods)),
-                             **common)
-        stats = run_tasks(client, _minmax_part, prepped, progress=progress, key="citytwin-minmax")
-        lo = np.min([s[0] for s in stats], axis=0)
-        hi = np.max([s[1] for s in stats], axis=0)
-        n = int(sum(s[2] for s in stats))
-        if n < 2:
-            raise InputError("an index needs at least 2 rows (cities or city-years)", file=panel)
-        const = hi - lo == 0
-        extra: dict[str, np.ndarray] = {}
-        k = None
-        if method == "entropy":
-            col = np.sum(run_tasks(client, _colsum_part, prepped, key="citytwin-colsum", lo=lo, hi=hi, pos=pos,
-                                   scale=scale, shift=shift), axis=0)
-            if (col < 0).any():
-                raise InputError("normalised values are negative (check scale and shift)")
-            L = np.sum(run_tasks(client, _plogp_part, prepped, key="citytwin-plogp", lo=lo, hi=hi, pos=pos,
-                                 scale=scale, shift=shift, col=col), axis=0)
-            L = np.where(col == 0, np.log(1.0 / n), L)  # P = 1/n in every row of a column that sums to 0
-            k = 1.0 / np.log(n)
-            e = np.clip(-k * L, 0.0, 1.0)
-            d = 1.0 - e
-            w = d / d.sum() if d.sum() > 0 else np.full(len(d), 1.0 / len(d))
-            extra = {"e": e, "d": d}
-        elif method == "equal":
-            w = np.full(len(sp.columns), 1.0 / len(sp.columns))
-        else:
-            w = sp.expert_weights()
-        scored = run_tasks(client, _score_part, prepped, key="citytwin-score", lo=lo, hi=hi, pos=pos, w=w,
-                           score_scale=score_scale)
-        parts_prepped = client.gather(prepped)
-    warnings = [w_ for p in parts_prepped for w_ in p.warnings]
-    for c in [sp.columns[j] for j in np.flatnonzero(const)]:
-        warnings.append(f"indicator {c!r} is constant: it carries no information and gets weight 0 in objective methods")
-    frame = pd.concat([s[0] for s in scored], ignore_index=True)
-    contrib = np.concatenate([s[1] for s in scored])
-    frame["score"] = contrib.sum(axis=1)
-    if sp.dimensions:
-        for dname in sp.dimensions:
-            mask = np.array([i.dimension == dname for i in sp.indicators])
-            frame[f"dim:{dname}"] = contrib[:, mask].sum(axis=1)
-    frame = _original_order(frame, keys)
-    scores = frame[[sp.id, sp.time, "score"]].copy()
-    scores["rank"] = rank_by(scores, "score", by=sp.time)
-    for c in frame.columns:
-        if c.startswith("dim:"):
-            scores[c] = frame[c]
-    wf = pd.DataFrame({"indicator": [i.label for i in sp.indicators], "column": sp.columns,
-                       "dimension": [i.dimension for i in sp.indicators],
-                       "direction": [i.direction for i in sp.indicators],
-                       "transform": [i.transform for i in sp.indicators], "weight": w})
-    for name, v in extra.items():
-        wf[name] = v
-    options: dict[str, Any] = {"method": method, "scope": "pooled", "normalisation": normalisation, "shift": shift,
-                               "scale": scale, "missing": sp.missing, "score_scale": score_scale, "n_rows": n,
-                               "n_indicators": len(sp.columns), "dask": str(dask),
-                               "partitions": "one task per period; pooled min/max and entropy sums added on the client"}
-    options["spec"] = {"id": sp.id, "time": sp.time, "missing": sp.missing,
-                       "indicators": [{k_: v for k_, v in asdict(i).items() if v is not None} for i in sp.indicators]}
-    if k is not None:
-        options["entropy_k"] = k
-        options["entropy_rows"] = n
-    return IndexResult(weights=wf, scores=scores, options=options, warnings=warnings, diagnostics={}, spec=sp,
-                       id_col=sp.id, time_col=sp.time)
 
 
 # ------------------------------------------------------------------------------------------ disparity
@@ -322,14 +66,14 @@ DISPARITY_TABLES = ("inequality", "theil_groups", "dagum", "dagum_groups", "dagu
 
 
 def _disparity_period(period: Any, *, files: list[str], value: str, group: str, time: str,
-                      weight: str | None) -> dict[str, pd.DataFrame]:
+                      weight: str | None, id_col: str | None = None) -> dict[str, pd.DataFrame]:
     """Gini, Theil (by group) and the Dagum decomposition of one period, read by the worker."""
     import pandas as pd
 
     from citytwin.economy import dagum, inequality
     from citytwin.stats.values import numeric_column
 
-    cols = list(dict.fromkeys(c for c in (time, value, group, weight) if c))
+    cols = list(dict.fromkeys(c for c in (time, value, group, weight, id_col) if c))
     df = pd.concat([pd.read_parquet(f, columns=cols, filters=[(time, "==", period)]) for f in files],
                    ignore_index=True)
     df[value] = numeric_column(df[value], name=value)
@@ -343,7 +87,8 @@ def _disparity_period(period: Any, *, files: list[str], value: str, group: str, 
 
 
 def disparity(panel: str, *, value: str, group: str, time: str, dask: str, weight: str | None = None,
-              workspace: WorkspaceLike | None = None, progress: Progress | None = None) -> dict[str, pd.DataFrame]:
+              id_col: str | None = None, workspace: WorkspaceLike | None = None,
+              progress: Progress | None = None) -> dict[str, pd.DataFrame]:
     """The per-period disparity tables of :func:`citytwin.workflows.disparity.run_disparity` on Dask.
 
     One task per period reads its rows of the Parquet panel (file, folder, glob or dataset) and computes
@@ -351,6 +96,7 @@ def disparity(panel: str, *, value: str, group: str, time: str, dask: str, weigh
     the part worth splitting); the tables are concatenated in period order: :data:`DISPARITY_TABLES`,
     equal to the one-process tables. Convergence, kernel densities, Markov chains and the spatial
     statistics run across periods or over a neighbour graph and stay in one process (``run_disparity``).
+    A row missing ``id_col`` (when given) is dropped, as ``run_disparity`` drops it.
     """
     import pandas as pd
 
@@ -361,7 +107,7 @@ def disparity(panel: str, *, value: str, group: str, time: str, dask: str, weigh
         raise InputError("the panel has no periods", field=time)
     with cluster(dask) as client:
         parts = run_tasks(client, _disparity_period, periods, progress=progress, key="citytwin-disparity",
-                          files=files, value=value, group=group, time=time, weight=weight)
+                          files=files, value=value, group=group, time=time, weight=weight, id_col=id_col)
     return {name: pd.concat([p[name] for p in parts], ignore_index=True) for name in DISPARITY_TABLES}
 
 

@@ -1,8 +1,8 @@
 """Land change (E5) on Dask (issue 19): two snapshots cut in west-east stripes, the result of one process.
 
-Apart from :mod:`citytwin.workflows.scaleout` because it reads the snapshots through
-:mod:`citytwin.workflows.planning` (which the economy workflow, a user of ``scaleout``, reaches).
-See :func:`land_change` and docs/scaleout.md.
+Apart from :mod:`citytwin.workflows.scaleout` to keep the planning code it calls out of the other
+Dask workflows' imports; ``workflows.planning.change(dask=...)`` (``citytwin plan change --dask``) calls
+it. See :func:`land_change` and docs/scaleout.md.
 """
 
 from __future__ import annotations
@@ -22,18 +22,19 @@ if TYPE_CHECKING:
 __all__ = ["land_change"]
 
 
-def _change_layers(before: str, after: str, column: str, after_column: str | None, classes: list[str] | None
-                   ) -> dict[str, Any]:
-    """Both snapshots read and checked on a worker (once per job), as ``land_change`` prepares them."""
+def _change_layers(before: str, after: str, column: str, after_column: str | None, classes: list[str] | None,
+                   tol: float | None = None) -> dict[str, Any]:
+    """Both snapshots read and checked on a worker (once per job), as ``land_change`` prepares them
+    (``tol``: its ``overlap_tolerance``, None for the default)."""
     import numpy as np
     import shapely
 
     from citytwin.planning.change import _classes  # the class check land_change applies
-    from citytwin.planning.overlay import check_layer, equal_area_crs
-    from citytwin.workflows.planning import read_layer
+    from citytwin.planning.overlay import SELF_OVERLAP_TOLERANCE, check_layer, equal_area_crs
+    from citytwin.workflows.common import read_layer_file  # as workflows.planning reads a layer file
 
-    b = check_layer(before, read_layer(before)[0])
-    a = check_layer(after, read_layer(after)[0])
+    b = check_layer(before, read_layer_file(before), overlap_tolerance=tol or SELF_OVERLAP_TOLERANCE)
+    a = check_layer(after, read_layer_file(after), overlap_tolerance=tol or SELF_OVERLAP_TOLERANCE)
     work = b.crs
     gb = np.asarray(b.geometry.values, dtype=object)
     ga = np.asarray(a.to_crs(work).geometry.values, dtype=object)
@@ -41,6 +42,7 @@ def _change_layers(before: str, after: str, column: str, after_column: str | Non
             "ea": equal_area_crs(b, a), "work": work, "gb": gb, "ga": ga,
             # overlaps accepted in the other snapshot: areas cannot decide what is covered (as land_change)
             "ob": a.attrs.get("accepted_overlaps"), "oa": b.attrs.get("accepted_overlaps"),
+            "shares": (b.attrs.get("largest_overlap_share"), a.attrs.get("largest_overlap_share")),
             "tb": shapely.STRtree(gb), "ta": shapely.STRtree(ga)}
 
 
@@ -55,7 +57,8 @@ def _stripe(geoms: np.ndarray, x0: float, x1: float, n: int) -> np.ndarray:
 
 
 def _change_stripe(k: int, *, before: str, after: str, column: str, after_column: str | None,
-                   classes: list[str] | None, stripes: int, job: str) -> dict[str, pd.DataFrame]:
+                   classes: list[str] | None, stripes: int, job: str, tol: float | None = None
+                   ) -> dict[str, pd.DataFrame]:
     """The pieces of the features whose bounding-box centre lies in stripe ``k`` (each feature in one stripe)."""
     import numpy as np
     import pandas as pd
@@ -70,7 +73,7 @@ def _change_stripe(k: int, *, before: str, after: str, column: str, after_column
         subtract_all,
     )
 
-    L = worker_cache(("change", job), lambda: _change_layers(before, after, column, after_column, classes))
+    L = worker_cache(("change", job), lambda: _change_layers(before, after, column, after_column, classes, tol))
     gb, ga, cb, ca = L["gb"], L["ga"], L["cb"], L["ca"]
     allb = shapely.bounds(np.concatenate([gb, ga]))
     x0, x1 = float(allb[:, 0].min()), float(allb[:, 2].max())
@@ -119,7 +122,7 @@ def _change_stripe(k: int, *, before: str, after: str, column: str, after_column
 
 def land_change(before: str, after: str, *, dask: str, column: str = "landuse", years: float = 1.0,
                 after_column: str | None = None, classes: Sequence[str] | None = None, stripes: int | None = None,
-                progress: Progress | None = None) -> Any:
+                overlap_tolerance: float | None = None, progress: Progress | None = None) -> Any:
     """:func:`citytwin.planning.change.land_change` of two snapshot files on Dask, split in stripes.
 
     Every feature belongs to the stripe (west to east) of its bounding-box centre; a task cuts the pieces
@@ -127,7 +130,8 @@ def land_change(before: str, after: str, *, dask: str, column: str = "landuse", 
     No piece is clipped at a stripe edge, each is cut once and exactly as one process cuts it, so the
     pieces, their equal-area areas, the transition matrix and the rates equal the single-process result
     (test). Each worker reads and checks both snapshots once per job (``check_layer``: repairs and the
-    within-layer overlap test run on the whole layers, replicated: the part not split yet).
+    within-layer overlap test run on the whole layers, replicated: the part not split yet), with
+    ``overlap_tolerance`` as one process (the same warnings when overlaps are accepted).
     """
     import pandas as pd
 
@@ -138,26 +142,39 @@ def land_change(before: str, after: str, *, dask: str, column: str = "landuse", 
         raise InputError(f"years between snapshots must be > 0, got {years}", field="years")
     for f in (before, after):
         if not Path(f).is_file():
-            raise InputError("on Dask the workers read the snapshots from files; file not found", file=f)
+            raise InputError("on Dask the workers read the snapshots from files; file not found", file=f,
+                             hint="give the snapshot files (GeoParquet, GeoPackage, GeoJSON ...); a catalog "
+                                  "dataset is read by one process: run without --dask")
     with cluster(dask) as client:
         n = stripes or max(2, 4 * len(client.scheduler_info(n_workers=-1).get("workers", {})))
         job = uuid.uuid4().hex
         parts = run_tasks(client, _change_stripe, list(range(n)), progress=progress, key="citytwin-change",
                           before=before, after=after, column=column, after_column=after_column,
-                          classes=list(classes) if classes is not None else None, stripes=n, job=job)
-        work, ea = client.submit(lambda: _crs_of(before, after, column, after_column, classes, job), pure=False
-                                 ).result()
+                          classes=list(classes) if classes is not None else None, stripes=n, job=job,
+                          tol=overlap_tolerance)
+        work, ea, accepted = client.submit(lambda: _crs_of(before, after, column, after_column, classes, job,
+                                                           overlap_tolerance), pure=False).result()
 
     def joined(name: str, by: str) -> pd.DataFrame:
         return pd.concat([p[name] for p in parts], ignore_index=True).sort_values(by, kind="stable")
 
     pieces = pd.concat([joined("inter", "before_feature"), joined("before", "before_feature"),
                         joined("after", "after_feature")], ignore_index=True)
-    return finish_change(pieces, work, ea, years)  # from here as land_change finishes
+    warnings = [_overlap_warning(nm, n_, share) for nm, (n_, share) in zip((before, after), accepted, strict=True) if n_]
+    return finish_change(pieces, work, ea, years, warnings)  # from here as land_change finishes
+
+
+def _overlap_warning(name: str, pairs: Any, share: Any) -> str:
+    """The warning :func:`citytwin.planning.change.land_change` gives for overlaps it accepted in a snapshot
+    (worded as there; the Dask test compares the two runs' warnings)."""
+    return (f"snapshot {name!r}: {int(pairs)} pair(s) of its features overlap (up to {float(share):.3g} of the "
+            "smaller one; accepted by the overlap tolerance): that land is counted once per feature, so the matrix "
+            "sums to more than the union")
 
 
 def _crs_of(before: str, after: str, column: str, after_column: str | None, classes: Sequence[str] | None,
-            job: str) -> tuple[Any, Any]:
+            job: str, tol: float | None = None) -> tuple[Any, Any, list[tuple[Any, Any]]]:
     L = worker_cache(("change", job), lambda: _change_layers(before, after, column, after_column,
-                                                             list(classes) if classes is not None else None))
-    return L["work"], L["ea"]
+                                                             list(classes) if classes is not None else None, tol))
+    # the overlaps accepted within each snapshot: (pairs, largest share), before then after
+    return L["work"], L["ea"], [(L["oa"], L["shares"][0]), (L["ob"], L["shares"][1])]

@@ -1,0 +1,46 @@
+"""The Parquet inputs of the Dask workflows (:mod:`citytwin.workflows.scaleout`, ``scaleout_index``):
+the files the workers read themselves, found from a file, a folder or glob of parts, or a dataset."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from citytwin.foundation.errors import InputError
+
+if TYPE_CHECKING:
+    from citytwin.foundation.workspace import Workspace
+
+__all__ = ["parquet_files"]
+
+
+def parquet_files(source: str, ws: Workspace | None, what: str) -> list[str]:
+    """The Parquet files of ``source``: a file, a folder or glob of parts, or a dataset of ``ws``.
+
+    A dataset's files are found through :meth:`Workspace.parquet_glob` (access checked and audited;
+    refused to a role that sees personal columns masked). Files in name order (a dataset's part order).
+
+    Raises
+    ------
+    InputError
+        When ``source`` names no Parquet file (a CSV must be ingested or written as Parquet first).
+    """
+    p = Path(source)
+    if p.is_dir():
+        files = sorted(str(f) for f in p.glob("*.parquet"))
+    elif p.is_file():
+        if p.suffix.lower() != ".parquet":
+            raise InputError(f"{what} on Dask is read by the workers from Parquet, not {p.suffix or 'this file'}",
+                             file=source, hint="ingest it (`citytwin ingest`) and give the dataset, or write Parquet")
+        files = [str(p)]
+    elif any(ch in source for ch in "*?["):
+        files = sorted(glob.glob(source))
+    elif ws is not None:
+        files = sorted(glob.glob(ws.parquet_glob(source)))
+    else:
+        raise InputError(f"{source!r} is not a file, and no workspace was given to look it up as a dataset",
+                         field=what, hint="pass a Parquet file or folder, or --workspace DIR with a dataset name")
+    if not files:
+        raise InputError(f"no Parquet files in {source!r}", file=source, field=what)
+    return files
