@@ -25,9 +25,9 @@ How each splits:
   worker once) and counted; the counts are added (exact).
 * **life circles** (:func:`life_circles`): the search origins are partitioned: one task per service
   category runs the multi-source shortest-path search from that category's POIs; the street
-  network is replicated (each worker builds it once from the files and keeps it). The homes'
-  summary columns (missing, unreachable, gap rank) are computed on the client from the per-category
-  distances (exact: the same arithmetic on the same numbers).
+  network is replicated (each worker builds it and snaps the homes and POIs once per job and keeps
+  them). The homes' summary columns (missing, unreachable, gap rank) are computed on the client from
+  the per-category distances (exact: the same code on the same numbers).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from citytwin.economy.index import IndexResult
     from citytwin.economy.spec import IndexSpec
     from citytwin.foundation.workspace import Workspace
-    from citytwin.spatial.lifecircle import LifeCircleResult
+    from citytwin.spatial.lifecircle import LifeCirclePrep, LifeCircleResult
     from citytwin.workflows.spatial import Inputs
 
 __all__ = ["DISPARITY_TABLES", "POOLED_METHODS", "SIM_TABLES", "TIMING_COLUMNS", "ZoneCounts", "disparity", "index",
@@ -454,33 +454,31 @@ def points_per_zone(points: str, zones: str, *, zone_id: str = "zone", predicate
 
 
 # -------------------------------------------------------------------------------------------- life circles
-def _life_inputs(source: str | None, refs: dict[str, str | None], include_unknown: bool, job: str
-                 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, Any]:
-    """(homes, POIs, network) read and built on a worker (once: kept for the job's other tasks)."""
-    from citytwin.spatial.lifecircle import residential_buildings
+def _life_prepared(source: str | None, refs: dict[str, str | None], include_unknown: bool, kw: dict[str, Any],
+                   job: str) -> tuple[Any, LifeCirclePrep]:
+    """(network, prepared homes and POIs) read, built and snapped on a worker once per job (kept for the
+    job's other tasks): what every category's search needs whole."""
+    from citytwin.spatial.lifecircle import prepare_life_circle, residential_buildings
     from citytwin.spatial.network import build_network
     from citytwin.workflows.spatial import load_inputs
 
-    def build() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, Any]:
+    def build() -> tuple[Any, LifeCirclePrep]:
         inp = load_inputs(source, None, {"pois", "buildings", "streets"}, pois=refs["pois"],
                           buildings=refs["buildings"], streets=refs["streets"], nodes=refs["nodes"])
-        net = build_network(inp.layers["nodes"], inp.layers["streets"])
-        return residential_buildings(inp.layers["buildings"], include_unknown=include_unknown), inp.layers["pois"], net
+        net = build_network(inp.layers.pop("nodes"), inp.layers.pop("streets"))
+        homes = residential_buildings(inp.layers.pop("buildings"), include_unknown=include_unknown)
+        return net, prepare_life_circle(homes, inp.layers.pop("pois"), net, **kw)
 
     return worker_cache(("lifecircle", job, source, tuple(sorted(refs.items())), include_unknown), build)
 
 
 def _life_category(cat: str, *, source: str | None, refs: dict[str, str | None], include_unknown: bool,
                    first: bool, kw: dict[str, Any], job: str) -> dict[str, Any]:
-    from citytwin.spatial.lifecircle import life_circle
+    from citytwin.spatial.lifecircle import category_search
 
-    homes, pois, net = _life_inputs(source, refs, include_unknown, job)
-    r = life_circle(homes, pois, net, categories=[cat], **kw)
-    out: dict[str, Any] = {"dist": r.homes[f"dist_{cat}"].to_numpy(), "ok": r.homes[f"ok_{cat}"].to_numpy(),
-                           "coverage": r.coverage, "report": r.report}
-    if first:
-        out["base"] = r.homes[["home_id", "node", "snap_m", "component", "off_network", "geometry"]]
-    return out
+    net, prep = _life_prepared(source, refs, include_unknown, kw, job)
+    d, ok, row = category_search(prep, net, cat)
+    return {"searched": (d, ok, row), **({"prep": prep} if first else {})}
 
 
 def life_circle_inputs(source: str | None, **layers: str | None) -> Inputs:
@@ -515,41 +513,30 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
                  progress: Progress | None = None) -> LifeCircleResult:
     """:func:`citytwin.workflows.spatial.life_circles` on Dask: one task per service category.
 
-    Inputs are files the workers read (an OSM PBF ``source`` and/or GIS files per layer); every worker
-    builds the street network once. ``homes`` and ``coverage`` equal the single-process result; the
-    report's POI entry is per category (``pois.by_category``), its other entries are those of one process.
+    Inputs are files the workers read (an OSM PBF ``source`` and/or GIS files or GeoParquet per layer;
+    streets may be a plain Parquet edge list ``u``, ``v``, ``length``); every worker builds the street
+    network and snaps the homes and POIs once per job (:func:`citytwin.spatial.lifecircle.prepare_life_circle`),
+    then runs the searches of the categories it is given (:func:`~citytwin.spatial.lifecircle.category_search`).
+    ``homes``, ``coverage`` and ``report`` equal the single-process result (the report has a ``dask`` entry more).
     """
-    import pandas as pd
-
-    from citytwin.spatial.lifecircle import (
-        DAILY_SERVICES,
-        LifeCircleResult,
-        summarise_homes,
-        walk_threshold_m,
-    )
+    from citytwin.spatial.lifecircle import DAILY_SERVICES, finish_life_circle
 
     parse_dask(dask)
     life_circle_inputs(source, pois=pois, buildings=buildings, streets=streets, nodes=nodes)
     cats = list(dict.fromkeys(categories or DAILY_SERVICES))
     refs = {"pois": pois, "buildings": buildings, "streets": streets, "nodes": nodes}
-    kw = {"minutes": minutes, "speed_kmh": speed_kmh, "threshold_m": threshold_m, "max_snap_m": max_snap_m}
+    kw = {"categories": cats, "minutes": minutes, "speed_kmh": speed_kmh, "threshold_m": threshold_m,
+          "max_snap_m": max_snap_m}
     with cluster(dask) as client:
         keys = task_keys("citytwin-life", len(cats))
-        job = keys[0]  # the network is built once per worker and job
+        job = keys[0]  # the network is built and the inputs snapped once per worker and job
         futs = [client.submit(_life_category, c, source=source, refs=refs, include_unknown=include_unknown,
                               first=i == 0, kw=kw, job=job, pure=False, key=keys[i]) for i, c in enumerate(cats)]
         parts = run_futures(client, futs, progress=progress)
-    thr = float(threshold_m) if threshold_m is not None else walk_threshold_m(minutes, speed_kmh)
-    out = parts[0]["base"].copy()
-    for c, p in zip(cats, parts, strict=True):
-        out[f"dist_{c}"] = p["dist"]
-        out[f"ok_{c}"] = p["ok"]
-    summarise_homes(out, cats, thr)  # as citytwin.spatial.lifecircle.life_circle summarises the homes
-    report = dict(parts[0]["report"])
-    report["pois"] = {"by_category": {c: p["report"]["pois"] for c, p in zip(cats, parts, strict=True)}}
-    report["dask"] = {"cluster": str(dask), "tasks": len(cats), "split": "one task per category; network on every worker"}
-    coverage = pd.concat([p["coverage"] for p in parts], ignore_index=True)
-    return LifeCircleResult(homes=out, coverage=coverage, report=report, threshold_m=thr)
+    res = finish_life_circle(parts[0]["prep"], [p["searched"] for p in parts])
+    res.report["dask"] = {"cluster": str(dask), "tasks": len(cats),
+                          "split": "one search per category; network built and inputs snapped on every worker"}
+    return res
 
 
 # ------------------------------------------------------------------------------------------ simulation
