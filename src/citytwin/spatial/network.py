@@ -126,13 +126,38 @@ def build_network(nodes: gpd.GeoDataFrame, edges: pd.DataFrame, crs: Any = None)
     for col in ("u", "v"):
         if col not in edges.columns:
             raise InputError(f"edges have no column {col!r}", field=col)
+    ids, coords, mcrs = network_nodes(nodes, crs)
+    graph, component = network_graph(ids, edges, coords=coords, crs=mcrs)
+    return StreetNetwork(node_ids=ids, coords=coords, graph=graph, crs=mcrs, component=component)
+
+
+def network_nodes(nodes: gpd.GeoDataFrame, crs: Any = None) -> tuple[np.ndarray, np.ndarray, CRS]:
+    """The node half of :func:`build_network`: (ids, (n, 2) coordinates in metres, the metric CRS).
+
+    Ids are the first occurrence of each ``id`` in table order (the graph index).
+    """
+    require_crs(nodes, "nodes")
     if "id" not in nodes.columns:
         raise InputError("nodes have no column 'id'", field="id")
+    if len(nodes) == 0:
+        raise InputError("empty street network (no nodes or no edges)", field="edges",
+                         hint="is the area empty, or the network type wrong?")
     mcrs = CRS.from_user_input(crs) if crs is not None else metric_crs(nodes)
     nodes_m = nodes.to_crs(mcrs)
     nodes_m = nodes_m.drop_duplicates("id")
-    ids = nodes_m["id"].to_numpy()
-    coords = xy(as_points(nodes_m))
+    return nodes_m["id"].to_numpy(), xy(as_points(nodes_m)), mcrs
+
+
+def network_graph(ids: np.ndarray, edges: pd.DataFrame, *, coords: np.ndarray | None = None,
+                  crs: Any = None) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """The edge half of :func:`build_network`: (symmetric CSR of lengths, component of each node, 0 = largest).
+
+    ``ids`` as :func:`network_nodes` gives them. ``coords`` and ``crs`` are needed only when ``edges``
+    has no ``length`` (measured on the edge geometry in ``crs``, else as the straight line).
+    """
+    for col in ("u", "v"):
+        if col not in edges.columns:
+            raise InputError(f"edges have no column {col!r}", field=col)
     pos = pd.Series(np.arange(len(ids)), index=ids)
     u = pos.reindex(edges["u"].to_numpy()).to_numpy()
     v = pos.reindex(edges["v"].to_numpy()).to_numpy()
@@ -145,10 +170,12 @@ def build_network(nodes: gpd.GeoDataFrame, edges: pd.DataFrame, crs: Any = None)
     v = v.astype(np.int64)
     if "length" in edges.columns:
         length = pd.to_numeric(edges["length"], errors="coerce").to_numpy(dtype=float)
-    elif isinstance(edges, gpd.GeoDataFrame) and edges.crs is not None:
-        length = edges.geometry.to_crs(mcrs).length.to_numpy()
-    else:
+    elif isinstance(edges, gpd.GeoDataFrame) and edges.crs is not None and crs is not None:
+        length = edges.geometry.to_crs(crs).length.to_numpy()
+    elif coords is not None:
         length = np.hypot(*(coords[u] - coords[v]).T)
+    else:
+        raise InputError("edges have no 'length' column", field="length", hint="give lengths in metres")
     if np.isnan(length).any():
         i = int(np.flatnonzero(np.isnan(length))[0])
         raise InputError("edge length missing or not a number", row=i + 1, field="length")
@@ -163,7 +190,7 @@ def build_network(nodes: gpd.GeoDataFrame, edges: pd.DataFrame, crs: Any = None)
     order = np.argsort(-np.bincount(labels, minlength=ncomp), kind="stable")
     relabel = np.empty(ncomp, dtype=np.int64)
     relabel[order] = np.arange(ncomp)
-    return StreetNetwork(node_ids=ids, coords=coords, graph=graph, crs=mcrs, component=relabel[labels])
+    return graph, relabel[labels]
 
 
 def symmetric_csr(u: np.ndarray, v: np.ndarray, w: np.ndarray, n: int) -> sparse.csr_matrix:

@@ -481,6 +481,78 @@ def _life_category(cat: str, *, source: str | None, refs: dict[str, str | None],
     return {"searched": (d, ok, row), **({"prep": prep} if first else {})}
 
 
+# A network given as Parquet (GeoParquet nodes, an edge list with lengths) is built in two halves at once, on
+# two workers: the nodes (read, metric coordinates) and the graph (edges to CSR, components); one task then
+# snaps the homes and POIs; the searches get the three results from Dask (fetched once per worker).
+def _life_nodes(nodes: str) -> tuple[np.ndarray, np.ndarray, Any]:
+    from citytwin.spatial.network import network_nodes
+    from citytwin.workflows.spatial import Inputs, _read_layer
+
+    return network_nodes(_read_layer(nodes, None, Inputs(), "nodes"))
+
+
+def _life_graph(nodes: str, streets: str) -> tuple[Any, np.ndarray]:
+    import pandas as pd
+
+    from citytwin.spatial.network import network_graph
+
+    ids = pd.read_parquet(nodes, columns=["id"])["id"].drop_duplicates().to_numpy()  # network_nodes' order
+    return network_graph(ids, pd.read_parquet(streets, columns=["u", "v", "length"]))
+
+
+def _life_network(node_part: tuple[np.ndarray, np.ndarray, Any], graph_part: tuple[Any, np.ndarray]) -> Any:
+    from citytwin.spatial.network import StreetNetwork
+
+    (ids, coords, crs), (graph, component) = node_part, graph_part
+    return StreetNetwork(node_ids=ids, coords=coords, graph=graph, crs=crs, component=component)
+
+
+def _life_prepare(node_part: tuple[np.ndarray, np.ndarray, Any], graph_part: tuple[Any, np.ndarray], *,
+                  refs: dict[str, str | None], include_unknown: bool, kw: dict[str, Any]) -> LifeCirclePrep:
+    from citytwin.spatial.lifecircle import prepare_life_circle, residential_buildings
+    from citytwin.workflows.spatial import load_inputs
+
+    inp = load_inputs(None, None, {"pois", "buildings"}, pois=refs["pois"], buildings=refs["buildings"])
+    homes = residential_buildings(inp.layers["buildings"], include_unknown=include_unknown)
+    return prepare_life_circle(homes, inp.layers["pois"], _life_network(node_part, graph_part), **kw)
+
+
+def _life_search(cat: str, node_part: tuple[np.ndarray, np.ndarray, Any], graph_part: tuple[Any, np.ndarray],
+                 prep: LifeCirclePrep) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    from citytwin.spatial.lifecircle import category_search
+
+    return category_search(prep, _life_network(node_part, graph_part), cat)
+
+
+def _parquet_network(refs: dict[str, str | None]) -> bool:
+    """Whether the network's halves can be built apart: nodes and an edge list with ``length`` in Parquet."""
+    import pyarrow.parquet as pq
+
+    nodes, streets = refs["nodes"], refs["streets"]
+    if not (nodes and streets and nodes.lower().endswith(".parquet") and streets.lower().endswith(".parquet")):
+        return False
+    return {"u", "v", "length"} <= set(pq.read_schema(streets).names) and "id" in pq.read_schema(nodes).names
+
+
+def _life_split(client: Any, cats: list[str], refs: dict[str, str | None], include_unknown: bool,
+                kw: dict[str, Any], progress: Progress | None) -> tuple[LifeCirclePrep, list[Any]]:
+    workers = sorted(client.scheduler_info()["workers"]) or [None]
+
+    def on(i: int) -> dict[str, Any]:  # spread over the workers; another may take it if one dies
+        w = workers[i % len(workers)]
+        return {"workers": [w], "allow_other_workers": True} if w else {}
+
+    keys = iter(task_keys("citytwin-life", len(cats) + 3))
+    node_part = client.submit(_life_nodes, refs["nodes"], key=next(keys), pure=False, **on(0))
+    graph_part = client.submit(_life_graph, refs["nodes"], refs["streets"], key=next(keys), pure=False, **on(1))
+    prep = client.submit(_life_prepare, node_part, graph_part, refs=refs, include_unknown=include_unknown, kw=kw,
+                         key=next(keys), pure=False)
+    futs = [client.submit(_life_search, c, node_part, graph_part, prep, key=next(keys), pure=False, **on(i))
+            for i, c in enumerate(cats)]
+    searched = run_futures(client, futs, progress=progress)
+    return client.gather(prep), searched
+
+
 def life_circle_inputs(source: str | None, **layers: str | None) -> Inputs:
     """Where the layers of :func:`life_circles` come from (files only: the workers read them), for lineage.
 
@@ -527,15 +599,21 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
     refs = {"pois": pois, "buildings": buildings, "streets": streets, "nodes": nodes}
     kw = {"categories": cats, "minutes": minutes, "speed_kmh": speed_kmh, "threshold_m": threshold_m,
           "max_snap_m": max_snap_m}
+    split = source is None and _parquet_network(refs)
     with cluster(dask) as client:
-        keys = task_keys("citytwin-life", len(cats))
-        job = keys[0]  # the network is built and the inputs snapped once per worker and job
-        futs = [client.submit(_life_category, c, source=source, refs=refs, include_unknown=include_unknown,
-                              first=i == 0, kw=kw, job=job, pure=False, key=keys[i]) for i, c in enumerate(cats)]
-        parts = run_futures(client, futs, progress=progress)
-    res = finish_life_circle(parts[0]["prep"], [p["searched"] for p in parts])
-    res.report["dask"] = {"cluster": str(dask), "tasks": len(cats),
-                          "split": "one search per category; network built and inputs snapped on every worker"}
+        if split:
+            prep, searched = _life_split(client, cats, refs, include_unknown, kw, progress)
+        else:
+            keys = task_keys("citytwin-life", len(cats))
+            job = keys[0]  # the network is built and the inputs snapped once per worker and job
+            futs = [client.submit(_life_category, c, source=source, refs=refs, include_unknown=include_unknown,
+                                  first=i == 0, kw=kw, job=job, pure=False, key=keys[i]) for i, c in enumerate(cats)]
+            parts = run_futures(client, futs, progress=progress)
+            prep, searched = parts[0]["prep"], [p["searched"] for p in parts]
+    res = finish_life_circle(prep, searched)
+    res.report["dask"] = {"cluster": str(dask), "tasks": len(cats) + (3 if split else 0), "split": (
+        "network nodes and graph built at once by two tasks, homes and POIs snapped by one; one search per category"
+        if split else "one search per category; network built and inputs snapped on every worker")}
     return res
 
 
