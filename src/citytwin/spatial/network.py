@@ -143,8 +143,10 @@ def network_nodes(nodes: gpd.GeoDataFrame, crs: Any = None) -> tuple[np.ndarray,
         raise InputError("empty street network (no nodes or no edges)", field="edges",
                          hint="is the area empty, or the network type wrong?")
     mcrs = CRS.from_user_input(crs) if crs is not None else metric_crs(nodes)
-    nodes_m = nodes.to_crs(mcrs)
-    nodes_m = nodes_m.drop_duplicates("id")
+    # a 10-million-node table is not copied when it is already metric and its ids unique
+    nodes_m = nodes if nodes.crs is not None and nodes.crs.equals(mcrs) else nodes.to_crs(mcrs)
+    if not nodes_m["id"].is_unique:
+        nodes_m = nodes_m.drop_duplicates("id")
     return nodes_m["id"].to_numpy(), xy(as_points(nodes_m)), mcrs
 
 
@@ -212,13 +214,20 @@ def symmetric_csr(u: np.ndarray, v: np.ndarray, w: np.ndarray, n: int) -> sparse
     b = np.concatenate([v[keep], u[keep]]).astype(np.int64)
     ww = np.concatenate([w[keep], w[keep]]).astype(float)
     key = a * n + b
+    del a, b  # intermediates freed as soon as done with: a large network's peak memory is here
     order = np.argsort(key)
     key_s = key[order]
+    del key
+    w_s = ww[order]
+    del ww, order
     first = np.ones(len(key_s), dtype=bool)
     first[1:] = key_s[1:] != key_s[:-1]
     starts = np.flatnonzero(first)
-    data = np.minimum.reduceat(ww[order], starts) if len(starts) else np.empty(0)
+    del first
+    data = np.minimum.reduceat(w_s, starts) if len(starts) else np.empty(0)
+    del w_s
     ukey = key_s[starts]
+    del key_s, starts
     rows, cols = ukey // n, ukey % n
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
