@@ -507,14 +507,31 @@ def _life_network(node_part: tuple[np.ndarray, np.ndarray, Any], graph_part: tup
     return StreetNetwork(node_ids=ids, coords=coords, graph=graph, crs=crs, component=component)
 
 
-def _life_prepare(node_part: tuple[np.ndarray, np.ndarray, Any], graph_part: tuple[Any, np.ndarray], *,
-                  refs: dict[str, str | None], include_unknown: bool, kw: dict[str, Any]) -> LifeCirclePrep:
-    from citytwin.spatial.lifecircle import prepare_life_circle, residential_buildings
+def _life_layers(refs: dict[str, str | None], include_unknown: bool) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """(homes, POIs) read (on the graph's worker, while the other still reads the nodes)."""
+    from citytwin.spatial.lifecircle import residential_buildings
     from citytwin.workflows.spatial import load_inputs
 
     inp = load_inputs(None, None, {"pois", "buildings"}, pois=refs["pois"], buildings=refs["buildings"])
-    homes = residential_buildings(inp.layers["buildings"], include_unknown=include_unknown)
-    return prepare_life_circle(homes, inp.layers["pois"], _life_network(node_part, graph_part), **kw)
+    return residential_buildings(inp.layers["buildings"], include_unknown=include_unknown), inp.layers["pois"]
+
+
+def _life_prepare(node_part: tuple[np.ndarray, np.ndarray, Any], graph_part: tuple[Any, np.ndarray],
+                  layers: tuple[gpd.GeoDataFrame, gpd.GeoDataFrame], *, kw: dict[str, Any]) -> LifeCirclePrep:
+    from citytwin.spatial.lifecircle import prepare_life_circle
+
+    return prepare_life_circle(layers[0], layers[1], _life_network(node_part, graph_part), **kw)
+
+
+def _hold(part: Any) -> None:
+    """Nothing: a task on the nodes' worker that has it fetch the graph while it still reads the nodes."""
+
+
+def _search_inputs(prep: LifeCirclePrep) -> LifeCirclePrep:
+    """``prep`` without the homes' table (the searches need the arrays; the client keeps the table)."""
+    import dataclasses
+
+    return dataclasses.replace(prep, homes=prep.homes.iloc[:0])
 
 
 def _life_search(cat: str, node_part: tuple[np.ndarray, np.ndarray, Any], graph_part: tuple[Any, np.ndarray],
@@ -542,14 +559,16 @@ def _life_split(client: Any, cats: list[str], refs: dict[str, str | None], inclu
         w = workers[i % len(workers)]
         return {"workers": [w], "allow_other_workers": True} if w else {}
 
-    keys = iter(task_keys("citytwin-life", len(cats) + 3))
+    keys = iter(task_keys("citytwin-life", len(cats) + 6))
     node_part = client.submit(_life_nodes, refs["nodes"], key=next(keys), pure=False, **on(0))
     graph_part = client.submit(_life_graph, refs["nodes"], refs["streets"], key=next(keys), pure=False, **on(1))
-    prep = client.submit(_life_prepare, node_part, graph_part, refs=refs, include_unknown=include_unknown, kw=kw,
-                         key=next(keys), pure=False)
-    futs = [client.submit(_life_search, c, node_part, graph_part, prep, key=next(keys), pure=False, **on(i))
+    layers = client.submit(_life_layers, refs, include_unknown, key=next(keys), pure=False, **on(1))
+    held = client.submit(_hold, graph_part, key=next(keys), pure=False, **on(0))
+    prep = client.submit(_life_prepare, node_part, graph_part, layers, kw=kw, key=next(keys), pure=False)
+    light = client.submit(_search_inputs, prep, key=next(keys), pure=False)
+    futs = [client.submit(_life_search, c, node_part, graph_part, light, key=next(keys), pure=False, **on(i))
             for i, c in enumerate(cats)]
-    searched = run_futures(client, futs, progress=progress)
+    searched = run_futures(client, [*futs, held], progress=progress)[:-1]
     return client.gather(prep), searched
 
 
@@ -611,8 +630,9 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
             parts = run_futures(client, futs, progress=progress)
             prep, searched = parts[0]["prep"], [p["searched"] for p in parts]
     res = finish_life_circle(prep, searched)
-    res.report["dask"] = {"cluster": str(dask), "tasks": len(cats) + (3 if split else 0), "split": (
-        "network nodes and graph built at once by two tasks, homes and POIs snapped by one; one search per category"
+    res.report["dask"] = {"cluster": str(dask), "tasks": len(cats) + (6 if split else 0), "split": (
+        "network nodes and graph built at once by two tasks (homes and POIs read beside the graph), snapped by one; "
+        "one search per category"
         if split else "one search per category; network built and inputs snapped on every worker")}
     return res
 
