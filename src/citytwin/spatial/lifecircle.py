@@ -224,7 +224,64 @@ def life_circle(homes: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, network: Street
     Returns
     -------
     LifeCircleResult
+
+    Notes
+    -----
+    Three steps, also run apart (the Dask form runs one search per task on workers that keep the
+    prepared inputs): :func:`prepare_life_circle` (checks, snapping), :func:`category_search` (one
+    multi-source search per category), :func:`finish_life_circle` (distances, gaps, coverage, report).
     """
+    prep = prepare_life_circle(homes, pois, network, categories, minutes=minutes, speed_kmh=speed_kmh,
+                               threshold_m=threshold_m, max_snap_m=max_snap_m, include_snap=include_snap,
+                               max_distance=max_distance, category_col=category_col, id_col=id_col,
+                               population_col=population_col)
+    return finish_life_circle(prep, [category_search(prep, network, c) for c in prep.categories])
+
+
+@dataclass
+class LifeCirclePrep:
+    """Homes and POIs checked and snapped to a network: :func:`life_circle` before its searches.
+
+    Attributes
+    ----------
+    homes
+        One row per home: ``home_id``, ``node``, ``snap_m``, ``component``, ``off_network``, geometry
+        (EPSG:4326).
+    h_node, h_snap, h_off
+        Each home's graph index, snapping distance (m) and off-network flag.
+    weights
+        Each home's weight for the coverage shares.
+    p_node, p_snap, p_off, p_cat
+        Each POI's (of the categories) graph index, snapping distance, off-network flag and category.
+    categories, threshold_m, include_snap, max_distance
+        The options of the run.
+    report
+        The input report (dropped rows, notes, POI snapping, homes, network).
+    """
+
+    homes: gpd.GeoDataFrame
+    h_node: np.ndarray
+    h_snap: np.ndarray
+    h_off: np.ndarray
+    weights: np.ndarray
+    p_node: np.ndarray
+    p_snap: np.ndarray
+    p_off: np.ndarray
+    p_cat: np.ndarray
+    categories: list[str]
+    threshold_m: float
+    include_snap: bool
+    max_distance: float | None
+    report: dict[str, Any]
+
+
+def prepare_life_circle(homes: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, network: StreetNetwork,
+                        categories: Sequence[str] = DAILY_SERVICES, *, minutes: float = 15.0,
+                        speed_kmh: float = 4.8, threshold_m: float | None = None, max_snap_m: float = 250.0,
+                        include_snap: bool = True, max_distance: float | None = None,
+                        category_col: str = "category", id_col: str = "osm_id",
+                        population_col: str | None = None) -> LifeCirclePrep:
+    """The checks and snapping of :func:`life_circle` (same parameters), before any search."""
     report = InputReport()
     require_crs(homes, "homes")
     require_crs(pois, "pois")
@@ -269,31 +326,8 @@ def life_circle(homes: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, network: Street
     )
     weights = (pd.to_numeric(homes[population_col], errors="coerce").fillna(0).to_numpy(dtype=float)
                if population_col else np.ones(len(homes)))
-    rows = []
-    cat_vals = pois[category_col].to_numpy()
-    for cat in cats:
-        sel = (cat_vals == cat) & ~p_off
-        d_node = nearest_distance(network.graph, p_node[sel], p_snap[sel] if include_snap else None, max_distance)
-        d = d_node[h_node] + (h_snap if include_snap else 0.0) if len(h_node) else np.empty(0)
-        d = np.where(np.isfinite(d) & ~h_off, d, np.nan)
-        if max_distance is not None:
-            d = np.where(d <= max_distance, d, np.nan)
-        ok = d <= thr
-        out[f"dist_{cat}"] = d
-        out[f"ok_{cat}"] = ok
-        wsum = weights[~h_off].sum()
-        rows.append({
-            "category": cat, "pois": int(sel.sum()), "pois_off_network": int(((cat_vals == cat) & p_off).sum()),
-            "homes": int((~h_off).sum()), "homes_covered": int(ok.sum()),
-            "share_covered": float(weights[ok].sum() / wsum) if wsum > 0 else float("nan"),
-            "homes_unreachable": int((np.isnan(d) & ~h_off).sum()),
-            "median_m": float(np.nanmedian(d)) if np.isfinite(d).any() else float("nan"),
-        })
     if not len(out):
         report.note("homes: none (empty area)")
-    summarise_homes(out, cats, thr)
-    coverage = pd.DataFrame(rows, columns=["category", "pois", "pois_off_network", "homes", "homes_covered",
-                                           "share_covered", "homes_unreachable", "median_m"])
     rep = report.as_dict()
     rep.update({
         "threshold_m": thr, "include_snap": include_snap, "pois": poi_stats,
@@ -301,7 +335,48 @@ def life_circle(homes: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, network: Street
         "network": {"nodes": network.n_nodes, "components": network.n_components,
                     "largest_component_share": float((network.component == 0).mean()) if network.n_nodes else 0.0},
     })
-    return LifeCircleResult(homes=out, coverage=coverage, report=rep, threshold_m=thr)
+    return LifeCirclePrep(homes=out, h_node=h_node, h_snap=h_snap, h_off=h_off, weights=weights, p_node=p_node,
+                          p_snap=p_snap, p_off=p_off, p_cat=pois[category_col].to_numpy(), categories=cats,
+                          threshold_m=thr, include_snap=include_snap, max_distance=max_distance, report=rep)
+
+
+def category_search(prep: LifeCirclePrep, network: StreetNetwork, cat: str
+                    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """One category of :func:`life_circle`: (each home's distance in m, NaN = missing; within the
+    threshold; the category's coverage row), from one multi-source search on ``network``."""
+    h_node, h_off, weights = prep.h_node, prep.h_off, prep.weights
+    sel = (prep.p_cat == cat) & ~prep.p_off
+    d_node = nearest_distance(network.graph, prep.p_node[sel], prep.p_snap[sel] if prep.include_snap else None,
+                              prep.max_distance)
+    d = d_node[h_node] + (prep.h_snap if prep.include_snap else 0.0) if len(h_node) else np.empty(0)
+    d = np.where(np.isfinite(d) & ~h_off, d, np.nan)
+    if prep.max_distance is not None:
+        d = np.where(d <= prep.max_distance, d, np.nan)
+    ok = d <= prep.threshold_m
+    wsum = weights[~h_off].sum()
+    row = {
+        "category": cat, "pois": int(sel.sum()), "pois_off_network": int(((prep.p_cat == cat) & prep.p_off).sum()),
+        "homes": int((~h_off).sum()), "homes_covered": int(ok.sum()),
+        "share_covered": float(weights[ok].sum() / wsum) if wsum > 0 else float("nan"),
+        "homes_unreachable": int((np.isnan(d) & ~h_off).sum()),
+        "median_m": float(np.nanmedian(d)) if np.isfinite(d).any() else float("nan"),
+    }
+    return d, ok, row
+
+
+def finish_life_circle(prep: LifeCirclePrep, searched: Sequence[tuple[np.ndarray, np.ndarray, dict[str, Any]]],
+                       homes: gpd.GeoDataFrame | None = None) -> LifeCircleResult:
+    """The result of :func:`life_circle` from its preparation and one :func:`category_search` per
+    category (in ``prep.categories`` order); ``homes``: ``prep.homes`` when that was not kept."""
+    out = (prep.homes if homes is None else homes).copy()
+    for cat, (d, ok, _) in zip(prep.categories, searched, strict=True):
+        out[f"dist_{cat}"] = d
+        out[f"ok_{cat}"] = ok
+    summarise_homes(out, prep.categories, prep.threshold_m)
+    coverage = pd.DataFrame([row for _, _, row in searched],
+                            columns=["category", "pois", "pois_off_network", "homes", "homes_covered",
+                                     "share_covered", "homes_unreachable", "median_m"])
+    return LifeCircleResult(homes=out, coverage=coverage, report=dict(prep.report), threshold_m=prep.threshold_m)
 
 
 def summarise_homes(out: pd.DataFrame, cats: Sequence[str], thr: float) -> None:

@@ -22,9 +22,9 @@ How each splits:
   worker once) and counted; the counts are added (exact).
 * **life circles** (:func:`life_circles`): the search origins are partitioned: one task per service
   category runs the multi-source shortest-path search from that category's POIs; the street
-  network is replicated (each worker builds it once from the files and keeps it). The homes'
-  summary columns (missing, unreachable, gap rank) are computed on the client from the per-category
-  distances (exact: the same arithmetic on the same numbers).
+  network is replicated (each worker builds it and snaps the homes and POIs once per job and keeps
+  them). The homes' summary columns (missing, unreachable, gap rank) are computed on the client from
+  the per-category distances (exact: the same code on the same numbers).
 """
 
 from __future__ import annotations
@@ -51,9 +51,10 @@ from citytwin.workflows.scaleout_index import POOLED_METHODS, index  # the index
 
 if TYPE_CHECKING:
     import geopandas as gpd
+    import numpy as np
     import pandas as pd
 
-    from citytwin.spatial.lifecircle import LifeCircleResult
+    from citytwin.spatial.lifecircle import LifeCirclePrep, LifeCircleResult
     from citytwin.workflows.spatial import Inputs
 
 __all__ = ["DISPARITY_TABLES", "POOLED_METHODS", "SIM_TABLES", "TIMING_COLUMNS", "ZoneCounts", "disparity", "index",
@@ -200,33 +201,122 @@ def points_per_zone(points: str, zones: str, *, zone_id: str = "zone", predicate
 
 
 # -------------------------------------------------------------------------------------------- life circles
-def _life_inputs(source: str | None, refs: dict[str, str | None], include_unknown: bool, job: str
-                 ) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, Any]:
-    """(homes, POIs, network) read and built on a worker (once: kept for the job's other tasks)."""
-    from citytwin.spatial.lifecircle import residential_buildings
+def _life_prepared(source: str | None, refs: dict[str, str | None], include_unknown: bool, kw: dict[str, Any],
+                   job: str) -> tuple[Any, LifeCirclePrep]:
+    """(network, prepared homes and POIs) read, built and snapped on a worker once per job (kept for the
+    job's other tasks): what every category's search needs whole."""
+    from citytwin.spatial.lifecircle import prepare_life_circle, residential_buildings
     from citytwin.spatial.network import build_network
     from citytwin.workflows.spatial import load_inputs
 
-    def build() -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame, Any]:
+    def build() -> tuple[Any, LifeCirclePrep]:
         inp = load_inputs(source, None, {"pois", "buildings", "streets"}, pois=refs["pois"],
                           buildings=refs["buildings"], streets=refs["streets"], nodes=refs["nodes"])
-        net = build_network(inp.layers["nodes"], inp.layers["streets"])
-        return residential_buildings(inp.layers["buildings"], include_unknown=include_unknown), inp.layers["pois"], net
+        net = build_network(inp.layers.pop("nodes"), inp.layers.pop("streets"))
+        homes = residential_buildings(inp.layers.pop("buildings"), include_unknown=include_unknown)
+        return net, prepare_life_circle(homes, inp.layers.pop("pois"), net, **kw)
 
     return worker_cache(("lifecircle", job, source, tuple(sorted(refs.items())), include_unknown), build)
 
 
 def _life_category(cat: str, *, source: str | None, refs: dict[str, str | None], include_unknown: bool,
                    first: bool, kw: dict[str, Any], job: str) -> dict[str, Any]:
-    from citytwin.spatial.lifecircle import life_circle
+    from citytwin.spatial.lifecircle import category_search
 
-    homes, pois, net = _life_inputs(source, refs, include_unknown, job)
-    r = life_circle(homes, pois, net, categories=[cat], **kw)
-    out: dict[str, Any] = {"dist": r.homes[f"dist_{cat}"].to_numpy(), "ok": r.homes[f"ok_{cat}"].to_numpy(),
-                           "coverage": r.coverage, "report": r.report}
-    if first:
-        out["base"] = r.homes[["home_id", "node", "snap_m", "component", "off_network", "geometry"]]
-    return out
+    net, prep = _life_prepared(source, refs, include_unknown, kw, job)
+    d, ok, row = category_search(prep, net, cat)
+    return {"searched": (d, ok, row), **({"prep": prep} if first else {})}
+
+
+# A network given as Parquet (GeoParquet nodes, an edge list with lengths) is built in two halves at once, on
+# two workers: the nodes (read, metric coordinates) and the graph (edges to CSR, components); one task then
+# snaps the homes and POIs; the searches get the three results from Dask (fetched once per worker).
+def _life_nodes(nodes: str) -> tuple[np.ndarray, np.ndarray, Any]:
+    from citytwin.spatial.network import network_nodes
+    from citytwin.workflows.spatial import Inputs, _read_layer
+
+    return network_nodes(_read_layer(nodes, None, Inputs(), "nodes"))
+
+
+def _life_graph(nodes: str, streets: str) -> tuple[Any, np.ndarray]:
+    import pandas as pd
+
+    from citytwin.spatial.network import network_graph
+
+    ids = pd.read_parquet(nodes, columns=["id"])["id"].drop_duplicates().to_numpy()  # network_nodes' order
+    return network_graph(ids, pd.read_parquet(streets, columns=["u", "v", "length"]))
+
+
+def _life_network(node_part: tuple[np.ndarray, np.ndarray, Any], graph_part: tuple[Any, np.ndarray]) -> Any:
+    from citytwin.spatial.network import StreetNetwork
+
+    (ids, coords, crs), (graph, component) = node_part, graph_part
+    return StreetNetwork(node_ids=ids, coords=coords, graph=graph, crs=crs, component=component)
+
+
+def _life_layers(refs: dict[str, str | None], include_unknown: bool) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """(homes, POIs) read (on the graph's worker, while the other still reads the nodes)."""
+    from citytwin.spatial.lifecircle import residential_buildings
+    from citytwin.workflows.spatial import load_inputs
+
+    inp = load_inputs(None, None, {"pois", "buildings"}, pois=refs["pois"], buildings=refs["buildings"])
+    return residential_buildings(inp.layers["buildings"], include_unknown=include_unknown), inp.layers["pois"]
+
+
+def _life_prepare(node_part: tuple[np.ndarray, np.ndarray, Any], graph_part: tuple[Any, np.ndarray],
+                  layers: tuple[gpd.GeoDataFrame, gpd.GeoDataFrame], *, kw: dict[str, Any]) -> LifeCirclePrep:
+    from citytwin.spatial.lifecircle import prepare_life_circle
+
+    return prepare_life_circle(layers[0], layers[1], _life_network(node_part, graph_part), **kw)
+
+
+def _hold(part: Any) -> None:
+    """Nothing: a task on the nodes' worker that has it fetch the graph while it still reads the nodes."""
+
+
+def _search_inputs(prep: LifeCirclePrep) -> LifeCirclePrep:
+    """``prep`` without the homes' table (the searches need the arrays; the client keeps the table)."""
+    import dataclasses
+
+    return dataclasses.replace(prep, homes=prep.homes.iloc[:0])
+
+
+def _life_search(cat: str, node_part: tuple[np.ndarray, np.ndarray, Any], graph_part: tuple[Any, np.ndarray],
+                 prep: LifeCirclePrep) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    from citytwin.spatial.lifecircle import category_search
+
+    return category_search(prep, _life_network(node_part, graph_part), cat)
+
+
+def _parquet_network(refs: dict[str, str | None]) -> bool:
+    """Whether the network's halves can be built apart: nodes and an edge list with ``length`` in Parquet."""
+    import pyarrow.parquet as pq
+
+    nodes, streets = refs["nodes"], refs["streets"]
+    if not (nodes and streets and nodes.lower().endswith(".parquet") and streets.lower().endswith(".parquet")):
+        return False
+    return {"u", "v", "length"} <= set(pq.read_schema(streets).names) and "id" in pq.read_schema(nodes).names
+
+
+def _life_split(client: Any, cats: list[str], refs: dict[str, str | None], include_unknown: bool,
+                kw: dict[str, Any], progress: Progress | None) -> tuple[LifeCirclePrep, list[Any]]:
+    workers = sorted(client.scheduler_info()["workers"]) or [None]
+
+    def on(i: int) -> dict[str, Any]:  # spread over the workers; another may take it if one dies
+        w = workers[i % len(workers)]
+        return {"workers": [w], "allow_other_workers": True} if w else {}
+
+    keys = iter(task_keys("citytwin-life", len(cats) + 6))
+    node_part = client.submit(_life_nodes, refs["nodes"], key=next(keys), pure=False, **on(0))
+    graph_part = client.submit(_life_graph, refs["nodes"], refs["streets"], key=next(keys), pure=False, **on(1))
+    layers = client.submit(_life_layers, refs, include_unknown, key=next(keys), pure=False, **on(1))
+    held = client.submit(_hold, graph_part, key=next(keys), pure=False, **on(0))
+    prep = client.submit(_life_prepare, node_part, graph_part, layers, kw=kw, key=next(keys), pure=False)
+    light = client.submit(_search_inputs, prep, key=next(keys), pure=False)
+    futs = [client.submit(_life_search, c, node_part, graph_part, light, key=next(keys), pure=False, **on(i))
+            for i, c in enumerate(cats)]
+    searched = run_futures(client, [*futs, held], progress=progress)[:-1]
+    return client.gather(prep), searched
 
 
 def life_circle_inputs(source: str | None, **layers: str | None) -> Inputs:
@@ -261,41 +351,37 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
                  progress: Progress | None = None) -> LifeCircleResult:
     """:func:`citytwin.workflows.spatial.life_circles` on Dask: one task per service category.
 
-    Inputs are files the workers read (an OSM PBF ``source`` and/or GIS files per layer); every worker
-    builds the street network once. ``homes`` and ``coverage`` equal the single-process result; the
-    report's POI entry is per category (``pois.by_category``), its other entries are those of one process.
+    Inputs are files the workers read (an OSM PBF ``source`` and/or GIS files or GeoParquet per layer;
+    streets may be a plain Parquet edge list ``u``, ``v``, ``length``); every worker builds the street
+    network and snaps the homes and POIs once per job (:func:`citytwin.spatial.lifecircle.prepare_life_circle`),
+    then runs the searches of the categories it is given (:func:`~citytwin.spatial.lifecircle.category_search`).
+    ``homes``, ``coverage`` and ``report`` equal the single-process result (the report has a ``dask`` entry more).
     """
-    import pandas as pd
-
-    from citytwin.spatial.lifecircle import (
-        DAILY_SERVICES,
-        LifeCircleResult,
-        summarise_homes,
-        walk_threshold_m,
-    )
+    from citytwin.spatial.lifecircle import DAILY_SERVICES, finish_life_circle
 
     parse_dask(dask)
     life_circle_inputs(source, pois=pois, buildings=buildings, streets=streets, nodes=nodes)
     cats = list(dict.fromkeys(categories or DAILY_SERVICES))
     refs = {"pois": pois, "buildings": buildings, "streets": streets, "nodes": nodes}
-    kw = {"minutes": minutes, "speed_kmh": speed_kmh, "threshold_m": threshold_m, "max_snap_m": max_snap_m}
+    kw = {"categories": cats, "minutes": minutes, "speed_kmh": speed_kmh, "threshold_m": threshold_m,
+          "max_snap_m": max_snap_m}
+    split = source is None and _parquet_network(refs)
     with cluster(dask) as client:
-        keys = task_keys("citytwin-life", len(cats))
-        job = keys[0]  # the network is built once per worker and job
-        futs = [client.submit(_life_category, c, source=source, refs=refs, include_unknown=include_unknown,
-                              first=i == 0, kw=kw, job=job, pure=False, key=keys[i]) for i, c in enumerate(cats)]
-        parts = run_futures(client, futs, progress=progress)
-    thr = float(threshold_m) if threshold_m is not None else walk_threshold_m(minutes, speed_kmh)
-    out = parts[0]["base"].copy()
-    for c, p in zip(cats, parts, strict=True):
-        out[f"dist_{c}"] = p["dist"]
-        out[f"ok_{c}"] = p["ok"]
-    summarise_homes(out, cats, thr)  # as citytwin.spatial.lifecircle.life_circle summarises the homes
-    report = dict(parts[0]["report"])
-    report["pois"] = {"by_category": {c: p["report"]["pois"] for c, p in zip(cats, parts, strict=True)}}
-    report["dask"] = {"cluster": str(dask), "tasks": len(cats), "split": "one task per category; network on every worker"}
-    coverage = pd.concat([p["coverage"] for p in parts], ignore_index=True)
-    return LifeCircleResult(homes=out, coverage=coverage, report=report, threshold_m=thr)
+        if split:
+            prep, searched = _life_split(client, cats, refs, include_unknown, kw, progress)
+        else:
+            keys = task_keys("citytwin-life", len(cats))
+            job = keys[0]  # the network is built and the inputs snapped once per worker and job
+            futs = [client.submit(_life_category, c, source=source, refs=refs, include_unknown=include_unknown,
+                                  first=i == 0, kw=kw, job=job, pure=False, key=keys[i]) for i, c in enumerate(cats)]
+            parts = run_futures(client, futs, progress=progress)
+            prep, searched = parts[0]["prep"], [p["searched"] for p in parts]
+    res = finish_life_circle(prep, searched)
+    res.report["dask"] = {"cluster": str(dask), "tasks": len(cats) + (6 if split else 0), "split": (
+        "network nodes and graph built at once by two tasks (homes and POIs read beside the graph), snapped by one; "
+        "one search per category"
+        if split else "one search per category; network built and inputs snapped on every worker")}
+    return res
 
 
 # ------------------------------------------------------------------------------------------ simulation

@@ -63,6 +63,15 @@ def read_graphml(path: Path) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     return nodes, edges
 
 
+def _is_geoparquet(path: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    try:
+        return b"geo" in (pq.read_schema(path).metadata or {})
+    except (OSError, ValueError):
+        return True  # unreadable: said by the GeoParquet reader
+
+
 def _read_layer(ref: str, ws: Workspace | None, inp: Inputs, kind: str) -> gpd.GeoDataFrame:
     import geopandas as gpd
 
@@ -74,7 +83,12 @@ def _read_layer(ref: str, ws: Workspace | None, inp: Inputs, kind: str) -> gpd.G
         return edges
     if p.exists():
         try:
-            g = gpd.read_parquet(p) if p.suffix.lower() == ".parquet" else gpd.read_file(p)
+            if p.suffix.lower() == ".parquet" and kind == "streets" and not _is_geoparquet(p):
+                import pandas as pd  # an edge list u, v, length without geometry (a large network's)
+
+                g = pd.read_parquet(p)
+            else:
+                g = gpd.read_parquet(p) if p.suffix.lower() == ".parquet" else gpd.read_file(p)
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read {kind}: {exc}", file=str(p)) from exc
         inp.files[kind] = str(p)
