@@ -36,7 +36,7 @@ Hardening (issue 13): bodies are read as a stream and refused with 413 once past
 every :class:`~citytwin.foundation.errors.CitytwinError` becomes a 4xx through one exception
 handler (:func:`error_response`, registered by :func:`install`); the blocking work of a route
 (decoding, validation, the fsynced commit, rules, the alert hub) runs in the thread pool, never
-on the event loop; the OpenAPI declares every request body and 4xx (:data:`ERRORS`, :func:`body_spec`).
+on the event loop (an entity read of the live state, tens of microseconds, runs on it); the OpenAPI declares every request body and 4xx (:data:`ERRORS`, :func:`body_spec`).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ import math
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -78,6 +79,13 @@ def _state(request: Request, scenario: str | None) -> Any:
         return _twin(request).stores.state
     from citytwin.workflows.simulation_twin import open_scenario_state
     return open_scenario_state(_twin(request).stores.root, scenario)
+
+
+def json_response(content: Any, status_code: int = 200) -> Response:
+    """A JSON response encoded by orjson (a tenth of the standard encoder's time on an entity; UTF-8 as is,
+    no spaces, numpy numbers and arrays as numbers, NaN/Infinity as null)."""
+    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status_code,
+                    media_type="application/json")
 
 
 def _error(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -377,12 +385,22 @@ def query_entities(request: Request, type: str | None = None, id: str | None = N
 
 
 @router.get("/ngsi-ld/v1/entities/{entity_id}")
-def get_entity(request: Request, entity_id: str, attrs: str | None = None, options: str | None = None,
-               scenario: str | None = None) -> Any:
+async def get_entity(request: Request, entity_id: str, attrs: str | None = None, options: str | None = None,
+                     scenario: str | None = None) -> Any:
+    """One entity with its latest values. The live state is read on the event loop (one indexed read of
+    its SQLite file in WAL mode, which the ingest's writes never block: tens of microseconds); a
+    scenario's state is opened in a worker thread."""
+    if scenario is not None:
+        return await run_in_threadpool(_get_entity, request, entity_id, attrs, options, scenario)
+    return _get_entity(request, entity_id, attrs, options, None)
+
+
+def _get_entity(request: Request, entity_id: str, attrs: str | None, options: str | None,
+                scenario: str | None) -> Response:
     e = _state(request, scenario).get(entity_id, attrs=attrs.split(",") if attrs else None)
     if e is None:
         return _error(404, "ResourceNotFound", f"entity {entity_id} not found")
-    return entity_json(e, bool(options and "keyValues" in options))
+    return json_response(entity_json(e, bool(options and "keyValues" in options)))
 
 
 @router.delete("/ngsi-ld/v1/entities/{entity_id}", status_code=204)
@@ -489,7 +507,7 @@ def _post_observations(request: Request, raw: bytes) -> Response:
     twin = _twin(request)
     res = twin.parser.parse_doc(doc, ParseResult())
     out = _commit(request, res)
-    return JSONResponse(out, status_code=201 if not out["rejected"] else 207)
+    return json_response(out, status_code=201 if not out["rejected"] else 207)
 
 
 # -- history ------------------------------------------------------------------------------------

@@ -35,10 +35,11 @@ from citytwin.foundation.errors import AccessDenied, CitytwinError, NotFoundErro
 from citytwin.foundation.workspace import Workspace
 from citytwin.service import catalog_api, consult_api, features, jobs, live, participation_api, tiles
 from citytwin.service.apiauth import ApiGuard, login_info, require_user
+from citytwin.service.app import UVICORN
 from citytwin.service.auditbatch import GroupCommitCatalog
 from citytwin.service.auth import AuthError, Principal, require_token
 
-__all__ = ["WEB_DIR", "create_server_app"]
+__all__ = ["UVICORN", "WEB_DIR", "create_server_app"]
 
 #: the web app's static files (index.html and its bundled assets)
 WEB_DIR = Path(__file__).parent / "web"
