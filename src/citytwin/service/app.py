@@ -31,6 +31,7 @@ from citytwin.foundation.workspace import MARKER, Workspace
 from citytwin.service import alerting, forecasting, ngsi
 from citytwin.service import auth as auth_mod
 from citytwin.service.auditbatch import GroupCommitCatalog
+from citytwin.service.fastlane import FastLane
 from citytwin.twin.rules import ThresholdRule
 from citytwin.workflows.runtime import TwinRuntime, open_runtime
 
@@ -62,7 +63,7 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
                max_body: int | None = None, auto_verify: bool = False, auto_alerts: bool = False,
                rules: Sequence[ThresholdRule] | None = None, workspace: Workspace | str | Path | None = None,
                auth: bool = True, mqtt_auth: MqttAuth | None = None,
-               mqtt_alerts_auth: MqttAuth | None = None) -> FastAPI:
+               mqtt_alerts_auth: MqttAuth | None = None, fast_lane: bool = True) -> FastAPI:
     """The FastAPI app over a twin folder (or a given runtime); with ``broker``, MQTT ingest runs alongside.
 
     ``auto_verify`` scores stored forecasts after each ingest batch that brings a due actual;
@@ -74,6 +75,9 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
     one, a :class:`~citytwin.foundation.errors.CitytwinError`. ``auth=False`` lets every request
     through (a local demo; still audited when there is a workspace). The twin's classification
     (workspace setting ``twin_classification``) is read here: restart the service after changing it.
+
+    ``fast_lane``: entity reads, vector tiles and single observations skip FastAPI's routing
+    (:mod:`citytwin.service.fastlane`: same checks, same answers, less CPU); False sends them through it.
     """
     if runtime is None and root is None:
         raise ValueError("give root or runtime")
@@ -120,6 +124,8 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
     app.state.twin = rt
     app.state.guard = guard
     app.add_exception_handler(auth_mod.AuthError, auth_mod.auth_error_response)
+    app.state.fast_lane = {"served": 0, "passed": 0}
+    app.add_middleware(FastLane, enabled=fast_lane, stats=app.state.fast_lane)  # inside the audit: audited too
     app.add_middleware(auth_mod.AuditMiddleware)  # every request, routed or not, with its status
     deps = [Depends(auth_mod.require_token)]
     ngsi.install(app, deps)

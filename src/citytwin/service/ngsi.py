@@ -397,7 +397,12 @@ async def get_entity(request: Request, entity_id: str, attrs: str | None = None,
 
 def _get_entity(request: Request, entity_id: str, attrs: str | None, options: str | None,
                 scenario: str | None) -> Response:
-    e = _state(request, scenario).get(entity_id, attrs=attrs.split(",") if attrs else None)
+    return entity_response(_state(request, scenario), entity_id, attrs, options)
+
+
+def entity_response(state: Any, entity_id: str, attrs: str | None, options: str | None) -> Response:
+    """The answer of ``GET /ngsi-ld/v1/entities/{id}`` from a state store (200, or 404)."""
+    e = state.get(entity_id, attrs=attrs.split(",") if attrs else None)
     if e is None:
         return _error(404, "ResourceNotFound", f"entity {entity_id} not found")
     return json_response(entity_json(e, bool(options and "keyValues" in options)))

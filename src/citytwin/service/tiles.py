@@ -223,10 +223,11 @@ class TileMaker:
                 self._con = None
 
 
-def _maker(request: Request) -> TileMaker:
-    tm: TileMaker | None = getattr(request.app.state, "tiles", None)
+def maker(state: Any) -> TileMaker:
+    """The app's :class:`TileMaker` (``app.state.tiles``; made on first use)."""
+    tm: TileMaker | None = getattr(state, "tiles", None)
     if tm is None:
-        tm = request.app.state.tiles = TileMaker()
+        tm = state.tiles = TileMaker()
     return tm
 
 
@@ -238,7 +239,7 @@ def _geometry(info: DatasetInfo) -> str:
                      hint="tiles are made of spatial datasets (see /collections: itemType feature)")
 
 
-def _check_tile(z: int, x: int, y: int) -> None:
+def check_tile(z: int, x: int, y: int) -> None:
     if not 0 <= z <= MAX_ZOOM:
         raise InputError(f"zoom {z} is outside 0..{MAX_ZOOM}", field="z")
     n = 2 ** z
@@ -266,20 +267,20 @@ async def tile(dataset: str, request: Request, ws: WsDep,
                y: Annotated[int, Path(ge=0)]) -> Response:
     """A cached tile is answered on the event loop when the catalog read is a pooled SQLite one
     (microseconds); a tile to make (DuckDB or PostGIS), or a catalog on PostgreSQL, in a worker thread."""
-    _check_tile(z, x, y)
-    tm = _maker(request)
+    check_tile(z, x, y)
+    tm = maker(request.app.state)
     inm = request.headers.get("if-none-match")
     found: Response | _Wanted | None = None
     if getattr(ws.catalog, "inline_reads", False):
         try:
-            found = _lookup(ws, dataset, tm, z, x, y, inm, audit=False)
+            found = lookup(ws, dataset, tm, z, x, y, inm, audit=False)
         except access.AccessDenied:  # asked again in a worker thread, which audits the refusal
             found = None
     if found is None:
-        found = await run_in_threadpool(_lookup, ws, dataset, tm, z, x, y, inm)
+        found = await run_in_threadpool(lookup, ws, dataset, tm, z, x, y, inm)
     if isinstance(found, Response):
         return found
-    return await run_in_threadpool(_make, ws, dataset, tm, found)
+    return await make_later(ws, dataset, tm, found)
 
 
 @dataclass
@@ -295,7 +296,7 @@ class _Wanted:
     y: int
 
 
-def _lookup(ws: Workspace, dataset: str, tm: TileMaker, z: int, x: int, y: int,
+def lookup(ws: Workspace, dataset: str, tm: TileMaker, z: int, x: int, y: int,
             if_none_match: str | None, *, audit: bool = True) -> Response | _Wanted:
     """The access check, ETag and cache of one tile: its response (200 from the cache, or 304), or what
     making it needs (``audit``: of a refusal, see :meth:`TileMaker.info`)."""
@@ -312,6 +313,11 @@ def _lookup(ws: Workspace, dataset: str, tm: TileMaker, z: int, x: int, y: int,
     if body is not None:
         return Response(body, media_type=MVT, headers=headers)
     return _Wanted(info, key, masked, headers, z, x, y)
+
+
+async def make_later(ws: Workspace, dataset: str, tm: TileMaker, w: _Wanted) -> Response:
+    """:func:`_make` in a worker thread (it reads files or PostGIS)."""
+    return await run_in_threadpool(_make, ws, dataset, tm, w)
 
 
 def _make(ws: Workspace, dataset: str, tm: TileMaker, w: _Wanted) -> Response:
@@ -354,7 +360,7 @@ def tilejson(dataset: str, request: Request, ws: WsDep) -> JSONResponse:
     info = _readable(ws, dataset)
     geom = _geometry(info)
     glob, masked = ws.stats_glob(dataset)
-    fields = {c: t for c, t in _maker(request).columns(glob) if c != geom and c not in masked and t.upper() in _PLAIN}
+    fields = {c: t for c, t in maker(request.app.state).columns(glob) if c != geom and c not in masked and t.upper() in _PLAIN}
     v = info.current
     bounds = v.extent or [-180.0, -85.0511, 180.0, 85.0511]
     base = str(request.base_url).rstrip("/")
