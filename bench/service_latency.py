@@ -160,7 +160,10 @@ def free_port() -> int:
 
 SERVER = """
 import sys, uvicorn
-from citytwin.service.app import UVICORN
+try:
+    from citytwin.service.app import UVICORN
+except ImportError:  # an older citytwin (a before/after run): uvicorn picks httptools and uvloop when installed
+    UVICORN = {"log_level": "warning", "access_log": False}
 from citytwin.service.server import create_server_app
 opts = dict(UVICORN)
 if sys.argv[3] != "default":
@@ -182,6 +185,39 @@ def start_server(ws: Path, port: int, http: str = "default", loop: str = "defaul
             time.sleep(0.3)
     proc.kill()
     raise SystemExit("the server did not start")
+
+
+async def run_rate(client: httpx.AsyncClient, urls: list[str], rate: float, seconds: float) -> dict[str, Any]:
+    """Open-loop load from this process with httpx (what ``bench/records_backends.py`` uses; the sweeps here use
+    ``bench/loadgen.py`` in a second process): one request every 1/rate s for ``seconds``; latency from the
+    scheduled time."""
+    import asyncio
+
+    n = max(1, int(rate * seconds))
+    lat: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+    t0 = loop.time() + 0.05
+
+    async def one(i: int) -> None:
+        nonlocal errors
+        sched = t0 + i / rate
+        delay = sched - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            r = await client.get(urls[i % len(urls)])
+            if r.status_code >= 400:
+                errors += 1
+        except httpx.HTTPError:
+            errors += 1
+        lat.append((loop.time() - sched) * 1000)
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    wall = loop.time() - t0
+    arr = np.array(lat)
+    return {"rate": rate, "requests": n, "achieved_rps": n / wall, "errors": errors,
+            "p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99))}
 
 
 def sweep(port: int, pid: int, token: str, kind: str, urls: list[str], rates: list[float],
