@@ -342,9 +342,11 @@ def run_single_ramp(ctx: Any, twin_root: Path, token: str, rates: list[float], s
          "pm25": float(rng.integers(5, 400))}).encode(), auth) for i in range(total)]
     hport = free_port()
     srv = subprocess.Popen([sys.executable, "-c",
-                            "import uvicorn; from citytwin.service.app import UVICORN, create_app; "
+                            "import uvicorn, citytwin.service.app as a; from citytwin.service.app import create_app; "
+                            # an older citytwin (a before/after run) has no UVICORN: uvicorn picks httptools, uvloop
+                            "opts = getattr(a, 'UVICORN', {'log_level': 'warning', 'access_log': False}); "
                             f"uvicorn.run(create_app({str(twin_root)!r}, auth=True, auto_alerts={alerts}, "
-                            f"auto_verify={alerts}), host='127.0.0.1', port={hport}, **UVICORN)"])
+                            f"auto_verify={alerts}), host='127.0.0.1', port={hport}, **opts)"])
     rows: list[dict[str, Any]] = []
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{hport}", timeout=120)
@@ -357,13 +359,21 @@ def run_single_ramp(ctx: Any, twin_root: Path, token: str, rates: list[float], s
         used = 0
         for rate in rates:
             n = int(rate * seconds)
+            h0 = client.get("/health").json()
             row = loadgen.run(hport, reqs[used:used + n], rate, seconds, conns=conns, ok=(201,), server_pid=srv.pid)
+            h1 = client.get("/health").json()
             used += n
+            if "http_posts" in h1:  # requests per durable write (the group commit's group size)
+                a, b = h0["http_posts"], h1["http_posts"]
+                row["group"] = (b["requests"] - a["requests"]) / max(1, b["commits"] - a["commits"])
+            elif "commits" in h1:
+                row["group"] = (h1["commit_calls"] - h0["commit_calls"]) / max(1, h1["commits"] - h0["commits"])
             rows.append(row)
             print(f"[HTTP single] offered {rate:,.0f} req/s for {seconds:g} s over {conns} connections: answered "
                   f"{row['achieved']:,.0f} req/s, p50 {row['p50']:.1f} ms, p99 {row['p99']:.1f} ms, "
                   f"not 201: {row['errors'] or 0} (n={row['n']:,}); server {row['server_cpu_ms_per_req']:.2f} ms "
                   f"CPU/req, CPU share server {row['server_cpu']:.2f} client {row['client_cpu']:.2f}; "
+                  f"{row.get('group', float('nan')):.1f} requests per commit; "
                   f"load avg {os.getloadavg()[0]:.1f}", flush=True)
             if row["p99"] > 2000:
                 break

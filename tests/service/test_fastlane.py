@@ -167,3 +167,80 @@ def test_server_error_format_keeps_the_twin_statuses(lane_ws: tuple[Workspace, d
         assert r.json()["type"] == "https://citytwin.dev/errors/UnsupportedMediaType"
         r = c.get("/collections/nothing/items", headers={"Authorization": f"Bearer {tok['admin']}"})
         assert r.status_code == 404 and r.json()["title"] == "NotFound"
+
+
+def test_concurrent_single_observations_share_commits(lane_ws: tuple[Workspace, dict[str, str]]) -> None:
+    """200 single readings posted at once to a real uvicorn: each answered 201 once stored, every reading in the
+    history, one audit row each, and the writer thread stored them in fewer commits than requests."""
+    import asyncio
+    import socket
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    from citytwin.foundation.timeseries import HistoryStore
+    from citytwin.service.server import create_server_app
+
+    ws, tok = lane_ws
+    app = create_server_app(ws)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    deadline = time.monotonic() + 60
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    history = HistoryStore(ws.root / "twin" / "history")
+    before = history.count()["rows"]
+    last_row = max(r["id"] for r in ws.catalog.audit_log(limit=1))
+    n = 200
+    h = {"Authorization": f"Bearer {tok['integrator']}"}
+
+    async def load() -> list[tuple[int, dict[str, Any]]]:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=h, timeout=60,
+                                     limits=httpx.Limits(max_connections=64)) as c:
+            await c.post("/ngsi-ld/v1/entityOperations/upsert", json=[ENTITY],
+                         headers={"Authorization": f"Bearer {tok['admin']}"})
+
+            async def one(i: int) -> tuple[int, dict[str, Any]]:
+                r = await c.post("/twin/v1/observations", json={"id": DONGSI, "type": "AirQualityObserved",
+                                                                "pm25": float(i), "observedAt":
+                                                                f"2015-11-01T00:{i // 60:02d}:{i % 60:02d}Z"})
+                return r.status_code, r.json()
+            return await asyncio.gather(*(one(i) for i in range(n)))
+
+    try:
+        answers = asyncio.run(load())
+        stored = history.count()["rows"] - before
+    finally:
+        server.should_exit = True
+        th.join(30)
+        history.close()
+    assert answers == [(201, {"accepted": 1, "rejected": []})] * n
+    assert stored == n
+    rows = [r for r in ws.catalog.audit_log(limit=5000) if r["id"] > last_row]
+    assert sum(1 for r in rows if r["detail"] == "POST /twin/v1/observations -> 201" and r["user"] == "ops") == n
+    q = app.state.commits
+    assert q.items == n and q.commits < n, (q.items, q.commits)
+
+
+def test_a_store_failure_is_every_request_s_503(lane_ws: tuple[Workspace, dict[str, str]]) -> None:
+    from citytwin.foundation.timeseries import StoreError
+    from citytwin.service.server import create_server_app
+
+    ws, tok = lane_ws
+    app = create_server_app(ws)
+
+    def broken(items: list[Any]) -> None:
+        raise StoreError("disk full (test)")
+
+    app.state.commits._commit = broken
+    with TestClient(app) as c:
+        r = c.post("/twin/v1/observations", json={"id": DONGSI, "pm25": 1.0, "observedAt": "2015-10-01T00:00:00Z"},
+                   headers={"Authorization": f"Bearer {tok['integrator']}"})
+    assert r.status_code == 503 and "disk full" in r.json()["detail"]

@@ -36,7 +36,9 @@ Hardening (issue 13): bodies are read as a stream and refused with 413 once past
 every :class:`~citytwin.foundation.errors.CitytwinError` becomes a 4xx through one exception
 handler (:func:`error_response`, registered by :func:`install`); the blocking work of a route
 (decoding, validation, the fsynced commit, rules, the alert hub) runs in the thread pool, never
-on the event loop (an entity read of the live state, tens of microseconds, runs on it); the OpenAPI declares every request body and 4xx (:data:`ERRORS`, :func:`body_spec`).
+on the event loop (an entity read of the live state, tens of microseconds, runs on it, and so do the
+decoding and parsing of a small observation body, whose commit a writer thread makes for many requests
+at once: :mod:`citytwin.service.commitqueue`); the OpenAPI declares every request body and 4xx (:data:`ERRORS`, :func:`body_spec`).
 """
 
 from __future__ import annotations
@@ -503,8 +505,35 @@ def _reject(reason: str, detail: str, item: Any) -> Any:
              openapi_extra=body_spec({"oneOf": [_OBJECT, {"type": "array", "items": _OBJECT}]},
                                      describe="Entity updates in the MQTT payload format (object or array)"))
 async def post_observations(request: Request) -> Response:
+    """A small body that decodes is parsed on the event loop (microseconds; the parser only looks entities up)
+    and committed by the app's :class:`~citytwin.service.commitqueue.CommitQueue` (``app.state.commits``),
+    grouped with the other requests queued meanwhile; anything else (large, undecodable: dead-lettered) is
+    handled in a worker thread as before."""
     raw = await read_body(request)
+    queue = getattr(request.app.state, "commits", None)
+    if queue is not None and len(raw) <= INLINE_BODY:
+        try:
+            doc = decode_json(raw)
+        except PayloadError:  # the worker thread decodes it again and dead-letters it
+            doc = None
+        if doc is not None:
+            res = _twin(request).parser.parse_doc(doc, ParseResult())
+            await queue.submit((res, str(request.url.path)))
+            out = {"accepted": len(res.observations), "rejected": _rejects_json(res)}
+            return json_response(out, status_code=201 if not out["rejected"] else 207)
     return await run_in_threadpool(_post_observations, request, raw)
+
+
+#: bodies up to this size are decoded and parsed on the event loop (a reading is ~100 bytes)
+INLINE_BODY = 16 * 1024
+
+
+def http_committer(twin: Any) -> Any:
+    """The commit function of a :class:`~citytwin.service.commitqueue.CommitQueue`: the queued
+    ``(ParseResult, path)`` pairs of many requests in one ``Ingestor.commit`` call (one group)."""
+    def commit(items: list[tuple[ParseResult, str]]) -> None:
+        twin.ingestor.commit([r for r, _ in items], source="http", topics=[t for _, t in items])
+    return commit
 
 
 def _post_observations(request: Request, raw: bytes) -> Response:
