@@ -195,6 +195,8 @@ def test_concurrent_single_observations_share_commits(lane_ws: tuple[Workspace, 
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started
+    httpx.post(f"http://127.0.0.1:{port}/ngsi-ld/v1/entityOperations/upsert", json=[ENTITY],
+               headers={"Authorization": f"Bearer {tok['admin']}"}, timeout=60)
     history = HistoryStore(ws.root / "twin" / "history")
     before = history.count()["rows"]
     last_row = max(r["id"] for r in ws.catalog.audit_log(limit=1))
@@ -204,9 +206,6 @@ def test_concurrent_single_observations_share_commits(lane_ws: tuple[Workspace, 
     async def load() -> list[tuple[int, dict[str, Any]]]:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=h, timeout=60,
                                      limits=httpx.Limits(max_connections=64)) as c:
-            await c.post("/ngsi-ld/v1/entityOperations/upsert", json=[ENTITY],
-                         headers={"Authorization": f"Bearer {tok['admin']}"})
-
             async def one(i: int) -> tuple[int, dict[str, Any]]:
                 r = await c.post("/twin/v1/observations", json={"id": DONGSI, "type": "AirQualityObserved",
                                                                 "pm25": float(i), "observedAt":
