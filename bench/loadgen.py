@@ -65,6 +65,7 @@ async def _load(port: int, requests: list[bytes], rate: float, n: int, conns: in
     clock = time.perf_counter  # uvloop's loop.time() has millisecond steps
     queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
     lat: list[float] = []
+    sent: list[float] = []  # from the send to the answer (without the wait for a connection or the client)
     bad: dict[int, int] = {}
 
     async def worker() -> None:
@@ -75,6 +76,7 @@ async def _load(port: int, requests: list[bytes], rate: float, n: int, conns: in
                 if job is None:
                     return
                 due, req = job
+                t_send = clock()
                 try:
                     writer.write(req)
                     status = await _read_response(reader)
@@ -84,7 +86,9 @@ async def _load(port: int, requests: list[bytes], rate: float, n: int, conns: in
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 if status not in ok:
                     bad[status] = bad.get(status, 0) + 1
-                lat.append((clock() - due) * 1e3)
+                t_end = clock()
+                lat.append((t_end - due) * 1e3)
+                sent.append((t_end - t_send) * 1e3)
         finally:
             writer.close()
 
@@ -104,7 +108,7 @@ async def _load(port: int, requests: list[bytes], rate: float, n: int, conns: in
     for _ in tasks:
         queue.put_nowait(None)
     await asyncio.gather(*tasks)
-    return {"lat": lat, "bad": bad, "wall": clock() - t0}
+    return {"lat": lat, "sent": sent, "bad": bad, "wall": clock() - t0}
 
 
 def _child(port: int, requests: list[bytes], rate: float, n: int, conns: int, ok: tuple[int, ...], out: Any) -> None:
@@ -138,6 +142,8 @@ def run(port: int, requests: list[bytes], rate: float, seconds: float, *, conns:
     """Offer ``rate`` requests/s for ``seconds`` from a child process; requests cycle through ``requests``.
 
     Returns ``rate``, ``n``, ``achieved`` (answers/s), ``p50``, ``p99`` (ms from the due time),
+    ``p99_from_send`` (ms from the request's send: without its wait for a free connection or for the
+    client process itself, which a loaded machine may hold back),
     ``errors`` (answers whose status is not in ``ok``, by status), ``client_cpu`` (the load generator's
     CPU seconds per wall second: 1.0 is one core) and, with ``server_pid``, ``server_cpu`` (same unit)
     and ``server_cpu_ms_per_req``.
@@ -153,6 +159,7 @@ def run(port: int, requests: list[bytes], rate: float, seconds: float, *, conns:
     cpu1 = _cpu(server_pid)
     lat, wall = res["lat"], res["wall"]
     row = {"rate": rate, "n": len(lat), "achieved": len(lat) / wall, "p50": pct(lat, 50), "p99": pct(lat, 99),
+           "p99_from_send": pct(res["sent"], 99),
            "errors": res["bad"], "client_cpu": res["client_cpu_s"] / wall, "client_loop": res["loop"]}
     if server_pid is not None:
         row["server_cpu"] = (cpu1 - cpu0) / wall

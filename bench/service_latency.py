@@ -159,7 +159,7 @@ def free_port() -> int:
 
 
 SERVER = """
-import sys, uvicorn
+import gc, sys, uvicorn
 try:
     from citytwin.service.app import UVICORN
 except ImportError:  # an older citytwin (a before/after run): uvicorn picks httptools and uvloop when installed
@@ -170,7 +170,16 @@ if sys.argv[3] != "default":
     opts["http"] = sys.argv[3]
 if sys.argv[4] != "default":
     opts["loop"] = sys.argv[4]
-uvicorn.run(create_server_app(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), **opts)
+app = create_server_app(sys.argv[1])
+if sys.argv[3] == sys.argv[4] == "default":  # as citytwin serve runs it (service.app.serve), when it can
+    try:
+        from citytwin.service.app import serve
+    except ImportError:
+        serve = None
+    if serve is not None:
+        serve(app, "127.0.0.1", int(sys.argv[2]))
+        sys.exit(0)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), **opts)
 """
 
 
@@ -231,7 +240,7 @@ def sweep(port: int, pid: int, token: str, kind: str, urls: list[str], rates: li
         s = loadgen.run(port, reqs, rate, seconds, conns=conns, server_pid=pid)
         steps.append(s)
         print(f"  {kind:11s} {rate:6.0f}/s: achieved {s['achieved']:6.0f}/s  p50 {s['p50']:7.1f} ms  "
-              f"p99 {s['p99']:7.1f} ms  errors {s['errors'] or 0}  server {s['server_cpu_ms_per_req']:.2f} ms CPU/req, "
+              f"p99 {s['p99']:7.1f} ms (from send {s['p99_from_send']:6.1f})  errors {s['errors'] or 0}  server {s['server_cpu_ms_per_req']:.2f} ms CPU/req, "
               f"CPU share server {s['server_cpu']:.2f} client {s['client_cpu']:.2f}  "
               f"(load avg {os.getloadavg()[0]:.1f})", flush=True)
         if s["p99"] > SLO_MS:

@@ -343,10 +343,12 @@ def run_single_ramp(ctx: Any, twin_root: Path, token: str, rates: list[float], s
     hport = free_port()
     srv = subprocess.Popen([sys.executable, "-c",
                             "import uvicorn, citytwin.service.app as a; from citytwin.service.app import create_app; "
-                            # an older citytwin (a before/after run) has no UVICORN: uvicorn picks httptools, uvloop
-                            "opts = getattr(a, 'UVICORN', {'log_level': 'warning', 'access_log': False}); "
-                            f"uvicorn.run(create_app({str(twin_root)!r}, auth=True, auto_alerts={alerts}, "
-                            f"auto_verify={alerts}), host='127.0.0.1', port={hport}, **opts)"])
+                            f"app = create_app({str(twin_root)!r}, auth=True, auto_alerts={alerts}, "
+                            f"auto_verify={alerts}); "
+                            # as citytwin twin serve runs it (service.app.serve); an older citytwin has no serve:
+                            # uvicorn picks httptools and uvloop when installed
+                            f"a.serve(app, '127.0.0.1', {hport}) if hasattr(a, 'serve') else "
+                            f"uvicorn.run(app, host='127.0.0.1', port={hport}, log_level='warning')"])
     rows: list[dict[str, Any]] = []
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{hport}", timeout=120)
@@ -370,7 +372,8 @@ def run_single_ramp(ctx: Any, twin_root: Path, token: str, rates: list[float], s
                 row["group"] = (h1["commit_calls"] - h0["commit_calls"]) / max(1, h1["commits"] - h0["commits"])
             rows.append(row)
             print(f"[HTTP single] offered {rate:,.0f} req/s for {seconds:g} s over {conns} connections: answered "
-                  f"{row['achieved']:,.0f} req/s, p50 {row['p50']:.1f} ms, p99 {row['p99']:.1f} ms, "
+                  f"{row['achieved']:,.0f} req/s, p50 {row['p50']:.1f} ms, p99 {row['p99']:.1f} ms (from send "
+                  f"{row['p99_from_send']:.1f}), "
                   f"not 201: {row['errors'] or 0} (n={row['n']:,}); server {row['server_cpu_ms_per_req']:.2f} ms "
                   f"CPU/req, CPU share server {row['server_cpu']:.2f} client {row['client_cpu']:.2f}; "
                   f"{row.get('group', float('nan')):.1f} requests per commit; "
