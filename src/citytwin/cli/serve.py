@@ -33,11 +33,10 @@ def serve(
 
     Example: citytwin serve --demo
     """
-    import uvicorn
-
     from citytwin.foundation.errors import InputError
     from citytwin.foundation.mqtt import parse_broker
     from citytwin.foundation.workspace import MARKER, Workspace
+    from citytwin.service.app import serve as serve_app
     from citytwin.service.server import create_server_app
 
     if not 0 < port < 65536:
@@ -65,4 +64,4 @@ def serve(
     console.print(f"citytwin operations center: {url}  (API: {url}docs)", highlight=False, soft_wrap=True)
     if token:
         console.print(f"sign in as admin with token {token}", highlight=False, soft_wrap=True)
-    uvicorn.run(app_, host=host, port=port, log_level="warning", access_log=False)  # requests are in the audit log
+    serve_app(app_, host, port)  # no access log: requests are in the audit log

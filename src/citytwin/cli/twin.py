@@ -233,10 +233,9 @@ def serve(
 
     Example: citytwin twin serve -w ./ws --port 8000 --broker 127.0.0.1:1883
     """
-    import uvicorn
-
     from citytwin.foundation.mqtt import parse_broker
     from citytwin.service.app import create_app
+    from citytwin.service.app import serve as serve_app
     from citytwin.service.auth import twin_classification
 
     ws = open_workspace(workspace)
@@ -254,7 +253,7 @@ def serve(
                       mqtt_auth=mqtt_auth(username, password, tls_ca, tls_cert, tls_key),
                       mqtt_alerts_auth=None if alerts_username is None else mqtt_auth(
                           alerts_username, alerts_password, tls_ca, tls_cert, tls_key))
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    serve_app(app_, host, port)
 
 
 @app.command()

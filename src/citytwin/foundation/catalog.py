@@ -263,6 +263,14 @@ class Catalog:
             info.stale = self.stale_inputs(name, info.current_version)
         return info
 
+    def head(self, name: str) -> tuple[str, str | None, int] | None:
+        """``(classification, department, current_version)`` of a dataset, None if unknown: one indexed
+        read, for callers that keep the rest of :meth:`get` per version (a version never changes)."""
+        with self.connect() as con:
+            r = con.execute("SELECT classification, department, current_version FROM datasets WHERE name=?",
+                            (name,)).fetchone()
+        return None if r is None else (str(r[0]), r[1], int(r[2]))
+
     def all_datasets(self) -> list[DatasetInfo]:
         return [self.get(n) for n in self.names()]
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
+from starlette.concurrency import run_in_threadpool
 
 from citytwin.foundation import access
 from citytwin.foundation.workspace import Workspace
@@ -60,6 +61,9 @@ class ApiGuard:
         self.ws = ws
         self.catalog = ws.catalog
         self.enabled = enabled
+        #: whether :meth:`check` costs microseconds (a pooled SQLite catalog, or none called), so that the
+        #: service makes it on its event loop (:func:`require_user`)
+        self.inline = not enabled or bool(getattr(self.catalog, "inline_reads", False))
         self._lock = threading.Lock()
         self._views: dict[tuple[str, str, str | None], Workspace] = {}
 
@@ -121,19 +125,23 @@ class ApiGuard:
             return view
 
 
-def require_user(request: Request,
-                 cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:  # noqa: B008
-    """FastAPI dependency: the caller of a dataset route, checked and audited by ``app.state.api_guard``."""
+async def require_user(request: Request,
+                       cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:  # noqa: B008
+    """FastAPI dependency: the caller of a dataset route, checked and audited by ``app.state.api_guard``
+    (on the event loop when that takes microseconds, :attr:`ApiGuard.inline`; else in a worker thread)."""
     guard: ApiGuard = request.app.state.api_guard
     note = request.scope.get("citytwin.audit")  # the AuditMiddleware's entry: it writes the one row
-    p = guard.check(request.method, request.url.path, cred.credentials if cred is not None else None,
-                    note=note)
+    token = cred.credentials if cred is not None else None
+    if guard.inline and note is not None:
+        p = guard.check(request.method, request.url.path, token, note=note)
+    else:  # without the middleware's entry the decision is its own audit row: a write, in a worker thread
+        p = await run_in_threadpool(guard.check, request.method, request.url.path, token, note=note)
     request.state.principal = p
     return p
 
 
-def user_workspace(request: Request, principal: Principal = Depends(require_user)) -> Workspace:  # noqa: B008
-    """FastAPI dependency: the workspace as the authenticated caller sees it."""
+async def user_workspace(request: Request, principal: Principal = Depends(require_user)) -> Workspace:  # noqa: B008
+    """FastAPI dependency: the workspace as the authenticated caller sees it (a cached view per user)."""
     guard: ApiGuard = request.app.state.api_guard
     return guard.workspace(principal.user)
 

@@ -54,6 +54,7 @@ from typing import Any
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from citytwin.foundation import access
 from citytwin.foundation.catalog import Catalog, check_classification
@@ -117,6 +118,9 @@ class TwinGuard:
         self.catalog = catalog
         self.classification = check_classification(classification)
         self.enabled = enabled
+        #: whether :meth:`check` costs microseconds (no catalog call, or a pooled SQLite one), so that the
+        #: service makes it on its event loop rather than in a worker thread
+        self.inline = not enabled or bool(getattr(catalog, "inline_reads", False))
 
     @classmethod
     def for_workspace(cls, ws: Any, *, enabled: bool = True) -> TwinGuard:
@@ -187,29 +191,54 @@ class TwinGuard:
             self._audit(user, action, "ok", what)
         return Principal(user, int(rec["token_id"]))
 
-    def audit_request(self, method: str, target: str, status: int, note: dict[str, Any] | None = None) -> None:
-        """Write the audit row of one finished (or starting) request: ``target`` is path and query."""
+    def _request_row(self, method: str, target: str, status: int, note: dict[str, Any] | None) -> dict[str, Any]:
         note = note or {}
         # the API guard (service.apiauth) names its own action (api.read / api.write) and no dataset
         action = note.get("action") or ("twin.write" if method.upper() not in READ_METHODS else "twin.read")
         outcome = ("ok" if status < 400 else "unauthenticated" if status == 401 else "denied" if status == 403
                    else f"rejected {status}" if status < 500 else f"error {status}")
         why = note.get("why")
-        detail = f"{method.upper()} {target} -> {status}" + (f": {why}" if why else "")
-        self._audit(note.get("user"), action, outcome, detail, note.get("dataset", DATASET))
+        user: access.User | None = note.get("user")
+        return {"user": None if user is None else user.name, "role": None if user is None else user.role,
+                "action": action, "dataset": note.get("dataset", DATASET), "outcome": outcome,
+                "detail": f"{method.upper()} {target} -> {status}" + (f": {why}" if why else "")}
+
+    def audit_request(self, method: str, target: str, status: int, note: dict[str, Any] | None = None) -> None:
+        """Write the audit row of one finished (or starting) request: ``target`` is path and query."""
+        if self.catalog is not None:
+            self.catalog.audit(**self._request_row(method, target, status, note))
+
+    async def audit_request_async(self, method: str, target: str, status: int,
+                                  note: dict[str, Any] | None = None) -> None:
+        """:meth:`audit_request` from the event loop: returns once the row is committed. With the service's
+        group-commit catalog (:mod:`citytwin.service.auditbatch`) it waits on the commit without a worker
+        thread; with another catalog the write runs in a worker thread."""
+        if self.catalog is None:
+            return
+        row = self._request_row(method, target, status, note)
+        audit_async = getattr(self.catalog, "audit_async", None)
+        if audit_async is not None:
+            await audit_async(**row)
+        else:
+            await run_in_threadpool(self.catalog.audit, **row)
 
 
-def require_token(request: Request,
-                  cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:  # noqa: B008
+async def require_token(request: Request,
+                        cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:  # noqa: B008
     """FastAPI dependency: the caller, checked by the app's :class:`TwinGuard` (``app.state.guard``).
 
-    Sets ``request.state.principal``. A sync function: FastAPI runs it in the thread pool, so the
-    catalog look-up and audit write do not block the event loop.
+    Sets ``request.state.principal``. The token look-up is one indexed read of the catalog at each
+    request (a revoked token or a changed role applies at once). On the service's pooled SQLite
+    catalog (:mod:`citytwin.service.auditbatch`) it takes microseconds and runs on the event loop;
+    otherwise (PostgreSQL: a network round trip) in a worker thread, so the loop is never blocked.
     """
     guard: TwinGuard = request.app.state.guard
     note = request.scope.setdefault("citytwin.audit", {})
-    p = guard.check(request.method, request.url.path, cred.credentials if cred is not None else None,
-                    audit=False, note=note)
+    token = cred.credentials if cred is not None else None
+    if guard.inline:
+        p = guard.check(request.method, request.url.path, token, audit=False, note=note)
+    else:
+        p = await run_in_threadpool(guard.check, request.method, request.url.path, token, audit=False, note=note)
     request.state.principal = p
     return p
 
@@ -220,8 +249,9 @@ class AuditMiddleware:
     It sees every request, also those no route serves (unknown path, wrong method, ``HEAD``,
     ``OPTIONS``), records the query string and the response status, and takes the caller from
     what :func:`require_token` found. The catalog write runs in a worker thread (the event
-    loop is never blocked) and finishes before the response goes out. A request that fails
-    before its response starts is audited as ``error 500``.
+    loop is never blocked; with the group-commit catalog the loop only waits for the writer thread's
+    commit, :meth:`TwinGuard.audit_request_async`) and finishes before the response goes out. A
+    request that fails before its response starts is audited as ``error 500``.
     """
 
     def __init__(self, app: Any) -> None:
@@ -231,8 +261,6 @@ class AuditMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        from starlette.concurrency import run_in_threadpool
-
         note: dict[str, Any] = scope.setdefault("citytwin.audit", {})
         method = scope["method"]
         qs = scope.get("query_string", b"").decode("latin-1")
@@ -247,7 +275,7 @@ class AuditMiddleware:
             guard: TwinGuard | None = getattr(scope["app"].state, "guard", None) if "app" in scope else None
             if guard is None or (scope.get("path") == "/health" and status < 400):
                 return
-            await run_in_threadpool(guard.audit_request, method, target[:2000], status, note)
+            await guard.audit_request_async(method, target[:2000], status, note)
 
         async def send_audited(message: Any) -> None:
             if message["type"] == "http.response.start":

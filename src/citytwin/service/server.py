@@ -35,24 +35,33 @@ from citytwin.foundation.errors import AccessDenied, CitytwinError, NotFoundErro
 from citytwin.foundation.workspace import Workspace
 from citytwin.service import catalog_api, consult_api, features, jobs, live, participation_api, tiles
 from citytwin.service.apiauth import ApiGuard, login_info, require_user
+from citytwin.service.app import UVICORN
 from citytwin.service.auditbatch import GroupCommitCatalog
 from citytwin.service.auth import AuthError, Principal, require_token
 
-__all__ = ["WEB_DIR", "create_server_app"]
+__all__ = ["UVICORN", "WEB_DIR", "create_server_app"]
 
 #: the web app's static files (index.html and its bundled assets)
 WEB_DIR = Path(__file__).parent / "web"
 
 
 def error_response(request: Request, exc: Exception) -> JSONResponse:
-    """Exception handler: a :class:`CitytwinError` -> JSON ``{"type", "title", "detail"}`` (400/403/404)."""
+    """Exception handler: a :class:`CitytwinError` -> JSON ``{"type", "title", "detail"}`` (400/403/404; the
+    twin routes' own statuses kept: 413, 415, 409, 503 … of :func:`citytwin.service.ngsi.error_status`)."""
+    from citytwin.service.ngsi import ApiError, error_status
+
     assert isinstance(exc, CitytwinError)
     status, title = ((403, "Forbidden") if isinstance(exc, AccessDenied) else
                      (404, "NotFound") if isinstance(exc, NotFoundError) else
                      (400, "BadRequest"))
+    twin_status, twin_title = error_status(exc)
+    if twin_status not in (400, 403, 404):
+        status, title = twin_status, twin_title
     body: dict[str, Any] = {"type": f"https://citytwin.dev/errors/{title}", "title": title, "detail": exc.message}
     if exc.hint:
         body["hint"] = exc.hint
+    if isinstance(exc, ApiError):
+        body.update({k: v for k, v in exc.extra.items() if k not in body})
     return JSONResponse(body, status_code=status)
 
 
@@ -98,7 +107,8 @@ class Login:
 
 def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
                       broker: tuple[str, int] | None = None, auto_alerts: bool = True,
-                      web_dir: Path | None = None, job_workers: int = 1, clock: Any = None) -> FastAPI:
+                      web_dir: Path | None = None, job_workers: int = 1, clock: Any = None,
+                      fast_lane: bool = True) -> FastAPI:
     """The one app of ``citytwin serve``: twin API + dataset API + jobs + the web app.
 
     Parameters
@@ -118,13 +128,16 @@ def create_server_app(workspace: Workspace | str | Path, *, auth: bool = True,
     clock
         The participation side's clock (case deadlines, consultation periods, construction checks;
         :mod:`~citytwin.service.participation_api`); default the wall clock.
+    fast_lane
+        Entity reads, vector tiles and single observations skip FastAPI's routing
+        (:mod:`~citytwin.service.fastlane`); False: every request goes through it.
     """
     from citytwin.service.app import _open_workspace, create_app
 
     ws = workspace if isinstance(workspace, Workspace) else _open_workspace(workspace)
     twin_dir = ws.root / "twin"
     twin_dir.mkdir(mode=0o700, exist_ok=True)
-    app = create_app(twin_dir, workspace=ws, auth=auth, broker=broker, auto_alerts=auto_alerts)
+    app = create_app(twin_dir, workspace=ws, auth=auth, broker=broker, auto_alerts=auto_alerts, fast_lane=fast_lane)
     app.title = "citytwin operations center"
     app.description = ("The city's datasets (OGC API – Features, vector tiles, catalog, quality, lineage), "
                        "analyses as jobs (OGC API – Processes) and the live twin (NGSI-LD style, alerts, SSE).")

@@ -23,11 +23,13 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import duckdb
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from citytwin.foundation import access, duck, postgis
 from citytwin.foundation.catalog import DatasetInfo
@@ -114,6 +116,7 @@ class TileMaker:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._describe: dict[str, list[tuple[str, str]]] = {}
         self._pii: dict[tuple[str, int], dict[str, str]] = {}
+        self._info: dict[tuple[str, int], DatasetInfo] = {}
         self.hits = 0
         self.misses = 0
 
@@ -148,6 +151,33 @@ class TileMaker:
                 if len(self._pii) > 4096:
                     self._pii.clear()
                 self._pii[key] = found
+        return found
+
+    def info(self, ws: Workspace, dataset: str, *, audit: bool = True) -> DatasetInfo:
+        """The dataset's record if ``ws``'s user may read it (a refusal audited as ``read.tile``, then 403;
+        ``audit=False``: not audited, the caller asks again with it).
+
+        One indexed catalog read per call (:meth:`~citytwin.foundation.catalog.Catalog.head`: its
+        classification, department and current version, as they are now); the rest of the record
+        (columns) is kept per version, which never changes.
+        """
+        head = ws.catalog.head(dataset)
+        if head is None:
+            return _readable(ws, dataset)  # raises its NotFoundError
+        classification, department, version = head
+        try:
+            access.require_read(ws.user, dataset, classification, department)
+        except access.AccessDenied as exc:
+            if audit:
+                _denied(ws, dataset, exc)
+            raise
+        found = self._info.get((dataset, version))
+        if found is None or found.classification != classification or found.department != department:
+            found = _readable(ws, dataset)
+            with self._lock:
+                if len(self._info) > 4096:
+                    self._info.clear()
+                self._info[(dataset, found.current_version)] = found
         return found
 
     def cached(self, key: tuple[Any, ...]) -> bytes | None:
@@ -193,10 +223,11 @@ class TileMaker:
                 self._con = None
 
 
-def _maker(request: Request) -> TileMaker:
-    tm: TileMaker | None = getattr(request.app.state, "tiles", None)
+def maker(state: Any) -> TileMaker:
+    """The app's :class:`TileMaker` (``app.state.tiles``; made on first use)."""
+    tm: TileMaker | None = getattr(state, "tiles", None)
     if tm is None:
-        tm = request.app.state.tiles = TileMaker()
+        tm = state.tiles = TileMaker()
     return tm
 
 
@@ -208,7 +239,7 @@ def _geometry(info: DatasetInfo) -> str:
                      hint="tiles are made of spatial datasets (see /collections: itemType feature)")
 
 
-def _check_tile(z: int, x: int, y: int) -> None:
+def check_tile(z: int, x: int, y: int) -> None:
     if not 0 <= z <= MAX_ZOOM:
         raise InputError(f"zoom {z} is outside 0..{MAX_ZOOM}", field="z")
     n = 2 ** z
@@ -222,8 +253,7 @@ def _etag(name: str, version: int, masked: dict[str, str], z: int, x: int, y: in
     return f'"{name}-v{version}-{m}-{z}-{x}-{y}"'
 
 
-def _if_none_match(request: Request, etag: str) -> bool:
-    inm = request.headers.get("if-none-match")
+def _if_none_match(inm: str | None, etag: str) -> bool:
     if not inm:
         return False
     tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
@@ -232,32 +262,79 @@ def _if_none_match(request: Request, etag: str) -> bool:
 
 @router.get("/tiles/{dataset}/{z}/{x}/{y}.mvt", summary="A vector tile of a spatial dataset",
             responses={200: {"content": {MVT: {}}}, 304: {"description": "Not modified (ETag matched)"}})
-def tile(dataset: str, request: Request, ws: WsDep,
-         z: Annotated[int, Path(ge=0, le=MAX_ZOOM)], x: Annotated[int, Path(ge=0)],
-         y: Annotated[int, Path(ge=0)]) -> Response:
-    _check_tile(z, x, y)
-    info = _readable(ws, dataset)
-    geom = _geometry(info)
+async def tile(dataset: str, request: Request, ws: WsDep,
+               z: Annotated[int, Path(ge=0, le=MAX_ZOOM)], x: Annotated[int, Path(ge=0)],
+               y: Annotated[int, Path(ge=0)]) -> Response:
+    """A cached tile is answered on the event loop when the catalog read is a pooled SQLite one
+    (microseconds); a tile to make (DuckDB or PostGIS), or a catalog on PostgreSQL, in a worker thread."""
+    check_tile(z, x, y)
+    tm = maker(request.app.state)
+    inm = request.headers.get("if-none-match")
+    found: Response | _Wanted | None = None
+    if getattr(ws.catalog, "inline_reads", False):
+        try:
+            found = lookup(ws, dataset, tm, z, x, y, inm, audit=False)
+        except access.AccessDenied:  # asked again in a worker thread, which audits the refusal
+            found = None
+    if found is None:
+        found = await run_in_threadpool(lookup, ws, dataset, tm, z, x, y, inm)
+    if isinstance(found, Response):
+        return found
+    return await make_later(ws, dataset, tm, found)
+
+
+@dataclass
+class _Wanted:
+    """A tile that is not in the cache: what :func:`_make` needs."""
+
+    info: DatasetInfo
+    key: tuple[Any, ...]
+    masked: dict[str, str]
+    headers: dict[str, str]
+    z: int
+    x: int
+    y: int
+
+
+def lookup(ws: Workspace, dataset: str, tm: TileMaker, z: int, x: int, y: int,
+            if_none_match: str | None, *, audit: bool = True) -> Response | _Wanted:
+    """The access check, ETag and cache of one tile: its response (200 from the cache, or 304), or what
+    making it needs (``audit``: of a refusal, see :meth:`TileMaker.info`)."""
+    info = tm.info(ws, dataset, audit=audit)
     version = info.current_version
-    tm = _maker(request)
     masked = {} if ws.user.r.sees_personal_data else tm.pii(info)
     etag = _etag(dataset, version, masked, z, x, y)
     headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
-    if _if_none_match(request, etag):
+    if _if_none_match(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     engine = "postgis" if postgis.configured(ws) is not None else "duckdb"
     key = (dataset, version, tuple(sorted(masked)), z, x, y, engine)
     body = tm.cached(key)
-    if body is None:  # a miss reads the files: through stats_glob (access check again, audited as read.stats)
-        glob, masked2 = ws.stats_glob(dataset, version)
-        hide = set(masked) | set(masked2)
-        props = [(c, t.upper()) for c, t in tm.columns(glob) if c != geom and c not in hide and t.upper() in _PLAIN]
-        if engine == "postgis":  # the same columns, from the version's PostGIS table
-            body = tm.make(key, "", z, x, y, run=lambda box: postgis.tile(
-                ws, dataset, version, [c for c, _ in props], z, x, y, box, extent=EXTENT, buffer=BUFFER))
-        else:
-            body = tm.make(key, tile_sql(glob, geom, props, dataset, covering(glob, geom)), z, x, y)
-    return Response(body, media_type=MVT, headers=headers)
+    if body is not None:
+        return Response(body, media_type=MVT, headers=headers)
+    return _Wanted(info, key, masked, headers, z, x, y)
+
+
+async def make_later(ws: Workspace, dataset: str, tm: TileMaker, w: _Wanted) -> Response:
+    """:func:`_make` in a worker thread (it reads files or PostGIS)."""
+    return await run_in_threadpool(_make, ws, dataset, tm, w)
+
+
+def _make(ws: Workspace, dataset: str, tm: TileMaker, w: _Wanted) -> Response:
+    """A tile not in the cache, made from the files opened through ``stats_glob`` (access checked again,
+    audited as ``read.stats``) or from the version's PostGIS table."""
+    info, key, z, x, y = w.info, w.key, w.z, w.x, w.y
+    version = info.current_version
+    geom = _geometry(info)
+    glob, masked2 = ws.stats_glob(dataset, version)
+    hide = set(w.masked) | set(masked2)
+    props = [(c, t.upper()) for c, t in tm.columns(glob) if c != geom and c not in hide and t.upper() in _PLAIN]
+    if key[-1] == "postgis":  # the same columns, from the version's PostGIS table
+        body = tm.make(key, "", z, x, y, run=lambda box: postgis.tile(
+            ws, dataset, version, [c for c, _ in props], z, x, y, box, extent=EXTENT, buffer=BUFFER))
+    else:
+        body = tm.make(key, tile_sql(glob, geom, props, dataset, covering(glob, geom)), z, x, y)
+    return Response(body, media_type=MVT, headers=w.headers)
 
 
 def _readable(ws: Workspace, dataset: str) -> DatasetInfo:
@@ -269,9 +346,13 @@ def _readable(ws: Workspace, dataset: str) -> DatasetInfo:
     try:
         return ws.info(dataset)
     except access.AccessDenied as exc:
-        ws.catalog.audit(user=ws.user.name, role=ws.user.role, action="read.tile", dataset=dataset,
-                         outcome="denied", detail=str(exc)[:500])
+        _denied(ws, dataset, exc)
         raise
+
+
+def _denied(ws: Workspace, dataset: str, exc: access.AccessDenied) -> None:
+    ws.catalog.audit(user=ws.user.name, role=ws.user.role, action="read.tile", dataset=dataset,
+                     outcome="denied", detail=str(exc)[:500])
 
 
 @router.get("/tiles/{dataset}.json", summary="TileJSON of a spatial dataset's vector tiles")
@@ -279,7 +360,7 @@ def tilejson(dataset: str, request: Request, ws: WsDep) -> JSONResponse:
     info = _readable(ws, dataset)
     geom = _geometry(info)
     glob, masked = ws.stats_glob(dataset)
-    fields = {c: t for c, t in _maker(request).columns(glob) if c != geom and c not in masked and t.upper() in _PLAIN}
+    fields = {c: t for c, t in maker(request.app.state).columns(glob) if c != geom and c not in masked and t.upper() in _PLAIN}
     v = info.current
     bounds = v.extent or [-180.0, -85.0511, 180.0, 85.0511]
     base = str(request.base_url).rstrip("/")
