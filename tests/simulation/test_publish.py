@@ -131,7 +131,7 @@ def test_published_edges_carry_their_shape_and_run_results(ws: Workspace, tmp_pa
         listed = c.get("/twin/v1/scenarios").json()
     # the record says how far the run went (the web view's "simulated time up to")
     assert listed[0]["simulated_s"] == pd.read_csv(tmp_path / "run" / "edges_intervals.csv")["end"].max() > 0
-    assert one["shape"]["type"] == "Property" and one["shape"]["value"]["type"] == "LineString"
+    assert one["shape"]["type"] == "GeoProperty" and one["shape"]["value"]["type"] == "LineString"
     net = sumolib.net.readNet(str(base / "net.net.xml"))
     geod = pyproj.Geod(ellps="WGS84")
     edges = pd.read_csv(tmp_path / "run" / "edges.csv").set_index("edge")

@@ -228,14 +228,18 @@ def _commit(request: Request, res: ParseResult, source: str = "http") -> dict[st
 
 # -- entity representation --------------------------------------------------------------------------
 
+_GEOJSON_TYPES = frozenset({"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon"})
+
+
 def entity_json(e: dict[str, Any], key_values: bool = False) -> dict[str, Any]:
     """A state-store entity as NGSI-LD normalized (or keyValues) JSON."""
     out: dict[str, Any] = {"id": e["id"], "type": e["type"]}
     if e.get("lon") is not None:
         point = {"type": "Point", "coordinates": [e["lon"], e["lat"]]}
         out["location"] = point if key_values else {"type": "GeoProperty", "value": point}
-    for k, v in (e.get("static") or {}).items():
-        out[k] = v if key_values else {"type": "Property", "value": v}
+    for k, v in (e.get("static") or {}).items():  # a static GeoJSON geometry (a road's shape) is a GeoProperty
+        geo = isinstance(v, dict) and v.get("type") in _GEOJSON_TYPES and "coordinates" in v
+        out[k] = v if key_values else {"type": "GeoProperty" if geo else "Property", "value": v}
     for prop, a in sorted(e["attrs"].items()):
         if key_values:
             out[prop] = a["value"]
