@@ -44,7 +44,7 @@ from citytwin.foundation.schemas import Schema
 from citytwin.foundation.sql import ident as q
 from citytwin.foundation.sql import literal as lit
 
-__all__ = ["COVER_POINTS", "PIPE_BATCH", "PIPE_DEPTH", "POINT_CHUNK", "Fallback", "copy_arrow", "run_streamed"]
+__all__ = ["COVER_POINTS", "ORDER_POINTS", "PIPE_BATCH", "PIPE_DEPTH", "POINT_CHUNK", "Fallback", "copy_arrow", "run_streamed"]
 
 _QUARANTINE_NEEDED = "citytwin: a record needs quarantine"
 
@@ -250,10 +250,15 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
                     personal_candidates=sorted(personal) if personal is not None else None), None
 
 
-#: whether the Arrow path writes point records as GeoParquet 1.1 with the bbox covering, each chunk in
-#: Hilbert order (see :func:`copy_arrow`'s ``covers``); ``bench/point_covering.py`` turns it off to
-#: measure its cost in the same run
+#: whether the Arrow path writes point records as GeoParquet 1.1 with the bbox covering (the
+#: coordinates themselves: ~4 % more CPU on 2M POIs, ``bench/point_covering.py``)
 COVER_POINTS = True
+#: whether it also puts each chunk of more than one row group in Hilbert order (row groups of
+#: :data:`geoparquet.ROW_GROUP_ROWS`), so that a small bbox read skips most row groups (2M random
+#: points: 4 of 31 read, the read ~10x faster). Off: it costs ~20-25 % more CPU on 2M POIs (keys,
+#: sort and above all the reordering of every column), which breaks the ingest's goal of half
+#: DuckDB's speed (issue 12) on 2 cores; ``bench/point_covering.py`` measures both
+ORDER_POINTS = False
 #: rows per chunk of records written in one go through Arrow (~35 MB for POIs): large enough that
 #: the per-chunk overheads vanish, small enough to keep memory flat
 POINT_CHUNK = 1 << 19
@@ -364,7 +369,7 @@ def _warm_numba(h3: bool = True) -> None:
             from citytwin.foundation import spacelink
 
             spacelink.h3_cells_arrow(np.array([116.4]), np.array([39.9]), 9)
-        if COVER_POINTS:  # the Hilbert keys of a large point file's chunks
+        if COVER_POINTS and ORDER_POINTS:  # the Hilbert keys of a large point file's chunks
             from citytwin.foundation import hilbertnumba
 
             hilbertnumba.keys(np.array([116.4]), np.array([39.9]), (116.0, 39.0, 117.0, 40.0))
@@ -422,10 +427,10 @@ def copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
     An error raised by ``checked_sql`` (the quarantine guard) propagates.
     ``covers`` (a set, with ``lonlat``): the file is GeoParquet 1.1 with a bbox covering
     (:func:`geoparquet.point_covering`: the coordinates themselves, no bounds computed) whose name is
-    added to the set, in row groups of :data:`geoparquet.ROW_GROUP_ROWS`; a chunk of more rows than that
-    is first put in Hilbert order (:func:`geoparquet.point_order`), so each of its row groups covers a
-    compact part of the chunk's extent and a small bbox read skips most of them. Row order is then kept
-    only within files of one row group (the usual small file); the records are the same.
+    added to the set. With :data:`ORDER_POINTS`, in row groups of :data:`geoparquet.ROW_GROUP_ROWS`, a
+    chunk of more rows than that first put in Hilbert order (:func:`geoparquet.point_order`), so each of
+    its row groups covers a compact part of the chunk's extent and a small bbox read skips most of them
+    (row order then kept only within files of one row group; the records are the same).
 
     Each step replaces a slower one, measured on 3M POIs (2 cores, DuckDB 1.5.5, pyarrow 26):
 
@@ -460,7 +465,8 @@ def copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
     # the covering column (GeoParquet 1.1) of point records, and the rows per row group
     cover = geoparquet.covering_name("geometry", [*names, "geometry", "h3"]) \
         if lonlat and covers is not None else None
-    group_rows = geoparquet.ROW_GROUP_ROWS if cover else 122_880
+    order_chunks = bool(cover) and ORDER_POINTS
+    group_rows = geoparquet.ROW_GROUP_ROWS if order_chunks else 122_880
 
     def complete(batches: list[pa.RecordBatch]) -> pa.Table:
         """The chunk, with its lazy text cleaned, its point geometry (WKB) and H3 cells for points."""
@@ -481,7 +487,7 @@ def copy_arrow(con: duckdb.DuckDBPyConnection, checked_sql: str, path: Path, *,
         if not lonlat:
             return table
         x, y = as_lonlat(table.column(lonlat[0]).to_numpy(), table.column(lonlat[1]).to_numpy())
-        if cover and table.num_rows > geoparquet.ROW_GROUP_ROWS:  # several row groups: Hilbert order
+        if order_chunks and table.num_rows > geoparquet.ROW_GROUP_ROWS:  # several row groups: Hilbert order
             order = geoparquet.point_order(x, y)
             table, x, y = table.take(pa.array(order)), x[order], y[order]
         wkb, bbox = spacelink.points_wkb(x, y)
