@@ -1,8 +1,8 @@
 """What the GeoParquet covering and spatial order of ingested point layers cost and give (issue 14).
 
-The ingest's Arrow path writes point records as GeoParquet 1.1 with a bbox covering (the
-coordinates themselves; ``foundation.ingest.streamed.COVER_POINTS``, on by default) and, with
-``ORDER_POINTS`` (off by default), each chunk of more than one row group in Hilbert order. This
+The ingest's Arrow path can write point records as GeoParquet 1.1 with a bbox covering (the
+coordinates themselves; ``foundation.geoparquet.INGEST_POINTS``, off by default) and, with
+``ingest.streamed.ORDER_POINTS``, each chunk of more than one row group in Hilbert order. This
 script ingests the same generated POI CSV (``poi_id, name, category, lon, lat``, random order over
 1 x 1 degree around Beijing, H3 cells on) three ways, interleaved (off, on, ordered, off ...
 ``--repeat`` rounds), each run in a child process, and reports per variant the wall time, the CPU seconds of the child (all its threads:
@@ -62,10 +62,11 @@ def _service_latency() -> Any:
 
 def child(csv: str, root: str, cover: str) -> None:
     """One ingest (covering on or off) into a new workspace; prints a JSON line."""
+    from citytwin.foundation import geoparquet
     from citytwin.foundation.ingest import ingest, streamed
     from citytwin.foundation.workspace import Workspace
 
-    streamed.COVER_POINTS = cover != "off"
+    geoparquet.INGEST_POINTS = cover != "off"
     streamed.ORDER_POINTS = cover == "ordered"
     ws = Workspace.init(Path(root), owner="admin")
     t0, c0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)

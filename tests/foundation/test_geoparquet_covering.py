@@ -215,7 +215,7 @@ def test_ingested_lines_and_polygons_are_covered(tmp_path: Path, monkeypatch: py
         assert hit < total / 2
 
 
-def test_ingested_small_point_file_keeps_its_order_with_covering(tmp_path: Path) -> None:
+def test_ingested_points_keep_their_order_without_covering(tmp_path: Path) -> None:
     from citytwin.foundation.ingest import ingest
 
     w = Workspace.init(tmp_path / "ws", owner="admin")
@@ -225,9 +225,8 @@ def test_ingested_small_point_file_keeps_its_order_with_covering(tmp_path: Path)
         f"{i},n{i},shop,{x!r},{y!r}\n" for i, x, y in zip(g["pid"], g.geometry.x, g.geometry.y, strict=True)))
     ingest(w, p, dataset="poi", schema="poi")
     geo = json.loads(pq.ParquetFile(_file(w, "poi")).schema_arrow.metadata[b"geo"])
-    # points are covered too (since issue 14's point path; tests/foundation/test_geoparquet_points.py); a file
-    # of one row group keeps its order
-    assert geo["version"] == "1.1.0" and geo["columns"]["geometry"]["covering"]["bbox"]["xmin"] == ["bbox", "xmin"]
+    # points: not by default (geoparquet.INGEST_POINTS; test_geoparquet_points.py turns it on)
+    assert geoparquet.INGEST_POINTS is False and "covering" not in geo["columns"]["geometry"]
     assert w.read("poi")["poi_id"].astype(int).tolist() == list(range(3000))
 
 

@@ -1,4 +1,6 @@
-"""Ingested point layers are GeoParquet 1.1 with a bbox covering and row groups in spatial order (issue 14).
+"""Ingested point layers as GeoParquet 1.1 with a bbox covering and row groups in spatial order (issue 14).
+
+Off by default (``geoparquet.INGEST_POINTS``: its cost to the ingest's speed goal); these tests turn it on.
 
 The covering of a point is its coordinates (``xmin = xmax = lon``, ``ymin = ymax = lat``); with
 ``streamed.ORDER_POINTS`` a chunk of the streamed Arrow path that spans several row groups is put in
@@ -97,8 +99,9 @@ def _groups_hit(path: Path, bb: tuple[float, ...]) -> tuple[int, int]:
 def test_ingested_points_are_covered_in_spatial_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       kind: str, bad: bool, order: bool) -> None:
     # small row groups and chunks, so that 40,000 points make several chunks of several row groups;
-    # the streamed Arrow path orders chunks with ORDER_POINTS (off by default: its cost), the rewrite of
-    # WKT points and of the staged pipeline's file always orders
+    # the streamed Arrow path orders chunks with ORDER_POINTS (off: the covering only),
+    # the rewrite of WKT points and of the staged pipeline's file always orders
+    monkeypatch.setattr(geoparquet, "INGEST_POINTS", True)  # off by default (its cost; see the module)
     monkeypatch.setattr(geoparquet, "ROW_GROUP_ROWS", 1024)
     monkeypatch.setattr(streamed_mod, "POINT_CHUNK", 16_384)
     monkeypatch.setattr(streamed_mod, "ORDER_POINTS", order)
@@ -169,8 +172,9 @@ def test_ingested_points_are_covered_in_spatial_order(tmp_path: Path, monkeypatc
         assert sorted(w.read("poi", bbox=bb)["poi_id"]) == sorted(src["poi_id"][inside])
 
 
-def test_small_point_files_keep_their_order(tmp_path: Path) -> None:
+def test_small_point_files_keep_their_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # one row group: nothing to skip, so the rows stay in the file's order (with the covering)
+    monkeypatch.setattr(geoparquet, "INGEST_POINTS", True)
     src = _source(3000)
     path = _write(src, tmp_path / "poi", "csv")
     w = Workspace.init(tmp_path / "ws", owner="admin")

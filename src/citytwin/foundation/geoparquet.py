@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from citytwin.foundation.sql import ident, literal
 
-__all__ = ["COVERING_FIELDS", "HILBERT_BITS", "POINT_ORDER_BITS", "ROW_GROUP_ROWS", "bbox_struct", "cover_file", "covering_name",
+__all__ = ["COVERING_FIELDS", "HILBERT_BITS", "INGEST_POINTS", "POINT_ORDER_BITS", "ROW_GROUP_ROWS", "bbox_struct", "cover_file", "covering_name",
            "covering_paths", "geo_metadata", "hilbert_keys", "hilbert_order", "point_covering", "point_order",
            "write_spatial"]
 
@@ -44,6 +44,13 @@ ROW_GROUP_ROWS = 65_536
 HILBERT_BITS = 16
 #: the covering struct's fields, in order
 COVERING_FIELDS = ("xmin", "ymin", "xmax", "ymax")
+#: whether the ingest writes point layers with the covering (streamed Arrow path: the coordinates,
+#: each chunk of more than one row group in Hilbert order, see ``ingest.streamed.ORDER_POINTS``;
+#: WKT points and the staged pipeline: :func:`cover_file` with ``points``). **Off**: measured on 2M
+#: POIs (``bench/point_covering.py``, ``bench/ingest_bench.py``, 2 shared cores) it costs ~20 % more
+#: CPU and brings the ingest's ratio to DuckDB from ~0.55 to ~0.3 (issue 12's goal is 0.5); without
+#: the order the covering alone gains a bbox read little and makes the file ~70 % larger
+INGEST_POINTS = False
 
 
 def covering_name(geometry: str, columns: list[str]) -> str:

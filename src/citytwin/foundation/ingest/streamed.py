@@ -44,7 +44,7 @@ from citytwin.foundation.schemas import Schema
 from citytwin.foundation.sql import ident as q
 from citytwin.foundation.sql import literal as lit
 
-__all__ = ["COVER_POINTS", "ORDER_POINTS", "PIPE_BATCH", "PIPE_DEPTH", "POINT_CHUNK", "Fallback", "copy_arrow", "run_streamed"]
+__all__ = ["ORDER_POINTS", "PIPE_BATCH", "PIPE_DEPTH", "POINT_CHUNK", "Fallback", "copy_arrow", "run_streamed"]
 
 _QUARANTINE_NEEDED = "citytwin: a record needs quarantine"
 
@@ -152,9 +152,10 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
             if blocks.blockable(plan):  # a wide file: one query per block of columns
                 say(f"writing {part.name} in blocks of {blocks.COLUMN_BLOCK} columns")
                 written, block_parts = _copy_blocks(con, plan, view, gi, part, opts, need_spatial)
-                if (spatial or points) and written and block_parts == [part]:  # covered as one query's file is
+                if ((spatial and not points) or (points and geoparquet.INGEST_POINTS)) and written \
+                        and block_parts == [part]:  # covered as one query's file is
                     need_spatial()
-                    covers.add(geoparquet.cover_file(con, part, PARQUET_WRITE, points=True) or "")
+                    covers.add(geoparquet.cover_file(con, part, PARQUET_WRITE, points=geoparquet.INGEST_POINTS) or "")
                 if key_order is not None:
                     key_order.ascending = False
                 personal = None
@@ -171,7 +172,7 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
             if points:
                 written = copy_arrow(con, guarded, part, lonlat=plan.lonlat, h3_res=opts.h3_res,
                                      key_order=key_order, lazy_text=lazy_out, personal=personal,
-                                     covers=covers if COVER_POINTS else None)
+                                     covers=covers if geoparquet.INGEST_POINTS else None)
             if written is None:  # not points, or column types pyarrow cannot write as DuckDB does
                 personal = None
                 if key_order is not None:
@@ -184,8 +185,8 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
                                f"CASE WHEN _reason IS NULL THEN TRUE ELSE error({lit(_QUARANTINE_NEEDED)}) END")
                 res = con.execute(f"COPY ({guarded}) TO '{part}' ({PARQUET_WRITE})").fetchone()
                 written = int(res[0]) if res else 0
-                if spatial and written:  # GeoParquet 1.1, covering, Hilbert order (WKT points too: a rewrite)
-                    covers.add(geoparquet.cover_file(con, part, PARQUET_WRITE, points=True) or "")
+                if spatial and written:  # GeoParquet 1.1, covering, Hilbert order (points: geoparquet.INGEST_POINTS)
+                    covers.add(geoparquet.cover_file(con, part, PARQUET_WRITE, points=geoparquet.INGEST_POINTS) or "")
             kept += written
             parts.append(part)
             note_columns(columns_meta, plan, opts.h3_res)
@@ -250,15 +251,14 @@ def run_streamed(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
                     personal_candidates=sorted(personal) if personal is not None else None), None
 
 
-#: whether the Arrow path writes point records as GeoParquet 1.1 with the bbox covering (the
-#: coordinates themselves: ~4 % more CPU on 2M POIs, ``bench/point_covering.py``)
-COVER_POINTS = True
-#: whether it also puts each chunk of more than one row group in Hilbert order (row groups of
-#: :data:`geoparquet.ROW_GROUP_ROWS`), so that a small bbox read skips most row groups (2M random
-#: points: 4 of 31 read, the read ~10x faster). Off: it costs ~20-25 % more CPU on 2M POIs (keys,
-#: sort and above all the reordering of every column), which breaks the ingest's goal of half
-#: DuckDB's speed (issue 12) on 2 cores; ``bench/point_covering.py`` measures both
-ORDER_POINTS = False
+#: with :data:`geoparquet.INGEST_POINTS` (the covering of point records, off by default), whether the
+#: Arrow path also puts each chunk of more than one row group in Hilbert order, in row groups of
+#: :data:`geoparquet.ROW_GROUP_ROWS`, so that a small bbox read skips most row groups (2M random
+#: points: 4 of 31 read, the read ~10x faster). Without the order the covering gains a bbox read
+#: little (every row group still overlaps the box) and makes the file ~70 % larger (random doubles),
+#: with it ~55 %; the order costs ~20 % more CPU on 2M POIs (keys, sort and above all reordering
+#: every column). ``bench/point_covering.py`` measures the three ways (off, covering, covering and order)
+ORDER_POINTS = True
 #: rows per chunk of records written in one go through Arrow (~35 MB for POIs): large enough that
 #: the per-chunk overheads vanish, small enough to keep memory flat
 POINT_CHUNK = 1 << 19
@@ -369,7 +369,7 @@ def _warm_numba(h3: bool = True) -> None:
             from citytwin.foundation import spacelink
 
             spacelink.h3_cells_arrow(np.array([116.4]), np.array([39.9]), 9)
-        if COVER_POINTS and ORDER_POINTS:  # the Hilbert keys of a large point file's chunks
+        if geoparquet.INGEST_POINTS and ORDER_POINTS:  # the Hilbert keys of a large point file's chunks
             from citytwin.foundation import hilbertnumba
 
             hilbertnumba.keys(np.array([116.4]), np.array([39.9]), (116.0, 39.0, 117.0, 40.0))
