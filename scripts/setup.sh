@@ -14,9 +14,9 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>/dev/null \
   || .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
-# compile the numba kernels (h3numba, cleannumba, hilbertnumba) once now (numba caches the machine code beside
+# compile the numba kernels (h3numba, cleannumba) once now (numba caches the machine code beside
 # the source), so the first large ingest of points does not spend ~5-10 s compiling them
-.venv/bin/python -c "import numpy as np, pyarrow as pa; from citytwin.foundation import cleannumba, h3numba, hilbertnumba; h3numba.cells_array(np.array([116.4]), np.array([39.9]), 9); cleannumba.dirty_mask(pa.array(['x']), whitespace=' ', tokens=('',)); hilbertnumba.keys(np.array([0.5]), np.array([0.5]), (0.0, 0.0, 1.0, 1.0))" \
+.venv/bin/python -c "import numpy as np, pyarrow as pa; from citytwin.foundation import cleannumba, h3numba; h3numba.cells_array(np.array([116.4]), np.array([39.9]), 9); cleannumba.dirty_mask(pa.array(['x']), whitespace=' ', tokens=('',))" \
   || echo "note: numba kernels could not be compiled; ingest computes H3 cells and cleans text in SQL instead" >&2
 # and the planning overlay's convex clipping kernel (planning.overlay), the same way
 .venv/bin/python -c "import numpy as np, shapely; from citytwin.planning.overlay import intersect_pairs; a = np.array([shapely.box(0, 0, 2, 2)]); intersect_pairs(a, np.array([shapely.box(1, 1, 3, 3)]), np.array([0]), np.array([0]))" \
