@@ -1,5 +1,7 @@
 """Spatial datasets are written as GeoParquet 1.1 with a bbox covering, in Hilbert order, in small row groups.
 
+(Ingested point layers: ``test_geoparquet_points.py``.)
+
 Checks: the covering is in the ``geo`` metadata and the columns; GeoPandas (which ignores the
 covering) reads the files; ``Workspace.read(bbox=)`` with the covering equals the same query without
 it and GeoPandas' ``intersects`` on the frame that was written (points, polygons, lines, missing
@@ -223,7 +225,8 @@ def test_ingested_points_keep_their_order_without_covering(tmp_path: Path) -> No
         f"{i},n{i},shop,{x!r},{y!r}\n" for i, x, y in zip(g["pid"], g.geometry.x, g.geometry.y, strict=True)))
     ingest(w, p, dataset="poi", schema="poi")
     geo = json.loads(pq.ParquetFile(_file(w, "poi")).schema_arrow.metadata[b"geo"])
-    assert "covering" not in geo["columns"]["geometry"]  # points: the ingest path stays as it was (see docs)
+    # points: not by default (geoparquet.INGEST_POINTS; test_geoparquet_points.py turns it on)
+    assert geoparquet.INGEST_POINTS is False and "covering" not in geo["columns"]["geometry"]
     assert w.read("poi")["poi_id"].astype(int).tolist() == list(range(3000))
 
 

@@ -19,6 +19,11 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+# typer >= 0.29 carries its own copy of Click (typer._click): its usage errors are these classes
+from typer._click import ClickException, Context, Parameter
+from typer._click.exceptions import NoSuchOption, UsageError
+from typer.core import TyperGroup
+
 from citytwin.foundation.errors import CitytwinError
 
 if TYPE_CHECKING:
@@ -84,6 +89,77 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def usage_error_record(exc: ClickException) -> dict[str, Any]:
+    """A usage error of Click (a missing or unknown option, a bad value, an unknown command) as a
+    JSON-ready record in :func:`handle_errors`' shape, plus ``command`` (the command line's command
+    path) and ``parameter`` (the option or argument at fault, None when the error names none).
+
+    Examples
+    --------
+    >>> from typer._click.exceptions import NoSuchOption
+    >>> usage_error_record(NoSuchOption("--bogus"))["parameter"]
+    '--bogus'
+    """
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else None
+    parameter: str | None = None
+    param = getattr(exc, "param", None)
+    if isinstance(exc, NoSuchOption):
+        parameter = exc.option_name
+    elif isinstance(param, Parameter) and param.param_type_name == "option" and param.opts:
+        parameter = max(param.opts, key=lambda o: (o.startswith("--"), len(o)))
+    elif isinstance(param, Parameter):  # an argument: its name, as the message says it
+        parameter = param.name
+    elif getattr(exc, "param_hint", None):
+        hint = exc.param_hint  # type: ignore[attr-defined]
+        parameter = hint if isinstance(hint, str) else " / ".join(hint)
+    return {"error": exc.format_message(), "hint": f"see `{command or 'citytwin'} --help`",
+            "type": type(exc).__name__, "command": command, "parameter": parameter}
+
+
+def _wants_json(args: list[str]) -> bool:
+    """Whether ``--json`` is among a command line's options (not after ``--``)."""
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
+
+
+_JSON_META = "citytwin.json"
+
+
+class JsonUsageGroup(TyperGroup):
+    """The root command group: a Click usage error (missing, unknown or bad option or argument, unknown
+    command) on a command line that holds ``--json`` is printed as one JSON object
+    (:func:`usage_error_record`) on stdout, exit code 2; without ``--json`` Click's own message.
+
+    Once, for every command: the root parses its own options in :meth:`make_context` and every
+    subcommand's inside :meth:`invoke` (where a command's own ``typer.BadParameter`` also arrives).
+    """
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Context | None = None,
+                     **extra: Any) -> Context:
+        as_json = _wants_json(list(args))
+        try:
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+        except ClickException as exc:
+            if as_json:
+                _usage_json_exit(exc)
+            raise
+        ctx.meta[_JSON_META] = as_json
+        return ctx
+
+    def invoke(self, ctx: Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ClickException as exc:
+            if ctx.meta.get(_JSON_META):
+                _usage_json_exit(exc)
+            raise
+
+
+def _usage_json_exit(exc: ClickException) -> None:
+    print_json(usage_error_record(exc))
+    raise typer.Exit(exc.exit_code if isinstance(exc, UsageError) else 2) from None
 
 
 def open_workspace(workspace: Path | None, user: str | None = None) -> Workspace:

@@ -22,7 +22,7 @@ from citytwin.cli import records as _records
 from citytwin.cli import report as _report
 from citytwin.cli import serve as _serve
 from citytwin.cli import sim as _sim
-from citytwin.cli.common import console, handle_errors
+from citytwin.cli.common import JsonUsageGroup, console, handle_errors
 
 app = typer.Typer(
     name="citytwin",
@@ -31,6 +31,7 @@ app = typer.Typer(
     "`citytwin init ./ws` then `citytwin ingest FILE --dataset NAME --schema SCHEMA -w ./ws`.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=JsonUsageGroup,  # usage errors as JSON under --json, for every command
 )
 app.add_typer(economy.app, name="economy")
 app.add_typer(spatial.app, name="spatial")

@@ -34,8 +34,9 @@ import pyarrow.parquet as pq
 
 from citytwin.foundation.sql import ident, literal
 
-__all__ = ["COVERING_FIELDS", "HILBERT_BITS", "ROW_GROUP_ROWS", "bbox_struct", "cover_file", "covering_name",
-           "geo_metadata", "hilbert_keys", "hilbert_order", "write_spatial"]
+__all__ = ["COVERING_FIELDS", "HILBERT_BITS", "INGEST_POINTS", "POINT_ORDER_BITS", "ROW_GROUP_ROWS", "bbox_struct", "cover_file", "covering_name",
+           "covering_paths", "geo_metadata", "hilbert_keys", "hilbert_order", "point_covering", "point_order",
+           "write_spatial"]
 
 #: rows per row group of a spatial dataset: a small box reads a few of them (at 1M points, 16)
 ROW_GROUP_ROWS = 65_536
@@ -43,6 +44,13 @@ ROW_GROUP_ROWS = 65_536
 HILBERT_BITS = 16
 #: the covering struct's fields, in order
 COVERING_FIELDS = ("xmin", "ymin", "xmax", "ymax")
+#: whether the ingest writes point layers with the covering (streamed Arrow path: the coordinates,
+#: each chunk of more than one row group in Hilbert order, see ``ingest.streamed.ORDER_POINTS``;
+#: WKT points and the staged pipeline: :func:`cover_file` with ``points``). **Off**: measured on 2M
+#: POIs (``bench/point_covering.py``, ``bench/ingest_bench.py``, 2 shared cores) it costs ~20 % more
+#: CPU and brings the ingest's ratio to DuckDB from ~0.55 to ~0.3 (issue 12's goal is 0.5); without
+#: the order the covering alone gains a bbox read little and makes the file ~70 % larger
+INGEST_POINTS = False
 
 
 def covering_name(geometry: str, columns: list[str]) -> str:
@@ -72,6 +80,71 @@ def bbox_struct(bounds: np.ndarray) -> pa.StructArray:
     mask = pa.array(missing) if missing.any() else None
     return pa.StructArray.from_arrays([pa.array(b[:, i]) for i in range(4)], names=list(COVERING_FIELDS),
                                       mask=mask)
+
+
+def point_covering(x: np.ndarray, y: np.ndarray) -> pa.StructArray:
+    """The covering column of points: ``xmin = xmax = x``, ``ymin = ymax = y`` (no bounds to compute).
+
+    A row with a missing or non-finite coordinate (whose point geometry is null) gets a null covering.
+
+    Examples
+    --------
+    >>> point_covering(np.array([1.0, np.nan]), np.array([2.0, 3.0])).to_pylist()
+    [{'xmin': 1.0, 'ymin': 2.0, 'xmax': 1.0, 'ymax': 2.0}, None]
+    """
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.float64)
+    bad = ~(np.isfinite(xs) & np.isfinite(ys))
+    ax, ay = pa.array(xs), pa.array(ys)
+    return pa.StructArray.from_arrays([ax, ay, ax, ay], names=list(COVERING_FIELDS),
+                                      mask=pa.array(bad) if bad.any() else None)
+
+
+def covering_paths(name: str) -> list[str]:
+    """The Parquet column paths of covering column ``name``'s fields (for per-column writer options).
+
+    Examples
+    --------
+    >>> covering_paths("bbox")
+    ['bbox.xmin', 'bbox.ymin', 'bbox.xmax', 'bbox.ymax']
+    """
+    return [f"{name}.{f}" for f in COVERING_FIELDS]
+
+
+#: bits per axis of the Hilbert key that orders a chunk of ingested points (:func:`point_order`): a
+#: 128 x 128 grid over the chunk's extent, ~30 points per cell in a chunk of 512k points and ~500
+#: cells per row group; finer keys make row groups hardly more compact (mean row-group box 0.14-0.15
+#: of the chunk's extent with 7 to 16 bits, 1/8 at best for 8 row groups) and cost more to compute
+POINT_ORDER_BITS = 7
+
+
+def point_order(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Row order (indices) of points along the Hilbert curve over their own extent (missing ones last).
+
+    The keys are :func:`hilbert_keys`' on a grid of :data:`POINT_ORDER_BITS` bits per axis, computed
+    by :mod:`citytwin.foundation.hilbertnumba` where numba can be imported, else by numpy (the same
+    keys); they fit 16 bits, so numpy sorts them stably by radix sort in linear time, and the points
+    of one cell keep their order in the file. Costs ~0.05 CPU-µs per point (keys and sort).
+
+    Examples
+    --------
+    >>> point_order(np.array([0.9, 0.1, 0.1, 0.9]), np.array([0.1, 0.1, 0.9, 0.9])).tolist()
+    [1, 2, 3, 0]
+    """
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.float64)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    if not ok.any():
+        return np.arange(len(xs))
+    extent = (float(xs[ok].min()), float(ys[ok].min()), float(xs[ok].max()), float(ys[ok].max()))
+    try:
+        from citytwin.foundation import hilbertnumba
+
+        keys = hilbertnumba.keys(xs, ys, extent, POINT_ORDER_BITS)
+    except Exception:  # numba unusable here (not installed, no writable cache folder): the same keys in numpy
+        keys = hilbert_keys(xs, ys, extent, POINT_ORDER_BITS)
+    keys[~ok] = 1 << (2 * POINT_ORDER_BITS)  # after every cell (infinite coordinates too: null geometry)
+    return np.argsort(keys.astype(np.uint16), kind="stable")
 
 
 def hilbert_keys(x: np.ndarray, y: np.ndarray, extent: tuple[float, float, float, float],

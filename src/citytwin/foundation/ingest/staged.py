@@ -235,8 +235,8 @@ def _staged_run(con: duckdb.DuckDBPyConnection, files: list[Path], sch: Schema, 
     file_names = [str(p) for p in files]
     con.execute(f"""COPY (SELECT {', '.join(q(c) for c in keep_cols)} FROM staged WHERE _reason IS NULL)
                  TO '{out_dir / 'part-0.parquet'}' ({PARQUET_WRITE})""")
-    if "geometry" in keep_cols:  # lines and polygons: GeoParquet 1.1, covering, Hilbert order
-        geoparquet.cover_file(con, out_dir / "part-0.parquet", PARQUET_WRITE)
+    if "geometry" in keep_cols:  # GeoParquet 1.1, covering, Hilbert order (points: see geoparquet.INGEST_POINTS)
+        geoparquet.cover_file(con, out_dir / "part-0.parquet", PARQUET_WRITE, points=geoparquet.INGEST_POINTS)
     qfile = staging / "quarantine.parquet"
     fname_case = "CASE _file " + " ".join(f"WHEN {i} THEN {lit(n)}" for i, n in enumerate(file_names)) + " END"
     con.execute(f"""COPY (
