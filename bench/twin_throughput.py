@@ -30,7 +30,13 @@ Data: the UCI Beijing multi-site air data (12 stations, hourly, 12 properties pe
 Also: **single-reading HTTP posts** (``POST /twin/v1/observations``, one entity, one property, the
 next hour; sequential client) as requests/s with p50/p99 latency, and the **RSS of the ingest
 process** at start and end (``--soak-minutes M``: publish time-shifted copies of the data for M
-minutes, sampling the RSS every 5 s, and print its slope in MiB/min over the second half).
+minutes, each pass later than the last and none in the future, at ``--soak-rate`` readings/s or slower
+when the passes that fit before now would not last M minutes; the RSS is sampled every 5 s and printed
+at the start and each quarter of the soak, with its slope in MiB/min over the run and its second half).
+
+``--payload columnar`` sends the same readings as the columnar batch payload (docs/twin.md, "Columnar
+batch payload": one object of columns per message of 12 stations) instead of JSON arrays of NGSI-LD
+entity updates; the raw subscriber then gets those columnar messages.
 
 Goals (issue 13): >= 20,000 obs/s end to end and >= 0.25 of the raw paho subscriber rate with alerts
 on; >= 500 single-reading requests/s with p99 < 100 ms; RSS flat.
@@ -39,7 +45,8 @@ The figures depend on the machine: on a 2-core machine shared with other work, c
 of one run, not absolute rates across runs.
 
 Run:  python bench/twin_throughput.py --quick                    (about a minute)
-      python bench/twin_throughput.py --quick --soak-minutes 3   (plus a 3-minute RSS soak)
+      python bench/twin_throughput.py --quick --payload columnar (the same with columnar payloads)
+      python bench/twin_throughput.py --quick --skip-http --soak-minutes 30   (plus a 30-minute RSS soak)
       python bench/twin_throughput.py                            (full data; several minutes)
 """
 

@@ -289,6 +289,8 @@ class LiveRuleEngine:
         self.max_lookback_us = int(mx.value // 1000)
         self.properties = needed_properties(self.rules)
         self.warmup_us = 24 * _HOUR_US if any(r.property == "aqi" for r in self.rules) else 0
+        if any(p in AQI_INPUTS for p in self.properties):
+            aqi_mod.load_table()  # the breakpoint table (a YAML file, cached): read now, not in the first batch
         step_us = max((int(pd.Timedelta(r.step).value // 1000) for r in self.rules), default=_HOUR_US)
         floor_keep = self.lookback_us + self.warmup_us + step_us
         self.keep_us = max(floor_keep, int(pd.Timedelta(keep).value // 1000) if keep else floor_keep + 24 * _HOUR_US)
