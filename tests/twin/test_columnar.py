@@ -36,7 +36,7 @@ VALUES = [0.0, 12.5, 3, -7, 499.9, 1e308, -50.0, 2**53 + 1, 10**25, 10**400, Tru
 PROPS = ["pm25", "co", "relativeHumidity", "windDirection", "congested", "intensity", "nope", "energy"]
 UNITS = [None, None, None, "µg/m³", "mg/m³", "percent", "kWh", "furlong"]
 TIMES = ["2015-12-01T08:00:00+08:00", "2015-12-01T01:00:00Z", "1800-01-01T00:00:00Z", "2099-01-01T00:00:00Z",
-         "2015-12-01T01:00:00", 5]
+         "2015-12-01T01:00:00", 5, None]
 
 
 def _columnar(rng: random.Random) -> dict:
@@ -119,6 +119,11 @@ def test_dead_letters_name_index_and_field_and_keep_the_rest():
         ("implausible", "windDirection[0]: windDirection 720 degree is outside the physical range 0..360 degree"),
         ("unknown_entity", "ids[2]: entity 'urn:ngsi-ld:AirQualityObserved:nope' is not registered"),
     ]
+    nt = p.parse("citytwin/batch", json.dumps({"ids": [A, B], "observedAt": [None, "2015-12-01T00:00:00Z"],
+                                                "pm25": [1, 2]}).encode())
+    assert [(r.reason, r.detail) for r in nt.rejects] == [("missing_time", "pm25[0]: no observedAt (or dateObserved) "
+                                                                           "for the value")]
+    assert nt.columns["entity"].tolist() == [B]
     bad = next(r for r in res.rejects if r.property == "pm25")
     assert json.loads(bad.payload) == {"index": 1, "id": B, "observedAt": "2015-12-01T00:00:00Z", "pm25": -50}
     stored = {(e, p_, None if math.isnan(v) else v) for e, p_, v in
@@ -134,7 +139,8 @@ def test_dead_letters_name_index_and_field_and_keep_the_rest():
     ({"ids": [A], "observedAt": "2015-12-01T00:00:00Z", "pm25": 1}, "pm25: expected a list of 1 values"),
     ({"ids": [A], "observedAt": ["2015-12-01T00:00:00Z"] * 2}, "observedAt: 2 times for 1 ids"),
     ({"ids": [A], "observedAt": "2015-12-01T00:00:00Z", "units": {"pm25": 3}}, "units: expected an object"),
-    ({"ids": [A], "pm25": [1]}, "observedAt: missing"),
+    ({"ids": [A], "observedAt": "2015-12-01T00:00:00Z", "pm25": [1],
+      "location": {"type": "Point", "coordinates": [1, 2]}}, "location: the columnar payload has none"),
 ])
 def test_a_message_of_the_wrong_shape_is_refused_whole(doc, detail):
     res = BatchParser(REG.get, now_us=lambda: NOW_US).parse("citytwin/batch", json.dumps(doc).encode())

@@ -15,11 +15,12 @@ Row ``i`` of every column belongs to ``ids[i]``. The same validation as an entit
 with a timezone inside the plausible window, known property of the type, a number (or true/false
 for a bool property), unit conversion, physical range. What fails is dead-lettered with the same
 reasons, **per reading** (or per entity row, for an id or time), and the detail names the field
-and index (``pm25[3]: …``, ``ids[2]: …``); the rest of the message is stored. A message whose
+and index (``pm25[3]: …``, ``ids[2]: …``); the rest of the message is stored. A row without a time
+(``observedAt`` absent or null) has each reading refused as ``missing_time``. A message whose
 shape is wrong (``ids`` not a list of strings, a column not a list of ``len(ids)`` values, a
-``units`` that is not an object of strings) is dead-lettered whole (``wrong_type``). Keys of
-:data:`~citytwin.twin.entities.RESERVED` other than ``ids``/``type``/``observedAt`` are ignored, as in an
-entity update; there is no per-row ``location`` (the registered one is used).
+``units`` that is not an object of strings) is dead-lettered whole (``wrong_type``), and so is
+one with a ``location`` (there is no per-row location: the registered one is used). The other keys of
+:data:`~citytwin.twin.entities.RESERVED` (``name``, ``address`` …) are ignored, as in an entity update.
 
 Why: an entity update carries its property names and ``{"value", "unit"}`` objects with every
 reading, and the ingest then has to take each reading out of its object one by one. The columnar
@@ -156,6 +157,8 @@ class _Rows:
         self.ent: list[str] = []
         self.type: list[str] = []
         self.t: list[int] = []
+        self.notime: list[bool] = []  # rows without an observedAt
+        self.notime_arr = np.zeros(0, dtype=bool)
         self.lon: list[float] = []
         self.lat: list[float] = []
         self.msg: list[int] = []  # the message (index in the batch) of each row
@@ -242,12 +245,14 @@ class BatchParser(MessageParser):
         if type(units) is not dict or (units and set(map(type, units.values())) != _STR):
             rej.append(Reject("wrong_type", "units: expected an object of unit strings", payload=raw))
             return
-        times = doc.get("observedAt")
-        if times is None:
-            rej.append(Reject("missing_time", "observedAt: missing (a string, or a list of one per id)", payload=raw))
-            return
+        times = doc.get("observedAt")  # None: no time, every reading is refused as missing_time (as in updates)
         if type(times) is list and len(times) != n:
             rej.append(Reject("wrong_type", f"observedAt: {len(times)} times for {n} ids", payload=raw))
+            return
+        if "location" in doc:  # meaningful in an entity update: refused here rather than ignored
+            rej.append(Reject("wrong_type", "location: the columnar payload has none (the registered location is "
+                                            "used); send entity updates to give one", property="location",
+                              payload=raw))
             return
         props: list[tuple[str, list[Any]]] = []
         for key, v in doc.items():
@@ -260,7 +265,7 @@ class BatchParser(MessageParser):
             props.append((key, v))
         single_t: int | None = None
         single_bad: list[Reject] = []
-        if type(times) is not list:  # one time for every row: checked once, refused per row (as updates would be)
+        if type(times) is not list and times is not None:  # one time for all rows: checked once, refused per row
             single_t = self._row_time(times, "observedAt", single_bad, None, raw, now)
         acc.ctx[k] = (doc, ids, times)
         g0 = len(acc.ent)
@@ -282,10 +287,14 @@ class BatchParser(MessageParser):
                 rej.append(Reject(single_bad[0].reason, single_bad[0].detail, entity=eid,
                                   payload=_row(doc, i, ids, times)))
                 continue
-            if t is None:
+            notime = times is None or (type(times) is list and times[i] is None)
+            if notime:  # kept: each of its readings is refused as missing_time (after unknown_property)
+                t = 0
+            elif t is None and type(times) is list:
                 t = self._row_time(times[i], f"observedAt[{i}]", rej, eid, _row(doc, i, ids, times), now)
-                if t is None:
-                    continue
+            if t is None:  # (refused above)
+                continue
+            acc.notime.append(notime)
             kept.append(i)
             kinds.add(ref.type)
             acc.ent.append(eid)
@@ -315,6 +324,9 @@ class BatchParser(MessageParser):
     def _row_time(self, text: Any, where: str, rej: list[Reject], eid: str | None, payload: bytes,
                   now: int) -> int | None:
         """µs of one row's (or the message's) ``observedAt``, or None with its reject appended."""
+        if text is None:  # as an entity update without a time: its readings have none
+            rej.append(Reject("missing_time", f"{where}: no observedAt for the values", entity=eid, payload=payload))
+            return None
         try:
             t = parse_time_us(text)
         except ValueError as exc:
@@ -330,6 +342,7 @@ class BatchParser(MessageParser):
         """Validate the queued values, one numpy pass per (type, property, unit); the accepted readings as columns
         in message order, and the message of each (rejects go to their message's result)."""
         parts: list[tuple[np.ndarray, str, str, np.ndarray]] = []
+        acc.notime_arr = np.asarray(acc.notime, dtype=bool)
         for (tname, name, unit), (rows, vals) in acc.groups.items():
             got = self._column(tname, name, unit, np.asarray(rows, dtype=np.int64), vals, acc, results)
             if got is not None and len(got[0]):
@@ -366,6 +379,13 @@ class BatchParser(MessageParser):
         if etype is not None and spec is None:
             reject("unknown_property", f"{tname} has no property {name!r}", rows)
             return None
+        nt = acc.notime_arr[rows]
+        if nt.any():
+            reject("missing_time", "no observedAt (or dateObserved) for the value", rows[nt])
+            rows = rows[~nt]
+            vals = [v for v, x in zip(vals, nt.tolist(), strict=True) if not x]
+            if not len(rows):
+                return None
         # the checks in the order MessageParser._attribute makes them: type, size, unit, range
         kind = spec.kind if spec is not None else "number"
         bad = np.zeros(len(vals), dtype=bool)
