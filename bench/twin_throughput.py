@@ -30,7 +30,13 @@ Data: the UCI Beijing multi-site air data (12 stations, hourly, 12 properties pe
 Also: **single-reading HTTP posts** (``POST /twin/v1/observations``, one entity, one property, the
 next hour; sequential client) as requests/s with p50/p99 latency, and the **RSS of the ingest
 process** at start and end (``--soak-minutes M``: publish time-shifted copies of the data for M
-minutes, sampling the RSS every 5 s, and print its slope in MiB/min over the second half).
+minutes, each pass later than the last and none in the future, at ``--soak-rate`` readings/s or slower
+when the passes that fit before now would not last M minutes; the RSS is sampled every 5 s and printed
+at the start and each quarter of the soak, with its slope in MiB/min over the run and its second half).
+
+``--payload columnar`` sends the same readings as the columnar batch payload (docs/twin.md, "Columnar
+batch payload": one object of columns per message of 12 stations) instead of JSON arrays of NGSI-LD
+entity updates; the raw subscriber then gets those columnar messages.
 
 Goals (issue 13): >= 20,000 obs/s end to end and >= 0.25 of the raw paho subscriber rate with alerts
 on; >= 500 single-reading requests/s with p99 < 100 ms; RSS flat.
@@ -39,7 +45,8 @@ The figures depend on the machine: on a 2-core machine shared with other work, c
 of one run, not absolute rates across runs.
 
 Run:  python bench/twin_throughput.py --quick                    (about a minute)
-      python bench/twin_throughput.py --quick --soak-minutes 3   (plus a 3-minute RSS soak)
+      python bench/twin_throughput.py --quick --payload columnar (the same with columnar payloads)
+      python bench/twin_throughput.py --quick --skip-http --soak-minutes 30   (plus a 30-minute RSS soak)
       python bench/twin_throughput.py                            (full data; several minutes)
 """
 
@@ -72,6 +79,7 @@ from citytwin.foundation.workspace import Workspace
 from citytwin.service.app import open_runtime
 from citytwin.twin import entities as E
 from citytwin.twin import feeds as F
+from citytwin.twin.columnar import columnar_messages_from_long
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # bench/loadgen.py: the open-loop HTTP load generator
@@ -80,6 +88,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "air_beijing_multisite"
 SCRIPT = REPO / "scripts" / "mosquitto.sh"
 MSGS: list[tuple[str, bytes]] = []  # filled before forking: children inherit it
+READINGS_PER_MESSAGE = 144
 
 
 def machine() -> str:
@@ -174,30 +183,46 @@ def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp
 
 
 def _soak_publisher(host: str, port: int, cid: str, go: mp.Event, stop: mp.Event, long_path: str,
-                    passes: mp.Value, done: mp.Value) -> None:
-    """Publish the data again and again, shifted by its span each pass, until ``stop``; a pass starts only when
-    the ingest has stored all but one pass (the broker's queue stays short: the ingest's memory is measured,
-    not the broker's backlog)."""
+                    passes: mp.Value, done: mp.Value, rate: float, columnar: bool) -> None:
+    """Publish the data again and again, each pass shifted to new times, at ``rate`` readings/s (0: as fast as the
+    ingest stores them), until ``stop``. A pass starts only when the ingest has stored all but one pass (the
+    broker's queue stays short: the ingest's memory is measured, not the broker's backlog).
+
+    Times: pass k is the data moved forward by ``k x its span`` (whole days), as a live feed moves: never
+    overlapping another pass, always later than what the rules engine keeps (older readings would be
+    evaluated as late arrivals, a different path), and never in the future (the parser refuses those): from a
+    month of 2015 that is about 130 passes, which :func:`soak` paces over the soak's minutes."""
     long = pd.read_pickle(long_path)
-    span = long["time"].max() - long["time"].min() + pd.Timedelta("1h")
+    t_min, t_max = long["time"].min(), long["time"].max()
+    span = (t_max - t_min + pd.Timedelta("1h")).ceil("D")
     pub = MqttPublisher(host, port, client_id=cid, max_inflight=2000)
     go.wait()
-    # after the data, forward pass by pass, as a live feed moves: never overlapping (every pass is new
-    # readings), in the past for the first ~100 passes (the parser refuses future readings)
-    base = span
-    k = 0
-    start = done.value
+    k = 1
+    first = done.value
+    t0 = time.monotonic()
+    sent = 0
+    limit = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=1)
     while not stop.is_set():
-        while done.value - start < (k - 1) * len(long) and not stop.is_set():
+        while done.value - first < (k - 2) * len(long) and not stop.is_set():
             time.sleep(0.05)
-        shifted = long.assign(time=long["time"] + base + k * span)
-        for _, topic, payload in F.messages_from_long(shifted, per_message=12):
+        shift = k * span
+        if t_max + shift > limit:
+            print("  [soak] passes reached the present: publishing stops", file=sys.stderr)
+            break
+        gen = (columnar_messages_from_long if columnar else F.messages_from_long)
+        for _, topic, payload in gen(long.assign(time=long["time"] + shift), per_message=12):
+            if rate > 0:
+                due = t0 + sent / rate
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
             pub.publish(topic, payload)
+            sent += READINGS_PER_MESSAGE
             if stop.is_set():
                 break
         pub.wait_all(3600)
-        k += 1
         passes.value = k
+        k += 1
     pub.close()
 
 
@@ -402,30 +427,44 @@ def _cpu(pid: int) -> float:
 
 
 def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: str, port: int, minutes: float,
-         done: Any) -> None:
-    """Publish time-shifted copies of the data for ``minutes``; print the ingest RSS over time and its slope."""
+         done: Any, rate: float, columnar: bool) -> None:
+    """Publish time-shifted copies of the data for ``minutes`` at ``rate`` readings/s; print the ingest RSS at the
+    start and at each quarter of the run, and its slope (MiB/min) over the whole run and over the second half."""
     path = work / "long.pkl"
     long.to_pickle(path)
+    span = (long["time"].max() - long["time"].min() + pd.Timedelta("1h")).ceil("D")
+    room = int((pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=1) - long["time"].max()) / span) * len(long)
+    if rate <= 0 or rate * minutes * 60 > room:  # the passes must last the whole soak: pace them
+        rate = room / (minutes * 60)
+        print(f"[soak] {room:,} readings of time-shifted passes fit between the data and now: offered at "
+              f"{rate:,.0f} readings/s to last {minutes:g} min")
     go, stop, passes = ctx.Event(), ctx.Event(), ctx.Value("q", 0)
-    pub = ctx.Process(target=_soak_publisher, args=(host, port, "soak-pub", go, stop, str(path), passes, done))
+    pub = ctx.Process(target=_soak_publisher, args=(host, port, "soak-pub", go, stop, str(path), passes, done, rate,
+                                                    columnar))
     pub.start()
     t0 = time.time()
     n0 = done.value
     go.set()
     samples: list[tuple[float, float]] = []
+    marks = [minutes * q / 4 for q in range(5)]
     while time.time() - t0 < minutes * 60:
         samples.append(((time.time() - t0) / 60, proc.memory_info().rss / 2**20))
         time.sleep(5)
+    samples.append(((time.time() - t0) / 60, proc.memory_info().rss / 2**20))
     stop.set()
     pub.join()
     mins = np.array([m for m, _ in samples])
     rss = np.array([r for _, r in samples])
     half = mins >= mins[-1] / 2
-    slope = float(np.polyfit(mins[half], rss[half], 1)[0]) if half.sum() >= 2 else float("nan")
+    slope_half = float(np.polyfit(mins[half], rss[half], 1)[0]) if half.sum() >= 2 else float("nan")
+    slope_all = float(np.polyfit(mins, rss, 1)[0]) if len(mins) >= 2 else float("nan")
     n = done.value - n0
-    print(f"[soak] {minutes:g} min, {n:,} more readings ({n / (minutes * 60):,.0f}/s, {passes.value} passes): ingest "
-          f"RSS {rss[0]:.0f} -> {rss[-1]:.0f} MiB (max {rss.max():.0f}); slope over the second half "
-          f"{slope:+.2f} MiB/min")
+    at = [(m, float(rss[int(np.argmin(np.abs(mins - m)))])) for m in marks]
+    print(f"[soak] {minutes:g} min at {'as fast as stored' if rate <= 0 else f'{rate:,.0f} readings/s offered'} "
+          f"({'columnar' if columnar else 'entity-update'} payloads): {n:,} more readings ({n / (minutes * 60):,.0f}/s "
+          f"stored, {passes.value} passes); ingest RSS " + ", ".join(f"{r:.0f} MiB at {m:g} min" for m, r in at)
+          + f" (max {rss.max():.0f}); slope {slope_all:+.2f} MiB/min over the run, {slope_half:+.2f} over the second "
+          "half")
     print("[soak] RSS (min, MiB): " + ", ".join(f"{m:.1f}:{r:.0f}" for m, r in samples[:: max(1, len(samples) // 12)]))
 
 
@@ -449,6 +488,11 @@ def main() -> None:
     ap.add_argument("--single-only", action="store_true", help="run only the single-reading ramp")
     ap.add_argument("--soak-minutes", type=float, default=0.0,
                     help="after the MQTT run, keep publishing time-shifted copies for this long, sampling ingest RSS")
+    ap.add_argument("--soak-rate", type=float, default=20_000,
+                    help="readings/s offered during the soak (0: as fast as the ingest stores them)")
+    ap.add_argument("--payload", choices=("updates", "columnar"), default="updates",
+                    help="MQTT payloads: JSON arrays of NGSI-LD entity updates, or the columnar batch payload "
+                         "(docs/twin.md); the raw subscriber gets the same messages")
     args = ap.parse_args()
     alerts = not args.no_alerts
     print(f"configuration: auto-alerts {'ON (shipped default)' if alerts else 'OFF'}, auth ON for HTTP")
@@ -471,7 +515,10 @@ def main() -> None:
     t0 = time.perf_counter()
     long = load_long(args.quick, args.months)
     n_obs = len(long)
-    MSGS.extend((t, p) for _, t, p in F.messages_from_long(long, per_message=args.per_message))
+    columnar = args.payload == "columnar"
+    gen = columnar_messages_from_long if columnar else F.messages_from_long
+    MSGS.extend((t, p) for _, t, p in gen(long, per_message=args.per_message))
+    print(f"payload: {'columnar batch payload' if columnar else 'NGSI-LD entity updates'} on citytwin/batch")
     obs_per_msg = n_obs / len(MSGS)
     print(f"data: {n_obs:,} readings ({int(long.value.notna().sum()):,} non-missing), {len(MSGS):,} MQTT messages "
           f"of {obs_per_msg:.0f} readings ({sum(len(p) for _, p in MSGS) / 2**20:.0f} MiB JSON); "
@@ -563,7 +610,7 @@ def main() -> None:
         lat.stop()
         pub.join()
         if args.soak_minutes > 0:
-            soak(ctx, proc, long, work, host, port, args.soak_minutes, done)
+            soak(ctx, proc, long, work, host, port, args.soak_minutes, done, args.soak_rate, columnar)
         stop.set()
         ing.join()
         h = HistoryStore(root / "history")

@@ -289,6 +289,8 @@ class LiveRuleEngine:
         self.max_lookback_us = int(mx.value // 1000)
         self.properties = needed_properties(self.rules)
         self.warmup_us = 24 * _HOUR_US if any(r.property == "aqi" for r in self.rules) else 0
+        if any(p in AQI_INPUTS for p in self.properties):
+            aqi_mod.load_table()  # the breakpoint table (a YAML file, cached): read now, not in the first batch
         step_us = max((int(pd.Timedelta(r.step).value // 1000) for r in self.rules), default=_HOUR_US)
         floor_keep = self.lookback_us + self.warmup_us + step_us
         self.keep_us = max(floor_keep, int(pd.Timedelta(keep).value // 1000) if keep else floor_keep + 24 * _HOUR_US)
@@ -296,6 +298,7 @@ class LiveRuleEngine:
         self._factors: dict[tuple[str, str], float] = {}
         self.history_reads = 0
         self._pre: dict[str, tuple[int, dict[str, tuple[np.ndarray, ...]]]] = {}
+        self._pnames: list[str] = []  # property of each code in the columns of the batch being merged
 
     # -- input -------------------------------------------------------------------------------
     def _factor(self, prop: str, unit: Any) -> float:
@@ -331,14 +334,18 @@ class LiveRuleEngine:
                     "time_us": np.asarray(batch["time_us"], dtype=np.int64),
                     "value": np.array(batch["value"], dtype=float),  # None -> NaN
                     "unit": np.asarray(batch.get("unit", [None] * n), dtype=object)}
-        keep = np.isin(cols["property"], self.properties)
+        # properties as codes (one hash pass over the column; object comparisons per property cost more)
+        codes, names = pd.factorize(cols["property"])
+        wanted = np.array([str(n) in self.properties for n in names], dtype=bool)
+        keep = wanted[codes] if len(names) else np.zeros(len(codes), dtype=bool)
         if not keep.all():
             cols = {k: v[keep] for k, v in cols.items()}
+            codes = codes[keep]
         fac = np.ones(len(cols["property"]))
-        for p in pd.unique(cols["property"]):  # a few properties, usually one unit each: masks, not a loop per row
-            if p not in AQI_INPUTS:
+        for c, p in enumerate(names):  # a few properties, usually one unit each: masks, not a loop per row
+            if not wanted[c] or p not in AQI_INPUTS:
                 continue
-            m = cols["property"] == p
+            m = codes == c
             units = cols["unit"][m]
             uniq = pd.unique(units)
             if len(uniq) == 1:
@@ -346,6 +353,8 @@ class LiveRuleEngine:
             else:
                 fac[m] = [self._factor(str(p), u) for u in units]
         cols["factor"] = fac
+        cols["pcode"] = codes.astype(np.int64)
+        self._pnames = [str(n) for n in names]
         return cols
 
     def _read(self, entity: str, start_us: int, end_us: int | None) -> dict[str, tuple[np.ndarray, ...]]:
@@ -476,6 +485,7 @@ class LiveRuleEngine:
             continues a known alert takes its start and peak.
         """
         cols = self._columns(batch)
+        pnames = self._pnames  # (a history read while merging makes columns of its own)
         if not len(cols["entity"]):
             return LiveUpdate([], [], [])
         codes, ents = pd.factorize(cols["entity"], sort=True)
@@ -487,12 +497,12 @@ class LiveRuleEngine:
                        [(int(cols["time_us"][order[bounds[k]:bounds[k + 1]]].min()) // _HOUR_US) * _HOUR_US
                         - self.lookback_us - self.warmup_us for k in fresh_k])
         try:
-            return self._update(cols, ents, order, bounds, known, big)
+            return self._update(cols, ents, order, bounds, known, big, pnames)
         finally:
             self._pre = {}
 
     def _update(self, cols: dict[str, np.ndarray], ents: Any, order: np.ndarray, bounds: np.ndarray,
-                known: Callable[[str, str], list[Any]] | None, big: int) -> LiveUpdate:
+                known: Callable[[str, str], list[Any]] | None, big: int, pnames: list[str]) -> LiveUpdate:
         current: list[AlertCandidate] = []
         past: list[AlertCandidate] = []
         touched: list[str] = []
@@ -518,12 +528,12 @@ class LiveRuleEngine:
                     self._load(tail, ent, start_us - self.warmup_us)
             if fresh:  # its history (the batch is in it already, merged again below: the same values)
                 self._load(tail, ent, start_us - self.warmup_us)
-            props = cols["property"][idx]
-            for p in np.unique(props):
-                m = (props == p) & ~old_mask
+            pc = cols["pcode"][idx]
+            for c in np.unique(pc).tolist():
+                m = (pc == c) & ~old_mask
                 if m.any():
                     j = idx[m]
-                    tail.merge(str(p), cols["time_us"][j], cols["value"][j], cols["factor"][j])
+                    tail.merge(pnames[c], cols["time_us"][j], cols["value"][j], cols["factor"][j])
             if start_us != big:
                 latest = tail.latest()
                 cands = self._evaluate(ent, tail.data, start_us)

@@ -24,6 +24,7 @@ from citytwin.foundation.mqtt import MqttAuth, MqttIngest, MqttPublisher
 from citytwin.foundation.timeseries import Ingestor, IngestReport, TwinStores
 from citytwin.foundation.timeseries.forecasts import ForecastStore
 from citytwin.foundation.workspace import MARKER, Workspace
+from citytwin.twin.columnar import BatchParser
 from citytwin.twin.entities import DEFAULT_MAX_PAYLOAD, Entity, EntityRef, MessageParser
 from citytwin.twin.rules import ThresholdRule
 from citytwin.workflows import forecasting
@@ -190,7 +191,7 @@ def open_runtime(root: str | Path, *, max_payload: int = DEFAULT_MAX_PAYLOAD, ma
         r = stores.state.lookup(eid)
         return EntityRef(*r) if r is not None else None
 
-    parser = MessageParser(lookup, max_payload=max_payload, max_future_s=max_future_s, prefix=prefix)
+    parser = BatchParser(lookup, max_payload=max_payload, max_future_s=max_future_s, prefix=prefix)
     root = Path(root)
     return TwinRuntime(stores, parser, Ingestor(stores, parser), max_body=max(max_payload, 8 * DEFAULT_MAX_PAYLOAD),
                        forecasts=ForecastStore(root / "forecasts"), alerts=AlertHub(root / STORE_NAME),

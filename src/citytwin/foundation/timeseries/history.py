@@ -160,8 +160,12 @@ class HistoryStore:
             batch = self._next_batch()
             table = table.set_column(table.schema.get_field_index("_batch"), "_batch",
                                      pa.array(np.full(n, batch, dtype="int64")))
-            order = np.argsort(days, kind="stable")
-            sdays = days[order]
+            if n > 1 and bool((days[1:] < days[:-1]).any()):
+                order = np.argsort(days, kind="stable")
+                sdays = days[order]
+                table = table.take(pa.array(order))  # one gather; then each day is a zero-copy slice
+            else:  # already in day order (a live feed): no copy at all
+                sdays = days
             cuts = np.flatnonzero(np.diff(sdays)) + 1
             starts = np.concatenate([[0], cuts])
             ends = np.concatenate([cuts, [n]])
@@ -174,7 +178,7 @@ class HistoryStore:
                 if not d.exists():
                     d.mkdir(parents=True, exist_ok=True)
                     new_dirs = True
-                jobs.append((d, table.take(pa.array(order[s:e]))))
+                jobs.append((d, table.slice(int(s), int(e - s))))
                 touched.append(d)
             # Files of different days are written and fsynced in parallel (the waits overlap).
             if len(jobs) == 1:

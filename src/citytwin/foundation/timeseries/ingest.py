@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -153,6 +153,35 @@ def _columns(rows: Sequence[Any]) -> dict[str, list[Any]]:
     return {k: [getattr(o, a) for o in rows] for k, a in zip(_COLUMNS, names, strict=True)}
 
 
+_DTYPES: dict[str, Any] = {"entity": object, "type": object, "property": object, "time_us": np.int64,
+                          "value": np.float64, "unit": object, "lon": np.float64, "lat": np.float64}
+
+
+def _concat(chunks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Columns of several results as one set of numpy arrays (values and coordinates float64, None -> NaN).
+
+    Examples
+    --------
+    >>> c = _concat([{"entity": ["a"], "type": ["T"], "property": ["p"], "time_us": [1], "value": [None],
+    ...               "unit": ["u"], "lon": [None], "lat": [2.0]},
+    ...              {"entity": np.array(["b"], dtype=object), "type": ["T"], "property": ["p"], "time_us": [2],
+    ...               "value": np.array([3.0]), "unit": ["u"], "lon": np.array([1.0]), "lat": np.array([2.0])}])
+    >>> c["entity"].tolist(), c["value"].tolist(), c["lon"].tolist()
+    (['a', 'b'], [nan, 3.0], [nan, 1.0])
+    """
+    out: dict[str, Any] = {}
+    for k in _COLUMNS:
+        dt = _DTYPES[k]
+        parts = []
+        for c in chunks:
+            a = c[k]
+            if dt is np.float64 and not isinstance(a, np.ndarray):
+                a = [np.nan if x is None else x for x in a]
+            parts.append(np.asarray(a, dtype=dt))
+        out[k] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return out
+
+
 def _latest_rows(cols: dict[str, list[Any]]) -> list[tuple[Any, ...]]:
     """The rows :meth:`StateStore.upsert_latest` keeps: per (entity, property) the latest time, the last given of
     equal times; ``(entity, property, value, unit, time_us)`` (vectorised: a batch holds few keys)."""
@@ -189,17 +218,24 @@ class Ingestor:
 
     def ingest(self, messages: Iterable[tuple[str | None, bytes]], *, source: str) -> IngestReport:
         """Parse and commit ``(topic, payload)`` messages (topic None for HTTP bodies)."""
-        topics: list[str | None] = []
-        results: list[Any] = []
-        sizes: list[int] = []
-        for topic, payload in messages:
-            topics.append(topic)
-            sizes.append(len(payload))
+        msgs = list(messages)
+        topics: list[str | None] = [t for t, _ in msgs]
+        sizes: list[int] = [len(p) for _, p in msgs]
+        results: list[Any] | None = None
+        many = getattr(self.parser, "parse_many", None)
+        if many is not None:  # a parser that validates a whole batch at once (citytwin.twin.columnar.BatchParser)
             try:
-                results.append(self.parser.parse(topic, payload))
-            except Exception as exc:  # the parser is pure: what it cannot handle is the message's fault
-                results.append(_Unparsed([_Rejected("unparseable", f"{type(exc).__name__}: {exc}"[:300],
-                                                    payload=bytes(payload[:65536]))]))
+                results = many(msgs)
+            except Exception:  # then message by message, so that only the messages at fault are dead-lettered
+                results = None
+        if results is None:
+            results = []
+            for topic, payload in msgs:
+                try:
+                    results.append(self.parser.parse(topic, payload))
+                except Exception as exc:  # the parser is pure: what it cannot handle is the message's fault
+                    results.append(_Unparsed([_Rejected("unparseable", f"{type(exc).__name__}: {exc}"[:300],
+                                                        payload=bytes(payload[:65536]))]))
         return self.commit(results, source=source, topics=topics, sizes=sizes)
 
     def commit(self, results: Sequence[Any], *, source: str, topics: Sequence[str | None] | None = None,
@@ -245,13 +281,19 @@ class Ingestor:
         """Build the group's columns and dead letters and store them (one group at a time)."""
         t0 = time.perf_counter()
         rows: list[Any] = []  # the observations, transposed to columns below
+        # results that are columns already (the columnar batch payload), in message order with the rows
+        # between them (a later reading of a key must stay later): [(rows before it, columns), ...]
+        chunks: list[tuple[int, Mapping[str, Any]]] = []
         letters: list[DeadLetter] = []
         now = time.time_ns() // 1000
         for p in group:
             rep = p.report = IngestReport(messages=len(p.results))
-            first = len(rows)
+            first, first_chunk = len(rows), len(chunks)
             for i, res in enumerate(p.results):
                 rows.extend(res.observations)
+                cc = getattr(res, "columns", None)
+                if cc is not None and len(cc["entity"]):
+                    chunks.append((len(rows), cc))
                 topic = p.topics[i] if p.topics else None
                 for r in res.rejects:
                     letters.append(DeadLetter(source=p.source, reason=r.reason, detail=r.detail, topic=topic,
@@ -259,11 +301,27 @@ class Ingestor:
                                               payload_bytes=(p.sizes[i] if p.sizes and r.reason == "oversized"
                                                              else None), received_us=now))
                     rep.reasons[r.reason] = rep.reasons.get(r.reason, 0) + 1
-            rep.accepted = len(rows) - first
-            rep.entities = sorted({o.entity for o in rows[first:]})
+            mine = [c for _, c in chunks[first_chunk:]]
+            rep.accepted = len(rows) - first + sum(len(c["entity"]) for c in mine)
+            ents = {o.entity for o in rows[first:]}
+            if mine:
+                ents.update(pd.unique(np.concatenate([c["entity"] for c in mine])).tolist())
+            rep.entities = sorted(ents)
             rep.rejected = sum(rep.reasons.values())
-        cols = _columns(rows)
-        accepted = len(rows)
+        if not chunks:
+            cols = _columns(rows)
+        else:
+            runs: list[Mapping[str, Any]] = []
+            at = 0
+            for end, cc in chunks:
+                if end > at:
+                    runs.append(_columns(rows[at:end]))
+                runs.append(cc)
+                at = end
+            if len(rows) > at:
+                runs.append(_columns(rows[at:]))
+            cols = _concat(runs)
+        accepted = len(cols["entity"])
         try:
             if accepted:
                 self.stores.history.append(cols, received_us=now)
@@ -280,7 +338,8 @@ class Ingestor:
                 p.error = err
             return
         t = self.totals
-        merged = IngestReport(entities=sorted(set(cols["entity"])), columns=cols)
+        merged = IngestReport(entities=sorted(pd.unique(np.asarray(cols["entity"], dtype=object))) if accepted
+                              else [], columns=cols)
         for p in group:
             assert p.report is not None
             t.messages += p.report.messages
@@ -303,7 +362,8 @@ class Ingestor:
             if merged is not None and merged.accepted and self.on_commit:
                 cols = merged.columns
                 assert cols is not None
-                lo, hi = min(cols["time_us"]), max(cols["time_us"])
+                t = np.asarray(cols["time_us"], dtype=np.int64)
+                lo, hi = int(t.min()), int(t.max())
                 for hook in list(self.on_commit):
                     try:
                         hook(merged, lo, hi)
