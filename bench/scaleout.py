@@ -283,9 +283,9 @@ def workflows(quick: bool, tmp: Path, only: list[str] | None = None) -> dict[str
             count[0] += 1
             name = f"air{count[0]}"
             ingest(ws, files, dataset=name, schema="sensor_observation", units_map={"CO": "µg/m³"}, dask=dask)
-            return ws.read(name)
+            return name  # the records are read for the comparison, outside the timing
 
-        out["ingest"] = {"run": run_ingest, "same": lambda a, b: a.equals(b),
+        out["ingest"] = {"run": run_ingest, "same": lambda a, b: ws.read(a).equals(ws.read(b)),
                          "size": f"{len(files)} station files"}
 
     units, years = (10_000, 6) if quick else (100_000, 12)

@@ -419,8 +419,15 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
                                             if r.diagnostics}, spec=sp, id_col=sp.id, time_col=sp.time)
         # pooled: the periods stay prepared on the workers (recomputed by the scheduler if a worker dies)
         pos = np.array([i.positive for i in sp.indicators])
-        prepped = client.map(_prepare_period, periods, pure=False, key=task_keys("citytwin-prep", len(periods)),
-                             **common)
+        # the periods spread evenly over the workers (round robin): every later pass runs where its period
+        # is kept, so an uneven first assignment would stay for the whole job (another worker takes over
+        # if one dies)
+        workers = sorted(client.scheduler_info(n_workers=-1).get("workers", {}))
+        prepped = [client.submit(_prepare_period, period, pure=False, key=k, **common,
+                                 workers=[workers[i % len(workers)]] if workers else None,
+                                 allow_other_workers=True)
+                   for i, (period, k) in enumerate(zip(periods, task_keys("citytwin-prep", len(periods)),
+                                                       strict=True))]
         mm = run_tasks(client, _minmax_part, prepped, progress=progress, key="citytwin-minmax")
         s = _Stats(lo=np.min([m[0] for m in mm], axis=0), hi=np.max([m[1] for m in mm], axis=0),
                    n=int(sum(m[2] for m in mm)), pos=pos)
