@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from citytwin.foundation.errors import InputError
-from citytwin.foundation.scaleout import Progress, cluster, parse_dask, run_tasks, worker_cache
+from citytwin.foundation.scaleout import Progress, cluster, parse_dask, run_futures, task_keys, worker_cache
 
 if TYPE_CHECKING:
     import numpy as np
@@ -60,10 +60,17 @@ def _stripe(geoms: np.ndarray, x0: float, x1: float, n: int) -> np.ndarray:
 
 
 def _change_stripe(k: int, *, before: str, after: str, column: str, after_column: str | None,
-                   classes: list[str] | None, stripes: int, job: str, tol: float | None = None
-                   ) -> pd.DataFrame:
+                   classes: list[str] | None, stripes: int, job: str, tol: float | None = None,
+                   pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+                   ) -> tuple[pd.DataFrame, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
     """The pieces of the features whose bounding-box centre lies in stripe ``k`` (each feature in one stripe),
-    geometry as WKB, with their place in one process's table (``order``)."""
+    geometry as WKB, with their place in one process's table (``order``).
+
+    Without ``pairs`` (first stage): the "before" features' intersections with every neighbour and what
+    the neighbours leave of them, and the stripe's pairs ``(before, after, planar area of the piece)``.
+    With ``pairs`` (every stripe's, second stage): what is left of the "after" features, their coverage
+    summed from those pieces' areas (each intersection is cut once, in the first stage).
+    """
     import numpy as np
     import pandas as pd
     import shapely
@@ -81,19 +88,6 @@ def _change_stripe(k: int, *, before: str, after: str, column: str, after_column
     gb, ga, cb, ca = L["gb"], L["ga"], L["cb"], L["ca"]
     allb = shapely.bounds(np.concatenate([gb, ga]))
     x0, x1 = float(allb[:, 0].min()), float(allb[:, 2].max())
-    own_b = np.flatnonzero(_stripe(gb, x0, x1, stripes) == k)
-    own_a = np.flatnonzero(_stripe(ga, x0, x1, stripes) == k)
-    # pairs of the owned "before" features, in the order one process finds them (by before, then tree order)
-    il, jj = L["ta"].query(gb[own_b], predicate="intersects")
-    ii = own_b[il]
-    # cut as land_change cuts them (intersect_pairs: the convex fast path, GEOS for the others): the
-    # same function on the same pair gives the same piece in any task
-    inter = intersect_pairs(gb, ga, ii, jj, L["rings"])
-    # the "after" features' neighbours in ascending "before" order, as one process subtracts them
-    jl, ib = L["tb"].query(ga[own_a], predicate="intersects")
-    order = np.lexsort((ib, jl))
-    jl, ib = jl[order], ib[order]
-
     span = max(len(gb), len(ga)) + 1
 
     def frame(fc: Any, tc: Any, bf: Any, af: Any, geoms: np.ndarray, section: int, feature: np.ndarray
@@ -101,10 +95,12 @@ def _change_stripe(k: int, *, before: str, after: str, column: str, after_column
         # the geometry as WKB (shapely's pickle is WKB too, one object at a time: 7x slower at 400k pieces);
         # "order": the piece's place in one process's table (section, then feature; stable within a feature)
         g = np.asarray(geoms, dtype=object)
-        return pd.DataFrame({"from_class": fc, "to_class": tc, "before_feature": bf, "after_feature": af,
-                             "geometry": shapely.to_wkb(g) if len(g) else np.empty(0, dtype=object),
-                             "area_m2": ea_areas(g, L["work"], L["ea"]) if len(g) else np.empty(0),
-                             "order": section * span + np.asarray(feature, dtype=np.int64)})
+        out = pd.DataFrame({"from_class": fc, "to_class": tc, "before_feature": bf, "after_feature": af,
+                            "geometry": shapely.to_wkb(g) if len(g) else np.empty(0, dtype=object),
+                            "area_m2": ea_areas(g, L["work"], L["ea"]) if len(g) else np.empty(0),
+                            "order": section * span + np.asarray(feature, dtype=np.int64)})
+        # pieces of no area (features their intersections cover) are dropped by finish_change: not sent back
+        return out[out["area_m2"].to_numpy() > 0]
 
     def leftovers(geoms: np.ndarray, own: np.ndarray, hit: np.ndarray, other_idx: np.ndarray, other: np.ndarray,
                   inter_area: np.ndarray, other_overlaps: Any) -> np.ndarray:
@@ -122,15 +118,37 @@ def _change_stripe(k: int, *, before: str, after: str, column: str, after_column
             left[cut] = polygonal(subtract_all(geoms[own][cut], pos[hit[sel]], other_idx[sel], other))
         return left
 
-    # the "after" side's coverage from the same (before, after) pieces one process measures
-    inter_a = intersect_pairs(gb, ga, ib, own_a[jl], L["rings"])
-    left_b = leftovers(gb, own_b, il, jj, ga, shapely.area(inter), L["ob"])
-    left_a = leftovers(ga, own_a, jl, ib, gb, shapely.area(inter_a), L["oa"])
-    out = pd.concat([frame(cb[ii], ca[jj], ii, jj, inter, 0, ii),
-                     frame(cb[own_b], NONE_CLASS, own_b, -1, left_b, 1, own_b),
-                     frame(NONE_CLASS, ca[own_a], -1, own_a, left_a, 2, own_a)], ignore_index=True)
-    # pieces of no area (features their intersections cover) are dropped by finish_change: not sent back
-    return out[out["area_m2"].to_numpy() > 0]
+    if pairs is None:
+        own_b = np.flatnonzero(_stripe(gb, x0, x1, stripes) == k)
+        # pairs of the owned "before" features, in the order one process finds them (by before, then tree order)
+        il, jj = L["ta"].query(gb[own_b], predicate="intersects")
+        ii = own_b[il]
+        # cut as land_change cuts them (intersect_pairs: the convex fast path, GEOS for the others): the
+        # same function on the same pair gives the same piece in any task
+        inter = intersect_pairs(gb, ga, ii, jj, L["rings"])
+        area = shapely.area(inter)
+        left_b = leftovers(gb, own_b, il, jj, ga, area, L["ob"])
+        return (pd.concat([frame(cb[ii], ca[jj], ii, jj, inter, 0, ii),
+                           frame(cb[own_b], NONE_CLASS, own_b, -1, left_b, 1, own_b)], ignore_index=True),
+                (ii, jj, area))
+    own_a = np.flatnonzero(_stripe(ga, x0, x1, stripes) == k)
+    local = np.full(len(ga), -1)
+    local[own_a] = np.arange(len(own_a))
+    pi, pj, parea = (np.concatenate([p[n] for p in pairs]) for n in range(3))
+    sel = local[pj] >= 0
+    # the "after" features' pieces in ascending "before" order: the order one process sums and subtracts them
+    order = np.lexsort((pi[sel], pj[sel]))
+    jl, ib, area_a = local[pj[sel]][order], pi[sel][order], parea[sel][order]
+    left_a = leftovers(ga, own_a, jl, ib, gb, area_a, L["oa"])
+    return frame(NONE_CLASS, ca[own_a], -1, own_a, left_a, 2, own_a), None
+
+
+def _first(pair: tuple[Any, Any]) -> Any:
+    return pair[0]
+
+
+def _second(pair: tuple[Any, Any]) -> Any:
+    return pair[1]
 
 
 def land_change(before: str, after: str, *, dask: str, column: str = "landuse", years: float = 1.0,
@@ -163,10 +181,18 @@ def land_change(before: str, after: str, *, dask: str, column: str = "landuse", 
     with cluster(dask) as client:
         n = stripes or max(2, 4 * len(client.scheduler_info(n_workers=-1).get("workers", {})))
         job = uuid.uuid4().hex
-        parts = run_tasks(client, _change_stripe, list(range(n)), progress=progress, key="citytwin-change",
-                          before=before, after=after, column=column, after_column=after_column,
-                          classes=list(classes) if classes is not None else None, stripes=n, job=job,
-                          tol=overlap_tolerance)
+        kw: dict[str, Any] = {"before": before, "after": after, "column": column, "after_column": after_column,
+                              "classes": list(classes) if classes is not None else None, "stripes": n, "job": job,
+                              "tol": overlap_tolerance}
+        # stage 1: the "before" side of every stripe; stage 2: the "after" side, from stage 1's pairs (small
+        # arrays, taken out where they were computed and sent to the other workers)
+        first = client.map(_change_stripe, list(range(n)), pure=False, key=task_keys("citytwin-change-b", n), **kw)
+        pairs = client.map(_second, first, pure=False, key=task_keys("citytwin-change-pairs", n))
+        second = client.map(_change_stripe, list(range(n)), pure=False, key=task_keys("citytwin-change-a", n),
+                            pairs=pairs, **kw)
+        pieces_b = client.map(_first, first, pure=False, key=task_keys("citytwin-change-pieces", n))
+        pieces_a = client.map(_first, second, pure=False, key=task_keys("citytwin-change-left", n))
+        parts = run_futures(client, [*pieces_b, *pieces_a], progress=progress)
         work, ea, accepted = client.submit(lambda: _crs_of(before, after, column, after_column, classes, job,
                                                            overlap_tolerance), pure=False).result()
 
