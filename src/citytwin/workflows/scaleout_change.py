@@ -157,8 +157,11 @@ def land_change(before: str, after: str, *, dask: str, column: str = "landuse", 
     """:func:`citytwin.planning.change.land_change` of two snapshot files on Dask, split in stripes.
 
     Every feature belongs to the stripe (west to east) of its bounding-box centre; a task cuts the pieces
-    of its features only: their intersections with every neighbour, what the neighbours leave of them.
-    No piece is clipped at a stripe edge, each is cut once and exactly as one process cuts it, so the
+    of its features only: their intersections with every neighbour, what the neighbours leave of them
+    (two stages: the "before" features' intersections and leftovers, then the "after" features' leftovers,
+    their coverage summed from the first stage's pieces). Pieces travel as WKB with their place in one
+    process's table (the client: one concatenation, one argsort, one ``shapely.from_wkb``); pieces of no
+    area are not sent. No piece is clipped at a stripe edge, each is cut once and exactly as one process cuts it, so the
     pieces, their equal-area areas, the transition matrix and the rates equal the single-process result
     (test). Each worker reads and checks both snapshots once per job (``check_layer``: repairs and the
     within-layer overlap test run on the whole layers, replicated: the part not split yet), with

@@ -2,7 +2,11 @@
 
 :func:`index` gives the result of :func:`citytwin.economy.index.composite_index` for a Parquet panel
 (re-exported as :func:`citytwin.workflows.scaleout.index`). The workers read their periods themselves
-and keep them prepared between the stages; the client holds only keys and small partial results.
+and keep them prepared between the stages; the client reads only the period column (to know the
+periods) and holds small partial results. The workers score and rank their rows and give each row's
+position in the panel (files in order, then row groups and rows, from the Parquet metadata and the
+period column), so the client puts the scores in the panel's order with one concatenation and one
+argsort. The periods are spread round robin over the workers; every pass runs where its period is kept.
 
 * ``scope="per_year"``: each period is a whole index of its own (any method): exact.
 * ``scope="pooled"``: the method is global (one normalisation and one set of weights over all
@@ -348,7 +352,7 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
 
     Each task checks its period as :func:`citytwin.economy.spec.prepare` checks a panel, so an
     indicator with no value at all in one period is an error naming it (one process checks the whole
-    column). The client reads the key columns (id, period) to put the scores in the panel's row order.
+    column). The scores come back in the panel's row order (each worker gives its rows' positions).
 
     Raises
     ------

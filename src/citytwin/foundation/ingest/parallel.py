@@ -8,8 +8,11 @@ tasks left: the parts are moved, in file order, into ``STAGING/data/``, quaranti
 concatenated in file order, counts and reasons summed, and the version is committed once by
 :func:`~citytwin.foundation.ingest.run.ingest`, exactly as for one process.
 
-What one file cannot know is checked after all tasks: duplicate keys across files. Where there are
-some, the staged pipeline redoes the ingest in this process (it quarantines each duplicate after the
+What one file cannot know is checked after all tasks: duplicate keys across files. Each task gives
+the span of its keys (:class:`KeySpan`: per key column its distinct values, or its min and max); when
+one key column's values are shared by no two files (one station a file, or consecutive time ranges),
+no key can repeat and the records are not read again; otherwise the client counts repeated keys over
+the merged parts (DuckDB). Where there are some, the staged pipeline redoes the ingest in this process (it quarantines each duplicate after the
 first, naming file and row) and a note says so. The kept records, the quarantine and the catalog
 facts are those of the single-process run (``tests/scaleout/test_ingest.py`` compares them).
 
