@@ -180,6 +180,21 @@ def _time_range(parts: list[Path], keep_cols: list[str]) -> tuple[str | None, st
     return (r[0], r[1]) if r else (None, None)
 
 
+def _assign(files: list[Path], workers: list[str]) -> list[str | None]:
+    """A worker for each file, the largest files first to the worker with the fewest bytes so far: the
+    workers get even shares of bytes (a preference: another worker runs a task if its own is gone)."""
+    if not workers:
+        return [None] * len(files)
+    sizes = [p.stat().st_size if p.is_file() else 0 for p in files]
+    load = dict.fromkeys(workers, 0)
+    home: list[str | None] = [None] * len(files)
+    for i in sorted(range(len(files)), key=lambda i: -sizes[i]):
+        w = min(workers, key=lambda w: load[w])
+        home[i] = w
+        load[w] += sizes[i]
+    return home
+
+
 def run_parallel(files: list[Path], sch: Schema, opts: PipelineOptions, staging: Path, say: Callable[[str], None],
                  dask: str, progress: Callable[[int, int], None] | None = None
                  ) -> tuple[Outcome | None, str | None]:
@@ -196,14 +211,19 @@ def run_parallel(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from citytwin.foundation.scaleout import cluster, parse_dask, run_tasks
+    from citytwin.foundation.scaleout import cluster, parse_dask, run_futures, task_keys
 
     spec = parse_dask(dask)
     say(f"starting Dask ({spec})")
     with cluster(spec) as client:
         say(f"{len(files)} file(s) as Dask tasks on {spec}")
-        done = run_tasks(client, ingest_file, [(i, str(p.resolve())) for i, p in enumerate(files)],
-                         progress=progress, key="citytwin-ingest", sch=sch, opts=opts, staging=str(staging))
+        home = _assign(files, sorted(client.scheduler_info(n_workers=-1).get("workers", {})))
+        keys = task_keys("citytwin-ingest", len(files))
+        futures = [client.submit(ingest_file, (i, str(p.resolve())), pure=False, key=keys[i], sch=sch, opts=opts,
+                                 staging=str(staging), workers=[home[i]] if home[i] else None,
+                                 allow_other_workers=True)
+                   for i, p in enumerate(files)]
+        done = run_futures(client, futures, progress=progress)
     outs = [o for o, _ in done]
     say("merging parts")
     layouts = {o.layout for o in outs}
