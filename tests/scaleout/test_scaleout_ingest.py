@@ -72,6 +72,43 @@ def test_keys_repeated_across_files_are_quarantined_as_one_process_does(workspac
     _same_version(workspace, "dup_one", "dup_dask")
 
 
+@pytest.mark.parametrize(("first", "second", "repeats"), [((0, 300), (300, 600), False), ((0, 300), (250, 600), True)])
+def test_one_station_split_in_time_is_checked_across_files_as_one_process(
+        workspace, dask_address: str, shared_data: Path, tmp_path: Path, first: tuple[int, int],
+        second: tuple[int, int], repeats: bool) -> None:
+    """The tasks' key spans: one station in two files of consecutive hours shares no (entity, property, time)
+    (the time ranges do not meet: no second read of the records); 50 hours in both do, and the staged
+    pipeline quarantines them as one process does."""
+    f = _heads(shared_data, tmp_path, 1, rows=600)[0]
+    head, *rows = f.read_text(encoding="utf-8").splitlines(keepends=True)
+    files = []
+    for n, (lo, hi) in enumerate((first, second)):
+        p = tmp_path / f"part{n}" / f.name
+        p.parent.mkdir()
+        p.write_text(head + "".join(rows[lo:hi]), encoding="utf-8")
+        files.append(p)
+    name = "rep" if repeats else "norep"
+    one = ingest(workspace, files, dataset=f"{name}_one", schema="sensor_observation")
+    two = ingest(workspace, files, dataset=f"{name}_dask", schema="sensor_observation", dask=dask_address)
+    assert any("repeat across files" in n for n in two.notes) is repeats
+    assert (one.rows_quarantined >= 50 * 11) is repeats
+    _same_version(workspace, f"{name}_one", f"{name}_dask")
+
+
+def test_key_spans_decide_only_when_values_cannot_meet() -> None:
+    from citytwin.foundation.ingest.parallel import KeySpan, _spans_disjoint
+
+    def span(entities: tuple[object, ...] | None, t: tuple[object, object]) -> KeySpan:
+        return KeySpan(("entity", "time"), (entities, None), (("a", "z"), t))
+
+    assert _spans_disjoint([span(("s1",), (0, 9)), span(("s2",), (0, 9)), None])  # one station a file
+    assert _spans_disjoint([span(("s1", "s2"), (0, 9)), span(("s2",), (10, 19))])  # consecutive times
+    assert not _spans_disjoint([span(("s1", "s2"), (0, 10)), span(("s2",), (10, 19))])  # hour 10 in both
+    assert not _spans_disjoint([span((float("nan"),), (0, 9)), span((float("nan"),), (0, 9))])  # NaN: undecided
+    assert not _spans_disjoint([span(None, (0, 9)), span(None, ("0", "9"))])  # types that do not compare
+    assert _spans_disjoint([span(("s1",), (0, 9))])
+
+
 def test_worker_killed_mid_job_is_retried_and_the_result_identical(workspace, dask_address: str,
                                                                    shared_data: Path, tmp_path: Path) -> None:
     from distributed import Client

@@ -63,6 +63,28 @@ def test_per_year_index_is_exact_for_any_method(panel_parts, dask_address: str) 
     pd.testing.assert_frame_equal(one.weights, two.weights, check_exact=True)
 
 
+@pytest.mark.parametrize("scope", ["pooled", "per_year"])
+def test_index_rows_dropped_and_small_row_groups_keep_the_panel_order(panel_parts, dask_address: str,
+                                                                      tmp_path: Path, scope: str) -> None:
+    """The workers give each scored row's panel position (files in order, row groups, rows; rows dropped
+    by ``missing: drop`` left out): the scores come back in the panel's order, as one process gives them."""
+    from citytwin.economy.index import composite_index
+    from citytwin.workflows import scaleout
+
+    panel, _, spec = panel_parts
+    panel = panel.sample(frac=1.0, random_state=7).reset_index(drop=True)  # periods interleaved in every file
+    col = spec["indicators"][3]["column"]
+    panel.loc[panel.index[::37], col] = np.nan  # 54 rows dropped, in every period
+    for i, rows in enumerate(np.array_split(np.arange(len(panel)), 3)):
+        panel.iloc[rows].to_parquet(tmp_path / f"part-{i}.parquet", row_group_size=50)
+    spec = dict(spec, missing="drop")
+    one = composite_index(panel, spec, "entropy", scope=scope)
+    two = scaleout.index(str(tmp_path), spec, "entropy", scope=scope, dask=dask_address)
+    assert len(two.scores) == len(panel) - len(panel.index[::37])
+    pd.testing.assert_frame_equal(one.scores.drop(columns="score"), two.scores.drop(columns="score"))
+    np.testing.assert_allclose(two.scores["score"], one.scores["score"], rtol=0, atol=1e-12)
+
+
 def test_global_methods_not_split_are_refused(panel_parts) -> None:
     from citytwin.workflows import scaleout
 

@@ -2,7 +2,11 @@
 
 :func:`index` gives the result of :func:`citytwin.economy.index.composite_index` for a Parquet panel
 (re-exported as :func:`citytwin.workflows.scaleout.index`). The workers read their periods themselves
-and keep them prepared between the stages; the client holds only keys and small partial results.
+and keep them prepared between the stages; the client reads only the period column (to know the
+periods) and holds small partial results. The workers score and rank their rows and give each row's
+position in the panel (files in order, then row groups and rows, from the Parquet metadata and the
+period column), so the client puts the scores in the panel's order with one concatenation and one
+argsort. The periods are spread round robin over the workers; every pass runs where its period is kept.
 
 * ``scope="per_year"``: each period is a whole index of its own (any method): exact.
 * ``scope="pooled"``: the method is global (one normalisation and one set of weights over all
@@ -65,6 +69,40 @@ class _Period:
     X: np.ndarray
     warnings: list[str]
     dropped: int
+    rows: np.ndarray
+    """each row's position in the panel (files in order, rows in file order)"""
+
+
+def _row_positions(period: Any, *, files: list[str], bases: list[int], time: str) -> np.ndarray:
+    """The panel row positions (file order, then row order) of ``period``'s rows: the rows
+    ``pandas.read_parquet(f, filters=[(time, "==", period)])`` gives, found from the time column of the
+    row groups whose statistics may hold ``period``."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    out: list[np.ndarray] = []
+    for f, base in zip(files, bases, strict=True):
+        pf = pq.ParquetFile(f)
+        col = pf.schema_arrow.get_field_index(time)
+        value = pa.scalar(period)
+        start = base
+        for g in range(pf.metadata.num_row_groups):
+            rg = pf.metadata.row_group(g)
+            st = rg.column(col).statistics if col >= 0 else None
+            skip = False
+            if st is not None and st.has_min_max:
+                try:
+                    skip = bool(period < st.min or period > st.max)
+                except TypeError:  # statistics of another type than the period: read the column
+                    skip = False
+            if not skip:
+                t = pf.read_row_group(g, columns=[time]).column(0)
+                hit = pc.fill_null(pc.equal(t, value.cast(t.type) if value.type != t.type else value), False)
+                out.append(start + np.flatnonzero(hit.to_numpy(zero_copy_only=False)))
+            start += rg.num_rows
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
 
 
 def _read_period(period: Any, *, files: list[str], spec: IndexSpec, source: str) -> pd.DataFrame:
@@ -76,19 +114,39 @@ def _read_period(period: Any, *, files: list[str], spec: IndexSpec, source: str)
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def _prepare_period(period: Any, *, files: list[str], spec: IndexSpec, source: str) -> _Period:
+def _kept_positions(period: Any, frame: pd.DataFrame, keys: pd.DataFrame, *, files: list[str], bases: list[int],
+                    spec: IndexSpec) -> np.ndarray:
+    """The panel row positions of ``keys`` (the rows :func:`~citytwin.economy.spec.prepare` kept of
+    ``frame``, period ``period``): the client puts the scores in the panel's order with one argsort."""
+    import numpy as np
+    import pandas as pd
+
+    assert spec.time is not None
+    pos = _row_positions(period, files=files, bases=bases, time=spec.time)
+    if len(pos) != len(frame):
+        raise InputError(f"period {period!r}: {len(frame)} rows read but {len(pos)} found in the row groups "
+                            "(the Parquet files changed while the job ran?)", file=files[0])
+    if len(keys) != len(frame):  # rows dropped (missing: drop): the ids are unique within a period
+        pos = pos[pd.Index(frame[spec.id].to_numpy()).get_indexer(keys[spec.id].to_numpy())]
+    return np.asarray(pos, dtype=np.int64)
+
+
+def _prepare_period(period: Any, *, files: list[str], bases: list[int], spec: IndexSpec, source: str) -> _Period:
     from citytwin.economy.spec import prepare
 
-    prep = prepare(_read_period(period, files=files, spec=spec, source=source), spec, source=source)
-    return _Period(prep.keys, prep.values[spec.columns].to_numpy(dtype=float), prep.warnings, prep.dropped_rows)
+    frame = _read_period(period, files=files, spec=spec, source=source)
+    prep = prepare(frame, spec, source=source)
+    return _Period(prep.keys, prep.values[spec.columns].to_numpy(dtype=float), prep.warnings, prep.dropped_rows,
+                   _kept_positions(period, frame, prep.keys, files=files, bases=bases, spec=spec))
 
 
-def _index_period(period: Any, *, files: list[str], spec: IndexSpec, source: str, method: str,
-                  options: dict[str, Any]) -> IndexResult:
+def _index_period(period: Any, *, files: list[str], bases: list[int], spec: IndexSpec, source: str, method: str,
+                  options: dict[str, Any]) -> tuple[IndexResult, np.ndarray]:
     from citytwin.economy.index import composite_index
 
-    return composite_index(_read_period(period, files=files, spec=spec, source=source), spec, method,
-                           scope="per_year", source=source, **options)
+    frame = _read_period(period, files=files, spec=spec, source=source)
+    r = composite_index(frame, spec, method, scope="per_year", source=source, **options)
+    return r, _kept_positions(period, frame, r.scores[[spec.id]], files=files, bases=bases, spec=spec)
 
 
 def _minmax_part(p: _Period) -> tuple[np.ndarray, np.ndarray, int]:
@@ -146,12 +204,28 @@ def _moment_part(p: _Period, *, what: str, lo: np.ndarray, hi: np.ndarray, pos: 
     return np.asarray(D.T @ D)
 
 
+def _scored(p: _Period, contrib: np.ndarray, dims: dict[str, np.ndarray]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The period's keys with ``score`` (the row sums of ``contrib``) and ``dim:NAME`` columns, and its rows'
+    panel positions: summed on the worker, the row sums one process takes (each row's own sum)."""
+    from citytwin.economy.ranking import rank_by
+
+    frame = p.keys.copy()
+    frame["score"] = contrib.sum(axis=1)
+    frame["rank"] = rank_by(frame, "score", by=str(p.keys.columns[1]))  # keys: id, period; ranks within it
+    for dname, mask in dims.items():
+        frame[f"dim:{dname}"] = contrib[:, mask].sum(axis=1)
+    return frame, p.rows
+
+
+def _warnings_part(p: _Period) -> list[str]:
+    return p.warnings
+
+
 def _score_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, w: np.ndarray,
-                score_scale: float) -> tuple[pd.DataFrame, np.ndarray]:
+                score_scale: float, dims: dict[str, np.ndarray]) -> tuple[pd.DataFrame, np.ndarray]:
     Z = _norm(p.X, lo, hi, pos, 1.0, 0.0)
     Z[:, hi - lo == 0] = 0.0
-    contrib = Z * w * score_scale
-    return p.keys, contrib
+    return _scored(p, Z * w * score_scale, dims)
 
 
 def _sumsq_part(p: _Period) -> np.ndarray:
@@ -182,17 +256,14 @@ def _topsis_score_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.nd
     from citytwin.economy.weights import topsis_closeness
 
     V = _topsis_values(p, lo, hi, pos, w, norm)
-    return p.keys, topsis_closeness(V, ideal, anti).closeness[:, None] * score_scale
+    return _scored(p, topsis_closeness(V, ideal, anti).closeness[:, None] * score_scale, {})
 
 
-def _original_order(frame: pd.DataFrame, keys: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` (with the key columns of ``keys``) in the row order of ``keys`` (the panel's)."""
+def _panel_order(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """``frame`` (its rows at panel positions ``rows``) in the panel's row order."""
     import numpy as np
-    import pandas as pd
 
-    cols = list(keys.columns)
-    pos = pd.MultiIndex.from_frame(keys[cols]).get_indexer(pd.MultiIndex.from_frame(frame[cols]))
-    return frame.iloc[np.argsort(pos, kind="stable")].reset_index(drop=True)
+    return frame.take(np.argsort(rows, kind="stable")).reset_index(drop=True)
 
 
 @dataclass
@@ -281,7 +352,7 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
 
     Each task checks its period as :func:`citytwin.economy.spec.prepare` checks a panel, so an
     indicator with no value at all in one period is an error naming it (one process checks the whole
-    column). The client reads the key columns (id, period) to put the scores in the panel's row order.
+    column). The scores come back in the panel's row order (each worker gives its rows' positions).
 
     Raises
     ------
@@ -292,10 +363,10 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
     """
     import numpy as np
     import pandas as pd
+    import pyarrow.parquet as pq
 
     from citytwin.economy import weights as W
     from citytwin.economy.index import METHODS, IndexResult
-    from citytwin.economy.ranking import rank_by
     from citytwin.economy.spec import parse_spec
 
     parse_dask(dask)
@@ -324,9 +395,11 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
                          "sums on Dask", field="normalisation",
                          hint="use normalisation minmax, or scope per_year, or run without --dask")
     files = parquet_files(panel, ws, "panel")
-    keys = pd.concat([pd.read_parquet(f, columns=[sp.id, sp.time]) for f in files], ignore_index=True)
-    periods = sorted(keys[sp.time].dropna().unique().tolist())
-    common = {"files": files, "spec": sp, "source": panel}
+    periods = sorted(pd.concat([pd.read_parquet(f, columns=[sp.time]) for f in files],
+                               ignore_index=True)[sp.time].dropna().unique().tolist())
+    # each file's first row in the panel: the workers give their rows' panel positions from these
+    bases = np.concatenate([[0], np.cumsum([pq.ParquetFile(f).metadata.num_rows for f in files])])[:-1]
+    common = {"files": files, "bases": [int(b_) for b_ in bases], "spec": sp, "source": panel}
     opts_in: dict[str, Any] = {"normalisation": normalisation, "shift": shift, "scale": scale,
                                "score_scale": score_scale, "topsis_normalisation": topsis_normalisation,
                                "topsis_weights": topsis_weights, "combine_with": combine_with,
@@ -336,20 +409,29 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
         if scope == "per_year":
             parts = run_tasks(client, _index_period, periods, progress=progress, key="citytwin-index", method=method,
                               options=opts_in, **common)
-            first = parts[0]
-            scores = _original_order(pd.concat([r.scores for r in parts], ignore_index=True), keys)
-            popts = dict(first.options, scope="per_year", n_rows=int(sum(r.options["n_rows"] for r in parts)),
+            scores = _panel_order(pd.concat([r.scores for r, _ in parts], ignore_index=True),
+                                  np.concatenate([rows for _, rows in parts]))
+            parts_r = [r for r, _ in parts]
+            first = parts_r[0]
+            popts = dict(first.options, scope="per_year", n_rows=int(sum(r.options["n_rows"] for r in parts_r)),
                          dask=str(dask), partitions="one task per period")
             if "entropy_k" in popts:
-                popts["entropy_k"] = {str(p): r.options["entropy_k"] for p, r in zip(periods, parts, strict=True)}
-            return IndexResult(weights=pd.concat([r.weights for r in parts], ignore_index=True), scores=scores,
-                               options=popts, warnings=[w for r in parts for w in r.warnings],
-                               diagnostics={str(p): r.diagnostics.get(str(p)) for p, r in zip(periods, parts, strict=True)
+                popts["entropy_k"] = {str(p): r.options["entropy_k"] for p, r in zip(periods, parts_r, strict=True)}
+            return IndexResult(weights=pd.concat([r.weights for r in parts_r], ignore_index=True), scores=scores,
+                               options=popts, warnings=[w for r in parts_r for w in r.warnings],
+                               diagnostics={str(p): r.diagnostics.get(str(p)) for p, r in zip(periods, parts_r, strict=True)
                                             if r.diagnostics}, spec=sp, id_col=sp.id, time_col=sp.time)
         # pooled: the periods stay prepared on the workers (recomputed by the scheduler if a worker dies)
         pos = np.array([i.positive for i in sp.indicators])
-        prepped = client.map(_prepare_period, periods, pure=False, key=task_keys("citytwin-prep", len(periods)),
-                             **common)
+        # the periods spread evenly over the workers (round robin): every later pass runs where its period
+        # is kept, so an uneven first assignment would stay for the whole job (another worker takes over
+        # if one dies)
+        workers = sorted(client.scheduler_info(n_workers=-1).get("workers", {}))
+        prepped = [client.submit(_prepare_period, period, pure=False, key=k, **common,
+                                 workers=[workers[i % len(workers)]] if workers else None,
+                                 allow_other_workers=True)
+                   for i, (period, k) in enumerate(zip(periods, task_keys("citytwin-prep", len(periods)),
+                                                       strict=True))]
         mm = run_tasks(client, _minmax_part, prepped, progress=progress, key="citytwin-minmax")
         s = _Stats(lo=np.min([m[0] for m in mm], axis=0), hi=np.max([m[1] for m in mm], axis=0),
                    n=int(sum(m[2] for m in mm)), pos=pos)
@@ -372,24 +454,17 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
             scored = run_tasks(client, _topsis_score_part, prepped, key="citytwin-score", norm=norm, ideal=ideal,
                                anti=anti, score_scale=score_scale, **sk)
         else:
-            scored = run_tasks(client, _score_part, prepped, key="citytwin-score", score_scale=score_scale, **sk)
-        parts_prepped = client.gather(prepped)
-    warnings = [w_ for p in parts_prepped for w_ in p.warnings]
+            dims = ({d: np.array([i.dimension == d for i in sp.indicators]) for d in sp.dimensions}
+                    if sp.dimensions else {})
+            scored = run_tasks(client, _score_part, prepped, key="citytwin-score", score_scale=score_scale,
+                               dims=dims, **sk)
+        warned = run_tasks(client, _warnings_part, prepped, key="citytwin-warnings")
+    warnings = [w_ for ws_ in warned for w_ in ws_]
     for c in [sp.columns[j] for j in np.flatnonzero(const)]:
         warnings.append(f"indicator {c!r} is constant: it carries no information and gets weight 0 in objective methods")
-    frame = pd.concat([s_[0] for s_ in scored], ignore_index=True)
-    contrib = np.concatenate([s_[1] for s_ in scored])
-    frame["score"] = contrib.sum(axis=1)
-    if sp.dimensions and method != "topsis":
-        for dname in sp.dimensions:
-            mask = np.array([i.dimension == dname for i in sp.indicators])
-            frame[f"dim:{dname}"] = contrib[:, mask].sum(axis=1)
-    frame = _original_order(frame, keys)
-    scores = frame[[sp.id, sp.time, "score"]].copy()
-    scores["rank"] = rank_by(scores, "score", by=sp.time)
-    for c in frame.columns:
-        if c.startswith("dim:"):
-            scores[c] = frame[c]
+    # one concatenation in task order, one argsort of the rows' panel positions (the workers summed and ranked)
+    scores = _panel_order(pd.concat([s_[0] for s_ in scored], ignore_index=True),
+                          np.concatenate([s_[1] for s_ in scored]))
     wf = pd.DataFrame({"indicator": [i.label for i in sp.indicators], "column": sp.columns,
                        "dimension": [i.dimension for i in sp.indicators],
                        "direction": [i.direction for i in sp.indicators],

@@ -8,8 +8,11 @@ tasks left: the parts are moved, in file order, into ``STAGING/data/``, quaranti
 concatenated in file order, counts and reasons summed, and the version is committed once by
 :func:`~citytwin.foundation.ingest.run.ingest`, exactly as for one process.
 
-What one file cannot know is checked after all tasks: duplicate keys across files. Where there are
-some, the staged pipeline redoes the ingest in this process (it quarantines each duplicate after the
+What one file cannot know is checked after all tasks: duplicate keys across files. Each task gives
+the span of its keys (:class:`KeySpan`: per key column its distinct values, or its min and max); when
+one key column's values are shared by no two files (one station a file, or consecutive time ranges),
+no key can repeat and the records are not read again; otherwise the client counts repeated keys over
+the merged parts (DuckDB). Where there are some, the staged pipeline redoes the ingest in this process (it quarantines each duplicate after the
 first, naming file and row) and a note says so. The kept records, the quarantine and the catalog
 facts are those of the single-process run (``tests/scaleout/test_ingest.py`` compares them).
 
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +37,83 @@ from citytwin.foundation.sql import literal as lit
 __all__ = ["ingest_file", "run_parallel"]
 
 
-def ingest_file(task: tuple[int, str], *, sch: Schema, opts: PipelineOptions, staging: str) -> Outcome:
-    """One task: ingest file ``task[1]`` into ``staging/task-{task[0]:05d}`` (streamed, else staged).
+#: a key column's distinct values are returned by a task when it has at most this many (else its min/max)
+SPAN_DISTINCT = 1000
+
+
+@dataclass(frozen=True)
+class KeySpan:
+    """What one task's records hold in each key column (rows with the whole key only): the distinct values
+    where there are at most :data:`SPAN_DISTINCT`, else None, and the min and max. Keys can repeat across
+    files only where every key column's values meet: one column whose values no two files share rules
+    repeats out without reading the records again (:func:`_spans_disjoint`)."""
+
+    columns: tuple[str, ...]
+    distinct: tuple[tuple[Any, ...] | None, ...]
+    bounds: tuple[tuple[Any, Any], ...]
+
+
+def _key_columns(sch: Schema, keep_cols: list[str], layout: str) -> list[str]:
+    """The key the records are checked on across files (the wide sensor table: entity, property, time)."""
+    if layout == "wide" and sch.name == "sensor_observation":
+        return ["entity", "property", "time"]
+    return [k for k in sch.key if k in keep_cols]
+
+
+def _key_span(out: Outcome, sch: Schema, threads: int | None) -> KeySpan | None:
+    """The :class:`KeySpan` of a task's parts (None: no key, or no record with a whole key)."""
+    import duckdb
+
+    key = _key_columns(sch, out.keep_cols, out.layout)
+    parts = sorted(out.out_dir.glob("*.parquet"))
+    if not key or not parts:
+        return None
+    scan = "read_parquet([" + ", ".join(lit(str(p)) for p in parts) + "])"
+    notnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in key)
+    con = duckdb.connect(config={"threads": threads or 1})
+    try:
+        row = con.sql("SELECT count(*), " + ", ".join(f"min({q(k)}), max({q(k)}), count(DISTINCT {q(k)})"
+                                                         for k in key) + f" FROM {scan} WHERE {notnull}").fetchone()
+        if not row or not row[0]:
+            return None
+        distinct: list[tuple[Any, ...] | None] = []
+        for n, k in enumerate(key):
+            few = row[3 + 3 * n] <= SPAN_DISTINCT
+            distinct.append(tuple(r[0] for r in con.sql(f"SELECT DISTINCT {q(k)} FROM {scan} WHERE {notnull}"
+                                                        ).fetchall()) if few else None)
+    finally:
+        con.close()
+    return KeySpan(tuple(key), tuple(distinct), tuple((row[1 + 3 * n], row[2 + 3 * n]) for n in range(len(key))))
+
+
+def _spans_disjoint(spans: list[KeySpan | None]) -> bool:
+    """True when no key can occur in two tasks' records: some key column whose values no two tasks share
+    (distinct values compared as sets, else min/max ranges that do not meet). False when undecided
+    (NaN, values that do not compare): the records are then checked (:func:`_duplicate_keys`)."""
+    have = [s for s in spans if s is not None]
+    if len(have) < 2:
+        return True
+    if len({s.columns for s in have}) > 1:
+        return False
+    for c in range(len(have[0].columns)):
+        try:
+            sets = [s.distinct[c] for s in have]
+            if all(v is not None for v in sets):
+                vals = [x for v in sets if v is not None for x in v]
+                if not any(x != x for x in vals) and len(set(vals)) == len(vals):
+                    return True
+            b = sorted((s.bounds[c] for s in have), key=lambda r: r[0])
+            if all(b[i][1] < b[i + 1][0] for i in range(len(b) - 1)):
+                return True
+        except TypeError:  # values of different types, or None: undecided on this column
+            continue
+    return False
+
+
+def ingest_file(task: tuple[int, str], *, sch: Schema, opts: PipelineOptions, staging: str
+                ) -> tuple[Outcome, KeySpan | None]:
+    """One task: ingest file ``task[1]`` into ``staging/task-{task[0]:05d}`` (streamed, else staged), and
+    the :class:`KeySpan` of its records (so the client checks keys across files without reading them).
 
     Runs on a worker; the folder is emptied first, so a task run again after a worker died starts clean.
     """
@@ -65,16 +143,14 @@ def ingest_file(task: tuple[int, str], *, sch: Schema, opts: PipelineOptions, st
         if note:
             out.notes.append(f"{files[0].name}: {note}")
     shutil.rmtree(work / "spill", ignore_errors=True)
-    return out
+    return out, _key_span(out, sch, opts.threads)
 
 
 def _duplicate_keys(parts: list[Path], sch: Schema, keep_cols: list[str], layout: str) -> int:
     """How many keys occur more than once across the merged parts (0 without a key)."""
     import duckdb
 
-    key = [k for k in sch.key if k in keep_cols]
-    if layout == "wide" and sch.name == "sensor_observation":
-        key = ["entity", "property", "time"]
+    key = _key_columns(sch, keep_cols, layout)
     if not key or not parts:
         return 0
     scan = "read_parquet([" + ", ".join(lit(str(p)) for p in parts) + "])"
@@ -104,6 +180,21 @@ def _time_range(parts: list[Path], keep_cols: list[str]) -> tuple[str | None, st
     return (r[0], r[1]) if r else (None, None)
 
 
+def _assign(files: list[Path], workers: list[str]) -> list[str | None]:
+    """A worker for each file, the largest files first to the worker with the fewest bytes so far: the
+    workers get even shares of bytes (a preference: another worker runs a task if its own is gone)."""
+    if not workers:
+        return [None] * len(files)
+    sizes = [p.stat().st_size if p.is_file() else 0 for p in files]
+    load = dict.fromkeys(workers, 0)
+    home: list[str | None] = [None] * len(files)
+    for i in sorted(range(len(files)), key=lambda i: -sizes[i]):
+        w = min(workers, key=lambda w: load[w])
+        home[i] = w
+        load[w] += sizes[i]
+    return home
+
+
 def run_parallel(files: list[Path], sch: Schema, opts: PipelineOptions, staging: Path, say: Callable[[str], None],
                  dask: str, progress: Callable[[int, int], None] | None = None
                  ) -> tuple[Outcome | None, str | None]:
@@ -120,14 +211,20 @@ def run_parallel(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from citytwin.foundation.scaleout import cluster, parse_dask, run_tasks
+    from citytwin.foundation.scaleout import cluster, parse_dask, run_futures, task_keys
 
     spec = parse_dask(dask)
     say(f"starting Dask ({spec})")
     with cluster(spec) as client:
         say(f"{len(files)} file(s) as Dask tasks on {spec}")
-        outs = run_tasks(client, ingest_file, [(i, str(p.resolve())) for i, p in enumerate(files)],
-                         progress=progress, key="citytwin-ingest", sch=sch, opts=opts, staging=str(staging))
+        home = _assign(files, sorted(client.scheduler_info(n_workers=-1).get("workers", {})))
+        keys = task_keys("citytwin-ingest", len(files))
+        futures = [client.submit(ingest_file, (i, str(p.resolve())), pure=False, key=keys[i], sch=sch, opts=opts,
+                                 staging=str(staging), workers=[home[i]] if home[i] else None,
+                                 allow_other_workers=True)
+                   for i, p in enumerate(files)]
+        done = run_futures(client, futures, progress=progress)
+    outs = [o for o, _ in done]
     say("merging parts")
     layouts = {o.layout for o in outs}
     cols = {tuple(o.keep_cols) for o in outs if o.kept}
@@ -143,7 +240,8 @@ def run_parallel(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
             parts.append(target)
     keep_cols = list(next(iter(cols))) if cols else outs[0].keep_cols
     layout = outs[0].layout
-    dups = _duplicate_keys(parts, sch, keep_cols, layout)
+    # the records are read again only when the tasks' key values meet (files that share some key value)
+    dups = 0 if _spans_disjoint([span for _, span in done]) else _duplicate_keys(parts, sch, keep_cols, layout)
     if dups:
         return None, (f"{dups:,} key(s) repeat across files (the Dask tasks see one file each); records "
                       "checked in one process by the staged pipeline")
