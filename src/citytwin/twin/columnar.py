@@ -423,7 +423,8 @@ class BatchParser(MessageParser):
                 reject("unknown_unit", f"{name}: {exc.message} (stored in {target or '1'})", rows[~bad])
                 return None
             if f != 1.0:
-                v = v * f
+                with np.errstate(over="ignore"):  # an overflow gives inf, refused as not finite just below
+                    v = v * f
         lo, hi = self._bounds(name) if spec is not None else (-math.inf, math.inf)
         with np.errstate(invalid="ignore"):
             out = ~np.isnan(v) & ~((v >= lo) & (v <= hi) & np.isfinite(v))
