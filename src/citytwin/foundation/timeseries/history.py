@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import math
@@ -67,7 +68,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, cast
 
 import duckdb
 import numpy as np
@@ -93,6 +94,7 @@ _EXPLICIT_DAYS = 92  # ranges up to this many days list their day folders; longe
 _FAST_DAYS = 7  # narrow entity reads up to this span use the pyarrow fast path
 _LEVEL = re.compile(r"^part-\d+-L(\d+)-[0-9a-f]+\.parquet$")
 _log = logging.getLogger(__name__)
+COMPACTOR_NICE = 10  #: how much lower the background compactor's priority is (Linux nice, per thread)
 _READ_TRIES = 10  # a read that lost a file to a merge lists again (merges run every few hundred ms at most)
 
 
@@ -135,6 +137,69 @@ class Near:
 BBox = tuple[float, float, float, float]  # min lon, min lat, max lon, max lat
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class _ReadGuard:
+    """Shared by reads while they list and read files, held alone by a merge's swap (which goes first).
+
+    A thread may nest reads. A merge waits for the reads running; reads arriving while it waits wait
+    for it (its hold is a rename or a few deletes), so that a steady stream of reads cannot hold it off.
+    """
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting = 0
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        depth: int = getattr(self._local, "depth", 0)
+        if depth == 0:
+            with self._cv:
+                while self._writer or self._waiting:
+                    self._cv.wait()
+                self._readers += 1
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if depth == 0:
+                with self._cv:
+                    self._readers -= 1
+                    if not self._readers:
+                        self._cv.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cv:
+            self._waiting += 1
+            while self._writer or self._readers:
+                self._cv.wait()
+            self._waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._writer = False
+                self._cv.notify_all()
+
+
+def _reads(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A read of the store (a method): lists and reads its files under the store's read guard."""
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        store = cast(HistoryStore, args[0])
+        with store._guard.read():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
 class HistoryStore:
     """Append-only, day-partitioned Parquet history with exact (entity, property, time) dedupe on read.
 
@@ -162,7 +227,8 @@ class HistoryStore:
         self.compact_fanin = compact_fanin
         self.background = background
         self._lock = threading.RLock()  # appends (batch numbers, file writes)
-        self._swap_lock = threading.Lock()  # a merge's rename + deletes; readers' file listing
+        self._guard = _ReadGuard()  # readers share it while they list and read; a merge's swap holds it alone
+        self._superseded: set[str] = set()  # inputs of a merge whose output is in place, until they are deleted
         self._compact_lock = threading.Lock()  # one merge at a time in this process
         self._count_lock = threading.Lock()
         self._last_batch = 0
@@ -344,7 +410,7 @@ class HistoryStore:
                 self._recount(dname)
         return done
 
-    def _compact_tiered(self, day: str) -> int:
+    def _compact_tiered(self, day: str, con: duckdb.DuckDBPyConnection | None = None) -> int:
         """Size-tiered compaction of one day: level-0 files at ``compact_threshold``, other levels at
         ``compact_fanin`` files are merged into one file of the next level, until no level is full."""
         d = self.root / f"day={day}"
@@ -358,7 +424,7 @@ class HistoryStore:
                         if len(fs) >= (self.compact_threshold if lv == 0 else self.compact_fanin)]
                 if not full:
                     break
-                self._merge(d, by_level[full[0]], full[0] + 1)
+                self._merge(d, by_level[full[0]], full[0] + 1, con)
                 merges += 1
             self._recount(day)
         return merges
@@ -371,11 +437,12 @@ class HistoryStore:
         if self._fault is not None:
             self._fault(name)
 
-    def _merge(self, d: Path, files: list[Path], level: int) -> Path:
+    def _merge(self, d: Path, files: list[Path], level: int, con: duckdb.DuckDBPyConnection | None = None) -> Path:
         """Merge ``files`` of folder ``d`` into one deduplicated file of ``level`` (crash-safe, see the module
-        docstring); the caller holds the compaction locks."""
+        docstring) with DuckDB connection ``con`` (the store's own by default); the caller holds the
+        compaction locks."""
         t0 = time.perf_counter()
-        cur = self._con.cursor()
+        cur = (con or self._con).cursor()
         try:
             table = cur.sql(
                 "SELECT * FROM read_parquet($files, hive_partitioning = false) QUALIFY row_number() OVER "
@@ -408,14 +475,20 @@ class HistoryStore:
             for p in (manifest, mtmp, tmp):
                 p.unlink(missing_ok=True)
             raise
-        with self._swap_lock:  # readers list either the inputs or the output
+        names = [str(p) for p in files]
+        with self._guard.write():  # no read of this process lists or reads files meanwhile
             os.replace(tmp, final)
-            self._step("renamed")
-            _fsync_dir(d)  # the output is durable in its place before any input goes
-            for i, p in enumerate(files):
-                p.unlink(missing_ok=True)
-                if i == 0:
-                    self._step("unlinking")
+            self._superseded.update(names)  # readers list the output, not its inputs
+        self._step("renamed")
+        _fsync_dir(d)  # the output is durable in its place before any input goes
+        with self._guard.write():  # no read is reading an input while it is deleted
+            try:
+                for i, p in enumerate(files):
+                    p.unlink(missing_ok=True)
+                    if i == 0:
+                        self._step("unlinking")
+            finally:
+                self._superseded.difference_update(n for n in names if not os.path.exists(n))
         _fsync_dir(d)
         self._step("unlinked")
         manifest.unlink(missing_ok=True)
@@ -437,25 +510,34 @@ class HistoryStore:
             self._cv.notify_all()
 
     def _compactor_run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._queued and not self._closing:
-                    self._cv.wait()
-                if self._closing:
-                    self._cv.notify_all()
-                    return
-                day = next(iter(self._queued))
-                del self._queued[day]
-                self._busy = True
-            try:
-                self._compact_tiered(day)
-            except Exception as exc:  # the store stays usable: small files wait for the next try
-                self.compaction_error = exc
-                _log.warning("history compaction of day %s failed: %s", day, exc)
-            finally:
+        # Merges yield the CPU to commits and reads: this thread runs at a lower priority (Linux nice is per
+        # thread, and inherited by threads it starts) with its own single-threaded DuckDB connection, so a
+        # merge uses at most one core, at the lower priority, instead of DuckDB's pool of every core.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPACTOR_NICE)
+        con = duck.connect(spatial=False, threads=1)
+        try:
+            while True:
                 with self._cv:
-                    self._busy = False
-                    self._cv.notify_all()
+                    while not self._queued and not self._closing:
+                        self._cv.wait()
+                    if self._closing:
+                        self._cv.notify_all()
+                        return
+                    day = next(iter(self._queued))
+                    del self._queued[day]
+                    self._busy = True
+                try:
+                    self._compact_tiered(day, con)
+                except Exception as exc:  # the store stays usable: small files wait for the next try
+                    self.compaction_error = exc
+                    _log.warning("history compaction of day %s failed: %s", day, exc)
+                finally:
+                    with self._cv:
+                        self._busy = False
+                        self._cv.notify_all()
+        finally:
+            con.close()
 
     def wait_compactions(self, timeout: float | None = None) -> bool:
         """Wait until the background compactor has nothing queued or running; False on timeout."""
@@ -476,13 +558,18 @@ class HistoryStore:
     def _files(self, start_us: int | None, end_us: int | None) -> list[str] | str | None:
         if start_us is not None and end_us is not None and (end_us - start_us) / DAY_US <= _EXPLICIT_DAYS:
             out: list[str] = []
-            with self._swap_lock:  # never half of a merge's swap
-                for dn in range(start_us // DAY_US, (end_us - 1) // DAY_US + 1):
-                    out.extend(str(p) for p in _parts(self.root / f"day={_day_name(dn)}"))
-            return out or None
+            for dn in range(start_us // DAY_US, (end_us - 1) // DAY_US + 1):
+                out.extend(str(p) for p in _parts(self.root / f"day={_day_name(dn)}"))
+            return self._current(out) or None
         if not any(self.root.glob("day=*/part-*.parquet")):
             return None
+        if self._superseded:  # between a merge's rename and its deletes: list, leaving its inputs out
+            return self._current([str(p) for d in sorted(self.root.glob("day=*")) for p in _parts(d)]) or None
         return str(self.root / "day=*" / "part-*.parquet")
+
+    def _current(self, files: list[str]) -> list[str]:
+        sup = self._superseded
+        return [f for f in files if f not in sup] if sup else files
 
     def _sql(self, select: str, *, entities: Sequence[str] | str | None, properties: Sequence[str] | str | None,
              types: Sequence[str] | str | None, start: TimeLike, end: TimeLike, bbox: BBox | None,
@@ -543,9 +630,9 @@ class HistoryStore:
 
     def _relist(self, files: list[str]) -> list[str]:
         dirs = dict.fromkeys(os.path.dirname(f) for f in files)
-        with self._swap_lock:
-            return [str(p) for d in dirs for p in _parts(Path(d))]
+        return self._current([str(p) for d in dirs for p in _parts(Path(d))])
 
+    @_reads
     def query(self, *, entities: Sequence[str] | str | None = None, properties: Sequence[str] | str | None = None,
               types: Sequence[str] | str | None = None, start: TimeLike = None, end: TimeLike = None,
               bbox: BBox | None = None, near: Near | None = None, limit: int | None = None,
@@ -602,6 +689,7 @@ class HistoryStore:
             df = df.head(int(limit))
         return _utc(df)
 
+    @_reads
     def count(self, **filters: Any) -> dict[str, int]:
         """Rows (one per key), non-missing values and missing values matching the filters of :meth:`query`."""
         try:
@@ -611,6 +699,7 @@ class HistoryStore:
         r = self._run(sql, params).to_pylist()[0]
         return {"rows": int(r["rows"]), "values": int(r["values"]), "missing": int(r["rows"] - r["values"])}
 
+    @_reads
     def physical_rows(self) -> int:
         """Rows stored on disk, duplicates included (equals :meth:`count` rows after :meth:`compact`)."""
         files = self._files(None, None)
@@ -619,6 +708,7 @@ class HistoryStore:
         return int(self._run("SELECT count(*) AS n FROM read_parquet($files, hive_partitioning = false)", {"files": files})
                    .column("n")[0].as_py())
 
+    @_reads
     def aggregate(self, interval: str | float = "1 hour", *, funcs: Sequence[str] = ("avg", "min", "max", "count"),
                   by_entity: bool = True, **filters: Any) -> pd.DataFrame:
         """Aggregate values per time bucket (and entity, property).
@@ -672,6 +762,7 @@ class HistoryStore:
         df.attrs["interval_s"] = step
         return df
 
+    @_reads
     def _span(self, **filters: Any) -> tuple[int, int] | None:
         try:
             sql, params = self._sql("epoch_us(min(time)) AS a, epoch_us(max(time)) AS b", **_filters(filters))
@@ -687,6 +778,7 @@ class HistoryStore:
             return None
         return pd.Timestamp(r[0], unit="us", tz="UTC"), pd.Timestamp(r[1], unit="us", tz="UTC")
 
+    @_reads
     def latest(self, **filters: Any) -> pd.DataFrame:
         """The latest observation per (entity, property): rebuilds live state from history."""
         try:
