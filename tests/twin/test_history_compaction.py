@@ -262,3 +262,55 @@ def test_concurrent_readers_during_compactions(tmp_path):
     h.compact()
     assert h.physical_rows() == len(exp)
     h.close()
+
+
+def _child_appends(root: str, q) -> None:  # type: ignore[no-untyped-def]
+    h = _FORKED[0]
+    h._fault = None  # the parent's hold is not the child's
+    df = _child_readings()
+    for i in range(4):  # crosses the threshold of the next day: the child's own compactor must run
+        _append(h, df.iloc[i::4])
+    q.put("appended")  # the parent then lets its merge finish (and free the store's file lock)
+    q.put((h.wait_compactions(60), h.count()["rows"]))
+
+
+_FORKED: list[HistoryStore] = []
+
+
+def _child_readings() -> pd.DataFrame:
+    df = _readings(n_hours=24, seed=1)
+    df["time_us"] += 24 * H  # the next day
+    return df
+
+
+def test_fork_during_a_merge(tmp_path):
+    """A process forked while the compactor holds its locks gets a store whose locks are free (its own compactor
+    runs once the parent's merge has released the store's file lock, which serialises merges across processes)."""
+    import multiprocessing as mp
+
+    h = HistoryStore(tmp_path / "h", compact_threshold=4)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(name: str) -> None:
+        if name == "written" and not release.is_set():
+            entered.set()
+            assert release.wait(60)
+
+    h._fault = hold
+    df = _readings(n_hours=24)
+    for i in range(4):
+        _append(h, df.iloc[i::4])
+    assert entered.wait(30)  # the parent's compactor holds the compaction lock now
+    _FORKED[:] = [h]
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_appends, args=(str(tmp_path / "h"), q))
+    p.start()
+    assert q.get(timeout=120) == "appended"
+    release.set()
+    done, rows = q.get(timeout=120)
+    p.join(60)
+    assert done and rows == 2 * len(df) and p.exitcode == 0
+    assert h.wait_compactions(60)
+    _check(h, pd.concat([df, _child_readings()], ignore_index=True))
+    h.close()

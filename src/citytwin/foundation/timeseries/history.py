@@ -63,6 +63,7 @@ import re
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -247,6 +248,18 @@ class HistoryStore:
         self.compaction_error: BaseException | None = None
         #: test hook: called with the name of each step of a merge (a test raises in it to simulate a crash)
         self._fault: Callable[[str], None] | None = None
+        _STORES.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the compactor thread and any lock it held stayed in the parent."""
+        self._lock = threading.RLock()
+        self._guard = _ReadGuard()
+        self._compact_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._compactor = None
+        self._busy = False
+        self._superseded = set()  # the parent finishes its merge; a listing here may hold both sides (deduplicated)
 
     # -- writing -----------------------------------------------------------------------
     def _next_batch(self) -> int:
@@ -906,10 +919,15 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
+_STORES: weakref.WeakSet[HistoryStore] = weakref.WeakSet()
+
+
 def _reset_pool_in_child() -> None:
     # a forked child inherits the pool object but not its threads: give it a new one
     global _POOL
     _POOL = None
+    for st in list(_STORES):
+        st._after_fork()
 
 
 os.register_at_fork(after_in_child=_reset_pool_in_child)
