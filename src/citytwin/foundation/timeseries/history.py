@@ -26,10 +26,11 @@ Compaction is size-tiered: the small (level-0) files of a day are merged into on
 (``part-{batch}-L1-{id}.parquet``), ``compact_fanin`` level-1 files into one level-2 file, and so
 on, so that the cost of one compaction stays bounded instead of growing with the day. A merge reads
 its inputs, writes the output under a hidden name and fsyncs it, records a manifest
-(``.compact-{id}.json``: output and inputs, fsynced), then, under a short lock that readers take
-while listing files, renames the output into place, fsyncs the folder and deletes the inputs.
-Readers of this process therefore list either the inputs or the output, never both or neither; a
-read that lost a file to a merge lists the day again. After a crash, :meth:`HistoryStore.recover`
+(``.compact-{id}.json``: output and inputs, fsynced), renames the output into place (listings
+then leave the inputs out), fsyncs the folder and deletes the inputs. Reads of this process share a
+guard that the rename and the deletes hold alone, so they list either the inputs or the output,
+never both or neither, and no file disappears under them; a read in another process that lost a
+file to a merge lists the day again. After a crash, :meth:`HistoryStore.recover`
 finishes a merge whose output is in place (deletes its inputs) and drops one whose output is not
 (the inputs are intact): nothing acknowledged is lost and nothing is stored twice.
 
