@@ -14,6 +14,7 @@ Run:  python bench/commit_latency.py [N]     (default 700; about 10 s)
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -37,7 +38,8 @@ def _q(a: list[float]) -> str:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 700
-    rt = open_runtime(Path(tempfile.mkdtemp(prefix="ct-commit-")))
+    root = Path(tempfile.mkdtemp(prefix="ct-commit-"))
+    rt = open_runtime(root)
     rt.register(tt.stations())
     rt.enable_auto_verify()
     rt.enable_auto_alerts()
@@ -76,6 +78,7 @@ def main() -> None:
         print("merges: inside the appends (this version compacts in the commit)")
     print(f"load average after {os.getloadavg()[0]:.1f}")
     rt.close()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
