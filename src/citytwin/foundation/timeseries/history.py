@@ -17,8 +17,22 @@ Idempotency (exact): the key is ``(entity, property, time)``. A redelivered mess
 appended again (writing is cheap and blind); every read keeps, per key, only the row of the
 latest write (``_batch`` then ``_row``), so the same observation is never counted twice,
 and a later correction replaces an earlier value. :meth:`HistoryStore.compact` rewrites a
-day's files into one file holding one row per key (also run automatically when a day has
-many files), after which the duplicates are gone physically as well.
+day's files into one file holding one row per key, after which the duplicates are gone
+physically as well.
+
+Compaction off the commit path (issue 13): when a day holds ``compact_threshold`` small files,
+:meth:`HistoryStore.append` only hands the day to a background compactor thread and returns.
+Compaction is size-tiered: the small (level-0) files of a day are merged into one level-1 file
+(``part-{batch}-L1-{id}.parquet``), ``compact_fanin`` level-1 files into one level-2 file, and so
+on, so that the cost of one compaction stays bounded instead of growing with the day. A merge reads
+its inputs, writes the output under a hidden name and fsyncs it, records a manifest
+(``.compact-{id}.json``: output and inputs, fsynced), renames the output into place (listings
+then leave the inputs out), fsyncs the folder and deletes the inputs. Reads of this process share a
+guard that the rename and the deletes hold alone, so they list either the inputs or the output,
+never both or neither, and no file disappears under them; a read in another process that lost a
+file to a merge lists the day again. After a crash, :meth:`HistoryStore.recover`
+finishes a merge whose output is in place (deletes its inputs) and drops one whose output is not
+(the inputs are intact): nothing acknowledged is lost and nothing is stored twice.
 
 Missing values are stored as null (never 0): ``count`` counts non-missing values, ``avg``
 ignores nulls, and the ``missing`` column of aggregates counts them.
@@ -41,17 +55,22 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import json
+import logging
 import math
 import os
+import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar, cast
 
 import duckdb
 import numpy as np
@@ -75,6 +94,10 @@ AGGREGATES = ("avg", "min", "max", "count", "sum", "missing")
 _STEPS = [1, 5, 10, 30, 60, 300, 600, 900, 1800, 3600, 10800, 21600, 43200, 86400, 604800]
 _EXPLICIT_DAYS = 92  # ranges up to this many days list their day folders; longer ones glob all
 _FAST_DAYS = 7  # narrow entity reads up to this span use the pyarrow fast path
+_LEVEL = re.compile(r"^part-\d+-L(\d+)-[0-9a-f]+\.parquet$")
+_log = logging.getLogger(__name__)
+COMPACTOR_NICE = 10  #: how much lower the background compactor's priority is (Linux nice, per thread)
+_READ_TRIES = 10  # a read that lost a file to a merge lists again (merges run every few hundred ms at most)
 
 
 TimeLike = str | datetime | pd.Timestamp | int | None
@@ -116,6 +139,69 @@ class Near:
 BBox = tuple[float, float, float, float]  # min lon, min lat, max lon, max lat
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class _ReadGuard:
+    """Shared by reads while they list and read files, held alone by a merge's swap (which goes first).
+
+    A thread may nest reads. A merge waits for the reads running; reads arriving while it waits wait
+    for it (its hold is a rename or a few deletes), so that a steady stream of reads cannot hold it off.
+    """
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._waiting = 0
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[None]:
+        depth: int = getattr(self._local, "depth", 0)
+        if depth == 0:
+            with self._cv:
+                while self._writer or self._waiting:
+                    self._cv.wait()
+                self._readers += 1
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if depth == 0:
+                with self._cv:
+                    self._readers -= 1
+                    if not self._readers:
+                        self._cv.notify_all()
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cv:
+            self._waiting += 1
+            while self._writer or self._readers:
+                self._cv.wait()
+            self._waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._writer = False
+                self._cv.notify_all()
+
+
+def _reads(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A read of the store (a method): lists and reads its files under the store's read guard."""
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        store = cast(HistoryStore, args[0])
+        with store._guard.read():
+            return fn(*args, **kwargs)
+    return wrapper
+
+
 class HistoryStore:
     """Append-only, day-partitioned Parquet history with exact (entity, property, time) dedupe on read.
 
@@ -124,18 +210,57 @@ class HistoryStore:
     root
         Folder of the store (created if missing).
     compact_threshold
-        When a day folder reaches this many files after an append, it is compacted.
+        When a day folder holds this many small (level-0) files after an append, they are merged
+        into one level-1 file.
+    compact_fanin
+        This many files of one level (1 and up) are merged into one file of the next level.
+    background
+        Compact in a background thread (the default): an append never waits for a compaction.
+        ``False`` compacts inside the append that crossed the threshold.
     """
 
-    def __init__(self, root: str | Path, *, compact_threshold: int = 64) -> None:
+    def __init__(self, root: str | Path, *, compact_threshold: int = 64, compact_fanin: int = 8,
+                 background: bool = True) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        if compact_threshold < 2 or compact_fanin < 2:
+            raise InputError("compact_threshold and compact_fanin must be at least 2", field="compact_threshold")
         self.compact_threshold = compact_threshold
-        self._lock = threading.RLock()
+        self.compact_fanin = compact_fanin
+        self.background = background
+        self._lock = threading.RLock()  # appends (batch numbers, file writes)
+        self._guard = _ReadGuard()  # readers share it while they list and read; a merge's swap holds it alone
+        self._superseded: set[str] = set()  # inputs of a merge whose output is in place, until they are deleted
+        self._compact_lock = threading.Lock()  # one merge at a time in this process
+        self._count_lock = threading.Lock()
         self._last_batch = 0
-        self._files_per_day: dict[str, int] = {}
+        self._files_per_day: dict[str, int] = {}  # level-0 files per day
         self._con = duck.connect(spatial=False)
         self._con.execute("SET TimeZone='UTC'")
+        self._cv = threading.Condition()
+        self._queued: dict[str, None] = {}  # days waiting for the compactor, in order
+        self._compactor: threading.Thread | None = None
+        self._busy = False
+        self._closing = False
+        #: merges done, their total and largest seconds, and the last error of the compactor thread
+        self.merges = 0
+        self.merge_seconds = 0.0
+        self.merge_max_seconds = 0.0
+        self.compaction_error: BaseException | None = None
+        #: test hook: called with the name of each step of a merge (a test raises in it to simulate a crash)
+        self._fault: Callable[[str], None] | None = None
+        _STORES.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the compactor thread and any lock it held stayed in the parent."""
+        self._lock = threading.RLock()
+        self._guard = _ReadGuard()
+        self._compact_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._compactor = None
+        self._busy = False
+        self._superseded = set()  # the parent finishes its merge; a listing here may hold both sides (deduplicated)
 
     # -- writing -----------------------------------------------------------------------
     def _next_batch(self) -> int:
@@ -192,14 +317,19 @@ class HistoryStore:
                 list(_pool().map(job, jobs))
             if new_dirs:
                 _fsync_dir(self.root)
-            for d in touched:
-                day = d.name[4:]
-                self._files_per_day[day] = self._files_per_day[day] + 1 if day in self._files_per_day \
-                    else len(_parts(d))
-            for d in touched:
-                day = d.name[4:]
-                if self._files_per_day.get(day, 0) >= self.compact_threshold:
-                    self.compact(day)
+            due: list[str] = []
+            with self._count_lock:
+                for d in touched:
+                    day = d.name[4:]
+                    k = self._files_per_day[day] + 1 if day in self._files_per_day else _level0(d)
+                    self._files_per_day[day] = k
+                    if k >= self.compact_threshold:
+                        due.append(day)
+            for day in due:
+                if self.background:
+                    self._schedule(day)
+                else:
+                    self._compact_tiered(day)
         return n
 
     def _to_table(self, columns: Mapping[str, Any] | pd.DataFrame, received_us: int | None) -> pa.Table:
@@ -245,11 +375,33 @@ class HistoryStore:
         return final
 
     def recover(self) -> int:
-        """Remove temporary files left by a killed writer; returns how many."""
+        """Remove temporary files left by a killed writer and finish or drop interrupted merges.
+
+        A merge whose manifest survives is finished when its output file is in place (its inputs,
+        already contained in the output, are deleted) and dropped otherwise (its inputs were never
+        touched). Returns the number of temporary files and manifests handled.
+        """
         n = 0
-        for p in self.root.glob("day=*/.tmp-*.parquet"):
-            p.unlink(missing_ok=True)
-            n += 1
+        with self._compact_lock, _file_lock(self.root / ".compact.lock"):
+            for p in self.root.glob("day=*/.tmp-*"):
+                p.unlink(missing_ok=True)
+                n += 1
+            for m in sorted(self.root.glob("day=*/.compact-*.json")):
+                d = m.parent
+                try:
+                    info = json.loads(m.read_text())
+                    out, inputs = str(info["output"]), [str(x) for x in info["inputs"]]
+                except (OSError, ValueError, KeyError, TypeError):
+                    out, inputs = "", []  # a manifest cut short: its merge never reached the rename
+                if out and (d / out).exists():
+                    for name in inputs:
+                        (d / name).unlink(missing_ok=True)
+                    _fsync_dir(d)
+                m.unlink(missing_ok=True)
+                _fsync_dir(d)
+                n += 1
+        with self._count_lock:
+            self._files_per_day.clear()
         return n
 
     # -- compaction ---------------------------------------------------------------------
@@ -257,40 +409,160 @@ class HistoryStore:
         """Rewrite each day folder (or one ``day``, ``YYYY-MM-DD``) into one deduplicated file.
 
         Returns the number of day folders compacted. Only the files present when a day's
-        compaction starts are replaced, so appends running at the same time are kept.
+        compaction starts are replaced, so appends running at the same time are kept. Runs in the
+        caller (the background compactor waits meanwhile); crash-safe like every merge.
         """
         days = [day] if day else [p.name[4:] for p in sorted(self.root.glob("day=*"))]
         done = 0
-        with self._lock, _file_lock(self.root / ".compact.lock"):
+        with self._compact_lock, _file_lock(self.root / ".compact.lock"):
             for dname in days:
                 d = self.root / f"day={dname}"
                 files = _parts(d)
-                if len(files) < min_files:
-                    self._files_per_day[dname] = len(files)
-                    continue
-                cur = self._con.cursor()
-                table = cur.sql(
-                    "SELECT * FROM read_parquet($files, hive_partitioning = false) QUALIFY row_number() OVER "
-                    "(PARTITION BY entity, property, time ORDER BY _batch DESC, _row DESC) = 1 "
-                    "ORDER BY entity, property, time", params={"files": [str(f) for f in files]}).to_arrow_table()
-                table = table.cast(SCHEMA)
-                batch = int(pc_max(table.column("_batch")))
-                # keep each row's own _batch (later appends must still win); _row is re-numbered
-                # within the file only where _batch ties could arise, and they cannot after dedupe.
-                tmp = d / f".tmp-{uuid.uuid4().hex}.parquet"
-                final = d / f"part-{batch}-c{uuid.uuid4().hex[:7]}.parquet"
-                with open(tmp, "wb") as f:
-                    pq.write_table(table, f, compression="zstd", row_group_size=1_000_000)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, final)
-                _fsync_dir(d)
-                for f2 in files:
-                    f2.unlink(missing_ok=True)
-                _fsync_dir(d)
-                self._files_per_day[dname] = len(_parts(d))
-                done += 1
+                if len(files) >= min_files:
+                    self._merge(d, files, max(_level(f.name) for f in files) + 1)
+                    done += 1
+                self._recount(dname)
         return done
+
+    def _compact_tiered(self, day: str, con: duckdb.DuckDBPyConnection | None = None) -> int:
+        """Size-tiered compaction of one day: level-0 files at ``compact_threshold``, other levels at
+        ``compact_fanin`` files are merged into one file of the next level, until no level is full."""
+        d = self.root / f"day={day}"
+        merges = 0
+        with self._compact_lock, _file_lock(self.root / ".compact.lock"):
+            while True:
+                by_level: dict[int, list[Path]] = {}
+                for f in _parts(d):
+                    by_level.setdefault(_level(f.name), []).append(f)
+                full = [lv for lv, fs in sorted(by_level.items())
+                        if len(fs) >= (self.compact_threshold if lv == 0 else self.compact_fanin)]
+                if not full:
+                    break
+                self._merge(d, by_level[full[0]], full[0] + 1, con)
+                merges += 1
+            self._recount(day)
+        return merges
+
+    def _recount(self, day: str) -> None:
+        with self._count_lock:
+            self._files_per_day[day] = _level0(self.root / f"day={day}")
+
+    def _step(self, name: str) -> None:
+        if self._fault is not None:
+            self._fault(name)
+
+    def _merge(self, d: Path, files: list[Path], level: int, con: duckdb.DuckDBPyConnection | None = None) -> Path:
+        """Merge ``files`` of folder ``d`` into one deduplicated file of ``level`` (crash-safe, see the module
+        docstring) with DuckDB connection ``con`` (the store's own by default); the caller holds the
+        compaction locks."""
+        t0 = time.perf_counter()
+        cur = (con or self._con).cursor()
+        try:
+            table = cur.sql(
+                "SELECT * FROM read_parquet($files, hive_partitioning = false) QUALIFY row_number() OVER "
+                "(PARTITION BY entity, property, time ORDER BY _batch DESC, _row DESC) = 1 "
+                "ORDER BY entity, property, time", params={"files": [str(f) for f in files]}).to_arrow_table()
+        finally:
+            cur.close()
+        # each row keeps its own _batch and _row: later appends still win, and the order is global
+        table = table.cast(SCHEMA)
+        batch = int(pc_max(table.column("_batch")))
+        ident = uuid.uuid4().hex
+        tmp = d / f".tmp-{ident}.parquet"
+        final = d / f"part-{batch}-L{level}-{ident[:8]}.parquet"
+        manifest = d / f".compact-{ident}.json"
+        mtmp = d / f".tmp-{ident}.json"
+        try:
+            with open(tmp, "wb") as f:
+                pq.write_table(table, f, compression="zstd", row_group_size=1_000_000)
+                f.flush()
+                os.fsync(f.fileno())
+            self._step("written")
+            with open(mtmp, "w") as mf:
+                json.dump({"output": final.name, "inputs": [p.name for p in files]}, mf)
+                mf.flush()
+                os.fsync(mf.fileno())
+            os.replace(mtmp, manifest)
+            _fsync_dir(d)
+            self._step("manifest")
+        except Exception:  # e.g. disk full: nothing was swapped, the inputs stay; drop the hidden files
+            for p in (manifest, mtmp, tmp):
+                p.unlink(missing_ok=True)
+            raise
+        names = [str(p) for p in files]
+        with self._guard.write():  # no read of this process lists or reads files meanwhile
+            os.replace(tmp, final)
+            self._superseded.update(names)  # readers list the output, not its inputs
+        self._step("renamed")
+        _fsync_dir(d)  # the output is durable in its place before any input goes
+        with self._guard.write():  # no read is reading an input while it is deleted
+            try:
+                for i, p in enumerate(files):
+                    p.unlink(missing_ok=True)
+                    if i == 0:
+                        self._step("unlinking")
+            finally:
+                self._superseded.difference_update(n for n in names if not os.path.exists(n))
+        _fsync_dir(d)
+        self._step("unlinked")
+        manifest.unlink(missing_ok=True)
+        dt = time.perf_counter() - t0
+        self.merges += 1
+        self.merge_seconds += dt
+        self.merge_max_seconds = max(self.merge_max_seconds, dt)
+        return final
+
+    def _schedule(self, day: str) -> None:
+        with self._cv:
+            if self._closing:
+                return
+            self._queued[day] = None
+            if self._compactor is None or not self._compactor.is_alive():
+                self._compactor = threading.Thread(target=self._compactor_run, name="citytwin-history-compact",
+                                                   daemon=True)
+                self._compactor.start()
+            self._cv.notify_all()
+
+    def _compactor_run(self) -> None:
+        # Merges yield the CPU to commits and reads: this thread runs at a lower priority (Linux nice is per
+        # thread, and inherited by threads it starts) with its own single-threaded DuckDB connection, so a
+        # merge uses at most one core, at the lower priority, instead of DuckDB's pool of every core.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), COMPACTOR_NICE)
+        con = duck.connect(spatial=False, threads=1)
+        try:
+            while True:
+                with self._cv:
+                    while not self._queued and not self._closing:
+                        self._cv.wait()
+                    if self._closing:
+                        self._cv.notify_all()
+                        return
+                    day = next(iter(self._queued))
+                    del self._queued[day]
+                    self._busy = True
+                try:
+                    self._compact_tiered(day, con)
+                except Exception as exc:  # the store stays usable: small files wait for the next try
+                    self.compaction_error = exc
+                    _log.warning("history compaction of day %s failed: %s", day, exc)
+                finally:
+                    with self._cv:
+                        self._busy = False
+                        self._cv.notify_all()
+        finally:
+            con.close()
+
+    def wait_compactions(self, timeout: float | None = None) -> bool:
+        """Wait until the background compactor has nothing queued or running; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            while self._queued or self._busy:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cv.wait(left)
+        return True
 
     # -- reading -----------------------------------------------------------------------
     def days(self) -> list[str]:
@@ -302,10 +574,16 @@ class HistoryStore:
             out: list[str] = []
             for dn in range(start_us // DAY_US, (end_us - 1) // DAY_US + 1):
                 out.extend(str(p) for p in _parts(self.root / f"day={_day_name(dn)}"))
-            return out or None
+            return self._current(out) or None
         if not any(self.root.glob("day=*/part-*.parquet")):
             return None
+        if self._superseded:  # between a merge's rename and its deletes: list, leaving its inputs out
+            return self._current([str(p) for d in sorted(self.root.glob("day=*")) for p in _parts(d)]) or None
         return str(self.root / "day=*" / "part-*.parquet")
+
+    def _current(self, files: list[str]) -> list[str]:
+        sup = self._superseded
+        return [f for f in files if f not in sup] if sup else files
 
     def _sql(self, select: str, *, entities: Sequence[str] | str | None, properties: Sequence[str] | str | None,
              types: Sequence[str] | str | None, start: TimeLike, end: TimeLike, bbox: BBox | None,
@@ -348,21 +626,27 @@ class HistoryStore:
         return sql, params
 
     def _run(self, sql: str, params: dict[str, Any]) -> pa.Table:
-        for attempt in range(3):
+        for attempt in range(_READ_TRIES):
             cur = self._con.cursor()
             try:
                 return cur.sql(sql, params=params).to_arrow_table()
             except duckdb.IOException:
-                # a file was compacted away between listing and reading: list again
-                if attempt == 2:
+                # a file was merged away between listing and reading: list its days again (the merge's
+                # output holds its rows; a glob is listed again by DuckDB itself)
+                if attempt == _READ_TRIES - 1:
                     raise
                 if isinstance(params["files"], list):
-                    params["files"] = [f for f in params["files"] if os.path.exists(f)] or params["files"]
+                    params["files"] = self._relist(params["files"]) or params["files"]
                 time.sleep(0.01)
             finally:
                 cur.close()
         raise AssertionError("unreachable")
 
+    def _relist(self, files: list[str]) -> list[str]:
+        dirs = dict.fromkeys(os.path.dirname(f) for f in files)
+        return self._current([str(p) for d in dirs for p in _parts(Path(d))])
+
+    @_reads
     def query(self, *, entities: Sequence[str] | str | None = None, properties: Sequence[str] | str | None = None,
               types: Sequence[str] | str | None = None, start: TimeLike = None, end: TimeLike = None,
               bbox: BBox | None = None, near: Near | None = None, limit: int | None = None,
@@ -419,6 +703,7 @@ class HistoryStore:
             df = df.head(int(limit))
         return _utc(df)
 
+    @_reads
     def count(self, **filters: Any) -> dict[str, int]:
         """Rows (one per key), non-missing values and missing values matching the filters of :meth:`query`."""
         try:
@@ -428,6 +713,7 @@ class HistoryStore:
         r = self._run(sql, params).to_pylist()[0]
         return {"rows": int(r["rows"]), "values": int(r["values"]), "missing": int(r["rows"] - r["values"])}
 
+    @_reads
     def physical_rows(self) -> int:
         """Rows stored on disk, duplicates included (equals :meth:`count` rows after :meth:`compact`)."""
         files = self._files(None, None)
@@ -436,6 +722,7 @@ class HistoryStore:
         return int(self._run("SELECT count(*) AS n FROM read_parquet($files, hive_partitioning = false)", {"files": files})
                    .column("n")[0].as_py())
 
+    @_reads
     def aggregate(self, interval: str | float = "1 hour", *, funcs: Sequence[str] = ("avg", "min", "max", "count"),
                   by_entity: bool = True, **filters: Any) -> pd.DataFrame:
         """Aggregate values per time bucket (and entity, property).
@@ -489,6 +776,7 @@ class HistoryStore:
         df.attrs["interval_s"] = step
         return df
 
+    @_reads
     def _span(self, **filters: Any) -> tuple[int, int] | None:
         try:
             sql, params = self._sql("epoch_us(min(time)) AS a, epoch_us(max(time)) AS b", **_filters(filters))
@@ -504,6 +792,7 @@ class HistoryStore:
             return None
         return pd.Timestamp(r[0], unit="us", tz="UTC"), pd.Timestamp(r[1], unit="us", tz="UTC")
 
+    @_reads
     def latest(self, **filters: Any) -> pd.DataFrame:
         """The latest observation per (entity, property): rebuilds live state from history."""
         try:
@@ -547,6 +836,14 @@ class HistoryStore:
                 yield df.iloc[part_idx].reset_index(drop=True)
 
     def close(self) -> None:
+        """Stop the background compactor (after the merge it is running; queued days wait for the next
+        open) and close the store."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+            th = self._compactor
+        if th is not None and th is not threading.current_thread():
+            th.join(300)
         self._con.close()
 
 
@@ -623,10 +920,15 @@ def _pool() -> ThreadPoolExecutor:
     return _POOL
 
 
+_STORES: weakref.WeakSet[HistoryStore] = weakref.WeakSet()
+
+
 def _reset_pool_in_child() -> None:
     # a forked child inherits the pool object but not its threads: give it a new one
     global _POOL
     _POOL = None
+    for st in list(_STORES):
+        st._after_fork()
 
 
 os.register_at_fork(after_in_child=_reset_pool_in_child)
@@ -641,6 +943,22 @@ def _parts(d: Path) -> list[Path]:
         return sorted(Path(e.path) for e in os.scandir(d) if e.name.startswith("part-") and e.name.endswith(".parquet"))
     except FileNotFoundError:
         return []
+
+
+def _level(name: str) -> int:
+    """Compaction level of a part file from its name (``part-{batch}-L{level}-{id}``; other names are 0).
+
+    Examples
+    --------
+    >>> _level("part-17-L2-0a1b2c3d.parquet"), _level("part-17-0a1b2c3d.parquet")
+    (2, 0)
+    """
+    m = _LEVEL.match(name)
+    return int(m.group(1)) if m else 0
+
+
+def _level0(d: Path) -> int:
+    return sum(1 for p in _parts(d) if _level(p.name) == 0)
 
 
 def _fsync_dir(d: Path) -> None:
