@@ -32,7 +32,10 @@ next hour; sequential client) as requests/s with p50/p99 latency, and the **RSS 
 process** at start and end (``--soak-minutes M``: publish time-shifted copies of the data for M
 minutes, each pass later than the last and none in the future, at ``--soak-rate`` readings/s or slower
 when the passes that fit before now would not last M minutes; the RSS is sampled every 5 s and printed
-at the start and each quarter of the soak, with its slope in MiB/min over the run and its second half).
+at the start and each quarter of the soak, with its slope in MiB/min over the run and its second half;
+the ingest reports from inside every 10 s its C heap in use and held free (glibc ``mallinfo2``), Arrow's
+pool, its Python objects and how often it returned freed memory to the OS, so that growth of the RSS can
+be told from growth of what is in use).
 
 ``--payload columnar`` sends the same readings as the columnar batch payload (docs/twin.md, "Columnar
 batch payload": one object of columns per message of 12 stations) instead of JSON arrays of NGSI-LD
