@@ -32,7 +32,10 @@ next hour; sequential client) as requests/s with p50/p99 latency, and the **RSS 
 process** at start and end (``--soak-minutes M``: publish time-shifted copies of the data for M
 minutes, each pass later than the last and none in the future, at ``--soak-rate`` readings/s or slower
 when the passes that fit before now would not last M minutes; the RSS is sampled every 5 s and printed
-at the start and each quarter of the soak, with its slope in MiB/min over the run and its second half).
+at the start and each quarter of the soak, with its slope in MiB/min over the run and its second half;
+the ingest reports from inside every 10 s its C heap in use and held free (glibc ``mallinfo2``), Arrow's
+pool, its Python objects and how often it returned freed memory to the OS, so that growth of the RSS can
+be told from growth of what is in use).
 
 ``--payload columnar`` sends the same readings as the columnar batch payload (docs/twin.md, "Columnar
 batch payload": one object of columns per message of 12 stations) instead of JSON arrays of NGSI-LD
@@ -53,6 +56,7 @@ Run:  python bench/twin_throughput.py --quick                    (about a minute
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -72,6 +76,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import psutil
+import pyarrow as pa
 
 from citytwin.foundation.mqtt import MqttPublisher
 from citytwin.foundation.timeseries import HistoryStore, StateStore
@@ -80,6 +85,7 @@ from citytwin.service.app import open_runtime
 from citytwin.twin import entities as E
 from citytwin.twin import feeds as F
 from citytwin.twin.columnar import columnar_messages_from_long
+from citytwin.workflows.runtime import malloc_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # bench/loadgen.py: the open-loop HTTP load generator
@@ -162,14 +168,23 @@ def _raw_subscriber(host: str, port: int, cid: str, ready: mp.Event, got: Any, t
 
 
 def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp.Value, stop: mp.Event,
-            alerts: bool = True, acked: Any = None) -> None:
+            alerts: bool = True, acked: Any = None, mem: Any = None) -> None:
+    """The ingest process, wired as ``citytwin twin serve`` wires it. ``mem`` (a shared array of 5 doubles), when
+    given, gets every 10 s what the soak reports besides the RSS: C heap in use and held free (glibc
+    ``mallinfo2``, MiB), Arrow's pool (MiB), Python objects tracked by the GC, memory releases so far."""
     rt = open_runtime(root, max_payload=8 * 2**20)
     if alerts:  # as `citytwin twin serve` wires it
         rt.enable_auto_verify()
         rt.enable_auto_alerts()
     rt.start_mqtt(host, port, client_id=cid)  # the shipped batch policy (max_batch 2000, max_delay 0.1 s)
     ready.set()
+    t_mem = 0.0
     while not stop.wait(0.01):
+        if mem is not None and time.monotonic() - t_mem >= 10:
+            t_mem = time.monotonic()
+            ms = malloc_stats() or {"in_use": -2**20, "free": -2**20}
+            mem[:] = [ms["in_use"] / 2**20, ms["free"] / 2**20, pa.total_allocated_bytes() / 2**20,
+                      len(gc.get_objects()), rt.memory_releases]
         t = rt.ingestor.totals
         done.value = t.accepted + t.rejected
         if acked is not None and rt.mqtt is not None:
@@ -427,7 +442,7 @@ def _cpu(pid: int) -> float:
 
 
 def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: str, port: int, minutes: float,
-         done: Any, rate: float, columnar: bool) -> None:
+         done: Any, rate: float, columnar: bool, mem: Any = None) -> None:
     """Publish time-shifted copies of the data for ``minutes`` at ``rate`` readings/s; print the ingest RSS at the
     start and at each quarter of the run, and its slope (MiB/min) over the whole run and over the second half."""
     path = work / "long.pkl"
@@ -446,9 +461,12 @@ def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: s
     n0 = done.value
     go.set()
     samples: list[tuple[float, float]] = []
+    inner: list[tuple[float, list[float]]] = []  # (min, the ingest's own figures: see _ingest's ``mem``)
     marks = [minutes * q / 4 for q in range(5)]
     while time.time() - t0 < minutes * 60:
         samples.append(((time.time() - t0) / 60, proc.memory_info().rss / 2**20))
+        if mem is not None:
+            inner.append((samples[-1][0], list(mem[:])))
         time.sleep(5)
     samples.append(((time.time() - t0) / 60, proc.memory_info().rss / 2**20))
     stop.set()
@@ -466,6 +484,16 @@ def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: s
           + f" (max {rss.max():.0f}); slope {slope_all:+.2f} MiB/min over the run, {slope_half:+.2f} over the second "
           "half")
     print("[soak] RSS (min, MiB): " + ", ".join(f"{m:.1f}:{r:.0f}" for m, r in samples[:: max(1, len(samples) // 12)]))
+    if inner:
+        print("[soak] inside the ingest (min: C heap in use / held free MiB, Arrow pool MiB, Python objects, "
+              "memory releases): " + "; ".join(f"{m:.1f}: {v[0]:.0f}/{v[1]:.0f}, {v[2]:.0f}, {v[3]:,.0f}, {v[4]:.0f}"
+                                               for m, v in inner[:: max(1, len(inner) // 12)]))
+        im = np.array([m for m, _ in inner])
+        use = np.array([v[0] for _, v in inner])
+        h = im >= im[-1] / 2
+        if h.sum() >= 2:
+            print(f"[soak] C heap in use: slope {float(np.polyfit(im[h], use[h], 1)[0]):+.2f} MiB/min over the second "
+                  "half")
 
 
 def main() -> None:
@@ -582,8 +610,9 @@ def main() -> None:
         rt.close()
         ready, stop, go = ctx.Event(), ctx.Event(), ctx.Event()
         done, t_pub, acked = ctx.Value("q", 0), ctx.Value("d", 0.0), ctx.Value("q", 0)
+        mem = ctx.Array("d", 5) if args.soak_minutes > 0 else None
         ing = ctx.Process(target=_ingest, args=(str(root), host, port, "e2e-ingest", ready, done, stop, alerts,
-                                                acked))
+                                                acked, mem))
         ing.start()
         ready.wait(60)
         proc = psutil.Process(ing.pid)
@@ -610,7 +639,7 @@ def main() -> None:
         lat.stop()
         pub.join()
         if args.soak_minutes > 0:
-            soak(ctx, proc, long, work, host, port, args.soak_minutes, done, args.soak_rate, columnar)
+            soak(ctx, proc, long, work, host, port, args.soak_minutes, done, args.soak_rate, columnar, mem)
         stop.set()
         ing.join()
         h = HistoryStore(root / "history")

@@ -166,7 +166,8 @@ def test_auto_alerts_leave_other_entities_alone(tmp_path, wide):
         with pytest.raises(InputError, match="duplicate"):
             rt.enable_auto_alerts([AQI_HEAVY_2H, AQI_HEAVY_2H])
         rt.disable_auto_alerts()
-        assert rt.auto_alerts is None and rt.ingestor.on_commit == []
+        # only the memory release that open_runtime installs stays (issue 13)
+        assert rt.auto_alerts is None and rt.ingestor.on_commit == [rt._release_hook]
     finally:
         rt.close()
 

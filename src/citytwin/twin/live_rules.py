@@ -597,7 +597,9 @@ def _moving_mean(x: np.ndarray, window: int, min_periods: int) -> np.ndarray:
         return np.where(n >= min_periods, s / np.maximum(n, 1), np.nan)
 
 
-_OFFSETS: dict[tuple[str, int], int] = {}  # (tz, UTC hour) -> UTC offset in µs (a cache; cleared when large)
+# (tz, UTC hour) -> UTC offset in µs: a cache, cleared at 4,096 hours (~0.4 MiB; a live feed brings a new hour every
+# hour, a replay hundreds per second, so a larger bound only makes a larger saw-tooth in the ingest's memory)
+_OFFSETS: dict[tuple[str, int], int] = {}
 
 
 def _fixed_offset(t_us: np.ndarray, tz: str) -> int | None:
@@ -606,7 +608,7 @@ def _fixed_offset(t_us: np.ndarray, tz: str) -> int | None:
     found = {int(h): _OFFSETS.get((tz, int(h))) for h in hours}
     miss = [h for h, o in found.items() if o is None]
     if miss:
-        if len(_OFFSETS) > 20_000:
+        if len(_OFFSETS) > 4_096:
             _OFFSETS.clear()
         at = pd.DatetimeIndex((np.asarray(miss, dtype=np.int64) * _HOUR_US).astype("datetime64[us]"))
         loc = at.tz_localize("UTC").tz_convert(tz).tz_localize(None)

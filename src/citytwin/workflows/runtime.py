@@ -11,14 +11,18 @@ and :mod:`citytwin.workflows.twin` open one too. Nothing here imports the servic
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from citytwin.foundation.mqtt import MqttAuth, MqttIngest, MqttPublisher
 from citytwin.foundation.timeseries import Ingestor, IngestReport, TwinStores
@@ -30,7 +34,57 @@ from citytwin.twin.rules import ThresholdRule
 from citytwin.workflows import forecasting
 from citytwin.workflows.alerting import STORE_NAME, AlertHub, AutoAlerts, MqttAlertPush
 
-__all__ = ["TwinRuntime", "open_runtime"]
+__all__ = ["TwinRuntime", "malloc_stats", "open_runtime", "release_free_memory"]
+
+#: Seconds between two returns of freed memory to the operating system during ingest (see
+#: :func:`release_free_memory`; :meth:`TwinRuntime.enable_memory_release`).
+MEMORY_RELEASE_S = 60.0
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def _libc() -> Any:
+    """The C library when it is glibc (``malloc_trim`` and ``mallinfo2`` exist), else None."""
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    if not (hasattr(lib, "malloc_trim") and hasattr(lib, "mallinfo2")):
+        return None
+    lib.mallinfo2.restype = _Mallinfo2
+    lib.malloc_trim.argtypes = [ctypes.c_size_t]
+    lib.malloc_trim.restype = ctypes.c_int
+    return lib
+
+
+_LIBC = _libc()
+
+
+def malloc_stats() -> dict[str, int] | None:
+    """The C heap (glibc ``mallinfo2``, all arenas): ``in_use`` bytes allocated, ``free`` bytes the allocator
+    holds without use (part of the RSS until returned), ``mmapped`` bytes in direct mappings; None where the C
+    library is not glibc. Arrow's own pool is apart: ``pyarrow.total_allocated_bytes()``."""
+    if _LIBC is None:
+        return None
+    m = _LIBC.mallinfo2()
+    return {"in_use": int(m.uordblks), "free": int(m.fordblks), "mmapped": int(m.hblkhd)}
+
+
+def release_free_memory() -> bool:
+    """Return memory that the allocators hold but no longer use to the operating system.
+
+    Why: the ingest frees most of what a commit allocates (JSON, columns, Parquet buffers), but in several
+    threads (MQTT network loop, ingest worker, alert publisher); glibc keeps such freed chunks in per-thread
+    arenas and gives back only the top of each heap, so the RSS of a long ingest creeps up while the memory in
+    use stays flat (issue 13's soak). ``malloc_trim(0)`` releases the free pages of every arena (glibc only; a
+    no-op elsewhere) and ``release_unused`` does the same for Arrow's pool (mimalloc or jemalloc). Returns
+    whether glibc released anything.
+    """
+    pa.default_memory_pool().release_unused()
+    return bool(_LIBC.malloc_trim(0)) if _LIBC is not None else False
 
 
 def workspace_of_twin(twin_root: str | Path) -> Workspace | None:
@@ -61,6 +115,8 @@ class TwinRuntime:
     _next_due_us: int | None = None
     _verify_lock: threading.Lock = field(default_factory=threading.Lock)
     auto_alerts: AutoAlerts | None = None
+    memory_releases: int = 0
+    _release_hook: Callable[[IngestReport, int, int], None] | None = None
 
     def register(self, entities: list[Entity]) -> None:
         """Register (create or update) entities in the live state."""
@@ -163,6 +219,25 @@ class TwinRuntime:
             self.auto_alerts.configure(rules, lookback=lookback, tz=tz)
         return self.auto_alerts
 
+    def enable_memory_release(self, every_s: float = MEMORY_RELEASE_S, *,
+                              clock: Callable[[], float] = time.monotonic) -> None:
+        """After a committed ingest batch, return freed memory to the OS (:func:`release_free_memory`) when
+        ``every_s`` seconds passed since the last time (``clock``: injectable for tests). On by default
+        (:func:`open_runtime`): without it a long MQTT ingest's RSS grows though its memory in use does not."""
+        if self._release_hook is not None and self._release_hook in self.ingestor.on_commit:
+            self.ingestor.on_commit.remove(self._release_hook)
+        last = [clock()]
+
+        def hook(rep: IngestReport, lo_us: int, hi_us: int) -> None:
+            now = clock()
+            if now - last[0] >= every_s:
+                last[0] = now
+                release_free_memory()
+                self.memory_releases += 1
+
+        self._release_hook = hook
+        self.ingestor.on_commit.append(hook)
+
     def disable_auto_alerts(self) -> None:
         """Stop evaluating rules on ingest (alerts already raised stay)."""
         if self.auto_alerts is not None:
@@ -193,6 +268,7 @@ def open_runtime(root: str | Path, *, max_payload: int = DEFAULT_MAX_PAYLOAD, ma
 
     parser = BatchParser(lookup, max_payload=max_payload, max_future_s=max_future_s, prefix=prefix)
     root = Path(root)
-    return TwinRuntime(stores, parser, Ingestor(stores, parser), max_body=max(max_payload, 8 * DEFAULT_MAX_PAYLOAD),
-                       forecasts=ForecastStore(root / "forecasts"), alerts=AlertHub(root / STORE_NAME),
-                       prefix=prefix)
+    rt = TwinRuntime(stores, parser, Ingestor(stores, parser), max_body=max(max_payload, 8 * DEFAULT_MAX_PAYLOAD),
+                     forecasts=ForecastStore(root / "forecasts"), alerts=AlertHub(root / STORE_NAME), prefix=prefix)
+    rt.enable_memory_release()
+    return rt
