@@ -20,19 +20,8 @@ and a later correction replaces an earlier value. :meth:`HistoryStore.compact` r
 day's files into one file holding one row per key, after which the duplicates are gone
 physically as well.
 
-Compaction off the commit path (issue 13): when a day holds ``compact_threshold`` small files,
-:meth:`HistoryStore.append` only hands the day to a background compactor thread and returns.
-Compaction is size-tiered: the small (level-0) files of a day are merged into one level-1 file
-(``part-{batch}-L1-{id}.parquet``), ``compact_fanin`` level-1 files into one level-2 file, and so
-on, so that the cost of one compaction stays bounded instead of growing with the day. A merge reads
-its inputs, writes the output under a hidden name and fsyncs it, records a manifest
-(``.compact-{id}.json``: output and inputs, fsynced), renames the output into place (listings
-then leave the inputs out), fsyncs the folder and deletes the inputs. Reads of this process share a
-guard that the rename and the deletes hold alone, so they list either the inputs or the output,
-never both or neither, and no file disappears under them; a read in another process that lost a
-file to a merge lists the day again. After a crash, :meth:`HistoryStore.recover`
-finishes a merge whose output is in place (deletes its inputs) and drops one whose output is not
-(the inputs are intact): nothing acknowledged is lost and nothing is stored twice.
+Compaction runs off the commit path (issue 13), size-tiered, in a background thread, with a crash-safe
+swap (a manifest; :meth:`HistoryStore.recover`): docs/twin.md, "Compaction off the commit path", says how.
 
 Missing values are stored as null (never 0): ``count`` counts non-missing values, ``avg``
 ignores nulls, and the ``missing`` column of aggregates counts them.
@@ -54,21 +43,17 @@ Examples
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import json
 import logging
 import math
 import os
-import re
 import threading
 import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -80,6 +65,29 @@ import pyarrow.parquet as pq
 
 from citytwin.foundation import duck
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.timeseries.historyutil import (  # re-exported: to_us, TimeLike, iso_duration_s, utc, fsync_dir
+    BBox,
+    Near,
+    TimeLike,
+    _day_name,
+    _Empty,
+    _empty_frame,
+    _file_lock,
+    _filters,
+    _fsync_dir,
+    _haversine_sql,
+    _interval_sql,
+    _level,
+    _level0,
+    _parts,
+    _ReadGuard,
+    _utc,
+    fsync_dir,
+    iso_duration_s,
+    pc_max,
+    to_us,
+    utc,
+)
 
 DAY_US = 86_400_000_000
 SCHEMA = pa.schema([
@@ -94,102 +102,15 @@ AGGREGATES = ("avg", "min", "max", "count", "sum", "missing")
 _STEPS = [1, 5, 10, 30, 60, 300, 600, 900, 1800, 3600, 10800, 21600, 43200, 86400, 604800]
 _EXPLICIT_DAYS = 92  # ranges up to this many days list their day folders; longer ones glob all
 _FAST_DAYS = 7  # narrow entity reads up to this span use the pyarrow fast path
-_LEVEL = re.compile(r"^part-\d+-L(\d+)-[0-9a-f]+\.parquet$")
 _log = logging.getLogger(__name__)
 COMPACTOR_NICE = 10  #: how much lower the background compactor's priority is (Linux nice, per thread)
 _READ_TRIES = 10  # a read that lost a file to a merge lists again (merges run every few hundred ms at most)
 
 
-TimeLike = str | datetime | pd.Timestamp | int | None
-
-
-def to_us(t: TimeLike) -> int | None:
-    """A time (ISO string with or without zone = UTC, datetime, Timestamp, or µs int) -> µs since epoch.
-
-    Examples
-    --------
-    >>> to_us("1970-01-02")
-    86400000000
-    """
-    if t is None:
-        return None
-    if isinstance(t, int | np.integer):
-        return int(t)
-    try:
-        ts = pd.Timestamp(t)
-        if pd.isna(ts):
-            raise ValueError("NaT")
-        if ts.tzinfo is None:
-            ts = ts.tz_localize("UTC")
-        return int(ts.tz_convert("UTC").as_unit("ns").value) // 1000
-    except (ValueError, TypeError, OverflowError) as exc:  # OutOfBoundsDatetime is a ValueError
-        raise InputError(f"not a time the history can hold: {str(t)[:100]!r} ({exc})"[:300],
-                         hint="use ISO 8601 between 1678 and 2261, e.g. 2015-12-01T00:00:00Z") from None
-
-
-@dataclass(frozen=True)
-class Near:
-    """Geo filter: within ``max_m`` metres (great circle) of ``(lon, lat)``."""
-
-    lon: float
-    lat: float
-    max_m: float
-
-
-BBox = tuple[float, float, float, float]  # min lon, min lat, max lon, max lat
 
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
-
-
-class _ReadGuard:
-    """Shared by reads while they list and read files, held alone by a merge's swap (which goes first).
-
-    A thread may nest reads. A merge waits for the reads running; reads arriving while it waits wait
-    for it (its hold is a rename or a few deletes), so that a steady stream of reads cannot hold it off.
-    """
-
-    def __init__(self) -> None:
-        self._cv = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._waiting = 0
-        self._local = threading.local()
-
-    @contextlib.contextmanager
-    def read(self) -> Iterator[None]:
-        depth: int = getattr(self._local, "depth", 0)
-        if depth == 0:
-            with self._cv:
-                while self._writer or self._waiting:
-                    self._cv.wait()
-                self._readers += 1
-        self._local.depth = depth + 1
-        try:
-            yield
-        finally:
-            self._local.depth = depth
-            if depth == 0:
-                with self._cv:
-                    self._readers -= 1
-                    if not self._readers:
-                        self._cv.notify_all()
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cv:
-            self._waiting += 1
-            while self._writer or self._readers:
-                self._cv.wait()
-            self._waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cv:
-                self._writer = False
-                self._cv.notify_all()
 
 
 def _reads(fn: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -847,69 +768,6 @@ class HistoryStore:
         self._con.close()
 
 
-class _Empty(Exception):
-    """No files match: the answer is empty."""
-
-
-def _utc(df: pd.DataFrame) -> pd.DataFrame:
-    if "time" in df.columns and len(df.columns):
-        df["time"] = pd.to_datetime(df["time"], utc=True).dt.tz_convert("UTC")
-    return df
-
-
-def _filters(f: Mapping[str, Any]) -> dict[str, Any]:
-    allowed = {"entities", "properties", "types", "start", "end", "bbox", "near"}
-    bad = set(f) - allowed
-    if bad:
-        raise InputError(f"unknown filter(s) {sorted(bad)}", hint=f"use {sorted(allowed)}")
-    return {k: f.get(k) for k in allowed}
-
-
-def _empty_frame() -> pd.DataFrame:
-    return pd.DataFrame({"entity": pd.Series(dtype="str"), "type": pd.Series(dtype="str"),
-                         "property": pd.Series(dtype="str"), "time": pd.Series(dtype="datetime64[us, UTC]"),
-                         "value": pd.Series(dtype="float64"), "unit": pd.Series(dtype="str"),
-                         "lon": pd.Series(dtype="float64"), "lat": pd.Series(dtype="float64")})
-
-
-def _interval_sql(interval: str | float) -> str:
-    if isinstance(interval, int | float):
-        if interval <= 0:
-            raise InputError(f"interval must be positive, got {interval}", field="interval")
-        return f"to_microseconds({int(interval * 1e6)})"
-    text = str(interval).strip()
-    import re
-    m = re.fullmatch(r"(\d+)\s*(second|minute|hour|day|week|month)s?", text)
-    if not m:
-        iso = iso_duration_s(text)
-        if iso is None:
-            raise InputError(f"interval {interval!r} not understood", field="interval",
-                             hint="use e.g. '15 minutes', '1 hour', '1 day' or ISO 8601 PT1H")
-        return f"to_microseconds({int(iso * 1e6)})"
-    return f"INTERVAL '{int(m.group(1))} {m.group(2)}'"
-
-
-def iso_duration_s(text: str) -> float | None:
-    """Seconds of an ISO 8601 duration such as PT1H, PT15M, P1D (no months/years)."""
-    import re
-    m = re.fullmatch(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?", text)
-    if not m or not any(m.groups()):
-        return None
-    w, d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-    return (((w * 7 + d) * 24 + h) * 60 + mi) * 60 + s
-
-
-def _haversine_sql(lon: float, lat: float) -> str:
-    lo, la = float(lon), float(lat)
-    return (f"(2 * 6371008.8 * asin(sqrt(pow(sin(radians(lat - {la!r}) / 2), 2) + cos(radians({la!r})) * "
-            f"cos(radians(lat)) * pow(sin(radians(lon - {lo!r}) / 2), 2))))")
-
-
-def pc_max(arr: pa.ChunkedArray) -> int:
-    import pyarrow.compute as pc
-    return int(pc.max(arr).as_py())
-
-
 _POOL: ThreadPoolExecutor | None = None
 
 
@@ -933,55 +791,4 @@ def _reset_pool_in_child() -> None:
 
 os.register_at_fork(after_in_child=_reset_pool_in_child)
 
-
-def _day_name(day_number: int) -> str:
-    return (date(1970, 1, 1) + timedelta(days=day_number)).isoformat()
-
-
-def _parts(d: Path) -> list[Path]:
-    try:
-        return sorted(Path(e.path) for e in os.scandir(d) if e.name.startswith("part-") and e.name.endswith(".parquet"))
-    except FileNotFoundError:
-        return []
-
-
-def _level(name: str) -> int:
-    """Compaction level of a part file from its name (``part-{batch}-L{level}-{id}``; other names are 0).
-
-    Examples
-    --------
-    >>> _level("part-17-L2-0a1b2c3d.parquet"), _level("part-17-0a1b2c3d.parquet")
-    (2, 0)
-    """
-    m = _LEVEL.match(name)
-    return int(m.group(1)) if m else 0
-
-
-def _level0(d: Path) -> int:
-    return sum(1 for p in _parts(d) if _level(p.name) == 0)
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-fsync_dir = _fsync_dir  #: public name of the directory fsync (for forecasts; issue 11)
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def utc(us: int) -> datetime:
-    """µs since epoch -> aware UTC datetime."""
-    return datetime.fromtimestamp(us / 1e6, tz=UTC)
+__all__ = ["BBox", "HistoryStore", "Near", "TimeLike", "fsync_dir", "iso_duration_s", "pc_max", "to_us", "utc"]
