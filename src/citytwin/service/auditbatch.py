@@ -199,7 +199,7 @@ class GroupCommitCatalog(Catalog):
                 else:
                     self._failed = [*self._failed[-15:], (first, self._written, error)]
                 self._cond.notify_all()
-            _wake(waiters, error)
+            wake(waiters, error)
 
     def _write(self, rows: list[tuple[Any, ...]]) -> None:
         with self.connect() as con:
@@ -229,7 +229,7 @@ class GroupCommitCatalog(Catalog):
             raw.close()
 
 
-def _wake(waiters: list[_Waiter], error: BaseException | None) -> None:
+def wake(waiters: list[_Waiter], error: BaseException | None) -> None:
     """Resolve the event-loop futures of a committed (or failed) batch: one call into each loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for w in waiters:

@@ -26,10 +26,11 @@ Examples
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from citytwin.service.auditbatch import wake
 
 __all__ = ["CommitQueue"]
 
@@ -88,12 +89,7 @@ class CommitQueue:
             else:
                 self.items += len(batch)
                 self.commits += 1
-            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-            for _, loop, fut in batch:
-                by_loop.setdefault(loop, []).append(fut)
-            for loop, futs in by_loop.items():
-                with contextlib.suppress(RuntimeError):  # a loop closed meanwhile: nobody waits any more
-                    loop.call_soon_threadsafe(_resolve, futs, error)
+            wake([(loop, fut) for _, loop, fut in batch], error)
 
     def close(self) -> None:
         """Stop the writer once what is queued is committed (a later :meth:`submit` starts it again)."""
@@ -104,11 +100,3 @@ class CommitQueue:
         if th is not None:
             th.join(120)
 
-
-def _resolve(futs: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for f in futs:
-        if not f.done():
-            if error is None:
-                f.set_result(None)
-            else:
-                f.set_exception(error)
