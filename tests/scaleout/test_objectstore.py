@@ -125,7 +125,7 @@ def test_zones_from_s3_on_local2_equal_the_local_folder_and_arithmetic(s3: dict[
 def test_prefix_glob_and_one_object_are_listed_as_local_paths_are(s3: dict[str, Any], url: str) -> None:
     from citytwin.workflows.scaleout import parquet_files
 
-    got = parquet_files(url, None, "points")
+    got = parquet_files(url, None, "points", objects=True)
     local = parquet_files(str(s3["root"] / "pts" / url.rsplit("/", 1)[-1]) if url.endswith("2.parquet") else
                           str(s3["root"] / "pts" / "*.parquet"), None, "points")
     assert got == [f"s3://{BUCKET}/pts/{Path(f).name}" for f in local]
@@ -250,6 +250,15 @@ def test_an_object_that_is_not_parquet_is_said_by_the_worker_naming_it(s3: dict[
     assert r.exit_code == 2, r.output
     rec = json.loads(r.stdout)
     assert f"s3://{BUCKET}/broken/part-0.parquet" in rec["error"], rec
+
+
+def test_workflows_not_built_for_urls_refuse_them_clearly(s3: dict[str, Any], tmp_path: Path) -> None:
+    """The index and disparity read local paths on the client: a URL is an InputError saying so (exit 2)."""
+    r = runner.invoke(app, ["economy", "disparity", f"s3://{BUCKET}/pts/", "--value", "v", "--group", "g", "--time", "t",
+                            "--out", str(tmp_path / "o"), "--dask", "local:2", "--json"])
+    assert r.exit_code == 2, r.output
+    rec = json.loads(r.stdout)
+    assert "object-storage URLs are not read here yet" in rec["error"] and f"s3://{BUCKET}/pts/" in rec["error"]
 
 
 def test_ingest_of_a_url_without_dask_is_refused(s3: dict[str, Any], tmp_path: Path) -> None:

@@ -183,7 +183,7 @@ def points_per_zone(points: str, zones: str, *, zone_id: str = "zone", predicate
         parse_dask(dask)
     if predicate not in ("within", "intersects"):
         raise InputError(f"unknown predicate {predicate!r}", field="predicate", hint="within | intersects")
-    files = parquet_files(points, maybe_ws(workspace), "points")
+    files = parquet_files(points, maybe_ws(workspace), "points", objects=True)
     zone_ids = _zones(zones, zone_id)[zone_id].tolist()
     options = {"points": points, "zones": zones, "zone_id": zone_id, "predicate": predicate, "parts": len(files)}
     if dask is None:

@@ -17,12 +17,14 @@ if TYPE_CHECKING:
 __all__ = ["parquet_files"]
 
 
-def parquet_files(source: str, ws: Workspace | None, what: str) -> list[str]:
+def parquet_files(source: str, ws: Workspace | None, what: str, *, objects: bool = False) -> list[str]:
     """The Parquet files of ``source``: a file, a folder or glob of parts, a dataset of ``ws``, or a URL.
 
-    A URL (``s3://bucket/parts/``, ``s3://bucket/parts/*.parquet``, one object) gives ``s3://`` URLs of
-    its ``.parquet`` objects in name order, listed with s3fs (credentials and endpoint from the
+    With ``objects`` (a caller whose workers read through s3fs: the points-per-zone join), a URL
+    (``s3://bucket/parts/``, ``s3://bucket/parts/*.parquet``, one object) gives ``s3://`` URLs of its
+    ``.parquet`` objects in name order, listed with s3fs (credentials and endpoint from the
     environment: :mod:`citytwin.foundation.objectstore`); the workers then read the objects themselves.
+    Without it a URL is refused (the caller reads local paths).
     A dataset's files are found through :meth:`Workspace.parquet_glob` (access checked and audited;
     refused to a role that sees personal columns masked). Files in name order (a dataset's part order).
 
@@ -30,9 +32,14 @@ def parquet_files(source: str, ws: Workspace | None, what: str) -> list[str]:
     ------
     InputError
         When ``source`` names no Parquet file (a CSV must be ingested or written as Parquet first); for a
-        URL also no such bucket, no credentials or an endpoint that does not answer (naming the URL).
+        URL also no such bucket, no credentials or an endpoint that does not answer (naming the URL), or
+        a URL without ``objects``.
     """
     if is_url(source):
+        if not objects:
+            raise InputError(f"object-storage URLs are not read here yet: the {what} must be local files or a dataset",
+                             file=source, hint="s3:// inputs are built for `spatial zones` and `ingest` on Dask "
+                                               "(docs/scaleout.md); copy the files to a folder every worker mounts")
         return list_parquet(source, what)
     p = Path(source)
     if p.is_dir():
