@@ -24,7 +24,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -153,7 +153,8 @@ def list_objects(url: str, what: str | None = None) -> list[str]:
     scheme = url[:url.index("://")]
     with storage_errors(url, what):
         if _GLOB.search(path):
-            found = [p for p in fs.glob(path) if fs.isfile(p)]
+            matches = fs.glob(path, detail=True)
+            found = [name for name, info in matches.items() if info.get("type") == "file"]
         else:
             if not path.endswith("/"):
                 try:
@@ -196,7 +197,7 @@ def list_parquet(url: str, what: str) -> list[str]:
 
 
 def object_sizes(urls: list[str]) -> list[int]:
-    """The bytes of each object (its metadata only: no object is read).
+    """The bytes of each object, from one listing per prefix (metadata only: no object is read).
 
     Raises
     ------
@@ -206,9 +207,17 @@ def object_sizes(urls: list[str]) -> list[int]:
     if not urls:
         return []
     fs = filesystem(urls[0])[0]  # one filesystem for all (the same environment)
+    paths = [filesystem(u)[1] for u in urls]  # (each scheme checked)
+    known: dict[str, int] = {}
+    for parent in sorted({p.rsplit("/", 1)[0] for p in paths if "/" in p}):
+        with storage_errors(f"s3://{parent}/"), suppress(FileNotFoundError):  # missing: said per object below
+            known.update({e["name"]: int(e.get("size") or 0) for e in fs.ls(parent, detail=True)
+                          if e.get("type") == "file"})
     sizes: list[int] = []
-    for url in urls:
-        path = filesystem(url)[1] if not url.startswith(("s3://", "s3a://")) else url[url.index("://") + 3:]
+    for url, path in zip(urls, paths, strict=True):
+        if path in known:
+            sizes.append(known[path])
+            continue
         with storage_errors(url):
             try:
                 info = fs.info(path)
