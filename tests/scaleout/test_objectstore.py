@@ -293,6 +293,15 @@ def test_an_object_that_is_not_parquet_is_said_by_the_worker_naming_it(s3: dict[
     assert f"s3://{BUCKET}/broken/part-0.parquet" in rec["error"], rec
 
 
+def test_an_object_the_ingest_cannot_read_is_named_by_its_url(s3: dict[str, Any], address: str, tmp_path: Path) -> None:
+    ws = Workspace.init(tmp_path / "ws")
+    url = f"s3://{BUCKET}/broken/part-0.parquet"
+    with pytest.raises(InputError) as info:
+        ingest(ws, url, dataset="broken", schema="poi", dask=address)
+    assert url in str(info.value) and "sources" not in str(info.value), str(info.value)
+    assert ws.datasets() == [] and not any((ws.root / "tmp").iterdir())  # nothing committed, staging removed
+
+
 def test_workflows_not_built_for_urls_refuse_them_clearly(s3: dict[str, Any], tmp_path: Path) -> None:
     """The index and disparity read local paths on the client: a URL is an InputError saying so (exit 2)."""
     r = runner.invoke(app, ["economy", "disparity", f"s3://{BUCKET}/pts/", "--value", "v", "--group", "g", "--time", "t",

@@ -3,7 +3,8 @@
 :func:`run_parallel` is the third way :func:`~citytwin.foundation.ingest.ingest` fills its staging
 folder (``ingest(..., dask="local:2")``). Every file is one task: on a worker it runs the same
 pipelines as one process does (the streamed pass, else the staged pipeline, :func:`ingest_file`) into
-``STAGING/task-NNNNN/``; the worker reads the source file itself. The client then merges what the
+``STAGING/task-NNNNN/``; the worker reads the source file itself (an ``s3://`` object: the worker copies it
+into ``STAGING/sources/NNNNN/`` and ingests the copy; quarantine and errors name the URL). The client then merges what the
 tasks left: the parts are moved, in file order, into ``STAGING/data/``, quarantine files are
 concatenated in file order, counts and reasons summed, and the version is committed once by
 :func:`~citytwin.foundation.ingest.run.ingest`, exactly as for one process.
