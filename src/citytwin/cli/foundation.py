@@ -49,7 +49,8 @@ def _parse_units(items: list[str] | None, option: str = "--unit", example: str =
 @app.command()
 @handle_errors
 def ingest(
-    files: Annotated[list[Path], typer.Argument(help="File(s) to read; several files of one kind make one version.")],
+    files: Annotated[list[str], typer.Argument(help="File(s) to read; several files of one kind make one version; "
+                                                   "s3:// URLs (objects, a prefix, a glob) with --dask.")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (lower case, digits, _).")],
     schema: Annotated[str, typer.Option("--schema", "-s", help="Schema name (`citytwin schema list`).")],
     workspace: WorkspaceOpt = None,

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.objectstore import is_url, read_geoparquet
 from citytwin.foundation.scaleout import (
     Progress,
     cluster,
@@ -127,7 +128,8 @@ def _zones(zones: str, zone_id: str) -> gpd.GeoDataFrame:
     import geopandas as gpd
 
     try:
-        z = gpd.read_parquet(zones) if zones.lower().endswith(".parquet") else gpd.read_file(zones)
+        z = (read_geoparquet(zones) if is_url(zones) else
+             gpd.read_parquet(zones) if zones.lower().endswith(".parquet") else gpd.read_file(zones))
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read the zones: {exc}", file=zones) from exc
     if zone_id not in z.columns:
@@ -148,6 +150,11 @@ def _count_in_zones(points: gpd.GeoDataFrame, zones: str, zone_id: str, predicat
     joined = gpd.sjoin(pts, z, how="inner", predicate=predicate)
     c = joined.groupby(zone_id).size()
     return pd.DataFrame({"zone": [*c.index.tolist(), None], "points": [*c.to_numpy().tolist(), len(pts)]})
+
+
+def _count_object(url: str, zones: str, zone_id: str, predicate: str, job: str) -> pd.DataFrame:
+    """:func:`_count_in_zones` of one GeoParquet object, read by the worker (through s3fs)."""
+    return _count_in_zones(read_geoparquet(url, columns=["geometry"]), zones, zone_id, predicate, job)
 
 
 def _finish_counts(parts: list[pd.DataFrame], zone_ids: Sequence[Any], options: dict[str, Any]) -> ZoneCounts:
@@ -176,7 +183,7 @@ def points_per_zone(points: str, zones: str, *, zone_id: str = "zone", predicate
         parse_dask(dask)
     if predicate not in ("within", "intersects"):
         raise InputError(f"unknown predicate {predicate!r}", field="predicate", hint="within | intersects")
-    files = parquet_files(points, maybe_ws(workspace), "points")
+    files = parquet_files(points, maybe_ws(workspace), "points", objects=True)
     zone_ids = _zones(zones, zone_id)[zone_id].tolist()
     options = {"points": points, "zones": zones, "zone_id": zone_id, "predicate": predicate, "parts": len(files)}
     if dask is None:
@@ -184,10 +191,18 @@ def points_per_zone(points: str, zones: str, *, zone_id: str = "zone", predicate
 
         parts = []
         for i, f in enumerate(files):
-            parts.append(_count_in_zones(gpd.read_parquet(f, columns=["geometry"]), zones, zone_id, predicate))
+            pts = read_geoparquet(f, columns=["geometry"]) if is_url(f) else gpd.read_parquet(f, columns=["geometry"])
+            parts.append(_count_in_zones(pts, zones, zone_id, predicate))
             if progress:
                 progress(i + 1, len(files))
         return _finish_counts(parts, zone_ids, options)
+    if is_url(files[0]):  # objects on S3: one task each, the worker reads its object (the client opens none)
+        with cluster(dask) as client:
+            keys, job = task_keys("citytwin-zones", len(files)), uuid.uuid4().hex
+            futs = [client.submit(_count_object, f, zones, zone_id, predicate, job, key=k, pure=False)
+                    for f, k in zip(files, keys, strict=True)]
+            parts = run_futures(client, futs, progress=progress)
+        return _finish_counts(parts, zone_ids, dict(options, dask=str(dask), partitions=len(files)))
     import dask_geopandas
     import pandas as pd
 

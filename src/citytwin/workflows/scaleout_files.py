@@ -1,5 +1,6 @@
 """The Parquet inputs of the Dask workflows (:mod:`citytwin.workflows.scaleout`, ``scaleout_index``):
-the files the workers read themselves, found from a file, a folder or glob of parts, or a dataset."""
+the files the workers read themselves, found from a file, a folder or glob of parts, a dataset, or an
+``s3://`` URL (one object, a prefix or a glob: listed by :mod:`citytwin.foundation.objectstore`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.objectstore import is_url, list_parquet
 
 if TYPE_CHECKING:
     from citytwin.foundation.workspace import Workspace
@@ -15,17 +17,30 @@ if TYPE_CHECKING:
 __all__ = ["parquet_files"]
 
 
-def parquet_files(source: str, ws: Workspace | None, what: str) -> list[str]:
-    """The Parquet files of ``source``: a file, a folder or glob of parts, or a dataset of ``ws``.
+def parquet_files(source: str, ws: Workspace | None, what: str, *, objects: bool = False) -> list[str]:
+    """The Parquet files of ``source``: a file, a folder or glob of parts, a dataset of ``ws``, or a URL.
 
+    With ``objects`` (a caller whose workers read through s3fs: the points-per-zone join), a URL
+    (``s3://bucket/parts/``, ``s3://bucket/parts/*.parquet``, one object) gives ``s3://`` URLs of its
+    ``.parquet`` objects in name order, listed with s3fs (credentials and endpoint from the
+    environment: :mod:`citytwin.foundation.objectstore`); the workers then read the objects themselves.
+    Without it a URL is refused (the caller reads local paths).
     A dataset's files are found through :meth:`Workspace.parquet_glob` (access checked and audited;
     refused to a role that sees personal columns masked). Files in name order (a dataset's part order).
 
     Raises
     ------
     InputError
-        When ``source`` names no Parquet file (a CSV must be ingested or written as Parquet first).
+        When ``source`` names no Parquet file (a CSV must be ingested or written as Parquet first); for a
+        URL also no such bucket, no credentials or an endpoint that does not answer (naming the URL), or
+        a URL without ``objects``.
     """
+    if is_url(source):
+        if not objects:
+            raise InputError(f"object-storage URLs are not read here yet: the {what} must be local files or a dataset",
+                             file=source, hint="s3:// inputs are built for `spatial zones` and `ingest` on Dask "
+                                               "(docs/scaleout.md); copy the files to a folder every worker mounts")
+        return list_parquet(source, what)
     p = Path(source)
     if p.is_dir():
         files = sorted(str(f) for f in p.glob("*.parquet"))

@@ -3,7 +3,8 @@
 :func:`run_parallel` is the third way :func:`~citytwin.foundation.ingest.ingest` fills its staging
 folder (``ingest(..., dask="local:2")``). Every file is one task: on a worker it runs the same
 pipelines as one process does (the streamed pass, else the staged pipeline, :func:`ingest_file`) into
-``STAGING/task-NNNNN/``; the worker reads the source file itself. The client then merges what the
+``STAGING/task-NNNNN/``; the worker reads the source file itself (an ``s3://`` object: the worker copies it
+into ``STAGING/sources/NNNNN/`` and ingests the copy; quarantine and errors name the URL). The client then merges what the
 tasks left: the parts are moved, in file order, into ``STAGING/data/``, quarantine files are
 concatenated in file order, counts and reasons summed, and the version is committed once by
 :func:`~citytwin.foundation.ingest.run.ingest`, exactly as for one process.
@@ -24,7 +25,7 @@ starts from an empty ``task-NNNNN`` folder.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from citytwin.foundation.schemas import Schema
 from citytwin.foundation.sql import ident as q
 from citytwin.foundation.sql import literal as lit
 
-__all__ = ["ingest_file", "run_parallel"]
+__all__ = ["ingest_file", "name_sources", "run_parallel", "source_copy"]
 
 
 #: a key column's distinct values are returned by a task when it has at most this many (else its min/max)
@@ -110,15 +111,42 @@ def _spans_disjoint(spans: list[KeySpan | None]) -> bool:
     return False
 
 
+def source_copy(staging: Path, i: int, url: str) -> Path:
+    """Where the task of file ``i`` copies object ``url`` (in the staging folder, under its own name)."""
+    return staging / "sources" / f"{i:05d}" / url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def name_sources(qfile: Path, urls: dict[str, str]) -> None:
+    """The quarantine ``qfile`` names the URLs of copied objects (``urls``: copy's path -> URL), as one
+    process names the file it read."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if not qfile.exists() or not urls:
+        return
+    t = pq.read_table(qfile)
+    if "file" not in t.column_names or not t.num_rows:
+        return
+    col = t.column("file")
+    for local, url in urls.items():
+        col = pc.if_else(pc.equal(col, pa.scalar(local, col.type)), pa.scalar(url, col.type), col)
+    pq.write_table(t.set_column(t.column_names.index("file"), "file", col), qfile)
+
+
 def ingest_file(task: tuple[int, str], *, sch: Schema, opts: PipelineOptions, staging: str
-                ) -> tuple[Outcome, KeySpan | None]:
-    """One task: ingest file ``task[1]`` into ``staging/task-{task[0]:05d}`` (streamed, else staged), and
-    the :class:`KeySpan` of its records (so the client checks keys across files without reading them).
+                ) -> tuple[Outcome, KeySpan | None, str | None]:
+    """One task: ingest file ``task[1]`` into ``staging/task-{task[0]:05d}`` (streamed, else staged), the
+    :class:`KeySpan` of its records (so the client checks keys across files without reading them), and
+    for an ``s3://`` URL the SHA-256 of the object (else None).
 
     Runs on a worker; the folder is emptied first, so a task run again after a worker died starts clean.
+    An object on S3 is first copied by the worker into the staging folder (:func:`source_copy`,
+    :func:`citytwin.foundation.objectstore.fetch`), and that copy ingested; the quarantine and errors
+    name the URL.
     """
-    from citytwin.foundation.ingest.staged import run_staged
-    from citytwin.foundation.ingest.streamed import run_streamed
+    from citytwin.foundation.errors import CitytwinError
+    from citytwin.foundation.objectstore import fetch, is_url
     from citytwin.foundation.scaleout import worker_threads
 
     i, path = task
@@ -130,7 +158,28 @@ def ingest_file(task: tuple[int, str], *, sch: Schema, opts: PipelineOptions, st
     work = root / f"task-{i:05d}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(mode=0o700)
-    files = [Path(path)]
+    url = path if is_url(path) else None
+    sha: str | None = None
+    if url is not None:
+        local = source_copy(root, i, url)
+        sha = fetch(url, local)
+        path = str(local)
+    try:
+        out, span = _ingest_one(Path(path), sch, opts, work)
+    except CitytwinError as exc:
+        if url is None:
+            raise
+        raise type(exc)(exc.message.replace(path, url), hint=exc.hint) from None
+    if url is not None:
+        name_sources(out.qfile, {path: url})
+    return out, span, sha
+
+
+def _ingest_one(path: Path, sch: Schema, opts: PipelineOptions, work: Path) -> tuple[Outcome, KeySpan | None]:
+    from citytwin.foundation.ingest.staged import run_staged
+    from citytwin.foundation.ingest.streamed import run_streamed
+
+    files = [path]
     out, note = run_streamed(files, sch, opts, work, lambda _m: None)
     if out is None:
         for sub in ("data", "spill", "quarantine.parquet"):
@@ -180,28 +229,41 @@ def _time_range(parts: list[Path], keep_cols: list[str]) -> tuple[str | None, st
     return (r[0], r[1]) if r else (None, None)
 
 
-def _assign(files: list[Path], workers: list[str]) -> list[str | None]:
-    """A worker for each file, the largest files first to the worker with the fewest bytes so far: the
-    workers get even shares of bytes (a preference: another worker runs a task if its own is gone)."""
+def _assign(sizes: list[int], workers: list[str]) -> list[str | None]:
+    """A worker for each file (of ``sizes`` bytes), the largest files first to the worker with the fewest
+    bytes so far: the workers get even shares of bytes (a preference: another worker runs a task if its
+    own is gone)."""
     if not workers:
-        return [None] * len(files)
-    sizes = [p.stat().st_size if p.is_file() else 0 for p in files]
+        return [None] * len(sizes)
     load = dict.fromkeys(workers, 0)
-    home: list[str | None] = [None] * len(files)
-    for i in sorted(range(len(files)), key=lambda i: -sizes[i]):
+    home: list[str | None] = [None] * len(sizes)
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
         w = min(workers, key=lambda w: load[w])
         home[i] = w
         load[w] += sizes[i]
     return home
 
 
-def run_parallel(files: list[Path], sch: Schema, opts: PipelineOptions, staging: Path, say: Callable[[str], None],
-                 dask: str, progress: Callable[[int, int], None] | None = None
-                 ) -> tuple[Outcome | None, str | None]:
+def _sizes(files: Sequence[Path | str]) -> list[int]:
+    """Each file's bytes (0 where it is no file: its task then says why); an object's from its listing."""
+    from citytwin.foundation.objectstore import object_sizes
+
+    urls = [f for f in files if isinstance(f, str)]
+    objects = dict(zip(urls, object_sizes(urls), strict=True)) if urls else {}
+    return [objects[f] if isinstance(f, str) else f.stat().st_size if f.is_file() else 0 for f in files]
+
+
+def run_parallel(files: Sequence[Path | str], sch: Schema, opts: PipelineOptions, staging: Path,
+                 say: Callable[[str], None], dask: str, progress: Callable[[int, int], None] | None = None
+                 ) -> tuple[Outcome | None, str | None, dict[str, tuple[Path, str]]]:
     """Ingest ``files`` on the Dask cluster ``dask``, one task per file, and merge into ``staging``.
 
+    ``files`` are local paths or ``s3://`` URLs (str); a URL is copied by its task's worker into the
+    staging folder (:func:`source_copy`) and the copy ingested.
+
     Returns the merged :class:`Outcome`, or ``(None, why)`` when keys repeat across files (the caller
-    then runs the staged pipeline over all files, which quarantines them as one process would).
+    then runs the staged pipeline over all files, which quarantines them as one process would), and
+    for each URL its copy and SHA-256 (the caller's staged pipeline reads the copies).
 
     Raises
     ------
@@ -214,22 +276,25 @@ def run_parallel(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
     from citytwin.foundation.scaleout import cluster, parse_dask, run_futures, task_keys
 
     spec = parse_dask(dask)
+    sizes = _sizes(files)  # an object that cannot be listed is said before the cluster starts
     say(f"starting Dask ({spec})")
     with cluster(spec) as client:
         say(f"{len(files)} file(s) as Dask tasks on {spec}")
-        home = _assign(files, sorted(client.scheduler_info(n_workers=-1).get("workers", {})))
+        home = _assign(sizes, sorted(client.scheduler_info(n_workers=-1).get("workers", {})))
         keys = task_keys("citytwin-ingest", len(files))
-        futures = [client.submit(ingest_file, (i, str(p.resolve())), pure=False, key=keys[i], sch=sch, opts=opts,
+        futures = [client.submit(ingest_file, (i, p if isinstance(p, str) else str(p.resolve())), pure=False, key=keys[i], sch=sch, opts=opts,
                                  staging=str(staging), workers=[home[i]] if home[i] else None,
                                  allow_other_workers=True)
                    for i, p in enumerate(files)]
         done = run_futures(client, futures, progress=progress)
-    outs = [o for o, _ in done]
+    outs = [o for o, _, _ in done]
+    copies = {p: (source_copy(staging, i, p), sha) for i, (p, (_, _, sha)) in enumerate(zip(files, done, strict=True))
+              if isinstance(p, str) and sha is not None}
     say("merging parts")
     layouts = {o.layout for o in outs}
     cols = {tuple(o.keep_cols) for o in outs if o.kept}
     if len(layouts) > 1 or len(cols) > 1:
-        return None, "the files give different columns; records checked in one process by the staged pipeline"
+        return None, "the files give different columns; records checked in one process by the staged pipeline", copies
     out_dir = staging / "data"
     out_dir.mkdir(exist_ok=True)
     parts: list[Path] = []
@@ -241,10 +306,10 @@ def run_parallel(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
     keep_cols = list(next(iter(cols))) if cols else outs[0].keep_cols
     layout = outs[0].layout
     # the records are read again only when the tasks' key values meet (files that share some key value)
-    dups = 0 if _spans_disjoint([span for _, span in done]) else _duplicate_keys(parts, sch, keep_cols, layout)
+    dups = 0 if _spans_disjoint([span for _, span, _ in done]) else _duplicate_keys(parts, sch, keep_cols, layout)
     if dups:
         return None, (f"{dups:,} key(s) repeat across files (the Dask tasks see one file each); records "
-                      "checked in one process by the staged pipeline")
+                      "checked in one process by the staged pipeline"), copies
     qtables = [pq.read_table(o.qfile) for o in outs if o.qfile.exists()]
     qfile = staging / "quarantine.parquet"
     pq.write_table(pa.concat_tables(qtables, promote_options="permissive") if qtables else pa.table({}), qfile)
@@ -267,4 +332,4 @@ def run_parallel(files: list[Path], sch: Schema, opts: PipelineOptions, staging:
     return Outcome(out_dir=out_dir, qfile=qfile, kept=sum(o.kept for o in outs),
                    quarantined=sum(o.quarantined for o in outs), reasons=reasons, extent=extent, tmin=tmin, tmax=tmax,
                    keep_cols=keep_cols, columns_meta=columns_meta, notes=notes, layout=layout,
-                   pipeline=f"dask {spec} ({len(files)} tasks: {'+'.join(kinds)})"), None
+                   pipeline=f"dask {spec} ({len(files)} tasks: {'+'.join(kinds)})"), None, copies

@@ -29,6 +29,7 @@ from citytwin.foundation.ingest.options import (
     Outcome,
     PipelineOptions,
 )
+from citytwin.foundation.ingest.parallel import name_sources
 from citytwin.foundation.ingest.staged import run_staged
 from citytwin.foundation.ingest.streamed import run_streamed
 from citytwin.foundation.workspace import Workspace
@@ -43,6 +44,38 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _inputs(paths: Sequence[str | Path], dask: str | None) -> list[Path | str]:
+    """Local paths as :class:`Path`; ``s3://`` URLs (an object, a prefix or a glob) as the objects they list.
+
+    Raises
+    ------
+    InputError
+        For a URL without ``dask`` (the workers read the objects), or one that lists nothing.
+    """
+    from citytwin.foundation.objectstore import is_url, list_objects
+
+    files: list[Path | str] = []
+    for p in paths:
+        if not is_url(p):
+            files.append(Path(p))
+        elif not dask:
+            raise InputError("object-storage URLs are ingested on Dask: each worker reads its objects", file=str(p),
+                             field="--dask", hint="add --dask local:N (or tcp://HOST:PORT)")
+        else:
+            files += list_objects(str(p), "files")
+    return files
+
+
+def _local(files: list[Path | str], copies: dict[str, tuple[Path, str]]) -> list[Path]:
+    """The files as local paths: an object's copy in the staging folder (one process reads them)."""
+    return [copies[p][0] if isinstance(p, str) else p for p in files]
+
+
+def _digests(files: list[Path | str], local: dict[Path, str], copies: dict[str, tuple[Path, str]]) -> str:
+    """The files' SHA-256 in file order (an object's from the worker that copied it)."""
+    return ",".join(copies[p][1] if isinstance(p, str) else local[p] for p in files if isinstance(p, str) or p in local)
 
 
 def ingest(ws: Workspace, paths: str | Path | Sequence[str | Path], *, dataset: str, schema: str,
@@ -89,7 +122,7 @@ def ingest(ws: Workspace, paths: str | Path | Sequence[str | Path], *, dataset: 
     check_classification(o.classification)
     access.require_write(ws.user, dataset)
     sch = ws.schema(schema)
-    files = [Path(p) for p in ([paths] if isinstance(paths, str | Path) else paths)]
+    files = _inputs([paths] if isinstance(paths, str | Path) else paths, o.dask)
     if not files:
         raise InputError("no files given")
     say = o.progress or (lambda _m: None)
@@ -102,17 +135,18 @@ def ingest(ws: Workspace, paths: str | Path | Sequence[str | Path], *, dataset: 
     staging = ws.staging_dir()
     # the source files' SHA-256 (for the catalog) is computed alongside: hashlib releases the GIL
     hasher = ThreadPoolExecutor(max_workers=1)
-    digest = hasher.submit(lambda: ",".join(_sha256(p) for p in files if p.is_file()))
+    digest = hasher.submit(lambda: {p: _sha256(p) for p in files if isinstance(p, Path) and p.is_file()})
+    copies: dict[str, tuple[Path, str]] = {}  # s3:// URL -> its copy in the staging folder, its SHA-256
     try:
         out: Outcome | None = None
         fallback_note = None
         if o.dask:
             from citytwin.foundation.ingest.parallel import run_parallel
 
-            out, fallback_note = run_parallel(files, sch, opts, staging, say, o.dask, o.task_progress)
+            out, fallback_note, copies = run_parallel(files, sch, opts, staging, say, o.dask, o.task_progress)
         elif o.stream:
             say("streaming")
-            out, fallback_note = run_streamed(files, sch, opts, staging, say)
+            out, fallback_note = run_streamed(_local(files, copies), sch, opts, staging, say)
         if out is None:
             for sub in ("data", "spill", "quarantine.parquet"):
                 target = staging / sub
@@ -120,7 +154,8 @@ def ingest(ws: Workspace, paths: str | Path | Sequence[str | Path], *, dataset: 
                     shutil.rmtree(target)
                 elif target.exists():
                     target.unlink()
-            out = run_staged(files, sch, opts, staging, say)
+            out = run_staged(_local(files, copies), sch, opts, staging, say)
+            name_sources(out.qfile, {str(c): u for u, (c, _) in copies.items()})
             if fallback_note:
                 out.notes.append(fallback_note)
         rows_read = out.kept + out.quarantined
@@ -139,7 +174,7 @@ def ingest(ws: Workspace, paths: str | Path | Sequence[str | Path], *, dataset: 
             name=dataset, schema=schema, staging=out.out_dir, quarantine=out.qfile, kind="ingested",
             department=o.department, classification=o.classification, description=o.description,
             source=o.source or ", ".join(file_names), licence=o.licence, source_path=", ".join(file_names),
-            source_sha256=digest.result(), rows_read=rows_read, rows_kept=out.kept,
+            source_sha256=_digests(files, digest.result(), copies), rows_read=rows_read, rows_kept=out.kept,
             rows_quarantined=out.quarantined, columns=columns, extent=out.extent, time_min=out.tmin,
             time_max=out.tmax, params=params, personal_candidates=out.personal_candidates)
     except CitytwinError:
