@@ -50,7 +50,8 @@ def _parse_units(items: list[str] | None, option: str = "--unit", example: str =
 @handle_errors
 def ingest(
     files: Annotated[list[str], typer.Argument(help="File(s) to read; several files of one kind make one version; "
-                                                   "s3:// URLs (objects, a prefix, a glob) with --dask.")],
+                                                   "s3:// URLs (objects, a prefix, a glob) with --dask.",
+                                               metavar="FILES")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset name (lower case, digits, _).")],
     schema: Annotated[str, typer.Option("--schema", "-s", help="Schema name (`citytwin schema list`).")],
     workspace: WorkspaceOpt = None,
