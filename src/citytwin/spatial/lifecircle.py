@@ -332,12 +332,25 @@ def prepare_life_circle(homes: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, network
     rep.update({
         "threshold_m": thr, "include_snap": include_snap, "pois": poi_stats,
         "homes": {"n": len(out), "off_network": int(h_off.sum())},
-        "network": {"nodes": network.n_nodes, "components": network.n_components,
-                    "largest_component_share": float((network.component == 0).mean()) if network.n_nodes else 0.0},
+        "network": network_facts(network.component),
     })
     return LifeCirclePrep(homes=out, h_node=h_node, h_snap=h_snap, h_off=h_off, weights=weights, p_node=p_node,
                           p_snap=p_snap, p_off=p_off, p_cat=pois[category_col].to_numpy(), categories=cats,
                           threshold_m=thr, include_snap=include_snap, max_distance=max_distance, report=rep)
+
+
+def network_facts(component: np.ndarray) -> dict[str, Any]:
+    """The report's ``network`` entry from each node's component (0 = the largest): nodes, components,
+    the largest component's share of the nodes.
+
+    Examples
+    --------
+    >>> network_facts(np.array([0, 0, 1, 0]))
+    {'nodes': 4, 'components': 2, 'largest_component_share': 0.75}
+    """
+    n = len(component)
+    return {"nodes": n, "components": int(component.max()) + 1 if n else 0,
+            "largest_component_share": float((component == 0).mean()) if n else 0.0}
 
 
 def category_search(prep: LifeCirclePrep, network: StreetNetwork, cat: str

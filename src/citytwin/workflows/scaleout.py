@@ -229,13 +229,14 @@ def _life_category(cat: str, *, source: str | None, refs: dict[str, str | None],
 
 
 # A network given as Parquet (GeoParquet nodes, an edge list with lengths) is built in two halves at once, on
-# two workers: the nodes (read, metric coordinates) and the graph (edges to CSR, components); one task then
-# snaps the homes and POIs; the searches get the three results from Dask (fetched once per worker).
+# two workers: the nodes (ids and metric coordinates decoded from the WKB, then the homes and POIs read and
+# snapped: what the nodes' worker does while the other builds the graph) and the graph (edges to CSR,
+# components). The searches need only the graph and the snapped arrays (fetched once per worker); the
+# components of the homes' nodes come from the graph's worker.
 def _life_nodes(nodes: str) -> tuple[np.ndarray, np.ndarray, Any]:
-    from citytwin.spatial.network import network_nodes
-    from citytwin.workflows.spatial import Inputs, _read_layer
+    from citytwin.spatial.network import read_network_nodes
 
-    return network_nodes(_read_layer(nodes, None, Inputs(), "nodes"))
+    return read_network_nodes(nodes)
 
 
 def _life_graph(nodes: str, streets: str) -> tuple[Any, np.ndarray]:
@@ -247,31 +248,38 @@ def _life_graph(nodes: str, streets: str) -> tuple[Any, np.ndarray]:
     return network_graph(ids, pd.read_parquet(streets, columns=["u", "v", "length"]))
 
 
-def _life_network(node_part: tuple[np.ndarray, np.ndarray, Any], graph_part: tuple[Any, np.ndarray]) -> Any:
+def _life_prepare(node_part: tuple[np.ndarray, np.ndarray, Any], refs: dict[str, str | None], include_unknown: bool,
+                  *, kw: dict[str, Any]) -> LifeCirclePrep:
+    """Homes and POIs read and snapped on the nodes' worker, before the graph is needed: the components
+    (``component`` of each home, the report's ``network``) are put in by :func:`_life_components`."""
+    import numpy as np
+    from scipy import sparse
+
+    from citytwin.spatial.lifecircle import prepare_life_circle, residential_buildings
     from citytwin.spatial.network import StreetNetwork
-
-    (ids, coords, crs), (graph, component) = node_part, graph_part
-    return StreetNetwork(node_ids=ids, coords=coords, graph=graph, crs=crs, component=component)
-
-
-def _life_layers(refs: dict[str, str | None], include_unknown: bool) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    """(homes, POIs) read (on the graph's worker, while the other still reads the nodes)."""
-    from citytwin.spatial.lifecircle import residential_buildings
     from citytwin.workflows.spatial import load_inputs
 
     inp = load_inputs(None, None, {"pois", "buildings"}, pois=refs["pois"], buildings=refs["buildings"])
-    return residential_buildings(inp.layers["buildings"], include_unknown=include_unknown), inp.layers["pois"]
+    homes = residential_buildings(inp.layers["buildings"], include_unknown=include_unknown)
+    ids, coords, crs = node_part
+    n = len(ids)
+    snapping = StreetNetwork(node_ids=ids, coords=coords, graph=sparse.csr_matrix((n, n)), crs=crs,
+                             component=np.zeros(n, dtype=np.int64))  # no graph yet: snapping needs the nodes only
+    return prepare_life_circle(homes, inp.layers["pois"], snapping, **kw)
 
 
-def _life_prepare(node_part: tuple[np.ndarray, np.ndarray, Any], graph_part: tuple[Any, np.ndarray],
-                  layers: tuple[gpd.GeoDataFrame, gpd.GeoDataFrame], *, kw: dict[str, Any]) -> LifeCirclePrep:
-    from citytwin.spatial.lifecircle import prepare_life_circle
+def _life_components(graph_part: tuple[Any, np.ndarray], prep: LifeCirclePrep) -> tuple[np.ndarray, dict[str, Any]]:
+    """(each home's component, the report's ``network`` entry), on the graph's worker."""
+    import numpy as np
 
-    return prepare_life_circle(layers[0], layers[1], _life_network(node_part, graph_part), **kw)
+    from citytwin.spatial.lifecircle import network_facts
+
+    component = graph_part[1]
+    return (component[prep.h_node] if len(prep.h_node) else np.empty(0, dtype=np.int64)), network_facts(component)
 
 
 def _hold(part: Any) -> None:
-    """Nothing: a task on the nodes' worker that has it fetch the graph while it still reads the nodes."""
+    """Nothing: a task on the nodes' worker that has it fetch the graph while it still snaps."""
 
 
 def _search_inputs(prep: LifeCirclePrep) -> LifeCirclePrep:
@@ -281,11 +289,13 @@ def _search_inputs(prep: LifeCirclePrep) -> LifeCirclePrep:
     return dataclasses.replace(prep, homes=prep.homes.iloc[:0])
 
 
-def _life_search(cat: str, node_part: tuple[np.ndarray, np.ndarray, Any], graph_part: tuple[Any, np.ndarray],
-                 prep: LifeCirclePrep) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _life_search(cat: str, graph_part: tuple[Any, np.ndarray], prep: LifeCirclePrep
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    from types import SimpleNamespace
+
     from citytwin.spatial.lifecircle import category_search
 
-    return category_search(prep, _life_network(node_part, graph_part), cat)
+    return category_search(prep, SimpleNamespace(graph=graph_part[0]), cat)  # type: ignore[arg-type]
 
 
 def _parquet_network(refs: dict[str, str | None]) -> bool:
@@ -309,14 +319,17 @@ def _life_split(client: Any, cats: list[str], refs: dict[str, str | None], inclu
     keys = iter(task_keys("citytwin-life", len(cats) + 6))
     node_part = client.submit(_life_nodes, refs["nodes"], key=next(keys), pure=False, **on(0))
     graph_part = client.submit(_life_graph, refs["nodes"], refs["streets"], key=next(keys), pure=False, **on(1))
-    layers = client.submit(_life_layers, refs, include_unknown, key=next(keys), pure=False, **on(1))
+    prep = client.submit(_life_prepare, node_part, refs, include_unknown, kw=kw, key=next(keys), pure=False, **on(0))
     held = client.submit(_hold, graph_part, key=next(keys), pure=False, **on(0))
-    prep = client.submit(_life_prepare, node_part, graph_part, layers, kw=kw, key=next(keys), pure=False)
-    light = client.submit(_search_inputs, prep, key=next(keys), pure=False)
-    futs = [client.submit(_life_search, c, node_part, graph_part, light, key=next(keys), pure=False, **on(i))
+    light = client.submit(_search_inputs, prep, key=next(keys), pure=False, **on(0))
+    comps = client.submit(_life_components, graph_part, light, key=next(keys), pure=False, **on(1))
+    futs = [client.submit(_life_search, c, graph_part, light, key=next(keys), pure=False, **on(i))
             for i, c in enumerate(cats)]
-    searched = run_futures(client, [*futs, held], progress=progress)[:-1]
-    return client.gather(prep), searched
+    *searched, (component, facts), _ = run_futures(client, [*futs, comps, held], progress=progress)
+    full = client.gather(prep)
+    full.homes["component"] = component
+    full.report["network"] = facts
+    return full, searched
 
 
 def life_circle_inputs(source: str | None, **layers: str | None) -> Inputs:
@@ -378,7 +391,7 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
             prep, searched = parts[0]["prep"], [p["searched"] for p in parts]
     res = finish_life_circle(prep, searched)
     res.report["dask"] = {"cluster": str(dask), "tasks": len(cats) + (6 if split else 0), "split": (
-        "network nodes and graph built at once by two tasks (homes and POIs read beside the graph), snapped by one; "
+        "network nodes (then homes and POIs read and snapped) and graph built at once by two tasks; "
         "one search per category"
         if split else "one search per category; network built and inputs snapped on every worker")}
     return res
