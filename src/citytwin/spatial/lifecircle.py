@@ -357,11 +357,19 @@ def category_search(prep: LifeCirclePrep, network: StreetNetwork, cat: str
                     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """One category of :func:`life_circle`: (each home's distance in m, NaN = missing; within the
     threshold; the category's coverage row), from one multi-source search on ``network``."""
-    h_node, h_off, weights = prep.h_node, prep.h_off, prep.weights
     sel = (prep.p_cat == cat) & ~prep.p_off
     d_node = nearest_distance(network.graph, prep.p_node[sel], prep.p_snap[sel] if prep.include_snap else None,
                               prep.max_distance)
-    d = d_node[h_node] + (prep.h_snap if prep.include_snap else 0.0) if len(h_node) else np.empty(0)
+    return category_result(prep, cat, d_node[prep.h_node] if len(prep.h_node) else np.empty(0))
+
+
+def category_result(prep: LifeCirclePrep, cat: str, d_home_node: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """:func:`category_search`'s result from the network distance at each home's node (``inf``: none
+    reached), however it was searched (whole, or in parts of the network)."""
+    h_node, h_off, weights = prep.h_node, prep.h_off, prep.weights
+    sel = (prep.p_cat == cat) & ~prep.p_off
+    d = d_home_node + (prep.h_snap if prep.include_snap else 0.0) if len(h_node) else np.empty(0)
     d = np.where(np.isfinite(d) & ~h_off, d, np.nan)
     if prep.max_distance is not None:
         d = np.where(d <= prep.max_distance, d, np.nan)

@@ -48,6 +48,7 @@ from citytwin.foundation.scaleout import (
 from citytwin.workflows.common import WorkspaceLike, maybe_ws
 from citytwin.workflows.scaleout_files import parquet_files
 from citytwin.workflows.scaleout_index import POOLED_METHODS, index  # the index on Dask (its own module)
+from citytwin.workflows.scaleout_life import _life_nodes, _life_prepare, _search_inputs, life_partitioned
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -233,12 +234,6 @@ def _life_category(cat: str, *, source: str | None, refs: dict[str, str | None],
 # snapped: what the nodes' worker does while the other builds the graph) and the graph (edges to CSR,
 # components). The searches need only the graph and the snapped arrays (fetched once per worker); the
 # components of the homes' nodes come from the graph's worker.
-def _life_nodes(nodes: str) -> tuple[np.ndarray, np.ndarray, Any]:
-    from citytwin.spatial.network import read_network_nodes
-
-    return read_network_nodes(nodes)
-
-
 def _life_graph(nodes: str, streets: str) -> tuple[Any, np.ndarray]:
     import pandas as pd
 
@@ -246,26 +241,6 @@ def _life_graph(nodes: str, streets: str) -> tuple[Any, np.ndarray]:
 
     ids = pd.read_parquet(nodes, columns=["id"])["id"].drop_duplicates().to_numpy()  # network_nodes' order
     return network_graph(ids, pd.read_parquet(streets, columns=["u", "v", "length"]))
-
-
-def _life_prepare(node_part: tuple[np.ndarray, np.ndarray, Any], refs: dict[str, str | None], include_unknown: bool,
-                  *, kw: dict[str, Any]) -> LifeCirclePrep:
-    """Homes and POIs read and snapped on the nodes' worker, before the graph is needed: the components
-    (``component`` of each home, the report's ``network``) are put in by :func:`_life_components`."""
-    import numpy as np
-    from scipy import sparse
-
-    from citytwin.spatial.lifecircle import prepare_life_circle, residential_buildings
-    from citytwin.spatial.network import StreetNetwork
-    from citytwin.workflows.spatial import load_inputs
-
-    inp = load_inputs(None, None, {"pois", "buildings"}, pois=refs["pois"], buildings=refs["buildings"])
-    homes = residential_buildings(inp.layers["buildings"], include_unknown=include_unknown)
-    ids, coords, crs = node_part
-    n = len(ids)
-    snapping = StreetNetwork(node_ids=ids, coords=coords, graph=sparse.csr_matrix((n, n)), crs=crs,
-                             component=np.zeros(n, dtype=np.int64))  # no graph yet: snapping needs the nodes only
-    return prepare_life_circle(homes, inp.layers["pois"], snapping, **kw)
 
 
 def _life_components(graph_part: tuple[Any, np.ndarray], prep: LifeCirclePrep) -> tuple[np.ndarray, dict[str, Any]]:
@@ -280,13 +255,6 @@ def _life_components(graph_part: tuple[Any, np.ndarray], prep: LifeCirclePrep) -
 
 def _hold(part: Any) -> None:
     """Nothing: a task on the nodes' worker that has it fetch the graph while it still snaps."""
-
-
-def _search_inputs(prep: LifeCirclePrep) -> LifeCirclePrep:
-    """``prep`` without the homes' table (the searches need the arrays; the client keeps the table)."""
-    import dataclasses
-
-    return dataclasses.replace(prep, homes=prep.homes.iloc[:0])
 
 
 def _life_search(cat: str, graph_part: tuple[Any, np.ndarray], prep: LifeCirclePrep
@@ -361,6 +329,7 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
                  streets: str | None = None, nodes: str | None = None, dask: str,
                  categories: Sequence[str] | None = None, minutes: float = 15.0, speed_kmh: float = 4.8,
                  threshold_m: float | None = None, include_unknown: bool = True, max_snap_m: float = 250.0,
+                 max_distance: float | None = None, partitions: bool = False,
                  progress: Progress | None = None) -> LifeCircleResult:
     """:func:`citytwin.workflows.spatial.life_circles` on Dask: one task per service category.
 
@@ -369,6 +338,12 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
     network and snaps the homes and POIs once per job (:func:`citytwin.spatial.lifecircle.prepare_life_circle`),
     then runs the searches of the categories it is given (:func:`~citytwin.spatial.lifecircle.category_search`).
     ``homes``, ``coverage`` and ``report`` equal the single-process result (the report has a ``dask`` entry more).
+
+    ``max_distance`` stops every search at that many metres (farther: missing), as
+    :func:`citytwin.spatial.lifecircle.life_circle`'s. ``partitions=True`` (a Parquet network and a
+    ``max_distance``): each worker holds a west-east part of the network and a halo ``max_distance`` wide,
+    not the whole graph (:func:`citytwin.workflows.scaleout_life.life_partitioned`): for a network larger
+    than one worker's memory.
     """
     from citytwin.spatial.lifecircle import DAILY_SERVICES, finish_life_circle
 
@@ -377,10 +352,15 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
     cats = list(dict.fromkeys(categories or DAILY_SERVICES))
     refs = {"pois": pois, "buildings": buildings, "streets": streets, "nodes": nodes}
     kw = {"categories": cats, "minutes": minutes, "speed_kmh": speed_kmh, "threshold_m": threshold_m,
-          "max_snap_m": max_snap_m}
+          "max_snap_m": max_snap_m, "max_distance": max_distance}
     split = source is None and _parquet_network(refs)
+    if partitions and not split:
+        raise InputError("a partitioned search needs the network as Parquet: GeoParquet nodes and an edge list "
+                         "u, v, length", field="streets", hint="give nodes= and streets= as Parquet files")
     with cluster(dask) as client:
-        if split:
+        if partitions:
+            prep, searched, n_tasks = life_partitioned(client, cats, refs, include_unknown, kw, progress)
+        elif split:
             prep, searched = _life_split(client, cats, refs, include_unknown, kw, progress)
         else:
             keys = task_keys("citytwin-life", len(cats))
@@ -390,7 +370,10 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
             parts = run_futures(client, futs, progress=progress)
             prep, searched = parts[0]["prep"], [p["searched"] for p in parts]
     res = finish_life_circle(prep, searched)
-    res.report["dask"] = {"cluster": str(dask), "tasks": len(cats) + (6 if split else 0), "split": (
+    res.report["dask"] = {"cluster": str(dask), "tasks": n_tasks if partitions else len(cats) + (6 if split else 0),
+                          "split": (
+        f"network in west-east parts, one per worker, each with a {max_distance} m halo; homes and POIs snapped "
+        "once; one search per category and part" if partitions else
         "network nodes (then homes and POIs read and snapped) and graph built at once by two tasks; "
         "one search per category"
         if split else "one search per category; network built and inputs snapped on every worker")}
