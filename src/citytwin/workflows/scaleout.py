@@ -21,10 +21,13 @@ How each splits:
   ``dask_geopandas`` frame read by the workers; each partition is joined to the zones (read by each
   worker once) and counted; the counts are added (exact).
 * **life circles** (:func:`life_circles`): the search origins are partitioned: one task per service
-  category runs the multi-source shortest-path search from that category's POIs; the street
-  network is replicated (each worker builds it and snaps the homes and POIs once per job and keeps
-  them). The homes' summary columns (missing, unreachable, gap rank) are computed on the client from
-  the per-category distances (exact: the same code on the same numbers).
+  category runs the multi-source shortest-path search from that category's POIs. A network from an OSM
+  PBF or GIS files is replicated (each worker builds it and snaps the homes and POIs once per job); a
+  Parquet network is built once, in two halves on two workers (node coordinates decoded from the WKB,
+  then the snapping; the graph), and its graph fetched by each worker; with ``partitions=True`` and a
+  search radius each worker holds only a west-east part of the graph with a halo as wide as the radius
+  (:mod:`citytwin.workflows.scaleout_life`). The homes' summary columns (missing, unreachable, gap rank)
+  are computed on the client from the per-category distances (exact: the same code on the same numbers).
 """
 
 from __future__ import annotations
