@@ -29,7 +29,8 @@ The tile cache on (``tile_cached``, ``--cached-rates``): the operations center k
 LRU cache (``service.tiles.TileMaker``), so a map that pans over the same area is served from memory
 whatever the engine. A set of ``--cached-tiles`` z15/z16 tiles is requested once per server (made and
 cached), then each rate step cycles through them (every request a cache hit) from ``bench/loadgen.py``
-in a second process (open loop, 64 connections; the server's CPU per request printed). A third server
+in a second process (open loop, 64 connections; the server's CPU per request printed); a server goes on
+to the next rate unless it answered less than 0.8 of this one. A third server
 runs here too, the **embedded default** in full: the same points in a workspace whose records are in
 SQLite (no PostgreSQL at all), DuckDB over GeoParquet; the other two keep their records (token checks,
 audit rows) in PostgreSQL. The uncached kinds run on all three as well.
@@ -124,14 +125,17 @@ def cached_tiles(sl: Any, servers: dict[str, tuple[int, int, str]], tiles: list[
         lg.run(port, reqs[e], 100.0, 0.5)  # connections opened once, the hot path warm
     steps: dict[str, list[dict[str, Any]]] = {e: [] for e in servers}
     crossed: dict[str, float | None] = {e: None for e in servers}
+    saturated: set[str] = set()
     for rate in rates:
         for e, (port, pid, _) in servers.items():
-            if crossed[e] is not None:
+            if e in saturated:  # a p99 over 100 ms alone does not stop it: on a loaded machine one stall does that
                 continue
             st = lg.run(port, reqs[e], rate, seconds, server_pid=pid)
             steps[e].append(st)
-            if st["p99"] > sl.SLO_MS:
+            if crossed[e] is None and st["p99"] > sl.SLO_MS:
                 crossed[e] = rate
+            if st["achieved"] < 0.8 * rate:
+                saturated.add(e)
             print(f"  tile_cached {e:8s} {rate:6.0f}/s: achieved {st['achieved']:6.0f}/s  p50 {st['p50']:7.1f} ms  "
                   f"p99 {st['p99']:7.1f} ms  errors {st['errors'] or 0}  server {st['server_cpu_ms_per_req']:.2f} ms "
                   f"CPU/req  CPU share server {st['server_cpu']:.2f} client {st['client_cpu']:.2f}  "
