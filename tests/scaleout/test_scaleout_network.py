@@ -84,7 +84,16 @@ def _grid(tmp_path: Path, side: int = 50, seed: int = 5, short_edge: bool = Fals
     cats = ["school", "clinic", "grocery", "park"]
     px, py = rng.uniform(0, span, 120), rng.uniform(0, span, 120)
     px[0] = -5000.0
-    gpd.GeoDataFrame({"id": np.arange(120), "category": rng.choice(cats[:3], 120)},
+    pcat = rng.choice(cats[:3], 120)
+    # schools: west of x = 1,500 m anywhere, east of it exactly on nodes (snapping distance 0), so the
+    # eastern part holds only sources without an offset while the whole network's search has some
+    east = (pcat == "school") & (px > 1500)
+    on = rng.integers(0, side * side, int(east.sum()))
+    on = on[x[on] > 1500][: int(east.sum())]
+    east_i = np.flatnonzero(east)[: len(on)]
+    px[east_i], py[east_i] = x[on], y[on]
+    pcat[np.flatnonzero(east)[len(on):]] = "clinic"
+    gpd.GeoDataFrame({"id": np.arange(120), "category": pcat},
                      geometry=gpd.points_from_xy(px, py), crs=32650).to_parquet(tmp_path / "pois.parquet")
     return {"pois": str(tmp_path / "pois.parquet"), "buildings": str(tmp_path / "homes.parquet"),
             "streets": str(tmp_path / "edges.parquet"), "nodes": str(tmp_path / "nodes.parquet")}

@@ -79,7 +79,7 @@ def walk_threshold_m(minutes: float = 15.0, speed_kmh: float = 4.8) -> float:
 
 
 def nearest_distance(graph: sparse.csr_matrix, source_nodes: np.ndarray, offsets: np.ndarray | None = None,
-                     max_distance: float | None = None) -> np.ndarray:
+                     max_distance: float | None = None, virtual: bool | None = None) -> np.ndarray:
     """Distance from every node to the nearest source node (plus the source's offset).
 
     Parameters
@@ -92,6 +92,10 @@ def nearest_distance(graph: sparse.csr_matrix, source_nodes: np.ndarray, offsets
         Extra length at each source (e.g. its snapping distance); default 0.
     max_distance
         Stop searching beyond this distance (faster); farther nodes get ``inf``.
+    virtual
+        Search from a virtual source linked to the sources by their offsets (default: when any offset is
+        not 0; else a plain multi-source search). A search over a part of the network passes what the
+        whole network's search would use, so that both add the same numbers.
 
     Returns
     -------
@@ -110,11 +114,14 @@ def nearest_distance(graph: sparse.csr_matrix, source_nodes: np.ndarray, offsets
     if len(src) == 0:
         return np.full(n, np.inf)
     limit = np.inf if max_distance is None else float(max_distance)
-    if offsets is None or not np.any(offsets):
+    if virtual is None:
+        virtual = offsets is not None and bool(np.any(offsets))
+    if not virtual:
         d = dijkstra(graph, directed=True, indices=np.unique(src), min_only=True, limit=limit)
         return np.asarray(d, dtype=float)
     # scipy drops explicit zeros from sparse graphs: every offset is shifted by MIN_LENGTH on the
     # virtual links and the shift is taken off the result, which is exact
+    offsets = np.zeros(len(src)) if offsets is None else offsets
     off = (pd.Series(np.maximum(np.asarray(offsets, dtype=float), 0.0)).groupby(src).min() + MIN_LENGTH)
     g = graph.tocsr()
     k = len(off)

@@ -189,13 +189,18 @@ def _part_homes(part: NetworkPart, prep: LifeCirclePrep) -> tuple[np.ndarray, np
 def _part_search(cat: str, part: NetworkPart, prep: LifeCirclePrep) -> tuple[np.ndarray, np.ndarray]:
     """(positions of the part's homes, the network distance at their nodes) for one category: a search
     from the category's POIs whose nodes the part holds (the others are farther than the radius)."""
+    import numpy as np
+
     from citytwin.spatial.lifecircle import nearest_distance
 
     pos, loc, _ = _part_homes(part, prep)
     p_loc = part.local(prep.p_node)
-    sel = (prep.p_cat == cat) & ~prep.p_off & (p_loc >= 0)
+    every = (prep.p_cat == cat) & ~prep.p_off
+    sel = every & (p_loc >= 0)
+    # the search form the whole network's search takes (virtual source when any of all its offsets is not 0)
+    virtual = bool(prep.include_snap and np.any(prep.p_snap[every]))
     d_node = nearest_distance(part.graph, p_loc[sel], prep.p_snap[sel] if prep.include_snap else None,
-                              prep.max_distance)
+                              prep.max_distance, virtual=virtual)
     return pos, d_node[loc]
 
 
