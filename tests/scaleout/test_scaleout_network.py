@@ -142,3 +142,27 @@ def test_partitioned_search_refuses_what_it_cannot_do_exactly(tmp_path: Path, da
         scaleout.life_circles(dask=dask_address, categories=["school"], max_distance=500.0, partitions=True, **files)
     with pytest.raises(InputError, match="search radius"):
         scaleout.life_circles(dask=dask_address, categories=["school"], partitions=True, **files)
+
+
+def test_lifecircle_command_in_parts(tmp_path: Path, dask_address: str) -> None:
+    """``spatial lifecircle --dask ... --partition-radius R``: the Python result; without --dask a JSON error."""
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from citytwin.cli.main import app
+    from citytwin.workflows import scaleout
+
+    files = _grid(tmp_path)
+    args = ["spatial", "lifecircle", "--pois", files["pois"], "--buildings", files["buildings"], "--streets",
+            files["streets"], "--nodes", files["nodes"], "--json"]
+    runner = CliRunner()
+    res = runner.invoke(app, [*args, "--dask", dask_address, "--partition-radius", "600"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    ref = scaleout.life_circles(dask=dask_address, max_distance=600.0, partitions=True, **files)
+    pd.testing.assert_frame_equal(pd.DataFrame(got["coverage"]), ref.coverage, check_dtype=False)
+    assert got["report"]["dask"]["split"].startswith("network in west-east parts")
+    bad = runner.invoke(app, [*args, "--partition-radius", "600"])
+    assert bad.exit_code == 2 and json.loads(bad.stdout)["field"] == "--partition-radius"
