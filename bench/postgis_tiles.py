@@ -250,7 +250,7 @@ def main() -> None:
     from citytwin.foundation import postgis
     from citytwin.foundation.readsql import covering
     from citytwin.foundation.workspace import Workspace
-    from citytwin.service.tiles import BUFFER, EXTENT, TileMaker, tile_bounds, tile_of, tile_sql
+    from citytwin.service.tiles import _PLAIN, BUFFER, EXTENT, TileMaker, tile_bounds, tile_of, tile_sql
 
     pg = _pg()
     cluster = pg.start_cluster()
@@ -286,7 +286,8 @@ def main() -> None:
         version = ws.info("points").current_version
         glob, _ = ws.stats_glob("points")
         tm = TileMaker()
-        props = [(c, t.upper()) for c, t in tm.columns(glob) if c != "geometry"]
+        props = [(c, t.upper()) for c, t in tm.columns(glob)  # as the route: plain columns (not the bbox covering)
+                 if c != "geometry" and t.upper() in _PLAIN]
         dsql = tile_sql(glob, "geometry", props, "points", covering(glob, "geometry"))
         tiles = []
         for z in (12, 13, 14, 15):
