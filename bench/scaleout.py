@@ -28,10 +28,15 @@ Part 3: life circles on growing synthetic street networks (a perturbed planar gr
 50N, generated into Parquet under bench/out/, not stored in the repository; a home and a POI per ten
 nodes), on a fresh cluster per size and worker count: seconds, CPU and peak RSS (VmHWM) per worker.
 ``--worker-memory`` (default 7GB) has a worker killed above 95 % of it (a guard on a shared machine).
+``--partition-radius R``: the searches bounded at R m and the network in parts, one per worker, each with a
+halo R wide (``partitions=True``: a network larger than one worker); ``--check-whole`` runs the same job
+with the whole network in every worker too and compares the results.
 
     python bench/scaleout.py --quick     # small sizes (fixed costs dominate)
     python bench/scaleout.py             # full: larger sizes, joins to 16M points, networks of 1M and 3M nodes
     python bench/scaleout.py --skip-part1 --skip-part2 --network-sizes 10000000 --network-workers 1
+    python bench/scaleout.py --skip-part1 --skip-part2 --network-sizes 10000000 --network-workers 2 \
+        --partition-radius 3000
 
 The machine is 2 cores shared by several jobs: an efficiency below the goal can be the neighbours'
 load (the load average is printed); compare ratios measured in one run only.
@@ -478,8 +483,13 @@ def part2(sizes: list[int], tmp: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def part3(sizes: list[int], workers: list[int], tmp: Path, memory_limit: str) -> list[dict[str, Any]]:
-    """Life circles on growing synthetic networks: seconds, CPU and peak RSS per worker, per cluster size."""
+def part3(sizes: list[int], workers: list[int], tmp: Path, memory_limit: str, radius: float | None = None,
+          check: bool = False) -> list[dict[str, Any]]:
+    """Life circles on growing synthetic networks: seconds, CPU and peak RSS per worker, per cluster size.
+
+    ``radius``: searches bounded at ``radius`` m, the network in parts (one per worker, a halo ``radius`` wide:
+    ``partitions=True``); ``check``: the same job with the whole network in every worker too, the results
+    compared (``same``)."""
     from distributed import Client
 
     from citytwin.workflows import scaleout
@@ -495,21 +505,33 @@ def part3(sizes: list[int], workers: list[int], tmp: Path, memory_limit: str) ->
             try:
                 with Client(cluster.scheduler_address, set_as_default=False) as c:
                     c.run(_warm)
+                opts: dict[str, Any] = {} if radius is None else {"max_distance": radius, "partitions": True}
                 s, u, ks, res = cpu_of(cluster.scheduler_address,
-                                       lambda: scaleout.life_circles(dask=cluster.scheduler_address, **layers))  # noqa: B023
+                                       lambda: scaleout.life_circles(dask=cluster.scheduler_address, **layers,  # noqa: B023
+                                                                     **opts))  # noqa: B023
                 with Client(cluster.scheduler_address, set_as_default=False) as c:
                     peaks = c.run(_peak_rss_mib)
+                same = None
+                if check and radius is not None:
+                    whole = scaleout.life_circles(dask=cluster.scheduler_address, max_distance=radius, **layers)
+                    same = bool(res.homes.drop(columns="geometry").equals(whole.homes.drop(columns="geometry"))
+                                and res.coverage.equals(whole.coverage))
+                    del whole
             finally:
                 cluster.close()
             nodes = res.report["network"]["nodes"]
             row = {"nodes": nodes, "homes": len(res.homes), "pois": res.report["pois"]["n"], "workers": k,
                    "seconds": s, "cpu_client_s": u, "cpu_workers_s": ks, "client_peak_rss_mib": _peak_rss_mib(),
                    "worker_peak_rss_mib": sorted(round(v) for v in peaks.values()),
-                   "covered_school": float(res.coverage.set_index("category").loc["school", "share_covered"])}
+                   "covered_school": float(res.coverage.set_index("category").loc["school", "share_covered"]),
+                   "partition_radius_m": radius, "same_as_whole_network": same}
             rows.append(row)
-            print(f"life circles {nodes:>11,} nodes, {len(res.homes):,} homes, {row['pois']:,} POIs, {k} worker(s): "
+            print(f"life circles {nodes:>11,} nodes, {len(res.homes):,} homes, {row['pois']:,} POIs, {k} worker(s)"
+                  f"{'' if radius is None else f', in parts (radius {radius:,.0f} m)'}: "
                   f"{s:7.1f} s | CPU-s client {u:.1f}, workers {' + '.join(f'{x:.1f}' for x in ks)} | peak RSS per "
-                  f"worker {row['worker_peak_rss_mib']} MiB | load {os.getloadavg()[0]:.0f}", flush=True)
+                  f"worker {row['worker_peak_rss_mib']} MiB, client {row['client_peak_rss_mib']:,.0f} MiB | load "
+                  f"{os.getloadavg()[0]:.0f}" + ("" if same is None else f" | same as the whole network: {same}"),
+                  flush=True)
             del res
     return rows
 
@@ -524,6 +546,10 @@ def main() -> None:
                     help="node counts of part 3 (default 1M 3M; 10M fits one worker in about 7 GB)")
     ap.add_argument("--network-workers", nargs="*", type=int, default=[1, 2], help="cluster sizes of part 3")
     ap.add_argument("--worker-memory", default="7GB", help="part 3: a worker above 95 %% of this is killed")
+    ap.add_argument("--partition-radius", type=float,
+                    help="part 3: searches bounded at this many metres, the network in parts (one per worker)")
+    ap.add_argument("--check-whole", action="store_true",
+                    help="part 3 with --partition-radius: also run with the whole network per worker and compare")
     ap.add_argument("--skip-part1", action="store_true")
     ap.add_argument("--skip-part2", action="store_true")
     ap.add_argument("--skip-part3", action="store_true")
@@ -540,7 +566,8 @@ def main() -> None:
         result["zones_scaling"] = part2(sizes, tmp)
     if not args.skip_part3:
         nsizes = args.network_sizes or ([250_000] if args.quick else [1_000_000, 3_000_000])
-        result["network_scaling"] = part3(nsizes, args.network_workers, tmp, args.worker_memory)
+        result["network_scaling"] = part3(nsizes, args.network_workers, tmp, args.worker_memory,
+                                          args.partition_radius, args.check_whole)
     result["load_end"] = os.getloadavg()[0]
     print(f"load average at the end {result['load_end']:.1f}")
     import json

@@ -152,10 +152,15 @@ def lifecircle_cmd(source: SourceArg = None, pois: PoisOpt = None, buildings: Bu
                                                                  help="Count untyped buildings as homes.")] = True,
                    max_snap: Annotated[float, typer.Option("--max-snap", help="Max snapping distance, m.")] = 250.0,
                    out: OutOpt = None, name: NameOpt = "spatial_lifecircle", as_json: JsonOpt = False,
-                   workspace: WorkspaceOpt = None, dask: DaskOpt = None) -> None:
+                   workspace: WorkspaceOpt = None, dask: DaskOpt = None,
+                   partition_m: Annotated[float | None, typer.Option(
+                       "--partition-radius", help="With --dask and a Parquet network: searches stop at this many "
+                       "metres and each worker holds a west-east part of the network with a halo this wide.")] = None,
+                   ) -> None:
     """D5: walking distance from every home to each daily service; coverage and ranked gaps.
 
     With --dask, one task per service category (layers from files; the same result)."""
+    from citytwin.foundation.errors import InputError
     from citytwin.workflows import scaleout
     from citytwin.workflows.spatial import life_circles
 
@@ -163,9 +168,13 @@ def lifecircle_cmd(source: SourceArg = None, pois: PoisOpt = None, buildings: Bu
     kw: dict[str, Any] = dict(pois=pois, buildings=buildings, streets=streets, nodes=nodes, minutes=minutes,
                               speed_kmh=speed, threshold_m=threshold_m, include_unknown=include_unknown,
                               max_snap_m=max_snap)
+    if partition_m is not None and not dask:
+        raise InputError("--partition-radius splits the network over Dask workers: give --dask too",
+                         field="--partition-radius")
     if dask:
+        parts: dict[str, Any] = {} if partition_m is None else {"max_distance": partition_m, "partitions": True}
         with task_progress(f"life circles: categories on Dask ({dask})") as tasks:
-            lc = scaleout.life_circles(source, dask=dask, progress=tasks, **kw)
+            lc = scaleout.life_circles(source, dask=dask, progress=tasks, **kw, **parts)
         inp = scaleout.life_circle_inputs(source, pois=pois, buildings=buildings, streets=streets, nodes=nodes)
     else:
         run = life_circles(source, ws, **kw)
@@ -182,7 +191,8 @@ def lifecircle_cmd(source: SourceArg = None, pois: PoisOpt = None, buildings: Bu
     if out:
         _write_file(lc.homes, out, as_json)
     params = {"minutes": minutes, "speed_kmh": speed, "threshold_m": lc.threshold_m, "max_snap_m": max_snap,
-              "include_unknown": include_unknown, "report": lc.report}
+              "include_unknown": include_unknown, "report": lc.report,
+              **({} if partition_m is None else {"max_distance_m": partition_m, "partitions": True})}
     _store(ws, name, {"": lc.homes, "coverage": lc.coverage}, inp, params, "Life circles (D5)", as_json)
 
 

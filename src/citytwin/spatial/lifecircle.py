@@ -79,7 +79,7 @@ def walk_threshold_m(minutes: float = 15.0, speed_kmh: float = 4.8) -> float:
 
 
 def nearest_distance(graph: sparse.csr_matrix, source_nodes: np.ndarray, offsets: np.ndarray | None = None,
-                     max_distance: float | None = None) -> np.ndarray:
+                     max_distance: float | None = None, virtual: bool | None = None) -> np.ndarray:
     """Distance from every node to the nearest source node (plus the source's offset).
 
     Parameters
@@ -92,6 +92,10 @@ def nearest_distance(graph: sparse.csr_matrix, source_nodes: np.ndarray, offsets
         Extra length at each source (e.g. its snapping distance); default 0.
     max_distance
         Stop searching beyond this distance (faster); farther nodes get ``inf``.
+    virtual
+        Search from a virtual source linked to the sources by their offsets (default: when any offset is
+        not 0; else a plain multi-source search). A search over a part of the network passes what the
+        whole network's search would use, so that both add the same numbers.
 
     Returns
     -------
@@ -110,11 +114,14 @@ def nearest_distance(graph: sparse.csr_matrix, source_nodes: np.ndarray, offsets
     if len(src) == 0:
         return np.full(n, np.inf)
     limit = np.inf if max_distance is None else float(max_distance)
-    if offsets is None or not np.any(offsets):
+    if virtual is None:
+        virtual = offsets is not None and bool(np.any(offsets))
+    if not virtual:
         d = dijkstra(graph, directed=True, indices=np.unique(src), min_only=True, limit=limit)
         return np.asarray(d, dtype=float)
     # scipy drops explicit zeros from sparse graphs: every offset is shifted by MIN_LENGTH on the
     # virtual links and the shift is taken off the result, which is exact
+    offsets = np.zeros(len(src)) if offsets is None else offsets
     off = (pd.Series(np.maximum(np.asarray(offsets, dtype=float), 0.0)).groupby(src).min() + MIN_LENGTH)
     g = graph.tocsr()
     k = len(off)
@@ -332,23 +339,44 @@ def prepare_life_circle(homes: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, network
     rep.update({
         "threshold_m": thr, "include_snap": include_snap, "pois": poi_stats,
         "homes": {"n": len(out), "off_network": int(h_off.sum())},
-        "network": {"nodes": network.n_nodes, "components": network.n_components,
-                    "largest_component_share": float((network.component == 0).mean()) if network.n_nodes else 0.0},
+        "network": network_facts(network.component),
     })
     return LifeCirclePrep(homes=out, h_node=h_node, h_snap=h_snap, h_off=h_off, weights=weights, p_node=p_node,
                           p_snap=p_snap, p_off=p_off, p_cat=pois[category_col].to_numpy(), categories=cats,
                           threshold_m=thr, include_snap=include_snap, max_distance=max_distance, report=rep)
 
 
+def network_facts(component: np.ndarray) -> dict[str, Any]:
+    """The report's ``network`` entry from each node's component (0 = the largest): nodes, components,
+    the largest component's share of the nodes.
+
+    Examples
+    --------
+    >>> network_facts(np.array([0, 0, 1, 0]))
+    {'nodes': 4, 'components': 2, 'largest_component_share': 0.75}
+    """
+    n = len(component)
+    return {"nodes": n, "components": int(component.max()) + 1 if n else 0,
+            "largest_component_share": float((component == 0).mean()) if n else 0.0}
+
+
 def category_search(prep: LifeCirclePrep, network: StreetNetwork, cat: str
                     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """One category of :func:`life_circle`: (each home's distance in m, NaN = missing; within the
     threshold; the category's coverage row), from one multi-source search on ``network``."""
-    h_node, h_off, weights = prep.h_node, prep.h_off, prep.weights
     sel = (prep.p_cat == cat) & ~prep.p_off
     d_node = nearest_distance(network.graph, prep.p_node[sel], prep.p_snap[sel] if prep.include_snap else None,
                               prep.max_distance)
-    d = d_node[h_node] + (prep.h_snap if prep.include_snap else 0.0) if len(h_node) else np.empty(0)
+    return category_result(prep, cat, d_node[prep.h_node] if len(prep.h_node) else np.empty(0))
+
+
+def category_result(prep: LifeCirclePrep, cat: str, d_home_node: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """:func:`category_search`'s result from the network distance at each home's node (``inf``: none
+    reached), however it was searched (whole, or in parts of the network)."""
+    h_node, h_off, weights = prep.h_node, prep.h_off, prep.weights
+    sel = (prep.p_cat == cat) & ~prep.p_off
+    d = d_home_node + (prep.h_snap if prep.include_snap else 0.0) if len(h_node) else np.empty(0)
     d = np.where(np.isfinite(d) & ~h_off, d, np.nan)
     if prep.max_distance is not None:
         d = np.where(d <= prep.max_distance, d, np.nan)

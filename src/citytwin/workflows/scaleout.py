@@ -21,10 +21,13 @@ How each splits:
   ``dask_geopandas`` frame read by the workers; each partition is joined to the zones (read by each
   worker once) and counted; the counts are added (exact).
 * **life circles** (:func:`life_circles`): the search origins are partitioned: one task per service
-  category runs the multi-source shortest-path search from that category's POIs; the street
-  network is replicated (each worker builds it and snaps the homes and POIs once per job and keeps
-  them). The homes' summary columns (missing, unreachable, gap rank) are computed on the client from
-  the per-category distances (exact: the same code on the same numbers).
+  category runs the multi-source shortest-path search from that category's POIs. A network from an OSM
+  PBF or GIS files is replicated (each worker builds it and snaps the homes and POIs once per job); a
+  Parquet network is built once, in two halves on two workers (node coordinates decoded from the WKB,
+  then the snapping; the graph), and its graph fetched by each worker; with ``partitions=True`` and a
+  search radius each worker holds only a west-east part of the graph with a halo as wide as the radius
+  (:mod:`citytwin.workflows.scaleout_life`). The homes' summary columns (missing, unreachable, gap rank)
+  are computed on the client from the per-category distances (exact: the same code on the same numbers).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from citytwin.foundation.scaleout import (
 from citytwin.workflows.common import WorkspaceLike, maybe_ws
 from citytwin.workflows.scaleout_files import parquet_files
 from citytwin.workflows.scaleout_index import POOLED_METHODS, index  # the index on Dask (its own module)
+from citytwin.workflows.scaleout_life import _life_nodes, _life_prepare, _search_inputs, life_partitioned
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -244,15 +248,10 @@ def _life_category(cat: str, *, source: str | None, refs: dict[str, str | None],
 
 
 # A network given as Parquet (GeoParquet nodes, an edge list with lengths) is built in two halves at once, on
-# two workers: the nodes (read, metric coordinates) and the graph (edges to CSR, components); one task then
-# snaps the homes and POIs; the searches get the three results from Dask (fetched once per worker).
-def _life_nodes(nodes: str) -> tuple[np.ndarray, np.ndarray, Any]:
-    from citytwin.spatial.network import network_nodes
-    from citytwin.workflows.spatial import Inputs, _read_layer
-
-    return network_nodes(_read_layer(nodes, None, Inputs(), "nodes"))
-
-
+# two workers: the nodes (ids and metric coordinates decoded from the WKB, then the homes and POIs read and
+# snapped: what the nodes' worker does while the other builds the graph) and the graph (edges to CSR,
+# components). The searches need only the graph and the snapped arrays (fetched once per worker); the
+# components of the homes' nodes come from the graph's worker.
 def _life_graph(nodes: str, streets: str) -> tuple[Any, np.ndarray]:
     import pandas as pd
 
@@ -262,45 +261,27 @@ def _life_graph(nodes: str, streets: str) -> tuple[Any, np.ndarray]:
     return network_graph(ids, pd.read_parquet(streets, columns=["u", "v", "length"]))
 
 
-def _life_network(node_part: tuple[np.ndarray, np.ndarray, Any], graph_part: tuple[Any, np.ndarray]) -> Any:
-    from citytwin.spatial.network import StreetNetwork
+def _life_components(graph_part: tuple[Any, np.ndarray], prep: LifeCirclePrep) -> tuple[np.ndarray, dict[str, Any]]:
+    """(each home's component, the report's ``network`` entry), on the graph's worker."""
+    import numpy as np
 
-    (ids, coords, crs), (graph, component) = node_part, graph_part
-    return StreetNetwork(node_ids=ids, coords=coords, graph=graph, crs=crs, component=component)
+    from citytwin.spatial.lifecircle import network_facts
 
-
-def _life_layers(refs: dict[str, str | None], include_unknown: bool) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    """(homes, POIs) read (on the graph's worker, while the other still reads the nodes)."""
-    from citytwin.spatial.lifecircle import residential_buildings
-    from citytwin.workflows.spatial import load_inputs
-
-    inp = load_inputs(None, None, {"pois", "buildings"}, pois=refs["pois"], buildings=refs["buildings"])
-    return residential_buildings(inp.layers["buildings"], include_unknown=include_unknown), inp.layers["pois"]
-
-
-def _life_prepare(node_part: tuple[np.ndarray, np.ndarray, Any], graph_part: tuple[Any, np.ndarray],
-                  layers: tuple[gpd.GeoDataFrame, gpd.GeoDataFrame], *, kw: dict[str, Any]) -> LifeCirclePrep:
-    from citytwin.spatial.lifecircle import prepare_life_circle
-
-    return prepare_life_circle(layers[0], layers[1], _life_network(node_part, graph_part), **kw)
+    component = graph_part[1]
+    return (component[prep.h_node] if len(prep.h_node) else np.empty(0, dtype=np.int64)), network_facts(component)
 
 
 def _hold(part: Any) -> None:
-    """Nothing: a task on the nodes' worker that has it fetch the graph while it still reads the nodes."""
+    """Nothing: a task on the nodes' worker that has it fetch the graph while it still snaps."""
 
 
-def _search_inputs(prep: LifeCirclePrep) -> LifeCirclePrep:
-    """``prep`` without the homes' table (the searches need the arrays; the client keeps the table)."""
-    import dataclasses
+def _life_search(cat: str, graph_part: tuple[Any, np.ndarray], prep: LifeCirclePrep
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    from types import SimpleNamespace
 
-    return dataclasses.replace(prep, homes=prep.homes.iloc[:0])
-
-
-def _life_search(cat: str, node_part: tuple[np.ndarray, np.ndarray, Any], graph_part: tuple[Any, np.ndarray],
-                 prep: LifeCirclePrep) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     from citytwin.spatial.lifecircle import category_search
 
-    return category_search(prep, _life_network(node_part, graph_part), cat)
+    return category_search(prep, SimpleNamespace(graph=graph_part[0]), cat)  # type: ignore[arg-type]
 
 
 def _parquet_network(refs: dict[str, str | None]) -> bool:
@@ -324,14 +305,17 @@ def _life_split(client: Any, cats: list[str], refs: dict[str, str | None], inclu
     keys = iter(task_keys("citytwin-life", len(cats) + 6))
     node_part = client.submit(_life_nodes, refs["nodes"], key=next(keys), pure=False, **on(0))
     graph_part = client.submit(_life_graph, refs["nodes"], refs["streets"], key=next(keys), pure=False, **on(1))
-    layers = client.submit(_life_layers, refs, include_unknown, key=next(keys), pure=False, **on(1))
+    prep = client.submit(_life_prepare, node_part, refs, include_unknown, kw=kw, key=next(keys), pure=False, **on(0))
     held = client.submit(_hold, graph_part, key=next(keys), pure=False, **on(0))
-    prep = client.submit(_life_prepare, node_part, graph_part, layers, kw=kw, key=next(keys), pure=False)
-    light = client.submit(_search_inputs, prep, key=next(keys), pure=False)
-    futs = [client.submit(_life_search, c, node_part, graph_part, light, key=next(keys), pure=False, **on(i))
+    light = client.submit(_search_inputs, prep, key=next(keys), pure=False, **on(0))
+    comps = client.submit(_life_components, graph_part, light, key=next(keys), pure=False, **on(1))
+    futs = [client.submit(_life_search, c, graph_part, light, key=next(keys), pure=False, **on(i))
             for i, c in enumerate(cats)]
-    searched = run_futures(client, [*futs, held], progress=progress)[:-1]
-    return client.gather(prep), searched
+    *searched, (component, facts), _ = run_futures(client, [*futs, comps, held], progress=progress)
+    full = client.gather(prep)
+    full.homes["component"] = component
+    full.report["network"] = facts
+    return full, searched
 
 
 def life_circle_inputs(source: str | None, **layers: str | None) -> Inputs:
@@ -363,6 +347,7 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
                  streets: str | None = None, nodes: str | None = None, dask: str,
                  categories: Sequence[str] | None = None, minutes: float = 15.0, speed_kmh: float = 4.8,
                  threshold_m: float | None = None, include_unknown: bool = True, max_snap_m: float = 250.0,
+                 max_distance: float | None = None, partitions: bool = False,
                  progress: Progress | None = None) -> LifeCircleResult:
     """:func:`citytwin.workflows.spatial.life_circles` on Dask: one task per service category.
 
@@ -371,6 +356,12 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
     network and snaps the homes and POIs once per job (:func:`citytwin.spatial.lifecircle.prepare_life_circle`),
     then runs the searches of the categories it is given (:func:`~citytwin.spatial.lifecircle.category_search`).
     ``homes``, ``coverage`` and ``report`` equal the single-process result (the report has a ``dask`` entry more).
+
+    ``max_distance`` stops every search at that many metres (farther: missing), as
+    :func:`citytwin.spatial.lifecircle.life_circle`'s. ``partitions=True`` (a Parquet network and a
+    ``max_distance``): each worker holds a west-east part of the network and a halo ``max_distance`` wide,
+    not the whole graph (:func:`citytwin.workflows.scaleout_life.life_partitioned`): for a network larger
+    than one worker's memory.
     """
     from citytwin.spatial.lifecircle import DAILY_SERVICES, finish_life_circle
 
@@ -379,10 +370,15 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
     cats = list(dict.fromkeys(categories or DAILY_SERVICES))
     refs = {"pois": pois, "buildings": buildings, "streets": streets, "nodes": nodes}
     kw = {"categories": cats, "minutes": minutes, "speed_kmh": speed_kmh, "threshold_m": threshold_m,
-          "max_snap_m": max_snap_m}
+          "max_snap_m": max_snap_m, "max_distance": max_distance}
     split = source is None and _parquet_network(refs)
+    if partitions and not split:
+        raise InputError("a partitioned search needs the network as Parquet: GeoParquet nodes and an edge list "
+                         "u, v, length", field="streets", hint="give nodes= and streets= as Parquet files")
     with cluster(dask) as client:
-        if split:
+        if partitions:
+            prep, searched, n_tasks = life_partitioned(client, cats, refs, include_unknown, kw, progress)
+        elif split:
             prep, searched = _life_split(client, cats, refs, include_unknown, kw, progress)
         else:
             keys = task_keys("citytwin-life", len(cats))
@@ -392,8 +388,11 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
             parts = run_futures(client, futs, progress=progress)
             prep, searched = parts[0]["prep"], [p["searched"] for p in parts]
     res = finish_life_circle(prep, searched)
-    res.report["dask"] = {"cluster": str(dask), "tasks": len(cats) + (6 if split else 0), "split": (
-        "network nodes and graph built at once by two tasks (homes and POIs read beside the graph), snapped by one; "
+    res.report["dask"] = {"cluster": str(dask), "tasks": n_tasks if partitions else len(cats) + (6 if split else 0),
+                          "split": (
+        f"network in west-east parts, one per worker, each with a {max_distance} m halo; homes and POIs snapped "
+        "once; one search per category and part" if partitions else
+        "network nodes (then homes and POIs read and snapped) and graph built at once by two tasks; "
         "one search per category"
         if split else "one search per category; network built and inputs snapped on every worker")}
     return res

@@ -1,0 +1,261 @@
+"""Life circles on Dask, the reading side: node files decoded without shapely objects, and the search in
+parts of the network for a network larger than one worker (issue 19).
+
+:func:`citytwin.workflows.scaleout.life_circles` runs one of three ways: a network from an OSM PBF or GIS
+files is built by every worker (replicated); a Parquet network (GeoParquet nodes, an edge list ``u, v,
+length``) is built once in two halves on two workers and its graph fetched by each worker
+(``_life_split`` there); with ``partitions=True`` and a search radius (``max_distance``) each worker holds
+only a west-east part of the graph plus a halo as wide as the radius (:mod:`citytwin.spatial.network_parts`):
+:func:`life_partitioned` here.
+
+The partitioned run, task by task: one part per worker reads every node's coordinates (decoded, 16 bytes a
+node) and streams the edge list in row groups, keeping the edges of its part; the homes and POIs are
+snapped once, on the first worker, against all nodes (the snapping is the whole network's, so every home
+gets the node one process gives it); each home is searched in the part that owns its node, every
+category's POIs whose nodes the part holds as sources. Components are labelled per part and merged on the
+client. Results equal one process's :func:`citytwin.spatial.lifecircle.life_circle` with the same
+``max_distance`` (tests/scaleout/test_scaleout_network.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from citytwin.foundation.errors import InputError
+from citytwin.foundation.scaleout import Progress, run_futures, task_keys
+
+if TYPE_CHECKING:
+    import numpy as np
+    from pyproj import CRS
+
+    from citytwin.spatial.lifecircle import LifeCirclePrep
+    from citytwin.spatial.network_parts import NetworkPart
+
+__all__ = ["edge_batches", "life_partitioned", "read_network_nodes"]
+
+
+def read_network_nodes(path: str | Path, crs: Any = None) -> tuple[np.ndarray, np.ndarray, CRS]:
+    """:func:`citytwin.spatial.network.network_nodes` of a GeoParquet node file, its points decoded from
+    the WKB without shapely objects (:func:`citytwin.spatial.network.decode_wkb_points`).
+
+    A street network's node table is millions of points: reading it as a GeoDataFrame makes one shapely
+    object per node (2.3 s for a million, the largest serial step of building a large network). When the
+    file is GeoParquet with 2D little-endian WKB points in a metric CRS (the CRS ``network_nodes`` keeps),
+    the ids and points are read with pyarrow and the coordinates taken from the bytes; anything else
+    (another CRS, other geometry types, nulls, 3D points) goes through ``network_nodes`` on the
+    GeoDataFrame. The same result either way (tests/scaleout/test_scaleout_network.py).
+
+    Examples
+    --------
+    >>> import tempfile, os, geopandas as gpd
+    >>> g = gpd.GeoDataFrame({"id": [7, 8, 7]}, geometry=gpd.points_from_xy([0.5, 100, 3], [0, 0, 50]), crs=3067)
+    >>> f = os.path.join(tempfile.mkdtemp(), "nodes.parquet")
+    >>> g.to_parquet(f)
+    >>> ids, xy, c = read_network_nodes(f)
+    >>> ids.tolist(), xy.tolist(), c.to_epsg()
+    ([7, 8], [[0.5, 0.0], [100.0, 0.0]], 3067)
+    """
+    import geopandas as gpd
+    import pyarrow.parquet as pq
+
+    from citytwin.spatial.network import decode_wkb_points, network_nodes, wkb_points_layout
+
+    path = Path(path)
+    try:
+        schema = pq.read_schema(path)
+        meta = json.loads((schema.metadata or {}).get(b"geo", b"null"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read nodes: {exc}", file=str(path)) from exc
+    layout = wkb_points_layout(meta, schema.names, crs)
+    if layout is not None:
+        col, mcrs = layout
+        table = pq.read_table(path, columns=["id", col])
+        xy = decode_wkb_points(table.column(col))
+        if xy is not None:
+            ids = table.column("id").to_pandas()
+            del table
+            dup = ids.duplicated().to_numpy()
+            if dup.any():  # the first occurrence in table order, as ``drop_duplicates("id")``
+                return ids.to_numpy()[~dup], xy[~dup], mcrs
+            return ids.to_numpy(), xy, mcrs
+        del table
+    return network_nodes(gpd.read_parquet(path), crs)
+
+
+def edge_batches(ids: np.ndarray, streets: str | Path, batch: int = 1 << 20
+                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(u, v as node positions in ``ids``, length) of an edge list ``u, v, length`` in Parquet, a row group
+    at a time, with :func:`citytwin.spatial.network.network_graph`'s checks and errors (unknown nodes,
+    missing or negative lengths; rows counted from 1 over the whole file)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    n = len(ids)
+    identity = n > 0 and ids.dtype.kind in "iu" and ids[0] == 0 and bool(np.all(np.diff(ids) == 1))
+    order = np.arange(n) if identity else np.argsort(ids, kind="stable")
+    sid = ids if identity else ids[order]
+
+    def position(col: np.ndarray) -> np.ndarray:
+        if identity and col.dtype.kind in "iu":  # ids 0..n-1 (a generated network): the id is the position
+            pos = col.astype(np.int64, copy=False)
+            return np.where((pos >= 0) & (pos < n), pos, -1)
+        if n == 0:
+            return np.full(len(col), -1, dtype=np.int64)
+        i = np.minimum(np.searchsorted(sid, col), n - 1)
+        return np.where(sid[i] == col, order[i], -1)
+
+    start = 0
+    for b in pq.ParquetFile(streets).iter_batches(batch_size=batch, columns=["u", "v", "length"]):
+        u, v = position(b.column("u").to_numpy(zero_copy_only=False)), position(b.column("v").to_numpy(
+            zero_copy_only=False))
+        unknown = (u < 0) | (v < 0)
+        if unknown.any():
+            i = int(np.flatnonzero(unknown)[0])
+            raise InputError(f"{int(unknown.sum())} edge(s) name nodes not in the node table", row=start + i + 1,
+                             field="u/v", hint="pass the node table that belongs to these edges")
+        length = pd.to_numeric(b.column("length").to_pandas(), errors="coerce").to_numpy(dtype=float)
+        if np.isnan(length).any():
+            i = int(np.flatnonzero(np.isnan(length))[0])
+            raise InputError("edge length missing or not a number", row=start + i + 1, field="length")
+        if (length < 0).any():
+            i = int(np.flatnonzero(length < 0)[0])
+            raise InputError(f"negative edge length {length[i]}", row=start + i + 1, field="length")
+        start += len(u)
+        yield u, v, length
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+def _life_nodes(nodes: str) -> tuple[np.ndarray, np.ndarray, Any]:
+    return read_network_nodes(nodes)
+
+
+def _life_prepare(node_part: tuple[np.ndarray, np.ndarray, Any], refs: dict[str, str | None], include_unknown: bool,
+                  *, kw: dict[str, Any]) -> LifeCirclePrep:
+    """Homes and POIs read and snapped on the nodes' worker, before the graph is needed: the components
+    (``component`` of each home, the report's ``network``) are put in by :func:`_life_components`."""
+    import numpy as np
+    from scipy import sparse
+
+    from citytwin.spatial.lifecircle import prepare_life_circle, residential_buildings
+    from citytwin.spatial.network import StreetNetwork
+    from citytwin.workflows.spatial import load_inputs
+
+    inp = load_inputs(None, None, {"pois", "buildings"}, pois=refs["pois"], buildings=refs["buildings"])
+    homes = residential_buildings(inp.layers["buildings"], include_unknown=include_unknown)
+    ids, coords, crs = node_part
+    n = len(ids)
+    snapping = StreetNetwork(node_ids=ids, coords=coords, graph=sparse.csr_matrix((n, n)), crs=crs,
+                             component=np.zeros(n, dtype=np.int64))  # no graph yet: snapping needs the nodes only
+    return prepare_life_circle(homes, inp.layers["pois"], snapping, **kw)
+
+
+def _search_inputs(prep: LifeCirclePrep) -> LifeCirclePrep:
+    """``prep`` without the homes' table (the searches need the arrays; the client keeps the table)."""
+    import dataclasses
+
+    return dataclasses.replace(prep, homes=prep.homes.iloc[:0])
+
+
+def _part_build(part: int, parts: int, nodes: str, streets: str, radius: float) -> NetworkPart:
+    from citytwin.spatial.network_parts import band_bounds, build_part
+
+    ids, xy, _ = read_network_nodes(nodes)
+    return build_part(part, xy, band_bounds(xy[:, 0], parts), radius, edge_batches(ids, streets))
+
+
+def _part_summary(part: NetworkPart) -> dict[str, np.ndarray]:
+    return part.summary()
+
+
+def _part_labels(part: NetworkPart, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return nodes, part.labels[part.local(nodes)]
+
+
+def _part_homes(part: NetworkPart, prep: LifeCirclePrep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions of the homes whose node the part owns, their nodes' local indices, local labels)."""
+    import numpy as np
+
+    loc = part.local(prep.h_node)
+    mine = loc >= 0
+    mine[mine] = part.own[loc[mine]]
+    pos = np.flatnonzero(mine)
+    return pos, loc[pos], part.labels[loc[pos]]
+
+
+def _part_search(cat: str, part: NetworkPart, prep: LifeCirclePrep) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of the part's homes, the network distance at their nodes) for one category: a search
+    from the category's POIs whose nodes the part holds (the others are farther than the radius)."""
+    import numpy as np
+
+    from citytwin.spatial.lifecircle import nearest_distance
+
+    pos, loc, _ = _part_homes(part, prep)
+    p_loc = part.local(prep.p_node)
+    every = (prep.p_cat == cat) & ~prep.p_off
+    sel = every & (p_loc >= 0)
+    # the search form the whole network's search takes (virtual source when any of all its offsets is not 0)
+    virtual = bool(prep.include_snap and np.any(prep.p_snap[every]))
+    d_node = nearest_distance(part.graph, p_loc[sel], prep.p_snap[sel] if prep.include_snap else None,
+                              prep.max_distance, virtual=virtual)
+    return pos, d_node[loc]
+
+
+def life_partitioned(client: Any, cats: list[str], refs: dict[str, str | None], include_unknown: bool,
+                     kw: dict[str, Any], progress: Progress | None) -> tuple[LifeCirclePrep, list[Any], int]:
+    """(prepared homes and POIs with their components, one ``category_search`` result per category, the
+    number of tasks) of a Parquet network searched in parts, one part per worker (module docstring)."""
+    import numpy as np
+
+    from citytwin.spatial.lifecircle import category_result
+    from citytwin.spatial.network_parts import merge_components, wanted_labels
+
+    radius = kw.get("max_distance")
+    if radius is None or not np.isfinite(radius) or radius <= 0:
+        raise InputError("a partitioned search needs a search radius (max_distance, metres)", field="max_distance",
+                         hint="give max_distance, e.g. 3000; without it every worker holds the whole network")
+    workers = sorted(client.scheduler_info()["workers"]) or [None]
+    k = len(workers)
+    keys = iter(task_keys("citytwin-lifepart", 4 + k * (4 + len(cats))))
+
+    def on(i: int) -> dict[str, Any]:
+        w = workers[i % k]
+        return {"workers": [w], "allow_other_workers": True} if w else {}
+
+    nodes, streets = str(refs["nodes"]), str(refs["streets"])
+    parts = [client.submit(_part_build, p, k, nodes, streets, float(radius), key=next(keys), pure=False, **on(p))
+             for p in range(k)]
+    node_part = client.submit(_life_nodes, nodes, key=next(keys), pure=False, **on(0))
+    prep = client.submit(_life_prepare, node_part, refs, include_unknown, kw=kw, key=next(keys), pure=False, **on(0))
+    light = client.submit(_search_inputs, prep, key=next(keys), pure=False, **on(0))
+    homes = [client.submit(_part_homes, parts[p], light, key=next(keys), pure=False, **on(p)) for p in range(k)]
+    searches = [[client.submit(_part_search, c, parts[p], light, key=next(keys), pure=False, **on(p))
+                 for p in range(k)] for c in cats]
+    summaries = run_futures(client, [client.submit(_part_summary, parts[p], key=next(keys), pure=False, **on(p))
+                                     for p in range(k)])
+    want = wanted_labels(summaries)
+    answers = run_futures(client, [client.submit(_part_labels, parts[p], want[p], key=next(keys), pure=False,
+                                                 **on(p)) for p in range(k)])
+    glob, sizes = merge_components(summaries, answers)
+    flat = run_futures(client, [*homes, *(f for row in searches for f in row)], progress=progress)
+    home_parts, found = flat[:k], flat[k:]
+    full = client.gather(prep)
+    del node_part, parts
+    nh = len(full.h_node)
+    component = np.zeros(nh, dtype=np.int64)
+    for p, (pos, _, labels) in enumerate(home_parts):
+        component[pos] = glob[p][labels]
+    full.homes["component"] = component
+    n = int(sizes.sum())
+    full.report["network"] = {"nodes": n, "components": len(sizes),
+                              "largest_component_share": float(sizes[0] / n) if n else 0.0}
+    searched = []
+    for i, c in enumerate(cats):
+        d = np.full(nh, np.inf)
+        for pos, dist in found[i * k:(i + 1) * k]:
+            d[pos] = dist
+        searched.append(category_result(full, c, d))
+    return full, searched, 4 + k * (4 + len(cats))

@@ -1,0 +1,168 @@
+"""The street network's parts for life circles at scale: node coordinates decoded from GeoParquet WKB
+(:func:`citytwin.spatial.network.read_network_nodes`) equal :func:`~citytwin.spatial.network.network_nodes`
+on the GeoDataFrame, on the fast path and on every fallback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from shapely.geometry import Polygon
+
+from citytwin.spatial.network import network_nodes
+from citytwin.workflows.scaleout_life import read_network_nodes
+
+
+def _same(path: Path, fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    with monkeypatch.context() as m:
+        if fast:  # no GeoDataFrame read on the fast path
+            m.setattr("geopandas.read_parquet", lambda *a, **k: pytest.fail("not decoded"))
+        ids, xy, crs = read_network_nodes(path)
+    ids2, xy2, crs2 = network_nodes(gpd.read_parquet(path))
+    assert np.array_equal(ids, ids2) and ids.dtype == ids2.dtype
+    assert np.array_equal(xy, xy2) and xy.dtype == xy2.dtype  # the same doubles, not close ones
+    assert crs.equals(crs2)
+
+
+@pytest.mark.parametrize("case", ["metric", "duplicates", "geographic", "string_ids", "polygon", "row_groups"])
+def test_nodes_decoded_from_wkb_equal_the_geodataframe_path(tmp_path: Path, case: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    n = 500
+    x, y = 385_000 + rng.uniform(0, 5000, n), 6_670_000 + rng.uniform(0, 5000, n)
+    ids: np.ndarray = np.arange(n) * 7
+    if case == "duplicates":
+        ids[10], ids[20] = ids[5], ids[6]  # first occurrence kept, in table order
+    if case == "string_ids":
+        ids = np.array([f"n{i}" for i in range(n)], dtype=object)
+    g = gpd.GeoDataFrame({"id": ids}, geometry=gpd.points_from_xy(x, y), crs=3067)
+    if case == "geographic":
+        g = g.to_crs(4326)  # reprojected to UTM by network_nodes: the general path
+    if case == "polygon":
+        g.loc[3, "geometry"] = Polygon([(385_000, 6_670_000), (385_010, 6_670_000), (385_010, 6_670_010)])
+    f = tmp_path / "nodes.parquet"
+    g.to_parquet(f, row_group_size=64 if case == "row_groups" else None)
+    _same(f, case not in ("geographic", "polygon"), monkeypatch)
+    if case == "metric":
+        assert read_network_nodes(f)[1][0].tolist() == [x[0], y[0]]
+
+
+def _grid(tmp_path: Path, side: int = 50, seed: int = 5, short_edge: bool = False) -> dict[str, str]:
+    """A perturbed grid of 100 m blocks (GeoParquet nodes with string-free int ids in shuffled order, an edge
+    list): a cut (two components), a far edge across the bands (longer than any halo), a lone pair of nodes,
+    homes and POIs (one of each off the network)."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    ids = np.arange(side * side)
+    x, y = ids % side * 100.0 + rng.uniform(-20, 20, len(ids)), ids // side * 100.0 + rng.uniform(-20, 20, len(ids))
+    u = np.concatenate([ids[ids % side < side - 1], ids[ids // side < side - 1]])
+    v = np.concatenate([u[: (side - 1) * side] + 1, u[(side - 1) * side:] + side])
+    keep = (rng.random(len(u)) > 0.1) & ~((u % side == 9) & (v == u + 1)) & ~((u // side == 30) & (v == u + side))
+    u, v = u[keep], v[keep]
+    length = np.hypot(x[u] - x[v], y[u] - y[v]) * rng.uniform(1.0, 1.2, len(u))
+    # a far edge (a ferry, a bridge) joining the cut-off corner to the east; a lone pair of nodes
+    far = (31 * side + 2, 5 * side + side - 3)
+    u, v = np.append(u, [far[0], side * side]), np.append(v, [far[1], side * side + 1])
+    x, y = np.append(x, [20_000.0, 20_050.0]), np.append(y, [0.0, 0.0])
+    length = np.append(length, [np.hypot(x[far[0]] - x[far[1]], y[far[0]] - y[far[1]]) * 1.05, 50.0])
+    if short_edge:
+        length[5] = 1.0
+    node_ids = np.arange(len(x)) * 3 + 1000  # not positions: the id lookup is by value
+    perm = rng.permutation(len(x))
+    gpd.GeoDataFrame({"id": node_ids[perm]}, geometry=gpd.points_from_xy(x[perm], y[perm]), crs=32650
+                     ).to_parquet(tmp_path / "nodes.parquet")
+    pd.DataFrame({"u": node_ids[u], "v": node_ids[v], "length": length}).to_parquet(tmp_path / "edges.parquet",
+                                                                                   row_group_size=500)
+    span = side * 100.0
+    hx, hy = rng.uniform(-50, span, 800), rng.uniform(-50, span, 800)
+    hx[0] = span + 5000  # off the network
+    gpd.GeoDataFrame({"id": np.arange(800), "use": "residential"}, geometry=gpd.points_from_xy(hx, hy), crs=32650
+                     ).to_crs(4326).to_parquet(tmp_path / "homes.parquet")
+    cats = ["school", "clinic", "grocery", "park"]
+    px, py = rng.uniform(0, span, 120), rng.uniform(0, span, 120)
+    px[0] = -5000.0
+    pcat = rng.choice(cats[:3], 120)
+    # schools: west of x = 1,500 m anywhere, east of it exactly on nodes (snapping distance 0), so the
+    # eastern part holds only sources without an offset while the whole network's search has some
+    east = (pcat == "school") & (px > 1500)
+    on = rng.integers(0, side * side, int(east.sum()))
+    on = on[x[on] > 1500][: int(east.sum())]
+    east_i = np.flatnonzero(east)[: len(on)]
+    px[east_i], py[east_i] = x[on], y[on]
+    pcat[np.flatnonzero(east)[len(on):]] = "clinic"
+    gpd.GeoDataFrame({"id": np.arange(120), "category": pcat},
+                     geometry=gpd.points_from_xy(px, py), crs=32650).to_parquet(tmp_path / "pois.parquet")
+    return {"pois": str(tmp_path / "pois.parquet"), "buildings": str(tmp_path / "homes.parquet"),
+            "streets": str(tmp_path / "edges.parquet"), "nodes": str(tmp_path / "nodes.parquet")}
+
+
+@pytest.mark.parametrize("radius", [400.0, 1500.0])
+def test_partitioned_search_equals_one_process(tmp_path: Path, dask_address: str, radius: float) -> None:
+    """Each worker a west-east part of the network with a ``radius`` halo: homes (distances, gaps,
+    components), coverage and report equal one process's life circle with the same ``max_distance``."""
+    import pandas as pd
+
+    from citytwin.spatial.lifecircle import life_circle, residential_buildings
+    from citytwin.spatial.network import build_network
+    from citytwin.workflows import scaleout
+
+    files = _grid(tmp_path)
+    cats = ["school", "clinic", "grocery", "park"]
+    net = build_network(gpd.read_parquet(files["nodes"]), pd.read_parquet(files["streets"]))
+    ref = life_circle(residential_buildings(gpd.read_parquet(files["buildings"])), gpd.read_parquet(files["pois"]),
+                      net, categories=cats, max_distance=radius)
+    two = scaleout.life_circles(dask=dask_address, categories=cats, max_distance=radius, partitions=True, **files)
+    pd.testing.assert_frame_equal(pd.DataFrame(ref.homes.drop(columns="geometry")),
+                                  pd.DataFrame(two.homes.drop(columns="geometry")), check_exact=True)
+    assert ref.homes.geometry.equals(two.homes.geometry)
+    pd.testing.assert_frame_equal(ref.coverage, two.coverage, check_exact=True)
+    assert {k: v for k, v in two.report.items() if k != "dask"} == ref.report
+    assert two.report["dask"]["split"].startswith("network in west-east parts")
+    # what the case holds: components (the far edge joins the cut-off corner; the lone pair), distances found and
+    # missing beyond the radius, a home off the network, a category with no POI
+    assert ref.report["network"]["components"] >= 3
+    d = two.homes["dist_school"]
+    assert d.notna().sum() > 100 and d.dropna().max() <= radius and d.isna().sum() > 1
+    assert two.homes["off_network"].sum() == 1 and two.homes["dist_park"].isna().all()
+    ref_all = life_circle(residential_buildings(gpd.read_parquet(files["buildings"])), gpd.read_parquet(files["pois"]),
+                          net, categories=cats)  # unbounded: the bounded distances are the same where found
+    found = d.notna()
+    assert np.array_equal(d[found].to_numpy(), ref_all.homes["dist_school"][found].to_numpy())
+
+
+def test_partitioned_search_refuses_what_it_cannot_do_exactly(tmp_path: Path, dask_address: str) -> None:
+    from citytwin.foundation.errors import InputError
+    from citytwin.workflows import scaleout
+
+    files = _grid(tmp_path, short_edge=True)
+    with pytest.raises(InputError, match="shorter than the"):
+        scaleout.life_circles(dask=dask_address, categories=["school"], max_distance=500.0, partitions=True, **files)
+    with pytest.raises(InputError, match="search radius"):
+        scaleout.life_circles(dask=dask_address, categories=["school"], partitions=True, **files)
+
+
+def test_lifecircle_command_in_parts(tmp_path: Path, dask_address: str) -> None:
+    """``spatial lifecircle --dask ... --partition-radius R``: the Python result; without --dask a JSON error."""
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from citytwin.cli.main import app
+    from citytwin.workflows import scaleout
+
+    files = _grid(tmp_path)
+    args = ["spatial", "lifecircle", "--pois", files["pois"], "--buildings", files["buildings"], "--streets",
+            files["streets"], "--nodes", files["nodes"], "--json"]
+    runner = CliRunner()
+    res = runner.invoke(app, [*args, "--dask", dask_address, "--partition-radius", "600"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    ref = scaleout.life_circles(dask=dask_address, max_distance=600.0, partitions=True, **files)
+    pd.testing.assert_frame_equal(pd.DataFrame(got["coverage"]), ref.coverage, check_dtype=False)
+    assert got["report"]["dask"]["split"].startswith("network in west-east parts")
+    bad = runner.invoke(app, [*args, "--partition-radius", "600"])
+    assert bad.exit_code == 2 and json.loads(bad.stdout)["field"] == "--partition-radius"
