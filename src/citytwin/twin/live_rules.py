@@ -602,8 +602,40 @@ def _moving_mean(x: np.ndarray, window: int, min_periods: int) -> np.ndarray:
 _OFFSETS: dict[tuple[str, int], int] = {}
 
 
+_DAY_OFFSETS: dict[tuple[str, int], int | None] = {}  # (tz, UTC day) -> its offset if the same all day, else None
+
+
+def _day_offset(tz: str, lo_day: int, hi_day: int) -> int | None:
+    """The offset (µs) of ``tz`` if it is the same at every hour of the UTC days ``lo_day..hi_day``, else None."""
+    if hi_day - lo_day > 400:
+        return None
+    miss = [d for d in range(lo_day, hi_day + 1) if (tz, d) not in _DAY_OFFSETS]
+    if miss:
+        if len(_DAY_OFFSETS) + len(miss) > 4_096:
+            _DAY_OFFSETS.clear()
+            miss = list(range(lo_day, hi_day + 1))
+        h = (np.repeat(np.asarray(miss, dtype=np.int64) * 24, 24) + np.tile(np.arange(24), len(miss))) * _HOUR_US
+        at = pd.DatetimeIndex(h.astype("datetime64[us]"))
+        off = (at.tz_localize("UTC").tz_convert(tz).tz_localize(None).as_unit("us").asi8 - h).reshape(-1, 24)
+        same = (off == off[:, :1]).all(axis=1)
+        for d, o, s in zip(miss, off[:, 0].tolist(), same.tolist(), strict=True):
+            _DAY_OFFSETS[(tz, d)] = int(o) if s else None
+    offs = {_DAY_OFFSETS.get((tz, d)) for d in range(lo_day, hi_day + 1)}
+    return offs.pop() if len(offs) == 1 else None
+
+
 def _fixed_offset(t_us: np.ndarray, tz: str) -> int | None:
-    """The time zone's UTC offset (µs) if it is the same at every hour of ``t_us``, else None."""
+    """The time zone's UTC offset (µs) if it is the same at every hour of ``t_us``, else None.
+
+    Asked of each evaluated window, usually days that keep one offset throughout: those are answered from a
+    cache per UTC day (:func:`_day_offset`); a range with a change of offset is checked hour by hour.
+    """
+    if not len(t_us):
+        return None
+    day_us = 24 * _HOUR_US
+    whole = _day_offset(tz, int(t_us.min()) // day_us, int(t_us.max()) // day_us)
+    if whole is not None:  # every hour of t_us lies in days of this one offset
+        return whole
     hours = np.unique(t_us // _HOUR_US)
     found = {int(h): _OFFSETS.get((tz, int(h))) for h in hours}
     miss = [h for h, o in found.items() if o is None]
