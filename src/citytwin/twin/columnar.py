@@ -50,7 +50,7 @@ Examples
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +63,7 @@ from citytwin.twin.entities import (
     DEFAULT_TOPIC_PREFIX,
     MAX_DEPTH,
     RESERVED,
+    EntityRef,
     MessageParser,
     ParseResult,
     PayloadError,
@@ -177,7 +178,22 @@ class BatchParser(MessageParser):
 
     :meth:`parse_many` parses the messages of a whole batch; the columnar ones are validated together,
     one numpy pass per (entity type, property, unit) over all their rows.
+
+    ``registry_version`` (optional): a number that changes whenever a registered entity is created, changed
+    or deleted (:attr:`citytwin.foundation.timeseries.state.StateStore.generation`). With it, the look-ups
+    of a columnar message's ``ids`` are kept per list of ids (a gateway sends the same list again and again)
+    and used until the number changes; without it every id is looked up in every message.
     """
+
+    def __init__(self, lookup: Callable[[str], EntityRef | None], *,
+                 registry_version: Callable[[], int] | None = None, **kw: Any) -> None:
+        super().__init__(lookup, **kw)
+        self.registry_version = registry_version
+        self._ids_version: int | None = None
+        # (ids, declared type) -> (types, lons, lats, distinct types): lists of ids whose entities are all
+        # registered (and of the declared type), valid while the registry version stays ``_ids_version``
+        self._ids_cache: dict[tuple[tuple[str, ...], str | None], tuple[list[str], list[float], list[float],
+                                                                        set[str]]] = {}
 
     def parse(self, topic: str | None, payload: bytes | str) -> Any:
         """Parse one MQTT message or HTTP body: a :class:`ColumnarResult` or a ``ParseResult``."""
@@ -192,6 +208,10 @@ class BatchParser(MessageParser):
         results: list[Any] = []
         acc = _Rows()
         now = self.now_us()
+        version = self.registry_version() if self.registry_version is not None else None
+        if version is None or version != self._ids_version:
+            self._ids_cache.clear()
+            self._ids_version = version
         for k, (topic, payload) in enumerate(messages):
             raw = payload.encode() if isinstance(payload, str) else payload
             res = ParseResult()
@@ -271,7 +291,19 @@ class BatchParser(MessageParser):
         g0 = len(acc.ent)
         kept: list[int] = []
         kinds: set[str] = set()
-        for i, eid in enumerate(ids):
+        idkey = (tuple(ids), declared) if self._ids_version is not None else None
+        hit = self._ids_cache.get(idkey) if idkey is not None else None
+        if hit is not None and single_t is not None:  # known ids, one valid time: the rows the loop below keeps
+            kept = list(range(n))
+            acc.notime.extend([False] * n)
+            acc.ent.extend(ids)
+            acc.type.extend(hit[0])
+            acc.t.extend([single_t] * n)
+            acc.lon.extend(hit[1])
+            acc.lat.extend(hit[2])
+            kinds = hit[3]
+        registered = 0
+        for i, eid in enumerate(() if hit is not None and single_t is not None else ids):
             ref = self.lookup(eid) if eid else None
             if ref is None:
                 rej.append(Reject("unknown_entity" if eid else "missing_id",
@@ -282,6 +314,7 @@ class BatchParser(MessageParser):
                 rej.append(Reject("type_mismatch", f"ids[{i}]: type {declared!r} but {eid!r} is a {ref.type!r}",
                                   entity=eid, payload=_row(doc, i, ids, times)))
                 continue
+            registered += 1
             t = single_t
             if single_bad:
                 rej.append(Reject(single_bad[0].reason, single_bad[0].detail, entity=eid,
@@ -302,6 +335,15 @@ class BatchParser(MessageParser):
             acc.t.append(t)
             acc.lon.append(math.nan if ref.lon is None else ref.lon)
             acc.lat.append(math.nan if ref.lat is None else ref.lat)
+        if idkey is not None and hit is None and registered == n and n:  # every id known: keep its look-ups
+            if len(self._ids_cache) >= 4096:  # lists come from the senders: keep the cache bounded
+                self._ids_cache.clear()
+            refs = [self.lookup(e) for e in ids]
+            if all(r is not None for r in refs):
+                self._ids_cache[idkey] = ([r.type for r in refs if r is not None],
+                                        [math.nan if r is None or r.lon is None else r.lon for r in refs],
+                                        [math.nan if r is None or r.lat is None else r.lat for r in refs],
+                                        {r.type for r in refs if r is not None})
         out.entities = len(kept)
         if not kept:
             return
