@@ -59,6 +59,7 @@ import orjson
 import pandas as pd
 
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.timeseries.ingest import CODES
 from citytwin.twin.entities import (
     DEFAULT_TOPIC_PREFIX,
     MAX_DEPTH,
@@ -135,16 +136,20 @@ class ColumnarResult:
 
     ``columns`` holds ``entity, type, property, time_us, value, unit, lon, lat`` as numpy arrays
     (``value`` NaN = missing), the shape :meth:`citytwin.foundation.timeseries.ingest.Ingestor.commit`
-    stores; ``observations`` is empty (the readings are only in ``columns``).
+    stores, and the string columns again as integer codes (:data:`~citytwin.foundation.timeseries.ingest.CODES`);
+    ``observations`` is empty (the readings are only in ``columns``).
     """
 
-    columns: dict[str, np.ndarray]
+    columns: dict[str, Any]
     rejects: list[Reject] = field(default_factory=list)
     entities: int = 0
     observations: tuple[()] = ()
 
 
-def _empty_columns() -> dict[str, np.ndarray]:
+_KEYS = ("entity", "type", "property", "time_us", "value", "unit", "lon", "lat", CODES)
+
+
+def _empty_columns() -> dict[str, Any]:
     o = np.empty(0, dtype=object)
     return {"entity": o, "type": o, "property": o, "time_us": np.empty(0, dtype=np.int64),
             "value": np.empty(0, dtype=np.float64), "unit": o, "lon": np.empty(0, dtype=np.float64),
@@ -243,9 +248,12 @@ class BatchParser(MessageParser):
             ks = sorted(acc.ctx)
             lo = np.searchsorted(msg, ks, side="left")
             hi = np.searchsorted(msg, ks, side="right")
+            codes = cols.get(CODES, {})
             for k, a, b in zip(ks, lo.tolist(), hi.tolist(), strict=True):
                 if b > a:
-                    results[k].columns = {name: arr[a:b] for name, arr in cols.items()}
+                    sub = {name: arr[a:b] for name, arr in cols.items() if name != CODES}
+                    sub[CODES] = {name: (c[a:b], u) for name, (c, u) in codes.items()}
+                    results[k].columns = sub
         return results
 
     # -- the columnar payload ------------------------------------------------------------------
@@ -380,7 +388,7 @@ class BatchParser(MessageParser):
             return None
         return t
 
-    def _values(self, acc: _Rows, results: list[Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def _values(self, acc: _Rows, results: list[Any]) -> tuple[dict[str, Any], np.ndarray]:
         """Validate the queued values, one numpy pass per (type, property, unit); the accepted readings as columns
         in message order, and the message of each (rejects go to their message's result)."""
         parts: list[tuple[np.ndarray, str, str, np.ndarray]] = []
@@ -395,14 +403,21 @@ class BatchParser(MessageParser):
         sizes = [len(p[0]) for p in parts]
         order = np.argsort(idx, kind="stable")  # message order: of two readings of one key, the later wins
         idx = idx[order]
-        ent = np.array(acc.ent, dtype=object)
-        return ({"entity": ent[idx], "type": np.array(acc.type, dtype=object)[idx],
-                 "property": np.repeat(np.array([p[1] for p in parts], dtype=object), sizes)[order],
-                 "time_us": np.array(acc.t, dtype=np.int64)[idx],
-                 "value": np.concatenate([p[3] for p in parts])[order],
-                 "unit": np.repeat(np.array([p[2] for p in parts], dtype=object), sizes)[order],
-                 "lon": np.array(acc.lon, dtype=np.float64)[idx], "lat": np.array(acc.lat, dtype=np.float64)[idx]},
-                np.asarray(acc.msg, dtype=np.int64)[idx])
+        # the string columns as codes into their few distinct strings (factorized per entity row or per part,
+        # not per reading), given beside the strings for the ingest (ingest.CODES)
+        codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name, per_row, where in (("entity", acc.ent, idx), ("type", acc.type, idx)):
+            c, u = pd.factorize(np.array(per_row, dtype=object))
+            codes[name] = (c[where], np.asarray(u, dtype=object))
+        for name, j in (("property", 1), ("unit", 2)):
+            c, u = pd.factorize(np.array([p[j] for p in parts], dtype=object))
+            codes[name] = (np.repeat(c, sizes)[order], np.asarray(u, dtype=object))
+        cols: dict[str, Any] = {name: u[c] for name, (c, u) in codes.items()}
+        cols.update({"time_us": np.array(acc.t, dtype=np.int64)[idx],
+                     "value": np.concatenate([p[3] for p in parts])[order],
+                     "lon": np.array(acc.lon, dtype=np.float64)[idx], "lat": np.array(acc.lat, dtype=np.float64)[idx],
+                     CODES: codes})
+        return ({k: cols[k] for k in _KEYS}, np.asarray(acc.msg, dtype=np.int64)[idx])
 
     def _column(self, tname: str, name: str, unit: str | None, rows: np.ndarray, vals: list[Any], acc: _Rows,
                 results: list[Any]) -> tuple[np.ndarray, str, str, np.ndarray] | None:
