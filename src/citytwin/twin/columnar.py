@@ -140,10 +140,22 @@ class ColumnarResult:
     ``observations`` is empty (the readings are only in ``columns``).
     """
 
-    columns: dict[str, Any]
+    whole: dict[str, Any]
     rejects: list[Reject] = field(default_factory=list)
     entities: int = 0
     observations: tuple[()] = ()
+    #: rows ``lo:hi`` of ``whole`` (the columns of every columnar message of the parsed batch) are this message's
+    span: tuple[int, int] = (0, 0)
+
+    @property
+    def columns(self) -> dict[str, Any]:
+        """This message's accepted readings (slices of :attr:`whole`; the ingest takes the whole batch at once)."""
+        lo, hi = self.span
+        if lo == 0 and hi == len(self.whole["entity"]):
+            return self.whole
+        sub = {name: arr[lo:hi] for name, arr in self.whole.items() if name != CODES}
+        sub[CODES] = {name: (c[lo:hi], u) for name, (c, u) in self.whole.get(CODES, {}).items()}
+        return sub
 
 
 _KEYS = ("entity", "type", "property", "time_us", "value", "unit", "lon", "lat", CODES)
@@ -248,12 +260,9 @@ class BatchParser(MessageParser):
             ks = sorted(acc.ctx)
             lo = np.searchsorted(msg, ks, side="left")
             hi = np.searchsorted(msg, ks, side="right")
-            codes = cols.get(CODES, {})
             for k, a, b in zip(ks, lo.tolist(), hi.tolist(), strict=True):
                 if b > a:
-                    sub = {name: arr[a:b] for name, arr in cols.items() if name != CODES}
-                    sub[CODES] = {name: (c[a:b], u) for name, (c, u) in codes.items()}
-                    results[k].columns = sub
+                    results[k].whole, results[k].span = cols, (a, b)
         return results
 
     # -- the columnar payload ------------------------------------------------------------------

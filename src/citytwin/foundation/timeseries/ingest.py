@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -245,6 +245,45 @@ def _latest_rows(cols: dict[str, list[Any]]) -> list[tuple[Any, ...]]:
     return [(e[i], p[i], v[i], u[i], int(t[i])) for i in last.tolist()]
 
 
+class _Span(Mapping[str, Any]):
+    """Rows ``lo:hi`` of the columns of a whole parsed batch (one message's), sliced only when read."""
+
+    def __init__(self, whole: Mapping[str, Any], lo: int, hi: int) -> None:
+        self.whole, self.lo, self.hi = whole, lo, hi
+        self._cols: dict[str, Any] | None = None
+
+    def _sliced(self) -> dict[str, Any]:
+        if self._cols is None:
+            w, lo, hi = self.whole, self.lo, self.hi
+            self._cols = {k: v[lo:hi] for k, v in w.items() if k != CODES}
+            if isinstance(w.get(CODES), Mapping):
+                self._cols[CODES] = {k: (c[lo:hi], u) for k, (c, u) in w[CODES].items()}
+        return self._cols
+
+    def __getitem__(self, key: str) -> Any:
+        return self._sliced()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sliced())
+
+    def __len__(self) -> int:
+        return len(self._sliced())
+
+
+def _covers(chunks: Sequence[Mapping[str, Any]]) -> bool:
+    """True if the chunks are, in order, spans that cover the same whole batch of columns from its first row to
+    its last."""
+    first = chunks[0]
+    if not isinstance(first, _Span) or first.lo != 0:
+        return False
+    at = 0
+    for c in chunks:
+        if not isinstance(c, _Span) or c.whole is not first.whole or c.lo != at:
+            return False
+        at = c.hi
+    return at == len(first.whole["entity"])
+
+
 class Ingestor:
     """Commit parsed messages to the stores (thread-safe; one commit at a time)."""
 
@@ -337,8 +376,11 @@ class Ingestor:
             first, first_chunk = len(rows), len(chunks)
             for i, res in enumerate(p.results):
                 rows.extend(res.observations)
-                cc = getattr(res, "columns", None)
-                if cc is not None and len(cc["entity"]):
+                span = getattr(res, "span", None)  # (lo, hi) rows of res.whole: a batch parser's columns
+                if span is not None:
+                    if span[1] > span[0]:
+                        chunks.append((len(rows), _Span(res.whole, span[0], span[1])))
+                elif (cc := getattr(res, "columns", None)) is not None and len(cc["entity"]):
                     chunks.append((len(rows), cc))
                 topic = p.topics[i] if p.topics else None
                 for r in res.rejects:
@@ -348,7 +390,8 @@ class Ingestor:
                                                              else None), received_us=now))
                     rep.reasons[r.reason] = rep.reasons.get(r.reason, 0) + 1
             mine = [c for _, c in chunks[first_chunk:]]
-            rep.accepted = len(rows) - first + sum(len(c["entity"]) for c in mine)
+            rep.accepted = len(rows) - first + sum(c.hi - c.lo if isinstance(c, _Span) else len(c["entity"])
+                                                   for c in mine)
             if len(group) > 1:  # (a lone caller's entities are the group's: taken from its columns below)
                 ents = {o.entity for o in rows[first:]}
                 if mine:
@@ -357,6 +400,10 @@ class Ingestor:
             rep.rejected = sum(rep.reasons.values())
         if not chunks:
             cols = _columns(rows)
+        elif not rows and _covers([c for _, c in chunks]):  # the whole parsed batch, in order: taken as it is
+            head = chunks[0][1]
+            assert isinstance(head, _Span)
+            cols = dict(head.whole)
         else:
             runs: list[Mapping[str, Any]] = []
             at = 0
