@@ -66,6 +66,7 @@ from citytwin.twin.entities import (
     RESERVED,
     EntityRef,
     MessageParser,
+    Observation,
     ParseResult,
     PayloadError,
     Reject,
@@ -75,7 +76,6 @@ from citytwin.twin.entities import (
     decode_json,
     format_time_us,
     parse_time_us,
-    parse_topic,
     unit_factor,
 )
 
@@ -233,23 +233,10 @@ class BatchParser(MessageParser):
             raw = payload.encode() if isinstance(payload, str) else payload
             res = ParseResult()
             results.append(res)
-            if len(raw) > self.max_payload:
-                res.rejects.append(Reject("oversized", f"payload of {len(raw)} bytes exceeds {self.max_payload}",
-                                          payload=raw[:1024]))
+            got = self.envelope(topic, raw, res, fast_decode)  # size, topic, JSON: as MessageParser.parse
+            if got is None:
                 continue
-            topic_id: str | None = None
-            topic_type: str | None = None
-            if topic is not None:
-                try:
-                    topic_id, topic_type = parse_topic(topic, self.prefix)
-                except InputError as exc:
-                    res.rejects.append(Reject("bad_topic", exc.message, payload=raw))
-                    continue
-            try:
-                doc = fast_decode(raw)
-            except PayloadError as exc:
-                res.rejects.append(Reject(exc.reason, exc.message, entity=topic_id, payload=raw))
-                continue
+            doc, topic_id, topic_type = got
             if topic is not None and topic_id is None and type(doc) is dict and "ids" in doc:
                 col = results[k] = ColumnarResult(_empty_columns())
                 self._rows(k, doc, raw, col, acc, now)
@@ -550,6 +537,19 @@ def _row(doc: dict[str, Any], i: int, ids: list[Any], times: Any, prop: str | No
             d["unit"] = u
     return _dump(d)
 
+
+def observations_frame(obs: list[Observation]) -> pd.DataFrame:
+    """Observations (of entity updates) as a long frame: entity, type, property, time (UTC), value, unit, lon, lat.
+
+    (Moved here from :mod:`citytwin.twin.entities`, which keeps to the 800-line limit.)
+    """
+    return pd.DataFrame({
+        "entity": [o.entity for o in obs], "type": [o.type for o in obs],
+        "property": [o.property for o in obs],
+        "time": pd.to_datetime(np.array([o.observed_at_us for o in obs], dtype="int64"), unit="us", utc=True),
+        "value": np.array([np.nan if o.value is None else o.value for o in obs], dtype="float64"),
+        "unit": [o.unit for o in obs], "lon": [o.lon for o in obs], "lat": [o.lat for o in obs],
+    })
 
 
 def columnar_messages_from_long(long: pd.DataFrame, *, prefix: str = DEFAULT_TOPIC_PREFIX,
