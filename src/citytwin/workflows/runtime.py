@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import gc
 import json
 import threading
 import time
@@ -145,11 +144,6 @@ class TwinRuntime:
         ws = workspace_of_twin(Path(self.stores.root))
         on_event = None if ws is None else (lambda action, outcome, user, detail: ws.catalog.audit(
             user=user, role="mqtt", action=action, dataset="twin", outcome=outcome, detail=detail))
-        # what exists now (modules, the runtime, its caches) lives as long as the ingest: kept out of the garbage
-        # collector's passes, which otherwise scan it again and again while batches make short-lived objects
-        gc.collect()
-        gc.freeze()
-        self.extra["gc_frozen"] = True
         self.mqtt = MqttIngest(host, port, handle, topics=[f"{prefix}/#"], client_id=client_id, max_batch=max_batch,
                                max_delay=max_delay, auth=auth, on_event=on_event).start()
         if publish_alerts:
@@ -255,8 +249,6 @@ class TwinRuntime:
         if self.mqtt is not None:
             self.mqtt.stop()
             self.mqtt = None
-        if self.extra.pop("gc_frozen", False):
-            gc.unfreeze()
         if self.alert_publisher is not None:
             self.alert_publisher.wait_all(timeout=5)
             self.alert_publisher.close()
