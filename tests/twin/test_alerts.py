@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from citytwin.foundation.errors import InputError, NotFoundError
-from citytwin.twin.alerts import AlertBook, AlertEvent, AlertStateError
+from citytwin.twin.alerts import Alert, AlertBook, AlertEvent, AlertStateError
 from citytwin.twin.rules import ThresholdRule, evaluate
 
 T0 = pd.Timestamp("2024-01-01 08:00")
@@ -27,6 +27,27 @@ def test_lifecycle_and_events() -> None:
     assert [e.kind for e in events] == ["open", "ack", "resolve"]
     # events carry snapshots: later changes do not rewrite what a subscriber already got
     assert events[0].alert.status == "open"
+
+
+def test_an_event_carries_the_alert_a_record_round_trip_gives_and_keeps_it() -> None:
+    """The event's snapshot is the alert ``Alert.from_record(alert.to_record())`` gives (made without the round
+    trip), and nothing done to the live alert later reaches it: not the fields, not nested ``data``."""
+    book = AlertBook()
+    events: list[AlertEvent] = []
+    book.subscribe(events.append)
+    a, _ = book.raise_alert("r", "s1", at=T0, peak=float("nan"), data={"threshold": 75.0, "bands": [1, 2]})
+    b, _ = book.raise_alert("r", "s2", at=T0, peak=3.0, data={"threshold": 75.0, "steps": 3})
+    want = [Alert.from_record(x.to_record()) for x in (a, b)]
+    a.data["bands"].append(3)
+    b.data["steps"] = 4
+    book.raise_alert("r", "s1", at=T0 + pd.Timedelta("1h"), peak=300.0, data={"more": {"x": 1}})
+    for ev, w in zip(events[:2], want, strict=True):
+        assert ev.alert == w and ev.to_record()["alert"] == w.to_record()
+    assert events[0].alert.peak is None and events[0].alert.data == {"threshold": 75.0, "bands": [1, 2]}
+    assert events[1].alert.data == {"threshold": 75.0, "steps": 3}
+    assert events[2].alert.count == 2 and events[2].to_record()["alert"] == a.to_record()
+    a.data["more"]["x"] = 2  # the record made at the event is a copy too
+    assert events[2].to_record()["alert"]["data"]["more"] == {"x": 1}
 
 
 def test_illegal_transitions() -> None:

@@ -108,6 +108,58 @@ def test_columnar_equals_the_same_readings_as_entity_updates():
     assert accepted > 500 and rejected > 1000  # both sides of the comparison were exercised
 
 
+def test_the_kept_lookups_of_ids_give_what_fresh_lookups_give_and_follow_the_registry():
+    """With ``registry_version`` the look-ups of a list of ids are kept between messages: the results (columns
+    and rejects, details included) are those of a parser that looks every id up, also after entities are
+    deleted, added or moved between the messages (the version changes)."""
+    reg = dict(REG)
+    version = [0]
+    kept = BatchParser(reg.get, now_us=lambda: NOW_US, registry_version=lambda: version[0])
+    fresh = BatchParser(reg.get, now_us=lambda: NOW_US)
+    rng = random.Random(5)
+    docs = [_columnar(rng) for _ in range(60)]
+    hits = 0
+    for step in range(600):
+        doc = rng.choice(docs)  # the same lists of ids again and again, as a gateway sends them
+        if step % 97 == 50:  # the registry changes: an entity leaves, comes back elsewhere
+            if A in reg:
+                del reg[A]
+            else:
+                reg[A] = E.EntityRef("AirQualityObserved", 117.0 + step, 40.0)
+            version[0] += 1
+        payload = json.dumps(doc, ensure_ascii=False).encode()
+        batch = [("citytwin/batch", payload), ("citytwin/batch", payload)]
+        before = len(kept._ids_cache)
+        a, b = kept.parse_many(batch), fresh.parse_many(batch)
+        hits += before > 0 and len(kept._ids_cache) == before
+        for x, y in zip(a, b, strict=True):
+            assert _rows(x.columns) == _rows(y.columns), doc
+            assert [(r.reason, r.detail, r.entity, r.property, r.payload) for r in x.rejects] == \
+                [(r.reason, r.detail, r.entity, r.property, r.payload) for r in y.rejects], doc
+    assert hits > 100 and kept._ids_cache  # the kept look-ups were used
+    # a deleted entity is refused in the very next batch
+    eid = next(iter(reg))
+    doc = {"ids": [eid], "observedAt": TIMES[0], "pm25": [1.0]}
+    kept.parse_many([("citytwin/batch", json.dumps(doc).encode())])
+    del reg[eid]
+    version[0] += 1
+    res = kept.parse_many([("citytwin/batch", json.dumps(doc).encode())])[0]
+    assert [r.reason for r in res.rejects] == ["unknown_entity"] and not len(res.columns["entity"])
+
+
+def test_the_runtime_parser_sees_an_entity_deleted_between_batches(tmp_path):
+    rt = open_runtime(tmp_path / "twin")
+    rt.register([E.Entity(A, "AirQualityObserved", 116.4, 39.9)])
+    doc = {"ids": [A], "observedAt": "2015-12-01T00:00:00Z", "pm25": [10.0]}
+    msg = [("citytwin/batch", json.dumps(doc).encode())]
+    assert rt.ingestor.ingest(msg, source="mqtt").accepted == 1
+    assert rt.ingestor.ingest(msg, source="mqtt").accepted == 1
+    assert rt.stores.state.delete_entity(A)
+    rep = rt.ingestor.ingest(msg, source="mqtt")
+    assert (rep.accepted, rep.reasons) == (0, {"unknown_entity": 1})
+    rt.close()
+
+
 def test_dead_letters_name_index_and_field_and_keep_the_rest():
     p = BatchParser(REG.get, now_us=lambda: NOW_US)
     doc = {"ids": [A, B, "urn:ngsi-ld:AirQualityObserved:nope"], "observedAt": "2015-12-01T00:00:00Z",
@@ -202,17 +254,39 @@ def test_the_columnar_feed_of_a_month_stores_what_the_entity_updates_store(tmp_p
                          for p, u, s in (("pm25", "µg/m³", 1), ("co", "mg/m³", 100))],
                         columns=["entity", "type", "property", "time", "value", "unit"])
     from citytwin.twin import feeds as F
-    out = {}
-    for name, gen in (("col", columnar_messages_from_long), ("ngsi", F.messages_from_long)):
+    out, alerts, state, entities = {}, {}, {}, {}
+    for name, gen in (("col", columnar_messages_from_long), ("nocodes", columnar_messages_from_long),
+                      ("ngsi", F.messages_from_long)):
         rt = open_runtime(tmp_path / name)
         rt.register([E.Entity(e, "AirQualityObserved", REG[e].lon, REG[e].lat) for e in ents])
-        rep = rt.ingest_messages([(tp, p) for _, tp, p in gen(long, per_message=2)])
-        assert rep.rejected == 0
+        rt.enable_auto_alerts()
+        if name == "nocodes":  # the same columns without the string codes (ingest.CODES): every step hashes strings
+            many = rt.parser.parse_many
+
+            def strip(msgs, many=many):
+                res = many(msgs)
+                for r in res:
+                    if isinstance(getattr(r, "whole", None), dict):
+                        r.whole.pop(I.CODES, None)
+                assert not any(I.CODES in getattr(r, "columns", {}) for r in res)
+                return res
+
+            rt.parser.parse_many = strip  # type: ignore[method-assign]
+        msgs = [(tp, p) for _, tp, p in gen(long, per_message=2)]
+        reps = [rt.ingest_messages(msgs[i:i + 10]) for i in range(0, len(msgs), 10)]
+        assert sum(r.rejected for r in reps) == 0
+        entities[name] = [r.entities for r in reps]
         df = rt.stores.history.query(entities=ents).sort_values(["entity", "property", "time"])
         out[name] = df[["entity", "property", "time", "value", "unit", "lon", "lat"]].reset_index(drop=True)
+        alerts[name] = [a.to_record() for a in rt.alerts.alerts()]
+        state[name] = rt.stores.state.query(ids=ents)
         rt.close()
-    pd.testing.assert_frame_equal(out["col"], out["ngsi"])
-    assert len(out["col"]) == len(long)
+    for name in ("nocodes", "ngsi"):
+        pd.testing.assert_frame_equal(out["col"], out[name])
+        assert alerts[name] == alerts["col"], name
+        assert entities[name] == entities["col"], name
+        assert state[name] == state["col"], (name, state[name], state["col"])
+    assert len(out["col"]) == len(long) and alerts["col"] and len(state["col"]) == 2
 
 
 # -- over a real broker ------------------------------------------------------------------------------------

@@ -169,3 +169,24 @@ def test_old_and_late_readings(tmp_path, day):
         assert {a[2] for a in mine} == {"open"}
     finally:
         rt.close()
+
+
+@pytest.mark.parametrize("tz", ["Asia/Shanghai", "Europe/Helsinki", "America/Santiago", "UTC"])
+def test_the_fixed_offset_from_the_day_cache_is_the_offset_of_every_hour(tz: str) -> None:
+    """``_fixed_offset`` answers from whole days of one offset; it must say what the time zone's offset at each
+    hour of the times says: one offset, or None when they differ (windows across the changes of summer time)."""
+    hour = 3_600_000_000
+    rng = np.random.default_rng(3)
+    t0 = int(pd.Timestamp("2015-01-01", tz="UTC").value // 1000)
+    lr._DAY_OFFSETS.clear()
+    seen = set()
+    for _ in range(400):
+        start = t0 + int(rng.integers(0, 2 * 8760)) * hour
+        span = int(rng.choice([1, 30, 24 * 3, 24 * 40, 24 * 200]))
+        t = start + rng.integers(0, span * hour, size=int(rng.integers(1, 50)))
+        loc = pd.DatetimeIndex(t.astype("datetime64[us]")).tz_localize("UTC").tz_convert(tz).tz_localize(None)
+        offs = set((loc.as_unit("us").asi8 - t).tolist())
+        want = offs.pop() if len(offs) == 1 else None
+        assert lr._fixed_offset(t, tz) == want, (tz, t.min(), t.max())
+        seen.add(want is None)
+    assert seen == ({False} if tz in ("Asia/Shanghai", "UTC") else {False, True})

@@ -93,7 +93,8 @@ class Alert:
     def to_record(self) -> dict[str, Any]:
         """JSON-friendly dict (times as ISO 8601 strings, ``None`` kept)."""
         d = {k: getattr(self, k) for k in _FIELD_NAMES}  # not asdict: its deep copy of every field is slow
-        d["data"] = copy.deepcopy(self.data)
+        data = self.data
+        d["data"] = dict(data) if all(type(v) in _FLAT for v in data.values()) else copy.deepcopy(data)
         for k in _TIME_FIELDS:
             if d[k] is not None:
                 d[k] = pd.Timestamp(d[k]).isoformat()
@@ -118,8 +119,23 @@ class Alert:
         d["data"] = dict(d.get("data") or {})
         return cls(**d)
 
+    def snapshot(self) -> Alert:
+        """A copy that later changes of this alert do not reach (what an event carries).
+
+        The same alert :meth:`from_record` makes of :meth:`to_record` (a NaN ``peak`` becomes None, ``data`` is
+        copied), without the round trip through text: the times are the same (immutable) Timestamps.
+        """
+        snap = object.__new__(Alert)  # a shallow copy (copy.copy goes through __reduce_ex__: slower)
+        snap.__dict__.update(self.__dict__)
+        data = self.data
+        snap.data = dict(data) if all(type(v) in _FLAT for v in data.values()) else copy.deepcopy(data)
+        if isinstance(snap.peak, float) and math.isnan(snap.peak):
+            snap.peak = None
+        return snap
+
 
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Alert))
+_FLAT = frozenset({str, int, float, bool, type(None)})  # values of ``data`` a shallow copy keeps apart
 
 
 @dataclass(frozen=True)
@@ -129,10 +145,13 @@ class AlertEvent:
     kind: EventKind
     alert: Alert
     at: pd.Timestamp
+    #: ``alert.to_record()``, made once when the event is emitted (shared by every :meth:`to_record`: do not change it)
+    record: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def to_record(self) -> dict[str, Any]:
-        """JSON-friendly dict."""
-        return {"kind": self.kind, "at": self.at.isoformat(), "alert": self.alert.to_record()}
+        """JSON-friendly dict (its ``alert`` is :attr:`record` when the book made one)."""
+        return {"kind": self.kind, "at": self.at.isoformat(),
+                "alert": self.record if self.record is not None else self.alert.to_record()}
 
 
 Subscriber = Callable[[AlertEvent], None]
@@ -235,7 +254,7 @@ class AlertBook:
 
     def _emit(self, kind: EventKind, alert: Alert, at: pd.Timestamp) -> None:
         self._json.pop(alert.id, None)  # every change of an alert is emitted: its cached JSON is stale
-        ev = AlertEvent(kind, Alert.from_record(alert.to_record()), at)
+        ev = AlertEvent(kind, alert.snapshot(), at, alert.to_record())
         self.events.append(ev)
         if len(self.events) > self.keep_events:
             del self.events[: len(self.events) - self.keep_events]

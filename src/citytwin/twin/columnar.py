@@ -50,7 +50,7 @@ Examples
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,11 +59,14 @@ import orjson
 import pandas as pd
 
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.timeseries.ingest import CODES
 from citytwin.twin.entities import (
     DEFAULT_TOPIC_PREFIX,
     MAX_DEPTH,
     RESERVED,
+    EntityRef,
     MessageParser,
+    Observation,
     ParseResult,
     PayloadError,
     Reject,
@@ -73,7 +76,6 @@ from citytwin.twin.entities import (
     decode_json,
     format_time_us,
     parse_time_us,
-    parse_topic,
     unit_factor,
 )
 
@@ -134,16 +136,32 @@ class ColumnarResult:
 
     ``columns`` holds ``entity, type, property, time_us, value, unit, lon, lat`` as numpy arrays
     (``value`` NaN = missing), the shape :meth:`citytwin.foundation.timeseries.ingest.Ingestor.commit`
-    stores; ``observations`` is empty (the readings are only in ``columns``).
+    stores, and the string columns again as integer codes (:data:`~citytwin.foundation.timeseries.ingest.CODES`);
+    ``observations`` is empty (the readings are only in ``columns``).
     """
 
-    columns: dict[str, np.ndarray]
+    whole: dict[str, Any]
     rejects: list[Reject] = field(default_factory=list)
     entities: int = 0
     observations: tuple[()] = ()
+    #: rows ``lo:hi`` of ``whole`` (the columns of every columnar message of the parsed batch) are this message's
+    span: tuple[int, int] = (0, 0)
+
+    @property
+    def columns(self) -> dict[str, Any]:
+        """This message's accepted readings (slices of :attr:`whole`; the ingest takes the whole batch at once)."""
+        lo, hi = self.span
+        if lo == 0 and hi == len(self.whole["entity"]):
+            return self.whole
+        sub = {name: arr[lo:hi] for name, arr in self.whole.items() if name != CODES}
+        sub[CODES] = {name: (c[lo:hi], u) for name, (c, u) in self.whole.get(CODES, {}).items()}
+        return sub
 
 
-def _empty_columns() -> dict[str, np.ndarray]:
+_KEYS = ("entity", "type", "property", "time_us", "value", "unit", "lon", "lat", CODES)
+
+
+def _empty_columns() -> dict[str, Any]:
     o = np.empty(0, dtype=object)
     return {"entity": o, "type": o, "property": o, "time_us": np.empty(0, dtype=np.int64),
             "value": np.empty(0, dtype=np.float64), "unit": o, "lon": np.empty(0, dtype=np.float64),
@@ -177,7 +195,22 @@ class BatchParser(MessageParser):
 
     :meth:`parse_many` parses the messages of a whole batch; the columnar ones are validated together,
     one numpy pass per (entity type, property, unit) over all their rows.
+
+    ``registry_version`` (optional): a number that changes whenever a registered entity is created, changed
+    or deleted (:attr:`citytwin.foundation.timeseries.state.StateStore.generation`). With it, the look-ups
+    of a columnar message's ``ids`` are kept per list of ids (a gateway sends the same list again and again)
+    and used until the number changes; without it every id is looked up in every message.
     """
+
+    def __init__(self, lookup: Callable[[str], EntityRef | None], *,
+                 registry_version: Callable[[], int] | None = None, **kw: Any) -> None:
+        super().__init__(lookup, **kw)
+        self.registry_version = registry_version
+        self._ids_version: int | None = None
+        # (ids, declared type) -> (types, lons, lats, distinct types): lists of ids whose entities are all
+        # registered (and of the declared type), valid while the registry version stays ``_ids_version``
+        self._ids_cache: dict[tuple[tuple[str, ...], str | None], tuple[list[str], list[float], list[float],
+                                                                        set[str]]] = {}
 
     def parse(self, topic: str | None, payload: bytes | str) -> Any:
         """Parse one MQTT message or HTTP body: a :class:`ColumnarResult` or a ``ParseResult``."""
@@ -192,27 +225,18 @@ class BatchParser(MessageParser):
         results: list[Any] = []
         acc = _Rows()
         now = self.now_us()
+        version = self.registry_version() if self.registry_version is not None else None
+        if version is None or version != self._ids_version:
+            self._ids_cache.clear()
+            self._ids_version = version
         for k, (topic, payload) in enumerate(messages):
             raw = payload.encode() if isinstance(payload, str) else payload
             res = ParseResult()
             results.append(res)
-            if len(raw) > self.max_payload:
-                res.rejects.append(Reject("oversized", f"payload of {len(raw)} bytes exceeds {self.max_payload}",
-                                          payload=raw[:1024]))
+            got = self.envelope(topic, raw, res, fast_decode)  # size, topic, JSON: as MessageParser.parse
+            if got is None:
                 continue
-            topic_id: str | None = None
-            topic_type: str | None = None
-            if topic is not None:
-                try:
-                    topic_id, topic_type = parse_topic(topic, self.prefix)
-                except InputError as exc:
-                    res.rejects.append(Reject("bad_topic", exc.message, payload=raw))
-                    continue
-            try:
-                doc = fast_decode(raw)
-            except PayloadError as exc:
-                res.rejects.append(Reject(exc.reason, exc.message, entity=topic_id, payload=raw))
-                continue
+            doc, topic_id, topic_type = got
             if topic is not None and topic_id is None and type(doc) is dict and "ids" in doc:
                 col = results[k] = ColumnarResult(_empty_columns())
                 self._rows(k, doc, raw, col, acc, now)
@@ -225,7 +249,7 @@ class BatchParser(MessageParser):
             hi = np.searchsorted(msg, ks, side="right")
             for k, a, b in zip(ks, lo.tolist(), hi.tolist(), strict=True):
                 if b > a:
-                    results[k].columns = {name: arr[a:b] for name, arr in cols.items()}
+                    results[k].whole, results[k].span = cols, (a, b)
         return results
 
     # -- the columnar payload ------------------------------------------------------------------
@@ -271,7 +295,19 @@ class BatchParser(MessageParser):
         g0 = len(acc.ent)
         kept: list[int] = []
         kinds: set[str] = set()
-        for i, eid in enumerate(ids):
+        idkey = (tuple(ids), declared) if self._ids_version is not None else None
+        hit = self._ids_cache.get(idkey) if idkey is not None else None
+        if hit is not None and single_t is not None:  # known ids, one valid time: the rows the loop below keeps
+            kept = list(range(n))
+            acc.notime.extend([False] * n)
+            acc.ent.extend(ids)
+            acc.type.extend(hit[0])
+            acc.t.extend([single_t] * n)
+            acc.lon.extend(hit[1])
+            acc.lat.extend(hit[2])
+            kinds = hit[3]
+        registered = 0
+        for i, eid in enumerate(() if hit is not None and single_t is not None else ids):
             ref = self.lookup(eid) if eid else None
             if ref is None:
                 rej.append(Reject("unknown_entity" if eid else "missing_id",
@@ -282,6 +318,7 @@ class BatchParser(MessageParser):
                 rej.append(Reject("type_mismatch", f"ids[{i}]: type {declared!r} but {eid!r} is a {ref.type!r}",
                                   entity=eid, payload=_row(doc, i, ids, times)))
                 continue
+            registered += 1
             t = single_t
             if single_bad:
                 rej.append(Reject(single_bad[0].reason, single_bad[0].detail, entity=eid,
@@ -302,6 +339,15 @@ class BatchParser(MessageParser):
             acc.t.append(t)
             acc.lon.append(math.nan if ref.lon is None else ref.lon)
             acc.lat.append(math.nan if ref.lat is None else ref.lat)
+        if idkey is not None and hit is None and registered == n and n:  # every id known: keep its look-ups
+            if len(self._ids_cache) >= 4096:  # lists come from the senders: keep the cache bounded
+                self._ids_cache.clear()
+            refs = [self.lookup(e) for e in ids]
+            if all(r is not None for r in refs):
+                self._ids_cache[idkey] = ([r.type for r in refs if r is not None],
+                                        [math.nan if r is None or r.lon is None else r.lon for r in refs],
+                                        [math.nan if r is None or r.lat is None else r.lat for r in refs],
+                                        {r.type for r in refs if r is not None})
         out.entities = len(kept)
         if not kept:
             return
@@ -338,7 +384,7 @@ class BatchParser(MessageParser):
             return None
         return t
 
-    def _values(self, acc: _Rows, results: list[Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def _values(self, acc: _Rows, results: list[Any]) -> tuple[dict[str, Any], np.ndarray]:
         """Validate the queued values, one numpy pass per (type, property, unit); the accepted readings as columns
         in message order, and the message of each (rejects go to their message's result)."""
         parts: list[tuple[np.ndarray, str, str, np.ndarray]] = []
@@ -353,14 +399,21 @@ class BatchParser(MessageParser):
         sizes = [len(p[0]) for p in parts]
         order = np.argsort(idx, kind="stable")  # message order: of two readings of one key, the later wins
         idx = idx[order]
-        ent = np.array(acc.ent, dtype=object)
-        return ({"entity": ent[idx], "type": np.array(acc.type, dtype=object)[idx],
-                 "property": np.repeat(np.array([p[1] for p in parts], dtype=object), sizes)[order],
-                 "time_us": np.array(acc.t, dtype=np.int64)[idx],
-                 "value": np.concatenate([p[3] for p in parts])[order],
-                 "unit": np.repeat(np.array([p[2] for p in parts], dtype=object), sizes)[order],
-                 "lon": np.array(acc.lon, dtype=np.float64)[idx], "lat": np.array(acc.lat, dtype=np.float64)[idx]},
-                np.asarray(acc.msg, dtype=np.int64)[idx])
+        # the string columns as codes into their few distinct strings (factorized per entity row or per part,
+        # not per reading), given beside the strings for the ingest (ingest.CODES)
+        codes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name, per_row, where in (("entity", acc.ent, idx), ("type", acc.type, idx)):
+            c, u = pd.factorize(np.array(per_row, dtype=object))
+            codes[name] = (c[where], np.asarray(u, dtype=object))
+        for name, j in (("property", 1), ("unit", 2)):
+            c, u = pd.factorize(np.array([p[j] for p in parts], dtype=object))
+            codes[name] = (np.repeat(c, sizes)[order], np.asarray(u, dtype=object))
+        cols: dict[str, Any] = {name: u[c] for name, (c, u) in codes.items()}
+        cols.update({"time_us": np.array(acc.t, dtype=np.int64)[idx],
+                     "value": np.concatenate([p[3] for p in parts])[order],
+                     "lon": np.array(acc.lon, dtype=np.float64)[idx], "lat": np.array(acc.lat, dtype=np.float64)[idx],
+                     CODES: codes})
+        return ({k: cols[k] for k in _KEYS}, np.asarray(acc.msg, dtype=np.int64)[idx])
 
     def _column(self, tname: str, name: str, unit: str | None, rows: np.ndarray, vals: list[Any], acc: _Rows,
                 results: list[Any]) -> tuple[np.ndarray, str, str, np.ndarray] | None:
@@ -484,6 +537,19 @@ def _row(doc: dict[str, Any], i: int, ids: list[Any], times: Any, prop: str | No
             d["unit"] = u
     return _dump(d)
 
+
+def observations_frame(obs: list[Observation]) -> pd.DataFrame:
+    """Observations (of entity updates) as a long frame: entity, type, property, time (UTC), value, unit, lon, lat.
+
+    (Moved here from :mod:`citytwin.twin.entities`, which keeps to the 800-line limit.)
+    """
+    return pd.DataFrame({
+        "entity": [o.entity for o in obs], "type": [o.type for o in obs],
+        "property": [o.property for o in obs],
+        "time": pd.to_datetime(np.array([o.observed_at_us for o in obs], dtype="int64"), unit="us", utc=True),
+        "value": np.array([np.nan if o.value is None else o.value for o in obs], dtype="float64"),
+        "unit": [o.unit for o in obs], "lon": [o.lon for o in obs], "lat": [o.lat for o in obs],
+    })
 
 
 def columnar_messages_from_long(long: pd.DataFrame, *, prefix: str = DEFAULT_TOPIC_PREFIX,

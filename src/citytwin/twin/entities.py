@@ -495,25 +495,30 @@ class MessageParser:
         """Parse one MQTT message (``topic`` given) or HTTP body (``topic=None``; id in the payload)."""
         raw = payload.encode() if isinstance(payload, str) else payload
         res = ParseResult()
+        if (got := self.envelope(topic, raw, res, decode_json)) is not None:
+            self.parse_doc(got[0], res, topic_id=got[1], topic_type=got[2], raw=raw)
+        return res
+
+    def envelope(self, topic: str | None, raw: bytes, res: ParseResult,
+                 decode: Callable[[bytes], Any]) -> tuple[Any, str | None, str | None] | None:
+        """The checks of a message before its content — size, topic, JSON (``decode``): ``(document, topic's entity
+        id, topic's type)``, or None with the reject appended to ``res``."""
         if len(raw) > self.max_payload:
             res.rejects.append(Reject("oversized", f"payload of {len(raw)} bytes exceeds {self.max_payload}",
                                       payload=raw[:1024]))
-            return res
-        topic_id: str | None = None
-        topic_type: str | None = None
+            return None
+        topic_id = topic_type = None
         if topic is not None:
             try:
                 topic_id, topic_type = parse_topic(topic, self.prefix)
             except InputError as exc:
                 res.rejects.append(Reject("bad_topic", exc.message, payload=raw))
-                return res
+                return None
         try:
-            doc = decode_json(raw)
+            return decode(raw), topic_id, topic_type
         except PayloadError as exc:
             res.rejects.append(Reject(exc.reason, exc.message, entity=topic_id, payload=raw))
-            return res
-        self.parse_doc(doc, res, topic_id=topic_id, topic_type=topic_type, raw=raw)
-        return res
+            return None
 
     def parse_doc(self, doc: Any, res: ParseResult, *, topic_id: str | None = None,
                   topic_type: str | None = None, raw: bytes | None = None) -> ParseResult:
@@ -787,14 +792,3 @@ def validate_entity(doc: Mapping[str, Any], types: Mapping[str, EntityType] | No
         if k in STATIC_KEYS:
             static[k] = v.get("value") if isinstance(v, dict) and "value" in v else v
     return Entity(eid, type_, lon, lat, static)
-
-
-def observations_frame(obs: list[Observation]) -> pd.DataFrame:
-    """Observations as a long frame: entity, type, property, time (UTC), value, unit, lon, lat."""
-    return pd.DataFrame({
-        "entity": [o.entity for o in obs], "type": [o.type for o in obs],
-        "property": [o.property for o in obs],
-        "time": pd.to_datetime(np.array([o.observed_at_us for o in obs], dtype="int64"), unit="us", utc=True),
-        "value": np.array([np.nan if o.value is None else o.value for o in obs], dtype="float64"),
-        "unit": [o.unit for o in obs], "lon": [o.lon for o in obs], "lat": [o.lat for o in obs],
-    })

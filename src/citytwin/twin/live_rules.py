@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.timeseries.ingest import CODES, factorized
 from citytwin.foundation.units import factor as unit_factor
 from citytwin.twin import aqi as aqi_mod
 from citytwin.twin.rules import AQI_SEVERE_HOURLY, AlertCandidate, ThresholdRule, evaluate
@@ -299,6 +300,7 @@ class LiveRuleEngine:
         self.history_reads = 0
         self._pre: dict[str, tuple[int, dict[str, tuple[np.ndarray, ...]]]] = {}
         self._pnames: list[str] = []  # property of each code in the columns of the batch being merged
+        self._ecodes: tuple[np.ndarray, np.ndarray] | None = None  # and its entities as codes (ingest.CODES)
 
     # -- input -------------------------------------------------------------------------------
     def _factor(self, prop: str, unit: Any) -> float:
@@ -334,25 +336,32 @@ class LiveRuleEngine:
                     "time_us": np.asarray(batch["time_us"], dtype=np.int64),
                     "value": np.array(batch["value"], dtype=float),  # None -> NaN
                     "unit": np.asarray(batch.get("unit", [None] * n), dtype=object)}
-        # properties as codes (one hash pass over the column; object comparisons per property cost more)
-        codes, names = pd.factorize(cols["property"])
+        # properties as codes (one hash pass over the column, or the ingest's codes; object comparisons per
+        # property cost more); entities and units too when the ingest gave their codes
+        given = isinstance(batch, Mapping) and isinstance(batch.get(CODES), Mapping)
+        codes, names = factorized(batch if given else cols, "property")
+        ecodes = factorized(batch, "entity") if given and "entity" in batch[CODES] else None
+        ucodes = factorized(batch, "unit") if given and "unit" in batch[CODES] else None
         wanted = np.array([str(n) in self.properties for n in names], dtype=bool)
         keep = wanted[codes] if len(names) else np.zeros(len(codes), dtype=bool)
         if not keep.all():
             cols = {k: v[keep] for k, v in cols.items()}
             codes = codes[keep]
+            ecodes = None if ecodes is None else (ecodes[0][keep], ecodes[1])
+            ucodes = None if ucodes is None else (ucodes[0][keep], ucodes[1])
         fac = np.ones(len(cols["property"]))
         for c, p in enumerate(names):  # a few properties, usually one unit each: masks, not a loop per row
             if not wanted[c] or p not in AQI_INPUTS:
                 continue
             m = codes == c
             units = cols["unit"][m]
-            uniq = pd.unique(units)
+            uniq = pd.unique(units) if ucodes is None else ucodes[1][np.unique(ucodes[0][m])]
             if len(uniq) == 1:
                 fac[m] = self._factor(str(p), uniq[0])
             else:
                 fac[m] = [self._factor(str(p), u) for u in units]
         cols["factor"] = fac
+        self._ecodes = ecodes
         cols["pcode"] = codes.astype(np.int64)
         self._pnames = [str(n) for n in names]
         return cols
@@ -488,7 +497,9 @@ class LiveRuleEngine:
         pnames = self._pnames  # (a history read while merging makes columns of its own)
         if not len(cols["entity"]):
             return LiveUpdate([], [], [])
-        codes, ents = pd.factorize(cols["entity"], sort=True)
+        given = self._ecodes  # the entities as the ingest's codes, when it gave them
+        codes, ents = factorized(cols if given is None else {"entity": cols["entity"], CODES: {"entity": given}},
+                                 "entity", sort=True)
         order = np.argsort(codes, kind="stable")
         bounds = np.r_[0, np.cumsum(np.bincount(codes, minlength=len(ents)))]
         big = int(np.iinfo(np.int64).max)
@@ -602,8 +613,40 @@ def _moving_mean(x: np.ndarray, window: int, min_periods: int) -> np.ndarray:
 _OFFSETS: dict[tuple[str, int], int] = {}
 
 
+_DAY_OFFSETS: dict[tuple[str, int], int | None] = {}  # (tz, UTC day) -> its offset if the same all day, else None
+
+
+def _day_offset(tz: str, lo_day: int, hi_day: int) -> int | None:
+    """The offset (µs) of ``tz`` if it is the same at every hour of the UTC days ``lo_day..hi_day``, else None."""
+    if hi_day - lo_day > 400:
+        return None
+    miss = [d for d in range(lo_day, hi_day + 1) if (tz, d) not in _DAY_OFFSETS]
+    if miss:
+        if len(_DAY_OFFSETS) + len(miss) > 4_096:
+            _DAY_OFFSETS.clear()
+            miss = list(range(lo_day, hi_day + 1))
+        h = (np.repeat(np.asarray(miss, dtype=np.int64) * 24, 24) + np.tile(np.arange(24), len(miss))) * _HOUR_US
+        at = pd.DatetimeIndex(h.astype("datetime64[us]"))
+        off = (at.tz_localize("UTC").tz_convert(tz).tz_localize(None).as_unit("us").asi8 - h).reshape(-1, 24)
+        same = (off == off[:, :1]).all(axis=1)
+        for d, o, s in zip(miss, off[:, 0].tolist(), same.tolist(), strict=True):
+            _DAY_OFFSETS[(tz, d)] = int(o) if s else None
+    offs = {_DAY_OFFSETS.get((tz, d)) for d in range(lo_day, hi_day + 1)}
+    return offs.pop() if len(offs) == 1 else None
+
+
 def _fixed_offset(t_us: np.ndarray, tz: str) -> int | None:
-    """The time zone's UTC offset (µs) if it is the same at every hour of ``t_us``, else None."""
+    """The time zone's UTC offset (µs) if it is the same at every hour of ``t_us``, else None.
+
+    Asked of each evaluated window, usually days that keep one offset throughout: those are answered from a
+    cache per UTC day (:func:`_day_offset`); a range with a change of offset is checked hour by hour.
+    """
+    if not len(t_us):
+        return None
+    day_us = 24 * _HOUR_US
+    whole = _day_offset(tz, int(t_us.min()) // day_us, int(t_us.max()) // day_us)
+    if whole is not None:  # every hour of t_us lies in days of this one offset
+        return whole
     hours = np.unique(t_us // _HOUR_US)
     found = {int(h): _OFFSETS.get((tz, int(h))) for h in hours}
     miss = [h for h, o in found.items() if o is None]

@@ -138,7 +138,7 @@ class AlertHub:
         self._pushers: list[Callable[[dict[str, Any]], None]] = []
         self.push_errors: deque[str] = deque(maxlen=1000)
         self._deferred = 0
-        self._dirty: dict[str, Alert] = {}
+        self._dirty: dict[str, dict[str, Any]] = {}  # id -> record to store
         self._since_evict = 0
         self.evicted = 0 if self.store is None else self.store.count() - len(self.book)  # alerts not in memory
         if self.store is not None:
@@ -153,7 +153,7 @@ class AlertHub:
         if self.store is None or not self._dirty:
             self._dirty.clear()
             return
-        recs = [a.to_record() for a in self._dirty.values()]
+        recs = list(self._dirty.values())
         self._dirty.clear()
         self.store.put(recs)
         if self._since_evict >= 256 or len(self.book) > self.max_resolved + 1024:
@@ -172,7 +172,7 @@ class AlertHub:
 
     def _save_pending(self) -> None:
         if self.store is not None and self._dirty:
-            recs = [a.to_record() for a in self._dirty.values()]
+            recs = list(self._dirty.values())
             self._dirty.clear()
             self.store.put(recs)
 
@@ -220,8 +220,9 @@ class AlertHub:
         self.seq += 1
         rec = {"seq": self.seq, "event_id": f"{ev.alert.id}:{ev.kind}:{self.seq}", **ev.to_record()}
         self.backlog.append((self.seq, rec))
-        live = self.book._alerts.get(ev.alert.id)
-        self._dirty[ev.alert.id] = live if live is not None else ev.alert
+        # the alert as this event left it: every change of an alert emits an event, so the last one's record is
+        # what the store must hold (made once by the book, shared with the pushers and the live streams)
+        self._dirty[ev.alert.id] = rec["alert"]
         self._since_evict += 1
         t = pd.Timestamp(ev.at)
         if self._newest is None or t > self._newest:

@@ -266,7 +266,8 @@ def open_runtime(root: str | Path, *, max_payload: int = DEFAULT_MAX_PAYLOAD, ma
         r = stores.state.lookup(eid)
         return EntityRef(*r) if r is not None else None
 
-    parser = BatchParser(lookup, max_payload=max_payload, max_future_s=max_future_s, prefix=prefix)
+    parser = BatchParser(lookup, max_payload=max_payload, max_future_s=max_future_s, prefix=prefix,
+                         registry_version=lambda: stores.state.generation)
     root = Path(root)
     rt = TwinRuntime(stores, parser, Ingestor(stores, parser), max_body=max(max_payload, 8 * DEFAULT_MAX_PAYLOAD),
                      forecasts=ForecastStore(root / "forecasts"), alerts=AlertHub(root / STORE_NAME), prefix=prefix)

@@ -268,9 +268,13 @@ class HistoryStore:
             else pa.array(value, type=pa.float64(), from_pandas=True)
         rec = received_us if received_us is not None else time.time_ns() // 1000
 
+        codes = c.get("_codes") if not isinstance(c, pd.DataFrame) else None  # ingest.CODES: decoded in C++
+
         def col(name: str, typ: pa.DataType) -> pa.Array:
             if name not in c:
                 return pa.nulls(n, typ)
+            if codes and name in codes:
+                return pa.DictionaryArray.from_arrays(pa.array(codes[name][0]), pa.array(codes[name][1], typ)).cast(typ)
             v = c[name]
             return pa.array(list(v) if isinstance(v, pd.Series) else v, type=typ, from_pandas=True)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
@@ -153,6 +153,44 @@ def _columns(rows: Sequence[Any]) -> dict[str, list[Any]]:
     return {k: [getattr(o, a) for o in rows] for k, a in zip(_COLUMNS, names, strict=True)}
 
 
+#: Optional key of a columns mapping: ``{name: (codes, strings)}`` for string columns (``entity``, ``type``,
+#: ``property``, ``unit``) whose row ``i`` is ``strings[codes[i]]``, given by a parser that knows them (the columnar
+#: batch parser). Grouping, unique values and the Arrow conversion then use the integer codes instead of hashing
+#: every string; the string column itself is always there too (what every other reader uses).
+CODES = "_codes"
+
+
+def factorized(cols: Mapping[str, Any], name: str, *, sort: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``(codes, uniques)`` of a string column: the values present, as :func:`pandas.factorize` gives them
+    (``sort=True``: uniques sorted, as ``factorize(sort=True)``; else in no particular order), from the
+    column's :data:`CODES` when the columns have them.
+
+    Examples
+    --------
+    >>> cols = {"entity": np.array(["b", "a", "b"], dtype=object),
+    ...         CODES: {"entity": (np.array([2, 0, 2]), np.array(["a", "x", "b"], dtype=object))}}
+    >>> codes, uniq = factorized(cols, "entity", sort=True)
+    >>> codes.tolist(), uniq.tolist()
+    ([1, 0, 1], ['a', 'b'])
+    >>> [x.tolist() for x in factorized({"entity": cols["entity"]}, "entity", sort=True)]
+    [[1, 0, 1], ['a', 'b']]
+    """
+    got = cols.get(CODES)
+    pair = got.get(name) if isinstance(got, Mapping) else None
+    if pair is None:
+        codes, uniq = pd.factorize(np.asarray(cols[name], dtype=object), sort=sort)
+        return np.asarray(codes, dtype=np.int64), np.asarray(uniq, dtype=object)
+    codes, uniq = np.asarray(pair[0], dtype=np.int64), np.asarray(pair[1], dtype=object)
+    keep = np.flatnonzero(np.bincount(codes, minlength=len(uniq)))
+    if sort:
+        keep = keep[np.argsort(uniq[keep], kind="stable")]
+    if len(keep) == len(uniq) and not sort:
+        return codes, uniq
+    remap = np.full(len(uniq), -1, dtype=np.int64)
+    remap[keep] = np.arange(len(keep))
+    return remap[codes], uniq[keep]
+
+
 _DTYPES: dict[str, Any] = {"entity": object, "type": object, "property": object, "time_us": np.int64,
                           "value": np.float64, "unit": object, "lon": np.float64, "lat": np.float64}
 
@@ -179,6 +217,13 @@ def _concat(chunks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 a = [np.nan if x is None else x for x in a]
             parts.append(np.asarray(a, dtype=dt))
         out[k] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    # the codes, when every chunk has them over the same strings (the messages of one parsed batch)
+    codes: list[Mapping[str, Any]] = [x for x in (c.get(CODES) for c in chunks) if isinstance(x, Mapping)]
+    first = codes[0] if codes and len(codes) == len(chunks) else None
+    if first is not None and all(x.keys() == first.keys() and all(x[n][1] is first[n][1] for n in first)
+                                 for x in codes):
+        out[CODES] = {n: (np.concatenate([x[n][0] for x in codes]) if len(codes) > 1 else first[n][0], first[n][1])
+                      for n in first}
     return out
 
 
@@ -186,10 +231,11 @@ def _latest_rows(cols: dict[str, list[Any]]) -> list[tuple[Any, ...]]:
     """The rows :meth:`StateStore.upsert_latest` keeps: per (entity, property) the latest time, the last given of
     equal times; ``(entity, property, value, unit, time_us)`` (vectorised: a batch holds few keys)."""
     n = len(cols["entity"])
-    if n < 64:
-        return list(zip(cols["entity"], cols["property"], cols["value"], cols["unit"], cols["time_us"], strict=True))
-    ec, _ = pd.factorize(np.asarray(cols["entity"], dtype=object))
-    pc, pu = pd.factorize(np.asarray(cols["property"], dtype=object))
+    if n < 64:  # (times as int: a numpy int64 from columns would reach SQLite as an 8-byte blob)
+        return list(zip(cols["entity"], cols["property"], cols["value"], cols["unit"], map(int, cols["time_us"]),
+                        strict=True))
+    ec, _ = factorized(cols, "entity")
+    pc, pu = factorized(cols, "property")
     key = ec.astype(np.int64) * max(1, len(pu)) + pc
     t = np.asarray(cols["time_us"], dtype=np.int64)
     order = np.lexsort((np.arange(n), t, key))  # by key, then time, then position: the last of a key wins
@@ -197,6 +243,45 @@ def _latest_rows(cols: dict[str, list[Any]]) -> list[tuple[Any, ...]]:
     last = order[np.r_[ks[1:] != ks[:-1], True]]
     e, p, v, u = cols["entity"], cols["property"], cols["value"], cols["unit"]
     return [(e[i], p[i], v[i], u[i], int(t[i])) for i in last.tolist()]
+
+
+class _Span(Mapping[str, Any]):
+    """Rows ``lo:hi`` of the columns of a whole parsed batch (one message's), sliced only when read."""
+
+    def __init__(self, whole: Mapping[str, Any], lo: int, hi: int) -> None:
+        self.whole, self.lo, self.hi = whole, lo, hi
+        self._cols: dict[str, Any] | None = None
+
+    def _sliced(self) -> dict[str, Any]:
+        if self._cols is None:
+            w, lo, hi = self.whole, self.lo, self.hi
+            self._cols = {k: v[lo:hi] for k, v in w.items() if k != CODES}
+            if isinstance(w.get(CODES), Mapping):
+                self._cols[CODES] = {k: (c[lo:hi], u) for k, (c, u) in w[CODES].items()}
+        return self._cols
+
+    def __getitem__(self, key: str) -> Any:
+        return self._sliced()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sliced())
+
+    def __len__(self) -> int:
+        return len(self._sliced())
+
+
+def _covers(chunks: Sequence[Mapping[str, Any]]) -> bool:
+    """True if the chunks are, in order, spans that cover the same whole batch of columns from its first row to
+    its last."""
+    first = chunks[0]
+    if not isinstance(first, _Span) or first.lo != 0:
+        return False
+    at = 0
+    for c in chunks:
+        if not isinstance(c, _Span) or c.whole is not first.whole or c.lo != at:
+            return False
+        at = c.hi
+    return at == len(first.whole["entity"])
 
 
 class Ingestor:
@@ -291,8 +376,11 @@ class Ingestor:
             first, first_chunk = len(rows), len(chunks)
             for i, res in enumerate(p.results):
                 rows.extend(res.observations)
-                cc = getattr(res, "columns", None)
-                if cc is not None and len(cc["entity"]):
+                span = getattr(res, "span", None)  # (lo, hi) rows of res.whole: a batch parser's columns
+                if span is not None:
+                    if span[1] > span[0]:
+                        chunks.append((len(rows), _Span(res.whole, span[0], span[1])))
+                elif (cc := getattr(res, "columns", None)) is not None and len(cc["entity"]):
                     chunks.append((len(rows), cc))
                 topic = p.topics[i] if p.topics else None
                 for r in res.rejects:
@@ -302,14 +390,20 @@ class Ingestor:
                                                              else None), received_us=now))
                     rep.reasons[r.reason] = rep.reasons.get(r.reason, 0) + 1
             mine = [c for _, c in chunks[first_chunk:]]
-            rep.accepted = len(rows) - first + sum(len(c["entity"]) for c in mine)
-            ents = {o.entity for o in rows[first:]}
-            if mine:
-                ents.update(pd.unique(np.concatenate([c["entity"] for c in mine])).tolist())
-            rep.entities = sorted(ents)
+            rep.accepted = len(rows) - first + sum(c.hi - c.lo if isinstance(c, _Span) else len(c["entity"])
+                                                   for c in mine)
+            if len(group) > 1:  # (a lone caller's entities are the group's: taken from its columns below)
+                ents = {o.entity for o in rows[first:]}
+                if mine:
+                    ents.update(pd.unique(np.concatenate([c["entity"] for c in mine])).tolist())
+                rep.entities = sorted(ents)
             rep.rejected = sum(rep.reasons.values())
         if not chunks:
             cols = _columns(rows)
+        elif not rows and _covers([c for _, c in chunks]):  # the whole parsed batch, in order: taken as it is
+            head = chunks[0][1]
+            assert isinstance(head, _Span)
+            cols = dict(head.whole)
         else:
             runs: list[Mapping[str, Any]] = []
             at = 0
@@ -338,8 +432,11 @@ class Ingestor:
                 p.error = err
             return
         t = self.totals
-        merged = IngestReport(entities=sorted(pd.unique(np.asarray(cols["entity"], dtype=object))) if accepted
-                              else [], columns=cols)
+        merged = IngestReport(entities=factorized(cols, "entity", sort=True)[1].tolist() if accepted else [],
+                              columns=cols)
+        if len(group) == 1:
+            assert group[0].report is not None
+            group[0].report.entities = list(merged.entities)
         for p in group:
             assert p.report is not None
             t.messages += p.report.messages

@@ -60,6 +60,7 @@ class StateStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._cache: dict[str, tuple[str, float | None, float | None]] = {}
+        self.generation = 0  # +1 at every change of an entity (what a parser's cache of look-ups checks)
         con = self._con()
         con.executescript(_DDL)
 
@@ -89,6 +90,7 @@ class StateStore:
             con.execute("ROLLBACK")
             raise
         self._cache.pop(id, None)
+        self.generation += 1
 
     def delete_entity(self, id: str) -> bool:
         """Delete an entity and its live attributes (its history stays). True if it existed."""
@@ -98,6 +100,7 @@ class StateStore:
         con.execute("DELETE FROM attributes WHERE entity = ?", (id,))
         con.execute("COMMIT")
         self._cache.pop(id, None)
+        self.generation += 1
         return n > 0
 
     def delete_attribute(self, id: str, prop: str) -> bool:
