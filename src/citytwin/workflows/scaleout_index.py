@@ -302,7 +302,7 @@ def _pooled_weights(client: Client, prepped: list[Future[Any]], method: str, sp:
     import numpy as np
 
     from citytwin.economy import weights as W
-    from citytwin.economy.index import pca_weighted
+    from citytwin.economy.index import pca_objective
 
     const = s.hi - s.lo == 0
     if method == "entropy":
@@ -321,14 +321,10 @@ def _pooled_weights(client: Client, prepped: list[Future[Any]], method: str, sp:
         C = _covariance(client, prepped, "critic", s)
         c = W.critic_from_correlation(np.sqrt(np.diag(C)), _correlation(C), const)
         return c.w, {"sigma": c.sigma, "conflict": c.conflict, "information": c.information}, None, {}
-    if method == "pca":
-        keep = ~const
-        if keep.sum() < 2:
-            raise InputError("PCA needs at least 2 non-constant indicators")
-        R = _correlation(_covariance(client, prepped, "pca", s))[np.ix_(keep, keep)]
-        p = W.pca_from_correlation(R, s.n, min_eigenvalue=o["pca_min_eigenvalue"],
-                                   min_cumulative=o["pca_min_cumulative"])
-        r = pca_weighted(p, keep)
+    if method == "pca":  # as one process weighs (economy.index.pca_objective), R from the pooled covariance
+        r = pca_objective(const, lambda keep: W.pca_from_correlation(
+            _correlation(_covariance(client, prepped, "pca", s))[np.ix_(keep, keep)], s.n,
+            min_eigenvalue=o["pca_min_eigenvalue"], min_cumulative=o["pca_min_cumulative"]))
         return r.w, r.extra, None, r.diagnostics
     if method == "equal":
         return np.full(len(sp.columns), 1.0 / len(sp.columns)), {}, None, {}
