@@ -60,6 +60,7 @@ def test_workers_read_their_periods_and_every_file_equals_one_process(mexico, da
     two = run_disparity(str(parts), out=tmp_path / "two", dask=dask_address, **kw)
     monkeypatch.undo()
     assert reads == [["year"]] * 3, reads  # the client read the period column of each part, nothing else
+    # (the parts' row groups hold every year: a file per year gives the periods from its statistics)
     assert one.files == two.files and {"beta.csv", "markov.csv", "moran.csv", "lisa.csv", "getis_ord.csv",
                                        "spatial_markov.csv", "dagum_pairs.csv"} <= set(one.files)
     for f in one.files[:-1]:
@@ -93,3 +94,31 @@ def test_bad_rows_are_named_as_one_process_names_them(mexico, dask_address: str,
     with pytest.raises(InputError) as got:
         run_disparity(str(panel), out=tmp_path / "x", dask=dask_address, **dict(kw, group="region"))
     assert got.value.field == "region" and "HANSON98" in str(got.value)
+
+
+@pytest.mark.parametrize("kind", ["int", "text"])
+def test_periods_from_statistics_equal_the_period_column(tmp_path: Path, kind: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file per period: the periods come from the row groups' statistics (nothing read); mixed periods
+    or a missing one: the column is read. Either way what pandas reads of the column gives."""
+    from citytwin.workflows.scaleout_files import parquet_periods
+
+    def year(y: int) -> Any:
+        return y if kind == "int" else f"Y{y}"
+
+    for y in (2003, 2001, 2002):
+        pd.DataFrame({"t": [year(y)] * 5, "v": np.arange(5.0)}).to_parquet(tmp_path / f"{y}.parquet")
+    files = sorted(str(f) for f in tmp_path.glob("*.parquet"))
+
+    def column(fs: list[str]) -> pd.Series:
+        return pd.concat([pd.read_parquet(f, columns=["t"]) for f in fs], ignore_index=True)["t"]
+
+    want = sorted(column(files).dropna().unique().tolist())
+    monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: pytest.fail("read"))
+    assert parquet_periods(files, "t") == (want, [0, 5, 10], 0)
+    monkeypatch.undo()
+    mixed = tmp_path / "mixed.parquet"
+    pd.DataFrame({"t": [year(2001), None, year(2004)], "v": [1.0, 2.0, 3.0]}).to_parquet(mixed)
+    files.append(str(mixed))
+    col = column(files)
+    assert parquet_periods(files, "t") == (sorted(col.dropna().unique().tolist()), [0, 5, 10, 15], 1)

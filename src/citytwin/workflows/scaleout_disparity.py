@@ -7,7 +7,8 @@ through ``numeric_column``, rows missing a value dropped), computes Gini, Theil 
 Dagum decomposition (O(n²) per period), and sends back those tables, its count of dropped rows and its
 clean rows' period, value and unit id — what the cross-period statistics (σ/β-convergence, kernel
 densities, Markov chains, the spatial statistics), which stay on the client, read. The client reads
-only the period column (the periods, and the rows without one) and the files' schemas (the columns).
+only the files' metadata (schemas; the periods from the row groups' statistics where each holds one
+period) or else the period column.
 
 Where a task finds what the one-process run refuses (a value that is not a number, a unit twice in a
 period) it says so instead of computing; the caller then reads the panel and runs the one-process
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.scaleout import Progress, cluster, parse_dask, run_tasks
 from citytwin.workflows.common import WorkspaceLike, maybe_ws
-from citytwin.workflows.scaleout_files import parquet_files
+from citytwin.workflows.scaleout_files import parquet_files, parquet_periods
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -126,8 +127,7 @@ def disparity_parts(panel: str, *, value: str, group: str, time: str, dask: str,
 
     parse_dask(dask)
     files = files or parquet_files(panel, maybe_ws(workspace), "panel")
-    times = pd.concat([pd.read_parquet(f, columns=[time]) for f in files], ignore_index=True)[time]
-    periods = sorted(times.dropna().unique().tolist())
+    periods, _, missing = parquet_periods(files, time)  # from the row groups' statistics where they tell
     if not periods:
         raise InputError("the panel has no periods", field=time)
     with cluster(dask) as client:
@@ -143,7 +143,7 @@ def disparity_parts(panel: str, *, value: str, group: str, time: str, dask: str,
     return DisparityParts(files=files, tables={name: pd.concat([t[name] for t in full], ignore_index=True)
                                                for name in DISPARITY_TABLES} if full else {},
                           frame=pd.concat([p["frame"] for p in parts], ignore_index=True),
-                          dropped=int(times.isna().sum()) + sum(p["dropped"] for p in parts))
+                          dropped=missing + sum(p["dropped"] for p in parts))
 
 
 def disparity(panel: str, *, value: str, group: str, time: str, dask: str, weight: str | None = None,
