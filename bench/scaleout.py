@@ -64,12 +64,14 @@ def _peak_rss_mib() -> float:
 
 
 def _warm() -> None:
-    """Import what the workflows use (and load numba's cached H3 functions), outside the timings."""
+    """Import what the workflows use (and load numba's cached H3 and overlay functions), outside the timings:
+    a worker's first task would import them, once per worker (twice the work with 2 workers as with 1)."""
     import dask_geopandas  # noqa: F401
     import duckdb  # noqa: F401
     import geopandas
     import numpy as np
 
+    import citytwin.economy.index
     import citytwin.foundation.ingest
     import citytwin.spatial.lifecircle
     import citytwin.workflows.simulation  # noqa: F401
@@ -117,7 +119,9 @@ def start(n: int, memory_limit: str | None = None) -> Any:
     import dask
     from distributed import LocalCluster
 
-    try:  # the settings of the clusters --dask local:N starts
+    # the settings and environment of the clusters --dask local:N starts
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    try:
         from citytwin.foundation.scaleout import LOCAL_CONFIG
     except ImportError:  # an older checkout on PYTHONPATH (before/after runs): Dask's defaults
         LOCAL_CONFIG = {}
@@ -125,12 +129,12 @@ def start(n: int, memory_limit: str | None = None) -> Any:
     if memory_limit is None:
         with dask.config.set(LOCAL_CONFIG):
             return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                silence_logs=logging.ERROR)
+                                silence_logs=logging.ERROR, env=env)
     with dask.config.set({**LOCAL_CONFIG, "distributed.worker.memory.target": False,
                           "distributed.worker.memory.spill": False, "distributed.worker.memory.pause": False,
                           "distributed.worker.memory.terminate": 0.95}):
         return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                            silence_logs=logging.ERROR, memory_limit=memory_limit)
+                            silence_logs=logging.ERROR, memory_limit=memory_limit, env=env)
 
 
 # ----------------------------------------------------------------------------------------------- data

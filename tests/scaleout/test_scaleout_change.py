@@ -39,14 +39,17 @@ def _overlapping(make: Callable[..., tuple[Path, Path]], tmp_path: Path, crs: in
     return fb2, fa2
 
 
-def test_stripes_checks_are_the_whole_layer_check(tmp_path: Path, change_snapshots) -> None:
+def test_stripes_checks_are_the_whole_layer_check(tmp_path: Path, change_snapshots,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The pairs the stripes find, concatenated and sorted by first feature, are the whole layer's (in
     the order the verdict reads them), and the verdict raises the error ``check_layer`` raises."""
     import geopandas as gpd
 
+    from citytwin.planning import overlay
     from citytwin.planning.overlay import _check_layer, self_overlap_pairs
     from citytwin.workflows import scaleout_change as sc
 
+    monkeypatch.setattr(overlay, "PMAP_THREADS", None)  # a stripe sets its worker's threads: undone after
     fb, fa = _overlapping(change_snapshots, tmp_path)
     kw = {"before": str(fb), "after": str(fa), "column": "landuse", "after_column": None, "classes": None,
           "stripes": 6, "job": "test-checks", "tol": 0.5}

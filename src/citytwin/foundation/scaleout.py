@@ -61,6 +61,8 @@ CONNECT_TIMEOUT = "10s"
 #: cluster, the scheduler's inside this one; at their defaults they took 0.03 CPU-s per second of a job
 #: in the client's process while it waited, now about half (bench/scaleout.py uses the same)
 LOCAL_CONFIG = {"distributed.admin.tick.interval": "1s", "distributed.admin.system-monitor.interval": "2s"}
+#: the environment of the local clusters' workers: one BLAS/OpenMP thread (one thread a worker process)
+LOCAL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,7 @@ def cluster(spec: str | DaskSpec) -> Iterator[Any]:
             local = LocalCluster(n_workers=ds.workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                  # a failed task is raised to the caller, who says it (a user error: no
                                  # traceback); the workers' own "Compute Failed" log would print one on stderr
-                                 silence_logs=logging.CRITICAL, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                                                                  "OPENBLAS_NUM_THREADS": "1"})
+                                 silence_logs=logging.CRITICAL, env=LOCAL_ENV)
     except (OSError, RuntimeError, TimeoutError) as exc:
         raise CitytwinError(f"the local Dask cluster ({ds}) did not start: {exc}") from None
     try:

@@ -108,11 +108,17 @@ def _wgs84_bounds(frame: gpd.GeoDataFrame) -> np.ndarray:
     return np.array([x[ok].min(), y[ok].min(), x[ok].max(), y[ok].max()])
 
 
+#: the most threads :func:`pmap` runs (None: one per core); a Dask task sets its worker's (one thread a
+#: worker process: threads beyond would oversubscribe the cores the other workers use)
+PMAP_THREADS: int | None = None
+
+
 def pmap(func: Any, *arrays: np.ndarray, chunk: int = 4_096, **kwargs: Any) -> np.ndarray:
-    """``func(*arrays, **kwargs)`` (a vectorised shapely function) in chunks on all cores: shapely
-    releases the GIL inside GEOS, so threads run the chunks in parallel. The same result as one call."""
+    """``func(*arrays, **kwargs)`` (a vectorised shapely function) in chunks on all cores (at most
+    :data:`PMAP_THREADS`): shapely releases the GIL inside GEOS, so threads run the chunks in parallel.
+    The same result as one call."""
     n = len(arrays[0]) if arrays else 0
-    workers = min(os.cpu_count() or 1, max(1, n // chunk))
+    workers = min(PMAP_THREADS or os.cpu_count() or 1, max(1, n // chunk))
     if workers <= 1:
         return np.asarray(func(*arrays, **kwargs))
     bounds = np.linspace(0, n, workers * 4 + 1).astype(int)

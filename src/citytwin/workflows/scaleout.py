@@ -42,7 +42,6 @@ from citytwin.foundation.scaleout import (
     cluster,
     parse_dask,
     run_futures,
-    run_tasks,
     task_keys,
     worker_cache,
 )
@@ -395,10 +394,18 @@ def sim_run(scenario_dir: Path, out: Path, *, dask: str, seeds: int = 3, control
     work.mkdir(parents=True)
     try:
         with cluster(dask) as client:
-            parts = run_tasks(client, _sim_seed, list(range(first_seed, first_seed + seeds)), progress=progress,
-                              key="citytwin-seed", scenario_dir=str(scenario_dir), work=str(work), control=control,
-                              plan=str(plan) if plan else None, backend=backend, interval=interval,
-                              detectors=detectors, emissions=emissions)
+            # the seeds spread evenly over the workers (round robin: the runs cost about the same; as they
+            # finished, a worker slowed by its neighbours got fewer, e.g. 5 + 3 of 8); another worker takes
+            # over a task whose worker is gone
+            workers = sorted(client.scheduler_info(n_workers=-1).get("workers", {}))
+            keys = task_keys("citytwin-seed", seeds)
+            futures = [client.submit(_sim_seed, s_, pure=False, key=keys[i],
+                                     workers=[workers[i % len(workers)]] if workers else None,
+                                     allow_other_workers=True, scenario_dir=str(scenario_dir), work=str(work),
+                                     control=control, plan=str(plan) if plan else None, backend=backend,
+                                     interval=interval, detectors=detectors, emissions=emissions)
+                       for i, s_ in enumerate(range(first_seed, first_seed + seeds))]
+            parts = run_futures(client, futures, progress=progress)
         runs = pd.concat([p["runs"] for p in parts], ignore_index=True)
         means = {name: pd.concat([p[name] for p in parts]).groupby(by, as_index=False).mean(numeric_only=True)
                  for name, by in SIM_TABLES.items() if by is not None and name in parts[0]}

@@ -99,6 +99,8 @@ def _change_stripe(k: int, *, before: str, after: str, column: str, after_column
     import numpy as np
     import shapely
 
+    from citytwin.foundation.scaleout import worker_threads
+    from citytwin.planning import overlay
     from citytwin.planning.change import NONE_CLASS
     from citytwin.planning.overlay import (
         SELF_OVERLAP_TOLERANCE,
@@ -109,6 +111,7 @@ def _change_stripe(k: int, *, before: str, after: str, column: str, after_column
         subtract_all,
     )
 
+    overlay.PMAP_THREADS = worker_threads()  # GEOS on the worker's threads, not on every core
     L = worker_cache(("change", job), lambda: _change_layers(before, after, column, after_column, classes, tol))
     gb, ga, cb, ca = L["gb"], L["ga"], L["cb"], L["ca"]
     allb = shapely.bounds(np.concatenate([gb, ga]))
