@@ -69,18 +69,25 @@ def _peak_rss_mib() -> float:
 
 
 def _warm() -> None:
-    """Import what the workflows use (and load numba's cached H3 functions), outside the timings."""
+    """Import what the workflows use (and load numba's cached H3 and overlay functions), outside the timings:
+    a worker's first task would import them, once per worker (twice the work with 2 workers as with 1)."""
     import dask_geopandas  # noqa: F401
     import duckdb  # noqa: F401
-    import geopandas  # noqa: F401
+    import geopandas
     import numpy as np
 
+    import citytwin.economy.index
     import citytwin.foundation.ingest
     import citytwin.spatial.lifecircle
     import citytwin.workflows.simulation  # noqa: F401
     from citytwin.foundation import spacelink
+    from citytwin.planning.change import land_change
 
     spacelink.h3_cells_arrow(np.array([116.4]), np.array([39.9]), 9)
+    # the overlay's numba functions (convexity, clipping) loaded from their cache, as numba's H3 above
+    two = geopandas.GeoDataFrame({"landuse": ["a", "b"]}, geometry=geopandas.GeoSeries.from_xy([0, 1], [0, 0]).buffer(
+        0.7, quad_segs=1), crs=3857)
+    land_change(two, two.set_geometry(two.translate(0.3)), overlap_tolerance=0.5)
 
 
 def _cpu_s() -> float:
@@ -117,13 +124,22 @@ def start(n: int, memory_limit: str | None = None) -> Any:
     import dask
     from distributed import LocalCluster
 
+    # the settings and environment of the clusters --dask local:N starts
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    try:
+        from citytwin.foundation.scaleout import LOCAL_CONFIG
+    except ImportError:  # an older checkout on PYTHONPATH (before/after runs): Dask's defaults
+        LOCAL_CONFIG = {}
+
     if memory_limit is None:
+        with dask.config.set(LOCAL_CONFIG):
+            return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                                silence_logs=logging.ERROR, env=env)
+    with dask.config.set({**LOCAL_CONFIG, "distributed.worker.memory.target": False,
+                          "distributed.worker.memory.spill": False, "distributed.worker.memory.pause": False,
+                          "distributed.worker.memory.terminate": 0.95}):
         return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                            silence_logs=logging.ERROR)
-    with dask.config.set({"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
-                          "distributed.worker.memory.pause": False, "distributed.worker.memory.terminate": 0.95}):
-        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                            silence_logs=logging.ERROR, memory_limit=memory_limit)
+                            silence_logs=logging.ERROR, memory_limit=memory_limit, env=env)
 
 
 # ----------------------------------------------------------------------------------------------- data

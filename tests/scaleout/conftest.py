@@ -1,11 +1,19 @@
-"""Fixtures of the scale-out tests: one 2-worker Dask cluster per module (processes, 1 thread each)."""
+"""Fixtures of the scale-out tests: one 2-worker Dask cluster per module (processes, 1 thread each), the
+real city panel as Parquet parts, and generated land-use snapshots."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+
+PANEL = "city_sustainability_jcdasheng/1999-2018_Cities_data.xlsx"
+#: the panel's cost indicators (direction negative)
+NEGATIVE = frozenset({"工业二氧化硫排放量_全市_吨", "工业氮氧化物排放量_全市_吨"})
 
 
 @pytest.fixture(scope="module")
@@ -24,3 +32,44 @@ def dask_address() -> Iterator[str]:
         yield cluster.scheduler_address
     finally:
         cluster.close()
+
+
+@pytest.fixture(scope="session")
+def city_panel(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, Path, list[str]]:
+    """The real city panel (287 cities x 2004-2012, 1,989 rows, 17 indicators), the folder of its 3 Parquet
+    parts (rows in order), and its indicator columns (:data:`NEGATIVE` are costs)."""
+    panel = pd.read_excel(shared_data / PANEL, sheet_name="new")
+    folder = tmp_path_factory.mktemp("panel")
+    for i, rows in enumerate(np.array_split(np.arange(len(panel)), 3)):
+        panel.iloc[rows].to_parquet(folder / f"part-{i}.parquet")
+    return panel, folder, [c for c in panel.columns if c not in ("城市", "年份", "Score")]
+
+
+def _snapshots(folder: Path, n: int = 1600) -> tuple[Path, Path]:
+    """Two land-use snapshots: a grid of squares and a shifted grid of rotated rectangles (classes at random)."""
+    import geopandas as gpd
+    import shapely
+
+    side = int(np.ceil(np.sqrt(n)))
+    d = 0.001
+    ij = np.arange(side * side)[:n]
+    x, y = 24.5 + (ij % side) * d, 60.0 + (ij // side) * d * 0.5
+    a = shapely.box(x, y, x + d, y + d * 0.5)
+    cx, cy = x + d / 3 + d * 0.45, y + d / 7 + d * 0.225
+    hx, hy = np.array([-1, 1, 1, -1, -1]) * d * 0.45, np.array([-1, -1, 1, 1, -1]) * d * 0.225
+    th = np.deg2rad(7)
+    px = cx[:, None] + hx * np.cos(th) - hy * np.sin(th)
+    py = cy[:, None] + hx * np.sin(th) + hy * np.cos(th)
+    b = shapely.polygons(np.stack([px, py], axis=-1))
+    rng = np.random.default_rng(3)
+    classes = np.array(["farm", "forest", "construction", "water"])
+    fb, fa = folder / "before.parquet", folder / "after.parquet"
+    gpd.GeoDataFrame({"landuse": classes[rng.integers(0, 4, n)]}, geometry=a, crs=4326).to_parquet(fb)
+    gpd.GeoDataFrame({"landuse": classes[rng.integers(0, 4, n)]}, geometry=b, crs=4326).to_parquet(fa)
+    return fb, fa
+
+
+@pytest.fixture
+def change_snapshots() -> Callable[..., tuple[Path, Path]]:
+    """``make(folder, n=1600) -> (before, after)``: two land-use snapshots as GeoParquet files in ``folder``."""
+    return _snapshots

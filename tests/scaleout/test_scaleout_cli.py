@@ -96,12 +96,11 @@ def test_lifecircle_and_ingest_commands_on_dask(shared_data: Path, dask_address:
     pd.testing.assert_frame_equal(ws.read("one"), ws.read("two"))
 
 
-def test_plan_change_on_dask_equals_one_process(dask_address: str, tmp_path: Path) -> None:
+def test_plan_change_on_dask_equals_one_process(dask_address: str, tmp_path: Path, change_snapshots) -> None:
     """``plan change --dask``: the same pieces, matrix, rates and summary as one process (files written)."""
     import geopandas as gpd
-    from tests.scaleout.test_scaleout_workflows import _snapshots
 
-    fb, fa = _snapshots(tmp_path, n=900)
+    fb, fa = change_snapshots(tmp_path, n=900)
     runs = {}
     for name, extra in (("one", []), ("two", ["--dask", dask_address])):
         res = runner.invoke(app, ["plan", "change", str(fb), str(fa), "--years", "5", "--hotspots", "8", "--json",

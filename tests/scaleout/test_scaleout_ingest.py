@@ -36,7 +36,8 @@ def _same_version(ws, a: str, b: str) -> None:
     pd.testing.assert_frame_equal(ws.read(a), ws.read(b))
     pd.testing.assert_frame_equal(ws.quarantine(a), ws.quarantine(b))
     va, vb = ws.info(a).current, ws.info(b).current
-    for fact in ("rows_read", "rows_kept", "rows_quarantined", "columns", "extent", "time_min", "time_max"):
+    for fact in ("rows_read", "rows_kept", "rows_quarantined", "columns", "extent", "time_min", "time_max",
+                 "source_sha256"):  # the time range and the hashes come from the tasks on Dask
         assert getattr(va, fact) == getattr(vb, fact), fact
     assert va.params["reasons"] == vb.params["reasons"]
 
@@ -166,3 +167,33 @@ def test_unreachable_scheduler_is_said(workspace, shared_data: Path, tmp_path: P
     with pytest.raises(CitytwinError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"):
         ingest(workspace, files, dataset="nowhere", schema="sensor_observation", dask="tcp://127.0.0.1:9")
     assert not workspace.catalog.exists("nowhere")
+
+
+def test_personal_data_screened_by_the_tasks_as_one_process(workspace, dask_address: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each task screens its file's text values as it writes them; the commit then scans only the columns a
+    task flagged (their union: a phone number in one file's ``contact``), and finds what one process finds."""
+    from citytwin.foundation import workspace as ws_mod
+
+    files = []
+    for f in range(3):
+        lines = ["poi_id,name,category,lon,lat,contact,note"]
+        for i in range(400):
+            contact = "客服 13812345678" if (f, i) == (1, 250) else f"窗口 {i % 9}"
+            lines.append(f"P{f}{i:05d},POI {i},shop,{116.0 + i / 1000:.6f},{39.5 + f / 100:.6f},{contact},room {i}")
+        files.append(tmp_path / f"poi{f}.csv")
+        files[-1].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    asked: list[object] = []
+    real = ws_mod.detect_personal_columns
+
+    def spy(glob_: str, skip: set[str] | None = None, candidates: object = None) -> dict[str, str]:
+        asked.append(candidates)
+        return real(glob_, skip, candidates)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ws_mod, "detect_personal_columns", spy)
+    ingest(workspace, files, dataset="poi_one", schema="poi")
+    ingest(workspace, files, dataset="poi_dask", schema="poi", dask=dask_address)
+    assert asked == [["contact"], ["contact"]]
+    _same_version(workspace, "poi_one", "poi_dask")
+    cols = {c["name"]: c for c in workspace.catalog.get("poi_dask").current.columns}
+    assert cols["contact"]["pii"] == "text" and cols["contact"]["pii_detected"] is True

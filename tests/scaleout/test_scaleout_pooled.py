@@ -14,28 +14,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from tests.scaleout.conftest import NEGATIVE
 
 from citytwin.foundation.errors import InputError
 
-PANEL = "city_sustainability_jcdasheng/1999-2018_Cities_data.xlsx"
 TOL = 1e-10
 
 
 @pytest.fixture(scope="module")
-def panel_parts(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, Path, dict]:
-    """The real city panel as 3 Parquet parts, with 2 dimensions and 2 cost indicators."""
-    panel = pd.read_excel(shared_data / PANEL, sheet_name="new")
-    folder = tmp_path_factory.mktemp("panel")
-    for i, rows in enumerate(np.array_split(np.arange(len(panel)), 3)):
-        panel.iloc[rows].to_parquet(folder / f"part-{i}.parquet")
-    cols = [c for c in panel.columns if c not in ("城市", "年份", "Score")]
-    negative = {"工业二氧化硫排放量_全市_吨", "工业氮氧化物排放量_全市_吨"}
+def panel_parts(city_panel) -> tuple[pd.DataFrame, Path, dict]:
+    """The real city panel as 3 Parquet parts (conftest), with 2 dimensions and 2 cost indicators."""
+    panel, folder, cols = city_panel
+
     def ind(j: int, c: str) -> dict[str, Any]:
-        return {"column": c, "direction": "negative" if c in negative else "positive", "weight": 1.0 + (j % 3)}
+        return {"column": c, "direction": "negative" if c in NEGATIVE else "positive", "weight": 1.0 + (j % 3)}
 
     spec = {"id": "城市", "time": "年份", "dimensions": [
-        {"name": "economy", "weight": 0.7, "indicators": [ind(j, c) for j, c in enumerate(cols) if c not in negative]},
-        {"name": "environment", "weight": 0.3, "indicators": [ind(j, c) for j, c in enumerate(cols) if c in negative]}]}
+        {"name": "economy", "weight": 0.7, "indicators": [ind(j, c) for j, c in enumerate(cols) if c not in NEGATIVE]},
+        {"name": "environment", "weight": 0.3, "indicators": [ind(j, c) for j, c in enumerate(cols) if c in NEGATIVE]}]}
     return panel, folder, spec
 
 

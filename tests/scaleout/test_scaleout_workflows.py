@@ -12,23 +12,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tests.scaleout.conftest import NEGATIVE
 
 from citytwin.foundation.errors import InputError
 
-PANEL = "city_sustainability_jcdasheng/1999-2018_Cities_data.xlsx"
-
 
 @pytest.fixture(scope="module")
-def panel_parts(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, Path, dict]:
-    """The real city panel (287 cities x 2004-2012, 1,989 rows, 17 indicators) as 3 Parquet parts."""
-    panel = pd.read_excel(shared_data / PANEL, sheet_name="new")
-    folder = tmp_path_factory.mktemp("panel")
-    for i, rows in enumerate(np.array_split(np.arange(len(panel)), 3)):
-        panel.iloc[rows].to_parquet(folder / f"part-{i}.parquet")
-    cols = [c for c in panel.columns if c not in ("城市", "年份", "Score")]
-    negative = {"工业二氧化硫排放量_全市_吨", "工业氮氧化物排放量_全市_吨"}
+def panel_parts(city_panel) -> tuple[pd.DataFrame, Path, dict]:
+    """The real city panel as 3 Parquet parts (conftest), with a spec of its 17 indicators."""
+    panel, folder, cols = city_panel
     spec = {"id": "城市", "time": "年份",
-            "indicators": [{"column": c, "direction": "negative" if c in negative else "positive"} for c in cols]}
+            "indicators": [{"column": c, "direction": "negative" if c in NEGATIVE else "positive"} for c in cols]}
     return panel, folder, spec
 
 
@@ -217,37 +211,13 @@ def test_disparity_tables_by_period_equal_one_process(tmp_path: Path, dask_addre
         pd.testing.assert_frame_equal(one.tables[name], two[name], check_exact=True, check_dtype=False)
 
 
-def _snapshots(folder: Path, n: int = 1600) -> tuple[Path, Path]:
-    """Two land-use snapshots: a grid of squares and a shifted grid of rotated rectangles (classes at random)."""
-    import geopandas as gpd
-    import shapely
-
-    side = int(np.ceil(np.sqrt(n)))
-    d = 0.001
-    ij = np.arange(side * side)[:n]
-    x, y = 24.5 + (ij % side) * d, 60.0 + (ij // side) * d * 0.5
-    a = shapely.box(x, y, x + d, y + d * 0.5)
-    cx, cy = x + d / 3 + d * 0.45, y + d / 7 + d * 0.225
-    hx, hy = np.array([-1, 1, 1, -1, -1]) * d * 0.45, np.array([-1, -1, 1, 1, -1]) * d * 0.225
-    th = np.deg2rad(7)
-    px = cx[:, None] + hx * np.cos(th) - hy * np.sin(th)
-    py = cy[:, None] + hx * np.sin(th) + hy * np.cos(th)
-    b = shapely.polygons(np.stack([px, py], axis=-1))
-    rng = np.random.default_rng(3)
-    classes = np.array(["farm", "forest", "construction", "water"])
-    fb, fa = folder / "before.parquet", folder / "after.parquet"
-    gpd.GeoDataFrame({"landuse": classes[rng.integers(0, 4, n)]}, geometry=a, crs=4326).to_parquet(fb)
-    gpd.GeoDataFrame({"landuse": classes[rng.integers(0, 4, n)]}, geometry=b, crs=4326).to_parquet(fa)
-    return fb, fa
-
-
-def test_land_change_in_stripes_equals_one_process(tmp_path: Path, dask_address: str) -> None:
+def test_land_change_in_stripes_equals_one_process(tmp_path: Path, dask_address: str, change_snapshots) -> None:
     import geopandas as gpd
 
     from citytwin.planning.change import land_change
     from citytwin.workflows import scaleout_change
 
-    fb, fa = _snapshots(tmp_path)
+    fb, fa = change_snapshots(tmp_path)
     one = land_change(gpd.read_parquet(fb), gpd.read_parquet(fa), years=5, names=(str(fb), str(fa)))
     two = scaleout_change.land_change(str(fb), str(fa), years=5, dask=dask_address, stripes=5)
     pd.testing.assert_frame_equal(pd.DataFrame(one.pieces.drop(columns="geometry")),

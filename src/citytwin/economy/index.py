@@ -27,7 +27,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -95,18 +95,22 @@ def _objective(method: str, X: np.ndarray, pos: np.ndarray, spec: IndexSpec, o: 
         c = W.critic_weights(X, pos)
         return _Weighted(c.w, {"sigma": c.sigma, "conflict": c.conflict, "information": c.information})
     if method == "pca":
-        const = W.constant_columns(X)
-        keep = ~const
-        if keep.sum() < 2:
-            raise InputError("PCA needs at least 2 non-constant indicators")
-        p = W.pca_weights(X[:, keep], pos[keep], min_eigenvalue=o["pca_min_eigenvalue"],
-                          min_cumulative=o["pca_min_cumulative"])
-        return pca_weighted(p, keep)
+        return pca_objective(W.constant_columns(X), lambda keep: W.pca_weights(
+            X[:, keep], pos[keep], min_eigenvalue=o["pca_min_eigenvalue"], min_cumulative=o["pca_min_cumulative"]))
     if method == "equal":
         return _Weighted(np.full(m, 1.0 / m))
     if method == "expert":
         return _Weighted(spec.expert_weights())
     raise InputError(f"unknown weighting method {method!r}", hint=f"use one of {', '.join(METHODS)}")
+
+
+def pca_objective(const: np.ndarray, pca: Callable[[np.ndarray], W.PCAResult]) -> _Weighted:
+    """PCA weights over the indicators that are not constant (``const``; at least 2): ``pca(keep)`` is the
+    PCA of the kept ones (from the data here, from pooled partial sums on Dask), then :func:`pca_weighted`."""
+    keep = ~const
+    if keep.sum() < 2:
+        raise InputError("PCA needs at least 2 non-constant indicators")
+    return pca_weighted(pca(keep), keep)
 
 
 def pca_weighted(p: W.PCAResult, keep: np.ndarray) -> _Weighted:

@@ -56,6 +56,13 @@ _ADDRESS = re.compile(r"^(tcp|tls)://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 MAX_LOCAL_WORKERS = 64
 #: how long a client waits for an existing scheduler to answer
 CONNECT_TIMEOUT = "10s"
+#: Dask settings of the local clusters started here: the event-loop tick (a check for a blocked loop,
+#: 20 ms by default) and the system monitor (dashboard figures, 500 ms) run in every process of the
+#: cluster, the scheduler's inside this one; at their defaults they took 0.03 CPU-s per second of a job
+#: in the client's process while it waited, now about half (bench/scaleout.py uses the same)
+LOCAL_CONFIG = {"distributed.admin.tick.interval": "1s", "distributed.admin.system-monitor.interval": "2s"}
+#: the environment of the local clusters' workers: one BLAS/OpenMP thread (one thread a worker process)
+LOCAL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 @dataclass(frozen=True)
@@ -125,11 +132,11 @@ def cluster(spec: str | DaskSpec) -> Iterator[Any]:
     try:
         # one thread per process: our tasks hold the GIL in places (GEOS, pandas) and DuckDB/pyarrow
         # would otherwise start as many threads as cores in every worker
-        local = LocalCluster(n_workers=ds.workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                             # a failed task is raised to the caller, who says it (a user error: no
-                             # traceback); the workers' own "Compute Failed" log would print one on stderr
-                             silence_logs=logging.CRITICAL, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                                                              "OPENBLAS_NUM_THREADS": "1"})
+        with importlib.import_module("dask").config.set(LOCAL_CONFIG):  # the nannies pass it to the workers
+            local = LocalCluster(n_workers=ds.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                                 # a failed task is raised to the caller, who says it (a user error: no
+                                 # traceback); the workers' own "Compute Failed" log would print one on stderr
+                                 silence_logs=logging.CRITICAL, env=LOCAL_ENV)
     except (OSError, RuntimeError, TimeoutError) as exc:
         raise CitytwinError(f"the local Dask cluster ({ds}) did not start: {exc}") from None
     try:

@@ -108,11 +108,17 @@ def _wgs84_bounds(frame: gpd.GeoDataFrame) -> np.ndarray:
     return np.array([x[ok].min(), y[ok].min(), x[ok].max(), y[ok].max()])
 
 
+#: the most threads :func:`pmap` runs (None: one per core); a Dask task sets its worker's (one thread a
+#: worker process: threads beyond would oversubscribe the cores the other workers use)
+PMAP_THREADS: int | None = None
+
+
 def pmap(func: Any, *arrays: np.ndarray, chunk: int = 4_096, **kwargs: Any) -> np.ndarray:
-    """``func(*arrays, **kwargs)`` (a vectorised shapely function) in chunks on all cores: shapely
-    releases the GIL inside GEOS, so threads run the chunks in parallel. The same result as one call."""
+    """``func(*arrays, **kwargs)`` (a vectorised shapely function) in chunks on all cores (at most
+    :data:`PMAP_THREADS`): shapely releases the GIL inside GEOS, so threads run the chunks in parallel.
+    The same result as one call."""
     n = len(arrays[0]) if arrays else 0
-    workers = min(os.cpu_count() or 1, max(1, n // chunk))
+    workers = min(PMAP_THREADS or os.cpu_count() or 1, max(1, n // chunk))
     if workers <= 1:
         return np.asarray(func(*arrays, **kwargs))
     bounds = np.linspace(0, n, workers * 4 + 1).astype(int)
@@ -538,13 +544,24 @@ def _check_self_overlap(name: str, prep: _Prepared, src: str,
                         tolerance: float = SELF_OVERLAP_TOLERANCE) -> tuple[int, float]:
     """Raise when two features overlap by more than ``tolerance`` of the smaller one; else the number of
     pairs overlapping by more than the rounding tolerance, and the largest such share."""
+    return overlap_verdict(name, src, *self_overlap_pairs(prep), tolerance)
+
+
+def self_overlap_pairs(prep: _Prepared, first: np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs ``(i, j, share)`` (``i < j``) of a checked layer's features that overlap by more than the
+    rounding tolerance, in the order :func:`overlap_verdict` reads them; with ``first`` (ascending feature
+    numbers) only the pairs whose ``i`` is one of them (the pairs of all parts, concatenated and stably
+    sorted by ``i``, are those of the whole layer: the land-change stripes on Dask split the check so)."""
     geoms = prep.geoms
     tree = prep.tree if prep.tree is not None else shapely.STRtree(geoms)
-    i, j = tree.query(geoms)  # pairs of overlapping bounding boxes; filtered below
+    i, j = tree.query(geoms if first is None else geoms[first])  # pairs of overlapping bounding boxes
+    if first is not None:
+        i = first[i]
     keep = i < j
     i, j = i[keep], j[keep]
     if not len(i):
-        return 0, 0.0
+        return i, j, np.zeros(0)
     # the overlap of two polygons is at most the overlap of their bounding boxes: pairs whose boxes
     # overlap by no more than the tolerance (neighbours sharing an edge) need no geometry; of the
     # others, those whose interiors meet (DE-9IM) are measured. Overlaps below the tolerance (shared
@@ -565,7 +582,14 @@ def _check_self_overlap(name: str, prep: _Prepared, src: str,
     inter[si] = shapely.area(pmap(shapely.intersection, geoms[i[si]], geoms[j[si]]))
     share = inter / np.maximum(np.minimum(areas[i], areas[j]), 1e-300)
     over = np.flatnonzero(inter > tol)
-    hit = over[share[over] > tolerance]
+    return i[over], j[over], share[over]
+
+
+def overlap_verdict(name: str, src: str, i: np.ndarray, j: np.ndarray, share: np.ndarray,
+                    tolerance: float = SELF_OVERLAP_TOLERANCE) -> tuple[int, float]:
+    """:func:`_check_self_overlap` from the pairs :func:`self_overlap_pairs` found: raise naming the first
+    pair that overlaps by more than ``tolerance``; else the number of pairs and the largest share."""
+    hit = np.flatnonzero(share > tolerance)
     if len(hit):
         a, b = int(i[hit[0]]) + 1, int(j[hit[0]]) + 1
         worst = float(share[hit].max())
@@ -575,7 +599,7 @@ def _check_self_overlap(name: str, prep: _Prepared, src: str,
                          hint="a plan layer's polygons must not overlap; dissolve or clip them first, or accept "
                               f"overlaps up to a share of the smaller polygon with --overlap-tolerance (e.g. "
                               f"{min(0.5, float(f'{worst * 1.01:.2g}'))}; they are then counted in both)")
-    return len(over), float(share[over].max()) if len(over) else 0.0
+    return len(share), float(share.max()) if len(share) else 0.0
 
 
 def parse_rules(records: Any, layers: Sequence[str] | None = None, *, source: str = "rules") -> list[Rule]:

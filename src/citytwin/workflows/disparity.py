@@ -116,11 +116,14 @@ def load_source(source: str, workspace: WorkspaceLike | None, *, geo: bool = Fal
     return open_ws(workspace).read(source)
 
 
-def _clean(panel: pd.DataFrame, cols: list[str], value: str) -> tuple[pd.DataFrame, int]:
-
-    missing = [c for c in cols if c not in panel.columns]
+def _check_columns(columns: list[str], cols: list[str]) -> None:
+    missing = [c for c in cols if c not in columns]
     if missing:
-        raise InputError(f"column(s) {missing} not in the panel (has {list(panel.columns)[:30]})", field=missing[0])
+        raise InputError(f"column(s) {missing} not in the panel (has {list(columns)[:30]})", field=missing[0])
+
+
+def _clean(panel: pd.DataFrame, cols: list[str], value: str) -> tuple[pd.DataFrame, int]:
+    _check_columns(list(panel.columns), cols)
     from citytwin.stats.values import numeric_column
 
     df = panel[cols].copy()
@@ -185,8 +188,10 @@ def run_disparity(
         Called as ``on_period(done, total)`` after each period of the spatial statistics.
     dask
         ``local:N`` or ``tcp://HOST:PORT``: Gini, Theil and the Dagum decomposition (O(n²) per period)
-        run one task per period on Dask (:func:`citytwin.workflows.scaleout.disparity`, the same tables);
-        the panel must then be Parquet (a file, folder of parts, glob or dataset) and ``time`` given.
+        run one task per period on Dask (:func:`citytwin.workflows.scaleout_disparity.disparity_parts`,
+        the same tables): each task reads its period's rows, the client only the period column (the
+        cross-period statistics run on the clean rows the tasks send back); the panel must then be
+        Parquet (a file, folder of parts, glob or dataset) and ``time`` given.
 
     Returns
     -------
@@ -212,8 +217,12 @@ def run_disparity(
 
     from citytwin.economy import autocorr, dagum, dynamics, inequality
 
-    if dask:
+    tcol = time or "_period"
+    cols = [c for c in dict.fromkeys([tcol, value, group, weight, id_col]) if c]
+    per: dict[str, pd.DataFrame] = {}
+    if dask:  # the workers read their periods of the Parquet files; the client the period column only
         from citytwin.foundation.scaleout import parse_dask
+        from citytwin.workflows import scaleout_disparity
         from citytwin.workflows.common import maybe_ws
         from citytwin.workflows.scaleout_files import parquet_files
 
@@ -222,21 +231,30 @@ def run_disparity(
             raise InputError("on Dask the panel is split by period: give the period column", field="time",
                              hint="add --time COLUMN, or run without --dask for one cross-section")
         files = parquet_files(panel, maybe_ws(workspace), "panel")  # those the workers read (a CSV is refused)
-        frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        if boundaries and not id_col:
+            raise InputError("--boundaries needs --id-col (the unit id shared by panel and boundaries)", field="id_col")
+        _check_columns(scaleout_disparity.panel_columns(files), cols)  # from the files' schemas
+        split = scaleout_disparity.disparity_parts(panel, value=value, group=group, time=tcol, weight=weight,
+                                                   id_col=id_col, dask=dask, files=files)
+        if split.recheck:  # a value that is not a number, a unit twice: the one-process checks name the row
+            df, dropped = _clean(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True), cols, value)
+        else:
+            assert split.frame is not None
+            df, dropped, per = split.frame, split.dropped, split.tables
     else:
         frame = load_source(panel, workspace, sheet=sheet)
-    tcol = time or "_period"
-    if time is None:
-        frame = frame.assign(_period="all")
-    cols = [c for c in dict.fromkeys([tcol, value, group, weight, id_col]) if c]
-    if boundaries and not id_col:
-        raise InputError("--boundaries needs --id-col (the unit id shared by panel and boundaries)", field="id_col")
-    df, dropped = _clean(frame, cols, value)
+        if time is None:
+            frame = frame.assign(_period="all")
+        if boundaries and not id_col:
+            raise InputError("--boundaries needs --id-col (the unit id shared by panel and boundaries)", field="id_col")
+        df, dropped = _clean(frame, cols, value)
     if df.empty:
         raise InputError("no complete rows left (all values missing?)", field=value)
     if id_col and df.duplicated([id_col, tcol]).any():
         d = df.loc[df.duplicated([id_col, tcol]), [id_col, tcol]].iloc[0].tolist()
         raise InputError(f"duplicate unit-period rows, e.g. {d}", field=id_col)
+    if dask and split.recheck:  # not reached: the checks above raise what the tasks found
+        raise InputError(split.recheck, field=value)
     if save_as and workspace is None:
         raise InputError("--save-as needs --workspace", field="save_as")
     out.mkdir(parents=True, exist_ok=True)
@@ -248,13 +266,9 @@ def run_disparity(
         written.append(name)
         tables[name.removesuffix(".csv")] = table
 
-    if dask:  # the per-period tables on the workers (they read their periods of the Parquet files)
-        from citytwin.workflows import scaleout
-
-        per = scaleout.disparity(panel, value=value, group=group, time=tcol, weight=weight, id_col=id_col,
-                                 dask=dask, workspace=workspace)
-        for name in scaleout.DISPARITY_TABLES:
-            save(f"{name}.csv", per[name])
+    if dask:  # the per-period tables, computed by the workers
+        for name, table in per.items():
+            save(f"{name}.csv", table)
         summary = per["dagum"]
     else:
         ineq = inequality.theil_by_year(df, value=value, time=tcol, group=group, weight=weight)

@@ -13,7 +13,8 @@ How each splits:
   method's global quantities (min/max, entropy sums, the covariance of CRITIC and PCA, TOPSIS norms
   and ideal points) are per-period partial results reduced on the client, scores per period: weights
   and scores agree with one process to 1e-12 (sums in another order), ranks exactly.
-* **disparity** (:func:`disparity`): one task per period (Gini, Theil, Dagum): exact.
+* **disparity** (:func:`disparity`, module :mod:`citytwin.workflows.scaleout_disparity`): one task per
+  period reads its rows and computes Gini, Theil and Dagum: exact.
 * **simulation seeds** (:func:`sim_run`): one SUMO run per task: per-seed metrics exact.
 * **land change** (:func:`citytwin.workflows.scaleout_change.land_change`, its own module): stripes
   west to east; each feature cut once, by its stripe's task, exactly as one process cuts it: exact.
@@ -45,11 +46,11 @@ from citytwin.foundation.scaleout import (
     cluster,
     parse_dask,
     run_futures,
-    run_tasks,
     task_keys,
     worker_cache,
 )
 from citytwin.workflows.common import WorkspaceLike, maybe_ws
+from citytwin.workflows.scaleout_disparity import DISPARITY_TABLES, disparity  # by period (its own module)
 from citytwin.workflows.scaleout_files import parquet_files
 from citytwin.workflows.scaleout_index import POOLED_METHODS, index  # the index on Dask (its own module)
 from citytwin.workflows.scaleout_life import _life_nodes, _life_prepare, _search_inputs, life_partitioned
@@ -64,57 +65,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DISPARITY_TABLES", "POOLED_METHODS", "SIM_TABLES", "TIMING_COLUMNS", "ZoneCounts", "disparity", "index",
            "life_circle_inputs", "life_circles", "parquet_files", "points_per_zone", "sim_run"]
-
-
-# ------------------------------------------------------------------------------------------ disparity
-#: the per-period tables of :func:`citytwin.workflows.disparity.run_disparity` that :func:`disparity` splits
-DISPARITY_TABLES = ("inequality", "theil_groups", "dagum", "dagum_groups", "dagum_pairs")
-
-
-def _disparity_period(period: Any, *, files: list[str], value: str, group: str, time: str,
-                      weight: str | None, id_col: str | None = None) -> dict[str, pd.DataFrame]:
-    """Gini, Theil (by group) and the Dagum decomposition of one period, read by the worker."""
-    import pandas as pd
-
-    from citytwin.economy import dagum, inequality
-    from citytwin.stats.values import numeric_column
-
-    cols = list(dict.fromkeys(c for c in (time, value, group, weight, id_col) if c))
-    df = pd.concat([pd.read_parquet(f, columns=cols, filters=[(time, "==", period)]) for f in files],
-                   ignore_index=True)
-    df[value] = numeric_column(df[value], name=value)
-    df = df.loc[~df[cols].isna().any(axis=1)].reset_index(drop=True)  # as run_disparity drops missing rows
-    r = inequality.theil(df[value].to_numpy(), df[group].to_numpy(), None if weight is None else df[weight].to_numpy())
-    tg = r.groups.assign(**{time: period})
-    tg.insert(0, time, tg.pop(time))
-    summary, dgroups, dpairs = dagum.dagum_by_year(df, value=value, group=group, time=time, weight=weight)
-    return {"inequality": inequality.theil_by_year(df, value=value, time=time, group=group, weight=weight),
-            "theil_groups": tg, "dagum": summary, "dagum_groups": dgroups, "dagum_pairs": dpairs}
-
-
-def disparity(panel: str, *, value: str, group: str, time: str, dask: str, weight: str | None = None,
-              id_col: str | None = None, workspace: WorkspaceLike | None = None,
-              progress: Progress | None = None) -> dict[str, pd.DataFrame]:
-    """The per-period disparity tables of :func:`citytwin.workflows.disparity.run_disparity` on Dask.
-
-    One task per period reads its rows of the Parquet panel (file, folder, glob or dataset) and computes
-    Gini, Theil with its between/within split and groups, and the Dagum decomposition (O(n²) per period:
-    the part worth splitting); the tables are concatenated in period order: :data:`DISPARITY_TABLES`,
-    equal to the one-process tables. Convergence, kernel densities, Markov chains and the spatial
-    statistics run across periods or over a neighbour graph and stay in one process (``run_disparity``).
-    A row missing ``id_col`` (when given) is dropped, as ``run_disparity`` drops it.
-    """
-    import pandas as pd
-
-    parse_dask(dask)
-    files = parquet_files(panel, maybe_ws(workspace), "panel")
-    periods = sorted(pd.concat([pd.read_parquet(f, columns=[time]) for f in files])[time].dropna().unique().tolist())
-    if not periods:
-        raise InputError("the panel has no periods", field=time)
-    with cluster(dask) as client:
-        parts = run_tasks(client, _disparity_period, periods, progress=progress, key="citytwin-disparity",
-                          files=files, value=value, group=group, time=time, weight=weight, id_col=id_col)
-    return {name: pd.concat([p[name] for p in parts], ignore_index=True) for name in DISPARITY_TABLES}
 
 
 # ------------------------------------------------------------------------------------------ points/zones
@@ -458,10 +408,18 @@ def sim_run(scenario_dir: Path, out: Path, *, dask: str, seeds: int = 3, control
     work.mkdir(parents=True)
     try:
         with cluster(dask) as client:
-            parts = run_tasks(client, _sim_seed, list(range(first_seed, first_seed + seeds)), progress=progress,
-                              key="citytwin-seed", scenario_dir=str(scenario_dir), work=str(work), control=control,
-                              plan=str(plan) if plan else None, backend=backend, interval=interval,
-                              detectors=detectors, emissions=emissions)
+            # the seeds spread evenly over the workers (round robin: the runs cost about the same; as they
+            # finished, a worker slowed by its neighbours got fewer, e.g. 5 + 3 of 8); another worker takes
+            # over a task whose worker is gone
+            workers = sorted(client.scheduler_info(n_workers=-1).get("workers", {}))
+            keys = task_keys("citytwin-seed", seeds)
+            futures = [client.submit(_sim_seed, s_, pure=False, key=keys[i],
+                                     workers=[workers[i % len(workers)]] if workers else None,
+                                     allow_other_workers=True, scenario_dir=str(scenario_dir), work=str(work),
+                                     control=control, plan=str(plan) if plan else None, backend=backend,
+                                     interval=interval, detectors=detectors, emissions=emissions)
+                       for i, s_ in enumerate(range(first_seed, first_seed + seeds))]
+            parts = run_futures(client, futures, progress=progress)
         runs = pd.concat([p["runs"] for p in parts], ignore_index=True)
         means = {name: pd.concat([p[name] for p in parts]).groupby(by, as_index=False).mean(numeric_only=True)
                  for name, by in SIM_TABLES.items() if by is not None and name in parts[0]}

@@ -22,31 +22,53 @@ if TYPE_CHECKING:
 __all__ = ["land_change"]
 
 
+def _one_process_checks(before: str, after: str, b: Any, a: Any, column: str, after_column: str | None,
+                        classes: list[str] | None, tol: float) -> None:
+    """The checks of :func:`citytwin.planning.change.land_change` in its order (each layer's, overlaps
+    included, then the classes): run on a worker only when a check failed, so that the error raised is
+    the one one process raises (an overlap in "before" is said before a bad class)."""
+    from citytwin.planning.change import _classes
+    from citytwin.planning.overlay import check_layer, equal_area_crs
+
+    cb, ca = check_layer(before, b, overlap_tolerance=tol), check_layer(after, a, overlap_tolerance=tol)
+    _classes(cb, column, before, classes)
+    _classes(ca, after_column or column, after, classes)
+    equal_area_crs(cb, ca)
+
+
 def _change_layers(before: str, after: str, column: str, after_column: str | None, classes: list[str] | None,
                    tol: float | None = None) -> dict[str, Any]:
     """Both snapshots read and checked on a worker (once per job), as ``land_change`` prepares them
-    (``tol``: its ``overlap_tolerance``, None for the default)."""
+    (``tol``: its ``overlap_tolerance``, None for the default), but for the overlaps within each layer:
+    those the stripes check, each its features' pairs (:func:`_change_stripe`, :func:`_verdicts`)."""
     import numpy as np
     import shapely
 
-    from citytwin.planning.change import _classes  # the class check land_change applies
+    from citytwin.planning.change import NONE_CLASS, _classes  # the class check land_change applies
     from citytwin.planning.overlay import SELF_OVERLAP_TOLERANCE, _check_layer, _ring_arrays, equal_area_crs
     from citytwin.workflows.common import read_layer_file  # as workflows.planning reads a layer file
 
-    b, pb = _check_layer(before, read_layer_file(before), overlap_tolerance=tol or SELF_OVERLAP_TOLERANCE)
-    a, pa = _check_layer(after, read_layer_file(after), overlap_tolerance=tol or SELF_OVERLAP_TOLERANCE)
+    tolerance = tol or SELF_OVERLAP_TOLERANCE
+    rb, ra = read_layer_file(before), read_layer_file(after)
+    try:
+        if not 0 < tolerance < 1:
+            raise InputError(f"overlap tolerance must be in (0, 1), got {tolerance}", field="overlap_tolerance")
+        b, pb = _check_layer(before, rb, check_overlaps=False)
+        a, pa = _check_layer(after, ra, check_overlaps=False)
+        cb, ca = _classes(b, column, before, classes), _classes(a, after_column or column, after, classes)
+        ea = equal_area_crs(b, a)
+    except InputError:
+        _one_process_checks(before, after, rb, ra, column, after_column, classes, tolerance)
+        raise
     work = b.crs
     gb = np.asarray(b.geometry.values, dtype=object)
     same_crs = bool(a.crs.is_exact_same(work))  # as GeoDataFrame.to_crs decides there is nothing to do
     ga = np.asarray(a.to_crs(work).geometry.values, dtype=object)
+    pb.tree, pa.tree = shapely.STRtree(gb), shapely.STRtree(pa.geoms)  # as check_layer builds them
     return {# the vertex arrays intersect_pairs needs, computed once per job (check_layer has them already)
             "rings": (pb.rings, pa.rings if same_crs else _ring_arrays(ga)),
-            "cb": _classes(b, column, before, classes), "ca": _classes(a, after_column or column, after, classes),
-            "ea": equal_area_crs(b, a), "work": work, "gb": gb, "ga": ga,
-            # overlaps accepted in the other snapshot: areas cannot decide what is covered (as land_change)
-            "ob": a.attrs.get("accepted_overlaps"), "oa": b.attrs.get("accepted_overlaps"),
-            "shares": (b.attrs.get("largest_overlap_share"), a.attrs.get("largest_overlap_share")),
-            "tb": shapely.STRtree(gb), "ta": shapely.STRtree(ga)}
+            "cb": cb, "ca": ca, "ea": ea, "classes": np.unique(np.r_[cb, ca, [NONE_CLASS]].astype(str)), "work": work, "gb": gb, "ga": ga, "prep": (pb, pa),
+            "tb": pb.tree, "ta": pa.tree if same_crs else shapely.STRtree(ga)}
 
 
 def _stripe(geoms: np.ndarray, x0: float, x1: float, n: int) -> np.ndarray:
@@ -61,46 +83,62 @@ def _stripe(geoms: np.ndarray, x0: float, x1: float, n: int) -> np.ndarray:
 
 def _change_stripe(k: int, *, before: str, after: str, column: str, after_column: str | None,
                    classes: list[str] | None, stripes: int, job: str, tol: float | None = None,
-                   pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
-                   ) -> tuple[pd.DataFrame, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+                   pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
+                   verdicts: tuple[tuple[int, float], tuple[int, float]] | None = None) -> Any:
     """The pieces of the features whose bounding-box centre lies in stripe ``k`` (each feature in one stripe),
-    geometry as WKB, with their place in one process's table (``order``).
+    as numeric arrays (:func:`_pack`), with their place in one process's table (``order``).
 
-    Without ``pairs`` (first stage): the "before" features' intersections with every neighbour and what
-    the neighbours leave of them, and the stripe's pairs ``(before, after, planar area of the piece)``.
-    With ``pairs`` (every stripe's, second stage): what is left of the "after" features, their coverage
-    summed from those pieces' areas (each intersection is cut once, in the first stage).
+    Without ``pairs`` (first stage): the "before" features' intersections with every neighbour, the
+    stripe's pairs ``(before, after, planar area of the piece)``, and the overlaps within each snapshot of
+    the pairs whose first feature lies in the stripe (:func:`~citytwin.planning.overlay.self_overlap_pairs`:
+    the whole-layer check, split). With ``pairs`` (every stripe's) and ``verdicts`` (second stage, after
+    :func:`_verdicts`): what is left of the stripe's "before" and "after" features, their coverage summed
+    from the first stage's pieces' areas (each intersection is cut once, in the first stage).
     """
+    import geopandas as gpd
     import numpy as np
-    import pandas as pd
     import shapely
 
+    from citytwin.foundation.scaleout import worker_threads
+    from citytwin.planning import overlay
     from citytwin.planning.change import NONE_CLASS
     from citytwin.planning.overlay import (
         SELF_OVERLAP_TOLERANCE,
         ea_areas,
         intersect_pairs,
         polygonal,
+        self_overlap_pairs,
         subtract_all,
     )
 
+    overlay.PMAP_THREADS = worker_threads()  # GEOS on the worker's threads, not on every core
     L = worker_cache(("change", job), lambda: _change_layers(before, after, column, after_column, classes, tol))
     gb, ga, cb, ca = L["gb"], L["ga"], L["cb"], L["ca"]
     allb = shapely.bounds(np.concatenate([gb, ga]))
     x0, x1 = float(allb[:, 0].min()), float(allb[:, 2].max())
     span = max(len(gb), len(ga)) + 1
 
+    table = L["classes"]
+
     def frame(fc: Any, tc: Any, bf: Any, af: Any, geoms: np.ndarray, section: int, feature: np.ndarray
-              ) -> pd.DataFrame:
-        # the geometry as WKB (shapely's pickle is WKB too, one object at a time: 7x slower at 400k pieces);
+              ) -> dict[str, Any]:
         # "order": the piece's place in one process's table (section, then feature; stable within a feature)
         g = np.asarray(geoms, dtype=object)
-        out = pd.DataFrame({"from_class": fc, "to_class": tc, "before_feature": bf, "after_feature": af,
-                            "geometry": shapely.to_wkb(g) if len(g) else np.empty(0, dtype=object),
-                            "area_m2": ea_areas(g, L["work"], L["ea"]) if len(g) else np.empty(0),
-                            "order": section * span + np.asarray(feature, dtype=np.int64)})
+        area = ea_areas(g, L["work"], L["ea"]) if len(g) else np.empty(0)
         # pieces of no area (features their intersections cover) are dropped by finish_change: not sent back
-        return out[out["area_m2"].to_numpy() > 0]
+        keep = area > 0
+        # in WGS84 as finish_change gives them (GeoSeries.to_crs, point by point: the same coordinates as
+        # the client's to_crs of all pieces; nothing to do when the snapshots are in EPSG:4326)
+        g = np.asarray(gpd.GeoSeries(g[keep], crs=L["work"]).to_crs(4326).values, dtype=object)
+
+        def col(v: Any, dtype: Any) -> np.ndarray:
+            return np.asarray(v[keep] if isinstance(v, np.ndarray) else np.full(len(g), v), dtype=dtype)
+
+        # classes as their numbers in the class table (no string objects to pickle), the rest numbers too
+        return {"from": np.searchsorted(table, col(fc, object).astype(str)).astype(np.int32),
+                "to": np.searchsorted(table, col(tc, object).astype(str)).astype(np.int32),
+                "bf": col(bf, np.int64), "af": col(af, np.int64), "area": area[keep],
+                "order": section * span + col(feature, np.int64), "geoms": g}
 
     def leftovers(geoms: np.ndarray, own: np.ndarray, hit: np.ndarray, other_idx: np.ndarray, other: np.ndarray,
                   inter_area: np.ndarray, other_overlaps: Any) -> np.ndarray:
@@ -118,20 +156,25 @@ def _change_stripe(k: int, *, before: str, after: str, column: str, after_column
             left[cut] = polygonal(subtract_all(geoms[own][cut], pos[hit[sel]], other_idx[sel], other))
         return left
 
+    own_b = np.flatnonzero(_stripe(gb, x0, x1, stripes) == k)
+    own_a = np.flatnonzero(_stripe(ga, x0, x1, stripes) == k)
     if pairs is None:
-        own_b = np.flatnonzero(_stripe(gb, x0, x1, stripes) == k)
         # pairs of the owned "before" features, in the order one process finds them (by before, then tree order)
         il, jj = L["ta"].query(gb[own_b], predicate="intersects")
         ii = own_b[il]
         # cut as land_change cuts them (intersect_pairs: the convex fast path, GEOS for the others): the
         # same function on the same pair gives the same piece in any task
         inter = intersect_pairs(gb, ga, ii, jj, L["rings"])
-        area = shapely.area(inter)
-        left_b = leftovers(gb, own_b, il, jj, ga, area, L["ob"])
-        return (pd.concat([frame(cb[ii], ca[jj], ii, jj, inter, 0, ii),
-                           frame(cb[own_b], NONE_CLASS, own_b, -1, left_b, 1, own_b)], ignore_index=True),
-                (ii, jj, area))
-    own_a = np.flatnonzero(_stripe(ga, x0, x1, stripes) == k)
+        # the overlaps within each snapshot, of the pairs whose first feature is the stripe's (each pair is
+        # checked once, by one stripe; in the snapshot's own CRS, as check_layer checks it)
+        pb, pa = L["prep"]
+        checks = (self_overlap_pairs(pb, own_b), self_overlap_pairs(pa, own_a))
+        return _pack([frame(cb[ii], ca[jj], ii, jj, inter, 0, ii)]), (ii, jj, shapely.area(inter)), checks
+    assert verdicts is not None
+    (accepted_b, _), (accepted_a, _) = verdicts
+    # what is left of the "before" features: their pairs are this stripe's of the first stage
+    ii, jj, area_b = pairs[k]
+    left_b = leftovers(gb, own_b, np.searchsorted(own_b, ii), jj, ga, area_b, accepted_a)
     local = np.full(len(ga), -1)
     local[own_a] = np.arange(len(own_a))
     pi, pj, parea = (np.concatenate([p[n] for p in pairs]) for n in range(3))
@@ -139,16 +182,89 @@ def _change_stripe(k: int, *, before: str, after: str, column: str, after_column
     # the "after" features' pieces in ascending "before" order: the order one process sums and subtracts them
     order = np.lexsort((pi[sel], pj[sel]))
     jl, ib, area_a = local[pj[sel]][order], pi[sel][order], parea[sel][order]
-    left_a = leftovers(ga, own_a, jl, ib, gb, area_a, L["oa"])
-    return frame(NONE_CLASS, ca[own_a], -1, own_a, left_a, 2, own_a), None
+    left_a = leftovers(ga, own_a, jl, ib, gb, area_a, accepted_b)
+    return _pack([frame(cb[own_b], NONE_CLASS, own_b, -1, left_b, 1, own_b),
+                  frame(NONE_CLASS, ca[own_a], -1, own_a, left_a, 2, own_a)])
 
 
-def _first(pair: tuple[Any, Any]) -> Any:
+#: the numeric columns a stripe sends back, and the names finish_change knows them by
+_COLUMNS = {"bf": "before_feature", "af": "after_feature", "area": "area_m2"}
+
+
+def _pack(frames: list[dict[str, Any]]) -> dict[str, Any]:
+    """A stripe's pieces as numeric arrays only (what pickles without a Python object per piece, unlike
+    shapely's pickle, WKB one object at a time): the polygons as ragged coordinate arrays
+    (``shapely.to_ragged_array``: exact coordinates), the few other pieces (multipolygons) as WKB."""
+    import numpy as np
+    import shapely
+
+    out: dict[str, Any] = {k: np.concatenate([f[k] for f in frames])
+                           for k in ("from", "to", "bf", "af", "area", "order")}
+    g = np.concatenate([f["geoms"] for f in frames])
+    poly = shapely.get_type_id(g) == 3
+    out["poly"] = poly
+    out["ragged"] = shapely.to_ragged_array(g[poly])[1:] if poly.any() else None
+    out["wkb"] = shapely.to_wkb(g[~poly]) if (~poly).any() else np.empty(0, dtype=object)
+    return out
+
+
+def _unpack(parts: list[dict[str, Any]], table: np.ndarray) -> pd.DataFrame:
+    """The pieces of every stripe in one process's order (one concatenation, one stable argsort of
+    ``order``), as ``land_change`` has them before ``finish_change``."""
+    import numpy as np
+    import pandas as pd
+    import shapely
+
+    col = {k: np.concatenate([p[k] for p in parts]) for k in ("from", "to", "bf", "af", "area", "order", "poly")}
+    geoms = np.empty(len(col["order"]), dtype=object)
+    rag = [p["ragged"] for p in parts if p["ragged"] is not None]
+    if rag:  # the parts' ragged arrays joined: ring offsets shifted by the coordinates before, polygons by the rings
+        coords, rings, polys = [], [], []
+        nc = nr = 0
+        for xy, (ring_off, poly_off) in rag:
+            coords.append(xy)
+            rings.append(ring_off[:-1] + nc)
+            polys.append(poly_off[:-1] + nr)
+            nc += len(xy)
+            nr += len(ring_off) - 1
+        geoms[col["poly"]] = shapely.from_ragged_array(
+            shapely.GeometryType.POLYGON, np.concatenate(coords),
+            (np.concatenate([*rings, [nc]]), np.concatenate([*polys, [nr]])))
+    if not col["poly"].all():
+        geoms[~col["poly"]] = shapely.from_wkb(np.concatenate([p["wkb"] for p in parts]))
+    order = np.argsort(col["order"], kind="stable")
+    frame = pd.DataFrame({"from_class": table[col["from"][order]], "to_class": table[col["to"][order]],
+                          **{name: col[k][order] for k, name in _COLUMNS.items() if k != "area"},
+                          "geometry": geoms[order], "area_m2": col["area"][order]})
+    return frame
+
+
+def _verdicts(checks: list[Any], *, before: str, after: str, tol: float | None) -> tuple[tuple[int, float], ...]:
+    """The overlap check of each snapshot from its stripes' pairs (:func:`_change_stripe`'s first stage):
+    ``((pairs accepted, largest share) of "before", (…) of "after")``, or the error one process raises (the
+    pairs concatenated and stably sorted by their first feature are those of the whole layer's check)."""
+    import numpy as np
+
+    from citytwin.planning.overlay import SELF_OVERLAP_TOLERANCE, overlap_verdict
+
+    out = []
+    for side, name in enumerate((before, after)):
+        i, j, share = (np.concatenate([c[side][n] for c in checks]) for n in range(3))
+        order = np.argsort(i, kind="stable")
+        out.append(overlap_verdict(name, name, i[order], j[order], share[order], tol or SELF_OVERLAP_TOLERANCE))
+    return tuple(out)
+
+
+def _first(pair: tuple[Any, ...]) -> Any:
     return pair[0]
 
 
-def _second(pair: tuple[Any, Any]) -> Any:
+def _second(pair: tuple[Any, ...]) -> Any:
     return pair[1]
+
+
+def _third(pair: tuple[Any, ...]) -> Any:
+    return pair[2]
 
 
 def land_change(before: str, after: str, *, dask: str, column: str = "landuse", years: float = 1.0,
@@ -158,18 +274,22 @@ def land_change(before: str, after: str, *, dask: str, column: str = "landuse", 
 
     Every feature belongs to the stripe (west to east) of its bounding-box centre; a task cuts the pieces
     of its features only: their intersections with every neighbour, what the neighbours leave of them
-    (two stages: the "before" features' intersections and leftovers, then the "after" features' leftovers,
-    their coverage summed from the first stage's pieces). Pieces travel as WKB with their place in one
-    process's table (the client: one concatenation, one argsort, one ``shapely.from_wkb``); pieces of no
-    area are not sent. No piece is clipped at a stripe edge, each is cut once and exactly as one process cuts it, so the
-    pieces, their equal-area areas, the transition matrix and the rates equal the single-process result
-    (test). Each worker reads and checks both snapshots once per job (``check_layer``: repairs and the
-    within-layer overlap test run on the whole layers, replicated: the part not split yet), with
-    ``overlap_tolerance`` as one process (the same warnings when overlaps are accepted).
+    (two stages: the "before" features' intersections, then what is left of the "before" and "after"
+    features, their coverage summed from the first stage's pieces). Pieces travel as numeric arrays (classes
+    as numbers, polygons as ragged coordinate arrays, already in WGS84) with their place in one process's
+    table (the client: one concatenation, one argsort, one ``shapely.from_ragged_array``); pieces of no
+    area are not sent. No piece is clipped at a stripe edge, each is cut once and exactly as one
+    process cuts it, so the pieces, their equal-area areas, the transition matrix and the rates equal the
+    single-process result (test).
+
+    Each worker reads both snapshots and runs ``check_layer``'s per-feature checks (CRS, polygons,
+    validity and repairs) and the class check once per job; the overlap check within each snapshot —
+    the costly part of ``check_layer`` — is split: each first-stage stripe checks the pairs whose first
+    feature is its own, and one small task (:func:`_verdicts`) reads them as ``check_layer`` does (the same
+    error naming both rows; with ``overlap_tolerance`` the same accepted overlaps and warnings), before the
+    second stage, which needs to know whether overlaps were accepted.
     """
-    import numpy as np
-    import pandas as pd
-    import shapely
+    from pyproj import CRS
 
     from citytwin.planning.change import finish_change
 
@@ -187,25 +307,28 @@ def land_change(before: str, after: str, *, dask: str, column: str = "landuse", 
         kw: dict[str, Any] = {"before": before, "after": after, "column": column, "after_column": after_column,
                               "classes": list(classes) if classes is not None else None, "stripes": n, "job": job,
                               "tol": overlap_tolerance}
-        # stage 1: the "before" side of every stripe; stage 2: the "after" side, from stage 1's pairs (small
+        # stage 1: the "before" side's intersections and the overlap checks of every stripe; then the
+        # checks' verdict (one small task); stage 2: what is left of each side, from stage 1's pairs (small
         # arrays, taken out where they were computed and sent to the other workers)
         first = client.map(_change_stripe, list(range(n)), pure=False, key=task_keys("citytwin-change-b", n), **kw)
         pairs = client.map(_second, first, pure=False, key=task_keys("citytwin-change-pairs", n))
+        checks = client.map(_third, first, pure=False, key=task_keys("citytwin-change-checks", n))
+        verdict = client.submit(_verdicts, checks, pure=False, key=task_keys("citytwin-change-verdict", 1)[0],
+                                before=before, after=after, tol=overlap_tolerance)
         second = client.map(_change_stripe, list(range(n)), pure=False, key=task_keys("citytwin-change-a", n),
-                            pairs=pairs, **kw)
+                            pairs=pairs, verdicts=verdict, **kw)
         pieces_b = client.map(_first, first, pure=False, key=task_keys("citytwin-change-pieces", n))
-        pieces_a = client.map(_first, second, pure=False, key=task_keys("citytwin-change-left", n))
-        parts = run_futures(client, [*pieces_b, *pieces_a], progress=progress)
-        work, ea, accepted = client.submit(lambda: _crs_of(before, after, column, after_column, classes, job,
-                                                           overlap_tolerance), pure=False).result()
+        parts = run_futures(client, [*pieces_b, *second, verdict], progress=progress)
+        accepted = parts.pop()
+        ea, table = client.submit(_crs_of, before, after, column, after_column, classes, job, overlap_tolerance,
+                                  pure=False).result()
 
     # one process's order: intersections by "before" feature, then what is left of each "before" feature,
     # then of each "after" one (a feature's pieces come from one stripe, in its order: a stable argsort)
-    pieces = pd.concat(parts, ignore_index=True)
-    pieces = pieces.take(np.argsort(pieces.pop("order").to_numpy(), kind="stable")).reset_index(drop=True)
-    pieces["geometry"] = shapely.from_wkb(pieces["geometry"].to_numpy())
+    pieces = _unpack(parts, table)
     warnings = [_overlap_warning(nm, n_, share) for nm, (n_, share) in zip((before, after), accepted, strict=True) if n_]
-    return finish_change(pieces, work, ea, years, warnings)  # from here as land_change finishes
+    # from here as land_change finishes (the pieces came in WGS84, which finish_change then has nothing to do for)
+    return finish_change(pieces, CRS.from_epsg(4326), ea, years, warnings)
 
 
 def _overlap_warning(name: str, pairs: Any, share: Any) -> str:
@@ -217,8 +340,7 @@ def _overlap_warning(name: str, pairs: Any, share: Any) -> str:
 
 
 def _crs_of(before: str, after: str, column: str, after_column: str | None, classes: Sequence[str] | None,
-            job: str, tol: float | None = None) -> tuple[Any, Any, list[tuple[Any, Any]]]:
+            job: str, tol: float | None = None) -> Any:
     L = worker_cache(("change", job), lambda: _change_layers(before, after, column, after_column,
                                                              list(classes) if classes is not None else None, tol))
-    # the overlaps accepted within each snapshot: (pairs, largest share), before then after
-    return L["work"], L["ea"], [(L["oa"], L["shares"][0]), (L["ob"], L["shares"][1])]
+    return L["ea"], L["classes"]

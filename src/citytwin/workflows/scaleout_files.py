@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import glob
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.objectstore import is_url, list_parquet
@@ -14,7 +14,7 @@ from citytwin.foundation.objectstore import is_url, list_parquet
 if TYPE_CHECKING:
     from citytwin.foundation.workspace import Workspace
 
-__all__ = ["parquet_files"]
+__all__ = ["parquet_files", "parquet_periods"]
 
 
 def parquet_files(source: str, ws: Workspace | None, what: str, *, objects: bool = False) -> list[str]:
@@ -59,3 +59,45 @@ def parquet_files(source: str, ws: Workspace | None, what: str, *, objects: bool
     if not files:
         raise InputError(f"no Parquet files in {source!r}", file=source, field=what)
     return files
+
+
+def parquet_periods(files: list[str], time: str) -> tuple[list[Any], list[int], int]:
+    """The periods of a Parquet panel (its distinct non-missing values of ``time``, sorted, as
+    ``pandas.read_parquet(f, columns=[time])`` gives them), each file's first row in the panel, and the
+    rows without a period. From the files' metadata alone where every row group's statistics give one
+    value and no missing one (an integer or text column: the usual layout of a file or row group per
+    period); else the ``time`` columns are read.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    values: set[Any] = set()
+    bases: list[int] = []
+    total = 0
+    read = False
+    for f in files:
+        pf = pq.ParquetFile(f)
+        md = pf.metadata
+        bases.append(total)
+        total += md.num_rows
+        col = pf.schema_arrow.get_field_index(time)
+        typ = pf.schema_arrow.field(col).type if col >= 0 else None
+        if typ is None or not (pa.types.is_integer(typ) or pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+            read = True
+            break
+        for g in range(md.num_row_groups):
+            st = md.row_group(g).column(col).statistics
+            if st is None or not st.has_min_max or not st.has_null_count or st.null_count or st.min != st.max:
+                read = True
+                break
+            values.add(st.min)
+        if read:
+            break
+    if not read:
+        return sorted(values), bases, 0
+    t = pd.concat([pd.read_parquet(f, columns=[time]) for f in files], ignore_index=True)[time]
+    bases = [0]
+    for f in files[:-1]:
+        bases.append(bases[-1] + pq.ParquetFile(f).metadata.num_rows)
+    return sorted(t.dropna().unique().tolist()), bases, int(t.isna().sum())

@@ -2,9 +2,9 @@
 
 :func:`index` gives the result of :func:`citytwin.economy.index.composite_index` for a Parquet panel
 (re-exported as :func:`citytwin.workflows.scaleout.index`). The workers read their periods themselves
-and keep them prepared between the stages; the client reads only the period column (to know the
-periods) and holds small partial results. The workers score and rank their rows and give each row's
-position in the panel (files in order, then row groups and rows, from the Parquet metadata and the
+and keep them prepared between the stages; the client finds the periods (from the row groups'
+statistics where each holds one period, else the period column) and holds small partial results. The
+workers score and rank their rows and give each row's position in the panel (files in order, then row groups and rows, from the Parquet metadata and the
 period column), so the client puts the scores in the panel's order with one concatenation and one
 argsort. The periods are spread round robin over the workers; every pass runs where its period is kept.
 
@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.scaleout import Progress, cluster, parse_dask, run_tasks, task_keys
 from citytwin.workflows.common import WorkspaceLike, maybe_ws
-from citytwin.workflows.scaleout_files import parquet_files
+from citytwin.workflows.scaleout_files import parquet_files, parquet_periods
 
 if TYPE_CHECKING:
     import numpy as np
@@ -302,7 +302,7 @@ def _pooled_weights(client: Client, prepped: list[Future[Any]], method: str, sp:
     import numpy as np
 
     from citytwin.economy import weights as W
-    from citytwin.economy.index import pca_weighted
+    from citytwin.economy.index import pca_objective
 
     const = s.hi - s.lo == 0
     if method == "entropy":
@@ -321,14 +321,10 @@ def _pooled_weights(client: Client, prepped: list[Future[Any]], method: str, sp:
         C = _covariance(client, prepped, "critic", s)
         c = W.critic_from_correlation(np.sqrt(np.diag(C)), _correlation(C), const)
         return c.w, {"sigma": c.sigma, "conflict": c.conflict, "information": c.information}, None, {}
-    if method == "pca":
-        keep = ~const
-        if keep.sum() < 2:
-            raise InputError("PCA needs at least 2 non-constant indicators")
-        R = _correlation(_covariance(client, prepped, "pca", s))[np.ix_(keep, keep)]
-        p = W.pca_from_correlation(R, s.n, min_eigenvalue=o["pca_min_eigenvalue"],
-                                   min_cumulative=o["pca_min_cumulative"])
-        r = pca_weighted(p, keep)
+    if method == "pca":  # as one process weighs (economy.index.pca_objective), R from the pooled covariance
+        r = pca_objective(const, lambda keep: W.pca_from_correlation(
+            _correlation(_covariance(client, prepped, "pca", s))[np.ix_(keep, keep)], s.n,
+            min_eigenvalue=o["pca_min_eigenvalue"], min_cumulative=o["pca_min_cumulative"]))
         return r.w, r.extra, None, r.diagnostics
     if method == "equal":
         return np.full(len(sp.columns), 1.0 / len(sp.columns)), {}, None, {}
@@ -363,7 +359,6 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
     """
     import numpy as np
     import pandas as pd
-    import pyarrow.parquet as pq
 
     from citytwin.economy import weights as W
     from citytwin.economy.index import METHODS, IndexResult
@@ -395,11 +390,10 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
                          "sums on Dask", field="normalisation",
                          hint="use normalisation minmax, or scope per_year, or run without --dask")
     files = parquet_files(panel, ws, "panel")
-    periods = sorted(pd.concat([pd.read_parquet(f, columns=[sp.time]) for f in files],
-                               ignore_index=True)[sp.time].dropna().unique().tolist())
-    # each file's first row in the panel: the workers give their rows' panel positions from these
-    bases = np.concatenate([[0], np.cumsum([pq.ParquetFile(f).metadata.num_rows for f in files])])[:-1]
-    common = {"files": files, "bases": [int(b_) for b_ in bases], "spec": sp, "source": panel}
+    # the periods (from the row groups' statistics where they tell), and each file's first row in the
+    # panel: the workers give their rows' panel positions from these
+    periods, bases, _ = parquet_periods(files, sp.time)
+    common = {"files": files, "bases": bases, "spec": sp, "source": panel}
     opts_in: dict[str, Any] = {"normalisation": normalisation, "shift": shift, "scale": scale,
                                "score_scale": score_scale, "topsis_normalisation": topsis_normalisation,
                                "topsis_weights": topsis_weights, "combine_with": combine_with,

@@ -178,6 +178,8 @@ class Outcome:
     #: (:func:`citytwin.foundation.cleannumba.may_hold_personal_data`); None where nothing was
     #: scanned: the commit then screens every text column
     personal_candidates: list[str] | None = None
+    #: the source files' SHA-256 (comma-separated) where the pipeline computed them (the Dask tasks)
+    sha256: str | None = None
 
 
 # DuckDB memory limit of the streamed pass (unless ingest(memory_limit=...)). Measured on 10M POIs

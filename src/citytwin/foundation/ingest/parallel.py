@@ -9,6 +9,10 @@ tasks left: the parts are moved, in file order, into ``STAGING/data/``, quaranti
 concatenated in file order, counts and reasons summed, and the version is committed once by
 :func:`~citytwin.foundation.ingest.run.ingest`, exactly as for one process.
 
+Each task also gives what the client would otherwise read the merged records for: its records' time
+range (the values and their text, as the one-process pipelines record it), its file's SHA-256, and the
+text columns its streamed pass flagged as possibly personal (the commit scans only their union).
+
 What one file cannot know is checked after all tasks: duplicate keys across files. Each task gives
 the span of its keys (:class:`KeySpan`: per key column its distinct values, or its min and max); when
 one key column's values are shared by no two files (one station a file, or consecutive time ranges),
@@ -61,29 +65,62 @@ def _key_columns(sch: Schema, keep_cols: list[str], layout: str) -> list[str]:
     return [k for k in sch.key if k in keep_cols]
 
 
-def _key_span(out: Outcome, sch: Schema, threads: int | None) -> KeySpan | None:
-    """The :class:`KeySpan` of a task's parts (None: no key, or no record with a whole key)."""
+@dataclass(frozen=True)
+class TimeSpan:
+    """A task's earliest and latest record time (the values, to compare across tasks) and those values as
+    the one-process pipelines record them (``CAST(... AS VARCHAR)``, in the client's DuckDB time zone)."""
+
+    low: Any
+    high: Any
+    low_text: str
+    high_text: str
+
+
+def _time_column(keep_cols: list[str]) -> str | None:
+    """The column whose range the catalog records (as the one-process pipelines choose it)."""
+    return next((c for c in ("time", "created", "year") if c in keep_cols), None)
+
+
+def _task_spans(out: Outcome, sch: Schema, threads: int | None, timezone: str | None
+                ) -> tuple[KeySpan | None, TimeSpan | None]:
+    """The :class:`KeySpan` and :class:`TimeSpan` of a task's parts (None: no key or time column, or no
+    record with a whole key or a time), in one DuckDB connection."""
     import duckdb
 
-    key = _key_columns(sch, out.keep_cols, out.layout)
     parts = sorted(out.out_dir.glob("*.parquet"))
-    if not key or not parts:
-        return None
+    if not parts:
+        return None, None
     scan = "read_parquet([" + ", ".join(lit(str(p)) for p in parts) + "])"
-    notnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in key)
     con = duckdb.connect(config={"threads": threads or 1})
     try:
-        row = con.sql("SELECT count(*), " + ", ".join(f"min({q(k)}), max({q(k)}), count(DISTINCT {q(k)})"
-                                                         for k in key) + f" FROM {scan} WHERE {notnull}").fetchone()
-        if not row or not row[0]:
-            return None
-        distinct: list[tuple[Any, ...] | None] = []
-        for n, k in enumerate(key):
-            few = row[3 + 3 * n] <= SPAN_DISTINCT
-            distinct.append(tuple(r[0] for r in con.sql(f"SELECT DISTINCT {q(k)} FROM {scan} WHERE {notnull}"
-                                                        ).fetchall()) if few else None)
+        tspan = None
+        tcol = _time_column(out.keep_cols)
+        if tcol is not None:
+            if timezone:
+                con.execute(f"SET TimeZone = {lit(timezone)}")
+            t = q(tcol)
+            r = con.sql(f"SELECT min({t}), max({t}), CAST(min({t}) AS VARCHAR), CAST(max({t}) AS VARCHAR) "
+                        f"FROM {scan}").fetchone()
+            tspan = TimeSpan(*r) if r and r[0] is not None else None
+        return _key_span(con, scan, _key_columns(sch, out.keep_cols, out.layout)), tspan
     finally:
         con.close()
+
+
+def _key_span(con: Any, scan: str, key: list[str]) -> KeySpan | None:
+    """The :class:`KeySpan` of the records ``scan`` reads (None: no key, or no record with a whole key)."""
+    if not key:
+        return None
+    notnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in key)
+    row = con.sql("SELECT count(*), " + ", ".join(f"min({q(k)}), max({q(k)}), count(DISTINCT {q(k)})"
+                                                     for k in key) + f" FROM {scan} WHERE {notnull}").fetchone()
+    if not row or not row[0]:
+        return None
+    distinct: list[tuple[Any, ...] | None] = []
+    for n, k in enumerate(key):
+        few = row[3 + 3 * n] <= SPAN_DISTINCT
+        distinct.append(tuple(r[0] for r in con.sql(f"SELECT DISTINCT {q(k)} FROM {scan} WHERE {notnull}"
+                                                    ).fetchall()) if few else None)
     return KeySpan(tuple(key), tuple(distinct), tuple((row[1 + 3 * n], row[2 + 3 * n]) for n in range(len(key))))
 
 
@@ -134,11 +171,12 @@ def name_sources(qfile: Path, urls: dict[str, str]) -> None:
     pq.write_table(t.set_column(t.column_names.index("file"), "file", col), qfile)
 
 
-def ingest_file(task: tuple[int, str], *, sch: Schema, opts: PipelineOptions, staging: str
-                ) -> tuple[Outcome, KeySpan | None, str | None]:
+def ingest_file(task: tuple[int, str], *, sch: Schema, opts: PipelineOptions, staging: str,
+                timezone: str | None = None) -> tuple[Outcome, KeySpan | None, TimeSpan | None, str]:
     """One task: ingest file ``task[1]`` into ``staging/task-{task[0]:05d}`` (streamed, else staged), the
-    :class:`KeySpan` of its records (so the client checks keys across files without reading them), and
-    for an ``s3://`` URL the SHA-256 of the object (else None).
+    :class:`KeySpan` of its records (so the client checks keys across files without reading them), their
+    :class:`TimeSpan` (``timezone``: the client's DuckDB time zone) and the file's SHA-256 (for the catalog;
+    an ``s3://`` object's as its copy was written).
 
     Runs on a worker; the folder is emptied first, so a task run again after a worker died starts clean.
     An object on S3 is first copied by the worker into the staging folder (:func:`source_copy`,
@@ -165,17 +203,17 @@ def ingest_file(task: tuple[int, str], *, sch: Schema, opts: PipelineOptions, st
         sha = fetch(url, local)
         path = str(local)
     try:
-        out, span = _ingest_one(Path(path), sch, opts, work)
+        out = _ingest_one(Path(path), sch, opts, work)
     except CitytwinError as exc:
         if url is None:
             raise
         raise type(exc)(exc.message.replace(path, url), hint=exc.hint) from None
     if url is not None:
         name_sources(out.qfile, {path: url})
-    return out, span, sha
+    return (out, *_task_spans(out, sch, opts.threads, timezone), sha if sha is not None else _sha256(Path(path)))
 
 
-def _ingest_one(path: Path, sch: Schema, opts: PipelineOptions, work: Path) -> tuple[Outcome, KeySpan | None]:
+def _ingest_one(path: Path, sch: Schema, opts: PipelineOptions, work: Path) -> Outcome:
     from citytwin.foundation.ingest.staged import run_staged
     from citytwin.foundation.ingest.streamed import run_streamed
 
@@ -192,7 +230,18 @@ def _ingest_one(path: Path, sch: Schema, opts: PipelineOptions, work: Path) -> t
         if note:
             out.notes.append(f"{files[0].name}: {note}")
     shutil.rmtree(work / "spill", ignore_errors=True)
-    return out, _key_span(out, sch, opts.threads)
+    return out
+
+
+def _sha256(path: Path) -> str:
+    """The SHA-256 of a file, hex (as ``ingest`` records a source file's)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _duplicate_keys(parts: list[Path], sch: Schema, keep_cols: list[str], layout: str) -> int:
@@ -213,13 +262,22 @@ def _duplicate_keys(parts: list[Path], sch: Schema, keep_cols: list[str], layout
         con.close()
 
 
-def _time_range(parts: list[Path], keep_cols: list[str]) -> tuple[str | None, str | None]:
-    """The time range as the one-process pipelines record it (same SQL over the merged parts)."""
+def _time_range(parts: list[Path], keep_cols: list[str], spans: list[TimeSpan | None]
+                ) -> tuple[str | None, str | None]:
+    """The time range as the one-process pipelines record it: from the tasks' spans (the text of the
+    smallest and the largest value), else (values that do not compare) the same SQL over the merged parts."""
     import duckdb
 
-    tcol = next((c for c in ("time", "created", "year") if c in keep_cols), None)
+    tcol = _time_column(keep_cols)
     if tcol is None or not parts:
         return None, None
+    have = [s_ for s_ in spans if s_ is not None]
+    if not have:
+        return None, None
+    try:
+        return min(have, key=lambda s_: s_.low).low_text, max(have, key=lambda s_: s_.high).high_text
+    except TypeError:
+        pass
     scan = "read_parquet([" + ", ".join(lit(str(p)) for p in parts) + "])"
     con = duckdb.connect()
     try:
@@ -270,6 +328,7 @@ def run_parallel(files: Sequence[Path | str], sch: Schema, opts: PipelineOptions
     CitytwinError
         The first task's error (a file that cannot be read), after every task has finished.
     """
+    import duckdb
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -277,19 +336,25 @@ def run_parallel(files: Sequence[Path | str], sch: Schema, opts: PipelineOptions
 
     spec = parse_dask(dask)
     sizes = _sizes(files)  # an object that cannot be listed is said before the cluster starts
+    con = duckdb.connect()
+    try:  # the time zone the one-process pipelines write the time range in (the tasks cast in it)
+        timezone = str(con.execute("SELECT current_setting('TimeZone')").fetchone()[0])  # type: ignore[index]
+    finally:
+        con.close()
     say(f"starting Dask ({spec})")
     with cluster(spec) as client:
         say(f"{len(files)} file(s) as Dask tasks on {spec}")
         home = _assign(sizes, sorted(client.scheduler_info(n_workers=-1).get("workers", {})))
         keys = task_keys("citytwin-ingest", len(files))
-        futures = [client.submit(ingest_file, (i, p if isinstance(p, str) else str(p.resolve())), pure=False, key=keys[i], sch=sch, opts=opts,
-                                 staging=str(staging), workers=[home[i]] if home[i] else None,
+        futures = [client.submit(ingest_file, (i, p if isinstance(p, str) else str(p.resolve())), pure=False, key=keys[i],
+                                 sch=sch, opts=opts,
+                                 staging=str(staging), timezone=timezone, workers=[home[i]] if home[i] else None,
                                  allow_other_workers=True)
                    for i, p in enumerate(files)]
         done = run_futures(client, futures, progress=progress)
-    outs = [o for o, _, _ in done]
-    copies = {p: (source_copy(staging, i, p), sha) for i, (p, (_, _, sha)) in enumerate(zip(files, done, strict=True))
-              if isinstance(p, str) and sha is not None}
+    outs = [o for o, *_ in done]
+    copies = {p: (source_copy(staging, i, p), d[3]) for i, (p, d) in enumerate(zip(files, done, strict=True))
+              if isinstance(p, str)}
     say("merging parts")
     layouts = {o.layout for o in outs}
     cols = {tuple(o.keep_cols) for o in outs if o.kept}
@@ -306,7 +371,7 @@ def run_parallel(files: Sequence[Path | str], sch: Schema, opts: PipelineOptions
     keep_cols = list(next(iter(cols))) if cols else outs[0].keep_cols
     layout = outs[0].layout
     # the records are read again only when the tasks' key values meet (files that share some key value)
-    dups = 0 if _spans_disjoint([span for _, span, _ in done]) else _duplicate_keys(parts, sch, keep_cols, layout)
+    dups = 0 if _spans_disjoint([d[1] for d in done]) else _duplicate_keys(parts, sch, keep_cols, layout)
     if dups:
         return None, (f"{dups:,} key(s) repeat across files (the Dask tasks see one file each); records "
                       "checked in one process by the staged pipeline"), copies
@@ -327,9 +392,14 @@ def run_parallel(files: Sequence[Path | str], sch: Schema, opts: PipelineOptions
     boxes = [o.extent for o in outs if o.extent]
     extent = ([min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
                max(b[3] for b in boxes)] if boxes else None)
-    tmin, tmax = _time_range(parts, keep_cols)
+    tmin, tmax = _time_range(parts, keep_cols, [d[2] for d in done])
     kinds = sorted({o.pipeline for o in outs})
+    # the columns that may hold personal data, screened value by value by every task (None: some task's
+    # pipeline did not screen; the commit then screens the version)
+    screened = [o.personal_candidates for o in outs]
+    personal = sorted({c for sc in screened if sc is not None for c in sc}) if None not in screened else None
     return Outcome(out_dir=out_dir, qfile=qfile, kept=sum(o.kept for o in outs),
                    quarantined=sum(o.quarantined for o in outs), reasons=reasons, extent=extent, tmin=tmin, tmax=tmax,
                    keep_cols=keep_cols, columns_meta=columns_meta, notes=notes, layout=layout,
-                   pipeline=f"dask {spec} ({len(files)} tasks: {'+'.join(kinds)})"), None, copies
+                   pipeline=f"dask {spec} ({len(files)} tasks: {'+'.join(kinds)})", personal_candidates=personal,
+                   sha256=",".join(d[3] for d in done)), None, copies

@@ -133,9 +133,11 @@ def ingest(ws: Workspace, paths: str | Path | Sequence[str | Path], *, dataset: 
                            threads=o.threads, column_map=o.column_map)
     file_names = [str(p) for p in files]
     staging = ws.staging_dir()
-    # the source files' SHA-256 (for the catalog) is computed alongside: hashlib releases the GIL
+    # the source files' SHA-256 (for the catalog) is computed alongside: hashlib releases the GIL (on Dask
+    # each task hashes its file)
     hasher = ThreadPoolExecutor(max_workers=1)
-    digest = hasher.submit(lambda: {p: _sha256(p) for p in files if isinstance(p, Path) and p.is_file()})
+    digest = None if o.dask else hasher.submit(
+        lambda: {p: _sha256(p) for p in files if isinstance(p, Path) and p.is_file()})
     copies: dict[str, tuple[Path, str]] = {}  # s3:// URL -> its copy in the staging folder, its SHA-256
     try:
         out: Outcome | None = None
@@ -174,7 +176,10 @@ def ingest(ws: Workspace, paths: str | Path | Sequence[str | Path], *, dataset: 
             name=dataset, schema=schema, staging=out.out_dir, quarantine=out.qfile, kind="ingested",
             department=o.department, classification=o.classification, description=o.description,
             source=o.source or ", ".join(file_names), licence=o.licence, source_path=", ".join(file_names),
-            source_sha256=_digests(files, digest.result(), copies), rows_read=rows_read, rows_kept=out.kept,
+            source_sha256=out.sha256 or _digests(
+                files, digest.result() if digest is not None
+                else {p: _sha256(p) for p in files if isinstance(p, Path) and p.is_file()}, copies),
+            rows_read=rows_read, rows_kept=out.kept,
             rows_quarantined=out.quarantined, columns=columns, extent=out.extent, time_min=out.tmin,
             time_max=out.tmax, params=params, personal_candidates=out.personal_candidates)
     except CitytwinError:
@@ -182,7 +187,8 @@ def ingest(ws: Workspace, paths: str | Path | Sequence[str | Path], *, dataset: 
                          detail=", ".join(str(p) for p in files))
         raise
     finally:
-        digest.cancel()
+        if digest is not None:
+            digest.cancel()
         hasher.shutdown(wait=True)
         shutil.rmtree(staging, ignore_errors=True)
     return IngestResult(dataset=dataset, version=version, schema=schema, files=file_names, rows_read=rows_read,

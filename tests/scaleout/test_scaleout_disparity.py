@@ -1,0 +1,124 @@
+"""Disparity on Dask: the workers read their periods of the Parquet panel; the client its period column only.
+
+Every file ``run_disparity`` writes (the per-period tables from the workers, the cross-period and spatial
+statistics from the clean rows they send back) equals one process's byte for byte, on libpysal's Mexico
+states panel (1940-2000) with its boundaries (Moran, LISA, Getis-Ord, spatial Markov). Bad input gives
+the error one process gives, naming the same row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from citytwin.foundation.errors import InputError
+
+YEARS = [1940, 1950, 1960, 1970, 1980, 1990, 2000]
+
+
+@pytest.fixture(scope="module")
+def mexico(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """The Mexico states' GDP per capita as a long panel: one Parquet file, a folder of 3 parts (rows
+    shuffled, so a period's rows lie in every part), and the state boundaries."""
+    import geopandas as gpd
+    from libpysal.examples import get_path
+
+    shp = Path(get_path("mexicojoin.shp"))
+    g = gpd.read_file(shp)
+    long = g.drop(columns="geometry").melt(id_vars=["NAME", "HANSON98"], value_vars=[f"PCGDP{y}" for y in YEARS],
+                                           var_name="year", value_name="pcgdp")
+    long["year"] = long["year"].str[5:].astype(int)
+    long = long.sample(frac=1.0, random_state=4).reset_index(drop=True)
+    d = tmp_path_factory.mktemp("mx")
+    long.to_parquet(d / "panel.parquet")
+    (d / "parts").mkdir()
+    for i, rows in enumerate(np.array_split(np.arange(len(long)), 3)):
+        long.iloc[rows].to_parquet(d / "parts" / f"part-{i}.parquet")
+    return d / "panel.parquet", d / "parts", shp
+
+
+def test_workers_read_their_periods_and_every_file_equals_one_process(mexico, dask_address: str, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from citytwin.workflows.disparity import run_disparity
+
+    panel, parts, shp = mexico
+    kw: dict[str, Any] = {"value": "pcgdp", "group": "HANSON98", "time": "year", "boundaries": str(shp),
+                          "id_col": "NAME", "permutations": 99}
+    one = run_disparity(str(panel), out=tmp_path / "one", **kw)
+    reads: list[Any] = []
+    real = pd.read_parquet
+
+    def spy(path: Any, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        reads.append(kwargs.get("columns"))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pd, "read_parquet", spy)  # this process only: the workers read with pandas unwatched
+    two = run_disparity(str(parts), out=tmp_path / "two", dask=dask_address, **kw)
+    monkeypatch.undo()
+    assert reads == [["year"]] * 3, reads  # the client read the period column of each part, nothing else
+    # (the parts' row groups hold every year: a file per year gives the periods from its statistics)
+    assert one.files == two.files and {"beta.csv", "markov.csv", "moran.csv", "lisa.csv", "getis_ord.csv",
+                                       "spatial_markov.csv", "dagum_pairs.csv"} <= set(one.files)
+    for f in one.files[:-1]:
+        assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
+    assert one.rows_dropped == two.rows_dropped == 0 and two.options["dask"]["cluster"] == dask_address
+
+
+def test_bad_rows_are_named_as_one_process_names_them(mexico, dask_address: str, tmp_path: Path) -> None:
+    """A text value and a state twice in a year: the tasks say which check failed, the client then runs
+    the one-process checks on the panel, and the error is one process's (row, field)."""
+    from citytwin.workflows.disparity import run_disparity
+    from citytwin.workflows.scaleout_disparity import disparity_parts
+
+    panel, _, _ = mexico
+    long = pd.read_parquet(panel)
+    kw: dict[str, Any] = {"value": "pcgdp", "group": "HANSON98", "time": "year", "id_col": "NAME"}
+    text = long.assign(pcgdp=long["pcgdp"].astype(str))  # a text column (as a spreadsheet may give it)
+    text.loc[40, "pcgdp"] = "n.a"
+    twice = pd.concat([long, long.iloc[[17]]], ignore_index=True)
+    for name, frame, why in (("text", text, "not a number"), ("twice", twice, "two rows")):
+        folder = tmp_path / name
+        folder.mkdir()
+        frame.to_parquet(folder / "p.parquet")
+        with pytest.raises(InputError) as want:
+            run_disparity(str(folder / "p.parquet"), out=tmp_path / f"{name}-one", **kw)
+        with pytest.raises(InputError) as got:
+            run_disparity(str(folder), out=tmp_path / f"{name}-two", dask=dask_address, **kw)
+        assert str(got.value) == str(want.value)
+        assert why in (disparity_parts(str(folder), dask=dask_address, **kw).recheck or "")
+    # a column the panel lacks: said from the files' schemas before any task runs
+    with pytest.raises(InputError) as got:
+        run_disparity(str(panel), out=tmp_path / "x", dask=dask_address, **dict(kw, group="region"))
+    assert got.value.field == "region" and "HANSON98" in str(got.value)
+
+
+@pytest.mark.parametrize("kind", ["int", "text"])
+def test_periods_from_statistics_equal_the_period_column(tmp_path: Path, kind: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file per period: the periods come from the row groups' statistics (nothing read); mixed periods
+    or a missing one: the column is read. Either way what pandas reads of the column gives."""
+    from citytwin.workflows.scaleout_files import parquet_periods
+
+    def year(y: int) -> Any:
+        return y if kind == "int" else f"Y{y}"
+
+    for y in (2003, 2001, 2002):
+        pd.DataFrame({"t": [year(y)] * 5, "v": np.arange(5.0)}).to_parquet(tmp_path / f"{y}.parquet")
+    files = sorted(str(f) for f in tmp_path.glob("*.parquet"))
+
+    def column(fs: list[str]) -> pd.Series:
+        return pd.concat([pd.read_parquet(f, columns=["t"]) for f in fs], ignore_index=True)["t"]
+
+    want = sorted(column(files).dropna().unique().tolist())
+    monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: pytest.fail("read"))
+    assert parquet_periods(files, "t") == (want, [0, 5, 10], 0)
+    monkeypatch.undo()
+    mixed = tmp_path / "mixed.parquet"
+    pd.DataFrame({"t": [year(2001), None, year(2004)], "v": [1.0, 2.0, 3.0]}).to_parquet(mixed)
+    files.append(str(mixed))
+    col = column(files)
+    assert parquet_periods(files, "t") == (sorted(col.dropna().unique().tolist()), [0, 5, 10, 15], 1)
