@@ -209,3 +209,37 @@ def test_alert_lifecycle_http_errors(twin_ws):
         r = c.get("/twin/v1/alerts/stream", params={"since": 0, "maxEvents": 3})
         assert [e["event"] for e in _sse(r.text.splitlines())] == ["open", "ack", "resolve"]
     rt.close()
+
+
+def test_alert_push_payload_is_the_event_record_as_json():
+    """MqttAlertPush encodes with orjson (the ingest's hot path) and with json where orjson cannot: the payload
+    decodes to the record either way, numpy numbers as numbers, and a NaN as null (valid JSON, where json.dumps
+    would write the invalid token NaN)."""
+    import decimal
+
+    import numpy as np
+
+    from citytwin.workflows.alerting import MqttAlertPush
+
+    sent: list[tuple[str, bytes]] = []
+
+    class Pub:
+        def publish(self, topic, payload, qos=0, retain=False):
+            sent.append((topic, payload))
+
+    push = MqttAlertPush(Pub())
+    rec = {"seq": 3, "kind": "open", "alert": {"rule": "pm25_high", "entity": "urn:x:站点", "peak": np.float64(151.5),
+                                               "steps": np.int64(4), "data": {"threshold": 150.0, "spread": float("nan")}}}
+    push(rec)
+    topic, payload = sent[0]
+    assert topic == alert_topic("pm25_high", "urn:x:站点")
+    got = json.loads(payload)
+    assert got["alert"]["peak"] == 151.5 and got["alert"]["steps"] == 4 and got["alert"]["entity"] == "urn:x:站点"
+    assert got["alert"]["data"] == {"threshold": 150.0, "spread": None}
+    # what orjson refuses and json writes (an integer beyond 64 bits) goes through json
+    push({"seq": 4, "kind": "update", "alert": {"rule": "r", "entity": "e", "count": 2**70}})
+    assert json.loads(sent[1][1])["alert"]["count"] == 2**70
+    # what neither writes raises: the hub records it as a push error and the lifecycle goes on
+    with pytest.raises(TypeError):
+        push({"seq": 5, "kind": "update", "alert": {"rule": "r", "entity": "e", "peak": decimal.Decimal("1.5")}})
+    assert push.sent == 2
