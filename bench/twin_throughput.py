@@ -168,15 +168,18 @@ def _raw_subscriber(host: str, port: int, cid: str, ready: mp.Event, got: Any, t
 
 
 def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp.Value, stop: mp.Event,
-            alerts: bool = True, acked: Any = None, mem: Any = None) -> None:
+            alerts: bool = True, acked: Any = None, mem: Any = None, system_pool: bool = True) -> None:
     """The ingest process, wired as ``citytwin twin serve`` wires it. ``mem`` (a shared array of 5 doubles), when
     given, gets every 10 s what the soak reports besides the RSS: C heap in use and held free (glibc
-    ``mallinfo2``, MiB), Arrow's pool (MiB), Python objects tracked by the GC, memory releases so far."""
+    ``mallinfo2``, MiB), Arrow's pool (MiB), Python objects tracked by the GC, memory releases so far.
+    ``system_pool`` False keeps Arrow's default pool (mimalloc) instead of the C library's, which
+    ``start_mqtt`` switches to (``--arrow-pool default``: the comparison of issue 13)."""
     rt = open_runtime(root, max_payload=8 * 2**20)
     if alerts:  # as `citytwin twin serve` wires it
         rt.enable_auto_verify()
         rt.enable_auto_alerts()
-    rt.start_mqtt(host, port, client_id=cid)  # the shipped batch policy (max_batch 2000, max_delay 0.1 s)
+    rt.start_mqtt(host, port, client_id=cid, system_pool=system_pool)  # the shipped batch policy (2000, 0.1 s)
+    print(f"  [ingest] Arrow memory pool: {pa.default_memory_pool().backend_name}", file=sys.stderr)
     ready.set()
     t_mem = 0.0
     while not stop.wait(0.01):
@@ -463,10 +466,16 @@ def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: s
     samples: list[tuple[float, float]] = []
     inner: list[tuple[float, list[float]]] = []  # (min, the ingest's own figures: see _ingest's ``mem``)
     marks = [minutes * q / 4 for q in range(5)]
+    t_say = 0.0
     while time.time() - t0 < minutes * 60:
         samples.append(((time.time() - t0) / 60, proc.memory_info().rss / 2**20))
         if mem is not None:
             inner.append((samples[-1][0], list(mem[:])))
+        if samples[-1][0] - t_say >= 2.5 or len(samples) == 1:  # progress (a long soak can be watched as it goes)
+            t_say = samples[-1][0]
+            v = inner[-1][1] if inner else [float("nan")] * 5
+            print(f"  [soak] {t_say:.1f} min: RSS {samples[-1][1]:.0f} MiB, C heap in use/free {v[0]:.0f}/{v[1]:.0f}"
+                  f" MiB, Arrow {v[2]:.0f} MiB, {done.value - n0:,} readings", file=sys.stderr, flush=True)
         time.sleep(5)
     samples.append(((time.time() - t0) / 60, proc.memory_info().rss / 2**20))
     stop.set()
@@ -521,9 +530,13 @@ def main() -> None:
     ap.add_argument("--payload", choices=("updates", "columnar"), default="updates",
                     help="MQTT payloads: JSON arrays of NGSI-LD entity updates, or the columnar batch payload "
                          "(docs/twin.md); the raw subscriber gets the same messages")
+    ap.add_argument("--arrow-pool", choices=("system", "default"), default="system",
+                    help="Arrow memory pool of the MQTT ingest process: the C library's (what `start_mqtt` ships) "
+                         "or pyarrow's default (mimalloc), for the comparison")
     args = ap.parse_args()
     alerts = not args.no_alerts
-    print(f"configuration: auto-alerts {'ON (shipped default)' if alerts else 'OFF'}, auth ON for HTTP")
+    print(f"configuration: auto-alerts {'ON (shipped default)' if alerts else 'OFF'}, auth ON for HTTP, MQTT "
+          f"ingest's Arrow pool {args.arrow_pool}")
     print(f"machine: {machine()}")
     rates = [float(x) for x in args.single_rates.split(",") if x.strip()]
     if args.single_only:
@@ -612,7 +625,7 @@ def main() -> None:
         done, t_pub, acked = ctx.Value("q", 0), ctx.Value("d", 0.0), ctx.Value("q", 0)
         mem = ctx.Array("d", 5) if args.soak_minutes > 0 else None
         ing = ctx.Process(target=_ingest, args=(str(root), host, port, "e2e-ingest", ready, done, stop, alerts,
-                                                acked, mem))
+                                                acked, mem, args.arrow_pool == "system"))
         ing.start()
         ready.wait(60)
         proc = psutil.Process(ing.pid)

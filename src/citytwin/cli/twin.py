@@ -54,8 +54,14 @@ def replay(
     start: StartOpt = None,
     end: EndOpt = None,
     station: Annotated[list[str] | None, typer.Option("--station", help="Beijing station(s) only.")] = None,
-    per_message: Annotated[int, typer.Option("--per-message", help="Entity updates per MQTT message "
-                                                                   "(>1: JSON array on citytwin/batch).")] = 1,
+    per_message: Annotated[int | None, typer.Option("--per-message", min=1, help="Entity rows per MQTT message "
+                                                    "(updates: >1 sends a JSON array on citytwin/batch; default "
+                                                    "1; columnar: default one message per time step, at most "
+                                                    "1,000 rows).")] = None,
+    payload: Annotated[str, typer.Option("--payload", help="updates: NGSI-LD entity updates, as any device "
+                                         "sends them; columnar: the columnar batch payload of a gateway (one "
+                                         "object of columns per message: cheaper to send and to ingest; the rows "
+                                         "of a message must share their properties).")] = "updates",
     ingest: Annotated[bool | None, typer.Option("--ingest/--no-ingest", help="Also run MQTT ingest into the "
                                                 "workspace in this process (default: only without --broker).")]
     = None,
@@ -70,7 +76,7 @@ def replay(
     """Feed observations as a live feed: through an MQTT broker, or in-process into the workspace.
 
     Example: citytwin twin replay ../shared/data/air_beijing_multisite -w ./ws --start 2015-12-01
-    --end 2016-01-01 --broker 127.0.0.1:1883 --speed 3600 --ingest
+    --end 2016-01-01 --broker 127.0.0.1:1883 --speed 3600 --ingest [--payload columnar]
     """
     from citytwin.foundation.mqtt import parse_broker
     from citytwin.workflows.runtime import open_runtime
@@ -91,7 +97,7 @@ def replay(
         rt.register(ents)
         if auto_alerts:
             rt.enable_auto_alerts()
-    msgs, offsets = replay_messages(long, per_message=per_message, speed=speed)
+    msgs, offsets = replay_messages(long, per_message=per_message, speed=speed, payload=payload)
     t0 = time.perf_counter()
     if broker is None:
         if rt is None:
@@ -237,7 +243,9 @@ def serve(
     from citytwin.service.app import create_app
     from citytwin.service.app import serve as serve_app
     from citytwin.service.auth import twin_classification
+    from citytwin.workflows.runtime import use_system_memory_pool
 
+    use_system_memory_pool()  # a long-lived ingest: Arrow on malloc, whose freed memory malloc_trim returns (RSS)
     ws = open_workspace(workspace)
     if no_auth:
         err_console.print(f"[bold red]WARNING: authentication is OFF.[/] Anyone who can reach http://{host}:{port} "
