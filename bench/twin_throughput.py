@@ -173,7 +173,8 @@ def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp
     given, gets every 10 s what the soak reports besides the RSS: C heap in use and held free (glibc
     ``mallinfo2``, MiB), Arrow's pool (MiB), Python objects tracked by the GC, memory releases so far.
     ``system_pool`` False keeps Arrow's default pool (mimalloc) instead of the C library's, which
-    ``start_mqtt`` switches to (``--arrow-pool default``: the comparison of issue 13)."""
+    ``start_mqtt`` switches to (``--arrow-pool default``: the comparison of issue 13). Spawned (``--arrow-pool
+    system``) it runs in a fresh interpreter, as ``citytwin twin serve`` does."""
     rt = open_runtime(root, max_payload=8 * 2**20)
     if alerts:  # as `citytwin twin serve` wires it
         rt.enable_auto_verify()
@@ -530,9 +531,11 @@ def main() -> None:
     ap.add_argument("--payload", choices=("updates", "columnar"), default="updates",
                     help="MQTT payloads: JSON arrays of NGSI-LD entity updates, or the columnar batch payload "
                          "(docs/twin.md); the raw subscriber gets the same messages")
-    ap.add_argument("--arrow-pool", choices=("system", "default"), default="system",
-                    help="Arrow memory pool of the MQTT ingest process: the C library's (what `start_mqtt` ships) "
-                         "or pyarrow's default (mimalloc), for the comparison")
+    ap.add_argument("--arrow-pool", choices=("system", "switch", "default"), default="system",
+                    help="Arrow memory pool of the MQTT ingest process: system = a fresh process with "
+                         "ARROW_DEFAULT_MEMORY_POOL=system, as `citytwin twin serve|ingest` ship; switch = forked, "
+                         "pyarrow's pool switched to the system's at start_mqtt (an embedding program); default "
+                         "= forked, pyarrow's default (mimalloc), for the comparison")
     args = ap.parse_args()
     alerts = not args.no_alerts
     print(f"configuration: auto-alerts {'ON (shipped default)' if alerts else 'OFF'}, auth ON for HTTP, MQTT "
@@ -621,12 +624,20 @@ def main() -> None:
         rt = open_runtime(root)
         rt.register(stations())
         rt.close()
-        ready, stop, go = ctx.Event(), ctx.Event(), ctx.Event()
-        done, t_pub, acked = ctx.Value("q", 0), ctx.Value("d", 0.0), ctx.Value("q", 0)
-        mem = ctx.Array("d", 5) if args.soak_minutes > 0 else None
-        ing = ctx.Process(target=_ingest, args=(str(root), host, port, "e2e-ingest", ready, done, stop, alerts,
-                                                acked, mem, args.arrow_pool == "system"))
+        # the ingest process: "system" starts it as `citytwin twin serve|ingest` start, a fresh interpreter with
+        # ARROW_DEFAULT_MEMORY_POOL=system set before pyarrow is imported (spawned: nothing inherited from this
+        # process); "switch" and "default" fork it from this process, whose Arrow is on mimalloc, and then
+        # switch its Python-side pool at start_mqtt (what an embedding program gets) or not
+        ictx = mp.get_context("spawn") if args.arrow_pool == "system" else ctx
+        ready, stop, go = ictx.Event(), ictx.Event(), ctx.Event()
+        done, t_pub, acked = ictx.Value("q", 0), ctx.Value("d", 0.0), ictx.Value("q", 0)
+        mem = ictx.Array("d", 5) if args.soak_minutes > 0 else None
+        ing = ictx.Process(target=_ingest, args=(str(root), host, port, "e2e-ingest", ready, done, stop, alerts,
+                                                 acked, mem, args.arrow_pool != "default"))
+        if args.arrow_pool == "system":
+            os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"  # read by the child's first import of pyarrow
         ing.start()
+        os.environ.pop("ARROW_DEFAULT_MEMORY_POOL", None)
         ready.wait(60)
         proc = psutil.Process(ing.pid)
         rss0 = proc.memory_info().rss / 2**20

@@ -44,6 +44,22 @@ AutoAlertsOpt = Annotated[bool, typer.Option("--auto-alerts/--no-auto-alerts", h
                                              "alerts go to the workspace's alert hub (and MQTT).")]
 
 
+def _arrow_on_malloc() -> None:
+    """Arrow allocates from the C library's malloc in a long-lived ingest process (issue 13: RSS flat).
+
+    Why here: ``ARROW_DEFAULT_MEMORY_POOL`` is read once, when pyarrow is first imported, and only then does it
+    also cover the allocations Arrow's C++ makes from its own default pool (Parquet pages, decompression);
+    :func:`citytwin.workflows.runtime.use_system_memory_pool`, which ``start_mqtt`` calls, switches only the
+    pool the Python API uses. The mimalloc pool kept freed buffers that its ``release_unused`` did not return;
+    glibc's are returned by ``malloc_trim`` once a minute (``release_free_memory``). A value the operator set
+    is kept (the runtime's switch then respects it too)."""
+    import os
+    import sys
+
+    if "pyarrow" not in sys.modules:
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
+
 @app.command()
 @handle_errors
 def replay(
@@ -149,6 +165,7 @@ def ingest_cmd(
 
     Stops on SIGTERM / Ctrl-C. Example: citytwin twin ingest -w ./ws --broker 127.0.0.1:1883
     """
+    _arrow_on_malloc()
     import json
 
     from citytwin.foundation.mqtt import parse_broker
@@ -239,13 +256,12 @@ def serve(
 
     Example: citytwin twin serve -w ./ws --port 8000 --broker 127.0.0.1:1883
     """
+    _arrow_on_malloc()
     from citytwin.foundation.mqtt import parse_broker
     from citytwin.service.app import create_app
     from citytwin.service.app import serve as serve_app
     from citytwin.service.auth import twin_classification
-    from citytwin.workflows.runtime import use_system_memory_pool
 
-    use_system_memory_pool()  # a long-lived ingest: Arrow on malloc, whose freed memory malloc_trim returns (RSS)
     ws = open_workspace(workspace)
     if no_auth:
         err_console.print(f"[bold red]WARNING: authentication is OFF.[/] Anyone who can reach http://{host}:{port} "

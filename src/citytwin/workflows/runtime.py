@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -98,12 +99,16 @@ def use_system_memory_pool() -> str:
     pool started ~120 MiB lower. With the system pool Arrow's freed blocks sit in glibc's arenas, which
     :func:`release_free_memory` (``malloc_trim``, once a minute) returns to the operating system. Set at run
     time rather than with ``ARROW_DEFAULT_MEMORY_POOL`` because the variable is read when pyarrow is first
-    imported, which a forked worker or an embedding program may have done long before. Buffers allocated
-    before the switch keep their pool and are freed into it. Process-wide: called where a long-lived ingest
-    starts (:meth:`TwinRuntime.start_mqtt`, ``citytwin twin serve``), not for one-shot commands.
+    imported, which a forked worker or an embedding program may have done long before. It switches the pool
+    of pyarrow's Python API (our Arrow arrays, Parquet reads and writes through pyarrow), not the one Arrow's
+    C++ takes for itself (Parquet's page buffers): ``citytwin twin serve`` and ``twin ingest`` therefore also
+    set ``ARROW_DEFAULT_MEMORY_POOL=system`` before pyarrow is imported. An ``ARROW_DEFAULT_MEMORY_POOL`` in
+    the environment is the operator's choice and is kept. Buffers allocated before the switch keep their
+    pool and are freed into it. Process-wide: called where a long-lived ingest starts
+    (:meth:`TwinRuntime.start_mqtt`), not for one-shot commands.
     """
     before = str(pa.default_memory_pool().backend_name)
-    if before != "system":
+    if before != "system" and not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         pa.set_memory_pool(pa.system_memory_pool())
     return before
 
