@@ -171,7 +171,8 @@ def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp
             alerts: bool = True, acked: Any = None, mem: Any = None, system_pool: bool = True) -> None:
     """The ingest process, wired as ``citytwin twin serve`` wires it. ``mem`` (a shared array of 5 doubles), when
     given, gets every 10 s what the soak reports besides the RSS: C heap in use and held free (glibc
-    ``mallinfo2``, MiB), Arrow's pool (MiB), Python objects tracked by the GC, memory releases so far.
+    ``mallinfo2``, MiB), Arrow's pool (MiB), Python objects tracked by the GC, memory releases so far, and the
+    largest commit so far (messages, readings).
     ``system_pool`` False keeps Arrow's default pool (mimalloc) instead of the C library's, which
     ``start_mqtt`` switches to (``--arrow-pool default``: the comparison of issue 13). Spawned (``--arrow-pool
     system``) it runs in a fresh interpreter, as ``citytwin twin serve`` does."""
@@ -179,6 +180,12 @@ def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp
     if alerts:  # as `citytwin twin serve` wires it
         rt.enable_auto_verify()
         rt.enable_auto_alerts()
+    largest = [0, 0]  # the largest commit so far: messages, readings (a backlog makes big batches)
+
+    def note(rep: Any, lo: int, hi: int) -> None:
+        largest[0], largest[1] = max(largest[0], rep.messages), max(largest[1], rep.accepted + rep.rejected)
+
+    rt.ingestor.on_commit.append(note)
     rt.start_mqtt(host, port, client_id=cid, system_pool=system_pool)  # the shipped batch policy (2000, 0.1 s)
     print(f"  [ingest] Arrow memory pool: {pa.default_memory_pool().backend_name}", file=sys.stderr)
     ready.set()
@@ -188,7 +195,7 @@ def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp
             t_mem = time.monotonic()
             ms = malloc_stats() or {"in_use": -2**20, "free": -2**20}
             mem[:] = [ms["in_use"] / 2**20, ms["free"] / 2**20, pa.total_allocated_bytes() / 2**20,
-                      len(gc.get_objects()), rt.memory_releases]
+                      len(gc.get_objects()), rt.memory_releases, largest[0], largest[1]]
         t = rt.ingestor.totals
         done.value = t.accepted + t.rejected
         if acked is not None and rt.mqtt is not None:
@@ -474,9 +481,10 @@ def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: s
             inner.append((samples[-1][0], list(mem[:])))
         if samples[-1][0] - t_say >= 2.5 or len(samples) == 1:  # progress (a long soak can be watched as it goes)
             t_say = samples[-1][0]
-            v = inner[-1][1] if inner else [float("nan")] * 5
+            v = inner[-1][1] if inner else [float("nan")] * 7
             print(f"  [soak] {t_say:.1f} min: RSS {samples[-1][1]:.0f} MiB, C heap in use/free {v[0]:.0f}/{v[1]:.0f}"
-                  f" MiB, Arrow {v[2]:.0f} MiB, {done.value - n0:,} readings", file=sys.stderr, flush=True)
+                  f" MiB, Arrow {v[2]:.0f} MiB, {done.value - n0:,} readings; largest commit so far {v[5]:,.0f} "
+                  f"messages, {v[6]:,.0f} readings", file=sys.stderr, flush=True)
         time.sleep(5)
     samples.append(((time.time() - t0) / 60, proc.memory_info().rss / 2**20))
     stop.set()
@@ -496,8 +504,9 @@ def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: s
     print("[soak] RSS (min, MiB): " + ", ".join(f"{m:.1f}:{r:.0f}" for m, r in samples[:: max(1, len(samples) // 12)]))
     if inner:
         print("[soak] inside the ingest (min: C heap in use / held free MiB, Arrow pool MiB, Python objects, "
-              "memory releases): " + "; ".join(f"{m:.1f}: {v[0]:.0f}/{v[1]:.0f}, {v[2]:.0f}, {v[3]:,.0f}, {v[4]:.0f}"
-                                               for m, v in inner[:: max(1, len(inner) // 12)]))
+              "memory releases, largest commit so far in messages): "
+              + "; ".join(f"{m:.1f}: {v[0]:.0f}/{v[1]:.0f}, {v[2]:.0f}, {v[3]:,.0f}, {v[4]:.0f}, {v[5]:,.0f}"
+                          for m, v in inner[:: max(1, len(inner) // 12)]))
         im = np.array([m for m, _ in inner])
         use = np.array([v[0] for _, v in inner])
         h = im >= im[-1] / 2
@@ -631,7 +640,7 @@ def main() -> None:
         ictx = mp.get_context("spawn") if args.arrow_pool == "system" else ctx
         ready, stop, go = ictx.Event(), ictx.Event(), ctx.Event()
         done, t_pub, acked = ictx.Value("q", 0), ctx.Value("d", 0.0), ictx.Value("q", 0)
-        mem = ictx.Array("d", 5) if args.soak_minutes > 0 else None
+        mem = ictx.Array("d", 7) if args.soak_minutes > 0 else None
         ing = ictx.Process(target=_ingest, args=(str(root), host, port, "e2e-ingest", ready, done, stop, alerts,
                                                  acked, mem, args.arrow_pool != "default"))
         if args.arrow_pool == "system":
