@@ -34,7 +34,7 @@ minutes, each pass later than the last and none in the future, at ``--soak-rate`
 when the passes that fit before now would not last M minutes; the RSS is sampled every 5 s and printed
 at the start and each quarter of the soak, with its slope in MiB/min over the run and its second half;
 the ingest reports from inside every 10 s its C heap in use and held free (glibc ``mallinfo2``), Arrow's
-pool, its Python objects and how often it returned freed memory to the OS, so that growth of the RSS can
+pool, its Python memory blocks and how often it returned freed memory to the OS, so that growth of the RSS can
 be told from growth of what is in use).
 
 ``--payload columnar`` sends the same readings as the columnar batch payload (docs/twin.md, "Columnar
@@ -56,7 +56,6 @@ Run:  python bench/twin_throughput.py --quick                    (about a minute
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import multiprocessing as mp
 import os
@@ -171,8 +170,10 @@ def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp
             alerts: bool = True, acked: Any = None, mem: Any = None, system_pool: bool = True) -> None:
     """The ingest process, wired as ``citytwin twin serve`` wires it. ``mem`` (a shared array of 5 doubles), when
     given, gets every 10 s what the soak reports besides the RSS: C heap in use and held free (glibc
-    ``mallinfo2``, MiB), Arrow's pool (MiB), Python objects tracked by the GC, memory releases so far, and the
-    largest commit so far (messages, readings).
+    ``mallinfo2``, MiB), Arrow's pool (MiB), Python memory blocks allocated (``sys.getallocatedblocks``; not
+    ``len(gc.get_objects())``, which took references to tuples that other threads were still building: 3
+    "SystemError: tupleobject.c bad argument to internal function" in a 30-minute soak's rule hook), memory
+    releases so far, and the largest commit so far (messages, readings).
     ``system_pool`` False keeps Arrow's default pool (mimalloc) instead of the C library's, which
     ``start_mqtt`` switches to (``--arrow-pool default``: the comparison of issue 13). Spawned (``--arrow-pool
     system``) it runs in a fresh interpreter, as ``citytwin twin serve`` does."""
@@ -195,7 +196,7 @@ def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp
             t_mem = time.monotonic()
             ms = malloc_stats() or {"in_use": -2**20, "free": -2**20}
             mem[:] = [ms["in_use"] / 2**20, ms["free"] / 2**20, pa.total_allocated_bytes() / 2**20,
-                      len(gc.get_objects()), rt.memory_releases, largest[0], largest[1]]
+                      sys.getallocatedblocks(), rt.memory_releases, largest[0], largest[1]]
         t = rt.ingestor.totals
         done.value = t.accepted + t.rejected
         if acked is not None and rt.mqtt is not None:
@@ -503,7 +504,7 @@ def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: s
           "half")
     print("[soak] RSS (min, MiB): " + ", ".join(f"{m:.1f}:{r:.0f}" for m, r in samples[:: max(1, len(samples) // 12)]))
     if inner:
-        print("[soak] inside the ingest (min: C heap in use / held free MiB, Arrow pool MiB, Python objects, "
+        print("[soak] inside the ingest (min: C heap in use / held free MiB, Arrow pool MiB, Python blocks, "
               "memory releases, largest commit so far in messages): "
               + "; ".join(f"{m:.1f}: {v[0]:.0f}/{v[1]:.0f}, {v[2]:.0f}, {v[3]:,.0f}, {v[4]:.0f}, {v[5]:,.0f}"
                           for m, v in inner[:: max(1, len(inner) // 12)]))
