@@ -34,7 +34,7 @@ minutes, each pass later than the last and none in the future, at ``--soak-rate`
 when the passes that fit before now would not last M minutes; the RSS is sampled every 5 s and printed
 at the start and each quarter of the soak, with its slope in MiB/min over the run and its second half;
 the ingest reports from inside every 10 s its C heap in use and held free (glibc ``mallinfo2``), Arrow's
-pool, its Python objects and how often it returned freed memory to the OS, so that growth of the RSS can
+pool, its Python memory blocks and how often it returned freed memory to the OS, so that growth of the RSS can
 be told from growth of what is in use).
 
 ``--payload columnar`` sends the same readings as the columnar batch payload (docs/twin.md, "Columnar
@@ -56,7 +56,6 @@ Run:  python bench/twin_throughput.py --quick                    (about a minute
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import multiprocessing as mp
 import os
@@ -168,15 +167,28 @@ def _raw_subscriber(host: str, port: int, cid: str, ready: mp.Event, got: Any, t
 
 
 def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp.Value, stop: mp.Event,
-            alerts: bool = True, acked: Any = None, mem: Any = None) -> None:
+            alerts: bool = True, acked: Any = None, mem: Any = None, system_pool: bool = True) -> None:
     """The ingest process, wired as ``citytwin twin serve`` wires it. ``mem`` (a shared array of 5 doubles), when
     given, gets every 10 s what the soak reports besides the RSS: C heap in use and held free (glibc
-    ``mallinfo2``, MiB), Arrow's pool (MiB), Python objects tracked by the GC, memory releases so far."""
+    ``mallinfo2``, MiB), Arrow's pool (MiB), Python memory blocks allocated (``sys.getallocatedblocks``; not
+    ``len(gc.get_objects())``, which took references to tuples that other threads were still building: 3
+    "SystemError: tupleobject.c bad argument to internal function" in a 30-minute soak's rule hook), memory
+    releases so far, and the largest commit so far (messages, readings).
+    ``system_pool`` False keeps Arrow's default pool (mimalloc) instead of the C library's, which
+    ``start_mqtt`` switches to (``--arrow-pool default``: the comparison of issue 13). Spawned (``--arrow-pool
+    system``) it runs in a fresh interpreter, as ``citytwin twin serve`` does."""
     rt = open_runtime(root, max_payload=8 * 2**20)
     if alerts:  # as `citytwin twin serve` wires it
         rt.enable_auto_verify()
         rt.enable_auto_alerts()
-    rt.start_mqtt(host, port, client_id=cid)  # the shipped batch policy (max_batch 2000, max_delay 0.1 s)
+    largest = [0, 0]  # the largest commit so far: messages, readings (a backlog makes big batches)
+
+    def note(rep: Any, lo: int, hi: int) -> None:
+        largest[0], largest[1] = max(largest[0], rep.messages), max(largest[1], rep.accepted + rep.rejected)
+
+    rt.ingestor.on_commit.append(note)
+    rt.start_mqtt(host, port, client_id=cid, system_pool=system_pool)  # the shipped batch policy (2000, 0.1 s)
+    print(f"  [ingest] Arrow memory pool: {pa.default_memory_pool().backend_name}", file=sys.stderr)
     ready.set()
     t_mem = 0.0
     while not stop.wait(0.01):
@@ -184,7 +196,7 @@ def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp
             t_mem = time.monotonic()
             ms = malloc_stats() or {"in_use": -2**20, "free": -2**20}
             mem[:] = [ms["in_use"] / 2**20, ms["free"] / 2**20, pa.total_allocated_bytes() / 2**20,
-                      len(gc.get_objects()), rt.memory_releases]
+                      sys.getallocatedblocks(), rt.memory_releases, largest[0], largest[1]]
         t = rt.ingestor.totals
         done.value = t.accepted + t.rejected
         if acked is not None and rt.mqtt is not None:
@@ -463,10 +475,17 @@ def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: s
     samples: list[tuple[float, float]] = []
     inner: list[tuple[float, list[float]]] = []  # (min, the ingest's own figures: see _ingest's ``mem``)
     marks = [minutes * q / 4 for q in range(5)]
+    t_say = 0.0
     while time.time() - t0 < minutes * 60:
         samples.append(((time.time() - t0) / 60, proc.memory_info().rss / 2**20))
         if mem is not None:
             inner.append((samples[-1][0], list(mem[:])))
+        if samples[-1][0] - t_say >= 2.5 or len(samples) == 1:  # progress (a long soak can be watched as it goes)
+            t_say = samples[-1][0]
+            v = inner[-1][1] if inner else [float("nan")] * 7
+            print(f"  [soak] {t_say:.1f} min: RSS {samples[-1][1]:.0f} MiB, C heap in use/free {v[0]:.0f}/{v[1]:.0f}"
+                  f" MiB, Arrow {v[2]:.0f} MiB, {done.value - n0:,} readings; largest commit so far {v[5]:,.0f} "
+                  f"messages, {v[6]:,.0f} readings", file=sys.stderr, flush=True)
         time.sleep(5)
     samples.append(((time.time() - t0) / 60, proc.memory_info().rss / 2**20))
     stop.set()
@@ -485,9 +504,10 @@ def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: s
           "half")
     print("[soak] RSS (min, MiB): " + ", ".join(f"{m:.1f}:{r:.0f}" for m, r in samples[:: max(1, len(samples) // 12)]))
     if inner:
-        print("[soak] inside the ingest (min: C heap in use / held free MiB, Arrow pool MiB, Python objects, "
-              "memory releases): " + "; ".join(f"{m:.1f}: {v[0]:.0f}/{v[1]:.0f}, {v[2]:.0f}, {v[3]:,.0f}, {v[4]:.0f}"
-                                               for m, v in inner[:: max(1, len(inner) // 12)]))
+        print("[soak] inside the ingest (min: C heap in use / held free MiB, Arrow pool MiB, Python blocks, "
+              "memory releases, largest commit so far in messages): "
+              + "; ".join(f"{m:.1f}: {v[0]:.0f}/{v[1]:.0f}, {v[2]:.0f}, {v[3]:,.0f}, {v[4]:.0f}, {v[5]:,.0f}"
+                          for m, v in inner[:: max(1, len(inner) // 12)]))
         im = np.array([m for m, _ in inner])
         use = np.array([v[0] for _, v in inner])
         h = im >= im[-1] / 2
@@ -521,9 +541,15 @@ def main() -> None:
     ap.add_argument("--payload", choices=("updates", "columnar"), default="updates",
                     help="MQTT payloads: JSON arrays of NGSI-LD entity updates, or the columnar batch payload "
                          "(docs/twin.md); the raw subscriber gets the same messages")
+    ap.add_argument("--arrow-pool", choices=("system", "switch", "default"), default="system",
+                    help="Arrow memory pool of the MQTT ingest process: system = a fresh process with "
+                         "ARROW_DEFAULT_MEMORY_POOL=system, as `citytwin twin serve|ingest` ship; switch = forked, "
+                         "pyarrow's pool switched to the system's at start_mqtt (an embedding program); default "
+                         "= forked, pyarrow's default (mimalloc), for the comparison")
     args = ap.parse_args()
     alerts = not args.no_alerts
-    print(f"configuration: auto-alerts {'ON (shipped default)' if alerts else 'OFF'}, auth ON for HTTP")
+    print(f"configuration: auto-alerts {'ON (shipped default)' if alerts else 'OFF'}, auth ON for HTTP, MQTT "
+          f"ingest's Arrow pool {args.arrow_pool}")
     print(f"machine: {machine()}")
     rates = [float(x) for x in args.single_rates.split(",") if x.strip()]
     if args.single_only:
@@ -608,12 +634,20 @@ def main() -> None:
         rt = open_runtime(root)
         rt.register(stations())
         rt.close()
-        ready, stop, go = ctx.Event(), ctx.Event(), ctx.Event()
-        done, t_pub, acked = ctx.Value("q", 0), ctx.Value("d", 0.0), ctx.Value("q", 0)
-        mem = ctx.Array("d", 5) if args.soak_minutes > 0 else None
-        ing = ctx.Process(target=_ingest, args=(str(root), host, port, "e2e-ingest", ready, done, stop, alerts,
-                                                acked, mem))
+        # the ingest process: "system" starts it as `citytwin twin serve|ingest` start, a fresh interpreter with
+        # ARROW_DEFAULT_MEMORY_POOL=system set before pyarrow is imported (spawned: nothing inherited from this
+        # process); "switch" and "default" fork it from this process, whose Arrow is on mimalloc, and then
+        # switch its Python-side pool at start_mqtt (what an embedding program gets) or not
+        ictx = mp.get_context("spawn") if args.arrow_pool == "system" else ctx
+        ready, stop, go = ictx.Event(), ictx.Event(), ctx.Event()
+        done, t_pub, acked = ictx.Value("q", 0), ctx.Value("d", 0.0), ictx.Value("q", 0)
+        mem = ictx.Array("d", 7) if args.soak_minutes > 0 else None
+        ing = ictx.Process(target=_ingest, args=(str(root), host, port, "e2e-ingest", ready, done, stop, alerts,
+                                                 acked, mem, args.arrow_pool != "default"))
+        if args.arrow_pool == "system":
+            os.environ["ARROW_DEFAULT_MEMORY_POOL"] = "system"  # read by the child's first import of pyarrow
         ing.start()
+        os.environ.pop("ARROW_DEFAULT_MEMORY_POOL", None)
         ready.wait(60)
         proc = psutil.Process(ing.pid)
         rss0 = proc.memory_info().rss / 2**20

@@ -49,3 +49,76 @@ def test_release_returns_held_free_memory():
     release_free_memory()
     assert proc.memory_info().rss < rss_held - 40 * 2**20
     assert len(keep) == 4096
+
+
+@pytest.fixture()
+def restore_arrow_pool():
+    """The pool switch is process-wide: put pyarrow's default pool back after the test."""
+    import pyarrow as pa
+
+    before = pa.default_memory_pool()
+    yield
+    pa.set_memory_pool(before)
+
+
+def test_system_pool_switch(restore_arrow_pool):
+    import pyarrow as pa
+
+    from citytwin.workflows.runtime import use_system_memory_pool
+
+    was = pa.default_memory_pool().backend_name
+    assert use_system_memory_pool() == was
+    assert pa.default_memory_pool().backend_name == "system"
+    assert use_system_memory_pool() == "system"  # a second call changes nothing
+    buf = pa.py_buffer(b"x" * 10)  # new buffers come from the system pool
+    assert pa.array([1, 2, 3]).buffers()[1].size > 0 and buf.size == 10
+
+
+@pytest.mark.skipif(malloc_stats() is None, reason="glibc only (malloc_trim, mallinfo2)")
+def test_release_returns_arrow_system_pool_memory(restore_arrow_pool):
+    # Issue 13: with Arrow on the system pool its freed buffers sit in glibc's heap, where malloc_trim (the
+    # runtime's release) returns them; 60 MiB of 16 KiB Arrow buffers, one more kept above them.
+    import pyarrow as pa
+
+    from citytwin.workflows.runtime import use_system_memory_pool
+
+    use_system_memory_pool()
+    proc = psutil.Process()
+    release_free_memory()
+    base = malloc_stats()
+    bufs = [pa.allocate_buffer(16384) for _ in range(3840)]
+    for b in bufs:  # touch every page: allocated memory joins the RSS only when written
+        memoryview(b).cast("B")[::4096] = b"\x01" * 4
+    keep = pa.allocate_buffer(16384)
+    full = malloc_stats()
+    assert base is not None and full is not None
+    assert full["in_use"] - base["in_use"] > 55 * 2**20  # Arrow's buffers are in glibc's heap now
+    del bufs, b
+    held = malloc_stats()
+    assert held is not None and held["free"] - full["free"] > 50 * 2**20  # freed into glibc, held there
+    rss_held = proc.memory_info().rss
+    release_free_memory()
+    assert proc.memory_info().rss < rss_held - 40 * 2**20
+    assert keep.size == 16384
+
+
+@pytest.mark.parametrize("command", [["twin", "ingest", "--broker", "no-port"], ["twin", "serve", "-w", "{missing}"]])
+def test_ingest_entry_points_put_arrow_on_malloc(tmp_path, command):
+    """`citytwin twin ingest|serve` set ARROW_DEFAULT_MEMORY_POOL=system before pyarrow is first imported (so
+    that Arrow's C++ allocations use malloc too), and keep an operator's own value. A fresh interpreter each:
+    the variable is read at pyarrow's first import. The commands stop at once on the bad argument, after that."""
+    import os
+    import subprocess
+    import sys
+
+    argv = [a.replace("{missing}", str(tmp_path / "nothing")) for a in command]
+    code = ("import os, sys\nfrom citytwin.cli.main import app\nassert 'pyarrow' not in sys.modules\n"
+            f"sys.argv = ['citytwin', *{argv!r}]\ntry:\n    app()\nfinally:\n    import pyarrow as pa\n"
+            "    print('POOL', os.environ.get('ARROW_DEFAULT_MEMORY_POOL'), pa.default_memory_pool().backend_name)")
+    for preset, want in ((None, "system system"), ("mimalloc", "mimalloc mimalloc")):
+        env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+        if preset:
+            env["ARROW_DEFAULT_MEMORY_POOL"] = preset
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, r.stderr  # the bad argument: a clear error, exit 2
+        assert f"POOL {want}" in r.stdout, (r.stdout, r.stderr)

@@ -159,6 +159,67 @@ def test_replay_through_broker(tmp_path, shared_data):
         subprocess.run([script, "stop", str(d)], check=False)
 
 
+@pytest.fixture()
+def restore_arrow_pool():
+    """MQTT ingest switches pyarrow to the system pool for the whole process: put the default back after."""
+    import pyarrow as pa
+
+    before = pa.default_memory_pool()
+    yield
+    pa.set_memory_pool(before)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
+                    reason="Mosquitto not installed (scripts/setup.sh --test installs it)")
+def test_columnar_replay_stores_what_the_update_replay_stores(tmp_path, shared_data, restore_arrow_pool):
+    """``--payload columnar`` through a real broker: the same readings as ``--payload updates`` (the default),
+    value for value, in half a day of all 12 stations, with its missing values (sent as null)."""
+    import pyarrow as pa
+
+    d = tmp_path / "broker"
+    script = str(REPO / "scripts" / "mosquitto.sh")
+    port = subprocess.run([script, "start", str(d)], check=True, capture_output=True, text=True).stdout.strip()
+    start, end = "2016-02-01T00:00:00+08:00", "2016-02-01T12:00:00+08:00"
+    stored = {}
+    try:
+        for payload in ("updates", "columnar"):
+            ws = tmp_path / f"ws-{payload}"
+            runner.invoke(app, ["init", str(ws)])
+            r = runner.invoke(app, ["twin", "replay", _air(shared_data), "-w", str(ws), "--broker",
+                                    f"127.0.0.1:{port}", "--ingest", "--payload", payload, "--start", start,
+                                    "--end", end, "--client-id", f"replay-{payload}"])
+            assert r.exit_code == 0, r.output
+            assert "all acknowledged by the broker: True" in r.output
+            # one message per station-hour as updates (the default); one per hour (12 stations) as columnar
+            assert f"published {12 * 12 if payload == 'updates' else 12:,} messages" in r.output, r.output
+            stored[payload] = HistoryStore(ws / "twin" / "history").query(fast=False)
+        assert pa.default_memory_pool().backend_name == "system"  # the ingest's pool (issue 13: RSS)
+    finally:
+        subprocess.run([script, "stop", str(d)], check=False)
+    rows, values = _csv_counts(shared_data, start, end)
+    upd, col = stored["updates"], stored["columnar"]
+    assert len(upd) == rows and int(upd["value"].notna().sum()) == values < rows  # some readings are missing
+    pd.testing.assert_frame_equal(col, upd)
+
+
+def test_replay_payload_errors(tmp_path, shared_data):
+    ws = tmp_path / "ws"
+    runner.invoke(app, ["init", str(ws)])
+    args = ["twin", "replay", _air(shared_data), "-w", str(ws), "--start", "2016-02-01T00:00:00+08:00",
+            "--end", "2016-02-01T02:00:00+08:00"]
+    r = runner.invoke(app, [*args, "--payload", "xml"])
+    assert r.exit_code == 2 and "payload" in r.output and "columnar" in r.output, r.output
+    r = runner.invoke(app, [*args, "--payload", "columnar", "--per-message", "0"])
+    assert r.exit_code == 2, r.output
+    # in-process, columnar messages of 5 rows (not a multiple of the 12 stations: messages span two hours)
+    r = runner.invoke(app, [*args, "--payload", "columnar", "--per-message", "5"])
+    assert r.exit_code == 0, r.output
+    rows, values = _csv_counts(shared_data, "2016-02-01T00:00:00+08:00", "2016-02-01T02:00:00+08:00")
+    assert HistoryStore(ws / "twin" / "history").count() == {"rows": rows, "values": values,
+                                                             "missing": rows - values}
+
+
 def test_forecast_from_history(tmp_path, shared_data):
     """`twin forecast` reads the stored history and scores the learned model against the seasonal-naive
     baseline (the scoring itself is tested in the forecast module's tests)."""

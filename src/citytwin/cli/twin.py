@@ -44,6 +44,22 @@ AutoAlertsOpt = Annotated[bool, typer.Option("--auto-alerts/--no-auto-alerts", h
                                              "alerts go to the workspace's alert hub (and MQTT).")]
 
 
+def _arrow_on_malloc() -> None:
+    """Arrow allocates from the C library's malloc in a long-lived ingest process (issue 13: RSS flat).
+
+    Why here: ``ARROW_DEFAULT_MEMORY_POOL`` is read once, when pyarrow is first imported, and only then does it
+    also cover the allocations Arrow's C++ makes from its own default pool (Parquet pages, decompression);
+    :func:`citytwin.workflows.runtime.use_system_memory_pool`, which ``start_mqtt`` calls, switches only the
+    pool the Python API uses. The mimalloc pool kept freed buffers that its ``release_unused`` did not return;
+    glibc's are returned by ``malloc_trim`` once a minute (``release_free_memory``). A value the operator set
+    is kept (the runtime's switch then respects it too)."""
+    import os
+    import sys
+
+    if "pyarrow" not in sys.modules:
+        os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
+
 @app.command()
 @handle_errors
 def replay(
@@ -54,8 +70,14 @@ def replay(
     start: StartOpt = None,
     end: EndOpt = None,
     station: Annotated[list[str] | None, typer.Option("--station", help="Beijing station(s) only.")] = None,
-    per_message: Annotated[int, typer.Option("--per-message", help="Entity updates per MQTT message "
-                                                                   "(>1: JSON array on citytwin/batch).")] = 1,
+    per_message: Annotated[int | None, typer.Option("--per-message", min=1, help="Entity rows per MQTT message "
+                                                    "(updates: >1 sends a JSON array on citytwin/batch; default "
+                                                    "1; columnar: default one message per time step, at most "
+                                                    "1,000 rows).")] = None,
+    payload: Annotated[str, typer.Option("--payload", help="updates: NGSI-LD entity updates, as any device "
+                                         "sends them; columnar: the columnar batch payload of a gateway (one "
+                                         "object of columns per message: cheaper to send and to ingest; the rows "
+                                         "of a message must share their properties).")] = "updates",
     ingest: Annotated[bool | None, typer.Option("--ingest/--no-ingest", help="Also run MQTT ingest into the "
                                                 "workspace in this process (default: only without --broker).")]
     = None,
@@ -70,7 +92,7 @@ def replay(
     """Feed observations as a live feed: through an MQTT broker, or in-process into the workspace.
 
     Example: citytwin twin replay ../shared/data/air_beijing_multisite -w ./ws --start 2015-12-01
-    --end 2016-01-01 --broker 127.0.0.1:1883 --speed 3600 --ingest
+    --end 2016-01-01 --broker 127.0.0.1:1883 --speed 3600 --ingest [--payload columnar]
     """
     from citytwin.foundation.mqtt import parse_broker
     from citytwin.workflows.runtime import open_runtime
@@ -91,7 +113,7 @@ def replay(
         rt.register(ents)
         if auto_alerts:
             rt.enable_auto_alerts()
-    msgs, offsets = replay_messages(long, per_message=per_message, speed=speed)
+    msgs, offsets = replay_messages(long, per_message=per_message, speed=speed, payload=payload)
     t0 = time.perf_counter()
     if broker is None:
         if rt is None:
@@ -143,6 +165,7 @@ def ingest_cmd(
 
     Stops on SIGTERM / Ctrl-C. Example: citytwin twin ingest -w ./ws --broker 127.0.0.1:1883
     """
+    _arrow_on_malloc()
     import json
 
     from citytwin.foundation.mqtt import parse_broker
@@ -233,6 +256,7 @@ def serve(
 
     Example: citytwin twin serve -w ./ws --port 8000 --broker 127.0.0.1:1883
     """
+    _arrow_on_malloc()
     from citytwin.foundation.mqtt import parse_broker
     from citytwin.service.app import create_app
     from citytwin.service.app import serve as serve_app

@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import gc
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +36,8 @@ from citytwin.twin.rules import ThresholdRule
 from citytwin.workflows import forecasting
 from citytwin.workflows.alerting import STORE_NAME, AlertHub, AutoAlerts, MqttAlertPush
 
-__all__ = ["GC_THRESHOLD0", "TwinRuntime", "collect_rarely", "malloc_stats", "open_runtime", "release_free_memory"]
+__all__ = ["GC_THRESHOLD0", "TwinRuntime", "collect_rarely", "malloc_stats", "open_runtime", "release_free_memory",
+           "use_system_memory_pool"]
 
 #: Seconds between two returns of freed memory to the operating system during ingest (see
 #: :func:`release_free_memory`; :meth:`TwinRuntime.enable_memory_release`).
@@ -81,7 +83,8 @@ def release_free_memory() -> bool:
     threads (MQTT network loop, ingest worker, alert publisher); glibc keeps such freed chunks in per-thread
     arenas and gives back only the top of each heap, so the RSS of a long ingest creeps up while the memory in
     use stays flat (issue 13's soak). ``malloc_trim(0)`` releases the free pages of every arena (glibc only; a
-    no-op elsewhere) and ``release_unused`` does the same for Arrow's pool (mimalloc or jemalloc). Returns
+    no-op elsewhere, and it covers Arrow's buffers too once :func:`use_system_memory_pool` ran) and
+    ``release_unused`` does the same for Arrow's pool where that is mimalloc or jemalloc. Returns
     whether glibc released anything.
     """
     pa.default_memory_pool().release_unused()
@@ -115,6 +118,30 @@ def collect_rarely() -> None:
     t0, t1, t2 = gc.get_threshold()
     if 0 < t0 < GC_THRESHOLD0:  # 0: the collector is off, left so
         gc.set_threshold(GC_THRESHOLD0, t1, t2)
+
+
+def use_system_memory_pool() -> str:
+    """Make Arrow allocate from the C library (``malloc``) instead of its bundled mimalloc; returns the backend
+    that was the default before (``"system"`` when nothing changed).
+
+    Why: in a long ingest mimalloc kept freed Arrow buffers (Parquet pages, columns of each commit) in its
+    reserved segments, which ``release_unused`` does not return; the 30-minute soak of issue 13 saw the RSS
+    step by ~45 MiB at minutes 16-18 while Arrow's bytes in use stayed at 11 MiB, and a run with Arrow's system
+    pool started ~120 MiB lower. With the system pool Arrow's freed blocks sit in glibc's arenas, which
+    :func:`release_free_memory` (``malloc_trim``, once a minute) returns to the operating system. Set at run
+    time rather than with ``ARROW_DEFAULT_MEMORY_POOL`` because the variable is read when pyarrow is first
+    imported, which a forked worker or an embedding program may have done long before. It switches the pool
+    of pyarrow's Python API (our Arrow arrays, Parquet reads and writes through pyarrow), not the one Arrow's
+    C++ takes for itself (Parquet's page buffers): ``citytwin twin serve`` and ``twin ingest`` therefore also
+    set ``ARROW_DEFAULT_MEMORY_POOL=system`` before pyarrow is imported. An ``ARROW_DEFAULT_MEMORY_POOL`` in
+    the environment is the operator's choice and is kept. Buffers allocated before the switch keep their
+    pool and are freed into it. Process-wide: called where a long-lived ingest starts
+    (:meth:`TwinRuntime.start_mqtt`), not for one-shot commands.
+    """
+    before = str(pa.default_memory_pool().backend_name)
+    if before != "system" and not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        pa.set_memory_pool(pa.system_memory_pool())
+    return before
 
 
 def workspace_of_twin(twin_root: str | Path) -> Workspace | None:
@@ -158,14 +185,19 @@ class TwinRuntime:
 
     def start_mqtt(self, host: str, port: int, *, client_id: str = "citytwin-ingest", prefix: str = "citytwin",
                    max_batch: int = 2000, max_delay: float = 0.1, publish_alerts: bool = True,
-                   auth: MqttAuth | None = None, alerts_auth: MqttAuth | None = None) -> MqttIngest:
+                   auth: MqttAuth | None = None, alerts_auth: MqttAuth | None = None,
+                   system_pool: bool = True) -> MqttIngest:
         """Start MQTT ingest in a background thread (QoS 1, persistent session, ack after durable write).
 
         With ``publish_alerts`` the alert events are published to the same broker too (see
         :meth:`publish_alerts`). The twin's own output topics (``{prefix}/alerts/…``) are not ingested.
         ``auth``/``alerts_auth``: credentials and TLS of the two clients (None: from the environment,
         :meth:`MqttAuth.from_env`). Connects and subscriptions are audited in the workspace catalog.
+        ``system_pool``: switch Arrow to the C library's allocator first (:func:`use_system_memory_pool`: the
+        RSS of a long ingest stays flat); False keeps Arrow's default pool (benchmarks compare the two).
         """
+        if system_pool:
+            use_system_memory_pool()
         own = f"{prefix}/alerts/"
         collect_rarely()
 

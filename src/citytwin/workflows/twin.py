@@ -418,15 +418,56 @@ def replay_in_process(rt: TwinRuntime, msgs: Sequence[tuple[Any, str, bytes]], o
     return ReplayTotals(len(msgs), tot.accepted, tot.rejected, clock() - w0)
 
 
-def replay_messages(long: pd.DataFrame, *, per_message: int = 1,
-                    speed: float = 0.0) -> tuple[list[tuple[Any, str, bytes]], Any]:
+#: Payload forms of a replay (docs/twin.md, "Replay"): NGSI-LD entity updates, or the columnar batch payload.
+REPLAY_PAYLOADS = ("updates", "columnar")
+#: Most rows of one columnar replay message when ``per_message`` is not given (~100 KiB of JSON for 12
+#: properties, far below the ingest's payload limit).
+COLUMNAR_MAX_ROWS = 1000
+
+
+def replay_messages(long: pd.DataFrame, *, per_message: int | None = None, speed: float = 0.0,
+                    payload: str = "updates") -> tuple[list[tuple[Any, str, bytes]], Any]:
     """The MQTT messages ``(time, topic, payload)`` of a long observation frame and their schedule
-    (seconds from the start at ``speed`` × real time; 0 = as fast as possible)."""
+    (seconds from the start at ``speed`` × real time; 0 = as fast as possible).
+
+    Parameters
+    ----------
+    long : pandas.DataFrame
+        Observations (entity, type, property, time, value, unit), as :func:`read_observations` returns.
+    per_message : int, optional
+        Entity rows per message. None: 1 for ``updates`` (one entity and time per message, on its entity's
+        topic), and for ``columnar`` the number of entities (one message per time step when every entity
+        reports at each step), at most :data:`COLUMNAR_MAX_ROWS`.
+    speed : float
+        Pace of the schedule.
+    payload : {"updates", "columnar"}
+        ``updates``: NGSI-LD entity updates (one object, or a JSON array on ``{prefix}/batch`` when
+        ``per_message > 1``), what any device may send; ``columnar``: the columnar batch payload on
+        ``{prefix}/batch`` (:func:`citytwin.twin.columnar.columnar_messages_from_long`), what a gateway
+        forwarding many sensors sends, cheaper to encode, carry and parse.
+
+    Raises
+    ------
+    InputError
+        An unknown ``payload``; for ``columnar``, rows of one message that do not all have the same
+        properties (the hint says to replay those as updates).
+    """
     import pandas as pd
 
     from citytwin.twin import feeds as F
 
-    msgs = list(F.messages_from_long(long, per_message=per_message))
+    if payload not in REPLAY_PAYLOADS:
+        raise InputError(f"unknown replay payload {payload!r}", field="payload",
+                         hint=f"one of {', '.join(REPLAY_PAYLOADS)}")
+    if per_message is not None and per_message < 1:
+        raise InputError(f"per_message must be at least 1, not {per_message}", field="per_message")
+    if payload == "columnar":
+        from citytwin.twin.columnar import columnar_messages_from_long
+
+        rows = per_message or max(1, min(int(long["entity"].nunique()), COLUMNAR_MAX_ROWS))
+        msgs = list(columnar_messages_from_long(long, per_message=rows))
+    else:
+        msgs = list(F.messages_from_long(long, per_message=per_message or 1))
     offsets = F.replay_schedule(pd.Series([m[0] for m in msgs]).to_numpy(), speed)
     return msgs, offsets
 
