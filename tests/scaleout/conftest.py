@@ -16,14 +16,8 @@ PANEL = "city_sustainability_jcdasheng/1999-2018_Cities_data.xlsx"
 NEGATIVE = frozenset({"工业二氧化硫排放量_全市_吨", "工业氮氧化物排放量_全市_吨"})
 
 
-@pytest.fixture(scope="module")
-def dask_address() -> Iterator[str]:
-    """``tcp://…`` of a LocalCluster of 2 worker processes, as ``--dask local:2`` starts it.
-
-    The workflows are given its address (``tcp://HOST:PORT``, the option for an existing cluster) so
-    that a module starts the cluster once; ``test_local_spec_starts_and_closes_its_cluster`` runs
-    ``local:2`` itself.
-    """
+def local_cluster() -> Iterator[str]:
+    """Start a LocalCluster of 2 worker processes (1 thread each), yield its address, close it (a fixture's body)."""
     from distributed import LocalCluster
 
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -32,6 +26,17 @@ def dask_address() -> Iterator[str]:
         yield cluster.scheduler_address
     finally:
         cluster.close()
+
+
+@pytest.fixture(scope="module")
+def dask_address() -> Iterator[str]:
+    """``tcp://…`` of a LocalCluster of 2 worker processes, as ``--dask local:2`` starts it.
+
+    The workflows are given its address (``tcp://HOST:PORT``, the option for an existing cluster) so
+    that a module starts the cluster once; ``test_local_spec_starts_and_closes_its_cluster`` runs
+    ``local:2`` itself.
+    """
+    yield from local_cluster()
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from tests.scaleout.conftest import local_cluster
 from typer.testing import CliRunner
 
 from citytwin.cli.main import app
@@ -94,14 +95,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def address(s3: dict[str, Any]) -> Iterator[str]:
     """A LocalCluster of 2 worker processes started after the environment points at the S3 server."""
-    from distributed import LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)
-    try:
-        yield cluster.scheduler_address
-    finally:
-        cluster.close()
+    yield from local_cluster()
 
 
 def _json(out: str) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from citytwin.foundation.schemas import Schema
 from citytwin.foundation.sql import ident as q
 from citytwin.foundation.sql import literal as lit
 
-__all__ = ["ingest_file", "name_sources", "run_parallel", "source_copy"]
+__all__ = ["file_sha256", "ingest_file", "name_sources", "run_parallel", "source_copy"]
 
 
 #: a key column's distinct values are returned by a task when it has at most this many (else its min/max)
@@ -210,7 +210,7 @@ def ingest_file(task: tuple[int, str], *, sch: Schema, opts: PipelineOptions, st
         raise type(exc)(exc.message.replace(path, url), hint=exc.hint) from None
     if url is not None:
         name_sources(out.qfile, {path: url})
-    return (out, *_task_spans(out, sch, opts.threads, timezone), sha if sha is not None else _sha256(Path(path)))
+    return (out, *_task_spans(out, sch, opts.threads, timezone), sha if sha is not None else file_sha256(Path(path)))
 
 
 def _ingest_one(path: Path, sch: Schema, opts: PipelineOptions, work: Path) -> Outcome:
@@ -233,8 +233,8 @@ def _ingest_one(path: Path, sch: Schema, opts: PipelineOptions, work: Path) -> O
     return out
 
 
-def _sha256(path: Path) -> str:
-    """The SHA-256 of a file, hex (as ``ingest`` records a source file's)."""
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, hex (what the catalog records of a source file; one process and the tasks)."""
     import hashlib
 
     h = hashlib.sha256()

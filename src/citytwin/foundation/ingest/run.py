@@ -9,7 +9,6 @@ next version in the catalog, or nothing is kept.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from collections.abc import Sequence
@@ -29,21 +28,12 @@ from citytwin.foundation.ingest.options import (
     Outcome,
     PipelineOptions,
 )
-from citytwin.foundation.ingest.parallel import name_sources
+from citytwin.foundation.ingest.parallel import file_sha256, name_sources
 from citytwin.foundation.ingest.staged import run_staged
 from citytwin.foundation.ingest.streamed import run_streamed
 from citytwin.foundation.workspace import Workspace
 
 __all__ = ["ingest"]
-
-
-def _sha256(path: Path) -> str:
-    """The SHA-256 of a file, hex."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _inputs(paths: Sequence[str | Path], dask: str | None) -> list[Path | str]:
@@ -71,6 +61,11 @@ def _inputs(paths: Sequence[str | Path], dask: str | None) -> list[Path | str]:
 def _local(files: list[Path | str], copies: dict[str, tuple[Path, str]]) -> list[Path]:
     """The files as local paths: an object's copy in the staging folder (one process reads them)."""
     return [copies[p][0] if isinstance(p, str) else p for p in files]
+
+
+def _local_digests(files: list[Path | str]) -> dict[Path, str]:
+    """The SHA-256 of each local file (objects are hashed by the task that copies them)."""
+    return {p: file_sha256(p) for p in files if isinstance(p, Path) and p.is_file()}
 
 
 def _digests(files: list[Path | str], local: dict[Path, str], copies: dict[str, tuple[Path, str]]) -> str:
@@ -136,8 +131,7 @@ def ingest(ws: Workspace, paths: str | Path | Sequence[str | Path], *, dataset: 
     # the source files' SHA-256 (for the catalog) is computed alongside: hashlib releases the GIL (on Dask
     # each task hashes its file)
     hasher = ThreadPoolExecutor(max_workers=1)
-    digest = None if o.dask else hasher.submit(
-        lambda: {p: _sha256(p) for p in files if isinstance(p, Path) and p.is_file()})
+    digest = None if o.dask else hasher.submit(_local_digests, files)
     copies: dict[str, tuple[Path, str]] = {}  # s3:// URL -> its copy in the staging folder, its SHA-256
     try:
         out: Outcome | None = None
@@ -177,8 +171,7 @@ def ingest(ws: Workspace, paths: str | Path | Sequence[str | Path], *, dataset: 
             department=o.department, classification=o.classification, description=o.description,
             source=o.source or ", ".join(file_names), licence=o.licence, source_path=", ".join(file_names),
             source_sha256=out.sha256 or _digests(
-                files, digest.result() if digest is not None
-                else {p: _sha256(p) for p in files if isinstance(p, Path) and p.is_file()}, copies),
+                files, digest.result() if digest is not None else _local_digests(files), copies),
             rows_read=rows_read, rows_kept=out.kept,
             rows_quarantined=out.quarantined, columns=columns, extent=out.extent, time_min=out.tmin,
             time_max=out.tmax, params=params, personal_candidates=out.personal_candidates)
