@@ -8,7 +8,6 @@ writes one self-contained HTML page. ``citytwin spatial ...`` and the demo call 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -39,14 +38,6 @@ class Inputs:
     layers: dict[str, gpd.GeoDataFrame] = field(default_factory=dict)
     datasets: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_graphml(path: Path) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
@@ -137,7 +128,9 @@ def load_inputs(source: str | None, workspace: WorkspaceLike | None, need: set[s
         if not p.exists():
             raise InputError("file not found", file=source)
         inp.files["pbf"] = str(p)
-        inp.files["pbf_sha256"] = _sha256(p)
+        from citytwin.foundation.ingest.parallel import file_sha256  # the ingest package is heavy to import
+
+        inp.files["pbf_sha256"] = file_sha256(p)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for layer in ("pois", "buildings", "landuse"):
