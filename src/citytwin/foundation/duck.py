@@ -14,6 +14,11 @@ import duckdb
 _CONFIG = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
+    # DuckDB (>= 1.3) keeps blocks of every file it has read in an "external file cache", freed only under memory
+    # pressure (memory_limit is 80 % of RAM). For local Parquet the OS page cache does that job already, and in a
+    # long-running process that reads ever new files (the twin's history store, the service) it grew by ~40 KiB per
+    # file read, never returned (tests/foundation/test_duck.py).
+    "enable_external_file_cache": False,
 }
 
 
