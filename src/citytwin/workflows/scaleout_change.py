@@ -521,7 +521,14 @@ def _check_inputs(paths: Sequence[str]) -> None:
             if not f.lower().endswith(".parquet"):
                 raise InputError("on Dask a snapshot on object storage is one GeoParquet object", file=f,
                                  hint="give s3://BUCKET/…/snapshot.parquet")
-            object_sizes([f])  # no such bucket or object, no credentials, no endpoint: said here, naming the URL
+            try:  # no such bucket or object, no credentials, no endpoint: said here, naming the object
+                object_sizes([f])
+            except InputError as exc:
+                if exc.file == f:
+                    raise
+                where = f"file {exc.file}: "
+                raise InputError(exc.message[len(where):] if exc.message.startswith(where) else exc.message,
+                                 file=f, hint=exc.hint) from None
         elif not Path(f).is_file():
             raise InputError("on Dask the workers read the snapshots from files; file not found", file=f,
                              hint="give the snapshot files (GeoParquet, GeoPackage, GeoJSON ...) or s3:// GeoParquet "
