@@ -74,7 +74,10 @@ def _warm() -> None:
     import dask_geopandas  # noqa: F401
     import duckdb  # noqa: F401
     import geopandas
+    import geopandas.io.arrow  # land change: a worker decodes its rows from Arrow
     import numpy as np
+    import pyarrow.compute  # noqa: F401 (land change: the client makes the class names from their numbers)
+    import pyarrow.parquet  # noqa: F401
 
     import citytwin.economy.index
     import citytwin.foundation.ingest

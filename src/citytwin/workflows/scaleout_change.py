@@ -196,7 +196,7 @@ def _plan(checks_b: list[dict[str, Any]], checks_a: list[dict[str, Any]], *, bef
           after_column: str | None, classes: list[str] | None, tol: float | None, stripes: int, job: str
           ) -> dict[str, Any]:
     """What every stripe needs: the stripe of each feature (of its bounding-box centre in the working CRS,
-    west to east), the boxes, the repaired geometries, the equal-area CRS and the class table. Raises one
+    west to east, each stripe about as many features), the boxes, the repaired geometries, the equal-area CRS and the class table. Raises one
     process's error when a check failed."""
     import numpy as np
 
@@ -218,14 +218,14 @@ def _plan(checks_b: list[dict[str, Any]], checks_a: list[dict[str, Any]], *, bef
         return np.concatenate([w[ok, :2].min(axis=0), w[ok, 2:].max(axis=0)])
 
     ea = equal_area_crs_of_bounds(np.array([extent(checks_b), extent(checks_a)]))
-    allb = np.concatenate([bb, baw])
-    x0, x1 = float(np.nanmin(allb[:, 0])), float(np.nanmax(allb[:, 2]))
+    # west-east stripes of about as many features each (both snapshots together): the edges are quantiles
+    # of the box centres; a feature of no geometry (no box) goes to the first stripe
+    centres = np.concatenate([bb[:, 0] + bb[:, 2], baw[:, 0] + baw[:, 2]]) / 2
+    edges = np.quantile(centres[~np.isnan(centres)], np.linspace(0, 1, stripes + 1)[1:-1])
 
     def stripe(b: np.ndarray) -> np.ndarray:
         cx = (b[:, 0] + b[:, 2]) / 2
-        with np.errstate(invalid="ignore"):
-            s = np.floor((cx - x0) / max(x1 - x0, 1e-300) * stripes)
-        return np.asarray(np.clip(np.nan_to_num(s, nan=0.0), 0, stripes - 1).astype(np.int64))
+        return np.where(np.isnan(cx), 0, np.searchsorted(edges, cx, side="right")).astype(np.int64)
 
     def repaired(checks: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         return (np.concatenate([c["changed"] for c in checks]),
@@ -563,8 +563,16 @@ def land_change(before: str, after: str, *, dask: str, column: str = "landuse", 
         raise InputError(f"years between snapshots must be > 0, got {years}", field="years")
     _check_inputs([before, after])
     with cluster(dask) as client:
-        workers = max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
-        n = stripes or max(2, 4 * workers)
+        addresses = sorted(client.scheduler_info(n_workers=-1).get("workers", {}))
+        workers = max(1, len(addresses))
+        # as many stripes for 1 worker as for 2 (the same work), two a worker beyond
+        n = stripes or max(4, 2 * workers)
+
+        def on(k: int, m: int) -> dict[str, Any]:
+            # task k of m preferably on worker k * workers // m (neighbouring stripes on one worker, and both
+            # stages of a stripe where its features are decoded); any worker when that one is gone
+            return {"workers": [addresses[k * workers // m]], "allow_other_workers": True} if addresses else {}
+
         job = uuid.uuid4().hex
         kw: dict[str, Any] = {"before": before, "after": after, "column": column, "after_column": after_column,
                               "classes": list(classes) if classes is not None else None, "job": job,
@@ -575,7 +583,8 @@ def land_change(before: str, after: str, *, dask: str, column: str = "landuse", 
         # 1. the per-feature checks, by rows (each feature once); 2. the tree orders; 3. the plan
         parts = [(side, int(r[0]), int(r[-1]) + 1) for side, m in enumerate(sizes)
                  for r in np.array_split(np.arange(m), max(1, min(m, 2 * workers))) if len(r)]
-        checks = client.map(_check_chunk, parts, pure=False, key=task_keys("citytwin-change-check", len(parts)), **kw)
+        checks = [client.submit(_check_chunk, p, pure=False, key=key, **on(i, len(parts)), **kw)
+                  for i, (p, key) in enumerate(zip(parts, task_keys("citytwin-change-check", len(parts)), strict=True))]
         cb, ca = [c for c, p in zip(checks, parts, strict=True) if p[0] == 0], [
             c for c, p in zip(checks, parts, strict=True) if p[0] == 1]
         ranks = [client.submit(_tree_order_task, chk, key_, pure=False, key=k)
@@ -586,14 +595,14 @@ def land_change(before: str, after: str, *, dask: str, column: str = "landuse", 
         kw_s = {**kw, "stripes": n}
         # 4. stage 1: the "before" side's intersections and the overlap checks of every stripe; 5. the checks'
         # verdict (one small task); stage 2: what is left of each side, from stage 1's pairs
-        first = client.map(_change_stripe, list(range(n)), pure=False, key=task_keys("citytwin-change-b", n),
-                           plan=plan, ranks=ranks, **kw_s)
+        first = [client.submit(_change_stripe, k, pure=False, key=key, plan=plan, ranks=ranks, **on(k, n), **kw_s)
+                 for k, key in enumerate(task_keys("citytwin-change-b", n))]
         pairs = client.map(_second, first, pure=False, key=task_keys("citytwin-change-pairs", n))
         overlaps = client.map(_third, first, pure=False, key=task_keys("citytwin-change-checks", n))
         verdict = client.submit(_verdicts, overlaps, pure=False, key=task_keys("citytwin-change-verdict", 1)[0],
                                 before=before, after=after, tol=overlap_tolerance)
-        second = client.map(_change_stripe, list(range(n)), pure=False, key=task_keys("citytwin-change-a", n),
-                            plan=plan, ranks=ranks, pairs=pairs, verdicts=verdict, **kw_s)
+        second = [client.submit(_change_stripe, k, pure=False, key=key, plan=plan, ranks=ranks, pairs=pairs,
+                                verdicts=verdict, **on(k, n), **kw_s) for k, key in enumerate(task_keys("citytwin-change-a", n))]
         pieces_b = client.map(_first, first, pure=False, key=task_keys("citytwin-change-pieces", n))
         facts = client.submit(_ea_and_classes, plan, pure=False, key=task_keys("citytwin-change-facts", 1)[0])
         out = run_futures(client, [*pieces_b, *second, verdict, facts], progress=progress)
