@@ -76,7 +76,7 @@ def _warm() -> None:
     import geopandas
     import geopandas.io.arrow  # land change: a worker decodes its rows from Arrow
     import numpy as np
-    import pyarrow.compute  # noqa: F401 (land change: the client makes the class names from their numbers)
+    import pyarrow.compute  # land change: the client makes the class names from their numbers
     import pyarrow.parquet  # noqa: F401
 
     import citytwin.economy.index
