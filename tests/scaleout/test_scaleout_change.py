@@ -249,3 +249,40 @@ def test_a_check_failing_in_one_part_is_one_process_error(tmp_path: Path, dask_a
         scaleout_change.land_change(str(fb), str(fa), dask=dask_address, stripes=4, classes=classes)
     assert str(got.value) == str(want.value)
     assert (got.value.file, got.value.row, got.value.field) == (str(fa), 1235, "landuse" if case == "class" else "geometry")
+
+
+def test_a_worker_killed_mid_job_is_retried_and_the_result_identical(tmp_path: Path, dask_address: str,
+                                                                     change_snapshots) -> None:
+    """A worker killed while the second stage runs: its tasks (and the results it held: plan, tree orders,
+    pairs) are redone on the other worker or its restarted process, which decodes its rows afresh; the
+    result equals one process's."""
+    import os
+    import signal
+
+    import geopandas as gpd
+    from distributed import Client
+
+    from citytwin.planning.change import land_change
+    from citytwin.workflows import scaleout_change
+
+    fb, fa = change_snapshots(tmp_path, n=2500)
+    one = land_change(gpd.read_parquet(fb), gpd.read_parquet(fa), years=5, names=(str(fb), str(fa)))
+    watcher = Client(dask_address, set_as_default=False)
+    killed: list[int] = []
+    try:
+        pids = watcher.run(os.getpid)
+
+        def kill_one(done: int, total: int) -> None:
+            if done == 1 and not killed:  # the first stripe's pieces are in: kill a busy worker (else any)
+                busy = [a for a, keys in watcher.processing().items() if keys] or list(pids)
+                killed.append(pids[busy[0]])
+                os.kill(pids[busy[0]], signal.SIGKILL)
+
+        two = scaleout_change.land_change(str(fb), str(fa), years=5, dask=dask_address, progress=kill_one)
+    finally:
+        watcher.close()
+    assert killed, "no worker was killed"
+    pd.testing.assert_frame_equal(pd.DataFrame(one.pieces.drop(columns="geometry")),
+                                  pd.DataFrame(two.pieces.drop(columns="geometry")), check_exact=True)
+    assert one.pieces.geometry.geom_equals_exact(two.pieces.geometry, tolerance=0).all()
+    pd.testing.assert_frame_equal(one.matrix, two.matrix, check_exact=True)
