@@ -286,3 +286,19 @@ def test_a_worker_killed_mid_job_is_retried_and_the_result_identical(tmp_path: P
                                   pd.DataFrame(two.pieces.drop(columns="geometry")), check_exact=True)
     assert one.pieces.geometry.geom_equals_exact(two.pieces.geometry, tolerance=0).all()
     pd.testing.assert_frame_equal(one.matrix, two.matrix, check_exact=True)
+
+
+def test_an_empty_snapshot_is_one_process_error(tmp_path: Path, dask_address: str, change_snapshots) -> None:
+    import geopandas as gpd
+
+    from citytwin.planning.change import land_change
+    from citytwin.workflows import scaleout_change
+
+    fb, _ = change_snapshots(tmp_path, n=100)
+    empty = tmp_path / "empty.parquet"
+    gpd.GeoDataFrame({"landuse": []}, geometry=[], crs=4326).to_parquet(empty)
+    with pytest.raises(InputError) as want:
+        land_change(gpd.read_parquet(fb), gpd.read_parquet(empty), names=(str(fb), str(empty)))
+    with pytest.raises(InputError) as got:
+        scaleout_change.land_change(str(fb), str(empty), dask=dask_address)
+    assert str(got.value) == str(want.value) and "empty" in str(got.value)

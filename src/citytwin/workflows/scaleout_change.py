@@ -187,7 +187,7 @@ def _tree_order(bounds: list[np.ndarray]) -> np.ndarray:
 def _tree_order_task(checks: list[dict[str, Any]], key: str) -> np.ndarray | None:
     """:func:`_tree_order` of the layer the checks give (None after a failed check, and for the working
     CRS's boxes of a snapshot already in it)."""
-    if any(c["failed"] for c in checks) or (key != "bounds" and not any(key in c for c in checks)):
+    if not checks or any(c["failed"] for c in checks) or (key != "bounds" and not any(key in c for c in checks)):
         return None
     return _tree_order([c.get(key, c["bounds"]) for c in checks])
 
@@ -203,7 +203,7 @@ def _plan(checks_b: list[dict[str, Any]], checks_a: list[dict[str, Any]], *, bef
     from citytwin.planning.change import NONE_CLASS
     from citytwin.planning.overlay import SELF_OVERLAP_TOLERANCE, equal_area_crs_of_bounds
 
-    if any(c["failed"] for c in (*checks_b, *checks_a)):
+    if not checks_b or not checks_a or any(c["failed"] for c in (*checks_b, *checks_a)):  # (no rows: an empty layer)
         _one_process_checks(before, after, column, after_column, classes, tol or SELF_OVERLAP_TOLERANCE)
         raise InputError("a snapshot did not pass its checks", file=before)  # not reached: one process raises
     bb = np.concatenate([c["bounds"] for c in checks_b])
