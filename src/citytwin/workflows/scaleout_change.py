@@ -85,6 +85,9 @@ class _Source:
                 table = pq.read_table(p, filesystem=fs)
         else:
             table = pq.read_table(self.path)
+        # GeoPandas' own conversion (private: a GeoPandas without it reads the file whole, in __init__)
+        if not hasattr(gio, "_arrow_to_geopandas"):
+            raise AttributeError("geopandas.io.arrow._arrow_to_geopandas")
         self.meta = gio._validate_and_decode_metadata(table.schema.metadata)
         self.table = table
 
