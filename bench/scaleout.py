@@ -17,7 +17,8 @@ and imbalance count, the neighbours' load does not). On this shared machine wall
   every worker: 1.3 s of reading for 25 ms of searches, nothing to share out);
 - lifegrid: life circles on a synthetic perturbed grid (1M nodes, 100k homes, 100k POIs; --quick 250k):
   the network's two halves built at once by two tasks, one search per category;
-- change: land change of two generated snapshots (bench/planning_overlay.py's layers), in stripes;
+- change: land change of two generated snapshots (bench/planning_overlay.py's layers), in stripes (every
+  piece compared with one process's, geometries exactly);
 - seeds: a 3 x 3 SUMO grid, one seed per task.
 
 Part 2: the zones join with growing point sets ("a provincial POI set": uniform over a
@@ -74,7 +75,10 @@ def _warm() -> None:
     import dask_geopandas  # noqa: F401
     import duckdb  # noqa: F401
     import geopandas
+    import geopandas.io.arrow  # land change: a worker decodes its rows from Arrow
     import numpy as np
+    import pyarrow.compute  # land change: the client makes the class names from their numbers
+    import pyarrow.parquet  # noqa: F401
 
     import citytwin.economy.index
     import citytwin.foundation.ingest
@@ -370,10 +374,15 @@ def workflows(quick: bool, tmp: Path, only: list[str] | None = None) -> dict[str
         from citytwin.workflows import scaleout_change
 
         if dask is None:
-            return land_change(gpd.read_parquet(fb), gpd.read_parquet(fa), names=(str(fb), str(fa))).matrix
-        return scaleout_change.land_change(str(fb), str(fa), dask=dask).matrix
+            return land_change(gpd.read_parquet(fb), gpd.read_parquet(fa), names=(str(fb), str(fa)))
+        return scaleout_change.land_change(str(fb), str(fa), dask=dask)
 
-    out["change"] = {"run": run_change, "same": lambda a, b: a.equals(b),
+    def same_change(a: Any, b: Any) -> bool:  # the matrix, and every piece (columns, geometry exactly)
+        return bool(a.matrix.equals(b.matrix) and pd.DataFrame(a.pieces.drop(columns="geometry")).equals(
+            pd.DataFrame(b.pieces.drop(columns="geometry"))) and a.pieces.geometry.geom_equals_exact(
+            b.pieces.geometry, tolerance=0).all())
+
+    out["change"] = {"run": run_change, "same": same_change,
                      "size": f"{n_poly:,} + {n_poly:,} polygons"}
     sc = grid_scenario(tmp / "grid") if want("seeds") else tmp
     n_seeds = 2 if quick else 8

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,30 @@ def _overlapping(make: Callable[..., tuple[Path, Path]], tmp_path: Path, crs: in
     return fb2, fa2
 
 
+def _in_process(fb: Path, fa: Path, stripes: int, job: str, tol: float | None = None, workers: int = 2,
+                classes: list[str] | None = None) -> dict[str, Any]:
+    """The tasks of ``scaleout_change.land_change`` run in this process, in its order (checks by rows, tree
+    orders, plan, first stage), with what each gave."""
+    from citytwin.workflows import scaleout_change as sc
+
+    kw = {"before": str(fb), "after": str(fa), "column": "landuse", "after_column": None, "classes": classes,
+          "job": job, "tol": tol}
+    sizes = [sc._rows_of(str(f), job) for f in (fb, fa)]
+    parts = [(side, int(r[0]), int(r[-1]) + 1) for side, m in enumerate(sizes)
+             for r in np.array_split(np.arange(m), 2 * workers)]
+    checks = [sc._check_chunk(p, **kw) for p in parts]
+    cb = [c for c, p in zip(checks, parts, strict=True) if p[0] == 0]
+    ca = [c for c, p in zip(checks, parts, strict=True) if p[0] == 1]
+    out: dict[str, Any] = {"parts": parts, "checks": checks}
+    if any(c["failed"] for c in checks):
+        return out
+    ranks = [sc._tree_order_task(cb, "bounds"), sc._tree_order_task(ca, "bounds"), sc._tree_order_task(ca, "work_bounds")]
+    plan = sc._plan(cb, ca, stripes=stripes, **kw)
+    out.update(ranks=ranks, plan=plan,
+               firsts=[sc._change_stripe(k, plan, ranks, stripes=stripes, **kw) for k in range(stripes)])
+    return out
+
+
 def test_stripes_checks_are_the_whole_layer_check(tmp_path: Path, change_snapshots,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The pairs the stripes find, concatenated and sorted by first feature, are the whole layer's (in
@@ -51,9 +76,7 @@ def test_stripes_checks_are_the_whole_layer_check(tmp_path: Path, change_snapsho
 
     monkeypatch.setattr(overlay, "PMAP_THREADS", None)  # a stripe sets its worker's threads: undone after
     fb, fa = _overlapping(change_snapshots, tmp_path)
-    kw = {"before": str(fb), "after": str(fa), "column": "landuse", "after_column": None, "classes": None,
-          "stripes": 6, "job": "test-checks", "tol": 0.5}
-    firsts = [sc._change_stripe(k, **kw) for k in range(6)]
+    firsts = _in_process(fb, fa, 6, "test-checks", tol=0.5)["firsts"]
     checks = [f[2] for f in firsts]
     _, pa = _check_layer(str(fa), gpd.read_parquet(fa), check_overlaps=False)
     whole = self_overlap_pairs(pa)
@@ -76,6 +99,30 @@ def test_stripes_checks_are_the_whole_layer_check(tmp_path: Path, change_snapsho
     with pytest.raises(InputError) as got_err:
         sc._verdicts(checks, before=str(fb), after=str(fa), tol=None)
     assert str(got_err.value) == str(want_err.value) and got_err.value.row == want_err.value.row
+
+
+def test_a_stripe_tree_in_one_process_order_gives_the_whole_tree_query() -> None:
+    """A query of a tree over a stripe's candidates, its pairs sorted by input and then by each feature's
+    place in the whole layer's tree (``_tree_order``: a tree of the boxes), gives the whole tree's pairs in
+    their order (GEOS's STR tree is queried depth first)."""
+    import shapely
+
+    from citytwin.workflows.scaleout_change import _near, _tree_order
+
+    rng = np.random.default_rng(7)
+    x, y = rng.random(5000) * 100, rng.random(5000) * 100
+    layer = shapely.box(x, y, x + rng.random(5000) * 3, y + rng.random(5000) * 3)
+    layer[17] = shapely.Polygon()  # not indexed
+    qx = rng.random(800) * 100
+    queries = shapely.box(qx, qx * 0, qx + 2, qx * 0 + 100)
+    want_i, want_j = shapely.STRtree(layer).query(queries, predicate="intersects")
+    assert (np.diff(want_j)[np.diff(want_i) == 0] < 0).any()  # the whole tree's order is not the features' order
+    rank = _tree_order([shapely.bounds(layer)])
+    cand = _near(shapely.bounds(layer), shapely.bounds(queries))
+    il, jl = shapely.STRtree(layer[cand]).query(queries, predicate="intersects")
+    order = np.lexsort((rank[cand[jl]], il))
+    np.testing.assert_array_equal(il[order], want_i)
+    np.testing.assert_array_equal(cand[jl[order]], want_j)
 
 
 @pytest.mark.parametrize("crs", [4326, 3067])
@@ -126,3 +173,132 @@ def test_land_change_errors_are_one_process_errors(tmp_path: Path, dask_address:
     with pytest.raises(InputError) as got:
         scaleout_change.land_change(str(fb), str(fb), dask=dask_address, stripes=4, classes=["farm"])
     assert "unknown land-use class" in str(got.value)
+
+
+def _crossing(make: Callable[..., tuple[Path, Path]], tmp_path: Path) -> tuple[Path, Path]:
+    """The generated snapshots with the southern row of "before" squares made one long rectangle (one
+    feature across every stripe) and an "after" feature drawn as a bow tie (invalid: repaired by the check)."""
+    import geopandas as gpd
+    import shapely
+
+    fb, fa = make(tmp_path, n=1600)
+    b, a = gpd.read_parquet(fb), gpd.read_parquet(fa)
+    row = np.flatnonzero(np.isclose(b.geometry.bounds["miny"].to_numpy(), 60.0))
+    b.loc[row[0], "geometry"] = shapely.box(*b.geometry.values[row].total_bounds)
+    b = b.drop(index=row[1:]).reset_index(drop=True)
+    p = shapely.get_coordinates(a.geometry.values[900])
+    a.loc[900, "geometry"] = shapely.Polygon(p[[0, 2, 1, 3]])  # its corners in a bow tie (inside it)
+    out = tmp_path / "crossing"
+    out.mkdir()
+    b.to_parquet(out / "before.parquet")
+    a.to_parquet(out / "after.parquet")
+    return out / "before.parquet", out / "after.parquet"
+
+
+def test_a_feature_across_stripes_and_a_repaired_one_equal_one_process(tmp_path: Path, dask_address: str,
+                                                                      change_snapshots) -> None:
+    """A "before" feature across every stripe (cut against all its neighbours by one stripe, read by the
+    others as a neighbour) and an invalid "after" feature, repaired once by the check of its rows and sent to
+    the stripes as WKB: pieces, geometries, matrix and rates equal one process's."""
+    import geopandas as gpd
+    import shapely
+
+    from citytwin.planning.change import land_change
+    from citytwin.workflows import scaleout_change
+
+    fb, fa = _crossing(change_snapshots, tmp_path)
+    assert not shapely.is_valid(gpd.read_parquet(fa).geometry.values[900])
+    run = _in_process(fb, fa, 5, "test-crossing")
+    assert [len(c["changed"]) for c in run["checks"]] == [0, 0, 0, 0, 0, 0, 1, 0]  # checked once, by its rows
+    long = int(np.argmax(shapely.area(gpd.read_parquet(fb).geometry.values)))
+    assert run["plan"]["stripe_b"][long] in range(5)
+    one = land_change(gpd.read_parquet(fb), gpd.read_parquet(fa), years=5, names=(str(fb), str(fa)))
+    two = scaleout_change.land_change(str(fb), str(fa), years=5, dask=dask_address, stripes=5)
+    assert (one.pieces["before_feature"] == long).sum() > 30  # cut against a whole row of neighbours
+    pd.testing.assert_frame_equal(pd.DataFrame(one.pieces.drop(columns="geometry")),
+                                  pd.DataFrame(two.pieces.drop(columns="geometry")), check_exact=True)
+    assert one.pieces.geometry.geom_equals_exact(two.pieces.geometry, tolerance=0).all()
+    pd.testing.assert_frame_equal(one.matrix, two.matrix, check_exact=True)
+    pd.testing.assert_frame_equal(one.rates, two.rates, check_exact=True)
+
+
+@pytest.mark.parametrize("case", ["class", "geometry"])
+def test_a_check_failing_in_one_part_is_one_process_error(tmp_path: Path, dask_address: str, change_snapshots,
+                                                          case: str) -> None:
+    """A bad feature in the eastern rows of one snapshot (an unknown class; a point): only the check of its
+    rows fails, and the Dask run raises one process's error, naming the file, the row and the field."""
+    import geopandas as gpd
+    import shapely
+
+    from citytwin.planning.change import land_change
+    from citytwin.workflows import scaleout_change
+
+    fb, fa = change_snapshots(tmp_path, n=1600)
+    a = gpd.read_parquet(fa)
+    if case == "class":
+        a.loc[1234, "landuse"] = "airport"
+    else:
+        a.loc[1234, "geometry"] = shapely.Point(25.0, 60.2)
+    a.to_parquet(fa)
+    classes = ["farm", "forest", "construction", "water"]
+    run = _in_process(fb, fa, 4, f"test-fail-{case}", classes=classes)
+    assert [c["failed"] for c in run["checks"]] == [False] * 7 + [True]
+    with pytest.raises(InputError) as want:
+        land_change(gpd.read_parquet(fb), gpd.read_parquet(fa), names=(str(fb), str(fa)), classes=classes)
+    with pytest.raises(InputError) as got:
+        scaleout_change.land_change(str(fb), str(fa), dask=dask_address, stripes=4, classes=classes)
+    assert str(got.value) == str(want.value)
+    assert (got.value.file, got.value.row, got.value.field) == (str(fa), 1235, "landuse" if case == "class" else "geometry")
+
+
+def test_a_worker_killed_mid_job_is_retried_and_the_result_identical(tmp_path: Path, dask_address: str,
+                                                                     change_snapshots) -> None:
+    """A worker killed while the second stage runs: its tasks (and the results it held: plan, tree orders,
+    pairs) are redone on the other worker or its restarted process, which decodes its rows afresh; the
+    result equals one process's."""
+    import os
+    import signal
+
+    import geopandas as gpd
+    from distributed import Client
+
+    from citytwin.planning.change import land_change
+    from citytwin.workflows import scaleout_change
+
+    fb, fa = change_snapshots(tmp_path, n=2500)
+    one = land_change(gpd.read_parquet(fb), gpd.read_parquet(fa), years=5, names=(str(fb), str(fa)))
+    watcher = Client(dask_address, set_as_default=False)
+    killed: list[int] = []
+    try:
+        pids = watcher.run(os.getpid)
+
+        def kill_one(done: int, total: int) -> None:
+            if done == 1 and not killed:  # the first stripe's pieces are in: kill a busy worker (else any)
+                busy = [a for a, keys in watcher.processing().items() if keys] or list(pids)
+                killed.append(pids[busy[0]])
+                os.kill(pids[busy[0]], signal.SIGKILL)
+
+        two = scaleout_change.land_change(str(fb), str(fa), years=5, dask=dask_address, progress=kill_one)
+    finally:
+        watcher.close()
+    assert killed, "no worker was killed"
+    pd.testing.assert_frame_equal(pd.DataFrame(one.pieces.drop(columns="geometry")),
+                                  pd.DataFrame(two.pieces.drop(columns="geometry")), check_exact=True)
+    assert one.pieces.geometry.geom_equals_exact(two.pieces.geometry, tolerance=0).all()
+    pd.testing.assert_frame_equal(one.matrix, two.matrix, check_exact=True)
+
+
+def test_an_empty_snapshot_is_one_process_error(tmp_path: Path, dask_address: str, change_snapshots) -> None:
+    import geopandas as gpd
+
+    from citytwin.planning.change import land_change
+    from citytwin.workflows import scaleout_change
+
+    fb, _ = change_snapshots(tmp_path, n=100)
+    empty = tmp_path / "empty.parquet"
+    gpd.GeoDataFrame({"landuse": []}, geometry=[], crs=4326).to_parquet(empty)
+    with pytest.raises(InputError) as want:
+        land_change(gpd.read_parquet(fb), gpd.read_parquet(empty), names=(str(fb), str(empty)))
+    with pytest.raises(InputError) as got:
+        scaleout_change.land_change(str(fb), str(empty), dask=dask_address)
+    assert str(got.value) == str(want.value) and "empty" in str(got.value)

@@ -71,8 +71,8 @@ def conflicts_cmd(
 @app.command("change")
 @handle_errors
 def change_cmd(
-    before: Annotated[str, typer.Argument(help="Earlier land-use snapshot (file or dataset).")],
-    after: Annotated[str, typer.Argument(help="Later land-use snapshot (file or dataset).")],
+    before: Annotated[str, typer.Argument(help="Earlier land-use snapshot (file, s3:// GeoParquet object or dataset).")],
+    after: Annotated[str, typer.Argument(help="Later land-use snapshot (file, s3:// GeoParquet object or dataset).")],
     out: OutOpt,
     column: Annotated[str, typer.Option("--column", help="Land-use class column.")] = "landuse",
     years: Annotated[float, typer.Option("--years", help="Years between the snapshots.")] = 1.0,
@@ -91,7 +91,8 @@ def change_cmd(
 ) -> None:
     """Land change between two snapshots -> OUT/changes.parquet, transitions.csv, rates.csv.
 
-    With --dask the snapshots (files) are cut in west-east stripes on Dask, with the same result.
+    With --dask the snapshots (files or s3:// GeoParquet objects, read by the workers) are cut in west-east
+    stripes on Dask, with the same result.
     Example: citytwin plan change lu2015.gpkg lu2020.gpkg --column class --years 5 --out out/
     """
     from citytwin.cli.common import task_progress

@@ -82,7 +82,13 @@ def equal_area_crs(*frames: gpd.GeoDataFrame) -> CRS:
     >>> equal_area_crs(g).srs
     '+proj=laea +lat_0=60.15 +lon_0=24.95 +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs +type=crs'
     """
-    bounds = np.array([_wgs84_bounds(f) for f in frames if len(f)])
+    return equal_area_crs_of_bounds(np.array([_wgs84_bounds(f) for f in frames if len(f)]))
+
+
+def equal_area_crs_of_bounds(bounds: np.ndarray) -> CRS:
+    """:func:`equal_area_crs` from each layer's WGS84 bounds (rows ``xmin, ymin, xmax, ymax``; what the
+    land-change stripes on Dask combine from their parts' bounds)."""
+    bounds = np.asarray(bounds, dtype=float).reshape(-1, 4)
     if not len(bounds):
         raise InputError("no features to choose an equal-area projection from")
     x0, y0 = bounds[:, 0].min(), bounds[:, 1].min()

@@ -59,10 +59,15 @@ def _json_writer(obj: Any) -> Callable[[Path], None]:
 
 def read_layer(source: str, *, workspace: WorkspaceLike | None = None, user: str | None = None
                ) -> tuple[gpd.GeoDataFrame, str | None]:
-    """A polygon layer from a file (GeoParquet, GeoPackage, GeoJSON, Shapefile ...) or, failing that,
-    a catalog dataset (read through ``Workspace.read``: checked, masked, audited)."""
+    """A polygon layer from a file (GeoParquet, GeoPackage, GeoJSON, Shapefile ...), an ``s3://``
+    GeoParquet object or, failing that, a catalog dataset (read through ``Workspace.read``: checked,
+    masked, audited)."""
     import geopandas as gpd
 
+    from citytwin.foundation.objectstore import is_url, read_geoparquet
+
+    if is_url(source):  # an s3:// GeoParquet object, read by this process (store errors name the URL)
+        return read_geoparquet(source), None
     if Path(source).exists():
         return read_layer_file(source), None
     ws = maybe_ws(workspace, user)
@@ -176,7 +181,8 @@ def change(before: str, after: str, out: str | Path, *, column: str = "landuse",
            dask: str | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Land change between two snapshots -> ``out/changes.parquet``, ``transitions.csv``, ``rates.csv``;
     with ``rules`` (layer ``change`` = the change pieces) and plan ``layers``, the violations. With ``dask``
-    (``local:N`` | ``tcp://HOST:PORT``) the snapshots (files) are cut in stripes on Dask
+    (``local:N`` | ``tcp://HOST:PORT``) the snapshots (files or ``s3://`` GeoParquet objects, read by the
+    workers) are cut in stripes on Dask
     (:func:`citytwin.workflows.scaleout_change.land_change`: the same result)."""
     from citytwin.planning.change import change_hotspots, flag_changes, land_change
     from citytwin.planning.overlay import parse_rules

@@ -3,6 +3,22 @@
 Apart from :mod:`citytwin.workflows.scaleout` to keep the planning code it calls out of the other
 Dask workflows' imports; ``workflows.planning.change(dask=...)`` (``citytwin plan change --dask``) calls
 it. See :func:`land_change` and docs/scaleout.md.
+
+The job, as tasks:
+
+1. **checks** (:func:`_check_chunk`, two row ranges per worker and snapshot): each feature is decoded and
+   checked once (polygons, validity and repairs, the class), giving its bounding box in its own and in the
+   working CRS, the layer's WGS84 extent and the repaired geometries (as WKB; usually none).
+2. **order** (:func:`_tree_order`, one per spatial index one process builds): where each feature comes in a
+   query of that index (GEOS's STR tree over all the layer's boxes): one process's pieces and overlap
+   pairs come in that order, which a stripe's own, smaller index then reproduces.
+3. **plan** (:func:`_plan`): the stripe of each feature, the equal-area CRS, the class table; a failed check
+   makes it run one process's checks, which raise one process's error (file, row, field).
+4. **stripes**, two stages as before (:func:`_change_stripe`): a stripe decodes only its features and their
+   neighbours (each worker reads the files' raw columns once, decodes rows when a task needs them).
+5. **verdict** on the overlaps within each snapshot (:func:`_verdicts`), between the two stages.
+
+Pieces come back as WKB in one buffer with their place in one process's table.
 """
 
 from __future__ import annotations
@@ -13,87 +29,313 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.objectstore import is_url
 from citytwin.foundation.scaleout import Progress, cluster, parse_dask, run_futures, task_keys, worker_cache
 
 if TYPE_CHECKING:
+    import geopandas as gpd
     import numpy as np
     import pandas as pd
 
 __all__ = ["land_change"]
 
 
-def _one_process_checks(before: str, after: str, b: Any, a: Any, column: str, after_column: str | None,
+# ------------------------------------------------------------------------------------------ reading
+def _read_whole(path: str) -> gpd.GeoDataFrame:
+    """A snapshot read whole, as one process reads it (a file, or an ``s3://`` GeoParquet object)."""
+    from citytwin.workflows.common import read_layer_file  # as workflows.planning reads a layer file
+
+    if is_url(path):
+        from citytwin.foundation.objectstore import read_geoparquet
+
+        return read_geoparquet(path)
+    return read_layer_file(path)
+
+
+class _Source:
+    """A snapshot file on a worker: GeoParquet is read once as Arrow (the raw columns: no geometry decoded)
+    and its rows decoded when a task asks for them (as ``geopandas.read_parquet`` decodes them); any other
+    format GeoPandas reads is read whole."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.table: Any = None
+        self.meta: Any = None
+        self.frame: Any = None
+        if path.lower().endswith(".parquet"):
+            try:
+                self._arrow()
+            except InputError:
+                raise
+            except Exception:
+                self.table = None
+        if self.table is None:
+            self.frame = _read_whole(path)
+        self.n = len(self.frame) if self.frame is not None else self.table.num_rows
+
+    def _arrow(self) -> None:
+        import pyarrow.parquet as pq
+        from geopandas.io import arrow as gio
+
+        if is_url(self.path):
+            from citytwin.foundation.objectstore import filesystem, storage_errors
+
+            fs, p = filesystem(self.path)
+            with storage_errors(self.path):
+                table = pq.read_table(p, filesystem=fs)
+        else:
+            table = pq.read_table(self.path)
+        # GeoPandas' own conversion (private: a GeoPandas without it reads the file whole, in __init__)
+        if not hasattr(gio, "_arrow_to_geopandas"):
+            raise AttributeError("geopandas.io.arrow._arrow_to_geopandas")
+        self.meta = gio._validate_and_decode_metadata(table.schema.metadata)
+        self.table = table
+
+    def rows(self, idx: np.ndarray) -> gpd.GeoDataFrame:
+        """Rows ``idx`` (positions) as a GeoDataFrame, geometries and values as a whole read gives them."""
+        import numpy as np
+
+        if self.frame is not None:
+            return self.frame.iloc[np.asarray(idx, dtype=np.int64)]
+        from geopandas.io import arrow as gio
+
+        return gio._arrow_to_geopandas(self.table.take(np.asarray(idx, dtype=np.int64)), self.meta)
+
+
+def _source(path: str, job: str) -> _Source:
+    return worker_cache(("change-src", job, path), lambda: _Source(path))
+
+
+# ------------------------------------------------------------------------------------------- checks
+def _one_process_checks(before: str, after: str, column: str, after_column: str | None,
                         classes: list[str] | None, tol: float) -> None:
     """The checks of :func:`citytwin.planning.change.land_change` in its order (each layer's, overlaps
-    included, then the classes): run on a worker only when a check failed, so that the error raised is
-    the one one process raises (an overlap in "before" is said before a bad class)."""
+    included, then the classes), on the whole snapshots: run on a worker only when a check failed, so that
+    the error raised is the one one process raises (an overlap in "before" is said before a bad class)."""
     from citytwin.planning.change import _classes
     from citytwin.planning.overlay import check_layer, equal_area_crs
 
-    cb, ca = check_layer(before, b, overlap_tolerance=tol), check_layer(after, a, overlap_tolerance=tol)
+    rb, ra = _read_whole(before), _read_whole(after)
+    cb, ca = check_layer(before, rb, overlap_tolerance=tol), check_layer(after, ra, overlap_tolerance=tol)
     _classes(cb, column, before, classes)
     _classes(ca, after_column or column, after, classes)
     equal_area_crs(cb, ca)
 
 
-def _change_layers(before: str, after: str, column: str, after_column: str | None, classes: list[str] | None,
-                   tol: float | None = None) -> dict[str, Any]:
-    """Both snapshots read and checked on a worker (once per job), as ``land_change`` prepares them
-    (``tol``: its ``overlap_tolerance``, None for the default), but for the overlaps within each layer:
-    those the stripes check, each its features' pairs (:func:`_change_stripe`, :func:`_verdicts`)."""
+def _check_chunk(part: tuple[int, int, int], *, before: str, after: str, column: str, after_column: str | None,
+                 classes: list[str] | None, job: str, tol: float | None) -> dict[str, Any]:
+    """``check_layer``'s per-feature checks (geometry, polygons, validity and repairs) and the class check
+    of rows ``r0:r1`` of one snapshot (``part = (side, r0, r1)``, side 0 "before", 1 "after"): their bounds
+    in the snapshot's CRS and in the working CRS (the first snapshot's), the WGS84 extent, the classes, and
+    the repaired geometries as WKB. ``{"failed": True}`` when a check fails (the plan then runs one
+    process's checks for its error)."""
     import numpy as np
     import shapely
 
-    from citytwin.planning.change import NONE_CLASS, _classes  # the class check land_change applies
-    from citytwin.planning.overlay import SELF_OVERLAP_TOLERANCE, _check_layer, _ring_arrays, equal_area_crs
-    from citytwin.workflows.common import read_layer_file  # as workflows.planning reads a layer file
+    from citytwin.planning.change import _classes
+    from citytwin.planning.overlay import SELF_OVERLAP_TOLERANCE, _check_layer, _wgs84_bounds
 
+    side, r0, r1 = part
+    name = (before, after)[side]
+    src = _source(name, job)
+    frame = src.rows(np.arange(r0, r1))
     tolerance = tol or SELF_OVERLAP_TOLERANCE
-    rb, ra = read_layer_file(before), read_layer_file(after)
     try:
         if not 0 < tolerance < 1:
-            raise InputError(f"overlap tolerance must be in (0, 1), got {tolerance}", field="overlap_tolerance")
-        b, pb = _check_layer(before, rb, check_overlaps=False)
-        a, pa = _check_layer(after, ra, check_overlaps=False)
-        cb, ca = _classes(b, column, before, classes), _classes(a, after_column or column, after, classes)
-        ea = equal_area_crs(b, a)
+            raise InputError("bad overlap tolerance")
+        checked, _ = _check_layer(name, frame, check_overlaps=False)
+        cls = _classes(checked, (column, after_column or column)[side], name, classes)
+        wgs = _wgs84_bounds(checked)
     except InputError:
-        _one_process_checks(before, after, rb, ra, column, after_column, classes, tolerance)
-        raise
-    work = b.crs
-    gb = np.asarray(b.geometry.values, dtype=object)
-    same_crs = bool(a.crs.is_exact_same(work))  # as GeoDataFrame.to_crs decides there is nothing to do
-    ga = np.asarray(a.to_crs(work).geometry.values, dtype=object)
-    pb.tree, pa.tree = shapely.STRtree(gb), shapely.STRtree(pa.geoms)  # as check_layer builds them
-    return {# the vertex arrays intersect_pairs needs, computed once per job (check_layer has them already)
-            "rings": (pb.rings, pa.rings if same_crs else _ring_arrays(ga)),
-            "cb": cb, "ca": ca, "ea": ea, "classes": np.unique(np.r_[cb, ca, [NONE_CLASS]].astype(str)), "work": work, "gb": gb, "ga": ga, "prep": (pb, pa),
-            "tb": pb.tree, "ta": pa.tree if same_crs else shapely.STRtree(ga)}
+        return {"failed": True}
+    geoms = np.asarray(checked.geometry.values, dtype=object)
+    orig = np.asarray(frame.geometry.values, dtype=object)
+    changed = np.flatnonzero([g is not o for g, o in zip(geoms, orig, strict=True)])
+    out: dict[str, Any] = {"failed": False, "bounds": shapely.bounds(geoms), "wgs84": wgs, "classes": np.unique(cls),
+                           "changed": changed + r0, "wkb": shapely.to_wkb(geoms[changed])}
+    work = _work_crs(before, job) if side == 1 else checked.crs
+    if work is None:  # the first snapshot has no CRS: its own check fails, and one process says so
+        return {"failed": True}
+    if side == 1 and not checked.crs.is_exact_same(work):  # as GeoDataFrame.to_crs decides there is something to do
+        out["work_bounds"] = shapely.bounds(np.asarray(checked.to_crs(work).geometry.values, dtype=object))
+    return out
 
 
-def _stripe(geoms: np.ndarray, x0: float, x1: float, n: int) -> np.ndarray:
-    """The stripe (of ``n`` between ``x0`` and ``x1``) holding each geometry's bounding-box centre."""
+def _work_crs(before: str, job: str) -> Any:
+    """The working CRS: the first snapshot's (from its metadata; no geometry decoded)."""
+    import numpy as np
+
+    return _source(before, job).rows(np.arange(0)).crs
+
+
+def _tree_order(bounds: list[np.ndarray]) -> np.ndarray:
+    """Each feature's place in the depth-first order of the STR tree one process builds over the layer
+    (``shapely.STRtree`` of its geometries: GEOS indexes their bounding boxes, so a tree of the boxes is the
+    same tree). A query visits the tree depth first, so the features it finds come in this order: a
+    stripe's query of a tree of its own candidates, sorted by it, gives one process's pairs in their order."""
     import numpy as np
     import shapely
 
-    b = shapely.bounds(geoms)
-    cx = (b[:, 0] + b[:, 2]) / 2
-    return np.asarray(np.clip(((cx - x0) / max(x1 - x0, 1e-300) * n).astype(np.int64), 0, n - 1))
+    b = np.concatenate(bounds)
+    ok = ~np.isnan(b).any(axis=1)  # empty geometries are not indexed
+    boxes = np.full(len(b), None, dtype=object)
+    boxes[ok] = shapely.box(b[ok, 0], b[ok, 1], b[ok, 2], b[ok, 3])
+    rank = np.full(len(b), -1, dtype=np.int64)
+    if ok.any():
+        found = shapely.STRtree(boxes).query(shapely.box(*np.nanmin(b[ok, :2], axis=0), *np.nanmax(b[ok, 2:], axis=0)))
+        rank[found] = np.arange(len(found))
+    return rank
 
 
-def _change_stripe(k: int, *, before: str, after: str, column: str, after_column: str | None,
-                   classes: list[str] | None, stripes: int, job: str, tol: float | None = None,
+def _tree_order_task(checks: list[dict[str, Any]], key: str) -> np.ndarray | None:
+    """:func:`_tree_order` of the layer the checks give (None after a failed check, and for the working
+    CRS's boxes of a snapshot already in it)."""
+    if not checks or any(c["failed"] for c in checks) or (key != "bounds" and not any(key in c for c in checks)):
+        return None
+    return _tree_order([c.get(key, c["bounds"]) for c in checks])
+
+
+def _plan(checks_b: list[dict[str, Any]], checks_a: list[dict[str, Any]], *, before: str, after: str, column: str,
+          after_column: str | None, classes: list[str] | None, tol: float | None, stripes: int, job: str
+          ) -> dict[str, Any]:
+    """What every stripe needs: the stripe of each feature (of its bounding-box centre in the working CRS,
+    west to east, each stripe about as many features), the boxes, the repaired geometries, the equal-area CRS and the class table. Raises one
+    process's error when a check failed."""
+    import numpy as np
+
+    from citytwin.planning.change import NONE_CLASS
+    from citytwin.planning.overlay import SELF_OVERLAP_TOLERANCE, equal_area_crs_of_bounds
+
+    if not checks_b or not checks_a or any(c["failed"] for c in (*checks_b, *checks_a)):  # (no rows: an empty layer)
+        _one_process_checks(before, after, column, after_column, classes, tol or SELF_OVERLAP_TOLERANCE)
+        raise InputError("a snapshot did not pass its checks", file=before)  # not reached: one process raises
+    bb = np.concatenate([c["bounds"] for c in checks_b])
+    ba = np.concatenate([c["bounds"] for c in checks_a])
+    baw = np.concatenate([c.get("work_bounds", c["bounds"]) for c in checks_a])
+
+    def extent(checks: list[dict[str, Any]]) -> np.ndarray:  # the layer's WGS84 bounds, as _wgs84_bounds gives them
+        w = np.array([c["wgs84"] for c in checks])
+        ok = ~np.isnan(w).any(axis=1)
+        if not ok.any():
+            return np.full(4, np.nan)
+        return np.concatenate([w[ok, :2].min(axis=0), w[ok, 2:].max(axis=0)])
+
+    ea = equal_area_crs_of_bounds(np.array([extent(checks_b), extent(checks_a)]))
+    # west-east stripes of about as many features each (both snapshots together): the edges are quantiles
+    # of the box centres; a feature of no geometry (no box) goes to the first stripe
+    centres = np.concatenate([bb[:, 0] + bb[:, 2], baw[:, 0] + baw[:, 2]]) / 2
+    edges = np.quantile(centres[~np.isnan(centres)], np.linspace(0, 1, stripes + 1)[1:-1])
+
+    def stripe(b: np.ndarray) -> np.ndarray:
+        cx = (b[:, 0] + b[:, 2]) / 2
+        return np.where(np.isnan(cx), 0, np.searchsorted(edges, cx, side="right")).astype(np.int64)
+
+    def repaired(checks: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        return (np.concatenate([c["changed"] for c in checks]),
+                np.concatenate([c["wkb"] for c in checks]) if checks else np.empty(0, dtype=object))
+
+    table = np.unique(np.concatenate([*(c["classes"] for c in (*checks_b, *checks_a)), [NONE_CLASS]]).astype(str))
+    return {"ea": ea, "classes": table, "stripe_b": stripe(bb), "stripe_a": stripe(baw), "bounds_b": bb,
+            "bounds_a": ba, "bounds_aw": baw, "same_crs": not any("work_bounds" in c for c in checks_a),
+            "repaired_b": repaired(checks_b), "repaired_a": repaired(checks_a)}
+
+
+# ---------------------------------------------------------------------------------- decoded features
+class _Layer:
+    """A snapshot's features on a worker, decoded and checked when a task first needs them: geometries in
+    the snapshot's CRS and in the working CRS (full-length arrays, filled by rows), classes as text."""
+
+    def __init__(self, src: _Source, column: str, repaired: tuple[np.ndarray, np.ndarray], work: Any) -> None:
+        import numpy as np
+
+        self.src, self.column, self.work = src, column, work
+        self.fix = dict(zip(repaired[0].tolist(), repaired[1], strict=True))
+        self.own = np.full(src.n, None, dtype=object)
+        self.geo = self.own if work is None else np.full(src.n, None, dtype=object)
+        self.cls = np.full(src.n, None, dtype=object)
+        self.have = np.zeros(src.n, dtype=bool)
+
+    def ensure(self, rows: np.ndarray) -> None:
+        """Rows ``rows`` decoded, repaired as ``check_layer`` repairs them, reprojected to the working CRS."""
+        import geopandas as gpd
+        import numpy as np
+        import shapely
+
+        need = np.unique(np.asarray(rows, dtype=np.int64))
+        need = need[~self.have[need]]
+        if not len(need):
+            return
+        f = self.src.rows(need)
+        g = np.asarray(f.geometry.values, dtype=object).copy()
+        fix = [k for k, r in enumerate(need.tolist()) if r in self.fix]
+        if fix:
+            g[fix] = shapely.from_wkb(np.array([self.fix[int(need[k])] for k in fix], dtype=object))
+        self.own[need] = g
+        if self.work is not None:
+            self.geo[need] = np.asarray(gpd.GeoSeries(g, crs=f.crs).to_crs(self.work).values, dtype=object)
+        self.cls[need] = f[self.column].astype(str).to_numpy()
+        self.have[need] = True
+
+
+def _layers(kw: dict[str, Any], plan: dict[str, Any]) -> tuple[_Layer, _Layer, Any]:
+    """This worker's two :class:`_Layer` of the job, and the working CRS."""
+    def build() -> tuple[_Layer, _Layer, Any]:
+        work = _work_crs(kw["before"], kw["job"])
+        lb = _Layer(_source(kw["before"], kw["job"]), kw["column"], plan["repaired_b"], None)
+        la = _Layer(_source(kw["after"], kw["job"]), kw["after_column"] or kw["column"], plan["repaired_a"],
+                    None if plan["same_crs"] else work)
+        return lb, la, work
+
+    return worker_cache(("change-layers", kw["job"]), build)
+
+
+def _near(bounds: np.ndarray, of: np.ndarray) -> np.ndarray:
+    """The features (ascending) whose box meets the box around the boxes ``of``: every feature that can
+    meet one of them (empty geometries, whose box is NaN, never do)."""
+    import numpy as np
+
+    of = of[~np.isnan(of).any(axis=1)]
+    if not len(of):
+        return np.zeros(0, dtype=np.int64)
+    lo, hi = of[:, :2].min(axis=0), of[:, 2:].max(axis=0)
+    return np.flatnonzero((bounds[:, 0] <= hi[0]) & (bounds[:, 2] >= lo[0]) & (bounds[:, 1] <= hi[1])
+                          & (bounds[:, 3] >= lo[1]))
+
+
+def _overlap_pairs(layer: np.ndarray, own: np.ndarray, bounds: np.ndarray, rank: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``self_overlap_pairs`` of the whole layer restricted to the pairs whose first feature is in ``own``,
+    from a tree of their neighbours only (pairs in one process's order: by first feature, then tree order)."""
+    import numpy as np
+    import shapely
+
+    from citytwin.planning.overlay import _Prepared, _ring_arrays, self_overlap_pairs
+
+    cand = np.union1d(_near(bounds, bounds[own]), own)
+    g = layer[cand]
+    prep = _Prepared(geoms=g, rings=_ring_arrays(g), tree=shapely.STRtree(g))
+    i, j, share = self_overlap_pairs(prep, np.searchsorted(cand, own))
+    i, j = cand[i], cand[j]
+    order = np.lexsort((rank[j], i))
+    return i[order], j[order], share[order]
+
+
+# ------------------------------------------------------------------------------------------ stripes
+def _change_stripe(k: int, plan: dict[str, Any], ranks: tuple[np.ndarray, np.ndarray, np.ndarray], *,
+                   before: str, after: str, column: str, after_column: str | None, classes: list[str] | None,
+                   stripes: int, job: str, tol: float | None = None,
                    pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
                    verdicts: tuple[tuple[int, float], tuple[int, float]] | None = None) -> Any:
-    """The pieces of the features whose bounding-box centre lies in stripe ``k`` (each feature in one stripe),
-    as numeric arrays (:func:`_pack`), with their place in one process's table (``order``).
+    """The pieces of the features whose bounding-box centre lies in stripe ``k`` (each feature in one
+    stripe), packed (:func:`_pack`) with their place in one process's table (``order``).
 
-    Without ``pairs`` (first stage): the "before" features' intersections with every neighbour, the
-    stripe's pairs ``(before, after, planar area of the piece)``, and the overlaps within each snapshot of
-    the pairs whose first feature lies in the stripe (:func:`~citytwin.planning.overlay.self_overlap_pairs`:
-    the whole-layer check, split). With ``pairs`` (every stripe's) and ``verdicts`` (second stage, after
-    :func:`_verdicts`): what is left of the stripe's "before" and "after" features, their coverage summed
-    from the first stage's pieces' areas (each intersection is cut once, in the first stage).
+    ``ranks``: the tree orders of "before" and "after" in their own CRS and of "after" in the working CRS
+    (:func:`_tree_order`). Without ``pairs`` (first stage): the "before" features' intersections with every
+    neighbour, the stripe's pairs ``(before, after, planar area of the piece)``, and the overlaps within
+    each snapshot of the pairs whose first feature lies in the stripe (the whole-layer check, split). With
+    ``pairs`` (every stripe's) and ``verdicts`` (second stage, after :func:`_verdicts`): what is left of the
+    stripe's "before" and "after" features, their coverage summed from the first stage's pieces' areas
+    (each intersection is cut once, in the first stage).
     """
     import geopandas as gpd
     import numpy as np
@@ -104,37 +346,34 @@ def _change_stripe(k: int, *, before: str, after: str, column: str, after_column
     from citytwin.planning.change import NONE_CLASS
     from citytwin.planning.overlay import (
         SELF_OVERLAP_TOLERANCE,
+        _ring_arrays,
         ea_areas,
         intersect_pairs,
         polygonal,
-        self_overlap_pairs,
         subtract_all,
     )
 
     overlay.PMAP_THREADS = worker_threads()  # GEOS on the worker's threads, not on every core
-    L = worker_cache(("change", job), lambda: _change_layers(before, after, column, after_column, classes, tol))
-    gb, ga, cb, ca = L["gb"], L["ga"], L["cb"], L["ca"]
-    allb = shapely.bounds(np.concatenate([gb, ga]))
-    x0, x1 = float(allb[:, 0].min()), float(allb[:, 2].max())
-    span = max(len(gb), len(ga)) + 1
-
-    table = L["classes"]
+    kw = {"before": before, "after": after, "column": column, "after_column": after_column, "job": job}
+    lb, la, work = _layers(kw, plan)
+    rank_b, rank_a, rank_aw = ranks[0], ranks[1], ranks[1] if ranks[2] is None else ranks[2]
+    bb, ba, baw = plan["bounds_b"], plan["bounds_a"], plan["bounds_aw"]
+    span = max(lb.src.n, la.src.n) + 1
+    table, ea = plan["classes"], plan["ea"]
 
     def frame(fc: Any, tc: Any, bf: Any, af: Any, geoms: np.ndarray, section: int, feature: np.ndarray
               ) -> dict[str, Any]:
         # "order": the piece's place in one process's table (section, then feature; stable within a feature)
         g = np.asarray(geoms, dtype=object)
-        area = ea_areas(g, L["work"], L["ea"]) if len(g) else np.empty(0)
-        # pieces of no area (features their intersections cover) are dropped by finish_change: not sent back
-        keep = area > 0
-        # in WGS84 as finish_change gives them (GeoSeries.to_crs, point by point: the same coordinates as
-        # the client's to_crs of all pieces; nothing to do when the snapshots are in EPSG:4326)
-        g = np.asarray(gpd.GeoSeries(g[keep], crs=L["work"]).to_crs(4326).values, dtype=object)
+        area = ea_areas(g, work, ea) if len(g) else np.empty(0)
+        keep = area > 0  # pieces of no area (features their intersections cover) are dropped by finish_change
+        # in WGS84 as finish_change gives them (GeoSeries.to_crs, point by point: the same coordinates as the
+        # client's to_crs of all pieces; nothing to do when the snapshots are in EPSG:4326)
+        g = np.asarray(gpd.GeoSeries(g[keep], crs=work).to_crs(4326).values, dtype=object)
 
         def col(v: Any, dtype: Any) -> np.ndarray:
             return np.asarray(v[keep] if isinstance(v, np.ndarray) else np.full(len(g), v), dtype=dtype)
 
-        # classes as their numbers in the class table (no string objects to pickle), the rest numbers too
         return {"from": np.searchsorted(table, col(fc, object).astype(str)).astype(np.int32),
                 "to": np.searchsorted(table, col(tc, object).astype(str)).astype(np.int32),
                 "bf": col(bf, np.int64), "af": col(af, np.int64), "area": area[keep],
@@ -156,35 +395,42 @@ def _change_stripe(k: int, *, before: str, after: str, column: str, after_column
             left[cut] = polygonal(subtract_all(geoms[own][cut], pos[hit[sel]], other_idx[sel], other))
         return left
 
-    own_b = np.flatnonzero(_stripe(gb, x0, x1, stripes) == k)
-    own_a = np.flatnonzero(_stripe(ga, x0, x1, stripes) == k)
+    own_b = np.flatnonzero(plan["stripe_b"] == k)
+    own_a = np.flatnonzero(plan["stripe_a"] == k)
     if pairs is None:
-        # pairs of the owned "before" features, in the order one process finds them (by before, then tree order)
-        il, jj = L["ta"].query(gb[own_b], predicate="intersects")
-        ii = own_b[il]
+        cand = _near(baw, bb[own_b])  # the "after" features that may meet the stripe's "before" ones
+        lb.ensure(np.r_[own_b, _near(bb, bb[own_b])])  # the stripe's features and their neighbours
+        la.ensure(np.r_[cand, _near(ba, ba[own_a])])
+        gb, ga = lb.geo[own_b], la.geo[cand]
+        il, jl = shapely.STRtree(ga).query(gb, predicate="intersects")
+        order = np.lexsort((rank_aw[cand[jl]], il))  # by "before" feature, then as one process's tree finds them
+        il, jl = il[order], jl[order]
         # cut as land_change cuts them (intersect_pairs: the convex fast path, GEOS for the others): the
         # same function on the same pair gives the same piece in any task
-        inter = intersect_pairs(gb, ga, ii, jj, L["rings"])
+        inter = intersect_pairs(gb, ga, il, jl, (_ring_arrays(gb), _ring_arrays(ga)))
+        ii, jj = own_b[il], cand[jl]
         # the overlaps within each snapshot, of the pairs whose first feature is the stripe's (each pair is
         # checked once, by one stripe; in the snapshot's own CRS, as check_layer checks it)
-        pb, pa = L["prep"]
-        checks = (self_overlap_pairs(pb, own_b), self_overlap_pairs(pa, own_a))
-        return _pack([frame(cb[ii], ca[jj], ii, jj, inter, 0, ii)]), (ii, jj, shapely.area(inter)), checks
+        checks = (_overlap_pairs(lb.own, own_b, bb, rank_b), _overlap_pairs(la.own, own_a, ba, rank_a))
+        return (_pack([frame(lb.cls[ii], la.cls[jj], ii, jj, inter, 0, ii)]), (ii, jj, shapely.area(inter)),
+                checks)
     assert verdicts is not None
     (accepted_b, _), (accepted_a, _) = verdicts
     # what is left of the "before" features: their pairs are this stripe's of the first stage
     ii, jj, area_b = pairs[k]
-    left_b = leftovers(gb, own_b, np.searchsorted(own_b, ii), jj, ga, area_b, accepted_a)
-    local = np.full(len(ga), -1)
-    local[own_a] = np.arange(len(own_a))
     pi, pj, parea = (np.concatenate([p[n] for p in pairs]) for n in range(3))
+    local = np.full(la.src.n, -1)
+    local[own_a] = np.arange(len(own_a))
     sel = local[pj] >= 0
+    lb.ensure(np.r_[own_b, pi[sel]])
+    la.ensure(np.r_[own_a, jj])
+    left_b = leftovers(lb.geo, own_b, np.searchsorted(own_b, ii), jj, la.geo, area_b, accepted_a)
     # the "after" features' pieces in ascending "before" order: the order one process sums and subtracts them
     order = np.lexsort((pi[sel], pj[sel]))
     jl, ib, area_a = local[pj[sel]][order], pi[sel][order], parea[sel][order]
-    left_a = leftovers(ga, own_a, jl, ib, gb, area_a, accepted_b)
-    return _pack([frame(cb[own_b], NONE_CLASS, own_b, -1, left_b, 1, own_b),
-                  frame(NONE_CLASS, ca[own_a], -1, own_a, left_a, 2, own_a)])
+    left_a = leftovers(la.geo, own_a, jl, ib, lb.geo, area_a, accepted_b)
+    return _pack([frame(lb.cls[own_b], NONE_CLASS, own_b, -1, left_b, 1, own_b),
+                  frame(NONE_CLASS, la.cls[own_a], -1, own_a, left_a, 2, own_a)])
 
 
 #: the numeric columns a stripe sends back, and the names finish_change knows them by
@@ -192,51 +438,45 @@ _COLUMNS = {"bf": "before_feature", "af": "after_feature", "area": "area_m2"}
 
 
 def _pack(frames: list[dict[str, Any]]) -> dict[str, Any]:
-    """A stripe's pieces as numeric arrays only (what pickles without a Python object per piece, unlike
-    shapely's pickle, WKB one object at a time): the polygons as ragged coordinate arrays
-    (``shapely.to_ragged_array``: exact coordinates), the few other pieces (multipolygons) as WKB."""
+    """A stripe's pieces as numeric arrays only (what pickles without a Python object per piece): the
+    geometries as their WKB in one byte buffer with offsets (exact coordinates)."""
     import numpy as np
     import shapely
 
     out: dict[str, Any] = {k: np.concatenate([f[k] for f in frames])
                            for k in ("from", "to", "bf", "af", "area", "order")}
-    g = np.concatenate([f["geoms"] for f in frames])
-    poly = shapely.get_type_id(g) == 3
-    out["poly"] = poly
-    out["ragged"] = shapely.to_ragged_array(g[poly])[1:] if poly.any() else None
-    out["wkb"] = shapely.to_wkb(g[~poly]) if (~poly).any() else np.empty(0, dtype=object)
+    wkb = shapely.to_wkb(np.concatenate([f["geoms"] for f in frames]))
+    out["offsets"] = np.r_[0, np.cumsum([len(w) for w in wkb], dtype=np.int64)]
+    out["wkb"] = np.frombuffer(b"".join(wkb), dtype=np.uint8)
     return out
 
 
 def _unpack(parts: list[dict[str, Any]], table: np.ndarray) -> pd.DataFrame:
     """The pieces of every stripe in one process's order (one concatenation, one stable argsort of
-    ``order``), as ``land_change`` has them before ``finish_change``."""
+    ``order``; each part's WKB decoded by itself, the geometries then put in that order), as
+    ``land_change`` has them before ``finish_change``."""
     import numpy as np
     import pandas as pd
+    import pyarrow as pa
     import shapely
 
-    col = {k: np.concatenate([p[k] for p in parts]) for k in ("from", "to", "bf", "af", "area", "order", "poly")}
-    geoms = np.empty(len(col["order"]), dtype=object)
-    rag = [p["ragged"] for p in parts if p["ragged"] is not None]
-    if rag:  # the parts' ragged arrays joined: ring offsets shifted by the coordinates before, polygons by the rings
-        coords, rings, polys = [], [], []
-        nc = nr = 0
-        for xy, (ring_off, poly_off) in rag:
-            coords.append(xy)
-            rings.append(ring_off[:-1] + nc)
-            polys.append(poly_off[:-1] + nr)
-            nc += len(xy)
-            nr += len(ring_off) - 1
-        geoms[col["poly"]] = shapely.from_ragged_array(
-            shapely.GeometryType.POLYGON, np.concatenate(coords),
-            (np.concatenate([*rings, [nc]]), np.concatenate([*polys, [nr]])))
-    if not col["poly"].all():
-        geoms[~col["poly"]] = shapely.from_wkb(np.concatenate([p["wkb"] for p in parts]))
+    col = {k: np.concatenate([p[k] for p in parts]) for k in ("from", "to", "bf", "af", "area", "order")}
     order = np.argsort(col["order"], kind="stable")
-    frame = pd.DataFrame({"from_class": table[col["from"][order]], "to_class": table[col["to"][order]],
-                          **{name: col[k][order] for k, name in _COLUMNS.items() if k != "area"},
-                          "geometry": geoms[order], "area_m2": col["area"][order]})
-    return frame
+    geoms = np.concatenate([np.empty(0, dtype=object), *(shapely.from_wkb(pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(p["offsets"]) - 1, [None, pa.py_buffer(p["offsets"]), pa.py_buffer(p["wkb"])]
+    ).to_numpy(zero_copy_only=False)) for p in parts)])
+    names = pa.array(table, type=pa.large_string())
+
+    # the dtype pandas gives a column of Python strings (as in the frame one process builds)
+    dtype = pd.DataFrame({"c": np.array(["x"], dtype=object)})["c"].dtype
+
+    def classes(codes: np.ndarray) -> Any:  # class names from their numbers, without a Python string each
+        text = pa.DictionaryArray.from_arrays(pa.array(codes[order]), names).cast(pa.large_string())
+        return text.to_numpy(zero_copy_only=False) if isinstance(dtype, np.dtype) else pd.array(text, dtype=dtype)
+
+    return pd.DataFrame({"from_class": classes(col["from"]), "to_class": classes(col["to"]),
+                         **{name: col[k][order] for k, name in _COLUMNS.items() if k != "area"},
+                         "geometry": geoms[order], "area_m2": col["area"][order]})
 
 
 def _verdicts(checks: list[Any], *, before: str, after: str, tol: float | None) -> tuple[tuple[int, float], ...]:
@@ -267,28 +507,56 @@ def _third(pair: tuple[Any, ...]) -> Any:
     return pair[2]
 
 
+def _ea_and_classes(plan: dict[str, Any]) -> tuple[Any, np.ndarray]:
+    return plan["ea"], plan["classes"]
+
+
+def _rows_of(path: str, job: str) -> int:
+    return _source(path, job).n
+
+
+def _check_inputs(paths: Sequence[str]) -> None:
+    """Each snapshot is a file, or one ``s3://`` GeoParquet object (the store's errors name the URL)."""
+    from citytwin.foundation.objectstore import object_sizes
+
+    for f in paths:
+        if is_url(f):
+            if not f.lower().endswith(".parquet"):
+                raise InputError("on Dask a snapshot on object storage is one GeoParquet object", file=f,
+                                 hint="give s3://BUCKET/…/snapshot.parquet")
+            try:  # no such bucket or object, no credentials, no endpoint: said here, naming the object
+                object_sizes([f])
+            except InputError as exc:
+                if exc.file == f:
+                    raise
+                where = f"file {exc.file}: "
+                raise InputError(exc.message[len(where):] if exc.message.startswith(where) else exc.message,
+                                 file=f, hint=exc.hint) from None
+        elif not Path(f).is_file():
+            raise InputError("on Dask the workers read the snapshots from files; file not found", file=f,
+                             hint="give the snapshot files (GeoParquet, GeoPackage, GeoJSON ...) or s3:// GeoParquet "
+                                  "objects; a catalog dataset is read by one process: run without --dask")
+
+
 def land_change(before: str, after: str, *, dask: str, column: str = "landuse", years: float = 1.0,
                 after_column: str | None = None, classes: Sequence[str] | None = None, stripes: int | None = None,
                 overlap_tolerance: float | None = None, progress: Progress | None = None) -> Any:
     """:func:`citytwin.planning.change.land_change` of two snapshot files on Dask, split in stripes.
 
-    Every feature belongs to the stripe (west to east) of its bounding-box centre; a task cuts the pieces
-    of its features only: their intersections with every neighbour, what the neighbours leave of them
-    (two stages: the "before" features' intersections, then what is left of the "before" and "after"
-    features, their coverage summed from the first stage's pieces). Pieces travel as numeric arrays (classes
-    as numbers, polygons as ragged coordinate arrays, already in WGS84) with their place in one process's
-    table (the client: one concatenation, one argsort, one ``shapely.from_ragged_array``); pieces of no
-    area are not sent. No piece is clipped at a stripe edge, each is cut once and exactly as one
-    process cuts it, so the pieces, their equal-area areas, the transition matrix and the rates equal the
-    single-process result (test).
-
-    Each worker reads both snapshots and runs ``check_layer``'s per-feature checks (CRS, polygons,
-    validity and repairs) and the class check once per job; the overlap check within each snapshot —
-    the costly part of ``check_layer`` — is split: each first-stage stripe checks the pairs whose first
-    feature is its own, and one small task (:func:`_verdicts`) reads them as ``check_layer`` does (the same
-    error naming both rows; with ``overlap_tolerance`` the same accepted overlaps and warnings), before the
-    second stage, which needs to know whether overlaps were accepted.
+    ``before`` and ``after`` are files (GeoParquet, or anything GeoPandas reads) or ``s3://`` GeoParquet
+    objects (read by the workers: :mod:`citytwin.foundation.objectstore`). Every feature is checked once,
+    by the task of its rows (a failed check: one process's error, naming file, row and field); every
+    feature belongs to the stripe (west to east) of its bounding-box centre, and a stripe task decodes its
+    features and their neighbours only, cutting the pieces of its features: their intersections with
+    every neighbour, then what the neighbours leave of them (two stages, each intersection cut once). A
+    stripe's spatial index holds its candidates only; the pairs are put in the order one process's index
+    over the whole layer finds them (:func:`_tree_order`), so the pieces, their order, the overlap checks
+    and their errors are one process's. No piece is clipped at a stripe edge, each is cut once and exactly
+    as one process cuts it, so the pieces, their equal-area areas, the transition matrix and the rates equal
+    the single-process result (tests). Pieces of no area are not sent; the others come back as WKB with
+    their place in one process's table, already in WGS84.
     """
+    import numpy as np
     from pyproj import CRS
 
     from citytwin.planning.change import finish_change
@@ -296,36 +564,57 @@ def land_change(before: str, after: str, *, dask: str, column: str = "landuse", 
     parse_dask(dask)
     if not years > 0:
         raise InputError(f"years between snapshots must be > 0, got {years}", field="years")
-    for f in (before, after):
-        if not Path(f).is_file():
-            raise InputError("on Dask the workers read the snapshots from files; file not found", file=f,
-                             hint="give the snapshot files (GeoParquet, GeoPackage, GeoJSON ...); a catalog "
-                                  "dataset is read by one process: run without --dask")
+    _check_inputs([before, after])
     with cluster(dask) as client:
-        n = stripes or max(2, 4 * len(client.scheduler_info(n_workers=-1).get("workers", {})))
+        addresses = sorted(client.scheduler_info(n_workers=-1).get("workers", {}))
+        workers = max(1, len(addresses))
+        # as many stripes for 1 worker as for 2 (the same work), two a worker beyond
+        n = stripes or max(4, 2 * workers)
+
+        def on(k: int, m: int) -> dict[str, Any]:
+            # task k of m preferably on worker k * workers // m (neighbouring stripes on one worker, and both
+            # stages of a stripe where its features are decoded); any worker when that one is gone
+            return {"workers": [addresses[k * workers // m]], "allow_other_workers": True} if addresses else {}
+
         job = uuid.uuid4().hex
         kw: dict[str, Any] = {"before": before, "after": after, "column": column, "after_column": after_column,
-                              "classes": list(classes) if classes is not None else None, "stripes": n, "job": job,
+                              "classes": list(classes) if classes is not None else None, "job": job,
                               "tol": overlap_tolerance}
-        # stage 1: the "before" side's intersections and the overlap checks of every stripe; then the
-        # checks' verdict (one small task); stage 2: what is left of each side, from stage 1's pairs (small
-        # arrays, taken out where they were computed and sent to the other workers)
-        first = client.map(_change_stripe, list(range(n)), pure=False, key=task_keys("citytwin-change-b", n), **kw)
+        sizes = run_futures(client, [client.submit(_rows_of, f, job, pure=False, key=k)
+                                     for f, k in zip((before, after), task_keys("citytwin-change-rows", 2),
+                                                     strict=True)])
+        # 1. the per-feature checks, by rows (each feature once); 2. the tree orders; 3. the plan
+        parts = [(side, int(r[0]), int(r[-1]) + 1) for side, m in enumerate(sizes)
+                 for r in np.array_split(np.arange(m), max(1, min(m, 2 * workers))) if len(r)]
+        checks = [client.submit(_check_chunk, p, pure=False, key=key, **on(i, len(parts)), **kw)
+                  for i, (p, key) in enumerate(zip(parts, task_keys("citytwin-change-check", len(parts)), strict=True))]
+        cb, ca = [c for c, p in zip(checks, parts, strict=True) if p[0] == 0], [
+            c for c, p in zip(checks, parts, strict=True) if p[0] == 1]
+        ranks = [client.submit(_tree_order_task, chk, key_, pure=False, key=k)
+                 for (chk, key_), k in zip(((cb, "bounds"), (ca, "bounds"), (ca, "work_bounds")),
+                                            task_keys("citytwin-change-order", 3), strict=True)]
+        plan = client.submit(_plan, cb, ca, pure=False, key=task_keys("citytwin-change-plan", 1)[0], stripes=n,
+                             **kw)
+        kw_s = {**kw, "stripes": n}
+        # 4. stage 1: the "before" side's intersections and the overlap checks of every stripe; 5. the checks'
+        # verdict (one small task); stage 2: what is left of each side, from stage 1's pairs
+        first = [client.submit(_change_stripe, k, pure=False, key=key, plan=plan, ranks=ranks, **on(k, n), **kw_s)
+                 for k, key in enumerate(task_keys("citytwin-change-b", n))]
         pairs = client.map(_second, first, pure=False, key=task_keys("citytwin-change-pairs", n))
-        checks = client.map(_third, first, pure=False, key=task_keys("citytwin-change-checks", n))
-        verdict = client.submit(_verdicts, checks, pure=False, key=task_keys("citytwin-change-verdict", 1)[0],
+        overlaps = client.map(_third, first, pure=False, key=task_keys("citytwin-change-checks", n))
+        verdict = client.submit(_verdicts, overlaps, pure=False, key=task_keys("citytwin-change-verdict", 1)[0],
                                 before=before, after=after, tol=overlap_tolerance)
-        second = client.map(_change_stripe, list(range(n)), pure=False, key=task_keys("citytwin-change-a", n),
-                            pairs=pairs, verdicts=verdict, **kw)
+        second = [client.submit(_change_stripe, k, pure=False, key=key, plan=plan, ranks=ranks, pairs=pairs,
+                                verdicts=verdict, **on(k, n), **kw_s) for k, key in enumerate(task_keys("citytwin-change-a", n))]
         pieces_b = client.map(_first, first, pure=False, key=task_keys("citytwin-change-pieces", n))
-        parts = run_futures(client, [*pieces_b, *second, verdict], progress=progress)
-        accepted = parts.pop()
-        ea, table = client.submit(_crs_of, before, after, column, after_column, classes, job, overlap_tolerance,
-                                  pure=False).result()
+        facts = client.submit(_ea_and_classes, plan, pure=False, key=task_keys("citytwin-change-facts", 1)[0])
+        out = run_futures(client, [*pieces_b, *second, verdict, facts], progress=progress)
+        ea, table = out.pop()
+        accepted = out.pop()
 
     # one process's order: intersections by "before" feature, then what is left of each "before" feature,
     # then of each "after" one (a feature's pieces come from one stripe, in its order: a stable argsort)
-    pieces = _unpack(parts, table)
+    pieces = _unpack(out, table)
     warnings = [_overlap_warning(nm, n_, share) for nm, (n_, share) in zip((before, after), accepted, strict=True) if n_]
     # from here as land_change finishes (the pieces came in WGS84, which finish_change then has nothing to do for)
     return finish_change(pieces, CRS.from_epsg(4326), ea, years, warnings)
@@ -337,10 +626,3 @@ def _overlap_warning(name: str, pairs: Any, share: Any) -> str:
     return (f"snapshot {name!r}: {int(pairs)} pair(s) of its features overlap (up to {float(share):.3g} of the "
             "smaller one; accepted by the overlap tolerance): that land is counted once per feature, so the matrix "
             "sums to more than the union")
-
-
-def _crs_of(before: str, after: str, column: str, after_column: str | None, classes: Sequence[str] | None,
-            job: str, tol: float | None = None) -> Any:
-    L = worker_cache(("change", job), lambda: _change_layers(before, after, column, after_column,
-                                                             list(classes) if classes is not None else None, tol))
-    return L["ea"], L["classes"]
