@@ -276,7 +276,8 @@ def life_circle_inputs(source: str | None, **layers: str | None) -> Inputs:
     InputError
         A layer that is not a file (a dataset name: export it, or give the file), or a missing source.
     """
-    from citytwin.workflows.spatial import Inputs, _sha256  # the hash load_inputs records
+    from citytwin.foundation.ingest.parallel import file_sha256 as _sha256  # the hash load_inputs records
+    from citytwin.workflows.spatial import Inputs
 
     inp = Inputs()
     for kind, ref in layers.items():
