@@ -78,14 +78,11 @@ from citytwin.twin.entities import (
     parse_time_us,
     unit_factor,
 )
+from citytwin.twin.updates import KEYS, UpdateBatch, _numbers
 
 #: Keys of a columnar payload that are not property columns.
 COLUMNAR_KEYS = frozenset({"ids", "type", "observedAt", "units"})
-_NONE = type(None)
 _STR = {str}
-_NUMBER_TYPES = (frozenset({float}), frozenset({float, _NONE}), frozenset({int}), frozenset({int, _NONE}),
-                 frozenset({float, int}), frozenset({float, int, _NONE}), frozenset({_NONE}))
-_EXACT_INT = 2**53
 
 
 def fast_decode(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
@@ -158,7 +155,6 @@ class ColumnarResult:
         return sub
 
 
-_KEYS = ("entity", "type", "property", "time_us", "value", "unit", "lon", "lat", CODES)
 
 
 def _empty_columns() -> dict[str, Any]:
@@ -211,6 +207,7 @@ class BatchParser(MessageParser):
         # registered (and of the declared type), valid while the registry version stays ``_ids_version``
         self._ids_cache: dict[tuple[tuple[str, ...], str | None], tuple[list[str], list[float], list[float],
                                                                         set[str]]] = {}
+        self._refs: dict[str, EntityRef] = {}  # entity updates' look-ups, as long (see UpdateBatch)
 
     def parse(self, topic: str | None, payload: bytes | str) -> Any:
         """Parse one MQTT message or HTTP body: a :class:`ColumnarResult` or a ``ParseResult``."""
@@ -228,7 +225,10 @@ class BatchParser(MessageParser):
         version = self.registry_version() if self.registry_version is not None else None
         if version is None or version != self._ids_version:
             self._ids_cache.clear()
+            self._refs.clear()
             self._ids_version = version
+        updates = UpdateBatch(self, now, self._refs if version is not None else None)
+        upd: list[int] = []  # the messages of entity updates, in the order given to ``updates``
         for k, (topic, payload) in enumerate(messages):
             raw = payload.encode() if isinstance(payload, str) else payload
             res = ParseResult()
@@ -241,15 +241,19 @@ class BatchParser(MessageParser):
                 col = results[k] = ColumnarResult(_empty_columns())
                 self._rows(k, doc, raw, col, acc, now)
                 continue
-            self.parse_doc(doc, res, topic_id=topic_id, topic_type=topic_type, raw=raw)
+            if topic is None:  # an HTTP body: as MessageParser.parse gives it
+                self.parse_doc(doc, res, topic_id=topic_id, topic_type=topic_type, raw=raw)
+                continue
+            # entity updates: validated together, column by column (citytwin.twin.updates)
+            upd.append(k)
+            results[k] = ColumnarResult(_empty_columns())
+            updates.add(doc, results[k], topic_id, topic_type)
         if acc.groups:
             cols, msg = self._values(acc, results)
-            ks = sorted(acc.ctx)
-            lo = np.searchsorted(msg, ks, side="left")
-            hi = np.searchsorted(msg, ks, side="right")
-            for k, a, b in zip(ks, lo.tolist(), hi.tolist(), strict=True):
-                if b > a:
-                    results[k].whole, results[k].span = cols, (a, b)
+            _spans(results, sorted(acc.ctx), cols, msg)
+        if upd:
+            cols, msg = updates.finish()
+            _spans(results, upd, cols, np.asarray(upd, dtype=np.int64)[msg])
         return results
 
     # -- the columnar payload ------------------------------------------------------------------
@@ -413,7 +417,7 @@ class BatchParser(MessageParser):
                      "value": np.concatenate([p[3] for p in parts])[order],
                      "lon": np.array(acc.lon, dtype=np.float64)[idx], "lat": np.array(acc.lat, dtype=np.float64)[idx],
                      CODES: codes})
-        return ({k: cols[k] for k in _KEYS}, np.asarray(acc.msg, dtype=np.int64)[idx])
+        return ({k: cols[k] for k in KEYS}, np.asarray(acc.msg, dtype=np.int64)[idx])
 
     def _column(self, tname: str, name: str, unit: str | None, rows: np.ndarray, vals: list[Any], acc: _Rows,
                 results: list[Any]) -> tuple[np.ndarray, str, str, np.ndarray] | None:
@@ -493,38 +497,13 @@ class BatchParser(MessageParser):
         return rows, name, target, v
 
 
-def _numbers(sel: list[Any], bad: np.ndarray) -> np.ndarray:
-    """Values of a number column as float64 (None -> NaN); ``bad`` marks what is not a number (bool, text …).
-
-    A column of floats, ints and nulls is converted in one step; an integer that a double cannot hold
-    becomes ``inf`` (rejected as implausible by the caller), as ``float(int)`` would overflow.
-    """
-    kinds = frozenset(map(type, sel))
-    if kinds in _NUMBER_TYPES:
-        try:
-            v = np.array(sel, dtype=np.float64)
-        except OverflowError:
-            pass
-        else:  # NaN only from null, no infinity: then nothing needs a closer look
-            nan = np.isnan(v)
-            if not np.isinf(v).any() and (not nan.any() or int(nan.sum()) == sel.count(None)):
-                return v
-    v = np.full(len(sel), np.nan)
-    for j, x in enumerate(sel):
-        t = type(x)
-        if t is float:
-            if not math.isfinite(x):  # NaN / Infinity literals (the stdlib decoder reads them)
-                bad[j] = True
-            else:
-                v[j] = x
-        elif t is int:
-            try:
-                v[j] = float(x)
-            except OverflowError:
-                v[j] = math.inf
-        elif x is not None:
-            bad[j] = True
-    return v
+def _spans(results: list[Any], ks: Sequence[int], cols: dict[str, Any], msg: np.ndarray) -> None:
+    """Give the results of messages ``ks`` their rows of ``cols`` (``msg``: each row's message, non-decreasing)."""
+    lo = np.searchsorted(msg, ks, side="left")
+    hi = np.searchsorted(msg, ks, side="right")
+    for k, a, b in zip(ks, lo.tolist(), hi.tolist(), strict=True):
+        if b > a:
+            results[k].whole, results[k].span = cols, (a, b)
 
 
 def _row(doc: dict[str, Any], i: int, ids: list[Any], times: Any, prop: str | None = None) -> bytes:
