@@ -78,11 +78,14 @@ from citytwin.twin.entities import (
     parse_time_us,
     unit_factor,
 )
-from citytwin.twin.updates import KEYS, UpdateBatch, _numbers
+from citytwin.twin.updates import KEYS, UpdateBatch
 
 #: Keys of a columnar payload that are not property columns.
 COLUMNAR_KEYS = frozenset({"ids", "type", "observedAt", "units"})
+_NONE = type(None)
 _STR = {str}
+_NUMBER_TYPES = (frozenset({float}), frozenset({float, _NONE}), frozenset({int}), frozenset({int, _NONE}),
+                 frozenset({float, int}), frozenset({float, int, _NONE}), frozenset({_NONE}))
 
 
 def fast_decode(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
@@ -153,8 +156,6 @@ class ColumnarResult:
         sub = {name: arr[lo:hi] for name, arr in self.whole.items() if name != CODES}
         sub[CODES] = {name: (c[lo:hi], u) for name, (c, u) in self.whole.get(CODES, {}).items()}
         return sub
-
-
 
 
 def _empty_columns() -> dict[str, Any]:
@@ -495,6 +496,40 @@ class BatchParser(MessageParser):
         if not keep.all():
             rows, v = rows[keep], v[keep]
         return rows, name, target, v
+
+
+def _numbers(sel: list[Any], bad: np.ndarray) -> np.ndarray:
+    """Values of a number column as float64 (None -> NaN); ``bad`` marks what is not a number (bool, text …).
+
+    A column of floats, ints and nulls is converted in one step; an integer that a double cannot hold
+    becomes ``inf`` (rejected as implausible by the caller), as ``float(int)`` would overflow.
+    """
+    kinds = frozenset(map(type, sel))
+    if kinds in _NUMBER_TYPES:
+        try:
+            v = np.array(sel, dtype=np.float64)
+        except OverflowError:
+            pass
+        else:  # NaN only from null, no infinity: then nothing needs a closer look
+            nan = np.isnan(v)
+            if not np.isinf(v).any() and (not nan.any() or int(nan.sum()) == sel.count(None)):
+                return v
+    v = np.full(len(sel), np.nan)
+    for j, x in enumerate(sel):
+        t = type(x)
+        if t is float:
+            if not math.isfinite(x):  # NaN / Infinity literals (the stdlib decoder reads them)
+                bad[j] = True
+            else:
+                v[j] = x
+        elif t is int:
+            try:
+                v[j] = float(x)
+            except OverflowError:
+                v[j] = math.inf
+        elif x is not None:
+            bad[j] = True
+    return v
 
 
 def _spans(results: list[Any], ks: Sequence[int], cols: dict[str, Any], msg: np.ndarray) -> None:

@@ -42,6 +42,7 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from itertools import repeat
 from operator import itemgetter
 from typing import Any
@@ -56,54 +57,13 @@ from citytwin.twin.entities import RESERVED, EntityRef, MessageParser, ParseResu
 __all__ = ["UpdateBatch"]
 
 _NONE = type(None)
-_NUMBER_TYPES = (frozenset({float}), frozenset({float, _NONE}), frozenset({int}), frozenset({int, _NONE}),
-                 frozenset({float, int}), frozenset({float, int, _NONE}), frozenset({_NONE}))
 _NUMBER = frozenset({float, int, _NONE})
 _TWO = {2}
-_VALUE_UNIT = itemgetter("value", "unit")
-_VALUE_CODE = itemgetter("value", "unitCode")
+_VALUE = itemgetter("value")
+_UNIT = itemgetter("unit")
+_UNIT_CODE = itemgetter("unitCode")
 #: the column names of a batch's accepted readings, in the order the ingest takes them
 KEYS = ("entity", "type", "property", "time_us", "value", "unit", "lon", "lat", CODES)
-
-
-def _numbers(sel: list[Any], bad: np.ndarray) -> np.ndarray:
-    """Values of a number column as float64 (None -> NaN); ``bad`` marks what is not a number (bool, text …).
-
-    A column of floats, ints and nulls is converted in one step; an integer that a double cannot hold
-    becomes ``inf`` (rejected as implausible by the caller), as ``float(int)`` would overflow.
-
-    Examples
-    --------
-    >>> bad = np.zeros(4, dtype=bool)
-    >>> _numbers([1, None, "2", 10**400], bad).tolist(), bad.tolist()
-    ([1.0, nan, nan, inf], [False, False, True, False])
-    """
-    kinds = frozenset(map(type, sel))
-    if kinds in _NUMBER_TYPES:
-        try:
-            v = np.array(sel, dtype=np.float64)
-        except OverflowError:
-            pass
-        else:  # NaN only from null, no infinity: then nothing needs a closer look
-            nan = np.isnan(v)
-            if not np.isinf(v).any() and (not nan.any() or int(nan.sum()) == sel.count(None)):
-                return v
-    v = np.full(len(sel), np.nan)
-    for j, x in enumerate(sel):
-        t = type(x)
-        if t is float:
-            if not math.isfinite(x):  # NaN / Infinity literals (the stdlib decoder reads them)
-                bad[j] = True
-            else:
-                v[j] = x
-        elif t is int:
-            try:
-                v[j] = float(x)
-            except OverflowError:
-                v[j] = math.inf
-        elif x is not None:
-            bad[j] = True
-    return v
 
 
 class UpdateBatch:
@@ -144,7 +104,7 @@ class UpdateBatch:
         self.pending: dict[tuple[str, tuple[str, ...]], tuple[list[dict[str, Any]], list[int]]] = {}
         self.npending = 0
         # readings taken as columns: (type, property, position in the update, unit) -> (slots, values)
-        self.parts: dict[tuple[str, str, int, str | None], tuple[list[int], list[Any]]] = {}
+        self.parts: dict[tuple[str, str, int, str | None], tuple[list[int], list[np.ndarray]]] = {}
         self.one: list[tuple[int, int, str, Any]] = []  # (slot, position, property, attribute): one at a time
         # rejects found per message: (update order, attribute position, reject); -1 for the update as a whole
         self.rejects: dict[int, list[tuple[int, int, Reject]]] = {}
@@ -240,11 +200,13 @@ class UpdateBatch:
         factor = 1.0
         try:
             if type(col[0]) is dict:
-                vals, units = zip(*map(_VALUE_UNIT, col), strict=True)
-                if set(map(len, col)) != _TWO:  # other keys too: "observedAt", "unitCode" beside "unit" ...
-                    vals, units = zip(*map(_VALUE_CODE, col), strict=True)
-                    if set(map(len, col)) != _TWO:
-                        return False
+                if set(map(len, col)) != _TWO:  # other keys too: "observedAt", "type", "unitCode" beside "unit" ...
+                    return False
+                vals: Sequence[Any] = list(map(_VALUE, col))  # (KeyError: a "value" missing; TypeError: not all are objects)
+                try:
+                    units = list(map(_UNIT, col))
+                except KeyError:
+                    units = list(map(_UNIT_CODE, col))
                 distinct = set(units)
                 if len(distinct) != 1:
                     return False
@@ -265,6 +227,7 @@ class UpdateBatch:
                 if not (math.isfinite(sum(w)) and math.isfinite(a) and math.isfinite(b) and lo <= a <= hi
                         and lo <= b <= hi):
                     return False
+            v = np.array(vals, dtype=np.float64)  # (None -> NaN; an int as float() gives it) while still in cache
         except (TypeError, KeyError, IndexError, OverflowError, ValueError):  # not of these forms
             return False
         key = (tname, name, pos, unit)
@@ -272,7 +235,7 @@ class UpdateBatch:
         if got is None:
             got = self.parts[key] = ([], [])
         got[0].extend(slots)
-        got[1].extend(vals)
+        got[1].append(v)
         return True
 
     # -- the whole batch -----------------------------------------------------------------------------------
@@ -289,8 +252,7 @@ class UpdateBatch:
             spec = fast[tname]
             assert spec is not None
             target = spec[name][0]
-            bad = np.zeros(len(vals), dtype=bool)
-            v = _numbers(vals, bad)  # (every value was checked in _take: none is bad)
+            v = np.concatenate(vals) if len(vals) > 1 else vals[0]
             if unit is not None:
                 factor = self._factor(unit, target)
                 if factor != 1.0:
