@@ -132,7 +132,8 @@ def _has_big_float(doc: Any, raw: bytes) -> bool:
 
 @dataclass
 class ColumnarResult:
-    """What one columnar message gave: accepted readings as columns, and the rejects.
+    """What one MQTT message gave (columnar, or entity updates read by :class:`~citytwin.twin.updates.UpdateBatch`):
+    accepted readings as columns, and the rejects.
 
     ``columns`` holds ``entity, type, property, time_us, value, unit, lon, lat`` as numpy arrays
     (``value`` NaN = missing), the shape :meth:`citytwin.foundation.timeseries.ingest.Ingestor.commit`
@@ -187,11 +188,14 @@ class BatchParser(MessageParser):
     """:class:`~citytwin.twin.entities.MessageParser` that also reads the columnar batch payload.
 
     On the batch topic, a JSON object with ``ids`` is a columnar payload (see the module docstring);
-    everything else is parsed exactly as :class:`MessageParser` parses it (decoded with orjson, see
-    :func:`fast_decode`). HTTP bodies (``topic=None``) are never taken as columnar.
+    everything else is parsed as :class:`MessageParser` parses it, with the same outcome (decoded with orjson,
+    see :func:`fast_decode`). HTTP bodies (``topic=None``) are never taken as columnar, and go through
+    :meth:`MessageParser.parse_doc` as before.
 
     :meth:`parse_many` parses the messages of a whole batch; the columnar ones are validated together,
-    one numpy pass per (entity type, property, unit) over all their rows.
+    one numpy pass per (entity type, property, unit) over all their rows, and the entity updates column by
+    column (:class:`citytwin.twin.updates.UpdateBatch`: the readings and rejects of ``MessageParser``, given
+    as columns). The look-ups of the updates' entities are kept as long as those of columnar ``ids``.
 
     ``registry_version`` (optional): a number that changes whenever a registered entity is created, changed
     or deleted (:attr:`citytwin.foundation.timeseries.state.StateStore.generation`). With it, the look-ups
@@ -217,8 +221,9 @@ class BatchParser(MessageParser):
     def parse_many(self, messages: Sequence[tuple[str | None, bytes | str]]) -> list[Any]:
         """Parse a batch of ``(topic, payload)``: one result per message, in order.
 
-        Each columnar message gets a :class:`ColumnarResult` whose ``columns`` are its accepted readings
-        (slices of the arrays validated for the whole batch).
+        Each MQTT message (columnar or entity updates) gets a :class:`ColumnarResult` whose ``columns`` are its
+        accepted readings (slices of the arrays validated for the whole batch); an HTTP body (``topic=None``)
+        gets a ``ParseResult``.
         """
         results: list[Any] = []
         acc = _Rows()

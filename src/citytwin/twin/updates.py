@@ -16,9 +16,12 @@ How:
    looked up while the registry is unchanged, an ``observedAt`` text already parsed in this batch, no
    ``location``) takes these from the look-ups kept, and any other goes through ``_entity_head`` itself.
 2. The updates of one entity type with the same keys in the same order (a device or gateway sends the same
-   attributes every time) form a *shape*. Each attribute of a shape is one column over all the messages of
-   the batch: its values are taken out of their ``{"value", "unit"}`` objects by C-level ``map``, converted
-   with numpy, brought to the canonical unit and checked against the physical range, per column.
+   attributes every time) are queued together. Every :attr:`UpdateBatch.FLUSH` updates (the last few
+   messages, whose objects are still in the CPU's cache; taken out after the whole batch, they cost about
+   twice as much), each attribute of the queued updates becomes a column: its values and units are taken
+   out of their ``{"value", "unit"}`` (or ``unitCode``) objects by C-level ``map``, the column is checked as
+   a whole (numbers or nulls, one unit understood, its smallest and largest value inside the physical range
+   after conversion) and converted to float64 with numpy.
 3. A reading the column cannot take as it is — not a plain number or null, an attribute with its own
    ``observedAt`` or a unit that is not a string, a unit not understood, a value outside the range, a
    property the type lacks or a bool property, a column whose attributes are of mixed forms, an update
