@@ -238,3 +238,16 @@ def test_a_store_with_one_parser_answers_like_the_other(tmp_path):
     pd.testing.assert_frame_equal(d["batch"], d["plain"])
     for s in stores.values():
         s.close()
+
+
+def test_the_bracket_depth_bound_is_the_highest_running_count_of_brackets():
+    """``_bracket_depth`` (run on every entity-update message) maps brackets to ±1 in one translate: it must give
+    the highest running count of open minus close brackets (at least 0), as a plain loop counts it."""
+    from itertools import accumulate
+
+    rng = random.Random(4)
+    for _ in range(3000):
+        raw = bytes(rng.choice(b'[]{}a" ') for _ in range(rng.randint(0, 400)))
+        steps = [1 if c in b"[{" else -1 for c in raw if c in b"[]{}"]
+        assert E._bracket_depth(raw) == max([0, *accumulate(steps)]), raw
+    assert E._bracket_depth(b"[" * 70_000 + b"]" * 70_000) == 70_000
