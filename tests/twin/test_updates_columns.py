@@ -141,24 +141,30 @@ def test_a_batch_of_entity_updates_gives_what_each_message_gives_alone():
 
 def test_the_common_readings_are_taken_as_columns_and_the_rest_one_at_a_time():
     p = E.MessageParser(REG.get, now_us=lambda: NOW_US)
+    doc = [{"id": e, "observedAt": TIMES[0], "pm25": {"value": 12 + i, "unit": "µg/m³"},
+            "co": {"value": -1 if i == 5 else 900, "unit": "µg/m³"}} for i, e in enumerate([A, B] * 4)]
     b = UpdateBatch(p, NOW_US)
     res = E.ParseResult()
-    doc = [{"id": A, "observedAt": TIMES[0], "pm25": {"value": 12, "unit": "µg/m³"}, "co": {"value": 900, "unit":
-                                                                                                "µg/m³"}},
-           {"id": B, "observedAt": TIMES[0], "pm25": {"value": 13, "unit": "µg/m³"}, "co": {"value": -1, "unit":
-                                                                                                "µg/m³"}}]
     b.add(doc, res, None, None)
     b._flush()
-    assert set(b.parts) == {("AirQualityObserved", "pm25", 2, "µg/m³")}  # co has a value out of range
-    assert [(s, q, n) for s, q, n, _ in b.one] == [(0, 3, "co"), (1, 3, "co")]
+    # pm25 is one column (8 readings); co has a value out of range: its 8 readings go one at a time
+    assert set(b.parts) == {("AirQualityObserved", "pm25", 2, "µg/m³")} and not b.few
+    assert [(s, q, n) for s, q, n, _ in b.one] == [(i, 3, "co") for i in range(8)]
     cols, msg = b.finish()
-    assert _rows(cols) == [(A, "AirQualityObserved", "pm25", E.parse_time_us(TIMES[0]), 12.0,
-                            "µg/m³", 116.4, 39.9),
-                           (A, "AirQualityObserved", "co", E.parse_time_us(TIMES[0]), 0.9, "mg/m³", 116.4, 39.9),
-                           (B, "AirQualityObserved", "pm25", E.parse_time_us(TIMES[0]), 13.0, "µg/m³", 116.3, None)]
-    assert msg.tolist() == [0, 0, 0]
-    assert [(r.reason, r.entity, r.property) for r in res.rejects] == [("implausible", B, "co")]
+    want = p.parse("citytwin/batch", json.dumps(doc).encode())
+    assert _rows(cols) == _rows(I._columns(want.observations)) and len(cols["entity"]) == 15
+    assert msg.tolist() == [0] * 15
+    assert _rejects(res) == _rejects(want) and [(r.reason, r.entity, r.property) for r in res.rejects] == [
+        ("implausible", B, "co")]
     assert json.loads(res.rejects[0].payload) == {"value": -1, "unit": "µg/m³"}
+    # a shape with few updates in the queue is read one reading at a time, by the common path where it can
+    b = UpdateBatch(p, NOW_US)
+    res = E.ParseResult()
+    b.add(doc[:2], res, None, None)
+    b._flush()
+    assert not b.parts and len(b.few) == 2 and len(b.one) == 2  # (co in µg/m³ is converted by _attribute)
+    cols, _ = b.finish()
+    assert _rows(cols) == _rows(I._columns(p.parse("citytwin/batch", json.dumps(doc[:2]).encode()).observations))
 
 
 def _poisoned(msgs: list[tuple[str, bytes]], rng: random.Random) -> list[tuple[str, bytes]]:

@@ -55,11 +55,22 @@ import pandas as pd
 
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.timeseries.ingest import CODES
-from citytwin.twin.entities import RESERVED, EntityRef, MessageParser, ParseResult, Reject, _dump, unit_factor
+from citytwin.twin.entities import (
+    RESERVED,
+    EntityRef,
+    MessageParser,
+    Observation,
+    ParseResult,
+    Reject,
+    _dump,
+    _obs,
+    unit_factor,
+)
 
 __all__ = ["UpdateBatch"]
 
 _NONE = type(None)
+_EXACT_INT = 2**53  # integers a float holds exactly
 _NUMBER = frozenset({float, int, _NONE})
 _TWO = {2}
 _VALUE = itemgetter("value")
@@ -87,6 +98,8 @@ class UpdateBatch:
     #: updates queued before their attributes are taken out (those of the last few messages: still in the CPU's
     #: cache, and freed while they are)
     FLUSH = 64
+    #: a shape with fewer queued updates than this is read one reading at a time (a column's checks cost a few µs)
+    FEW = 8
 
     def __init__(self, parser: MessageParser, now: int, refs: dict[str, EntityRef] | None = None) -> None:
         self.p = parser
@@ -109,6 +122,7 @@ class UpdateBatch:
         # readings taken as columns: (type, property, position in the update, unit) -> (slots, values)
         self.parts: dict[tuple[str, str, int, str | None], tuple[list[int], list[np.ndarray]]] = {}
         self.one: list[tuple[int, int, str, Any]] = []  # (slot, position, property, attribute): one at a time
+        self.few: list[tuple[int, int, Observation]] = []  # readings of rare shapes taken by the common path
         # rejects found per message: (update order, attribute position, reject); -1 for the update as a whole
         self.rejects: dict[int, list[tuple[int, int, Reject]]] = {}
 
@@ -183,6 +197,9 @@ class UpdateBatch:
         for (tname, keys), (items, slots) in self.pending.items():
             fast = self.p._fast_specs(tname, self.p.types.get(tname))
             assert fast is not None
+            if len(items) < self.FEW:
+                self._few(tname, keys, items, slots, fast)
+                continue
             cols = zip(*map(itemgetter(*keys), items), strict=True) if len(keys) > 1 else [tuple(map(itemgetter(keys[0]), items))]
             for pos, (name, col) in enumerate(zip(keys, cols, strict=True)):
                 if name in RESERVED:
@@ -192,6 +209,41 @@ class UpdateBatch:
                     self.one.extend(zip(slots, repeat(pos), repeat(name), col, strict=False))
         self.pending.clear()
         self.npending = 0
+
+    def _few(self, tname: str, keys: tuple[str, ...], items: list[dict[str, Any]], slots: list[int],
+             fast: dict[str, tuple[str, float, float]]) -> None:
+        """Updates of a shape too rare in the queue for columns (devices whose attributes differ, or come in
+        another order): one reading at a time, the common ones by the path :meth:`MessageParser._entity_update`
+        takes for them (a number or null in the canonical unit at the update's time), the others through
+        :meth:`MessageParser._attribute`."""
+        few, one = self.few, self.one
+        for item, slot in zip(items, slots, strict=True):
+            base = self.base[slot]
+            for pos, name in enumerate(keys):
+                if name in RESERVED:
+                    continue
+                attr = item[name]
+                f = fast.get(name)
+                if f is not None:
+                    if type(attr) is dict:
+                        if "observedAt" not in attr:
+                            value = attr.get("value")
+                            unit = attr.get("unitCode", attr.get("unit"))
+                            if unit is None or unit == f[0]:
+                                if value is None:
+                                    few.append((slot, pos, _obs((None, tname, name, base, None, f[0], None, None))))
+                                    continue
+                                tv = type(value)
+                                if tv is int and -_EXACT_INT <= value <= _EXACT_INT:
+                                    value, tv = float(value), float
+                                if tv is float and f[1] <= value <= f[2] and value != math.inf \
+                                        and value != -math.inf:
+                                    few.append((slot, pos, _obs((None, tname, name, base, value, f[0], None, None))))
+                                    continue
+                    elif type(attr) is float and f[1] <= attr <= f[2] and attr != math.inf and attr != -math.inf:
+                        few.append((slot, pos, _obs((None, tname, name, base, attr, f[0], None, None))))
+                        continue
+                one.append((slot, pos, name, attr))
 
     def _take(self, tname: str, name: str, pos: int, f: tuple[str, float, float], col: tuple[Any, ...],
               slots: list[int]) -> bool:
@@ -261,7 +313,7 @@ class UpdateBatch:
                 if factor != 1.0:
                     v = v * factor
             parts.append((np.asarray(slots, dtype=np.int64), pos, name, target, v))
-        kept = self._one_by_one(self.one)
+        kept = self._one_by_one(self.one) + self.few
         cols, msg = self._columns(parts, kept)
         for k, got in self.rejects.items():
             if len(got) > 1:
