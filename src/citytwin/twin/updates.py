@@ -22,6 +22,8 @@ How:
    out of their ``{"value", "unit"}`` (or ``unitCode``) objects by C-level ``map``, the column is checked as
    a whole (numbers or nulls, one unit understood, its smallest and largest value inside the physical range
    after conversion) and converted to float64 with numpy.
+   A shape with fewer than :attr:`UpdateBatch.FEW` updates in the queue is read one reading at a time instead,
+   by the path :meth:`MessageParser._entity_update` takes for a number or null in the canonical unit.
 3. A reading the column cannot take as it is — not a plain number or null, an attribute with its own
    ``observedAt`` or a unit that is not a string, a unit not understood, a value outside the range, a
    property the type lacks or a bool property, a column whose attributes are of mixed forms, an update
