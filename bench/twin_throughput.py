@@ -50,6 +50,7 @@ of one run, not absolute rates across runs.
 Run:  python bench/twin_throughput.py --quick                    (about a minute)
       python bench/twin_throughput.py --quick --payload columnar (the same with columnar payloads)
       python bench/twin_throughput.py --quick --skip-http --soak-minutes 30   (plus a 30-minute RSS soak)
+      python bench/twin_throughput.py --months 6 --in-process 3  (the pipeline alone: updates vs columnar CPU)
       python bench/twin_throughput.py                            (full data; several minutes)
 """
 
@@ -516,6 +517,40 @@ def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: s
                   "half")
 
 
+def run_in_process(long: pd.DataFrame, rounds: int, batch: int) -> None:
+    """The ingest pipeline alone, in this process (no broker, no paho): the same readings as entity updates and
+    as the columnar payload (the peer), ``batch`` messages per ``Ingestor.ingest`` (the MQTT ingest's
+    ``max_batch``), shipped hooks (auto-alerts, forecast verification) and GC threshold; a fresh twin per round,
+    the two forms alternating. CPU-s of the process per million readings (median of the rounds) and their ratio."""
+    from citytwin.workflows.runtime import collect_rarely
+
+    forms = {"updates": [(t, p) for _, t, p in F.messages_from_long(long, per_message=12)],
+             "columnar": [(t, p) for _, t, p in columnar_messages_from_long(long, per_message=12)]}
+    collect_rarely()
+    cpu: dict[str, list[float]] = {k: [] for k in forms}
+    for r in range(rounds):
+        for name, msgs in forms.items():
+            work = Path(tempfile.mkdtemp(prefix="ct-bench-inproc-"))
+            try:
+                rt = open_runtime(work / "twin")
+                rt.register(stations())
+                rt.enable_auto_verify()
+                rt.enable_auto_alerts()
+                c0 = time.process_time()
+                for i in range(0, len(msgs), batch):
+                    rt.ingestor.ingest(msgs[i:i + batch], source="mqtt")
+                c = time.process_time() - c0
+                assert rt.ingestor.totals.accepted == len(long), rt.ingestor.totals
+                rt.close()
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            cpu[name].append(c / len(long) * 1e6)
+            print(f"[in-process] round {r + 1} {name}: {c:.2f} CPU-s = {cpu[name][-1]:.2f} CPU-s per million readings")
+    med = {k: float(np.median(v)) for k, v in cpu.items()}
+    print(f"[in-process] median CPU-s per million readings: entity updates {med['updates']:.2f}, columnar "
+          f"{med['columnar']:.2f}; updates / columnar {med['updates'] / med['columnar']:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one month (Dec 2015) instead of four years")
@@ -546,6 +581,9 @@ def main() -> None:
                          "ARROW_DEFAULT_MEMORY_POOL=system, as `citytwin twin serve|ingest` ship; switch = forked, "
                          "pyarrow's pool switched to the system's at start_mqtt (an embedding program); default "
                          "= forked, pyarrow's default (mimalloc), for the comparison")
+    ap.add_argument("--in-process", type=int, default=0, metavar="ROUNDS",
+                    help="only the ingest pipeline in this process, ROUNDS rounds of each payload form: CPU-s per "
+                         "million readings, entity updates against columnar")
     args = ap.parse_args()
     alerts = not args.no_alerts
     print(f"configuration: auto-alerts {'ON (shipped default)' if alerts else 'OFF'}, auth ON for HTTP, MQTT "
@@ -568,6 +606,11 @@ def main() -> None:
         return
     t0 = time.perf_counter()
     long = load_long(args.quick, args.months)
+    if args.in_process:
+        print(f"data: {len(long):,} readings; prepared in {time.perf_counter() - t0:.0f} s")
+        run_in_process(long, args.in_process, 2000)
+        print(f"machine after run: {machine()}")
+        return
     n_obs = len(long)
     columnar = args.payload == "columnar"
     gen = columnar_messages_from_long if columnar else F.messages_from_long

@@ -78,6 +78,7 @@ from citytwin.twin.entities import (
     parse_time_us,
     unit_factor,
 )
+from citytwin.twin.updates import KEYS, UpdateBatch
 
 #: Keys of a columnar payload that are not property columns.
 COLUMNAR_KEYS = frozenset({"ids", "type", "observedAt", "units"})
@@ -85,7 +86,6 @@ _NONE = type(None)
 _STR = {str}
 _NUMBER_TYPES = (frozenset({float}), frozenset({float, _NONE}), frozenset({int}), frozenset({int, _NONE}),
                  frozenset({float, int}), frozenset({float, int, _NONE}), frozenset({_NONE}))
-_EXACT_INT = 2**53
 
 
 def fast_decode(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
@@ -132,7 +132,8 @@ def _has_big_float(doc: Any, raw: bytes) -> bool:
 
 @dataclass
 class ColumnarResult:
-    """What one columnar message gave: accepted readings as columns, and the rejects.
+    """What one MQTT message gave (columnar, or entity updates read by :class:`~citytwin.twin.updates.UpdateBatch`):
+    accepted readings as columns, and the rejects.
 
     ``columns`` holds ``entity, type, property, time_us, value, unit, lon, lat`` as numpy arrays
     (``value`` NaN = missing), the shape :meth:`citytwin.foundation.timeseries.ingest.Ingestor.commit`
@@ -156,9 +157,6 @@ class ColumnarResult:
         sub = {name: arr[lo:hi] for name, arr in self.whole.items() if name != CODES}
         sub[CODES] = {name: (c[lo:hi], u) for name, (c, u) in self.whole.get(CODES, {}).items()}
         return sub
-
-
-_KEYS = ("entity", "type", "property", "time_us", "value", "unit", "lon", "lat", CODES)
 
 
 def _empty_columns() -> dict[str, Any]:
@@ -190,11 +188,14 @@ class BatchParser(MessageParser):
     """:class:`~citytwin.twin.entities.MessageParser` that also reads the columnar batch payload.
 
     On the batch topic, a JSON object with ``ids`` is a columnar payload (see the module docstring);
-    everything else is parsed exactly as :class:`MessageParser` parses it (decoded with orjson, see
-    :func:`fast_decode`). HTTP bodies (``topic=None``) are never taken as columnar.
+    everything else is parsed as :class:`MessageParser` parses it, with the same outcome (decoded with orjson,
+    see :func:`fast_decode`). HTTP bodies (``topic=None``) are never taken as columnar, and go through
+    :meth:`MessageParser.parse_doc` as before.
 
     :meth:`parse_many` parses the messages of a whole batch; the columnar ones are validated together,
-    one numpy pass per (entity type, property, unit) over all their rows.
+    one numpy pass per (entity type, property, unit) over all their rows, and the entity updates column by
+    column (:class:`citytwin.twin.updates.UpdateBatch`: the readings and rejects of ``MessageParser``, given
+    as columns). The look-ups of the updates' entities are kept as long as those of columnar ``ids``.
 
     ``registry_version`` (optional): a number that changes whenever a registered entity is created, changed
     or deleted (:attr:`citytwin.foundation.timeseries.state.StateStore.generation`). With it, the look-ups
@@ -211,6 +212,7 @@ class BatchParser(MessageParser):
         # registered (and of the declared type), valid while the registry version stays ``_ids_version``
         self._ids_cache: dict[tuple[tuple[str, ...], str | None], tuple[list[str], list[float], list[float],
                                                                         set[str]]] = {}
+        self._refs: dict[str, EntityRef] = {}  # entity updates' look-ups, as long (see UpdateBatch)
 
     def parse(self, topic: str | None, payload: bytes | str) -> Any:
         """Parse one MQTT message or HTTP body: a :class:`ColumnarResult` or a ``ParseResult``."""
@@ -219,8 +221,9 @@ class BatchParser(MessageParser):
     def parse_many(self, messages: Sequence[tuple[str | None, bytes | str]]) -> list[Any]:
         """Parse a batch of ``(topic, payload)``: one result per message, in order.
 
-        Each columnar message gets a :class:`ColumnarResult` whose ``columns`` are its accepted readings
-        (slices of the arrays validated for the whole batch).
+        Each MQTT message (columnar or entity updates) gets a :class:`ColumnarResult` whose ``columns`` are its
+        accepted readings (slices of the arrays validated for the whole batch); an HTTP body (``topic=None``)
+        gets a ``ParseResult``.
         """
         results: list[Any] = []
         acc = _Rows()
@@ -228,7 +231,10 @@ class BatchParser(MessageParser):
         version = self.registry_version() if self.registry_version is not None else None
         if version is None or version != self._ids_version:
             self._ids_cache.clear()
+            self._refs.clear()
             self._ids_version = version
+        updates = UpdateBatch(self, now, self._refs if version is not None else None)
+        upd: list[int] = []  # the messages of entity updates, in the order given to ``updates``
         for k, (topic, payload) in enumerate(messages):
             raw = payload.encode() if isinstance(payload, str) else payload
             res = ParseResult()
@@ -241,15 +247,19 @@ class BatchParser(MessageParser):
                 col = results[k] = ColumnarResult(_empty_columns())
                 self._rows(k, doc, raw, col, acc, now)
                 continue
-            self.parse_doc(doc, res, topic_id=topic_id, topic_type=topic_type, raw=raw)
+            if topic is None:  # an HTTP body: as MessageParser.parse gives it
+                self.parse_doc(doc, res, topic_id=topic_id, topic_type=topic_type, raw=raw)
+                continue
+            # entity updates: validated together, column by column (citytwin.twin.updates)
+            upd.append(k)
+            results[k] = ColumnarResult(_empty_columns())
+            updates.add(doc, results[k], topic_id, topic_type)
         if acc.groups:
             cols, msg = self._values(acc, results)
-            ks = sorted(acc.ctx)
-            lo = np.searchsorted(msg, ks, side="left")
-            hi = np.searchsorted(msg, ks, side="right")
-            for k, a, b in zip(ks, lo.tolist(), hi.tolist(), strict=True):
-                if b > a:
-                    results[k].whole, results[k].span = cols, (a, b)
+            _spans(results, sorted(acc.ctx), cols, msg)
+        if upd:
+            cols, msg = updates.finish()
+            _spans(results, upd, cols, np.asarray(upd, dtype=np.int64)[msg])
         return results
 
     # -- the columnar payload ------------------------------------------------------------------
@@ -413,7 +423,7 @@ class BatchParser(MessageParser):
                      "value": np.concatenate([p[3] for p in parts])[order],
                      "lon": np.array(acc.lon, dtype=np.float64)[idx], "lat": np.array(acc.lat, dtype=np.float64)[idx],
                      CODES: codes})
-        return ({k: cols[k] for k in _KEYS}, np.asarray(acc.msg, dtype=np.int64)[idx])
+        return ({k: cols[k] for k in KEYS}, np.asarray(acc.msg, dtype=np.int64)[idx])
 
     def _column(self, tname: str, name: str, unit: str | None, rows: np.ndarray, vals: list[Any], acc: _Rows,
                 results: list[Any]) -> tuple[np.ndarray, str, str, np.ndarray] | None:
@@ -525,6 +535,15 @@ def _numbers(sel: list[Any], bad: np.ndarray) -> np.ndarray:
         elif x is not None:
             bad[j] = True
     return v
+
+
+def _spans(results: list[Any], ks: Sequence[int], cols: dict[str, Any], msg: np.ndarray) -> None:
+    """Give the results of messages ``ks`` their rows of ``cols`` (``msg``: each row's message, non-decreasing)."""
+    lo = np.searchsorted(msg, ks, side="left")
+    hi = np.searchsorted(msg, ks, side="right")
+    for k, a, b in zip(ks, lo.tolist(), hi.tolist(), strict=True):
+        if b > a:
+            results[k].whole, results[k].span = cols, (a, b)
 
 
 def _row(doc: dict[str, Any], i: int, ids: list[Any], times: Any, prop: str | None = None) -> bytes:

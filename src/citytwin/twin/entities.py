@@ -363,6 +363,7 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # a bracket's step of the count, as int8: +1 or -1
 
 
 def _bracket_depth(raw: bytes) -> int:
@@ -374,11 +375,10 @@ def _bracket_depth(raw: bytes) -> int:
     >>> _bracket_depth(b'[{"a": [1]}, {"b": "]]"}]'), _bracket_depth(b"]]"), _bracket_depth(b"")
     (3, 0, 0)
     """
-    a = np.frombuffer(raw.translate(None, _NOT_BRACKETS), dtype=np.uint8)
+    a = np.frombuffer(raw.translate(_STEPS, _NOT_BRACKETS), dtype=np.int8)  # (deletes, then maps: one pass)
     if not len(a):
         return 0
-    step = np.where((a == 91) | (a == 123), 1, -1).astype(np.int32)
-    return max(0, int(np.cumsum(step).max()))
+    return max(0, int(a.cumsum(dtype=np.int32).max()))
 
 
 def _depth_exceeds(doc: Any, limit: int) -> bool:
@@ -554,50 +554,58 @@ class MessageParser:
         return b
 
     # -- one entity update --------------------------------------------------------------
-    def _entity_update(self, item: dict[str, Any], res: ParseResult, topic_id: str | None,
-                       topic_type: str | None, now: int) -> None:
+    def _entity_head(self, item: dict[str, Any], rejects: list[Reject], topic_id: str | None, topic_type: str | None,
+                     now: int) -> tuple[str, EntityRef, int | None, float | None, float | None] | None:
+        """The checks of an entity update as a whole (id, registered entity, type, observedAt, location):
+        ``(id, registered entity, observedAt µs or None, lon, lat)``, or None with the reject appended."""
         eid = item.get("id", topic_id)
         if not isinstance(eid, str) or not eid:
-            res.rejects.append(Reject("missing_id", "entity update without a string 'id'", payload=_dump(item)))
-            return
+            rejects.append(Reject("missing_id", "entity update without a string 'id'", payload=_dump(item)))
+            return None
         if topic_id is not None and eid != topic_id:
-            res.rejects.append(Reject("type_mismatch", f"payload id {eid!r} differs from the topic's {topic_id!r}",
-                                      entity=eid, payload=_dump(item)))
-            return
+            rejects.append(Reject("type_mismatch", f"payload id {eid!r} differs from the topic's {topic_id!r}",
+                                  entity=eid, payload=_dump(item)))
+            return None
         ref = self.lookup(eid)
         if ref is None:
-            res.rejects.append(Reject("unknown_entity", f"entity {eid!r} is not registered", entity=eid,
-                                      payload=_dump(item)))
-            return
+            rejects.append(Reject("unknown_entity", f"entity {eid!r} is not registered", entity=eid,
+                                  payload=_dump(item)))
+            return None
         declared = item.get("type", topic_type)
         if declared is not None and declared != ref.type:
-            res.rejects.append(Reject("type_mismatch", f"type {declared!r} but {eid!r} is a {ref.type!r}",
-                                      entity=eid, payload=_dump(item)))
-            return
+            rejects.append(Reject("type_mismatch", f"type {declared!r} but {eid!r} is a {ref.type!r}",
+                                  entity=eid, payload=_dump(item)))
+            return None
         base_time = item.get("observedAt", item.get("dateObserved"))
         base_us: int | None = None
         if base_time is not None:
             try:
                 base_us = parse_time_us(base_time)
             except ValueError as exc:
-                res.rejects.append(Reject("bad_time", str(exc), entity=eid, payload=_dump(item)))
-                return
+                rejects.append(Reject("bad_time", str(exc), entity=eid, payload=_dump(item)))
+                return None
             bad = self._time_reject(base_us, base_time, now)
             if bad is not None:
-                res.rejects.append(Reject(bad[0], bad[1], entity=eid, payload=_dump(item)))
-                return
+                rejects.append(Reject(bad[0], bad[1], entity=eid, payload=_dump(item)))
+                return None
         lon, lat = ref.lon, ref.lat
         loc = item.get("location")
         if loc is not None:
             try:
                 lon, lat = location_lonlat(loc)
             except (InputError, TypeError, ValueError, KeyError, IndexError) as exc:
-                res.rejects.append(Reject("wrong_type", f"location: {exc}", entity=eid, property="location",
-                                          payload=_dump(item)))
-                return
-        etype = self.types.get(ref.type)
+                rejects.append(Reject("wrong_type", f"location: {exc}", entity=eid, property="location",
+                                      payload=_dump(item)))
+                return None
+        return eid, ref, base_us, lon, lat
+
+    def _entity_update(self, item: dict[str, Any], res: ParseResult, topic_id: str | None,
+                       topic_type: str | None, now: int) -> None:
+        if (head := self._entity_head(item, res.rejects, topic_id, topic_type, now)) is None:
+            return
+        eid, ref, base_us, lon, lat = head
+        type_, etype = ref.type, self.types.get(ref.type)
         res.entities += 1
-        type_ = ref.type
         # fast path for the common attribute (a number or null in the canonical unit, at the update's time):
         # exactly what _attribute accepts for it, without its checks of the rarer shapes
         fast = self._fast_specs(type_, etype) if base_us is not None else None
@@ -630,10 +638,8 @@ class MessageParser:
 
     def _fast_specs(self, type_: str, etype: EntityType | None) -> dict[str, tuple[str, float, float]] | None:
         """Numeric properties of a typed entity type: name -> (canonical unit, lo, hi) (cached)."""
-        if etype is None:
-            return None
-        got = self._fast.get(type_)
-        if got is None:
+        got = self._fast.get(type_)  # (never set for a type without an EntityType)
+        if got is None and etype is not None:
             got = self._fast[type_] = {n: (s.unit, *self._bounds(n)) for n, s in etype.properties.items()
                                        if s.kind == "number"}
         return got

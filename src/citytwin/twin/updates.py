@@ -1,0 +1,385 @@
+"""The entity updates of a whole batch of MQTT messages, validated column by column.
+
+:class:`citytwin.twin.columnar.BatchParser` (the runtime's parser) hands the NGSI-LD entity updates of every
+message of a batch (the default payload: a JSON array of updates on ``{prefix}/batch``, or one update on an
+entity's topic) to :class:`UpdateBatch` instead of walking each attribute object in Python. The outcome is
+the one :class:`citytwin.twin.entities.MessageParser` gives message by message: the same readings in the
+same order (message, update, attribute), the same rejects with the same reason, detail, entity, property
+and payload, in the same order per message. Only the form differs: the accepted readings come as columns
+(numpy arrays, with the string columns also as integer codes, :data:`~citytwin.foundation.timeseries.ingest.CODES`),
+as the columnar batch payload gives them.
+
+How:
+
+1. Each update is checked as a whole as :meth:`MessageParser._entity_head` checks it (id, registered entity,
+   declared type, ``observedAt``, ``location``); an update that is like the ones before (an entity already
+   looked up while the registry is unchanged, an ``observedAt`` text already parsed in this batch, no
+   ``location``) takes these from the look-ups kept, and any other goes through ``_entity_head`` itself.
+2. The updates of one entity type with the same keys in the same order (a device or gateway sends the same
+   attributes every time) are queued together. Every :attr:`UpdateBatch.FLUSH` updates (the last few
+   messages, whose objects are still in the CPU's cache; taken out after the whole batch, they cost about
+   twice as much), each attribute of the queued updates becomes a column: its values and units are taken
+   out of their ``{"value", "unit"}`` (or ``unitCode``) objects by C-level ``map``, the column is checked as
+   a whole (numbers or nulls, one unit understood, its smallest and largest value inside the physical range
+   after conversion) and converted to float64 with numpy.
+   A shape with fewer than :attr:`UpdateBatch.FEW` updates in the queue is read one reading at a time instead,
+   by the path :meth:`MessageParser._entity_update` takes for a number or null in the canonical unit.
+3. A reading the column cannot take as it is — not a plain number or null, an attribute with its own
+   ``observedAt`` or a unit that is not a string, a unit not understood, a value outside the range, a
+   property the type lacks or a bool property, a column whose attributes are of mixed forms, an update
+   without ``observedAt`` or of a type without a model — goes to :meth:`MessageParser._attribute`, one
+   reading at a time: its outcome and its dead letter are then that method's by construction.
+
+Examples
+--------
+>>> from citytwin.twin.entities import EntityRef, MessageParser, ParseResult
+>>> reg = {"urn:ngsi-ld:AirQualityObserved:S1": EntityRef("AirQualityObserved", 116.4, 39.9)}
+>>> p = MessageParser(reg.get, now_us=lambda: 2_000_000_000_000_000)
+>>> b = UpdateBatch(p, p.now_us())
+>>> res = ParseResult()
+>>> b.add([{"id": "urn:ngsi-ld:AirQualityObserved:S1", "observedAt": "2015-12-01T00:00:00Z",
+...         "pm25": {"value": 12, "unit": "µg/m³"}, "co": {"value": 3100, "unit": "µg/m³"}, "o3": -4}], res, None, None)
+>>> cols, msg = b.finish()
+>>> list(cols["property"]), cols["value"].tolist(), [(r.reason, r.property) for r in res.rejects]
+(['pm25', 'co'], [12.0, 3.1], [('implausible', 'o3')])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from itertools import repeat
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from citytwin.foundation.errors import InputError
+from citytwin.foundation.timeseries.ingest import CODES
+from citytwin.twin.entities import (
+    RESERVED,
+    EntityRef,
+    MessageParser,
+    Observation,
+    ParseResult,
+    Reject,
+    _dump,
+    _obs,
+    unit_factor,
+)
+
+__all__ = ["UpdateBatch"]
+
+_NONE = type(None)
+_EXACT_INT = 2**53  # integers a float holds exactly
+_NUMBER = frozenset({float, int, _NONE})
+_TWO = {2}
+_VALUE = itemgetter("value")
+_UNIT = itemgetter("unit")
+_UNIT_CODE = itemgetter("unitCode")
+#: the column names of a batch's accepted readings, in the order the ingest takes them
+KEYS = ("entity", "type", "property", "time_us", "value", "unit", "lon", "lat", CODES)
+
+
+class UpdateBatch:
+    """The entity updates of the messages of one batch: :meth:`add` each message's document, then :meth:`finish`.
+
+    Parameters
+    ----------
+    parser
+        The :class:`~citytwin.twin.entities.MessageParser` whose checks apply (look-up, clock window, ranges,
+        units, entity types).
+    now
+        The batch's clock reading (µs), as ``parser.now_us()`` gave it.
+    refs
+        Look-ups kept between batches (entity id -> registered entity), valid while the registry is unchanged
+        (the caller clears it when the registry changes); None: every update's entity is looked up.
+    """
+
+    #: updates queued before their attributes are taken out (those of the last few messages: still in the CPU's
+    #: cache, and freed while they are)
+    FLUSH = 64
+    #: a shape with fewer queued updates than this is read one reading at a time (a column's checks cost a few µs)
+    FEW = 8
+
+    def __init__(self, parser: MessageParser, now: int, refs: dict[str, EntityRef] | None = None) -> None:
+        self.p = parser
+        self.now = now
+        self.refs = refs
+        self.times: dict[str, int] = {}  # observedAt text -> µs, for texts that passed every check (this batch)
+        # per accepted update ("slot"), in the order of the messages and of the updates in them
+        self.ent: list[str] = []
+        self.type: list[str] = []
+        self.base: list[int | None] = []
+        self.lon: list[float | None] = []
+        self.lat: list[float | None] = []
+        self.msg: list[int] = []
+        self.results: list[Any] = []  # the result of each message added, by message number
+        self.n = 0  # updates seen (accepted or not): their order
+        self.order: list[int] = []  # of each slot
+        # updates queued by (type, keys in order): (updates, their slots)
+        self.pending: dict[tuple[str, tuple[str, ...]], tuple[list[dict[str, Any]], list[int]]] = {}
+        self.npending = 0
+        # readings taken as columns: (type, property, position in the update, unit) -> (slots, values)
+        self.parts: dict[tuple[str, str, int, str | None], tuple[list[int], list[np.ndarray]]] = {}
+        self.one: list[tuple[int, int, str, Any]] = []  # (slot, position, property, attribute): one at a time
+        self.few: list[tuple[int, int, Observation]] = []  # readings of rare shapes taken by the common path
+        # rejects found per message: (update order, attribute position, reject); -1 for the update as a whole
+        self.rejects: dict[int, list[tuple[int, int, Reject]]] = {}
+
+    # -- per message ---------------------------------------------------------------------------------------
+    def add(self, doc: Any, res: Any, topic_id: str | None, topic_type: str | None) -> None:
+        """Queue the updates of one message's decoded document (an object or an array of objects); ``res`` gets
+        its count of entities now and its rejects at :meth:`finish` (``res.entities``, ``res.rejects``)."""
+        k = len(self.results)
+        self.results.append(res)
+        p, refs, times, now = self.p, self.refs, self.times, self.now
+        scratch: list[Reject] = []
+        for item in doc if isinstance(doc, list) else [doc]:
+            o = self.n
+            self.n += 1
+            if not isinstance(item, dict):
+                self._reject(k, o, -1, Reject("not_an_object", f"expected a JSON object, got {type(item).__name__}",
+                                              entity=topic_id, payload=_dump(item)))
+                continue
+            head: tuple[str, EntityRef, int | None, float | None, float | None] | None = None
+            eid = item.get("id", topic_id)
+            ref = refs.get(eid) if refs is not None and type(eid) is str else None
+            if ref is not None and (topic_id is None or eid == topic_id) and "location" not in item:
+                declared = item.get("type", topic_type)
+                text = item.get("observedAt", item.get("dateObserved"))
+                t = times.get(text) if type(text) is str else None
+                if t is not None and (declared is None or declared == ref.type):
+                    head = (str(eid), ref, t, ref.lon, ref.lat)
+            if head is None:  # the checks themselves (and the look-ups to keep)
+                head = p._entity_head(item, scratch, topic_id, topic_type, now)
+                if head is None:
+                    self._reject(k, o, -1, scratch.pop())
+                    continue
+                text = item.get("observedAt", item.get("dateObserved"))
+                if type(text) is str and head[2] is not None and len(times) < 65_536:
+                    times[text] = head[2]
+                if refs is not None:
+                    if len(refs) >= 65_536:  # ids come from the senders: keep the look-ups bounded
+                        refs.clear()
+                    refs[head[0]] = head[1]
+            eid, ref, base, lon, lat = head
+            res.entities += 1
+            slot = len(self.ent)
+            self.ent.append(eid)
+            self.type.append(ref.type)
+            self.base.append(base)
+            self.lon.append(lon)
+            self.lat.append(lat)
+            self.msg.append(k)
+            self.order.append(o)
+            if base is None or p._fast_specs(ref.type, p.types.get(ref.type)) is None:
+                self.one.extend((slot, pos, name, attr) for pos, (name, attr) in enumerate(item.items())
+                                if name not in RESERVED)
+                continue
+            key = (ref.type, tuple(item))
+            got = self.pending.get(key)
+            if got is None:
+                got = self.pending[key] = ([], [])
+            got[0].append(item)
+            got[1].append(slot)
+            self.npending += 1
+        if self.npending >= self.FLUSH:
+            self._flush()
+
+    def _reject(self, k: int, order: int, pos: int, r: Reject) -> None:
+        got = self.rejects.get(k)
+        if got is None:
+            got = self.rejects[k] = []
+        got.append((order, pos, r))
+
+    def _flush(self) -> None:
+        """Take the attributes out of the queued updates, column by column."""
+        for (tname, keys), (items, slots) in self.pending.items():
+            fast = self.p._fast_specs(tname, self.p.types.get(tname))
+            assert fast is not None
+            if len(items) < self.FEW:
+                self._few(tname, keys, items, slots, fast)
+                continue
+            cols = zip(*map(itemgetter(*keys), items), strict=True) if len(keys) > 1 else [tuple(map(itemgetter(keys[0]), items))]
+            for pos, (name, col) in enumerate(zip(keys, cols, strict=True)):
+                if name in RESERVED:
+                    continue
+                f = fast.get(name)
+                if f is None or not self._take(tname, name, pos, f, col, slots):
+                    self.one.extend(zip(slots, repeat(pos), repeat(name), col, strict=False))
+        self.pending.clear()
+        self.npending = 0
+
+    def _few(self, tname: str, keys: tuple[str, ...], items: list[dict[str, Any]], slots: list[int],
+             fast: dict[str, tuple[str, float, float]]) -> None:
+        """Updates of a shape too rare in the queue for columns (devices whose attributes differ, or come in
+        another order): one reading at a time, the common ones by the path :meth:`MessageParser._entity_update`
+        takes for them (a number or null in the canonical unit at the update's time), the others through
+        :meth:`MessageParser._attribute`."""
+        few, one = self.few, self.one
+        for item, slot in zip(items, slots, strict=True):
+            base = self.base[slot]
+            for pos, name in enumerate(keys):
+                if name in RESERVED:
+                    continue
+                attr = item[name]
+                f = fast.get(name)
+                if f is not None:
+                    if type(attr) is dict:
+                        if "observedAt" not in attr:
+                            value = attr.get("value")
+                            unit = attr.get("unitCode", attr.get("unit"))
+                            if unit is None or unit == f[0]:
+                                if value is None:
+                                    few.append((slot, pos, _obs((None, tname, name, base, None, f[0], None, None))))
+                                    continue
+                                tv = type(value)
+                                if tv is int and -_EXACT_INT <= value <= _EXACT_INT:
+                                    value, tv = float(value), float
+                                if tv is float and f[1] <= value <= f[2] and value != math.inf \
+                                        and value != -math.inf:
+                                    few.append((slot, pos, _obs((None, tname, name, base, value, f[0], None, None))))
+                                    continue
+                    elif type(attr) is float and f[1] <= attr <= f[2] and attr != math.inf and attr != -math.inf:
+                        few.append((slot, pos, _obs((None, tname, name, base, attr, f[0], None, None))))
+                        continue
+                one.append((slot, pos, name, attr))
+
+    def _take(self, tname: str, name: str, pos: int, f: tuple[str, float, float], col: tuple[Any, ...],
+              slots: list[int]) -> bool:
+        """Queue one attribute of some updates as a column if the general path would store every reading of it as
+        it is: all bare numbers or nulls, or all ``{"value", "unit"}`` (or ``unitCode``) objects of one unit it
+        understands, and every value inside the physical range after conversion. False (nothing queued) if not."""
+        target, lo, hi = f
+        unit: str | None = None
+        factor = 1.0
+        try:
+            if type(col[0]) is dict:
+                if set(map(len, col)) != _TWO:  # other keys too: "observedAt", "type", "unitCode" beside "unit" ...
+                    return False
+                vals: Sequence[Any] = list(map(_VALUE, col))  # (KeyError: a "value" missing; TypeError: not all are objects)
+                try:
+                    units = list(map(_UNIT, col))
+                except KeyError:
+                    units = list(map(_UNIT_CODE, col))
+                distinct = set(units)
+                if len(distinct) != 1:
+                    return False
+                unit = distinct.pop()
+                if type(unit) is not str:
+                    return False
+                factor = self._factor(unit, target)
+                if factor != factor:  # NaN: not understood
+                    return False
+            else:
+                vals = col
+            kinds = set(map(type, vals))
+            if not kinds <= _NUMBER:
+                return False
+            w = vals if _NONE not in kinds else [x for x in vals if x is not None]
+            if w:  # the extremes decide (a float's rounding keeps the order); NaN or inf make the sum not finite
+                a, b = float(min(w)) * factor, float(max(w)) * factor
+                if not (math.isfinite(sum(w)) and math.isfinite(a) and math.isfinite(b) and lo <= a <= hi
+                        and lo <= b <= hi):
+                    return False
+            v = np.array(vals, dtype=np.float64)  # (None -> NaN; an int as float() gives it) while still in cache
+        except (TypeError, KeyError, IndexError, OverflowError, ValueError):  # not of these forms
+            return False
+        key = (tname, name, pos, unit)
+        got = self.parts.get(key)
+        if got is None:
+            got = self.parts[key] = ([], [])
+        got[0].extend(slots)
+        got[1].append(v)
+        return True
+
+    # -- the whole batch -----------------------------------------------------------------------------------
+    def finish(self) -> tuple[dict[str, Any], np.ndarray]:
+        """Validate the queued updates: the accepted readings as columns (:data:`KEYS`) in the order
+        :class:`MessageParser` gives them, and the message (number of the :meth:`add` call, from 0) of each; every
+        message's rejects are appended to its result, in order."""
+        self._flush()
+        parts: list[tuple[np.ndarray, int, str, str, np.ndarray]] = []  # (slots, position, property, unit, values)
+        fast: dict[str, dict[str, tuple[str, float, float]] | None] = {}
+        for (tname, name, pos, unit), (slots, vals) in self.parts.items():
+            if tname not in fast:
+                fast[tname] = self.p._fast_specs(tname, self.p.types.get(tname))
+            spec = fast[tname]
+            assert spec is not None
+            target = spec[name][0]
+            v = np.concatenate(vals) if len(vals) > 1 else vals[0]
+            if unit is not None:
+                factor = self._factor(unit, target)
+                if factor != 1.0:
+                    v = v * factor
+            parts.append((np.asarray(slots, dtype=np.int64), pos, name, target, v))
+        kept = self._one_by_one(self.one) + self.few
+        cols, msg = self._columns(parts, kept)
+        for k, got in self.rejects.items():
+            if len(got) > 1:
+                got.sort(key=itemgetter(0, 1))
+            self.results[k].rejects.extend(r for _, _, r in got)
+        return cols, msg
+
+    def _factor(self, unit: str, target: str) -> float:
+        """Factor from ``unit`` to ``target`` (kept as the parser keeps it), NaN if the unit is not understood."""
+        f = self.p._factors.get((unit, target))
+        if f is None:
+            try:
+                f = unit_factor(unit, target)
+            except InputError:
+                return math.nan
+            if len(self.p._factors) < 4096:  # labels come from the senders: keep the cache bounded
+                self.p._factors[(unit, target)] = f
+        return f
+
+    def _one_by_one(self, one: list[tuple[int, int, str, Any]]) -> list[tuple[int, int, Any]]:
+        """Readings through :meth:`MessageParser._attribute`, one at a time: ``(slot, position, observation)`` of
+        those it accepts; its rejects go to their messages."""
+        p, now, kept = self.p, self.now, []
+        scratch = ParseResult()
+        for slot, pos, name, attr in one:
+            tname = self.type[slot]
+            p._attribute(scratch, self.ent[slot], tname, p.types.get(tname), name, attr, self.base[slot], now,
+                         self.lon[slot], self.lat[slot])
+            if scratch.observations:
+                kept.append((slot, pos, scratch.observations.pop()))
+            elif scratch.rejects:
+                self._reject(self.msg[slot], self.order[slot], pos, scratch.rejects.pop())
+        return kept
+
+    def _columns(self, parts: list[tuple[np.ndarray, int, str, str, np.ndarray]],
+                 kept: list[tuple[int, int, Any]]) -> tuple[dict[str, Any], np.ndarray]:
+        """The accepted readings as columns, sorted by (update, attribute position), and their messages."""
+        sizes = [len(x[0]) for x in parts]
+        given = np.concatenate([x[0] for x in parts] + [np.asarray([s for s, _, _ in kept], dtype=np.int64)])
+        pos = np.concatenate([np.full(n, x[1], dtype=np.int64) for n, x in zip(sizes, parts, strict=True)]
+                             + [np.asarray([q for _, q, _ in kept], dtype=np.int64)])
+        order = np.lexsort((pos, given))
+        at = given[order]
+        names: dict[str, int] = {}
+        unit_names: dict[str, int] = {}
+        pc = [names.setdefault(x[2], len(names)) for x in parts] + [names.setdefault(o.property, len(names))
+                                                                     for _, _, o in kept]
+        uc = [unit_names.setdefault(x[3], len(unit_names)) for x in parts] + [
+            unit_names.setdefault(o.unit, len(unit_names)) for _, _, o in kept]
+        reps = sizes + [1] * len(kept)
+        codes: dict[str, tuple[np.ndarray, np.ndarray]] = {
+            "property": (np.repeat(np.asarray(pc, dtype=np.int64), reps)[order], np.asarray(list(names), dtype=object)),
+            "unit": (np.repeat(np.asarray(uc, dtype=np.int64), reps)[order], np.asarray(list(unit_names), dtype=object)),
+        }
+        for name, per_slot in (("entity", self.ent), ("type", self.type)):
+            c, u = pd.factorize(np.asarray(per_slot, dtype=object))
+            codes[name] = (np.asarray(c, dtype=np.int64)[at], np.asarray(u, dtype=object))
+        t = np.asarray([0 if b is None else b for b in self.base], dtype=np.int64)[given]
+        value = np.concatenate([x[4] for x in parts] + [np.asarray([math.nan if o.value is None else o.value
+                                                                   for _, _, o in kept], dtype=np.float64)])
+        if kept:  # a reading taken one at a time may have its own observedAt
+            t[len(t) - len(kept):] = [o.observed_at_us for _, _, o in kept]
+        lon = np.asarray([math.nan if x is None else x for x in self.lon], dtype=np.float64)
+        lat = np.asarray([math.nan if x is None else x for x in self.lat], dtype=np.float64)
+        cols: dict[str, Any] = {name: u[c] for name, (c, u) in codes.items()}
+        cols.update({"time_us": t[order], "value": value[order], "lon": lon[at], "lat": lat[at], CODES: codes})
+        return {k: cols[k] for k in KEYS}, np.asarray(self.msg, dtype=np.int64)[at]
