@@ -79,6 +79,7 @@ def _warm() -> None:
     import citytwin.economy.index
     import citytwin.foundation.ingest
     import citytwin.spatial.lifecircle
+    import citytwin.workflows.scaleout
     import citytwin.workflows.simulation  # noqa: F401
     from citytwin.foundation import spacelink
     from citytwin.planning.change import land_change

@@ -34,7 +34,7 @@ def test_pooled_entropy_index_from_partial_sums(panel_parts, dask_address: str) 
     one = composite_index(panel, spec)
     seen: list[tuple[int, int]] = []
     two = scaleout.index(str(folder), spec, dask=dask_address, progress=lambda d, t: seen.append((d, t)))
-    assert seen[-1] == (9, 9)  # one task per year, 2004-2012
+    assert seen[-1] == (2, 2)  # one task per worker, each holding its share of the 9 years (2004-2012)
     # the same rows in the same order, the same ranks; scores and weights to 1e-12 (sums in another order)
     pd.testing.assert_frame_equal(one.scores.drop(columns="score"), two.scores.drop(columns="score"))
     np.testing.assert_allclose(two.scores["score"], one.scores["score"], rtol=0, atol=1e-12)
