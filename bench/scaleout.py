@@ -326,7 +326,7 @@ def workflows(quick: bool, tmp: Path, only: list[str] | None = None,
 
     out["index"] = {"run": run_index, "size": f"{units:,} units x {years} years x 17",
                     "same": lambda a, b: bool(np.abs(a["score"] - b["score"]).max() < 1e-12 and a["rank"].equals(b["rank"])),
-                    "control": lambda: index_control(folder, spec)}
+                    **({"control": lambda: index_control(folder, spec)} if _has_shards() else {})}
 
     zfile = province_cells(tmp) if want("zones") else tmp
     pts = poi_parts(200_000 if quick else 2_000_000, 4 if quick else 16, tmp) if want("zones") else tmp
@@ -454,6 +454,14 @@ def _index_half(periods: list[int], folder: str, spec: dict[str, Any], queue: An
     si._over(shard, si._plogp_part, col=col, scale=1.0, shift=0.0, **kw)
     si._over(shard, si._score_part, w=np.full(len(lo), 1 / len(lo)), score_scale=1.0, dims={}, **kw)
     queue.put(_cpu_s() - c0)
+
+
+def _has_shards() -> bool:
+    """Whether the citytwin imported has the index's shards (an older checkout on PYTHONPATH, for before/after
+    runs, has not: no control then)."""
+    from citytwin.workflows import scaleout_index
+
+    return hasattr(scaleout_index, "_prepare_shard")
 
 
 def index_control(folder: Path, spec: dict[str, Any]) -> tuple[float, float, list[float]]:
