@@ -8,8 +8,9 @@ Ingest on Dask is :func:`citytwin.foundation.ingest.ingest` with ``dask=``.
 
 How each splits:
 
-* **economy index** (:func:`index`, module :mod:`citytwin.workflows.scaleout_index`): one task per
-  period. ``scope="per_year"``: each period a whole index (any method: exact). ``scope="pooled"``: every
+* **economy index** (:func:`index`, module :mod:`citytwin.workflows.scaleout_index`): the periods in
+  one shard per worker, one task per worker and pass. ``scope="per_year"``: each period a whole index
+  (any method: exact). ``scope="pooled"``: every
   method's global quantities (min/max, entropy sums, the covariance of CRITIC and PCA, TOPSIS norms
   and ideal points) are per-period partial results reduced on the client, scores per period: weights
   and scores agree with one process to 1e-12 (sums in another order), ranks exactly.

@@ -1,12 +1,14 @@
-"""The economy index on Dask (issue 19): one task per period, pooled methods from exact partial sums.
+"""The economy index on Dask (issue 19): the periods in one shard per worker, pooled methods from exact partial sums.
 
 :func:`index` gives the result of :func:`citytwin.economy.index.composite_index` for a Parquet panel
-(re-exported as :func:`citytwin.workflows.scaleout.index`). The workers read their periods themselves
-and keep them prepared between the stages; the client finds the periods (from the row groups'
-statistics where each holds one period, else the period column) and holds small partial results. The
-workers score and rank their rows and give each row's position in the panel (files in order, then row groups and rows, from the Parquet metadata and the
-period column), so the client puts the scores in the panel's order with one concatenation and one
-argsort. The periods are spread round robin over the workers; every pass runs where its period is kept.
+(re-exported as :func:`citytwin.workflows.scaleout.index`). The periods and the row groups that may
+hold each come from the Parquet metadata (the row groups' statistics; the period column where they do
+not tell), read by the client for local files and by a worker for ``s3://`` objects (the client then
+only lists them). The periods are shared out by rows into one shard per worker; the worker reads its
+periods' row groups (no other), prepares them and keeps them between the passes, each pass one task
+per worker (not one per period: fewer rounds of small tasks for the scheduler and the client). The
+workers score and rank their rows and give each row's position in the panel (files in order, then row
+groups and rows), so the client puts the scores in the panel's order from those positions.
 
 * ``scope="per_year"``: each period is a whole index of its own (any method): exact.
 * ``scope="pooled"``: the method is global (one normalisation and one set of weights over all
@@ -467,9 +469,10 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
           topsis_weights: str = "entropy", combine_with: str = "entropy", combine_method: str = "linear",
           alpha: float = 0.5, pca_min_eigenvalue: float = 1.0, pca_min_cumulative: float | None = None,
           progress: Progress | None = None) -> IndexResult:
-    """:func:`citytwin.economy.index.composite_index` of a Parquet panel on Dask, one task per period.
+    """:func:`citytwin.economy.index.composite_index` of a Parquet panel on Dask, the periods in one shard per worker.
 
-    ``panel`` is a Parquet file, folder or glob, or a dataset of ``workspace``; ``spec`` a mapping (as
+    ``panel`` is a Parquet file, folder or glob, a dataset of ``workspace``, or an ``s3://`` object,
+    prefix or glob (listed here, read by the workers); ``spec`` a mapping (as
     :func:`citytwin.workflows.economy.read_spec` reads it) or :class:`IndexSpec` with ``time:``. The other
     options are those of ``composite_index``. See the module docstring for what is exact and what agrees
     to 1e-12.
