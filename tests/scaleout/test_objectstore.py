@@ -81,7 +81,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             df.loc[df.index % 331 == 7, "lat"] = 95.0
             df.to_parquet(root / "poi" / f"poi-{i}.parquet", index=False)
         fs = s3fs.S3FileSystem(skip_instance_cache=True)
-        fs.mkdir(BUCKET)
+        fs.makedirs(BUCKET, exist_ok=True)  # moto keeps its buckets per process: another module may have made it
         for f in sorted(root.rglob("*.parquet")):
             fs.put_file(str(f), f"{BUCKET}/{f.relative_to(root).as_posix()}")
         fs.pipe(f"{BUCKET}/empty/readme.txt", b"no parquet here")
