@@ -83,6 +83,7 @@ def _warm() -> None:
     import citytwin.economy.index
     import citytwin.foundation.ingest
     import citytwin.spatial.lifecircle
+    import citytwin.workflows.scaleout
     import citytwin.workflows.simulation  # noqa: F401
     from citytwin.foundation import spacelink
     from citytwin.planning.change import land_change
@@ -287,7 +288,8 @@ def grid_layers(files: dict[str, Path]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------- workflows
-def workflows(quick: bool, tmp: Path, only: list[str] | None = None) -> dict[str, dict[str, Callable[[str | None], Any]]]:
+def workflows(quick: bool, tmp: Path, only: list[str] | None = None,
+              index_units: int | None = None) -> dict[str, dict[str, Callable[..., Any]]]:
     """name -> {"run": f(dask or None) -> comparable result, "same": f(a, b) -> bool} (data made only for ``only``)."""
     import numpy as np
     import pandas as pd
@@ -314,7 +316,8 @@ def workflows(quick: bool, tmp: Path, only: list[str] | None = None) -> dict[str
                          "size": f"{len(files)} station files"}
 
     units, years = (10_000, 6) if quick else (100_000, 12)
-    folder, spec = panel_parts(units, years, tmp / f"panel_{units}") if want("index") else (tmp, {})
+    units = index_units or units
+    folder, spec = panel_parts(units, years, tmp / f"panel_{units}_{years}") if want("index") else (tmp, {})
 
     def run_index(dask: str | None) -> Any:
         from citytwin.economy.index import composite_index
@@ -326,7 +329,8 @@ def workflows(quick: bool, tmp: Path, only: list[str] | None = None) -> dict[str
         return scaleout.index(str(folder), spec, dask=dask).scores
 
     out["index"] = {"run": run_index, "size": f"{units:,} units x {years} years x 17",
-                    "same": lambda a, b: bool(np.abs(a["score"] - b["score"]).max() < 1e-12 and a["rank"].equals(b["rank"]))}
+                    "same": lambda a, b: bool(np.abs(a["score"] - b["score"]).max() < 1e-12 and a["rank"].equals(b["rank"])),
+                    **({"control": lambda: index_control(folder, spec)} if _has_shards() else {})}
 
     zfile = province_cells(tmp) if want("zones") else tmp
     pts = poi_parts(200_000 if quick else 2_000_000, 4 if quick else 16, tmp) if want("zones") else tmp
@@ -437,8 +441,65 @@ def grid_scenario(folder: Path) -> Path:
     return folder
 
 
-def part1(quick: bool, tmp: Path, only: list[str] | None, repeat: int) -> list[dict[str, Any]]:
-    wf = workflows(quick, tmp, only)
+def _index_half(periods: list[int], folder: str, spec: dict[str, Any], queue: Any) -> None:
+    """The index workers' code (read, prepare, min/max, entropy's two passes, scores) on ``periods`` of the
+    panel in this process, no Dask: its CPU seconds put on ``queue``."""
+    import numpy as np
+
+    from citytwin.economy.spec import parse_spec
+    from citytwin.workflows import scaleout_index as si
+
+    files = sorted(str(f) for f in Path(folder).glob("*.parquet"))
+    sp = parse_spec(spec)
+    years, pieces = si._plan(files, str(sp.time))
+    _warm()
+    si._read_period(years[0], pieces[0][:1], files=files, spec=sp)  # pyarrow's and pandas' first use, untimed
+    c0 = _cpu_s()
+    shard = si._prepare_shard([(years[j], pieces[j]) for j in periods], files=files, spec=sp, source=folder)
+    mm = si._over(shard, si._minmax_part)
+    lo, hi = np.min([m[0] for m in mm], axis=0), np.max([m[1] for m in mm], axis=0)
+    kw = {"lo": lo, "hi": hi, "pos": np.array([i.positive for i in sp.indicators])}
+    col = np.sum(si._over(shard, si._colsum_part, scale=1.0, shift=0.0, **kw), axis=0)
+    si._over(shard, si._plogp_part, col=col, scale=1.0, shift=0.0, **kw)
+    si._over(shard, si._score_part, w=np.full(len(lo), 1 / len(lo)), score_scale=1.0, dims={}, **kw)
+    queue.put(_cpu_s() - c0)
+
+
+def _has_shards() -> bool:
+    """Whether the citytwin imported has the index's shards (an older checkout on PYTHONPATH, for before/after
+    runs, has not: no control then)."""
+    from citytwin.workflows import scaleout_index
+
+    return hasattr(scaleout_index, "_prepare_shard")
+
+
+def index_control(folder: Path, spec: dict[str, Any]) -> tuple[float, float, list[float]]:
+    """No Dask: the index workers' code on all periods in one process, then on half the periods in each of
+    two processes at once (spawned, as Dask's workers are). (E by CPU, CPU-s of the one, CPU-s of the two):
+    what the machine allows the same split without any scheduler, client or transfer."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    n = len(list(folder.glob("*.parquet")))  # a file per year
+    queue = ctx.Queue()
+
+    def run(groups: list[list[int]]) -> list[float]:
+        procs = [ctx.Process(target=_index_half, args=(g, str(folder), spec, queue)) for g in groups]
+        for p in procs:
+            p.start()
+        got = [float(queue.get()) for _ in procs]
+        for p in procs:
+            p.join()
+        return got
+
+    one = run([list(range(n))])[0]
+    two = run([list(range(0, n, 2)), list(range(1, n, 2))])
+    return one / (2 * max(two)), one, two
+
+
+def part1(quick: bool, tmp: Path, only: list[str] | None, repeat: int,
+          index_units: int | None = None) -> list[dict[str, Any]]:
+    wf = workflows(quick, tmp, only, index_units)
     from distributed import Client
 
     t1, c1 = timed(lambda: start(1))
@@ -468,12 +529,18 @@ def part1(quick: bool, tmp: Path, only: list[str] | None, repeat: int) -> list[d
                        "cpu_dask_1_s": u1 + sum(k1), "cpu_dask_2_s": u2 + sum(k2),
                        "cpu_dask_2_workers_s": k2, "cpu_client_2_s": u2,
                        "same": bool(w["same"](r0, r1) and w["same"](r0, r2))}
+                control = ""
+                if "control" in w:  # the same split with no Dask at all, in the same round
+                    e_ctl, one_ctl, two_ctl = w["control"]()
+                    row.update(efficiency_cpu_no_dask=e_ctl, cpu_no_dask_1_s=one_ctl, cpu_no_dask_2_s=two_ctl)
+                    control = (f" | no Dask: E by CPU {e_ctl:.2f} ({one_ctl:.1f} / "
+                               f"{' + '.join(f'{k:.1f}' for k in two_ctl)} CPU-s)")
                 rows.append(row)
                 print(f"{name:11s} {w['size']:32s} one process {s0:6.2f} s | Dask 1 worker {s1:6.2f} s | 2 workers "
                       f"{s2:6.2f} s | E = {row['efficiency']:.2f} (by CPU {e_cpu:.2f}) | vs one process "
                       f"{row['speedup_vs_one_process']:.2f}x | CPU-s {u0:.1f} / {row['cpu_dask_1_s']:.1f} / "
                       f"{row['cpu_dask_2_s']:.1f} (2 workers: client {u2:.1f}, workers "
-                      f"{' + '.join(f'{k:.1f}' for k in k2)}) | load {row['load']:.0f} | same: {row['same']}",
+                      f"{' + '.join(f'{k:.1f}' for k in k2)}) | load {row['load']:.0f} | same: {row['same']}{control}",
                       flush=True)
     finally:
         c1.close()
@@ -566,6 +633,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", nargs="*", help="workflows of part 1 (ingest index zones lifecircle lifegrid change seeds)")
     ap.add_argument("--repeat", type=int, default=2, help="rounds of part 1 (interleaved; default 2)")
+    ap.add_argument("--index-units", type=int,
+                    help="units of the index panel (x 12 years x 17 indicators; default 100,000, --quick 10,000 x 6)")
     ap.add_argument("--sizes", nargs="*", type=int, help="point counts of part 2")
     ap.add_argument("--network-sizes", nargs="*", type=int,
                     help="node counts of part 3 (default 1M 3M; 10M fits one worker in about 7 GB)")
@@ -585,7 +654,7 @@ def main() -> None:
     print(f"nproc {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} (shared machine), python {sys.version.split()[0]}")
     result: dict[str, Any] = {"nproc": os.cpu_count(), "load_start": os.getloadavg()[0]}
     if not args.skip_part1:
-        result["efficiency"] = part1(args.quick, tmp, args.only, args.repeat)
+        result["efficiency"] = part1(args.quick, tmp, args.only, args.repeat, args.index_units)
     if not args.skip_part2:
         sizes = args.sizes or ([250_000] if args.quick else [1_000_000, 4_000_000, 16_000_000])
         result["zones_scaling"] = part2(sizes, tmp)

@@ -78,3 +78,33 @@ def _snapshots(folder: Path, n: int = 1600) -> tuple[Path, Path]:
 def change_snapshots() -> Callable[..., tuple[Path, Path]]:
     """``make(folder, n=1600) -> (before, after)``: two land-use snapshots as GeoParquet files in ``folder``."""
     return _snapshots
+
+
+def life_grid(folder: Path) -> tuple[dict[str, str], list[str]]:
+    """Life-circle layers of a perturbed 40 x 40 grid (the bench's large networks in small) written to
+    ``folder`` — GeoParquet nodes, homes and POIs, a plain Parquet edge list; two components, a POI and a
+    home off the network, a category with no POI — and the categories: (layer files by argument, categories)."""
+    import geopandas as gpd
+
+    rng = np.random.default_rng(11)
+    side = 40
+    ids = np.arange(side * side)
+    x, y = ids % side * 100.0 + rng.uniform(-20, 20, len(ids)), ids // side * 100.0 + rng.uniform(-20, 20, len(ids))
+    u = np.concatenate([ids[ids % side < side - 1], ids[ids // side < side - 1]])
+    v = np.concatenate([u[: len(u) // 2] + 1, u[len(u) // 2:] + side])
+    keep = (rng.random(len(u)) > 0.1) & ~((ids[u] % side == 19) & (v == u + 1))  # a cut at column 19/20
+    pd.DataFrame({"u": u[keep], "v": v[keep], "length": np.hypot(x[u] - x[v], y[u] - y[v])[keep] * 1.1}
+                 ).to_parquet(folder / "edges.parquet")
+    gpd.GeoDataFrame({"id": ids}, geometry=gpd.points_from_xy(x, y), crs=32650).to_parquet(folder / "nodes.parquet")
+    hx, hy = rng.uniform(0, 3900, 500), rng.uniform(0, 3900, 500)
+    hx[0] = 9000.0  # off the network
+    gpd.GeoDataFrame({"id": np.arange(500), "use": "residential"}, geometry=gpd.points_from_xy(hx, hy),
+                     crs=32650).to_crs(4326).to_parquet(folder / "homes.parquet")
+    cats = ["school", "clinic", "grocery", "park", "pharmacy"]
+    px, py = rng.uniform(0, 1900, 60), rng.uniform(0, 3900, 60)  # all west of the cut
+    px[0] = -5000.0
+    gpd.GeoDataFrame({"id": np.arange(60), "category": rng.choice(cats[:4], 60)}, geometry=gpd.points_from_xy(px, py),
+                     crs=32650).to_parquet(folder / "pois.parquet")
+    files = {k: str(folder / f"{k}.parquet") for k in ("pois", "nodes")}
+    files.update(streets=str(folder / "edges.parquet"), buildings=str(folder / "homes.parquet"))
+    return files, cats

@@ -131,3 +131,39 @@ def test_cli_pooled_pca_index_on_dask_equals_one_process(panel_parts, dask_addre
                 np.testing.assert_allclose(b[c], a[c], rtol=0, atol=TOL, err_msg=f"{f}:{c}")
             else:
                 assert a[c].tolist() == b[c].tolist(), f"{f}:{c}"
+
+
+@pytest.mark.shared_data
+def test_a_worker_killed_after_the_first_pass_its_shard_is_prepared_again_and_the_result_identical(
+        panel_parts, dask_address: str) -> None:
+    """Each worker keeps its shard of periods between the passes: killed after the min/max pass, the shard
+    is read and prepared again on a worker (its nanny restarts it, or the other one takes it over)."""
+    import os
+    import signal
+
+    from distributed import Client
+
+    from citytwin.economy.index import composite_index
+    from citytwin.workflows import scaleout
+
+    panel, folder, spec = panel_parts
+    one = composite_index(panel, spec, "critic")
+    watcher = Client(dask_address, set_as_default=False)
+    killed: list[int] = []
+    try:
+        pids = watcher.run(os.getpid)
+
+        def kill_one(done: int, total: int) -> None:  # progress of the min/max pass: one task per shard
+            if done == 1 and not killed:
+                killed.append(next(iter(pids.values())))
+                os.kill(killed[0], signal.SIGKILL)
+
+        two = scaleout.index(str(folder), spec, "critic", dask=dask_address, progress=kill_one)
+    finally:
+        watcher.close()
+    assert killed, "no worker was killed"
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0], 0)
+    pd.testing.assert_frame_equal(one.scores[["城市", "年份", "rank"]], two.scores[["城市", "年份", "rank"]])
+    np.testing.assert_allclose(two.scores["score"], one.scores["score"], rtol=0, atol=TOL)
+    np.testing.assert_allclose(two.weights["weight"], one.weights["weight"], rtol=0, atol=TOL)

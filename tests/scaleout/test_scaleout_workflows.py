@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tests.scaleout.conftest import NEGATIVE
+from tests.scaleout.conftest import NEGATIVE, life_grid
 
 from citytwin.foundation.errors import InputError
 
@@ -34,7 +34,7 @@ def test_pooled_entropy_index_from_partial_sums(panel_parts, dask_address: str) 
     one = composite_index(panel, spec)
     seen: list[tuple[int, int]] = []
     two = scaleout.index(str(folder), spec, dask=dask_address, progress=lambda d, t: seen.append((d, t)))
-    assert seen[-1] == (9, 9)  # one task per year, 2004-2012
+    assert seen[-1] == (2, 2)  # one task per worker, each holding its share of the 9 years (2004-2012)
     # the same rows in the same order, the same ranks; scores and weights to 1e-12 (sums in another order)
     pd.testing.assert_frame_equal(one.scores.drop(columns="score"), two.scores.drop(columns="score"))
     np.testing.assert_allclose(two.scores["score"], one.scores["score"], rtol=0, atol=1e-12)
@@ -150,27 +150,7 @@ def test_life_circles_on_dask_from_parquet_layers_equal_one_process(tmp_path: Pa
     from citytwin.workflows import scaleout
     from citytwin.workflows.spatial import life_circles
 
-    rng = np.random.default_rng(11)
-    side = 40
-    ids = np.arange(side * side)
-    x, y = ids % side * 100.0 + rng.uniform(-20, 20, len(ids)), ids // side * 100.0 + rng.uniform(-20, 20, len(ids))
-    u = np.concatenate([ids[ids % side < side - 1], ids[ids // side < side - 1]])
-    v = np.concatenate([u[: len(u) // 2] + 1, u[len(u) // 2:] + side])
-    keep = (rng.random(len(u)) > 0.1) & ~((ids[u] % side == 19) & (v == u + 1))  # a cut at column 19/20
-    pd.DataFrame({"u": u[keep], "v": v[keep], "length": np.hypot(x[u] - x[v], y[u] - y[v])[keep] * 1.1}
-                 ).to_parquet(tmp_path / "edges.parquet")
-    gpd.GeoDataFrame({"id": ids}, geometry=gpd.points_from_xy(x, y), crs=32650).to_parquet(tmp_path / "nodes.parquet")
-    hx, hy = rng.uniform(0, 3900, 500), rng.uniform(0, 3900, 500)
-    hx[0] = 9000.0  # off the network
-    gpd.GeoDataFrame({"id": np.arange(500), "use": "residential"}, geometry=gpd.points_from_xy(hx, hy),
-                     crs=32650).to_crs(4326).to_parquet(tmp_path / "homes.parquet")
-    cats = ["school", "clinic", "grocery", "park", "pharmacy"]
-    px, py = rng.uniform(0, 1900, 60), rng.uniform(0, 3900, 60)  # all west of the cut
-    px[0] = -5000.0
-    gpd.GeoDataFrame({"id": np.arange(60), "category": rng.choice(cats[:4], 60)}, geometry=gpd.points_from_xy(px, py),
-                     crs=32650).to_parquet(tmp_path / "pois.parquet")
-    files = {k: str(tmp_path / f"{k}.parquet") for k in ("pois", "nodes")}
-    files.update(streets=str(tmp_path / "edges.parquet"), buildings=str(tmp_path / "homes.parquet"))
+    files, cats = life_grid(tmp_path)
     run = life_circles(**files)  # the workflow reads the layers as the workers do (all daily services)
     two = scaleout.life_circles(dask=dask_address, categories=cats, **files)
     ref = life_circle(residential_buildings(gpd.read_parquet(files["buildings"])), gpd.read_parquet(files["pois"]),

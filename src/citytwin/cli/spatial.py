@@ -161,6 +161,7 @@ def lifecircle_cmd(source: SourceArg = None, pois: PoisOpt = None, buildings: Bu
 
     With --dask, one task per service category (layers from files; the same result)."""
     from citytwin.foundation.errors import InputError
+    from citytwin.foundation.objectstore import is_url
     from citytwin.workflows import scaleout
     from citytwin.workflows.spatial import life_circles
 
@@ -171,6 +172,10 @@ def lifecircle_cmd(source: SourceArg = None, pois: PoisOpt = None, buildings: Bu
     if partition_m is not None and not dask:
         raise InputError("--partition-radius splits the network over Dask workers: give --dask too",
                          field="--partition-radius")
+    remote = [x for x in (source, pois, buildings, streets, nodes) if x and is_url(x)]
+    if remote and not dask:
+        raise InputError("object-storage layers are read by the Dask workers: give --dask", file=remote[0],
+                         hint="e.g. --dask local:2 with --nodes and --streets as Parquet; or copy the files here")
     if dask:
         parts: dict[str, Any] = {} if partition_m is None else {"max_distance": partition_m, "partitions": True}
         with task_progress(f"life circles: categories on Dask ({dask})") as tasks:

@@ -60,7 +60,10 @@ CONNECT_TIMEOUT = "10s"
 #: 20 ms by default) and the system monitor (dashboard figures, 500 ms) run in every process of the
 #: cluster, the scheduler's inside this one; at their defaults they took 0.03 CPU-s per second of a job
 #: in the client's process while it waited, now about half (bench/scaleout.py uses the same)
-LOCAL_CONFIG = {"distributed.admin.tick.interval": "1s", "distributed.admin.system-monitor.interval": "2s"}
+LOCAL_CONFIG = {"distributed.admin.tick.interval": "1s", "distributed.admin.system-monitor.interval": "2s",
+                # each worker's statistical profiler (for the dashboard, which local clusters here do not
+                # run) sampled every 10 ms: 0.025 CPU-s per second of an idle worker, 0.005 without it
+                "distributed.worker.profile.enabled": False}
 #: the environment of the local clusters' workers: one BLAS/OpenMP thread (one thread a worker process)
 LOCAL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 

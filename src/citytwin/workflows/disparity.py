@@ -116,6 +116,15 @@ def load_source(source: str, workspace: WorkspaceLike | None, *, geo: bool = Fal
     return open_ws(workspace).read(source)
 
 
+def _local_only(panel: str) -> None:
+    """An ``s3://`` panel is read by Dask workers only: said before anything else."""
+    from citytwin.foundation.objectstore import is_url
+
+    if is_url(panel):
+        raise InputError("an object-storage panel is read by the Dask workers: give --dask (and --time)", file=panel,
+                         hint="e.g. --dask local:2; or copy the Parquet files to a local folder")
+
+
 def _check_columns(columns: list[str], cols: list[str]) -> None:
     missing = [c for c in cols if c not in columns]
     if missing:
@@ -224,24 +233,26 @@ def run_disparity(
         from citytwin.foundation.scaleout import parse_dask
         from citytwin.workflows import scaleout_disparity
         from citytwin.workflows.common import maybe_ws
-        from citytwin.workflows.scaleout_files import parquet_files
+        from citytwin.workflows.scaleout_files import parquet_files, read_parquet
 
         parse_dask(dask)  # a bad value is said first
         if time is None:
             raise InputError("on Dask the panel is split by period: give the period column", field="time",
                              hint="add --time COLUMN, or run without --dask for one cross-section")
-        files = parquet_files(panel, maybe_ws(workspace), "panel")  # those the workers read (a CSV is refused)
+        # those the workers read (a CSV is refused; s3:// objects listed, not opened)
+        files = parquet_files(panel, maybe_ws(workspace), "panel", objects=True)
         if boundaries and not id_col:
             raise InputError("--boundaries needs --id-col (the unit id shared by panel and boundaries)", field="id_col")
-        _check_columns(scaleout_disparity.panel_columns(files), cols)  # from the files' schemas
         split = scaleout_disparity.disparity_parts(panel, value=value, group=group, time=tcol, weight=weight,
-                                                   id_col=id_col, dask=dask, files=files)
+                                                   id_col=id_col, dask=dask, files=files,
+                                                   check=lambda have: _check_columns(have, cols))  # the schemas
         if split.recheck:  # a value that is not a number, a unit twice: the one-process checks name the row
-            df, dropped = _clean(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True), cols, value)
+            df, dropped = _clean(pd.concat([read_parquet(f) for f in files], ignore_index=True), cols, value)
         else:
             assert split.frame is not None
             df, dropped, per = split.frame, split.dropped, split.tables
     else:
+        _local_only(panel)
         frame = load_source(panel, workspace, sheet=sheet)
         if time is None:
             frame = frame.assign(_period="all")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.objectstore import is_url
 from citytwin.workflows.common import WorkspaceLike, maybe_ws
 
 if TYPE_CHECKING:
@@ -158,8 +159,11 @@ def build_index(panel: str, spec: Path, out: Path, method: str = "entropy", *,
                                 progress=progress)
         result.options["panel"] = panel
         result.options["spec_file"] = str(spec)
-        dataset = None if Path(panel).exists() or ws is None else panel
+        dataset = None if is_url(panel) or Path(panel).exists() or ws is None else panel
     else:
+        if is_url(panel):
+            raise InputError("an object-storage panel is read by the Dask workers: give --dask", file=panel,
+                             hint="e.g. --dask local:2 (the panel as Parquet with `time:` in the spec); or copy it here")
         run = compute_index(panel, spec, method, workspace=workspace, sheet=sheet, normalisation=normalisation,
                             shift=shift, scale=scale, scope=scope, topsis_normalisation=topsis_normalisation,
                             topsis_weights=topsis_weights, score_scale=score_scale)

@@ -8,8 +8,9 @@ Ingest on Dask is :func:`citytwin.foundation.ingest.ingest` with ``dask=``.
 
 How each splits:
 
-* **economy index** (:func:`index`, module :mod:`citytwin.workflows.scaleout_index`): one task per
-  period. ``scope="per_year"``: each period a whole index (any method: exact). ``scope="pooled"``: every
+* **economy index** (:func:`index`, module :mod:`citytwin.workflows.scaleout_index`): the periods in
+  one shard per worker, one task per worker and pass. ``scope="per_year"``: each period a whole index
+  (any method: exact). ``scope="pooled"``: every
   method's global quantities (min/max, entropy sums, the covariance of CRITIC and PCA, TOPSIS norms
   and ideal points) are per-period partial results reduced on the client, scores per period: weights
   and scores agree with one process to 1e-12 (sums in another order), ranks exactly.
@@ -51,9 +52,15 @@ from citytwin.foundation.scaleout import (
 )
 from citytwin.workflows.common import WorkspaceLike, maybe_ws
 from citytwin.workflows.scaleout_disparity import DISPARITY_TABLES, disparity  # by period (its own module)
-from citytwin.workflows.scaleout_files import parquet_files
+from citytwin.workflows.scaleout_files import parquet_file, parquet_files, read_parquet
 from citytwin.workflows.scaleout_index import POOLED_METHODS, index  # the index on Dask (its own module)
-from citytwin.workflows.scaleout_life import _life_nodes, _life_prepare, _search_inputs, life_partitioned
+from citytwin.workflows.scaleout_life import (
+    _life_nodes,
+    _life_prepare,
+    _search_inputs,
+    life_partitioned,
+    object_layers,
+)
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -203,12 +210,10 @@ def _life_category(cat: str, *, source: str | None, refs: dict[str, str | None],
 # components). The searches need only the graph and the snapped arrays (fetched once per worker); the
 # components of the homes' nodes come from the graph's worker.
 def _life_graph(nodes: str, streets: str) -> tuple[Any, np.ndarray]:
-    import pandas as pd
-
     from citytwin.spatial.network import network_graph
 
-    ids = pd.read_parquet(nodes, columns=["id"])["id"].drop_duplicates().to_numpy()  # network_nodes' order
-    return network_graph(ids, pd.read_parquet(streets, columns=["u", "v", "length"]))
+    ids = read_parquet(nodes, columns=["id"])["id"].drop_duplicates().to_numpy()  # network_nodes' order
+    return network_graph(ids, read_parquet(streets, columns=["u", "v", "length"]))
 
 
 def _life_components(graph_part: tuple[Any, np.ndarray], prep: LifeCirclePrep) -> tuple[np.ndarray, dict[str, Any]]:
@@ -235,13 +240,13 @@ def _life_search(cat: str, graph_part: tuple[Any, np.ndarray], prep: LifeCircleP
 
 
 def _parquet_network(refs: dict[str, str | None]) -> bool:
-    """Whether the network's halves can be built apart: nodes and an edge list with ``length`` in Parquet."""
-    import pyarrow.parquet as pq
-
+    """Whether the network's halves can be built apart: nodes and an edge list with ``length`` in Parquet
+    (the schemas read: on a worker when the files are ``s3://`` objects)."""
     nodes, streets = refs["nodes"], refs["streets"]
     if not (nodes and streets and nodes.lower().endswith(".parquet") and streets.lower().endswith(".parquet")):
         return False
-    return {"u", "v", "length"} <= set(pq.read_schema(streets).names) and "id" in pq.read_schema(nodes).names
+    return ({"u", "v", "length"} <= set(parquet_file(streets).schema_arrow.names)
+            and "id" in parquet_file(nodes).schema_arrow.names)
 
 
 def _life_split(client: Any, cats: list[str], refs: dict[str, str | None], include_unknown: bool,
@@ -280,8 +285,9 @@ def life_circle_inputs(source: str | None, **layers: str | None) -> Inputs:
     from citytwin.workflows.spatial import Inputs
 
     inp = Inputs()
+    remote = object_layers(source, dict(layers))  # s3:// layers: listed (each one Parquet object), not opened
     for kind, ref in layers.items():
-        if ref and not Path(ref).is_file():
+        if ref and kind not in remote and not Path(ref).is_file():
             raise InputError(f"on Dask the workers read the layers from files; {ref!r} is not a file", field=kind,
                              hint="give a GIS file, GeoParquet or the OSM PBF file")
         if ref:
@@ -322,11 +328,16 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
     refs = {"pois": pois, "buildings": buildings, "streets": streets, "nodes": nodes}
     kw = {"categories": cats, "minutes": minutes, "speed_kmh": speed_kmh, "threshold_m": threshold_m,
           "max_snap_m": max_snap_m, "max_distance": max_distance}
-    split = source is None and _parquet_network(refs)
+    remote = any(v and is_url(v) for v in refs.values())  # objects: their schemas read by a worker, below
+    split = source is None and (remote or _parquet_network(refs))
     if partitions and not split:
         raise InputError("a partitioned search needs the network as Parquet: GeoParquet nodes and an edge list "
                          "u, v, length", field="streets", hint="give nodes= and streets= as Parquet files")
     with cluster(dask) as client:
+        if remote and not run_futures(client, [client.submit(_parquet_network, refs, pure=False,
+                                                             key=task_keys("citytwin-life-layout", 1)[0])])[0]:
+            raise InputError("the network objects are not a Parquet network: --nodes needs an `id` column and "
+                             "--streets the columns u, v, length", file=str(streets), field="streets")
         if partitions:
             prep, searched, n_tasks = life_partitioned(client, cats, refs, include_unknown, kw, progress)
         elif split:

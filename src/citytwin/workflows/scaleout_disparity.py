@@ -18,13 +18,15 @@ checks, which raise the error naming the row (never a result that one process wo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.objectstore import is_url
 from citytwin.foundation.scaleout import Progress, cluster, parse_dask, run_tasks
 from citytwin.workflows.common import WorkspaceLike, maybe_ws
-from citytwin.workflows.scaleout_files import parquet_files, parquet_periods
+from citytwin.workflows.scaleout_files import parquet_file, parquet_files, parquet_periods, read_parquet
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,13 +67,20 @@ class DisparityParts:
 def panel_columns(files: list[str]) -> list[str]:
     """The columns of the panel the Parquet ``files`` hold, as ``pandas.concat`` of their frames has
     them (each file's pandas columns, index columns restored as the index, in order of first appearance),
-    from the files' schemas only."""
-    import pyarrow.parquet as pq
-
+    from the files' schemas only (``s3://`` objects' footers read through s3fs by this process)."""
     cols: dict[str, None] = {}
     for f in files:
-        cols.update(dict.fromkeys(str(c) for c in pq.read_schema(f).empty_table().to_pandas().columns))
+        cols.update(dict.fromkeys(str(c) for c in parquet_file(f).schema_arrow.empty_table().to_pandas().columns))
     return list(cols)
+
+
+def _panel_facts(files: list[str], time: str) -> tuple[list[str], tuple[list[Any], list[int], int]]:
+    """The panel's columns and its periods (:func:`panel_columns`, ``parquet_periods``): the metadata a job
+    starts from, read on a worker when the files are objects (the client opens none)."""
+    columns = panel_columns(files)
+    if time not in columns:  # said by the caller's check of the columns, naming them
+        return columns, ([], [], 0)
+    return columns, parquet_periods(files, time)
 
 
 def _disparity_period(period: Any, *, files: list[str], value: str, group: str, time: str,
@@ -84,7 +93,7 @@ def _disparity_period(period: Any, *, files: list[str], value: str, group: str, 
     from citytwin.stats.values import numeric_column
 
     cols = list(dict.fromkeys(c for c in (time, value, group, weight, id_col) if c))
-    df = pd.concat([pd.read_parquet(f, columns=cols, filters=[(time, "==", period)]) for f in files],
+    df = pd.concat([read_parquet(f, columns=cols, filters=[(time, "==", period)]) for f in files],
                    ignore_index=True)
     try:
         df[value] = numeric_column(df[value], name=value)
@@ -112,11 +121,15 @@ def _disparity_period(period: Any, *, files: list[str], value: str, group: str, 
 
 def disparity_parts(panel: str, *, value: str, group: str, time: str, dask: str, weight: str | None = None,
                     id_col: str | None = None, workspace: WorkspaceLike | None = None,
-                    progress: Progress | None = None, files: list[str] | None = None) -> DisparityParts:
+                    progress: Progress | None = None, files: list[str] | None = None,
+                    check: Callable[[list[str]], None] | None = None) -> DisparityParts:
     """The per-period part of ``run_disparity`` on Dask: one task per period reads its rows (see the module).
 
-    The client reads the period column of the Parquet panel (file, folder, glob or dataset) and nothing
-    else of it. ``files`` (the panel's, when the caller found them) saves looking them up again.
+    The client reads the Parquet panel's metadata (file, folder, glob or dataset; the period column where
+    the row groups' statistics do not tell the periods) and nothing else of it; for ``s3://`` objects it
+    only lists them, and a worker reads that metadata. ``files`` (the panel's, when the caller found them)
+    saves looking them up again; ``check(columns)`` is called with the panel's columns before any period
+    is read (``run_disparity`` checks the columns it needs).
 
     Raises
     ------
@@ -126,11 +139,21 @@ def disparity_parts(panel: str, *, value: str, group: str, time: str, dask: str,
     import pandas as pd
 
     parse_dask(dask)
-    files = files or parquet_files(panel, maybe_ws(workspace), "panel")
-    periods, _, missing = parquet_periods(files, time)  # from the row groups' statistics where they tell
-    if not periods:
-        raise InputError("the panel has no periods", field=time)
+    files = files or parquet_files(panel, maybe_ws(workspace), "panel", objects=True)
+
+    def facts_checked(facts: tuple[list[str], tuple[list[Any], list[int], int]]) -> tuple[list[Any], int]:
+        if check is not None:
+            check(facts[0])
+        periods, _, missing = facts[1]  # from the row groups' statistics where they tell
+        if not periods:
+            raise InputError("the panel has no periods", field=time)
+        return periods, missing
+
+    # local files: the metadata read here, before a cluster is started; objects: by a worker
+    known = None if is_url(files[0]) else facts_checked(_panel_facts(files, time))
     with cluster(dask) as client:
+        periods, missing = known or facts_checked(
+            run_tasks(client, _panel_facts, [files], key="citytwin-disparity-plan", time=time)[0])
         parts = run_tasks(client, _disparity_period, periods, progress=progress, key="citytwin-disparity",
                           files=files, value=value, group=group, time=time, weight=weight, id_col=id_col)
     recheck = next((p["recheck"] for p in parts if "recheck" in p), None)

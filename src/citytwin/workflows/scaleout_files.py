@@ -9,18 +9,58 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from citytwin.foundation.errors import InputError
-from citytwin.foundation.objectstore import is_url, list_parquet
+from citytwin.foundation.objectstore import filesystem, is_url, list_parquet, storage_errors
 
 if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     from citytwin.foundation.workspace import Workspace
 
-__all__ = ["parquet_files", "parquet_periods"]
+__all__ = ["parquet_file", "parquet_files", "parquet_periods", "read_parquet"]
+
+
+def parquet_file(path: str) -> pq.ParquetFile:
+    """A :class:`pyarrow.parquet.ParquetFile` of a local file, or of an ``s3://`` object read through s3fs
+    by this process (a worker: its metadata, then the row groups asked for).
+
+    Raises
+    ------
+    InputError
+        Naming ``path``: not Parquet, or (an object) no such bucket or object, no credentials, no endpoint.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if not is_url(path):
+            return pq.ParquetFile(path)
+        fs, key = filesystem(path)
+        with storage_errors(path):
+            return pq.ParquetFile(fs.open(key, "rb"))
+    except (pa.ArrowInvalid, OSError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"cannot read Parquet: {exc}", file=path) from exc
+
+
+def read_parquet(path: str, **kwargs: Any) -> pd.DataFrame:
+    """``pandas.read_parquet(path, **kwargs)`` of a local file or an ``s3://`` object (through s3fs, the
+    store's errors naming the URL)."""
+    import pandas as pd
+
+    if not is_url(path):
+        return pd.read_parquet(path, **kwargs)
+    fs, key = filesystem(path)
+    with storage_errors(path):
+        return pd.read_parquet(key, filesystem=fs, **kwargs)
 
 
 def parquet_files(source: str, ws: Workspace | None, what: str, *, objects: bool = False) -> list[str]:
     """The Parquet files of ``source``: a file, a folder or glob of parts, a dataset of ``ws``, or a URL.
 
-    With ``objects`` (a caller whose workers read through s3fs: the points-per-zone join), a URL
+    With ``objects`` (a caller whose workers read through s3fs: the points-per-zone join, the index and
+    disparity on Dask), a URL
     (``s3://bucket/parts/``, ``s3://bucket/parts/*.parquet``, one object) gives ``s3://`` URLs of its
     ``.parquet`` objects in name order, listed with s3fs (credentials and endpoint from the
     environment: :mod:`citytwin.foundation.objectstore`); the workers then read the objects themselves.
@@ -37,9 +77,9 @@ def parquet_files(source: str, ws: Workspace | None, what: str, *, objects: bool
     """
     if is_url(source):
         if not objects:
-            raise InputError(f"object-storage URLs are not read here yet: the {what} must be local files or a dataset",
-                             file=source, hint="s3:// inputs are built for `spatial zones` and `ingest` on Dask "
-                                               "(docs/scaleout.md); copy the files to a folder every worker mounts")
+            raise InputError(f"object-storage URLs are not read here: the {what} must be local files or a dataset",
+                             file=source, hint="s3:// inputs are read by Dask workers: add --dask "
+                                               "(docs/scaleout.md), or copy the files to a local folder")
         return list_parquet(source, what)
     p = Path(source)
     if p.is_dir():
@@ -66,18 +106,18 @@ def parquet_periods(files: list[str], time: str) -> tuple[list[Any], list[int], 
     ``pandas.read_parquet(f, columns=[time])`` gives them), each file's first row in the panel, and the
     rows without a period. From the files' metadata alone where every row group's statistics give one
     value and no missing one (an integer or text column: the usual layout of a file or row group per
-    period); else the ``time`` columns are read.
+    period); else the ``time`` columns are read. ``s3://`` objects are read through s3fs by this process
+    (run it on a worker: :func:`citytwin.workflows.scaleout_index.index` does).
     """
     import pandas as pd
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     values: set[Any] = set()
     bases: list[int] = []
     total = 0
     read = False
     for f in files:
-        pf = pq.ParquetFile(f)
+        pf = parquet_file(f)
         md = pf.metadata
         bases.append(total)
         total += md.num_rows
@@ -96,8 +136,8 @@ def parquet_periods(files: list[str], time: str) -> tuple[list[Any], list[int], 
             break
     if not read:
         return sorted(values), bases, 0
-    t = pd.concat([pd.read_parquet(f, columns=[time]) for f in files], ignore_index=True)[time]
+    t = pd.concat([read_parquet(f, columns=[time]) for f in files], ignore_index=True)[time]
     bases = [0]
     for f in files[:-1]:
-        bases.append(bases[-1] + pq.ParquetFile(f).metadata.num_rows)
+        bases.append(bases[-1] + parquet_file(f).metadata.num_rows)
     return sorted(t.dropna().unique().tolist()), bases, int(t.isna().sum())

@@ -1,12 +1,14 @@
-"""The economy index on Dask (issue 19): one task per period, pooled methods from exact partial sums.
+"""The economy index on Dask (issue 19): the periods in one shard per worker, pooled methods from exact partial sums.
 
 :func:`index` gives the result of :func:`citytwin.economy.index.composite_index` for a Parquet panel
-(re-exported as :func:`citytwin.workflows.scaleout.index`). The workers read their periods themselves
-and keep them prepared between the stages; the client finds the periods (from the row groups'
-statistics where each holds one period, else the period column) and holds small partial results. The
-workers score and rank their rows and give each row's position in the panel (files in order, then row groups and rows, from the Parquet metadata and the
-period column), so the client puts the scores in the panel's order with one concatenation and one
-argsort. The periods are spread round robin over the workers; every pass runs where its period is kept.
+(re-exported as :func:`citytwin.workflows.scaleout.index`). The periods and the row groups that may
+hold each come from the Parquet metadata (the row groups' statistics; the period column where they do
+not tell), read by the client for local files and by a worker for ``s3://`` objects (the client then
+only lists them). The periods are shared out by rows into one shard per worker; the worker reads its
+periods' row groups (no other), prepares them and keeps them between the passes, each pass one task
+per worker (not one per period: fewer rounds of small tasks for the scheduler and the client). The
+workers score and rank their rows and give each row's position in the panel (files in order, then row
+groups and rows), so the client puts the scores in the panel's order from those positions.
 
 * ``scope="per_year"``: each period is a whole index of its own (any method): exact.
 * ``scope="pooled"``: the method is global (one normalisation and one set of weights over all
@@ -43,7 +45,8 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from citytwin.foundation.errors import InputError
-from citytwin.foundation.scaleout import Progress, cluster, parse_dask, run_tasks, task_keys
+from citytwin.foundation.objectstore import is_url
+from citytwin.foundation.scaleout import Progress, cluster, parse_dask, run_futures, run_tasks, task_keys
 from citytwin.workflows.common import WorkspaceLike, maybe_ws
 from citytwin.workflows.scaleout_files import parquet_files, parquet_periods
 
@@ -71,86 +74,164 @@ class _Period:
     dropped: int
     rows: np.ndarray
     """each row's position in the panel (files in order, rows in file order)"""
+    Z: np.ndarray | None = None
+    """the normalised values of the last pass (:func:`_norm`), kept for the next pass with the same bounds"""
+    Z_of: tuple[Any, ...] = ()
+
+    def __sizeof__(self) -> int:  # what Dask weighs before moving it (a plain object weighs ~50 bytes)
+        z = 0 if self.Z is None else self.Z.nbytes
+        return int(self.X.nbytes + z + self.rows.nbytes + self.keys.memory_usage(deep=True).sum()) + 1024
 
 
-def _row_positions(period: Any, *, files: list[str], bases: list[int], time: str) -> np.ndarray:
-    """The panel row positions (file order, then row order) of ``period``'s rows: the rows
-    ``pandas.read_parquet(f, filters=[(time, "==", period)])`` gives, found from the time column of the
-    row groups whose statistics may hold ``period``."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+@dataclass
+class _Shard:
+    """The periods one worker holds for the whole job (one task per worker and pass, not one per period)."""
 
-    out: list[np.ndarray] = []
-    for f, base in zip(files, bases, strict=True):
-        pf = pq.ParquetFile(f)
+    periods: list[_Period]
+
+    def __sizeof__(self) -> int:
+        return sum(p.__sizeof__() for p in self.periods) + 1024
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Where rows of a period are: row group ``group`` of file ``file`` (its first row at panel position
+    ``base``); ``whole`` when its statistics say every row is of that period (min = max, no null)."""
+
+    file: int
+    group: int
+    base: int
+    rows: int
+    whole: bool
+
+
+def _may_hold(period: Any, st: Any) -> tuple[bool, bool]:
+    """(whether a row group with statistics ``st`` may hold ``period``, whether it holds only that period)."""
+    if st is None or not st.has_min_max:
+        return True, False
+    try:
+        if period < st.min or period > st.max:
+            return False, False
+    except TypeError:  # statistics of another type than the period: the rows are read and compared
+        return True, False
+    whole = bool(st.min == st.max == period and st.has_null_count and st.null_count == 0)
+    return True, whole
+
+
+def _pieces(files: list[str], periods: list[Any], time: str) -> list[list[_Piece]]:
+    """For each period, the row groups that may hold it (from the Parquet metadata only): the tasks read
+    those and no other, and where a row group is all of one period its rows' positions need no reading."""
+    from citytwin.workflows.scaleout_files import parquet_file
+
+    out: list[list[_Piece]] = [[] for _ in periods]
+    base = 0
+    for i, f in enumerate(files):
+        pf = parquet_file(f)
         col = pf.schema_arrow.get_field_index(time)
-        value = pa.scalar(period)
-        start = base
         for g in range(pf.metadata.num_row_groups):
             rg = pf.metadata.row_group(g)
             st = rg.column(col).statistics if col >= 0 else None
-            skip = False
-            if st is not None and st.has_min_max:
-                try:
-                    skip = bool(period < st.min or period > st.max)
-                except TypeError:  # statistics of another type than the period: read the column
-                    skip = False
-            if not skip:
-                t = pf.read_row_group(g, columns=[time]).column(0)
-                hit = pc.fill_null(pc.equal(t, value.cast(t.type) if value.type != t.type else value), False)
-                out.append(start + np.flatnonzero(hit.to_numpy(zero_copy_only=False)))
-            start += rg.num_rows
-    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+            for j, period in enumerate(periods):
+                may, whole = _may_hold(period, st)
+                if may:
+                    out[j].append(_Piece(i, g, base, rg.num_rows, whole))
+            base += rg.num_rows
+    return out
 
 
-def _read_period(period: Any, *, files: list[str], spec: IndexSpec, source: str) -> pd.DataFrame:
+def _plan(files: list[str], time: str) -> tuple[list[Any], list[list[_Piece]]]:
+    """The periods of the panel (:func:`~citytwin.workflows.scaleout_files.parquet_periods`) and each one's
+    row groups (:func:`_pieces`)."""
+    periods = parquet_periods(files, time)[0]
+    if not periods:
+        raise InputError(f"the panel has no periods in column {time!r}", file=files[0], field=time)
+    return periods, _pieces(files, periods, time)
+
+
+def _read_period(period: Any, pieces: list[_Piece], *, files: list[str], spec: IndexSpec) -> tuple[pd.DataFrame,
+                                                                                                   np.ndarray]:
+    """The period's rows (the frame ``pandas.read_parquet(f, columns, filters=[(time, "==", period)])``
+    gives per file, concatenated) and their panel positions, reading only the row groups of ``pieces``."""
+    import numpy as np
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from citytwin.workflows.scaleout_files import parquet_file
 
     assert spec.time is not None
     cols = list(dict.fromkeys([spec.id, spec.time, *spec.columns]))
-    frames = [pd.read_parquet(f, columns=cols, filters=[(spec.time, "==", period)]) for f in files]
-    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    frames: list[pd.DataFrame] = []
+    positions: list[np.ndarray] = []
+    for i in sorted({p.file for p in pieces}):
+        pf = parquet_file(files[i])
+        have = [c for c in cols if c in pf.schema_arrow.names]  # prepare() names what is missing
+        tables = []
+        for p in (p for p in pieces if p.file == i):
+            t = pf.read_row_group(p.group, columns=have)
+            if p.whole:
+                positions.append(p.base + np.arange(t.num_rows, dtype=np.int64))
+            else:
+                v = t.column(spec.time)
+                value = pa.scalar(period)
+                hit = pc.fill_null(pc.equal(v, value.cast(v.type) if value.type != v.type else value), False)
+                t = t.filter(hit)
+                positions.append(p.base + np.flatnonzero(hit.to_numpy(zero_copy_only=False)))
+            tables.append(t)
+        frames.append(pa.concat_tables(tables).to_pandas() if len(tables) > 1 else tables[0].to_pandas())
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    rows = np.concatenate(positions) if positions else np.empty(0, dtype=np.int64)
+    return frame, rows
 
 
-def _kept_positions(period: Any, frame: pd.DataFrame, keys: pd.DataFrame, *, files: list[str], bases: list[int],
-                    spec: IndexSpec) -> np.ndarray:
+def _kept_positions(frame: pd.DataFrame, rows: np.ndarray, keys: pd.DataFrame, spec: IndexSpec) -> np.ndarray:
     """The panel row positions of ``keys`` (the rows :func:`~citytwin.economy.spec.prepare` kept of
-    ``frame``, period ``period``): the client puts the scores in the panel's order with one argsort."""
+    ``frame``, whose rows are at ``rows``): the client puts the scores in the panel's order with them."""
     import numpy as np
     import pandas as pd
 
-    assert spec.time is not None
-    pos = _row_positions(period, files=files, bases=bases, time=spec.time)
-    if len(pos) != len(frame):
-        raise InputError(f"period {period!r}: {len(frame)} rows read but {len(pos)} found in the row groups "
-                            "(the Parquet files changed while the job ran?)", file=files[0])
     if len(keys) != len(frame):  # rows dropped (missing: drop): the ids are unique within a period
-        pos = pos[pd.Index(frame[spec.id].to_numpy()).get_indexer(keys[spec.id].to_numpy())]
-    return np.asarray(pos, dtype=np.int64)
+        rows = rows[pd.Index(frame[spec.id].to_numpy()).get_indexer(keys[spec.id].to_numpy())]
+    return np.asarray(rows, dtype=np.int64)
 
 
-def _prepare_period(period: Any, *, files: list[str], bases: list[int], spec: IndexSpec, source: str) -> _Period:
+def _prepare_shard(todo: list[tuple[Any, list[_Piece]]], *, files: list[str], spec: IndexSpec,
+                   source: str) -> _Shard:
+    """The worker's periods read (their row groups only) and prepared, kept for the passes."""
     from citytwin.economy.spec import prepare
 
-    frame = _read_period(period, files=files, spec=spec, source=source)
-    prep = prepare(frame, spec, source=source)
-    return _Period(prep.keys, prep.values[spec.columns].to_numpy(dtype=float), prep.warnings, prep.dropped_rows,
-                   _kept_positions(period, frame, prep.keys, files=files, bases=bases, spec=spec))
+    out = []
+    for period, pieces in todo:
+        frame, rows = _read_period(period, pieces, files=files, spec=spec)
+        if len(frame) == 0:
+            raise InputError(f"period {period!r}: no rows found in the row groups (the Parquet files changed "
+                             "while the job ran?)", file=files[0])
+        prep = prepare(frame, spec, source=source)
+        out.append(_Period(prep.keys, prep.values[spec.columns].to_numpy(dtype=float), prep.warnings,
+                           prep.dropped_rows, _kept_positions(frame, rows, prep.keys, spec)))
+    return _Shard(out)
 
 
-def _index_period(period: Any, *, files: list[str], bases: list[int], spec: IndexSpec, source: str, method: str,
-                  options: dict[str, Any]) -> tuple[IndexResult, np.ndarray]:
+def _index_shard(todo: list[tuple[Any, list[_Piece]]], *, files: list[str], spec: IndexSpec, source: str,
+                 method: str, options: dict[str, Any]) -> list[tuple[IndexResult, np.ndarray]]:
+    """``scope="per_year"``: each of the worker's periods a whole index, and its rows' panel positions."""
     from citytwin.economy.index import composite_index
 
-    frame = _read_period(period, files=files, spec=spec, source=source)
-    r = composite_index(frame, spec, method, scope="per_year", source=source, **options)
-    return r, _kept_positions(period, frame, r.scores[[spec.id]], files=files, bases=bases, spec=spec)
+    out = []
+    for period, pieces in todo:
+        frame, rows = _read_period(period, pieces, files=files, spec=spec)
+        r = composite_index(frame, spec, method, scope="per_year", source=source, **options)
+        out.append((r, _kept_positions(frame, rows, r.scores[[spec.id]], spec)))
+    return out
 
 
-def _minmax_part(p: _Period) -> tuple[np.ndarray, np.ndarray, int]:
-    return p.X.min(axis=0), p.X.max(axis=0), len(p.X)
+def _over(shard: _Shard, fn: Any, **kw: Any) -> list[Any]:
+    """A pass over a worker's shard: ``[fn(period, **kw) for period in shard]`` (one task per worker)."""
+    return [fn(p, **kw) for p in shard.periods]
+
+
+def _minmax_part(p: _Period) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
+    return p.X.min(axis=0), p.X.max(axis=0), len(p.X), p.warnings
 
 
 def _norm(X: np.ndarray, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float) -> np.ndarray:
@@ -164,18 +245,27 @@ def _norm(X: np.ndarray, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale:
     return np.asarray(scale * Z + shift)
 
 
+def _normed(p: _Period, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float) -> np.ndarray:
+    """:func:`_norm` of the period's values, kept for the next pass with the same bounds (entropy's two
+    passes and its scores normalise alike: computed once)."""
+    key = (lo.tobytes(), hi.tobytes(), pos.tobytes(), scale, shift)
+    if p.Z is None or p.Z_of != key:
+        p.Z, p.Z_of = _norm(p.X, lo, hi, pos, scale, shift), key
+    return p.Z
+
+
 def _colsum_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float,
                  shift: float) -> np.ndarray:
     import numpy as np
 
-    return np.asarray(_norm(p.X, lo, hi, pos, scale, shift).sum(axis=0))
+    return np.asarray(_normed(p, lo, hi, pos, scale, shift).sum(axis=0))
 
 
 def _plogp_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float,
                 col: np.ndarray) -> np.ndarray:
     import numpy as np
 
-    P = _norm(p.X, lo, hi, pos, scale, shift) / np.where(col == 0, 1.0, col)
+    P = _normed(p, lo, hi, pos, scale, shift) / np.where(col == 0, 1.0, col)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.asarray(np.where(P > 0, P * np.log(P), 0.0).sum(axis=0))
 
@@ -211,21 +301,17 @@ def _scored(p: _Period, contrib: np.ndarray, dims: dict[str, np.ndarray]) -> tup
 
     frame = p.keys.copy()
     frame["score"] = contrib.sum(axis=1)
-    frame["rank"] = rank_by(frame, "score", by=str(p.keys.columns[1]))  # keys: id, period; ranks within it
+    frame["rank"] = rank_by(frame, "score")  # the rows are one period: ranks within it
     for dname, mask in dims.items():
         frame[f"dim:{dname}"] = contrib[:, mask].sum(axis=1)
     return frame, p.rows
 
 
-def _warnings_part(p: _Period) -> list[str]:
-    return p.warnings
-
-
 def _score_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, w: np.ndarray,
                 score_scale: float, dims: dict[str, np.ndarray]) -> tuple[pd.DataFrame, np.ndarray]:
-    Z = _norm(p.X, lo, hi, pos, 1.0, 0.0)
-    Z[:, hi - lo == 0] = 0.0
-    return _scored(p, Z * w * score_scale, dims)
+    contrib = _normed(p, lo, hi, pos, 1.0, 0.0) * w * score_scale
+    contrib[:, hi - lo == 0] = 0.0  # constant columns score 0 (their Z is 1: 1 * w is finite, so this is exact)
+    return _scored(p, contrib, dims)
 
 
 def _sumsq_part(p: _Period) -> np.ndarray:
@@ -259,11 +345,55 @@ def _topsis_score_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.nd
     return _scored(p, topsis_closeness(V, ideal, anti).closeness[:, None] * score_scale, {})
 
 
-def _panel_order(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
-    """``frame`` (its rows at panel positions ``rows``) in the panel's row order."""
+def _panel_order(frames: list[pd.DataFrame], rows: list[np.ndarray]) -> pd.DataFrame:
+    """The concatenation of ``frames`` (the rows of each at panel positions ``rows``) in the panel's row
+    order: pieces that follow one another (a file or row groups per period) are put in order as they are;
+    else one argsort of the positions."""
     import numpy as np
+    import pandas as pd
 
-    return frame.take(np.argsort(rows, kind="stable")).reset_index(drop=True)
+    firsts = [int(r[0]) if len(r) else -1 for r in rows]
+    order = sorted(range(len(frames)), key=firsts.__getitem__)
+    frame = pd.concat([frames[i] for i in order], ignore_index=True)
+    at = np.concatenate([rows[i] for i in order]) if rows else np.empty(0, dtype=np.int64)
+    if len(at) > 1 and not bool(np.all(at[1:] > at[:-1])):
+        frame = frame.take(np.argsort(at, kind="stable")).reset_index(drop=True)
+    return frame
+
+
+def _shards(sizes: list[int], k: int) -> list[list[int]]:
+    """The periods (their indices, in order) given to ``k`` workers so that each holds about as many rows
+    (largest first, each to the worker with the fewest rows so far): one task per worker and pass."""
+    load = [0] * max(1, min(k, len(sizes)))
+    out: list[list[int]] = [[] for _ in load]
+    for j in sorted(range(len(sizes)), key=lambda j: (-sizes[j], j)):
+        i = min(range(len(load)), key=lambda i: (load[i], i))
+        out[i].append(j)
+        load[i] += sizes[j]
+    return [sorted(o) for o in out if o]
+
+
+@dataclass
+class _Job:
+    """The shards of one pooled job: where each is kept, and a pass over them (one task per shard)."""
+
+    client: Client
+    shards: list[Future[Any]]
+    order: list[list[int]]
+    """each shard's periods (indices in period order)"""
+    where: list[dict[str, Any]]
+
+    def run(self, fn: Any, key: str, progress: Progress | None = None, **kw: Any) -> list[Any]:
+        """``fn(period, **kw)`` for every period, on the worker that keeps it; the results in period order."""
+        keys = task_keys(key, len(self.shards))
+        futs = [self.client.submit(_over, sh, fn, pure=False, key=k_, **w, **kw)
+                for sh, k_, w in zip(self.shards, keys, self.where, strict=True)]
+        parts = run_futures(self.client, futs, progress=progress)
+        out: list[Any] = [None] * sum(len(o) for o in self.order)
+        for idx, res in zip(self.order, parts, strict=True):
+            for j, r in zip(idx, res, strict=True):
+                out[j] = r
+        return out
 
 
 @dataclass
@@ -276,13 +406,13 @@ class _Stats:
     pos: np.ndarray
 
 
-def _covariance(client: Client, prepped: list[Future[Any]], what: str, s: _Stats) -> np.ndarray:
+def _covariance(job: _Job, what: str, s: _Stats) -> np.ndarray:
     """The pooled covariance (ddof 1) of :func:`_moment_values` in two passes: sums, then centred products."""
     import numpy as np
 
     kw: dict[str, Any] = {"what": what, "lo": s.lo, "hi": s.hi, "pos": s.pos}
-    mean = np.sum(run_tasks(client, _moment_part, prepped, key=f"citytwin-{what}-sum", **kw), axis=0) / s.n
-    C = np.sum(run_tasks(client, _moment_part, prepped, key=f"citytwin-{what}-cross", mean=mean, **kw), axis=0)
+    mean = np.sum(job.run(_moment_part, f"citytwin-{what}-sum", **kw), axis=0) / s.n
+    C = np.sum(job.run(_moment_part, f"citytwin-{what}-cross", mean=mean, **kw), axis=0)
     return np.asarray(C / (s.n - 1))
 
 
@@ -296,7 +426,7 @@ def _correlation(C: np.ndarray) -> np.ndarray:
     return np.asarray(np.clip(R, -1, 1))
 
 
-def _pooled_weights(client: Client, prepped: list[Future[Any]], method: str, sp: IndexSpec, s: _Stats,
+def _pooled_weights(job: _Job, method: str, sp: IndexSpec, s: _Stats,
                     o: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray], float | None, dict[str, Any]]:
     """Weights, the method's columns, entropy k and diagnostics of an objective (or given) method, pooled."""
     import numpy as np
@@ -307,10 +437,10 @@ def _pooled_weights(client: Client, prepped: list[Future[Any]], method: str, sp:
     const = s.hi - s.lo == 0
     if method == "entropy":
         kw: dict[str, Any] = {"lo": s.lo, "hi": s.hi, "pos": s.pos, "scale": o["scale"], "shift": o["shift"]}
-        col = np.sum(run_tasks(client, _colsum_part, prepped, key="citytwin-colsum", **kw), axis=0)
+        col = np.sum(job.run(_colsum_part, "citytwin-colsum", **kw), axis=0)
         if (col < 0).any():
             raise InputError("normalised values are negative (check scale and shift)")
-        L = np.sum(run_tasks(client, _plogp_part, prepped, key="citytwin-plogp", col=col, **kw), axis=0)
+        L = np.sum(job.run(_plogp_part, "citytwin-plogp", col=col, **kw), axis=0)
         L = np.where(col == 0, np.log(1.0 / s.n), L)  # P = 1/n in every row of a column that sums to 0
         k = 1.0 / np.log(s.n)
         e = np.clip(-k * L, 0.0, 1.0)
@@ -318,12 +448,12 @@ def _pooled_weights(client: Client, prepped: list[Future[Any]], method: str, sp:
         w = d / d.sum() if d.sum() > 0 else np.full(len(d), 1.0 / len(d))
         return w, {"e": e, "d": d}, float(k), {}
     if method == "critic":
-        C = _covariance(client, prepped, "critic", s)
+        C = _covariance(job, "critic", s)
         c = W.critic_from_correlation(np.sqrt(np.diag(C)), _correlation(C), const)
         return c.w, {"sigma": c.sigma, "conflict": c.conflict, "information": c.information}, None, {}
     if method == "pca":  # as one process weighs (economy.index.pca_objective), R from the pooled covariance
         r = pca_objective(const, lambda keep: W.pca_from_correlation(
-            _correlation(_covariance(client, prepped, "pca", s))[np.ix_(keep, keep)], s.n,
+            _correlation(_covariance(job, "pca", s))[np.ix_(keep, keep)], s.n,
             min_eigenvalue=o["pca_min_eigenvalue"], min_cumulative=o["pca_min_cumulative"]))
         return r.w, r.extra, None, r.diagnostics
     if method == "equal":
@@ -339,9 +469,10 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
           topsis_weights: str = "entropy", combine_with: str = "entropy", combine_method: str = "linear",
           alpha: float = 0.5, pca_min_eigenvalue: float = 1.0, pca_min_cumulative: float | None = None,
           progress: Progress | None = None) -> IndexResult:
-    """:func:`citytwin.economy.index.composite_index` of a Parquet panel on Dask, one task per period.
+    """:func:`citytwin.economy.index.composite_index` of a Parquet panel on Dask, the periods in one shard per worker.
 
-    ``panel`` is a Parquet file, folder or glob, or a dataset of ``workspace``; ``spec`` a mapping (as
+    ``panel`` is a Parquet file, folder or glob, a dataset of ``workspace``, or an ``s3://`` object,
+    prefix or glob (listed here, read by the workers); ``spec`` a mapping (as
     :func:`citytwin.workflows.economy.read_spec` reads it) or :class:`IndexSpec` with ``time:``. The other
     options are those of ``composite_index``. See the module docstring for what is exact and what agrees
     to 1e-12.
@@ -389,76 +520,81 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
         raise InputError(f"pooled entropy weights with {normalisation} normalisation are not split into partial "
                          "sums on Dask", field="normalisation",
                          hint="use normalisation minmax, or scope per_year, or run without --dask")
-    files = parquet_files(panel, ws, "panel")
-    # the periods (from the row groups' statistics where they tell), and each file's first row in the
-    # panel: the workers give their rows' panel positions from these
-    periods, bases, _ = parquet_periods(files, sp.time)
-    common = {"files": files, "bases": bases, "spec": sp, "source": panel}
+    files = parquet_files(panel, ws, "panel", objects=True)
+    common = {"files": files, "spec": sp, "source": panel}
     opts_in: dict[str, Any] = {"normalisation": normalisation, "shift": shift, "scale": scale,
                                "score_scale": score_scale, "topsis_normalisation": topsis_normalisation,
                                "topsis_weights": topsis_weights, "combine_with": combine_with,
                                "combine_method": combine_method, "alpha": alpha,
                                "pca_min_eigenvalue": pca_min_eigenvalue, "pca_min_cumulative": pca_min_cumulative}
     with cluster(dask) as client:
+        # the periods and the row groups of each (Parquet metadata; the period column where the statistics do
+        # not tell): read here for local files, by a worker for objects (the client opens none)
+        if is_url(files[0]):
+            periods, pieces = run_tasks(client, _plan, [files], key="citytwin-plan", time=sp.time)[0]
+        else:
+            periods, pieces = _plan(files, sp.time)
+        # the periods shared out by rows, one shard per worker: one task per worker and pass (a period a task
+        # made 6 rounds of 12 small tasks, the scheduler's and the client's work growing with them)
+        workers = sorted(client.scheduler_info(n_workers=-1).get("workers", {}))
+        order = _shards([sum(p.rows for p in pc) for pc in pieces], len(workers) or 1)
+        where = [{"workers": [workers[i % len(workers)]], "allow_other_workers": True} if workers else {}
+                 for i in range(len(order))]
+        todo = [[(periods[j], pieces[j]) for j in idx] for idx in order]
+        keys = task_keys("citytwin-index" if scope == "per_year" else "citytwin-prep", len(order))
         if scope == "per_year":
-            parts = run_tasks(client, _index_period, periods, progress=progress, key="citytwin-index", method=method,
-                              options=opts_in, **common)
-            scores = _panel_order(pd.concat([r.scores for r, _ in parts], ignore_index=True),
-                                  np.concatenate([rows for _, rows in parts]))
+            futs = [client.submit(_index_shard, t, pure=False, key=k_, method=method, options=opts_in, **w_, **common)
+                    for t, k_, w_ in zip(todo, keys, where, strict=True)]
+            parts: list[Any] = [None] * len(periods)
+            for idx, res in zip(order, run_futures(client, futs, progress=progress), strict=True):
+                for j, r in zip(idx, res, strict=True):
+                    parts[j] = r
+            scores = _panel_order([r.scores for r, _ in parts], [rows for _, rows in parts])
             parts_r = [r for r, _ in parts]
             first = parts_r[0]
             popts = dict(first.options, scope="per_year", n_rows=int(sum(r.options["n_rows"] for r in parts_r)),
-                         dask=str(dask), partitions="one task per period")
+                         dask=str(dask), partitions="one task per worker, its periods each a whole index")
             if "entropy_k" in popts:
                 popts["entropy_k"] = {str(p): r.options["entropy_k"] for p, r in zip(periods, parts_r, strict=True)}
             return IndexResult(weights=pd.concat([r.weights for r in parts_r], ignore_index=True), scores=scores,
                                options=popts, warnings=[w for r in parts_r for w in r.warnings],
                                diagnostics={str(p): r.diagnostics.get(str(p)) for p, r in zip(periods, parts_r, strict=True)
                                             if r.diagnostics}, spec=sp, id_col=sp.id, time_col=sp.time)
-        # pooled: the periods stay prepared on the workers (recomputed by the scheduler if a worker dies)
+        # pooled: each worker keeps its shard prepared between the passes (the scheduler computes it again
+        # on another worker if one dies: allow_other_workers)
         pos = np.array([i.positive for i in sp.indicators])
-        # the periods spread evenly over the workers (round robin): every later pass runs where its period
-        # is kept, so an uneven first assignment would stay for the whole job (another worker takes over
-        # if one dies)
-        workers = sorted(client.scheduler_info(n_workers=-1).get("workers", {}))
-        prepped = [client.submit(_prepare_period, period, pure=False, key=k, **common,
-                                 workers=[workers[i % len(workers)]] if workers else None,
-                                 allow_other_workers=True)
-                   for i, (period, k) in enumerate(zip(periods, task_keys("citytwin-prep", len(periods)),
-                                                       strict=True))]
-        mm = run_tasks(client, _minmax_part, prepped, progress=progress, key="citytwin-minmax")
+        job = _Job(client, [client.submit(_prepare_shard, t, pure=False, key=k_, **w_, **common)
+                            for t, k_, w_ in zip(todo, keys, where, strict=True)], order, where)
+        mm = job.run(_minmax_part, "citytwin-minmax", progress=progress)
         s = _Stats(lo=np.min([m[0] for m in mm], axis=0), hi=np.max([m[1] for m in mm], axis=0),
                    n=int(sum(m[2] for m in mm)), pos=pos)
         if s.n < 2:
             raise InputError("an index needs at least 2 rows (cities or city-years)", file=panel)
         const = s.hi - s.lo == 0
-        w, extra, k, diag = _pooled_weights(client, prepped, objective, sp, s, opts_in)
+        w, extra, k, diag = _pooled_weights(job, objective, sp, s, opts_in)
         if method == "combined":
             expert = sp.expert_weights()
             extra = dict(extra, objective_weight=w, expert_weight=expert)
             w = W.combine_weights(expert, w, method=combine_method, alpha=alpha)  # type: ignore[arg-type]
         sk: dict[str, Any] = {"lo": s.lo, "hi": s.hi, "pos": pos, "w": w}
         if method == "topsis":
-            norm = (np.sqrt(np.sum(run_tasks(client, _sumsq_part, prepped, key="citytwin-sumsq"), axis=0))
+            norm = (np.sqrt(np.sum(job.run(_sumsq_part, "citytwin-sumsq"), axis=0))
                     if topsis_normalisation == "vector" else None)
-            bounds = run_tasks(client, _topsis_bounds_part, prepped, key="citytwin-topsis-bounds", norm=norm, **sk)
+            bounds = job.run(_topsis_bounds_part, "citytwin-topsis-bounds", norm=norm, **sk)
             vmax, vmin = np.max([b[0] for b in bounds], axis=0), np.min([b[1] for b in bounds], axis=0)
             ideal, anti = ((np.where(pos, vmax, vmin), np.where(pos, vmin, vmax)) if norm is not None
                            else (vmax, vmin))
-            scored = run_tasks(client, _topsis_score_part, prepped, key="citytwin-score", norm=norm, ideal=ideal,
-                               anti=anti, score_scale=score_scale, **sk)
+            scored = job.run(_topsis_score_part, "citytwin-score", norm=norm, ideal=ideal, anti=anti,
+                             score_scale=score_scale, **sk)
         else:
             dims = ({d: np.array([i.dimension == d for i in sp.indicators]) for d in sp.dimensions}
                     if sp.dimensions else {})
-            scored = run_tasks(client, _score_part, prepped, key="citytwin-score", score_scale=score_scale,
-                               dims=dims, **sk)
-        warned = run_tasks(client, _warnings_part, prepped, key="citytwin-warnings")
-    warnings = [w_ for ws_ in warned for w_ in ws_]
+            scored = job.run(_score_part, "citytwin-score", score_scale=score_scale, dims=dims, **sk)
+    warnings = [w_ for m in mm for w_ in m[3]]  # each period's, in period order (given with its min/max)
     for c in [sp.columns[j] for j in np.flatnonzero(const)]:
         warnings.append(f"indicator {c!r} is constant: it carries no information and gets weight 0 in objective methods")
-    # one concatenation in task order, one argsort of the rows' panel positions (the workers summed and ranked)
-    scores = _panel_order(pd.concat([s_[0] for s_ in scored], ignore_index=True),
-                          np.concatenate([s_[1] for s_ in scored]))
+    # the workers scored and ranked their rows: the pieces put in the panel's order by their rows' positions
+    scores = _panel_order([s_[0] for s_ in scored], [s_[1] for s_ in scored])
     wf = pd.DataFrame({"indicator": [i.label for i in sp.indicators], "column": sp.columns,
                        "dimension": [i.dimension for i in sp.indicators],
                        "direction": [i.direction for i in sp.indicators],
@@ -470,7 +606,7 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
                                "score": ("TOPSIS closeness coefficient" if method == "topsis" else
                                          "weighted sum of min-max normalised indicators (direction applied, no shift)"),
                                "n_rows": s.n, "n_indicators": len(sp.columns), "dask": str(dask),
-                               "partitions": "one task per period; pooled statistics added on the client"}
+                               "partitions": "one task per worker and pass, its periods kept between the passes; pooled statistics added on the client"}
     if method == "topsis":
         options.update(topsis_normalisation=topsis_normalisation, topsis_weights=topsis_weights)
     if method == "combined":

@@ -25,16 +25,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from citytwin.foundation.errors import InputError
+from citytwin.foundation.objectstore import is_url, list_objects, read_geoparquet
 from citytwin.foundation.scaleout import Progress, run_futures, task_keys
+from citytwin.workflows.scaleout_files import parquet_file
 
 if TYPE_CHECKING:
+    import geopandas as gpd
     import numpy as np
     from pyproj import CRS
 
     from citytwin.spatial.lifecircle import LifeCirclePrep
     from citytwin.spatial.network_parts import NetworkPart
 
-__all__ = ["edge_batches", "life_partitioned", "read_network_nodes"]
+__all__ = ["edge_batches", "life_partitioned", "object_layers", "read_layers", "read_network_nodes"]
 
 
 def read_network_nodes(path: str | Path, crs: Any = None) -> tuple[np.ndarray, np.ndarray, CRS]:
@@ -59,20 +62,21 @@ def read_network_nodes(path: str | Path, crs: Any = None) -> tuple[np.ndarray, n
     ([7, 8], [[0.5, 0.0], [100.0, 0.0]], 3067)
     """
     import geopandas as gpd
-    import pyarrow.parquet as pq
 
     from citytwin.spatial.network import decode_wkb_points, network_nodes, wkb_points_layout
 
-    path = Path(path)
+    url = is_url(path)
+    path = str(path) if url else Path(path)
     try:
-        schema = pq.read_schema(path)
+        pf = parquet_file(str(path))  # an s3:// object read through s3fs by this process
+        schema = pf.schema_arrow
         meta = json.loads((schema.metadata or {}).get(b"geo", b"null"))
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read nodes: {exc}", file=str(path)) from exc
     layout = wkb_points_layout(meta, schema.names, crs)
     if layout is not None:
         col, mcrs = layout
-        table = pq.read_table(path, columns=["id", col])
+        table = pf.read(columns=["id", col])
         xy = decode_wkb_points(table.column(col))
         if xy is not None:
             ids = table.column("id").to_pandas()
@@ -82,7 +86,7 @@ def read_network_nodes(path: str | Path, crs: Any = None) -> tuple[np.ndarray, n
                 return ids.to_numpy()[~dup], xy[~dup], mcrs
             return ids.to_numpy(), xy, mcrs
         del table
-    return network_nodes(gpd.read_parquet(path), crs)
+    return network_nodes(read_geoparquet(str(path)) if url else gpd.read_parquet(path), crs)
 
 
 def edge_batches(ids: np.ndarray, streets: str | Path, batch: int = 1 << 20
@@ -92,7 +96,6 @@ def edge_batches(ids: np.ndarray, streets: str | Path, batch: int = 1 << 20
     missing or negative lengths; rows counted from 1 over the whole file)."""
     import numpy as np
     import pandas as pd
-    import pyarrow.parquet as pq
 
     n = len(ids)
     identity = n > 0 and ids.dtype.kind in "iu" and ids[0] == 0 and bool(np.all(np.diff(ids) == 1))
@@ -109,7 +112,7 @@ def edge_batches(ids: np.ndarray, streets: str | Path, batch: int = 1 << 20
         return np.where(sid[i] == col, order[i], -1)
 
     start = 0
-    for b in pq.ParquetFile(streets).iter_batches(batch_size=batch, columns=["u", "v", "length"]):
+    for b in parquet_file(str(streets)).iter_batches(batch_size=batch, columns=["u", "v", "length"]):
         u, v = position(b.column("u").to_numpy(zero_copy_only=False)), position(b.column("v").to_numpy(
             zero_copy_only=False))
         unknown = (u < 0) | (v < 0)
@@ -128,6 +131,49 @@ def edge_batches(ids: np.ndarray, streets: str | Path, batch: int = 1 << 20
         yield u, v, length
 
 
+def read_layers(refs: dict[str, str | None], kinds: tuple[str, ...]) -> dict[str, gpd.GeoDataFrame]:
+    """The layers ``kinds`` of ``refs`` read by this process (a worker): files as
+    :func:`citytwin.workflows.spatial.load_inputs` reads them, ``s3://`` GeoParquet objects through s3fs."""
+    from citytwin.workflows.spatial import load_inputs
+
+    out = {k: read_geoparquet(str(refs[k])) for k in kinds if refs.get(k) and is_url(str(refs[k]))}
+    local = {k: refs.get(k) for k in kinds if k not in out}
+    if local:
+        out.update(load_inputs(None, None, set(local), pois=local.get("pois"), buildings=local.get("buildings"),
+                               streets=local.get("streets"), nodes=local.get("nodes")).layers)
+    return out
+
+
+def object_layers(source: str | None, refs: dict[str, str | None]) -> list[str]:
+    """The layers of ``refs`` given as ``s3://`` URLs (checked by listing: each one Parquet object; no
+    object is opened here). A PBF ``source`` is read by pyrosm from a local path, and a network from
+    objects must be Parquet (GeoParquet nodes and an edge list ``u, v, length``): anything else is refused.
+
+    Raises
+    ------
+    InputError
+        Naming the URL: not Parquet, no such object or bucket, no credentials, an endpoint that does not
+        answer; an OSM PBF given as a URL; object layers beside a PBF or without a Parquet network.
+    """
+    if source and is_url(source):
+        raise InputError("an OSM PBF is read by pyrosm from a local path, not from object storage", file=source,
+                         hint="copy the .pbf to a folder every worker sees, or give the network as Parquet objects "
+                              "(--nodes GeoParquet, --streets an edge list u, v, length)")
+    urls = [k for k, v in refs.items() if v and is_url(v)]
+    for k in urls:
+        url = str(refs[k])
+        if not url.lower().endswith(".parquet"):
+            raise InputError("on object storage the life-circle layers are read as Parquet/GeoParquet objects",
+                             file=url, field=k, hint="write the layer as GeoParquet (.parquet)")
+        if list_objects(url, k) != [url]:
+            raise InputError("no such object (a prefix or glob is not a layer)", file=url, field=k)
+    if urls and (source or not (refs.get("nodes") and refs.get("streets"))):
+        raise InputError("s3:// layers are read by the workers with the network as Parquet: give --nodes "
+                         "(GeoParquet points) and --streets (an edge list u, v, length), without a PBF",
+                         field=urls[0], hint="or copy the layers to a folder every worker sees")
+    return urls
+
+
 # ---------------------------------------------------------------------------------------------- tasks
 def _life_nodes(nodes: str) -> tuple[np.ndarray, np.ndarray, Any]:
     return read_network_nodes(nodes)
@@ -142,15 +188,14 @@ def _life_prepare(node_part: tuple[np.ndarray, np.ndarray, Any], refs: dict[str,
 
     from citytwin.spatial.lifecircle import prepare_life_circle, residential_buildings
     from citytwin.spatial.network import StreetNetwork
-    from citytwin.workflows.spatial import load_inputs
 
-    inp = load_inputs(None, None, {"pois", "buildings"}, pois=refs["pois"], buildings=refs["buildings"])
-    homes = residential_buildings(inp.layers["buildings"], include_unknown=include_unknown)
+    layers = read_layers(refs, ("pois", "buildings"))
+    homes = residential_buildings(layers["buildings"], include_unknown=include_unknown)
     ids, coords, crs = node_part
     n = len(ids)
     snapping = StreetNetwork(node_ids=ids, coords=coords, graph=sparse.csr_matrix((n, n)), crs=crs,
                              component=np.zeros(n, dtype=np.int64))  # no graph yet: snapping needs the nodes only
-    return prepare_life_circle(homes, inp.layers["pois"], snapping, **kw)
+    return prepare_life_circle(homes, layers["pois"], snapping, **kw)
 
 
 def _search_inputs(prep: LifeCirclePrep) -> LifeCirclePrep:
