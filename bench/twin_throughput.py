@@ -35,7 +35,10 @@ when the passes that fit before now would not last M minutes; the RSS is sampled
 at the start and each quarter of the soak, with its slope in MiB/min over the run and its second half;
 the ingest reports from inside every 10 s its C heap in use and held free (glibc ``mallinfo2``), Arrow's
 pool, its Python memory blocks and how often it returned freed memory to the OS, so that growth of the RSS can
-be told from growth of what is in use).
+be told from growth of what is in use). It ends with a verdict, **flat** or **not flat**, by
+:func:`rss_verdict`: flat when the RSS's slope over the second half is within ±0.25 MiB/min and the median
+RSS of the last quarter is at most 5 MiB above that of the second quarter (docs/twin.md, "RSS over 30 minutes",
+says why these bounds).
 
 ``--payload columnar`` sends the same readings as the columnar batch payload (docs/twin.md, "Columnar
 batch payload": one object of columns per message of 12 stations) instead of JSON arrays of NGSI-LD
@@ -454,6 +457,34 @@ def _cpu(pid: int) -> float:
         return float("nan")
 
 
+#: :func:`rss_verdict`'s bounds: the second half's slope (MiB/min) and the last quarter's median over the second's
+FLAT_SLOPE = 0.25
+FLAT_RISE = 5.0
+
+
+def rss_verdict(mins: np.ndarray, rss: np.ndarray) -> tuple[bool, str]:
+    """Whether an RSS series (minutes, MiB; sampled evenly) is flat, and the figures that decide it.
+
+    Flat: the least-squares slope over the second half is within ±``FLAT_SLOPE`` MiB/min, and the median of the
+    last quarter is at most ``FLAT_RISE`` MiB above the median of the second quarter (medians: the once-a-minute
+    memory release makes a sawtooth of a few MiB). The first quarter is left out (bounded structures fill).
+
+    Examples
+    --------
+    >>> m = np.arange(0, 30, 5 / 60)
+    >>> rss_verdict(m, 260 + 3 * (m % 1))[0], rss_verdict(m, 260 + 1.26 * m)[0]
+    (True, False)
+    """
+    end = float(mins[-1])
+    half = mins >= end / 2
+    slope = float(np.polyfit(mins[half], rss[half], 1)[0]) if half.sum() >= 2 else float("nan")
+    q2 = float(np.median(rss[(mins >= end / 4) & (mins < end / 2)]))
+    q4 = float(np.median(rss[mins >= 3 * end / 4]))
+    flat = abs(slope) <= FLAT_SLOPE and q4 - q2 <= FLAT_RISE
+    return flat, (f"second-half slope {slope:+.2f} MiB/min (bound ±{FLAT_SLOPE:g}), median RSS last quarter "
+                  f"{q4:.0f} MiB vs second quarter {q2:.0f} MiB ({q4 - q2:+.1f}, bound +{FLAT_RISE:g})")
+
+
 def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: str, port: int, minutes: float,
          done: Any, rate: float, columnar: bool, mem: Any = None) -> None:
     """Publish time-shifted copies of the data for ``minutes`` at ``rate`` readings/s; print the ingest RSS at the
@@ -504,6 +535,9 @@ def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: s
           + f" (max {rss.max():.0f}); slope {slope_all:+.2f} MiB/min over the run, {slope_half:+.2f} over the second "
           "half")
     print("[soak] RSS (min, MiB): " + ", ".join(f"{m:.1f}:{r:.0f}" for m, r in samples[:: max(1, len(samples) // 12)]))
+    flat, why = rss_verdict(mins, rss)
+    print(f"[soak] verdict: {'flat' if flat else 'NOT flat'}: {why}; load average "
+          f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())}")
     if inner:
         print("[soak] inside the ingest (min: C heap in use / held free MiB, Arrow pool MiB, Python blocks, "
               "memory releases, largest commit so far in messages): "

@@ -196,13 +196,15 @@ class AlertHub:
             self._save_pending()
             return [Alert.from_record(r) for r in self.store.query(status=sts, entity=entity, rule=rule)]
 
-    def alerts_of(self, rule: str, entity: str) -> list[Alert]:
+    def alerts_of(self, rule: str, entity: str, since: Any = None) -> list[Alert]:
         """The alerts of one rule at one entity, oldest first: those in memory and, once some left it, the stored
-        ones (what the rule engine's follow-back asks for)."""
+        ones (what the rule engine's follow-back asks for); ``since``: of the stored ones only those live or whose
+        run starts or ends at or after it (:meth:`AlertStore.query`'s ``ending_since``)."""
         mine = self.book.alerts(rule=rule, entity=entity)
         if not self.evicted or self.store is None:
             return mine
-        old = [Alert.from_record(r) for r in self.store.query(rule=rule, entity=entity, exclude=[a.id for a in mine])]
+        old = [Alert.from_record(r) for r in self.store.query(rule=rule, entity=entity, exclude=[a.id for a in mine],
+                                                              ending_since=since)]
         return sorted([*old, *mine], key=lambda a: a.opened_at)
 
     def get(self, alert_id: str) -> Alert:
@@ -350,6 +352,10 @@ class AutoAlerts:
                                         complete=complete)
         self.rules, self.tz = self.engine.rules, tz
         self.properties = self.engine.properties
+        # how far before a batch's earliest reading a run the follow-back asks about can reach: its floor
+        # (max_lookback before the batch's hour), a rule's step before that, and a day of margin
+        self._reach_us = self.engine.max_lookback_us + max(
+            (int(pd.Timedelta(r.step).value // 1000) for r in self.rules), default=0) + 86_400_000_000
 
     def run(self, entities: list[str], lo: pd.Timestamp, hi: pd.Timestamp,
             batch: Any = None) -> dict[str, list[str]]:
@@ -361,7 +367,10 @@ class AutoAlerts:
             if batch is None:
                 batch = self.history.query(entities=entities, properties=self.properties, start=lo,
                                            end=hi + pd.Timedelta("1us"))
-            up = self.engine.update(batch, known=self.hub.alerts_of)
+            # the follow-back continues only alerts whose run starts or ends within max_lookback (+ a step) of the
+            # batch: bounded, where all the stored alerts of a rule and entity grew with the run (issue 13's RSS)
+            since = int(pd.Timestamp(lo).value // 1000) - self._reach_us  # µs: no Timestamp bounds to overflow
+            up = self.engine.update(batch, known=lambda rule, ent: self.hub.alerts_of(rule, ent, since))
             names = [r.name for r in self.rules]
             res = self.hub.sync(up.current, at=hi, rules=names, entities=up.entities, refresh=False)
             if up.past:

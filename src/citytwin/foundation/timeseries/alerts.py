@@ -7,7 +7,12 @@ where they can still be listed and looked up (:meth:`AlertStore.query`, :meth:`A
 
 Records are the JSON-friendly dicts of :meth:`citytwin.twin.alerts.Alert.to_record` (times as ISO
 8601 text); the store keeps the record as it was given and indexes rule, entity, status, opening
-time and run start.
+time, run start and run end.
+
+The rule engine's follow-back asks, per rule and entity, only for the alerts that a run starting in
+its window can continue (:meth:`AlertStore.query` with ``ending_since``): a long ingest keeps every
+alert here, and reading them all back on each batch made each batch's work and transient memory grow
+with the alerts ever raised (issue 13's RSS creep; docs/twin.md, "RSS over 30 minutes").
 
 Examples
 --------
@@ -39,7 +44,8 @@ from citytwin.foundation.timeseries.history import to_us
 _DDL = """
 CREATE TABLE IF NOT EXISTS alerts (
   id TEXT PRIMARY KEY, rule TEXT NOT NULL, entity TEXT NOT NULL, status TEXT NOT NULL,
-  opened_us INTEGER NOT NULL, start_us INTEGER, resolved_us INTEGER, seq INTEGER NOT NULL, record TEXT NOT NULL);
+  opened_us INTEGER NOT NULL, start_us INTEGER, resolved_us INTEGER, seq INTEGER NOT NULL, record TEXT NOT NULL,
+  end_us INTEGER);
 CREATE INDEX IF NOT EXISTS alerts_key ON alerts(rule, entity, start_us);
 CREATE INDEX IF NOT EXISTS alerts_status ON alerts(status, opened_us);
 CREATE INDEX IF NOT EXISTS alerts_opened ON alerts(opened_us, seq);
@@ -62,7 +68,23 @@ class AlertStore:
         self._seq_lock = threading.Lock()
         con = self._con()
         con.executescript(_DDL)
+        if "end_us" not in {r[1] for r in con.execute("PRAGMA table_info(alerts)")}:
+            self._add_end(con)
         self._seq = int(con.execute("SELECT coalesce(max(seq), 0) FROM alerts").fetchone()[0])
+
+    @staticmethod
+    def _add_end(con: sqlite3.Connection) -> None:
+        """A store written before the ``end_us`` column: add it and fill it from each record's ``end``."""
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            con.execute("ALTER TABLE alerts ADD COLUMN end_us INTEGER")
+            rows = [(to_us(end), aid) for aid, rec in con.execute("SELECT id, record FROM alerts")
+                    if (end := json.loads(rec).get("end")) is not None]
+            con.executemany("UPDATE alerts SET end_us = ? WHERE id = ?", rows)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
 
     def _con(self) -> sqlite3.Connection:
         return thread_connection(self._local, self.path, synchronous="NORMAL")
@@ -76,10 +98,11 @@ class AlertStore:
                     if not r.get(k):
                         raise InputError(f"an alert record needs {k!r}", field=k)
                 self._seq += 1
-                start, res = r.get("start"), r.get("resolved_at")
+                start, res, end = r.get("start"), r.get("resolved_at"), r.get("end")
                 rows.append((str(r["id"]), str(r["rule"]), str(r["entity"]), str(r["status"]),
                              to_us(r["opened_at"]), None if start is None else to_us(start),
-                             None if res is None else to_us(res), self._seq, json.dumps(r, ensure_ascii=False)))
+                             None if res is None else to_us(res), self._seq, json.dumps(r, ensure_ascii=False),
+                             None if end is None else to_us(end)))
         if not rows:
             return 0
         con = self._con()
@@ -87,9 +110,10 @@ class AlertStore:
         try:
             # seq orders alerts opened at the same instant as they were first written
             con.executemany("INSERT INTO alerts (id, rule, entity, status, opened_us, start_us, resolved_us, seq, "
-                            "record) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET status = excluded.status, "
-                            "start_us = excluded.start_us, resolved_us = excluded.resolved_us, "
-                            "record = excluded.record", rows)
+                            "record, end_us) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                            "status = excluded.status, start_us = excluded.start_us, "
+                            "resolved_us = excluded.resolved_us, record = excluded.record, end_us = excluded.end_us",
+                            rows)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -102,11 +126,17 @@ class AlertStore:
         return None if row is None else dict(json.loads(row[0]))
 
     def query(self, *, status: Sequence[str] | None = None, entity: str | None = None, rule: str | None = None,
-              exclude: Iterable[str] = (), live_or_resolved_since: Any = None) -> list[dict[str, Any]]:
+              exclude: Iterable[str] = (), live_or_resolved_since: Any = None,
+              ending_since: Any = None) -> list[dict[str, Any]]:
         """Records filtered by status (any of), entity and rule, oldest opening first; ``exclude``: ids to skip;
-        ``live_or_resolved_since``: only alerts not resolved, or resolved at or after this time."""
+        ``live_or_resolved_since``: only alerts not resolved, or resolved at or after this time;
+        ``ending_since``: only alerts not resolved, or whose run starts or ends at or after this time (or that
+        have no run end), i.e. those a run that starts at or after it can continue or repeat."""
         where: list[str] = []
         params: list[Any] = []
+        if ending_since is not None:
+            where.append("(status != 'resolved' OR end_us IS NULL OR end_us >= ? OR start_us >= ?)")
+            params.extend([to_us(ending_since)] * 2)
         if live_or_resolved_since is not None:
             where.append("(resolved_us IS NULL OR resolved_us >= ?)")
             params.append(to_us(live_or_resolved_since))

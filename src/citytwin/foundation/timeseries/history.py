@@ -105,6 +105,9 @@ _FAST_DAYS = 7  # narrow entity reads up to this span use the pyarrow fast path
 _log = logging.getLogger(__name__)
 COMPACTOR_NICE = 10  #: how much lower the background compactor's priority is (Linux nice, per thread)
 _READ_TRIES = 10  # a read that lost a file to a merge lists again (merges run every few hundred ms at most)
+#: Days whose level-0 file count an append keeps in memory (the most recently written ones; another day's count
+#: is read from its folder when it is next written): bounded, where a count per day ever written grew with the run
+COUNTED_DAYS = 1024
 
 
 
@@ -242,8 +245,11 @@ class HistoryStore:
             with self._count_lock:
                 for d in touched:
                     day = d.name[4:]
-                    k = self._files_per_day[day] + 1 if day in self._files_per_day else _level0(d)
+                    old = self._files_per_day.pop(day, None)  # re-inserted last: the dict is in order of writes
+                    k = old + 1 if old is not None else _level0(d)
                     self._files_per_day[day] = k
+                    while len(self._files_per_day) > COUNTED_DAYS:
+                        del self._files_per_day[next(iter(self._files_per_day))]
                     if k >= self.compact_threshold:
                         due.append(day)
             for day in due:
@@ -370,7 +376,10 @@ class HistoryStore:
 
     def _recount(self, day: str) -> None:
         with self._count_lock:
+            self._files_per_day.pop(day, None)
             self._files_per_day[day] = _level0(self.root / f"day={day}")
+            while len(self._files_per_day) > COUNTED_DAYS:
+                del self._files_per_day[next(iter(self._files_per_day))]
 
     def _step(self, name: str) -> None:
         if self._fault is not None:
