@@ -77,6 +77,7 @@ from citytwin.foundation.timeseries.historyutil import (  # re-exported: to_us, 
     _fsync_dir,
     _haversine_sql,
     _interval_sql,
+    _keep_recent,
     _level,
     _level0,
     _parts,
@@ -108,9 +109,6 @@ _READ_TRIES = 10  # a read that lost a file to a merge lists again (merges run e
 #: Days whose level-0 file count an append keeps in memory (the most recently written ones; another day's count
 #: is read from its folder when it is next written): bounded, where a count per day ever written grew with the run
 COUNTED_DAYS = 1024
-
-
-
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -245,11 +243,8 @@ class HistoryStore:
             with self._count_lock:
                 for d in touched:
                     day = d.name[4:]
-                    old = self._files_per_day.pop(day, None)  # re-inserted last: the dict is in order of writes
-                    k = old + 1 if old is not None else _level0(d)
-                    self._files_per_day[day] = k
-                    while len(self._files_per_day) > COUNTED_DAYS:
-                        del self._files_per_day[next(iter(self._files_per_day))]
+                    old = self._files_per_day.get(day)
+                    k = _keep_recent(self._files_per_day, day, old + 1 if old is not None else _level0(d), COUNTED_DAYS)
                     if k >= self.compact_threshold:
                         due.append(day)
             for day in due:
@@ -376,10 +371,7 @@ class HistoryStore:
 
     def _recount(self, day: str) -> None:
         with self._count_lock:
-            self._files_per_day.pop(day, None)
-            self._files_per_day[day] = _level0(self.root / f"day={day}")
-            while len(self._files_per_day) > COUNTED_DAYS:
-                del self._files_per_day[next(iter(self._files_per_day))]
+            _keep_recent(self._files_per_day, day, _level0(self.root / f"day={day}"), COUNTED_DAYS)
 
     def _step(self, name: str) -> None:
         if self._fault is not None:

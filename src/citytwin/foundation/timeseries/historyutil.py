@@ -223,3 +223,19 @@ class Near:
 
 
 BBox = tuple[float, float, float, float]  # min lon, min lat, max lon, max lat
+
+
+def _keep_recent(counts: dict[str, int], key: str, value: int, cap: int) -> int:
+    """Set ``counts[key] = value`` as the most recent entry and drop the oldest beyond ``cap``; return ``value``.
+
+    >>> d = {"a": 1, "b": 2}
+    >>> _keep_recent(d, "a", 5, 2), list(d)
+    (5, ['b', 'a'])
+    >>> _keep_recent(d, "c", 1, 2), d
+    (1, {'a': 5, 'c': 1})
+    """
+    counts.pop(key, None)  # re-inserted last: the dict is in order of writes
+    counts[key] = value
+    while len(counts) > cap:
+        del counts[next(iter(counts))]
+    return value
