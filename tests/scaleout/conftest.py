@@ -6,11 +6,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
+BUCKET = "city"  #: the bucket of the object-storage tests (moto's S3 server)
+N_POINTS = 4000  #: points of the object-storage tests's zones join
 PANEL = "city_sustainability_jcdasheng/1999-2018_Cities_data.xlsx"
 #: the panel's cost indicators (direction negative)
 NEGATIVE = frozenset({"工业二氧化硫排放量_全市_吨", "工业氮氧化物排放量_全市_吨"})
@@ -108,3 +111,82 @@ def life_grid(folder: Path) -> tuple[dict[str, str], list[str]]:
     files = {k: str(folder / f"{k}.parquet") for k in ("pois", "nodes")}
     files.update(streets=str(folder / "edges.parquet"), buildings=str(folder / "homes.parquet"))
     return files, cats
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A moto S3 server on a free loopback port, the environment pointing at it (module-wide, so that
+    the Dask workers started in this module inherit it), and the test's files: local and uploaded."""
+    import geopandas as gpd
+    import s3fs
+    from moto.server import ThreadedMotoServer
+    from shapely.geometry import box
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in {"AWS_ACCESS_KEY_ID": "citytwin-test", "AWS_SECRET_ACCESS_KEY": "citytwin-secret",
+                     "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_DEFAULT_REGION": "us-east-1",
+                     "AWS_EC2_METADATA_DISABLED": "true", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/credentials",
+                     "AWS_CONFIG_FILE": "/nonexistent/config"}.items():
+            mp.setenv(k, v)
+        mp.delenv("AWS_SESSION_TOKEN", raising=False)
+        mp.delenv("AWS_PROFILE", raising=False)
+        mp.delenv("CITYTWIN_STORAGE_OPTIONS", raising=False)
+        root = tmp_path_factory.mktemp("objects")
+        rng = np.random.default_rng(19)
+        x, y = rng.random(N_POINTS), rng.random(N_POINTS)
+        pts = gpd.GeoDataFrame(geometry=gpd.points_from_xy(x, y), crs=4326)
+        (root / "pts").mkdir()
+        for i, rows in enumerate(np.array_split(np.arange(N_POINTS), 4)):
+            pts.iloc[rows].to_parquet(root / "pts" / f"part-{i}.parquet")
+        gpd.GeoDataFrame({"zone": ["sw", "se", "nw", "ne"]},
+                         geometry=[box(0, 0, .5, .5), box(.5, 0, 1, .5), box(0, .5, .5, 1), box(.5, .5, 1, 1)],
+                         crs=4326).to_parquet(root / "quadrants.parquet")
+        east, north = x >= .5, y >= .5
+        expected = {"sw": int((~east & ~north).sum()), "se": int((east & ~north).sum()),
+                    "nw": int((~east & north).sum()), "ne": int((east & north).sum())}
+        # POIs as Parquet parts, each with some rows out of range (quarantined)
+        (root / "poi").mkdir()
+        for i in range(3):
+            n = 1500
+            df = pd.DataFrame({"poi_id": [f"P{i}{k:05d}" for k in range(n)], "name": [f"poi {i}-{k}" for k in range(n)],
+                               "category": rng.choice(["shop", "bank", "school"], n),
+                               "lon": rng.uniform(116.0, 117.0, n).round(7), "lat": rng.uniform(39.5, 40.5, n).round(7)})
+            df.loc[df.index % 331 == 7, "lat"] = 95.0
+            df.to_parquet(root / "poi" / f"poi-{i}.parquet", index=False)
+        fs = s3fs.S3FileSystem(skip_instance_cache=True)
+        fs.makedirs(BUCKET, exist_ok=True)  # moto keeps its buckets per process: another module may have made it
+        for f in sorted(root.rglob("*.parquet")):
+            fs.put_file(str(f), f"{BUCKET}/{f.relative_to(root).as_posix()}")
+        fs.pipe(f"{BUCKET}/empty/readme.txt", b"no parquet here")
+        fs.pipe(f"{BUCKET}/broken/part-0.parquet", b"this is not parquet")
+        try:
+            yield {"root": root, "endpoint": f"http://{host}:{port}", "expected": expected, "fs": fs}
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def address(s3: dict[str, Any]) -> Iterator[str]:
+    """A LocalCluster of 2 worker processes started after the environment points at the S3 server."""
+    yield from local_cluster()
+
+
+@pytest.fixture
+def client_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The objects this process (the Dask client) opens or downloads through s3fs, recorded."""
+    import s3fs
+
+    seen: list[str] = []
+    for name in ("_open", "_cat_file", "_get_file"):
+        real = getattr(s3fs.S3FileSystem, name)
+
+        def recording(self: Any, path: str, *args: Any, _real: Any = real, **kwargs: Any) -> Any:
+            seen.append(path)
+            return _real(self, path, *args, **kwargs)
+
+        monkeypatch.setattr(s3fs.S3FileSystem, name, recording)
+    return seen

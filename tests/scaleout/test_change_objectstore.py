@@ -12,7 +12,7 @@ from typing import Any
 import geopandas as gpd
 import pandas as pd
 import pytest
-from tests.scaleout.test_objectstore import BUCKET, client_reads, s3  # noqa: F401 (fixtures)
+from tests.scaleout.conftest import BUCKET
 from typer.testing import CliRunner
 
 from citytwin.cli.main import app
@@ -23,7 +23,7 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def snapshots(s3: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:  # noqa: F811
+def snapshots(s3: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The generated snapshots as local files and as objects under ``s3://city/change/``."""
     from tests.scaleout.conftest import _snapshots
 
@@ -36,7 +36,7 @@ def snapshots(s3: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> d
 
 
 def test_plan_change_from_s3_on_local2_equals_the_local_files(snapshots: dict[str, str], tmp_path: Path,
-                                                              client_reads: list[str]) -> None:  # noqa: F811
+                                                              client_reads: list[str]) -> None:
     """The objects on Dask and the local files in one process: the same summary, matrix, rates and change
     pieces; the client lists the objects, the workers read them."""
     out = {}

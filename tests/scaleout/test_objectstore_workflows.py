@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from tests.scaleout.conftest import NEGATIVE, life_grid
-from tests.scaleout.test_objectstore import address, client_reads, s3  # noqa: F401 (fixtures)
+from tests.scaleout.conftest import BUCKET, NEGATIVE, life_grid
 from typer.testing import CliRunner
 
 from citytwin.cli.main import app
@@ -26,10 +25,9 @@ from citytwin.foundation.errors import InputError
 pytestmark = pytest.mark.integration
 
 runner = CliRunner()
-BUCKET = "city"
 
 
-def _upload(s3: dict[str, Any], files: list[Path], prefix: str) -> list[str]:  # noqa: F811
+def _upload(s3: dict[str, Any], files: list[Path], prefix: str) -> list[str]:
     """``files`` put under ``s3://BUCKET/PREFIX/`` (by name); their URLs."""
     urls = []
     for f in files:
@@ -41,7 +39,7 @@ def _upload(s3: dict[str, Any], files: list[Path], prefix: str) -> list[str]:  #
 @pytest.mark.shared_data
 @pytest.mark.parametrize(("method", "scope"), [("entropy", "pooled"), ("topsis", "pooled"), ("critic", "per_year")])
 def test_index_from_s3_equals_the_local_files_and_the_client_opens_none(
-        s3: dict[str, Any], address: str, client_reads: list[str], city_panel: Any,  # noqa: F811
+        s3: dict[str, Any], address: str, client_reads: list[str], city_panel: Any,
         method: str, scope: str) -> None:
     """The real city panel (287 cities x 2004-2012) in 3 Parquet parts, from s3:// and from the folder."""
     from citytwin.workflows import scaleout
@@ -58,7 +56,7 @@ def test_index_from_s3_equals_the_local_files_and_the_client_opens_none(
     assert local.warnings == remote.warnings and local.options["n_rows"] == remote.options["n_rows"] == 1989
 
 
-def test_index_cli_from_s3_writes_what_the_local_panel_gives(s3: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
+def test_index_cli_from_s3_writes_what_the_local_panel_gives(s3: dict[str, Any], tmp_path: Path) -> None:
     """``citytwin economy index s3://… --dask local:2`` (periods interleaved in row groups of 40)."""
     rng = np.random.default_rng(5)
     n = 120
@@ -100,8 +98,8 @@ def _mexico(folder: Path) -> list[Path]:
     return files
 
 
-def test_disparity_from_s3_writes_every_file_the_local_panel_gives(s3: dict[str, Any], address: str,  # noqa: F811
-                                                                  client_reads: list[str], tmp_path: Path) -> None:  # noqa: F811
+def test_disparity_from_s3_writes_every_file_the_local_panel_gives(s3: dict[str, Any], address: str,
+                                                                  client_reads: list[str], tmp_path: Path) -> None:
     from citytwin.workflows.disparity import run_disparity
 
     (tmp_path / "mx").mkdir()
@@ -116,7 +114,7 @@ def test_disparity_from_s3_writes_every_file_the_local_panel_gives(s3: dict[str,
     assert two.options["rows_used"] == one.options["rows_used"] == 32 * 7
 
 
-def test_disparity_cli_json_from_s3(s3: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
+def test_disparity_cli_json_from_s3(s3: dict[str, Any], tmp_path: Path) -> None:
     (tmp_path / "mx").mkdir()
     _upload(s3, _mexico(tmp_path / "mx"), "mx-cli")
     r = runner.invoke(app, ["economy", "disparity", f"s3://{BUCKET}/mx-cli/", "--value", "pcgdp", "--group", "HANSON98",
@@ -126,8 +124,8 @@ def test_disparity_cli_json_from_s3(s3: dict[str, Any], tmp_path: Path) -> None:
     assert rec["options"]["panel"] == f"s3://{BUCKET}/mx-cli/" and (tmp_path / "o" / "dagum.csv").exists()
 
 
-def test_life_circles_from_s3_layers_equal_the_local_files(s3: dict[str, Any], address: str,  # noqa: F811
-                                                           client_reads: list[str], tmp_path: Path) -> None:  # noqa: F811
+def test_life_circles_from_s3_layers_equal_the_local_files(s3: dict[str, Any], address: str,
+                                                           client_reads: list[str], tmp_path: Path) -> None:
     from citytwin.workflows import scaleout
 
     files, cats = life_grid(tmp_path)
@@ -151,7 +149,7 @@ def _life_cmd(s3url: str, other: dict[str, str]) -> list[str]:
 
 @pytest.mark.parametrize("case", ["no bucket", "no object", "not parquet", "pbf url", "no dask"])
 def test_object_errors_of_index_disparity_and_life_circles_name_the_url(
-        s3: dict[str, Any], tmp_path: Path, case: str) -> None:  # noqa: F811
+        s3: dict[str, Any], tmp_path: Path, case: str) -> None:
     """Each an InputError naming the URL, exit 2, valid JSON where the command has --json."""
     files, _ = life_grid(tmp_path)
     url = {"no bucket": "s3://no-such-bucket/p/nodes.parquet", "no object": f"s3://{BUCKET}/nothing-here/x.parquet",
@@ -178,8 +176,8 @@ def test_object_errors_of_index_disparity_and_life_circles_name_the_url(
         assert want in json.loads(disp.stdout)["error"] and want in index.output
 
 
-def test_life_circle_objects_that_are_not_a_parquet_network_are_refused(s3: dict[str, Any], tmp_path: Path,  # noqa: F811
-                                                                         address: str) -> None:  # noqa: F811
+def test_life_circle_objects_that_are_not_a_parquet_network_are_refused(s3: dict[str, Any], tmp_path: Path,
+                                                                         address: str) -> None:
     """Streets as objects must be the edge list u, v, length (its schema read by a worker)."""
     from citytwin.workflows import scaleout
 
