@@ -11,6 +11,7 @@ import random
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from citytwin.foundation.timeseries import TwinStores
 from citytwin.foundation.timeseries import ingest as I
@@ -246,14 +247,51 @@ def test_a_store_with_one_parser_answers_like_the_other(tmp_path):
         s.close()
 
 
-def test_the_bracket_depth_bound_is_the_highest_running_count_of_brackets():
-    """``_bracket_depth`` (run on every entity-update message) maps brackets to ±1 in one translate: it must give
-    the highest running count of open minus close brackets (at least 0), as a plain loop counts it."""
-    from itertools import accumulate
+def _depth(doc: object) -> int:
+    if isinstance(doc, dict):
+        return 1 + max((_depth(v) for v in doc.values()), default=0)
+    if isinstance(doc, list):
+        return 1 + max((_depth(v) for v in doc), default=0)
+    return 0
+
+
+def _random_doc(rng: random.Random, budget: int, text: str) -> object:
+    """A random JSON value whose strings are drawn from ``text``."""
+    kind = rng.random()
+    if budget <= 0 or kind < 0.35:
+        return rng.choice([1, -2.5, None, True, "".join(rng.choice(text) for _ in range(rng.randint(0, 12)))])
+    n = rng.randint(0, 4)
+    if kind < 0.7:
+        return [_random_doc(rng, budget - 1, text) for _ in range(n)]
+    return {"".join(rng.choice(text) for _ in range(rng.randint(0, 6))): _random_doc(rng, budget - 1, text)
+            for _ in range(n)}
+
+
+def test_the_bracket_depth_is_the_json_depth_with_brackets_in_strings_not_counted():
+    """``_bracket_depth`` (run on every entity-update message with more than 32 brackets) must give the nesting
+    depth of valid JSON, whatever its strings hold: it once counted the brackets inside strings, so a string of
+    ``]`` lowered the count and a payload nested 41 deep was not refused as ``too_deep``."""
+    import orjson
 
     rng = random.Random(4)
-    for _ in range(3000):
-        raw = bytes(rng.choice(b'[]{}a" ') for _ in range(rng.randint(0, 400)))
-        steps = [1 if c in b"[{" else -1 for c in raw if c in b"[]{}"]
-        assert E._bracket_depth(raw) == max([0, *accumulate(steps)]), raw
+    for i in range(4000):  # strings with escapes (quotes, backslashes, a newline), and without (the short way)
+        doc = _random_doc(rng, rng.randint(0, 9), '[]{}"\\ab,:\u00e9\u6c14\n' if i % 2 else "[]{}ab,:\u00e9")
+        want = _depth(doc)
+        for raw in (json.dumps(doc).encode(), json.dumps(doc, ensure_ascii=False).encode(), orjson.dumps(doc)):
+            assert E._bracket_depth(raw) == want, raw
     assert E._bracket_depth(b"[" * 70_000 + b"]" * 70_000) == 70_000
+    assert E._bracket_depth(b'{"s": "\\\\\\"]]]]", "d": [[[1]]]}') == 4  # an escaped quote after an escaped backslash
+
+
+def test_closing_brackets_in_a_string_do_not_hide_a_deep_payload():
+    """A string of ``]`` before a list nested 41 deep: refused as ``too_deep`` by both decoders; the same
+    brackets in a string of a shallow payload are not."""
+    from citytwin.twin.columnar import fast_decode
+
+    deep = b'{"s": "' + b"]" * 100 + b'", "d": ' + b"[" * 40 + b"]" * 40 + b"}"
+    shallow = b'{"s": "' + b"[" * 100 + b'", "d": ' + b"[" * 30 + b"]" * 30 + b"}"
+    for decode in (fast_decode, E.decode_json):
+        with pytest.raises(E.PayloadError) as err:
+            decode(deep)
+        assert err.value.reason == "too_deep"
+        assert _depth(decode(shallow)) == 31

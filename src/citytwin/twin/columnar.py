@@ -71,7 +71,6 @@ from citytwin.twin.entities import (
     PayloadError,
     Reject,
     _bracket_depth,
-    _depth_exceeds,
     _dump,
     decode_json,
     format_time_us,
@@ -106,8 +105,7 @@ def fast_decode(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return decode_json(raw, max_depth=max_depth)
-    if raw.count(b"[") + raw.count(b"{") > max_depth and _bracket_depth(raw) > max_depth \
-            and _depth_exceeds(doc, max_depth):
+    if raw.count(b"[") + raw.count(b"{") > max_depth and _bracket_depth(raw) > max_depth:
         raise PayloadError("too_deep", f"JSON nested deeper than {max_depth} levels")
     if _has_big_float(doc, raw):
         return decode_json(raw, max_depth=max_depth)  # orjson made an integer beyond 64 bits a float

@@ -362,37 +362,47 @@ class PayloadError(InputError):
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # a bracket's step of the count, as int8: +1 or -1
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b'"[]{}')  # the bytes the depth count keeps
+_STEP = np.zeros(256, dtype=np.int8)  # a bracket's step of the count: +1 or -1 (a quote's: 0)
+_STEP[[ord("["), ord("{")]] = 1
+_STEP[[ord("]"), ord("}")]] = -1
+_QUOTE = ord('"')
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # the same steps as int8 bytes, for the short way
 
 
 def _bracket_depth(raw: bytes) -> int:
-    """Highest running count of open brackets (an upper bound of the JSON depth; vectorised over the brackets
-    alone: the other bytes do not change the count).
+    r"""Nesting depth of valid JSON ``raw``: the highest running count of open brackets outside strings
+    (vectorised over the brackets and quotes alone: the other bytes do not change the count).
+
+    Brackets inside strings are not counted: a string of ``]]]`` would lower the count below the true depth,
+    and one of ``[[[`` raise it. Escapes are dropped first (``\\`` pairs, then ``\"``), so every quote left
+    opens or closes a string. ``raw`` must be valid JSON (the callers decode it first).
+
+    The common case takes a shorter way: with no backslash, the quotes and brackets hold as many ``""``
+    (counted in one pass, left to right) as half their quotes exactly when no string holds a bracket (the
+    opening quote of the first string that does is followed by a bracket, so it is in no counted pair); the
+    brackets are then the structure's, counted as they are.
 
     Examples
     --------
-    >>> _bracket_depth(b'[{"a": [1]}, {"b": "]]"}]'), _bracket_depth(b"]]"), _bracket_depth(b"")
-    (3, 0, 0)
+    >>> _bracket_depth(b'[{"a": [1]}, {"b": "]]"}]'), _bracket_depth(b'{"s": "]]]]", "d": [[1]]}')
+    (3, 3)
+    >>> _bracket_depth(b'["\\\\", ["\\"[["]]'), _bracket_depth(b"1"), _bracket_depth(b"")
+    (2, 0, 0)
     """
-    a = np.frombuffer(raw.translate(_STEPS, _NOT_BRACKETS), dtype=np.int8)  # (deletes, then maps: one pass)
+    if b"\\" not in raw:  # every quote opens or closes a string
+        kept = raw.translate(None, _NOT_BRACKETS)
+        if kept.count(b'""') * 2 == kept.count(b'"'):  # no string holds a bracket (its opening quote would be
+            steps = np.frombuffer(kept.translate(_STEPS, b'"'), dtype=np.int8)  # left over): count them all
+            return max(0, int(steps.cumsum(dtype=np.int32).max())) if len(steps) else 0
+    else:
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")  # an escaped quote does not end a string
+    a = np.frombuffer(raw.translate(None, _NOT_BRACKETS), dtype=np.uint8)  # quotes and brackets, in order
     if not len(a):
         return 0
-    return max(0, int(a.cumsum(dtype=np.int32).max()))
-
-
-def _depth_exceeds(doc: Any, limit: int) -> bool:
-    """True if ``doc`` nests lists/objects deeper than ``limit`` (iterative: no recursion)."""
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    while stack:
-        node, d = stack.pop()
-        if d > limit:
-            return True
-        if isinstance(node, dict):
-            stack.extend((v, d + 1) for v in node.values() if isinstance(v, dict | list))
-        elif isinstance(node, list):
-            stack.extend((v, d + 1) for v in node if isinstance(v, dict | list))
-    return False
+    inside = np.cumsum(a == _QUOTE, dtype=np.int32) & 1  # in a string: after an odd number of quotes
+    steps = np.where(inside, 0, _STEP[a])
+    return max(0, int(steps.cumsum(dtype=np.int32).max()))
 
 
 def decode_json(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
@@ -423,10 +433,8 @@ def decode_json(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         raise PayloadError("too_deep", f"JSON nested deeper than {max_depth} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError("malformed_json", f"not JSON: {exc}"[:300]) from None
-    # the bracket count bounds the depth, and so does the running depth of brackets (which counts
-    # those inside strings too): only a payload that passes both needs the exact walk
-    if raw.count(b"[") + raw.count(b"{") > max_depth and _bracket_depth(raw) > max_depth \
-            and _depth_exceeds(doc, max_depth):
+    # the bracket count bounds the depth; only a payload with more brackets than that needs the exact count
+    if raw.count(b"[") + raw.count(b"{") > max_depth and _bracket_depth(raw) > max_depth:
         raise PayloadError("too_deep", f"JSON nested deeper than {max_depth} levels")
     if _SURROGATE_ESCAPE.search(raw) is not None:
         try:  # a valid pair (\\ud83d\\ude00) decodes to one character; a lone half cannot be encoded
