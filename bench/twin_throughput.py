@@ -170,14 +170,28 @@ def _raw_subscriber(host: str, port: int, cid: str, ready: mp.Event, got: Any, t
     client.loop_stop()
 
 
+def _sqlite_used() -> int:
+    """Bytes SQLite has allocated in this process (``sqlite3_memory_used``: page caches, schemas, statements),
+    or -1 where the C function cannot be reached. Part of the C heap in use that the soak prints."""
+    import _sqlite3
+    import ctypes
+
+    try:
+        f = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_used
+    except (OSError, AttributeError):
+        return -1
+    f.restype = ctypes.c_int64
+    return int(f())
+
+
 def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp.Value, stop: mp.Event,
             alerts: bool = True, acked: Any = None, mem: Any = None, system_pool: bool = True) -> None:
-    """The ingest process, wired as ``citytwin twin serve`` wires it. ``mem`` (a shared array of 5 doubles), when
+    """The ingest process, wired as ``citytwin twin serve`` wires it. ``mem`` (a shared array of 8 doubles), when
     given, gets every 10 s what the soak reports besides the RSS: C heap in use and held free (glibc
     ``mallinfo2``, MiB), Arrow's pool (MiB), Python memory blocks allocated (``sys.getallocatedblocks``; not
     ``len(gc.get_objects())``, which took references to tuples that other threads were still building: 3
     "SystemError: tupleobject.c bad argument to internal function" in a 30-minute soak's rule hook), memory
-    releases so far, and the largest commit so far (messages, readings).
+    releases so far, the largest commit so far (messages, readings), and SQLite's own allocations (MiB).
     ``system_pool`` False keeps Arrow's default pool (mimalloc) instead of the C library's, which
     ``start_mqtt`` switches to (``--arrow-pool default``: the comparison of issue 13). Spawned (``--arrow-pool
     system``) it runs in a fresh interpreter, as ``citytwin twin serve`` does."""
@@ -200,7 +214,7 @@ def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp
             t_mem = time.monotonic()
             ms = malloc_stats() or {"in_use": -2**20, "free": -2**20}
             mem[:] = [ms["in_use"] / 2**20, ms["free"] / 2**20, pa.total_allocated_bytes() / 2**20,
-                      sys.getallocatedblocks(), rt.memory_releases, largest[0], largest[1]]
+                      sys.getallocatedblocks(), rt.memory_releases, largest[0], largest[1], _sqlite_used() / 2**20]
         t = rt.ingestor.totals
         done.value = t.accepted + t.rejected
         if acked is not None and rt.mqtt is not None:
@@ -514,9 +528,9 @@ def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: s
             inner.append((samples[-1][0], list(mem[:])))
         if samples[-1][0] - t_say >= 2.5 or len(samples) == 1:  # progress (a long soak can be watched as it goes)
             t_say = samples[-1][0]
-            v = inner[-1][1] if inner else [float("nan")] * 7
+            v = inner[-1][1] if inner else [float("nan")] * 8
             print(f"  [soak] {t_say:.1f} min: RSS {samples[-1][1]:.0f} MiB, C heap in use/free {v[0]:.0f}/{v[1]:.0f}"
-                  f" MiB, Arrow {v[2]:.0f} MiB, {done.value - n0:,} readings; largest commit so far {v[5]:,.0f} "
+                  f" MiB (SQLite's {v[7]:.1f}), Arrow {v[2]:.0f} MiB, {done.value - n0:,} readings; largest commit so far {v[5]:,.0f} "
                   f"messages, {v[6]:,.0f} readings", file=sys.stderr, flush=True)
         time.sleep(5)
     samples.append(((time.time() - t0) / 60, proc.memory_info().rss / 2**20))
@@ -539,9 +553,9 @@ def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: s
     print(f"[soak] verdict: {'flat' if flat else 'NOT flat'}: {why}; load average "
           f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())}")
     if inner:
-        print("[soak] inside the ingest (min: C heap in use / held free MiB, Arrow pool MiB, Python blocks, "
-              "memory releases, largest commit so far in messages): "
-              + "; ".join(f"{m:.1f}: {v[0]:.0f}/{v[1]:.0f}, {v[2]:.0f}, {v[3]:,.0f}, {v[4]:.0f}, {v[5]:,.0f}"
+        print("[soak] inside the ingest (min: C heap in use / held free MiB, SQLite's part of it MiB, Arrow pool MiB, "
+              "Python blocks, memory releases, largest commit so far in messages): "
+              + "; ".join(f"{m:.1f}: {v[0]:.0f}/{v[1]:.0f}, {v[7]:.1f}, {v[2]:.0f}, {v[3]:,.0f}, {v[4]:.0f}, {v[5]:,.0f}"
                           for m, v in inner[:: max(1, len(inner) // 12)]))
         im = np.array([m for m, _ in inner])
         use = np.array([v[0] for _, v in inner])
@@ -718,7 +732,7 @@ def main() -> None:
         ictx = mp.get_context("spawn") if args.arrow_pool == "system" else ctx
         ready, stop, go = ictx.Event(), ictx.Event(), ctx.Event()
         done, t_pub, acked = ictx.Value("q", 0), ctx.Value("d", 0.0), ictx.Value("q", 0)
-        mem = ictx.Array("d", 7) if args.soak_minutes > 0 else None
+        mem = ictx.Array("d", 8) if args.soak_minutes > 0 else None
         ing = ictx.Process(target=_ingest, args=(str(root), host, port, "e2e-ingest", ready, done, stop, alerts,
                                                  acked, mem, args.arrow_pool != "default"))
         if args.arrow_pool == "system":
