@@ -235,8 +235,7 @@ def test_the_job_reaches_the_scheduler_service_the_operator_makes() -> None:
     (container,) = cluster["spec"]["scheduler"]["spec"]["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports[port["targetPort"]] == 8786
-    argv = _argv(container)
-    assert argv[:2] == ["dask", "scheduler"] and argv[argv.index("--port") + 1] == "8786"
+    assert str(_dask_cli(_argv(container)).params["port"]) == "8786"  # where `dask scheduler` listens
     # the Job's --dask is that Service's address, and citytwin's own parser takes it
     (job_container,) = _one("Job", "citytwin-ingest-air")["spec"]["template"]["spec"]["containers"]
     ctx = parse_citytwin(_argv(job_container))
@@ -377,12 +376,28 @@ def test_every_pod_sees_the_workspace_at_one_path() -> None:
                                                   "Job citytwin-init", "DaskCluster worker")}
 
 
+def _dask_cli(argv: list[str]) -> Any:
+    """``dask scheduler|worker ARGS`` parsed by distributed's own command (not run)."""
+    from distributed.cli import dask_scheduler, dask_worker
+
+    assert argv[0] == "dask" and argv[1] in ("scheduler", "worker"), argv
+    main = dask_scheduler.main if argv[1] == "scheduler" else dask_worker.main
+    return main.make_context(f"dask {argv[1]}", list(argv[2:]))
+
+
 def test_workers_run_one_thread_each() -> None:
+    import click
+
     worker = _one("DaskCluster")["spec"]["worker"]
     (container,) = worker["spec"]["containers"]
-    argv = _argv(container)
-    assert argv[:2] == ["dask", "worker"]
-    assert argv[argv.index("--nthreads") + 1] == "1" and argv[argv.index("--nworkers") + 1] == "1"
+    ctx = _dask_cli(_argv(container))
+    assert ctx.params["nthreads"] == 1 and str(ctx.params["n_workers"]) == "1"
+    # no scheduler address on the command line: the operator gives it (DASK_SCHEDULER_ADDRESS)
+    assert ctx.params["scheduler"] is None
+    scheduler = _dask_cli(_argv(_one("DaskCluster")["spec"]["scheduler"]["spec"]["containers"][0]))
+    assert str(scheduler.params["port"]) == "8786"
+    with pytest.raises(click.ClickException):  # a misspelt option is refused by that parser
+        _dask_cli(["dask", "worker", "--nthread", "1"])
     assert container["resources"]["limits"]["cpu"] == "1"
     # the same image everywhere: Dask needs the same versions on the client and the workers
     images = {c["image"] for _, pod in _pod_specs() for c in pod["containers"]}
