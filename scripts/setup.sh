@@ -11,7 +11,18 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock
+# every pin but dask-kubernetes, which --test installs without its dependencies (below)
+NODEPS='^dask-kubernetes=='
+REQS=$(mktemp)
+trap 'rm -f "$REQS"' EXIT
+grep -v -E "$NODEPS" requirements.lock > "$REQS"
+.venv/bin/python -m pip install -q --disable-pip-version-check -r "$REQS"
+if [ "${1:-}" = "--test" ]; then
+  # the Dask Kubernetes operator's wheel, for its CRD files only (tests/deploy/test_kubernetes.py validates
+  # deploy/kubernetes/dask-cluster.yaml against them without importing the package): --no-deps, since its
+  # runtime dependencies (kopf, kr8s, kubernetes clients) run the operator, which nothing here does
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps $(grep -E "$NODEPS" requirements.lock)
+fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>/dev/null \
   || .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
 # compile the numba kernels (h3numba, cleannumba) once now (numba caches the machine code beside

@@ -100,18 +100,12 @@ def start_cluster() -> PgCluster:
     os.chmod(root, 0o755)
     if os.geteuid() == 0:
         shutil.chown(root, "postgres", "postgres")
-    data, sock = root / "data", root / "sock"
+    data = root / "data"
     port = _free_port()
     cluster = PgCluster(bindir, root, port)
     subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", cluster.user, "-A", "trust",
                                  "-E", "UTF8", "--locale=C.UTF-8"]), check=True, capture_output=True, timeout=120)
-    sock.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(sock, "postgres", "postgres")
-    opts = (f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
-            " -c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB")
-    subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"),
-                                 "-w", "-t", "60", "start"]), check=True, capture_output=True, timeout=90)
+    _pg_ctl_start(cluster)
     cluster.sql(f"CREATE DATABASE {TEMPLATE}")
     try:
         cluster.sql("CREATE EXTENSION postgis", db=TEMPLATE)
@@ -119,6 +113,40 @@ def start_cluster() -> PgCluster:
     except Exception:  # PostGIS not installed: the records work without it
         cluster.postgis = False
     return cluster
+
+
+def _pg_ctl_start(cluster: PgCluster, extra: str = "") -> None:
+    """Start the cluster whose data folder is ``ROOT/data`` on its port, its socket in ``ROOT/sock``."""
+    sock = cluster.root / "sock"
+    sock.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(sock, "postgres", "postgres")
+    opts = (f"-p {cluster.port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off"
+            f" -c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB {extra}").strip()
+    subprocess.run(_as_postgres([str(cluster.bindir / "pg_ctl"), "-D", str(cluster.root / "data"), "-o", opts,
+                                 "-l", str(cluster.root / "log"), "-w", "-t", "60", "start"]),
+                   check=True, capture_output=True, timeout=90)
+
+
+def start_replica(primary: PgCluster, name: str = "citytwin_replica") -> PgCluster:
+    """A streaming hot standby of ``primary`` in a new temporary folder, on its own port: ``pg_basebackup -R``
+    (WAL streamed during the copy; ``standby.signal`` and ``primary_conninfo`` written), then started with
+    ``hot_standby=on``; ``name`` is its ``cluster_name`` (its ``application_name`` in the primary's
+    ``pg_stat_replication``). Stop it with :func:`stop_cluster`."""
+    root = Path(tempfile.mkdtemp(prefix="citytwin-pg-replica-"))
+    os.chmod(root, 0o755)
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    replica = PgCluster(primary.bindir, root, _free_port(), primary.user, primary.postgis)
+    subprocess.run(_as_postgres([str(primary.bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
+                                 "-U", primary.user, "-D", str(root / "data"), "-R", "-X", "stream", "-c", "fast",
+                                 "--no-sync"]), check=True, capture_output=True, timeout=120)
+    try:
+        _pg_ctl_start(replica, f"-c hot_standby=on -c cluster_name={name}")
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    return replica
 
 
 def stop_cluster(cluster: PgCluster) -> None:

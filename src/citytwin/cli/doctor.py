@@ -1,5 +1,5 @@
-"""``citytwin doctor``: check a deployment's pieces (workspace, records database, PostGIS, MQTT broker,
-Chromium, disk) and say what is wrong; exit 1 if a check fails (:mod:`citytwin.workflows.doctor`)."""
+"""``citytwin doctor``: check a deployment's pieces (workspace, records database and its replicas, PostGIS,
+MQTT broker, Chromium, disk) and say what is wrong; exit 1 if a check fails (:mod:`citytwin.workflows.doctor`)."""
 
 from __future__ import annotations
 
@@ -24,18 +24,21 @@ def doctor(
     broker: Annotated[str | None, typer.Option(
         "--broker", help="MQTT broker: mqtt://[USER[:PASSWORD]@]HOST:PORT, mqtts://… or HOST:PORT "
                          "(else $CITYTWIN_MQTT_BROKER).")] = None,
+    replica: Annotated[list[str] | None, typer.Option(
+        "--replica", help="A hot standby of the records database (postgresql://…): streaming? how far behind? "
+                          "(may be given several times).")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 10.0,
     as_json: JsonOpt = False,
 ) -> None:
     """Check a deployment: workspace folder, records database (reachable, migrated), PostGIS, MQTT
-    broker, Chromium for PDF reports, disk space. Each check says ok, warn or fail and what to do;
+    broker, Chromium for PDF reports, disk space; with --replica, each hot standby's replication. Each check says ok, warn or fail and what to do;
     exits 1 if any fails.
 
     Example: citytwin doctor -w /srv/citytwin --broker mqtt://127.0.0.1:1883
     """
     from citytwin.workflows.doctor import run_checks
 
-    checks = run_checks(workspace, database=database, broker=broker, timeout=timeout)
+    checks = run_checks(workspace, database=database, broker=broker, timeout=timeout, replicas=replica or ())
     failed = any(c.status == "fail" for c in checks)
     if as_json:
         print_json({"ok": not failed, "checks": [c.to_dict() for c in checks]})

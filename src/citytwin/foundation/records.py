@@ -247,15 +247,25 @@ class Connection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
         """Run one statement with ``?`` placeholders; returns its cursor."""
-        cur: Cursor = (self.raw.execute(to_postgres(sql), tuple(params)) if self.dialect == "postgresql"
-                       else self.raw.execute(sql, params))
+        if self.dialect != "postgresql":
+            cur: Cursor = self.raw.execute(sql, params)
+            return cur
+        try:
+            cur = self.raw.execute(to_postgres(sql), tuple(params))
+        except Exception as exc:
+            _raise_read_only(exc, self.raw)
+            raise
         return cur
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement with ``?`` placeholders once per parameter row."""
         if self.dialect == "postgresql":
-            with self.raw.cursor() as cur:
-                cur.executemany(to_postgres(sql), [tuple(r) for r in rows])
+            try:
+                with self.raw.cursor() as cur:
+                    cur.executemany(to_postgres(sql), [tuple(r) for r in rows])
+            except Exception as exc:
+                _raise_read_only(exc, self.raw)
+                raise
         else:
             self.raw.executemany(sql, rows)
 
@@ -294,6 +304,25 @@ class Connection:
                 self.raw.execute("COMMIT")
         finally:
             self._depth = 0
+
+
+#: PostgreSQL's SQLSTATE of a write refused in a read-only transaction (a hot standby's every transaction)
+READ_ONLY_SQLSTATE = "25006"
+
+
+def _raise_read_only(exc: BaseException, raw: Any) -> None:
+    """Raise a :class:`CitytwinError` instead of ``exc`` when PostgreSQL refused a write in a read-only
+    transaction: every transaction of a hot standby (a replica) is one, and citytwin writes its records
+    to the primary only (so is a database or role with ``default_transaction_read_only``)."""
+    if getattr(exc, "sqlstate", None) != READ_ONLY_SQLSTATE:
+        return
+    info = raw.info
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    raise CitytwinError(
+        f"the records database {info.host}:{info.port}/{info.dbname} is read-only (a hot-standby replica?): "
+        f"PostgreSQL refused a write ({first})",
+        hint="point CITYTWIN_DATABASE (or --database) at the primary; a replica only serves reads "
+             "(docs/deployment.md, 'PostgreSQL with a replica')") from None
 
 
 def _lock_key(store: str) -> int:

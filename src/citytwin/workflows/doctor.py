@@ -6,6 +6,11 @@ Each check gives ``ok``, ``warn`` or ``fail`` with a detail and, unless ok, what
 * ``records`` — the records database (SQLite file or PostgreSQL by URL) is reachable and migrated to
   this citytwin's schema (the version of each store);
 * ``postgis`` — with PostgreSQL records: whether the PostGIS extension is installed in that database;
+* ``replication`` — with PostgreSQL records on a primary that has standbys: each one's state and how far
+  behind it is (``pg_stat_replication``); records given as a hot standby's URL fail (citytwin writes its
+  records to the primary);
+* ``replica`` — for each ``--replica URL``: a hot standby, streaming WAL from its primary, holding the
+  same schema versions, and how far its replay is behind the primary (bytes and seconds);
 * ``serving`` — where PostGIS serving is switched on (``$CITYTWIN_POSTGIS`` or the ``postgis`` setting):
   that it can serve (records on PostgreSQL, PostGIS installed) and how many versions are published;
 * ``embedded`` — a warning when the workspace's records are still in its SQLite file while
@@ -20,13 +25,14 @@ A check never raises: its failure is its result.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import stat
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,13 +41,15 @@ from urllib.parse import unquote, urlsplit
 from citytwin.foundation import records
 from citytwin.foundation.errors import CitytwinError
 
-__all__ = ["ENV_BROKER", "Check", "check_broker", "check_records", "run_checks"]
+__all__ = ["ENV_BROKER", "Check", "check_broker", "check_records", "check_replica", "run_checks"]
 
 #: environment variable naming the MQTT broker (a URL or HOST:PORT)
 ENV_BROKER = "CITYTWIN_MQTT_BROKER"
 MARKER = "citytwin.json"
 #: free disk below this fails, below ``DISK_WARN`` warns (bytes)
 DISK_FAIL, DISK_WARN = 1 << 30, 5 << 30
+#: a standby whose replay is more than this behind its primary's WAL warns (bytes: one WAL segment)
+REPLICA_WARN_BYTES = 16 << 20
 
 
 @dataclass
@@ -121,17 +129,31 @@ def check_records(url: str) -> list[Check]:
         else:
             old = con.execute("SELECT to_regclass('datasets')").fetchone()[0]
         postgis = None
+        standby = False
+        standbys: list[Any] = []
         if db.dialect == "postgresql":
             installed = con.execute("SELECT extversion FROM pg_extension WHERE extname='postgis'").fetchone()
             available = con.execute("SELECT default_version FROM pg_available_extensions WHERE name='postgis'"
                                     ).fetchone()
             postgis = (installed[0] if installed else None, available[0] if available else None)
+            standby = bool(con.execute("SELECT pg_is_in_recovery()").fetchone()[0])
+            if not standby:
+                standbys = con.execute(
+                    "SELECT application_name, host(client_addr), state, sync_state,"
+                    " EXTRACT(EPOCH FROM replay_lag)::float8,"
+                    " pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::float8"
+                    " FROM pg_stat_replication ORDER BY application_name").fetchall()
     want = {s.name: s.version for s in stores}
     behind = [f"{k} {v} of {want[k]}" for k, v in have.items() if 0 < v < want[k]]
     ahead = [f"{k} {v} (this citytwin knows {want[k]})" for k, v in have.items() if v > want[k]]
     versions = ", ".join(f"{k} {v}" for k, v in have.items() if v)
     out: list[Check] = []
-    if ahead:
+    if standby:
+        out.append(Check("records", "fail", f"{shown} ({server}) is a read-only hot standby (a replica): "
+                         "citytwin writes its records to the primary",
+                         "set --database / CITYTWIN_DATABASE to the primary's URL; check a replica with "
+                         "`citytwin doctor --replica URL`"))
+    elif ahead:
         out.append(Check("records", "fail", f"{shown} ({server}) was written by a newer citytwin: {', '.join(ahead)}",
                          "upgrade citytwin on this machine"))
     elif not have["catalog"] and old:
@@ -145,6 +167,8 @@ def check_records(url: str) -> list[Check]:
                          "open the workspace once with this citytwin (migrations run when it opens)"))
     else:
         out.append(Check("records", "ok", f"{shown} ({server}), schema versions: {versions}"))
+    if standbys:
+        out.append(_replication(standbys))
     if postgis is not None:
         inst, avail = postgis
         if inst:
@@ -156,6 +180,91 @@ def check_records(url: str) -> list[Check]:
             out.append(Check("postgis", "warn", "PostGIS is not available on this server",
                              "install it (Debian: apt install postgresql-15-postgis-3), then CREATE EXTENSION postgis"))
     return out
+
+
+def _replication(rows: list[Any]) -> Check:
+    """The ``replication`` check of a primary from its ``pg_stat_replication`` rows."""
+    parts, worst = [], "ok"
+    for name, addr, state, sync, lag_s, behind in rows:
+        if state is None:  # the role may not read other sessions' replication details
+            parts.append(f"{name or '?'}: connected (state not visible to this role)")
+            worst = "warn"
+            continue
+        lag = f", replay lag {lag_s:.3f} s" if lag_s is not None else ""
+        gap = f", {int(behind):,} bytes behind" if behind is not None else ""
+        parts.append(f"{name or '?'} ({addr or 'local'}) {state}, {sync}{lag}{gap}")
+        if state != "streaming" or (behind is not None and behind > REPLICA_WARN_BYTES):
+            worst = "warn"
+    detail = f"{len(rows)} standby(s): " + "; ".join(parts)
+    fix = None if worst == "ok" else ("a standby that is not streaming or far behind serves old records: check "
+                                      "its log and network (grant pg_read_all_stats to see every detail)")
+    return Check("replication", worst, detail, fix)
+
+
+def check_replica(url: str, primary: str | None) -> Check:
+    """A hot standby at ``url``: in recovery, receiving WAL, the same schema versions as this citytwin's,
+    and how far its replay is behind ``primary`` (the records database, when it is PostgreSQL)."""
+    from citytwin.foundation.catalog import CATALOG_STORE
+
+    shown = records.redact(url)
+    if not records.is_postgres(url):
+        return Check("replica", "fail", f"{shown} is not a postgresql:// URL",
+                     "give the replica's URL: postgresql://USER@HOST:PORT/DB")
+    head = None
+    if primary and records.is_postgres(primary):
+        try:  # the primary's WAL position now (its own failure is the records check's)
+            with records.Database(primary, CATALOG_STORE).connect() as con:
+                head = str(con.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
+        except Exception:
+            head = None
+    db = records.Database(url, CATALOG_STORE)
+    try:
+        state = _standby_state(db, head)
+    except CitytwinError as exc:  # not reachable
+        return Check("replica", "fail", exc.message.replace("the records database", "the replica"),
+                     "check the URL, that the standby runs, accepts connections (hot_standby = on) and lets "
+                     "this user in (pg_hba.conf)")
+    server, standby, replay_s, receiver, behind = state
+    if not standby:
+        return Check("replica", "fail", f"{shown} ({server}) is not a standby: it accepts writes (a primary, or "
+                     "a promoted replica)", "give a hot standby's URL (pg_is_in_recovery() is true there)")
+    version = db.schema_version()  # read-only: the schema_version row, as the primary wrote it
+    parts = [f"{shown} ({server}) hot standby"]
+    status, fix = "ok", None
+    if receiver is None or receiver[0] != "streaming":
+        parts.append("not streaming WAL from a primary" + (f" (receiver {receiver[0]})" if receiver else ""))
+        status, fix = "warn", "check the standby's primary_conninfo, its log and the primary's pg_hba.conf"
+    else:
+        parts.append(f"streaming from {receiver[1]}:{receiver[2]}" if receiver[1] else "streaming")
+    if behind is not None:
+        parts.append(f"replay {max(int(behind), 0):,} bytes behind the primary")
+        if behind > REPLICA_WARN_BYTES:
+            status, fix = "warn", "the standby is far behind: its reads show old records (disk, network, load?)"
+    if replay_s is not None:
+        parts.append(f"last replayed commit {replay_s:.1f} s ago (grows while the primary is idle)")
+    parts.append(f"catalog schema {version}")
+    if version != CATALOG_STORE.version:
+        status, fix = "warn", ("the standby's catalog schema is not this citytwin's: not replayed yet (see how far "
+                               "behind it is), or the URL names another database")
+    return Check("replica", status, ", ".join(parts), fix)
+
+
+def _standby_state(db: records.Database, head: str | None) -> tuple[str, bool, float | None, Any, float | None]:
+    """A server's version, whether it is in recovery, seconds since its last replayed commit, its WAL
+    receiver's (status, sender host, port) and how many bytes it has to replay up to ``head``."""
+    with db.connect() as con:
+        server = f"PostgreSQL {con.execute('SHOW server_version').fetchone()[0]}"
+        standby, replay_s = con.execute(
+            "SELECT pg_is_in_recovery(), EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8"
+        ).fetchone()
+        if not standby:
+            return server, False, None, None, None
+        receiver = con.execute("SELECT status, sender_host, sender_port FROM pg_stat_wal_receiver").fetchone()
+        behind = None
+        if head is not None:
+            behind = float(con.execute("SELECT pg_wal_lsn_diff(?::pg_lsn, pg_last_wal_replay_lsn())::float8",
+                                       (head,)).fetchone()[0])
+    return server, True, replay_s, receiver, behind
 
 
 def parse_broker_url(text: str) -> dict[str, Any]:
@@ -263,8 +372,9 @@ def check_disk(root: Path) -> Check:
 
 
 def run_checks(workspace: Path | None, *, database: str | None = None, broker: str | None = None,
-               timeout: float = 10.0) -> list[Check]:
-    """All checks of a deployment (the workspace folder, if given, supplies the database setting)."""
+               timeout: float = 10.0, replicas: Sequence[str] = ()) -> list[Check]:
+    """All checks of a deployment (the workspace folder, if given, supplies the database setting;
+    ``replicas``: URLs of hot standbys of the records database, each checked against it)."""
     root = Path(workspace).resolve() if workspace else None
     out: list[Check] = []
     if root is not None:
@@ -293,6 +403,7 @@ def run_checks(workspace: Path | None, *, database: str | None = None, broker: s
         out.append(Check("embedded", "warn", f"the workspace's records are still in SQLite ({own}) while {which} "
                          f"points to {records.redact(url or '')}: citytwin uses the latter for this workspace",
                          f"move them there: citytwin records move -w {root} --to URL; or drop {which}"))
+    out.extend(_guard("replica", functools.partial(check_replica, r, url)) for r in replicas)
     out.append(_guard("mqtt", lambda: check_broker(broker or os.environ.get(ENV_BROKER), timeout=timeout)))
     out.append(_guard("chromium", check_chromium))
     out.append(_guard("disk", lambda: check_disk(root or Path.cwd())))
