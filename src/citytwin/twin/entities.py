@@ -363,25 +363,16 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b'"[]{}')  # the bytes the depth count keeps
-_STEP = np.zeros(256, dtype=np.int8)  # a bracket's step of the count: +1 or -1 (a quote's: 0)
-_STEP[[ord("["), ord("{")]] = 1
-_STEP[[ord("]"), ord("}")]] = -1
-_QUOTE = ord('"')
+_STEP = np.array([{91: 1, 123: 1, 93: -1, 125: -1}.get(b, 0) for b in range(256)], dtype=np.int8)  # [{ ]}
 _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # the same steps as int8 bytes, for the short way
 
 
 def _bracket_depth(raw: bytes) -> int:
-    r"""Nesting depth of valid JSON ``raw``: the highest running count of open brackets outside strings
-    (vectorised over the brackets and quotes alone: the other bytes do not change the count).
-
-    Brackets inside strings are not counted: a string of ``]]]`` would lower the count below the true depth,
-    and one of ``[[[`` raise it. Escapes are dropped first (``\\`` pairs, then ``\"``), so every quote left
-    opens or closes a string. ``raw`` must be valid JSON (the callers decode it first).
-
-    The common case takes a shorter way: with no backslash, the quotes and brackets hold as many ``""``
-    (counted in one pass, left to right) as half their quotes exactly when no string holds a bracket (the
-    opening quote of the first string that does is followed by a bracket, so it is in no counted pair); the
-    brackets are then the structure's, counted as they are.
+    r"""Nesting depth of valid JSON ``raw`` (the callers decode it first): the highest running count of open
+    brackets outside strings (a string of ``]`` would lower it), over the brackets and quotes alone. Escapes
+    go first (``\\`` pairs, then ``\"``), so every quote left opens or closes a string. With no backslash, as
+    many ``""`` (counted left to right) as half the quotes means no string holds a bracket (the opening quote
+    of the first that does is followed by one, so is in no pair): the brackets are then counted as they are.
 
     Examples
     --------
@@ -400,7 +391,7 @@ def _bracket_depth(raw: bytes) -> int:
     a = np.frombuffer(raw.translate(None, _NOT_BRACKETS), dtype=np.uint8)  # quotes and brackets, in order
     if not len(a):
         return 0
-    inside = np.cumsum(a == _QUOTE, dtype=np.int32) & 1  # in a string: after an odd number of quotes
+    inside = np.cumsum(a == 34, dtype=np.int32) & 1  # in a string: after an odd number of quotes (34)
     steps = np.where(inside, 0, _STEP[a])
     return max(0, int(steps.cumsum(dtype=np.int32).max()))
 
