@@ -196,7 +196,7 @@ def run_disparity(
     on_period
         Called as ``on_period(done, total)`` after each period of the spatial statistics.
     dask
-        ``local:N`` or ``tcp://HOST:PORT``: Gini, Theil and the Dagum decomposition (O(n²) per period)
+        ``local:N`` or ``tcp://HOST:PORT``: Gini, Theil and the Dagum decomposition
         run one task per period on Dask (:func:`citytwin.workflows.scaleout_disparity.disparity_parts`,
         the same tables): each task reads its period's rows, the client only the period column (the
         cross-period statistics run on the clean rows the tasks send back); the panel must then be
@@ -233,7 +233,7 @@ def run_disparity(
         from citytwin.foundation.scaleout import parse_dask
         from citytwin.workflows import scaleout_disparity
         from citytwin.workflows.common import maybe_ws
-        from citytwin.workflows.scaleout_files import parquet_files, read_parquet
+        from citytwin.workflows.scaleout_files import parquet_files
 
         parse_dask(dask)  # a bad value is said first
         if time is None:
@@ -243,14 +243,12 @@ def run_disparity(
         files = parquet_files(panel, maybe_ws(workspace), "panel", objects=True)
         if boundaries and not id_col:
             raise InputError("--boundaries needs --id-col (the unit id shared by panel and boundaries)", field="id_col")
+        # a value that is not a number, a unit twice: the tasks ran the one-process checks (the same error)
         split = scaleout_disparity.disparity_parts(panel, value=value, group=group, time=tcol, weight=weight,
                                                    id_col=id_col, dask=dask, files=files,
                                                    check=lambda have: _check_columns(have, cols))  # the schemas
-        if split.recheck:  # a value that is not a number, a unit twice: the one-process checks name the row
-            df, dropped = _clean(pd.concat([read_parquet(f) for f in files], ignore_index=True), cols, value)
-        else:
-            assert split.frame is not None
-            df, dropped, per = split.frame, split.dropped, split.tables
+        assert split.frame is not None
+        df, dropped, per = split.frame, split.dropped, split.tables
     else:
         _local_only(panel)
         frame = load_source(panel, workspace, sheet=sheet)
@@ -264,8 +262,6 @@ def run_disparity(
     if id_col and df.duplicated([id_col, tcol]).any():
         d = df.loc[df.duplicated([id_col, tcol]), [id_col, tcol]].iloc[0].tolist()
         raise InputError(f"duplicate unit-period rows, e.g. {d}", field=id_col)
-    if dask and split.recheck:  # not reached: the checks above raise what the tasks found
-        raise InputError(split.recheck, field=value)
     if save_as and workspace is None:
         raise InputError("--save-as needs --workspace", field="save_as")
     out.mkdir(parents=True, exist_ok=True)
