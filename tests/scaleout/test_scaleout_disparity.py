@@ -160,3 +160,31 @@ def test_periods_from_statistics_equal_the_period_column(tmp_path: Path, kind: s
     files.append(str(mixed))
     col = column(files)
     assert parquet_periods(files, "t") == (sorted(col.dropna().unique().tolist()), [0, 5, 10, 15], 1)
+
+
+@pytest.mark.parametrize("case", ["constant year", "a zero"])
+def test_kernel_densities_skipped_as_one_process_skips_them(dask_address: str, tmp_path: Path, case: str) -> None:
+    """The kernel densities are tasks on Dask: a year of equal values (kernel_density's error, said as a step
+    skipped) and a value of 0 (no log: not computed) give one process's files, options.json included."""
+    import json
+
+    from citytwin.workflows.disparity import run_disparity
+
+    rng = np.random.default_rng(8)
+    panel = pd.DataFrame({"unit": np.tile([f"u{i}" for i in range(20)], 3), "year": np.repeat([2001, 2002, 2003], 20),
+                          "g": np.tile(list("ab") * 10, 3), "v": rng.lognormal(1, 0.5, 60)})
+    if case == "constant year":
+        panel.loc[panel["year"] == 2002, "v"] = 1.0  # ln 1 = 0: no spread at all
+    else:
+        panel.loc[7, "v"] = 0.0
+    panel.to_parquet(tmp_path / "p.parquet", row_group_size=20)
+    kw: dict[str, Any] = {"value": "v", "group": "g", "time": "year", "id_col": "unit"}
+    one = run_disparity(str(tmp_path / "p.parquet"), out=tmp_path / "one", **kw)
+    two = run_disparity(str(tmp_path / "p.parquet"), out=tmp_path / "two", dask=dask_address, **kw)
+    assert one.files == two.files and "kde_summary.csv" not in one.files
+    assert one.options["skipped"] == two.options["skipped"]
+    assert ("kernel density" if case == "constant year" else "sigma, beta, kernel density (log)") in one.options["skipped"]
+    for f in one.files[:-1]:
+        assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
+    opts = [json.loads((tmp_path / d / "options.json").read_text()) for d in ("one", "two")]
+    assert opts[0] == {k: v for k, v in opts[1].items() if k != "dask"}

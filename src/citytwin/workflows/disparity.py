@@ -198,8 +198,9 @@ def run_disparity(
     dask
         ``local:N`` or ``tcp://HOST:PORT``: Gini, Theil and the Dagum decomposition
         run one task per period on Dask (:func:`citytwin.workflows.scaleout_disparity.disparity_parts`,
-        the same tables): each task reads its period's rows, the client only the period column (the
-        cross-period statistics run on the clean rows the tasks send back); the panel must then be
+        the same tables): each task reads its period's rows, the client only the period column, then
+        each period's kernel density is a task too (on the common grid the client makes); the other
+        cross-period statistics run on the clean rows the tasks send back. The panel must then be
         Parquet (a file, folder of parts, glob or dataset) and ``time`` given.
 
     Returns
@@ -245,7 +246,7 @@ def run_disparity(
             raise InputError("--boundaries needs --id-col (the unit id shared by panel and boundaries)", field="id_col")
         # a value that is not a number, a unit twice: the tasks ran the one-process checks (the same error)
         split = scaleout_disparity.disparity_parts(panel, value=value, group=group, time=tcol, weight=weight,
-                                                   id_col=id_col, dask=dask, files=files,
+                                                   id_col=id_col, dask=dask, files=files, kde=True,
                                                    check=lambda have: _check_columns(have, cols))  # the schemas
         assert split.frame is not None
         df, dropped, per = split.frame, split.dropped, split.tables
@@ -300,7 +301,10 @@ def run_disparity(
         skipped["sigma, beta, kernel density (log)"] = "values must be positive"
     if positive and df[tcol].nunique() >= 1:
         try:
-            kd = dynamics.kernel_density(df, value=value, time=tcol, log=True)
+            kd = split.kde if dask else dynamics.kernel_density(df, value=value, time=tcol, log=True)
+            if isinstance(kd, InputError):  # what kernel_density raised on the cluster's client
+                raise kd
+            assert kd is not None  # every value positive: computed on the cluster as here
             save("kde_summary.csv", kd.summary)
             save("kde_peaks.csv", kd.peaks)
         except InputError as exc:
@@ -327,7 +331,8 @@ def run_disparity(
         "dagum": "Dagum (1997): G = G_w + G_nb + G_t",
     }
     if dask:
-        options["dask"] = {"cluster": str(dask), "tasks": "one per period: Gini, Theil, Dagum"}
+        options["dask"] = {"cluster": str(dask), "tasks": "one per period: Gini, Theil, Dagum; "
+                                                       "then one per period: kernel density"}
     if boundaries:
         assert id_col is not None
         geo = load_source(boundaries, workspace, geo=True, what="BOUNDARIES")

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
+    from citytwin.economy.dynamics import KernelDensityResult
+
 __all__ = ["DISPARITY_TABLES", "DisparityParts", "disparity", "disparity_parts", "panel_columns"]
 
 #: the per-period tables of :func:`citytwin.workflows.disparity.run_disparity` that the tasks compute
@@ -55,12 +57,17 @@ class DisparityParts:
         panel's order: the rows one process keeps, for the cross-period statistics.
     dropped
         Rows dropped for a missing period, value, group, weight or unit id.
+    kde
+        With ``kde``: the kernel densities of ln(value) by period (:func:`citytwin.economy.dynamics.
+        kernel_density`, a task per period), the ``InputError`` it raises instead (``run_disparity`` says the
+        step skipped), or ``None`` where a value is not positive (``run_disparity`` skips it then).
     """
 
     files: list[str]
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     frame: pd.DataFrame | None = None
     dropped: int = 0
+    kde: KernelDensityResult | InputError | None = None
 
 
 def panel_columns(files: list[str]) -> list[str]:
@@ -195,14 +202,17 @@ def _found(parts: list[dict[str, Any]], value: str) -> InputError | None:
 def disparity_parts(panel: str, *, value: str, group: str, time: str, dask: str, weight: str | None = None,
                     id_col: str | None = None, workspace: WorkspaceLike | None = None,
                     progress: Progress | None = None, files: list[str] | None = None,
-                    check: Callable[[list[str]], None] | None = None) -> DisparityParts:
+                    check: Callable[[list[str]], None] | None = None, kde: bool = False) -> DisparityParts:
     """The per-period part of ``run_disparity`` on Dask: one task per period reads its rows (see the module).
 
     The client reads the Parquet panel's metadata (file, folder, glob or dataset; the period column where
     the row groups' statistics do not tell the periods) and nothing else of it; for ``s3://`` objects it
     only lists them, and a worker reads that metadata. ``files`` (the panel's, when the caller found them)
     saves looking them up again; ``check(columns)`` is called with the panel's columns before any period
-    is read (``run_disparity`` checks the columns it needs).
+    is read (``run_disparity`` checks the columns it needs). ``kde``: also ``run_disparity``'s kernel
+    densities (:attr:`DisparityParts.kde`): the client checks the clean rows and makes the common grid
+    (``dynamics.kde_grid``), one task per period evaluates its density (``dynamics.kde_period``; its values
+    sent with it).
 
     Raises
     ------
@@ -233,18 +243,40 @@ def disparity_parts(panel: str, *, value: str, group: str, time: str, dask: str,
         parts = run_tasks(client, _disparity_period, [*periods, *([None] if missing else [])], progress=progress,
                           key="citytwin-disparity", files=files, value=value, group=group, time=time,
                           weight=weight, id_col=id_col)
-    found = _found(parts, value)
-    if found is not None:
-        raise found
-    parts = parts[:len(periods)]
-    error = next((p["error"] for p in parts if "error" in p), None)
-    if error is not None:
-        raise error
-    full = [p["tables"] for p in parts if "tables" in p]
+        found = _found(parts, value)
+        if found is not None:
+            raise found
+        parts = parts[:len(periods)]
+        error = next((p["error"] for p in parts if "error" in p), None)
+        if error is not None:
+            raise error
+        full = [p["tables"] for p in parts if "tables" in p]
+        frame = pd.concat([p["frame"] for p in parts], ignore_index=True)
+        density = _kde(client, frame, value=value, time=time) if kde else None
     return DisparityParts(files=files, tables={name: pd.concat([t[name] for t in full], ignore_index=True)
                                                for name in DISPARITY_TABLES} if full else {},
-                          frame=pd.concat([p["frame"] for p in parts], ignore_index=True),
-                          dropped=missing + sum(p["dropped"] for p in parts))
+                          frame=frame, dropped=missing + sum(p["dropped"] for p in parts), kde=density)
+
+
+def _kde_task(item: tuple[Any, np.ndarray, float], *, grid: np.ndarray, time: str) -> tuple[Any, ...]:
+    from citytwin.economy.dynamics import kde_period
+
+    return kde_period(*item, grid, time=time)
+
+
+def _kde(client: Any, frame: pd.DataFrame, *, value: str, time: str) -> KernelDensityResult | InputError | None:
+    """``run_disparity``'s kernel densities of ln(value) on the cluster (see :func:`disparity_parts`)."""
+    from citytwin.economy import dynamics
+
+    if frame.empty or not bool((frame[value] > 0).all()):  # run_disparity skips them then
+        return None
+    try:
+        data, bws, grid = dynamics.kde_grid(frame, value=value, time=time, log=True)
+    except InputError as exc:  # said as a step skipped, as one process says it
+        return exc
+    done = run_tasks(client, _kde_task, [(t, x, bws[t]) for t, x in data.items()], key="citytwin-disparity-kde",
+                     grid=grid, time=time)
+    return dynamics.kde_result(done, grid, time=time)
 
 
 def disparity(panel: str, *, value: str, group: str, time: str, dask: str, weight: str | None = None,
