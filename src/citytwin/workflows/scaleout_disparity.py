@@ -5,10 +5,11 @@ one task per period reads that period's rows of the panel's columns it needs (a 
 period), cleans them as :func:`citytwin.workflows.disparity.run_disparity` cleans the panel (values
 through ``numeric_column``, rows missing a value dropped), computes Gini, Theil with its groups and the
 Dagum decomposition (each pair of groups by sorting and searching: n log n per period), and sends back
-those tables, its count of dropped rows and its clean rows' period, value and unit id — what the cross-period statistics (σ/β-convergence, kernel
-densities, Markov chains, the spatial statistics), which stay on the client, read. The client reads
-only the files' metadata (schemas; the periods from the row groups' statistics where each holds one
-period) or else the period column.
+those tables, its count of dropped rows and its clean rows' period, value and unit id — what the
+cross-period statistics read. Then each period's kernel density is a task (the client checks the clean
+rows and makes the common grid); σ/β-convergence, Markov chains and the spatial statistics stay on the
+client. The client reads only the files' metadata (schemas; the periods from the row groups' statistics
+where each holds one period) or else the period column.
 
 Where a task finds what the one-process run refuses (a value that is not a number, a unit twice in a
 period) it ran the one-process checks on its rows: it reads the period column of the files to place
