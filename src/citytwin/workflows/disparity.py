@@ -260,7 +260,7 @@ def run_disparity(
         df, dropped = _clean(frame, cols, value)
     if df.empty:
         raise InputError("no complete rows left (all values missing?)", field=value)
-    if id_col and df.duplicated([id_col, tcol]).any():
+    if id_col and not dask and df.duplicated([id_col, tcol]).any():  # on Dask each period's task checked it
         d = df.loc[df.duplicated([id_col, tcol]), [id_col, tcol]].iloc[0].tolist()
         raise InputError(f"duplicate unit-period rows, e.g. {d}", field=id_col)
     if save_as and workspace is None:
