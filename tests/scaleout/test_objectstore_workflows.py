@@ -114,6 +114,31 @@ def test_disparity_from_s3_writes_every_file_the_local_panel_gives(s3: dict[str,
     assert two.options["rows_used"] == one.options["rows_used"] == 32 * 7
 
 
+@pytest.mark.parametrize("case", ["text", "twice", "no period"])
+def test_disparity_bad_rows_from_s3_named_by_the_workers(s3: dict[str, Any], address: str, client_reads: list[str],
+                                                        tmp_path: Path, case: str) -> None:
+    """A value that is not a number, a unit twice, a text value without a period: the error one process gives
+    for the local file (row, field, hint), and the client opens no object (the workers place the row)."""
+    from tests.scaleout.test_scaleout_disparity import bad_panels
+
+    from citytwin.workflows.disparity import run_disparity
+
+    (tmp_path / "mx").mkdir()
+    files = _mexico(tmp_path / "mx")
+    frame, says = bad_panels(pd.concat([pd.read_parquet(f) for f in files], ignore_index=True))[case]
+    local = tmp_path / f"{case.replace(' ', '-')}.parquet"
+    frame.to_parquet(local, row_group_size=32)
+    url = _upload(s3, [local], f"bad-{local.stem}")[0]
+    kw: dict[str, Any] = {"value": "pcgdp", "group": "HANSON98", "time": "year", "id_col": "NAME"}
+    with pytest.raises(InputError) as want:
+        run_disparity(str(local), out=tmp_path / "one", **kw)
+    client_reads.clear()
+    with pytest.raises(InputError) as got:
+        run_disparity(url, out=tmp_path / "two", dask=address, **kw)
+    assert client_reads == []
+    assert says in str(want.value) and str(got.value) == str(want.value) and got.value.row == want.value.row
+
+
 def test_disparity_cli_json_from_s3(s3: dict[str, Any], tmp_path: Path) -> None:
     (tmp_path / "mx").mkdir()
     _upload(s3, _mexico(tmp_path / "mx"), "mx-cli")

@@ -68,31 +68,69 @@ def test_workers_read_their_periods_and_every_file_equals_one_process(mexico, da
     assert one.rows_dropped == two.rows_dropped == 0 and two.options["dask"]["cluster"] == dask_address
 
 
-def test_bad_rows_are_named_as_one_process_names_them(mexico, dask_address: str, tmp_path: Path) -> None:
-    """A text value and a state twice in a year: the tasks say which check failed, the client then runs
-    the one-process checks on the panel, and the error is one process's (row, field)."""
+def bad_panels(long: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str]]:
+    """Panels one process refuses (rows sorted by year: a row group of 32 is one year), each with what its
+    error says: text values that are not numbers in two periods (the first at row 41 of the panel, 3 in
+    all), a state twice in a year (its second row last), and a text value in a row without a year (which
+    one process checks before dropping the row)."""
+    long = long.sort_values("year", kind="stable").reset_index(drop=True)
+    text = long.assign(pcgdp=long["pcgdp"].astype(str))  # a text column (as a spreadsheet may give it)
+    text.loc[40, "pcgdp"] = "n.a"  # 1950
+    text.loc[[45, 150], "pcgdp"] = "?"  # 1950, 1980
+    twice = pd.concat([long, long.iloc[[50]]], ignore_index=True)
+    nope = long.assign(pcgdp=long["pcgdp"].astype(str)).astype({"year": "float64"})
+    nope.loc[100, ["year", "pcgdp"]] = [np.nan, "x1"]
+    return {"text": (text, "(row 41) is not a number"), "twice": (twice, "duplicate unit-period rows"),
+            "no period": (nope, "(row 101) is not a number")}
+
+
+@pytest.mark.parametrize("case", ["text", "twice", "no period"])
+def test_bad_rows_are_named_by_the_workers_as_one_process_names_them(mexico, dask_address: str, tmp_path: Path,
+                                                                     case: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A text value, a state twice in a year, a text value without a year: the task that finds it runs the
+    one-process checks on its period's rows and places them in the panel; the error is one process's
+    (message, row, field, hint: the count of the whole panel) and the client reads nothing of the panel
+    (a row group per year: the periods from its statistics; without a year, the period column only)."""
+    from citytwin.workflows import scaleout
     from citytwin.workflows.disparity import run_disparity
-    from citytwin.workflows.scaleout_disparity import disparity_parts
 
     panel, _, _ = mexico
-    long = pd.read_parquet(panel)
+    frame, says = bad_panels(pd.read_parquet(panel))[case]
     kw: dict[str, Any] = {"value": "pcgdp", "group": "HANSON98", "time": "year", "id_col": "NAME"}
-    text = long.assign(pcgdp=long["pcgdp"].astype(str))  # a text column (as a spreadsheet may give it)
-    text.loc[40, "pcgdp"] = "n.a"
-    twice = pd.concat([long, long.iloc[[17]]], ignore_index=True)
-    for name, frame, why in (("text", text, "not a number"), ("twice", twice, "two rows")):
-        folder = tmp_path / name
-        folder.mkdir()
-        frame.to_parquet(folder / "p.parquet")
-        with pytest.raises(InputError) as want:
-            run_disparity(str(folder / "p.parquet"), out=tmp_path / f"{name}-one", **kw)
-        with pytest.raises(InputError) as got:
-            run_disparity(str(folder), out=tmp_path / f"{name}-two", dask=dask_address, **kw)
-        assert str(got.value) == str(want.value)
-        assert why in (disparity_parts(str(folder), dask=dask_address, **kw).recheck or "")
-    # a column the panel lacks: said from the files' schemas before any task runs
+    folder = tmp_path / "p"
+    folder.mkdir()
+    frame.to_parquet(folder / "p.parquet", row_group_size=32)
+    with pytest.raises(InputError) as want:
+        run_disparity(str(folder / "p.parquet"), out=tmp_path / "one", **kw)
+    assert says in str(want.value)
+    reads: list[Any] = []
+    real = pd.read_parquet
+
+    def spy(path: Any, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        reads.append(kwargs.get("columns"))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pd, "read_parquet", spy)  # this process only: the workers read with pandas unwatched
     with pytest.raises(InputError) as got:
-        run_disparity(str(panel), out=tmp_path / "x", dask=dask_address, **dict(kw, group="region"))
+        run_disparity(str(folder), out=tmp_path / "two", dask=dask_address, **kw)
+    monkeypatch.undo()
+    assert str(got.value) == str(want.value)
+    assert (got.value.row, got.value.field, got.value.file) == (want.value.row, want.value.field, want.value.file)
+    assert all(r == ["year"] for r in reads), reads  # at most the period column (row groups that do not tell)
+    assert reads == ([["year"]] if case == "no period" else [])
+    with pytest.raises(InputError) as tables:  # the tables alone: the same error
+        scaleout.disparity(str(folder), dask=dask_address, **kw)
+    assert str(tables.value) == str(want.value)
+
+
+def test_a_column_the_panel_lacks_is_said_from_the_schemas(mexico, dask_address: str, tmp_path: Path) -> None:
+    from citytwin.workflows.disparity import run_disparity
+
+    panel, _, _ = mexico
+    kw: dict[str, Any] = {"value": "pcgdp", "group": "region", "time": "year", "id_col": "NAME"}
+    with pytest.raises(InputError) as got:  # before any task runs
+        run_disparity(str(panel), out=tmp_path / "x", dask=dask_address, **kw)
     assert got.value.field == "region" and "HANSON98" in str(got.value)
 
 
@@ -122,3 +160,31 @@ def test_periods_from_statistics_equal_the_period_column(tmp_path: Path, kind: s
     files.append(str(mixed))
     col = column(files)
     assert parquet_periods(files, "t") == (sorted(col.dropna().unique().tolist()), [0, 5, 10, 15], 1)
+
+
+@pytest.mark.parametrize("case", ["constant year", "a zero"])
+def test_kernel_densities_skipped_as_one_process_skips_them(dask_address: str, tmp_path: Path, case: str) -> None:
+    """The kernel densities are tasks on Dask: a year of equal values (kernel_density's error, said as a step
+    skipped) and a value of 0 (no log: not computed) give one process's files, options.json included."""
+    import json
+
+    from citytwin.workflows.disparity import run_disparity
+
+    rng = np.random.default_rng(8)
+    panel = pd.DataFrame({"unit": np.tile([f"u{i}" for i in range(20)], 3), "year": np.repeat([2001, 2002, 2003], 20),
+                          "g": np.tile(list("ab") * 10, 3), "v": rng.lognormal(1, 0.5, 60)})
+    if case == "constant year":
+        panel.loc[panel["year"] == 2002, "v"] = 1.0  # ln 1 = 0: no spread at all
+    else:
+        panel.loc[7, "v"] = 0.0
+    panel.to_parquet(tmp_path / "p.parquet", row_group_size=20)
+    kw: dict[str, Any] = {"value": "v", "group": "g", "time": "year", "id_col": "unit"}
+    one = run_disparity(str(tmp_path / "p.parquet"), out=tmp_path / "one", **kw)
+    two = run_disparity(str(tmp_path / "p.parquet"), out=tmp_path / "two", dask=dask_address, **kw)
+    assert one.files == two.files and "kde_summary.csv" not in one.files
+    assert one.options["skipped"] == two.options["skipped"]
+    assert ("kernel density" if case == "constant year" else "sigma, beta, kernel density (log)") in one.options["skipped"]
+    for f in one.files[:-1]:
+        assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
+    opts = [json.loads((tmp_path / d / "options.json").read_text()) for d in ("one", "two")]
+    assert opts[0] == {k: v for k, v in opts[1].items() if k != "dask"}

@@ -49,7 +49,8 @@ from citytwin.foundation.errors import InputError
 
 __all__ = [
     "BetaResult", "KernelDensityResult", "MarkovResult", "SpatialMarkovResult", "beta_convergence",
-    "kernel_density", "markov", "sigma_convergence", "spatial_markov", "steady_state",
+    "kde_grid", "kde_period", "kde_result", "kernel_density", "markov", "sigma_convergence", "spatial_markov",
+    "steady_state",
 ]
 
 
@@ -137,6 +138,16 @@ def kernel_density(
     >>> kernel_density(df, value="y", time="t", bandwidth=0.3).summary["n_peaks"].tolist()
     [2]
     """
+    data, bws, grid = kde_grid(panel, value=value, time=time, bandwidth=bandwidth, grid_size=grid_size, log=log)
+    return kde_result([kde_period(t, x, bws[t], grid, time=time, min_prominence=min_prominence)
+                       for t, x in data.items()], grid, time=time)
+
+
+def kde_grid(panel: pd.DataFrame, *, value: str, time: str, bandwidth: str | float = "scott", grid_size: int = 256,
+             log: bool = False) -> tuple[dict[Any, np.ndarray], dict[Any, float], np.ndarray]:
+    """The first part of :func:`kernel_density`: each period's checked values (ln with ``log``), bandwidths,
+    and the common grid. :func:`kde_period` then evaluates each period (independently: a task each on Dask),
+    :func:`kde_result` puts the periods together."""
     _need(panel, value, time)
     data = {}
     for t, sub in panel.groupby(time, sort=True):
@@ -150,28 +161,36 @@ def kernel_density(
     bws = {t: _bandwidth(x, bandwidth) for t, x in data.items()}
     lo = min(x.min() - 3 * bws[t] for t, x in data.items())
     hi = max(x.max() + 3 * bws[t] for t, x in data.items())
-    grid = np.linspace(lo, hi, grid_size)
-    dens, peaks, summary = {}, [], []
-    for t, x in data.items():
-        h = bws[t]
-        d = np.zeros(grid_size)
-        for chunk in np.array_split(x, max(1, x.size // 2048)):
-            u = (grid[:, None] - chunk[None, :]) / h
-            d += np.exp(-0.5 * u * u).sum(axis=1)
-        d /= x.size * h * np.sqrt(2 * np.pi)
-        dens[t] = d
-        idx, props = signal.find_peaks(d, prominence=min_prominence * d.max())
-        order = np.argsort(-d[idx])
-        for rank, j in enumerate(order, start=1):
-            peaks.append({time: t, "x": grid[idx[j]], "density": d[idx[j]],
-                          "prominence": props["prominences"][j], "rank": rank})
-        top = idx[order[0]] if idx.size else int(np.argmax(d))
-        summary.append({time: t, "n": x.size, "bandwidth": h, "n_peaks": int(idx.size),
-                        "main_peak_x": grid[top], "main_peak_density": d[top]})
-    density = pd.DataFrame.from_dict(dens, orient="index", columns=grid)
+    return data, bws, np.linspace(lo, hi, grid_size)
+
+
+def kde_period(t: Any, x: np.ndarray, h: float, grid: np.ndarray, *, time: str,
+               min_prominence: float = 0.01) -> tuple[Any, np.ndarray, list[dict[str, Any]], dict[str, Any]]:
+    """One period of :func:`kernel_density`: (``t``, its density on ``grid``, its peaks, its summary row)."""
+    d = np.zeros(grid.size)
+    for chunk in np.array_split(x, max(1, x.size // 2048)):
+        u = (grid[:, None] - chunk[None, :]) / h
+        d += np.exp(-0.5 * u * u).sum(axis=1)
+    d /= x.size * h * np.sqrt(2 * np.pi)
+    peaks = []
+    idx, props = signal.find_peaks(d, prominence=min_prominence * d.max())
+    order = np.argsort(-d[idx])
+    for rank, j in enumerate(order, start=1):
+        peaks.append({time: t, "x": grid[idx[j]], "density": d[idx[j]],
+                      "prominence": props["prominences"][j], "rank": rank})
+    top = idx[order[0]] if idx.size else int(np.argmax(d))
+    return t, d, peaks, {time: t, "n": x.size, "bandwidth": h, "n_peaks": int(idx.size),
+                         "main_peak_x": grid[top], "main_peak_density": d[top]}
+
+
+def kde_result(periods: list[tuple[Any, np.ndarray, list[dict[str, Any]], dict[str, Any]]], grid: np.ndarray, *,
+               time: str) -> KernelDensityResult:
+    """:func:`kernel_density`'s result from its periods (:func:`kde_period`, in period order)."""
+    density = pd.DataFrame.from_dict({t: d for t, d, _, _ in periods}, orient="index", columns=grid)
     density.index.name = time
+    peaks = [row for _, _, rows, _ in periods for row in rows]
     return KernelDensityResult(grid, density, pd.DataFrame(peaks, columns=[time, "x", "density", "prominence", "rank"]),
-                               pd.DataFrame(summary))
+                               pd.DataFrame([summary for _, _, _, summary in periods]))
 
 
 # ------------------------------------------------------------------------------ σ convergence

@@ -8,7 +8,7 @@ import numpy as np
 
 from citytwin.foundation.errors import InputError
 
-__all__ = ["MISSING_TEXT", "check_values", "numeric_column"]
+__all__ = ["MISSING_TEXT", "check_values", "not_a_number", "not_numbers", "numeric_column"]
 
 #: Text that means "no value" in an analysis column (lower-cased, trimmed): the ingest's missing-value
 #: tokens and the yearbooks' "not available" marks. Any other text that is not a number is an error.
@@ -71,21 +71,44 @@ def numeric_column(values: Any, *, name: str, source: str | None = None) -> np.n
     citytwin.foundation.errors.InputError: row 2, field 'gdp': column 'gdp': value 'n.a.' (row 2) is not a number
       hint: 1 such value(s); fix them, or write a missing-value mark (empty, NA, -, …, 暂无) where there is no value
     """
+    raw, num, bad = _parse(values)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0]) + 1
+        raise not_a_number(raw.iloc[row - 1], row, int(bad.sum()), name=name, source=source)
+    res: np.ndarray = num.to_numpy(dtype=float, na_value=np.nan)
+    return res
+
+
+def _parse(values: Any) -> tuple[Any, Any, np.ndarray]:
+    """(the values as a Series, as numbers (missing marks and refused text NaN), which are refused)."""
     import pandas as pd
 
     raw = pd.Series(values).reset_index(drop=True)
     if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
-        out: np.ndarray = raw.to_numpy(dtype=float, na_value=np.nan)
-        return out
+        return raw, raw, np.zeros(len(raw), dtype=bool)
     text = raw.astype("string").str.strip().str.lower()
     token = text.isin(MISSING_TEXT).fillna(False).to_numpy(dtype=bool)
     num = pd.to_numeric(raw.where(~token), errors="coerce")
-    bad = (num.isna() & raw.notna()).to_numpy() & ~token
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0]) + 1
-        raise InputError(f"column {name!r}: value {raw.iloc[row - 1]!r} (row {row}) is not a number", file=source,
-                         row=row, field=name,
-                         hint=f"{int(bad.sum())} such value(s); fix them, or write a missing-value mark "
-                              "(empty, NA, -, …, 暂无) where there is no value")
-    res: np.ndarray = num.to_numpy(dtype=float, na_value=np.nan)
-    return res
+    return raw, num, (num.isna() & raw.notna()).to_numpy() & ~token
+
+
+def not_numbers(values: Any) -> np.ndarray:
+    """Which of ``values`` :func:`numeric_column` refuses (text neither a number nor a missing-value mark).
+
+    Examples
+    --------
+    >>> not_numbers(["1.5", "暂无", "n.a.", None]).tolist()
+    [False, False, True, False]
+    """
+    return _parse(values)[2]
+
+
+def not_a_number(value: Any, row: int, count: int, *, name: str, source: str | None = None) -> InputError:
+    """The error of :func:`numeric_column`: ``value`` at 1-based ``row`` (the first), ``count`` such values.
+
+    A caller that checks a column in parts (disparity on Dask: a period a task) gives the row and count of
+    the whole column, and so the message one check of the whole column gives.
+    """
+    return InputError(f"column {name!r}: value {value!r} (row {row}) is not a number", file=source, row=row,
+                      field=name, hint=f"{count} such value(s); fix them, or write a missing-value mark "
+                                       "(empty, NA, -, …, 暂无) where there is no value")

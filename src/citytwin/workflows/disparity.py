@@ -196,10 +196,11 @@ def run_disparity(
     on_period
         Called as ``on_period(done, total)`` after each period of the spatial statistics.
     dask
-        ``local:N`` or ``tcp://HOST:PORT``: Gini, Theil and the Dagum decomposition (O(n²) per period)
+        ``local:N`` or ``tcp://HOST:PORT``: Gini, Theil and the Dagum decomposition
         run one task per period on Dask (:func:`citytwin.workflows.scaleout_disparity.disparity_parts`,
-        the same tables): each task reads its period's rows, the client only the period column (the
-        cross-period statistics run on the clean rows the tasks send back); the panel must then be
+        the same tables): each task reads its period's rows, the client only the period column, then
+        each period's kernel density is a task too (on the common grid the client makes); the other
+        cross-period statistics run on the clean rows the tasks send back. The panel must then be
         Parquet (a file, folder of parts, glob or dataset) and ``time`` given.
 
     Returns
@@ -233,7 +234,7 @@ def run_disparity(
         from citytwin.foundation.scaleout import parse_dask
         from citytwin.workflows import scaleout_disparity
         from citytwin.workflows.common import maybe_ws
-        from citytwin.workflows.scaleout_files import parquet_files, read_parquet
+        from citytwin.workflows.scaleout_files import parquet_files
 
         parse_dask(dask)  # a bad value is said first
         if time is None:
@@ -243,14 +244,12 @@ def run_disparity(
         files = parquet_files(panel, maybe_ws(workspace), "panel", objects=True)
         if boundaries and not id_col:
             raise InputError("--boundaries needs --id-col (the unit id shared by panel and boundaries)", field="id_col")
+        # a value that is not a number, a unit twice: the tasks ran the one-process checks (the same error)
         split = scaleout_disparity.disparity_parts(panel, value=value, group=group, time=tcol, weight=weight,
-                                                   id_col=id_col, dask=dask, files=files,
+                                                   id_col=id_col, dask=dask, files=files, kde=True,
                                                    check=lambda have: _check_columns(have, cols))  # the schemas
-        if split.recheck:  # a value that is not a number, a unit twice: the one-process checks name the row
-            df, dropped = _clean(pd.concat([read_parquet(f) for f in files], ignore_index=True), cols, value)
-        else:
-            assert split.frame is not None
-            df, dropped, per = split.frame, split.dropped, split.tables
+        assert split.frame is not None
+        df, dropped, per = split.frame, split.dropped, split.tables
     else:
         _local_only(panel)
         frame = load_source(panel, workspace, sheet=sheet)
@@ -261,11 +260,9 @@ def run_disparity(
         df, dropped = _clean(frame, cols, value)
     if df.empty:
         raise InputError("no complete rows left (all values missing?)", field=value)
-    if id_col and df.duplicated([id_col, tcol]).any():
+    if id_col and not dask and df.duplicated([id_col, tcol]).any():  # on Dask each period's task checked it
         d = df.loc[df.duplicated([id_col, tcol]), [id_col, tcol]].iloc[0].tolist()
         raise InputError(f"duplicate unit-period rows, e.g. {d}", field=id_col)
-    if dask and split.recheck:  # not reached: the checks above raise what the tasks found
-        raise InputError(split.recheck, field=value)
     if save_as and workspace is None:
         raise InputError("--save-as needs --workspace", field="save_as")
     out.mkdir(parents=True, exist_ok=True)
@@ -304,7 +301,10 @@ def run_disparity(
         skipped["sigma, beta, kernel density (log)"] = "values must be positive"
     if positive and df[tcol].nunique() >= 1:
         try:
-            kd = dynamics.kernel_density(df, value=value, time=tcol, log=True)
+            kd = split.kde if dask else dynamics.kernel_density(df, value=value, time=tcol, log=True)
+            if isinstance(kd, InputError):  # what kernel_density raised on the cluster's client
+                raise kd
+            assert kd is not None  # every value positive: computed on the cluster as here
             save("kde_summary.csv", kd.summary)
             save("kde_peaks.csv", kd.peaks)
         except InputError as exc:
@@ -331,7 +331,8 @@ def run_disparity(
         "dagum": "Dagum (1997): G = G_w + G_nb + G_t",
     }
     if dask:
-        options["dask"] = {"cluster": str(dask), "tasks": "one per period: Gini, Theil, Dagum"}
+        options["dask"] = {"cluster": str(dask), "tasks": "one per period: Gini, Theil, Dagum; "
+                                                       "then one per period: kernel density"}
     if boundaries:
         assert id_col is not None
         geo = load_source(boundaries, workspace, geo=True, what="BOUNDARIES")

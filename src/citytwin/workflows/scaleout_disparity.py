@@ -4,15 +4,18 @@
 one task per period reads that period's rows of the panel's columns it needs (a row-group filter on the
 period), cleans them as :func:`citytwin.workflows.disparity.run_disparity` cleans the panel (values
 through ``numeric_column``, rows missing a value dropped), computes Gini, Theil with its groups and the
-Dagum decomposition (O(n²) per period), and sends back those tables, its count of dropped rows and its
-clean rows' period, value and unit id — what the cross-period statistics (σ/β-convergence, kernel
-densities, Markov chains, the spatial statistics), which stay on the client, read. The client reads
-only the files' metadata (schemas; the periods from the row groups' statistics where each holds one
-period) or else the period column.
+Dagum decomposition (each pair of groups by sorting and searching: n log n per period), and sends back
+those tables, its count of dropped rows and its clean rows' period, value and unit id — what the
+cross-period statistics read. Then each period's kernel density is a task (the client checks the clean
+rows and makes the common grid); σ/β-convergence, Markov chains and the spatial statistics stay on the
+client. The client reads only the files' metadata (schemas; the periods from the row groups' statistics
+where each holds one period) or else the period column.
 
 Where a task finds what the one-process run refuses (a value that is not a number, a unit twice in a
-period) it says so instead of computing; the caller then reads the panel and runs the one-process
-checks, which raise the error naming the row (never a result that one process would not give).
+period) it ran the one-process checks on its rows: it reads the period column of the files to place
+them in the panel and gives the row one process names (and how many values are not numbers); the client
+raises the error one process raises, from what the tasks found, and reads nothing of the panel. Rows
+without a period are checked by one more task (one process refuses their text values too).
 :func:`disparity` (re-exported as :func:`citytwin.workflows.scaleout.disparity`) gives the tables.
 """
 
@@ -29,7 +32,10 @@ from citytwin.workflows.common import WorkspaceLike, maybe_ws
 from citytwin.workflows.scaleout_files import parquet_file, parquet_files, parquet_periods, read_parquet
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+
+    from citytwin.economy.dynamics import KernelDensityResult
 
 __all__ = ["DISPARITY_TABLES", "DisparityParts", "disparity", "disparity_parts", "panel_columns"]
 
@@ -52,16 +58,17 @@ class DisparityParts:
         panel's order: the rows one process keeps, for the cross-period statistics.
     dropped
         Rows dropped for a missing period, value, group, weight or unit id.
-    recheck
-        Why the one-process checks must run on the whole panel (a task found a value that is not a number
-        or a unit twice in a period; the tables and ``frame`` are then incomplete), else ``None``.
+    kde
+        With ``kde``: the kernel densities of ln(value) by period (:func:`citytwin.economy.dynamics.
+        kernel_density`, a task per period), the ``InputError`` it raises instead (``run_disparity`` says the
+        step skipped), or ``None`` where a value is not positive (``run_disparity`` skips it then).
     """
 
     files: list[str]
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     frame: pd.DataFrame | None = None
     dropped: int = 0
-    recheck: str | None = None
+    kde: KernelDensityResult | InputError | None = None
 
 
 def panel_columns(files: list[str]) -> list[str]:
@@ -83,27 +90,88 @@ def _panel_facts(files: list[str], time: str) -> tuple[list[str], tuple[list[Any
     return columns, parquet_periods(files, time)
 
 
+def _positions(files: list[str], time: str, period: Any) -> np.ndarray:
+    """The panel positions (0-based: files in order, rows in file order) of the rows of ``period`` (``None``:
+    the rows without a period), read from the period column by this process (a worker)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out: list[np.ndarray] = []
+    base = 0
+    for f in files:
+        pf = parquet_file(f)
+        v = pf.read(columns=[time]).column(time)
+        if period is None:
+            hit = pc.is_null(v, nan_is_null=True)
+        else:  # as the index's workers place a period's rows (scaleout_index._read_period)
+            s = pa.scalar(period)
+            hit = pc.fill_null(pc.equal(v, s.cast(v.type) if s.type != v.type else s), False)
+        out.append(base + np.flatnonzero(hit.to_numpy(zero_copy_only=False)))
+        base += pf.metadata.num_rows
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
+
+
+def _read_rows(files: list[str], cols: list[str], time: str, period: Any) -> pd.DataFrame:
+    """The rows of ``period`` (``None``: those without a period) of the panel's ``cols``, in the panel's order."""
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    where: Any = [(time, "==", period)] if period is not None else pc.field(time).is_null(nan_is_null=True)
+    return pd.concat([read_parquet(f, columns=cols, filters=where) for f in files], ignore_index=True)
+
+
+def _checked(df: pd.DataFrame, *, files: list[str], value: str, time: str, period: Any,
+             id_col: str | None, cols: list[str]) -> tuple[pd.DataFrame, int, dict[str, Any]]:
+    """The one-process checks (``run_disparity``'s) on one period's rows: (clean rows, dropped rows, what
+    was found). Found: ``not_a_number`` = (row in the panel, 1-based, of the first value that is not a
+    number, that value, how many of the period's values are not) or ``twice`` = (panel position of the
+    first row of a unit already seen in the period, the error one process raises for it). The rows'
+    panel positions are read only then (this worker reads the period column of the files)."""
+    from citytwin.stats.values import not_numbers, numeric_column
+
+    try:
+        df[value] = numeric_column(df[value], name=value)
+    except InputError:
+        bad = not_numbers(df[value])
+        first = int(bad.argmax())
+        rows = _placed(files, time, period, len(df))
+        return df, 0, {"not_a_number": (int(rows[first]) + 1, df[value].iloc[first], int(bad.sum()))}
+    missing = df[cols].isna().any(axis=1).to_numpy()
+    clean = df.loc[~missing].reset_index(drop=True)  # as run_disparity drops rows missing a value
+    if id_col:
+        twice = clean.duplicated([id_col, time])
+        if twice.any():
+            d = clean.loc[twice, [id_col, time]].iloc[0].tolist()  # run_disparity's error, the same row
+            first = int(twice.to_numpy().argmax())
+            rows = _placed(files, time, period, len(df))[~missing]
+            return clean, 0, {"twice": (int(rows[first]), InputError(f"duplicate unit-period rows, e.g. {d}",
+                                                                      field=id_col))}
+    return clean, int(missing.sum()), {}
+
+
+def _placed(files: list[str], time: str, period: Any, n: int) -> np.ndarray:
+    """:func:`_positions` of the ``n`` rows a task read (an error if the period column places another count)."""
+    rows = _positions(files, time, period)
+    if len(rows) != n:
+        raise InputError(f"period {period!r}: {n} rows read but {len(rows)} placed in the panel", field=time)
+    return rows
+
+
 def _disparity_period(period: Any, *, files: list[str], value: str, group: str, time: str,
                       weight: str | None, id_col: str | None = None) -> dict[str, Any]:
     """One period, read by the worker: its tables, its dropped rows and its clean (time, value, id) rows;
-    or ``recheck`` (a value that is not a number, a unit twice) or ``error`` (what a statistic raised)."""
-    import pandas as pd
-
+    or what the one-process checks found (:func:`_checked`: the tables are not computed then), or
+    ``error`` (what a statistic raised). ``period`` ``None``: the rows without a period, checked only
+    (one process checks their values before dropping them)."""
     from citytwin.economy import dagum, inequality
-    from citytwin.stats.values import numeric_column
 
     cols = list(dict.fromkeys(c for c in (time, value, group, weight, id_col) if c))
-    df = pd.concat([read_parquet(f, columns=cols, filters=[(time, "==", period)]) for f in files],
-                   ignore_index=True)
-    try:
-        df[value] = numeric_column(df[value], name=value)
-    except InputError:  # named with its row in the whole panel by the one-process check
-        return {"recheck": f"period {period!r}: a value of {value!r} is not a number"}
-    bad = df[cols].isna().any(axis=1)
-    df = df.loc[~bad].reset_index(drop=True)  # as run_disparity drops rows missing a value
-    if id_col and df.duplicated([id_col]).any():
-        return {"recheck": f"period {period!r}: a unit has two rows"}
-    out: dict[str, Any] = {"dropped": int(bad.sum()), "frame": df[[c for c in (time, value, id_col) if c]]}
+    df, dropped, found = _checked(_read_rows(files, cols, time, period), files=files, value=value, time=time,
+                                  period=period, id_col=id_col, cols=cols)
+    if found or period is None:
+        return found
+    out: dict[str, Any] = {"dropped": dropped, "frame": df[[c for c in (time, value, id_col) if c]]}
     if df.empty:
         return out
     try:
@@ -119,22 +187,40 @@ def _disparity_period(period: Any, *, files: list[str], value: str, group: str, 
     return out
 
 
+def _found(parts: list[dict[str, Any]], value: str) -> InputError | None:
+    """The error one process raises for what the tasks found (its checks in its order: a value that is not a
+    number anywhere in the panel first, then a unit twice in a period), naming the panel's first such row."""
+    from citytwin.stats.values import not_a_number
+
+    bad = [p["not_a_number"] for p in parts if "not_a_number" in p]
+    if bad:
+        row, first, _ = min(bad, key=lambda b: b[0])
+        return not_a_number(first, row, sum(b[2] for b in bad), name=value)
+    twice = [p["twice"] for p in parts if "twice" in p]
+    return min(twice, key=lambda t: t[0])[1] if twice else None
+
+
 def disparity_parts(panel: str, *, value: str, group: str, time: str, dask: str, weight: str | None = None,
                     id_col: str | None = None, workspace: WorkspaceLike | None = None,
                     progress: Progress | None = None, files: list[str] | None = None,
-                    check: Callable[[list[str]], None] | None = None) -> DisparityParts:
+                    check: Callable[[list[str]], None] | None = None, kde: bool = False) -> DisparityParts:
     """The per-period part of ``run_disparity`` on Dask: one task per period reads its rows (see the module).
 
     The client reads the Parquet panel's metadata (file, folder, glob or dataset; the period column where
     the row groups' statistics do not tell the periods) and nothing else of it; for ``s3://`` objects it
     only lists them, and a worker reads that metadata. ``files`` (the panel's, when the caller found them)
     saves looking them up again; ``check(columns)`` is called with the panel's columns before any period
-    is read (``run_disparity`` checks the columns it needs).
+    is read (``run_disparity`` checks the columns it needs). ``kde``: also ``run_disparity``'s kernel
+    densities (:attr:`DisparityParts.kde`): the client checks the clean rows and makes the common grid
+    (``dynamics.kde_grid``), one task per period evaluates its density (``dynamics.kde_period``; its values
+    sent with it).
 
     Raises
     ------
     InputError
-        The panel has no period; a statistic's error for a period (the first period's, in order).
+        The panel has no period; what ``run_disparity``'s one-process checks raise, naming the same row
+        (a value that is not a number, then a unit twice in a period); a statistic's error for a period
+        (the first period's, in order).
     """
     import pandas as pd
 
@@ -154,19 +240,44 @@ def disparity_parts(panel: str, *, value: str, group: str, time: str, dask: str,
     with cluster(dask) as client:
         periods, missing = known or facts_checked(
             run_tasks(client, _panel_facts, [files], key="citytwin-disparity-plan", time=time)[0])
-        parts = run_tasks(client, _disparity_period, periods, progress=progress, key="citytwin-disparity",
-                          files=files, value=value, group=group, time=time, weight=weight, id_col=id_col)
-    recheck = next((p["recheck"] for p in parts if "recheck" in p), None)
-    if recheck:
-        return DisparityParts(files=files, recheck=recheck)
-    error = next((p["error"] for p in parts if "error" in p), None)
-    if error is not None:
-        raise error
-    full = [p["tables"] for p in parts if "tables" in p]
+        # rows without a period: one more task checks their values (one process checks them, then drops them)
+        parts = run_tasks(client, _disparity_period, [*periods, *([None] if missing else [])], progress=progress,
+                          key="citytwin-disparity", files=files, value=value, group=group, time=time,
+                          weight=weight, id_col=id_col)
+        found = _found(parts, value)
+        if found is not None:
+            raise found
+        parts = parts[:len(periods)]
+        error = next((p["error"] for p in parts if "error" in p), None)
+        if error is not None:
+            raise error
+        full = [p["tables"] for p in parts if "tables" in p]
+        frame = pd.concat([p["frame"] for p in parts], ignore_index=True)
+        density = _kde(client, frame, value=value, time=time) if kde else None
     return DisparityParts(files=files, tables={name: pd.concat([t[name] for t in full], ignore_index=True)
                                                for name in DISPARITY_TABLES} if full else {},
-                          frame=pd.concat([p["frame"] for p in parts], ignore_index=True),
-                          dropped=missing + sum(p["dropped"] for p in parts))
+                          frame=frame, dropped=missing + sum(p["dropped"] for p in parts), kde=density)
+
+
+def _kde_task(item: tuple[Any, np.ndarray, float], *, grid: np.ndarray, time: str) -> tuple[Any, ...]:
+    from citytwin.economy.dynamics import kde_period
+
+    return kde_period(*item, grid, time=time)
+
+
+def _kde(client: Any, frame: pd.DataFrame, *, value: str, time: str) -> KernelDensityResult | InputError | None:
+    """``run_disparity``'s kernel densities of ln(value) on the cluster (see :func:`disparity_parts`)."""
+    from citytwin.economy import dynamics
+
+    if frame.empty or not bool((frame[value] > 0).all()):  # run_disparity skips them then
+        return None
+    try:
+        data, bws, grid = dynamics.kde_grid(frame, value=value, time=time, log=True)
+    except InputError as exc:  # said as a step skipped, as one process says it
+        return exc
+    done = run_tasks(client, _kde_task, [(t, x, bws[t]) for t, x in data.items()], key="citytwin-disparity-kde",
+                     grid=grid, time=time)
+    return dynamics.kde_result(done, grid, time=time)
 
 
 def disparity(panel: str, *, value: str, group: str, time: str, dask: str, weight: str | None = None,
@@ -175,8 +286,7 @@ def disparity(panel: str, *, value: str, group: str, time: str, dask: str, weigh
     """The per-period disparity tables of :func:`citytwin.workflows.disparity.run_disparity` on Dask.
 
     One task per period reads its rows of the Parquet panel (file, folder, glob or dataset) and computes
-    Gini, Theil with its between/within split and groups, and the Dagum decomposition (O(n²) per period:
-    the part worth splitting); the tables are concatenated in period order: :data:`DISPARITY_TABLES`,
+    Gini, Theil with its between/within split and groups, and the Dagum decomposition; the tables are concatenated in period order: :data:`DISPARITY_TABLES`,
     equal to the one-process tables. ``run_disparity(dask=...)`` runs the cross-period statistics on the
     clean rows the tasks send back (:func:`disparity_parts`). A row missing ``id_col`` (when given) is
     dropped, as ``run_disparity`` drops it.
@@ -184,11 +294,7 @@ def disparity(panel: str, *, value: str, group: str, time: str, dask: str, weigh
     Raises
     ------
     InputError
-        For a value that is not a number or a unit twice in a period (naming the period; ``run_disparity``
-        names the row, as one process does).
+        For a value that is not a number or a unit twice in a period: one process's error, naming the row.
     """
-    parts = disparity_parts(panel, value=value, group=group, time=time, dask=dask, weight=weight, id_col=id_col,
-                            workspace=workspace, progress=progress)
-    if parts.recheck:  # run_disparity(dask=...) reads the panel then and names the row, as one process
-        raise InputError(parts.recheck, field=value, hint="run_disparity (citytwin economy disparity) names the row")
-    return parts.tables
+    return disparity_parts(panel, value=value, group=group, time=time, dask=dask, weight=weight, id_col=id_col,
+                           workspace=workspace, progress=progress).tables
