@@ -119,3 +119,34 @@ def test_a_table_of_updates_gives_what_each_message_gives_alone():
     assert outcome["table"] > 30 and outcome["table, some columns one by one"] > 100 and outcome["by column"] > 100, \
         outcome
     assert taken > 100_000 and refused > 500
+
+
+def test_the_common_value_is_what_the_general_checks_store():
+    """``entities.common_value`` (the fast path of both parsers, reading by reading) answers only for what
+    ``MessageParser._attribute`` stores, with the value it stores, also where a range is open (inf is then inside
+    it but refused as not finite)."""
+    p = E.MessageParser(REG.get, now_us=lambda: NOW_US, ranges=_ranges)
+    etype = p.types["AirQualityObserved"]
+    fast = p._fast_specs("AirQualityObserved", etype)
+    assert fast is not None
+    values = [*GOOD, *ODD, -1e308, 2**53, -(2**53), 2**53 + 2]
+    forms = [lambda v: v] + [lambda v, u=u: {"value": v, "unit": u} for u in [*OTHER_UNITS, "mm", "m/s"]] + [
+        lambda v: {"value": v, "unitCode": "GQ"}, lambda v: {"value": v},
+        lambda v: {"value": v, "unit": "µg/m³", "observedAt": "2015-11-30T00:00:00Z"}]
+    answered = 0
+    for name, f in fast.items():
+        for v in values:
+            for form in forms:
+                attr = form(v)
+                res = E.ParseResult()
+                p._attribute(res, IDS[0], "AirQualityObserved", etype, name, attr, 1_449_000_000_000_000, NOW_US,
+                             1.0, 2.0)
+                got = E.common_value(attr, f)
+                if got is E.UNCOMMON:
+                    continue
+                answered += 1
+                assert len(res.observations) == 1, (name, attr)
+                o = res.observations[0]
+                assert (o.value, o.unit, o.observed_at_us) == (got, f[0], 1_449_000_000_000_000), (name, attr)
+                assert type(o.value) is type(got)
+    assert answered > 300

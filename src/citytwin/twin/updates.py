@@ -59,6 +59,7 @@ from citytwin.foundation.errors import InputError
 from citytwin.foundation.timeseries.ingest import CODES
 from citytwin.twin.entities import (
     RESERVED,
+    UNCOMMON,
     EntityRef,
     MessageParser,
     Observation,
@@ -66,13 +67,13 @@ from citytwin.twin.entities import (
     Reject,
     _dump,
     _obs,
+    common_value,
     unit_factor,
 )
 
 __all__ = ["UpdateBatch"]
 
 _NONE = type(None)
-_EXACT_INT = 2**53  # integers a float holds exactly
 _NUMBER = frozenset({float, int, _NONE})
 _TWO = {2}
 _DICT = {dict}
@@ -229,26 +230,9 @@ class UpdateBatch:
                 if name in RESERVED:
                     continue
                 attr = item[name]
-                f = fast.get(name)
-                if f is not None:
-                    if type(attr) is dict:
-                        if "observedAt" not in attr:
-                            value = attr.get("value")
-                            unit = attr.get("unitCode", attr.get("unit"))
-                            if unit is None or unit == f[0]:
-                                if value is None:
-                                    few.append((slot, pos, _obs((None, tname, name, base, None, f[0], None, None))))
-                                    continue
-                                tv = type(value)
-                                if tv is int and -_EXACT_INT <= value <= _EXACT_INT:
-                                    value, tv = float(value), float
-                                if tv is float and f[1] <= value <= f[2] and value != math.inf \
-                                        and value != -math.inf:
-                                    few.append((slot, pos, _obs((None, tname, name, base, value, f[0], None, None))))
-                                    continue
-                    elif type(attr) is float and f[1] <= attr <= f[2] and attr != math.inf and attr != -math.inf:
-                        few.append((slot, pos, _obs((None, tname, name, base, attr, f[0], None, None))))
-                        continue
+                if (f := fast.get(name)) is not None and (value := common_value(attr, f)) is not UNCOMMON:
+                    few.append((slot, pos, _obs((None, tname, name, base, value, f[0], None, None))))
+                    continue
                 one.append((slot, pos, name, attr))
 
     def _take_all(self, tname: str, keys: tuple[str, ...], items: list[dict[str, Any]], slots: list[int],
