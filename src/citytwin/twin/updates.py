@@ -76,7 +76,6 @@ __all__ = ["UpdateBatch"]
 _NONE = type(None)
 _NUMBER = frozenset({float, int, _NONE})
 _TWO = {2}
-_DICT = {dict}
 _STR = {str}
 _VALUE = itemgetter("value")
 _UNIT = itemgetter("unit")
@@ -249,12 +248,18 @@ class UpdateBatch:
         if m < 2 or any(name not in fast for _, name in at):
             return False
         flat = list(chain.from_iterable(map(itemgetter(*[name for _, name in at]), items)))  # update by update
-        kinds = set(map(type, flat))
+        unit_of: list[str | None] = [None] * m
+        factors = [1.0] * m
         try:
-            if kinds == _DICT:
+            try:
+                vals: list[Any] = list(map(_VALUE, flat))  # (TypeError: not all are objects)
+            except TypeError:
+                if not set(map(type, flat)) <= _NUMBER:
+                    return False
+                vals = flat
+            else:
                 if set(map(len, flat)) != _TWO:
                     return False
-                vals: list[Any] = list(map(_VALUE, flat))
                 units = list(map(_UNIT, flat))
                 row = units[:m]
                 if units != row * len(items) or set(map(type, row)) != _STR:  # one unit (a string) per attribute
@@ -264,11 +269,7 @@ class UpdateBatch:
                     return False
                 if not set(map(type, vals)) <= _NUMBER:
                     return False
-                unit_of: list[str | None] = list(row)
-            elif kinds <= _NUMBER:
-                vals, factors, unit_of = flat, [1.0] * m, [None] * m
-            else:
-                return False
+                unit_of = list(row)
             v = np.array(vals, dtype=np.float64).reshape(len(items), m)  # (None -> NaN; an int as float() gives it)
         except (TypeError, KeyError, IndexError, OverflowError, ValueError):  # not of these forms
             return False
