@@ -221,10 +221,25 @@ def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp
             acked.value = rt.mqtt.stats.acked  # messages stored, evaluated by the rules and acknowledged
     if rt.ingestor.hook_errors:
         print("  hook errors:", rt.ingestor.hook_errors[:3], file=sys.stderr)
+    print(f"  [ingest] CPU-s per thread since it started: {thread_cpu()}", file=sys.stderr)
     if rt.auto_alerts is not None:
         print(f"  [ingest] rules evaluated on {rt.auto_alerts.batches:,} batches in {rt.auto_alerts.seconds:.1f} s; "
               f"{len(rt.alerts.book):,} alerts", file=sys.stderr)
     rt.close()
+
+
+def thread_cpu() -> str:
+    """CPU-s of this process's threads since each started, by role: the MQTT network thread, the store thread (parse,
+    history, state, rules), the alert publisher's paho thread, the history's writer threads, the rest (start-up)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    roles: dict[str, float] = {}
+    for t in psutil.Process().threads():
+        name = names.get(t.id, "")
+        role = ("network" if name == "citytwin-mqtt-ingest" else "store" if name == "citytwin-mqtt-store"
+                else "alert publisher" if name.startswith("paho-mqtt-client") else "history writers"
+                if name.startswith("citytwin-history") else "other")
+        roles[role] = roles.get(role, 0.0) + t.user_time + t.system_time
+    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(roles.items(), key=lambda kv: -kv[1]))
 
 
 def _soak_publisher(host: str, port: int, cid: str, go: mp.Event, stop: mp.Event, long_path: str,

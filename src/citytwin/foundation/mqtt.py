@@ -32,16 +32,20 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import select
+import socket
 import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -170,6 +174,133 @@ def _client(client_id: str, auth: MqttAuth | None, **kw: Any) -> mqtt.Client:
     return client
 
 
+_PUBLISH_QOS1 = 0x32  # PUBLISH with QoS 1 (bits 1-2); the DUP (0x08) and RETAIN (0x01) flags masked out by 0xF6
+_PUBACK_HEAD = 0x4002_0000  # a PUBACK packet as a big-endian 32-bit word: 0x40, remaining length 2, message id
+_CHUNK = 1_048_576  # bytes read from the socket at once (at most)
+
+
+class _ReceiveClient(mqtt.Client):
+    """paho's client, reading the socket in chunks of up to :data:`_CHUNK` bytes instead of packet by packet.
+
+    paho reads each packet with three or more ``recv`` calls (the command byte, the length bytes one by one, the
+    rest) and decodes a PUBLISH through several copies of the payload, an ``MQTTMessage``, its MQTT v5
+    ``Properties`` and the callback dispatch. Here every complete packet in the chunk is cut out of one buffer: a
+    QoS 1 PUBLISH without properties whose topic is valid UTF-8 (what the broker forwards from devices) goes
+    straight to ``fast(mid, topic, payload)`` with one copy of its payload; every other packet (CONNACK, SUBACK,
+    PINGRESP, DISCONNECT, QoS 0 or 2, properties such as a topic alias, a topic that is not UTF-8) is handed to
+    paho's own handler exactly as paho's reader would hand it. A packet cut by the chunk's end stays in the
+    buffer for the next read; a new connection starts with an empty buffer.
+
+    :meth:`ack_many` acknowledges many QoS 1 messages with one queued write (the same PUBACK bytes, in order)
+    instead of one queued packet, socket-pair wake-up and write per message.
+    """
+
+    fast: Callable[[int, str, bytes], None] | None = None
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._rbuf = bytearray()
+        self._chunk = bytearray(_CHUNK)
+
+    def reconnect(self) -> MQTTErrorCode:
+        self._rbuf.clear()  # what was left of the old connection's stream is not the new one's
+        return super().reconnect()
+
+    def ack_many(self, mids: Sequence[int]) -> MQTTErrorCode:
+        """Send the PUBACKs of QoS 1 messages ``mids`` (in this order) as one write."""
+        if not mids:
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        words = np.asarray(mids, dtype=np.uint32) | np.uint32(_PUBACK_HEAD)
+        return self._packet_queue(mqtt.PUBACK, words.astype(">u4").tobytes(), 0, 1)
+
+    def _packet_read(self) -> MQTTErrorCode:
+        sock = self._sock
+        if sock is None:
+            return MQTTErrorCode.MQTT_ERR_NO_CONN
+        try:
+            k = cast(socket.socket, sock).recv_into(self._chunk)  # (TLS: an ssl.SSLSocket, which has it too)
+        except (BlockingIOError, ssl.SSLWantReadError):
+            return MQTTErrorCode.MQTT_ERR_AGAIN
+        except ssl.SSLWantWriteError:
+            self._call_socket_register_write()
+            return MQTTErrorCode.MQTT_ERR_AGAIN
+        except OSError as err:  # (TimeoutError included)
+            self._easy_log(mqtt.MQTT_LOG_ERR, "failed to receive on socket: %s", err)
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        if k == 0:
+            return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        buf = self._rbuf
+        buf += memoryview(self._chunk)[:k]
+        with self._msgtime_mutex:
+            self._last_bytes_received = mqtt.time_func()
+        try:
+            rc, used = self._packets(buf)
+        except BaseException:  # a callback raised: the connection is given up (a reconnect starts afresh)
+            buf.clear()
+            raise
+        if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._sock is not sock:
+            buf.clear()  # the connection ends: the rest of its bytes are not read
+        else:
+            del buf[:used]
+        return rc
+
+    def _packets(self, buf: bytearray) -> tuple[MQTTErrorCode, int]:
+        """Handle the complete packets at the start of ``buf``: (return code, bytes used)."""
+        n = len(buf)
+        pos = 0
+        v5 = self._protocol == mqtt.MQTTv5
+        fast = self.fast
+        with memoryview(buf) as mv:
+            while n - pos >= 2:
+                cmd = buf[pos]
+                length, mult, i = 0, 1, pos + 1
+                while True:  # the remaining length: 1 to 4 bytes, 7 bits each
+                    if i >= n:
+                        return MQTTErrorCode.MQTT_ERR_SUCCESS, pos
+                    b = buf[i]
+                    length += (b & 127) * mult
+                    mult *= 128
+                    i += 1
+                    if b < 128:
+                        break
+                    if i - pos > 4:
+                        return MQTTErrorCode.MQTT_ERR_PROTOCOL, pos
+                end = i + length
+                if end > n:
+                    return MQTTErrorCode.MQTT_ERR_SUCCESS, pos
+                if fast is not None and cmd & 0xF6 == _PUBLISH_QOS1 and length >= 5:
+                    t = i + 2 + (buf[i] << 8 | buf[i + 1])  # the topic's end
+                    at = t + 3 if v5 else t + 2  # the payload's start (after the message id and, in v5, an empty
+                    if at <= end and (not v5 or buf[t + 2] == 0):  # property list)
+                        try:
+                            topic = str(mv[i + 2:t], "utf-8")
+                        except UnicodeDecodeError:
+                            pass
+                        else:
+                            fast(buf[t] << 8 | buf[t + 1], topic, bytes(mv[at:end]))
+                            pos = end
+                            continue
+                rc = self._paho_packet(cmd, bytes(mv[pos + 1:i]), length, bytearray(mv[i:end]), mult)
+                pos = end
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._sock is None:
+                    return rc, pos
+        return MQTTErrorCode.MQTT_ERR_SUCCESS, pos
+
+    def _paho_packet(self, cmd: int, counts: bytes, length: int, body: bytearray, mult: int) -> MQTTErrorCode:
+        """One packet through paho's handlers, set up as paho's own reader sets it up."""
+        self._in_packet = {"command": cmd, "have_remaining": 1, "remaining_count": list(counts),
+                           "remaining_mult": mult, "remaining_length": length, "packet": body, "to_process": 0,
+                           "pos": 0}
+        try:
+            rc = self._packet_handle()
+        except MalformedPacket as exc:
+            self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
+            rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+        self._in_packet = {"command": 0, "have_remaining": 0, "remaining_count": [], "remaining_mult": 1,
+                           "remaining_length": 0, "packet": bytearray(b""), "to_process": 0, "pos": 0}
+        return rc
+
+
 def _refusal(reason: Any) -> str:
     text = str(reason)
     if text in ("Not authorized", "Bad user name or password"):
@@ -265,8 +396,11 @@ class MqttIngest:
         self.on_event = on_event
         self._refused: str | None = None
         self._last_event: tuple[str, str] | None = None
-        self.client = _client(client_id, self.auth, manual_ack=True)
+        self.client = _ReceiveClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                                     manual_ack=True)
+        self.auth.apply(self.client)
         self.client.on_message = self._on_message
+        self.client.fast = self._on_publish
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
@@ -313,6 +447,13 @@ class MqttIngest:
         self._pending.append((msg.mid, msg.qos, msg.topic, bytes(msg.payload)))
         self.stats.received += 1
 
+    def _on_publish(self, mid: int, topic: str, payload: bytes) -> None:
+        """A QoS 1 message taken by the client's short path (:class:`_ReceiveClient`), as ``_on_message`` takes it."""
+        if not self._pending:
+            self._first_t = time.monotonic()
+        self._pending.append((mid, 1, topic, payload))
+        self.stats.received += 1
+
     # -- loop --------------------------------------------------------------------------
     def _store(self, batch: list[tuple[int, int, str, bytes]]) -> None:
         """Hand a batch to the handler, retrying; _StoreFailed when it keeps failing."""
@@ -328,9 +469,13 @@ class MqttIngest:
                 self._stop.wait(0.2 * 2 ** attempt)
 
     def _ack(self, batch: list[tuple[int, int, str, bytes]]) -> None:
-        for mid, qos, _, _ in batch:
-            if qos > 0:
-                self.client.ack(mid, qos)
+        client = self.client
+        if isinstance(client, _ReceiveClient) and all(qos <= 1 for _, qos, _, _ in batch):
+            client.ack_many([mid for mid, qos, _, _ in batch if qos == 1])  # one write, the same PUBACKs in order
+        else:
+            for mid, qos, _, _ in batch:
+                if qos > 0:
+                    client.ack(mid, qos)
         self.stats.acked += len(batch)
         self.stats.batches += 1
 
@@ -423,9 +568,10 @@ class MqttIngest:
                         raise ConnectionError(f"mqtt loop: {rc}")
                     if self._pending and not self._inflight and (
                             len(self._pending) >= self.max_batch or time.monotonic() - self._first_t >= self.max_delay):
-                        self._work.put((self._gen, self._pending))
+                        # (the client reads the socket in chunks: a chunk may take the batch past max_batch)
+                        batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
+                        self._work.put((self._gen, batch))
                         self._inflight += 1
-                        self._pending = []
                     self.client.loop_write()
                     backoff = 0.1
                 except _StoreFailed as exc:  # not a connection problem: stop, the broker keeps the batch
@@ -479,7 +625,9 @@ class MqttIngest:
         sock = self.client.socket()
         if sock is None:
             return False
-        import select
+        pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted, which select cannot see
+        if pending is not None and pending() > 0:
+            return True
         r, _, _ = select.select([sock], [], [], 0)
         return bool(r)
 

@@ -157,11 +157,21 @@ class ColumnarResult:
         return sub
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+_NOTHING = {"entity": _read_only(np.empty(0, dtype=object)), "time_us": _read_only(np.empty(0, dtype=np.int64)),
+            "value": _read_only(np.empty(0, dtype=np.float64))}
+_NOTHING = {"entity": _NOTHING["entity"], "type": _NOTHING["entity"], "property": _NOTHING["entity"],
+            "time_us": _NOTHING["time_us"], "value": _NOTHING["value"], "unit": _NOTHING["entity"],
+            "lon": _NOTHING["value"], "lat": _NOTHING["value"]}
+
+
 def _empty_columns() -> dict[str, Any]:
-    o = np.empty(0, dtype=object)
-    return {"entity": o, "type": o, "property": o, "time_us": np.empty(0, dtype=np.int64),
-            "value": np.empty(0, dtype=np.float64), "unit": o, "lon": np.empty(0, dtype=np.float64),
-            "lat": np.empty(0, dtype=np.float64)}
+    """No readings, as columns (a new dict of shared empty read-only arrays: made once per message)."""
+    return dict(_NOTHING)
 
 
 class _Rows:

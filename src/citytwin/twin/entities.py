@@ -605,34 +605,15 @@ class MessageParser:
         eid, ref, base_us, lon, lat = head
         type_, etype = ref.type, self.types.get(ref.type)
         res.entities += 1
-        # fast path for the common attribute (a number or null in the canonical unit, at the update's time):
-        # exactly what _attribute accepts for it, without its checks of the rarer shapes
         fast = self._fast_specs(type_, etype) if base_us is not None else None
         append = res.observations.append
         for name, attr in item.items():
             if name in RESERVED:
                 continue
-            if fast is not None:
-                f = fast.get(name)
-                if f is not None:
-                    if type(attr) is dict:
-                        if "observedAt" not in attr:
-                            value = attr.get("value")
-                            unit = attr.get("unitCode", attr.get("unit"))
-                            if unit is None or unit == f[0]:
-                                if value is None:
-                                    append(_obs((eid, type_, name, base_us, None, f[0], lon, lat)))
-                                    continue
-                                tv = type(value)
-                                if tv is int and -_EXACT_INT <= value <= _EXACT_INT:
-                                    value, tv = float(value), float
-                                if tv is float and f[1] <= value <= f[2] and value != math.inf \
-                                        and value != -math.inf:
-                                    append(_obs((eid, type_, name, base_us, value, f[0], lon, lat)))
-                                    continue
-                    elif type(attr) is float and f[1] <= attr <= f[2] and attr != math.inf and attr != -math.inf:
-                        append(_obs((eid, type_, name, base_us, attr, f[0], lon, lat)))
-                        continue
+            if fast is not None and (f := fast.get(name)) is not None \
+                    and (value := common_value(attr, f)) is not UNCOMMON:
+                append(_obs((eid, type_, name, base_us, value, f[0], lon, lat)))
+                continue
             self._attribute(res, eid, type_, etype, name, attr, base_us, now, lon, lat)
 
     def _fast_specs(self, type_: str, etype: EntityType | None) -> dict[str, tuple[str, float, float]] | None:
@@ -733,6 +714,25 @@ class MessageParser:
                                           entity=eid, property=name, payload=_dump(attr)))
                 return
         res.observations.append(Observation(eid, type_, name, t_us, num, target, lon, lat))
+
+
+UNCOMMON: Any = object()  # common_value's answer for an attribute of another form
+
+
+def common_value(attr: Any, f: tuple[str, float, float]) -> Any:
+    """What ``MessageParser._attribute`` stores for an attribute of the common form (a number or null in the unit
+    ``f[0]``, in ``f[1]..f[2]``, at the update's time), else :data:`UNCOMMON`: both parsers' fast path, per reading."""
+    if type(attr) is dict:
+        if "observedAt" in attr or ((unit := attr.get("unitCode", attr.get("unit"))) is not None and unit != f[0]):
+            return UNCOMMON
+        value = attr.get("value")
+        if value is None:
+            return None
+        if type(value) is int and -_EXACT_INT <= value <= _EXACT_INT:
+            value = float(value)
+    else:
+        value = attr
+    return value if type(value) is float and f[1] <= value <= f[2] and abs(value) != math.inf else UNCOMMON
 
 
 def _dump(obj: Any) -> bytes:

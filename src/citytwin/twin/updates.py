@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from itertools import repeat
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -59,6 +59,7 @@ from citytwin.foundation.errors import InputError
 from citytwin.foundation.timeseries.ingest import CODES
 from citytwin.twin.entities import (
     RESERVED,
+    UNCOMMON,
     EntityRef,
     MessageParser,
     Observation,
@@ -66,15 +67,16 @@ from citytwin.twin.entities import (
     Reject,
     _dump,
     _obs,
+    common_value,
     unit_factor,
 )
 
 __all__ = ["UpdateBatch"]
 
 _NONE = type(None)
-_EXACT_INT = 2**53  # integers a float holds exactly
 _NUMBER = frozenset({float, int, _NONE})
 _TWO = {2}
+_STR = {str}
 _VALUE = itemgetter("value")
 _UNIT = itemgetter("unit")
 _UNIT_CODE = itemgetter("unitCode")
@@ -202,6 +204,8 @@ class UpdateBatch:
             if len(items) < self.FEW:
                 self._few(tname, keys, items, slots, fast)
                 continue
+            if self._take_all(tname, keys, items, slots, fast):
+                continue
             cols = zip(*map(itemgetter(*keys), items), strict=True) if len(keys) > 1 else [tuple(map(itemgetter(keys[0]), items))]
             for pos, (name, col) in enumerate(zip(keys, cols, strict=True)):
                 if name in RESERVED:
@@ -225,27 +229,70 @@ class UpdateBatch:
                 if name in RESERVED:
                     continue
                 attr = item[name]
-                f = fast.get(name)
-                if f is not None:
-                    if type(attr) is dict:
-                        if "observedAt" not in attr:
-                            value = attr.get("value")
-                            unit = attr.get("unitCode", attr.get("unit"))
-                            if unit is None or unit == f[0]:
-                                if value is None:
-                                    few.append((slot, pos, _obs((None, tname, name, base, None, f[0], None, None))))
-                                    continue
-                                tv = type(value)
-                                if tv is int and -_EXACT_INT <= value <= _EXACT_INT:
-                                    value, tv = float(value), float
-                                if tv is float and f[1] <= value <= f[2] and value != math.inf \
-                                        and value != -math.inf:
-                                    few.append((slot, pos, _obs((None, tname, name, base, value, f[0], None, None))))
-                                    continue
-                    elif type(attr) is float and f[1] <= attr <= f[2] and attr != math.inf and attr != -math.inf:
-                        few.append((slot, pos, _obs((None, tname, name, base, attr, f[0], None, None))))
-                        continue
+                if (f := fast.get(name)) is not None and (value := common_value(attr, f)) is not UNCOMMON:
+                    few.append((slot, pos, _obs((None, tname, name, base, value, f[0], None, None))))
+                    continue
                 one.append((slot, pos, name, attr))
+
+    def _take_all(self, tname: str, keys: tuple[str, ...], items: list[dict[str, Any]], slots: list[int],
+                  fast: dict[str, tuple[str, float, float]]) -> bool:
+        """Every attribute of the queued updates of one shape at once, when each is a numeric property of the type
+        and all are ``{"value", "unit"}`` objects with the same unit per attribute, or all bare numbers or nulls:
+        one pass over all the readings (a table of updates by attributes) instead of one per attribute.
+
+        A column with a value the general path would not store as it is (outside the range after conversion, not
+        finite) goes one reading at a time, as from :meth:`_take`. False (nothing queued) if the updates are not of
+        these forms: then :meth:`_take` looks at each attribute on its own."""
+        at = [(pos, name) for pos, name in enumerate(keys) if name not in RESERVED]
+        m = len(at)
+        if m < 2 or any(name not in fast for _, name in at):
+            return False
+        flat = list(chain.from_iterable(map(itemgetter(*[name for _, name in at]), items)))  # update by update
+        unit_of: list[str | None] = [None] * m
+        factors = [1.0] * m
+        try:
+            try:
+                vals: list[Any] = list(map(_VALUE, flat))  # (TypeError: not all are objects)
+            except TypeError:
+                if not set(map(type, flat)) <= _NUMBER:
+                    return False
+                vals = flat
+            else:
+                if set(map(len, flat)) != _TWO:
+                    return False
+                units = list(map(_UNIT, flat))
+                row = units[:m]
+                if units != row * len(items) or set(map(type, row)) != _STR:  # one unit (a string) per attribute
+                    return False
+                factors = [self._factor(u, fast[name][0]) for u, (_, name) in zip(row, at, strict=True)]
+                if any(x != x for x in factors):  # a unit not understood
+                    return False
+                if not set(map(type, vals)) <= _NUMBER:
+                    return False
+                unit_of = list(row)
+            v = np.array(vals, dtype=np.float64).reshape(len(items), m)  # (None -> NaN; an int as float() gives it)
+        except (TypeError, KeyError, IndexError, OverflowError, ValueError):  # not of these forms
+            return False
+        nan = np.isnan(v)
+        if int(nan.sum()) != vals.count(None):  # a NaN that is not a null (the stdlib decoder reads NaN literals)
+            return False
+        spec = [fast[name] for _, name in at]
+        with np.errstate(over="ignore", invalid="ignore"):
+            x = v * np.asarray(factors)
+            fine = nan | ((x >= np.asarray([s[1] for s in spec])) & (x <= np.asarray([s[2] for s in spec]))
+                          & np.isfinite(x))
+        good = fine.all(axis=0).tolist()
+        for j, (pos, name) in enumerate(at):
+            if not good[j]:  # a reading the general path refuses or treats apart: the column goes one by one
+                self.one.extend(zip(slots, repeat(pos), repeat(name), flat[j::m], strict=False))
+                continue
+            key = (tname, name, pos, unit_of[j])
+            got = self.parts.get(key)
+            if got is None:
+                got = self.parts[key] = ([], [])
+            got[0].extend(slots)
+            got[1].append(v[:, j])
+        return True
 
     def _take(self, tname: str, name: str, pos: int, f: tuple[str, float, float], col: tuple[Any, ...],
               slots: list[int]) -> bool:

@@ -238,9 +238,18 @@ def _latest_rows(cols: dict[str, list[Any]]) -> list[tuple[Any, ...]]:
     pc, pu = factorized(cols, "property")
     key = ec.astype(np.int64) * max(1, len(pu)) + pc
     t = np.asarray(cols["time_us"], dtype=np.int64)
-    order = np.lexsort((np.arange(n), t, key))  # by key, then time, then position: the last of a key wins
-    ks = key[order]
-    last = order[np.r_[ks[1:] != ks[:-1], True]]
+    size = int(key.max()) + 1
+    if size <= 2 * n + 1024:  # per key (in key order): its latest time, and the last row at that time
+        top = np.full(size, np.iinfo(np.int64).min)
+        np.maximum.at(top, key, t)
+        at = np.flatnonzero(t == top[key])
+        pos = np.full(size, -1, dtype=np.int64)
+        np.maximum.at(pos, key[at], at)
+        last = pos[pos >= 0]
+    else:  # (keys too sparse for a table: the same rows by sorting)
+        order = np.lexsort((np.arange(n), t, key))  # by key, then time, then position: the last of a key wins
+        ks = key[order]
+        last = order[np.r_[ks[1:] != ks[:-1], True]]
     e, p, v, u = cols["entity"], cols["property"], cols["value"], cols["unit"]
     return [(e[i], p[i], v[i], u[i], int(t[i])) for i in last.tolist()]
 
