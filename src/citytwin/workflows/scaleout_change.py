@@ -9,7 +9,8 @@ The job, as tasks:
 1. **checks** (:func:`_check_chunk`, two row ranges per worker and snapshot): each feature is decoded and
    checked once (polygons, validity and repairs, the class), giving its bounding box in its own and in the
    working CRS, the layer's WGS84 extent and the repaired geometries (as WKB; usually none). The checked
-   features stay on the worker (:class:`_Layer`): its stripe tasks decode only the rows checked elsewhere.
+   features stay on the worker (:class:`_Layer`): its stripe tasks decode only the rows they need that
+   were checked elsewhere.
 2. **order** (:func:`_tree_order`): where each "after" feature comes in a query of the spatial index one
    process builds over "after" in the working CRS (GEOS's STR tree over all its boxes): one process's
    pieces come in that order, which a stripe's own, smaller index then reproduces.
@@ -20,7 +21,9 @@ The job, as tasks:
 5. **verdict** on the overlaps within each snapshot (:func:`_verdicts`), between the two stages (one
    process's checks when an overlap is refused, for its error).
 
-Pieces come back as WKB in one buffer with their place in one process's table.
+Pieces come back as WKB in one buffer with their place in one process's table; the client decodes the
+first stage's while the second runs. The tasks and the client's part run with the garbage collector's young
+collections made rare (:func:`_rare_collections`).
 """
 
 from __future__ import annotations
