@@ -1,8 +1,8 @@
 """Land change on Dask: the whole-layer overlap check split over the stripes, read once (issue 19).
 
 Each first-stage stripe checks the pairs of its own features (``self_overlap_pairs(prep, first)``) and one
-task (``_verdicts``) reads them as ``check_layer`` reads the whole layer's: the same pairs, the same error,
-the same accepted overlaps. The stripes are also run in this process here (the worker cache is a dict
+task (``_verdicts``) reads them as ``check_layer`` reads the whole layer's: the same pairs, the same accepted
+overlaps, and for a refused one the same error (one process's checks run then). The stripes are also run in this process here (the worker cache is a dict
 per process), so that what each computes can be compared with the whole-layer check.
 """
 
@@ -41,9 +41,11 @@ def _overlapping(make: Callable[..., tuple[Path, Path]], tmp_path: Path, crs: in
 
 
 def _in_process(fb: Path, fa: Path, stripes: int, job: str, tol: float | None = None, workers: int = 2,
-                classes: list[str] | None = None) -> dict[str, Any]:
+                classes: list[str] | None = None, second: bool = False,
+                after_checks: Callable[[], None] | None = None) -> dict[str, Any]:
     """The tasks of ``scaleout_change.land_change`` run in this process, in its order (checks by rows, tree
-    orders, plan, first stage), with what each gave."""
+    order, plan, first stage; with ``second`` the verdict and the second stage), with what each gave;
+    ``after_checks()`` is called between the checks and the rest."""
     from citytwin.workflows import scaleout_change as sc
 
     kw = {"before": str(fb), "after": str(fa), "column": "landuse", "after_column": None, "classes": classes,
@@ -57,17 +59,26 @@ def _in_process(fb: Path, fa: Path, stripes: int, job: str, tol: float | None = 
     out: dict[str, Any] = {"parts": parts, "checks": checks}
     if any(c["failed"] for c in checks):
         return out
-    ranks = [sc._tree_order_task(cb, "bounds"), sc._tree_order_task(ca, "bounds"), sc._tree_order_task(ca, "work_bounds")]
+    if after_checks is not None:
+        after_checks()
+    rank = sc._tree_order_task(ca)
     plan = sc._plan(cb, ca, stripes=stripes, **kw)
-    out.update(ranks=ranks, plan=plan,
-               firsts=[sc._change_stripe(k, plan, ranks, stripes=stripes, **kw) for k in range(stripes)])
+    out.update(rank=rank, plan=plan,
+               firsts=[sc._change_stripe(k, plan, rank, stripes=stripes, **kw) for k in range(stripes)])
+    if second:
+        verdict = sc._verdicts([f[2] for f in out["firsts"]], **{k: v for k, v in kw.items() if k != "job"})
+        pairs = [f[1] for f in out["firsts"]]
+        out["seconds"] = [sc._change_stripe(k, plan, rank, stripes=stripes, pairs=pairs, verdicts=verdict, **kw)
+                          for k in range(stripes)]
     return out
 
 
 def test_stripes_checks_are_the_whole_layer_check(tmp_path: Path, change_snapshots,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pairs the stripes find, concatenated and sorted by first feature, are the whole layer's (in
-    the order the verdict reads them), and the verdict raises the error ``check_layer`` raises."""
+    """The pairs the stripes find, concatenated, are the whole layer's (sorted by both features: the stripes
+    no longer put them in the whole layer's tree order, which only the error's choice of pair needs, and a
+    refused overlap has one process's checks name it), and the verdict raises the error ``check_layer``
+    raises."""
     import geopandas as gpd
 
     from citytwin.planning import overlay
@@ -82,8 +93,8 @@ def test_stripes_checks_are_the_whole_layer_check(tmp_path: Path, change_snapsho
     whole = self_overlap_pairs(pa)
     assert len(whole[0]) > 10  # the moved features overlap their neighbours
     i, j, share = (np.concatenate([c[1][n] for c in checks]) for n in range(3))
-    order = np.argsort(i, kind="stable")
-    for got, want in zip((i[order], j[order], share[order]), whole, strict=True):
+    order, want_order = np.lexsort((j, i)), np.lexsort((whole[1], whole[0]))
+    for got, want in zip((i[order], j[order], share[order]), (w[want_order] for w in whole), strict=True):
         np.testing.assert_array_equal(got, want)
     assert sum(len(c[0][0]) for c in checks) == 0  # the "before" grid has none
     # accepted (tolerance 0.5): the counts one process puts in its warning
@@ -91,14 +102,48 @@ def test_stripes_checks_are_the_whole_layer_check(tmp_path: Path, change_snapsho
     from citytwin.planning.overlay import check_layer
 
     checked = check_layer(str(fa), one, overlap_tolerance=0.5)
-    verdict = sc._verdicts(checks, before=str(fb), after=str(fa), tol=0.5)
+    kw = {"before": str(fb), "after": str(fa), "column": "landuse", "after_column": None, "classes": None}
+    verdict = sc._verdicts(checks, **kw, tol=0.5)
     assert verdict == ((0, 0.0), (checked.attrs["accepted_overlaps"], checked.attrs["largest_overlap_share"]))
     # refused (default tolerance): the same error, naming the same rows
     with pytest.raises(InputError) as want_err:
         check_layer(str(fa), one)
     with pytest.raises(InputError) as got_err:
-        sc._verdicts(checks, before=str(fb), after=str(fa), tol=None)
+        sc._verdicts(checks, **kw, tol=None)
     assert str(got_err.value) == str(want_err.value) and got_err.value.row == want_err.value.row
+
+
+def test_a_stripe_decodes_no_row_its_worker_checked(tmp_path: Path, change_snapshots,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks leave the checked rows on their worker (here: this process checks every row), so the
+    stripes of both stages decode nothing again; the pieces they send are those of a run on a fresh
+    process cache, where every stripe decodes its rows."""
+    from citytwin.planning import overlay
+    from citytwin.workflows import scaleout_change as sc
+
+    monkeypatch.setattr(overlay, "PMAP_THREADS", None)  # a stripe sets its worker's threads: undone after
+    fb, fa = _overlapping(change_snapshots, tmp_path)
+    decoded: list[int] = []
+    rows = sc._Source.rows
+
+    def counting(self: Any, idx: np.ndarray) -> Any:
+        decoded.append(len(idx))
+        return rows(self, idx)
+
+    def count() -> None:
+        monkeypatch.setattr(sc._Source, "rows", counting)
+
+    run = _in_process(fb, fa, 4, "test-decoded", tol=0.5, second=True, after_checks=count)
+    assert not any(decoded), decoded  # (the working CRS is read from an empty selection)
+    # the same stripes where no check ran: every row decoded by a stripe, the same pieces
+    from citytwin.foundation import scaleout as fs
+
+    fresh = _in_process(fb, fa, 4, "test-decoded", tol=0.5, second=True, after_checks=fs._CACHE.clear)
+    assert sum(decoded) >= 2 * 1600
+    for got, want in zip([f[0] for f in run["firsts"]] + run["seconds"],
+                         [f[0] for f in fresh["firsts"]] + fresh["seconds"], strict=True):
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
 
 
 def test_a_stripe_tree_in_one_process_order_gives_the_whole_tree_query() -> None:
@@ -302,3 +347,55 @@ def test_an_empty_snapshot_is_one_process_error(tmp_path: Path, dask_address: st
     with pytest.raises(InputError) as got:
         scaleout_change.land_change(str(fb), str(empty), dask=dask_address)
     assert str(got.value) == str(want.value) and "empty" in str(got.value)
+
+
+def test_snapshots_in_two_crs_one_not_geoparquet_equal_one_process(tmp_path: Path, dask_address: str,
+                                                                    change_snapshots) -> None:
+    """"before" a GeoPackage in EPSG:3067 (read whole by each worker), "after" GeoParquet in EPSG:4326 with
+    accepted overlaps: "after" is cut in the working CRS (3067) and its overlaps checked in its own, the
+    checks keep both on their worker; the result equals one process's (files read as the workflow reads them)."""
+    from citytwin.planning.change import land_change
+    from citytwin.workflows import scaleout_change
+    from citytwin.workflows.common import read_layer_file
+
+    fb, fa = _overlapping(change_snapshots, tmp_path)
+    gpkg = tmp_path / "before-3067.gpkg"
+    read_layer_file(fb).to_crs(3067).to_file(gpkg)
+    one = land_change(read_layer_file(gpkg), read_layer_file(fa), years=5, names=(str(gpkg), str(fa)),
+                      overlap_tolerance=0.5)
+    two = scaleout_change.land_change(str(gpkg), str(fa), years=5, dask=dask_address, stripes=3,
+                                      overlap_tolerance=0.5)
+    assert len(one.warnings) == 1 and two.warnings == one.warnings
+    pd.testing.assert_frame_equal(pd.DataFrame(one.pieces.drop(columns="geometry")),
+                                  pd.DataFrame(two.pieces.drop(columns="geometry")), check_exact=True)
+    assert one.pieces.geometry.geom_equals_exact(two.pieces.geometry, tolerance=0).all()
+    pd.testing.assert_frame_equal(one.matrix, two.matrix, check_exact=True)
+    pd.testing.assert_frame_equal(one.rates, two.rates, check_exact=True)
+
+
+def test_rare_collections_nest_and_restore(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collector's thresholds are raised while any block runs and restored when the last one ends
+    (in any order); a collector switched off (threshold 0) is left so."""
+    import gc
+
+    from citytwin.workflows import scaleout_change as sc
+
+    old = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        outer, inner = sc._rare_collections(), sc._rare_collections()
+        outer.__enter__()
+        assert gc.get_threshold() == (sc.GC_THRESHOLD0, 10, 10)
+        inner.__enter__()
+        outer.__exit__(None, None, None)  # the first to start ends first: the other still runs
+        assert gc.get_threshold() == (sc.GC_THRESHOLD0, 10, 10)
+        inner.__exit__(None, None, None)
+        assert gc.get_threshold() == (700, 10, 10)
+        with pytest.raises(ValueError), sc._rare_collections():
+            raise ValueError("a failing task")
+        assert gc.get_threshold() == (700, 10, 10)
+        gc.set_threshold(0, 10, 10)
+        with sc._rare_collections():
+            assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*old)

@@ -97,6 +97,26 @@ def equal_area_crs_of_bounds(bounds: np.ndarray) -> CRS:
     return CRS.from_proj4(f"+proj=laea +lat_0={lat:g} +lon_0={lon:g} +x_0=0 +y_0=0 +ellps=WGS84 +units=m +no_defs")
 
 
+_TRANSFORMERS: dict[tuple[int, int], tuple[Any, Any, Transformer]] = {}
+
+
+def _transformer(src: Any, dst: Any) -> Transformer:
+    """``Transformer.from_crs(src, dst, always_xy=True)``, kept for the same two CRS objects (PROJ takes
+    10-30 ms to make one: once per call of :func:`ea_areas` before, a dozen times per land-change job on a
+    Dask worker). Keyed by the objects themselves (not by CRS equality: two equivalent definitions may name
+    different authority codes, from which PROJ may choose another operation); pyproj's transformers are
+    thread-safe."""
+    key = (id(src), id(dst))
+    hit = _TRANSFORMERS.get(key)
+    if hit is not None and hit[0] is src and hit[1] is dst:
+        return hit[2]
+    made = Transformer.from_crs(src, dst, always_xy=True)
+    if len(_TRANSFORMERS) >= 16:
+        _TRANSFORMERS.clear()
+    _TRANSFORMERS[key] = (src, dst, made)  # the objects kept alive with it: their ids are not reused meanwhile
+    return made
+
+
 def _wgs84_bounds(frame: gpd.GeoDataFrame) -> np.ndarray:
     """``frame.to_crs(4326).total_bounds`` without building the reprojected geometries: the bounds of
     polygons are those of their vertices, so only the vertices are transformed (by the same PROJ
@@ -106,7 +126,7 @@ def _wgs84_bounds(frame: gpd.GeoDataFrame) -> np.ndarray:
     if CRS.from_user_input(frame.crs).equals(CRS.from_epsg(4326)):
         return np.asarray(frame.total_bounds)
     xy = shapely.get_coordinates(np.asarray(frame.geometry.values, dtype=object))
-    x, y = Transformer.from_crs(frame.crs, 4326, always_xy=True).transform(xy[:, 0], xy[:, 1])
+    x, y = _transformer(frame.crs, 4326).transform(xy[:, 0], xy[:, 1])
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = np.isfinite(x) & np.isfinite(y)
     if not ok.any():
@@ -397,7 +417,7 @@ def _intersect_pairs(a: np.ndarray, b: np.ndarray, ii: np.ndarray, jj: np.ndarra
 def _to_crs_xy(x: np.ndarray, y: np.ndarray, src: Any, ea: CRS) -> tuple[np.ndarray, np.ndarray]:
     """Coordinates transformed from ``src`` to ``ea`` (always x, y order), as new float arrays."""
     if not CRS.from_user_input(src).equals(ea):
-        x, y = Transformer.from_crs(src, ea, always_xy=True).transform(x, y)
+        x, y = _transformer(src, ea).transform(x, y)
     return np.array(x, dtype=float), np.array(y, dtype=float)
 
 

@@ -8,25 +8,34 @@ The job, as tasks:
 
 1. **checks** (:func:`_check_chunk`, two row ranges per worker and snapshot): each feature is decoded and
    checked once (polygons, validity and repairs, the class), giving its bounding box in its own and in the
-   working CRS, the layer's WGS84 extent and the repaired geometries (as WKB; usually none).
-2. **order** (:func:`_tree_order`, one per spatial index one process builds): where each feature comes in a
-   query of that index (GEOS's STR tree over all the layer's boxes): one process's pieces and overlap
-   pairs come in that order, which a stripe's own, smaller index then reproduces.
+   working CRS, the layer's WGS84 extent and the repaired geometries (as WKB; usually none). The checked
+   features stay on the worker (:class:`_Layer`): its stripe tasks decode only the rows they need that
+   were checked elsewhere.
+2. **order** (:func:`_tree_order`): where each "after" feature comes in a query of the spatial index one
+   process builds over "after" in the working CRS (GEOS's STR tree over all its boxes): one process's
+   pieces come in that order, which a stripe's own, smaller index then reproduces.
 3. **plan** (:func:`_plan`): the stripe of each feature, the equal-area CRS, the class table; a failed check
    makes it run one process's checks, which raise one process's error (file, row, field).
 4. **stripes**, two stages as before (:func:`_change_stripe`): a stripe decodes only its features and their
    neighbours (each worker reads the files' raw columns once, decodes rows when a task needs them).
-5. **verdict** on the overlaps within each snapshot (:func:`_verdicts`), between the two stages.
+5. **verdict** on the overlaps within each snapshot (:func:`_verdicts`), between the two stages (one
+   process's checks when an overlap is refused, for its error).
 
-Pieces come back as WKB in one buffer with their place in one process's table.
+Pieces come back as WKB in one buffer with their place in one process's table; the client decodes the
+first stage's while the second runs. The tasks and the client's part run with the garbage collector's young
+collections made rare (:func:`_rare_collections`).
 """
 
 from __future__ import annotations
 
+import functools
+import gc
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.objectstore import is_url
@@ -38,6 +47,57 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["land_change"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: the cyclic garbage collector's first threshold while a land-change task runs (CPython's default is 700),
+#: as :func:`citytwin.workflows.runtime.collect_rarely` sets it for the twin's ingest (not imported from there:
+#: that module brings MQTT and the twin's stores into every worker)
+GC_THRESHOLD0 = 20_000
+
+
+class _Collector:
+    """The blocks in :func:`_rare_collections` now, and the thresholds from before the first."""
+
+    lock = threading.Lock()
+    users = 0
+    saved: tuple[int, int, int] = (700, 10, 10)
+
+
+@contextmanager
+def _rare_collections() -> Iterator[None]:
+    """The cyclic garbage collector's young collections at most every :data:`GC_THRESHOLD0` new containers
+    while the block runs (the thresholds before restored when the last such block in the process ends).
+
+    Why: a job makes a million shapely geometries, which the collector tracks, and none of them is cyclic;
+    at the default threshold it walked them again and again: in this module's tasks run in one process
+    (100k + 100k polygons) 0.6-0.9 of 5.6-5.8 CPU-s, a third of the client's decoding and finishing, and
+    the tree order 0.17 s instead of 0.05 (``gc.disable()`` saved no more). One process's
+    :func:`citytwin.planning.change.land_change` gains about as much in a process that sets it."""
+    with _Collector.lock:
+        if _Collector.users == 0:
+            old = gc.get_threshold()
+            _Collector.saved = old
+            if 0 < old[0] < GC_THRESHOLD0:  # 0: the collector is off, left so
+                gc.set_threshold(GC_THRESHOLD0, old[1], old[2])
+        _Collector.users += 1
+    try:
+        yield
+    finally:
+        with _Collector.lock:
+            _Collector.users -= 1
+            if _Collector.users == 0:
+                gc.set_threshold(*_Collector.saved)
+
+
+def _collecting_rarely(fn: F) -> F:
+    """``fn`` run within :func:`_rare_collections` (the tasks of a job)."""
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with _rare_collections():
+            return fn(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -88,7 +148,15 @@ class _Source:
         # GeoPandas' own conversion (private: a GeoPandas without it reads the file whole, in __init__)
         if not hasattr(gio, "_arrow_to_geopandas"):
             raise AttributeError("geopandas.io.arrow._arrow_to_geopandas")
-        self.meta = gio._validate_and_decode_metadata(table.schema.metadata)
+        meta = gio._validate_and_decode_metadata(table.schema.metadata)
+        # each geometry column's CRS parsed once, as that conversion parses it (PROJJSON with a datum
+        # ensemble takes PROJ about 13 ms; once per task and decoded part before): the conversion then
+        # takes the CRS object as it is
+        frame = gio._arrow_to_geopandas(table.slice(0, 0), meta)
+        for col, spec in meta["columns"].items():
+            if col in frame.columns:
+                spec["crs"] = frame[col].crs
+        self.meta = meta
         self.table = table
 
     def rows(self, idx: np.ndarray) -> gpd.GeoDataFrame:
@@ -122,13 +190,15 @@ def _one_process_checks(before: str, after: str, column: str, after_column: str 
     equal_area_crs(cb, ca)
 
 
+@_collecting_rarely
 def _check_chunk(part: tuple[int, int, int], *, before: str, after: str, column: str, after_column: str | None,
                  classes: list[str] | None, job: str, tol: float | None) -> dict[str, Any]:
     """``check_layer``'s per-feature checks (geometry, polygons, validity and repairs) and the class check
     of rows ``r0:r1`` of one snapshot (``part = (side, r0, r1)``, side 0 "before", 1 "after"): their bounds
     in the snapshot's CRS and in the working CRS (the first snapshot's), the WGS84 extent, the classes, and
     the repaired geometries as WKB. ``{"failed": True}`` when a check fails (the plan then runs one
-    process's checks for its error)."""
+    process's checks for its error). The checked geometries (and those in the working CRS) and classes stay
+    in this worker's :class:`_Layer`: a stripe task here does not decode, repair or reproject them again."""
     import numpy as np
     import shapely
 
@@ -156,8 +226,11 @@ def _check_chunk(part: tuple[int, int, int], *, before: str, after: str, column:
     work = _work_crs(before, job) if side == 1 else checked.crs
     if work is None:  # the first snapshot has no CRS: its own check fails, and one process says so
         return {"failed": True}
+    in_work = None
     if side == 1 and not checked.crs.is_exact_same(work):  # as GeoDataFrame.to_crs decides there is something to do
-        out["work_bounds"] = shapely.bounds(np.asarray(checked.to_crs(work).geometry.values, dtype=object))
+        in_work = np.asarray(checked.to_crs(work).geometry.values, dtype=object)
+        out["work_bounds"] = shapely.bounds(in_work)
+    _layer(name, (column, after_column or column)[side], side, job).put(np.arange(r0, r1), geoms, cls, in_work, work)
     return out
 
 
@@ -187,12 +260,13 @@ def _tree_order(bounds: list[np.ndarray]) -> np.ndarray:
     return rank
 
 
-def _tree_order_task(checks: list[dict[str, Any]], key: str) -> np.ndarray | None:
-    """:func:`_tree_order` of the layer the checks give (None after a failed check, and for the working
-    CRS's boxes of a snapshot already in it)."""
-    if not checks or any(c["failed"] for c in checks) or (key != "bounds" and not any(key in c for c in checks)):
+@_collecting_rarely
+def _tree_order_task(checks: list[dict[str, Any]]) -> np.ndarray | None:
+    """:func:`_tree_order` of "after" in the working CRS, the tree one process queries for the pairs of
+    "before" and "after" features (None after a failed check: the plan raises)."""
+    if not checks or any(c["failed"] for c in checks):
         return None
-    return _tree_order([c.get(key, c["bounds"]) for c in checks])
+    return _tree_order([c.get("work_bounds", c["bounds"]) for c in checks])
 
 
 def _plan(checks_b: list[dict[str, Any]], checks_a: list[dict[str, Any]], *, before: str, after: str, column: str,
@@ -242,18 +316,51 @@ def _plan(checks_b: list[dict[str, Any]], checks_a: list[dict[str, Any]], *, bef
 
 # ---------------------------------------------------------------------------------- decoded features
 class _Layer:
-    """A snapshot's features on a worker, decoded and checked when a task first needs them: geometries in
-    the snapshot's CRS and in the working CRS (full-length arrays, filled by rows), classes as text."""
+    """A snapshot's features on a worker, decoded and checked once: geometries in the snapshot's CRS and in
+    the working CRS (full-length arrays, filled by rows), classes as text and as their place in the plan's
+    class table. The check of a part of the rows puts them here (:meth:`put`); a stripe task decodes the
+    rows it needs that no check on this worker had (:meth:`ensure`, after :meth:`setup`)."""
 
-    def __init__(self, src: _Source, column: str, repaired: tuple[np.ndarray, np.ndarray], work: Any) -> None:
+    def __init__(self, src: _Source, column: str) -> None:
         import numpy as np
 
-        self.src, self.column, self.work = src, column, work
-        self.fix = dict(zip(repaired[0].tolist(), repaired[1], strict=True))
+        self.src, self.column = src, column
+        self.work: Any = None  # the working CRS when this snapshot is reprojected to it
+        self.fix: dict[int, Any] | None = None
+        self.table: np.ndarray | None = None
         self.own = np.full(src.n, None, dtype=object)
-        self.geo = self.own if work is None else np.full(src.n, None, dtype=object)
+        self.geo = self.own
         self.cls = np.full(src.n, None, dtype=object)
+        self.codes = np.full(src.n, -1, dtype=np.int32)
         self.have = np.zeros(src.n, dtype=bool)
+
+    def _reproject_to(self, work: Any) -> None:
+        import numpy as np
+
+        if self.work is None:
+            self.work = work
+            self.geo = np.full(self.src.n, None, dtype=object)
+            self.have[:] = False  # (rows put without their working-CRS geometries: decoded again)
+
+    def put(self, rows: np.ndarray, geoms: np.ndarray, cls: np.ndarray, in_work: np.ndarray | None,
+            work: Any) -> None:
+        """Rows checked by :func:`_check_chunk`: their geometries as checked (repaired), their classes, and
+        with ``in_work`` the same geometries in the working CRS ``work``."""
+        if in_work is not None:
+            self._reproject_to(work)
+            self.geo[rows] = in_work
+        self.own[rows] = geoms
+        self.cls[rows] = cls
+        self.have[rows] = True
+
+    def setup(self, repaired: tuple[np.ndarray, np.ndarray], work: Any, table: np.ndarray) -> None:
+        """What the plan says: the repaired geometries (WKB, by row), the working CRS (None: this
+        snapshot's own) and the class table."""
+        if self.fix is None:
+            self.fix = dict(zip(repaired[0].tolist(), repaired[1], strict=True))
+            self.table = table
+        if work is not None:
+            self._reproject_to(work)
 
     def ensure(self, rows: np.ndarray) -> None:
         """Rows ``rows`` decoded, repaired as ``check_layer`` repairs them, reprojected to the working CRS."""
@@ -261,8 +368,8 @@ class _Layer:
         import numpy as np
         import shapely
 
-        need = np.unique(np.asarray(rows, dtype=np.int64))
-        need = need[~self.have[need]]
+        assert self.fix is not None, "setup() first"
+        need = np.flatnonzero(_mask(self.src.n, rows) & ~self.have)
         if not len(need):
             return
         f = self.src.rows(need)
@@ -276,17 +383,42 @@ class _Layer:
         self.cls[need] = f[self.column].astype(str).to_numpy()
         self.have[need] = True
 
+    def code(self, rows: np.ndarray) -> np.ndarray:
+        """The classes of decoded rows ``rows`` as their places in the plan's class table."""
+        import numpy as np
+
+        assert self.table is not None, "setup() first"
+        miss = np.flatnonzero(_mask(self.src.n, rows[self.codes[rows] < 0]))
+        if len(miss):
+            self.codes[miss] = np.searchsorted(self.table, self.cls[miss].astype(str))
+        out: np.ndarray = self.codes[rows]
+        return out
+
+
+def _layer(path: str, column: str, side: int, job: str) -> _Layer:
+    """This worker's :class:`_Layer` of one snapshot of the job."""
+    return worker_cache(("change-layer", job, side), lambda: _Layer(_source(path, job), column))
+
 
 def _layers(kw: dict[str, Any], plan: dict[str, Any]) -> tuple[_Layer, _Layer, Any]:
-    """This worker's two :class:`_Layer` of the job, and the working CRS."""
-    def build() -> tuple[_Layer, _Layer, Any]:
-        work = _work_crs(kw["before"], kw["job"])
-        lb = _Layer(_source(kw["before"], kw["job"]), kw["column"], plan["repaired_b"], None)
-        la = _Layer(_source(kw["after"], kw["job"]), kw["after_column"] or kw["column"], plan["repaired_a"],
-                    None if plan["same_crs"] else work)
-        return lb, la, work
+    """This worker's two :class:`_Layer` of the job, set up from the plan, and the working CRS."""
+    work = _work_crs(kw["before"], kw["job"])
+    lb = _layer(kw["before"], kw["column"], 0, kw["job"])
+    la = _layer(kw["after"], kw["after_column"] or kw["column"], 1, kw["job"])
+    lb.setup(plan["repaired_b"], None, plan["classes"])
+    la.setup(plan["repaired_a"], None if plan["same_crs"] else work, plan["classes"])
+    return lb, la, work
 
-    return worker_cache(("change-layers", kw["job"]), build)
+
+def _mask(n: int, *rows: np.ndarray) -> np.ndarray:
+    """A mask of ``n`` rows, true at ``rows`` (a set of rows without sorting them: the sets here are a
+    large share of a layer)."""
+    import numpy as np
+
+    mask = np.zeros(n, dtype=bool)
+    for r in rows:
+        mask[r] = True
+    return mask
 
 
 def _near(bounds: np.ndarray, of: np.ndarray) -> np.ndarray:
@@ -302,40 +434,46 @@ def _near(bounds: np.ndarray, of: np.ndarray) -> np.ndarray:
                           & (bounds[:, 3] >= lo[1]))
 
 
-def _overlap_pairs(layer: np.ndarray, own: np.ndarray, bounds: np.ndarray, rank: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``self_overlap_pairs`` of the whole layer restricted to the pairs whose first feature is in ``own``,
-    from a tree of their neighbours only (pairs in one process's order: by first feature, then tree order)."""
-    import numpy as np
+def _prepared(geoms: np.ndarray) -> Any:
+    """What the overlay computes once for a set of features (their rings and convexity, a tree of them),
+    shared by a stripe's intersections and overlap checks."""
     import shapely
 
-    from citytwin.planning.overlay import _Prepared, _ring_arrays, self_overlap_pairs
+    from citytwin.planning.overlay import _Prepared, _ring_arrays
 
-    cand = np.union1d(_near(bounds, bounds[own]), own)
-    g = layer[cand]
-    prep = _Prepared(geoms=g, rings=_ring_arrays(g), tree=shapely.STRtree(g))
+    return _Prepared(geoms=geoms, rings=_ring_arrays(geoms), tree=shapely.STRtree(geoms))
+
+
+def _overlap_pairs(prep: Any, cand: np.ndarray, own: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``self_overlap_pairs`` of the whole layer restricted to the pairs whose first feature is in ``own``,
+    from ``prep`` (:func:`_prepared`) of the features ``cand`` (ascending; ``own`` and every feature whose box
+    meets theirs), sorted by first and then second feature. The verdict reads only their number and largest
+    share; when one is refused, one process's checks name the pair (:func:`_verdicts`)."""
+    import numpy as np
+
+    from citytwin.planning.overlay import self_overlap_pairs
+
     i, j, share = self_overlap_pairs(prep, np.searchsorted(cand, own))
     i, j = cand[i], cand[j]
-    order = np.lexsort((rank[j], i))
+    order = np.lexsort((j, i))
     return i[order], j[order], share[order]
 
 
 # ------------------------------------------------------------------------------------------ stripes
-def _change_stripe(k: int, plan: dict[str, Any], ranks: tuple[np.ndarray, np.ndarray, np.ndarray], *,
-                   before: str, after: str, column: str, after_column: str | None, classes: list[str] | None,
-                   stripes: int, job: str, tol: float | None = None,
-                   pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
+@_collecting_rarely
+def _change_stripe(k: int, plan: dict[str, Any], rank: np.ndarray, *, before: str, after: str, column: str,
+                   after_column: str | None, classes: list[str] | None, stripes: int, job: str,
+                   tol: float | None = None, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
                    verdicts: tuple[tuple[int, float], tuple[int, float]] | None = None) -> Any:
     """The pieces of the features whose bounding-box centre lies in stripe ``k`` (each feature in one
     stripe), packed (:func:`_pack`) with their place in one process's table (``order``).
 
-    ``ranks``: the tree orders of "before" and "after" in their own CRS and of "after" in the working CRS
-    (:func:`_tree_order`). Without ``pairs`` (first stage): the "before" features' intersections with every
-    neighbour, the stripe's pairs ``(before, after, planar area of the piece)``, and the overlaps within
-    each snapshot of the pairs whose first feature lies in the stripe (the whole-layer check, split). With
-    ``pairs`` (every stripe's) and ``verdicts`` (second stage, after :func:`_verdicts`): what is left of the
-    stripe's "before" and "after" features, their coverage summed from the first stage's pieces' areas
-    (each intersection is cut once, in the first stage).
+    ``rank``: the tree order of "after" in the working CRS (:func:`_tree_order`). Without ``pairs`` (first
+    stage): the "before" features' intersections with every neighbour, the stripe's pairs ``(before, after,
+    planar area of the piece)``, and the overlaps within each snapshot of the pairs whose first feature lies
+    in the stripe (the whole-layer check, split). With ``pairs`` (every stripe's) and ``verdicts`` (second
+    stage, after :func:`_verdicts`): what is left of the stripe's "before" and "after" features, their
+    coverage summed from the first stage's pieces' areas (each intersection is cut once, in the first stage).
     """
     import geopandas as gpd
     import numpy as np
@@ -346,7 +484,6 @@ def _change_stripe(k: int, plan: dict[str, Any], ranks: tuple[np.ndarray, np.nda
     from citytwin.planning.change import NONE_CLASS
     from citytwin.planning.overlay import (
         SELF_OVERLAP_TOLERANCE,
-        _ring_arrays,
         ea_areas,
         intersect_pairs,
         polygonal,
@@ -356,14 +493,15 @@ def _change_stripe(k: int, plan: dict[str, Any], ranks: tuple[np.ndarray, np.nda
     overlay.PMAP_THREADS = worker_threads()  # GEOS on the worker's threads, not on every core
     kw = {"before": before, "after": after, "column": column, "after_column": after_column, "job": job}
     lb, la, work = _layers(kw, plan)
-    rank_b, rank_a, rank_aw = ranks[0], ranks[1], ranks[1] if ranks[2] is None else ranks[2]
     bb, ba, baw = plan["bounds_b"], plan["bounds_a"], plan["bounds_aw"]
     span = max(lb.src.n, la.src.n) + 1
-    table, ea = plan["classes"], plan["ea"]
+    ea = plan["ea"]
+    none = int(np.searchsorted(plan["classes"], NONE_CLASS))
 
     def frame(fc: Any, tc: Any, bf: Any, af: Any, geoms: np.ndarray, section: int, feature: np.ndarray
               ) -> dict[str, Any]:
-        # "order": the piece's place in one process's table (section, then feature; stable within a feature)
+        # "order": the piece's place in one process's table (section, then feature; stable within a feature);
+        # "from", "to": the classes' places in the plan's class table
         g = np.asarray(geoms, dtype=object)
         area = ea_areas(g, work, ea) if len(g) else np.empty(0)
         keep = area > 0  # pieces of no area (features their intersections cover) are dropped by finish_change
@@ -374,10 +512,8 @@ def _change_stripe(k: int, plan: dict[str, Any], ranks: tuple[np.ndarray, np.nda
         def col(v: Any, dtype: Any) -> np.ndarray:
             return np.asarray(v[keep] if isinstance(v, np.ndarray) else np.full(len(g), v), dtype=dtype)
 
-        return {"from": np.searchsorted(table, col(fc, object).astype(str)).astype(np.int32),
-                "to": np.searchsorted(table, col(tc, object).astype(str)).astype(np.int32),
-                "bf": col(bf, np.int64), "af": col(af, np.int64), "area": area[keep],
-                "order": section * span + col(feature, np.int64), "geoms": g}
+        return {"from": col(fc, np.int32), "to": col(tc, np.int32), "bf": col(bf, np.int64), "af": col(af, np.int64),
+                "area": area[keep], "order": section * span + col(feature, np.int64), "geoms": g}
 
     def leftovers(geoms: np.ndarray, own: np.ndarray, hit: np.ndarray, other_idx: np.ndarray, other: np.ndarray,
                   inter_area: np.ndarray, other_overlaps: Any) -> np.ndarray:
@@ -398,21 +534,30 @@ def _change_stripe(k: int, plan: dict[str, Any], ranks: tuple[np.ndarray, np.nda
     own_b = np.flatnonzero(plan["stripe_b"] == k)
     own_a = np.flatnonzero(plan["stripe_a"] == k)
     if pairs is None:
-        cand = _near(baw, bb[own_b])  # the "after" features that may meet the stripe's "before" ones
-        lb.ensure(np.r_[own_b, _near(bb, bb[own_b])])  # the stripe's features and their neighbours
-        la.ensure(np.r_[cand, _near(ba, ba[own_a])])
-        gb, ga = lb.geo[own_b], la.geo[cand]
-        il, jl = shapely.STRtree(ga).query(gb, predicate="intersects")
-        order = np.lexsort((rank_aw[cand[jl]], il))  # by "before" feature, then as one process's tree finds them
+        # the stripe's features and their neighbours; the "after" features that may meet its "before" ones
+        near_b = np.flatnonzero(_mask(len(bb), _near(bb, bb[own_b]), own_b))
+        near_a = np.flatnonzero(_mask(len(ba), _near(ba, ba[own_a]), own_a))
+        cand = _near(baw, bb[own_b])
+        lb.ensure(near_b)
+        la.ensure(np.r_[cand, near_a])
+        # rings and trees once per set of features: "before" is in the working CRS; "after" too unless it
+        # is reprojected (its overlaps are then checked in its own CRS, as check_layer checks them)
+        pb = _prepared(lb.own[near_b])
+        cand = np.flatnonzero(_mask(len(ba), cand, near_a)) if la.work is None else cand  # (a larger tree finds the same pairs)
+        pa = _prepared(la.geo[cand])
+        pa_own, cand_own = (pa, cand) if la.work is None else (_prepared(la.own[near_a]), near_a)
+        at = np.searchsorted(near_b, own_b)
+        il, jl = pa.tree.query(pb.geoms[at], predicate="intersects")
+        order = np.lexsort((rank[cand[jl]], il))  # by "before" feature, then as one process's tree finds them
         il, jl = il[order], jl[order]
         # cut as land_change cuts them (intersect_pairs: the convex fast path, GEOS for the others): the
         # same function on the same pair gives the same piece in any task
-        inter = intersect_pairs(gb, ga, il, jl, (_ring_arrays(gb), _ring_arrays(ga)))
+        inter = intersect_pairs(pb.geoms, pa.geoms, at[il], jl, (pb.rings, pa.rings))
         ii, jj = own_b[il], cand[jl]
         # the overlaps within each snapshot, of the pairs whose first feature is the stripe's (each pair is
-        # checked once, by one stripe; in the snapshot's own CRS, as check_layer checks it)
-        checks = (_overlap_pairs(lb.own, own_b, bb, rank_b), _overlap_pairs(la.own, own_a, ba, rank_a))
-        return (_pack([frame(lb.cls[ii], la.cls[jj], ii, jj, inter, 0, ii)]), (ii, jj, shapely.area(inter)),
+        # checked once, by one stripe)
+        checks = (_overlap_pairs(pb, near_b, own_b), _overlap_pairs(pa_own, cand_own, own_a))
+        return (_pack([frame(lb.code(ii), la.code(jj), ii, jj, inter, 0, ii)]), (ii, jj, shapely.area(inter)),
                 checks)
     assert verdicts is not None
     (accepted_b, _), (accepted_a, _) = verdicts
@@ -429,8 +574,8 @@ def _change_stripe(k: int, plan: dict[str, Any], ranks: tuple[np.ndarray, np.nda
     order = np.lexsort((pi[sel], pj[sel]))
     jl, ib, area_a = local[pj[sel]][order], pi[sel][order], parea[sel][order]
     left_a = leftovers(la.geo, own_a, jl, ib, lb.geo, area_a, accepted_b)
-    return _pack([frame(lb.cls[own_b], NONE_CLASS, own_b, -1, left_b, 1, own_b),
-                  frame(NONE_CLASS, la.cls[own_a], -1, own_a, left_a, 2, own_a)])
+    return _pack([frame(lb.code(own_b), none, own_b, -1, left_b, 1, own_b),
+                  frame(none, la.code(own_a), -1, own_a, left_a, 2, own_a)])
 
 
 #: the numeric columns a stripe sends back, and the names finish_change knows them by
@@ -451,20 +596,28 @@ def _pack(frames: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _unpack(parts: list[dict[str, Any]], table: np.ndarray) -> pd.DataFrame:
-    """The pieces of every stripe in one process's order (one concatenation, one stable argsort of
-    ``order``; each part's WKB decoded by itself, the geometries then put in that order), as
-    ``land_change`` has them before ``finish_change``."""
-    import numpy as np
-    import pandas as pd
+def _decode(part: dict[str, Any]) -> np.ndarray:
+    """The geometries of a task's pieces, from their WKB in one buffer (:func:`_pack`)."""
     import pyarrow as pa
     import shapely
 
+    wkb = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(part["offsets"]) - 1,
+                                           [None, pa.py_buffer(part["offsets"]), pa.py_buffer(part["wkb"])])
+    out: np.ndarray = shapely.from_wkb(wkb.to_numpy(zero_copy_only=False))
+    return out
+
+
+def _unpack(parts: list[dict[str, Any]], table: np.ndarray, geoms: list[np.ndarray]) -> pd.DataFrame:
+    """The pieces of every stripe in one process's order (one concatenation, one stable argsort of
+    ``order``; ``geoms``: each part's geometries (:func:`_decode`), put in that order), as ``land_change``
+    has them before ``finish_change``."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
     col = {k: np.concatenate([p[k] for p in parts]) for k in ("from", "to", "bf", "af", "area", "order")}
     order = np.argsort(col["order"], kind="stable")
-    geoms = np.concatenate([np.empty(0, dtype=object), *(shapely.from_wkb(pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), len(p["offsets"]) - 1, [None, pa.py_buffer(p["offsets"]), pa.py_buffer(p["wkb"])]
-    ).to_numpy(zero_copy_only=False)) for p in parts)])
+    every = np.concatenate([np.empty(0, dtype=object), *geoms])
     names = pa.array(table, type=pa.large_string())
 
     # the dtype pandas gives a column of Python strings (as in the frame one process builds)
@@ -476,22 +629,28 @@ def _unpack(parts: list[dict[str, Any]], table: np.ndarray) -> pd.DataFrame:
 
     return pd.DataFrame({"from_class": classes(col["from"]), "to_class": classes(col["to"]),
                          **{name: col[k][order] for k, name in _COLUMNS.items() if k != "area"},
-                         "geometry": geoms[order], "area_m2": col["area"][order]})
+                         "geometry": every[order], "area_m2": col["area"][order]})
 
 
-def _verdicts(checks: list[Any], *, before: str, after: str, tol: float | None) -> tuple[tuple[int, float], ...]:
+def _verdicts(checks: list[Any], *, before: str, after: str, column: str, after_column: str | None,
+              classes: list[str] | None, tol: float | None) -> tuple[tuple[int, float], ...]:
     """The overlap check of each snapshot from its stripes' pairs (:func:`_change_stripe`'s first stage):
-    ``((pairs accepted, largest share) of "before", (…) of "after")``, or the error one process raises (the
-    pairs concatenated and stably sorted by their first feature are those of the whole layer's check)."""
+    ``((pairs accepted, largest share) of "before", (…) of "after")`` (the pairs of all stripes are those of
+    the whole layer's check). A pair overlapping by more than the tolerance: one process's checks run here
+    and raise its error (which pair it names follows one process's tree; an overlap in "before" is said
+    before anything wrong in "after")."""
     import numpy as np
 
-    from citytwin.planning.overlay import SELF_OVERLAP_TOLERANCE, overlap_verdict
+    from citytwin.planning.overlay import SELF_OVERLAP_TOLERANCE
 
+    tolerance = tol or SELF_OVERLAP_TOLERANCE
     out = []
-    for side, name in enumerate((before, after)):
-        i, j, share = (np.concatenate([c[side][n] for c in checks]) for n in range(3))
-        order = np.argsort(i, kind="stable")
-        out.append(overlap_verdict(name, name, i[order], j[order], share[order], tol or SELF_OVERLAP_TOLERANCE))
+    for side in (0, 1):
+        share = np.concatenate([c[side][2] for c in checks])
+        if (share > tolerance).any():
+            _one_process_checks(before, after, column, after_column, classes, tolerance)
+            raise InputError("a snapshot's features overlap", file=(before, after)[side])  # not reached
+        out.append((len(share), float(share.max()) if len(share) else 0.0))
     return tuple(out)
 
 
@@ -538,6 +697,7 @@ def _check_inputs(paths: Sequence[str]) -> None:
                                   "objects; a catalog dataset is read by one process: run without --dask")
 
 
+@_collecting_rarely  # here too: the client decodes the pieces, and a local cluster's scheduler runs here
 def land_change(before: str, after: str, *, dask: str, column: str = "landuse", years: float = 1.0,
                 after_column: str | None = None, classes: Sequence[str] | None = None, stripes: int | None = None,
                 overlap_tolerance: float | None = None, progress: Progress | None = None) -> Any:
@@ -547,11 +707,11 @@ def land_change(before: str, after: str, *, dask: str, column: str = "landuse", 
     objects (read by the workers: :mod:`citytwin.foundation.objectstore`). Every feature is checked once,
     by the task of its rows (a failed check: one process's error, naming file, row and field); every
     feature belongs to the stripe (west to east) of its bounding-box centre, and a stripe task decodes its
-    features and their neighbours only, cutting the pieces of its features: their intersections with
+    features and their neighbours only (those no check on its worker decoded), cutting the pieces of its features: their intersections with
     every neighbour, then what the neighbours leave of them (two stages, each intersection cut once). A
     stripe's spatial index holds its candidates only; the pairs are put in the order one process's index
-    over the whole layer finds them (:func:`_tree_order`), so the pieces, their order, the overlap checks
-    and their errors are one process's. No piece is clipped at a stripe edge, each is cut once and exactly
+    over the whole layer finds them (:func:`_tree_order`), so the pieces and their order are one process's,
+    and so are the overlap checks and their errors. No piece is clipped at a stripe edge, each is cut once and exactly
     as one process cuts it, so the pieces, their equal-area areas, the transition matrix and the rates equal
     the single-process result (tests). Pieces of no area are not sent; the others come back as WKB with
     their place in one process's table, already in WGS84.
@@ -583,38 +743,44 @@ def land_change(before: str, after: str, *, dask: str, column: str = "landuse", 
         sizes = run_futures(client, [client.submit(_rows_of, f, job, pure=False, key=k)
                                      for f, k in zip((before, after), task_keys("citytwin-change-rows", 2),
                                                      strict=True)])
-        # 1. the per-feature checks, by rows (each feature once); 2. the tree orders; 3. the plan
+        # 1. the per-feature checks, by rows (each feature once); 2. the tree order; 3. the plan
         parts = [(side, int(r[0]), int(r[-1]) + 1) for side, m in enumerate(sizes)
                  for r in np.array_split(np.arange(m), max(1, min(m, 2 * workers))) if len(r)]
         checks = [client.submit(_check_chunk, p, pure=False, key=key, **on(i, len(parts)), **kw)
                   for i, (p, key) in enumerate(zip(parts, task_keys("citytwin-change-check", len(parts)), strict=True))]
         cb, ca = [c for c, p in zip(checks, parts, strict=True) if p[0] == 0], [
             c for c, p in zip(checks, parts, strict=True) if p[0] == 1]
-        ranks = [client.submit(_tree_order_task, chk, key_, pure=False, key=k)
-                 for (chk, key_), k in zip(((cb, "bounds"), (ca, "bounds"), (ca, "work_bounds")),
-                                            task_keys("citytwin-change-order", 3), strict=True)]
+        rank = client.submit(_tree_order_task, ca, pure=False, key=task_keys("citytwin-change-order", 1)[0])
         plan = client.submit(_plan, cb, ca, pure=False, key=task_keys("citytwin-change-plan", 1)[0], stripes=n,
                              **kw)
         kw_s = {**kw, "stripes": n}
         # 4. stage 1: the "before" side's intersections and the overlap checks of every stripe; 5. the checks'
         # verdict (one small task); stage 2: what is left of each side, from stage 1's pairs
-        first = [client.submit(_change_stripe, k, pure=False, key=key, plan=plan, ranks=ranks, **on(k, n), **kw_s)
+        first = [client.submit(_change_stripe, k, pure=False, key=key, plan=plan, rank=rank, **on(k, n), **kw_s)
                  for k, key in enumerate(task_keys("citytwin-change-b", n))]
         pairs = client.map(_second, first, pure=False, key=task_keys("citytwin-change-pairs", n))
         overlaps = client.map(_third, first, pure=False, key=task_keys("citytwin-change-checks", n))
         verdict = client.submit(_verdicts, overlaps, pure=False, key=task_keys("citytwin-change-verdict", 1)[0],
-                                before=before, after=after, tol=overlap_tolerance)
-        second = [client.submit(_change_stripe, k, pure=False, key=key, plan=plan, ranks=ranks, pairs=pairs,
+                                **{k: v for k, v in kw.items() if k != "job"})
+        second = [client.submit(_change_stripe, k, pure=False, key=key, plan=plan, rank=rank, pairs=pairs,
                                 verdicts=verdict, **on(k, n), **kw_s) for k, key in enumerate(task_keys("citytwin-change-a", n))]
         pieces_b = client.map(_first, first, pure=False, key=task_keys("citytwin-change-pieces", n))
         facts = client.submit(_ea_and_classes, plan, pure=False, key=task_keys("citytwin-change-facts", 1)[0])
-        out = run_futures(client, [*pieces_b, *second, verdict, facts], progress=progress)
+        total = 2 * n + 2
+
+        def from_(base: int) -> Progress | None:  # the progress of the whole job
+            return None if progress is None else (lambda done, _: progress(base + done, total))
+
+        # the first stage's pieces decoded here while the workers run the second stage
+        out = run_futures(client, pieces_b, progress=from_(0))
+        decoded = [_decode(p) for p in out]
+        out += run_futures(client, [*second, verdict, facts], progress=from_(n))
         ea, table = out.pop()
         accepted = out.pop()
 
     # one process's order: intersections by "before" feature, then what is left of each "before" feature,
     # then of each "after" one (a feature's pieces come from one stripe, in its order: a stable argsort)
-    pieces = _unpack(out, table)
+    pieces = _unpack(out, table, decoded + [_decode(p) for p in out[n:]])
     warnings = [_overlap_warning(nm, n_, share) for nm, (n_, share) in zip((before, after), accepted, strict=True) if n_]
     # from here as land_change finishes (the pieces came in WGS84, which finish_change then has nothing to do for)
     return finish_change(pieces, CRS.from_epsg(4326), ea, years, warnings)
