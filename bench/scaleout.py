@@ -388,7 +388,8 @@ def workflows(quick: bool, tmp: Path, only: list[str] | None = None, index_units
 
     out["lifegrid"] = {"run": run_lifegrid, "size": f"grid {grid_n:,} nodes, {grid_n // 10:,} homes + POIs",
                        "same": lambda a, b: bool(pd.DataFrame(a.drop(columns="geometry")).equals(
-                           pd.DataFrame(b.drop(columns="geometry"))) and a.geometry.equals(b.geometry))}
+                           pd.DataFrame(b.drop(columns="geometry"))) and a.geometry.equals(b.geometry)),
+                       "control": lambda: life_control(layers)}
     n_poly = 20_000 if quick else 100_000
     fb, fa = snapshots(tmp, n_poly) if want("change") else (tmp, tmp)
 
@@ -484,6 +485,56 @@ def _index_half(periods: list[int], folder: str, spec: dict[str, Any], queue: An
     si._over(shard, si._plogp_part, col=col, scale=1.0, shift=0.0, **kw)
     si._over(shard, si._score_part, w=np.full(len(lo), 1 / len(lo)), score_scale=1.0, dims={}, **kw)
     queue.put(_cpu_s() - c0)
+
+
+def _life_half(cats: list[str], layers: dict[str, str], barrier: Any, queue: Any) -> None:
+    """The searches of ``cats`` on the grid in this process, no Dask: the network built and the inputs snapped
+    first (untimed), then, once every process of the round is ready, the searches: their CPU s on ``queue``."""
+    from citytwin.spatial.lifecircle import (
+        DAILY_SERVICES,
+        category_search,
+        prepare_life_circle,
+        residential_buildings,
+    )
+    from citytwin.spatial.network import build_network
+    from citytwin.workflows.spatial import load_inputs
+
+    inp = load_inputs(None, None, {"pois", "buildings", "streets"}, **layers)
+    net = build_network(inp.layers["nodes"], inp.layers["streets"])
+    prep = prepare_life_circle(residential_buildings(inp.layers["buildings"], include_unknown=True),
+                               inp.layers["pois"], net, list(DAILY_SERVICES))
+    barrier.wait()
+    c0 = _cpu_s()
+    for c in cats:
+        category_search(prep, net, c)
+    queue.put(_cpu_s() - c0)
+
+
+def life_control(layers: dict[str, str]) -> tuple[float, float, list[float]]:
+    """No Dask: the eight searches in one process, then four in each of two processes at once (spawned, as
+    Dask's workers are). (E by CPU, CPU-s of the one, CPU-s of the two): what the machine allows the
+    searches (most of the job's CPU) split in two, without any scheduler, client, transfer or preparation."""
+    import multiprocessing as mp
+
+    from citytwin.spatial.lifecircle import DAILY_SERVICES
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    cats = list(DAILY_SERVICES)
+
+    def run(groups: list[list[str]]) -> list[float]:
+        barrier = ctx.Barrier(len(groups))
+        procs = [ctx.Process(target=_life_half, args=(g, layers, barrier, queue)) for g in groups]
+        for p in procs:
+            p.start()
+        got = [float(queue.get()) for _ in procs]
+        for p in procs:
+            p.join()
+        return got
+
+    one = run([cats])[0]
+    two = run([cats[0::2], cats[1::2]])
+    return one / (2 * max(two)), one, two
 
 
 def _has_shards() -> bool:
