@@ -510,21 +510,19 @@ def _life_half(cats: list[str], layers: dict[str, str], barrier: Any, queue: Any
     queue.put(_cpu_s() - c0)
 
 
-def life_control(layers: dict[str, str]) -> tuple[float, float, list[float]]:
-    """No Dask: the eight searches in one process, then four in each of two processes at once (spawned, as
-    Dask's workers are). (E by CPU, CPU-s of the one, CPU-s of the two): what the machine allows the
-    searches (most of the job's CPU) split in two, without any scheduler, client, transfer or preparation."""
+def _split_control(target: Any, whole: list[Any], halves: tuple[list[Any], list[Any]], *args: Any,
+                   barrier: bool = False) -> tuple[float, float, list[float]]:
+    """The no-Dask controls: ``target(part, *args, [barrier,] queue)`` (it puts its CPU-s on the queue) in one
+    spawned process over ``whole``, then in two at once over ``halves``, as Dask's workers are spawned.
+    (E by CPU, CPU-s of the one, CPU-s of the two). ``barrier``: a barrier the parts wait at before timing."""
     import multiprocessing as mp
-
-    from citytwin.spatial.lifecircle import DAILY_SERVICES
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    cats = list(DAILY_SERVICES)
 
-    def run(groups: list[list[str]]) -> list[float]:
-        barrier = ctx.Barrier(len(groups))
-        procs = [ctx.Process(target=_life_half, args=(g, layers, barrier, queue)) for g in groups]
+    def run(parts: list[list[Any]]) -> list[float]:
+        extra = (ctx.Barrier(len(parts)),) if barrier else ()
+        procs = [ctx.Process(target=target, args=(part, *args, *extra, queue)) for part in parts]
         for p in procs:
             p.start()
         got = [float(queue.get()) for _ in procs]
@@ -532,9 +530,19 @@ def life_control(layers: dict[str, str]) -> tuple[float, float, list[float]]:
             p.join()
         return got
 
-    one = run([cats])[0]
-    two = run([cats[0::2], cats[1::2]])
+    one = run([whole])[0]
+    two = run(list(halves))
     return one / (2 * max(two)), one, two
+
+
+def life_control(layers: dict[str, str]) -> tuple[float, float, list[float]]:
+    """No Dask: the eight searches in one process, then four in each of two processes at once (spawned, as
+    Dask's workers are). (E by CPU, CPU-s of the one, CPU-s of the two): what the machine allows the
+    searches (most of the job's CPU) split in two, without any scheduler, client, transfer or preparation."""
+    from citytwin.spatial.lifecircle import DAILY_SERVICES
+
+    cats = list(DAILY_SERVICES)
+    return _split_control(_life_half, cats, (cats[0::2], cats[1::2]), layers, barrier=True)
 
 
 def _has_shards() -> bool:
@@ -549,24 +557,8 @@ def index_control(folder: Path, spec: dict[str, Any]) -> tuple[float, float, lis
     """No Dask: the index workers' code on all periods in one process, then on half the periods in each of
     two processes at once (spawned, as Dask's workers are). (E by CPU, CPU-s of the one, CPU-s of the two):
     what the machine allows the same split without any scheduler, client or transfer."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    n = len(list(folder.glob("*.parquet")))  # a file per year
-    queue = ctx.Queue()
-
-    def run(groups: list[list[int]]) -> list[float]:
-        procs = [ctx.Process(target=_index_half, args=(g, str(folder), spec, queue)) for g in groups]
-        for p in procs:
-            p.start()
-        got = [float(queue.get()) for _ in procs]
-        for p in procs:
-            p.join()
-        return got
-
-    one = run([list(range(n))])[0]
-    two = run([list(range(0, n, 2)), list(range(1, n, 2))])
-    return one / (2 * max(two)), one, two
+    idx = list(range(len(list(folder.glob("*.parquet")))))  # a file per year
+    return _split_control(_index_half, idx, (idx[0::2], idx[1::2]), str(folder), spec)
 
 
 # ---------------------------------------------------------------------------------------- disparity
@@ -649,26 +641,10 @@ def _disparity_half(periods: list[int], panel: str, queue: Any) -> None:
 def disparity_control(panel: Path) -> tuple[float, float, list[float]]:
     """No Dask: the disparity tasks' code on all years in one process, then on half the years in each of two
     at once (spawned): (E by CPU, CPU-s of the one, CPU-s of the two), as :func:`index_control`."""
-    import multiprocessing as mp
-
     from citytwin.workflows.scaleout_files import parquet_periods
 
-    n = len(parquet_periods([str(panel)], "year")[0])
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-
-    def run(groups: list[list[int]]) -> list[float]:
-        procs = [ctx.Process(target=_disparity_half, args=(g, str(panel), queue)) for g in groups]
-        for p in procs:
-            p.start()
-        got = [float(queue.get()) for _ in procs]
-        for p in procs:
-            p.join()
-        return got
-
-    one = run([list(range(n))])[0]
-    two = run([list(range(0, n, 2)), list(range(1, n, 2))])
-    return one / (2 * max(two)), one, two
+    idx = list(range(len(parquet_periods([str(panel)], "year")[0])))
+    return _split_control(_disparity_half, idx, (idx[0::2], idx[1::2]), str(panel))
 
 
 def disparity_client(panel: Path) -> str:
