@@ -41,6 +41,20 @@ def mexico(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return d / "panel.parquet", d / "parts", shp
 
 
+
+def _spy_reads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The ``columns`` of every ``pd.read_parquet`` call in this process from now on (the workers read with
+    pandas unwatched); ``monkeypatch.undo()`` stops it."""
+    reads: list[Any] = []
+    real = pd.read_parquet
+
+    def spy(path: Any, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        reads.append(kwargs.get("columns"))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(pd, "read_parquet", spy)
+    return reads
+
 def test_workers_read_their_periods_and_every_file_equals_one_process(mexico, dask_address: str, tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from citytwin.workflows.disparity import run_disparity
@@ -49,14 +63,7 @@ def test_workers_read_their_periods_and_every_file_equals_one_process(mexico, da
     kw: dict[str, Any] = {"value": "pcgdp", "group": "HANSON98", "time": "year", "boundaries": str(shp),
                           "id_col": "NAME", "permutations": 99}
     one = run_disparity(str(panel), out=tmp_path / "one", **kw)
-    reads: list[Any] = []
-    real = pd.read_parquet
-
-    def spy(path: Any, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        reads.append(kwargs.get("columns"))
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(pd, "read_parquet", spy)  # this process only: the workers read with pandas unwatched
+    reads = _spy_reads(monkeypatch)
     two = run_disparity(str(parts), out=tmp_path / "two", dask=dask_address, **kw)
     monkeypatch.undo()
     assert reads == [["year"]] * 3, reads  # the client read the period column of each part, nothing else
@@ -104,14 +111,7 @@ def test_bad_rows_are_named_by_the_workers_as_one_process_names_them(mexico, das
     with pytest.raises(InputError) as want:
         run_disparity(str(folder / "p.parquet"), out=tmp_path / "one", **kw)
     assert says in str(want.value)
-    reads: list[Any] = []
-    real = pd.read_parquet
-
-    def spy(path: Any, *args: Any, **kwargs: Any) -> pd.DataFrame:
-        reads.append(kwargs.get("columns"))
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(pd, "read_parquet", spy)  # this process only: the workers read with pandas unwatched
+    reads = _spy_reads(monkeypatch)
     with pytest.raises(InputError) as got:
         run_disparity(str(folder), out=tmp_path / "two", dask=dask_address, **kw)
     monkeypatch.undo()

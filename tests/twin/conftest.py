@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,3 +53,13 @@ def mqtt_dev_account(monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     monkeypatch.setenv("CITYTWIN_MQTT_USERNAME", user)
     monkeypatch.setenv("CITYTWIN_MQTT_PASSWORD", password)
     return user, password
+
+
+def wait_until(cond: Callable[[], object], timeout: float = 30.0, step: float = 0.02) -> bool:
+    """Poll ``cond`` until it is true or ``timeout`` seconds have passed; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return bool(cond())

@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt import _packet
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from tests.twin.conftest import wait_until
 
 from citytwin.foundation.mqtt import MqttAuth, MqttIngest, MqttPublisher, _ReceiveClient
 
@@ -140,15 +141,6 @@ def test_ack_many_writes_the_bytes_of_pahos_acks_in_order() -> None:
     assert wires[0] == wires[1] == b"".join(struct.pack("!BBH", 0x40, 2, m) for m in mids)
 
 
-def _wait(cond, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return bool(cond())
-
-
 @pytest.mark.integration
 @needs_broker
 @pytest.mark.parametrize("tls", [False, True])
@@ -185,7 +177,7 @@ def test_every_message_through_a_real_broker_once_in_order(tmp_path: Path, tls: 
             else:
                 pub.publish(topic, payload)
         assert pub.wait_all(60)
-        assert _wait(lambda: ing.stats.acked == len(sent)), ing.stats
+        assert wait_until(lambda: ing.stats.acked == len(sent)), ing.stats
         assert got == sent
         assert max(batches) <= 50 and ing.stats.received == len(sent) and not ing.stats.errors
     finally:

@@ -6,9 +6,10 @@ message by message, with odd values, units and forms planted in some columns."""
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections import Counter
+
+from tests.twin.test_updates_columns import _rejects, _rows  # the same comparison of results
 
 from citytwin.foundation.properties import physical_range
 from citytwin.foundation.timeseries import ingest as I
@@ -28,20 +29,6 @@ GOOD = [0.0, -0.0, 0.5, 3, 12.5, 80, None, 1e-300, 1]
 ODD = [1e308, -50.0, 2**53 + 1, 2**70, 10**400, True, "12", [1], {"value": 1}, float("nan"), float("inf"),
        -float("inf"), 1e6]
 OTHER_UNITS = ["µg/m³", "mg/m³", "GQ", "furlong", "", 5, None]
-
-
-def _rows(cols: dict) -> list[tuple]:
-    def norm(x: object) -> object:
-        if x is None or (isinstance(x, float) and math.isnan(x)):
-            return None
-        return x.item() if hasattr(x, "item") else x
-
-    keys = ("entity", "type", "property", "time_us", "value", "unit", "lon", "lat")
-    return [tuple(norm(cols[k][i]) for k in keys) for i in range(len(cols["entity"]))]
-
-
-def _rejects(res: object) -> list[tuple]:
-    return [(r.reason, r.detail, r.entity, r.property, r.payload) for r in res.rejects]  # type: ignore[attr-defined]
 
 
 def _ranges(name: str) -> tuple[float | None, float | None] | None:
