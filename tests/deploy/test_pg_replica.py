@@ -60,8 +60,10 @@ def _rows(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, .
 
 
 def _caught_up(primary_url: str, replica_url: str) -> None:
-    """Wait until the standby has replayed the primary's WAL up to now."""
-    (lsn,), = _rows(primary_url, "SELECT pg_current_wal_lsn()::text")
+    """Wait until the standby has replayed the primary's WAL up to now: up to the last record *inserted*, not the
+    last written (the test clusters run with ``synchronous_commit=off``, so a commit may still be in the WAL
+    buffers, past ``pg_current_wal_lsn()``; the standby gets it once the WAL writer writes it)."""
+    (lsn,), = _rows(primary_url, "SELECT pg_current_wal_insert_lsn()::text")
     deadline = time.monotonic() + CATCH_UP_S
     while _rows(replica_url, "SELECT pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn()) > 0", (lsn,))[0][0]:
         assert time.monotonic() < deadline, f"the standby did not replay up to {lsn} within {CATCH_UP_S:g} s"
