@@ -378,12 +378,12 @@ def test_rare_collections_nest_and_restore(monkeypatch: pytest.MonkeyPatch) -> N
     (in any order); a collector switched off (threshold 0) is left so."""
     import gc
 
-    from citytwin.workflows import scaleout_change as sc
+    from citytwin.foundation import collector as sc
 
     old = gc.get_threshold()
     try:
         gc.set_threshold(700, 10, 10)
-        outer, inner = sc._rare_collections(), sc._rare_collections()
+        outer, inner = sc.rare_collections(), sc.rare_collections()
         outer.__enter__()
         assert gc.get_threshold() == (sc.GC_THRESHOLD0, 10, 10)
         inner.__enter__()
@@ -391,11 +391,11 @@ def test_rare_collections_nest_and_restore(monkeypatch: pytest.MonkeyPatch) -> N
         assert gc.get_threshold() == (sc.GC_THRESHOLD0, 10, 10)
         inner.__exit__(None, None, None)
         assert gc.get_threshold() == (700, 10, 10)
-        with pytest.raises(ValueError), sc._rare_collections():
+        with pytest.raises(ValueError), sc.rare_collections():
             raise ValueError("a failing task")
         assert gc.get_threshold() == (700, 10, 10)
         gc.set_threshold(0, 10, 10)
-        with sc._rare_collections():
+        with sc.rare_collections():
             assert gc.get_threshold()[0] == 0
     finally:
         gc.set_threshold(*old)

@@ -204,9 +204,12 @@ def change(before: str, after: str, out: str | Path, *, column: str = "landuse",
         res = scaleout_change.land_change(before, after, dask=dask, column=column, after_column=after_column,
                                           years=years, classes=classes, overlap_tolerance=overlap_tolerance,
                                           progress=progress)
-    else:
-        res = land_change(b, a, column=column, after_column=after_column, years=years, classes=classes,
-                          names=(before, after), overlap_tolerance=overlap_tolerance or SELF_OVERLAP_TOLERANCE)
+    else:  # young collections made rare, as the Dask path's tasks do: its many geometries are never cyclic
+        from citytwin.foundation.collector import rare_collections
+
+        with rare_collections():
+            res = land_change(b, a, column=column, after_column=after_column, years=years, classes=classes,
+                              names=(before, after), overlap_tolerance=overlap_tolerance or SELF_OVERLAP_TOLERANCE)
     writers: dict[str, Callable[[Path], None]] = {
         "changes.parquet": lambda p: res.changes.to_parquet(p, index=False),
         "transitions.csv": lambda p: res.matrix.to_csv(p),

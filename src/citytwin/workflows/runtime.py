@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import gc
 import json
 import os
 import threading
@@ -26,6 +25,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from citytwin.foundation.collector import GC_THRESHOLD0, collect_rarely
 from citytwin.foundation.mqtt import MqttAuth, MqttIngest, MqttPublisher
 from citytwin.foundation.timeseries import Ingestor, IngestReport, TwinStores
 from citytwin.foundation.timeseries.forecasts import ForecastStore
@@ -89,35 +89,6 @@ def release_free_memory() -> bool:
     """
     pa.default_memory_pool().release_unused()
     return bool(_LIBC.malloc_trim(0)) if _LIBC is not None else False
-
-
-#: The cyclic garbage collector's first threshold while the twin ingests (CPython's default is 700).
-GC_THRESHOLD0 = 20_000
-
-
-def collect_rarely() -> None:
-    """Run the cyclic garbage collector's young collections less often in this process (thresholds
-    ``(GC_THRESHOLD0, 10, 10)`` or higher where already set).
-
-    Why: decoding a batch of MQTT messages allocates tens of thousands of containers (lists and dicts of
-    the JSON) that are all alive until the batch is stored, so at the default threshold of 700 the
-    collector ran dozens of times per batch, walked them each time and found nothing: none of it is
-    cyclic (reference counts free it). py-spy (``--native``) measured 20–28 % of the ingest pipeline's
-    CPU in ``gc_collect_main``; with this threshold about 0 %. Memory: at most ``GC_THRESHOLD0`` more
-    container objects before a collection (a few MiB).
-
-    Examples
-    --------
-    >>> import gc
-    >>> old = gc.get_threshold()
-    >>> collect_rarely()
-    >>> gc.get_threshold()[0] >= GC_THRESHOLD0
-    True
-    >>> gc.set_threshold(*old)
-    """
-    t0, t1, t2 = gc.get_threshold()
-    if 0 < t0 < GC_THRESHOLD0:  # 0: the collector is off, left so
-        gc.set_threshold(GC_THRESHOLD0, t1, t2)
 
 
 def use_system_memory_pool() -> str:

@@ -23,20 +23,18 @@ The job, as tasks:
 
 Pieces come back as WKB in one buffer with their place in one process's table; the client decodes the
 first stage's while the second runs. The tasks and the client's part run with the garbage collector's young
-collections made rare (:func:`_rare_collections`).
+collections made rare (:func:`citytwin.foundation.collector.rare_collections`).
 """
 
 from __future__ import annotations
 
 import functools
-import gc
-import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from citytwin.foundation.collector import rare_collections
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.objectstore import is_url
 from citytwin.foundation.scaleout import Progress, cluster, parse_dask, run_futures, task_keys, worker_cache
@@ -50,51 +48,11 @@ __all__ = ["land_change"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: the cyclic garbage collector's first threshold while a land-change task runs (CPython's default is 700),
-#: as :func:`citytwin.workflows.runtime.collect_rarely` sets it for the twin's ingest (not imported from there:
-#: that module brings MQTT and the twin's stores into every worker)
-GC_THRESHOLD0 = 20_000
-
-
-class _Collector:
-    """The blocks in :func:`_rare_collections` now, and the thresholds from before the first."""
-
-    lock = threading.Lock()
-    users = 0
-    saved: tuple[int, int, int] = (700, 10, 10)
-
-
-@contextmanager
-def _rare_collections() -> Iterator[None]:
-    """The cyclic garbage collector's young collections at most every :data:`GC_THRESHOLD0` new containers
-    while the block runs (the thresholds before restored when the last such block in the process ends).
-
-    Why: a job makes a million shapely geometries, which the collector tracks, and none of them is cyclic;
-    at the default threshold it walked them again and again: in this module's tasks run in one process
-    (100k + 100k polygons) 0.6-0.9 of 5.6-5.8 CPU-s, a third of the client's decoding and finishing, and
-    the tree order 0.17 s instead of 0.05 (``gc.disable()`` saved no more). One process's
-    :func:`citytwin.planning.change.land_change` gains about as much in a process that sets it."""
-    with _Collector.lock:
-        if _Collector.users == 0:
-            old = gc.get_threshold()
-            _Collector.saved = old
-            if 0 < old[0] < GC_THRESHOLD0:  # 0: the collector is off, left so
-                gc.set_threshold(GC_THRESHOLD0, old[1], old[2])
-        _Collector.users += 1
-    try:
-        yield
-    finally:
-        with _Collector.lock:
-            _Collector.users -= 1
-            if _Collector.users == 0:
-                gc.set_threshold(*_Collector.saved)
-
-
 def _collecting_rarely(fn: F) -> F:
-    """``fn`` run within :func:`_rare_collections` (the tasks of a job)."""
+    """``fn`` run within :func:`~citytwin.foundation.collector.rare_collections` (the tasks of a job)."""
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        with _rare_collections():
+        with rare_collections():
             return fn(*args, **kwargs)
 
     return run  # type: ignore[return-value]
