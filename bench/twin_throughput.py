@@ -221,7 +221,8 @@ def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp
             acked.value = rt.mqtt.stats.acked  # messages stored, evaluated by the rules and acknowledged
     if rt.ingestor.hook_errors:
         print("  hook errors:", rt.ingestor.hook_errors[:3], file=sys.stderr)
-    print(f"  [ingest] CPU-s per thread since it started: {thread_cpu()}", file=sys.stderr)
+    print(f"  [ingest] CPU-s per thread since it started: {thread_cpu()}; MQTT batches stored "
+          f"{rt.mqtt.stats.batches if rt.mqtt is not None else 0:,}", file=sys.stderr)
     if rt.auto_alerts is not None:
         print(f"  [ingest] rules evaluated on {rt.auto_alerts.batches:,} batches in {rt.auto_alerts.seconds:.1f} s; "
               f"{len(rt.alerts.book):,} alerts", file=sys.stderr)

@@ -29,6 +29,7 @@ most N messages and are flushed by time (``max_delay``); nothing is lost, only s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -206,6 +207,12 @@ class _ReceiveClient(mqtt.Client):
         self._rbuf.clear()  # what was left of the old connection's stream is not the new one's
         return super().reconnect()
 
+    def wake(self) -> None:
+        """Wake the network loop from its ``select`` (from another thread), as paho's own queued writes wake it."""
+        if self._sockpairW is not None:  # (full: a wake-up is pending anyway; closed: a new loop follows)
+            with contextlib.suppress(OSError):
+                self._sockpairW.send(b"0")
+
     def ack_many(self, mids: Sequence[int]) -> MQTTErrorCode:
         """Send the PUBACKs of QoS 1 messages ``mids`` (in this order) as one write."""
         if not mids:
@@ -356,6 +363,9 @@ class MqttIngest:
         Messages per batch.
     max_delay
         Seconds a message may wait in a batch before the batch is flushed.
+    min_batch
+        While no batch is being stored, a batch of this many messages goes to the store at once (a burst is not
+        held for ``max_delay``; slower traffic is batched by time). Default ``max_batch // 8``.
     auth
         Credentials and TLS (None: from the environment, :meth:`MqttAuth.from_env`).
     on_event
@@ -370,13 +380,14 @@ class MqttIngest:
                  client_id: str = "citytwin-ingest", max_batch: int = 2000, max_delay: float = 0.1,
                  keepalive: int = 30, session_expiry: int = SESSION_NEVER_EXPIRES, auth: MqttAuth | None = None,
                  on_event: Callable[[str, str, str | None, str], None] | None = None,
-                 store_retries: int = 2) -> None:
+                 store_retries: int = 2, min_batch: int | None = None) -> None:
         self.host, self.port = host, port
         self.handler = handler
         self.topics = list(topics)
         self.client_id = client_id
         self.max_batch = max_batch
         self.max_delay = max_delay
+        self.min_batch = max(1, max_batch // 8) if min_batch is None else max(1, min(min_batch, max_batch))
         self.keepalive = keepalive
         self.session_expiry = session_expiry
         self.stats = IngestStats()
@@ -502,6 +513,8 @@ class MqttIngest:
                 err = _StoreFailed(exc)
                 err.__cause__ = exc
             self._done.put((gen, batch, err))
+            if isinstance(self.client, _ReceiveClient):  # its PUBACKs go out now, not at the loop's next timeout
+                self.client.wake()
 
     def _collect(self, wait: float = 0.0) -> None:
         """Acknowledge the batches the store thread finished (in order; only those received on the current
@@ -532,10 +545,10 @@ class MqttIngest:
     def run(self) -> None:
         """Run until :meth:`stop` (blocking). Reconnects on connection loss.
 
-        Receiving and storing overlap: a full (or due) batch goes to a store thread while this
-        thread keeps receiving the next one; at most one batch is being stored, and while it is,
-        the next batch grows up to ``max_batch`` (then receiving pauses until the store is done).
-        Acknowledgements are sent from this thread, in order, once a batch is stored.
+        Receiving and storing overlap: a due batch goes to a store thread while this thread keeps receiving
+        the next one; at most one batch is being stored, and while it is, the next batch grows up to
+        ``max_batch`` (then receiving pauses until the store is done). Acknowledgements are sent from this
+        thread, in order, once a batch is stored (the store thread wakes it).
         """
         self._work = queue.Queue()
         self._done = queue.Queue()
@@ -560,14 +573,15 @@ class MqttIngest:
                     rc = self.client.loop(timeout=0.02)
                     # drain what is already buffered without waiting on select again
                     n = 0
-                    while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and n < 512 and len(self._pending) < self.max_batch
+                    while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and n < 512
+                           and len(self._pending) < (self.max_batch if self._inflight else self.min_batch)
                            and self._readable()):
                         rc = self.client.loop_read()
                         n += 1
                     if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                         raise ConnectionError(f"mqtt loop: {rc}")
                     if self._pending and not self._inflight and (
-                            len(self._pending) >= self.max_batch or time.monotonic() - self._first_t >= self.max_delay):
+                            len(self._pending) >= self.min_batch or time.monotonic() - self._first_t >= self.max_delay):
                         # (the client reads the socket in chunks: a chunk may take the batch past max_batch)
                         batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
                         self._work.put((self._gen, batch))

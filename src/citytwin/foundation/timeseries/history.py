@@ -88,6 +88,7 @@ from citytwin.foundation.timeseries.historyutil import (  # re-exported: to_us, 
     pc_max,
     to_us,
     utc,
+    write_day,
 )
 
 DAY_US = 86_400_000_000
@@ -216,36 +217,23 @@ class HistoryStore:
             cuts = np.flatnonzero(np.diff(sdays)) + 1
             starts = np.concatenate([[0], cuts])
             ends = np.concatenate([cuts, [n]])
-            touched: list[Path] = []
-            jobs: list[tuple[Path, pa.Table]] = []
-            new_dirs = False
-            for s, e in zip(starts, ends, strict=True):
-                day = _day_name(int(sdays[s]))
-                d = self.root / f"day={day}"
-                if not d.exists():
-                    d.mkdir(parents=True, exist_ok=True)
-                    new_dirs = True
-                jobs.append((d, table.slice(int(s), int(e - s))))
-                touched.append(d)
-            # Files of different days are written and fsynced in parallel (the waits overlap).
-            if len(jobs) == 1:
-                self._write_file(jobs[0][0], jobs[0][1], batch)
-                _fsync_dir(jobs[0][0])
-            else:
-                def job(j: tuple[Path, pa.Table]) -> None:
-                    self._write_file(j[0], j[1], batch)
-                    _fsync_dir(j[0])
-
-                list(_pool().map(job, jobs))
-            if new_dirs:
+            days_of = [_day_name(int(sdays[s])) for s in starts]
+            with self._count_lock:  # days whose level-0 files are not counted: counted once their file is in
+                uncounted = [self._files_per_day.get(day) is None for day in days_of]
+            jobs = [(self.root / f"day={day}", table.slice(int(s), int(e - s)), batch, c)
+                    for day, s, e, c in zip(days_of, starts, ends, uncounted, strict=True)]
+            # Files of different days are written and fsynced in parallel (the waits overlap), each in its day
+            # folder (made by the job where it is new)
+            done = [write_day(*jobs[0])] if len(jobs) == 1 else list(_pool().map(lambda j: write_day(*j), jobs))
+            if any(new for new, _ in done):
                 _fsync_dir(self.root)
             due: list[str] = []
             with self._count_lock:
-                for d in touched:
+                for (d, _, _, _), (_, n0) in zip(jobs, done, strict=True):
                     day = d.name[4:]
                     old = self._files_per_day.get(day)
-                    k = _keep_recent(self._files_per_day, day, old + 1 if old is not None else _level0(d), COUNTED_DAYS)
-                    if k >= self.compact_threshold:
+                    k = old + 1 if old is not None else n0 if n0 is not None else _level0(d)
+                    if _keep_recent(self._files_per_day, day, k, COUNTED_DAYS) >= self.compact_threshold:
                         due.append(day)
             for day in due:
                 if self.background:
@@ -288,17 +276,6 @@ class HistoryStore:
             pa.array(np.full(n, rec, dtype="int64")).cast(pa.timestamp("us", tz="UTC")),
             pa.array(np.zeros(n, dtype="int64")), pa.array(np.arange(n, dtype="int32")),
         ], schema=SCHEMA)
-
-    @staticmethod
-    def _write_file(d: Path, table: pa.Table, batch: int) -> Path:
-        tmp = d / f".tmp-{uuid.uuid4().hex}.parquet"
-        final = d / f"part-{batch}-{uuid.uuid4().hex[:8]}.parquet"
-        with open(tmp, "wb") as f:
-            pq.write_table(table, f, compression="snappy")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        return final
 
     def recover(self) -> int:
         """Remove temporary files left by a killed writer and finish or drop interrupted merges.

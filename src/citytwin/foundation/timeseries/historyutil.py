@@ -9,6 +9,7 @@ import fcntl
 import os
 import re
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from citytwin.foundation.errors import InputError
 
@@ -196,6 +198,39 @@ def _fsync_dir(d: Path) -> None:
 
 
 fsync_dir = _fsync_dir  #: public name of the directory fsync (for forecasts; issue 11)
+
+
+def write_part(d: Path, table: pa.Table, batch: int) -> Path:
+    """Write ``table`` durably as a new part file of day folder ``d``: a hidden temporary file, fsynced, renamed
+    into place (the caller fsyncs the folder). The Parquet file is encoded in memory and written with one call
+    (no GIL taken per page, as writing to a Python file object took it)."""
+    tmp = d / f".tmp-{uuid.uuid4().hex}.parquet"
+    final = d / f"part-{batch}-{uuid.uuid4().hex[:8]}.parquet"
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="snappy")
+    with open(tmp, "wb") as f:
+        f.write(sink.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def write_day(d: Path, table: pa.Table, batch: int, count: bool) -> tuple[bool, int | None]:
+    """One day's share of an append (a job of the history's writer threads): make the day folder if it is new,
+    write the part file (:func:`write_part`) and fsync the folder. Returns whether the folder was made (its
+    parent is then fsynced by the caller) and, if ``count``, the folder's level-0 files now."""
+    try:
+        d.mkdir()
+        new = True
+    except FileExistsError:
+        new = False
+    except FileNotFoundError:  # (the store's folder itself is gone: made again)
+        d.mkdir(parents=True, exist_ok=True)
+        new = True
+    write_part(d, table, batch)
+    _fsync_dir(d)
+    return new, _level0(d) if count else None
 
 
 @contextlib.contextmanager
