@@ -9,8 +9,9 @@ those tables, its count of dropped rows and its clean rows' period, value and un
 cross-period statistics read — and, for the Markov chain, its units' order by id and their quantile
 classes (the client counts the transitions between consecutive periods once every period holds the same
 units). Then each period's kernel density is a task (the client checks the clean rows and makes the common
-grid); σ/β-convergence and the spatial statistics stay on the client. The client reads only the files' metadata (schemas; the periods from the row groups' statistics
-where each holds one period) or else the period column.
+grid); σ/β-convergence and the spatial statistics stay on the client. The client reads only the files'
+metadata (schemas; the periods from the row groups' statistics where each holds one period) or else the
+period column.
 
 Where a task finds what the one-process run refuses (a value that is not a number, a unit twice in a
 period) it ran the one-process checks on its rows: it reads the period column of the files to place
@@ -220,7 +221,8 @@ def _markov(parts: list[dict[str, Any]], *, id_col: str, time: str, k: int) -> M
     labels, to = pd.Index(range(k), name="from"), pd.Index(range(k), name="to")
     periods = pd.Index([p["frame"][time].iloc[0] for p in parts], name=time)
     classes = pd.DataFrame(np.column_stack(C), index=pd.Index(ids[0].to_pandas(), name=id_col), columns=periods)
-    return MarkovResult(transitions=pd.DataFrame(T, index=labels, columns=to), p=pd.DataFrame(P, index=labels, columns=to),
+    return MarkovResult(transitions=pd.DataFrame(T, index=labels, columns=to),
+                        p=pd.DataFrame(P, index=labels, columns=to),
                         steady_state=pd.Series(steady_state(P), index=to, name="steady_state"), classes=classes,
                         bins=[g[2] for g in got])
 
