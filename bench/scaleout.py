@@ -49,6 +49,7 @@ load (the load average is printed); compare ratios measured in one run only.
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import resource
@@ -639,6 +640,8 @@ def _disparity_half(periods: list[int], panel: str, queue: Any) -> None:
     _warm()
     years = parquet_periods([panel], "year")[0]
     kw = dict(DISPARITY_ARGS)
+    if "markov_k" in inspect.signature(sd._disparity_period).parameters:  # the Markov classes, as run_disparity's tasks
+        kw["markov_k"] = 5
     sd._disparity_period(years[0], files=[panel], weight=None, **kw)  # first use of pyarrow, pandas: untimed
     kde = hasattr(dynamics, "kde_grid")
     if kde:  # the grid is the client's (untimed here)
