@@ -49,6 +49,7 @@ load (the load average is printed); compare ratios measured in one run only.
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
 import resource
@@ -104,20 +105,34 @@ def _cpu_s() -> float:
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
-def cpu_of(address: str | None, fn: Callable[[], Any]) -> tuple[float, float, list[float], Any]:
-    """(wall s, CPU s of this process (the client, incl. its children), CPU s of each worker, result) of ``fn()``."""
+def _usage() -> tuple[float, float, int]:
+    """(CPU s as :func:`_cpu_s`, of which this process's kernel (system) CPU s, its minor page faults)."""
+    a = resource.getrusage(resource.RUSAGE_SELF)
+    return _cpu_s(), a.ru_stime, a.ru_minflt
+
+
+def cpu_of(address: str | None, fn: Callable[[], Any],
+           usage: dict[str, Any] | None = None) -> tuple[float, float, list[float], Any]:
+    """(wall s, CPU s of this process (the client, incl. its children), CPU s of each worker, result) of ``fn()``.
+
+    ``usage``: filled with ``kernel`` (each worker's kernel CPU s, in the order of the CPU s given back) and
+    ``faults`` (each worker's minor page faults): where a worker's CPU goes besides its tasks' own code."""
     from distributed import Client
 
-    def workers() -> dict[str, float]:
+    def workers() -> dict[str, tuple[float, float, int]]:
         if address is None:
             return {}
         with Client(address, set_as_default=False) as c:
-            return {k: float(v) for k, v in c.run(_cpu_s).items()}
+            return dict(c.run(_usage).items())
 
     w0, c0 = workers(), _cpu_s()
     wall, r = timed(fn)
     c1, w1 = _cpu_s(), workers()
-    return wall, c1 - c0, sorted((w1[k] - w0.get(k, 0.0) for k in w1), reverse=True), r
+    zero = (0.0, 0.0, 0)
+    d = sorted(([w1[k][i] - w0.get(k, zero)[i] for i in range(3)] for k in w1), key=lambda x: -x[0])
+    if usage is not None:
+        usage.update(kernel=[x[1] for x in d], faults=[int(x[2]) for x in d])
+    return wall, c1 - c0, [x[0] for x in d], r
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -625,6 +640,8 @@ def _disparity_half(periods: list[int], panel: str, queue: Any) -> None:
     _warm()
     years = parquet_periods([panel], "year")[0]
     kw = dict(DISPARITY_ARGS)
+    if "markov_k" in inspect.signature(sd._disparity_period).parameters:  # the Markov classes, as run_disparity's tasks
+        kw["markov_k"] = 5
     sd._disparity_period(years[0], files=[panel], weight=None, **kw)  # first use of pyarrow, pandas: untimed
     kde = hasattr(dynamics, "kde_grid")
     if kde:  # the grid is the client's (untimed here)
@@ -672,7 +689,8 @@ def disparity_client(panel: Path) -> str:
 
 
 def part1(quick: bool, tmp: Path, only: list[str] | None, repeat: int,
-          index_units: int | None = None, disparity_units: int | None = None) -> list[dict[str, Any]]:
+          index_units: int | None = None, disparity_units: int | None = None,
+          warm_up: bool = False) -> list[dict[str, Any]]:
     wf = workflows(quick, tmp, only, index_units, disparity_units)
     from distributed import Client
 
@@ -689,19 +707,28 @@ def part1(quick: bool, tmp: Path, only: list[str] | None, repeat: int,
             if only and name not in only:
                 continue
             run = w["run"]
+            if warm_up:  # untimed: the workflow's first run in one process and on each cluster
+                t_warm = [timed(lambda: run(a))[0] for a in (None, c1.scheduler_address, c2.scheduler_address)]  # noqa: B023
+                print(f"{name:11s} warm-up (untimed rounds above the timed ones): {' / '.join(f'{t:.2f}' for t in t_warm)} s",
+                      flush=True)
             for rnd in range(repeat):  # interleaved rounds: a busy minute of the shared machine falls on both
                 s0, u0, _, r0 = cpu_of(None, lambda: run(None))  # noqa: B023 (called at once)
-                s1, u1, k1, r1 = cpu_of(c1.scheduler_address, lambda: run(c1.scheduler_address))  # noqa: B023
-                s2, u2, k2, r2 = cpu_of(c2.scheduler_address, lambda: run(c2.scheduler_address))  # noqa: B023
+                use1: dict[str, Any] = {}
+                use2: dict[str, Any] = {}
+                s1, u1, k1, r1 = cpu_of(c1.scheduler_address, lambda: run(c1.scheduler_address), use1)  # noqa: B023
+                s2, u2, k2, r2 = cpu_of(c2.scheduler_address, lambda: run(c2.scheduler_address), use2)  # noqa: B023
                 # E by CPU: the time each run would take on idle cores, i.e. the client's CPU plus its
                 # busiest worker's (the critical path when tasks are balanced; replicated reads and
                 # imbalance count, the neighbours' load does not)
                 e_cpu = (u1 + sum(k1)) / (2 * (u2 + max(k2)))
-                row = {"workflow": name, "size": w["size"], "round": rnd + 1, "load": os.getloadavg()[0],
+                row = {"workflow": name, "size": w["size"], "round": rnd + 1, "warmed_up": warm_up,
+                       "load": os.getloadavg()[0],
                        "one_process_s": s0, "dask_1_s": s1, "dask_2_s": s2, "efficiency": s1 / (2 * s2),
                        "efficiency_cpu": e_cpu, "speedup_vs_one_process": s0 / s2, "cpu_one_process_s": u0,
                        "cpu_dask_1_s": u1 + sum(k1), "cpu_dask_2_s": u2 + sum(k2),
                        "cpu_dask_2_workers_s": k2, "cpu_client_2_s": u2,
+                       "kernel_dask_1_s": use1["kernel"], "kernel_dask_2_s": use2["kernel"],
+                       "faults_dask_1": use1["faults"], "faults_dask_2": use2["faults"],
                        "same": bool(w["same"](r0, r1) and w["same"](r0, r2))}
                 control = ""
                 if "control" in w:  # the same split with no Dask at all, in the same round
@@ -710,12 +737,18 @@ def part1(quick: bool, tmp: Path, only: list[str] | None, repeat: int,
                     control = (f" | no Dask: E by CPU {e_ctl:.2f} ({one_ctl:.1f} / "
                                f"{' + '.join(f'{k:.1f}' for k in two_ctl)} CPU-s)")
                 rows.append(row)
-                print(f"{name:11s} {w['size']:32s} one process {s0:6.2f} s | Dask 1 worker {s1:6.2f} s | 2 workers "
+                # round 1 without --warm-up: the workflow's first job on these clusters (the workers have not yet
+                # run its code nor touched its memory: what a fresh --dask local:N pays in every command)
+                print(f"{name:11s} {w['size']:32s} r{rnd + 1}{'' if warm_up or rnd else ' (first)'} one process {s0:6.2f} s | Dask 1 worker {s1:6.2f} s | 2 workers "
                       f"{s2:6.2f} s | E = {row['efficiency']:.2f} (by CPU {e_cpu:.2f}) | vs one process "
                       f"{row['speedup_vs_one_process']:.2f}x | CPU-s {u0:.1f} / {row['cpu_dask_1_s']:.1f} / "
                       f"{row['cpu_dask_2_s']:.1f} (2 workers: client {u2:.1f}, workers "
                       f"{' + '.join(f'{k:.1f}' for k in k2)}) | load {row['load']:.0f} | same: {row['same']}{control}",
                       flush=True)
+                # the workers' kernel CPU (mostly page faults: memory the allocator gave back and takes again)
+                print(f"{'':11s} workers' kernel CPU-s (of the CPU-s above) 1 worker {use1['kernel'][0]:.2f}, 2 workers "
+                      f"{' + '.join(f'{k:.2f}' for k in use2['kernel'])}; minor page faults "
+                      f"{use1['faults'][0] / 1e3:.0f}k / {' + '.join(f'{f / 1e3:.0f}k' for f in use2['faults'])}", flush=True)
                 if "detail" in w:
                     row["detail"] = w["detail"]()
                     print(f"{'':11s} {row['detail']}", flush=True)
@@ -824,6 +857,9 @@ def main() -> None:
                     help="part 3: searches bounded at this many metres, the network in parts (one per worker)")
     ap.add_argument("--check-whole", action="store_true",
                     help="part 3 with --partition-radius: also run with the whole network per worker and compare")
+    ap.add_argument("--warm-up", action="store_true",
+                    help="part 1: one untimed run of each workflow in one process and on each cluster before its "
+                         "timed rounds (a long-running cluster); without it round 1 is the workflow's first job there")
     ap.add_argument("--skip-part1", action="store_true")
     ap.add_argument("--skip-part2", action="store_true")
     ap.add_argument("--skip-part3", action="store_true")
@@ -835,7 +871,7 @@ def main() -> None:
     result: dict[str, Any] = {"nproc": os.cpu_count(), "load_start": os.getloadavg()[0]}
     if not args.skip_part1:
         result["efficiency"] = part1(args.quick, tmp, args.only, args.repeat, args.index_units,
-                                     args.disparity_units)
+                                     args.disparity_units, args.warm_up)
     if not args.skip_part2:
         sizes = args.sizes or ([250_000] if args.quick else [1_000_000, 4_000_000, 16_000_000])
         result["zones_scaling"] = part2(sizes, tmp)

@@ -188,3 +188,47 @@ def test_kernel_densities_skipped_as_one_process_skips_them(dask_address: str, t
         assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
     opts = [json.loads((tmp_path / d / "options.json").read_text()) for d in ("one", "two")]
     assert opts[0] == {k: v for k, v in opts[1].items() if k != "dask"}
+
+
+@pytest.mark.parametrize("case", ["balanced", "a unit missing", "ties"])
+def test_markov_chain_from_the_tasks_classes_equals_one_process(mexico, dask_address: str, tmp_path: Path,
+                                                                case: str) -> None:
+    """The tasks class their period's units and the client counts the transitions: the same transitions,
+    probabilities, steady state, classes and bounds as ``dynamics.markov`` on the clean rows. A unit missing
+    in a period or too many ties: no chain from the tasks (``None``), and run_disparity then says what one
+    process says (the step skipped with the same message), every file the same."""
+    from citytwin.economy import dynamics
+    from citytwin.workflows.disparity import run_disparity
+    from citytwin.workflows.scaleout_disparity import disparity_parts
+
+    panel, _, _ = mexico
+    long = pd.read_parquet(panel)
+    if case == "a unit missing":
+        long = long.drop(index=long.index[(long["NAME"] == long["NAME"].iloc[0]) & (long["year"] == 1970)])
+    elif case == "ties":
+        long.loc[long["year"] == 1960, "pcgdp"] = 7.0  # one class only
+    f = tmp_path / "p.parquet"
+    long.to_parquet(f, row_group_size=16)
+    kw: dict[str, Any] = {"value": "pcgdp", "group": "HANSON98", "time": "year", "id_col": "NAME"}
+    split = disparity_parts(str(f), dask=dask_address, markov_k=5, **kw)
+    assert split.frame is not None
+    try:
+        want = dynamics.markov(split.frame, value="pcgdp", time="year", id="NAME", k=5)
+    except InputError as exc:
+        assert split.markov is None
+        says = exc.message
+    else:
+        assert case == "balanced" and split.markov is not None
+        got = split.markov
+        for name in ("transitions", "p", "classes"):
+            pd.testing.assert_frame_equal(getattr(got, name), getattr(want, name), check_exact=True)
+        pd.testing.assert_series_equal(got.steady_state, want.steady_state, check_exact=True)
+        assert all(np.array_equal(a, b) for a, b in zip(got.bins, want.bins, strict=True))
+        assert want.transitions.to_numpy().sum() == 32 * 6  # 32 states, 7 years: every unit's 6 moves
+    one = run_disparity(str(f), out=tmp_path / "one", **kw)
+    two = run_disparity(str(f), out=tmp_path / "two", dask=dask_address, **kw)
+    assert one.files == two.files and ("markov.csv" in one.files) == (case == "balanced")
+    if case != "balanced":
+        assert one.options["skipped"]["markov"] == two.options["skipped"]["markov"] == says
+    for name in one.files[:-1]:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name

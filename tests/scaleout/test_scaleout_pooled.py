@@ -44,6 +44,9 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("topsis", {"topsis_weights": "pca"}),
     ("combined", {"combine_with": "critic", "combine_method": "multiplicative"}),
     ("combined", {"combine_with": "entropy", "alpha": 0.3}),
+    # entropy's passes on the shifted values, the scores on the plain min-max ones: the workers keep the
+    # prepared values for the scores (without scale or shift they let them go after entropy's first pass)
+    ("entropy", {"scale": 0.99, "shift": 0.01}),
 ]
 
 

@@ -63,7 +63,12 @@ CONNECT_TIMEOUT = "10s"
 LOCAL_CONFIG = {"distributed.admin.tick.interval": "1s", "distributed.admin.system-monitor.interval": "2s",
                 # each worker's statistical profiler (for the dashboard, which local clusters here do not
                 # run) sampled every 10 ms: 0.025 CPU-s per second of an idle worker, 0.005 without it
-                "distributed.worker.profile.enabled": False}
+                "distributed.worker.profile.enabled": False,
+                # glibc's own malloc settings, as in one process: Dask's MALLOC_TRIM_THRESHOLD_=65536 turns
+                # off glibc's adaptive mmap threshold, so every NumPy array over 128 KiB was a fresh mmap,
+                # page-faulted in again (index, kernel densities: a third of the workers' CPU in the kernel)
+                "distributed.nanny.pre-spawn-environ": {"MALLOC_TRIM_THRESHOLD_": None, "OMP_NUM_THREADS": 1,
+                                                        "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}}
 #: the environment of the local clusters' workers: one BLAS/OpenMP thread (one thread a worker process)
 LOCAL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 

@@ -30,6 +30,8 @@ __all__ = ["GEO_SUFFIXES", "TABLE_SUFFIXES", "DisparityResult", "load_source", "
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".txt": "csv", ".xlsx": "excel", ".xls": "excel",
                   ".parquet": "parquet"}
 GEO_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb", ".geoparquet"}
+#: quantile classes of the Markov chain (markov.csv)
+MARKOV_K = 5
 
 
 @dataclass
@@ -247,6 +249,7 @@ def run_disparity(
         # a value that is not a number, a unit twice: the tasks ran the one-process checks (the same error)
         split = scaleout_disparity.disparity_parts(panel, value=value, group=group, time=tcol, weight=weight,
                                                    id_col=id_col, dask=dask, files=files, kde=True,
+                                                   markov_k=MARKOV_K if time else None,
                                                    check=lambda have: _check_columns(have, cols))  # the schemas
         assert split.frame is not None
         df, dropped, per = split.frame, split.dropped, split.tables
@@ -318,7 +321,8 @@ def run_disparity(
             except (InputError, TypeError) as exc:
                 skipped["beta convergence"] = getattr(exc, "message", str(exc))
         try:
-            mk = dynamics.markov(df, value=value, time=tcol, id=id_col, k=5)
+            mk = (split.markov if dask and split.markov is not None  # classed by the tasks
+                  else dynamics.markov(df, value=value, time=tcol, id=id_col, k=MARKOV_K))
             save("markov.csv", mk.transitions.reset_index().merge(
                 mk.p.add_prefix("p_").reset_index(), on="from").assign(steady_state=mk.steady_state.to_numpy()))
         except InputError as exc:

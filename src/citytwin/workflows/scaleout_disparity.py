@@ -6,10 +6,12 @@ period), cleans them as :func:`citytwin.workflows.disparity.run_disparity` clean
 through ``numeric_column``, rows missing a value dropped), computes Gini, Theil with its groups and the
 Dagum decomposition (each pair of groups by sorting and searching: n log n per period), and sends back
 those tables, its count of dropped rows and its clean rows' period, value and unit id — what the
-cross-period statistics read. Then each period's kernel density is a task (the client checks the clean
-rows and makes the common grid); σ/β-convergence, Markov chains and the spatial statistics stay on the
-client. The client reads only the files' metadata (schemas; the periods from the row groups' statistics
-where each holds one period) or else the period column.
+cross-period statistics read — and, for the Markov chain, its units' order by id and their quantile
+classes (the client counts the transitions between consecutive periods once every period holds the same
+units). Then each period's kernel density is a task (the client checks the clean rows and makes the common
+grid); σ/β-convergence and the spatial statistics stay on the client. The client reads only the files'
+metadata (schemas; the periods from the row groups' statistics where each holds one period) or else the
+period column.
 
 Where a task finds what the one-process run refuses (a value that is not a number, a unit twice in a
 period) it ran the one-process checks on its rows: it reads the period column of the files to place
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from citytwin.foundation.errors import InputError
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from citytwin.economy.dynamics import KernelDensityResult
+    from citytwin.economy.dynamics import KernelDensityResult, MarkovResult
 
 __all__ = ["DISPARITY_TABLES", "DisparityParts", "disparity", "disparity_parts", "panel_columns"]
 
@@ -62,6 +65,11 @@ class DisparityParts:
         With ``kde``: the kernel densities of ln(value) by period (:func:`citytwin.economy.dynamics.
         kernel_density`, a task per period), the ``InputError`` it raises instead (``run_disparity`` says the
         step skipped), or ``None`` where a value is not positive (``run_disparity`` skips it then).
+    markov
+        With ``markov_k``: :func:`citytwin.economy.dynamics.markov` of the clean rows (quantile classes), its
+        classes computed by the tasks; ``None`` where the panel is not one it takes as it is (a unit missing in
+        a period, too many ties, a value not finite, fewer than two periods): the caller then runs ``markov``
+        on :attr:`frame`, which says what is wrong.
     """
 
     files: list[str]
@@ -69,6 +77,7 @@ class DisparityParts:
     frame: pd.DataFrame | None = None
     dropped: int = 0
     kde: KernelDensityResult | InputError | None = None
+    markov: MarkovResult | None = None
 
 
 def panel_columns(files: list[str]) -> list[str]:
@@ -158,12 +167,73 @@ def _placed(files: list[str], time: str, period: Any, n: int) -> np.ndarray:
     return rows
 
 
+def _markov_part(ids: pd.Series, values: pd.Series, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """One period's part of :func:`citytwin.economy.dynamics.markov` (quantile classes): the order of its units
+    by id (the rows of ``markov``'s units × periods table), their classes in that order and the period's class
+    bounds; ``None`` where ``markov`` would refuse the period (a value not finite, too many ties) or the ids
+    do not sort (the client then runs ``markov`` itself, which says why)."""
+    import numpy as np
+
+    from citytwin.economy.dynamics import _classify, _quantile_bins
+
+    y = values.to_numpy(dtype=float)
+    if k < 2 or not bool(np.isfinite(y).all()):
+        return None
+    try:  # the order of the pivot's index (its unique ids sorted; a period has each unit once)
+        order = np.argsort(ids.to_numpy(), kind="stable")
+    except TypeError:
+        return None
+    ys = y[order]
+    bins = _quantile_bins(ys, k)  # percentiles: the same bounds in any order of the values
+    if bins.size < k:
+        return None
+    return (order.astype(np.int32 if len(order) < 2**31 else np.int64),
+            _classify(ys, bins).astype(np.int8 if k < 128 else np.int64), bins)
+
+
+def _markov(parts: list[dict[str, Any]], *, id_col: str, time: str, k: int) -> MarkovResult | None:
+    """:func:`citytwin.economy.dynamics.markov` (quantile classes, ``k``) from the periods' classes
+    (:func:`_markov_part`), when every period holds the same units (the client compares their sorted ids as
+    Arrow arrays): the transitions counted between consecutive periods (whole numbers: the same sums in any
+    order), then ``markov``'s probabilities and steady state. ``None`` otherwise (see
+    :attr:`DisparityParts.markov`)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    from citytwin.economy.dynamics import MarkovResult, _row_p, steady_state
+
+    maybe = [p.get("markov") for p in parts]
+    got: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [g for g in maybe if g is not None]
+    if len(got) < 2 or len(got) < len(maybe):
+        return None
+    try:
+        ids = [pa.array(p["frame"][id_col], from_pandas=True).take(pa.array(g[0])) for p, g in zip(parts, got,
+                                                                                                  strict=True)]
+    except (pa.ArrowException, TypeError):
+        return None
+    if any(len(a) != len(ids[0]) or not a.equals(ids[0]) for a in ids[1:]):
+        return None  # a unit missing in a period: markov's error names it
+    C = [g[1].astype(np.int64) for g in got]
+    T = np.sum([np.bincount(a * k + b, minlength=k * k) for a, b in pairwise(C)],
+               axis=0).reshape(k, k).astype(float)
+    P = _row_p(T)
+    labels, to = pd.Index(range(k), name="from"), pd.Index(range(k), name="to")
+    periods = pd.Index([p["frame"][time].iloc[0] for p in parts], name=time)
+    classes = pd.DataFrame(np.column_stack(C), index=pd.Index(ids[0].to_pandas(), name=id_col), columns=periods)
+    return MarkovResult(transitions=pd.DataFrame(T, index=labels, columns=to),
+                        p=pd.DataFrame(P, index=labels, columns=to),
+                        steady_state=pd.Series(steady_state(P), index=to, name="steady_state"), classes=classes,
+                        bins=[g[2] for g in got])
+
+
 def _disparity_period(period: Any, *, files: list[str], value: str, group: str, time: str,
-                      weight: str | None, id_col: str | None = None) -> dict[str, Any]:
-    """One period, read by the worker: its tables, its dropped rows and its clean (time, value, id) rows;
-    or what the one-process checks found (:func:`_checked`: the tables are not computed then), or
-    ``error`` (what a statistic raised). ``period`` ``None``: the rows without a period, checked only
-    (one process checks their values before dropping them)."""
+                      weight: str | None, id_col: str | None = None, markov_k: int | None = None) -> dict[str, Any]:
+    """One period, read by the worker: its tables, its dropped rows and its clean (time, value, id) rows
+    (with ``markov_k`` and ``id_col``: its part of the Markov chain, :func:`_markov_part`); or what the
+    one-process checks found (:func:`_checked`: the tables are not computed then), or ``error`` (what a
+    statistic raised). ``period`` ``None``: the rows without a period, checked only (one process checks
+    their values before dropping them)."""
     from citytwin.economy import dagum, inequality
 
     cols = list(dict.fromkeys(c for c in (time, value, group, weight, id_col) if c))
@@ -174,6 +244,8 @@ def _disparity_period(period: Any, *, files: list[str], value: str, group: str, 
     out: dict[str, Any] = {"dropped": dropped, "frame": df[[c for c in (time, value, id_col) if c]]}
     if df.empty:
         return out
+    if markov_k is not None and id_col:
+        out["markov"] = _markov_part(df[id_col], df[value], markov_k)
     try:
         r = inequality.theil(df[value].to_numpy(), df[group].to_numpy(),
                              None if weight is None else df[weight].to_numpy())
@@ -203,7 +275,8 @@ def _found(parts: list[dict[str, Any]], value: str) -> InputError | None:
 def disparity_parts(panel: str, *, value: str, group: str, time: str, dask: str, weight: str | None = None,
                     id_col: str | None = None, workspace: WorkspaceLike | None = None,
                     progress: Progress | None = None, files: list[str] | None = None,
-                    check: Callable[[list[str]], None] | None = None, kde: bool = False) -> DisparityParts:
+                    check: Callable[[list[str]], None] | None = None, kde: bool = False,
+                    markov_k: int | None = None) -> DisparityParts:
     """The per-period part of ``run_disparity`` on Dask: one task per period reads its rows (see the module).
 
     The client reads the Parquet panel's metadata (file, folder, glob or dataset; the period column where
@@ -213,7 +286,9 @@ def disparity_parts(panel: str, *, value: str, group: str, time: str, dask: str,
     is read (``run_disparity`` checks the columns it needs). ``kde``: also ``run_disparity``'s kernel
     densities (:attr:`DisparityParts.kde`): the client checks the clean rows and makes the common grid
     (``dynamics.kde_grid``), one task per period evaluates its density (``dynamics.kde_period``; its values
-    sent with it).
+    sent with it). ``markov_k`` (with ``id_col``): also ``run_disparity``'s Markov chain of ``markov_k``
+    quantile classes (:attr:`DisparityParts.markov`): each task classes its period's units, the client counts
+    the transitions.
 
     Raises
     ------
@@ -243,7 +318,7 @@ def disparity_parts(panel: str, *, value: str, group: str, time: str, dask: str,
         # rows without a period: one more task checks their values (one process checks them, then drops them)
         parts = run_tasks(client, _disparity_period, [*periods, *([None] if missing else [])], progress=progress,
                           key="citytwin-disparity", files=files, value=value, group=group, time=time,
-                          weight=weight, id_col=id_col)
+                          weight=weight, id_col=id_col, markov_k=markov_k)
         found = _found(parts, value)
         if found is not None:
             raise found
@@ -256,7 +331,8 @@ def disparity_parts(panel: str, *, value: str, group: str, time: str, dask: str,
         density = _kde(client, frame, value=value, time=time) if kde else None
     return DisparityParts(files=files, tables={name: pd.concat([t[name] for t in full], ignore_index=True)
                                                for name in DISPARITY_TABLES} if full else {},
-                          frame=frame, dropped=missing + sum(p["dropped"] for p in parts), kde=density)
+                          frame=frame, dropped=missing + sum(p["dropped"] for p in parts), kde=density,
+                          markov=_markov(parts, id_col=id_col, time=time, k=markov_k) if markov_k and id_col else None)
 
 
 def _kde_task(item: tuple[Any, np.ndarray, float], *, grid: np.ndarray, time: str) -> tuple[Any, ...]:

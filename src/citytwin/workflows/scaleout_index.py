@@ -69,7 +69,8 @@ class _Period:
     """One period of the panel, prepared on a worker (kept there between the stages)."""
 
     keys: pd.DataFrame
-    X: np.ndarray
+    X: np.ndarray | None
+    """the prepared values; ``None`` once the last pass that needs them has its normalised matrix (:func:`_normed`)"""
     warnings: list[str]
     dropped: int
     rows: np.ndarray
@@ -79,8 +80,14 @@ class _Period:
     Z_of: tuple[Any, ...] = ()
 
     def __sizeof__(self) -> int:  # what Dask weighs before moving it (a plain object weighs ~50 bytes)
-        z = 0 if self.Z is None else self.Z.nbytes
-        return int(self.X.nbytes + z + self.rows.nbytes + self.keys.memory_usage(deep=True).sum()) + 1024
+        x, z = (0 if a is None else a.nbytes for a in (self.X, self.Z))
+        return int(x + z + self.rows.nbytes + self.keys.memory_usage(deep=True).sum()) + 1024
+
+    def raw(self) -> np.ndarray:
+        """The prepared values (an error if a pass dropped them: the job's passes say when they may)."""
+        if self.X is None:
+            raise RuntimeError("the prepared values were dropped after the last pass that needed them")
+        return self.X
 
 
 @dataclass
@@ -231,7 +238,8 @@ def _over(shard: _Shard, fn: Any, **kw: Any) -> list[Any]:
 
 
 def _minmax_part(p: _Period) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
-    return p.X.min(axis=0), p.X.max(axis=0), len(p.X), p.warnings
+    X = p.raw()
+    return X.min(axis=0), X.max(axis=0), len(X), p.warnings
 
 
 def _norm(X: np.ndarray, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float) -> np.ndarray:
@@ -245,20 +253,25 @@ def _norm(X: np.ndarray, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale:
     return np.asarray(scale * Z + shift)
 
 
-def _normed(p: _Period, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float) -> np.ndarray:
+def _normed(p: _Period, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float,
+            last_raw: bool = False) -> np.ndarray:
     """:func:`_norm` of the period's values, kept for the next pass with the same bounds (entropy's two
-    passes and its scores normalise alike: computed once)."""
+    passes and its scores normalise alike: computed once). ``last_raw``: no later pass of the job needs the
+    prepared values, which are then let go (the worker holds one matrix per period, not two: less memory
+    to fault in, which on a fresh worker cost more kernel time than the passes' own code)."""
     key = (lo.tobytes(), hi.tobytes(), pos.tobytes(), scale, shift)
     if p.Z is None or p.Z_of != key:
-        p.Z, p.Z_of = _norm(p.X, lo, hi, pos, scale, shift), key
+        p.Z, p.Z_of = _norm(p.raw(), lo, hi, pos, scale, shift), key
+        if last_raw:
+            p.X = None
     return p.Z
 
 
 def _colsum_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float,
-                 shift: float) -> np.ndarray:
+                 shift: float, last_raw: bool = False) -> np.ndarray:
     import numpy as np
 
-    return np.asarray(_normed(p, lo, hi, pos, scale, shift).sum(axis=0))
+    return np.asarray(_normed(p, lo, hi, pos, scale, shift, last_raw).sum(axis=0))
 
 
 def _plogp_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float,
@@ -276,10 +289,11 @@ def _moment_values(p: _Period, what: str, lo: np.ndarray, hi: np.ndarray, pos: n
     import numpy as np
 
     if what == "critic":
-        Z = _norm(p.X, lo, hi, pos, 1.0, 0.0)
+        Z = _norm(p.raw(), lo, hi, pos, 1.0, 0.0)
         Z[:, hi - lo == 0] = 0.0
         return Z
-    return np.asarray(np.where(pos, p.X, -p.X))
+    X = p.raw()
+    return np.asarray(np.where(pos, X, -X))
 
 
 def _moment_part(p: _Period, *, what: str, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray,
@@ -317,7 +331,7 @@ def _score_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, 
 def _sumsq_part(p: _Period) -> np.ndarray:
     import numpy as np
 
-    return np.asarray((p.X ** 2).sum(axis=0))
+    return np.asarray((p.raw() ** 2).sum(axis=0))
 
 
 def _topsis_values(p: _Period, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, w: np.ndarray,
@@ -326,8 +340,8 @@ def _topsis_values(p: _Period, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, 
     import numpy as np
 
     if norm is not None:
-        return np.asarray(p.X / np.where(norm == 0, 1.0, norm) * w)
-    return np.asarray(_norm(p.X, lo, hi, pos, 1.0, 0.0) * w)
+        return np.asarray(p.raw() / np.where(norm == 0, 1.0, norm) * w)
+    return np.asarray(_norm(p.raw(), lo, hi, pos, 1.0, 0.0) * w)
 
 
 def _topsis_bounds_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, w: np.ndarray,
@@ -426,9 +440,10 @@ def _correlation(C: np.ndarray) -> np.ndarray:
     return np.asarray(np.clip(R, -1, 1))
 
 
-def _pooled_weights(job: _Job, method: str, sp: IndexSpec, s: _Stats,
-                    o: Mapping[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray], float | None, dict[str, Any]]:
-    """Weights, the method's columns, entropy k and diagnostics of an objective (or given) method, pooled."""
+def _pooled_weights(job: _Job, method: str, sp: IndexSpec, s: _Stats, o: Mapping[str, Any],
+                    last_raw: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray], float | None, dict[str, Any]]:
+    """Weights, the method's columns, entropy k and diagnostics of an objective (or given) method, pooled.
+    ``last_raw``: no pass after entropy's needs the prepared values (:func:`_normed`)."""
     import numpy as np
 
     from citytwin.economy import weights as W
@@ -437,7 +452,7 @@ def _pooled_weights(job: _Job, method: str, sp: IndexSpec, s: _Stats,
     const = s.hi - s.lo == 0
     if method == "entropy":
         kw: dict[str, Any] = {"lo": s.lo, "hi": s.hi, "pos": s.pos, "scale": o["scale"], "shift": o["shift"]}
-        col = np.sum(job.run(_colsum_part, "citytwin-colsum", **kw), axis=0)
+        col = np.sum(job.run(_colsum_part, "citytwin-colsum", last_raw=last_raw, **kw), axis=0)
         if (col < 0).any():
             raise InputError("normalised values are negative (check scale and shift)")
         L = np.sum(job.run(_plogp_part, "citytwin-plogp", col=col, **kw), axis=0)
@@ -571,7 +586,10 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
         if s.n < 2:
             raise InputError("an index needs at least 2 rows (cities or city-years)", file=panel)
         const = s.hi - s.lo == 0
-        w, extra, k, diag = _pooled_weights(job, objective, sp, s, opts_in)
+        # entropy's passes and the scores use one normalised matrix (min-max without scale or shift): the
+        # prepared values are let go once it is made
+        w, extra, k, diag = _pooled_weights(job, objective, sp, s, opts_in,
+                                            last_raw=method in ("entropy", "combined") and scale == 1 and shift == 0)
         if method == "combined":
             expert = sp.expert_weights()
             extra = dict(extra, objective_weight=w, expert_weight=expert)
