@@ -74,20 +74,44 @@ class StreetNetwork:
 
     def snap(self, points: gpd.GeoSeries | gpd.GeoDataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Nearest node (graph index) and the straight-line snapping distance (m) of each point."""
-        geom = points.geometry if isinstance(points, gpd.GeoDataFrame) else points
-        if geom.crs is None:
-            raise InputError("points have no coordinate reference system", field="geometry")
-        pts = as_points(gpd.GeoDataFrame(geometry=geom.to_crs(self.crs)))
-        if len(pts) == 0:
-            return np.empty(0, dtype=np.int64), np.empty(0)
-        dist, idx = self.kdtree.query(xy(pts))
-        return idx.astype(np.int64), dist
+        return self.snap_xy(points_xy(points, self.crs))
+
+    def snap_xy(self, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`snap` of points given as (n, 2) coordinates in the network's CRS (:func:`points_xy`)."""
+        return snap_xy(self.kdtree, coords)
 
     def nodes_frame(self) -> gpd.GeoDataFrame:
         """Nodes as a GeoDataFrame (id, component) in EPSG:4326."""
         g = gpd.GeoDataFrame({"id": self.node_ids, "component": self.component},
                              geometry=gpd.points_from_xy(self.coords[:, 0], self.coords[:, 1]), crs=self.crs)
         return g.to_crs(4326)
+
+
+def points_xy(points: gpd.GeoSeries | gpd.GeoDataFrame, crs: Any) -> np.ndarray:
+    """(n, 2) coordinates in ``crs`` of each point (lines and polygons: a representative point), as
+    :meth:`StreetNetwork.snap` snaps them.
+
+    Examples
+    --------
+    >>> from shapely.geometry import Point, box
+    >>> points_xy(gpd.GeoSeries([Point(1, 2), box(0, 0, 4, 2)], crs=3067), 3067).tolist()
+    [[1.0, 2.0], [2.0, 1.0]]
+    """
+    geom = points.geometry if isinstance(points, gpd.GeoDataFrame) else points
+    if geom.crs is None:
+        raise InputError("points have no coordinate reference system", field="geometry")
+    pts = as_points(gpd.GeoDataFrame(geometry=geom.to_crs(crs)))
+    return xy(pts) if len(pts) else np.empty((0, 2))
+
+
+def snap_xy(tree: cKDTree, coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(nearest node index, distance) of each of the (n, 2) ``coords`` with a k-d tree of the nodes (the
+    network's :attr:`StreetNetwork.kdtree`, or the same tree built from the same coordinates elsewhere:
+    a balanced ``cKDTree`` of the same points picks the same node among equals)."""
+    if len(coords) == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    dist, idx = tree.query(coords)
+    return idx.astype(np.int64), dist
 
 
 def build_network(nodes: gpd.GeoDataFrame, edges: pd.DataFrame, crs: Any = None) -> StreetNetwork:
