@@ -212,7 +212,7 @@ def test_split_preparation_equals_one_process(tmp_path: Path, dask_address: str)
     assert ref.homes.geometry.equals(two.homes.geometry) and two.homes.crs == ref.homes.crs
     pd.testing.assert_frame_equal(ref.coverage, two.coverage, check_exact=True)
     assert {k: v for k, v in two.report.items() if k != "dask"} == ref.report
-    assert two.report["dask"]["tasks"] == len(cats) + 12
+    assert two.report["dask"]["tasks"] == len(cats) + 14
     # what the case holds: both sides dropped a row, the POIs were reprojected, two POIs off the network
     rep = ref.report
     assert rep["dropped"] == {"homes_without_geometry": 1, "pois_without_geometry": 1, "pois_off_network": 2}

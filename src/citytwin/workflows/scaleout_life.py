@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.objectstore import is_url, list_objects, read_geoparquet
 from citytwin.foundation.scaleout import Progress, run_futures, task_keys
+from citytwin.workflows.scaleout_change import _collecting_rarely, _rare_collections
 from citytwin.workflows.scaleout_files import parquet_file, read_parquet
 
 if TYPE_CHECKING:
@@ -207,6 +208,7 @@ def _search_inputs(prep: LifeCirclePrep) -> LifeCirclePrep:
 
 # A Parquet network whole on every worker (``life_split``): the graph is built once and fetched by the other
 # worker; the preparation is shared out so that neither worker waits long nor does much more than the other.
+@_collecting_rarely
 def _life_graph(nodes: str, streets: str) -> tuple[Any, np.ndarray, np.ndarray]:
     """(CSR graph, each node's component, the node ids in graph order) of a Parquet network."""
     from citytwin.spatial.network import network_graph
@@ -232,6 +234,7 @@ def _node_tree(node_part: tuple[np.ndarray, np.ndarray, Any]) -> Any:
     return cKDTree(node_part[1])
 
 
+@_collecting_rarely
 def _life_homes(refs: dict[str, str | None], include_unknown: bool, crs: Any, kw: dict[str, Any]) -> HomeSide:
     """The homes read and checked (:func:`citytwin.spatial.lifecircle.check_homes`), before snapping."""
     from citytwin.spatial.lifecircle import check_homes, residential_buildings
@@ -240,10 +243,21 @@ def _life_homes(refs: dict[str, str | None], include_unknown: bool, crs: Any, kw
     return check_homes(homes, crs, id_col=kw.get("id_col", "osm_id"), population_col=kw.get("population_col"))
 
 
-def _homes_xy(side: HomeSide) -> np.ndarray:
+def _side_xy(side: HomeSide | PoiSide) -> np.ndarray:
+    """A side's points in the network's CRS: what the k-d tree's worker snaps."""
     return side.xy
 
 
+def _without_xy(side: PoiSide) -> PoiSide:
+    """The POIs without their points (snapped already): what the graph's worker puts together."""
+    import dataclasses
+
+    import numpy as np
+
+    return dataclasses.replace(side, xy=np.empty((0, 2)))
+
+
+@_collecting_rarely
 def _life_pois(refs: dict[str, str | None], crs: Any, kw: dict[str, Any]) -> PoiSide:
     """The POIs read and checked (:func:`citytwin.spatial.lifecircle.check_pois`), before snapping."""
     from citytwin.spatial.lifecircle import DAILY_SERVICES, check_pois
@@ -252,25 +266,22 @@ def _life_pois(refs: dict[str, str | None], crs: Any, kw: dict[str, Any]) -> Poi
                       category_col=kw.get("category_col", "category"), id_col=kw.get("id_col", "osm_id"))
 
 
-def _life_snap(tree: Any, pois: PoiSide, homes_xy: np.ndarray) -> tuple[Any, ...]:
-    """(each home's node index and distance, the POIs without their points, each POI's node index and distance)."""
-    import dataclasses
-
-    import numpy as np
-
+def _life_snap(tree: Any, pois_xy: np.ndarray, homes_xy: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(each home's node index and distance, each POI's node index and distance), with the nodes' k-d tree."""
     from citytwin.spatial.network import snap_xy
 
-    p_node, p_snap = snap_xy(tree, pois.xy)
+    p_node, p_snap = snap_xy(tree, pois_xy)
     h_node, h_snap = snap_xy(tree, homes_xy)
-    return h_node, h_snap, dataclasses.replace(pois, xy=np.empty((0, 2))), p_node, p_snap
+    return h_node, h_snap, p_node, p_snap
 
 
-def _life_assemble(homes: HomeSide, snapped: tuple[Any, ...], graph_part: tuple[Any, np.ndarray, np.ndarray],
-                   kw: dict[str, Any]) -> LifeCirclePrep:
+@_collecting_rarely
+def _life_assemble(homes: HomeSide, pois: PoiSide, snapped: tuple[np.ndarray, ...],
+                   graph_part: tuple[Any, np.ndarray, np.ndarray], kw: dict[str, Any]) -> LifeCirclePrep:
     """:func:`citytwin.spatial.lifecircle.assemble_prep` on the graph's worker (the ids and components are there)."""
     from citytwin.spatial.lifecircle import DAILY_SERVICES, assemble_prep, life_threshold, network_facts
 
-    h_node, h_snap, pois, p_node, p_snap = snapped
+    h_node, h_snap, p_node, p_snap = snapped
     _, component, ids = graph_part
     return assemble_prep(homes, h_node, h_snap, pois, p_node, p_snap, ids[h_node], component[h_node],
                          network_facts(component), categories=kw.get("categories", DAILY_SERVICES),
@@ -288,6 +299,7 @@ def _life_search(cat: str, graph: Any, prep: LifeCirclePrep) -> tuple[np.ndarray
     return category_search(prep, SimpleNamespace(graph=graph), cat)  # type: ignore[arg-type]
 
 
+@_collecting_rarely
 def _for_client(prep: LifeCirclePrep) -> tuple[LifeCirclePrep, Any]:
     """``prep`` as the client receives it: what :func:`citytwin.spatial.lifecircle.finish_life_circle`
     reads (the homes' table, the options, the report; not the snapped arrays, which the searches used), the
@@ -330,23 +342,19 @@ def geometry_payload(geom: gpd.GeoSeries) -> tuple[str, Any, Any]:
 def geometry_from_payload(payload: tuple[str, Any, Any]) -> gpd.GeoSeries:
     """The GeoSeries of :func:`geometry_payload`.
 
-    Python's cyclic garbage collector is paused while the geometries are made: each is a tracked object, so
-    making 100,000 of them runs collections over every object the process holds (in a client holding a
-    few million objects 0.05 CPU-s against 0.012 paused; the geometries hold no cycles)."""
-    import gc
-
+    The garbage collector's young collections are made rare while the geometries are made
+    (``scaleout_change._rare_collections``): each geometry is a tracked object, so making 100,000 of them
+    at the default threshold runs collections over the objects the process holds (in a process holding two
+    million objects 0.05 CPU-s against 0.012 with the collector off; the geometries hold no cycles)."""
     import geopandas as gpd
     import shapely
 
     kind, data, crs = payload
-    paused = gc.isenabled()
-    gc.disable()
-    try:
-        geoms = shapely.points(data) if kind == "xy" else shapely.from_wkb(data)
-    finally:
-        if paused:
-            gc.enable()
-    return gpd.GeoSeries(geoms, crs=crs)
+    with _rare_collections():
+        return gpd.GeoSeries(shapely.points(data) if kind == "xy" else shapely.from_wkb(data), crs=crs)
+
+
+_POIS_ON = 0  # experiment: which worker reads the POIs
 
 
 def life_split(client: Any, cats: list[str], refs: dict[str, str | None], include_unknown: bool,
@@ -369,7 +377,7 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
         w = workers[i % len(workers)]
         return {"workers": [w], "allow_other_workers": True} if w else {}
 
-    n_tasks = 12 + len(cats)
+    n_tasks = (13 if _POIS_ON else 14) + len(cats)
     keys = iter(task_keys("citytwin-life", n_tasks))
 
     def task(fn: Any, *args: Any, where: int, **kwargs: Any) -> Any:
@@ -381,9 +389,10 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
     crs = task(_node_crs, node_part, where=0)
     homes = task(_life_homes, refs, include_unknown, crs, kw, where=1)
     tree = task(_node_tree, node_part, where=0)
-    pois = task(_life_pois, refs, crs, kw, where=0)
-    snapped = task(_life_snap, tree, pois, task(_homes_xy, homes, where=1), where=0)
-    prep = task(_life_assemble, homes, snapped, graph_part, kw, where=1)
+    pois = task(_life_pois, refs, crs, kw, where=_POIS_ON)
+    snapped = task(_life_snap, tree, task(_side_xy, pois, where=_POIS_ON), task(_side_xy, homes, where=1), where=0)
+    prep = task(_life_assemble, homes, pois if _POIS_ON else task(_without_xy, pois, where=0), snapped, graph_part,
+                kw, where=1)
     light = task(_search_inputs, prep, where=1)
     graph = task(_graph_only, graph_part, where=1)
     futs = [task(_life_search, c, graph, light, where=i) for i, c in enumerate(cats)]
