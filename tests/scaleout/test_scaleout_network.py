@@ -283,3 +283,30 @@ def test_split_graph_worker_killed_after_the_first_search_result_identical(tmp_p
     assert ref.homes.geometry.equals(two.homes.geometry)
     pd.testing.assert_frame_equal(ref.coverage, two.coverage, check_exact=True)
     assert {k: v for k, v in two.report.items() if k != "dask"} == ref.report
+
+
+def test_node_ids_in_order_are_their_own_graph_index() -> None:
+    """Ids 0..n-1 in order take the range check instead of the lookup: the same graph, components and errors
+    (the first unknown edge's row) as ids looked up (the same network numbered from 1)."""
+    import pandas as pd
+
+    from citytwin.foundation.errors import InputError
+    from citytwin.spatial.network import network_graph, node_positions
+
+    rng = np.random.default_rng(8)
+    n = 500
+    u, v = rng.integers(0, n, 3000), rng.integers(0, n, 3000)
+    length = rng.uniform(1, 50, 3000)
+    g0, c0 = network_graph(np.arange(n), pd.DataFrame({"u": u, "v": v, "length": length}))
+    g1, c1 = network_graph(np.arange(1, n + 1), pd.DataFrame({"u": u + 1, "v": v + 1, "length": length}))
+    assert (g0 != g1).nnz == 0 and np.array_equal(g0.indices, g1.indices) and np.array_equal(g0.data, g1.data)
+    assert np.array_equal(c0, c1)
+    assert node_positions(np.arange(4), np.array([3, 4, -1, 0])).tolist() == \
+        [3, -1, -1, 0]
+    assert node_positions(np.arange(4), np.array([3.0, 1.0])).tolist() == [3, 1]  # not integers: looked up
+    for bad in (n, -1):
+        uu = u.copy()
+        uu[7] = bad
+        with pytest.raises(InputError) as exc:
+            network_graph(np.arange(n), pd.DataFrame({"u": uu, "v": v, "length": length}))
+        assert exc.value.row == 8 and "1 edge(s) name nodes not in the node table" in str(exc.value)
