@@ -193,8 +193,8 @@ def _awkward(folder: Path) -> tuple[dict[str, str], list[str]]:
 
 
 def test_split_preparation_equals_one_process(tmp_path: Path, dask_address: str) -> None:
-    """The Parquet network whole on each worker, its preparation shared by two workers (homes checked beside
-    the graph, POIs and the snapping beside the k-d tree, put together on the graph's worker): homes,
+    """The Parquet network whole on each worker, its preparation shared by two workers (homes and POIs
+    checked beside the graph, snapped beside the k-d tree, put together on the graph's worker): homes,
     coverage and report (notes and dropped rows in one process's order) equal one process's."""
     import pandas as pd
 
@@ -212,7 +212,7 @@ def test_split_preparation_equals_one_process(tmp_path: Path, dask_address: str)
     assert ref.homes.geometry.equals(two.homes.geometry) and two.homes.crs == ref.homes.crs
     pd.testing.assert_frame_equal(ref.coverage, two.coverage, check_exact=True)
     assert {k: v for k, v in two.report.items() if k != "dask"} == ref.report
-    assert two.report["dask"]["tasks"] == len(cats) + 14
+    assert two.report["dask"]["tasks"] == len(cats) + 13
     # what the case holds: both sides dropped a row, the POIs were reprojected, two POIs off the network
     rep = ref.report
     assert rep["dropped"] == {"homes_without_geometry": 1, "pois_without_geometry": 1, "pois_off_network": 2}
@@ -245,7 +245,7 @@ def test_homes_geometry_travels_exactly(case: str) -> None:
 
 
 def test_split_graph_worker_killed_after_the_first_search_result_identical(tmp_path: Path, dask_address: str) -> None:
-    """The graph's worker (graph, homes' table, the put-together preparation) killed once the first search
+    """The graph's worker (graph, homes and POIs checked, the put-together preparation) killed once the first search
     is done: what it held is computed again (its nanny restarts it, or the other worker takes it over) and
     the result equals one process's."""
     import os

@@ -288,8 +288,8 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
                           "split": (
         f"network in west-east parts, one per worker, each with a {max_distance} m halo; homes and POIs snapped "
         "once; one search per category and part" if partitions else
-        "network nodes (their k-d tree; the POIs read, homes and POIs snapped) and graph (the homes read) built "
-        "at once on two workers; one search per category"
+        "network nodes (their k-d tree; homes and POIs snapped) and graph (homes and POIs read and checked) "
+        "built at once on two workers; one search per category"
         if split else "one search per category; network built and inputs snapped on every worker")}
     return res
 

@@ -209,8 +209,9 @@ def _search_inputs(prep: LifeCirclePrep) -> LifeCirclePrep:
 # A Parquet network whole on every worker (``life_split``): the graph is built once and fetched by the other
 # worker; the preparation is shared out so that neither worker waits long nor does much more than the other.
 @_collecting_rarely
-def _life_graph(nodes: str, streets: str) -> tuple[Any, np.ndarray, np.ndarray]:
-    """(CSR graph, each node's component, the node ids in graph order) of a Parquet network."""
+def _life_graph(nodes: str, streets: str, after: Any = None) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(CSR graph, each node's component, the node ids in graph order) of a Parquet network. ``after``:
+    nothing read (a result the task waits for: the nodes' CRS, so that the homes and POIs go first on its worker)."""
     from citytwin.spatial.network import network_graph
 
     ids = read_parquet(nodes, columns=["id"])["id"].drop_duplicates().to_numpy()  # network_nodes' order
@@ -243,18 +244,9 @@ def _life_homes(refs: dict[str, str | None], include_unknown: bool, crs: Any, kw
     return check_homes(homes, crs, id_col=kw.get("id_col", "osm_id"), population_col=kw.get("population_col"))
 
 
-def _side_xy(side: HomeSide | PoiSide) -> np.ndarray:
-    """A side's points in the network's CRS: what the k-d tree's worker snaps."""
-    return side.xy
-
-
-def _without_xy(side: PoiSide) -> PoiSide:
-    """The POIs without their points (snapped already): what the graph's worker puts together."""
-    import dataclasses
-
-    import numpy as np
-
-    return dataclasses.replace(side, xy=np.empty((0, 2)))
+def _points(homes: HomeSide, pois: PoiSide) -> tuple[np.ndarray, np.ndarray]:
+    """(the homes' points, the POIs' points) in the network's CRS: what the k-d tree's worker snaps."""
+    return homes.xy, pois.xy
 
 
 @_collecting_rarely
@@ -266,10 +258,11 @@ def _life_pois(refs: dict[str, str | None], crs: Any, kw: dict[str, Any]) -> Poi
                       category_col=kw.get("category_col", "category"), id_col=kw.get("id_col", "osm_id"))
 
 
-def _life_snap(tree: Any, pois_xy: np.ndarray, homes_xy: np.ndarray) -> tuple[np.ndarray, ...]:
+def _life_snap(tree: Any, points: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
     """(each home's node index and distance, each POI's node index and distance), with the nodes' k-d tree."""
     from citytwin.spatial.network import snap_xy
 
+    homes_xy, pois_xy = points
     p_node, p_snap = snap_xy(tree, pois_xy)
     h_node, h_snap = snap_xy(tree, homes_xy)
     return h_node, h_snap, p_node, p_snap
@@ -289,6 +282,10 @@ def _life_assemble(homes: HomeSide, pois: PoiSide, snapped: tuple[np.ndarray, ..
                                                     kw.get("threshold_m")),
                          max_snap_m=kw.get("max_snap_m", 250.0), include_snap=kw.get("include_snap", True),
                          max_distance=kw.get("max_distance"))
+
+
+def _hold(part: Any) -> None:
+    """Nothing: a task on the first worker that has it fetch the graph while it still snaps."""
 
 
 def _life_search(cat: str, graph: Any, prep: LifeCirclePrep) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -354,21 +351,22 @@ def geometry_from_payload(payload: tuple[str, Any, Any]) -> gpd.GeoSeries:
         return gpd.GeoSeries(shapely.points(data) if kind == "xy" else shapely.from_wkb(data), crs=crs)
 
 
-_POIS_ON = 0  # experiment: which worker reads the POIs
-
-
 def life_split(client: Any, cats: list[str], refs: dict[str, str | None], include_unknown: bool,
                kw: dict[str, Any], progress: Progress | None) -> tuple[LifeCirclePrep, list[Any], int]:
     """(prepared homes and POIs, one ``category_search`` result per category, the number of tasks) of a
     Parquet network whole on every worker, built once.
 
-    The first worker decodes the nodes, builds their k-d tree, reads and checks the POIs and snaps the
-    POIs and the homes; the second builds the graph (the edges to CSR, components), reads and checks the
-    homes (their table in EPSG:4326 and their points in the network's CRS, sent to the first) and puts the
-    two sides together (:func:`citytwin.spatial.lifecircle.assemble_prep`, as one process's
-    ``prepare_life_circle``). The searches (one per category) are spread over the workers; the first
-    fetches the graph (not the components) and the snapped arrays. The client receives the homes' table
-    with its points as coordinates (:func:`geometry_payload`)."""
+    The first worker decodes the nodes (:func:`read_network_nodes`), builds their k-d tree and snaps the
+    homes and the POIs; the second reads and checks the homes and the POIs
+    (:func:`citytwin.spatial.lifecircle.check_homes`, :func:`~citytwin.spatial.lifecircle.check_pois`: the
+    homes' table in EPSG:4326, each point in the network's CRS, sent to the first: 3.2 MB at 100k + 100k),
+    builds the graph (the edges to CSR, components) and puts the preparation together with the node ids and
+    components it holds (:func:`~citytwin.spatial.lifecircle.assemble_prep`, as one process's
+    ``prepare_life_circle``). Neither sends the k-d tree or the node table. The graph waits for the nodes'
+    CRS (a few hundredths of a second) so that the homes and POIs are checked first and the snapping need not
+    wait for the graph. The searches (one per category) are spread over the workers; the first fetches the
+    graph (not the components) while it snaps, and the snapped arrays. The client receives the homes' table
+    without the snapped arrays, its points as coordinates (:func:`geometry_payload`)."""
     import geopandas as gpd
 
     workers = sorted(client.scheduler_info()["workers"]) or [None]
@@ -377,7 +375,7 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
         w = workers[i % len(workers)]
         return {"workers": [w], "allow_other_workers": True} if w else {}
 
-    n_tasks = (13 if _POIS_ON else 14) + len(cats)
+    n_tasks = 13 + len(cats)
     keys = iter(task_keys("citytwin-life", n_tasks))
 
     def task(fn: Any, *args: Any, where: int, **kwargs: Any) -> Any:
@@ -385,19 +383,19 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
 
     nodes, streets = str(refs["nodes"]), str(refs["streets"])
     node_part = task(_life_nodes, nodes, where=0)
-    graph_part = task(_life_graph, nodes, streets, where=1)
     crs = task(_node_crs, node_part, where=0)
     homes = task(_life_homes, refs, include_unknown, crs, kw, where=1)
+    pois = task(_life_pois, refs, crs, kw, where=1)
+    graph_part = task(_life_graph, nodes, streets, crs, where=1)
     tree = task(_node_tree, node_part, where=0)
-    pois = task(_life_pois, refs, crs, kw, where=_POIS_ON)
-    snapped = task(_life_snap, tree, task(_side_xy, pois, where=_POIS_ON), task(_side_xy, homes, where=1), where=0)
-    prep = task(_life_assemble, homes, pois if _POIS_ON else task(_without_xy, pois, where=0), snapped, graph_part,
-                kw, where=1)
+    snapped = task(_life_snap, tree, task(_points, homes, pois, where=1), where=0)
+    prep = task(_life_assemble, homes, pois, snapped, graph_part, kw, where=1)
     light = task(_search_inputs, prep, where=1)
     graph = task(_graph_only, graph_part, where=1)
+    held = task(_hold, graph, where=0)
     futs = [task(_life_search, c, graph, light, where=i) for i, c in enumerate(cats)]
     sent = task(_for_client, prep, where=1)
-    *searched, (full, payload) = run_futures(client, [*futs, sent], progress=progress)
+    *searched, (full, payload), _ = run_futures(client, [*futs, sent, held], progress=progress)
     geometry = geometry_from_payload(payload)
     full.homes = gpd.GeoDataFrame(full.homes, geometry=geometry.to_numpy(), crs=geometry.crs)
     return full, searched, n_tasks
