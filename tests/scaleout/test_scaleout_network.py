@@ -166,3 +166,147 @@ def test_lifecircle_command_in_parts(tmp_path: Path, dask_address: str) -> None:
     assert got["report"]["dask"]["split"].startswith("network in west-east parts")
     bad = runner.invoke(app, [*args, "--partition-radius", "600"])
     assert bad.exit_code == 2 and json.loads(bad.stdout)["field"] == "--partition-radius"
+
+
+def _awkward(folder: Path) -> tuple[dict[str, str], list[str]]:
+    """The life-circle grid (conftest.life_grid) made awkward for the split preparation: homes as polygons
+    (their table travels as WKB; one a point), a home and a POI without geometry (dropped on each side), POIs in EPSG:3857
+    (reprojected: a note), string POI ids, a node twice at one place under two ids with a home on that place
+    (the k-d tree must pick the node one process picks), and a second POI off the network."""
+    import pandas as pd
+    from tests.scaleout.conftest import life_grid
+
+    files, cats = life_grid(folder)
+    nodes = gpd.read_parquet(files["nodes"])
+    twin = nodes.iloc[[77]].assign(id=10_000)  # same point, another id (after the first: a later graph index)
+    gpd.GeoDataFrame(pd.concat([nodes, twin], ignore_index=True), crs=nodes.crs).to_parquet(files["nodes"])
+    homes = gpd.read_parquet(files["buildings"]).to_crs(32650)  # the network's CRS: the twin's point exactly
+    homes["geometry"] = homes.geometry.buffer(6.0, quad_segs=2)
+    homes.loc[1, "geometry"] = twin.geometry.iloc[0]
+    homes.loc[2, "geometry"] = None
+    homes.to_parquet(files["buildings"])
+    pois = gpd.read_parquet(files["pois"])
+    pois.loc[3, "geometry"] = None
+    pois.loc[4, "geometry"] = gpd.points_from_xy([-3000.0], [100.0])[0]
+    pois.assign(id=[f"p{i}" for i in pois["id"]]).to_crs(3857).to_parquet(files["pois"])
+    return files, cats
+
+
+def test_split_preparation_equals_one_process(tmp_path: Path, dask_address: str) -> None:
+    """The Parquet network whole on each worker, its preparation shared by two workers (homes and POIs
+    checked beside the graph, snapped beside the k-d tree, put together on the graph's worker): homes,
+    coverage and report (notes and dropped rows in one process's order) equal one process's."""
+    import pandas as pd
+
+    from citytwin.spatial.lifecircle import life_circle, residential_buildings
+    from citytwin.spatial.network import build_network
+    from citytwin.workflows import scaleout
+
+    files, cats = _awkward(tmp_path)
+    net = build_network(gpd.read_parquet(files["nodes"]), pd.read_parquet(files["streets"]))
+    ref = life_circle(residential_buildings(gpd.read_parquet(files["buildings"]), include_unknown=True),
+                      gpd.read_parquet(files["pois"]), net, categories=cats)
+    two = scaleout.life_circles(dask=dask_address, categories=cats, **files)
+    pd.testing.assert_frame_equal(pd.DataFrame(ref.homes.drop(columns="geometry")),
+                                  pd.DataFrame(two.homes.drop(columns="geometry")), check_exact=True)
+    assert ref.homes.geometry.equals(two.homes.geometry) and two.homes.crs == ref.homes.crs
+    pd.testing.assert_frame_equal(ref.coverage, two.coverage, check_exact=True)
+    assert {k: v for k, v in two.report.items() if k != "dask"} == ref.report
+    assert two.report["dask"]["tasks"] == len(cats) + 13
+    # what the case holds: both sides dropped a row, the POIs were reprojected, two POIs off the network
+    rep = ref.report
+    assert rep["dropped"] == {"homes_without_geometry": 1, "pois_without_geometry": 1, "pois_off_network": 2}
+    assert [n.split(":")[0] for n in rep["notes"]] == ["homes", "pois", "pois", "pois", "homes"]
+    assert "reprojected from EPSG:3857" in rep["notes"][2]
+    home = two.homes.set_index("home_id").loc[1]  # on the node that is there twice: a tie the tree decides
+    assert home["snap_m"] == 0.0 and home["node"] in (77, 10_000)
+
+
+@pytest.mark.parametrize("case", ["points", "empty", "polygons", "nan", "3d"])
+def test_homes_geometry_travels_exactly(case: str) -> None:
+    """The homes' geometry sent to the client as coordinates where every one is a finite 2D point, else as
+    WKB: the same geometries either way."""
+    import shapely
+
+    from citytwin.workflows.scaleout_life import geometry_from_payload, geometry_payload
+
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(24, 25, 50), rng.uniform(60, 61, 50)
+    geoms = {"points": shapely.points(x, y), "empty": shapely.points(np.empty((0, 2))),
+             "polygons": shapely.buffer(shapely.points(x, y), 0.001),
+             "nan": shapely.points(np.where(np.arange(50) == 3, np.nan, x), y),
+             "3d": shapely.points(x, y, np.ones(50))}[case]
+    g = gpd.GeoSeries(geoms, crs=4326)
+    kind, _, _ = payload = geometry_payload(g)
+    assert kind == ("xy" if case in ("points", "empty") else "wkb")
+    back = geometry_from_payload(payload)
+    assert back.crs == g.crs and len(back) == len(g)
+    assert shapely.to_wkb(back.to_numpy()).tolist() == shapely.to_wkb(g.to_numpy()).tolist()  # byte for byte
+
+
+def test_split_graph_worker_killed_after_the_first_search_result_identical(tmp_path: Path, dask_address: str) -> None:
+    """The graph's worker (graph, homes and POIs checked, the put-together preparation) killed once the first search
+    is done: what it held is computed again (its nanny restarts it, or the other worker takes it over) and
+    the result equals one process's."""
+    import os
+    import signal
+
+    import pandas as pd
+    from distributed import Client
+
+    from citytwin.spatial.lifecircle import life_circle, residential_buildings
+    from citytwin.spatial.network import build_network
+    from citytwin.workflows import scaleout
+
+    files, cats = _awkward(tmp_path)
+    net = build_network(gpd.read_parquet(files["nodes"]), pd.read_parquet(files["streets"]))
+    ref = life_circle(residential_buildings(gpd.read_parquet(files["buildings"]), include_unknown=True),
+                      gpd.read_parquet(files["pois"]), net, categories=cats)
+    watcher = Client(dask_address, set_as_default=False)
+    killed: list[int] = []
+    try:
+        pids = watcher.run(os.getpid)
+
+        def kill_graph_worker(done: int, total: int) -> None:
+            if done == 1 and not killed:
+                killed.append(pids[sorted(pids)[1]])  # life_split's second worker: the graph's
+                os.kill(killed[0], signal.SIGKILL)
+
+        two = scaleout.life_circles(dask=dask_address, categories=cats, progress=kill_graph_worker, **files)
+    finally:
+        watcher.close()
+    assert killed, "no worker was killed"
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0], 0)
+    pd.testing.assert_frame_equal(pd.DataFrame(ref.homes.drop(columns="geometry")),
+                                  pd.DataFrame(two.homes.drop(columns="geometry")), check_exact=True)
+    assert ref.homes.geometry.equals(two.homes.geometry)
+    pd.testing.assert_frame_equal(ref.coverage, two.coverage, check_exact=True)
+    assert {k: v for k, v in two.report.items() if k != "dask"} == ref.report
+
+
+def test_node_ids_in_order_are_their_own_graph_index() -> None:
+    """Ids 0..n-1 in order take the range check instead of the lookup: the same graph, components and errors
+    (the first unknown edge's row) as ids looked up (the same network numbered from 1)."""
+    import pandas as pd
+
+    from citytwin.foundation.errors import InputError
+    from citytwin.spatial.network import network_graph, node_positions
+
+    rng = np.random.default_rng(8)
+    n = 500
+    u, v = rng.integers(0, n, 3000), rng.integers(0, n, 3000)
+    length = rng.uniform(1, 50, 3000)
+    g0, c0 = network_graph(np.arange(n), pd.DataFrame({"u": u, "v": v, "length": length}))
+    g1, c1 = network_graph(np.arange(1, n + 1), pd.DataFrame({"u": u + 1, "v": v + 1, "length": length}))
+    assert (g0 != g1).nnz == 0 and np.array_equal(g0.indices, g1.indices) and np.array_equal(g0.data, g1.data)
+    assert np.array_equal(c0, c1)
+    assert node_positions(np.arange(4), np.array([3, 4, -1, 0])).tolist() == \
+        [3, -1, -1, 0]
+    assert node_positions(np.arange(4), np.array([3.0, 1.0])).tolist() == [3, 1]  # not integers: looked up
+    for bad in (n, -1):
+        uu = u.copy()
+        uu[7] = bad
+        with pytest.raises(InputError) as exc:
+            network_graph(np.arange(n), pd.DataFrame({"u": uu, "v": v, "length": length}))
+        assert exc.value.row == 8 and "1 edge(s) name nodes not in the node table" in str(exc.value)

@@ -11,12 +11,16 @@ thresholds from before are restored when the last such block ends).
 
 from __future__ import annotations
 
+import functools
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
-__all__ = ["GC_THRESHOLD0", "collect_rarely", "rare_collections"]
+__all__ = ["GC_THRESHOLD0", "collect_rarely", "collecting_rarely", "rare_collections"]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: The cyclic garbage collector's first threshold while collections are rare (CPython's default is 700).
 GC_THRESHOLD0 = 20_000
@@ -92,3 +96,23 @@ def rare_collections() -> Iterator[None]:
             _Blocks.users -= 1
             if _Blocks.users == 0:
                 gc.set_threshold(*_Blocks.saved)
+
+
+def collecting_rarely(fn: F) -> F:
+    """``fn`` run within :func:`rare_collections` (a decorator: the tasks of a Dask job).
+
+    Examples
+    --------
+    >>> import gc
+    >>> old = gc.get_threshold()
+    >>> gc.set_threshold(700, 10, 10)
+    >>> collecting_rarely(gc.get_threshold)()
+    (20000, 10, 10)
+    >>> gc.set_threshold(*old)
+    """
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with rare_collections():
+            return fn(*args, **kwargs)
+
+    return run  # type: ignore[return-value]

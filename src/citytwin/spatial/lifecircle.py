@@ -32,12 +32,13 @@ from typing import Any
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+from pyproj import CRS
 from scipy import sparse
 from scipy.sparse.csgraph import dijkstra
 
 from citytwin.foundation.errors import InputError
 from citytwin.spatial.geo import InputReport, id_column, require_crs, valid_geometries, with_use
-from citytwin.spatial.network import MIN_LENGTH, StreetNetwork
+from citytwin.spatial.network import MIN_LENGTH, StreetNetwork, points_xy
 
 #: Daily-service categories (same as :data:`citytwin.foundation.osm.DAILY_SERVICES`).
 DAILY_SERVICES: tuple[str, ...] = (
@@ -288,62 +289,173 @@ def prepare_life_circle(homes: gpd.GeoDataFrame, pois: gpd.GeoDataFrame, network
                         include_snap: bool = True, max_distance: float | None = None,
                         category_col: str = "category", id_col: str = "osm_id",
                         population_col: str | None = None) -> LifeCirclePrep:
-    """The checks and snapping of :func:`life_circle` (same parameters), before any search."""
-    report = InputReport()
+    """The checks and snapping of :func:`life_circle` (same parameters), before any search.
+
+    In steps that also run apart (the Dask form checks the homes on one worker and the POIs and the
+    snapping on another): :func:`check_homes`, :func:`check_pois`, the snapping of their points
+    (:meth:`citytwin.spatial.network.StreetNetwork.snap_xy`) and :func:`assemble_prep`.
+    """
     require_crs(homes, "homes")
     require_crs(pois, "pois")
     if category_col not in pois.columns:
         raise InputError(f"POIs have no column {category_col!r}", field=category_col)
-    thr = float(threshold_m) if threshold_m is not None else walk_threshold_m(minutes, speed_kmh)
-    h_id = id_column(homes, id_col)
-    p_id = id_column(pois, id_col)
-    homes = valid_geometries(homes, h_id, "homes", report)
-    pois = valid_geometries(pois, p_id, "pois", report)
-    for name, g in (("homes", homes), ("pois", pois)):
-        if g.crs is not None and not g.crs.equals(network.crs) and not g.crs.equals("EPSG:4326"):
-            report.note(f"{name}: reprojected from {g.crs.to_string()} to the network's {network.crs.to_string()}")
+    thr = life_threshold(minutes, speed_kmh, threshold_m)
     cats = list(dict.fromkeys(categories))
-    pois = map_chinese_categories(pois, category_col, cats, report)
+    hs = check_homes(homes, network.crs, id_col=id_col, population_col=population_col)
+    ps = check_pois(pois, network.crs, cats, category_col=category_col, id_col=id_col)
+    p_node, p_snap = network.snap_xy(ps.xy)
+    h_node, h_snap = network.snap_xy(hs.xy)
+    return assemble_prep(hs, h_node, h_snap, ps, p_node, p_snap, network.node_ids[h_node], network.component[h_node],
+                         network_facts(network.component), categories=cats, threshold_m=thr, max_snap_m=max_snap_m,
+                         include_snap=include_snap, max_distance=max_distance)
 
-    # POIs
+
+def life_threshold(minutes: float = 15.0, speed_kmh: float = 4.8, threshold_m: float | None = None) -> float:
+    """The coverage threshold of :func:`life_circle` in metres: ``threshold_m``, else ``minutes`` at ``speed_kmh``.
+
+    Examples
+    --------
+    >>> life_threshold(), life_threshold(threshold_m=3000)
+    (1200.0, 3000.0)
+    """
+    return float(threshold_m) if threshold_m is not None else walk_threshold_m(minutes, speed_kmh)
+
+
+@dataclass
+class SideReport:
+    """What one side (homes or POIs) of :func:`prepare_life_circle` did to its input, by stage, so that the
+    sides' notes and dropped rows are put together in one process's order however they ran
+    (:func:`assemble_prep`).
+
+    Stages: 0/1 rows without geometry (homes/POIs), 2/3 reprojections (homes/POIs), 4 the POIs' category
+    mapping; :func:`assemble_prep` adds the POIs off the network, the homes off it and "no homes"."""
+
+    stages: dict[int, InputReport] = field(default_factory=dict)
+
+    def at(self, stage: int) -> InputReport:
+        """The report of ``stage`` (made when first asked for)."""
+        return self.stages.setdefault(stage, InputReport())
+
+
+@dataclass
+class HomeSide:
+    """The homes of :func:`prepare_life_circle`, checked, before snapping (:func:`check_homes`).
+
+    Attributes
+    ----------
+    table
+        ``home_id`` and the geometry in EPSG:4326 (the homes' table before its network columns).
+    xy
+        (n, 2) point of each home in the network's CRS (polygons and lines: a representative point).
+    weights
+        Each home's weight for the coverage shares.
+    report
+        What was done to the homes.
+    """
+
+    table: gpd.GeoDataFrame
+    xy: np.ndarray
+    weights: np.ndarray
+    report: SideReport
+
+
+@dataclass
+class PoiSide:
+    """The POIs of the categories of :func:`prepare_life_circle`, checked, before snapping (:func:`check_pois`).
+
+    ``xy``: each POI's point in the network's CRS; ``cat``: its category; ``ids``: its id (the row index
+    without an id column), named when it is off the network; ``report``: what was done to the POIs."""
+
+    xy: np.ndarray
+    cat: np.ndarray
+    ids: np.ndarray
+    report: SideReport
+
+
+def _reprojection(name: str, g: gpd.GeoDataFrame, crs: Any, report: InputReport) -> None:
+    if g.crs is not None and not g.crs.equals(crs) and not g.crs.equals("EPSG:4326"):
+        report.note(f"{name}: reprojected from {g.crs.to_string()} to the network's {CRS.from_user_input(crs).to_string()}")
+
+
+def check_homes(homes: gpd.GeoDataFrame, crs: Any, *, id_col: str = "osm_id",
+                population_col: str | None = None) -> HomeSide:
+    """The homes' side of :func:`prepare_life_circle` before snapping: rows without geometry dropped, each
+    home's point in the network's ``crs`` and its row of the homes' table (id, geometry in EPSG:4326)."""
+    require_crs(homes, "homes")
+    rep = SideReport()
+    h_id = id_column(homes, id_col)
+    homes = valid_geometries(homes, h_id, "homes", rep.at(0))
+    _reprojection("homes", homes, crs, rep.at(2))
+    table = gpd.GeoDataFrame({"home_id": homes[h_id].to_numpy() if h_id is not None else homes.index.to_numpy()},
+                             geometry=homes.geometry.to_crs(4326).to_numpy(), crs=4326)
+    weights = (pd.to_numeric(homes[population_col], errors="coerce").fillna(0).to_numpy(dtype=float)
+               if population_col else np.ones(len(homes)))
+    return HomeSide(table=table, xy=points_xy(homes, crs), weights=weights, report=rep)
+
+
+def check_pois(pois: gpd.GeoDataFrame, crs: Any, categories: Sequence[str], *, category_col: str = "category",
+               id_col: str = "osm_id") -> PoiSide:
+    """The POIs' side of :func:`prepare_life_circle` before snapping: rows without geometry dropped,
+    categories read (a Chinese map platform's mapped), the POIs of ``categories`` and their points in the
+    network's ``crs``."""
+    require_crs(pois, "pois")
+    if category_col not in pois.columns:
+        raise InputError(f"POIs have no column {category_col!r}", field=category_col)
+    rep = SideReport()
+    p_id = id_column(pois, id_col)
+    pois = valid_geometries(pois, p_id, "pois", rep.at(1))
+    _reprojection("pois", pois, crs, rep.at(3))
+    cats = list(dict.fromkeys(categories))
+    pois = map_chinese_categories(pois, category_col, cats, rep.at(4))
     pois = pois[pois[category_col].isin(cats)]
-    p_node, p_snap = network.snap(pois)
+    return PoiSide(xy=points_xy(pois, crs), cat=pois[category_col].to_numpy(),
+                   ids=pois[p_id].to_numpy() if p_id is not None else pois.index.to_numpy(), report=rep)
+
+
+def assemble_prep(homes: HomeSide, h_node: np.ndarray, h_snap: np.ndarray, pois: PoiSide, p_node: np.ndarray,
+                  p_snap: np.ndarray, home_node_ids: np.ndarray, home_component: np.ndarray, network: dict[str, Any],
+                  *, categories: Sequence[str], threshold_m: float, max_snap_m: float = 250.0,
+                  include_snap: bool = True, max_distance: float | None = None) -> LifeCirclePrep:
+    """:func:`prepare_life_circle`'s result from its two checked sides and their snapping (each point's
+    node index and distance), the id and component of each home's node, and the report's ``network`` entry
+    (:func:`network_facts`): the notes and dropped rows in one process's order."""
+    report = InputReport()
+    for stage in sorted({*homes.report.stages, *pois.report.stages}):
+        for side in (homes.report, pois.report):
+            part = side.stages.get(stage)
+            if part is not None:
+                report.notes.extend(part.notes)
+                for what, ids in part.dropped.items():
+                    report.drop(what, ids)
     p_off = p_snap > max_snap_m
     poi_stats = {
-        "n": len(pois), "off_network": int(p_off.sum()),
+        "n": len(p_snap), "off_network": int(p_off.sum()),
         "snap_m_median": float(np.median(p_snap)) if len(p_snap) else None,
         "snap_m_max": float(p_snap.max()) if len(p_snap) else None, "max_snap_m": max_snap_m,
     }
     if p_off.any():
-        report.drop("pois_off_network",
-                    pois.loc[p_off, p_id].tolist() if p_id is not None else pois.index[p_off].tolist())
+        report.drop("pois_off_network", pois.ids[p_off].tolist())
         report.note(f"pois: {int(p_off.sum())} farther than {max_snap_m} m from the network, not used")
-
-    # homes
-    h_node, h_snap = network.snap(homes)
     h_off = h_snap > max_snap_m
     if h_off.any():
         report.note(f"homes: {int(h_off.sum())} farther than {max_snap_m} m from the network (flagged, no distances)")
-    out = gpd.GeoDataFrame(
-        {"home_id": homes[h_id].to_numpy() if h_id is not None else homes.index.to_numpy(),
-         "node": network.node_ids[h_node] if len(h_node) else np.empty(0, dtype=np.int64),
-         "snap_m": h_snap, "component": network.component[h_node] if len(h_node) else np.empty(0, dtype=np.int64),
-         "off_network": h_off},
-        geometry=homes.geometry.to_crs(4326).to_numpy(), crs=4326,
-    )
-    weights = (pd.to_numeric(homes[population_col], errors="coerce").fillna(0).to_numpy(dtype=float)
-               if population_col else np.ones(len(homes)))
-    if not len(out):
+    n = len(homes.table)
+    table = homes.table.copy()
+    table.insert(1, "node", home_node_ids if n else np.empty(0, dtype=np.int64))
+    table.insert(2, "snap_m", h_snap)
+    table.insert(3, "component", home_component if n else np.empty(0, dtype=np.int64))
+    table.insert(4, "off_network", h_off)
+    if not n:
         report.note("homes: none (empty area)")
     rep = report.as_dict()
     rep.update({
-        "threshold_m": thr, "include_snap": include_snap, "pois": poi_stats,
-        "homes": {"n": len(out), "off_network": int(h_off.sum())},
-        "network": network_facts(network.component),
+        "threshold_m": threshold_m, "include_snap": include_snap, "pois": poi_stats,
+        "homes": {"n": n, "off_network": int(h_off.sum())}, "network": network,
     })
-    return LifeCirclePrep(homes=out, h_node=h_node, h_snap=h_snap, h_off=h_off, weights=weights, p_node=p_node,
-                          p_snap=p_snap, p_off=p_off, p_cat=pois[category_col].to_numpy(), categories=cats,
-                          threshold_m=thr, include_snap=include_snap, max_distance=max_distance, report=rep)
+    return LifeCirclePrep(homes=table, h_node=h_node, h_snap=h_snap, h_off=h_off, weights=homes.weights,
+                          p_node=p_node, p_snap=p_snap, p_off=p_off, p_cat=pois.cat,
+                          categories=list(dict.fromkeys(categories)), threshold_m=threshold_m,
+                          include_snap=include_snap, max_distance=max_distance, report=rep)
 
 
 def network_facts(component: np.ndarray) -> dict[str, Any]:

@@ -52,19 +52,12 @@ from citytwin.foundation.scaleout import (
 )
 from citytwin.workflows.common import WorkspaceLike, maybe_ws
 from citytwin.workflows.scaleout_disparity import DISPARITY_TABLES, disparity  # by period (its own module)
-from citytwin.workflows.scaleout_files import parquet_file, parquet_files, read_parquet
+from citytwin.workflows.scaleout_files import parquet_file, parquet_files
 from citytwin.workflows.scaleout_index import POOLED_METHODS, index  # the index on Dask (its own module)
-from citytwin.workflows.scaleout_life import (
-    _life_nodes,
-    _life_prepare,
-    _search_inputs,
-    life_partitioned,
-    object_layers,
-)
+from citytwin.workflows.scaleout_life import life_partitioned, life_split, object_layers
 
 if TYPE_CHECKING:
     import geopandas as gpd
-    import numpy as np
     import pandas as pd
 
     from citytwin.spatial.lifecircle import LifeCirclePrep, LifeCircleResult
@@ -204,41 +197,6 @@ def _life_category(cat: str, *, source: str | None, refs: dict[str, str | None],
     return {"searched": (d, ok, row), **({"prep": prep} if first else {})}
 
 
-# A network given as Parquet (GeoParquet nodes, an edge list with lengths) is built in two halves at once, on
-# two workers: the nodes (ids and metric coordinates decoded from the WKB, then the homes and POIs read and
-# snapped: what the nodes' worker does while the other builds the graph) and the graph (edges to CSR,
-# components). The searches need only the graph and the snapped arrays (fetched once per worker); the
-# components of the homes' nodes come from the graph's worker.
-def _life_graph(nodes: str, streets: str) -> tuple[Any, np.ndarray]:
-    from citytwin.spatial.network import network_graph
-
-    ids = read_parquet(nodes, columns=["id"])["id"].drop_duplicates().to_numpy()  # network_nodes' order
-    return network_graph(ids, read_parquet(streets, columns=["u", "v", "length"]))
-
-
-def _life_components(graph_part: tuple[Any, np.ndarray], prep: LifeCirclePrep) -> tuple[np.ndarray, dict[str, Any]]:
-    """(each home's component, the report's ``network`` entry), on the graph's worker."""
-    import numpy as np
-
-    from citytwin.spatial.lifecircle import network_facts
-
-    component = graph_part[1]
-    return (component[prep.h_node] if len(prep.h_node) else np.empty(0, dtype=np.int64)), network_facts(component)
-
-
-def _hold(part: Any) -> None:
-    """Nothing: a task on the nodes' worker that has it fetch the graph while it still snaps."""
-
-
-def _life_search(cat: str, graph_part: tuple[Any, np.ndarray], prep: LifeCirclePrep
-                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    from types import SimpleNamespace
-
-    from citytwin.spatial.lifecircle import category_search
-
-    return category_search(prep, SimpleNamespace(graph=graph_part[0]), cat)  # type: ignore[arg-type]
-
-
 def _parquet_network(refs: dict[str, str | None]) -> bool:
     """Whether the network's halves can be built apart: nodes and an edge list with ``length`` in Parquet
     (the schemas read: on a worker when the files are ``s3://`` objects)."""
@@ -247,30 +205,6 @@ def _parquet_network(refs: dict[str, str | None]) -> bool:
         return False
     return ({"u", "v", "length"} <= set(parquet_file(streets).schema_arrow.names)
             and "id" in parquet_file(nodes).schema_arrow.names)
-
-
-def _life_split(client: Any, cats: list[str], refs: dict[str, str | None], include_unknown: bool,
-                kw: dict[str, Any], progress: Progress | None) -> tuple[LifeCirclePrep, list[Any]]:
-    workers = sorted(client.scheduler_info()["workers"]) or [None]
-
-    def on(i: int) -> dict[str, Any]:  # spread over the workers; another may take it if one dies
-        w = workers[i % len(workers)]
-        return {"workers": [w], "allow_other_workers": True} if w else {}
-
-    keys = iter(task_keys("citytwin-life", len(cats) + 6))
-    node_part = client.submit(_life_nodes, refs["nodes"], key=next(keys), pure=False, **on(0))
-    graph_part = client.submit(_life_graph, refs["nodes"], refs["streets"], key=next(keys), pure=False, **on(1))
-    prep = client.submit(_life_prepare, node_part, refs, include_unknown, kw=kw, key=next(keys), pure=False, **on(0))
-    held = client.submit(_hold, graph_part, key=next(keys), pure=False, **on(0))
-    light = client.submit(_search_inputs, prep, key=next(keys), pure=False, **on(0))
-    comps = client.submit(_life_components, graph_part, light, key=next(keys), pure=False, **on(1))
-    futs = [client.submit(_life_search, c, graph_part, light, key=next(keys), pure=False, **on(i))
-            for i, c in enumerate(cats)]
-    *searched, (component, facts), _ = run_futures(client, [*futs, comps, held], progress=progress)
-    full = client.gather(prep)
-    full.homes["component"] = component
-    full.report["network"] = facts
-    return full, searched
 
 
 def life_circle_inputs(source: str | None, **layers: str | None) -> Inputs:
@@ -341,7 +275,7 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
         if partitions:
             prep, searched, n_tasks = life_partitioned(client, cats, refs, include_unknown, kw, progress)
         elif split:
-            prep, searched = _life_split(client, cats, refs, include_unknown, kw, progress)
+            prep, searched, n_tasks = life_split(client, cats, refs, include_unknown, kw, progress)
         else:
             keys = task_keys("citytwin-life", len(cats))
             job = keys[0]  # the network is built and the inputs snapped once per worker and job
@@ -350,12 +284,12 @@ def life_circles(source: str | None = None, *, pois: str | None = None, building
             parts = run_futures(client, futs, progress=progress)
             prep, searched = parts[0]["prep"], [p["searched"] for p in parts]
     res = finish_life_circle(prep, searched)
-    res.report["dask"] = {"cluster": str(dask), "tasks": n_tasks if partitions else len(cats) + (6 if split else 0),
+    res.report["dask"] = {"cluster": str(dask), "tasks": n_tasks if partitions or split else len(cats),
                           "split": (
         f"network in west-east parts, one per worker, each with a {max_distance} m halo; homes and POIs snapped "
         "once; one search per category and part" if partitions else
-        "network nodes (then homes and POIs read and snapped) and graph built at once by two tasks; "
-        "one search per category"
+        "network nodes (their k-d tree; homes and POIs snapped) and graph (homes and POIs read and checked) "
+        "built at once on two workers; one search per category"
         if split else "one search per category; network built and inputs snapped on every worker")}
     return res
 

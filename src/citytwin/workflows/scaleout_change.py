@@ -28,13 +28,12 @@ collections made rare (:func:`citytwin.foundation.collector.rare_collections`).
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from citytwin.foundation.collector import rare_collections
+from citytwin.foundation.collector import collecting_rarely
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.objectstore import is_url
 from citytwin.foundation.scaleout import Progress, cluster, parse_dask, run_futures, task_keys, worker_cache
@@ -47,16 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["land_change"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-def _collecting_rarely(fn: F) -> F:
-    """``fn`` run within :func:`~citytwin.foundation.collector.rare_collections` (the tasks of a job)."""
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        with rare_collections():
-            return fn(*args, **kwargs)
-
-    return run  # type: ignore[return-value]
-
 
 # ------------------------------------------------------------------------------------------ reading
 def _read_whole(path: str) -> gpd.GeoDataFrame:
@@ -148,7 +137,7 @@ def _one_process_checks(before: str, after: str, column: str, after_column: str 
     equal_area_crs(cb, ca)
 
 
-@_collecting_rarely
+@collecting_rarely
 def _check_chunk(part: tuple[int, int, int], *, before: str, after: str, column: str, after_column: str | None,
                  classes: list[str] | None, job: str, tol: float | None) -> dict[str, Any]:
     """``check_layer``'s per-feature checks (geometry, polygons, validity and repairs) and the class check
@@ -218,7 +207,7 @@ def _tree_order(bounds: list[np.ndarray]) -> np.ndarray:
     return rank
 
 
-@_collecting_rarely
+@collecting_rarely
 def _tree_order_task(checks: list[dict[str, Any]]) -> np.ndarray | None:
     """:func:`_tree_order` of "after" in the working CRS, the tree one process queries for the pairs of
     "before" and "after" features (None after a failed check: the plan raises)."""
@@ -418,7 +407,7 @@ def _overlap_pairs(prep: Any, cand: np.ndarray, own: np.ndarray) -> tuple[np.nda
 
 
 # ------------------------------------------------------------------------------------------ stripes
-@_collecting_rarely
+@collecting_rarely
 def _change_stripe(k: int, plan: dict[str, Any], rank: np.ndarray, *, before: str, after: str, column: str,
                    after_column: str | None, classes: list[str] | None, stripes: int, job: str,
                    tol: float | None = None, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
@@ -655,7 +644,7 @@ def _check_inputs(paths: Sequence[str]) -> None:
                                   "objects; a catalog dataset is read by one process: run without --dask")
 
 
-@_collecting_rarely  # here too: the client decodes the pieces, and a local cluster's scheduler runs here
+@collecting_rarely  # here too: the client decodes the pieces, and a local cluster's scheduler runs here
 def land_change(before: str, after: str, *, dask: str, column: str = "landuse", years: float = 1.0,
                 after_column: str | None = None, classes: Sequence[str] | None = None, stripes: int | None = None,
                 overlap_tolerance: float | None = None, progress: Progress | None = None) -> Any:

@@ -3,8 +3,8 @@ parts of the network for a network larger than one worker (issue 19).
 
 :func:`citytwin.workflows.scaleout.life_circles` runs one of three ways: a network from an OSM PBF or GIS
 files is built by every worker (replicated); a Parquet network (GeoParquet nodes, an edge list ``u, v,
-length``) is built once in two halves on two workers and its graph fetched by each worker
-(``_life_split`` there); with ``partitions=True`` and a search radius (``max_distance``) each worker holds
+length``) is built once, the nodes on one worker and the graph on another, and the graph fetched by the
+other (:func:`life_split` here); with ``partitions=True`` and a search radius (``max_distance``) each worker holds
 only a west-east part of the graph plus a halo as wide as the radius (:mod:`citytwin.spatial.network_parts`):
 :func:`life_partitioned` here.
 
@@ -24,17 +24,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from citytwin.foundation.collector import collecting_rarely, rare_collections
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.objectstore import is_url, list_objects, read_geoparquet
 from citytwin.foundation.scaleout import Progress, run_futures, task_keys
-from citytwin.workflows.scaleout_files import parquet_file
+from citytwin.workflows.scaleout_files import parquet_file, read_parquet
 
 if TYPE_CHECKING:
     import geopandas as gpd
     import numpy as np
     from pyproj import CRS
 
-    from citytwin.spatial.lifecircle import LifeCirclePrep
+    from citytwin.spatial.lifecircle import HomeSide, LifeCirclePrep, PoiSide
     from citytwin.spatial.network_parts import NetworkPart
 
 __all__ = ["edge_batches", "life_partitioned", "object_layers", "read_layers", "read_network_nodes"]
@@ -203,6 +204,201 @@ def _search_inputs(prep: LifeCirclePrep) -> LifeCirclePrep:
     import dataclasses
 
     return dataclasses.replace(prep, homes=prep.homes.iloc[:0])
+
+
+# A Parquet network whole on every worker (``life_split``): the graph is built once and fetched by the other
+# worker; the preparation is shared out so that neither worker waits long nor does much more than the other.
+@collecting_rarely
+def _life_graph(nodes: str, streets: str, after: Any = None) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(CSR graph, each node's component, the node ids in graph order) of a Parquet network. ``after``:
+    nothing read (a result the task waits for: the nodes' CRS, so that the homes and POIs go first on its worker)."""
+    from citytwin.spatial.network import network_graph
+
+    ids = read_parquet(nodes, columns=["id"])["id"].drop_duplicates().to_numpy()  # network_nodes' order
+    graph, component = network_graph(ids, read_parquet(streets, columns=["u", "v", "length"]))
+    return graph, component, ids
+
+
+def _graph_only(graph_part: tuple[Any, np.ndarray, np.ndarray]) -> Any:
+    """The graph alone: what the other worker's searches fetch (not the components or ids)."""
+    return graph_part[0]
+
+
+def _node_crs(node_part: tuple[np.ndarray, np.ndarray, Any]) -> Any:
+    return node_part[2]
+
+
+def _node_tree(node_part: tuple[np.ndarray, np.ndarray, Any]) -> Any:
+    """The k-d tree of the node coordinates, as :attr:`citytwin.spatial.network.StreetNetwork.kdtree` builds it."""
+    from scipy.spatial import cKDTree
+
+    return cKDTree(node_part[1])
+
+
+@collecting_rarely
+def _life_homes(refs: dict[str, str | None], include_unknown: bool, crs: Any, kw: dict[str, Any]) -> HomeSide:
+    """The homes read and checked (:func:`citytwin.spatial.lifecircle.check_homes`), before snapping."""
+    from citytwin.spatial.lifecircle import check_homes, residential_buildings
+
+    homes = residential_buildings(read_layers(refs, ("buildings",))["buildings"], include_unknown=include_unknown)
+    return check_homes(homes, crs, id_col=kw.get("id_col", "osm_id"), population_col=kw.get("population_col"))
+
+
+def _points(homes: HomeSide, pois: PoiSide) -> tuple[np.ndarray, np.ndarray]:
+    """(the homes' points, the POIs' points) in the network's CRS: what the k-d tree's worker snaps."""
+    return homes.xy, pois.xy
+
+
+@collecting_rarely
+def _life_pois(refs: dict[str, str | None], crs: Any, kw: dict[str, Any]) -> PoiSide:
+    """The POIs read and checked (:func:`citytwin.spatial.lifecircle.check_pois`), before snapping."""
+    from citytwin.spatial.lifecircle import DAILY_SERVICES, check_pois
+
+    return check_pois(read_layers(refs, ("pois",))["pois"], crs, kw.get("categories", DAILY_SERVICES),
+                      category_col=kw.get("category_col", "category"), id_col=kw.get("id_col", "osm_id"))
+
+
+def _life_snap(tree: Any, points: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """(each home's node index and distance, each POI's node index and distance), with the nodes' k-d tree."""
+    from citytwin.spatial.network import snap_xy
+
+    homes_xy, pois_xy = points
+    p_node, p_snap = snap_xy(tree, pois_xy)
+    h_node, h_snap = snap_xy(tree, homes_xy)
+    return h_node, h_snap, p_node, p_snap
+
+
+@collecting_rarely
+def _life_assemble(homes: HomeSide, pois: PoiSide, snapped: tuple[np.ndarray, ...],
+                   graph_part: tuple[Any, np.ndarray, np.ndarray], kw: dict[str, Any]) -> LifeCirclePrep:
+    """:func:`citytwin.spatial.lifecircle.assemble_prep` on the graph's worker (the ids and components are there)."""
+    from citytwin.spatial.lifecircle import DAILY_SERVICES, assemble_prep, life_threshold, network_facts
+
+    h_node, h_snap, p_node, p_snap = snapped
+    _, component, ids = graph_part
+    return assemble_prep(homes, h_node, h_snap, pois, p_node, p_snap, ids[h_node], component[h_node],
+                         network_facts(component), categories=kw.get("categories", DAILY_SERVICES),
+                         threshold_m=life_threshold(kw.get("minutes", 15.0), kw.get("speed_kmh", 4.8),
+                                                    kw.get("threshold_m")),
+                         max_snap_m=kw.get("max_snap_m", 250.0), include_snap=kw.get("include_snap", True),
+                         max_distance=kw.get("max_distance"))
+
+
+def _hold(part: Any) -> None:
+    """Nothing: a task on the first worker that has it fetch the graph while it still snaps."""
+
+
+def _life_search(cat: str, graph: Any, prep: LifeCirclePrep) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    from types import SimpleNamespace
+
+    from citytwin.spatial.lifecircle import category_search
+
+    return category_search(prep, SimpleNamespace(graph=graph), cat)  # type: ignore[arg-type]
+
+
+@collecting_rarely
+def _for_client(prep: LifeCirclePrep) -> tuple[LifeCirclePrep, Any]:
+    """``prep`` as the client receives it: what :func:`citytwin.spatial.lifecircle.finish_life_circle`
+    reads (the homes' table, the options, the report; not the snapped arrays, which the searches used), the
+    table without its geometry, and the geometry apart (:func:`geometry_payload`)."""
+    import dataclasses
+
+    import numpy as np
+    import pandas as pd
+
+    table = prep.homes
+    none = np.empty(0)
+    return dataclasses.replace(prep, homes=pd.DataFrame(table.drop(columns=table.geometry.name)), h_node=none,
+                               h_snap=none, h_off=none, weights=none, p_node=none, p_snap=none, p_off=none,
+                               p_cat=none), geometry_payload(table.geometry)
+
+
+def geometry_payload(geom: gpd.GeoSeries) -> tuple[str, Any, Any]:
+    """What a GeoSeries travels as: ``("xy", (n, 2) coordinates, crs)`` when every geometry is a 2D point
+    with finite coordinates (the same doubles, without a WKB piece a point), else ``("wkb", WKB, crs)``.
+
+    Examples
+    --------
+    >>> import geopandas as gpd
+    >>> g = gpd.GeoSeries.from_xy([1.5, 2.0], [3.0, 4.0], crs=4326)
+    >>> kind, data, crs = geometry_payload(g)
+    >>> kind, data.tolist(), geometry_from_payload((kind, data, crs)).equals(g)
+    ('xy', [[1.5, 3.0], [2.0, 4.0]], True)
+    """
+    import numpy as np
+    import shapely
+
+    arr = geom.to_numpy()
+    if shapely.get_type_id(arr).tolist() == [0] * len(arr) and not shapely.has_z(arr).any():
+        coords = shapely.get_coordinates(arr)
+        if len(coords) == len(arr) and np.isfinite(coords).all():
+            return "xy", coords, geom.crs
+    return "wkb", shapely.to_wkb(arr), geom.crs
+
+
+def geometry_from_payload(payload: tuple[str, Any, Any]) -> gpd.GeoSeries:
+    """The GeoSeries of :func:`geometry_payload`.
+
+    The garbage collector's young collections are made rare while the geometries are made
+    (``foundation.collector.rare_collections``): each geometry is a tracked object, so making 100,000 of them
+    at the default threshold runs collections over the objects the process holds (in a process holding two
+    million objects 0.05 CPU-s against 0.012 with the collector off; the geometries hold no cycles)."""
+    import geopandas as gpd
+    import shapely
+
+    kind, data, crs = payload
+    with rare_collections():
+        return gpd.GeoSeries(shapely.points(data) if kind == "xy" else shapely.from_wkb(data), crs=crs)
+
+
+def life_split(client: Any, cats: list[str], refs: dict[str, str | None], include_unknown: bool,
+               kw: dict[str, Any], progress: Progress | None) -> tuple[LifeCirclePrep, list[Any], int]:
+    """(prepared homes and POIs, one ``category_search`` result per category, the number of tasks) of a
+    Parquet network whole on every worker, built once.
+
+    The first worker decodes the nodes (:func:`read_network_nodes`), builds their k-d tree and snaps the
+    homes and the POIs; the second reads and checks the homes and the POIs
+    (:func:`citytwin.spatial.lifecircle.check_homes`, :func:`~citytwin.spatial.lifecircle.check_pois`: the
+    homes' table in EPSG:4326, each point in the network's CRS, sent to the first: 3.2 MB at 100k + 100k),
+    builds the graph (the edges to CSR, components) and puts the preparation together with the node ids and
+    components it holds (:func:`~citytwin.spatial.lifecircle.assemble_prep`, as one process's
+    ``prepare_life_circle``). Neither sends the k-d tree or the node table. The graph waits for the nodes'
+    CRS (a few hundredths of a second) so that the homes and POIs are checked first and the snapping need not
+    wait for the graph. The searches (one per category) are spread over the workers; the first fetches the
+    graph (not the components) while it snaps, and the snapped arrays. The client receives the homes' table
+    without the snapped arrays, its points as coordinates (:func:`geometry_payload`)."""
+    import geopandas as gpd
+
+    workers = sorted(client.scheduler_info()["workers"]) or [None]
+
+    def on(i: int) -> dict[str, Any]:  # spread over the workers; another may take it if one dies
+        w = workers[i % len(workers)]
+        return {"workers": [w], "allow_other_workers": True} if w else {}
+
+    n_tasks = 13 + len(cats)
+    keys = iter(task_keys("citytwin-life", n_tasks))
+
+    def task(fn: Any, *args: Any, where: int, **kwargs: Any) -> Any:
+        return client.submit(fn, *args, key=next(keys), pure=False, **kwargs, **on(where))
+
+    nodes, streets = str(refs["nodes"]), str(refs["streets"])
+    node_part = task(_life_nodes, nodes, where=0)
+    crs = task(_node_crs, node_part, where=0)
+    homes = task(_life_homes, refs, include_unknown, crs, kw, where=1)
+    pois = task(_life_pois, refs, crs, kw, where=1)
+    graph_part = task(_life_graph, nodes, streets, crs, where=1)
+    tree = task(_node_tree, node_part, where=0)
+    snapped = task(_life_snap, tree, task(_points, homes, pois, where=1), where=0)
+    prep = task(_life_assemble, homes, pois, snapped, graph_part, kw, where=1)
+    light = task(_search_inputs, prep, where=1)
+    graph = task(_graph_only, graph_part, where=1)
+    held = task(_hold, graph, where=0)
+    futs = [task(_life_search, c, graph, light, where=i) for i, c in enumerate(cats)]
+    sent = task(_for_client, prep, where=1)
+    *searched, (full, payload), _ = run_futures(client, [*futs, sent, held], progress=progress)
+    geometry = geometry_from_payload(payload)
+    full.homes = gpd.GeoDataFrame(full.homes, geometry=geometry.to_numpy(), crs=geometry.crs)
+    return full, searched, n_tasks
 
 
 def _part_build(part: int, parts: int, nodes: str, streets: str, radius: float) -> NetworkPart:
