@@ -80,6 +80,7 @@ from citytwin.foundation.timeseries.historyutil import (  # re-exported: to_us, 
     _keep_recent,
     _level,
     _level0,
+    _part_files,
     _parts,
     _ReadGuard,
     _utc,
@@ -145,6 +146,7 @@ class HistoryStore:
                  background: bool = True) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._root_s = str(self.root)  # what the commit path joins file names to (strings: see append)
         if compact_threshold < 2 or compact_fanin < 2:
             raise InputError("compact_threshold and compact_fanin must be at least 2", field="compact_threshold")
         self.compact_threshold = compact_threshold
@@ -216,23 +218,25 @@ class HistoryStore:
             cuts = np.flatnonzero(np.diff(sdays)) + 1
             starts = np.concatenate([[0], cuts])
             ends = np.concatenate([cuts, [n]])
-            touched: list[Path] = []
-            jobs: list[tuple[Path, pa.Table]] = []
+            # paths as strings, not pathlib objects: each commit's file names are new, and Python 3.11's pathlib
+            # interns every name it parses (historyutil._part_files says why that matters)
+            touched: list[tuple[str, str]] = []  # (day, folder)
+            jobs: list[tuple[str, pa.Table]] = []
             new_dirs = False
             for s, e in zip(starts, ends, strict=True):
                 day = _day_name(int(sdays[s]))
-                d = self.root / f"day={day}"
-                if not d.exists():
-                    d.mkdir(parents=True, exist_ok=True)
+                d = os.path.join(self._root_s, f"day={day}")
+                if not os.path.isdir(d):
+                    os.makedirs(d, exist_ok=True)
                     new_dirs = True
                 jobs.append((d, table.slice(int(s), int(e - s))))
-                touched.append(d)
+                touched.append((day, d))
             # Files of different days are written and fsynced in parallel (the waits overlap).
             if len(jobs) == 1:
                 self._write_file(jobs[0][0], jobs[0][1], batch)
                 _fsync_dir(jobs[0][0])
             else:
-                def job(j: tuple[Path, pa.Table]) -> None:
+                def job(j: tuple[str, pa.Table]) -> None:
                     self._write_file(j[0], j[1], batch)
                     _fsync_dir(j[0])
 
@@ -241,8 +245,7 @@ class HistoryStore:
                 _fsync_dir(self.root)
             due: list[str] = []
             with self._count_lock:
-                for d in touched:
-                    day = d.name[4:]
+                for day, d in touched:
                     old = self._files_per_day.get(day)
                     k = _keep_recent(self._files_per_day, day, old + 1 if old is not None else _level0(d), COUNTED_DAYS)
                     if k >= self.compact_threshold:
@@ -290,9 +293,9 @@ class HistoryStore:
         ], schema=SCHEMA)
 
     @staticmethod
-    def _write_file(d: Path, table: pa.Table, batch: int) -> Path:
-        tmp = d / f".tmp-{uuid.uuid4().hex}.parquet"
-        final = d / f"part-{batch}-{uuid.uuid4().hex[:8]}.parquet"
+    def _write_file(d: str, table: pa.Table, batch: int) -> str:
+        tmp = os.path.join(d, f".tmp-{uuid.uuid4().hex}.parquet")
+        final = os.path.join(d, f"part-{batch}-{uuid.uuid4().hex[:8]}.parquet")
         with open(tmp, "wb") as f:
             pq.write_table(table, f, compression="snappy")
             f.flush()
@@ -499,12 +502,12 @@ class HistoryStore:
         if start_us is not None and end_us is not None and (end_us - start_us) / DAY_US <= _EXPLICIT_DAYS:
             out: list[str] = []
             for dn in range(start_us // DAY_US, (end_us - 1) // DAY_US + 1):
-                out.extend(str(p) for p in _parts(self.root / f"day={_day_name(dn)}"))
+                out.extend(_part_files(os.path.join(self._root_s, f"day={_day_name(dn)}")))
             return self._current(out) or None
         if not any(self.root.glob("day=*/part-*.parquet")):
             return None
         if self._superseded:  # between a merge's rename and its deletes: list, leaving its inputs out
-            return self._current([str(p) for d in sorted(self.root.glob("day=*")) for p in _parts(d)]) or None
+            return self._current([p for d in sorted(self.root.glob("day=*")) for p in _part_files(d)]) or None
         return str(self.root / "day=*" / "part-*.parquet")
 
     def _current(self, files: list[str]) -> list[str]:
@@ -570,7 +573,7 @@ class HistoryStore:
 
     def _relist(self, files: list[str]) -> list[str]:
         dirs = dict.fromkeys(os.path.dirname(f) for f in files)
-        return self._current([str(p) for d in dirs for p in _parts(Path(d))])
+        return self._current([p for d in dirs for p in _part_files(d)])
 
     @_reads
     def query(self, *, entities: Sequence[str] | str | None = None, properties: Sequence[str] | str | None = None,

@@ -164,11 +164,26 @@ def _day_name(day_number: int) -> str:
     return (date(1970, 1, 1) + timedelta(days=day_number)).isoformat()
 
 
-def _parts(d: Path) -> list[Path]:
+def _part_files(d: str | os.PathLike[str]) -> list[str]:
+    """The part files of a day folder, sorted, as path strings (no folder: none).
+
+    Strings, not :class:`~pathlib.Path` objects, on every path that runs per commit or per read: Python 3.11's
+    pathlib interns each component of a path it parses (``sys.intern``), and the files of a history are named
+    once each (``part-{batch}-{id}``, ``.tmp-{id}``). An interned string leaves the interpreter's table of
+    interned strings when it dies, but its slot is reused only when that table is rebuilt, so one Path per new
+    file name used the table up; at the rebuild the table was sized for the ~59,000 names the imported
+    libraries keep alive, which made it grow from 2^17 to 2^18 slots (1.8 -> 3.7 MiB) after ~7,250 commits:
+    the one-time step of C heap at minute 15 of the 30-minute soak (docs/twin.md, "The minute-15 step").
+    """
     try:
-        return sorted(Path(e.path) for e in os.scandir(d) if e.name.startswith("part-") and e.name.endswith(".parquet"))
+        return sorted(e.path for e in os.scandir(d) if e.name.startswith("part-") and e.name.endswith(".parquet"))
     except FileNotFoundError:
         return []
+
+
+def _parts(d: Path) -> list[Path]:
+    """:func:`_part_files` as paths (what compaction works with: a few calls per merge)."""
+    return [Path(p) for p in _part_files(d)]
 
 
 def _level(name: str) -> int:
@@ -183,11 +198,11 @@ def _level(name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _level0(d: Path) -> int:
-    return sum(1 for p in _parts(d) if _level(p.name) == 0)
+def _level0(d: str | os.PathLike[str]) -> int:
+    return sum(1 for p in _part_files(d) if _level(os.path.basename(p)) == 0)
 
 
-def _fsync_dir(d: Path) -> None:
+def _fsync_dir(d: str | os.PathLike[str]) -> None:
     fd = os.open(d, os.O_RDONLY)
     try:
         os.fsync(fd)
