@@ -80,6 +80,7 @@ from citytwin.foundation.timeseries.historyutil import (  # re-exported: to_us, 
     _keep_recent,
     _level,
     _level0,
+    _part_files,
     _parts,
     _ReadGuard,
     _utc,
@@ -146,6 +147,7 @@ class HistoryStore:
                  background: bool = True) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._root_s = str(self.root)  # what the commit path joins file names to (strings: see append)
         if compact_threshold < 2 or compact_fanin < 2:
             raise InputError("compact_threshold and compact_fanin must be at least 2", field="compact_threshold")
         self.compact_threshold = compact_threshold
@@ -220,7 +222,9 @@ class HistoryStore:
             days_of = [_day_name(int(sdays[s])) for s in starts]
             with self._count_lock:  # days whose level-0 files are not counted: counted once their file is in
                 uncounted = [self._files_per_day.get(day) is None for day in days_of]
-            jobs = [(self.root / f"day={day}", table.slice(int(s), int(e - s)), batch, c)
+            # paths as strings, not pathlib objects: each commit's file names are new, and Python 3.11's pathlib
+            # interns every name it parses (historyutil._part_files says why that matters)
+            jobs = [(os.path.join(self._root_s, f"day={day}"), table.slice(int(s), int(e - s)), batch, c)
                     for day, s, e, c in zip(days_of, starts, ends, uncounted, strict=True)]
             # Files of different days are written and fsynced in parallel (the waits overlap), each in its day
             # folder (made by the job where it is new)
@@ -229,8 +233,7 @@ class HistoryStore:
                 _fsync_dir(self.root)
             due: list[str] = []
             with self._count_lock:
-                for (d, _, _, _), (_, n0) in zip(jobs, done, strict=True):
-                    day = d.name[4:]
+                for day, (d, _, _, _), (_, n0) in zip(days_of, jobs, done, strict=True):
                     old = self._files_per_day.get(day)
                     k = old + 1 if old is not None else n0 if n0 is not None else _level0(d)
                     if _keep_recent(self._files_per_day, day, k, COUNTED_DAYS) >= self.compact_threshold:
@@ -476,12 +479,12 @@ class HistoryStore:
         if start_us is not None and end_us is not None and (end_us - start_us) / DAY_US <= _EXPLICIT_DAYS:
             out: list[str] = []
             for dn in range(start_us // DAY_US, (end_us - 1) // DAY_US + 1):
-                out.extend(str(p) for p in _parts(self.root / f"day={_day_name(dn)}"))
+                out.extend(_part_files(os.path.join(self._root_s, f"day={_day_name(dn)}")))
             return self._current(out) or None
         if not any(self.root.glob("day=*/part-*.parquet")):
             return None
         if self._superseded:  # between a merge's rename and its deletes: list, leaving its inputs out
-            return self._current([str(p) for d in sorted(self.root.glob("day=*")) for p in _parts(d)]) or None
+            return self._current([p for d in sorted(self.root.glob("day=*")) for p in _part_files(d)]) or None
         return str(self.root / "day=*" / "part-*.parquet")
 
     def _current(self, files: list[str]) -> list[str]:
@@ -547,7 +550,7 @@ class HistoryStore:
 
     def _relist(self, files: list[str]) -> list[str]:
         dirs = dict.fromkeys(os.path.dirname(f) for f in files)
-        return self._current([str(p) for d in dirs for p in _parts(Path(d))])
+        return self._current([p for d in dirs for p in _part_files(d)])
 
     @_reads
     def query(self, *, entities: Sequence[str] | str | None = None, properties: Sequence[str] | str | None = None,

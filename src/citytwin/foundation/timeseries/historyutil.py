@@ -166,11 +166,26 @@ def _day_name(day_number: int) -> str:
     return (date(1970, 1, 1) + timedelta(days=day_number)).isoformat()
 
 
-def _parts(d: Path) -> list[Path]:
+def _part_files(d: str | os.PathLike[str]) -> list[str]:
+    """The part files of a day folder, sorted, as path strings (no folder: none).
+
+    Strings, not :class:`~pathlib.Path` objects, on every path that runs per commit or per read: Python 3.11's
+    pathlib interns each component of a path it parses (``sys.intern``), and the files of a history are named
+    once each (``part-{batch}-{id}``, ``.tmp-{id}``). An interned string leaves the interpreter's table of
+    interned strings when it dies, but its slot is reused only when that table is rebuilt, so one Path per new
+    file name used the table up; at the rebuild the table was sized for the ~59,000 names the imported
+    libraries keep alive, which made it grow from 2^17 to 2^18 slots (1.8 -> 3.7 MiB) after ~7,250 commits:
+    the one-time step of C heap at minute 15 of the 30-minute soak (docs/twin.md, "The minute-15 step").
+    """
     try:
-        return sorted(Path(e.path) for e in os.scandir(d) if e.name.startswith("part-") and e.name.endswith(".parquet"))
+        return sorted(e.path for e in os.scandir(d) if e.name.startswith("part-") and e.name.endswith(".parquet"))
     except FileNotFoundError:
         return []
+
+
+def _parts(d: Path) -> list[Path]:
+    """:func:`_part_files` as paths (what compaction works with: a few calls per merge)."""
+    return [Path(p) for p in _part_files(d)]
 
 
 def _level(name: str) -> int:
@@ -185,11 +200,11 @@ def _level(name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def _level0(d: Path) -> int:
-    return sum(1 for p in _parts(d) if _level(p.name) == 0)
+def _level0(d: str | os.PathLike[str]) -> int:
+    return sum(1 for p in _part_files(d) if _level(os.path.basename(p)) == 0)
 
 
-def _fsync_dir(d: Path) -> None:
+def _fsync_dir(d: str | os.PathLike[str]) -> None:
     fd = os.open(d, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -200,12 +215,13 @@ def _fsync_dir(d: Path) -> None:
 fsync_dir = _fsync_dir  #: public name of the directory fsync (for forecasts; issue 11)
 
 
-def write_part(d: Path, table: pa.Table, batch: int) -> Path:
+def write_part(d: str, table: pa.Table, batch: int) -> str:
     """Write ``table`` durably as a new part file of day folder ``d``: a hidden temporary file, fsynced, renamed
     into place (the caller fsyncs the folder). The Parquet file is encoded in memory and written with one call
-    (no GIL taken per page, as writing to a Python file object took it)."""
-    tmp = d / f".tmp-{uuid.uuid4().hex}.parquet"
-    final = d / f"part-{batch}-{uuid.uuid4().hex[:8]}.parquet"
+    (no GIL taken per page, as writing to a Python file object took it). Paths are strings (see
+    :func:`_part_files`: no name interned)."""
+    tmp = os.path.join(d, f".tmp-{uuid.uuid4().hex}.parquet")
+    final = os.path.join(d, f"part-{batch}-{uuid.uuid4().hex[:8]}.parquet")
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="snappy")
     with open(tmp, "wb") as f:
@@ -216,17 +232,17 @@ def write_part(d: Path, table: pa.Table, batch: int) -> Path:
     return final
 
 
-def write_day(d: Path, table: pa.Table, batch: int, count: bool) -> tuple[bool, int | None]:
+def write_day(d: str, table: pa.Table, batch: int, count: bool) -> tuple[bool, int | None]:
     """One day's share of an append (a job of the history's writer threads): make the day folder if it is new,
     write the part file (:func:`write_part`) and fsync the folder. Returns whether the folder was made (its
     parent is then fsynced by the caller) and, if ``count``, the folder's level-0 files now."""
     try:
-        d.mkdir()
+        os.mkdir(d)
         new = True
     except FileExistsError:
         new = False
     except FileNotFoundError:  # (the store's folder itself is gone: made again)
-        d.mkdir(parents=True, exist_ok=True)
+        os.makedirs(d, exist_ok=True)
         new = True
     write_part(d, table, batch)
     _fsync_dir(d)
