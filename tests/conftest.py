@@ -12,6 +12,11 @@ terminal, so a message wrapped at 80 columns in one terminal and not in another 
 on the terminal. Here the caller's ``COLUMNS``, ``LINES``, ``TERMINAL_WIDTH`` and colour switches are
 dropped before any test module imports the CLI (consoles made at import then ask at print time), and
 every ``CliRunner.invoke`` runs with a fixed wide console (:data:`CLI_ENV`; a test's own ``env=`` wins).
+
+Threads left running: a test that opens a runtime, an app, a catalog, an MQTT or Dask client must close
+it. ``CITYTWIN_TEST_THREADS=1`` names, in the terminal summary, each test that started a thread still
+alive when the session ends (``CITYTWIN_TEST_THREADS=FILE`` also writes the list to FILE); run it on one
+test folder at a time, e.g. ``CITYTWIN_TEST_THREADS=1 pytest -q tests/twin``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -111,6 +117,72 @@ def workspace(tmp_path: Path, request: pytest.FixtureRequest):
     return Workspace.init(tmp_path / "ws", owner="admin")
 
 
+#: ``CITYTWIN_TEST_THREADS=1``: name the tests that leave threads running (:func:`pytest_runtest_protocol`); any
+#: other value but ``0`` is also a file the findings are written to
+ENV_TEST_THREADS = "CITYTWIN_TEST_THREADS"
+#: threads a test started, by the test's node id (thread objects only: a finished thread is dropped at the end)
+_STARTED_BY: dict[str, list[threading.Thread]] = {}
+
+
+def _threads_check() -> str:
+    return os.environ.get(ENV_TEST_THREADS, "")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """With ``CITYTWIN_TEST_THREADS`` set, record the threads alive after a test's teardown that were not alive
+    before its setup (an opt-in check: it costs one ``threading.enumerate`` per test).
+
+    A thread a module- or session-scoped fixture starts is recorded at the first test that uses it; only
+    the threads still alive when the session ends are reported (:func:`pytest_terminal_summary`), so one
+    that fixture's teardown stops is not. Process-wide pools that live as long as the process by design
+    (:data:`_PROCESS_POOLS`) are reported apart from the leaks.
+    """
+    if _threads_check() in ("", "0"):
+        yield
+        return
+    before = set(threading.enumerate())
+    yield
+    new = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    if new:
+        _STARTED_BY.setdefault(item.nodeid, []).extend(new)
+
+
+#: name prefixes of threads meant to live as long as the process: the history store's read pool
+#: (foundation/timeseries/history.py), the one PROJ thread of the ingest's UDFs (ingest/connection.py),
+#: fsspec's IO loop and tqdm's monitor (both libraries start them once per process)
+_PROCESS_POOLS = ("citytwin-history_", "citytwin-proj_", "fsspecIO", "tqdm_monitor")
+
+
+def _leaks() -> tuple[list[str], list[str]]:
+    """``nodeid: thread names`` of the threads started by a test and alive now: (leaks, process-wide pools)."""
+    leaks: list[str] = []
+    pools: list[str] = []
+    for nodeid, threads in _STARTED_BY.items():
+        alive = [t for t in threads if t.is_alive()]
+        for out, group in ((leaks, [t for t in alive if not t.name.startswith(_PROCESS_POOLS)]),
+                           (pools, [t for t in alive if t.name.startswith(_PROCESS_POOLS)])):
+            if group:
+                out.append(f"{nodeid}: " + ", ".join(
+                    f"{t.name}{'' if t.daemon else ' (non-daemon)'}" for t in sorted(group, key=lambda t: t.name)))
+    return leaks, pools
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Name the tests whose threads are still alive (``CITYTWIN_TEST_THREADS``)."""
+    check = _threads_check()
+    if check in ("", "0"):
+        return
+    leaks, pools = _leaks()
+    lines = [f"threads started by a test and alive at the end ({len(leaks)} tests):", *leaks,
+             f"process-wide pools, by the test that started them ({len(pools)}):", *pools]
+    terminalreporter.section("threads left running")
+    for line in lines:
+        terminalreporter.write_line(line)
+    if check != "1":
+        Path(check).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 _EXIT_STATUS: list[int] = []
 
 
@@ -131,8 +203,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     about them and would fail CI at random. The Python threads still alive are named on stderr, so the one
     holding a native resource can be found (``CITYTWIN_TEST_SOFT_EXIT=1`` keeps the normal exit).
     """
-    import threading
-
     if not _EXIT_STATUS or os.environ.get("CITYTWIN_TEST_SOFT_EXIT") == "1":
         return
     alive = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]

@@ -54,6 +54,7 @@ def test_rows_queued_during_a_commit_share_the_next_one(tmp_path: Path) -> None:
     cat.close()
     cat.audit(user="late", role="viewer", action="a")  # close stops nothing: still written
     assert _rows(cat)[-1] == "late"
+    cat.close()
 
 
 def test_a_failed_commit_is_raised_to_its_callers(tmp_path: Path) -> None:
