@@ -69,15 +69,27 @@ def serve(app: Any, host: str, port: int) -> None:
 
 
 def close_app(app: FastAPI) -> None:
-    """Close the twin runtime ``app`` opened (:func:`create_app` from a twin folder), once it has stopped serving.
+    """Close what ``app`` holds once it has stopped serving, whether its lifespan ran or not.
 
-    The app's lifespan stops what it started for serving (MQTT, the writer threads, the jobs); the runtime
-    outlives it (a test client may enter the lifespan again) and is closed here: pending alerts stored,
-    the history's compactor stopped, the stores' connections closed. :func:`serve` calls it when uvicorn
-    returns; a runtime passed to :func:`create_app` is its caller's to close. Calling it again does nothing.
+    The lifespan stops what it started for serving (MQTT, the construction-site checks) and the writer
+    threads; an app called without it (a test client not entered, an ASGI fuzzer) started those writers
+    with its first requests all the same. This stops the audit and HTTP-commit writers, the jobs and the
+    tile maker of ``citytwin serve``'s app, and closes the twin runtime the app opened (:func:`create_app`
+    from a twin folder): pending alerts stored, the history's compactor stopped, the stores' connections
+    closed. The runtime outlives the lifespan (a test client may enter it again); a runtime passed to
+    :func:`create_app` is its caller's to close. :func:`serve` calls this when uvicorn returns; calling it
+    again closes nothing more.
     """
-    rt = app.state.twin if getattr(app.state, "owns_twin", False) else None
-    app.state.owns_twin = False
+    state = app.state
+    for name in ("jobs", "tiles"):  # the operations center's (service.server)
+        part = getattr(state, name, None)
+        if part is not None:
+            part.close()
+    state.commits.close()
+    if isinstance(state.guard.catalog, GroupCommitCatalog):
+        state.guard.catalog.close()
+    rt = state.twin if getattr(state, "owns_twin", False) else None
+    state.owns_twin = False
     if rt is not None:
         rt.close()
 
