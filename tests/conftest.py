@@ -26,6 +26,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,21 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.write_line(line)
     if check != "1":
         Path(check).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@contextmanager
+def served(app: Any, **client: Any) -> Iterator[Any]:
+    """A ``TestClient(app, **client)`` entered (the app's lifespan runs); at the end, even when the test failed,
+    :func:`citytwin.service.app.close_app`: the app's writer threads stopped, the twin runtime it opened closed."""
+    from fastapi.testclient import TestClient
+
+    from citytwin.service.app import close_app
+
+    try:
+        with TestClient(app, **client) as c:
+            yield c
+    finally:
+        close_app(app)
 
 
 _EXIT_STATUS: list[int] = []

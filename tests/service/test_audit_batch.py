@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 from tests.service.conftest import ServiceWorkspace
 
+from citytwin.service.app import close_app
 from citytwin.service.auditbatch import GroupCommitCatalog
 
 
@@ -114,6 +115,7 @@ def test_every_concurrent_request_is_audited_once(service_ws: ServiceWorkspace) 
     finally:
         server.should_exit = True
         th.join(30)
+        close_app(app)
     by_n: dict[int, list[dict]] = {}
     for r in rows:
         by_n.setdefault(int(r["detail"].split("?n=")[1].split()[0]), []).append(r)
