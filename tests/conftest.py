@@ -217,7 +217,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     connection is still referenced from another thread at shutdown (duckdb/duckdb#13904, intermittent, "when
     we run too many tests together"). The results are all reported by then; an abort there says nothing
     about them and would fail CI at random. The Python threads still alive are named on stderr, so the one
-    holding a native resource can be found (``CITYTWIN_TEST_SOFT_EXIT=1`` keeps the normal exit).
+    holding a native resource can be found (``CITYTWIN_TEST_SOFT_EXIT=1`` keeps the normal exit;
+    ``CITYTWIN_TEST_THREADS=1`` names the test that started each).
     """
     if not _EXIT_STATUS or os.environ.get("CITYTWIN_TEST_SOFT_EXIT") == "1":
         return
