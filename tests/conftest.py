@@ -149,20 +149,40 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         _STARTED_BY.setdefault(item.nodeid, []).extend(new)
 
 
-#: name prefixes of threads meant to live as long as the process: the history store's read pool
+#: name prefixes of threads meant to live as long as the process: the history store's writer pool
 #: (foundation/timeseries/history.py), the one PROJ thread of the ingest's UDFs (ingest/connection.py),
-#: fsspec's IO loop and tqdm's monitor (both libraries start them once per process)
-_PROCESS_POOLS = ("citytwin-history_", "citytwin-proj_", "fsspecIO", "tqdm_monitor")
+#: fsspec's IO loop, tqdm's monitor and distributed's offload thread (each library starts its own once per
+#: process); schemathesis' event loop is found by :func:`_schemathesis_loop`
+_PROCESS_POOLS = ("citytwin-history_", "citytwin-proj_", "fsspecIO", "tqdm_monitor", "Dask-Offload")
+
+
+def _schemathesis_loop() -> int | None:
+    """The thread id of the one event loop schemathesis runs every ASGI app on (its ``asgi._PORTAL``, closed at
+    interpreter exit; its pytest plugin ends each app's lifespan with the test), if it started one."""
+    asgi = sys.modules.get("schemathesis.python.asgi")
+    portal = getattr(asgi, "_PORTAL", None)
+    if portal is None:
+        return None
+    name = f"asyncio-portal-{id(portal):x}"  # anyio's name of a portal's thread
+    return next((t.ident for t in threading.enumerate() if t.name == name), None)
+
+
+def _process_wide(t: threading.Thread, loop: int | None) -> bool:
+    """True for a thread of :data:`_PROCESS_POOLS`, or schemathesis' event-loop thread and its AnyIO workers."""
+    if t.name.startswith(_PROCESS_POOLS):
+        return True
+    return loop is not None and (t.ident == loop or getattr(getattr(t, "loop", None), "_thread_id", None) == loop)
 
 
 def _leaks() -> tuple[list[str], list[str]]:
     """``nodeid: thread names`` of the threads started by a test and alive now: (leaks, process-wide pools)."""
     leaks: list[str] = []
     pools: list[str] = []
+    loop = _schemathesis_loop()
     for nodeid, threads in _STARTED_BY.items():
         alive = [t for t in threads if t.is_alive()]
-        for out, group in ((leaks, [t for t in alive if not t.name.startswith(_PROCESS_POOLS)]),
-                           (pools, [t for t in alive if t.name.startswith(_PROCESS_POOLS)])):
+        for out, group in ((leaks, [t for t in alive if not _process_wide(t, loop)]),
+                           (pools, [t for t in alive if _process_wide(t, loop)])):
             if group:
                 out.append(f"{nodeid}: " + ", ".join(
                     f"{t.name}{'' if t.daemon else ' (non-daemon)'}" for t in sorted(group, key=lambda t: t.name)))
