@@ -152,7 +152,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 #: name prefixes of threads meant to live as long as the process: the history store's writer pool
 #: (foundation/timeseries/history.py), the one PROJ thread of the ingest's UDFs (ingest/connection.py),
 #: fsspec's IO loop, tqdm's monitor and distributed's offload thread (each library starts its own once per
-#: process); schemathesis' event loop is found by :func:`_schemathesis_loop`
+#: process); schemathesis' event loop and fsspec's loop's executor are found by :func:`_process_wide`
 _PROCESS_POOLS = ("citytwin-history_", "citytwin-proj_", "fsspecIO", "tqdm_monitor", "Dask-Offload")
 
 
@@ -167,9 +167,17 @@ def _schemathesis_loop() -> int | None:
     return next((t.ident for t in threading.enumerate() if t.name == name), None)
 
 
-def _process_wide(t: threading.Thread, loop: int | None) -> bool:
-    """True for a thread of :data:`_PROCESS_POOLS`, or schemathesis' event-loop thread and its AnyIO workers."""
-    if t.name.startswith(_PROCESS_POOLS):
+def _fsspec_executor() -> set[threading.Thread]:
+    """The threads of the default executor of fsspec's one event loop (s3fs resolves host names there)."""
+    asyn = sys.modules.get("fsspec.asyn")
+    loop = (getattr(asyn, "loop", None) or [None])[0]
+    return set(getattr(getattr(loop, "_default_executor", None), "_threads", ()))
+
+
+def _process_wide(t: threading.Thread, loop: int | None, fsspec: set[threading.Thread]) -> bool:
+    """True for a thread of :data:`_PROCESS_POOLS`, schemathesis' event-loop thread and its AnyIO workers, or
+    a thread of fsspec's loop's executor."""
+    if t.name.startswith(_PROCESS_POOLS) or t in fsspec:
         return True
     return loop is not None and (t.ident == loop or getattr(getattr(t, "loop", None), "_thread_id", None) == loop)
 
@@ -178,11 +186,11 @@ def _leaks() -> tuple[list[str], list[str]]:
     """``nodeid: thread names`` of the threads started by a test and alive now: (leaks, process-wide pools)."""
     leaks: list[str] = []
     pools: list[str] = []
-    loop = _schemathesis_loop()
+    loop, fsspec = _schemathesis_loop(), _fsspec_executor()
     for nodeid, threads in _STARTED_BY.items():
         alive = [t for t in threads if t.is_alive()]
-        for out, group in ((leaks, [t for t in alive if not _process_wide(t, loop)]),
-                           (pools, [t for t in alive if _process_wide(t, loop)])):
+        for out, group in ((leaks, [t for t in alive if not _process_wide(t, loop, fsspec)]),
+                           (pools, [t for t in alive if _process_wide(t, loop, fsspec)])):
             if group:
                 out.append(f"{nodeid}: " + ", ".join(
                     f"{t.name}{'' if t.daemon else ' (non-daemon)'}" for t in sorted(group, key=lambda t: t.name)))
