@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
+from tests.conftest import served
 from typer.testing import CliRunner
 
 from citytwin.cli.main import app
@@ -97,7 +97,7 @@ def deployment(clusters: tuple[Any, Any], tmp_path_factory: pytest.TempPathFacto
     _, token = ws.catalog.issue_token("admin", "replica test")
     from citytwin.service.server import create_server_app
 
-    with TestClient(create_server_app(ws)) as client:  # the operations center, on the primary
+    with served(create_server_app(ws)) as client:  # the operations center, on the primary
         r = client.get("/catalog", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200, r.text
         listed = r.json()

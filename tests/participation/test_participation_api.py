@@ -16,8 +16,10 @@ from typing import Any
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from tests.conftest import served
 
 from citytwin.foundation.workspace import Workspace
+from citytwin.service.app import close_app
 
 BBOX = [116.2, 39.8, 116.6, 40.05]  # the test city (Beijing's centre)
 SITE = {"id": "site7", "sensors": ["urn:noise7"], "noise_db": 75, "activity_db": 55, "start_hour": 7,
@@ -61,8 +63,11 @@ def env(workspace: Workspace) -> Iterator[Env]:
     e = Env(workspace, TestClient(app), clock)
     for name in [*users, "admin"]:
         e.tokens[name] = workspace.catalog.issue_token(name)[1]
-    with e.client:
-        yield e
+    try:
+        with e.client:
+            yield e
+    finally:
+        close_app(app)
 
 
 def post311(e: Env, key: str | None, **form: Any) -> Any:
@@ -379,7 +384,7 @@ def test_open311_without_a_city_extent(workspace: Workspace) -> None:
 
     workspace.add_user("wang", "public")
     tok = workspace.catalog.issue_token("wang")[1]
-    with TestClient(create_server_app(workspace)) as c:
+    with served(create_server_app(workspace)) as c:
         r = c.post("/open311/v2/requests.json", data={"api_key": tok, "service_code": "pothole", "description": "x",
                                                       "lat": "39.9", "long": "116.4"})
         assert r.status_code == 400 and "extent is not configured" in r.json()[0]["description"]

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from tests.conftest import served
 from typer.testing import CliRunner
 
 from citytwin.cli.main import app
@@ -92,8 +93,6 @@ def test_bad_store_name_is_a_clear_error(workspace, tmp_path: Path) -> None:  # 
 
 
 def test_operations_center_lists_stored_results(workspace, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from fastapi.testclient import TestClient
-
     from citytwin.service.server import create_server_app
 
     p = write_panel(tmp_path / "p.csv")
@@ -101,7 +100,7 @@ def test_operations_center_lists_stored_results(workspace, tmp_path: Path) -> No
     _run("model", "city_panel", "-w", str(workspace.root), "--user", "admin", "--y", "y", "--x", "x",
          "--fe", "city,year", "--out", str(tmp_path / "m"))
     token = workspace.catalog.issue_token("admin", label="test")[1]
-    with TestClient(create_server_app(workspace)) as client:
+    with served(create_server_app(workspace)) as client:
         h = {"Authorization": f"Bearer {token}"}
         names = {d["name"] for d in client.get("/catalog", headers=h).json()["datasets"]}
         assert {"city_panel", "city_panel_model"} <= names

@@ -169,6 +169,19 @@ def test_unreachable_scheduler_is_said(workspace, shared_data: Path, tmp_path: P
     assert not workspace.catalog.exists("nowhere")
 
 
+def test_unreachable_scheduler_leaves_no_thread(monkeypatch) -> None:
+    """A client that cannot connect stops its event-loop thread (distributed left it running: "IO loop")."""
+    import threading
+
+    from citytwin.foundation import scaleout
+
+    monkeypatch.setattr(scaleout, "CONNECT_TIMEOUT", "1s")
+    before = set(threading.enumerate())
+    with pytest.raises(CitytwinError, match="cannot reach the Dask scheduler"), scaleout.cluster("tcp://127.0.0.1:9"):
+        pass
+    assert [t.name for t in set(threading.enumerate()) - before if t.is_alive()] == []
+
+
 def test_personal_data_screened_by_the_tasks_as_one_process(workspace, dask_address: str, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Each task screens its file's text values as it writes them; the commit then scans only the columns a

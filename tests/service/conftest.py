@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from shapely.geometry import Point
+from tests.conftest import served
 
 from citytwin.foundation.workspace import Workspace
 
@@ -81,8 +82,7 @@ def service_ws(tmp_path_factory: pytest.TempPathFactory, service_backend: str | 
 def client(service_ws: ServiceWorkspace) -> Iterator[TestClient]:
     from citytwin.service.server import create_server_app
 
-    app = create_server_app(service_ws.ws)
-    with TestClient(app) as c:
+    with served(create_server_app(service_ws.ws)) as c:
         yield c
 
 

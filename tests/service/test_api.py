@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from shapely.affinity import affine_transform
 from shapely.geometry import box, shape
+from tests.conftest import served
 from tests.service.conftest import ServiceWorkspace
 
 from citytwin.service.tiles import tile_of
@@ -194,7 +195,7 @@ def test_new_version_gets_a_new_etag(service_ws: ServiceWorkspace, tmp_path_fact
     _, tok = ws.catalog.issue_token("admin")
     h = {"Authorization": f"Bearer {tok}"}
     z, (x, y) = 14, tile_of(24.935, 60.1675, 14)
-    with TestClient(create_server_app(ws)) as c:
+    with served(create_server_app(ws)) as c:
         a = c.get(f"/tiles/pts/{z}/{x}/{y}.mvt", headers=h)
         n_a = len(mapbox_vector_tile.decode(a.content)["pts"]["features"])
         ws.write_derived("pts", _incidents().iloc[:3], inputs=[], parameters={}, classification="public")

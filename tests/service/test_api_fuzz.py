@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from tests.service.conftest import _incidents
 
 from citytwin.foundation.workspace import Workspace
+from citytwin.service.app import close_app
 
 MAX_EXAMPLES = 25
 
@@ -36,7 +37,7 @@ def fuzz_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FastAPI
     _seed_participation(ws)
     app = create_server_app(ws)
     yield app, {"Authorization": f"Bearer {tok}"}
-    app.state.jobs.close()
+    close_app(app)  # the fuzzer calls the app without its lifespan: its writers, jobs and runtime
 
 
 def _seed_participation(ws: Workspace) -> None:

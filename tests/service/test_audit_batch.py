@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 from tests.service.conftest import ServiceWorkspace
 
+from citytwin.service.app import close_app
 from citytwin.service.auditbatch import GroupCommitCatalog
 
 
@@ -54,6 +55,7 @@ def test_rows_queued_during_a_commit_share_the_next_one(tmp_path: Path) -> None:
     cat.close()
     cat.audit(user="late", role="viewer", action="a")  # close stops nothing: still written
     assert _rows(cat)[-1] == "late"
+    cat.close()
 
 
 def test_a_failed_commit_is_raised_to_its_callers(tmp_path: Path) -> None:
@@ -113,6 +115,7 @@ def test_every_concurrent_request_is_audited_once(service_ws: ServiceWorkspace) 
     finally:
         server.should_exit = True
         th.join(30)
+        close_app(app)
     by_n: dict[int, list[dict]] = {}
     for r in rows:
         by_n.setdefault(int(r["detail"].split("?n=")[1].split()[0]), []).append(r)

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
+from tests.conftest import served
 
 from citytwin.foundation.workspace import Workspace
+from citytwin.service.app import close_app
 
 DONGSI = "urn:ngsi-ld:AirQualityObserved:Dongsi"
 ENTITY = {"id": DONGSI, "type": "AirQualityObserved", "location": {"type": "Point", "coordinates": [116.417, 39.929]},
@@ -96,7 +97,7 @@ def _run(ws: Workspace, tok: dict[str, str], fast: bool, run: int) -> tuple[list
     before = max((r["id"] for r in ws.catalog.audit_log(limit=1)), default=0)
     app = create_server_app(ws, fast_lane=fast)
     out = []
-    with TestClient(app) as c:
+    with served(app) as c:
         c.post("/ngsi-ld/v1/entityOperations/upsert", json=[ENTITY], headers={"Authorization": f"Bearer {tok['admin']}"})
         for method, url, headers, body in _requests(tok, run, app.state.twin.max_body):
             r = c.request(method, url, headers=headers, content=body)
@@ -144,7 +145,7 @@ def test_revocation_and_role_change_apply_at_the_next_request(lane_ws: tuple[Wor
     other = Workspace.open(ws.root, user="admin")  # as the CLI would, in its own process
     h = {"Authorization": f"Bearer {token}"}
     url = f"/ngsi-ld/v1/entities/{DONGSI}"
-    with TestClient(create_server_app(ws)) as c:
+    with served(create_server_app(ws)) as c:
         c.post("/ngsi-ld/v1/entityOperations/upsert", json=[ENTITY], headers={"Authorization": f"Bearer {token}"})
         assert c.get(url, headers=h).status_code == 200
         other.add_user("temp", "public")  # a role change
@@ -162,7 +163,7 @@ def test_server_error_format_keeps_the_twin_statuses(lane_ws: tuple[Workspace, d
     from citytwin.service.server import create_server_app
 
     ws, tok = lane_ws
-    with TestClient(create_server_app(ws, fast_lane=False)) as c:
+    with served(create_server_app(ws, fast_lane=False)) as c:
         r = c.post("/twin/v1/observations", content=b"x", headers={"Authorization": f"Bearer {tok['integrator']}",
                                                                   "content-type": "text/plain"})
         assert r.status_code == 415 and r.json()["title"] == "UnsupportedMediaType"
@@ -222,6 +223,7 @@ def test_concurrent_single_observations_share_commits(lane_ws: tuple[Workspace, 
         server.should_exit = True
         th.join(30)
         history.close()
+        close_app(app)
     assert answers == [(201, {"accepted": 1, "rejected": []})] * n
     assert stored == n
     rows = [r for r in ws.catalog.audit_log(limit=5000) if r["id"] > last_row]
@@ -241,7 +243,7 @@ def test_a_store_failure_is_every_request_s_503(lane_ws: tuple[Workspace, dict[s
         raise StoreError("disk full (test)")
 
     app.state.commits._commit = broken
-    with TestClient(app) as c:
+    with served(app) as c:
         r = c.post("/twin/v1/observations", json={"id": DONGSI, "pm25": 1.0, "observedAt": "2015-10-01T00:00:00Z"},
                    headers={"Authorization": f"Bearer {tok['integrator']}"})
     assert r.status_code == 503 and "disk full" in r.json()["detail"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
+from tests.conftest import served
 from tests.simulation import grid
 from typer.testing import CliRunner
 
@@ -48,8 +48,8 @@ def test_live_run_publishes_each_interval_while_running(ws: Workspace, tmp_path:
     base = grid.build(tmp_path / "base", _trips())
     token = ws.catalog.issue_token("admin", label="test")[1]
     seen: list[dict[str, Any]] = []
-    with TestClient(create_app(ws.root / "twin", workspace=ws),
-                    headers={"Authorization": f"Bearer {token}"}) as c:
+    with served(create_app(ws.root / "twin", workspace=ws),
+               headers={"Authorization": f"Bearer {token}"}) as c:
 
         def sim_time() -> float | None:  # SUMO's clock while it runs; None once it has closed
             try:
@@ -108,8 +108,8 @@ def test_live_run_with_seeds_shows_every_seed_while_running(ws: Workspace, tmp_p
     base = grid.build(tmp_path / "base", _trips())
     token = ws.catalog.issue_token("admin", label="test")[1]
     seen: list[dict[str, Any]] = []
-    with TestClient(create_app(ws.root / "twin", workspace=ws),
-                    headers={"Authorization": f"Bearer {token}"}) as c:
+    with served(create_app(ws.root / "twin", workspace=ws),
+               headers={"Authorization": f"Bearer {token}"}) as c:
 
         def hook(meta: dict[str, Any]) -> None:
             try:

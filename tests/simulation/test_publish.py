@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
+from tests.conftest import served
 from tests.simulation import grid
 from typer.testing import CliRunner
 
@@ -36,8 +36,8 @@ def test_published_scenario_is_read_apart_from_live_data(ws: Workspace, tmp_path
     base = grid.build(tmp_path / "base", trips)
     token = ws.catalog.issue_token("admin", label="test")[1]
     rule = ThresholdRule(name="busy", property="intensity", op=">", threshold=0.0, step="1min")
-    with TestClient(create_app(ws.root / "twin", workspace=ws, auto_alerts=True, rules=[rule]),
-                    headers={"Authorization": f"Bearer {token}"}) as c:
+    with served(create_app(ws.root / "twin", workspace=ws, auto_alerts=True, rules=[rule]),
+               headers={"Authorization": f"Bearer {token}"}) as c:
         # live: one detector with one reading, which the live rule turns into an alert
         r = c.post("/ngsi-ld/v1/entities", json={"id": LIVE, "type": "TrafficFlowObserved",
                                                  "location": {"type": "Point", "coordinates": [24.94, 60.17]},
@@ -125,7 +125,7 @@ def test_published_edges_carry_their_shape_and_run_results(ws: Workspace, tmp_pa
                               str(tmp_path / "run"), "--publish", "geo", "--start", START, "-w", str(ws.root), "--json"])
     assert res.exit_code == 0, res.output
     token = ws.catalog.issue_token("admin", label="test")[1]
-    with TestClient(create_app(ws.root / "twin", workspace=ws), headers={"Authorization": f"Bearer {token}"}) as c:
+    with served(create_app(ws.root / "twin", workspace=ws), headers={"Authorization": f"Bearer {token}"}) as c:
         ents = c.get("/ngsi-ld/v1/entities", params={"scenario": "geo", "limit": 1000, "options": "keyValues"}).json()
         one = c.get(f"/ngsi-ld/v1/entities/{st.edge_entity_id('geo', 'B1C1')}", params={"scenario": "geo"}).json()
         listed = c.get("/twin/v1/scenarios").json()

@@ -18,7 +18,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from citytwin.service import alerting, forecasting, ngsi
-from citytwin.service.app import create_app, open_runtime
+from citytwin.service.app import close_app, create_app, open_runtime
 
 AQ = "urn:ngsi-ld:AirQualityObserved:"
 EXAMPLES = 15  # per operation and generation mode
@@ -65,6 +65,7 @@ def test_no_server_errors_on_any_route(twin_ws):
 
             run()
     finally:
+        close_app(app)  # its writer threads, whether or not schemathesis still runs its lifespan
         rt.close()
     routers = [ngsi.router, alerting.router, forecasting.router]
     routes = {f"{m} {r.path}" for rt_ in routers for r in rt_.routes for m in getattr(r, "methods", ())}

@@ -183,17 +183,18 @@ def test_auto_alerts_over_http_and_cli_switch(tmp_path, shared_data, twin_ws):
 
     rt = open_runtime(twin_ws.root)
     rt.register([F.beijing_entity("Dongsi")])
-    client = TestClient(create_app(runtime=rt, auto_alerts=True), headers=twin_ws.headers("integrator"))
-    # PM2.5 260, 280 µg/m³: IAQI 310, 330 (> 200 two hours running); then 100: IAQI 133
-    for h, v in ((0, 100.0), (1, 260.0), (2, 280.0), (3, 100.0)):
-        body = {"id": DONGSI, "type": "AirQualityObserved", "observedAt": f"2015-12-01T0{h}:00:00+08:00", "pm25": v}
-        assert client.post("/twin/v1/observations", json=body).status_code in (200, 201, 204)
-        al = client.get("/twin/v1/alerts", params={"rule": AQI_HEAVY_2H.name}).json()
-        assert len(al) == (0 if h < 2 else 1)
-        if h == 2:
-            assert al[0]["status"] == "open" and al[0]["peak"] == 330.0
-        if h == 3:
-            assert al[0]["status"] == "resolved" and al[0]["resolved_at"] == "2015-11-30T18:00:00+00:00"
+    # entered, so its lifespan stops the audit and HTTP-commit writer threads at the end
+    with TestClient(create_app(runtime=rt, auto_alerts=True), headers=twin_ws.headers("integrator")) as client:
+        # PM2.5 260, 280 µg/m³: IAQI 310, 330 (> 200 two hours running); then 100: IAQI 133
+        for h, v in ((0, 100.0), (1, 260.0), (2, 280.0), (3, 100.0)):
+            body = {"id": DONGSI, "type": "AirQualityObserved", "observedAt": f"2015-12-01T0{h}:00:00+08:00", "pm25": v}
+            assert client.post("/twin/v1/observations", json=body).status_code in (200, 201, 204)
+            al = client.get("/twin/v1/alerts", params={"rule": AQI_HEAVY_2H.name}).json()
+            assert len(al) == (0 if h < 2 else 1)
+            if h == 2:
+                assert al[0]["status"] == "open" and al[0]["peak"] == 330.0
+            if h == 3:
+                assert al[0]["status"] == "resolved" and al[0]["resolved_at"] == "2015-11-30T18:00:00+00:00"
     rt.close()
     ws = tmp_path / "ws_cli"
     assert CliRunner().invoke(cli, ["init", str(ws)]).exit_code == 0

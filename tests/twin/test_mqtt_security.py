@@ -339,7 +339,17 @@ def test_tls_and_revocation(secure):
     # revoke the device, rewrite the files, reload the broker: refused from now on
     run("twin", "devices", "revoke", "Dongsi", "-w", secure["ws"], "-u", "admin", "--write", str(secure["auth_dir"]))
     subprocess.run([str(SCRIPT), "reload", str(secure["broker_dir"])], check=True)
-    assert _wait(lambda: not Client(secure["port"], auth=c).accepted, timeout=5)
+    tried: list[Client] = []  # closed at the end: a refused client's network thread would keep reconnecting
+
+    def refused() -> bool:
+        tried.append(Client(secure["port"], auth=c))
+        return not tried[-1].accepted
+
+    try:
+        assert _wait(refused, timeout=5)
+    finally:
+        for cl in tried:
+            cl.close()
     actions = [(r["action"], r["outcome"]) for r in secure["catalog"].audit_log(dataset="twin")]
     assert ("mqtt.credentials.revoke", "ok") in actions and ("mqtt.credentials.issue", "ok") in actions
 

@@ -109,37 +109,38 @@ def replay(
     if long.empty:
         raise InputError("no observations in the chosen period", hint="check --start/--end")
     rt = open_runtime(twin_root(workspace)) if workspace else None
-    if rt is not None:
-        rt.register(ents)
-        if auto_alerts:
-            rt.enable_auto_alerts()
-    msgs, offsets = replay_messages(long, per_message=per_message, speed=speed, payload=payload)
-    t0 = time.perf_counter()
-    if broker is None:
-        if rt is None:
-            raise InputError("in-process replay needs a workspace", hint="pass -w DIR, or --broker HOST:PORT")
-        done = replay_in_process(rt, msgs, offsets)
+    try:  # closed on an error too: a CLI test runs in process, and MQTT ingest may be running
+        if rt is not None:
+            rt.register(ents)
+            if auto_alerts:
+                rt.enable_auto_alerts()
+        msgs, offsets = replay_messages(long, per_message=per_message, speed=speed, payload=payload)
+        t0 = time.perf_counter()
+        if broker is None:
+            if rt is None:
+                raise InputError("in-process replay needs a workspace", hint="pass -w DIR, or --broker HOST:PORT")
+            done = replay_in_process(rt, msgs, offsets)
+            dt = time.perf_counter() - t0
+            console.print(f"replayed {len(msgs):,} messages in-process: {done.accepted:,} observations stored, "
+                          f"{done.rejected:,} rejected, {dt:.1f} s ({done.accepted / max(dt, 1e-9):,.0f} obs/s)")
+            return
+        host, port = parse_broker(broker)
+        auth = mqtt_auth(username, password, tls_ca, tls_cert, tls_key)
+        run_ingest = ingest if ingest is not None else False
+        if run_ingest:
+            if rt is None:
+                raise InputError("--ingest needs a workspace", hint="pass -w DIR")
+            rt.start_mqtt(host, port, client_id=f"{client_id}-ingest", auth=auth)
+        n, ok = publish_replay(msgs, offsets, host, port, client_id=client_id, auth=auth)
         dt = time.perf_counter() - t0
-        console.print(f"replayed {len(msgs):,} messages in-process: {done.accepted:,} observations stored, "
-                      f"{done.rejected:,} rejected, {dt:.1f} s ({done.accepted / max(dt, 1e-9):,.0f} obs/s)")
-        rt.close()
-        return
-    host, port = parse_broker(broker)
-    auth = mqtt_auth(username, password, tls_ca, tls_cert, tls_key)
-    run_ingest = ingest if ingest is not None else False
-    if run_ingest:
-        if rt is None:
-            raise InputError("--ingest needs a workspace", hint="pass -w DIR")
-        rt.start_mqtt(host, port, client_id=f"{client_id}-ingest", auth=auth)
-    n, ok = publish_replay(msgs, offsets, host, port, client_id=client_id, auth=auth)
-    dt = time.perf_counter() - t0
-    console.print(f"published {n:,} messages ({len(long):,} readings) to {host}:{port} in {dt:.1f} s; "
-                  f"all acknowledged by the broker: {ok}")
-    if rt is not None and run_ingest:
-        accepted, rejected = wait_ingested(rt, len(long))
-        console.print(f"ingested {accepted:,} observations, {rejected:,} rejected")
-    if rt is not None:
-        rt.close()
+        console.print(f"published {n:,} messages ({len(long):,} readings) to {host}:{port} in {dt:.1f} s; "
+                      f"all acknowledged by the broker: {ok}")
+        if rt is not None and run_ingest:
+            accepted, rejected = wait_ingested(rt, len(long))
+            console.print(f"ingested {accepted:,} observations, {rejected:,} rejected")
+    finally:
+        if rt is not None:
+            rt.close()
 
 
 @app.command("ingest")
@@ -179,29 +180,31 @@ def ingest_cmd(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    m = rt.start_mqtt(host, port, client_id=client_id, prefix=prefix, max_batch=max_batch, max_delay=max_delay,
-                      auth=mqtt_auth(username, password, tls_ca, tls_cert, tls_key))
-    if crash_after_batches > 0:
-        import os
+    try:  # closed when the start fails too (a CLI test runs in process)
+        m = rt.start_mqtt(host, port, client_id=client_id, prefix=prefix, max_batch=max_batch, max_delay=max_delay,
+                          auth=mqtt_auth(username, password, tls_ca, tls_cert, tls_key))
+        if crash_after_batches > 0:
+            import os
 
-        store = m.handler
-        done = [0]
+            store = m.handler
+            done = [0]
 
-        def crashing(batch: Any) -> Any:
-            out = store(batch)
-            done[0] += 1
-            if done[0] >= crash_after_batches:  # stored durably, not yet acknowledged
-                os.kill(os.getpid(), signal.SIGKILL)
-            return out
+            def crashing(batch: Any) -> Any:
+                out = store(batch)
+                done[0] += 1
+                if done[0] >= crash_after_batches:  # stored durably, not yet acknowledged
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return out
 
-        m.handler = crashing
-    err_console.print(f"ingesting from {host}:{port} ({prefix}/#) as {client_id}")
-    while not stop.wait(0.2):
-        if status_file is not None:
-            t = rt.ingestor.totals
-            status_file.write_text(json.dumps({"received": m.stats.received, "acked": m.stats.acked,
-                                               "accepted": t.accepted, "rejected": t.rejected}))
-    rt.close()
+            m.handler = crashing
+        err_console.print(f"ingesting from {host}:{port} ({prefix}/#) as {client_id}")
+        while not stop.wait(0.2):
+            if status_file is not None:
+                t = rt.ingestor.totals
+                status_file.write_text(json.dumps({"received": m.stats.received, "acked": m.stats.acked,
+                                                   "accepted": t.accepted, "rejected": t.rejected}))
+    finally:
+        rt.close()
 
 
 @app.command("classify")

@@ -123,7 +123,7 @@ def cluster(spec: str | DaskSpec) -> Iterator[Any]:
         When the scheduler cannot be reached or the local cluster does not start.
     """
     dd = _distributed()
-    Client, LocalCluster = dd.Client, dd.LocalCluster
+    Client, LocalCluster = _client_class(), dd.LocalCluster
     ds = parse_dask(spec)
     if ds.address:
         try:
@@ -233,6 +233,26 @@ def worker_threads() -> int:
 def _distributed() -> Any:
     """The ``distributed`` module (imported when a cluster is asked for; untyped for mypy)."""
     return importlib.import_module("distributed")
+
+
+_CLIENT: list[Any] = []
+
+
+def _client_class() -> Any:
+    """``distributed.Client``, except that a client whose start fails (an unreachable scheduler) stops its
+    event-loop thread ("IO loop"): distributed leaves it running, and the client that owns it is nowhere to
+    be closed (its constructor raised)."""
+    if not _CLIENT:
+        class StoppingClient(_distributed().Client):  # type: ignore[misc]
+            def start(self, **kwargs: Any) -> None:
+                try:
+                    super().start(**kwargs)
+                except BaseException:
+                    self._loop_runner.stop()
+                    raise
+
+        _CLIENT.append(StoppingClient)
+    return _CLIENT[0]
 
 
 _CACHE: dict[Any, Any] = {}

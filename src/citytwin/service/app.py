@@ -37,7 +37,7 @@ from citytwin.service.fastlane import FastLane
 from citytwin.twin.rules import ThresholdRule
 from citytwin.workflows.runtime import TwinRuntime, collect_rarely, open_runtime
 
-__all__ = ["UVICORN", "TwinRuntime", "create_app", "open_runtime", "serve"]
+__all__ = ["UVICORN", "TwinRuntime", "close_app", "create_app", "open_runtime", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,43 @@ def serve(app: Any, host: str, port: int) -> None:
     what requests made, where it walked the ~140,000 objects of the start (140–530 ms on this machine,
     the event loop stalled meanwhile); young collections run less often, as during MQTT ingest
     (:func:`~citytwin.workflows.runtime.collect_rarely`: a request's objects are freed by reference counts).
+    When uvicorn returns (Ctrl-C, SIGTERM), the twin runtime the app opened is closed (:func:`close_app`).
     """
     import uvicorn
 
     gc.collect()
     gc.freeze()
     collect_rarely()
-    uvicorn.run(app, host=host, port=port, **UVICORN)
+    try:
+        uvicorn.run(app, host=host, port=port, **UVICORN)
+    finally:
+        close_app(app)
+
+
+def close_app(app: FastAPI) -> None:
+    """Close what ``app`` holds once it has stopped serving, whether its lifespan ran or not.
+
+    The lifespan stops what it started for serving (MQTT, the construction-site checks) and the writer
+    threads; an app called without it (a test client not entered, an ASGI fuzzer) started those writers
+    with its first requests all the same. This stops the audit and HTTP-commit writers, the jobs and the
+    tile maker of ``citytwin serve``'s app, and closes the twin runtime the app opened (:func:`create_app`
+    from a twin folder): pending alerts stored, the history's compactor stopped, the stores' connections
+    closed. The runtime outlives the lifespan (a test client may enter it again); a runtime passed to
+    :func:`create_app` is its caller's to close. :func:`serve` calls this when uvicorn returns; calling it
+    again closes nothing more.
+    """
+    state = app.state
+    for name in ("jobs", "tiles"):  # the operations center's (service.server)
+        part = getattr(state, name, None)
+        if part is not None:
+            part.close()
+    state.commits.close()
+    if isinstance(state.guard.catalog, GroupCommitCatalog):
+        state.guard.catalog.close()
+    rt = state.twin if getattr(state, "owns_twin", False) else None
+    state.owns_twin = False
+    if rt is not None:
+        rt.close()
 
 
 def _open_workspace(path: str | Path) -> Workspace:
@@ -110,6 +140,7 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
     batched = None if ws is None else GroupCommitCatalog(ws.catalog.url)
     guard = auth_mod.TwinGuard(None, enabled=False) if batched is None else auth_mod.TwinGuard(
         batched, auth_mod.twin_classification(ws.settings) if ws is not None else "internal", enabled=auth)
+    owns_twin = runtime is None  # opened here: closed by close_app
     if runtime is None:
         runtime = open_runtime(twin_dir)
     if max_body is not None:
@@ -142,6 +173,7 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
     app = FastAPI(title="citytwin", description="Live digital twin: NGSI-LD-style entities, history, ingest.",
                   lifespan=lifespan)
     app.state.twin = rt
+    app.state.owns_twin = owns_twin
     app.state.guard = guard
     # single observations posted over HTTP: committed in groups by one writer thread (service.commitqueue)
     app.state.commits = CommitQueue(ngsi.http_committer(rt))
