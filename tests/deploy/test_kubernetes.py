@@ -17,8 +17,11 @@ from __future__ import annotations
 import ast
 import copy
 import importlib.util
+import os
 import re
 import shlex
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -334,6 +337,17 @@ def test_every_environment_variable_is_one_that_is_read() -> None:
             name = "DASK_" + key.upper().replace(".", "__").replace("-", "_")
             config = dask.config.collect(paths=[], env={name: env[name]})
             assert dask.config.get(key, config=config) == value
+    # and the worker process the nanny spawns has no MALLOC_TRIM_THRESHOLD_ (glibc's own settings, as the local
+    # clusters' workers: LOCAL_CONFIG): what the nanny would set, asked of distributed itself in a process with
+    # the manifest's variable; without it, Dask's 65536
+    probe = ("from distributed.nanny import _get_env_variables; "
+             "print(sorted(_get_env_variables('distributed.nanny.pre-spawn-environ')))")
+    name = "DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON"
+    for extra, expect in (({name: env[name]}, False), ({}, True)):
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("DASK_", "MALLOC_"))}
+        out = subprocess.run([sys.executable, "-c", probe], env={**clean, **extra}, capture_output=True, text=True,
+                             check=True, timeout=120).stdout
+        assert ("MALLOC_TRIM_THRESHOLD_" in out) is expect, out
 
 
 def test_no_secret_is_in_the_files() -> None:
