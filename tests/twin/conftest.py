@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import secrets
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,3 +64,15 @@ def wait_until(cond: Callable[[], object], timeout: float = 30.0, step: float = 
             return True
         time.sleep(step)
     return bool(cond())
+
+
+@pytest.fixture()
+def broker(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """A Mosquitto broker of its own for one test (scripts/mosquitto.sh: the project's configuration), its
+    host and port; stopped after the test."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "mosquitto.sh"
+    d = tmp_path / "broker"
+    port = int(subprocess.run([str(script), "start", str(d)], check=True, capture_output=True, text=True)
+               .stdout.strip())
+    yield "127.0.0.1", port
+    subprocess.run([str(script), "stop", str(d)], check=False)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -23,20 +22,9 @@ from citytwin.service.alerting import AlertHub, alert_topic
 from citytwin.service.app import create_app, open_runtime
 from citytwin.twin import feeds as F
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "mosquitto.sh"
 HAVE_MOSQUITTO = shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists()
 DONGSI = F.beijing_entity("Dongsi").id
 TIANTAN = F.beijing_entity("Tiantan").id
-
-
-@pytest.fixture()
-def broker(tmp_path):
-    d = tmp_path / "broker"
-    port = int(subprocess.run([str(SCRIPT), "start", str(d)], check=True, capture_output=True, text=True)
-               .stdout.strip())
-    yield "127.0.0.1", port
-    subprocess.run([str(SCRIPT), "stop", str(d)], check=False)
 
 
 class Collector:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,20 +19,9 @@ from citytwin.service.app import open_runtime
 from citytwin.twin import entities as E
 from citytwin.twin import feeds as F
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "mosquitto.sh"
 needs_broker = pytest.mark.skipif(shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
                                   reason="Mosquitto not installed (scripts/setup.sh --test installs it)")
 STATIONS = [E.entity_id("AirQualityObserved", s) for s in ("A", "B", "C")]
-
-
-@pytest.fixture()
-def broker(tmp_path):
-    d = tmp_path / "broker"
-    port = int(subprocess.run([str(SCRIPT), "start", str(d)], check=True, capture_output=True, text=True)
-               .stdout.strip())
-    yield "127.0.0.1", port
-    subprocess.run([str(SCRIPT), "stop", str(d)], check=False)
 
 
 def _messages() -> list[tuple[str, bytes]]:

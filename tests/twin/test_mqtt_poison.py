@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import json
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -18,22 +17,11 @@ from citytwin.foundation.mqtt import IngestFailed, MqttIngest, MqttPublisher
 from citytwin.service.app import open_runtime
 from citytwin.twin import entities as E
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "mosquitto.sh"
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
                                  reason="Mosquitto not installed (scripts/setup.sh --test installs it)")]
 TOPIC = "citytwin/AirQualityObserved/S1/attrs"
 EID = E.entity_id("AirQualityObserved", "S1")
-
-
-@pytest.fixture()
-def broker(tmp_path):
-    d = tmp_path / "broker"
-    port = int(subprocess.run([str(SCRIPT), "start", str(d)], check=True, capture_output=True, text=True)
-               .stdout.strip())
-    yield "127.0.0.1", port
-    subprocess.run([str(SCRIPT), "stop", str(d)], check=False)
 
 
 def wait_until(cond, timeout: float = 30.0) -> bool:
