@@ -244,13 +244,9 @@ def _minmax_part(p: _Period) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
 
 def _norm(X: np.ndarray, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float) -> np.ndarray:
     """:func:`citytwin.economy.weights.minmax` with the panel's (global) min and max."""
-    import numpy as np
+    from citytwin.economy.weights import minmax_between
 
-    rng = hi - lo
-    safe = np.where(rng == 0, 1.0, rng)
-    Z = np.where(pos, (X - lo) / safe, (hi - X) / safe)
-    Z[:, rng == 0] = 1.0
-    return np.asarray(scale * Z + shift)
+    return minmax_between(X, lo, hi, pos, scale=scale, shift=shift)
 
 
 def _normed(p: _Period, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float,
@@ -269,18 +265,16 @@ def _normed(p: _Period, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: 
 
 def _colsum_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float,
                  shift: float, last_raw: bool = False) -> np.ndarray:
-    import numpy as np
+    from citytwin.economy.sums import colsum
 
-    return np.asarray(_normed(p, lo, hi, pos, scale, shift, last_raw).sum(axis=0))
+    return colsum(_normed(p, lo, hi, pos, scale, shift, last_raw))
 
 
 def _plogp_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float,
                 col: np.ndarray) -> np.ndarray:
-    import numpy as np
+    from citytwin.economy.sums import plogp_colsum
 
-    P = _normed(p, lo, hi, pos, scale, shift) / np.where(col == 0, 1.0, col)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.asarray(np.where(P > 0, P * np.log(P), 0.0).sum(axis=0))
+    return plogp_colsum(_normed(p, lo, hi, pos, scale, shift), col)
 
 
 def _moment_values(p: _Period, what: str, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -298,26 +292,25 @@ def _moment_values(p: _Period, what: str, lo: np.ndarray, hi: np.ndarray, pos: n
 
 def _moment_part(p: _Period, *, what: str, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray,
                  mean: np.ndarray | None = None) -> np.ndarray:
-    """Column sums (``mean`` None), else the sums of the centred cross-products ``(M - mean)ᵀ(M - mean)``."""
-    import numpy as np
+    """Column sums (``mean`` None), else the sums of the centred cross-products ``(M - mean)ᵀ(M - mean)``, as
+    :func:`citytwin.economy.sums.covariance` takes them in one process."""
+    from citytwin.economy.sums import colsum, cross
 
     M = _moment_values(p, what, lo, hi, pos)
-    if mean is None:
-        return np.asarray(M.sum(axis=0))
-    D = M - mean
-    return np.asarray(D.T @ D)
+    return colsum(M) if mean is None else cross(M - mean)
 
 
 def _scored(p: _Period, contrib: np.ndarray, dims: dict[str, np.ndarray]) -> tuple[pd.DataFrame, np.ndarray]:
     """The period's keys with ``score`` (the row sums of ``contrib``) and ``dim:NAME`` columns, and its rows'
     panel positions: summed on the worker, the row sums one process takes (each row's own sum)."""
     from citytwin.economy.ranking import rank_by
+    from citytwin.economy.sums import rowsum
 
     frame = p.keys.copy()
-    frame["score"] = contrib.sum(axis=1)
+    frame["score"] = rowsum(contrib)
     frame["rank"] = rank_by(frame, "score")  # the rows are one period: ranks within it
     for dname, mask in dims.items():
-        frame[f"dim:{dname}"] = contrib[:, mask].sum(axis=1)
+        frame[f"dim:{dname}"] = rowsum(contrib[:, mask])
     return frame, p.rows
 
 
@@ -329,9 +322,9 @@ def _score_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, 
 
 
 def _sumsq_part(p: _Period) -> np.ndarray:
-    import numpy as np
+    from citytwin.economy.sums import colsum
 
-    return np.asarray((p.raw() ** 2).sum(axis=0))
+    return colsum(p.raw() ** 2)
 
 
 def _topsis_values(p: _Period, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, w: np.ndarray,
@@ -421,23 +414,16 @@ class _Stats:
 
 
 def _covariance(job: _Job, what: str, s: _Stats) -> np.ndarray:
-    """The pooled covariance (ddof 1) of :func:`_moment_values` in two passes: sums, then centred products."""
+    """The pooled covariance (ddof 1) of :func:`_moment_values` in two passes: sums, then centred products,
+    as :func:`citytwin.economy.sums.covariance` makes it in one process (the same bits)."""
     import numpy as np
+
+    from citytwin.economy.sums import total
 
     kw: dict[str, Any] = {"what": what, "lo": s.lo, "hi": s.hi, "pos": s.pos}
-    mean = np.sum(job.run(_moment_part, f"citytwin-{what}-sum", **kw), axis=0) / s.n
-    C = np.sum(job.run(_moment_part, f"citytwin-{what}-cross", mean=mean, **kw), axis=0)
+    mean = total(job.run(_moment_part, f"citytwin-{what}-sum", **kw)) / s.n
+    C = total(job.run(_moment_part, f"citytwin-{what}-cross", mean=mean, **kw))
     return np.asarray(C / (s.n - 1))
-
-
-def _correlation(C: np.ndarray) -> np.ndarray:
-    """``numpy.corrcoef`` from a covariance matrix (NaN where a column has no spread, clipped to [-1, 1])."""
-    import numpy as np
-
-    d = np.sqrt(np.diag(C))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        R = C / d[:, None] / d[None, :]
-    return np.asarray(np.clip(R, -1, 1))
 
 
 def _pooled_weights(job: _Job, method: str, sp: IndexSpec, s: _Stats, o: Mapping[str, Any],
@@ -448,27 +434,24 @@ def _pooled_weights(job: _Job, method: str, sp: IndexSpec, s: _Stats, o: Mapping
 
     from citytwin.economy import weights as W
     from citytwin.economy.index import pca_objective
+    from citytwin.economy.sums import correlation, total
 
     const = s.hi - s.lo == 0
     if method == "entropy":
         kw: dict[str, Any] = {"lo": s.lo, "hi": s.hi, "pos": s.pos, "scale": o["scale"], "shift": o["shift"]}
-        col = np.sum(job.run(_colsum_part, "citytwin-colsum", last_raw=last_raw, **kw), axis=0)
+        col = total(job.run(_colsum_part, "citytwin-colsum", last_raw=last_raw, **kw))
         if (col < 0).any():
             raise InputError("normalised values are negative (check scale and shift)")
-        L = np.sum(job.run(_plogp_part, "citytwin-plogp", col=col, **kw), axis=0)
-        L = np.where(col == 0, np.log(1.0 / s.n), L)  # P = 1/n in every row of a column that sums to 0
-        k = 1.0 / np.log(s.n)
-        e = np.clip(-k * L, 0.0, 1.0)
-        d = 1.0 - e
-        w = d / d.sum() if d.sum() > 0 else np.full(len(d), 1.0 / len(d))
+        L = total(job.run(_plogp_part, "citytwin-plogp", col=col, **kw))
+        e, d, w, k = W.entropy_from_sums(col, L, s.n, const=const)
         return w, {"e": e, "d": d}, float(k), {}
     if method == "critic":
         C = _covariance(job, "critic", s)
-        c = W.critic_from_correlation(np.sqrt(np.diag(C)), _correlation(C), const)
+        c = W.critic_from_correlation(np.sqrt(np.diag(C)), correlation(C), const)
         return c.w, {"sigma": c.sigma, "conflict": c.conflict, "information": c.information}, None, {}
     if method == "pca":  # as one process weighs (economy.index.pca_objective), R from the pooled covariance
         r = pca_objective(const, lambda keep: W.pca_from_correlation(
-            _correlation(_covariance(job, "pca", s))[np.ix_(keep, keep)], s.n,
+            correlation(_covariance(job, "pca", s))[np.ix_(keep, keep)], s.n,
             min_eigenvalue=o["pca_min_eigenvalue"], min_cumulative=o["pca_min_cumulative"]))
         return r.w, r.extra, None, r.diagnostics
     if method == "equal":
@@ -509,6 +492,7 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
     from citytwin.economy import weights as W
     from citytwin.economy.index import METHODS, IndexResult
     from citytwin.economy.spec import parse_spec
+    from citytwin.economy.sums import total
 
     parse_dask(dask)
     ws = maybe_ws(workspace)
@@ -596,7 +580,7 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
             w = W.combine_weights(expert, w, method=combine_method, alpha=alpha)  # type: ignore[arg-type]
         sk: dict[str, Any] = {"lo": s.lo, "hi": s.hi, "pos": pos, "w": w}
         if method == "topsis":
-            norm = (np.sqrt(np.sum(job.run(_sumsq_part, "citytwin-sumsq"), axis=0))
+            norm = (np.sqrt(total(job.run(_sumsq_part, "citytwin-sumsq")))
                     if topsis_normalisation == "vector" else None)
             bounds = job.run(_topsis_bounds_part, "citytwin-topsis-bounds", norm=norm, **sk)
             vmax, vmin = np.max([b[0] for b in bounds], axis=0), np.min([b[1] for b in bounds], axis=0)
