@@ -12,8 +12,8 @@ global quantity the same way through these functions:
   the block;
 * the blocks' partial sums are added one after the other, in period order (:func:`total`), so neither
   the number of workers nor the periods each one holds changes a bit;
-* each row's sum (a score, a dimension's share, a TOPSIS distance) is the sum of that row as one
-  contiguous 1-D array (:func:`rowsum`).
+* each row's sum (a score, a dimension's share, a TOPSIS distance) adds the row's values left to right
+  (:func:`rowsum`).
 
 Min and max need none of this (they are exact in any order).
 
@@ -42,11 +42,15 @@ def colsum(M: np.ndarray) -> np.ndarray:
 
 
 def rowsum(M: np.ndarray) -> np.ndarray:
-    """The sum of each row of ``M`` (n x m), each row as one contiguous 1-D array (layout-independent)."""
-    C = np.ascontiguousarray(M, dtype=float)
-    if C.shape[1] == 0:
-        return np.zeros(C.shape[0])
-    return np.asarray(C.sum(axis=1), dtype=float)
+    """The sum of each row of ``M`` (n x m): its columns added one after the other, left to right, whatever the
+    layout (what numpy's ``sum(axis=1)`` does on the column-major matrices pandas gives, at no copy)."""
+    A = np.asarray(M, dtype=float)
+    if A.shape[1] == 0:
+        return np.zeros(A.shape[0])
+    acc = A[:, 0].copy()
+    for j in range(1, A.shape[1]):
+        acc += A[:, j]
+    return acc
 
 
 def total(parts: Sequence[np.ndarray]) -> np.ndarray:

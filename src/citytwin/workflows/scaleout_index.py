@@ -31,10 +31,11 @@ groups and rows), so the client puts the scores in the panel's order from those 
      anti-ideal: a max is exact), then each row's closeness
      (:func:`citytwin.economy.weights.topsis_closeness`).
 
-  Sums added in another order (and a mean subtracted before the products rather than after) differ
-  from one process in the last bits: weights and scores agree to 1e-12 on the real panel (the tests
-  assert 1e-10), ranks exactly. Min/max, the ideal points and the min-max TOPSIS scores are exact.
-  Refused on Dask: ``sum`` normalisation of entropy weights (and ``missing: interpolate``, which runs
+  Every sum is taken as one process takes it for a pooled panel (:mod:`citytwin.economy.sums`): per
+  period, each column as one contiguous array, the periods' partial sums added in period order on the
+  client, the centred cross-products entry by entry (no BLAS), each row's sum left to right. So the
+  result is bit-identical to :func:`~citytwin.economy.index.composite_index` for any number of workers
+  and any partition of the periods (tests/scaleout/test_scaleout_index_exact.py). Refused on Dask: ``sum`` normalisation of entropy weights (and ``missing: interpolate``, which runs
   along each city's years across the periods).
 """
 
@@ -472,8 +473,8 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
     ``panel`` is a Parquet file, folder or glob, a dataset of ``workspace``, or an ``s3://`` object,
     prefix or glob (listed here, read by the workers); ``spec`` a mapping (as
     :func:`citytwin.workflows.economy.read_spec` reads it) or :class:`IndexSpec` with ``time:``. The other
-    options are those of ``composite_index``. See the module docstring for what is exact and what agrees
-    to 1e-12.
+    options are those of ``composite_index``; the result is the one process's, bit for bit (the module
+    docstring says how).
 
     Each task checks its period as :func:`citytwin.economy.spec.prepare` checks a panel, so an
     indicator with no value at all in one period is an error naming it (one process checks the whole
