@@ -255,7 +255,7 @@ def composite_index(
     ks: dict[str, float] = {}
     for year, idx in groups:
         ix = np.asarray(idx)
-        X = X_all[ix]
+        X = X_all if year is None else X_all[ix]  # pooled: every row, in order (no copy: its columns stay contiguous)
         if len(X) < 2:
             raise InputError(f"year {year}: an index needs at least 2 cities", file=source)
         const = W.constant_columns(X)

@@ -37,7 +37,9 @@ __all__ = ["colsum", "correlation", "covariance", "cross", "plogp_colsum", "rows
 def colsum(M: np.ndarray) -> np.ndarray:
     """The sum of each column of ``M`` (n x m), each as one contiguous 1-D array: the same bits for the same
     values in any memory layout (numpy adds a contiguous run pairwise, a strided one element by element)."""
-    F = np.asfortranarray(M, dtype=float)
+    F = np.asarray(M, dtype=float)
+    if F.ndim == 2 and F.shape[0] > 1 and F.strides[0] != F.itemsize:  # columns not contiguous: a copy that makes them so
+        F = np.asfortranarray(F)
     return np.array([F[:, j].sum() for j in range(F.shape[1])], dtype=float)
 
 

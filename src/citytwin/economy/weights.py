@@ -44,8 +44,10 @@ Blocks = Sequence[np.ndarray] | None
 
 
 def _split(A: np.ndarray, blocks: Blocks) -> list[np.ndarray]:
-    """The rows of ``A`` per block (:data:`Blocks`)."""
-    return [A] if blocks is None else [A[b] for b in blocks]
+    """The rows of ``A`` per block (:data:`Blocks`): a view where a block's rows follow one another."""
+    if blocks is None:
+        return [A]
+    return [A[int(b[0]):int(b[-1]) + 1] if len(b) and int(b[-1]) - int(b[0]) + 1 == len(b) else A[b] for b in blocks]
 
 
 def _as_matrix(X: np.ndarray) -> np.ndarray:
