@@ -301,22 +301,49 @@ def _moment_part(p: _Period, *, what: str, lo: np.ndarray, hi: np.ndarray, pos: 
     return colsum(M) if mean is None else cross(M - mean)
 
 
-def _scored(p: _Period, contrib: np.ndarray, dims: dict[str, np.ndarray]) -> tuple[pd.DataFrame, np.ndarray]:
-    """The period's keys with ``score`` (the row sums of ``contrib``) and ``dim:NAME`` columns, and its rows'
-    panel positions: summed on the worker, the row sums one process takes (each row's own sum)."""
+@dataclass
+class _Scored:
+    """One period's scores as its worker sends them: no period column (one value, put back by the client) and
+    the ids only where they differ from the shard's previous period's (:func:`_over_scored`)."""
+
+    values: pd.DataFrame
+    """``score``, ``rank`` and the ``dim:NAME`` columns"""
+    ids: pd.Series | None
+    """the id column (``None``: the same as the previous period's in the shard)"""
+    period: pd.Series
+    """the period column's first row (its value and dtype)"""
+    rows: np.ndarray
+    """each row's position in the panel"""
+
+
+def _scored(p: _Period, contrib: np.ndarray, dims: dict[str, np.ndarray]) -> _Scored:
+    """The period's ``score`` (the row sums of ``contrib``), ``rank`` and ``dim:NAME`` columns, its keys and its
+    rows' panel positions: summed on the worker, the row sums one process takes (:func:`citytwin.economy.sums.rowsum`)."""
+    import pandas as pd
+
     from citytwin.economy.ranking import rank_by
     from citytwin.economy.sums import rowsum
 
-    frame = p.keys.copy()
-    frame["score"] = rowsum(contrib)
+    frame = pd.DataFrame({"score": rowsum(contrib)})
     frame["rank"] = rank_by(frame, "score")  # the rows are one period: ranks within it
     for dname, mask in dims.items():
         frame[f"dim:{dname}"] = rowsum(contrib[:, mask])
-    return frame, p.rows
+    return _Scored(frame, p.keys.iloc[:, 0], p.keys.iloc[:1, 1], p.rows)  # keys: the id, then the period
+
+
+def _over_scored(shard: _Shard, fn: Any, **kw: Any) -> list[_Scored]:
+    """:func:`_over` for a scoring pass: a period's ids are not sent again where they equal the previous
+    period's of the shard (a balanced panel: the same units every period)."""
+    out: list[_Scored] = _over(shard, fn, **kw)
+    for i in range(len(out) - 1, 0, -1):  # from the end: each compared with its predecessor's own ids
+        a, b = out[i].ids, out[i - 1].ids
+        if a is not None and b is not None and a.equals(b):
+            out[i].ids = None
+    return out
 
 
 def _score_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, w: np.ndarray,
-                score_scale: float, dims: dict[str, np.ndarray]) -> tuple[pd.DataFrame, np.ndarray]:
+                score_scale: float, dims: dict[str, np.ndarray]) -> _Scored:
     contrib = _normed(p, lo, hi, pos, 1.0, 0.0) * w * score_scale
     contrib[:, hi - lo == 0] = 0.0  # constant columns score 0 (their Z is 1: 1 * w is finite, so this is exact)
     return _scored(p, contrib, dims)
@@ -346,7 +373,7 @@ def _topsis_bounds_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.n
 
 def _topsis_score_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, w: np.ndarray,
                        norm: np.ndarray | None, ideal: np.ndarray, anti: np.ndarray,
-                       score_scale: float) -> tuple[pd.DataFrame, np.ndarray]:
+                       score_scale: float) -> _Scored:
     from citytwin.economy.weights import topsis_closeness
 
     V = _topsis_values(p, lo, hi, pos, w, norm)
@@ -357,16 +384,48 @@ def _panel_order(frames: list[pd.DataFrame], rows: list[np.ndarray]) -> pd.DataF
     """The concatenation of ``frames`` (the rows of each at panel positions ``rows``) in the panel's row
     order: pieces that follow one another (a file or row groups per period) are put in order as they are;
     else one argsort of the positions."""
-    import numpy as np
     import pandas as pd
 
+    order = _piece_order(rows)
+    return _rows_in_order(pd.concat([frames[i] for i in order], ignore_index=True), [rows[i] for i in order])
+
+
+def _piece_order(rows: list[np.ndarray]) -> list[int]:
+    """The pieces ordered by their first row's panel position."""
     firsts = [int(r[0]) if len(r) else -1 for r in rows]
-    order = sorted(range(len(frames)), key=firsts.__getitem__)
-    frame = pd.concat([frames[i] for i in order], ignore_index=True)
-    at = np.concatenate([rows[i] for i in order]) if rows else np.empty(0, dtype=np.int64)
+    return sorted(range(len(rows)), key=firsts.__getitem__)
+
+
+def _rows_in_order(frame: pd.DataFrame, rows: list[np.ndarray]) -> pd.DataFrame:
+    """``frame`` (the pieces' rows one after the other, at panel positions ``rows``) in the panel's order."""
+    import numpy as np
+
+    at = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
     if len(at) > 1 and not bool(np.all(at[1:] > at[:-1])):
         frame = frame.take(np.argsort(at, kind="stable")).reset_index(drop=True)
     return frame
+
+
+def _scores_frame(scored: list[_Scored], order: list[list[int]]) -> pd.DataFrame:
+    """The workers' scores (each period's :class:`_Scored`, in period order; ``order``: each shard's periods)
+    as one process's scores frame: the ids not sent again taken from the shard's previous period, each period's
+    value repeated over its rows, the pieces in the panel's order (:func:`_panel_order`)."""
+    import numpy as np
+    import pandas as pd
+
+    for idx in order:
+        ids: pd.Series | None = None
+        for j in idx:
+            if scored[j].ids is None:
+                scored[j].ids = ids
+            ids = scored[j].ids
+    seq = _piece_order([s.rows for s in scored])
+    parts = [scored[i] for i in seq]
+    frame = pd.concat([pd.concat([s.ids for s in parts], ignore_index=True),
+                       pd.concat([s.period.iloc[np.zeros(len(s.rows), dtype=np.intp)] for s in parts],
+                                 ignore_index=True),
+                       pd.concat([s.values for s in parts], ignore_index=True)], axis=1)
+    return _rows_in_order(frame, [s.rows for s in parts])
 
 
 def _shards(sizes: list[int], k: int) -> list[list[int]]:
@@ -391,10 +450,11 @@ class _Job:
     """each shard's periods (indices in period order)"""
     where: list[dict[str, Any]]
 
-    def run(self, fn: Any, key: str, progress: Progress | None = None, **kw: Any) -> list[Any]:
-        """``fn(period, **kw)`` for every period, on the worker that keeps it; the results in period order."""
+    def run(self, fn: Any, key: str, progress: Progress | None = None, over: Any = _over, **kw: Any) -> list[Any]:
+        """``fn(period, **kw)`` for every period, on the worker that keeps it (``over(shard, fn, **kw)``: one task
+        per shard); the results in period order."""
         keys = task_keys(key, len(self.shards))
-        futs = [self.client.submit(_over, sh, fn, pure=False, key=k_, **w, **kw)
+        futs = [self.client.submit(over, sh, fn, pure=False, key=k_, **w, **kw)
                 for sh, k_, w in zip(self.shards, keys, self.where, strict=True)]
         parts = run_futures(self.client, futs, progress=progress)
         out: list[Any] = [None] * sum(len(o) for o in self.order)
@@ -587,17 +647,17 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
             vmax, vmin = np.max([b[0] for b in bounds], axis=0), np.min([b[1] for b in bounds], axis=0)
             ideal, anti = ((np.where(pos, vmax, vmin), np.where(pos, vmin, vmax)) if norm is not None
                            else (vmax, vmin))
-            scored = job.run(_topsis_score_part, "citytwin-score", norm=norm, ideal=ideal, anti=anti,
+            scored = job.run(_topsis_score_part, "citytwin-score", over=_over_scored, norm=norm, ideal=ideal, anti=anti,
                              score_scale=score_scale, **sk)
         else:
             dims = ({d: np.array([i.dimension == d for i in sp.indicators]) for d in sp.dimensions}
                     if sp.dimensions else {})
-            scored = job.run(_score_part, "citytwin-score", score_scale=score_scale, dims=dims, **sk)
+            scored = job.run(_score_part, "citytwin-score", over=_over_scored, score_scale=score_scale, dims=dims, **sk)
     warnings = [w_ for m in mm for w_ in m[3]]  # each period's, in period order (given with its min/max)
     for c in [sp.columns[j] for j in np.flatnonzero(const)]:
         warnings.append(f"indicator {c!r} is constant: it carries no information and gets weight 0 in objective methods")
     # the workers scored and ranked their rows: the pieces put in the panel's order by their rows' positions
-    scores = _panel_order([s_[0] for s_ in scored], [s_[1] for s_ in scored])
+    scores = _scores_frame(scored, job.order)
     wf = pd.DataFrame({"indicator": [i.label for i in sp.indicators], "column": sp.columns,
                        "dimension": [i.dimension for i in sp.indicators],
                        "direction": [i.direction for i in sp.indicators],
