@@ -1,9 +1,9 @@
-"""Pooled TOPSIS, CRITIC, PCA and combined indices on a 2-worker Dask cluster = the single-process run.
+"""Pooled TOPSIS, CRITIC, PCA and combined indices on a 2-worker Dask cluster = the single-process run, bit for bit.
 
 The real city panel (287 cities x 2004-2012) is split into 3 Parquet parts; the Dask run reduces
 per-period partial sums (min/max, column sums, centred cross-products, sums of squares, TOPSIS ideal
-points) on the client. Sums are added in another order than one process adds them, so weights and
-scores are compared to 1e-10 (they agree to about 1e-14 here); ranks, ids and periods exactly.
+points) on the client. One process takes every pooled sum the same way (per period, then the periods
+in order: :mod:`citytwin.economy.sums`), so weights, scores, ranks and diagnostics are compared exactly.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import pytest
 from tests.scaleout.conftest import NEGATIVE
 
 from citytwin.foundation.errors import InputError
-
-TOL = 1e-10
 
 
 @pytest.fixture(scope="module")
@@ -62,24 +60,11 @@ def test_pooled_method_on_dask_equals_one_process(panel_parts, dask_address: str
     one = composite_index(panel, spec, method, **options)
     two = scaleout.index(str(folder), spec, method, dask=dask_address, **options)
     assert one.scores.columns.tolist() == two.scores.columns.tolist()
-    pd.testing.assert_frame_equal(one.scores[["城市", "年份", "rank"]], two.scores[["城市", "年份", "rank"]],
-                                  check_exact=True)
-    for c in [c for c in one.scores.columns if c == "score" or c.startswith("dim:")]:
-        np.testing.assert_allclose(two.scores[c], one.scores[c], rtol=0, atol=TOL, err_msg=c)
-    assert one.weights.columns.tolist() == two.weights.columns.tolist()
-    for c in one.weights.columns:
-        if pd.api.types.is_float_dtype(one.weights[c]):
-            np.testing.assert_allclose(two.weights[c], one.weights[c], rtol=0, atol=TOL, err_msg=c)
-        else:
-            assert one.weights[c].tolist() == two.weights[c].tolist(), c
+    pd.testing.assert_frame_equal(one.scores, two.scores, check_exact=True)  # scores, dimensions, ranks: every bit
+    pd.testing.assert_frame_equal(one.weights, two.weights, check_exact=True)
     assert two.weights["weight"].sum() == pytest.approx(1.0, abs=1e-12)
     assert two.options["n_rows"] == one.options["n_rows"] == 1989
-    if "pca" in (method, options.get("topsis_weights")):
-        d1, d2 = one.diagnostics["pooled"], two.diagnostics["pooled"]
-        assert d1["n_components"] == d2["n_components"] and d1["bartlett_dof"] == d2["bartlett_dof"]
-        np.testing.assert_allclose(d2["eigenvalues"], d1["eigenvalues"], rtol=0, atol=1e-6)  # rounded to 6
-        for k in ("kmo", "bartlett_chi2"):
-            assert d2[k] == pytest.approx(d1[k], rel=1e-10), k
+    assert one.diagnostics == two.diagnostics  # PCA's eigenvalues, KMO, Bartlett: equal
     for k in ("topsis_normalisation", "topsis_weights", "combine_with", "entropy_k"):
         assert two.options.get(k) == one.options.get(k), k
 
@@ -112,7 +97,7 @@ def test_sum_normalised_entropy_is_refused_pooled(tmp_path: Path) -> None:
 @pytest.mark.shared_data
 def test_cli_pooled_pca_index_on_dask_equals_one_process(panel_parts, dask_address: str, tmp_path: Path) -> None:
     """``citytwin economy index --method pca --dask``: scores.csv and weights.csv as one process writes them
-    (numbers to 1e-10, ranks exactly), where pooled PCA was refused before."""
+    (every number exactly), where pooled PCA was refused before."""
     import yaml
     from typer.testing import CliRunner
 
@@ -127,13 +112,7 @@ def test_cli_pooled_pca_index_on_dask_equals_one_process(panel_parts, dask_addre
                                   "--out", str(tmp_path / name), *extra])
         assert res.exit_code == 0, res.output
     for f in ("scores.csv", "weights.csv"):
-        a, b = pd.read_csv(tmp_path / "one" / f), pd.read_csv(tmp_path / "two" / f)
-        assert a.columns.tolist() == b.columns.tolist()
-        for c in a.columns:
-            if pd.api.types.is_float_dtype(a[c]):
-                np.testing.assert_allclose(b[c], a[c], rtol=0, atol=TOL, err_msg=f"{f}:{c}")
-            else:
-                assert a[c].tolist() == b[c].tolist(), f"{f}:{c}"
+        assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
 
 
 @pytest.mark.shared_data
@@ -167,6 +146,5 @@ def test_a_worker_killed_after_the_first_pass_its_shard_is_prepared_again_and_th
     assert killed, "no worker was killed"
     with pytest.raises(ProcessLookupError):
         os.kill(killed[0], 0)
-    pd.testing.assert_frame_equal(one.scores[["城市", "年份", "rank"]], two.scores[["城市", "年份", "rank"]])
-    np.testing.assert_allclose(two.scores["score"], one.scores["score"], rtol=0, atol=TOL)
-    np.testing.assert_allclose(two.weights["weight"], one.weights["weight"], rtol=0, atol=TOL)
+    pd.testing.assert_frame_equal(one.scores, two.scores, check_exact=True)
+    pd.testing.assert_frame_equal(one.weights, two.weights, check_exact=True)

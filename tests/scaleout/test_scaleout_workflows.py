@@ -1,8 +1,7 @@
 """Economy index, points per zone and life circles on a 2-worker Dask cluster = the single-process run.
 
-Identical means: equal frames (``assert_frame_equal`` with exact comparison) except where floating
-point sums are added in another order on Dask (the pooled entropy weights: per-period partial sums
-added on the client), which agree to 1e-12 and give the same ranks.
+Identical means: equal frames (``assert_frame_equal`` with exact comparison), the pooled entropy
+weights too (per-period partial sums added on the client, in the order one process adds them).
 """
 
 from __future__ import annotations
@@ -35,14 +34,10 @@ def test_pooled_entropy_index_from_partial_sums(panel_parts, dask_address: str) 
     seen: list[tuple[int, int]] = []
     two = scaleout.index(str(folder), spec, dask=dask_address, progress=lambda d, t: seen.append((d, t)))
     assert seen[-1] == (2, 2)  # one task per worker, each holding its share of the 9 years (2004-2012)
-    # the same rows in the same order, the same ranks; scores and weights to 1e-12 (sums in another order)
-    pd.testing.assert_frame_equal(one.scores.drop(columns="score"), two.scores.drop(columns="score"))
-    np.testing.assert_allclose(two.scores["score"], one.scores["score"], rtol=0, atol=1e-12)
-    pd.testing.assert_frame_equal(one.weights.drop(columns=["weight", "e", "d"]),
-                                  two.weights.drop(columns=["weight", "e", "d"]))
-    for c in ("weight", "e", "d"):
-        np.testing.assert_allclose(two.weights[c], one.weights[c], rtol=0, atol=1e-12)
-    assert two.options["entropy_k"] == pytest.approx(one.options["entropy_k"], abs=0)
+    # the same rows in the same order, the same ranks, scores and weights: every bit
+    pd.testing.assert_frame_equal(one.scores, two.scores, check_exact=True)
+    pd.testing.assert_frame_equal(one.weights, two.weights, check_exact=True)
+    assert two.options["entropy_k"] == one.options["entropy_k"]
     assert two.options["n_rows"] == one.options["n_rows"] == 1989
 
 
@@ -75,8 +70,8 @@ def test_index_rows_dropped_and_small_row_groups_keep_the_panel_order(panel_part
     one = composite_index(panel, spec, "entropy", scope=scope)
     two = scaleout.index(str(tmp_path), spec, "entropy", scope=scope, dask=dask_address)
     assert len(two.scores) == len(panel) - len(panel.index[::37])
-    pd.testing.assert_frame_equal(one.scores.drop(columns="score"), two.scores.drop(columns="score"))
-    np.testing.assert_allclose(two.scores["score"], one.scores["score"], rtol=0, atol=1e-12)
+    pd.testing.assert_frame_equal(one.scores, two.scores, check_exact=True)
+    pd.testing.assert_frame_equal(one.weights, two.weights, check_exact=True)
 
 
 def test_global_methods_not_split_are_refused(panel_parts) -> None:

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from citytwin.economy import sums as S
 from citytwin.economy import weights as W
 from citytwin.economy.ranking import rank_by
 from citytwin.economy.spec import IndexSpec, Prepared, parse_spec, prepare
@@ -86,17 +87,20 @@ class _Weighted:
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
-def _objective(method: str, X: np.ndarray, pos: np.ndarray, spec: IndexSpec, o: Mapping[str, Any]) -> _Weighted:
+def _objective(method: str, X: np.ndarray, pos: np.ndarray, spec: IndexSpec, o: Mapping[str, Any],
+               blocks: W.Blocks = None) -> _Weighted:
     m = X.shape[1]
     if method == "entropy":
-        r = W.entropy_weights(X, pos, normalisation=o["normalisation"], scale=o["scale"], shift=o["shift"])
+        r = W.entropy_weights(X, pos, normalisation=o["normalisation"], scale=o["scale"], shift=o["shift"],
+                              blocks=blocks)
         return _Weighted(r.w, {"e": r.e, "d": r.d}, k=float(r.k))
     if method == "critic":
-        c = W.critic_weights(X, pos)
+        c = W.critic_weights(X, pos, blocks=blocks)
         return _Weighted(c.w, {"sigma": c.sigma, "conflict": c.conflict, "information": c.information})
     if method == "pca":
         return pca_objective(W.constant_columns(X), lambda keep: W.pca_weights(
-            X[:, keep], pos[keep], min_eigenvalue=o["pca_min_eigenvalue"], min_cumulative=o["pca_min_cumulative"]))
+            X[:, keep], pos[keep], min_eigenvalue=o["pca_min_eigenvalue"], min_cumulative=o["pca_min_cumulative"],
+            blocks=blocks))
     if method == "equal":
         return _Weighted(np.full(m, 1.0 / m))
     if method == "expert":
@@ -126,17 +130,27 @@ def pca_weighted(p: W.PCAResult, keep: np.ndarray) -> _Weighted:
     return _Weighted(w, {"kmo": kmo_per}, diagnostics=diag)
 
 
-def _weigh(method: str, X: np.ndarray, pos: np.ndarray, spec: IndexSpec, o: Mapping[str, Any]) -> _Weighted:
+def _weigh(method: str, X: np.ndarray, pos: np.ndarray, spec: IndexSpec, o: Mapping[str, Any],
+           blocks: W.Blocks = None) -> _Weighted:
     if method == "combined":
-        obj = _objective(o["combine_with"], X, pos, spec, o)
+        obj = _objective(o["combine_with"], X, pos, spec, o, blocks)
         w = W.combine_weights(spec.expert_weights(), obj.w, method=o["combine_method"], alpha=o["alpha"])
         extra = dict(obj.extra)
         extra["objective_weight"] = obj.w
         extra["expert_weight"] = spec.expert_weights()
         return _Weighted(w, extra, k=obj.k, diagnostics=obj.diagnostics)
     if method == "topsis":
-        return _objective(o["topsis_weights"], X, pos, spec, o)
-    return _objective(method, X, pos, spec, o)
+        return _objective(o["topsis_weights"], X, pos, spec, o, blocks)
+    return _objective(method, X, pos, spec, o, blocks)
+
+
+def period_blocks(periods: pd.Series) -> list[np.ndarray]:
+    """The positions of each period's rows (in row order), the periods sorted; rows without a period last.
+    The pooled sums are taken per block and added in this order, as the pooled index on Dask adds them."""
+    codes, uniques = pd.factorize(periods, sort=True)  # a missing period: -1, put last
+    codes = np.where(codes < 0, len(uniques), codes)
+    order = np.argsort(codes, kind="stable")
+    return [b for b in np.split(order, np.cumsum(np.bincount(codes))[:-1]) if len(b)]
 
 
 def composite_index(
@@ -227,10 +241,13 @@ def composite_index(
              combine_with=combine_with, combine_method=combine_method, alpha=alpha,
              pca_min_eigenvalue=pca_min_eigenvalue, pca_min_cumulative=pca_min_cumulative)
 
+    blocks: W.Blocks = None
     if scope == "per_year" and sp.time:
         groups = list(prep.keys.groupby(sp.time, sort=True).groups.items())
     else:
         groups = [(None, prep.keys.index)]
+        if sp.time:  # pooled: every sum per period, then over the periods in order, as on Dask (bit for bit)
+            blocks = period_blocks(prep.keys[sp.time])
     weight_rows: list[pd.DataFrame] = []
     score = np.full(len(X_all), np.nan)
     contrib = np.full((len(X_all), len(cols)), np.nan)
@@ -238,14 +255,14 @@ def composite_index(
     ks: dict[str, float] = {}
     for year, idx in groups:
         ix = np.asarray(idx)
-        X = X_all[ix]
+        X = X_all if year is None else X_all[ix]  # pooled: every row, in order (no copy: its columns stay contiguous)
         if len(X) < 2:
             raise InputError(f"year {year}: an index needs at least 2 cities", file=source)
         const = W.constant_columns(X)
         for c in [cols[j] for j in np.flatnonzero(const)]:
             warnings.append(f"indicator {c!r} is constant{'' if year is None else f' in {year}'}: "
                             "it carries no information and gets weight 0 in objective methods")
-        res = _weigh(method, X, pos, sp, o)
+        res = _weigh(method, X, pos, sp, o, blocks)
         if res.k is not None:
             ks[str(year) if year is not None else "pooled"] = res.k
         if res.diagnostics:
@@ -261,13 +278,13 @@ def composite_index(
             wf.insert(0, sp.time or "year", [year] * len(wf))
         weight_rows.append(wf)
         if method == "topsis":
-            t = W.topsis(X, res.w, pos, normalisation=topsis_normalisation)
+            t = W.topsis(X, res.w, pos, normalisation=topsis_normalisation, blocks=blocks)
             score[ix] = t.closeness * score_scale
         else:
             Z = W.minmax(X, pos)
             Z[:, const] = 0.0  # a constant indicator adds nothing (its weight may be > 0 only for equal/expert)
             contrib[ix] = Z * res.w * score_scale
-            score[ix] = contrib[ix].sum(axis=1)
+            score[ix] = S.rowsum(contrib[ix])
     if ks:
         opts["entropy_k"] = ks["pooled"] if list(ks) == ["pooled"] else ks
         opts["entropy_rows"] = len(X_all) if list(ks) == ["pooled"] else None
@@ -277,7 +294,7 @@ def composite_index(
     if method != "topsis" and sp.dimensions:
         for d in sp.dimensions:
             mask = np.array([i.dimension == d for i in sp.indicators])
-            scores[f"dim:{d}"] = contrib[:, mask].sum(axis=1)
+            scores[f"dim:{d}"] = S.rowsum(contrib[:, mask])
     weights = pd.concat(weight_rows, ignore_index=True)
     opts["n_rows"] = len(X_all)
     opts["n_indicators"] = len(cols)

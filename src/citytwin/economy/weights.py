@@ -26,15 +26,28 @@ array([0.5  , 0.617, 0.5  ])
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 from scipy import stats
 
+from citytwin.economy import sums as S
 from citytwin.foundation.errors import InputError
 
 Normalisation = Literal["minmax", "sum"]
+#: the rows of each period (index arrays, in period order) of a pooled panel: every column sum is taken per
+#: block and the blocks' sums added in order (:mod:`citytwin.economy.sums`), as the pooled index on Dask
+#: adds its periods' partial sums; ``None``: one block of all rows
+Blocks = Sequence[np.ndarray] | None
+
+
+def _split(A: np.ndarray, blocks: Blocks) -> list[np.ndarray]:
+    """The rows of ``A`` per block (:data:`Blocks`): a view where a block's rows follow one another."""
+    if blocks is None:
+        return [A]
+    return [A[int(b[0]):int(b[-1]) + 1] if len(b) and int(b[-1]) - int(b[0]) + 1 == len(b) else A[b] for b in blocks]
 
 
 def _as_matrix(X: np.ndarray) -> np.ndarray:
@@ -66,13 +79,18 @@ def minmax(X: np.ndarray, positive: np.ndarray, *, scale: float = 1.0, shift: fl
            [1., 1.]])
     """
     A = _as_matrix(X)
-    lo, hi = A.min(axis=0), A.max(axis=0)
+    return minmax_between(A, A.min(axis=0), A.max(axis=0), positive, scale=scale, shift=shift)
+
+
+def minmax_between(A: np.ndarray, lo: np.ndarray, hi: np.ndarray, positive: np.ndarray, *, scale: float = 1.0,
+                   shift: float = 0.0) -> np.ndarray:
+    """:func:`minmax` with given column bounds (a pooled panel's, for the rows of one of its periods)."""
     rng = hi - lo
     safe = np.where(rng == 0, 1.0, rng)
     pos = np.asarray(positive, dtype=bool)
     Z = np.where(pos, (A - lo) / safe, (hi - A) / safe)
     Z[:, rng == 0] = 1.0
-    return scale * Z + shift
+    return np.asarray(scale * Z + shift)
 
 
 def sum_normalise(X: np.ndarray, positive: np.ndarray) -> np.ndarray:
@@ -111,7 +129,8 @@ class EntropyResult:
 
 
 def entropy_weights(X: np.ndarray, positive: np.ndarray | None = None, *, normalisation: Normalisation = "minmax",
-                    scale: float = 1.0, shift: float = 0.0, k: float | None = None) -> EntropyResult:
+                    scale: float = 1.0, shift: float = 0.0, k: float | None = None,
+                    blocks: Blocks = None) -> EntropyResult:
     """Entropy weights of the columns of ``X``.
 
     Parameters
@@ -125,6 +144,8 @@ def entropy_weights(X: np.ndarray, positive: np.ndarray | None = None, *, normal
         applied to the raw values first, ``x * scale + shift``).
     k
         The entropy constant; default ``1 / ln(n)``.
+    blocks
+        The rows of each period of a pooled panel (:data:`Blocks`): the column sums are added per period.
 
     Notes
     -----
@@ -148,17 +169,28 @@ def entropy_weights(X: np.ndarray, positive: np.ndarray | None = None, *, normal
         raise InputError(f"unknown normalisation {normalisation!r}", hint="use minmax or sum")
     if (Z < 0).any():
         raise InputError("normalised values are negative (check scale and shift)")
-    col = Z.sum(axis=0)
-    P = Z / np.where(col == 0, 1.0, col)
-    P[:, col == 0] = 1.0 / n
-    with np.errstate(divide="ignore", invalid="ignore"):
-        L = np.where(P > 0, P * np.log(P), 0.0)
-    kk = 1.0 / np.log(n) if k is None else float(k)
-    e = -kk * L.sum(axis=0)
-    e = np.clip(e, 0.0, 1.0)
-    d = 1.0 - e
-    w = d / d.sum() if d.sum() > 0 else np.full(A.shape[1], 1.0 / A.shape[1])
+    parts = _split(Z, blocks)
+    col = S.total([S.colsum(z) for z in parts])
+    L = S.total([S.plogp_colsum(z, col) for z in parts])
+    e, d, w, kk = entropy_from_sums(col, L, n, k, const=constant_columns(A))
     return EntropyResult(e=e, d=d, w=w, k=kk, normalised=Z)
+
+
+def entropy_from_sums(col: np.ndarray, L: np.ndarray, n: int, k: float | None = None, *,
+                      const: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Entropy ``e``, diversity ``d``, weights ``w`` and ``k`` from the column sums ``col`` of the normalised
+    values and the sums ``L`` of ``p ln p`` (:func:`citytwin.economy.sums.plogp_colsum`) over ``n`` rows.
+    A column summing to 0 has ``p = 1/n`` in every row: ``L = ln(1/n)``; a constant one (``const``) has
+    ``e = 1`` exactly (its ``n`` terms ``(1/n) ln(1/n)`` need not add up to ``ln(1/n)`` in floating point).
+    Shared with the pooled index on Dask."""
+    L = np.where(col == 0, np.log(1.0 / n), L)
+    kk = 1.0 / np.log(n) if k is None else float(k)
+    e = np.clip(-kk * L, 0.0, 1.0)
+    if const is not None:
+        e = np.where(const, 1.0, e)
+    d = 1.0 - e
+    w = d / d.sum() if d.sum() > 0 else np.full(len(d), 1.0 / len(d))
+    return e, d, w, kk
 
 
 @dataclass
@@ -172,12 +204,14 @@ class CriticResult:
     corr: np.ndarray = field(repr=False)
 
 
-def critic_weights(X: np.ndarray, positive: np.ndarray | None = None, *, ddof: int = 1) -> CriticResult:
+def critic_weights(X: np.ndarray, positive: np.ndarray | None = None, *, ddof: int = 1,
+                   blocks: Blocks = None) -> CriticResult:
     """CRITIC weights (Diakoulaki, Mavrotas & Papayannakis 1995).
 
     Min-max normalise with direction, ``C_j = s_j * sum_k (1 - r_jk)``, ``w = C / sum C``. The weights
     do not depend on ``ddof`` (it scales every ``s_j`` alike). A constant column has ``s = 0`` and its
-    correlations are undefined: it is left out of the conflict sums and its weight is 0.
+    correlations are undefined: it is left out of the conflict sums and its weight is 0. The standard
+    deviations and correlations come from :func:`citytwin.economy.sums.covariance` (per block of ``blocks``).
 
     Examples
     --------
@@ -189,10 +223,9 @@ def critic_weights(X: np.ndarray, positive: np.ndarray | None = None, *, ddof: i
     Z = minmax(A, pos)
     const = constant_columns(A)
     Z[:, const] = 0.0
-    sigma = Z.std(axis=0, ddof=ddof)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        R = np.corrcoef(Z, rowvar=False) if A.shape[1] > 1 else np.ones((1, 1))
-    return critic_from_correlation(sigma, R, const)
+    C = S.covariance(_split(Z, blocks), ddof)
+    R = S.correlation(C) if A.shape[1] > 1 else np.ones((1, 1))
+    return critic_from_correlation(np.sqrt(np.diag(C)), R, const)
 
 
 def critic_from_correlation(sigma: np.ndarray, R: np.ndarray, const: np.ndarray) -> CriticResult:
@@ -223,11 +256,12 @@ class TopsisResult:
 
 
 def topsis(X: np.ndarray, w: np.ndarray, positive: np.ndarray | None = None, *,
-           normalisation: Literal["vector", "minmax"] = "vector") -> TopsisResult:
+           normalisation: Literal["vector", "minmax"] = "vector", blocks: Blocks = None) -> TopsisResult:
     """TOPSIS closeness coefficients.
 
     ``vector``: ``r = x / sqrt(sum x^2)``, weighted; the ideal takes the max of benefit and the min of cost
     columns. ``minmax``: direction is applied by the normalisation, so the ideal is the column max.
+    ``blocks``: the sums of squares per period (:data:`Blocks`).
 
     Examples
     --------
@@ -241,7 +275,7 @@ def topsis(X: np.ndarray, w: np.ndarray, positive: np.ndarray | None = None, *,
     if ww.shape != (A.shape[1],):
         raise InputError(f"{ww.size} weights for {A.shape[1]} indicators")
     if normalisation == "vector":
-        norm = np.sqrt((A ** 2).sum(axis=0))
+        norm = np.sqrt(S.total([S.colsum(a ** 2) for a in _split(A, blocks)]))
         V = A / np.where(norm == 0, 1.0, norm) * ww
         ideal = np.where(pos, V.max(axis=0), V.min(axis=0))
         anti = np.where(pos, V.min(axis=0), V.max(axis=0))
@@ -257,8 +291,8 @@ def topsis_closeness(V: np.ndarray, ideal: np.ndarray, anti: np.ndarray) -> Tops
     """Distances of the weighted normalised rows ``V`` to ``ideal`` and ``anti`` and the closeness
     ``d- / (d+ + d-)`` (0.5 where both are 0). Row by row: shared by :func:`topsis` and the pooled
     index on Dask (each partition's rows, with the panel's ideal and anti-ideal)."""
-    dp = np.sqrt(((V - ideal) ** 2).sum(axis=1))
-    dm = np.sqrt(((V - anti) ** 2).sum(axis=1))
+    dp = np.sqrt(S.rowsum((V - ideal) ** 2))
+    dm = np.sqrt(S.rowsum((V - anti) ** 2))
     tot = dp + dm
     C = np.where(tot == 0, 0.5, dm / np.where(tot == 0, 1.0, tot))
     return TopsisResult(d_plus=dp, d_minus=dm, closeness=C, ideal=ideal, anti_ideal=anti)
@@ -315,14 +349,15 @@ class PCAResult:
 
 
 def pca_weights(X: np.ndarray, positive: np.ndarray | None = None, *, min_eigenvalue: float = 1.0,
-                min_cumulative: float | None = None) -> PCAResult:
+                min_cumulative: float | None = None, blocks: Blocks = None) -> PCAResult:
     """Indicator weights from principal components of the (direction-adjusted) correlation matrix.
 
     Components are kept by the Kaiser rule (eigenvalue >= ``min_eigenvalue``) or, when
     ``min_cumulative`` is given, until that share of variance is explained. The weight of indicator j is
     ``|sum_k lambda_k u_jk| / sum_j |...|`` over kept components, ``u_k`` the unit eigenvectors with the
     sign fixed so that their sum is positive (the "comprehensive score coefficient" of Chinese
-    practice: ``sum_k (lambda_k / sum lambda) * loading_jk / sqrt(lambda_k)``, normalised).
+    practice: ``sum_k (lambda_k / sum lambda) * loading_jk / sqrt(lambda_k)``, normalised). The correlation
+    matrix comes from :func:`citytwin.economy.sums.covariance` (per block of ``blocks``).
 
     Examples
     --------
@@ -339,8 +374,8 @@ def pca_weights(X: np.ndarray, positive: np.ndarray | None = None, *, min_eigenv
         raise InputError("PCA: an indicator is constant (its correlation is undefined)",
                          hint="remove constant indicators")
     Z = np.where(pos, A, -A)
-    return pca_from_correlation(np.corrcoef(Z, rowvar=False), A.shape[0], min_eigenvalue=min_eigenvalue,
-                                min_cumulative=min_cumulative)
+    return pca_from_correlation(S.correlation(S.covariance(_split(Z, blocks))), A.shape[0],
+                                min_eigenvalue=min_eigenvalue, min_cumulative=min_cumulative)
 
 
 def pca_from_correlation(R: np.ndarray, n: int, *, min_eigenvalue: float = 1.0,

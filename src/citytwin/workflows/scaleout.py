@@ -12,8 +12,8 @@ How each splits:
   one shard per worker, one task per worker and pass. ``scope="per_year"``: each period a whole index
   (any method: exact). ``scope="pooled"``: every
   method's global quantities (min/max, entropy sums, the covariance of CRITIC and PCA, TOPSIS norms
-  and ideal points) are per-period partial results reduced on the client, scores per period: weights
-  and scores agree with one process to 1e-12 (sums in another order), ranks exactly.
+  and ideal points) are per-period partial results reduced on the client, scores per period: bit-identical
+  to one process, which adds its pooled sums in the same order (:mod:`citytwin.economy.sums`).
 * **disparity** (:func:`disparity`, module :mod:`citytwin.workflows.scaleout_disparity`): one task per
   period reads its rows and computes Gini, Theil and Dagum: exact.
 * **simulation seeds** (:func:`sim_run`): one SUMO run per task: per-seed metrics exact.

@@ -31,10 +31,11 @@ groups and rows), so the client puts the scores in the panel's order from those 
      anti-ideal: a max is exact), then each row's closeness
      (:func:`citytwin.economy.weights.topsis_closeness`).
 
-  Sums added in another order (and a mean subtracted before the products rather than after) differ
-  from one process in the last bits: weights and scores agree to 1e-12 on the real panel (the tests
-  assert 1e-10), ranks exactly. Min/max, the ideal points and the min-max TOPSIS scores are exact.
-  Refused on Dask: ``sum`` normalisation of entropy weights (and ``missing: interpolate``, which runs
+  Every sum is taken as one process takes it for a pooled panel (:mod:`citytwin.economy.sums`): per
+  period, each column as one contiguous array, the periods' partial sums added in period order on the
+  client, the centred cross-products entry by entry (no BLAS), each row's sum left to right. So the
+  result is bit-identical to :func:`~citytwin.economy.index.composite_index` for any number of workers
+  and any partition of the periods (tests/scaleout/test_scaleout_index_exact.py). Refused on Dask: ``sum`` normalisation of entropy weights (and ``missing: interpolate``, which runs
   along each city's years across the periods).
 """
 
@@ -244,13 +245,9 @@ def _minmax_part(p: _Period) -> tuple[np.ndarray, np.ndarray, int, list[str]]:
 
 def _norm(X: np.ndarray, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float) -> np.ndarray:
     """:func:`citytwin.economy.weights.minmax` with the panel's (global) min and max."""
-    import numpy as np
+    from citytwin.economy.weights import minmax_between
 
-    rng = hi - lo
-    safe = np.where(rng == 0, 1.0, rng)
-    Z = np.where(pos, (X - lo) / safe, (hi - X) / safe)
-    Z[:, rng == 0] = 1.0
-    return np.asarray(scale * Z + shift)
+    return minmax_between(X, lo, hi, pos, scale=scale, shift=shift)
 
 
 def _normed(p: _Period, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float,
@@ -269,18 +266,16 @@ def _normed(p: _Period, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: 
 
 def _colsum_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float,
                  shift: float, last_raw: bool = False) -> np.ndarray:
-    import numpy as np
+    from citytwin.economy.sums import colsum
 
-    return np.asarray(_normed(p, lo, hi, pos, scale, shift, last_raw).sum(axis=0))
+    return colsum(_normed(p, lo, hi, pos, scale, shift, last_raw))
 
 
 def _plogp_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float, shift: float,
                 col: np.ndarray) -> np.ndarray:
-    import numpy as np
+    from citytwin.economy.sums import plogp_colsum
 
-    P = _normed(p, lo, hi, pos, scale, shift) / np.where(col == 0, 1.0, col)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.asarray(np.where(P > 0, P * np.log(P), 0.0).sum(axis=0))
+    return plogp_colsum(_normed(p, lo, hi, pos, scale, shift), col)
 
 
 def _moment_values(p: _Period, what: str, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -298,40 +293,66 @@ def _moment_values(p: _Period, what: str, lo: np.ndarray, hi: np.ndarray, pos: n
 
 def _moment_part(p: _Period, *, what: str, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray,
                  mean: np.ndarray | None = None) -> np.ndarray:
-    """Column sums (``mean`` None), else the sums of the centred cross-products ``(M - mean)ᵀ(M - mean)``."""
-    import numpy as np
+    """Column sums (``mean`` None), else the sums of the centred cross-products ``(M - mean)ᵀ(M - mean)``, as
+    :func:`citytwin.economy.sums.covariance` takes them in one process."""
+    from citytwin.economy.sums import colsum, cross
 
     M = _moment_values(p, what, lo, hi, pos)
-    if mean is None:
-        return np.asarray(M.sum(axis=0))
-    D = M - mean
-    return np.asarray(D.T @ D)
+    return colsum(M) if mean is None else cross(M - mean)
 
 
-def _scored(p: _Period, contrib: np.ndarray, dims: dict[str, np.ndarray]) -> tuple[pd.DataFrame, np.ndarray]:
-    """The period's keys with ``score`` (the row sums of ``contrib``) and ``dim:NAME`` columns, and its rows'
-    panel positions: summed on the worker, the row sums one process takes (each row's own sum)."""
+@dataclass
+class _Scored:
+    """One period's scores as its worker sends them: no period column (one value, put back by the client) and
+    the ids only where they differ from the shard's previous period's (:func:`_over_scored`)."""
+
+    values: pd.DataFrame
+    """``score``, ``rank`` and the ``dim:NAME`` columns"""
+    ids: pd.Series | None
+    """the id column (``None``: the same as the previous period's in the shard)"""
+    period: pd.Series
+    """the period column's first row (its value and dtype)"""
+    rows: np.ndarray
+    """each row's position in the panel"""
+
+
+def _scored(p: _Period, contrib: np.ndarray, dims: dict[str, np.ndarray]) -> _Scored:
+    """The period's ``score`` (the row sums of ``contrib``), ``rank`` and ``dim:NAME`` columns, its keys and its
+    rows' panel positions: summed on the worker, the row sums one process takes (:func:`citytwin.economy.sums.rowsum`)."""
+    import pandas as pd
+
     from citytwin.economy.ranking import rank_by
+    from citytwin.economy.sums import rowsum
 
-    frame = p.keys.copy()
-    frame["score"] = contrib.sum(axis=1)
+    frame = pd.DataFrame({"score": rowsum(contrib)})
     frame["rank"] = rank_by(frame, "score")  # the rows are one period: ranks within it
     for dname, mask in dims.items():
-        frame[f"dim:{dname}"] = contrib[:, mask].sum(axis=1)
-    return frame, p.rows
+        frame[f"dim:{dname}"] = rowsum(contrib[:, mask])
+    return _Scored(frame, p.keys.iloc[:, 0], p.keys.iloc[:1, 1], p.rows)  # keys: the id, then the period
+
+
+def _over_scored(shard: _Shard, fn: Any, **kw: Any) -> list[_Scored]:
+    """:func:`_over` for a scoring pass: a period's ids are not sent again where they equal the previous
+    period's of the shard (a balanced panel: the same units every period)."""
+    out: list[_Scored] = _over(shard, fn, **kw)
+    for i in range(len(out) - 1, 0, -1):  # from the end: each compared with its predecessor's own ids
+        a, b = out[i].ids, out[i - 1].ids
+        if a is not None and b is not None and a.equals(b):
+            out[i].ids = None
+    return out
 
 
 def _score_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, w: np.ndarray,
-                score_scale: float, dims: dict[str, np.ndarray]) -> tuple[pd.DataFrame, np.ndarray]:
+                score_scale: float, dims: dict[str, np.ndarray]) -> _Scored:
     contrib = _normed(p, lo, hi, pos, 1.0, 0.0) * w * score_scale
     contrib[:, hi - lo == 0] = 0.0  # constant columns score 0 (their Z is 1: 1 * w is finite, so this is exact)
     return _scored(p, contrib, dims)
 
 
 def _sumsq_part(p: _Period) -> np.ndarray:
-    import numpy as np
+    from citytwin.economy.sums import colsum
 
-    return np.asarray((p.raw() ** 2).sum(axis=0))
+    return colsum(p.raw() ** 2)
 
 
 def _topsis_values(p: _Period, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, w: np.ndarray,
@@ -352,7 +373,7 @@ def _topsis_bounds_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.n
 
 def _topsis_score_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, w: np.ndarray,
                        norm: np.ndarray | None, ideal: np.ndarray, anti: np.ndarray,
-                       score_scale: float) -> tuple[pd.DataFrame, np.ndarray]:
+                       score_scale: float) -> _Scored:
     from citytwin.economy.weights import topsis_closeness
 
     V = _topsis_values(p, lo, hi, pos, w, norm)
@@ -363,16 +384,48 @@ def _panel_order(frames: list[pd.DataFrame], rows: list[np.ndarray]) -> pd.DataF
     """The concatenation of ``frames`` (the rows of each at panel positions ``rows``) in the panel's row
     order: pieces that follow one another (a file or row groups per period) are put in order as they are;
     else one argsort of the positions."""
-    import numpy as np
     import pandas as pd
 
+    order = _piece_order(rows)
+    return _rows_in_order(pd.concat([frames[i] for i in order], ignore_index=True), [rows[i] for i in order])
+
+
+def _piece_order(rows: list[np.ndarray]) -> list[int]:
+    """The pieces ordered by their first row's panel position."""
     firsts = [int(r[0]) if len(r) else -1 for r in rows]
-    order = sorted(range(len(frames)), key=firsts.__getitem__)
-    frame = pd.concat([frames[i] for i in order], ignore_index=True)
-    at = np.concatenate([rows[i] for i in order]) if rows else np.empty(0, dtype=np.int64)
+    return sorted(range(len(rows)), key=firsts.__getitem__)
+
+
+def _rows_in_order(frame: pd.DataFrame, rows: list[np.ndarray]) -> pd.DataFrame:
+    """``frame`` (the pieces' rows one after the other, at panel positions ``rows``) in the panel's order."""
+    import numpy as np
+
+    at = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
     if len(at) > 1 and not bool(np.all(at[1:] > at[:-1])):
         frame = frame.take(np.argsort(at, kind="stable")).reset_index(drop=True)
     return frame
+
+
+def _scores_frame(scored: list[_Scored], order: list[list[int]]) -> pd.DataFrame:
+    """The workers' scores (each period's :class:`_Scored`, in period order; ``order``: each shard's periods)
+    as one process's scores frame: the ids not sent again taken from the shard's previous period, each period's
+    value repeated over its rows, the pieces in the panel's order (:func:`_panel_order`)."""
+    import numpy as np
+    import pandas as pd
+
+    for idx in order:
+        ids: pd.Series | None = None
+        for j in idx:
+            if scored[j].ids is None:
+                scored[j].ids = ids
+            ids = scored[j].ids
+    seq = _piece_order([s.rows for s in scored])
+    parts = [scored[i] for i in seq]
+    frame = pd.concat([pd.concat([s.ids for s in parts], ignore_index=True),
+                       pd.concat([s.period.iloc[np.zeros(len(s.rows), dtype=np.intp)] for s in parts],
+                                 ignore_index=True),
+                       pd.concat([s.values for s in parts], ignore_index=True)], axis=1)
+    return _rows_in_order(frame, [s.rows for s in parts])
 
 
 def _shards(sizes: list[int], k: int) -> list[list[int]]:
@@ -397,10 +450,11 @@ class _Job:
     """each shard's periods (indices in period order)"""
     where: list[dict[str, Any]]
 
-    def run(self, fn: Any, key: str, progress: Progress | None = None, **kw: Any) -> list[Any]:
-        """``fn(period, **kw)`` for every period, on the worker that keeps it; the results in period order."""
+    def run(self, fn: Any, key: str, progress: Progress | None = None, over: Any = _over, **kw: Any) -> list[Any]:
+        """``fn(period, **kw)`` for every period, on the worker that keeps it (``over(shard, fn, **kw)``: one task
+        per shard); the results in period order."""
         keys = task_keys(key, len(self.shards))
-        futs = [self.client.submit(_over, sh, fn, pure=False, key=k_, **w, **kw)
+        futs = [self.client.submit(over, sh, fn, pure=False, key=k_, **w, **kw)
                 for sh, k_, w in zip(self.shards, keys, self.where, strict=True)]
         parts = run_futures(self.client, futs, progress=progress)
         out: list[Any] = [None] * sum(len(o) for o in self.order)
@@ -421,23 +475,16 @@ class _Stats:
 
 
 def _covariance(job: _Job, what: str, s: _Stats) -> np.ndarray:
-    """The pooled covariance (ddof 1) of :func:`_moment_values` in two passes: sums, then centred products."""
+    """The pooled covariance (ddof 1) of :func:`_moment_values` in two passes: sums, then centred products,
+    as :func:`citytwin.economy.sums.covariance` makes it in one process (the same bits)."""
     import numpy as np
+
+    from citytwin.economy.sums import total
 
     kw: dict[str, Any] = {"what": what, "lo": s.lo, "hi": s.hi, "pos": s.pos}
-    mean = np.sum(job.run(_moment_part, f"citytwin-{what}-sum", **kw), axis=0) / s.n
-    C = np.sum(job.run(_moment_part, f"citytwin-{what}-cross", mean=mean, **kw), axis=0)
+    mean = total(job.run(_moment_part, f"citytwin-{what}-sum", **kw)) / s.n
+    C = total(job.run(_moment_part, f"citytwin-{what}-cross", mean=mean, **kw))
     return np.asarray(C / (s.n - 1))
-
-
-def _correlation(C: np.ndarray) -> np.ndarray:
-    """``numpy.corrcoef`` from a covariance matrix (NaN where a column has no spread, clipped to [-1, 1])."""
-    import numpy as np
-
-    d = np.sqrt(np.diag(C))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        R = C / d[:, None] / d[None, :]
-    return np.asarray(np.clip(R, -1, 1))
 
 
 def _pooled_weights(job: _Job, method: str, sp: IndexSpec, s: _Stats, o: Mapping[str, Any],
@@ -448,27 +495,24 @@ def _pooled_weights(job: _Job, method: str, sp: IndexSpec, s: _Stats, o: Mapping
 
     from citytwin.economy import weights as W
     from citytwin.economy.index import pca_objective
+    from citytwin.economy.sums import correlation, total
 
     const = s.hi - s.lo == 0
     if method == "entropy":
         kw: dict[str, Any] = {"lo": s.lo, "hi": s.hi, "pos": s.pos, "scale": o["scale"], "shift": o["shift"]}
-        col = np.sum(job.run(_colsum_part, "citytwin-colsum", last_raw=last_raw, **kw), axis=0)
+        col = total(job.run(_colsum_part, "citytwin-colsum", last_raw=last_raw, **kw))
         if (col < 0).any():
             raise InputError("normalised values are negative (check scale and shift)")
-        L = np.sum(job.run(_plogp_part, "citytwin-plogp", col=col, **kw), axis=0)
-        L = np.where(col == 0, np.log(1.0 / s.n), L)  # P = 1/n in every row of a column that sums to 0
-        k = 1.0 / np.log(s.n)
-        e = np.clip(-k * L, 0.0, 1.0)
-        d = 1.0 - e
-        w = d / d.sum() if d.sum() > 0 else np.full(len(d), 1.0 / len(d))
+        L = total(job.run(_plogp_part, "citytwin-plogp", col=col, **kw))
+        e, d, w, k = W.entropy_from_sums(col, L, s.n, const=const)
         return w, {"e": e, "d": d}, float(k), {}
     if method == "critic":
         C = _covariance(job, "critic", s)
-        c = W.critic_from_correlation(np.sqrt(np.diag(C)), _correlation(C), const)
+        c = W.critic_from_correlation(np.sqrt(np.diag(C)), correlation(C), const)
         return c.w, {"sigma": c.sigma, "conflict": c.conflict, "information": c.information}, None, {}
     if method == "pca":  # as one process weighs (economy.index.pca_objective), R from the pooled covariance
         r = pca_objective(const, lambda keep: W.pca_from_correlation(
-            _correlation(_covariance(job, "pca", s))[np.ix_(keep, keep)], s.n,
+            correlation(_covariance(job, "pca", s))[np.ix_(keep, keep)], s.n,
             min_eigenvalue=o["pca_min_eigenvalue"], min_cumulative=o["pca_min_cumulative"]))
         return r.w, r.extra, None, r.diagnostics
     if method == "equal":
@@ -489,8 +533,8 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
     ``panel`` is a Parquet file, folder or glob, a dataset of ``workspace``, or an ``s3://`` object,
     prefix or glob (listed here, read by the workers); ``spec`` a mapping (as
     :func:`citytwin.workflows.economy.read_spec` reads it) or :class:`IndexSpec` with ``time:``. The other
-    options are those of ``composite_index``. See the module docstring for what is exact and what agrees
-    to 1e-12.
+    options are those of ``composite_index``; the result is the one process's, bit for bit (the module
+    docstring says how).
 
     Each task checks its period as :func:`citytwin.economy.spec.prepare` checks a panel, so an
     indicator with no value at all in one period is an error naming it (one process checks the whole
@@ -509,6 +553,7 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
     from citytwin.economy import weights as W
     from citytwin.economy.index import METHODS, IndexResult
     from citytwin.economy.spec import parse_spec
+    from citytwin.economy.sums import total
 
     parse_dask(dask)
     ws = maybe_ws(workspace)
@@ -596,23 +641,23 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
             w = W.combine_weights(expert, w, method=combine_method, alpha=alpha)  # type: ignore[arg-type]
         sk: dict[str, Any] = {"lo": s.lo, "hi": s.hi, "pos": pos, "w": w}
         if method == "topsis":
-            norm = (np.sqrt(np.sum(job.run(_sumsq_part, "citytwin-sumsq"), axis=0))
+            norm = (np.sqrt(total(job.run(_sumsq_part, "citytwin-sumsq")))
                     if topsis_normalisation == "vector" else None)
             bounds = job.run(_topsis_bounds_part, "citytwin-topsis-bounds", norm=norm, **sk)
             vmax, vmin = np.max([b[0] for b in bounds], axis=0), np.min([b[1] for b in bounds], axis=0)
             ideal, anti = ((np.where(pos, vmax, vmin), np.where(pos, vmin, vmax)) if norm is not None
                            else (vmax, vmin))
-            scored = job.run(_topsis_score_part, "citytwin-score", norm=norm, ideal=ideal, anti=anti,
+            scored = job.run(_topsis_score_part, "citytwin-score", over=_over_scored, norm=norm, ideal=ideal, anti=anti,
                              score_scale=score_scale, **sk)
         else:
             dims = ({d: np.array([i.dimension == d for i in sp.indicators]) for d in sp.dimensions}
                     if sp.dimensions else {})
-            scored = job.run(_score_part, "citytwin-score", score_scale=score_scale, dims=dims, **sk)
+            scored = job.run(_score_part, "citytwin-score", over=_over_scored, score_scale=score_scale, dims=dims, **sk)
     warnings = [w_ for m in mm for w_ in m[3]]  # each period's, in period order (given with its min/max)
     for c in [sp.columns[j] for j in np.flatnonzero(const)]:
         warnings.append(f"indicator {c!r} is constant: it carries no information and gets weight 0 in objective methods")
     # the workers scored and ranked their rows: the pieces put in the panel's order by their rows' positions
-    scores = _panel_order([s_[0] for s_ in scored], [s_[1] for s_ in scored])
+    scores = _scores_frame(scored, job.order)
     wf = pd.DataFrame({"indicator": [i.label for i in sp.indicators], "column": sp.columns,
                        "dimension": [i.dimension for i in sp.indicators],
                        "direction": [i.direction for i in sp.indicators],
