@@ -295,3 +295,25 @@ def test_closing_brackets_in_a_string_do_not_hide_a_deep_payload():
             decode(deep)
         assert err.value.reason == "too_deep"
         assert _depth(decode(shallow)) == 31
+
+
+def test_the_quick_depth_check_refuses_what_the_bracket_depth_refuses():
+    """``columnar._too_deep`` (the bracket pairs stripped pass by pass, on every message ``fast_decode`` reads) must
+    say ``_bracket_depth(raw) > max_depth`` for any valid JSON: brackets in strings, escapes, every limit around the
+    depth, and the long payloads that go to the exact count."""
+    import orjson
+
+    from citytwin.twin.columnar import _too_deep
+
+    rng = random.Random(13)
+    for i in range(3000):
+        doc = _random_doc(rng, rng.randint(0, 9), '[]{}"\\ab,:\u00e9\n' if i % 3 == 0 else "[]{}ab,:\u00e9")
+        for raw in (json.dumps(doc).encode(), orjson.dumps(doc)):
+            depth = E._bracket_depth(raw)
+            for limit in {0, 1, max(0, depth - 1), depth, depth + 1, 32}:
+                assert _too_deep(raw, limit) == (depth > limit), (raw, limit)
+    for depth in (31, 32, 33, 40):
+        raw = b"[" * depth + b"]" * depth
+        assert _too_deep(raw, 32) == (depth > 32)
+        wide = b"[" + b",".join([b'{"a": {"v": 1}}'] * 20_000) + b"," + raw + b"]"  # > 64 KiB of brackets
+        assert _too_deep(wide, 32) == (depth + 1 > 32) == (E._bracket_depth(wide) > 32)
