@@ -123,8 +123,12 @@ class UpdateBatch:
         # updates queued by (type, keys in order): (updates, their slots)
         self.pending: dict[tuple[str, tuple[str, ...]], tuple[list[dict[str, Any]], list[int]]] = {}
         self.npending = 0
-        # readings taken as columns: (type, property, position in the update, unit) -> (slots, values)
-        self.parts: dict[tuple[str, str, int, str | None], tuple[list[int], list[np.ndarray]]] = {}
+        # the (type, property, position in the update, unit) of the readings taken as columns -> canonical unit, in
+        # the order first taken (the order of the codes of the property and unit columns)
+        self.parts: dict[tuple[str, str, int, str | None], str] = {}
+        # readings taken as columns, a block per shape and flush: (slots, positions, properties, canonical units,
+        # values converted: a row per slot, a column per position), so in the order of (slot, position) within it
+        self.blocks: list[tuple[np.ndarray, list[int], list[str], list[str], np.ndarray]] = []
         self.one: list[tuple[int, int, str, Any]] = []  # (slot, position, property, attribute): one at a time
         self.few: list[tuple[int, int, Observation]] = []  # readings of rare shapes taken by the common path
         # rejects found per message: (update order, attribute position, reject); -1 for the update as a whole
@@ -274,24 +278,26 @@ class UpdateBatch:
         except (TypeError, KeyError, IndexError, OverflowError, ValueError):  # not of these forms
             return False
         nan = np.isnan(v)
-        if int(nan.sum()) != vals.count(None):  # a NaN that is not a null (the stdlib decoder reads NaN literals)
-            return False
+        if nan.any():  # a NaN that is not a null (the stdlib decoder reads NaN literals)
+            at_nan = np.flatnonzero(nan.ravel()).tolist()
+            if list(map(vals.__getitem__, at_nan)).count(None) != len(at_nan):
+                return False
         spec = [fast[name] for _, name in at]
         with np.errstate(over="ignore", invalid="ignore"):
             x = v * np.asarray(factors)
             fine = nan | ((x >= np.asarray([s[1] for s in spec])) & (x <= np.asarray([s[2] for s in spec]))
                           & np.isfinite(x))
         good = fine.all(axis=0).tolist()
+        keep: list[int] = []
         for j, (pos, name) in enumerate(at):
             if not good[j]:  # a reading the general path refuses or treats apart: the column goes one by one
                 self.one.extend(zip(slots, repeat(pos), repeat(name), flat[j::m], strict=False))
                 continue
-            key = (tname, name, pos, unit_of[j])
-            got = self.parts.get(key)
-            if got is None:
-                got = self.parts[key] = ([], [])
-            got[0].extend(slots)
-            got[1].append(v[:, j])
+            self.parts.setdefault((tname, name, pos, unit_of[j]), spec[j][0])
+            keep.append(j)
+        if keep:  # (x is v times the factor of its unit: what the general path stores)
+            self.blocks.append((np.asarray(slots, dtype=np.int64), [at[j][0] for j in keep], [at[j][1] for j in keep],
+                                [spec[j][0] for j in keep], x if len(keep) == m else x[:, keep]))
         return True
 
     def _take(self, tname: str, name: str, pos: int, f: tuple[str, float, float], col: tuple[Any, ...],
@@ -334,12 +340,10 @@ class UpdateBatch:
             v = np.array(vals, dtype=np.float64)  # (None -> NaN; an int as float() gives it) while still in cache
         except (TypeError, KeyError, IndexError, OverflowError, ValueError):  # not of these forms
             return False
-        key = (tname, name, pos, unit)
-        got = self.parts.get(key)
-        if got is None:
-            got = self.parts[key] = ([], [])
-        got[0].extend(slots)
-        got[1].append(v)
+        self.parts.setdefault((tname, name, pos, unit), target)
+        if factor != 1.0:
+            v = v * factor
+        self.blocks.append((np.asarray(slots, dtype=np.int64), [pos], [name], [target], v.reshape(-1, 1)))
         return True
 
     # -- the whole batch -----------------------------------------------------------------------------------
@@ -348,22 +352,8 @@ class UpdateBatch:
         :class:`MessageParser` gives them, and the message (number of the :meth:`add` call, from 0) of each; every
         message's rejects are appended to its result, in order."""
         self._flush()
-        parts: list[tuple[np.ndarray, int, str, str, np.ndarray]] = []  # (slots, position, property, unit, values)
-        fast: dict[str, dict[str, tuple[str, float, float]] | None] = {}
-        for (tname, name, pos, unit), (slots, vals) in self.parts.items():
-            if tname not in fast:
-                fast[tname] = self.p._fast_specs(tname, self.p.types.get(tname))
-            spec = fast[tname]
-            assert spec is not None
-            target = spec[name][0]
-            v = np.concatenate(vals) if len(vals) > 1 else vals[0]
-            if unit is not None:
-                factor = self._factor(unit, target)
-                if factor != 1.0:
-                    v = v * factor
-            parts.append((np.asarray(slots, dtype=np.int64), pos, name, target, v))
         kept = self._one_by_one(self.one) + self.few
-        cols, msg = self._columns(parts, kept)
+        cols, msg = self._columns(kept)
         for k, got in self.rejects.items():
             if len(got) > 1:
                 got.sort(key=itemgetter(0, 1))
@@ -397,36 +387,51 @@ class UpdateBatch:
                 self._reject(self.msg[slot], self.order[slot], pos, scratch.rejects.pop())
         return kept
 
-    def _columns(self, parts: list[tuple[np.ndarray, int, str, str, np.ndarray]],
-                 kept: list[tuple[int, int, Any]]) -> tuple[dict[str, Any], np.ndarray]:
-        """The accepted readings as columns, sorted by (update, attribute position), and their messages."""
-        sizes = [len(x[0]) for x in parts]
-        given = np.concatenate([x[0] for x in parts] + [np.asarray([s for s, _, _ in kept], dtype=np.int64)])
-        pos = np.concatenate([np.full(n, x[1], dtype=np.int64) for n, x in zip(sizes, parts, strict=True)]
-                             + [np.asarray([q for _, q, _ in kept], dtype=np.int64)])
-        order = np.lexsort((pos, given))
-        at = given[order]
+    def _columns(self, kept: list[tuple[int, int, Any]]) -> tuple[dict[str, Any], np.ndarray]:
+        """The accepted readings (:attr:`blocks`, then ``kept``: ``(slot, position, observation)``) as columns, sorted
+        by (update, attribute position), and their messages. The blocks of one flush follow one another in the order
+        of their slots when the flush held one shape: then only the readings taken one at a time need sorting."""
         names: dict[str, int] = {}
         unit_names: dict[str, int] = {}
-        pc = [names.setdefault(x[2], len(names)) for x in parts] + [names.setdefault(o.property, len(names))
-                                                                     for _, _, o in kept]
-        uc = [unit_names.setdefault(x[3], len(unit_names)) for x in parts] + [
-            unit_names.setdefault(o.unit, len(unit_names)) for _, _, o in kept]
-        reps = sizes + [1] * len(kept)
+        for (_, name, _, _), target in self.parts.items():  # the codes in the order the readings were first taken
+            names.setdefault(name, len(names))
+            unit_names.setdefault(target, len(unit_names))
+        pc = [names.setdefault(o.property, len(names)) for _, _, o in kept]
+        uc = [unit_names.setdefault(o.unit, len(unit_names)) for _, _, o in kept]
+        given, pos, pcode, ucode, vals = [], [], [], [], []
+        for slots, places, props, units, v in self.blocks:
+            n, m = v.shape
+            given.append(np.repeat(slots, m) if m > 1 else slots)
+            pos.append(np.tile(np.asarray(places, dtype=np.int64), n))
+            pcode.append(np.tile(np.asarray([names[x] for x in props], dtype=np.int64), n))
+            ucode.append(np.tile(np.asarray([unit_names[x] for x in units], dtype=np.int64), n))
+            vals.append(v.ravel())
+        given.append(np.asarray([s for s, _, _ in kept], dtype=np.int64))
+        pos.append(np.asarray([q for _, q, _ in kept], dtype=np.int64))
+        pcode.append(np.asarray(pc, dtype=np.int64))
+        ucode.append(np.asarray(uc, dtype=np.int64))
+        vals.append(np.asarray([math.nan if o.value is None else o.value for _, _, o in kept], dtype=np.float64))
+        g, q = np.concatenate(given), np.concatenate(pos)
+        key = g * (int(q.max()) + 1 if len(q) else 1) + q  # (slot, position): one reading each
+        order = None if bool((key[1:] > key[:-1]).all()) else np.argsort(key, kind="stable")
+        at = g if order is None else g[order]
         codes: dict[str, tuple[np.ndarray, np.ndarray]] = {
-            "property": (np.repeat(np.asarray(pc, dtype=np.int64), reps)[order], np.asarray(list(names), dtype=object)),
-            "unit": (np.repeat(np.asarray(uc, dtype=np.int64), reps)[order], np.asarray(list(unit_names), dtype=object)),
+            "property": (np.concatenate(pcode), np.asarray(list(names), dtype=object)),
+            "unit": (np.concatenate(ucode), np.asarray(list(unit_names), dtype=object)),
         }
+        if order is not None:
+            codes = {name: (c[order], u) for name, (c, u) in codes.items()}
         for name, per_slot in (("entity", self.ent), ("type", self.type)):
             c, u = pd.factorize(np.asarray(per_slot, dtype=object))
             codes[name] = (np.asarray(c, dtype=np.int64)[at], np.asarray(u, dtype=object))
-        t = np.asarray([0 if b is None else b for b in self.base], dtype=np.int64)[given]
-        value = np.concatenate([x[4] for x in parts] + [np.asarray([math.nan if o.value is None else o.value
-                                                                   for _, _, o in kept], dtype=np.float64)])
+        t = np.asarray([0 if b is None else b for b in self.base], dtype=np.int64)[g]
+        value = np.concatenate(vals)
         if kept:  # a reading taken one at a time may have its own observedAt
             t[len(t) - len(kept):] = [o.observed_at_us for _, _, o in kept]
+        if order is not None:
+            t, value = t[order], value[order]
         lon = np.asarray([math.nan if x is None else x for x in self.lon], dtype=np.float64)
         lat = np.asarray([math.nan if x is None else x for x in self.lat], dtype=np.float64)
         cols: dict[str, Any] = {name: u[c] for name, (c, u) in codes.items()}
-        cols.update({"time_us": t[order], "value": value[order], "lon": lon[at], "lat": lat[at], CODES: codes})
+        cols.update({"time_us": t, "value": value, "lon": lon[at], "lat": lat[at], CODES: codes})
         return {k: cols[k] for k in KEYS}, np.asarray(self.msg, dtype=np.int64)[at]
