@@ -526,8 +526,8 @@ class UpdateBatch:
             t[len(t) - len(kept):] = [o.observed_at_us for _, _, o in kept]
         if order is not None:
             t, value = t[order], value[order]
-        lon = np.asarray([math.nan if x is None else x for x in self.lon], dtype=np.float64)
-        lat = np.asarray([math.nan if x is None else x for x in self.lat], dtype=np.float64)
+        lon = np.asarray(self.lon, dtype=np.float64)  # (None -> NaN)
+        lat = np.asarray(self.lat, dtype=np.float64)
         cols: dict[str, Any] = {name: u[c] for name, (c, u) in codes.items()}
         cols.update({"time_us": t, "value": value, "lon": lon[at], "lat": lat[at], CODES: codes})
         return {k: cols[k] for k in KEYS}, np.asarray(self.msg, dtype=np.int64)[at]
