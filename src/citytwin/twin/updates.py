@@ -520,7 +520,11 @@ class UpdateBatch:
         for name, per_slot in (("entity", self.ent), ("type", self.type)):
             c, u = pd.factorize(np.asarray(per_slot, dtype=object))
             codes[name] = (np.asarray(c, dtype=np.int64)[at], np.asarray(u, dtype=object))
-        t = np.asarray([0 if b is None else b for b in self.base], dtype=np.int64)[g]
+        try:
+            base = np.array(self.base, dtype=np.int64)
+        except TypeError:  # an update without observedAt (its readings were refused or have their own time)
+            base = np.asarray([0 if b is None else b for b in self.base], dtype=np.int64)
+        t = base[g]
         value = np.concatenate(vals)
         if kept:  # a reading taken one at a time may have its own observedAt
             t[len(t) - len(kept):] = [o.observed_at_us for _, _, o in kept]
