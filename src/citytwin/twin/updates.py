@@ -14,14 +14,19 @@ How:
 1. Each update is checked as a whole as :meth:`MessageParser._entity_head` checks it (id, registered entity,
    declared type, ``observedAt``, ``location``); an update that is like the ones before (an entity already
    looked up while the registry is unchanged, an ``observedAt`` text already parsed in this batch, no
-   ``location``) takes these from the look-ups kept, and any other goes through ``_entity_head`` itself.
+   ``location``) takes these from the look-ups kept, and any other goes through ``_entity_head`` itself. A
+   message whose updates all have one shape and known entities (a gateway's stations) is queued at once, by
+   C-level passes over its updates (:meth:`UpdateBatch._add_known`; a new ``observedAt`` text is parsed once).
 2. The updates of one entity type with the same keys in the same order (a device or gateway sends the same
    attributes every time) are queued together. Every :attr:`UpdateBatch.FLUSH` updates (the last few
    messages, whose objects are still in the CPU's cache; taken out after the whole batch, they cost about
    twice as much), each attribute of the queued updates becomes a column: its values and units are taken
    out of their ``{"value", "unit"}`` (or ``unitCode``) objects by C-level ``map``, the column is checked as
    a whole (numbers or nulls, one unit understood, its smallest and largest value inside the physical range
-   after conversion) and converted to float64 with numpy.
+   after conversion) and converted to float64 with numpy. The columns taken are kept as blocks (a row per
+   update, a column per attribute, already in the canonical unit), so the readings of a block are already in
+   the order of (update, attribute): only readings taken one at a time (point 3) make the batch's columns
+   need a sort.
    A shape with fewer than :attr:`UpdateBatch.FEW` updates in the queue is read one reading at a time instead,
    by the path :meth:`MessageParser._entity_update` takes for a number or null in the canonical unit.
 3. A reading the column cannot take as it is — not a plain number or null, an attribute with its own
