@@ -136,6 +136,8 @@ def _too_deep(raw: bytes, max_depth: int) -> bool:
     if len(raw) < 2 * max_depth + 2:  # too short for max_depth + 1 pairs of brackets
         return False
     kept = raw.translate(_PARENS, _NOT_STRUCTURE)
+    if kept.count(b"(") <= max_depth:  # no more openers than the limit (those in strings counted too)
+        return False
     if b"\\" in kept or kept.count(b'""') * 2 != kept.count(b'"') or len(kept) > 65_536:
         return _bracket_depth(raw) > max_depth
     s = kept.translate(None, b'"')
