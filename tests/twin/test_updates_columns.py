@@ -365,3 +365,31 @@ def test_messages_of_one_shape_are_queued_at_once_with_the_outcome_of_the_loop(m
             assert _rows(res.columns) == _rows(I._columns(want.observations)), raw
             assert _rejects(res) == _rejects(want) and res.entities == want.entities, raw
     assert taken[1] > 100 and taken[0] > 300, taken
+
+
+def test_tables_of_one_shape_in_other_units_are_converted_by_their_own_units():
+    """``UpdateBatch._take_all`` works out a shape's columns and each row of units' factors once per batch: a later
+    table of the same shape in other units (or in a unit not understood) must be converted, or left to the general
+    path, by its own units."""
+    p = E.MessageParser(REG.get, now_us=lambda: NOW_US)
+    units = [("µg/m³", 2000), ("mg/m³", 2), ("GQ", 1500), ("furlong", 2), ("µg/m³", 2500), (None, 3)]
+    b = UpdateBatch(p, NOW_US, {})
+    docs, results = [], []
+    for unit, co in units:
+        doc = [{"id": e, "observedAt": TIMES[0], "pm25": {"value": 10 + i, "unit": "µg/m³"},
+                "co": co if unit is None else {"value": co, "unit": unit}} for i, e in enumerate([A, B] * 5)]
+        if unit is None:
+            for d in doc:
+                d["pm25"] = 10
+        res = E.ParseResult()
+        b.add(doc, res, None, None)
+        b._flush()  # one table per unit
+        docs.append(doc)
+        results.append(res)
+    cols, msg = b.finish()
+    want = [p.parse("citytwin/batch", json.dumps(doc).encode()) for doc in docs]
+    assert msg.tolist() == [k for k, w in enumerate(want) for _ in w.observations]
+    assert _rows(cols) == _rows(I._columns([o for w in want for o in w.observations]))
+    assert [_rejects(r) for r in results] == [_rejects(w) for w in want]
+    assert sorted(set(cols["value"][cols["property"] == "co"].tolist())) == [1.5, 2.0, 2.5, 3.0]
+    assert [r.reason for r in results[3].rejects] == ["unknown_unit"] * 10

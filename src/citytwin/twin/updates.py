@@ -97,6 +97,31 @@ _LAT = attrgetter("lat")
 KEYS = ("entity", "type", "property", "time_us", "value", "unit", "lon", "lat", CODES)
 
 
+_UNSEEN: Any = object()
+
+
+class _Shape:
+    """The columns of the table of one shape of update (``UpdateBatch._take_all``), worked out once per batch."""
+
+    def __init__(self, at: list[tuple[int, str]], spec: list[tuple[str, float, float]]) -> None:
+        self.at, self.m, self.spec = at, len(at), spec
+        self.places, self.names = [pos for pos, _ in at], [name for _, name in at]
+        self.targets = [s[0] for s in spec]
+        self.get = itemgetter(*self.names)
+        self.lo, self.hi = np.asarray([s[1] for s in spec]), np.asarray([s[2] for s in spec])
+        self.ones = np.ones(self.m)
+        self.bare: list[str | None] = [None] * self.m
+
+    @classmethod
+    def of(cls, keys: tuple[str, ...], fast: dict[str, tuple[str, float, float]]) -> _Shape | None:
+        """The table of updates with ``keys``, None if it has none: fewer than two properties, or one the type
+        lacks or that is not a number."""
+        at = [(pos, name) for pos, name in enumerate(keys) if name not in RESERVED]
+        if len(at) < 2 or any(name not in fast for _, name in at):
+            return None
+        return cls(at, [fast[name] for _, name in at])
+
+
 class UpdateBatch:
     """The entity updates of the messages of one batch: :meth:`add` each message's document, then :meth:`finish`.
 
@@ -142,6 +167,10 @@ class UpdateBatch:
         # readings taken as columns, a block per shape and flush: (slots, positions, properties, canonical units,
         # values converted: a row per slot, a column per position), so in the order of (slot, position) within it
         self.blocks: list[tuple[np.ndarray, list[int], list[str], list[str], np.ndarray]] = []
+        # what _take_all works out once per shape and batch: (type, keys) -> its table's columns, None if it has none;
+        # (type, keys, units of a row) -> the factors of those units, None if one is not understood
+        self.shapes: dict[tuple[str, tuple[str, ...]], _Shape | None] = {}
+        self.factors: dict[tuple[str, tuple[str, ...], tuple[str, ...]], np.ndarray | None] = {}
         self.one: list[tuple[int, int, str, Any]] = []  # (slot, position, property, attribute): one at a time
         self.few: list[tuple[int, int, Observation]] = []  # readings of rare shapes taken by the common path
         # rejects found per message: (update order, attribute position, reject); -1 for the update as a whole
@@ -348,13 +377,15 @@ class UpdateBatch:
         A column with a value the general path would not store as it is (outside the range after conversion, not
         finite) goes one reading at a time, as from :meth:`_take`. False (nothing queued) if the updates are not of
         these forms: then :meth:`_take` looks at each attribute on its own."""
-        at = [(pos, name) for pos, name in enumerate(keys) if name not in RESERVED]
-        m = len(at)
-        if m < 2 or any(name not in fast for _, name in at):
+        shape = self.shapes.get((tname, keys), _UNSEEN)
+        if shape is _UNSEEN:
+            shape = self.shapes[(tname, keys)] = _Shape.of(keys, fast)
+        if shape is None:
             return False
-        flat = list(chain.from_iterable(map(itemgetter(*[name for _, name in at]), items)))  # update by update
-        unit_of: list[str | None] = [None] * m
-        factors = [1.0] * m
+        at, m, spec = shape.at, shape.m, shape.spec
+        flat = list(chain.from_iterable(map(shape.get, items)))  # update by update
+        unit_of: list[str | None] = shape.bare
+        factors = shape.ones
         try:
             try:
                 vals: list[Any] = list(map(_VALUE, flat))  # (TypeError: not all are objects)
@@ -369,12 +400,17 @@ class UpdateBatch:
                 row = units[:m]
                 if units != row * len(items) or set(map(type, row)) != _STR:  # one unit (a string) per attribute
                     return False
-                factors = [self._factor(u, fast[name][0]) for u, (_, name) in zip(row, at, strict=True)]
-                if any(x != x for x in factors):  # a unit not understood
+                fkey = (tname, keys, tuple(row))
+                got = self.factors.get(fkey, _UNSEEN)
+                if got is _UNSEEN:
+                    f = [self._factor(u, fast[name][0]) for u, (_, name) in zip(row, at, strict=True)]
+                    got = self.factors[fkey] = None if any(x != x for x in f) else np.asarray(f)
+                if got is None:  # a unit not understood
                     return False
+                factors = got
                 if not set(map(type, vals)) <= _NUMBER:
                     return False
-                unit_of = list(row)
+                unit_of = row
             v = np.array(vals, dtype=np.float64).reshape(len(items), m)  # (None -> NaN; an int as float() gives it)
         except (TypeError, KeyError, IndexError, OverflowError, ValueError):  # not of these forms
             return False
@@ -383,11 +419,9 @@ class UpdateBatch:
             at_nan = np.flatnonzero(nan.ravel()).tolist()
             if list(map(vals.__getitem__, at_nan)).count(None) != len(at_nan):
                 return False
-        spec = [fast[name] for _, name in at]
         with np.errstate(over="ignore", invalid="ignore"):
-            x = v * np.asarray(factors)
-            fine = nan | ((x >= np.asarray([s[1] for s in spec])) & (x <= np.asarray([s[2] for s in spec]))
-                          & np.isfinite(x))
+            x = v * factors
+            fine = nan | ((x >= shape.lo) & (x <= shape.hi) & np.isfinite(x))
         good = fine.all(axis=0).tolist()
         keep: list[int] = []
         for j, (pos, name) in enumerate(at):
@@ -396,9 +430,11 @@ class UpdateBatch:
                 continue
             self.parts.setdefault((tname, name, pos, unit_of[j]), spec[j][0])
             keep.append(j)
-        if keep:  # (x is v times the factor of its unit: what the general path stores)
+        if len(keep) == m:  # (x is v times the factor of its unit: what the general path stores)
+            self.blocks.append((np.asarray(slots, dtype=np.int64), shape.places, shape.names, shape.targets, x))
+        elif keep:
             self.blocks.append((np.asarray(slots, dtype=np.int64), [at[j][0] for j in keep], [at[j][1] for j in keep],
-                                [spec[j][0] for j in keep], x if len(keep) == m else x[:, keep]))
+                                [spec[j][0] for j in keep], x[:, keep]))
         return True
 
     def _take(self, tname: str, name: str, pos: int, f: tuple[str, float, float], col: tuple[Any, ...],
