@@ -295,3 +295,101 @@ def test_closing_brackets_in_a_string_do_not_hide_a_deep_payload():
             decode(deep)
         assert err.value.reason == "too_deep"
         assert _depth(decode(shallow)) == 31
+
+
+def test_the_quick_depth_check_refuses_what_the_bracket_depth_refuses():
+    """``columnar._too_deep`` (the bracket pairs stripped pass by pass, on every message ``fast_decode`` reads) must
+    say ``_bracket_depth(raw) > max_depth`` for any valid JSON: brackets in strings, escapes, every limit around the
+    depth, and the long payloads that go to the exact count."""
+    import orjson
+
+    from citytwin.twin.columnar import _too_deep
+
+    rng = random.Random(13)
+    for i in range(3000):
+        doc = _random_doc(rng, rng.randint(0, 9), '[]{}"\\ab,:\u00e9\n' if i % 3 == 0 else "[]{}ab,:\u00e9")
+        for raw in (json.dumps(doc).encode(), orjson.dumps(doc)):
+            depth = E._bracket_depth(raw)
+            for limit in {0, 1, max(0, depth - 1), depth, depth + 1, 32}:
+                assert _too_deep(raw, limit) == (depth > limit), (raw, limit)
+    for depth in (31, 32, 33, 40):
+        raw = b"[" * depth + b"]" * depth
+        assert _too_deep(raw, 32) == (depth > 32)
+        wide = b"[" + b",".join([b'{"a": {"v": 1}}'] * 20_000) + b"," + raw + b"]"  # > 64 KiB of brackets
+        assert _too_deep(wide, 32) == (depth + 1 > 32) == (E._bracket_depth(wide) > 32)
+
+
+def test_messages_of_one_shape_are_queued_at_once_with_the_outcome_of_the_loop(monkeypatch):
+    """``UpdateBatch._add_known`` (a message whose updates all have the same keys, entities and times already known
+    or parseable) must give what the loop over the updates gives: each variation below either takes it, with the
+    same readings, or is left to the loop; both sides are exercised."""
+    rng = random.Random(21)
+    taken = [0, 0]
+    real = UpdateBatch._add_known
+
+    def counting(self, *a):  # type: ignore[no-untyped-def]
+        ok = real(self, *a)
+        taken[ok] += 1
+        return ok
+
+    monkeypatch.setattr(UpdateBatch, "_add_known", counting)
+    batch = BatchParser(dict(REG).get, now_us=lambda: NOW_US, registry_version=lambda: 0)
+    ref = E.MessageParser(dict(REG).get, now_us=lambda: NOW_US)
+    variants = [None, None, None, ("type", "AirQualityObserved"), ("type", "TrafficFlowObserved"), ("type", None),
+                ("location", {"type": "Point", "coordinates": [116.0, 40.0]}), ("id", "urn:ngsi-ld:X:nope"),
+                ("id", 5), ("id", [A]), ("observedAt", rng.choice(BAD_TIMES)), ("observedAt", None),
+                ("observedAt", "1970-01-01T00:00:00Z"), ("dateObserved", TIMES[1])]
+    for _ in range(40):
+        msgs = []
+        for _ in range(rng.randint(1, 30)):
+            t = rng.choice([*TIMES, f"2015-12-01T0{rng.randint(3, 9)}:00:00Z"])
+            props = rng.choice([["pm25", "co"], ["pm25", "pm10", "no2"]])
+            items = [{"id": rng.choice([A, B]), "observedAt": t,
+                      **{p: {"value": rng.choice(GOOD), "unit": "µg/m³"} for p in props}}
+                     for _ in range(rng.randint(1, 12))]
+            change = rng.choice(variants)
+            if change is not None:
+                who = items if rng.random() < 0.5 else [rng.choice(items)]
+                for d in who:
+                    if change[0] == "dateObserved":
+                        del d["observedAt"]
+                    d[change[0]] = change[1]
+            topic = "citytwin/batch"
+            if len(items) == 1 and rng.random() < 0.5:  # one update on its entity's topic, with or without an id
+                topic = f"citytwin/AirQualityObserved/{str(items[0].get('id', 'A')).rsplit(':', 1)[-1]}/attrs"
+                if rng.random() < 0.5:
+                    items[0].pop("id", None)
+            msgs.append((topic, json.dumps(items if topic.endswith("batch") else items[0]).encode()))
+        for (topic, raw), res in zip(msgs, batch.parse_many(msgs), strict=True):
+            want = ref.parse(topic, raw)
+            assert _rows(res.columns) == _rows(I._columns(want.observations)), raw
+            assert _rejects(res) == _rejects(want) and res.entities == want.entities, raw
+    assert taken[1] > 100 and taken[0] > 300, taken
+
+
+def test_tables_of_one_shape_in_other_units_are_converted_by_their_own_units():
+    """``UpdateBatch._take_all`` works out a shape's columns and each row of units' factors once per batch: a later
+    table of the same shape in other units (or in a unit not understood) must be converted, or left to the general
+    path, by its own units."""
+    p = E.MessageParser(REG.get, now_us=lambda: NOW_US)
+    units = [("µg/m³", 2000), ("mg/m³", 2), ("GQ", 1500), ("furlong", 2), ("µg/m³", 2500), (None, 3)]
+    b = UpdateBatch(p, NOW_US, {})
+    docs, results = [], []
+    for unit, co in units:
+        doc = [{"id": e, "observedAt": TIMES[0], "pm25": {"value": 10 + i, "unit": "µg/m³"},
+                "co": co if unit is None else {"value": co, "unit": unit}} for i, e in enumerate([A, B] * 5)]
+        if unit is None:
+            for d in doc:
+                d["pm25"] = 10
+        res = E.ParseResult()
+        b.add(doc, res, None, None)
+        b._flush()  # one table per unit
+        docs.append(doc)
+        results.append(res)
+    cols, msg = b.finish()
+    want = [p.parse("citytwin/batch", json.dumps(doc).encode()) for doc in docs]
+    assert msg.tolist() == [k for k, w in enumerate(want) for _ in w.observations]
+    assert _rows(cols) == _rows(I._columns([o for w in want for o in w.observations]))
+    assert [_rejects(r) for r in results] == [_rejects(w) for w in want]
+    assert sorted(set(cols["value"][cols["property"] == "co"].tolist())) == [1.5, 2.0, 2.5, 3.0]
+    assert [r.reason for r in results[3].rejects] == ["unknown_unit"] * 10

@@ -105,11 +105,47 @@ def fast_decode(raw: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return decode_json(raw, max_depth=max_depth)
-    if raw.count(b"[") + raw.count(b"{") > max_depth and _bracket_depth(raw) > max_depth:
+    if _too_deep(raw, max_depth):
         raise PayloadError("too_deep", f"JSON nested deeper than {max_depth} levels")
     if _has_big_float(doc, raw):
         return decode_json(raw, max_depth=max_depth)  # orjson made an integer beyond 64 bits a float
     return doc
+
+
+_PARENS = bytes.maketrans(b"[{]}", b"(())")  # both kinds of bracket alike: only the depth counts
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}\\')  # what the depth check drops
+
+
+def _too_deep(raw: bytes, max_depth: int) -> bool:
+    r"""Whether valid JSON ``raw`` nests deeper than ``max_depth``: ``_bracket_depth(raw) > max_depth``
+    (:func:`~citytwin.twin.entities._bracket_depth`), in fewer C passes for the common payload.
+
+    The brackets and quotes are kept in one ``translate`` (both kinds of bracket as ``(`` and ``)``). With no
+    backslash and no string holding a bracket (the test of ``_bracket_depth``), the brackets alone are a balanced
+    sequence, and removing every ``()`` (``bytes.replace``: each is an innermost pair) lowers its depth by exactly
+    one: nesting deeper than ``max_depth`` is what ``max_depth`` such passes leave non-empty (an entity-update
+    message of 12 updates takes 3 passes over 314 bytes, instead of the count of brackets, a second ``translate``
+    and a numpy running sum). Other payloads (escapes, brackets in strings, more than 64 KiB of brackets) are
+    counted by ``_bracket_depth``.
+
+    Examples
+    --------
+    >>> _too_deep(b'[{"a": {"v": 1}}]', 2), _too_deep(b'[{"a": {"v": 1}}]', 3), _too_deep(b'{"s": "]]"}', 0)
+    (True, False, True)
+    """
+    if len(raw) < 2 * max_depth + 2:  # too short for max_depth + 1 pairs of brackets
+        return False
+    kept = raw.translate(_PARENS, _NOT_STRUCTURE)
+    if kept.count(b"(") <= max_depth:  # no more openers than the limit (those in strings counted too)
+        return False
+    if b"\\" in kept or kept.count(b'""') * 2 != kept.count(b'"') or len(kept) > 65_536:
+        return _bracket_depth(raw) > max_depth
+    s = kept.translate(None, b'"')
+    for _ in range(max_depth):
+        if not s:
+            return False
+        s = s.replace(b"()", b"")
+    return bool(s)
 
 
 _DIGITS_AS_ZERO = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))

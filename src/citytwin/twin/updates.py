@@ -14,14 +14,19 @@ How:
 1. Each update is checked as a whole as :meth:`MessageParser._entity_head` checks it (id, registered entity,
    declared type, ``observedAt``, ``location``); an update that is like the ones before (an entity already
    looked up while the registry is unchanged, an ``observedAt`` text already parsed in this batch, no
-   ``location``) takes these from the look-ups kept, and any other goes through ``_entity_head`` itself.
+   ``location``) takes these from the look-ups kept, and any other goes through ``_entity_head`` itself. A
+   message whose updates all have one shape and known entities (a gateway's stations) is queued at once, by
+   C-level passes over its updates (:meth:`UpdateBatch._add_known`; a new ``observedAt`` text is parsed once).
 2. The updates of one entity type with the same keys in the same order (a device or gateway sends the same
    attributes every time) are queued together. Every :attr:`UpdateBatch.FLUSH` updates (the last few
    messages, whose objects are still in the CPU's cache; taken out after the whole batch, they cost about
    twice as much), each attribute of the queued updates becomes a column: its values and units are taken
    out of their ``{"value", "unit"}`` (or ``unitCode``) objects by C-level ``map``, the column is checked as
    a whole (numbers or nulls, one unit understood, its smallest and largest value inside the physical range
-   after conversion) and converted to float64 with numpy.
+   after conversion) and converted to float64 with numpy. The columns taken are kept as blocks (a row per
+   update, a column per attribute, already in the canonical unit), so the readings of a block are already in
+   the order of (update, attribute): only readings taken one at a time (point 3) make the batch's columns
+   need a sort.
    A shape with fewer than :attr:`UpdateBatch.FEW` updates in the queue is read one reading at a time instead,
    by the path :meth:`MessageParser._entity_update` takes for a number or null in the canonical unit.
 3. A reading the column cannot take as it is — not a plain number or null, an attribute with its own
@@ -49,7 +54,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from itertools import chain, repeat
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
@@ -68,6 +73,7 @@ from citytwin.twin.entities import (
     _dump,
     _obs,
     common_value,
+    parse_time_us,
     unit_factor,
 )
 
@@ -80,8 +86,40 @@ _STR = {str}
 _VALUE = itemgetter("value")
 _UNIT = itemgetter("unit")
 _UNIT_CODE = itemgetter("unitCode")
+_TYPE = attrgetter("type")
+_TYPE_KEY = itemgetter("type")
+_ID = itemgetter("id")
+_OBSERVED_AT = itemgetter("observedAt")
+_DICT = {dict}
+_LON = attrgetter("lon")
+_LAT = attrgetter("lat")
 #: the column names of a batch's accepted readings, in the order the ingest takes them
 KEYS = ("entity", "type", "property", "time_us", "value", "unit", "lon", "lat", CODES)
+
+
+_UNSEEN: Any = object()
+
+
+class _Shape:
+    """The columns of the table of one shape of update (``UpdateBatch._take_all``), worked out once per batch."""
+
+    def __init__(self, at: list[tuple[int, str]], spec: list[tuple[str, float, float]]) -> None:
+        self.at, self.m, self.spec = at, len(at), spec
+        self.places, self.names = [pos for pos, _ in at], [name for _, name in at]
+        self.targets = [s[0] for s in spec]
+        self.get = itemgetter(*self.names)
+        self.lo, self.hi = np.asarray([s[1] for s in spec]), np.asarray([s[2] for s in spec])
+        self.ones = np.ones(self.m)
+        self.bare: list[str | None] = [None] * self.m
+
+    @classmethod
+    def of(cls, keys: tuple[str, ...], fast: dict[str, tuple[str, float, float]]) -> _Shape | None:
+        """The table of updates with ``keys``, None if it has none: fewer than two properties, or one the type
+        lacks or that is not a number."""
+        at = [(pos, name) for pos, name in enumerate(keys) if name not in RESERVED]
+        if len(at) < 2 or any(name not in fast for _, name in at):
+            return None
+        return cls(at, [fast[name] for _, name in at])
 
 
 class UpdateBatch:
@@ -123,8 +161,16 @@ class UpdateBatch:
         # updates queued by (type, keys in order): (updates, their slots)
         self.pending: dict[tuple[str, tuple[str, ...]], tuple[list[dict[str, Any]], list[int]]] = {}
         self.npending = 0
-        # readings taken as columns: (type, property, position in the update, unit) -> (slots, values)
-        self.parts: dict[tuple[str, str, int, str | None], tuple[list[int], list[np.ndarray]]] = {}
+        # the (type, property, position in the update, unit) of the readings taken as columns -> canonical unit, in
+        # the order first taken (the order of the codes of the property and unit columns)
+        self.parts: dict[tuple[str, str, int, str | None], str] = {}
+        # readings taken as columns, a block per shape and flush: (slots, positions, properties, canonical units,
+        # values converted: a row per slot, a column per position), so in the order of (slot, position) within it
+        self.blocks: list[tuple[np.ndarray, list[int], list[str], list[str], np.ndarray]] = []
+        # what _take_all works out once per shape and batch: (type, keys) -> its table's columns, None if it has none;
+        # (type, keys, units of a row) -> the factors of those units, None if one is not understood
+        self.shapes: dict[tuple[str, tuple[str, ...]], _Shape | None] = {}
+        self.factors: dict[tuple[str, tuple[str, ...], tuple[str, ...]], np.ndarray | None] = {}
         self.one: list[tuple[int, int, str, Any]] = []  # (slot, position, property, attribute): one at a time
         self.few: list[tuple[int, int, Observation]] = []  # readings of rare shapes taken by the common path
         # rejects found per message: (update order, attribute position, reject); -1 for the update as a whole
@@ -136,9 +182,14 @@ class UpdateBatch:
         its count of entities now and its rejects at :meth:`finish` (``res.entities``, ``res.rejects``)."""
         k = len(self.results)
         self.results.append(res)
+        items = doc if isinstance(doc, list) else [doc]
+        if self.refs is not None and items and self._add_known(items, k, res, topic_id, topic_type):
+            if self.npending >= self.FLUSH:
+                self._flush()
+            return
         p, refs, times, now = self.p, self.refs, self.times, self.now
         scratch: list[Reject] = []
-        for item in doc if isinstance(doc, list) else [doc]:
+        for item in items:
             o = self.n
             self.n += 1
             if not isinstance(item, dict):
@@ -189,6 +240,89 @@ class UpdateBatch:
             self.npending += 1
         if self.npending >= self.FLUSH:
             self._flush()
+
+    def _add_known(self, items: list[Any], k: int, res: Any, topic_id: str | None, topic_type: str | None) -> bool:
+        """Queue message ``k``'s updates at once when the loop of :meth:`add` would take every head from the look-ups
+        kept: objects with the same keys in the same order (a gateway's stations send the same attributes), an
+        ``observedAt`` (parsed here if this batch has not parsed it yet: :meth:`_learn_times`) and no ``location``,
+        entities looked up while the registry is unchanged, of the declared type, whose types have a model. The same
+        slots and queues in the same order, by C-level passes over the updates instead of a Python step per update.
+        False, with nothing changed but times kept, otherwise (the loop then decides)."""
+        refs, n = self.refs, len(items)
+        assert refs is not None
+        if set(map(type, items)) != _DICT:
+            return False
+        shapes = list(map(tuple, items))
+        keys = shapes[0]
+        if shapes.count(keys) != n or "location" in keys or "observedAt" not in keys:
+            return False
+        eids: list[Any] = list(map(_ID, items)) if "id" in keys else [topic_id] * n
+        texts = list(map(_OBSERVED_AT, items))
+        try:
+            got = list(map(refs.get, eids))  # (TypeError: an id that is not hashable)
+            base = list(map(self.times.get, texts))  # (only strings are kept)
+        except TypeError:
+            return False
+        if not all(got) or (topic_id is not None and eids.count(topic_id) != n):
+            return False
+        if not all(base):  # a time not parsed yet in this batch (a time of 0 µs is taken the long way too)
+            if not self._learn_times(texts):
+                return False
+            base = list(map(self.times.get, texts))
+            if not all(base):
+                return False
+        tnames = list(map(_TYPE, got))
+        declared = list(map(_TYPE_KEY, items)) if "type" in keys else None if topic_type is None else [topic_type] * n
+        if declared is not None and declared != tnames:
+            return False
+        kinds = set(tnames)
+        p = self.p
+        for tname in kinds:
+            if p._fast_specs(tname, p.types.get(tname)) is None:
+                return False
+        slot, o = len(self.ent), self.n
+        self.ent.extend(eids)
+        self.type.extend(tnames)
+        self.base.extend(base)
+        self.lon.extend(map(_LON, got))
+        self.lat.extend(map(_LAT, got))
+        self.msg.extend(repeat(k, n))
+        self.order.extend(range(o, o + n))
+        self.n += n
+        res.entities += n
+        pending = self.pending
+        for i, tname in enumerate(tnames) if len(kinds) > 1 else [(0, tnames[0])]:
+            key = (tname, keys)
+            q = pending.get(key)
+            if q is None:
+                q = pending[key] = ([], [])
+            if len(kinds) > 1:
+                q[0].append(items[i])
+                q[1].append(slot + i)
+            else:  # (all of one type: one queue)
+                q[0].extend(items)
+                q[1].extend(range(slot, slot + n))
+        self.npending += n
+        return True
+
+    def _learn_times(self, texts: list[Any]) -> bool:
+        """Parse and keep the ``observedAt`` texts not kept yet, as :meth:`add` keeps those that pass
+        :meth:`MessageParser._entity_head`'s checks of the time (a pure function of the text and the batch's clock).
+        False at the first text that does not pass them (or that the bounded look-up would not keep)."""
+        times = self.times
+        for text in set(texts):
+            if text in times:
+                continue
+            if type(text) is not str or len(times) >= 65_536:
+                return False
+            try:
+                t = parse_time_us(text)
+            except ValueError:
+                return False
+            if self.p._time_reject(t, text, self.now) is not None:
+                return False
+            times[text] = t
+        return True
 
     def _reject(self, k: int, order: int, pos: int, r: Reject) -> None:
         got = self.rejects.get(k)
@@ -243,13 +377,15 @@ class UpdateBatch:
         A column with a value the general path would not store as it is (outside the range after conversion, not
         finite) goes one reading at a time, as from :meth:`_take`. False (nothing queued) if the updates are not of
         these forms: then :meth:`_take` looks at each attribute on its own."""
-        at = [(pos, name) for pos, name in enumerate(keys) if name not in RESERVED]
-        m = len(at)
-        if m < 2 or any(name not in fast for _, name in at):
+        shape = self.shapes.get((tname, keys), _UNSEEN)
+        if shape is _UNSEEN:
+            shape = self.shapes[(tname, keys)] = _Shape.of(keys, fast)
+        if shape is None:
             return False
-        flat = list(chain.from_iterable(map(itemgetter(*[name for _, name in at]), items)))  # update by update
-        unit_of: list[str | None] = [None] * m
-        factors = [1.0] * m
+        at, m, spec = shape.at, shape.m, shape.spec
+        flat = list(chain.from_iterable(map(shape.get, items)))  # update by update
+        unit_of: list[str | None] = shape.bare
+        factors = shape.ones
         try:
             try:
                 vals: list[Any] = list(map(_VALUE, flat))  # (TypeError: not all are objects)
@@ -264,34 +400,41 @@ class UpdateBatch:
                 row = units[:m]
                 if units != row * len(items) or set(map(type, row)) != _STR:  # one unit (a string) per attribute
                     return False
-                factors = [self._factor(u, fast[name][0]) for u, (_, name) in zip(row, at, strict=True)]
-                if any(x != x for x in factors):  # a unit not understood
+                fkey = (tname, keys, tuple(row))
+                got = self.factors.get(fkey, _UNSEEN)
+                if got is _UNSEEN:
+                    f = [self._factor(u, fast[name][0]) for u, (_, name) in zip(row, at, strict=True)]
+                    got = self.factors[fkey] = None if any(x != x for x in f) else np.asarray(f)
+                if got is None:  # a unit not understood
                     return False
+                factors = got
                 if not set(map(type, vals)) <= _NUMBER:
                     return False
-                unit_of = list(row)
+                unit_of = row
             v = np.array(vals, dtype=np.float64).reshape(len(items), m)  # (None -> NaN; an int as float() gives it)
         except (TypeError, KeyError, IndexError, OverflowError, ValueError):  # not of these forms
             return False
         nan = np.isnan(v)
-        if int(nan.sum()) != vals.count(None):  # a NaN that is not a null (the stdlib decoder reads NaN literals)
-            return False
-        spec = [fast[name] for _, name in at]
+        if nan.any():  # a NaN that is not a null (the stdlib decoder reads NaN literals)
+            at_nan = np.flatnonzero(nan.ravel()).tolist()
+            if list(map(vals.__getitem__, at_nan)).count(None) != len(at_nan):
+                return False
         with np.errstate(over="ignore", invalid="ignore"):
-            x = v * np.asarray(factors)
-            fine = nan | ((x >= np.asarray([s[1] for s in spec])) & (x <= np.asarray([s[2] for s in spec]))
-                          & np.isfinite(x))
+            x = v * factors
+            fine = nan | ((x >= shape.lo) & (x <= shape.hi) & np.isfinite(x))
         good = fine.all(axis=0).tolist()
+        keep: list[int] = []
         for j, (pos, name) in enumerate(at):
             if not good[j]:  # a reading the general path refuses or treats apart: the column goes one by one
                 self.one.extend(zip(slots, repeat(pos), repeat(name), flat[j::m], strict=False))
                 continue
-            key = (tname, name, pos, unit_of[j])
-            got = self.parts.get(key)
-            if got is None:
-                got = self.parts[key] = ([], [])
-            got[0].extend(slots)
-            got[1].append(v[:, j])
+            self.parts.setdefault((tname, name, pos, unit_of[j]), spec[j][0])
+            keep.append(j)
+        if len(keep) == m:  # (x is v times the factor of its unit: what the general path stores)
+            self.blocks.append((np.asarray(slots, dtype=np.int64), shape.places, shape.names, shape.targets, x))
+        elif keep:
+            self.blocks.append((np.asarray(slots, dtype=np.int64), [at[j][0] for j in keep], [at[j][1] for j in keep],
+                                [spec[j][0] for j in keep], x[:, keep]))
         return True
 
     def _take(self, tname: str, name: str, pos: int, f: tuple[str, float, float], col: tuple[Any, ...],
@@ -334,12 +477,10 @@ class UpdateBatch:
             v = np.array(vals, dtype=np.float64)  # (None -> NaN; an int as float() gives it) while still in cache
         except (TypeError, KeyError, IndexError, OverflowError, ValueError):  # not of these forms
             return False
-        key = (tname, name, pos, unit)
-        got = self.parts.get(key)
-        if got is None:
-            got = self.parts[key] = ([], [])
-        got[0].extend(slots)
-        got[1].append(v)
+        self.parts.setdefault((tname, name, pos, unit), target)
+        if factor != 1.0:
+            v = v * factor
+        self.blocks.append((np.asarray(slots, dtype=np.int64), [pos], [name], [target], v.reshape(-1, 1)))
         return True
 
     # -- the whole batch -----------------------------------------------------------------------------------
@@ -348,22 +489,8 @@ class UpdateBatch:
         :class:`MessageParser` gives them, and the message (number of the :meth:`add` call, from 0) of each; every
         message's rejects are appended to its result, in order."""
         self._flush()
-        parts: list[tuple[np.ndarray, int, str, str, np.ndarray]] = []  # (slots, position, property, unit, values)
-        fast: dict[str, dict[str, tuple[str, float, float]] | None] = {}
-        for (tname, name, pos, unit), (slots, vals) in self.parts.items():
-            if tname not in fast:
-                fast[tname] = self.p._fast_specs(tname, self.p.types.get(tname))
-            spec = fast[tname]
-            assert spec is not None
-            target = spec[name][0]
-            v = np.concatenate(vals) if len(vals) > 1 else vals[0]
-            if unit is not None:
-                factor = self._factor(unit, target)
-                if factor != 1.0:
-                    v = v * factor
-            parts.append((np.asarray(slots, dtype=np.int64), pos, name, target, v))
         kept = self._one_by_one(self.one) + self.few
-        cols, msg = self._columns(parts, kept)
+        cols, msg = self._columns(kept)
         for k, got in self.rejects.items():
             if len(got) > 1:
                 got.sort(key=itemgetter(0, 1))
@@ -397,36 +524,55 @@ class UpdateBatch:
                 self._reject(self.msg[slot], self.order[slot], pos, scratch.rejects.pop())
         return kept
 
-    def _columns(self, parts: list[tuple[np.ndarray, int, str, str, np.ndarray]],
-                 kept: list[tuple[int, int, Any]]) -> tuple[dict[str, Any], np.ndarray]:
-        """The accepted readings as columns, sorted by (update, attribute position), and their messages."""
-        sizes = [len(x[0]) for x in parts]
-        given = np.concatenate([x[0] for x in parts] + [np.asarray([s for s, _, _ in kept], dtype=np.int64)])
-        pos = np.concatenate([np.full(n, x[1], dtype=np.int64) for n, x in zip(sizes, parts, strict=True)]
-                             + [np.asarray([q for _, q, _ in kept], dtype=np.int64)])
-        order = np.lexsort((pos, given))
-        at = given[order]
+    def _columns(self, kept: list[tuple[int, int, Any]]) -> tuple[dict[str, Any], np.ndarray]:
+        """The accepted readings (:attr:`blocks`, then ``kept``: ``(slot, position, observation)``) as columns, sorted
+        by (update, attribute position), and their messages. The blocks of one flush follow one another in the order
+        of their slots when the flush held one shape: then only the readings taken one at a time need sorting."""
         names: dict[str, int] = {}
         unit_names: dict[str, int] = {}
-        pc = [names.setdefault(x[2], len(names)) for x in parts] + [names.setdefault(o.property, len(names))
-                                                                     for _, _, o in kept]
-        uc = [unit_names.setdefault(x[3], len(unit_names)) for x in parts] + [
-            unit_names.setdefault(o.unit, len(unit_names)) for _, _, o in kept]
-        reps = sizes + [1] * len(kept)
+        for (_, name, _, _), target in self.parts.items():  # the codes in the order the readings were first taken
+            names.setdefault(name, len(names))
+            unit_names.setdefault(target, len(unit_names))
+        pc = [names.setdefault(o.property, len(names)) for _, _, o in kept]
+        uc = [unit_names.setdefault(o.unit, len(unit_names)) for _, _, o in kept]
+        given, pos, pcode, ucode, vals = [], [], [], [], []
+        for slots, places, props, units, v in self.blocks:
+            n, m = v.shape
+            given.append(np.repeat(slots, m) if m > 1 else slots)
+            pos.append(np.tile(np.asarray(places, dtype=np.int64), n))
+            pcode.append(np.tile(np.asarray([names[x] for x in props], dtype=np.int64), n))
+            ucode.append(np.tile(np.asarray([unit_names[x] for x in units], dtype=np.int64), n))
+            vals.append(v.ravel())
+        given.append(np.asarray([s for s, _, _ in kept], dtype=np.int64))
+        pos.append(np.asarray([q for _, q, _ in kept], dtype=np.int64))
+        pcode.append(np.asarray(pc, dtype=np.int64))
+        ucode.append(np.asarray(uc, dtype=np.int64))
+        vals.append(np.asarray([math.nan if o.value is None else o.value for _, _, o in kept], dtype=np.float64))
+        g, q = np.concatenate(given), np.concatenate(pos)
+        key = g * (int(q.max()) + 1 if len(q) else 1) + q  # (slot, position): one reading each
+        order = None if bool((key[1:] > key[:-1]).all()) else np.argsort(key, kind="stable")
+        at = g if order is None else g[order]
         codes: dict[str, tuple[np.ndarray, np.ndarray]] = {
-            "property": (np.repeat(np.asarray(pc, dtype=np.int64), reps)[order], np.asarray(list(names), dtype=object)),
-            "unit": (np.repeat(np.asarray(uc, dtype=np.int64), reps)[order], np.asarray(list(unit_names), dtype=object)),
+            "property": (np.concatenate(pcode), np.asarray(list(names), dtype=object)),
+            "unit": (np.concatenate(ucode), np.asarray(list(unit_names), dtype=object)),
         }
+        if order is not None:
+            codes = {name: (c[order], u) for name, (c, u) in codes.items()}
         for name, per_slot in (("entity", self.ent), ("type", self.type)):
             c, u = pd.factorize(np.asarray(per_slot, dtype=object))
             codes[name] = (np.asarray(c, dtype=np.int64)[at], np.asarray(u, dtype=object))
-        t = np.asarray([0 if b is None else b for b in self.base], dtype=np.int64)[given]
-        value = np.concatenate([x[4] for x in parts] + [np.asarray([math.nan if o.value is None else o.value
-                                                                   for _, _, o in kept], dtype=np.float64)])
+        try:
+            base = np.array(self.base, dtype=np.int64)
+        except TypeError:  # an update without observedAt (its readings were refused or have their own time)
+            base = np.asarray([0 if b is None else b for b in self.base], dtype=np.int64)
+        t = base[g]
+        value = np.concatenate(vals)
         if kept:  # a reading taken one at a time may have its own observedAt
             t[len(t) - len(kept):] = [o.observed_at_us for _, _, o in kept]
-        lon = np.asarray([math.nan if x is None else x for x in self.lon], dtype=np.float64)
-        lat = np.asarray([math.nan if x is None else x for x in self.lat], dtype=np.float64)
+        if order is not None:
+            t, value = t[order], value[order]
+        lon = np.asarray(self.lon, dtype=np.float64)  # (None -> NaN)
+        lat = np.asarray(self.lat, dtype=np.float64)
         cols: dict[str, Any] = {name: u[c] for name, (c, u) in codes.items()}
-        cols.update({"time_us": t[order], "value": value[order], "lon": lon[at], "lat": lat[at], CODES: codes})
+        cols.update({"time_us": t, "value": value, "lon": lon[at], "lat": lat[at], CODES: codes})
         return {k: cols[k] for k in KEYS}, np.asarray(self.msg, dtype=np.int64)[at]
