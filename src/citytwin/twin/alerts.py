@@ -115,7 +115,9 @@ class Alert:
 
     def to_record(self) -> dict[str, Any]:
         """JSON-friendly dict (times as ISO 8601 strings, ``None`` kept)."""
-        d = {k: getattr(self, k) for k in _FIELD_NAMES}  # not asdict: its deep copy of every field is slow
+        d = dict(self.__dict__)  # not asdict: its deep copy of every field is slow
+        if tuple(d) != _FIELD_NAMES:  # (the fields, in their order, as __init__ and snapshot() leave them)
+            d = {k: getattr(self, k) for k in _FIELD_NAMES}
         data = self.data
         d["data"] = dict(data) if all(type(v) in _FLAT for v in data.values()) else copy.deepcopy(data)
         for k in _TIME_FIELDS:
@@ -483,18 +485,26 @@ class AlertBook:
         out = [a for a in done if a.resolved_at < cut]  # type: ignore[operator]
         if keep is not None and len(done) - len(out) > keep:
             out = done[: len(done) - max(0, keep)]
+        gone: dict[tuple[str, str], list[Alert]] = {}
         for a in out:
             del self._alerts[a.id]
             self._json.pop(a.id, None)
-            key = (a.rule, a.entity)
+            gone.setdefault((a.rule, a.entity), []).append(a)
+        # per key at once (one removal at a time rescanned the key's alerts for each: quadratic in them): a run
+        # start is forgotten when no alert left of the key has it
+        for key, removed in gone.items():
             ids = self._by_key.get(key, [])
-            if a.id in ids:
-                ids.remove(a.id)
+            drop = {a.id for a in removed}
+            ids[:] = [i for i in ids if i not in drop]
             if not ids:
                 self._by_key.pop(key, None)
                 self._starts.pop(key, None)
-            elif a.start is not None and all(self._alerts[i].start != a.start for i in ids):
-                self._starts.get(key, set()).discard(pd.Timestamp(a.start))
+                continue
+            left = {self._alerts[i].start for i in ids}
+            starts = self._starts.get(key, set())
+            for a in removed:
+                if a.start is not None and a.start not in left:
+                    starts.discard(pd.Timestamp(a.start))
         return out
 
     # -- serialisation ---------------------------------------------------------------------------
