@@ -356,7 +356,8 @@ class LiveRuleEngine:
             if not wanted[c] or p not in AQI_INPUTS:
                 continue
             m = codes == c
-            uniq = pd.unique(unit_all[keep][m]) if ucodes is None else ucodes[1][np.unique(ucodes[0][m])]
+            uniq = (pd.unique(unit_all[keep][m]) if ucodes is None
+                    else ucodes[1][_present(ucodes[0][m], len(ucodes[1]))])
             if len(uniq) == 1:
                 fac[m] = self._factor(str(p), uniq[0])
             else:
@@ -539,7 +540,7 @@ class LiveRuleEngine:
             if fresh:  # its history (the batch is in it already, merged again below: the same values)
                 self._load(tail, ent, start_us - self.warmup_us)
             pc = cols["pcode"][idx]
-            for c in np.unique(pc).tolist():
+            for c in _present(pc, len(pnames)):
                 m = (pc == c) & ~old_mask
                 if m.any():
                     j = idx[m]
@@ -580,6 +581,14 @@ class LiveRuleEngine:
                     break
                 end_us = min(limit, end_us + 4 * (end_us - start_us))
         return out
+
+
+def _present(codes: np.ndarray, n: int) -> list[int]:
+    """``np.unique(codes).tolist()``: for codes in ``[0, n)`` by counting them (not a sort of the codes, per entity
+    and batch), else by ``np.unique`` itself."""
+    if not len(codes) or int(codes.min()) < 0 or int(codes.max()) >= n:
+        return list(np.unique(codes).tolist())
+    return list(np.flatnonzero(np.bincount(codes, minlength=n)).tolist())
 
 
 def _continued(rule: ThresholdRule, c: AlertCandidate, a: Any) -> AlertCandidate:

@@ -185,6 +185,12 @@ class AlertStore:
         return self._con().execute("SELECT 1 FROM alerts WHERE rule = ? AND entity = ? AND start_us = ? LIMIT 1",
                                    (rule, str(entity), us)).fetchone() is not None
 
+    def latest_starts(self) -> dict[tuple[str, str], int]:
+        """The latest run start (µs) recorded per rule and entity (those with a start)."""
+        rows = self._con().execute("SELECT rule, entity, max(start_us) FROM alerts WHERE start_us IS NOT NULL "
+                                   "GROUP BY rule, entity")
+        return {(str(r), str(e)): int(us) for r, e, us in rows}
+
     def newest_resolved(self) -> pd.Timestamp | None:
         """When the most recently resolved alert was resolved (UTC); None if none is."""
         us = self._con().execute("SELECT max(resolved_us) FROM alerts").fetchone()[0]
