@@ -175,6 +175,22 @@ def aqi_arrays(data: Mapping[str, tuple[np.ndarray, ...]], start_us: int, warmup
     return hours[keep].astype(np.int64), a[keep]
 
 
+def _holding(rule: ThresholdRule, t_us: np.ndarray,
+             v: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
+    """What both forms of :func:`series_candidates` start from: the rule's step (µs), where a value is present,
+    where the condition holds and its positions; None when it never holds (InputError for a relative rule)."""
+    if rule.relative_to is not None:
+        raise InputError(f"rule {rule.name!r}: relative thresholds are not evaluated live", field="relative_to")
+    if not len(t_us):
+        return None
+    step_us = int(pd.Timedelta(rule.step).value // 1000)
+    present = ~np.isnan(v)
+    with np.errstate(invalid="ignore"):
+        hold = _OPS_NP[rule.op](v, float(rule.threshold)) & present
+    hi = np.flatnonzero(hold)
+    return None if not len(hi) else (step_us, present, hold, hi)
+
+
 def series_candidates(rule: ThresholdRule, entity: str, t_us: np.ndarray, v: np.ndarray,
                       now_us: int | None = None) -> list[AlertCandidate]:
     """:func:`citytwin.twin.rules.evaluate` of an absolute rule on one entity's series, in numpy.
@@ -185,17 +201,10 @@ def series_candidates(rule: ThresholdRule, entity: str, t_us: np.ndarray, v: np.
     made as one index (not a Timestamp, a Timedelta sum and two ``tz_localize`` per candidate): the candidates of
     :func:`series_candidates_loop`, the one-run-at-a-time form, which ``tests/twin/test_live_eval.py`` compares.
     """
-    if rule.relative_to is not None:
-        raise InputError(f"rule {rule.name!r}: relative thresholds are not evaluated live", field="relative_to")
-    if not len(t_us):
+    held = _holding(rule, t_us, v)
+    if held is None:
         return []
-    step_us = int(pd.Timedelta(rule.step).value // 1000)
-    present = ~np.isnan(v)
-    with np.errstate(invalid="ignore"):
-        hold = _OPS_NP[rule.op](v, float(rule.threshold)) & present
-    hi = np.flatnonzero(hold)
-    if not len(hi):
-        return []
+    step_us, present, hold, hi = held
     th = t_us[hi]
     limit = (rule.max_gap + 1) * step_us
     starts = np.flatnonzero(np.r_[True, np.diff(th) > limit])
@@ -248,17 +257,10 @@ def series_candidates_loop(rule: ThresholdRule, entity: str, t_us: np.ndarray, v
                            now_us: int | None = None) -> list[AlertCandidate]:
     """:func:`series_candidates` one run at a time (its earlier form: the reference its tests compare with, and
     what it falls back to for runs spanning centuries or times at the bounds of a Timestamp)."""
-    if rule.relative_to is not None:
-        raise InputError(f"rule {rule.name!r}: relative thresholds are not evaluated live", field="relative_to")
-    if not len(t_us):
+    held = _holding(rule, t_us, v)
+    if held is None:
         return []
-    step_us = int(pd.Timedelta(rule.step).value // 1000)
-    present = ~np.isnan(v)
-    with np.errstate(invalid="ignore"):
-        hold = _OPS_NP[rule.op](v, float(rule.threshold)) & present
-    hi = np.flatnonzero(hold)
-    if not len(hi):
-        return []
+    step_us, present, hold, hi = held
     brk_idx = np.flatnonzero(present & ~hold)
     last_break = int(t_us[brk_idx[-1]]) if len(brk_idx) else None
     horizon = int(t_us[-1]) if now_us is None else now_us
