@@ -106,3 +106,42 @@ def test_a_legacy_json_file_is_imported_once(tmp_path) -> None:
     again = AlertHub(tmp_path / "alerts.sqlite")  # not imported a second time over the newer state
     assert again.get(a.id).status == "acknowledged"
     again.close()
+
+
+def test_the_store_is_asked_about_evicted_runs_only_where_one_can_match(tmp_path) -> None:
+    """The hub asks the store whether a run start was an evicted episode's only when an alert that left memory
+    started as late (issue 13: a query per new run on the store thread); whether a run is known (in memory, or
+    in the store) is what asking every time said, before and after the hub is reopened from its store."""
+    import random
+
+    rng = random.Random(5)
+    path = tmp_path / "alerts.sqlite"
+    hub = AlertHub(path, retention="2D", max_resolved=20)
+    starts = [T0 + h * H for h in range(0, 24 * 40, 5)]
+    for i, s in enumerate(starts):
+        ent = f"s{i % 3}"
+        hub.sync([_cand(ent, s, s + 2 * H, ongoing=False)], at=s + 3 * H, rules=["aqi_heavy"], entities=[ent],
+                 refresh=False)
+    hub.evict()
+    assert hub.evicted > 0
+    asked: list[pd.Timestamp] = []
+
+    def known(h: AlertHub, ent: str, start: pd.Timestamp) -> tuple[bool, bool]:
+        """(known as the hub sees it, known when the store is asked every time)."""
+        mem = start in h.book._starts.get(("aqi_heavy", ent), ())
+        assert h.store is not None
+        return mem or h._archived("aqi_heavy", ent, start), mem or h.store.has_start("aqi_heavy", ent, start)
+
+    for h in (hub, AlertHub(path, retention="2D", max_resolved=20)):
+        has = h.store.has_start  # type: ignore[union-attr]
+        h.store.has_start = lambda r, e, s, has=has: asked.append(s) or has(r, e, s)  # type: ignore[union-attr]
+        for _ in range(400):
+            ent = rng.choice(["s0", "s1", "s2", "s9"])
+            start = rng.choice(starts) if rng.random() < 0.6 else T0 + rng.randrange(-48, 24 * 45) * H
+            got, want = known(h, ent, start)
+            assert got == want, (ent, start)
+        n = len(asked)
+        for d in range(3):  # runs later than any stored: nothing asked
+            assert known(h, "s0", starts[-1] + (d + 1) * 24 * H) == (False, False)
+        assert len(asked) == n + 3  # (the reference's own questions only)
+        h.close()

@@ -16,6 +16,7 @@ import pytest
 
 from citytwin.service.app import open_runtime
 from citytwin.twin import feeds as F
+from citytwin.twin import live_eval as le
 from citytwin.twin import live_rules as lr
 from citytwin.twin.alerts import AlertBook
 from citytwin.twin.rules import ThresholdRule, evaluate
@@ -178,7 +179,7 @@ def test_the_fixed_offset_from_the_day_cache_is_the_offset_of_every_hour(tz: str
     hour = 3_600_000_000
     rng = np.random.default_rng(3)
     t0 = int(pd.Timestamp("2015-01-01", tz="UTC").value // 1000)
-    lr._DAY_OFFSETS.clear()
+    le._DAY_OFFSETS.clear()
     seen = set()
     for _ in range(400):
         start = t0 + int(rng.integers(0, 2 * 8760)) * hour
@@ -187,6 +188,6 @@ def test_the_fixed_offset_from_the_day_cache_is_the_offset_of_every_hour(tz: str
         loc = pd.DatetimeIndex(t.astype("datetime64[us]")).tz_localize("UTC").tz_convert(tz).tz_localize(None)
         offs = set((loc.as_unit("us").asi8 - t).tolist())
         want = offs.pop() if len(offs) == 1 else None
-        assert lr._fixed_offset(t, tz) == want, (tz, t.min(), t.max())
+        assert le._fixed_offset(t, tz) == want, (tz, t.min(), t.max())
         seen.add(want is None)
     assert seen == ({False} if tz in ("Asia/Shanghai", "UTC") else {False, True})

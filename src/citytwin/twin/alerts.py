@@ -50,6 +50,29 @@ STATUSES: tuple[str, ...] = ("open", "acknowledged", "resolved")
 _TIME_FIELDS = ("opened_at", "last_seen", "acknowledged_at", "resolved_at", "start", "end", "peak_time")
 
 
+# (value in ns, tz) -> ISO text: an alert's times recur in every event of it (open, update, resolve) and
+# in its stored record; a bounded cache (cleared when full) instead of formatting each of them again
+_ISO: dict[tuple[int, Any], str] = {}
+
+
+def iso(t: Any) -> str:
+    """``pd.Timestamp(t).isoformat()``, remembered (the text depends only on the instant and the time zone).
+
+    Examples
+    --------
+    >>> iso(pd.Timestamp("2015-12-01 03:00", tz="UTC")), iso("2015-12-01 11:00+08:00"), iso("2015-12-01")
+    ('2015-12-01T03:00:00+00:00', '2015-12-01T11:00:00+08:00', '2015-12-01T00:00:00')
+    """
+    ts = t if type(t) is pd.Timestamp else pd.Timestamp(t)
+    key = (ts.value, ts.tz)
+    s = _ISO.get(key)
+    if s is None:
+        if len(_ISO) >= 4096:
+            _ISO.clear()
+        s = _ISO[key] = ts.isoformat()
+    return s
+
+
 class AlertStateError(CitytwinError):
     """A lifecycle transition that is not allowed (acknowledging a resolved alert …)."""
 
@@ -92,12 +115,14 @@ class Alert:
 
     def to_record(self) -> dict[str, Any]:
         """JSON-friendly dict (times as ISO 8601 strings, ``None`` kept)."""
-        d = {k: getattr(self, k) for k in _FIELD_NAMES}  # not asdict: its deep copy of every field is slow
+        d = dict(self.__dict__)  # not asdict: its deep copy of every field is slow
+        if tuple(d) != _FIELD_NAMES:  # (the fields, in their order, as __init__ and snapshot() leave them)
+            d = {k: getattr(self, k) for k in _FIELD_NAMES}
         data = self.data
         d["data"] = dict(data) if all(type(v) in _FLAT for v in data.values()) else copy.deepcopy(data)
         for k in _TIME_FIELDS:
             if d[k] is not None:
-                d[k] = pd.Timestamp(d[k]).isoformat()
+                d[k] = iso(d[k])
         if d["peak"] is not None and isinstance(d["peak"], float) and math.isnan(d["peak"]):
             d["peak"] = None
         return d
@@ -150,7 +175,7 @@ class AlertEvent:
 
     def to_record(self) -> dict[str, Any]:
         """JSON-friendly dict (its ``alert`` is :attr:`record` when the book made one)."""
-        return {"kind": self.kind, "at": self.at.isoformat(),
+        return {"kind": self.kind, "at": iso(self.at),
                 "alert": self.record if self.record is not None else self.alert.to_record()}
 
 
@@ -299,10 +324,10 @@ class AlertBook:
                 live.data.update(data)
             self._emit("update", live, t)
             return live, False
-        aid = hashlib.sha1(f"{rule}\x00{entity}\x00{t.isoformat()}".encode()).hexdigest()[:16]
+        aid = hashlib.sha1(f"{rule}\x00{entity}\x00{iso(t)}".encode()).hexdigest()[:16]
         n = 1
         while aid in self._alerts:  # re-opened at the very same instant after a resolve
-            aid = hashlib.sha1(f"{rule}\x00{entity}\x00{t.isoformat()}\x00{n}".encode()).hexdigest()[:16]
+            aid = hashlib.sha1(f"{rule}\x00{entity}\x00{iso(t)}\x00{n}".encode()).hexdigest()[:16]
             n += 1
         a = Alert(id=aid, rule=rule, entity=entity, status="open", opened_at=t, last_seen=t,
                   severity=severity, property=property, message=message,
@@ -460,18 +485,26 @@ class AlertBook:
         out = [a for a in done if a.resolved_at < cut]  # type: ignore[operator]
         if keep is not None and len(done) - len(out) > keep:
             out = done[: len(done) - max(0, keep)]
+        gone: dict[tuple[str, str], list[Alert]] = {}
         for a in out:
             del self._alerts[a.id]
             self._json.pop(a.id, None)
-            key = (a.rule, a.entity)
+            gone.setdefault((a.rule, a.entity), []).append(a)
+        # per key at once (one removal at a time rescanned the key's alerts for each: quadratic in them): a run
+        # start is forgotten when no alert left of the key has it
+        for key, removed in gone.items():
             ids = self._by_key.get(key, [])
-            if a.id in ids:
-                ids.remove(a.id)
+            drop = {a.id for a in removed}
+            ids[:] = [i for i in ids if i not in drop]
             if not ids:
                 self._by_key.pop(key, None)
                 self._starts.pop(key, None)
-            elif a.start is not None and all(self._alerts[i].start != a.start for i in ids):
-                self._starts.get(key, set()).discard(pd.Timestamp(a.start))
+                continue
+            left = {self._alerts[i].start for i in ids}
+            starts = self._starts.get(key, set())
+            for a in removed:
+                if a.start is not None and a.start not in left:
+                    starts.discard(pd.Timestamp(a.start))
         return out
 
     # -- serialisation ---------------------------------------------------------------------------

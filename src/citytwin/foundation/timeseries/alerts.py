@@ -29,9 +29,11 @@ Examples
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,30 @@ CREATE INDEX IF NOT EXISTS alerts_key ON alerts(rule, entity, start_us);
 CREATE INDEX IF NOT EXISTS alerts_status ON alerts(status, opened_us);
 CREATE INDEX IF NOT EXISTS alerts_opened ON alerts(opened_us, seq);
 """
+
+# the ISO text an alert record holds (Timestamp.isoformat() of an aware time, at most µs), years well inside
+# what to_us accepts: read by the standard library (a tenth of to_us's time), anything else by to_us itself
+_RECORD_TIME = re.compile(r"(1[7-9]|2[0-1])\d\d-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?[+-]\d\d:\d\d\Z", re.ASCII)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def record_us(t: Any) -> int | None:
+    """:func:`to_us` of a time of an alert record, faster for the ISO text records hold (the same result).
+
+    Examples
+    --------
+    >>> record_us("2015-12-01T03:00:00+08:00") == to_us("2015-12-01T03:00:00+08:00") == 1448910000000000
+    True
+    >>> record_us("2015-12-01T03:00:00.5-01:30") == to_us("2015-12-01T03:00:00.5-01:30"), record_us(None)
+    (True, None)
+    """
+    if type(t) is str and _RECORD_TIME.match(t):
+        try:
+            return (datetime.fromisoformat(t) - _EPOCH) // _US
+        except ValueError:  # (an offset out of range, a day 31 of a short month ...): to_us says what it says
+            pass
+    return to_us(t)
 
 
 class AlertStore:
@@ -100,9 +126,8 @@ class AlertStore:
                 self._seq += 1
                 start, res, end = r.get("start"), r.get("resolved_at"), r.get("end")
                 rows.append((str(r["id"]), str(r["rule"]), str(r["entity"]), str(r["status"]),
-                             to_us(r["opened_at"]), None if start is None else to_us(start),
-                             None if res is None else to_us(res), self._seq, json.dumps(r, ensure_ascii=False),
-                             None if end is None else to_us(end)))
+                             record_us(r["opened_at"]), record_us(start), record_us(res), self._seq,
+                             json.dumps(r, ensure_ascii=False), record_us(end)))
         if not rows:
             return 0
         con = self._con()
@@ -159,6 +184,12 @@ class AlertStore:
         us = to_us(start)
         return self._con().execute("SELECT 1 FROM alerts WHERE rule = ? AND entity = ? AND start_us = ? LIMIT 1",
                                    (rule, str(entity), us)).fetchone() is not None
+
+    def latest_starts(self) -> dict[tuple[str, str], int]:
+        """The latest run start (µs) recorded per rule and entity (those with a start)."""
+        rows = self._con().execute("SELECT rule, entity, max(start_us) FROM alerts WHERE start_us IS NOT NULL "
+                                   "GROUP BY rule, entity")
+        return {(str(r), str(e)): int(us) for r, e, us in rows}
 
     def newest_resolved(self) -> pd.Timestamp | None:
         """When the most recently resolved alert was resolved (UTC); None if none is."""

@@ -1,0 +1,295 @@
+"""The numpy evaluation of the live rules (split from :mod:`citytwin.twin.live_rules`, which imports
+:func:`aqi_arrays` and :func:`series_candidates` from here): the hourly AQI of one entity's kept readings and the
+runs of a threshold rule over a series, with the time-zone offsets they need."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from citytwin.foundation.errors import InputError
+from citytwin.twin import aqi as aqi_mod
+from citytwin.twin.rules import AlertCandidate, ThresholdRule
+
+#: Properties a rule on ``aqi`` needs.
+AQI_INPUTS: tuple[str, ...] = tuple(aqi_mod.POLLUTANTS)
+
+_HOUR_US = 3_600_000_000
+
+
+def _ts_us(us: int) -> pd.Timestamp:
+    return pd.Timestamp(int(us) * 1000, tz="UTC")
+
+
+_UTC = _ts_us(0).tz  # the time zone of the Timestamps _ts_us makes (candidates' times are alike)
+
+
+def _moving_mean(x: np.ndarray, window: int, min_periods: int) -> np.ndarray:
+    """pandas ``rolling(window, min_periods).mean()`` over consecutive positions (NaN ignored)."""
+    ok = ~np.isnan(x)
+    cs = np.r_[0.0, np.cumsum(np.where(ok, x, 0.0))]
+    cn = np.r_[0, np.cumsum(ok)]
+    i = np.arange(1, len(x) + 1)
+    j = np.maximum(i - window, 0)
+    s, n = cs[i] - cs[j], cn[i] - cn[j]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n >= min_periods, s / np.maximum(n, 1), np.nan)
+
+
+# (tz, UTC hour) -> UTC offset in µs: a cache, cleared at 4,096 hours (~0.4 MiB; a live feed brings a new hour every
+# hour, a replay hundreds per second, so a larger bound only makes a larger saw-tooth in the ingest's memory)
+_OFFSETS: dict[tuple[str, int], int] = {}
+
+
+_DAY_OFFSETS: dict[tuple[str, int], int | None] = {}  # (tz, UTC day) -> its offset if the same all day, else None
+
+
+def _day_offset(tz: str, lo_day: int, hi_day: int) -> int | None:
+    """The offset (µs) of ``tz`` if it is the same at every hour of the UTC days ``lo_day..hi_day``, else None."""
+    if hi_day - lo_day > 400:
+        return None
+    miss = [d for d in range(lo_day, hi_day + 1) if (tz, d) not in _DAY_OFFSETS]
+    if miss:
+        if len(_DAY_OFFSETS) + len(miss) > 4_096:
+            _DAY_OFFSETS.clear()
+            miss = list(range(lo_day, hi_day + 1))
+        h = (np.repeat(np.asarray(miss, dtype=np.int64) * 24, 24) + np.tile(np.arange(24), len(miss))) * _HOUR_US
+        at = pd.DatetimeIndex(h.astype("datetime64[us]"))
+        off = (at.tz_localize("UTC").tz_convert(tz).tz_localize(None).as_unit("us").asi8 - h).reshape(-1, 24)
+        same = (off == off[:, :1]).all(axis=1)
+        for d, o, s in zip(miss, off[:, 0].tolist(), same.tolist(), strict=True):
+            _DAY_OFFSETS[(tz, d)] = int(o) if s else None
+    offs = {_DAY_OFFSETS.get((tz, d)) for d in range(lo_day, hi_day + 1)}
+    return offs.pop() if len(offs) == 1 else None
+
+
+def _fixed_offset(t_us: np.ndarray, tz: str) -> int | None:
+    """The time zone's UTC offset (µs) if it is the same at every hour of ``t_us``, else None.
+
+    Asked of each evaluated window, usually days that keep one offset throughout: those are answered from a
+    cache per UTC day (:func:`_day_offset`); a range with a change of offset is checked hour by hour.
+    """
+    if not len(t_us):
+        return None
+    day_us = 24 * _HOUR_US
+    whole = _day_offset(tz, int(t_us.min()) // day_us, int(t_us.max()) // day_us)
+    if whole is not None:  # every hour of t_us lies in days of this one offset
+        return whole
+    hours = np.unique(t_us // _HOUR_US)
+    found = {int(h): _OFFSETS.get((tz, int(h))) for h in hours}
+    miss = [h for h, o in found.items() if o is None]
+    if miss:
+        if len(_OFFSETS) > 4_096:
+            _OFFSETS.clear()
+        at = pd.DatetimeIndex((np.asarray(miss, dtype=np.int64) * _HOUR_US).astype("datetime64[us]"))
+        loc = at.tz_localize("UTC").tz_convert(tz).tz_localize(None)
+        off = loc.as_unit("us").asi8 - at.as_unit("us").asi8
+        for h, o in zip(miss, off, strict=True):
+            _OFFSETS[(tz, h)] = found[h] = int(o)
+    offs = set(found.values())
+    return int(offs.pop()) if len(offs) == 1 else None  # type: ignore[arg-type]
+
+
+def _local_hours(t_us: np.ndarray, tz: str) -> np.ndarray:
+    """Local hour numbers (hours since 1970-01-01 00:00 local) of UTC times in µs."""
+    off = _fixed_offset(t_us, tz)
+    if off is not None:
+        return np.asarray((t_us + off) // _HOUR_US, dtype=np.int64)
+    idx = pd.DatetimeIndex(t_us.astype("datetime64[us]")).tz_localize("UTC").tz_convert(tz).tz_localize(None)
+    return np.asarray(idx.as_unit("us").asi8 // _HOUR_US, dtype=np.int64)
+
+
+def aqi_arrays(data: Mapping[str, tuple[np.ndarray, ...]], start_us: int, warmup_us: int,
+               tz: str) -> tuple[np.ndarray, np.ndarray]:
+    """Hourly AQI (HJ 633-2012) from the kept readings, as :func:`hourly_aqi_series` computes it.
+
+    ``data``: pollutant -> (time µs UTC, value as sent, factor to the table's unit). Returns the hours
+    (µs UTC, hour starts) from ``start_us`` to the last hour with a pollutant reading, and their AQI
+    (NaN: no AQI). Readings before ``start_us - warmup_us`` are not used.
+    """
+    empty = (np.zeros(0, np.int64), np.zeros(0))
+    lo = start_us - warmup_us
+    parts = []
+    last_seen = None
+    for j, p in enumerate(AQI_INPUTS):
+        if p not in data:
+            continue
+        t, v, f = data[p]
+        i = int(np.searchsorted(t, lo, side="left"))
+        t, v, f = t[i:], v[i:], f[i:]
+        if not len(t):
+            continue
+        seen = ~np.isnan(v)
+        if seen.any():
+            ts = int(t[seen][-1])
+            last_seen = ts if last_seen is None else max(last_seen, ts)
+        c = v * f
+        c = np.where(c < 0, np.nan, c)
+        parts.append((j, t, c))
+    if not parts or last_seen is None:
+        return empty
+    all_t = np.concatenate([t for _, t, _ in parts])
+    lh_all = _local_hours(all_t, tz)
+    g0, g1 = int(lh_all.min()), int(lh_all.max())
+    n = g1 - g0 + 1
+    mean = np.full((len(AQI_INPUTS), n), np.nan)
+    pos = 0
+    for j, t, c in parts:
+        lh = lh_all[pos:pos + len(t)] - g0
+        pos += len(t)
+        ok = ~np.isnan(c)
+        s = np.bincount(lh[ok], weights=c[ok], minlength=n)
+        k = np.bincount(lh[ok], minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean[j] = np.where(k > 0, s / np.maximum(k, 1), np.nan)
+    tbl = aqi_mod.load_table()
+    pm25, pm10, so2, no2, co, o3 = (mean[AQI_INPUTS.index(p)] for p in ("pm25", "pm10", "so2", "no2", "co", "o3"))
+    o3_8h = _moving_mean(o3, 8, 6)
+    so2_24 = _moving_mean(so2, 24, 20)
+    so2_i = aqi_mod.iaqi_array("so2", "1h", so2, tbl)
+    so2_i = np.where(np.isnan(so2_i) & (np.nan_to_num(so2, nan=-1.0) > tbl.switch["so2"][1]),
+                     aqi_mod.iaqi_array("so2", "24h", so2_24, tbl), so2_i)
+    mat = np.vstack([aqi_mod.iaqi_array("pm25", "24h", pm25, tbl), aqi_mod.iaqi_array("pm10", "24h", pm10, tbl),
+                     so2_i, aqi_mod.iaqi_array("no2", "1h", no2, tbl), aqi_mod.iaqi_array("co", "1h", co, tbl),
+                     aqi_mod.iaqi_array("o3", "1h", o3, tbl), aqi_mod.iaqi_array("o3", "8h", o3_8h, tbl)])
+    has = ~np.isnan(mat).all(axis=0) & ~np.isnan(mean).all(axis=0)
+    a = np.full(n, np.nan)
+    a[has] = np.nanmax(mat[:, has], axis=0)
+    # local hours -> UTC (hours that do not exist or are ambiguous in local time are dropped, as in
+    # hourly_aqi_series)
+    local_us = (g0 + np.arange(n, dtype=np.int64)) * _HOUR_US
+    off = _fixed_offset(all_t, tz)
+    if off is not None and _fixed_offset(local_us - off, tz) == off:  # one offset throughout: no gap, no overlap
+        valid = np.ones(n, dtype=bool)
+        hours = local_us - off
+    else:
+        utc = pd.DatetimeIndex(local_us.astype("datetime64[us]")).tz_localize(
+            tz, ambiguous="NaT", nonexistent="NaT").tz_convert("UTC")
+        valid = ~np.asarray(utc.isna(), dtype=bool)
+        hours = np.where(valid, utc.as_unit("us").asi8, 0)
+    last_h = (last_seen // _HOUR_US) * _HOUR_US
+    keep = valid & (hours >= start_us) & (hours <= last_h)
+    return hours[keep].astype(np.int64), a[keep]
+
+
+def _holding(rule: ThresholdRule, t_us: np.ndarray,
+             v: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
+    """What both forms of :func:`series_candidates` start from: the rule's step (µs), where a value is present,
+    where the condition holds and its positions; None when it never holds (InputError for a relative rule)."""
+    if rule.relative_to is not None:
+        raise InputError(f"rule {rule.name!r}: relative thresholds are not evaluated live", field="relative_to")
+    if not len(t_us):
+        return None
+    step_us = int(pd.Timedelta(rule.step).value // 1000)
+    present = ~np.isnan(v)
+    with np.errstate(invalid="ignore"):
+        hold = _OPS_NP[rule.op](v, float(rule.threshold)) & present
+    hi = np.flatnonzero(hold)
+    return None if not len(hi) else (step_us, present, hold, hi)
+
+
+def series_candidates(rule: ThresholdRule, entity: str, t_us: np.ndarray, v: np.ndarray,
+                      now_us: int | None = None) -> list[AlertCandidate]:
+    """:func:`citytwin.twin.rules.evaluate` of an absolute rule on one entity's series, in numpy.
+
+    ``t_us`` sorted unique times (µs UTC), ``v`` values (NaN: missing). Candidates with UTC times.
+
+    The runs, their lengths and whether they go on are found for all runs at once, and the times of the candidates
+    made as one index (not a Timestamp, a Timedelta sum and two ``tz_localize`` per candidate): the candidates of
+    :func:`series_candidates_loop`, the one-run-at-a-time form, which ``tests/twin/test_live_eval.py`` compares.
+    """
+    held = _holding(rule, t_us, v)
+    if held is None:
+        return []
+    step_us, present, hold, hi = held
+    th = t_us[hi]
+    limit = (rule.max_gap + 1) * step_us
+    starts = np.flatnonzero(np.r_[True, np.diff(th) > limit])
+    ends = np.r_[starts[1:], len(th)]
+    t0s, t1s = th[starts].astype(np.int64), th[ends - 1].astype(np.int64)
+    step_ns = int(pd.Timedelta(rule.step).value)
+    det_ns = step_ns * (rule.min_steps - 1)
+    lo, top = int(t0s[0]), int(t1s[-1])  # µs (th is sorted)
+    big, small = int(np.iinfo(np.int64).max), int(np.iinfo(np.int64).min) + 1  # (the smallest is NaT)
+    if (top - lo >= 2**53 or max(top * 1000, top * 1000 + det_ns) > big
+            or min(lo * 1000, lo * 1000 + det_ns) < small):
+        return series_candidates_loop(rule, entity, t_us, v, now_us)  # (runs of centuries, times at the bounds)
+    # a run's steps as the loop computes them, (t1 - t0) / step rounded half to even: for spans under 2**53 µs
+    # the float64 division here is the same correctly rounded quotient as Python's int / int
+    steps = np.round((t1s - t0s) / step_us).astype(np.int64) + 1
+    kept = np.flatnonzero(steps >= rule.min_steps)
+    if not len(kept):
+        return []
+    brk_idx = np.flatnonzero(present & ~hold)
+    horizon = int(t_us[-1]) if now_us is None else now_us
+    going = t1s[kept] >= horizon - step_us * rule.max_gap
+    if len(brk_idx):
+        going &= ~(t1s[kept] < int(t_us[brk_idx[-1]]))
+    # each run's peak: its first value equal to its maximum (minimum), as argmax (argmin) finds it (no NaN holds)
+    vals = v[hi]
+    best = (np.maximum if rule.op in (">", ">=") else np.minimum).reduceat(vals, starts)
+    hit = np.flatnonzero(vals == np.repeat(best, ends - starts))
+    first = hit[np.searchsorted(hit, starts)][kept]
+    peaks = vals[first].tolist()
+    k0, k1 = t0s[kept] * 1000, t1s[kept] * 1000
+    stamps = pd.DatetimeIndex(np.concatenate([k0, k1, th[first].astype(np.int64) * 1000, k0 + det_ns]
+                                             ).view("datetime64[ns]")).tz_localize(_UTC)
+    m = len(kept)
+    at = list(stamps)
+    text = rule.message
+    naive = "start" in text or "end" in text  # (the message's start and end are local-free, naive UTC)
+    thr = float(rule.threshold)
+    out: list[AlertCandidate] = []
+    for n, (st, ongoing) in enumerate(zip(steps[kept].tolist(), going.tolist(), strict=True)):
+        start, end, peak = at[n], at[m + n], peaks[n]
+        msg = (text.format(entity=entity, property=rule.property, op=rule.op, threshold=thr, peak=peak, steps=st,
+                           start=start.tz_localize(None), end=end.tz_localize(None)) if naive else
+               text.format(entity=entity, property=rule.property, op=rule.op, threshold=thr, peak=peak, steps=st))
+        out.append(AlertCandidate(rule.name, entity, rule.property, start, end, peak, at[2 * m + n], st, thr,
+                                  rule.severity, bool(ongoing), msg, op=rule.op, detected_at=at[3 * m + n]))
+    return out
+
+
+def series_candidates_loop(rule: ThresholdRule, entity: str, t_us: np.ndarray, v: np.ndarray,
+                           now_us: int | None = None) -> list[AlertCandidate]:
+    """:func:`series_candidates` one run at a time (its earlier form: the reference its tests compare with, and
+    what it falls back to for runs spanning centuries or times at the bounds of a Timestamp)."""
+    held = _holding(rule, t_us, v)
+    if held is None:
+        return []
+    step_us, present, hold, hi = held
+    brk_idx = np.flatnonzero(present & ~hold)
+    last_break = int(t_us[brk_idx[-1]]) if len(brk_idx) else None
+    horizon = int(t_us[-1]) if now_us is None else now_us
+    th = t_us[hi]
+    limit = (rule.max_gap + 1) * step_us
+    first = np.r_[True, np.diff(th) > limit]
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(th)]
+    maximise = rule.op in (">", ">=")
+    step = pd.Timedelta(rule.step)
+    out: list[AlertCandidate] = []
+    for s, e in zip(starts, ends, strict=True):
+        t0, t1 = int(th[s]), int(th[e - 1])
+        steps = int(np.round((t1 - t0) / step_us)) + 1
+        if steps < rule.min_steps:
+            continue
+        vals = v[hi[s:e]]
+        k = int(np.argmax(vals) if maximise else np.argmin(vals))
+        peak = float(vals[k])
+        ongoing = not (last_break is not None and last_break > t1) and t1 >= horizon - step_us * rule.max_gap
+        start, end = _ts_us(t0), _ts_us(t1)
+        thr = float(rule.threshold)
+        msg = rule.message.format(entity=entity, property=rule.property, op=rule.op, threshold=thr,
+                                  peak=peak, steps=steps, start=start.tz_localize(None), end=end.tz_localize(None))
+        out.append(AlertCandidate(rule.name, entity, rule.property, start, end, peak, _ts_us(int(th[s + k])),
+                                  steps, thr, rule.severity, bool(ongoing), msg, op=rule.op,
+                                  detected_at=start + step * (rule.min_steps - 1)))
+    return out
+
+
+_OPS_NP: dict[str, Callable[[Any, Any], Any]] = {">": np.greater, ">=": np.greater_equal, "<": np.less,
+                                                 "<=": np.less_equal}
