@@ -863,7 +863,8 @@ def main() -> None:
                   f"{args.http_batch * 12:,} readings per request, sequential client, bearer token, "
                   f"{audited:,} audit rows): {n_obs / http_s:,.0f} readings/s ({http_s:.1f} s, "
                   f"{1000 * http_s / len(bodies):.1f} ms/request); ratio to Parquet append ceiling "
-                  f"{results['http_obs'] / app_rate:.2f}")
+                  f"{results['http_obs'] / app_rate:.2f}, to the broker->subscriber ceiling "
+                  f"{results['http_obs'] / results['raw_mqtt_obs']:.2f}")
             if single_ms:
                 results["single_rps"] = len(single_ms) / (sum(single_ms) / 1e3)
                 results["single_p99"] = pct(single_ms, 99)
