@@ -37,7 +37,9 @@ if [ "${1:-}" = "--test" ]; then
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
   [ -x /usr/bin/chromium ] || need+=(chromium)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
-  ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 || need+=(postgis)
+  # the extension itself (postgresql-15-postgis-3): "postgis" alone is the command-line tools, and with
+  # --no-install-recommends it does not bring the extension
+  ls /usr/share/postgresql/*/extension/postgis.control >/dev/null 2>&1 || need+=(postgresql-postgis)
   command -v npm >/dev/null 2>&1 || need+=(npm)
   # Chinese text in the browser tests' screenshots and in PDF reports needs a CJK font
   { command -v fc-list >/dev/null 2>&1 && fc-list :lang=zh | grep -q .; } || need+=(fonts-wqy-zenhei)
