@@ -55,6 +55,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from citytwin.foundation.errors import CitytwinError
+from citytwin.foundation.sqlite_open import connect_wal
 
 __all__ = ["ENV_DATABASE", "Connection", "Database", "Store", "integrity_errors", "open_store", "redact",
            "resolve_url"]
@@ -429,14 +430,7 @@ class Database:
                 _pg_release(self.url, raw)
             return
         assert self.path is not None
-        try:
-            con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise CitytwinError(f"cannot open the records database {self.path}: {exc}",
-                                hint="check that the folder exists and is writable") from None
-        con.row_factory = sqlite3.Row
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA busy_timeout=30000")
+        con = connect_wal(self.path, what="the records database", row_factory=True)
         try:
             yield Connection(con, "sqlite", self.store.name)
         finally:

@@ -45,8 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from citytwin.foundation.catalog import Catalog, now
-from citytwin.foundation.errors import CitytwinError
 from citytwin.foundation.records import Connection
+from citytwin.foundation.sqlite_open import connect_wal
 
 __all__ = ["GroupCommitCatalog"]
 
@@ -129,15 +129,7 @@ class GroupCommitCatalog(Catalog):
 
     def _open(self) -> sqlite3.Connection:
         assert self.db.path is not None
-        try:
-            raw = sqlite3.connect(self.db.path, timeout=30, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise CitytwinError(f"cannot open the records database {self.db.path}: {exc}",
-                                hint="check that the folder exists and is writable") from None
-        raw.row_factory = sqlite3.Row
-        raw.execute("PRAGMA journal_mode=WAL")
-        raw.execute("PRAGMA busy_timeout=30000")
-        return raw
+        return connect_wal(self.db.path, what="the records database", row_factory=True)
 
     # -- audit rows ------------------------------------------------------------------------------
     def _queue(self, row: tuple[Any, ...], waiter: _Waiter) -> int:

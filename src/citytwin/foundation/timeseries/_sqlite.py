@@ -6,13 +6,14 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from citytwin.foundation.sqlite_open import connect_wal
+
 
 def thread_connection(local: threading.local, path: Path, *, synchronous: str) -> sqlite3.Connection:
     """The calling thread's connection to ``path`` (opened once per thread, autocommit, WAL)."""
     con: sqlite3.Connection | None = getattr(local, "con", None)
     if con is None:
-        con = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        con.execute("PRAGMA journal_mode=WAL")
+        con = connect_wal(path)
         con.execute(f"PRAGMA synchronous={synchronous}")
         local.con = con
     return con
