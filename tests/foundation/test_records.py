@@ -146,10 +146,13 @@ def test_many_new_sqlite_files_opened_by_eight_threads_at_once(tmp_path: Path) -
     retried it. Forty new files make a miss of the old race unlikely (0.92**40 < 4 %)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    def open_it(target: str) -> int:
+        return len(records.Database(target, NOTES).migrate())
+
     for i in range(40):
         target = str(tmp_path / f"notes{i}.sqlite")
         with ThreadPoolExecutor(8) as pool:
-            applied = list(pool.map(lambda _: len(records.Database(target, NOTES).migrate()), range(8)))
+            applied = list(pool.map(open_it, [target] * 8))
         assert sorted(applied) == [0] * 7 + [2]
 
 
