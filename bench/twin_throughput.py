@@ -19,8 +19,10 @@ Each figure is set against a raw ceiling measured in the same run:
   message; ``--raw-rounds`` rounds, the median counts) and vs **Parquet append alone**
   (``HistoryStore.append`` of pre-built columns, same batch size, fsync on);
 * HTTP batch upsert end to end (client -> uvicorn -> same pipeline, with a bearer token checked
-  against the workspace catalog and one audit row per request) vs Parquet append alone, and vs
-  the same server with ``auth=False`` (no token check, no audit: the cost of security);
+  against the workspace catalog and one audit row per request) vs Parquet append alone and the raw
+  subscriber, from one sequential client and from ``--http-clients N`` concurrent ones (each the
+  updates of its stations, in time order), and vs the same server with ``auth=False`` (no token
+  check, no audit: the cost of security);
 * p50/p99 latency of a state query (one entity, latest values; SQLite) and a history query
   (one station, one day, all properties; DuckDB over Parquet) while MQTT ingest runs, vs the
   same queries on the idle store after the run.
