@@ -139,3 +139,28 @@ def test_an_item_sees_the_entity_as_registered_when_it_comes(tmp_path):
         rt.close()
     assert got[True] == got[False]
     assert [(lon, lat) for *_, lon, lat in got[True]] == [(116.0, 40.0), (116.0, 40.0), (117.0, 41.0), (117.0, 41.0)]
+
+
+def test_observation_bodies_as_columns_store_what_parse_doc_stores(tmp_path):
+    """``POST /twin/v1/observations`` with a large body (``parse_updates``) against ``MessageParser.parse_doc``: the
+    same rejects in order, and through the ingest the same history, state, dead letters and alerts."""
+    rng = random.Random(7)
+    docs: list[object] = [_body(rng) for _ in range(40)] + [_item(rng, 0.3) for _ in range(10)]
+    stored, answers = {}, {}
+    for columns in (True, False):
+        rt, events = _twin(tmp_path / f"{columns}")
+        got = []
+        for doc in docs:
+            doc = json.loads(json.dumps(doc))
+            res = U.parse_updates(rt.parser, doc) if columns else rt.parser.parse_doc(doc, E.ParseResult())
+            rep = rt.ingestor.commit([res], source="http", topics=["/twin/v1/observations"])
+            got.append((rep.accepted, [(r.reason, r.detail, r.entity, r.property, r.payload) for r in res.rejects]))
+        answers[columns] = got
+        stored[columns] = _stored(rt, events)
+    assert answers[True] == answers[False]
+    for part in ("history", "letters"):
+        pd.testing.assert_frame_equal(stored[True][part], stored[False][part], check_exact=True)
+    for part in ("state", "events", "alerts"):
+        assert stored[True][part] == stored[False][part], part
+    reasons = {r[0] for _, rej in answers[False] for r in rej}
+    assert sum(a for a, _ in answers[False]) > 2_000 and {"unknown_entity", "implausible", "not_an_object"} <= reasons

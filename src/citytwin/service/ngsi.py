@@ -218,12 +218,12 @@ def decode_body(request: Request, raw: bytes, source: str = "http",
         raise ApiError(400, "InvalidRequest", f"body: {exc.message}", reason=exc.reason) from None
 
 
-def _rejects_json(res: ParseResult) -> list[dict[str, Any]]:
+def _rejects_json(res: Any) -> list[dict[str, Any]]:
     return [{"reason": r.reason, "detail": r.detail, "entity": r.entity, "attribute": r.property}
             for r in res.rejects]
 
 
-def _commit(request: Request, res: ParseResult, source: str = "http") -> dict[str, Any]:
+def _commit(request: Request, res: Any, source: str = "http") -> dict[str, Any]:
     twin = _twin(request)
     rep = twin.ingestor.commit([res], source=source, topics=[str(request.url.path)])
     return {"accepted": rep.accepted, "rejected": _rejects_json(res)}
@@ -531,10 +531,10 @@ def http_committer(twin: Any) -> Any:
 
 
 def _post_observations(request: Request, raw: bytes) -> Response:
-    doc = decode_body(request, raw)
-    twin = _twin(request)
-    res = twin.parser.parse_doc(doc, ParseResult())
-    out = _commit(request, res)
+    """A large body: its readings validated and committed as columns (:func:`citytwin.service.upsert.parse_updates`)."""
+    from citytwin.service.upsert import parse_updates
+    doc = decode_body(request, raw, decode=fast_decode)
+    out = _commit(request, parse_updates(_twin(request).parser, doc))
     return json_response(out, status_code=201 if not out["rejected"] else 207)
 
 

@@ -34,7 +34,7 @@ from citytwin.twin.columnar import ColumnarResult
 from citytwin.twin.entities import EntityRef, ParseResult, Reject, validate_entity
 from citytwin.twin.updates import UpdateBatch
 
-__all__ = ["upsert"]
+__all__ = ["parse_updates", "upsert"]
 
 
 def _reject(reason: str, detail: str, item: Any) -> Reject:
@@ -105,6 +105,17 @@ class _Upsert:
                 errors.append(seg[1])
         n = len(cols["entity"])
         return ColumnarResult(cols, rejects, entities, span=(0, n)), errors
+
+
+def parse_updates(parser: Any, doc: Any) -> ColumnarResult:
+    """An HTTP body of entity updates (an object or an array; ``POST /twin/v1/observations``) validated as
+    :meth:`MessageParser.parse_doc <citytwin.twin.entities.MessageParser.parse_doc>` validates it, its accepted
+    readings as columns (:class:`UpdateBatch`: the same readings in the same order, the same rejects)."""
+    batch = UpdateBatch(parser, parser.now_us())
+    res = ParseResult()
+    batch.add(doc, res, None, None)
+    cols, _ = batch.finish()
+    return ColumnarResult(cols, res.rejects, res.entities, span=(0, len(cols["entity"])))
 
 
 def upsert(twin: Any, doc: list[Any], path: str, *, columns: bool = True) -> tuple[list[str], list[dict[str, Any]], int]:
