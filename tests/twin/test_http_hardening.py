@@ -73,6 +73,18 @@ def test_surrogate_in_an_upserted_or_created_entity_is_400(client):
     assert _counts(client)["bad_text"] == 2
 
 
+@pytest.mark.parametrize("loc", [{"type": "Point"}, {"type": "Point", "coordinates": 5},
+                                 {"type": "Point", "coordinates": [1]}, {"type": "Point", "coordinates": None}])
+def test_a_point_without_usable_coordinates_is_a_400_not_a_500(client, loc):
+    ent = {**ENT, "id": AQ + "Nowhere", "location": loc}
+    r = client.post("/ngsi-ld/v1/entities", json=ent)
+    assert r.status_code == 400 and "location" in r.json()["detail"], r.text
+    r = client.post("/ngsi-ld/v1/entityOperations/upsert", json=[ent, ENT])
+    assert r.status_code == 207, r.text
+    assert r.json()["success"] == [ENT["id"]] and r.json()["errors"][0]["entityId"] == ent["id"]
+    assert _counts(client)["invalid_entity"] == 2  # (both routes dead-letter it)
+
+
 @pytest.mark.parametrize("path,params,field", [
     ("/ngsi-ld/v1/entities", {"georel": "near;maxDistance==abc", "geometry": "Point",
                               "coordinates": "[116.4,39.9]"}, "georel"),

@@ -45,8 +45,8 @@ at once: :mod:`citytwin.service.commitqueue`); the OpenAPI declares every reques
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -60,6 +60,7 @@ from starlette.concurrency import run_in_threadpool
 from citytwin.foundation.errors import AccessDenied, CitytwinError, InputError, NotFoundError
 from citytwin.foundation.timeseries import DeadLetter, Near, StoreError
 from citytwin.foundation.timeseries.history import to_us
+from citytwin.twin.columnar import fast_decode
 from citytwin.twin.entities import (
     UNIT_CODES,
     ParseResult,
@@ -205,22 +206,24 @@ async def read_body(request: Request, source: str = "http") -> bytes:
     return bytes(buf)
 
 
-def decode_body(request: Request, raw: bytes, source: str = "http") -> Any:
-    """Decode a JSON body (:func:`citytwin.twin.entities.decode_json`); what fails is dead-lettered (400)."""
+def decode_body(request: Request, raw: bytes, source: str = "http",
+                decode: Callable[[bytes], Any] = decode_json) -> Any:
+    """Decode a JSON body (:func:`citytwin.twin.entities.decode_json`, or ``decode``: the same outcome, e.g.
+    :func:`citytwin.twin.columnar.fast_decode`); what fails is dead-lettered (400)."""
     try:
-        return decode_json(raw)
+        return decode(raw)
     except PayloadError as exc:
         _dead_letter(_twin(request), source=source, reason=exc.reason, topic=str(request.url.path),
                      detail=exc.message, payload=raw)
         raise ApiError(400, "InvalidRequest", f"body: {exc.message}", reason=exc.reason) from None
 
 
-def _rejects_json(res: ParseResult) -> list[dict[str, Any]]:
+def _rejects_json(res: Any) -> list[dict[str, Any]]:
     return [{"reason": r.reason, "detail": r.detail, "entity": r.entity, "attribute": r.property}
             for r in res.rejects]
 
 
-def _commit(request: Request, res: ParseResult, source: str = "http") -> dict[str, Any]:
+def _commit(request: Request, res: Any, source: str = "http") -> dict[str, Any]:
     twin = _twin(request)
     rep = twin.ingestor.commit([res], source=source, topics=[str(request.url.path)])
     return {"accepted": rep.accepted, "rejected": _rejects_json(res)}
@@ -477,48 +480,19 @@ async def batch_upsert(request: Request) -> Response:
 
 
 def _batch_upsert(request: Request, raw: bytes) -> Response:
-    doc = decode_body(request, raw)
+    """The items' entity checks in order, their readings validated and committed as columns
+    (:func:`citytwin.service.upsert.upsert`)."""
+    from citytwin.service.upsert import upsert
+    doc = decode_body(request, raw, decode=fast_decode)
     twin = _twin(request)
     if not isinstance(doc, list):
         _dead_letter(twin, source="http", reason="not_an_object", topic=str(request.url.path),
                      detail="batch upsert needs a JSON array of entities", payload=raw[:65536])
         return _error(400, "BadRequestData", "batch upsert needs a JSON array of entities")
-    res = ParseResult()
-    errors: list[dict[str, Any]] = []
-    ok: list[str] = []
-    state = twin.stores.state
-    for item in doc:
-        try:
-            ent = validate_entity(item)
-        except InputError as exc:
-            res.rejects.append(_reject("invalid_entity", exc.message, item))
-            errors.append({"entityId": item.get("id") if isinstance(item, dict) else None,
-                           "error": {"title": "BadRequestData", "detail": exc.message}})
-            continue
-        known = state.lookup(ent.id)
-        if known is None or (ent.lon is not None and (known[1], known[2]) != (ent.lon, ent.lat)) or ent.static:
-            try:
-                state.put_entity(ent.id, ent.type, ent.lon, ent.lat, ent.static)
-            except InputError as exc:
-                res.rejects.append(_reject("type_mismatch", exc.message, item))
-                errors.append({"entityId": ent.id, "error": {"title": "BadRequestData", "detail": exc.message}})
-                continue
-        n0 = len(res.rejects)
-        twin.parser.parse_doc(item, res)
-        ok.append(ent.id)
-        for r in res.rejects[n0:]:
-            errors.append({"entityId": ent.id, "attribute": r.property,
-                           "error": {"title": r.reason, "detail": r.detail}})
-    rep = twin.ingestor.commit([res], source="http", topics=[str(request.url.path)])
+    ok, errors, accepted = upsert(twin, doc, str(request.url.path))
     if errors:
-        return JSONResponse({"success": ok, "errors": errors, "accepted": rep.accepted}, status_code=207)
+        return JSONResponse({"success": ok, "errors": errors, "accepted": accepted}, status_code=207)
     return JSONResponse(ok, status_code=201)
-
-
-def _reject(reason: str, detail: str, item: Any) -> Any:
-    from citytwin.twin.entities import Reject
-    return Reject(reason, detail, entity=item.get("id") if isinstance(item, dict) else None,
-                  payload=json.dumps(item, default=str).encode()[:65536])
 
 
 @router.post("/twin/v1/observations", status_code=201, responses=_BODY,
@@ -557,10 +531,10 @@ def http_committer(twin: Any) -> Any:
 
 
 def _post_observations(request: Request, raw: bytes) -> Response:
-    doc = decode_body(request, raw)
-    twin = _twin(request)
-    res = twin.parser.parse_doc(doc, ParseResult())
-    out = _commit(request, res)
+    """A large body: its readings validated and committed as columns (:func:`citytwin.service.upsert.parse_updates`)."""
+    from citytwin.service.upsert import parse_updates
+    doc = decode_body(request, raw, decode=fast_decode)
+    out = _commit(request, parse_updates(_twin(request).parser, doc))
     return json_response(out, status_code=201 if not out["rejected"] else 207)
 
 

@@ -789,11 +789,11 @@ def validate_entity(doc: Mapping[str, Any], types: Mapping[str, EntityType] | No
     if eid.split(":")[2] != type_:
         raise InputError(f"id {eid!r} does not carry type {type_!r}", field="id",
                          hint="use urn:ngsi-ld:{type}:{localId}")
-    lon = lat = None
-    if doc.get("location") is not None:
-        lon, lat = location_lonlat(doc["location"])
-    static = {}
-    for k, v in doc.items():
-        if k in STATIC_KEYS:
-            static[k] = v.get("value") if isinstance(v, dict) and "value" in v else v
+    try:  # (no or ill-formed coordinates: a 400, never a 500)
+        lon, lat = location_lonlat(doc["location"]) if doc.get("location") is not None else (None, None)
+    except (TypeError, ValueError, KeyError, IndexError):
+        raise InputError(f"location {doc['location']!r}"[:200] + " is not a GeoJSON Point with [lon, lat]",
+                         field="location") from None
+    static = {k: v.get("value") if isinstance(v, dict) and "value" in v else v
+              for k, v in doc.items() if k in STATIC_KEYS}
     return Entity(eid, type_, lon, lat, static)
