@@ -159,7 +159,21 @@ def _plan(files: list[str], time: str) -> tuple[list[Any], list[list[_Piece]]]:
 def _read_period(period: Any, pieces: list[_Piece], *, files: list[str], spec: IndexSpec) -> tuple[pd.DataFrame,
                                                                                                    np.ndarray]:
     """The period's rows (the frame ``pandas.read_parquet(f, columns, filters=[(time, "==", period)])``
-    gives per file, concatenated) and their panel positions, reading only the row groups of ``pieces``."""
+    gives per file, concatenated) and their panel positions, reading only the row groups of ``pieces``.
+
+    Arrow reads into glibc's heap (:func:`~citytwin.workflows.scaleout_files.system_pool`) and the frame's
+    number columns are the Arrow buffers themselves (``split_blocks``, ``self_destruct``: no copy into one
+    2-D block): the same values, and a fresh worker takes less new memory from the kernel (docs/scaleout.md,
+    session 14)."""
+    from citytwin.workflows.scaleout_files import system_pool
+
+    with system_pool():
+        return _read_rows(period, pieces, files=files, spec=spec)
+
+
+def _read_rows(period: Any, pieces: list[_Piece], *, files: list[str], spec: IndexSpec) -> tuple[pd.DataFrame,
+                                                                                                 np.ndarray]:
+    """:func:`_read_period` in Arrow's current pool."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -186,7 +200,10 @@ def _read_period(period: Any, pieces: list[_Piece], *, files: list[str], spec: I
                 t = t.filter(hit)
                 positions.append(p.base + np.flatnonzero(hit.to_numpy(zero_copy_only=False)))
             tables.append(t)
-        frames.append(pa.concat_tables(tables).to_pandas() if len(tables) > 1 else tables[0].to_pandas())
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        del tables
+        frames.append(table.to_pandas(split_blocks=True, self_destruct=True))
+        del table
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
     rows = np.concatenate(positions) if positions else np.empty(0, dtype=np.int64)
     return frame, rows
