@@ -110,3 +110,22 @@ def test_the_system_pool_is_set_while_any_thread_is_inside() -> None:
     with pytest.raises(ValueError), system_pool():
         raise ValueError("left by an error")
     assert pa.default_memory_pool().backend_name == default
+
+
+@pytest.mark.parametrize(("scale", "shift"), [(1.0, 0.0), (0.99, 0.01)])
+def test_the_normalisation_written_over_the_values_has_the_same_bits(scale: float, shift: float) -> None:
+    """A worker normalises a period over its prepared values when no later pass needs them (entropy): the bits
+    of :func:`citytwin.economy.weights.minmax_between`, constant columns, cost columns and -0.0 included."""
+    from citytwin.economy.weights import minmax_between
+
+    rng = np.random.default_rng(5)
+    X = np.asfortranarray(rng.lognormal(0, 3, (2000, 6)) * 10.0 ** rng.uniform(-6, 9, 6))
+    X[:, 3] = 7.5  # constant
+    X[:5, 4] = -0.0
+    X[5:, 4] = np.abs(X[5:, 4])
+    lo, hi = X.min(axis=0), X.max(axis=0)
+    lo[4] = 0.0
+    pos = np.array([True, False, True, True, True, False])
+    want = minmax_between(X, lo, hi, pos, scale=scale, shift=shift)
+    got = si._norm_into(X.copy(order="F"), lo, hi, pos, scale, shift)
+    np.testing.assert_array_equal(want.view(np.int64), np.ascontiguousarray(got).view(np.int64))

@@ -275,10 +275,37 @@ def _normed(p: _Period, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: 
     to fault in, which on a fresh worker cost more kernel time than the passes' own code)."""
     key = (lo.tobytes(), hi.tobytes(), pos.tobytes(), scale, shift)
     if p.Z is None or p.Z_of != key:
-        p.Z, p.Z_of = _norm(p.raw(), lo, hi, pos, scale, shift), key
-        if last_raw:
-            p.X = None
+        if last_raw and p.Z is None and p.raw().flags.writeable:  # nothing else holds the prepared values
+            p.Z, p.Z_of, p.X = _norm_into(p.raw(), lo, hi, pos, scale, shift), key, None
+        else:
+            p.Z, p.Z_of = _norm(p.raw(), lo, hi, pos, scale, shift), key
+            if last_raw:
+                p.X = None
     return p.Z
+
+
+def _norm_into(X: np.ndarray, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float,
+               shift: float) -> np.ndarray:
+    """:func:`_norm` written over ``X`` itself, a column at a time (``X`` is then the normalised matrix): the
+    same operations on each value as :func:`citytwin.economy.weights.minmax_between`, so the same bits
+    (tests/scaleout/test_scaleout_index_read.py), without a second matrix of new memory per period."""
+    import numpy as np
+
+    rng = hi - lo
+    safe = np.where(rng == 0, 1.0, rng)
+    for j in range(X.shape[1]):
+        col = X[:, j]
+        if rng[j] == 0:
+            col[:] = 1.0
+        elif pos[j]:
+            col -= lo[j]
+            col /= safe[j]
+        else:
+            np.subtract(hi[j], col, out=col)
+            col /= safe[j]
+        col *= scale  # always, as minmax_between (-0.0 + 0.0 is 0.0)
+        col += shift
+    return X
 
 
 def _colsum_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float,
