@@ -129,3 +129,20 @@ def test_the_normalisation_written_over_the_values_has_the_same_bits(scale: floa
     want = minmax_between(X, lo, hi, pos, scale=scale, shift=shift)
     got = si._norm_into(X.copy(order="F"), lo, hi, pos, scale, shift)
     np.testing.assert_array_equal(want.view(np.int64), np.ascontiguousarray(got).view(np.int64))
+
+
+def test_a_prepared_period_is_normalised_over_its_values_when_no_pass_needs_them(
+        panel: tuple[Path, Path, dict[str, Any]]) -> None:
+    from citytwin.economy.weights import minmax_between
+
+    by_year, _, spec = panel
+    files = sorted(str(f) for f in by_year.glob("*.parquet"))
+    periods, pieces = si._plan(files, "year")
+    shard = si._prepare_shard([(periods[0], pieces[0])], files=files, spec=parse_spec(spec), source="panel")
+    p = shard.periods[0]
+    X = p.raw()
+    lo, hi, pos = X.min(axis=0), X.max(axis=0), np.ones(X.shape[1], dtype=bool)
+    want = minmax_between(X, lo, hi, pos)
+    Z = si._normed(p, lo, hi, pos, 1.0, 0.0, last_raw=True)
+    assert Z is X and p.X is None  # written over the prepared values: no second matrix
+    np.testing.assert_array_equal(want.view(np.int64), np.ascontiguousarray(Z).view(np.int64))

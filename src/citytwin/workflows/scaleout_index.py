@@ -232,7 +232,9 @@ def _prepare_shard(todo: list[tuple[Any, list[_Piece]]], *, files: list[str], sp
             raise InputError(f"period {period!r}: no rows found in the row groups (the Parquet files changed "
                              "while the job ran?)", file=files[0])
         prep = prepare(frame, spec, source=source)
-        out.append(_Period(prep.keys, prep.values[spec.columns].to_numpy(dtype=float), prep.warnings,
+        # a copy the period owns (pandas gives a read-only view of its block): entropy's pass may then write
+        # the normalised values over it (_normed), the block going back to the heap for the next period
+        out.append(_Period(prep.keys, prep.values[spec.columns].to_numpy(dtype=float, copy=True), prep.warnings,
                            prep.dropped_rows, _kept_positions(frame, rows, prep.keys, spec)))
     return _Shard(out)
 
