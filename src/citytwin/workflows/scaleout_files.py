@@ -5,6 +5,9 @@ the files the workers read themselves, found from a file, a folder or glob of pa
 from __future__ import annotations
 
 import glob
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +20,7 @@ if TYPE_CHECKING:
 
     from citytwin.foundation.workspace import Workspace
 
-__all__ = ["parquet_file", "parquet_files", "parquet_periods", "read_parquet"]
+__all__ = ["parquet_file", "parquet_files", "parquet_periods", "read_parquet", "system_pool"]
 
 
 def parquet_file(path: str) -> pq.ParquetFile:
@@ -141,3 +144,36 @@ def parquet_periods(files: list[str], time: str) -> tuple[list[Any], list[int], 
     for f in files[:-1]:
         bases.append(bases[-1] + parquet_file(f).metadata.num_rows)
     return sorted(t.dropna().unique().tolist()), bases, int(t.isna().sum())
+
+
+_POOL_LOCK = threading.Lock()
+_POOL_STATE: list[Any] = [0, None]  # [how many threads are inside system_pool(), the pool to restore]
+
+
+@contextmanager
+def system_pool() -> Iterator[None]:
+    """Inside, Arrow allocates from glibc's malloc (``pyarrow.system_memory_pool()``), the allocator NumPy and
+    pandas use, instead of its default pool (mimalloc in the wheels); the default is restored on leaving.
+
+    A worker that reads Parquet into Arrow buffers and then makes NumPy arrays (the index's periods) then
+    takes both from one heap: memory a read gave back serves the next arrays, and a fresh worker takes less
+    new memory from the kernel (on this VM each new page costs a fault, dearer when two workers take pages at
+    once). Arrow has one default pool per process: threads inside at once share one setting (a counter: the
+    last to leave restores it); another thread's Arrow allocations meanwhile also come from glibc (correct,
+    only another allocator). Buffers keep the pool they were allocated from, whenever they are freed.
+    """
+    import pyarrow as pa
+
+    with _POOL_LOCK:
+        if _POOL_STATE[0] == 0:
+            _POOL_STATE[1] = pa.default_memory_pool()
+            pa.set_memory_pool(pa.system_memory_pool())
+        _POOL_STATE[0] += 1
+    try:
+        yield
+    finally:
+        with _POOL_LOCK:
+            _POOL_STATE[0] -= 1
+            if _POOL_STATE[0] == 0:
+                pa.set_memory_pool(_POOL_STATE[1])
+                _POOL_STATE[1] = None

@@ -159,7 +159,21 @@ def _plan(files: list[str], time: str) -> tuple[list[Any], list[list[_Piece]]]:
 def _read_period(period: Any, pieces: list[_Piece], *, files: list[str], spec: IndexSpec) -> tuple[pd.DataFrame,
                                                                                                    np.ndarray]:
     """The period's rows (the frame ``pandas.read_parquet(f, columns, filters=[(time, "==", period)])``
-    gives per file, concatenated) and their panel positions, reading only the row groups of ``pieces``."""
+    gives per file, concatenated) and their panel positions, reading only the row groups of ``pieces``.
+
+    Arrow reads into glibc's heap (:func:`~citytwin.workflows.scaleout_files.system_pool`) and the frame's
+    number columns are the Arrow buffers themselves (``split_blocks``, ``self_destruct``: no copy into one
+    2-D block): the same values, and a fresh worker takes less new memory from the kernel (docs/scaleout.md,
+    session 14)."""
+    from citytwin.workflows.scaleout_files import system_pool
+
+    with system_pool():
+        return _read_rows(period, pieces, files=files, spec=spec)
+
+
+def _read_rows(period: Any, pieces: list[_Piece], *, files: list[str], spec: IndexSpec) -> tuple[pd.DataFrame,
+                                                                                                 np.ndarray]:
+    """:func:`_read_period` in Arrow's current pool."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -186,7 +200,10 @@ def _read_period(period: Any, pieces: list[_Piece], *, files: list[str], spec: I
                 t = t.filter(hit)
                 positions.append(p.base + np.flatnonzero(hit.to_numpy(zero_copy_only=False)))
             tables.append(t)
-        frames.append(pa.concat_tables(tables).to_pandas() if len(tables) > 1 else tables[0].to_pandas())
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        del tables
+        frames.append(table.to_pandas(split_blocks=True, self_destruct=True))
+        del table
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
     rows = np.concatenate(positions) if positions else np.empty(0, dtype=np.int64)
     return frame, rows
@@ -215,7 +232,9 @@ def _prepare_shard(todo: list[tuple[Any, list[_Piece]]], *, files: list[str], sp
             raise InputError(f"period {period!r}: no rows found in the row groups (the Parquet files changed "
                              "while the job ran?)", file=files[0])
         prep = prepare(frame, spec, source=source)
-        out.append(_Period(prep.keys, prep.values[spec.columns].to_numpy(dtype=float), prep.warnings,
+        # a copy the period owns (pandas gives a read-only view of its block): entropy's pass may then write
+        # the normalised values over it (_normed), the block going back to the heap for the next period
+        out.append(_Period(prep.keys, prep.values[spec.columns].to_numpy(dtype=float, copy=True), prep.warnings,
                            prep.dropped_rows, _kept_positions(frame, rows, prep.keys, spec)))
     return _Shard(out)
 
@@ -258,10 +277,37 @@ def _normed(p: _Period, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: 
     to fault in, which on a fresh worker cost more kernel time than the passes' own code)."""
     key = (lo.tobytes(), hi.tobytes(), pos.tobytes(), scale, shift)
     if p.Z is None or p.Z_of != key:
-        p.Z, p.Z_of = _norm(p.raw(), lo, hi, pos, scale, shift), key
-        if last_raw:
-            p.X = None
+        if last_raw and p.Z is None and p.raw().flags.writeable:  # nothing else holds the prepared values
+            p.Z, p.Z_of, p.X = _norm_into(p.raw(), lo, hi, pos, scale, shift), key, None
+        else:
+            p.Z, p.Z_of = _norm(p.raw(), lo, hi, pos, scale, shift), key
+            if last_raw:
+                p.X = None
     return p.Z
+
+
+def _norm_into(X: np.ndarray, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float,
+               shift: float) -> np.ndarray:
+    """:func:`_norm` written over ``X`` itself, a column at a time (``X`` is then the normalised matrix): the
+    same operations on each value as :func:`citytwin.economy.weights.minmax_between`, so the same bits
+    (tests/scaleout/test_scaleout_index_read.py), without a second matrix of new memory per period."""
+    import numpy as np
+
+    rng = hi - lo
+    safe = np.where(rng == 0, 1.0, rng)
+    for j in range(X.shape[1]):
+        col = X[:, j]
+        if rng[j] == 0:
+            col[:] = 1.0
+        elif pos[j]:
+            col -= lo[j]
+            col /= safe[j]
+        else:
+            np.subtract(hi[j], col, out=col)
+            col /= safe[j]
+        col *= scale  # always, as minmax_between (-0.0 + 0.0 is 0.0)
+        col += shift
+    return X
 
 
 def _colsum_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, scale: float,
