@@ -63,6 +63,9 @@ Run:  python bench/twin_throughput.py --quick                    (about a minute
 
 from __future__ import annotations
 
+# isort: off
+import _ingest_first  # noqa: F401 - first: one malloc arena in the spawned ingest, before any import's threads
+# isort: on
 import argparse
 import json
 import multiprocessing as mp
