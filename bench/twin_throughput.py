@@ -63,9 +63,6 @@ Run:  python bench/twin_throughput.py --quick                    (about a minute
 
 from __future__ import annotations
 
-# isort: off
-import _ingest_first  # noqa: F401 - first: one malloc arena in the spawned ingest, before any import's threads
-# isort: on
 import argparse
 import json
 import multiprocessing as mp
@@ -95,7 +92,7 @@ from citytwin.service.app import open_runtime
 from citytwin.twin import entities as E
 from citytwin.twin import feeds as F
 from citytwin.twin.columnar import columnar_messages_from_long
-from citytwin.workflows.runtime import limit_malloc_arenas, malloc_arenas, malloc_stats
+from citytwin.workflows.runtime import malloc_arenas, malloc_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # bench/loadgen.py: the open-loop HTTP load generator
@@ -204,7 +201,6 @@ def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp
     ``system_pool`` False keeps Arrow's default pool (mimalloc) instead of the C library's, which
     ``start_mqtt`` switches to (``--arrow-pool default``: the comparison of issue 13). Spawned (``--arrow-pool
     system``) it runs in a fresh interpreter, as ``citytwin twin serve`` does."""
-    limit_malloc_arenas()  # first, as `citytwin twin serve|ingest` do (before the runtime's threads allocate)
     rt = open_runtime(root, max_payload=8 * 2**20)
     if alerts:  # as `citytwin twin serve` wires it
         rt.enable_auto_verify()

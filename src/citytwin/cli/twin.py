@@ -52,17 +52,12 @@ def _arrow_on_malloc() -> None:
     :func:`citytwin.workflows.runtime.use_system_memory_pool`, which ``start_mqtt`` calls, switches only the
     pool the Python API uses. The mimalloc pool kept freed buffers that its ``release_unused`` did not return;
     glibc's are returned by ``malloc_trim`` once a minute (``release_free_memory``). A value the operator set
-    is kept (the runtime's switch then respects it too). Also one glibc malloc arena for the process
-    (:func:`citytwin.foundation.allocator.limit_malloc_arenas`), set here because it only governs arenas made
-    after it: every thread's freed memory then sits in the one heap the once-a-minute release returns in full."""
+    is kept (the runtime's switch then respects it too)."""
     import os
     import sys
 
-    from citytwin.foundation.allocator import limit_malloc_arenas
-
     if "pyarrow" not in sys.modules:
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-    limit_malloc_arenas()  # before any thread allocates (issue 13: free memory where malloc_trim returns it)
 
 
 @app.command()

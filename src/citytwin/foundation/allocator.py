@@ -1,32 +1,24 @@
-"""The C library's allocator (glibc malloc) of a long-lived process: its figures and two settings.
+"""The C library's allocator (glibc malloc) of a long-lived process: its figures and its release.
 
-Light on purpose (``ctypes`` only): the CLI calls :func:`limit_malloc_arenas` before anything else is imported
-or any thread starts (``citytwin twin ingest|serve``). Everything here is a no-op, or returns None, where the C
-library is not glibc.
+Light (``ctypes`` only). Everything here is a no-op, or returns None, where the C library is not glibc.
 
 * :func:`malloc_stats` (``mallinfo2``) and :func:`malloc_arenas` (``malloc_info``, per arena): what the
   ingest's soak reports (``bench/twin_throughput.py --soak-minutes``).
 * :func:`malloc_trim`: return free memory to the operating system (``malloc_trim(0)``; what the runtime's
   once-a-minute release calls).
-* :func:`limit_malloc_arenas`: one arena for the whole process (``M_ARENA_MAX``), so that the free memory
-  of every thread is in the heap that :func:`malloc_trim` returns in full (docs/twin.md, "Session 14").
+
+docs/twin.md, "Session 14: the soak's held-free memory", says where the ingest's free memory sits and why one
+malloc arena (``MALLOC_ARENA_MAX=1``) was tried and not kept.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import re
 from typing import Any
 
-__all__ = ["INGEST_ARENAS", "limit_malloc_arenas", "malloc_arenas", "malloc_stats", "malloc_trim"]
-
-#: ``mallopt``'s parameter number of ``M_ARENA_MAX`` (malloc.h)
-M_ARENA_MAX = -8
-#: glibc arenas of a long-lived ingest process (:func:`limit_malloc_arenas`)
-INGEST_ARENAS = 1
-
+__all__ = ["malloc_arenas", "malloc_stats", "malloc_trim"]
 
 class _Mallinfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
@@ -44,9 +36,6 @@ def _libc() -> Any:
     lib.mallinfo2.restype = _Mallinfo2
     lib.malloc_trim.argtypes = [ctypes.c_size_t]
     lib.malloc_trim.restype = ctypes.c_int
-    if hasattr(lib, "mallopt"):
-        lib.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-        lib.mallopt.restype = ctypes.c_int
     if hasattr(lib, "malloc_info") and hasattr(lib, "open_memstream"):
         lib.open_memstream.restype = ctypes.c_void_p
         lib.open_memstream.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.POINTER(ctypes.c_size_t)]
@@ -108,29 +97,5 @@ def malloc_trim() -> bool:
     What it reaches (glibc 2.36, checked in ``tests/twin/test_malloc_arenas.py``): in the main arena the free
     pages inside free chunks and the free end of the heap (its top chunk); in a per-thread arena only the
     pages inside free chunks, **not its top chunk**, which shrinks only when a ``free`` in that arena finds it
-    above the trim threshold (raised with glibc's dynamic mmap threshold up to 64 MiB). Hence
-    :func:`limit_malloc_arenas` for the ingest."""
+    above the trim threshold (raised with glibc's dynamic mmap threshold up to 64 MiB)."""
     return bool(_LIBC.malloc_trim(0)) if _LIBC is not None else False
-
-
-def limit_malloc_arenas(n: int = INGEST_ARENAS) -> bool:
-    """Let glibc create no more than ``n`` malloc arenas in this process (``mallopt(M_ARENA_MAX, n)``); whether
-    the setting was made.
-
-    Why: by default glibc gives threads their own arenas (up to 8 per core) to spare them its lock. The ingest
-    has a dozen threads (MQTT network and store, the history's eight Parquet writers, the alert publisher,
-    DuckDB's); in issue 13's soak the free memory held between two once-a-minute releases sat in the thread
-    arenas (most of it in one), in free chunks between live ones (a quarter to a third in their top chunks) that
-    other threads cannot reuse, and it grew through the run while the main arena's stayed under 1 MiB (docs/twin.md, "Session 14"). With one arena every thread reuses the same free chunks and
-    :func:`malloc_trim` returns the free end of the one heap too.
-
-    When: before the process's threads first allocate. An arena a thread already has stays its own; threads
-    started later then share the arenas there are. ``citytwin twin ingest|serve`` call it first thing,
-    :meth:`citytwin.workflows.runtime.TwinRuntime.start_mqtt` again (for a program that embeds the runtime).
-    A ``MALLOC_ARENA_MAX`` or ``glibc.malloc.arena_max`` tunable in the environment is the operator's choice and
-    is kept (False)."""
-    if _LIBC is None or not hasattr(_LIBC, "mallopt"):
-        return False
-    if os.environ.get("MALLOC_ARENA_MAX") or "glibc.malloc.arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
-        return False
-    return bool(_LIBC.mallopt(M_ARENA_MAX, n))

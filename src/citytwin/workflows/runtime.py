@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from citytwin.foundation.allocator import limit_malloc_arenas, malloc_arenas, malloc_stats, malloc_trim
+from citytwin.foundation.allocator import malloc_arenas, malloc_stats, malloc_trim
 from citytwin.foundation.collector import GC_THRESHOLD0, collect_rarely
 from citytwin.foundation.mqtt import MqttAuth, MqttIngest, MqttPublisher
 from citytwin.foundation.timeseries import Ingestor, IngestReport, TwinStores
@@ -35,7 +35,7 @@ from citytwin.twin.rules import ThresholdRule
 from citytwin.workflows import forecasting
 from citytwin.workflows.alerting import STORE_NAME, AlertHub, AutoAlerts, MqttAlertPush
 
-__all__ = ["GC_THRESHOLD0", "TwinRuntime", "collect_rarely", "limit_malloc_arenas", "malloc_arenas", "malloc_stats",
+__all__ = ["GC_THRESHOLD0", "TwinRuntime", "collect_rarely", "malloc_arenas", "malloc_stats",
            "open_runtime", "release_free_memory", "use_system_memory_pool"]
 
 #: Seconds between two returns of freed memory to the operating system during ingest (see
@@ -132,11 +132,8 @@ class TwinRuntime:
         ``auth``/``alerts_auth``: credentials and TLS of the two clients (None: from the environment,
         :meth:`MqttAuth.from_env`). Connects and subscriptions are audited in the workspace catalog.
         ``system_pool``: switch Arrow to the C library's allocator first (:func:`use_system_memory_pool`: the
-        RSS of a long ingest stays flat); False keeps Arrow's default pool (benchmarks compare the two). glibc
-        is limited to one malloc arena from here on (:func:`limit_malloc_arenas`: threads' freed memory in the
-        heap the release returns).
+        RSS of a long ingest stays flat); False keeps Arrow's default pool (benchmarks compare the two).
         """
-        limit_malloc_arenas()  # a no-op where the CLI did it before any thread started (its arenas stay)
         if system_pool:
             use_system_memory_pool()
         own = f"{prefix}/alerts/"
