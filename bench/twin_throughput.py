@@ -40,7 +40,8 @@ when the passes that fit before now would not last M minutes; the RSS is sampled
 at the start and each quarter of the soak, with its slope in MiB/min over the run and its second half;
 the ingest reports from inside every 10 s its C heap in use and held free (glibc ``mallinfo2``), Arrow's
 pool, its Python memory blocks and how often it returned freed memory to the OS, so that growth of the RSS can
-be told from growth of what is in use). It ends with a verdict, **flat** or **not flat**, by
+be told from growth of what is in use; and the free memory held in glibc's main arena and in its per-thread
+arenas, from ``malloc_info``). It ends with a verdict, **flat** or **not flat**, by
 :func:`rss_verdict`: flat when the RSS's slope over the second half is within ±0.25 MiB/min and the median
 RSS of the last quarter is at most 5 MiB above that of the second quarter (docs/twin.md, "RSS over 30 minutes",
 says why these bounds).
@@ -94,7 +95,7 @@ from citytwin.service.app import open_runtime
 from citytwin.twin import entities as E
 from citytwin.twin import feeds as F
 from citytwin.twin.columnar import columnar_messages_from_long
-from citytwin.workflows.runtime import malloc_stats
+from citytwin.workflows.runtime import malloc_arenas, malloc_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # bench/loadgen.py: the open-loop HTTP load generator
@@ -197,7 +198,9 @@ def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp
     ``mallinfo2``, MiB), Arrow's pool (MiB), Python memory blocks allocated (``sys.getallocatedblocks``; not
     ``len(gc.get_objects())``, which took references to tuples that other threads were still building: 3
     "SystemError: tupleobject.c bad argument to internal function" in a 30-minute soak's rule hook), memory
-    releases so far, the largest commit so far (messages, readings), and SQLite's own allocations (MiB).
+    releases so far, the largest commit so far (messages, readings), SQLite's own allocations (MiB), and from
+    glibc's ``malloc_info`` the free memory held in the main arena, in all thread arenas, in the thread arena
+    holding the most (MiB), the number of arenas and the free memory in the thread arenas' top chunks (MiB).
     ``system_pool`` False keeps Arrow's default pool (mimalloc) instead of the C library's, which
     ``start_mqtt`` switches to (``--arrow-pool default``: the comparison of issue 13). Spawned (``--arrow-pool
     system``) it runs in a fresh interpreter, as ``citytwin twin serve`` does."""
@@ -219,8 +222,12 @@ def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp
         if mem is not None and time.monotonic() - t_mem >= 10:
             t_mem = time.monotonic()
             ms = malloc_stats() or {"in_use": -2**20, "free": -2**20}
+            ar = malloc_arenas() or []
+            thread_free = sorted((a["free"] for a in ar if a["arena"] != 0), reverse=True) or [0]
             mem[:] = [ms["in_use"] / 2**20, ms["free"] / 2**20, pa.total_allocated_bytes() / 2**20,
-                      sys.getallocatedblocks(), rt.memory_releases, largest[0], largest[1], _sqlite_used() / 2**20]
+                      sys.getallocatedblocks(), rt.memory_releases, largest[0], largest[1], _sqlite_used() / 2**20,
+                      sum(a["free"] for a in ar if a["arena"] == 0) / 2**20, sum(thread_free) / 2**20,
+                      thread_free[0] / 2**20, len(ar), sum(a["top"] for a in ar if a["arena"] != 0) / 2**20]
         t = rt.ingestor.totals
         done.value = t.accepted + t.rejected
         if acked is not None and rt.mqtt is not None:
@@ -567,9 +574,10 @@ def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: s
             inner.append((samples[-1][0], list(mem[:])))
         if samples[-1][0] - t_say >= 2.5 or len(samples) == 1:  # progress (a long soak can be watched as it goes)
             t_say = samples[-1][0]
-            v = inner[-1][1] if inner else [float("nan")] * 8
+            v = inner[-1][1] if inner else [float("nan")] * 13
             print(f"  [soak] {t_say:.1f} min: RSS {samples[-1][1]:.0f} MiB, C heap in use/free {v[0]:.0f}/{v[1]:.0f}"
-                  f" MiB (SQLite's {v[7]:.1f}), Arrow {v[2]:.0f} MiB, {done.value - n0:,} readings; largest commit so far {v[5]:,.0f} "
+                  f" MiB (SQLite's {v[7]:.1f}; free in the main arena {v[8]:.1f}, in {v[11] - 1:.0f} thread arenas "
+                  f"{v[9]:.1f} (tops {v[12]:.1f}), the most in one {v[10]:.1f}), Arrow {v[2]:.0f} MiB, {done.value - n0:,} readings; largest commit so far {v[5]:,.0f} "
                   f"messages, {v[6]:,.0f} readings", file=sys.stderr, flush=True)
         time.sleep(5)
     samples.append(((time.time() - t0) / 60, proc.memory_info().rss / 2**20))
@@ -602,6 +610,12 @@ def soak(ctx: Any, proc: psutil.Process, long: pd.DataFrame, work: Path, host: s
         if h.sum() >= 2:
             print(f"[soak] C heap in use: slope {float(np.polyfit(im[h], use[h], 1)[0]):+.2f} MiB/min over the second "
                   "half")
+            print("[soak] held free by arena (min: main / thread arenas (their top chunks) / the most in one, MiB): "
+                  + "; ".join(f"{m:.1f}: {v[8]:.1f}/{v[9]:.1f} ({v[12]:.1f})/{v[10]:.1f}" for m, v in inner[:: max(1, len(inner) // 12)]))
+            for k, name in ((8, "main arena"), (9, "thread arenas")):
+                f = np.array([v[k] for _, v in inner])
+                print(f"[soak] held free in the {name}: slope {float(np.polyfit(im[h], f[h], 1)[0]):+.2f} MiB/min over "
+                      "the second half")
 
 
 def run_in_process(long: pd.DataFrame, rounds: int, batch: int) -> None:
@@ -782,7 +796,7 @@ def main() -> None:
         ictx = mp.get_context("spawn") if args.arrow_pool == "system" else ctx
         ready, stop, go = ictx.Event(), ictx.Event(), ctx.Event()
         done, t_pub, acked = ictx.Value("q", 0), ctx.Value("d", 0.0), ictx.Value("q", 0)
-        mem = ictx.Array("d", 8) if args.soak_minutes > 0 else None
+        mem = ictx.Array("d", 13) if args.soak_minutes > 0 else None
         ing = ictx.Process(target=_ingest, args=(str(root), host, port, "e2e-ingest", ready, done, stop, alerts,
                                                  acked, mem, args.arrow_pool != "default"))
         if args.arrow_pool == "system":

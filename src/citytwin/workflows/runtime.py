@@ -11,8 +11,6 @@ and :mod:`citytwin.workflows.twin` open one too. Nothing here imports the servic
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import threading
@@ -25,6 +23,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from citytwin.foundation.allocator import malloc_arenas, malloc_stats, malloc_trim
 from citytwin.foundation.collector import GC_THRESHOLD0, collect_rarely
 from citytwin.foundation.mqtt import MqttAuth, MqttIngest, MqttPublisher
 from citytwin.foundation.timeseries import Ingestor, IngestReport, TwinStores
@@ -36,44 +35,12 @@ from citytwin.twin.rules import ThresholdRule
 from citytwin.workflows import forecasting
 from citytwin.workflows.alerting import STORE_NAME, AlertHub, AutoAlerts, MqttAlertPush
 
-__all__ = ["GC_THRESHOLD0", "TwinRuntime", "collect_rarely", "malloc_stats", "open_runtime", "release_free_memory",
-           "use_system_memory_pool"]
+__all__ = ["GC_THRESHOLD0", "TwinRuntime", "collect_rarely", "malloc_arenas", "malloc_stats",
+           "open_runtime", "release_free_memory", "use_system_memory_pool"]
 
 #: Seconds between two returns of freed memory to the operating system during ingest (see
 #: :func:`release_free_memory`; :meth:`TwinRuntime.enable_memory_release`).
 MEMORY_RELEASE_S = 60.0
-
-
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-def _libc() -> Any:
-    """The C library when it is glibc (``malloc_trim`` and ``mallinfo2`` exist), else None."""
-    try:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-    if not (hasattr(lib, "malloc_trim") and hasattr(lib, "mallinfo2")):
-        return None
-    lib.mallinfo2.restype = _Mallinfo2
-    lib.malloc_trim.argtypes = [ctypes.c_size_t]
-    lib.malloc_trim.restype = ctypes.c_int
-    return lib
-
-
-_LIBC = _libc()
-
-
-def malloc_stats() -> dict[str, int] | None:
-    """The C heap (glibc ``mallinfo2``, all arenas): ``in_use`` bytes allocated, ``free`` bytes the allocator
-    holds without use (part of the RSS until returned), ``mmapped`` bytes in direct mappings; None where the C
-    library is not glibc. Arrow's own pool is apart: ``pyarrow.total_allocated_bytes()``."""
-    if _LIBC is None:
-        return None
-    m = _LIBC.mallinfo2()
-    return {"in_use": int(m.uordblks), "free": int(m.fordblks), "mmapped": int(m.hblkhd)}
 
 
 def release_free_memory() -> bool:
@@ -88,7 +55,7 @@ def release_free_memory() -> bool:
     whether glibc released anything.
     """
     pa.default_memory_pool().release_unused()
-    return bool(_LIBC.malloc_trim(0)) if _LIBC is not None else False
+    return malloc_trim()
 
 
 def use_system_memory_pool() -> str:
