@@ -4,7 +4,7 @@ runs of a threshold rule over a series, with the time-zone offsets they need."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -173,6 +173,144 @@ def aqi_arrays(data: Mapping[str, tuple[np.ndarray, ...]], start_us: int, warmup
     last_h = (last_seen // _HOUR_US) * _HOUR_US
     keep = valid & (hours >= start_us) & (hours <= last_h)
     return hours[keep].astype(np.int64), a[keep]
+
+
+def _moving_mean_rows(x: np.ndarray, window: int, min_periods: int) -> np.ndarray:
+    """:func:`_moving_mean` of each row of ``x`` (rows laid from their own first position: the same cumulative sums)."""
+    ok = ~np.isnan(x)
+    zero = np.zeros((x.shape[0], 1))
+    cs = np.concatenate([zero, np.cumsum(np.where(ok, x, 0.0), axis=1)], axis=1)
+    cn = np.concatenate([zero.astype(np.int64), np.cumsum(ok, axis=1)], axis=1)
+    i = np.arange(1, x.shape[1] + 1)
+    j = np.maximum(i - window, 0)
+    s, n = cs[:, i] - cs[:, j], cn[:, i] - cn[:, j]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n >= min_periods, s / np.maximum(n, 1), np.nan)
+
+
+def aqi_arrays_many(items: Sequence[tuple[Mapping[str, tuple[np.ndarray, ...]], int]], warmup_us: int,
+                    tz: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`aqi_arrays` of several entities at once: ``items`` are (kept readings, start µs) per entity.
+
+    The same hours and values as one :func:`aqi_arrays` per entity (``tests/twin/test_live_batch.py`` compares them):
+    each entity is a row of one grid, its hourly means summed by one ``bincount`` over the rows (each bin holds the
+    readings of one entity in the same order), the moving means by cumulative sums along each row from its first
+    hour, the IAQIs and their maximum element by element. A batch of a few hours for a dozen stations paid the numpy
+    calls of the AQI once per station; now once.
+    """
+    empty = (np.zeros(0, np.int64), np.zeros(0))
+    out: list[tuple[np.ndarray, np.ndarray]] = [empty] * len(items)
+    rows: list[tuple[int, int, list[tuple[int, np.ndarray, np.ndarray]], int]] = []
+    for e, (data, start_us) in enumerate(items):
+        parts, last_seen = _aqi_parts(data, start_us - warmup_us)
+        if parts and last_seen is not None:
+            rows.append((e, start_us, parts, last_seen))
+    if not rows:
+        return out
+    ts = [np.concatenate([t for _, t, _ in parts]) for _, _, parts, _ in rows]
+    lh_rows = np.split(_local_hours(np.concatenate(ts), tz), np.cumsum([len(t) for t in ts])[:-1])
+    g0 = np.array([int(lh.min()) for lh in lh_rows], dtype=np.int64)
+    ns = np.array([int(lh.max()) for lh in lh_rows], dtype=np.int64) - g0 + 1
+    n_max, n_rows = int(ns.max()), len(rows)
+    size = n_rows * n_max
+    idx: list[list[np.ndarray]] = [[] for _ in AQI_INPUTS]
+    val: list[list[np.ndarray]] = [[] for _ in AQI_INPUTS]
+    for r, ((_, _, parts, _), lh) in enumerate(zip(rows, lh_rows, strict=True)):
+        pos = 0
+        for j, t, c in parts:
+            ok = ~np.isnan(c)
+            idx[j].append((lh[pos:pos + len(t)] - g0[r] + r * n_max)[ok])
+            val[j].append(c[ok])
+            pos += len(t)
+    mean = np.full((len(AQI_INPUTS), size), np.nan)
+    for j in range(len(AQI_INPUTS)):
+        if idx[j]:
+            ii, cc = np.concatenate(idx[j]), np.concatenate(val[j])
+            s = np.bincount(ii, weights=cc, minlength=size)
+            k = np.bincount(ii, minlength=size)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean[j] = np.where(k > 0, s / np.maximum(k, 1), np.nan)
+    grid = mean.reshape(len(AQI_INPUTS), n_rows, n_max)
+    a = _aqi_of_means(grid, _moving_mean_rows(grid[AQI_INPUTS.index("o3")], 8, 6),
+                      _moving_mean_rows(grid[AQI_INPUTS.index("so2")], 24, 20))
+    for r, (e, start_us, _, last_seen) in enumerate(rows):
+        n = int(ns[r])
+        out[e] = _utc_hours(int(g0[r]), n, ts[r], a[r, :n], start_us, last_seen, tz)
+    return out
+
+
+def _aqi_parts(data: Mapping[str, tuple[np.ndarray, ...]],
+               lo: int) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], int | None]:
+    """The pollutants' readings from ``lo`` as (index in AQI_INPUTS, times, concentration or NaN), and the last time
+    with a reading."""
+    parts = []
+    last_seen = None
+    for j, p in enumerate(AQI_INPUTS):
+        if p not in data:
+            continue
+        t, v, f = data[p]
+        i = int(np.searchsorted(t, lo, side="left"))
+        t, v, f = t[i:], v[i:], f[i:]
+        if not len(t):
+            continue
+        seen = ~np.isnan(v)
+        if seen.any():
+            ts = int(t[seen][-1])
+            last_seen = ts if last_seen is None else max(last_seen, ts)
+        c = v * f
+        c = np.where(c < 0, np.nan, c)
+        parts.append((j, t, c))
+    return parts, last_seen
+
+
+def _aqi_of_means(mean: np.ndarray, o3_8h: np.ndarray, so2_24: np.ndarray) -> np.ndarray:
+    """The AQI of hourly means (``mean[j]``: pollutant ``AQI_INPUTS[j]``, any shape), element by element."""
+    tbl = aqi_mod.load_table()
+    pm25, pm10, so2, no2, co, o3 = (mean[AQI_INPUTS.index(p)] for p in ("pm25", "pm10", "so2", "no2", "co", "o3"))
+    so2_i = aqi_mod.iaqi_array("so2", "1h", so2, tbl)
+    so2_i = np.where(np.isnan(so2_i) & (np.nan_to_num(so2, nan=-1.0) > tbl.switch["so2"][1]),
+                     aqi_mod.iaqi_array("so2", "24h", so2_24, tbl), so2_i)
+    mat = np.stack([aqi_mod.iaqi_array("pm25", "24h", pm25, tbl), aqi_mod.iaqi_array("pm10", "24h", pm10, tbl),
+                    so2_i, aqi_mod.iaqi_array("no2", "1h", no2, tbl), aqi_mod.iaqi_array("co", "1h", co, tbl),
+                    aqi_mod.iaqi_array("o3", "1h", o3, tbl), aqi_mod.iaqi_array("o3", "8h", o3_8h, tbl)])
+    has = ~np.isnan(mat).all(axis=0) & ~np.isnan(mean).all(axis=0)
+    a = np.full(has.shape, np.nan)
+    a[has] = np.nanmax(mat[:, has], axis=0)
+    return a
+
+
+def _utc_hours(g0: int, n: int, all_t: np.ndarray, a: np.ndarray, start_us: int, last_seen: int,
+               tz: str) -> tuple[np.ndarray, np.ndarray]:
+    """Local hours ``g0 .. g0 + n - 1`` (AQI ``a``) as UTC hour starts from ``start_us`` to the last hour with a
+    reading (hours that do not exist or are ambiguous in local time are dropped, as in hourly_aqi_series)."""
+    local_us = (g0 + np.arange(n, dtype=np.int64)) * _HOUR_US
+    off = _fixed_offset(all_t, tz)
+    if off is not None and _fixed_offset(local_us - off, tz) == off:  # one offset throughout: no gap, no overlap
+        valid = np.ones(n, dtype=bool)
+        hours = local_us - off
+    else:
+        utc = pd.DatetimeIndex(local_us.astype("datetime64[us]")).tz_localize(
+            tz, ambiguous="NaT", nonexistent="NaT").tz_convert("UTC")
+        valid = ~np.asarray(utc.isna(), dtype=bool)
+        hours = np.where(valid, utc.as_unit("us").asi8, 0)
+    last_h = (last_seen // _HOUR_US) * _HOUR_US
+    keep = valid & (hours >= start_us) & (hours <= last_h)
+    return hours[keep].astype(np.int64), a[keep]
+
+
+def holding_entities(rule: ThresholdRule, series: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[int]:
+    """Positions in ``series`` (times, values) where the rule's condition holds at least once: the only series
+    :func:`series_candidates` finds a run in (one comparison over all of them instead of one call per series)."""
+    if not series:
+        return []
+    lens = np.array([len(v) for _, v in series], dtype=np.int64)
+    if not lens.sum():
+        return []
+    v = np.concatenate([v for _, v in series])
+    with np.errstate(invalid="ignore"):
+        hold = _OPS_NP[rule.op](v, float(rule.threshold)) & ~np.isnan(v)
+    seg = np.repeat(np.arange(len(series)), lens)
+    return list(np.flatnonzero(np.bincount(seg[hold], minlength=len(series))).tolist())
 
 
 def _holding(rule: ThresholdRule, t_us: np.ndarray,
