@@ -62,6 +62,14 @@ def test_holding_entities_are_those_with_candidates() -> None:
     got = le.holding_entities(rule, series)
     assert got == [k for k, (t, v) in enumerate(series) if le.series_candidates(rule, "e", t, v)]
     assert 0 < len(got) < len(series)
+    # and the candidates of several series made together are those of each
+    for r in (rule, ThresholdRule("r2", "pm25", ">", 100, min_steps=3, step="1h", max_gap=1,
+                                  message="{entity} {steps} h from {start} to {end}, peak {peak:g}")):
+        ents = [f"e{k}" for k in range(len(series))]
+        many = le.series_candidates_many(r, ents, series)
+        one = [le.series_candidates(r, e, t, v) for e, (t, v) in zip(ents, series, strict=True)]
+        assert many == one and [list(map(repr, c)) for c in many] == [list(map(repr, c)) for c in one]
+        assert sum(map(len, many)) > 5
 
 
 def _same(a: Any, b: Any) -> None:

@@ -339,9 +339,41 @@ def series_candidates(rule: ThresholdRule, entity: str, t_us: np.ndarray, v: np.
     made as one index (not a Timestamp, a Timedelta sum and two ``tz_localize`` per candidate): the candidates of
     :func:`series_candidates_loop`, the one-run-at-a-time form, which ``tests/twin/test_live_eval.py`` compares.
     """
+    runs = _runs(rule, t_us, v, now_us)
+    if runs is None:
+        return series_candidates_loop(rule, entity, t_us, v, now_us)  # (runs of centuries, times at the bounds)
+    return _candidates(rule, [entity], [runs])[0]
+
+
+def series_candidates_many(rule: ThresholdRule, entities: Sequence[str],
+                           series: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[list[AlertCandidate]]:
+    """:func:`series_candidates` of several entities' series (``now_us`` None): the runs found per series, the
+    candidates' times made as one index for all of them (``tests/twin/test_live_batch.py`` compares)."""
+    out: list[list[AlertCandidate]] = [[] for _ in series]
+    found: list[tuple[int, _Runs]] = []
+    for k, (t_us, v) in enumerate(series):
+        runs = _runs(rule, t_us, v, None)
+        if runs is None:
+            out[k] = series_candidates_loop(rule, entities[k], t_us, v)
+        elif len(runs[0]):
+            found.append((k, runs))
+    if found:
+        made = _candidates(rule, [entities[k] for k, _ in found], [r for _, r in found])
+        for (k, _), cands in zip(found, made, strict=True):
+            out[k] = cands
+    return out
+
+
+# a series' runs that hold for min_steps: steps, ongoing, peak values, and start, end, peak time and detection in ns
+_Runs = tuple[np.ndarray, np.ndarray, list[float], np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _runs(rule: ThresholdRule, t_us: np.ndarray, v: np.ndarray, now_us: int | None) -> _Runs | None:
+    """The runs of :func:`series_candidates` as arrays; None where only the loop's arithmetic is exact."""
+    none: _Runs = (np.zeros(0, np.int64), np.zeros(0, bool), [], *(np.zeros(0, np.int64),) * 4)
     held = _holding(rule, t_us, v)
     if held is None:
-        return []
+        return none
     step_us, present, hold, hi = held
     th = t_us[hi]
     limit = (rule.max_gap + 1) * step_us
@@ -354,13 +386,13 @@ def series_candidates(rule: ThresholdRule, entity: str, t_us: np.ndarray, v: np.
     big, small = int(np.iinfo(np.int64).max), int(np.iinfo(np.int64).min) + 1  # (the smallest is NaT)
     if (top - lo >= 2**53 or max(top * 1000, top * 1000 + det_ns) > big
             or min(lo * 1000, lo * 1000 + det_ns) < small):
-        return series_candidates_loop(rule, entity, t_us, v, now_us)  # (runs of centuries, times at the bounds)
+        return None
     # a run's steps as the loop computes them, (t1 - t0) / step rounded half to even: for spans under 2**53 µs
     # the float64 division here is the same correctly rounded quotient as Python's int / int
     steps = np.round((t1s - t0s) / step_us).astype(np.int64) + 1
     kept = np.flatnonzero(steps >= rule.min_steps)
     if not len(kept):
-        return []
+        return none
     brk_idx = np.flatnonzero(present & ~hold)
     horizon = int(t_us[-1]) if now_us is None else now_us
     going = t1s[kept] >= horizon - step_us * rule.max_gap
@@ -371,23 +403,34 @@ def series_candidates(rule: ThresholdRule, entity: str, t_us: np.ndarray, v: np.
     best = (np.maximum if rule.op in (">", ">=") else np.minimum).reduceat(vals, starts)
     hit = np.flatnonzero(vals == np.repeat(best, ends - starts))
     first = hit[np.searchsorted(hit, starts)][kept]
-    peaks = vals[first].tolist()
     k0, k1 = t0s[kept] * 1000, t1s[kept] * 1000
-    stamps = pd.DatetimeIndex(np.concatenate([k0, k1, th[first].astype(np.int64) * 1000, k0 + det_ns]
+    return steps[kept], going, vals[first].tolist(), k0, k1, th[first].astype(np.int64) * 1000, k0 + det_ns
+
+
+def _candidates(rule: ThresholdRule, entities: Sequence[str], runs: Sequence[_Runs]) -> list[list[AlertCandidate]]:
+    """The candidates of each entity's runs, their Timestamps made as one index."""
+    m = sum(len(r[0]) for r in runs)
+    if not m:
+        return [[] for _ in runs]
+    stamps = pd.DatetimeIndex(np.concatenate([np.concatenate([r[i] for r in runs]) for i in (3, 4, 5, 6)]
                                              ).view("datetime64[ns]")).tz_localize(_UTC)
-    m = len(kept)
     at = list(stamps)
     text = rule.message
     naive = "start" in text or "end" in text  # (the message's start and end are local-free, naive UTC)
     thr = float(rule.threshold)
-    out: list[AlertCandidate] = []
-    for n, (st, ongoing) in enumerate(zip(steps[kept].tolist(), going.tolist(), strict=True)):
-        start, end, peak = at[n], at[m + n], peaks[n]
-        msg = (text.format(entity=entity, property=rule.property, op=rule.op, threshold=thr, peak=peak, steps=st,
-                           start=start.tz_localize(None), end=end.tz_localize(None)) if naive else
-               text.format(entity=entity, property=rule.property, op=rule.op, threshold=thr, peak=peak, steps=st))
-        out.append(AlertCandidate(rule.name, entity, rule.property, start, end, peak, at[2 * m + n], st, thr,
-                                  rule.severity, bool(ongoing), msg, op=rule.op, detected_at=at[3 * m + n]))
+    out: list[list[AlertCandidate]] = []
+    n = 0
+    for entity, (steps, going, peaks, *_) in zip(entities, runs, strict=True):
+        mine: list[AlertCandidate] = []
+        for st, ongoing, peak in zip(steps.tolist(), going.tolist(), peaks, strict=True):
+            start, end = at[n], at[m + n]
+            msg = (text.format(entity=entity, property=rule.property, op=rule.op, threshold=thr, peak=peak, steps=st,
+                               start=start.tz_localize(None), end=end.tz_localize(None)) if naive else
+                   text.format(entity=entity, property=rule.property, op=rule.op, threshold=thr, peak=peak, steps=st))
+            mine.append(AlertCandidate(rule.name, entity, rule.property, start, end, peak, at[2 * m + n], st, thr,
+                                       rule.severity, bool(ongoing), msg, op=rule.op, detected_at=at[3 * m + n]))
+            n += 1
+        out.append(mine)
     return out
 
 

@@ -48,6 +48,7 @@ from citytwin.twin.live_eval import (  # (the numpy evaluation)
     aqi_arrays_many,
     holding_entities,
     series_candidates,
+    series_candidates_many,
 )
 from citytwin.twin.rules import AQI_SEVERE_HOURLY, AlertCandidate, ThresholdRule, evaluate
 
@@ -456,7 +457,8 @@ class LiveRuleEngine:
     def _evaluate_many(self, items: Sequence[tuple[str, Mapping[str, tuple[np.ndarray, ...]], int]]
                        ) -> list[list[AlertCandidate]]:
         """:meth:`_evaluate` of several entities (entity, kept readings, start µs): the AQI of all of them as one grid
-        (:func:`aqi_arrays_many`), runs looked for only in the series where a rule's condition holds."""
+        (:func:`aqi_arrays_many`), runs looked for only in the series where a rule's condition holds, the candidates'
+        times of all of them made as one index (:func:`series_candidates_many`)."""
         out: list[list[AlertCandidate]] = [[] for _ in items]
         series: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         for r in self.rules:
@@ -465,8 +467,10 @@ class LiveRuleEngine:
                                       if r.property == "aqi" else
                                       [self._series(d, r.property, s) for _, d, s in items])
             ser = series[r.property]
-            for k in holding_entities(r, ser):
-                out[k].extend(series_candidates(r, items[k][0], *ser[k]))
+            hold = holding_entities(r, ser)
+            made = series_candidates_many(r, [items[k][0] for k in hold], [ser[k] for k in hold])
+            for k, cands in zip(hold, made, strict=True):
+                out[k].extend(cands)
         return out
 
     def _follow_back(self, entity: str, tail: _Tail, start_us: int, cands: list[AlertCandidate],
