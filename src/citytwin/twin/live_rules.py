@@ -240,7 +240,9 @@ class LiveRuleEngine:
     numpy (hourly means by ``bincount``, the O3 8-hour and SO2 24-hour moving means by cumulative
     sums, the IAQIs of :func:`citytwin.twin.aqi.iaqi_array`, runs by :func:`series_candidates`). The
     result equals :func:`window_candidates` over the same window (tests compare both, and a
-    replayed day batch by batch against one evaluation of the whole day).
+    replayed day batch by batch against one evaluation of the whole day). The touched entities are evaluated
+    together (:meth:`_evaluate_many`: one AQI grid, one index of candidate times per rule), which gives what
+    evaluating them one by one gave (``batch_eval = False``; ``tests/twin/test_live_batch.py``).
 
     History is read only
 
