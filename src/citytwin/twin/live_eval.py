@@ -4,7 +4,7 @@ runs of a threshold rule over a series, with the time-zone offsets they need."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -175,6 +175,144 @@ def aqi_arrays(data: Mapping[str, tuple[np.ndarray, ...]], start_us: int, warmup
     return hours[keep].astype(np.int64), a[keep]
 
 
+def _moving_mean_rows(x: np.ndarray, window: int, min_periods: int) -> np.ndarray:
+    """:func:`_moving_mean` of each row of ``x`` (rows laid from their own first position: the same cumulative sums)."""
+    ok = ~np.isnan(x)
+    zero = np.zeros((x.shape[0], 1))
+    cs = np.concatenate([zero, np.cumsum(np.where(ok, x, 0.0), axis=1)], axis=1)
+    cn = np.concatenate([zero.astype(np.int64), np.cumsum(ok, axis=1)], axis=1)
+    i = np.arange(1, x.shape[1] + 1)
+    j = np.maximum(i - window, 0)
+    s, n = cs[:, i] - cs[:, j], cn[:, i] - cn[:, j]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n >= min_periods, s / np.maximum(n, 1), np.nan)
+
+
+def aqi_arrays_many(items: Sequence[tuple[Mapping[str, tuple[np.ndarray, ...]], int]], warmup_us: int,
+                    tz: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`aqi_arrays` of several entities at once: ``items`` are (kept readings, start µs) per entity.
+
+    The same hours and values as one :func:`aqi_arrays` per entity (``tests/twin/test_live_batch.py`` compares them):
+    each entity is a row of one grid, its hourly means summed by one ``bincount`` over the rows (each bin holds the
+    readings of one entity in the same order), the moving means by cumulative sums along each row from its first
+    hour, the IAQIs and their maximum element by element. A batch of a few hours for a dozen stations paid the numpy
+    calls of the AQI once per station; now once.
+    """
+    empty = (np.zeros(0, np.int64), np.zeros(0))
+    out: list[tuple[np.ndarray, np.ndarray]] = [empty] * len(items)
+    rows: list[tuple[int, int, list[tuple[int, np.ndarray, np.ndarray]], int]] = []
+    for e, (data, start_us) in enumerate(items):
+        parts, last_seen = _aqi_parts(data, start_us - warmup_us)
+        if parts and last_seen is not None:
+            rows.append((e, start_us, parts, last_seen))
+    if not rows:
+        return out
+    ts = [np.concatenate([t for _, t, _ in parts]) for _, _, parts, _ in rows]
+    lh_rows = np.split(_local_hours(np.concatenate(ts), tz), np.cumsum([len(t) for t in ts])[:-1])
+    g0 = np.array([int(lh.min()) for lh in lh_rows], dtype=np.int64)
+    ns = np.array([int(lh.max()) for lh in lh_rows], dtype=np.int64) - g0 + 1
+    n_max, n_rows = int(ns.max()), len(rows)
+    size = n_rows * n_max
+    idx: list[list[np.ndarray]] = [[] for _ in AQI_INPUTS]
+    val: list[list[np.ndarray]] = [[] for _ in AQI_INPUTS]
+    for r, ((_, _, parts, _), lh) in enumerate(zip(rows, lh_rows, strict=True)):
+        pos = 0
+        for j, t, c in parts:
+            ok = ~np.isnan(c)
+            idx[j].append((lh[pos:pos + len(t)] - g0[r] + r * n_max)[ok])
+            val[j].append(c[ok])
+            pos += len(t)
+    mean = np.full((len(AQI_INPUTS), size), np.nan)
+    for j in range(len(AQI_INPUTS)):
+        if idx[j]:
+            ii, cc = np.concatenate(idx[j]), np.concatenate(val[j])
+            s = np.bincount(ii, weights=cc, minlength=size)
+            k = np.bincount(ii, minlength=size)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean[j] = np.where(k > 0, s / np.maximum(k, 1), np.nan)
+    grid = mean.reshape(len(AQI_INPUTS), n_rows, n_max)
+    a = _aqi_of_means(grid, _moving_mean_rows(grid[AQI_INPUTS.index("o3")], 8, 6),
+                      _moving_mean_rows(grid[AQI_INPUTS.index("so2")], 24, 20))
+    for r, (e, start_us, _, last_seen) in enumerate(rows):
+        n = int(ns[r])
+        out[e] = _utc_hours(int(g0[r]), n, ts[r], a[r, :n], start_us, last_seen, tz)
+    return out
+
+
+def _aqi_parts(data: Mapping[str, tuple[np.ndarray, ...]],
+               lo: int) -> tuple[list[tuple[int, np.ndarray, np.ndarray]], int | None]:
+    """The pollutants' readings from ``lo`` as (index in AQI_INPUTS, times, concentration or NaN), and the last time
+    with a reading."""
+    parts = []
+    last_seen = None
+    for j, p in enumerate(AQI_INPUTS):
+        if p not in data:
+            continue
+        t, v, f = data[p]
+        i = int(np.searchsorted(t, lo, side="left"))
+        t, v, f = t[i:], v[i:], f[i:]
+        if not len(t):
+            continue
+        seen = ~np.isnan(v)
+        if seen.any():
+            ts = int(t[seen][-1])
+            last_seen = ts if last_seen is None else max(last_seen, ts)
+        c = v * f
+        c = np.where(c < 0, np.nan, c)
+        parts.append((j, t, c))
+    return parts, last_seen
+
+
+def _aqi_of_means(mean: np.ndarray, o3_8h: np.ndarray, so2_24: np.ndarray) -> np.ndarray:
+    """The AQI of hourly means (``mean[j]``: pollutant ``AQI_INPUTS[j]``, any shape), element by element."""
+    tbl = aqi_mod.load_table()
+    pm25, pm10, so2, no2, co, o3 = (mean[AQI_INPUTS.index(p)] for p in ("pm25", "pm10", "so2", "no2", "co", "o3"))
+    so2_i = aqi_mod.iaqi_array("so2", "1h", so2, tbl)
+    so2_i = np.where(np.isnan(so2_i) & (np.nan_to_num(so2, nan=-1.0) > tbl.switch["so2"][1]),
+                     aqi_mod.iaqi_array("so2", "24h", so2_24, tbl), so2_i)
+    mat = np.stack([aqi_mod.iaqi_array("pm25", "24h", pm25, tbl), aqi_mod.iaqi_array("pm10", "24h", pm10, tbl),
+                    so2_i, aqi_mod.iaqi_array("no2", "1h", no2, tbl), aqi_mod.iaqi_array("co", "1h", co, tbl),
+                    aqi_mod.iaqi_array("o3", "1h", o3, tbl), aqi_mod.iaqi_array("o3", "8h", o3_8h, tbl)])
+    has = ~np.isnan(mat).all(axis=0) & ~np.isnan(mean).all(axis=0)
+    a = np.full(has.shape, np.nan)
+    a[has] = np.nanmax(mat[:, has], axis=0)
+    return a
+
+
+def _utc_hours(g0: int, n: int, all_t: np.ndarray, a: np.ndarray, start_us: int, last_seen: int,
+               tz: str) -> tuple[np.ndarray, np.ndarray]:
+    """Local hours ``g0 .. g0 + n - 1`` (AQI ``a``) as UTC hour starts from ``start_us`` to the last hour with a
+    reading (hours that do not exist or are ambiguous in local time are dropped, as in hourly_aqi_series)."""
+    local_us = (g0 + np.arange(n, dtype=np.int64)) * _HOUR_US
+    off = _fixed_offset(all_t, tz)
+    if off is not None and _fixed_offset(local_us - off, tz) == off:  # one offset throughout: no gap, no overlap
+        valid = np.ones(n, dtype=bool)
+        hours = local_us - off
+    else:
+        utc = pd.DatetimeIndex(local_us.astype("datetime64[us]")).tz_localize(
+            tz, ambiguous="NaT", nonexistent="NaT").tz_convert("UTC")
+        valid = ~np.asarray(utc.isna(), dtype=bool)
+        hours = np.where(valid, utc.as_unit("us").asi8, 0)
+    last_h = (last_seen // _HOUR_US) * _HOUR_US
+    keep = valid & (hours >= start_us) & (hours <= last_h)
+    return hours[keep].astype(np.int64), a[keep]
+
+
+def holding_entities(rule: ThresholdRule, series: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[int]:
+    """Positions in ``series`` (times, values) where the rule's condition holds at least once: the only series
+    :func:`series_candidates` finds a run in (one comparison over all of them instead of one call per series)."""
+    if not series:
+        return []
+    lens = np.array([len(v) for _, v in series], dtype=np.int64)
+    if not lens.sum():
+        return []
+    v = np.concatenate([v for _, v in series])
+    with np.errstate(invalid="ignore"):
+        hold = _OPS_NP[rule.op](v, float(rule.threshold)) & ~np.isnan(v)
+    seg = np.repeat(np.arange(len(series)), lens)
+    return list(np.flatnonzero(np.bincount(seg[hold], minlength=len(series))).tolist())
+
+
 def _holding(rule: ThresholdRule, t_us: np.ndarray,
              v: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
     """What both forms of :func:`series_candidates` start from: the rule's step (µs), where a value is present,
@@ -201,9 +339,41 @@ def series_candidates(rule: ThresholdRule, entity: str, t_us: np.ndarray, v: np.
     made as one index (not a Timestamp, a Timedelta sum and two ``tz_localize`` per candidate): the candidates of
     :func:`series_candidates_loop`, the one-run-at-a-time form, which ``tests/twin/test_live_eval.py`` compares.
     """
+    runs = _runs(rule, t_us, v, now_us)
+    if runs is None:
+        return series_candidates_loop(rule, entity, t_us, v, now_us)  # (runs of centuries, times at the bounds)
+    return _candidates(rule, [entity], [runs])[0]
+
+
+def series_candidates_many(rule: ThresholdRule, entities: Sequence[str],
+                           series: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[list[AlertCandidate]]:
+    """:func:`series_candidates` of several entities' series (``now_us`` None): the runs found per series, the
+    candidates' times made as one index for all of them (``tests/twin/test_live_batch.py`` compares)."""
+    out: list[list[AlertCandidate]] = [[] for _ in series]
+    found: list[tuple[int, _Runs]] = []
+    for k, (t_us, v) in enumerate(series):
+        runs = _runs(rule, t_us, v, None)
+        if runs is None:
+            out[k] = series_candidates_loop(rule, entities[k], t_us, v)
+        elif len(runs[0]):
+            found.append((k, runs))
+    if found:
+        made = _candidates(rule, [entities[k] for k, _ in found], [r for _, r in found])
+        for (k, _), cands in zip(found, made, strict=True):
+            out[k] = cands
+    return out
+
+
+# a series' runs that hold for min_steps: steps, ongoing, peak values, and start, end, peak time and detection in ns
+_Runs = tuple[np.ndarray, np.ndarray, list[float], np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _runs(rule: ThresholdRule, t_us: np.ndarray, v: np.ndarray, now_us: int | None) -> _Runs | None:
+    """The runs of :func:`series_candidates` as arrays; None where only the loop's arithmetic is exact."""
+    none: _Runs = (np.zeros(0, np.int64), np.zeros(0, bool), [], *(np.zeros(0, np.int64),) * 4)
     held = _holding(rule, t_us, v)
     if held is None:
-        return []
+        return none
     step_us, present, hold, hi = held
     th = t_us[hi]
     limit = (rule.max_gap + 1) * step_us
@@ -216,13 +386,13 @@ def series_candidates(rule: ThresholdRule, entity: str, t_us: np.ndarray, v: np.
     big, small = int(np.iinfo(np.int64).max), int(np.iinfo(np.int64).min) + 1  # (the smallest is NaT)
     if (top - lo >= 2**53 or max(top * 1000, top * 1000 + det_ns) > big
             or min(lo * 1000, lo * 1000 + det_ns) < small):
-        return series_candidates_loop(rule, entity, t_us, v, now_us)  # (runs of centuries, times at the bounds)
+        return None
     # a run's steps as the loop computes them, (t1 - t0) / step rounded half to even: for spans under 2**53 µs
     # the float64 division here is the same correctly rounded quotient as Python's int / int
     steps = np.round((t1s - t0s) / step_us).astype(np.int64) + 1
     kept = np.flatnonzero(steps >= rule.min_steps)
     if not len(kept):
-        return []
+        return none
     brk_idx = np.flatnonzero(present & ~hold)
     horizon = int(t_us[-1]) if now_us is None else now_us
     going = t1s[kept] >= horizon - step_us * rule.max_gap
@@ -233,23 +403,34 @@ def series_candidates(rule: ThresholdRule, entity: str, t_us: np.ndarray, v: np.
     best = (np.maximum if rule.op in (">", ">=") else np.minimum).reduceat(vals, starts)
     hit = np.flatnonzero(vals == np.repeat(best, ends - starts))
     first = hit[np.searchsorted(hit, starts)][kept]
-    peaks = vals[first].tolist()
     k0, k1 = t0s[kept] * 1000, t1s[kept] * 1000
-    stamps = pd.DatetimeIndex(np.concatenate([k0, k1, th[first].astype(np.int64) * 1000, k0 + det_ns]
+    return steps[kept], going, vals[first].tolist(), k0, k1, th[first].astype(np.int64) * 1000, k0 + det_ns
+
+
+def _candidates(rule: ThresholdRule, entities: Sequence[str], runs: Sequence[_Runs]) -> list[list[AlertCandidate]]:
+    """The candidates of each entity's runs, their Timestamps made as one index."""
+    m = sum(len(r[0]) for r in runs)
+    if not m:
+        return [[] for _ in runs]
+    stamps = pd.DatetimeIndex(np.concatenate([np.concatenate([r[i] for r in runs]) for i in (3, 4, 5, 6)]
                                              ).view("datetime64[ns]")).tz_localize(_UTC)
-    m = len(kept)
     at = list(stamps)
     text = rule.message
     naive = "start" in text or "end" in text  # (the message's start and end are local-free, naive UTC)
     thr = float(rule.threshold)
-    out: list[AlertCandidate] = []
-    for n, (st, ongoing) in enumerate(zip(steps[kept].tolist(), going.tolist(), strict=True)):
-        start, end, peak = at[n], at[m + n], peaks[n]
-        msg = (text.format(entity=entity, property=rule.property, op=rule.op, threshold=thr, peak=peak, steps=st,
-                           start=start.tz_localize(None), end=end.tz_localize(None)) if naive else
-               text.format(entity=entity, property=rule.property, op=rule.op, threshold=thr, peak=peak, steps=st))
-        out.append(AlertCandidate(rule.name, entity, rule.property, start, end, peak, at[2 * m + n], st, thr,
-                                  rule.severity, bool(ongoing), msg, op=rule.op, detected_at=at[3 * m + n]))
+    out: list[list[AlertCandidate]] = []
+    n = 0
+    for entity, (steps, going, peaks, *_) in zip(entities, runs, strict=True):
+        mine: list[AlertCandidate] = []
+        for st, ongoing, peak in zip(steps.tolist(), going.tolist(), peaks, strict=True):
+            start, end = at[n], at[m + n]
+            msg = (text.format(entity=entity, property=rule.property, op=rule.op, threshold=thr, peak=peak, steps=st,
+                               start=start.tz_localize(None), end=end.tz_localize(None)) if naive else
+                   text.format(entity=entity, property=rule.property, op=rule.op, threshold=thr, peak=peak, steps=st))
+            mine.append(AlertCandidate(rule.name, entity, rule.property, start, end, peak, at[2 * m + n], st, thr,
+                                       rule.severity, bool(ongoing), msg, op=rule.op, detected_at=at[3 * m + n]))
+            n += 1
+        out.append(mine)
     return out
 
 

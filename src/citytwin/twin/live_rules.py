@@ -45,7 +45,10 @@ from citytwin.twin.live_eval import (  # (the numpy evaluation)
     _HOUR_US,
     AQI_INPUTS,
     aqi_arrays,
+    aqi_arrays_many,
+    holding_entities,
     series_candidates,
+    series_candidates_many,
 )
 from citytwin.twin.rules import AQI_SEVERE_HOURLY, AlertCandidate, ThresholdRule, evaluate
 
@@ -237,7 +240,9 @@ class LiveRuleEngine:
     numpy (hourly means by ``bincount``, the O3 8-hour and SO2 24-hour moving means by cumulative
     sums, the IAQIs of :func:`citytwin.twin.aqi.iaqi_array`, runs by :func:`series_candidates`). The
     result equals :func:`window_candidates` over the same window (tests compare both, and a
-    replayed day batch by batch against one evaluation of the whole day).
+    replayed day batch by batch against one evaluation of the whole day). The touched entities are evaluated
+    together (:meth:`_evaluate_many`: one AQI grid, one index of candidate times per rule), which gives what
+    evaluating them one by one gave (``batch_eval = False``; ``tests/twin/test_live_batch.py``).
 
     History is read only
 
@@ -298,6 +303,9 @@ class LiveRuleEngine:
         self._pre: dict[str, tuple[int, dict[str, tuple[np.ndarray, ...]]]] = {}
         self._pnames: list[str] = []  # property of each code in the columns of the batch being merged
         self._ecodes: tuple[np.ndarray, np.ndarray] | None = None  # and its entities as codes (ingest.CODES)
+        #: evaluate a batch's entities together (:meth:`_evaluate_many`); False: one by one (:meth:`_evaluate`, the
+        #: reference ``tests/twin/test_live_batch.py`` compares with)
+        self.batch_eval = True
 
     # -- input -------------------------------------------------------------------------------
     def _factor(self, prop: str, unit: Any) -> float:
@@ -448,6 +456,25 @@ class LiveRuleEngine:
                 out.extend(series_candidates(r, entity, t, v))
         return out
 
+    def _evaluate_many(self, items: Sequence[tuple[str, Mapping[str, tuple[np.ndarray, ...]], int]]
+                       ) -> list[list[AlertCandidate]]:
+        """:meth:`_evaluate` of several entities (entity, kept readings, start µs): the AQI of all of them as one grid
+        (:func:`aqi_arrays_many`), runs looked for only in the series where a rule's condition holds, the candidates'
+        times of all of them made as one index (:func:`series_candidates_many`)."""
+        out: list[list[AlertCandidate]] = [[] for _ in items]
+        series: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        for r in self.rules:
+            if r.property not in series:
+                series[r.property] = (aqi_arrays_many([(d, s) for _, d, s in items], self.warmup_us, self.tz)
+                                      if r.property == "aqi" else
+                                      [self._series(d, r.property, s) for _, d, s in items])
+            ser = series[r.property]
+            hold = holding_entities(r, ser)
+            made = series_candidates_many(r, [items[k][0] for k in hold], [ser[k] for k in hold])
+            for k, cands in zip(hold, made, strict=True):
+                out[k].extend(cands)
+        return out
+
     def _follow_back(self, entity: str, tail: _Tail, start_us: int, cands: list[AlertCandidate],
                      known: Callable[[str, str], list[Any]] | None, floor_us: int,
                      span_us: int) -> list[AlertCandidate]:
@@ -517,6 +544,7 @@ class LiveRuleEngine:
         current: list[AlertCandidate] = []
         past: list[AlertCandidate] = []
         touched: list[str] = []
+        evals: list[tuple[str, _Tail, int]] = []  # the touched entities to evaluate, in order, and their windows
         for k, ent in enumerate(ents):
             ent = str(ent)
             idx = order[bounds[k]:bounds[k + 1]]
@@ -545,9 +573,18 @@ class LiveRuleEngine:
                 if m.any():
                     j = idx[m]
                     tail.merge(pnames[c], cols["time_us"][j], cols["value"][j], cols["factor"][j])
+            evals.append((ent, tail, start_us))
+        # every touched entity's window evaluated at once (one AQI grid, one comparison per rule), then each
+        # entity's follow-back and trim in order: what evaluating, following back and trimming one entity after the
+        # other gave (they share nothing: each reads its own tail, and history and the known alerts do not change)
+        found = (self._evaluate_many([(e, t.data, s) for e, t, s in evals if s != big])
+                 if self.batch_eval else None)
+        n = 0
+        for ent, tail, start_us in evals:
             if start_us != big:
                 latest = tail.latest()
-                cands = self._evaluate(ent, tail.data, start_us)
+                cands = self._evaluate(ent, tail.data, start_us) if found is None else found[n]
+                n += 1
                 floor_us = start_us - self.max_lookback_us + self.lookback_us
                 span = (latest if latest is not None else start_us) - start_us
                 current.extend(self._follow_back(ent, tail, start_us, cands, known, floor_us, span))

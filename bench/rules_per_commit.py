@@ -1,0 +1,88 @@
+"""CPU per commit of the live twin's ingest hooks, in one process: the ``--quick`` month's entity updates (the
+messages of ``bench/twin_throughput.py``) posted as bodies of ``--batch`` updates through
+``citytwin.service.upsert.upsert`` (what ``POST /ngsi-ld/v1/entityOperations/upsert`` runs, without HTTP), to a twin
+with the shipped hooks (auto-alerts, auto-verify, memory release). Prints the CPU-s (``time.process_time``) of the
+whole and of each ``on_commit`` hook, per commit, with the load; ``--profile`` adds ``cProfile``'s top functions.
+
+Compare two versions of the code by alternating runs (``PYTHONPATH=/path/to/other/src`` for the other)::
+
+    .venv/bin/python bench/rules_per_commit.py --batch 240
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import citytwin
+from citytwin.service import upsert as U
+from citytwin.service.app import open_runtime
+from citytwin.twin import feeds as F
+from twin_throughput import load_long, stations  # the same data and stations as the throughput bench
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=240, help="entity updates per body (one commit each)")
+    ap.add_argument("--profile", action="store_true", help="also print cProfile's top 40 by cumulative time")
+    args = ap.parse_args()
+    updates: list[dict[str, Any]] = []
+    for _, _, p in F.messages_from_long(load_long(True, None), per_message=144):
+        items = json.loads(p)
+        for it in items if isinstance(items, list) else [items]:
+            it["type"] = "AirQualityObserved"
+            updates.append(it)
+    bodies = [updates[i:i + args.batch] for i in range(0, len(updates), args.batch)]
+    root = Path(tempfile.mkdtemp(prefix="rules-per-commit-"))
+    try:
+        rt = open_runtime(root / "twin")
+        rt.register(stations())
+        rt.enable_auto_verify()
+        rt.enable_auto_alerts()
+        spent: dict[str, float] = {}
+
+        def timed(name: str, hook: Any) -> Any:
+            def run(*a: Any) -> None:
+                c0 = time.process_time()
+                hook(*a)
+                spent[name] = spent.get(name, 0.0) + time.process_time() - c0
+            return run
+
+        hooks = rt.ingestor.on_commit
+        for i, h in enumerate(list(hooks)):
+            hooks[i] = timed(getattr(h, "__qualname__", repr(h)), h)
+        prof = cProfile.Profile() if args.profile else None
+        c0 = time.process_time()
+        if prof:
+            prof.enable()
+        for b in bodies:
+            U.upsert(rt, b, "/ngsi-ld/v1/entityOperations/upsert")
+        if prof:
+            prof.disable()
+        total = time.process_time() - c0
+        n = len(bodies)
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(f"code: {Path(citytwin.__file__).resolve().parents[2]}; load {load}")
+        print(f"batch {args.batch} updates: {n} commits, {total:.3f} CPU-s = {1000 * total / n:.2f} ms per commit; "
+              f"{len(rt.alerts.alerts())} alerts")
+        for name, s in spent.items():
+            print(f"  hook {name}: {s:.3f} CPU-s = {1000 * s / n:.2f} ms per commit")
+        rt.close()
+        if prof:
+            pstats.Stats(prof).sort_stats("cumulative").print_stats(40)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
