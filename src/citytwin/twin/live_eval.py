@@ -110,27 +110,9 @@ def aqi_arrays(data: Mapping[str, tuple[np.ndarray, ...]], start_us: int, warmup
     (µs UTC, hour starts) from ``start_us`` to the last hour with a pollutant reading, and their AQI
     (NaN: no AQI). Readings before ``start_us - warmup_us`` are not used.
     """
-    empty = (np.zeros(0, np.int64), np.zeros(0))
-    lo = start_us - warmup_us
-    parts = []
-    last_seen = None
-    for j, p in enumerate(AQI_INPUTS):
-        if p not in data:
-            continue
-        t, v, f = data[p]
-        i = int(np.searchsorted(t, lo, side="left"))
-        t, v, f = t[i:], v[i:], f[i:]
-        if not len(t):
-            continue
-        seen = ~np.isnan(v)
-        if seen.any():
-            ts = int(t[seen][-1])
-            last_seen = ts if last_seen is None else max(last_seen, ts)
-        c = v * f
-        c = np.where(c < 0, np.nan, c)
-        parts.append((j, t, c))
+    parts, last_seen = _aqi_parts(data, start_us - warmup_us)
     if not parts or last_seen is None:
-        return empty
+        return np.zeros(0, np.int64), np.zeros(0)
     all_t = np.concatenate([t for _, t, _ in parts])
     lh_all = _local_hours(all_t, tz)
     g0, g1 = int(lh_all.min()), int(lh_all.max())
@@ -145,34 +127,9 @@ def aqi_arrays(data: Mapping[str, tuple[np.ndarray, ...]], start_us: int, warmup
         k = np.bincount(lh[ok], minlength=n)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean[j] = np.where(k > 0, s / np.maximum(k, 1), np.nan)
-    tbl = aqi_mod.load_table()
-    pm25, pm10, so2, no2, co, o3 = (mean[AQI_INPUTS.index(p)] for p in ("pm25", "pm10", "so2", "no2", "co", "o3"))
-    o3_8h = _moving_mean(o3, 8, 6)
-    so2_24 = _moving_mean(so2, 24, 20)
-    so2_i = aqi_mod.iaqi_array("so2", "1h", so2, tbl)
-    so2_i = np.where(np.isnan(so2_i) & (np.nan_to_num(so2, nan=-1.0) > tbl.switch["so2"][1]),
-                     aqi_mod.iaqi_array("so2", "24h", so2_24, tbl), so2_i)
-    mat = np.vstack([aqi_mod.iaqi_array("pm25", "24h", pm25, tbl), aqi_mod.iaqi_array("pm10", "24h", pm10, tbl),
-                     so2_i, aqi_mod.iaqi_array("no2", "1h", no2, tbl), aqi_mod.iaqi_array("co", "1h", co, tbl),
-                     aqi_mod.iaqi_array("o3", "1h", o3, tbl), aqi_mod.iaqi_array("o3", "8h", o3_8h, tbl)])
-    has = ~np.isnan(mat).all(axis=0) & ~np.isnan(mean).all(axis=0)
-    a = np.full(n, np.nan)
-    a[has] = np.nanmax(mat[:, has], axis=0)
-    # local hours -> UTC (hours that do not exist or are ambiguous in local time are dropped, as in
-    # hourly_aqi_series)
-    local_us = (g0 + np.arange(n, dtype=np.int64)) * _HOUR_US
-    off = _fixed_offset(all_t, tz)
-    if off is not None and _fixed_offset(local_us - off, tz) == off:  # one offset throughout: no gap, no overlap
-        valid = np.ones(n, dtype=bool)
-        hours = local_us - off
-    else:
-        utc = pd.DatetimeIndex(local_us.astype("datetime64[us]")).tz_localize(
-            tz, ambiguous="NaT", nonexistent="NaT").tz_convert("UTC")
-        valid = ~np.asarray(utc.isna(), dtype=bool)
-        hours = np.where(valid, utc.as_unit("us").asi8, 0)
-    last_h = (last_seen // _HOUR_US) * _HOUR_US
-    keep = valid & (hours >= start_us) & (hours <= last_h)
-    return hours[keep].astype(np.int64), a[keep]
+    a = _aqi_of_means(mean, _moving_mean(mean[AQI_INPUTS.index("o3")], 8, 6),
+                      _moving_mean(mean[AQI_INPUTS.index("so2")], 24, 20))
+    return _utc_hours(g0, n, all_t, a, start_us, last_seen, tz)
 
 
 def _moving_mean_rows(x: np.ndarray, window: int, min_periods: int) -> np.ndarray:
