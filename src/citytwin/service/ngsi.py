@@ -60,6 +60,7 @@ from starlette.concurrency import run_in_threadpool
 from citytwin.foundation.errors import AccessDenied, CitytwinError, InputError, NotFoundError
 from citytwin.foundation.timeseries import DeadLetter, Near, StoreError
 from citytwin.foundation.timeseries.history import to_us
+from citytwin.service.upsert import parse_updates, upsert
 from citytwin.twin.columnar import fast_decode
 from citytwin.twin.entities import (
     UNIT_CODES,
@@ -482,7 +483,6 @@ async def batch_upsert(request: Request) -> Response:
 def _batch_upsert(request: Request, raw: bytes) -> Response:
     """The items' entity checks in order, their readings validated and committed as columns
     (:func:`citytwin.service.upsert.upsert`)."""
-    from citytwin.service.upsert import upsert
     doc = decode_body(request, raw, decode=fast_decode)
     twin = _twin(request)
     if not isinstance(doc, list):
@@ -532,7 +532,6 @@ def http_committer(twin: Any) -> Any:
 
 def _post_observations(request: Request, raw: bytes) -> Response:
     """A large body: its readings validated and committed as columns (:func:`citytwin.service.upsert.parse_updates`)."""
-    from citytwin.service.upsert import parse_updates
     doc = decode_body(request, raw, decode=fast_decode)
     out = _commit(request, parse_updates(_twin(request).parser, doc))
     return json_response(out, status_code=201 if not out["rejected"] else 207)
