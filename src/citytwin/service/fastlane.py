@@ -36,6 +36,7 @@ __all__ = ["FastLane"]
 _ENTITY = "/ngsi-ld/v1/entities/"
 _TILES = "/tiles/"
 _OBSERVATIONS = "/twin/v1/observations"
+_UPSERT = "/ngsi-ld/v1/entityOperations/upsert"
 _ENTITY_PARAMS = frozenset({"attrs", "options"})
 
 
@@ -89,10 +90,12 @@ class FastLane:
                     response = await self._tile(scope, receive, path[len(_TILES):-4])
                 elif method == "POST" and path == _OBSERVATIONS:
                     response = await self._observations(scope, receive)
+                elif method == "POST" and path == _UPSERT:
+                    response = await self._upsert(scope, receive)
                 else:
                     raise _Pass
             except _Pass:
-                if method in ("GET", "POST") and path.startswith((_ENTITY, _TILES, _OBSERVATIONS)):
+                if method in ("GET", "POST") and path.startswith((_ENTITY, _TILES, _OBSERVATIONS, _UPSERT)):
                     self.stats["passed"] += 1
             else:
                 self.stats["served"] += 1
@@ -164,6 +167,19 @@ class FastLane:
         except AuthError:
             raise _Pass from None
         return await _handled(scope, receive, ngsi.post_observations(Request(scope, receive)))
+
+    async def _upsert(self, scope: Any, receive: Any) -> Response:
+        from citytwin.service import ngsi
+
+        guard = scope["app"].state.guard
+        if not guard.inline:
+            raise _Pass
+        token = _bearer(scope)
+        try:
+            guard.check("POST", scope["path"], token, audit=False, note=scope.setdefault("citytwin.audit", {}))
+        except AuthError:
+            raise _Pass from None
+        return await _handled(scope, receive, ngsi.batch_upsert(Request(scope, receive)))
 
 
 def _params(scope: Any, allowed: frozenset[str]) -> list[tuple[str, str]]:
