@@ -1,12 +1,14 @@
 """The fast lane: the hottest requests answered without FastAPI's routing and dependency solving.
 
-Three kinds of request make nearly all of a live city's traffic: an entity's latest values
-(``GET /ngsi-ld/v1/entities/{id}``), a vector tile (``GET /tiles/{dataset}/{z}/{x}/{y}.mvt``) and a
-sensor's reading (``POST /twin/v1/observations``). FastAPI spends ~0.15–0.25 ms of CPU on each
+Four kinds of request make nearly all of a live city's traffic: an entity's latest values
+(``GET /ngsi-ld/v1/entities/{id}``), a vector tile (``GET /tiles/{dataset}/{z}/{x}/{y}.mvt``), a
+sensor's reading (``POST /twin/v1/observations``) and a gateway's batch of entity updates (``POST
+/ngsi-ld/v1/entityOperations/upsert``; there the ~0.2 ms saved is ~1% of the request, whose upsert
+and commit cost ~15–20 ms). FastAPI spends ~0.15–0.25 ms of CPU on each
 before the route runs (matching the path against every route, solving the dependencies, validating
 each parameter), as much as the route's own work on a cached tile. :class:`FastLane`, an ASGI
 middleware inside :class:`~citytwin.service.auth.AuditMiddleware` (so each request is still one
-audit row), recognises these three by method and path and calls the same functions the routes call:
+audit row), recognises these four by method and path and calls the same functions the routes call:
 the same guard (token, role, classification; :class:`~citytwin.service.auth.TwinGuard`,
 :class:`~citytwin.service.apiauth.ApiGuard`), the same reads and commit, the same responses, the
 app's own exception handlers for errors raised while answering.
@@ -36,6 +38,7 @@ __all__ = ["FastLane"]
 _ENTITY = "/ngsi-ld/v1/entities/"
 _TILES = "/tiles/"
 _OBSERVATIONS = "/twin/v1/observations"
+_UPSERT = "/ngsi-ld/v1/entityOperations/upsert"
 _ENTITY_PARAMS = frozenset({"attrs", "options"})
 
 
@@ -62,7 +65,7 @@ def _digits(text: str) -> int:
 
 
 class FastLane:
-    """ASGI middleware: entity reads, vector tiles and single observations without FastAPI's routing.
+    """ASGI middleware: entity reads, vector tiles, single observations and batch upserts without FastAPI's routing.
 
     Parameters
     ----------
@@ -71,7 +74,7 @@ class FastLane:
     enabled
         False: every request goes to FastAPI.
     stats
-        Counts ``served`` (answered here) and ``passed`` (of the three kinds, given to FastAPI).
+        Counts ``served`` (answered here) and ``passed`` (of the four kinds, given to FastAPI).
     """
 
     def __init__(self, app: Any, enabled: bool = True, stats: dict[str, int] | None = None) -> None:
@@ -89,10 +92,12 @@ class FastLane:
                     response = await self._tile(scope, receive, path[len(_TILES):-4])
                 elif method == "POST" and path == _OBSERVATIONS:
                     response = await self._observations(scope, receive)
+                elif method == "POST" and path == _UPSERT:
+                    response = await self._upsert(scope, receive)
                 else:
                     raise _Pass
             except _Pass:
-                if method in ("GET", "POST") and path.startswith((_ENTITY, _TILES, _OBSERVATIONS)):
+                if method in ("GET", "POST") and path.startswith((_ENTITY, _TILES, _OBSERVATIONS, _UPSERT)):
                     self.stats["passed"] += 1
             else:
                 self.stats["served"] += 1
@@ -100,7 +105,7 @@ class FastLane:
                 return
         await self.app(scope, receive, send)
 
-    # -- the three lanes -------------------------------------------------------------------------
+    # -- the four lanes --------------------------------------------------------------------------
     def _entity(self, scope: Any, receive: Any, raw_id: str) -> Response:
         from citytwin.service import ngsi
 
@@ -164,6 +169,19 @@ class FastLane:
         except AuthError:
             raise _Pass from None
         return await _handled(scope, receive, ngsi.post_observations(Request(scope, receive)))
+
+    async def _upsert(self, scope: Any, receive: Any) -> Response:
+        from citytwin.service import ngsi
+
+        guard = scope["app"].state.guard
+        if not guard.inline:
+            raise _Pass
+        token = _bearer(scope)
+        try:
+            guard.check("POST", scope["path"], token, audit=False, note=scope.setdefault("citytwin.audit", {}))
+        except AuthError:
+            raise _Pass from None
+        return await _handled(scope, receive, ngsi.batch_upsert(Request(scope, receive)))
 
 
 def _params(scope: Any, allowed: frozenset[str]) -> list[tuple[str, str]]:
