@@ -72,6 +72,35 @@ def test_holding_entities_are_those_with_candidates() -> None:
         assert sum(map(len, many)) > 5
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_runs_of_all_series_at_once_equal_the_runs_of_each(seed: int) -> None:
+    """:func:`live_eval.series_candidates_many` (the runs of all series in one pass, :func:`live_eval._runs_many`)
+    equals :func:`live_eval.series_candidates_each` (one :func:`live_eval._runs` per series): runs at the ends of
+    series, empty series, gaps, NaN, ``max_gap``, ``<`` and ``<=`` rules, runs reaching each series' last time."""
+    rng = np.random.default_rng(100 + seed)
+    rules = [ThresholdRule("a", "aqi", ">", 200, min_steps=2, step="1h"),
+             ThresholdRule("b", "aqi", ">=", 150, min_steps=1, step="1h", max_gap=2,
+                           message="{entity} {steps} h from {start} to {end}, peak {peak:g}"),
+             ThresholdRule("c", "o3", "<", 40, min_steps=3, step="1h", max_gap=1),
+             ThresholdRule("d", "pm10", "<=", 60, min_steps=2, step="30min")]
+    series = []
+    for n in rng.integers(0, 40, int(rng.integers(1, 30))):
+        t0 = int(rng.integers(0, 1000)) * H
+        t = np.unique(t0 + rng.integers(0, 60, int(n)) * (H // 2)).astype(np.int64)
+        v = rng.uniform(0, 300, len(t))
+        v[rng.random(len(t)) < 0.15] = np.nan
+        series.append((t, v))
+    ents = [f"e{k}" for k in range(len(series))]
+    total = going = 0
+    for r in rules:
+        many = le.series_candidates_many(r, ents, series)
+        each = le.series_candidates_each(r, ents, series)
+        assert many == each and [list(map(repr, c)) for c in many] == [list(map(repr, c)) for c in each]
+        total += sum(map(len, many))
+        going += sum(c.ongoing for cs in many for c in cs)
+    assert total > 10 and going > 0
+
+
 def _same(a: Any, b: Any) -> None:
     assert a.current == b.current and a.entities == b.entities and a.past == b.past
     assert [repr(c) for c in a.current] == [repr(c) for c in b.current]

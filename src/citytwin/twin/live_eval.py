@@ -304,8 +304,27 @@ def series_candidates(rule: ThresholdRule, entity: str, t_us: np.ndarray, v: np.
 
 def series_candidates_many(rule: ThresholdRule, entities: Sequence[str],
                            series: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[list[AlertCandidate]]:
-    """:func:`series_candidates` of several entities' series (``now_us`` None): the runs found per series, the
-    candidates' times made as one index for all of them (``tests/twin/test_live_batch.py`` compares)."""
+    """:func:`series_candidates` of several entities' series (``now_us`` None): the runs of all of them found in one
+    pass over the series laid end to end (:func:`_runs_many`, a run never crossing from one series to the next), the
+    candidates' times made as one index for all of them. The same candidates as :func:`series_candidates_each` (one
+    :func:`_runs` per series; ``tests/twin/test_live_batch.py`` compares)."""
+    flat = _runs_many(rule, series)
+    if flat is None:  # (runs of centuries, times at the bounds: what each series' own check decides)
+        return series_candidates_each(rule, entities, series)
+    counts, runs = flat
+    out: list[list[AlertCandidate]] = [[] for _ in series]
+    has = np.flatnonzero(counts).tolist()
+    if has:
+        made = _candidates(rule, [entities[k] for k in has], [runs], [int(counts[k]) for k in has])
+        for k, cands in zip(has, made, strict=True):
+            out[k] = cands
+    return out
+
+
+def series_candidates_each(rule: ThresholdRule, entities: Sequence[str],
+                           series: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[list[AlertCandidate]]:
+    """:func:`series_candidates_many` with the runs found series by series (:func:`_runs` each): its earlier form,
+    the reference its tests compare with, and its fallback where a series' times lie at the bounds."""
     out: list[list[AlertCandidate]] = [[] for _ in series]
     found: list[tuple[int, _Runs]] = []
     for k, (t_us, v) in enumerate(series):
@@ -319,6 +338,67 @@ def series_candidates_many(rule: ThresholdRule, entities: Sequence[str],
         for (k, _), cands in zip(found, made, strict=True):
             out[k] = cands
     return out
+
+
+def _runs_many(rule: ThresholdRule, series: Sequence[tuple[np.ndarray, np.ndarray]]
+               ) -> tuple[np.ndarray, _Runs] | None:
+    """:func:`_runs` (``now_us`` None) of every series at once: (runs per series, the runs of all of them in series
+    order), or None where one series' times need :func:`_runs`'s own bounds check (then each series alone).
+
+    The series are laid end to end; a run starts where the gap to the previous holding step exceeds the allowed one
+    *or* where a new series begins; each series' horizon (its last time) and last break (its last present value
+    where the condition fails) are taken per series. The arithmetic per run is that of :func:`_runs`."""
+    lens = np.array([len(t) for t, _ in series], dtype=np.int64)
+    n_ser = len(series)
+    none: _Runs = (np.zeros(0, np.int64), np.zeros(0, bool), [], *(np.zeros(0, np.int64),) * 4)
+    if not n_ser or not lens.sum():
+        return np.zeros(n_ser, np.int64), none
+    if rule.relative_to is not None:
+        raise InputError(f"rule {rule.name!r}: relative thresholds are not evaluated live", field="relative_to")
+    t_us = np.concatenate([np.asarray(t, dtype=np.int64) for t, _ in series])
+    v = np.concatenate([np.asarray(x, dtype=float) for _, x in series])
+    seg = np.repeat(np.arange(n_ser), lens)
+    step_us = int(pd.Timedelta(rule.step).value // 1000)
+    present = ~np.isnan(v)
+    with np.errstate(invalid="ignore"):
+        hold = _OPS_NP[rule.op](v, float(rule.threshold)) & present
+    hi = np.flatnonzero(hold)
+    if not len(hi):
+        return np.zeros(n_ser, np.int64), none
+    th, sh = t_us[hi], seg[hi]
+    step_ns = int(pd.Timedelta(rule.step).value)
+    det_ns = step_ns * (rule.min_steps - 1)
+    lo, top = int(th.min()), int(th.max())
+    big, small = int(np.iinfo(np.int64).max), int(np.iinfo(np.int64).min) + 1
+    if (top - lo >= 2**53 or max(top * 1000, top * 1000 + det_ns) > big
+            or min(lo * 1000, lo * 1000 + det_ns) < small):
+        return None  # (each series' own check: within these bounds every series passes it)
+    limit = (rule.max_gap + 1) * step_us
+    starts = np.flatnonzero(np.r_[True, (np.diff(th) > limit) | (sh[1:] != sh[:-1])])
+    ends = np.r_[starts[1:], len(th)]
+    t0s, t1s = th[starts], th[ends - 1]
+    steps = np.round((t1s - t0s) / step_us).astype(np.int64) + 1
+    kept = np.flatnonzero(steps >= rule.min_steps)
+    if not len(kept):
+        return np.zeros(n_ser, np.int64), none
+    run_seg = sh[starts][kept]
+    last = np.cumsum(lens) - 1  # each series' last position (its horizon; unused for an empty series)
+    horizon = t_us[np.maximum(last, 0)][run_seg]
+    going = t1s[kept] >= horizon - step_us * rule.max_gap
+    brk = np.flatnonzero(present & ~hold)
+    if len(brk):  # each series' last break: the last break position at or before its last position, if in it
+        j = np.searchsorted(brk, last, side="right") - 1
+        has_brk = (j >= 0) & (last - lens + 1 <= brk[np.maximum(j, 0)])
+        last_brk = t_us[brk[np.maximum(j, 0)]]
+        going &= ~(has_brk[run_seg] & (t1s[kept] < last_brk[run_seg]))
+    vals = v[hi]
+    best = (np.maximum if rule.op in (">", ">=") else np.minimum).reduceat(vals, starts)
+    hit = np.flatnonzero(vals == np.repeat(best, ends - starts))
+    first = hit[np.searchsorted(hit, starts)][kept]
+    k0, k1 = t0s[kept] * 1000, t1s[kept] * 1000
+    counts = np.bincount(run_seg, minlength=n_ser).astype(np.int64)
+    return counts, (steps[kept], going, vals[first].tolist(), k0, k1, th[first].astype(np.int64) * 1000,
+                    k0 + det_ns)
 
 
 # a series' runs that hold for min_steps: steps, ongoing, peak values, and start, end, peak time and detection in ns
@@ -364,22 +444,31 @@ def _runs(rule: ThresholdRule, t_us: np.ndarray, v: np.ndarray, now_us: int | No
     return steps[kept], going, vals[first].tolist(), k0, k1, th[first].astype(np.int64) * 1000, k0 + det_ns
 
 
-def _candidates(rule: ThresholdRule, entities: Sequence[str], runs: Sequence[_Runs]) -> list[list[AlertCandidate]]:
-    """The candidates of each entity's runs, their Timestamps made as one index."""
+def _candidates(rule: ThresholdRule, entities: Sequence[str], runs: Sequence[_Runs],
+                counts: Sequence[int] | None = None) -> list[list[AlertCandidate]]:
+    """The candidates of each entity's runs, their Timestamps made as one index. ``counts`` given: ``runs`` is one
+    set of runs, the first ``counts[0]`` of ``entities[0]``, the next ``counts[1]`` of ``entities[1]``, ..."""
     m = sum(len(r[0]) for r in runs)
     if not m:
-        return [[] for _ in runs]
+        return [[] for _ in (runs if counts is None else entities)]
     stamps = pd.DatetimeIndex(np.concatenate([np.concatenate([r[i] for r in runs]) for i in (3, 4, 5, 6)]
                                              ).view("datetime64[ns]")).tz_localize(_UTC)
     at = list(stamps)
     text = rule.message
     naive = "start" in text or "end" in text  # (the message's start and end are local-free, naive UTC)
     thr = float(rule.threshold)
+    if counts is None:
+        per = [(e, r[0].tolist(), r[1].tolist(), r[2]) for e, r in zip(entities, runs, strict=True)]
+    else:
+        steps_all, going_all, peaks_all = runs[0][0].tolist(), runs[0][1].tolist(), runs[0][2]
+        bounds = np.r_[0, np.cumsum(counts)].tolist()
+        per = [(e, steps_all[a:b], going_all[a:b], peaks_all[a:b])
+               for e, a, b in zip(entities, bounds[:-1], bounds[1:], strict=True)]
     out: list[list[AlertCandidate]] = []
     n = 0
-    for entity, (steps, going, peaks, *_) in zip(entities, runs, strict=True):
+    for entity, steps, going, peaks in per:
         mine: list[AlertCandidate] = []
-        for st, ongoing, peak in zip(steps.tolist(), going.tolist(), peaks, strict=True):
+        for st, ongoing, peak in zip(steps, going, peaks, strict=True):
             start, end = at[n], at[m + n]
             msg = (text.format(entity=entity, property=rule.property, op=rule.op, threshold=thr, peak=peak, steps=st,
                                start=start.tz_localize(None), end=end.tz_localize(None)) if naive else
