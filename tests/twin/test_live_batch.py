@@ -33,17 +33,24 @@ def _data(rng: np.random.Generator, t0: int, hours: int) -> dict[str, tuple[np.n
     return out
 
 
-@pytest.mark.parametrize("tz", ["Asia/Shanghai", "Europe/Berlin", "America/Sao_Paulo"])
+@pytest.mark.parametrize("tz", ["Asia/Shanghai", "Europe/Berlin", "America/Sao_Paulo", "Asia/Kolkata"])
+@pytest.mark.parametrize("when", ["2015-10-16", "2015-06-20"])
 @pytest.mark.parametrize("seed", range(4))
-def test_aqi_of_many_entities_equals_the_aqi_of_each(tz: str, seed: int) -> None:
+def test_aqi_of_many_entities_equals_the_aqi_of_each(tz: str, when: str, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    # around a change of offset in Berlin (2015-10-25) and in São Paulo (2015-10-18, 2016-02-21)
-    base = int(pd.Timestamp("2015-10-16", tz="UTC").value // 1000)
+    # from 2015-10-16: around a change of offset in Berlin (2015-10-25) and in São Paulo (2015-10-18, 2016-02-21);
+    # from 2015-06-20: none (all rows' hours back to UTC at once); Kolkata: local hours at UTC half hours
+    base = int(pd.Timestamp(when, tz="UTC").value // 1000)
     items = []
     for _ in range(int(rng.integers(1, 14))):
         t0 = base + int(rng.integers(0, 24 * 12)) * H
         items.append((_data(rng, t0, int(rng.integers(1, 90))), t0 + int(rng.integers(-10, 60)) * H))
     items.append(({}, base))  # nothing to read
+    t = base + np.arange(30, dtype=np.int64) * H
+    items.append(({"pm25": (t, np.full(30, np.nan), np.ones(30))}, base + 40 * H))  # no value: no row
+    items.append(({"pm25": (t, np.full(30, 80.0), np.ones(30))}, base + 60 * H))  # all before its warm-up
+    items.insert(0, ({"no2": (t, np.full(30, 90.0), np.ones(30)), "o3": (t, np.full(30, np.nan), np.ones(30))},
+                     base + 20 * H))
     many = le.aqi_arrays_many(items, 24 * H, tz)
     assert len(many) == len(items)
     for (d, s), (t, v) in zip(items, many, strict=True):

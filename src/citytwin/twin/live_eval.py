@@ -153,47 +153,101 @@ def aqi_arrays_many(items: Sequence[tuple[Mapping[str, tuple[np.ndarray, ...]], 
     each entity is a row of one grid, its hourly means summed by one ``bincount`` over the rows (each bin holds the
     readings of one entity in the same order), the moving means by cumulative sums along each row from its first
     hour, the IAQIs and their maximum element by element. A batch of a few hours for a dozen stations paid the numpy
-    calls of the AQI once per station; now once.
+    calls of the AQI once per station; now once. The readings of all entities and pollutants are laid end to end
+    (entity by entity, pollutant by pollutant, as :func:`aqi_arrays` lays one entity's) and cut at each entity's
+    window, and the grid's hours go back to UTC for all rows at once where one UTC offset holds throughout
+    (:func:`_rows_to_utc`): no numpy call per entity and pollutant.
     """
     empty = (np.zeros(0, np.int64), np.zeros(0))
     out: list[tuple[np.ndarray, np.ndarray]] = [empty] * len(items)
-    rows: list[tuple[int, int, list[tuple[int, np.ndarray, np.ndarray]], int]] = []
-    for e, (data, start_us) in enumerate(items):
-        parts, last_seen = _aqi_parts(data, start_us - warmup_us)
-        if parts and last_seen is not None:
-            rows.append((e, start_us, parts, last_seen))
-    if not rows:
+    ts: list[np.ndarray] = []
+    vs: list[np.ndarray] = []
+    fs: list[np.ndarray] = []
+    js: list[int] = []
+    es: list[int] = []
+    for e, (data, _) in enumerate(items):
+        for j, p in enumerate(AQI_INPUTS):
+            d = data.get(p)
+            if d is not None and len(d[0]):
+                ts.append(d[0])
+                vs.append(d[1])
+                fs.append(d[2])
+                js.append(j)
+                es.append(e)
+    if not ts:
         return out
-    ts = [np.concatenate([t for _, t, _ in parts]) for _, _, parts, _ in rows]
-    lh_rows = np.split(_local_hours(np.concatenate(ts), tz), np.cumsum([len(t) for t in ts])[:-1])
-    g0 = np.array([int(lh.min()) for lh in lh_rows], dtype=np.int64)
-    ns = np.array([int(lh.max()) for lh in lh_rows], dtype=np.int64) - g0 + 1
-    n_max, n_rows = int(ns.max()), len(rows)
+    lens = np.array([len(t) for t in ts], dtype=np.int64)
+    ent = np.repeat(np.array(es, dtype=np.int64), lens)
+    lo = np.array([s - warmup_us for _, s in items], dtype=np.int64)
+    t_all = np.concatenate(ts)
+    m = t_all >= lo[ent]  # (each entity's times are sorted: what searchsorted(t, lo) cuts)
+    t_all, ent = t_all[m], ent[m]
+    v_all = np.concatenate(vs)[m]
+    f_all = np.concatenate(fs)[m]
+    pol = np.repeat(np.array(js, dtype=np.int64), lens)[m]
+    if not len(t_all):
+        return out
+    # each entity's last time with a value: rows only for entities with one
+    small = np.iinfo(np.int64).min
+    e_first = np.flatnonzero(np.r_[True, ent[1:] != ent[:-1]])
+    seen_last = np.maximum.reduceat(np.where(np.isnan(v_all), small, t_all), e_first)
+    has = seen_last > small
+    if not has.any():
+        return out
+    if not has.all():
+        inc = np.repeat(has, np.diff(np.r_[e_first, len(ent)]))
+        t_all, ent, v_all, f_all, pol = t_all[inc], ent[inc], v_all[inc], f_all[inc], pol[inc]
+        e_first = np.flatnonzero(np.r_[True, ent[1:] != ent[:-1]])
+    row_ents = ent[e_first]
+    last_seen = seen_last[has]
+    n_rows = len(row_ents)
+    row = np.repeat(np.arange(n_rows), np.diff(np.r_[e_first, len(ent)]))
+    c_all = v_all * f_all
+    c_all = np.where(c_all < 0, np.nan, c_all)
+    lh = _local_hours(t_all, tz)
+    g0 = np.minimum.reduceat(lh, e_first)
+    ns = np.maximum.reduceat(lh, e_first) - g0 + 1
+    n_max = int(ns.max())
     size = n_rows * n_max
-    idx: list[list[np.ndarray]] = [[] for _ in AQI_INPUTS]
-    val: list[list[np.ndarray]] = [[] for _ in AQI_INPUTS]
-    for r, ((_, _, parts, _), lh) in enumerate(zip(rows, lh_rows, strict=True)):
-        pos = 0
-        for j, t, c in parts:
-            ok = ~np.isnan(c)
-            idx[j].append((lh[pos:pos + len(t)] - g0[r] + r * n_max)[ok])
-            val[j].append(c[ok])
-            pos += len(t)
-    mean = np.full((len(AQI_INPUTS), size), np.nan)
-    for j in range(len(AQI_INPUTS)):
-        if idx[j]:
-            ii, cc = np.concatenate(idx[j]), np.concatenate(val[j])
-            s = np.bincount(ii, weights=cc, minlength=size)
-            k = np.bincount(ii, minlength=size)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mean[j] = np.where(k > 0, s / np.maximum(k, 1), np.nan)
+    ok = ~np.isnan(c_all)
+    where = (pol * size + lh - g0[row] + row * n_max)[ok]
+    s = np.bincount(where, weights=c_all[ok], minlength=len(AQI_INPUTS) * size)
+    k = np.bincount(where, minlength=len(AQI_INPUTS) * size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(k > 0, s / np.maximum(k, 1), np.nan)
     grid = mean.reshape(len(AQI_INPUTS), n_rows, n_max)
     a = _aqi_of_means(grid, _moving_mean_rows(grid[AQI_INPUTS.index("o3")], 8, 6),
                       _moving_mean_rows(grid[AQI_INPUTS.index("so2")], 24, 20))
-    for r, (e, start_us, _, last_seen) in enumerate(rows):
+    starts = np.array([items[int(e)][1] for e in row_ents], dtype=np.int64)
+    done = _rows_to_utc(g0, ns, t_all, a, starts, last_seen, tz)
+    if done is not None:
+        for e, res in zip(row_ents.tolist(), done, strict=True):
+            out[e] = res
+        return out
+    for r, e in enumerate(row_ents.tolist()):
         n = int(ns[r])
-        out[e] = _utc_hours(int(g0[r]), n, ts[r], a[r, :n], start_us, last_seen, tz)
+        out[e] = _utc_hours(int(g0[r]), n, t_all[row == r], a[r, :n], int(starts[r]), int(last_seen[r]), tz)
     return out
+
+
+def _rows_to_utc(g0: np.ndarray, ns: np.ndarray, t_all: np.ndarray, a: np.ndarray, starts: np.ndarray,
+                 last_seen: np.ndarray, tz: str) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """:func:`_utc_hours` of every row of the grid ``a`` at once, where the time zone keeps one offset over every day
+    of the readings and of the grid's hours (then each row's own check finds that offset, with no gap or overlap);
+    None otherwise (each row by :func:`_utc_hours`)."""
+    day_us = 24 * _HOUR_US
+    off = _day_offset(tz, int(t_all.min()) // day_us, int(t_all.max()) // day_us)
+    if off is None:
+        return None
+    lo_h, hi_h = int(g0.min()) * _HOUR_US - off, int((g0 + ns - 1).max()) * _HOUR_US - off
+    if _day_offset(tz, lo_h // day_us, hi_h // day_us) != off:
+        return None
+    cols = np.arange(a.shape[1], dtype=np.int64)
+    hours = (g0[:, None] + cols) * _HOUR_US - off
+    keep = ((cols < ns[:, None]) & (hours >= starts[:, None])
+            & (hours <= ((last_seen // _HOUR_US) * _HOUR_US)[:, None]))
+    cut = np.cumsum(keep.sum(axis=1))[:-1]
+    return list(zip(np.split(hours[keep], cut), np.split(a[keep], cut), strict=True))
 
 
 def _aqi_parts(data: Mapping[str, tuple[np.ndarray, ...]],
