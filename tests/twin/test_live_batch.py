@@ -159,3 +159,52 @@ def test_a_replay_in_small_commits_equals_the_entities_one_by_one(shared_data, s
         for p in x.data:
             for u, v in zip(x.data[p], y.data[p], strict=True):
                 np.testing.assert_array_equal(u, v)
+
+
+def _merge_reference(data: dict[str, tuple[np.ndarray, ...]], prop: str, t: np.ndarray, v: np.ndarray,
+                     f: np.ndarray) -> None:
+    """``_Tail.merge`` as it was before its append path: concatenate, stable sort, the last of each time kept."""
+    if prop in data:
+        t0, v0, f0 = data[prop]
+        t, v, f = np.concatenate([t0, t]), np.concatenate([v0, v]), np.concatenate([f0, f])
+    order = np.argsort(t, kind="stable")
+    t, v, f = t[order], v[order], f[order]
+    keep = np.r_[t[1:] != t[:-1], True] if len(t) else np.zeros(0, dtype=bool)
+    data[prop] = (t[keep], v[keep], f[keep])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tail_merge_appends_as_the_sort_would(seed: int) -> None:
+    """Readings after the kept ones, in order, are appended (no sort): the same tail as the sort and dedup give,
+    for in-order, out-of-order, repeated and boundary-equal times."""
+    rng = np.random.default_rng(seed)
+    tail = lr._Tail(0, {})
+    ref: dict[str, tuple[np.ndarray, ...]] = {}
+    last = 0
+    appended = 0
+    for _ in range(300):
+        n = int(rng.integers(0, 6))
+        kind = rng.random()
+        if kind < 0.6:  # after the kept ones, in order (the append path)
+            t = last + np.cumsum(rng.integers(1, 3, n)) * H
+        elif kind < 0.75:  # the first one at the last kept time (replaces it)
+            t = last + np.r_[0, np.cumsum(rng.integers(1, 3, max(n - 1, 0)))][:n] * H
+        elif kind < 0.9:  # late or out of order
+            t = last + rng.integers(-20, 5, n) * H
+        else:  # a time twice in the batch
+            t = last + np.repeat(rng.integers(1, 4, max(n // 2, 1)), 2)[:n] * H
+        t = t.astype(np.int64)
+        v, f = rng.uniform(0, 300, n), np.ones(n)
+        p = "pm25" if rng.random() < 0.8 else "o3"
+        before = len(tail.data.get(p, ((),))[0])
+        tail.merge(p, t, v, f)
+        _merge_reference(ref, p, t, v, f)
+        appended += int(len(t) > 0 and len(tail.data[p][0]) == before + len(t))
+        if len(t):
+            last = max(last, int(t.max()))
+        assert tail.data.keys() == ref.keys()
+        for q in ref:
+            for a, b in zip(tail.data[q], ref[q], strict=True):
+                assert a.dtype == b.dtype
+                np.testing.assert_array_equal(a, b)
+    assert appended > 100

@@ -196,6 +196,11 @@ class _Tail:
         """Add readings; a later one of the same time replaces an earlier one (as the history store reads)."""
         if prop in self.data:
             t0, v0, f0 = self.data[prop]
+            if len(t) and (not len(t0) or t[0] > t0[-1]) and (len(t) < 2 or bool((t[1:] > t[:-1]).all())):
+                # (the usual commit: readings after the kept ones, in order, no time twice) appended: what the
+                # sort and the dedup below give for them
+                self.data[prop] = (np.concatenate([t0, t]), np.concatenate([v0, v]), np.concatenate([f0, f]))
+                return
             t, v, f = np.concatenate([t0, t]), np.concatenate([v0, v]), np.concatenate([f0, f])
         order = np.argsort(t, kind="stable")
         t, v, f = t[order], v[order], f[order]
