@@ -208,3 +208,30 @@ def test_tail_merge_appends_as_the_sort_would(seed: int) -> None:
                 assert a.dtype == b.dtype
                 np.testing.assert_array_equal(a, b)
     assert appended > 100
+
+
+def test_follow_back_continues_the_last_matching_known_alert() -> None:
+    """A run reaching the window's start continues the *last* known alert (oldest first) that reaches it, as the
+    list of all matches' last element gave; found by a scan from the end."""
+    from types import SimpleNamespace
+
+    rule = lr.AQI_HEAVY_2H
+    eng = lr.LiveRuleEngine([rule])
+    t = np.arange(6, dtype=np.int64) * H + 400_000 * H
+    cands = le.series_candidates(rule, "s", t, np.full(6, 250.0))
+    assert len(cands) == 1
+    c = cands[0]
+    ts = pd.Timestamp
+
+    def alert(start_h: int, end_h: int | None, live: bool, peak: float) -> SimpleNamespace:
+        s = c.start + pd.Timedelta(hours=start_h)
+        return SimpleNamespace(start=s, end=None if end_h is None else c.start + pd.Timedelta(hours=end_h),
+                               live=live, peak=peak, peak_time=s)
+
+    for mine, want in (([alert(-30, -1, False, 260.0), alert(-20, -1, False, 270.0), alert(-9, None, True, 280.0),
+                         alert(-5, -4, False, 300.0)], 2),  # the last that reaches: the live one, not the first
+                       ([alert(-30, -1, False, 260.0), alert(-20, -1, False, 270.0)], 1),
+                       ([alert(-30, -1, False, 260.0), alert(-3, -3, False, 900.0)], 0)):
+        got = eng._follow_back("s", lr._Tail(0, {}), int(t[0] // 1) + H, [c], lambda r, e, m=mine: m, -10**18, H)
+        assert got == [lr._continued(rule, c, mine[want])], want
+        assert ts(got[0].start) == mine[want].start
