@@ -33,17 +33,24 @@ def _data(rng: np.random.Generator, t0: int, hours: int) -> dict[str, tuple[np.n
     return out
 
 
-@pytest.mark.parametrize("tz", ["Asia/Shanghai", "Europe/Berlin", "America/Sao_Paulo"])
+@pytest.mark.parametrize("tz", ["Asia/Shanghai", "Europe/Berlin", "America/Sao_Paulo", "Asia/Kolkata"])
+@pytest.mark.parametrize("when", ["2015-10-16", "2015-06-20"])
 @pytest.mark.parametrize("seed", range(4))
-def test_aqi_of_many_entities_equals_the_aqi_of_each(tz: str, seed: int) -> None:
+def test_aqi_of_many_entities_equals_the_aqi_of_each(tz: str, when: str, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    # around a change of offset in Berlin (2015-10-25) and in São Paulo (2015-10-18, 2016-02-21)
-    base = int(pd.Timestamp("2015-10-16", tz="UTC").value // 1000)
+    # from 2015-10-16: around a change of offset in Berlin (2015-10-25) and in São Paulo (2015-10-18, 2016-02-21);
+    # from 2015-06-20: none (all rows' hours back to UTC at once); Kolkata: local hours at UTC half hours
+    base = int(pd.Timestamp(when, tz="UTC").value // 1000)
     items = []
     for _ in range(int(rng.integers(1, 14))):
         t0 = base + int(rng.integers(0, 24 * 12)) * H
         items.append((_data(rng, t0, int(rng.integers(1, 90))), t0 + int(rng.integers(-10, 60)) * H))
     items.append(({}, base))  # nothing to read
+    t = base + np.arange(30, dtype=np.int64) * H
+    items.append(({"pm25": (t, np.full(30, np.nan), np.ones(30))}, base + 40 * H))  # no value: no row
+    items.append(({"pm25": (t, np.full(30, 80.0), np.ones(30))}, base + 60 * H))  # all before its warm-up
+    items.insert(0, ({"no2": (t, np.full(30, 90.0), np.ones(30)), "o3": (t, np.full(30, np.nan), np.ones(30))},
+                     base + 20 * H))
     many = le.aqi_arrays_many(items, 24 * H, tz)
     assert len(many) == len(items)
     for (d, s), (t, v) in zip(items, many, strict=True):
@@ -70,6 +77,35 @@ def test_holding_entities_are_those_with_candidates() -> None:
         one = [le.series_candidates(r, e, t, v) for e, (t, v) in zip(ents, series, strict=True)]
         assert many == one and [list(map(repr, c)) for c in many] == [list(map(repr, c)) for c in one]
         assert sum(map(len, many)) > 5
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_runs_of_all_series_at_once_equal_the_runs_of_each(seed: int) -> None:
+    """:func:`live_eval.series_candidates_many` (the runs of all series in one pass, :func:`live_eval._runs_many`)
+    equals :func:`live_eval.series_candidates_each` (one :func:`live_eval._runs` per series): runs at the ends of
+    series, empty series, gaps, NaN, ``max_gap``, ``<`` and ``<=`` rules, runs reaching each series' last time."""
+    rng = np.random.default_rng(100 + seed)
+    rules = [ThresholdRule("a", "aqi", ">", 200, min_steps=2, step="1h"),
+             ThresholdRule("b", "aqi", ">=", 150, min_steps=1, step="1h", max_gap=2,
+                           message="{entity} {steps} h from {start} to {end}, peak {peak:g}"),
+             ThresholdRule("c", "o3", "<", 40, min_steps=3, step="1h", max_gap=1),
+             ThresholdRule("d", "pm10", "<=", 60, min_steps=2, step="30min")]
+    series = []
+    for n in rng.integers(0, 40, int(rng.integers(1, 30))):
+        t0 = int(rng.integers(0, 1000)) * H
+        t = np.unique(t0 + rng.integers(0, 60, int(n)) * (H // 2)).astype(np.int64)
+        v = rng.uniform(0, 300, len(t))
+        v[rng.random(len(t)) < 0.15] = np.nan
+        series.append((t, v))
+    ents = [f"e{k}" for k in range(len(series))]
+    total = going = 0
+    for r in rules:
+        many = le.series_candidates_many(r, ents, series)
+        each = le.series_candidates_each(r, ents, series)
+        assert many == each and [list(map(repr, c)) for c in many] == [list(map(repr, c)) for c in each]
+        total += sum(map(len, many))
+        going += sum(c.ongoing for cs in many for c in cs)
+    assert total > 10 and going > 0
 
 
 def _same(a: Any, b: Any) -> None:
@@ -123,3 +159,79 @@ def test_a_replay_in_small_commits_equals_the_entities_one_by_one(shared_data, s
         for p in x.data:
             for u, v in zip(x.data[p], y.data[p], strict=True):
                 np.testing.assert_array_equal(u, v)
+
+
+def _merge_reference(data: dict[str, tuple[np.ndarray, ...]], prop: str, t: np.ndarray, v: np.ndarray,
+                     f: np.ndarray) -> None:
+    """``_Tail.merge`` as it was before its append path: concatenate, stable sort, the last of each time kept."""
+    if prop in data:
+        t0, v0, f0 = data[prop]
+        t, v, f = np.concatenate([t0, t]), np.concatenate([v0, v]), np.concatenate([f0, f])
+    order = np.argsort(t, kind="stable")
+    t, v, f = t[order], v[order], f[order]
+    keep = np.r_[t[1:] != t[:-1], True] if len(t) else np.zeros(0, dtype=bool)
+    data[prop] = (t[keep], v[keep], f[keep])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_tail_merge_appends_as_the_sort_would(seed: int) -> None:
+    """Readings after the kept ones, in order, are appended (no sort): the same tail as the sort and dedup give,
+    for in-order, out-of-order, repeated and boundary-equal times."""
+    rng = np.random.default_rng(seed)
+    tail = lr._Tail(0, {})
+    ref: dict[str, tuple[np.ndarray, ...]] = {}
+    last = 0
+    appended = 0
+    for _ in range(300):
+        n = int(rng.integers(0, 6))
+        kind = rng.random()
+        if kind < 0.6:  # after the kept ones, in order (the append path)
+            t = last + np.cumsum(rng.integers(1, 3, n)) * H
+        elif kind < 0.75:  # the first one at the last kept time (replaces it)
+            t = last + np.r_[0, np.cumsum(rng.integers(1, 3, max(n - 1, 0)))][:n] * H
+        elif kind < 0.9:  # late or out of order
+            t = last + rng.integers(-20, 5, n) * H
+        else:  # a time twice in the batch
+            t = last + np.repeat(rng.integers(1, 4, max(n // 2, 1)), 2)[:n] * H
+        t = t.astype(np.int64)
+        v, f = rng.uniform(0, 300, n), np.ones(n)
+        p = "pm25" if rng.random() < 0.8 else "o3"
+        before = len(tail.data.get(p, ((),))[0])
+        tail.merge(p, t, v, f)
+        _merge_reference(ref, p, t, v, f)
+        appended += int(len(t) > 0 and len(tail.data[p][0]) == before + len(t))
+        if len(t):
+            last = max(last, int(t.max()))
+        assert tail.data.keys() == ref.keys()
+        for q in ref:
+            for a, b in zip(tail.data[q], ref[q], strict=True):
+                assert a.dtype == b.dtype
+                np.testing.assert_array_equal(a, b)
+    assert appended > 100
+
+
+def test_follow_back_continues_the_last_matching_known_alert() -> None:
+    """A run reaching the window's start continues the *last* known alert (oldest first) that reaches it, as the
+    list of all matches' last element gave; found by a scan from the end."""
+    from types import SimpleNamespace
+
+    rule = lr.AQI_HEAVY_2H
+    eng = lr.LiveRuleEngine([rule])
+    t = np.arange(6, dtype=np.int64) * H + 400_000 * H
+    cands = le.series_candidates(rule, "s", t, np.full(6, 250.0))
+    assert len(cands) == 1
+    c = cands[0]
+    ts = pd.Timestamp
+
+    def alert(start_h: int, end_h: int | None, live: bool, peak: float) -> SimpleNamespace:
+        s = c.start + pd.Timedelta(hours=start_h)
+        return SimpleNamespace(start=s, end=None if end_h is None else c.start + pd.Timedelta(hours=end_h),
+                               live=live, peak=peak, peak_time=s)
+
+    for mine, want in (([alert(-30, -1, False, 260.0), alert(-20, -1, False, 270.0), alert(-9, None, True, 280.0),
+                         alert(-5, -4, False, 300.0)], 2),  # the last that reaches: the live one, not the first
+                       ([alert(-30, -1, False, 260.0), alert(-20, -1, False, 270.0)], 1),
+                       ([alert(-30, -1, False, 260.0), alert(-3, -3, False, 900.0)], 0)):
+        got = eng._follow_back("s", lr._Tail(0, {}), int(t[0] // 1) + H, [c], lambda r, e, m=mine: m, -10**18, H)
+        assert got == [lr._continued(rule, c, mine[want])], want
+        assert ts(got[0].start) == mine[want].start

@@ -153,47 +153,101 @@ def aqi_arrays_many(items: Sequence[tuple[Mapping[str, tuple[np.ndarray, ...]], 
     each entity is a row of one grid, its hourly means summed by one ``bincount`` over the rows (each bin holds the
     readings of one entity in the same order), the moving means by cumulative sums along each row from its first
     hour, the IAQIs and their maximum element by element. A batch of a few hours for a dozen stations paid the numpy
-    calls of the AQI once per station; now once.
+    calls of the AQI once per station; now once. The readings of all entities and pollutants are laid end to end
+    (entity by entity, pollutant by pollutant, as :func:`aqi_arrays` lays one entity's) and cut at each entity's
+    window, and the grid's hours go back to UTC for all rows at once where one UTC offset holds throughout
+    (:func:`_rows_to_utc`): no numpy call per entity and pollutant.
     """
     empty = (np.zeros(0, np.int64), np.zeros(0))
     out: list[tuple[np.ndarray, np.ndarray]] = [empty] * len(items)
-    rows: list[tuple[int, int, list[tuple[int, np.ndarray, np.ndarray]], int]] = []
-    for e, (data, start_us) in enumerate(items):
-        parts, last_seen = _aqi_parts(data, start_us - warmup_us)
-        if parts and last_seen is not None:
-            rows.append((e, start_us, parts, last_seen))
-    if not rows:
+    ts: list[np.ndarray] = []
+    vs: list[np.ndarray] = []
+    fs: list[np.ndarray] = []
+    js: list[int] = []
+    es: list[int] = []
+    for e, (data, _) in enumerate(items):
+        for j, p in enumerate(AQI_INPUTS):
+            d = data.get(p)
+            if d is not None and len(d[0]):
+                ts.append(d[0])
+                vs.append(d[1])
+                fs.append(d[2])
+                js.append(j)
+                es.append(e)
+    if not ts:
         return out
-    ts = [np.concatenate([t for _, t, _ in parts]) for _, _, parts, _ in rows]
-    lh_rows = np.split(_local_hours(np.concatenate(ts), tz), np.cumsum([len(t) for t in ts])[:-1])
-    g0 = np.array([int(lh.min()) for lh in lh_rows], dtype=np.int64)
-    ns = np.array([int(lh.max()) for lh in lh_rows], dtype=np.int64) - g0 + 1
-    n_max, n_rows = int(ns.max()), len(rows)
+    lens = np.array([len(t) for t in ts], dtype=np.int64)
+    ent = np.repeat(np.array(es, dtype=np.int64), lens)
+    lo = np.array([s - warmup_us for _, s in items], dtype=np.int64)
+    t_all = np.concatenate(ts)
+    m = t_all >= lo[ent]  # (each entity's times are sorted: what searchsorted(t, lo) cuts)
+    t_all, ent = t_all[m], ent[m]
+    v_all = np.concatenate(vs)[m]
+    f_all = np.concatenate(fs)[m]
+    pol = np.repeat(np.array(js, dtype=np.int64), lens)[m]
+    if not len(t_all):
+        return out
+    # each entity's last time with a value: rows only for entities with one
+    small = np.iinfo(np.int64).min
+    e_first = np.flatnonzero(np.r_[True, ent[1:] != ent[:-1]])
+    seen_last = np.maximum.reduceat(np.where(np.isnan(v_all), small, t_all), e_first)
+    has = seen_last > small
+    if not has.any():
+        return out
+    if not has.all():
+        inc = np.repeat(has, np.diff(np.r_[e_first, len(ent)]))
+        t_all, ent, v_all, f_all, pol = t_all[inc], ent[inc], v_all[inc], f_all[inc], pol[inc]
+        e_first = np.flatnonzero(np.r_[True, ent[1:] != ent[:-1]])
+    row_ents = ent[e_first]
+    last_seen = seen_last[has]
+    n_rows = len(row_ents)
+    row = np.repeat(np.arange(n_rows), np.diff(np.r_[e_first, len(ent)]))
+    c_all = v_all * f_all
+    c_all = np.where(c_all < 0, np.nan, c_all)
+    lh = _local_hours(t_all, tz)
+    g0 = np.minimum.reduceat(lh, e_first)
+    ns = np.maximum.reduceat(lh, e_first) - g0 + 1
+    n_max = int(ns.max())
     size = n_rows * n_max
-    idx: list[list[np.ndarray]] = [[] for _ in AQI_INPUTS]
-    val: list[list[np.ndarray]] = [[] for _ in AQI_INPUTS]
-    for r, ((_, _, parts, _), lh) in enumerate(zip(rows, lh_rows, strict=True)):
-        pos = 0
-        for j, t, c in parts:
-            ok = ~np.isnan(c)
-            idx[j].append((lh[pos:pos + len(t)] - g0[r] + r * n_max)[ok])
-            val[j].append(c[ok])
-            pos += len(t)
-    mean = np.full((len(AQI_INPUTS), size), np.nan)
-    for j in range(len(AQI_INPUTS)):
-        if idx[j]:
-            ii, cc = np.concatenate(idx[j]), np.concatenate(val[j])
-            s = np.bincount(ii, weights=cc, minlength=size)
-            k = np.bincount(ii, minlength=size)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mean[j] = np.where(k > 0, s / np.maximum(k, 1), np.nan)
+    ok = ~np.isnan(c_all)
+    where = (pol * size + lh - g0[row] + row * n_max)[ok]
+    s = np.bincount(where, weights=c_all[ok], minlength=len(AQI_INPUTS) * size)
+    k = np.bincount(where, minlength=len(AQI_INPUTS) * size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(k > 0, s / np.maximum(k, 1), np.nan)
     grid = mean.reshape(len(AQI_INPUTS), n_rows, n_max)
     a = _aqi_of_means(grid, _moving_mean_rows(grid[AQI_INPUTS.index("o3")], 8, 6),
                       _moving_mean_rows(grid[AQI_INPUTS.index("so2")], 24, 20))
-    for r, (e, start_us, _, last_seen) in enumerate(rows):
+    starts = np.array([items[int(e)][1] for e in row_ents], dtype=np.int64)
+    done = _rows_to_utc(g0, ns, t_all, a, starts, last_seen, tz)
+    if done is not None:
+        for e, res in zip(row_ents.tolist(), done, strict=True):
+            out[e] = res
+        return out
+    for r, e in enumerate(row_ents.tolist()):
         n = int(ns[r])
-        out[e] = _utc_hours(int(g0[r]), n, ts[r], a[r, :n], start_us, last_seen, tz)
+        out[e] = _utc_hours(int(g0[r]), n, t_all[row == r], a[r, :n], int(starts[r]), int(last_seen[r]), tz)
     return out
+
+
+def _rows_to_utc(g0: np.ndarray, ns: np.ndarray, t_all: np.ndarray, a: np.ndarray, starts: np.ndarray,
+                 last_seen: np.ndarray, tz: str) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """:func:`_utc_hours` of every row of the grid ``a`` at once, where the time zone keeps one offset over every day
+    of the readings and of the grid's hours (then each row's own check finds that offset, with no gap or overlap);
+    None otherwise (each row by :func:`_utc_hours`)."""
+    day_us = 24 * _HOUR_US
+    off = _day_offset(tz, int(t_all.min()) // day_us, int(t_all.max()) // day_us)
+    if off is None:
+        return None
+    lo_h, hi_h = int(g0.min()) * _HOUR_US - off, int((g0 + ns - 1).max()) * _HOUR_US - off
+    if _day_offset(tz, lo_h // day_us, hi_h // day_us) != off:
+        return None
+    cols = np.arange(a.shape[1], dtype=np.int64)
+    hours = (g0[:, None] + cols) * _HOUR_US - off
+    keep = ((cols < ns[:, None]) & (hours >= starts[:, None])
+            & (hours <= ((last_seen // _HOUR_US) * _HOUR_US)[:, None]))
+    cut = np.cumsum(keep.sum(axis=1))[:-1]
+    return list(zip(np.split(hours[keep], cut), np.split(a[keep], cut), strict=True))
 
 
 def _aqi_parts(data: Mapping[str, tuple[np.ndarray, ...]],
@@ -304,8 +358,27 @@ def series_candidates(rule: ThresholdRule, entity: str, t_us: np.ndarray, v: np.
 
 def series_candidates_many(rule: ThresholdRule, entities: Sequence[str],
                            series: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[list[AlertCandidate]]:
-    """:func:`series_candidates` of several entities' series (``now_us`` None): the runs found per series, the
-    candidates' times made as one index for all of them (``tests/twin/test_live_batch.py`` compares)."""
+    """:func:`series_candidates` of several entities' series (``now_us`` None): the runs of all of them found in one
+    pass over the series laid end to end (:func:`_runs_many`, a run never crossing from one series to the next), the
+    candidates' times made as one index for all of them. The same candidates as :func:`series_candidates_each` (one
+    :func:`_runs` per series; ``tests/twin/test_live_batch.py`` compares)."""
+    flat = _runs_many(rule, series)
+    if flat is None:  # (runs of centuries, times at the bounds: what each series' own check decides)
+        return series_candidates_each(rule, entities, series)
+    counts, runs = flat
+    out: list[list[AlertCandidate]] = [[] for _ in series]
+    has = np.flatnonzero(counts).tolist()
+    if has:
+        made = _candidates(rule, [entities[k] for k in has], [runs], [int(counts[k]) for k in has])
+        for k, cands in zip(has, made, strict=True):
+            out[k] = cands
+    return out
+
+
+def series_candidates_each(rule: ThresholdRule, entities: Sequence[str],
+                           series: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[list[AlertCandidate]]:
+    """:func:`series_candidates_many` with the runs found series by series (:func:`_runs` each): its earlier form,
+    the reference its tests compare with, and its fallback where a series' times lie at the bounds."""
     out: list[list[AlertCandidate]] = [[] for _ in series]
     found: list[tuple[int, _Runs]] = []
     for k, (t_us, v) in enumerate(series):
@@ -319,6 +392,67 @@ def series_candidates_many(rule: ThresholdRule, entities: Sequence[str],
         for (k, _), cands in zip(found, made, strict=True):
             out[k] = cands
     return out
+
+
+def _runs_many(rule: ThresholdRule, series: Sequence[tuple[np.ndarray, np.ndarray]]
+               ) -> tuple[np.ndarray, _Runs] | None:
+    """:func:`_runs` (``now_us`` None) of every series at once: (runs per series, the runs of all of them in series
+    order), or None where one series' times need :func:`_runs`'s own bounds check (then each series alone).
+
+    The series are laid end to end; a run starts where the gap to the previous holding step exceeds the allowed one
+    *or* where a new series begins; each series' horizon (its last time) and last break (its last present value
+    where the condition fails) are taken per series. The arithmetic per run is that of :func:`_runs`."""
+    lens = np.array([len(t) for t, _ in series], dtype=np.int64)
+    n_ser = len(series)
+    none: _Runs = (np.zeros(0, np.int64), np.zeros(0, bool), [], *(np.zeros(0, np.int64),) * 4)
+    if not n_ser or not lens.sum():
+        return np.zeros(n_ser, np.int64), none
+    if rule.relative_to is not None:
+        raise InputError(f"rule {rule.name!r}: relative thresholds are not evaluated live", field="relative_to")
+    t_us = np.concatenate([np.asarray(t, dtype=np.int64) for t, _ in series])
+    v = np.concatenate([np.asarray(x, dtype=float) for _, x in series])
+    seg = np.repeat(np.arange(n_ser), lens)
+    step_us = int(pd.Timedelta(rule.step).value // 1000)
+    present = ~np.isnan(v)
+    with np.errstate(invalid="ignore"):
+        hold = _OPS_NP[rule.op](v, float(rule.threshold)) & present
+    hi = np.flatnonzero(hold)
+    if not len(hi):
+        return np.zeros(n_ser, np.int64), none
+    th, sh = t_us[hi], seg[hi]
+    step_ns = int(pd.Timedelta(rule.step).value)
+    det_ns = step_ns * (rule.min_steps - 1)
+    lo, top = int(th.min()), int(th.max())
+    big, small = int(np.iinfo(np.int64).max), int(np.iinfo(np.int64).min) + 1
+    if (top - lo >= 2**53 or max(top * 1000, top * 1000 + det_ns) > big
+            or min(lo * 1000, lo * 1000 + det_ns) < small):
+        return None  # (each series' own check: within these bounds every series passes it)
+    limit = (rule.max_gap + 1) * step_us
+    starts = np.flatnonzero(np.r_[True, (np.diff(th) > limit) | (sh[1:] != sh[:-1])])
+    ends = np.r_[starts[1:], len(th)]
+    t0s, t1s = th[starts], th[ends - 1]
+    steps = np.round((t1s - t0s) / step_us).astype(np.int64) + 1
+    kept = np.flatnonzero(steps >= rule.min_steps)
+    if not len(kept):
+        return np.zeros(n_ser, np.int64), none
+    run_seg = sh[starts][kept]
+    last = np.cumsum(lens) - 1  # each series' last position (its horizon; unused for an empty series)
+    horizon = t_us[np.maximum(last, 0)][run_seg]
+    going = t1s[kept] >= horizon - step_us * rule.max_gap
+    brk = np.flatnonzero(present & ~hold)
+    if len(brk):  # each series' last break: the last break position at or before its last position, if in it
+        j = np.searchsorted(brk, last, side="right") - 1
+        has_brk = (j >= 0) & (last - lens + 1 <= brk[np.maximum(j, 0)])
+        last_brk = t_us[brk[np.maximum(j, 0)]]
+        going &= ~(has_brk[run_seg] & (t1s[kept] < last_brk[run_seg]))
+    vals = v[hi]
+    best = (np.maximum if rule.op in (">", ">=") else np.minimum).reduceat(vals, starts)
+    hit = np.flatnonzero(vals == np.repeat(best, ends - starts))
+    first = hit[np.searchsorted(hit, starts)][kept]
+    k0, k1 = t0s[kept] * 1000, t1s[kept] * 1000
+    counts = np.bincount(run_seg, minlength=n_ser).astype(np.int64)
+    return counts, (steps[kept], going, vals[first].tolist(), k0, k1, th[first].astype(np.int64) * 1000,
+                    k0 + det_ns)
 
 
 # a series' runs that hold for min_steps: steps, ongoing, peak values, and start, end, peak time and detection in ns
@@ -364,22 +498,31 @@ def _runs(rule: ThresholdRule, t_us: np.ndarray, v: np.ndarray, now_us: int | No
     return steps[kept], going, vals[first].tolist(), k0, k1, th[first].astype(np.int64) * 1000, k0 + det_ns
 
 
-def _candidates(rule: ThresholdRule, entities: Sequence[str], runs: Sequence[_Runs]) -> list[list[AlertCandidate]]:
-    """The candidates of each entity's runs, their Timestamps made as one index."""
+def _candidates(rule: ThresholdRule, entities: Sequence[str], runs: Sequence[_Runs],
+                counts: Sequence[int] | None = None) -> list[list[AlertCandidate]]:
+    """The candidates of each entity's runs, their Timestamps made as one index. ``counts`` given: ``runs`` is one
+    set of runs, the first ``counts[0]`` of ``entities[0]``, the next ``counts[1]`` of ``entities[1]``, ..."""
     m = sum(len(r[0]) for r in runs)
     if not m:
-        return [[] for _ in runs]
+        return [[] for _ in (runs if counts is None else entities)]
     stamps = pd.DatetimeIndex(np.concatenate([np.concatenate([r[i] for r in runs]) for i in (3, 4, 5, 6)]
                                              ).view("datetime64[ns]")).tz_localize(_UTC)
     at = list(stamps)
     text = rule.message
     naive = "start" in text or "end" in text  # (the message's start and end are local-free, naive UTC)
     thr = float(rule.threshold)
+    if counts is None:
+        per = [(e, r[0].tolist(), r[1].tolist(), r[2]) for e, r in zip(entities, runs, strict=True)]
+    else:
+        steps_all, going_all, peaks_all = runs[0][0].tolist(), runs[0][1].tolist(), runs[0][2]
+        bounds = np.r_[0, np.cumsum(counts)].tolist()
+        per = [(e, steps_all[a:b], going_all[a:b], peaks_all[a:b])
+               for e, a, b in zip(entities, bounds[:-1], bounds[1:], strict=True)]
     out: list[list[AlertCandidate]] = []
     n = 0
-    for entity, (steps, going, peaks, *_) in zip(entities, runs, strict=True):
+    for entity, steps, going, peaks in per:
         mine: list[AlertCandidate] = []
-        for st, ongoing, peak in zip(steps.tolist(), going.tolist(), peaks, strict=True):
+        for st, ongoing, peak in zip(steps, going, peaks, strict=True):
             start, end = at[n], at[m + n]
             msg = (text.format(entity=entity, property=rule.property, op=rule.op, threshold=thr, peak=peak, steps=st,
                                start=start.tz_localize(None), end=end.tz_localize(None)) if naive else
