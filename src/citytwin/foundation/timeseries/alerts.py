@@ -53,6 +53,14 @@ CREATE INDEX IF NOT EXISTS alerts_status ON alerts(status, opened_us);
 CREATE INDEX IF NOT EXISTS alerts_opened ON alerts(opened_us, seq);
 """
 
+# what AlertStore.query(ending_since=...) reads through (the rule engine's follow-back, every commit): without them
+# SQLite read every record of the rule and entity to test the bound, a cost that grew with the alerts stored
+# (docs/twin.md, "Session 15: the soak's step"); made after ``end_us`` exists (a store written before gets it first)
+_FOLLOW_DDL = """
+CREATE INDEX IF NOT EXISTS alerts_end ON alerts(rule, entity, end_us);
+CREATE INDEX IF NOT EXISTS alerts_live ON alerts(rule, entity) WHERE status != 'resolved';
+"""
+
 # the ISO text an alert record holds (Timestamp.isoformat() of an aware time, at most µs), years well inside
 # what to_us accepts: read by the standard library (a tenth of to_us's time), anything else by to_us itself
 _RECORD_TIME = re.compile(r"(1[7-9]|2[0-1])\d\d-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?[+-]\d\d:\d\d\Z", re.ASCII)
@@ -96,6 +104,7 @@ class AlertStore:
         con.executescript(_DDL)
         if "end_us" not in {r[1] for r in con.execute("PRAGMA table_info(alerts)")}:
             self._add_end(con)
+        con.executescript(_FOLLOW_DDL)
         self._seq = int(con.execute("SELECT coalesce(max(seq), 0) FROM alerts").fetchone()[0])
 
     @staticmethod
@@ -160,18 +169,29 @@ class AlertStore:
         where: list[str] = []
         params: list[Any] = []
         if ending_since is not None:
-            where.append("(status != 'resolved' OR end_us IS NULL OR end_us >= ? OR start_us >= ?)")
-            params.extend([to_us(ending_since)] * 2)
+            # (status != 'resolved' OR end_us IS NULL OR end_us >= ? OR start_us >= ?) as a union of index look-ups
+            # (alerts_live, alerts_end, alerts_key under the rule and entity): the same rows, without reading every
+            # record of the rule and entity (ORDER BY below sorts the few found)
+            key, kp = "", list[str]()
+            if rule is not None:
+                key, kp = key + " AND rule = ?", [*kp, rule]
+            if entity is not None:
+                key, kp = key + " AND entity = ?", [*kp, str(entity)]
+            us = to_us(ending_since)
+            where.append("rowid IN (" + " UNION ".join(
+                f"SELECT rowid FROM alerts WHERE {cond}{key}"
+                for cond in ("status != 'resolved'", "end_us IS NULL", "end_us >= ?", "start_us >= ?")) + ")")
+            params.extend([*kp, *kp, us, *kp, us, *kp])
         if live_or_resolved_since is not None:
             where.append("(resolved_us IS NULL OR resolved_us >= ?)")
             params.append(to_us(live_or_resolved_since))
-        if status is not None:
-            where.append(f"status IN ({','.join('?' * len(status))})")
+        if status is not None:  # (+: not through an index where the rows are found by rowid above)
+            where.append(f"{'+' if ending_since is not None else ''}status IN ({','.join('?' * len(status))})")
             params.extend(status)
-        if entity is not None:
+        if entity is not None and ending_since is None:  # (else in each look-up above)
             where.append("entity = ?")
             params.append(str(entity))
-        if rule is not None:
+        if rule is not None and ending_since is None:
             where.append("rule = ?")
             params.append(rule)
         sql = "SELECT id, record FROM alerts" + (" WHERE " + " AND ".join(where) if where else "") + \
