@@ -19,9 +19,9 @@ How each splits:
 * **simulation seeds** (:func:`sim_run`): one SUMO run per task: per-seed metrics exact.
 * **land change** (:func:`citytwin.workflows.scaleout_change.land_change`, its own module): stripes
   west to east; each feature cut once, by its stripe's task, exactly as one process cuts it: exact.
-* **points per zone** (:func:`points_per_zone`): the points' GeoParquet parts are partitions of a
-  ``dask_geopandas`` frame read by the workers; each partition is joined to the zones (read by each
-  worker once) and counted; the counts are added (exact).
+* **points per zone** (:func:`points_per_zone`): one task per GeoParquet part of the points, read by the
+  worker as one process reads it; each part is joined to the zones (read by each worker once) and
+  counted; the counts are added (exact).
 * **life circles** (:func:`life_circles`): the search origins are partitioned: one task per service
   category runs the multi-source shortest-path search from that category's POIs. A network from an OSM
   PBF or GIS files is replicated (each worker builds it and snaps the homes and POIs once per job); a
@@ -92,6 +92,27 @@ def _zones(zones: str, zone_id: str) -> gpd.GeoDataFrame:
     return z[[zone_id, "geometry"]]
 
 
+def _zone_ids(zones: str, zone_id: str) -> list[Any]:
+    """The zones' ids in file order, as ``_zones(zones, zone_id)[zone_id].tolist()`` gives them. A local GeoParquet
+    file with that column: only the column is read (the same Arrow-to-pandas conversion GeoPandas makes), not its
+    polygons (93,840 H3 cells: 0.01 CPU-s against 0.16-0.19; the client's share of a Dask join). Anything else,
+    and any doubt (no GeoParquet metadata, no such column, an unreadable file): ``_zones``, which says what is
+    wrong; a zones file whose geometries cannot be read is then said by the tasks that read it (same error)."""
+    if not is_url(zones) and zones.lower().endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.read_schema(zones)
+            if b"geo" in (schema.metadata or {}) and zone_id in schema.names:
+                ids: list[Any] = pq.read_table(zones, columns=[zone_id]).to_pandas()[zone_id].tolist()
+                return ids
+        except (OSError, ValueError, pa.ArrowException):
+            pass
+    out: list[Any] = _zones(zones, zone_id)[zone_id].tolist()
+    return out
+
+
 def _count_in_zones(points: gpd.GeoDataFrame, zones: str, zone_id: str, predicate: str, job: str = "") -> pd.DataFrame:
     """Points of one partition per zone (``zone_id``, ``points``) and the partition's size (row ``None``)."""
     import geopandas as gpd
@@ -107,8 +128,12 @@ def _count_in_zones(points: gpd.GeoDataFrame, zones: str, zone_id: str, predicat
 
 
 def _count_object(url: str, zones: str, zone_id: str, predicate: str, job: str) -> pd.DataFrame:
-    """:func:`_count_in_zones` of one GeoParquet object, read by the worker (through s3fs)."""
-    return _count_in_zones(read_geoparquet(url, columns=["geometry"]), zones, zone_id, predicate, job)
+    """:func:`_count_in_zones` of one GeoParquet part, read by the worker as one process reads it (a file;
+    an object through s3fs)."""
+    import geopandas as gpd
+
+    pts = read_geoparquet(url, columns=["geometry"]) if is_url(url) else gpd.read_parquet(url, columns=["geometry"])
+    return _count_in_zones(pts, zones, zone_id, predicate, job)
 
 
 def _finish_counts(parts: list[pd.DataFrame], zone_ids: Sequence[Any], options: dict[str, Any]) -> ZoneCounts:
@@ -130,15 +155,16 @@ def points_per_zone(points: str, zones: str, *, zone_id: str = "zone", predicate
     The points-to-cells/zones spatial join (GeoPandas ``sjoin``, ``predicate`` ``within`` or
     ``intersects``; a point on the edge between two zones is in neither with ``within``, in both with
     ``intersects``). Zones are reprojected to the points' CRS. Without ``dask`` one process joins
-    the parts one after another; with ``dask`` the parts are the partitions of a ``dask_geopandas``
-    frame read by the workers, each worker reads the zones once. The same counts either way (integers).
+    the parts one after another; with ``dask`` each part is a task whose worker reads it (a file, or an
+    ``s3://`` object), each worker reads the zones once; the client reads only the zones' ids. The same counts
+    either way (integers).
     """
     if dask is not None:
         parse_dask(dask)
     if predicate not in ("within", "intersects"):
         raise InputError(f"unknown predicate {predicate!r}", field="predicate", hint="within | intersects")
     files = parquet_files(points, maybe_ws(workspace), "points", objects=True)
-    zone_ids = _zones(zones, zone_id)[zone_id].tolist()
+    zone_ids = _zone_ids(zones, zone_id)
     options = {"points": points, "zones": zones, "zone_id": zone_id, "predicate": predicate, "parts": len(files)}
     if dask is None:
         import geopandas as gpd
@@ -150,23 +176,15 @@ def points_per_zone(points: str, zones: str, *, zone_id: str = "zone", predicate
             if progress:
                 progress(i + 1, len(files))
         return _finish_counts(parts, zone_ids, options)
-    if is_url(files[0]):  # objects on S3: one task each, the worker reads its object (the client opens none)
-        with cluster(dask) as client:
-            keys, job = task_keys("citytwin-zones", len(files)), uuid.uuid4().hex
-            futs = [client.submit(_count_object, f, zones, zone_id, predicate, job, key=k, pure=False)
-                    for f, k in zip(files, keys, strict=True)]
-            parts = run_futures(client, futs, progress=progress)
-        return _finish_counts(parts, zone_ids, dict(options, dask=str(dask), partitions=len(files)))
-    import dask_geopandas
-    import pandas as pd
-
-    ddf = dask_geopandas.read_parquet(files, columns=["geometry"])
-    meta = pd.DataFrame({"zone": pd.Series([], dtype=object), "points": pd.Series([], dtype="int64")})
-    # the zones are read once per worker and job (the job token keeps a later job from an older copy)
-    counted = ddf.map_partitions(_count_in_zones, zones, zone_id, predicate, uuid.uuid4().hex, meta=meta)
+    # one task per part: the worker reads its file or object (the client opens none) as one process reads it, and
+    # the zones once per job (the job token keeps a later job from an older copy). Plain tasks, not a
+    # dask_geopandas frame: its graph cost the client about 0.1-0.2 CPU-s per job (docs/scaleout.md, session 15)
     with cluster(dask) as client:
-        parts = run_futures(client, client.compute(counted.to_delayed()), progress=progress)
-    return _finish_counts(parts, zone_ids, dict(options, dask=str(dask), partitions=ddf.npartitions))
+        keys, job = task_keys("citytwin-zones", len(files)), uuid.uuid4().hex
+        futs = [client.submit(_count_object, f, zones, zone_id, predicate, job, key=k, pure=False)
+                for f, k in zip(files, keys, strict=True)]
+        parts = run_futures(client, futs, progress=progress)
+    return _finish_counts(parts, zone_ids, dict(options, dask=str(dask), partitions=len(files)))
 
 
 # -------------------------------------------------------------------------------------------- life circles
