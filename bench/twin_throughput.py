@@ -99,6 +99,7 @@ from citytwin.workflows.runtime import malloc_arenas, malloc_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # bench/loadgen.py: the open-loop HTTP load generator
+from children import die_with_parent, exit_on_sigterm  # bench/children.py: no child outlives the bench
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "air_beijing_multisite"
@@ -132,6 +133,7 @@ def stations() -> list[E.Entity]:
 # -- child processes -----------------------------------------------------------------------------------
 
 def _publisher(host: str, port: int, cid: str, go: mp.Event, t_done: mp.Value) -> None:
+    die_with_parent()
     pub = MqttPublisher(host, port, client_id=cid, max_inflight=2000)
     go.wait()
     for topic, payload in MSGS:
@@ -145,6 +147,7 @@ def _raw_subscriber(host: str, port: int, cid: str, ready: mp.Event, got: Any, t
     """The raw ceiling: a plain paho-mqtt client, subscribed like the ingest (QoS 1, MQTT v5, persistent session,
     manual acknowledgement, same account), that copies each payload, acknowledges it at once and counts it;
     ``t_last`` is the wall time of the latest message."""
+    die_with_parent()
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.packettypes import PacketTypes
@@ -204,6 +207,7 @@ def _ingest(root: str, host: str, port: int, cid: str, ready: mp.Event, done: mp
     ``system_pool`` False keeps Arrow's default pool (mimalloc) instead of the C library's, which
     ``start_mqtt`` switches to (``--arrow-pool default``: the comparison of issue 13). Spawned (``--arrow-pool
     system``) it runs in a fresh interpreter, as ``citytwin twin serve`` does."""
+    die_with_parent()
     rt = open_runtime(root, max_payload=8 * 2**20)
     if alerts:  # as `citytwin twin serve` wires it
         rt.enable_auto_verify()
@@ -266,6 +270,7 @@ def _soak_publisher(host: str, port: int, cid: str, go: mp.Event, stop: mp.Event
     overlapping another pass, always later than what the rules engine keeps (older readings would be
     evaluated as late arrivals, a different path), and never in the future (the parser refuses those): from a
     month of 2015 that is about 130 passes, which :func:`soak` paces over the soak's minutes."""
+    die_with_parent()
     long = pd.read_pickle(long_path)
     t_min, t_max = long["time"].min(), long["time"].max()
     span = (t_max - t_min + pd.Timedelta("1h")).ceil("D")
@@ -388,7 +393,8 @@ def run_http(hroot: Path, shares: list[list[bytes]], n_obs: int, *, token: str |
     srv = subprocess.Popen([sys.executable, "-c",
                             "import uvicorn; from citytwin.service.app import create_app; "
                             f"uvicorn.run(create_app({str(hroot)!r}, auth={auth}, auto_alerts={alerts}, "
-                            f"auto_verify={alerts}), host='127.0.0.1', port={hport}, log_level='warning')"])
+                            f"auto_verify={alerts}), host='127.0.0.1', port={hport}, log_level='warning')"],
+                           preexec_fn=die_with_parent)
     try:
         headers = {"content-type": "application/json"}
         if token is not None:
@@ -464,7 +470,8 @@ def run_single_ramp(ctx: Any, twin_root: Path, token: str, rates: list[float], s
                             # as citytwin twin serve runs it (service.app.serve); an older citytwin has no serve:
                             # uvicorn picks httptools and uvloop when installed
                             f"a.serve(app, '127.0.0.1', {hport}) if hasattr(a, 'serve') else "
-                            f"uvicorn.run(app, host='127.0.0.1', port={hport}, log_level='warning')"])
+                            f"uvicorn.run(app, host='127.0.0.1', port={hport}, log_level='warning')"],
+                           preexec_fn=die_with_parent)
     rows: list[dict[str, Any]] = []
     try:
         client = httpx.Client(base_url=f"http://127.0.0.1:{hport}", timeout=120)
@@ -653,6 +660,7 @@ def run_in_process(long: pd.DataFrame, rounds: int, batch: int) -> None:
 
 
 def main() -> None:
+    exit_on_sigterm()  # a stopped bench stops its broker and children (its finally blocks run)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one month (Dec 2015) instead of four years")
     ap.add_argument("--months", type=int, default=None, help="first N months instead of four years")
@@ -960,6 +968,9 @@ def main() -> None:
                  f"{met(results['single_p99'] < 100)}"))
         print(f"machine after run: {machine()}")
     finally:
+        for child in mp.active_children():  # stopped early (SIGTERM, Ctrl-C, an error): no child left running
+            child.terminate()
+            child.join(10)
         subprocess.run([str(SCRIPT), "stop", str(bdir)], check=False)
         shutil.rmtree(work, ignore_errors=True)
 
