@@ -160,19 +160,16 @@ class FastLane:
     async def _observations(self, scope: Any, receive: Any) -> Response:
         from citytwin.service import ngsi
 
-        guard = scope["app"].state.guard
-        if not guard.inline:
-            raise _Pass
-        token = _bearer(scope)
-        try:
-            guard.check("POST", scope["path"], token, audit=False, note=scope.setdefault("citytwin.audit", {}))
-        except AuthError:
-            raise _Pass from None
-        return await _handled(scope, receive, ngsi.post_observations(Request(scope, receive)))
+        return await self._post(scope, receive, ngsi.post_observations)
 
     async def _upsert(self, scope: Any, receive: Any) -> Response:
         from citytwin.service import ngsi
 
+        return await self._post(scope, receive, ngsi.batch_upsert)
+
+    @staticmethod
+    async def _post(scope: Any, receive: Any, route: Any) -> Response:
+        """A twin POST route (``route(request)``) after the twin guard's check, inline; else to FastAPI."""
         guard = scope["app"].state.guard
         if not guard.inline:
             raise _Pass
@@ -181,7 +178,7 @@ class FastLane:
             guard.check("POST", scope["path"], token, audit=False, note=scope.setdefault("citytwin.audit", {}))
         except AuthError:
             raise _Pass from None
-        return await _handled(scope, receive, ngsi.batch_upsert(Request(scope, receive)))
+        return await _handled(scope, receive, route(Request(scope, receive)))
 
 
 def _params(scope: Any, allowed: frozenset[str]) -> list[tuple[str, str]]:
