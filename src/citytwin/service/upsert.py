@@ -48,7 +48,7 @@ _TYPE = itemgetter("type")
 
 
 def _reject(reason: str, detail: str, item: Any) -> Reject:
-    eid = item.get("id") if isinstance(item, dict) else None
+    eid: Any = item.get("id") if isinstance(item, dict) else None
     if not (eid is None or isinstance(eid, str | int | float)):  # (an id that is a list or an object: as JSON text)
         eid = json.dumps(eid, default=str)[:300]
     return Reject(reason, detail, entity=eid, payload=json.dumps(item, default=str).encode()[:65536])
