@@ -164,3 +164,64 @@ def test_observation_bodies_as_columns_store_what_parse_doc_stores(tmp_path):
         assert stored[True][part] == stored[False][part], part
     reasons = {r[0] for _, rej in answers[False] for r in rej}
     assert sum(a for a, _ in answers[False]) > 2_000 and {"unknown_entity", "implausible", "not_an_object"} <= reasons
+
+
+def _gateway_body(rng: random.Random, n: int) -> list[dict[str, object]]:
+    """Updates of one shape for registered stations (what a gateway posts: the body checked at once)."""
+    t0 = rng.randrange(len(TIMES) - 4)
+    return [{"id": IDS[i % len(IDS)], "type": "AirQualityObserved", "observedAt": TIMES[t0 + i // len(IDS)],
+             **{p: {"value": round(rng.uniform(0, 300), 1), "unit": "µg/m³"} for p in PROPS}} for i in range(n)]
+
+
+#: one item of a gateway's body changed so that it is not checked at once (or fails a check when it is)
+_SPOILERS = [
+    lambda d: {**d, "id": AQ + "New9"},  # a new entity: registered by the item
+    lambda d: {**d, "id": "nope"},  # not a URN
+    lambda d: {**d, "id": 5},
+    lambda d: {**d, "id": [1]},  # not hashable
+    lambda d: {**d, "type": "TrafficFlowObserved"},  # the id says another type
+    lambda d: {**d, "type": ""},
+    lambda d: {**d, "location": {"type": "Point", "coordinates": [116.5, 40.1]}},  # a move
+    lambda d: {**d, "name": "x"},  # a static attribute
+    lambda d: {k: v for k, v in d.items() if k != "type"},
+    lambda d: dict(reversed(list(d.items()))),  # other key order
+    lambda d: "x",
+    lambda d: {**d, "id": "urn:ngsi-ld:Foo:f1", "type": "Foo"},  # registered as a Bar: still at once (the parse refuses it)
+]
+
+
+def test_a_gateway_body_checked_at_once_gives_what_the_item_by_item_checks_give(tmp_path, monkeypatch):
+    """Bodies of same-shaped updates of registered entities take ``_Upsert.known`` (each distinct (id, type) checked
+    once); with one item spoiled anywhere they go item by item. Either way the answers and everything stored are
+    the per-item parse's."""
+    rng = random.Random(11)
+    bodies = [_gateway_body(rng, rng.randint(1, 40)) for _ in range(6)]
+    for spoil in _SPOILERS:
+        b = _gateway_body(rng, rng.randint(1, 30))
+        at = rng.randrange(len(b))
+        b[at] = spoil(b[at])
+        bodies.append(b)
+    # every item with a static attribute, every item with a location (a move each time the station changes)
+    bodies.append([{**d, "name": "x"} for d in _gateway_body(rng, 10)])
+    bodies.append([{**d, "location": {"type": "Point", "coordinates": [116.0 + i % 3, 40.0]}}
+                   for i, d in enumerate(_gateway_body(rng, 10))])
+    at_once: list[bool] = []
+    known = U._Upsert.known
+
+    def spy(self, doc):
+        at_once.append(known(self, doc))
+        return at_once[-1]
+
+    monkeypatch.setattr(U._Upsert, "known", spy)
+    stored, answers = {}, {}
+    for columns in (True, False):
+        rt, events = _twin(tmp_path / f"{columns}")
+        answers[columns] = [U.upsert(rt, json.loads(json.dumps(b)), "/x", columns=columns) for b in bodies]
+        stored[columns] = _stored(rt, events)
+    assert answers[True] == answers[False]
+    for part in ("history", "letters"):
+        pd.testing.assert_frame_equal(stored[True][part], stored[False][part], check_exact=True)
+    for part in ("state", "events", "alerts"):
+        assert stored[True][part] == stored[False][part], part
+    assert at_once == [True] * 6 + [False] * (len(_SPOILERS) - 1) + [True, False, False]
+    assert sum(a[2] for a in answers[False][:6]) >= sum(len(b) for b in bodies[:6]) * (len(PROPS) - 1)  # readings stored

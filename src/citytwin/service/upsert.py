@@ -20,6 +20,11 @@ alerts. What keeps it so:
 * the look-ups the batch keeps (``refs``) are the parser's own look-ups, made after the last change of the
   registry and dropped at the next one.
 
+A body whose items are all objects with the same keys in the same order, without ``location`` or static attributes,
+of registered entities (a gateway's stations: the common case) is checked at once (:meth:`_Upsert.known`): its
+entity checks depend only on the pair (id, type), so each distinct pair is checked once, and none of its items
+changes the registry; any other body is checked item by item.
+
 The items are parsed with one clock reading for the whole body (the per-item parse read the clock per item:
 microseconds apart, as within an MQTT batch).
 """
@@ -27,19 +32,26 @@ microseconds apart, as within an MQTT batch).
 from __future__ import annotations
 
 import json
+from operator import itemgetter
 from typing import Any
 
 from citytwin.foundation.errors import InputError
 from citytwin.twin.columnar import ColumnarResult
-from citytwin.twin.entities import EntityRef, ParseResult, Reject, validate_entity
+from citytwin.twin.entities import STATIC_KEYS, EntityRef, ParseResult, Reject, validate_entity
 from citytwin.twin.updates import UpdateBatch
 
 __all__ = ["parse_updates", "upsert"]
 
+_DICT = {dict}
+_ID = itemgetter("id")
+_TYPE = itemgetter("type")
+
 
 def _reject(reason: str, detail: str, item: Any) -> Reject:
-    return Reject(reason, detail, entity=item.get("id") if isinstance(item, dict) else None,
-                  payload=json.dumps(item, default=str).encode()[:65536])
+    eid: Any = item.get("id") if isinstance(item, dict) else None
+    if not (eid is None or isinstance(eid, str | int | float)):  # (an id that is a list or an object: as JSON text)
+        eid = json.dumps(eid, default=str)[:300]
+    return Reject(reason, detail, entity=eid, payload=json.dumps(item, default=str).encode()[:65536])
 
 
 def _entity_error(entity: Any, detail: str) -> dict[str, Any]:
@@ -87,6 +99,40 @@ class _Upsert:
         self.ok.append(ent.id)
         self.run.append(item)
 
+    def known(self, doc: list[Any]) -> bool:
+        """Check every item at once when :meth:`item`, item by item, would let each pass without a registry change:
+        objects with the same keys in the same order, with ``id`` and ``type`` but no ``location`` and no static
+        attribute (the checks then depend on (id, type) alone: each distinct pair is checked once), every entity
+        registered. The same ids, look-ups and run as :meth:`item` gives them; False, with nothing queued,
+        otherwise (the items then go one by one)."""
+        if self.run or self.segments or not doc or set(map(type, doc)) != _DICT:
+            return False
+        keys = tuple(doc[0])
+        if "id" not in keys or "type" not in keys or "location" in keys or not STATIC_KEYS.isdisjoint(keys) \
+                or list(map(tuple, doc)).count(keys) != len(doc):
+            return False
+        ids = list(map(_ID, doc))
+        try:
+            pairs = dict.fromkeys(zip(ids, map(_TYPE, doc), strict=True))  # (TypeError: an id not hashable)
+        except TypeError:
+            return False
+        for eid, tname in pairs:
+            if type(eid) is not str or type(tname) is not str:
+                return False
+            try:
+                validate_entity({"id": eid, "type": tname})
+            except InputError:
+                return False
+            if self.state.lookup(eid) is None:  # (a new entity is registered by item())
+                return False
+        refs, lookup = self.refs, self.parser.lookup
+        for eid in dict.fromkeys(ids):  # in the order item() looks them up
+            if eid not in refs and (ref := lookup(eid)) is not None:
+                refs[eid] = ref
+        self.ok = ids
+        self.run = list(doc)
+        return True
+
     def finish(self) -> tuple[ColumnarResult, list[dict[str, Any]]]:
         """The request's parse result (columns, and every reject in item order) and its errors (the 207's)."""
         self._add_run()
@@ -124,8 +170,9 @@ def upsert(twin: Any, doc: list[Any], path: str, *, columns: bool = True) -> tup
     if not columns:
         return _upsert_rows(twin, doc, path)
     up = _Upsert(twin)
-    for item in doc:
-        up.item(item)
+    if not up.known(doc):
+        for item in doc:
+            up.item(item)
     res, errors = up.finish()
     rep = twin.ingestor.commit([res], source="http", topics=[path])
     return up.ok, errors, int(rep.accepted)

@@ -220,11 +220,45 @@ def _concat(chunks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     # the codes, when every chunk has them over the same strings (the messages of one parsed batch)
     codes: list[Mapping[str, Any]] = [x for x in (c.get(CODES) for c in chunks) if isinstance(x, Mapping)]
     first = codes[0] if codes and len(codes) == len(chunks) else None
-    if first is not None and all(x.keys() == first.keys() and all(x[n][1] is first[n][1] for n in first)
-                                 for x in codes):
+    if first is None or not all(x.keys() == first.keys() for x in codes):
+        return out
+    if all(all(x[n][1] is first[n][1] for n in first) for x in codes):
         out[CODES] = {n: (np.concatenate([x[n][0] for x in codes]) if len(codes) > 1 else first[n][0], first[n][1])
                       for n in first}
+    else:  # several parsed batches (a group commit of HTTP requests): their codes over the union of their strings
+        merged = {n: _merged_codes([x[n] for x in codes]) for n in first}
+        if all(m is not None for m in merged.values()):
+            out[CODES] = merged
     return out
+
+
+def _merged_codes(pairs: Sequence[tuple[Any, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """One string column's ``(codes, strings)`` of several chunks as one: codes in the order of first appearance and
+    the strings present, as :func:`pandas.factorize` gives them for the concatenated column (so every reader of the
+    codes sees what it would compute from the strings).
+
+    Examples
+    --------
+    >>> c, u = _merged_codes([(np.array([1, 1]), np.array(["x", "b"], dtype=object)),
+    ...                       (np.array([0, 2]), np.array(["a", "b", "x"], dtype=object))])
+    >>> c.tolist(), u.tolist()
+    ([0, 0, 1, 2], ['b', 'a', 'x'])
+    """
+    seen: dict[int, int] = {}  # id of a strings array -> its offset in the union
+    arrays: list[np.ndarray] = []
+    at = 0
+    for _, u in pairs:
+        if id(u) not in seen:
+            seen[id(u)] = at
+            arrays.append(np.asarray(u, dtype=object))
+            at += len(u)
+    union_codes, union = pd.factorize(np.concatenate(arrays))  # each position of the union -> its distinct string
+    if (union_codes < 0).any():  # (a missing value: pandas gives it no code; left to the strings)
+        return None
+    whole = np.concatenate([np.asarray(union_codes, dtype=np.int64)[seen[id(u)] + np.asarray(c, dtype=np.int64)]
+                            for c, u in pairs])
+    codes, present = pd.factorize(whole)  # first appearance
+    return np.asarray(codes, dtype=np.int64), np.asarray(union, dtype=object)[present]
 
 
 def _latest_rows(cols: dict[str, list[Any]]) -> list[tuple[Any, ...]]:
