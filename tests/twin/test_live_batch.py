@@ -288,3 +288,31 @@ def test_a_peak_of_minus_zero_is_not_the_cached_plus_zero() -> None:
     b = le.series_candidates_many(rule, ["s"], [(t, np.array([9.0, 3.0, -0.0, 3.0]))], cache)[0]
     assert [c.message for c in a] == ["0 at s"] and [c.message for c in b] == ["-0 at s"]
     assert b == le.series_candidates_many(rule, ["s"], [(t, np.array([9.0, 3.0, -0.0, 3.0]))])[0]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_eight_iaqis_in_one_pass_equal_iaqi_array_bit_for_bit(seed: int) -> None:
+    """``iaqi_rows`` (the eight IAQIs of the AQI grid in one pass) against one ``iaqi_array`` per row: values at,
+    between, just beside and beyond every breakpoint, NaN and infinity, the switching rows (SO2 1-h, O3 8-h) above
+    their switch; the same bits (NaN where NaN, the sign of zero). A negative value raises as ``iaqi_array`` does."""
+    from citytwin.foundation.errors import InputError
+    from citytwin.twin import aqi as aqi_mod
+
+    tbl = aqi_mod.load_table()
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p, per in le._IAQI_ROWS:
+        bp = np.asarray(tbl.breakpoints[(p, per)])
+        pool = np.r_[bp, np.nextafter(bp, np.inf), np.nextafter(bp, -np.inf).clip(0), bp * 1.5, np.nan, np.inf,
+                     rng.uniform(0, bp[-1] * 1.3, 200)]
+        rows.append(rng.choice(pool, (7, 40)))
+    conc = np.stack(rows)
+    got = le.iaqi_rows(conc, tbl)
+    want = np.stack([aqi_mod.iaqi_array(p, per, conc[r], tbl) for r, (p, per) in enumerate(le._IAQI_ROWS)])
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    assert (np.signbit(got) == np.signbit(want)).all() and (np.isnan(got) == np.isnan(want)).all()
+    assert np.isnan(want).any() and (want == 500).any()
+    conc[3, 0, 0] = -1.0
+    with pytest.raises(InputError):
+        le.iaqi_rows(conc, tbl)
