@@ -238,59 +238,6 @@ def test_follow_back_continues_the_last_matching_known_alert() -> None:
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_candidates_of_unchanged_runs_taken_again_equal_those_made_anew(seed: int) -> None:
-    """``series_candidates_many`` with a cache (the candidates of runs unchanged since the entity's last call are
-    taken again, not made) gives what it gives without one, call after call, while the series grow, their windows
-    slide, late values change old hours and some entities drop out; and it does take some from the cache."""
-    rng = np.random.default_rng(seed)
-    rules = (*RULES, ThresholdRule("le_gap", "pm25", "<=", 80, min_steps=2, step="30min", max_gap=2))
-    ents = [f"e{k}" for k in range(6)]
-    data = {e: (np.zeros(0, np.int64), np.zeros(0)) for e in ents}
-    caches: dict[str, le.CandidateCache] = {r.name: {} for r in rules}
-    reused = made = 0
-    for _ in range(60):
-        for e in ents:  # each entity gets a few new hours, sometimes a late value, its window slides
-            t, v = data[e]
-            last = int(t[-1]) if len(t) else 400_000 * H
-            nt = last + np.cumsum(rng.integers(1, 3, int(rng.integers(0, 4)))) * (H // 2)
-            t = np.r_[t, nt].astype(np.int64)
-            v = np.r_[v, rng.uniform(0, 400, len(nt))]
-            if len(v) and rng.random() < 0.2:
-                v = v.copy()
-                v[int(rng.integers(0, len(v)))] = rng.choice([np.nan, 250.0, 3.0])
-            if len(v) and rng.random() < 0.1:
-                v = v.copy()
-                v[v == 0] = -0.0  # the same run, a peak of other bits
-            keep = t >= (int(t[-1]) if len(t) else 0) - 48 * H + int(rng.integers(0, 3)) * H
-            data[e] = (t[keep], v[keep])
-        for r in rules:
-            pick = [e for e in ents if rng.random() < 0.85]
-            series = [data[e] for e in pick]
-            before = {e: dict(caches[r.name].get(e, {})) for e in pick}
-            got = le.series_candidates_many(r, pick, series, caches[r.name])
-            want = le.series_candidates_many(r, pick, series)
-            assert got == want and [list(map(repr, c)) for c in got] == [list(map(repr, c)) for c in want]
-            for e, cs in zip(pick, got, strict=True):
-                for c in cs:
-                    if any(c is x for x in before[e].values()):
-                        reused += 1
-                    else:
-                        made += 1
-    assert reused > 100 and made > 100
-
-
-def test_a_peak_of_minus_zero_is_not_the_cached_plus_zero() -> None:
-    """A run whose peak changes from 0.0 to -0.0 (equal as floats, printed apart) gets a candidate of its own."""
-    rule = ThresholdRule("o3_low", "o3", "<", 5, min_steps=2, step="1h", message="{peak:g} at {entity}")
-    t = np.arange(4, dtype=np.int64) * H + 400_000 * H
-    cache: le.CandidateCache = {}
-    a = le.series_candidates_many(rule, ["s"], [(t, np.array([9.0, 3.0, 0.0, 3.0]))], cache)[0]
-    b = le.series_candidates_many(rule, ["s"], [(t, np.array([9.0, 3.0, -0.0, 3.0]))], cache)[0]
-    assert [c.message for c in a] == ["0 at s"] and [c.message for c in b] == ["-0 at s"]
-    assert b == le.series_candidates_many(rule, ["s"], [(t, np.array([9.0, 3.0, -0.0, 3.0]))])[0]
-
-
-@pytest.mark.parametrize("seed", range(3))
 def test_the_eight_iaqis_in_one_pass_equal_iaqi_array_bit_for_bit(seed: int) -> None:
     """``iaqi_rows`` (the eight IAQIs of the AQI grid in one pass) against one ``iaqi_array`` per row: values at,
     between, just beside and beyond every breakpoint, NaN and infinity, the switching rows (SO2 1-h, O3 8-h) above

@@ -408,69 +408,22 @@ def series_candidates(rule: ThresholdRule, entity: str, t_us: np.ndarray, v: np.
     return _candidates(rule, [entity], [runs])[0]
 
 
-#: what :func:`series_candidates_many` made last per entity: entity -> {a run's key: its candidate}
-CandidateCache = dict[str, dict[tuple[Any, ...], AlertCandidate]]
-
-
 def series_candidates_many(rule: ThresholdRule, entities: Sequence[str],
-                           series: Sequence[tuple[np.ndarray, np.ndarray]],
-                           cache: CandidateCache | None = None) -> list[list[AlertCandidate]]:
+                           series: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[list[AlertCandidate]]:
     """:func:`series_candidates` of several entities' series (``now_us`` None): the runs of all of them found in one
     pass over the series laid end to end (:func:`_runs_many`, a run never crossing from one series to the next), the
     candidates' times made as one index for all of them. The same candidates as :func:`series_candidates_each` (one
-    :func:`_runs` per series; ``tests/twin/test_live_batch.py`` compares).
-
-    ``cache`` (this rule's, kept by the caller between calls): a run equal to one of the entity's runs of the last
-    call (the same steps, ongoing, peak bit for bit, start, end, peak time and detection) gets that call's candidate
-    again, not a new one — a candidate is made of those, the rule and the entity only. Each entity's entry is then
-    replaced by the candidates of this call (so it holds one commit's runs of each entity)."""
+    :func:`_runs` per series; ``tests/twin/test_live_batch.py`` compares)."""
     flat = _runs_many(rule, series)
     if flat is None:  # (runs of centuries, times at the bounds: what each series' own check decides)
         return series_candidates_each(rule, entities, series)
     counts, runs = flat
     out: list[list[AlertCandidate]] = [[] for _ in series]
     has = np.flatnonzero(counts).tolist()
-    if has and cache is not None:
-        return _candidates_cached(rule, entities, runs, counts, has, out, cache)
     if has:
         made = _candidates(rule, [entities[k] for k in has], [runs], [int(counts[k]) for k in has])
         for k, cands in zip(has, made, strict=True):
             out[k] = cands
-    return out
-
-
-def _candidates_cached(rule: ThresholdRule, entities: Sequence[str], runs: _Runs, counts: np.ndarray,
-                       has: list[int], out: list[list[AlertCandidate]],
-                       cache: CandidateCache) -> list[list[AlertCandidate]]:
-    """:func:`series_candidates_many`'s candidates with those of unchanged runs taken from ``cache``: only the runs not
-    in it are made (:func:`_candidates` of just those, their Timestamps as one index)."""
-    steps, going, peaks, k0, k1, pk, det = runs
-    # a run's key: every number a candidate is made of (the peak by its bits: -0.0 and 0.0 print apart)
-    keys = list(zip(steps.tolist(), going.tolist(), np.asarray(peaks, dtype=np.float64).view(np.int64).tolist(),
-                    k0.tolist(), k1.tolist(), pk.tolist(), det.tolist(), strict=True))
-    bounds = np.r_[0, np.cumsum(counts[has])].tolist()
-    got: list[list[AlertCandidate | None]] = []
-    miss: list[int] = []  # positions in the flat runs of those to make
-    for k, a, b in zip(has, bounds[:-1], bounds[1:], strict=True):
-        old = cache.get(entities[k])
-        mine = [None if old is None else old.get(key) for key in keys[a:b]]
-        miss.extend(a + i for i, c in enumerate(mine) if c is None)
-        got.append(mine)
-    if miss:
-        sel = np.asarray(miss, dtype=np.int64)
-        sub: _Runs = (steps[sel], going[sel], [peaks[i] for i in miss], k0[sel], k1[sel], pk[sel], det[sel])
-        ent_of = np.repeat(np.asarray(has, dtype=np.int64), np.diff(bounds))[sel]
-        cut = np.flatnonzero(np.r_[True, ent_of[1:] != ent_of[:-1]])
-        n_per = np.diff(np.r_[cut, len(sel)]).tolist()
-        made = iter(c for cs in _candidates(rule, [entities[int(e)] for e in ent_of[cut]], [sub], n_per) for c in cs)
-        for mine in got:
-            for i, c in enumerate(mine):
-                if c is None:
-                    mine[i] = next(made)
-    for k, a, b, mine in zip(has, bounds[:-1], bounds[1:], got, strict=True):
-        cands: list[AlertCandidate] = [c for c in mine if c is not None]
-        out[k] = cands
-        cache[entities[k]] = dict(zip(keys[a:b], cands, strict=True))
     return out
 
 

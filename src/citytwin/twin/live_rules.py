@@ -44,7 +44,6 @@ from citytwin.twin import aqi as aqi_mod
 from citytwin.twin.live_eval import (  # (the numpy evaluation)
     _HOUR_US,
     AQI_INPUTS,
-    CandidateCache,
     aqi_arrays,
     aqi_arrays_many,
     holding_entities,
@@ -314,10 +313,6 @@ class LiveRuleEngine:
         self.batch_eval = True
         self._by_name: tuple[tuple[ThresholdRule, ...] | None, dict[str, tuple[ThresholdRule, pd.Timedelta]]] = (
             None, {})
-        #: the candidates of a run unchanged since the entity's last evaluation are not made again
-        #: (:func:`series_candidates_many`'s cache, per rule name); False: every candidate made anew (the reference)
-        self.reuse_candidates = True
-        self._cands: tuple[tuple[ThresholdRule, ...] | None, dict[str, CandidateCache]] = (None, {})
 
     # -- input -------------------------------------------------------------------------------
     def _factor(self, prop: str, unit: Any) -> float:
@@ -475,11 +470,6 @@ class LiveRuleEngine:
         times of all of them made as one index (:func:`series_candidates_many`)."""
         out: list[list[AlertCandidate]] = [[] for _ in items]
         series: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-        caches = None
-        if self.reuse_candidates:  # the candidates of unchanged runs: those of the last commit (per rule, entity)
-            if self._cands[0] is not self.rules:
-                self._cands = (self.rules, {})
-            caches = self._cands[1]
         for r in self.rules:
             if r.property not in series:
                 series[r.property] = (aqi_arrays_many([(d, s) for _, d, s in items], self.warmup_us, self.tz)
@@ -487,8 +477,7 @@ class LiveRuleEngine:
                                       [self._series(d, r.property, s) for _, d, s in items])
             ser = series[r.property]
             hold = holding_entities(r, ser)
-            made = series_candidates_many(r, [items[k][0] for k in hold], [ser[k] for k in hold],
-                                          caches.setdefault(r.name, {}) if caches is not None else None)
+            made = series_candidates_many(r, [items[k][0] for k in hold], [ser[k] for k in hold])
             for k, cands in zip(hold, made, strict=True):
                 out[k].extend(cands)
         return out
