@@ -121,7 +121,8 @@ RULES = (*lr.DEFAULT_LIVE_RULES,
 @pytest.mark.parametrize("size", [137, 2000])
 def test_a_replay_in_small_commits_equals_the_entities_one_by_one(shared_data, size: int) -> None:
     """Two months of the 12 stations in commits of ``size`` readings, shuffled a little (late and out-of-order
-    readings), through two engines with a history to read back: every commit's update equal, and the tails."""
+    readings, some sent twice), through two engines with a history to read back (one with the batched evaluation and
+    the merge by slices, one entity by entity with a mask per property): every commit's update equal, and the tails."""
     from citytwin.twin import feeds as F
 
     files = sorted((shared_data / "air_beijing_multisite").glob("*.csv"))
@@ -135,6 +136,11 @@ def test_a_replay_in_small_commits_equals_the_entities_one_by_one(shared_data, s
     rng = np.random.default_rng(size)
     key = long["time_us"].to_numpy() + rng.integers(-3, 4, len(long)) * H * (rng.random(len(long)) < 0.05)
     long = long.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
+    # some readings sent twice in a row, the second with another value (the later one counts)
+    twice = np.flatnonzero(rng.random(len(long)) < 0.02)
+    again = long.iloc[twice].assign(value=long["value"].iloc[twice] + 7.0)
+    long = pd.concat([long, again]).iloc[np.argsort(np.r_[np.arange(len(long)), twice], kind="stable")
+                                         ].reset_index(drop=True)
     stored = [0]  # readings committed so far: long[:stored[0]]
 
     def history(ents: list[str], lo: int, hi: int | None) -> pd.DataFrame:
@@ -143,7 +149,7 @@ def test_a_replay_in_small_commits_equals_the_entities_one_by_one(shared_data, s
         return h[m].drop_duplicates(["entity", "property", "time_us"], keep="last").sort_values("time_us")
 
     new, old = lr.LiveRuleEngine(RULES, history=history), lr.LiveRuleEngine(RULES, history=history)
-    old.batch_eval = False
+    old.batch_eval = old.segment_merge = False
     n_cands = 0
     for i in range(0, len(long), size):
         b = long.iloc[i:i + size]
