@@ -19,6 +19,7 @@ import pstats
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=240, help="entity updates per body (one commit each)")
     ap.add_argument("--profile", action="store_true", help="also print cProfile's top 40 by cumulative time")
+    ap.add_argument("--clients", type=int, default=1,
+                    help="N > 1: N threads at once, thread c posting the updates of every N-th station from the c-th "
+                         "in bodies of --batch (as bench/twin_throughput.py's N HTTP clients); prints how the "
+                         "ingest's group commit grouped them and each hook's CPU by time.thread_time")
     args = ap.parse_args()
     updates: list[dict[str, Any]] = []
     for _, _, p in F.messages_from_long(load_long(True, None), per_message=144):
@@ -43,6 +48,11 @@ def main() -> None:
             it["type"] = "AirQualityObserved"
             updates.append(it)
     bodies = [updates[i:i + args.batch] for i in range(0, len(updates), args.batch)]
+    n_cl = max(1, args.clients)
+    if n_cl > 1:
+        order = {e.id: i for i, e in enumerate(stations())}
+        mine = [[u for u in updates if order[u["id"]] % n_cl == c] for c in range(n_cl)]
+        shares = [[m[i:i + args.batch] for i in range(0, len(m), args.batch)] for m in mine]
     root = Path(tempfile.mkdtemp(prefix="rules-per-commit-"))
     try:
         rt = open_runtime(root / "twin")
@@ -51,11 +61,15 @@ def main() -> None:
         rt.enable_auto_alerts()
         spent: dict[str, float] = {}
 
+        clock = time.process_time if n_cl == 1 else time.thread_time  # (threads: the hook's own thread only)
+        calls: dict[str, int] = {}
+
         def timed(name: str, hook: Any) -> Any:
             def run(*a: Any) -> None:
-                c0 = time.process_time()
+                c0 = clock()
                 hook(*a)
-                spent[name] = spent.get(name, 0.0) + time.process_time() - c0
+                spent[name] = spent.get(name, 0.0) + clock() - c0
+                calls[name] = calls.get(name, 0) + 1
             return run
 
         hooks = rt.ingestor.on_commit
@@ -65,18 +79,33 @@ def main() -> None:
         c0 = time.process_time()
         if prof:
             prof.enable()
-        for b in bodies:
-            U.upsert(rt, b, "/ngsi-ld/v1/entityOperations/upsert")
+        if n_cl == 1:
+            for b in bodies:
+                U.upsert(rt, b, "/ngsi-ld/v1/entityOperations/upsert")
+        else:
+            def client(mine: list[list[dict[str, Any]]]) -> None:
+                for b in mine:
+                    U.upsert(rt, b, "/ngsi-ld/v1/entityOperations/upsert")
+
+            threads = [threading.Thread(target=client, args=(sh,)) for sh in shares]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
         if prof:
             prof.disable()
         total = time.process_time() - c0
-        n = len(bodies)
+        n = len(bodies) if n_cl == 1 else sum(map(len, shares))
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"code: {Path(citytwin.__file__).resolve().parents[2]}; load {load}")
         print(f"batch {args.batch} updates: {n} commits, {total:.3f} CPU-s = {1000 * total / n:.2f} ms per commit; "
               f"{len(rt.alerts.alerts())} alerts")
+        if n_cl > 1:
+            ing = rt.ingestor
+            print(f"  {n_cl} clients: {n} requests in {ing.groups} commits (group commit: {ing.grouped_calls} calls "
+                  f"served); the figures below are per request")
         for name, s in spent.items():
-            print(f"  hook {name}: {s:.3f} CPU-s = {1000 * s / n:.2f} ms per commit")
+            print(f"  hook {name}: {s:.3f} CPU-s = {1000 * s / n:.2f} ms per commit, {calls[name]} calls")
         rt.close()
         if prof:
             pstats.Stats(prof).sort_stats("cumulative").print_stats(40)

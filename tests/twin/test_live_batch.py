@@ -121,7 +121,8 @@ RULES = (*lr.DEFAULT_LIVE_RULES,
 @pytest.mark.parametrize("size", [137, 2000])
 def test_a_replay_in_small_commits_equals_the_entities_one_by_one(shared_data, size: int) -> None:
     """Two months of the 12 stations in commits of ``size`` readings, shuffled a little (late and out-of-order
-    readings), through two engines with a history to read back: every commit's update equal, and the tails."""
+    readings, some sent twice), through two engines with a history to read back (one with the batched evaluation and
+    the merge by slices, one entity by entity with a mask per property): every commit's update equal, and the tails."""
     from citytwin.twin import feeds as F
 
     files = sorted((shared_data / "air_beijing_multisite").glob("*.csv"))
@@ -135,6 +136,11 @@ def test_a_replay_in_small_commits_equals_the_entities_one_by_one(shared_data, s
     rng = np.random.default_rng(size)
     key = long["time_us"].to_numpy() + rng.integers(-3, 4, len(long)) * H * (rng.random(len(long)) < 0.05)
     long = long.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
+    # some readings sent twice in a row, the second with another value (the later one counts)
+    twice = np.flatnonzero(rng.random(len(long)) < 0.02)
+    again = long.iloc[twice].assign(value=long["value"].iloc[twice] + 7.0)
+    long = pd.concat([long, again]).iloc[np.argsort(np.r_[np.arange(len(long)), twice], kind="stable")
+                                         ].reset_index(drop=True)
     stored = [0]  # readings committed so far: long[:stored[0]]
 
     def history(ents: list[str], lo: int, hi: int | None) -> pd.DataFrame:
@@ -143,7 +149,7 @@ def test_a_replay_in_small_commits_equals_the_entities_one_by_one(shared_data, s
         return h[m].drop_duplicates(["entity", "property", "time_us"], keep="last").sort_values("time_us")
 
     new, old = lr.LiveRuleEngine(RULES, history=history), lr.LiveRuleEngine(RULES, history=history)
-    old.batch_eval = False
+    old.batch_eval = old.segment_merge = False
     n_cands = 0
     for i in range(0, len(long), size):
         b = long.iloc[i:i + size]
@@ -235,3 +241,31 @@ def test_follow_back_continues_the_last_matching_known_alert() -> None:
         got = eng._follow_back("s", lr._Tail(0, {}), int(t[0] // 1) + H, [c], lambda r, e, m=mine: m, -10**18, H)
         assert got == [lr._continued(rule, c, mine[want])], want
         assert ts(got[0].start) == mine[want].start
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_eight_iaqis_in_one_pass_equal_iaqi_array_bit_for_bit(seed: int) -> None:
+    """``iaqi_rows`` (the eight IAQIs of the AQI grid in one pass) against one ``iaqi_array`` per row: values at,
+    between, just beside and beyond every breakpoint, NaN and infinity, the switching rows (SO2 1-h, O3 8-h) above
+    their switch; the same bits (NaN where NaN, the sign of zero). A negative value raises as ``iaqi_array`` does."""
+    from citytwin.foundation.errors import InputError
+    from citytwin.twin import aqi as aqi_mod
+
+    tbl = aqi_mod.load_table()
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p, per in le._IAQI_ROWS:
+        bp = np.asarray(tbl.breakpoints[(p, per)])
+        pool = np.r_[bp, np.nextafter(bp, np.inf), np.nextafter(bp, -np.inf).clip(0), bp * 1.5, np.nan, np.inf,
+                     rng.uniform(0, bp[-1] * 1.3, 200)]
+        rows.append(rng.choice(pool, (7, 40)))
+    conc = np.stack(rows)
+    got = le.iaqi_rows(conc, tbl)
+    want = np.stack([aqi_mod.iaqi_array(p, per, conc[r], tbl) for r, (p, per) in enumerate(le._IAQI_ROWS)])
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    assert (np.signbit(got) == np.signbit(want)).all() and (np.isnan(got) == np.isnan(want)).all()
+    assert np.isnan(want).any() and (want == 500).any()
+    conc[3, 0, 0] = -1.0
+    with pytest.raises(InputError):
+        le.iaqi_rows(conc, tbl)

@@ -217,7 +217,7 @@ def aqi_arrays_many(items: Sequence[tuple[Mapping[str, tuple[np.ndarray, ...]], 
         mean = np.where(k > 0, s / np.maximum(k, 1), np.nan)
     grid = mean.reshape(len(AQI_INPUTS), n_rows, n_max)
     a = _aqi_of_means(grid, _moving_mean_rows(grid[AQI_INPUTS.index("o3")], 8, 6),
-                      _moving_mean_rows(grid[AQI_INPUTS.index("so2")], 24, 20))
+                      _moving_mean_rows(grid[AQI_INPUTS.index("so2")], 24, 20), stacked=True)
     starts = np.array([items[int(e)][1] for e in row_ents], dtype=np.int64)
     done = _rows_to_utc(g0, ns, t_all, a, starts, last_seen, tz)
     if done is not None:
@@ -274,16 +274,68 @@ def _aqi_parts(data: Mapping[str, tuple[np.ndarray, ...]],
     return parts, last_seen
 
 
-def _aqi_of_means(mean: np.ndarray, o3_8h: np.ndarray, so2_24: np.ndarray) -> np.ndarray:
-    """The AQI of hourly means (``mean[j]``: pollutant ``AQI_INPUTS[j]``, any shape), element by element."""
+#: the IAQIs :func:`_aqi_of_means` takes: (pollutant, period), in the order of its rows
+_IAQI_ROWS: tuple[tuple[str, str], ...] = (("pm25", "24h"), ("pm10", "24h"), ("so2", "1h"), ("so2", "24h"),
+                                           ("no2", "1h"), ("co", "1h"), ("o3", "1h"), ("o3", "8h"))
+_IAQI_TABLE: list[Any] = [None, None]  # [table, (breakpoints padded with inf, levels, last breakpoint, ...)]
+
+
+def iaqi_rows(conc: np.ndarray, tbl: Any) -> np.ndarray:
+    """``iaqi_array(*_IAQI_ROWS[r], conc[r], tbl)`` for every row r of ``conc`` (shape ``(8, ...)``) in one pass: the
+    same arithmetic element by element (the breakpoint segment by counting the breakpoints at or below the value,
+    what ``searchsorted(..., side="right")`` finds), so the same values bit for bit (``tests/twin/test_live_batch.py``
+    compares); a negative concentration goes through ``iaqi_array`` row by row (which raises)."""
+    if bool((conc < 0).any()):
+        return np.stack([aqi_mod.iaqi_array(p, per, conc[r], tbl) for r, (p, per) in enumerate(_IAQI_ROWS)])
+    if _IAQI_TABLE[0] is not tbl:
+        bps = [np.asarray(tbl.breakpoints[k], dtype=np.float64) for k in _IAQI_ROWS]
+        width = max(map(len, bps))
+        bp = np.full((len(bps), width), np.inf)
+        lv = np.zeros((len(bps), width), dtype=np.asarray(tbl.iaqi).dtype)
+        for r, b in enumerate(bps):
+            bp[r, :len(b)] = b
+            lv[r, :len(b)] = np.asarray(tbl.iaqi[:len(b)])
+        top = np.array([len(b) - 2 for b in bps], dtype=np.int64)
+        last = np.array([b[-1] for b in bps])
+        # rows whose period is the pollutant's switching one: NaN above the switch, else the last IAQI above the top
+        sw = [tbl.switch.get(p) for p, _ in _IAQI_ROWS]
+        cut = np.array([x[1] if x is not None and x[0] == per else np.nan for x, (_, per) in zip(sw, _IAQI_ROWS,
+                                                                                                   strict=True)])
+        _IAQI_TABLE[:] = [tbl, (bp, lv, top, last, cut)]
+    bp, lv, top, last, cut = _IAQI_TABLE[1]
+    shape = conc.shape
+    c = conc.reshape(len(_IAQI_ROWS), -1)
+    width = bp.shape[1]
+    seg = np.clip(np.stack([np.searchsorted(bp[r], c[r], side="right") for r in range(len(c))]) - 1, 0, top[:, None])
+    at = seg + (np.arange(len(c)) * width)[:, None]  # positions in the flat tables
+    bpf, lvf = bp.ravel(), lv.ravel()
+    lo_b, hi_b, lo_i, hi_i = bpf[at], bpf[at + 1], lvf[at], lvf[at + 1]
+    with np.errstate(invalid="ignore"):
+        raw = (hi_i - lo_i) / (hi_b - lo_b) * (c - lo_b) + lo_i
+        out = np.ceil(raw - aqi_mod._EPS) + 0.0
+    switching = ~np.isnan(cut)
+    out = np.where(switching[:, None], np.where(c > np.where(switching, cut, 0.0)[:, None], np.nan, out),
+                   np.where(c > last[:, None], tbl.iaqi[-1], out))
+    return np.where(np.isnan(c), np.nan, out).reshape(shape)
+
+
+def _aqi_of_means(mean: np.ndarray, o3_8h: np.ndarray, so2_24: np.ndarray, stacked: bool = False) -> np.ndarray:
+    """The AQI of hourly means (``mean[j]``: pollutant ``AQI_INPUTS[j]``, any shape), element by element.
+
+    ``stacked``: the eight IAQIs in one pass (:func:`iaqi_rows`), else one ``iaqi_array`` each (the reference,
+    what :func:`aqi_arrays` uses)."""
     tbl = aqi_mod.load_table()
     pm25, pm10, so2, no2, co, o3 = (mean[AQI_INPUTS.index(p)] for p in ("pm25", "pm10", "so2", "no2", "co", "o3"))
-    so2_i = aqi_mod.iaqi_array("so2", "1h", so2, tbl)
-    so2_i = np.where(np.isnan(so2_i) & (np.nan_to_num(so2, nan=-1.0) > tbl.switch["so2"][1]),
-                     aqi_mod.iaqi_array("so2", "24h", so2_24, tbl), so2_i)
-    mat = np.stack([aqi_mod.iaqi_array("pm25", "24h", pm25, tbl), aqi_mod.iaqi_array("pm10", "24h", pm10, tbl),
-                    so2_i, aqi_mod.iaqi_array("no2", "1h", no2, tbl), aqi_mod.iaqi_array("co", "1h", co, tbl),
-                    aqi_mod.iaqi_array("o3", "1h", o3, tbl), aqi_mod.iaqi_array("o3", "8h", o3_8h, tbl)])
+    if stacked:
+        i = iaqi_rows(np.stack([pm25, pm10, so2, so2_24, no2, co, o3, o3_8h]), tbl)
+        so2_1h, so2_d, rest = i[2], i[3], (i[0], i[1], i[4], i[5], i[6], i[7])
+    else:
+        so2_1h, so2_d = aqi_mod.iaqi_array("so2", "1h", so2, tbl), aqi_mod.iaqi_array("so2", "24h", so2_24, tbl)
+        rest = (aqi_mod.iaqi_array("pm25", "24h", pm25, tbl), aqi_mod.iaqi_array("pm10", "24h", pm10, tbl),
+                aqi_mod.iaqi_array("no2", "1h", no2, tbl), aqi_mod.iaqi_array("co", "1h", co, tbl),
+                aqi_mod.iaqi_array("o3", "1h", o3, tbl), aqi_mod.iaqi_array("o3", "8h", o3_8h, tbl))
+    so2_i = np.where(np.isnan(so2_1h) & (np.nan_to_num(so2, nan=-1.0) > tbl.switch["so2"][1]), so2_d, so2_1h)
+    mat = np.stack([rest[0], rest[1], so2_i, *rest[2:]])
     has = ~np.isnan(mat).all(axis=0) & ~np.isnan(mean).all(axis=0)
     a = np.full(has.shape, np.nan)
     a[has] = np.nanmax(mat[:, has], axis=0)

@@ -311,6 +311,9 @@ class LiveRuleEngine:
         #: evaluate a batch's entities together (:meth:`_evaluate_many`); False: one by one (:meth:`_evaluate`, the
         #: reference ``tests/twin/test_live_batch.py`` compares with)
         self.batch_eval = True
+        #: merge a batch's readings into the tails by slices of the batch sorted by entity and property once;
+        #: False: one mask per entity and property (the reference ``tests/twin/test_live_batch.py`` compares with)
+        self.segment_merge = True
         self._by_name: tuple[tuple[ThresholdRule, ...] | None, dict[str, tuple[ThresholdRule, pd.Timedelta]]] = (
             None, {})
 
@@ -538,7 +541,8 @@ class LiveRuleEngine:
             return LiveUpdate([], [], [])
         given = self._ecodes  # the entities as the ingest's codes, when it gave them
         codes, ents = factorized(cols if given is None else {CODES: {"entity": given}}, "entity", sort=True)
-        order = np.argsort(codes, kind="stable")
+        # by entity, then (segment_merge) by property, each group's readings in the batch's order (stable)
+        order = np.lexsort((cols["pcode"], codes)) if self.segment_merge else np.argsort(codes, kind="stable")
         bounds = np.r_[0, np.cumsum(np.bincount(codes, minlength=len(ents)))]
         big = int(np.iinfo(np.int64).max)
         fresh_k = [] if self.complete else [k for k, e in enumerate(ents) if str(e) not in self.tails]
@@ -556,10 +560,14 @@ class LiveRuleEngine:
         past: list[AlertCandidate] = []
         touched: list[str] = []
         evals: list[tuple[str, _Tail, int]] = []  # the touched entities to evaluate, in order, and their windows
+        seg = self.segment_merge
+        if seg:  # the batch in (entity, property) order once: each entity's and property's readings are a slice
+            t_all, v_all, f_all, p_all = (cols[c][order] for c in ("time_us", "value", "factor", "pcode"))
         for k, ent in enumerate(ents):
             ent = str(ent)
-            idx = order[bounds[k]:bounds[k + 1]]
-            t_b = cols["time_us"][idx]
+            a, b = int(bounds[k]), int(bounds[k + 1])
+            idx = order[a:b]
+            t_b = t_all[a:b] if seg else cols["time_us"][idx]
             lo_us = int(t_b.min())
             start_us = (lo_us // _HOUR_US) * _HOUR_US - self.lookback_us
             tail = self.tails.get(ent)
@@ -578,6 +586,13 @@ class LiveRuleEngine:
                     self._load(tail, ent, start_us - self.warmup_us)
             if fresh:  # its history (the batch is in it already, merged again below: the same values)
                 self._load(tail, ent, start_us - self.warmup_us)
+            if seg and not old_mask.any():
+                pc = p_all[a:b]
+                cut = np.flatnonzero(pc[1:] != pc[:-1]).tolist()
+                for s0, s1 in zip([0, *(x + 1 for x in cut)], [*(x + 1 for x in cut), b - a], strict=True):
+                    tail.merge(pnames[int(pc[s0])], t_all[a + s0:a + s1], v_all[a + s0:a + s1], f_all[a + s0:a + s1])
+                evals.append((ent, tail, start_us))
+                continue
             pc = cols["pcode"][idx]
             for c in _present(pc, len(pnames)):
                 m = (pc == c) & ~old_mask
