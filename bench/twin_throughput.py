@@ -391,9 +391,14 @@ def run_http(hroot: Path, shares: list[list[bytes]], n_obs: int, *, token: str |
     rt.close()
     hport = free_port()
     srv = subprocess.Popen([sys.executable, "-c",
-                            "import uvicorn; from citytwin.service.app import create_app; "
-                            f"uvicorn.run(create_app({str(hroot)!r}, auth={auth}, auto_alerts={alerts}, "
-                            f"auto_verify={alerts}), host='127.0.0.1', port={hport}, log_level='warning')"],
+                            "import uvicorn, citytwin.service.app as a; from citytwin.service.app import create_app; "
+                            f"app = create_app({str(hroot)!r}, auth={auth}, auto_alerts={alerts}, "
+                            f"auto_verify={alerts}); "
+                            # as citytwin twin serve runs it (service.app.serve: the start's objects frozen out of
+                            # the collector, young collections rare, uvicorn with httptools, uvloop, no access
+                            # log); an older citytwin has no serve
+                            f"a.serve(app, '127.0.0.1', {hport}) if hasattr(a, 'serve') else "
+                            f"uvicorn.run(app, host='127.0.0.1', port={hport}, log_level='warning')"],
                            preexec_fn=die_with_parent)
     try:
         headers = {"content-type": "application/json"}
