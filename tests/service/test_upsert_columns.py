@@ -97,6 +97,15 @@ def _stored(rt, events) -> dict[str, object]:
             "alerts": json.loads(json.dumps(alerts, default=str))}
 
 
+def _assert_same(answers: dict[bool, object], stored: dict[bool, dict[str, object]]) -> None:
+    """The columnar path (``True``) answered and stored exactly what the per-item reference (``False``) did."""
+    assert answers[True] == answers[False]
+    for part in ("history", "letters"):  # (NaN equal to NaN)
+        pd.testing.assert_frame_equal(stored[True][part], stored[False][part], check_exact=True)
+    for part in ("state", "events", "alerts"):
+        assert stored[True][part] == stored[False][part], part
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_upsert_as_columns_stores_what_the_per_item_parse_stores(tmp_path, seed):
     rng = random.Random(seed)
@@ -107,11 +116,7 @@ def test_upsert_as_columns_stores_what_the_per_item_parse_stores(tmp_path, seed)
         answers[columns] = [U.upsert(rt, json.loads(json.dumps(b)), "/ngsi-ld/v1/entityOperations/upsert",
                                      columns=columns) for b in bodies]
         stored[columns] = _stored(rt, events)
-    assert answers[True] == answers[False]
-    for part in ("history", "letters"):  # (NaN equal to NaN)
-        pd.testing.assert_frame_equal(stored[True][part], stored[False][part], check_exact=True)
-    for part in ("state", "events", "alerts"):
-        assert stored[True][part] == stored[False][part], part
+    _assert_same(answers, stored)
     accepted = sum(a[2] for a in answers[False])
     errors = [e["error"]["title"] for a in answers[False] for e in a[1]]
     # both sides exercised: readings stored, each kind of error met, alerts raised
@@ -157,11 +162,7 @@ def test_observation_bodies_as_columns_store_what_parse_doc_stores(tmp_path):
             got.append((rep.accepted, [(r.reason, r.detail, r.entity, r.property, r.payload) for r in res.rejects]))
         answers[columns] = got
         stored[columns] = _stored(rt, events)
-    assert answers[True] == answers[False]
-    for part in ("history", "letters"):
-        pd.testing.assert_frame_equal(stored[True][part], stored[False][part], check_exact=True)
-    for part in ("state", "events", "alerts"):
-        assert stored[True][part] == stored[False][part], part
+    _assert_same(answers, stored)
     reasons = {r[0] for _, rej in answers[False] for r in rej}
     assert sum(a for a, _ in answers[False]) > 2_000 and {"unknown_entity", "implausible", "not_an_object"} <= reasons
 
@@ -218,10 +219,6 @@ def test_a_gateway_body_checked_at_once_gives_what_the_item_by_item_checks_give(
         rt, events = _twin(tmp_path / f"{columns}")
         answers[columns] = [U.upsert(rt, json.loads(json.dumps(b)), "/x", columns=columns) for b in bodies]
         stored[columns] = _stored(rt, events)
-    assert answers[True] == answers[False]
-    for part in ("history", "letters"):
-        pd.testing.assert_frame_equal(stored[True][part], stored[False][part], check_exact=True)
-    for part in ("state", "events", "alerts"):
-        assert stored[True][part] == stored[False][part], part
+    _assert_same(answers, stored)
     assert at_once == [True] * 6 + [False] * (len(_SPOILERS) - 1) + [True, False, False]
     assert sum(a[2] for a in answers[False][:6]) >= sum(len(b) for b in bodies[:6]) * (len(PROPS) - 1)  # readings stored
