@@ -310,3 +310,44 @@ def test_node_ids_in_order_are_their_own_graph_index() -> None:
         with pytest.raises(InputError) as exc:
             network_graph(np.arange(n), pd.DataFrame({"u": uu, "v": v, "length": length}))
         assert exc.value.row == 8 and "1 edge(s) name nodes not in the node table" in str(exc.value)
+
+
+def _held_item(item: int, tag: str, last: int) -> tuple[int, str]:
+    """(ten times ``item``, the worker that ran it). Item 0 waits until the last item has run (a distributed
+    Event); the last item sets it."""
+    from distributed import Event, get_worker
+
+    if item == 0:
+        assert Event(tag).wait(timeout=120), "the last item never ran"  # a guard only: set by the last item
+    if item == last:
+        Event(tag).set()
+    return item * 10, get_worker().address
+
+
+def test_pulled_gives_the_next_item_to_the_free_worker(dask_address: str) -> None:
+    """The life circles' searches are handed out one at a time (``pulled``): while the first worker is held by
+    its item, every later item runs on the other worker (a fixed split would have left half of them queued
+    behind the held one: the last item would then wait for item 0, which waits for it). Results in the
+    items' order; progress over the items and ``also``."""
+    import uuid
+
+    from distributed import Client
+
+    from citytwin.foundation.scaleout import task_keys
+    from citytwin.workflows.scaleout_life import _located, pulled
+
+    with Client(dask_address, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=120)  # a worker killed by an earlier test is back
+        workers = sorted(client.scheduler_info()["workers"])
+        assert len(workers) == 2
+        items = list(range(7))
+        tag = f"pulled-{uuid.uuid4().hex}"
+        also = [client.submit(_located, int, "5", key=task_keys("citytwin-test-also", 1)[0], pure=False)]
+        seen: list[tuple[int, int]] = []
+        got, (extra,) = pulled(client, _held_item, items, (tag, items[-1]), workers, task_keys("citytwin-test", 7),
+                               also=also, progress=lambda d, t: seen.append((d, t)))
+    assert [g[0] for g in got] == [i * 10 for i in items] and extra[1] == 5
+    assert seen[0] == (0, 8) and seen[-1] == (8, 8) and len(seen) == 9
+    ran = [g[1] for g in got]
+    assert ran[0] == workers[0]
+    assert set(ran[1:]) == {workers[1]}, ran
