@@ -5,7 +5,6 @@ on the GeoDataFrame, on the fast path and on every fallback."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -313,29 +312,23 @@ def test_node_ids_in_order_are_their_own_graph_index() -> None:
         assert exc.value.row == 8 and "1 edge(s) name nodes not in the node table" in str(exc.value)
 
 
-def _item_tasks(prefix: str, dask_scheduler: Any = None) -> int:
-    """How many tasks the scheduler holds whose key starts with ``prefix``."""
-    return sum(str(k).startswith(prefix) for k in dask_scheduler.tasks)
-
-
-def _held_item(item: int, tag: str, last: int, prefix: str) -> tuple[int, str, int]:
-    """(ten times ``item``, the worker that ran it, how many items the scheduler held when item 1 ran). Item 0
-    waits until the last item has run (a distributed Event); the last item sets it."""
-    from distributed import Event, get_client, get_worker
+def _held_item(item: int, tag: str, last: int) -> tuple[int, str]:
+    """(ten times ``item``, the worker that ran it). Item 0 waits until the last item has run (a distributed
+    Event); the last item sets it."""
+    from distributed import Event, get_worker
 
     if item == 0:
         assert Event(tag).wait(timeout=120), "the last item never ran"  # a guard only: set by the last item
     if item == last:
         Event(tag).set()
-    held = get_client().run_on_scheduler(_item_tasks, prefix) if item == 1 else -1
-    return item * 10, get_worker().address, held
+    return item * 10, get_worker().address
 
 
 def test_pulled_gives_the_next_item_to_the_free_worker(dask_address: str) -> None:
-    """The life circles' searches are handed out one at a time (``pulled``): each worker holds one item (when
-    item 1 runs, the scheduler has items 0 and 1 only), and while the first worker is held by its item every
-    later item runs on the other worker (a fixed split leaves half of them queued behind the held one, for
-    Dask's work stealing to move or not). Results in the items' order; progress over the items and ``also``."""
+    """The life circles' searches are handed out one at a time (``pulled``): while the first worker is held by
+    its item, every later item runs on the other worker (a fixed split would have left half of them queued
+    behind the held one: the last item would then wait for item 0, which waits for it). Results in the
+    items' order; progress over the items and ``also``."""
     import uuid
 
     from distributed import Client
@@ -351,12 +344,10 @@ def test_pulled_gives_the_next_item_to_the_free_worker(dask_address: str) -> Non
         tag = f"pulled-{uuid.uuid4().hex}"
         also = [client.submit(int, "5", key=task_keys("citytwin-test-also", 1)[0], pure=False)]
         seen: list[tuple[int, int]] = []
-        keys = task_keys("citytwin-test", 7)
-        got, (extra,) = pulled(client, _held_item, items, (tag, items[-1], keys[0][:-1]), workers, keys,
+        got, (extra,) = pulled(client, _held_item, items, (tag, items[-1]), workers, task_keys("citytwin-test", 7),
                                also=also, progress=lambda d, t: seen.append((d, t)))
     assert [g[0] for g in got] == [i * 10 for i in items] and extra == 5
     assert seen[0] == (0, 8) and seen[-1] == (8, 8) and len(seen) == 9
-    assert got[1][2] == 2  # items 0 and 1 only: one a worker (a fixed split submits all seven at once)
     ran = [g[1] for g in got]
     assert ran[0] == workers[0]
     assert set(ran[1:]) == {workers[1]}, ran
