@@ -334,7 +334,7 @@ def test_pulled_gives_the_next_item_to_the_free_worker(dask_address: str) -> Non
     from distributed import Client
 
     from citytwin.foundation.scaleout import task_keys
-    from citytwin.workflows.scaleout_life import pulled
+    from citytwin.workflows.scaleout_life import _located, pulled
 
     with Client(dask_address, set_as_default=False) as client:
         client.wait_for_workers(2, timeout=120)  # a worker killed by an earlier test is back
@@ -342,11 +342,11 @@ def test_pulled_gives_the_next_item_to_the_free_worker(dask_address: str) -> Non
         assert len(workers) == 2
         items = list(range(7))
         tag = f"pulled-{uuid.uuid4().hex}"
-        also = [client.submit(int, "5", key=task_keys("citytwin-test-also", 1)[0], pure=False)]
+        also = [client.submit(_located, int, "5", key=task_keys("citytwin-test-also", 1)[0], pure=False)]
         seen: list[tuple[int, int]] = []
         got, (extra,) = pulled(client, _held_item, items, (tag, items[-1]), workers, task_keys("citytwin-test", 7),
                                also=also, progress=lambda d, t: seen.append((d, t)))
-    assert [g[0] for g in got] == [i * 10 for i in items] and extra == 5
+    assert [g[0] for g in got] == [i * 10 for i in items] and extra[1] == 5
     assert seen[0] == (0, 8) and seen[-1] == (8, 8) and len(seen) == 9
     ran = [g[1] for g in got]
     assert ran[0] == workers[0]

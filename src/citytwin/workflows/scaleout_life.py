@@ -209,8 +209,9 @@ def _search_inputs(prep: LifeCirclePrep) -> LifeCirclePrep:
 # A Parquet network whole on every worker (``life_split``): the graph is built once and fetched by the other
 # worker; the preparation is shared out so that neither worker waits long nor does much more than the other.
 @collecting_rarely
-def _life_graph(nodes: str, streets: str) -> tuple[Any, np.ndarray, np.ndarray]:
-    """(CSR graph, each node's component, the node ids in graph order) of a Parquet network."""
+def _life_graph(nodes: str, streets: str, after: Any = None) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(CSR graph, each node's component, the node ids in graph order) of a Parquet network. ``after``:
+    nothing read (a result the task waits for: the nodes' CRS, so that the homes and POIs go first on its worker)."""
     from citytwin.spatial.network import network_graph
 
     ids = read_parquet(nodes, columns=["id"])["id"].drop_duplicates().to_numpy()  # network_nodes' order
@@ -243,6 +244,11 @@ def _life_homes(refs: dict[str, str | None], include_unknown: bool, crs: Any, kw
     return check_homes(homes, crs, id_col=kw.get("id_col", "osm_id"), population_col=kw.get("population_col"))
 
 
+def _points(homes: HomeSide, pois: PoiSide) -> tuple[np.ndarray, np.ndarray]:
+    """(the homes' points, the POIs' points) in the network's CRS: what the k-d tree's worker snaps."""
+    return homes.xy, pois.xy
+
+
 @collecting_rarely
 def _life_pois(refs: dict[str, str | None], crs: Any, kw: dict[str, Any]) -> PoiSide:
     """The POIs read and checked (:func:`citytwin.spatial.lifecircle.check_pois`), before snapping."""
@@ -252,36 +258,26 @@ def _life_pois(refs: dict[str, str | None], crs: Any, kw: dict[str, Any]) -> Poi
                       category_col=kw.get("category_col", "category"), id_col=kw.get("id_col", "osm_id"))
 
 
-def _life_snap(tree: Any, homes: HomeSide, pois: PoiSide) -> tuple[np.ndarray, ...]:
+def _life_snap(tree: Any, points: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
     """(each home's node index and distance, each POI's node index and distance), with the nodes' k-d tree."""
     from citytwin.spatial.network import snap_xy
 
-    p_node, p_snap = snap_xy(tree, pois.xy)
-    h_node, h_snap = snap_xy(tree, homes.xy)
+    homes_xy, pois_xy = points
+    p_node, p_snap = snap_xy(tree, pois_xy)
+    h_node, h_snap = snap_xy(tree, homes_xy)
     return h_node, h_snap, p_node, p_snap
-
-
-def _home_nodes(graph_part: tuple[Any, np.ndarray, np.ndarray], snapped: tuple[np.ndarray, ...]
-                ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """(each home's node id, its node's component, the report's ``network`` entry): on the graph's worker,
-    which holds the ids and components (2 x 8 bytes a node, not sent), for the homes' snapped nodes."""
-    from citytwin.spatial.lifecircle import network_facts
-
-    _, component, ids = graph_part
-    h_node = snapped[0]
-    return ids[h_node], component[h_node], network_facts(component)
 
 
 @collecting_rarely
 def _life_assemble(homes: HomeSide, pois: PoiSide, snapped: tuple[np.ndarray, ...],
-                   home_nodes: tuple[np.ndarray, np.ndarray, dict[str, Any]], kw: dict[str, Any]) -> LifeCirclePrep:
-    """:func:`citytwin.spatial.lifecircle.assemble_prep` on the worker that read and snapped the homes and POIs,
-    with each home's node id and component from the graph's worker (:func:`_home_nodes`)."""
-    from citytwin.spatial.lifecircle import DAILY_SERVICES, assemble_prep, life_threshold
+                   graph_part: tuple[Any, np.ndarray, np.ndarray], kw: dict[str, Any]) -> LifeCirclePrep:
+    """:func:`citytwin.spatial.lifecircle.assemble_prep` on the graph's worker (the ids and components are there)."""
+    from citytwin.spatial.lifecircle import DAILY_SERVICES, assemble_prep, life_threshold, network_facts
 
     h_node, h_snap, p_node, p_snap = snapped
-    node_id, component, facts = home_nodes
-    return assemble_prep(homes, h_node, h_snap, pois, p_node, p_snap, node_id, component, facts, categories=kw.get("categories", DAILY_SERVICES),
+    _, component, ids = graph_part
+    return assemble_prep(homes, h_node, h_snap, pois, p_node, p_snap, ids[h_node], component[h_node],
+                         network_facts(component), categories=kw.get("categories", DAILY_SERVICES),
                          threshold_m=life_threshold(kw.get("minutes", 15.0), kw.get("speed_kmh", 4.8),
                                                     kw.get("threshold_m")),
                          max_snap_m=kw.get("max_snap_m", 250.0), include_snap=kw.get("include_snap", True),
@@ -292,20 +288,25 @@ def _hold(part: Any) -> None:
     """Nothing: a task on the first worker that has it fetch the graph while it still snaps."""
 
 
+def _located(fn: Any, *args: Any) -> tuple[str, Any]:
+    """(this worker's address, ``fn(*args)``): a task of :func:`pulled`, which gives that worker the next item."""
+    from distributed import get_worker
+
+    return get_worker().address, fn(*args)
+
+
 def pulled(client: Any, fn: Any, items: list[Any], args: tuple[Any, ...], workers: list[Any], keys: list[str], *,
            also: Sequence[Any] = (), progress: Progress | None = None) -> tuple[list[Any], list[Any]]:
     """(``fn(item, *args)`` for each of ``items``, in their order; the results of the futures ``also``), each
-    worker given its next item when the one it holds is done (the life circles' searches: a worker that took
-    longer to prepare, or runs slower beside its neighbours, takes fewer).
+    worker given its next item when it is free (the life circles' searches: a worker that took longer to
+    prepare, or runs slower beside its neighbours, takes fewer).
 
-    Each worker holds one item at a time: the first ``len(workers)`` items go one to each (``workers[i]``;
-    ``None``: anywhere), and each item done gives the next to the worker it was given to. Restrictions are
-    loose (if a worker dies, the scheduler runs its item elsewhere), so Dask's work stealing may run a
-    worker's queued item on an idle one: the worker it was given to is then still owed one, and gets the next
-    when it is done (refilling the worker that ran it instead left the other with none, and idle, for the rest
-    of the job). ``progress(done, total)`` over the items and ``also``; errors as
-    :func:`citytwin.foundation.scaleout.run_futures` raises them (the first, after every submitted task has
-    ended; no item is submitted after one failed).
+    The first ``len(workers)`` items go one to each worker (``workers[i]``; ``None``: anywhere); then each item
+    finished gives the next one to the worker that ran it (:func:`_located`), so that no worker holds a
+    queued item another could run, and Dask's work stealing has none to move (it moves queued tasks only).
+    Restrictions are loose: if a worker dies, the scheduler runs its item elsewhere. ``progress(done, total)``
+    over the items and ``also``; errors as :func:`citytwin.foundation.scaleout.run_futures` raises them (the
+    first, after every submitted task has ended; no item is submitted after one failed).
     """
     import importlib
 
@@ -314,15 +315,15 @@ def pulled(client: Any, fn: Any, items: list[Any], args: tuple[Any, ...], worker
     done, failed = 0, False
     found: dict[int, Any] = {}
     futs: list[Any] = []
-    given: dict[str, tuple[int, Any]] = {}  # key -> (item, the worker it was given to)
+    index: dict[str, int] = {}
     ahead = iter(range(len(items)))
     queue = distributed.as_completed(also, loop=client.loop)
 
     def submit(i: int, worker: Any) -> None:
         where = {"workers": [worker], "allow_other_workers": True} if worker else {}
-        fut = client.submit(fn, items[i], *args, key=keys[i], pure=False, **where)
+        fut = client.submit(_located, fn, items[i], *args, key=keys[i], pure=False, **where)
         futs.append(fut)
-        given[fut.key] = i, worker
+        index[fut.key] = i
         queue.add(fut)
 
     if progress:
@@ -333,9 +334,8 @@ def pulled(client: Any, fn: Any, items: list[Any], args: tuple[Any, ...], worker
         if fut.status == "error":
             failed = True
             continue
-        if fut.key in given:
-            i, worker = given[fut.key]
-            found[i] = fut.result()
+        if fut.key in index:
+            worker, found[index[fut.key]] = fut.result()
             nxt = None if failed else next(ahead, None)
             if nxt is not None:
                 submit(nxt, worker)
@@ -415,18 +415,18 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
     """(prepared homes and POIs, one ``category_search`` result per category, the number of tasks) of a
     Parquet network whole on every worker, built once.
 
-    The second worker builds the graph (the edges to CSR, components: the longest step, 0.5-0.7 CPU-s at 1M
-    nodes) from the start; meanwhile the first decodes the nodes (:func:`read_network_nodes`), builds their
-    k-d tree, reads and checks the POIs and the homes (:func:`citytwin.spatial.lifecircle.check_pois`,
-    :func:`~citytwin.spatial.lifecircle.check_homes`: the homes' table in EPSG:4326, each point in the
-    network's CRS), snaps both and puts the preparation together (:func:`~citytwin.spatial.lifecircle.assemble_prep`,
-    as one process's ``prepare_life_circle``) with each home's node id and component, which the graph's worker
-    looks up (:func:`_home_nodes`: the ids and components stay there). Neither sends the k-d tree, the node
-    table or the homes' points; both are ready to search at about the same time. The searches (one per
-    category) go one at a time to whichever worker is free (:func:`pulled`: a worker slower to prepare or
-    slowed by its neighbours takes fewer); the first worker fetches the graph (not the components) while it
-    snaps. The client receives the homes' table without the snapped arrays, its points as coordinates
-    (:func:`geometry_payload`)."""
+    The first worker decodes the nodes (:func:`read_network_nodes`), builds their k-d tree and snaps the
+    homes and the POIs; the second reads and checks the homes and the POIs
+    (:func:`citytwin.spatial.lifecircle.check_homes`, :func:`~citytwin.spatial.lifecircle.check_pois`: the
+    homes' table in EPSG:4326, each point in the network's CRS, sent to the first: 3.2 MB at 100k + 100k),
+    builds the graph (the edges to CSR, components) and puts the preparation together with the node ids and
+    components it holds (:func:`~citytwin.spatial.lifecircle.assemble_prep`, as one process's
+    ``prepare_life_circle``). Neither sends the k-d tree or the node table. The graph waits for the nodes'
+    CRS (a few hundredths of a second) so that the homes and POIs are checked first and the snapping need not
+    wait for the graph. The searches (one per category) go one at a time to whichever worker is free
+    (:func:`pulled`: a worker slower to prepare or slowed by its neighbours takes fewer); the first worker
+    fetches the graph (not the components) while it snaps, and the snapped arrays. The client receives the homes' table
+    without the snapped arrays, its points as coordinates (:func:`geometry_payload`)."""
     import geopandas as gpd
 
     workers = sorted(client.scheduler_info()["workers"]) or [None]
@@ -442,19 +442,19 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
         return client.submit(fn, *args, key=next(keys), pure=False, **kwargs, **on(where))
 
     nodes, streets = str(refs["nodes"]), str(refs["streets"])
-    graph_part = task(_life_graph, nodes, streets, where=1)
     node_part = task(_life_nodes, nodes, where=0)
-    tree = task(_node_tree, node_part, where=0)
     crs = task(_node_crs, node_part, where=0)
-    pois = task(_life_pois, refs, crs, kw, where=0)
-    homes = task(_life_homes, refs, include_unknown, crs, kw, where=0)
-    snapped = task(_life_snap, tree, homes, pois, where=0)
-    prep = task(_life_assemble, homes, pois, snapped, task(_home_nodes, graph_part, snapped, where=1), kw, where=0)
-    light = task(_search_inputs, prep, where=0)
+    homes = task(_life_homes, refs, include_unknown, crs, kw, where=1)
+    pois = task(_life_pois, refs, crs, kw, where=1)
+    graph_part = task(_life_graph, nodes, streets, crs, where=1)
+    tree = task(_node_tree, node_part, where=0)
+    snapped = task(_life_snap, tree, task(_points, homes, pois, where=1), where=0)
+    prep = task(_life_assemble, homes, pois, snapped, graph_part, kw, where=1)
+    light = task(_search_inputs, prep, where=1)
     graph = task(_graph_only, graph_part, where=1)
     held = task(_hold, graph, where=0)
     search_keys = [next(keys) for _ in cats]
-    sent = task(_for_client, prep, where=0)
+    sent = task(_for_client, prep, where=1)
     searched, ((full, payload), _) = pulled(client, _life_search, cats, (graph, light), workers, search_keys,
                                            also=[sent, held], progress=progress)
     geometry = geometry_from_payload(payload)
