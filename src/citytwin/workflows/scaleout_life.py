@@ -20,7 +20,7 @@ client. Results equal one process's :func:`citytwin.spatial.lifecircle.life_circ
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from citytwin.spatial.lifecircle import HomeSide, LifeCirclePrep, PoiSide
     from citytwin.spatial.network_parts import NetworkPart
 
-__all__ = ["edge_batches", "life_partitioned", "object_layers", "pulled", "read_layers", "read_network_nodes"]
+__all__ = ["edge_batches", "life_partitioned", "object_layers", "read_layers", "read_network_nodes"]
 
 
 def read_network_nodes(path: str | Path, crs: Any = None) -> tuple[np.ndarray, np.ndarray, CRS]:
@@ -288,65 +288,6 @@ def _hold(part: Any) -> None:
     """Nothing: a task on the first worker that has it fetch the graph while it still snaps."""
 
 
-def _located(fn: Any, *args: Any) -> tuple[str, Any]:
-    """(this worker's address, ``fn(*args)``): a task of :func:`pulled`, which gives that worker the next item."""
-    from distributed import get_worker
-
-    return get_worker().address, fn(*args)
-
-
-def pulled(client: Any, fn: Any, items: list[Any], args: tuple[Any, ...], workers: list[Any], keys: list[str], *,
-           also: Sequence[Any] = (), progress: Progress | None = None) -> tuple[list[Any], list[Any]]:
-    """(``fn(item, *args)`` for each of ``items``, in their order; the results of the futures ``also``), each
-    worker given its next item when it is free (the life circles' searches: a worker that took longer to
-    prepare, or runs slower beside its neighbours, takes fewer).
-
-    The first ``len(workers)`` items go one to each worker (``workers[i]``; ``None``: anywhere); then each item
-    finished gives the next one to the worker that ran it (:func:`_located`), so that no worker holds a
-    queued item another could run, and Dask's work stealing has none to move (it moves queued tasks only).
-    Restrictions are loose: if a worker dies, the scheduler runs its item elsewhere. ``progress(done, total)``
-    over the items and ``also``; errors as :func:`citytwin.foundation.scaleout.run_futures` raises them (the
-    first, after every submitted task has ended; no item is submitted after one failed).
-    """
-    import importlib
-
-    distributed: Any = importlib.import_module("distributed")
-    total = len(items) + len(also)
-    done, failed = 0, False
-    found: dict[int, Any] = {}
-    futs: list[Any] = []
-    index: dict[str, int] = {}
-    ahead = iter(range(len(items)))
-    queue = distributed.as_completed(also, loop=client.loop)
-
-    def submit(i: int, worker: Any) -> None:
-        where = {"workers": [worker], "allow_other_workers": True} if worker else {}
-        fut = client.submit(_located, fn, items[i], *args, key=keys[i], pure=False, **where)
-        futs.append(fut)
-        index[fut.key] = i
-        queue.add(fut)
-
-    if progress:
-        progress(0, total)
-    for w, i in zip(workers, ahead, strict=False):  # workers first: no item taken without one
-        submit(i, w)
-    for fut in queue:
-        if fut.status == "error":
-            failed = True
-            continue
-        if fut.key in index:
-            worker, found[index[fut.key]] = fut.result()
-            nxt = None if failed else next(ahead, None)
-            if nxt is not None:
-                submit(nxt, worker)
-        done += 1
-        if progress:
-            progress(done, total)
-    if failed or len(found) < len(items):
-        run_futures(client, [*futs, *also])  # raises the first task's error (or a dead worker's)
-    return [found[i] for i in range(len(items))], list(client.gather(list(also)))
-
-
 def _life_search(cat: str, graph: Any, prep: LifeCirclePrep) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     from types import SimpleNamespace
 
@@ -423,9 +364,8 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
     components it holds (:func:`~citytwin.spatial.lifecircle.assemble_prep`, as one process's
     ``prepare_life_circle``). Neither sends the k-d tree or the node table. The graph waits for the nodes'
     CRS (a few hundredths of a second) so that the homes and POIs are checked first and the snapping need not
-    wait for the graph. The searches (one per category) go one at a time to whichever worker is free
-    (:func:`pulled`: a worker slower to prepare or slowed by its neighbours takes fewer); the first worker
-    fetches the graph (not the components) while it snaps, and the snapped arrays. The client receives the homes' table
+    wait for the graph. The searches (one per category) are spread over the workers; the first fetches the
+    graph (not the components) while it snaps, and the snapped arrays. The client receives the homes' table
     without the snapped arrays, its points as coordinates (:func:`geometry_payload`)."""
     import geopandas as gpd
 
@@ -453,10 +393,9 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
     light = task(_search_inputs, prep, where=1)
     graph = task(_graph_only, graph_part, where=1)
     held = task(_hold, graph, where=0)
-    search_keys = [next(keys) for _ in cats]
+    futs = [task(_life_search, c, graph, light, where=i) for i, c in enumerate(cats)]
     sent = task(_for_client, prep, where=1)
-    searched, ((full, payload), _) = pulled(client, _life_search, cats, (graph, light), workers, search_keys,
-                                           also=[sent, held], progress=progress)
+    *searched, (full, payload), _ = run_futures(client, [*futs, sent, held], progress=progress)
     geometry = geometry_from_payload(payload)
     full.homes = gpd.GeoDataFrame(full.homes, geometry=geometry.to_numpy(), crs=geometry.crs)
     return full, searched, n_tasks
