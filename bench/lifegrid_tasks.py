@@ -1,0 +1,115 @@
+"""Where the CPU of the 1M-node grid's life circles goes on Dask (issue 19): each task's thread CPU, per worker.
+
+Runs ``scaleout.life_circles`` on the grid of ``bench/scaleout.py`` (``lifegrid``; generated into
+``bench/out/scaleout`` if missing) ``--rounds`` times on one LocalCluster of ``--workers`` workers (started as
+the bench starts them, the workflows' modules imported first), with every task function of
+``citytwin.workflows.scaleout_life`` wrapped in the workers to record its thread CPU and start/stop times.
+Prints per round: the wall time, the client's CPU, and per worker its process CPU, its tasks' CPU, the CPU
+outside its tasks (receiving and sending data, the event loop), then each task in the order it ran (a
+search names its category). Which worker ran which search shows the split (and any work stealing).
+
+    python bench/lifegrid_tasks.py                   # 2 workers, 3 rounds, 1M nodes
+    python bench/lifegrid_tasks.py --workers 1 --rounds 2 --nodes 250000
+
+A worker's CPU in its other threads (the event loop, transfers) is the "outside tasks" figure; the load is
+printed (the machine is shared: compare rounds of one run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scaleout as bench  # the bench's cluster, data and warm-up
+
+#: the task functions of ``life_split`` (a name starting with one of these is wrapped)
+TASKS = ("_life", "_node", "_graph", "_hold", "_search", "_for_client", "_home")
+
+
+def wrap_tasks() -> list[str]:
+    """In a worker: every task function of ``scaleout_life`` logs (name, thread CPU s, start, stop) to
+    ``scaleout_life._task_log`` (tasks are pickled by reference, so the worker runs the wrapped one)."""
+    import functools
+
+    import citytwin.workflows.scaleout_life as m
+
+    log: list[tuple[str, float, float, float]] = []
+    m._task_log = log  # type: ignore[attr-defined]
+    for name in dir(m):
+        fn = getattr(m, name)
+        if not name.startswith(TASKS) or not callable(fn) or getattr(fn, "_logged", False):
+            continue
+
+        def make(fn: Any, name: str) -> Any:
+            @functools.wraps(fn)
+            def run(*a: Any, **k: Any) -> Any:
+                c, s = time.thread_time(), time.perf_counter()
+                try:
+                    return fn(*a, **k)
+                finally:
+                    label = f"{name}[{a[0]}]" if name == "_life_search" else name
+                    log.append((label, time.thread_time() - c, s, time.perf_counter()))
+
+            run._logged = True  # type: ignore[attr-defined]
+            return run
+
+        setattr(m, name, make(fn, name))
+    return sorted(n for n in dir(m) if getattr(getattr(m, n), "_logged", False))
+
+
+def take() -> tuple[list[tuple[str, float, float, float]], float]:
+    """In a worker: (the task log since the last call, the process's CPU s so far)."""
+    import resource
+
+    import citytwin.workflows.scaleout_life as m
+
+    log = list(getattr(m, "_task_log", []))
+    getattr(m, "_task_log", []).clear()
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return log, r.ru_utime + r.ru_stime
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--nodes", type=int, default=1_000_000)
+    a = ap.parse_args()
+    from distributed import Client
+
+    from citytwin.workflows import scaleout
+
+    layers = bench.grid_layers(bench.grid_network(a.nodes, bench.OUT))
+    cluster = bench.start(a.workers)
+    try:
+        with Client(cluster.scheduler_address, set_as_default=False) as client:
+            client.run(bench._warm)
+            client.run(wrap_tasks)
+            bench._warm()
+            for r in range(a.rounds):
+                before = client.run(take)
+                c0, s = bench._cpu_s(), time.perf_counter()
+                scaleout.life_circles(dask=cluster.scheduler_address, **layers)
+                wall, cpu = time.perf_counter() - s, bench._cpu_s() - c0
+                after = client.run(take)
+                print(f"round {r + 1}: wall {wall:.2f} s, client {cpu:.2f} CPU-s, load {os.getloadavg()[0]:.1f}")
+                t0 = min((x[2] for log, _ in after.values() for x in log), default=0.0)
+                for w, (log, total) in sorted(after.items()):
+                    tasks = sum(x[1] for x in log)
+                    spent = total - before[w][1]
+                    searches = sum(1 for x in log if x[0].startswith("_life_search"))
+                    print(f"  worker {w}: {spent:.2f} CPU-s, tasks {tasks:.2f} ({searches} searches), "
+                          f"outside tasks {spent - tasks:.2f}")
+                    for label, c, b, e in log:
+                        print(f"    {label:28s} {c:5.2f} CPU-s   {b - t0:6.2f} -> {e - t0:6.2f} s")
+    finally:
+        cluster.close()
+
+
+if __name__ == "__main__":
+    main()
