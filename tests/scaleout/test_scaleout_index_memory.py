@@ -147,3 +147,41 @@ def test_a_worker_takes_prepares_matrix_as_its_own(tmp_path: Path, monkeypatch: 
     assert len(made) == 1 and X is made[0].matrix  # not a copy
     assert X.flags.writeable and X.flags.f_contiguous
     np.testing.assert_array_equal(_bits(X), _bits(want))
+
+
+def test_consecutive_positions_travel_as_a_run() -> None:
+    """A period's rows at consecutive panel positions (whole row groups) are sent as ``(first, count)``; the
+    client's frame is the one it makes from every position, in either order of the pieces and for rows that
+    are not a run."""
+    assert si._run(np.arange(5, 9)) == (5, 4)
+    assert si._run(np.array([5, 7, 6, 8])) is None and si._run(np.array([5, 6, 8])) is None
+    assert si._run(np.empty(0, dtype=np.int64)) is None and si._run(np.array([3])) == (3, 1)
+
+    def piece(period: int, rows: np.ndarray, runs: bool) -> Any:
+        n = len(rows)
+        values = pd.DataFrame({"score": np.linspace(0, 1, n) + period, "rank": np.arange(1, n + 1)})
+        span = si._run(rows) if runs else None
+        return si._Scored(values, pd.Series([f"u{r}" for r in rows], name="unit"),
+                          pd.Series([period], name="year"), None if span else rows, span)
+
+    layouts = [[np.arange(0, 4), np.arange(4, 10)], [np.arange(6, 10), np.arange(0, 6)],
+               [np.array([0, 2, 4, 6]), np.array([1, 3, 5, 7, 8, 9])], [np.arange(0, 4), np.array([5, 4, 6, 7, 8, 9])]]
+    for rows in layouts:
+        want = si._scores_frame([piece(2000 + i, r, False) for i, r in enumerate(rows)], [[0, 1]])
+        got = si._scores_frame([piece(2000 + i, r, True) for i, r in enumerate(rows)], [[0, 1]])
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+        assert want["unit"].tolist() == [f"u{r}" for r in np.sort(np.concatenate(rows))]
+
+
+def test_a_worker_sends_no_positions_for_whole_row_groups(tmp_path: Path) -> None:
+    frame, spec = _panel(False)
+    frame.to_parquet(tmp_path / "p.parquet", index=False, row_group_size=100)
+    files = [str(tmp_path / "p.parquet")]
+    sp = parse_spec(spec)
+    periods, pieces = si._plan(files, "year")
+    shard = si._prepare_shard([(periods[0], pieces[0])], files=files, spec=sp, source="t")
+    p = shard.periods[0]
+    k = p.raw().shape[1]
+    s = si._score_part(p, lo=p.raw().min(axis=0), hi=p.raw().max(axis=0), pos=np.ones(k, dtype=bool),
+                       w=np.full(k, 1 / k), score_scale=1.0, dims={})
+    assert s.rows is None and s.span == (0, 300) and len(s) == 300

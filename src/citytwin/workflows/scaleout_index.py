@@ -363,8 +363,32 @@ class _Scored:
     """the id column (``None``: the same as the previous period's in the shard)"""
     period: pd.Series
     """the period column's first row (its value and dtype)"""
-    rows: np.ndarray
-    """each row's position in the panel"""
+    rows: np.ndarray | None
+    """each row's position in the panel (``None``: the run ``span`` gives them)"""
+    span: tuple[int, int] | None = None
+    """``(first, count)`` where the rows are the panel positions ``first .. first + count - 1`` in order (a
+    period's whole row groups, none dropped): not sent, the client needs only the run (:func:`_run`)"""
+
+    def __len__(self) -> int:
+        return self.span[1] if self.span is not None else len(self.rows) if self.rows is not None else 0
+
+    def positions(self) -> np.ndarray:
+        import numpy as np
+
+        if self.rows is not None:
+            return self.rows
+        assert self.span is not None
+        return np.arange(self.span[0], self.span[0] + self.span[1], dtype=np.int64)
+
+
+def _run(rows: np.ndarray) -> tuple[int, int] | None:
+    """``(first, count)`` if ``rows`` are consecutive ascending positions, else ``None``."""
+    import numpy as np
+
+    n = len(rows)
+    if n == 0 or int(rows[-1]) - int(rows[0]) != n - 1 or (n > 1 and not bool(np.all(rows[1:] > rows[:-1]))):
+        return None
+    return int(rows[0]), n
 
 
 def _scored(p: _Period, score: np.ndarray, dsums: dict[str, np.ndarray]) -> _Scored:
@@ -378,7 +402,8 @@ def _scored(p: _Period, score: np.ndarray, dsums: dict[str, np.ndarray]) -> _Sco
     frame["rank"] = rank_by(frame, "score")  # the rows are one period: ranks within it
     for dname, v in dsums.items():
         frame[f"dim:{dname}"] = v
-    return _Scored(frame, p.keys.iloc[:, 0], p.keys.iloc[:1, 1], p.rows)  # keys: the id, then the period
+    span = _run(p.rows)  # consecutive positions (whole row groups): the client makes them, 8 bytes a row not sent
+    return _Scored(frame, p.keys.iloc[:, 0], p.keys.iloc[:1, 1], None if span else p.rows, span)  # keys: id, period
 
 
 def _weighted_rowsums(Z: np.ndarray, w: np.ndarray, score_scale: float, zero: np.ndarray,
@@ -499,13 +524,22 @@ def _scores_frame(scored: list[_Scored], order: list[list[int]]) -> pd.DataFrame
             if scored[j].ids is None:
                 scored[j].ids = ids
             ids = scored[j].ids
-    seq = _piece_order([s.rows for s in scored])
+    spans = [s.span for s in scored]
+    if all(sp is not None for sp in spans):  # every period a run of positions: ordered by the runs' starts
+        firsts = [sp[0] for sp in spans if sp is not None]
+        seq = sorted(range(len(scored)), key=firsts.__getitem__)
+    else:
+        seq = _piece_order([s.positions() for s in scored])
     parts = [scored[i] for i in seq]
     frame = pd.concat([pd.concat([s.ids for s in parts], ignore_index=True),
-                       pd.concat([s.period.iloc[np.zeros(len(s.rows), dtype=np.intp)] for s in parts],
+                       pd.concat([s.period.iloc[np.zeros(len(s), dtype=np.intp)] for s in parts],
                                  ignore_index=True),
                        pd.concat([s.values for s in parts], ignore_index=True)], axis=1)
-    return _rows_in_order(frame, [s.rows for s in parts])
+    runs = [s.span for s in parts]
+    if all(r is not None and (i == 0 or r[0] >= runs[i - 1][0] + runs[i - 1][1])  # type: ignore[index]
+           for i, r in enumerate(runs)):
+        return frame  # the runs one after the other: the panel's order already
+    return _rows_in_order(frame, [s.positions() for s in parts])
 
 
 def _shards(sizes: list[int], k: int) -> list[list[int]]:
