@@ -848,7 +848,9 @@ def main() -> None:
                     help="workflows of part 1 (ingest index disparity zones lifecircle lifegrid change seeds)")
     ap.add_argument("--repeat", type=int, default=2, help="rounds of part 1 (interleaved; default 2)")
     ap.add_argument("--index-units", type=int,
-                    help="units of the index panel (x 12 years x 17 indicators; default 100,000, --quick 10,000 x 6)")
+                    help="units of the index panel (x 12 years x 17 indicators; default 100,000, --quick 10,000 x 6); "
+                         "the default is a 1-second job where Dask's fixed costs weigh a quarter: 400000 (4.8M "
+                         "unit-years) measures a large panel (docs/scaleout.md, session 16)")
     ap.add_argument("--disparity-units", type=int,
                     help="units of the disparity panel (x 20 years, 31 groups; default 40,000, --quick 4,000 x 8)")
     ap.add_argument("--sizes", nargs="*", type=int, help="point counts of part 2")

@@ -269,6 +269,10 @@ class Prepared:
     values: pd.DataFrame
     warnings: list[str]
     dropped_rows: int = 0
+    matrix: np.ndarray | None = None
+    """``values`` as one column-major float matrix (the frame's own block, not a copy; columns in the spec's
+    order), or ``None`` where the missing-value policy made a new frame: a caller that lets ``values`` go may
+    take it as its own matrix (writable) instead of copying the frame's read-only view"""
 
 
 def prepare(frame: pd.DataFrame, spec: IndexSpec, *, source: str | None = None) -> Prepared:
@@ -327,7 +331,11 @@ def prepare(frame: pd.DataFrame, spec: IndexSpec, *, source: str | None = None) 
                             + ", ".join(f"{a} {b}" for a, b in gaps) + "): those units are scored only in the "
                             "periods they have, and pooled weights use what is there")
     arrays: dict[str, np.ndarray] = {}
-    for ind in spec.indicators:
+    cols = [ind.column for ind in spec.indicators]
+    # the values written into one column-major matrix, which the frame then holds as its block (what pandas'
+    # consolidation of the columns made, without that copy: each copy is fresh memory the kernel faults in)
+    M = np.empty((len(keys), len(cols)), order="F") if len(set(cols)) == len(cols) else None
+    for j, ind in enumerate(spec.indicators):
         x = numeric_column(frame[ind.column], name=ind.column, source=source)  # the one rule (stats.values)
         x = np.where(np.isinf(x), np.nan, x)
         finite = ~np.isnan(x)
@@ -348,8 +356,13 @@ def prepare(frame: pd.DataFrame, spec: IndexSpec, *, source: str | None = None) 
                 raise InputError(f"indicator {ind.column!r}: log1p of a value <= -1", file=source, row=row,
                                  field=ind.column)
             x = np.log1p(x)
-        arrays[ind.column] = x
-    vals = pd.DataFrame(arrays, index=keys.index)
+        if M is None:
+            arrays[ind.column] = x
+        else:
+            M[:, j] = x
+    vals = (pd.DataFrame(arrays, index=keys.index) if M is None
+            else pd.DataFrame(M, columns=pd.Index(cols), index=keys.index, copy=False))
+    whole = vals
     n_missing = vals.isna().sum()
     dropped = 0
     if n_missing.any():
@@ -389,4 +402,5 @@ def prepare(frame: pd.DataFrame, spec: IndexSpec, *, source: str | None = None) 
                                 "were filled with the same-year mean")
             warnings.append(f"interpolated {sum(where.values())} missing value(s) within cities over time: "
                             f"{where}")
-    return Prepared(keys=keys, values=vals, warnings=warnings, dropped_rows=dropped)
+    return Prepared(keys=keys, values=vals, warnings=warnings, dropped_rows=dropped,
+                    matrix=M if vals is whole else None)

@@ -98,6 +98,14 @@ def correlation(C: np.ndarray) -> np.ndarray:
 def plogp_colsum(Z: np.ndarray, col: np.ndarray) -> np.ndarray:
     """Entropy's ``sum p ln p`` per column over a block, ``p = z / col`` (``col`` the pooled column sums;
     ``0 ln 0 = 0``; a column summing to 0 gives 0 here, see :func:`citytwin.economy.weights.entropy_from_sums`)."""
-    P = Z / np.where(col == 0, 1.0, col)
+    # a column at a time: the same operations on each value and the same contiguous sum per column as over
+    # the whole block (colsum), with temporaries of one column instead of four of the block's size (fresh
+    # memory from the kernel for each, page-faulted in: docs/scaleout.md, session 16)
+    Z = np.asarray(Z, dtype=float)
+    div = np.where(col == 0, 1.0, col)
+    out = np.empty(Z.shape[1], dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return colsum(np.where(P > 0, P * np.log(P), 0.0))
+        for j in range(Z.shape[1]):
+            p = Z[:, j] / div[j]
+            out[j] = np.where(p > 0, p * np.log(p), 0.0).sum()
+    return out

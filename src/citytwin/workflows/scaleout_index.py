@@ -232,10 +232,15 @@ def _prepare_shard(todo: list[tuple[Any, list[_Piece]]], *, files: list[str], sp
             raise InputError(f"period {period!r}: no rows found in the row groups (the Parquet files changed "
                              "while the job ran?)", file=files[0])
         prep = prepare(frame, spec, source=source)
-        # a copy the period owns (pandas gives a read-only view of its block): entropy's pass may then write
-        # the normalised values over it (_normed), the block going back to the heap for the next period
-        out.append(_Period(prep.keys, prep.values[spec.columns].to_numpy(dtype=float, copy=True), prep.warnings,
-                           prep.dropped_rows, _kept_positions(frame, rows, prep.keys, spec)))
+        # a matrix the period owns (pandas gives a read-only view of its block): entropy's pass may then write
+        # the normalised values over it (_normed). prepare's own matrix where the frame is that matrix (no
+        # missing value filled or dropped: nothing else holds it once prep goes), else a copy
+        X = prep.matrix
+        if X is None or list(prep.values.columns) != list(spec.columns):
+            X = prep.values[spec.columns].to_numpy(dtype=float, copy=True)
+        out.append(_Period(prep.keys, X, prep.warnings, prep.dropped_rows,
+                           _kept_positions(frame, rows, prep.keys, spec)))
+        del prep, X
     return _Shard(out)
 
 
@@ -358,23 +363,78 @@ class _Scored:
     """the id column (``None``: the same as the previous period's in the shard)"""
     period: pd.Series
     """the period column's first row (its value and dtype)"""
-    rows: np.ndarray
-    """each row's position in the panel"""
+    rows: np.ndarray | None
+    """each row's position in the panel (``None``: the run ``span`` gives them)"""
+    span: tuple[int, int] | None = None
+    """``(first, count)`` where the rows are the panel positions ``first .. first + count - 1`` in order (a
+    period's whole row groups, none dropped): not sent, the client needs only the run (:func:`_run`)"""
+
+    def __len__(self) -> int:
+        return self.span[1] if self.span is not None else len(self.rows) if self.rows is not None else 0
+
+    def positions(self) -> np.ndarray:
+        import numpy as np
+
+        if self.rows is not None:
+            return self.rows
+        assert self.span is not None
+        return np.arange(self.span[0], self.span[0] + self.span[1], dtype=np.int64)
 
 
-def _scored(p: _Period, contrib: np.ndarray, dims: dict[str, np.ndarray]) -> _Scored:
-    """The period's ``score`` (the row sums of ``contrib``), ``rank`` and ``dim:NAME`` columns, its keys and its
-    rows' panel positions: summed on the worker, the row sums one process takes (:func:`citytwin.economy.sums.rowsum`)."""
+def _run(rows: np.ndarray) -> tuple[int, int] | None:
+    """``(first, count)`` if ``rows`` are consecutive ascending positions, else ``None``."""
+    import numpy as np
+
+    n = len(rows)
+    if n == 0 or int(rows[-1]) - int(rows[0]) != n - 1 or (n > 1 and not bool(np.all(rows[1:] > rows[:-1]))):
+        return None
+    return int(rows[0]), n
+
+
+def _scored(p: _Period, score: np.ndarray, dsums: dict[str, np.ndarray]) -> _Scored:
+    """The period's ``score``, ``rank`` and ``dim:NAME`` columns (``dsums``), its keys and its rows' panel
+    positions (the row sums one process takes: :func:`_weighted_rowsums`)."""
     import pandas as pd
 
     from citytwin.economy.ranking import rank_by
-    from citytwin.economy.sums import rowsum
 
-    frame = pd.DataFrame({"score": rowsum(contrib)})
+    frame = pd.DataFrame({"score": score})
     frame["rank"] = rank_by(frame, "score")  # the rows are one period: ranks within it
-    for dname, mask in dims.items():
-        frame[f"dim:{dname}"] = rowsum(contrib[:, mask])
-    return _Scored(frame, p.keys.iloc[:, 0], p.keys.iloc[:1, 1], p.rows)  # keys: the id, then the period
+    for dname, v in dsums.items():
+        frame[f"dim:{dname}"] = v
+    span = _run(p.rows)  # consecutive positions (whole row groups): the client makes them, 8 bytes a row not sent
+    return _Scored(frame, p.keys.iloc[:, 0], p.keys.iloc[:1, 1], None if span else p.rows, span)  # keys: id, period
+
+
+def _weighted_rowsums(Z: np.ndarray, w: np.ndarray, score_scale: float, zero: np.ndarray,
+                      dims: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The row sums of ``contrib = Z * w * score_scale`` (columns ``zero`` set to 0) and of each dimension's
+    columns, as :func:`citytwin.economy.sums.rowsum` takes them (each row's columns added left to right), a
+    column of ``contrib`` at a time: the same operations on each value, without the period's ``contrib``
+    matrix (fresh memory the kernel faults in for each period: docs/scaleout.md, session 16)."""
+    import numpy as np
+
+    n, k = Z.shape
+    score: np.ndarray | None = None
+    dsums: dict[str, np.ndarray | None] = {d: None for d in dims}
+    for j in range(k):
+        c = Z[:, j] * w[j]
+        c *= score_scale
+        if zero[j]:
+            c[:] = 0.0
+        if score is None:
+            score = c.copy()
+        else:
+            score += c
+        for d, mask in dims.items():
+            if mask[j]:
+                acc = dsums[d]
+                if acc is None:
+                    dsums[d] = c.copy()
+                else:
+                    acc += c
+    return (np.zeros(n) if score is None else score,
+            {d: np.zeros(n) if v is None else v for d, v in dsums.items()})
 
 
 def _over_scored(shard: _Shard, fn: Any, **kw: Any) -> list[_Scored]:
@@ -390,9 +450,8 @@ def _over_scored(shard: _Shard, fn: Any, **kw: Any) -> list[_Scored]:
 
 def _score_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.ndarray, w: np.ndarray,
                 score_scale: float, dims: dict[str, np.ndarray]) -> _Scored:
-    contrib = _normed(p, lo, hi, pos, 1.0, 0.0) * w * score_scale
-    contrib[:, hi - lo == 0] = 0.0  # constant columns score 0 (their Z is 1: 1 * w is finite, so this is exact)
-    return _scored(p, contrib, dims)
+    # constant columns score 0 (their Z is 1: 1 * w is finite, so this is exact)
+    return _scored(p, *_weighted_rowsums(_normed(p, lo, hi, pos, 1.0, 0.0), w, score_scale, hi - lo == 0, dims))
 
 
 def _sumsq_part(p: _Period) -> np.ndarray:
@@ -423,7 +482,7 @@ def _topsis_score_part(p: _Period, *, lo: np.ndarray, hi: np.ndarray, pos: np.nd
     from citytwin.economy.weights import topsis_closeness
 
     V = _topsis_values(p, lo, hi, pos, w, norm)
-    return _scored(p, topsis_closeness(V, ideal, anti).closeness[:, None] * score_scale, {})
+    return _scored(p, topsis_closeness(V, ideal, anti).closeness * score_scale, {})
 
 
 def _panel_order(frames: list[pd.DataFrame], rows: list[np.ndarray]) -> pd.DataFrame:
@@ -465,13 +524,22 @@ def _scores_frame(scored: list[_Scored], order: list[list[int]]) -> pd.DataFrame
             if scored[j].ids is None:
                 scored[j].ids = ids
             ids = scored[j].ids
-    seq = _piece_order([s.rows for s in scored])
+    spans = [s.span for s in scored]
+    if all(sp is not None for sp in spans):  # every period a run of positions: ordered by the runs' starts
+        firsts = [sp[0] for sp in spans if sp is not None]
+        seq = sorted(range(len(scored)), key=firsts.__getitem__)
+    else:
+        seq = _piece_order([s.positions() for s in scored])
     parts = [scored[i] for i in seq]
     frame = pd.concat([pd.concat([s.ids for s in parts], ignore_index=True),
-                       pd.concat([s.period.iloc[np.zeros(len(s.rows), dtype=np.intp)] for s in parts],
+                       pd.concat([s.period.iloc[np.zeros(len(s), dtype=np.intp)] for s in parts],
                                  ignore_index=True),
                        pd.concat([s.values for s in parts], ignore_index=True)], axis=1)
-    return _rows_in_order(frame, [s.rows for s in parts])
+    runs = [s.span for s in parts]
+    if all(r is not None and (i == 0 or r[0] >= runs[i - 1][0] + runs[i - 1][1])  # type: ignore[index]
+           for i, r in enumerate(runs)):
+        return frame  # the runs one after the other: the panel's order already
+    return _rows_in_order(frame, [s.positions() for s in parts])
 
 
 def _shards(sizes: list[int], k: int) -> list[list[int]]:
