@@ -146,7 +146,10 @@ def _publisher(host: str, port: int, cid: str, go: mp.Event, t_done: mp.Value) -
 def _raw_subscriber(host: str, port: int, cid: str, ready: mp.Event, got: Any, t_last: Any, stop: mp.Event) -> None:
     """The raw ceiling: a plain paho-mqtt client, subscribed like the ingest (QoS 1, MQTT v5, persistent session,
     manual acknowledgement, same account), that copies each payload, acknowledges it at once and counts it;
-    ``t_last`` is the wall time of the latest message."""
+    ``t_last`` is the wall time of the latest message. At ``stop`` it ends its session (:func:`end_session`): a
+    session left behind, subscribed to ``citytwin/#`` and never expiring, would have the broker (no cap on queued
+    messages) keep every later message of the run for it, and write them all at each autosave (docs/twin.md,
+    "Session 16: the store thread's gap every ~31 s")."""
     die_with_parent()
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -176,8 +179,19 @@ def _raw_subscriber(host: str, port: int, cid: str, ready: mp.Event, got: Any, t
     subscribed.wait(30)
     ready.set()
     stop.wait()
-    client.disconnect()
+    end_session(client)
     client.loop_stop()
+
+
+def end_session(client: Any) -> None:
+    """Disconnect a paho MQTT v5 client and end its session on the broker (DISCONNECT with session expiry 0), so
+    that the broker stops queueing messages for it: its subscriptions end with it."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.DISCONNECT)
+    props.SessionExpiryInterval = 0
+    client.disconnect(properties=props)
 
 
 def _sqlite_used() -> int:
