@@ -6,7 +6,9 @@ the bench starts them, the workflows' modules imported first), with every task f
 ``citytwin.workflows.scaleout_life`` wrapped in the workers to record its thread CPU and start/stop times.
 Prints per round: the wall time, the client's CPU, and per worker its process CPU, its tasks' CPU, the CPU
 outside its tasks (receiving and sending data, the event loop), then each task in the order it ran (a
-search names its category). Which worker ran which search shows the split (and any work stealing).
+search names its category). Which worker ran which search shows the split; the tasks Dask's work stealing
+moved (confirmed steals in the scheduler's "stealing" events) are counted per round, by their number in
+``life_split`` (searches: 12 to 19 of 21).
 
     python bench/lifegrid_tasks.py                   # 2 workers, 3 rounds, 1M nodes
     python bench/lifegrid_tasks.py --workers 1 --rounds 2 --nodes 250000
@@ -74,6 +76,15 @@ def take() -> tuple[list[tuple[str, float, float, float]], float]:
     return log, r.ru_utime + r.ru_stime
 
 
+def steals(dask_scheduler: Any) -> list[tuple[str, str, str]]:
+    """On the scheduler: (key, victim, thief) of every confirmed steal so far (the stealing extension's events)."""
+    out = []
+    for _, msg in dask_scheduler.get_events(topic="stealing"):
+        if msg[0] == "confirm":
+            out.append((str(msg[1]), str(msg[3]), str(msg[4])))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=2)
@@ -93,11 +104,14 @@ def main() -> None:
             bench._warm()
             for r in range(a.rounds):
                 before = client.run(take)
+                stolen0 = len(client.run_on_scheduler(steals))
                 c0, s = bench._cpu_s(), time.perf_counter()
                 scaleout.life_circles(dask=cluster.scheduler_address, **layers)
                 wall, cpu = time.perf_counter() - s, bench._cpu_s() - c0
                 after = client.run(take)
-                print(f"round {r + 1}: wall {wall:.2f} s, client {cpu:.2f} CPU-s, load {os.getloadavg()[0]:.1f}")
+                stolen = [k for k, _, _ in client.run_on_scheduler(steals)[stolen0:] if k.startswith("citytwin-life")]
+                print(f"round {r + 1}: wall {wall:.2f} s, client {cpu:.2f} CPU-s, load {os.getloadavg()[0]:.1f}, "
+                      f"tasks stolen {len(stolen)}: {', '.join(k.rsplit('-', 1)[1] for k in stolen) or '-'}")
                 t0 = min((x[2] for log, _ in after.values() for x in log), default=0.0)
                 for w, (log, total) in sorted(after.items()):
                     tasks = sum(x[1] for x in log)

@@ -42,7 +42,8 @@ from typing import Any, TypeVar, cast
 
 from citytwin.foundation.errors import CitytwinError, InputError
 
-__all__ = ["DaskSpec", "Progress", "cluster", "parse_dask", "run_futures", "run_tasks", "task_keys", "worker_cache", "worker_threads"]
+__all__ = ["DaskSpec", "Progress", "cluster", "parse_dask", "placement", "run_futures", "run_tasks", "task_keys",
+           "worker_cache", "worker_threads"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -253,6 +254,97 @@ def _client_class() -> Any:
 
         _CLIENT.append(StoppingClient)
     return _CLIENT[0]
+
+
+#: the name of the scheduler plugin :func:`placement` registers (once per scheduler)
+PLACED_PLUGIN = "citytwin-placed"
+#: the task keys that plugin looks after (every key citytwin makes starts so: :func:`task_keys`)
+PLACED_PREFIX = "citytwin"
+
+
+def placement(client: Any) -> Callable[[int], dict[str, Any]]:
+    """``on(i)``: the ``submit`` options that place a task on the ``i``-th worker (round robin over the
+    workers the scheduler has now, sorted), so that Dask's work stealing never moves it and a task whose
+    worker has gone still runs.
+
+    With loose restrictions (``workers=[w], allow_other_workers=True``) the scheduler's work stealing may
+    move a queued task to another worker whenever one is idle (``distributed.stealing``: a loose
+    restriction is no bar to a thief), which undoes a deliberate split (life circles' searches, session 16:
+    5 against 3). A strict restriction (``workers=[w]``) is never stolen, but a task strictly bound to a
+    worker that died (its nanny restarts it at another address) or left would wait for ever. So the tasks
+    are placed strictly and a scheduler plugin (registered here once per scheduler, idempotent; its class
+    travels by value, so the scheduler needs no citytwin) loosens the restriction of a task of citytwin's
+    when none of its workers can take it (gone, retiring or paused): the scheduler then gives it to any
+    worker, as with ``allow_other_workers``. Where the plugin cannot be registered, the placement is loose, as before.
+    """
+    workers = sorted(client.scheduler_info()["workers"])
+    strict = True
+    try:
+        client.register_plugin(_placed_plugin()(), name=PLACED_PLUGIN)
+    except Exception:  # a scheduler that refuses the plugin (another distributed): loose, stealing allowed
+        strict = False
+
+    def on(i: int) -> dict[str, Any]:
+        if not workers:
+            return {}
+        w = workers[i % len(workers)]
+        return {"workers": [w]} if strict else {"workers": [w], "allow_other_workers": True}
+
+    return on
+
+
+_PLUGIN: list[Any] = []
+
+
+def _placed_plugin() -> Any:
+    """The scheduler plugin of :func:`placement` (a class made here: ``distributed`` imported when asked for)."""
+    if not _PLUGIN:
+        base = importlib.import_module("distributed.diagnostics.plugin").SchedulerPlugin
+
+        class Placed(base):  # type: ignore[misc, valid-type]
+            """Loosens the worker restriction of a citytwin task that none of its workers can take."""
+
+            idempotent = True
+            name = PLACED_PLUGIN
+
+            def __init__(self) -> None:
+                self.scheduler: Any = None
+
+            async def start(self, scheduler: Any) -> None:
+                self.scheduler = scheduler
+
+            def _orphan(self, ts: Any) -> bool:
+                s = self.scheduler
+                return bool(ts is not None and ts.worker_restrictions and not ts.loose_restrictions
+                            and str(ts.key).startswith(PLACED_PREFIX)
+                            and not any(s.workers.get(w) in s.running for w in ts.worker_restrictions))
+
+            def _loosen(self, keys: list[Any]) -> None:
+                # run by the event loop, outside the transition that found them
+                s = self.scheduler
+                recs = {k: "processing" for k in keys if k in s.tasks and s.tasks[k].state == "no-worker"}
+                if recs:
+                    s.transitions(recs, stimulus_id=f"citytwin-worker-gone-{uuid.uuid4().hex[:8]}")
+
+            def _later(self, keys: list[Any]) -> None:
+                for k in keys:  # any worker now (also one that joins later: no restriction left to match)
+                    ts = self.scheduler.tasks[k]
+                    ts.worker_restrictions, ts.loose_restrictions = None, True
+                self.scheduler.loop.add_callback(self._loosen, keys)
+
+            def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+                if finish == "no-worker" and self.scheduler is not None and self._orphan(self.scheduler.tasks.get(key)):
+                    self._later([key])
+
+            def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+                # tasks sent to no-worker while their worker was still there but not running (retiring, paused)
+                if self.scheduler is not None:
+                    keys = [ts.key for ts in list(self.scheduler.unrunnable) if self._orphan(ts)]
+                    if keys:
+                        self._later(keys)
+
+        _PLUGIN.append(Placed)
+    return _PLUGIN[0]
 
 
 _CACHE: dict[Any, Any] = {}

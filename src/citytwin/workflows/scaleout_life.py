@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from citytwin.foundation.collector import collecting_rarely, rare_collections
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.objectstore import is_url, list_objects, read_geoparquet
-from citytwin.foundation.scaleout import Progress, run_futures, task_keys
+from citytwin.foundation.scaleout import Progress, placement, run_futures, task_keys
 from citytwin.workflows.scaleout_files import parquet_file, read_parquet
 
 if TYPE_CHECKING:
@@ -369,11 +369,7 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
     without the snapped arrays, its points as coordinates (:func:`geometry_payload`)."""
     import geopandas as gpd
 
-    workers = sorted(client.scheduler_info()["workers"]) or [None]
-
-    def on(i: int) -> dict[str, Any]:  # spread over the workers; another may take it if one dies
-        w = workers[i % len(workers)]
-        return {"workers": [w], "allow_other_workers": True} if w else {}
+    on = placement(client)  # spread over the workers, never stolen; another takes a task if its worker dies
 
     n_tasks = 13 + len(cats)
     keys = iter(task_keys("citytwin-life", n_tasks))
@@ -458,13 +454,9 @@ def life_partitioned(client: Any, cats: list[str], refs: dict[str, str | None], 
     if radius is None or not np.isfinite(radius) or radius <= 0:
         raise InputError("a partitioned search needs a search radius (max_distance, metres)", field="max_distance",
                          hint="give max_distance, e.g. 3000; without it every worker holds the whole network")
-    workers = sorted(client.scheduler_info()["workers"]) or [None]
-    k = len(workers)
+    k = max(1, len(client.scheduler_info()["workers"]))
     keys = iter(task_keys("citytwin-lifepart", 4 + k * (4 + len(cats))))
-
-    def on(i: int) -> dict[str, Any]:
-        w = workers[i % k]
-        return {"workers": [w], "allow_other_workers": True} if w else {}
+    on = placement(client)
 
     nodes, streets = str(refs["nodes"]), str(refs["streets"])
     parts = [client.submit(_part_build, p, k, nodes, streets, float(radius), key=next(keys), pure=False, **on(p))
