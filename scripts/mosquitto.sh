@@ -90,7 +90,7 @@ old = os.umask(0o077)
 with open(os.path.join(sys.argv[1], "passwd"), "w") as f:
     f.write(f"{user}:$7$101${base64.b64encode(salt).decode()}${base64.b64encode(dk).decode()}\n")
 with open(os.path.join(sys.argv[1], "acl"), "w") as f:
-    f.write(f"user {user}\ntopic readwrite #\n")
+    f.write(f"user {user}\ntopic readwrite #\ntopic read $SYS/broker/#\n")  # and the broker statistics (doctor)
 os.umask(old)
 PY
       security="allow_anonymous false

@@ -46,12 +46,15 @@ def test_systemd_units_verify(unit: str, tmp_path: Path) -> None:
 
 def test_env_example_names_the_variables_citytwin_reads() -> None:
     from citytwin.foundation import records
-    from citytwin.foundation.mqtt import ENV_PASSWORD, ENV_USERNAME
+    from citytwin.foundation.mqtt import ENV_PASSWORD, ENV_USERNAME, MqttAuth
     from citytwin.workflows.doctor import ENV_BROKER
 
     names = set(re.findall(r"^#?(CITYTWIN_[A-Z_]+)=", (DEPLOY / "citytwin.env.example").read_text(), re.M))
+    monitor = MqttAuth.from_env({"CITYTWIN_MQTT_MONITOR_USERNAME": "m", "CITYTWIN_MQTT_MONITOR_PASSWORD": "p"},
+                                role="monitor")  # the doctor's account (docs/deployment.md, section 5)
+    assert (monitor.username, monitor.password) == ("m", "p")
     assert names == {"CITYTWIN_WORKSPACE", records.ENV_DATABASE, ENV_BROKER, ENV_USERNAME, ENV_PASSWORD,
-                     "CITYTWIN_MQTT_TLS_CA"}
+                     "CITYTWIN_MQTT_MONITOR_USERNAME", "CITYTWIN_MQTT_MONITOR_PASSWORD", "CITYTWIN_MQTT_TLS_CA"}
 
 
 def test_backup_and_restore(tmp_path: Path, pg_cluster, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

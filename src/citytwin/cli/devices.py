@@ -101,7 +101,8 @@ def add(
     all_: Annotated[bool, typer.Option("--all", help="A device account for every registered entity.")] = False,
     unregistered: Annotated[bool, typer.Option(help="Accept an entity URN not (yet) registered in the twin.")]
     = False,
-    service: Annotated[list[str] | None, typer.Option(help="Also a service account: ingest, alerts or publisher "
+    service: Annotated[list[str] | None, typer.Option(help="Also a service account: ingest, alerts, publisher or "
+                                                      "monitor (for `citytwin doctor`) "
                                                       "(default names " + ", ".join(DEFAULT_SERVICE_NAMES.values())
                                                       + ").")] = None,
     ws_user: Annotated[list[str] | None, typer.Option("--ws-user", help="Also an account for this workspace "

@@ -10,6 +10,8 @@ device      one per entity (``dev-{type}-{localId}``)     publish to its own top
 ingest      the twin's ingest (``citytwin-ingest``)       subscribe to ``{prefix}/#``
 alerts      the alert publisher (``citytwin-ingest-alerts``) publish to ``{prefix}/alerts/#``
 publisher   a gateway or replay (``citytwin-replay``)     publish to every entity topic and ``{prefix}/batch``
+monitor     ``citytwin doctor`` (``citytwin-monitor``)     read the broker's statistics ``$SYS/broker/#`` (counts,
+                                                          no readings)
 user        a workspace user                              subscribe to ``{prefix}/#`` if the user's role is
                                                           cleared for the twin's classification, else nothing
 =========== ============================================ ===================================================
@@ -42,10 +44,10 @@ from citytwin.foundation.access import readers_of
 from citytwin.foundation.catalog import Catalog, now
 from citytwin.foundation.errors import InputError, NotFoundError
 
-KINDS = ("device", "ingest", "alerts", "publisher", "user")
+KINDS = ("device", "ingest", "alerts", "publisher", "monitor", "user")
 #: default names of the service accounts (the runtime's alert publisher is ``{ingest}-alerts``)
 DEFAULT_SERVICE_NAMES = {"ingest": "citytwin-ingest", "alerts": "citytwin-ingest-alerts",
-                         "publisher": "citytwin-replay"}
+                         "publisher": "citytwin-replay", "monitor": "citytwin-monitor"}
 #: iterations and salt length ``mosquitto_passwd`` (2.0) uses
 PBKDF2_ITERATIONS = 101
 SALT_BYTES = 12
@@ -202,7 +204,8 @@ class MqttAccounts:
         return self._add(device_username(entity), "device", entity)
 
     def add_service(self, kind: str, username: str | None = None) -> MqttAccount:
-        """A service account: ``ingest``, ``alerts`` or ``publisher`` (default names in DEFAULT_SERVICE_NAMES)."""
+        """A service account: ``ingest``, ``alerts``, ``publisher`` or ``monitor`` (default names in
+        DEFAULT_SERVICE_NAMES)."""
         if kind not in DEFAULT_SERVICE_NAMES:
             raise InputError(f"{kind!r} is not a service account kind", field="kind",
                              hint=f"use one of {', '.join(DEFAULT_SERVICE_NAMES)}")
@@ -341,6 +344,8 @@ def acl_rules(kind: str, entity: str | None, *, prefix: str = "citytwin", cleare
         return [f"topic write {prefix}/alerts/#"]
     if kind == "publisher":
         return [f"topic write {prefix}/+/+/attrs", f"topic write {prefix}/batch"]
+    if kind == "monitor":
+        return ["topic read $SYS/broker/#"]
     if kind == "user":
         return [f"topic read {prefix}/#"] if cleared else []
     raise InputError(f"unknown MQTT account kind {kind!r}", field="kind")

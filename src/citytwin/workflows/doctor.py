@@ -16,7 +16,9 @@ Each check gives ``ok``, ``warn`` or ``fail`` with a detail and, unless ok, what
 * ``embedded`` — a warning when the workspace's records are still in its SQLite file while
   ``$CITYTWIN_DATABASE`` (or ``--database``) points to PostgreSQL (move them: ``citytwin records move``);
 * ``mqtt`` — the broker given by URL (``mqtt://[USER[:PASSWORD]@]HOST:PORT``, ``mqtts://`` for TLS, or
-  ``HOST:PORT``; credentials and TLS files otherwise from ``$CITYTWIN_MQTT_*``) accepts a connection;
+  ``HOST:PORT``; credentials and TLS files otherwise from ``$CITYTWIN_MQTT_MONITOR_*`` or ``$CITYTWIN_MQTT_*``)
+  accepts a connection, without touching another client's session; with a ``monitor`` account, how many
+  messages it holds for disconnected persistent sessions;
 * ``chromium`` — Chromium for PDF reports;
 * ``disk`` — free space where the workspace is.
 
@@ -293,46 +295,87 @@ def parse_broker_url(text: str) -> dict[str, Any]:
             "password": unquote(parts.password) if parts.password else None}
 
 
-def check_broker(text: str | None, *, timeout: float = 10.0) -> Check:
-    """Connect to the MQTT broker (credentials and TLS as configured) and disconnect."""
+#: queued messages (stored, not retained) above which a broker with disconnected persistent sessions warns
+BROKER_QUEUE_WARN = 100_000
+_SYS = "$SYS/broker/"
+_SYS_TOPICS = ("store/messages/count", "store/messages/bytes", "retained messages/count", "clients/disconnected")
+
+
+def check_broker(text: str | None, *, timeout: float = 10.0, queue_warn: int = BROKER_QUEUE_WARN) -> Check:
+    """Connect to the MQTT broker (credentials and TLS as configured), read its statistics if allowed, and
+    disconnect, without touching another client's session.
+
+    The account is ``$CITYTWIN_MQTT_MONITOR_USERNAME`` / ``…_PASSWORD`` (a ``monitor`` account: it may read
+    the broker's ``$SYS/broker/#`` statistics and nothing else), else the plain ``$CITYTWIN_MQTT_*`` ones; a URL's
+    user and password come first. Where the broker ties client ids to usernames (``use_username_as_clientid``,
+    as ``scripts/mosquitto.sh --auth`` configures it), connecting with the ingest's account *is* connecting as
+    the ingest: a clean start would discard its session and the messages queued for it. So the doctor
+    connects without a clean start, with the session expiry the ingest sets, acknowledges nothing and
+    subscribes to nothing when the broker says a session was there (it then warns: the ingest, if running, was
+    disconnected for a moment and reconnects; what it had not acknowledged is delivered again). A session
+    of its own (none was there) is subscribed to the statistics and ended at the disconnect.
+
+    With the statistics: a warning when messages are queued (``queue_warn`` or more, not counting retained ones)
+    while clients with persistent sessions are disconnected — a stopped ingest, or a client that left its
+    session behind: Mosquitto writes every queued message at each autosave, stalling the broker meanwhile.
+    """
     if not text:
         return Check("mqtt", "warn", "no MQTT broker configured",
                      f"set {ENV_BROKER}=mqtt://HOST:PORT (or pass --broker) to check the live ingest's broker")
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
 
-    from citytwin.foundation.mqtt import MqttAuth
+    from citytwin.foundation.mqtt import SESSION_NEVER_EXPIRES, MqttAuth
 
     b = parse_broker_url(text)
     given = {k: b[k] for k in ("username", "password") if b[k]}
-    auth = MqttAuth.from_env(**given)
+    auth = MqttAuth.from_env(**given) if given else MqttAuth.from_env(role="monitor", fallback=MqttAuth.from_env())
     if b["tls"] and not auth.tls:
         auth = MqttAuth(auth.username, auth.password, tls_ca=_system_ca(), tls_cert=auth.tls_cert,
                         tls_key=auth.tls_key)
     shown = f"{'mqtts' if auth.tls else 'mqtt'}://{b['host']}:{b['port']}"
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"citytwin-doctor-{uuid.uuid4().hex[:8]}",
-                         protocol=mqtt.MQTTv5)
+                         protocol=mqtt.MQTTv5, manual_ack=True)  # nothing delivered to it is acknowledged
     auth.apply(client)
-    done = threading.Event()
+    done, subscribed = threading.Event(), threading.Event()
     result: dict[str, Any] = {}
+    stats: dict[str, str] = {}
 
     def on_connect(c: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
-        result["reason"] = reason
+        result["reason"], result["taken"] = reason, bool(flags.session_present)
         done.set()
 
-    client.on_connect = on_connect
+    def on_message(c: Any, u: Any, msg: Any) -> None:
+        if msg.topic.startswith(_SYS):
+            stats[msg.topic[len(_SYS):]] = msg.payload.decode("utf-8", "replace")
+            if len(stats) == len(_SYS_TOPICS):
+                subscribed.set()
+
+    client.on_connect, client.on_message = on_connect, on_message
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call,unused-ignore]
+    props.SessionExpiryInterval = SESSION_NEVER_EXPIRES  # what the ingest sets: its session is left as it was
     try:
-        client.connect(b["host"], b["port"], keepalive=10)
+        client.connect(b["host"], b["port"], keepalive=10, clean_start=False, properties=props)
     except OSError as exc:
         return Check("mqtt", "fail", f"cannot reach {shown}: {exc.strerror or exc}",
                      "check the broker's address and port and that it runs (systemctl status mosquitto)")
     client.loop_start()
+    end = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call,unused-ignore]
+    end.SessionExpiryInterval = 0
     try:
         if not done.wait(timeout):
             return Check("mqtt", "fail", f"{shown} did not answer within {timeout:g} s",
                          "check the port (TLS or not) and any firewall between")
+        if not result["reason"].is_failure and not result["taken"]:
+            client.subscribe([(_SYS + t, 0) for t in _SYS_TOPICS])
+            subscribed.wait(min(timeout, 1.0))  # retained: they come at once where the account may read them
     finally:
-        client.disconnect()
+        if result.get("taken"):
+            client.disconnect()  # the session stays, with the expiry it had
+        else:
+            client.disconnect(properties=end)  # the doctor's own session: ended
         client.loop_stop()
     reason = result["reason"]
     if reason.is_failure:
@@ -340,7 +383,34 @@ def check_broker(text: str | None, *, timeout: float = 10.0) -> Check:
                      "check the MQTT username and password (CITYTWIN_MQTT_USERNAME / CITYTWIN_MQTT_PASSWORD) "
                      "and the broker's password file (`citytwin twin devices broker-files`)")
     who = f" as {auth.username}" if auth.username else " anonymously"
-    return Check("mqtt", "ok", f"{shown} accepted a connection{who}{' over TLS' if auth.tls else ''}")
+    base = f"{shown} accepted a connection{who}{' over TLS' if auth.tls else ''}"
+    if result["taken"]:
+        return Check("mqtt", "warn", f"{base}, whose client id already had a session on the broker (the broker ties "
+                     "client ids to usernames: this is another client's account, e.g. the ingest's); the doctor "
+                     "kept that session, acknowledged nothing and read no statistics, but a client using it was "
+                     "disconnected for a moment",
+                     "give the doctor its own account: citytwin twin devices add --service monitor, then "
+                     "CITYTWIN_MQTT_MONITOR_USERNAME / CITYTWIN_MQTT_MONITOR_PASSWORD from "
+                     "`citytwin twin devices credentials citytwin-monitor --json`")
+    return _queue_check(base, stats, queue_warn)
+
+
+def _queue_check(base: str, stats: dict[str, str], queue_warn: int) -> Check:
+    """The broker's queue from its ``$SYS`` statistics (see :func:`check_broker`)."""
+    try:
+        count, size, retained, away = (int(float(stats[t])) for t in _SYS_TOPICS)
+    except (KeyError, ValueError):
+        return Check("mqtt", "ok", f"{base} (its statistics not readable by this account)")
+    queued = max(count - retained, 0)
+    detail = (f"{base}; {queued:,} messages queued or in flight ({size / 2**20:,.1f} MiB stored), "
+              f"{away:,} disconnected clients with persistent sessions")
+    if away and queued >= queue_warn:
+        return Check("mqtt", "warn", detail + ": the broker writes every queued message at each autosave, and "
+                     "stops forwarding while it does (stalls that grow with the queue)",
+                     "start the ingest if it is stopped; otherwise a client left a persistent session behind: "
+                     "end it (connect with its client id and a clean start) or set persistent_client_expiration "
+                     "in mosquitto.conf")
+    return Check("mqtt", "ok", detail)
 
 
 def _system_ca() -> str | None:
