@@ -315,6 +315,13 @@ class MqttIngest:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._connected.clear()
+        if not self._stop.is_set() and getattr(reason, "is_failure", False):
+            # the connection was lost or ended by the broker (Mosquitto 2.0 just closes it when another client
+            # connects with this client id, which is the account's username on a broker that ties them: paho
+            # then says "Unspecified error"): audited, then reconnected
+            detail = f"{self.client_id} at {self.host}:{self.port}: connection lost ({reason})"
+            log.warning("MQTT ingest disconnected by the broker: %s", detail)
+            self._event("mqtt.disconnect", "error", detail)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if not self._pending:
