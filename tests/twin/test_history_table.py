@@ -177,3 +177,4 @@ def test_write_days_raises_the_first_failure_in_job_order(tmp_path, monkeypatch)
     with pytest.raises(OSError, match="at b"):
         H._write_days([("a", None, 1, False), ("b", None, 1, False), ("c", None, 1, False)])  # type: ignore[list-item]
     assert H._write_days([("a", None, 1, False), ("a", None, 1, False)]) == [(False, None)] * 2  # type: ignore[list-item]
+
