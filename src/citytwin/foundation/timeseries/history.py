@@ -765,11 +765,9 @@ _POOL: ThreadPoolExecutor | None = None
 
 
 def _write_days(jobs: list[tuple[str, pa.Table, int, bool]]) -> list[tuple[bool, int | None]]:
-    """Run :func:`write_day` for each job, the first in the calling thread and the others (days of the same append)
-    in the writer threads at the same time, so that their fsyncs overlap; the results in job order. The calling
-    thread writes a day itself instead of waiting idle for a writer thread (one hand-off fewer per append, none
-    for an append of one day). As with ``Executor.map``, the first failure (in job order) is raised and the jobs
-    not started yet are cancelled."""
+    """:func:`write_day` for each job (results in job order): the first in the calling thread (not idle: one hand-off
+    fewer), the others in the writer threads meanwhile (fsyncs overlap). As ``Executor.map``: the first failure in job
+    order raised, jobs not started cancelled."""
     futures = [_pool().submit(write_day, *j) for j in jobs[1:]]
     try:
         first = write_day(*jobs[0])
