@@ -99,6 +99,7 @@ SCHEMA = pa.schema([
     ("lon", pa.float64()), ("lat", pa.float64()), ("received_at", pa.timestamp("us", tz="UTC")),
     ("_batch", pa.int64()), ("_row", pa.int32()),
 ])
+_TS = pa.timestamp("us", tz="UTC")
 OUT_COLUMNS = ["entity", "type", "property", "time", "value", "unit", "lon", "lat"]
 AGGREGATES = ("avg", "min", "max", "count", "sum", "missing")
 # Nice bucket sizes for downsampling, seconds.
@@ -228,7 +229,7 @@ class HistoryStore:
                     for day, s, e, c in zip(days_of, starts, ends, uncounted, strict=True)]
             # Files of different days are written and fsynced in parallel (the waits overlap), each in its day
             # folder (made by the job where it is new)
-            done = [write_day(*jobs[0])] if len(jobs) == 1 else list(_pool().map(lambda j: write_day(*j), jobs))
+            done = _write_days(jobs)
             if any(new for new, _ in done):
                 _fsync_dir(self.root)
             due: list[str] = []
@@ -246,12 +247,19 @@ class HistoryStore:
         return n
 
     def _to_table(self, columns: Mapping[str, Any] | pd.DataFrame, received_us: int | None) -> pa.Table:
+        """The columns as a table of :data:`SCHEMA` (``_batch`` zero: set by :meth:`append`).
+
+        Built with the fewest conversions (a commit of a few readings pays them all, whatever its size): int64
+        times made timestamps in the conversion itself, a string column given as codes (``_codes``, decoded
+        once by the ingest) as its distinct strings taken by the codes. The same table as the former conversion
+        (timestamps cast from int64 arrays, codes as a dictionary array cast to strings):
+        tests/twin/test_history_table.py compares them."""
         c = columns
         if "time_us" in c:
-            t = pa.array(np.asarray(c["time_us"], dtype="int64")).cast(pa.timestamp("us", tz="UTC"))
+            t = pa.array(np.asarray(c["time_us"], dtype="int64"), type=_TS)
         elif "time" in c:
             tt = pd.to_datetime(pd.Series(c["time"]), utc=True)
-            t = pa.array(tt.dt.as_unit("us").astype("int64").to_numpy()).cast(pa.timestamp("us", tz="UTC"))
+            t = pa.array(tt.dt.as_unit("us").astype("int64").to_numpy(), type=_TS)
         else:
             raise InputError("observations need a time_us or time column", field="time")
         n = len(t)
@@ -265,8 +273,8 @@ class HistoryStore:
         def col(name: str, typ: pa.DataType) -> pa.Array:
             if name not in c:
                 return pa.nulls(n, typ)
-            if codes and name in codes:
-                return pa.DictionaryArray.from_arrays(pa.array(codes[name][0]), pa.array(codes[name][1], typ)).cast(typ)
+            if codes and name in codes:  # (the distinct strings taken by the codes: a plain array, no dictionary)
+                return pa.array(codes[name][1], typ).take(pa.array(codes[name][0]))
             v = c[name]
             return pa.array(list(v) if isinstance(v, pd.Series) else v, type=typ, from_pandas=True)
 
@@ -276,7 +284,7 @@ class HistoryStore:
         return pa.Table.from_arrays([
             col("entity", pa.string()), col("type", pa.string()), col("property", pa.string()), t, vals,
             col("unit", pa.string()), col("lon", pa.float64()), col("lat", pa.float64()),
-            pa.array(np.full(n, rec, dtype="int64")).cast(pa.timestamp("us", tz="UTC")),
+            pa.array(np.full(n, rec, dtype="int64"), type=_TS),
             pa.array(np.zeros(n, dtype="int64")), pa.array(np.arange(n, dtype="int32")),
         ], schema=SCHEMA)
 
@@ -754,6 +762,19 @@ class HistoryStore:
 
 
 _POOL: ThreadPoolExecutor | None = None
+
+
+def _write_days(jobs: list[tuple[str, pa.Table, int, bool]]) -> list[tuple[bool, int | None]]:
+    """:func:`write_day` for each job (results in job order): the first in the calling thread (not idle: one hand-off
+    fewer), the others in the writer threads meanwhile (fsyncs overlap). As ``Executor.map``: the first failure in job
+    order raised, jobs not started cancelled."""
+    futures = [_pool().submit(write_day, *j) for j in jobs[1:]]
+    try:
+        first = write_day(*jobs[0])
+        return [first] + [f.result() for f in futures]
+    finally:
+        for f in futures:
+            f.cancel()
 
 
 def _pool() -> ThreadPoolExecutor:

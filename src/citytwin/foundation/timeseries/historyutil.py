@@ -220,14 +220,19 @@ def write_part(d: str, table: pa.Table, batch: int) -> str:
     into place (the caller fsyncs the folder). The Parquet file is encoded in memory and written with one call
     (no GIL taken per page, as writing to a Python file object took it). Paths are strings (see
     :func:`_part_files`: no name interned)."""
-    tmp = os.path.join(d, f".tmp-{uuid.uuid4().hex}.parquet")
-    final = os.path.join(d, f"part-{batch}-{uuid.uuid4().hex[:8]}.parquet")
+    u = uuid.uuid4().hex  # (one random id names both: the temporary file's in full, the part's by 8 digits)
+    tmp = os.path.join(d, f".tmp-{u}.parquet")
+    final = os.path.join(d, f"part-{batch}-{u[:8]}.parquet")
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="snappy")
-    with open(tmp, "wb") as f:
-        f.write(sink.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
+    data = memoryview(sink.getvalue())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # (as open(tmp, "wb"), without its buffer)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, final)
     return final
 
