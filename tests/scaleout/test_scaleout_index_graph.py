@@ -94,7 +94,7 @@ def test_one_row_is_refused_by_the_first_reduce_task(tmp_path: Path, dask_addres
 def test_the_first_pass_run_again_after_the_prepared_values_were_let_go_gives_the_same_bits() -> None:
     """A worker lost mid-job: the scheduler may run the min/max pass again on a shard whose prepared values
     entropy's pass has overwritten with the normalised ones (``_normed(last_raw=True)``); the period gives the
-    min/max it gave first (on the code before the graph, the period had no such record: the pass raised)."""
+    min/max it gave first (without the kept min/max the pass raises: the values are gone)."""
     from citytwin.workflows.scaleout_index_passes import _minmax_part, _normed, _Period
 
     rng = np.random.default_rng(5)

@@ -12,8 +12,10 @@ groups and rows), so the client puts the scores in the panel's order from those 
 
 * ``scope="per_year"``: each period is a whole index of its own (any method): exact.
 * ``scope="pooled"``: the method is global (one normalisation and one set of weights over all
-  city-years). Every global quantity is reduced on the client from per-period partial results, in
-  passes over the prepared periods:
+  city-years). Every global quantity is reduced from per-period partial results by a reduce task on a
+  worker, in passes over the prepared periods; the whole job is submitted at once, each pass's tasks
+  waiting on the reduce task before them, and the client waits once, for the scores
+  (:mod:`citytwin.workflows.scaleout_index_passes`):
 
   1. column min/max and row count (every method: the min-max normalisation and the constant columns);
   2. the method's statistics —
@@ -32,8 +34,8 @@ groups and rows), so the client puts the scores in the panel's order from those 
      (:func:`citytwin.economy.weights.topsis_closeness`).
 
   Every sum is taken as one process takes it for a pooled panel (:mod:`citytwin.economy.sums`): per
-  period, each column as one contiguous array, the periods' partial sums added in period order on the
-  client, the centred cross-products entry by entry (no BLAS), each row's sum left to right. So the
+  period, each column as one contiguous array, the periods' partial sums added in period order (by
+  the reduce task), the centred cross-products entry by entry (no BLAS), each row's sum left to right. So the
   result is bit-identical to :func:`~citytwin.economy.index.composite_index` for any number of workers
   and any partition of the periods (tests/scaleout/test_scaleout_index_exact.py). Refused on Dask: ``sum`` normalisation of entropy weights (and ``missing: interpolate``, which runs
   along each city's years across the periods).
