@@ -4,6 +4,7 @@ runs of a threshold rule over a series, with the time-zone offsets they need."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,32 @@ def _ts_us(us: int) -> pd.Timestamp:
 
 
 _UTC = _ts_us(0).tz  # the time zone of the Timestamps _ts_us makes (candidates' times are alike)
+
+
+@functools.lru_cache(maxsize=256)
+def _step_ns(step: str) -> int:
+    """``pd.Timedelta(step).value`` (ns), parsed once per step text (a parse costs ~10 µs, asked per rule and commit)."""
+    return int(pd.Timedelta(step).value)
+
+
+# ns since the epoch -> its Timestamp (UTC): a candidate's start, end, peak and detection times recur commit after
+# commit (hour starts of the windows); a bounded cache (cleared when full) instead of an index of them per commit
+_STAMPS: dict[int, pd.Timestamp] = {}
+
+
+def _stamps(ns: list[int]) -> list[pd.Timestamp]:
+    """``list(pd.DatetimeIndex(ns as datetime64[ns]).tz_localize(_UTC))``: the same Timestamps (value, unit ns, time
+    zone), each made once (``tests/twin/test_live_batch.py`` compares)."""
+    out = []
+    get = _STAMPS.get
+    for x in ns:
+        t = get(x)
+        if t is None:
+            if len(_STAMPS) >= 4096:
+                _STAMPS.clear()
+            t = _STAMPS[x] = pd.Timestamp(x, tz=_UTC)
+        out.append(t)
+    return out
 
 
 def _moving_mean(x: np.ndarray, window: int, min_periods: int) -> np.ndarray:
@@ -427,6 +454,30 @@ def series_candidates_many(rule: ThresholdRule, entities: Sequence[str],
     return out
 
 
+def series_candidates_rules(rules: Sequence[ThresholdRule], entities: Sequence[str],
+                            series: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[list[list[AlertCandidate]]]:
+    """:func:`series_candidates_many` of each of ``rules`` (rules over the same property) on the same series: the series
+    laid end to end once for all of them (:func:`_laid`), every series passed (one where a rule never holds gives no
+    run: no :func:`holding_entities` first). Per rule, per series, the candidates; the same as
+    ``[series_candidates_many(r, entities, series) for r in rules]`` (``tests/twin/test_live_batch.py`` compares)."""
+    laid = _laid(series)
+    out: list[list[list[AlertCandidate]]] = []
+    for rule in rules:
+        flat = _runs_laid(rule, laid)
+        if flat is None:  # (runs of centuries, times at the bounds: what each series' own check decides)
+            out.append(series_candidates_each(rule, entities, series))
+            continue
+        counts, runs = flat
+        mine: list[list[AlertCandidate]] = [[] for _ in series]
+        has = np.flatnonzero(counts).tolist()
+        if has:
+            made = _candidates(rule, [entities[k] for k in has], [runs], [int(counts[k]) for k in has])
+            for k, cands in zip(has, made, strict=True):
+                mine[k] = cands
+        out.append(mine)
+    return out
+
+
 def series_candidates_each(rule: ThresholdRule, entities: Sequence[str],
                            series: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[list[AlertCandidate]]:
     """:func:`series_candidates_many` with the runs found series by series (:func:`_runs` each): its earlier form,
@@ -454,25 +505,43 @@ def _runs_many(rule: ThresholdRule, series: Sequence[tuple[np.ndarray, np.ndarra
     The series are laid end to end; a run starts where the gap to the previous holding step exceeds the allowed one
     *or* where a new series begins; each series' horizon (its last time) and last break (its last present value
     where the condition fails) are taken per series. The arithmetic per run is that of :func:`_runs`."""
+    return _runs_laid(rule, _laid(series))
+
+
+# the series of :func:`_runs_laid` laid end to end: (length of each, times, values, series of each position, where a
+# value is present, each series' last position); None when they hold no value at all
+_Laid = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _laid(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[int, _Laid | None]:
+    """The series laid end to end once for :func:`_runs_laid` (what does not depend on the rule)."""
     lens = np.array([len(t) for t, _ in series], dtype=np.int64)
     n_ser = len(series)
-    none: _Runs = (np.zeros(0, np.int64), np.zeros(0, bool), [], *(np.zeros(0, np.int64),) * 4)
     if not n_ser or not lens.sum():
-        return np.zeros(n_ser, np.int64), none
-    if rule.relative_to is not None:
-        raise InputError(f"rule {rule.name!r}: relative thresholds are not evaluated live", field="relative_to")
+        return n_ser, None
     t_us = np.concatenate([np.asarray(t, dtype=np.int64) for t, _ in series])
     v = np.concatenate([np.asarray(x, dtype=float) for _, x in series])
     seg = np.repeat(np.arange(n_ser), lens)
-    step_us = int(pd.Timedelta(rule.step).value // 1000)
-    present = ~np.isnan(v)
+    return n_ser, (lens, t_us, v, seg, ~np.isnan(v), np.cumsum(lens) - 1)
+
+
+def _runs_laid(rule: ThresholdRule, laid: tuple[int, _Laid | None]) -> tuple[np.ndarray, _Runs] | None:
+    """:func:`_runs_many` of series laid end to end by :func:`_laid` (shared by the rules over the same series)."""
+    n_ser, lay = laid
+    none: _Runs = (np.zeros(0, np.int64), np.zeros(0, bool), [], *(np.zeros(0, np.int64),) * 4)
+    if lay is None:
+        return np.zeros(n_ser, np.int64), none
+    if rule.relative_to is not None:
+        raise InputError(f"rule {rule.name!r}: relative thresholds are not evaluated live", field="relative_to")
+    lens, t_us, v, seg, present, last = lay
+    step_ns = _step_ns(rule.step)
+    step_us = step_ns // 1000
     with np.errstate(invalid="ignore"):
         hold = _OPS_NP[rule.op](v, float(rule.threshold)) & present
     hi = np.flatnonzero(hold)
     if not len(hi):
         return np.zeros(n_ser, np.int64), none
     th, sh = t_us[hi], seg[hi]
-    step_ns = int(pd.Timedelta(rule.step).value)
     det_ns = step_ns * (rule.min_steps - 1)
     lo, top = int(th.min()), int(th.max())
     big, small = int(np.iinfo(np.int64).max), int(np.iinfo(np.int64).min) + 1
@@ -488,7 +557,7 @@ def _runs_many(rule: ThresholdRule, series: Sequence[tuple[np.ndarray, np.ndarra
     if not len(kept):
         return np.zeros(n_ser, np.int64), none
     run_seg = sh[starts][kept]
-    last = np.cumsum(lens) - 1  # each series' last position (its horizon; unused for an empty series)
+    # (last: each series' last position, its horizon; unused for an empty series)
     horizon = t_us[np.maximum(last, 0)][run_seg]
     going = t1s[kept] >= horizon - step_us * rule.max_gap
     brk = np.flatnonzero(present & ~hold)
@@ -557,9 +626,7 @@ def _candidates(rule: ThresholdRule, entities: Sequence[str], runs: Sequence[_Ru
     m = sum(len(r[0]) for r in runs)
     if not m:
         return [[] for _ in (runs if counts is None else entities)]
-    stamps = pd.DatetimeIndex(np.concatenate([np.concatenate([r[i] for r in runs]) for i in (3, 4, 5, 6)]
-                                             ).view("datetime64[ns]")).tz_localize(_UTC)
-    at = list(stamps)
+    at = _stamps(np.concatenate([np.concatenate([r[i] for r in runs]) for i in (3, 4, 5, 6)]).tolist())
     text = rule.message
     naive = "start" in text or "end" in text  # (the message's start and end are local-free, naive UTC)
     thr = float(rule.threshold)

@@ -49,6 +49,7 @@ from citytwin.twin.live_eval import (  # (the numpy evaluation)
     holding_entities,
     series_candidates,
     series_candidates_many,
+    series_candidates_rules,
 )
 from citytwin.twin.rules import AQI_SEVERE_HOURLY, AlertCandidate, ThresholdRule, evaluate
 
@@ -314,6 +315,9 @@ class LiveRuleEngine:
         #: merge a batch's readings into the tails by slices of the batch sorted by entity and property once;
         #: False: one mask per entity and property (the reference ``tests/twin/test_live_batch.py`` compares with)
         self.segment_merge = True
+        #: the rules over one property evaluated together (:func:`series_candidates_rules`: its series laid end to end
+        #: once); False: rule by rule, runs looked for where the rule holds (the reference the tests compare with)
+        self.joint_rules = True
         self._by_name: tuple[tuple[ThresholdRule, ...] | None, dict[str, tuple[ThresholdRule, pd.Timedelta]]] = (
             None, {})
 
@@ -473,6 +477,21 @@ class LiveRuleEngine:
         times of all of them made as one index (:func:`series_candidates_many`)."""
         out: list[list[AlertCandidate]] = [[] for _ in items]
         series: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        if self.joint_rules:  # the rules over one property: its series laid end to end once for all of them
+            by_prop: dict[str, list[ThresholdRule]] = {}
+            for r in self.rules:
+                by_prop.setdefault(r.property, []).append(r)
+            ents = [e for e, _, _ in items]
+            found: dict[str, list[list[AlertCandidate]]] = {}
+            for prop, rules in by_prop.items():
+                ser = (aqi_arrays_many([(d, s) for _, d, s in items], self.warmup_us, self.tz) if prop == "aqi" else
+                       [self._series(d, prop, s) for _, d, s in items])
+                for r, made in zip(rules, series_candidates_rules(rules, ents, ser), strict=True):
+                    found[r.name] = made
+            for r in self.rules:  # in the rules' order, as below
+                for k, cands in enumerate(found[r.name]):
+                    out[k].extend(cands)
+            return out
         for r in self.rules:
             if r.property not in series:
                 series[r.property] = (aqi_arrays_many([(d, s) for _, d, s in items], self.warmup_us, self.tz)
