@@ -52,9 +52,12 @@ def test_aqi_of_many_entities_equals_the_aqi_of_each(tz: str, when: str, seed: i
     items.insert(0, ({"no2": (t, np.full(30, 90.0), np.ones(30)), "o3": (t, np.full(30, np.nan), np.ones(30))},
                      base + 20 * H))
     many = le.aqi_arrays_many(items, 24 * H, tz)
+    whole = le.aqi_arrays_many(items, 24 * H, tz, kept_only=False)  # the IAQIs of every hour of the grid (before)
     assert len(many) == len(items)
-    for (d, s), (t, v) in zip(items, many, strict=True):
+    for (d, s), (t, v), (t2, v2) in zip(items, many, whole, strict=True):
         t1, v1 = le.aqi_arrays(d, s, 24 * H, tz)
+        np.testing.assert_array_equal(t, t2)
+        np.testing.assert_array_equal(v, v2)
         assert t.dtype == t1.dtype and v.dtype == v1.dtype
         np.testing.assert_array_equal(t, t1)
         np.testing.assert_array_equal(v, v1)  # (NaN where NaN: bit for bit otherwise)

@@ -173,7 +173,7 @@ def _moving_mean_rows(x: np.ndarray, window: int, min_periods: int) -> np.ndarra
 
 
 def aqi_arrays_many(items: Sequence[tuple[Mapping[str, tuple[np.ndarray, ...]], int]], warmup_us: int,
-                    tz: str) -> list[tuple[np.ndarray, np.ndarray]]:
+                    tz: str, kept_only: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
     """:func:`aqi_arrays` of several entities at once: ``items`` are (kept readings, start µs) per entity.
 
     The same hours and values as one :func:`aqi_arrays` per entity (``tests/twin/test_live_batch.py`` compares them):
@@ -183,7 +183,9 @@ def aqi_arrays_many(items: Sequence[tuple[Mapping[str, tuple[np.ndarray, ...]], 
     calls of the AQI once per station; now once. The readings of all entities and pollutants are laid end to end
     (entity by entity, pollutant by pollutant, as :func:`aqi_arrays` lays one entity's) and cut at each entity's
     window, and the grid's hours go back to UTC for all rows at once where one UTC offset holds throughout
-    (:func:`_rows_to_utc`): no numpy call per entity and pollutant.
+    (:func:`_rows_to_utc`): no numpy call per entity and pollutant. There (``kept_only``) the IAQIs are computed only
+    for the hours returned (:func:`_rows_kept`), not for the warm-up's (a day of each row); ``kept_only=False``: for
+    every hour of the grid, the rest dropped after (the earlier form, which the tests compare with).
     """
     empty = (np.zeros(0, np.int64), np.zeros(0))
     out: list[tuple[np.ndarray, np.ndarray]] = [empty] * len(items)
@@ -243,9 +245,19 @@ def aqi_arrays_many(items: Sequence[tuple[Mapping[str, tuple[np.ndarray, ...]], 
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(k > 0, s / np.maximum(k, 1), np.nan)
     grid = mean.reshape(len(AQI_INPUTS), n_rows, n_max)
-    a = _aqi_of_means(grid, _moving_mean_rows(grid[AQI_INPUTS.index("o3")], 8, 6),
-                      _moving_mean_rows(grid[AQI_INPUTS.index("so2")], 24, 20), stacked=True)
+    o3_8h = _moving_mean_rows(grid[AQI_INPUTS.index("o3")], 8, 6)
+    so2_24 = _moving_mean_rows(grid[AQI_INPUTS.index("so2")], 24, 20)
     starts = np.array([items[int(e)][1] for e in row_ents], dtype=np.int64)
+    if kept_only:
+        cells = _rows_kept(g0, ns, t_all, n_max, starts, last_seen, tz)
+        if cells is not None:  # the AQI of the hours returned only (not of the warm-up's): element by element
+            hours, keep, cut = cells
+            a_kept = _aqi_of_means(grid[:, keep], o3_8h[keep], so2_24[keep], stacked=True)
+            for e, res in zip(row_ents.tolist(), zip(np.split(hours, cut), np.split(a_kept, cut), strict=True),
+                              strict=True):
+                out[e] = res
+            return out
+    a = _aqi_of_means(grid, o3_8h, so2_24, stacked=True)
     done = _rows_to_utc(g0, ns, t_all, a, starts, last_seen, tz)
     if done is not None:
         for e, res in zip(row_ents.tolist(), done, strict=True):
@@ -255,6 +267,25 @@ def aqi_arrays_many(items: Sequence[tuple[Mapping[str, tuple[np.ndarray, ...]], 
         n = int(ns[r])
         out[e] = _utc_hours(int(g0[r]), n, t_all[row == r], a[r, :n], int(starts[r]), int(last_seen[r]), tz)
     return out
+
+
+def _rows_kept(g0: np.ndarray, ns: np.ndarray, t_all: np.ndarray, n_max: int, starts: np.ndarray,
+               last_seen: np.ndarray, tz: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Which cells of the grid :func:`_rows_to_utc` keeps, before the AQI is computed: (their UTC hours in row order,
+    the mask over the grid's ``(rows, n_max)``, where each row's hours end in them as ``np.split`` takes it); None
+    where it would return None."""
+    day_us = 24 * _HOUR_US
+    off = _day_offset(tz, int(t_all.min()) // day_us, int(t_all.max()) // day_us)
+    if off is None:
+        return None
+    lo_h, hi_h = int(g0.min()) * _HOUR_US - off, int((g0 + ns - 1).max()) * _HOUR_US - off
+    if _day_offset(tz, lo_h // day_us, hi_h // day_us) != off:
+        return None
+    cols = np.arange(n_max, dtype=np.int64)
+    hours = (g0[:, None] + cols) * _HOUR_US - off
+    keep = ((cols < ns[:, None]) & (hours >= starts[:, None])
+            & (hours <= ((last_seen // _HOUR_US) * _HOUR_US)[:, None]))
+    return hours[keep], keep, np.cumsum(keep.sum(axis=1))[:-1]
 
 
 def _rows_to_utc(g0: np.ndarray, ns: np.ndarray, t_all: np.ndarray, a: np.ndarray, starts: np.ndarray,
