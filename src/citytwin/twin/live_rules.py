@@ -30,6 +30,7 @@ Examples
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -318,6 +319,9 @@ class LiveRuleEngine:
         #: the rules over one property evaluated together (:func:`series_candidates_rules`: its series laid end to end
         #: once); False: rule by rule, runs looked for where the rule holds (the reference the tests compare with)
         self.joint_rules = True
+        #: (with segment_merge) whether each group's times rise checked for all groups of the batch at once, and an
+        #: append made here; False: :meth:`_Tail.merge` checks each group (the reference the tests compare with)
+        self.group_checks = True
         self._by_name: tuple[tuple[ThresholdRule, ...] | None, dict[str, tuple[ThresholdRule, pd.Timedelta]]] = (
             None, {})
 
@@ -582,6 +586,13 @@ class LiveRuleEngine:
         seg = self.segment_merge
         if seg:  # the batch in (entity, property) order once: each entity's and property's readings are a slice
             t_all, v_all, f_all, p_all = (cols[c][order] for c in ("time_us", "value", "factor", "pcode"))
+            if self.group_checks:  # each (entity, property) group's start, property and whether its times rise, at once
+                cross = p_all[1:] != p_all[:-1]
+                cross[bounds[1:-1] - 1] = True  # (where a new entity starts)
+                gs = np.flatnonzero(np.r_[True, cross])
+                flat = np.r_[(t_all[1:] <= t_all[:-1]) & ~cross, False]  # a time not after the one before, in a group
+                g_bad, g_start = np.add.reduceat(flat, gs).tolist(), gs.tolist()
+                g_prop, g_end = p_all[gs].tolist(), [*g_start[1:], len(t_all)]
         for k, ent in enumerate(ents):
             ent = str(ent)
             a, b = int(bounds[k]), int(bounds[k + 1])
@@ -605,6 +616,19 @@ class LiveRuleEngine:
                     self._load(tail, ent, start_us - self.warmup_us)
             if fresh:  # its history (the batch is in it already, merged again below: the same values)
                 self._load(tail, ent, start_us - self.warmup_us)
+            if seg and self.group_checks and not old_mask.any():
+                # what _Tail.merge does with each group, its "in order, no time twice" checked above for all groups
+                for g in range(bisect.bisect_left(g_start, a), bisect.bisect_left(g_start, b)):
+                    s0, s1, prop = g_start[g], g_end[g], pnames[g_prop[g]]
+                    have = tail.data.get(prop)
+                    if have is not None and not g_bad[g] and (not len(have[0]) or t_all[s0] > have[0][-1]):
+                        tail.data[prop] = (np.concatenate([have[0], t_all[s0:s1]]),
+                                           np.concatenate([have[1], v_all[s0:s1]]),
+                                           np.concatenate([have[2], f_all[s0:s1]]))
+                    else:
+                        tail.merge(prop, t_all[s0:s1], v_all[s0:s1], f_all[s0:s1])
+                evals.append((ent, tail, start_us))
+                continue
             if seg and not old_mask.any():
                 pc = p_all[a:b]
                 cut = np.flatnonzero(pc[1:] != pc[:-1]).tolist()
