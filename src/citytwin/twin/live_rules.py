@@ -477,8 +477,9 @@ class LiveRuleEngine:
     def _evaluate_many(self, items: Sequence[tuple[str, Mapping[str, tuple[np.ndarray, ...]], int]]
                        ) -> list[list[AlertCandidate]]:
         """:meth:`_evaluate` of several entities (entity, kept readings, start µs): the AQI of all of them as one grid
-        (:func:`aqi_arrays_many`), runs looked for only in the series where a rule's condition holds, the candidates'
-        times of all of them made as one index (:func:`series_candidates_many`)."""
+        (:func:`aqi_arrays_many`), the rules over one property run on its series laid end to end once
+        (:func:`series_candidates_rules`; ``joint_rules = False``: rule by rule, runs looked for only in the series
+        where the rule's condition holds, :func:`series_candidates_many`)."""
         out: list[list[AlertCandidate]] = [[] for _ in items]
         series: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         if self.joint_rules:  # the rules over one property: its series laid end to end once for all of them
