@@ -52,9 +52,12 @@ def test_aqi_of_many_entities_equals_the_aqi_of_each(tz: str, when: str, seed: i
     items.insert(0, ({"no2": (t, np.full(30, 90.0), np.ones(30)), "o3": (t, np.full(30, np.nan), np.ones(30))},
                      base + 20 * H))
     many = le.aqi_arrays_many(items, 24 * H, tz)
+    whole = le.aqi_arrays_many(items, 24 * H, tz, kept_only=False)  # the IAQIs of every hour of the grid (before)
     assert len(many) == len(items)
-    for (d, s), (t, v) in zip(items, many, strict=True):
+    for (d, s), (t, v), (t2, v2) in zip(items, many, whole, strict=True):
         t1, v1 = le.aqi_arrays(d, s, 24 * H, tz)
+        np.testing.assert_array_equal(t, t2)
+        np.testing.assert_array_equal(v, v2)
         assert t.dtype == t1.dtype and v.dtype == v1.dtype
         np.testing.assert_array_equal(t, t1)
         np.testing.assert_array_equal(v, v1)  # (NaN where NaN: bit for bit otherwise)
@@ -108,6 +111,58 @@ def test_runs_of_all_series_at_once_equal_the_runs_of_each(seed: int) -> None:
     assert total > 10 and going > 0
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_the_rules_over_one_series_together_equal_each_rule_alone(seed: int) -> None:
+    """:func:`live_eval.series_candidates_rules` (the series laid end to end once for all the rules over a property,
+    every series passed) gives, rule by rule, what :func:`live_eval.series_candidates_many` over the holding series
+    (the engine's path before) and :func:`live_eval.series_candidates_loop` per series (Timestamps made one by one)
+    give: ``>``, ``>=``, ``<``, ``<=``, ``max_gap``, a 30-min step, empty series, series where no rule holds."""
+    rng = np.random.default_rng(200 + seed)
+    rules = [*lr.DEFAULT_LIVE_RULES,
+             ThresholdRule("b", "aqi", ">=", 150, min_steps=1, step="1h", max_gap=2,
+                           message="{entity} {steps} h from {start} to {end}, peak {peak:g}"),
+             ThresholdRule("c", "aqi", "<", 40, min_steps=3, step="1h", max_gap=1),
+             ThresholdRule("d", "aqi", "<=", 60, min_steps=2, step="30min")]
+    series = []
+    for n in rng.integers(0, 40, int(rng.integers(1, 30))):
+        t0 = 1_448_000_000_000_000 + int(rng.integers(0, 1000)) * H
+        t = np.unique(t0 + rng.integers(0, 60, int(n)) * (H // 2)).astype(np.int64)
+        v = rng.uniform(0, 400, len(t))
+        v[rng.random(len(t)) < 0.15] = np.nan
+        series.append((t, v))
+    series.append((np.arange(5, dtype=np.int64) * H, np.full(5, 100.0)))  # no rule of the first two holds
+    ents = [f"e{k}" for k in range(len(series))]
+    together = le.series_candidates_rules(rules, ents, series)
+    assert len(together) == len(rules)
+    total = 0
+    for r, got in zip(rules, together, strict=True):
+        hold = le.holding_entities(r, series)
+        before: list[list[Any]] = [[] for _ in series]
+        for k, cands in zip(hold, le.series_candidates_many(r, [ents[k] for k in hold], [series[k] for k in hold]),
+                            strict=True):
+            before[k] = cands
+        loop = [le.series_candidates_loop(r, e, t, v) for e, (t, v) in zip(ents, series, strict=True)]
+        for ref in (before, loop):
+            assert got == ref and [list(map(repr, c)) for c in got] == [list(map(repr, c)) for c in ref]
+            assert [[(c.start.unit, c.start.tz, c.end.tz, c.peak_time.tz, c.detected_at.tz) for c in cs]
+                    for cs in got] == [[(c.start.unit, c.start.tz, c.end.tz, c.peak_time.tz, c.detected_at.tz)
+                                        for c in cs] for cs in ref]
+        total += sum(map(len, got))
+    assert total > 5
+
+
+def test_stamps_are_the_timestamps_of_an_index() -> None:
+    """:func:`live_eval._stamps` (each Timestamp made once, then remembered) gives what a ``DatetimeIndex`` of the
+    same nanoseconds localized to UTC gives (value, unit, time zone, repr), also once the cache was cleared."""
+    rng = np.random.default_rng(3)
+    ns = (rng.integers(-10**6, 10**6, 5000) * 3_600_000_000_000 // 7).astype(np.int64)
+    ref = list(pd.DatetimeIndex(ns.view("datetime64[ns]")).tz_localize(le._UTC))
+    for _ in range(2):  # (the second time from the cache, which was cleared on the way: more than 4,096 values)
+        got = le._stamps(ns.tolist())
+        assert got == ref and list(map(repr, got)) == list(map(repr, ref))
+        assert [(t.unit, t.tz) for t in got] == [(t.unit, t.tz) for t in ref]
+
+
 def _same(a: Any, b: Any) -> None:
     assert a.current == b.current and a.entities == b.entities and a.past == b.past
     assert [repr(c) for c in a.current] == [repr(c) for c in b.current]
@@ -150,12 +205,15 @@ def test_a_replay_in_small_commits_equals_the_entities_one_by_one(shared_data, s
 
     new, old = lr.LiveRuleEngine(RULES, history=history), lr.LiveRuleEngine(RULES, history=history)
     old.batch_eval = old.segment_merge = False
+    rulewise = lr.LiveRuleEngine(RULES, history=history)  # batched, but the rules one by one (before joint_rules)
+    rulewise.joint_rules = rulewise.group_checks = False  # (and each group's merge checked by _Tail.merge)
     n_cands = 0
     for i in range(0, len(long), size):
         b = long.iloc[i:i + size]
         stored[0] = i + len(b)
-        u_new, u_old = new.update(b), old.update(b)
+        u_new, u_old, u_rw = new.update(b), old.update(b), rulewise.update(b)
         _same(u_new, u_old)
+        _same(u_new, u_rw)
         n_cands += len(u_new.current)
     assert n_cands > 100
     assert new.tails.keys() == old.tails.keys()

@@ -4,6 +4,7 @@ runs of a threshold rule over a series, with the time-zone offsets they need."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,32 @@ def _ts_us(us: int) -> pd.Timestamp:
 
 
 _UTC = _ts_us(0).tz  # the time zone of the Timestamps _ts_us makes (candidates' times are alike)
+
+
+@functools.lru_cache(maxsize=256)
+def _step_ns(step: str) -> int:
+    """``pd.Timedelta(step).value`` (ns), parsed once per step text (a parse costs ~10 µs, asked per rule and commit)."""
+    return int(pd.Timedelta(step).value)
+
+
+# ns since the epoch -> its Timestamp (UTC): a candidate's start, end, peak and detection times recur commit after
+# commit (hour starts of the windows); a bounded cache (cleared when full) instead of an index of them per commit
+_STAMPS: dict[int, pd.Timestamp] = {}
+
+
+def _stamps(ns: list[int]) -> list[pd.Timestamp]:
+    """``list(pd.DatetimeIndex(ns as datetime64[ns]).tz_localize(_UTC))``: the same Timestamps (value, unit ns, time
+    zone), each made once (``tests/twin/test_live_batch.py`` compares)."""
+    out = []
+    get = _STAMPS.get
+    for x in ns:
+        t = get(x)
+        if t is None:
+            if len(_STAMPS) >= 4096:
+                _STAMPS.clear()
+            t = _STAMPS[x] = pd.Timestamp(x, tz=_UTC)
+        out.append(t)
+    return out
 
 
 def _moving_mean(x: np.ndarray, window: int, min_periods: int) -> np.ndarray:
@@ -146,7 +173,7 @@ def _moving_mean_rows(x: np.ndarray, window: int, min_periods: int) -> np.ndarra
 
 
 def aqi_arrays_many(items: Sequence[tuple[Mapping[str, tuple[np.ndarray, ...]], int]], warmup_us: int,
-                    tz: str) -> list[tuple[np.ndarray, np.ndarray]]:
+                    tz: str, kept_only: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
     """:func:`aqi_arrays` of several entities at once: ``items`` are (kept readings, start µs) per entity.
 
     The same hours and values as one :func:`aqi_arrays` per entity (``tests/twin/test_live_batch.py`` compares them):
@@ -156,7 +183,9 @@ def aqi_arrays_many(items: Sequence[tuple[Mapping[str, tuple[np.ndarray, ...]], 
     calls of the AQI once per station; now once. The readings of all entities and pollutants are laid end to end
     (entity by entity, pollutant by pollutant, as :func:`aqi_arrays` lays one entity's) and cut at each entity's
     window, and the grid's hours go back to UTC for all rows at once where one UTC offset holds throughout
-    (:func:`_rows_to_utc`): no numpy call per entity and pollutant.
+    (:func:`_rows_to_utc`): no numpy call per entity and pollutant. There (``kept_only``) the IAQIs are computed only
+    for the hours returned (:func:`_rows_kept`), not for the warm-up's (a day of each row); ``kept_only=False``: for
+    every hour of the grid, the rest dropped after (the earlier form, which the tests compare with).
     """
     empty = (np.zeros(0, np.int64), np.zeros(0))
     out: list[tuple[np.ndarray, np.ndarray]] = [empty] * len(items)
@@ -216,9 +245,19 @@ def aqi_arrays_many(items: Sequence[tuple[Mapping[str, tuple[np.ndarray, ...]], 
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(k > 0, s / np.maximum(k, 1), np.nan)
     grid = mean.reshape(len(AQI_INPUTS), n_rows, n_max)
-    a = _aqi_of_means(grid, _moving_mean_rows(grid[AQI_INPUTS.index("o3")], 8, 6),
-                      _moving_mean_rows(grid[AQI_INPUTS.index("so2")], 24, 20), stacked=True)
+    o3_8h = _moving_mean_rows(grid[AQI_INPUTS.index("o3")], 8, 6)
+    so2_24 = _moving_mean_rows(grid[AQI_INPUTS.index("so2")], 24, 20)
     starts = np.array([items[int(e)][1] for e in row_ents], dtype=np.int64)
+    if kept_only:
+        cells = _rows_kept(g0, ns, t_all, n_max, starts, last_seen, tz)
+        if cells is not None:  # the AQI of the hours returned only (not of the warm-up's): element by element
+            hours, keep, cut = cells
+            a_kept = _aqi_of_means(grid[:, keep], o3_8h[keep], so2_24[keep], stacked=True)
+            for e, res in zip(row_ents.tolist(), zip(np.split(hours, cut), np.split(a_kept, cut), strict=True),
+                              strict=True):
+                out[e] = res
+            return out
+    a = _aqi_of_means(grid, o3_8h, so2_24, stacked=True)
     done = _rows_to_utc(g0, ns, t_all, a, starts, last_seen, tz)
     if done is not None:
         for e, res in zip(row_ents.tolist(), done, strict=True):
@@ -228,6 +267,25 @@ def aqi_arrays_many(items: Sequence[tuple[Mapping[str, tuple[np.ndarray, ...]], 
         n = int(ns[r])
         out[e] = _utc_hours(int(g0[r]), n, t_all[row == r], a[r, :n], int(starts[r]), int(last_seen[r]), tz)
     return out
+
+
+def _rows_kept(g0: np.ndarray, ns: np.ndarray, t_all: np.ndarray, n_max: int, starts: np.ndarray,
+               last_seen: np.ndarray, tz: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Which cells of the grid :func:`_rows_to_utc` keeps, before the AQI is computed: (their UTC hours in row order,
+    the mask over the grid's ``(rows, n_max)``, where each row's hours end in them as ``np.split`` takes it); None
+    where it would return None."""
+    day_us = 24 * _HOUR_US
+    off = _day_offset(tz, int(t_all.min()) // day_us, int(t_all.max()) // day_us)
+    if off is None:
+        return None
+    lo_h, hi_h = int(g0.min()) * _HOUR_US - off, int((g0 + ns - 1).max()) * _HOUR_US - off
+    if _day_offset(tz, lo_h // day_us, hi_h // day_us) != off:
+        return None
+    cols = np.arange(n_max, dtype=np.int64)
+    hours = (g0[:, None] + cols) * _HOUR_US - off
+    keep = ((cols < ns[:, None]) & (hours >= starts[:, None])
+            & (hours <= ((last_seen // _HOUR_US) * _HOUR_US)[:, None]))
+    return hours[keep], keep, np.cumsum(keep.sum(axis=1))[:-1]
 
 
 def _rows_to_utc(g0: np.ndarray, ns: np.ndarray, t_all: np.ndarray, a: np.ndarray, starts: np.ndarray,
@@ -427,6 +485,30 @@ def series_candidates_many(rule: ThresholdRule, entities: Sequence[str],
     return out
 
 
+def series_candidates_rules(rules: Sequence[ThresholdRule], entities: Sequence[str],
+                            series: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[list[list[AlertCandidate]]]:
+    """:func:`series_candidates_many` of each of ``rules`` (rules over the same property) on the same series: the series
+    laid end to end once for all of them (:func:`_laid`), every series passed (one where a rule never holds gives no
+    run: no :func:`holding_entities` first). Per rule, per series, the candidates; the same as
+    ``[series_candidates_many(r, entities, series) for r in rules]`` (``tests/twin/test_live_batch.py`` compares)."""
+    laid = _laid(series)
+    out: list[list[list[AlertCandidate]]] = []
+    for rule in rules:
+        flat = _runs_laid(rule, laid)
+        if flat is None:  # (runs of centuries, times at the bounds: what each series' own check decides)
+            out.append(series_candidates_each(rule, entities, series))
+            continue
+        counts, runs = flat
+        mine: list[list[AlertCandidate]] = [[] for _ in series]
+        has = np.flatnonzero(counts).tolist()
+        if has:
+            made = _candidates(rule, [entities[k] for k in has], [runs], [int(counts[k]) for k in has])
+            for k, cands in zip(has, made, strict=True):
+                mine[k] = cands
+        out.append(mine)
+    return out
+
+
 def series_candidates_each(rule: ThresholdRule, entities: Sequence[str],
                            series: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[list[AlertCandidate]]:
     """:func:`series_candidates_many` with the runs found series by series (:func:`_runs` each): its earlier form,
@@ -454,25 +536,43 @@ def _runs_many(rule: ThresholdRule, series: Sequence[tuple[np.ndarray, np.ndarra
     The series are laid end to end; a run starts where the gap to the previous holding step exceeds the allowed one
     *or* where a new series begins; each series' horizon (its last time) and last break (its last present value
     where the condition fails) are taken per series. The arithmetic per run is that of :func:`_runs`."""
+    return _runs_laid(rule, _laid(series))
+
+
+# the series of :func:`_runs_laid` laid end to end: (length of each, times, values, series of each position, where a
+# value is present, each series' last position); None when they hold no value at all
+_Laid = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _laid(series: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[int, _Laid | None]:
+    """The series laid end to end once for :func:`_runs_laid` (what does not depend on the rule)."""
     lens = np.array([len(t) for t, _ in series], dtype=np.int64)
     n_ser = len(series)
-    none: _Runs = (np.zeros(0, np.int64), np.zeros(0, bool), [], *(np.zeros(0, np.int64),) * 4)
     if not n_ser or not lens.sum():
-        return np.zeros(n_ser, np.int64), none
-    if rule.relative_to is not None:
-        raise InputError(f"rule {rule.name!r}: relative thresholds are not evaluated live", field="relative_to")
+        return n_ser, None
     t_us = np.concatenate([np.asarray(t, dtype=np.int64) for t, _ in series])
     v = np.concatenate([np.asarray(x, dtype=float) for _, x in series])
     seg = np.repeat(np.arange(n_ser), lens)
-    step_us = int(pd.Timedelta(rule.step).value // 1000)
-    present = ~np.isnan(v)
+    return n_ser, (lens, t_us, v, seg, ~np.isnan(v), np.cumsum(lens) - 1)
+
+
+def _runs_laid(rule: ThresholdRule, laid: tuple[int, _Laid | None]) -> tuple[np.ndarray, _Runs] | None:
+    """:func:`_runs_many` of series laid end to end by :func:`_laid` (shared by the rules over the same series)."""
+    n_ser, lay = laid
+    none: _Runs = (np.zeros(0, np.int64), np.zeros(0, bool), [], *(np.zeros(0, np.int64),) * 4)
+    if lay is None:
+        return np.zeros(n_ser, np.int64), none
+    if rule.relative_to is not None:
+        raise InputError(f"rule {rule.name!r}: relative thresholds are not evaluated live", field="relative_to")
+    lens, t_us, v, seg, present, last = lay
+    step_ns = _step_ns(rule.step)
+    step_us = step_ns // 1000
     with np.errstate(invalid="ignore"):
         hold = _OPS_NP[rule.op](v, float(rule.threshold)) & present
     hi = np.flatnonzero(hold)
     if not len(hi):
         return np.zeros(n_ser, np.int64), none
     th, sh = t_us[hi], seg[hi]
-    step_ns = int(pd.Timedelta(rule.step).value)
     det_ns = step_ns * (rule.min_steps - 1)
     lo, top = int(th.min()), int(th.max())
     big, small = int(np.iinfo(np.int64).max), int(np.iinfo(np.int64).min) + 1
@@ -488,7 +588,7 @@ def _runs_many(rule: ThresholdRule, series: Sequence[tuple[np.ndarray, np.ndarra
     if not len(kept):
         return np.zeros(n_ser, np.int64), none
     run_seg = sh[starts][kept]
-    last = np.cumsum(lens) - 1  # each series' last position (its horizon; unused for an empty series)
+    # (last: each series' last position, its horizon; unused for an empty series)
     horizon = t_us[np.maximum(last, 0)][run_seg]
     going = t1s[kept] >= horizon - step_us * rule.max_gap
     brk = np.flatnonzero(present & ~hold)
@@ -557,9 +657,7 @@ def _candidates(rule: ThresholdRule, entities: Sequence[str], runs: Sequence[_Ru
     m = sum(len(r[0]) for r in runs)
     if not m:
         return [[] for _ in (runs if counts is None else entities)]
-    stamps = pd.DatetimeIndex(np.concatenate([np.concatenate([r[i] for r in runs]) for i in (3, 4, 5, 6)]
-                                             ).view("datetime64[ns]")).tz_localize(_UTC)
-    at = list(stamps)
+    at = _stamps(np.concatenate([np.concatenate([r[i] for r in runs]) for i in (3, 4, 5, 6)]).tolist())
     text = rule.message
     naive = "start" in text or "end" in text  # (the message's start and end are local-free, naive UTC)
     thr = float(rule.threshold)

@@ -30,6 +30,7 @@ Examples
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -49,6 +50,7 @@ from citytwin.twin.live_eval import (  # (the numpy evaluation)
     holding_entities,
     series_candidates,
     series_candidates_many,
+    series_candidates_rules,
 )
 from citytwin.twin.rules import AQI_SEVERE_HOURLY, AlertCandidate, ThresholdRule, evaluate
 
@@ -314,6 +316,12 @@ class LiveRuleEngine:
         #: merge a batch's readings into the tails by slices of the batch sorted by entity and property once;
         #: False: one mask per entity and property (the reference ``tests/twin/test_live_batch.py`` compares with)
         self.segment_merge = True
+        #: the rules over one property evaluated together (:func:`series_candidates_rules`: its series laid end to end
+        #: once); False: rule by rule, runs looked for where the rule holds (the reference the tests compare with)
+        self.joint_rules = True
+        #: (with segment_merge) whether each group's times rise checked for all groups of the batch at once, and an
+        #: append made here; False: :meth:`_Tail.merge` checks each group (the reference the tests compare with)
+        self.group_checks = True
         self._by_name: tuple[tuple[ThresholdRule, ...] | None, dict[str, tuple[ThresholdRule, pd.Timedelta]]] = (
             None, {})
 
@@ -469,10 +477,26 @@ class LiveRuleEngine:
     def _evaluate_many(self, items: Sequence[tuple[str, Mapping[str, tuple[np.ndarray, ...]], int]]
                        ) -> list[list[AlertCandidate]]:
         """:meth:`_evaluate` of several entities (entity, kept readings, start µs): the AQI of all of them as one grid
-        (:func:`aqi_arrays_many`), runs looked for only in the series where a rule's condition holds, the candidates'
-        times of all of them made as one index (:func:`series_candidates_many`)."""
+        (:func:`aqi_arrays_many`), the rules over one property run on its series laid end to end once
+        (:func:`series_candidates_rules`; ``joint_rules = False``: rule by rule, runs looked for only in the series
+        where the rule's condition holds, :func:`series_candidates_many`)."""
         out: list[list[AlertCandidate]] = [[] for _ in items]
         series: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+        if self.joint_rules:  # the rules over one property: its series laid end to end once for all of them
+            by_prop: dict[str, list[ThresholdRule]] = {}
+            for r in self.rules:
+                by_prop.setdefault(r.property, []).append(r)
+            ents = [e for e, _, _ in items]
+            found: dict[str, list[list[AlertCandidate]]] = {}
+            for prop, rules in by_prop.items():
+                ser = (aqi_arrays_many([(d, s) for _, d, s in items], self.warmup_us, self.tz) if prop == "aqi" else
+                       [self._series(d, prop, s) for _, d, s in items])
+                for r, made in zip(rules, series_candidates_rules(rules, ents, ser), strict=True):
+                    found[r.name] = made
+            for r in self.rules:  # in the rules' order, as below
+                for k, cands in enumerate(found[r.name]):
+                    out[k].extend(cands)
+            return out
         for r in self.rules:
             if r.property not in series:
                 series[r.property] = (aqi_arrays_many([(d, s) for _, d, s in items], self.warmup_us, self.tz)
@@ -506,7 +530,7 @@ class LiveRuleEngine:
                 prev = next((a for a in reversed(mine) if a.start is not None and a.start < c.start
                              and (a.live or (a.end is not None and a.end >= reach))), None)
                 if prev is not None:
-                    out[i] = _continued(rule, c, prev)
+                    out[i] = _continued(rule, c, prev, step)
                 else:
                     unknown = True
             if not unknown or start_us <= floor_us:
@@ -563,6 +587,13 @@ class LiveRuleEngine:
         seg = self.segment_merge
         if seg:  # the batch in (entity, property) order once: each entity's and property's readings are a slice
             t_all, v_all, f_all, p_all = (cols[c][order] for c in ("time_us", "value", "factor", "pcode"))
+            if self.group_checks:  # each (entity, property) group's start, property and whether its times rise, at once
+                cross = p_all[1:] != p_all[:-1]
+                cross[bounds[1:-1] - 1] = True  # (where a new entity starts)
+                gs = np.flatnonzero(np.r_[True, cross])
+                flat = np.r_[(t_all[1:] <= t_all[:-1]) & ~cross, False]  # a time not after the one before, in a group
+                g_bad, g_start = np.add.reduceat(flat, gs).tolist(), gs.tolist()
+                g_prop, g_end = p_all[gs].tolist(), [*g_start[1:], len(t_all)]
         for k, ent in enumerate(ents):
             ent = str(ent)
             a, b = int(bounds[k]), int(bounds[k + 1])
@@ -586,6 +617,19 @@ class LiveRuleEngine:
                     self._load(tail, ent, start_us - self.warmup_us)
             if fresh:  # its history (the batch is in it already, merged again below: the same values)
                 self._load(tail, ent, start_us - self.warmup_us)
+            if seg and self.group_checks and not old_mask.any():
+                # what _Tail.merge does with each group, its "in order, no time twice" checked above for all groups
+                for g in range(bisect.bisect_left(g_start, a), bisect.bisect_left(g_start, b)):
+                    s0, s1, prop = g_start[g], g_end[g], pnames[g_prop[g]]
+                    have = tail.data.get(prop)
+                    if have is not None and not g_bad[g] and (not len(have[0]) or t_all[s0] > have[0][-1]):
+                        tail.data[prop] = (np.concatenate([have[0], t_all[s0:s1]]),
+                                           np.concatenate([have[1], v_all[s0:s1]]),
+                                           np.concatenate([have[2], f_all[s0:s1]]))
+                    else:
+                        tail.merge(prop, t_all[s0:s1], v_all[s0:s1], f_all[s0:s1])
+                evals.append((ent, tail, start_us))
+                continue
             if seg and not old_mask.any():
                 pc = p_all[a:b]
                 cut = np.flatnonzero(pc[1:] != pc[:-1]).tolist()
@@ -654,9 +698,11 @@ def _present(codes: np.ndarray, n: int) -> list[int]:
     return list(np.flatnonzero(np.bincount(codes, minlength=n)).tolist())
 
 
-def _continued(rule: ThresholdRule, c: AlertCandidate, a: Any) -> AlertCandidate:
-    """Candidate ``c`` as the continuation of the known alert ``a`` (its start and peak)."""
-    step = pd.Timedelta(rule.step)
+def _continued(rule: ThresholdRule, c: AlertCandidate, a: Any, step: pd.Timedelta | None = None) -> AlertCandidate:
+    """Candidate ``c`` as the continuation of the known alert ``a`` (its start and peak); ``step``: the rule's step
+    parsed already (the follow-back's, once per rule set: a parse costs ~10 µs)."""
+    if step is None:
+        step = pd.Timedelta(rule.step)
     a_start = pd.Timestamp(a.start)
     peak = c.peak if a.peak is None else (min(c.peak, a.peak) if c.lower_is_worse else max(c.peak, a.peak))
     n = round((c.end - a_start) / step) + 1
