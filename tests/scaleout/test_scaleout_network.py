@@ -326,6 +326,7 @@ def test_split_preparation_order_leaves_no_worker_waiting(tmp_path: Path, dask_a
 
     files, cats = _awkward(tmp_path)
     with Client(dask_address, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=120)  # a test above killed one: its nanny starts another
         client.get_task_stream(start=time.time())  # the scheduler's task-stream plugin, before the job
         t0 = time.time()
         scaleout.life_circles(dask=dask_address, categories=cats, **files)
