@@ -718,19 +718,16 @@ def land_change(before: str, after: str, *, dask: str, column: str = "landuse", 
         def from_(base: int) -> Progress | None:  # the progress of the whole job
             return None if progress is None else (lambda done, _: progress(base + done, total))
 
-        def decoded(i: int, part: Any) -> Any:  # (part, its geometries) decoded as each task's pieces arrive
-            return (part, _decode(part)) if i < n else part
-
-        # each stripe's pieces decoded here as soon as they arrive, while the workers run the other stripes
-        # (session 17: the second stage's were decoded after the last task, every worker idle)
-        out = run_futures(client, pieces_b, progress=from_(0), each=decoded)
-        out += run_futures(client, [*second, verdict, facts], progress=from_(n), each=decoded)
+        # the first stage's pieces decoded here while the workers run the second stage
+        out = run_futures(client, pieces_b, progress=from_(0))
+        decoded = [_decode(p) for p in out]
+        out += run_futures(client, [*second, verdict, facts], progress=from_(n))
         ea, table = out.pop()
         accepted = out.pop()
 
     # one process's order: intersections by "before" feature, then what is left of each "before" feature,
     # then of each "after" one (a feature's pieces come from one stripe, in its order: a stable argsort)
-    pieces = _unpack([p for p, _ in out], table, [g for _, g in out])
+    pieces = _unpack(out, table, decoded + [_decode(p) for p in out[n:]])
     warnings = [_overlap_warning(nm, n_, share) for nm, (n_, share) in zip((before, after), accepted, strict=True) if n_]
     # from here as land_change finishes (the pieces came in WGS84, which finish_change then has nothing to do for)
     return finish_change(pieces, CRS.from_epsg(4326), ea, years, warnings)
