@@ -375,7 +375,7 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
     points so that the snapping need not wait for the graph (session 17: the POIs moved to the first worker,
     whose preparation was 0.2-0.3 CPU-s shorter and which waited for the graph's worker; the homes read before
     the CRS). The searches (one per category) are spread over the workers; the first fetches the
-    graph (not the components) while it snaps, and the snapped arrays. The client receives the homes' table
+    graph (not the components) while it snaps, and the second's searches start once it has. The client receives the homes' table
     without the snapped arrays, its points as coordinates (:func:`geometry_payload`)."""
     import geopandas as gpd
 
