@@ -212,7 +212,7 @@ def test_split_preparation_equals_one_process(tmp_path: Path, dask_address: str)
     assert ref.homes.geometry.equals(two.homes.geometry) and two.homes.crs == ref.homes.crs
     pd.testing.assert_frame_equal(ref.coverage, two.coverage, check_exact=True)
     assert {k: v for k, v in two.report.items() if k != "dask"} == ref.report
-    assert two.report["dask"]["tasks"] == len(cats) + 13
+    assert two.report["dask"]["tasks"] == len(cats) + 14
     # what the case holds: both sides dropped a row, the POIs were reprojected, two POIs off the network
     rep = ref.report
     assert rep["dropped"] == {"homes_without_geometry": 1, "pois_without_geometry": 1, "pois_off_network": 2}
@@ -310,3 +310,41 @@ def test_node_ids_in_order_are_their_own_graph_index() -> None:
         with pytest.raises(InputError) as exc:
             network_graph(np.arange(n), pd.DataFrame({"u": uu, "v": v, "length": length}))
         assert exc.value.row == 8 and "1 edge(s) name nodes not in the node table" in str(exc.value)
+
+
+def test_split_preparation_order_leaves_no_worker_waiting(tmp_path: Path, dask_address: str) -> None:
+    """Session 17: ``life_split``'s preparation in the order that keeps both workers computing, read from the
+    scheduler's task stream: the homes' worker reads them first (no CRS needed) and checks them before it
+    builds the graph (so the snapping never waits for the graph); the nodes' worker takes the CRS before the
+    tree (the homes' check waits for it: Dask gives tasks submitted together the same priority), and reads
+    and checks the POIs itself. Results equal one process's (the test above)."""
+    import time
+
+    from distributed import Client
+
+    from citytwin.workflows import scaleout
+
+    files, cats = _awkward(tmp_path)
+    with Client(dask_address, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=120)  # a test above killed one: its nanny starts another
+        client.get_task_stream(start=time.time())  # the scheduler's task-stream plugin, before the job
+        t0 = time.time()
+        scaleout.life_circles(dask=dask_address, categories=cats, **files)
+        stream = client.get_task_stream(start=t0)
+    # life_split's tasks by their number: 0 nodes, 1 homes read, 2 CRS, 3 homes checked, 4 homes' points,
+    # 5 graph, 6 POIs, 7 k-d tree, 8 snapping
+    ran: dict[int, tuple[str, float, float]] = {}
+    for rec in stream:
+        key = str(rec["key"])
+        if key.startswith("citytwin-life-") and not key.startswith("citytwin-life-layout"):
+            ss = [s for s in rec["startstops"] if s["action"] == "compute"][-1]
+            ran[int(key.rsplit("-", 1)[1])] = (rec["worker"], ss["start"], ss["stop"])
+    nodes_w, homes_w = ran[0][0], ran[1][0]
+    assert nodes_w != homes_w
+    assert {ran[i][0] for i in (0, 2, 6, 7, 8)} == {nodes_w}  # nodes, CRS, POIs, tree, snapping
+    assert {ran[i][0] for i in (1, 3, 4, 5)} == {homes_w}  # homes read, checked, their points, graph
+    on_homes_w = sorted((s, i) for i, (w, s, _) in ran.items() if w == homes_w)
+    assert on_homes_w[0][1] == 1  # the homes read first there
+    # by their starts (the task stream's times carry each worker's clock offset, re-estimated at heartbeats)
+    assert ran[3][1] < ran[5][1]  # checked before the graph
+    assert ran[2][1] < ran[7][1]  # the CRS before the tree (the homes' check waits for it)

@@ -185,11 +185,16 @@ def task_keys(prefix: str, n: int) -> list[str]:
     return [f"{prefix}-{tag}-{i}" for i in range(n)]
 
 
-def run_futures(client: Any, futures: Sequence[Any], *, progress: Progress | None = None) -> list[Any]:
+def run_futures(client: Any, futures: Sequence[Any], *, progress: Progress | None = None,
+                each: Callable[[int, Any], Any] | None = None) -> list[Any]:
     """The results of ``futures`` (submitted to ``client``) in their order; see :func:`run_tasks`.
 
     Every future is waited for, even after one failed, so that no task still runs when the caller
     cleans up; then the first error is raised.
+
+    ``each(i, result)``: called here as each future finishes (in the order they finish, while the others
+    still run), so that the client works on a result while the workers compute; its return value
+    replaces the result in the list returned. After a failed future it is not called any more.
     """
     dd = _distributed()
     KilledWorker = importlib.import_module("distributed.scheduler").KilledWorker
@@ -203,15 +208,26 @@ def run_futures(client: Any, futures: Sequence[Any], *, progress: Progress | Non
     try:
         # every task is waited for, even after one failed: a task still running must not write into a
         # folder its caller is about to remove (nothing half-written)
+        where: dict[Any, list[int]] = {}
+        for i, f in enumerate(futures):
+            where.setdefault(f.key, []).append(i)
+        results: dict[int, Any] = {}
         for fut in dd.as_completed(futures, loop=client.loop):
             if fut.status == "error":
                 failed = failed or fut
                 continue
             done += 1
+            if each is not None and failed is None:
+                value = fut.result()
+                for i in where[fut.key]:
+                    if i not in results:
+                        results[i] = each(i, value)
             if progress:
                 progress(done, total)
         if failed is not None:
             failed.result()  # raises the task's own exception
+        if each is not None:
+            return [results[i] for i in range(total)]
         return list(client.gather(futures))
     except KilledWorker as exc:
         raise CitytwinError(f"a Dask task was given up after its workers died: {exc}",

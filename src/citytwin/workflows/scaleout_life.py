@@ -211,7 +211,7 @@ def _search_inputs(prep: LifeCirclePrep) -> LifeCirclePrep:
 @collecting_rarely
 def _life_graph(nodes: str, streets: str, after: Any = None) -> tuple[Any, np.ndarray, np.ndarray]:
     """(CSR graph, each node's component, the node ids in graph order) of a Parquet network. ``after``:
-    nothing read (a result the task waits for: the nodes' CRS, so that the homes and POIs go first on its worker)."""
+    nothing read (a result the task waits for: the homes' points, so that the homes go first on its worker)."""
     from citytwin.spatial.network import network_graph
 
     ids = read_parquet(nodes, columns=["id"])["id"].drop_duplicates().to_numpy()  # network_nodes' order
@@ -236,17 +236,25 @@ def _node_tree(node_part: tuple[np.ndarray, np.ndarray, Any]) -> Any:
 
 
 @collecting_rarely
-def _life_homes(refs: dict[str, str | None], include_unknown: bool, crs: Any, kw: dict[str, Any]) -> HomeSide:
-    """The homes read and checked (:func:`citytwin.spatial.lifecircle.check_homes`), before snapping."""
-    from citytwin.spatial.lifecircle import check_homes, residential_buildings
+def _life_buildings(refs: dict[str, str | None], include_unknown: bool) -> gpd.GeoDataFrame:
+    """The homes read (:func:`citytwin.spatial.lifecircle.residential_buildings`): needs no CRS, so it runs
+    while the other worker decodes the nodes."""
+    from citytwin.spatial.lifecircle import residential_buildings
 
-    homes = residential_buildings(read_layers(refs, ("buildings",))["buildings"], include_unknown=include_unknown)
+    return residential_buildings(read_layers(refs, ("buildings",))["buildings"], include_unknown=include_unknown)
+
+
+@collecting_rarely
+def _life_homes(homes: gpd.GeoDataFrame, crs: Any, kw: dict[str, Any]) -> HomeSide:
+    """The homes checked (:func:`citytwin.spatial.lifecircle.check_homes`), before snapping."""
+    from citytwin.spatial.lifecircle import check_homes
+
     return check_homes(homes, crs, id_col=kw.get("id_col", "osm_id"), population_col=kw.get("population_col"))
 
 
-def _points(homes: HomeSide, pois: PoiSide) -> tuple[np.ndarray, np.ndarray]:
-    """(the homes' points, the POIs' points) in the network's CRS: what the k-d tree's worker snaps."""
-    return homes.xy, pois.xy
+def _home_xy(homes: HomeSide) -> np.ndarray:
+    """The homes' points in the network's CRS: what the k-d tree's worker snaps (1.6 MB at 100k homes)."""
+    return homes.xy
 
 
 @collecting_rarely
@@ -258,12 +266,11 @@ def _life_pois(refs: dict[str, str | None], crs: Any, kw: dict[str, Any]) -> Poi
                       category_col=kw.get("category_col", "category"), id_col=kw.get("id_col", "osm_id"))
 
 
-def _life_snap(tree: Any, points: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
+def _life_snap(tree: Any, homes_xy: np.ndarray, pois: PoiSide) -> tuple[np.ndarray, ...]:
     """(each home's node index and distance, each POI's node index and distance), with the nodes' k-d tree."""
     from citytwin.spatial.network import snap_xy
 
-    homes_xy, pois_xy = points
-    p_node, p_snap = snap_xy(tree, pois_xy)
+    p_node, p_snap = snap_xy(tree, pois.xy)
     h_node, h_snap = snap_xy(tree, homes_xy)
     return h_node, h_snap, p_node, p_snap
 
@@ -288,7 +295,8 @@ def _hold(part: Any) -> None:
     """Nothing: a task on the first worker that has it fetch the graph while it still snaps."""
 
 
-def _life_search(cat: str, graph: Any, prep: LifeCirclePrep) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _life_search(cat: str, graph: Any, prep: LifeCirclePrep, after: Any = None
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     from types import SimpleNamespace
 
     from citytwin.spatial.lifecircle import category_search
@@ -356,22 +364,24 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
     """(prepared homes and POIs, one ``category_search`` result per category, the number of tasks) of a
     Parquet network whole on every worker, built once.
 
-    The first worker decodes the nodes (:func:`read_network_nodes`), builds their k-d tree and snaps the
-    homes and the POIs; the second reads and checks the homes and the POIs
-    (:func:`citytwin.spatial.lifecircle.check_homes`, :func:`~citytwin.spatial.lifecircle.check_pois`: the
-    homes' table in EPSG:4326, each point in the network's CRS, sent to the first: 3.2 MB at 100k + 100k),
-    builds the graph (the edges to CSR, components) and puts the preparation together with the node ids and
-    components it holds (:func:`~citytwin.spatial.lifecircle.assemble_prep`, as one process's
-    ``prepare_life_circle``). Neither sends the k-d tree or the node table. The graph waits for the nodes'
-    CRS (a few hundredths of a second) so that the homes and POIs are checked first and the snapping need not
-    wait for the graph. The searches (one per category) are spread over the workers; the first fetches the
-    graph (not the components) while it snaps, and the snapped arrays. The client receives the homes' table
+    The first worker decodes the nodes (:func:`read_network_nodes`), reads and checks the POIs
+    (:func:`citytwin.spatial.lifecircle.check_pois`), builds the nodes' k-d tree and snaps the homes and the
+    POIs; the second reads the homes at once (no CRS needed), checks them once the nodes' CRS is known
+    (:func:`~citytwin.spatial.lifecircle.check_homes`: the homes' table in EPSG:4326, each point in the
+    network's CRS; the points, 1.6 MB at 100k homes, sent to the first), then builds the graph (the edges to
+    CSR, components) and puts the preparation together with the node ids and components it holds
+    (:func:`~citytwin.spatial.lifecircle.assemble_prep`, as one process's ``prepare_life_circle``; the POIs'
+    side fetched from the first). Neither sends the k-d tree or the node table. The graph waits for the homes'
+    points so that the snapping need not wait for the graph (session 17: the POIs moved to the first worker,
+    whose preparation was 0.2-0.3 CPU-s shorter and which waited for the graph's worker; the homes read before
+    the CRS). The searches (one per category) are spread over the workers; the first fetches the
+    graph (not the components) while it snaps, and the second's searches start once it has. The client receives the homes' table
     without the snapped arrays, its points as coordinates (:func:`geometry_payload`)."""
     import geopandas as gpd
 
     on = placement(client)  # spread over the workers, never stolen; another takes a task if its worker dies
 
-    n_tasks = 13 + len(cats)
+    n_tasks = 14 + len(cats)
     keys = iter(task_keys("citytwin-life", n_tasks))
 
     def task(fn: Any, *args: Any, where: int, **kwargs: Any) -> Any:
@@ -379,21 +389,33 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
 
     nodes, streets = str(refs["nodes"]), str(refs["streets"])
     node_part = task(_life_nodes, nodes, where=0)
-    crs = task(_node_crs, node_part, where=0)
-    homes = task(_life_homes, refs, include_unknown, crs, kw, where=1)
-    pois = task(_life_pois, refs, crs, kw, where=1)
-    graph_part = task(_life_graph, nodes, streets, crs, where=1)
+    buildings = task(_life_buildings, refs, include_unknown, where=1)  # no CRS needed: at once
+    # before the tree, said explicitly (tasks submitted within Dask's fifo timeout share a priority, their ties
+    # in no set order): the homes' check waits for it
+    crs = task(_node_crs, node_part, where=0, priority=1)
+    homes = task(_life_homes, buildings, crs, kw, where=1)
+    home_xy = task(_home_xy, homes, where=1)
+    graph_part = task(_life_graph, nodes, streets, home_xy, where=1)  # after the homes: the snapping waits for them
+    pois = task(_life_pois, refs, crs, kw, where=0)
     tree = task(_node_tree, node_part, where=0)
-    snapped = task(_life_snap, tree, task(_points, homes, pois, where=1), where=0)
+    snapped = task(_life_snap, tree, home_xy, pois, where=0)
     prep = task(_life_assemble, homes, pois, snapped, graph_part, kw, where=1)
     light = task(_search_inputs, prep, where=1)
     graph = task(_graph_only, graph_part, where=1)
     held = task(_hold, graph, where=0)
-    futs = [task(_life_search, c, graph, light, where=i) for i, c in enumerate(cats)]
+    # the graph's worker searches once the other has the graph: a search there delayed the 46 MB fetch by up to
+    # 1.2 s (session 17's timelines), while the fetching worker waited
+    futs = [task(_life_search, c, graph, light, *((held,) if i % 2 else ()), where=i) for i, c in enumerate(cats)]
     sent = task(_for_client, prep, where=1)
-    *searched, (full, payload), _ = run_futures(client, [*futs, sent, held], progress=progress)
-    geometry = geometry_from_payload(payload)
-    full.homes = gpd.GeoDataFrame(full.homes, geometry=geometry.to_numpy(), crs=geometry.crs)
+    def homes_table(i: int, result: Any) -> Any:  # the client's table made as soon as it arrives (searches run)
+        if i != len(futs):
+            return result
+        full, payload = result
+        geometry = geometry_from_payload(payload)
+        full.homes = gpd.GeoDataFrame(full.homes, geometry=geometry.to_numpy(), crs=geometry.crs)
+        return full
+
+    *searched, full, _ = run_futures(client, [*futs, sent, held], progress=progress, each=homes_table)
     return full, searched, n_tasks
 
 
