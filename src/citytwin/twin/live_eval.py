@@ -293,19 +293,11 @@ def _rows_to_utc(g0: np.ndarray, ns: np.ndarray, t_all: np.ndarray, a: np.ndarra
     """:func:`_utc_hours` of every row of the grid ``a`` at once, where the time zone keeps one offset over every day
     of the readings and of the grid's hours (then each row's own check finds that offset, with no gap or overlap);
     None otherwise (each row by :func:`_utc_hours`)."""
-    day_us = 24 * _HOUR_US
-    off = _day_offset(tz, int(t_all.min()) // day_us, int(t_all.max()) // day_us)
-    if off is None:
+    kept = _rows_kept(g0, ns, t_all, a.shape[1], starts, last_seen, tz)
+    if kept is None:
         return None
-    lo_h, hi_h = int(g0.min()) * _HOUR_US - off, int((g0 + ns - 1).max()) * _HOUR_US - off
-    if _day_offset(tz, lo_h // day_us, hi_h // day_us) != off:
-        return None
-    cols = np.arange(a.shape[1], dtype=np.int64)
-    hours = (g0[:, None] + cols) * _HOUR_US - off
-    keep = ((cols < ns[:, None]) & (hours >= starts[:, None])
-            & (hours <= ((last_seen // _HOUR_US) * _HOUR_US)[:, None]))
-    cut = np.cumsum(keep.sum(axis=1))[:-1]
-    return list(zip(np.split(hours[keep], cut), np.split(a[keep], cut), strict=True))
+    hours, keep, cut = kept
+    return list(zip(np.split(hours, cut), np.split(a[keep], cut), strict=True))
 
 
 def _aqi_parts(data: Mapping[str, tuple[np.ndarray, ...]],
