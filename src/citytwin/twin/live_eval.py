@@ -467,8 +467,13 @@ def series_candidates_many(rule: ThresholdRule, entities: Sequence[str],
     flat = _runs_many(rule, series)
     if flat is None:  # (runs of centuries, times at the bounds: what each series' own check decides)
         return series_candidates_each(rule, entities, series)
-    counts, runs = flat
-    out: list[list[AlertCandidate]] = [[] for _ in series]
+    return _spread(rule, entities, len(series), *flat)
+
+
+def _spread(rule: ThresholdRule, entities: Sequence[str], n: int, counts: np.ndarray,
+            runs: _Runs) -> list[list[AlertCandidate]]:
+    """The candidates of the laid-out ``runs`` (``counts`` per series), as a list per series of the ``n``."""
+    out: list[list[AlertCandidate]] = [[] for _ in range(n)]
     has = np.flatnonzero(counts).tolist()
     if has:
         made = _candidates(rule, [entities[k] for k in has], [runs], [int(counts[k]) for k in has])
@@ -490,14 +495,7 @@ def series_candidates_rules(rules: Sequence[ThresholdRule], entities: Sequence[s
         if flat is None:  # (runs of centuries, times at the bounds: what each series' own check decides)
             out.append(series_candidates_each(rule, entities, series))
             continue
-        counts, runs = flat
-        mine: list[list[AlertCandidate]] = [[] for _ in series]
-        has = np.flatnonzero(counts).tolist()
-        if has:
-            made = _candidates(rule, [entities[k] for k in has], [runs], [int(counts[k]) for k in has])
-            for k, cands in zip(has, made, strict=True):
-                mine[k] = cands
-        out.append(mine)
+        out.append(_spread(rule, entities, len(series), *flat))
     return out
 
 
