@@ -155,15 +155,19 @@ def start(n: int, memory_limit: str | None = None) -> Any:
         from citytwin.foundation.scaleout import LOCAL_CONFIG
     except ImportError:  # an older checkout on PYTHONPATH (before/after runs): Dask's defaults
         LOCAL_CONFIG = {}
+    try:
+        from citytwin.foundation.scaleout import NO_DASHBOARD
+    except ImportError:  # (older checkouts: the scheduler's HTTP server on 8787 or a free port, with a warning)
+        NO_DASHBOARD = {"dashboard_address": None}
 
     if memory_limit is None:
         with dask.config.set(LOCAL_CONFIG):
-            return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+            return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, **NO_DASHBOARD,
                                 silence_logs=logging.ERROR, env=env)
     with dask.config.set({**LOCAL_CONFIG, "distributed.worker.memory.target": False,
                           "distributed.worker.memory.spill": False, "distributed.worker.memory.pause": False,
                           "distributed.worker.memory.terminate": 0.95}):
-        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, **NO_DASHBOARD,
                             silence_logs=logging.ERROR, memory_limit=memory_limit, env=env)
 
 

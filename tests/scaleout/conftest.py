@@ -23,7 +23,9 @@ def local_cluster() -> Iterator[str]:
     """Start a LocalCluster of 2 worker processes (1 thread each), yield its address, close it (a fixture's body)."""
     from distributed import LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    from citytwin.foundation.scaleout import NO_DASHBOARD
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, **NO_DASHBOARD,
                            silence_logs=logging.ERROR)
     try:
         yield cluster.scheduler_address

@@ -177,3 +177,26 @@ def test_economy_disparity_on_dask_equals_one_process(dask_address: str, tmp_pat
     no_time = runner.invoke(app, [*[a_ for a_ in base if a_ not in ("--time", "year")], str(folder), "--out",
                                   str(tmp_path / "y"), "--dask", dask_address])
     assert no_time.exit_code == 2 and json.loads(no_time.stdout)["field"] == "time"
+
+
+def test_local_cluster_prints_no_dashboard_port_warning(parts: tuple[Path, Path], recwarn: pytest.WarningsRecorder) -> None:
+    """Dask starts the scheduler's HTTP server even without a dashboard, on port 8787 by default; when another
+    cluster held that port, "UserWarning: Port 8787 is already in use ... Hosting the HTTP server on port N
+    instead" reached the user's terminal. Local clusters now take a free loopback port (``NO_DASHBOARD``)."""
+    import socket
+
+    folder, zfile = parts
+    held = socket.socket()
+    try:
+        held.bind(("127.0.0.1", 8787))
+        held.listen()
+    except OSError:  # already held by another process: the same condition
+        pass
+    try:
+        res = runner.invoke(app, ["spatial", "zones", str(folder), "--zones", str(zfile), "--json", "--dask", "local:1"])
+    finally:
+        held.close()
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["points"] == 4000
+    assert "already in use" not in res.output
+    assert not [w for w in recwarn if "already in use" in str(w.message)], [str(w.message) for w in recwarn]

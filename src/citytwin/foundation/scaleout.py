@@ -72,6 +72,10 @@ LOCAL_CONFIG = {"distributed.admin.tick.interval": "1s", "distributed.admin.syst
                                                         "MKL_NUM_THREADS": 1, "OPENBLAS_NUM_THREADS": 1}}
 #: the environment of the local clusters' workers: one BLAS/OpenMP thread (one thread a worker process)
 LOCAL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+#: no dashboard, and the scheduler's HTTP server (its health and metrics routes, which Dask starts even with
+#: ``dashboard_address=None``, then on port 8787: "Port 8787 is already in use ... Hosting the HTTP server on port
+#: N instead" reached the user's terminal as a Python warning whenever another cluster ran) on a free loopback port
+NO_DASHBOARD: dict[str, Any] = {"dashboard_address": "127.0.0.1:0", "scheduler_kwargs": {"dashboard": False}}
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ def cluster(spec: str | DaskSpec) -> Iterator[Any]:
         # one thread per process: our tasks hold the GIL in places (GEOS, pandas) and DuckDB/pyarrow
         # would otherwise start as many threads as cores in every worker
         with importlib.import_module("dask").config.set(LOCAL_CONFIG):  # the nannies pass it to the workers
-            local = LocalCluster(n_workers=ds.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            local = LocalCluster(n_workers=ds.workers, threads_per_worker=1, processes=True, **NO_DASHBOARD,
                                  # a failed task is raised to the caller, who says it (a user error: no
                                  # traceback); the workers' own "Compute Failed" log would print one on stderr
                                  silence_logs=logging.CRITICAL, env=LOCAL_ENV)
