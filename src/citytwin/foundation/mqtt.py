@@ -51,6 +51,14 @@ from citytwin.foundation.mqtt_receive import _ReceiveClient
 
 log = logging.getLogger(__name__)
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+#: a connection the broker ends within this many seconds of making it is short; ``TAKEOVER_RUN`` short ones in a row
+#: are what two clients with one client id look like (Mosquitto 2.0 closes the older connection without a reason
+#: code, and each client's reconnect takes the session back: connections of ~0.1 s, two audit rows each, messages
+#: going to either): the ingest then says so once and waits ``TAKEOVER_BACKOFF`` s before each reconnect until a
+#: connection lasts
+TAKEOVER_S = 10.0
+TAKEOVER_RUN = 3
+TAKEOVER_BACKOFF = 5.0
 Handler = Callable[[Sequence[tuple[str, bytes]]], Any]
 
 
@@ -234,7 +242,9 @@ class MqttIngest:
         Credentials and TLS (None: from the environment, :meth:`MqttAuth.from_env`).
     on_event
         Called as ``on_event(action, outcome, username, detail)`` on each connect (``mqtt.connect``) and
-        subscription (``mqtt.subscribe``), accepted (``ok``) or refused (``denied``): the runtime
+        subscription (``mqtt.subscribe``), accepted (``ok``) or refused (``denied``), on each connection the
+        broker ended (``mqtt.disconnect``, ``error``) and once for ``TAKEOVER_RUN`` such connections in a row that
+        each lasted less than ``TAKEOVER_S`` (``mqtt.takeover``: another client with this client id): the runtime
         writes them to the catalog's audit log.
     store_retries
         Attempts after a failed ``handler`` call before ingest stops (see :attr:`failure`).
@@ -271,6 +281,9 @@ class MqttIngest:
         self.on_event = on_event
         self._refused: str | None = None
         self._last_event: tuple[str, str] | None = None
+        self.clock: Callable[[], float] = time.monotonic
+        self._up_at: float | None = None  # when the current connection was made
+        self._short = 0  # connections in a row the broker ended within TAKEOVER_S of making them
         self.client = _ReceiveClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
                                      manual_ack=True)
         self.auth.apply(self.client)
@@ -289,6 +302,7 @@ class MqttIngest:
             self._event("mqtt.connect", "denied", f"{who}: {reason}")
             return
         self._refused = None
+        self._up_at = self.clock()
         self._event("mqtt.connect", "ok", who)
         client.subscribe([(t, 1) for t in self.topics])
 
@@ -322,6 +336,18 @@ class MqttIngest:
             detail = f"{self.client_id} at {self.host}:{self.port}: connection lost ({reason})"
             log.warning("MQTT ingest disconnected by the broker: %s", detail)
             self._event("mqtt.disconnect", "error", detail)
+            up, self._up_at = self._up_at, None
+            self._short = self._short + 1 if up is not None and self.clock() - up < TAKEOVER_S else 0
+            if self._short == TAKEOVER_RUN:
+                why = (f"{self.client_id} at {self.host}:{self.port}: the broker ended {TAKEOVER_RUN} connections in a "
+                       f"row within {TAKEOVER_S:.0f} s of making them: another client is probably connected with the "
+                       f"client id {self.client_id!r} (two ingests with one account or one --client-id take the "
+                       f"session from each other, and messages go to either), or the network drops the connection; "
+                       f"stop the other client or give it its own account. Reconnecting every "
+                       f"{TAKEOVER_BACKOFF:.0f} s until a connection lasts")
+                log.error("MQTT ingest: %s", why)
+                self.stats.errors.append(why[:300])
+                self._event("mqtt.takeover", "error", why)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if not self._pending:
@@ -473,8 +499,9 @@ class MqttIngest:
                     self._connected.clear()
                     if self._stop.is_set():
                         break
-                    log.warning("mqtt connection problem (%s); reconnecting in %.1fs", exc, backoff)
-                    self._stop.wait(backoff)
+                    wait = TAKEOVER_BACKOFF if self._short >= TAKEOVER_RUN else backoff
+                    log.warning("mqtt connection problem (%s); reconnecting in %.1fs", exc, wait)
+                    self._stop.wait(wait)
                     backoff = min(backoff * 2, 2.0)
                     try:
                         if connected_once:
