@@ -175,12 +175,12 @@ def ingest_cmd(
 
     host, port = parse_broker(broker)
     rt = open_runtime(twin_root(workspace), prefix=prefix)
-    if auto_alerts:
-        rt.enable_auto_alerts()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:  # closed when the start fails too (a CLI test runs in process)
+        if auto_alerts:  # (refused where another process keeps the twin's alerts: writerlock)
+            rt.enable_auto_alerts()
         m = rt.start_mqtt(host, port, client_id=client_id, prefix=prefix, max_batch=max_batch, max_delay=max_delay,
                           auth=mqtt_auth(username, password, tls_ca, tls_cert, tls_key))
         if crash_after_batches > 0:

@@ -284,6 +284,7 @@ class MqttIngest:
         self.clock: Callable[[], float] = time.monotonic
         self._up_at: float | None = None  # when the current connection was made
         self._short = 0  # connections in a row the broker ended within TAKEOVER_S of making them
+        self._said: tuple[str, float] = ("", 0.0)  # the connection problem last logged as a warning, and when
         self.client = _ReceiveClient(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
                                      manual_ack=True)
         self.auth.apply(self.client)
@@ -500,7 +501,13 @@ class MqttIngest:
                     if self._stop.is_set():
                         break
                     wait = TAKEOVER_BACKOFF if self._short >= TAKEOVER_RUN else backoff
-                    log.warning("mqtt connection problem (%s); reconnecting in %.1fs", exc, wait)
+                    # said at once, then while it repeats once a minute (a broker away for hours: not every 2 s)
+                    said, now = f"{exc}", time.monotonic()
+                    quiet = said == self._said[0] and now - self._said[1] < 60.0
+                    log.log(logging.DEBUG if quiet else logging.WARNING,
+                            "mqtt connection problem (%s); reconnecting in %.1fs", exc, wait)
+                    if not quiet:
+                        self._said = (said, now)
                     self._stop.wait(wait)
                     backoff = min(backoff * 2, 2.0)
                     try:
@@ -560,12 +567,17 @@ class MqttIngest:
         r, _, _ = select.select([sock], [], [], 0)
         return bool(r)
 
-    def start(self, wait_connected: float = 10.0) -> MqttIngest:
+    def start(self, wait_connected: float = 10.0, *, background: bool = False) -> MqttIngest:
         """Run in a background thread; wait until connected and subscribed (SUBACK received).
 
         The broker keeps messages for this client id only once its session exists, i.e. after
         the first subscription: start ingest before the feed, once; from then on it may stop
         and restart without losing anything.
+
+        ``background``: where the broker cannot be reached or refuses the connection within ``wait_connected``
+        seconds, say so in the log and go on connecting in the background (every 2 s; a refusal is audited once)
+        instead of raising: a server then serves its API while the broker is away, and its ingest starts when the
+        broker answers (:attr:`connected`).
         """
         self._thread = threading.Thread(target=self.run, name="citytwin-mqtt-ingest", daemon=True)
         self._thread.start()
@@ -573,11 +585,26 @@ class MqttIngest:
         while not self._connected.wait(0.05):
             if self.failure is not None:
                 raise IngestFailed(f"MQTT ingest stopped: {self.failure}") from self.failure
-            if self._refused is not None or time.monotonic() > deadline or not self._thread.is_alive():
-                self._stop.set()
+            if (self._refused is not None and not background) or time.monotonic() > deadline \
+                    or not self._thread.is_alive():
                 why = self._refused or (self.stats.errors[-1] if self.stats.errors else "no answer")
+                if background and self._thread.is_alive():
+                    log.warning("MQTT broker %s:%s not connected (%s): serving without it, connecting in the "
+                                "background", self.host, self.port, why)
+                    return self
+                self._stop.set()
                 raise MqttConnectError(f"could not connect to MQTT broker {self.host}:{self.port}: {why}")
         return self
+
+    @property
+    def connected(self) -> bool:
+        """Whether the ingest is connected and subscribed now."""
+        return self._connected.is_set()
+
+    @property
+    def refused(self) -> str | None:
+        """Why the broker refused the last connection attempt (None: it did not, or a later one succeeded)."""
+        return self._refused
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -603,7 +630,7 @@ class MqttPublisher:
     """
 
     def __init__(self, host: str, port: int, *, client_id: str = "citytwin-replay", max_inflight: int = 5000,
-                 keepalive: int = 30, auth: MqttAuth | None = None) -> None:
+                 keepalive: int = 30, auth: MqttAuth | None = None, background: bool = False) -> None:
         self.auth = MqttAuth.from_env() if auth is None else auth
         self.client = _client(client_id, self.auth)
         self.client.max_inflight_messages_set(0)
@@ -624,6 +651,12 @@ class MqttPublisher:
 
         self.client.on_connect = on_connect
         self.client.on_disconnect = lambda c, u, f, r, p: self._connected.clear()
+        if background:  # (a server's alert publisher: paho's loop connects, and reconnects, by itself; messages
+            # published meanwhile wait in paho's queue)
+            self.client.connect_async(host, port, keepalive=keepalive, clean_start=False,
+                                      properties=_connect_props(SESSION_NEVER_EXPIRES))
+            self.client.loop_start()
+            return
         try:
             self.client.connect(host, port, keepalive=keepalive, clean_start=False,
                                 properties=_connect_props(SESSION_NEVER_EXPIRES))

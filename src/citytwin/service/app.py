@@ -112,7 +112,8 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
                max_body: int | None = None, auto_verify: bool = False, auto_alerts: bool = False,
                rules: Sequence[ThresholdRule] | None = None, workspace: Workspace | str | Path | None = None,
                auth: bool = True, mqtt_auth: MqttAuth | None = None,
-               mqtt_alerts_auth: MqttAuth | None = None, fast_lane: bool = True) -> FastAPI:
+               mqtt_alerts_auth: MqttAuth | None = None, fast_lane: bool = True,
+               mqtt_background: bool = True) -> FastAPI:
     """The FastAPI app over a twin folder (or a given runtime); with ``broker``, MQTT ingest runs alongside.
 
     ``auto_verify`` scores stored forecasts after each ingest batch that brings a due actual;
@@ -127,6 +128,10 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
 
     ``fast_lane``: entity reads, vector tiles and single observations skip FastAPI's routing
     (:mod:`citytwin.service.fastlane`: same checks, same answers, less CPU); False sends them through it.
+
+    ``mqtt_background``: a broker that cannot be reached (or refuses) when the app starts does not keep the API
+    from serving: the ingest connects in the background and ``/health`` says ``"connected": false`` meanwhile.
+    False: the start fails instead.
     """
     if runtime is None and root is None:
         raise ValueError("give root or runtime")
@@ -154,7 +159,8 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if broker is not None:
-            rt.start_mqtt(broker[0], broker[1], client_id=client_id, auth=mqtt_auth, alerts_auth=mqtt_alerts_auth)
+            rt.start_mqtt(broker[0], broker[1], client_id=client_id, auth=mqtt_auth, alerts_auth=mqtt_alerts_auth,
+                          background=mqtt_background)
         try:
             with guard.hold():
                 yield
@@ -194,7 +200,8 @@ def create_app(root: str | Path | None = None, *, runtime: TwinRuntime | None = 
                 # single observations posted over HTTP: requests and the commits that stored them
                 "commits": rt.ingestor.groups, "commit_calls": rt.ingestor.grouped_calls,
                 "http_posts": {"requests": app.state.commits.items, "commits": app.state.commits.commits},
-                "mqtt": None if rt.mqtt is None else {"received": rt.mqtt.stats.received, "acked": rt.mqtt.stats.acked,
+                "mqtt": None if rt.mqtt is None else {"connected": rt.mqtt.connected, "refused": rt.mqtt.refused,
+                                                     "received": rt.mqtt.stats.received, "acked": rt.mqtt.stats.acked,
                                                      "failure": None if rt.mqtt.failure is None else str(rt.mqtt.failure)}}
 
     return app

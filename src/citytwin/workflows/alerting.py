@@ -48,6 +48,7 @@ import pandas as pd
 from citytwin.foundation.errors import InputError, NotFoundError
 from citytwin.foundation.timeseries.alerts import AlertStore, record_us
 from citytwin.foundation.timeseries.historyutil import to_us
+from citytwin.foundation.timeseries.writerlock import WriterLock
 from citytwin.twin.alerts import STATUSES, Alert, AlertBook, AlertEvent, AlertStateError
 
 __all__ = ["AlertHub", "AutoAlerts", "MqttAlertPush", "alert_topic", "hub_path"]
@@ -121,23 +122,18 @@ class AlertHub:
         self.max_resolved = int(max_resolved)
         self.store: AlertStore | None = None
         self.path: Path | None = None
-        records: list[dict[str, Any]] = []
+        #: the store's one writer (:mod:`citytwin.foundation.timeseries.writerlock`): taken by the first change
+        self._writer: WriterLock | None = None
         if path is not None:
             p = Path(path)
             legacy = p if p.suffix == ".json" else p.with_name(LEGACY_NAME)
             self.path = p.with_suffix(".sqlite") if p.suffix == ".json" else p
             self.store = AlertStore(self.path)
+            self._writer = WriterLock(self.path.with_name(self.path.name + ".lock"))
             if legacy.exists() and self.store.count() == 0:
                 self.store.put(json.loads(legacy.read_text(encoding="utf-8") or "[]"))
-            last = self.store.newest_resolved()  # what retention keeps of the resolved ones (trimmed again below)
-            records = self.store.query(live_or_resolved_since=None if last is None else last - self.retention)
-        self.book = AlertBook.from_records(records, keep_events=keep_events)
-        self.book.subscribe(self._on_event)
-        self._newest: pd.Timestamp | None = None
-        for a in self.book:
-            t = a.resolved_at or a.last_seen
-            if t is not None and (self._newest is None or t > self._newest):
-                self._newest = pd.Timestamp(t)
+        self._keep_events = keep_events
+        self._load()
         self._lock = threading.RLock()
         self.seq = 0
         self.backlog: deque[tuple[int, dict[str, Any]]] = deque(maxlen=keep_events)
@@ -147,6 +143,24 @@ class AlertHub:
         self._deferred = 0
         self._dirty: dict[str, dict[str, Any]] = {}  # id -> record to store
         self._since_evict = 0
+        self._gone()
+
+    def _load(self) -> None:
+        """The book from the store: the live alerts and the resolved ones the retention keeps."""
+        records: list[dict[str, Any]] = []
+        if self.store is not None:
+            last = self.store.newest_resolved()  # what retention keeps of the resolved ones (trimmed again below)
+            records = self.store.query(live_or_resolved_since=None if last is None else last - self.retention)
+        self.book = AlertBook.from_records(records, keep_events=self._keep_events)
+        self.book.subscribe(self._on_event)
+        self._newest: pd.Timestamp | None = None
+        for a in self.book:
+            t = a.resolved_at or a.last_seen
+            if t is not None and (self._newest is None or t > self._newest):
+                self._newest = pd.Timestamp(t)
+
+    def _gone(self) -> None:
+        """What left memory (or was never loaded), then the retention applied."""
         self.evicted = 0 if self.store is None else self.store.count() - len(self.book)  # alerts not in memory
         # per rule and entity, a run start at or after that of every alert not in memory (the latest stored start
         # of those not loaded, then of each evicted one): a later start cannot be an evicted episode's
@@ -284,6 +298,17 @@ class AlertHub:
             self._listeners = [(lp, x) for lp, x in self._listeners if x is not q]
 
     # -- lifecycle (thread-safe) -----------------------------------------------------------
+    def claim(self, what: str = "alerts changed") -> None:
+        """Become the store's one writer (CitytwinError naming the holder where another hub, in this process or
+        another, is): called by every change below and by automatic alerts when they are enabled."""
+        if self._writer is not None and not self._writer.held:
+            with self._lock:
+                self._writer.claim(what)
+                # the store as the last writer left it (another process, or a hub closed in this one): this hub's book
+                # was read when it opened, and has changed nothing since (it held no lock)
+                self._load()
+                self._gone()
+
     def _held(self, alert_id: str) -> None:
         """AlertStateError for a stored alert no longer in memory (it is resolved); NotFoundError for none."""
         if self.store is not None and alert_id not in self.book._alerts:
@@ -292,15 +317,18 @@ class AlertHub:
                 raise AlertStateError(f"alert {alert_id} is already {rec['status']}")
 
     def raise_alert(self, rule: str, entity: str, **kw: Any) -> tuple[Alert, bool]:
+        self.claim()
         with self._lock:
             return self.book.raise_alert(rule, entity, **kw)
 
     def acknowledge(self, alert_id: str, *, by: str, at: Any = None, note: str | None = None) -> Alert:
+        self.claim()
         with self._lock:
             self._held(alert_id)
             return self.book.acknowledge(alert_id, by=by, at=at, note=note)
 
     def resolve(self, alert_id: str, *, by: str = "system", at: Any = None, note: str | None = None) -> Alert:
+        self.claim()
         with self._lock:
             self._held(alert_id)
             return self.book.resolve(alert_id, by=by, at=at, note=note)
@@ -308,6 +336,7 @@ class AlertHub:
     def sync(self, candidates: Any, **kw: Any) -> dict[str, list[str]]:
         """:meth:`AlertBook.sync` under the hub's lock (events pushed as they happen, the changed alerts
         stored once at the end rather than after each event)."""
+        self.claim()
         with self._lock:
             self._deferred += 1
             try:
@@ -323,6 +352,8 @@ class AlertHub:
             self._save_pending()
             if self.store is not None:
                 self.store.close()
+            if self._writer is not None:
+                self._writer.release()
 
 
 class AutoAlerts:

@@ -124,7 +124,7 @@ class TwinRuntime:
     def start_mqtt(self, host: str, port: int, *, client_id: str = "citytwin-ingest", prefix: str = "citytwin",
                    max_batch: int = 2000, max_delay: float = 0.1, publish_alerts: bool = True,
                    auth: MqttAuth | None = None, alerts_auth: MqttAuth | None = None,
-                   system_pool: bool = True) -> MqttIngest:
+                   system_pool: bool = True, background: bool = False) -> MqttIngest:
         """Start MQTT ingest in a background thread (QoS 1, persistent session, ack after durable write).
 
         With ``publish_alerts`` the alert events are published to the same broker too (see
@@ -133,6 +133,8 @@ class TwinRuntime:
         :meth:`MqttAuth.from_env`). Connects and subscriptions are audited in the workspace catalog.
         ``system_pool``: switch Arrow to the C library's allocator first (:func:`use_system_memory_pool`: the
         RSS of a long ingest stays flat); False keeps Arrow's default pool (benchmarks compare the two).
+        ``background``: a broker that cannot be reached (or refuses) at the start is said in the log and connected
+        to in the background (:meth:`MqttIngest.start`), for a server whose API must not wait for the broker.
         """
         if system_pool:
             use_system_memory_pool()
@@ -146,18 +148,19 @@ class TwinRuntime:
         on_event = None if ws is None else (lambda action, outcome, user, detail: ws.catalog.audit(
             user=user, role="mqtt", action=action, dataset="twin", outcome=outcome, detail=detail))
         self.mqtt = MqttIngest(host, port, handle, topics=[f"{prefix}/#"], client_id=client_id, max_batch=max_batch,
-                               max_delay=max_delay, auth=auth, on_event=on_event).start()
+                               max_delay=max_delay, auth=auth, on_event=on_event).start(background=background)
         if publish_alerts:
             # its own account where client ids are tied to usernames (docs/twin.md, "MQTT security")
             self.publish_alerts(host, port, client_id=f"{client_id}-alerts", prefix=prefix,
-                                auth=alerts_auth or MqttAuth.from_env(role="alerts", fallback=auth))
+                                auth=alerts_auth or MqttAuth.from_env(role="alerts", fallback=auth),
+                                background=background)
         return self.mqtt
 
     def publish_alerts(self, host: str, port: int, *, client_id: str = "citytwin-alerts", prefix: str = "citytwin",
-                       retain: bool = True, auth: MqttAuth | None = None) -> MqttAlertPush:
+                       retain: bool = True, auth: MqttAuth | None = None, background: bool = False) -> MqttAlertPush:
         """Publish every alert event to ``{prefix}/alerts/{rule}/{entity}`` (JSON, QoS 1, retained)."""
         if self.alert_publisher is None:
-            self.alert_publisher = MqttPublisher(host, port, client_id=client_id, auth=auth)
+            self.alert_publisher = MqttPublisher(host, port, client_id=client_id, auth=auth, background=background)
         push = MqttAlertPush(self.alert_publisher, prefix=prefix, retain=retain)
         self.extra["alert_push_remove"] = self.alerts.add_pusher(push)
         return push
@@ -212,6 +215,7 @@ class TwinRuntime:
         when its condition ends). Default rules: :data:`citytwin.twin.live_rules.DEFAULT_LIVE_RULES`.
         Calling it again replaces the rules. See :class:`citytwin.workflows.alerting.AutoAlerts`.
         """
+        self.alerts.claim("automatic alerts")  # before the first batch: a second live process is refused at its start
         if self.auto_alerts is None:
             self.auto_alerts = AutoAlerts(self.stores.history, self.alerts, rules, lookback=lookback, tz=tz,
                                           state=self.stores.state)
