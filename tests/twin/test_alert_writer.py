@@ -55,7 +55,7 @@ def test_two_hubs_on_one_store_the_second_is_refused_until_the_first_closes(tmp_
         second.close()
 
 
-def test_a_second_live_process_is_refused_with_the_holder_named(tmp_path: Path, twin_ws) -> None:  # type: ignore[no-untyped-def]
+def test_a_second_live_process_is_refused_with_the_holder_named(tmp_path: Path, twin_ws, shared_data) -> None:  # type: ignore[no-untyped-def]
     root = twin_ws.root
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys
@@ -71,6 +71,11 @@ def test_a_second_live_process_is_refused_with_the_holder_named(tmp_path: Path, 
         # `citytwin twin ingest` on the same workspace: refused at its start, before it connects (no broker here)
         r = CliRunner().invoke(cli, ["twin", "ingest", "-w", str(twin_ws.ws.root), "--broker", "127.0.0.1:1"])
         assert r.exit_code != 0 and f"pid {holder.pid}" in r.output and "Traceback" not in r.output, r.output
+        # a replay that only publishes (no --ingest) changes no alert: it needs no lock (here it fails to connect)
+        r = CliRunner().invoke(cli, ["twin", "replay", str(shared_data / "air_beijing_multisite"), "-w",
+                                     str(twin_ws.ws.root), "--broker", "127.0.0.1:1", "--station", "Dongsi",
+                                     "--start", "2015-12-01", "--end", "2015-12-02"])
+        assert "kept by" not in r.output and "could not connect" in r.output, r.output
         rt = open_runtime(root)
         try:
             assert rt.alerts.alerts() == []  # reading needs no lock

@@ -112,8 +112,8 @@ def replay(
     try:  # closed on an error too: a CLI test runs in process, and MQTT ingest may be running
         if rt is not None:
             rt.register(ents)
-            if auto_alerts:
-                rt.enable_auto_alerts()
+            if auto_alerts and (broker is None or ingest):  # only where this process ingests (one process per twin
+                rt.enable_auto_alerts()                      # changes its alerts: a publisher needs no lock)
         msgs, offsets = replay_messages(long, per_message=per_message, speed=speed, payload=payload)
         t0 = time.perf_counter()
         if broker is None:
