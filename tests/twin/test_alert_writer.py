@@ -76,6 +76,10 @@ def test_a_second_live_process_is_refused_with_the_holder_named(tmp_path: Path, 
                                      str(twin_ws.ws.root), "--broker", "127.0.0.1:1", "--station", "Dongsi",
                                      "--start", "2015-12-01", "--end", "2015-12-02"])
         assert "kept by" not in r.output and "could not connect" in r.output, r.output
+        # `citytwin doctor` names the live process, without taking the lock
+        doc = CliRunner().invoke(cli, ["doctor", "-w", str(twin_ws.ws.root), "--json", "--timeout", "1"])
+        twin = {c["name"]: c for c in json.loads(doc.stdout)["checks"]}["twin"]
+        assert twin["status"] == "ok" and f"pid {holder.pid}" in twin["detail"], twin
         rt = open_runtime(root)
         try:
             assert rt.alerts.alerts() == []  # reading needs no lock
@@ -86,6 +90,9 @@ def test_a_second_live_process_is_refused_with_the_holder_named(tmp_path: Path, 
     finally:
         holder.kill()  # killed, not closed: the kernel drops its lock
         holder.wait(30)
+    doc = CliRunner().invoke(cli, ["doctor", "-w", str(twin_ws.ws.root), "--json", "--timeout", "1"])
+    twin = {c["name"]: c for c in json.loads(doc.stdout)["checks"]}["twin"]
+    assert twin["status"] == "warn" and "citytwin serve --broker" in twin["fix"], twin
     rt = open_runtime(root)
     try:
         rt.enable_auto_alerts()

@@ -441,6 +441,21 @@ def check_disk(root: Path) -> Check:
     return Check("disk", "ok", detail)
 
 
+def check_twin(root: Path) -> Check | None:
+    """Which process keeps the twin's alerts (``foundation.timeseries.writerlock``): the live process that evaluates
+    its rules; None where the workspace has no twin alerts yet."""
+    from citytwin.foundation.timeseries.writerlock import WriterLock
+
+    store = root / "twin" / "alerts.sqlite"
+    if not store.exists():
+        return None
+    holder = WriterLock(store.with_name(store.name + ".lock")).holder()
+    if holder is None:
+        return Check("twin", "warn", "no running process keeps the twin's alerts: readings that arrive now raise none",
+                     "start the live process: citytwin serve --broker HOST:PORT (docs/deployment.md, section 3)")
+    return Check("twin", "ok", f"the twin's alerts are kept by {holder}")
+
+
 def run_checks(workspace: Path | None, *, database: str | None = None, broker: str | None = None,
                timeout: float = 10.0, replicas: Sequence[str] = ()) -> list[Check]:
     """All checks of a deployment (the workspace folder, if given, supplies the database setting;
@@ -474,6 +489,8 @@ def run_checks(workspace: Path | None, *, database: str | None = None, broker: s
                          f"points to {records.redact(url or '')}: citytwin uses the latter for this workspace",
                          f"move them there: citytwin records move -w {root} --to URL; or drop {which}"))
     out.extend(_guard("replica", functools.partial(check_replica, r, url)) for r in replicas)
+    if root is not None and (twin := check_twin(root)) is not None:
+        out.append(twin)
     out.append(_guard("mqtt", lambda: check_broker(broker or os.environ.get(ENV_BROKER), timeout=timeout)))
     out.append(_guard("chromium", check_chromium))
     out.append(_guard("disk", lambda: check_disk(root or Path.cwd())))

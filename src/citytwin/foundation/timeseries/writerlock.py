@@ -77,6 +77,27 @@ class WriterLock:
         f.flush()
         self._f = f
 
+    def holder(self) -> str | None:
+        """Who holds the lock now, without taking it (Linux: the ``FLOCK`` entries of ``/proc/locks``): the holder's
+        line from the file, or None where no process holds it (also where ``/proc/locks`` cannot be read)."""
+        try:
+            st = self.path.stat()
+            entries = Path("/proc/locks").read_text(encoding="ascii").splitlines()
+        except OSError:
+            return None
+        dev = (os.major(st.st_dev), os.minor(st.st_dev))
+        for line in entries:
+            parts = line.split()
+            if len(parts) < 6 or parts[1] != "FLOCK":
+                continue
+            try:
+                major, minor, inode = parts[5].split(":")
+                if (int(major, 16), int(minor, 16), int(inode)) == (*dev, st.st_ino):
+                    return self.path.read_text(encoding="utf-8").strip() or f"pid {parts[4]}"
+            except (ValueError, OSError):
+                continue
+        return None
+
     def release(self) -> None:
         """Let the lock go (the holder's line stays in the file; the next holder writes its own)."""
         f, self._f = self._f, None
