@@ -253,7 +253,7 @@ def aqi_arrays_many(items: Sequence[tuple[Mapping[str, tuple[np.ndarray, ...]], 
         if cells is not None:  # the AQI of the hours returned only (not of the warm-up's): element by element
             hours, keep, cut = cells
             a_kept = _aqi_of_means(grid[:, keep], o3_8h[keep], so2_24[keep], stacked=True)
-            for e, res in zip(row_ents.tolist(), zip(np.split(hours, cut), np.split(a_kept, cut), strict=True),
+            for e, res in zip(row_ents.tolist(), zip(_split(hours, cut), _split(a_kept, cut), strict=True),
                               strict=True):
                 out[e] = res
             return out
@@ -297,7 +297,14 @@ def _rows_to_utc(g0: np.ndarray, ns: np.ndarray, t_all: np.ndarray, a: np.ndarra
     if kept is None:
         return None
     hours, keep, cut = kept
-    return list(zip(np.split(hours, cut), np.split(a[keep], cut), strict=True))
+    return list(zip(_split(hours, cut), _split(a[keep], cut), strict=True))
+
+
+def _split(x: np.ndarray, cut: np.ndarray) -> list[np.ndarray]:
+    """``np.split(x, cut)`` of a 1-D array at sorted positions: the same slices, without ``np.array_split``'s two
+    ``swapaxes`` per part (~2 µs each: a dozen parts, twice, per commit)."""
+    at = [0, *cut.tolist(), len(x)]
+    return [x[i:j] for i, j in zip(at[:-1], at[1:], strict=True)]
 
 
 def _aqi_parts(data: Mapping[str, tuple[np.ndarray, ...]],
