@@ -5,6 +5,7 @@ runs of a threshold rule over a series, with the time-zone offsets they need."""
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -304,7 +305,7 @@ def _split(x: np.ndarray, cut: np.ndarray) -> list[np.ndarray]:
     """``np.split(x, cut)`` of a 1-D array at sorted positions: the same slices, without ``np.array_split``'s two
     ``swapaxes`` per part (~2 µs each: a dozen parts, twice, per commit)."""
     at = [0, *cut.tolist(), len(x)]
-    return [x[i:j] for i, j in zip(at[:-1], at[1:], strict=True)]
+    return [x[i:j] for i, j in itertools.pairwise(at)]
 
 
 def _aqi_parts(data: Mapping[str, tuple[np.ndarray, ...]],
