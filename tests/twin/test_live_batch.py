@@ -174,11 +174,29 @@ RULES = (*lr.DEFAULT_LIVE_RULES,
 
 
 @pytest.mark.parametrize("size", [137, 2000])
-def test_a_replay_in_small_commits_equals_the_entities_one_by_one(shared_data, size: int) -> None:
+def test_a_replay_in_small_commits_equals_the_entities_one_by_one(shared_data, size: int, monkeypatch) -> None:
     """Two months of the 12 stations in commits of ``size`` readings, shuffled a little (late and out-of-order
     readings, some sent twice), through two engines with a history to read back (one with the batched evaluation and
-    the merge by slices, one entity by entity with a mask per property): every commit's update equal, and the tails."""
+    the merge by slices, one entity by entity with a mask per property): every commit's update equal, and the tails.
+    Every trim is checked: cut at the tail's latest reading (as it is then) less ``keep``, what ``np.searchsorted``
+    cuts (the engine takes the latest reading from before the follow-back, and the array's own searchsorted)."""
     from citytwin.twin import feeds as F
+
+    trims = [0]
+    trim = lr._Tail.trim
+
+    def checked_trim(tail: lr._Tail, before: int) -> None:
+        assert before == tail.latest() - new.keep_us  # type: ignore[operator]
+        want = {p: tuple(a[int(np.searchsorted(t, before, side="left")):] for a in (t, v, f))
+                for p, (t, v, f) in tail.data.items()} if before > tail.cover_from else dict(tail.data)
+        trim(tail, before)
+        assert tail.data.keys() == want.keys()
+        for p, arrays in tail.data.items():
+            for x, y in zip(arrays, want[p], strict=True):
+                np.testing.assert_array_equal(x, y)
+        trims[0] += 1
+
+    monkeypatch.setattr(lr._Tail, "trim", checked_trim)
 
     files = sorted((shared_data / "air_beijing_multisite").glob("*.csv"))
     w = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
@@ -216,6 +234,7 @@ def test_a_replay_in_small_commits_equals_the_entities_one_by_one(shared_data, s
         _same(u_new, u_rw)
         n_cands += len(u_new.current)
     assert n_cands > 100
+    assert trims[0] > 3 * len(long) // size and new.history_reads > 0
     assert new.tails.keys() == old.tails.keys()
     for e, x in new.tails.items():
         y = old.tails[e]

@@ -214,7 +214,7 @@ class _Tail:
         if before <= self.cover_from:
             return
         for p, (t, v, f) in list(self.data.items()):
-            i = int(np.searchsorted(t, before, side="left"))
+            i = int(t.searchsorted(before))  # (side="left"; the method: np.searchsorted's dispatch is ~2 µs a call)
             if i:
                 self.data[p] = (t[i:], v[i:], f[i:])
         self.cover_from = before
@@ -659,7 +659,10 @@ class LiveRuleEngine:
                 span = (latest if latest is not None else start_us) - start_us
                 current.extend(self._follow_back(ent, tail, start_us, cands, known, floor_us, span))
                 touched.append(ent)
-            latest = tail.latest()
+            if start_us == big or latest is None:
+                # (else the latest reading as before the follow-back: what it may read from history lies before every
+                # reading the tail held, so the latest did not change; tests/twin/test_live_batch.py checks each trim)
+                latest = tail.latest()
             if latest is not None:
                 tail.trim(latest - self.keep_us)
         return LiveUpdate(current, touched, past)

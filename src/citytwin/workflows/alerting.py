@@ -264,7 +264,7 @@ class AlertHub:
         # what the store must hold (made once by the book, shared with the pushers and the live streams)
         self._dirty[ev.alert.id] = rec["alert"]
         self._since_evict += 1
-        t = pd.Timestamp(ev.at)
+        t = ev.at if type(ev.at) is pd.Timestamp else pd.Timestamp(ev.at)  # (pd.Timestamp(t) is t: no call)
         if self._newest is None or t > self._newest:
             self._newest = t
         if not self._deferred:  # inside sync: saved once at its end

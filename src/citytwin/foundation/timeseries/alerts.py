@@ -32,8 +32,9 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from json import encoder as _json_encoder
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +79,52 @@ def record_us(t: Any) -> int | None:
     >>> record_us("2015-12-01T03:00:00.5-01:30") == to_us("2015-12-01T03:00:00.5-01:30"), record_us(None)
     (True, None)
     """
-    if type(t) is str and _RECORD_TIME.match(t):
-        try:
-            return (datetime.fromisoformat(t) - _EPOCH) // _US
-        except ValueError:  # (an offset out of range, a day 31 of a short month ...): to_us says what it says
-            pass
+    if type(t) is str:
+        us = _RECORD_US.get(t)
+        if us is not None:
+            return us
+        if _RECORD_TIME.match(t):
+            try:
+                us = (datetime.fromisoformat(t) - _EPOCH) // _US
+            except ValueError:  # (an offset out of range, a day 31 of a short month ...): to_us says what it says
+                return to_us(t)
+            if len(_RECORD_US) >= 4096:
+                _RECORD_US.clear()
+            _RECORD_US[t] = us
+            return us
     return to_us(t)
+
+
+# ISO text -> µs of record_us: an alert's times recur in every write of it (its opening, its run's start, each end);
+# a bounded cache (cleared when full) instead of reading the same text again
+_RECORD_US: dict[str, int] = {}
+
+
+def _make_dumps() -> Callable[[Any], str]:
+    """``json.dumps(obj, ensure_ascii=False)``: the same text, by one C encoder made once (``json.dumps`` with an
+    argument builds an encoder object and a C encoder per call, ~4 µs of a record's ~11); anything it fails on
+    (a value JSON does not take, a cycle) goes through ``json.dumps`` itself, which says what it says."""
+    make: Any = getattr(_json_encoder, "c_make_encoder", None)  # (typeshed does not declare it)
+    if make is None:  # (no C accelerator: json.dumps as is)
+        return lambda obj: json.dumps(obj, ensure_ascii=False)
+    ref = json.JSONEncoder(ensure_ascii=False)
+    # as JSONEncoder.iterencode(_one_shot=True) makes it, without the markers (cycles: json.dumps below)
+    enc = make(None, ref.default, _json_encoder.encode_basestring, ref.indent, ref.key_separator,
+               ref.item_separator, ref.sort_keys, ref.skipkeys, ref.allow_nan)
+
+    def dumps(obj: Any) -> str:
+        if type(obj) is dict:
+            try:
+                return "".join(enc(obj, 0))
+            except Exception:  # (json.dumps below raises what it raises)
+                pass
+        return json.dumps(obj, ensure_ascii=False)
+
+    return dumps
+
+
+#: ``json.dumps(record, ensure_ascii=False)``, the text :meth:`AlertStore.put` stores (the same text, faster)
+record_json = _make_dumps()
 
 
 class AlertStore:
@@ -136,7 +177,7 @@ class AlertStore:
                 start, res, end = r.get("start"), r.get("resolved_at"), r.get("end")
                 rows.append((str(r["id"]), str(r["rule"]), str(r["entity"]), str(r["status"]),
                              record_us(r["opened_at"]), record_us(start), record_us(res), self._seq,
-                             json.dumps(r, ensure_ascii=False), record_us(end)))
+                             record_json(r), record_us(end)))
         if not rows:
             return 0
         con = self._con()
