@@ -15,6 +15,7 @@ that (see :mod:`citytwin.foundation.mqtt`), and HTTP answers only after that.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -459,13 +460,34 @@ class Ingestor:
                 runs.append(_columns(rows[at:]))
             cols = _concat(runs)
         accepted = len(cols["entity"])
+        state = self.stores.state
+        opened: list[int | Exception] = []  # the latest values written in a transaction left open (or its error)
+
+        def latest() -> None:  # in this thread while the history's files are written and fsynced (their waits)
+            try:
+                opened.append(state.begin_latest(_latest_rows(cols)))
+            except Exception as exc:
+                opened.append(exc)
+
         try:
-            if accepted:
-                self.stores.history.append(cols, received_us=now)
-            if letters:
-                self.stores.deadletters.add(letters)
-            if accepted:
-                self.stores.state.upsert_latest(_latest_rows(cols))
+            # the live state's transaction is committed only once the history is durable and the dead letters are
+            # in, as when it was written after them: rolled back if either fails
+            try:
+                if accepted:
+                    self.stores.history.append(cols, received_us=now, meanwhile=latest)
+                    if not opened:
+                        latest()
+                    if isinstance(opened[0], Exception):
+                        raise opened[0]
+                if letters:
+                    self.stores.deadletters.add(letters)
+            except BaseException:
+                if opened and not isinstance(opened[0], Exception) and opened[0]:
+                    with contextlib.suppress(Exception):  # (what failed first is what is raised)
+                        state.end_latest(commit=False)
+                raise
+            if opened and opened[0]:
+                state.end_latest(commit=True)
         except Exception as exc:  # the parser made every bad message a reject: this is the stores' fault
             err = StoreError(f"storing {accepted} observations and {len(letters)} dead letters under "
                              f"{self.stores.root} failed: {type(exc).__name__}: {exc}"[:600],
