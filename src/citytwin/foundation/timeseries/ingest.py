@@ -328,6 +328,12 @@ def _covers(chunks: Sequence[Mapping[str, Any]]) -> bool:
     return at == len(first.whole["entity"])
 
 
+#: a commit of at least this many readings writes the live state's latest values while the history's writer threads
+#: write and fsync its files (a transaction committed after them); a smaller one writes them after the history and
+#: the dead letters, in its own thread, as before (a hand-off to a writer thread would cost more than it overlaps)
+OVERLAP_ROWS = 64
+
+
 class Ingestor:
     """Commit parsed messages to the stores (thread-safe; one commit at a time)."""
 
@@ -463,7 +469,7 @@ class Ingestor:
         state = self.stores.state
         opened: list[int | Exception] = []  # the latest values written in a transaction left open (or its error)
 
-        def latest() -> None:  # in this thread while the history's files are written and fsynced (their waits)
+        def latest() -> None:  # (with many rows: in this thread while the history's files are written and fsynced)
             try:
                 opened.append(state.begin_latest(_latest_rows(cols)))
             except Exception as exc:
@@ -474,13 +480,14 @@ class Ingestor:
             # in, as when it was written after them: rolled back if either fails
             try:
                 if accepted:
-                    self.stores.history.append(cols, received_us=now, meanwhile=latest)
-                    if not opened:
-                        latest()
-                    if isinstance(opened[0], Exception):
-                        raise opened[0]
+                    self.stores.history.append(cols, received_us=now,
+                                               meanwhile=latest if accepted >= OVERLAP_ROWS else None)
                 if letters:
                     self.stores.deadletters.add(letters)
+                if accepted and not opened:
+                    latest()
+                if opened and isinstance(opened[0], Exception):
+                    raise opened[0]
             except BaseException:
                 if opened and not isinstance(opened[0], Exception) and opened[0]:
                     with contextlib.suppress(Exception):  # (what failed first is what is raised)
