@@ -55,6 +55,7 @@ import pandas as pd
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from citytwin.foundation.errors import AccessDenied, CitytwinError, InputError, NotFoundError
@@ -87,11 +88,22 @@ def _state(request: Request, scenario: str | None) -> Any:
     return open_scenario_state(_twin(request).stores.root, scenario)
 
 
-def json_response(content: Any, status_code: int = 200) -> Response:
+def json_response(content: Any, status_code: int = 200, background: BackgroundTask | None = None) -> Response:
     """A JSON response encoded by orjson (a tenth of the standard encoder's time on an entity; UTF-8 as is,
     no spaces, numpy numbers and arrays as numbers, NaN/Infinity as null)."""
     return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status_code,
-                    media_type="application/json")
+                    media_type="application/json", background=background)
+
+
+async def _drop(held: list[Any]) -> None:
+    held.clear()
+
+
+def freed_after_reply(*objects: Any) -> BackgroundTask:
+    """A response's background task that holds ``objects`` (a request's decoded body) until the response is sent,
+    then frees them on the event loop: freeing the ~3,000 objects of a 240-update body takes 0.6-0.9 ms, which the
+    client no longer waits for. Nothing the response promises depends on it (docs/twin.md, "Session 18")."""
+    return BackgroundTask(_drop, list(objects))
 
 
 def _error(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -490,9 +502,10 @@ def _batch_upsert(request: Request, raw: bytes) -> Response:
                      detail="batch upsert needs a JSON array of entities", payload=raw[:65536])
         return _error(400, "BadRequestData", "batch upsert needs a JSON array of entities")
     ok, errors, accepted = upsert(twin, doc, str(request.url.path))
+    later = freed_after_reply(doc, raw)  # (the body's objects freed once the answer is out)
     if errors:
-        return JSONResponse({"success": ok, "errors": errors, "accepted": accepted}, status_code=207)
-    return json_response(ok, status_code=201)  # (the ids as JSONResponse gave them, byte for byte, by orjson)
+        return JSONResponse({"success": ok, "errors": errors, "accepted": accepted}, status_code=207, background=later)
+    return json_response(ok, status_code=201, background=later)  # (the ids as JSONResponse gave them, by orjson)
 
 
 @router.post("/twin/v1/observations", status_code=201, responses=_BODY,
@@ -534,7 +547,8 @@ def _post_observations(request: Request, raw: bytes) -> Response:
     """A large body: its readings validated and committed as columns (:func:`citytwin.service.upsert.parse_updates`)."""
     doc = decode_body(request, raw, decode=fast_decode)
     out = _commit(request, parse_updates(_twin(request).parser, doc))
-    return json_response(out, status_code=201 if not out["rejected"] else 207)
+    later = freed_after_reply(doc, raw)
+    return json_response(out, status_code=201 if not out["rejected"] else 207, background=later)
 
 
 # -- history ------------------------------------------------------------------------------------

@@ -195,12 +195,12 @@ class HistoryStore:
         return b
 
     def append(self, columns: Mapping[str, Sequence[Any] | np.ndarray] | pd.DataFrame, *,
-               received_us: int | None = None) -> int:
+               received_us: int | None = None, meanwhile: Callable[[], None] | None = None) -> int:
         """Durably append observations; returns the number of rows written.
 
-        ``columns`` holds equal-length ``entity, type, property, time_us (int µs UTC) or time
-        (datetime64), value (None / NaN = missing), unit, lon, lat``.
-        """
+        ``columns`` holds equal-length ``entity, type, property, time_us (int µs UTC) or time (datetime64), value
+        (None / NaN = missing), unit, lon, lat``. ``meanwhile`` (if rows): called in the calling thread while the
+        writer threads write and fsync the files (:func:`_write_days`)."""
         table = self._to_table(columns, received_us)
         n = int(table.num_rows)
         if n == 0:
@@ -229,7 +229,7 @@ class HistoryStore:
                     for day, s, e, c in zip(days_of, starts, ends, uncounted, strict=True)]
             # Files of different days are written and fsynced in parallel (the waits overlap), each in its day
             # folder (made by the job where it is new)
-            done = _write_days(jobs)
+            done = _write_days(jobs) if meanwhile is None else _write_days(jobs, meanwhile)
             if any(new for new, _ in done):
                 _fsync_dir(self.root)
             due: list[str] = []
@@ -291,10 +291,9 @@ class HistoryStore:
     def recover(self) -> int:
         """Remove temporary files left by a killed writer and finish or drop interrupted merges.
 
-        A merge whose manifest survives is finished when its output file is in place (its inputs,
-        already contained in the output, are deleted) and dropped otherwise (its inputs were never
-        touched). Returns the number of temporary files and manifests handled.
-        """
+        A merge whose manifest survives is finished when its output file is in place (its inputs, already contained
+        in the output, are deleted) and dropped otherwise (its inputs were never touched). Returns the number of
+        temporary files and manifests handled."""
         n = 0
         with self._compact_lock, _file_lock(self.root / ".compact.lock"):
             for p in self.root.glob("day=*/.tmp-*"):
@@ -322,10 +321,9 @@ class HistoryStore:
     def compact(self, day: str | None = None, *, min_files: int = 2) -> int:
         """Rewrite each day folder (or one ``day``, ``YYYY-MM-DD``) into one deduplicated file.
 
-        Returns the number of day folders compacted. Only the files present when a day's
-        compaction starts are replaced, so appends running at the same time are kept. Runs in the
-        caller (the background compactor waits meanwhile); crash-safe like every merge.
-        """
+        Returns the number of day folders compacted. Only the files present when a day's compaction starts are
+        replaced, so appends running at the same time are kept. Runs in the caller (the background compactor waits
+        meanwhile); crash-safe like every merge."""
         days = [day] if day else [p.name[4:] for p in sorted(self.root.glob("day=*"))]
         done = 0
         with self._compact_lock, _file_lock(self.root / ".compact.lock"):
@@ -569,11 +567,10 @@ class HistoryStore:
 
         Returns a frame with ``entity, type, property, time (UTC), value, unit, lon, lat``.
 
-        Narrow reads (given entities, a time range of a few days, no geo filter) take a fast
-        path: the day files are scanned with pyarrow (filters pushed down) and deduplicated by
-        the same rule; DuckDB's fixed cost per query (~15-20 ms on a busy 2-core machine) is
-        larger than such a read. ``fast=False`` forces DuckDB; the tests check both agree.
-        """
+        Narrow reads (given entities, a time range of a few days, no geo filter) take a fast path: the day files
+        are scanned with pyarrow (filters pushed down) and deduplicated by the same rule; DuckDB's fixed cost per
+        query (~15-20 ms on a busy 2-core machine) is larger than such a read. ``fast=False`` forces DuckDB; the
+        tests check both agree."""
         if order not in ("time", "entity"):
             raise InputError(f"order must be time or entity, not {order!r}", field="order")
         if fast and entities is not None and bbox is None and near is None:
@@ -764,14 +761,17 @@ class HistoryStore:
 _POOL: ThreadPoolExecutor | None = None
 
 
-def _write_days(jobs: list[tuple[str, pa.Table, int, bool]]) -> list[tuple[bool, int | None]]:
-    """:func:`write_day` for each job (results in job order): the first in the calling thread (not idle: one hand-off
-    fewer), the others in the writer threads meanwhile (fsyncs overlap). As ``Executor.map``: the first failure in job
-    order raised, jobs not started cancelled."""
-    futures = [_pool().submit(write_day, *j) for j in jobs[1:]]
+def _write_days(jobs: list[tuple[str, pa.Table, int, bool]],
+                meanwhile: Callable[[], None] | None = None) -> list[tuple[bool, int | None]]:
+    """:func:`write_day` for each job (results in job order): the first in the calling thread (one hand-off fewer), the
+    others in the writer threads meanwhile (fsyncs overlap); with ``meanwhile``, all in the writer threads while the
+    calling thread runs it. As ``Executor.map``: the first failure in job order raised, jobs not started cancelled."""
+    futures = [_pool().submit(write_day, *j) for j in (jobs if meanwhile is not None else jobs[1:])]
     try:
-        first = write_day(*jobs[0])
-        return [first] + [f.result() for f in futures]
+        first = [write_day(*jobs[0])] if meanwhile is None else []
+        if meanwhile is not None:
+            meanwhile()
+        return first + [f.result() for f in futures]
     finally:
         for f in futures:
             f.cancel()

@@ -15,6 +15,7 @@ that (see :mod:`citytwin.foundation.mqtt`), and HTTP answers only after that.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -327,6 +328,12 @@ def _covers(chunks: Sequence[Mapping[str, Any]]) -> bool:
     return at == len(first.whole["entity"])
 
 
+#: a commit of at least this many readings writes the live state's latest values while the history's writer threads
+#: write and fsync its files (a transaction committed after them); a smaller one writes them after the history and
+#: the dead letters, in its own thread, as before (a hand-off to a writer thread would cost more than it overlaps)
+OVERLAP_ROWS = 64
+
+
 class Ingestor:
     """Commit parsed messages to the stores (thread-safe; one commit at a time)."""
 
@@ -459,13 +466,35 @@ class Ingestor:
                 runs.append(_columns(rows[at:]))
             cols = _concat(runs)
         accepted = len(cols["entity"])
+        state = self.stores.state
+        opened: list[int | Exception] = []  # the latest values written in a transaction left open (or its error)
+
+        def latest() -> None:  # (with many rows: in this thread while the history's files are written and fsynced)
+            try:
+                opened.append(state.begin_latest(_latest_rows(cols)))
+            except Exception as exc:
+                opened.append(exc)
+
         try:
-            if accepted:
-                self.stores.history.append(cols, received_us=now)
-            if letters:
-                self.stores.deadletters.add(letters)
-            if accepted:
-                self.stores.state.upsert_latest(_latest_rows(cols))
+            # the live state's transaction is committed only once the history is durable and the dead letters are
+            # in, as when it was written after them: rolled back if either fails
+            try:
+                if accepted:
+                    self.stores.history.append(cols, received_us=now,
+                                               meanwhile=latest if accepted >= OVERLAP_ROWS else None)
+                if letters:
+                    self.stores.deadletters.add(letters)
+                if accepted and not opened:
+                    latest()
+                if opened and isinstance(opened[0], Exception):
+                    raise opened[0]
+            except BaseException:
+                if opened and not isinstance(opened[0], Exception) and opened[0]:
+                    with contextlib.suppress(Exception):  # (what failed first is what is raised)
+                        state.end_latest(commit=False)
+                raise
+            if opened and opened[0]:
+                state.end_latest(commit=True)
         except Exception as exc:  # the parser made every bad message a reject: this is the stores' fault
             err = StoreError(f"storing {accepted} observations and {len(letters)} dead letters under "
                              f"{self.stores.root} failed: {type(exc).__name__}: {exc}"[:600],

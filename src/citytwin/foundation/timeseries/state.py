@@ -126,6 +126,15 @@ class StateStore:
         Per (entity, property) only the latest observation is kept; an older one never
         overwrites a newer one. Returns the number of rows offered.
         """
+        n = self.begin_latest(rows)
+        if n:
+            self.end_latest(commit=True)
+        return n
+
+    def begin_latest(self, rows: Iterable[tuple[str, str, float | None, str | None, int]]) -> int:
+        """:meth:`upsert_latest` with its transaction left open (the write lock held) in the calling thread's
+        connection: :meth:`end_latest` in the same thread commits it (then it is what :meth:`upsert_latest` did)
+        or rolls it back. Returns the rows written; 0: nothing written, no transaction open."""
         best: dict[tuple[str, str], tuple[str, str, float | None, str | None, int]] = {}
         for r in rows:
             k = (r[0], r[1])
@@ -142,11 +151,23 @@ class StateStore:
                 "INSERT INTO attributes VALUES (?,?,?,?,?) ON CONFLICT(entity, property) DO UPDATE SET "
                 "value = excluded.value, unit = excluded.unit, observed_us = excluded.observed_us "
                 "WHERE excluded.observed_us >= attributes.observed_us", list(best.values()))
-            con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
             raise
         return len(best)
+
+    def end_latest(self, *, commit: bool) -> None:
+        """Commit (or roll back) the transaction :meth:`begin_latest` left open in this thread."""
+        con = self._con()
+        if not commit:
+            con.execute("ROLLBACK")
+            return
+        try:
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
 
     # -- queries -----------------------------------------------------------------------
     def get(self, id: str, attrs: Sequence[str] | None = None) -> dict[str, Any] | None:
