@@ -60,6 +60,8 @@ from citytwin.workflows.scaleout_index_passes import (  # noqa: F401 (the worker
     _over,
     _Period,
     _plogp_part,
+    _rank_buffer,
+    _rank_column,
     _run,
     _score_part,
     _Scored,
@@ -283,10 +285,13 @@ def _scores_frame(scored: list[_Scored], order: list[list[int]]) -> pd.DataFrame
     else:
         seq = _piece_order([s.positions() for s in scored])
     parts = [scored[i] for i in seq]
-    frame = pd.concat([pd.concat([s.ids for s in parts], ignore_index=True),
-                       pd.concat([s.period.iloc[np.zeros(len(s), dtype=np.intp)] for s in parts],
-                                 ignore_index=True),
-                       pd.concat([s.values for s in parts], ignore_index=True)], axis=1)
+    ids = pd.concat([s.ids for s in parts], ignore_index=True)
+    period = pd.concat([s.period for s in parts], ignore_index=True).repeat([len(s) for s in parts])
+    cols: dict[Any, Any] = {ids.name: ids, period.name: period.reset_index(drop=True)}
+    for name in parts[0].values:  # the numeric buffers (score, rank, dimensions) put together
+        pieces = [s.values[name] for s in parts]
+        cols[name] = _rank_column(pieces) if name == "rank" else np.concatenate(pieces)
+    frame = pd.DataFrame(cols)
     runs = [s.span for s in parts]
     if all(r is not None and (i == 0 or r[0] >= runs[i - 1][0] + runs[i - 1][1])  # type: ignore[index]
            for i, r in enumerate(runs)):
