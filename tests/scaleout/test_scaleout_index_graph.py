@@ -1,6 +1,6 @@
-"""The pooled index's job submitted whole (docs/scaleout.md, session 17): the reduce tasks pool the passes' results on
-the workers and the client waits once; the paths the exact tests do not reach (weights given, errors raised by a
-reduce task, a first pass run again after the prepared values were let go)."""
+"""The pooled index's job submitted whole (docs/scaleout.md, sessions 17-18): each pass's tasks pool the previous pass's
+results on the workers and the client waits once; the paths the exact tests do not reach (weights given, errors raised
+while pooling, a first pass run again after the prepared values were let go)."""
 
 from __future__ import annotations
 

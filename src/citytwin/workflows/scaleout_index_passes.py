@@ -1,12 +1,14 @@
-"""The pooled index's passes on Dask (issue 19): what each worker does with its shard of periods, the
-reduce tasks that pool the passes' partial results, and the graph of one job (:func:`pooled`).
+"""The pooled index's passes on Dask (issue 19): what each worker does with its shard of periods, how the passes'
+partial results are pooled, and the graph of one job (:func:`pooled`).
 
-A job is submitted whole: every pass is one task per shard, every pooled quantity (min/max, column sums,
-Σ p ln p, covariances, weights, TOPSIS' norms and ideal points) a reduce task on a worker that the next pass's
-tasks depend on, so the scheduler starts each pass as soon as its pooled input is made, without a round trip
-through the client (docs/scaleout.md, session 17). The client waits once, for the scores (one piece per shard)
-and the small pooled results it reports. The reduce tasks run the code the client ran before (the same sums
-in the same order: :mod:`citytwin.economy.sums`), so the result is the same, bit for bit.
+A job is submitted whole: every pass is one task per shard that depends on every shard's task of the previous pass
+and first makes the pooled quantities (min/max, column sums, Σ p ln p, covariances, weights, TOPSIS' norms and ideal
+points) from their results, then runs over its shard (:func:`_step`); so the scheduler starts each pass as soon as
+the previous one ends, without a round trip through the client (docs/scaleout.md, session 17) and without a reduce task
+between the passes (session 18: one transfer a pass between two workers instead of two). The client waits once, for
+the scores (one piece per shard), which carry the pooled results it reports. Every task makes them with the code the
+client ran before (the same sums in the same order: :mod:`citytwin.economy.sums`), so the result is the same, bit for
+bit.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Reduced:
-    """A pooled result made by a reduce task: ``kw``, the keyword arguments it gives the passes that depend on
-    it (:func:`_over`), and ``info``, what the client takes from it for the index's result."""
+    """A pooled result (:class:`_Reduce`): ``kw``, the keyword arguments it gives the passes that use it
+    (:func:`_over`), and ``info``, what the client takes from it for the index's result."""
 
     kw: dict[str, Any]
     info: Any = None
@@ -76,7 +78,7 @@ class _Shard:
 
 def _over(shard: _Shard, fn: Any, *given: Reduced, **kw: Any) -> list[Any]:
     """A pass over a worker's shard: ``[fn(period, **kw) for period in shard]`` (one task per worker), ``kw`` with
-    the keyword arguments of the pooled results ``given`` (reduce tasks this task depends on: :class:`Reduced`)."""
+    the keyword arguments of the pooled results ``given`` (made at the start of this task: :class:`Reduced`)."""
     for g in given:
         kw = {**kw, **g.kw}
     return [fn(p, **kw) for p in shard.periods]
@@ -476,8 +478,8 @@ def _const(value: Any) -> Any:
 def _step(shard: _Shard, fn: Any, prev: list[_Part], order: list[list[int]], todo: tuple[_Reduce, ...],
           use: tuple[str, ...], over: Any, kw: dict[str, Any]) -> _Part:
     """A pass over a worker's shard. First the pooled results ``todo`` from the previous pass's results ``prev`` (every
-    shard's, in shard order: the task depends on them all), as the reduce tasks made them before (the same code, the
-    same order: the same bits in every task); then ``over(shard, fn, **kw)`` with the keyword arguments of the pooled
+    shard's, in shard order: the task depends on them all), as the reduce tasks of session 17 made them (the same code,
+    the same order: the same bits in every task); then ``over(shard, fn, **kw)`` with the keyword arguments of the pooled
     results ``use`` (:class:`Reduced`). One transfer a pass between the workers (each fetches the other's results), where a
     reduce task made two: its inputs fetched, its result sent on (docs/scaleout.md, session 18)."""
     pooled: dict[str, Any] = dict(prev[0].pooled) if prev else {}
