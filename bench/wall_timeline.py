@@ -1,6 +1,6 @@
 """Where the wall time of a Dask job goes when no worker computes (issue 19, session 17): a timeline per job.
 
-Runs one workflow of ``bench/scaleout.py`` (``lifegrid`` or ``change``) ``--rounds`` times on LocalClusters of
+Runs one workflow of ``bench/scaleout.py`` (``lifegrid``, ``change`` or ``index``) ``--rounds`` times on LocalClusters of
 1 and of 2 workers (started and warmed as the bench does; rounds alternate between the two clusters) and
 records, from the scheduler's task stream (``Client.get_task_stream``) and the client's own clock:
 
@@ -84,10 +84,11 @@ def timeline(stream: list[dict[str, Any]], t0: float, t1: float) -> dict[str, An
     tasks: dict[str, list[tuple[str, float, float]]] = {}
     for rec in stream:
         for ss in rec.get("startstops", ()):
-            if ss["action"] == "compute":
-                tasks.setdefault(rec["worker"], []).append((_label(rec["key"]), ss["start"] - t0, ss["stop"] - t0))
+            if ss["action"] in ("compute", "transfer"):  # a transfer: the task's inputs fetched ("<-" before its name)
+                label = _label(rec["key"]) if ss["action"] == "compute" else "<-" + _label(rec["key"])
+                tasks.setdefault(rec["worker"], []).append((label, ss["start"] - t0, ss["stop"] - t0))
     for w in workers:
-        workers[w]["tasks"] = [(k, round(s, 2), round(e, 2)) for k, s, e in sorted(tasks.get(w, []), key=lambda x: x[1])]
+        workers[w]["tasks"] = [(k, round(s, 3), round(e, 3)) for k, s, e in sorted(tasks.get(w, []), key=lambda x: x[1])]
     none = gaps(every, first, last)
     return {"wall": t1 - t0, "start": first - t0, "end": t1 - last, "computing": last - first,
             "no_worker_computes": sum(b - a for a, b in none),
@@ -97,7 +98,7 @@ def timeline(stream: list[dict[str, Any]], t0: float, t1: float) -> dict[str, An
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--workflow", choices=("lifegrid", "change"), required=True)
+    ap.add_argument("--workflow", choices=("lifegrid", "change", "index"), required=True)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workers", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--quick", action="store_true")
@@ -134,7 +135,7 @@ def main() -> None:
                       f"    gaps > 20 ms (at s, length): {row['gaps']}", flush=True)
                 if a.tasks:
                     for i, v in enumerate(row["workers"].values()):
-                        print(f"    w{i} tasks: " + " ".join(f"{k}@{s:.2f}-{e:.2f}" for k, s, e in v["tasks"]))
+                        print(f"    w{i} tasks: " + " ".join(f"{k}@{s:.3f}-{e:.3f}" for k, s, e in v["tasks"]))
     finally:
         for c in clusters.values():
             c.close()

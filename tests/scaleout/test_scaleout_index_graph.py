@@ -1,6 +1,6 @@
-"""The pooled index's job submitted whole (docs/scaleout.md, session 17): the reduce tasks pool the passes' results on
-the workers and the client waits once; the paths the exact tests do not reach (weights given, errors raised by a
-reduce task, a first pass run again after the prepared values were let go)."""
+"""The pooled index's job submitted whole (docs/scaleout.md, sessions 17-18): each pass's tasks pool the previous pass's
+results on the workers and the client waits once; the paths the exact tests do not reach (weights given, errors raised
+while pooling, a first pass run again after the prepared values were let go)."""
 
 from __future__ import annotations
 
@@ -63,9 +63,8 @@ def test_the_client_waits_once_and_the_result_is_one_process_s(small_panel, dask
     pd.testing.assert_frame_equal(one.weights, two.weights, check_exact=True)
     assert one.options.get("entropy_k") == two.options.get("entropy_k")
     assert one.warnings == two.warnings
-    # one wait: the stats, a score task per shard (2 workers) and, for weights that are computed, their task
-    objective = options.get("topsis_weights", method)
-    assert waits == [1 + 2 + (0 if objective in ("equal", "expert") else 1)]
+    # one wait, for the score task of each shard (2 workers): they carry the pooled results the client reports
+    assert waits == [2]
 
 
 def test_a_reduce_task_s_error_is_one_process_s(small_panel, dask_address: str) -> None:

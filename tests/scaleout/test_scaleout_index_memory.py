@@ -159,7 +159,7 @@ def test_consecutive_positions_travel_as_a_run() -> None:
 
     def piece(period: int, rows: np.ndarray, runs: bool) -> Any:
         n = len(rows)
-        values = pd.DataFrame({"score": np.linspace(0, 1, n) + period, "rank": np.arange(1, n + 1)})
+        values = {"score": np.linspace(0, 1, n) + period, "rank": np.arange(1, n + 1, dtype=np.int32)}
         span = si._run(rows) if runs else None
         return si._Scored(values, pd.Series([f"u{r}" for r in rows], name="unit"),
                           pd.Series([period], name="year"), None if span else rows, span)
@@ -185,3 +185,25 @@ def test_a_worker_sends_no_positions_for_whole_row_groups(tmp_path: Path) -> Non
     s = si._score_part(p, lo=p.raw().min(axis=0), hi=p.raw().max(axis=0), pos=np.ones(k, dtype=bool),
                        w=np.full(k, 1 / k), score_scale=1.0, dims={})
     assert s.rows is None and s.span == (0, 300) and len(s) == 300
+
+
+def test_the_scores_travel_as_numeric_buffers_and_come_back_as_one_process_s_columns() -> None:
+    """A period's scores travel as NumPy arrays (the rank as 32-bit integers where none is missing, else its ``Int64``
+    array); the client's columns are the ``Int64`` ranks and the float scores one process's frame holds."""
+    from citytwin.economy.ranking import rank_by
+
+    score = np.array([0.5, np.nan, 0.25, 0.75, 0.5])
+    for s in (score, np.nan_to_num(score)):
+        rank = rank_by(pd.DataFrame({"score": s}), "score")
+        buf = si._rank_buffer(rank)
+        assert isinstance(buf, np.ndarray) == (not rank.isna().any())
+        if isinstance(buf, np.ndarray):
+            assert buf.dtype == np.int32
+        for pieces in ([buf], [buf, buf], [buf, si._rank_buffer(rank.iloc[:0])]):
+            want = pd.concat([rank] * sum(len(p) > 0 for p in pieces), ignore_index=True)
+            pd.testing.assert_series_equal(pd.Series(si._rank_column(pieces)), want, check_names=False, check_exact=True)
+    # a piece with a missing rank among pieces without: Int64 with the missing value where it was
+    no_na = si._rank_buffer(rank_by(pd.DataFrame({"score": [1.0, 2.0]}), "score"))
+    with_na = si._rank_buffer(rank_by(pd.DataFrame({"score": [np.nan, 2.0]}), "score"))
+    got = pd.Series(si._rank_column([no_na, with_na]))
+    assert got.dtype == "Int64" and got.tolist()[:3] == [2, 1, pd.NA] and got.iloc[3] == 1

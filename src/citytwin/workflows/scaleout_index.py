@@ -12,9 +12,10 @@ groups and rows), so the client puts the scores in the panel's order from those 
 
 * ``scope="per_year"``: each period is a whole index of its own (any method): exact.
 * ``scope="pooled"``: the method is global (one normalisation and one set of weights over all
-  city-years). Every global quantity is reduced from per-period partial results by a reduce task on a
-  worker, in passes over the prepared periods; the whole job is submitted at once, each pass's tasks
-  waiting on the reduce task before them, and the client waits once, for the scores
+  city-years). Every global quantity is reduced from per-period partial results at the start of the next
+  pass's tasks on the workers (each task reduces every shard's results itself, in period order), in passes
+  over the prepared periods; the whole job is submitted at once, each pass's tasks waiting on the previous
+  pass's, and the client waits once, for the scores, which carry the pooled results
   (:mod:`citytwin.workflows.scaleout_index_passes`):
 
   1. column min/max and row count (every method: the min-max normalisation and the constant columns);
@@ -35,7 +36,7 @@ groups and rows), so the client puts the scores in the panel's order from those 
 
   Every sum is taken as one process takes it for a pooled panel (:mod:`citytwin.economy.sums`): per
   period, each column as one contiguous array, the periods' partial sums added in period order (by
-  the reduce task), the centred cross-products entry by entry (no BLAS), each row's sum left to right. So the
+  each pass's tasks), the centred cross-products entry by entry (no BLAS), each row's sum left to right. So the
   result is bit-identical to :func:`~citytwin.economy.index.composite_index` for any number of workers
   and any partition of the periods (tests/scaleout/test_scaleout_index_exact.py). Refused on Dask: ``sum`` normalisation of entropy weights (and ``missing: interpolate``, which runs
   along each city's years across the periods).
@@ -60,6 +61,8 @@ from citytwin.workflows.scaleout_index_passes import (  # noqa: F401 (the worker
     _over,
     _Period,
     _plogp_part,
+    _rank_buffer,
+    _rank_column,
     _run,
     _score_part,
     _Scored,
@@ -283,10 +286,13 @@ def _scores_frame(scored: list[_Scored], order: list[list[int]]) -> pd.DataFrame
     else:
         seq = _piece_order([s.positions() for s in scored])
     parts = [scored[i] for i in seq]
-    frame = pd.concat([pd.concat([s.ids for s in parts], ignore_index=True),
-                       pd.concat([s.period.iloc[np.zeros(len(s), dtype=np.intp)] for s in parts],
-                                 ignore_index=True),
-                       pd.concat([s.values for s in parts], ignore_index=True)], axis=1)
+    ids = pd.concat([s.ids for s in parts], ignore_index=True)
+    period = pd.concat([s.period for s in parts], ignore_index=True).repeat([len(s) for s in parts])
+    cols: dict[Any, Any] = {ids.name: ids, period.name: period.reset_index(drop=True)}
+    for name in parts[0].values:  # the numeric buffers (score, rank, dimensions) put together
+        pieces = [s.values[name] for s in parts]
+        cols[name] = _rank_column(pieces) if name == "rank" else np.concatenate(pieces)
+    frame = pd.DataFrame(cols)
     runs = [s.span for s in parts]
     if all(r is not None and (i == 0 or r[0] >= runs[i - 1][0] + runs[i - 1][1])  # type: ignore[index]
            for i, r in enumerate(runs)):
@@ -403,7 +409,7 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
                                diagnostics={str(p): r.diagnostics.get(str(p)) for p, r in zip(periods, parts_r, strict=True)
                                             if r.diagnostics}, spec=sp, id_col=sp.id, time_col=sp.time)
         # pooled: each worker keeps its shard prepared between the passes (the scheduler computes it again
-        # on another worker if one dies: allow_other_workers); the passes and the reduce tasks that pool their
+        # on another worker if one dies: allow_other_workers); the passes, each pooling the previous pass's
         # results are submitted at once, the client waits once (scaleout_index_passes.pooled)
         shards = [client.submit(_prepare_shard, t, pure=False, key=k_, **w_, **common)
                   for t, k_, w_ in zip(todo, keys, where, strict=True)]
@@ -430,7 +436,7 @@ def index(panel: str, spec: Mapping[str, Any] | IndexSpec, method: str = "entrop
                                "score": ("TOPSIS closeness coefficient" if method == "topsis" else
                                          "weighted sum of min-max normalised indicators (direction applied, no shift)"),
                                "n_rows": s_n, "n_indicators": len(sp.columns), "dask": str(dask),
-                               "partitions": "one task per worker and pass, its periods kept between the passes; pooled statistics added by reduce tasks"}
+                               "partitions": "one task per worker and pass, its periods kept between the passes; pooled statistics added at the start of each pass's tasks"}
     if method == "topsis":
         options.update(topsis_normalisation=topsis_normalisation, topsis_weights=topsis_weights)
     if method == "combined":

@@ -1,12 +1,14 @@
-"""The pooled index's passes on Dask (issue 19): what each worker does with its shard of periods, the
-reduce tasks that pool the passes' partial results, and the graph of one job (:func:`pooled`).
+"""The pooled index's passes on Dask (issue 19): what each worker does with its shard of periods, how the passes'
+partial results are pooled, and the graph of one job (:func:`pooled`).
 
-A job is submitted whole: every pass is one task per shard, every pooled quantity (min/max, column sums,
-Σ p ln p, covariances, weights, TOPSIS' norms and ideal points) a reduce task on a worker that the next pass's
-tasks depend on, so the scheduler starts each pass as soon as its pooled input is made, without a round trip
-through the client (docs/scaleout.md, session 17). The client waits once, for the scores (one piece per shard)
-and the small pooled results it reports. The reduce tasks run the code the client ran before (the same sums
-in the same order: :mod:`citytwin.economy.sums`), so the result is the same, bit for bit.
+A job is submitted whole: every pass is one task per shard that depends on every shard's task of the previous pass
+and first makes the pooled quantities (min/max, column sums, Σ p ln p, covariances, weights, TOPSIS' norms and ideal
+points) from their results, then runs over its shard (:func:`_step`); so the scheduler starts each pass as soon as
+the previous one ends, without a round trip through the client (docs/scaleout.md, session 17) and without a reduce task
+between the passes (session 18: one transfer a pass between two workers instead of two). The client waits once, for
+the scores (one piece per shard), which carry the pooled results it reports. Every task makes them with the code the
+client ran before (the same sums in the same order: :mod:`citytwin.economy.sums`), so the result is the same, bit for
+bit.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class Reduced:
-    """A pooled result made by a reduce task: ``kw``, the keyword arguments it gives the passes that depend on
-    it (:func:`_over`), and ``info``, what the client takes from it for the index's result."""
+    """A pooled result (:class:`_Reduce`): ``kw``, the keyword arguments it gives the passes that use it
+    (:func:`_over`), and ``info``, what the client takes from it for the index's result."""
 
     kw: dict[str, Any]
     info: Any = None
@@ -76,7 +78,7 @@ class _Shard:
 
 def _over(shard: _Shard, fn: Any, *given: Reduced, **kw: Any) -> list[Any]:
     """A pass over a worker's shard: ``[fn(period, **kw) for period in shard]`` (one task per worker), ``kw`` with
-    the keyword arguments of the pooled results ``given`` (reduce tasks this task depends on: :class:`Reduced`)."""
+    the keyword arguments of the pooled results ``given`` (made at the start of this task: :class:`Reduced`)."""
     for g in given:
         kw = {**kw, **g.kw}
     return [fn(p, **kw) for p in shard.periods]
@@ -179,8 +181,9 @@ class _Scored:
     """One period's scores as its worker sends them: no period column (one value, put back by the client) and
     the ids only where they differ from the shard's previous period's (:func:`_over_scored`)."""
 
-    values: pd.DataFrame
-    """``score``, ``rank`` and the ``dim:NAME`` columns"""
+    values: dict[str, Any]
+    """``score``, ``rank`` and the ``dim:NAME`` columns as NumPy arrays (numeric buffers only: no frame to pickle); the
+    rank as 32-bit integers where it has no missing value (else its ``Int64`` array), made ``Int64`` by the client"""
     ids: pd.Series | None
     """the id column (``None``: the same as the previous period's in the shard)"""
     period: pd.Series
@@ -220,12 +223,33 @@ def _scored(p: _Period, score: np.ndarray, dsums: dict[str, np.ndarray]) -> _Sco
 
     from citytwin.economy.ranking import rank_by
 
-    frame = pd.DataFrame({"score": score})
-    frame["rank"] = rank_by(frame, "score")  # the rows are one period: ranks within it
+    rank = rank_by(pd.DataFrame({"score": score}), "score")  # the rows are one period: ranks within it
+    values: dict[str, Any] = {"score": score, "rank": _rank_buffer(rank)}
     for dname, v in dsums.items():
-        frame[f"dim:{dname}"] = v
+        values[f"dim:{dname}"] = v
     span = _run(p.rows)  # consecutive positions (whole row groups): the client makes them, 8 bytes a row not sent
-    return _Scored(frame, p.keys.iloc[:, 0], p.keys.iloc[:1, 1], None if span else p.rows, span)  # keys: id, period
+    return _Scored(values, p.keys.iloc[:, 0], p.keys.iloc[:1, 1], None if span else p.rows, span)  # keys: id, period
+
+
+def _rank_buffer(rank: pd.Series) -> Any:
+    """A period's ``Int64`` ranks as they travel: 32-bit integers (4 bytes a row, not 8 and a mask byte) where none is
+    missing, else the ``Int64`` array itself (:func:`_rank_column` makes the column of either)."""
+    import numpy as np
+
+    if len(rank) < 2**31 - 1 and not bool(rank.isna().any()):
+        return rank.to_numpy(dtype=np.int32)
+    return rank.array
+
+
+def _rank_column(pieces: list[Any]) -> Any:
+    """The ``Int64`` rank column of the pieces :func:`_rank_buffer` made, one after the other."""
+    import numpy as np
+    import pandas as pd
+
+    if all(isinstance(a, np.ndarray) for a in pieces):
+        a = np.concatenate(pieces).astype(np.int64) if pieces else np.empty(0, dtype=np.int64)
+        return pd.arrays.IntegerArray(a, np.zeros(len(a), dtype=bool))
+    return pd.concat([pd.Series(pd.array(a, dtype="Int64")) for a in pieces], ignore_index=True).array
 
 
 def _weighted_rowsums(Z: np.ndarray, w: np.ndarray, score_scale: float, zero: np.ndarray,
@@ -420,51 +444,109 @@ def _reduce_ideal(parts: list[list[Any]], order: list[list[int]], pos: np.ndarra
     return Reduced({"ideal": ideal, "anti": anti})
 
 
+@dataclass(frozen=True)
+class _Ref:
+    """In a pending reduce's arguments: the pooled result of that name (made by an earlier pass's task)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class _Reduce:
+    """A pooled result ``name`` = ``fn(*args)``, made at the start of the pass after the one whose partial results it
+    takes (``parts``: ``fn(those results, order, *args)``), in every task of that pass (:func:`_step`)."""
+
+    name: str
+    fn: Any
+    args: tuple[Any, ...]
+    parts: bool = True
+
+
+@dataclass
+class _Part:
+    """What a pass's task gives: its shard's results (one per period) and every pooled result made so far (the
+    same in every shard's task: the same reduces of the same results), which the next pass carries on."""
+
+    values: list[Any]
+    pooled: dict[str, Any]
+
+
+def _const(value: Any) -> Any:
+    return value
+
+
+def _step(shard: _Shard, fn: Any, prev: list[_Part], order: list[list[int]], todo: tuple[_Reduce, ...],
+          use: tuple[str, ...], over: Any, kw: dict[str, Any]) -> _Part:
+    """A pass over a worker's shard. First the pooled results ``todo`` from the previous pass's results ``prev`` (every
+    shard's, in shard order: the task depends on them all), as the reduce tasks of session 17 made them (the same code,
+    the same order: the same bits in every task); then ``over(shard, fn, **kw)`` with the keyword arguments of the pooled
+    results ``use`` (:class:`Reduced`). One transfer a pass between the workers (each fetches the other's results), where a
+    reduce task made two: its inputs fetched, its result sent on (docs/scaleout.md, session 18)."""
+    pooled: dict[str, Any] = dict(prev[0].pooled) if prev else {}
+    for r in todo:
+        args = tuple(pooled[a.name] if isinstance(a, _Ref) else a for a in r.args)
+        pooled[r.name] = r.fn([p.values for p in prev], order, *args) if r.parts else r.fn(*args)
+    return _Part(over(shard, fn, *(pooled[u] for u in use), **kw), pooled)
+
+
 @dataclass
 class _Graph:
-    """The shards of one pooled job, where each is kept, and the tasks submitted over them."""
+    """The shards of one pooled job, where each is kept, and the passes submitted over them: each pass one task per
+    shard, depending on the previous pass's tasks; the reduces pending (:meth:`reduce`) are made in the next pass's
+    tasks."""
 
     client: Client
     shards: list[Future[Any]]
     order: list[list[int]]
     """each shard's periods (indices in period order)"""
     where: list[dict[str, Any]]
+    prev: list[Future[Any]] | None = None
+    todo: list[_Reduce] | None = None
 
-    def each(self, fn: Any, key: str, *given: Any, over: Any = _over, **kw: Any) -> list[Future[Any]]:
-        """A pass: ``over(shard, fn, *given, **kw)``, one task per shard on the worker that keeps it."""
-        return [self.client.submit(over, sh, fn, *given, pure=False, key=k_, **w, **kw)
-                for sh, k_, w in zip(self.shards, task_keys(key, len(self.shards)), self.where, strict=True)]
+    def reduce(self, name: str, fn: Any, *args: Any, parts: bool = True) -> _Ref:
+        """A pooled result made at the start of the next pass (``parts``: from the last pass's results)."""
+        if self.todo is None:
+            self.todo = []
+        self.todo.append(_Reduce(name, fn, args, parts))
+        return _Ref(name)
 
-    def one(self, fn: Any, key: str, *args: Any) -> Future[Any]:
-        """A reduce task (any worker; the passes' results it takes travel to it)."""
-        return self.client.submit(fn, *args, pure=False, key=task_keys(key, 1)[0])
+    def each(self, fn: Any, key: str, *use: _Ref, over: Any = _over, **kw: Any) -> list[Future[Any]]:
+        """A pass: ``over(shard, fn, *use, **kw)``, one task per shard on the worker that keeps it, after the pending
+        reduces."""
+        todo, prev = tuple(self.todo or ()), self.prev or []
+        self.prev = [self.client.submit(_step, sh, fn, prev, self.order, todo, tuple(u.name for u in use), over, kw,
+                                        pure=False, key=k_, **w)
+                     for sh, k_, w in zip(self.shards, task_keys(key, len(self.shards)), self.where, strict=True)]
+        self.todo = None
+        return self.prev
 
 
-def _weights_graph(g: _Graph, method: str, sp: IndexSpec, stats: Any, o: Mapping[str, Any],
-                   last_raw: bool) -> Any:
-    """The tasks of an objective (or given) method's weights: a future of (for given weights: a)
-    :class:`Reduced` whose ``kw`` is ``{"w": weights}``. ``last_raw``: no pass after entropy's needs the
-    prepared values (:func:`_normed`)."""
+def _weights_graph(g: _Graph, method: str, sp: IndexSpec, stats: _Ref, o: Mapping[str, Any],
+                   last_raw: bool) -> _Ref:
+    """The passes of an objective (or given) method's weights: the pooled result (pending: made in the next pass's
+    tasks) whose ``kw`` is ``{"w": weights}``. ``last_raw``: no pass after entropy's needs the prepared values
+    (:func:`_normed`)."""
     import numpy as np
 
     if method == "entropy":
         sc = {"scale": o["scale"], "shift": o["shift"]}
-        col = g.one(_reduce_colsum, "citytwin-colsum-total",
-                    g.each(_colsum_part, "citytwin-colsum", stats, last_raw=last_raw, **sc), g.order)
-        return g.one(_reduce_entropy, "citytwin-entropy", g.each(_plogp_part, "citytwin-plogp", stats, col, **sc),
-                     g.order, col, stats)
+        g.each(_colsum_part, "citytwin-colsum", stats, last_raw=last_raw, **sc)
+        col = g.reduce("col", _reduce_colsum)
+        g.each(_plogp_part, "citytwin-plogp", stats, col, **sc)
+        return g.reduce("w", _reduce_entropy, col, stats)
     if method in ("critic", "pca"):  # the pooled covariance in two passes: sums, then centred products
-        mean = g.one(_reduce_mean, f"citytwin-{method}-mean",
-                     g.each(_moment_part, f"citytwin-{method}-sum", stats, what=method), g.order, stats)
-        C = g.one(_reduce_covariance, f"citytwin-{method}-cov",
-                  g.each(_moment_part, f"citytwin-{method}-cross", stats, mean, what=method), g.order, stats)
+        g.each(_moment_part, f"citytwin-{method}-sum", stats, what=method)
+        mean = g.reduce("mean", _reduce_mean, stats)
+        g.each(_moment_part, f"citytwin-{method}-cross", stats, mean, what=method)
+        C = g.reduce("C", _reduce_covariance, stats)
         if method == "critic":
-            return g.one(_critic, "citytwin-critic", C, stats)
-        return g.one(_pca, "citytwin-pca", C, stats, o["pca_min_eigenvalue"], o["pca_min_cumulative"])
+            return g.reduce("w", _critic, C, stats, parts=False)
+        return g.reduce("w", _pca, C, stats, o["pca_min_eigenvalue"], o["pca_min_cumulative"], parts=False)
     if method == "equal":
-        return _weights(np.full(len(sp.columns), 1.0 / len(sp.columns)), {}, None, {})
+        return g.reduce("w", _const, _weights(np.full(len(sp.columns), 1.0 / len(sp.columns)), {}, None, {}),
+                        parts=False)
     if method == "expert":
-        return _weights(sp.expert_weights(), {}, None, {})
+        return g.reduce("w", _const, _weights(sp.expert_weights(), {}, None, {}), parts=False)
     raise InputError(f"unknown weighting method {method!r}", field="method")
 
 
@@ -481,16 +563,19 @@ def pooled(client: Client, shards: list[Future[Any]], order: list[list[int]], wh
     g = _Graph(client, shards, order, where)
     pos = np.array([i.positive for i in sp.indicators])
     mm = g.each(_minmax_part, "citytwin-minmax")
-    stats = g.one(_reduce_stats, "citytwin-stats", mm, order, pos, panel)
+    stats = g.reduce("stats", _reduce_stats, pos, panel)
     w = _weights_graph(g, objective, sp, stats, o, last_raw)
     if method == "combined":
-        w = g.one(_combined, "citytwin-combined", w, sp.expert_weights(), o["combine_method"], o["alpha"])
+        w = g.reduce("w", _combined, w, sp.expert_weights(), o["combine_method"], o["alpha"], parts=False)
     if method == "topsis":
         vector = o["topsis_normalisation"] == "vector"
-        norm = (g.one(_reduce_norm, "citytwin-sumsq-total", g.each(_sumsq_part, "citytwin-sumsq"), order)
-                if vector else Reduced({"norm": None}))
-        ideal = g.one(_reduce_ideal, "citytwin-ideal",
-                      g.each(_topsis_bounds_part, "citytwin-topsis-bounds", stats, w, norm), order, pos, vector)
+        if vector:
+            g.each(_sumsq_part, "citytwin-sumsq")
+            norm = g.reduce("norm", _reduce_norm)
+        else:
+            norm = g.reduce("norm", _const, Reduced({"norm": None}), parts=False)
+        g.each(_topsis_bounds_part, "citytwin-topsis-bounds", stats, w, norm)
+        ideal = g.reduce("ideal", _reduce_ideal, pos, vector)
         scored = g.each(_topsis_score_part, "citytwin-score", stats, w, norm, ideal, over=_over_scored,
                         score_scale=o["score_scale"])
     else:
@@ -503,6 +588,8 @@ def pooled(client: Client, shards: list[Future[Any]], order: list[list[int]], wh
         for i, _ in enumerate(_distributed().as_completed(mm, loop=client.loop)):
             progress(i + 1, len(mm))
     del mm
-    given = isinstance(w, Reduced)  # weights given (equal, expert): no task
-    got = run_futures(client, [stats, *scored] + ([] if given else [w]))
-    return got[0].info, (w if given else got[-1]).info, _in_order(got[1:1 + len(scored)], order)
+    # each shard's scores fetched as soon as its task ends (``each``), while the other shard's still runs: the
+    # client's gather after the last task was for every shard at once, the first worker's core idle meanwhile
+    got: list[_Part] = run_futures(client, scored, each=lambda i, part: part)
+    return (got[0].pooled["stats"].info, got[0].pooled["w"].info,
+            _in_order([p.values for p in got], order))
