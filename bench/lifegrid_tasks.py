@@ -8,7 +8,7 @@ Prints per round: the wall time, the client's CPU, and per worker its process CP
 outside its tasks (receiving and sending data, the event loop), then each task in the order it ran (a
 search names its category). Which worker ran which search shows the split; the tasks Dask's work stealing
 moved (confirmed steals in the scheduler's "stealing" events) are counted per round, by their number in
-``life_split`` (searches: 13 to 20 of 22 since session 17; 12 to 19 of 21 before).
+``life_split`` (session 18, 2 workers: 12 the hold, 13-16 the searches of the nodes' worker, 17 the client's table, 18-21 the graph's worker's searches; session 17: searches 13 to 20 of 22; 12 to 19 of 21 before).
 
     python bench/lifegrid_tasks.py                   # 2 workers, 3 rounds, 1M nodes
     python bench/lifegrid_tasks.py --workers 1 --rounds 2 --nodes 250000

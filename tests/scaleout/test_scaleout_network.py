@@ -213,7 +213,7 @@ def test_split_preparation_equals_one_process(tmp_path: Path, dask_address: str)
     assert ref.homes.geometry.equals(two.homes.geometry) and two.homes.crs == ref.homes.crs
     pd.testing.assert_frame_equal(ref.coverage, two.coverage, check_exact=True)
     assert {k: v for k, v in two.report.items() if k != "dask"} == ref.report
-    assert two.report["dask"]["tasks"] == len(cats) + 14
+    assert two.report["dask"]["tasks"] == len(cats) + 15
     # what the case holds: both sides dropped a row, the POIs were reprojected, two POIs off the network
     rep = ref.report
     assert rep["dropped"] == {"homes_without_geometry": 1, "pois_without_geometry": 1, "pois_off_network": 2}
@@ -390,8 +390,10 @@ def test_split_searches_start_once_every_other_worker_holds_the_graph(tmp_path: 
     (graph_w,) = next(v[1] for v in by_key.values() if v[0] == "_life_graph")
     holds = {key: v for key, v in by_key.items() if v[0] == "_hold"}
     assert len(holds) == workers - 1 and graph_w not in {w for v in holds.values() for w in v[1]}
-    for _, _, deps, _ in holds.values():  # each hold fetches the graph and the searches' inputs
-        assert sorted(name_of[d] for d in deps) == ["_graph_only", "_search_inputs"]
+    for _, where, deps, _ in holds.values():  # each hold: the graph (fetched as soon as built) and the inputs
+        assert sorted(name_of[d] for d in deps) == ["_hold_graph", "_search_inputs"]
+        (early,) = (by_key[d] for d in deps if name_of[d] == "_hold_graph")
+        assert early[1] == where and [name_of[d] for d in early[2]] == ["_graph_only"]
     on_graph_w = [v for v in by_key.values() if v[0] == "_life_search"]
     elsewhere = [v for v in by_key.values() if v[0] == "_held_search"]
     assert len(on_graph_w) + len(elsewhere) == len(cats) and on_graph_w and elsewhere
@@ -409,4 +411,4 @@ def test_split_searches_start_once_every_other_worker_holds_the_graph(tmp_path: 
     assert ref.homes.geometry.equals(two.homes.geometry)
     pd.testing.assert_frame_equal(ref.coverage, two.coverage, check_exact=True)
     assert {k: v for k, v in two.report.items() if k != "dask"} == ref.report
-    assert two.report["dask"]["tasks"] == 13 + (workers - 1) + len(cats)
+    assert two.report["dask"]["tasks"] == 13 + 2 * (workers - 1) + len(cats)

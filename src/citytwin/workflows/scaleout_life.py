@@ -291,6 +291,12 @@ def _life_assemble(homes: HomeSide, pois: PoiSide, snapped: tuple[np.ndarray, ..
                          max_distance=kw.get("max_distance"))
 
 
+def _hold_graph(graph: Any) -> Any:
+    """The graph, fetched by a worker that did not build it as soon as it is built (while that worker still
+    puts the preparation together, and this one may still snap)."""
+    return graph
+
+
 def _hold(graph: Any, light: LifeCirclePrep) -> tuple[Any, LifeCirclePrep]:
     """(the graph, the searches' inputs) held on a worker that did not build the graph: what its searches read
     without fetching anything more (the same objects as the fetched copies, no copy made)."""
@@ -393,7 +399,7 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
     # inputs before the graph's worker searches (a search holds the GIL: that worker could not send them)
     others = sorted({i % k for i in range(len(cats))} - {1 % k})
 
-    n_tasks = 13 + len(others) + len(cats)
+    n_tasks = 13 + 2 * len(others) + len(cats)
     keys = iter(task_keys("citytwin-life", n_tasks))
 
     def task(fn: Any, *args: Any, where: int, **kwargs: Any) -> Any:
@@ -414,7 +420,7 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
     prep = task(_life_assemble, homes, pois, snapped, graph_part, kw, where=1)
     light = task(_search_inputs, prep, where=1, priority=1)  # before the client's table: the others wait for it
     graph = task(_graph_only, graph_part, where=1)
-    held = {j: task(_hold, graph, light, where=j) for j in others}
+    held = {j: task(_hold, task(_hold_graph, graph, where=j), light, where=j) for j in others}
     futs: list[Any] = [task(_held_search, c, held[i % k], where=i) if i % k in held else None
                        for i, c in enumerate(cats)]
     sent = task(_for_client, prep, where=1)
