@@ -445,8 +445,8 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
         full.homes = gpd.GeoDataFrame(full.homes, geometry=geometry.to_numpy(), crs=geometry.crs)
         return full
 
-    *searched, full = run_futures(client, [*futs, sent, *waiting], progress=progress, each=homes_table
-                                  )[:len(futs) + 1]
+    # the holds finished above and are not fetched (each holds the graph); a search depends on its worker's
+    *searched, full = run_futures(client, [*futs, sent], progress=progress, each=homes_table)
     return full, searched, n_tasks
 
 
