@@ -8,7 +8,10 @@ Prints per round: the wall time, the client's CPU, and per worker its process CP
 outside its tasks (receiving and sending data, the event loop), then each task in the order it ran (a
 search names its category). Which worker ran which search shows the split; the tasks Dask's work stealing
 moved (confirmed steals in the scheduler's "stealing" events) are counted per round, by their number in
-``life_split`` (session 18, 2 workers: 12 the hold, 13-16 the searches of the nodes' worker, 17 the client's table, 18-21 the graph's worker's searches; session 17: searches 13 to 20 of 22; 12 to 19 of 21 before).
+``life_split`` (session 18, 2 workers: 12 the graph fetched early, 13 the hold, 14-17 the searches of the
+nodes' worker, 18 the client's table, 19-22 the graph's worker's searches; session 17: searches 13 to 20 of 22;
+12 to 19 of 21 before). Each task's minor page faults and kernel CPU (its thread's ``getrusage``) and each
+worker's in the round are printed too (session 18: what a cluster's second job saves).
 
     python bench/lifegrid_tasks.py                   # 2 workers, 3 rounds, 1M nodes
     python bench/lifegrid_tasks.py --workers 1 --rounds 2 --nodes 250000
