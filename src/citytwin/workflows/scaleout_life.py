@@ -431,9 +431,9 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
     # raced with the graph's worker's first search: on a warm cluster the graph is built before the snapping
     # ends, the hold ran first, and the other worker waited one whole search (0.7-2.2 s) for the inputs.
     waiting = list(held.values())
-    for f in _distributed().as_completed(waiting, loop=client.loop):  # waited for, not fetched (46 MB)
-        if f.status != "finished":  # every task waited for, then the first error raised
-            run_futures(client, [*(f for f in futs if f is not None), sent, *waiting])
+    for hold in _distributed().as_completed(waiting, loop=client.loop):  # waited for, not fetched (46 MB)
+        if hold.status != "finished":  # every task waited for, then the first error raised
+            run_futures(client, [*(s for s in futs if s is not None), sent, *waiting])
     futs = [f if f is not None else task(_life_search, c, graph, light, where=i) for i, (c, f) in
             enumerate(zip(cats, futs, strict=True))]
 
@@ -445,7 +445,7 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
         full.homes = gpd.GeoDataFrame(full.homes, geometry=geometry.to_numpy(), crs=geometry.crs)
         return full
 
-    # the holds finished above and are not fetched (each holds the graph); a search depends on its worker's
+    # the holds are not fetched (each holds the graph): the scheduler keeps each until its searches have run
     *searched, full = run_futures(client, [*futs, sent], progress=progress, each=homes_table)
     return full, searched, n_tasks
 
