@@ -8,7 +8,10 @@ Prints per round: the wall time, the client's CPU, and per worker its process CP
 outside its tasks (receiving and sending data, the event loop), then each task in the order it ran (a
 search names its category). Which worker ran which search shows the split; the tasks Dask's work stealing
 moved (confirmed steals in the scheduler's "stealing" events) are counted per round, by their number in
-``life_split`` (searches: 13 to 20 of 22 since session 17; 12 to 19 of 21 before).
+``life_split`` (session 18, 2 workers: 12 the graph fetched early, 13 the hold, 14-17 the searches of the
+nodes' worker, 18 the client's table, 19-22 the graph's worker's searches; session 17: searches 13 to 20 of 22;
+12 to 19 of 21 before). Each task's minor page faults and kernel CPU (its thread's ``getrusage``) and each
+worker's in the round are printed too (session 18: what a cluster's second job saves).
 
     python bench/lifegrid_tasks.py                   # 2 workers, 3 rounds, 1M nodes
     python bench/lifegrid_tasks.py --workers 1 --rounds 2 --nodes 250000
@@ -37,10 +40,11 @@ def wrap_tasks() -> list[str]:
     """In a worker: every task function of ``scaleout_life`` logs (name, thread CPU s, start, stop) to
     ``scaleout_life._task_log`` (tasks are pickled by reference, so the worker runs the wrapped one)."""
     import functools
+    import resource
 
     import citytwin.workflows.scaleout_life as m
 
-    log: list[tuple[str, float, float, float]] = []
+    log: list[tuple[str, float, float, float, int, float]] = []
     m._task_log = log  # type: ignore[attr-defined]
     for name in dir(m):
         fn = getattr(m, name)
@@ -50,12 +54,15 @@ def wrap_tasks() -> list[str]:
         def make(fn: Any, name: str) -> Any:
             @functools.wraps(fn)
             def run(*a: Any, **k: Any) -> Any:
+                r0 = resource.getrusage(resource.RUSAGE_THREAD)
                 c, s = time.thread_time(), time.perf_counter()
                 try:
                     return fn(*a, **k)
                 finally:
+                    r1 = resource.getrusage(resource.RUSAGE_THREAD)
                     label = f"{name}[{a[0]}]" if name == "_life_search" else name
-                    log.append((label, time.thread_time() - c, s, time.perf_counter()))
+                    log.append((label, time.thread_time() - c, s, time.perf_counter(), r1.ru_minflt - r0.ru_minflt,
+                                r1.ru_stime - r0.ru_stime))
 
             run._logged = True  # type: ignore[attr-defined]
             return run
@@ -64,8 +71,9 @@ def wrap_tasks() -> list[str]:
     return sorted(n for n in dir(m) if getattr(getattr(m, n), "_logged", False))
 
 
-def take() -> tuple[list[tuple[str, float, float, float]], float]:
-    """In a worker: (the task log since the last call, the process's CPU s so far)."""
+def take() -> tuple[list[tuple[str, float, float, float, int, float]], float, int, float]:
+    """In a worker: (the task log since the last call, the process's CPU s, minor page faults and kernel CPU s
+    so far)."""
     import resource
 
     import citytwin.workflows.scaleout_life as m
@@ -73,7 +81,7 @@ def take() -> tuple[list[tuple[str, float, float, float]], float]:
     log = list(getattr(m, "_task_log", []))
     getattr(m, "_task_log", []).clear()
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return log, r.ru_utime + r.ru_stime
+    return log, r.ru_utime + r.ru_stime, r.ru_minflt, r.ru_stime
 
 
 def steals(dask_scheduler: Any) -> list[tuple[str, str, str]]:
@@ -112,15 +120,19 @@ def main() -> None:
                 stolen = [k for k, _, _ in client.run_on_scheduler(steals)[stolen0:] if k.startswith("citytwin-life")]
                 print(f"round {r + 1}: wall {wall:.2f} s, client {cpu:.2f} CPU-s, load {os.getloadavg()[0]:.1f}, "
                       f"tasks stolen {len(stolen)}: {', '.join(k.rsplit('-', 1)[1] for k in stolen) or '-'}")
-                t0 = min((x[2] for log, _ in after.values() for x in log), default=0.0)
-                for w, (log, total) in sorted(after.items()):
+                t0 = min((x[2] for log, *_ in after.values() for x in log), default=0.0)
+                for w, (log, total, faults, kernel) in sorted(after.items()):
                     tasks = sum(x[1] for x in log)
                     spent = total - before[w][1]
                     searches = sum(1 for x in log if x[0].startswith("_life_search"))
-                    print(f"  worker {w}: {spent:.2f} CPU-s, tasks {tasks:.2f} ({searches} searches), "
-                          f"outside tasks {spent - tasks:.2f}")
-                    for label, c, b, e in log:
-                        print(f"    {label:28s} {c:5.2f} CPU-s   {b - t0:6.2f} -> {e - t0:6.2f} s")
+                    t_faults, t_kernel = sum(x[4] for x in log), sum(x[5] for x in log)
+                    print(f"  worker {w}: {spent:.2f} CPU-s (kernel {kernel - before[w][3]:.2f}, minor page faults "
+                          f"{(faults - before[w][2]) / 1e3:.1f}k), tasks {tasks:.2f} ({searches} searches; kernel "
+                          f"{t_kernel:.2f}, faults {t_faults / 1e3:.1f}k), outside tasks {spent - tasks:.2f} "
+                          f"(faults {(faults - before[w][2] - t_faults) / 1e3:.1f}k)")
+                    for label, c, b, e, flt, kern in log:
+                        print(f"    {label:28s} {c:5.2f} CPU-s (kernel {kern:4.2f}, faults {flt / 1e3:5.1f}k)   "
+                              f"{b - t0:6.2f} -> {e - t0:6.2f} s")
     finally:
         cluster.close()
 

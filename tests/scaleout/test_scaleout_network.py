@@ -5,6 +5,7 @@ on the GeoDataFrame, on the fast path and on every fallback."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -212,7 +213,7 @@ def test_split_preparation_equals_one_process(tmp_path: Path, dask_address: str)
     assert ref.homes.geometry.equals(two.homes.geometry) and two.homes.crs == ref.homes.crs
     pd.testing.assert_frame_equal(ref.coverage, two.coverage, check_exact=True)
     assert {k: v for k, v in two.report.items() if k != "dask"} == ref.report
-    assert two.report["dask"]["tasks"] == len(cats) + 14
+    assert two.report["dask"]["tasks"] == len(cats) + 15
     # what the case holds: both sides dropped a row, the POIs were reprojected, two POIs off the network
     rep = ref.report
     assert rep["dropped"] == {"homes_without_geometry": 1, "pois_without_geometry": 1, "pois_off_network": 2}
@@ -348,3 +349,66 @@ def test_split_preparation_order_leaves_no_worker_waiting(tmp_path: Path, dask_a
     # by their starts (the task stream's times carry each worker's clock offset, re-estimated at heartbeats)
     assert ran[3][1] < ran[5][1]  # checked before the graph
     assert ran[2][1] < ran[7][1]  # the CRS before the tree (the homes' check waits for it)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_split_searches_start_once_every_other_worker_holds_the_graph(tmp_path: Path, dask_address: str,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      workers: int) -> None:
+    """Session 18: a search holds the GIL (scipy's Dijkstra), so a worker that searches sends nothing until
+    the search ends. Every worker that did not build the graph holds the graph and the searches' inputs
+    (``_hold``: both fetched) before any search runs on the graph's worker: its searches are submitted only
+    once every hold has finished, and the other workers' searches read their hold (nothing fetched). Recorded
+    at submission (no clock compared across processes); results equal one process's on 2 and 3 workers."""
+    import pandas as pd
+    from distributed import Client
+
+    from citytwin.spatial.lifecircle import life_circle, residential_buildings
+    from citytwin.spatial.network import build_network
+    from citytwin.workflows import scaleout
+
+    files, cats = _awkward(tmp_path)
+    cats = [*cats, "bank", "library"]  # 7 searches: more than one a worker on 3 workers
+    futures: dict[str, Any] = {}
+    # key -> (function, its workers, its futures' keys, the state of every earlier task when it was submitted)
+    by_key: dict[str, tuple[str, list[str], list[str], dict[str, str]]] = {}
+    real = Client.submit
+
+    def recording(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        fut = real(self, fn, *args, **kwargs)
+        if getattr(fn, "__module__", "").endswith("scaleout_life"):
+            states = {k: f.status for k, f in futures.items()}
+            by_key[str(fut.key)] = (fn.__name__, list(kwargs.get("workers", [])),
+                                    [str(a.key) for a in args if hasattr(a, "key")], states)
+            futures[str(fut.key)] = fut
+        return fut
+
+    monkeypatch.setattr(Client, "submit", recording)
+    two = scaleout.life_circles(dask=dask_address if workers == 2 else f"local:{workers}", categories=cats, **files)
+    monkeypatch.undo()
+    name_of = {key: v[0] for key, v in by_key.items()}
+    (graph_w,) = next(v[1] for v in by_key.values() if v[0] == "_life_graph")
+    holds = {key: v for key, v in by_key.items() if v[0] == "_hold"}
+    assert len(holds) == workers - 1 and graph_w not in {w for v in holds.values() for w in v[1]}
+    for _, where, deps, _ in holds.values():  # each hold: the graph (fetched as soon as built) and the inputs
+        assert sorted(name_of[d] for d in deps) == ["_hold_graph", "_search_inputs"]
+        (early,) = (by_key[d] for d in deps if name_of[d] == "_hold_graph")
+        assert early[1] == where and [name_of[d] for d in early[2]] == ["_graph_only"]
+    on_graph_w = [v for v in by_key.values() if v[0] == "_life_search"]
+    elsewhere = [v for v in by_key.values() if v[0] == "_held_search"]
+    assert len(on_graph_w) + len(elsewhere) == len(cats) and on_graph_w and elsewhere
+    for _, where, _, states in on_graph_w:
+        assert where == [graph_w]
+        assert all(states.get(h) == "finished" for h in holds), "a search on the graph's worker before a hold"
+    for _, where, deps, _ in elsewhere:  # its worker's hold: read there, nothing fetched
+        (h,) = deps
+        assert name_of[h] == "_hold" and holds[h][1] == where
+    ref_net = build_network(gpd.read_parquet(files["nodes"]), pd.read_parquet(files["streets"]))
+    ref = life_circle(residential_buildings(gpd.read_parquet(files["buildings"]), include_unknown=True),
+                      gpd.read_parquet(files["pois"]), ref_net, categories=cats)
+    pd.testing.assert_frame_equal(pd.DataFrame(ref.homes.drop(columns="geometry")),
+                                  pd.DataFrame(two.homes.drop(columns="geometry")), check_exact=True)
+    assert ref.homes.geometry.equals(two.homes.geometry)
+    pd.testing.assert_frame_equal(ref.coverage, two.coverage, check_exact=True)
+    assert {k: v for k, v in two.report.items() if k != "dask"} == ref.report
+    assert two.report["dask"]["tasks"] == 13 + 2 * (workers - 1) + len(cats)

@@ -154,7 +154,7 @@ def test_life_circles_on_dask_from_parquet_layers_equal_one_process(tmp_path: Pa
                                   pd.DataFrame(two.homes.drop(columns="geometry")), check_exact=True)
     pd.testing.assert_frame_equal(ref.coverage, two.coverage, check_exact=True)
     assert {k: v for k, v in two.report.items() if k != "dask"} == ref.report
-    assert two.report["dask"]["tasks"] == len(cats) + 14  # the network and the preparation shared by two workers
+    assert two.report["dask"]["tasks"] == len(cats) + 15  # the network and the preparation shared by two workers
     assert two.report["network"]["components"] == 2 and two.homes["off_network"].sum() == 1
     assert two.homes["dist_pharmacy"].isna().all() and two.coverage.set_index("category").loc["pharmacy", "pois"] == 0
     cut_off = two.homes["component"] == 1  # the eastern half: no POI there

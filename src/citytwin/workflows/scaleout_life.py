@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from citytwin.foundation.collector import collecting_rarely, rare_collections
 from citytwin.foundation.errors import InputError
 from citytwin.foundation.objectstore import is_url, list_objects, read_geoparquet
-from citytwin.foundation.scaleout import Progress, placement, run_futures, task_keys
+from citytwin.foundation.scaleout import Progress, _distributed, placement, run_futures, task_keys
 from citytwin.workflows.scaleout_files import parquet_file, read_parquet
 
 if TYPE_CHECKING:
@@ -291,17 +291,29 @@ def _life_assemble(homes: HomeSide, pois: PoiSide, snapped: tuple[np.ndarray, ..
                          max_distance=kw.get("max_distance"))
 
 
-def _hold(part: Any) -> None:
-    """Nothing: a task on the first worker that has it fetch the graph while it still snaps."""
+def _hold_graph(graph: Any) -> Any:
+    """The graph, fetched by a worker that did not build it as soon as it is built (while that worker still
+    puts the preparation together, and this one may still snap)."""
+    return graph
 
 
-def _life_search(cat: str, graph: Any, prep: LifeCirclePrep, after: Any = None
-                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _hold(graph: Any, light: LifeCirclePrep) -> tuple[Any, LifeCirclePrep]:
+    """(the graph, the searches' inputs) held on a worker that did not build the graph: what its searches read
+    without fetching anything more (the same objects as the fetched copies, no copy made)."""
+    return graph, light
+
+
+def _life_search(cat: str, graph: Any, prep: LifeCirclePrep) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     from types import SimpleNamespace
 
     from citytwin.spatial.lifecircle import category_search
 
     return category_search(prep, SimpleNamespace(graph=graph), cat)  # type: ignore[arg-type]
+
+
+def _held_search(cat: str, held: tuple[Any, LifeCirclePrep]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """:func:`_life_search` on what :func:`_hold` holds."""
+    return _life_search(cat, *held)
 
 
 @collecting_rarely
@@ -374,14 +386,20 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
     side fetched from the first). Neither sends the k-d tree or the node table. The graph waits for the homes'
     points so that the snapping need not wait for the graph (session 17: the POIs moved to the first worker,
     whose preparation was 0.2-0.3 CPU-s shorter and which waited for the graph's worker; the homes read before
-    the CRS). The searches (one per category) are spread over the workers; the first fetches the
-    graph (not the components) while it snaps, and the second's searches start once it has. The client receives the homes' table
-    without the snapped arrays, its points as coordinates (:func:`geometry_payload`)."""
+    the CRS). The searches (one per category) are spread over the workers; each other worker fetches the
+    graph (not the components) and the searches' inputs and holds them (:func:`_hold`), and the graph's
+    worker's searches are submitted once every other worker holds them (a search holds the GIL, so a worker
+    that searches sends nothing: session 18). The client receives the homes' table without the snapped
+    arrays, its points as coordinates (:func:`geometry_payload`)."""
     import geopandas as gpd
 
     on = placement(client)  # spread over the workers, never stolen; another takes a task if its worker dies
+    k = max(1, len(client.scheduler_info()["workers"]))
+    # the workers that search but did not build the graph (``where=1``): each holds the graph and the searches'
+    # inputs before the graph's worker searches (a search holds the GIL: that worker could not send them)
+    others = sorted({i % k for i in range(len(cats))} - {1 % k})
 
-    n_tasks = 14 + len(cats)
+    n_tasks = 13 + 2 * len(others) + len(cats)
     keys = iter(task_keys("citytwin-life", n_tasks))
 
     def task(fn: Any, *args: Any, where: int, **kwargs: Any) -> Any:
@@ -400,13 +418,25 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
     tree = task(_node_tree, node_part, where=0)
     snapped = task(_life_snap, tree, home_xy, pois, where=0)
     prep = task(_life_assemble, homes, pois, snapped, graph_part, kw, where=1)
-    light = task(_search_inputs, prep, where=1)
+    light = task(_search_inputs, prep, where=1, priority=1)  # before the client's table: the others wait for it
     graph = task(_graph_only, graph_part, where=1)
-    held = task(_hold, graph, where=0)
-    # the graph's worker searches once the other has the graph: a search there delayed the 46 MB fetch by up to
-    # 1.2 s (session 17's timelines), while the fetching worker waited
-    futs = [task(_life_search, c, graph, light, *((held,) if i % 2 else ()), where=i) for i, c in enumerate(cats)]
+    held = {j: task(_hold, task(_hold_graph, graph, where=j), light, where=j) for j in others}
+    futs: list[Any] = [task(_held_search, c, held[i % k], where=i) if i % k in held else None
+                       for i, c in enumerate(cats)]
     sent = task(_for_client, prep, where=1)
+    # The graph's worker searches once every other worker holds the graph and the searches' inputs, and its
+    # searches are submitted from here when they do (session 18): scipy's search holds the GIL, so a worker
+    # that searches answers no fetch until the search ends. A search made to wait for a task of the other
+    # worker (session 17's ``_hold``) had to fetch that task's result from it, and the fetch of the inputs
+    # raced with the graph's worker's first search: on a warm cluster the graph is built before the snapping
+    # ends, the hold ran first, and the other worker waited one whole search (0.7-2.2 s) for the inputs.
+    waiting = list(held.values())
+    for hold in _distributed().as_completed(waiting, loop=client.loop):  # waited for, not fetched (46 MB)
+        if hold.status != "finished":  # every task waited for, then the first error raised
+            run_futures(client, [*(s for s in futs if s is not None), sent, *waiting])
+    futs = [f if f is not None else task(_life_search, c, graph, light, where=i) for i, (c, f) in
+            enumerate(zip(cats, futs, strict=True))]
+
     def homes_table(i: int, result: Any) -> Any:  # the client's table made as soon as it arrives (searches run)
         if i != len(futs):
             return result
@@ -415,7 +445,8 @@ def life_split(client: Any, cats: list[str], refs: dict[str, str | None], includ
         full.homes = gpd.GeoDataFrame(full.homes, geometry=geometry.to_numpy(), crs=geometry.crs)
         return full
 
-    *searched, full, _ = run_futures(client, [*futs, sent, held], progress=progress, each=homes_table)
+    # the holds are not fetched (each holds the graph): the scheduler keeps each until its searches have run
+    *searched, full = run_futures(client, [*futs, sent], progress=progress, each=homes_table)
     return full, searched, n_tasks
 
 
