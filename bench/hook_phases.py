@@ -12,7 +12,6 @@ other version does not have is left out)::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -27,10 +26,10 @@ from citytwin.foundation.timeseries import alerts as store_mod
 from citytwin.service import upsert as U
 from citytwin.service.app import open_runtime
 from citytwin.twin import alerts as book_mod
-from citytwin.twin import feeds as F
 from citytwin.twin import live_rules as LR
 from citytwin.workflows import alerting as AL
-from twin_throughput import load_long, stations  # the same data and stations as the throughput bench
+from rules_per_commit import entity_updates  # the same updates as the rules bench
+from twin_throughput import stations  # the same stations as the throughput bench
 
 #: (owner, attribute, label): what is timed, the label's indentation its nesting
 PHASES: list[tuple[Any, str, str]] = [
@@ -78,12 +77,7 @@ def main() -> None:
 
     for owner, name, label in PHASES:
         wrap(owner, name, label)
-    updates: list[dict[str, Any]] = []
-    for _, _, p in F.messages_from_long(load_long(True, None), per_message=144):
-        items = json.loads(p)
-        for it in items if isinstance(items, list) else [items]:
-            it["type"] = "AirQualityObserved"
-            updates.append(it)
+    updates = entity_updates()
     bodies = [updates[i:i + args.batch] for i in range(0, len(updates), args.batch)]
     root = Path(tempfile.mkdtemp(prefix="hook-phases-"))
     try:

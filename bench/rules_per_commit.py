@@ -32,6 +32,17 @@ from citytwin.twin import feeds as F
 from twin_throughput import load_long, stations  # the same data and stations as the throughput bench
 
 
+def entity_updates() -> list[dict[str, Any]]:
+    """The throughput bench's month as NGSI-LD entity updates (12 readings each), in time order."""
+    updates: list[dict[str, Any]] = []
+    for _, _, p in F.messages_from_long(load_long(True, None), per_message=144):
+        items = json.loads(p)
+        for it in items if isinstance(items, list) else [items]:
+            it["type"] = "AirQualityObserved"
+            updates.append(it)
+    return updates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=240, help="entity updates per body (one commit each)")
@@ -41,12 +52,7 @@ def main() -> None:
                          "in bodies of --batch (as bench/twin_throughput.py's N HTTP clients); prints how the "
                          "ingest's group commit grouped them and each hook's CPU by time.thread_time")
     args = ap.parse_args()
-    updates: list[dict[str, Any]] = []
-    for _, _, p in F.messages_from_long(load_long(True, None), per_message=144):
-        items = json.loads(p)
-        for it in items if isinstance(items, list) else [items]:
-            it["type"] = "AirQualityObserved"
-            updates.append(it)
+    updates = entity_updates()
     bodies = [updates[i:i + args.batch] for i in range(0, len(updates), args.batch)]
     n_cl = max(1, args.clients)
     if n_cl > 1:
