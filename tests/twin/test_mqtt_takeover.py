@@ -69,3 +69,24 @@ def test_two_ingests_with_one_client_id_back_off_and_say_why(broker: tuple[str, 
     assert said, rows
     # without the back-off the two took the session from each other every ~0.1 s: 40-80 connects in 8 s
     assert len(connects) <= 16, len(connects)
+
+
+@needs_broker
+def test_a_refusing_broker_is_audited_once_and_retried_slowly(broker: tuple[str, int],
+                                                              mqtt_dev_account: tuple[str, str]) -> None:
+    """A server's ingest whose account the broker refuses (a wrong password, a revoked account) goes on trying in
+    the background (``start(background=True)``). Before, each refused attempt also made an ``mqtt.disconnect`` row
+    and a warning, which broke the refusals' run of identical rows, and the wait went back to 0.1 s after each
+    attempt: ~20 audit rows a second. Now the refusal is one row and the attempts slow down to one every 2 s."""
+    host, port = broker
+    rows: list[tuple[str, str]] = []
+    m = MqttIngest(host, port, lambda b: None, topics=["refused/#"], client_id="refused-ingest",
+                   auth=MqttAuth(mqtt_dev_account[0], "not-the-password"),
+                   on_event=lambda a, o, u, d: rows.append((a, o)))
+    try:
+        m.start(wait_connected=1.0, background=True)
+        time.sleep(6.0)
+        assert not m.connected and m.refused is not None and "Not authorized" in m.refused
+    finally:
+        m.stop()
+    assert rows == [("mqtt.connect", "denied")], rows[:10]

@@ -330,6 +330,9 @@ class MqttIngest:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._connected.clear()
+        up, self._up_at = self._up_at, None
+        if up is None:  # a connection the broker never accepted (refused: that is audited, once, as mqtt.connect)
+            return
         if not self._stop.is_set() and getattr(reason, "is_failure", False):
             # the connection was lost or ended by the broker (Mosquitto 2.0 just closes it when another client
             # connects with this client id, which is the account's username on a broker that ties them: paho
@@ -337,7 +340,6 @@ class MqttIngest:
             detail = f"{self.client_id} at {self.host}:{self.port}: connection lost ({reason})"
             log.warning("MQTT ingest disconnected by the broker: %s", detail)
             self._event("mqtt.disconnect", "error", detail)
-            up, self._up_at = self._up_at, None
             self._short = self._short + 1 if up is not None and self.clock() - up < TAKEOVER_S else 0
             if self._short == TAKEOVER_RUN:
                 why = (f"{self.client_id} at {self.host}:{self.port}: the broker ended {TAKEOVER_RUN} connections in a "
@@ -485,7 +487,8 @@ class MqttIngest:
                         self._work.put((self._gen, batch))
                         self._inflight += 1
                     self.client.loop_write()
-                    backoff = 0.1
+                    if self._connected.is_set():  # (not while the broker refuses: each refusal waits longer, to 2 s)
+                        backoff = 0.1
                 except _StoreFailed as exc:  # not a connection problem: stop, the broker keeps the batch
                     self.failure = exc.__cause__
                     log.error("MQTT ingest stopped: %s (%d messages left unacknowledged in the broker's session)",
