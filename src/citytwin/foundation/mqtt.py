@@ -340,7 +340,7 @@ class MqttIngest:
             detail = f"{self.client_id} at {self.host}:{self.port}: connection lost ({reason})"
             log.warning("MQTT ingest disconnected by the broker: %s", detail)
             self._event("mqtt.disconnect", "error", detail)
-            self._short = self._short + 1 if up is not None and self.clock() - up < TAKEOVER_S else 0
+            self._short = self._short + 1 if self.clock() - up < TAKEOVER_S else 0
             if self._short == TAKEOVER_RUN:
                 why = (f"{self.client_id} at {self.host}:{self.port}: the broker ended {TAKEOVER_RUN} connections in a "
                        f"row within {TAKEOVER_S:.0f} s of making them: another client is probably connected with the "

@@ -145,8 +145,21 @@ class AlertHub:
         self._since_evict = 0
         self._gone()
 
+    def _files(self) -> tuple[tuple[int, int], ...]:
+        """Size and modification time of the store's files (the database and its write-ahead log): any commit by
+        another connection changes them; reading does not."""
+        out = []
+        for f in () if self.path is None else (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                st = f.stat()
+                out.append((st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append((-1, -1))
+        return tuple(out)
+
     def _load(self) -> None:
         """The book from the store: the live alerts and the resolved ones the retention keeps."""
+        self._loaded_files = self._files()
         records: list[dict[str, Any]] = []
         if self.store is not None:
             last = self.store.newest_resolved()  # what retention keeps of the resolved ones (trimmed again below)
@@ -305,9 +318,11 @@ class AlertHub:
             with self._lock:
                 self._writer.claim(what)
                 # the store as the last writer left it (another process, or a hub closed in this one): this hub's book
-                # was read when it opened, and has changed nothing since (it held no lock)
-                self._load()
-                self._gone()
+                # was read when it opened, and has changed nothing since (it held no lock); read again only where
+                # another connection wrote the store meanwhile (not at an ordinary start: open, then claim)
+                if self._files() != self._loaded_files:
+                    self._load()
+                    self._gone()
 
     def _held(self, alert_id: str) -> None:
         """AlertStateError for a stored alert no longer in memory (it is resolved); NotFoundError for none."""
